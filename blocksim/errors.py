@@ -1,0 +1,48 @@
+"""The exception hierarchy: what went wrong, in the user's terms.
+
+Every error blocksim raises on purpose derives from :class:`BlocksimError`, so
+a caller (the command line, a notebook) can catch one class and print a clean
+one-line message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class BlocksimError(Exception):
+    """Base class of every error blocksim raises on purpose."""
+
+
+class ScenarioError(BlocksimError):
+    """A scenario file or dict is malformed or inconsistent.
+
+    ``problems`` holds one ``(key_path, message)`` pair per problem found, so
+    that a validator can report them all at once; ``source`` names the file
+    (or ``"<dict>"``).  ``str(error)`` gives one line per problem in the form
+    ``file: key.path: message``.
+    """
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = list(problems)
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [f"{self.source}: {path}: {msg}" if path else f"{self.source}: {msg}"
+                for path, msg in self.problems]
+
+
+class CommandError(BlocksimError):
+    """A QMP-like management command was refused.
+
+    Mirrors QMP's ``{"error": {"class": ..., "desc": ...}}``: refusals are part
+    of a run's record, not a crash of the run.
+    """
+
+    def __init__(self, desc: str, error_class: str = "GenericError"):
+        self.desc = desc
+        self.error_class = error_class
+        super().__init__(desc)
+
+
+class ResultsError(BlocksimError):
+    """A results folder is missing, incomplete or not blocksim's."""
