@@ -1,0 +1,1 @@
+"""blocksim: a discrete-event simulator of a VM block layer under I/O faults."""
