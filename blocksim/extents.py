@@ -84,6 +84,16 @@ class ExtentMap:
         for a, b, v in runs:
             self.set(a, b, v)
 
+    def fill_runs(self, runs: Sequence[Run]) -> None:
+        """Like :meth:`set_runs`, but only where this map still holds 0.
+
+        A copy-on-read never overwrites data a guest wrote meanwhile."""
+        for a, b, v in runs:
+            if v:
+                for ha, hb, hv in self.runs(a, b):
+                    if hv == 0:
+                        self.set(ha, hb, v)
+
     # -- reading -----------------------------------------------------------
     def runs(self, start: int = 0, end: int | None = None) -> list[Run]:
         """The canonical runs covering ``[start, end)``, clipped to it."""

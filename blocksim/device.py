@@ -1,0 +1,269 @@
+"""A block device node: an image with content, allocation, faults and timing.
+
+A :class:`BlockDevice` is what QEMU calls a node: a raw or qcow2 image with a
+virtual size, a cluster size and, for qcow2, an optional backing file.  It
+tracks
+
+- *content*: an :class:`~blocksim.extents.ExtentMap` of generations written
+  to this layer (0 = not allocated here, read from the backing file);
+- *allocation*: which clusters this layer has allocated, so that a thin
+  device with a physical ``capacity`` fails a write needing a new cluster past
+  it with ENOSPC (a management action can raise the capacity);
+- *service time*: a FIFO queue of ``queue_depth`` slots in front of a shared
+  transfer pipe; a request takes ``latency`` (with optional seeded jitter)
+  plus ``length / bandwidth`` on the pipe.  Completion times are computed when
+  the request is issued, so each request costs one SimPy timeout;
+- *faults*: the rules of :mod:`blocksim.faults`, asked when a request is
+  issued.  A failed request is not carried out and completes after the bare
+  latency (blkdebug and dm-flakey fail requests without doing the I/O).
+
+Requests are generators to be driven with ``yield from`` inside a SimPy
+process, returning an errno (0 on success).
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from heapq import heappop, heappush
+from typing import Callable
+
+import numpy as np
+
+from .extents import ExtentMap, Run, resolve_runs
+from .faults import FaultRule, Verdict
+
+NO_VERDICT = Verdict()
+
+
+class BlockDevice:
+    def __init__(self, env, name: str, spec, rng: np.random.Generator):
+        self.env = env
+        self.name = name
+        self.size: int = spec.size
+        self.cluster_size: int = spec.cluster_size
+        self.format: str = spec.format
+        self.capacity: int | None = spec.capacity
+        self.latency: int = spec.latency
+        self.bandwidth: int = spec.bandwidth
+        self.queue_depth: int = spec.queue_depth
+        self.jitter: float = spec.jitter
+        self.backing: BlockDevice | None = None
+        self.content = ExtentMap(self.size)
+        nclusters = -(-self.size // self.cluster_size)
+        self.alloc = ExtentMap(nclusters)          # 1 = cluster allocated here
+        self.allocated_clusters = 0
+        self.faults: list[FaultRule] = []
+        #: Called as ``listener(start, end)`` after each successful write
+        #: (how a mirror's dirty bitmap sees guest writes).
+        self.write_listeners: list[Callable[[int, int], None]] = []
+        #: Called with a write's generation when a fault drops it silently.
+        self.on_drop: Callable[[object], None] | None = None
+        self._rng = rng
+        self._jitter_pool: np.ndarray | None = None
+        self._jitter_i = 0
+        self._slots: list[int] = []      # busy-until times of occupied queue slots
+        self._pipe_free = 0
+        self.reads = self.writes = self.flushes = self.failed = 0
+        self.bytes_read = self.bytes_written = 0
+
+    # -- the chain ------------------------------------------------------------
+    def chain(self) -> list["BlockDevice"]:
+        """This node and its backing files, top first."""
+        out, node = [], self
+        while node is not None:
+            out.append(node)
+            node = node.backing
+        return out
+
+    def layers(self) -> list[ExtentMap]:
+        return [n.content for n in self.chain()]
+
+    def read_content(self, start: int, end: int) -> list[Run]:
+        """What a read of ``[start, end)`` returns, resolved through backing files."""
+        if self.backing is None:
+            return self.content.runs(start, end)
+        return resolve_runs(self.layers(), start, end)
+
+    @property
+    def allocated_bytes(self) -> int:
+        return self.allocated_clusters * self.cluster_size
+
+    def is_allocated(self, start: int, end: int) -> bool:
+        """Whether every cluster of ``[start, end)`` is allocated in this layer."""
+        cs = self.cluster_size
+        return self.alloc.is_uniform(start // cs, -(-end // cs), 1)
+
+    def extend(self, capacity: int) -> None:
+        """A management action grows the thin device's physical capacity."""
+        self.capacity = capacity
+
+    # -- timing -----------------------------------------------------------------
+    def _latency(self) -> int:
+        if not self.jitter:
+            return self.latency
+        pool = self._jitter_pool
+        if pool is None or self._jitter_i >= len(pool):
+            # Gamma with mean 1 and coefficient of variation `jitter`: positive,
+            # drawn in batches from the device's own seeded stream.
+            k = 1.0 / (self.jitter * self.jitter)
+            pool = self._jitter_pool = self._rng.gamma(k, 1.0 / k, 4096)
+            self._jitter_i = 0
+        factor = pool[self._jitter_i]
+        self._jitter_i += 1
+        return int(self.latency * factor)
+
+    def _service_done(self, now: int, nbytes: int) -> int:
+        """Completion time of a request issued now (FIFO queue + shared pipe)."""
+        slots = self._slots
+        while slots and slots[0] <= now:
+            heappop(slots)
+        start = heappop(slots) if len(slots) >= self.queue_depth else now
+        t = start + self._latency()
+        if t < self._pipe_free:
+            t = self._pipe_free
+        done = t + nbytes * 1_000_000_000 // self.bandwidth
+        self._pipe_free = done
+        heappush(slots, done)
+        return done
+
+    # -- fault verdicts ---------------------------------------------------------
+    def _verdict(self, op: str, start: int, end: int) -> Verdict:
+        verdict = Verdict()
+        now = self.env.now
+        for rule in self.faults:
+            rule.apply(now, op, start, end, verdict)
+        return verdict
+
+    def _read_verdict(self, start: int, end: int) -> Verdict:
+        """Faults of every layer that serves part of a read."""
+        verdict = self._verdict("read", start, end) if self.faults else NO_VERDICT
+        if self.backing is None or verdict.errno:
+            return verdict
+        # Parts not allocated here are read from the backing file, whose own
+        # rules apply to them.
+        for a, b, v in self.content.iter_runs(start, end):
+            if v == 0 and self.backing._has_read_faults():
+                sub = self.backing._read_verdict(a, b)
+                if sub.errno or sub.delay:
+                    if verdict is NO_VERDICT:
+                        verdict = Verdict()
+                    verdict.delay += sub.delay
+                    if sub.errno:
+                        verdict.errno = sub.errno
+                        break
+        return verdict
+
+    def _has_read_faults(self) -> bool:
+        node = self
+        while node is not None:
+            if any("read" in r.ops for r in node.faults):
+                return True
+            node = node.backing
+        return False
+
+    # -- requests ---------------------------------------------------------------
+    def read(self, offset: int, length: int, want_data: bool = False):
+        """Read ``[offset, offset+length)``; returns ``(errno, runs or None)``."""
+        env = self.env
+        end = offset + length
+        verdict = self._read_verdict(offset, end) if (self.faults or self.backing) else NO_VERDICT
+        now = env.now
+        if verdict.errno:
+            self.failed += 1
+            yield env.timeout(self._latency() + verdict.delay)
+            return verdict.errno, None
+        yield env.timeout(self._service_done(now, length) - now + verdict.delay)
+        self.reads += 1
+        self.bytes_read += length
+        return 0, (self.read_content(offset, end) if want_data else None)
+
+    def write(self, offset: int, length: int, data, fill: bool = False):
+        """Write ``data`` (a generation, or runs read elsewhere) at ``offset``.
+
+        With ``fill`` (a copy-on-read) the data lands only where this layer
+        holds nothing yet when the write completes.  Returns an errno.  Clusters are allocated when the request is issued,
+        as qcow2 does, so concurrent writes cannot overcommit a thin device.
+        """
+        env = self.env
+        end = offset + length
+        verdict = self._verdict("write", offset, end) if self.faults else NO_VERDICT
+        now = env.now
+        if not verdict.errno:
+            cs = self.cluster_size
+            c0, c1 = offset // cs, -(-end // cs)
+            alloc = self.alloc
+            if c1 - c0 == 1:
+                new = 0 if alloc.value_at(c0) else 1
+            else:
+                new = alloc.count(c0, c1, 0)
+            if new:
+                if self.capacity is not None and \
+                        (self.allocated_clusters + new) * cs > self.capacity:
+                    verdict = Verdict(errno=_errno.ENOSPC)
+                else:
+                    cow = self._cow_runs(offset, end, c0, c1) if self.backing else None
+                    alloc.set(c0, c1, 1)
+                    self.allocated_clusters += new
+        if verdict.errno:
+            self.failed += 1
+            yield env.timeout(self._latency() + verdict.delay)
+            return verdict.errno
+        yield env.timeout(self._service_done(now, length) - now + verdict.delay)
+        self.writes += 1
+        self.bytes_written += length
+        if verdict.drop:
+            if self.on_drop is not None:
+                self.on_drop(data)
+            return 0
+        if new and self.backing is not None and cow:
+            self.content.set_runs(cow)
+        if data.__class__ is int:
+            self.content.set(offset, end, data)
+        elif fill:
+            self.content.fill_runs(data)
+        else:
+            self.content.set_runs(data)
+        for listener in self.write_listeners:
+            listener(offset, end)
+        return 0
+
+    def _cow_runs(self, offset: int, end: int, c0: int, c1: int) -> list[Run]:
+        """qcow2 copy-on-write: a partial write to a new cluster first copies
+        the rest of the cluster from the backing file."""
+        cs = self.cluster_size
+        runs: list[Run] = []
+        head, tail = c0 * cs, min(c1 * cs, self.size)
+        if head < offset and not self.alloc.value_at(c0):
+            runs += [r for r in self.backing.read_content(head, offset) if r[2]]
+        if end < tail and not self.alloc.value_at(c1 - 1):
+            runs += [r for r in self.backing.read_content(end, tail) if r[2]]
+        return runs
+
+    def write_zeroes(self, offset: int, length: int):
+        """Zero a range without allocating (a metadata operation: latency only).
+
+        Used by a mirror for source ranges that read as zeros.  Setting the
+        layer to 0 makes it read as zeros only without a backing file, which
+        is the case for a full-sync mirror target.
+        """
+        env = self.env
+        end = offset + length
+        verdict = self._verdict("write", offset, end) if self.faults else NO_VERDICT
+        if verdict.errno:
+            self.failed += 1
+            yield env.timeout(self._latency() + verdict.delay)
+            return verdict.errno
+        yield env.timeout(self._latency() + verdict.delay)
+        if not verdict.drop:
+            self.content.set(offset, end, 0)
+        return 0
+
+    def flush(self):
+        env = self.env
+        verdict = self._verdict("flush", 0, 0) if self.faults else NO_VERDICT
+        yield env.timeout(self._latency() + verdict.delay)
+        if verdict.errno:
+            self.failed += 1
+            return verdict.errno
+        self.flushes += 1
+        return 0

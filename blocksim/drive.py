@@ -1,0 +1,135 @@
+"""A guest drive: the guest's view of a node, with rerror and werror.
+
+A :class:`Drive` is QEMU's BlockBackend plus the guest device in front of it.
+Guest requests enter through :meth:`Drive.request`, which waits while the VM
+is stopped or the drive is drained, sends the request to the drive's node
+(the top of its backing chain, which a mirror's pivot can replace) and, on
+failure, asks the shared :class:`~blocksim.policy.ErrorPolicyEngine`:
+
+- ``report``: the guest sees the error;
+- ``ignore``: the guest sees success although nothing was written; the write
+  is recorded as silently lost;
+- ``stop``: the VM stops; the request is parked and resubmitted on ``cont``.
+
+The drive also keeps the guest's *ledger*: what the guest believes its disk
+holds (every acknowledged write, by generation) and which generations were
+lost on record, so the end-of-run check can tell a recorded loss from silent
+corruption.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+from .extents import ExtentMap
+from .iostatus import IoStatus
+from .policy import IGNORE, REPORT
+
+
+class Drive:
+    def __init__(self, env, name: str, node, spec, vm, policy):
+        self.env = env
+        self.name = name
+        self.node = node
+        self.rerror: str = spec.rerror
+        self.werror: str = spec.werror
+        self.vm = vm
+        self.policy = policy
+        self.iostatus = IoStatus(lambda: env.now)
+        self.in_flight = 0
+        self._drains = 0
+        self._undrained = None
+        self._idle = None
+        # counters for the summary and the sampled series
+        self.errors_by_action = {"ignore": 0, "report": 0, "stop": 0}
+        self.guest_errors = 0
+        self.reads = self.writes = 0
+        self.completed = 0
+        self.latency_sum = 0
+        # the ledger: acknowledged writes in acknowledgement order, applied to
+        # an ExtentMap at the end (cheaper than a map update per request)
+        self._acked = array("q")
+        self.lost: dict[int, str] = {}      # generation -> why it was lost
+
+    # -- drained sections (mirror completion) ---------------------------------
+    def drain_begin(self):
+        """Stop new guest requests and wait for those in flight (generator)."""
+        self._drains += 1
+        if self._undrained is None:
+            self._undrained = self.env.event()
+        while self.in_flight:
+            if self._idle is None:
+                self._idle = self.env.event()
+            yield self._idle
+
+    def drain_end(self) -> None:
+        self._drains -= 1
+        if self._drains == 0 and self._undrained is not None:
+            ev, self._undrained = self._undrained, None
+            ev.succeed()
+
+    # -- guest requests ----------------------------------------------------------
+    def request(self, op: str, offset: int, length: int, gen: int = 0):
+        """One guest request (generator).  Returns the errno the guest sees."""
+        vm = self.vm
+        env = self.env
+        is_read = op == "read"
+        while True:
+            if vm.state != "running":
+                yield vm.wait_running()
+                continue
+            if self._undrained is not None:
+                yield self._undrained
+                continue
+            start = env.now
+            self.in_flight += 1
+            if is_read:
+                err, _ = yield from self.node.read(offset, length)
+            else:
+                err = yield from self.node.write(offset, length, gen)
+            self.in_flight -= 1
+            if self.in_flight == 0 and self._idle is not None:
+                ev, self._idle = self._idle, None
+                ev.succeed()
+            if not err:
+                self._account(is_read, start)
+                if not is_read:
+                    self._acked.extend((offset, offset + length, gen))
+                return 0
+            action = self.policy.guest_error(self, is_read, err)
+            if action == REPORT:
+                self.guest_errors += 1
+                self._account(is_read, start)
+                return err
+            if action == IGNORE:
+                self._account(is_read, start)
+                if not is_read:
+                    self._acked.extend((offset, offset + length, gen))
+                    self.lost[gen] = "ignored by werror=ignore"
+                return 0
+            # stop: parked until the VM continues, then resubmitted
+
+    def _account(self, is_read: bool, start: int) -> None:
+        if is_read:
+            self.reads += 1
+        else:
+            self.writes += 1
+        self.completed += 1
+        self.latency_sum += self.env.now - start
+
+    def record_drop(self, gen) -> None:
+        """A device fault acknowledged this write without carrying it out."""
+        if gen.__class__ is int and gen:
+            self.lost[gen] = "dropped by a device fault"
+
+    def expected_content(self) -> ExtentMap:
+        """What the guest believes its disk holds: every acknowledged write."""
+        m = ExtentMap(self.node.size)
+        acked = self._acked
+        for i in range(0, len(acked), 3):
+            m.set(acked[i], acked[i + 1], acked[i + 2])
+        return m
+
+    @property
+    def writes_lost(self) -> int:
+        return len(self.lost)

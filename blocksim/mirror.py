@@ -1,0 +1,218 @@
+"""The mirror job: copy a drive's disk to a target while the guest runs.
+
+Modelled on QEMU's ``block/mirror.c`` (background copy mode):
+
+1. A :class:`~blocksim.bitmap.DirtyBitmap` at ``granularity`` starts with
+   what ``sync`` asks for: ``full`` marks every range allocated anywhere in
+   the source's chain, ``top`` only the top layer's, ``none`` nothing.
+   Guest writes to the source re-dirty their range for as long as the job runs.
+2. The copy loop takes the next dirty run after a cursor (at most
+   ``buf-size / 16`` bytes, at most 16 operations and ``buf-size`` bytes in
+   flight, never overlapping an operation in flight), clears it, and copies
+   it: read the source, write the target (ranges reading as zeros become a
+   write-zeroes), each operation its own SimPy process.  ``speed`` throttles
+   the loop.
+3. A failed read or write re-dirties its range and goes through the error
+   policy engine with ``on-source-error`` (reads) or ``on-target-error``
+   (writes): ``ignore`` retries it later, ``stop`` pauses the job until
+   resumed, ``report`` fails the job once the operations in flight are done.
+4. When nothing is dirty and nothing is in flight the job becomes ``ready``
+   (``BLOCK_JOB_READY``, once) and keeps mirroring, polling every 100 ms.
+5. ``complete`` (or a plain ``cancel`` when ready) drains the guest's
+   requests and, once nothing is dirty, finishes: complete pivots the drive to
+   the target, cancel leaves the source in place.  In both cases the run then
+   verifies that the target reads exactly as the source.
+
+A persistent fault under ``ignore`` therefore never converges: the job keeps
+retrying (throttled by ``speed``) and never becomes ready, until cancelled.
+"""
+
+from __future__ import annotations
+
+from .bitmap import DirtyBitmap
+from .extents import diff_ranges
+from .job import BlockJob
+from .policy import REPORT
+from .ratelimit import SLICE_NS
+
+MAX_IN_FLIGHT = 16
+
+
+class MirrorJob(BlockJob):
+    job_type = "mirror"
+
+    def __init__(self, sim, job_id: str, spec):
+        super().__init__(sim, job_id, spec)
+        self.target = sim.devices[spec.target]
+        self.sync: str = spec.sync
+        self.granularity: int = spec.granularity
+        self.buf_size: int = spec.buf_size
+        self.on_source_error: str = spec.on_source_error
+        self.on_target_error: str = spec.on_target_error
+        self.max_io = max(self.buf_size // MAX_IN_FLIGHT, self.granularity)
+        self.source = None
+        self.bitmap: DirtyBitmap | None = None
+        self.in_flight = 0
+        self.bytes_in_flight = 0
+        self._ops: dict[int, int] = {}       # first bit -> end bit of each op in flight
+        self.synced = False
+        self.ret = 0
+        self.pivoted = False
+        self._cursor = 0
+        self._op_done = None
+        self._drained = False
+
+    def error_policies(self) -> dict[str, str]:
+        return {"on-source-error": self.on_source_error,
+                "on-target-error": self.on_target_error}
+
+    # -- the copy loop -------------------------------------------------------------
+    def run(self):
+        src = self.source = self.drive.node
+        bm = self.bitmap = DirtyBitmap(src.size, self.granularity)
+        self._initial_dirty(src, bm)
+        src.write_listeners.append(bm.mark)
+        while True:
+            if self.ret:
+                break
+            yield from self.pause_point()
+            if self.cancelled and (self.force_cancel or not self.synced):
+                break
+            if bm.count and self.in_flight < MAX_IN_FLIGHT \
+                    and self.bytes_in_flight < self.buf_size:
+                nbytes = self._issue()
+                if nbytes < 0:                  # overlaps an operation in flight
+                    yield from self._wait_op()
+                    continue
+                delay = self.limit.delay(self.env.now, nbytes)
+                if delay:
+                    yield from self.sleep(delay)
+                continue
+            if self.in_flight:
+                yield from self._wait_op()
+                continue
+            if not self.synced:
+                self._become_ready()
+            if self.should_complete or self.cancelled:
+                yield from self.drive.drain_begin()
+                if bm.count or self.in_flight:
+                    self.drive.drain_end()
+                    continue
+                self._drained = True
+                break
+            yield from self.sleep(SLICE_NS)
+        while self.in_flight:
+            yield from self._wait_op()
+        return self.ret
+
+    def _initial_dirty(self, src, bm: DirtyBitmap) -> None:
+        if self.sync == "none":
+            return
+        layers = [src] if self.sync == "top" else src.chain()
+        for node in layers:
+            cs = node.cluster_size
+            for a, b, v in node.alloc.iter_runs():
+                if v:
+                    bm.mark(a * cs, min(b * cs, node.size))
+
+    def _issue(self) -> int:
+        bm = self.bitmap
+        b = bm.next_dirty(self._cursor)
+        n = bm.dirty_run(b, max(1, self.max_io // self.granularity))
+        for ob, oe in self._ops.items():
+            if b < oe and ob < b + n:
+                return -1
+        bm.clear_bits(b, b + n)
+        self._cursor = b + n if b + n < bm.nbits else 0
+        g = self.granularity
+        start, end = b * g, min((b + n) * g, self.source.size)
+        self._ops[b] = b + n
+        self.in_flight += 1
+        self.bytes_in_flight += end - start
+        self.env.process(self._copy(b, start, end))
+        return end - start
+
+    def _copy(self, bit: int, start: int, end: int):
+        """One copy operation: read the source, write the target."""
+        n = end - start
+        err, runs = yield from self.source.read(start, n, want_data=True)
+        if err:
+            self._failed(start, end, self.on_source_error, True, err)
+        else:
+            if all(v == 0 for _a, _b, v in runs):
+                err = yield from self.target.write_zeroes(start, n)
+            else:
+                err = yield from self.target.write(start, n, runs)
+            if err:
+                self._failed(start, end, self.on_target_error, False, err)
+            else:
+                self.offset += n
+                self.bytes_copied += n
+        del self._ops[bit]
+        self.in_flight -= 1
+        self.bytes_in_flight -= n
+        ev = self._op_done
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+
+    def _failed(self, start: int, end: int, policy: str, is_read: bool, err: int) -> None:
+        self.bitmap.mark(start, end)
+        action = self.policy.job_error(self, policy, is_read, err)
+        if action == REPORT and not self.ret:
+            self.ret = err
+
+    def _wait_op(self):
+        ev = self._op_done = self.env.event()
+        yield ev
+        self._op_done = None
+
+    def _become_ready(self) -> None:
+        self.synced = True
+        self.ready_at = self.env.now
+        self._transition("ready")
+        self.log.emit("BLOCK_JOB_READY", self._job_event_data())
+
+    # -- verbs and ending --------------------------------------------------------------
+    def complete(self) -> None:
+        self._check_verb("complete")
+        self.should_complete = True
+        self._enter()
+
+    def completes_on_cancel(self) -> bool:
+        return self.synced and not self.force_cancel
+
+    def progress_len(self) -> int:
+        dirty = self.bitmap.dirty_bytes if self.bitmap is not None else 0
+        return self.offset + self.bytes_in_flight + dirty
+
+    def prepare(self) -> None:
+        self._verify()
+        if self.should_complete:
+            self.drive.node = self.target       # the pivot
+            self.pivoted = True
+        self._release()
+
+    def abort(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self.source is not None and self.bitmap is not None:
+            try:
+                self.source.write_listeners.remove(self.bitmap.mark)
+            except ValueError:
+                pass
+        if self._drained:
+            self._drained = False
+            self.drive.drain_end()
+
+    def _verify(self) -> None:
+        """At completion the target must read exactly as the source."""
+        diffs = diff_ranges(self.source.layers(), self.target.layers(), 0, self.source.size)
+        first = next(diffs, None)
+        if first is None:
+            self.integrity = "identical"
+            return
+        total = first[1] - first[0] + sum(b - a for a, b, _l, _r in diffs)
+        self.integrity = "differs"
+        self.integrity_detail = (f"target differs from source in {total} bytes, "
+                                 f"first at offset {first[0]}")

@@ -1,0 +1,38 @@
+"""Rate limiting of block jobs by their ``speed`` (bytes per second).
+
+Models QEMU's slice-based limiter (``util/ratelimit``): each 100 ms slice
+allows ``speed * 0.1 s`` bytes; a job that dispatched more is told to sleep
+until the (possibly stretched) slice ends.  Speed 0 means unlimited.
+"""
+
+from __future__ import annotations
+
+SLICE_NS = 100_000_000          # BLOCK_JOB_SLICE_TIME
+
+
+class RateLimit:
+    __slots__ = ("speed", "slice_quota", "slice_start", "slice_end", "dispatched")
+
+    def __init__(self, speed: int = 0):
+        self.slice_start = self.slice_end = 0
+        self.dispatched = 0
+        self.set_speed(speed)
+
+    def set_speed(self, speed: int) -> None:
+        self.speed = speed
+        self.slice_quota = speed * SLICE_NS // 1_000_000_000
+
+    def delay(self, now: int, nbytes: int) -> int:
+        """Account ``nbytes`` dispatched now; nanoseconds to wait (0 = go on)."""
+        if not self.speed:
+            return 0
+        if self.slice_end < now:
+            self.slice_start = now
+            self.slice_end = now + SLICE_NS
+            self.dispatched = 0
+        self.dispatched += nbytes
+        if self.dispatched < self.slice_quota:
+            return 0
+        slices = self.dispatched / max(self.slice_quota, 1)
+        self.slice_end = self.slice_start + int(slices * SLICE_NS)
+        return self.slice_end - now

@@ -1,0 +1,63 @@
+"""The virtual machine: its run state, and what stop and cont do to guest I/O.
+
+Run states follow QMP's ``query-status``: ``running``, ``paused`` (stopped by
+the user) and ``io-error`` (stopped by a ``stop`` error policy).
+
+Stopping the VM (QEMU's ``do_vm_stop``) pauses the vCPUs, so guests issue no
+new requests, emits ``STOP`` and then drains: requests already in flight run
+to completion and may fail too, each failure going through the error policy
+and possibly emitting more ``BLOCK_IO_ERROR`` events after ``STOP`` (the
+clobbering the 2012 note warns about).  A request failed with ``stop`` is
+parked and resubmitted when the VM continues.
+
+``cont`` resets every drive's io-status, sets the state back to running,
+emits ``RESUME`` and wakes the parked requests and the guest workloads.  Block
+jobs are not paused with the VM: they keep running.
+"""
+
+from __future__ import annotations
+
+
+class VM:
+    def __init__(self, env, log):
+        self.env = env
+        self.log = log
+        self.state = "running"
+        self.drives: dict = {}
+        self._running = env.event()
+        self._running.succeed()
+        self.stops = 0
+        self.paused_ns = 0
+        self._paused_since: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def wait_running(self):
+        """An event that fires when the VM runs (already fired if it does)."""
+        return self._running
+
+    def stop(self, reason: str = "paused") -> None:
+        if self.state != "running":
+            return                      # already stopped: no second STOP
+        self.state = reason
+        self.stops += 1
+        self._paused_since = self.env.now
+        self._running = self.env.event()
+        self.log.emit("STOP", {})
+
+    def cont(self) -> None:
+        for drive in self.drives.values():
+            drive.iostatus.reset()
+        if self.state == "running":
+            return
+        self.paused_ns += self.env.now - self._paused_since
+        self._paused_since = None
+        self.state = "running"
+        self.log.emit("RESUME", {})
+        self._running.succeed()
+
+    def time_paused(self, now: int) -> int:
+        extra = now - self._paused_since if self._paused_since is not None else 0
+        return self.paused_ns + extra
