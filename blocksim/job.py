@@ -100,12 +100,21 @@ class BlockJob:
         self._wake = None
         self._sleeping = False
         self._user_event = None        # finalize / dismiss / cancel while pending
+        self.start_refused = False
 
     # -- policies the job was given (for the rfc-2012 start check) -------------
     def error_policies(self) -> dict[str, str]:
         return {}
 
     # -- start -------------------------------------------------------------------
+    def qmp_start_command(self) -> str:
+        """The QMP command that starts this job in QEMU (for the record)."""
+        return "job-start"
+
+    def qmp_start_arguments(self) -> dict:
+        return {"job-id": self.id, "device": self.drive.name, "speed": self.speed,
+                "auto-finalize": self.auto_finalize, "auto-dismiss": self.auto_dismiss}
+
     def start(self) -> None:
         """Create and start the job (QMP's blockdev-mirror / block-stream)."""
         if self.status is not None:
@@ -116,6 +125,7 @@ class BlockJob:
                               and self.drive.werror in ("stop", "enospc"))
             for param, policy in self.error_policies().items():
                 if policy in ("stop", "enospc", "auto") and not drive_can_stop:
+                    self.start_refused = True
                     raise CommandError(f"Invalid parameter '{param}'")
         self._transition("created")
         self.env.process(self._main())

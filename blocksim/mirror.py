@@ -66,6 +66,17 @@ class MirrorJob(BlockJob):
         return {"on-source-error": self.on_source_error,
                 "on-target-error": self.on_target_error}
 
+    def qmp_start_command(self) -> str:
+        return "blockdev-mirror"
+
+    def qmp_start_arguments(self) -> dict:
+        args = super().qmp_start_arguments()
+        args.update({"target": self.target.name, "sync": self.sync,
+                     "granularity": self.granularity, "buf-size": self.buf_size,
+                     "on-source-error": self.on_source_error,
+                     "on-target-error": self.on_target_error})
+        return args
+
     # -- the copy loop -------------------------------------------------------------
     def run(self):
         src = self.source = self.drive.node

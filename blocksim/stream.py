@@ -42,6 +42,16 @@ class StreamJob(BlockJob):
     def error_policies(self) -> dict[str, str]:
         return {"on-error": self.on_error}
 
+    def qmp_start_command(self) -> str:
+        return "block-stream"
+
+    def qmp_start_arguments(self) -> dict:
+        args = super().qmp_start_arguments()
+        if self.base is not None:
+            args["base-node"] = self.base.name
+        args["on-error"] = self.on_error
+        return args
+
     def run(self):
         top = self.top = self.drive.node
         self.size = size = top.size

@@ -1,0 +1,147 @@
+"""Putting a scenario together and running it.
+
+:class:`Simulation` builds the component tree of one run from a validated
+:class:`~blocksim.scenario.Scenario`, in file order: images (block device
+nodes, their backing links, initial data and fault rules), the VM and its
+drives, block jobs, guest workloads, management actions and the sampler.
+:meth:`Simulation.run` advances SimPy's clock to the scenario's duration and
+returns a :class:`~blocksim.result.Result`.
+
+Randomness: every component that draws random numbers gets its own numpy
+generator, seeded from the run's seed and the component's kind and name (not
+its position), so a run is a pure function of scenario and seed, and adding
+a workload does not change the faults another one sees.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+
+import numpy as np
+import simpy
+
+from . import invariants, summary as summary_mod
+from .actions import ActionScheduler
+from .device import BlockDevice
+from .drive import Drive
+from .eventlog import EventCapReached, EventLog
+from .faults import make_rule
+from .mirror import MirrorJob
+from .policy import ErrorPolicyEngine
+from .probes import Sampler
+from .profile import get_profile
+from .qmp import Monitor
+from .result import Result
+from .stream import StreamJob
+from .vm import VM
+from .workload import GuestWorkload
+
+JOB_TYPES = {"mirror": MirrorJob, "stream": StreamJob}
+
+
+class Simulation:
+    def __init__(self, scenario, seed: int | None = None, profile: str | None = None):
+        self.scenario = scenario
+        self.seed = scenario.seed if seed is None else int(seed)
+        self.profile = get_profile(profile or scenario.profile)
+        self.truncated = False
+        env = self.env = simpy.Environment()
+        self.log = EventLog(env, scenario.max_events)
+        self.vm = VM(env, self.log)
+        self.policy = ErrorPolicyEngine(self.log, self.profile, self.vm)
+        self.generations = itertools.count(1)
+        self.monitor = Monitor(self)
+        self._bursts = 0
+
+        self.devices: dict[str, BlockDevice] = {}
+        for name, spec in scenario.images.items():
+            self.devices[name] = BlockDevice(env, name, spec, self.rng("image", name))
+        for name, spec in scenario.images.items():
+            if spec.backing:
+                self.devices[name].backing = self.devices[spec.backing]
+        for name, spec in scenario.images.items():
+            self._initial_data(self.devices[name], spec.data)
+        for index, spec in enumerate(scenario.faults):
+            dev = self.devices[spec.image]
+            dev.faults.append(make_rule(spec, dev.size, self.rng("fault", str(index))))
+
+        self.drives: dict[str, Drive] = {}
+        for name, spec in scenario.drives.items():
+            self.drives[name] = Drive(env, name, self.devices[spec.image], spec,
+                                      self.vm, self.policy)
+        self.vm.drives = self.drives
+        for dev in self.devices.values():
+            dev.on_drop = self._record_drop
+
+        self.jobs = {job_id: JOB_TYPES[spec.type](self, job_id, spec)
+                     for job_id, spec in scenario.jobs.items()}
+        self.workloads = {name: GuestWorkload(self, name, spec, self.rng("workload", name))
+                          for name, spec in scenario.workloads.items()}
+        self.actions = ActionScheduler(self)
+        self.sampler = Sampler(self)
+
+    def rng(self, kind: str, name: str) -> np.random.Generator:
+        key = (zlib.crc32(kind.encode()), zlib.crc32(name.encode()))
+        return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key))
+
+    def _initial_data(self, dev: BlockDevice, extents) -> None:
+        cs = dev.cluster_size
+        for offset, length in extents:
+            dev.content.set(offset, offset + length, next(self.generations))
+            c0, c1 = offset // cs, -(-(offset + length) // cs)
+            dev.allocated_clusters += dev.alloc.count(c0, c1, 0)
+            dev.alloc.set(c0, c1, 1)
+
+    def _record_drop(self, gen) -> None:
+        for drive in self.drives.values():
+            drive.record_drop(gen)
+
+    # -- commands that need the component tree ------------------------------------
+    def start_job(self, job_id: str) -> None:
+        self.jobs[job_id].start()
+
+    def start_burst(self, args: dict) -> None:
+        from .scenario import burst_workload_spec
+        spec = burst_workload_spec(self.scenario, args)
+        self._bursts += 1
+        name = f"burst{self._bursts}"
+        GuestWorkload(self, name, spec, self.rng("burst", name), start=self.env.now).start()
+
+    def _job_starter(self, job_id: str, at: int):
+        env = self.env
+        if at > env.now:
+            yield env.timeout(at - env.now)
+        job = self.jobs[job_id]
+        self.monitor.execute(job.qmp_start_command(), job.qmp_start_arguments(),
+                             source=f"jobs.{job_id}")
+
+    # -- running -----------------------------------------------------------------------
+    def run(self) -> Result:
+        env = self.env
+        self.sampler.start()
+        for job_id, spec in self.scenario.jobs.items():
+            if spec.start is not None:
+                env.process(self._job_starter(job_id, spec.start))
+        for workload in self.workloads.values():
+            workload.start()
+        self.actions.install()
+        try:
+            env.run(until=self.scenario.duration)
+        except EventCapReached:
+            self.truncated = True
+        self.sampler.sample()
+        audits = {name: invariants.guest_write_audit(d) for name, d in self.drives.items()}
+        violations = invariants.check(self, audits)
+        summary = summary_mod.build(self, audits, violations)
+        return Result(self.scenario.to_dict(), self.seed, self.profile.name,
+                      self.log.events, self.monitor.commands,
+                      self.sampler.columns, summary)
+
+
+def run(scenario, seed: int | None = None, profile: str | None = None) -> Result:
+    """Run a scenario (a :class:`Scenario`, a dict or a TOML path) once."""
+    from .scenario import Scenario, load_scenario
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    return Simulation(scenario, seed=seed, profile=profile).run()
