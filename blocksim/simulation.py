@@ -117,7 +117,9 @@ class Simulation:
                              source=f"jobs.{job_id}")
 
     # -- running -----------------------------------------------------------------------
-    def run(self) -> Result:
+    def run(self, progress=None) -> Result:
+        """Run to the scenario's duration.  ``progress(fraction)`` is called
+        as simulated time advances (for a progress bar), if given."""
         env = self.env
         self.sampler.start()
         for job_id, spec in self.scenario.jobs.items():
@@ -126,8 +128,15 @@ class Simulation:
         for workload in self.workloads.values():
             workload.start()
         self.actions.install()
+        duration = self.scenario.duration
         try:
-            env.run(until=self.scenario.duration)
+            if progress is None:
+                env.run(until=duration)
+            else:
+                steps = 100
+                for i in range(1, steps + 1):
+                    env.run(until=duration * i // steps)
+                    progress(i / steps)
         except EventCapReached:
             self.truncated = True
         self.sampler.sample()
@@ -139,9 +148,10 @@ class Simulation:
                       self.sampler.columns, summary)
 
 
-def run(scenario, seed: int | None = None, profile: str | None = None) -> Result:
+def run(scenario, seed: int | None = None, profile: str | None = None,
+        progress=None) -> Result:
     """Run a scenario (a :class:`Scenario`, a dict or a TOML path) once."""
     from .scenario import Scenario, load_scenario
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
-    return Simulation(scenario, seed=seed, profile=profile).run()
+    return Simulation(scenario, seed=seed, profile=profile).run(progress=progress)
