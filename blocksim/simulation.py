@@ -135,7 +135,9 @@ class Simulation:
             else:
                 steps = 100
                 for i in range(1, steps + 1):
-                    env.run(until=duration * i // steps)
+                    until = duration * i // steps
+                    if until > env.now:
+                        env.run(until=until)
                     progress(i / steps)
         except EventCapReached:
             self.truncated = True
