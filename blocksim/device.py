@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from .allocation import AllocationMap
 from .extents import ExtentMap, Run, resolve_runs
 from .faults import FaultRule, Verdict
 
@@ -49,9 +50,7 @@ class BlockDevice:
         self.jitter: float = spec.jitter
         self.backing: BlockDevice | None = None
         self.content = ExtentMap(self.size)
-        nclusters = -(-self.size // self.cluster_size)
-        self.alloc = ExtentMap(nclusters)          # 1 = cluster allocated here
-        self.allocated_clusters = 0
+        self.alloc = AllocationMap(-(-self.size // self.cluster_size))
         self.faults: list[FaultRule] = []
         #: Called as ``listener(start, end)`` after each successful write
         #: (how a mirror's dirty bitmap sees guest writes).
@@ -86,12 +85,12 @@ class BlockDevice:
 
     @property
     def allocated_bytes(self) -> int:
-        return self.allocated_clusters * self.cluster_size
+        return self.alloc.count * self.cluster_size
 
     def is_allocated(self, start: int, end: int) -> bool:
         """Whether every cluster of ``[start, end)`` is allocated in this layer."""
         cs = self.cluster_size
-        return self.alloc.is_uniform(start // cs, -(-end // cs), 1)
+        return self.alloc.all_set(start // cs, -(-end // cs))
 
     def extend(self, capacity: int) -> None:
         """A management action grows the thin device's physical capacity."""
@@ -193,17 +192,16 @@ class BlockDevice:
             c0, c1 = offset // cs, -(-end // cs)
             alloc = self.alloc
             if c1 - c0 == 1:
-                new = 0 if alloc.value_at(c0) else 1
+                new = 0 if alloc.is_set(c0) else 1
             else:
-                new = alloc.count(c0, c1, 0)
+                new = (c1 - c0) - alloc.count_set(c0, c1)
             if new:
                 if self.capacity is not None and \
-                        (self.allocated_clusters + new) * cs > self.capacity:
+                        (alloc.count + new) * cs > self.capacity:
                     verdict = Verdict(errno=_errno.ENOSPC)
                 else:
                     cow = self._cow_runs(offset, end, c0, c1) if self.backing else None
-                    alloc.set(c0, c1, 1)
-                    self.allocated_clusters += new
+                    alloc.set_range(c0, c1)
         if verdict.errno:
             self.failed += 1
             yield env.timeout(self._latency() + verdict.delay)
@@ -233,9 +231,9 @@ class BlockDevice:
         cs = self.cluster_size
         runs: list[Run] = []
         head, tail = c0 * cs, min(c1 * cs, self.size)
-        if head < offset and not self.alloc.value_at(c0):
+        if head < offset and not self.alloc.is_set(c0):
             runs += [r for r in self.backing.read_content(head, offset) if r[2]]
-        if end < tail and not self.alloc.value_at(c1 - 1):
+        if end < tail and not self.alloc.is_set(c1 - 1):
             runs += [r for r in self.backing.read_content(end, tail) if r[2]]
         return runs
 

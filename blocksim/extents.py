@@ -178,6 +178,25 @@ def _page_runs(starts, values, a: int, b: int, pe: int) -> list[Run]:
 def _splice(starts: array, values: array, s: int, e: int, v: int, pe: int) -> None:
     """Set ``[s, e)`` to ``v`` inside one page, keeping runs canonical."""
     i = bisect_right(starts, s) - 1          # run holding s
+    n = len(starts)
+    if e < (starts[i + 1] if i + 1 < n else pe):
+        # The hot case (a small write inside one run) in place: two inserts.
+        u = values[i]
+        if u == v:
+            return
+        if starts[i] < s:
+            starts.insert(i + 1, s)
+            starts.insert(i + 2, e)
+            values.insert(i + 1, v)
+            values.insert(i + 2, u)
+            return
+        if i > 0 and values[i - 1] == v:
+            starts[i] = e
+            return
+        values[i] = v
+        starts.insert(i + 1, e)
+        values.insert(i + 1, u)
+        return
     k = bisect_left(starts, e, i)            # first run starting at or after e
     tail_val = values[k - 1]                 # value just before e, before the change
     new_s: list[int] = []
@@ -200,6 +219,53 @@ def _splice(starts: array, values: array, s: int, e: int, v: int, pe: int) -> No
             new_v.append(tail_val)
     starts[i:k] = array("q", new_s)
     values[i:k] = array("q", new_v)
+
+
+def from_sorted_runs(size: int, runs, page_shift: int = PAGE_SHIFT) -> ExtentMap:
+    """Build a map from runs sorted by start and not overlapping (gaps are 0).
+
+    Appends page by page instead of splicing: how a ledger of many writes is
+    turned into a map in one pass.
+    """
+    m = ExtentMap(size, page_shift)
+    pages = m._pages
+    step = 1 << page_shift
+    last_end = 0
+    for a, b, v in runs:
+        if not v or a >= b:
+            continue
+        if a < last_end:
+            raise ValueError("runs overlap or are not sorted")
+        while a < b:
+            p = a >> page_shift
+            ps = p << page_shift
+            pe = min(ps + step, size)
+            piece_end = b if b < pe else pe
+            page = pages.get(p)
+            if page is None:
+                page = pages[p] = (array("q", (ps,)), array("q", (0,)))
+            starts, values = page
+            if starts[-1] == a:
+                values[-1] = v
+            elif values[-1] != v:
+                starts.append(a)
+                values.append(v)
+            if piece_end < pe:
+                starts.append(piece_end)
+                values.append(0)
+            a = piece_end
+        last_end = b
+    # canonical form: drop a leading zero run that merged, whole-page values
+    for p, (starts, values) in list(pages.items()):
+        if len(starts) > 1 and values[0] == values[1]:
+            del starts[1]
+            del values[1]
+        if len(starts) == 1:
+            if values[0]:
+                pages[p] = values[0]
+            else:
+                del pages[p]
+    return m
 
 
 def resolve_runs(layers: Sequence[ExtentMap], start: int, end: int) -> list[Run]:
@@ -237,8 +303,17 @@ def diff_ranges(left: Sequence[ExtentMap], right: Sequence[ExtentMap],
     """
     if end is None:
         end = min(left[0].size, right[0].size)
+    single = (len(left) == 1 and len(right) == 1
+              and left[0]._shift == right[0]._shift and step == left[0].page_size
+              and start % step == 0)
     for ps in range(start, end, step):
         pe = min(ps + step, end)
+        if single:
+            # Same page object contents means same runs: skip the resolve.
+            pl = left[0]._pages.get(ps >> left[0]._shift, 0)
+            pr = right[0]._pages.get(ps >> right[0]._shift, 0)
+            if pl.__class__ is pr.__class__ and pl == pr:
+                continue
         lr = resolve_runs(left, ps, pe)
         rr = resolve_runs(right, ps, pe)
         if lr == rr:

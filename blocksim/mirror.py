@@ -122,9 +122,8 @@ class MirrorJob(BlockJob):
         layers = [src] if self.sync == "top" else src.chain()
         for node in layers:
             cs = node.cluster_size
-            for a, b, v in node.alloc.iter_runs():
-                if v:
-                    bm.mark(a * cs, min(b * cs, node.size))
+            for a, b in node.alloc.runs():
+                bm.mark(a * cs, min(b * cs, node.size))
 
     def _issue(self) -> int:
         bm = self.bitmap

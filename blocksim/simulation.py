@@ -89,9 +89,7 @@ class Simulation:
         cs = dev.cluster_size
         for offset, length in extents:
             dev.content.set(offset, offset + length, next(self.generations))
-            c0, c1 = offset // cs, -(-(offset + length) // cs)
-            dev.allocated_clusters += dev.alloc.count(c0, c1, 0)
-            dev.alloc.set(c0, c1, 1)
+            dev.alloc.set_range(offset // cs, -(-(offset + length) // cs))
 
     def _record_drop(self, gen) -> None:
         for drive in self.drives.values():

@@ -97,7 +97,7 @@ class StreamJob(BlockJob):
             return False
         for node in self._intermediates():
             cs = node.cluster_size
-            if not node.alloc.is_uniform(start // cs, -(-end // cs), 0):
+            if node.alloc.any_set(start // cs, -(-end // cs)):
                 return True
         return False
 

@@ -66,3 +66,21 @@ def test_diff_ranges_finds_exactly_the_differences():
     b.set(990, 1000, 0)
     assert list(diff_ranges([a], [b], step=64)) == [
         (100, 128, 5, 6), (128, 150, 5, 6), (990, 1000, 5, 0)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_from_sorted_runs_equals_sequential_sets(seed):
+    from blocksim.extents import from_sorted_runs
+    rng = np.random.default_rng(seed)
+    size = 5000
+    cuts = np.sort(rng.choice(np.arange(1, size), size=60, replace=False))
+    runs = []
+    for a, b in zip(cuts[0::2], cuts[1::2]):
+        runs.append((int(a), int(b), int(rng.integers(0, 3))))
+    built = from_sorted_runs(size, runs, page_shift=6)
+    ref = ExtentMap(size, page_shift=6)
+    for a, b, v in runs:
+        ref.set(a, b, v)
+    assert built.runs() == ref.runs()
+    assert built._pages.keys() == ref._pages.keys()
+    assert list(diff_ranges([built], [ref], step=64)) == []

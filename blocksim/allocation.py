@@ -1,0 +1,104 @@
+"""Cluster allocation of one image layer.
+
+qcow2 (and a thin-provisioned raw volume) allocates storage a cluster at a
+time, on the first write that touches the cluster.  :class:`AllocationMap`
+remembers which clusters a layer has allocated, so that
+
+- a thin device can refuse a write that needs clusters past its capacity;
+- reads fall through to the backing file where this layer has nothing;
+- a stream job can skip what the top layer already holds, and a ``top`` sync
+  mirror can copy only the top layer.
+
+It is a lazily created set of numpy bool pages (32768 clusters, 2 GiB of disk
+at 64 KiB clusters, per page): memory grows with the area written, and the
+common question of a guest write, "is this one cluster allocated?", is one
+dict lookup and one array index.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+PAGE_BITS = 15
+_PAGE = 1 << PAGE_BITS
+_MASK = _PAGE - 1
+
+
+class AllocationMap:
+    __slots__ = ("nclusters", "count", "_pages")
+
+    def __init__(self, nclusters: int):
+        self.nclusters = nclusters
+        self.count = 0                      # allocated clusters
+        self._pages: dict[int, np.ndarray] = {}
+
+    def is_set(self, c: int) -> bool:
+        page = self._pages.get(c >> PAGE_BITS)
+        return page is not None and bool(page[c & _MASK])
+
+    def _segments(self, c0: int, c1: int):
+        while c0 < c1:
+            p = c0 >> PAGE_BITS
+            edge = min(c1, (p + 1) << PAGE_BITS)
+            yield p, c0 & _MASK, (edge - 1 & _MASK) + 1
+            c0 = edge
+
+    def count_set(self, c0: int, c1: int) -> int:
+        total = 0
+        for p, a, b in self._segments(c0, c1):
+            page = self._pages.get(p)
+            if page is not None:
+                total += int(np.count_nonzero(page[a:b]))
+        return total
+
+    def set_range(self, c0: int, c1: int) -> int:
+        """Allocate clusters ``[c0, c1)``; returns how many were new."""
+        if c1 - c0 == 1:
+            page = self._pages.get(c0 >> PAGE_BITS)
+            if page is None:
+                page = self._pages[c0 >> PAGE_BITS] = np.zeros(_PAGE, dtype=bool)
+            i = c0 & _MASK
+            if page[i]:
+                return 0
+            page[i] = True
+            self.count += 1
+            return 1
+        new = 0
+        for p, a, b in self._segments(c0, c1):
+            page = self._pages.get(p)
+            if page is None:
+                page = self._pages[p] = np.zeros(_PAGE, dtype=bool)
+            seg = page[a:b]
+            new += (b - a) - int(np.count_nonzero(seg))
+            seg[:] = True
+        self.count += new
+        return new
+
+    def all_set(self, c0: int, c1: int) -> bool:
+        return self.count_set(c0, c1) == c1 - c0
+
+    def any_set(self, c0: int, c1: int) -> bool:
+        return self.count_set(c0, c1) > 0
+
+    def runs(self) -> Iterator[tuple[int, int]]:
+        """Allocated cluster runs ``(c0, c1)`` in order, merged across pages."""
+        cur = None
+        for p in sorted(self._pages):
+            page = self._pages[p]
+            base = p << PAGE_BITS
+            # edges of runs of True inside the page
+            padded = np.concatenate(([False], page, [False]))
+            edges = np.flatnonzero(padded[1:] != padded[:-1])
+            for a, b in zip(edges[0::2].tolist(), edges[1::2].tolist()):
+                a += base
+                b = min(b + base, self.nclusters)
+                if cur is not None and cur[1] == a:
+                    cur = (cur[0], b)
+                else:
+                    if cur is not None:
+                        yield cur
+                    cur = (a, b)
+        if cur is not None:
+            yield cur
