@@ -1,0 +1,152 @@
+"""blocksim benchmarks: print the figures the project's speed goals are about.
+
+Run with ``make bench`` or ``python benchmarks/bench.py [--quick]``.
+
+(a) Guest request throughput: simulated guest requests per wall second for
+    random 4 KiB requests at iodepth 32, next to a bare SimPy
+    request/timeout/release loop of the same count (goal: blocksim costs at
+    most 2x the bare loop per request).
+(b) A 1 TiB mirror at 1 GiB/s while the guest writes 4 KiB at 1000 IOPS for
+    one simulated hour: wall time and peak memory (goal: under 10 s and under
+    500 MiB on one core).
+(c) The same mirror at 64 GiB and 4 TiB, to show that cost grows linearly
+    with the disk size, not faster.
+
+Each measurement runs in a fresh process so that peak memory is its own.
+Figures are printed, never asserted: this is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+GiB = 1 << 30
+
+
+def guest_scenario(n: int, rw: str) -> dict:
+    return {
+        "name": f"bench-guest-{rw}",
+        "duration": "1000000s",
+        "sample-interval": "1000s",
+        "images": {"disk": {"size": "1TiB"}},
+        "drives": {"drive0": {"image": "disk"}},
+        "workloads": {"fio": {"drive": "drive0", "rw": rw, "bs": "4KiB",
+                              "iodepth": 32, "number-ios": n}},
+    }
+
+
+def mirror_scenario(size_gib: int, hours: float) -> dict:
+    size = f"{size_gib}GiB"
+    return {
+        "name": f"bench-mirror-{size_gib}g",
+        "duration": f"{hours * 3600}s",
+        "sample-interval": "10s",
+        "images": {
+            "src": {"size": size, "data": "full", "bandwidth": "4GiB"},
+            "tgt": {"size": size, "bandwidth": "4GiB"},
+        },
+        "drives": {"drive0": {"image": "src"}},
+        "jobs": {"job0": {"type": "mirror", "device": "drive0", "target": "tgt",
+                          "speed": "1GiB"}},
+        "workloads": {"guest": {"drive": "drive0", "rw": "randwrite", "bs": "4KiB",
+                                "rate-iops": 1000}},
+    }
+
+
+def bare_simpy(n: int, iodepth: int = 32) -> float:
+    """The reference: n requests through a Resource, a timeout, a release."""
+    import simpy
+    env = simpy.Environment()
+    queue = simpy.Resource(env, capacity=iodepth)
+    left = [n]
+
+    def worker():
+        while left[0] > 0:
+            left[0] -= 1
+            with queue.request() as req:
+                yield req
+                yield env.timeout(100_000)
+
+    for _ in range(iodepth):
+        env.process(worker())
+    t0 = time.perf_counter()
+    env.run()
+    return time.perf_counter() - t0
+
+
+def measure(kind: str, arg: str) -> dict:
+    """Runs inside a child process; prints one JSON line."""
+    import blocksim
+    if kind == "bare":
+        return {"wall": bare_simpy(int(arg))}
+    if kind == "guest":
+        n, rw = arg.split(":")
+        scenario = blocksim.load_scenario(guest_scenario(int(n), rw))
+    else:
+        size, hours = arg.split(":")
+        scenario = blocksim.load_scenario(mirror_scenario(int(size), float(hours)))
+    t0 = time.perf_counter()
+    result = blocksim.run(scenario)
+    wall = time.perf_counter() - t0
+    out = {"wall": wall,
+           "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "requests": sum(d["requests"] for d in result.summary["drives"].values())}
+    job = result.summary["jobs"].get("job0")
+    if job:
+        out.update(ready_at=job["ready_at"], status=job["final_status"],
+                   copied_gib=job["bytes_copied"] / GiB)
+    return out
+
+
+def child(kind: str, arg: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, arg],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(f"benchmark {kind} {arg} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(measure(*args.child)))
+        return
+
+    n = 100_000 if args.quick else 1_000_000
+    print(f"(a) {n:,} random 4 KiB guest requests at iodepth 32")
+    bare = child("bare", str(n))["wall"]
+    print(f"    bare SimPy request/timeout/release loop: {bare:7.2f} s  "
+          f"{n / bare:>12,.0f} req/s")
+    for rw in ("randread", "randwrite"):
+        r = child("guest", f"{n}:{rw}")
+        print(f"    blocksim {rw:<9}                       : {r['wall']:7.2f} s  "
+              f"{n / r['wall']:>12,.0f} req/s  {r['wall'] / bare:4.2f}x bare  "
+              f"(goal <= 2x), peak {r['peak_mib']:.0f} MiB")
+
+    hours = 0.05 if args.quick else 1.0
+    sizes = (64, 1024, 4096) if not args.quick else (16, 64)
+    print(f"\n(b, c) mirror at 1 GiB/s, guest 4 KiB random writes at 1000 IOPS, "
+          f"{hours * 3600:.0f} simulated s")
+    base = None
+    for size in sizes:
+        r = child("mirror", f"{size}:{hours}")
+        per_gib = r["wall"] / size
+        base = base or per_gib
+        ready = f"{r['ready_at']:.0f} s" if r.get("ready_at") is not None else "never"
+        print(f"    {size:>5} GiB: wall {r['wall']:7.2f} s, peak {r['peak_mib']:6.0f} MiB, "
+              f"{per_gib * 1000:6.1f} ms/GiB ({per_gib / base:4.2f}x the smallest), "
+              f"ready at {ready}, copied {r['copied_gib']:.0f} GiB, "
+              f"{r['requests']:,} guest requests")
+    print("    goal for 1 TiB: under 10 s and under 500 MiB")
+
+
+if __name__ == "__main__":
+    main()
