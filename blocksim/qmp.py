@@ -80,7 +80,7 @@ def _job_start(sim, args, key: str = "id"):
 
 def _thin_extend(sim, args):
     device = sim.devices[args["image"]]
-    if "capacity" in args:
+    if args.get("capacity") is not None:
         new = int(args["capacity"])
     else:
         base = device.capacity if device.capacity is not None else device.allocated_bytes

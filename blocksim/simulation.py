@@ -16,6 +16,7 @@ a workload does not change the faults another one sees.
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 import zlib
 
 import numpy as np
@@ -100,8 +101,13 @@ class Simulation:
         self.jobs[job_id].start()
 
     def start_burst(self, args: dict) -> None:
-        from .scenario import burst_workload_spec
-        spec = burst_workload_spec(self.scenario, args)
+        """``guest-burst``: a one-off workload, starting now."""
+        get = args.get
+        spec = SimpleNamespace(
+            drive=args["drive"], rw=get("rw") or "randwrite", rwmixread=50,
+            bs=get("bs") or 4096, iodepth=get("iodepth") or 1, rate_iops=None,
+            think_time=0, offset=get("offset") or 0, size=get("size"), start=0,
+            end=None, number_ios=get("number-ios", get("number_ios")) or 1)
         self._bursts += 1
         name = f"burst{self._bursts}"
         GuestWorkload(self, name, spec, self.rng("burst", name), start=self.env.now).start()
