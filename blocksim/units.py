@@ -110,15 +110,17 @@ def parse_size(value: object) -> int:
 def parse_rate(value: object) -> int:
     """A size per second, in bytes per second; accepts an optional ``/s``
     suffix (``"100MiB/s"``) besides everything :func:`parse_size` accepts."""
-    if isinstance(value, str):
-        stripped = value.strip()
-        if stripped.endswith("/s"):
-            try:
-                return parse_size(stripped[:-2])
-            except ValueError:
-                raise ValueError(f"invalid rate {value!r}: expected a size per second "
-                                 "such as 1048576, '100MiB' or '100MiB/s'") from None
-    return parse_size(value)
+    size = value
+    if isinstance(value, str) and value.strip().endswith("/s"):
+        size = value.strip()[:-2]
+    try:
+        return parse_size(size)
+    except ValueError as exc:
+        reason = str(exc)[len(f"invalid size {_show(size)}: "):]
+        if reason.startswith("expected"):
+            reason = ("expected bytes per second: a number, or a size such as '100MiB' or "
+                      "'100MiB/s' (binary units: 1K = 1024)")
+        raise ValueError(f"invalid rate {_show(value)}: {reason}") from None
 
 
 def parse_duration(value: object) -> int:

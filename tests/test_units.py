@@ -75,10 +75,15 @@ def test_parse_rate(text, expected):
 
 
 def test_parse_rate_rejects():
-    with pytest.raises(ValueError, match="invalid rate 'fast/s': expected a size per second"):
+    with pytest.raises(ValueError, match="^invalid rate 'fast/s': expected bytes per second: a number, "
+                                         "or a size such as '100MiB' or '100MiB/s'"):
         parse_rate("fast/s")
-    with pytest.raises(ValueError, match="must not be negative"):
+    with pytest.raises(ValueError, match="^invalid rate '1 GB/min': expected bytes per second"):
+        parse_rate("1 GB/min")
+    with pytest.raises(ValueError, match="^invalid rate -5: must not be negative$"):
         parse_rate(-5)
+    with pytest.raises(ValueError, match="^invalid rate True: expected bytes per second"):
+        parse_rate(True)
 
 
 @pytest.mark.parametrize("text, expected", [
