@@ -16,7 +16,6 @@ a workload does not change the faults another one sees.
 from __future__ import annotations
 
 import itertools
-from types import SimpleNamespace
 import zlib
 
 import numpy as np
@@ -102,12 +101,8 @@ class Simulation:
 
     def start_burst(self, args: dict) -> None:
         """``guest-burst``: a one-off workload, starting now."""
-        get = args.get
-        spec = SimpleNamespace(
-            drive=args["drive"], rw=get("rw") or "randwrite", rwmixread=50,
-            bs=get("bs") or 4096, iodepth=get("iodepth") or 1, rate_iops=None,
-            think_time=0, offset=get("offset") or 0, size=get("size"), start=0,
-            end=None, number_ios=get("number-ios", get("number_ios")) or 1)
+        from .scenario import burst_workload_spec
+        spec = burst_workload_spec(self.scenario, args)
         self._bursts += 1
         name = f"burst{self._bursts}"
         GuestWorkload(self, name, spec, self.rng("burst", name), start=self.env.now).start()
