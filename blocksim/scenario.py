@@ -82,8 +82,11 @@ PROFILES = ("qemu", "rfc-2012")
 IMAGE_FORMATS = ("qcow2", "raw")
 # QEMU's -drive rerror= accepts ignore/stop/report, werror= also enospc;
 # "auto" only exists for block jobs (blockdev.c parse_block_error_action).
-READ_POLICIES = ("report", "ignore", "stop")
-WRITE_POLICIES = ("report", "ignore", "stop", "enospc")
+# A drive here is QEMU's -drive and the guest device in one, whose rerror and
+# werror properties take any BlockdevOnError (``auto`` inheriting the drive
+# default, see blocksim.policy).
+READ_POLICIES = ("report", "ignore", "stop", "enospc", "auto")
+WRITE_POLICIES = ("report", "ignore", "stop", "enospc", "auto")
 JOB_POLICIES = ("report", "ignore", "stop", "enospc", "auto")
 FAULT_TYPES = ("error", "flakey", "dust", "delay")
 OPERATIONS = ("flush", "read", "write")  # concrete operations, sorted

@@ -449,10 +449,10 @@ BAD = [
     # drives
     ({"drives.vda": {}}, "drives.vda.image", "required key is missing"),
     ({"drives.vda.image": "nope"}, "drives.vda.image", "unknown image 'nope'; defined images: disk, tgt"),
-    ({"drives.vda.rerror": "enospc"}, "drives.vda.rerror",
-     "Input should be 'report', 'ignore' or 'stop' (got 'enospc')"),
-    ({"drives.vda.werror": "auto"}, "drives.vda.werror",
-     "Input should be 'report', 'ignore', 'stop' or 'enospc' (got 'auto')"),
+    ({"drives.vda.rerror": "retry"}, "drives.vda.rerror",
+     "Input should be 'report', 'ignore', 'stop', 'enospc' or 'auto' (got 'retry')"),
+    ({"drives.vda.werror": "pause"}, "drives.vda.werror",
+     "Input should be 'report', 'ignore', 'stop', 'enospc' or 'auto' (got 'pause')"),
     ({"drives.vda.cache": "none"}, "drives.vda.cache", "unknown key; allowed keys: image, rerror, werror"),
     # faults
     ({"faults": {"image": "disk"}}, "faults", "must be an array of tables ([[faults]]) (got a table)"),
