@@ -1,0 +1,144 @@
+"""The timeline figure: its lanes, title and files."""
+
+import math
+
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from blocksim import load_scenario, run
+from blocksim.plot import lanes, save_timeline, timeline
+from blocksim.result import Result
+
+# Mirror + guest workload + thin target, with a one-shot target write fault
+# under on-target-error=stop: every lane has something to show.
+MIRROR = {
+    "name": "mirror-thin",
+    "duration": "2s",
+    "seed": 5,
+    "images": {"src": {"size": "64M", "data": "full"},
+               "tgt": {"size": "64M", "capacity": "96M"}},
+    "drives": {"vda": {"image": "src"}},
+    "workloads": {"guest": {"drive": "vda", "rate-iops": 200}},
+    "jobs": {"job0": {"type": "mirror", "device": "vda", "target": "tgt",
+                      "on-target-error": "stop"}},
+    "faults": [{"image": "tgt", "operation": "write", "count": "once"}],
+    "actions": [
+        {"on": "BLOCK_JOB_ERROR", "delay": "0.3s", "command": "block-job-resume",
+         "arguments": {"device": "job0"}},
+        {"on": "BLOCK_JOB_READY", "delay": "0.5s", "command": "block-job-complete",
+         "arguments": {"device": "job0"}},
+    ],
+}
+# A quiet mirror: no guest, no fault, no thin image.
+QUIET = {
+    "name": "quiet",
+    "duration": "1s",
+    "images": {"src": {"size": "16M", "data": "full"}, "tgt": {"size": "16M"}},
+    "drives": {"vda": {"image": "src"}},
+    "jobs": {"job0": {"type": "mirror", "device": "vda", "target": "tgt"}},
+}
+
+
+@pytest.fixture(scope="module")
+def mirror():
+    return run(load_scenario(MIRROR))
+
+
+def lane_axes(fig, name):
+    return next(ax for ax in fig.axes if ax.get_gid() == f"lane:{name}")
+
+
+def legend_labels(ax):
+    legend = ax.get_legend()
+    return [t.get_text() for t in legend.get_texts()] if legend else []
+
+
+def test_mirror_with_guest_and_thin_target_has_every_lane(mirror):
+    fig = timeline(mirror)
+    assert isinstance(fig, Figure)
+    assert isinstance(fig.canvas, FigureCanvasAgg)        # never a window
+    assert lanes(fig) == ["vm", "job:job0", "errors", "iops", "latency", "io-status", "usage"]
+    # every lane has a label, and they share the simulated time axis
+    axes = [lane_axes(fig, name) for name in lanes(fig)]
+    assert all(ax.get_ylabel() for ax in axes)
+    assert axes[-1].get_xlabel() == "simulated time (s)"
+    assert all(ax.get_shared_x_axes().joined(axes[0], ax) for ax in axes)
+    assert "job0" in lane_axes(fig, "job:job0").get_ylabel()
+
+
+def test_lane_contents(mirror):
+    fig = timeline(mirror)
+    assert "running" in legend_labels(lane_axes(fig, "vm"))
+    job = legend_labels(lane_axes(fig, "job:job0"))
+    assert {"running", "paused", "ready", "progress"} <= set(job)
+    errors = lane_axes(fig, "errors")
+    assert {"stop", "write"} <= set(legend_labels(errors))
+    assert [t.get_text() for t in errors.get_yticklabels()] == ["job0 (job)"]
+    assert legend_labels(lane_axes(fig, "iops")) == ["vda"]
+    assert "ms" in lane_axes(fig, "latency").get_ylabel()
+    assert "failed" in legend_labels(lane_axes(fig, "io-status"))
+    usage = lane_axes(fig, "usage")
+    assert legend_labels(usage) == ["tgt allocated", "tgt capacity"]
+    assert "MiB" in usage.get_ylabel()
+    assert [line.get_linestyle() for line in usage.get_lines()] == ["-", "--"]
+
+
+def test_title_names_scenario_profile_and_seed(mirror):
+    title = timeline(mirror)._suptitle.get_text()
+    assert "mirror-thin" in title and "qemu" in title and "seed 5" in title
+
+
+def test_lanes_with_nothing_to_show_are_left_out():
+    fig = timeline(run(load_scenario(QUIET)))
+    assert lanes(fig) == ["vm", "job:job0"]
+
+
+def test_rfc_2012_job_lane_from_samples():
+    # the 2012 profile emits no JOB_STATUS_CHANGE: the spans come from the samples
+    result = run(load_scenario({**QUIET, "profile": "rfc-2012"}))
+    assert "JOB_STATUS_CHANGE" not in result.event_names()
+    fig = timeline(result)
+    assert lanes(fig) == ["vm", "job:job0"]
+    assert legend_labels(lane_axes(fig, "job:job0"))
+
+
+def test_vm_stops_and_guest_errors():
+    result = run(load_scenario({
+        "name": "guest-stop", "duration": "1s",
+        "images": {"disk": {"size": "16M", "capacity": "4M"}},
+        "drives": {"vda": {"image": "disk", "werror": "stop"}},
+        "workloads": {"guest": {"drive": "vda", "rw": "write", "bs": "64K",
+                                "rate-iops": 400}},
+        "actions": [{"at": "0.6s", "command": "thin-extend",
+                     "arguments": {"image": "disk", "by": "16M"}},
+                    {"at": "0.7s", "command": "cont"}],
+    }))
+    assert "STOP" in result.event_names() and "BLOCK_IO_ERROR" in result.event_names()
+    fig = timeline(result)
+    assert lanes(fig) == ["vm", "errors", "iops", "latency", "io-status", "usage"]
+    assert set(legend_labels(lane_axes(fig, "vm"))) == {"running", "io-error"}
+    errors = lane_axes(fig, "errors")
+    assert [t.get_text() for t in errors.get_yticklabels()] == ["vda (guest)"]
+    assert "nospace" in legend_labels(lane_axes(fig, "io-status"))
+
+
+def test_a_result_without_samples_still_draws():
+    result = Result({"name": "empty"}, 0, "qemu", [], [], {}, {"scenario": "empty"})
+    fig = timeline(result)
+    assert lanes(fig) == []
+
+
+def test_nan_capacity_means_no_usage_lane():
+    series = {"time": [0.0, 1.0], "vm.state": ["running", "running"],
+              "image.a.allocated": [0, 10], "image.a.capacity": [math.nan, math.nan]}
+    result = Result({"name": "x"}, 1, "qemu", [], [], series, {"scenario": "x"})
+    assert lanes(timeline(result)) == ["vm"]
+
+
+@pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".svg", b"<?xml"),
+                                           (".pdf", b"%PDF")])
+def test_save_timeline(mirror, tmp_path, suffix, magic):
+    path = save_timeline(mirror, tmp_path / f"figure{suffix}")
+    assert path.read_bytes().startswith(magic)
+    assert [p.name for p in tmp_path.iterdir()] == [f"figure{suffix}"]
