@@ -62,8 +62,8 @@ def main():
     Examples:
       blocksim list
       blocksim validate scenarios/*.toml
-      blocksim run scenarios/mirror-enospc.toml
-      blocksim plot results/mirror-enospc
+      blocksim run scenarios/mirror-thin-target-enospc.toml
+      blocksim plot results/mirror-thin-target-enospc
     """
 
 
@@ -144,6 +144,15 @@ def _actions(counts: dict) -> str:
     return ", ".join(parts) or "none"
 
 
+def _refusal(commands: list[dict], job_id: str) -> str | None:
+    """Why the command that should have started ``job_id`` was refused."""
+    for record in commands:
+        if "error" in record and (record.get("source") == f"jobs.{job_id}"
+                                  or record.get("arguments", {}).get("job-id") == job_id):
+            return f"{record.get('execute')}: {record['error'].get('desc')}"
+    return None
+
+
 def format_outcome(result, folder=None) -> str:
     """A short, human-readable table of a run's outcome."""
     s = result.summary
@@ -169,6 +178,10 @@ def format_outcome(result, folder=None) -> str:
                          _secs(j.get("time_paused")), _actions(j.get("errors_by_action", {})),
                          j.get("io_status", "?"), j.get("integrity", "?")])
             extra = []
+            if j.get("outcome") == "refused":
+                why = _refusal(result.commands, job_id)
+                if why:
+                    extra.append(f"refused: {why}")
             if j.get("error"):
                 extra.append(f"error: {j['error']}")
             if j.get("integrity_detail"):
@@ -188,6 +201,10 @@ def format_outcome(result, folder=None) -> str:
                          str(d.get("writes_lost", 0)), str(d.get("lost_bytes", 0)),
                          _actions(d.get("errors_by_action", {})), d.get("io_status", "?")])
         lines.extend(_table(rows))
+    refused = s.get("commands", {}).get("refused", 0)
+    if refused:
+        lines.append(f"  commands: {s['commands'].get('executed', 0)} executed, "
+                     f"{refused} refused (see commands.jsonl)")
     inv = s.get("invariants", {})
     violations = inv.get("violations", [])
     checked = len(inv.get("checked", []))
@@ -263,10 +280,10 @@ def run(scenarios, seed, out, profile, sets):
 
     \b
     Examples:
-      blocksim run scenarios/mirror-enospc.toml
+      blocksim run scenarios/mirror-thin-target-enospc.toml
       blocksim run scenarios/*.toml --out /tmp/results
-      blocksim run scenarios/mirror-enospc.toml --seed 7 --profile rfc-2012 \\
-          --set jobs.job0.on-target-error=stop --set duration=60s
+      blocksim run scenarios/mirror-thin-target-enospc.toml --seed 7 \\
+          --profile rfc-2012 --set jobs.mirror0.speed=64M --set duration=30s
     """
     from .results import save_result
     from .simulation import run as simulate
@@ -386,8 +403,8 @@ def plot(result_dir, output):
 
     \b
     Examples:
-      blocksim plot results/mirror-enospc
-      blocksim plot results/mirror-enospc -o mirror.svg
+      blocksim plot results/mirror-thin-target-enospc
+      blocksim plot results/mirror-thin-target-enospc -o mirror.svg
     """
     from matplotlib.backend_bases import FigureCanvasBase
 

@@ -165,6 +165,15 @@ def test_run_seed_profile_and_set(runner, tmp_path):
     assert "error:" in result.stdout            # the job failed: its error string is shown
 
 
+def test_run_shows_why_a_job_was_refused(runner, tmp_path):
+    # in 2012 a job's stop policy needs a drive that stops too: the start is refused
+    path = write(tmp_path, "mirror.toml", MIRROR)
+    result = runner.invoke(main, ["run", path, "--out", str(tmp_path), "--profile", "rfc-2012"])
+    assert result.exit_code == 0, result.output
+    assert "refused: blockdev-mirror: Invalid parameter 'on-target-error'" in result.stdout
+    assert "1 refused (see commands.jsonl)" in result.stdout
+
+
 def test_run_with_seed_only(runner, tmp_path):
     path = write(tmp_path, "quiet.toml", QUIET)
     result = runner.invoke(main, ["run", path, "--out", str(tmp_path), "--seed", "11"])
