@@ -360,7 +360,8 @@ def validate(scenarios):
         sys.exit(2)
 
 
-@main.command("list", context_settings=CONTEXT_SETTINGS)
+@main.command("list", context_settings=CONTEXT_SETTINGS,
+              short_help="List scenario files with their names and descriptions.")
 @click.argument("directory", required=False, default="scenarios", metavar="[DIR]")
 def list_(directory):
     """List the scenario files (*.toml) of DIR (default scenarios/) with their
