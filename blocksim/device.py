@@ -138,18 +138,32 @@ class BlockDevice:
         verdict = self._verdict("read", start, end) if self.faults else NO_VERDICT
         if self.backing is None or verdict.errno:
             return verdict
-        # Parts not allocated here are read from the backing file, whose own
-        # rules apply to them.
-        for a, b, v in self.content.iter_runs(start, end):
-            if v == 0 and self.backing._has_read_faults():
-                sub = self.backing._read_verdict(a, b)
-                if sub.errno or sub.delay:
-                    if verdict is NO_VERDICT:
-                        verdict = Verdict()
-                    verdict.delay += sub.delay
-                    if sub.errno:
-                        verdict.errno = sub.errno
-                        break
+        # Clusters not allocated here are read from the backing file, whose
+        # own rules apply to them.  An allocated cluster is served by this
+        # layer entirely, even where it holds no data (qcow2 never reads the
+        # backing file for it again).
+        if not self.backing._has_read_faults():
+            return verdict
+        cs = self.cluster_size
+        alloc = self.alloc
+        c, c_end = start // cs, -(-end // cs)
+        while c < c_end:
+            if alloc.is_set(c):
+                c += 1
+                continue
+            c2 = c + 1
+            while c2 < c_end and not alloc.is_set(c2):
+                c2 += 1
+            a, b = max(start, c * cs), min(end, c2 * cs)
+            c = c2
+            sub = self.backing._read_verdict(a, b)
+            if sub.errno or sub.delay:
+                if verdict is NO_VERDICT:
+                    verdict = Verdict()
+                verdict.delay += sub.delay
+                if sub.errno:
+                    verdict.errno = sub.errno
+                    break
         return verdict
 
     def _has_read_faults(self) -> bool:
