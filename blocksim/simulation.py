@@ -120,13 +120,14 @@ class Simulation:
         """Run to the scenario's duration.  ``progress(fraction)`` is called
         as simulated time advances (for a progress bar), if given."""
         env = self.env
-        self.sampler.start()
         for job_id, spec in self.scenario.jobs.items():
             if spec.start is not None:
                 env.process(self._job_starter(job_id, spec.start))
         for workload in self.workloads.values():
             workload.start()
         self.actions.install()
+        # Last, so that a sample at time t sees what was started at t.
+        self.sampler.start()
         duration = self.scenario.duration
         try:
             if progress is None:
