@@ -228,7 +228,9 @@ class BlockDevice:
                 self.on_drop(data)
             return 0
         if new and self.backing is not None and cow:
-            self.content.set_runs(cow)
+            # Only where nothing landed meanwhile: a later write to the same
+            # cluster may have completed first (qcow2 orders them).
+            self.content.fill_runs(cow)
         if data.__class__ is int:
             self.content.set(offset, end, data)
         elif fill:
