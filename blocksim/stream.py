@@ -72,7 +72,8 @@ class StreamJob(BlockJob):
                     error = error or err
                     if action == REPORT:
                         break
-                    copy = False                  # ignore: skip the chunk
+                    # ignore: skip the chunk; as in QEMU the attempt still
+                    # counts against the rate limit
                 else:
                     self.bytes_copied += end - offset
             self.offset = end
