@@ -101,6 +101,7 @@ class BlockJob:
         self._sleeping = False
         self._user_event = None        # finalize / dismiss / cancel while pending
         self.start_refused = False
+        self._paused_since: int | None = None
 
     # -- policies the job was given (for the rfc-2012 start check) -------------
     def error_policies(self) -> dict[str, str]:
@@ -248,12 +249,18 @@ class BlockJob:
             prev = self.status
             self._transition("standby" if prev == "ready" else "paused")
             self.paused = True
-            t0 = self.env.now
+            self._paused_since = self.env.now
             while self.pause_count > 0 and not self.cancelled:
                 yield from self._wait()
             self.paused = False
-            self.paused_ns += self.env.now - t0
+            self.paused_ns += self.env.now - self._paused_since
+            self._paused_since = None
             self._transition(prev)
+
+    def time_paused(self, now: int) -> int:
+        """Nanoseconds spent paused, including a pause still going on."""
+        ongoing = now - self._paused_since if self._paused_since is not None else 0
+        return self.paused_ns + ongoing
 
     def pause_for_error(self) -> None:
         """A ``stop`` action: a user-visible pause that needs a resume."""

@@ -32,7 +32,7 @@ def build(sim, audits: dict, violations: list[dict]) -> dict:
     now = sim.env.now
     jobs = {}
     for job_id, job in sim.jobs.items():
-        paused = job.paused_ns
+        paused = job.time_paused(now)
         entry = {
             "type": job.job_type,
             "outcome": job_outcome(job),
