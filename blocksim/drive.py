@@ -72,7 +72,10 @@ class Drive:
 
     # -- guest requests ----------------------------------------------------------
     def request(self, op: str, offset: int, length: int, gen: int = 0):
-        """One guest request (generator).  Returns the errno the guest sees."""
+        """One guest request (generator).  Returns the errno the guest sees.
+
+        ``op`` is read, write or flush; a failed flush goes through werror and
+        is reported as a write, as in QEMU."""
         vm = self.vm
         env = self.env
         is_read = op == "read"
@@ -87,6 +90,8 @@ class Drive:
             self.in_flight += 1
             if is_read:
                 err, _ = yield from self.node.read(offset, length)
+            elif op == "flush":
+                err = yield from self.node.flush()
             else:
                 err = yield from self.node.write(offset, length, gen)
             self.in_flight -= 1
@@ -95,7 +100,7 @@ class Drive:
                 ev.succeed()
             if not err:
                 self._account(is_read, start)
-                if not is_read:
+                if gen:
                     self._acked.extend((offset, offset + length, gen))
                 return 0
             action = self.policy.guest_error(self, is_read, err)
@@ -105,7 +110,7 @@ class Drive:
                 return err
             if action == IGNORE:
                 self._account(is_read, start)
-                if not is_read:
+                if gen:
                     self._acked.extend((offset, offset + length, gen))
                     self.lost[gen] = "ignored by werror=ignore"
                 return 0

@@ -50,14 +50,17 @@ class FaultRule:
         self.t_end = spec.end
         self.errno = ERRNO[spec.errno]
         self.fired = 0
+        # A flush has no range: like blkdebug, only a rule that is not limited
+        # to a range (here: one covering the whole image) matches it.
+        self.whole_image = self.start_off == 0 and self.end_off >= image_size
 
     def matches(self, now: int, op: str, start: int, end: int) -> bool:
         if op not in self.ops:
             return False
         if now < self.t_start or (self.t_end is not None and now >= self.t_end):
             return False
-        if op == "flush":          # a flush has no range: it matches any rule range
-            return True
+        if op == "flush":
+            return self.whole_image
         return start < self.end_off and end > self.start_off
 
     def apply(self, now: int, op: str, start: int, end: int, verdict: Verdict) -> None:

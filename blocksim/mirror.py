@@ -16,10 +16,11 @@ Modelled on QEMU's ``block/mirror.c`` (background copy mode):
    policy engine with ``on-source-error`` (reads) or ``on-target-error``
    (writes): ``ignore`` retries it later, ``stop`` pauses the job until
    resumed, ``report`` fails the job once the operations in flight are done.
-4. When nothing is dirty and nothing is in flight the job becomes ``ready``
-   (``BLOCK_JOB_READY``, once) and keeps mirroring, polling every 100 ms.
+4. When nothing is dirty and nothing is in flight the target is flushed and
+   the job becomes ``ready`` (``BLOCK_JOB_READY``, once) and keeps mirroring,
+   polling every 100 ms.
 5. ``complete`` (or a plain ``cancel`` when ready) drains the guest's
-   requests and, once nothing is dirty, finishes: complete pivots the drive to
+   requests and, once nothing is dirty and the target flushed, finishes: complete pivots the drive to
    the target, cancel leaves the source in place.  In both cases the run then
    verifies that the target reads exactly as the source.
 
@@ -103,10 +104,14 @@ class MirrorJob(BlockJob):
                 yield from self._wait_op()
                 continue
             if not self.synced:
+                # QEMU flushes the target before announcing READY; a failed
+                # flush goes through on-target-error as a write.
+                if (yield from self._flush_target()):
+                    continue
                 self._become_ready()
             if self.should_complete or self.cancelled:
                 yield from self.drive.drain_begin()
-                if bm.count or self.in_flight:
+                if bm.count or self.in_flight or (yield from self._flush_target()):
                     self.drive.drain_end()
                     continue
                 self._drained = True
@@ -170,6 +175,15 @@ class MirrorJob(BlockJob):
         action = self.policy.job_error(self, policy, is_read, err)
         if action == REPORT and not self.ret:
             self.ret = err
+
+    def _flush_target(self):
+        """Flush the target (generator); returns the errno, 0 on success."""
+        err = yield from self.target.flush()
+        if err:
+            action = self.policy.job_error(self, self.on_target_error, False, err)
+            if action == REPORT and not self.ret:
+                self.ret = err
+        return err
 
     def _wait_op(self):
         ev = self._op_done = self.env.event()

@@ -404,6 +404,7 @@ class Workload(_Model):
     start: Duration = _duration_default(0, "when the workload starts")
     end: OptionalDuration = None
     number_ios: Optional[int] = Field(None, ge=1, description="stop after N requests")
+    fsync: Optional[int] = Field(None, ge=1, description="flush after every N writes (as fio's fsync)")
 
     _check_end = field_validator("end")(_check_end)
 

@@ -6,7 +6,8 @@ offsets inside a region (``offset``, ``size``) in blocks of ``bs``, and either
 an open-loop rate (``rate-iops``: request *i* is due at ``start + i / rate``
 and is issued as soon as it is due and a worker is free) or a closed loop
 (each worker issues, waits for completion, thinks ``think-time``, repeats).
-``number-ios`` caps the total, ``end`` stops issuing.
+``number-ios`` caps the total, ``end`` stops issuing, ``fsync`` flushes after
+every N writes (a flush failure goes through ``werror``, as a write).
 
 Offsets and read/write choices come from the workload's own seeded stream,
 drawn with numpy in batches; each write carries a fresh generation so the
@@ -43,6 +44,8 @@ class GuestWorkload:
         self.start_at = spec.start if start is None else start
         self.end = spec.end
         self.limit = spec.number_ios
+        self.fsync = getattr(spec, "fsync", None)
+        self._writes_since_flush = 0
         self.rng = rng
         self.issued = 0
         self.completed = 0
@@ -97,6 +100,12 @@ class GuestWorkload:
                 err = yield from drive.request("read", self._offs[k], bs)
             else:
                 err = yield from drive.request("write", self._offs[k], bs, next(gens))
+                if self.fsync:
+                    self._writes_since_flush += 1
+                    if self._writes_since_flush >= self.fsync:
+                        self._writes_since_flush = 0
+                        if (yield from drive.request("flush", 0, 0)):
+                            self.errors += 1
             self.completed += 1
             if err:
                 self.errors += 1
