@@ -35,4 +35,6 @@ class RateLimit:
             return 0
         slices = self.dispatched / max(self.slice_quota, 1)
         self.slice_end = self.slice_start + int(slices * SLICE_NS)
-        return self.slice_end - now
+        # After a set-speed the stretched slice can already be over: QEMU's
+        # job_sleep_ns then arms a timer in the past, i.e. does not wait.
+        return max(self.slice_end - now, 0)
