@@ -214,8 +214,15 @@ class BlockDevice:
                         (alloc.count + new) * cs > self.capacity:
                     verdict = Verdict(errno=_errno.ENOSPC)
                 else:
-                    cow = self._cow_runs(offset, end, c0, c1) if self.backing else None
-                    alloc.set_range(c0, c1)
+                    cow = None
+                    if self.backing is not None:
+                        err = self._cow_read_error(offset, end, c0, c1)
+                        if err:
+                            verdict = Verdict(errno=err)
+                        else:
+                            cow = self._cow_runs(offset, end, c0, c1)
+                    if not verdict.errno:
+                        alloc.set_range(c0, c1)
         if verdict.errno:
             self.failed += 1
             yield env.timeout(self._latency() + verdict.delay)
@@ -239,6 +246,21 @@ class BlockDevice:
             self.content.set_runs(data)
         for listener in self.write_listeners:
             listener(offset, end)
+        return 0
+
+    def _cow_read_error(self, offset: int, end: int, c0: int, c1: int) -> int:
+        """The errno of the copy-on-write read from the backing file, if its
+        fault rules fail it (qcow2 then fails the guest's write)."""
+        if not self.backing._has_read_faults():
+            return 0
+        cs = self.cluster_size
+        head, tail = c0 * cs, min(c1 * cs, self.size)
+        for a, b, allocated in ((head, offset, self.alloc.is_set(c0)),
+                                (end, tail, self.alloc.is_set(c1 - 1))):
+            if a < b and not allocated:
+                err = self.backing._read_verdict(a, b).errno
+                if err:
+                    return err
         return 0
 
     def _cow_runs(self, offset: int, end: int, c0: int, c1: int) -> list[Run]:
