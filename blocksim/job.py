@@ -163,6 +163,10 @@ class BlockJob:
         self._transition("waiting")
         self._transition("pending")
         if not self.auto_finalize:
+            # QEMU announces a job waiting for job-finalize (job.c: only
+            # when auto-finalize is off): BLOCK_JOB_PENDING {type, id}.
+            if self.profile.job_status_events:
+                self.log.emit("BLOCK_JOB_PENDING", {"type": self.job_type, "id": self.id})
             while not self.cancelled and self._user_event != "finalize":
                 yield from self._wait()
             if self.cancelled and self._user_event != "finalize":
