@@ -267,10 +267,14 @@ class BlockJob:
         return self.paused_ns + ongoing
 
     def pause_for_error(self) -> None:
-        """A ``stop`` action: a user-visible pause that needs a resume."""
+        """A ``stop`` action: a user-visible pause that needs a resume.
+
+        Like QEMU's ``job_pause``, this enters a job sleeping (in its rate
+        limit) so that it reaches its pause point now."""
         if not self.user_paused:
             self.user_paused = True
             self.pause_count += 1
+            self._enter()
 
     # -- verbs -----------------------------------------------------------------------
     def _check_verb(self, verb: str) -> None:
