@@ -1,0 +1,349 @@
+"""The job life cycle of today's QEMU: statuses, management verbs and refusals.
+
+SEMANTICS.md: every transition emits JOB_STATUS_CHANGE and must be legal;
+each verb is accepted only in some statuses and a refusal is part of the
+record, with QEMU's wording.  Cancel before ready aborts; a plain cancel of a
+ready mirror completes it without the pivot; a forced cancel aborts; a job
+paused by an error refuses a plain cancel and a second pause.
+"""
+
+import pytest
+
+from jobcases import (
+    EIO, JOB, MiB, SIZE, at, cancelled, commands, completed, err, event, event_time, fault,
+    illegal_transitions, job_summary, mirror_case, on, pending, ready, refusals, simulate, st,
+    statuses, stream_case, timeline, violations,
+)
+
+SLOW = MiB                                    # 4 MiB at 1 MiB/s: ready after ~4 s
+COMPLETE_ON_READY = on("BLOCK_JOB_READY", "block-job-complete", device=JOB)
+GUEST = {"g": {"drive": "vda", "rw": "randwrite", "bs": 4096, "rate-iops": 100}}
+ABORT_TAIL = [*st("aborting"), cancelled(), *st("concluded", "null")]
+SUCCESS_TAIL = [*st("waiting", "pending"), completed(None), *st("concluded", "null")]
+
+
+def paused_by_error(**job):
+    """A mirror whose target fails one write: paused (stop) at about 4 ms."""
+    return dict(on_target_error="stop", faults=[fault("dst", "write", count="once")], **job)
+
+
+# -- cancel ------------------------------------------------------------------------------
+
+def test_cancel_before_ready_aborts():
+    sim, r = simulate(mirror_case(speed=SLOW, actions=[at("1s", "block-job-cancel", device=JOB)]))
+    assert timeline(r) == [*st("created", "running")] + ABORT_TAIL
+    data = event(r, "BLOCK_JOB_CANCELLED")
+    assert (data["device"], data["type"], data["len"], data["speed"]) == (JOB, "mirror", SIZE, SLOW)
+    assert 0 < data["offset"] < SIZE
+    assert event_time(r, "BLOCK_JOB_CANCELLED") == pytest.approx(1.0)
+    job = job_summary(r)
+    assert (job["outcome"], job["pivoted"], job["integrity"]) == ("cancelled", False, "not-checked")
+    assert sim.drives["vda"].node is sim.devices["src"]
+
+
+def test_plain_cancel_of_a_ready_mirror_completes_without_pivot():
+    sim, r = simulate(mirror_case(actions=[on("BLOCK_JOB_READY", "block-job-cancel", delay="1s",
+                                              device=JOB)]))
+    assert timeline(r) == [*st("created", "running", "ready"), ready()] + SUCCESS_TAIL
+    job = job_summary(r)
+    assert (job["outcome"], job["pivoted"], job["integrity"]) == ("completed", False, "identical")
+    assert sim.drives["vda"].node is sim.devices["src"]
+    assert violations(r) == []
+
+
+def test_plain_cancel_of_a_ready_mirror_copies_the_last_guest_writes():
+    sim, r = simulate(mirror_case(workloads=GUEST, actions=[at("3s", "block-job-cancel",
+                                                                device=JOB)]))
+    assert timeline(r) == [*st("created", "running", "ready"), ready()] + SUCCESS_TAIL
+    job = job_summary(r)
+    assert (job["pivoted"], job["integrity"]) == (False, "identical")
+    assert job["bytes_copied"] > SIZE
+    assert sim.drives["vda"].node is sim.devices["src"]
+
+
+def test_force_cancel_of_a_ready_mirror_aborts():
+    sim, r = simulate(mirror_case(actions=[on("BLOCK_JOB_READY", "block-job-cancel", delay="1s",
+                                              device=JOB, force=True)]))
+    assert timeline(r) == [*st("created", "running", "ready"), ready()] + ABORT_TAIL
+    job = job_summary(r)
+    assert (job["outcome"], job["pivoted"]) == ("cancelled", False)
+    assert sim.drives["vda"].node is sim.devices["src"]
+
+
+def test_cancel_of_a_stream_aborts():
+    r = simulate(stream_case(speed=SLOW, actions=[at("1s", "job-cancel", id=JOB)]))[1]
+    assert timeline(r) == [*st("created", "running")] + ABORT_TAIL
+    assert job_summary(r)["outcome"] == "cancelled"
+
+
+def test_job_paused_by_an_error_refuses_plain_cancel_and_second_pause():
+    r = simulate(mirror_case(**paused_by_error(), actions=[
+        on("BLOCK_JOB_ERROR", "block-job-cancel", delay="1s", device=JOB),
+        on("BLOCK_JOB_ERROR", "block-job-pause", delay="1s", device=JOB),
+        on("BLOCK_JOB_ERROR", "query-block-jobs", delay="1.5s"),
+        on("BLOCK_JOB_ERROR", "block-job-cancel", delay="2s", device=JOB, force=True)]))[1]
+    assert refusals(r) == [
+        ("block-job-cancel", "The block job for device 'job0' is currently paused"),
+        ("block-job-pause", "Job is already paused"),
+    ]
+    # The refusals changed nothing: still paused until the forced cancel.
+    [info] = commands(r, "query-block-jobs")[0]["return"]
+    assert (info["status"], info["paused"], info["io-status"]) == ("paused", True, "failed")
+    assert timeline(r) == [*st("created", "running"), err("write", "stop"),
+                           *st("paused", "running")] + ABORT_TAIL
+    assert event_time(r, "BLOCK_JOB_CANCELLED") == pytest.approx(2.0, abs=0.01)
+    assert job_summary(r)["outcome"] == "cancelled"
+    assert not illegal_transitions(r)
+
+
+def test_ready_job_stopped_by_an_error_refuses_plain_cancel_force_works():
+    r = simulate(mirror_case(
+        workloads=GUEST, on_target_error="stop",
+        faults=[fault("dst", "write", start="1s", count="once")],
+        actions=[on("BLOCK_JOB_ERROR", "block-job-cancel", delay="1s", device=JOB),
+                 on("BLOCK_JOB_ERROR", "block-job-cancel", delay="2s", device=JOB, force=True)]))[1]
+    assert refusals(r) == [("block-job-cancel",
+                            "The block job for device 'job0' is currently paused")]
+    assert timeline(r) == [*st("created", "running", "ready"), ready(), err("write", "stop"),
+                           *st("standby", "ready")] + ABORT_TAIL
+    assert job_summary(r)["pivoted"] is False
+
+
+def test_force_cancel_of_a_stream_paused_by_an_error():
+    sim, r = simulate(stream_case(on_error="stop", faults=[fault("base", "read", count="once")],
+                                  actions=[on("BLOCK_JOB_ERROR", "block-job-cancel", delay="1s",
+                                              device=JOB, force=True)]))
+    assert timeline(r) == [*st("created", "running"), err("read", "stop"),
+                           *st("paused", "running")] + ABORT_TAIL
+    assert sim.devices["top"].backing is sim.devices["base"]
+
+
+def test_cancel_while_pending_aborts():
+    r = simulate(stream_case(auto_finalize=False, actions=[at("1s", "block-job-cancel",
+                                                             device=JOB)]))[1]
+    assert timeline(r) == [*st("created", "running", "waiting", "pending"), pending()] + ABORT_TAIL
+    assert job_summary(r)["outcome"] == "cancelled"
+
+
+# -- pause and resume -------------------------------------------------------------------------
+
+def test_user_pause_and_resume():
+    r = simulate(mirror_case(speed=SLOW, actions=[
+        at("1s", "block-job-pause", device=JOB), at("1.5s", "query-block-jobs"),
+        at("2s", "block-job-pause", device=JOB),
+        at("3s", "block-job-resume", device=JOB), at("3.5s", "block-job-resume", device=JOB),
+        COMPLETE_ON_READY]))[1]
+    assert refusals(r) == [("block-job-pause", "Job is already paused"),
+                           ("block-job-resume", "Can't resume a job that was not paused")]
+    assert timeline(r) == [*st("created", "running", "paused", "running", "ready"), ready()] \
+        + SUCCESS_TAIL
+    [info] = commands(r, "query-block-jobs")[0]["return"]
+    assert (info["status"], info["paused"], info["busy"], info["io-status"]) == \
+        ("paused", True, False, "ok")
+    job = job_summary(r)
+    assert job["time_paused"] == pytest.approx(2.0, abs=0.11)
+    assert 5.8 <= job["finished_at"] <= 6.5          # 4 s of copying + 2 s paused
+    assert job["integrity"] == "identical"
+
+
+def test_resume_of_a_running_job_is_refused():
+    r = simulate(mirror_case(speed=SLOW, actions=[at("1s", "block-job-resume", device=JOB)]))[1]
+    assert refusals(r) == [("block-job-resume", "Can't resume a job that was not paused")]
+    assert statuses(r) == ["created", "running", "ready"]
+
+
+# -- complete, finalize, dismiss -----------------------------------------------------------------
+
+def test_complete_before_ready_is_refused():
+    r = simulate(mirror_case(speed=SLOW, actions=[at("1s", "block-job-complete", device=JOB)]))[1]
+    assert refusals(r) == [("block-job-complete",
+                            "Job 'job0' in state 'running' cannot accept command verb 'complete'")]
+    # Refused, not remembered: the job becomes ready and stays ready.
+    assert timeline(r) == [*st("created", "running", "ready"), ready()]
+    assert job_summary(r)["pivoted"] is False
+
+
+def test_complete_of_a_stream_is_refused():
+    r = simulate(stream_case(speed=SLOW, actions=[at("1s", "block-job-complete", device=JOB)]))[1]
+    assert refusals(r) == [("block-job-complete",
+                            "Job 'job0' in state 'running' cannot accept command verb 'complete'")]
+    assert job_summary(r)["outcome"] == "completed"
+
+
+def test_finalize_and_dismiss_outside_their_status_are_refused():
+    r = simulate(mirror_case(speed=SLOW, actions=[
+        at("1s", "block-job-finalize", id=JOB), at("1s", "block-job-dismiss", id=JOB),
+        at("1s", "job-finalize", id=JOB)]))[1]
+    assert refusals(r) == [
+        ("block-job-finalize", "Job 'job0' in state 'running' cannot accept command verb 'finalize'"),
+        ("block-job-dismiss", "Job 'job0' in state 'running' cannot accept command verb 'dismiss'"),
+        ("job-finalize", "Job 'job0' in state 'running' cannot accept command verb 'finalize'"),
+    ]
+
+
+def test_commands_to_finished_or_unknown_jobs_are_refused():
+    r = simulate(stream_case(actions=[
+        at("1s", "block-job-cancel", device=JOB), at("1s", "block-job-pause", device=JOB),
+        at("1s", "block-job-set-speed", device=JOB, speed=MiB),
+        at("1s", "block-job-dismiss", id=JOB), at("1s", "job-cancel", id=JOB),
+        at("1s", "block-job-cancel", device="nope"), at("1s", "job-pause", id="nope"),
+        at("1s", "query-block-jobs")]))[1]
+    assert refusals(r) == [
+        ("block-job-cancel", "Block job 'job0' not found"),
+        ("block-job-pause", "Block job 'job0' not found"),
+        ("block-job-set-speed", "Block job 'job0' not found"),
+        ("block-job-dismiss", "Block job 'job0' not found"),
+        ("job-cancel", "Job not found"),
+        ("block-job-cancel", "Block job 'nope' not found"),
+        ("job-pause", "Job not found"),
+    ]
+    assert [c["error"]["class"] for c in r.commands if "error" in c][:1] == ["DeviceNotActive"]
+    assert commands(r, "query-block-jobs")[0]["return"] == []
+    assert r.summary["commands"] == {"executed": 9, "refused": 7}
+    assert job_summary(r)["outcome"] == "completed"
+
+
+@pytest.mark.parametrize("case", ["stream", "mirror"])
+def test_auto_finalize_false_waits_in_pending_until_finalize(case):
+    if case == "stream":
+        scenario = stream_case(auto_finalize=False, duration="5s", actions=[
+            at("1s", "query-block-jobs"), at("2s", "block-job-finalize", id=JOB)])
+        head = st("created", "running")
+    else:
+        scenario = mirror_case(auto_finalize=False, duration="5s", actions=[
+            COMPLETE_ON_READY, at("1s", "query-block-jobs"),
+            at("2s", "block-job-finalize", id=JOB)])
+        head = [*st("created", "running", "ready"), ready()]
+    sim, r = simulate(scenario)
+    # BLOCK_JOB_PENDING tells the management layer that a finalize is awaited.
+    assert timeline(r) == head + [*st("waiting", "pending"), pending(), completed(None),
+                                  *st("concluded", "null")]
+    assert event(r, "BLOCK_JOB_PENDING") == {"type": case, "id": JOB}
+    [info] = commands(r, "query-block-jobs")[0]["return"]
+    assert (info["status"], info["auto-finalize"]) == ("pending", False)
+    # The job's graph changes and BLOCK_JOB_COMPLETED wait for the finalize.
+    assert event_time(r, "BLOCK_JOB_COMPLETED") == pytest.approx(2.0)
+    assert job_summary(r)["integrity"] == "identical"
+
+
+def test_without_finalize_a_mirror_does_not_pivot():
+    sim, r = simulate(mirror_case(auto_finalize=False, duration="2s", actions=[COMPLETE_ON_READY]))
+    assert statuses(r) == ["created", "running", "ready", "waiting", "pending"]
+    assert r.event_names()[-1] == "BLOCK_JOB_PENDING"
+    assert "BLOCK_JOB_COMPLETED" not in r.event_names()
+    assert job_summary(r)["final_status"] == "pending"
+    assert sim.drives["vda"].node is sim.devices["src"]
+
+
+@pytest.mark.parametrize("failing", [False, True])
+def test_auto_dismiss_false_waits_in_concluded_until_dismiss(failing):
+    faults = [fault("base", "read")] if failing else []
+    r = simulate(stream_case(auto_dismiss=False, faults=faults, actions=[
+        at("1s", "query-block-jobs"), at("2s", "block-job-dismiss", id=JOB)]))[1]
+    error = EIO if failing else None
+    assert timeline(r)[-3:] == [completed(error), *st("concluded", "null")]
+    [info] = commands(r, "query-block-jobs")[0]["return"]
+    assert (info["status"], info["auto-dismiss"], info.get("error")) == ("concluded", False, error)
+    null_at = [e for e in r.events if e["data"].get("status") == "null"][0]["timestamp"]
+    assert null_at == {"seconds": 2, "microseconds": 0}
+    assert refusals(r) == []
+
+
+# -- starting ------------------------------------------------------------------------------------
+
+def test_manual_start_and_a_second_start_refused():
+    r = simulate(stream_case(start="manual", actions=[
+        at("1s", "job-start", id=JOB), at("2s", "job-start", id=JOB),
+        at("2s", "job-start", id="other")]))[1]
+    assert [(c["arguments"], c.get("error", {}).get("desc")) for c in r.commands] == [
+        ({"id": JOB}, None),
+        ({"id": JOB}, "Job ID 'job0' already in use"),
+        ({"id": "other"}, "No job declared with id 'other'"),
+    ]
+    assert event_time(r, "JOB_STATUS_CHANGE") == pytest.approx(1.0)
+    assert job_summary(r)["started_at"] == pytest.approx(1.0)
+    assert job_summary(r)["outcome"] == "completed"
+
+
+def test_manual_job_never_started():
+    r = simulate(stream_case(start="manual"))[1]
+    assert r.events == []
+    assert (job_summary(r)["outcome"], job_summary(r)["final_status"]) == ("not-started", "none")
+
+
+# -- set-speed -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("at_s, expected", [("1s", 2.75), ("2s", 3.5), ("3s", 4.25)])
+def test_set_speed_changes_the_rate(at_s, expected):
+    # 64 KiB copies: 512 KiB/s until the set-speed, then 2 MiB/s for the rest.
+    r = simulate(mirror_case(speed=512 * 1024, buf_size=MiB, actions=[
+        at(at_s, "block-job-set-speed", device=JOB, speed=2 * MiB)]))[1]
+    assert job_summary(r)["ready_at"] == pytest.approx(expected, abs=0.1)
+    assert event(r, "BLOCK_JOB_READY")["speed"] == 2 * MiB
+    assert [c["return"] for c in commands(r, "block-job-set-speed")] == [{}]
+
+
+def test_set_speed_while_sleeping_in_a_stretched_slice():
+    # A 1 MiB copy at 512 KiB/s stretches the slice to 2 s; raising the speed
+    # then leaves that slice ending in the past: the job goes on at once (as
+    # QEMU's timer in the past does) instead of waiting a negative time.
+    r = simulate(mirror_case(speed=512 * 1024, actions=[
+        at("2s", "block-job-set-speed", device=JOB, speed=2 * MiB), COMPLETE_ON_READY]))[1]
+    assert timeline(r) == [*st("created", "running", "ready"), ready()] + SUCCESS_TAIL
+    assert 2.9 <= job_summary(r)["ready_at"] <= 3.6
+    assert job_summary(r)["integrity"] == "identical"
+
+
+def test_set_speed_zero_removes_the_limit():
+    r = simulate(stream_case(speed=512 * 1024, actions=[
+        at("1s", "block-job-set-speed", device=JOB, speed=0)]))[1]
+    assert 1.0 <= job_summary(r)["finished_at"] < 1.1
+
+
+# -- every status change is legal ------------------------------------------------------------------
+
+SCENARIOS = {
+    "stream": stream_case(),
+    "stream-report": stream_case(faults=[fault("base", "read")]),
+    "stream-ignore": stream_case(on_error="ignore", faults=[fault("base", "read", count=1)]),
+    "stream-stop-resume": stream_case(
+        on_error="stop", faults=[fault("top", "write", count=1)],
+        actions=[on("BLOCK_JOB_ERROR", "block-job-resume", delay="1s", device=JOB)]),
+    "stream-cancel": stream_case(speed=SLOW, actions=[at("1s", "block-job-cancel", device=JOB)]),
+    "mirror-complete": mirror_case(actions=[COMPLETE_ON_READY]),
+    "mirror-report": mirror_case(faults=[fault("dst", "write")]),
+    "mirror-stop-resume": mirror_case(
+        **paused_by_error(), actions=[COMPLETE_ON_READY,
+                                      on("BLOCK_JOB_ERROR", "block-job-resume", delay="1s",
+                                         device=JOB)]),
+    "mirror-standby": mirror_case(
+        workloads=GUEST, on_target_error="stop",
+        faults=[fault("dst", "write", start="1s", count=1)],
+        actions=[on("BLOCK_JOB_ERROR", "block-job-resume", delay="1s", device=JOB),
+                 at("3s", "block-job-complete", device=JOB)]),
+    "mirror-cancel-ready": mirror_case(actions=[on("BLOCK_JOB_READY", "block-job-cancel",
+                                                   device=JOB)]),
+    "mirror-force-cancel-paused": mirror_case(
+        **paused_by_error(), actions=[on("BLOCK_JOB_ERROR", "block-job-cancel", delay="1s",
+                                         device=JOB, force=True)]),
+    "mirror-pause-ready": mirror_case(actions=[
+        on("BLOCK_JOB_READY", "block-job-pause", device=JOB),
+        on("BLOCK_JOB_READY", "block-job-resume", delay="1s", device=JOB),
+        on("BLOCK_JOB_READY", "block-job-complete", delay="2s", device=JOB)]),
+    "mirror-manual-finalize-dismiss": mirror_case(
+        auto_finalize=False, auto_dismiss=False,
+        actions=[COMPLETE_ON_READY, at("1s", "block-job-finalize", id=JOB),
+                 at("2s", "block-job-dismiss", id=JOB)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_every_status_change_is_legal(name):
+    r = simulate(SCENARIOS[name])[1]
+    seq = statuses(r)
+    assert seq[:2] == ["created", "running"]
+    assert seq[-2:] == ["concluded", "null"]        # every case ends
+    assert illegal_transitions(r) == []
+    assert [v for v in violations(r) if v["invariant"] == "legal-job-transitions"] == []
+    assert violations(r) == []
+    assert all(e["data"]["id"] == JOB for e in r.events if e["event"] == "JOB_STATUS_CHANGE")

@@ -1,0 +1,368 @@
+"""The mirror job (QEMU's blockdev-mirror, background mode) under I/O faults.
+
+SEMANTICS.md: mirror applies ``on-source-error`` to read failures and
+``on-target-error`` to write failures.  ``report`` fails the job once the
+operations in flight are done; ``ignore`` re-dirties the range and retries it
+(a one-shot fault still ends identical, a persistent one never gets READY);
+``stop`` pauses only the job (``paused``, or ``standby`` when ready) with
+io-status ``failed``/``nospace``, and resume retries the same range; an error
+while ready never takes the job out of ready (no second BLOCK_JOB_READY).
+"""
+
+import pytest
+
+from jobcases import (
+    EIO, ENOSPC, JOB, KiB, MiB, SIZE, at, cancelled, collapse, commands, completed, err, event,
+    fault, job_summary, mirror_case, on, ready, refusals, simulate, st, timeline, violations,
+)
+
+FAULT_AT = MiB + 4096                   # inside the second 1 MiB copy operation
+ERRNO_TEXT = {"EIO": EIO, "ENOSPC": ENOSPC}
+# (image with the fault, its operation, the job parameter that applies)
+SIDES = {"source": ("src", "read", "on-source-error"),
+         "target": ("dst", "write", "on-target-error")}
+COMPLETE_ON_READY = on("BLOCK_JOB_READY", "block-job-complete", device=JOB)
+GUEST = {"g": {"drive": "vda", "rw": "randwrite", "bs": 4096, "rate-iops": 100}}
+SUCCESS_TAIL = [*st("waiting", "pending"), completed(None), *st("concluded", "null")]
+
+
+def resolved(policy: str, errno: str) -> str:
+    if policy == "enospc":
+        return "stop" if errno == "ENOSPC" else "report"
+    return policy
+
+
+def with_backing_chain(scenario: dict, top_data) -> dict:
+    """Put ``src`` over a fully written ``base``; ``top_data`` is src's own."""
+    scenario["images"]["base"] = {"size": SIZE, "data": "full"}
+    scenario["images"]["src"].update(backing="base", data=top_data)
+    return scenario
+
+
+@pytest.mark.parametrize("errno", ["EIO", "ENOSPC"])
+@pytest.mark.parametrize("policy", ["report", "ignore", "stop", "enospc"])
+@pytest.mark.parametrize("side", sorted(SIDES))
+def test_error_policy(side, policy, errno):
+    image, operation, param = SIDES[side]
+    sim, r = simulate(mirror_case(
+        **{param.replace("-", "_"): policy},
+        faults=[fault(image, operation, errno, offset=FAULT_AT, length=4096, count="once")],
+        actions=[COMPLETE_ON_READY,
+                 on("BLOCK_JOB_ERROR", "query-block-jobs", delay="0.5s"),
+                 on("BLOCK_JOB_ERROR", "block-job-resume", delay="1s", device=JOB),
+                 on("BLOCK_JOB_ERROR", "query-block-jobs", delay="1.0001s")]))
+    action = resolved(policy, errno)
+    text = ERRNO_TEXT[errno]
+    job = job_summary(r)
+    queries = [c["return"] for c in commands(r, "query-block-jobs")]
+    head = [*st("created", "running"), err(operation, action)]
+
+    assert job["errors_by_action"] == {"report": 0, "ignore": 0, "stop": 0, action: 1}
+    assert "STOP" not in r.event_names()
+    assert r.summary["vm"]["final_state"] == "running"
+    assert violations(r) == []
+    if action == "report":
+        assert timeline(r) == head + [*st("aborting"), completed(text), *st("concluded", "null")]
+        # The three other copies in flight finish before the job does.
+        assert event(r, "BLOCK_JOB_COMPLETED") == {
+            "type": "mirror", "device": JOB, "len": SIZE, "offset": SIZE - MiB, "speed": 0,
+            "error": text}
+        assert (job["outcome"], job["error"], job["pivoted"]) == ("completed-with-error", text, False)
+        assert sim.drives["vda"].node is sim.devices["src"]
+        assert queries == [[], []]
+        return
+    if action == "ignore":
+        # The failed range was retried at once and the job converged.
+        assert timeline(r) == head + [*st("ready"), ready()] + SUCCESS_TAIL
+        assert queries == [[], []]
+    else:
+        assert timeline(r) == head + [*st("paused", "running", "ready"), ready()] + SUCCESS_TAIL
+        status = "nospace" if errno == "ENOSPC" else "failed"
+        paused, resumed = queries
+        assert [(q["status"], q["paused"], q["ready"], q["io-status"]) for q in paused] == \
+            [("paused", True, False, status)]
+        assert [(q["status"], q["paused"], q["io-status"]) for q in resumed] == \
+            [("running", False, "ok")]
+        history = [(old, new, why) for _t, old, new, why in sim.jobs[JOB].iostatus.history]
+        assert history == [("ok", status, "set"), (status, "ok", "reset")]
+        assert job["time_paused"] == pytest.approx(1.0)
+    # Every range copied exactly once in the end (the failed one on its
+    # retry), the drive now on the target, which reads as the source.
+    assert event(r, "BLOCK_JOB_COMPLETED") == {
+        "type": "mirror", "device": JOB, "len": SIZE, "offset": SIZE, "speed": 0}
+    assert (job["outcome"], job["integrity"], job["pivoted"], job["bytes_copied"]) == \
+        ("completed", "identical", True, SIZE)
+    assert job["io_status"] == "ok"
+    assert sim.drives["vda"].node is sim.devices["dst"]
+
+
+def test_parallel_failures_each_emit_an_event():
+    # The target fails every write: the four 1 MiB copies in flight fail
+    # together, one BLOCK_JOB_ERROR each, and the job fails once.
+    r = simulate(mirror_case(faults=[fault("dst", "write")]))[1]
+    assert timeline(r) == [*st("created", "running"), *[err("write", "report")] * 4,
+                           *st("aborting"), completed(EIO), *st("concluded", "null")]
+    assert job_summary(r)["errors_by_action"]["report"] == 4
+
+
+def test_success_sequence_and_pivot():
+    sim, r = simulate(mirror_case(actions=[COMPLETE_ON_READY]))
+    assert timeline(r) == [*st("created", "running", "ready"), ready()] + SUCCESS_TAIL
+    assert event(r, "BLOCK_JOB_READY") == {
+        "type": "mirror", "device": JOB, "len": SIZE, "offset": SIZE, "speed": 0}
+    job = job_summary(r)
+    assert (job["outcome"], job["pivoted"], job["integrity"]) == ("completed", True, "identical")
+    assert r.summary["drives"]["vda"]["node"] == "dst"
+    assert sim.drives["vda"].node is sim.devices["dst"]
+    assert violations(r) == []
+
+
+def test_ready_mirror_without_complete_stays_ready():
+    r = simulate(mirror_case(duration="5s"))[1]
+    assert timeline(r) == [*st("created", "running", "ready"), ready()]
+    job = job_summary(r)
+    assert (job["outcome"], job["final_status"], job["pivoted"]) == ("ready", "ready", False)
+
+
+# -- stop -> resume -> complete on a thin target --------------------------------------
+
+def test_thin_target_enospc_extend_resume_complete():
+    # The target volume holds 2 MiB of the 4 MiB: the two copies beyond fail
+    # with ENOSPC (one event each, both `stop` under enospc).  The admin grows
+    # the volume, resumes the job, and completes it when ready.
+    sim, r = simulate(mirror_case(
+        target_image={"capacity": 2 * MiB}, on_target_error="enospc",
+        actions=[on("BLOCK_JOB_ERROR", "query-block-jobs", delay="0.5s"),
+                 on("BLOCK_JOB_ERROR", "thin-extend", delay="1s", image="dst", capacity=SIZE),
+                 on("BLOCK_JOB_ERROR", "block-job-resume", delay="2s", device=JOB),
+                 COMPLETE_ON_READY]))
+    assert timeline(r) == [*st("created", "running"), err("write", "stop"), *st("paused"),
+                           err("write", "stop"), *st("running", "ready"), ready()] + SUCCESS_TAIL
+    assert [(c["execute"], c.get("return")) for c in commands(r)] == [
+        ("blockdev-mirror", {}),
+        ("query-block-jobs", [{
+            "type": "mirror", "device": JOB, "len": SIZE, "offset": 2 * MiB, "busy": False,
+            "paused": True, "speed": 0, "io-status": "nospace", "ready": False,
+            "status": "paused", "auto-finalize": True, "auto-dismiss": True}]),
+        ("thin-extend", {"capacity": SIZE}),
+        ("block-job-resume", {}),
+        ("block-job-complete", {}),
+    ]
+    job = job_summary(r)
+    assert (job["outcome"], job["pivoted"], job["integrity"], job["io_status"]) == \
+        ("completed", True, "identical", "ok")
+    assert job["errors_by_action"] == {"report": 0, "ignore": 0, "stop": 2}
+    assert sim.drives["vda"].node is sim.devices["dst"]
+    assert r.summary["images"]["dst"]["allocated"] == SIZE
+    assert r.summary["vm"]["stops"] == 0
+    assert violations(r) == []
+
+
+# -- persistent fault under ignore --------------------------------------------------
+
+def persistent_ignore(speed, actions=(), duration="20s"):
+    # 64 KiB copies (buf-size / 16); the target fails writes of its second MiB forever.
+    return mirror_case(speed=speed, buf_size=MiB, on_target_error="ignore", duration=duration,
+                       faults=[fault("dst", "write", offset=MiB, length=4096)],
+                       actions=list(actions))
+
+
+@pytest.mark.parametrize("speed", [2 * MiB, 4 * MiB])
+def test_persistent_ignore_never_ready_until_cancelled(speed):
+    r = simulate(persistent_ignore(speed, [at("5s", "query-block-jobs"),
+                                           at("10s", "block-job-cancel", device=JOB)]))[1]
+    assert collapse(timeline(r)) == [*st("created", "running"), err("write", "ignore"),
+                                     *st("aborting"), cancelled(), *st("concluded", "null")]
+    errors = timeline(r, "BLOCK_JOB_ERROR")
+    assert set(errors) == {err("write", "ignore")}
+    # The same 64 KiB range is retried for ever, throttled by the speed: after
+    # the first pass (SIZE / speed seconds) about speed / 64 KiB per second.
+    expected = (10 - SIZE / speed) * speed / (64 * KiB)
+    assert 0.9 * expected <= len(errors) <= 1.1 * expected + 2
+    [info] = commands(r, "query-block-jobs")[0]["return"]
+    assert (info["status"], info["ready"], info["len"] - info["offset"]) == \
+        ("running", False, 64 * KiB)
+    job = job_summary(r)
+    assert (job["outcome"], job["ready_at"], job["pivoted"]) == ("cancelled", None, False)
+
+
+def test_persistent_ignore_outcome_is_never_ready():
+    r = simulate(persistent_ignore(4 * MiB, duration="5s"))[1]
+    assert "BLOCK_JOB_READY" not in r.event_names()
+    job = job_summary(r)
+    assert (job["outcome"], job["final_status"]) == ("never-ready", "running")
+    assert job["errors_by_action"]["ignore"] > 200
+    assert set(timeline(r, "BLOCK_JOB_ERROR")) == {err("write", "ignore")}
+
+
+# -- ready and standby ---------------------------------------------------------------
+
+def test_stop_while_ready_goes_standby_and_back_without_second_ready():
+    sim, r = simulate(mirror_case(
+        on_target_error="stop", workloads=GUEST,
+        faults=[fault("dst", "write", start="2s", count="once")],
+        actions=[on("BLOCK_JOB_ERROR", "query-block-jobs", delay="0.5s"),
+                 on("BLOCK_JOB_ERROR", "block-job-resume", delay="1s", device=JOB),
+                 at("5s", "block-job-complete", device=JOB)]))
+    assert timeline(r) == [*st("created", "running", "ready"), ready(), err("write", "stop"),
+                           *st("standby", "ready")] + SUCCESS_TAIL
+    [info] = commands(r, "query-block-jobs")[0]["return"]
+    assert (info["status"], info["ready"], info["paused"], info["io-status"]) == \
+        ("standby", True, True, "failed")
+    job = job_summary(r)
+    assert (job["outcome"], job["integrity"], job["pivoted"]) == ("completed", "identical", True)
+    assert r.event_names().count("BLOCK_JOB_READY") == 1
+    assert "STOP" not in r.event_names()
+    assert violations(r) == []
+
+
+def test_ignore_while_ready_stays_ready():
+    r = simulate(mirror_case(
+        on_target_error="ignore", workloads=GUEST,
+        faults=[fault("dst", "write", start="2s", count=3)],
+        actions=[at("5s", "block-job-complete", device=JOB)]))[1]
+    assert collapse(timeline(r)) == [*st("created", "running", "ready"), ready(),
+                                     err("write", "ignore")] + SUCCESS_TAIL
+    job = job_summary(r)
+    assert job["errors_by_action"]["ignore"] == 3
+    assert (job["outcome"], job["integrity"]) == ("completed", "identical")
+
+
+def test_user_pause_while_ready_is_standby_and_complete_waits_for_resume():
+    r = simulate(mirror_case(workloads=GUEST, actions=[
+        at("1s", "block-job-pause", device=JOB), at("2s", "block-job-complete", device=JOB),
+        at("2.5s", "query-block-jobs"), at("3s", "block-job-resume", device=JOB)]))[1]
+    assert timeline(r) == [*st("created", "running", "ready"), ready(),
+                           *st("standby", "ready")] + SUCCESS_TAIL
+    [info] = commands(r, "query-block-jobs")[0]["return"]
+    assert (info["status"], info["paused"], info["io-status"]) == ("standby", True, "ok")
+    job = job_summary(r)
+    assert 3.0 <= job["finished_at"] < 3.1
+    assert (job["integrity"], job["time_paused"]) == ("identical", pytest.approx(2.0))
+
+
+def test_guest_writes_while_ready_are_mirrored():
+    sim, r = simulate(mirror_case(workloads=GUEST, actions=[at("5s", "block-job-complete",
+                                                                device=JOB)]))
+    job = job_summary(r)
+    assert job["ready_at"] < 0.1
+    # Every guest write after READY re-dirtied a 64 KiB granule that was copied again.
+    assert job["bytes_copied"] > SIZE + 100 * 64 * KiB
+    assert (job["outcome"], job["integrity"], job["pivoted"]) == ("completed", "identical", True)
+    drive = r.summary["drives"]["vda"]
+    assert (drive["corrupt_bytes"], drive["lost_bytes"]) == (0, 0)
+    assert violations(r) == []
+
+
+# -- a guest writing during the copy -----------------------------------------------------
+
+def test_rate_limited_mirror_converges_under_a_slow_guest():
+    # 5 writes/s re-dirty 320 KiB/s of 64 KiB granules; the job copies 1 MiB/s.
+    guest = {"g": {**GUEST["g"], "rate-iops": 5}}
+    r = simulate(mirror_case(speed=MiB, workloads=guest, actions=[COMPLETE_ON_READY]))[1]
+    assert timeline(r) == [*st("created", "running", "ready"), ready()] + SUCCESS_TAIL
+    job = job_summary(r)
+    assert job["bytes_copied"] > SIZE               # re-dirtied ranges were copied again
+    assert event(r, "BLOCK_JOB_COMPLETED")["offset"] == job["bytes_copied"]
+    assert job["ready_at"] > SIZE / MiB             # and that took longer than one pass
+    assert (job["outcome"], job["integrity"]) == ("completed", "identical")
+    assert r.summary["drives"]["vda"]["corrupt_bytes"] == 0
+    assert violations(r) == []
+
+
+def test_guest_dirtying_faster_than_the_job_copies_never_gets_ready():
+    # 200 writes/s re-dirty 12.5 MiB/s; the job copies 1 MiB/s.
+    guest = {"g": {**GUEST["g"], "rate-iops": 200}}
+    r = simulate(mirror_case(speed=MiB, workloads=guest, duration="10s",
+                             actions=[COMPLETE_ON_READY]))[1]
+    assert timeline(r) == st("created", "running")
+    job = job_summary(r)
+    assert (job["outcome"], job["final_status"], job["ready_at"]) == ("never-ready", "running", None)
+    assert job["len"] > job["offset"] > SIZE
+    assert refusals(r) == []
+
+
+# -- sync modes ------------------------------------------------------------------------------
+
+def test_sync_full_copies_the_whole_chain():
+    sim, r = simulate(with_backing_chain(
+        mirror_case(sync="full", actions=[COMPLETE_ON_READY]), [{"offset": 0, "length": MiB}]))
+    job = job_summary(r)
+    assert (job["bytes_copied"], job["len"]) == (SIZE, SIZE)
+    assert (job["outcome"], job["integrity"], job["pivoted"]) == ("completed", "identical", True)
+    assert sim.devices["dst"].backing is None
+    assert r.summary["images"]["dst"]["allocated"] == SIZE
+
+
+def test_sync_top_copies_only_the_top_layer():
+    scenario = with_backing_chain(mirror_case(sync="top", actions=[COMPLETE_ON_READY]),
+                                  [{"offset": 0, "length": MiB}])
+    scenario["images"]["dst"]["backing"] = "base"      # the target shares the source's backing
+    sim, r = simulate(scenario)
+    job = job_summary(r)
+    assert (job["bytes_copied"], job["len"]) == (MiB, MiB)
+    assert (job["outcome"], job["integrity"], job["pivoted"]) == ("completed", "identical", True)
+    assert sim.devices["dst"].backing is sim.devices["base"]
+    assert r.summary["images"]["dst"]["allocated"] == MiB
+    assert sim.drives["vda"].node.chain() == [sim.devices["dst"], sim.devices["base"]]
+    assert violations(r) == []
+
+
+def test_sync_none_copies_only_new_writes():
+    # The target is an overlay of the source; only what the guest writes
+    # after the job started (ten 64 KiB writes) is copied.
+    scenario = mirror_case(sync="none", actions=[
+        at("1s", "guest-burst", drive="vda", rw="write", bs=64 * KiB, **{"number-ios": 10}),
+        at("2s", "block-job-complete", device=JOB)])
+    scenario["images"]["dst"]["backing"] = "src"
+    sim, r = simulate(scenario)
+    assert timeline(r) == [*st("created", "running", "ready"), ready()] + SUCCESS_TAIL
+    assert event(r, "BLOCK_JOB_READY")["len"] == 0            # nothing to copy at the start
+    job = job_summary(r)
+    assert job["bytes_copied"] == 10 * 64 * KiB
+    assert r.summary["images"]["dst"]["allocated"] == 10 * 64 * KiB
+    assert (job["outcome"], job["integrity"], job["pivoted"]) == ("completed", "identical", True)
+    assert violations(r) == []
+
+
+# -- rate limiting ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("speed, seconds", [(MiB, 4.0), (2 * MiB, 2.0), (512 * KiB, 8.0)])
+def test_speed_limits_the_copy_rate(speed, seconds):
+    r = simulate(mirror_case(speed=speed, duration="30s"))[1]
+    assert seconds * 0.9 <= job_summary(r)["ready_at"] <= seconds * 1.1
+    assert event(r, "BLOCK_JOB_READY")["speed"] == speed
+
+
+def test_speed_applies_to_small_copies_too():
+    # 4 KiB granules and 64 KiB of buffer: many small operations, same rate.
+    r = simulate(mirror_case(speed=MiB, granularity=4096, buf_size=64 * KiB, duration="30s"))[1]
+    assert 3.6 <= job_summary(r)["ready_at"] <= 4.4
+
+
+def test_unthrottled_mirror_is_fast():
+    assert job_summary(simulate(mirror_case())[1])["ready_at"] < 0.1
+
+
+def test_stop_error_pauses_a_job_sleeping_in_the_rate_limit():
+    # At 1 MiB/s the job sleeps about 1 s after issuing each 1 MiB copy.  The
+    # second copy fails with `stop` during that sleep: as QEMU's job_pause
+    # enters the job, it pauses right away (not when the sleep would have
+    # ended), so a resume 0.5 s later finds it paused.
+    sim, r = simulate(mirror_case(
+        speed=MiB, on_target_error="stop",
+        faults=[fault("dst", "write", offset=FAULT_AT, length=4096, count="once")],
+        actions=[on("BLOCK_JOB_ERROR", "query-block-jobs", delay="0.1s"),
+                 on("BLOCK_JOB_ERROR", "block-job-resume", delay="0.5s", device=JOB),
+                 COMPLETE_ON_READY]))
+    assert timeline(r) == [*st("created", "running"), err("write", "stop"),
+                           *st("paused", "running", "ready"), ready()] + SUCCESS_TAIL
+    error_at = [e["timestamp"] for e in r.events if e["event"] == "BLOCK_JOB_ERROR"][0]
+    paused_at = [e["timestamp"] for e in r.events if e["data"].get("status") == "paused"][0]
+    assert paused_at == error_at
+    [info] = commands(r, "query-block-jobs")[0]["return"]
+    assert (info["status"], info["paused"], info["io-status"]) == ("paused", True, "failed")
+    job = job_summary(r)
+    assert job["time_paused"] == pytest.approx(0.5, abs=0.01)
+    assert (job["integrity"], job["bytes_copied"]) == ("identical", SIZE)
+    assert not r.violations
