@@ -65,6 +65,8 @@ RUNS_PARQUET = "runs.parquet"
 AGGREGATE_CSV = "aggregate.csv"
 COMPARISON_PNG = "comparison.png"
 FORMAT = 1
+#: How long to wait for a Dask scheduler to answer.
+DASK_CONNECT_TIMEOUT = "10s"
 
 #: The outcome classes of :func:`blocksim.summary.job_outcome`, in display order.
 OUTCOME_CLASSES = ("completed", "completed-with-error", "cancelled", "never-ready", "ready",
@@ -776,8 +778,8 @@ def _execute_dask(tasks, on_record, scheduler):
     own = not isinstance(scheduler, Client)
     if own:
         try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError, ValueError) as exc:
+            client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:
             raise SweepError(f"scheduler {scheduler}: cannot connect to the Dask scheduler: "
                              f"{exc}") from None
     else:
