@@ -13,8 +13,9 @@ Commands:
   the job id, as in QMP), ``block-job-{finalize,dismiss}`` (``id``);
 - ``job-{pause,resume,complete,cancel,finalize,dismiss}`` (``id``);
 - ``job-start`` (``id``): start a job the scenario declared with
-  ``start = "manual"``; it is recorded as the ``blockdev-mirror`` or
-  ``block-stream`` that would start it in QEMU;
+  ``start = "manual"``.  A job the scenario starts by itself (``start`` a
+  time) is recorded as the ``blockdev-mirror`` or ``block-stream`` command
+  that would start it in QEMU, with its arguments;
 - ``thin-extend`` (``image``, ``capacity`` or ``by``): the storage
   administrator grows a thin device;
 - ``guest-burst`` (``drive`` and workload keys): the guest issues a burst.

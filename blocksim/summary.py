@@ -23,6 +23,8 @@ def job_outcome(job) -> str:
         return "refused" if job.start_refused else "not-started"
     if job.status in ("paused", "standby"):
         return "paused"
+    if job.status in ("waiting", "pending"):
+        return "pending"           # waiting for block-job-finalize
     if job.job_type == "mirror" and not job.synced:
         return "never-ready"
     return "ready" if job.status == "ready" else "running"
