@@ -547,17 +547,65 @@ def _compare_many(base: list[_Run], new: list[_Run], alpha: float) -> list[Chang
         out.append(Change(_section(column), column, cb, cn,
                           f"{column}: {_shares(cb)} -> {_shares(cn)} ({test} p={p:.3g}"
                           f"{' < ' if significant else ' >= '}{alpha:g})", significant))
-    seeds = sorted(set(by_seed_b) & set(by_seed_n), key=str)
+    out.extend(_compare_sequences(ok_b, ok_n, by_seed_b, by_seed_n, alpha))
+    return out
+
+
+def _shape(tokens: list[str]) -> list[str]:
+    """Tokens without their numeric ``key=value`` parts, re-collapsed."""
+    def strip(token: str) -> str:
+        parts = token.split(" ")
+        return " ".join([parts[0]] + [p for p in parts[1:] if not _numeric_value(p.partition("=")[2])])
+    return normalise_events(strip(t) for t in tokens)
+
+
+def _numeric_value(text: str) -> bool:
+    try:
+        return _is_number(json.loads(text))
+    except ValueError:
+        return False
+
+
+def _seed_order(seed: Any) -> tuple:
+    return (0, seed, "") if _is_number(seed) else (1, 0, str(seed))
+
+
+def _compare_sequences(ok_b: list[_Run], ok_n: list[_Run], by_seed_b: dict, by_seed_n: dict,
+                       alpha: float) -> list[Change]:
+    """Normalised event sequences across seeds.  Their numbers (offsets,
+    lengths) differ from seed to seed, so each distinct *shape* (the sequence
+    without its numeric data) is a class, and the two distributions of
+    classes are tested like outcomes; the diff shows a full sequence."""
+    seq_b = ["\n".join(_shape(r.events)) for r in ok_b if r.events is not None]
+    seq_n = ["\n".join(_shape(r.events)) for r in ok_n if r.events is not None]
+    if not seq_b or not seq_n:
+        return []
+    seeds = sorted(set(by_seed_b) & set(by_seed_n), key=_seed_order)
     differing = [s for s in seeds if by_seed_b[s].events is not None and by_seed_n[s].events is not None
                  and by_seed_b[s].events != by_seed_n[s].events]
+    cb, cn = _counts(seq_b), _counts(seq_n)
+    if _normalised_counts(cb, len(seq_b)) == _normalised_counts(cn, len(seq_n)) and not differing:
+        return []
+    if _normalised_counts(cb, len(seq_b)) == _normalised_counts(cn, len(seq_n)):
+        p, significant = 1.0, False
+    else:
+        p = _class_test(cb, cn)
+        significant = p < alpha
     if differing:
         first = differing[0]
-        out.append(Change("events", "events", None, None,
-                          f"normalised event sequence differs for {len(differing)} of {len(seeds)} "
-                          f"seeds (first: seed {first}):",
-                          significant=False,
-                          diff=_event_diff(by_seed_b[first].events, by_seed_n[first].events)))
-    return out
+        base, new = by_seed_b[first].events, by_seed_n[first].events
+        where = f"{len(differing)} of {len(seeds)} seeds differ (first: seed {first})"
+    else:
+        base = max(cb, key=lambda k: cb[k]).split("\n")
+        new = max(cn, key=lambda k: cn[k]).split("\n")
+        where = "most common sequences"
+    unseen = sum(c for k, c in cn.items() if k not in cb)
+    return [Change("events", "events", len(cb), len(cn),
+                   f"normalised event sequences (numbers aside): {len(cb)} shape"
+                   f"{_s(len(cb))} -> {len(cn)}, {unseen} of {len(seq_n)} new runs with a shape "
+                   f"never seen in the baseline; {where} "
+                   f"(p={p:.3g}{' < ' if significant else ' >= '}{alpha:g}):",
+                   significant, diff=_event_diff(base, new))]
 
 
 def _normalised_counts(counts: Mapping[str, int], total: int) -> dict[str, float]:

@@ -73,16 +73,24 @@ def test_real_ignore_storm_collapses(tmp_path):
 
 
 # -- single runs ----------------------------------------------------------------------------------
-@pytest.fixture
-def runs(tmp_path):
-    """Two results folders of the same run (a, b) and a run with another policy (c)."""
-    tiny = write_tiny(tmp_path)
+@pytest.fixture(scope="module")
+def run_folders(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("runs")
+    tiny = write_tiny(folder)
     scenario = blocksim.load_scenario(tiny)
-    save_result(blocksim.run(scenario), tmp_path / "a" / "tiny-mirror")
-    save_result(blocksim.run(scenario), tmp_path / "b" / "tiny-mirror")
+    save_result(blocksim.run(scenario), folder / "a" / "tiny-mirror")
+    save_result(blocksim.run(scenario), folder / "b" / "tiny-mirror")
     other = blocksim.load_scenario(tiny, {"jobs.job0.on-target-error": "ignore",
                                           "faults.0.probability": 0.5})
-    save_result(blocksim.run(other), tmp_path / "c" / "tiny-mirror")
+    save_result(blocksim.run(other), folder / "c" / "tiny-mirror")
+    return folder
+
+
+@pytest.fixture
+def runs(run_folders, tmp_path):
+    """Two results folders of the same run (a, b) and a run with another policy (c), to edit."""
+    for name in ("a", "b", "c"):
+        shutil.copytree(run_folders / name, tmp_path / name)
     return tmp_path
 
 
@@ -199,12 +207,21 @@ def test_bad_sides(tmp_path, runs):
 
 
 # -- sweeps ----------------------------------------------------------------------------------------
-@pytest.fixture
-def sweeps(tmp_path):
-    tiny = write_tiny(tmp_path)
+@pytest.fixture(scope="module")
+def sweep_pair(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sweeps")
+    tiny = write_tiny(folder)
     vary = {"jobs.job0.on-target-error": ["report", "ignore"]}
-    sweep(tiny, vary, seeds=8, workers=1, out=tmp_path / "s1")
-    sweep(tiny, vary, seeds=8, workers=1, out=tmp_path / "s2")
+    sweep(tiny, vary, seeds=8, workers=1, out=folder / "s1")
+    sweep(tiny, vary, seeds=8, workers=1, out=folder / "s2")
+    return folder
+
+
+@pytest.fixture
+def sweeps(sweep_pair, tmp_path):
+    """Two sweep folders of the same sweep (8 seeds of 2 policies), to edit."""
+    for name in ("s1", "s2"):
+        shutil.copytree(sweep_pair / name, tmp_path / name)
     return tmp_path
 
 
@@ -250,6 +267,20 @@ def test_sweep_small_wobble_is_a_note(sweeps):
     notes = [c for case in report.cases for c in case.changes if not c.significant]
     assert notes and "Mann-Whitney U" in notes[0].detail
     assert "(note)" in report.text(verbose=True)
+
+
+def test_sweep_planted_event_change(sweeps):
+    def plant(record):
+        if record["row"]["jobs.job0.on-target-error"] == "report":
+            record["events"] = [t.replace("status=running", "status=waiting") for t in record["events"]]
+    _edit_journal(sweeps / "s2", plant)
+    report = compare(sweeps / "s1", sweeps / "s2")
+    [case] = report.changed_cases
+    assert case.key == "jobs.job0.on-target-error=report"
+    [change] = case.changes
+    assert change.section == "events" and change.significant
+    assert "8 of 8 seeds differ (first: seed 3)" in change.detail
+    assert "+JOB_STATUS_CHANGE id=job0 status=waiting" in change.diff
 
 
 def test_sweep_outcome_shift(sweeps):
