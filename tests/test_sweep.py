@@ -321,3 +321,35 @@ def test_split_values():
 def test_sweep_help(cli):
     r = CliRunner().invoke(cli, ["sweep", "--help"])
     assert r.exit_code == 0 and "Examples:" in r.output and "--vary" in r.output
+
+
+def test_parquet_when_pyarrow_is_importable(tiny, tmp_path):
+    pytest.importorskip("pyarrow")
+    result = sweep(tiny, {"jobs.job0.on-target-error": ["report", "bogus"]}, seeds=2, workers=1,
+                   out=tmp_path / "s")
+    frame = pd.read_parquet(tmp_path / "s" / "runs.parquet")
+    assert list(frame.columns) == result.columns() and len(frame) == 4
+    assert frame["error"].notna().tolist() == [False, False, True, True]
+
+
+def test_progress_bar_on_a_terminal():
+    import io
+    from blocksim.cli_analysis import _Bar
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    clock = iter([0.0, 0.1, 1.0, 1.1, 1.2, 1.3, 1.4]).__next__
+    stream = Tty()
+    bar = _Bar("sweep x", stream=stream, clock=clock)
+    for done in (2, 3, 4, 5):            # 2 runs found in the journal, then 3 run now
+        bar(done, 5)
+    bar.close()
+    out = stream.getvalue()
+    assert "sweep x" in out and "3/3" in out
+    quiet = io.StringIO()
+    silent = _Bar("sweep x", stream=quiet)
+    silent(1, 2)
+    silent.close()
+    assert quiet.getvalue() == ""
