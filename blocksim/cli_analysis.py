@@ -184,7 +184,7 @@ def sweep_command(scenario, vary, seeds, workers, scheduler, out, profile):
     from .sweep import default_folder, sweep
 
     parsed = parse_vary(vary)
-    folder = Path(out) if out is not None else default_folder(scenario, parsed, seeds)
+    folder = Path(out) if out is not None else default_folder(scenario, parsed, seeds, profile=profile)
     if folder.exists() and not folder.is_dir():
         raise _BadInput([f"--out {folder}: exists and is not a folder"])
     bar = _Bar(f"sweep {Path(scenario).stem}")

@@ -203,10 +203,15 @@ def _read_scenario_file(path: Path) -> tuple[bytes, dict[str, Any]]:
 class _Plan:
     """The resolved definition: the scenario, the combinations and the runs."""
 
-    def __init__(self, scenario_path, vary: Mapping[str, Sequence[Any]], seeds: int):
+    def __init__(self, scenario_path, vary: Mapping[str, Sequence[Any]], seeds: int,
+                 profile: Optional[str] = None):
         from .scenario import load_scenario
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise SweepError(f"seeds must be an integer >= 1, got {seeds!r}")
+        if profile is not None:
+            from .profile import get_profile
+            get_profile(profile)
+        self.profile = profile
         self.path = Path(scenario_path)
         self.source = os.fspath(scenario_path)
         self.vary = _check_vary(vary)
@@ -248,18 +253,20 @@ class _Plan:
     def definition(self) -> dict[str, Any]:
         return {"blocksim_sweep": FORMAT, "scenario": self.source, "scenario_name": self.name,
                 "scenario_sha256": self.sha256, "base_seed": self.base_seed,
-                "vary": self.vary, "seeds": self.seeds, "runs": self.total}
+                "vary": self.vary, "seeds": self.seeds, "profile": self.profile, "runs": self.total}
 
     def fingerprint(self) -> str:
         d = self.definition()
         key = {k: d[k] for k in ("scenario_sha256", "vary", "seeds")}
+        if self.profile is not None:
+            key["profile"] = self.profile
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
 
-    def task(self, index: int, profile: Optional[str]) -> dict[str, Any]:
+    def task(self, index: int) -> dict[str, Any]:
         combo, i = divmod(index, self.seeds)
         return {"index": index, "raw": self.raw, "source": self.source,
                 "overrides": self.combinations[combo], "seed": self.base_seed + i,
-                "profile": profile, "invalid": self.invalid.get(combo)}
+                "profile": self.profile, "invalid": self.invalid.get(combo)}
 
 
 def _error_text(exc: BaseException, source: str = "") -> str:
@@ -639,6 +646,9 @@ def _definition_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> l
         diffs.append(f"vary {json.dumps(old.get('vary'))} vs {json.dumps(new.get('vary'))}")
     if old.get("seeds") != new.get("seeds"):
         diffs.append(f"seeds {old.get('seeds')} vs {new.get('seeds')}")
+    if old.get("profile") != new.get("profile"):
+        diffs.append(f"profile {old.get('profile') or 'default'} vs "
+                     f"{new.get('profile') or 'default'}")
     return diffs
 
 
@@ -661,7 +671,7 @@ def _prepare_folder(folder: Path, plan: _Plan) -> dict[int, dict[str, Any]]:
                          "use another output folder, or delete this one to start over")
     records = _read_journal(folder, plan.total)
     for index, record in records.items():
-        expected = plan.task(index, None)
+        expected = plan.task(index)
         row = record["row"]
         if row.get("seed") != expected["seed"] or any(row.get(k) != v for k, v in expected["overrides"].items()):
             raise SweepError(f"{folder / JOURNAL}: run {index} does not match the sweep definition; "
@@ -824,17 +834,14 @@ def sweep(scenario_path, vary: Mapping[str, Sequence[Any]] | None = None, seeds:
     Raises :class:`~blocksim.errors.ScenarioError` when the scenario (or
     every variant) is invalid, :class:`SweepError` for a bad definition or a
     folder holding another sweep."""
-    plan = _Plan(scenario_path, vary or {}, seeds)
-    if profile is not None:
-        from .profile import get_profile
-        get_profile(profile)
+    plan = _Plan(scenario_path, vary or {}, seeds, profile)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise SweepError(f"workers must be an integer >= 1, got {workers!r}")
     folder = Path(out) if out is not None else None
     records = _prepare_folder(folder, plan) if folder is not None else {}
     resumed = len(records)
     total = plan.total
-    pending = [plan.task(i, profile) for i in range(total) if i not in records]
+    pending = [plan.task(i) for i in range(total) if i not in records]
     if progress is not None:
         progress(len(records), total)
     journal = _Journal(folder)
@@ -883,8 +890,9 @@ def load_sweep(folder) -> SweepResult:
                        folder=folder, resumed=len(ordered))
 
 
-def default_folder(scenario_path, vary: Mapping[str, Sequence[Any]], seeds: int, root="results") -> Path:
+def default_folder(scenario_path, vary: Mapping[str, Sequence[Any]], seeds: int, root="results",
+                   profile: Optional[str] = None) -> Path:
     """``results/<name>-sweep-<hash>``: the same sweep gets the same folder
     (so it resumes), a different one another folder."""
-    plan = _Plan(scenario_path, vary, seeds)
+    plan = _Plan(scenario_path, vary, seeds, profile)
     return Path(root) / f"{plan.name}-sweep-{plan.fingerprint()}"

@@ -353,3 +353,11 @@ def test_progress_bar_on_a_terminal():
     silent(1, 2)
     silent.close()
     assert quiet.getvalue() == ""
+
+
+def test_profile_is_part_of_the_definition(tiny, tmp_path):
+    folder = tmp_path / "s"
+    result = sweep(tiny, {}, seeds=1, workers=1, out=folder, profile="rfc-2012")
+    assert result.definition["profile"] == "rfc-2012"
+    with pytest.raises(SweepError, match="profile rfc-2012 vs default"):
+        sweep(tiny, {}, seeds=1, workers=1, out=folder)
