@@ -1,0 +1,21 @@
+"""Check blocksim's model against real QEMU (qemu-storage-daemon, no guest).
+
+- :mod:`.qmp_client`: a small QMP client over a UNIX socket;
+- :mod:`.daemon`: start and stop qemu-storage-daemon, never leaving a process;
+- :mod:`.translate`: scenario -> what QEMU can run, and what is skipped and why;
+- :mod:`.check`: run both sides and compare;
+- :mod:`.report`: the side-by-side report;
+- :mod:`.cli`: the ``blocksim qemu-check`` command.
+
+See ``docs/qemu-check.md``.
+"""
+
+from .check import ScenarioCheck, check_scenario, check_scenarios, find_tools  # noqa: F401
+from .errors import (DaemonError, QemuError, QemuNotFoundError, QemuToolError,  # noqa: F401
+                     QMPCommandError, QMPConnectError, QMPError, QMPProtocolError,
+                     QMPTimeoutError)
+from .translate import translate  # noqa: F401
+
+__all__ = ["ScenarioCheck", "check_scenario", "check_scenarios", "find_tools", "translate",
+           "QemuError", "QemuNotFoundError", "QemuToolError", "DaemonError", "QMPError",
+           "QMPCommandError", "QMPConnectError", "QMPProtocolError", "QMPTimeoutError"]

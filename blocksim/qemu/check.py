@@ -1,0 +1,634 @@
+"""Run a scenario on blocksim and on real QEMU, and compare.
+
+For each scenario, :func:`check_scenario`
+
+1. translates it (:mod:`blocksim.qemu.translate`): what QEMU can run without
+   a guest, and what is skipped and why;
+2. runs blocksim on the reduced scenario (profile ``qemu``);
+3. runs QEMU: creates the images with ``qemu-img``, writes their initial data
+   with ``qemu-io``, starts ``qemu-storage-daemon``, adds the nodes (blkdebug
+   where faults apply), starts the jobs and carries out the actions over QMP
+   in wall-clock time (scenario seconds = real seconds), records every event
+   and command, then stops the daemon and checks the data with ``qemu-img``:
+   ``compare`` source vs target after a mirror completed; after a stream,
+   whether the top image still has a backing file and ``compare`` against a
+   copy of the disk taken before the job;
+4. compares the two sides (:func:`compare`): per job, the normalised event
+   sequence, the outcome, the error string, the data integrity and (stream)
+   the backing file left; and the sequence of commands with whether each was
+   accepted or refused.
+
+Normalised events, per job: ``JOB_STATUS_CHANGE <status>``,
+``BLOCK_JOB_ERROR <operation> <action>``, ``BLOCK_JOB_READY``,
+``BLOCK_JOB_PENDING``, ``BLOCK_JOB_COMPLETED [error=...]``,
+``BLOCK_JOB_CANCELLED``; timestamps, ``len`` and ``offset`` are ignored, and a
+storm of identical consecutive ``BLOCK_JOB_ERROR`` counts as one.
+
+A difference the scenario file documents, with a comment line
+``# qemu-check: difference <key>: <reason>`` (``<key>`` as in the report, e.g.
+``job0.events``, ``job0.outcome`` or ``commands``), makes the scenario a
+"documented difference" instead of a disagreement, as long as every
+difference found is documented.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..scenario import Scenario, load_scenario
+from ..simulation import Simulation
+from .daemon import StorageDaemon, find_binary
+from .errors import QemuError, QemuToolError, QMPCommandError, QMPError
+from .translate import Plan, translate
+
+__all__ = ["Tools", "SideResult", "ScenarioCheck", "find_tools", "check_scenario",
+           "check_scenarios", "compare", "normalise_events", "documented_differences",
+           "AGREE", "DISAGREE", "DOCUMENTED", "ERROR", "NOTHING"]
+
+AGREE, DISAGREE, DOCUMENTED, ERROR, NOTHING = (
+    "agree", "disagree", "documented difference", "error", "nothing to check")
+
+TOOL_TIMEOUT = 120.0
+_END_EVENTS = ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")
+
+
+# -- the tools ----------------------------------------------------------------------------
+@dataclass
+class Tools:
+    qemu_storage_daemon: str
+    qemu_img: str
+    qemu_io: str
+    version: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"qemu-storage-daemon": self.qemu_storage_daemon, "qemu-img": self.qemu_img,
+                "qemu-io": self.qemu_io, "version": self.version}
+
+
+def find_tools(qemu_storage_daemon: Optional[str] = None, qemu_img: Optional[str] = None,
+               qemu_io: Optional[str] = None) -> Tools:
+    """Locate the three QEMU tools (qemu-io is looked for next to qemu-img
+    when qemu-img is given as a path).  Raises
+    :class:`~blocksim.qemu.errors.QemuNotFoundError`."""
+    qsd = find_binary("qemu-storage-daemon", qemu_storage_daemon)
+    img = find_binary("qemu-img", qemu_img)
+    io_default = None
+    if qemu_io is None and qemu_img is not None and os.sep in qemu_img:
+        sibling = Path(img).with_name("qemu-io")
+        io_default = str(sibling) if sibling.exists() else None
+    io = find_binary("qemu-io", qemu_io or io_default)
+    return Tools(qsd, img, io, _version(qsd))
+
+
+def _version(binary: str) -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    first = out.strip().splitlines()[0] if out.strip() else ""
+    match = re.search(r"version\s+(\S+(?:\s+\([^)]*\))?)", first)
+    return match.group(1) if match else (first or "unknown")
+
+
+def _run_tool(args: list[str], what: str, ok_codes: tuple[int, ...] = (0,),
+              cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=TOOL_TIMEOUT,
+                              cwd=cwd, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise QemuToolError(f"{what}: {Path(args[0]).name} did not finish within "
+                            f"{TOOL_TIMEOUT:g}s") from None
+    except OSError as exc:
+        raise QemuToolError(f"{what}: cannot run {args[0]}: {exc.strerror or exc}") from None
+    if proc.returncode not in ok_codes:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise QemuToolError(f"{what}: {Path(args[0]).name} failed (exit status "
+                            f"{proc.returncode}){': ' + tail if tail else ''}")
+    return proc
+
+
+# -- results of one side ------------------------------------------------------------------
+@dataclass
+class SideResult:
+    events: list[dict] = field(default_factory=list)      # as QMP prints them
+    commands: list[dict] = field(default_factory=list)    # {"execute", "arguments", "return"|"error"}
+    jobs: dict[str, dict] = field(default_factory=dict)   # outcome, error, integrity, ...
+    error: Optional[str] = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"events": self.events, "commands": self.commands, "jobs": self.jobs,
+                "error": self.error, "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class Difference:
+    key: str            # job0.events, job0.outcome, commands, ...
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.text}"
+
+
+@dataclass
+class ScenarioCheck:
+    name: str
+    path: str
+    status: str
+    plan: Optional[Plan]
+    blocksim: SideResult
+    qemu: SideResult
+    differences: list[Difference] = field(default_factory=list)
+    documented: dict[str, str] = field(default_factory=dict)   # key -> reason
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (AGREE, DOCUMENTED, NOTHING)
+
+    @property
+    def first_difference(self) -> Optional[str]:
+        if self.status == ERROR:
+            return self.qemu.error or self.blocksim.error
+        return str(self.differences[0]) if self.differences else None
+
+    def normalised(self, side: str) -> dict[str, list[str]]:
+        result = self.blocksim if side == "blocksim" else self.qemu
+        jobs = list(self.plan.jobs) if self.plan else []
+        return normalise_events(result.events, jobs)
+
+    def as_dict(self) -> dict[str, Any]:
+        plan = self.plan
+        return {
+            "scenario": self.name, "path": self.path, "status": self.status,
+            "first_difference": self.first_difference,
+            "differences": [{"key": d.key, "text": d.text} for d in self.differences],
+            "documented": self.documented,
+            "skipped": [{"what": s.what, "reason": s.reason} for s in plan.skipped] if plan else [],
+            "notes": list(plan.notes) if plan else [],
+            "normalised": {"blocksim": self.normalised("blocksim"), "qemu": self.normalised("qemu")},
+            "commands": {"blocksim": command_outcomes(self.blocksim.commands),
+                         "qemu": command_outcomes(self.qemu.commands)},
+            "blocksim": self.blocksim.as_dict(),
+            "qemu": self.qemu.as_dict(),
+        }
+
+
+# -- normalisation and comparison ------------------------------------------------------
+def _event_key(event: dict) -> tuple[Optional[str], Optional[str]]:
+    """(job id, normalised text) of an event, or (None, None) if not compared."""
+    name, data = event.get("event"), event.get("data") or {}
+    if name == "JOB_STATUS_CHANGE":
+        return data.get("id"), f"JOB_STATUS_CHANGE {data.get('status')}"
+    if name == "BLOCK_JOB_ERROR":
+        return data.get("device"), f"BLOCK_JOB_ERROR {data.get('operation')} {data.get('action')}"
+    if name == "BLOCK_JOB_COMPLETED":
+        error = data.get("error")
+        return data.get("device"), "BLOCK_JOB_COMPLETED" + (f" error={error}" if error else "")
+    if name in ("BLOCK_JOB_READY", "BLOCK_JOB_CANCELLED"):
+        return data.get("device"), name
+    if name == "BLOCK_JOB_PENDING":
+        return data.get("id"), name
+    return None, None
+
+
+def normalise_events(events: list[dict], job_ids: list[str]) -> dict[str, list[str]]:
+    """Per job, the compared events in order (identical consecutive
+    BLOCK_JOB_ERRORs collapsed into one)."""
+    out: dict[str, list[str]] = {job_id: [] for job_id in job_ids}
+    for event in events:
+        job_id, text = _event_key(event)
+        if job_id is None or text is None:
+            continue
+        seq = out.setdefault(job_id, [])
+        if text.startswith("BLOCK_JOB_ERROR") and seq and seq[-1] == text:
+            continue
+        seq.append(text)
+    return out
+
+
+def command_outcomes(commands: list[dict]) -> list[str]:
+    """``<command> ok`` or ``<command> refused (<class>: <desc>)`` per command
+    (compared as is: the refusal's wording is part of the record)."""
+    out = []
+    for c in commands:
+        if "error" in c:
+            err = c["error"]
+            out.append(f"{c['execute']} refused ({err.get('class')}: {err.get('desc')})")
+        elif c["execute"] == "query-block-jobs" and isinstance(c.get("return"), list):
+            jobs = [" ".join(f"{k}={job.get(k)}" for k in _QUERY_KEYS if k in job)
+                    for job in c["return"]]
+            out.append(f"{c['execute']} ok [{'; '.join(jobs)}]")
+        else:
+            out.append(f"{c['execute']} ok")
+    return out
+
+
+#: what is compared of a query-block-jobs entry (not len, offset, busy: timing)
+_QUERY_KEYS = ("device", "type", "status", "paused", "ready", "io-status", "speed",
+               "auto-finalize", "auto-dismiss", "error")
+
+
+def compare(plan: Plan, sim: SideResult, qemu: SideResult) -> list[Difference]:
+    """Every difference between the two sides, the most telling first."""
+    diffs: list[Difference] = []
+    jobs = list(plan.jobs)
+    ev_b, ev_q = normalise_events(sim.events, jobs), normalise_events(qemu.events, jobs)
+    for job_id in jobs:
+        a, b = ev_b.get(job_id, []), ev_q.get(job_id, [])
+        if a != b:
+            i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            left = a[i] if i < len(a) else "(no more events)"
+            right = b[i] if i < len(b) else "(no more events)"
+            diffs.append(Difference(f"{job_id}.events",
+                                    f"event #{i + 1}: blocksim {left!r}, QEMU {right!r}"))
+        jb, jq = sim.jobs.get(job_id, {}), qemu.jobs.get(job_id, {})
+        for key in ("outcome", "error", "integrity", "backing"):
+            if key not in jb and key not in jq:
+                continue
+            if jb.get(key) != jq.get(key):
+                extra = ""
+                if key == "integrity":
+                    detail = jq.get("integrity_detail") or jb.get("integrity_detail")
+                    extra = f" ({detail})" if detail else ""
+                diffs.append(Difference(f"{job_id}.{key}", f"blocksim {jb.get(key)!r}, "
+                                                           f"QEMU {jq.get(key)!r}{extra}"))
+    cb, cq = command_outcomes(sim.commands), command_outcomes(qemu.commands)
+    if cb != cq:
+        i = next((k for k, (x, y) in enumerate(zip(cb, cq)) if x != y), min(len(cb), len(cq)))
+        left = cb[i] if i < len(cb) else "(no more commands)"
+        right = cq[i] if i < len(cq) else "(no more commands)"
+        diffs.append(Difference("commands", f"command #{i + 1}: blocksim {left!r}, QEMU {right!r}"))
+    # events first, then outcomes, then commands: the order above
+    return diffs
+
+
+_DOC_LINE = re.compile(r"^\s*#\s*qemu-check:\s*(?:documented[ -])?difference\s+([^\s:]+)\s*:\s*(.*)$")
+
+
+def documented_differences(path: str) -> dict[str, str]:
+    """``key -> reason`` from ``# qemu-check: difference <key>: <reason>``
+    comment lines (a reason continues on following ``#`` lines indented by
+    at least two more spaces)."""
+    out: dict[str, str] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return out
+    current = None
+    for line in lines:
+        match = _DOC_LINE.match(line)
+        if match:
+            current = match.group(1)
+            out[current] = match.group(2).strip()
+            continue
+        cont = re.match(r"^\s*#\s{3,}(\S.*)$", line)
+        if current is not None and cont:
+            out[current] = f"{out[current]} {cont.group(1).strip()}".strip()
+        else:
+            current = None
+    return out
+
+
+# -- the blocksim side ---------------------------------------------------------------
+def run_blocksim(plan: Plan) -> SideResult:
+    t0 = time.monotonic()
+    sim = Simulation(plan.reduced, profile="qemu")
+    result = sim.run()
+    jobs: dict[str, dict] = {}
+    for job_id, entry in result.summary["jobs"].items():
+        info = {"outcome": entry["outcome"], "error": entry["error"],
+                "integrity": entry["integrity"], "integrity_detail": entry["integrity_detail"],
+                "final_status": entry["final_status"]}
+        if plan.jobs[job_id].type == "stream":
+            top = sim.devices[plan.jobs[job_id].image]
+            info["backing"] = top.backing.name if top.backing is not None else None
+        jobs[job_id] = info
+    commands = [{k: v for k, v in c.items() if k != "timestamp"} for c in result.commands]
+    return SideResult(events=list(result.events), commands=commands, jobs=jobs,
+                      seconds=time.monotonic() - t0)
+
+
+# -- the QEMU side -------------------------------------------------------------------
+class _QemuRun:
+    """One run of a plan on qemu-storage-daemon, in ``workdir``."""
+
+    def __init__(self, plan: Plan, tools: Tools, workdir: Path, qmp_timeout: float,
+                 log: Optional[Callable[[str], None]] = None):
+        self.plan = plan
+        self.tools = tools
+        self.dir = workdir
+        self.qmp_timeout = qmp_timeout
+        self.log = log or (lambda _msg: None)
+        self.paths = {name: workdir / img.filename for name, img in plan.images.items()}
+        self.refs: dict[str, Path] = {}
+        self.result = SideResult()
+        self.status: dict[str, Optional[str]] = {j: None for j in plan.jobs}
+        self.started: set[str] = set()
+        self.refused: set[str] = set()
+        self.daemon: Optional[StorageDaemon] = None
+        self.t0 = 0.0
+
+    # images --------------------------------------------------------------------
+    def make_images(self) -> None:
+        plan = self.plan
+        for name in plan.image_order():
+            img = plan.images[name]
+            path = self.paths[name]
+            args = [self.tools.qemu_img, "create", "-q", "-f", img.format]
+            if img.format == "qcow2":
+                args += ["-o", f"cluster_size={img.cluster_size}"]
+                if img.backing:
+                    args += ["-b", str(self.paths[img.backing]), "-F", plan.images[img.backing].format]
+            args += [str(path), str(img.size)]
+            _run_tool(args, f"creating image '{name}'", cwd=self.dir)
+            if img.extents:
+                io = [self.tools.qemu_io, "-f", img.format]
+                for off, length, pattern in img.extents:
+                    io += ["-c", f"write -q -P {pattern} {off} {length}"]
+                _run_tool(io + [str(path)], f"writing the initial data of image '{name}'", cwd=self.dir)
+        for job in plan.jobs.values():
+            if job.type == "stream":
+                ref = self.dir / f"reference-{job.id}.raw"
+                _run_tool([self.tools.qemu_img, "convert", "-O", "raw", str(self.paths[job.image]),
+                           str(ref)], f"copying the disk of stream job '{job.id}'", cwd=self.dir)
+                self.refs[job.id] = ref
+
+    # the timeline ----------------------------------------------------------------
+    def run(self) -> SideResult:
+        t_start = time.monotonic()
+        self.make_images()
+        self.daemon = StorageDaemon(self.tools.qemu_storage_daemon, timeout=self.qmp_timeout,
+                                    workdir=str(self.dir / "daemon"))
+        try:
+            self.daemon.start()
+            qmp = self.daemon.qmp
+            for name in self.plan.image_order():
+                self._execute_checked("blockdev-add",
+                                      self.plan.blockdev_options(name, str(self.paths[name])))
+            self._timeline()
+            self._final_query()
+            self.daemon.stop()
+        except QMPError as exc:
+            raise self.daemon.explain(exc) from None
+        finally:
+            self.daemon.stop()
+        self._job_results()
+        self.result.seconds = time.monotonic() - t_start
+        return self.result
+
+    def _execute_checked(self, command: str, arguments: dict) -> Any:
+        try:
+            return self.daemon.qmp.execute(command, arguments)
+        except QMPCommandError as exc:
+            raise QemuError(f"qemu-storage-daemon refused {command} "
+                            f"{json.dumps(arguments)[:200]}: {exc.desc}") from None
+
+    def _now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def _timeline(self) -> None:
+        plan = self.plan
+        queue: list[tuple[float, int, str, Any]] = []
+        seq = itertools.count()
+        for job in plan.jobs.values():
+            if job.start is not None:
+                heapq.heappush(queue, (job.start / 1e9, next(seq), "start", job.id))
+        for action in plan.actions:
+            if action.at is not None:
+                heapq.heappush(queue, ((action.at + action.delay) / 1e9, next(seq), "action", action))
+        fired = [0] * len(plan.actions)
+        duration = plan.duration / 1e9
+        qmp = self.daemon.qmp
+        self.t0 = time.monotonic()
+        while True:
+            while queue and queue[0][0] <= self._now() and queue[0][0] < duration:
+                _due, _n, kind, item = heapq.heappop(queue)
+                if kind == "start":
+                    self._start_job(item, f"jobs.{item}")
+                else:
+                    self._action(item)
+                while True:                         # events that came with the command
+                    event = qmp.get_event(0)
+                    if event is None:
+                        break
+                    self._on_event(event, queue, seq, fired)
+            now = self._now()
+            if now >= duration or self._finished(queue):
+                break
+            wake = min(duration, queue[0][0]) if queue else duration
+            event = qmp.get_event(max(0.0, min(wake - now, 0.25)))
+            if event is not None:
+                self._on_event(event, queue, seq, fired)
+
+    def _finished(self, queue) -> bool:
+        if queue:
+            return False
+        return all(self.status[j] == "null" or j in self.refused or j not in self.started
+                   for j in self.plan.jobs)
+
+    def _on_event(self, event: dict, queue, seq, fired) -> None:
+        event = dict(event)
+        self.result.events.append(event)
+        name, data = event.get("event"), event.get("data") or {}
+        if name == "JOB_STATUS_CHANGE" and data.get("id") in self.status:
+            self.status[data["id"]] = data.get("status")
+        for i, action in enumerate(self.plan.actions):
+            if action.on != name or (fired[i] and not action.repeat):
+                continue
+            if any(data.get(k) != v for k, v in action.match.items()):
+                continue
+            fired[i] += 1
+            heapq.heappush(queue, (self._now() + action.delay / 1e9, next(seq), "action", action))
+
+    def _record(self, command: str, arguments: dict, source: str, qmp_command: str,
+                qmp_arguments: dict) -> dict:
+        record = self.daemon.qmp.execute_record(qmp_command, qmp_arguments)
+        out = {"execute": command, "arguments": arguments, "source": source,
+               "time": round(self._now(), 6)}
+        out.update({k: v for k, v in record.items() if k in ("return", "error")})
+        self.result.commands.append(out)
+        return out
+
+    def _start_job(self, job_id: str, source: str, as_command: Optional[str] = None,
+                   arguments: Optional[dict] = None) -> None:
+        job = self.plan.jobs[job_id]
+        record = self._record(as_command or job.command, arguments or job.arguments, source,
+                              job.command, job.arguments)
+        if "error" in record:
+            if job_id not in self.started:
+                self.refused.add(job_id)
+        else:
+            self.started.add(job_id)
+            self.refused.discard(job_id)
+
+    def _action(self, action) -> None:
+        if action.command == "job-start":
+            job_id = action.arguments.get("id")
+            if job_id in self.plan.jobs:
+                self._start_job(job_id, action.source, "job-start", action.arguments)
+                return
+        self._record(action.command, action.arguments, action.source, action.command,
+                     action.arguments)
+
+    def _final_query(self) -> None:
+        try:
+            jobs = self.daemon.qmp.execute("query-block-jobs")
+        except QMPCommandError:  # pragma: no cover
+            return
+        self.final_jobs = {j.get("device"): j for j in jobs}
+
+    # results ---------------------------------------------------------------------
+    def _job_results(self) -> None:
+        per_job = normalise_events(self.result.events, list(self.plan.jobs))
+        final = getattr(self, "final_jobs", {})
+        for job_id, job in self.plan.jobs.items():
+            seq = per_job.get(job_id, [])
+            end = next((e for e in reversed(seq) if e.split()[0] in _END_EVENTS), None)
+            status = self.status[job_id]
+            if job_id in final:
+                status = final[job_id].get("status", status)
+            info: dict[str, Any] = {"final_status": status or "none", "error": None,
+                                    "integrity": "not-checked", "integrity_detail": None}
+            if end is not None:
+                if end.startswith("BLOCK_JOB_CANCELLED"):
+                    info["outcome"] = "cancelled"
+                elif " error=" in end:
+                    info["outcome"] = "completed-with-error"
+                    info["error"] = end.split(" error=", 1)[1]
+                else:
+                    info["outcome"] = "completed"
+            elif job_id in self.refused:
+                info["outcome"] = "refused"
+            elif job_id not in self.started:
+                info["outcome"] = "not-started"
+            elif status in ("paused", "standby"):
+                info["outcome"] = "paused"
+            elif job.type == "mirror" and "BLOCK_JOB_READY" not in seq:
+                info["outcome"] = "never-ready"
+            else:
+                info["outcome"] = "ready" if status == "ready" else "running"
+            if info["outcome"] == "completed":
+                if job.type == "mirror":
+                    self._mirror_integrity(job, info)
+                else:
+                    self._stream_integrity(job, info)
+            if job.type == "stream" and job_id in self.started:
+                info["backing"] = self._backing_of(job.image)
+            elif job.type == "stream":
+                info["backing"] = self.plan.images[job.image].backing
+            self.result.jobs[job_id] = info
+
+    def _compare(self, a: Path, fmt_a: str, b: Path, fmt_b: str, what: str) -> Optional[str]:
+        proc = _run_tool([self.tools.qemu_img, "compare", "-f", fmt_a, "-F", fmt_b, str(a), str(b)],
+                         what, ok_codes=(0, 1), cwd=self.dir)
+        if proc.returncode == 0:
+            return None
+        return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "content differs"
+
+    def _mirror_integrity(self, job, info: dict) -> None:
+        src, tgt = self.plan.images[job.image], self.plan.images[job.target]
+        detail = self._compare(self.paths[job.image], src.format, self.paths[job.target],
+                               tgt.format, f"comparing source and target of job '{job.id}'")
+        info["integrity"] = "identical" if detail is None else "differs"
+        info["integrity_detail"] = detail
+
+    def _stream_integrity(self, job, info: dict) -> None:
+        top = self.plan.images[job.image]
+        problems = []
+        backing = self._backing_of(job.image)
+        if backing != job.base:
+            problems.append(f"backing file is {backing!r}, expected {job.base!r}")
+        detail = self._compare(self.refs[job.id], "raw", self.paths[job.image], top.format,
+                               f"comparing the disk of job '{job.id}' with its copy")
+        if detail is not None:
+            problems.append(f"the disk does not read as before: {detail}")
+        info["integrity"] = "differs" if problems else "identical"
+        info["integrity_detail"] = "; ".join(problems) or None
+
+    def _backing_of(self, image: str) -> Optional[str]:
+        fmt = self.plan.images[image].format
+        if fmt != "qcow2":
+            return None
+        proc = _run_tool([self.tools.qemu_img, "info", "--output=json", "-f", fmt,
+                          str(self.paths[image])], f"reading the header of image '{image}'",
+                         cwd=self.dir)
+        try:
+            backing = json.loads(proc.stdout).get("backing-filename")
+        except ValueError:
+            raise QemuToolError(f"qemu-img info of image '{image}' is not JSON") from None
+        if not backing:
+            return None
+        for name, path in self.paths.items():
+            if os.path.basename(backing) == path.name or backing == str(path):
+                return name
+        return backing
+
+
+def run_qemu(plan: Plan, tools: Tools, qmp_timeout: float = 10.0, keep: bool = False,
+             log: Optional[Callable[[str], None]] = None) -> SideResult:
+    """Run ``plan`` on qemu-storage-daemon in a temporary directory (removed
+    afterwards unless ``keep``)."""
+    workdir = Path(tempfile.mkdtemp(prefix="blocksim-qemu-check-"))
+    try:
+        return _QemuRun(plan, tools, workdir, qmp_timeout, log).run()
+    finally:
+        if keep:
+            if log:
+                log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+# -- one scenario, many scenarios ---------------------------------------------------
+def check_scenario(source, tools: Tools, qmp_timeout: float = 10.0, keep: bool = False,
+                   log: Optional[Callable[[str], None]] = None) -> ScenarioCheck:
+    """Check one scenario (a path or a loaded :class:`Scenario`).  QEMU-side
+    failures (a daemon that dies or hangs, a tool that fails) make the
+    status ``error``; they are not raised."""
+    scenario = source if isinstance(source, Scenario) else load_scenario(source)
+    path = scenario.source
+    plan = translate(scenario)
+    documented = documented_differences(path) if path and path != "<dict>" else {}
+    if not plan.jobs:
+        return ScenarioCheck(scenario.name, path, NOTHING, plan, SideResult(), SideResult(),
+                             documented=documented)
+    sim = run_blocksim(plan)
+    try:
+        qemu = run_qemu(plan, tools, qmp_timeout=qmp_timeout, keep=keep, log=log)
+    except QemuError as exc:
+        qemu = SideResult(error=str(exc))
+        return ScenarioCheck(scenario.name, path, ERROR, plan, sim, qemu, documented=documented)
+    diffs = compare(plan, sim, qemu)
+    if not diffs:
+        status = AGREE
+    elif all(d.key in documented for d in diffs):
+        status = DOCUMENTED
+    else:
+        status = DISAGREE
+    return ScenarioCheck(scenario.name, path, status, plan, sim, qemu, diffs, documented)
+
+
+def check_scenarios(paths, tools: Tools, qmp_timeout: float = 10.0, keep: bool = False,
+                    log: Optional[Callable[[str], None]] = None,
+                    progress: Optional[Callable[[ScenarioCheck], None]] = None) -> list[ScenarioCheck]:
+    """Check every scenario; all are loaded (validated) first."""
+    scenarios = [load_scenario(p) for p in paths]
+    out = []
+    for scenario in scenarios:
+        check = check_scenario(scenario, tools, qmp_timeout=qmp_timeout, keep=keep, log=log)
+        out.append(check)
+        if progress is not None:
+            progress(check)
+    return out

@@ -1,0 +1,321 @@
+"""Scenario -> what real QEMU can run without a guest.
+
+:func:`translate` splits a :class:`~blocksim.scenario.Scenario` into the part
+qemu-storage-daemon can reproduce and the part it cannot, and says why for
+each skipped item; nothing is dropped silently.
+
+Expressed:
+
+- images: ``qemu-img create -f qcow2|raw`` (cluster size, backing file with
+  ``-b -F``), initial data written by ``qemu-io`` with a distinct byte
+  pattern per extent;
+- error faults as ``blkdebug`` ``inject-error`` rules (iotype, errno, sector,
+  once, immediately) on a blkdebug node put on top of the image's format node
+  (``event = "none"`` makes a rule active from the start).  A fault over the
+  whole image becomes a rule without a sector (every request, flushes too).
+  Otherwise blkdebug matches a request *overlapping one sector* (and never a
+  flush): the rule gets the first sector of the fault's range, and the
+  blocksim side of the check gets the same one-sector range, so both sides
+  fault the same requests (reported as an approximation);
+- block jobs: ``blockdev-mirror`` / ``block-stream`` with job-id, speed,
+  on-*-error, sync, granularity, buf-size, auto-finalize, auto-dismiss; the
+  drive a job names has no guest device in qemu-storage-daemon, so the job's
+  ``device`` is the node of the drive's image;
+- management actions at a time or on an event: block-job-*/job-* verbs,
+  query-block-jobs, job-start (as the job's start command).
+
+Skipped (and named in the report): guest workloads, ``stop``/``cont``,
+``guest-burst``, ``thin-extend`` and thin capacities, flakey/dust/delay
+faults, and error faults blkdebug cannot express (time windows,
+probabilities, counts above 1, ``skip``, a one-shot rule over several
+operations, faults on the top image of a stream, whose copy-on-read writes
+below any filter).
+
+:attr:`Plan.reduced` is the scenario without the skipped parts (and with the
+narrowed fault ranges): the blocksim side runs *that*, so both sides run the
+same thing.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..faults import ERRNO
+from ..scenario import (ErrorFault, GuestBurstAction, MirrorJob, NoArgumentsAction, Scenario,
+                        StreamJob, ThinExtendAction, load_scenario)
+from ..units import format_size
+
+__all__ = ["Plan", "ImagePlan", "JobPlan", "ActionPlan", "Skipped", "translate", "SECTOR"]
+
+SECTOR = 512
+_NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,23}$")   # leaves room for suffixes
+
+#: actions that need a guest or thin storage, with the reason
+_GUEST_ONLY = {
+    "stop": "needs a guest: qemu-storage-daemon has no VM run state to stop",
+    "cont": "needs a guest: qemu-storage-daemon has no VM run state to continue",
+}
+
+
+@dataclass
+class Skipped:
+    """A part of the scenario the QEMU side does not run (``what`` is a key
+    path such as ``faults.2`` or ``workloads.guest``)."""
+
+    what: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.reason}"
+
+
+@dataclass
+class ImagePlan:
+    name: str
+    format: str
+    size: int
+    cluster_size: int
+    backing: Optional[str]            # image name
+    extents: list[tuple[int, int, int]]   # (offset, length, byte pattern)
+    rules: list[dict[str, Any]] = field(default_factory=list)   # blkdebug inject-error
+    node: str = ""                    # the node jobs and backing links name
+    fmt_node: str = ""                # the format node (== node without faults)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.node}.{self.format}"
+
+
+@dataclass
+class JobPlan:
+    id: str
+    type: str
+    command: str                      # blockdev-mirror / block-stream
+    arguments: dict[str, Any]
+    start: Optional[int]              # ns, or None: started by an action
+    image: str                        # the drive's image (mirror source / stream top)
+    target: Optional[str] = None      # mirror target image
+    base: Optional[str] = None        # stream base image
+
+
+@dataclass
+class ActionPlan:
+    index: int                        # in the reduced scenario (what blocksim records)
+    original: int                     # in the scenario file
+    command: str
+    arguments: dict[str, Any]
+    at: Optional[int]                 # ns
+    on: Optional[str]
+    match: dict[str, Any]
+    delay: int                        # ns
+    repeat: bool
+
+    @property
+    def source(self) -> str:
+        return f"actions.{self.index}"
+
+
+@dataclass
+class Plan:
+    scenario: Scenario
+    images: dict[str, ImagePlan]
+    jobs: dict[str, JobPlan]
+    actions: list[ActionPlan]
+    skipped: list[Skipped]
+    notes: list[str]
+    reduced: Scenario
+    duration: int                     # ns
+
+    def image_order(self) -> list[str]:
+        """Images with backing files after their backing images."""
+        done: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in done:
+                return
+            backing = self.images[name].backing
+            if backing is not None:
+                visit(backing)
+            done.append(name)
+
+        for name in self.images:
+            visit(name)
+        return done
+
+    def blockdev_options(self, name: str, path: str) -> dict[str, Any]:
+        """The ``blockdev-add`` arguments of image ``name`` stored at ``path``."""
+        img = self.images[name]
+        fmt: dict[str, Any] = {
+            "driver": img.format, "node-name": img.fmt_node, "discard": "unmap",
+            "file": {"driver": "file", "filename": path, "node-name": f"{img.fmt_node}-file",
+                     "discard": "unmap"}}
+        if img.format == "qcow2":
+            fmt["backing"] = self.images[img.backing].node if img.backing else None
+        if not img.rules:
+            return fmt
+        return {"driver": "blkdebug", "node-name": img.node, "discard": "unmap", "image": fmt,
+                "inject-error": [dict(rule) for rule in img.rules]}
+
+
+def _pattern(image: str, index: int) -> int:
+    """A non-zero byte pattern, distinct per image and extent (mostly)."""
+    return 1 + (zlib.crc32(f"{image}/{index}".encode()) % 255)
+
+
+def _node_names(names: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for i, name in enumerate(names):
+        node = name if _NODE_NAME.match(name) else f"img{i}"
+        while node in used:
+            node = f"img{i}-{len(used)}"
+        used.add(node)
+        out[name] = node
+    return out
+
+
+def _fault_rules(index: int, fault, image_size: int, stream_tops: set[str],
+                 skipped: list[Skipped], notes: list[str]) -> tuple[list[dict[str, Any]], Optional[tuple[int, int]]]:
+    """blkdebug rules for fault ``index`` (empty = skipped) and the byte range
+    the blocksim side should use instead of the fault's (None = unchanged)."""
+    where = f"faults.{index}"
+    if not isinstance(fault, ErrorFault):
+        what = {"flakey": "dm-flakey up/down windows", "dust": "dm-dust bad blocks",
+                "delay": "dm-delay latency"}.get(fault.type, fault.type)
+        skipped.append(Skipped(where, f"{what} (type '{fault.type}'): blkdebug has no equivalent"))
+        return [], None
+    reasons = []
+    if fault.start or fault.end is not None:
+        reasons.append("a time window (start/end): blkdebug rules have no time")
+    if fault.probability < 1.0:
+        reasons.append(f"probability {fault.probability:g}: blkdebug rules are not random")
+    if fault.count is not None and fault.count > 1:
+        reasons.append(f"count {fault.count}: blkdebug fires once or always")
+    if fault.skip:
+        reasons.append(f"skip {fault.skip}: not expressed (would need blkdebug's state machine)")
+    if fault.count == 1 and len(fault.operation) > 1:
+        reasons.append("a one-shot fault over several operations: blkdebug's 'once' is per rule")
+    if fault.image in stream_tops:
+        reasons.append(f"image '{fault.image}' is the top of a stream job, whose copy-on-read "
+                       "writes below any filter node: blkdebug on it would not see the job's I/O")
+    if reasons:
+        skipped.append(Skipped(where, "; ".join(reasons)))
+        return [], None
+    errno = ERRNO[fault.errno]
+    once = fault.count == 1
+    whole = fault.offset == 0 and fault.offset + fault.length >= image_size
+    sector = fault.offset // SECTOR
+    rules: list[dict[str, Any]] = []
+    for op in fault.operation:
+        rule: dict[str, Any] = {"event": "none", "iotype": op, "errno": errno,
+                                "once": once, "immediately": False}
+        if not whole:
+            # A rule with a sector matches requests overlapping it, and never
+            # a flush (no range), as blocksim's range-limited rules.
+            rule["sector"] = sector
+        rules.append(rule)
+    narrowed = None
+    if not whole and ("read" in fault.operation or "write" in fault.operation) and \
+            (fault.offset % SECTOR or fault.length != SECTOR):
+        narrowed = (sector * SECTOR, SECTOR)
+        notes.append(f"{where}: range {format_size(fault.offset)}+{format_size(fault.length)} "
+                     f"narrowed to sector {sector} (a blkdebug rule matches requests overlapping "
+                     f"one sector); blocksim runs with the same sector")
+    return rules, narrowed
+
+
+def translate(scenario: Scenario) -> Plan:
+    skipped: list[Skipped] = []
+    notes: list[str] = []
+    raw = scenario.to_dict()
+    if scenario.profile != "qemu":
+        notes.append(f"profile '{scenario.profile}' is not today's QEMU: blocksim runs the check "
+                     "with profile 'qemu'")
+    raw["profile"] = "qemu"
+
+    nodes = _node_names(list(scenario.images))
+    images: dict[str, ImagePlan] = {}
+    for name, spec in scenario.images.items():
+        extents = [(off, length, _pattern(name, i)) for i, (off, length) in enumerate(spec.data)]
+        images[name] = ImagePlan(name=name, format=spec.format, size=spec.size,
+                                 cluster_size=spec.cluster_size, backing=spec.backing,
+                                 extents=extents, node=nodes[name], fmt_node=nodes[name])
+        if spec.capacity is not None:
+            skipped.append(Skipped(f"images.{name}.capacity",
+                                   "thin provisioning: a physical capacity needs thin storage "
+                                   "(the image can grow freely in QEMU)"))
+            raw["images"][name].pop("capacity", None)
+
+    drive_image = {name: d.image for name, d in scenario.drives.items()}
+    stream_tops = {drive_image[j.device] for j in scenario.jobs.values() if isinstance(j, StreamJob)}
+
+    kept_faults = []
+    for i, fault in enumerate(scenario.faults):
+        rules, narrowed = _fault_rules(i, fault, scenario.images[fault.image].size, stream_tops,
+                                       skipped, notes)
+        if not rules:
+            continue
+        images[fault.image].rules.extend(rules)
+        entry = raw["faults"][i]
+        if narrowed is not None:
+            entry["offset"], entry["length"] = narrowed
+        kept_faults.append(entry)
+    raw["faults"] = kept_faults
+    for img in images.values():
+        if img.rules:
+            img.fmt_node = f"{img.node}-fmt"
+
+    for name in scenario.workloads:
+        skipped.append(Skipped(f"workloads.{name}", "guest I/O: qemu-storage-daemon runs no guest"))
+    raw["workloads"] = {}
+
+    jobs: dict[str, JobPlan] = {}
+    for job_id, spec in scenario.jobs.items():
+        image = drive_image[spec.device]
+        args: dict[str, Any] = {"job-id": job_id}
+        if isinstance(spec, MirrorJob):
+            args.update({"device": images[image].node, "target": images[spec.target].node,
+                         "sync": spec.sync, "speed": spec.speed, "granularity": spec.granularity,
+                         "buf-size": spec.buf_size, "on-source-error": spec.on_source_error,
+                         "on-target-error": spec.on_target_error})
+            command, target, base = "blockdev-mirror", spec.target, None
+        else:
+            assert isinstance(spec, StreamJob)
+            args.update({"device": images[image].fmt_node, "speed": spec.speed,
+                         "on-error": spec.on_error})
+            if spec.base is not None:
+                args["base-node"] = images[spec.base].node
+            command, target, base = "block-stream", None, spec.base
+        args["auto-finalize"] = spec.auto_finalize
+        args["auto-dismiss"] = spec.auto_dismiss
+        jobs[job_id] = JobPlan(id=job_id, type=spec.type, command=command, arguments=args,
+                               start=spec.start, image=image, target=target, base=base)
+
+    actions: list[ActionPlan] = []
+    kept_actions = []
+    for i, action in enumerate(scenario.actions):
+        where = f"actions.{i}"
+        reason = None
+        if isinstance(action, NoArgumentsAction) and action.command in _GUEST_ONLY:
+            reason = _GUEST_ONLY[action.command]
+        elif isinstance(action, ThinExtendAction):
+            reason = "thin-extend needs thin storage (and a storage administrator)"
+        elif isinstance(action, GuestBurstAction):
+            reason = "guest-burst needs a guest"
+        if reason is not None:
+            skipped.append(Skipped(f"{where} ({action.command})", reason))
+            continue
+        kept_actions.append(raw["actions"][i])
+        actions.append(ActionPlan(index=len(actions), original=i, command=action.command,
+                                  arguments=dict(action.arguments), at=action.at, on=action.on,
+                                  match=dict(action.match), delay=action.delay,
+                                  repeat=action.repeat))
+    raw["actions"] = kept_actions
+
+    reduced = load_scenario(raw)
+    reduced._source = scenario.source
+    return Plan(scenario=scenario, images=images, jobs=jobs, actions=actions, skipped=skipped,
+                notes=notes, reduced=reduced, duration=scenario.duration)

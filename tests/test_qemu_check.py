@@ -1,0 +1,530 @@
+"""qemu-check: translation, comparison, daemon life cycle, and the real thing.
+
+The tests that need QEMU (qemu-storage-daemon, qemu-img, qemu-io) are
+SKIPPED with the reason when those are not installed; everything else runs
+everywhere, using a fake daemon script where a process is needed.
+"""
+
+import json
+import os
+import shutil
+import signal
+import stat
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from blocksim import load_scenario
+from blocksim.errors import BlocksimError
+from blocksim.qemu import check as check_mod
+from blocksim.qemu.check import (AGREE, DISAGREE, DOCUMENTED, ERROR, NOTHING, Difference,
+                                 SideResult, check_scenario, compare, documented_differences,
+                                 find_tools, normalise_events)
+from blocksim.qemu.cli import main as cli_main, qemu_check, register
+from blocksim.qemu.daemon import StorageDaemon, find_binary
+from blocksim.qemu.errors import DaemonError, QemuNotFoundError, QMPError
+from blocksim.qemu.report import render_json, render_text
+from blocksim.qemu.translate import translate
+
+ROOT = Path(__file__).resolve().parent.parent
+QEMU_SCENARIOS = sorted((ROOT / "scenarios" / "qemu").glob("*.toml"))
+HAVE_QEMU = all(shutil.which(b) for b in ("qemu-storage-daemon", "qemu-img", "qemu-io"))
+NO_QEMU = ("QEMU is not installed (qemu-storage-daemon, qemu-img and qemu-io are needed): "
+           "apt-get install -y qemu-utils qemu-system-common")
+needs_qemu = pytest.mark.skipif(not HAVE_QEMU, reason=NO_QEMU)
+
+
+# -- helpers -------------------------------------------------------------------------------
+def gone(pid: int) -> bool:
+    """The process no longer exists (reaped) -- checked without psutil."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # it exists: a zombie still counts as a stray process
+    return False
+
+
+def group_members(pgid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            out.append(int(entry))
+    return out
+
+
+def assert_no_stray(pid: int) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not (gone(pid) and not group_members(pid)):
+        time.sleep(0.05)
+    assert gone(pid), f"process {pid} is still there"
+    assert not group_members(pid), f"processes of group {pid} are still there"
+
+
+FAKE_DAEMON = r'''
+import json, os, signal, socket, sys, time
+mode = os.environ.get("FAKE_QSD_MODE", "ok")
+args = sys.argv[1:]
+path = None
+for i, a in enumerate(args):
+    if a == "--chardev":
+        for part in args[i + 1].split(","):
+            if part.startswith("path="):
+                path = part[5:]
+if mode == "exit":
+    sys.stderr.write("fake-qsd: cannot open the blockdev\n")
+    sys.exit(1)
+if mode == "nosocket":
+    time.sleep(600)
+if mode == "ignore-term":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(path)
+srv.listen(1)
+conn, _ = srv.accept()
+def send(obj):
+    conn.sendall(json.dumps(obj).encode() + b"\r\n")
+send({"QMP": {"version": {"qemu": {"major": 0, "minor": 0, "micro": 0}, "package": "fake"},
+              "capabilities": []}})
+buf = b""
+while True:
+    chunk = conn.recv(4096)
+    if not chunk:
+        time.sleep(600 if mode == "ignore-term" else 0)
+        sys.exit(0)
+    buf += chunk
+    while b"\n" in buf:
+        line, buf = buf.split(b"\n", 1)
+        req = json.loads(line)
+        if req["execute"] == "qmp_capabilities":
+            send({"return": {}, "id": req["id"]})
+        elif mode == "die":
+            os._exit(3)
+        elif mode == "hang":
+            time.sleep(600)
+        elif req["execute"] == "quit" and mode != "ignore-term":
+            send({"return": {}, "id": req["id"]})
+            sys.exit(0)
+        else:
+            send({"return": {}, "id": req["id"]})
+'''
+
+
+@pytest.fixture
+def fake_qsd():
+    d = tempfile.mkdtemp(prefix="fakeqsd-", dir="/tmp")
+    path = Path(d) / "qemu-storage-daemon"
+    path.write_text(f"#!{sys.executable}\n{FAKE_DAEMON}")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    yield str(path)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def wrapper(tmp_path, body: str) -> str:
+    """A qemu-storage-daemon stand-in: a shell script ending in ``exec`` of
+    the real daemon, with ``body`` run first (it may schedule mischief on
+    ``$$``, which stays the daemon's pid after exec)."""
+    real = shutil.which("qemu-storage-daemon")
+    script = tmp_path / "qsd-wrapper"
+    script.write_text(f"#!/bin/sh\n{body}\nexec {real} \"$@\"\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+# -- translation -----------------------------------------------------------------------------
+BASE = {
+    "duration": "3s",
+    "images": {"base": {"size": "4MiB", "data": "full"},
+               "top": {"size": "4MiB", "backing": "base"},
+               "src": {"size": "4MiB", "data": "full", "capacity": "64MiB"},
+               "dst": {"size": "4MiB"}},
+    "drives": {"vda": {"image": "top"}, "vdb": {"image": "src"}},
+}
+
+
+def scenario(**parts):
+    return load_scenario({**BASE, **parts})
+
+
+def test_every_part_qemu_cannot_run_is_named_as_skipped():
+    s = scenario(
+        faults=[
+            {"image": "src", "type": "flakey", "up": "1s", "down": "1s"},
+            {"image": "src", "type": "dust", "blocks": [1]},
+            {"image": "src", "type": "delay", "delay": "1ms"},
+            {"image": "src", "operation": "read", "start": "1s"},
+            {"image": "src", "operation": "read", "probability": 0.5},
+            {"image": "src", "operation": "read", "count": 3},
+            {"image": "src", "operation": "read", "skip": 2},
+            {"image": "src", "operation": ["read", "write"], "count": "once"},
+            {"image": "top", "operation": "write", "count": "once"},   # a stream's top
+            {"image": "dst", "operation": "write", "count": "once", "offset": "1MiB",
+             "length": "512"},                                          # kept
+        ],
+        workloads={"guest": {"drive": "vdb"}},
+        jobs={"m": {"type": "mirror", "device": "vdb", "target": "dst"},
+              "s": {"type": "stream", "device": "vda"}},
+        actions=[{"at": "1s", "command": "stop"}, {"at": "1s", "command": "cont"},
+                 {"at": "1s", "command": "thin-extend", "arguments": {"image": "src", "by": "1MiB"}},
+                 {"at": "1s", "command": "guest-burst", "arguments": {"drive": "vdb"}},
+                 {"at": "2s", "command": "block-job-cancel", "arguments": {"device": "m"}}])
+    plan = translate(s)
+    skipped = {x.what.split(" ")[0]: x.reason for x in plan.skipped}
+    assert set(skipped) == {f"faults.{i}" for i in range(9)} | {
+        "workloads.guest", "images.src.capacity", "actions.0", "actions.1", "actions.2",
+        "actions.3"}
+    assert "dm-flakey" in skipped["faults.0"] and "dm-dust" in skipped["faults.1"]
+    assert "time window" in skipped["faults.3"] and "probability" in skipped["faults.4"]
+    assert "count 3" in skipped["faults.5"] and "skip 2" in skipped["faults.6"]
+    assert "per rule" in skipped["faults.7"] and "top of a stream" in skipped["faults.8"]
+    assert "guest" in skipped["workloads.guest"] and "thin" in skipped["images.src.capacity"]
+    # the blocksim side runs exactly what QEMU runs
+    r = plan.reduced
+    assert len(r.faults) == 1 and not r.workloads and r.images["src"].capacity is None
+    assert [a.command for a in r.actions] == ["block-job-cancel"]
+    assert [a.command for a in plan.actions] == ["block-job-cancel"]
+    assert plan.actions[0].original == 4 and plan.actions[0].index == 0
+    assert plan.images["dst"].rules == [{"event": "none", "iotype": "write", "errno": 5,
+                                         "once": True, "immediately": False, "sector": 2048}]
+
+
+def test_fault_ranges_become_one_sector_and_blocksim_uses_the_same():
+    s = scenario(faults=[{"image": "src", "operation": "read", "offset": "1000", "length": "64KiB"}],
+                 jobs={"m": {"type": "mirror", "device": "vdb", "target": "dst"}})
+    plan = translate(s)
+    assert plan.images["src"].rules[0]["sector"] == 1
+    assert (plan.reduced.faults[0].offset, plan.reduced.faults[0].length) == (512, 512)
+    assert any("narrowed to sector 1" in n for n in plan.notes)
+
+
+def test_whole_image_and_persistent_write_faults():
+    s = scenario(faults=[{"image": "dst", "operation": ["write", "flush"], "errno": "ENOSPC"}],
+                 jobs={"m": {"type": "mirror", "device": "vdb", "target": "dst"}})
+    plan = translate(s)
+    rules = plan.images["dst"].rules
+    assert all("sector" not in r for r in rules)        # every request
+    assert sorted(r["iotype"] for r in rules) == ["flush", "write"]   # not the zeroing pass
+    assert {r["errno"] for r in rules} == {28} and not any(r["once"] for r in rules)
+    assert not plan.notes
+
+
+def test_nodes_and_job_arguments():
+    s = scenario(faults=[{"image": "base", "operation": "read", "offset": "1MiB", "length": "512",
+                          "count": "once"}],
+                 jobs={"m": {"type": "mirror", "device": "vdb", "target": "dst", "speed": "1MiB",
+                             "on-target-error": "enospc", "auto-dismiss": False},
+                       "s": {"type": "stream", "device": "vda", "on-error": "stop"}})
+    plan = translate(s)
+    assert plan.image_order().index("base") < plan.image_order().index("top")
+    base = plan.blockdev_options("base", "/x/base.qcow2")
+    assert base["driver"] == "blkdebug" and base["node-name"] == "base"
+    assert base["image"]["node-name"] == "base-fmt" and base["image"]["driver"] == "qcow2"
+    assert base["image"]["file"] == {"driver": "file", "filename": "/x/base.qcow2",
+                                     "node-name": "base-fmt-file", "discard": "unmap"}
+    top = plan.blockdev_options("top", "/x/top.qcow2")
+    assert top["backing"] == "base" and top["node-name"] == "top"
+    m, st = plan.jobs["m"].arguments, plan.jobs["s"].arguments
+    assert (m["device"], m["target"], m["speed"], m["on-target-error"], m["auto-dismiss"]) == \
+        ("src", "dst", 1024 * 1024, "enospc", False)
+    assert (plan.jobs["m"].command, plan.jobs["s"].command) == ("blockdev-mirror", "block-stream")
+    assert (st["device"], st["on-error"]) == ("top", "stop")
+
+
+def test_profile_rfc2012_is_noted():
+    s = scenario(profile="rfc-2012", jobs={"s": {"type": "stream", "device": "vda"}})
+    plan = translate(s)
+    assert plan.reduced.profile == "qemu"
+    assert any("rfc-2012" in n for n in plan.notes)
+
+
+# -- normalisation and comparison ------------------------------------------------------------
+def ev(name, **data):
+    return {"event": name, "data": data, "timestamp": {"seconds": 0, "microseconds": 0}}
+
+
+def test_normalise_groups_by_job_collapses_storms_and_ignores_len_offset():
+    events = [ev("JOB_STATUS_CHANGE", id="a", status="running"),
+              ev("BLOCK_JOB_ERROR", device="a", operation="read", action="ignore"),
+              ev("BLOCK_JOB_ERROR", device="a", operation="read", action="ignore"),
+              ev("JOB_STATUS_CHANGE", id="b", status="running"),
+              ev("BLOCK_JOB_ERROR", device="a", operation="read", action="ignore"),
+              ev("BLOCK_JOB_ERROR", device="a", operation="write", action="ignore"),
+              ev("BLOCK_JOB_COMPLETED", device="a", len=1, offset=2, speed=0, type="mirror",
+                 error="Input/output error"),
+              ev("BLOCK_JOB_CANCELLED", device="b", len=5, offset=0, speed=0, type="stream"),
+              ev("BLOCK_IO_ERROR", device="vda", operation="read", action="report")]
+    out = normalise_events(events, ["a", "b"])
+    assert out == {"a": ["JOB_STATUS_CHANGE running", "BLOCK_JOB_ERROR read ignore",
+                         "BLOCK_JOB_ERROR write ignore",
+                         "BLOCK_JOB_COMPLETED error=Input/output error"],
+                   "b": ["JOB_STATUS_CHANGE running", "BLOCK_JOB_CANCELLED"]}
+
+
+def test_compare_reports_events_outcomes_and_commands():
+    plan = translate(scenario(jobs={"s": {"type": "stream", "device": "vda"}}))
+    a = SideResult(events=[ev("JOB_STATUS_CHANGE", id="s", status="running")],
+                   commands=[{"execute": "block-job-complete", "error": {"class": "GenericError",
+                                                                         "desc": "no"}}],
+                   jobs={"s": {"outcome": "running", "error": None, "integrity": "not-checked",
+                               "backing": "base"}})
+    b = SideResult(events=[ev("JOB_STATUS_CHANGE", id="s", status="paused")],
+                   commands=[{"execute": "block-job-complete", "return": {}}],
+                   jobs={"s": {"outcome": "paused", "error": None, "integrity": "not-checked",
+                               "backing": "base"}})
+    diffs = compare(plan, a, b)
+    assert [d.key for d in diffs] == ["s.events", "s.outcome", "commands"]
+    assert "blocksim 'JOB_STATUS_CHANGE running', QEMU 'JOB_STATUS_CHANGE paused'" in diffs[0].text
+    assert compare(plan, a, a) == []
+
+
+def test_documented_differences_are_read_from_comments(tmp_path):
+    f = tmp_path / "x.toml"
+    f.write_text(textwrap.dedent("""\
+        # qemu-check: difference job0.events: QEMU emits one more event
+        #     because of a reason that continues here.
+        # qemu-check: difference commands: wording
+        name = "x"
+        """))
+    assert documented_differences(str(f)) == {
+        "job0.events": "QEMU emits one more event because of a reason that continues here.",
+        "commands": "wording"}
+
+
+# -- binaries and the command line -----------------------------------------------------------
+def test_missing_binary_is_a_clear_error(monkeypatch, tmp_path):
+    with pytest.raises(QemuNotFoundError, match="qemu-storage-daemon not found at /nonexistent"):
+        find_binary("qemu-storage-daemon", "/nonexistent/qemu-storage-daemon")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(QemuNotFoundError, match="not found on PATH; install it with: apt-get"):
+        find_binary("qemu-img")
+    assert issubclass(QemuNotFoundError, BlocksimError)
+    not_exec = tmp_path / "qemu-img"
+    not_exec.write_text("")
+    with pytest.raises(QemuNotFoundError, match="not an executable"):
+        find_binary("qemu-img", str(not_exec))
+
+
+def test_cli_missing_binary_exits_2(capsys):
+    rc = cli_main(["--qemu-storage-daemon", "/nonexistent/qsd", str(QEMU_SCENARIOS[0])])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "qemu-storage-daemon not found at /nonexistent/qsd" in err
+    assert "Traceback" not in err
+
+
+def test_register_adds_the_command():
+    @click.group()
+    def group():
+        pass
+
+    register(group)
+    assert group.commands["qemu-check"] is qemu_check
+    result = CliRunner().invoke(group, ["qemu-check", "--help"])
+    assert result.exit_code == 0
+    for option in ("--qemu-storage-daemon", "--qemu-img", "--json"):
+        assert option in result.output
+
+
+def test_nothing_to_check_without_jobs(tmp_path):
+    tools = check_mod.Tools("/bin/true", "/bin/true", "/bin/true")
+    s = load_scenario(ROOT / "scenarios" / "qemu" / "mirror-cancel-running.toml",
+                      overrides={"jobs": {}, "actions": []})
+    c = check_scenario(s, tools)
+    assert c.status == NOTHING and c.ok
+    assert "nothing to check" in render_text([c])
+
+
+# -- the daemon life cycle (a fake daemon: no QEMU needed) ---------------------------------
+def test_daemon_that_exits_at_start(fake_qsd, monkeypatch):
+    monkeypatch.setenv("FAKE_QSD_MODE", "exit")
+    d = StorageDaemon(fake_qsd, timeout=1, start_timeout=5, grace=0.5)
+    with pytest.raises(DaemonError, match="exited at start.*cannot open the blockdev"):
+        d.start()
+    assert_no_stray(d.pid)
+    assert not d.dir.exists()
+
+
+def test_daemon_without_socket_times_out(fake_qsd, monkeypatch):
+    monkeypatch.setenv("FAKE_QSD_MODE", "nosocket")
+    d = StorageDaemon(fake_qsd, timeout=1, start_timeout=0.5, grace=0.3)
+    with pytest.raises(DaemonError, match="did not open its QMP socket within 0.5s"):
+        d.start()
+    assert_no_stray(d.pid)
+
+
+def test_daemon_that_dies_mid_run(fake_qsd, monkeypatch):
+    monkeypatch.setenv("FAKE_QSD_MODE", "die")
+    with StorageDaemon(fake_qsd, timeout=2, grace=0.3) as d:
+        pid = d.pid
+        with pytest.raises(QMPError) as info:
+            d.qmp.execute("query-block-jobs")
+        err = d.explain(info.value)
+    assert isinstance(err, DaemonError)
+    assert "died (exit status 3)" in str(err)
+    assert_no_stray(pid)
+
+
+def test_daemon_that_hangs_is_killed(fake_qsd, monkeypatch):
+    monkeypatch.setenv("FAKE_QSD_MODE", "hang")
+    t0 = time.monotonic()
+    with StorageDaemon(fake_qsd, timeout=0.3, grace=0.3) as d:
+        pid = d.pid
+        with pytest.raises(QMPError) as info:
+            d.qmp.execute("query-block-jobs")
+        assert "is not responding" in str(d.explain(info.value))
+    assert_no_stray(pid)
+    assert time.monotonic() - t0 < 10
+
+
+def test_daemon_ignoring_sigterm_gets_sigkill(fake_qsd, monkeypatch):
+    monkeypatch.setenv("FAKE_QSD_MODE", "ignore-term")
+    d = StorageDaemon(fake_qsd, timeout=0.3, grace=0.3).start()
+    pid = d.pid
+    d.stop()
+    assert_no_stray(pid)
+    assert d.proc.returncode == -signal.SIGKILL
+
+
+def test_ctrl_c_leaves_no_process(fake_qsd, monkeypatch):
+    monkeypatch.setenv("FAKE_QSD_MODE", "ok")
+    with pytest.raises(KeyboardInterrupt):
+        with StorageDaemon(fake_qsd, timeout=1, grace=0.5) as d:
+            pid = d.pid
+            raise KeyboardInterrupt
+    assert_no_stray(pid)
+
+
+def test_polite_quit(fake_qsd, monkeypatch):
+    monkeypatch.setenv("FAKE_QSD_MODE", "ok")
+    with StorageDaemon(fake_qsd, timeout=1, grace=2) as d:
+        pid, workdir = d.pid, d.dir
+        d.qmp.execute("query-block-jobs")
+    assert d.proc.returncode == 0                     # quit, not killed
+    assert_no_stray(pid)
+    assert not workdir.exists()
+
+
+# -- real QEMU -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tools():
+    if not HAVE_QEMU:
+        pytest.skip(NO_QEMU)
+    return find_tools()
+
+
+@needs_qemu
+@pytest.mark.parametrize("path", QEMU_SCENARIOS, ids=[p.stem for p in QEMU_SCENARIOS])
+def test_scenario_agrees_with_qemu(tools, path):
+    c = check_scenario(str(path), tools)
+    assert c.status in (AGREE, DOCUMENTED), render_text([c])
+    assert not c.plan.skipped, "scenarios/qemu/ should hold only what QEMU can run"
+
+
+@needs_qemu
+def test_qemu_scenarios_exist():
+    assert len(QEMU_SCENARIOS) >= 20
+
+
+@needs_qemu
+def test_real_daemon_killed_mid_run(tools):
+    with StorageDaemon(tools.qemu_storage_daemon, timeout=2, grace=0.5) as d:
+        pid = d.pid
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(QMPError) as info:
+            d.qmp.execute("query-block-jobs")
+        err = d.explain(info.value)
+    assert "died (killed by SIGKILL)" in str(err)
+    assert_no_stray(pid)
+
+
+@needs_qemu
+def test_real_daemon_hung(tools):
+    with StorageDaemon(tools.qemu_storage_daemon, timeout=0.5, grace=0.3) as d:
+        pid = d.pid
+        os.kill(pid, signal.SIGSTOP)
+        with pytest.raises(QMPError) as info:
+            d.qmp.execute("query-block-jobs")
+        assert "is not responding" in str(d.explain(info.value))
+    assert_no_stray(pid)
+
+
+@needs_qemu
+def test_check_with_a_daemon_that_dies_mid_job(tools, tmp_path):
+    qsd = wrapper(tmp_path, "(sleep 0.5; kill -9 $$) &")
+    t = check_mod.Tools(qsd, tools.qemu_img, tools.qemu_io, tools.version)
+    c = check_scenario(str(ROOT / "scenarios/qemu/mirror-cancel-ready.toml"), t, qmp_timeout=2)
+    assert c.status == ERROR and not c.ok
+    assert "died (killed by SIGKILL)" in c.first_difference
+    assert "ERROR" in render_text([c], t)
+
+
+@needs_qemu
+def test_check_with_a_daemon_that_hangs_mid_job(tools, tmp_path):
+    pidfile = tmp_path / "pid"
+    qsd = wrapper(tmp_path, f"echo $$ > {pidfile}; (sleep 0.4; kill -STOP $$) &")
+    t = check_mod.Tools(qsd, tools.qemu_img, tools.qemu_io, tools.version)
+    t0 = time.monotonic()
+    c = check_scenario(str(ROOT / "scenarios/qemu/mirror-cancel-ready.toml"), t, qmp_timeout=1)
+    assert c.status == ERROR
+    assert "not responding" in c.first_difference
+    assert_no_stray(int(pidfile.read_text()))
+    assert time.monotonic() - t0 < 20
+
+
+@needs_qemu
+def test_cli_json_and_exit_status(tools, monkeypatch):
+    runner = CliRunner()
+    path = str(ROOT / "scenarios/qemu/mirror-read-eio-report.toml")
+    result = runner.invoke(qemu_check, ["--json", path])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["summary"]["agree"] == 1 and data["summary"]["ok"] is True
+    assert data["scenarios"][0]["normalised"]["qemu"]["job0"][-1] == "JOB_STATUS_CHANGE null"
+    assert data["qemu"]["version"]
+
+    # a disagreement makes the exit status 1
+    monkeypatch.setattr(check_mod, "compare",
+                        lambda plan, a, b: [Difference("job0.outcome", "blocksim 'x', QEMU 'y'")])
+    result = runner.invoke(qemu_check, [path])
+    assert result.exit_code == 1
+    assert "DISAGREE" in result.stdout and "0 of 1 scenarios agree" in result.stdout
+
+
+@needs_qemu
+def test_documented_difference_is_not_a_failure(tools, monkeypatch, tmp_path):
+    src = (ROOT / "scenarios/qemu/mirror-read-eio-report.toml").read_text()
+    path = tmp_path / "documented.toml"
+    path.write_text("# qemu-check: difference job0.outcome: a reason given here\n" + src)
+    monkeypatch.setattr(check_mod, "compare",
+                        lambda plan, a, b: [Difference("job0.outcome", "blocksim 'x', QEMU 'y'")])
+    c = check_scenario(str(path), tools)
+    assert c.status == DOCUMENTED and c.ok
+    text = render_text([c], tools)
+    assert "a reason given here" in text and "0 of 1 scenarios agree, 1 documented" in text
+    # an undocumented difference next to it still fails
+    monkeypatch.setattr(check_mod, "compare",
+                        lambda plan, a, b: [Difference("job0.outcome", "x"),
+                                            Difference("job0.events", "y")])
+    assert check_scenario(str(path), tools).status == DISAGREE
+    assert render_json([c], tools)["summary"]["ok"] is True
+
+
+@needs_qemu
+def test_skipped_parts_are_in_the_report(tools):
+    c = check_scenario(str(ROOT / "scenarios/stream-read-error-stop-resume.toml"), tools)
+    text = render_text([c], tools)
+    assert "skipped: faults.0: a time window" in text
+    assert "skipped: workloads.guest: guest I/O" in text
