@@ -129,11 +129,12 @@ class BlockJob:
                     self.start_refused = True
                     raise CommandError(f"Invalid parameter '{param}'")
         self._transition("created")
+        # As QEMU's job_start: the job is running when the command returns.
+        self.started_at = self.env.now
+        self._transition("running")
         self.env.process(self._main())
 
     def _main(self):
-        self.started_at = self.env.now
-        self._transition("running")
         ret = yield from self.run()
         yield from self._finish(ret)
 
