@@ -1,5 +1,5 @@
-"""The ``blocksim`` command line: run, validate, list, plot, schema, sweep
-and compare.
+"""The ``blocksim`` command line: run, validate, list, plot, schema, sweep,
+compare and qemu-check.
 
 Exit status: 0 when everything went well, 1 when a run violated an invariant,
 2 on bad input (a malformed scenario, a missing file, an unknown profile, a
@@ -444,7 +444,9 @@ def schema():
 # -- commands that live with their subject ---------------------------------------------
 def _register_commands() -> None:
     from .cli_analysis import register as register_analysis
+    from .qemu.cli import register as register_qemu
     register_analysis(main)        # sweep, compare
+    register_qemu(main)            # qemu-check
 
 
 _register_commands()
