@@ -142,7 +142,7 @@ class Drive:
             # wins, found in one numpy pass, then loaded in offset order.
             latest = acked[::-1]
             _, first = np.unique(latest[:, 0], return_index=True)
-            return from_sorted_runs(size, latest[first].tolist())
+            return from_sorted_runs(size, _rows(latest[first]))
         m = ExtentMap(size)
         for a, b, g in acked.tolist():
             m.set(a, b, g)
@@ -151,3 +151,10 @@ class Drive:
     @property
     def writes_lost(self) -> int:
         return len(self.lost)
+
+
+def _rows(table: np.ndarray, chunk: int = 1 << 16):
+    """The rows of an (n, 3) array as tuples, converted a chunk at a time
+    (a whole ledger as Python lists would cost far more than the array)."""
+    for i in range(0, len(table), chunk):
+        yield from map(tuple, table[i:i + chunk].tolist())
