@@ -37,13 +37,12 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import os
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .atomic import write_text
 from .errors import ResultsError, ScenarioError
 from .sweep import combination_label, flatten_summary, is_class_column
 
@@ -662,19 +661,6 @@ def _record_text(record: Mapping[str, Any]) -> str:
     return json.dumps(record, indent=1) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def baseline_file_name(name: str) -> str:
     import re
     return (re.sub(r"[^A-Za-z0-9._+-]", "_", name).lstrip(".") or "scenario") + ".json"
@@ -719,7 +705,7 @@ def update_baseline(scenarios_dir=DEFAULT_SCENARIOS, baseline_dir=DEFAULT_BASELI
         target = folder / name
         text = _record_text(records[name])
         if not target.exists() or target.read_text(encoding="utf-8") != text:
-            _write_atomic(target, text)
+            write_text(target, text)
         written.append(target)
     for stale in sorted(folder.glob("*.json")):
         if stale.name not in records:

@@ -30,14 +30,14 @@ and never opens a window.
 from __future__ import annotations
 
 import math
-import os
-import secrets
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+
+from .atomic import atomic_write
 
 VM_COLORS = {"running": "#8fd18f", "paused": "#f5b041", "io-error": "#e74c3c"}
 JOB_COLORS = {
@@ -374,11 +374,4 @@ def save_timeline(result, path, dpi: int = 110) -> Path:
     path = Path(path)
     fig = timeline(result)
     fmt = path.suffix[1:].lower() or "png"
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        fig.savefig(tmp, format=fmt, dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))

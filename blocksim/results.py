@@ -26,10 +26,10 @@ import json
 import math
 import os
 import re
-import secrets
 import shutil
 from pathlib import Path
 
+from .atomic import fsync_dir, temporary_sibling, write_synced
 from .errors import ResultsError
 from .result import Result
 
@@ -143,26 +143,6 @@ def _jsonl(records) -> str:
 
 
 # -- writing ----------------------------------------------------------------------
-def _write(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_result(result: Result, directory) -> Path:
     """Write ``result`` as a complete results folder at ``directory``.
 
@@ -179,22 +159,22 @@ def save_result(result: Result, directory) -> Path:
         target = target.resolve()
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f".{target.name}.tmp-{secrets.token_hex(4)}"
+    tmp = temporary_sibling(target)
     tmp.mkdir()
     try:
-        _write(tmp / EVENTS, result.events_jsonl())
-        _write(tmp / COMMANDS, _jsonl(result.commands))
+        write_synced(tmp / EVENTS, result.events_jsonl())
+        write_synced(tmp / COMMANDS, _jsonl(result.commands))
         summary = dict(result.summary)
         summary.setdefault("seed", result.seed)
         summary.setdefault("profile", result.profile)
         summary[SCENARIO_KEY] = result.scenario
-        _write(tmp / SUMMARY, json.dumps(summary, indent=2) + "\n")
-        _write(tmp / SERIES, series_csv(result.series))
+        write_synced(tmp / SUMMARY, json.dumps(summary, indent=2) + "\n")
+        write_synced(tmp / SERIES, series_csv(result.series))
         plot.save_timeline(result, tmp / TIMELINE)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         old = None
         if target.exists() or target.is_symlink():
-            old = parent / f".{target.name}.old-{secrets.token_hex(4)}"
+            old = temporary_sibling(target, "old")
             os.rename(target, old)
         try:
             os.rename(tmp, target)
@@ -202,7 +182,7 @@ def save_result(result: Result, directory) -> Path:
             if old is not None:
                 os.rename(old, target)      # put the older folder back
             raise
-        _fsync_dir(parent)
+        fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

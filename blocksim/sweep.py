@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+from .atomic import atomic_write, write_bytes, write_text
 from .errors import BlocksimError, ScenarioError
 
 __all__ = [
@@ -564,44 +565,6 @@ def _summary_lines(result: SweepResult) -> list[str]:
 
 
 # -- files ---------------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through a temporary sibling renamed into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
 def _read_journal(folder: Path, total: Optional[int] = None) -> dict[int, dict[str, Any]]:
     """Finished runs of the journal by index; a torn last line (an interrupted
     write) is ignored: that run is simply run again."""
@@ -662,8 +625,8 @@ def _prepare_folder(folder: Path, plan: _Plan) -> dict[int, dict[str, Any]]:
             raise SweepError(f"{folder}: the folder is not empty and holds no sweep "
                              f"({DEFINITION}); choose another output folder")
         folder.mkdir(parents=True, exist_ok=True)
-        _write_bytes(folder / SCENARIO_COPY, plan.text)
-        _write_text(folder / DEFINITION, json.dumps(definition, indent=2) + "\n")
+        write_bytes(folder / SCENARIO_COPY, plan.text)
+        write_text(folder / DEFINITION, json.dumps(definition, indent=2) + "\n")
         return {}
     diffs = _definition_differences(old, definition)
     if diffs:
@@ -702,7 +665,7 @@ def write_tables(result: SweepResult, folder) -> list[Path]:
     folder = Path(folder)
     written = []
     frame = result.frame()
-    _write_text(folder / RUNS_CSV, frame.to_csv(index=False, lineterminator="\n"))
+    write_text(folder / RUNS_CSV, frame.to_csv(index=False, lineterminator="\n"))
     written.append(folder / RUNS_CSV)
     try:
         import pyarrow  # noqa: F401
@@ -715,12 +678,12 @@ def write_tables(result: SweepResult, folder) -> list[Path]:
                 kinds = {type(v) for v in table[column] if v is not None}
                 if len(kinds) > 1 or kinds & {list, dict}:
                     table[column] = [None if v is None else _format_value(v) for v in table[column]]
-        _atomic_write(folder / RUNS_PARQUET, lambda tmp: table.to_parquet(tmp, index=False))
+        atomic_write(folder / RUNS_PARQUET, lambda tmp: table.to_parquet(tmp, index=False))
         written.append(folder / RUNS_PARQUET)
-    _write_text(folder / AGGREGATE_CSV, result.aggregate().to_csv(index=False, lineterminator="\n"))
+    write_text(folder / AGGREGATE_CSV, result.aggregate().to_csv(index=False, lineterminator="\n"))
     written.append(folder / AGGREGATE_CSV)
     fig = result.plot()
-    _atomic_write(folder / COMPARISON_PNG, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    atomic_write(folder / COMPARISON_PNG, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     written.append(folder / COMPARISON_PNG)
     return written
 

@@ -373,7 +373,6 @@ class _QemuRun:
                                     workdir=str(self.dir / "daemon"))
         try:
             self.daemon.start()
-            qmp = self.daemon.qmp
             for name in self.plan.image_order():
                 self._execute_checked("blockdev-add",
                                       self.plan.blockdev_options(name, str(self.paths[name])))
