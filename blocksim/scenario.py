@@ -1105,16 +1105,22 @@ def _validate_parts(raw: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     return problems
 
 
-def _read_toml(path: Path, source: str) -> dict[str, Any]:
+def read_scenario_file(path: Union[str, os.PathLike]) -> tuple[bytes, dict[str, Any]]:
+    """The bytes of a scenario file and its raw (unvalidated) TOML data.
+
+    Errors name the file: missing, a directory, unreadable, not UTF-8, or
+    not TOML (with tomllib's line and column)."""
+    source = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ScenarioError(source, [("", "no such file")]) from None
     except IsADirectoryError:
         raise ScenarioError(source, [("", "is a directory, not a scenario file")]) from None
     except OSError as exc:
         raise ScenarioError(source, [("", f"cannot read the file: {exc.strerror or exc}")]) from None
+    try:
+        return data, tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ScenarioError(source, [("", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]) from None
     except tomllib.TOMLDecodeError as exc:
@@ -1133,7 +1139,7 @@ def load_scenario(source: Union[str, os.PathLike, Mapping[str, Any]],
         raw: Any = copy.deepcopy(dict(source))
     elif isinstance(source, (str, os.PathLike)):
         name, default_name = os.fspath(source), Path(source).stem
-        raw = _read_toml(Path(source), name)
+        raw = read_scenario_file(source)[1]
     else:
         raise ScenarioError(repr(source)[:60], [("", "a scenario is a path to a TOML file or a dict, "
                                                      f"not {type(source).__name__}")])

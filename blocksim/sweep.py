@@ -44,13 +44,13 @@ import json
 import math
 import os
 import secrets
-import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
 from .atomic import atomic_write, write_bytes, write_text
 from .errors import BlocksimError, ScenarioError
+from .scenario import read_scenario_file
 
 __all__ = [
     "SweepError", "SweepResult", "sweep", "load_sweep", "flatten_summary", "combination_label",
@@ -182,21 +182,7 @@ def _check_vary(vary: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
 
 
 def _read_scenario_file(path: Path) -> tuple[bytes, dict[str, Any]]:
-    source = os.fspath(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ScenarioError(source, [("", "no such file")]) from None
-    except IsADirectoryError:
-        raise ScenarioError(source, [("", "is a directory, not a scenario file")]) from None
-    except OSError as exc:
-        raise ScenarioError(source, [("", f"cannot read the file: {exc.strerror or exc}")]) from None
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ScenarioError(source, [("", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(source, [("", f"invalid TOML: {exc}")]) from None
+    data, raw = read_scenario_file(path)
     raw.setdefault("name", path.stem)
     return data, raw
 
