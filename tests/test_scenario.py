@@ -564,7 +564,7 @@ BAD = [
     ({"actions": [{"at": 1, "on": "STOP", "command": "cont"}]}, "actions.0",
      "give either 'at' (a time) or 'on' (an event name), not both"),
     ({"actions": [{"on": "BLOCK_JOB_EXPLODED", "command": "cont"}]}, "actions.0.on",
-     "Input should be 'BLOCK_JOB_ERROR', 'BLOCK_IO_ERROR', 'BLOCK_JOB_READY', 'BLOCK_JOB_COMPLETED', "
+     "Input should be 'BLOCK_JOB_ERROR', 'BLOCK_IO_ERROR', 'BLOCK_JOB_READY', 'BLOCK_JOB_PENDING', 'BLOCK_JOB_COMPLETED', "
      "'BLOCK_JOB_CANCELLED', 'JOB_STATUS_CHANGE', 'STOP' or 'RESUME' (got 'BLOCK_JOB_EXPLODED')"),
     ({"actions": [{"at": 1, "match": {"device": "j"}, "command": "cont"}]}, "actions.0.match",
      "only allowed with 'on' (an event trigger)"),
