@@ -353,3 +353,22 @@ def test_jitter_is_seeded():
     assert min(a) > 0
     assert sum(a) / len(a) == pytest.approx(100_000, rel=0.1)   # mean is the latency
     assert set(jittered_latencies(1, n=20, jitter=0.0)) == {100_000}
+
+
+def test_a_copy_on_write_read_failure_fails_the_guest_write():
+    # qcow2: a 4 KiB write into a new 64 KiB cluster first reads the rest of
+    # the cluster from the backing file; if that read fails, the write fails.
+    scenario = {
+        "duration": "1s",
+        "images": {"base": {"size": "1MiB", "data": "full"},
+                   "top": {"size": "1MiB", "backing": "base"}},
+        "drives": {"vda": {"image": "top", "werror": "report"}},
+        "faults": [{"image": "base", "operation": "read", "offset": "32KiB",
+                    "length": "4KiB", "count": 1}],
+        "workloads": {"w": {"drive": "vda", "rw": "write", "bs": "4KiB", "number-ios": 2}},
+    }
+    r = blocksim.run(scenario)
+    errors = [e["data"] for e in r.events if e["event"] == "BLOCK_IO_ERROR"]
+    assert [(d["operation"], d["action"]) for d in errors] == [("write", "report")]
+    assert r.summary["drives"]["vda"]["guest_errors"] == 1
+    assert r.ok

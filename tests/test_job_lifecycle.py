@@ -9,6 +9,8 @@ paused by an error refuses a plain cancel and a second pause.
 
 import pytest
 
+import blocksim
+
 from jobcases import (
     EIO, JOB, MiB, SIZE, at, cancelled, commands, completed, err, event, event_time, fault,
     illegal_transitions, job_summary, mirror_case, on, pending, ready, refusals, simulate, st,
@@ -347,3 +349,25 @@ def test_every_status_change_is_legal(name):
     assert [v for v in violations(r) if v["invariant"] == "legal-job-transitions"] == []
     assert violations(r) == []
     assert all(e["data"]["id"] == JOB for e in r.events if e["event"] == "JOB_STATUS_CHANGE")
+
+
+def test_a_management_layer_can_finalize_on_block_job_pending():
+    r = blocksim.run({
+        "duration": "2s",
+        "images": {"src": {"size": "4MiB", "data": "full"}, "dst": {"size": "4MiB"}},
+        "drives": {"vda": {"image": "src"}},
+        "jobs": {"j": {"type": "mirror", "device": "vda", "target": "dst", "auto-finalize": False}},
+        "actions": [
+            {"on": "BLOCK_JOB_READY", "command": "block-job-complete", "arguments": {"device": "j"}},
+            {"on": "BLOCK_JOB_PENDING", "delay": "100ms", "command": "block-job-finalize",
+             "arguments": {"id": "j"}}]})
+    statuses = [e["data"]["status"] for e in r.events if e["event"] == "JOB_STATUS_CHANGE"]
+    assert statuses == ["created", "running", "ready", "waiting", "pending", "concluded", "null"]
+    names = r.event_names("BLOCK_JOB_PENDING", "BLOCK_JOB_COMPLETED")
+    assert names == ["BLOCK_JOB_PENDING", "BLOCK_JOB_COMPLETED"]
+    pending, completed = (e for e in r.events if e["event"] in names)
+    assert pending["data"] == {"type": "mirror", "id": "j"}
+    gap = (completed["timestamp"]["seconds"] - pending["timestamp"]["seconds"]) * 10**6 + \
+        completed["timestamp"]["microseconds"] - pending["timestamp"]["microseconds"]
+    assert gap == 100_000
+    assert r.summary["jobs"]["j"]["pivoted"] is True
