@@ -23,7 +23,7 @@ from array import array
 
 import numpy as np
 
-from .extents import ExtentMap, from_sorted_runs
+from .extents import PAGE_SHIFT, ExtentMap, from_sorted_runs
 from .iostatus import IoStatus
 from .policy import IGNORE, REPORT
 
@@ -131,22 +131,44 @@ class Drive:
 
     def expected_content(self) -> ExtentMap:
         """What the guest believes its disk holds: every acknowledged write."""
+        m = ExtentMap(self.node.size)
+        for part, _start, _end in self.expected_parts():
+            m.set_runs(list(part.iter_runs()))
+        return m
+
+    def expected_parts(self, step: int = 1 << PAGE_SHIFT):
+        """What the guest believes its disk holds, a page at a time.
+
+        Yields ``(map, start, end)``: ``map`` holds the acknowledged writes
+        overlapping ``[start, end)`` (and nothing else), so a check can walk
+        the disk holding one page of the ledger in memory, not all of it.
+        """
         size = self.node.size
         if not self._acked:
-            return ExtentMap(size)
+            return
         acked = np.frombuffer(self._acked, dtype=np.int64).reshape(-1, 3)
         lengths = acked[:, 1] - acked[:, 0]
         bs = int(lengths[0])
-        if (lengths == bs).all() and not (acked[:, 0] % bs).any():
-            # Same-size aligned blocks: the last acknowledgement of each block
-            # wins, found in one numpy pass, then loaded in offset order.
-            latest = acked[::-1]
-            _, first = np.unique(latest[:, 0], return_index=True)
-            return from_sorted_runs(size, _rows(latest[first]))
-        m = ExtentMap(size)
-        for a, b, g in acked.tolist():
-            m.set(a, b, g)
-        return m
+        if not ((lengths == bs).all() and not (acked[:, 0] % bs).any()):
+            m = ExtentMap(size)
+            for a, b, g in acked.tolist():
+                m.set(a, b, g)
+            yield m, 0, size
+            return
+        # Same-size aligned blocks: the last acknowledgement of each block
+        # wins, found in one numpy pass; the winners sorted by offset do not
+        # overlap, so each page's share is a slice.
+        latest = acked[::-1]
+        _, first = np.unique(latest[:, 0], return_index=True)
+        table = latest[first]
+        del latest, first, lengths
+        starts, ends = table[:, 0], table[:, 1]
+        for ps in range(int(starts[0]) // step * step, int(ends[-1]), step):
+            pe = min(ps + step, size)
+            i0 = int(np.searchsorted(ends, ps, side="right"))
+            i1 = int(np.searchsorted(starts, pe, side="left"))
+            if i0 < i1:
+                yield from_sorted_runs(size, _rows(table[i0:i1])), ps, pe
 
     @property
     def writes_lost(self) -> int:

@@ -38,20 +38,21 @@ def _iostatus_violations(owner: str, status) -> list[dict]:
 
 def guest_write_audit(drive) -> dict:
     """Compare what the guest believes it wrote with what the disk holds."""
-    expected = drive.expected_content()
+    layers = drive.node.layers()
     lost_bytes = corrupt_bytes = 0
     lost_gens: set[int] = set()
     first_corrupt = None
-    for a, b, want, _got in diff_ranges([expected], drive.node.layers(), 0, drive.node.size):
-        if want == 0:
-            continue                      # the guest never wrote here
-        if want in drive.lost:
-            lost_bytes += b - a
-            lost_gens.add(want)
-        else:
-            corrupt_bytes += b - a
-            if first_corrupt is None:
-                first_corrupt = a
+    for expected, start, end in drive.expected_parts():
+        for a, b, want, _got in diff_ranges([expected], layers, start, end):
+            if want == 0:
+                continue                      # the guest never wrote here
+            if want in drive.lost:
+                lost_bytes += b - a
+                lost_gens.add(want)
+            else:
+                corrupt_bytes += b - a
+                if first_corrupt is None:
+                    first_corrupt = a
     return {"lost_bytes": lost_bytes, "lost_writes_visible": len(lost_gens),
             "corrupt_bytes": corrupt_bytes, "first_corrupt_offset": first_corrupt}
 
