@@ -89,12 +89,7 @@ def parse_sets(items) -> dict[str, str]:
 def _load(path: str, overrides: dict | None = None):
     """``(scenario, [])`` or ``(None, problem lines)`` for one scenario file."""
     from .scenario import load_scenario
-    p = Path(path)
-    if not p.exists():
-        return None, [f"{path}: no such file"]
-    if p.is_dir():
-        return None, [f"{path}: is a directory, not a scenario file"]
-    try:
+    try:                            # a missing file or a directory is a ScenarioError too
         return load_scenario(path, overrides=overrides or None), []
     except ScenarioError as exc:
         return None, exc.lines() or [f"{path}: invalid scenario"]
