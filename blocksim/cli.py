@@ -32,13 +32,8 @@ class BadInput(BlocksimError):
         self.problems = list(lines)
         super().__init__("\n".join(self.problems))
 
-
-def _error_lines(exc: BlocksimError) -> list[str]:
-    if isinstance(exc, ScenarioError):
-        return exc.lines()
-    if isinstance(exc, BadInput):
-        return exc.problems
-    return [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    def lines(self) -> list[str]:
+        return self.problems
 
 
 class _Group(click.Group):
@@ -48,7 +43,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except BlocksimError as exc:
-            for line in _error_lines(exc):
+            for line in exc.lines():
                 click.echo(line, err=True)
             ctx.exit(2)
 
@@ -94,7 +89,7 @@ def _load(path: str, overrides: dict | None = None):
     except ScenarioError as exc:
         return None, exc.lines() or [f"{path}: invalid scenario"]
     except BlocksimError as exc:
-        return None, [f"{path}: {line}" for line in _error_lines(exc)]
+        return None, [f"{path}: {line}" for line in exc.lines()]
     except OSError as exc:
         return None, [f"{path}: {exc.strerror or exc}"]
 
@@ -292,8 +287,8 @@ def run(scenarios, seed, out, profile, sets):
         overrides = {}
     try:
         _check_profile(profile)
-    except BlocksimError as exc:
-        problems += _error_lines(exc)
+    except BadInput as exc:
+        problems += exc.problems
     loaded = []
     for path in scenarios:
         scenario, errs = _load(path, overrides)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .errors import BlocksimError, ScenarioError
+from .errors import BlocksimError
 
 __all__ = ["register", "sweep_command", "compare_command", "parse_vary", "split_values"]
 
@@ -33,12 +33,6 @@ class _BadInput(click.ClickException):
     def show(self, file=None):
         for line in self.lines:
             click.echo(line, err=True)
-
-
-def _lines(exc: BlocksimError) -> list[str]:
-    if isinstance(exc, ScenarioError):
-        return exc.lines()
-    return [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
 
 
 def split_values(text: str) -> list[str]:
@@ -138,7 +132,7 @@ def _as_bad_input(function):
         try:
             return function(*args, **kwargs)
         except BlocksimError as exc:
-            raise _BadInput(_lines(exc)) from None
+            raise _BadInput(exc.lines()) from None
     return wrapper
 
 

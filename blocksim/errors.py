@@ -11,6 +11,10 @@ from __future__ import annotations
 class BlocksimError(Exception):
     """Base class of every error blocksim raises on purpose."""
 
+    def lines(self) -> list[str]:
+        """The error as one line per problem, as the command line prints it."""
+        return [line for line in str(self).splitlines() if line.strip()] or [type(self).__name__]
+
 
 class ScenarioError(BlocksimError):
     """A scenario file or dict is malformed or inconsistent.
