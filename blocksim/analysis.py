@@ -39,6 +39,8 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 import pandas as pd
 
+from .profile import PROFILES
+
 __all__ = [
     "OUTCOMES", "OUTCOME_COLORS", "JOB_FIELDS",
     "runs_frame", "events_frame", "series_frame", "commands_frame",
@@ -334,7 +336,7 @@ def runs_frame(results: Iterable, params: ParamsArg = None,
     if df.empty:
         return df
     df["scenario"] = _categorical(list(df["scenario"]))
-    df["profile"] = _categorical(list(df["profile"]), ("qemu", "rfc-2012"))
+    df["profile"] = _categorical(list(df["profile"]), tuple(PROFILES))
     for j in job_ids:
         for key, dtype in JOB_FIELDS.items():
             col = key if plain else f"{j}.{key}"

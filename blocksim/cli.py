@@ -20,9 +20,10 @@ import click
 
 from . import __version__
 from .errors import BlocksimError, ScenarioError
+from .profile import PROFILES
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-PROFILE_NAMES = ("qemu", "rfc-2012")
+PROFILE_NAMES = tuple(PROFILES)
 
 
 class BadInput(BlocksimError):

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from .errors import BlocksimError
+from .profile import PROFILES
 
 __all__ = ["register", "sweep_command", "compare_command", "parse_vary", "split_values"]
 
@@ -151,7 +152,7 @@ def _as_bad_input(function):
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="The sweep folder (default results/NAME-sweep-HASH). A sweep started again "
                    "with the same folder resumes where it stopped.")
-@click.option("--profile", default=None, metavar="qemu|rfc-2012",
+@click.option("--profile", default=None, metavar="|".join(PROFILES),
               help="Semantics profile of every run (default: the scenario's own).")
 @_as_bad_input
 def sweep_command(scenario, vary, seeds, workers, scheduler, out, profile):

@@ -61,6 +61,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .errors import CommandError, ScenarioError
+from .profile import PROFILES as _PROFILE_TABLE
 from .units import format_duration, format_size, ns_to_seconds, parse_duration, parse_rate, parse_size
 
 __all__ = [
@@ -78,7 +79,7 @@ __all__ = [
 # --------------------------------------------------------------------------
 # Vocabulary
 
-PROFILES = ("qemu", "rfc-2012")
+PROFILES = tuple(_PROFILE_TABLE)
 IMAGE_FORMATS = ("qcow2", "raw")
 # QEMU's -drive rerror= accepts ignore/stop/report, werror= also enospc;
 # "auto" only exists for block jobs (blockdev.c parse_block_error_action).
