@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from .profile import PROFILES
+from .results import column_kind
 
 __all__ = [
     "OUTCOMES", "OUTCOME_COLORS", "JOB_FIELDS",
@@ -143,7 +144,8 @@ def events_frame(result) -> pd.DataFrame:
 def series_frame(result) -> pd.DataFrame:
     """The sampled series of ``result``, indexed by ``time`` (float seconds).
     Columns as in :mod:`blocksim.probes`: states (``vm.state``,
-    ``job.ID.status``, ``*.io-status``) are categorical, everything else is
+    ``job.ID.status``, ``*.io-status``: the text columns of
+    :func:`blocksim.results.column_kind`) are categorical, everything else is
     numeric (byte counts, IOPS, latency in seconds, capacity NaN when
     unlimited)."""
     df = pd.DataFrame(dict(result.series))
@@ -153,7 +155,7 @@ def series_frame(result) -> pd.DataFrame:
     for col in df.columns:
         if col == "time":
             continue
-        if col == "vm.state" or col.endswith(".status") or col.endswith(".io-status"):
+        if column_kind(col) == "str":
             df[col] = _categorical(list(df[col]))
         else:
             df[col] = pd.to_numeric(df[col])
