@@ -97,7 +97,7 @@ def _categorical(values, categories: Sequence[str] = ()) -> pd.Categorical:
     return pd.Categorical([v if isinstance(v, str) else None for v in values], categories=cats)
 
 
-def _tidy(df: pd.DataFrame, keep_numeric: Iterable[str] = ()) -> pd.DataFrame:
+def _tidy(df: pd.DataFrame) -> pd.DataFrame:
     """Text columns become categorical, columns of only booleans (and gaps)
     nullable ``boolean``, numbers stay numeric."""
     for col in df.columns:
@@ -308,11 +308,7 @@ def runs_frame(results: Iterable, params: ParamsArg = None,
         for key in param_keys:
             row[key] = p.get(key)
         for j in job_ids:
-            entry = s.get("jobs", {}).get(j)
-            cols = _job_columns(entry) if entry is not None else {
-                "outcome": None, "ready_at": np.nan, "finished_at": np.nan,
-                "time_paused": np.nan, "bytes_copied": 0, "job_errors": 0,
-                "error": None, "integrity": None}
+            cols = _job_columns(s.get("jobs", {}).get(j) or {})     # a job a run lacks: gaps
             for key, value in cols.items():
                 row[key if plain else f"{j}.{key}"] = value
         drives = s.get("drives", {}).values()
