@@ -68,17 +68,7 @@ def _seconds(timestamp: dict) -> float:
 def _runs(times: list, values: list, end: float):
     """Consecutive equal values as ``(start, width, value)``; the value of a
     sample holds until the next sample (the last until ``end``)."""
-    out = []
-    i = 0
-    n = len(values)
-    while i < n:
-        j = i
-        while j + 1 < n and values[j + 1] == values[i]:
-            j += 1
-        stop = times[j + 1] if j + 1 < n else end
-        out.append((times[i], max(stop - times[i], 0.0), values[i]))
-        i = j + 1
-    return out
+    return _change_runs(list(zip(times, values)), end)
 
 
 def _spans(ax, runs, colors: dict, y=0.0, height=1.0, skip=()) -> list[str]:
