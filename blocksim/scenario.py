@@ -947,13 +947,13 @@ class _Variants:
     """A discriminated union of models: which key selects the model, and how."""
 
     def __init__(self, kind: str, key: str, classes: dict[str, type[BaseModel]], choices: tuple[str, ...],
-                 adapter: TypeAdapter, default: Optional[str] = None):
+                 adapter: TypeAdapter):
         self.kind, self.key, self.classes, self.choices = kind, key, classes, choices
-        self.adapter, self.default = adapter, default
+        self.adapter = adapter
 
 
 _FAULTS = _Variants("fault", "type", {"error": ErrorFault, "flakey": FlakeyFault, "dust": DustFault,
-                                      "delay": DelayFault}, FAULT_TYPES, TypeAdapter(AnyFault), "error")
+                                      "delay": DelayFault}, FAULT_TYPES, TypeAdapter(AnyFault))
 _JOBS = _Variants("job", "type", {"mirror": MirrorJob, "stream": StreamJob}, JOB_TYPES, TypeAdapter(AnyJob))
 _ACTIONS = _Variants("action", "command", dict(_ACTION_CLASSES), COMMANDS, TypeAdapter(AnyAction))
 
