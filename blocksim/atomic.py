@@ -59,7 +59,8 @@ def atomic_write(path, write: Callable[[Path], None]) -> Path:
 
 
 def write_text(path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: write_synced(tmp, text))
+    # atomic_write flushes the file to disk: no need for write_synced's fsync too
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline=""))
 
 
 def write_bytes(path, data: bytes) -> Path:
