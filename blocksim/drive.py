@@ -25,7 +25,7 @@ import numpy as np
 
 from .extents import PAGE_SHIFT, ExtentMap, from_sorted_runs
 from .iostatus import IoStatus
-from .policy import IGNORE, REPORT
+from .policy import REPORT, STOP
 
 
 class Drive:
@@ -98,23 +98,20 @@ class Drive:
             if self.in_flight == 0 and self._idle is not None:
                 ev, self._idle = self._idle, None
                 ev.succeed()
-            if not err:
-                self._account(is_read, start)
-                if gen:
-                    self._acked.extend((offset, offset + length, gen))
-                return 0
-            action = self.policy.guest_error(self, is_read, err)
-            if action == REPORT:
-                self.guest_errors += 1
-                self._account(is_read, start)
-                return err
-            if action == IGNORE:
-                self._account(is_read, start)
-                if gen:
-                    self._acked.extend((offset, offset + length, gen))
+            if err:
+                action = self.policy.guest_error(self, is_read, err)
+                if action == STOP:
+                    continue        # parked until the VM continues, then resubmitted
+                if action == REPORT:
+                    self.guest_errors += 1
+                    self._account(is_read, start)
+                    return err
+                if gen:             # ignore: the guest believes it was written
                     self.lost[gen] = "ignored by werror=ignore"
-                return 0
-            # stop: parked until the VM continues, then resubmitted
+            self._account(is_read, start)
+            if gen:
+                self._acked.extend((offset, offset + length, gen))
+            return 0
 
     def _account(self, is_read: bool, start: int) -> None:
         if is_read:
