@@ -194,13 +194,15 @@ class BlockDevice:
         """Write ``data`` (a generation, or runs read elsewhere) at ``offset``.
 
         With ``fill`` (a copy-on-read) the data lands only where this layer
-        holds nothing yet when the write completes.  Returns an errno.  Clusters are allocated when the request is issued,
-        as qcow2 does, so concurrent writes cannot overcommit a thin device.
+        holds nothing yet when the write completes.  Returns an errno.
+        Clusters are allocated when the request is issued, as qcow2 does, so
+        concurrent writes cannot overcommit a thin device.
         """
         env = self.env
         end = offset + length
         verdict = self._verdict("write", offset, end) if self.faults else NO_VERDICT
         now = env.now
+        cow = None
         if not verdict.errno:
             cs = self.cluster_size
             c0, c1 = offset // cs, -(-end // cs)
@@ -210,19 +212,17 @@ class BlockDevice:
             else:
                 new = (c1 - c0) - alloc.count_set(c0, c1)
             if new:
-                if self.capacity is not None and \
-                        (alloc.count + new) * cs > self.capacity:
-                    verdict = Verdict(errno=_errno.ENOSPC)
+                err = 0
+                if self.capacity is not None and (alloc.count + new) * cs > self.capacity:
+                    err = _errno.ENOSPC
+                elif self.backing is not None:
+                    err = self._cow_read_error(offset, end, c0, c1)
+                    if not err:
+                        cow = self._cow_runs(offset, end, c0, c1)
+                if err:
+                    verdict = Verdict(errno=err)
                 else:
-                    cow = None
-                    if self.backing is not None:
-                        err = self._cow_read_error(offset, end, c0, c1)
-                        if err:
-                            verdict = Verdict(errno=err)
-                        else:
-                            cow = self._cow_runs(offset, end, c0, c1)
-                    if not verdict.errno:
-                        alloc.set_range(c0, c1)
+                    alloc.set_range(c0, c1)
         if verdict.errno:
             self.failed += 1
             yield env.timeout(self._latency() + verdict.delay)
@@ -234,7 +234,7 @@ class BlockDevice:
             if self.on_drop is not None:
                 self.on_drop(data)
             return 0
-        if new and self.backing is not None and cow:
+        if cow:
             # Only where nothing landed meanwhile: a later write to the same
             # cluster may have completed first (qcow2 orders them).
             self.content.fill_runs(cow)
