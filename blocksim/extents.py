@@ -68,16 +68,15 @@ class ExtentMap:
                     continue
                 starts = array("q", (ps,))
                 values = array("q", (page,))
+                pages[p] = (starts, values)
             else:
-                starts, values = page
+                starts, values = page       # spliced in place
             _splice(starts, values, a, b, value, pe)
-            if len(starts) == 1:
+            if len(starts) == 1:            # one value again: a plain int
                 if values[0]:
                     pages[p] = values[0]
                 else:
                     pages.pop(p, None)
-            else:
-                pages[p] = (starts, values)
 
     def set_runs(self, runs: Sequence[Run]) -> None:
         """Copy runs read from another map (same offsets) into this one."""
