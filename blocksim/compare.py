@@ -116,7 +116,6 @@ class _Side:
         self.path = Path(path)
         self.kind = ""                      # "run", "sweep" or "collection"
         self.cases: dict[str, list[_Run]] = {}
-        self.labels: dict[str, str] = {}    # combination-only key -> full key (single sweep)
         self._load()
 
     def add(self, key: str, run: _Run) -> None:
