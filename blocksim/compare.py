@@ -44,7 +44,7 @@ from typing import Any, Optional
 
 from .atomic import write_text
 from .errors import ResultsError, ScenarioError
-from .sweep import combination_label, flatten_summary, is_class_column
+from .sweep import combination_label, flatten_summary, is_class_column, load_sweep
 
 __all__ = [
     "Change", "CaseReport", "Report", "compare", "normalise_events", "event_token",
@@ -163,7 +163,6 @@ class _Side:
                                "or summary / baseline JSON files")
 
     def _add_sweep(self, folder: Path, single: bool) -> None:
-        from .sweep import load_sweep
         result = load_sweep(folder)
         name = str(result.definition.get("scenario_name"))
         varied = result.varied
