@@ -581,9 +581,10 @@ def _compare_sequences(ok_b: list[_Run], ok_n: list[_Run], by_seed_b: dict, by_s
     differing = [s for s in seeds if by_seed_b[s].events is not None and by_seed_n[s].events is not None
                  and by_seed_b[s].events != by_seed_n[s].events]
     cb, cn = _counts(seq_b), _counts(seq_n)
-    if _normalised_counts(cb, len(seq_b)) == _normalised_counts(cn, len(seq_n)) and not differing:
+    same_shares = _normalised_counts(cb, len(seq_b)) == _normalised_counts(cn, len(seq_n))
+    if same_shares and not differing:
         return []
-    if _normalised_counts(cb, len(seq_b)) == _normalised_counts(cn, len(seq_n)):
+    if same_shares:
         p, significant = 1.0, False
     else:
         p = _class_test(cb, cn)
