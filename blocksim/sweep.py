@@ -228,7 +228,7 @@ class _Plan:
                 load_scenario(self.raw, dict(combination) or None)
             except ScenarioError as exc:
                 first = first or exc
-                invalid[index] = _error_text(exc, self.source)
+                invalid[index] = _error_text(exc)
         if self.combinations and len(invalid) == len(self.combinations) and first is not None:
             raise ScenarioError(self.source, first.problems)
         return invalid
@@ -251,12 +251,15 @@ class _Plan:
 
     def task(self, index: int) -> dict[str, Any]:
         combo, i = divmod(index, self.seeds)
-        return {"index": index, "raw": self.raw, "source": self.source,
-                "overrides": self.combinations[combo], "seed": self.base_seed + i,
-                "profile": self.profile, "invalid": self.invalid.get(combo)}
+        return {"index": index, "raw": self.raw, "overrides": self.combinations[combo],
+                "seed": self.base_seed + i, "profile": self.profile,
+                "invalid": self.invalid.get(combo)}
 
 
-def _error_text(exc: BaseException, source: str = "") -> str:
+def _error_text(exc: BaseException) -> str:
+    """A row's ``error``, on one line: a scenario error's problems (the row's
+    varied values already say which variant), else the exception's class and
+    text."""
     if isinstance(exc, ScenarioError):
         return "; ".join(f"{path}: {msg}" if path else msg for path, msg in exc.problems)
     text = str(exc).strip().replace("\n", "; ")
@@ -283,7 +286,7 @@ def run_task(task: Mapping[str, Any]) -> dict[str, Any]:
                 row.setdefault(key, value)
             events = normalise_events(result.events)
         except Exception as exc:  # noqa: BLE001 - a failing run is a row
-            error = _error_text(exc, task.get("source", ""))
+            error = _error_text(exc)
     row["error"] = error
     return {"index": task["index"], "row": row, "events": events}
 
