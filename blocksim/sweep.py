@@ -337,6 +337,16 @@ class SweepResult:
         vary = self.definition.get("vary", {})
         return [dict(zip(keys, values)) for values in itertools.product(*(vary[k] for k in keys))]
 
+    def _by_combination(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """``(combination, its rows)`` in combination order (the aggregate,
+        the figure and the summary table all walk the rows this way)."""
+        varied = self.varied
+        groups: dict[str, list[dict]] = {}
+        for row in self.rows:
+            groups.setdefault(_combination_key(row, varied), []).append(row)
+        return [(combo, groups.get(_combination_key(combo, varied), []))
+                for combo in self.combinations()]
+
     def columns(self) -> list[str]:
         head = [*self.varied, "seed"]
         seen = set(head) | {"error"}
@@ -372,17 +382,11 @@ class SweepResult:
             if not values:
                 continue
             if is_class_column(c):
-                found = {str(v) for v in values}
-                classes[c] = ([k for k in OUTCOME_CLASSES if k in found]
-                              + sorted(found - set(OUTCOME_CLASSES)))
+                classes[c] = _class_order(str(v) for v in values)
             elif all(isinstance(v, (int, float)) for v in values):
                 numeric.append(c)
-        groups: dict[str, list[dict]] = {}
-        for row in self.rows:
-            groups.setdefault(_combination_key(row, varied), []).append(row)
         out = []
-        for combination in self.combinations():
-            rows = groups.get(_combination_key(combination, varied), [])
+        for combination, rows in self._by_combination():
             ok = [r for r in rows if r.get("error") is None]
             entry: dict[str, Any] = dict(combination)
             entry["runs"] = len(rows)
@@ -412,6 +416,12 @@ class SweepResult:
 
 def _combination_key(row: Mapping[str, Any], varied: Sequence[str]) -> str:
     return json.dumps([row.get(k) for k in varied])
+
+
+def _class_order(found: Iterable[str]) -> list[str]:
+    """Classes in display order: the known outcomes first, then the rest sorted."""
+    kinds = set(found)
+    return [k for k in OUTCOME_CLASSES if k in kinds] + sorted(kinds - set(OUTCOME_CLASSES))
 
 
 def _mean_ci(values: list[float], stats) -> tuple[float, float, float]:
@@ -466,7 +476,8 @@ def _plot(result: SweepResult):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    combos = result.combinations()
+    by_combination = result._by_combination()
+    combos = [combo for combo, _rows in by_combination]
     labels = [_short_label(c) for c in combos]
     varied = result.varied
     outcome_columns = [c for c in result.columns() if c.startswith("jobs.") and c.endswith(".outcome")]
@@ -480,20 +491,16 @@ def _plot(result: SweepResult):
     axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(panels)]
     fig.suptitle(f"sweep of {result.definition.get('scenario_name')}: {len(result.rows)} runs, "
                  f"{result.definition.get('seeds')} seeds per combination")
-    groups: dict[str, list[dict]] = {}
-    for row in result.rows:
-        groups.setdefault(_combination_key(row, varied), []).append(row)
     x = list(range(len(combos)))
     for ax, column in zip(axes, outcome_columns):
         found = {str(r.get(column)) for r in result.rows if r.get(column) is not None}
-        kinds = [k for k in OUTCOME_CLASSES if k in found] + sorted(found - set(OUTCOME_CLASSES))
+        kinds = _class_order(found)
         if any(r.get("error") is not None for r in result.rows):
             kinds.append("error")
         bottom = [0.0] * len(combos)
         for kind in kinds:
             shares = []
-            for combo in combos:
-                rows = groups.get(_combination_key(combo, varied), [])
+            for _combo, rows in by_combination:
                 hits = sum(1 for r in rows if (r.get("error") is not None if kind == "error"
                                                else r.get("error") is None and str(r.get(column)) == kind))
                 shares.append(hits / len(rows) if rows else 0.0)
@@ -508,8 +515,7 @@ def _plot(result: SweepResult):
         from scipy import stats
     for ax, column in zip(axes[len(outcome_columns):], figures):
         means, errs = [], [[], []]
-        for combo in combos:
-            rows = groups.get(_combination_key(combo, varied), [])
+        for _combo, rows in by_combination:
             values = [float(r[column]) for r in rows if r.get("error") is None and r.get(column) is not None]
             mean, low, high = _mean_ci(values, stats)
             means.append(mean)
@@ -527,23 +533,19 @@ def _plot(result: SweepResult):
 def _summary_lines(result: SweepResult) -> list[str]:
     varied = result.varied
     outcome_columns = [c for c in result.columns() if c.startswith("jobs.") and c.endswith(".outcome")]
-    groups: dict[str, list[dict]] = {}
-    for row in result.rows:
-        groups.setdefault(_combination_key(row, varied), []).append(row)
     header = [*(k for k in varied), "runs"]
     header += [f"{c.split('.')[1]} outcomes" for c in outcome_columns]
     header += ["VM paused (mean)", "violations", "failed"]
     table = [header]
-    for combo in result.combinations():
-        rows = groups.get(_combination_key(combo, varied), [])
+    for combo, rows in result._by_combination():
         ok = [r for r in rows if r.get("error") is None]
         line = [_format_value(combo[k]) for k in varied] + [str(len(rows))]
         for c in outcome_columns:
             counts: dict[str, int] = {}
             for r in ok:
                 counts[str(r.get(c))] = counts.get(str(r.get(c)), 0) + 1
-            order = [k for k in OUTCOME_CLASSES if k in counts] + sorted(set(counts) - set(OUTCOME_CLASSES))
-            line.append(", ".join(f"{k} {100 * counts[k] / len(ok):.0f}%" for k in order) or "-")
+            line.append(", ".join(f"{k} {100 * counts[k] / len(ok):.0f}%" for k in _class_order(counts))
+                        or "-")
         paused = [r["vm.time_paused"] for r in ok if isinstance(r.get("vm.time_paused"), (int, float))]
         line.append(f"{sum(paused) / len(paused):.3f} s" if paused else "-")
         line.append(str(sum(1 for r in ok if (r.get("invariants.violations") or 0) > 0)))
