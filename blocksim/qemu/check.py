@@ -324,13 +324,11 @@ def run_blocksim(plan: Plan) -> SideResult:
 class _QemuRun:
     """One run of a plan on qemu-storage-daemon, in ``workdir``."""
 
-    def __init__(self, plan: Plan, tools: Tools, workdir: Path, qmp_timeout: float,
-                 log: Optional[Callable[[str], None]] = None):
+    def __init__(self, plan: Plan, tools: Tools, workdir: Path, qmp_timeout: float):
         self.plan = plan
         self.tools = tools
         self.dir = workdir
         self.qmp_timeout = qmp_timeout
-        self.log = log or (lambda _msg: None)
         self.paths = {name: workdir / img.filename for name, img in plan.images.items()}
         self.refs: dict[str, Path] = {}
         self.result = SideResult()
@@ -581,7 +579,7 @@ def run_qemu(plan: Plan, tools: Tools, qmp_timeout: float = 10.0, keep: bool = F
     afterwards unless ``keep``)."""
     workdir = Path(tempfile.mkdtemp(prefix="blocksim-qemu-check-"))
     try:
-        return _QemuRun(plan, tools, workdir, qmp_timeout, log).run()
+        return _QemuRun(plan, tools, workdir, qmp_timeout).run()
     finally:
         if keep:
             if log:
