@@ -50,9 +50,6 @@ class DirtyBitmap:
     def clear_bits(self, b0: int, b1: int) -> None:
         self._assign(b0, b1, False)
 
-    def set_all(self) -> None:
-        self._assign(0, self.nbits, True)
-
     def _assign(self, b0: int, b1: int, value: bool) -> None:
         # Per summary block, so that the summary stays exact.
         bits, summary = self.bits, self.summary

@@ -30,10 +30,6 @@ class VM:
         self.paused_ns = 0
         self._paused_since: int | None = None
 
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
-
     def wait_running(self):
         """An event that fires when the VM runs (already fired if it does)."""
         return self._running
