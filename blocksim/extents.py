@@ -96,10 +96,7 @@ class ExtentMap:
     # -- reading -----------------------------------------------------------
     def runs(self, start: int = 0, end: int | None = None) -> list[Run]:
         """The canonical runs covering ``[start, end)``, clipped to it."""
-        out: list[Run] = []
-        for run in self.iter_runs(start, end):
-            out.append(run)
-        return out
+        return list(self.iter_runs(start, end))
 
     def iter_runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
         if end is None:
@@ -141,19 +138,9 @@ class ExtentMap:
         """How many units of ``[start, end)`` hold ``value``."""
         return sum(b - a for a, b, v in self.iter_runs(start, end) if v == value)
 
-    def is_uniform(self, start: int, end: int, value: int) -> bool:
-        for _a, _b, v in self.iter_runs(start, end):
-            if v != value:
-                return False
-        return True
-
     def extent_count(self) -> int:
         """Number of stored runs (a measure of memory use)."""
         return sum(1 if p.__class__ is int else len(p[0]) for p in self._pages.values())
-
-    def page_indexes(self) -> list[int]:
-        """Pages that hold anything but zero, in order."""
-        return sorted(self._pages)
 
     @property
     def page_size(self) -> int:
