@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from .errors import CommandError
 from .iostatus import IoStatus
-from .policy import strerror
+from .policy import job_device, strerror
 from .ratelimit import RateLimit
 
 TRANSITIONS: dict[str | None, frozenset[str]] = {
@@ -209,9 +209,8 @@ class BlockJob:
         self.log.emit(name, data)
 
     def _job_event_data(self) -> dict:
-        device = self.id if self.profile.job_error_names_job else self.drive.name
-        return {"type": self.job_type, "device": device, "len": self.progress_len(),
-                "offset": self.offset, "speed": self.speed}
+        return {"type": self.job_type, "device": job_device(self.profile, self),
+                "len": self.progress_len(), "offset": self.offset, "speed": self.speed}
 
     # -- status machine ------------------------------------------------------------
     def _transition(self, new: str) -> None:

@@ -44,6 +44,11 @@ def strerror(err: int) -> str:
     return os.strerror(err)
 
 
+def job_device(profile, job) -> str:
+    """The ``device`` of a job's events: the job id (today) or its drive (2012)."""
+    return job.id if profile.job_error_names_job else job.drive.name
+
+
 class ErrorPolicyEngine:
     def __init__(self, log, profile, vm=None):
         self.log = log
@@ -75,9 +80,8 @@ class ErrorPolicyEngine:
         """A request of ``job`` failed: decide, announce, maybe pause the job."""
         action = resolve(policy, err)
         job.errors_by_action[action] += 1
-        device = job.id if self.profile.job_error_names_job else job.drive.name
         self.log.emit("BLOCK_JOB_ERROR", {
-            "device": device,
+            "device": job_device(self.profile, job),
             "operation": "read" if is_read else "write",
             "action": action,
         })
