@@ -33,7 +33,7 @@ class Sampler:
         for name in sim.devices:
             for key in ("allocated", "capacity"):
                 self.columns[f"image.{name}.{key}"] = []
-        self._last = {name: (0, 0, 0) for name in sim.drives}
+        self._last = {name: (0, 0) for name in sim.drives}   # (completed, latency_sum)
         self._last_time = 0
         self._last_sample = None
 
@@ -57,13 +57,13 @@ class Sampler:
         c["vm.state"].append(sim.vm.state)
         span = (now - self._last_time) / 1e9
         for name, drive in sim.drives.items():
-            done, lat, _ = self._last[name]
+            done, lat = self._last[name]
             n = drive.completed - done
             c[f"drive.{name}.iops"].append(n / span if span > 0 else 0.0)
             c[f"drive.{name}.latency"].append(
                 (drive.latency_sum - lat) / n / 1e9 if n else math.nan)
             c[f"drive.{name}.io-status"].append(drive.iostatus.value)
-            self._last[name] = (drive.completed, drive.latency_sum, 0)
+            self._last[name] = (drive.completed, drive.latency_sum)
         for job_id, job in sim.jobs.items():
             c[f"job.{job_id}.status"].append(job.status or "none")
             c[f"job.{job_id}.offset"].append(job.offset)
