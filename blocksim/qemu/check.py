@@ -376,7 +376,6 @@ class _QemuRun:
                                       self.plan.blockdev_options(name, str(self.paths[name])))
             self._timeline()
             self._final_query()
-            self.daemon.stop()
         except QMPError as exc:
             raise self.daemon.explain(exc) from None
         finally:
