@@ -172,17 +172,18 @@ class MirrorJob(BlockJob):
 
     def _failed(self, start: int, end: int, policy: str, is_read: bool, err: int) -> None:
         self.bitmap.mark(start, end)
-        action = self.policy.job_error(self, policy, is_read, err)
-        if action == REPORT and not self.ret:
+        self._job_error(policy, is_read, err)
+
+    def _job_error(self, policy: str, is_read: bool, err: int) -> None:
+        """Ask the policy engine; the first reported error ends the job."""
+        if self.policy.job_error(self, policy, is_read, err) == REPORT and not self.ret:
             self.ret = err
 
     def _flush_target(self):
         """Flush the target (generator); returns the errno, 0 on success."""
         err = yield from self.target.flush()
         if err:
-            action = self.policy.job_error(self, self.on_target_error, False, err)
-            if action == REPORT and not self.ret:
-                self.ret = err
+            self._job_error(self.on_target_error, False, err)
         return err
 
     def _wait_op(self):
