@@ -221,11 +221,8 @@ class MirrorJob(BlockJob):
         self._release()
 
     def _release(self) -> None:
-        if self.source is not None and self.bitmap is not None:
-            try:
-                self.source.write_listeners.remove(self.bitmap.mark)
-            except ValueError:
-                pass
+        # run() registered the listener before anything can end the job
+        self.source.write_listeners.remove(self.bitmap.mark)
         if self._drained:
             self._drained = False
             self.drive.drain_end()
