@@ -55,6 +55,7 @@ class StreamJob(BlockJob):
     def run(self):
         top = self.top = self.drive.node
         self.size = size = top.size
+        below = self._intermediates()       # fixed until prepare() drops them
         error = 0
         offset = 0
         while offset < size:
@@ -62,7 +63,7 @@ class StreamJob(BlockJob):
             if self.cancelled:
                 break
             end = min(offset + STREAM_CHUNK, size)
-            copy = self._needs_copy(offset, end)
+            copy = self._needs_copy(below, offset, end)
             if copy:
                 err = yield from self._populate(offset, end)
                 if err:
@@ -92,11 +93,10 @@ class StreamJob(BlockJob):
             node = node.backing
         return out
 
-    def _needs_copy(self, start: int, end: int) -> bool:
-        top = self.top
-        if top.is_allocated(start, end):
+    def _needs_copy(self, below: list, start: int, end: int) -> bool:
+        if self.top.is_allocated(start, end):
             return False
-        for node in self._intermediates():
+        for node in below:
             cs = node.cluster_size
             if node.alloc.any_set(start // cs, -(-end // cs)):
                 return True
