@@ -335,6 +335,7 @@ class _QemuRun:
         self.status: dict[str, Optional[str]] = {j: None for j in plan.jobs}
         self.started: set[str] = set()
         self.refused: set[str] = set()
+        self.final_jobs: dict[str, dict] = {}       # query-block-jobs at the end, by device
         self.daemon: Optional[StorageDaemon] = None
         self.t0 = 0.0
 
@@ -488,7 +489,7 @@ class _QemuRun:
     # results ---------------------------------------------------------------------
     def _job_results(self) -> None:
         per_job = normalise_events(self.result.events, list(self.plan.jobs))
-        final = getattr(self, "final_jobs", {})
+        final = self.final_jobs
         for job_id, job in self.plan.jobs.items():
             seq = per_job.get(job_id, [])
             end = next((e for e in reversed(seq) if e.split()[0] in _END_EVENTS), None)
