@@ -104,8 +104,7 @@ def main(argv=None) -> int:
         click.echo("Aborted!", err=True)
         return 130
     except BlocksimError as exc:
-        lines = exc.lines() if isinstance(exc, ScenarioError) else str(exc).splitlines()
-        for line in lines or [type(exc).__name__]:
+        for line in exc.lines() or [type(exc).__name__]:
             click.echo(line, err=True)
         return 2
 
