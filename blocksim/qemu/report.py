@@ -46,14 +46,13 @@ def _cut(text: Any, width: int = COL) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def _pairs(left: list[str], right: list[str], key=lambda s: s) -> Iterable[tuple[str, str, bool]]:
+def _pairs(left: list[str], right: list[str]) -> Iterable[tuple[str, str, bool]]:
     """Rows (left, right, same) aligned on their common subsequence."""
-    matcher = difflib.SequenceMatcher(a=[key(x) for x in left], b=[key(x) for x in right],
-                                      autojunk=False)
+    matcher = difflib.SequenceMatcher(a=left, b=right, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             for a, b in zip(left[i1:i2], right[j1:j2]):
-                yield a, b, key(a) == key(b)
+                yield a, b, True
             continue
         n = max(i2 - i1, j2 - j1)
         for k in range(n):
