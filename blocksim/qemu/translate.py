@@ -53,7 +53,7 @@ __all__ = ["Plan", "ImagePlan", "JobPlan", "ActionPlan", "Skipped", "translate",
 SECTOR = 512
 _NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,23}$")   # leaves room for suffixes
 
-#: actions that need a guest or thin storage, with the reason
+#: actions that need a guest, with the reason (thin-extend and guest-burst: see translate)
 _GUEST_ONLY = {
     "stop": "needs a guest: qemu-storage-daemon has no VM run state to stop",
     "cont": "needs a guest: qemu-storage-daemon has no VM run state to continue",
