@@ -175,11 +175,6 @@ class _Side:
                                str(folder), combination))
 
 
-def _loads(text: str) -> Any:
-    return json.loads(text, parse_constant=lambda c: {"NaN": math.nan, "Infinity": math.inf,
-                                                      "-Infinity": -math.inf}[c])
-
-
 def _run_from_summary(summary: Mapping[str, Any], events, origin: str) -> _Run:
     return _Run(str(summary.get("scenario")), summary.get("seed"), flatten_summary(summary),
                 events, None, origin)
@@ -187,7 +182,7 @@ def _run_from_summary(summary: Mapping[str, Any], events, origin: str) -> _Run:
 
 def _read_json_run(path: Path) -> Optional[_Run]:
     try:
-        data = _loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path}: cannot read: {exc}") from None
     except ValueError as exc:
@@ -221,7 +216,7 @@ def _read_events(path: Path) -> list[str]:
         if not line.strip():
             continue
         try:
-            events.append(_loads(line))
+            events.append(json.loads(line))
         except ValueError as exc:
             raise ResultsError(f"{path}: line {number}: not JSON: {exc}") from None
     return normalise_events(events)
