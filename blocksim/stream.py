@@ -37,6 +37,7 @@ class StreamJob(BlockJob):
         self.on_error: str = spec.on_error
         self.base = sim.devices[spec.base] if spec.base else None
         self.top = None
+        self._below: list = []          # layers between top and base
         self.size = 0
 
     def error_policies(self) -> dict[str, str]:
@@ -55,7 +56,7 @@ class StreamJob(BlockJob):
     def run(self):
         top = self.top = self.drive.node
         self.size = size = top.size
-        below = self._intermediates()       # fixed until prepare() drops them
+        self._below = self._intermediates()     # fixed until prepare() drops them
         error = 0
         offset = 0
         while offset < size:
@@ -63,7 +64,7 @@ class StreamJob(BlockJob):
             if self.cancelled:
                 break
             end = min(offset + STREAM_CHUNK, size)
-            copy = self._needs_copy(below, offset, end)
+            copy = self._needs_copy(offset, end)
             if copy:
                 err = yield from self._populate(offset, end)
                 if err:
@@ -93,10 +94,10 @@ class StreamJob(BlockJob):
             node = node.backing
         return out
 
-    def _needs_copy(self, below: list, start: int, end: int) -> bool:
+    def _needs_copy(self, start: int, end: int) -> bool:
         if self.top.is_allocated(start, end):
             return False
-        for node in below:
+        for node in self._below:
             cs = node.cluster_size
             if node.alloc.any_set(start // cs, -(-end // cs)):
                 return True
