@@ -73,7 +73,6 @@ class BlockJob:
         self.status: str | None = None
         self.transitions: list[tuple[int, str | None, str]] = []
         self.illegal_transitions: list[tuple[int, str | None, str]] = []
-        self.speed: int = spec.speed
         self.limit = RateLimit(spec.speed)
         self.offset = 0
         self.iostatus = IoStatus(lambda: self.env.now, ranked=self.profile.job_iostatus_ranked)
@@ -322,7 +321,6 @@ class BlockJob:
         self._check_verb("set-speed")
         if speed < 0:
             raise CommandError("Invalid parameter 'speed'")
-        self.speed = speed
         self.limit.set_speed(speed)
         self._enter()
 
@@ -337,6 +335,11 @@ class BlockJob:
         self._enter()
 
     # -- what QMP shows ----------------------------------------------------------------
+    @property
+    def speed(self) -> int:
+        """Bytes per second, 0 for unlimited (the rate limit's own setting)."""
+        return self.limit.speed
+
     def progress_len(self) -> int:
         return self.offset
 
