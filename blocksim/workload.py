@@ -44,7 +44,7 @@ class GuestWorkload:
         self.start_at = spec.start if start is None else start
         self.end = spec.end
         self.limit = spec.number_ios
-        self.fsync = getattr(spec, "fsync", None)
+        self.fsync = spec.fsync
         self._writes_since_flush = 0
         self.rng = rng
         self.issued = 0
