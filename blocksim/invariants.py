@@ -65,9 +65,7 @@ def check(sim, audits: dict[str, dict]) -> list[dict]:
                                "time": t / 1e9, "detail": f"{old} -> {new}"})
         violations += _iostatus_violations(f"job {job_id}", job.iostatus)
         if job.outcome == "completed" and job.integrity == "differs":
-            name = ("mirror-target-identical" if job.job_type == "mirror"
-                    else "stream-independent")
-            violations.append({"invariant": name, "subject": job_id,
+            violations.append({"invariant": job.integrity_invariant, "subject": job_id,
                                "time": (job.finished_at or 0) / 1e9,
                                "detail": job.integrity_detail})
     for name, drive in sim.drives.items():

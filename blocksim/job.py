@@ -60,6 +60,8 @@ VERBS: dict[str, frozenset[str]] = {
 
 class BlockJob:
     job_type = "job"
+    #: The invariant broken when the job completes with ``integrity`` "differs".
+    integrity_invariant: str | None = None
 
     def __init__(self, sim, job_id: str, spec):
         self.sim = sim

@@ -41,6 +41,7 @@ MAX_IN_FLIGHT = 16
 
 class MirrorJob(BlockJob):
     job_type = "mirror"
+    integrity_invariant = "mirror-target-identical"
 
     def __init__(self, sim, job_id: str, spec):
         super().__init__(sim, job_id, spec)

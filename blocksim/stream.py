@@ -31,6 +31,7 @@ STREAM_CHUNK = 512 * 1024
 
 class StreamJob(BlockJob):
     job_type = "stream"
+    integrity_invariant = "stream-independent"
 
     def __init__(self, sim, job_id: str, spec):
         super().__init__(sim, job_id, spec)
