@@ -50,7 +50,8 @@ from typing import Any, Optional
 
 from .atomic import atomic_write, write_bytes, write_text
 from .errors import BlocksimError, ScenarioError
-from .scenario import read_scenario_file
+from .profile import get_profile
+from .scenario import _override_value, _split_key, apply_overrides, load_scenario, read_scenario_file
 
 __all__ = [
     "SweepError", "SweepResult", "sweep", "load_sweep", "flatten_summary", "combination_label",
@@ -140,12 +141,10 @@ def parse_vary_values(values: Iterable[Any]) -> list[Any]:
     """Values of one varied key: strings are read like ``--set`` values (a
     TOML value when they are one: ``"0.5"`` -> 0.5, ``"true"`` -> True), other
     values are kept."""
-    from .scenario import _override_value
     return [_override_value(v) if isinstance(v, str) else v for v in values]
 
 
 def _check_vary(vary: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
-    from .scenario import _split_key
     if not isinstance(vary, Mapping):
         raise SweepError(f"vary must be a mapping of key path -> list of values, not {type(vary).__name__}")
     problems, out = [], {}
@@ -192,11 +191,9 @@ class _Plan:
 
     def __init__(self, scenario_path, vary: Mapping[str, Sequence[Any]], seeds: int,
                  profile: Optional[str] = None):
-        from .scenario import load_scenario
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise SweepError(f"seeds must be an integer >= 1, got {seeds!r}")
         if profile is not None:
-            from .profile import get_profile
             get_profile(profile)
         self.profile = profile
         self.path = Path(scenario_path)
@@ -217,7 +214,6 @@ class _Plan:
     def _check_combinations(self) -> dict[int, str]:
         """Variants that are not valid scenarios -> their error (rows, not a
         lost sweep); when no variant at all is valid, a :class:`ScenarioError`."""
-        from .scenario import apply_overrides, load_scenario
         if self.vary:
             # a key path that cannot be set at all is bad input, whatever the value
             apply_overrides(self.raw, {k: v[0] for k, v in self.vary.items()}, source=self.source)
@@ -278,7 +274,6 @@ def run_task(task: Mapping[str, Any]) -> dict[str, Any]:
     error = task.get("invalid")
     if error is None:
         try:
-            from .scenario import load_scenario
             from .simulation import run
             scenario = load_scenario(copy.deepcopy(task["raw"]), task["overrides"] or None)
             result = run(scenario, seed=task["seed"], profile=task.get("profile"))
