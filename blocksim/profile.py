@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import BlocksimError
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -70,6 +72,5 @@ def get_profile(name: str) -> Profile:
     try:
         return PROFILES[name]
     except KeyError:
-        from .errors import BlocksimError
         raise BlocksimError(
             f"unknown profile {name!r}; allowed: {', '.join(PROFILES)}") from None
