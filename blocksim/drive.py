@@ -48,8 +48,9 @@ class Drive:
         self.reads = self.writes = 0
         self.completed = 0
         self.latency_sum = 0
-        # the ledger: acknowledged writes in acknowledgement order, applied to
-        # an ExtentMap at the end (cheaper than a map update per request)
+        # the ledger: acknowledged writes in acknowledgement order, turned
+        # into extent maps only at the end, a page at a time (cheaper than a
+        # map update per request; see expected_parts)
         self._acked = array("q")
         self.lost: dict[int, str] = {}      # generation -> why it was lost
 

@@ -20,7 +20,8 @@ QEMU's wording and becomes part of the run's record.
 Subclasses implement :meth:`run` (a generator returning 0 or an errno), and
 may override :meth:`prepare` (what success changes in the graph: a pivot, a
 dropped backing file), :meth:`abort`, :meth:`complete`,
-:meth:`completes_on_cancel` and :meth:`progress_len`.  They call
+:meth:`completes_on_cancel`, :meth:`progress_len`, :meth:`error_policies`
+and the QMP start command they are recorded as.  They call
 :meth:`pause_point` between iterations and :meth:`sleep` to wait; a command
 wakes a sleeping job, as QEMU's ``job_enter`` does.
 """

@@ -20,9 +20,10 @@ Modelled on QEMU's ``block/mirror.c`` (background copy mode):
    the job becomes ``ready`` (``BLOCK_JOB_READY``, once) and keeps mirroring,
    polling every 100 ms.
 5. ``complete`` (or a plain ``cancel`` when ready) drains the guest's
-   requests and, once nothing is dirty and the target flushed, finishes: complete pivots the drive to
-   the target, cancel leaves the source in place.  In both cases the run then
-   verifies that the target reads exactly as the source.
+   requests and, once nothing is dirty and the target is flushed, finishes:
+   complete pivots the drive to the target, cancel leaves the source in
+   place.  In both cases the run then verifies that the target reads exactly
+   as the source.
 
 A persistent fault under ``ignore`` therefore never converges: the job keeps
 retrying (throttled by ``speed``) and never becomes ready, until cancelled.
