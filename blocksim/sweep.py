@@ -51,6 +51,7 @@ from typing import Any, Optional
 from .atomic import atomic_write, write_bytes, write_text
 from .errors import BlocksimError, ScenarioError
 from .profile import get_profile
+from .results import SCENARIO_KEY
 from .scenario import _override_value, _split_key, apply_overrides, load_scenario, read_scenario_file
 
 __all__ = [
@@ -92,8 +93,9 @@ def flatten_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
     Nested tables become ``a.b.c`` keys; ``invariants`` becomes
     ``invariants.violations`` (how many) and ``invariants.violated`` (the
     names of the violated invariants, sorted, joined with ``;``); identity
-    keys (scenario, profile, seed, version) are left out.  Values stay JSON
-    scalars."""
+    keys (scenario, profile, seed, version) and the resolved scenario a
+    results folder's ``summary.json`` carries are left out.  Values stay
+    JSON scalars."""
     out: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -106,7 +108,7 @@ def flatten_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
             out[prefix] = value
 
     for key, value in summary.items():
-        if key in _IDENTITY_KEYS or key == "scenario_resolved":
+        if key in _IDENTITY_KEYS or key == SCENARIO_KEY:
             continue
         if key == "invariants" and isinstance(value, Mapping):
             violations = value.get("violations") or []
