@@ -95,13 +95,10 @@ on-target-error = "ignore"
 """
 
 
-REPEAT = 3
-
-
-def timed(**kwargs) -> tuple[float, int]:
-    """The best wall time of REPEAT identical sweeps (the machine may be shared)."""
+def timed(repeat: int, **kwargs) -> tuple[float, int]:
+    """The best wall time of ``repeat`` identical sweeps (the machine may be shared)."""
     best = float("inf")
-    for _ in range(REPEAT):
+    for _ in range(repeat):
         start = time.perf_counter()
         result = sweep(**kwargs)
         best = min(best, time.perf_counter() - start)
@@ -117,8 +114,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3,
                         help="time each sweep this many times and keep the best (default 3)")
     args = parser.parse_args()
-    global REPEAT
-    REPEAT = max(1, args.repeat)
+    repeat = max(1, args.repeat)
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         long_path = Path(tmp) / "bench-mirror.toml"
@@ -131,9 +127,9 @@ def main() -> int:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"sweep throughput ({2 * seeds} runs of {long_path.stem}, {cores} cores, "
               f"load average {load:.2f} before starting)")
-        one, n = timed(scenario_path=long_path, vary=vary, seeds=seeds, workers=1)
+        one, n = timed(repeat, scenario_path=long_path, vary=vary, seeds=seeds, workers=1)
         print(f"  1 worker:        {n / one:6.2f} runs/s  ({one:.2f} s)")
-        many, n = timed(scenario_path=long_path, vary=vary, seeds=seeds, workers=cores)
+        many, n = timed(repeat, scenario_path=long_path, vary=vary, seeds=seeds, workers=cores)
         print(f"  {cores} workers:       {n / many:6.2f} runs/s  ({many:.2f} s)")
         speedup = one / many
         goal = "" if cores < 2 else ("  (goal >= 1.8x on 2 cores: met)" if speedup >= 1.8
@@ -143,9 +139,9 @@ def main() -> int:
         short_seeds = max(1, args.short_runs // 2)
         print(f"\nper-run overhead, Dask vs local pool ({2 * short_seeds} runs of {short_path.stem}, "
               f"{cores} workers)")
-        inline, n = timed(scenario_path=short_path, vary=vary, seeds=short_seeds, workers=1)
+        inline, n = timed(repeat, scenario_path=short_path, vary=vary, seeds=short_seeds, workers=1)
         print(f"  inline:          {1000 * inline / n:7.2f} ms/run")
-        pool, n = timed(scenario_path=short_path, vary=vary, seeds=short_seeds, workers=cores)
+        pool, n = timed(repeat, scenario_path=short_path, vary=vary, seeds=short_seeds, workers=cores)
         print(f"  process pool:    {1000 * pool / n:7.2f} ms/run  (wall time / runs, worker start included)")
         try:
             from distributed import LocalCluster
@@ -154,8 +150,9 @@ def main() -> int:
             return 0
         with LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, host="127.0.0.1",
                           dashboard_address=None) as cluster:
-            timed(scenario_path=short_path, vary=vary, seeds=2, scheduler=cluster.scheduler_address)  # warm up
-            dask, n = timed(scenario_path=short_path, vary=vary, seeds=short_seeds,
+            timed(repeat, scenario_path=short_path, vary=vary, seeds=2,
+                  scheduler=cluster.scheduler_address)  # warm up
+            dask, n = timed(repeat, scenario_path=short_path, vary=vary, seeds=short_seeds,
                             scheduler=cluster.scheduler_address)
         print(f"  dask (local):    {1000 * dask / n:7.2f} ms/run")
         print(f"  dask overhead:   {1000 * (dask - pool) / n:+7.2f} ms/run vs the process pool")
