@@ -240,6 +240,16 @@ _QUERY_KEYS = ("device", "type", "status", "paused", "ready", "io-status", "spee
                "auto-finalize", "auto-dismiss", "error")
 
 
+def _first_difference(blocksim: list[str], qemu: list[str], what: str) -> str:
+    """``<what> #n: blocksim '...', QEMU '...'`` at the first position where
+    the two sequences differ (one may just be shorter)."""
+    i = next((k for k, (x, y) in enumerate(zip(blocksim, qemu)) if x != y),
+             min(len(blocksim), len(qemu)))
+    left = blocksim[i] if i < len(blocksim) else f"(no more {what}s)"
+    right = qemu[i] if i < len(qemu) else f"(no more {what}s)"
+    return f"{what} #{i + 1}: blocksim {left!r}, QEMU {right!r}"
+
+
 def compare(plan: Plan, sim: SideResult, qemu: SideResult) -> list[Difference]:
     """Every difference between the two sides, the most telling first."""
     diffs: list[Difference] = []
@@ -248,11 +258,7 @@ def compare(plan: Plan, sim: SideResult, qemu: SideResult) -> list[Difference]:
     for job_id in jobs:
         a, b = ev_b.get(job_id, []), ev_q.get(job_id, [])
         if a != b:
-            i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-            left = a[i] if i < len(a) else "(no more events)"
-            right = b[i] if i < len(b) else "(no more events)"
-            diffs.append(Difference(f"{job_id}.events",
-                                    f"event #{i + 1}: blocksim {left!r}, QEMU {right!r}"))
+            diffs.append(Difference(f"{job_id}.events", _first_difference(a, b, "event")))
         jb, jq = sim.jobs.get(job_id, {}), qemu.jobs.get(job_id, {})
         for key in ("outcome", "error", "integrity", "backing"):
             if key not in jb and key not in jq:
@@ -266,10 +272,7 @@ def compare(plan: Plan, sim: SideResult, qemu: SideResult) -> list[Difference]:
                                                            f"QEMU {jq.get(key)!r}{extra}"))
     cb, cq = command_outcomes(sim.commands), command_outcomes(qemu.commands)
     if cb != cq:
-        i = next((k for k, (x, y) in enumerate(zip(cb, cq)) if x != y), min(len(cb), len(cq)))
-        left = cb[i] if i < len(cb) else "(no more commands)"
-        right = cq[i] if i < len(cq) else "(no more commands)"
-        diffs.append(Difference("commands", f"command #{i + 1}: blocksim {left!r}, QEMU {right!r}"))
+        diffs.append(Difference("commands", _first_difference(cb, cq, "command")))
     # events first, then outcomes, then commands: the order above
     return diffs
 
