@@ -60,6 +60,8 @@ AGREE, DISAGREE, DOCUMENTED, ERROR, NOTHING = (
     "agree", "disagree", "documented difference", "error", "nothing to check")
 
 TOOL_TIMEOUT = 120.0
+#: What is compared of each job's results (the report shows the same rows).
+JOB_KEYS = ("outcome", "error", "integrity", "backing")
 _END_EVENTS = ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")
 
 
@@ -260,7 +262,7 @@ def compare(plan: Plan, sim: SideResult, qemu: SideResult) -> list[Difference]:
         if a != b:
             diffs.append(Difference(f"{job_id}.events", _first_difference(a, b, "event")))
         jb, jq = sim.jobs.get(job_id, {}), qemu.jobs.get(job_id, {})
-        for key in ("outcome", "error", "integrity", "backing"):
+        for key in JOB_KEYS:
             if key not in jb and key not in jq:
                 continue
             if jb.get(key) != jq.get(key):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Iterable, Optional
 
-from .check import (AGREE, DISAGREE, DOCUMENTED, ERROR, NOTHING, ScenarioCheck, Tools,
+from .check import (AGREE, DISAGREE, DOCUMENTED, ERROR, JOB_KEYS, NOTHING, ScenarioCheck, Tools,
                     command_outcomes)
 
 __all__ = ["render_text", "render_json", "counts", "agreement_line"]
@@ -96,7 +96,7 @@ def _scenario_lines(check: ScenarioCheck) -> list[str]:
             for a, b, same in _pairs(ev_b.get(job_id, []), ev_q.get(job_id, [])):
                 lines.append(_row(" " if same else "!", "", a, b))
             jb, jq = check.blocksim.jobs.get(job_id, {}), check.qemu.jobs.get(job_id, {})
-            for key in ("outcome", "error", "integrity", "backing"):
+            for key in JOB_KEYS:
                 if key not in jb and key not in jq:
                     continue
                 same = jb.get(key) == jq.get(key)
