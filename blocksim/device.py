@@ -220,7 +220,8 @@ class BlockDevice:
                     if not err:
                         cow = self._cow_runs(offset, end, c0, c1)
                 if err:
-                    verdict = Verdict(errno=err)
+                    # a new Verdict: NO_VERDICT is shared; keep any dm-delay
+                    verdict = Verdict(errno=err, delay=verdict.delay)
                 else:
                     alloc.set_range(c0, c1)
         if verdict.errno:

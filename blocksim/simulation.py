@@ -72,7 +72,7 @@ class Simulation:
                                       self.vm, self.policy)
         self.vm.drives = self.drives
         for dev in self.devices.values():
-            dev.on_drop = self._record_drop
+            dev.on_drop = self._drop_recorder(dev)
 
         self.jobs = {job_id: JOB_TYPES[spec.type](self, job_id, spec)
                      for job_id, spec in scenario.jobs.items()}
@@ -91,9 +91,15 @@ class Simulation:
             dev.content.set(offset, offset + length, next(self.generations))
             dev.alloc.set_range(offset // cs, -(-(offset + length) // cs))
 
-    def _record_drop(self, gen) -> None:
-        for drive in self.drives.values():
-            drive.record_drop(gen)
+    def _drop_recorder(self, dev: BlockDevice):
+        """What a device calls when a fault drops a write it acknowledged:
+        the loss is recorded by the drive(s) whose disk the device is part
+        of (a guest write's generation is its own, so only its writer cares)."""
+        def record(gen) -> None:
+            for drive in self.drives.values():
+                if dev in drive.node.chain():
+                    drive.record_drop(gen)
+        return record
 
     # -- commands that need the component tree ------------------------------------
     def start_job(self, job_id: str) -> None:

@@ -372,3 +372,37 @@ def test_a_copy_on_write_read_failure_fails_the_guest_write():
     assert [(d["operation"], d["action"]) for d in errors] == [("write", "report")]
     assert r.summary["drives"]["vda"]["guest_errors"] == 1
     assert r.ok
+
+
+def test_a_write_failed_for_space_still_takes_its_dm_delay():
+    # dm-delay sits below the thin volume: a write refused with ENOSPC is
+    # still delayed by the delay rule before the guest sees the error.
+    r = blocksim.run({
+        "duration": "1s",
+        "images": {"disk": {"size": "1MiB", "capacity": "64KiB", "latency": "100us"}},
+        "drives": {"vda": {"image": "disk", "werror": "report"}},
+        "faults": [{"image": "disk", "type": "delay", "operation": "write", "delay": "5ms"}],
+        "workloads": {"w": {"drive": "vda", "rw": "write", "bs": "64KiB", "number-ios": 2}},
+    })
+    drive = r.summary["drives"]["vda"]
+    assert drive["guest_errors"] == 1                  # the second write: no space
+    failed = next(e for e in r.events if e["event"] == "BLOCK_IO_ERROR")
+    assert failed["data"]["nospace"] is True
+    ts = failed["timestamp"]
+    # first write: 100us + 64KiB/1GiB/s (~61us) + 5ms; second: 100us + 5ms
+    assert ts["seconds"] * 10**6 + ts["microseconds"] >= 10_000
+
+
+def test_a_dropped_write_is_lost_only_for_the_drive_that_wrote_it():
+    r = blocksim.run({
+        "duration": "1s",
+        "images": {"a": {"size": "1MiB"}, "b": {"size": "1MiB"}},
+        "drives": {"vda": {"image": "a"}, "vdb": {"image": "b"}},
+        "faults": [{"image": "a", "type": "flakey", "up": "1us", "down": "10s",
+                    "drop-writes": True}],
+        "workloads": {"wa": {"drive": "vda", "rw": "write", "number-ios": 5, "start": "1ms"},
+                      "wb": {"drive": "vdb", "rw": "write", "number-ios": 5, "start": "1ms"}},
+    })
+    assert r.summary["drives"]["vda"]["writes_lost"] == 5
+    assert r.summary["drives"]["vdb"]["writes_lost"] == 0
+    assert r.ok
