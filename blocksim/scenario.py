@@ -61,6 +61,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .errors import CommandError, ScenarioError
+from .policy import POLICIES
 from .profile import PROFILES as _PROFILE_TABLE
 from .units import format_duration, format_size, ns_to_seconds, parse_duration, parse_rate, parse_size
 
@@ -81,14 +82,11 @@ __all__ = [
 
 PROFILES = tuple(_PROFILE_TABLE)
 IMAGE_FORMATS = ("qcow2", "raw")
-# QEMU's -drive rerror= accepts ignore/stop/report, werror= also enospc;
-# "auto" only exists for block jobs (blockdev.c parse_block_error_action).
-# A drive here is QEMU's -drive and the guest device in one, whose rerror and
-# werror properties take any BlockdevOnError (``auto`` inheriting the drive
-# default, see blocksim.policy).
-READ_POLICIES = ("report", "ignore", "stop", "enospc", "auto")
-WRITE_POLICIES = ("report", "ignore", "stop", "enospc", "auto")
-JOB_POLICIES = ("report", "ignore", "stop", "enospc", "auto")
+# QEMU's legacy -drive rerror= accepts ignore/stop/report and werror= also
+# enospc, but a drive here is the -drive and the guest device in one, and the
+# device's rerror/werror properties take any BlockdevOnError (``auto``
+# inheriting the drive default, see blocksim.policy).  Jobs take all five.
+READ_POLICIES = WRITE_POLICIES = JOB_POLICIES = POLICIES
 FAULT_TYPES = ("error", "flakey", "dust", "delay")
 OPERATIONS = ("flush", "read", "write")  # concrete operations, sorted
 ERRNOS = ("EIO", "ENOSPC", "EPERM", "EACCES", "EINVAL", "EROFS", "ETIMEDOUT",
