@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .atomic import write_text
+from .eventlog import event_token, normalise_events  # noqa: F401  (re-exported)
 from .errors import ResultsError, ScenarioError
 from .sweep import combination_label, flatten_summary, is_class_column, load_sweep
 
@@ -55,48 +56,7 @@ BASELINE_FORMAT = 1
 DEFAULT_BASELINE = "results/baseline"
 DEFAULT_SCENARIOS = "scenarios"
 #: Longest repeated block of events collapsed by :func:`normalise_events`.
-MAX_PERIOD = 8
 _DIFF_LINES = 40
-
-
-# -- event sequences ------------------------------------------------------------------
-def _token_value(value: Any) -> str:
-    if isinstance(value, str) and value and not any(c.isspace() or c in '"=' for c in value):
-        return value
-    return json.dumps(value, sort_keys=True)
-
-
-def event_token(event: Mapping[str, Any] | str) -> str:
-    """``NAME key=value ...``: an event without its timestamp (data keys sorted)."""
-    if isinstance(event, str):
-        return event
-    data = event.get("data") or {}
-    parts = [str(event.get("event"))]
-    parts += [f"{k}={_token_value(data[k])}" for k in sorted(data)]
-    return " ".join(parts)
-
-
-def normalise_events(events: Iterable[Mapping[str, Any] | str], max_period: int = MAX_PERIOD) -> list[str]:
-    """The event sequence with retry storms collapsed.
-
-    Each event becomes a token (name and data, no timestamp).  A run of
-    consecutive identical events counts as one, and so does a run of
-    consecutive identical blocks of up to ``max_period`` events (an
-    error / pause / resume cycle repeated by a retry loop): whenever the
-    sequence ends with a block repeated twice, the second copy is dropped.
-    Every kind of event is kept, JOB_STATUS_CHANGE included."""
-    out: list[str] = []
-    for event in events:
-        out.append(event_token(event))
-        collapsed = True
-        while collapsed:
-            collapsed = False
-            for p in range(1, min(max_period, len(out) // 2) + 1):
-                if out[-p:] == out[-2 * p:-p]:
-                    del out[-p:]
-                    collapsed = True
-                    break
-    return out
 
 
 # -- the runs of a side ---------------------------------------------------------------

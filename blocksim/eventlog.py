@@ -12,11 +12,16 @@ are kept in the order they were emitted, which SimPy makes deterministic.
 
 Listeners (management actions reacting to events) are called synchronously
 after an event is recorded; they must only *schedule* work, never act inline.
+
+:func:`normalise_events` gives the form in which two logs are compared (by
+``blocksim compare``, sweeps and the baseline): no timestamps, and a retry
+storm of identical events or cycles counting once.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import json
+from typing import Any, Callable, Iterable, Mapping
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -49,3 +54,47 @@ class EventLog:
 
     def subscribe(self, name: str, listener: Listener) -> None:
         self._listeners.setdefault(name, []).append(listener)
+
+
+# -- comparing event sequences --------------------------------------------------------
+#: Longest block of events a retry loop repeats that normalisation collapses.
+MAX_PERIOD = 8
+
+
+def _token_value(value: Any) -> str:
+    if isinstance(value, str) and value and not any(c.isspace() or c in '"=' for c in value):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def event_token(event: Mapping[str, Any] | str) -> str:
+    """``NAME key=value ...``: an event without its timestamp (data keys sorted)."""
+    if isinstance(event, str):
+        return event
+    data = event.get("data") or {}
+    parts = [str(event.get("event"))]
+    parts += [f"{k}={_token_value(data[k])}" for k in sorted(data)]
+    return " ".join(parts)
+
+
+def normalise_events(events: Iterable[Mapping[str, Any] | str], max_period: int = MAX_PERIOD) -> list[str]:
+    """The event sequence with retry storms collapsed.
+
+    Each event becomes a token (name and data, no timestamp).  A run of
+    consecutive identical events counts as one, and so does a run of
+    consecutive identical blocks of up to ``max_period`` events (an
+    error / pause / resume cycle repeated by a retry loop): whenever the
+    sequence ends with a block repeated twice, the second copy is dropped.
+    Every kind of event is kept, JOB_STATUS_CHANGE included."""
+    out: list[str] = []
+    for event in events:
+        out.append(event_token(event))
+        collapsed = True
+        while collapsed:
+            collapsed = False
+            for p in range(1, min(max_period, len(out) // 2) + 1):
+                if out[-p:] == out[-2 * p:-p]:
+                    del out[-p:]
+                    collapsed = True
+                    break
+    return out

@@ -50,6 +50,7 @@ from typing import Any, Optional
 
 from .atomic import atomic_write, write_bytes, write_text
 from .errors import BlocksimError, ScenarioError
+from .eventlog import normalise_events
 from .profile import get_profile
 from .results import SCENARIO_KEY
 from .scenario import _override_value, _split_key, apply_overrides, load_scenario, read_scenario_file
@@ -269,7 +270,6 @@ def run_task(task: Mapping[str, Any]) -> dict[str, Any]:
     """Run one run of a sweep and return its journal record
     ``{"index", "row", "events"}``.  Pure: the same task gives the same record,
     wherever it runs.  Never raises for a failing run: the row carries the error."""
-    from .compare import normalise_events
     row: dict[str, Any] = dict(task["overrides"])
     row["seed"] = task["seed"]
     events = None
