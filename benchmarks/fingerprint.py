@@ -1,0 +1,86 @@
+"""Fingerprints of whole runs: the equivalence check behind every speed-up.
+
+A change to the hot path (devices, extent maps, the mirror loop, guest
+requests) must not change what a run produces.  This script runs every
+scenario of the library (``scenarios/*.toml`` and ``scenarios/qemu/*.toml``)
+plus the benchmark's mirror scenario at a small size, under a few seeds, and
+prints one SHA-256 per run over its event log, command record, sampled series
+and summary, serialised canonically.
+
+    .venv/bin/python benchmarks/fingerprint.py --save /tmp/before.txt
+    ... change the code ...
+    .venv/bin/python benchmarks/fingerprint.py --check /tmp/before.txt
+
+``--check`` lists every run whose fingerprint moved and exits 1 if any did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+SEEDS = (1, 2, 3)
+
+
+def runs():
+    """(label, scenario) pairs, in a fixed order."""
+    import bench
+    import blocksim
+    files = sorted((ROOT / "scenarios").glob("*.toml")) + \
+        sorted((ROOT / "scenarios" / "qemu").glob("*.toml"))
+    for path in files:
+        scenario = blocksim.load_scenario(path)
+        for seed in SEEDS:
+            yield f"{path.relative_to(ROOT)}@{seed}", scenario, seed
+    for size, hours in ((2, 0.02), (8, 0.01)):
+        scenario = blocksim.load_scenario(bench.mirror_scenario(size, hours))
+        yield f"bench-mirror-{size}g-{hours}h@1", scenario, 1
+
+
+def fingerprint(result) -> str:
+    h = hashlib.sha256()
+    h.update(result.events_jsonl().encode())
+    for part in (result.commands, result.series, result.summary):
+        h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def main() -> int:
+    import blocksim
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--save", type=Path, help="write the fingerprints to this file")
+    group.add_argument("--check", type=Path, help="compare with fingerprints saved earlier")
+    args = ap.parse_args()
+    lines, wall = [], 0.0
+    for label, scenario, seed in runs():
+        t0 = time.perf_counter()
+        result = blocksim.run(scenario, seed=seed)
+        wall += time.perf_counter() - t0
+        lines.append(f"{fingerprint(result)}  {label}")
+    print(f"{len(lines)} runs in {wall:.1f} s of simulation", file=sys.stderr)
+    if args.save:
+        args.save.write_text("".join(line + "\n" for line in lines))
+        return 0
+    if args.check:
+        saved = dict(reversed(line.split("  ", 1)) for line in args.check.read_text().splitlines())
+        moved = [label for fp, label in (line.split("  ", 1) for line in lines)
+                 if saved.get(label) != fp]
+        for label in moved:
+            print(f"CHANGED {label}")
+        print(f"{len(lines) - len(moved)}/{len(lines)} runs identical")
+        return 1 if moved else 0
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
