@@ -1,25 +1,29 @@
 """A dirty bitmap: which granules of a disk still need copying.
 
-One bit per ``granularity`` bytes, held in a numpy bool array, plus a coarse
-summary (how many bits are set in each block of 4096 bits) and a running
-count, so that
+One byte per ``granularity`` bytes (1 = dirty) in a ``bytearray``, a count
+of dirty granules per block of 4096, a ``bytearray`` flag per block saying
+whether it holds any, and a running total.  So that
 
 - marking or clearing a range costs time proportional to the range, not the
-  disk (a 4 KiB guest write touches one bit);
-- finding the next dirty granule from a cursor skips clean blocks through the
-  summary, a bounded window at a time, instead of scanning the whole bitmap on
-  each copy iteration.
+  disk (a 4 KiB guest write touches one byte and one counter);
+- finding the next dirty granule from a cursor looks at one block, then at
+  the block flags, then at one block again, each with ``bytearray.find``
+  (C ``memchr``): a copy iteration never scans the granules of the disk, and
+  the flags it may scan are 4096 times fewer (4 KiB for a 1 TiB disk at the
+  default 64 KiB granularity).
 
 This is the structure behind a mirror job (QEMU's ``BdrvDirtyBitmap`` with
-its ``HBitmap`` levels play the same role).
+its ``HBitmap`` levels play the same role).  Bytes rather than packed bits:
+the per-granule operations of the hot path are then single C-level index
+operations, for 8x the memory of a packed bitmap (16 MiB for 1 TiB).
 """
 
 from __future__ import annotations
 
-import numpy as np
-
-BLOCK_SHIFT = 12                     # 4096 bits per summary block
-_WINDOW = 1024                       # summary entries looked at per search step
+BLOCK_SHIFT = 12                     # 4096 granules per summary block
+BLOCK = 1 << BLOCK_SHIFT
+_ONES = memoryview(b"\x01" * BLOCK)
+_ZEROS = memoryview(bytes(BLOCK))
 
 
 class DirtyBitmap:
@@ -27,8 +31,10 @@ class DirtyBitmap:
         self.size = size
         self.granularity = granularity
         self.nbits = -(-size // granularity)
-        self.bits = np.zeros(self.nbits, dtype=bool)
-        self.summary = np.zeros((self.nbits >> BLOCK_SHIFT) + 1, dtype=np.int32)
+        self.bits = bytearray(self.nbits)
+        nblocks = (self.nbits >> BLOCK_SHIFT) + 1
+        self.summary = [0] * nblocks           # dirty granules per block
+        self.blocks = bytearray(nblocks)       # 1 where summary > 0
         self.count = 0
 
     # -- byte ranges -----------------------------------------------------------
@@ -38,30 +44,38 @@ class DirtyBitmap:
 
     def mark(self, start: int, end: int) -> None:
         """Mark the granules overlapping ``[start, end)`` dirty."""
-        b0, b1 = self.bit_range(start, end)
+        g = self.granularity
+        b0, b1 = start // g, -(-end // g)
         if b1 - b0 == 1:
             if not self.bits[b0]:
-                self.bits[b0] = True
+                self.bits[b0] = 1
                 self.count += 1
-                self.summary[b0 >> BLOCK_SHIFT] += 1
+                blk = b0 >> BLOCK_SHIFT
+                self.summary[blk] += 1
+                self.blocks[blk] = 1
             return
         self._assign(b0, b1, True)
 
     def clear_bits(self, b0: int, b1: int) -> None:
         self._assign(b0, b1, False)
 
+    def is_dirty(self, bit: int) -> bool:
+        return bool(self.bits[bit])
+
     def _assign(self, b0: int, b1: int, value: bool) -> None:
-        # Per summary block, so that the summary stays exact.
-        bits, summary = self.bits, self.summary
+        # Per summary block, so that the counts stay exact.
+        bits, summary, blocks = self.bits, self.summary, self.blocks
+        fill = _ONES if value else _ZEROS
         blk = b0 >> BLOCK_SHIFT
         while b0 < b1:
             edge = min(b1, (blk + 1) << BLOCK_SHIFT)
-            seg = bits[b0:edge]
-            before = int(np.count_nonzero(seg))
-            seg[:] = value
-            after = (edge - b0) if value else 0
-            summary[blk] += after - before
-            self.count += after - before
+            before = bits.count(1, b0, edge)
+            bits[b0:edge] = fill[:edge - b0]
+            change = ((edge - b0) if value else 0) - before
+            if change:
+                summary[blk] += change
+                blocks[blk] = 1 if summary[blk] else 0
+                self.count += change
             b0 = edge
             blk += 1
 
@@ -76,35 +90,23 @@ class DirtyBitmap:
         return found
 
     def _search(self, b0: int, b1: int) -> int:
-        bits, summary = self.bits, self.summary
-        if b0 < b1 and bits[b0]:
-            return b0
+        bits = self.bits
         blk = b0 >> BLOCK_SHIFT
-        last_blk = (b1 - 1) >> BLOCK_SHIFT
-        while blk <= last_blk:
-            if summary[blk]:
-                lo = max(b0, blk << BLOCK_SHIFT)
-                hi = min(b1, (blk + 1) << BLOCK_SHIFT)
-                seg = bits[lo:hi]
-                i = int(seg.argmax())
-                if seg[i]:
-                    return lo + i
-                blk += 1
-                continue
-            # skip clean blocks a window at a time
-            window = summary[blk:min(last_blk + 1, blk + _WINDOW)]
-            nz = np.flatnonzero(window)
-            if len(nz) == 0:
-                blk += len(window)
-            else:
-                blk += int(nz[0])
-        return -1
+        found = bits.find(1, b0, min(b1, (blk + 1) << BLOCK_SHIFT))
+        if found >= 0 or b1 <= (blk + 1) << BLOCK_SHIFT:
+            return found
+        blk = self.blocks.find(1, blk + 1, ((b1 - 1) >> BLOCK_SHIFT) + 1)
+        if blk < 0:
+            return -1
+        # A flagged block inside the range holds a dirty bit; only the last
+        # block can hold its dirty bits past b1.
+        return bits.find(1, blk << BLOCK_SHIFT, min(b1, (blk + 1) << BLOCK_SHIFT))
 
     def dirty_run(self, b0: int, max_bits: int) -> int:
         """Length (in bits) of the dirty run starting at ``b0``, capped."""
-        seg = self.bits[b0:b0 + max_bits]
-        i = int(seg.argmin())
-        return len(seg) if seg[i] else i
+        end = min(b0 + max_bits, self.nbits)
+        clean = self.bits.find(0, b0, end)
+        return (end if clean < 0 else clean) - b0
 
     @property
     def dirty_bytes(self) -> int:

@@ -175,33 +175,47 @@ class BlockDevice:
         return False
 
     # -- requests ---------------------------------------------------------------
-    def read(self, offset: int, length: int, want_data: bool = False):
-        """Read ``[offset, offset+length)``; returns ``(errno, runs or None)``."""
-        env = self.env
-        end = offset + length
-        verdict = self._read_verdict(offset, end) if (self.faults or self.backing) else NO_VERDICT
-        now = env.now
+    # Each request is a *submit* step, run when it is issued (fault verdict,
+    # allocation, a place in the queue: hence its completion time), and a
+    # *complete* step, run when it completes (counters, content).  The
+    # generators below drive both around one SimPy timeout; a caller on the
+    # hot path (a mirror's copy operation) chains them with callbacks instead.
+
+    def submit_read(self, offset: int, length: int) -> tuple[int, int]:
+        """Issue a read now: ``(errno, nanoseconds until it completes)``."""
+        verdict = self._read_verdict(offset, offset + length) \
+            if (self.faults or self.backing) else NO_VERDICT
         if verdict.errno:
             self.failed += 1
-            yield env.timeout(self._latency() + verdict.delay)
-            return verdict.errno, None
-        yield env.timeout(self._service_done(now, length) - now + verdict.delay)
+            return verdict.errno, self._latency() + verdict.delay
+        now = self.env.now
+        return 0, self._service_done(now, length) - now + verdict.delay
+
+    def complete_read(self, length: int) -> None:
         self.reads += 1
         self.bytes_read += length
-        return 0, (self.read_content(offset, end) if want_data else None)
 
-    def write(self, offset: int, length: int, data, fill: bool = False):
-        """Write ``data`` (a generation, or runs read elsewhere) at ``offset``.
+    def read(self, offset: int, length: int, want_data: bool = False):
+        """Read ``[offset, offset+length)``; returns ``(errno, runs or None)``."""
+        err, delay = self.submit_read(offset, length)
+        yield self.env.timeout(delay)
+        if err:
+            return err, None
+        self.reads += 1
+        self.bytes_read += length
+        return 0, (self.read_content(offset, offset + length) if want_data else None)
 
-        With ``fill`` (a copy-on-read) the data lands only where this layer
-        holds nothing yet when the write completes.  Returns an errno.
-        Clusters are allocated when the request is issued, as qcow2 does, so
-        concurrent writes cannot overcommit a thin device.
+    def submit_write(self, offset: int, length: int) -> tuple[int, int, object]:
+        """Issue a write now: ``(errno, nanoseconds until it completes, how)``.
+
+        ``how`` is what :meth:`complete_write` needs: ``None`` for a plain
+        write, ``False`` for a write a fault drops, or the copy-on-write runs
+        of a partial write to new qcow2 clusters.  Clusters are allocated
+        here, when the request is issued, as qcow2 does, so that concurrent
+        writes cannot overcommit a thin device.
         """
-        env = self.env
         end = offset + length
         verdict = self._verdict("write", offset, end) if self.faults else NO_VERDICT
-        now = env.now
         cow = None
         if not verdict.errno:
             cs = self.cluster_size
@@ -226,19 +240,24 @@ class BlockDevice:
                     alloc.set_range(c0, c1)
         if verdict.errno:
             self.failed += 1
-            yield env.timeout(self._latency() + verdict.delay)
-            return verdict.errno
-        yield env.timeout(self._service_done(now, length) - now + verdict.delay)
+            return verdict.errno, self._latency() + verdict.delay, None
+        now = self.env.now
+        delay = self._service_done(now, length) - now + verdict.delay
+        return 0, delay, (False if verdict.drop else cow)
+
+    def complete_write(self, offset: int, length: int, data, how, fill: bool = False) -> None:
+        """A successful write completes: its data lands (see :meth:`write`)."""
         self.writes += 1
         self.bytes_written += length
-        if verdict.drop:
+        if how is False:            # acknowledged, never carried out
             if self.on_drop is not None:
                 self.on_drop(data)
-            return 0
-        if cow:
+            return
+        end = offset + length
+        if how:
             # Only where nothing landed meanwhile: a later write to the same
             # cluster may have completed first (qcow2 orders them).
-            self.content.fill_runs(cow)
+            self.content.fill_runs(how)
         if data.__class__ is int:
             self.content.set(offset, end, data)
         elif fill:
@@ -247,7 +266,18 @@ class BlockDevice:
             self.content.set_runs(data)
         for listener in self.write_listeners:
             listener(offset, end)
-        return 0
+
+    def write(self, offset: int, length: int, data, fill: bool = False):
+        """Write ``data`` (a generation, or runs read elsewhere) at ``offset``.
+
+        With ``fill`` (a copy-on-read) the data lands only where this layer
+        holds nothing yet when the write completes.  Returns an errno.
+        """
+        err, delay, how = self.submit_write(offset, length)
+        yield self.env.timeout(delay)
+        if not err:
+            self.complete_write(offset, length, data, how, fill)
+        return err
 
     def _cow_read_error(self, offset: int, end: int, c0: int, c1: int) -> int:
         """The errno of the copy-on-write read from the backing file, if its
@@ -276,24 +306,30 @@ class BlockDevice:
             runs += [r for r in self.backing.read_content(end, tail) if r[2]]
         return runs
 
-    def write_zeroes(self, offset: int, length: int):
-        """Zero a range without allocating (a metadata operation: latency only).
+    def submit_write_zeroes(self, offset: int, length: int) -> tuple[int, int, bool]:
+        """Issue a write-zeroes now: ``(errno, ns until it completes, dropped)``.
 
-        Used by a mirror for source ranges that read as zeros.  Setting the
+        Zeroing is a metadata operation: latency only, nothing allocated.
+        Used by a mirror for source ranges that read as zeros; setting the
         layer to 0 makes it read as zeros only without a backing file, which
         is the case for a full-sync mirror target.
         """
-        env = self.env
-        end = offset + length
-        verdict = self._verdict("write", offset, end) if self.faults else NO_VERDICT
+        verdict = self._verdict("write", offset, offset + length) if self.faults else NO_VERDICT
         if verdict.errno:
             self.failed += 1
-            yield env.timeout(self._latency() + verdict.delay)
-            return verdict.errno
-        yield env.timeout(self._latency() + verdict.delay)
-        if not verdict.drop:
-            self.content.set(offset, end, 0)
-        return 0
+        return verdict.errno, self._latency() + verdict.delay, verdict.drop
+
+    def complete_write_zeroes(self, offset: int, length: int, dropped: bool) -> None:
+        if not dropped:
+            self.content.set(offset, offset + length, 0)
+
+    def write_zeroes(self, offset: int, length: int):
+        """Zero ``[offset, offset+length)`` (generator); returns an errno."""
+        err, delay, dropped = self.submit_write_zeroes(offset, length)
+        yield self.env.timeout(delay)
+        if not err:
+            self.complete_write_zeroes(offset, length, dropped)
+        return err
 
     def flush(self):
         env = self.env
