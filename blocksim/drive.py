@@ -89,12 +89,19 @@ class Drive:
                 continue
             start = env.now
             self.in_flight += 1
+            node = self.node        # a pivot may replace it meanwhile
             if is_read:
-                err, _ = yield from self.node.read(offset, length)
+                err, delay = node.submit_read(offset, length)
+                yield env.timeout(delay)
+                if not err:
+                    node.complete_read(length)
             elif op == "flush":
-                err = yield from self.node.flush()
+                err = yield from node.flush()
             else:
-                err = yield from self.node.write(offset, length, gen)
+                err, delay, how = node.submit_write(offset, length)
+                yield env.timeout(delay)
+                if not err:
+                    node.complete_write(offset, length, gen, how)
             self.in_flight -= 1
             if self.in_flight == 0 and self._idle is not None:
                 ev, self._idle = self._idle, None

@@ -89,7 +89,8 @@ class MirrorJob(BlockJob):
         while True:
             if self.ret:
                 break
-            yield from self.pause_point()
+            if self.pause_count > 0:        # (pause_point() checks it again)
+                yield from self.pause_point()
             if self.cancelled and (self.force_cancel or not self.synced):
                 break
             if bm.count and self.in_flight < MAX_IN_FLIGHT \
