@@ -9,10 +9,12 @@ remembers which clusters a layer has allocated, so that
 - a stream job can skip what the top layer already holds, and a ``top`` sync
   mirror can copy only the top layer.
 
-It is a lazily created set of numpy bool pages (32768 clusters, 2 GiB of disk
-at 64 KiB clusters, per page): memory grows with the area written, and the
-common question of a guest write, "is this one cluster allocated?", is one
-dict lookup and one array index.
+It is a lazily created set of byte pages (32768 clusters, 2 GiB of disk at
+64 KiB clusters, per page; 1 = allocated): memory grows with the area
+written, and the common question of a guest write, "is this one cluster
+allocated?", is one dict lookup and one ``bytearray`` index (a numpy scalar
+costs several times more); ranges are counted and filled in C by
+``bytearray.count`` and slice assignment.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 PAGE_BITS = 15
 _PAGE = 1 << PAGE_BITS
 _MASK = _PAGE - 1
+_ONES = memoryview(b"\x01" * _PAGE)
 
 
 class AllocationMap:
@@ -32,11 +35,11 @@ class AllocationMap:
     def __init__(self, nclusters: int):
         self.nclusters = nclusters
         self.count = 0                      # allocated clusters
-        self._pages: dict[int, np.ndarray] = {}
+        self._pages: dict[int, bytearray] = {}
 
     def is_set(self, c: int) -> bool:
         page = self._pages.get(c >> PAGE_BITS)
-        return page is not None and bool(page[c & _MASK])
+        return page is not None and page[c & _MASK] == 1
 
     def _segments(self, c0: int, c1: int):
         while c0 < c1:
@@ -50,7 +53,7 @@ class AllocationMap:
         for p, a, b in self._segments(c0, c1):
             page = self._pages.get(p)
             if page is not None:
-                total += int(np.count_nonzero(page[a:b]))
+                total += page.count(1, a, b)
         return total
 
     def set_range(self, c0: int, c1: int) -> int:
@@ -58,21 +61,20 @@ class AllocationMap:
         if c1 - c0 == 1:
             page = self._pages.get(c0 >> PAGE_BITS)
             if page is None:
-                page = self._pages[c0 >> PAGE_BITS] = np.zeros(_PAGE, dtype=bool)
+                page = self._pages[c0 >> PAGE_BITS] = bytearray(_PAGE)
             i = c0 & _MASK
             if page[i]:
                 return 0
-            page[i] = True
+            page[i] = 1
             self.count += 1
             return 1
         new = 0
         for p, a, b in self._segments(c0, c1):
             page = self._pages.get(p)
             if page is None:
-                page = self._pages[p] = np.zeros(_PAGE, dtype=bool)
-            seg = page[a:b]
-            new += (b - a) - int(np.count_nonzero(seg))
-            seg[:] = True
+                page = self._pages[p] = bytearray(_PAGE)
+            new += (b - a) - page.count(1, a, b)
+            page[a:b] = _ONES[:b - a]
         self.count += new
         return new
 
@@ -86,7 +88,7 @@ class AllocationMap:
         """Allocated cluster runs ``(c0, c1)`` in order, merged across pages."""
         cur = None
         for p in sorted(self._pages):
-            page = self._pages[p]
+            page = np.frombuffer(self._pages[p], dtype=bool)
             base = p << PAGE_BITS
             # edges of runs of True inside the page
             padded = np.concatenate(([False], page, [False]))

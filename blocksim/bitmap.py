@@ -57,7 +57,19 @@ class DirtyBitmap:
         self._assign(b0, b1, True)
 
     def clear_bits(self, b0: int, b1: int) -> None:
-        self._assign(b0, b1, False)
+        blk = b0 >> BLOCK_SHIFT
+        if (b1 - 1) >> BLOCK_SHIFT != blk:
+            self._assign(b0, b1, False)
+            return
+        # One block (every copy operation of a mirror): no loop.
+        bits = self.bits
+        n = bits.count(1, b0, b1)
+        if n:
+            bits[b0:b1] = _ZEROS[:b1 - b0]
+            left = self.summary[blk] = self.summary[blk] - n
+            if not left:
+                self.blocks[blk] = 0
+            self.count -= n
 
     def is_dirty(self, bit: int) -> bool:
         return bool(self.bits[bit])
