@@ -198,3 +198,57 @@ def test_check_rejects_a_non_canonical_page():
         bad = ExtentMap(256, page_shift=6)
         bad._pages[0] = 0
         bad.check()
+
+
+# -- page-relative starts --------------------------------------------------
+
+def test_pages_store_relative_uint32_starts():
+    from array import array
+    m = ExtentMap(1 << 40)
+    assert array("I").itemsize == 4
+    for k in range(1, 9):
+        a = (k << 30) + 4096 * k                # far above 2**32, inside a page
+        m.set(a, a + 4096, k)
+    m.check()                                   # starts are 'I', values 'q'
+    assert m.runs((1 << 30) - 4096, (1 << 30) + 3 * 4096) == [
+        ((1 << 30) - 4096, (1 << 30) + 4096, 0),
+        ((1 << 30) + 4096, (1 << 30) + 8192, 1),
+        ((1 << 30) + 8192, (1 << 30) + 3 * 4096, 0)]
+    assert m.value_at((3 << 30) + 3 * 4096) == 3
+    assert m.value_at((3 << 30) + 4 * 4096) == 0
+    m.set(0, 8, 1 << 62)                        # generations keep 64 bits
+    assert m.value_at(7) == 1 << 62
+
+
+@pytest.mark.parametrize("shift", [32, 33, 36])
+def test_large_pages_hold_offsets_near_and_past_4_gib(shift):
+    """Starts up to 2**32 - 1 fit 'I'; bigger pages fall back to 'q'."""
+    size = 1 << 38
+    big = ExtentMap(size, page_shift=shift)
+    ref = ExtentMap(size)                       # 64 MiB pages
+    edge = (1 << 32) - 5
+    ops = [(edge, edge + 10, 5), (7, 9, 2), ((1 << 34) + 3, (1 << 34) + 99, 4),
+           ((1 << 32) + 1, (1 << 33) - 1, 6), (edge + 2, edge + 4, 0)]
+    for a, b, v in ops:
+        big.set(a, b, v)
+        ref.set(a, b, v)
+    big.check()
+    assert big.runs() == ref.runs()
+    assert big.runs(edge - 3, edge + 20) == ref.runs(edge - 3, edge + 20)
+    copy = ref.runs(edge - 100, (1 << 33) + 5)
+    big2 = ExtentMap(size, page_shift=shift)
+    big2.set_runs(copy)
+    big2.check()
+    assert big2.runs(edge - 100, (1 << 33) + 5) == copy
+    assert all(big.value_at(x) == ref.value_at(x) for x in (edge, edge + 2, edge + 4, 1 << 32))
+
+
+def test_diff_ranges_compares_relative_pages_of_the_same_index_only():
+    a = ExtentMap(256, page_shift=6)
+    b = ExtentMap(256, page_shift=6)
+    a.set(10, 20, 3)                            # same page-relative pattern ...
+    b.set(64 + 10, 64 + 20, 3)                  # ... on another page
+    assert list(diff_ranges([a], [b], step=64)) == [(10, 20, 3, 0), (74, 84, 0, 3)]
+    b.set(10, 20, 3)
+    a.set(74, 84, 3)
+    assert list(diff_ranges([a], [b], step=64)) == []
