@@ -84,3 +84,171 @@ def test_from_sorted_runs_equals_sequential_sets(seed):
     assert built.runs() == ref.runs()
     assert built._pages.keys() == ref._pages.keys()
     assert list(diff_ranges([built], [ref], step=64)) == []
+
+
+# -- the fast paths against the plain ones ---------------------------------
+
+def random_map(rng, size, shift, writes, alphabet):
+    m = ExtentMap(size, page_shift=shift)
+    for _ in range(writes):
+        a = int(rng.integers(0, size))
+        b = int(rng.integers(a + 1, min(size, a + 40) + 1))
+        m.set(a, b, int(rng.integers(0, alphabet)))
+    return m
+
+
+def naive_runs(m: ExtentMap, start: int, end: int):
+    """Canonical runs of [start, end) from value_at, one unit at a time."""
+    out = []
+    for x in range(start, end):
+        v = m.value_at(x)
+        if out and out[-1][2] == v:
+            out[-1] = (out[-1][0], x + 1, v)
+        else:
+            out.append((x, x + 1, v))
+    return out
+
+
+def per_run_set(m: ExtentMap, runs):
+    for a, b, v in runs:
+        m.set(a, b, v)
+
+
+def split_runs(rng, runs):
+    """The same content, no longer canonical: runs cut at random points."""
+    out = []
+    for a, b, v in runs:
+        while b - a > 1 and rng.random() < 0.5:
+            c = int(rng.integers(a + 1, b))
+            out.append((a, c, v))
+            a = c
+        out.append((a, b, v))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_set_runs_equals_a_set_per_run(seed):
+    rng = np.random.default_rng(seed)
+    size, shift = 700, 5                        # 32-unit pages, a short last page
+    fast = random_map(rng, size, shift, 150, 3)
+    slow = ExtentMap(size, page_shift=shift)
+    per_run_set(slow, fast.runs())
+    src = random_map(rng, size, shift, 300, 4)
+    for step in range(300):
+        a = int(rng.integers(0, size))
+        b = int(rng.integers(a + 1, min(size, a + 120) + 1))
+        runs = src.runs(a, b)                   # the usual case: canonical, contiguous
+        kind = step % 4
+        if kind == 1:
+            runs = split_runs(rng, runs)        # contiguous, equal neighbours
+        elif kind == 2 and len(runs) > 2:       # a gap: the per-run fallback
+            runs = runs[:1] + runs[2:]
+        elif kind == 3:                         # a fresh pattern, not from src
+            cuts = sorted({a, b, *map(int, rng.integers(a, b, 4))})
+            runs = [(x, y, int(rng.integers(0, 3))) for x, y in zip(cuts, cuts[1:])]
+        fast.set_runs(runs)
+        per_run_set(slow, runs)
+        fast.check()
+        assert fast.runs() == slow.runs()
+        # canonical pages are unique, so the stored form matches too
+        assert fast.extent_count() == slow.extent_count()
+        if step % 50 == 0:
+            src = random_map(rng, size, shift, 300, 4)
+
+
+def test_set_runs_replaces_a_fragmented_page_range():
+    m = ExtentMap(1 << 20, page_shift=16)
+    for k in range(16):
+        m.set(k * 4096, (k + 1) * 4096, 100 + k)
+    copy = [(0, 8192, 7), (8192, 65536 - 4096, 8), (65536 - 4096, 65536, 115)]
+    m.set_runs(copy)
+    m.check()
+    assert m.runs(0, 65536) == [(0, 8192, 7), (8192, 61440, 8), (61440, 65536, 115)]
+    m.set_runs([(4096, 8192, 7), (8192, 12288, 0)])      # merges left, 0 inside
+    assert m.runs(0, 16384) == [(0, 8192, 7), (8192, 12288, 0), (12288, 16384, 8)]
+    m.set_runs([(0, 30000, 0), (30000, 65536, 0)])       # the whole page to 0
+    m.check()
+    assert m.runs() == [(0, 1 << 20, 0)] and m.extent_count() == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_runs_equals_a_naive_reference(seed):
+    rng = np.random.default_rng(seed)
+    size, shift = 600, 5
+    m = random_map(rng, size, shift, 250, 3)
+    m.check()
+    assert m.runs() == naive_runs(m, 0, size)
+    for _ in range(300):
+        a = int(rng.integers(0, size))
+        span = 32 if rng.random() < 0.6 else size  # often inside one page
+        b = int(rng.integers(a + 1, min(size, a + span) + 1))
+        want = naive_runs(m, a, b)
+        assert m.runs(a, b) == want
+        assert list(m.iter_runs(a, b)) == want
+    assert m.runs(5, 5) == [] and list(m.iter_runs(9, 3)) == []
+
+
+def test_check_rejects_a_non_canonical_page():
+    m = ExtentMap(256, page_shift=6)
+    m.set(10, 20, 3)
+    m.check()
+    m.set_runs([(64, 70, 1), (70, 128, 1)])            # stored canonically
+    m.check()
+    with pytest.raises(AssertionError):
+        bad = ExtentMap(256, page_shift=6)
+        bad._pages[0] = 0
+        bad.check()
+
+
+# -- page-relative starts --------------------------------------------------
+
+def test_pages_store_relative_uint32_starts():
+    from array import array
+    m = ExtentMap(1 << 40)
+    assert array("I").itemsize == 4
+    for k in range(1, 9):
+        a = (k << 30) + 4096 * k                # far above 2**32, inside a page
+        m.set(a, a + 4096, k)
+    m.check()                                   # starts are 'I', values 'q'
+    assert m.runs((1 << 30) - 4096, (1 << 30) + 3 * 4096) == [
+        ((1 << 30) - 4096, (1 << 30) + 4096, 0),
+        ((1 << 30) + 4096, (1 << 30) + 8192, 1),
+        ((1 << 30) + 8192, (1 << 30) + 3 * 4096, 0)]
+    assert m.value_at((3 << 30) + 3 * 4096) == 3
+    assert m.value_at((3 << 30) + 4 * 4096) == 0
+    m.set(0, 8, 1 << 62)                        # generations keep 64 bits
+    assert m.value_at(7) == 1 << 62
+
+
+@pytest.mark.parametrize("shift", [32, 33, 36])
+def test_large_pages_hold_offsets_near_and_past_4_gib(shift):
+    """Starts up to 2**32 - 1 fit 'I'; bigger pages fall back to 'q'."""
+    size = 1 << 38
+    big = ExtentMap(size, page_shift=shift)
+    ref = ExtentMap(size)                       # 64 MiB pages
+    edge = (1 << 32) - 5
+    ops = [(edge, edge + 10, 5), (7, 9, 2), ((1 << 34) + 3, (1 << 34) + 99, 4),
+           ((1 << 32) + 1, (1 << 33) - 1, 6), (edge + 2, edge + 4, 0)]
+    for a, b, v in ops:
+        big.set(a, b, v)
+        ref.set(a, b, v)
+    big.check()
+    assert big.runs() == ref.runs()
+    assert big.runs(edge - 3, edge + 20) == ref.runs(edge - 3, edge + 20)
+    copy = ref.runs(edge - 100, (1 << 33) + 5)
+    big2 = ExtentMap(size, page_shift=shift)
+    big2.set_runs(copy)
+    big2.check()
+    assert big2.runs(edge - 100, (1 << 33) + 5) == copy
+    assert all(big.value_at(x) == ref.value_at(x) for x in (edge, edge + 2, edge + 4, 1 << 32))
+
+
+def test_diff_ranges_compares_relative_pages_of_the_same_index_only():
+    a = ExtentMap(256, page_shift=6)
+    b = ExtentMap(256, page_shift=6)
+    a.set(10, 20, 3)                            # same page-relative pattern ...
+    b.set(64 + 10, 64 + 20, 3)                  # ... on another page
+    assert list(diff_ranges([a], [b], step=64)) == [(10, 20, 3, 0), (74, 84, 0, 3)]
+    b.set(10, 20, 3)
+    a.set(74, 84, 3)
+    assert list(diff_ranges([a], [b], step=64)) == []
