@@ -24,7 +24,7 @@ process, returning an errno (0 on success).
 from __future__ import annotations
 
 import errno as _errno
-from heapq import heappop, heappush
+from collections import deque
 from typing import Callable
 
 import numpy as np
@@ -60,7 +60,7 @@ class BlockDevice:
         self._rng = rng
         self._jitter_pool: np.ndarray | None = None
         self._jitter_i = 0
-        self._slots: list[int] = []      # busy-until times of occupied queue slots
+        self._slots: deque[int] = deque()   # busy-until times of occupied queue slots
         self._pipe_free = 0
         self.reads = self.writes = self.flushes = self.failed = 0
         self.bytes_read = self.bytes_written = 0
@@ -112,17 +112,21 @@ class BlockDevice:
         return int(self.latency * factor)
 
     def _service_done(self, now: int, nbytes: int) -> int:
-        """Completion time of a request issued now (FIFO queue + shared pipe)."""
+        """Completion time of a request issued now (FIFO queue + shared pipe).
+
+        Completion times never decrease (each request leaves the pipe after
+        the one before it), so the busy slots form a sorted FIFO: a deque,
+        not a heap."""
         slots = self._slots
         while slots and slots[0] <= now:
-            heappop(slots)
-        start = heappop(slots) if len(slots) >= self.queue_depth else now
-        t = start + self._latency()
+            slots.popleft()
+        start = slots.popleft() if len(slots) >= self.queue_depth else now
+        t = start + (self._latency() if self.jitter else self.latency)
         if t < self._pipe_free:
             t = self._pipe_free
         done = t + nbytes * 1_000_000_000 // self.bandwidth
         self._pipe_free = done
-        heappush(slots, done)
+        slots.append(done)
         return done
 
     # -- fault verdicts ---------------------------------------------------------
