@@ -38,7 +38,7 @@ def test_pages_of_the_ledger_add_up_to_the_whole_and_match_the_disk():
 
 def test_mixed_sizes_fall_back_to_one_map():
     drive = drive_after({"rw": "write", "bs": "4KiB", "number-ios": 10})
-    drive._acked.extend((100 * 512, 101 * 512, 10**6))       # one odd-sized write
+    drive._ledger.append(100 * 512, 512, 10**6)       # one odd-sized write
     parts = list(drive.expected_parts())
     assert len(parts) == 1 and parts[0][1:] == (0, drive.node.size)
     assert parts[0][0].value_at(100 * 512) == 10**6
