@@ -278,7 +278,6 @@ class Ledger:
                 chunk <<= shift
                 chunk |= np.arange(i, i + len(chunk), dtype=np.int64)
                 keys[i:i + _CHUNK] = chunk
-                del chunk
             keys.sort()
             return _BlockOrder(keys, shift, None, bs, gens)
         index = np.argsort(offsets, kind="stable")
