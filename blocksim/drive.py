@@ -80,26 +80,39 @@ class Drive:
         vm = self.vm
         env = self.env
         is_read = op == "read"
+        # Whether this process was last resumed by an event others wait for
+        # too (the VM's restart, the end of a drain): then it must not skip
+        # its next wait, since the others still have to run at this instant
+        # (blocksim.clock).  The worker calling us was resumed by its own
+        # timeout or its start.
+        shared_wake = False
         while True:
             if vm.state != "running":
                 yield vm.wait_running()
+                shared_wake = True
                 continue
             if self._undrained is not None:
                 yield self._undrained
+                shared_wake = True
                 continue
             start = env.now
             self.in_flight += 1
             node = self.node        # a pivot may replace it meanwhile
             if is_read:
                 err, delay = node.submit_read(offset, length)
-                yield env.timeout(delay)
+                if shared_wake or not env.skip_to(env.now + delay):
+                    yield env.timeout(delay)
+                    shared_wake = False
                 if not err:
                     node.complete_read(length)
             elif op == "flush":
                 err = yield from node.flush()
+                shared_wake = False
             else:
                 err, delay, how = node.submit_write(offset, length)
-                yield env.timeout(delay)
+                if shared_wake or not env.skip_to(env.now + delay):
+                    yield env.timeout(delay)
+                    shared_wake = False
                 if not err:
                     node.complete_write(offset, length, gen, how)
             self.in_flight -= 1

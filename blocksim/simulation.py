@@ -23,6 +23,7 @@ import simpy
 
 from . import invariants, summary as summary_mod
 from .actions import ActionScheduler
+from .clock import Clock
 from .device import BlockDevice
 from .drive import Drive
 from .eventlog import EventCapReached, EventLog
@@ -41,12 +42,13 @@ JOB_TYPES = {"mirror": MirrorJob, "stream": StreamJob}
 
 
 class Simulation:
-    def __init__(self, scenario, seed: int | None = None, profile: str | None = None):
+    def __init__(self, scenario, seed: int | None = None, profile: str | None = None,
+                 shortcuts: bool = True):
         self.scenario = scenario
         self.seed = scenario.seed if seed is None else int(seed)
         self.profile = get_profile(profile or scenario.profile)
         self.truncated = False
-        env = self.env = simpy.Environment()
+        env = self.env = Clock(shortcuts=shortcuts)
         self.log = EventLog(env, scenario.max_events)
         self.vm = VM(env, self.log)
         self.policy = ErrorPolicyEngine(self.log, self.profile, self.vm)

@@ -88,7 +88,10 @@ class GuestWorkload:
             self.issued += 1
             if rate:
                 due = self.start_at + int(i * interval)
-                if due > env.now:
+                # A worker is resumed only by its own events (its start, its
+                # timeouts; see Drive.request), so it may skip a wait that
+                # nothing else would interrupt (blocksim.clock).
+                if due > env.now and not env.skip_to(due):
                     yield env.timeout(due - env.now)
             if end is not None and env.now >= end:
                 return
@@ -109,5 +112,5 @@ class GuestWorkload:
             self.completed += 1
             if err:
                 self.errors += 1
-            if self.think:
+            if self.think and not env.skip_to(env.now + self.think):
                 yield env.timeout(self.think)

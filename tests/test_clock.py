@@ -1,0 +1,106 @@
+"""The clock's shortcut: skipping a wait nothing could interrupt changes nothing."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import blocksim
+from blocksim.clock import Clock
+from blocksim.simulation import Simulation
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBRARY = sorted((ROOT / "scenarios").glob("*.toml"))
+
+
+def test_skip_only_strictly_before_the_next_event():
+    env = Clock()
+    env.timeout(100)
+    assert not env.skip_to(100)          # the queued event at 100 runs first
+    assert env.now == 0
+    assert env.skip_to(99)
+    assert env.now == 99 and env.skipped == 1
+
+
+def test_skip_stops_at_the_end_of_the_run():
+    env = Clock()
+    seen = []
+
+    def waiter():
+        for t in (10, 20, 30):
+            if not env.skip_to(t):
+                yield env.timeout(t - env.now)
+            seen.append(env.now)
+
+    env.process(waiter())
+    env.run(until=25)
+    assert seen == [10, 20]              # the stop at 25 bounds every skip
+    assert env.now == 25
+
+
+def test_shortcuts_can_be_turned_off():
+    env = Clock(shortcuts=False)
+    assert not env.skip_to(5)
+    assert env.now == 0 and env.skipped == 0
+
+
+def _outcome(sim: Simulation) -> str:
+    result = sim.run()
+    return result.events_jsonl() + json.dumps(
+        [result.commands, result.series, result.summary], sort_keys=True, default=str)
+
+
+GUEST_ONLY = {
+    "name": "guest-only", "duration": "20s",
+    "images": {"disk": {"size": "1GiB", "jitter": 0.3}},
+    "drives": {"d0": {"image": "disk"}},
+    "workloads": {
+        "paced": {"drive": "d0", "rw": "randrw", "bs": "4KiB", "rate-iops": 500, "fsync": 7},
+        "thinker": {"drive": "d0", "rw": "write", "bs": "64KiB", "think-time": "3ms"},
+    },
+}
+
+
+# Several workers parked on the VM's restart wake up on one event: the first
+# one resumed must not skip ahead of the others.
+STOP_CONT = {
+    "name": "stop-cont", "duration": "3s",
+    "images": {"disk": {"size": "1GiB"}, "data": {"size": "1GiB", "latency": "1ms"}},
+    "drives": {"d0": {"image": "disk"}, "d1": {"image": "data"}},
+    "workloads": {
+        "paced": {"drive": "d0", "rw": "randwrite", "bs": "4KiB", "rate-iops": 2000,
+                  "iodepth": 4},
+        "other": {"drive": "d1", "rw": "randread", "bs": "4KiB", "rate-iops": 700},
+    },
+    "actions": [{"at": "1s", "command": "stop"}, {"at": "2s", "command": "cont"}],
+}
+
+
+@pytest.mark.parametrize("source", LIBRARY + [GUEST_ONLY, STOP_CONT],
+                         ids=[p.stem for p in LIBRARY] + ["guest-only", "stop-cont"])
+def test_a_run_is_the_same_with_and_without_the_shortcut(source):
+    scenario = blocksim.load_scenario(source)
+    fast = Simulation(scenario, seed=7)
+    exact = Simulation(scenario, seed=7, shortcuts=False)
+    assert _outcome(fast) == _outcome(exact)
+    assert exact.env.skipped == 0
+
+
+def test_the_shortcut_is_taken_where_nothing_else_happens():
+    sim = Simulation(blocksim.load_scenario(GUEST_ONLY))
+    sim.run()
+    assert sim.env.skipped > 1000
+
+
+def _stop_cont_by_timer(shortcuts: bool) -> str:
+    """STOP at 1 s and cont at 2 s from bare timer callbacks, so that nothing
+    else is queued when the parked requests wake together on the restart."""
+    sim = Simulation(blocksim.load_scenario(STOP_CONT | {"actions": []}), seed=3,
+                     shortcuts=shortcuts)
+    sim.env.timeout(1_000_000_000).callbacks.append(lambda _e: sim.vm.stop())
+    sim.env.timeout(2_000_000_000).callbacks.append(lambda _e: sim.vm.cont())
+    return _outcome(sim)
+
+
+def test_requests_woken_together_do_not_skip_ahead_of_each_other():
+    assert _stop_cont_by_timer(True) == _stop_cont_by_timer(False)
