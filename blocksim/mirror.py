@@ -266,7 +266,7 @@ class CopyOperation:
         src, tgt = job.source, job.target
         src.complete_read(end - start)
         runs = src.read_content(start, end)
-        if all(v == 0 for _a, _b, v in runs):
+        if len(runs) == 1 and not runs[0][2]:     # canonical: zeros are one run
             err, delay, self.how = tgt.submit_write_zeroes(start, end - start)
             self.runs = None
         else:
