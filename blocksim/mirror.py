@@ -31,6 +31,8 @@ retrying (throttled by ``speed``) and never becomes ready, until cancelled.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
+
 from .bitmap import DirtyBitmap
 from .extents import diff_ranges
 from .job import BlockJob
@@ -58,6 +60,7 @@ class MirrorJob(BlockJob):
         self.in_flight = 0
         self.bytes_in_flight = 0
         self._ops: dict[int, int] = {}       # first bit -> end bit of each op in flight
+        self._op_starts: list[int] = []      # their first bits, sorted
         self.synced = False
         self.ret = 0
         self.pivoted = False
@@ -137,14 +140,17 @@ class MirrorJob(BlockJob):
         bm = self.bitmap
         b = bm.next_dirty(self._cursor)
         n = bm.dirty_run(b, max(1, self.max_io // self.granularity))
-        for ob, oe in self._ops.items():
-            if b < oe and ob < b + n:
-                return -1
+        # Operations in flight are disjoint, so the only one that can overlap
+        # [b, b+n) is the last one starting before b+n.
+        i = bisect_left(self._op_starts, b + n) - 1
+        if i >= 0 and self._ops[self._op_starts[i]] > b:
+            return -1
         bm.clear_bits(b, b + n)
         self._cursor = b + n if b + n < bm.nbits else 0
         g = self.granularity
         start, end = b * g, min((b + n) * g, self.source.size)
         self._ops[b] = b + n
+        insort(self._op_starts, b)
         self.in_flight += 1
         self.bytes_in_flight += end - start
         CopyOperation(self, b, start, end).issue()
@@ -152,6 +158,7 @@ class MirrorJob(BlockJob):
 
     def _op_finished(self, op: "CopyOperation") -> None:
         del self._ops[op.bit]
+        self._op_starts.remove(op.bit)
         self.in_flight -= 1
         self.bytes_in_flight -= op.end - op.start
         ev = self._op_done
