@@ -190,6 +190,22 @@ class Drive:
             if runs is not None:
                 yield from_sorted_runs(size, runs), ps, pe
 
+    def expected_blocks(self) -> _BlockOrder | None:
+        """What the guest believes its disk holds, as arrays of blocks.
+
+        When every acknowledged write has the same size and is aligned to it,
+        the expected content is, for each block written, its last
+        acknowledgement: the :class:`_BlockOrder` returned here gives those
+        blocks for any range as numpy arrays (:meth:`_BlockOrder.blocks`), so
+        a check can compare them with a disk without building a map or a
+        tuple per run.  None when the ledger is empty or holds writes of
+        other sizes or unaligned ones: then only :meth:`expected_parts`,
+        which replays the ledger, tells the truth.
+        """
+        if not len(self._ledger):
+            return None
+        return self._ledger.by_block()
+
     @property
     def writes_lost(self) -> int:
         return len(self.lost)
@@ -329,15 +345,58 @@ class _BlockOrder:
         """The first and the last block written."""
         return self._first, self._last
 
+    @property
+    def block_size(self) -> int:
+        return self._bs
+
+    def _position(self, block: int) -> int:
+        """Index in ``keys`` of the first write to ``block`` or to a later one."""
+        if block <= self._first:
+            return 0
+        if block > self._last:
+            return len(self._keys)
+        # between the first and the last block: block << shift fits in int64
+        return int(np.searchsorted(self._keys, block << self._shift))
+
+    def next_block(self, block: int) -> int | None:
+        """The first written block at or after ``block``, or None: lets a walk
+        over the disk jump across regions the guest never wrote."""
+        i = self._position(block)
+        if i == len(self._keys):
+            return None
+        return int(self._keys[i]) >> self._shift
+
+    def block_after(self, block: int, writes: int) -> int:
+        """A block past ``block`` such that ``[block, result)`` holds at most
+        ``writes`` acknowledged writes (or all the rest), though never less
+        than the one block ``block``: how a walk bounds the size of the
+        arrays it builds per step, whatever the density of the ledger."""
+        i = self._position(block) + writes
+        if i >= len(self._keys):
+            return max(self._last, block) + 1
+        return max(int(self._keys[i]) >> self._shift, block + 1)
+
     def winners(self, b0: int, b1: int):
         """The runs ``(start, end, generation)`` of blocks ``[b0, b1)`` that
         were written, by offset, each with its last acknowledged generation;
         None if none was written."""
+        found = self.blocks(b0, b1)
+        if found is None:
+            return None
+        starts, gens = found
+        return zip(starts.tolist(), (starts + self._bs).tolist(), gens.tolist())
+
+    def blocks(self, b0: int, b1: int):
+        """:meth:`winners` as numpy arrays: ``(starts, generations)``, the
+        offsets of the blocks of ``[b0, b1)`` that were written (int64, in
+        increasing order) and their last acknowledged generations (the
+        ledger's dtype); None if none was written.  Each block is
+        ``[start, start + block_size)``."""
         keys, shift = self._keys, self._shift
         b1 = min(b1, self._last + 1)     # keeps b1 << shift inside int64
         lo = int(np.searchsorted(keys, b0 << shift))
         hi = int(np.searchsorted(keys, b1 << shift))
-        if lo == hi:
+        if lo >= hi:
             return None
         # the slice holds whole blocks (it is cut at block boundaries), so the
         # last entry of each block inside it is that block's last write
@@ -350,6 +409,4 @@ class _BlockOrder:
             index = part[last] & ((1 << shift) - 1)
         else:
             index = self._index[lo:hi][last]
-        starts = blocks[last] * self._bs
-        return zip(starts.tolist(), (starts + self._bs).tolist(),
-                   self._gens[index].tolist())
+        return blocks[last] * self._bs, self._gens[index]

@@ -217,3 +217,55 @@ def test_two_block_sizes_on_one_drive_read_back():
     assert len(drive._ledger) == 350                  # flushes are not writes
     assert [r for r in drive.node.read_content(0, size) if r[2]] == \
         [r for r in drive.expected_content().runs() if r[2]]
+
+
+# -- the ledger as arrays of blocks (what the audit's fast path reads) ---------------
+
+@pytest.mark.parametrize("far", [False, True])
+@pytest.mark.parametrize("seed", range(6))
+def test_block_order_navigation_matches_the_ledger(seed, far):
+    rng = random.Random(seed)
+    # far: blocks so far out that block and index do not fit in one key
+    base = (1 << 62) if far else 0
+    bs = 8 if far else rng.choice([512, 4096])
+    n = rng.choice([30, 500] if far else [1, 30, 500])
+    writes = [(base + a, base + b, g) for a, b, g in random_writes(rng, n, 1 << 20, [bs], bs)]
+    drive = drive_with(writes, base + (1 << 20))
+    order = drive.expected_blocks()
+    assert (order._index is not None) == far
+    assert order.block_size == bs
+    latest = {}
+    for a, _b, g in writes:
+        latest[a // bs] = g
+    blocks = sorted(latest)
+    first, last = order.block_range()
+    assert (first, last) == (blocks[0], blocks[-1])
+    for _ in range(50):
+        b0 = rng.randrange(first - 3, last + 4)
+        b1 = rng.randrange(b0, last + 5)
+        found = order.blocks(b0, b1)
+        inside = [b for b in blocks if b0 <= b < b1]
+        if not inside:
+            assert found is None and order.winners(b0, b1) is None
+        else:
+            starts, gens = found
+            assert starts.dtype == np.int64
+            assert starts.tolist() == [b * bs for b in inside]
+            assert gens.tolist() == [latest[b] for b in inside]
+            assert list(order.winners(b0, b1)) == \
+                [(b * bs, b * bs + bs, latest[b]) for b in inside]
+        after = [b for b in blocks if b >= b0]
+        assert order.next_block(b0) == (after[0] if after else None)
+        budget = rng.choice([1, 2, 5, 50])
+        stop = order.block_after(b0, budget)
+        assert stop > b0
+        if stop <= last:
+            held = sum(1 for a, _b, _g in writes if b0 <= a // bs < stop)
+            assert held <= budget or stop == b0 + 1
+
+
+def test_expected_blocks_only_for_same_size_aligned_ledgers():
+    assert drive_with([], 1 << 20).expected_blocks() is None
+    assert drive_with([(0, 4096, 1), (4096, 8192, 2)], 1 << 20).expected_blocks() is not None
+    assert drive_with([(0, 4096, 1), (512, 4608, 2)], 1 << 20).expected_blocks() is None
+    assert drive_with([(0, 4096, 1), (4096, 4608, 2)], 1 << 20).expected_blocks() is None

@@ -252,3 +252,91 @@ def test_diff_ranges_compares_relative_pages_of_the_same_index_only():
     b.set(10, 20, 3)
     a.set(74, 84, 3)
     assert list(diff_ranges([a], [b], step=64)) == []
+
+
+# -- ranges as numpy arrays: run_arrays and diff_blocks ---------------------------
+
+from blocksim.extents import diff_blocks, from_sorted_runs, run_arrays
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("shift", [4, 7, 33])
+def test_run_arrays_read_what_the_map_holds(seed, shift):
+    rng = np.random.default_rng(seed)
+    size = 1000
+    m = random_map(rng, size, shift, 150, 4)
+    ref = dense(m)
+    for _ in range(30):
+        a = int(rng.integers(0, size))
+        b = int(rng.integers(a + 1, size + 1))
+        max_runs = None if rng.random() < 0.3 else int(rng.integers(1, 20))
+        stop, starts, values = run_arrays(m, a, b, max_runs)
+        assert starts.dtype == values.dtype == np.int64
+        assert a < stop <= b
+        if max_runs is None:
+            assert stop == b
+        else:                                 # whole pages, unless the range ends first
+            assert stop == b or stop % m.page_size == 0
+        assert starts[0] == a and (np.diff(starts) > 0).all() and starts[-1] < stop
+        back = np.repeat(values, np.diff(np.append(starts, stop)))
+        assert (back == ref[a:stop]).all()
+
+
+def test_run_arrays_stop_after_enough_runs_but_always_read_a_page():
+    m = ExtentMap(1 << 12, page_shift=8)
+    for x in range(0, 1 << 12, 16):
+        m.set(x, x + 8, x + 1)                # 32 runs per page
+    assert run_arrays(m, 0, 1 << 12, max_runs=1)[0] == 256
+    assert run_arrays(m, 100, 1 << 12, max_runs=40)[0] == 512
+    assert run_arrays(m, 100, 300, max_runs=1000)[0] == 300
+
+
+def diff_blocks_by_ranges(m, blocks, length, start, end):
+    """diff_blocks' meaning, from diff_ranges: the map against a map of the blocks,
+    only inside the blocks, as (offset, want, got) per unit."""
+    expected = from_sorted_runs(m.size, [(s, s + length, g) for s, g in blocks],
+                                m._shift)
+    inside = np.zeros(m.size, dtype=bool)
+    for s, _g in blocks:
+        inside[s:s + length] = True
+    out = []
+    for a, b, want, got in diff_ranges([expected], [m], start, end, step=m.page_size):
+        out += [(x, want, got) for x in range(a, b) if inside[x]]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_diff_blocks_finds_exactly_the_units_diff_ranges_finds(seed):
+    rng = np.random.default_rng(seed)
+    size = 1200
+    shift = int(rng.choice([4, 6, 9]))
+    length = int(rng.choice([1, 8, 24, 100]))
+    picked = np.sort(rng.choice(size // length, min(size // length, int(rng.integers(1, 30))),
+                                replace=False))
+    blocks = [(int(b) * length, int(rng.integers(1, 5))) for b in picked]
+    m = ExtentMap(size, page_shift=shift)
+    for s, g in blocks:                       # written, then partly messed with
+        m.set(s, s + length, g)
+    for _ in range(int(rng.integers(0, 40))):
+        a = int(rng.integers(0, size))
+        m.set(a, min(size, a + int(rng.integers(1, 3 * length))), int(rng.integers(0, 5)))
+    start = int(rng.integers(0, size // 2))
+    end = int(rng.integers(start + 1, size + 1))
+    _stop, rs, rv = run_arrays(m, start, end)
+    offsets, lengths, want, got = diff_blocks(rs, rv, end, [s for s, _ in blocks], length,
+                                              np.array([g for _, g in blocks], dtype=np.uint32))
+    assert (lengths > 0).all() and (np.diff(offsets) >= lengths[:-1]).all()   # ordered
+    units = [(x, int(w), int(g)) for o, n, w, g in zip(offsets, lengths, want, got)
+             for x in range(int(o), int(o + n))]
+    assert units == diff_blocks_by_ranges(m, blocks, length, start, end)
+
+
+def test_diff_blocks_outside_the_range_is_nothing():
+    m = ExtentMap(1 << 10, page_shift=6)
+    _stop, rs, rv = run_arrays(m, 100, 200)
+    out = diff_blocks(rs, rv, 200, [0, 200, 300], 100, [1, 2, 3])
+    assert [len(a) for a in out] == [0, 0, 0, 0]
+    offsets, lengths, want, got = diff_blocks(rs, rv, 200, [0, 150], 120, [1, 2])
+    # clipped to [100, 200); the second block is cut where the map's page ends (192)
+    assert (offsets.tolist(), lengths.tolist(), want.tolist(), got.tolist()) == \
+        ([100, 150, 192], [20, 42, 8], [1, 2, 2], [0, 0, 0])

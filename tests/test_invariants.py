@@ -267,3 +267,195 @@ def test_integrity_is_not_a_violation_for_jobs_that_did_not_complete():
          "arguments": {"device": "m", "force": True}}]})
     assert r.summary["jobs"]["m"]["outcome"] == "cancelled"
     assert r.violations == []
+
+
+# -- the audit's fast path against the algorithm it replaced ------------------------------
+
+import random
+
+from blocksim.drive import Ledger
+from blocksim.extents import ExtentMap, diff_ranges
+
+
+def audit_by_maps(drive) -> dict:
+    """guest_write_audit as it was before its vectorised path: the ledger replayed
+    into maps a page at a time and diffed run by run.  The reference the audit
+    must match exactly, on every drive."""
+    layers = drive.node.layers()
+    lost_bytes = corrupt_bytes = 0
+    lost_gens = set()
+    first_corrupt = None
+    for expected, start, end in drive.expected_parts():
+        for a, b, want, _got in diff_ranges([expected], layers, start, end):
+            if want == 0:
+                continue
+            if want in drive.lost:
+                lost_bytes += b - a
+                lost_gens.add(want)
+            else:
+                corrupt_bytes += b - a
+                if first_corrupt is None:
+                    first_corrupt = a
+    return {"lost_bytes": lost_bytes, "lost_writes_visible": len(lost_gens),
+            "corrupt_bytes": corrupt_bytes, "first_corrupt_offset": first_corrupt}
+
+
+def audit_bytewise(drive) -> dict:
+    """The audit's definition, a byte at a time (small disks only)."""
+    import numpy as np
+    size = drive.node.size
+    want = np.zeros(size, dtype=np.int64)
+    for a, b, g in drive._ledger.rows():
+        want[a:b] = g
+    got = np.zeros(size, dtype=np.int64)
+    for a, b, g in drive.node.read_content(0, size):
+        got[a:b] = g
+    bad = (want != 0) & (want != got)
+    lost = np.array([w in drive.lost for w in want.tolist()], dtype=bool)
+    corrupt = np.flatnonzero(bad & ~lost)
+    return {"lost_bytes": int((bad & lost).sum()),
+            "lost_writes_visible": len(set(want[bad & lost].tolist())),
+            "corrupt_bytes": len(corrupt),
+            "first_corrupt_offset": int(corrupt[0]) if len(corrupt) else None}
+
+
+def tampered_drive(seed: int, size: int, bs: int, page_shift: int, n: int, big_gens=False):
+    """A drive whose ledger holds ``n`` random aligned ``bs`` writes (repeats
+    included) and whose disk (a map of ``page_shift`` pages) got them all,
+    then was changed behind the guest's back: whole blocks and parts of blocks
+    overwritten by other generations (new ones and stale ones of the ledger),
+    ranges zeroed, ranges across page edges rewritten; some generations are
+    recorded as lost, some of them still visible."""
+    rng = random.Random(seed)
+    sim = build({**GUEST, "faults": [], "actions": [], "workloads": {}})
+    drive = sim.drives["d0"]
+    drive.node.size = size
+    disk = drive.node.content = ExtentMap(size, page_shift)
+    drive._ledger = Ledger()
+    base = 1 << 40 if big_gens else 1
+    nblocks = size // bs
+    hot = rng.sample(range(nblocks), min(nblocks, max(1, n // 3)))   # repeats happen
+    gens = []
+    latest = {}                               # block offset -> the generation that won it
+    for i in range(n):
+        a = (rng.choice(hot) if rng.random() < 0.5 else rng.randrange(nblocks)) * bs
+        g = base + i * 3 + rng.randrange(3)
+        drive._ledger.append(a, bs, g)
+        disk.set(a, a + bs, g)
+        gens.append(g)
+        latest[a] = g
+    # writes lost on record: some dropped (the block reads what was there
+    # before, here zeros), some that landed anyway
+    for a, g in rng.sample(sorted(latest.items()), min(len(latest), rng.randrange(0, 4))):
+        drive.lost[g] = "test"
+        if rng.random() < 0.7:
+            disk.set(a, a + rng.choice([bs, bs // 2]), 0)
+    page = 1 << page_shift
+    for _ in range(rng.choice([0, 0, rng.randrange(1, 12)])):
+        kind = rng.random()
+        a = rng.randrange(size)
+        if kind < 0.25:                       # a stale generation comes back
+            a -= a % bs
+            disk.set(a, min(a + bs, size), rng.choice(gens))
+        elif kind < 0.5:                      # part of a block, another generation
+            b = min(size, a + rng.randrange(1, bs + 1))
+            disk.set(a, b, rng.choice([10**6, 7, base - 1, 0]))
+        elif kind < 0.7:                      # a zeroed range, maybe many blocks
+            disk.set(a, min(size, a + rng.randrange(1, 8 * bs)), 0)
+        else:                                 # across a page edge
+            edge = max(page, (a // page) * page)
+            if edge < size:
+                lo = max(0, edge - rng.randrange(1, 2 * bs))
+                disk.set(lo, min(size, edge + rng.randrange(1, 2 * bs)), rng.choice([9, 0]))
+    for g in rng.sample(gens, min(len(gens), rng.randrange(0, 3))):
+        drive.lost[g] = "test"                # any generation, maybe overwritten since
+    drive.lost[10**12] = "a generation the ledger never saw"
+    disk.check()
+    return drive
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fast_audit_equals_the_previous_algorithm_on_tampered_disks(seed):
+    rng = random.Random(1000 + seed)
+    bs = rng.choice([512, 4096, 3 * 1024, 24 * 1024])
+    page_shift = rng.choice([9, 12, 13, 16, 26])
+    size = rng.choice([1 << 20, (1 << 20) + 7 * 512, 3 << 18])
+    n = rng.choice([1, 5, 60, 400])
+    drive = tampered_drive(seed, size, bs, page_shift, n, big_gens=seed % 5 == 0)
+    assert drive.expected_blocks() is not None        # the fast path is the one taken
+    got = guest_write_audit(drive)
+    assert got == audit_by_maps(drive)
+    assert got == audit_bytewise(drive)
+
+
+def test_tampered_disks_exercise_every_outcome():
+    seen = set()
+    for seed in range(40):
+        a = guest_write_audit(tampered_drive(seed, 1 << 20, 4096, 12, 200))
+        seen.add((a["lost_bytes"] > 0, a["corrupt_bytes"] > 0))
+    assert seen == {(False, False), (True, False), (False, True), (True, True)}
+
+
+def test_fast_audit_with_small_steps_crosses_step_edges(monkeypatch):
+    # Steps of a few writes, runs and pages: blocks and runs cut by step edges.
+    for name, value in (("_STEP_WRITES", 3), ("_STEP_RUNS", 5), ("_STEP_PAGES", 2)):
+        monkeypatch.setattr(invariants, name, value)
+        for seed in range(10):
+            drive = tampered_drive(seed, (1 << 20) + 3 * 512, 3 * 1024, 12, 300)
+            assert guest_write_audit(drive) == audit_by_maps(drive)
+
+
+def test_a_block_partly_overwritten_counts_exactly_the_bytes_that_differ():
+    drive = tampered_drive(0, 1 << 20, 4096, 12, 0)
+    for i, a in enumerate((8192, 4096 * 40, 4096 * 41, 4096 * 200)):
+        drive._ledger.append(a, 4096, 100 + i)
+        drive.node.content.set(a, a + 4096, 100 + i)
+    disk = drive.node.content
+    disk.set(8192 + 100, 8192 + 300, 5)               # 200 bytes, another generation
+    disk.set(4096 * 41 - 10, 4096 * 41 + 10, 0)       # 10 + 10 bytes across two blocks
+    disk.set(4096 * 200 + 4000, 4096 * 201 + 50, 101)  # a stale copy of the block at 40
+    drive.lost[101] = "test"
+    audit = guest_write_audit(drive)
+    assert audit == audit_by_maps(drive) == {
+        "lost_bytes": 10, "lost_writes_visible": 1,
+        "corrupt_bytes": 200 + 10 + 96, "first_corrupt_offset": 8192 + 100}
+
+
+def test_chains_and_mixed_sizes_take_the_map_path():
+    # A backing file: 0 in the top layer reads through, so only the map path knows.
+    sim = build({**STREAM, "jobs": {}, "workloads": {"w": {
+        "drive": "d0", "rw": "randwrite", "number-ios": 200}}})
+    sim.run()
+    drive = sim.drives["d0"]
+    top, base = drive.node.layers()
+    a, b, g = next(r for r in top.runs() if r[2])
+    top.set(a, a + 1024, 0)                  # reads the base's data through the hole
+    base.set(a, a + 512, g)                  # ... which partly happens to be right
+    audit = guest_write_audit(drive)
+    assert audit == audit_by_maps(drive) == audit_bytewise(drive)
+    assert audit["corrupt_bytes"] == 512
+    drive = tampered_drive(3, 1 << 20, 4096, 12, 100)
+    drive._ledger.append(4096 * 7 + 512, 1024, 77)    # an odd write: no block order
+    assert drive.expected_blocks() is None
+    assert guest_write_audit(drive) == audit_by_maps(drive) == audit_bytewise(drive)
+
+
+def test_an_empty_ledger_audits_clean():
+    drive = tampered_drive(0, 1 << 20, 4096, 12, 0)
+    drive.node.content.set(0, 8192, 5)
+    assert guest_write_audit(drive) == {"lost_bytes": 0, "lost_writes_visible": 0,
+                                        "corrupt_bytes": 0, "first_corrupt_offset": None}
+
+
+def test_a_ledger_generation_of_0_is_never_checked():
+    # A guest write always has a generation; a ledger filled by hand may not.
+    # The map path reads generation 0 as "never written", and so must the other.
+    drive = tampered_drive(0, 1 << 20, 4096, 12, 0)
+    drive._ledger.append(0, 4096, 5)
+    drive._ledger.append(8192, 4096, 6)
+    drive._ledger.append(8192, 4096, 0)               # the block's last write: 0
+    drive.node.content.set(0, 4096, 5)
+    drive.node.content.set(8192, 12288, 9)
+    audit = guest_write_audit(drive)
+    assert audit == audit_by_maps(drive) == audit_bytewise(drive)
+    assert audit["corrupt_bytes"] == 0
