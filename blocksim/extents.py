@@ -425,6 +425,8 @@ def from_sorted_runs(size: int, runs, page_shift: int = PAGE_SHIFT) -> ExtentMap
             continue
         if a < last_end:
             raise ValueError("runs overlap or are not sorted")
+        if b > size:
+            raise ValueError(f"run [{a}, {b}) ends past the map's size {size}")
         while a < b:
             p = a >> page_shift
             ps = p << page_shift

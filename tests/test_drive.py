@@ -1,7 +1,15 @@
-"""The guest's ledger: what the drive believes it wrote, read back a page at a time."""
+"""A drive's view of the guest's ledger: what it believes it wrote, read back a page at a time
+or as arrays of blocks (the ledger itself: tests/test_ledger.py)."""
+
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
 
 import blocksim
-from blocksim.extents import ExtentMap
+from blocksim.extents import ExtentMap, from_sorted_runs
+from blocksim.ledger import Ledger
 
 
 def drive_after(workload: dict, size: str = "4MiB"):
@@ -45,16 +53,6 @@ def test_mixed_sizes_fall_back_to_one_map():
 
 
 # -- the ledger against a naive replay ----------------------------------------------
-
-import random
-from types import SimpleNamespace
-
-import numpy as np
-import pytest
-
-from blocksim.drive import Ledger
-from blocksim.extents import from_sorted_runs
-
 
 def replay(writes, size) -> ExtentMap:
     """The obvious meaning of a ledger: every write applied in acknowledgement order."""
@@ -168,37 +166,6 @@ def test_blocks_too_far_out_to_pack_with_their_index_sort_the_other_way():
               for a, b, g in random_writes(rng, 4096, 1 << 21, [512], 512)]
     assert drive_with(writes, size)._ledger.by_block()._index is not None
     check_against_references(writes, size, 1 << 20, window=(base - (1 << 20), size))
-
-
-def test_ledger_rows_keep_every_write_in_order():
-    ledger = Ledger()
-    writes = [(0, 4096, 1), (8192, 12288, 5), (100, 612, 3), (4096, 8192, 2**40),
-              (0, 4096, 9), (1 << 40, (1 << 40) + 65536, 4)]
-    for a, b, g in writes:
-        ledger.append(a, b - a, g)
-    assert list(ledger.rows()) == writes
-    assert len(ledger) == len(writes)
-    assert ledger.block_size == 4096
-
-
-def test_ledger_costs_twelve_bytes_per_same_size_write():
-    ledger = Ledger()
-    for i in range(1000):
-        ledger.append(i * 4096, 4096, i + 1)
-    assert ledger.nbytes == 12 * 1000
-    ledger.append(0, 512, 1001)                         # an exception: index and length
-    assert ledger.nbytes == 12 * 1001 + 16
-
-
-@pytest.mark.parametrize("big", [2**32, 2**32 + 7, 2**62, -3])
-def test_generations_beyond_32_bits_widen_the_ledger(big):
-    ledger = Ledger()
-    ledger.append(0, 4096, 1)
-    ledger.append(4096, 4096, big)
-    ledger.append(8192, 4096, 2)
-    assert list(ledger.rows()) == [(0, 4096, 1), (4096, 8192, big), (8192, 12288, 2)]
-    order = ledger.by_block()
-    assert list(order.winners(0, 3)) == [(0, 4096, 1), (4096, 8192, big), (8192, 12288, 2)]
 
 
 def test_two_block_sizes_on_one_drive_read_back():

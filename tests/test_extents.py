@@ -340,3 +340,10 @@ def test_diff_blocks_outside_the_range_is_nothing():
     # clipped to [100, 200); the second block is cut where the map's page ends (192)
     assert (offsets.tolist(), lengths.tolist(), want.tolist(), got.tolist()) == \
         ([100, 150, 192], [20, 42, 8], [1, 2, 2], [0, 0, 0])
+
+
+def test_from_sorted_runs_rejects_a_run_past_the_end():
+    import pytest
+    from blocksim.extents import from_sorted_runs
+    with pytest.raises(ValueError, match="past the map's size"):
+        from_sorted_runs(4096, [(0, 512, 1), (3584, 4608, 2)], page_shift=10)

@@ -273,7 +273,7 @@ def test_integrity_is_not_a_violation_for_jobs_that_did_not_complete():
 
 import random
 
-from blocksim.drive import Ledger
+from blocksim.ledger import Ledger
 from blocksim.extents import ExtentMap, diff_ranges
 
 

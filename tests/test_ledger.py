@@ -1,0 +1,36 @@
+"""The guest's ledger: compact, ordered, exact."""
+
+import pytest
+
+from blocksim.ledger import Ledger
+
+
+def test_ledger_rows_keep_every_write_in_order():
+    ledger = Ledger()
+    writes = [(0, 4096, 1), (8192, 12288, 5), (100, 612, 3), (4096, 8192, 2**40),
+              (0, 4096, 9), (1 << 40, (1 << 40) + 65536, 4)]
+    for a, b, g in writes:
+        ledger.append(a, b - a, g)
+    assert list(ledger.rows()) == writes
+    assert len(ledger) == len(writes)
+    assert ledger.block_size == 4096
+
+
+def test_ledger_costs_twelve_bytes_per_same_size_write():
+    ledger = Ledger()
+    for i in range(1000):
+        ledger.append(i * 4096, 4096, i + 1)
+    assert ledger.nbytes == 12 * 1000
+    ledger.append(0, 512, 1001)                         # an exception: index and length
+    assert ledger.nbytes == 12 * 1001 + 16
+
+
+@pytest.mark.parametrize("big", [2**32, 2**32 + 7, 2**62, -3])
+def test_generations_beyond_32_bits_widen_the_ledger(big):
+    ledger = Ledger()
+    ledger.append(0, 4096, 1)
+    ledger.append(4096, 4096, big)
+    ledger.append(8192, 4096, 2)
+    assert list(ledger.rows()) == [(0, 4096, 1), (4096, 8192, big), (8192, 12288, 2)]
+    order = ledger.by_block()
+    assert list(order.winners(0, 3)) == [(0, 4096, 1), (4096, 8192, big), (8192, 12288, 2)]
