@@ -26,7 +26,14 @@ class RateLimit:
         """Account ``nbytes`` dispatched now; nanoseconds to wait (0 = go on)."""
         if not self.speed:
             return 0
-        if self.slice_end < now:
+        # QEMU resets when ``slice_end_time < now`` on its real-time clock.
+        # A job that slept out a stretched slice wakes on a timer, which
+        # always fires a little after its deadline, so in QEMU the next call
+        # starts a fresh slice: the job copies in bursts of one slice's
+        # quota.  Simulated timers fire exactly on time, so ``<=`` is the
+        # same behaviour here.  With ``<`` the slice would stay stretched and
+        # every later request would sleep on its own.
+        if self.slice_end <= now:
             self.slice_start = now
             self.slice_end = now + SLICE_NS
             self.dispatched = 0
