@@ -4,7 +4,7 @@ Dask path (a LocalCluster on loopback) vs the local process pool.
     .venv/bin/python benchmarks/bench_sweep.py [--runs N] [--short-runs N]
 
 The throughput sweep uses a mirror of a 256 MiB disk under guest load for 20
-simulated seconds (~0.4 s a run); the overhead sweep uses a 2-second mirror of
+simulated seconds (~0.1 s a run); the overhead sweep uses a 2-second mirror of
 an 8 MiB disk (a few ms a run), so that what is measured is the cost of
 shipping a run and its row, not the simulation.  Times are wall-clock and
 include starting the pool's workers (not the Dask cluster's); no tables are
