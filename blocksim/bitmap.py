@@ -38,10 +38,6 @@ class DirtyBitmap:
         self.count = 0
 
     # -- byte ranges -----------------------------------------------------------
-    def bit_range(self, start: int, end: int) -> tuple[int, int]:
-        g = self.granularity
-        return start // g, -(-end // g)
-
     def mark(self, start: int, end: int) -> None:
         """Mark the granules overlapping ``[start, end)`` dirty."""
         g = self.granularity
@@ -70,9 +66,6 @@ class DirtyBitmap:
             if not left:
                 self.blocks[blk] = 0
             self.count -= n
-
-    def is_dirty(self, bit: int) -> bool:
-        return bool(self.bits[bit])
 
     def _assign(self, b0: int, b1: int, value: bool) -> None:
         # Per summary block, so that the counts stay exact.

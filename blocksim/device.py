@@ -205,8 +205,7 @@ class BlockDevice:
         yield self.env.timeout(delay)
         if err:
             return err, None
-        self.reads += 1
-        self.bytes_read += length
+        self.complete_read(length)
         return 0, (self.read_content(offset, offset + length) if want_data else None)
 
     def submit_write(self, offset: int, length: int) -> tuple[int, int, object]:

@@ -95,23 +95,22 @@ class Drive:
             start = env.now
             self.in_flight += 1
             node = self.node        # a pivot may replace it meanwhile
-            if is_read:
-                err, delay = node.submit_read(offset, length)
-                if shared_wake or not env.skip_to(env.now + delay):
-                    yield env.timeout(delay)
-                    shared_wake = False
-                if not err:
-                    node.complete_read(length)
-            elif op == "flush":
+            if op == "flush":
                 err = yield from node.flush()
                 shared_wake = False
             else:
-                err, delay, how = node.submit_write(offset, length)
+                if is_read:
+                    err, delay = node.submit_read(offset, length)
+                else:
+                    err, delay, how = node.submit_write(offset, length)
                 if shared_wake or not env.skip_to(env.now + delay):
                     yield env.timeout(delay)
                     shared_wake = False
                 if not err:
-                    node.complete_write(offset, length, gen, how)
+                    if is_read:
+                        node.complete_read(length)
+                    else:
+                        node.complete_write(offset, length, gen, how)
             self.in_flight -= 1
             if self.in_flight == 0 and self._idle is not None:
                 ev, self._idle = self._idle, None
