@@ -44,10 +44,14 @@ class Clock(simpy.Environment):
         #: how many timeouts the shortcut saved (a figure for benchmarks)
         self.skipped = 0
 
-    def skip_to(self, t: int) -> bool:
-        """Move the clock to ``t`` if no event is queued at or before ``t``."""
+    def skip_to(self, t: int, waits: int = 1) -> bool:
+        """Move the clock to ``t`` if no event is queued at or before ``t``.
+
+        ``waits`` is how many timeouts that saves, for :attr:`skipped` (more
+        than one for a stretch of requests done in bulk, see
+        :mod:`blocksim.stretch`)."""
         if self.shortcuts and t < self.peek():
             self._now = t
-            self.skipped += 1
+            self.skipped += waits
             return True
         return False

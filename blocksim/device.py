@@ -129,6 +129,46 @@ class BlockDevice:
         slots.append(done)
         return done
 
+    # -- quiet stretches (blocksim.stretch) ---------------------------------------
+    def is_predictable(self) -> bool:
+        """Whether every request succeeds after a service time known in
+        advance: no fault rule anywhere in the chain, no jitter."""
+        if self.jitter:
+            return False
+        node = self
+        while node is not None:
+            if node.faults:
+                return False
+            node = node.backing
+        return True
+
+    def is_idle(self, now: int) -> bool:
+        """Whether every request issued so far has left the pipe by ``now``
+        (so its queue slots are free too)."""
+        return self._pipe_free <= now
+
+    def settle_queue(self, last_done: int) -> None:
+        """The queue and pipe after a stretch of requests, one at a time,
+        issued to an idle node, the last completing at ``last_done``: each
+        freed the slot of the one before it and took one."""
+        self._slots.clear()
+        self._slots.append(last_done)
+        self._pipe_free = last_done
+
+    def allocate_quietly(self, offset: int, end: int) -> bool:
+        """Allocate for a write of ``[offset, end)`` as :meth:`submit_write`
+        would, if that cannot fail nor copy on write; False (and nothing
+        done) if it could: past a thin device's capacity, over a backing file."""
+        cs = self.cluster_size
+        c0, c1 = offset // cs, -(-end // cs)
+        new = self._new_clusters(c0, c1)
+        if new:
+            if self.backing is not None or (
+                    self.capacity is not None and (self.alloc.count + new) * cs > self.capacity):
+                return False
+            self.alloc.set_range(c0, c1)
+        return True
+
     # -- fault verdicts ---------------------------------------------------------
     def _verdict(self, op: str, start: int, end: int) -> Verdict:
         verdict = Verdict()
@@ -224,10 +264,7 @@ class BlockDevice:
             cs = self.cluster_size
             c0, c1 = offset // cs, -(-end // cs)
             alloc = self.alloc
-            if c1 - c0 == 1:
-                new = 0 if alloc.is_set(c0) else 1
-            else:
-                new = (c1 - c0) - alloc.count_set(c0, c1)
+            new = self._new_clusters(c0, c1)
             if new:
                 err = 0
                 if self.capacity is not None and (alloc.count + new) * cs > self.capacity:
@@ -281,6 +318,13 @@ class BlockDevice:
         if not err:
             self.complete_write(offset, length, data, how, fill)
         return err
+
+    def _new_clusters(self, c0: int, c1: int) -> int:
+        """How many of clusters ``[c0, c1)`` a write would allocate."""
+        alloc = self.alloc
+        if c1 - c0 == 1:
+            return 0 if alloc.is_set(c0) else 1
+        return (c1 - c0) - alloc.count_set(c0, c1)
 
     def _cow_read_error(self, offset: int, end: int, c0: int, c1: int) -> int:
         """The errno of the copy-on-write read from the backing file, if its

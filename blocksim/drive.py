@@ -130,6 +130,23 @@ class Drive:
                 self._ledger.append(offset, length, gen)
             return 0
 
+    # -- quiet stretches (blocksim.stretch) ---------------------------------------
+    def accepts_requests(self) -> bool:
+        """Whether a request issued now goes straight to the node: the VM
+        runs and nothing drains the drive."""
+        return self.vm.state == "running" and self._undrained is None and self._idle is None
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger
+
+    def account_quiet_requests(self, reads: int, writes: int, latency: int) -> None:
+        """Count a stretch of successful requests (:meth:`_account` for each)."""
+        self.reads += reads
+        self.writes += writes
+        self.completed += reads + writes
+        self.latency_sum += latency
+
     def _account(self, is_read: bool, start: int) -> None:
         if is_read:
             self.reads += 1

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .stretch import advance
+
 _BATCH = 4096
 
 
@@ -40,6 +42,7 @@ class GuestWorkload:
         kind = rw[4:] if self.random else rw
         self.read_fraction = {"read": 1.0, "write": 0.0}.get(kind, spec.rwmixread / 100.0)
         self.rate = spec.rate_iops
+        self.interval = 1e9 / self.rate if self.rate else 0.0     # ns between requests
         self.think = spec.think_time
         self.start_at = spec.start if start is None else start
         self.end = spec.end
@@ -50,6 +53,7 @@ class GuestWorkload:
         self.issued = 0
         self.completed = 0
         self.errors = 0
+        self.in_stretches = 0       # requests done in quiet stretches (a figure)
         self._seq = 0
         self._ops: list = []
         self._offs: list = []
@@ -80,8 +84,14 @@ class GuestWorkload:
         if self.start_at > env.now:
             yield env.timeout(self.start_at - env.now)
         rate, end, limit, bs = self.rate, self.end, self.limit, self.bs
-        interval = 1e9 / rate if rate else 0.0
+        interval = self.interval
+        # A paced guest alone on its drive does its quiet stretches in bulk
+        # (blocksim.stretch); the worker is at the top of its loop, resumed
+        # by its own event, as that requires.
+        quiet = rate and self.iodepth == 1 and not self.think and not self.fsync
         while True:
+            if quiet:
+                advance(self, _BATCH)
             if limit is not None and self.issued >= limit:
                 return
             i = self.issued
