@@ -83,6 +83,14 @@ class BlockDevice:
             return self.content.runs(start, end)
         return resolve_runs(self.layers(), start, end)
 
+    def read_for_copy(self, start: int, end: int):
+        """:meth:`read_content`, in the form another node's
+        :meth:`complete_write` takes fastest (a copy operation's read):
+        runs, or a :class:`~blocksim.extents.Span` of one page."""
+        if self.backing is None:
+            return self.content.snapshot(start, end)
+        return resolve_runs(self.layers(), start, end)
+
     @property
     def allocated_bytes(self) -> int:
         return self.alloc.count * self.cluster_size

@@ -46,6 +46,36 @@ def _starts_type(page_shift: int) -> str:
     return "q"
 
 
+class Span:
+    """The runs of a range inside one page, as slices of the page's columns.
+
+    What :meth:`ExtentMap.snapshot` returns for a range that meets several
+    runs of one page (a mirror's copy operation, read from a source the
+    guest has fragmented), and what :meth:`ExtentMap.set_runs` writes back
+    fastest into a map with the same pages: one splice of the slices, with
+    no run tuples built in between.  ``starts`` are page-relative (the first
+    one is the range's start); there are at least two runs, neighbours
+    differ in value.  A snapshot owns its slices: later writes to the map
+    it came from do not change it.
+    """
+
+    __slots__ = ("start", "end", "starts", "values", "shift")
+
+    def __init__(self, start: int, end: int, starts: array, values: array, shift: int):
+        self.start, self.end = start, end
+        self.starts, self.values = starts, values
+        self.shift = shift
+
+    def runs(self) -> list[Run]:
+        """The same content as ``(start, end, generation)`` runs."""
+        ps = (self.start >> self.shift) << self.shift
+        inner = [ps + s for s in self.starts[1:]]
+        return list(zip([self.start, *inner], [*inner, self.end], self.values))
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
 class ExtentMap:
     """A piecewise-constant map ``offset -> generation`` over ``[0, size)``."""
 
@@ -110,7 +140,12 @@ class ExtentMap:
         ``[0, size)``) takes the per-run loop, which gives the same answer
         for any input, just slower.
         """
-        if runs.__class__ is not list and runs.__class__ is not tuple:
+        if runs.__class__ is Span:
+            if runs.shift == self._shift:
+                self._paste(runs)
+                return
+            runs = runs.runs()
+        elif runs.__class__ is not list and runs.__class__ is not tuple:
             runs = list(runs)
         if len(runs) <= 1:
             for a, b, v in runs:
@@ -160,6 +195,15 @@ class ExtentMap:
                     break
                 a = pe                      # the rest of the run: next page
         self._write_page(p, ps, pe, seg_s, seg_v, end)
+
+    def _paste(self, span: Span) -> None:
+        """:meth:`set_runs` of a :class:`Span` from a map with the same pages."""
+        shift = self._shift
+        p = span.start >> shift
+        ps = p << shift
+        # the span's arrays are its own: _write_page may keep or extend them
+        self._write_page(p, ps, min(ps + (1 << shift), self.size),
+                         span.starts, span.values, span.end)
 
     def _write_page(self, p: int, ps: int, pe: int,
                     seg_s: list[int], seg_v: list[int], b: int) -> None:
@@ -215,6 +259,25 @@ class ExtentMap:
                 return [(start, b, page)]
             return _page_runs(page[0], page[1], start, b, p << shift)
         return list(self.iter_runs(start, end))
+
+    def snapshot(self, start: int, end: int) -> "list[Run] | Span":
+        """What ``[start, end)`` holds, to be written elsewhere with
+        :meth:`set_runs`: a :class:`Span` when the range meets several runs
+        of one page, else :meth:`runs`."""
+        shift = self._shift
+        p = start >> shift
+        if start < end and (end - 1) >> shift == p:
+            page = self._pages.get(p, 0)
+            if page.__class__ is not int:
+                starts, values = page
+                ps = p << shift
+                i = bisect_right(starts, start - ps) - 1
+                j = bisect_left(starts, end - ps, i + 1)
+                if j > i + 1:
+                    head = starts[i:j]
+                    head[0] = start - ps
+                    return Span(start, end, head, values[i:j], shift)
+        return self.runs(start, end)
 
     def iter_runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
         """Like :meth:`runs`, one run at a time: a whole 1 TiB map can be
@@ -400,12 +463,14 @@ def _splice_runs(starts: array, values: array, a: int, b: int,
         elif tail_val != last_v:
             seg_s.append(b)
             seg_v.append(tail_val)
-    st = starts.typecode
     if seg_v[0] == left_val:                 # the first new run extends run lo-1
-        starts[lo:k] = array(st, seg_s[1:])
-        values[lo:k] = array("q", seg_v[1:])
+        seg_s = seg_s[1:]
+        seg_v = seg_v[1:]
+    if seg_s.__class__ is array:             # a Span's columns (same typecodes)
+        starts[lo:k] = seg_s
+        values[lo:k] = seg_v
     else:
-        starts[lo:k] = array(st, seg_s)
+        starts[lo:k] = array(starts.typecode, seg_s)
         values[lo:k] = array("q", seg_v)
 
 

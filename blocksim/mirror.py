@@ -272,8 +272,8 @@ class CopyOperation:
         job, start, end = self.job, self.start, self.end
         src, tgt = job.source, job.target
         src.complete_read(end - start)
-        runs = src.read_content(start, end)
-        if len(runs) == 1 and not runs[0][2]:     # canonical: zeros are one run
+        runs = src.read_for_copy(start, end)
+        if len(runs) == 1 and not runs[0][2]:     # canonical: zeros are one run (never a Span)
             err, delay, self.how = tgt.submit_write_zeroes(start, end - start)
             self.runs = None
         else:

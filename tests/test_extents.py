@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from blocksim.extents import ExtentMap, diff_ranges, resolve_runs
+from blocksim.extents import ExtentMap, Span, diff_ranges, resolve_runs
 
 
 def dense(m: ExtentMap) -> np.ndarray:
@@ -154,6 +154,51 @@ def test_set_runs_equals_a_set_per_run(seed):
         assert fast.extent_count() == slow.extent_count()
         if step % 50 == 0:
             src = random_map(rng, size, shift, 300, 4)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_snapshot_written_back_equals_its_runs(seed):
+    # A mirror's copy: snapshot a range of the source when the read
+    # completes, write it into the target when the write completes, with
+    # source writes in between that must not leak into the copy.
+    rng = np.random.default_rng(seed)
+    size, shift = 700, 5
+    src = random_map(rng, size, shift, 300, 4)
+    fast = random_map(rng, size, shift, 150, 3)
+    slow = ExtentMap(size, page_shift=shift)
+    per_run_set(slow, fast.runs())
+    spans = 0
+    for _ in range(300):
+        a = int(rng.integers(0, size))
+        b = int(rng.integers(a + 1, min(size, a + 40) + 1))
+        snap = src.snapshot(a, b)
+        runs = src.runs(a, b)
+        if isinstance(snap, Span):
+            spans += 1
+            assert snap.runs() == runs and len(snap) == len(runs) > 1
+        else:
+            assert snap == runs
+        x = int(rng.integers(0, size))
+        src.set(x, min(size, x + 5), int(rng.integers(0, 4)))   # meanwhile
+        fast.set_runs(snap)
+        per_run_set(slow, runs)
+        fast.check()
+        assert fast.runs() == slow.runs()
+        assert fast.extent_count() == slow.extent_count()
+    assert spans > 50
+
+
+def test_a_snapshot_into_a_map_with_other_pages_is_written_run_by_run():
+    src = ExtentMap(1 << 12, page_shift=10)
+    src.set(100, 200, 5)
+    src.set(150, 160, 6)
+    snap = src.snapshot(120, 170)
+    assert isinstance(snap, Span)
+    other = ExtentMap(1 << 12, page_shift=6)      # pages of 64: the span crosses two
+    other.set_runs(snap)
+    other.check()
+    assert other.runs(0, 300) == [(0, 120, 0), (120, 150, 5), (150, 160, 6),
+                                  (160, 170, 5), (170, 300, 0)]
 
 
 def test_set_runs_replaces_a_fragmented_page_range():
