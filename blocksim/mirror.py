@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 
+from .agenda import Agenda
 from .bitmap import DirtyBitmap
 from .extents import diff_ranges
 from .job import BlockJob
@@ -67,6 +68,12 @@ class MirrorJob(BlockJob):
         self._cursor = 0
         self._op_done = None
         self._drained = False
+        # Copy operations keep their timeouts in the job's own agenda
+        # (blocksim.agenda) while no operation in flight is SimPy's: the
+        # loop then waits for them without a trip through SimPy's queue.
+        self._agenda: Agenda | None = None
+        self._public_ops = 0        # operations in flight whose timeouts are SimPy's
+        self._woken = False         # a wake mark is on the agenda
 
     def error_policies(self) -> dict[str, str]:
         return {"on-source-error": self.on_source_error,
@@ -89,10 +96,13 @@ class MirrorJob(BlockJob):
         bm = self.bitmap = DirtyBitmap(src.size, self.granularity)
         self._initial_dirty(src, bm)
         src.write_listeners.append(bm.mark)
+        if self.env.shortcuts:
+            self._agenda = Agenda(self.env)
         while True:
             if self.ret:
                 break
             if self.pause_count > 0:        # (pause_point() checks it again)
+                self._release_agenda()
                 yield from self.pause_point()
             if self.cancelled and (self.force_cancel or not self.synced):
                 break
@@ -104,11 +114,13 @@ class MirrorJob(BlockJob):
                     continue
                 delay = self.limit.delay(self.env.now, nbytes)
                 if delay:
+                    self._release_agenda()
                     yield from self.sleep(delay)
                 continue
             if self.in_flight:
                 yield from self._wait_op()
                 continue
+            # Nothing in flight from here on, so nothing on the agenda.
             if not self.synced:
                 # QEMU flushes the target before announcing READY; a failed
                 # flush goes through on-target-error as a write.
@@ -153,7 +165,10 @@ class MirrorJob(BlockJob):
         insort(self._op_starts, b)
         self.in_flight += 1
         self.bytes_in_flight += end - start
-        CopyOperation(self, b, start, end).issue()
+        private = self._agenda is not None and not self._public_ops
+        if not private:
+            self._public_ops += 1
+        CopyOperation(self, b, start, end, private).issue()
         return end - start
 
     def _op_finished(self, op: "CopyOperation") -> None:
@@ -161,9 +176,25 @@ class MirrorJob(BlockJob):
         self._op_starts.remove(op.bit)
         self.in_flight -= 1
         self.bytes_in_flight -= op.end - op.start
+        if op.private:
+            # the loop is in _wait_op, running the agenda: SimPy would now
+            # schedule its wake-up (once)
+            if not self._woken:
+                self._woken = True
+                self._agenda.mark_wake()
+            return
+        self._public_ops -= 1
         ev = self._op_done
         if ev is not None and not ev.triggered:
             ev.succeed()
+
+    def _release_agenda(self) -> None:
+        """Before the loop waits for anything but its operations: their
+        timeouts go to SimPy (blocksim.agenda), which will process them."""
+        if self._agenda is not None and len(self._agenda):
+            for callback in self._agenda.release():
+                callback.__self__.private = False
+                self._public_ops += 1
 
     def _failed(self, start: int, end: int, policy: str, is_read: bool, err: int) -> None:
         self.bitmap.mark(start, end)
@@ -182,6 +213,14 @@ class MirrorJob(BlockJob):
         return err
 
     def _wait_op(self):
+        """Wait until an operation in flight finishes."""
+        agenda = self._agenda
+        if agenda is not None and not self._public_ops:
+            # every operation in flight is on the agenda
+            self._woken = False
+            while not agenda.run():
+                yield agenda.turn()
+            return
         ev = self._op_done = self.env.event()
         yield ev
         self._op_done = None
@@ -242,33 +281,43 @@ class CopyOperation:
     ``mirror_write_complete``).  Here it is a chain of two timeouts with
     callbacks rather than a SimPy process: there are a million of them in a
     1 TiB mirror, and a process costs two extra events and a generator each.
+    A *private* operation keeps its timeouts on the job's agenda
+    (:mod:`blocksim.agenda`) instead of SimPy's queue, in the same order.
     The device's submit step runs when the operation is issued, its complete
     step when the timeout fires, exactly as in the device's own generators.
     Ranges that read as zeros are written as a write-zeroes.
     """
 
-    __slots__ = ("job", "bit", "start", "end", "runs", "how")
+    __slots__ = ("job", "bit", "start", "end", "runs", "how", "private", "_next")
 
-    def __init__(self, job: MirrorJob, bit: int, start: int, end: int):
+    def __init__(self, job: MirrorJob, bit: int, start: int, end: int, private: bool):
         self.job = job
         self.bit = bit
         self.start = start
         self.end = end
+        self.private = private
 
     def issue(self) -> None:
         err, delay = self.job.source.submit_read(self.start, self.end - self.start)
         self._after(delay, self._read_failed if err else self._read_done, err)
 
-    def _after(self, delay: int, callback, arg) -> None:
-        timeout = self.job.env.timeout(delay, arg)
-        timeout.callbacks.append(callback)
+    def _after(self, delay: int, callback, err: int) -> None:
+        """``callback(err)`` in ``delay`` ns."""
+        if self.private:
+            self.job._agenda.schedule(delay, callback, err)
+            return
+        self._next = callback
+        self.job.env.timeout(delay, err).callbacks.append(self._fire)
 
-    def _read_failed(self, event) -> None:
+    def _fire(self, event) -> None:
+        self._next(event.value)
+
+    def _read_failed(self, err: int) -> None:
         job = self.job
-        job._failed(self.start, self.end, job.on_source_error, True, event.value)
+        job._failed(self.start, self.end, job.on_source_error, True, err)
         job._op_finished(self)
 
-    def _read_done(self, _event) -> None:
+    def _read_done(self, _err: int) -> None:
         job, start, end = self.job, self.start, self.end
         src, tgt = job.source, job.target
         src.complete_read(end - start)
@@ -281,12 +330,12 @@ class CopyOperation:
             self.runs = runs
         self._after(delay, self._write_failed if err else self._write_done, err)
 
-    def _write_failed(self, event) -> None:
+    def _write_failed(self, err: int) -> None:
         job = self.job
-        job._failed(self.start, self.end, job.on_target_error, False, event.value)
+        job._failed(self.start, self.end, job.on_target_error, False, err)
         job._op_finished(self)
 
-    def _write_done(self, _event) -> None:
+    def _write_done(self, _err: int) -> None:
         job, start, end = self.job, self.start, self.end
         if self.runs is None:
             job.target.complete_write_zeroes(start, end - start, self.how)

@@ -1,0 +1,120 @@
+"""The agenda: timeouts kept outside SimPy's queue, processed in SimPy's order.
+
+An owner process runs "operations" (two chained timeouts, the second one
+waking the owner) while other processes and bare callbacks do things at the
+same instants, with both priorities.  Run once with every timeout in SimPy's
+queue and once with the owner's on an agenda, the log of who did what when
+must be identical, ties included.
+"""
+
+import numpy as np
+import pytest
+import simpy
+
+from blocksim.agenda import Agenda
+
+
+def _run(seed: int, use_agenda: bool) -> list:
+    rng = np.random.default_rng(seed)
+    env = simpy.Environment()
+    log = []
+    agenda = Agenda(env) if use_agenda else None
+    state = {"wait": None, "woken": False, "released": 0}
+
+    def after(delay, callback, arg, private):
+        if private:
+            agenda.schedule(delay, callback, arg)
+        else:
+            env.timeout(delay, arg).callbacks.append(lambda ev: callback(ev.value))
+
+    live = set()        # operations in flight
+
+    class Op:
+        def __init__(self, n, private):
+            self.n, self.private = n, private
+
+        def start(self):
+            after(int(rng.integers(0, 4)), self.half, "a", self.private)
+
+        def half(self, arg):
+            log.append((env.now, "op", self.n, arg))
+            after(int(rng.integers(0, 4)), self.done, "b", self.private)
+
+        def done(self, arg):
+            log.append((env.now, "op", self.n, arg))
+            live.discard(self)
+            if self.private:            # the owner is running the agenda
+                if not state["woken"]:
+                    state["woken"] = True
+                    agenda.mark_wake()
+            else:
+                ev = state["wait"]
+                if ev is not None and not ev.triggered:
+                    ev.succeed()
+
+    def owner():
+        n = 0
+        while n < 60 or live:
+            for _ in range(int(rng.integers(1, 4)) if n < 60 else 0):
+                # private only while no operation in flight is SimPy's
+                op = Op(n, use_agenda and all(o.private for o in live))
+                live.add(op)
+                op.start()
+                n += 1
+            if rng.random() < 0.2:               # a sleep: the agenda is released
+                if agenda is not None and len(agenda):
+                    for cb in agenda.release():
+                        cb.__self__.private = False
+                        state["released"] += 1
+                yield env.timeout(int(rng.integers(0, 3)))
+                log.append((env.now, "owner slept"))
+            if live:
+                if use_agenda and all(o.private for o in live):
+                    state["woken"] = False
+                    while not agenda.run():
+                        yield agenda.turn()
+                else:
+                    ev = state["wait"] = env.event()
+                    yield ev
+                    state["wait"] = None
+                log.append((env.now, "owner woke", len(live)))
+
+    def other(name, gap):
+        for _ in range(40):
+            yield env.timeout(int(rng.integers(0, gap)))
+            log.append((env.now, name))
+            if rng.random() < 0.3:               # an URGENT event at this instant
+                env.process(blip(name))
+            if rng.random() < 0.3:               # a NORMAL event at this instant
+                ev = env.event()
+                ev.callbacks.append(lambda _e, name=name: log.append((env.now, name, "cb")))
+                ev.succeed()
+
+    def blip(name):
+        log.append((env.now, name, "blip"))
+        yield env.timeout(0)
+
+    env.process(owner())
+    env.process(other("x", 3))
+    env.process(other("y", 5))
+    env.run(until=400)
+    return log, state["released"]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_an_agenda_keeps_simpys_order(seed):
+    plain, _ = _run(seed, False)
+    with_agenda, _ = _run(seed, True)
+    assert plain == with_agenda
+    assert sum(1 for e in plain if e[1] == "op") > 60
+
+
+def test_the_cases_release_the_agenda_and_tie_with_other_events():
+    released = sum(_run(seed, True)[1] for seed in range(30))
+    assert released > 20
+    ties = 0
+    for seed in range(30):
+        log, _ = _run(seed, True)
+        times_op = {e[0] for e in log if e[1] == "op"}
+        ties += sum(1 for e in log if e[1] in ("x", "y") and e[0] in times_op)
+    assert ties > 100
