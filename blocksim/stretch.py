@@ -99,6 +99,11 @@ def advance(workload, batch: int) -> int:
     if max(start_at + int((i + MIN_STRETCH - 1) * interval), now) + service >= horizon:
         return 0
 
+    # only requests due before the horizon can be in the stretch
+    if horizon != float("inf"):
+        m = min(m, int((horizon - start_at) / interval) + 2 - i)
+        if m < MIN_STRETCH:
+            return 0
     due = start_at + (np.arange(i, i + m, dtype=np.int64) * interval).astype(np.int64)
     steps = np.arange(m, dtype=np.int64) * service
     # done[j] = L + max(due[j], done[j-1]), done[-1] = now, unrolled:
