@@ -163,6 +163,30 @@ class BlockDevice:
         self._slots.append(last_done)
         self._pipe_free = last_done
 
+    def fully_allocated(self) -> bool:
+        """Whether every cluster is allocated: no write allocates any more."""
+        return self.alloc.count == self.alloc.nclusters
+
+    def complete_reads(self, count: int, length: int) -> None:
+        """:meth:`complete_read` for ``count`` reads of ``length`` bytes."""
+        self.reads += count
+        self.bytes_read += count * length
+
+    def land_writes(self, offsets, length: int, first_gen: int) -> None:
+        """:meth:`complete_write` for plain writes of ``length`` bytes at
+        ``offsets``, in order, with generations ``first_gen``, ``first_gen + 1``..."""
+        self.writes += len(offsets)
+        self.bytes_written += len(offsets) * length
+        set_content = self.content.set
+        listeners = self.write_listeners
+        gen = first_gen
+        for offset in offsets:
+            end = offset + length
+            set_content(offset, end, gen)
+            for listener in listeners:
+                listener(offset, end)
+            gen += 1
+
     def allocate_quietly(self, offset: int, end: int) -> bool:
         """Allocate for a write of ``[offset, end)`` as :meth:`submit_write`
         would, if that cannot fail nor copy on write; False (and nothing

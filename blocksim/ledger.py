@@ -56,6 +56,26 @@ class Ledger:
             self._other_length(length)
         self._offsets.append(offset)
 
+    def extend(self, offsets, length: int, first_gen: int) -> None:
+        """:meth:`append` for writes of ``length`` bytes at ``offsets`` with
+        generations ``first_gen``, ``first_gen + 1``, ... (a guest's quiet
+        stretch, :mod:`blocksim.stretch`)."""
+        n = len(offsets)
+        gens = range(first_gen, first_gen + n)
+        try:
+            self._gens.extend(array(self._gens.typecode, gens))
+        except OverflowError:
+            self._gens = array("q", self._gens)
+            self._gens.extend(gens)
+        if length != self.block_size:
+            if self.block_size is None:
+                self.block_size = length
+            else:
+                at = len(self._offsets)
+                self._odd_at.extend(range(at, at + n))
+                self._odd_len.extend([length] * n)
+        self._offsets.extend(offsets)
+
     def _other_length(self, length: int) -> None:
         if self.block_size is None:
             self.block_size = length

@@ -41,8 +41,9 @@ device's submit and complete steps.
    without the general path (past a thin device's capacity: ENOSPC; over a
    backing file: copy-on-write).
 4. **The effects**, in request order: allocation, content, the write
-   listeners (a mirror's dirty bitmap), the ledger, then the counters, the
-   device's queue and pipe, and the clock, left at the last completion.
+   listeners (a mirror's dirty bitmap), generations and the ledger (in
+   bulk), the counters, the device's queue and pipe, and the clock, left at
+   the last completion.
    The worker then carries on with the next request as it would have.
 
 Nothing outside the stretch can tell the difference: no other process runs
@@ -53,6 +54,8 @@ the clock's shortcut) and require byte-identical results.
 """
 
 from __future__ import annotations
+
+from itertools import islice
 
 import numpy as np
 
@@ -118,25 +121,28 @@ def advance(workload, batch: int) -> int:
     if n < MIN_STRETCH:
         return 0
 
-    # the effects, in request order; a write the device cannot land quietly
-    # ends the stretch before it
-    gens = workload.sim.generations
-    ledger = drive.ledger
-    reads = writes = 0
-    for off, is_read in zip(workload._offs[k:k + n], workload._ops[k:k + n]):
-        if is_read:
-            node.complete_read(bs)
-            reads += 1
-            continue
-        if not node.allocate_quietly(off, off + bs):
-            break
-        gen = next(gens)
-        node.complete_write(off, bs, gen, None)
-        ledger.append(off, bs, gen)
-        writes += 1
-    n = reads + writes
-    if not n:
-        return 0
+    # the effects; a write the device cannot land quietly ends the stretch
+    # before it
+    offs = workload._offs[k:k + n]
+    ops = workload._ops[k:k + n]
+    if not node.fully_allocated():
+        for j, (off, is_read) in enumerate(zip(offs, ops)):
+            if not is_read and not node.allocate_quietly(off, off + bs):
+                n = j
+                offs, ops = offs[:n], ops[:n]
+                break
+        if not n:
+            return 0
+    reads = sum(ops)
+    if reads:
+        node.complete_reads(reads, bs)
+    written = [off for off, is_read in zip(offs, ops) if not is_read] if reads else offs
+    if written:
+        w = len(written)
+        first = next(islice(workload.sim.generations, w - 1, None)) - w + 1
+        node.land_writes(written, bs, first)
+        drive.ledger.extend(written, bs, first)
+    writes = n - reads
 
     last_done = int(issue[n - 1]) + service
     node.settle_queue(last_done)

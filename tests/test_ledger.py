@@ -34,3 +34,29 @@ def test_generations_beyond_32_bits_widen_the_ledger(big):
     assert list(ledger.rows()) == [(0, 4096, 1), (4096, 8192, big), (8192, 12288, 2)]
     order = ledger.by_block()
     assert list(order.winners(0, 3)) == [(0, 4096, 1), (4096, 8192, big), (8192, 12288, 2)]
+
+
+@pytest.mark.parametrize("first_gen", [1, 2**32 - 2, 2**40])
+def test_extend_records_what_appends_would(first_gen):
+    # a quiet stretch's writes in bulk, between single appends, with a
+    # length that is not the ledger's block size and generations that may
+    # cross 32 bits half way
+    bulk, single = Ledger(), Ledger()
+    for ledger in (bulk, single):
+        ledger.append(0, 4096, 7)
+    batches = [([4096, 0, 12288], 4096), ([512, 1024], 512), ([8192], 4096)]
+    gen = first_gen
+    for offsets, length in batches:
+        bulk.extend(offsets, length, gen)
+        for i, off in enumerate(offsets):
+            single.append(off, length, gen + i)
+        gen += len(offsets)
+    assert list(bulk.rows()) == list(single.rows())
+    assert bulk.nbytes == single.nbytes
+    assert len(bulk) == 7
+
+
+def test_extend_sets_the_block_size_of_an_empty_ledger():
+    ledger = Ledger()
+    ledger.extend([0, 4096], 4096, 1)
+    assert ledger.block_size == 4096 and ledger.nbytes == 24

@@ -16,8 +16,11 @@ from blocksim.simulation import Simulation
 
 def _outcome(sim: Simulation) -> str:
     result = sim.run()
+    # the devices' own counters too, which the summary does not all report
+    counters = {name: [dev.reads, dev.writes, dev.bytes_read, dev.bytes_written, dev.failed]
+                for name, dev in sim.devices.items()}
     return result.events_jsonl() + json.dumps(
-        [result.commands, result.series, result.summary], sort_keys=True, default=str)
+        [result.commands, result.series, result.summary, counters], sort_keys=True, default=str)
 
 
 def _paced(**extra) -> dict:
