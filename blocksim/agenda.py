@@ -96,12 +96,11 @@ class Agenda:
         heappush(self.env._queue, (t, NORMAL, eid, event))
         return event
 
-    def release(self) -> list:
+    def release(self) -> None:
         """Hand every entry to SimPy, each as an event under its own key
-        calling ``callback(argument)``; returns their callbacks."""
+        calling ``callback(argument)``."""
         entries, self._entries = self._entries, []
         queue = self.env._queue
-        callbacks = []
         for t, eid, callback, argument in entries:
             if callback is None:
                 raise RuntimeError("blocksim: a wake mark left on a released agenda")
@@ -110,8 +109,6 @@ class Agenda:
             event._value = argument
             event.callbacks.append(_Call(callback))
             heappush(queue, (t, NORMAL, eid, event))
-            callbacks.append(callback)
-        return callbacks
 
 
 class _Call:

@@ -60,7 +60,7 @@ class MirrorJob(BlockJob):
         self.bitmap: DirtyBitmap | None = None
         self.in_flight = 0
         self.bytes_in_flight = 0
-        self._ops: dict[int, int] = {}       # first bit -> end bit of each op in flight
+        self._ops: dict[int, CopyOperation] = {}   # first bit -> each op in flight
         self._op_starts: list[int] = []      # their first bits, sorted
         self.synced = False
         self.ret = 0
@@ -155,20 +155,20 @@ class MirrorJob(BlockJob):
         # Operations in flight are disjoint, so the only one that can overlap
         # [b, b+n) is the last one starting before b+n.
         i = bisect_left(self._op_starts, b + n) - 1
-        if i >= 0 and self._ops[self._op_starts[i]] > b:
+        if i >= 0 and self._ops[self._op_starts[i]].end_bit > b:
             return -1
         bm.clear_bits(b, b + n)
         self._cursor = b + n if b + n < bm.nbits else 0
         g = self.granularity
         start, end = b * g, min((b + n) * g, self.source.size)
-        self._ops[b] = b + n
-        insort(self._op_starts, b)
-        self.in_flight += 1
-        self.bytes_in_flight += end - start
         private = self._agenda is not None and not self._public_ops
         if not private:
             self._public_ops += 1
-        CopyOperation(self, b, start, end, private).issue()
+        op = self._ops[b] = CopyOperation(self, b, b + n, start, end, private)
+        insort(self._op_starts, b)
+        self.in_flight += 1
+        self.bytes_in_flight += end - start
+        op.issue()
         return end - start
 
     def _op_finished(self, op: "CopyOperation") -> None:
@@ -192,9 +192,11 @@ class MirrorJob(BlockJob):
         """Before the loop waits for anything but its operations: their
         timeouts go to SimPy (blocksim.agenda), which will process them."""
         if self._agenda is not None and len(self._agenda):
-            for callback in self._agenda.release():
-                callback.__self__.private = False
-                self._public_ops += 1
+            self._agenda.release()
+            for op in self._ops.values():
+                if op.private:
+                    op.private = False
+                    self._public_ops += 1
 
     def _failed(self, start: int, end: int, policy: str, is_read: bool, err: int) -> None:
         self.bitmap.mark(start, end)
@@ -288,11 +290,12 @@ class CopyOperation:
     Ranges that read as zeros are written as a write-zeroes.
     """
 
-    __slots__ = ("job", "bit", "start", "end", "runs", "how", "private", "_next")
+    __slots__ = ("job", "bit", "end_bit", "start", "end", "runs", "how", "private", "_next")
 
-    def __init__(self, job: MirrorJob, bit: int, start: int, end: int, private: bool):
+    def __init__(self, job: MirrorJob, bit: int, end_bit: int, start: int, end: int,
+                 private: bool):
         self.job = job
-        self.bit = bit
+        self.bit, self.end_bit = bit, end_bit      # its granules in the dirty bitmap
         self.start = start
         self.end = end
         self.private = private

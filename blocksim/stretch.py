@@ -64,13 +64,12 @@ import numpy as np
 MIN_STRETCH = 4
 
 
-def advance(workload, batch: int) -> int:
+def advance(workload) -> int:
     """Carry out the worker's next requests while nothing else can happen.
 
     ``workload`` is a paced :class:`~blocksim.workload.GuestWorkload` with
-    one worker, at the top of its loop; ``batch`` is the size of its batches
-    of drawn offsets.  Returns how many requests were carried out (0: none,
-    the worker goes on one by one).
+    one worker, at the top of its loop.  Returns how many requests were
+    carried out (0: none, the worker goes on one by one).
     """
     env = workload.env
     if not env.shortcuts:
@@ -79,10 +78,8 @@ def advance(workload, batch: int) -> int:
     node = drive.node
     if not (drive.accepts_requests() and node.is_predictable()):
         return 0
-    if workload._k >= batch:
-        workload._refill()
-    k = workload._k
-    m = batch - k
+    offsets, reads, k = workload.drawn()
+    m = len(offsets) - k
     i = workload.issued
     if workload.limit is not None:
         m = min(m, workload.limit - i)
@@ -123,8 +120,8 @@ def advance(workload, batch: int) -> int:
 
     # the effects; a write the device cannot land quietly ends the stretch
     # before it
-    offs = workload._offs[k:k + n]
-    ops = workload._ops[k:k + n]
+    offs = offsets[k:k + n]
+    ops = reads[k:k + n]
     if not node.fully_allocated():
         for j, (off, is_read) in enumerate(zip(offs, ops)):
             if not is_read and not node.allocate_quietly(off, off + bs):
@@ -147,10 +144,7 @@ def advance(workload, batch: int) -> int:
     last_done = int(issue[n - 1]) + service
     node.settle_queue(last_done)
     drive.account_quiet_requests(reads, writes, n * service)
-    workload.issued += n
-    workload.completed += n
-    workload.in_stretches += n
-    workload._k = k + n
+    workload.account_stretch(n)
     # waits the one-by-one path would have skipped: each service, and each
     # due time still ahead when the worker came back for the request
     prev = np.empty(n, dtype=np.int64)

@@ -77,6 +77,21 @@ class GuestWorkload:
             self._ops = (rng.random(_BATCH) < self.read_fraction).tolist()
         self._k = 0
 
+    # -- quiet stretches (blocksim.stretch) ---------------------------------------
+    def drawn(self) -> tuple[list, list, int]:
+        """The current batch of drawn requests, offsets and read flags, and
+        the index of the next one to issue (drawing a new batch if needed)."""
+        if self._k >= _BATCH:
+            self._refill()
+        return self._offs, self._ops, self._k
+
+    def account_stretch(self, n: int) -> None:
+        """``n`` requests of the batch were issued and completed in bulk."""
+        self.issued += n
+        self.completed += n
+        self.in_stretches += n
+        self._k += n
+
     def _worker(self):
         env = self.env
         drive = self.drive
@@ -91,7 +106,7 @@ class GuestWorkload:
         quiet = rate and self.iodepth == 1 and not self.think and not self.fsync
         while True:
             if quiet:
-                advance(self, _BATCH)
+                advance(self)
             if limit is not None and self.issued >= limit:
                 return
             i = self.issued

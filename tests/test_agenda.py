@@ -63,9 +63,11 @@ def _run(seed: int, use_agenda: bool) -> list:
                 n += 1
             if rng.random() < 0.2:               # a sleep: the agenda is released
                 if agenda is not None and len(agenda):
-                    for cb in agenda.release():
-                        cb.__self__.private = False
-                        state["released"] += 1
+                    agenda.release()
+                    for op in live:
+                        if op.private:
+                            op.private = False
+                            state["released"] += 1
                 yield env.timeout(int(rng.integers(0, 3)))
                 log.append((env.now, "owner slept"))
             if live:

@@ -380,7 +380,7 @@ def test_operations_in_flight_never_overlap(monkeypatch):
     real_issue = mirror.MirrorJob._issue
 
     def checked_issue(op):
-        ranges = sorted(op.job._ops.items())
+        ranges = sorted((b, other.end_bit) for b, other in op.job._ops.items())
         # (a second operation at the same first bit would share a key)
         assert len(ranges) == op.job.in_flight
         for (_a, a_end), (b, _b_end) in zip(ranges, ranges[1:]):
