@@ -29,7 +29,9 @@ whatever happens in between:
 
 Events scheduled by the entries' callbacks (an error event, an action it
 triggers) go to SimPy's queue with fresh ids, as they would have, and take
-their place in the merged order.  So a run is the same with or without an
+their place in the merged order.  An exception raised by a callback (a run
+reaching its event cap) ends the run at once, as it would from SimPy's own
+``step``.  So a run is the same with or without an
 agenda (``Simulation(shortcuts=False)`` turns it off; the tests compare).
 
 This relies on SimPy 4's ``Environment._queue``, ``_eid`` and ``_now`` and
@@ -44,12 +46,13 @@ from simpy.events import NORMAL, Event
 
 
 class Agenda:
-    __slots__ = ("env", "_entries")
+    __slots__ = ("env", "_entries", "_failed")
 
     def __init__(self, env):
         self.env = env
         # (time, id, callback, argument); callback None is a wake mark
         self._entries: list = []
+        self._failed = False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -84,11 +87,33 @@ class Agenda:
             env._now = t
             if callback is None:
                 return True
-            callback(argument)
+            try:
+                callback(argument)
+            except BaseException as error:
+                self._raise_now(error)
+                return False
         return False
 
+    def _raise_now(self, error: BaseException) -> None:
+        """A callback raised.  From a SimPy event it would have come out of
+        ``env.step()`` at once (the event-cap stop of a run is one), but the
+        owner's process would only fail later, after other events due now.
+        So it goes to SimPy in an event ahead of everything else, raising
+        it; the owner waits for ever (:meth:`turn`)."""
+        def reraise(_event):
+            raise error
+        event = Event(self.env)
+        event._ok = True
+        event._value = None
+        event.callbacks.append(reraise)
+        heappush(self.env._queue, (self.env._now, -1, next(self.env._eid), event))
+        self._failed = True
+
     def turn(self) -> Event:
-        """An event SimPy processes exactly when the first entry is due."""
+        """An event SimPy processes exactly when the first entry is due
+        (never, once a callback has raised)."""
+        if self._failed:
+            return Event(self.env)
         t, eid = self._entries[0][:2]
         event = Event(self.env)
         event._ok = True

@@ -120,3 +120,70 @@ def test_the_cases_release_the_agenda_and_tie_with_other_events():
         times_op = {e[0] for e in log if e[1] == "op"}
         ties += sum(1 for e in log if e[1] in ("x", "y") and e[0] in times_op)
     assert ties > 100
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("use_agenda", [False, True])
+def test_an_exception_in_a_callback_ends_the_run_before_anything_else(use_agenda):
+    # As from a SimPy event's callback, at once: not after the other events
+    # due at the same instant (a run stopped by its event cap relies on it).
+    env = simpy.Environment()
+    log = []
+    agenda = Agenda(env)
+
+    def explode(_arg):
+        log.append("explode")
+        raise Boom()
+
+    def owner():
+        yield env.timeout(1)
+        if use_agenda:
+            agenda.schedule(4, explode, None)          # due at 5, queued first
+        else:
+            env.timeout(4).callbacks.append(lambda _e: explode(None))
+        env.timeout(4).callbacks.append(lambda _e: log.append("later, same instant"))
+        if use_agenda:
+            while not agenda.run():
+                yield agenda.turn()
+        else:
+            yield env.event()
+
+    env.process(owner())
+    with pytest.raises(Boom):
+        env.run(until=10)
+    assert log == ["explode"]
+    assert env.now == 5
+
+
+def test_a_mirror_run_stopped_by_its_event_cap_is_the_same_without_the_agenda():
+    # The target fails every write to one range, ignored: BLOCK_JOB_ERROR
+    # after BLOCK_JOB_ERROR from the agenda's callbacks, until the cap.
+    import json
+
+    import blocksim
+    from blocksim.simulation import Simulation
+
+    source = {
+        "name": "cap", "duration": "2s", "sample-interval": "100ms",
+        "images": {"src": {"size": "256MiB", "data": "full"}, "tgt": {"size": "256MiB"}},
+        "drives": {"d0": {"image": "src"}},
+        "faults": [{"image": "tgt", "operation": "write", "offset": "64MiB", "length": "1MiB"}],
+        "jobs": {"j0": {"type": "mirror", "device": "d0", "target": "tgt",
+                        "on-target-error": "ignore", "speed": "512MiB"}},
+        "workloads": {"g": {"drive": "d0", "rw": "randwrite", "bs": "4KiB", "rate-iops": 500}},
+    }
+
+    def outcome(sim):
+        r = sim.run()
+        return r.events_jsonl() + json.dumps([r.commands, r.series, r.summary],
+                                             sort_keys=True, default=str), r
+    for cap in (13, 40, 77):
+        scenario = blocksim.load_scenario(source | {"max-events": cap})
+        fast, result = outcome(Simulation(scenario, seed=1))
+        exact, _ = outcome(Simulation(scenario, seed=1, shortcuts=False))
+        assert fast == exact
+        assert result.summary["truncated"] and len(result.events) == cap
+        assert result.events[-1]["event"] == "BLOCK_JOB_ERROR"
