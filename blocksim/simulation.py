@@ -13,7 +13,7 @@ its position), so a run is a pure function of scenario and seed, and adding
 a workload does not change the faults another one sees.
 
 Shortcuts: ``shortcuts=True`` (the default) lets the clock skip waits that
-nothing could interrupt (:mod:`blocksim.clock`), paced guests do quiet
+nothing could interrupt (:mod:`blocksim.clock`), one-worker guests do quiet
 stretches in bulk (:mod:`blocksim.stretch`) and mirrors keep their copy
 operations on an agenda (:mod:`blocksim.agenda`).  Each gives exactly the
 run SimPy would give without it; ``shortcuts=False`` is the reference the

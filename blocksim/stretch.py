@@ -1,9 +1,10 @@
-"""Quiet stretches: a paced guest's requests carried out in bulk.
+"""Quiet stretches: a one-worker guest's requests carried out in bulk.
 
-A paced guest (``rate-iops`` with one worker) spends most of a long run with
-nothing else going on: a mirror that sleeps out its rate-limit slice, or
-waits 100 ms between two polls once it is ready, leaves the guest's requests
-as the only thing happening for thousands of them.  The clock's shortcut
+A guest with one worker (paced by ``rate-iops``, or a closed loop with or
+without ``think-time``) spends most of a long run with nothing else going
+on: a mirror that sleeps out its rate-limit slice, or waits 100 ms between
+two polls once it is ready, leaves the guest's requests as the only thing
+happening for thousands of them.  The clock's shortcut
 (:mod:`blocksim.clock`) already spares those requests their SimPy events;
 what is left is the Python work of one request at a time, about 6 µs each:
 the worker's loop, :meth:`Drive.request <blocksim.drive.Drive.request>`, the
@@ -13,38 +14,40 @@ device's submit and complete steps.
 
 1. **When it applies.** The worker is at the top of its loop, resumed by its
    own event, so it is where it would take its next request with nothing
-   else left to run at this instant.  The VM runs, the drive is not drained,
-   no fault rule sits anywhere in the node's chain and its latency has no
-   jitter: every request then succeeds after a service time known in
-   advance, and no event (no policy decision, no wake-up) can come of it.
+   else left to run at this instant.  The workload has no ``fsync``.  The
+   VM runs, the drive is not drained, no fault rule sits anywhere in the
+   node's chain and its latency has no jitter: every request then succeeds
+   after a service time ``L`` known in advance, and no event (no policy
+   decision, no wake-up) can come of it.
 2. **The times**, for the requests left in the workload's current batch of
-   offsets.  Request *j* is due at ``start + int(j / rate)``; it is issued
-   when due, or as soon as request *j-1* completes if that is later; it
-   completes a latency plus a transfer time after it is issued:
+   offsets.  The worker issues request *j*, waits ``L`` for it, thinks
+   ``think`` (0 for a paced guest), and comes back; request *j* is issued
+   then, or when it is due (``start + int(j / rate)``) if that is later:
 
-       issue[j] = max(due[j], done[j-1])
-       done[j]  = issue[j] + L
+       issue[j] = max(due[j], issue[j-1] + L + think)
 
    (the node's queue and pipe are the worker's own: a request of someone
    else still in them would complete later, its completion is queued, and
    no stretch can reach past it, so the device's general formula reduces to
-   this one).  This is the max-plus recurrence ``done[j] = L + max(due[j], done[j-1])``, whose
-   solution is a cumulative maximum: numpy computes a stretch of thousands
-   at once, exactly, in integer nanoseconds.
-3. **Where it stops.** A request belongs to the stretch only if it completes
-   strictly before the next event queued in the whole simulation, the
-   *horizon*: that is exactly when the clock's shortcut lets the one-by-one
-   path skip both its waits (due and service), so that path too would run
-   it without processing any other event.  The stretch also stops before a
-   request issued at or after the workload's ``end``, past ``number-ios``,
-   and before a write that needs a cluster the device cannot allocate
-   without the general path (past a thin device's capacity: ENOSPC; over a
-   backing file: copy-on-write).
+   this one).  This max-plus recurrence unrolls to a cumulative maximum:
+   numpy computes a stretch of thousands at once, exactly, in integer
+   nanoseconds.  A closed loop has no due times: ``issue[j] = issue[0] +
+   j (L + think)``.
+3. **Where it stops.** A request belongs to the stretch only if the worker
+   is back from it (completed, and done thinking) strictly before the next
+   event queued in the whole simulation, the *horizon*: that is exactly when
+   the clock's shortcut lets the one-by-one path skip all its waits (due,
+   service, think), so that path too would run it without processing any
+   other event.  The stretch also stops before a request issued at or after
+   the workload's ``end``, past ``number-ios``, and before a write that
+   needs a cluster the device cannot allocate without the general path
+   (past a thin device's capacity: ENOSPC; over a backing file:
+   copy-on-write).
 4. **The effects**, in request order: allocation, content, the write
    listeners (a mirror's dirty bitmap), generations and the ledger (in
-   bulk), the counters, the device's queue and pipe, and the clock, left at
-   the last completion.
-   The worker then carries on with the next request as it would have.
+   bulk), the counters, the device's queue and pipe, and the clock, left
+   where the worker is back from the last request.  The worker then carries
+   on with the next request as it would have.
 
 Nothing outside the stretch can tell the difference: no other process runs
 between the requests either way, and the events created afterwards keep
@@ -67,8 +70,8 @@ MIN_STRETCH = 4
 def advance(workload) -> int:
     """Carry out the worker's next requests while nothing else can happen.
 
-    ``workload`` is a paced :class:`~blocksim.workload.GuestWorkload` with
-    one worker, at the top of its loop.  Returns how many requests were
+    ``workload`` is a :class:`~blocksim.workload.GuestWorkload` with one
+    worker and no fsync, at the top of its loop.  Returns how many requests were
     carried out (0: none, the worker goes on one by one).
     """
     env = workload.env
@@ -93,26 +96,42 @@ def advance(workload) -> int:
         return 0
     bs = workload.bs
     service = node.latency + bs * 1_000_000_000 // node.bandwidth
+    think = workload.think or 0
+    # The worker is back for its next request `period` after issuing one
+    # (completion, then think time), or later if that one is not due yet.
+    period = service + think
+    if period <= 0:
+        return 0
+    rate = workload.rate
     interval = workload.interval
     start_at = workload.start_at
-    # cheap refusal first: the first few requests must complete before the horizon
-    if max(start_at + int((i + MIN_STRETCH - 1) * interval), now) + service >= horizon:
+    # cheap refusal first: issue[j] >= now + j * period, and >= due[j]
+    first = now + (MIN_STRETCH - 1) * period
+    if rate:
+        first = max(first, start_at + int((i + MIN_STRETCH - 1) * interval))
+    if first + period >= horizon:
         return 0
-
-    # only requests due before the horizon can be in the stretch
     if horizon != float("inf"):
-        m = min(m, int((horizon - start_at) / interval) + 2 - i)
+        m = min(m, int((horizon - now) / period) + 2)
+        if rate:    # only requests due before the horizon can be in the stretch
+            m = min(m, int((horizon - start_at) / interval) + 2 - i)
         if m < MIN_STRETCH:
             return 0
-    due = start_at + (np.arange(i, i + m, dtype=np.int64) * interval).astype(np.int64)
-    steps = np.arange(m, dtype=np.int64) * service
-    # done[j] = L + max(due[j], done[j-1]), done[-1] = now, unrolled:
-    # (j + 1) L + max(now, max over k <= j of due[k] - k L)
-    issue = due - steps
-    issue[0] = max(issue[0], now)
-    np.maximum.accumulate(issue, out=issue)
-    issue += steps                      # issue[j] = max(due[j], done[j-1])
-    n = int(np.searchsorted(issue, horizon - service, "left"))    # done < horizon
+
+    steps = np.arange(m, dtype=np.int64) * period
+    if rate:
+        due = start_at + (np.arange(i, i + m, dtype=np.int64) * interval).astype(np.int64)
+        # issue[j] = max(due[j], issue[j-1] + period), the worker back at
+        # `now` before the first, unrolled:
+        # j period + max(now, max over k <= j of due[k] - k period)
+        issue = due - steps
+        issue[0] = max(issue[0], now)
+        np.maximum.accumulate(issue, out=issue)
+        issue += steps
+    else:
+        issue = steps + now
+    # the worker must be back (completed, thought) strictly before the horizon
+    n = int(np.searchsorted(issue, horizon - period, "left"))
     if workload.end is not None:
         n = min(n, int(np.searchsorted(issue, workload.end, "left")))
     if n < MIN_STRETCH:
@@ -145,10 +164,13 @@ def advance(workload) -> int:
     node.settle_queue(last_done)
     drive.account_quiet_requests(reads, writes, n * service)
     workload.account_stretch(n)
-    # waits the one-by-one path would have skipped: each service, and each
-    # due time still ahead when the worker came back for the request
-    prev = np.empty(n, dtype=np.int64)
-    prev[0] = now
-    prev[1:] = issue[:n - 1] + service
-    env.skip_to(last_done, waits=n + int(np.count_nonzero(due[:n] > prev)))
+    # waits the one-by-one path would have skipped: each service, each think
+    # time, and each due time still ahead when the worker came back
+    waits = n * (2 if think else 1)
+    if rate:
+        back = np.empty(n, dtype=np.int64)
+        back[0] = now
+        back[1:] = issue[:n - 1] + period
+        waits += int(np.count_nonzero(due[:n] > back))
+    env.skip_to(last_done + think, waits=waits)
     return n

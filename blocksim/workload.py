@@ -100,10 +100,10 @@ class GuestWorkload:
             yield env.timeout(self.start_at - env.now)
         rate, end, limit, bs = self.rate, self.end, self.limit, self.bs
         interval = self.interval
-        # A paced guest alone on its drive does its quiet stretches in bulk
+        # A one-worker guest does its quiet stretches in bulk
         # (blocksim.stretch); the worker is at the top of its loop, resumed
         # by its own event, as that requires.
-        quiet = rate and self.iodepth == 1 and not self.think and not self.fsync
+        quiet = self.iodepth == 1 and not self.fsync
         while True:
             if quiet:
                 advance(self)

@@ -297,8 +297,11 @@ def test_rerror_enospc_stops_on_enospc_reads_only():
 # -- workloads ------------------------------------------------------------------------------
 
 def recorded(sc, seed=None):
-    """Run ``sc`` recording every guest request as (time, op, offset, length)."""
-    sim = blocksim.Simulation(blocksim.load_scenario(sc), seed=seed)
+    """Run ``sc`` recording every guest request as (time, op, offset, length).
+
+    Without shortcuts: a quiet stretch does its requests without calling
+    Drive.request (with the same outcome, see tests/test_stretch.py)."""
+    sim = blocksim.Simulation(blocksim.load_scenario(sc), seed=seed, shortcuts=False)
     log = []
     for drive in sim.drives.values():
         real = drive.request

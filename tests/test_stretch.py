@@ -93,9 +93,30 @@ QUEUED_BEHIND = {
     "workloads": {"small": _paced(**{"rate-iops": 1000}),
                   "big": {"drive": "d0", "rw": "read", "bs": "64MiB", "rate-iops": 1}},
 }
+# Closed loops: one thinks between requests on a disk a mirror copies,
+# the other issues back to back against a rate-paced reader on the same
+# drive, with a request cap.
+THINKER = {
+    "name": "stretch-thinker", "duration": "4s", "sample-interval": "1s",
+    "images": {"src": {"size": "128MiB", "data": "full", "latency": "60us"},
+               "tgt": {"size": "128MiB"}},
+    "drives": {"d0": {"image": "src"}},
+    "jobs": {"j0": {"type": "mirror", "device": "d0", "target": "tgt", "speed": "64MiB"}},
+    "workloads": {"guest": {"drive": "d0", "rw": "randrw", "bs": "8KiB",
+                            "think-time": "330us", "end": "3700ms"}},
+}
+BACK_TO_BACK = {
+    "name": "stretch-back-to-back", "duration": "2s",
+    "images": {"disk": {"size": "1GiB", "latency": "40us"}},
+    "drives": {"d0": {"image": "disk"}},
+    "workloads": {"loop": {"drive": "d0", "rw": "write", "bs": "4KiB",
+                           "number-ios": 20000},
+                  "paced": _paced(rw="randread", **{"rate-iops": 50})},
+}
 
 CASES = {"mirror": MIRROR, "thin": THIN, "backing": BACKING, "two-guests": TWO_GUESTS,
-         "late": LATE, "queued-behind": QUEUED_BEHIND}
+         "late": LATE, "queued-behind": QUEUED_BEHIND,
+         "thinker": THINKER, "back-to-back": BACK_TO_BACK}
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -160,3 +181,17 @@ def test_a_request_completing_exactly_at_the_next_event_waits_for_it():
     # the same instant: 10 requests (0 to 9) are done when it fires, not 11.
     assert _completed_at_a_timer(False) == [10, 20]
     assert _completed_at_a_timer(True) == [10, 20]
+
+
+@pytest.mark.parametrize("name", ["mirror", "late", "thinker", "back-to-back"])
+def test_a_stretch_counts_the_waits_it_saves_as_the_clock_would(name, monkeypatch):
+    # env.skipped is a benchmark figure: a stretch adds the waits the clock
+    # shortcut would have skipped one by one (due, service, think).
+    scenario = blocksim.load_scenario(CASES[name])
+    bulk = Simulation(scenario, seed=5)
+    bulk.run()
+    monkeypatch.setattr("blocksim.workload.advance", lambda workload: 0)
+    single = Simulation(scenario, seed=5)
+    single.run()
+    assert sum(w.in_stretches for w in single.workloads.values()) == 0
+    assert bulk.env.skipped == single.env.skipped
