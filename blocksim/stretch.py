@@ -71,8 +71,8 @@ def advance(workload) -> int:
     """Carry out the worker's next requests while nothing else can happen.
 
     ``workload`` is a :class:`~blocksim.workload.GuestWorkload` with one
-    worker and no fsync, at the top of its loop.  Returns how many requests were
-    carried out (0: none, the worker goes on one by one).
+    worker and no fsync, at the top of its loop.  Returns how many requests
+    were carried out (0: none, the worker goes on one by one).
     """
     env = workload.env
     if not env.shortcuts:
@@ -81,18 +81,14 @@ def advance(workload) -> int:
     node = drive.node
     if not (drive.accepts_requests() and node.is_predictable()):
         return 0
-    offsets, reads, k = workload.drawn()
+    offsets, read_flags, k = workload.drawn()
     m = len(offsets) - k
-    i = workload.issued
     if workload.limit is not None:
-        m = min(m, workload.limit - i)
-    if m < MIN_STRETCH:
-        return 0
-    horizon = env.peek()
+        m = min(m, workload.limit - workload.issued)
     now = env.now
     # A request still in the node's queue completes later, and its completion
     # is queued: it would end any stretch before its first request completed.
-    if not node.is_idle(now):
+    if m < MIN_STRETCH or not node.is_idle(now):
         return 0
     bs = workload.bs
     service = node.latency + bs * 1_000_000_000 // node.bandwidth
@@ -102,23 +98,53 @@ def advance(workload) -> int:
     period = service + think
     if period <= 0:
         return 0
+    times = _issue_times(workload, now, env.peek(), m, period)
+    if times is None:
+        return 0
+    issue, due = times
+    n = _carry_out(workload, node, offsets[k:k + len(issue)], read_flags[k:k + len(issue)])
+    if not n:
+        return 0
+    workload.account_stretch(n)
+    drive.account_quiet_requests(*_counts(read_flags[k:k + n]), n * service)
+    last_done = int(issue[n - 1]) + service
+    node.settle_queue(last_done)
+    # waits the one-by-one path would have skipped: each service, each think
+    # time, and each due time still ahead when the worker came back
+    waits = n * (2 if think else 1)
+    if due is not None:
+        back = np.empty(n, dtype=np.int64)
+        back[0] = now
+        back[1:] = issue[:n - 1] + period
+        waits += int(np.count_nonzero(due[:n] > back))
+    env.skip_to(last_done + think, waits=waits)
+    return n
+
+
+def _issue_times(workload, now: int, horizon, m: int, period: int):
+    """The issue times of the next requests (at most ``m``) the worker is
+    back from strictly before ``horizon`` and issues before the workload's
+    ``end``, and their due times (None for a closed loop); None when fewer
+    than :data:`MIN_STRETCH` qualify."""
+    i = workload.issued
     rate = workload.rate
     interval = workload.interval
     start_at = workload.start_at
     # cheap refusal first: issue[j] >= now + j * period, and >= due[j]
-    first = now + (MIN_STRETCH - 1) * period
+    bound = now + (MIN_STRETCH - 1) * period
     if rate:
-        first = max(first, start_at + int((i + MIN_STRETCH - 1) * interval))
-    if first + period >= horizon:
-        return 0
+        bound = max(bound, start_at + int((i + MIN_STRETCH - 1) * interval))
+    if bound + period >= horizon:
+        return None
     if horizon != float("inf"):
         m = min(m, int((horizon - now) / period) + 2)
         if rate:    # only requests due before the horizon can be in the stretch
             m = min(m, int((horizon - start_at) / interval) + 2 - i)
         if m < MIN_STRETCH:
-            return 0
+            return None
 
     steps = np.arange(m, dtype=np.int64) * period
+    due = None
     if rate:
         due = start_at + (np.arange(i, i + m, dtype=np.int64) * interval).astype(np.int64)
         # issue[j] = max(due[j], issue[j-1] + period), the worker back at
@@ -135,42 +161,35 @@ def advance(workload) -> int:
     if workload.end is not None:
         n = min(n, int(np.searchsorted(issue, workload.end, "left")))
     if n < MIN_STRETCH:
-        return 0
+        return None
+    return issue[:n], due
 
-    # the effects; a write the device cannot land quietly ends the stretch
-    # before it
-    offs = offsets[k:k + n]
-    ops = reads[k:k + n]
+
+def _carry_out(workload, node, offsets: list, read_flags: list) -> int:
+    """The requests' effects on the node and the ledger; returns how many
+    were carried out: all, or those before the first write the node cannot
+    land quietly."""
+    bs = workload.bs
+    n = len(offsets)
     if not node.fully_allocated():
-        for j, (off, is_read) in enumerate(zip(offs, ops)):
+        for j, (off, is_read) in enumerate(zip(offsets, read_flags)):
             if not is_read and not node.allocate_quietly(off, off + bs):
                 n = j
-                offs, ops = offs[:n], ops[:n]
+                offsets, read_flags = offsets[:n], read_flags[:n]
                 break
-        if not n:
-            return 0
-    reads = sum(ops)
+    reads, writes = _counts(read_flags)
     if reads:
         node.complete_reads(reads, bs)
-    written = [off for off, is_read in zip(offs, ops) if not is_read] if reads else offs
-    if written:
-        w = len(written)
-        first = next(islice(workload.sim.generations, w - 1, None)) - w + 1
-        node.land_writes(written, bs, first)
-        drive.ledger.extend(written, bs, first)
-    writes = n - reads
-
-    last_done = int(issue[n - 1]) + service
-    node.settle_queue(last_done)
-    drive.account_quiet_requests(reads, writes, n * service)
-    workload.account_stretch(n)
-    # waits the one-by-one path would have skipped: each service, each think
-    # time, and each due time still ahead when the worker came back
-    waits = n * (2 if think else 1)
-    if rate:
-        back = np.empty(n, dtype=np.int64)
-        back[0] = now
-        back[1:] = issue[:n - 1] + period
-        waits += int(np.count_nonzero(due[:n] > back))
-    env.skip_to(last_done + think, waits=waits)
+    if writes:
+        written = [off for off, is_read in zip(offsets, read_flags) if not is_read] \
+            if reads else offsets
+        first_gen = next(islice(workload.sim.generations, writes - 1, None)) - writes + 1
+        node.land_writes(written, bs, first_gen)
+        workload.drive.ledger.extend(written, bs, first_gen)
     return n
+
+
+def _counts(read_flags: list) -> tuple[int, int]:
+    """How many reads and writes."""
+    reads = sum(read_flags)
+    return reads, len(read_flags) - reads
