@@ -408,28 +408,8 @@ def _splice(starts: array, values: array, s: int, e: int, v: int, pe: int) -> No
         starts.insert(i + 1, e)
         values.insert(i + 1, u)
         return
-    k = bisect_left(starts, e, i)            # first run starting at or after e
-    tail_val = values[k - 1]                 # value just before e, before the change
-    new_s: list[int] = []
-    new_v: list[int] = []
-    if starts[i] < s:
-        new_s.append(starts[i])
-        new_v.append(values[i])
-        left_val = values[i]
-    else:
-        left_val = values[i - 1] if i > 0 else None
-    if left_val != v:
-        new_s.append(s)
-        new_v.append(v)
-    if e < pe:
-        if k < len(starts) and starts[k] == e:
-            if values[k] == v:
-                k += 1          # the following run merges into this one
-        elif tail_val != v:
-            new_s.append(e)
-            new_v.append(tail_val)
-    starts[i:k] = array(starts.typecode, new_s)
-    values[i:k] = array("q", new_v)
+    # Across run edges: the general splice, with one new run.
+    _splice_runs(starts, values, s, e, [s], [v], pe)
 
 
 def _splice_runs(starts: array, values: array, a: int, b: int,

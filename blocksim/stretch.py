@@ -102,11 +102,13 @@ def advance(workload) -> int:
     if times is None:
         return 0
     issue, due = times
-    n = _carry_out(workload, node, offsets[k:k + len(issue)], read_flags[k:k + len(issue)])
+    reads, writes = _carry_out(workload, node, offsets[k:k + len(issue)],
+                               read_flags[k:k + len(issue)])
+    n = reads + writes
     if not n:
         return 0
     workload.account_stretch(n)
-    drive.account_quiet_requests(*_counts(read_flags[k:k + n]), n * service)
+    drive.account_quiet_requests(reads, writes, n * service)
     last_done = int(issue[n - 1]) + service
     node.settle_queue(last_done)
     # waits the one-by-one path would have skipped: each service, each think
@@ -165,10 +167,10 @@ def _issue_times(workload, now: int, horizon, m: int, period: int):
     return issue[:n], due
 
 
-def _carry_out(workload, node, offsets: list, read_flags: list) -> int:
+def _carry_out(workload, node, offsets: list, read_flags: list) -> tuple[int, int]:
     """The requests' effects on the node and the ledger; returns how many
-    were carried out: all, or those before the first write the node cannot
-    land quietly."""
+    reads and writes were carried out: all, or those before the first write
+    the node cannot land quietly."""
     bs = workload.bs
     n = len(offsets)
     if not node.fully_allocated():
@@ -177,7 +179,8 @@ def _carry_out(workload, node, offsets: list, read_flags: list) -> int:
                 n = j
                 offsets, read_flags = offsets[:n], read_flags[:n]
                 break
-    reads, writes = _counts(read_flags)
+    reads = sum(read_flags)
+    writes = n - reads
     if reads:
         node.complete_reads(reads, bs)
     if writes:
@@ -186,10 +189,4 @@ def _carry_out(workload, node, offsets: list, read_flags: list) -> int:
         first_gen = next(islice(workload.sim.generations, writes - 1, None)) - writes + 1
         node.land_writes(written, bs, first_gen)
         workload.drive.ledger.extend(written, bs, first_gen)
-    return n
-
-
-def _counts(read_flags: list) -> tuple[int, int]:
-    """How many reads and writes."""
-    reads = sum(read_flags)
-    return reads, len(read_flags) - reads
+    return reads, writes
