@@ -23,9 +23,14 @@ whatever happens in between:
   agenda's first entry, so it fires exactly when that entry is due.  Only
   the owner adds entries, and it is suspended meanwhile, so the first entry
   cannot change before its turn;
-- before the process waits for anything else (a sleep, a flush, a pause),
-  :meth:`release` hands every entry to SimPy as an event under its own key,
-  to be processed as if it had been there all along.
+- before the process waits for anything else (a sleep, a pause),
+  :meth:`detach` lets the agenda run itself: one event in SimPy's queue,
+  under the key of the first entry, processes the entries that come before
+  SimPy's next event when it fires, then stands in for the next entry, and
+  so on.  Each entry is processed exactly where SimPy would have processed
+  its own event; finishing operations wake nobody, since the process is not
+  waiting for them.  :meth:`attach` hands the entries back to the process
+  when it runs again (a stand-in already queued then does nothing).
 
 Events scheduled by the entries' callbacks (an error event, an action it
 triggers) go to SimPy's queue with fresh ids, as they would have, and take
@@ -46,13 +51,23 @@ from simpy.events import NORMAL, Event
 
 
 class Agenda:
-    __slots__ = ("env", "_entries", "_failed")
+    __slots__ = ("env", "_entries", "_failed", "attached", "_markers", "runner")
 
     def __init__(self, env):
         self.env = env
         # (time, id, callback, argument); callback None is a wake mark
         self._entries: list = []
         self._failed = False
+        #: whether the owner runs the entries (else they run themselves)
+        self.attached = True
+        # (time, id) -> an event queued in SimPy under that key, not yet
+        # processed (see _marker)
+        self._markers: dict = {}
+        #: the owner's faster way to run its entries while detached, if any:
+        #: called as ``runner()``, it runs exactly the entries that come
+        #: before SimPy's next event and returns True, or returns False
+        #: having done nothing
+        self.runner = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -114,35 +129,59 @@ class Agenda:
         (never, once a callback has raised)."""
         if self._failed:
             return Event(self.env)
-        t, eid = self._entries[0][:2]
-        event = Event(self.env)
-        event._ok = True
-        event._value = None
-        heappush(self.env._queue, (t, NORMAL, eid, event))
+        return self._marker()
+
+    def detach(self) -> None:
+        """The owner is about to wait for something else: from now on the
+        entries run themselves, each when SimPy would process it."""
+        if any(callback is None for _t, _eid, callback, _arg in self._entries):
+            raise RuntimeError("blocksim: a wake mark left on a detached agenda")
+        self.attached = False
+        if self._entries and not self._failed:
+            self._marker()
+
+    def attach(self) -> None:
+        """The owner runs again and takes the entries back."""
+        self.attached = True
+
+    def _marker(self) -> Event:
+        """The event queued in SimPy under the first entry's key (one per
+        key: SimPy's heap cannot hold two equal keys)."""
+        key = self._entries[0][:2]
+        event = self._markers.get(key)
+        if event is None:
+            event = self._markers[key] = Event(self.env)
+            event._ok = True
+            event._value = None
+            event.callbacks.append(lambda _event: self._fire(key))
+            heappush(self.env._queue, (key[0], NORMAL, key[1], event))
         return event
 
-    def release(self) -> None:
-        """Hand every entry to SimPy, each as an event under its own key
-        calling ``callback(argument)``."""
-        entries, self._entries = self._entries, []
-        queue = self.env._queue
-        for t, eid, callback, argument in entries:
-            if callback is None:
-                raise RuntimeError("blocksim: a wake mark left on a released agenda")
-            event = Event(self.env)
-            event._ok = True
-            event._value = argument
-            event.callbacks.append(_Call(callback))
-            heappush(queue, (t, NORMAL, eid, event))
-
-
-class _Call:
-    """An event callback calling ``callback(event.value)``."""
-
-    __slots__ = ("callback",)
-
-    def __init__(self, callback):
-        self.callback = callback
-
-    def __call__(self, event) -> None:
-        self.callback(event.value)
+    def _fire(self, key: tuple) -> None:
+        """A marker is being processed by SimPy's step.  Attached, the owner
+        (if it waits for this one) resumes by its own callback.  Detached,
+        the entries that come before SimPy's next event run now, and a
+        marker stands in for the next one.  An exception from a callback
+        comes out of SimPy's step, as it would from the entry's own event."""
+        del self._markers[key]
+        if self.attached:
+            return
+        if self.runner is not None and self.runner():
+            if self._entries:               # (the runner may replace the list)
+                self._marker()
+            return
+        entries = self._entries
+        env = self.env
+        queue = env._queue
+        while entries:
+            t, eid, callback, argument = entries[0]
+            if queue:
+                head = queue[0]
+                if t > head[0] or (t == head[0] and (head[1] < NORMAL or (
+                        head[1] == NORMAL and eid > head[2]))):
+                    break
+            heappop(entries)
+            env._now = t
+            callback(argument)
+        if entries:
+            self._marker()

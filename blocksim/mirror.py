@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 
+from . import burst
 from .agenda import Agenda
 from .bitmap import DirtyBitmap
 from .extents import diff_ranges
@@ -69,10 +70,10 @@ class MirrorJob(BlockJob):
         self._op_done = None
         self._drained = False
         # Copy operations keep their timeouts in the job's own agenda
-        # (blocksim.agenda) while no operation in flight is SimPy's: the
-        # loop then waits for them without a trip through SimPy's queue.
+        # (blocksim.agenda): the loop waits for them without a trip through
+        # SimPy's queue, and while it waits for anything else they run by
+        # themselves.
         self._agenda: Agenda | None = None
-        self._public_ops = 0        # operations in flight whose timeouts are SimPy's
         self._woken = False         # a wake mark is on the agenda
 
     def error_policies(self) -> dict[str, str]:
@@ -98,24 +99,28 @@ class MirrorJob(BlockJob):
         src.write_listeners.append(bm.mark)
         if self.env.shortcuts:
             self._agenda = Agenda(self.env)
+            self._agenda.runner = self._complete_detached
         while True:
             if self.ret:
                 break
             if self.pause_count > 0:        # (pause_point() checks it again)
-                self._release_agenda()
-                yield from self.pause_point()
+                yield from self._away(self.pause_point())
             if self.cancelled and (self.force_cancel or not self.synced):
                 break
             if bm.count and self.in_flight < MAX_IN_FLIGHT \
                     and self.bytes_in_flight < self.buf_size:
+                if self._agenda is not None and burst.applies(self):
+                    delay = yield from self._copy_burst()
+                    if delay:
+                        yield from self._away(self.sleep(delay))
+                    continue
                 nbytes = self._issue()
                 if nbytes < 0:                  # overlaps an operation in flight
                     yield from self._wait_op()
                     continue
                 delay = self.limit.delay(self.env.now, nbytes)
                 if delay:
-                    self._release_agenda()
-                    yield from self.sleep(delay)
+                    yield from self._away(self.sleep(delay))
                 continue
             if self.in_flight:
                 yield from self._wait_op()
@@ -161,10 +166,8 @@ class MirrorJob(BlockJob):
         self._cursor = b + n if b + n < bm.nbits else 0
         g = self.granularity
         start, end = b * g, min((b + n) * g, self.source.size)
-        private = self._agenda is not None and not self._public_ops
-        if not private:
-            self._public_ops += 1
-        op = self._ops[b] = CopyOperation(self, b, b + n, start, end, private)
+        op = self._ops[b] = CopyOperation(self, b, b + n, start, end,
+                                          self._agenda is not None)
         insort(self._op_starts, b)
         self.in_flight += 1
         self.bytes_in_flight += end - start
@@ -177,26 +180,27 @@ class MirrorJob(BlockJob):
         self.in_flight -= 1
         self.bytes_in_flight -= op.end - op.start
         if op.private:
-            # the loop is in _wait_op, running the agenda: SimPy would now
-            # schedule its wake-up (once)
-            if not self._woken:
+            # SimPy would now schedule the loop's wake-up (once), if the loop
+            # waits for its operations (it runs the agenda then)
+            if self._agenda.attached and not self._woken:
                 self._woken = True
                 self._agenda.mark_wake()
             return
-        self._public_ops -= 1
         ev = self._op_done
         if ev is not None and not ev.triggered:
             ev.succeed()
 
-    def _release_agenda(self) -> None:
-        """Before the loop waits for anything but its operations: their
-        timeouts go to SimPy (blocksim.agenda), which will process them."""
-        if self._agenda is not None and len(self._agenda):
-            self._agenda.release()
-            for op in self._ops.values():
-                if op.private:
-                    op.private = False
-                    self._public_ops += 1
+    def _away(self, wait):
+        """``yield from wait`` (a sleep, a pause): something other than the
+        operations in flight, which meanwhile run from the agenda by
+        themselves (:meth:`Agenda.detach <blocksim.agenda.Agenda.detach>`)."""
+        agenda = self._agenda
+        if agenda is None:
+            yield from wait
+            return
+        agenda.detach()
+        yield from wait
+        agenda.attach()
 
     def _failed(self, start: int, end: int, policy: str, is_read: bool, err: int) -> None:
         self.bitmap.mark(start, end)
@@ -217,15 +221,41 @@ class MirrorJob(BlockJob):
     def _wait_op(self):
         """Wait until an operation in flight finishes."""
         agenda = self._agenda
-        if agenda is not None and not self._public_ops:
+        if agenda is not None:
             # every operation in flight is on the agenda
             self._woken = False
-            while not agenda.run():
-                yield agenda.turn()
+            yield from self._await_agenda()
             return
         ev = self._op_done = self.env.event()
         yield ev
         self._op_done = None
+
+    def _await_agenda(self):
+        """The rest of a wait whose operations are all on the agenda: until
+        its wake mark."""
+        agenda = self._agenda
+        while not agenda.run():
+            yield agenda.turn()
+
+    def _copy_burst(self):
+        """Issue and wait in bulk (:mod:`blocksim.burst`) for as long as it
+        applies; returns a rate-limit sleep in ns, or 0."""
+        outcome = burst.copy(self, False)
+        while outcome == burst.WAITING:
+            yield self._agenda.turn()
+            if not burst.applies(self):         # a node changed meanwhile
+                yield from self._await_agenda()
+                return 0
+            outcome = burst.copy(self, True)
+        return outcome
+
+    def _complete_detached(self) -> bool:
+        """The agenda's runner while the loop is away (a sleep, a pause):
+        operations complete in bulk where a burst applies."""
+        if not burst.applies(self):
+            return False
+        burst.copy(self, True, detached=True)
+        return True
 
     def _become_ready(self) -> None:
         self.synced = True

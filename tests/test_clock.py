@@ -1,6 +1,5 @@
 """The clock's shortcut: skipping a wait nothing could interrupt changes nothing."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -8,6 +7,7 @@ import pytest
 import blocksim
 from blocksim.clock import Clock
 from blocksim.simulation import Simulation
+from equivalence import outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = sorted((ROOT / "scenarios").glob("*.toml"))
@@ -44,10 +44,6 @@ def test_shortcuts_can_be_turned_off():
     assert env.now == 0 and env.skipped == 0
 
 
-def _outcome(sim: Simulation) -> str:
-    result = sim.run()
-    return result.events_jsonl() + json.dumps(
-        [result.commands, result.series, result.summary], sort_keys=True, default=str)
 
 
 GUEST_ONLY = {
@@ -82,7 +78,7 @@ def test_a_run_is_the_same_with_and_without_the_shortcut(source):
     scenario = blocksim.load_scenario(source)
     fast = Simulation(scenario, seed=7)
     exact = Simulation(scenario, seed=7, shortcuts=False)
-    assert _outcome(fast) == _outcome(exact)
+    assert outcome(fast) == outcome(exact)
     assert exact.env.skipped == 0
 
 
@@ -99,7 +95,7 @@ def _stop_cont_by_timer(shortcuts: bool) -> str:
                      shortcuts=shortcuts)
     sim.env.timeout(1_000_000_000).callbacks.append(lambda _e: sim.vm.stop())
     sim.env.timeout(2_000_000_000).callbacks.append(lambda _e: sim.vm.cont())
-    return _outcome(sim)
+    return outcome(sim)
 
 
 def test_requests_woken_together_do_not_skip_ahead_of_each_other():

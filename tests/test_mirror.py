@@ -368,34 +368,44 @@ def test_stop_error_pauses_a_job_sleeping_in_the_rate_limit():
     assert not r.violations
 
 
-def test_operations_in_flight_never_overlap(monkeypatch):
+@pytest.mark.parametrize("bursts", [False, True])
+def test_operations_in_flight_never_overlap(bursts, monkeypatch):
     """A guest rewriting the ranges being copied re-dirties them while their
     operations are in flight; the mirror must wait for those operations
-    rather than copy the same range twice at once (as mirror.c does)."""
+    rather than copy the same range twice at once (as mirror.c does), both
+    one operation at a time and in copy bursts (blocksim.burst)."""
     import blocksim
-    from blocksim import mirror
+    from blocksim import burst, mirror
 
-    seen = {"issued": 0, "waited": 0}
-    issue = mirror.CopyOperation.issue
-    real_issue = mirror.MirrorJob._issue
+    seen = {"issued": 0, "waited": 0, "job": None}
 
-    def checked_issue(op):
-        ranges = sorted((b, other.end_bit) for b, other in op.job._ops.items())
-        # (a second operation at the same first bit would share a key)
-        assert len(ranges) == op.job.in_flight
-        for (_a, a_end), (b, _b_end) in zip(ranges, ranges[1:]):
-            assert a_end <= b, f"operations overlap: {ranges}"
-        seen["issued"] += 1
-        issue(op)
+    class Checked(mirror.CopyOperation):
+        __slots__ = ()
 
-    def counted(job):
-        nbytes = real_issue(job)
-        if nbytes < 0:
+        def __init__(self, job, bit, end_bit, *args):
+            assert bit not in job._ops       # (the same first bit: a shared key)
+            ranges = sorted([(b, other.end_bit) for b, other in job._ops.items()]
+                            + [(bit, end_bit)])
+            for (_a, a_end), (b, _b_end) in zip(ranges, ranges[1:]):
+                assert a_end <= b, f"operations overlap: {ranges}"
+            seen["issued"] += 1
+            seen["job"] = job
+            super().__init__(job, bit, end_bit, *args)
+
+    real_run = mirror.DirtyBitmap.dirty_run
+
+    def watched_run(bitmap, b, max_bits):
+        # the next dirty run the loop looks at overlaps an operation in flight
+        n = real_run(bitmap, b, max_bits)
+        job = seen["job"]
+        if job is not None and any(op.bit < b + n and b < op.end_bit for op in job._ops.values()):
             seen["waited"] += 1
-        return nbytes
+        return n
 
-    monkeypatch.setattr(mirror.CopyOperation, "issue", checked_issue)
-    monkeypatch.setattr(mirror.MirrorJob, "_issue", counted)
+    monkeypatch.setattr(mirror, "CopyOperation", Checked)
+    monkeypatch.setattr(mirror.DirtyBitmap, "dirty_run", watched_run)
+    if not bursts:
+        monkeypatch.setattr(burst, "applies", lambda job: False)
     scenario = {
         "name": "hot-granules", "duration": "3s",
         "images": {"src": {"size": "8MiB", "data": "full"},

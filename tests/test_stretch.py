@@ -6,21 +6,11 @@ and the stretches must actually have been taken, so that the comparison
 says something about them.
 """
 
-import json
-
 import pytest
 
 import blocksim
 from blocksim.simulation import Simulation
-
-
-def _outcome(sim: Simulation) -> str:
-    result = sim.run()
-    # the devices' own counters too, which the summary does not all report
-    counters = {name: [dev.reads, dev.writes, dev.bytes_read, dev.bytes_written, dev.failed]
-                for name, dev in sim.devices.items()}
-    return result.events_jsonl() + json.dumps(
-        [result.commands, result.series, result.summary, counters], sort_keys=True, default=str)
+from equivalence import outcome
 
 
 def _paced(**extra) -> dict:
@@ -124,7 +114,7 @@ def test_a_run_is_the_same_with_and_without_quiet_stretches(name):
     scenario = blocksim.load_scenario(CASES[name])
     fast = Simulation(scenario, seed=5)
     exact = Simulation(scenario, seed=5, shortcuts=False)
-    assert _outcome(fast) == _outcome(exact)
+    assert outcome(fast) == outcome(exact)
     stretched = sum(w.in_stretches for w in fast.workloads.values())
     assert stretched > 100, "the scenario no longer exercises quiet stretches"
     assert all(w.in_stretches == 0 for w in exact.workloads.values())
