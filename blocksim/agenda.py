@@ -88,6 +88,15 @@ class Agenda:
 
         Returns True at a wake mark (the clock is at its time), False when
         SimPy's queue holds the next event."""
+        try:
+            return self._run_due()
+        except BaseException as error:
+            self._raise_now(error)
+            return False
+
+    def _run_due(self) -> bool:
+        """Process entries while each comes before SimPy's next event; True
+        on reaching a wake mark."""
         entries = self._entries
         env = self.env
         queue = env._queue
@@ -102,11 +111,7 @@ class Agenda:
             env._now = t
             if callback is None:
                 return True
-            try:
-                callback(argument)
-            except BaseException as error:
-                self._raise_now(error)
-                return False
+            callback(argument)
         return False
 
     def _raise_now(self, error: BaseException) -> None:
@@ -166,22 +171,7 @@ class Agenda:
         del self._markers[key]
         if self.attached:
             return
-        if self.runner is not None and self.runner():
-            if self._entries:               # (the runner may replace the list)
-                self._marker()
-            return
-        entries = self._entries
-        env = self.env
-        queue = env._queue
-        while entries:
-            t, eid, callback, argument = entries[0]
-            if queue:
-                head = queue[0]
-                if t > head[0] or (t == head[0] and (head[1] < NORMAL or (
-                        head[1] == NORMAL and eid > head[2]))):
-                    break
-            heappop(entries)
-            env._now = t
-            callback(argument)
-        if entries:
+        if self.runner is None or not self.runner():
+            self._run_due()             # (no wake mark while detached)
+        if self._entries:               # (a runner may replace the list)
             self._marker()

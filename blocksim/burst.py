@@ -101,6 +101,7 @@ def copy(job, waiting: bool, detached: bool = False) -> int:
     read_for_copy = src.read_for_copy
     set_runs, set_content = tgt.content.set_runs, tgt.content.set
     new_clusters, allocate = tgt._new_clusters, tgt.alloc.set_range
+    tgt_alloc, nclusters = tgt.alloc, tgt.alloc.nclusters
     listeners = tgt.write_listeners
     tgt_latency, cs = tgt.latency, tgt.cluster_size
     ops, op_starts = job._ops, job._op_starts
@@ -160,7 +161,7 @@ def copy(job, waiting: bool, detached: bool = False) -> int:
                 done = now + tgt_latency
             else:
                 c0, c1 = start // cs, -(-end // cs)
-                if new_clusters(c0, c1):
+                if tgt_alloc.count != nclusters and new_clusters(c0, c1):
                     allocate(c0, c1)
                 op.runs, op.how = runs, None
                 done = tgt_service(now, end - start)

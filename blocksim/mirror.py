@@ -10,8 +10,11 @@ Modelled on QEMU's ``block/mirror.c`` (background copy mode):
    ``buf-size / 16`` bytes, at most 16 operations and ``buf-size`` bytes in
    flight, never overlapping an operation in flight), clears it, and copies
    it: read the source, write the target (ranges reading as zeros become a
-   write-zeroes), each operation its own SimPy process.  ``speed`` throttles
-   the loop.
+   write-zeroes), each operation a :class:`CopyOperation`.  ``speed``
+   throttles the loop.  The operations' timeouts stay on the job's agenda
+   (:mod:`blocksim.agenda`) and, where nothing can fail, the loop issues and
+   completes them in bursts (:mod:`blocksim.burst`): both give exactly the
+   run SimPy would give one event at a time.
 3. A failed read or write re-dirties its range and goes through the error
    policy engine with ``on-source-error`` (reads) or ``on-target-error``
    (writes): ``ignore`` retries it later, ``stop`` pauses the job until

@@ -14,8 +14,9 @@ a workload does not change the faults another one sees.
 
 Shortcuts: ``shortcuts=True`` (the default) lets the clock skip waits that
 nothing could interrupt (:mod:`blocksim.clock`), one-worker guests do quiet
-stretches in bulk (:mod:`blocksim.stretch`) and mirrors keep their copy
-operations on an agenda (:mod:`blocksim.agenda`).  Each gives exactly the
+stretches in bulk (:mod:`blocksim.stretch`), mirrors keep their copy
+operations on an agenda (:mod:`blocksim.agenda`) and run them in bursts
+(:mod:`blocksim.burst`).  Each gives exactly the
 run SimPy would give without it; ``shortcuts=False`` is the reference the
 tests compare against.
 """

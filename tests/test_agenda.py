@@ -126,10 +126,11 @@ class Boom(Exception):
     pass
 
 
-@pytest.mark.parametrize("use_agenda", [False, True])
-def test_an_exception_in_a_callback_ends_the_run_before_anything_else(use_agenda):
+@pytest.mark.parametrize("agenda_mode", [None, "attached", "detached"])
+def test_an_exception_in_a_callback_ends_the_run_before_anything_else(agenda_mode):
     # As from a SimPy event's callback, at once: not after the other events
-    # due at the same instant (a run stopped by its event cap relies on it).
+    # due at the same instant (a run stopped by its event cap relies on it),
+    # whether the owner runs the agenda or it runs itself.
     env = simpy.Environment()
     log = []
     agenda = Agenda(env)
@@ -140,14 +141,17 @@ def test_an_exception_in_a_callback_ends_the_run_before_anything_else(use_agenda
 
     def owner():
         yield env.timeout(1)
-        if use_agenda:
+        if agenda_mode:
             agenda.schedule(4, explode, None)          # due at 5, queued first
         else:
             env.timeout(4).callbacks.append(lambda _e: explode(None))
         env.timeout(4).callbacks.append(lambda _e: log.append("later, same instant"))
-        if use_agenda:
+        if agenda_mode == "attached":
             while not agenda.run():
                 yield agenda.turn()
+        elif agenda_mode == "detached":
+            agenda.detach()
+            yield env.timeout(10)
         else:
             yield env.event()
 
