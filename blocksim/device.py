@@ -354,6 +354,8 @@ class BlockDevice:
     def _new_clusters(self, c0: int, c1: int) -> int:
         """How many of clusters ``[c0, c1)`` a write would allocate."""
         alloc = self.alloc
+        if alloc.count == alloc.nclusters:     # (a full target of a mirror)
+            return 0
         if c1 - c0 == 1:
             return 0 if alloc.is_set(c0) else 1
         return (c1 - c0) - alloc.count_set(c0, c1)

@@ -157,25 +157,36 @@ class MirrorJob(BlockJob):
                 bm.mark(a * cs, min(b * cs, node.size))
 
     def _issue(self) -> int:
+        """Issue the next operation; its length, or -1 if it would overlap
+        one in flight (the loop then waits)."""
+        op = self._next_operation()
+        if op is None:
+            return -1
+        op.issue()
+        return op.end - op.start
+
+    def _next_operation(self) -> "CopyOperation | None":
+        """Take the next dirty run after the cursor and book an operation
+        for it (not issued yet), or None if it overlaps one in flight."""
         bm = self.bitmap
         b = bm.next_dirty(self._cursor)
-        n = bm.dirty_run(b, max(1, self.max_io // self.granularity))
+        g = self.granularity
+        n = bm.dirty_run(b, self.max_io // g or 1)
         # Operations in flight are disjoint, so the only one that can overlap
         # [b, b+n) is the last one starting before b+n.
-        i = bisect_left(self._op_starts, b + n) - 1
-        if i >= 0 and self._ops[self._op_starts[i]].end_bit > b:
-            return -1
+        starts = self._op_starts
+        i = bisect_left(starts, b + n) - 1
+        if i >= 0 and self._ops[starts[i]].end_bit > b:
+            return None
         bm.clear_bits(b, b + n)
         self._cursor = b + n if b + n < bm.nbits else 0
-        g = self.granularity
-        start, end = b * g, min((b + n) * g, self.source.size)
+        start, end = b * g, min((b + n) * g, bm.size)
         op = self._ops[b] = CopyOperation(self, b, b + n, start, end,
                                           self._agenda is not None)
-        insort(self._op_starts, b)
+        insort(starts, b)
         self.in_flight += 1
         self.bytes_in_flight += end - start
-        op.issue()
-        return end - start
+        return op
 
     def _op_finished(self, op: "CopyOperation") -> None:
         del self._ops[op.bit]
@@ -333,9 +344,14 @@ class CopyOperation:
         self.end = end
         self.private = private
 
+    # Each step returns ``(delay, callback, errno)``: what to call when, for
+    # the copy loop's agenda (blocksim.burst) or through _after.
     def issue(self) -> None:
+        self._after(*self.submit_read())
+
+    def submit_read(self) -> tuple:
         err, delay = self.job.source.submit_read(self.start, self.end - self.start)
-        self._after(delay, self._read_failed if err else self._read_done, err)
+        return delay, (self._read_failed if err else self._read_done), err
 
     def _after(self, delay: int, callback, err: int) -> None:
         """``callback(err)`` in ``delay`` ns."""
@@ -354,6 +370,10 @@ class CopyOperation:
         job._op_finished(self)
 
     def _read_done(self, _err: int) -> None:
+        self._after(*self.read_completed())
+
+    def read_completed(self) -> tuple:
+        """The read is done: snapshot what it read, submit the write."""
         job, start, end = self.job, self.start, self.end
         src, tgt = job.source, job.target
         src.complete_read(end - start)
@@ -364,7 +384,7 @@ class CopyOperation:
         else:
             err, delay, self.how = tgt.submit_write(start, end - start)
             self.runs = runs
-        self._after(delay, self._write_failed if err else self._write_done, err)
+        return delay, (self._write_failed if err else self._write_done), err
 
     def _write_failed(self, err: int) -> None:
         job = self.job
@@ -372,6 +392,11 @@ class CopyOperation:
         job._op_finished(self)
 
     def _write_done(self, _err: int) -> None:
+        self.write_completed()
+        self.job._op_finished(self)
+
+    def write_completed(self) -> None:
+        """The write is done: what it wrote lands on the target."""
         job, start, end = self.job, self.start, self.end
         if self.runs is None:
             job.target.complete_write_zeroes(start, end - start, self.how)
@@ -379,4 +404,3 @@ class CopyOperation:
             job.target.complete_write(start, end - start, self.runs, self.how)
         job.offset += end - start
         job.bytes_copied += end - start
-        job._op_finished(self)

@@ -7,6 +7,8 @@ must actually have carried most of the copying, so that the comparison says
 something about them.
 """
 
+from pathlib import Path
+
 import pytest
 
 import blocksim
@@ -16,7 +18,8 @@ from equivalence import outcome
 
 
 def _mirror(name: str, src: dict, tgt: dict, job: dict, guest: dict | None = None,
-            actions: list | None = None, duration: str = "4s", **images) -> dict:
+            actions: list | None = None, faults: list | None = None,
+            duration: str = "4s", **images) -> dict:
     return {
         "name": name, "duration": duration, "sample-interval": "250ms",
         "images": {"src": {"size": "64MiB", "data": "full"} | src,
@@ -26,6 +29,7 @@ def _mirror(name: str, src: dict, tgt: dict, job: dict, guest: dict | None = Non
         "workloads": {"guest": {"drive": "d0", "rw": "randwrite", "bs": "4KiB",
                                 "rate-iops": 2000} | (guest or {})},
         "actions": actions or [],
+        "faults": faults or [],
     }
 
 
@@ -75,6 +79,48 @@ CASES = {
                   {}, {"sync": "full"},
                   base={"size": "64MiB", "data": [{"offset": "0", "length": "24MiB"}]}),
     },
+    # Failures inside bursts go through the error policy: writes to one range
+    # of the target fail five times, each stops the job, an action resumes it.
+    "target-errors-stop-resume": _mirror(
+        "burst-stop", {}, {}, {"on-target-error": "stop"},
+        faults=[{"image": "tgt", "operation": "write", "offset": "20MiB", "length": "1MiB",
+                 "count": 5}],
+        actions=[{"on": "BLOCK_JOB_ERROR", "delay": "30ms", "repeat": True,
+                  "command": "block-job-resume", "arguments": {"device": "j0"}}]),
+    # dm-flakey reads on the source, ignored (retried later), with jitter on
+    # both devices and dm-delay on part of the target.
+    "flakey-source-ignore": _mirror(
+        "burst-flakey", {"jitter": 0.3}, {"jitter": 0.2}, {"on-source-error": "ignore"},
+        faults=[{"type": "flakey", "image": "src", "operation": "read",
+                 "up": "170ms", "down": "13ms"},
+                {"type": "delay", "image": "tgt", "operation": "write", "offset": "8MiB",
+                 "length": "8MiB", "delay": "2ms"}],
+        actions=[{"on": "BLOCK_JOB_READY", "delay": "500ms", "command": "block-job-complete",
+                  "arguments": {"device": "j0"}}]),
+    # A thin target fills up: ENOSPC stops the job (enospc), an action
+    # extends the target and resumes.
+    "thin-target-enospc": _mirror(
+        "burst-enospc", {}, {"capacity": "40MiB"}, {"on-target-error": "enospc"},
+        actions=[{"on": "BLOCK_JOB_ERROR", "delay": "100ms",
+                  "command": "thin-extend", "arguments": {"image": "tgt", "capacity": "64MiB"}},
+                 {"on": "BLOCK_JOB_ERROR", "delay": "150ms",
+                  "command": "block-job-resume", "arguments": {"device": "j0"}}]),
+    # One failed source read, reported: the job fails with operations in flight.
+    "source-error-report": _mirror(
+        "burst-report", {}, {}, {"on-source-error": "report"},
+        faults=[{"image": "src", "operation": "read", "offset": "30MiB", "length": "64KiB",
+                 "count": 1}]),
+    # A shallow mirror (sync=top) between two overlays of one base, with
+    # clusters larger than the granularity: partial writes to new target
+    # clusters copy the rest from the base first (copy-on-write).
+    "shallow-target-cow": {
+        **_mirror("burst-cow", {"format": "qcow2", "backing": "base", "cluster-size": "256KiB",
+                                "data": [{"offset": "4MiB", "length": "6MiB"}]},
+                  {"format": "qcow2", "backing": "base", "cluster-size": "256KiB"},
+                  {"sync": "top"}, actions=[{"on": "BLOCK_JOB_READY", "delay": "500ms", "command": "block-job-complete",
+                  "arguments": {"device": "j0"}}],
+                  base={"size": "64MiB", "data": "full"}),
+    },
 }
 
 
@@ -109,9 +155,9 @@ def test_a_mirror_is_the_same_with_and_without_copy_bursts(name, monkeypatch):
     assert agenda_only == exact
 
 
-# (after a force cancel the loop only waits for the operations in flight,
-# one at a time: half the copying of that case)
-@pytest.mark.parametrize("name", sorted(set(CASES) - {"force-cancel"}))
+# (once a force cancel or a reported error ends the loop, it only waits for
+# the operations in flight, one at a time: half the copying of those cases)
+@pytest.mark.parametrize("name", sorted(set(CASES) - {"force-cancel", "source-error-report"}))
 def test_bursts_carry_most_of_the_copying(name, monkeypatch):
     scenario = blocksim.load_scenario(CASES[name])
     assert _share_in_bursts(Simulation(scenario, seed=7), monkeypatch) > 0.8
@@ -126,6 +172,17 @@ def test_the_cases_reach_what_they_are_built_for(monkeypatch):
     statuses = [e["data"]["status"] for e in r.events if e["event"] == "JOB_STATUS_CHANGE"]
     assert "paused" in statuses and statuses[-1] == "null"
     assert r.summary["jobs"]["j0"]["integrity"] == "identical"
+
+    for name, errors, end in (("target-errors-stop-resume", {"stop": 5}, "ready"),
+                              ("thin-target-enospc", {"stop": 15}, "ready"),
+                              ("flakey-source-ignore", {"ignore": 1805}, "completed"),
+                              ("source-error-report", {"report": 1}, "completed-with-error"),
+                              ("shallow-target-cow", {}, "completed")):
+        job = blocksim.run(blocksim.load_scenario(CASES[name]), seed=7).summary["jobs"]["j0"]
+        assert {k: v for k, v in job["errors_by_action"].items() if v} == errors, name
+        assert job["outcome"] == end, name
+        if end == "completed":
+            assert job["integrity"] == "identical", name
 
     # ties: a burst stops before an entry due at the same nanosecond as
     # SimPy's head when SimPy orders the head first
@@ -143,26 +200,78 @@ def test_the_cases_reach_what_they_are_built_for(monkeypatch):
     assert ties
 
 
-@pytest.mark.parametrize("image, extra", [
-    ("tgt", {"faults": [{"image": "tgt", "operation": "write", "offset": "60MiB",
-                         "length": "64KiB"}]}),
-    # a rule whose window opens after the run: it never fires, but a burst
-    # cannot know that
-    ("src", {"faults": [{"image": "src", "operation": "read", "start": "100s"}]}),
-])
-def test_no_burst_where_a_fault_rule_could_fire(image, extra, monkeypatch):
-    source = _mirror("burst-faults", {}, {}, {"on-target-error": "ignore"}, duration="1s")
-    scenario = blocksim.load_scenario(source | extra)
-    assert _share_in_bursts(Simulation(scenario, seed=3), monkeypatch) == 0
-    exact = outcome(Simulation(scenario, seed=3, shortcuts=False))
-    assert outcome(Simulation(scenario, seed=3)) == exact
+LIBRARY = sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("mirror-*.toml"))
 
 
-def test_no_burst_onto_a_thin_target_that_could_fill_up(monkeypatch):
-    source = _mirror("burst-thin", {}, {"capacity": "32MiB"}, {}, duration="1s")
-    scenario = blocksim.load_scenario(source)
-    assert _share_in_bursts(Simulation(scenario, seed=3), monkeypatch) == 0
-    # with room for the whole disk it cannot fail: bursts again
-    roomy = blocksim.load_scenario(_mirror("burst-roomy", {}, {"capacity": "64MiB"}, {},
-                                           duration="1s"))
-    assert _share_in_bursts(Simulation(roomy, seed=3), monkeypatch) > 0.8
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: p.stem)
+def test_every_library_mirror_is_the_same_with_and_without_copy_bursts(path, monkeypatch):
+    scenario = blocksim.load_scenario(path)
+    exact = outcome(Simulation(scenario, shortcuts=False))
+    assert outcome(Simulation(scenario)) == exact
+    with monkeypatch.context() as m:
+        _without_bursts(m)
+        assert outcome(Simulation(scenario)) == exact
+
+
+def test_failures_inside_bursts_go_through_the_error_policy(monkeypatch):
+    """A failed read or write met in a burst calls the operation's failure
+    callback (re-dirty, policy engine) from inside the burst."""
+    from blocksim import mirror
+    inside = {"burst": False, "failed": []}
+    real = burst.copy
+
+    def flagged(job, waiting, detached=False):
+        inside["burst"] = True
+        try:
+            return real(job, waiting, detached)
+        finally:
+            inside["burst"] = False
+
+    for name in ("_read_failed", "_write_failed"):
+        def failed(op, err, _real=getattr(mirror.CopyOperation, name), _name=name):
+            inside["failed"].append((_name, inside["burst"]))
+            return _real(op, err)
+        monkeypatch.setattr(mirror.CopyOperation, name, failed)
+    monkeypatch.setattr(burst, "copy", flagged)
+    for case in ("target-errors-stop-resume", "flakey-source-ignore"):
+        blocksim.run(blocksim.load_scenario(CASES[case]), seed=7)
+    assert ("_write_failed", True) in inside["failed"]
+    assert ("_read_failed", True) in inside["failed"]
+    assert sum(in_burst for _name, in_burst in inside["failed"]) > 1000
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("shortcuts", [False, True])
+def test_an_exception_in_a_failure_callback_ends_the_run_at_once(shortcuts, monkeypatch):
+    """As from a SimPy event's callback (the event cap is one): before
+    anything else due at the same instant, here an event the callback
+    itself triggers."""
+    from blocksim import mirror
+    log = []
+
+    def boom(op, err):
+        log.append(("failed", op.job.env.now))
+        done = op.job.env.event()
+        done.callbacks.append(lambda _event: log.append("later, same instant"))
+        done.succeed()
+        raise Boom()
+
+    monkeypatch.setattr(mirror.CopyOperation, "_write_failed", boom)
+    source = _mirror("burst-boom", {}, {}, {}, duration="1s",
+                     faults=[{"image": "tgt", "operation": "write", "offset": "30MiB",
+                              "length": "64KiB", "count": 1}])
+    with pytest.raises(Boom):
+        Simulation(blocksim.load_scenario(source), seed=1, shortcuts=shortcuts).run()
+    assert len(log) == 1 and log[0][0] == "failed"
+
+
+def test_simpys_next_event_sets_which_entries_may_run_first():
+    """An entry due at the same time as SimPy's head runs first only if
+    SimPy would order it first: the head is NORMAL and older."""
+    from simpy.events import NORMAL, URGENT
+    assert burst._head([]) == (float("inf"), -1)
+    assert burst._head([(50, NORMAL, 7, None)]) == (50, 7)
+    assert burst._head([(50, URGENT, 7, None)]) == (50, -1)
