@@ -21,7 +21,11 @@ runs the same cycle as one plain loop over the agenda's own heap:
    (bitmap search, overlap test, cursor, booking), the operation's
    ``submit_read``, ``read_completed`` and ``write_completed`` (the devices'
    fault verdicts, queue and pipe, allocation, copy-on-write, content), the
-   rate limiter and ``_op_finished`` (which marks the wake-up).  Entries are
+   rate limiter and ``_op_finished`` (which marks the wake-up).  Between
+   *quiet* nodes (no fault rule, no jitter, no backing file under the
+   target, room on it for the whole disk) an operation cannot fail and its
+   steps reduce to the devices' queue and pipe, allocation and content: they
+   are then done inline, the hot path of a long mirror.  Entries are
    pushed with ids drawn from SimPy's counter at the same moments as the
    agenda would draw them, so the heap is always exactly the agenda the
    one-by-one run would have.  A failed read or write calls the operation's
@@ -89,6 +93,15 @@ def copy(job, waiting: bool, detached: bool = False) -> int:
     bm = job.bitmap
     limit = job.limit
     buf_size = job.buf_size
+    src, tgt = job.source, job.target
+    # On quiet nodes every request succeeds after a service time known when
+    # it is issued: the operation's steps are done here, inline (the hot path
+    # of a long mirror); elsewhere they are the operation's own methods.
+    quiet = _quiet(src, tgt)
+    src_service, tgt_service = src._service_done, tgt._service_done
+    read_for_copy = src.read_for_copy
+    set_runs, set_zeros = tgt.content.set_runs, tgt.content.set
+    tgt_alloc, listeners = tgt.alloc, tgt.write_listeners
 
     while True:
         if not waiting:
@@ -108,8 +121,12 @@ def copy(job, waiting: bool, detached: bool = False) -> int:
                 waiting = True
                 job._woken = False
                 continue
-            delay, callback, err = op.submit_read()
-            heappush(heap, (now + delay, next(eids), callback, err))
+            if quiet:                       # CopyOperation.submit_read
+                heappush(heap, (src_service(now, op.end - op.start), next(eids),
+                                op._read_done, 0))
+            else:
+                delay, callback, err = op.submit_read()
+                heappush(heap, (now + delay, next(eids), callback, err))
             delay = limit.delay(now, op.end - op.start)
             if delay:
                 return delay
@@ -127,11 +144,42 @@ def copy(job, waiting: bool, detached: bool = False) -> int:
             continue
         step = callback.__func__
         if step is read_done:
-            delay, callback, err = callback.__self__.read_completed()
-            heappush(heap, (now + delay, next(eids), callback, err))
+            op = callback.__self__
+            if quiet:                       # CopyOperation.read_completed
+                start, end = op.start, op.end
+                src.reads += 1
+                src.bytes_read += end - start
+                runs = read_for_copy(start, end)
+                if len(runs) == 1 and not runs[0][2]:
+                    op.runs, op.how = None, False
+                    done = now + tgt.latency
+                else:
+                    cs = tgt.cluster_size
+                    c0, c1 = start // cs, -(-end // cs)
+                    if tgt._new_clusters(c0, c1):
+                        tgt_alloc.set_range(c0, c1)
+                    op.runs, op.how = runs, None
+                    done = tgt_service(now, end - start)
+                heappush(heap, (done, next(eids), op._write_done, 0))
+            else:
+                delay, callback, err = op.read_completed()
+                heappush(heap, (now + delay, next(eids), callback, err))
         elif step is write_done:
             op = callback.__self__
-            op.write_completed()
+            if quiet:                       # CopyOperation.write_completed
+                start, end = op.start, op.end
+                if op.runs is None:
+                    set_zeros(start, end, 0)
+                else:
+                    tgt.writes += 1
+                    tgt.bytes_written += end - start
+                    set_runs(op.runs)
+                    for listener in listeners:
+                        listener(start, end)
+                job.offset += end - start
+                job.bytes_copied += end - start
+            else:
+                op.write_completed()
             job._op_finished(op)
         else:
             # a failed read or write: the error policy may emit events,
@@ -145,6 +193,16 @@ def copy(job, waiting: bool, detached: bool = False) -> int:
                     agenda._raise_now(error)
                     return WAITING
             head_t, last_eid = _head(queue)
+
+
+def _quiet(src, tgt) -> bool:
+    """Whether a copy between these nodes cannot fail nor wait on anything
+    but the devices' queues and pipes: no fault rule and no jitter in either
+    chain, no backing file under the target (no copy-on-write) and room on
+    it for the whole disk (no ENOSPC)."""
+    return (src.is_predictable() and tgt.is_predictable() and tgt.backing is None
+            and (tgt.capacity is None
+                 or tgt.capacity >= tgt.alloc.nclusters * tgt.cluster_size))
 
 
 def _head(queue) -> tuple:

@@ -12,9 +12,9 @@ Modelled on QEMU's ``block/mirror.c`` (background copy mode):
    it: read the source, write the target (ranges reading as zeros become a
    write-zeroes), each operation a :class:`CopyOperation`.  ``speed``
    throttles the loop.  The operations' timeouts stay on the job's agenda
-   (:mod:`blocksim.agenda`) and, where nothing can fail, the loop issues and
-   completes them in bursts (:mod:`blocksim.burst`): both give exactly the
-   run SimPy would give one event at a time.
+   (:mod:`blocksim.agenda`) and the loop issues and completes them in one
+   plain loop (:mod:`blocksim.burst`): both give exactly the run SimPy would
+   give one event at a time.
 3. A failed read or write re-dirties its range and goes through the error
    policy engine with ``on-source-error`` (reads) or ``on-target-error``
    (writes): ``ignore`` retries it later, ``stop`` pauses the job until
@@ -112,7 +112,7 @@ class MirrorJob(BlockJob):
                 break
             if bm.count and self.in_flight < MAX_IN_FLIGHT \
                     and self.bytes_in_flight < self.buf_size:
-                if self._agenda is not None and burst.applies(self):
+                if burst.applies(self):
                     delay = yield from self._copy_burst()
                     if delay:
                         yield from self._away(self.sleep(delay))
@@ -252,14 +252,12 @@ class MirrorJob(BlockJob):
             yield agenda.turn()
 
     def _copy_burst(self):
-        """Issue and wait in bulk (:mod:`blocksim.burst`) for as long as it
-        applies; returns a rate-limit sleep in ns, or 0."""
+        """Issue and wait in one plain loop (:mod:`blocksim.burst`) until the
+        loop has to leave its cycle; returns a rate-limit sleep in ns, or 0.
+        (After a callback raised, the agenda's turn never comes.)"""
         outcome = burst.copy(self, False)
         while outcome == burst.WAITING:
             yield self._agenda.turn()
-            if not burst.applies(self):         # a node changed meanwhile
-                yield from self._await_agenda()
-                return 0
             outcome = burst.copy(self, True)
         return outcome
 

@@ -79,6 +79,18 @@ CASES = {
                   {}, {"sync": "full"},
                   base={"size": "64MiB", "data": [{"offset": "0", "length": "24MiB"}]}),
     },
+    # A cascade: the first mirror's target is the second one's source, so
+    # its copies re-dirty the second mirror's bitmap (a write listener).
+    "cascade": {
+        "name": "burst-cascade", "duration": "3s", "sample-interval": "250ms",
+        "images": {"src": {"size": "32MiB", "data": "full"}, "mid": {"size": "32MiB"},
+                   "dst": {"size": "32MiB"}},
+        "drives": {"d0": {"image": "src"}, "d1": {"image": "mid"}},
+        "jobs": {"j0": {"type": "mirror", "device": "d0", "target": "mid"},
+                 "j1": {"type": "mirror", "device": "d1", "target": "dst", "start": "5ms"}},
+        "workloads": {"guest": {"drive": "d0", "rw": "randwrite", "bs": "4KiB",
+                                "rate-iops": 2000}},
+    },
     # Failures inside bursts go through the error policy: writes to one range
     # of the target fail five times, each stops the job, an action resumes it.
     "target-errors-stop-resume": _mirror(
