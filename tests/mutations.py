@@ -1,0 +1,156 @@
+"""Mutation checks for the exact shortcuts: does every rule have a test that bites?
+
+    python tests/mutations.py            # all mutations, about three minutes
+    python tests/mutations.py burst      # those whose name contains "burst"
+
+The shortcuts (the clock's skips, quiet stretches, the mirror's agenda and
+its copy bursts) are only as trustworthy as the tests that compare them with
+the one-by-one run.  Each mutation below breaks one of their rules by a small
+edit, in a scratch copy of the project (the working tree is never touched),
+and runs the shortcut tests there.  A mutation is *caught* when a test fails
+(or the run hangs); a *survivor* is a rule no test checks, and a *stale*
+mutation no longer matches the code (update it with the code).
+
+Not collected by pytest (no ``test_`` prefix): it runs the suite, it is not
+part of it.  Exits 1 if any mutation survived or is stale.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ["tests/test_clock.py", "tests/test_stretch.py", "tests/test_agenda.py",
+         "tests/test_burst.py", "tests/test_mirror.py"]
+TIMEOUT = 300
+
+# (name, file, text, replacement): each text must occur exactly once.
+MUTATIONS = [
+    ("clock: skip at the next event's own time", "blocksim/clock.py",
+     "t < self.peek()", "t <= self.peek()"),
+    ("stretch: fault rules do not matter", "blocksim/stretch.py",
+     "if not (drive.accepts_requests() and node.is_predictable()):",
+     "if not drive.accepts_requests():"),
+    ("stretch: a busy node does not matter", "blocksim/stretch.py",
+     "if m < MIN_STRETCH or not node.is_idle(now):", "if m < MIN_STRETCH:"),
+    ("stretch: no max in the recurrence", "blocksim/stretch.py",
+     "np.maximum.accumulate(issue, out=issue)", "pass"),
+    ("stretch: back at the horizon itself", "blocksim/stretch.py",
+     'n = int(np.searchsorted(issue, horizon - period, "left"))',
+     'n = int(np.searchsorted(issue, horizon - period, "right"))'),
+    ("stretch: the workload's end ignored", "blocksim/stretch.py",
+     "    if workload.end is not None:\n", "    if False:\n"),
+    ("stretch: skipped waits miscounted", "blocksim/stretch.py",
+     "waits = n * (2 if think else 1)", "waits = n"),
+    ("stretch: clock left before the last think", "blocksim/stretch.py",
+     "env.skip_to(last_done + think, waits=waits)", "env.skip_to(last_done, waits=waits)"),
+    ("agenda: ties with SimPy's head ignored", "blocksim/agenda.py",
+     "                if t > head[0] or (t == head[0] and (head[1] < NORMAL or (\n"
+     "                        head[1] == NORMAL and eid > head[2]))):\n"
+     "                    return False\n",
+     "                if t > head[0]:\n                    return False\n"),
+    ("agenda: two markers under one key", "blocksim/agenda.py",
+     "        event = self._markers.get(key)\n", "        event = None\n"),
+    ("agenda: a marker runs entries while attached", "blocksim/agenda.py",
+     "        if self.attached:\n            return\n        if self.runner",
+     "        if self.runner"),
+    ("agenda: no marker for the next entry", "blocksim/agenda.py",
+     "        if self._entries:               # (a runner may replace the list)\n"
+     "            self._marker()\n", ""),
+    ("mirror: a detached finish wakes the loop", "blocksim/mirror.py",
+     "if self._agenda.attached and not self._woken:", "if not self._woken:"),
+    ("burst: ties with SimPy's head ignored", "blocksim/burst.py",
+     "if t > head_t or (t == head_t and eid > last_eid):", "if t > head_t:"),
+    ("burst: an URGENT head treated as NORMAL", "blocksim/burst.py",
+     "    return t, (eid if priority == NORMAL else -1)", "    return t, eid"),
+    ("burst: pause ignored at a wake-up", "blocksim/burst.py",
+     "            if job.ret or job.pause_count > 0 or (", "            if job.ret or ("),
+    ("burst: cancel ignored at a wake-up", "blocksim/burst.py",
+     "            if job.ret or job.pause_count > 0 or (\n"
+     "                    job.cancelled and (job.force_cancel or not job.synced)):",
+     "            if job.ret or job.pause_count > 0:"),
+    ("burst: no rate limit", "blocksim/burst.py",
+     "            delay = limit.delay(now, op.end - op.start)", "            delay = 0"),
+    ("burst: SimPy's head not looked up after a failure", "blocksim/burst.py",
+     "            head_t, last_eid = _head(queue)\n\n", "\n\n"),
+    ("burst: an overlap does not reset the wake-up", "blocksim/burst.py",
+     "            if op is None:                  # overlaps an operation in flight\n"
+     "                waiting = True\n                job._woken = False",
+     "            if op is None:                  # overlaps an operation in flight\n"
+     "                waiting = True"),
+    ("burst: an exception leaves through the process", "blocksim/burst.py",
+     "                    agenda._raise_now(error)\n                    return WAITING",
+     "                    raise"),
+    ("burst: every node quiet", "blocksim/burst.py",
+     "    quiet = _quiet(src, tgt)", "    quiet = True"),
+    ("burst: a thin target counts as quiet", "blocksim/burst.py",
+     "            and (tgt.capacity is None\n"
+     "                 or tgt.capacity >= tgt.alloc.nclusters * tgt.cluster_size))",
+     "            and True)"),
+    ("burst: no write-zeroes", "blocksim/burst.py",
+     "                if len(runs) == 1 and not runs[0][2]:\n"
+     "                    op.runs, op.how = None, False",
+     "                if False:\n                    op.runs, op.how = None, False"),
+    ("burst: no allocation on the target", "blocksim/burst.py",
+     "                    if tgt._new_clusters(c0, c1):", "                    if False:"),
+    ("burst: the target's write listeners not called", "blocksim/burst.py",
+     "                    for listener in listeners:\n                        listener(start, end)",
+     "                    pass"),
+]
+
+
+def _tests(copy: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *TESTS],
+        cwd=copy, capture_output=True, text=True, timeout=TIMEOUT,
+        env={**os.environ, "PYTHONPATH": str(copy)})
+
+
+def run(selected: list) -> int:
+    bad = 0
+    with tempfile.TemporaryDirectory(prefix="blocksim-mutations-") as scratch:
+        copy = Path(scratch) / "project"
+        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "results", "__pycache__", "*.egg-info", ".pytest_cache"))
+        # the unmutated copy must pass, or every mutation would look caught
+        baseline = _tests(copy)
+        if baseline.returncode != 0:
+            print(baseline.stdout[-2000:], baseline.stderr[-2000:])
+            raise SystemExit("the shortcut tests fail without any mutation")
+        for name, path, text, replacement in selected:
+            target = copy / path
+            original = target.read_text()
+            if original.count(text) != 1:
+                print(f"STALE     {name}")
+                bad += 1
+                continue
+            target.write_text(original.replace(text, replacement))
+            try:
+                proc = _tests(copy)
+                caught = proc.returncode != 0
+                lines = proc.stdout.strip().splitlines()
+                detail = lines[-1] if lines else proc.stderr.strip()[-120:]
+            except subprocess.TimeoutExpired:
+                caught, detail = True, f"hung for {TIMEOUT} s"
+            finally:
+                target.write_text(original)
+            print(f"{'caught   ' if caught else 'SURVIVED '} {name}  ({detail})", flush=True)
+            bad += not caught
+    return bad
+
+
+def main(argv: list[str]) -> int:
+    pattern = argv[1] if len(argv) > 1 else ""
+    selected = [m for m in MUTATIONS if pattern in m[0]]
+    bad = run(selected)
+    print(f"{len(selected) - bad}/{len(selected)} mutations caught")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
