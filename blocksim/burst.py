@@ -22,7 +22,8 @@ runs the same cycle as one plain loop over the agenda's own heap:
    ``submit_read``, ``read_completed`` and ``write_completed`` (the devices'
    fault verdicts, queue and pipe, allocation, copy-on-write, content), the
    rate limiter and ``_op_finished`` (which marks the wake-up).  Between
-   *quiet* nodes (no fault rule, no jitter, no backing file under the
+   *quiet* nodes (no jitter, no fault rule that could match a source read
+   or a target write before SimPy's next event, no backing file under the
    target, room on it for the whole disk) an operation cannot fail and its
    steps reduce to the devices' queue and pipe, allocation and content: they
    are then done inline, the hot path of a long mirror.  Entries are
@@ -97,7 +98,7 @@ def copy(job, waiting: bool, detached: bool = False) -> int:
     # On quiet nodes every request succeeds after a service time known when
     # it is issued: the operation's steps are done here, inline (the hot path
     # of a long mirror); elsewhere they are the operation's own methods.
-    quiet = _quiet(src, tgt)
+    quiet = _quiet(src, tgt, now, head_t)
     src_service, tgt_service = src._service_done, tgt._service_done
     read_for_copy = src.read_for_copy
     set_runs, set_zeros = tgt.content.set_runs, tgt.content.set
@@ -195,14 +196,21 @@ def copy(job, waiting: bool, detached: bool = False) -> int:
             head_t, last_eid = _head(queue)
 
 
-def _quiet(src, tgt) -> bool:
-    """Whether a copy between these nodes cannot fail nor wait on anything
-    but the devices' queues and pipes: no fault rule and no jitter in either
-    chain, no backing file under the target (no copy-on-write) and room on
-    it for the whole disk (no ENOSPC)."""
-    return (src.is_predictable() and tgt.is_predictable() and tgt.backing is None
+_READS, _WRITES = frozenset({"read"}), frozenset({"write"})
+
+
+def _quiet(src, tgt, now: int, until) -> bool:
+    """Whether a copy between these nodes submitted from ``now`` up to
+    ``until`` (SimPy's next event) cannot fail nor wait on anything but the
+    devices' queues and pipes: no jitter and no fault rule that could match
+    a read of the source or a write to the target meanwhile, no backing file
+    under the target (no copy-on-write) and room on it for the whole disk
+    (no ENOSPC)."""
+    return (tgt.backing is None
             and (tgt.capacity is None
-                 or tgt.capacity >= tgt.alloc.nclusters * tgt.cluster_size))
+                 or tgt.capacity >= tgt.alloc.nclusters * tgt.cluster_size)
+            and src.is_quiet_for(_READS, 0, src.size, now, until + 1)
+            and tgt.is_quiet_for(_WRITES, 0, tgt.size, now, until + 1))
 
 
 def _head(queue) -> tuple:

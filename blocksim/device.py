@@ -138,15 +138,19 @@ class BlockDevice:
         return done
 
     # -- quiet stretches (blocksim.stretch) ---------------------------------------
-    def is_predictable(self) -> bool:
-        """Whether every request succeeds after a service time known in
-        advance: no fault rule anywhere in the chain, no jitter."""
+    def is_quiet_for(self, ops: frozenset, lo: int, hi: int, t0: int, t1) -> bool:
+        """Whether every request with an operation in ``ops`` inside ``[lo,
+        hi)`` submitted in ``[t0, t1)`` succeeds after a service time known
+        when it is issued: no jitter, and no fault rule anywhere in the chain
+        can match it (see :meth:`FaultRule.quiet_for
+        <blocksim.faults.FaultRule.quiet_for>`)."""
         if self.jitter:
             return False
         node = self
         while node is not None:
-            if node.faults:
-                return False
+            for rule in node.faults:
+                if not rule.quiet_for(ops, lo, hi, t0, t1):
+                    return False
             node = node.backing
         return True
 

@@ -66,6 +66,15 @@ class FaultRule:
     def apply(self, now: int, op: str, start: int, end: int, verdict: Verdict) -> None:
         raise NotImplementedError
 
+    def quiet_for(self, ops: frozenset, lo: int, hi: int, t0: int, t1) -> bool:
+        """Whether no request with an operation in ``ops``, inside ``[lo,
+        hi)`` and submitted in ``[t0, t1)``, can match: asking this rule
+        about it would change nothing (no verdict, no count, no random
+        draw), so a quiet stretch or a copy burst may leave it out."""
+        return (not (self.ops & ops) or t1 <= self.t_start
+                or (self.t_end is not None and t0 >= self.t_end)
+                or hi <= self.start_off or lo >= self.end_off)
+
 
 class ErrorRule(FaultRule):
     def __init__(self, spec, image_size: int, rng: np.random.Generator):
@@ -89,6 +98,11 @@ class ErrorRule(FaultRule):
         self.fired += 1
         verdict.errno = self.errno
 
+    def quiet_for(self, ops, lo, hi, t0, t1) -> bool:
+        # once its count is spent, a rule returns before counting anything
+        return super().quiet_for(ops, lo, hi, t0, t1) or (
+            self.count is not None and self.fired >= self.count)
+
 
 class FlakeyRule(FaultRule):
     """Up for ``up``, then down for ``down``, repeating from the window start."""
@@ -111,6 +125,13 @@ class FlakeyRule(FaultRule):
                 verdict.drop = True
             return
         verdict.errno = self.errno
+
+    def quiet_for(self, ops, lo, hi, t0, t1) -> bool:
+        if super().quiet_for(ops, lo, hi, t0, t1):
+            return True
+        # all of [t0, t1) inside one up window: nothing fails, nothing counts
+        t = max(t0, self.t_start)
+        return (t - self.t_start) % (self.up + self.down) + (t1 - t) <= self.up
 
 
 class DustRule(FaultRule):
@@ -137,6 +158,10 @@ class DustRule(FaultRule):
             return
         self.fired += 1
         verdict.errno = self.errno
+
+    def quiet_for(self, ops, lo, hi, t0, t1) -> bool:
+        # no bad block left: no read fails, no write heals anything
+        return super().quiet_for(ops, lo, hi, t0, t1) or not self.bad
 
 
 class DelayRule(FaultRule):

@@ -15,10 +15,14 @@ device's submit and complete steps.
 1. **When it applies.** The worker is at the top of its loop, resumed by its
    own event, so it is where it would take its next request with nothing
    else left to run at this instant.  The workload has no ``fsync``.  The
-   VM runs, the drive is not drained, no fault rule sits anywhere in the
-   node's chain and its latency has no jitter: every request then succeeds
-   after a service time ``L`` known in advance, and no event (no policy
-   decision, no wake-up) can come of it.
+   VM runs, the drive is not drained, the node's latency has no jitter and
+   no fault rule in its chain can match a request of the workload before
+   the horizon (below): none on its operations or its region, or whose time
+   window is open, or (dm-flakey) that goes down, or whose count is not
+   spent, or (dm-dust) that has bad blocks left; see
+   :meth:`FaultRule.quiet_for <blocksim.faults.FaultRule.quiet_for>`.
+   Every request then succeeds after a service time ``L`` known in advance,
+   and no event (no policy decision, no wake-up) can come of it.
 2. **The times**, for the requests left in the workload's current batch of
    offsets.  The worker issues request *j*, waits ``L`` for it, thinks
    ``think`` (0 for a paced guest), and comes back; request *j* is issued
@@ -79,7 +83,7 @@ def advance(workload) -> int:
         return 0
     drive = workload.drive
     node = drive.node
-    if not (drive.accepts_requests() and node.is_predictable()):
+    if not drive.accepts_requests():
         return 0
     offsets, read_flags, k = workload.drawn()
     m = len(offsets) - k
@@ -98,7 +102,11 @@ def advance(workload) -> int:
     period = service + think
     if period <= 0:
         return 0
-    times = _issue_times(workload, now, env.peek(), m, period)
+    horizon = env.peek()
+    # every request of the stretch is submitted in [now, horizon)
+    if not node.is_quiet_for(workload.operations, *workload.region, now, horizon):
+        return 0
+    times = _issue_times(workload, now, horizon, m, period)
     if times is None:
         return 0
     issue, due = times

@@ -41,6 +41,10 @@ class GuestWorkload:
         self.random = rw.startswith("rand")
         kind = rw[4:] if self.random else rw
         self.read_fraction = {"read": 1.0, "write": 0.0}.get(kind, spec.rwmixread / 100.0)
+        #: what its requests can be, for the fault rules that could match them
+        self.operations = frozenset(op for op, share in (
+            ("read", self.read_fraction), ("write", 1.0 - self.read_fraction)) if share > 0)
+        self.region = (region_start, region_start + self.nblocks * self.bs)
         self.rate = spec.rate_iops
         self.interval = 1e9 / self.rate if self.rate else 0.0     # ns between requests
         self.think = spec.think_time

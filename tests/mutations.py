@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ["tests/test_clock.py", "tests/test_stretch.py", "tests/test_agenda.py",
+TESTS = ["tests/test_clock.py", "tests/test_stretch.py", "tests/test_agenda.py", "tests/test_faults.py",
          "tests/test_burst.py", "tests/test_mirror.py"]
 TIMEOUT = 300
 
@@ -33,9 +33,10 @@ TIMEOUT = 300
 MUTATIONS = [
     ("clock: skip at the next event's own time", "blocksim/clock.py",
      "t < self.peek()", "t <= self.peek()"),
-    ("stretch: fault rules do not matter", "blocksim/stretch.py",
-     "if not (drive.accepts_requests() and node.is_predictable()):",
-     "if not drive.accepts_requests():"),
+    ("stretch: jitter does not matter", "blocksim/device.py",
+     "        if self.jitter:\n            return False\n        node = self\n"
+     "        while node is not None:\n            for rule in node.faults:",
+     "        node = self\n        while node is not None:\n            for rule in node.faults:"),
     ("stretch: a busy node does not matter", "blocksim/stretch.py",
      "if m < MIN_STRETCH or not node.is_idle(now):", "if m < MIN_STRETCH:"),
     ("stretch: no max in the recurrence", "blocksim/stretch.py",
@@ -49,6 +50,22 @@ MUTATIONS = [
      "waits = n * (2 if think else 1)", "waits = n"),
     ("stretch: clock left before the last think", "blocksim/stretch.py",
      "env.skip_to(last_done + think, waits=waits)", "env.skip_to(last_done, waits=waits)"),
+    ("faults: a rule on other operations counts", "blocksim/faults.py",
+     "        return (not (self.ops & ops) or t1 <= self.t_start",
+     "        return (t1 <= self.t_start"),
+    ("faults: a window opening at the end counts as closed", "blocksim/faults.py",
+     "t1 <= self.t_start", "t1 <= self.t_start + 1"),
+    ("faults: dm-flakey quiet one nanosecond into its down window", "blocksim/faults.py",
+     "(t1 - t) <= self.up", "(t1 - t) <= self.up + 1"),
+    ("faults: a spent count still matters", "blocksim/faults.py",
+     "            self.count is not None and self.fired >= self.count)",
+     "            False)"),
+    ("stretch: fault rules asked about the first request only", "blocksim/stretch.py",
+     "node.is_quiet_for(workload.operations, *workload.region, now, horizon)",
+     "node.is_quiet_for(workload.operations, *workload.region, now, now + 1)"),
+    ("burst: the target's rules asked about reads", "blocksim/burst.py",
+     "tgt.is_quiet_for(_WRITES, 0, tgt.size, now, until + 1)",
+     "tgt.is_quiet_for(_READS, 0, tgt.size, now, until + 1)"),
     ("agenda: ties with SimPy's head ignored", "blocksim/agenda.py",
      "                if t > head[0] or (t == head[0] and (head[1] < NORMAL or (\n"
      "                        head[1] == NORMAL and eid > head[2]))):\n"

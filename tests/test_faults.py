@@ -404,3 +404,46 @@ def test_backing_faults_spare_the_rest_of_a_cluster_allocated_in_top():
         assert err_of(do(s, t.read(CL, 4096))) == errno.EIO
         assert err_of(do(s, t.read(CL - 4096, 8192))) == errno.EIO
     assert top2.read_content(0, CL) == [(0, CL, 9)]
+
+
+# -- which rules a quiet stretch or a copy burst may leave out ------------------
+
+R, W = frozenset({"read"}), frozenset({"write"})
+
+
+def rule(**fault):
+    return node_sim([fault]).devices["disk"].faults[0]
+
+
+@pytest.mark.parametrize("fault, ops, lo, hi, t0, t1, quiet", [
+    ({"operation": "read"}, W, 0, CL, 0, MS, True),                  # other operation
+    ({"operation": "read"}, R, 0, CL, 0, MS, False),
+    ({"offset": "512KiB", "length": "64KiB"}, W, 0, 512 * KiB, 0, MS, True),   # other range
+    ({"offset": "512KiB", "length": "64KiB"}, W, 0, 513 * KiB, 0, MS, False),
+    ({"start": "5ms"}, W, 0, CL, 0, 5 * MS, True),                   # window not open yet
+    ({"start": "5ms"}, W, 0, CL, 0, 5 * MS + 1, False),
+    ({"end": "5ms"}, W, 0, CL, 5 * MS, 9 * MS, True),                # window closed
+    ({"end": "5ms"}, W, 0, CL, 5 * MS - 1, 9 * MS, False),
+    ({"type": "delay", "delay": "1ms"}, W, 0, CL, 0, MS, False),
+    # dm-flakey: up 10 ms, down 2 ms, from 1 ms: [1, 11) up, [11, 13) down, [13, 23) up
+    ({"type": "flakey", "up": "10ms", "down": "2ms", "start": "1ms"}, W, 0, CL, 0, 11 * MS, True),
+    ({"type": "flakey", "up": "10ms", "down": "2ms", "start": "1ms"}, W, 0, CL, 0, 11 * MS + 1, False),
+    ({"type": "flakey", "up": "10ms", "down": "2ms", "start": "1ms"}, W, 0, CL, 13 * MS, 23 * MS, True),
+    ({"type": "flakey", "up": "10ms", "down": "2ms", "start": "1ms"}, W, 0, CL, 12 * MS, 14 * MS, False),
+    ({"type": "dust", "blocks": [3]}, W, 0, CL, 0, MS, False),
+])
+def test_a_rule_is_quiet_only_where_no_request_can_match_it(fault, ops, lo, hi, t0, t1, quiet):
+    assert rule(**fault).quiet_for(ops, lo, hi, t0, t1) is quiet
+
+
+def test_a_spent_count_and_a_healed_dust_list_are_quiet():
+    sim = node_sim([{"operation": "write", "count": 1}])
+    r = sim.devices["disk"].faults[0]
+    assert not r.quiet_for(W, 0, CL, 0, MS)
+    assert err_of(do(sim, sim.devices["disk"].write(0, 4096, 7))) == errno.EIO
+    assert r.quiet_for(W, 0, CL, 0, MS)
+    sim = node_sim([{"type": "dust", "blocks": [1]}])
+    r = sim.devices["disk"].faults[0]
+    assert not r.quiet_for(R, 0, CL, 0, MS)
+    do(sim, sim.devices["disk"].write(0, CL, 7))          # the write heals block 1
+    assert r.quiet_for(R, 0, CL, 0, MS)

@@ -104,9 +104,26 @@ BACK_TO_BACK = {
                   "paced": _paced(rw="randread", **{"rate-iops": 50})},
 }
 
+# Fault rules that cannot match the guest's requests while a stretch lasts
+# leave it alone: a rule on reads under a writing guest, dm-flakey between
+# its down windows, a count that is spent, a rule whose window opens later
+# (then requests fail one by one and report BLOCK_IO_ERROR).
+FAULTS_ASIDE = {
+    "name": "stretch-faults-aside", "duration": "3s",
+    "images": {"disk": {"size": "1GiB", "latency": "50us"}},
+    "drives": {"d0": {"image": "disk", "werror": "report"}},
+    "faults": [{"image": "disk", "operation": "read"},
+               {"type": "flakey", "image": "disk", "operation": "write",
+                "up": "700ms", "down": "3ms"},
+               {"image": "disk", "operation": "write", "start": "100ms", "count": 3},
+               {"type": "delay", "image": "disk", "operation": "write", "start": "2500ms",
+                "delay": "1ms"}],
+    "workloads": {"guest": _paced(rw="randwrite")},
+}
+
 CASES = {"mirror": MIRROR, "thin": THIN, "backing": BACKING, "two-guests": TWO_GUESTS,
          "late": LATE, "queued-behind": QUEUED_BEHIND,
-         "thinker": THINKER, "back-to-back": BACK_TO_BACK}
+         "thinker": THINKER, "back-to-back": BACK_TO_BACK, "faults-aside": FAULTS_ASIDE}
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -136,14 +153,37 @@ def test_the_cases_reach_what_they_are_built_for():
     assert late.summary["drives"]["d0"]["requests"] == 1300
 
 
-def test_a_stretch_is_not_taken_where_a_fault_rule_could_fire():
-    # (a rule that never fires in the run; no pivot, which would move the
-    # guest to the target, which has none)
-    source = MIRROR | {"actions": [], "faults": [{"image": "src", "operation": "read",
-                                                  "start": "10s"}]}
-    sim = Simulation(blocksim.load_scenario(source), seed=5)
-    sim.run()
-    assert sum(w.in_stretches for w in sim.workloads.values()) == 0
+def test_a_stretch_stops_where_a_fault_rule_could_fire(monkeypatch):
+    """No request of a stretch is submitted once a rule could match it: in
+    FAULTS_ASIDE, the flakey rule's down windows, the error rule's three
+    failures and the delay rule's window are all met one by one."""
+    import blocksim.workload
+    stretches = []
+    real = blocksim.workload.advance
+
+    def recording(workload):
+        t0 = workload.env.now
+        n = real(workload)
+        if n:
+            stretches.append((t0, workload.env.now))
+        return n
+    monkeypatch.setattr(blocksim.workload, "advance", recording)
+    r = blocksim.run(blocksim.load_scenario(FAULTS_ASIDE), seed=5)
+    ms = 1_000_000
+    downs = [(k * 703 * ms + 700 * ms, (k + 1) * 703 * ms) for k in range(5)]
+    assert len(stretches) > 10
+    for t0, t1 in stretches:
+        assert t1 <= 2500 * ms                      # dm-delay from 2.5 s on
+        assert not any(t0 < b and t1 > a for a, b in downs), (t0, t1)
+    # what the rules did: the error rule's three failures as its window
+    # opens (a request every 500 us, 50 us service), then six writes in each
+    # 3 ms down window of dm-flakey; dm-delay then slows the guest down
+    errors = [e["timestamp"]["seconds"] * 10**6 + e["timestamp"]["microseconds"]
+              for e in r.events if e["event"] == "BLOCK_IO_ERROR"]
+    assert errors[:3] == [100_050, 100_550, 101_050]
+    for a, b in downs[:3]:
+        assert sum(a // 1000 <= t < b // 1000 for t in errors) == 6
+    assert 5000 < r.summary["drives"]["d0"]["requests"] < 6000
 
 
 def _completed_at_a_timer(shortcuts: bool) -> list[int]:
