@@ -104,11 +104,11 @@ MUTATIONS = [
      "                    agenda._raise_now(error)\n                    return WAITING",
      "                    raise"),
     ("burst: every node quiet", "blocksim/burst.py",
-     "    quiet = _quiet(src, tgt)", "    quiet = True"),
+     "    quiet = _quiet(src, tgt, now, head_t)", "    quiet = True"),
     ("burst: a thin target counts as quiet", "blocksim/burst.py",
      "            and (tgt.capacity is None\n"
-     "                 or tgt.capacity >= tgt.alloc.nclusters * tgt.cluster_size))",
-     "            and True)"),
+     "                 or tgt.capacity >= tgt.alloc.nclusters * tgt.cluster_size)\n",
+     "\n"),
     ("burst: no write-zeroes", "blocksim/burst.py",
      "                if len(runs) == 1 and not runs[0][2]:\n"
      "                    op.runs, op.how = None, False",
