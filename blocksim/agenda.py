@@ -72,6 +72,18 @@ class Agenda:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def heap(self) -> list:
+        """The entries themselves, ``(time, id, callback, argument)`` in heap
+        order, for the owner's runner (:mod:`blocksim.burst`), which
+        processes them in place exactly as :meth:`run` would."""
+        return self._entries
+
+    @property
+    def failed(self) -> bool:
+        """Whether a callback raised (:meth:`raise_now`): nothing runs any more."""
+        return self._failed
+
     def schedule(self, delay: int, callback, argument) -> None:
         """Call ``callback(argument)`` in ``delay`` ns, in SimPy's order."""
         env = self.env
@@ -91,7 +103,7 @@ class Agenda:
         try:
             return self._run_due()
         except BaseException as error:
-            self._raise_now(error)
+            self.raise_now(error)
             return False
 
     def _run_due(self) -> bool:
@@ -114,7 +126,7 @@ class Agenda:
             callback(argument)
         return False
 
-    def _raise_now(self, error: BaseException) -> None:
+    def raise_now(self, error: BaseException) -> None:
         """A callback raised.  From a SimPy event it would have come out of
         ``env.step()`` at once (the event-cap stop of a run is one), but the
         owner's process would only fail later, after other events due now.

@@ -69,7 +69,7 @@ def applies(job) -> bool:
     """Whether :func:`copy` may run the mirror ``job``'s cycle: its
     operations are on an agenda that no callback has broken."""
     agenda = job._agenda
-    return agenda is not None and not agenda._failed
+    return agenda is not None and not agenda.failed
 
 
 def copy(job, waiting: bool, detached: bool = False) -> int:
@@ -85,7 +85,7 @@ def copy(job, waiting: bool, detached: bool = False) -> int:
 
     env = job.env
     agenda = job._agenda
-    heap = agenda._entries
+    heap = agenda.heap
     queue = env._queue
     eids = env._eid
     head_t, last_eid = _head(queue)
@@ -191,7 +191,7 @@ def copy(job, waiting: bool, detached: bool = False) -> int:
                 try:
                     callback(argument)
                 except BaseException as error:
-                    agenda._raise_now(error)
+                    agenda.raise_now(error)
                     return WAITING
             head_t, last_eid = _head(queue)
 

@@ -101,7 +101,7 @@ MUTATIONS = [
      "            if op is None:                  # overlaps an operation in flight\n"
      "                waiting = True"),
     ("burst: an exception leaves through the process", "blocksim/burst.py",
-     "                    agenda._raise_now(error)\n                    return WAITING",
+     "                    agenda.raise_now(error)\n                    return WAITING",
      "                    raise"),
     ("burst: every node quiet", "blocksim/burst.py",
      "    quiet = _quiet(src, tgt, now, head_t)", "    quiet = True"),

@@ -203,7 +203,7 @@ def test_the_cases_reach_what_they_are_built_for(monkeypatch):
 
     def watching(job, waiting, detached=False):
         out = real(job, waiting, detached)
-        entries = job._agenda._entries
+        entries = job._agenda.heap
         if out == burst.WAITING and entries[0][0] == job.env.peek():
             ties.append(job.env.now)
         return out
