@@ -3,7 +3,8 @@
 A change to the hot path (devices, extent maps, the mirror loop, guest
 requests) must not change what a run produces.  This script runs every
 scenario of the library (``scenarios/*.toml`` and ``scenarios/qemu/*.toml``)
-plus the benchmark's mirror scenario at a small size, under a few seeds, and
+plus the benchmark's mirror scenario at small sizes (and once under fault
+rules), under a few seeds, and
 prints one SHA-256 per run over its event log, command record, sampled series
 and summary, serialised canonically.
 
@@ -42,6 +43,17 @@ def runs():
     for size, hours in ((2, 0.02), (8, 0.01)):
         scenario = blocksim.load_scenario(bench.mirror_scenario(size, hours))
         yield f"bench-mirror-{size}g-{hours}h@1", scenario, 1
+    # the same under faults: the general path of copy bursts and of fault
+    # verdicts, at a size where bursts and stretches run for long
+    faulty = bench.mirror_scenario(2, 0.02) | {"faults": [
+        {"type": "flakey", "image": "tgt", "operation": "write", "up": "1990ms", "down": "10ms"},
+        {"type": "delay", "image": "src", "operation": "read", "offset": "1GiB",
+         "length": "256MiB", "delay": "1ms"},
+        {"image": "src", "operation": "write", "offset": "1536MiB", "length": "16MiB",
+         "probability": 0.5}]}
+    faulty["jobs"]["job0"]["on-target-error"] = "ignore"
+    faulty["drives"]["drive0"]["werror"] = "report"
+    yield "bench-mirror-2g-0.02h-faults@1", blocksim.load_scenario(faulty), 1
 
 
 def fingerprint(result) -> str:
