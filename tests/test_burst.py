@@ -287,3 +287,23 @@ def test_simpys_next_event_sets_which_entries_may_run_first():
     assert burst._head([]) == (float("inf"), -1)
     assert burst._head([(50, NORMAL, 7, None)]) == (50, 7)
     assert burst._head([(50, URGENT, 7, None)]) == (50, -1)
+
+
+def test_a_run_in_steps_for_a_progress_bar_is_the_same():
+    """``run(progress=...)`` stops SimPy a hundred times (an URGENT event at
+    each step's end): entries due then must wait for it, markers and turns
+    must survive the stops."""
+    scenario = blocksim.load_scenario(CASES["rate-limited-then-complete"])
+    steps = []
+    stepped = outcome(_Stepped(scenario, seed=7, progress=steps.append))
+    assert stepped == outcome(Simulation(scenario, seed=7))
+    assert len(steps) == 100
+
+
+class _Stepped(Simulation):
+    def __init__(self, scenario, seed, progress):
+        super().__init__(scenario, seed=seed)
+        self._progress = progress
+
+    def run(self, progress=None):
+        return super().run(progress=self._progress)
