@@ -41,7 +41,8 @@ runs the same cycle as one plain loop over the agenda's own heap:
    (the loop's own checks then run).
 3. **While the loop is away** (a sleep, a pause), the detached agenda's
    marker calls it to complete the operations due before SimPy's next
-   event, waking nobody.
+   event, waking nobody; where the loop waits for one operation
+   (``MirrorJob._wait_op``), it runs until the wake-up.
 
 An exception from a failure callback (the event cap) is raised ahead of
 everything else, as from :meth:`Agenda.run <blocksim.agenda.Agenda.run>`
@@ -72,10 +73,13 @@ def applies(job) -> bool:
     return agenda is not None and not agenda.failed
 
 
-def copy(job, waiting: bool, detached: bool = False) -> int:
+def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> int:
     """Run the copy loop of ``job`` from its top (or, ``waiting``, from
     inside a wait for an operation) until it has to leave the cycle; returns
     :data:`TOP`, :data:`WAITING` or a sleep in ns.  See the module's doc.
+
+    ``one_wait``: only finish the current wait (:data:`TOP` at the wake-up),
+    for a caller that waits for one operation (``MirrorJob._wait_op``).
 
     ``detached``: the loop waits for something else (a sleep, a pause) and
     the agenda runs itself (:meth:`Agenda.detach
@@ -141,6 +145,8 @@ def copy(job, waiting: bool, detached: bool = False) -> int:
         heappop(heap)
         env._now = now = t
         if callback is None:                # the loop's wake-up
+            if one_wait:
+                return TOP
             waiting = False
             continue
         step = callback.__func__

@@ -246,10 +246,9 @@ class MirrorJob(BlockJob):
 
     def _await_agenda(self):
         """The rest of a wait whose operations are all on the agenda: until
-        its wake mark."""
-        agenda = self._agenda
-        while not agenda.run():
-            yield agenda.turn()
+        its wake mark (run as a burst: :mod:`blocksim.burst`)."""
+        while burst.copy(self, True, one_wait=True) == burst.WAITING:
+            yield self._agenda.turn()
 
     def _copy_burst(self):
         """Issue and wait in one plain loop (:mod:`blocksim.burst`) until the

@@ -103,6 +103,8 @@ MUTATIONS = [
     ("burst: an exception leaves through the process", "blocksim/burst.py",
      "                    agenda.raise_now(error)\n                    return WAITING",
      "                    raise"),
+    ("burst: a single wait carries on past its wake-up", "blocksim/burst.py",
+     "            if one_wait:\n                return TOP\n", ""),
     ("burst: every node quiet", "blocksim/burst.py",
      "    quiet = _quiet(src, tgt, now, head_t)", "    quiet = True"),
     ("burst: a thin target counts as quiet", "blocksim/burst.py",
