@@ -173,7 +173,10 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
                 heappush(heap, (now + delay, next(eids), callback, err))
         elif step is write_done:
             op = callback.__self__
-            if quiet:                       # CopyOperation.write_completed
+            # (a write submitted before the node turned quiet may carry a
+            # verdict: dropped, or copy-on-write runs; its own step then)
+            if quiet and (op.how is None or op.how is False and op.runs is None):
+                # CopyOperation.write_completed of a plain write
                 start, end = op.start, op.end
                 if op.runs is None:
                     set_zeros(start, end, 0)

@@ -117,6 +117,12 @@ CASES = {
                   "command": "thin-extend", "arguments": {"image": "tgt", "capacity": "64MiB"}},
                  {"on": "BLOCK_JOB_ERROR", "delay": "150ms",
                   "command": "block-job-resume", "arguments": {"device": "j0"}}]),
+    # dm-flakey dropping target writes: a write submitted in a down window may
+    # complete once the node is quiet again, and must still be dropped.
+    "dropped-writes": _mirror(
+        "burst-drop", {}, {"latency": "2ms"}, {}, duration="2s",
+        faults=[{"type": "flakey", "image": "tgt", "operation": "write", "up": "50ms",
+                 "down": "5ms", "drop-writes": True}]),
     # One failed source read, reported: the job fails with operations in flight.
     "source-error-report": _mirror(
         "burst-report", {}, {}, {"on-source-error": "report"},
