@@ -60,6 +60,7 @@ class MirrorJob(BlockJob):
         self.on_source_error: str = spec.on_source_error
         self.on_target_error: str = spec.on_target_error
         self.max_io = max(self.buf_size // MAX_IN_FLIGHT, self.granularity)
+        self._max_bits = self.max_io // self.granularity    # granules per operation
         self.source = None
         self.bitmap: DirtyBitmap | None = None
         self.in_flight = 0
@@ -170,8 +171,7 @@ class MirrorJob(BlockJob):
         for it (not issued yet), or None if it overlaps one in flight."""
         bm = self.bitmap
         b = bm.next_dirty(self._cursor)
-        g = self.granularity
-        n = bm.dirty_run(b, self.max_io // g or 1)
+        n = bm.dirty_run(b, self._max_bits)
         # Operations in flight are disjoint, so the only one that can overlap
         # [b, b+n) is the last one starting before b+n.
         starts = self._op_starts
@@ -180,6 +180,7 @@ class MirrorJob(BlockJob):
             return None
         bm.clear_bits(b, b + n)
         self._cursor = b + n if b + n < bm.nbits else 0
+        g = self.granularity
         start, end = b * g, min((b + n) * g, bm.size)
         op = self._ops[b] = CopyOperation(self, b, b + n, start, end,
                                           self._agenda is not None)
@@ -236,19 +237,15 @@ class MirrorJob(BlockJob):
         """Wait until an operation in flight finishes."""
         agenda = self._agenda
         if agenda is not None:
-            # every operation in flight is on the agenda
+            # every operation in flight is on the agenda: run it as a burst
+            # (blocksim.burst) until the wake mark
             self._woken = False
-            yield from self._await_agenda()
+            while burst.copy(self, True, one_wait=True) == burst.WAITING:
+                yield agenda.turn()
             return
         ev = self._op_done = self.env.event()
         yield ev
         self._op_done = None
-
-    def _await_agenda(self):
-        """The rest of a wait whose operations are all on the agenda: until
-        its wake mark (run as a burst: :mod:`blocksim.burst`)."""
-        while burst.copy(self, True, one_wait=True) == burst.WAITING:
-            yield self._agenda.turn()
 
     def _copy_burst(self):
         """Issue and wait in one plain loop (:mod:`blocksim.burst`) until the
