@@ -49,6 +49,12 @@ class AllocationMap:
             c0 = edge
 
     def count_set(self, c0: int, c1: int) -> int:
+        p = c0 >> PAGE_BITS
+        if (c1 - 1) >> PAGE_BITS == p:
+            # inside one page (every request but those of several GiB): no
+            # generator of segments
+            page = self._pages.get(p)
+            return 0 if page is None else page.count(1, c0 & _MASK, (c1 - 1 & _MASK) + 1)
         total = 0
         for p, a, b in self._segments(c0, c1):
             page = self._pages.get(p)
@@ -58,16 +64,18 @@ class AllocationMap:
 
     def set_range(self, c0: int, c1: int) -> int:
         """Allocate clusters ``[c0, c1)``; returns how many were new."""
-        if c1 - c0 == 1:
-            page = self._pages.get(c0 >> PAGE_BITS)
+        p = c0 >> PAGE_BITS
+        if c0 < c1 and (c1 - 1) >> PAGE_BITS == p:
+            # inside one page (a guest write, a copy): no generator of segments
+            page = self._pages.get(p)
             if page is None:
-                page = self._pages[c0 >> PAGE_BITS] = bytearray(_PAGE)
-            i = c0 & _MASK
-            if page[i]:
-                return 0
-            page[i] = 1
-            self.count += 1
-            return 1
+                page = self._pages[p] = bytearray(_PAGE)
+            a, b = c0 & _MASK, (c1 - 1 & _MASK) + 1
+            new = (b - a) - page.count(1, a, b)
+            if new:
+                page[a:b] = _ONES[:b - a]
+                self.count += new
+            return new
         new = 0
         for p, a, b in self._segments(c0, c1):
             page = self._pages.get(p)

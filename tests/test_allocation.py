@@ -1,0 +1,60 @@
+"""AllocationMap against a plain set of clusters, on ranges inside one page,
+across page edges and empty ones."""
+
+import numpy as np
+import pytest
+
+from blocksim.allocation import PAGE_BITS, AllocationMap
+
+PAGE = 1 << PAGE_BITS
+
+
+def random_ranges(rng, nclusters: int, n: int):
+    for _ in range(n):
+        kind = rng.integers(0, 4)
+        if kind == 0:                               # one cluster
+            c0 = int(rng.integers(0, nclusters))
+            yield c0, c0 + 1
+        elif kind == 1:                             # up to 16 clusters, maybe at a page edge
+            c0 = int(rng.integers(0, nclusters // PAGE)) * PAGE + int(rng.integers(-8, 8))
+            c0 = min(max(c0, 0), nclusters - 1)
+            yield c0, min(c0 + int(rng.integers(1, 17)), nclusters)
+        elif kind == 2:                             # across several pages
+            c0 = int(rng.integers(0, nclusters - 1))
+            yield c0, min(c0 + int(rng.integers(1, 3 * PAGE)), nclusters)
+        else:                                       # empty
+            c0 = int(rng.integers(0, nclusters))
+            yield c0, c0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matches_a_set_of_clusters(seed):
+    rng = np.random.default_rng(seed)
+    nclusters = 5 * PAGE + 123
+    amap, ref = AllocationMap(nclusters), set()
+    for c0, c1 in random_ranges(rng, nclusters, 400):
+        if rng.random() < 0.5:
+            new = set(range(c0, c1)) - ref
+            assert amap.set_range(c0, c1) == len(new)
+            ref |= new
+        else:
+            inside = sum(1 for c in range(c0, c1) if c in ref)
+            assert amap.count_set(c0, c1) == inside
+            assert amap.all_set(c0, c1) == (inside == c1 - c0)
+            assert amap.any_set(c0, c1) == (inside > 0)
+        assert amap.count == len(ref)
+    for c in rng.integers(0, nclusters, 200).tolist():
+        assert amap.is_set(c) == (c in ref)
+    runs = list(amap.runs())
+    assert sum(b - a for a, b in runs) == len(ref)
+    assert all(all(c in ref for c in range(a, b)) for a, b in runs)
+
+
+def test_a_range_ending_on_a_page_edge_stays_in_its_page():
+    amap = AllocationMap(3 * PAGE)
+    assert amap.set_range(PAGE - 16, PAGE) == 16
+    assert amap.count_set(PAGE - 16, PAGE) == 16
+    assert amap.count_set(PAGE, PAGE + 1) == 0
+    assert amap.set_range(PAGE - 1, PAGE + 1) == 1      # one new, across the edge
+    assert amap.count == 17
+    assert list(amap.runs()) == [(PAGE - 16, PAGE + 1)]
