@@ -97,19 +97,23 @@ class DirtyBitmap:
     def _search(self, b0: int, b1: int) -> int:
         bits = self.bits
         blk = b0 >> BLOCK_SHIFT
-        found = bits.find(1, b0, min(b1, (blk + 1) << BLOCK_SHIFT))
-        if found >= 0 or b1 <= (blk + 1) << BLOCK_SHIFT:
+        edge = (blk + 1) << BLOCK_SHIFT
+        found = bits.find(1, b0, b1 if b1 < edge else edge)
+        if found >= 0 or b1 <= edge:
             return found
         blk = self.blocks.find(1, blk + 1, ((b1 - 1) >> BLOCK_SHIFT) + 1)
         if blk < 0:
             return -1
         # A flagged block inside the range holds a dirty bit; only the last
         # block can hold its dirty bits past b1.
-        return bits.find(1, blk << BLOCK_SHIFT, min(b1, (blk + 1) << BLOCK_SHIFT))
+        edge = (blk + 1) << BLOCK_SHIFT
+        return bits.find(1, blk << BLOCK_SHIFT, b1 if b1 < edge else edge)
 
     def dirty_run(self, b0: int, max_bits: int) -> int:
         """Length (in bits) of the dirty run starting at ``b0``, capped."""
-        end = min(b0 + max_bits, self.nbits)
+        end = b0 + max_bits
+        if end > self.nbits:
+            end = self.nbits
         clean = self.bits.find(0, b0, end)
         return (end if clean < 0 else clean) - b0
 

@@ -99,9 +99,12 @@ class ExtentMap:
         shift = self._shift
         pages = self._pages
         first, last = start >> shift, (end - 1) >> shift
+        size = self.size
         for p in range(first, last + 1):
             ps = p << shift
-            pe = min(ps + (1 << shift), self.size)
+            pe = ps + (1 << shift)
+            if pe > size:
+                pe = size
             a = start if start > ps else ps
             b = end if end < pe else pe
             if a == ps and b == pe:
@@ -252,8 +255,10 @@ class ExtentMap:
         if (end - 1) >> shift == p:
             # Inside one page (a 64 KiB or 1 MiB read): a canonical page
             # clipped to the range is already the answer, no merging needed.
-            pe = min((p + 1) << shift, self.size)
+            pe = (p + 1) << shift
             b = end if end < pe else pe
+            if b > self.size:
+                b = self.size
             page = self._pages.get(p, 0)
             if page.__class__ is int:
                 return [(start, b, page)]

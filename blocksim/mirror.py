@@ -181,7 +181,9 @@ class MirrorJob(BlockJob):
         bm.clear_bits(b, b + n)
         self._cursor = b + n if b + n < bm.nbits else 0
         g = self.granularity
-        start, end = b * g, min((b + n) * g, bm.size)
+        start, end = b * g, (b + n) * g
+        if end > bm.size:
+            end = bm.size
         op = self._ops[b] = CopyOperation(self, b, b + n, start, end,
                                           self._agenda is not None)
         insort(starts, b)
