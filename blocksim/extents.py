@@ -271,17 +271,20 @@ class ExtentMap:
         of one page, else :meth:`runs`."""
         shift = self._shift
         p = start >> shift
-        if start < end and (end - 1) >> shift == p:
+        if start < end and (end - 1) >> shift == p and end <= self.size:
+            # inside one page (every copy operation): runs() without a second lookup
             page = self._pages.get(p, 0)
-            if page.__class__ is not int:
-                starts, values = page
-                ps = p << shift
-                i = bisect_right(starts, start - ps) - 1
-                j = bisect_left(starts, end - ps, i + 1)
-                if j > i + 1:
-                    head = starts[i:j]
-                    head[0] = start - ps
-                    return Span(start, end, head, values[i:j], shift)
+            if page.__class__ is int:
+                return [(start, end, page)]
+            starts, values = page
+            ps = p << shift
+            i = bisect_right(starts, start - ps) - 1
+            j = bisect_left(starts, end - ps, i + 1)
+            if j > i + 1:
+                head = starts[i:j]
+                head[0] = start - ps
+                return Span(start, end, head, values[i:j], shift)
+            return [(start, end, values[i])]
         return self.runs(start, end)
 
     def iter_runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
