@@ -70,6 +70,13 @@ class AllocationMap:
             page = self._pages.get(p)
             if page is None:
                 page = self._pages[p] = bytearray(_PAGE)
+            if c1 - c0 == 1:                # one cluster: one index
+                i = c0 & _MASK
+                if page[i]:
+                    return 0
+                page[i] = 1
+                self.count += 1
+                return 1
             a, b = c0 & _MASK, (c1 - 1 & _MASK) + 1
             new = (b - a) - page.count(1, a, b)
             if new:
