@@ -275,10 +275,15 @@ class BlockDevice:
         self.reads += 1
         self.bytes_read += length
 
-    def read(self, offset: int, length: int, want_data: bool = False):
-        """Read ``[offset, offset+length)``; returns ``(errno, runs or None)``."""
+    def read(self, offset: int, length: int, want_data: bool = False,
+             may_skip: bool = False):
+        """Read ``[offset, offset+length)``; returns ``(errno, runs or None)``.
+
+        ``may_skip``: the calling process is resumed only by its own events,
+        so the wait may take the clock's shortcut (:mod:`blocksim.clock`)."""
         err, delay = self.submit_read(offset, length)
-        yield self.env.timeout(delay)
+        if not (may_skip and self.env.skip_to(self.env.now + delay)):
+            yield self.env.timeout(delay)
         if err:
             return err, None
         self.complete_read(length)
@@ -343,14 +348,17 @@ class BlockDevice:
         for listener in self.write_listeners:
             listener(offset, end)
 
-    def write(self, offset: int, length: int, data, fill: bool = False):
+    def write(self, offset: int, length: int, data, fill: bool = False,
+              may_skip: bool = False):
         """Write ``data`` (a generation, or runs read elsewhere) at ``offset``.
 
         With ``fill`` (a copy-on-read) the data lands only where this layer
-        holds nothing yet when the write completes.  Returns an errno.
+        holds nothing yet when the write completes.  ``may_skip`` as for
+        :meth:`read`.  Returns an errno.
         """
         err, delay, how = self.submit_write(offset, length)
-        yield self.env.timeout(delay)
+        if not (may_skip and self.env.skip_to(self.env.now + delay)):
+            yield self.env.timeout(delay)
         if not err:
             self.complete_write(offset, length, data, how, fill)
         return err

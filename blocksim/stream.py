@@ -105,15 +105,21 @@ class StreamJob(BlockJob):
         return False
 
     def _populate(self, start: int, end: int):
-        """Copy-on-read of one chunk into the top image."""
+        """Copy-on-read of one chunk into the top image.
+
+        The job's process is resumed only by its own events (these two
+        waits, its sleeps and pauses, each an event of its own that nothing
+        else waits for; commands only set flags and wake those), so its
+        waits may take the clock's shortcut when nothing else is due before
+        they end (blocksim.clock)."""
         top = self.top
-        err, runs = yield from top.read(start, end - start, want_data=True)
+        err, runs = yield from top.read(start, end - start, want_data=True, may_skip=True)
         if err:
             return err
         runs = [r for r in runs if r[2]]
         if not runs:
             return 0
-        return (yield from top.write(start, end - start, runs, fill=True))
+        return (yield from top.write(start, end - start, runs, fill=True, may_skip=True))
 
     def progress_len(self) -> int:
         return self.size

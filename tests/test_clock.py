@@ -72,8 +72,23 @@ STOP_CONT = {
 }
 
 
-@pytest.mark.parametrize("source", LIBRARY + [GUEST_ONLY, STOP_CONT],
-                         ids=[p.stem for p in LIBRARY] + ["guest-only", "stop-cont"])
+# A stream job alone, rate-limited, paused and resumed by commands meanwhile:
+# its own reads and writes are the only events, so most of its waits skip.
+STREAM_ALONE = {
+    "name": "stream-alone", "duration": "5s",
+    "images": {"base": {"size": "256MiB", "format": "raw", "data": "full",
+                        "latency": "300us"},
+               "top": {"size": "256MiB", "backing": "base"}},
+    "drives": {"vda": {"image": "top"}},
+    "jobs": {"job0": {"type": "stream", "device": "vda", "speed": "200MiB"}},
+    "actions": [{"at": "0.3s", "command": "block-job-pause", "arguments": {"device": "job0"}},
+                {"at": "0.5s", "command": "block-job-resume", "arguments": {"device": "job0"}}],
+}
+
+
+@pytest.mark.parametrize("source", LIBRARY + [GUEST_ONLY, STOP_CONT, STREAM_ALONE],
+                         ids=[p.stem for p in LIBRARY] + ["guest-only", "stop-cont",
+                                                          "stream-alone"])
 def test_a_run_is_the_same_with_and_without_the_shortcut(source):
     scenario = blocksim.load_scenario(source)
     fast = Simulation(scenario, seed=7)
@@ -86,6 +101,14 @@ def test_the_shortcut_is_taken_where_nothing_else_happens():
     sim = Simulation(blocksim.load_scenario(GUEST_ONLY))
     sim.run()
     assert sim.env.skipped > 1000
+
+
+def test_a_stream_job_skips_the_waits_of_its_own_requests():
+    sim = Simulation(blocksim.load_scenario(STREAM_ALONE))
+    result = sim.run()
+    assert result.summary["jobs"]["job0"]["final_status"] == "null"
+    chunks = 256 * 2        # 512 KiB chunks, each a read and a write
+    assert sim.env.skipped > 1.5 * chunks
 
 
 def _stop_cont_by_timer(shortcuts: bool) -> str:
