@@ -6,7 +6,8 @@ scenario of the library (``scenarios/*.toml`` and ``scenarios/qemu/*.toml``)
 plus the benchmark's mirror scenario at small sizes (and once under fault
 rules), under a few seeds, and
 prints one SHA-256 per run over its event log, command record, sampled series
-and summary, serialised canonically.
+and summary, serialised canonically, and over what every device holds at the
+end (content and allocation, ``tests/equivalence.py``'s ``disks``).
 
     .venv/bin/python benchmarks/fingerprint.py --save /tmp/before.txt
     ... change the code ...
@@ -26,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 SEEDS = (1, 2, 3)
 
@@ -56,10 +58,11 @@ def runs():
     yield "bench-mirror-2g-0.02h-faults@1", blocksim.load_scenario(faulty), 1
 
 
-def fingerprint(result) -> str:
+def fingerprint(result, sim) -> str:
+    from equivalence import disks
     h = hashlib.sha256()
     h.update(result.events_jsonl().encode())
-    for part in (result.commands, result.series, result.summary):
+    for part in (result.commands, result.series, result.summary, disks(sim)):
         h.update(json.dumps(part, sort_keys=True, default=str).encode())
         h.update(b"\0")
     return h.hexdigest()
@@ -75,9 +78,10 @@ def main() -> int:
     lines, wall = [], 0.0
     for label, scenario, seed in runs():
         t0 = time.perf_counter()
-        result = blocksim.run(scenario, seed=seed)
+        sim = blocksim.Simulation(scenario, seed=seed)
+        result = sim.run()
         wall += time.perf_counter() - t0
-        lines.append(f"{fingerprint(result)}  {label}")
+        lines.append(f"{fingerprint(result, sim)}  {label}")
     print(f"{len(lines)} runs in {wall:.1f} s of simulation", file=sys.stderr)
     if args.save:
         args.save.write_text("".join(line + "\n" for line in lines))
