@@ -107,11 +107,18 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
     read_for_copy = src.read_for_copy
     set_runs, set_zeros = tgt.content.set_runs, tgt.content.set
     tgt_alloc, listeners = tgt.alloc, tgt.write_listeners
+    # Called from the top of the loop, the cycle starts at its issue
+    # condition: the loop has just made its checks, and made its check of
+    # ``ret`` before its pause point, as QEMU's mirror_run does, so an error
+    # reported during a pause still lets it issue once before it stops.
+    at_top = not waiting
 
     while True:
         if not waiting:
             # the loop's top, as in MirrorJob.run
-            if job.ret or job.pause_count > 0 or (
+            if at_top:
+                at_top = False
+            elif job.ret or (job.pause_count > 0 and job.should_pause()) or (
                     job.cancelled and (job.force_cancel or not job.synced)):
                 return TOP
             if not (bm.count and job.in_flight < MAX_IN_FLIGHT

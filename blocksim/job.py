@@ -249,14 +249,33 @@ class BlockJob:
         if ev is not None and not ev.triggered:
             ev.succeed()
 
+    def is_cancelled(self) -> bool:
+        """QEMU's ``job_is_cancelled()``: the job ends without pausing again.
+
+        Today that is a forced cancel, and any cancel of a job that cannot
+        complete on cancel (QEMU's mirror turns a cancel before READY into a
+        forced one; a stream has no soft cancel).  A plain cancel of a ready
+        mirror is only requested: the mirror completes without the pivot, and
+        pauses at its pause points meanwhile (job.c: ``job_pause_point``
+        returns early only for ``job_is_cancelled``).  In the 2012 profile any
+        cancel counts."""
+        if not self.cancelled:
+            return False
+        return not (self.profile.pause_after_plain_cancel and self.completes_on_cancel())
+
+    def should_pause(self) -> bool:
+        """Whether the job pauses at its next pause point: asked to, and not
+        cancelled in QEMU's sense (:meth:`is_cancelled`)."""
+        return self.pause_count > 0 and not self.is_cancelled()
+
     def pause_point(self):
         """Pause here if asked to (QEMU's ``job_pause_point``)."""
-        if self.pause_count > 0 and not self.cancelled:
+        if self.should_pause():
             prev = self.status
             self._transition("standby" if prev == "ready" else "paused")
             self.paused = True
             self._paused_since = self.env.now
-            while self.pause_count > 0 and not self.cancelled:
+            while self.should_pause():
                 yield from self._wait()
             self.paused = False
             self.paused_ns += self.env.now - self._paused_since

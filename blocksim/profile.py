@@ -38,6 +38,11 @@ class Profile:
     #: Refuse a plain cancel of a paused job and a second pause (today).  In
     #: 2012 pause and resume were idempotent flags and cancel always worked.
     strict_job_verbs: bool
+    #: A plain cancel of a ready mirror only requests the end (today's
+    #: ``job_cancel_requested``), so the job still pauses at its pause points
+    #: (an error's ``stop``, a user pause) until resumed; ``job_is_cancelled``
+    #: means a forced cancel.  In 2012 any cancel kept a job from pausing.
+    pause_after_plain_cancel: bool
 
 
 QEMU = Profile(
@@ -49,6 +54,7 @@ QEMU = Profile(
     job_stop_needs_drive_stop=False,
     io_error_details=True,
     strict_job_verbs=True,
+    pause_after_plain_cancel=True,
 )
 
 # The design note's event documentation says a STOP event follows a job's
@@ -63,6 +69,7 @@ RFC_2012 = Profile(
     job_stop_needs_drive_stop=True,
     io_error_details=False,
     strict_job_verbs=False,
+    pause_after_plain_cancel=False,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (QEMU, RFC_2012)}

@@ -26,7 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ["tests/test_clock.py", "tests/test_stretch.py", "tests/test_agenda.py", "tests/test_faults.py",
-         "tests/test_burst.py", "tests/test_mirror.py"]
+         "tests/test_burst.py", "tests/test_mirror.py", "tests/test_profiles.py",
+         "tests/test_shortcuts_random.py"]
 TIMEOUT = 300
 
 # (name, file, text, replacement): each text must occur exactly once.
@@ -86,11 +87,18 @@ MUTATIONS = [
     ("burst: an URGENT head treated as NORMAL", "blocksim/burst.py",
      "    return t, (eid if priority == NORMAL else -1)", "    return t, eid"),
     ("burst: pause ignored at a wake-up", "blocksim/burst.py",
-     "            if job.ret or job.pause_count > 0 or (", "            if job.ret or ("),
+     "            elif job.ret or (job.pause_count > 0 and job.should_pause()) or (",
+     "            elif job.ret or ("),
     ("burst: cancel ignored at a wake-up", "blocksim/burst.py",
-     "            if job.ret or job.pause_count > 0 or (\n"
+     "            elif job.ret or (job.pause_count > 0 and job.should_pause()) or (\n"
      "                    job.cancelled and (job.force_cancel or not job.synced)):",
-     "            if job.ret or job.pause_count > 0:"),
+     "            elif job.ret or (job.pause_count > 0 and job.should_pause()):"),
+    ("burst: the loop's checks made again on entry", "blocksim/burst.py",
+     "            if at_top:\n                at_top = False\n            elif job.ret",
+     "            if job.ret"),
+    ("job: a plain cancel once ready keeps the job from pausing", "blocksim/job.py",
+     "        return not (self.profile.pause_after_plain_cancel and self.completes_on_cancel())",
+     "        return True"),
     ("burst: no rate limit", "blocksim/burst.py",
      "            delay = limit.delay(now, op.end - op.start)", "            delay = 0"),
     ("burst: SimPy's head not looked up after a failure", "blocksim/burst.py",

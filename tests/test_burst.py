@@ -128,6 +128,26 @@ CASES = {
         "burst-report", {}, {}, {"on-source-error": "report"},
         faults=[{"image": "src", "operation": "read", "offset": "30MiB", "length": "64KiB",
                  "count": 1}]),
+    # A stop pauses the job while its operations in flight fail on a full
+    # target (report): resumed, the loop issues once more before it ends,
+    # as QEMU's mirror_run checks the job's error before its pause point.
+    "report-during-pause": _mirror(
+        "burst-report-paused", {}, {"capacity": "12MiB"},
+        {"on-source-error": "stop", "on-target-error": "report", "granularity": "256KiB"},
+        faults=[{"image": "src", "operation": "read", "offset": "11MiB", "length": "64KiB",
+                 "count": 1}],
+        actions=[{"on": "BLOCK_JOB_ERROR", "match": {"action": "stop"}, "delay": "100ms",
+                  "command": "block-job-resume", "arguments": {"device": "j0"}}],
+        duration="1s"),
+    # A plain cancel once ready, then a target error with stop: the job pauses
+    # (standby) until resumed, and then completes without the pivot.
+    "plain-cancel-then-stop": _mirror(
+        "burst-cancel-stop", {}, {}, {"on-target-error": "stop"},
+        faults=[{"image": "tgt", "operation": "write", "start": "180ms", "count": 1}],
+        actions=[{"on": "BLOCK_JOB_READY", "delay": "100ms", "command": "block-job-cancel",
+                  "arguments": {"device": "j0"}},
+                 {"on": "BLOCK_JOB_ERROR", "delay": "50ms", "command": "block-job-resume",
+                  "arguments": {"device": "j0"}}], duration="1s"),
     # A shallow mirror (sync=top) between two overlays of one base, with
     # clusters larger than the granularity: partial writes to new target
     # clusters copy the rest from the base first (copy-on-write).
@@ -201,6 +221,19 @@ def test_the_cases_reach_what_they_are_built_for(monkeypatch):
         assert job["outcome"] == end, name
         if end == "completed":
             assert job["integrity"] == "identical", name
+
+    r = blocksim.run(blocksim.load_scenario(CASES["report-during-pause"]), seed=7)
+    names = [(e["event"], e["data"].get("status", e["data"].get("action")))
+             for e in r.events]
+    resumed = names.index(("JOB_STATUS_CHANGE", "running"), 2)
+    # the operation issued after the resume fails too, then the job ends
+    assert names[resumed + 1:resumed + 3] == [("BLOCK_JOB_ERROR", "report"),
+                                              ("JOB_STATUS_CHANGE", "aborting")]
+    r = blocksim.run(blocksim.load_scenario(CASES["plain-cancel-then-stop"]), seed=7)
+    statuses = [e["data"]["status"] for e in r.events if e["event"] == "JOB_STATUS_CHANGE"]
+    assert statuses[2:] == ["ready", "standby", "ready", "waiting", "pending", "concluded",
+                            "null"]
+    assert r.summary["jobs"]["j0"]["outcome"] == "completed"
 
     # ties: a burst stops before an entry due at the same nanosecond as
     # SimPy's head when SimPy orders the head first

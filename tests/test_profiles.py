@@ -12,8 +12,8 @@ the job, the VM keeps running.
 import pytest
 
 from jobcases import (
-    EIO, ENOSPC, JOB, MiB, SIZE, cancelled, commands, completed, err, event, fault, job_summary,
-    mirror_case, on, ready, simulate, st, stream_case, timeline, violations,
+    EIO, ENOSPC, JOB, MiB, SIZE, at, cancelled, commands, completed, err, event, fault,
+    job_summary, mirror_case, on, ready, refusals, simulate, st, stream_case, timeline, violations,
 )
 
 RFC = "rfc-2012"
@@ -104,6 +104,35 @@ def test_stop_pauses_only_the_job(profile):
         err("write", "stop", device=device), ready(device=device), completed(None, device=device)]
     job = job_summary(r)
     assert (job["outcome"], job["integrity"], job["io_status"]) == ("completed", "identical", "ok")
+    assert violations(r) == []
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_plain_cancel_once_ready_still_pauses_on_stop_today(profile):
+    # QEMU's job_pause_point returns early only for job_is_cancelled(), which
+    # today means a forced cancel: a plain cancel of a ready mirror is only
+    # requested (job_cancel_requested), so a stop during its final sync still
+    # pauses it (standby) until resumed, and it then completes without the
+    # pivot.  In 2012 any cancel kept a job from pausing.
+    guest = {"guest": {"drive": "vda", "rw": "randwrite", "bs": "4KiB", "rate-iops": 2000}}
+    sim, r = simulate(mirror_case(
+        on_target_error="stop", drive=STOP_DRIVE, workloads=guest, duration="2s",
+        faults=[fault("dst", "write", start="0.5s", count="once")],
+        actions=[at("0.5s", "block-job-cancel", device=JOB),
+                 on("BLOCK_JOB_ERROR", "block-job-resume", delay="0.05s", device=JOB)]),
+        profile=profile)
+    if profile == RFC:
+        assert timeline(r) == [ready("vda"), err("write", "stop", device="vda"),
+                               completed(None, device="vda")]
+        assert refusals(r) == [("block-job-resume", "Block job 'job0' not found")]
+    else:
+        assert timeline(r) == [*st("created", "running", "ready"), ready(),
+                               err("write", "stop"), *st("standby", "ready", "waiting", "pending"),
+                               completed(None), *st("concluded", "null")]
+        assert refusals(r) == []
+    job = job_summary(r)
+    assert (job["outcome"], job["integrity"]) == ("completed", "identical")
+    assert sim.drives["vda"].node is sim.devices["src"]          # no pivot
     assert violations(r) == []
 
 

@@ -1,0 +1,185 @@
+"""Random scenarios run with and without the shortcuts must leave the same run.
+
+The shortcut tests elsewhere run hand-built cases, each aimed at one rule.
+This one draws whole scenarios (backing chains, thin targets, fault rules of
+every kind, guests of every shape, a mirror or a stream with random policies,
+commands at random times and in reaction to events) from a seeded generator
+and requires byte-identical outcomes with ``shortcuts=False``: events,
+commands, series, summary, device counters and what every device holds
+(``equivalence.outcome``).  A combination nobody thought of is where a
+shortcut's rule would be wrong.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import blocksim
+from blocksim.simulation import Simulation
+from equivalence import outcome
+
+CASES = 48
+MiB = 1 << 20
+POLICIES = ("report", "ignore", "stop", "enospc", "auto")
+
+
+def _ms(r: random.Random, lo: float, hi: float) -> str:
+    return f"{r.uniform(lo, hi):.3f}ms"
+
+
+def _fault(r: random.Random, image: str, size: int) -> dict:
+    kind = r.choice(("error", "error", "flakey", "dust", "delay"))
+    rule: dict = {"image": image}
+    if kind == "flakey":
+        rule.update(type="flakey", up=_ms(r, 50, 400), down=_ms(r, 1, 60),
+                    operation=r.choice(("read", "write", "any")),
+                    **({"drop-writes": True} if r.random() < 0.3 else {}))
+        return rule
+    if kind == "dust":
+        rule.update(type="dust", blocks=sorted(r.sample(range(size // 512), 6)))
+        rule["block-size"] = 512
+        return rule
+    length = r.choice((64 << 10, MiB, 4 * MiB))
+    offset = r.randrange(0, (size - length) // MiB + 1) * MiB
+    rule.update(offset=offset, length=length,
+                operation=r.choice(("read", "write", "any")))
+    if kind == "delay":
+        rule.update(type="delay", delay=_ms(r, 0.1, 5))
+        return rule
+    rule["errno"] = r.choice(("EIO", "ENOSPC"))
+    if r.random() < 0.5:
+        rule["count"] = r.randint(1, 5)
+    if r.random() < 0.3:
+        rule["skip"] = r.randint(1, 4)
+    if r.random() < 0.4:
+        rule["start"] = _ms(r, 0, 800)
+        rule["end"] = _ms(r, 800, 2500)
+    if r.random() < 0.3:
+        rule["probability"] = round(r.uniform(0.1, 0.9), 2)
+    return rule
+
+
+def _workload(r: random.Random, drive: str, size: int) -> dict:
+    w = {"drive": drive,
+         "rw": r.choice(("randwrite", "randwrite", "randread", "randrw", "write", "rw")),
+         "bs": r.choice(("4KiB", "4KiB", "16KiB", "64KiB")),
+         "iodepth": r.choice((1, 1, 1, 2, 4))}
+    shape = r.random()
+    if shape < 0.6:
+        w["rate-iops"] = r.choice((200, 1000, 3000))
+    elif shape < 0.8:
+        w["think-time"] = _ms(r, 0.05, 2)
+    else:
+        w["number-ios"] = r.randint(500, 5000)
+    if r.random() < 0.3:
+        w["size"] = f"{r.choice((4, 16, size // MiB))}MiB"
+    if r.random() < 0.15:
+        w["fsync"] = r.randint(2, 16)
+    if r.random() < 0.3:
+        w["start"] = _ms(r, 0, 500)
+    if r.random() < 0.3:
+        w["end"] = _ms(r, 1000, 2500)
+    return w
+
+
+def scenario(seed: int) -> dict:
+    """One random scenario: a guest disk (over a backing file or not), a
+    mirror or a stream or neither, fault rules, guests and commands."""
+    r = random.Random(seed)
+    size = r.choice((32, 64, 128)) * MiB
+    images: dict = {"base": {"size": size, "format": "raw",
+                             "data": r.choice(("full", "none", [{"offset": "0", "length": "8MiB"}]))}}
+    disk = {"size": size, "latency": _ms(r, 0.02, 0.5),
+            "bandwidth": r.choice(("200MiB", "1GiB", "4GiB"))}
+    layered = r.random() < 0.5
+    if layered:
+        disk["backing"] = "base"
+    else:
+        disk["data"] = r.choice(("full", "none"))
+    if r.random() < 0.2:
+        disk["jitter"] = 0.2
+    images["disk"] = disk
+    drives = {"vda": {"image": "disk", "rerror": r.choice(POLICIES[:3]),
+                      "werror": r.choice(POLICIES)}}
+    jobs: dict = {}
+    actions: list = []
+    job = r.choice(("mirror", "mirror", "stream", None)) if layered else r.choice(("mirror", None))
+    if job == "mirror":
+        target = {"size": size, "latency": _ms(r, 0.02, 0.5),
+                  "bandwidth": r.choice(("500MiB", "2GiB"))}
+        if r.random() < 0.3:
+            target["capacity"] = f"{size // MiB // 2}MiB"
+            actions.append({"on": "BLOCK_JOB_ERROR", "delay": _ms(r, 10, 200),
+                            "command": "thin-extend",
+                            "arguments": {"image": "tgt", "capacity": size}})
+        images["tgt"] = target
+        jobs["job0"] = {"type": "mirror", "device": "vda", "target": "tgt",
+                        "sync": r.choice(("full", "full", "top")),
+                        "speed": r.choice((0, 64 * MiB, 256 * MiB)),
+                        "granularity": r.choice(("64KiB", "256KiB")),
+                        "buf-size": r.choice(("1MiB", "16MiB")),
+                        "on-source-error": r.choice(POLICIES),
+                        "on-target-error": r.choice(POLICIES)}
+        if r.random() < 0.6:
+            actions.append({"on": "BLOCK_JOB_READY", "delay": _ms(r, 0, 300),
+                            "command": r.choice(("block-job-complete", "block-job-cancel")),
+                            "arguments": {"device": "job0"}})
+    elif job == "stream":
+        jobs["job0"] = {"type": "stream", "device": "vda",
+                        "speed": r.choice((0, 32 * MiB, 128 * MiB)),
+                        "on-error": r.choice(POLICIES)}
+    if jobs:
+        actions.append({"on": "BLOCK_JOB_ERROR", "match": {"action": "stop"},
+                        "delay": _ms(r, 5, 300), "repeat": True,
+                        "command": "block-job-resume", "arguments": {"device": "job0"}})
+        for _ in range(r.randint(0, 3)):
+            command = r.choice(("block-job-pause", "block-job-resume", "block-job-set-speed",
+                                "block-job-cancel", "query-block-jobs"))
+            arguments: dict = {} if command == "query-block-jobs" else {"device": "job0"}
+            if command == "block-job-set-speed":
+                arguments["speed"] = r.choice((0, 16 * MiB, 512 * MiB))
+            if command == "block-job-cancel" and r.random() < 0.5:
+                arguments["force"] = True
+            actions.append({"at": _ms(r, 50, 2500), "command": command, "arguments": arguments})
+    actions.append({"on": "BLOCK_IO_ERROR", "match": {"action": "stop"}, "delay": _ms(r, 5, 200),
+                    "repeat": True, "command": "cont"})
+    if r.random() < 0.3:
+        at = r.uniform(100, 2000)
+        actions.append({"at": f"{at:.3f}ms", "command": "stop"})
+        actions.append({"at": f"{at + r.uniform(1, 300):.3f}ms", "command": "cont"})
+    faults = [_fault(r, r.choice(sorted(images)), size) for _ in range(r.randint(0, 3))]
+    workloads = {f"g{i}": _workload(r, "vda", size) for i in range(r.choice((1, 1, 2)))}
+    return {"name": f"random-{seed}", "duration": "3s", "seed": seed,
+            "sample-interval": "50ms", "images": images, "drives": drives,
+            "jobs": jobs, "faults": faults, "workloads": workloads, "actions": actions}
+
+
+@pytest.mark.parametrize("seed", range(CASES))
+def test_a_random_scenario_is_the_same_without_shortcuts(seed):
+    loaded = blocksim.load_scenario(scenario(seed))
+    fast = Simulation(loaded)
+    exact = Simulation(loaded, shortcuts=False)
+    assert outcome(fast) == outcome(exact)
+    assert exact.env.skipped == 0
+
+
+def test_the_random_scenarios_exercise_the_shortcuts():
+    """Across the cases: waits skipped, quiet stretches, errors of every
+    action, jobs that complete, fail, are cancelled or end the run paused."""
+    skipped = stretched = errors = 0
+    actions, outcomes = set(), set()
+    for seed in range(CASES):
+        sim = Simulation(blocksim.load_scenario(scenario(seed)))
+        result = sim.run()
+        skipped += sim.env.skipped
+        stretched += sum(w.in_stretches for w in sim.workloads.values())
+        for event in result.events:
+            if event["event"] in ("BLOCK_JOB_ERROR", "BLOCK_IO_ERROR"):
+                errors += 1
+                actions.add(event["data"]["action"])
+        outcomes.update(j["outcome"] for j in result.summary["jobs"].values())
+    assert skipped > 10_000 and stretched > 10_000
+    assert errors > 100 and actions == {"report", "ignore", "stop"}
+    assert {"completed", "completed-with-error", "cancelled", "paused"} <= outcomes
