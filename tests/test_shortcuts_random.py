@@ -149,9 +149,27 @@ def scenario(seed: int) -> dict:
         at = r.uniform(100, 2000)
         actions.append({"at": f"{at:.3f}ms", "command": "stop"})
         actions.append({"at": f"{at + r.uniform(1, 300):.3f}ms", "command": "cont"})
+    if jobs and r.random() < 0.2:           # started by a command, finalized by another
+        jobs["job0"]["start"] = "manual"
+        jobs["job0"]["auto-finalize"] = False
+        actions.append({"at": _ms(r, 0, 300), "command": "job-start", "arguments": {"id": "job0"}})
+        actions.append({"on": "JOB_STATUS_CHANGE", "match": {"status": "pending"},
+                        "delay": _ms(r, 0, 100), "command": "block-job-finalize",
+                        "arguments": {"id": "job0"}})
+    if job == "mirror" and r.random() < 0.15:
+        jobs["job0"]["sync"] = "none"
+    if not layered and r.random() < 0.2:    # a thin guest disk: guest ENOSPC, extended later
+        disk["capacity"] = f"{size // MiB // 2}MiB"
+        actions.append({"at": _ms(r, 500, 2500), "command": "thin-extend",
+                        "arguments": {"image": "disk", "capacity": size}})
+    for _ in range(r.randint(0, 2)):
+        actions.append({"at": _ms(r, 0, 2500), "command": "guest-burst",
+                        "arguments": {"drive": "vda", "rw": r.choice(("read", "write", "randwrite")),
+                                      "bs": "4KiB", "number-ios": r.randint(1, 50)}})
     faults = [_fault(r, r.choice(sorted(images)), size) for _ in range(r.randint(0, 3))]
     workloads = {f"g{i}": _workload(r, "vda", size) for i in range(r.choice((1, 1, 2)))}
     return {"name": f"random-{seed}", "duration": "3s", "seed": seed,
+            "profile": "rfc-2012" if r.random() < 0.15 else "qemu",
             "sample-interval": "50ms", "images": images, "drives": drives,
             "jobs": jobs, "faults": faults, "workloads": workloads, "actions": actions}
 
