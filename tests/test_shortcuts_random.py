@@ -86,7 +86,8 @@ def _workload(r: random.Random, drive: str, size: int) -> dict:
 
 def scenario(seed: int) -> dict:
     """One random scenario: a guest disk (over a backing file or not), a
-    mirror or a stream or neither, fault rules, guests and commands."""
+    mirror or a stream or neither (sometimes a cascade, sometimes a second
+    disk with its own guest and mirror), fault rules, guests and commands."""
     r = random.Random(seed)
     size = r.choice((32, 64, 128)) * MiB
     images: dict = {"base": {"size": size, "format": "raw",
@@ -166,8 +167,26 @@ def scenario(seed: int) -> dict:
         actions.append({"at": _ms(r, 0, 2500), "command": "guest-burst",
                         "arguments": {"drive": "vda", "rw": r.choice(("read", "write", "randwrite")),
                                       "bs": "4KiB", "number-ios": r.randint(1, 50)}})
-    faults = [_fault(r, r.choice(sorted(images)), size) for _ in range(r.randint(0, 3))]
     workloads = {f"g{i}": _workload(r, "vda", size) for i in range(r.choice((1, 1, 2)))}
+    if job == "mirror" and r.random() < 0.2:
+        # a cascade: the target is a drive too, mirrored in turn (its copies
+        # re-dirty the second mirror's bitmap)
+        images["tgt2"] = {"size": size, "latency": _ms(r, 0.02, 0.5)}
+        drives["vdt"] = {"image": "tgt"}
+        jobs["job1"] = {"type": "mirror", "device": "vdt", "target": "tgt2",
+                        "start": _ms(r, 0, 50), "speed": r.choice((0, 128 * MiB)),
+                        "on-target-error": r.choice(POLICIES)}
+    if r.random() < 0.2:
+        # a second disk with its own guest, and maybe its own mirror
+        images["disk2"] = {"size": size, "data": "full", "latency": _ms(r, 0.02, 0.5)}
+        drives["vdb"] = {"image": "disk2", "werror": r.choice(POLICIES)}
+        workloads["h0"] = _workload(r, "vdb", size)
+        if r.random() < 0.5:
+            images["tgt3"] = {"size": size}
+            jobs["job2"] = {"type": "mirror", "device": "vdb", "target": "tgt3",
+                            "speed": r.choice((0, 64 * MiB)),
+                            "on-source-error": r.choice(POLICIES)}
+    faults = [_fault(r, r.choice(sorted(images)), size) for _ in range(r.randint(0, 3))]
     return {"name": f"random-{seed}", "duration": "3s", "seed": seed,
             "profile": "rfc-2012" if r.random() < 0.15 else "qemu",
             "sample-interval": "50ms", "images": images, "drives": drives,
@@ -188,8 +207,8 @@ def _sound(source: dict) -> bool:
     drops writes silently, and a mirror copies the whole disk (``sync =
     "full"``; ``top`` and ``none`` onto a target without the source's backing
     chain lose data at the pivot, which the invariants rightly report)."""
-    job = source["jobs"].get("job0", {})
-    return (job.get("type") != "mirror" or job.get("sync") == "full") and \
+    return all(job["type"] != "mirror" or job.get("sync", "full") == "full"
+               for job in source["jobs"].values()) and \
         not any(f.get("drop-writes") for f in source["faults"])
 
 
