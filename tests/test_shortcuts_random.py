@@ -12,7 +12,11 @@ shortcut's rule would be wrong.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -237,3 +241,31 @@ def test_the_random_scenarios_exercise_the_shortcuts():
     assert errors > 100 and actions == {"report", "ignore", "stop"}
     assert {"completed", "completed-with-error", "cancelled", "paused"} <= outcomes
     assert sound > CASES // 2
+
+
+CHILD = (
+    "import hashlib, sys\n"
+    "sys.path.insert(0, 'tests')\n"
+    "import blocksim\n"
+    "from blocksim.simulation import Simulation\n"
+    "from equivalence import outcome\n"
+    "from test_shortcuts_random import scenario\n"
+    "for seed in range(int(sys.argv[1])):\n"
+    "    run = outcome(Simulation(blocksim.load_scenario(scenario(seed))))\n"
+    "    print(hashlib.sha256(run.encode()).hexdigest())\n"
+)
+
+
+def test_random_scenarios_are_the_same_in_other_processes():
+    """Dict order, hashing and module state never leak into a run: the
+    first cases give the same bytes here and in two processes with other
+    hash seeds."""
+    n = 12
+    here = [hashlib.sha256(outcome(Simulation(blocksim.load_scenario(scenario(seed))))
+                           .encode()).hexdigest() for seed in range(n)]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for hashseed in ("1", "2"):
+        child = subprocess.run([sys.executable, "-c", CHILD, str(n)], cwd=root,
+                               env=dict(os.environ, PYTHONHASHSEED=hashseed),
+                               capture_output=True, text=True, check=True, timeout=300)
+        assert child.stdout.split() == here
