@@ -235,7 +235,14 @@ class BlockJob:
         self._wake = None
 
     def sleep(self, ns: int):
-        """Sleep ``ns`` nanoseconds, or less if a command enters the job."""
+        """Sleep ``ns`` nanoseconds, or less if a command enters the job.
+
+        A cancelled job (:meth:`is_cancelled`) does not sleep at all, as
+        QEMU's ``job_sleep_ns`` checks before it yields: a stream cancelled
+        while its chunk was in flight ends when the chunk does, not after
+        the rate limit's sleep."""
+        if self.is_cancelled():
+            return
         ev = self._wake = self.env.event()
         timer = self.env.timeout(ns)
         timer.callbacks.append(lambda _t, ev=ev: ev.triggered or ev.succeed())

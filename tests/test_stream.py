@@ -261,3 +261,16 @@ def test_cancel_midway_keeps_the_backing_file():
     assert 0 < data["offset"] < SIZE
     assert job_summary(r)["outcome"] == "cancelled"
     assert sim.devices["top"].backing is sim.devices["base"]
+
+
+def test_a_cancel_during_a_chunk_ends_the_stream_when_the_chunk_does():
+    # QEMU's job_sleep_ns returns at once for a cancelled job: a stream
+    # cancelled while a chunk is in flight (50 ms reads and writes here)
+    # ends when that chunk completes, without sleeping out the rate limit
+    # that chunk earned (125 ms at 4 MiB/s).
+    sim, r = simulate(stream_case(speed=4 * MiB, top_image={"latency": "50ms"},
+                                  actions=[at("0.05s", "block-job-cancel", device=JOB)]))
+    chunk_done = 2 * 0.050 + 2 * CHUNK / sim.devices["top"].bandwidth
+    assert event_time(r, "BLOCK_JOB_CANCELLED") == pytest.approx(chunk_done, abs=1e-5)
+    assert event(r, "BLOCK_JOB_CANCELLED")["offset"] == CHUNK
+    assert job_summary(r)["outcome"] == "cancelled"
