@@ -40,6 +40,7 @@ from . import burst
 from .agenda import Agenda
 from .bitmap import DirtyBitmap
 from .extents import diff_ranges
+from .errors import CommandError
 from .job import BlockJob
 from .policy import REPORT
 from .ratelimit import SLICE_NS
@@ -276,6 +277,10 @@ class MirrorJob(BlockJob):
     # -- verbs and ending --------------------------------------------------------------
     def complete(self) -> None:
         self._check_verb("complete")
+        if self.cancelled:
+            # QEMU's job_complete refuses a job whose cancel was requested:
+            # a plain cancel once ready still ends it without the pivot
+            raise CommandError(f"The active block job '{self.id}' cannot be completed")
         self.should_complete = True
         self._enter()
 

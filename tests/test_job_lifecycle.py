@@ -63,6 +63,18 @@ def test_plain_cancel_of_a_ready_mirror_copies_the_last_guest_writes():
     assert sim.drives["vda"].node is sim.devices["src"]
 
 
+def test_complete_after_a_plain_cancel_is_refused():
+    # QEMU's job_complete refuses a job whose cancel was requested
+    # (job_cancel_requested): the cancel still ends it without the pivot.
+    sim, r = simulate(mirror_case(workloads=GUEST, actions=[
+        at("3s", "block-job-cancel", device=JOB), at("3s", "block-job-complete", device=JOB)]))
+    assert refusals(r) == [("block-job-complete", "The active block job 'job0' cannot be completed")]
+    assert timeline(r) == [*st("created", "running", "ready"), ready()] + SUCCESS_TAIL
+    job = job_summary(r)
+    assert (job["outcome"], job["pivoted"], job["integrity"]) == ("completed", False, "identical")
+    assert sim.drives["vda"].node is sim.devices["src"]
+
+
 def test_force_cancel_of_a_ready_mirror_aborts():
     sim, r = simulate(mirror_case(actions=[on("BLOCK_JOB_READY", "block-job-cancel", delay="1s",
                                               device=JOB, force=True)]))
