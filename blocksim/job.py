@@ -321,11 +321,14 @@ class BlockJob:
         self._enter()
 
     def user_resume(self) -> None:
+        # QEMU's job_user_resume asks whether the job is paused before it
+        # asks the verb table: a job that is not paused gets that answer in
+        # any status (pending, waiting...)
+        if not self.user_paused and self.profile.strict_job_verbs:
+            raise CommandError("Can't resume a job that was not paused")
         self._check_verb("resume")
         if not self.user_paused:
-            if self.profile.strict_job_verbs:
-                raise CommandError("Can't resume a job that was not paused")
-            return
+            return                  # 2012: resume was an idempotent flag
         self.iostatus.reset()
         self.user_paused = False
         self.pause_count -= 1

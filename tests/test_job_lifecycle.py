@@ -166,6 +166,17 @@ def test_resume_of_a_running_job_is_refused():
     assert statuses(r) == ["created", "running", "ready"]
 
 
+def test_resume_of_a_job_that_is_not_paused_says_so_in_any_status():
+    # QEMU's job_user_resume checks "not paused" before the verb table, so a
+    # job waiting in pending gets that answer, not a verb refusal.
+    r = simulate(mirror_case(auto_finalize=False, actions=[
+        on("BLOCK_JOB_READY", "block-job-complete", device=JOB),
+        on("BLOCK_JOB_PENDING", "block-job-resume", device=JOB),
+        on("BLOCK_JOB_PENDING", "block-job-finalize", delay="0.5s", id=JOB)]))[1]
+    assert refusals(r) == [("block-job-resume", "Can't resume a job that was not paused")]
+    assert job_summary(r)["outcome"] == "completed"
+
+
 # -- complete, finalize, dismiss -----------------------------------------------------------------
 
 def test_complete_before_ready_is_refused():
