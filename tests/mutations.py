@@ -1,6 +1,6 @@
 """Mutation checks for the exact shortcuts: does every rule have a test that bites?
 
-    python tests/mutations.py            # all mutations, about three minutes
+    python tests/mutations.py            # all mutations, about four minutes
     python tests/mutations.py burst      # those whose name contains "burst"
 
 The shortcuts (the clock's skips, quiet stretches, the mirror's agenda and
