@@ -353,7 +353,12 @@ class BlockJob:
         self._check_verb("set-speed")
         if speed < 0:
             raise CommandError("Invalid parameter 'speed'")
+        old = self.limit.speed
         self.limit.set_speed(speed)
+        # QEMU's block_job_set_speed kicks a sleeping job only when the limit
+        # was raised or lifted: a lower limit lets the current sleep run out
+        if speed and speed <= old:
+            return
         self._enter()
 
     def finalize(self) -> None:

@@ -274,3 +274,16 @@ def test_a_cancel_during_a_chunk_ends_the_stream_when_the_chunk_does():
     assert event_time(r, "BLOCK_JOB_CANCELLED") == pytest.approx(chunk_done, abs=1e-5)
     assert event(r, "BLOCK_JOB_CANCELLED")["offset"] == CHUNK
     assert job_summary(r)["outcome"] == "cancelled"
+
+
+@pytest.mark.parametrize("new_speed, offset_after", [(2 * MiB, CHUNK), (8 * MiB, 2 * CHUNK)])
+def test_a_lower_speed_lets_the_current_sleep_run_out(new_speed, offset_after):
+    # After its first chunk, a stream at 4 MiB/s sleeps until 125 ms.  QEMU's
+    # block_job_set_speed kicks the sleeping job only when the limit is raised
+    # (or lifted): lowered at 50 ms, the job copies nothing more before
+    # 125 ms; raised, it goes on at once.
+    r = simulate(stream_case(speed=4 * MiB, actions=[
+        at("0.05s", "block-job-set-speed", device=JOB, speed=new_speed),
+        at("0.06s", "query-block-jobs")]))[1]
+    [info] = commands(r, "query-block-jobs")[0]["return"]
+    assert (info["offset"], info["speed"]) == (offset_after, new_speed)
