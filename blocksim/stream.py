@@ -83,7 +83,9 @@ class StreamJob(BlockJob):
             offset = end
             if copy:
                 delay = self.limit.delay(self.env.now, STREAM_CHUNK)
-                if delay:
+                # QEMU's stream_run sleeps off the rate limit at the start of
+                # the next iteration: after the last chunk there is none
+                if delay and offset < size:
                     yield from self.sleep(delay)
         return error
 
