@@ -119,7 +119,7 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
             if at_top:
                 at_top = False
             elif job.ret or (job.pause_count > 0 and job.should_pause()) or (
-                    job.cancelled and (job.force_cancel or not job.synced)):
+                    job.cancelled and not job.completes_on_cancel()):
                 return TOP
             if not (bm.count and job.in_flight < MAX_IN_FLIGHT
                     and job.bytes_in_flight < buf_size):

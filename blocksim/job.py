@@ -61,6 +61,8 @@ VERBS: dict[str, frozenset[str]] = {
 
 class BlockJob:
     job_type = "job"
+    #: Whether ``complete`` applies (QEMU: the driver has a ``complete``)
+    completable = False
     #: The invariant broken when the job completes with ``integrity`` "differs".
     integrity_invariant: str | None = None
 
@@ -346,8 +348,14 @@ class BlockJob:
         self._enter()
 
     def complete(self) -> None:
+        """QEMU's ``job_complete``: refused for a job type that has no
+        completion step and for a job whose cancel was requested (a plain
+        cancel once ready still ends it, without the pivot)."""
         self._check_verb("complete")
-        raise CommandError(f"The active block job '{self.id}' cannot be completed")
+        if not self.completable or self.cancelled:
+            raise CommandError(f"The active block job '{self.id}' cannot be completed")
+        self.should_complete = True
+        self._enter()
 
     def set_speed(self, speed: int) -> None:
         self._check_verb("set-speed")

@@ -40,7 +40,6 @@ from . import burst
 from .agenda import Agenda
 from .bitmap import DirtyBitmap
 from .extents import diff_ranges
-from .errors import CommandError
 from .job import BlockJob
 from .policy import REPORT
 from .ratelimit import SLICE_NS
@@ -50,6 +49,7 @@ MAX_IN_FLIGHT = 16
 
 class MirrorJob(BlockJob):
     job_type = "mirror"
+    completable = True
     integrity_invariant = "mirror-target-identical"
 
     def __init__(self, sim, job_id: str, spec):
@@ -110,7 +110,7 @@ class MirrorJob(BlockJob):
                 break
             if self.pause_count > 0:        # (pause_point() checks it again)
                 yield from self._away(self.pause_point())
-            if self.cancelled and (self.force_cancel or not self.synced):
+            if self.cancelled and not self.completes_on_cancel():
                 break
             if bm.count and self.in_flight < MAX_IN_FLIGHT \
                     and self.bytes_in_flight < self.buf_size:
@@ -275,15 +275,6 @@ class MirrorJob(BlockJob):
         self.log.emit("BLOCK_JOB_READY", self._job_event_data())
 
     # -- verbs and ending --------------------------------------------------------------
-    def complete(self) -> None:
-        self._check_verb("complete")
-        if self.cancelled:
-            # QEMU's job_complete refuses a job whose cancel was requested:
-            # a plain cancel once ready still ends it without the pivot
-            raise CommandError(f"The active block job '{self.id}' cannot be completed")
-        self.should_complete = True
-        self._enter()
-
     def completes_on_cancel(self) -> bool:
         return self.synced and not self.force_cancel
 

@@ -91,7 +91,7 @@ MUTATIONS = [
      "            elif job.ret or ("),
     ("burst: cancel ignored at a wake-up", "blocksim/burst.py",
      "            elif job.ret or (job.pause_count > 0 and job.should_pause()) or (\n"
-     "                    job.cancelled and (job.force_cancel or not job.synced)):",
+     "                    job.cancelled and not job.completes_on_cancel()):",
      "            elif job.ret or (job.pause_count > 0 and job.should_pause()):"),
     ("burst: the loop's checks made again on entry", "blocksim/burst.py",
      "            if at_top:\n                at_top = False\n            elif job.ret",
