@@ -6,7 +6,9 @@ time).  It prints
 
 1. the wall time of that mirror run split between copy bursts
    (``blocksim.burst.copy``), quiet stretches of guest requests
-   (``blocksim.stretch.advance``) and everything else (SimPy's own events,
+   (``blocksim.stretch.advance``), applying the content journal's logs
+   (``blocksim.journal``: at the end of the run, when the invariants
+   and the summary read the disks) and everything else (SimPy's own events,
    requests done one by one, sampling, the end-of-run audit), with the
    number of copy operations and guest requests and what each cost;
 2. the cost of the three content operations behind each guest write and
@@ -34,28 +36,37 @@ import bench  # noqa: E402  (the benchmark scenarios)
 import blocksim  # noqa: E402
 from blocksim import burst, workload  # noqa: E402
 from blocksim.extents import ExtentMap  # noqa: E402
+from blocksim.journal import ContentJournal  # noqa: E402
 
 GiB = 1 << 30
 
 
 def timed(module, name: str, totals: dict, key: str) -> None:
-    """Wrap ``module.name`` so that its wall time adds up in ``totals[key]``."""
+    """Wrap ``module.name`` so that its wall time adds up in ``totals[key]``
+    (only the outermost of nested calls under the same key counts)."""
     inner = getattr(module, name)
+    depth = totals.setdefault(("depth", key), [0])
 
     def wrapper(*args, **kwargs):
+        if depth[0]:
+            return inner(*args, **kwargs)
+        depth[0] += 1
         t0 = time.perf_counter()
         try:
             return inner(*args, **kwargs)
         finally:
             totals[key] += time.perf_counter() - t0
+            depth[0] -= 1
 
     setattr(module, name, wrapper)
 
 
 def split(size_gib: int, seconds: float) -> None:
-    totals = {"bursts": 0.0, "stretches": 0.0}
+    totals = {"bursts": 0.0, "stretches": 0.0, "settles": 0.0}
     timed(burst, "copy", totals, "bursts")
     timed(workload, "advance", totals, "stretches")   # how the workers call it
+    timed(ContentJournal, "settle", totals, "settles")
+    timed(ContentJournal, "settle_range", totals, "settles")
     scenario = blocksim.load_scenario(bench.mirror_scenario(size_gib, seconds / 3600))
     sim = blocksim.Simulation(scenario)
     t0 = time.perf_counter()
@@ -65,7 +76,8 @@ def split(size_gib: int, seconds: float) -> None:
     writes = sum(d["requests"] for d in result.summary["drives"].values())
     in_stretches = sum(w.in_stretches for w in sim.workloads.values())
     copies = sim.devices["tgt"].writes
-    other = wall - totals["bursts"] - totals["stretches"]
+    other = wall - totals["bursts"] - totals["stretches"] - totals["settles"]
+    journal = sim.journal
     ready = job["ready_at"]
     print(f"{size_gib} GiB mirror, {seconds:.0f} simulated s "
           f"(ready at {'never' if ready is None else f'{ready:.0f} s'}): wall {wall:.2f} s")
@@ -73,6 +85,9 @@ def split(size_gib: int, seconds: float) -> None:
           f"{totals['bursts'] / max(copies, 1) * 1e6:5.1f} µs each")
     print(f"  quiet stretches{totals['stretches']:7.2f} s  {in_stretches:>10,} guest requests  "
           f"{totals['stretches'] / max(in_stretches, 1) * 1e6:5.1f} µs each")
+    print(f"  content settled{totals['settles']:7.2f} s  {journal.replayed:>10,} logged changes  "
+          f"{totals['settles'] / max(journal.replayed, 1) * 1e6:5.1f} µs each, "
+          f"{journal.settled_pages:,} page settles")
     print(f"  everything else{other:7.2f} s  ({writes - in_stretches:,} guest requests "
           f"one by one, {sim.env.skipped:,} waits skipped)")
 

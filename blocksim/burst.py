@@ -164,7 +164,7 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
                 src.reads += 1
                 src.bytes_read += end - start
                 runs = read_for_copy(start, end)
-                if len(runs) == 1 and not runs[0][2]:
+                if runs.__class__ is list and len(runs) == 1 and not runs[0][2]:
                     op.runs, op.how = None, False
                     done = now + tgt.latency
                 else:

@@ -32,12 +32,13 @@ import numpy as np
 from .allocation import AllocationMap
 from .extents import ExtentMap, Run, resolve_runs
 from .faults import FaultRule, Verdict
+from .journal import Snap
 
 NO_VERDICT = Verdict()
 
 
 class BlockDevice:
-    def __init__(self, env, name: str, spec, rng: np.random.Generator):
+    def __init__(self, env, name: str, spec, rng: np.random.Generator, journal=None):
         self.env = env
         self.name = name
         self.size: int = spec.size
@@ -49,7 +50,9 @@ class BlockDevice:
         self.queue_depth: int = spec.queue_depth
         self.jitter: float = spec.jitter
         self.backing: BlockDevice | None = None
-        self.content = ExtentMap(self.size)
+        #: With a journal (blocksim.journal, the simulation's shortcut), changes
+        #: are logged and applied when the content is read.
+        self.content = ExtentMap(self.size, journal=journal)
         self.alloc = AllocationMap(-(-self.size // self.cluster_size))
         self.faults: list[FaultRule] = []
         #: Called as ``listener(start, end)`` after each successful write
@@ -86,7 +89,9 @@ class BlockDevice:
     def read_for_copy(self, start: int, end: int):
         """:meth:`read_content`, in the form another node's
         :meth:`complete_write` takes fastest (a copy operation's read):
-        runs, or a :class:`~blocksim.extents.Span` of one page."""
+        runs, or a :class:`~blocksim.extents.Span` of one page, or a
+        :class:`~blocksim.journal.Snap` (the list ``[(start, end, 0)]``
+        stands for zeros in each case)."""
         if self.backing is None:
             return self.content.snapshot(start, end)
         return resolve_runs(self.layers(), start, end)
@@ -333,6 +338,8 @@ class BlockDevice:
         if how is False:            # acknowledged, never carried out
             if self.on_drop is not None:
                 self.on_drop(data)
+            if data.__class__ is Snap:
+                data.forget()
             return
         end = offset + length
         if how:

@@ -21,6 +21,13 @@ runs of one page.
 
 Runs are always canonical (adjacent runs have different values), so equality
 of content is equality of run lists.
+
+A map may journal its changes (:mod:`blocksim.journal`): a write inside one
+page is then logged, and applied when something reads that page.  Every
+reader here settles what it reads first, so the journal is invisible to
+callers, except that :meth:`ExtentMap.snapshot` may return a ticket
+(:class:`~blocksim.journal.Snap`) that only :meth:`ExtentMap.set_runs` of a
+map of the same journal, or its own ``runs()``, can use.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from bisect import bisect_left, bisect_right
 from typing import Iterator, Sequence
 
 import numpy as np
+
+from .journal import Snap
 
 Run = tuple[int, int, int]  # (start, end, generation), end exclusive
 
@@ -79,21 +88,131 @@ class Span:
 class ExtentMap:
     """A piecewise-constant map ``offset -> generation`` over ``[0, size)``."""
 
-    __slots__ = ("size", "_pages", "_shift", "_stype")
+    __slots__ = ("size", "_pages", "_shift", "_stype",
+                 "_journal", "_tag", "_pending", "_zeroing")
 
-    def __init__(self, size: int, page_shift: int = PAGE_SHIFT):
+    def __init__(self, size: int, page_shift: int = PAGE_SHIFT, journal=None):
         self.size = int(size)
         self._shift = page_shift
         self._stype = _starts_type(page_shift)
+        # With a journal (blocksim.journal) changes inside one page are
+        # logged there and applied when something reads the page: _tag is
+        # this map's index in the log's words, _pending the pages whose log
+        # changes this map, _zeroing those where a change may bring zeros.
+        self._journal = None
+        self._tag = 0
+        self._pending = self._zeroing = None
         # page index -> int (the whole page holds one value, never 0: a page
         # of 0 is absent) or (starts, values) arrays: starts relative to the
         # page's first offset (so starts[0] == 0), typecode self._stype;
         # values 'q'.  Only this module reads pages.
         self._pages: dict = {}
+        if journal is not None:
+            journal.register(self)
+
+    # -- the journal ---------------------------------------------------------
+    def settle(self, start: int = 0, end: int | None = None) -> None:
+        """Apply the journal's logged changes to the pages of ``[start,
+        end)`` (every reader does this first; a no-op without a journal)."""
+        j = self._journal
+        if j is not None and j.logs:
+            if end is None or end > self.size:
+                end = self.size
+            if start < end:
+                j.settle_range(start >> self._shift, (end - 1) >> self._shift)
+
+    def _base_zero(self, p: int, start: int, end: int) -> bool:
+        """Whether page ``p``'s stored runs hold only 0 on ``[start, end)``
+        (inside the page), logged changes aside."""
+        page = self._pages.get(p, 0)
+        if page.__class__ is int:
+            return not page
+        starts, values = page
+        ps = p << self._shift
+        i = bisect_right(starts, start - ps) - 1
+        return not values[i] and bisect_left(starts, end - ps, i + 1) == i + 1
+
+    def _pages_put(self, p: int, starts: np.ndarray, values: np.ndarray) -> None:
+        """Store page ``p`` from page-relative run starts (the first 0) and
+        values, neighbours possibly equal: the canonical form."""
+        starts, values = _merge_equal(starts, values)
+        if len(values) == 1:
+            if values[0]:
+                self._pages[p] = int(values[0])
+            else:
+                self._pages.pop(p, None)
+            return
+        self._pages[p] = (array(self._stype, starts.astype(_np_type(self._stype)).tobytes()),
+                          array("q", values.astype(np.int64).tobytes()))
+
+    def _put_pages(self, pages: np.ndarray, bounds: np.ndarray, values: np.ndarray,
+                   lo: np.ndarray, hi: np.ndarray) -> None:
+        """Store each page ``pages[i]`` as holding ``values[j]`` from
+        ``bounds[j]`` on, for ``j`` from ``lo[i]`` to ``hi[i]``: absolute,
+        increasing offsets, ``bounds[lo[i]]`` the page's start, neighbours
+        possibly equal (:meth:`_pages_put` for many pages at once, in the
+        canonical form)."""
+        n = len(bounds)
+        keep = np.empty(n, dtype=bool)
+        keep[0] = True
+        np.not_equal(values[1:], values[:-1], out=keep[1:])
+        keep[lo] = True                     # each page's first run
+        ranks = np.cumsum(keep)             # kept segments up to each one
+        first = ranks[lo] - 1               # each page's runs among the kept
+        stop = ranks[hi - 1]
+        kept = np.flatnonzero(keep)
+        starts = bounds[kept]
+        kept_values = values[kept]
+        rel = (starts - (starts >> self._shift << self._shift)).astype(_np_type(self._stype))
+        stype = self._stype
+        store = self._pages
+        for p, i, j in zip(pages.tolist(), first.tolist(), stop.tolist()):
+            if j - i == 1:
+                v = int(kept_values[i])
+                if v:
+                    store[p] = v
+                else:
+                    store.pop(p, None)
+            else:
+                store[p] = (array(stype, rel[i:j].tobytes()),
+                            array("q", kept_values[i:j].tobytes()))
+
+    def _held_form(self, p: int, start: int, end: int, starts: np.ndarray,
+                   values: np.ndarray):
+        """What :meth:`_snapshot` would return for ``[start, end)`` (in page
+        ``p``) holding ``values`` from the page-relative ``starts`` on."""
+        starts, values = _merge_equal(starts, values)
+        if len(values) == 1:
+            return [(start, end, int(values[0]))]
+        return Span(start, end, array(self._stype, starts.astype(_np_type(self._stype)).tobytes()),
+                    array("q", values.astype(np.int64).tobytes()), self._shift)
 
     # -- writing -----------------------------------------------------------
     def set(self, start: int, end: int, value: int) -> None:
         """Give ``[start, end)`` the generation ``value``."""
+        if start >= end:
+            return
+        j = self._journal
+        if j is not None:
+            shift = self._shift
+            p = start >> shift
+            if (end - 1) >> shift == p:     # inside one page: log it
+                ps = p << shift
+                log = j.logs.get(p)
+                if log is None:
+                    log = j.logs[p] = array("q")
+                log.append(self._tag | (start - ps) | ((end - ps) << 27))
+                log.append(value)
+                self._pending.add(p)
+                if not value:
+                    self._zeroing.add(p)
+                return
+            self.settle(start, end)
+        self._set(start, end, value)
+
+    def _set(self, start: int, end: int, value: int) -> None:
+        """:meth:`set`, at once (the journal's logged changes to these pages
+        applied already)."""
         if start >= end:
             return
         shift = self._shift
@@ -132,6 +251,9 @@ class ExtentMap:
     def set_runs(self, runs: Sequence[Run]) -> None:
         """Copy runs read from another map (same offsets) into this one.
 
+        ``runs`` may also be what :meth:`snapshot` returned on a journaled
+        map: a :class:`~blocksim.journal.Snap`, logged as a paste.
+
         The result is exactly that of ``set(a, b, v)`` for each run in turn,
         but the usual argument -- the output of :meth:`runs` on some map:
         sorted, contiguous, covering one range ``[A, B)`` -- is written with
@@ -143,6 +265,22 @@ class ExtentMap:
         ``[0, size)``) takes the per-run loop, which gives the same answer
         for any input, just slower.
         """
+        if runs.__class__ is Snap:
+            if runs.journal is self._journal:
+                runs.journal.paste(self, runs)
+                return
+            runs = runs.runs()
+        if self._journal is not None:
+            if runs.__class__ is Span:
+                self.settle(runs.start, runs.end)
+            else:
+                runs = list(runs)
+                if runs:
+                    self.settle(min(r[0] for r in runs), max(r[1] for r in runs))
+        self._set_runs(runs)
+
+    def _set_runs(self, runs) -> None:
+        """:meth:`set_runs` at once."""
         if runs.__class__ is Span:
             if runs.shift == self._shift:
                 self._paste(runs)
@@ -152,7 +290,7 @@ class ExtentMap:
             runs = list(runs)
         if len(runs) <= 1:
             for a, b, v in runs:
-                self.set(a, b, v)
+                self._set(a, b, v)
             return
         # The fast path relies on contiguity: check it rather than trust it.
         first = prev = runs[0][0]
@@ -165,7 +303,7 @@ class ExtentMap:
                 self._set_contiguous(runs, first, prev)
                 return
         for a, b, v in runs:
-            self.set(a, b, v)
+            self._set(a, b, v)
 
     def _set_contiguous(self, runs: Sequence[Run], start: int, end: int) -> None:
         """:meth:`set_runs` for contiguous runs covering ``[start, end)``.
@@ -217,7 +355,7 @@ class ExtentMap:
         pages = self._pages
         a = seg_s[0]
         if len(seg_v) == 1:                 # one value: exactly what set() does
-            self.set(ps + a, b, seg_v[0])
+            self._set(ps + a, b, seg_v[0])
             return
         if a == 0 and b == pe:              # the whole page, already canonical
             pages[p] = (array(self._stype, seg_s), array("q", seg_v))
@@ -237,15 +375,23 @@ class ExtentMap:
         """Like :meth:`set_runs`, but only where this map still holds 0.
 
         A copy-on-read never overwrites data a guest wrote meanwhile."""
+        runs = list(runs)
+        if runs:
+            self.settle(min(r[0] for r in runs), max(r[1] for r in runs))
         for a, b, v in runs:
             if v:
-                for ha, hb, hv in self.runs(a, b):
+                for ha, hb, hv in self._runs(a, b):
                     if hv == 0:
-                        self.set(ha, hb, v)
+                        self._set(ha, hb, v)
 
     # -- reading -----------------------------------------------------------
     def runs(self, start: int = 0, end: int | None = None) -> list[Run]:
         """The canonical runs covering ``[start, end)``, clipped to it."""
+        if self._journal is not None:
+            self.settle(start, end)
+        return self._runs(start, end)
+
+    def _runs(self, start: int = 0, end: int | None = None) -> list[Run]:
         if end is None:
             end = self.size
         if start >= end:
@@ -263,12 +409,38 @@ class ExtentMap:
             if page.__class__ is int:
                 return [(start, b, page)]
             return _page_runs(page[0], page[1], start, b, p << shift)
-        return list(self.iter_runs(start, end))
+        return list(self._iter_runs(start, end))
 
-    def snapshot(self, start: int, end: int) -> "list[Run] | Span":
+    def snapshot(self, start: int, end: int) -> "list[Run] | Span | Snap":
         """What ``[start, end)`` holds, to be written elsewhere with
         :meth:`set_runs`: a :class:`Span` when the range meets several runs
-        of one page, else :meth:`runs`."""
+        of one page, else :meth:`runs`.
+
+        On a journaled map, a range inside one page that does not read as
+        zeros is a :class:`~blocksim.journal.Snap` instead: the read is
+        logged, and what it read is only worked out when its page settles.
+        A range that reads as zeros is always the list ``[(start, end, 0)]``
+        (a copy then writes zeros instead)."""
+        j = self._journal
+        if j is not None:
+            shift = self._shift
+            p = start >> shift
+            if start < end and (end - 1) >> shift == p and end <= self.size:
+                if p in self._zeroing:
+                    j.settle(p)
+                elif p in self._pending:
+                    # only non-zero sets logged: where the stored runs hold
+                    # data, so does the range; else they decide
+                    if not self._base_zero(p, start, end):
+                        return j.snap(self, p, start, end)
+                    j.settle(p)
+                if self._base_zero(p, start, end):
+                    return [(start, end, 0)]
+                return j.snap(self, p, start, end)
+            self.settle(start, end)
+        return self._snapshot(start, end)
+
+    def _snapshot(self, start: int, end: int) -> "list[Run] | Span":
         shift = self._shift
         p = start >> shift
         if start < end and (end - 1) >> shift == p and end <= self.size:
@@ -285,18 +457,23 @@ class ExtentMap:
                 head[0] = start - ps
                 return Span(start, end, head, values[i:j], shift)
             return [(start, end, values[i])]
-        return self.runs(start, end)
+        return self._runs(start, end)
 
     def iter_runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
         """Like :meth:`runs`, one run at a time: a whole 1 TiB map can be
         walked without building its list of runs."""
+        if self._journal is not None:
+            self.settle(start, end)
+        return self._iter_runs(start, end)
+
+    def _iter_runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
         if end is None:
             end = self.size
         if start >= end:
             return
         shift = self._shift
         if (end - 1) >> shift == start >> shift:
-            yield from self.runs(start, end)    # one page: no merging
+            yield from self._runs(start, end)   # one page: no merging
             return
         pages = self._pages
         cur_s = cur_v = None
@@ -322,6 +499,8 @@ class ExtentMap:
             yield (cur_s, cur_e, cur_v)
 
     def value_at(self, offset: int) -> int:
+        if self._journal is not None:
+            self.settle(offset, offset + 1)
         page = self._pages.get(offset >> self._shift, 0)
         if page.__class__ is int:
             return page
@@ -335,6 +514,7 @@ class ExtentMap:
 
     def extent_count(self) -> int:
         """Number of stored runs (a measure of memory use)."""
+        self.settle()
         return sum(1 if p.__class__ is int else len(p[0]) for p in self._pages.values())
 
     @property
@@ -350,6 +530,7 @@ class ExtentMap:
         starts begin at 0, increase strictly and stay inside the page,
         there are at least two runs, and neighbours differ in value.
         """
+        self.settle()
         shift = self._shift
         for p, page in self._pages.items():
             ps = p << shift
@@ -371,6 +552,21 @@ class ExtentMap:
                 raise AssertionError(f"page {p}: starts not increasing")
             if any(u == w for u, w in zip(values, values[1:])):
                 raise AssertionError(f"page {p}: neighbours with equal values")
+
+
+def _merge_equal(starts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Runs with neighbours of equal value merged."""
+    if len(values) > 1:
+        keep = np.empty(len(values), dtype=bool)
+        keep[0] = True
+        np.not_equal(values[1:], values[:-1], out=keep[1:])
+        if not keep.all():
+            return starts[keep], values[keep]
+    return starts, values
+
+
+def _np_type(typecode: str):
+    return np.uint32 if typecode == "I" else np.int64
 
 
 def _page_runs(starts, values, a: int, b: int, ps: int) -> list[Run]:
@@ -547,6 +743,8 @@ def diff_ranges(left: Sequence[ExtentMap], right: Sequence[ExtentMap],
     """
     if end is None:
         end = min(left[0].size, right[0].size)
+    for m in (*left, *right):
+        m.settle(start, end)
     single = (len(left) == 1 and len(right) == 1
               and left[0]._shift == right[0]._shift and step == left[0].page_size
               and start % step == 0)
@@ -604,6 +802,7 @@ def run_arrays(m: ExtentMap, start: int, end: int,
     end = min(end, m.size)
     if start >= end:
         raise ValueError(f"empty range [{start}, {end})")
+    m.settle(start, end)
     shift = m._shift
     pages = m._pages
     last = (end - 1) >> shift

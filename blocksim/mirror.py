@@ -41,6 +41,7 @@ from .agenda import Agenda
 from .bitmap import DirtyBitmap
 from .extents import diff_ranges
 from .job import BlockJob
+from .journal import Snap
 from .policy import REPORT
 from .ratelimit import SLICE_NS
 
@@ -370,7 +371,7 @@ class CopyOperation:
         src, tgt = job.source, job.target
         src.complete_read(end - start)
         runs = src.read_for_copy(start, end)
-        if len(runs) == 1 and not runs[0][2]:     # canonical: zeros are one run (never a Span)
+        if runs.__class__ is list and len(runs) == 1 and not runs[0][2]:   # zeros (canonical)
             err, delay, self.how = tgt.submit_write_zeroes(start, end - start)
             self.runs = None
         else:
@@ -379,6 +380,8 @@ class CopyOperation:
         return delay, (self._write_failed if err else self._write_done), err
 
     def _write_failed(self, err: int) -> None:
+        if self.runs.__class__ is Snap:     # nothing will paste what it read
+            self.runs.forget()
         job = self.job
         job._failed(self.start, self.end, job.on_target_error, False, err)
         job._op_finished(self)

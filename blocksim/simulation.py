@@ -16,7 +16,8 @@ Shortcuts: ``shortcuts=True`` (the default) lets the clock skip waits that
 nothing could interrupt (:mod:`blocksim.clock`), one-worker guests do quiet
 stretches in bulk (:mod:`blocksim.stretch`), mirrors keep their copy
 operations on an agenda (:mod:`blocksim.agenda`) and run them in bursts
-(:mod:`blocksim.burst`).  Each gives exactly the
+(:mod:`blocksim.burst`), and content changes are logged per page and applied
+when something reads them (:mod:`blocksim.journal`).  Each gives exactly the
 run SimPy would give without it; ``shortcuts=False`` is the reference the
 tests compare against.
 """
@@ -35,7 +36,9 @@ from .clock import Clock
 from .device import BlockDevice
 from .drive import Drive
 from .eventlog import EventCapReached, EventLog
+from .extents import PAGE_SHIFT
 from .faults import make_rule
+from .journal import ContentJournal
 from .mirror import MirrorJob
 from .policy import ErrorPolicyEngine
 from .probes import Sampler
@@ -64,9 +67,12 @@ class Simulation:
         self.monitor = Monitor(self)
         self._bursts = 0
 
+        # Content changes are logged and applied when read (blocksim.journal)
+        self.journal = ContentJournal(PAGE_SHIFT) if shortcuts else None
         self.devices: dict[str, BlockDevice] = {}
         for name, spec in scenario.images.items():
-            self.devices[name] = BlockDevice(env, name, spec, self.rng("image", name))
+            self.devices[name] = BlockDevice(env, name, spec, self.rng("image", name),
+                                             self.journal)
         for name, spec in scenario.images.items():
             if spec.backing:
                 self.devices[name].backing = self.devices[spec.backing]

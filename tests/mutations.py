@@ -1,10 +1,10 @@
 """Mutation checks for the exact shortcuts: does every rule have a test that bites?
 
-    python tests/mutations.py            # all mutations, about four minutes
+    python tests/mutations.py            # all mutations, about five minutes
     python tests/mutations.py burst      # those whose name contains "burst"
 
 The shortcuts (the clock's skips, quiet stretches, the mirror's agenda and
-its copy bursts) are only as trustworthy as the tests that compare them with
+its copy bursts, the content journal) are only as trustworthy as the tests that compare them with
 the one-by-one run.  Each mutation below breaks one of their rules by a small
 edit, in a scratch copy of the project (the working tree is never touched),
 and runs the shortcut tests there.  A mutation is *caught* when a test fails
@@ -27,11 +27,41 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ["tests/test_clock.py", "tests/test_stretch.py", "tests/test_agenda.py", "tests/test_faults.py",
          "tests/test_burst.py", "tests/test_mirror.py", "tests/test_profiles.py",
-         "tests/test_shortcuts_random.py"]
+         "tests/test_shortcuts_random.py", "tests/test_journal.py"]
 TIMEOUT = 300
 
 # (name, file, text, replacement): each text must occur exactly once.
 MUTATIONS = [
+    ("journal: logged writes decide zeros under data", "blocksim/extents.py",
+     "                    if not self._base_zero(p, start, end):\n"
+     "                        return j.snap(self, p, start, end)\n",
+     "                    return j.snap(self, p, start, end)\n"),
+    ("journal: a logged write-zeroes cannot bring zeros", "blocksim/extents.py",
+     "                if not value:\n                    self._zeroing.add(p)\n", ""),
+    ("journal: a write across pages applied before the logs", "blocksim/extents.py",
+     "            self.settle(start, end)\n        self._set(start, end, value)",
+     "            pass\n        self._set(start, end, value)"),
+    ("journal: a copy-on-read fill before the logs", "blocksim/extents.py",
+     "        runs = list(runs)\n        if runs:\n"
+     "            self.settle(min(r[0] for r in runs), max(r[1] for r in runs))\n",
+     "        runs = list(runs)\n"),
+    ("journal: a logged paste cannot bring zeros", "blocksim/journal.py",
+     "        m._pending.add(p)\n        m._zeroing.add(p)               # a paste may bring zeros\n",
+     "        m._pending.add(p)\n"),
+    ("journal: zeros decided by the stored runs alone", "blocksim/extents.py",
+     "                    j.settle(p)\n                if self._base_zero(p, start, end):",
+     "                    pass\n                if self._base_zero(p, start, end):"),
+    ("journal: a forgotten snap still in a log is kept", "blocksim/journal.py",
+     "        if self._held.pop(snap.sid, None) is None:\n            self._dead.add(snap.sid)",
+     "        self._held.pop(snap.sid, None)"),
+    ("journal: pages rebuilt together share their first run", "blocksim/extents.py",
+     "        keep[lo] = True                     # each page's first run\n", ""),
+    ("journal: a paste takes what its source holds at the end", "blocksim/journal.py",
+     "            pos = np.searchsorted(rank, want * n + snap) - 1",
+     "            pos = np.searchsorted(rank, want * n + n) - 1"),
+    ("journal: the first write of a segment wins", "blocksim/journal.py",
+     "        last = np.flatnonzero(np.append(key[1:] != key[:-1], True))",
+     "        last = np.flatnonzero(np.append(True, key[1:] != key[:-1]))"),
     ("clock: skip at the next event's own time", "blocksim/clock.py",
      "t < self.peek()", "t <= self.peek()"),
     ("stretch: jitter does not matter", "blocksim/device.py",

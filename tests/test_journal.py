@@ -1,0 +1,197 @@
+"""The content journal (blocksim.journal) against changes applied at once.
+
+Random sequences of writes, copies (snapshot then paste, possibly far
+apart, possibly never pasted), write-zeroes, copy-on-read fills and reads,
+on several maps sharing pages, are played on journaled maps and on plain
+ones: every read must answer the same, and at the end every page must be
+stored identically (canonical pages make equal content equal storage).
+Both ways of applying a log (the maps' own splices for short logs, numpy
+segments for long ones) are forced in turn.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from blocksim import journal as journal_mod
+from blocksim.extents import ExtentMap, Span
+from blocksim.journal import ContentJournal, Snap
+
+SHIFT = 16                  # 64 KiB pages: many page edges in a small map
+PAGE = 1 << SHIFT
+
+
+def _pages(m: ExtentMap) -> dict:
+    m.settle()
+    return {p: (v if v.__class__ is int else (list(v[0]), list(v[1])))
+            for p, v in sorted(m._pages.items())}
+
+
+def _as_runs(x) -> list:
+    if x.__class__ is Span or x.__class__ is Snap:
+        return x.runs()
+    return list(x)
+
+
+def _play(seed: int, steps: int, sizes: tuple) -> None:
+    """One random sequence, journaled and plain side by side."""
+    rng = random.Random(seed)
+    j = ContentJournal(SHIFT)
+    lazy = [ExtentMap(s, SHIFT, journal=j) for s in sizes]
+    plain = [ExtentMap(s, SHIFT) for s in sizes]
+    gen = 1
+    copies = []                 # (target index, lazy snapshot, plain snapshot)
+    unit = rng.choice((512, 4096))
+
+    def rand_range(size, max_len):
+        a = rng.randrange(0, size // unit) * unit
+        n = rng.randint(1, max_len // unit) * unit
+        return a, min(a + n, size)
+
+    for _ in range(steps):
+        op = rng.random()
+        i = rng.randrange(len(sizes))
+        size = sizes[i]
+        if op < 0.40:                                   # a guest write, mostly in one page
+            a, b = rand_range(size, PAGE // 4 if rng.random() < 0.9 else 3 * PAGE)
+            gen += 1
+            lazy[i].set(a, b, gen)
+            plain[i].set(a, b, gen)
+        elif op < 0.45:                                 # write-zeroes
+            a, b = rand_range(size, PAGE // 2)
+            lazy[i].set(a, b, 0)
+            plain[i].set(a, b, 0)
+        elif op < 0.70:                                 # a copy's read
+            t = rng.randrange(len(sizes))
+            limit = min(size, sizes[t])
+            a, b = rand_range(limit, PAGE // 2 if rng.random() < 0.9 else 2 * PAGE)
+            ls, ps = lazy[i].snapshot(a, b), plain[i].snapshot(a, b)
+            zero = ps.__class__ is list and len(ps) == 1 and not ps[0][2]
+            assert (ls.__class__ is list and len(ls) == 1 and not ls[0][2]) == zero
+            if not zero or rng.random() < 0.5:
+                copies.append((t, ls, ps))
+        elif op < 0.88 and copies:                      # a copy's write, in any order
+            t, ls, ps = copies.pop(rng.randrange(len(copies)))
+            if rng.random() < 0.1:                      # the write failed
+                if ls.__class__ is Snap:
+                    ls.forget()
+                continue
+            lazy[t].set_runs(ls)
+            plain[t].set_runs(ps)
+        elif op < 0.91:                                 # a copy-on-read fill
+            a, b = rand_range(size, PAGE // 4)
+            gen += 1
+            lazy[i].fill_runs([(a, b, gen)])
+            plain[i].fill_runs([(a, b, gen)])
+        elif op < 0.93 and copies:                      # someone reads a pending copy
+            _t, ls, ps = rng.choice(copies)
+            assert _as_runs(ls) == _as_runs(ps)
+        else:                                           # a read
+            a, b = rand_range(size, 2 * PAGE)
+            assert lazy[i].runs(a, b) == plain[i].runs(a, b)
+    for t, ls, ps in copies:                            # the copies still in flight land
+        lazy[t].set_runs(ls)
+        plain[t].set_runs(ps)
+    for lm, pm in zip(lazy, plain):
+        assert _pages(lm) == _pages(pm)
+        lm.check()
+        assert lm.extent_count() == pm.extent_count()
+    assert not j.logs and not j._held and not j._dead
+
+
+@pytest.mark.parametrize("small_log, bulk", [(0, True), (3, True), (0, False),
+                                             (3, False), (10_000, True)])
+@pytest.mark.parametrize("seed", range(40))
+def test_a_journal_gives_what_changes_applied_at_once_give(monkeypatch, seed, small_log, bulk):
+    monkeypatch.setattr(journal_mod, "SMALL_LOG", small_log)
+    monkeypatch.setattr(journal_mod, "BULK", bulk)
+    _play(seed, 400, (8 * PAGE, 8 * PAGE, 5 * PAGE + 12288))
+
+
+def test_long_logs_take_the_numpy_path_and_short_ones_the_splices(monkeypatch):
+    calls = {"small": 0, "bulk": 0}
+    for name, key in (("_replay_small", "small"), ("_replay_bulk", "bulk")):
+        inner = getattr(ContentJournal, name)
+
+        def counted(self, p, log, inner=inner, key=key):
+            calls[key] += 1
+            return inner(self, p, log)
+        monkeypatch.setattr(ContentJournal, name, counted)
+    j = ContentJournal(SHIFT)
+    m = ExtentMap(4 * PAGE, SHIFT, journal=j)
+    for k in range(journal_mod.SMALL_LOG + 1):           # page 0: one entry too many
+        m.set(k * 512, k * 512 + 100, k + 1)
+    m.set(PAGE + 4096, PAGE + 8192, 7)                  # page 1: one entry
+    assert len(j.logs) == 2 and m._pages == {}          # nothing applied yet
+    assert m.runs(0, PAGE)[:2] == [(0, 100, 1), (100, 512, 0)]
+    assert m.value_at(PAGE + 4096) == 7
+    assert calls == {"small": 1, "bulk": 1}
+    for k in range(3):                                  # pages 1 to 3, read together
+        m.set(PAGE * (k + 1), PAGE * (k + 1) + 512, 9)
+    assert m.runs(PAGE, 4 * PAGE)[:3] == [(PAGE, PAGE + 512, 9), (PAGE + 512, PAGE + 4096, 0),
+                                         (PAGE + 4096, PAGE + 8192, 7)]
+    assert calls == {"small": 1, "bulk": 2}
+
+
+def test_a_copy_pasted_after_its_page_settled_keeps_what_it_read():
+    j = ContentJournal(SHIFT)
+    src, tgt = ExtentMap(2 * PAGE, SHIFT, journal=j), ExtentMap(2 * PAGE, SHIFT, journal=j)
+    src.set(0, 8192, 5)
+    src.set(4096, 8192, 6)
+    snap = src.snapshot(0, 8192)
+    assert snap.__class__ is Snap
+    src.set(0, 8192, 9)                     # the source changes after the read
+    assert src.runs(0, 8192) == [(0, 8192, 9)]          # a read settles the page
+    assert not j.logs and snap.sid in j._held
+    tgt.set_runs(snap)
+    assert tgt.runs(0, 8192) == [(0, 4096, 5), (4096, 8192, 6)]
+    assert not j._held
+
+
+def test_a_range_reading_as_zeros_is_known_without_settling_when_it_can_be():
+    j = ContentJournal(SHIFT)
+    m = ExtentMap(2 * PAGE, SHIFT, journal=j)
+    m.set(0, PAGE, 3)                       # a whole page, logged
+    m.settle()
+    m.set(4096, 8192, 4)                    # a non-zero write logged on page 0
+    # stored data under the range: not zeros, whatever is logged
+    assert m.snapshot(0, 4096).__class__ is Snap and 0 in j.logs
+    # page 1 holds nothing, nothing logged there: zeros, nothing settled
+    assert m.snapshot(PAGE, PAGE + 4096) == [(PAGE, PAGE + 4096, 0)] and 0 in j.logs
+    m.set(PAGE + 8192, PAGE + 12288, 0)     # a logged write-zeroes: settle to know
+    assert m.snapshot(PAGE, PAGE + 4096) == [(PAGE, PAGE + 4096, 0)]
+    assert 1 not in j.logs
+
+
+def test_a_forgotten_copy_leaves_nothing_behind():
+    j = ContentJournal(SHIFT)
+    src, tgt = ExtentMap(PAGE, SHIFT, journal=j), ExtentMap(PAGE, SHIFT, journal=j)
+    src.set(0, 4096, 2)
+    held = src.snapshot(0, 4096)
+    src.settle()                            # read before the failure is known
+    dropped = src.snapshot(0, 4096)
+    held.forget()
+    dropped.forget()
+    tgt.settle()
+    assert not j.logs and not j._held and not j._dead
+    assert tgt.runs() == [(0, PAGE, 0)]
+
+
+def test_pages_settled_together_each_keep_their_first_run(monkeypatch):
+    """Two neighbouring pages settled in one go, the first ending with the
+    value the second starts with: each is still stored from its own start."""
+    monkeypatch.setattr(journal_mod, "SMALL_LOG", 0)
+    j = ContentJournal(SHIFT)
+    lazy, plain = ExtentMap(3 * PAGE, SHIFT, journal=j), ExtentMap(3 * PAGE, SHIFT)
+    for m in (lazy, plain):
+        m.set(0, 512, 3)
+        m.set(PAGE - 4096, PAGE, 5)
+        m.set(PAGE, PAGE + 4096, 5)
+        m.set(PAGE + 8192, PAGE + 9000, 6)
+        m.set(2 * PAGE, 2 * PAGE + 100, 5)
+    assert len(j.logs) == 3
+    lazy.settle()
+    assert lazy._pages == plain._pages
+    lazy.check()
