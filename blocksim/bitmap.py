@@ -54,6 +54,15 @@ class DirtyBitmap:
 
     def clear_bits(self, b0: int, b1: int) -> None:
         blk = b0 >> BLOCK_SHIFT
+        if b1 - b0 == 1:                    # one granule (a re-copy): one index
+            bits = self.bits
+            if bits[b0]:
+                bits[b0] = 0
+                left = self.summary[blk] = self.summary[blk] - 1
+                if not left:
+                    self.blocks[blk] = 0
+                self.count -= 1
+            return
         if (b1 - 1) >> BLOCK_SHIFT != blk:
             self._assign(b0, b1, False)
             return

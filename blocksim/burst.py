@@ -104,9 +104,12 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
     # of a long mirror); elsewhere they are the operation's own methods.
     quiet = _quiet(src, tgt, now, head_t)
     src_service, tgt_service = src._service_done, tgt._service_done
-    read_for_copy = src.read_for_copy
+    # (BlockDevice.read_for_copy, without its call, for a source with no backing file)
+    read_for_copy = src.content.snapshot if src.backing is None else src.read_for_copy
     set_runs, set_zeros = tgt.content.set_runs, tgt.content.set
     tgt_alloc, listeners = tgt.alloc, tgt.write_listeners
+    # a full target (every mirror's once its initial copy is done) stays full
+    tgt_full = tgt_alloc.count == tgt_alloc.nclusters
     # Called from the top of the loop, the cycle starts at its issue
     # condition: the loop has just made its checks, and made its check of
     # ``ret`` before its pause point, as QEMU's mirror_run does, so an error
@@ -168,10 +171,11 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
                     op.runs, op.how = None, False
                     done = now + tgt.latency
                 else:
-                    cs = tgt.cluster_size
-                    c0, c1 = start // cs, -(-end // cs)
-                    if tgt._new_clusters(c0, c1):
-                        tgt_alloc.set_range(c0, c1)
+                    if not tgt_full:
+                        cs = tgt.cluster_size
+                        c0, c1 = start // cs, -(-end // cs)
+                        if tgt._new_clusters(c0, c1):
+                            tgt_alloc.set_range(c0, c1)
                     op.runs, op.how = runs, None
                     done = tgt_service(now, end - start)
                 heappush(heap, (done, next(eids), op._write_done, 0))

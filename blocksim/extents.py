@@ -426,6 +426,12 @@ class ExtentMap:
             shift = self._shift
             p = start >> shift
             if start < end and (end - 1) >> shift == p and end <= self.size:
+                page = self._pages.get(p, 0)
+                if page.__class__ is int and page and p not in self._zeroing:
+                    # data stored all over the page, and only non-zero
+                    # writes logged: no zeros (a mirror's source, written
+                    # by its guest)
+                    return j.snap(self, p, start, end)
                 if p in self._zeroing:
                     j.settle(p)
                 elif p in self._pending:

@@ -27,11 +27,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ["tests/test_clock.py", "tests/test_stretch.py", "tests/test_agenda.py", "tests/test_faults.py",
          "tests/test_burst.py", "tests/test_mirror.py", "tests/test_profiles.py",
-         "tests/test_shortcuts_random.py", "tests/test_journal.py"]
+         "tests/test_shortcuts_random.py", "tests/test_journal.py", "tests/test_bitmap.py"]
 TIMEOUT = 300
 
 # (name, file, text, replacement): each text must occur exactly once.
 MUTATIONS = [
+    ("burst: a target not full at the start taken for full", "blocksim/burst.py",
+     "tgt_full = tgt_alloc.count == tgt_alloc.nclusters", "tgt_full = True"),
+    ("bitmap: clearing one granule leaves its block flagged", "blocksim/bitmap.py",
+     "                left = self.summary[blk] = self.summary[blk] - 1\n"
+     "                if not left:\n                    self.blocks[blk] = 0\n",
+     "                self.summary[blk] -= 1\n"),
+    ("journal: a snapshot of a page of data ignores logged zeros", "blocksim/extents.py",
+     "if page.__class__ is int and page and p not in self._zeroing:",
+     "if page.__class__ is int and page:"),
     ("journal: logged writes decide zeros under data", "blocksim/extents.py",
      "                    if not self._base_zero(p, start, end):\n"
      "                        return j.snap(self, p, start, end)\n",

@@ -50,6 +50,7 @@ def test_random_operations_match_a_naive_set(seed):
             b1 = min(nbits, b0 + rng.choice([1, 2, 17, BLOCK, 2 * BLOCK + 3]))
             bm.clear_bits(b0, b1)
             dirty -= set(range(b0, b1))
+            check_consistent(bm, dirty)     # counts and block flags at once
         else:
             cursor = rng.randrange(nbits)
             found = bm.next_dirty(cursor)
