@@ -196,7 +196,7 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
                     tgt.bytes_written += end - start
                     set_runs(op.runs)
                     for listener in listeners:
-                        listener(start, end)
+                        listener.mark(start, end)
                 job.offset += end - start
                 job.bytes_copied += end - start
             else:

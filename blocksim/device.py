@@ -55,9 +55,10 @@ class BlockDevice:
         self.content = ExtentMap(self.size, journal=journal)
         self.alloc = AllocationMap(-(-self.size // self.cluster_size))
         self.faults: list[FaultRule] = []
-        #: Called as ``listener(start, end)`` after each successful write
-        #: (how a mirror's dirty bitmap sees guest writes).
-        self.write_listeners: list[Callable[[int, int], None]] = []
+        #: Told of each successful write, as ``listener.mark(start, end)``
+        #: or, for many writes of one length, ``listener.mark_writes(offsets,
+        #: length)``: how a mirror's dirty bitmap sees guest writes.
+        self.write_listeners: list = []
         #: Called with a write's generation when a fault drops it silently.
         self.on_drop: Callable[[object], None] | None = None
         self._rng = rng
@@ -186,15 +187,11 @@ class BlockDevice:
         ``offsets``, in order, with generations ``first_gen``, ``first_gen + 1``..."""
         self.writes += len(offsets)
         self.bytes_written += len(offsets) * length
-        set_content = self.content.set
-        listeners = self.write_listeners
-        gen = first_gen
-        for offset in offsets:
-            end = offset + length
-            set_content(offset, end, gen)
-            for listener in listeners:
-                listener(offset, end)
-            gen += 1
+        self.content.set_writes(offsets, length, first_gen)
+        # (the marks of different writes commute, and nothing reads the
+        # bitmaps in between: all at once)
+        for listener in self.write_listeners:
+            listener.mark_writes(offsets, length)
 
     def allocate_quietly(self, offset: int, end: int) -> bool:
         """Allocate for a write of ``[offset, end)`` as :meth:`submit_write`
@@ -353,7 +350,7 @@ class BlockDevice:
         else:
             self.content.set_runs(data)
         for listener in self.write_listeners:
-            listener(offset, end)
+            listener.mark(offset, end)
 
     def write(self, offset: int, length: int, data, fill: bool = False,
               may_skip: bool = False):

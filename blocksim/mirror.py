@@ -102,7 +102,7 @@ class MirrorJob(BlockJob):
         src = self.source = self.drive.node
         bm = self.bitmap = DirtyBitmap(src.size, self.granularity)
         self._initial_dirty(src, bm)
-        src.write_listeners.append(bm.mark)
+        src.write_listeners.append(bm)
         if self.env.shortcuts:
             self._agenda = Agenda(self.env)
             self._agenda.runner = self._complete_detached
@@ -295,7 +295,7 @@ class MirrorJob(BlockJob):
 
     def _release(self) -> None:
         # run() registered the listener before anything can end the job
-        self.source.write_listeners.remove(self.bitmap.mark)
+        self.source.write_listeners.remove(self.bitmap)
         if self._drained:
             self._drained = False
             self.drive.drain_end()

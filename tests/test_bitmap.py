@@ -40,7 +40,15 @@ def test_random_operations_match_a_naive_set(seed):
     dirty: set[int] = set()
     for _ in range(300):
         op = rng.random()
-        if op < 0.45:
+        if op < 0.1:                        # a quiet stretch's writes, at once
+            length = min(size, rng.choice([1, 100, g, 3 * g]))
+            offsets = [rng.randrange(size - length + 1) for _ in range(rng.choice([3, 40]))]
+            offsets += offsets[:3]          # some granules twice
+            bm.mark_writes(offsets, length)
+            for a in offsets:
+                dirty |= set(range(a // g, -(-(a + length) // g)))
+            check_consistent(bm, dirty)
+        elif op < 0.45:
             a = rng.randrange(size)
             b = min(size, a + rng.choice([1, g, 3 * g + 7, BLOCK * g // 3, 2 * BLOCK * g]))
             bm.mark(a, b)
