@@ -142,8 +142,8 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
             else:
                 delay, callback, err = op.submit_read()
                 heappush(heap, (now + delay, next(eids), callback, err))
-            delay = limit.delay(now, op.end - op.start)
-            if delay:
+            delay = limit.delay(now, op.end - op.start)     # MirrorJob.throttle
+            if delay and not job.synced:
                 return delay
             continue
         # waiting, as in Agenda.run

@@ -11,7 +11,7 @@ Modelled on QEMU's ``block/mirror.c`` (background copy mode):
    flight, never overlapping an operation in flight), clears it, and copies
    it: read the source, write the target (ranges reading as zeros become a
    write-zeroes), each operation a :class:`CopyOperation`.  ``speed``
-   throttles the loop.  The operations' timeouts stay on the job's agenda
+   throttles the loop until READY (:meth:`MirrorJob.throttle`).  The operations' timeouts stay on the job's agenda
    (:mod:`blocksim.agenda`) and the loop issues and completes them in one
    plain loop (:mod:`blocksim.burst`): both give exactly the run SimPy would
    give one event at a time.
@@ -124,7 +124,7 @@ class MirrorJob(BlockJob):
                 if nbytes < 0:                  # overlaps an operation in flight
                     yield from self._wait_op()
                     continue
-                delay = self.limit.delay(self.env.now, nbytes)
+                delay = self.throttle(nbytes)
                 if delay:
                     yield from self._away(self.sleep(delay))
                 continue
@@ -138,14 +138,25 @@ class MirrorJob(BlockJob):
                 if (yield from self._flush_target()):
                     continue
                 self._become_ready()
-            if self.should_complete or self.cancelled:
+            # As mirror_run: the guest may have written during the flush.
+            completing = self.should_complete or self.cancelled
+            if completing and not bm.count:
                 yield from self.drive.drain_begin()
                 if bm.count or self.in_flight or (yield from self._flush_target()):
                     self.drive.drain_end()
                     continue
                 self._drained = True
                 break
-            yield from self.sleep(SLICE_NS)
+            if not completing:
+                if not bm.count:
+                    yield from self.sleep(SLICE_NS)
+                continue
+            # completing, with data dirtied during the flush: QEMU sleeps
+            # off the rate limit here (block_job_ratelimit_sleep), the only
+            # place a ready mirror does
+            delay = self.limit.delay(self.env.now, 0)
+            if delay:
+                yield from self.sleep(delay)
         while self.in_flight:
             yield from self._wait_op()
         return self.ret
@@ -167,6 +178,21 @@ class MirrorJob(BlockJob):
             return -1
         op.issue()
         return op.end - op.start
+
+    def throttle(self, nbytes: int) -> int:
+        """Account ``nbytes`` just issued against ``speed``; the sleep the
+        loop then takes, in ns.
+
+        QEMU's mirror counts every byte it copies against the rate limit
+        (``block_job_ratelimit_processed_bytes`` in ``mirror_iteration``), but
+        ``mirror_run`` only sleeps for it before READY: once ready, its loop
+        sleeps 100 ms when there is nothing to copy and otherwise copies at
+        the devices' speed, a final sync after ``complete`` included.  The
+        2012 mirror did the same (``if (!s->synced && s->common.speed)``).
+        So a slow ``speed`` delays READY but never a ready mirror's
+        re-copies."""
+        delay = self.limit.delay(self.env.now, nbytes)
+        return 0 if self.synced else delay
 
     def _next_operation(self) -> "CopyOperation | None":
         """Take the next dirty run after the cursor and book an operation
