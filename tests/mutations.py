@@ -32,6 +32,13 @@ TIMEOUT = 300
 
 # (name, file, text, replacement): each text must occur exactly once.
 MUTATIONS = [
+    ("mirror: a ready mirror sleeps off its speed", "blocksim/mirror.py",
+     "        return 0 if self.synced else delay", "        return delay"),
+    ("burst: a ready mirror sleeps off its speed", "blocksim/burst.py",
+     "            if delay and not job.synced:", "            if delay:"),
+    ("mirror: the poll's sleep with data dirtied during the flush", "blocksim/mirror.py",
+     "                if not bm.count:\n                    yield from self.sleep(SLICE_NS)",
+     "                yield from self.sleep(SLICE_NS)"),
     ("burst: a target not full at the start taken for full", "blocksim/burst.py",
      "tgt_full = tgt_alloc.count == tgt_alloc.nclusters", "tgt_full = True"),
     ("bitmap: clearing one granule leaves its block flagged", "blocksim/bitmap.py",
