@@ -110,6 +110,10 @@ class MirrorJob(BlockJob):
             if self.ret:
                 break
             if self.pause_count > 0:        # (pause_point() checks it again)
+                # QEMU's mirror_pause: before pausing, the job waits for its
+                # operations in flight (whose errors come before the pause)
+                while self.in_flight and self.should_pause():
+                    yield from self._wait_op()
                 yield from self._away(self.pause_point())
             if self.cancelled and not self.completes_on_cancel():
                 break

@@ -32,6 +32,9 @@ TIMEOUT = 300
 
 # (name, file, text, replacement): each text must occur exactly once.
 MUTATIONS = [
+    ("mirror: a pause does not wait for the copies in flight", "blocksim/mirror.py",
+     "                while self.in_flight and self.should_pause():\n"
+     "                    yield from self._wait_op()\n", ""),
     ("mirror: a ready mirror sleeps off its speed", "blocksim/mirror.py",
      "        return 0 if self.synced else delay", "        return delay"),
     ("burst: a ready mirror sleeps off its speed", "blocksim/burst.py",

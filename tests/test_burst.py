@@ -63,9 +63,10 @@ CASES = {
     # ready (which keeps copying until converged).
     "commands": _mirror(
         "burst-commands", {"bandwidth": "128MiB"}, {"bandwidth": "128MiB"}, {},
+        # (the pause waits for the 16 MiB in flight, 125 ms at 128 MiB/s)
         guest={"rate-iops": 500}, actions=[{"at": "101ms", "command": "block-job-pause", "arguments": {"device": "j0"}},
-                 {"at": "212ms", "command": "block-job-resume", "arguments": {"device": "j0"}},
-                 {"at": "300ms", "command": "block-job-set-speed",
+                 {"at": "312ms", "command": "block-job-resume", "arguments": {"device": "j0"}},
+                 {"at": "400ms", "command": "block-job-set-speed",
                   "arguments": {"device": "j0", "speed": 100 << 20}},
                  {"on": "BLOCK_JOB_READY", "delay": "1s", "command": "block-job-cancel",
                   "arguments": {"device": "j0"}}]),

@@ -13,7 +13,7 @@ import pytest
 
 from jobcases import (
     EIO, ENOSPC, JOB, KiB, MiB, SIZE, at, cancelled, collapse, commands, completed, err, event,
-    fault, job_summary, mirror_case, on, ready, refusals, simulate, st, timeline, violations,
+    event_time, fault, job_summary, mirror_case, on, ready, refusals, simulate, st, timeline, violations,
 )
 
 FAULT_AT = MiB + 4096                   # inside the second 1 MiB copy operation
@@ -85,7 +85,8 @@ def test_error_policy(side, policy, errno):
             [("running", False, "ok")]
         history = [(old, new, why) for _t, old, new, why in sim.jobs[JOB].iostatus.history]
         assert history == [("ok", status, "set"), (status, "ok", "reset")]
-        assert job["time_paused"] == pytest.approx(1.0)
+        # paused once the copies in flight are done (mirror_pause), resumed 1 s after the error
+        assert job["time_paused"] == pytest.approx(1.0, abs=0.01)
     # Every range copied exactly once in the end (the failed one on its
     # retry), the drive now on the target, which reads as the source.
     assert event(r, "BLOCK_JOB_COMPLETED") == {
@@ -103,6 +104,23 @@ def test_parallel_failures_each_emit_an_event():
     assert timeline(r) == [*st("created", "running"), *[err("write", "report")] * 4,
                            *st("aborting"), completed(EIO), *st("concluded", "null")]
     assert job_summary(r)["errors_by_action"]["report"] == 4
+
+
+def test_a_stop_waits_for_the_copies_in_flight_before_pausing():
+    # QEMU's mirror_pause waits for every operation in flight before the job
+    # pauses: the four 1 MiB writes in flight all fail, and all report,
+    # before JOB_STATUS_CHANGE paused (real QEMU 7.2 agrees:
+    # scenarios/qemu/mirror-write-eio-stop-parallel.toml).
+    faults = [fault("dst", "write", offset=k * MiB, length=512, count=1) for k in range(4)]
+    r = simulate(mirror_case(faults=faults, on_target_error="stop", actions=[
+        on("BLOCK_JOB_ERROR", "block-job-resume", delay="300ms", device=JOB),
+        COMPLETE_ON_READY]))[1]
+    assert timeline(r) == [*st("created", "running"), *[err("write", "stop")] * 4,
+                           *st("paused", "running", "ready"), ready()] + SUCCESS_TAIL
+    assert event_time(r, "JOB_STATUS_CHANGE", 2) >= event_time(r, "BLOCK_JOB_ERROR", 3)
+    job = job_summary(r)
+    assert (job["outcome"], job["integrity"], job["time_paused"]) == \
+        ("completed", "identical", pytest.approx(0.3, abs=0.01))
 
 
 def test_success_sequence_and_pivot():
@@ -136,8 +154,9 @@ def test_thin_target_enospc_extend_resume_complete():
                  on("BLOCK_JOB_ERROR", "thin-extend", delay="1s", image="dst", capacity=SIZE),
                  on("BLOCK_JOB_ERROR", "block-job-resume", delay="2s", device=JOB),
                  COMPLETE_ON_READY]))
-    assert timeline(r) == [*st("created", "running"), err("write", "stop"), *st("paused"),
-                           err("write", "stop"), *st("running", "ready"), ready()] + SUCCESS_TAIL
+    # both fail while in flight together: both report before the job pauses
+    assert timeline(r) == [*st("created", "running"), err("write", "stop"), err("write", "stop"),
+                           *st("paused", "running", "ready"), ready()] + SUCCESS_TAIL
     assert [(c["execute"], c.get("return")) for c in commands(r)] == [
         ("blockdev-mirror", {}),
         ("query-block-jobs", [{
