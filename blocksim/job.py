@@ -253,6 +253,29 @@ class BlockJob:
         self._sleeping = False
         self._wake = None
 
+    def ratelimit_sleep(self, delay: int):
+        """Sleep off the rate limit, as QEMU's ``block_job_ratelimit_sleep``.
+
+        ``delay`` is what the limiter asked for when the last bytes were
+        counted.  Each sleep ends at a pause point, as ``job_sleep_ns`` does;
+        a job entered early (a pause, a raised speed) then asks the limiter
+        again, and sleeps off what is left of a stretched slice unless it
+        was cancelled meanwhile."""
+        while delay and not self.is_cancelled():
+            yield from self._sleep_off(delay)
+            yield from self._pause_point()
+            delay = self.limit.delay(self.env.now, 0)
+
+    def _sleep_off(self, ns: int):
+        """How the job sleeps in :meth:`ratelimit_sleep` (a job with I/O of
+        its own in flight meanwhile says so)."""
+        return self.sleep(ns)
+
+    def _pause_point(self):
+        """The pause point of :meth:`ratelimit_sleep` (a job may have to do
+        more there, as QEMU's job drivers' ``pause``)."""
+        return self.pause_point()
+
     def _enter(self) -> None:
         ev = self._wake
         if ev is not None and not ev.triggered:

@@ -110,11 +110,7 @@ class MirrorJob(BlockJob):
             if self.ret:
                 break
             if self.pause_count > 0:        # (pause_point() checks it again)
-                # QEMU's mirror_pause: before pausing, the job waits for its
-                # operations in flight (whose errors come before the pause)
-                while self.in_flight and self.should_pause():
-                    yield from self._wait_op()
-                yield from self._away(self.pause_point())
+                yield from self._pause_point()
             if self.cancelled and not self.completes_on_cancel():
                 break
             if bm.count and self.in_flight < MAX_IN_FLIGHT \
@@ -122,7 +118,7 @@ class MirrorJob(BlockJob):
                 if burst.applies(self):
                     delay = yield from self._copy_burst()
                     if delay:
-                        yield from self._away(self.sleep(delay))
+                        yield from self.ratelimit_sleep(delay)
                     continue
                 nbytes = self._issue()
                 if nbytes < 0:                  # overlaps an operation in flight
@@ -130,7 +126,7 @@ class MirrorJob(BlockJob):
                     continue
                 delay = self.throttle(nbytes)
                 if delay:
-                    yield from self._away(self.sleep(delay))
+                    yield from self.ratelimit_sleep(delay)
                 continue
             if self.in_flight:
                 yield from self._wait_op()
@@ -156,11 +152,10 @@ class MirrorJob(BlockJob):
                     yield from self.sleep(SLICE_NS)
                 continue
             # completing, with data dirtied during the flush: QEMU sleeps
-            # off the rate limit here (block_job_ratelimit_sleep), the only
-            # place a ready mirror does
-            delay = self.limit.delay(self.env.now, 0)
-            if delay:
-                yield from self.sleep(delay)
+            # off the rate limit here, the only place a ready mirror does
+            # (only a cancel forced before READY gets here, and a cancelled
+            # job does not sleep)
+            yield from self.ratelimit_sleep(self.limit.delay(self.env.now, 0))
         while self.in_flight:
             yield from self._wait_op()
         return self.ret
@@ -238,6 +233,18 @@ class MirrorJob(BlockJob):
         ev = self._op_done
         if ev is not None and not ev.triggered:
             ev.succeed()
+
+    def _pause_point(self):
+        """The loop's pause point: QEMU's ``mirror_pause`` first waits for
+        the operations in flight (whose errors come before the pause)."""
+        while self.in_flight and self.should_pause():
+            yield from self._wait_op()
+        yield from self._away(self.pause_point())
+
+    def _sleep_off(self, ns: int):
+        """The rate limit's sleep, the operations in flight running by
+        themselves meanwhile."""
+        return self._away(self.sleep(ns))
 
     def _away(self, wait):
         """``yield from wait`` (a sleep, a pause): something other than the

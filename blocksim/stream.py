@@ -86,7 +86,7 @@ class StreamJob(BlockJob):
                 # QEMU's stream_run sleeps off the rate limit at the start of
                 # the next iteration: after the last chunk there is none
                 if delay and offset < size:
-                    yield from self.sleep(delay)
+                    yield from self.ratelimit_sleep(delay)
         return error
 
     def _intermediates(self) -> list:

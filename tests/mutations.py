@@ -27,11 +27,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ["tests/test_clock.py", "tests/test_stretch.py", "tests/test_agenda.py", "tests/test_faults.py",
          "tests/test_burst.py", "tests/test_mirror.py", "tests/test_profiles.py",
-         "tests/test_shortcuts_random.py", "tests/test_journal.py", "tests/test_bitmap.py"]
+         "tests/test_shortcuts_random.py", "tests/test_journal.py", "tests/test_bitmap.py",
+         "tests/test_stream.py"]
 TIMEOUT = 300
 
 # (name, file, text, replacement): each text must occur exactly once.
 MUTATIONS = [
+    ("job: a job entered early ends its rate-limit sleep", "blocksim/job.py",
+     "            yield from self._pause_point()\n            delay = self.limit.delay(self.env.now, 0)",
+     "            yield from self._pause_point()\n            delay = 0"),
     ("mirror: a pause does not wait for the copies in flight", "blocksim/mirror.py",
      "                while self.in_flight and self.should_pause():\n"
      "                    yield from self._wait_op()\n", ""),

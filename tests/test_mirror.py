@@ -392,6 +392,21 @@ def test_writes_landing_during_the_flush_before_ready_are_copied_at_once():
     assert info["len"] - info["offset"] <= 3 * 64 * KiB  # (a few land in those 20 ms)
 
 
+def test_a_mirror_resumed_early_sleeps_off_the_rest_of_its_slice():
+    # At 1 MiB/s the first 1 MiB copy stretches the slice to 1 s.  Paused at
+    # 0.1 s (once that copy is done) and resumed at 0.2 s, the mirror asks the
+    # limiter again and sleeps until 1 s before its next copy, as QEMU's
+    # block_job_ratelimit_sleep does; READY comes at 4 s as without a pause.
+    r = simulate(mirror_case(speed=MiB, duration="10s", actions=[
+        at("100ms", "block-job-pause", device=JOB), at("200ms", "block-job-resume", device=JOB),
+        at("900ms", "query-block-jobs"), at("1100ms", "query-block-jobs")]))[1]
+    offsets = [c["return"][0]["offset"] for c in commands(r, "query-block-jobs")]
+    assert offsets == [MiB, 2 * MiB]
+    job = job_summary(r)
+    assert job["time_paused"] == pytest.approx(0.1, abs=0.001)
+    assert 3.6 <= job["ready_at"] <= 4.4
+
+
 def test_unthrottled_mirror_is_fast():
     assert job_summary(simulate(mirror_case())[1])["ready_at"] < 0.1
 
