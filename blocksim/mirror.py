@@ -239,7 +239,8 @@ class MirrorJob(BlockJob):
         the operations in flight (whose errors come before the pause)."""
         while self.in_flight and self.should_pause():
             yield from self._wait_op()
-        yield from self._away(self.pause_point())
+        if self.should_pause():             # (else pause_point() does nothing)
+            yield from self._away(self.pause_point())
 
     def _sleep_off(self, ns: int):
         """The rate limit's sleep, the operations in flight running by
