@@ -107,7 +107,7 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
     # (BlockDevice.read_for_copy, without its call, for a source with no backing file)
     read_for_copy = src.content.snapshot if src.backing is None else src.read_for_copy
     set_runs, set_zeros = tgt.content.set_runs, tgt.content.set
-    tgt_alloc, listeners = tgt.alloc, tgt.write_listeners
+    tgt_alloc = tgt.alloc
     # a full target (every mirror's once its initial copy is done) stays full
     tgt_full = tgt_alloc.count == tgt_alloc.nclusters
     # Called from the top of the loop, the cycle starts at its issue
@@ -195,8 +195,8 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
                     tgt.writes += 1
                     tgt.bytes_written += end - start
                     set_runs(op.runs)
-                    for listener in listeners:
-                        listener.mark(start, end)
+                    # (no write listeners to tell: the target is held by
+                    # this mirror alone, so no other job's bitmap watches it)
                 job.offset += end - start
                 job.bytes_copied += end - start
             else:

@@ -105,6 +105,7 @@ class BlockJob:
         self._sleeping = False
         self._user_event = None        # finalize / dismiss / cancel while pending
         self.start_refused = False
+        self._held: list = []           # the nodes it holds once created (nodes())
         self._paused_since: int | None = None
 
     # -- policies the job was given (for the rfc-2012 start check) -------------
@@ -124,6 +125,7 @@ class BlockJob:
         """Create and start the job (QMP's blockdev-mirror / block-stream)."""
         if self.status is not None:
             raise CommandError(f"Job ID '{self.id}' already in use")
+        self._check_nodes_free()
         if self.profile.job_stop_needs_drive_stop:
             # 2012: a stop policy needs the drive to be able to stop too.
             drive_can_stop = (self.drive.rerror == "stop"
@@ -132,11 +134,33 @@ class BlockJob:
                 if policy in ("stop", "enospc", "auto") and not drive_can_stop:
                     self.start_refused = True
                     raise CommandError(f"Invalid parameter '{param}'")
+        self._held = self.nodes()
         self._transition("created")
         # As QEMU's job_start: the job is running when the command returns.
         self.started_at = self.env.now
         self._transition("running")
         self.env.process(self._main())
+
+    def nodes(self) -> list:
+        """The nodes the job holds while it runs: its disk's top node (and,
+        for a mirror, the target)."""
+        return [self.drive.node]
+
+    def _check_nodes_free(self) -> None:
+        """QEMU's op blockers: a job holds its nodes from its creation until
+        it concludes, and a job asking for a node another job holds is
+        refused (``bdrv_op_is_blocked``: two jobs never run on one disk)."""
+        mine = self.nodes()
+        for other in self.sim.jobs.values():
+            if other is self or other.status in (None, "concluded", "null"):
+                continue
+            for node in other._held:
+                if node in mine:
+                    self.start_refused = True
+                    device = next((name for name, drive in self.sim.drives.items()
+                                   if drive.node is node), node.name)
+                    raise CommandError(self.profile.busy_disk_error.format(
+                        node=node.name, device=device, job_type=other.job_type))
 
     def _main(self):
         ret = yield from self.run()

@@ -82,6 +82,9 @@ class MirrorJob(BlockJob):
         self._agenda: Agenda | None = None
         self._woken = False         # a wake mark is on the agenda
 
+    def nodes(self) -> list:
+        return [self.drive.node, self.target]
+
     def error_policies(self) -> dict[str, str]:
         return {"on-source-error": self.on_source_error,
                 "on-target-error": self.on_target_error}

@@ -43,6 +43,12 @@ class Profile:
     #: (an error's ``stop``, a user pause) until resumed; ``job_is_cancelled``
     #: means a forced cancel.  In 2012 any cancel kept a job from pausing.
     pause_after_plain_cancel: bool
+    #: How a job is refused on a node another job holds: today's op blocker,
+    #: naming the node ("Node 'disk' is busy: block device is in use by
+    #: block job: mirror"; with -blockdev, as libvirt runs QEMU today, disks
+    #: have no device name), or 2012's in-use flag on the drive
+    #: (QERR_DEVICE_IN_USE, "Device 'vda' is in use").
+    busy_disk_error: str
 
 
 QEMU = Profile(
@@ -55,6 +61,7 @@ QEMU = Profile(
     io_error_details=True,
     strict_job_verbs=True,
     pause_after_plain_cancel=True,
+    busy_disk_error="Node '{node}' is busy: block device is in use by block job: {job_type}",
 )
 
 # The design note's event documentation says a STOP event follows a job's
@@ -70,6 +77,7 @@ RFC_2012 = Profile(
     io_error_details=False,
     strict_job_verbs=False,
     pause_after_plain_cancel=False,
+    busy_disk_error="Device '{device}' is in use",
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (QEMU, RFC_2012)}

@@ -397,3 +397,43 @@ def test_a_management_layer_can_finalize_on_block_job_pending():
         completed["timestamp"]["microseconds"] - pending["timestamp"]["microseconds"]
     assert gap == 100_000
     assert r.summary["jobs"]["j"]["pivoted"] is True
+
+
+# -- one job per disk ------------------------------------------------------------------
+
+def _mirror_then_stream(second_start: str, profile: str | None = None) -> dict:
+    """A mirror of vda (image ``src`` over ``base``) at 1 MiB/s, and a
+    stream of the same drive starting at ``second_start``."""
+    scenario = mirror_case(speed=MiB, duration="10s", profile=profile, data="none")
+    scenario["images"]["base"] = {"size": SIZE, "data": "full"}
+    scenario["images"]["src"].update({"format": "qcow2", "backing": "base"})
+    scenario["jobs"]["s0"] = {"type": "stream", "device": "vda", "start": second_start}
+    return scenario
+
+
+def test_a_second_job_on_a_busy_disk_is_refused():
+    # QEMU's op blockers: the mirror holds its nodes until it concludes, so a
+    # stream of the same disk is refused, naming the node (real QEMU 7.2
+    # agrees: scenarios/qemu/mirror-then-stream-one-drive.toml).
+    r = simulate(_mirror_then_stream("1s"))[1]
+    assert refusals(r) == [("block-stream", "Node 'src' is busy: block device is in use "
+                                            "by block job: mirror")]
+    assert job_summary(r, "s0")["outcome"] == "refused"
+    assert timeline(r, "JOB_STATUS_CHANGE") == st("created", "running", "ready")
+    assert job_summary(r)["outcome"] == "ready"
+
+
+def test_the_2012_profile_says_the_device_is_in_use():
+    r = simulate(_mirror_then_stream("1s"), profile="rfc-2012")[1]
+    assert refusals(r) == [("block-stream", "Device 'vda' is in use")]
+
+
+def test_a_disk_is_free_again_once_its_job_has_concluded():
+    # Both copy from base into src.  A mirror cancelled at 1 s (forced, not
+    # ready) concludes at once; the stream at 2 s then runs to completion.
+    scenario = _mirror_then_stream("2s")
+    scenario["actions"] = [at("1s", "block-job-cancel", device=JOB)]
+    r = simulate(scenario)[1]
+    assert refusals(r) == []
+    assert job_summary(r)["outcome"] == "cancelled"
+    assert job_summary(r, "s0")["outcome"] == "completed"

@@ -173,8 +173,8 @@ def scenario(seed: int) -> dict:
                                       "bs": "4KiB", "number-ios": r.randint(1, 50)}})
     workloads = {f"g{i}": _workload(r, "vda", size) for i in range(r.choice((1, 1, 2)))}
     if job == "mirror" and r.random() < 0.2:
-        # a cascade: the target is a drive too, mirrored in turn (its copies
-        # re-dirty the second mirror's bitmap)
+        # a cascade asked for: the target is a drive too, and a mirror of it
+        # is refused while the first mirror holds it (QEMU's op blockers)
         images["tgt2"] = {"size": size, "latency": _ms(r, 0.02, 0.5)}
         drives["vdt"] = {"image": "tgt"}
         jobs["job1"] = {"type": "mirror", "device": "vdt", "target": "tgt2",
