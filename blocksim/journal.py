@@ -65,6 +65,11 @@ BULK = True
 #: the temporaries: about 100 bytes per entry and per segment).
 BULK_ENTRIES = 1 << 16
 
+#: Past this many entries (16 bytes each) the journal is settled whole at
+#: the next check (:meth:`ContentJournal.keep_within_budget`): memory stays
+#: bounded however long the run, at the same cost per change.
+BUDGET_ENTRIES = 8 << 20
+
 
 class Snap:
     """What a copy read from a journaled map: a ticket for the content of
@@ -208,6 +213,14 @@ class ContentJournal:
                 chunk, chunk_logs, size = [], [], 0
         if chunk:
             self._replay_bulk(chunk, chunk_logs)
+
+    def keep_within_budget(self) -> bool:
+        """Settle everything if the logs hold more than
+        :data:`BUDGET_ENTRIES` entries; whether it did."""
+        if sum(map(len, self.logs.values())) <= 2 * BUDGET_ENTRIES:
+            return False
+        self.settle_all()
+        return True
 
     def settle_all(self) -> None:
         if self.logs:

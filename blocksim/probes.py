@@ -42,8 +42,13 @@ class Sampler:
 
     def _run(self):
         env = self.sim.env
+        journal = self.sim.journal
         while True:
             self.sample()
+            if journal is not None:
+                # (the sampler's tick is a convenient, regular moment; settling
+                # changes no answer, so no run differs)
+                journal.keep_within_budget()
             yield env.timeout(self.interval)
 
     def sample(self) -> None:

@@ -195,3 +195,18 @@ def test_pages_settled_together_each_keep_their_first_run(monkeypatch):
     lazy.settle()
     assert lazy._pages == plain._pages
     lazy.check()
+
+
+def test_a_journal_over_its_budget_settles_whole(monkeypatch):
+    monkeypatch.setattr(journal_mod, "BUDGET_ENTRIES", 100)
+    j = ContentJournal(SHIFT)
+    lazy, plain = ExtentMap(4 * PAGE, SHIFT, journal=j), ExtentMap(4 * PAGE, SHIFT)
+    for k in range(100):
+        for m in (lazy, plain):
+            m.set((k * 7919 * 512) % (4 * PAGE - 512), (k * 7919 * 512) % (4 * PAGE - 512) + 512,
+                  k + 1)
+    assert not j.keep_within_budget() and j.logs     # 100 entries: within
+    lazy.set(0, 512, 1000)
+    plain.set(0, 512, 1000)
+    assert j.keep_within_budget() and not j.logs     # 101: settled
+    assert lazy._pages == plain._pages
