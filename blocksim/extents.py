@@ -132,26 +132,12 @@ class ExtentMap:
         i = bisect_right(starts, start - ps) - 1
         return not values[i] and bisect_left(starts, end - ps, i + 1) == i + 1
 
-    def _pages_put(self, p: int, starts: np.ndarray, values: np.ndarray) -> None:
-        """Store page ``p`` from page-relative run starts (the first 0) and
-        values, neighbours possibly equal: the canonical form."""
-        starts, values = _merge_equal(starts, values)
-        if len(values) == 1:
-            if values[0]:
-                self._pages[p] = int(values[0])
-            else:
-                self._pages.pop(p, None)
-            return
-        self._pages[p] = (array(self._stype, starts.astype(_np_type(self._stype)).tobytes()),
-                          array("q", values.astype(np.int64).tobytes()))
-
     def _put_pages(self, pages: np.ndarray, bounds: np.ndarray, values: np.ndarray,
                    lo: np.ndarray, hi: np.ndarray) -> None:
         """Store each page ``pages[i]`` as holding ``values[j]`` from
         ``bounds[j]`` on, for ``j`` from ``lo[i]`` to ``hi[i]``: absolute,
         increasing offsets, ``bounds[lo[i]]`` the page's start, neighbours
-        possibly equal (:meth:`_pages_put` for many pages at once, in the
-        canonical form)."""
+        possibly equal; stored in the canonical form."""
         n = len(bounds)
         keep = np.empty(n, dtype=bool)
         keep[0] = True
@@ -176,16 +162,6 @@ class ExtentMap:
             else:
                 store[p] = (array(stype, rel[i:j].tobytes()),
                             array("q", kept_values[i:j].tobytes()))
-
-    def _held_form(self, p: int, start: int, end: int, starts: np.ndarray,
-                   values: np.ndarray):
-        """What :meth:`_snapshot` would return for ``[start, end)`` (in page
-        ``p``) holding ``values`` from the page-relative ``starts`` on."""
-        starts, values = _merge_equal(starts, values)
-        if len(values) == 1:
-            return [(start, end, int(values[0]))]
-        return Span(start, end, array(self._stype, starts.astype(_np_type(self._stype)).tobytes()),
-                    array("q", values.astype(np.int64).tobytes()), self._shift)
 
     # -- writing -----------------------------------------------------------
     def set(self, start: int, end: int, value: int) -> None:
@@ -590,17 +566,6 @@ class ExtentMap:
                 raise AssertionError(f"page {p}: starts not increasing")
             if any(u == w for u, w in zip(values, values[1:])):
                 raise AssertionError(f"page {p}: neighbours with equal values")
-
-
-def _merge_equal(starts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Runs with neighbours of equal value merged."""
-    if len(values) > 1:
-        keep = np.empty(len(values), dtype=bool)
-        keep[0] = True
-        np.not_equal(values[1:], values[:-1], out=keep[1:])
-        if not keep.all():
-            return starts[keep], values[keep]
-    return starts, values
 
 
 def _np_type(typecode: str):

@@ -26,10 +26,9 @@ page is *settled* (its log applied) when anything else needs it: a read of
 its content, a change the log cannot hold (one spanning pages, a
 copy-on-read fill), a copy from a range that may read as zeros, or the end
 of the run (the summary counts extents, the invariants compare content).
-Long logs are applied with numpy over the page's elementary segments, with
-one slice assignment per entry and the page then rebuilt once, so a page is
-brought into the caches once per settle rather than once per write; short
-logs go through the maps' own splices.
+Long logs are applied with numpy, many pages at once, with no Python per
+entry (:meth:`ContentJournal._replay_bulk`); short logs, and the few pages
+holding copies in flight, go through the maps' own splices.
 
 Each log entry is two 64-bit words: ``a | b << 27 | map << 54`` (offsets
 relative to the page, which is at most ``2**26`` bytes) and the value,
@@ -57,8 +56,8 @@ MAX_PAGE_SHIFT = _OFFSET_BITS - 1
 #: splices: below it numpy's fixed costs are larger than the splices'.
 SMALL_LOG = 32
 
-#: Longer logs are applied with numpy all at once (``True``), or with one
-#: slice assignment per entry (``False``, the reference the tests compare).
+#: Longer logs are applied with numpy all at once (``True``), or entry by
+#: entry like short ones (``False``, the reference the tests compare).
 BULK = True
 
 #: How many entries a bulk settle of many pages takes at a time (bounds
@@ -181,7 +180,7 @@ class ContentJournal:
         elif BULK:
             self._replay_bulk([p], [log])
         else:
-            self._replay_segments(p, log)
+            self._replay_small(p, log)
 
     def settle_range(self, first: int, last: int) -> None:
         """Settle every page from ``first`` to ``last`` that has a log."""
@@ -276,8 +275,8 @@ class ContentJournal:
         each group is what the map finally holds there.  A paste stands for
         what its snap read: the last row of the source's group before the
         snap, or the source's stored value if none.  Pages with a paste of a snap taken before an earlier
-        settle, or a snap whose paste is still to come, take
-        :meth:`_replay_segments` instead."""
+        settle, or a snap whose paste is still to come (a few pages at
+        most: copies in flight), take :meth:`_replay_small` instead."""
         shift = self.shift
         maps, dead = self.maps, self._dead
         words = (np.frombuffer(logs[0], dtype=np.int64) if len(logs) == 1 else
@@ -306,7 +305,7 @@ class ContentJournal:
             rest = [(p, log) for p, log in zip(pages, logs) if p not in odd_pages]
             for p, log in zip(pages, logs):
                 if p in odd_pages:
-                    self._replay_segments(p, log)
+                    self._replay_small(p, log)
             if rest:
                 self._replay_bulk([p for p, _ in rest], [log for _, log in rest])
             return
@@ -395,95 +394,6 @@ class ContentJournal:
             ends = np.minimum(page_starts[rebuilt] + page_len, m.size)
             m._put_pages(page_arr[rebuilt], bounds, values, lo[rebuilt],
                          np.searchsorted(bounds, ends))
-
-    def _replay_segments(self, p: int, log: array) -> None:
-        """Apply a long log with numpy.
-
-        The page is cut into elementary segments at every edge the log and
-        the maps' runs have; each map involved gets one value per segment,
-        each entry becomes one slice assignment (a snap a slice copy), and
-        each map changed gets its page rebuilt, canonical, at the end."""
-        shift = self.shift
-        ps = p << shift
-        maps, held, dead = self.maps, self._held, self._dead
-        words = np.frombuffer(log, dtype=np.int64)
-        w0, values = words[0::2], words[1::2]
-        a = w0 & _OFFSET_MASK
-        b = (w0 >> _OFFSET_BITS) & _OFFSET_MASK
-        mids = w0 >> _MAP_SHIFT
-        involved = _unique(mids).tolist()
-        edges = [np.zeros(1, dtype=np.int64), a, b]
-        bases = {}
-        for mi in involved:
-            page = maps[mi]._pages.get(p, 0)
-            if page.__class__ is int:
-                bases[mi] = (None, page)
-            else:
-                starts = np.frombuffer(page[0], dtype=_dtype(page[0]))
-                bases[mi] = (starts, np.frombuffer(page[1], dtype=np.int64))
-                edges.append(starts.astype(np.int64))
-        # snaps read before an earlier settle, pasted in this log
-        pasted = values < 0
-        pasted &= ((-1 - values) & 1) == 1
-        old = {}
-        for sid in ((-1 - values[pasted]) >> 1).tolist():
-            if sid in held:
-                old[sid] = thing = held.pop(sid)
-                if thing.__class__ is not list:
-                    edges.append(np.frombuffer(thing.starts, dtype=_dtype(thing.starts))
-                                 .astype(np.int64))
-        # (an entry ending at the page's end adds a last, empty-handed
-        # segment there: the pages rebuilt stop before it)
-        bounds = _unique(np.concatenate(edges))
-        page_len = 1 << shift
-        ia = np.searchsorted(bounds, a).tolist()
-        ib = np.searchsorted(bounds, b).tolist()
-        segs = {}
-        for mi in involved:
-            starts, vals = bases[mi]
-            if starts is None:
-                segs[mi] = np.full(len(bounds), vals, dtype=np.int64)
-            else:
-                segs[mi] = vals[np.searchsorted(starts, bounds, side="right") - 1]
-        changed = set()
-        taken: dict = {}
-        for k, (mi, i, j, v) in enumerate(zip(mids.tolist(), ia, ib, values.tolist())):
-            seg = segs[mi]
-            if v >= 0:
-                seg[i:j] = v
-                changed.add(mi)
-                continue
-            code = -1 - v
-            sid = code >> 1
-            if not code & 1:                # a snap
-                if sid in dead:
-                    dead.discard(sid)
-                else:
-                    taken[sid] = (k, seg[i:j].copy())
-                continue
-            changed.add(mi)
-            if sid in taken:
-                seg[i:j] = taken.pop(sid)[1]
-                continue
-            thing = old.pop(sid)
-            if thing.__class__ is list:     # one run
-                seg[i:j] = thing[0][2]
-            else:                           # a Span: its runs at these segments
-                starts = np.frombuffer(thing.starts, dtype=_dtype(thing.starts))
-                seg[i:j] = np.frombuffer(thing.values, dtype=np.int64)[
-                    np.searchsorted(starts, bounds[i:j], side="right") - 1]
-        for mi in changed:
-            m = maps[mi]
-            end = m.size - ps
-            if end > page_len:
-                end = page_len
-            n = int(np.searchsorted(bounds, end))
-            m._pages_put(p, bounds[:n], segs[mi][:n])
-        # snaps whose paste is still to come (copies in flight)
-        for sid, (k, vals) in taken.items():
-            lo, hi = ia[k], ib[k]
-            held[sid] = maps[int(mids[k])]._held_form(
-                p, int(a[k]) + ps, int(b[k]) + ps, bounds[lo:hi], vals)
 
 
 def _unique(x: np.ndarray) -> np.ndarray:
