@@ -33,8 +33,9 @@ holding copies in flight, go through the maps' own splices.
 Each log entry is two 64-bit words: ``a | b << 27 | map << 54`` (offsets
 relative to the page, which is at most ``2**26`` bytes) and the value,
 where a negative value stands for a snap (``-1 - 2 * id``) or a paste
-(``-2 - 2 * id``).  Sixteen bytes per write, against about thirteen per run
-in a page, so the memory a run needs does not grow.
+(``-2 - 2 * id``).  Sixteen bytes per change, against about thirteen per
+run in a page; past a budget (:data:`BUDGET_ENTRIES`, checked at each sample
+tick) the whole journal is settled, so its memory stays bounded.
 
 Turned off by ``Simulation(shortcuts=False)``, which applies every change
 at once; the tests compare both (``tests/test_journal.py`` does so on
@@ -44,6 +45,7 @@ random sequences of changes and reads, with both ways of applying a log).
 from __future__ import annotations
 
 from array import array
+
 import numpy as np
 
 _OFFSET_BITS = 27
