@@ -14,10 +14,12 @@ map of one simulation, in one log per page, in the order they happen:
 
 - ``set``: ``[a, b)`` of map ``m`` takes generation ``v`` (a guest write, a
   write-zeroes, a copy of a single value);
-- ``snap``: a copy's read of ``[a, b)`` from map ``m`` (what
-  :meth:`ExtentMap.snapshot <blocksim.extents.ExtentMap.snapshot>` returns
-  is then a :class:`Snap`, a ticket for that content);
-- ``paste``: the copy's write of that ticket into another map.
+- ``paste``: a copy's write of ``[a, b)`` into map ``m`` of what it read.
+  The read is not logged: what :meth:`ExtentMap.snapshot
+  <blocksim.extents.ExtentMap.snapshot>` returns is a :class:`Snap`, a
+  ticket that keeps the read's place in the page's log, and the paste names
+  that place (or, if the page was settled in between, the content the
+  settle worked out for the ticket).
 
 Copies go between equal offsets, so each page's log is a closed world: its
 entries touch only that page of each map, and applying them in log order
@@ -32,8 +34,7 @@ holding copies in flight, go through the maps' own splices.
 
 Each log entry is two 64-bit words: ``a | b << 27 | map << 54`` (offsets
 relative to the page, which is at most ``2**26`` bytes) and the value,
-where a negative value stands for a snap (``-1 - 2 * id``) or a paste
-(``-2 - 2 * id``).  Sixteen bytes per change, against about thirteen per
+where a negative value stands for a paste (see :meth:`ContentJournal.paste`).  Sixteen bytes per change, against about thirteen per
 run in a page; past a budget (:data:`BUDGET_ENTRIES`, checked at each sample
 tick) the whole journal is settled, so its memory stays bounded.
 
@@ -51,7 +52,8 @@ import numpy as np
 _OFFSET_BITS = 27
 _OFFSET_MASK = (1 << _OFFSET_BITS) - 1
 _MAP_SHIFT = 2 * _OFFSET_BITS
-MAX_MAPS = 1 << (63 - _MAP_SHIFT)
+_MAP_BITS = 63 - _MAP_SHIFT
+MAX_MAPS = 1 << _MAP_BITS
 MAX_PAGE_SHIFT = _OFFSET_BITS - 1
 
 #: Logs of at most this many entries are applied with the maps' own
@@ -78,15 +80,22 @@ class Snap:
     map of the same journal with :meth:`ExtentMap.set_runs
     <blocksim.extents.ExtentMap.set_runs>` (or read with :meth:`runs`).
 
-    A copy whose write fails or is dropped calls :meth:`forget`, so the
-    journal does not keep content nobody will paste."""
+    The read itself is not logged: the ticket holds its place in the page's
+    log (``log``, ``pos``: the entries before it), which the paste then
+    names.  If the page is settled first, what was read is worked out then
+    and held for the paste.  A copy whose write fails or is dropped calls
+    :meth:`forget`."""
 
-    __slots__ = ("journal", "sid", "start", "end")
+    __slots__ = ("journal", "sid", "start", "end", "log", "pos", "src")
 
-    def __init__(self, journal: "ContentJournal", sid: int, start: int, end: int):
+    def __init__(self, journal: "ContentJournal", sid: int, start: int, end: int,
+                 log: array, src: int):
         self.journal = journal
         self.sid = sid
         self.start, self.end = start, end
+        self.log = log                  # the page's log when the read was made
+        self.pos = len(log) >> 1        # how many of its entries came before
+        self.src = src                  # the map read (its index)
 
     def runs(self) -> list:
         """The content read, as ``(start, end, generation)`` runs."""
@@ -101,7 +110,7 @@ class ContentJournal:
     """The deferred content changes of a set of extent maps with the same
     pages (one simulation's devices).  See the module's doc."""
 
-    __slots__ = ("shift", "maps", "logs", "_held", "_dead", "_next_sid",
+    __slots__ = ("shift", "maps", "logs", "_held", "_open", "_next_sid",
                  "settled_pages", "replayed")
 
     def __init__(self, page_shift: int):
@@ -114,7 +123,9 @@ class ContentJournal:
         # snap id -> what it read (runs or a Span), for snaps whose page was
         # settled before their paste came
         self._held: dict = {}
-        self._dead: set[int] = set()     # forgotten snaps still in a log
+        # snap id -> the Snap, until it is pasted or forgotten (the copies
+        # in flight: a settle works out what they read)
+        self._open: dict = {}
         self._next_sid = 0
         #: counters, for benchmarks
         self.settled_pages = 0
@@ -134,34 +145,39 @@ class ContentJournal:
 
     # -- recording (the maps call these from their hot paths) ---------------------
     def snap(self, m, p: int, start: int, end: int) -> Snap:
-        """Log a read of ``[start, end)`` (inside page ``p``) of map ``m``."""
+        """A read of ``[start, end)`` (inside page ``p``) of map ``m``."""
         sid = self._next_sid
         self._next_sid = sid + 1
-        ps = p << self.shift
         log = self.logs.get(p)
-        if log is None:
+        if log is None:                 # (a log to hold the read's place)
             log = self.logs[p] = array("q")
-        log.append(m._tag | (start - ps) | ((end - ps) << _OFFSET_BITS))
-        log.append(-1 - 2 * sid)
-        return Snap(self, sid, start, end)
+        snap = self._open[sid] = Snap(self, sid, start, end, log, m._tag >> _MAP_SHIFT)
+        return snap
 
     def paste(self, m, snap: Snap) -> None:
-        """Log the write of ``snap`` into map ``m``, at the same offsets."""
+        """Log the write of ``snap`` into map ``m``, at the same offsets:
+        value ``-1 - 2 * (pos << 9 | src)`` names the read's place in this
+        log, ``-2 - 2 * id`` a read held since its page was settled."""
+        del self._open[snap.sid]
         start = snap.start
         p = start >> self.shift
         ps = p << self.shift
         log = self.logs.get(p)
-        if log is None:
-            log = self.logs[p] = array("q")
+        if log is snap.log:
+            value = -1 - ((snap.pos << _MAP_BITS | snap.src) << 1)
+        else:
+            if log is None:
+                log = self.logs[p] = array("q")
+            value = -2 - (snap.sid << 1)
         log.append(m._tag | (start - ps) | ((snap.end - ps) << _OFFSET_BITS))
-        log.append(-2 - 2 * snap.sid)
+        log.append(value)
         m._pending.add(p)
         m._zeroing.add(p)               # a paste may bring zeros
 
     def forget(self, snap: Snap) -> None:
         """Nobody will paste ``snap``."""
-        if self._held.pop(snap.sid, None) is None:
-            self._dead.add(snap.sid)
+        self._open.pop(snap.sid, None)
+        self._held.pop(snap.sid, None)
 
     def resolve(self, snap: Snap):
         """What ``snap`` read (runs or a Span), settling its page if needed.
@@ -177,12 +193,10 @@ class ContentJournal:
         log = self._take(p)
         if log is None:
             return
-        if len(log) <= 2 * SMALL_LOG:
+        if len(log) <= 2 * SMALL_LOG or not BULK:
             self._replay_small(p, log)
-        elif BULK:
-            self._replay_bulk([p], [log])
         else:
-            self._replay_small(p, log)
+            self._replay_bulk([p], [log])
 
     def settle_range(self, first: int, last: int) -> None:
         """Settle every page from ``first`` to ``last`` that has a log."""
@@ -249,24 +263,35 @@ class ContentJournal:
         return (w0 >> _MAP_SHIFT).tolist(), a.tolist(), b.tolist(), values.tolist()
 
     def _replay_small(self, p: int, log: array) -> None:
-        """Apply a short log entry by entry with the maps' own splices."""
-        maps, held, dead = self.maps, self._held, self._dead
+        """Apply a log entry by entry with the maps' own splices (a short
+        log, a page holding copies in flight, or the reference): each read
+        is taken where it was made, between the entries before and after."""
+        maps, held = self.maps, self._held
+        mids, a, b, values = self._entries(p, log)
+        due: dict = {}                  # entry index -> reads to take there
+        for j, v in enumerate(values):
+            if v < 0 and not (-1 - v) & 1:
+                code = (-1 - v) >> 1
+                due.setdefault(code >> _MAP_BITS, []).append((j, code & (MAX_MAPS - 1), a[j], b[j]))
+        opened = [s for s in self._open.values() if s.log is log]
+        for s in opened:
+            due.setdefault(s.pos, []).append((s, s.src, s.start, s.end))
         taken: dict = {}
-        for mi, a, b, v in zip(*self._entries(p, log)):
-            m = maps[mi]
+        n = len(values)
+        for k in range(n + 1):
+            for key, src, start, end in due.get(k, ()):
+                taken[key] = maps[src]._snapshot(start, end)
+            if k == n:
+                break
+            v = values[k]
             if v >= 0:
-                m._set(a, b, v)
-                continue
-            code = -1 - v
-            sid = code >> 1
-            if not code & 1:                # a snap
-                if sid in dead:
-                    dead.discard(sid)
-                else:
-                    taken[sid] = m._snapshot(a, b)
-                continue
-            m._set_runs(taken.pop(sid) if sid in taken else held.pop(sid))
-        held.update(taken)
+                maps[mids[k]]._set(a[k], b[k], v)
+            elif (-1 - v) & 1:          # a read held since an earlier settle
+                maps[mids[k]]._set_runs(held.pop((-2 - v) >> 1))
+            else:
+                maps[mids[k]]._set_runs(taken.pop(k))
+        for s in opened:                # copies in flight: held for their paste
+            held[s.sid] = taken.pop(s)
 
     def _replay_bulk(self, pages: list, logs: list) -> None:
         """Apply the logs of ``pages`` with numpy, with no Python loop per entry.
@@ -275,35 +300,31 @@ class ContentJournal:
         write (a set or a paste) becomes one row per segment it covers.
         Sorted by (map, segment) and, within, by log order, the last row of
         each group is what the map finally holds there.  A paste stands for
-        what its snap read: the last row of the source's group before the
-        snap, or the source's stored value if none.  Pages with a paste of a snap taken before an earlier
-        settle, or a snap whose paste is still to come (a few pages at
-        most: copies in flight), take :meth:`_replay_small` instead."""
+        what its read found: the last row of the source's group before the
+        read's place, or the source's stored value if none.  Pages with a
+        paste of a read held since an earlier settle, or a read whose paste
+        is still to come (a few pages at most: copies in flight), take
+        :meth:`_replay_small` instead."""
         shift = self.shift
-        maps, dead = self.maps, self._dead
+        maps = self.maps
         words = (np.frombuffer(logs[0], dtype=np.int64) if len(logs) == 1 else
                  np.concatenate([np.frombuffer(log, dtype=np.int64) for log in logs]))
         w0, val = words[0::2], words[1::2]
         n = len(val)
+        counts = [len(log) >> 1 for log in logs]
         page_arr = np.asarray(pages, dtype=np.int64)
-        page_of = np.repeat(page_arr, [len(log) >> 1 for log in logs])
+        page_of = np.repeat(page_arr, counts)
         origin = page_of << shift
         a = origin + (w0 & _OFFSET_MASK)
         b = origin + ((w0 >> _OFFSET_BITS) & _OFFSET_MASK)
         mids = w0 >> _MAP_SHIFT
-        code = -1 - val                     # snaps and pastes (val < 0)
-        is_snap = (val < 0) & ((code & 1) == 0)
-        is_paste = (val < 0) & ((code & 1) == 1)
-        sid = code >> 1
-        snap_at = np.flatnonzero(is_snap)
-        snap_sid = sid[snap_at]
-        paste_sid = sid[is_paste]
-        dead_sid = np.fromiter(dead, dtype=np.int64, count=len(dead))
-        odd = np.concatenate([
-            page_of[is_paste][~_member(paste_sid, snap_sid)],
-            page_of[snap_at][~(_member(snap_sid, paste_sid) | _member(snap_sid, dead_sid))]])
-        if len(odd):
-            odd_pages = set(odd.tolist())
+        code = -1 - val                     # pastes (val < 0)
+        placed = (val < 0) & ((code & 1) == 0)      # the read's place in this log
+        odd = [p for p, log in zip(pages, logs)
+               if any(s.log is log for s in self._open.values())]
+        odd += page_of[(val < 0) & ((code & 1) == 1)].tolist()   # reads held
+        if odd:
+            odd_pages = set(odd)
             rest = [(p, log) for p, log in zip(pages, logs) if p not in odd_pages]
             for p, log in zip(pages, logs):
                 if p in odd_pages:
@@ -311,11 +332,15 @@ class ContentJournal:
             if rest:
                 self._replay_bulk([p for p, _ in rest], [log for _, log in rest])
             return
-        if len(dead_sid):
-            dead.difference_update(snap_sid[_member(snap_sid, dead_sid)].tolist())
+        if not n:                           # only the places of reads never pasted
+            return
+        # each paste's read: the entry of its page it came before, and its map
+        first_entry = np.repeat(np.cumsum(counts) - counts, counts)
+        read_at = first_entry + (code >> (1 + _MAP_BITS))
+        read_map = (code >> 1) & (MAX_MAPS - 1)
 
         # the maps involved, their stored runs on these pages, and the segments
-        involved = _unique(mids)
+        involved = _unique(np.concatenate([mids, read_map[placed]]))
         local = np.searchsorted(involved, mids)
         page_len = 1 << shift
         edges = [a, b, page_arr << shift, (page_arr + 1) << shift]
@@ -344,10 +369,8 @@ class ContentJournal:
         ib = np.searchsorted(bounds, b)
 
         # one row per (write, segment), sorted by (map, segment, log order)
-        writes = np.flatnonzero(~is_snap)
-        if not len(writes):                 # only forgotten snaps
-            return
-        lens = ib[writes] - ia[writes]
+        writes = np.arange(n)
+        lens = ib - ia
         row_entry = np.repeat(writes, lens)
         row_seg = ia[row_entry] + (np.arange(len(row_entry)) -
                                    np.repeat(np.cumsum(lens) - lens, lens))
@@ -365,10 +388,10 @@ class ContentJournal:
         # (ExtentMap.snapshot), so no log holds a copy of a copy.
         todo = np.flatnonzero(final < 0)
         if len(todo):
-            by_sid = np.argsort(snap_sid)
-            snap = snap_at[by_sid[np.searchsorted(snap_sid[by_sid], sid[writer[todo]])]]
+            paste = writer[todo]
+            snap = read_at[paste]               # the entries before the read
             seg = final_key[todo] % nseg
-            src = local[snap]
+            src = np.searchsorted(involved, read_map[paste])
             want = src * nseg + seg
             rank = key * n + row_entry          # increasing
             pos = np.searchsorted(rank, want * n + snap) - 1
@@ -405,16 +428,6 @@ def _unique(x: np.ndarray) -> np.ndarray:
     if len(x) > 1:
         x = x[np.append(True, x[1:] != x[:-1])]
     return x
-
-
-def _member(x: np.ndarray, of: np.ndarray) -> np.ndarray:
-    """Which elements of ``x`` are in ``of`` (``np.isin``, by sorting)."""
-    if not len(of):
-        return np.zeros(len(x), dtype=bool)
-    of = np.sort(of)
-    i = np.searchsorted(of, x)
-    i[i == len(of)] = 0
-    return of[i] == x
 
 
 def _dtype(column: array):

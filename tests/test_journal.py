@@ -98,7 +98,7 @@ def _play(seed: int, steps: int, sizes: tuple) -> None:
         assert _pages(lm) == _pages(pm)
         lm.check()
         assert lm.extent_count() == pm.extent_count()
-    assert not j.logs and not j._held and not j._dead
+    assert not j.logs and not j._held and not j._open
 
 
 @pytest.mark.parametrize("small_log, bulk", [(0, True), (3, True), (0, False),
@@ -175,7 +175,7 @@ def test_a_forgotten_copy_leaves_nothing_behind():
     held.forget()
     dropped.forget()
     tgt.settle()
-    assert not j.logs and not j._held and not j._dead
+    assert not j.logs and not j._held and not j._open
     assert tgt.runs() == [(0, PAGE, 0)]
 
 
