@@ -28,7 +28,6 @@ import itertools
 import zlib
 
 import numpy as np
-import simpy
 
 from . import invariants, summary as summary_mod
 from .actions import ActionScheduler
