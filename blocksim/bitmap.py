@@ -54,25 +54,11 @@ class DirtyBitmap:
 
     def mark_writes(self, offsets, length: int) -> None:
         """:meth:`mark` for writes of ``length`` bytes at each of ``offsets``
-        (a guest's quiet stretch), without a call per write that stays in
-        one granule.  (A stretch between two polls of a ready mirror holds
-        about 100 writes: too few for numpy to pay.)"""
-        g = self.granularity
-        bits, summary, blocks = self.bits, self.summary, self.blocks
-        added = 0
+        (a guest's quiet stretch).  (A stretch between two polls of a ready
+        mirror holds about 100 writes: too few for numpy to pay.)"""
+        mark = self.mark
         for offset in offsets:
-            b0 = offset // g
-            if (offset + length - 1) // g != b0:
-                self.count += added
-                added = 0
-                self.mark(offset, offset + length)
-            elif not bits[b0]:
-                bits[b0] = 1
-                added += 1
-                blk = b0 >> BLOCK_SHIFT
-                summary[blk] += 1
-                blocks[blk] = 1
-        self.count += added
+            mark(offset, offset + length)
 
     def clear_bits(self, b0: int, b1: int) -> None:
         blk = b0 >> BLOCK_SHIFT

@@ -96,7 +96,6 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
     now = env._now
     read_done, write_done = CopyOperation._read_done, CopyOperation._write_done
     bm = job.bitmap
-    limit = job.limit
     buf_size = job.buf_size
     src, tgt = job.source, job.target
     # On quiet nodes every request succeeds after a service time known when
@@ -142,8 +141,8 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
             else:
                 delay, callback, err = op.submit_read()
                 heappush(heap, (now + delay, next(eids), callback, err))
-            delay = limit.delay(now, op.end - op.start)     # MirrorJob.throttle
-            if delay and not job.synced:
+            delay = job.throttle(op.end - op.start)
+            if delay:
                 return delay
             continue
         # waiting, as in Agenda.run

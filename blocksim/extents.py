@@ -190,32 +190,10 @@ class ExtentMap:
         """``set(offset, offset + length, value)`` for each of ``offsets`` in
         turn, with values ``first_value``, ``first_value + 1``... (the writes
         of a guest's quiet stretch)."""
-        j = self._journal
-        if j is None:
-            value = first_value
-            for offset in offsets:
-                self._set(offset, offset + length, value)
-                value += 1
-            return
-        # set()'s logging, without a call per write
-        shift = self._shift
-        tag = self._tag
-        logs = j.logs
-        pending = self._pending
+        set_one = self.set
         value = first_value
-        for start in offsets:
-            end = start + length
-            p = start >> shift
-            if (end - 1) >> shift != p or not value:
-                self.set(start, end, value)
-            else:
-                ps = p << shift
-                log = logs.get(p)
-                if log is None:
-                    log = logs[p] = array("q")
-                log.append(tag | (start - ps) | ((end - ps) << 27))
-                log.append(value)
-                pending.add(p)
+        for offset in offsets:
+            set_one(offset, offset + length, value)
             value += 1
 
     def _set(self, start: int, end: int, value: int) -> None:

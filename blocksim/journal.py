@@ -320,8 +320,8 @@ class ContentJournal:
         mids = w0 >> _MAP_SHIFT
         code = -1 - val                     # pastes (val < 0)
         placed = (val < 0) & ((code & 1) == 0)      # the read's place in this log
-        odd = [p for p, log in zip(pages, logs)
-               if any(s.log is log for s in self._open.values())]
+        in_flight = {id(s.log) for s in self._open.values()}
+        odd = [p for p, log in zip(pages, logs) if id(log) in in_flight]
         odd += page_of[(val < 0) & ((code & 1) == 1)].tolist()   # reads held
         if odd:
             odd_pages = set(odd)

@@ -44,8 +44,6 @@ MUTATIONS = [
      "            yield from self._wait_op()\n", ""),
     ("mirror: a ready mirror sleeps off its speed", "blocksim/mirror.py",
      "        return 0 if self.synced else delay", "        return delay"),
-    ("burst: a ready mirror sleeps off its speed", "blocksim/burst.py",
-     "            if delay and not job.synced:", "            if delay:"),
     ("mirror: the poll's sleep with data dirtied during the flush", "blocksim/mirror.py",
      "                if not bm.count:\n                    yield from self.sleep(SLICE_NS)",
      "                yield from self.sleep(SLICE_NS)"),
