@@ -51,7 +51,8 @@ from simpy.events import NORMAL, Event
 
 
 class Agenda:
-    __slots__ = ("env", "_entries", "_failed", "attached", "_markers", "runner")
+    __slots__ = ("env", "_entries", "_failed", "attached", "_markers", "runner",
+                 "kernel")
 
     def __init__(self, env):
         self.env = env
@@ -68,15 +69,28 @@ class Agenda:
         #: before SimPy's next event and returns True, or returns False
         #: having done nothing
         self.runner = None
+        #: the owner's compiled loop (blocksim.burst_kernel.Kernel), if any:
+        #: while it is ``active`` it holds the entries, as arrays
+        self.kernel = None
 
     def __len__(self) -> int:
+        kernel = self.kernel
+        if kernel is not None and kernel.active:
+            return len(kernel)
         return len(self._entries)
+
+    def _objects(self) -> None:
+        """The entries as tuples again, if the kernel holds them."""
+        kernel = self.kernel
+        if kernel is not None and kernel.active:
+            kernel.materialize()
 
     @property
     def heap(self) -> list:
         """The entries themselves, ``(time, id, callback, argument)`` in heap
         order, for the owner's runner (:mod:`blocksim.burst`), which
         processes them in place exactly as :meth:`run` would."""
+        self._objects()
         return self._entries
 
     @property
@@ -86,12 +100,14 @@ class Agenda:
 
     def schedule(self, delay: int, callback, argument) -> None:
         """Call ``callback(argument)`` in ``delay`` ns, in SimPy's order."""
+        self._objects()
         env = self.env
         heappush(self._entries, (env._now + delay, next(env._eid), callback, argument))
 
     def mark_wake(self) -> None:
         """Where SimPy would now schedule the owner's wake-up: :meth:`run`
         returns True on reaching it."""
+        self._objects()
         env = self.env
         heappush(self._entries, (env._now, next(env._eid), None, None))
 
@@ -109,6 +125,7 @@ class Agenda:
     def _run_due(self) -> bool:
         """Process entries while each comes before SimPy's next event; True
         on reaching a wake mark."""
+        self._objects()
         entries = self._entries
         env = self.env
         queue = env._queue
@@ -151,10 +168,15 @@ class Agenda:
     def detach(self) -> None:
         """The owner is about to wait for something else: from now on the
         entries run themselves, each when SimPy would process it."""
-        if any(callback is None for _t, _eid, callback, _arg in self._entries):
+        kernel = self.kernel
+        if kernel is not None and kernel.active:
+            marked = kernel.has_wake_mark()
+        else:
+            marked = any(callback is None for _t, _eid, callback, _arg in self._entries)
+        if marked:
             raise RuntimeError("blocksim: a wake mark left on a detached agenda")
         self.attached = False
-        if self._entries and not self._failed:
+        if len(self) and not self._failed:
             self._marker()
 
     def attach(self) -> None:
@@ -164,7 +186,9 @@ class Agenda:
     def _marker(self) -> Event:
         """The event queued in SimPy under the first entry's key (one per
         key: SimPy's heap cannot hold two equal keys)."""
-        key = self._entries[0][:2]
+        kernel = self.kernel
+        key = kernel.first_key() if kernel is not None and kernel.active \
+            else self._entries[0][:2]
         event = self._markers.get(key)
         if event is None:
             event = self._markers[key] = Event(self.env)
@@ -185,5 +209,5 @@ class Agenda:
             return
         if self.runner is None or not self.runner():
             self._run_due()             # (no wake mark while detached)
-        if self._entries:               # (a runner may replace the list)
+        if len(self):                   # (a runner may replace the list)
             self._marker()

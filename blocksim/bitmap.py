@@ -20,6 +20,8 @@ operations, for 8x the memory of a packed bitmap (16 MiB for 1 TiB).
 
 from __future__ import annotations
 
+from array import array
+
 BLOCK_SHIFT = 12                     # 4096 granules per summary block
 BLOCK = 1 << BLOCK_SHIFT
 _ONES = memoryview(b"\x01" * BLOCK)
@@ -33,7 +35,9 @@ class DirtyBitmap:
         self.nbits = -(-size // granularity)
         self.bits = bytearray(self.nbits)
         nblocks = (self.nbits >> BLOCK_SHIFT) + 1
-        self.summary = [0] * nblocks           # dirty granules per block
+        # dirty granules per block (an array: compiled code shares it,
+        # blocksim.burst_kernel)
+        self.summary = array("q", bytes(8 * nblocks))
         self.blocks = bytearray(nblocks)       # 1 where summary > 0
         self.count = 0
 

@@ -65,6 +65,10 @@ from simpy.events import NORMAL
 TOP = 0             # carry on from the top of the loop
 WAITING = -1        # keep waiting: SimPy's queue holds the next event
 
+#: Quiet bursts run compiled (blocksim.burst_kernel) where they can; False
+#: keeps them in the Python loop below (the reference the tests compare).
+KERNEL = True
+
 
 def applies(job) -> bool:
     """Whether :func:`copy` may run the mirror ``job``'s cycle: its
@@ -89,19 +93,37 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
 
     env = job.env
     agenda = job._agenda
-    heap = agenda.heap
     queue = env._queue
-    eids = env._eid
     head_t, last_eid = _head(queue)
     now = env._now
-    read_done, write_done = CopyOperation._read_done, CopyOperation._write_done
-    bm = job.bitmap
-    buf_size = job.buf_size
     src, tgt = job.source, job.target
     # On quiet nodes every request succeeds after a service time known when
     # it is issued: the operation's steps are done here, inline (the hot path
-    # of a long mirror); elsewhere they are the operation's own methods.
+    # of a long mirror), or compiled (blocksim.burst_kernel); elsewhere they
+    # are the operation's own methods.
     quiet = _quiet(src, tgt, now, head_t)
+    # Called from the top of the loop, the cycle starts at its issue
+    # condition: the loop has just made its checks, and made its check of
+    # ``ret`` before its pause point, as QEMU's mirror_run does, so an error
+    # reported during a pause still lets it issue once before it stops.
+    at_top = not waiting
+    kernel = agenda.kernel
+    if kernel is not None:
+        if quiet and KERNEL:
+            outcome, back = kernel.copy(waiting, at_top, detached, one_wait,
+                                        head_t, last_eid)
+            if back is None:
+                return outcome
+            # handed back, at a step only the Python loop takes
+            waiting, at_top = back
+            now = env._now
+        else:
+            kernel.materialize()
+    heap = agenda.heap
+    eids = env._eid
+    read_done, write_done = CopyOperation._read_done, CopyOperation._write_done
+    bm = job.bitmap
+    buf_size = job.buf_size
     src_service, tgt_service = src._service_done, tgt._service_done
     # (BlockDevice.read_for_copy, without its call, for a source with no backing file)
     read_for_copy = src.content.snapshot if src.backing is None else src.read_for_copy
@@ -109,11 +131,6 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
     tgt_alloc = tgt.alloc
     # a full target (every mirror's once its initial copy is done) stays full
     tgt_full = tgt_alloc.count == tgt_alloc.nclusters
-    # Called from the top of the loop, the cycle starts at its issue
-    # condition: the loop has just made its checks, and made its check of
-    # ``ret`` before its pause point, as QEMU's mirror_run does, so an error
-    # reported during a pause still lets it issue once before it stops.
-    at_top = not waiting
 
     while True:
         if not waiting:

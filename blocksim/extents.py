@@ -89,7 +89,7 @@ class ExtentMap:
     """A piecewise-constant map ``offset -> generation`` over ``[0, size)``."""
 
     __slots__ = ("size", "_pages", "_shift", "_stype",
-                 "_journal", "_tag", "_pending", "_zeroing")
+                 "_journal", "_tag", "_pending", "_zeroing", "version")
 
     def __init__(self, size: int, page_shift: int = PAGE_SHIFT, journal=None):
         self.size = int(size)
@@ -107,6 +107,10 @@ class ExtentMap:
         # page's first offset (so starts[0] == 0), typecode self._stype;
         # values 'q'.  Only this module reads pages.
         self._pages: dict = {}
+        #: counts the changes made to the pages themselves (not logged ones):
+        #: what a reader caches about a page holds while it stays the same
+        #: (blocksim.burst_kernel)
+        self.version = 0
         if journal is not None:
             journal.register(self)
 
@@ -138,6 +142,7 @@ class ExtentMap:
         ``bounds[j]`` on, for ``j`` from ``lo[i]`` to ``hi[i]``: absolute,
         increasing offsets, ``bounds[lo[i]]`` the page's start, neighbours
         possibly equal; stored in the canonical form."""
+        self.version += 1
         n = len(bounds)
         keep = np.empty(n, dtype=bool)
         keep[0] = True
@@ -199,6 +204,7 @@ class ExtentMap:
     def _set(self, start: int, end: int, value: int) -> None:
         """:meth:`set`, at once (the journal's logged changes to these pages
         applied already)."""
+        self.version += 1
         if start >= end:
             return
         shift = self._shift
@@ -267,6 +273,7 @@ class ExtentMap:
 
     def _set_runs(self, runs) -> None:
         """:meth:`set_runs` at once."""
+        self.version += 1
         if runs.__class__ is Span:
             if runs.shift == self._shift:
                 self._paste(runs)

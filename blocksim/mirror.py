@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 
-from . import burst
+from . import burst, burst_kernel
 from .agenda import Agenda
 from .bitmap import DirtyBitmap
 from .extents import diff_ranges
@@ -109,6 +109,8 @@ class MirrorJob(BlockJob):
         if self.env.shortcuts:
             self._agenda = Agenda(self.env)
             self._agenda.runner = self._complete_detached
+            if burst_kernel.Kernel.applies(self):
+                self._agenda.kernel = burst_kernel.Kernel(self)
         while True:
             if self.ret:
                 break
@@ -175,6 +177,8 @@ class MirrorJob(BlockJob):
     def _issue(self) -> int:
         """Issue the next operation; its length, or -1 if it would overlap
         one in flight (the loop then waits)."""
+        if self._agenda is not None:    # (the operations as objects)
+            self._agenda._objects()
         op = self._next_operation()
         if op is None:
             return -1

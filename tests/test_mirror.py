@@ -473,18 +473,45 @@ def test_operations_in_flight_never_overlap(bursts, monkeypatch):
     monkeypatch.setattr(mirror.DirtyBitmap, "dirty_run", watched_run)
     if not bursts:
         monkeypatch.setattr(burst, "applies", lambda job: False)
-    scenario = {
-        "name": "hot-granules", "duration": "3s",
-        "images": {"src": {"size": "8MiB", "data": "full"},
-                   "dst": {"size": "8MiB", "latency": "2ms", "bandwidth": "50MiB"}},
-        "drives": {"vda": {"image": "src"}},
-        # a hot region of 4 granules, rewritten far faster than the target copies it
-        "workloads": {"g": {"drive": "vda", "rw": "randwrite", "bs": 4096,
-                            "rate-iops": 5000, "size": "256KiB"}},
-        "jobs": {JOB: {"type": "mirror", "device": "vda", "target": "dst",
-                       "granularity": "64KiB", "buf-size": "1MiB"}},
-    }
+    # (the compiled bursts make no operation objects: the test of their
+    # overlap rule is test_the_compiled_bursts_wait_for_overlaps_alike)
+    monkeypatch.setattr(burst, "KERNEL", False)
+    scenario = HOT_GRANULES
     result = blocksim.run(scenario)
     assert seen["issued"] > 100
     assert seen["waited"] > 0           # the overlap rule was exercised
     assert result.ok
+
+
+def test_the_compiled_bursts_wait_for_overlaps_alike(monkeypatch):
+    """The compiled bursts (blocksim.burst_kernel) follow the overlap rule
+    of the Python loop: the same run, byte for byte, in a scenario that
+    exercises it (above)."""
+    import blocksim
+    from blocksim import burst
+    from equivalence import outcome
+
+    from blocksim import burst_kernel
+
+    runs = []
+    real = burst_kernel._run
+    with monkeypatch.context() as m:
+        m.setattr(burst_kernel, "_run", lambda *args: runs.append(1) or real(*args))
+        compiled = outcome(blocksim.Simulation(blocksim.load_scenario(HOT_GRANULES)))
+    assert len(runs) > 100                  # the kernel ran the bursts
+    monkeypatch.setattr(burst, "KERNEL", False)
+    python = outcome(blocksim.Simulation(blocksim.load_scenario(HOT_GRANULES)))
+    assert compiled == python
+
+
+HOT_GRANULES = {
+    "name": "hot-granules", "duration": "3s",
+    "images": {"src": {"size": "8MiB", "data": "full"},
+               "dst": {"size": "8MiB", "latency": "2ms", "bandwidth": "50MiB"}},
+    "drives": {"vda": {"image": "src"}},
+        # a hot region of 4 granules, rewritten far faster than the target copies it
+    "workloads": {"g": {"drive": "vda", "rw": "randwrite", "bs": 4096,
+                        "rate-iops": 5000, "size": "256KiB"}},
+    "jobs": {JOB: {"type": "mirror", "device": "vda", "target": "dst",
+                   "granularity": "64KiB", "buf-size": "1MiB"}},
+}

@@ -1,0 +1,577 @@
+"""Copy bursts between quiet nodes, compiled: the hot path of a long mirror.
+
+:func:`blocksim.burst.copy` runs a mirror's issue-and-wait cycle as one
+plain Python loop.  Between *quiet* nodes (no fault rule that could match,
+no jitter, no copy-on-write, room for the whole disk) each copy operation
+is then about a dozen Python steps: the bitmap search and clear, the
+overlap test, the devices' queue and pipe, three heap entries, the rate
+limiter, the wake-up.  A 1 TiB mirror makes four million of them, and at
+about 8 µs each they were most of benchmark (b)'s time.
+
+This module runs the same steps, in the same order, compiled with numba.
+The operations in flight and their agenda entries then live in arrays
+(:class:`Kernel`) instead of :class:`~blocksim.mirror.CopyOperation`
+objects and heap tuples, for as long as the nodes stay quiet: the burst
+engine, the agenda and the mirror turn them back into objects
+(:meth:`Kernel.materialize`) before anything else looks at them.
+
+What stays in Python is the content: what each read took (a
+:class:`~blocksim.journal.Snap` of the content journal) and each write
+pasted, and the target's allocation.  Within a burst no one else writes
+the source, so the kernel only records, in order, which reads and writes
+completed, and :meth:`Kernel.run` replays those records through the
+journal afterwards: the journal's log is exactly the one the Python loop
+would have written.  A read needs one thing from the content: whether its
+range reads as zeros (a copy then sends a write-zeroes, which leaves the
+pipe alone).  The kernel asks only for pages whose answer is known without
+settling (every value stored there non-zero, no zero logged); any other
+read hands the burst back to the Python loop.
+
+Every decision the kernel makes is the Python loop's own, restated:
+``tests/test_burst.py`` compares each case with the kernel, with the
+Python loop alone (``burst.KERNEL = False``), with the agenda alone and
+with no shortcut, and ``benchmarks/fingerprint.py`` compares whole runs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import count
+
+import numpy as np
+from numba import njit
+
+from .bitmap import BLOCK_SHIFT
+
+#: The kernel's scalar state, one int64 each in ``Kernel.st``.
+(NOW, HEAD_T, LAST_EID, NEXT_EID, WAITING, AT_TOP, ONE_WAIT, STOP_AT_TOP,
+ ATTACHED, WOKEN, BM_COUNT, NBITS, GRAN, BM_SIZE, MAX_BITS, IN_FLIGHT,
+ BYTES_IN_FLIGHT, BUF_SIZE, CURSOR, OFFSET, BYTES_COPIED, SYNCED, SPEED,
+ QUOTA, SLICE_START, SLICE_END, DISPATCHED, SRC_LAT, SRC_BW, SRC_QD,
+ SRC_PIPE, SRC_HEAD, SRC_N, SRC_READS, SRC_BYTES, TGT_LAT, TGT_BW, TGT_QD,
+ TGT_PIPE, TGT_HEAD, TGT_N, TGT_WRITES, TGT_BYTES, HEAP_N, OUT_N, SHIFT,
+ SRC_SIZE, PAGE) = range(48)
+NSTATE = 48
+
+#: What an agenda entry does (``Kernel.heap[:, KIND]``).
+WAKE, READ_DONE, WRITE_DONE, ZERO_DONE = 0, 1, 2, 3
+T, EID, KIND, SLOT = range(4)
+
+#: What an operation slot holds (``Kernel.ops``).
+BIT, END_BIT, START, END, USED = range(5)
+
+#: Records for the content replay (``Kernel.out``): a read, a write, a write-zeroes.
+OUT_READ, OUT_WRITE, OUT_ZERO = 1, 2, 3
+
+#: Return codes besides TOP (0), WAITING (-1) and a sleep (> 0).
+NEED_PAGE = -2          # is page ``st[PAGE]`` safe to read?  (nothing done yet)
+HAND_BACK = -3          # the next step is not for the kernel (nothing done yet)
+OUT_FULL = -4           # the records are full: replay them, then call again
+
+NEVER = 1 << 62
+MAX_IN_FLIGHT = 16
+
+
+# -- the compiled steps ------------------------------------------------------------
+@njit(cache=True)
+def _heap_push(heap, st, t, eid, kind, slot):
+    i = st[HEAP_N]
+    st[HEAP_N] = i + 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        pt, pe = heap[parent, T], heap[parent, EID]
+        if pt < t or (pt == t and pe < eid):
+            break
+        heap[i, :] = heap[parent, :]
+        i = parent
+    heap[i, T] = t
+    heap[i, EID] = eid
+    heap[i, KIND] = kind
+    heap[i, SLOT] = slot
+
+
+@njit(cache=True)
+def _heap_pop(heap, st):
+    n = st[HEAP_N] - 1
+    st[HEAP_N] = n
+    if n == 0:
+        return
+    t, eid, kind, slot = heap[n, T], heap[n, EID], heap[n, KIND], heap[n, SLOT]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and (heap[c + 1, T] < heap[c, T] or (
+                heap[c + 1, T] == heap[c, T] and heap[c + 1, EID] < heap[c, EID])):
+            c += 1
+        if heap[c, T] > t or (heap[c, T] == t and heap[c, EID] > eid):
+            break
+        heap[i, :] = heap[c, :]
+        i = c
+    heap[i, T] = t
+    heap[i, EID] = eid
+    heap[i, KIND] = kind
+    heap[i, SLOT] = slot
+
+
+@njit(cache=True)
+def _service_done(st, slots, base, now, nbytes):
+    """BlockDevice._service_done without jitter: the FIFO of busy slots is a
+    ring ``slots`` with its head and length in ``st[base + 3]``,
+    ``st[base + 4]`` (``base`` is SRC_LAT or TGT_LAT)."""
+    cap = slots.shape[0]
+    head, n = st[base + 4], st[base + 5]
+    while n and slots[head] <= now:
+        head = (head + 1) % cap
+        n -= 1
+    if n >= st[base + 2]:
+        start = slots[head]
+        head = (head + 1) % cap
+        n -= 1
+    else:
+        start = now
+    t = start + st[base]
+    if t < st[base + 3]:
+        t = st[base + 3]
+    done = t + nbytes * 1_000_000_000 // st[base + 1]
+    st[base + 3] = done
+    slots[(head + n) % cap] = done
+    st[base + 4] = head
+    st[base + 5] = n + 1
+    return done
+
+
+@njit(cache=True)
+def _search(bits, blocks, b0, b1):
+    """DirtyBitmap._search: the first dirty bit in ``[b0, b1)``, or -1."""
+    blk = b0 >> BLOCK_SHIFT
+    edge = (blk + 1) << BLOCK_SHIFT
+    stop = b1 if b1 < edge else edge
+    for b in range(b0, stop):
+        if bits[b]:
+            return b
+    if b1 <= edge:
+        return -1
+    last = ((b1 - 1) >> BLOCK_SHIFT) + 1
+    for blk in range(blk + 1, last):
+        if blocks[blk]:
+            edge = (blk + 1) << BLOCK_SHIFT
+            stop = b1 if b1 < edge else edge
+            for b in range(blk << BLOCK_SHIFT, stop):
+                if bits[b]:
+                    return b
+            return -1
+    return -1
+
+
+@njit(cache=True)
+def _next_operation(st, bits, summary, blocks, ops):
+    """MirrorJob._next_operation: book the next dirty run after the cursor;
+    its slot, or -1 if it overlaps an operation in flight."""
+    cursor = st[CURSOR]
+    nbits = st[NBITS]
+    b = _search(bits, blocks, cursor, nbits)
+    if b < 0 and cursor:
+        b = _search(bits, blocks, 0, cursor)
+    end = b + st[MAX_BITS]
+    if end > nbits:
+        end = nbits
+    e = b
+    while e < end and bits[e]:
+        e += 1
+    # operations in flight are disjoint: one overlaps [b, e) iff the last
+    # one starting before e does
+    last, last_bit, free = -1, -1, -1
+    for s in range(ops.shape[0]):
+        if ops[s, USED]:
+            if ops[s, BIT] < e and ops[s, BIT] > last_bit:
+                last, last_bit = s, ops[s, BIT]
+        elif free < 0:
+            free = s
+    if last >= 0 and ops[last, END_BIT] > b:
+        return -1
+    for i in range(b, e):               # clear_bits, counts exact per block
+        if bits[i]:
+            bits[i] = 0
+            blk = i >> BLOCK_SHIFT
+            summary[blk] -= 1
+            if not summary[blk]:
+                blocks[blk] = 0
+            st[BM_COUNT] -= 1
+    st[CURSOR] = e if e < nbits else 0
+    g = st[GRAN]
+    start, stop = b * g, e * g
+    if stop > st[BM_SIZE]:
+        stop = st[BM_SIZE]
+    ops[free, BIT] = b
+    ops[free, END_BIT] = e
+    ops[free, START] = start
+    ops[free, END] = stop
+    ops[free, USED] = 1
+    st[IN_FLIGHT] += 1
+    st[BYTES_IN_FLIGHT] += stop - start
+    return free
+
+
+@njit(cache=True)
+def _throttle(st, nbytes):
+    """MirrorJob.throttle (RateLimit.delay, and none once ready)."""
+    if not st[SPEED]:
+        return 0
+    now = st[NOW]
+    if st[SLICE_END] <= now:
+        st[SLICE_START] = now
+        st[SLICE_END] = now + 100_000_000
+        st[DISPATCHED] = 0
+    st[DISPATCHED] += nbytes
+    if st[DISPATCHED] < st[QUOTA]:
+        return 0
+    quota = st[QUOTA] if st[QUOTA] > 1 else 1
+    slices = st[DISPATCHED] / quota
+    st[SLICE_END] = st[SLICE_START] + np.int64(slices * 100_000_000)
+    delay = st[SLICE_END] - now
+    if delay < 0:
+        delay = 0
+    return 0 if st[SYNCED] else delay
+
+
+@njit(cache=True)
+def _run(st, bits, summary, blocks, ops, heap, src_slots, tgt_slots, safe, out):
+    """burst.copy's loop on quiet nodes; see the module's doc.  Returns
+    TOP, WAITING, a sleep in ns, NEED_PAGE, HAND_BACK or OUT_FULL."""
+    out_cap = out.shape[0]
+    while True:
+        if not st[WAITING]:
+            if st[AT_TOP]:
+                st[AT_TOP] = 0
+            elif st[STOP_AT_TOP]:
+                return 0
+            if not (st[BM_COUNT] and st[IN_FLIGHT] < MAX_IN_FLIGHT
+                    and st[BYTES_IN_FLIGHT] < st[BUF_SIZE]):
+                if not st[IN_FLIGHT]:
+                    return 0
+                st[WAITING] = 1
+                st[WOKEN] = 0
+                continue
+            slot = _next_operation(st, bits, summary, blocks, ops)
+            if slot < 0:
+                st[WAITING] = 1
+                st[WOKEN] = 0
+                continue
+            nbytes = ops[slot, END] - ops[slot, START]
+            done = _service_done(st, src_slots, SRC_LAT, st[NOW], nbytes)
+            _heap_push(heap, st, done, st[NEXT_EID], READ_DONE, slot)
+            st[NEXT_EID] += 1
+            delay = _throttle(st, nbytes)
+            if delay:
+                return delay
+            continue
+        if not st[HEAP_N]:
+            return 0
+        t, eid = heap[0, T], heap[0, EID]
+        if t > st[HEAD_T] or (t == st[HEAD_T] and eid > st[LAST_EID]):
+            return -1
+        kind, slot = heap[0, KIND], heap[0, SLOT]
+        if kind == READ_DONE:
+            start, end = ops[slot, START], ops[slot, END]
+            shift = st[SHIFT]
+            p = start >> shift
+            if (end - 1) >> shift != p or end > st[SRC_SIZE] or safe[p] == 2:
+                return -3
+            if not safe[p]:
+                st[PAGE] = p
+                return -2
+            if st[OUT_N] + 1 > out_cap:
+                return -4
+        elif kind != WAKE and st[OUT_N] + 1 > out_cap:
+            return -4
+        _heap_pop(heap, st)
+        now = st[NOW] = t
+        if kind == WAKE:
+            if st[ONE_WAIT]:
+                return 0
+            st[WAITING] = 0
+            continue
+        start, end = ops[slot, START], ops[slot, END]
+        nbytes = end - start
+        n = st[OUT_N]
+        out[n, 1] = slot
+        out[n, 2] = start
+        out[n, 3] = end
+        st[OUT_N] = n + 1
+        if kind == READ_DONE:
+            out[n, 0] = OUT_READ
+            st[SRC_READS] += 1
+            st[SRC_BYTES] += nbytes
+            done = _service_done(st, tgt_slots, TGT_LAT, now, nbytes)
+            _heap_push(heap, st, done, st[NEXT_EID], WRITE_DONE, slot)
+            st[NEXT_EID] += 1
+            continue
+        if kind == WRITE_DONE:
+            out[n, 0] = OUT_WRITE
+            st[TGT_WRITES] += 1
+            st[TGT_BYTES] += nbytes
+        else:
+            out[n, 0] = OUT_ZERO
+        st[OFFSET] += nbytes
+        st[BYTES_COPIED] += nbytes
+        # MirrorJob._op_finished
+        ops[slot, USED] = 0
+        st[IN_FLIGHT] -= 1
+        st[BYTES_IN_FLIGHT] -= nbytes
+        if st[ATTACHED] and not st[WOKEN]:
+            st[WOKEN] = 1
+            _heap_push(heap, st, now, st[NEXT_EID], WAKE, -1)
+            st[NEXT_EID] += 1
+
+
+# -- the Python side -----------------------------------------------------------------
+class Kernel:
+    """A mirror's operations in flight and agenda entries as arrays, and the
+    compiled loop over them (see the module's doc).
+
+    ``active``: the entries live here (the agenda's own list is empty);
+    otherwise they are the agenda's tuples and this holds nothing."""
+
+    __slots__ = ("job", "st", "ops", "heap", "out", "src_slots", "tgt_slots",
+                 "safe", "stamp", "snaps", "active")
+
+    OUT_RECORDS = 4096
+
+    def __init__(self, job):
+        src, tgt = job.source, job.target
+        self.job = job
+        self.st = np.zeros(NSTATE, dtype=np.int64)
+        self.ops = np.zeros((MAX_IN_FLIGHT, 5), dtype=np.int64)
+        self.heap = np.zeros((2 * MAX_IN_FLIGHT + 2, 4), dtype=np.int64)
+        self.out = np.zeros((self.OUT_RECORDS, 4), dtype=np.int64)
+        self.src_slots = np.zeros(src.queue_depth + 1, dtype=np.int64)
+        self.tgt_slots = np.zeros(tgt.queue_depth + 1, dtype=np.int64)
+        content = src.content
+        self.safe = np.zeros((content.size >> content._shift) + 1, dtype=np.uint8)
+        self.stamp = None
+        self.snaps: list = [None] * MAX_IN_FLIGHT
+        self.active = False
+        st = self.st
+        bm = job.bitmap
+        st[NBITS], st[GRAN], st[BM_SIZE] = bm.nbits, bm.granularity, bm.size
+        st[MAX_BITS], st[BUF_SIZE] = job._max_bits, job.buf_size
+        st[SRC_BW], st[SRC_QD] = src.bandwidth, src.queue_depth
+        st[TGT_BW], st[TGT_QD] = tgt.bandwidth, tgt.queue_depth
+        st[SHIFT], st[SRC_SIZE] = content._shift, content.size
+
+    @staticmethod
+    def applies(job) -> bool:
+        """Whether the kernel can run ``job``'s quiet bursts at all: a source
+        with no backing file whose content is journaled (what a read finds
+        is then a :class:`~blocksim.journal.Snap` where its page is known)."""
+        src, tgt = job.source, job.target
+        return (src.backing is None and src.content._journal is not None
+                and tgt.content._journal is src.content._journal)
+
+    def __len__(self) -> int:
+        return int(self.st[HEAP_N])
+
+    def first_key(self) -> tuple:
+        """The first entry's ``(time, id)``."""
+        return int(self.heap[0, T]), int(self.heap[0, EID])
+
+    def has_wake_mark(self) -> bool:
+        n = int(self.st[HEAP_N])
+        return bool(n and (self.heap[:n, KIND] == WAKE).any())
+
+    # -- the burst ---------------------------------------------------------------
+    def copy(self, waiting: bool, at_top: bool, detached: bool, one_wait: bool,
+             head_t, last_eid: int):
+        """Run the burst; returns burst.copy's outcome, or None having handed
+        the state back to Python objects (``materialize``) with ``waiting``
+        and ``at_top`` as the loop must carry on, as ``(waiting, at_top)``."""
+        from . import burst
+        job = self.job
+        if not self.active and not self._absorb():
+            return None, (waiting, at_top)
+        env = job.env
+        src, tgt, bm, limit = job.source, job.target, job.bitmap, job.limit
+        srcmap = src.content
+        stamp = (srcmap.version, len(srcmap._zeroing))
+        if stamp != self.stamp:
+            self.safe[:] = 0
+            self.stamp = stamp
+        st = self.st
+        st[NOW] = env._now
+        st[HEAD_T] = NEVER if head_t == float("inf") else head_t
+        st[LAST_EID] = last_eid
+        st[NEXT_EID] = next(env._eid)
+        st[WAITING], st[AT_TOP], st[ONE_WAIT] = waiting, at_top, one_wait
+        st[STOP_AT_TOP] = bool(job.ret or (job.pause_count > 0 and job.should_pause())
+                               or (job.cancelled and not job.completes_on_cancel()))
+        st[ATTACHED], st[WOKEN] = job._agenda.attached and not detached, job._woken
+        st[BM_COUNT] = bm.count
+        st[IN_FLIGHT], st[BYTES_IN_FLIGHT] = job.in_flight, job.bytes_in_flight
+        st[CURSOR], st[OFFSET], st[BYTES_COPIED] = job._cursor, job.offset, job.bytes_copied
+        st[SYNCED] = job.synced
+        st[SPEED], st[QUOTA] = limit.speed, limit.slice_quota
+        st[SLICE_START], st[SLICE_END], st[DISPATCHED] = (
+            limit.slice_start, limit.slice_end, limit.dispatched)
+        st[SRC_LAT], st[SRC_PIPE], st[SRC_READS], st[SRC_BYTES] = (
+            src.latency, src._pipe_free, src.reads, src.bytes_read)
+        st[TGT_LAT], st[TGT_PIPE], st[TGT_WRITES], st[TGT_BYTES] = (
+            tgt.latency, tgt._pipe_free, tgt.writes, tgt.bytes_written)
+        n = len(src._slots)
+        self.src_slots[:n] = src._slots
+        st[SRC_HEAD], st[SRC_N] = 0, n
+        n = len(tgt._slots)
+        self.tgt_slots[:n] = tgt._slots
+        st[TGT_HEAD], st[TGT_N] = 0, n
+        st[OUT_N] = 0
+        bits = np.frombuffer(bm.bits, dtype=np.uint8)
+        summary = np.frombuffer(bm.summary, dtype=np.int64)
+        blocks = np.frombuffer(bm.blocks, dtype=np.uint8)
+        safe = self.safe
+        while True:
+            outcome = int(_run(st, bits, summary, blocks, self.ops, self.heap,
+                               self.src_slots, self.tgt_slots, safe, self.out))
+            self._replay(job, src, tgt)
+            if outcome == NEED_PAGE:
+                p = int(st[PAGE])
+                page = srcmap._pages.get(p, 0)
+                if p in srcmap._zeroing:
+                    safe[p] = 2
+                elif page.__class__ is int:
+                    safe[p] = 1 if page else 2
+                else:
+                    safe[p] = 1 if min(page[1]) > 0 else 2
+                continue
+            if outcome != OUT_FULL:
+                break
+        # write back
+        env._now = int(st[NOW])
+        env._eid = count(int(st[NEXT_EID]))
+        bm.count = int(st[BM_COUNT])
+        job._cursor, job.offset, job.bytes_copied = (
+            int(st[CURSOR]), int(st[OFFSET]), int(st[BYTES_COPIED]))
+        job.in_flight, job.bytes_in_flight = int(st[IN_FLIGHT]), int(st[BYTES_IN_FLIGHT])
+        job._woken = bool(st[WOKEN])
+        limit.slice_start, limit.slice_end, limit.dispatched = (
+            int(st[SLICE_START]), int(st[SLICE_END]), int(st[DISPATCHED]))
+        src._pipe_free, src.reads, src.bytes_read = (
+            int(st[SRC_PIPE]), int(st[SRC_READS]), int(st[SRC_BYTES]))
+        tgt._pipe_free, tgt.writes, tgt.bytes_written = (
+            int(st[TGT_PIPE]), int(st[TGT_WRITES]), int(st[TGT_BYTES]))
+        src._slots = _ring(self.src_slots, st[SRC_HEAD], st[SRC_N])
+        tgt._slots = _ring(self.tgt_slots, st[TGT_HEAD], st[TGT_N])
+        if outcome == HAND_BACK:
+            waiting, at_top = bool(st[WAITING]), bool(st[AT_TOP])
+            self.materialize()
+            return None, (waiting, at_top)
+        return (burst.WAITING if outcome == -1 else outcome), None
+
+    def _replay(self, job, src, tgt) -> None:
+        """The content steps of the reads and writes the kernel completed, in
+        order: what CopyOperation.read_completed and write_completed do to
+        the content and the target's allocation."""
+        st = self.st
+        n = int(st[OUT_N])
+        if not n:
+            return
+        st[OUT_N] = 0
+        snaps = self.snaps
+        srcmap, tgtmap = src.content, tgt.content
+        journal, shift = srcmap._journal, srcmap._shift
+        alloc = tgt.alloc
+        full = alloc.count == alloc.nclusters
+        cs = tgt.cluster_size
+        for kind, slot, start, end in self.out[:n].tolist():
+            if kind == OUT_READ:
+                snaps[slot] = journal.snap(srcmap, start >> shift, start, end)
+                if not full:
+                    c0, c1 = start // cs, -(-end // cs)
+                    if tgt._new_clusters(c0, c1):
+                        alloc.set_range(c0, c1)
+                        full = alloc.count == alloc.nclusters
+            elif kind == OUT_WRITE:
+                tgtmap.set_runs(snaps[slot])
+                snaps[slot] = None
+            else:
+                tgtmap.set(start, end, 0)
+
+    # -- objects and arrays -------------------------------------------------------
+    def _absorb(self) -> bool:
+        """Take the agenda's entries and the operations in flight as arrays,
+        if every entry is one the kernel runs; whether it did."""
+        from .mirror import CopyOperation
+        job = self.job
+        entries = job._agenda._entries
+        read_done, write_done = CopyOperation._read_done, CopyOperation._write_done
+        rows = []
+        for t, eid, callback, _argument in entries:
+            if callback is None:
+                rows.append((t, eid, WAKE, None))
+                continue
+            step, op = callback.__func__, callback.__self__
+            if step is read_done:
+                rows.append((t, eid, READ_DONE, op))
+            elif step is write_done and op.how is None and op.runs is not None:
+                rows.append((t, eid, WRITE_DONE, op))
+            elif step is write_done and op.how is False and op.runs is None:
+                rows.append((t, eid, ZERO_DONE, op))
+            else:
+                return False
+        ops, heap, snaps = self.ops, self.heap, self.snaps
+        ops[:, USED] = 0
+        slot = 0
+        for i, (t, eid, kind, op) in enumerate(sorted(rows, key=lambda r: r[:2])):
+            heap[i, T], heap[i, EID], heap[i, KIND] = t, eid, kind
+            if op is None:
+                heap[i, SLOT] = -1
+                continue
+            heap[i, SLOT] = slot
+            ops[slot] = (op.bit, op.end_bit, op.start, op.end, 1)
+            snaps[slot] = op.runs if kind == WRITE_DONE else None
+            slot += 1
+        self.st[HEAP_N] = len(rows)
+        entries.clear()
+        job._ops.clear()
+        job._op_starts.clear()
+        self.active = True
+        return True
+
+    def materialize(self) -> None:
+        """Give the agenda and the job their entries and operations back as
+        objects (before any Python step looks at them)."""
+        if not self.active:
+            return
+        from .mirror import CopyOperation
+        job = self.job
+        n = int(self.st[HEAP_N])
+        rows = sorted(self.heap[:n].tolist())
+        entries = job._agenda._entries
+        ops, snaps = self.ops, self.snaps
+        for t, eid, kind, slot in rows:
+            if kind == WAKE:
+                entries.append((t, eid, None, None))
+                continue
+            bit, end_bit, start, end, _used = ops[slot].tolist()
+            op = CopyOperation(job, bit, end_bit, start, end, True)
+            job._ops[bit] = op
+            if kind == READ_DONE:
+                entries.append((t, eid, op._read_done, 0))
+                continue
+            if kind == WRITE_DONE:
+                op.runs, op.how = snaps[slot], None
+            else:
+                op.runs, op.how = None, False
+            snaps[slot] = None
+            entries.append((t, eid, op._write_done, 0))
+        job._op_starts[:] = sorted(job._ops)
+        self.st[HEAP_N] = 0
+        self.active = False
+
+
+def _ring(slots: np.ndarray, head, n) -> deque:
+    cap = len(slots)
+    head, n = int(head), int(n)
+    if head + n <= cap:
+        return deque(slots[head:head + n].tolist())
+    return deque(slots[head:].tolist() + slots[:head + n - cap].tolist())
