@@ -35,6 +35,7 @@ with no shortcut, and ``benchmarks/fingerprint.py`` compares whole runs.
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from itertools import count
 
@@ -42,6 +43,7 @@ import numpy as np
 from numba import njit
 
 from .bitmap import BLOCK_SHIFT
+from .journal import Snap
 
 #: The kernel's scalar state, one int64 each in ``Kernel.st``.
 (NOW, HEAD_T, LAST_EID, NEXT_EID, WAITING, AT_TOP, ONE_WAIT, STOP_AT_TOP,
@@ -50,18 +52,28 @@ from .bitmap import BLOCK_SHIFT
  QUOTA, SLICE_START, SLICE_END, DISPATCHED, SRC_LAT, SRC_BW, SRC_QD,
  SRC_PIPE, SRC_HEAD, SRC_N, SRC_READS, SRC_BYTES, TGT_LAT, TGT_BW, TGT_QD,
  TGT_PIPE, TGT_HEAD, TGT_N, TGT_WRITES, TGT_BYTES, HEAP_N, OUT_N, SHIFT,
- SRC_SIZE, PAGE) = range(48)
-NSTATE = 48
+ SRC_SIZE, PAGE, TGT_FULL, TGT_TAG, SRC_MAP) = range(51)
+NSTATE = 51
 
 #: What an agenda entry does (``Kernel.heap[:, KIND]``).
-WAKE, READ_DONE, WRITE_DONE, ZERO_DONE = 0, 1, 2, 3
+WAKE, READ_DONE, WRITE_DONE = 0, 1, 2
 T, EID, KIND, SLOT = range(4)
 
-#: What an operation slot holds (``Kernel.ops``).
-BIT, END_BIT, START, END, USED = range(5)
+#: What an operation slot holds (``Kernel.ops``): its granules and bytes,
+#: whether it is in flight, what its read took (MODE) and where (POS).
+BIT, END_BIT, START, END, USED, MODE, POS = range(7)
+#: MODE: the read is still in flight; it was made by the kernel, at entry
+#: POS of its page's log; what it took is a Python object (``Kernel.snaps``:
+#: a Snap, runs or a Span); it read zeros (a write-zeroes).
+READING, LOGGED, OBJECT, ZEROS = 0, 1, 2, 3
 
-#: Records for the content replay (``Kernel.out``): a read, a write, a write-zeroes.
-OUT_READ, OUT_WRITE, OUT_ZERO = 1, 2, 3
+#: Records for the Python side (``Kernel.out``): a read (``slot, start,
+#: end``: the target's allocation) and a paste (``page, word, value``: a
+#: journal entry).
+OUT_READ, OUT_PASTE = 1, 2
+
+#: journal.py's entry layout
+_OFFSET_BITS, _MAP_BITS = 27, 9
 
 #: Return codes besides TOP (0), WAITING (-1) and a sleep (> 0).
 NEED_PAGE = -2          # is page ``st[PAGE]`` safe to read?  (nothing done yet)
@@ -209,6 +221,7 @@ def _next_operation(st, bits, summary, blocks, ops):
     ops[free, START] = start
     ops[free, END] = stop
     ops[free, USED] = 1
+    ops[free, MODE] = READING
     st[IN_FLIGHT] += 1
     st[BYTES_IN_FLIGHT] += stop - start
     return free
@@ -237,7 +250,7 @@ def _throttle(st, nbytes):
 
 
 @njit(cache=True)
-def _run(st, bits, summary, blocks, ops, heap, src_slots, tgt_slots, safe, out):
+def _run(st, bits, summary, blocks, ops, heap, src_slots, tgt_slots, safe, loglen, out):
     """burst.copy's loop on quiet nodes; see the module's doc.  Returns
     TOP, WAITING, a sleep in ns, NEED_PAGE, HAND_BACK or OUT_FULL."""
     out_cap = out.shape[0]
@@ -273,18 +286,18 @@ def _run(st, bits, summary, blocks, ops, heap, src_slots, tgt_slots, safe, out):
         if t > st[HEAD_T] or (t == st[HEAD_T] and eid > st[LAST_EID]):
             return -1
         kind, slot = heap[0, KIND], heap[0, SLOT]
+        shift = st[SHIFT]
         if kind == READ_DONE:
             start, end = ops[slot, START], ops[slot, END]
-            shift = st[SHIFT]
             p = start >> shift
             if (end - 1) >> shift != p or end > st[SRC_SIZE] or safe[p] == 2:
                 return -3
             if not safe[p]:
                 st[PAGE] = p
                 return -2
-            if st[OUT_N] + 1 > out_cap:
-                return -4
-        elif kind != WAKE and st[OUT_N] + 1 > out_cap:
+        elif kind == WRITE_DONE and ops[slot, MODE] != LOGGED:
+            return -3               # (what it pastes is a Python object)
+        if kind != WAKE and st[OUT_N] + 1 > out_cap:
             return -4
         _heap_pop(heap, st)
         now = st[NOW] = t
@@ -295,25 +308,36 @@ def _run(st, bits, summary, blocks, ops, heap, src_slots, tgt_slots, safe, out):
             continue
         start, end = ops[slot, START], ops[slot, END]
         nbytes = end - start
-        n = st[OUT_N]
-        out[n, 1] = slot
-        out[n, 2] = start
-        out[n, 3] = end
-        st[OUT_N] = n + 1
+        p = start >> shift
         if kind == READ_DONE:
-            out[n, 0] = OUT_READ
+            # CopyOperation.read_completed: the read's place in its page's
+            # log (journal.snap), the write submitted
+            ops[slot, MODE] = LOGGED
+            ops[slot, POS] = loglen[p] >> 1
+            if not st[TGT_FULL]:
+                n = st[OUT_N]
+                out[n, 0] = OUT_READ
+                out[n, 1] = slot
+                out[n, 2] = start
+                out[n, 3] = end
+                st[OUT_N] = n + 1
             st[SRC_READS] += 1
             st[SRC_BYTES] += nbytes
             done = _service_done(st, tgt_slots, TGT_LAT, now, nbytes)
             _heap_push(heap, st, done, st[NEXT_EID], WRITE_DONE, slot)
             st[NEXT_EID] += 1
             continue
-        if kind == WRITE_DONE:
-            out[n, 0] = OUT_WRITE
-            st[TGT_WRITES] += 1
-            st[TGT_BYTES] += nbytes
-        else:
-            out[n, 0] = OUT_ZERO
+        # CopyOperation.write_completed: the paste (journal.paste)
+        ps = p << shift
+        n = st[OUT_N]
+        out[n, 0] = OUT_PASTE
+        out[n, 1] = p
+        out[n, 2] = st[TGT_TAG] | (start - ps) | ((end - ps) << _OFFSET_BITS)
+        out[n, 3] = -1 - (((ops[slot, POS] << _MAP_BITS) | st[SRC_MAP]) << 1)
+        st[OUT_N] = n + 1
+        loglen[p] += 2
+        st[TGT_WRITES] += 1
+        st[TGT_BYTES] += nbytes
         st[OFFSET] += nbytes
         st[BYTES_COPIED] += nbytes
         # MirrorJob._op_finished
@@ -343,7 +367,7 @@ class Kernel:
         src, tgt = job.source, job.target
         self.job = job
         self.st = np.zeros(NSTATE, dtype=np.int64)
-        self.ops = np.zeros((MAX_IN_FLIGHT, 5), dtype=np.int64)
+        self.ops = np.zeros((MAX_IN_FLIGHT, 7), dtype=np.int64)
         self.heap = np.zeros((2 * MAX_IN_FLIGHT + 2, 4), dtype=np.int64)
         self.out = np.zeros((self.OUT_RECORDS, 4), dtype=np.int64)
         self.src_slots = np.zeros(src.queue_depth + 1, dtype=np.int64)
@@ -360,6 +384,8 @@ class Kernel:
         st[SRC_BW], st[SRC_QD] = src.bandwidth, src.queue_depth
         st[TGT_BW], st[TGT_QD] = tgt.bandwidth, tgt.queue_depth
         st[SHIFT], st[SRC_SIZE] = content._shift, content.size
+        st[TGT_TAG], st[SRC_MAP] = tgt.content._tag, content._tag >> (2 * _OFFSET_BITS)
+        content._journal._before_settle.append(self.hand_in)
 
     @staticmethod
     def applies(job) -> bool:
@@ -425,13 +451,16 @@ class Kernel:
         self.tgt_slots[:n] = tgt._slots
         st[TGT_HEAD], st[TGT_N] = 0, n
         st[OUT_N] = 0
+        alloc = tgt.alloc
+        st[TGT_FULL] = alloc.count == alloc.nclusters
+        loglen = np.frombuffer(srcmap._journal.loglen, dtype=np.int64)
         bits = np.frombuffer(bm.bits, dtype=np.uint8)
         summary = np.frombuffer(bm.summary, dtype=np.int64)
         blocks = np.frombuffer(bm.blocks, dtype=np.uint8)
         safe = self.safe
         while True:
             outcome = int(_run(st, bits, summary, blocks, self.ops, self.heap,
-                               self.src_slots, self.tgt_slots, safe, self.out))
+                               self.src_slots, self.tgt_slots, safe, loglen, self.out))
             self._replay(job, src, tgt)
             if outcome == NEED_PAGE:
                 p = int(st[PAGE])
@@ -468,33 +497,32 @@ class Kernel:
         return (burst.WAITING if outcome == -1 else outcome), None
 
     def _replay(self, job, src, tgt) -> None:
-        """The content steps of the reads and writes the kernel completed, in
-        order: what CopyOperation.read_completed and write_completed do to
-        the content and the target's allocation."""
+        """What the kernel's reads and writes did outside its arrays, in
+        order: the target's allocation (CopyOperation.read_completed) and
+        the pastes' journal entries (journal.paste)."""
         st = self.st
         n = int(st[OUT_N])
         if not n:
             return
         st[OUT_N] = 0
-        snaps = self.snaps
-        srcmap, tgtmap = src.content, tgt.content
-        journal, shift = srcmap._journal, srcmap._shift
+        tgtmap = tgt.content
+        logs = tgtmap._journal.logs
+        pending, zeroing = tgtmap._pending, tgtmap._zeroing
         alloc = tgt.alloc
-        full = alloc.count == alloc.nclusters
         cs = tgt.cluster_size
-        for kind, slot, start, end in self.out[:n].tolist():
-            if kind == OUT_READ:
-                snaps[slot] = journal.snap(srcmap, start >> shift, start, end)
-                if not full:
-                    c0, c1 = start // cs, -(-end // cs)
-                    if tgt._new_clusters(c0, c1):
-                        alloc.set_range(c0, c1)
-                        full = alloc.count == alloc.nclusters
-            elif kind == OUT_WRITE:
-                tgtmap.set_runs(snaps[slot])
-                snaps[slot] = None
+        for kind, a, b, c in self.out[:n].tolist():
+            if kind == OUT_PASTE:
+                log = logs.get(a)
+                if log is None:
+                    log = logs[a] = array("q")
+                log.append(b)
+                log.append(c)
+                pending.add(a)
+                zeroing.add(a)          # (a paste may bring zeros)
             else:
-                tgtmap.set(start, end, 0)
+                c0, c1 = b // cs, -(-c // cs)
+                if tgt._new_clusters(c0, c1):
+                    alloc.set_range(c0, c1)
 
     # -- objects and arrays -------------------------------------------------------
     def _absorb(self) -> bool:
@@ -511,24 +539,25 @@ class Kernel:
                 continue
             step, op = callback.__func__, callback.__self__
             if step is read_done:
-                rows.append((t, eid, READ_DONE, op))
+                rows.append((t, eid, READING, op))
             elif step is write_done and op.how is None and op.runs is not None:
-                rows.append((t, eid, WRITE_DONE, op))
+                rows.append((t, eid, OBJECT, op))
             elif step is write_done and op.how is False and op.runs is None:
-                rows.append((t, eid, ZERO_DONE, op))
+                rows.append((t, eid, ZEROS, op))
             else:
                 return False
         ops, heap, snaps = self.ops, self.heap, self.snaps
         ops[:, USED] = 0
         slot = 0
-        for i, (t, eid, kind, op) in enumerate(sorted(rows, key=lambda r: r[:2])):
-            heap[i, T], heap[i, EID], heap[i, KIND] = t, eid, kind
+        for i, (t, eid, mode, op) in enumerate(sorted(rows, key=lambda r: r[:2])):
+            heap[i, T], heap[i, EID] = t, eid
             if op is None:
-                heap[i, SLOT] = -1
+                heap[i, KIND], heap[i, SLOT] = WAKE, -1
                 continue
+            heap[i, KIND] = READ_DONE if mode == READING else WRITE_DONE
             heap[i, SLOT] = slot
-            ops[slot] = (op.bit, op.end_bit, op.start, op.end, 1)
-            snaps[slot] = op.runs if kind == WRITE_DONE else None
+            ops[slot] = (op.bit, op.end_bit, op.start, op.end, 1, mode, 0)
+            snaps[slot] = op.runs if mode == OBJECT else None
             slot += 1
         self.st[HEAP_N] = len(rows)
         entries.clear()
@@ -552,13 +581,15 @@ class Kernel:
             if kind == WAKE:
                 entries.append((t, eid, None, None))
                 continue
-            bit, end_bit, start, end, _used = ops[slot].tolist()
+            bit, end_bit, start, end, _used, mode, pos = ops[slot].tolist()
             op = CopyOperation(job, bit, end_bit, start, end, True)
             job._ops[bit] = op
             if kind == READ_DONE:
                 entries.append((t, eid, op._read_done, 0))
                 continue
-            if kind == WRITE_DONE:
+            if mode == LOGGED:
+                op.runs, op.how = self._snap(start, end, pos), None
+            elif mode == OBJECT:
                 op.runs, op.how = snaps[slot], None
             else:
                 op.runs, op.how = None, False
@@ -567,6 +598,34 @@ class Kernel:
         job._op_starts[:] = sorted(job._ops)
         self.st[HEAP_N] = 0
         self.active = False
+
+    def hand_in(self) -> None:
+        """A settle is coming: the reads the kernel logged whose pastes are
+        still to come become journal Snaps, which the settle works out (the
+        paste is then made from Python, the kernel handing its write back)."""
+        if not self.active:
+            return
+        ops = self.ops
+        for slot in np.flatnonzero(ops[:, USED] & (ops[:, MODE] == LOGGED)).tolist():
+            start, end, pos = ops[slot, START], ops[slot, END], ops[slot, POS]
+            self.snaps[slot] = self._snap(int(start), int(end), int(pos))
+            ops[slot, MODE] = OBJECT
+
+    def _snap(self, start: int, end: int, pos: int) -> Snap:
+        """journal.snap of a read the kernel made at entry ``pos`` of its
+        page's log (which no settle has taken since)."""
+        srcmap = self.job.source.content
+        journal = srcmap._journal
+        p = start >> srcmap._shift
+        log = journal.logs.get(p)
+        if log is None:
+            log = journal.logs[p] = array("q")
+        sid = journal._next_sid
+        journal._next_sid = sid + 1
+        snap = journal._open[sid] = Snap(journal, sid, start, end, log,
+                                         srcmap._tag >> (2 * _OFFSET_BITS))
+        snap.pos = pos
+        return snap
 
 
 def _ring(slots: np.ndarray, head, n) -> deque:

@@ -184,6 +184,7 @@ class ExtentMap:
                     log = j.logs[p] = array("q")
                 log.append(self._tag | (start - ps) | ((end - ps) << 27))
                 log.append(value)
+                j.loglen[p] = len(log)
                 self._pending.add(p)
                 if not value:
                     self._zeroing.add(p)

@@ -110,8 +110,8 @@ class ContentJournal:
     """The deferred content changes of a set of extent maps with the same
     pages (one simulation's devices).  See the module's doc."""
 
-    __slots__ = ("shift", "maps", "logs", "_held", "_open", "_next_sid",
-                 "settled_pages", "replayed")
+    __slots__ = ("shift", "maps", "logs", "loglen", "_held", "_open", "_next_sid",
+                 "settled_pages", "replayed", "_before_settle")
 
     def __init__(self, page_shift: int):
         if page_shift > MAX_PAGE_SHIFT:
@@ -120,6 +120,12 @@ class ContentJournal:
         self.maps: list = []
         #: page -> its log, ``array('q')`` of two words per entry
         self.logs: dict[int, array] = {}
+        #: page -> the length of its log in words (0: none), for compiled
+        #: code that appends to the logs (blocksim.burst_kernel)
+        self.loglen = array("q")
+        #: called before any settle: whoever keeps reads of its own outside
+        #: ``_open`` hands them in (blocksim.burst_kernel)
+        self._before_settle: list = []
         # snap id -> what it read (runs or a Span), for snaps whose page was
         # settled before their paste came
         self._held: dict = {}
@@ -138,6 +144,9 @@ class ContentJournal:
         if len(self.maps) >= MAX_MAPS:
             raise ValueError(f"a journal holds at most {MAX_MAPS} maps")
         m._tag = len(self.maps) << _MAP_SHIFT
+        pages = (m.size >> self.shift) + 1
+        if len(self.loglen) < pages:
+            self.loglen.frombytes(bytes(8 * (pages - len(self.loglen))))
         m._journal = self
         m._pending = set()
         m._zeroing = set()
@@ -171,6 +180,7 @@ class ContentJournal:
             value = -2 - (snap.sid << 1)
         log.append(m._tag | (start - ps) | ((snap.end - ps) << _OFFSET_BITS))
         log.append(value)
+        self.loglen[p] = len(log)
         m._pending.add(p)
         m._zeroing.add(p)               # a paste may bring zeros
 
@@ -190,6 +200,8 @@ class ContentJournal:
     # -- settling -------------------------------------------------------------------
     def settle(self, p: int) -> None:
         """Apply page ``p``'s log to the maps, in order."""
+        for hand_in in self._before_settle:
+            hand_in()
         log = self._take(p)
         if log is None:
             return
@@ -203,6 +215,8 @@ class ContentJournal:
         logs = self.logs
         if not logs:
             return
+        for hand_in in self._before_settle:
+            hand_in()
         if last - first < 64:
             pages = [p for p in range(first, last + 1) if p in logs]
         else:
@@ -246,6 +260,7 @@ class ContentJournal:
         log = self.logs.pop(p, None)
         if log is None:
             return None
+        self.loglen[p] = 0
         for m in self.maps:
             m._pending.discard(p)
             m._zeroing.discard(p)
