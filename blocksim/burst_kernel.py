@@ -155,37 +155,58 @@ def _service_done(st, slots, base, now, nbytes):
 
 
 @njit(cache=True)
-def _search(bits, blocks, b0, b1):
-    """DirtyBitmap._search: the first dirty bit in ``[b0, b1)``, or -1."""
-    blk = b0 >> BLOCK_SHIFT
-    edge = (blk + 1) << BLOCK_SHIFT
-    stop = b1 if b1 < edge else edge
-    for b in range(b0, stop):
-        if bits[b]:
-            return b
-    if b1 <= edge:
-        return -1
-    last = ((b1 - 1) >> BLOCK_SHIFT) + 1
-    for blk in range(blk + 1, last):
-        if blocks[blk]:
-            edge = (blk + 1) << BLOCK_SHIFT
-            stop = b1 if b1 < edge else edge
-            for b in range(blk << BLOCK_SHIFT, stop):
-                if bits[b]:
-                    return b
-            return -1
+def _find(flags, words, i, stop):
+    """The first non-zero byte of ``flags[i:stop]``, or -1: what
+    ``bytearray.find(1, i, stop)`` does with memchr, eight bytes at a time
+    (``words`` is the same buffer as 64-bit words, its tail bytes left out)."""
+    while i < stop and i & 7:
+        if flags[i]:
+            return i
+        i += 1
+    w, last = i >> 3, stop >> 3
+    if last > words.shape[0]:
+        last = words.shape[0]
+    while w < last:
+        if words[w]:
+            for j in range(w << 3, (w << 3) + 8):
+                if flags[j]:
+                    return j
+        w += 1
+    if w << 3 > i:
+        i = w << 3
+    while i < stop:
+        if flags[i]:
+            return i
+        i += 1
     return -1
 
 
 @njit(cache=True)
-def _next_operation(st, bits, summary, blocks, ops):
+def _search(bits, bit_words, blocks, block_words, b0, b1):
+    """DirtyBitmap._search: the first dirty bit in ``[b0, b1)``, or -1."""
+    blk = b0 >> BLOCK_SHIFT
+    edge = (blk + 1) << BLOCK_SHIFT
+    found = _find(bits, bit_words, b0, b1 if b1 < edge else edge)
+    if found >= 0 or b1 <= edge:
+        return found
+    blk = _find(blocks, block_words, blk + 1, ((b1 - 1) >> BLOCK_SHIFT) + 1)
+    if blk < 0:
+        return -1
+    # a flagged block inside the range holds a dirty bit; only the last
+    # block can hold its dirty bits past b1
+    edge = (blk + 1) << BLOCK_SHIFT
+    return _find(bits, bit_words, blk << BLOCK_SHIFT, b1 if b1 < edge else edge)
+
+
+@njit(cache=True)
+def _next_operation(st, bits, bit_words, summary, blocks, block_words, ops):
     """MirrorJob._next_operation: book the next dirty run after the cursor;
     its slot, or -1 if it overlaps an operation in flight."""
     cursor = st[CURSOR]
     nbits = st[NBITS]
-    b = _search(bits, blocks, cursor, nbits)
+    b = _search(bits, bit_words, blocks, block_words, cursor, nbits)
     if b < 0 and cursor:
-        b = _search(bits, blocks, 0, cursor)
+        b = _search(bits, bit_words, blocks, block_words, 0, cursor)
     end = b + st[MAX_BITS]
     if end > nbits:
         end = nbits
@@ -250,7 +271,8 @@ def _throttle(st, nbytes):
 
 
 @njit(cache=True)
-def _run(st, bits, summary, blocks, ops, heap, src_slots, tgt_slots, safe, loglen, out):
+def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots, tgt_slots,
+         safe, loglen, out):
     """burst.copy's loop on quiet nodes; see the module's doc.  Returns
     TOP, WAITING, a sleep in ns, NEED_PAGE, HAND_BACK or OUT_FULL."""
     out_cap = out.shape[0]
@@ -267,7 +289,7 @@ def _run(st, bits, summary, blocks, ops, heap, src_slots, tgt_slots, safe, logle
                 st[WAITING] = 1
                 st[WOKEN] = 0
                 continue
-            slot = _next_operation(st, bits, summary, blocks, ops)
+            slot = _next_operation(st, bits, bit_words, summary, blocks, block_words, ops)
             if slot < 0:
                 st[WAITING] = 1
                 st[WOKEN] = 0
@@ -413,7 +435,6 @@ class Kernel:
         """Run the burst; returns burst.copy's outcome, or None having handed
         the state back to Python objects (``materialize``) with ``waiting``
         and ``at_top`` as the loop must carry on, as ``(waiting, at_top)``."""
-        from . import burst
         job = self.job
         if not self.active and not self._absorb():
             return None, (waiting, at_top)
@@ -455,12 +476,15 @@ class Kernel:
         st[TGT_FULL] = alloc.count == alloc.nclusters
         loglen = np.frombuffer(srcmap._journal.loglen, dtype=np.int64)
         bits = np.frombuffer(bm.bits, dtype=np.uint8)
+        bit_words = np.frombuffer(bm.bits, dtype=np.uint64, count=len(bm.bits) >> 3)
         summary = np.frombuffer(bm.summary, dtype=np.int64)
         blocks = np.frombuffer(bm.blocks, dtype=np.uint8)
+        block_words = np.frombuffer(bm.blocks, dtype=np.uint64, count=len(bm.blocks) >> 3)
         safe = self.safe
         while True:
-            outcome = int(_run(st, bits, summary, blocks, self.ops, self.heap,
-                               self.src_slots, self.tgt_slots, safe, loglen, self.out))
+            outcome = int(_run(st, bits, bit_words, summary, blocks, block_words, self.ops,
+                               self.heap, self.src_slots, self.tgt_slots, safe, loglen,
+                               self.out))
             self._replay(job, src, tgt)
             if outcome == NEED_PAGE:
                 p = int(st[PAGE])
@@ -475,26 +499,24 @@ class Kernel:
             if outcome != OUT_FULL:
                 break
         # write back
-        env._now = int(st[NOW])
-        env._eid = count(int(st[NEXT_EID]))
-        bm.count = int(st[BM_COUNT])
-        job._cursor, job.offset, job.bytes_copied = (
-            int(st[CURSOR]), int(st[OFFSET]), int(st[BYTES_COPIED]))
-        job.in_flight, job.bytes_in_flight = int(st[IN_FLIGHT]), int(st[BYTES_IN_FLIGHT])
-        job._woken = bool(st[WOKEN])
+        v = st.tolist()
+        env._now = v[NOW]
+        env._eid = count(v[NEXT_EID])
+        bm.count = v[BM_COUNT]
+        job._cursor, job.offset, job.bytes_copied = v[CURSOR], v[OFFSET], v[BYTES_COPIED]
+        job.in_flight, job.bytes_in_flight = v[IN_FLIGHT], v[BYTES_IN_FLIGHT]
+        job._woken = v[WOKEN] == 1
         limit.slice_start, limit.slice_end, limit.dispatched = (
-            int(st[SLICE_START]), int(st[SLICE_END]), int(st[DISPATCHED]))
-        src._pipe_free, src.reads, src.bytes_read = (
-            int(st[SRC_PIPE]), int(st[SRC_READS]), int(st[SRC_BYTES]))
-        tgt._pipe_free, tgt.writes, tgt.bytes_written = (
-            int(st[TGT_PIPE]), int(st[TGT_WRITES]), int(st[TGT_BYTES]))
-        src._slots = _ring(self.src_slots, st[SRC_HEAD], st[SRC_N])
-        tgt._slots = _ring(self.tgt_slots, st[TGT_HEAD], st[TGT_N])
+            v[SLICE_START], v[SLICE_END], v[DISPATCHED])
+        src._pipe_free, src.reads, src.bytes_read = v[SRC_PIPE], v[SRC_READS], v[SRC_BYTES]
+        tgt._pipe_free, tgt.writes, tgt.bytes_written = v[TGT_PIPE], v[TGT_WRITES], v[TGT_BYTES]
+        src._slots = _ring(self.src_slots, v[SRC_HEAD], v[SRC_N])
+        tgt._slots = _ring(self.tgt_slots, v[TGT_HEAD], v[TGT_N])
         if outcome == HAND_BACK:
-            waiting, at_top = bool(st[WAITING]), bool(st[AT_TOP])
+            waiting, at_top = v[WAITING] == 1, v[AT_TOP] == 1
             self.materialize()
             return None, (waiting, at_top)
-        return (burst.WAITING if outcome == -1 else outcome), None
+        return outcome, None
 
     def _replay(self, job, src, tgt) -> None:
         """What the kernel's reads and writes did outside its arrays, in
@@ -508,8 +530,10 @@ class Kernel:
         tgtmap = tgt.content
         logs = tgtmap._journal.logs
         pending, zeroing = tgtmap._pending, tgtmap._zeroing
-        alloc = tgt.alloc
         cs = tgt.cluster_size
+        # the clusters the reads' writes will allocate (the order of
+        # allocations does not matter: merged where they meet)
+        lo = hi = -1
         for kind, a, b, c in self.out[:n].tolist():
             if kind == OUT_PASTE:
                 log = logs.get(a)
@@ -519,10 +543,14 @@ class Kernel:
                 log.append(c)
                 pending.add(a)
                 zeroing.add(a)          # (a paste may bring zeros)
+            elif b // cs == hi:
+                hi = -(-c // cs)
             else:
-                c0, c1 = b // cs, -(-c // cs)
-                if tgt._new_clusters(c0, c1):
-                    alloc.set_range(c0, c1)
+                if hi > lo:
+                    tgt.alloc.set_range(lo, hi)
+                lo, hi = b // cs, -(-c // cs)
+        if hi > lo:
+            tgt.alloc.set_range(lo, hi)
 
     # -- objects and arrays -------------------------------------------------------
     def _absorb(self) -> bool:
@@ -628,9 +656,8 @@ class Kernel:
         return snap
 
 
-def _ring(slots: np.ndarray, head, n) -> deque:
-    cap = len(slots)
-    head, n = int(head), int(n)
-    if head + n <= cap:
+def _ring(slots: np.ndarray, head: int, n: int) -> deque:
+    """A device's busy slots as the deque it keeps them in."""
+    if head + n <= len(slots):
         return deque(slots[head:head + n].tolist())
-    return deque(slots[head:].tolist() + slots[:head + n - cap].tolist())
+    return deque(np.roll(slots, -head)[:n].tolist())
