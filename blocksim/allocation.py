@@ -14,7 +14,11 @@ It is a lazily created set of byte pages (32768 clusters, 2 GiB of disk at
 written, and the common question of a guest write, "is this one cluster
 allocated?", is one dict lookup and one ``bytearray`` index (a numpy scalar
 costs several times more); ranges are counted and filled in C by
-``bytearray.count`` and slice assignment.
+``bytearray.count`` and slice assignment.  Clusters are never freed, so a
+page once fully allocated never changes again: it becomes one shared
+read-only page, and a disk full of data (a mirror's source, its target once
+copied) costs no memory per page (32 MiB less for the two disks of a 1 TiB
+mirror).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ PAGE_BITS = 15
 _PAGE = 1 << PAGE_BITS
 _MASK = _PAGE - 1
 _ONES = memoryview(b"\x01" * _PAGE)
+_FULL = bytes(_ONES)            # every page fully allocated (never written again)
 
 
 class AllocationMap:
@@ -82,16 +87,28 @@ class AllocationMap:
             if new:
                 page[a:b] = _ONES[:b - a]
                 self.count += new
+                if b == _PAGE:
+                    self._share_if_full(p, page)
             return new
         new = 0
         for p, a, b in self._segments(c0, c1):
             page = self._pages.get(p)
             if page is None:
                 page = self._pages[p] = bytearray(_PAGE)
-            new += (b - a) - page.count(1, a, b)
-            page[a:b] = _ONES[:b - a]
+            added = (b - a) - page.count(1, a, b)
+            if added:
+                page[a:b] = _ONES[:b - a]
+                new += added
+                if b == _PAGE:
+                    self._share_if_full(p, page)
         self.count += new
         return new
+
+    def _share_if_full(self, p: int, page: bytearray) -> None:
+        # (checked when a fill reaches the page's end: the last cluster of
+        # a sequential fill, once per page)
+        if page.count(1) == _PAGE:
+            self._pages[p] = _FULL
 
     def all_set(self, c0: int, c1: int) -> bool:
         return self.count_set(c0, c1) == c1 - c0

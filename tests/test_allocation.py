@@ -58,3 +58,17 @@ def test_a_range_ending_on_a_page_edge_stays_in_its_page():
     assert amap.set_range(PAGE - 1, PAGE + 1) == 1      # one new, across the edge
     assert amap.count == 17
     assert list(amap.runs()) == [(PAGE - 16, PAGE + 1)]
+
+
+def test_a_full_page_becomes_the_shared_page_and_stays_right():
+    from blocksim.allocation import _FULL
+    amap = AllocationMap(3 * PAGE)
+    assert amap.set_range(0, PAGE - 1) == PAGE - 1
+    assert amap._pages[0] is not _FULL            # not full yet
+    assert amap.set_range(5, PAGE) == 1            # the fill reaches the end
+    assert amap._pages[0] is _FULL
+    assert amap.set_range(PAGE // 2, 2 * PAGE + 3) == PAGE + 3    # across pages
+    assert amap._pages[1] is _FULL and amap._pages[2] is not _FULL
+    assert amap.set_range(7, 9) == 0 and amap.count == 2 * PAGE + 3
+    assert amap.is_set(PAGE - 1) and amap.all_set(0, 2 * PAGE) and not amap.is_set(2 * PAGE + 3)
+    assert list(amap.runs()) == [(0, 2 * PAGE + 3)]

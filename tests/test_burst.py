@@ -191,8 +191,12 @@ def test_a_mirror_is_the_same_with_and_without_copy_bursts(name, monkeypatch):
     with monkeypatch.context() as m:
         _without_bursts(m)
         agenda_only = outcome(Simulation(scenario, seed=7))
+    with monkeypatch.context() as m:
+        m.setattr(burst, "KERNEL", False)       # the Python loop, not compiled
+        python_bursts = outcome(Simulation(scenario, seed=7))
     assert fast == exact
     assert agenda_only == exact
+    assert python_bursts == exact
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -90,3 +90,105 @@ def test_the_kernel_gives_the_python_loops_run(data, monkeypatch):
     monkeypatch.setattr(burst, "KERNEL", False)
     assert outcome(blocksim.Simulation(scenario, seed=3)) == compiled
     assert outcome(blocksim.Simulation(scenario, seed=3, shortcuts=False)) == compiled
+
+
+def test_the_kernel_with_shallow_device_queues(monkeypatch):
+    """Queues of 4 slots, shallower than the mirror's 16 operations in
+    flight: requests wait for a slot (BlockDevice._service_done's FIFO), the
+    same in the kernel's ring."""
+    spec = _mirror("full")
+    spec["images"]["src"]["queue-depth"] = 4
+    spec["images"]["tgt"]["queue-depth"] = 3
+    scenario = blocksim.load_scenario(spec)
+    compiled = outcome(blocksim.Simulation(scenario, seed=3))
+    monkeypatch.setattr(burst, "KERNEL", False)
+    assert outcome(blocksim.Simulation(scenario, seed=3)) == compiled
+
+
+def test_the_kernel_writes_the_journal_the_python_loop_writes(monkeypatch):
+    """Before anything settles, the content journal's logs (every guest write,
+    every paste and the log position of the read it pastes) are byte for byte
+    those of the Python loop: the kernel's positions count the entries it
+    stages itself."""
+    from blocksim.journal import ContentJournal
+
+    scenario = blocksim.load_scenario({**_mirror("full"), "duration": "1500ms"})
+    real = ContentJournal.settle_all
+
+    def logs_at_end(kernel: bool) -> dict:
+        seen = {}
+
+        def settle_all(journal):
+            # the end of the run: the first settle of this scenario
+            seen.setdefault("logs", {p: bytes(log) for p, log in journal.logs.items()})
+            real(journal)
+        with monkeypatch.context() as m:
+            m.setattr(burst, "KERNEL", kernel)
+            m.setattr(ContentJournal, "settle_all", settle_all)
+            result = blocksim.Simulation(scenario, seed=3).run()
+        assert result.summary["jobs"]["j"]["bytes_copied"] > 64 << 20
+        return seen["logs"]
+
+    compiled = logs_at_end(True)
+    pastes = sum(1 for log in compiled.values()
+                 for value in memoryview(log).cast("q")[1::2] if value < 0)
+    assert pastes > 1000
+    assert compiled == logs_at_end(False)
+
+
+def test_zeros_logged_on_a_source_page_of_data_are_read_as_zeros(monkeypatch):
+    """A mirror force-cancelled before it settled anything leaves zeros
+    logged on its target's pages of data (write-zeroes of a sparse source);
+    a later mirror from that node must see them: the kernel hands those
+    pages' reads back (a write-zeroes leaves the pipe alone)."""
+    spec = {
+        "name": "zeros-logged", "duration": "3s",
+        "images": {"a": {"size": "64MiB", "data": [{"offset": 0, "length": "8MiB"}]},
+                   "b": {"size": "64MiB", "data": "full"},
+                   "c": {"size": "64MiB"}},
+        "drives": {"da": {"image": "a"}, "db": {"image": "b"}},
+        "jobs": {"j0": {"type": "mirror", "device": "da", "target": "b"},
+                 "j1": {"type": "mirror", "device": "db", "target": "c", "start": "1s"}},
+        "actions": [{"at": "100ms", "command": "block-job-cancel",
+                     "arguments": {"device": "j0", "force": True}}],
+    }
+    scenario = blocksim.load_scenario(spec)
+    calls = []
+    real = burst_kernel._run
+    with monkeypatch.context() as m:
+        m.setattr(burst_kernel, "_run", lambda *args: calls.append(1) or real(*args))
+        compiled = outcome(blocksim.Simulation(scenario, seed=3))
+    assert calls
+    monkeypatch.setattr(burst, "KERNEL", False)
+    python = outcome(blocksim.Simulation(scenario, seed=3))
+    assert python == compiled
+    assert compiled == outcome(blocksim.Simulation(scenario, seed=3, shortcuts=False))
+
+
+def test_a_source_page_changed_between_bursts_is_asked_about_again(monkeypatch):
+    """What the kernel knows of a source page (data all over it, so no read
+    there is zeros) holds only while the page is unchanged: here zeros land
+    across two pages of the source mid-run (a change the journal cannot log,
+    applied at once), and the copies of that range must become write-zeroes,
+    in the kernel as in the Python loop."""
+    from equivalence import disks
+
+    spec = _mirror("full", duration="2s")
+    spec["images"]["src"]["size"] = spec["images"]["tgt"]["size"] = "192MiB"
+    spec["workloads"]["g"]["size"] = "1MiB"        # the guest keeps off the range
+    scenario = blocksim.load_scenario(spec)
+    mib = 1 << 20
+
+    def run(kernel: bool) -> str:
+        monkeypatch.setattr(burst, "KERNEL", kernel)
+        sim = blocksim.Simulation(scenario, seed=3)
+        src = sim.devices["src"].content
+
+        def progress(fraction):
+            if fraction == 0.1:             # the first copy pass is under way
+                src.set(64 * mib - 4 * mib, 64 * mib + 4 * mib, 0)
+        result = sim.run(progress=progress)
+        return result.events_jsonl() + repr(result.summary) + repr(disks(sim)) + repr(
+            [sim.devices["tgt"].writes, sim.devices["tgt"].bytes_written])
+
+    assert run(True) == run(False)
