@@ -26,7 +26,9 @@ runs the same cycle as one plain loop over the agenda's own heap:
    or a target write before SimPy's next event, no backing file under the
    target, room on it for the whole disk) an operation cannot fail and its
    steps reduce to the devices' queue and pipe, allocation and content: they
-   are then done inline, the hot path of a long mirror.  Entries are
+   are then done inline, the hot path of a long mirror, or compiled with
+   numba where the content allows (:mod:`blocksim.burst_kernel`, which hands
+   the burst back here for any step it does not take).  Entries are
    pushed with ids drawn from SimPy's counter at the same moments as the
    agenda would draw them, so the heap is always exactly the agenda the
    one-by-one run would have.  A failed read or write calls the operation's

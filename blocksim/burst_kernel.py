@@ -15,17 +15,20 @@ objects and heap tuples, for as long as the nodes stay quiet: the burst
 engine, the agenda and the mirror turn them back into objects
 (:meth:`Kernel.materialize`) before anything else looks at them.
 
-What stays in Python is the content: what each read took (a
-:class:`~blocksim.journal.Snap` of the content journal) and each write
-pasted, and the target's allocation.  Within a burst no one else writes
-the source, so the kernel only records, in order, which reads and writes
-completed, and :meth:`Kernel.run` replays those records through the
-journal afterwards: the journal's log is exactly the one the Python loop
-would have written.  A read needs one thing from the content: whether its
-range reads as zeros (a copy then sends a write-zeroes, which leaves the
-pipe alone).  The kernel asks only for pages whose answer is known without
-settling (every value stored there non-zero, no zero logged); any other
-read hands the burst back to the Python loop.
+The content goes through the journal (:mod:`blocksim.journal`) as in the
+Python loop.  A read asks one thing of the content: whether its range may
+read as zeros (a copy then sends a write-zeroes, which leaves the pipe
+alone).  The kernel answers only for pages known to hold no zero and to
+have no zero logged (asked of Python once per page, :attr:`Kernel.safe`,
+until the source map changes); any other read hands the burst back to the
+Python loop.  A read is then its page's log position (the journal keeps
+each log's length in :attr:`ContentJournal.loglen
+<blocksim.journal.ContentJournal.loglen>` for this), and a paste a journal
+entry the kernel stages and Python appends after the call, in order: the
+logs are byte for byte those of the Python loop.  Before anything settles
+a page, the reads whose pastes are still to come become
+:class:`~blocksim.journal.Snap` objects (:meth:`Kernel.hand_in`), and their
+pastes are then made from Python.
 
 Every decision the kernel makes is the Python loop's own, restated:
 ``tests/test_burst.py`` compares each case with the kernel, with the
@@ -85,6 +88,16 @@ MAX_IN_FLIGHT = 16
 
 
 # -- the compiled steps ------------------------------------------------------------
+# The agenda's entries: a binary heap of rows (time, id, kind, slot) ordered
+# by (time, id), the key SimPy would have given each (blocksim.agenda).
+@njit(cache=True)
+def _heap_put(heap, i, t, eid, kind, slot):
+    heap[i, T] = t
+    heap[i, EID] = eid
+    heap[i, KIND] = kind
+    heap[i, SLOT] = slot
+
+
 @njit(cache=True)
 def _heap_push(heap, st, t, eid, kind, slot):
     i = st[HEAP_N]
@@ -96,10 +109,7 @@ def _heap_push(heap, st, t, eid, kind, slot):
             break
         heap[i, :] = heap[parent, :]
         i = parent
-    heap[i, T] = t
-    heap[i, EID] = eid
-    heap[i, KIND] = kind
-    heap[i, SLOT] = slot
+    _heap_put(heap, i, t, eid, kind, slot)
 
 
 @njit(cache=True)
@@ -121,17 +131,15 @@ def _heap_pop(heap, st):
             break
         heap[i, :] = heap[c, :]
         i = c
-    heap[i, T] = t
-    heap[i, EID] = eid
-    heap[i, KIND] = kind
-    heap[i, SLOT] = slot
+    _heap_put(heap, i, t, eid, kind, slot)
 
 
 @njit(cache=True)
 def _service_done(st, slots, base, now, nbytes):
     """BlockDevice._service_done without jitter: the FIFO of busy slots is a
-    ring ``slots`` with its head and length in ``st[base + 3]``,
-    ``st[base + 4]`` (``base`` is SRC_LAT or TGT_LAT)."""
+    ring ``slots``; the device's latency, bandwidth, queue depth, the time its
+    pipe is free and the ring's head and length are ``st[base:base + 6]``
+    (``base`` is SRC_LAT or TGT_LAT)."""
     cap = slots.shape[0]
     head, n = st[base + 4], st[base + 5]
     while n and slots[head] <= now:
