@@ -91,8 +91,6 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
     the agenda runs itself (:meth:`Agenda.detach
     <blocksim.agenda.Agenda.detach>`): only complete the operations due
     before SimPy's next event, waking nobody."""
-    from .mirror import MAX_IN_FLIGHT, CopyOperation
-
     env = job.env
     agenda = job._agenda
     queue = env._queue
@@ -121,6 +119,7 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
             now = env._now
         else:
             kernel.materialize()
+    from .mirror import MAX_IN_FLIGHT, CopyOperation
     heap = agenda.heap
     eids = env._eid
     read_done, write_done = CopyOperation._read_done, CopyOperation._write_done

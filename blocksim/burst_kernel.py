@@ -389,7 +389,7 @@ class Kernel:
     otherwise they are the agenda's tuples and this holds nothing."""
 
     __slots__ = ("job", "st", "ops", "heap", "out", "src_slots", "tgt_slots",
-                 "safe", "stamp", "snaps", "active")
+                 "safe", "stamp", "snaps", "active", "bitmap")
 
     OUT_RECORDS = 4096
 
@@ -409,6 +409,13 @@ class Kernel:
         self.active = False
         st = self.st
         bm = job.bitmap
+        # the dirty bitmap's arrays as numpy views (they never change size):
+        # granules, granules as words, per-block counts, block flags, flags as words
+        self.bitmap = (np.frombuffer(bm.bits, dtype=np.uint8),
+                       np.frombuffer(bm.bits, dtype=np.uint64, count=len(bm.bits) >> 3),
+                       np.frombuffer(bm.summary, dtype=np.int64),
+                       np.frombuffer(bm.blocks, dtype=np.uint8),
+                       np.frombuffer(bm.blocks, dtype=np.uint64, count=len(bm.blocks) >> 3))
         st[NBITS], st[GRAN], st[BM_SIZE] = bm.nbits, bm.granularity, bm.size
         st[MAX_BITS], st[BUF_SIZE] = job._max_bits, job.buf_size
         st[SRC_BW], st[SRC_QD] = src.bandwidth, src.queue_depth
@@ -483,11 +490,7 @@ class Kernel:
         alloc = tgt.alloc
         st[TGT_FULL] = alloc.count == alloc.nclusters
         loglen = np.frombuffer(srcmap._journal.loglen, dtype=np.int64)
-        bits = np.frombuffer(bm.bits, dtype=np.uint8)
-        bit_words = np.frombuffer(bm.bits, dtype=np.uint64, count=len(bm.bits) >> 3)
-        summary = np.frombuffer(bm.summary, dtype=np.int64)
-        blocks = np.frombuffer(bm.blocks, dtype=np.uint8)
-        block_words = np.frombuffer(bm.blocks, dtype=np.uint64, count=len(bm.blocks) >> 3)
+        bits, bit_words, summary, blocks, block_words = self.bitmap
         safe = self.safe
         while True:
             outcome = int(_run(st, bits, bit_words, summary, blocks, block_words, self.ops,
