@@ -638,6 +638,13 @@ class Kernel:
         self.st[HEAP_N] = 0
         self.active = False
 
+    def close(self) -> None:
+        """The job is over: no more reads to hand in."""
+        self.materialize()
+        hooks = self.job.source.content._journal._before_settle
+        if self.hand_in in hooks:
+            hooks.remove(self.hand_in)
+
     def hand_in(self) -> None:
         """A settle is coming: the reads the kernel logged whose pastes are
         still to come become journal Snaps, which the settle works out (the

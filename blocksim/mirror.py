@@ -341,6 +341,8 @@ class MirrorJob(BlockJob):
     def _release(self) -> None:
         # run() registered the listener before anything can end the job
         self.source.write_listeners.remove(self.bitmap)
+        if self._agenda is not None and self._agenda.kernel is not None:
+            self._agenda.kernel.close()
         if self._drained:
             self._drained = False
             self.drive.drain_end()

@@ -192,3 +192,12 @@ def test_a_source_page_changed_between_bursts_is_asked_about_again(monkeypatch):
             [sim.devices["tgt"].writes, sim.devices["tgt"].bytes_written])
 
     assert run(True) == run(False)
+
+
+def test_a_finished_mirror_leaves_nothing_in_the_journal():
+    sim = blocksim.Simulation(blocksim.load_scenario(_mirror("full")), seed=3)
+    result = sim.run()
+    assert result.summary["jobs"]["j"]["final_status"] in ("null", "concluded")
+    journal = sim.devices["src"].content._journal
+    assert journal._before_settle == []
+    assert not sim.jobs["j"]._agenda.kernel.active
