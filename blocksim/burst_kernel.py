@@ -46,7 +46,8 @@ import numpy as np
 from numba import njit
 
 from .bitmap import BLOCK_SHIFT
-from .journal import Snap
+from .journal import _MAP_BITS, _OFFSET_BITS, Snap
+from .ratelimit import SLICE_NS
 
 #: The kernel's scalar state, one int64 each in ``Kernel.st``.
 (NOW, HEAD_T, LAST_EID, NEXT_EID, WAITING, AT_TOP, ONE_WAIT, STOP_AT_TOP,
@@ -75,15 +76,14 @@ READING, LOGGED, OBJECT, ZEROS = 0, 1, 2, 3
 #: journal entry).
 OUT_READ, OUT_PASTE = 1, 2
 
-#: journal.py's entry layout
-_OFFSET_BITS, _MAP_BITS = 27, 9
-
 #: Return codes besides TOP (0), WAITING (-1) and a sleep (> 0).
 NEED_PAGE = -2          # is page ``st[PAGE]`` safe to read?  (nothing done yet)
 HAND_BACK = -3          # the next step is not for the kernel (nothing done yet)
 OUT_FULL = -4           # the records are full: replay them, then call again
 
 NEVER = 1 << 62
+#: mirror.MAX_IN_FLIGHT (restated: the mirror imports this module; a test
+#: checks they agree)
 MAX_IN_FLIGHT = 16
 
 
@@ -264,14 +264,14 @@ def _throttle(st, nbytes):
     now = st[NOW]
     if st[SLICE_END] <= now:
         st[SLICE_START] = now
-        st[SLICE_END] = now + 100_000_000
+        st[SLICE_END] = now + SLICE_NS
         st[DISPATCHED] = 0
     st[DISPATCHED] += nbytes
     if st[DISPATCHED] < st[QUOTA]:
         return 0
     quota = st[QUOTA] if st[QUOTA] > 1 else 1
     slices = st[DISPATCHED] / quota
-    st[SLICE_END] = st[SLICE_START] + np.int64(slices * 100_000_000)
+    st[SLICE_END] = st[SLICE_START] + np.int64(slices * SLICE_NS)
     delay = st[SLICE_END] - now
     if delay < 0:
         delay = 0

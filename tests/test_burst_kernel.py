@@ -203,3 +203,8 @@ def test_a_finished_mirror_leaves_nothing_in_the_journal():
     journal = sim.devices["src"].content._journal
     assert journal._before_settle == []
     assert not sim.jobs["j"]._agenda.kernel.active
+
+
+def test_the_kernel_and_the_mirror_agree_on_operations_in_flight():
+    from blocksim import mirror
+    assert burst_kernel.MAX_IN_FLIGHT == mirror.MAX_IN_FLIGHT
