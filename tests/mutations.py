@@ -1,13 +1,14 @@
 """Mutation checks for the exact shortcuts: does every rule have a test that bites?
 
-    python tests/mutations.py            # all mutations, about eight minutes
+    python tests/mutations.py            # all mutations, about fifteen minutes
     python tests/mutations.py burst      # those whose name contains "burst"
 
 The shortcuts (the clock's skips, quiet stretches, the mirror's agenda and
-its copy bursts, the content journal) are only as trustworthy as the tests that compare them with
-the one-by-one run.  Each mutation below breaks one of their rules by a small
-edit, in a scratch copy of the project (the working tree is never touched),
-and runs the shortcut tests there.  A mutation is *caught* when a test fails
+its copy bursts, compiled or not, the content journal) are only as
+trustworthy as the tests that compare them with the one-by-one run.  Each
+mutation below breaks one of their rules by a small edit, in a scratch copy
+of the project (the working tree is never touched), and runs the shortcut
+tests there.  A mutation is *caught* when a test fails
 (or the run hangs); a *survivor* is a rule no test checks, and a *stale*
 mutation no longer matches the code (update it with the code).
 
