@@ -28,9 +28,10 @@ page is *settled* (its log applied) when anything else needs it: a read of
 its content, a change the log cannot hold (one spanning pages, a
 copy-on-read fill), a copy from a range that may read as zeros, or the end
 of the run (the summary counts extents, the invariants compare content).
-Long logs are applied with numpy, many pages at once, with no Python per
-entry (:meth:`ContentJournal._replay_bulk`); short logs, and the few pages
-holding copies in flight, go through the maps' own splices.
+Long logs are applied in bulk, many pages at once, with no Python per
+entry (:meth:`ContentJournal._replay_bulk`: numpy cuts the pages into
+segments, a compiled sweep applies the entries); short logs, and the few
+pages holding copies in flight, go through the maps' own splices.
 
 Each log entry is two 64-bit words: ``a | b << 27 | map << 54`` (offsets
 relative to the page, which is at most ``2**26`` bytes) and the value,
@@ -48,6 +49,7 @@ from __future__ import annotations
 from array import array
 
 import numpy as np
+from numba import njit
 
 _OFFSET_BITS = 27
 _OFFSET_MASK = (1 << _OFFSET_BITS) - 1
@@ -309,14 +311,14 @@ class ContentJournal:
             held[s.sid] = taken.pop(s)
 
     def _replay_bulk(self, pages: list, logs: list) -> None:
-        """Apply the logs of ``pages`` with numpy, with no Python loop per entry.
+        """Apply the logs of ``pages`` in bulk, with no Python loop per entry.
 
-        The pages are cut into elementary segments at every edge; each
-        write (a set or a paste) becomes one row per segment it covers.
-        Sorted by (map, segment) and, within, by log order, the last row of
-        each group is what the map finally holds there.  A paste stands for
-        what its read found: the last row of the source's group before the
-        read's place, or the source's stored value if none.  Pages with a
+        The pages are cut into elementary segments at every edge, and each
+        map's stored runs become one value per segment.  :func:`_apply`
+        (compiled) then applies the entries in log order to those values: a
+        set gives its segments its generation, a paste what its source held
+        there at its read's place (its reads are taken as the sweep passes
+        their places).  Pages with a
         paste of a read held since an earlier settle, or a read whose paste
         is still to come (a few pages at most: copies in flight), take
         :meth:`_replay_small` instead."""
@@ -383,57 +385,66 @@ class ContentJournal:
         ia = np.searchsorted(bounds, a)
         ib = np.searchsorted(bounds, b)
 
-        # one row per (write, segment), sorted by (map, segment, log order)
-        writes = np.arange(n)
-        lens = ib - ia
-        row_entry = np.repeat(writes, lens)
-        row_seg = ia[row_entry] + (np.arange(len(row_entry)) -
-                                   np.repeat(np.cumsum(lens) - lens, lens))
-        key = local[row_entry] * nseg + row_seg
-        order = np.argsort(key, kind="stable")   # rows come in log order
-        key = key[order]
-        row_entry = row_entry[order]
-        last = np.flatnonzero(np.append(key[1:] != key[:-1], True))
-        final_key = key[last]
-        writer = row_entry[last]
-        final = val[writer]
-
-        # pastes: what their snaps read.  That is a generation: a snap of a
-        # page where its map has a paste logged settles the page first
-        # (ExtentMap.snapshot), so no log holds a copy of a copy.
-        todo = np.flatnonzero(final < 0)
-        if len(todo):
-            paste = writer[todo]
-            snap = read_at[paste]               # the entries before the read
-            seg = final_key[todo] % nseg
-            src = np.searchsorted(involved, read_map[paste])
-            want = src * nseg + seg
-            rank = key * n + row_entry          # increasing
-            pos = np.searchsorted(rank, want * n + snap) - 1
-            found = pos >= 0
-            found[found] = key[pos[found]] == want[found]
-            got = np.where(found, val[row_entry[pos]], stored[src, seg])
-            if (got < 0).any():
-                raise AssertionError("a journal log holds a copy of a copy")
-            final[todo] = got
+        # the entries applied in log order, each paste taking what its
+        # source held at its read's place (_apply, compiled)
+        pastes = np.flatnonzero(placed)
+        pastes = pastes[np.argsort(read_at[pastes], kind="stable")]
+        npages = len(pages)
+        page_index = np.repeat(np.arange(npages, dtype=np.int64), counts)
+        written = np.zeros((len(involved), npages), dtype=np.bool_)
+        _apply(stored, local, ia, ib, val, read_at,
+               np.searchsorted(involved, read_map), pastes, page_index, written)
 
         # each (map, page) written: rebuilt from its segments
-        written_map = final_key // nseg
-        page_index = np.searchsorted(page_arr, bounds[final_key % nseg] >> shift)
-        npages = len(pages)
-        pairs = _unique(written_map * npages + page_index)
         page_starts = page_arr << shift
         lo = np.searchsorted(bounds, page_starts)
-        for k in _unique(written_map).tolist():
-            values = stored[k]
-            mine = written_map == k
-            values[final_key[mine] % nseg] = final[mine]
+        for k in np.flatnonzero(written.any(axis=1)).tolist():
             m = maps[int(involved[k])]
-            rebuilt = pairs[pairs // npages == k] % npages
+            rebuilt = np.flatnonzero(written[k])
             # each page up to its end, or the map's if the map ends inside it
             ends = np.minimum(page_starts[rebuilt] + page_len, m.size)
-            m._put_pages(page_arr[rebuilt], bounds, values, lo[rebuilt],
+            m._put_pages(page_arr[rebuilt], bounds, stored[k], lo[rebuilt],
                          np.searchsorted(bounds, ends))
+
+
+@njit(cache=True)
+def _apply(values, maps, ia, ib, val, read_at, read_map, pastes, page_index, written):
+    """Apply a chunk's log entries, in order, to ``values`` (map x segment):
+    entry ``j`` gives map ``maps[j]`` segments ``ia[j]:ib[j]`` the generation
+    ``val[j]`` or, for a paste (``val[j] < 0``), what map ``read_map[j]``
+    held there just before entry ``read_at[j]`` (``pastes``: the pastes by
+    their reads' places).  Marks ``written[map, page_index[j]]``."""
+    n = len(val)
+    total = 0
+    for q in pastes:
+        total += ib[q] - ia[q]
+    taken = np.empty(total, dtype=np.int64)
+    start = np.empty(n, dtype=np.int64)        # each paste's part of taken
+    nxt = 0
+    used = 0
+    for j in range(n + 1):
+        # the reads made before entry j: what their sources hold now
+        while nxt < len(pastes) and read_at[pastes[nxt]] <= j:
+            q = pastes[nxt]
+            start[q] = used
+            src = read_map[q]
+            for s in range(ia[q], ib[q]):
+                taken[used] = values[src, s]
+                used += 1
+            nxt += 1
+        if j == n:
+            break
+        m = maps[j]
+        v = val[j]
+        if v >= 0:
+            for s in range(ia[j], ib[j]):
+                values[m, s] = v
+        else:
+            k = start[j]
+            for s in range(ia[j], ib[j]):
+                values[m, s] = taken[k]
+                k += 1
+        written[m, page_index[j]] = True
 
 
 def _unique(x: np.ndarray) -> np.ndarray:
