@@ -38,7 +38,6 @@ with no shortcut, and ``benchmarks/fingerprint.py`` compares whole runs.
 
 from __future__ import annotations
 
-from array import array
 from collections import deque
 from itertools import count
 
@@ -499,13 +498,7 @@ class Kernel:
             self._replay(job, src, tgt)
             if outcome == NEED_PAGE:
                 p = int(st[PAGE])
-                page = srcmap._pages.get(p, 0)
-                if p in srcmap._zeroing:
-                    safe[p] = 2
-                elif page.__class__ is int:
-                    safe[p] = 1 if page else 2
-                else:
-                    safe[p] = 1 if min(page[1]) > 0 else 2
+                safe[p] = 1 if srcmap.holds_data(p) else 2
                 continue
             if outcome != OUT_FULL:
                 break
@@ -538,23 +531,18 @@ class Kernel:
         if not n:
             return
         st[OUT_N] = 0
+        records = self.out[:n].tolist()
         tgtmap = tgt.content
-        logs = tgtmap._journal.logs
-        pending, zeroing = tgtmap._pending, tgtmap._zeroing
+        tgtmap._journal.add_pastes(tgtmap, [r[1:] for r in records if r[0] == OUT_PASTE])
         cs = tgt.cluster_size
-        # the clusters the reads' writes will allocate (the order of
-        # allocations does not matter: merged where they meet)
+        # the journal's entries in order; then the clusters the reads' writes
+        # will allocate (another structure; their order does not matter:
+        # merged where they meet)
         lo = hi = -1
-        for kind, a, b, c in self.out[:n].tolist():
+        for kind, a, b, c in records:
             if kind == OUT_PASTE:
-                log = logs.get(a)
-                if log is None:
-                    log = logs[a] = array("q")
-                log.append(b)
-                log.append(c)
-                pending.add(a)
-                zeroing.add(a)          # (a paste may bring zeros)
-            elif b // cs == hi:
+                continue
+            if b // cs == hi:
                 hi = -(-c // cs)
             else:
                 if hi > lo:
@@ -658,20 +646,9 @@ class Kernel:
             ops[slot, MODE] = OBJECT
 
     def _snap(self, start: int, end: int, pos: int) -> Snap:
-        """journal.snap of a read the kernel made at entry ``pos`` of its
-        page's log (which no settle has taken since)."""
+        """The Snap of a read the kernel made at entry ``pos`` of its page's log."""
         srcmap = self.job.source.content
-        journal = srcmap._journal
-        p = start >> srcmap._shift
-        log = journal.logs.get(p)
-        if log is None:
-            log = journal.logs[p] = array("q")
-        sid = journal._next_sid
-        journal._next_sid = sid + 1
-        snap = journal._open[sid] = Snap(journal, sid, start, end, log,
-                                         srcmap._tag >> (2 * _OFFSET_BITS))
-        snap.pos = pos
-        return snap
+        return srcmap._journal.snap(srcmap, start >> srcmap._shift, start, end, pos)
 
 
 def _ring(slots: np.ndarray, head: int, n: int) -> deque:

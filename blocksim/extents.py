@@ -125,6 +125,17 @@ class ExtentMap:
             if start < end:
                 j.settle_range(start >> self._shift, (end - 1) >> self._shift)
 
+    def holds_data(self, p: int) -> bool:
+        """Whether no read inside page ``p`` can be zeros, as
+        :meth:`snapshot` would find without settling: the page stores no 0
+        and no change that may bring zeros is logged for it."""
+        if p in self._zeroing:
+            return False
+        page = self._pages.get(p, 0)
+        if page.__class__ is int:
+            return page != 0
+        return min(page[1]) > 0
+
     def _base_zero(self, p: int, start: int, end: int) -> bool:
         """Whether page ``p``'s stored runs hold only 0 on ``[start, end)``
         (inside the page), logged changes aside."""

@@ -155,14 +155,18 @@ class ContentJournal:
         self.maps.append(m)
 
     # -- recording (the maps call these from their hot paths) ---------------------
-    def snap(self, m, p: int, start: int, end: int) -> Snap:
-        """A read of ``[start, end)`` (inside page ``p``) of map ``m``."""
+    def snap(self, m, p: int, start: int, end: int, pos: int | None = None) -> Snap:
+        """A read of ``[start, end)`` (inside page ``p``) of map ``m``, made
+        now or, ``pos``, after the first ``pos`` entries of the page's log
+        (a read compiled code made, which no settle has taken since)."""
         sid = self._next_sid
         self._next_sid = sid + 1
         log = self.logs.get(p)
         if log is None:                 # (a log to hold the read's place)
             log = self.logs[p] = array("q")
         snap = self._open[sid] = Snap(self, sid, start, end, log, m._tag >> _MAP_SHIFT)
+        if pos is not None:
+            snap.pos = pos
         return snap
 
     def paste(self, m, snap: Snap) -> None:
@@ -185,6 +189,20 @@ class ContentJournal:
         self.loglen[p] = len(log)
         m._pending.add(p)
         m._zeroing.add(p)               # a paste may bring zeros
+
+    def add_pastes(self, m, entries) -> None:
+        """Log pastes into map ``m`` that compiled code made, in order, as
+        ``(page, word, value)`` entries laid out as :meth:`paste` lays them
+        (it already counted them in :attr:`loglen`)."""
+        logs, pending, zeroing = self.logs, m._pending, m._zeroing
+        for p, word, value in entries:
+            log = logs.get(p)
+            if log is None:
+                log = logs[p] = array("q")
+            log.append(word)
+            log.append(value)
+            pending.add(p)
+            zeroing.add(p)              # a paste may bring zeros
 
     def forget(self, snap: Snap) -> None:
         """Nobody will paste ``snap``."""
