@@ -138,41 +138,14 @@ def test_the_kernel_writes_the_journal_the_python_loop_writes(monkeypatch):
     assert compiled == logs_at_end(False)
 
 
-def test_zeros_logged_on_a_source_page_of_data_are_read_as_zeros(monkeypatch):
-    """A mirror force-cancelled before it settled anything leaves zeros
-    logged on its target's pages of data (write-zeroes of a sparse source);
-    a later mirror from that node must see them: the kernel hands those
-    pages' reads back (a write-zeroes leaves the pipe alone)."""
-    spec = {
-        "name": "zeros-logged", "duration": "3s",
-        "images": {"a": {"size": "64MiB", "data": [{"offset": 0, "length": "8MiB"}]},
-                   "b": {"size": "64MiB", "data": "full"},
-                   "c": {"size": "64MiB"}},
-        "drives": {"da": {"image": "a"}, "db": {"image": "b"}},
-        "jobs": {"j0": {"type": "mirror", "device": "da", "target": "b"},
-                 "j1": {"type": "mirror", "device": "db", "target": "c", "start": "1s"}},
-        "actions": [{"at": "100ms", "command": "block-job-cancel",
-                     "arguments": {"device": "j0", "force": True}}],
-    }
-    scenario = blocksim.load_scenario(spec)
-    calls = []
-    real = burst_kernel._run
-    with monkeypatch.context() as m:
-        m.setattr(burst_kernel, "_run", lambda *args: calls.append(1) or real(*args))
-        compiled = outcome(blocksim.Simulation(scenario, seed=3))
-    assert calls
-    monkeypatch.setattr(burst, "KERNEL", False)
-    python = outcome(blocksim.Simulation(scenario, seed=3))
-    assert python == compiled
-    assert compiled == outcome(blocksim.Simulation(scenario, seed=3, shortcuts=False))
-
-
-def test_a_source_page_changed_between_bursts_is_asked_about_again(monkeypatch):
+@pytest.mark.parametrize("zeros", [(60, 68), (100, 104)], ids=["across-pages", "logged"])
+def test_zeros_landing_on_a_source_page_of_data_are_read_as_zeros(zeros, monkeypatch):
     """What the kernel knows of a source page (data all over it, so no read
-    there is zeros) holds only while the page is unchanged: here zeros land
-    across two pages of the source mid-run (a change the journal cannot log,
-    applied at once), and the copies of that range must become write-zeroes,
-    in the kernel as in the Python loop."""
+    there is zeros) holds only while the page is unchanged and has no zero
+    logged: here zeros land on the source mid-run, across two pages (a
+    change the journal cannot log, applied at once) or inside one (logged),
+    and the copies of that range must become write-zeroes, in the kernel
+    as in the Python loop."""
     from equivalence import disks
 
     spec = _mirror("full", duration="2s")
@@ -188,7 +161,7 @@ def test_a_source_page_changed_between_bursts_is_asked_about_again(monkeypatch):
 
         def progress(fraction):
             if fraction == 0.1:             # the first copy pass is under way
-                src.set(64 * mib - 4 * mib, 64 * mib + 4 * mib, 0)
+                src.set(zeros[0] * mib, zeros[1] * mib, 0)
         result = sim.run(progress=progress)
         return result.events_jsonl() + repr(result.summary) + repr(disks(sim)) + repr(
             [sim.devices["tgt"].writes, sim.devices["tgt"].bytes_written])
