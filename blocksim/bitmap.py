@@ -22,6 +22,9 @@ from __future__ import annotations
 
 from array import array
 
+import numpy as np
+from numba import njit
+
 BLOCK_SHIFT = 12                     # 4096 granules per summary block
 BLOCK = 1 << BLOCK_SHIFT
 _ONES = memoryview(b"\x01" * BLOCK)
@@ -40,6 +43,7 @@ class DirtyBitmap:
         self.summary = array("q", bytes(8 * nblocks))
         self.blocks = bytearray(nblocks)       # 1 where summary > 0
         self.count = 0
+        self._arrays = None
 
     # -- byte ranges -----------------------------------------------------------
     def mark(self, start: int, end: int) -> None:
@@ -56,13 +60,29 @@ class DirtyBitmap:
             return
         self._assign(b0, b1, True)
 
-    def mark_writes(self, offsets, length: int) -> None:
+    def mark_writes(self, offsets: np.ndarray, length: int) -> None:
         """:meth:`mark` for writes of ``length`` bytes at each of ``offsets``
-        (a guest's quiet stretch).  (A stretch between two polls of a ready
-        mirror holds about 100 writes: too few for numpy to pay.)"""
-        mark = self.mark
-        for offset in offsets:
-            mark(offset, offset + length)
+        (int64; a guest's quiet stretch), compiled: a stretch between two
+        polls of a ready mirror holds about 100 writes, too few for numpy's
+        whole-array operations to pay, and a call of :meth:`mark` each cost
+        a third of a write's time."""
+        bits, _words, summary, blocks, _block_words = self.arrays()
+        self.count += _mark_writes(bits, summary, blocks, offsets, length, self.granularity)
+
+    def arrays(self) -> tuple:
+        """The bitmap's memory as numpy arrays, for compiled code: granules,
+        granules as 64-bit words, per-block counts, block flags, block flags
+        as words (the words leave out a tail of fewer than eight bytes).
+        The same memory: the structures never change size."""
+        views = self._arrays
+        if views is None:
+            views = self._arrays = (
+                np.frombuffer(self.bits, dtype=np.uint8),
+                np.frombuffer(self.bits, dtype=np.uint64, count=len(self.bits) >> 3),
+                np.frombuffer(self.summary, dtype=np.int64),
+                np.frombuffer(self.blocks, dtype=np.uint8),
+                np.frombuffer(self.blocks, dtype=np.uint64, count=len(self.blocks) >> 3))
+        return views
 
     def clear_bits(self, b0: int, b1: int) -> None:
         blk = b0 >> BLOCK_SHIFT
@@ -141,3 +161,18 @@ class DirtyBitmap:
     @property
     def dirty_bytes(self) -> int:
         return min(self.count * self.granularity, self.size)
+
+
+@njit(cache=True)
+def _mark_writes(bits, summary, blocks, offsets, length, granularity):
+    """DirtyBitmap.mark for each write; returns how many granules turned dirty."""
+    added = 0
+    for offset in offsets:
+        for b in range(offset // granularity, (offset + length + granularity - 1) // granularity):
+            if not bits[b]:
+                bits[b] = 1
+                added += 1
+                blk = b >> BLOCK_SHIFT
+                summary[blk] += 1
+                blocks[blk] = 1
+    return added

@@ -55,8 +55,8 @@ from .ratelimit import SLICE_NS
  QUOTA, SLICE_START, SLICE_END, DISPATCHED, SRC_LAT, SRC_BW, SRC_QD,
  SRC_PIPE, SRC_HEAD, SRC_N, SRC_READS, SRC_BYTES, TGT_LAT, TGT_BW, TGT_QD,
  TGT_PIPE, TGT_HEAD, TGT_N, TGT_WRITES, TGT_BYTES, HEAP_N, OUT_N, SHIFT,
- SRC_SIZE, PAGE, TGT_FULL, TGT_TAG, SRC_MAP) = range(51)
-NSTATE = 51
+ SRC_SIZE, PAGE, TGT_FULL, TGT_TAG, SRC_MAP, STAGED) = range(52)
+NSTATE = 52
 
 #: What an agenda entry does (``Kernel.heap[:, KIND]``).
 WAKE, READ_DONE, WRITE_DONE = 0, 1, 2
@@ -70,15 +70,14 @@ BIT, END_BIT, START, END, USED, MODE, POS = range(7)
 #: a Snap, runs or a Span); it read zeros (a write-zeroes).
 READING, LOGGED, OBJECT, ZEROS = 0, 1, 2, 3
 
-#: Records for the Python side (``Kernel.out``): a read (``slot, start,
-#: end``: the target's allocation) and a paste (``page, word, value``: a
-#: journal entry).
-OUT_READ, OUT_PASTE = 1, 2
+#: Records for the Python side (``Kernel.out``): a read's ``start, end``
+#: (the target's allocation).  Pastes go to the journal's stage.
 
 #: Return codes besides TOP (0), WAITING (-1) and a sleep (> 0).
 NEED_PAGE = -2          # is page ``st[PAGE]`` safe to read?  (nothing done yet)
 HAND_BACK = -3          # the next step is not for the kernel (nothing done yet)
-OUT_FULL = -4           # the records are full: replay them, then call again
+OUT_FULL = -4           # the records or the journal's stage are full: replay
+                        # or flush them, then call again
 
 NEVER = 1 << 62
 #: mirror.MAX_IN_FLIGHT (restated: the mirror imports this module; a test
@@ -279,10 +278,11 @@ def _throttle(st, nbytes):
 
 @njit(cache=True)
 def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots, tgt_slots,
-         safe, loglen, out):
+         safe, loglen, out, stage):
     """burst.copy's loop on quiet nodes; see the module's doc.  Returns
     TOP, WAITING, a sleep in ns, NEED_PAGE, HAND_BACK or OUT_FULL."""
     out_cap = out.shape[0]
+    stage_cap = stage.shape[0]
     while True:
         if not st[WAITING]:
             if st[AT_TOP]:
@@ -326,7 +326,8 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
                 return -2
         elif kind == WRITE_DONE and ops[slot, MODE] != LOGGED:
             return -3               # (what it pastes is a Python object)
-        if kind != WAKE and st[OUT_N] + 1 > out_cap:
+        if kind == READ_DONE and st[OUT_N] == out_cap or (
+                kind == WRITE_DONE and st[STAGED] == stage_cap):
             return -4
         _heap_pop(heap, st)
         now = st[NOW] = t
@@ -345,10 +346,8 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
             ops[slot, POS] = loglen[p] >> 1
             if not st[TGT_FULL]:
                 n = st[OUT_N]
-                out[n, 0] = OUT_READ
-                out[n, 1] = slot
-                out[n, 2] = start
-                out[n, 3] = end
+                out[n, 0] = start
+                out[n, 1] = end
                 st[OUT_N] = n + 1
             st[SRC_READS] += 1
             st[SRC_BYTES] += nbytes
@@ -358,12 +357,11 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
             continue
         # CopyOperation.write_completed: the paste (journal.paste)
         ps = p << shift
-        n = st[OUT_N]
-        out[n, 0] = OUT_PASTE
-        out[n, 1] = p
-        out[n, 2] = st[TGT_TAG] | (start - ps) | ((end - ps) << _OFFSET_BITS)
-        out[n, 3] = -1 - (((ops[slot, POS] << _MAP_BITS) | st[SRC_MAP]) << 1)
-        st[OUT_N] = n + 1
+        n = st[STAGED]
+        stage[n, 0] = p
+        stage[n, 1] = st[TGT_TAG] | (start - ps) | ((end - ps) << _OFFSET_BITS)
+        stage[n, 2] = -1 - (((ops[slot, POS] << _MAP_BITS) | st[SRC_MAP]) << 1)
+        st[STAGED] = n + 1
         loglen[p] += 2
         st[TGT_WRITES] += 1
         st[TGT_BYTES] += nbytes
@@ -398,7 +396,7 @@ class Kernel:
         self.st = np.zeros(NSTATE, dtype=np.int64)
         self.ops = np.zeros((MAX_IN_FLIGHT, 7), dtype=np.int64)
         self.heap = np.zeros((2 * MAX_IN_FLIGHT + 2, 4), dtype=np.int64)
-        self.out = np.zeros((self.OUT_RECORDS, 4), dtype=np.int64)
+        self.out = np.zeros((self.OUT_RECORDS, 2), dtype=np.int64)
         self.src_slots = np.zeros(src.queue_depth + 1, dtype=np.int64)
         self.tgt_slots = np.zeros(tgt.queue_depth + 1, dtype=np.int64)
         content = src.content
@@ -408,13 +406,7 @@ class Kernel:
         self.active = False
         st = self.st
         bm = job.bitmap
-        # the dirty bitmap's arrays as numpy views (they never change size):
-        # granules, granules as words, per-block counts, block flags, flags as words
-        self.bitmap = (np.frombuffer(bm.bits, dtype=np.uint8),
-                       np.frombuffer(bm.bits, dtype=np.uint64, count=len(bm.bits) >> 3),
-                       np.frombuffer(bm.summary, dtype=np.int64),
-                       np.frombuffer(bm.blocks, dtype=np.uint8),
-                       np.frombuffer(bm.blocks, dtype=np.uint64, count=len(bm.blocks) >> 3))
+        self.bitmap = bm.arrays()
         st[NBITS], st[GRAN], st[BM_SIZE] = bm.nbits, bm.granularity, bm.size
         st[MAX_BITS], st[BUF_SIZE] = job._max_bits, job.buf_size
         st[SRC_BW], st[SRC_QD] = src.bandwidth, src.queue_depth
@@ -488,20 +480,25 @@ class Kernel:
         st[OUT_N] = 0
         alloc = tgt.alloc
         st[TGT_FULL] = alloc.count == alloc.nclusters
-        loglen = np.frombuffer(srcmap._journal.loglen, dtype=np.int64)
+        journal = srcmap._journal
+        loglen = np.frombuffer(journal.loglen, dtype=np.int64)
         bits, bit_words, summary, blocks, block_words = self.bitmap
         safe = self.safe
         while True:
+            first = st[STAGED] = journal.staged
             outcome = int(_run(st, bits, bit_words, summary, blocks, block_words, self.ops,
                                self.heap, self.src_slots, self.tgt_slots, safe, loglen,
-                               self.out))
-            self._replay(job, src, tgt)
+                               self.out, journal.rows))
+            journal.staged = int(st[STAGED])
+            self._replay(tgt, int(first))
             if outcome == NEED_PAGE:
                 p = int(st[PAGE])
                 safe[p] = 1 if srcmap.holds_data(p) else 2
                 continue
             if outcome != OUT_FULL:
                 break
+            if journal.staged == journal.capacity:
+                journal.flush()
         # write back
         v = st.tolist()
         env._now = v[NOW]
@@ -522,26 +519,24 @@ class Kernel:
             return None, (waiting, at_top)
         return outcome, None
 
-    def _replay(self, job, src, tgt) -> None:
-        """What the kernel's reads and writes did outside its arrays, in
-        order: the target's allocation (CopyOperation.read_completed) and
-        the pastes' journal entries (journal.paste)."""
+    def _replay(self, tgt, first: int) -> None:
+        """What the kernel's reads and writes did outside its arrays: the
+        pages its pastes went to (journal.paste, from stage row ``first``
+        on) and the target's allocation (CopyOperation.read_completed)."""
+        tgtmap = tgt.content
+        journal = tgtmap._journal
+        if journal.staged > first:
+            journal.staged_pastes(tgtmap, first)
         st = self.st
         n = int(st[OUT_N])
         if not n:
             return
         st[OUT_N] = 0
-        records = self.out[:n].tolist()
-        tgtmap = tgt.content
-        tgtmap._journal.add_pastes(tgtmap, [r[1:] for r in records if r[0] == OUT_PASTE])
         cs = tgt.cluster_size
-        # the journal's entries in order; then the clusters the reads' writes
-        # will allocate (another structure; their order does not matter:
-        # merged where they meet)
+        # the clusters the reads' writes will allocate (their order does not
+        # matter: merged where they meet)
         lo = hi = -1
-        for kind, a, b, c in records:
-            if kind == OUT_PASTE:
-                continue
+        for b, c in self.out[:n].tolist():
             if b // cs == hi:
                 hi = -(-c // cs)
             else:

@@ -57,7 +57,8 @@ class BlockDevice:
         self.faults: list[FaultRule] = []
         #: Told of each successful write, as ``listener.mark(start, end)``
         #: or, for many writes of one length, ``listener.mark_writes(offsets,
-        #: length)``: how a mirror's dirty bitmap sees guest writes.
+        #: length)`` (an int64 array): how a mirror's dirty bitmap sees guest
+        #: writes.
         self.write_listeners: list = []
         #: Called with a write's generation when a fault drops it silently.
         self.on_drop: Callable[[object], None] | None = None
@@ -184,7 +185,8 @@ class BlockDevice:
 
     def land_writes(self, offsets, length: int, first_gen: int) -> None:
         """:meth:`complete_write` for plain writes of ``length`` bytes at
-        ``offsets``, in order, with generations ``first_gen``, ``first_gen + 1``..."""
+        ``offsets`` (an int64 array), in order, with generations
+        ``first_gen``, ``first_gen + 1``..."""
         self.writes += len(offsets)
         self.bytes_written += len(offsets) * length
         self.content.set_writes(offsets, length, first_gen)

@@ -119,7 +119,7 @@ class ExtentMap:
         """Apply the journal's logged changes to the pages of ``[start,
         end)`` (every reader does this first; a no-op without a journal)."""
         j = self._journal
-        if j is not None and j.logs:
+        if j is not None and (j.staged or j._logs):
             if end is None or end > self.size:
                 end = self.size
             if start < end:
@@ -190,12 +190,7 @@ class ExtentMap:
             p = start >> shift
             if (end - 1) >> shift == p:     # inside one page: log it
                 ps = p << shift
-                log = j.logs.get(p)
-                if log is None:
-                    log = j.logs[p] = array("q")
-                log.append(self._tag | (start - ps) | ((end - ps) << 27))
-                log.append(value)
-                j.loglen[p] = len(log)
+                j.log(p, self._tag | (start - ps) | ((end - ps) << 27), value)
                 self._pending.add(p)
                 if not value:
                     self._zeroing.add(p)
@@ -203,13 +198,18 @@ class ExtentMap:
             self.settle(start, end)
         self._set(start, end, value)
 
-    def set_writes(self, offsets, length: int, first_value: int) -> None:
-        """``set(offset, offset + length, value)`` for each of ``offsets`` in
-        turn, with values ``first_value``, ``first_value + 1``... (the writes
-        of a guest's quiet stretch)."""
+    def set_writes(self, offsets: np.ndarray, length: int, first_value: int) -> None:
+        """``set(offset, offset + length, value)`` for each of ``offsets``
+        (int64) in turn, with values ``first_value``, ``first_value + 1``...
+        (the writes of a guest's quiet stretch; logged by compiled code on a
+        journaled map)."""
+        j = self._journal
+        if j is not None and first_value > 0 and length > 0:
+            j.log_writes(self, offsets, length, first_value)
+            return
         set_one = self.set
         value = first_value
-        for offset in offsets:
+        for offset in offsets.tolist():
             set_one(offset, offset + length, value)
             value += 1
 

@@ -39,6 +39,16 @@ where a negative value stands for a paste (see :meth:`ContentJournal.paste`).  S
 run in a page; past a budget (:data:`BUDGET_ENTRIES`, checked at each sample
 tick) the whole journal is settled, so its memory stays bounded.
 
+Entries are not appended to their page's log one by one: they go, in the
+order they happen, to one flat *stage* of ``(page, word, value)`` rows,
+which compiled code appends to as well (a mirror's copy bursts,
+:mod:`blocksim.burst_kernel`, and a guest's quiet stretches,
+:func:`log_writes`), and which is handed out to the pages' logs in bulk
+(:meth:`ContentJournal.flush`) when it is full and before anything settles.
+A page's entries keep their order either way; :attr:`ContentJournal.loglen`
+counts each page's entries, staged ones included, which is what a read's
+place in its log is measured in.
+
 Turned off by ``Simulation(shortcuts=False)``, which applies every change
 at once; the tests compare both (``tests/test_journal.py`` does so on
 random sequences of changes and reads, with both ways of applying a log).
@@ -75,6 +85,11 @@ BULK_ENTRIES = 1 << 16
 #: bounded however long the run, at the same cost per change.
 BUDGET_ENTRIES = 8 << 20
 
+#: How many entries the stage holds (24 bytes each) before they are handed
+#: out to the pages' logs (:meth:`ContentJournal.flush`): enough that a hand
+#: out meets each page of a 1 TiB disk many times over.
+STAGE_ENTRIES = 1 << 19
+
 
 class Snap:
     """What a copy read from a journaled map: a ticket for the content of
@@ -91,12 +106,12 @@ class Snap:
     __slots__ = ("journal", "sid", "start", "end", "log", "pos", "src")
 
     def __init__(self, journal: "ContentJournal", sid: int, start: int, end: int,
-                 log: array, src: int):
+                 log: array, pos: int, src: int):
         self.journal = journal
         self.sid = sid
         self.start, self.end = start, end
         self.log = log                  # the page's log when the read was made
-        self.pos = len(log) >> 1        # how many of its entries came before
+        self.pos = pos                  # how many of its entries came before
         self.src = src                  # the map read (its index)
 
     def runs(self) -> list:
@@ -112,19 +127,29 @@ class ContentJournal:
     """The deferred content changes of a set of extent maps with the same
     pages (one simulation's devices).  See the module's doc."""
 
-    __slots__ = ("shift", "maps", "logs", "loglen", "_held", "_open", "_next_sid",
-                 "settled_pages", "replayed", "_before_settle")
+    __slots__ = ("shift", "maps", "_logs", "loglen", "_held", "_open", "_next_sid",
+                 "settled_pages", "replayed", "_before_settle", "stage", "rows",
+                 "staged", "capacity")
 
     def __init__(self, page_shift: int):
         if page_shift > MAX_PAGE_SHIFT:
             raise ValueError(f"pages of 2**{page_shift} bytes are too large to journal")
         self.shift = page_shift
         self.maps: list = []
-        #: page -> its log, ``array('q')`` of two words per entry
-        self.logs: dict[int, array] = {}
-        #: page -> the length of its log in words (0: none), for compiled
-        #: code that appends to the logs (blocksim.burst_kernel)
+        # page -> its log, ``array('q')`` of two words per entry (without
+        # the entries still on the stage: see ``logs``)
+        self._logs: dict[int, array] = {}
+        #: page -> the length of its log in words, staged entries included
+        #: (0: none): a read's place in its page's log (blocksim.burst_kernel)
         self.loglen = array("q")
+        #: the stage: entries not yet handed out to their pages' logs, as
+        #: ``(page, word, value)`` rows, ``staged`` of them, in the order
+        #: they were made (``rows`` is the same memory as an array, for
+        #: compiled code; the array never changes size)
+        self.capacity = STAGE_ENTRIES
+        self.stage = array("q", bytes(24 * self.capacity))
+        self.rows = np.frombuffer(self.stage, dtype=np.int64).reshape(self.capacity, 3)
+        self.staged = 0
         #: called before any settle: whoever keeps reads of its own outside
         #: ``_open`` hands them in (blocksim.burst_kernel)
         self._before_settle: list = []
@@ -154,19 +179,65 @@ class ContentJournal:
         m._zeroing = set()
         self.maps.append(m)
 
+    @property
+    def logs(self) -> dict[int, array]:
+        """Page -> its log, every entry handed out (a view for tests and
+        diagnostics: it flushes the stage)."""
+        self.flush()
+        return self._logs
+
+    def entries(self) -> int:
+        """How many entries the journal holds, staged or in logs."""
+        return sum(map(len, self._logs.values())) // 2 + self.staged
+
     # -- recording (the maps call these from their hot paths) ---------------------
+    def log(self, p: int, word: int, value: int) -> None:
+        """Log an entry for page ``p`` (on the stage)."""
+        n = self.staged
+        if n == self.capacity:
+            self.flush()
+            n = 0
+        stage = self.stage
+        k = 3 * n
+        stage[k] = p
+        stage[k + 1] = word
+        stage[k + 2] = value
+        self.staged = n + 1
+        self.loglen[p] += 2
+
+    def flush(self) -> None:
+        """Hand the staged entries out to their pages' logs, in order."""
+        n = self.staged
+        if not n:
+            return
+        self.staged = 0
+        rows = self.rows[:n]
+        order = np.argsort(rows[:, 0], kind="stable")
+        pages = rows[order, 0]
+        words = np.ascontiguousarray(rows[order, 1:])
+        cut = np.flatnonzero(pages[1:] != pages[:-1]) + 1
+        lo = [0] + cut.tolist()
+        hi = cut.tolist() + [n]
+        data = memoryview(words).cast("B")
+        logs = self._logs
+        for p, a, b in zip(pages[lo].tolist(), lo, hi):
+            log = logs.get(p)
+            if log is None:
+                log = logs[p] = array("q")
+            log.frombytes(data[a << 4:b << 4])
+
     def snap(self, m, p: int, start: int, end: int, pos: int | None = None) -> Snap:
         """A read of ``[start, end)`` (inside page ``p``) of map ``m``, made
         now or, ``pos``, after the first ``pos`` entries of the page's log
         (a read compiled code made, which no settle has taken since)."""
         sid = self._next_sid
         self._next_sid = sid + 1
-        log = self.logs.get(p)
+        log = self._logs.get(p)
         if log is None:                 # (a log to hold the read's place)
-            log = self.logs[p] = array("q")
-        snap = self._open[sid] = Snap(self, sid, start, end, log, m._tag >> _MAP_SHIFT)
-        if pos is not None:
-            snap.pos = pos
+            log = self._logs[p] = array("q")
+        snap = self._open[sid] = Snap(self, sid, start, end, log,
+                                      self.loglen[p] >> 1 if pos is None else pos,
+                                      m._tag >> _MAP_SHIFT)
         return snap
 
     def paste(self, m, snap: Snap) -> None:
@@ -177,32 +248,43 @@ class ContentJournal:
         start = snap.start
         p = start >> self.shift
         ps = p << self.shift
-        log = self.logs.get(p)
-        if log is snap.log:
+        # (a settle since the read took its log: what it read is held)
+        if self._logs.get(p) is snap.log:
             value = -1 - ((snap.pos << _MAP_BITS | snap.src) << 1)
         else:
-            if log is None:
-                log = self.logs[p] = array("q")
             value = -2 - (snap.sid << 1)
-        log.append(m._tag | (start - ps) | ((snap.end - ps) << _OFFSET_BITS))
-        log.append(value)
-        self.loglen[p] = len(log)
+        self.log(p, m._tag | (start - ps) | ((snap.end - ps) << _OFFSET_BITS), value)
         m._pending.add(p)
         m._zeroing.add(p)               # a paste may bring zeros
 
-    def add_pastes(self, m, entries) -> None:
-        """Log pastes into map ``m`` that compiled code made, in order, as
-        ``(page, word, value)`` entries laid out as :meth:`paste` lays them
-        (it already counted them in :attr:`loglen`)."""
-        logs, pending, zeroing = self.logs, m._pending, m._zeroing
-        for p, word, value in entries:
-            log = logs.get(p)
-            if log is None:
-                log = logs[p] = array("q")
-            log.append(word)
-            log.append(value)
-            pending.add(p)
-            zeroing.add(p)              # a paste may bring zeros
+    def staged_pastes(self, m, first: int) -> None:
+        """Compiled code staged pastes into map ``m`` (rows ``first`` on,
+        laid out as :meth:`paste` lays them, counted in :attr:`loglen`):
+        note their pages."""
+        pages = set(self.rows[first:self.staged, 0].tolist())
+        m._pending |= pages
+        m._zeroing |= pages             # a paste may bring zeros
+
+    def log_writes(self, m, offsets: np.ndarray, length: int, first_value: int) -> None:
+        """Log ``m.set(offset, offset + length, value)`` for each of
+        ``offsets`` (int64) in turn, values ``first_value``,
+        ``first_value + 1``... (positive: no zeros), compiled: the writes of
+        a guest's quiet stretch.  A write across pages takes ``m.set``."""
+        n = len(offsets)
+        i = 0
+        loglen = np.frombuffer(self.loglen, dtype=np.int64)
+        while i < n:
+            k, self.staged = _stage_sets(self.rows, self.staged, loglen, offsets, i,
+                                         length, first_value, m._tag, self.shift)
+            m._pending.update((offsets[i:k] >> self.shift).tolist())
+            i = k
+            if i < n:
+                if self.staged == self.capacity:
+                    self.flush()
+                else:
+                    a = int(offsets[i])
+                    m.set(a, a + length, first_value + i)
+                    i += 1
 
     def forget(self, snap: Snap) -> None:
         """Nobody will paste ``snap``."""
@@ -222,6 +304,7 @@ class ContentJournal:
         """Apply page ``p``'s log to the maps, in order."""
         for hand_in in self._before_settle:
             hand_in()
+        self.flush()
         log = self._take(p)
         if log is None:
             return
@@ -232,11 +315,12 @@ class ContentJournal:
 
     def settle_range(self, first: int, last: int) -> None:
         """Settle every page from ``first`` to ``last`` that has a log."""
-        logs = self.logs
-        if not logs:
+        if not (self._logs or self.staged):
             return
         for hand_in in self._before_settle:
             hand_in()
+        self.flush()
+        logs = self._logs
         if last - first < 64:
             pages = [p for p in range(first, last + 1) if p in logs]
         else:
@@ -266,18 +350,19 @@ class ContentJournal:
     def keep_within_budget(self) -> bool:
         """Settle everything if the logs hold more than
         :data:`BUDGET_ENTRIES` entries; whether it did."""
-        if sum(map(len, self.logs.values())) <= 2 * BUDGET_ENTRIES:
+        if self.entries() <= BUDGET_ENTRIES:
             return False
         self.settle_all()
         return True
 
     def settle_all(self) -> None:
-        if self.logs:
-            self.settle_range(min(self.logs), max(self.logs))
+        self.flush()
+        if self._logs:
+            self.settle_range(min(self._logs), max(self._logs))
 
     def _take(self, p: int):
         """Page ``p``'s log, removed from the journal (None if it has none)."""
-        log = self.logs.pop(p, None)
+        log = self._logs.pop(p, None)
         if log is None:
             return None
         self.loglen[p] = 0
@@ -423,6 +508,30 @@ class ContentJournal:
             ends = np.minimum(page_starts[rebuilt] + page_len, m.size)
             m._put_pages(page_arr[rebuilt], bounds, stored[k], lo[rebuilt],
                          np.searchsorted(bounds, ends))
+
+
+@njit(cache=True)
+def _stage_sets(rows, staged, loglen, offsets, i, length, first_value, tag, shift):
+    """Stage the entries of writes ``offsets[i:]`` (values ``first_value +
+    index``) while each lies inside one page and the stage has room, laid
+    out as ContentJournal.log's; returns the next write's index and the
+    new number of staged rows."""
+    cap = rows.shape[0]
+    n = len(offsets)
+    while i < n and staged < cap:
+        a = offsets[i]
+        b = a + length
+        p = a >> shift
+        if (b - 1) >> shift != p:
+            break
+        ps = p << shift
+        rows[staged, 0] = p
+        rows[staged, 1] = tag | (a - ps) | ((b - ps) << _OFFSET_BITS)
+        rows[staged, 2] = first_value + i
+        loglen[p] += 2
+        staged += 1
+        i += 1
+    return i, staged
 
 
 @njit(cache=True)

@@ -57,9 +57,10 @@ class Ledger:
         self._offsets.append(offset)
 
     def extend(self, offsets, length: int, first_gen: int) -> None:
-        """:meth:`append` for writes of ``length`` bytes at ``offsets`` with
-        generations ``first_gen``, ``first_gen + 1``, ... (a guest's quiet
-        stretch, :mod:`blocksim.stretch`)."""
+        """:meth:`append` for writes of ``length`` bytes at ``offsets`` (a
+        sequence of ints, or an integer array) with generations
+        ``first_gen``, ``first_gen + 1``, ... (a guest's quiet stretch,
+        :mod:`blocksim.stretch`)."""
         n = len(offsets)
         gens = range(first_gen, first_gen + n)
         try:
@@ -74,7 +75,10 @@ class Ledger:
                 at = len(self._offsets)
                 self._odd_at.extend(range(at, at + n))
                 self._odd_len.extend([length] * n)
-        self._offsets.extend(offsets)
+        if offsets.__class__ is np.ndarray:
+            self._offsets.frombytes(offsets.astype(np.int64, copy=False).tobytes())
+        else:
+            self._offsets.extend(offsets)
 
     def _other_length(self, length: int) -> None:
         if self.block_size is None:

@@ -175,26 +175,26 @@ def _issue_times(workload, now: int, horizon, m: int, period: int):
     return issue[:n], due
 
 
-def _carry_out(workload, node, offsets: list, read_flags: list) -> tuple[int, int]:
+def _carry_out(workload, node, offsets: np.ndarray, reads: np.ndarray) -> tuple[int, int]:
     """The requests' effects on the node and the ledger; returns how many
     reads and writes were carried out: all, or those before the first write
-    the node cannot land quietly."""
+    the node cannot land quietly.  ``offsets`` and ``reads`` (the read
+    flags) are arrays."""
     bs = workload.bs
     n = len(offsets)
     if not node.fully_allocated():
-        for j, (off, is_read) in enumerate(zip(offsets, read_flags)):
+        for j, (off, is_read) in enumerate(zip(offsets.tolist(), reads.tolist())):
             if not is_read and not node.allocate_quietly(off, off + bs):
                 n = j
-                offsets, read_flags = offsets[:n], read_flags[:n]
+                offsets, reads = offsets[:n], reads[:n]
                 break
-    reads = sum(read_flags)
-    writes = n - reads
-    if reads:
-        node.complete_reads(reads, bs)
+    nreads = int(np.count_nonzero(reads))
+    writes = n - nreads
+    if nreads:
+        node.complete_reads(nreads, bs)
     if writes:
-        written = [off for off, is_read in zip(offsets, read_flags) if not is_read] \
-            if reads else offsets
+        written = offsets[~reads] if nreads else offsets
         first_gen = next(islice(workload.sim.generations, writes - 1, None)) - writes + 1
         node.land_writes(written, bs, first_gen)
         workload.drive.ledger.extend(written, bs, first_gen)
-    return reads, writes
+    return nreads, writes

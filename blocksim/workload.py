@@ -59,8 +59,11 @@ class GuestWorkload:
         self.errors = 0
         self.in_stretches = 0       # requests done in quiet stretches (a figure)
         self._seq = 0
+        # the current batch: offsets and read flags as lists (one request at
+        # a time) and as arrays (a quiet stretch), and the next one's index
         self._ops: list = []
         self._offs: list = []
+        self._offs_array = self._reads_array = None
         self._k = _BATCH
 
     def start(self) -> None:
@@ -74,20 +77,24 @@ class GuestWorkload:
         else:
             blocks = (np.arange(_BATCH) + self._seq) % self.nblocks
             self._seq = int((self._seq + _BATCH) % self.nblocks)
-        self._offs = (blocks * self.bs + self.region_start).tolist()
+        offs = self._offs_array = (blocks * self.bs + self.region_start).astype(np.int64)
+        self._offs = offs.tolist()
         if self.read_fraction in (0.0, 1.0):
-            self._ops = [self.read_fraction == 1.0] * _BATCH
+            reads = np.full(_BATCH, self.read_fraction == 1.0)
         else:
-            self._ops = (rng.random(_BATCH) < self.read_fraction).tolist()
+            reads = rng.random(_BATCH) < self.read_fraction
+        self._reads_array = reads
+        self._ops = reads.tolist()
         self._k = 0
 
     # -- quiet stretches (blocksim.stretch) ---------------------------------------
-    def drawn(self) -> tuple[list, list, int]:
-        """The current batch of drawn requests, offsets and read flags, and
-        the index of the next one to issue (drawing a new batch if needed)."""
+    def drawn(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The current batch of drawn requests, offsets (int64) and read
+        flags (bool) as arrays, and the index of the next one to issue
+        (drawing a new batch if needed)."""
         if self._k >= _BATCH:
             self._refill()
-        return self._offs, self._ops, self._k
+        return self._offs_array, self._reads_array, self._k
 
     def account_stretch(self, n: int) -> None:
         """``n`` requests of the batch were issued and completed in bulk."""

@@ -2,6 +2,7 @@
 
 import random
 
+import numpy as np
 import pytest
 
 from blocksim.bitmap import BLOCK, DirtyBitmap
@@ -44,7 +45,7 @@ def test_random_operations_match_a_naive_set(seed):
             length = min(size, rng.choice([1, 100, g, 3 * g]))
             offsets = [rng.randrange(size - length + 1) for _ in range(rng.choice([3, 40]))]
             offsets += offsets[:3]          # some granules twice
-            bm.mark_writes(offsets, length)
+            bm.mark_writes(np.array(offsets, dtype=np.int64), length)
             for a in offsets:
                 dirty |= set(range(a // g, -(-(a + length) // g)))
             check_consistent(bm, dirty)

@@ -110,6 +110,32 @@ def test_a_journal_gives_what_changes_applied_at_once_give(monkeypatch, seed, sm
     _play(seed, 400, (8 * PAGE, 8 * PAGE, 5 * PAGE + 12288))
 
 
+@pytest.mark.parametrize("small_log, bulk", [(3, True), (0, False)])
+@pytest.mark.parametrize("seed", range(40))
+def test_a_small_stage_handed_out_often_gives_the_same(monkeypatch, seed, small_log, bulk):
+    """Entries wait on the stage until it is full or something settles: a
+    stage of five entries hands them out to the pages' logs between any
+    two steps, and the content must not change."""
+    monkeypatch.setattr(journal_mod, "SMALL_LOG", small_log)
+    monkeypatch.setattr(journal_mod, "BULK", bulk)
+    monkeypatch.setattr(journal_mod, "STAGE_ENTRIES", 5)
+    _play(seed, 400, (8 * PAGE, 8 * PAGE, 5 * PAGE + 12288))
+
+
+def test_staged_entries_reach_their_pages_logs_in_order():
+    j = ContentJournal(SHIFT)
+    m = ExtentMap(4 * PAGE, SHIFT, journal=j)
+    m.set(0, 100, 1)
+    m.set(PAGE, PAGE + 100, 2)
+    m.set(200, 300, 3)
+    assert j.staged == 3 and not j._logs             # nothing handed out yet
+    assert list(j.loglen[:2]) == [4, 2]              # staged entries counted
+    logs = j.logs                                    # (hands them out)
+    assert j.staged == 0 and sorted(logs) == [0, 1]
+    assert list(logs[0])[1::2] == [1, 3] and list(logs[1])[1::2] == [2]
+    assert m.value_at(250) == 3 and m.value_at(PAGE + 50) == 2
+
+
 def test_long_logs_take_the_numpy_path_and_short_ones_the_splices(monkeypatch):
     calls = {"small": 0, "bulk": 0}
     for name, key in (("_replay_small", "small"), ("_replay_bulk", "bulk")):

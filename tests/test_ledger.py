@@ -1,5 +1,6 @@
 """The guest's ledger: compact, ordered, exact."""
 
+import numpy as np
 import pytest
 
 from blocksim.ledger import Ledger
@@ -36,8 +37,9 @@ def test_generations_beyond_32_bits_widen_the_ledger(big):
     assert list(order.winners(0, 3)) == [(0, 4096, 1), (4096, 8192, big), (8192, 12288, 2)]
 
 
+@pytest.mark.parametrize("as_array", [False, True])
 @pytest.mark.parametrize("first_gen", [1, 2**32 - 2, 2**40])
-def test_extend_records_what_appends_would(first_gen):
+def test_extend_records_what_appends_would(first_gen, as_array):
     # a quiet stretch's writes in bulk, between single appends, with a
     # length that is not the ledger's block size and generations that may
     # cross 32 bits half way
@@ -47,7 +49,7 @@ def test_extend_records_what_appends_would(first_gen):
     batches = [([4096, 0, 12288], 4096), ([512, 1024], 512), ([8192], 4096)]
     gen = first_gen
     for offsets, length in batches:
-        bulk.extend(offsets, length, gen)
+        bulk.extend(np.array(offsets, dtype=np.int64) if as_array else offsets, length, gen)
         for i, off in enumerate(offsets):
             single.append(off, length, gen + i)
         gen += len(offsets)
