@@ -1,7 +1,7 @@
 """A dirty bitmap: which granules of a disk still need copying.
 
 One byte per ``granularity`` bytes (1 = dirty) in a ``bytearray``, a count
-of dirty granules per block of 4096, a ``bytearray`` flag per block saying
+of dirty granules per block of 512, a ``bytearray`` flag per block saying
 whether it holds any, and a running total.  So that
 
 - marking or clearing a range costs time proportional to the range, not the
@@ -9,8 +9,11 @@ whether it holds any, and a running total.  So that
 - finding the next dirty granule from a cursor looks at one block, then at
   the block flags, then at one block again, each with ``bytearray.find``
   (C ``memchr``): a copy iteration never scans the granules of the disk, and
-  the flags it may scan are 4096 times fewer (4 KiB for a 1 TiB disk at the
-  default 64 KiB granularity).
+  the flags it may scan are 512 times fewer (32 KiB for a 1 TiB disk at the
+  default 64 KiB granularity).  Blocks of 512 rather than 4096: a ready
+  mirror's copies find their granule scattered over the disk, and a block
+  of 512 bytes is eight cache lines to scan instead of 64 (a copy of (b)'s
+  steady state 1.3 -> 1.0 µs in the compiled loop).
 
 This is the structure behind a mirror job (QEMU's ``BdrvDirtyBitmap`` with
 its ``HBitmap`` levels play the same role).  Bytes rather than packed bits:
@@ -25,7 +28,10 @@ from array import array
 import numpy as np
 from numba import njit
 
-BLOCK_SHIFT = 12                     # 4096 granules per summary block
+BLOCK_SHIFT = 9                      # 512 granules per summary block
+# (compiled code takes it as a constant: after changing it, delete the
+# numba cache, blocksim/__pycache__/*.nbi and *.nbc, which only notices
+# changes to the compiled functions' own files)
 BLOCK = 1 << BLOCK_SHIFT
 _ONES = memoryview(b"\x01" * BLOCK)
 _ZEROS = memoryview(bytes(BLOCK))
