@@ -39,14 +39,18 @@ with no shortcut, and ``benchmarks/fingerprint.py`` compares whole runs.
 from __future__ import annotations
 
 from collections import deque
+from heapq import heappop, heappush
 from itertools import count
 
 import numpy as np
 from numba import njit
+from simpy.events import NORMAL
 
 from .bitmap import BLOCK_SHIFT
-from .journal import _MAP_BITS, _OFFSET_BITS, Snap
+from .burst import _head, _quiet
+from .journal import _MAP_BITS, _MAP_SHIFT, _OFFSET_BITS, Snap
 from .ratelimit import SLICE_NS
+from .workload import AT_DUE
 
 #: The kernel's scalar state, one int64 each in ``Kernel.st``.
 (NOW, HEAD_T, LAST_EID, NEXT_EID, WAITING, AT_TOP, ONE_WAIT, STOP_AT_TOP,
@@ -55,11 +59,17 @@ from .ratelimit import SLICE_NS
  QUOTA, SLICE_START, SLICE_END, DISPATCHED, SRC_LAT, SRC_BW, SRC_QD,
  SRC_PIPE, SRC_HEAD, SRC_N, SRC_READS, SRC_BYTES, TGT_LAT, TGT_BW, TGT_QD,
  TGT_PIPE, TGT_HEAD, TGT_N, TGT_WRITES, TGT_BYTES, HEAP_N, OUT_N, SHIFT,
- SRC_SIZE, PAGE, TGT_FULL, TGT_TAG, SRC_MAP, STAGED) = range(52)
-NSTATE = 52
+ SRC_SIZE, PAGE, TGT_FULL, TGT_TAG, SRC_MAP, STAGED,
+ # a guest worker run here (Kernel.guest): its workload, its request in
+ # flight, its drive's and its node's counters, its ledger rows
+ G_BS, G_START_AT, G_ISSUED, G_K, G_GEN, G_COMPLETED, G_BOUND, G_OFF, G_READ,
+ G_GENW, G_START, D_READS, D_WRITES, D_COMPLETED, D_LATENCY, SRC_WRITES,
+ SRC_BYTES_W, SKIPPED, L_N, L_GEN) = range(72)
+NSTATE = 72
 
-#: What an agenda entry does (``Kernel.heap[:, KIND]``).
-WAKE, READ_DONE, WRITE_DONE = 0, 1, 2
+#: What an agenda entry does (``Kernel.heap[:, KIND]``); the guest's entries
+#: are its worker's wait for a request's due time and for its completion.
+WAKE, READ_DONE, WRITE_DONE, GUEST_DUE, GUEST_DONE = 0, 1, 2, 3, 4
 T, EID, KIND, SLOT = range(4)
 
 #: What an operation slot holds (``Kernel.ops``): its granules and bytes,
@@ -73,8 +83,11 @@ READING, LOGGED, OBJECT, ZEROS = 0, 1, 2, 3
 #: Records for the Python side (``Kernel.out``): a read's ``start, end``
 #: (the target's allocation).  Pastes go to the journal's stage.
 
-#: Return codes besides TOP (0), WAITING (-1) and a sleep (> 0).
+#: burst.WAITING: SimPy's queue holds the next event.
+STILL_WAITING = -1
+#: Return codes besides TOP (0), STILL_WAITING and a sleep (> 0).
 NEED_PAGE = -2          # is page ``st[PAGE]`` safe to read?  (nothing done yet)
+NEED_BATCH = -5         # the guest needs ``st[G_BOUND]`` more requests drawn
 HAND_BACK = -3          # the next step is not for the kernel (nothing done yet)
 OUT_FULL = -4           # the records or the journal's stage are full: replay
                         # or flush them, then call again
@@ -276,11 +289,125 @@ def _throttle(st, nbytes):
     return 0 if st[SYNCED] else delay
 
 
+# -- the guest ----------------------------------------------------------------------
+# A one-worker paced guest on the mirror's source, taken over from SimPy
+# (Kernel._adopt): its worker's waits are entries of the heap, its requests
+# go through the source's queue and pipe among the copies' reads, and its
+# writes land as Drive.request and BlockDevice.complete_write land them
+# (their journal entry, the dirty bitmap's mark, the counters, a ledger row).
+@njit(cache=True)
+def _peek(st, heap):
+    """What SimPy's ``peek`` would answer: its own next event, or the
+    agenda's marker (the first entry here)."""
+    t = st[HEAD_T]
+    if st[HEAP_N] and heap[0, T] < t:
+        t = heap[0, T]
+    return t
+
+
+@njit(cache=True)
+def _guest_done(st, now, ledger, bits, summary, blocks, stage, loglen, pending):
+    """The guest's request completes: Drive.finish on a quiet node."""
+    bs = st[G_BS]
+    off = st[G_OFF]
+    if st[G_READ]:
+        st[SRC_READS] += 1
+        st[SRC_BYTES] += bs
+        st[D_READS] += 1
+    else:
+        st[SRC_WRITES] += 1
+        st[SRC_BYTES_W] += bs
+        # the content (ExtentMap.set, logged: a block never straddles pages)
+        shift = st[SHIFT]
+        p = off >> shift
+        ps = p << shift
+        n = st[STAGED]
+        stage[n, 0] = p
+        stage[n, 1] = (st[SRC_MAP] << _MAP_SHIFT) | (off - ps) | ((off + bs - ps) << _OFFSET_BITS)
+        stage[n, 2] = st[G_GENW]
+        st[STAGED] = n + 1
+        loglen[p] += 2
+        pending[p] = 1
+        # the write listener: the mirror's dirty bitmap (DirtyBitmap.mark)
+        g = st[GRAN]
+        for b in range(off // g, (off + bs + g - 1) // g):
+            if not bits[b]:
+                bits[b] = 1
+                st[BM_COUNT] += 1
+                blk = b >> BLOCK_SHIFT
+                summary[blk] += 1
+                blocks[blk] = 1
+        st[D_WRITES] += 1
+        n = st[L_N]
+        if not n:
+            st[L_GEN] = st[G_GENW]
+        ledger[n] = off
+        st[L_N] = n + 1
+    st[D_COMPLETED] += 1
+    st[D_LATENCY] += now - st[G_START]
+    st[G_COMPLETED] += 1
+
+
+@njit(cache=True)
+def _guest_waits(st, heap, interval):
+    """The worker's loop top: its next request's due time.  True if it waits
+    for it (an entry pushed), False if it issues it now (the clock at it)."""
+    i = st[G_ISSUED]
+    st[G_ISSUED] = i + 1
+    due = st[G_START_AT] + np.int64(i * interval)
+    if due <= st[NOW]:
+        return False
+    if due < _peek(st, heap):               # the clock's shortcut (Clock.skip_to)
+        st[SKIPPED] += 1
+        st[NOW] = due
+        return False
+    _heap_push(heap, st, due, st[NEXT_EID], GUEST_DUE, -1)
+    st[NEXT_EID] += 1
+    return True
+
+
+@njit(cache=True)
+def _guest(st, kind, heap, src_slots, offs, reads, ledger, interval, bits, summary, blocks,
+           stage, loglen, pending):
+    """The guest's entry popped at ``st[NOW]``: its request's completion, or
+    its next request's due time.  The worker then runs on through every
+    wait the clock's shortcut skips, and leaves its next entry on the heap."""
+    if kind == GUEST_DONE:
+        _guest_done(st, st[NOW], ledger, bits, summary, blocks, stage, loglen, pending)
+        if _guest_waits(st, heap, interval):
+            return
+    while True:
+        # the request (GuestWorkload._worker, Drive.request)
+        now = st[NOW]
+        k = st[G_K]
+        st[G_K] = k + 1
+        st[G_OFF] = offs[k]
+        st[G_READ] = reads[k]
+        if reads[k]:
+            st[G_GENW] = 0
+        else:
+            st[G_GENW] = st[G_GEN]
+            st[G_GEN] += 1
+        st[G_START] = now
+        done = _service_done(st, src_slots, SRC_LAT, now, st[G_BS])
+        if not done < _peek(st, heap):
+            _heap_push(heap, st, done, st[NEXT_EID], GUEST_DONE, -1)
+            st[NEXT_EID] += 1
+            return
+        st[SKIPPED] += 1
+        st[NOW] = done
+        _guest_done(st, done, ledger, bits, summary, blocks, stage, loglen, pending)
+        if _guest_waits(st, heap, interval):
+            return
+
+
 @njit(cache=True)
 def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots, tgt_slots,
-         safe, loglen, out, stage):
-    """burst.copy's loop on quiet nodes; see the module's doc.  Returns
-    TOP, WAITING, a sleep in ns, NEED_PAGE, HAND_BACK or OUT_FULL."""
+         safe, loglen, out, stage, src_pending, tgt_pending, tgt_zeroing, zeroed,
+         offs, reads, ledger, interval):
+    """burst.copy's loop on quiet nodes, and the guest's steps if it runs
+    here; see the module's doc.  Returns TOP, WAITING, a sleep in ns,
+    NEED_PAGE, HAND_BACK or OUT_FULL."""
     out_cap = out.shape[0]
     stage_cap = stage.shape[0]
     while True:
@@ -315,6 +442,22 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
         if t > st[HEAD_T] or (t == st[HEAD_T] and eid > st[LAST_EID]):
             return -1
         kind, slot = heap[0, KIND], heap[0, SLOT]
+        if kind >= GUEST_DUE:
+            _heap_pop(heap, st)
+            # the worker runs on until the next entry or SimPy's next event:
+            # at most the requests due before then (and the one completing)
+            bound = np.int64((_peek(st, heap) - st[G_START_AT]) / interval[0]) + 3 - st[G_ISSUED]
+            st[G_BOUND] = bound
+            if st[G_K] + bound > offs.shape[0]:
+                _heap_push(heap, st, t, eid, kind, -1)
+                return -5
+            if st[STAGED] + bound > stage_cap or st[L_N] + bound > ledger.shape[0]:
+                _heap_push(heap, st, t, eid, kind, -1)
+                return -4
+            st[NOW] = t
+            _guest(st, kind, heap, src_slots, offs, reads, ledger, interval[0], bits, summary,
+                   blocks, stage, loglen, src_pending)
+            continue
         shift = st[SHIFT]
         if kind == READ_DONE:
             start, end = ops[slot, START], ops[slot, END]
@@ -363,6 +506,9 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
         stage[n, 2] = -1 - (((ops[slot, POS] << _MAP_BITS) | st[SRC_MAP]) << 1)
         st[STAGED] = n + 1
         loglen[p] += 2
+        tgt_pending[p] = 1
+        tgt_zeroing[p] = 1              # (a paste may bring zeros)
+        zeroed[st[TGT_TAG] >> _MAP_SHIFT] += 1
         st[TGT_WRITES] += 1
         st[TGT_BYTES] += nbytes
         st[OFFSET] += nbytes
@@ -386,15 +532,19 @@ class Kernel:
     otherwise they are the agenda's tuples and this holds nothing."""
 
     __slots__ = ("job", "st", "ops", "heap", "out", "src_slots", "tgt_slots",
-                 "safe", "stamp", "snaps", "active", "bitmap")
+                 "safe", "stamp", "snaps", "active", "bitmap", "guest", "ledger",
+                 "offs", "reads", "interval")
 
     OUT_RECORDS = 4096
+    #: ledger rows of the guest's writes between two hand-outs to its drive
+    LEDGER_ROWS = 1 << 16
 
     def __init__(self, job):
         src, tgt = job.source, job.target
         self.job = job
         self.st = np.zeros(NSTATE, dtype=np.int64)
         self.ops = np.zeros((MAX_IN_FLIGHT, 7), dtype=np.int64)
+        # (each operation's read or write, the wake mark, the guest's entry)
         self.heap = np.zeros((2 * MAX_IN_FLIGHT + 2, 4), dtype=np.int64)
         self.out = np.zeros((self.OUT_RECORDS, 2), dtype=np.int64)
         self.src_slots = np.zeros(src.queue_depth + 1, dtype=np.int64)
@@ -404,6 +554,13 @@ class Kernel:
         self.stamp = None
         self.snaps: list = [None] * MAX_IN_FLIGHT
         self.active = False
+        #: the guest worker run here during this call, as ``(workload, the
+        #: event its process waits on)``, or None (see _adopt)
+        self.guest = None
+        self.ledger = np.zeros(self.LEDGER_ROWS, dtype=np.int64)
+        self.offs = np.zeros(1, dtype=np.int64)
+        self.reads = np.zeros(1, dtype=np.bool_)
+        self.interval = np.zeros(1, dtype=np.float64)
         st = self.st
         bm = job.bitmap
         self.bitmap = bm.arrays()
@@ -447,7 +604,11 @@ class Kernel:
         env = job.env
         src, tgt, bm, limit = job.source, job.target, job.bitmap, job.limit
         srcmap = src.content
-        stamp = (srcmap.version, len(srcmap._zeroing))
+        journal = srcmap._journal
+        src_index = srcmap._tag >> _MAP_SHIFT
+        src_flags = journal.flags[src_index]
+        tgt_flags = journal.flags[tgt.content._tag >> _MAP_SHIFT]
+        stamp = (srcmap.version, journal.zeroed[src_index])
         if stamp != self.stamp:
             self.safe[:] = 0
             self.stamp = stamp
@@ -480,25 +641,42 @@ class Kernel:
         st[OUT_N] = 0
         alloc = tgt.alloc
         st[TGT_FULL] = alloc.count == alloc.nclusters
-        journal = srcmap._journal
         loglen = np.frombuffer(journal.loglen, dtype=np.int64)
+        zeroed = np.frombuffer(journal.zeroed, dtype=np.int64)
         bits, bit_words, summary, blocks, block_words = self.bitmap
         safe = self.safe
+        queue = env._queue
         while True:
-            first = st[STAGED] = journal.staged
+            st[STAGED] = journal.staged
             outcome = int(_run(st, bits, bit_words, summary, blocks, block_words, self.ops,
                                self.heap, self.src_slots, self.tgt_slots, safe, loglen,
-                               self.out, journal.rows))
+                               self.out, journal.rows, src_flags[0], tgt_flags[0],
+                               tgt_flags[1], zeroed, self.offs, self.reads, self.ledger,
+                               self.interval))
             journal.staged = int(st[STAGED])
-            self._replay(tgt, int(first))
+            self._replay(tgt)
             if outcome == NEED_PAGE:
                 p = int(st[PAGE])
                 safe[p] = 1 if srcmap.holds_data(p) else 2
                 continue
-            if outcome != OUT_FULL:
-                break
-            if journal.staged == journal.capacity:
-                journal.flush()
+            if outcome == OUT_FULL:
+                bound = int(st[G_BOUND]) if self.guest is not None else 1
+                if journal.staged + bound > journal.capacity:
+                    journal.flush()
+                if self.guest is not None and st[L_N] + bound > self.LEDGER_ROWS:
+                    self._hand_out_ledger(self.guest[0])
+                continue
+            if outcome == NEED_BATCH:
+                w = self.guest[0]
+                w._k = int(st[G_K])
+                self.offs, self.reads, st[G_K] = w.ahead(int(st[G_BOUND]))
+                continue
+            if (outcome == STILL_WAITING and self.guest is None and queue
+                    and self._adopt(queue)):
+                continue
+            break
+        if self.guest is not None:
+            self._release()
         # write back
         v = st.tolist()
         env._now = v[NOW]
@@ -519,14 +697,10 @@ class Kernel:
             return None, (waiting, at_top)
         return outcome, None
 
-    def _replay(self, tgt, first: int) -> None:
-        """What the kernel's reads and writes did outside its arrays: the
-        pages its pastes went to (journal.paste, from stage row ``first``
-        on) and the target's allocation (CopyOperation.read_completed)."""
-        tgtmap = tgt.content
-        journal = tgtmap._journal
-        if journal.staged > first:
-            journal.staged_pastes(tgtmap, first)
+    def _replay(self, tgt) -> None:
+        """What the kernel's reads did outside its arrays: the target's
+        allocation (CopyOperation.read_completed).  (Its journal entries,
+        their pages' flags and its ledger rows it wrote itself.)"""
         st = self.st
         n = int(st[OUT_N])
         if not n:
@@ -545,6 +719,110 @@ class Kernel:
                 lo, hi = b // cs, -(-c // cs)
         if hi > lo:
             tgt.alloc.set_range(lo, hi)
+
+    # -- the guest -------------------------------------------------------------------
+    def _adopt(self, queue) -> bool:
+        """SimPy's next event is the wait of a guest worker for its next
+        request's due time: run the worker here until SimPy's event after
+        that (its requests among the copies, in SimPy's order), if it can
+        be.  Whether it took the worker.
+
+        It can if the worker is a one-worker paced guest on this mirror's
+        source (GuestWorkload.runs_alone) whose every request until then
+        would succeed after a service time known when issued, as on quiet
+        nodes (no fault rule that could match, no jitter, no allocation:
+        the source fully allocated; the mirror's dirty bitmap its only
+        write listener; blocks inside content pages), that neither its
+        ``end`` nor its ``number-ios`` can stop meanwhile, and while the VM
+        runs and nothing drains the drive.  Its process is handed back
+        (:meth:`_release`) before the kernel returns."""
+        t, priority, eid, event = queue[0]
+        job = self.job
+        for w in job.sim.workloads.values():
+            if w.due_event is event:
+                break
+        else:
+            return False
+        src = job.source
+        drive = w.drive
+        content = src.content
+        if not (priority == NORMAL and w.runs_alone and drive.node is src
+                and drive.accepts_requests() and src.fully_allocated()
+                and len(src.write_listeners) == 1 and src.write_listeners[0] is job.bitmap
+                and w.region_start % w.bs == 0 and (1 << content._shift) % w.bs == 0):
+            return False
+        entry = heappop(queue)
+        head_t, last_eid = _head(queue)
+        env = job.env
+        now = env._now
+        # the most requests it may issue before head_t: those due before it
+        bound = (int((head_t - w.start_at) / w.interval) + 3 - w.issued
+                 if head_t != float("inf") else NEVER)
+        if not (bound <= min(self.LEDGER_ROWS, content._journal.capacity) // 2
+                and (w.end is None or w.end > head_t)
+                and (w.limit is None or w.limit > w.issued + bound)
+                and _quiet(src, job.target, now, head_t)
+                and src.is_quiet_for(w.operations, *w.region, now, head_t + 1)):
+            heappush(queue, entry)
+            return False
+        self.offs, self.reads, k = w.drawn()
+        self.interval[0] = w.interval
+        self.guest = (w, event)
+        st = self.st
+        st[HEAD_T], st[LAST_EID] = head_t, last_eid
+        st[G_BS], st[G_START_AT], st[G_ISSUED], st[G_K] = w.bs, w.start_at, w.issued, k
+        st[G_COMPLETED], st[G_GEN] = w.completed, next(w.sim.generations)
+        st[D_READS], st[D_WRITES], st[D_COMPLETED], st[D_LATENCY] = (
+            drive.reads, drive.writes, drive.completed, drive.latency_sum)
+        st[SRC_WRITES], st[SRC_BYTES_W] = src.writes, src.bytes_written
+        st[SKIPPED] = st[L_N] = 0
+        _heap_push(self.heap, st, t, eid, GUEST_DUE, -1)
+        return True
+
+    def _release(self) -> None:
+        """Hand the guest worker back to SimPy, waiting where it waits here:
+        its event goes back into SimPy's queue under the key of the
+        worker's entry, and its process carries on from there (a new
+        generator: GuestWorkload._worker's ``resume``)."""
+        w, event = self.guest
+        self.guest = None
+        st, heap = self.st, self.heap
+        n = int(st[HEAP_N])
+        rows = heap[:n]
+        i = int(np.flatnonzero(rows[:, KIND] >= GUEST_DUE)[0])
+        t, eid, kind = (int(x) for x in rows[i, :3])
+        rest = np.delete(rows, i, axis=0)
+        heap[:n - 1] = rest[np.lexsort((rest[:, EID], rest[:, T]))]     # (sorted: a heap)
+        st[HEAP_N] = n - 1
+        env = self.job.env
+        heappush(env._queue, (t, NORMAL, eid, event))
+        v = st.tolist()
+        src, drive = self.job.source, w.drive
+        w.issued, w._k, w.completed = v[G_ISSUED], v[G_K], v[G_COMPLETED]
+        drive.reads, drive.writes, drive.completed, drive.latency_sum = (
+            v[D_READS], v[D_WRITES], v[D_COMPLETED], v[D_LATENCY])
+        src.writes, src.bytes_written = v[SRC_WRITES], v[SRC_BYTES_W]
+        self._hand_out_ledger(w)
+        w.sim.generations = count(v[G_GEN])
+        env.skipped += v[SKIPPED]
+        if kind == GUEST_DONE:
+            drive.in_flight += 1
+            resume = (src, v[G_READ] == 1, v[G_OFF], w.bs, v[G_GENW], None, v[G_START])
+            w.due_event = None          # (the event now stands for the completion)
+        else:
+            resume = AT_DUE
+        process = w.process
+        parked = process._generator
+        process._generator = w._worker(resume)
+        parked.close()
+
+    def _hand_out_ledger(self, w) -> None:
+        """The writes of guest ``w`` completed here go to its drive's ledger."""
+        st = self.st
+        n = int(st[L_N])
+        if n:
+            w.drive.ledger.extend(self.ledger[:n], w.bs, int(st[L_GEN]))
+            st[L_N] = 0
 
     # -- objects and arrays -------------------------------------------------------
     def _absorb(self) -> bool:

@@ -101,20 +101,16 @@ class Drive:
             else:
                 if is_read:
                     err, delay = node.submit_read(offset, length)
+                    how = None
                 else:
                     err, delay, how = node.submit_write(offset, length)
                 if shared_wake or not env.skip_to(env.now + delay):
                     yield env.timeout(delay)
                     shared_wake = False
                 if not err:
-                    if is_read:
-                        node.complete_read(length)
-                    else:
-                        node.complete_write(offset, length, gen, how)
-            self.in_flight -= 1
-            if self.in_flight == 0 and self._idle is not None:
-                ev, self._idle = self._idle, None
-                ev.succeed()
+                    self.finish(node, is_read, offset, length, gen, how, start)
+                    return 0
+            self._leave()
             if err:
                 action = self.policy.guest_error(self, is_read, err)
                 if action == STOP:
@@ -129,6 +125,27 @@ class Drive:
             if gen:
                 self._ledger.append(offset, length, gen)
             return 0
+
+    def finish(self, node, is_read: bool, offset: int, length: int, gen: int, how,
+               start: int) -> None:
+        """A read or write submitted to ``node`` at ``start`` completes now,
+        successfully: its data lands, the guest is told (``how``: what the
+        node's ``submit_write`` returned)."""
+        if is_read:
+            node.complete_read(length)
+        else:
+            node.complete_write(offset, length, gen, how)
+        self._leave()
+        self._account(is_read, start)
+        if gen:
+            self._ledger.append(offset, length, gen)
+
+    def _leave(self) -> None:
+        """A request leaves the drive: whoever drains it may go on."""
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._idle is not None:
+            ev, self._idle = self._idle, None
+            ev.succeed()
 
     # -- quiet stretches (blocksim.stretch) ---------------------------------------
     def accepts_requests(self) -> bool:

@@ -97,8 +97,9 @@ class ExtentMap:
         self._stype = _starts_type(page_shift)
         # With a journal (blocksim.journal) changes inside one page are
         # logged there and applied when something reads the page: _tag is
-        # this map's index in the log's words, _pending the pages whose log
-        # changes this map, _zeroing those where a change may bring zeros.
+        # this map's index in the log's words, _pending flags the pages whose
+        # log changes this map, _zeroing those where a change may bring zeros
+        # (bytearrays, one byte a page).
         self._journal = None
         self._tag = 0
         self._pending = self._zeroing = None
@@ -129,7 +130,7 @@ class ExtentMap:
         """Whether no read inside page ``p`` can be zeros, as
         :meth:`snapshot` would find without settling: the page stores no 0
         and no change that may bring zeros is logged for it."""
-        if p in self._zeroing:
+        if self._zeroing[p]:
             return False
         page = self._pages.get(p, 0)
         if page.__class__ is int:
@@ -191,9 +192,9 @@ class ExtentMap:
             if (end - 1) >> shift == p:     # inside one page: log it
                 ps = p << shift
                 j.log(p, self._tag | (start - ps) | ((end - ps) << 27), value)
-                self._pending.add(p)
+                self._pending[p] = 1
                 if not value:
-                    self._zeroing.add(p)
+                    j.may_zero(self, p)
                 return
             self.settle(start, end)
         self._set(start, end, value)
@@ -432,14 +433,14 @@ class ExtentMap:
             p = start >> shift
             if start < end and (end - 1) >> shift == p and end <= self.size:
                 page = self._pages.get(p, 0)
-                if page.__class__ is int and page and p not in self._zeroing:
+                if page.__class__ is int and page and not self._zeroing[p]:
                     # data stored all over the page, and only non-zero
                     # writes logged: no zeros (a mirror's source, written
                     # by its guest)
                     return j.snap(self, p, start, end)
-                if p in self._zeroing:
+                if self._zeroing[p]:
                     j.settle(p)
-                elif p in self._pending:
+                elif self._pending[p]:
                     # only non-zero sets logged: where the stored runs hold
                     # data, so does the range; else they decide
                     if not self._base_zero(p, start, end):

@@ -129,7 +129,7 @@ class ContentJournal:
 
     __slots__ = ("shift", "maps", "_logs", "loglen", "_held", "_open", "_next_sid",
                  "settled_pages", "replayed", "_before_settle", "stage", "rows",
-                 "staged", "capacity")
+                 "staged", "capacity", "flags", "zeroed")
 
     def __init__(self, page_shift: int):
         if page_shift > MAX_PAGE_SHIFT:
@@ -150,6 +150,12 @@ class ContentJournal:
         self.stage = array("q", bytes(24 * self.capacity))
         self.rows = np.frombuffer(self.stage, dtype=np.int64).reshape(self.capacity, 3)
         self.staged = 0
+        #: each map's page flags (its ``_pending`` and ``_zeroing``) as
+        #: arrays, for compiled code that logs changes
+        self.flags: list = []
+        #: per map, how many times a change that may bring zeros was logged
+        #: (what a reader caching "no zeros here" watches)
+        self.zeroed = array("q")
         #: called before any settle: whoever keeps reads of its own outside
         #: ``_open`` hands them in (blocksim.burst_kernel)
         self._before_settle: list = []
@@ -175,8 +181,12 @@ class ContentJournal:
         if len(self.loglen) < pages:
             self.loglen.frombytes(bytes(8 * (pages - len(self.loglen))))
         m._journal = self
-        m._pending = set()
-        m._zeroing = set()
+        # page -> 1 if its log changes this map; 1 if that may bring zeros
+        m._pending = bytearray(pages)
+        m._zeroing = bytearray(pages)
+        self.flags.append((np.frombuffer(m._pending, dtype=np.uint8),
+                           np.frombuffer(m._zeroing, dtype=np.uint8)))
+        self.zeroed.append(0)
         self.maps.append(m)
 
     @property
@@ -254,16 +264,13 @@ class ContentJournal:
         else:
             value = -2 - (snap.sid << 1)
         self.log(p, m._tag | (start - ps) | ((snap.end - ps) << _OFFSET_BITS), value)
-        m._pending.add(p)
-        m._zeroing.add(p)               # a paste may bring zeros
+        m._pending[p] = 1
+        self.may_zero(m, p)             # a paste may bring zeros
 
-    def staged_pastes(self, m, first: int) -> None:
-        """Compiled code staged pastes into map ``m`` (rows ``first`` on,
-        laid out as :meth:`paste` lays them, counted in :attr:`loglen`):
-        note their pages."""
-        pages = set(self.rows[first:self.staged, 0].tolist())
-        m._pending |= pages
-        m._zeroing |= pages             # a paste may bring zeros
+    def may_zero(self, m, p: int) -> None:
+        """A change logged for page ``p`` of map ``m`` may bring zeros."""
+        m._zeroing[p] = 1
+        self.zeroed[m._tag >> _MAP_SHIFT] += 1
 
     def log_writes(self, m, offsets: np.ndarray, length: int, first_value: int) -> None:
         """Log ``m.set(offset, offset + length, value)`` for each of
@@ -273,10 +280,10 @@ class ContentJournal:
         n = len(offsets)
         i = 0
         loglen = np.frombuffer(self.loglen, dtype=np.int64)
+        pending = self.flags[m._tag >> _MAP_SHIFT][0]
         while i < n:
-            k, self.staged = _stage_sets(self.rows, self.staged, loglen, offsets, i,
+            k, self.staged = _stage_sets(self.rows, self.staged, loglen, pending, offsets, i,
                                          length, first_value, m._tag, self.shift)
-            m._pending.update((offsets[i:k] >> self.shift).tolist())
             i = k
             if i < n:
                 if self.staged == self.capacity:
@@ -367,8 +374,9 @@ class ContentJournal:
             return None
         self.loglen[p] = 0
         for m in self.maps:
-            m._pending.discard(p)
-            m._zeroing.discard(p)
+            if p < len(m._pending):     # (maps of several sizes)
+                m._pending[p] = 0
+                m._zeroing[p] = 0
         self.settled_pages += 1
         self.replayed += len(log) >> 1
         return log
@@ -511,11 +519,11 @@ class ContentJournal:
 
 
 @njit(cache=True)
-def _stage_sets(rows, staged, loglen, offsets, i, length, first_value, tag, shift):
+def _stage_sets(rows, staged, loglen, pending, offsets, i, length, first_value, tag, shift):
     """Stage the entries of writes ``offsets[i:]`` (values ``first_value +
     index``) while each lies inside one page and the stage has room, laid
-    out as ContentJournal.log's; returns the next write's index and the
-    new number of staged rows."""
+    out as ContentJournal.log's, flagging their pages ``pending``; returns
+    the next write's index and the new number of staged rows."""
     cap = rows.shape[0]
     n = len(offsets)
     while i < n and staged < cap:
@@ -529,6 +537,7 @@ def _stage_sets(rows, staged, loglen, offsets, i, length, first_value, tag, shif
         rows[staged, 1] = tag | (a - ps) | ((b - ps) << _OFFSET_BITS)
         rows[staged, 2] = first_value + i
         loglen[p] += 2
+        pending[p] = 1
         staged += 1
         i += 1
     return i, staged
