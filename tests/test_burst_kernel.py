@@ -181,3 +181,108 @@ def test_a_finished_mirror_leaves_nothing_in_the_journal():
 def test_the_kernel_and_the_mirror_agree_on_operations_in_flight():
     from blocksim import mirror
     assert burst_kernel.MAX_IN_FLIGHT == mirror.MAX_IN_FLIGHT
+
+
+# -- the guest run by the kernel --------------------------------------------------
+GUEST_CASES = {
+    "random writes": {},
+    "reads and writes": {"rw": "randrw", "rwmixread": 30},
+    "sequential writes": {"rw": "write"},
+    "number-ios": {"number-ios": 700},
+    "end": {"end": "700ms"},
+    "late start": {"start": "150ms"},
+}
+
+
+def _guest_mirror(workload: dict) -> dict:
+    spec = _mirror("full", duration="1200ms", iops=800)
+    spec["sample-interval"] = "20ms"
+    spec["workloads"]["g"].update(workload)
+    return spec
+
+
+def _watch(monkeypatch) -> dict:
+    """Count the kernel's takeovers, its hand-backs by what the worker then
+    waits for, and the outcomes of its calls."""
+    seen = {"adopted": 0, "at due": 0, "in flight": 0, "outcomes": set(), "spans": []}
+    adopt, release, run = (burst_kernel.Kernel._adopt, burst_kernel.Kernel._release,
+                           burst_kernel._run)
+
+    def adopting(self, queue):
+        took = adopt(self, queue)
+        seen["adopted"] += took
+        if took:        # from when to when it runs the guest at most
+            seen["spans"].append((int(self.st[burst_kernel.NOW]),
+                                  int(self.st[burst_kernel.HEAD_T])))
+        return took
+
+    def releasing(self):
+        n = int(self.st[burst_kernel.HEAP_N])
+        kinds = self.heap[:n, burst_kernel.KIND].tolist()
+        seen["in flight" if burst_kernel.GUEST_DONE in kinds else "at due"] += 1
+        release(self)
+
+    def running(*args):
+        got = run(*args)
+        seen["outcomes"].add(int(got) if got < 0 else 0)
+        return got
+    monkeypatch.setattr(burst_kernel.Kernel, "_adopt", adopting)
+    monkeypatch.setattr(burst_kernel.Kernel, "_release", releasing)
+    monkeypatch.setattr(burst_kernel, "_run", running)
+    return seen
+
+
+@pytest.mark.parametrize("case", sorted(GUEST_CASES))
+def test_the_kernel_runs_the_guest_as_simpy_would(case, monkeypatch):
+    """A paced guest on the mirror's source whose next due time is SimPy's
+    next event runs inside the kernel, among the copies, and is handed back
+    waiting for a due time or for a request in flight: the same run as the
+    Python loop's (which leaves the guest to SimPy) and as no shortcut's."""
+    scenario = blocksim.load_scenario(_guest_mirror(GUEST_CASES[case]))
+    with monkeypatch.context() as m:
+        seen = _watch(m)
+        compiled = outcome(blocksim.Simulation(scenario, seed=5))
+    assert seen["adopted"] > 2 and seen["at due"] > 0 and seen["in flight"] > 0
+    monkeypatch.setattr(burst, "KERNEL", False)
+    assert outcome(blocksim.Simulation(scenario, seed=5)) == compiled
+    assert outcome(blocksim.Simulation(scenario, seed=5, shortcuts=False)) == compiled
+
+
+def test_the_guest_in_the_kernel_with_small_batches_stage_and_ledger(monkeypatch):
+    """Batches of 16 requests, a journal stage of 96 entries and 64 ledger
+    rows: the kernel stops for more requests drawn (NEED_BATCH), for the
+    stage handed out and the ledger rows given to the drive (OUT_FULL), and
+    the run is the same."""
+    from blocksim import journal, workload
+    monkeypatch.setattr(workload, "_BATCH", 16)
+    monkeypatch.setattr(journal, "STAGE_ENTRIES", 96)
+    monkeypatch.setattr(burst_kernel.Kernel, "LEDGER_ROWS", 64)
+    scenario = blocksim.load_scenario(_guest_mirror({}))
+    with monkeypatch.context() as m:
+        seen = _watch(m)
+        compiled = outcome(blocksim.Simulation(scenario, seed=5))
+    assert seen["adopted"] > 5
+    assert {burst_kernel.NEED_BATCH, burst_kernel.OUT_FULL} <= seen["outcomes"]
+    monkeypatch.setattr(burst, "KERNEL", False)
+    assert outcome(blocksim.Simulation(scenario, seed=5)) == compiled
+
+
+def test_a_guest_whose_requests_could_fail_stays_with_simpy(monkeypatch):
+    """A fault rule on the source that could match the guest's writes (an
+    open time window) keeps the guest out of the kernel while it is open,
+    and the run is the same."""
+    spec = _guest_mirror({})
+    spec["faults"] = [{"image": "src", "operation": "write", "errno": "EIO",
+                       "start": "200ms", "end": "400ms", "probability": 0.5}]
+    spec["drives"]["d"]["werror"] = "ignore"
+    scenario = blocksim.load_scenario(spec)
+    with monkeypatch.context() as m:
+        seen = _watch(m)
+        compiled = outcome(blocksim.Simulation(scenario, seed=5))
+    ms = 1_000_000
+    assert seen["adopted"] > 0
+    assert all(end < 200 * ms or start >= 400 * ms for start, end in seen["spans"])
+    assert any(start < 200 * ms for start, _ in seen["spans"])
+    assert any(start >= 400 * ms for start, _ in seen["spans"])
+    monkeypatch.setattr(burst, "KERNEL", False)
+    assert outcome(blocksim.Simulation(scenario, seed=5)) == compiled
