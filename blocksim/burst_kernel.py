@@ -92,10 +92,23 @@ HAND_BACK = -3          # the next step is not for the kernel (nothing done yet)
 OUT_FULL = -4           # the records or the journal's stage are full: replay
                         # or flush them, then call again
 
+#: The kernel runs a paced guest on the mirror's source with its copies
+#: (Kernel._adopt); False leaves every guest to SimPy (a reference for tests).
+GUEST = True
+
 NEVER = 1 << 62
 #: mirror.MAX_IN_FLIGHT (restated: the mirror imports this module; a test
 #: checks they agree)
 MAX_IN_FLIGHT = 16
+
+
+#: What Kernel.copy loads into ``st`` at each call, in this order.
+_LOADED = np.array([
+    NOW, HEAD_T, LAST_EID, NEXT_EID, WAITING, AT_TOP, ONE_WAIT, STOP_AT_TOP,
+    ATTACHED, WOKEN, BM_COUNT, IN_FLIGHT, BYTES_IN_FLIGHT, CURSOR, OFFSET, BYTES_COPIED,
+    SYNCED, SPEED, QUOTA, SLICE_START, SLICE_END, DISPATCHED,
+    SRC_LAT, SRC_PIPE, SRC_READS, SRC_BYTES, TGT_LAT, TGT_PIPE, TGT_WRITES, TGT_BYTES,
+    SRC_HEAD, SRC_N, TGT_HEAD, TGT_N, OUT_N, TGT_FULL])
 
 
 # -- the compiled steps ------------------------------------------------------------
@@ -143,6 +156,29 @@ def _heap_pop(heap, st):
         heap[i, :] = heap[c, :]
         i = c
     _heap_put(heap, i, t, eid, kind, slot)
+
+
+@njit(cache=True)
+def _heap_take_guest(heap, st):
+    """Take the guest's entry out of the heap; its time, id and kind."""
+    n = st[HEAP_N]
+    i = 0
+    while heap[i, KIND] < GUEST_DUE:
+        i += 1
+    t, eid, kind = heap[i, T], heap[i, EID], heap[i, KIND]
+    # the others, in (time, id) order: a heap (at most 33 of them)
+    for j in range(i + 1, n):
+        heap[j - 1, :] = heap[j, :]
+    n -= 1
+    for j in range(1, n):
+        k = j
+        while k > 0 and (heap[k - 1, T] > heap[k, T] or (
+                heap[k - 1, T] == heap[k, T] and heap[k - 1, EID] > heap[k, EID])):
+            for c in range(4):
+                heap[k - 1, c], heap[k, c] = heap[k, c], heap[k - 1, c]
+            k -= 1
+    st[HEAP_N] = n
+    return t, eid, kind
 
 
 @njit(cache=True)
@@ -205,7 +241,9 @@ def _search(bits, bit_words, blocks, block_words, b0, b1):
     """DirtyBitmap._search: the first dirty bit in ``[b0, b1)``, or -1."""
     blk = b0 >> BLOCK_SHIFT
     edge = (blk + 1) << BLOCK_SHIFT
-    found = _find(bits, bit_words, b0, b1 if b1 < edge else edge)
+    # (a block with no dirty bit is not scanned: a ready mirror's cursor is
+    # mostly in one, its only granule just copied)
+    found = _find(bits, bit_words, b0, b1 if b1 < edge else edge) if blocks[blk] else -1
     if found >= 0 or b1 <= edge:
         return found
     blk = _find(blocks, block_words, blk + 1, ((b1 - 1) >> BLOCK_SHIFT) + 1)
@@ -613,34 +651,23 @@ class Kernel:
             self.safe[:] = 0
             self.stamp = stamp
         st = self.st
-        st[NOW] = env._now
-        st[HEAD_T] = NEVER if head_t == float("inf") else head_t
-        st[LAST_EID] = last_eid
-        st[NEXT_EID] = next(env._eid)
-        st[WAITING], st[AT_TOP], st[ONE_WAIT] = waiting, at_top, one_wait
-        st[STOP_AT_TOP] = bool(job.ret or (job.pause_count > 0 and job.should_pause())
-                               or (job.cancelled and not job.completes_on_cancel()))
-        st[ATTACHED], st[WOKEN] = job._agenda.attached and not detached, job._woken
-        st[BM_COUNT] = bm.count
-        st[IN_FLIGHT], st[BYTES_IN_FLIGHT] = job.in_flight, job.bytes_in_flight
-        st[CURSOR], st[OFFSET], st[BYTES_COPIED] = job._cursor, job.offset, job.bytes_copied
-        st[SYNCED] = job.synced
-        st[SPEED], st[QUOTA] = limit.speed, limit.slice_quota
-        st[SLICE_START], st[SLICE_END], st[DISPATCHED] = (
-            limit.slice_start, limit.slice_end, limit.dispatched)
-        st[SRC_LAT], st[SRC_PIPE], st[SRC_READS], st[SRC_BYTES] = (
-            src.latency, src._pipe_free, src.reads, src.bytes_read)
-        st[TGT_LAT], st[TGT_PIPE], st[TGT_WRITES], st[TGT_BYTES] = (
-            tgt.latency, tgt._pipe_free, tgt.writes, tgt.bytes_written)
-        n = len(src._slots)
-        self.src_slots[:n] = src._slots
-        st[SRC_HEAD], st[SRC_N] = 0, n
-        n = len(tgt._slots)
-        self.tgt_slots[:n] = tgt._slots
-        st[TGT_HEAD], st[TGT_N] = 0, n
-        st[OUT_N] = 0
+        n_src, n_tgt = len(src._slots), len(tgt._slots)
+        self.src_slots[:n_src] = src._slots
+        self.tgt_slots[:n_tgt] = tgt._slots
         alloc = tgt.alloc
-        st[TGT_FULL] = alloc.count == alloc.nclusters
+        # the scalars, in the order of _LOADED
+        st[_LOADED] = (
+            env._now, NEVER if head_t == float("inf") else head_t, last_eid, next(env._eid),
+            waiting, at_top, one_wait,
+            bool(job.ret or (job.pause_count > 0 and job.should_pause())
+                 or (job.cancelled and not job.completes_on_cancel())),
+            job._agenda.attached and not detached, job._woken, bm.count,
+            job.in_flight, job.bytes_in_flight, job._cursor, job.offset, job.bytes_copied,
+            job.synced, limit.speed, limit.slice_quota,
+            limit.slice_start, limit.slice_end, limit.dispatched,
+            src.latency, src._pipe_free, src.reads, src.bytes_read,
+            tgt.latency, tgt._pipe_free, tgt.writes, tgt.bytes_written,
+            0, n_src, 0, n_tgt, 0, alloc.count == alloc.nclusters)
         loglen = np.frombuffer(journal.loglen, dtype=np.int64)
         zeroed = np.frombuffer(journal.zeroed, dtype=np.int64)
         bits, bit_words, summary, blocks, block_words = self.bitmap
@@ -722,10 +749,11 @@ class Kernel:
 
     # -- the guest -------------------------------------------------------------------
     def _adopt(self, queue) -> bool:
-        """SimPy's next event is the wait of a guest worker for its next
-        request's due time: run the worker here until SimPy's event after
-        that (its requests among the copies, in SimPy's order), if it can
-        be.  Whether it took the worker.
+        """SimPy's next event is a wait of a guest worker for its own
+        timeout: its next request's due time, or its request's completion.
+        Run the worker here until SimPy's event after that (its requests
+        among the copies, in SimPy's order), if it can be.  Whether it took
+        the worker.
 
         It can if the worker is a one-worker paced guest on this mirror's
         source (GuestWorkload.runs_alone) whose every request until then
@@ -736,10 +764,16 @@ class Kernel:
         ``end`` nor its ``number-ios`` can stop meanwhile, and while the VM
         runs and nothing drains the drive.  Its process is handed back
         (:meth:`_release`) before the kernel returns."""
+        if not GUEST:
+            return False
         t, priority, eid, event = queue[0]
         job = self.job
         for w in job.sim.workloads.values():
             if w.due_event is event:
+                request = None
+                break
+            if w.drive.completion is event:
+                request = w.drive.in_flight_request
                 break
         else:
             return False
@@ -751,6 +785,10 @@ class Kernel:
                 and len(src.write_listeners) == 1 and src.write_listeners[0] is job.bitmap
                 and w.region_start % w.bs == 0 and (1 << content._shift) % w.bs == 0):
             return False
+        if request is not None:
+            node, is_read, offset, length, gen, how, start = request
+            if not (node is src and how is None and length == w.bs and drive.in_flight == 1):
+                return False
         entry = heappop(queue)
         head_t, last_eid = _head(queue)
         env = job.env
@@ -776,7 +814,13 @@ class Kernel:
             drive.reads, drive.writes, drive.completed, drive.latency_sum)
         st[SRC_WRITES], st[SRC_BYTES_W] = src.writes, src.bytes_written
         st[SKIPPED] = st[L_N] = 0
-        _heap_push(self.heap, st, t, eid, GUEST_DUE, -1)
+        if request is None:
+            _heap_push(self.heap, st, t, eid, GUEST_DUE, -1)
+        else:
+            # its request in flight is the kernel's now (Drive.request's wait)
+            drive.in_flight = 0
+            st[G_OFF], st[G_READ], st[G_GENW], st[G_START] = offset, is_read, gen, start
+            _heap_push(self.heap, st, t, eid, GUEST_DONE, -1)
         return True
 
     def _release(self) -> None:
@@ -786,14 +830,8 @@ class Kernel:
         generator: GuestWorkload._worker's ``resume``)."""
         w, event = self.guest
         self.guest = None
-        st, heap = self.st, self.heap
-        n = int(st[HEAP_N])
-        rows = heap[:n]
-        i = int(np.flatnonzero(rows[:, KIND] >= GUEST_DUE)[0])
-        t, eid, kind = (int(x) for x in rows[i, :3])
-        rest = np.delete(rows, i, axis=0)
-        heap[:n - 1] = rest[np.lexsort((rest[:, EID], rest[:, T]))]     # (sorted: a heap)
-        st[HEAP_N] = n - 1
+        st = self.st
+        t, eid, kind = _heap_take_guest(self.heap, st)
         env = self.job.env
         heappush(env._queue, (t, NORMAL, eid, event))
         v = st.tolist()
@@ -808,8 +846,11 @@ class Kernel:
         if kind == GUEST_DONE:
             drive.in_flight += 1
             resume = (src, v[G_READ] == 1, v[G_OFF], w.bs, v[G_GENW], None, v[G_START])
-            w.due_event = None          # (the event now stands for the completion)
+            # (the event now stands for that completion, which the new
+            # generator finishes itself)
+            w.due_event = drive.completion = None
         else:
+            w.due_event, drive.completion = event, None
             resume = AT_DUE
         process = w.process
         parked = process._generator
@@ -926,6 +967,7 @@ class Kernel:
 
 def _ring(slots: np.ndarray, head: int, n: int) -> deque:
     """A device's busy slots as the deque it keeps them in."""
-    if head + n <= len(slots):
-        return deque(slots[head:head + n].tolist())
-    return deque(np.roll(slots, -head)[:n].tolist())
+    end = head + n
+    if end <= len(slots):
+        return deque(slots[head:end].tolist())
+    return deque(slots[head:].tolist() + slots[:end - len(slots)].tolist())

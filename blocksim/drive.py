@@ -36,6 +36,10 @@ class Drive:
         self.policy = policy
         self.iostatus = IoStatus(lambda: env.now)
         self.in_flight = 0
+        #: the timeout the last request waited for its completion on, and
+        #: what finishing it takes (Drive.finish's arguments)
+        self.completion = None
+        self.in_flight_request = None
         self._drains = 0
         self._undrained = None
         self._idle = None
@@ -105,7 +109,11 @@ class Drive:
                 else:
                     err, delay, how = node.submit_write(offset, length)
                 if shared_wake or not env.skip_to(env.now + delay):
-                    yield env.timeout(delay)
+                    # (what compiled code needs to finish it, should it take
+                    # the worker over while it waits: blocksim.burst_kernel)
+                    event = self.completion = env.timeout(delay)
+                    self.in_flight_request = (node, is_read, offset, length, gen, how, start)
+                    yield event
                     shared_wake = False
                 if not err:
                     self.finish(node, is_read, offset, length, gen, how, start)

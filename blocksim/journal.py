@@ -221,20 +221,17 @@ class ContentJournal:
         if not n:
             return
         self.staged = 0
-        rows = self.rows[:n]
-        order = np.argsort(rows[:, 0], kind="stable")
-        pages = rows[order, 0]
-        words = np.ascontiguousarray(rows[order, 1:])
-        cut = np.flatnonzero(pages[1:] != pages[:-1]) + 1
-        lo = [0] + cut.tolist()
-        hi = cut.tolist() + [n]
+        words = np.empty((n, 2), dtype=np.int64)
+        pages, ends = _by_page(self.rows, n, len(self.loglen), words)
         data = memoryview(words).cast("B")
         logs = self._logs
-        for p, a, b in zip(pages[lo].tolist(), lo, hi):
+        a = 0
+        for p, b in zip(pages.tolist(), ends.tolist()):
             log = logs.get(p)
             if log is None:
                 log = logs[p] = array("q")
             log.frombytes(data[a << 4:b << 4])
+            a = b
 
     def snap(self, m, p: int, start: int, end: int, pos: int | None = None) -> Snap:
         """A read of ``[start, end)`` (inside page ``p``) of map ``m``, made
@@ -516,6 +513,36 @@ class ContentJournal:
             ends = np.minimum(page_starts[rebuilt] + page_len, m.size)
             m._put_pages(page_arr[rebuilt], bounds, stored[k], lo[rebuilt],
                          np.searchsorted(bounds, ends))
+
+
+@njit(cache=True)
+def _by_page(rows, n, npages, words):
+    """The first ``n`` staged rows' words grouped by page, in order within
+    each (a counting sort into ``words``); the pages met, ascending, and
+    where each one's words end."""
+    counts = np.zeros(npages + 1, dtype=np.int64)
+    for i in range(n):
+        counts[rows[i, 0] + 1] += 1
+    met = 0
+    for p in range(npages):
+        if counts[p + 1]:
+            met += 1
+        counts[p + 1] += counts[p]
+    pages = np.empty(met, dtype=np.int64)
+    ends = np.empty(met, dtype=np.int64)
+    k = 0
+    for p in range(npages):
+        if counts[p + 1] > counts[p]:
+            pages[k] = p
+            ends[k] = counts[p + 1]
+            k += 1
+    for i in range(n):
+        p = rows[i, 0]
+        at = counts[p]
+        words[at, 0] = rows[i, 1]
+        words[at, 1] = rows[i, 2]
+        counts[p] = at + 1
+    return pages, ends
 
 
 @njit(cache=True)
