@@ -62,12 +62,12 @@ class Ledger:
         ``first_gen``, ``first_gen + 1``, ... (a guest's quiet stretch,
         :mod:`blocksim.stretch`)."""
         n = len(offsets)
-        gens = range(first_gen, first_gen + n)
-        try:
-            self._gens.extend(array(self._gens.typecode, gens))
-        except OverflowError:
-            self._gens = array("q", self._gens)
-            self._gens.extend(gens)
+        if not n:
+            return
+        if self._gens.typecode == "I" and (first_gen < 0 or first_gen + n - 1 > 0xFFFFFFFF):
+            self._gens = array("q", self._gens)     # (as append widens them)
+        self._gens.frombytes(np.arange(first_gen, first_gen + n, dtype=(
+            np.uint32 if self._gens.typecode == "I" else np.int64)).tobytes())
         if length != self.block_size:
             if self.block_size is None:
                 self.block_size = length

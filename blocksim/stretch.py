@@ -33,10 +33,11 @@ device's submit and complete steps.
    (the node's queue and pipe are the worker's own: a request of someone
    else still in them would complete later, its completion is queued, and
    no stretch can reach past it, so the device's general formula reduces to
-   this one).  This max-plus recurrence unrolls to a cumulative maximum:
-   numpy computes a stretch of thousands at once, exactly, in integer
-   nanoseconds.  A closed loop has no due times: ``issue[j] = issue[0] +
-   j (L + think)``.
+   this one).  Compiled code (:func:`_plan`, numba) runs this max-plus
+   recurrence for a stretch of thousands in a few microseconds, exactly, in
+   integer nanoseconds (numpy's cumulative maximum, its unrolled form, cost
+   more in fixed costs than a stretch of a hundred takes).  A closed loop
+   has no due times: ``issue[j] = issue[0] + j (L + think)``.
 3. **Where it stops.** A request belongs to the stretch only if the worker
    is back from it (completed, and done thinking) strictly before the next
    event queued in the whole simulation, the *horizon*: that is exactly when
@@ -65,10 +66,13 @@ from __future__ import annotations
 from itertools import islice
 
 import numpy as np
+from numba import njit
 
 #: A stretch shorter than this is left to the one-by-one path: the numpy set-up
 #: costs about as much as a few requests (any length would be exact).
 MIN_STRETCH = 4
+
+NEVER = 1 << 62     # (no horizon, no end: later than any time)
 
 
 def advance(workload) -> int:
@@ -109,7 +113,7 @@ def advance(workload) -> int:
     times = _issue_times(workload, now, horizon, m, period)
     if times is None:
         return 0
-    issue, due = times
+    issue, waited = times
     reads, writes = _carry_out(workload, node, offsets[k:k + len(issue)],
                                read_flags[k:k + len(issue)])
     n = reads + writes
@@ -121,12 +125,7 @@ def advance(workload) -> int:
     node.settle_queue(last_done)
     # waits the one-by-one path would have skipped: each service, each think
     # time, and each due time still ahead when the worker came back
-    waits = n * (2 if think else 1)
-    if due is not None:
-        back = np.empty(n, dtype=np.int64)
-        back[0] = now
-        back[1:] = issue[:n - 1] + period
-        waits += int(np.count_nonzero(due[:n] > back))
+    waits = n * (2 if think else 1) + int(np.count_nonzero(waited[:n]))
     env.skip_to(last_done + think, waits=waits)
     return n
 
@@ -134,45 +133,53 @@ def advance(workload) -> int:
 def _issue_times(workload, now: int, horizon, m: int, period: int):
     """The issue times of the next requests (at most ``m``) the worker is
     back from strictly before ``horizon`` and issues before the workload's
-    ``end``, and their due times (None for a closed loop); None when fewer
-    than :data:`MIN_STRETCH` qualify."""
-    i = workload.issued
+    ``end``, and for each whether the worker waited for its due time; None
+    when fewer than :data:`MIN_STRETCH` qualify."""
     rate = workload.rate
-    interval = workload.interval
-    start_at = workload.start_at
     # cheap refusal first: issue[j] >= now + j * period, and >= due[j]
     bound = now + (MIN_STRETCH - 1) * period
     if rate:
-        bound = max(bound, start_at + int((i + MIN_STRETCH - 1) * interval))
+        bound = max(bound, workload.start_at
+                    + int((workload.issued + MIN_STRETCH - 1) * workload.interval))
     if bound + period >= horizon:
         return None
-    if horizon != float("inf"):
-        m = min(m, int((horizon - now) / period) + 2)
-        if rate:    # only requests due before the horizon can be in the stretch
-            m = min(m, int((horizon - start_at) / interval) + 2 - i)
-        if m < MIN_STRETCH:
-            return None
-
-    steps = np.arange(m, dtype=np.int64) * period
-    due = None
-    if rate:
-        due = start_at + (np.arange(i, i + m, dtype=np.int64) * interval).astype(np.int64)
-        # issue[j] = max(due[j], issue[j-1] + period), the worker back at
-        # `now` before the first, unrolled:
-        # j period + max(now, max over k <= j of due[k] - k period)
-        issue = due - steps
-        issue[0] = max(issue[0], now)
-        np.maximum.accumulate(issue, out=issue)
-        issue += steps
-    else:
-        issue = steps + now
-    # the worker must be back (completed, thought) strictly before the horizon
-    n = int(np.searchsorted(issue, horizon - period, "left"))
-    if workload.end is not None:
-        n = min(n, int(np.searchsorted(issue, workload.end, "left")))
-    if n < MIN_STRETCH:
+    end = workload.end
+    issue, waited = _plan(now, NEVER if horizon == float("inf") else horizon, m, period,
+                          bool(rate), workload.start_at, workload.issued, workload.interval,
+                          NEVER if end is None else end)
+    if len(issue) < MIN_STRETCH:
         return None
-    return issue[:n], due
+    return issue, waited
+
+
+@njit(cache=True)
+def _plan(now, horizon, m, period, paced, start_at, i, interval, end):
+    """The max-plus recurrence above, one request at a time:
+
+        issue[j] = max(due[j], issue[j-1] + period), the worker back at ``now``
+        before the first (``due[j] = start_at + int((i + j) * interval)`` for
+        a paced guest, none for a closed loop),
+
+    for at most ``m`` requests, stopping before the first one the worker is
+    not back from strictly before ``horizon`` or issues at or after ``end``;
+    returns the issue times and, for each, whether it waited for its due time."""
+    issue = np.empty(m, dtype=np.int64)
+    waited = np.zeros(m, dtype=np.bool_)
+    back = now
+    n = 0
+    while n < m:
+        t = back
+        if paced:
+            due = start_at + np.int64((i + n) * interval)
+            if due > back:
+                t = due
+                waited[n] = True
+        if t >= horizon - period or t >= end:
+            break
+        issue[n] = t
+        back = t + period
+        n += 1
+    return issue[:n], waited[:n]
 
 
 def _carry_out(workload, node, offsets: np.ndarray, reads: np.ndarray) -> tuple[int, int]:
