@@ -123,6 +123,14 @@ def _heap_put(heap, i, t, eid, kind, slot):
 
 
 @njit(cache=True)
+def _heap_move(heap, to, at):
+    """Row ``at`` copied to row ``to`` (element by element: a slice would be
+    an array view, with the runtime's reference counting on each)."""
+    for c in range(4):
+        heap[to, c] = heap[at, c]
+
+
+@njit(cache=True)
 def _heap_push(heap, st, t, eid, kind, slot):
     i = st[HEAP_N]
     st[HEAP_N] = i + 1
@@ -131,7 +139,7 @@ def _heap_push(heap, st, t, eid, kind, slot):
         pt, pe = heap[parent, T], heap[parent, EID]
         if pt < t or (pt == t and pe < eid):
             break
-        heap[i, :] = heap[parent, :]
+        _heap_move(heap, i, parent)
         i = parent
     _heap_put(heap, i, t, eid, kind, slot)
 
@@ -153,7 +161,7 @@ def _heap_pop(heap, st):
             c += 1
         if heap[c, T] > t or (heap[c, T] == t and heap[c, EID] > eid):
             break
-        heap[i, :] = heap[c, :]
+        _heap_move(heap, i, c)
         i = c
     _heap_put(heap, i, t, eid, kind, slot)
 
@@ -168,7 +176,7 @@ def _heap_take_guest(heap, st):
     t, eid, kind = heap[i, T], heap[i, EID], heap[i, KIND]
     # the others, in (time, id) order: a heap (at most 33 of them)
     for j in range(i + 1, n):
-        heap[j - 1, :] = heap[j, :]
+        _heap_move(heap, j - 1, j)
     n -= 1
     for j in range(1, n):
         k = j
