@@ -119,6 +119,8 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
             now = env._now
         else:
             kernel.materialize()
+        # (a guest the kernel ran is back in SimPy's queue: its next event)
+        head_t, last_eid = _head(queue)
     from .mirror import MAX_IN_FLIGHT, CopyOperation
     heap = agenda.heap
     eids = env._eid

@@ -39,7 +39,7 @@ with no shortcut, and ``benchmarks/fingerprint.py`` compares whole runs.
 from __future__ import annotations
 
 from collections import deque
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from itertools import count
 
 import numpy as np
@@ -64,7 +64,7 @@ from .workload import AT_DUE
  # flight, its drive's and its node's counters, its ledger rows
  G_BS, G_START_AT, G_ISSUED, G_K, G_GEN, G_COMPLETED, G_BOUND, G_OFF, G_READ,
  G_GENW, G_START, D_READS, D_WRITES, D_COMPLETED, D_LATENCY, SRC_WRITES,
- SRC_BYTES_W, SKIPPED, L_N, L_GEN) = range(72)
+ SRC_BYTES_W, SKIPPED, L_N, G_KIND) = range(72)
 NSTATE = 72
 
 #: What an agenda entry does (``Kernel.heap[:, KIND]``); the guest's entries
@@ -83,8 +83,9 @@ READING, LOGGED, OBJECT, ZEROS = 0, 1, 2, 3
 #: Records for the Python side (``Kernel.out``): a read's ``start, end``
 #: (the target's allocation).  Pastes go to the journal's stage.
 
-#: burst.WAITING: SimPy's queue holds the next event.
-STILL_WAITING = -1
+#: burst.TOP and burst.WAITING: carry on from the loop's top; SimPy's queue
+#: holds the next event.
+BACK_TO_TOP, STILL_WAITING = 0, -1
 #: Return codes besides TOP (0), STILL_WAITING and a sleep (> 0).
 NEED_PAGE = -2          # is page ``st[PAGE]`` safe to read?  (nothing done yet)
 NEED_BATCH = -5         # the guest needs ``st[G_BOUND]`` more requests drawn
@@ -109,6 +110,10 @@ _LOADED = np.array([
     SYNCED, SPEED, QUOTA, SLICE_START, SLICE_END, DISPATCHED,
     SRC_LAT, SRC_PIPE, SRC_READS, SRC_BYTES, TGT_LAT, TGT_PIPE, TGT_WRITES, TGT_BYTES,
     SRC_HEAD, SRC_N, TGT_HEAD, TGT_N, OUT_N, TGT_FULL])
+#: What Kernel._enter_guest loads, in this order.
+_GUEST_LOADED = np.array([
+    G_BS, G_START_AT, G_ISSUED, G_K, G_COMPLETED, G_GEN, D_READS, D_WRITES, D_COMPLETED,
+    D_LATENCY, SRC_WRITES, SRC_BYTES_W, SKIPPED, L_N])
 
 
 # -- the compiled steps ------------------------------------------------------------
@@ -385,10 +390,9 @@ def _guest_done(st, now, ledger, bits, summary, blocks, stage, loglen, pending):
                 blocks[blk] = 1
         st[D_WRITES] += 1
         n = st[L_N]
-        if not n:
-            st[L_GEN] = st[G_GENW]
-        ledger[n] = off
-        st[L_N] = n + 1
+        ledger[n, 0] = off
+        ledger[n, 1] = st[G_GENW]      # (not always the one before plus one:
+        st[L_N] = n + 1                 # a request taken over in flight)
     st[D_COMPLETED] += 1
     st[D_LATENCY] += now - st[G_START]
     st[G_COMPLETED] += 1
@@ -409,6 +413,7 @@ def _guest_waits(st, heap, interval):
         return False
     _heap_push(heap, st, due, st[NEXT_EID], GUEST_DUE, -1)
     st[NEXT_EID] += 1
+    st[G_KIND] = GUEST_DUE
     return True
 
 
@@ -439,6 +444,7 @@ def _guest(st, kind, heap, src_slots, offs, reads, ledger, interval, bits, summa
         if not done < _peek(st, heap):
             _heap_push(heap, st, done, st[NEXT_EID], GUEST_DONE, -1)
             st[NEXT_EID] += 1
+            st[G_KIND] = GUEST_DONE
             return
         st[SKIPPED] += 1
         st[NOW] = done
@@ -603,7 +609,7 @@ class Kernel:
         #: the guest worker run here during this call, as ``(workload, the
         #: event its process waits on)``, or None (see _adopt)
         self.guest = None
-        self.ledger = np.zeros(self.LEDGER_ROWS, dtype=np.int64)
+        self.ledger = np.zeros((self.LEDGER_ROWS, 2), dtype=np.int64)
         self.offs = np.zeros(1, dtype=np.int64)
         self.reads = np.zeros(1, dtype=np.bool_)
         self.interval = np.zeros(1, dtype=np.float64)
@@ -649,6 +655,8 @@ class Kernel:
             return None, (waiting, at_top)
         env = job.env
         src, tgt, bm, limit = job.source, job.target, job.bitmap, job.limit
+        if job._agenda._markers:
+            head_t, last_eid = self._unmark(head_t, last_eid)
         srcmap = src.content
         journal = srcmap._journal
         src_index = srcmap._tag >> _MAP_SHIFT
@@ -681,6 +689,14 @@ class Kernel:
         bits, bit_words, summary, blocks, block_words = self.bitmap
         safe = self.safe
         queue = env._queue
+        if self.guest is not None:          # still here since an earlier call
+            if self._fits(self.guest[0], env._now, head_t, nodes_quiet=True):
+                self._enter_guest()
+            else:
+                self._release()
+                st[HEAD_T], st[LAST_EID] = _head(queue)
+                if st[HEAD_T] == float("inf"):
+                    st[HEAD_T] = NEVER
         while True:
             st[STAGED] = journal.staged
             outcome = int(_run(st, bits, bit_words, summary, blocks, block_words, self.ops,
@@ -710,10 +726,19 @@ class Kernel:
                     and self._adopt(queue)):
                 continue
             break
-        if self.guest is not None:
-            self._release()
-        # write back
         v = st.tolist()
+        if self.guest is not None:
+            self._leave_guest(v)
+            # it stays while the loop waits for its agenda, sleeps it off
+            # with its agenda running itself, or waits for its next poll;
+            # the loop's other ways (a pause, READY, a completion and its
+            # drain, the Python loop) get it back to SimPy first
+            if outcome == HAND_BACK or (outcome == BACK_TO_TOP and not detached and not (
+                    not one_wait and job.synced and not st[STOP_AT_TOP]
+                    and not st[IN_FLIGHT] and not st[BM_COUNT]
+                    and not (job.should_complete or job.cancelled))):
+                self._release()
+        # write back
         env._now = v[NOW]
         env._eid = count(v[NEXT_EID])
         bm.count = v[BM_COUNT]
@@ -731,6 +756,26 @@ class Kernel:
             self.materialize()
             return None, (waiting, at_top)
         return outcome, None
+
+    def _unmark(self, head_t, last_eid) -> tuple:
+        """Take the agenda's markers out of SimPy's queue, if the nodes stay
+        quiet until the event after them: each stands in for an entry held
+        here, which this call runs itself, in order (a marker left queued
+        would stop it there, to do nothing when processed).  Whoever runs
+        the agenda next queues a marker for its first entry again.  Returns
+        SimPy's next event, as burst._head."""
+        job = self.job
+        queue = job.env._queue
+        markers = job._agenda._markers
+        marked = {id(event) for event in markers.values()}
+        rest = [entry for entry in queue if id(entry[3]) not in marked]
+        heapify(rest)
+        head = _head(rest)
+        if head[0] != head_t and not _quiet(job.source, job.target, job.env._now, head[0]):
+            return head_t, last_eid
+        queue[:] = rest
+        markers.clear()
+        return head
 
     def _replay(self, tgt) -> None:
         """What the kernel's reads did outside its arrays: the target's
@@ -756,22 +801,20 @@ class Kernel:
             tgt.alloc.set_range(lo, hi)
 
     # -- the guest -------------------------------------------------------------------
+    # A guest worker taken over (_adopt) stays here, its entry on the heap, for
+    # as long as it fits (_fits): across calls, while the loop sleeps and the
+    # agenda's marker runs the entries (the guest's among them), and while the
+    # ready mirror waits for its next poll.  Between calls its drive, its
+    # workload, its node's counters and its ledger are written back
+    # (_leave_guest), so whatever else runs sees them as SimPy's run would,
+    # and a request of it in flight counts in the drive's ``in_flight``.  It
+    # goes back to SimPy (_release) when it no longer fits, and before any
+    # Python step that takes the entries as objects or drains the drive.
     def _adopt(self, queue) -> bool:
         """SimPy's next event is a wait of a guest worker for its own
         timeout: its next request's due time, or its request's completion.
-        Run the worker here until SimPy's event after that (its requests
-        among the copies, in SimPy's order), if it can be.  Whether it took
-        the worker.
-
-        It can if the worker is a one-worker paced guest on this mirror's
-        source (GuestWorkload.runs_alone) whose every request until then
-        would succeed after a service time known when issued, as on quiet
-        nodes (no fault rule that could match, no jitter, no allocation:
-        the source fully allocated; the mirror's dirty bitmap its only
-        write listener; blocks inside content pages), that neither its
-        ``end`` nor its ``number-ios`` can stop meanwhile, and while the VM
-        runs and nothing drains the drive.  Its process is handed back
-        (:meth:`_release`) before the kernel returns."""
+        Take the worker over, its requests to be run here among the copies
+        in SimPy's order, if it fits (:meth:`_fits`); whether it did."""
         if not GUEST:
             return False
         t, priority, eid, event = queue[0]
@@ -785,13 +828,8 @@ class Kernel:
                 break
         else:
             return False
-        src = job.source
-        drive = w.drive
-        content = src.content
-        if not (priority == NORMAL and w.runs_alone and drive.node is src
-                and drive.accepts_requests() and src.fully_allocated()
-                and len(src.write_listeners) == 1 and src.write_listeners[0] is job.bitmap
-                and w.region_start % w.bs == 0 and (1 << content._shift) % w.bs == 0):
+        src, drive = job.source, w.drive
+        if priority != NORMAL:
             return False
         if request is not None:
             node, is_read, offset, length, gen, how, start = request
@@ -799,50 +837,70 @@ class Kernel:
                 return False
         entry = heappop(queue)
         head_t, last_eid = _head(queue)
-        env = job.env
-        now = env._now
-        # the most requests it may issue before head_t: those due before it
-        bound = (int((head_t - w.start_at) / w.interval) + 3 - w.issued
-                 if head_t != float("inf") else NEVER)
-        if not (bound <= min(self.LEDGER_ROWS, content._journal.capacity) // 2
-                and (w.end is None or w.end > head_t)
-                and (w.limit is None or w.limit > w.issued + bound)
-                and _quiet(src, job.target, now, head_t)
-                and src.is_quiet_for(w.operations, *w.region, now, head_t + 1)):
+        if not self._fits(w, job.env._now, head_t):
             heappush(queue, entry)
             return False
-        self.offs, self.reads, k = w.drawn()
-        self.interval[0] = w.interval
         self.guest = (w, event)
         st = self.st
         st[HEAD_T], st[LAST_EID] = head_t, last_eid
-        st[G_BS], st[G_START_AT], st[G_ISSUED], st[G_K] = w.bs, w.start_at, w.issued, k
-        st[G_COMPLETED], st[G_GEN] = w.completed, next(w.sim.generations)
-        st[D_READS], st[D_WRITES], st[D_COMPLETED], st[D_LATENCY] = (
-            drive.reads, drive.writes, drive.completed, drive.latency_sum)
-        st[SRC_WRITES], st[SRC_BYTES_W] = src.writes, src.bytes_written
-        st[SKIPPED] = st[L_N] = 0
         if request is None:
             _heap_push(self.heap, st, t, eid, GUEST_DUE, -1)
+            st[G_KIND] = GUEST_DUE
         else:
-            # its request in flight is the kernel's now (Drive.request's wait)
-            drive.in_flight = 0
             st[G_OFF], st[G_READ], st[G_GENW], st[G_START] = offset, is_read, gen, start
             _heap_push(self.heap, st, t, eid, GUEST_DONE, -1)
+            st[G_KIND] = GUEST_DONE
+        self._enter_guest()
         return True
 
-    def _release(self) -> None:
-        """Hand the guest worker back to SimPy, waiting where it waits here:
-        its event goes back into SimPy's queue under the key of the
-        worker's entry, and its process carries on from there (a new
-        generator: GuestWorkload._worker's ``resume``)."""
-        w, event = self.guest
-        self.guest = None
+    def _fits(self, w, now: int, head_t, nodes_quiet: bool = False) -> bool:
+        """Whether guest ``w`` can run here from ``now`` until SimPy's next
+        event at ``head_t``: a one-worker paced guest on this mirror's
+        source (GuestWorkload.runs_alone) whose every request until then
+        would succeed after a service time known when issued, as on quiet
+        nodes (no fault rule that could match, no jitter, no allocation:
+        the source fully allocated; the mirror's dirty bitmap its only
+        write listener; blocks inside content pages), that neither its
+        ``end`` nor its ``number-ios`` can stop meanwhile, while the VM
+        runs and nothing drains the drive.  (``nodes_quiet``: the copies'
+        nodes are known quiet until then.)"""
+        job = self.job
+        src, drive = job.source, w.drive
+        content = src.content
+        if not (w.runs_alone and drive.node is src and drive.accepts_requests()
+                and src.fully_allocated()
+                and len(src.write_listeners) == 1 and src.write_listeners[0] is job.bitmap
+                and w.region_start % w.bs == 0 and (1 << content._shift) % w.bs == 0
+                and head_t != float("inf")):
+            return False
+        # the most requests it may issue before head_t: those due before it
+        bound = int((head_t - w.start_at) / w.interval) + 3 - w.issued
+        return (bound <= min(self.LEDGER_ROWS, content._journal.capacity) // 2
+                and (w.end is None or w.end > head_t)
+                and (w.limit is None or w.limit > w.issued + bound)
+                and (nodes_quiet or _quiet(src, job.target, now, head_t))
+                and src.is_quiet_for(w.operations, *w.region, now, head_t + 1))
+
+    def _enter_guest(self) -> None:
+        """The guest's state into the kernel's (at its takeover, and at each
+        call while it stays): its request in flight is the kernel's."""
+        w = self.guest[0]
+        src, drive = self.job.source, w.drive
+        self.offs, self.reads, k = w.drawn()
+        self.interval[0] = w.interval
         st = self.st
-        t, eid, kind = _heap_take_guest(self.heap, st)
-        env = self.job.env
-        heappush(env._queue, (t, NORMAL, eid, event))
-        v = st.tolist()
+        # (in the order of _GUEST_LOADED)
+        st[_GUEST_LOADED] = (
+            w.bs, w.start_at, w.issued, k, w.completed, next(w.sim.generations),
+            drive.reads, drive.writes, drive.completed, drive.latency_sum,
+            src.writes, src.bytes_written, 0, 0)
+        if st[G_KIND] == GUEST_DONE:
+            drive.in_flight -= 1
+
+    def _leave_guest(self, v: list) -> None:
+        """The guest's state written back (the kernel returns; ``v`` is
+        the state as a list)."""
+        w = self.guest[0]
         src, drive = self.job.source, w.drive
         w.issued, w._k, w.completed = v[G_ISSUED], v[G_K], v[G_COMPLETED]
         drive.reads, drive.writes, drive.completed, drive.latency_sum = (
@@ -850,10 +908,37 @@ class Kernel:
         src.writes, src.bytes_written = v[SRC_WRITES], v[SRC_BYTES_W]
         self._hand_out_ledger(w)
         w.sim.generations = count(v[G_GEN])
-        env.skipped += v[SKIPPED]
-        if kind == GUEST_DONE:
+        w.env.skipped += v[SKIPPED]
+        self.st[SKIPPED] = 0
+        if v[G_KIND] == GUEST_DONE:
             drive.in_flight += 1
-            resume = (src, v[G_READ] == 1, v[G_OFF], w.bs, v[G_GENW], None, v[G_START])
+
+    def _release(self) -> None:
+        """Hand the guest worker back to SimPy (its state written back),
+        waiting where it waits here: its event goes back into SimPy's queue
+        under the key of the worker's entry, and its process carries on
+        from there (a new generator: GuestWorkload._worker's ``resume``)."""
+        w, event = self.guest
+        self.guest = None
+        st = self.st
+        t, eid, kind = _heap_take_guest(self.heap, st)
+        queue = w.env._queue
+        # A marker queued under the entry's key stood in for it (the agenda's
+        # first entry); the worker's own event takes its place (two equal
+        # keys cannot share SimPy's heap).  Whoever runs the agenda next
+        # queues a marker for its new first entry.
+        marker = self.job._agenda._markers.pop((t, eid), None)
+        if marker is not None:
+            at = next(i for i, entry in enumerate(queue) if entry[3] is marker)
+            queue[at] = queue[-1]
+            queue.pop()
+            heapify(queue)
+        heappush(queue, (t, NORMAL, eid, event))
+        drive = w.drive
+        if kind == GUEST_DONE:
+            # (its ``in_flight`` already counts it)
+            resume = (self.job.source, st[G_READ] == 1, int(st[G_OFF]), w.bs,
+                      int(st[G_GENW]), None, int(st[G_START]))
             # (the event now stands for that completion, which the new
             # generator finishes itself)
             w.due_event = drive.completion = None
@@ -870,7 +955,7 @@ class Kernel:
         st = self.st
         n = int(st[L_N])
         if n:
-            w.drive.ledger.extend(self.ledger[:n], w.bs, int(st[L_GEN]))
+            w.drive.ledger.extend_with(self.ledger[:n, 0], w.bs, self.ledger[:n, 1])
             st[L_N] = 0
 
     # -- objects and arrays -------------------------------------------------------
@@ -917,7 +1002,10 @@ class Kernel:
 
     def materialize(self) -> None:
         """Give the agenda and the job their entries and operations back as
-        objects (before any Python step looks at them)."""
+        objects (before any Python step looks at them), and the guest back
+        to SimPy."""
+        if self.guest is not None:
+            self._release()
         if not self.active:
             return
         from .mirror import CopyOperation

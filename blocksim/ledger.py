@@ -62,12 +62,20 @@ class Ledger:
         ``first_gen``, ``first_gen + 1``, ... (a guest's quiet stretch,
         :mod:`blocksim.stretch`)."""
         n = len(offsets)
+        if n:
+            self.extend_with(offsets, length, np.arange(first_gen, first_gen + n, dtype=np.int64))
+
+    def extend_with(self, offsets, length: int, gens: np.ndarray) -> None:
+        """:meth:`append` for writes of ``length`` bytes at ``offsets`` with
+        the generations ``gens`` (an int64 array, one each: writes a
+        compiled loop ran, :mod:`blocksim.burst_kernel`)."""
+        n = len(offsets)
         if not n:
             return
-        if self._gens.typecode == "I" and (first_gen < 0 or first_gen + n - 1 > 0xFFFFFFFF):
+        if self._gens.typecode == "I" and (gens.min() < 0 or gens.max() > 0xFFFFFFFF):
             self._gens = array("q", self._gens)     # (as append widens them)
-        self._gens.frombytes(np.arange(first_gen, first_gen + n, dtype=(
-            np.uint32 if self._gens.typecode == "I" else np.int64)).tobytes())
+        self._gens.frombytes(gens.astype(
+            np.uint32 if self._gens.typecode == "I" else np.int64).tobytes())
         if length != self.block_size:
             if self.block_size is None:
                 self.block_size = length

@@ -154,7 +154,9 @@ class MirrorJob(BlockJob):
                 break
             if not completing:
                 if not bm.count:
-                    yield from self.sleep(SLICE_NS)
+                    # (the agenda runs itself meanwhile: a guest the compiled
+                    # loop runs stays there, blocksim.burst_kernel)
+                    yield from self._away(self.sleep(SLICE_NS))
                 continue
             # completing, with data dirtied during the flush: QEMU sleeps
             # off the rate limit here, the only place a ready mirror does

@@ -62,3 +62,16 @@ def test_extend_sets_the_block_size_of_an_empty_ledger():
     ledger = Ledger()
     ledger.extend([0, 4096], 4096, 1)
     assert ledger.block_size == 4096 and ledger.nbytes == 24
+
+
+def test_extend_with_takes_each_writes_generation():
+    """Writes a compiled loop ran need not have consecutive generations (a
+    request taken over in flight drew its own before another guest drew
+    the next): each keeps its own, as appends would record them."""
+    bulk, single = Ledger(), Ledger()
+    offsets, gens = [0, 4096, 8192], [481, 483, 2**33]
+    bulk.extend_with(np.array(offsets, dtype=np.int64), 4096, np.array(gens, dtype=np.int64))
+    for off, gen in zip(offsets, gens):
+        single.append(off, 4096, gen)
+    assert list(bulk.rows()) == list(single.rows()) == [
+        (0, 4096, 481), (4096, 8192, 483), (8192, 12288, 2**33)]
