@@ -641,8 +641,7 @@ class Kernel:
         return int(self.heap[0, T]), int(self.heap[0, EID])
 
     def has_wake_mark(self) -> bool:
-        n = int(self.st[HEAP_N])
-        return bool(n and (self.heap[:n, KIND] == WAKE).any())
+        return WAKE in self.heap[:int(self.st[HEAP_N]), KIND].tolist()
 
     # -- the burst ---------------------------------------------------------------
     def copy(self, waiting: bool, at_top: bool, detached: bool, one_wait: bool,
@@ -705,7 +704,8 @@ class Kernel:
                                tgt_flags[1], zeroed, self.offs, self.reads, self.ledger,
                                self.interval))
             journal.staged = int(st[STAGED])
-            self._replay(tgt)
+            if st[OUT_N]:
+                self._replay(tgt)
             if outcome == NEED_PAGE:
                 p = int(st[PAGE])
                 safe[p] = 1 if srcmap.holds_data(p) else 2

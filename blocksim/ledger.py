@@ -67,12 +67,12 @@ class Ledger:
 
     def extend_with(self, offsets, length: int, gens: np.ndarray) -> None:
         """:meth:`append` for writes of ``length`` bytes at ``offsets`` with
-        the generations ``gens`` (an int64 array, one each: writes a
-        compiled loop ran, :mod:`blocksim.burst_kernel`)."""
+        the generations ``gens`` (an increasing int64 array, one each:
+        writes a compiled loop ran, :mod:`blocksim.burst_kernel`)."""
         n = len(offsets)
         if not n:
             return
-        if self._gens.typecode == "I" and (gens.min() < 0 or gens.max() > 0xFFFFFFFF):
+        if self._gens.typecode == "I" and (gens[0] < 0 or gens[n - 1] > 0xFFFFFFFF):
             self._gens = array("q", self._gens)     # (as append widens them)
         self._gens.frombytes(gens.astype(
             np.uint32 if self._gens.typecode == "I" else np.int64).tobytes())
