@@ -23,17 +23,32 @@ have no zero logged (asked of Python once per page, :attr:`Kernel.safe`,
 until the source map changes); any other read hands the burst back to the
 Python loop.  A read is then its page's log position (the journal keeps
 each log's length in :attr:`ContentJournal.loglen
-<blocksim.journal.ContentJournal.loglen>` for this), and a paste a journal
-entry the kernel stages and Python appends after the call, in order: the
-logs are byte for byte those of the Python loop.  Before anything settles
+<blocksim.journal.ContentJournal.loglen>` for this, staged entries
+included), and a paste a journal entry the kernel puts on the journal's
+stage itself, flagging its page: the logs are byte for byte those of the
+Python loop.  Before anything settles
 a page, the reads whose pastes are still to come become
 :class:`~blocksim.journal.Snap` objects (:meth:`Kernel.hand_in`), and their
 pastes are then made from Python.
 
+A one-worker paced guest on the mirror's source runs here too, among the
+copies (:meth:`Kernel._adopt`): when SimPy's next event is its worker's
+wait for its own timeout (a due time, or a request's completion), that
+event becomes an entry of the kernel's heap under the same key, and the
+guest's requests go through the source's queue and pipe, the journal's
+stage, the dirty bitmap and a ledger buffer in SimPy's order.  It stays
+across calls for as long as it fits (:meth:`Kernel._fits`: quiet nodes,
+the VM running, no drain, nothing that could end it meanwhile), its
+Python-side state written back at each return; it goes back to SimPy
+(:meth:`Kernel._release`) under the key of its next step, its process
+resumed by a new generator (``GuestWorkload._worker(resume=...)``).
+
 Every decision the kernel makes is the Python loop's own, restated:
 ``tests/test_burst.py`` compares each case with the kernel, with the
 Python loop alone (``burst.KERNEL = False``), with the agenda alone and
-with no shortcut, and ``benchmarks/fingerprint.py`` compares whole runs.
+with no shortcut, and ``benchmarks/fingerprint.py`` compares whole runs;
+the guest's run is compared with SimPy's in ``tests/test_burst_kernel.py``
+(``GUEST = False`` leaves every guest to SimPy).
 """
 
 from __future__ import annotations
