@@ -286,3 +286,23 @@ def test_a_guest_whose_requests_could_fail_stays_with_simpy(monkeypatch):
     assert any(start >= 400 * ms for start, _ in seen["spans"])
     monkeypatch.setattr(burst, "KERNEL", False)
     assert outcome(blocksim.Simulation(scenario, seed=5)) == compiled
+
+
+def test_a_guest_completion_at_a_samples_instant_waits_for_it(monkeypatch):
+    """The guest's requests start so that each completes on a whole
+    millisecond (while the source's pipe is free, between a ready mirror's
+    polls), some exactly at a sample tick: the clock's shortcut only skips
+    to a time strictly before SimPy's next event, so the sample, queued
+    first, sees the run before that completion, in the kernel as in SimPy."""
+    spec = _guest_mirror({"rate-iops": 1000})
+    node = blocksim.Simulation(blocksim.load_scenario(spec)).devices["src"]
+    service = node.latency + 4096 * 10**9 // node.bandwidth
+    spec["workloads"]["g"]["start"] = f"{(-service) % 1_000_000}ns"
+    scenario = blocksim.load_scenario(spec)
+    with monkeypatch.context() as m:
+        seen = _watch(m)
+        sim = blocksim.Simulation(scenario, seed=5)
+        compiled = outcome(sim)
+    assert seen["adopted"] > 0 and sim.jobs["j"].ready_at is not None
+    monkeypatch.setattr(burst_kernel, "GUEST", False)
+    assert outcome(blocksim.Simulation(scenario, seed=5)) == compiled
