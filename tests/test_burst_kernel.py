@@ -306,3 +306,23 @@ def test_a_guest_completion_at_a_samples_instant_waits_for_it(monkeypatch):
     assert seen["adopted"] > 0 and sim.jobs["j"].ready_at is not None
     monkeypatch.setattr(burst_kernel, "GUEST", False)
     assert outcome(blocksim.Simulation(scenario, seed=5)) == compiled
+
+
+def test_a_completing_mirror_drains_a_guest_the_kernel_ran(monkeypatch):
+    """`block-job-complete` drains the drive: a guest request the kernel
+    has in flight must count in the drive's requests in flight and finish
+    (2 ms of latency on the source every 5 ms: one is in flight 40 % of
+    the time),
+    so the guest goes back to SimPy before the drain, and the run is
+    SimPy's: the job completes, at the same instant."""
+    spec = _guest_mirror({"rate-iops": 200})
+    spec["images"]["src"]["latency"] = "2ms"
+    spec["duration"] = "4s"
+    scenario = blocksim.load_scenario(spec)
+    with monkeypatch.context() as m:
+        seen = _watch(m)
+        sim = blocksim.Simulation(scenario, seed=5)
+        compiled = outcome(sim)
+    assert seen["adopted"] > 0 and sim.jobs["j"].status == "null"
+    monkeypatch.setattr(burst_kernel, "GUEST", False)
+    assert outcome(blocksim.Simulation(scenario, seed=5)) == compiled
