@@ -925,6 +925,7 @@ class Kernel:
         the state as a list)."""
         w = self.guest[0]
         src, drive = self.job.source, w.drive
+        w.in_kernel += v[G_COMPLETED] - w.completed
         w.issued, w._k, w.completed = v[G_ISSUED], v[G_K], v[G_COMPLETED]
         drive.reads, drive.writes, drive.completed, drive.latency_sum = (
             v[D_READS], v[D_WRITES], v[D_COMPLETED], v[D_LATENCY])

@@ -69,6 +69,7 @@ class GuestWorkload:
         self.completed = 0
         self.errors = 0
         self.in_stretches = 0       # requests done in quiet stretches (a figure)
+        self.in_kernel = 0          # ... and run by a mirror's compiled loop (a figure)
         self._seq = 0
         # the current batch: offsets and read flags as lists (one request at
         # a time) and as arrays (a quiet stretch), and the next one's index
