@@ -855,8 +855,10 @@ class Kernel:
         if priority != NORMAL:
             return False
         if request is not None:
-            node, is_read, offset, length, gen, how, start = request
-            if not (node is src and how is None and length == w.bs and drive.in_flight == 1):
+            # (a failed request goes through the error policy: SimPy's)
+            err, node, is_read, offset, length, gen, how, start = request
+            if not (not err and node is src and how is None and length == w.bs
+                    and drive.in_flight == 1):
                 return False
         entry = heappop(queue)
         head_t, last_eid = _head(queue)

@@ -37,7 +37,7 @@ class Drive:
         self.iostatus = IoStatus(lambda: env.now)
         self.in_flight = 0
         #: the timeout the last request waited for its completion on, and
-        #: what finishing it takes (Drive.finish's arguments)
+        #: its errno and what finishing it takes (Drive.finish's arguments)
         self.completion = None
         self.in_flight_request = None
         self._drains = 0
@@ -112,7 +112,8 @@ class Drive:
                     # (what compiled code needs to finish it, should it take
                     # the worker over while it waits: blocksim.burst_kernel)
                     event = self.completion = env.timeout(delay)
-                    self.in_flight_request = (node, is_read, offset, length, gen, how, start)
+                    self.in_flight_request = (err, node, is_read, offset, length, gen, how,
+                                              start)
                     yield event
                     shared_wake = False
                 if not err:

@@ -326,3 +326,22 @@ def test_a_completing_mirror_drains_a_guest_the_kernel_ran(monkeypatch):
     assert seen["adopted"] > 0 and sim.jobs["j"].status == "null"
     monkeypatch.setattr(burst_kernel, "GUEST", False)
     assert outcome(blocksim.Simulation(scenario, seed=5)) == compiled
+
+
+def test_a_failed_request_in_flight_stays_with_simpy(monkeypatch):
+    """A guest write fails (a one-shot fault rule, then spent) and waits for
+    its completion while the rule no longer matches anything: the kernel
+    must not take that request over as a success; the guest sees its error
+    as in SimPy's run."""
+    spec = _guest_mirror({"rate-iops": 200})
+    spec["images"]["src"]["latency"] = "2ms"     # the error comes back 2 ms later
+    spec["faults"] = [{"image": "src", "operation": "write", "errno": "EIO",
+                       "skip": 60, "count": 1}]
+    scenario = blocksim.load_scenario(spec)
+    with monkeypatch.context() as m:
+        seen = _watch(m)
+        sim = blocksim.Simulation(scenario, seed=5)
+        compiled = outcome(sim)
+    assert seen["adopted"] > 0 and sim.drives["d"].guest_errors == 1
+    monkeypatch.setattr(burst_kernel, "GUEST", False)
+    assert outcome(blocksim.Simulation(scenario, seed=5)) == compiled
