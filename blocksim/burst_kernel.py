@@ -843,6 +843,10 @@ class Kernel:
         t, priority, eid, event = queue[0]
         job = self.job
         for w in job.sim.workloads.values():
+            # (the worker that waits on it: the drive remembers the last
+            # request's completion whichever workload issued it)
+            if w.process is None or w.process.target is not event:
+                continue
             if w.due_event is event:
                 request = None
                 break

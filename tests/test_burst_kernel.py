@@ -345,3 +345,23 @@ def test_a_failed_request_in_flight_stays_with_simpy(monkeypatch):
     assert seen["adopted"] > 0 and sim.drives["d"].guest_errors == 1
     monkeypatch.setattr(burst_kernel, "GUEST", False)
     assert outcome(blocksim.Simulation(scenario, seed=5)) == compiled
+
+
+def test_a_second_guest_on_the_drive_is_not_taken_for_the_first(monkeypatch):
+    """Two workloads on the mirror's source drive: the paced one-worker
+    guest the kernel may run, and a four-worker one it may not.  The drive
+    remembers the last request's completion, whoever issued it: the kernel
+    takes over only the worker that waits on SimPy's next event itself
+    (here the paced guest starts late: until then only the other's
+    requests are in flight)."""
+    spec = _guest_mirror({"start": "600ms"})
+    spec["workloads"]["other"] = {"drive": "d", "rw": "randwrite", "bs": "4KiB",
+                                  "iodepth": 4, "rate-iops": 300}
+    scenario = blocksim.load_scenario(spec)
+    with monkeypatch.context() as m:
+        seen = _watch(m)
+        compiled = outcome(blocksim.Simulation(scenario, seed=5))
+    assert seen["adopted"] > 0
+    monkeypatch.setattr(burst_kernel, "GUEST", False)
+    assert outcome(blocksim.Simulation(scenario, seed=5)) == compiled
+    assert outcome(blocksim.Simulation(scenario, seed=5, shortcuts=False)) == compiled
