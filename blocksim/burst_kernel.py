@@ -62,7 +62,10 @@ from numba import njit
 from simpy.events import NORMAL
 
 from .bitmap import BLOCK_SHIFT
+from .burst import TOP as BACK_TO_TOP
+from .burst import WAITING as STILL_WAITING
 from .burst import _head, _quiet
+from .clock import NEVER
 from .journal import _MAP_BITS, _MAP_SHIFT, _OFFSET_BITS, Snap
 from .ratelimit import SLICE_NS
 from .workload import AT_DUE
@@ -98,10 +101,7 @@ READING, LOGGED, OBJECT, ZEROS = 0, 1, 2, 3
 #: Records for the Python side (``Kernel.out``): a read's ``start, end``
 #: (the target's allocation).  Pastes go to the journal's stage.
 
-#: burst.TOP and burst.WAITING: carry on from the loop's top; SimPy's queue
-#: holds the next event.
-BACK_TO_TOP, STILL_WAITING = 0, -1
-#: Return codes besides TOP (0), STILL_WAITING and a sleep (> 0).
+#: Return codes besides burst.TOP (0), burst.WAITING (-1) and a sleep (> 0).
 NEED_PAGE = -2          # is page ``st[PAGE]`` safe to read?  (nothing done yet)
 NEED_BATCH = -5         # the guest needs ``st[G_BOUND]`` more requests drawn
 HAND_BACK = -3          # the next step is not for the kernel (nothing done yet)
@@ -112,7 +112,6 @@ OUT_FULL = -4           # the records or the journal's stage are full: replay
 #: (Kernel._adopt); False leaves every guest to SimPy (a reference for tests).
 GUEST = True
 
-NEVER = 1 << 62
 #: mirror.MAX_IN_FLIGHT (restated: the mirror imports this module; a test
 #: checks they agree)
 MAX_IN_FLIGHT = 16
@@ -716,9 +715,8 @@ class Kernel:
                 self._enter_guest()
             else:
                 self._release()
+                # (its event is back in SimPy's queue: the head now, or later)
                 st[HEAD_T], st[LAST_EID] = _head(queue)
-                if st[HEAD_T] == float("inf"):
-                    st[HEAD_T] = NEVER
         while True:
             st[STAGED] = journal.staged
             outcome = int(_run(st, bits, bit_words, summary, blocks, block_words, self.ops,

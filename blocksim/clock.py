@@ -36,6 +36,10 @@ from __future__ import annotations
 
 import simpy
 
+#: A time later than any run reaches, in integer nanoseconds: what compiled
+#: code takes for "no next event" (SimPy's ``peek`` then answers infinity).
+NEVER = 1 << 62
+
 
 class Clock(simpy.Environment):
     def __init__(self, initial_time: int = 0, shortcuts: bool = True):

@@ -68,11 +68,11 @@ from itertools import islice
 import numpy as np
 from numba import njit
 
+from .clock import NEVER
+
 #: A stretch shorter than this is left to the one-by-one path: the numpy set-up
 #: costs about as much as a few requests (any length would be exact).
 MIN_STRETCH = 4
-
-NEVER = 1 << 62     # (no horizon, no end: later than any time)
 
 
 def advance(workload) -> int:
