@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from blocksim.sweep import sweep
+from blocksim.analysis.sweep import sweep
 
 THROUGHPUT = """
 name = "bench-mirror"

@@ -5,10 +5,10 @@ Run with ``python benchmarks/breakdown.py [SIZE_GIB] [SECONDS]`` (default: the
 time).  It prints
 
 1. the wall time of that mirror run split between copy bursts
-   (``blocksim.burst.copy``, with the guest's requests the compiled loop
+   (``blocksim.engine.burst.copy``, with the guest's requests the compiled loop
    runs among the copies), quiet stretches of guest requests
-   (``blocksim.stretch.advance``), applying the content journal's logs
-   (``blocksim.journal``: at the end of the run, when the invariants
+   (``blocksim.engine.stretch.advance``), applying the content journal's logs
+   (``blocksim.engine.journal``: at the end of the run, when the invariants
    and the summary read the disks) and everything else (SimPy's own events,
    requests done one by one, sampling, the end-of-run audit), with the
    number of copy operations and guest requests and what each cost;
@@ -35,9 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (the benchmark scenarios)
 
 import blocksim  # noqa: E402
-from blocksim import burst, workload  # noqa: E402
-from blocksim.extents import ExtentMap  # noqa: E402
-from blocksim.journal import ContentJournal  # noqa: E402
+from blocksim.engine import burst
+from blocksim.model import workload  # noqa: E402
+from blocksim.model.extents import ExtentMap  # noqa: E402
+from blocksim.engine.journal import ContentJournal  # noqa: E402
 
 GiB = 1 << 30
 

@@ -16,9 +16,9 @@ concept they model (device, drive, vm, policy, job, mirror, stream, ...).
 __version__ = "0.1.0"
 
 from .errors import BlocksimError, CommandError, ResultsError, ScenarioError  # noqa: E402
-from .profile import PROFILES, Profile  # noqa: E402
-from .result import Result  # noqa: E402
-from .scenario import Scenario, load_scenario  # noqa: E402
+from .model.profile import PROFILES, Profile  # noqa: E402
+from .record.result import Result  # noqa: E402
+from .scenario.document import Scenario, load_scenario  # noqa: E402
 from .simulation import Simulation, run  # noqa: E402
 
 __all__ = [

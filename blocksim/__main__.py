@@ -1,6 +1,6 @@
 """``python -m blocksim``: the same command line as ``blocksim``."""
 
-from .cli import main
+from .cli.commands import main
 
 if __name__ == "__main__":
     main(prog_name="blocksim")

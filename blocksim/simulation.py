@@ -5,7 +5,7 @@
 nodes, their backing links, initial data and fault rules), the VM and its
 drives, block jobs, guest workloads, management actions and the sampler.
 :meth:`Simulation.run` advances SimPy's clock to the scenario's duration and
-returns a :class:`~blocksim.result.Result`.
+returns a :class:`~blocksim.record.result.Result`.
 
 Randomness: every component that draws random numbers gets its own numpy
 generator, seeded from the run's seed and the component's kind and name (not
@@ -13,11 +13,11 @@ its position), so a run is a pure function of scenario and seed, and adding
 a workload does not change the faults another one sees.
 
 Shortcuts: ``shortcuts=True`` (the default) lets the clock skip waits that
-nothing could interrupt (:mod:`blocksim.clock`), one-worker guests do quiet
-stretches in bulk (:mod:`blocksim.stretch`), mirrors keep their copy
-operations on an agenda (:mod:`blocksim.agenda`) and run them in bursts
-(:mod:`blocksim.burst`), and content changes are logged per page and applied
-when something reads them (:mod:`blocksim.journal`).  Each gives exactly the
+nothing could interrupt (:mod:`blocksim.engine.clock`), one-worker guests do quiet
+stretches in bulk (:mod:`blocksim.engine.stretch`), mirrors keep their copy
+operations on an agenda (:mod:`blocksim.engine.agenda`) and run them in bursts
+(:mod:`blocksim.engine.burst`), and content changes are logged per page and applied
+when something reads them (:mod:`blocksim.engine.journal`).  Each gives exactly the
 run SimPy would give without it; ``shortcuts=False`` is the reference the
 tests compare against.
 """
@@ -31,24 +31,24 @@ import zlib
 
 import numpy as np
 
-from . import invariants, summary as summary_mod
-from .actions import ActionScheduler
-from .clock import Clock
-from .device import BlockDevice
-from .drive import Drive
-from .eventlog import EventCapReached, EventLog
-from .extents import PAGE_SHIFT
-from .faults import make_rule
-from .journal import ContentJournal
-from .mirror import MirrorJob
-from .policy import ErrorPolicyEngine
-from .probes import Sampler
-from .profile import get_profile
-from .qmp import Monitor
-from .result import Result
-from .stream import StreamJob
-from .vm import VM
-from .workload import GuestWorkload
+from .record import invariants, summary as summary_mod
+from .management.actions import ActionScheduler
+from .engine.clock import Clock
+from .model.device import BlockDevice
+from .model.drive import Drive
+from .record.eventlog import EventCapReached, EventLog
+from .model.extents import PAGE_SHIFT
+from .model.faults import make_rule
+from .engine.journal import ContentJournal
+from .jobs.mirror import MirrorJob
+from .model.policy import ErrorPolicyEngine
+from .record.probes import Sampler
+from .model.profile import get_profile
+from .management.monitor import Monitor
+from .record.result import Result
+from .jobs.stream import StreamJob
+from .model.vm import VM
+from .model.workload import GuestWorkload
 
 JOB_TYPES = {"mirror": MirrorJob, "stream": StreamJob}
 
@@ -68,7 +68,7 @@ class Simulation:
         self.monitor = Monitor(self)
         self._bursts = 0
 
-        # Content changes are logged and applied when read (blocksim.journal)
+        # Content changes are logged and applied when read (blocksim.engine.journal)
         self.journal = ContentJournal(PAGE_SHIFT) if shortcuts else None
         self.devices: dict[str, BlockDevice] = {}
         for name, spec in scenario.images.items():
@@ -124,7 +124,7 @@ class Simulation:
 
     def start_burst(self, args: dict) -> None:
         """``guest-burst``: a one-off workload, starting now."""
-        from .scenario import burst_workload_spec
+        from .scenario.document import burst_workload_spec
         spec = burst_workload_spec(self.scenario, args)
         self._bursts += 1
         name = f"burst{self._bursts}"
@@ -193,7 +193,7 @@ def _release_freed_memory() -> None:
 def run(scenario, seed: int | None = None, profile: str | None = None,
         progress=None) -> Result:
     """Run a scenario (a :class:`Scenario`, a dict or a TOML path) once."""
-    from .scenario import Scenario, load_scenario
+    from .scenario.document import Scenario, load_scenario
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     return Simulation(scenario, seed=seed, profile=profile).run(progress=progress)

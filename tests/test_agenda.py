@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import simpy
 
-from blocksim.agenda import Agenda
+from blocksim.engine.agenda import Agenda
 
 
 def _run(seed: int, use_agenda: bool) -> list:

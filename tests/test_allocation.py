@@ -4,7 +4,7 @@ across page edges and empty ones."""
 import numpy as np
 import pytest
 
-from blocksim.allocation import PAGE_BITS, AllocationMap
+from blocksim.model.allocation import PAGE_BITS, AllocationMap
 
 PAGE = 1 << PAGE_BITS
 
@@ -61,7 +61,7 @@ def test_a_range_ending_on_a_page_edge_stays_in_its_page():
 
 
 def test_a_full_page_becomes_the_shared_page_and_stays_right():
-    from blocksim.allocation import _FULL
+    from blocksim.model.allocation import _FULL
     amap = AllocationMap(3 * PAGE)
     assert amap.set_range(0, PAGE - 1) == PAGE - 1
     assert amap._pages[0] is not _FULL            # not full yet

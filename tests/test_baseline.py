@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from blocksim.compare import baseline_file_name, check_against_baseline
+from blocksim.analysis.compare import baseline_file_name, check_against_baseline
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.toml"))

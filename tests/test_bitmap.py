@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from blocksim.bitmap import BLOCK, DirtyBitmap
+from blocksim.model.bitmap import BLOCK, DirtyBitmap
 
 
 def naive_next(dirty: set[int], nbits: int, cursor: int) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import blocksim
-from blocksim import burst, burst_kernel
+from blocksim.engine import burst, burst_kernel
 from blocksim.simulation import Simulation
 from equivalence import outcome
 
@@ -279,7 +279,7 @@ def test_every_library_mirror_is_the_same_with_and_without_copy_bursts(path, mon
 def test_failures_inside_bursts_go_through_the_error_policy(monkeypatch):
     """A failed read or write met in a burst calls the operation's failure
     callback (re-dirty, policy engine) from inside the burst."""
-    from blocksim import mirror
+    from blocksim.jobs import mirror
     inside = {"burst": False, "failed": []}
     real = burst.copy
 
@@ -312,7 +312,7 @@ def test_an_exception_in_a_failure_callback_ends_the_run_at_once(shortcuts, monk
     """As from a SimPy event's callback (the event cap is one): before
     anything else due at the same instant, here an event the callback
     itself triggers."""
-    from blocksim import mirror
+    from blocksim.jobs import mirror
     log = []
 
     def boom(op, err):

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import blocksim
-from blocksim import burst, burst_kernel
-from blocksim.bitmap import BLOCK, DirtyBitmap
+from blocksim.engine import burst, burst_kernel
+from blocksim.model.bitmap import BLOCK, DirtyBitmap
 from equivalence import outcome
 
 
@@ -110,7 +110,7 @@ def test_the_kernel_writes_the_journal_the_python_loop_writes(monkeypatch):
     every paste and the log position of the read it pastes) are byte for byte
     those of the Python loop: the kernel's positions count the entries it
     stages itself."""
-    from blocksim.journal import ContentJournal
+    from blocksim.engine.journal import ContentJournal
 
     # (a guest busy enough that the mirror is never ready: no completion
     # settles the journal before the end)
@@ -179,7 +179,7 @@ def test_a_finished_mirror_leaves_nothing_in_the_journal():
 
 
 def test_the_kernel_and_the_mirror_agree_on_operations_in_flight():
-    from blocksim import mirror
+    from blocksim.jobs import mirror
     assert burst_kernel.MAX_IN_FLIGHT == mirror.MAX_IN_FLIGHT
 
 
@@ -253,7 +253,8 @@ def test_the_guest_in_the_kernel_with_small_batches_stage_and_ledger(monkeypatch
     rows: the kernel stops for more requests drawn (NEED_BATCH), for the
     stage handed out and the ledger rows given to the drive (OUT_FULL), and
     the run is the same."""
-    from blocksim import journal, workload
+    from blocksim.engine import journal
+    from blocksim.model import workload
     monkeypatch.setattr(workload, "_BATCH", 16)
     monkeypatch.setattr(journal, "STAGE_ENTRIES", 96)
     monkeypatch.setattr(burst_kernel.Kernel, "LEDGER_ROWS", 64)

@@ -8,11 +8,11 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-import blocksim.plot
+import blocksim.record.plot
 import blocksim.simulation
-from blocksim.cli import Progress, main, parse_sets, result_folder_name
+from blocksim.cli.commands import Progress, main, parse_sets, result_folder_name
 from blocksim.errors import BlocksimError
-from blocksim.results import FILES, load_result
+from blocksim.record.results import FILES, load_result
 
 # A 64 MiB mirror with a one-shot target write fault under a guest workload.
 MIRROR = """\
@@ -328,7 +328,7 @@ def test_a_failed_plot_keeps_the_older_folder(runner, tmp_path, monkeypatch):
 
     def failing(*args, **kwargs):
         raise RuntimeError("the plot step failed")
-    monkeypatch.setattr(blocksim.plot, "save_timeline", failing)
+    monkeypatch.setattr(blocksim.record.plot, "save_timeline", failing)
     result = runner.invoke(main, ["run", path, "--out", str(out), "--set", "duration=0.25s"])
     assert isinstance(result.exception, RuntimeError)
     assert sorted(p.name for p in out.iterdir()) == ["quiet"]     # no temporary left

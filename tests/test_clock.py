@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import blocksim
-from blocksim.clock import Clock
+from blocksim.engine.clock import Clock
 from blocksim.simulation import Simulation
 from equivalence import outcome
 

@@ -8,12 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 import blocksim
-from blocksim.cli_analysis import register
-from blocksim.compare import (baseline_record, check_against_baseline, compare, event_token,
-                              normalise_events, update_baseline)
+from blocksim.cli.analysis import register
+from blocksim.analysis.compare import baseline_record, check_against_baseline, compare, event_token, normalise_events, update_baseline
 from blocksim.errors import ResultsError
-from blocksim.results import save_result
-from blocksim.sweep import JOURNAL, sweep
+from blocksim.record.results import save_result
+from blocksim.analysis.sweep import JOURNAL, sweep
 from test_sweep import TINY, write_tiny
 
 

@@ -3,7 +3,7 @@
 
 import pytest
 
-from blocksim.sweep import AGGREGATE_CSV, RUNS_CSV, SweepError, sweep
+from blocksim.analysis.sweep import AGGREGATE_CSV, RUNS_CSV, SweepError, sweep
 from test_sweep import VARY, write_tiny
 
 distributed = pytest.importorskip("distributed")
@@ -54,7 +54,7 @@ def test_dask_resume_and_failed_rows(tmp_path, cluster):
 
 
 def test_unreachable_scheduler(tmp_path, monkeypatch):
-    monkeypatch.setattr("blocksim.sweep.DASK_CONNECT_TIMEOUT", "1s")
+    monkeypatch.setattr("blocksim.analysis.sweep.DASK_CONNECT_TIMEOUT", "1s")
     tiny = write_tiny(tmp_path)
     with pytest.raises(SweepError, match="cannot connect"):
         sweep(tiny, VARY, seeds=1, scheduler="tcp://127.0.0.1:9")

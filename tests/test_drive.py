@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import blocksim
-from blocksim.extents import ExtentMap, from_sorted_runs
-from blocksim.ledger import Ledger
+from blocksim.model.extents import ExtentMap, from_sorted_runs
+from blocksim.model.ledger import Ledger
 
 
 def drive_after(workload: dict, size: str = "4MiB"):

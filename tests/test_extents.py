@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from blocksim.extents import ExtentMap, Span, diff_ranges, resolve_runs
+from blocksim.model.extents import ExtentMap, Span, diff_ranges, resolve_runs
 
 
 def dense(m: ExtentMap) -> np.ndarray:
@@ -70,7 +70,7 @@ def test_diff_ranges_finds_exactly_the_differences():
 
 @pytest.mark.parametrize("seed", range(4))
 def test_from_sorted_runs_equals_sequential_sets(seed):
-    from blocksim.extents import from_sorted_runs
+    from blocksim.model.extents import from_sorted_runs
     rng = np.random.default_rng(seed)
     size = 5000
     cuts = np.sort(rng.choice(np.arange(1, size), size=60, replace=False))
@@ -301,7 +301,7 @@ def test_diff_ranges_compares_relative_pages_of_the_same_index_only():
 
 # -- ranges as numpy arrays: run_arrays and diff_blocks ---------------------------
 
-from blocksim.extents import diff_blocks, from_sorted_runs, run_arrays
+from blocksim.model.extents import diff_blocks, from_sorted_runs, run_arrays
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -389,6 +389,6 @@ def test_diff_blocks_outside_the_range_is_nothing():
 
 def test_from_sorted_runs_rejects_a_run_past_the_end():
     import pytest
-    from blocksim.extents import from_sorted_runs
+    from blocksim.model.extents import from_sorted_runs
     with pytest.raises(ValueError, match="past the map's size"):
         from_sorted_runs(4096, [(0, 512, 1), (3584, 4608, 2)], page_shift=10)

@@ -12,7 +12,7 @@ SEMANTICS.md, "What each action does", guest I/O:
 import pytest
 
 import blocksim
-from blocksim.invariants import guest_write_audit
+from blocksim.record.invariants import guest_write_audit
 
 KiB = 1024
 BS = 4 * KiB

@@ -4,11 +4,11 @@ name in ``summary["invariants"]["violations"]``; normal runs have none."""
 import pytest
 
 import blocksim
-from blocksim import invariants
-from blocksim.invariants import CHECKED, guest_write_audit
-from blocksim.iostatus import IoStatus
-from blocksim.mirror import MirrorJob
-from blocksim.stream import StreamJob
+from blocksim.record import invariants
+from blocksim.record.invariants import CHECKED, guest_write_audit
+from blocksim.model.iostatus import IoStatus
+from blocksim.jobs.mirror import MirrorJob
+from blocksim.jobs.stream import StreamJob
 
 KiB = 1024
 MS = 1_000_000
@@ -273,8 +273,8 @@ def test_integrity_is_not_a_violation_for_jobs_that_did_not_complete():
 
 import random
 
-from blocksim.ledger import Ledger
-from blocksim.extents import ExtentMap, diff_ranges
+from blocksim.model.ledger import Ledger
+from blocksim.model.extents import ExtentMap, diff_ranges
 
 
 def audit_by_maps(drive) -> dict:

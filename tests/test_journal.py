@@ -1,4 +1,4 @@
-"""The content journal (blocksim.journal) against changes applied at once.
+"""The content journal (blocksim.engine.journal) against changes applied at once.
 
 Random sequences of writes, copies (snapshot then paste, possibly far
 apart, possibly never pasted), write-zeroes, copy-on-read fills and reads,
@@ -15,9 +15,9 @@ import random
 
 import pytest
 
-from blocksim import journal as journal_mod
-from blocksim.extents import ExtentMap, Span
-from blocksim.journal import ContentJournal, Snap
+from blocksim.engine import journal as journal_mod
+from blocksim.model.extents import ExtentMap, Span
+from blocksim.engine.journal import ContentJournal, Snap
 
 SHIFT = 16                  # 64 KiB pages: many page edges in a small map
 PAGE = 1 << SHIFT

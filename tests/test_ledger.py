@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from blocksim.ledger import Ledger
+from blocksim.model.ledger import Ledger
 
 
 def test_ledger_rows_keep_every_write_in_order():

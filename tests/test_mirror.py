@@ -440,9 +440,10 @@ def test_operations_in_flight_never_overlap(bursts, monkeypatch):
     """A guest rewriting the ranges being copied re-dirties them while their
     operations are in flight; the mirror must wait for those operations
     rather than copy the same range twice at once (as mirror.c does), both
-    one operation at a time and in copy bursts (blocksim.burst)."""
+    one operation at a time and in copy bursts (blocksim.engine.burst)."""
     import blocksim
-    from blocksim import burst, mirror
+    from blocksim.engine import burst
+    from blocksim.jobs import mirror
 
     seen = {"issued": 0, "waited": 0, "job": None}
 
@@ -484,14 +485,14 @@ def test_operations_in_flight_never_overlap(bursts, monkeypatch):
 
 
 def test_the_compiled_bursts_wait_for_overlaps_alike(monkeypatch):
-    """The compiled bursts (blocksim.burst_kernel) follow the overlap rule
+    """The compiled bursts (blocksim.engine.burst_kernel) follow the overlap rule
     of the Python loop: the same run, byte for byte, in a scenario that
     exercises it (above)."""
     import blocksim
-    from blocksim import burst
+    from blocksim.engine import burst
     from equivalence import outcome
 
-    from blocksim import burst_kernel
+    from blocksim.engine import burst_kernel
 
     runs = []
     real = burst_kernel._run

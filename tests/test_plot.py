@@ -7,8 +7,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from blocksim import load_scenario, run
-from blocksim.plot import lanes, save_timeline, timeline
-from blocksim.result import Result
+from blocksim.record.plot import lanes, save_timeline, timeline
+from blocksim.record.result import Result
 
 # Mirror + guest workload + thin target, with a one-shot target write fault
 # under on-target-error=stop: every lane has something to show.

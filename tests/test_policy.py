@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import pytest
 import simpy
 
-from blocksim.eventlog import EventLog
-from blocksim.iostatus import IoStatus
-from blocksim.policy import DRIVE_DEFAULTS, IGNORE, REPORT, STOP, ErrorPolicyEngine, resolve
-from blocksim.profile import QEMU, RFC_2012
-from blocksim.vm import VM
+from blocksim.record.eventlog import EventLog
+from blocksim.model.iostatus import IoStatus
+from blocksim.model.policy import DRIVE_DEFAULTS, IGNORE, REPORT, STOP, ErrorPolicyEngine, resolve
+from blocksim.model.profile import QEMU, RFC_2012
+from blocksim.model.vm import VM
 
 ENOSPC, EIO = errno.ENOSPC, errno.EIO
 

@@ -5,12 +5,11 @@ import math
 
 import pytest
 
-import blocksim.plot
+import blocksim.record.plot
 from blocksim import load_scenario, run
 from blocksim.errors import ResultsError
-from blocksim.result import Result
-from blocksim.results import (FILES, SCENARIO_KEY, is_results_folder, load_result,
-                              parse_series_csv, save_result, series_csv)
+from blocksim.record.result import Result
+from blocksim.record.results import FILES, SCENARIO_KEY, is_results_folder, load_result, parse_series_csv, save_result, series_csv
 
 # A 64 MiB mirror onto a thin target with a one-shot target write fault, while
 # the guest writes: events, commands, NaN latencies, int and float columns.
@@ -165,7 +164,7 @@ def test_a_garbled_file_is_a_results_error(result, tmp_path):
 
 # -- atomicity ---------------------------------------------------------------------------------
 def test_a_failed_plot_leaves_no_folder(result, tmp_path, monkeypatch):
-    monkeypatch.setattr(blocksim.plot, "save_timeline", failing_plot)
+    monkeypatch.setattr(blocksim.record.plot, "save_timeline", failing_plot)
     with pytest.raises(RuntimeError, match="plot step"):
         save_result(result, tmp_path / "r")
     assert list(tmp_path.iterdir()) == []            # no folder, no temporary left
@@ -174,7 +173,7 @@ def test_a_failed_plot_leaves_no_folder(result, tmp_path, monkeypatch):
 def test_an_interrupted_save_leaves_no_folder(result, tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(blocksim.plot, "save_timeline", interrupt)
+    monkeypatch.setattr(blocksim.record.plot, "save_timeline", interrupt)
     with pytest.raises(KeyboardInterrupt):
         save_result(result, tmp_path / "r")
     assert list(tmp_path.iterdir()) == []
@@ -184,7 +183,7 @@ def test_an_older_folder_survives_a_failed_rerun(result, tmp_path, monkeypatch):
     folder = save_result(result, tmp_path / "r")
     before = {name: (folder / name).read_bytes() for name in FILES}
     other = run(load_scenario(MIRROR), seed=6)
-    monkeypatch.setattr(blocksim.plot, "save_timeline", failing_plot)
+    monkeypatch.setattr(blocksim.record.plot, "save_timeline", failing_plot)
     with pytest.raises(RuntimeError):
         save_result(other, folder)
     assert {name: (folder / name).read_bytes() for name in FILES} == before

@@ -16,7 +16,7 @@ from jobcases import (
     job_summary, on, simulate, st, stream_case, timeline, violations,
 )
 
-CHUNK = 512 * 1024                     # blocksim.stream.STREAM_CHUNK, as in QEMU
+CHUNK = 512 * 1024                     # blocksim.jobs.stream.STREAM_CHUNK, as in QEMU
 FAULT_AT = MiB + 4096                  # inside the third chunk, [1 MiB, 1.5 MiB)
 ERRNO_TEXT = {"EIO": EIO, "ENOSPC": ENOSPC}
 

@@ -157,9 +157,9 @@ def test_a_stretch_stops_where_a_fault_rule_could_fire(monkeypatch):
     """No request of a stretch is submitted once a rule could match it: in
     FAULTS_ASIDE, the flakey rule's down windows, the error rule's three
     failures and the delay rule's window are all met one by one."""
-    import blocksim.workload
+    import blocksim.model.workload
     stretches = []
-    real = blocksim.workload.advance
+    real = blocksim.model.workload.advance
 
     def recording(workload):
         t0 = workload.env.now
@@ -167,7 +167,7 @@ def test_a_stretch_stops_where_a_fault_rule_could_fire(monkeypatch):
         if n:
             stretches.append((t0, workload.env.now))
         return n
-    monkeypatch.setattr(blocksim.workload, "advance", recording)
+    monkeypatch.setattr(blocksim.model.workload, "advance", recording)
     r = blocksim.run(blocksim.load_scenario(FAULTS_ASIDE), seed=5)
     ms = 1_000_000
     downs = [(k * 703 * ms + 700 * ms, (k + 1) * 703 * ms) for k in range(5)]
@@ -220,7 +220,7 @@ def test_a_stretch_counts_the_waits_it_saves_as_the_clock_would(name, monkeypatc
     scenario = blocksim.load_scenario(CASES[name])
     bulk = Simulation(scenario, seed=5)
     bulk.run()
-    monkeypatch.setattr("blocksim.workload.advance", lambda workload: 0)
+    monkeypatch.setattr("blocksim.model.workload.advance", lambda workload: 0)
     single = Simulation(scenario, seed=5)
     single.run()
     assert sum(w.in_stretches for w in single.workloads.values()) == 0

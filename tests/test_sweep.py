@@ -10,10 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 import blocksim.simulation
-from blocksim.cli_analysis import register, split_values
+from blocksim.cli.analysis import register, split_values
 from blocksim.errors import ScenarioError
-from blocksim.sweep import (AGGREGATE_CSV, COMPARISON_PNG, DEFINITION, JOURNAL, RUNS_CSV, SweepError,
-                            flatten_summary, load_sweep, sweep)
+from blocksim.analysis.sweep import AGGREGATE_CSV, COMPARISON_PNG, DEFINITION, JOURNAL, RUNS_CSV, SweepError, flatten_summary, load_sweep, sweep
 
 # A mirror of an 8 MiB disk onto a target whose writes fail at random.
 TINY = """
@@ -334,7 +333,7 @@ def test_parquet_when_pyarrow_is_importable(tiny, tmp_path):
 
 def test_progress_bar_on_a_terminal():
     import io
-    from blocksim.cli_analysis import _Bar
+    from blocksim.cli.analysis import _Bar
 
     class Tty(io.StringIO):
         def isatty(self):

@@ -1,13 +1,6 @@
 import pytest
 
-from blocksim.units import (
-    format_duration,
-    format_size,
-    ns_to_seconds,
-    parse_duration,
-    parse_rate,
-    parse_size,
-)
+from blocksim.scenario.units import format_duration, format_size, ns_to_seconds, parse_duration, parse_rate, parse_size
 
 KiB, MiB, GiB, TiB = 1024, 1024**2, 1024**3, 1024**4
 

@@ -11,9 +11,7 @@ See ``docs/qemu-check.md``.
 """
 
 from .check import ScenarioCheck, check_scenario, check_scenarios, find_tools  # noqa: F401
-from .errors import (DaemonError, QemuError, QemuNotFoundError, QemuToolError,  # noqa: F401
-                     QMPCommandError, QMPConnectError, QMPError, QMPProtocolError,
-                     QMPTimeoutError)
+from .errors import DaemonError, QemuError, QemuNotFoundError, QemuToolError, QMPCommandError, QMPConnectError, QMPError, QMPProtocolError, QMPTimeoutError
 from .translate import translate  # noqa: F401
 
 __all__ = ["ScenarioCheck", "check_scenario", "check_scenarios", "find_tools", "translate",

@@ -38,8 +38,7 @@ import time
 from collections import deque
 from typing import Any, Optional
 
-from .errors import (QMPCommandError, QMPConnectError, QMPError, QMPProtocolError,
-                     QMPTimeoutError)
+from .errors import QMPCommandError, QMPConnectError, QMPError, QMPProtocolError, QMPTimeoutError
 
 __all__ = ["QMPClient", "QMPError", "QMPCommandError", "QMPConnectError",
            "QMPProtocolError", "QMPTimeoutError"]

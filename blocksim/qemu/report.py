@@ -13,8 +13,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Iterable, Optional
 
-from .check import (AGREE, DISAGREE, DOCUMENTED, ERROR, JOB_KEYS, NOTHING, ScenarioCheck, Tools,
-                    command_outcomes)
+from .check import AGREE, DISAGREE, DOCUMENTED, ERROR, JOB_KEYS, NOTHING, ScenarioCheck, Tools, command_outcomes
 
 __all__ = ["render_text", "render_json", "counts", "agreement_line"]
 

@@ -43,10 +43,9 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..faults import ERRNO
-from ..scenario import (ErrorFault, GuestBurstAction, MirrorJob, NoArgumentsAction, Scenario,
-                        StreamJob, ThinExtendAction, load_scenario)
-from ..units import format_size
+from ..model.faults import ERRNO
+from ..scenario.document import ErrorFault, GuestBurstAction, MirrorJob, NoArgumentsAction, Scenario, StreamJob, ThinExtendAction, load_scenario
+from ..scenario.units import format_size
 
 __all__ = ["Plan", "ImagePlan", "JobPlan", "ActionPlan", "Skipped", "translate", "SECTOR"]
 

@@ -1,0 +1,2 @@
+"""analysis layer."""
+from .notebook import *  # noqa: F401,F403

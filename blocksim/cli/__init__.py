@@ -1,0 +1,2 @@
+"""cli layer."""
+from .commands import main  # noqa: F401

@@ -1,0 +1,443 @@
+"""The ``blocksim`` command line: run, validate, list, plot, schema, sweep,
+compare and qemu-check.
+
+Exit status: 0 when everything went well, 1 when a run violated an invariant,
+2 on bad input (a malformed scenario, a missing file, an unknown profile, a
+bad ``--set``, a folder that is not a complete results folder).  Bad input is
+reported as one line per problem on stderr, never as a traceback: every
+:class:`~blocksim.errors.BlocksimError` is caught at the top.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..errors import BlocksimError, ScenarioError
+from ..model.profile import PROFILES
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+PROFILE_NAMES = tuple(PROFILES)
+
+
+class BadInput(BlocksimError):
+    """One or more problems with what the user gave us, one line each."""
+
+    def __init__(self, lines: list[str]):
+        self.problems = list(lines)
+        super().__init__("\n".join(self.problems))
+
+    def lines(self) -> list[str]:
+        return self.problems
+
+
+class _Group(click.Group):
+    """Turns every BlocksimError into clean lines on stderr and exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BlocksimError as exc:
+            for line in exc.lines():
+                click.echo(line, err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="blocksim")
+def main():
+    """Simulate a VM's block layer (QEMU's error policies, block jobs, thin
+    devices) under I/O faults.
+
+    \b
+    Examples:
+      blocksim list
+      blocksim validate scenarios/*.toml
+      blocksim run scenarios/mirror-thin-target-enospc.toml
+      blocksim plot results/mirror-thin-target-enospc
+    """
+
+
+# -- loading scenarios -------------------------------------------------------------
+def parse_sets(items) -> dict[str, str]:
+    """``--set key.path=value`` options as the overrides of ``load_scenario``."""
+    overrides: dict[str, str] = {}
+    problems = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(c.isspace() for c in key):
+            problems.append(f"--set {item!r}: expected key.path=value "
+                            "(for example --set jobs.job0.speed=10M)")
+            continue
+        overrides[key] = value
+    if problems:
+        raise BadInput(problems)
+    return overrides
+
+
+def _load(path: str, overrides: dict | None = None):
+    """``(scenario, [])`` or ``(None, problem lines)`` for one scenario file."""
+    from ..scenario.document import load_scenario
+    try:                            # a missing file or a directory is a ScenarioError too
+        return load_scenario(path, overrides=overrides or None), []
+    except ScenarioError as exc:
+        return None, exc.lines() or [f"{path}: invalid scenario"]
+    except BlocksimError as exc:
+        return None, [f"{path}: {line}" for line in exc.lines()]
+    except OSError as exc:
+        return None, [f"{path}: {exc.strerror or exc}"]
+
+
+def _check_profile(profile: str | None) -> None:
+    if profile is not None:
+        from ..model.profile import get_profile
+        try:
+            get_profile(profile)
+        except BlocksimError as exc:
+            raise BadInput([f"--profile: {exc}"]) from None
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def result_folder_name(name: str, seed: int | None = None,
+                       profile: str | None = None) -> str:
+    """The folder a run writes under ``--out``: the scenario's name, then
+    ``-seed<N>`` when a seed was given and ``-<profile>`` when a profile was."""
+    folder = _UNSAFE.sub("_", name).lstrip(".") or "scenario"
+    if seed is not None:
+        folder += f"-seed{seed}"
+    if profile is not None:
+        folder += f"-{profile}"
+    return folder
+
+
+# -- the outcome table ---------------------------------------------------------------
+def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(max(map(len, rows)))]
+    return [indent + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+            for row in rows]
+
+
+def _secs(value) -> str:
+    return "-" if value is None else f"{value:.3f} s"
+
+
+def _actions(counts: dict) -> str:
+    order = ["ignore", "report", "stop"] + sorted(set(counts) - {"ignore", "report", "stop"})
+    parts = [f"{a} {counts[a]}" for a in order if counts.get(a)]
+    return ", ".join(parts) or "none"
+
+
+def _refusal(commands: list[dict], job_id: str) -> str | None:
+    """Why the command that should have started ``job_id`` was refused."""
+    for record in commands:
+        if "error" in record and (record.get("source") == f"jobs.{job_id}"
+                                  or record.get("arguments", {}).get("job-id") == job_id):
+            return f"{record.get('execute')}: {record['error'].get('desc')}"
+    return None
+
+
+def format_outcome(result, folder=None) -> str:
+    """A short, human-readable table of a run's outcome."""
+    s = result.summary
+    head = (f"{s.get('scenario')}: profile {result.profile}, seed {result.seed}, "
+            f"{s.get('simulated_seconds', 0):g} s simulated, {s.get('events', 0)} events")
+    if folder is not None:
+        head += f" -> {folder}"
+    lines = [head]
+    if s.get("truncated"):
+        lines.append("  warning: the event cap was reached; the run stopped early")
+    vm = s.get("vm", {})
+    stops = vm.get("stops", 0)
+    lines.append(f"  VM: {vm.get('final_state')} at the end, paused {_secs(vm.get('time_paused'))}"
+                 f" over {stops} stop{'' if stops == 1 else 's'}")
+    jobs = s.get("jobs", {})
+    if jobs:
+        rows = [["job", "type", "outcome", "ready", "finished", "paused", "errors",
+                 "io-status", "integrity"]]
+        notes: dict[int, list[str]] = {}
+        for job_id, j in jobs.items():
+            rows.append([job_id, j.get("type", "?"), j.get("outcome", "?"),
+                         _secs(j.get("ready_at")), _secs(j.get("finished_at")),
+                         _secs(j.get("time_paused")), _actions(j.get("errors_by_action", {})),
+                         j.get("io_status", "?"), j.get("integrity", "?")])
+            extra = []
+            if j.get("outcome") == "refused":
+                why = _refusal(result.commands, job_id)
+                if why:
+                    extra.append(f"refused: {why}")
+            if j.get("error"):
+                extra.append(f"error: {j['error']}")
+            if j.get("integrity_detail"):
+                extra.append(f"integrity: {j['integrity_detail']}")
+            notes[len(rows) - 1] = extra
+        table = _table(rows)
+        for i, line in enumerate(table):
+            lines.append(line)
+            for note in notes.get(i, []):
+                lines.append(f"      {note}")
+    drives = s.get("drives", {})
+    if drives:
+        rows = [["drive", "requests", "guest errors", "writes lost", "lost bytes",
+                 "errors", "io-status"]]
+        for name, d in drives.items():
+            rows.append([name, str(d.get("requests", 0)), str(d.get("guest_errors", 0)),
+                         str(d.get("writes_lost", 0)), str(d.get("lost_bytes", 0)),
+                         _actions(d.get("errors_by_action", {})), d.get("io_status", "?")])
+        lines.extend(_table(rows))
+    refused = s.get("commands", {}).get("refused", 0)
+    if refused:
+        lines.append(f"  commands: {s['commands'].get('executed', 0)} executed, "
+                     f"{refused} refused (see commands.jsonl)")
+    inv = s.get("invariants", {})
+    violations = inv.get("violations", [])
+    checked = len(inv.get("checked", []))
+    if not violations:
+        lines.append(f"  invariants: all {checked} hold")
+    else:
+        lines.append(f"  invariants: {len(violations)} VIOLATION"
+                     f"{'' if len(violations) == 1 else 'S'}")
+        for v in violations:
+            lines.append(f"    {v.get('invariant')} ({v.get('subject')}, at "
+                         f"{_secs(v.get('time'))}): {v.get('detail')}")
+    return "\n".join(lines)
+
+
+# -- progress -----------------------------------------------------------------------------
+class Progress:
+    """The ``progress`` callback of a run: a bar on ``stream`` (stderr), drawn
+    only when it is a terminal and the run lasts longer than ``delay`` seconds."""
+
+    def __init__(self, label: str, stream=None, delay: float = 0.5, clock=time.monotonic):
+        self.stream = stream if stream is not None else sys.stderr
+        self.label = label
+        self.delay = delay
+        self.clock = clock
+        try:
+            self.enabled = bool(self.stream.isatty())
+        except (AttributeError, ValueError):
+            self.enabled = False
+        self.start = clock()
+        self.bar = None
+        self.done = 0
+
+    def __call__(self, fraction: float) -> None:
+        if not self.enabled:
+            return
+        steps = max(0, min(100, int(round(fraction * 100))))
+        if self.bar is None:
+            if self.clock() - self.start < self.delay or steps >= 100:
+                return
+            self.bar = click.progressbar(length=100, label=self.label, file=self.stream,
+                                         show_eta=True, show_percent=True)
+            self.bar.__enter__()
+        if steps > self.done:
+            self.bar.update(steps - self.done)
+            self.done = steps
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+# -- commands -----------------------------------------------------------------------------
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("scenarios", nargs=-1, required=True, metavar="SCENARIO...")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the random draws (default: the scenario's own seed).")
+@click.option("--out", "out", type=click.Path(file_okay=False), default="results",
+              show_default=True, help="Folder under which each run writes its results folder.")
+@click.option("--profile", default=None, metavar="|".join(PROFILE_NAMES),
+              help="Semantics profile: today's QEMU or the 2012 design note "
+                   "(default: the scenario's own).")
+@click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Override one scenario key (repeatable).")
+def run(scenarios, seed, out, profile, sets):
+    """Run one or more scenarios and write a results folder for each.
+
+    Each run writes OUT/NAME/ (NAME is the scenario's name), or
+    OUT/NAME-seedN/ with --seed N, with -PROFILE appended when --profile is
+    given.  An older folder of the same name is replaced once the new one is
+    complete.  A short outcome table is printed per run.  Exit status: 1 if a
+    run violated an invariant, 2 on bad input.
+
+    \b
+    Examples:
+      blocksim run scenarios/mirror-thin-target-enospc.toml
+      blocksim run scenarios/*.toml --out /tmp/results
+      blocksim run scenarios/mirror-thin-target-enospc.toml --seed 7 \\
+          --profile rfc-2012 --set jobs.mirror0.speed=64M --set duration=30s
+    """
+    from ..record.results import save_result
+    from ..simulation import run as simulate
+
+    problems: list[str] = []
+    try:
+        overrides = parse_sets(sets)
+    except BadInput as exc:
+        problems += exc.problems
+        overrides = {}
+    try:
+        _check_profile(profile)
+    except BadInput as exc:
+        problems += exc.problems
+    loaded = []
+    for path in scenarios:
+        scenario, errs = _load(path, overrides)
+        problems += errs
+        if scenario is not None:
+            loaded.append((path, scenario))
+    targets: dict[str, str] = {}
+    for path, scenario in loaded:
+        folder = result_folder_name(scenario.name, seed, profile)
+        if folder in targets:
+            problems.append(f"{path}: scenario {scenario.name!r} would write the same results "
+                            f"folder as {targets[folder]}; give them different names")
+        targets.setdefault(folder, path)
+    if problems:
+        raise BadInput(problems)
+
+    violated = False
+    for index, (path, scenario) in enumerate(loaded):
+        progress = Progress(scenario.name)
+        try:
+            result = simulate(scenario, seed=seed, profile=profile, progress=progress)
+        finally:
+            progress.close()
+        folder = Path(out) / result_folder_name(scenario.name, seed, profile)
+        try:
+            save_result(result, folder)
+        except OSError as exc:
+            raise BadInput([f"{folder}: cannot write the results folder: "
+                            f"{exc.strerror or exc}"]) from None
+        if index:
+            click.echo()
+        click.echo(format_outcome(result, folder))
+        violated = violated or bool(result.summary["invariants"]["violations"])
+    if violated:
+        sys.exit(1)
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("scenarios", nargs=-1, required=True, metavar="SCENARIO...")
+def validate(scenarios):
+    """Check scenario files without running them.
+
+    Prints "OK FILE" for each good file and every problem of a bad one as a
+    "file: key.path: message" line on stderr; exit status 2 if any is bad.
+
+    \b
+    Example:
+      blocksim validate scenarios/*.toml
+    """
+    bad = False
+    for path in scenarios:
+        scenario, problems = _load(path)
+        if scenario is None:
+            bad = True
+            for line in problems:
+                click.echo(line, err=True)
+        else:
+            click.echo(f"OK {path}")
+    if bad:
+        sys.exit(2)
+
+
+@main.command("list", context_settings=CONTEXT_SETTINGS,
+              short_help="List scenario files with their names and descriptions.")
+@click.argument("directory", required=False, default="scenarios", metavar="[DIR]")
+def list_(directory):
+    """List the scenario files (*.toml) of DIR (default scenarios/) with their
+    names and one-line descriptions.
+
+    \b
+    Examples:
+      blocksim list
+      blocksim list my-scenarios/
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise BadInput([f"{directory}: no such directory"])
+    rows, bad = [], False
+    for path in sorted(folder.glob("*.toml")):
+        scenario, problems = _load(str(path))
+        if scenario is None:
+            bad = True
+            for line in problems:
+                click.echo(line, err=True)
+            continue
+        description = (scenario.description or "").strip().splitlines()
+        rows.append([str(path), scenario.name, description[0].strip() if description else ""])
+    if rows:
+        for line in _table(rows, indent=""):
+            click.echo(line)
+    elif not bad:
+        click.echo(f"no scenario files (*.toml) in {directory}", err=True)
+    if bad:
+        sys.exit(2)
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("result_dir", metavar="RESULT_DIR")
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help="Where to draw the figure (default RESULT_DIR/timeline.png); "
+                   "the format follows the suffix (png, svg, pdf...).")
+def plot(result_dir, output):
+    """Redraw the timeline figure of a finished run.
+
+    \b
+    Examples:
+      blocksim plot results/mirror-thin-target-enospc
+      blocksim plot results/mirror-thin-target-enospc -o mirror.svg
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from ..record.plot import save_timeline
+    from ..record.results import TIMELINE, load_result
+
+    result = load_result(result_dir, figure=False)      # the figure is what we redraw
+    target = Path(output) if output else Path(result_dir) / TIMELINE
+    fmt = target.suffix[1:].lower() or "png"
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in formats:
+        raise BadInput([f"{target}: unknown figure format {fmt!r}; "
+                        f"use one of {', '.join(sorted(formats))}"])
+    if not target.parent.is_dir():
+        raise BadInput([f"{target}: no such directory {str(target.parent)!r}"])
+    try:
+        save_timeline(result, target)
+    except OSError as exc:
+        raise BadInput([f"{target}: cannot write: {exc.strerror or exc}"]) from None
+    click.echo(f"wrote {target}")
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+def schema():
+    """Print the JSON Schema of the scenario format.
+
+    \b
+    Example:
+      blocksim schema > scenario.schema.json
+    """
+    from ..scenario.document import scenario_json_schema
+    click.echo(json.dumps(scenario_json_schema(), indent=2))
+
+
+# -- commands that live with their subject ---------------------------------------------
+def _register_commands() -> None:
+    from .analysis import register as register_analysis
+    from ..qemu.cli import register as register_qemu
+    register_analysis(main)        # sweep, compare
+    register_qemu(main)            # qemu-check
+
+
+_register_commands()

@@ -1,0 +1,1097 @@
+"""Copy bursts between quiet nodes, compiled: the hot path of a long mirror.
+
+:func:`blocksim.engine.burst.copy` runs a mirror's issue-and-wait cycle as one
+plain Python loop.  Between *quiet* nodes (no fault rule that could match,
+no jitter, no copy-on-write, room for the whole disk) each copy operation
+is then about a dozen Python steps: the bitmap search and clear, the
+overlap test, the devices' queue and pipe, three heap entries, the rate
+limiter, the wake-up.  A 1 TiB mirror makes four million of them, and at
+about 8 µs each they were most of benchmark (b)'s time.
+
+This module runs the same steps, in the same order, compiled with numba.
+The operations in flight and their agenda entries then live in arrays
+(:class:`Kernel`) instead of :class:`~blocksim.jobs.mirror.CopyOperation`
+objects and heap tuples, for as long as the nodes stay quiet: the burst
+engine, the agenda and the mirror turn them back into objects
+(:meth:`Kernel.materialize`) before anything else looks at them.
+
+The content goes through the journal (:mod:`blocksim.engine.journal`) as in the
+Python loop.  A read asks one thing of the content: whether its range may
+read as zeros (a copy then sends a write-zeroes, which leaves the pipe
+alone).  The kernel answers only for pages known to hold no zero and to
+have no zero logged (asked of Python once per page, :attr:`Kernel.safe`,
+until the source map changes); any other read hands the burst back to the
+Python loop.  A read is then its page's log position (the journal keeps
+each log's length in :attr:`ContentJournal.loglen
+<blocksim.engine.journal.ContentJournal.loglen>` for this, staged entries
+included), and a paste a journal entry the kernel puts on the journal's
+stage itself, flagging its page: the logs are byte for byte those of the
+Python loop.  Before anything settles
+a page, the reads whose pastes are still to come become
+:class:`~blocksim.engine.journal.Snap` objects (:meth:`Kernel.hand_in`), and their
+pastes are then made from Python.
+
+A one-worker paced guest on the mirror's source runs here too, among the
+copies (:meth:`Kernel._adopt`): when SimPy's next event is its worker's
+wait for its own timeout (a due time, or a request's completion), that
+event becomes an entry of the kernel's heap under the same key, and the
+guest's requests go through the source's queue and pipe, the journal's
+stage, the dirty bitmap and a ledger buffer in SimPy's order.  It stays
+across calls for as long as it fits (:meth:`Kernel._fits`: quiet nodes,
+the VM running, no drain, nothing that could end it meanwhile), its
+Python-side state written back at each return; it goes back to SimPy
+(:meth:`Kernel._release`) under the key of its next step, its process
+resumed by a new generator (``GuestWorkload._worker(resume=...)``).
+
+Every decision the kernel makes is the Python loop's own, restated:
+``tests/test_burst.py`` compares each case with the kernel, with the
+Python loop alone (``burst.KERNEL = False``), with the agenda alone and
+with no shortcut, and ``benchmarks/fingerprint.py`` compares whole runs;
+the guest's run is compared with SimPy's in ``tests/test_burst_kernel.py``
+(``GUEST = False`` leaves every guest to SimPy).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from heapq import heapify, heappop, heappush
+from itertools import count
+
+import numpy as np
+from numba import njit
+from simpy.events import NORMAL
+
+from ..model.bitmap import BLOCK_SHIFT
+from .burst import TOP as BACK_TO_TOP
+from .burst import WAITING as STILL_WAITING
+from .burst import _head, _quiet
+from .clock import NEVER
+from .journal import _MAP_BITS, _MAP_SHIFT, _OFFSET_BITS, Snap
+from ..model.ratelimit import SLICE_NS
+from ..model.workload import AT_DUE
+
+#: The kernel's scalar state, one int64 each in ``Kernel.st``.
+(NOW, HEAD_T, LAST_EID, NEXT_EID, WAITING, AT_TOP, ONE_WAIT, STOP_AT_TOP,
+ ATTACHED, WOKEN, BM_COUNT, NBITS, GRAN, BM_SIZE, MAX_BITS, IN_FLIGHT,
+ BYTES_IN_FLIGHT, BUF_SIZE, CURSOR, OFFSET, BYTES_COPIED, SYNCED, SPEED,
+ QUOTA, SLICE_START, SLICE_END, DISPATCHED, SRC_LAT, SRC_BW, SRC_QD,
+ SRC_PIPE, SRC_HEAD, SRC_N, SRC_READS, SRC_BYTES, TGT_LAT, TGT_BW, TGT_QD,
+ TGT_PIPE, TGT_HEAD, TGT_N, TGT_WRITES, TGT_BYTES, HEAP_N, OUT_N, SHIFT,
+ SRC_SIZE, PAGE, TGT_FULL, TGT_TAG, SRC_MAP, STAGED,
+ # a guest worker run here (Kernel.guest): its workload, its request in
+ # flight, its drive's and its node's counters, its ledger rows
+ G_BS, G_START_AT, G_ISSUED, G_K, G_GEN, G_COMPLETED, G_BOUND, G_OFF, G_READ,
+ G_GENW, G_START, D_READS, D_WRITES, D_COMPLETED, D_LATENCY, SRC_WRITES,
+ SRC_BYTES_W, SKIPPED, L_N, G_KIND) = range(72)
+NSTATE = 72
+
+#: What an agenda entry does (``Kernel.heap[:, KIND]``); the guest's entries
+#: are its worker's wait for a request's due time and for its completion.
+WAKE, READ_DONE, WRITE_DONE, GUEST_DUE, GUEST_DONE = 0, 1, 2, 3, 4
+T, EID, KIND, SLOT = range(4)
+
+#: What an operation slot holds (``Kernel.ops``): its granules and bytes,
+#: whether it is in flight, what its read took (MODE) and where (POS).
+BIT, END_BIT, START, END, USED, MODE, POS = range(7)
+#: MODE: the read is still in flight; it was made by the kernel, at entry
+#: POS of its page's log; what it took is a Python object (``Kernel.snaps``:
+#: a Snap, runs or a Span); it read zeros (a write-zeroes).
+READING, LOGGED, OBJECT, ZEROS = 0, 1, 2, 3
+
+#: Records for the Python side (``Kernel.out``): a read's ``start, end``
+#: (the target's allocation).  Pastes go to the journal's stage.
+
+#: Return codes besides burst.TOP (0), burst.WAITING (-1) and a sleep (> 0).
+NEED_PAGE = -2          # is page ``st[PAGE]`` safe to read?  (nothing done yet)
+NEED_BATCH = -5         # the guest needs ``st[G_BOUND]`` more requests drawn
+HAND_BACK = -3          # the next step is not for the kernel (nothing done yet)
+OUT_FULL = -4           # the records or the journal's stage are full: replay
+                        # or flush them, then call again
+
+#: The kernel runs a paced guest on the mirror's source with its copies
+#: (Kernel._adopt); False leaves every guest to SimPy (a reference for tests).
+GUEST = True
+
+#: mirror.MAX_IN_FLIGHT (restated: the mirror imports this module; a test
+#: checks they agree)
+MAX_IN_FLIGHT = 16
+
+
+#: What Kernel.copy loads into ``st`` at each call, in this order.
+_LOADED = np.array([
+    NOW, HEAD_T, LAST_EID, NEXT_EID, WAITING, AT_TOP, ONE_WAIT, STOP_AT_TOP,
+    ATTACHED, WOKEN, BM_COUNT, IN_FLIGHT, BYTES_IN_FLIGHT, CURSOR, OFFSET, BYTES_COPIED,
+    SYNCED, SPEED, QUOTA, SLICE_START, SLICE_END, DISPATCHED,
+    SRC_LAT, SRC_PIPE, SRC_READS, SRC_BYTES, TGT_LAT, TGT_PIPE, TGT_WRITES, TGT_BYTES,
+    SRC_HEAD, SRC_N, TGT_HEAD, TGT_N, OUT_N, TGT_FULL])
+#: What Kernel._enter_guest loads, in this order.
+_GUEST_LOADED = np.array([
+    G_BS, G_START_AT, G_ISSUED, G_K, G_COMPLETED, G_GEN, D_READS, D_WRITES, D_COMPLETED,
+    D_LATENCY, SRC_WRITES, SRC_BYTES_W, SKIPPED, L_N])
+
+
+# -- the compiled steps ------------------------------------------------------------
+#: How the kernel's steps are compiled: cached, and without numba's runtime
+#: (NRT).  They allocate nothing, and with the runtime every array handed to
+#: a step is reference-counted, with atomic operations, at every call: perf
+#: showed those at a sixth of the samples of benchmark (b), and the loop
+#: took 3.7 s instead of 2.5.  (A step that allocated would not compile.)
+_step = njit(cache=True, _nrt=False)
+
+
+# The agenda's entries: a binary heap of rows (time, id, kind, slot) ordered
+# by (time, id), the key SimPy would have given each (blocksim.engine.agenda).
+@_step
+def _heap_put(heap, i, t, eid, kind, slot):
+    heap[i, T] = t
+    heap[i, EID] = eid
+    heap[i, KIND] = kind
+    heap[i, SLOT] = slot
+
+
+@_step
+def _heap_move(heap, to, at):
+    """Row ``at`` copied to row ``to`` (element by element: a slice would be
+    an array view, with the runtime's reference counting on each)."""
+    for c in range(4):
+        heap[to, c] = heap[at, c]
+
+
+@_step
+def _heap_push(heap, st, t, eid, kind, slot):
+    i = st[HEAP_N]
+    st[HEAP_N] = i + 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        pt, pe = heap[parent, T], heap[parent, EID]
+        if pt < t or (pt == t and pe < eid):
+            break
+        _heap_move(heap, i, parent)
+        i = parent
+    _heap_put(heap, i, t, eid, kind, slot)
+
+
+@_step
+def _heap_pop(heap, st):
+    n = st[HEAP_N] - 1
+    st[HEAP_N] = n
+    if n == 0:
+        return
+    t, eid, kind, slot = heap[n, T], heap[n, EID], heap[n, KIND], heap[n, SLOT]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and (heap[c + 1, T] < heap[c, T] or (
+                heap[c + 1, T] == heap[c, T] and heap[c + 1, EID] < heap[c, EID])):
+            c += 1
+        if heap[c, T] > t or (heap[c, T] == t and heap[c, EID] > eid):
+            break
+        _heap_move(heap, i, c)
+        i = c
+    _heap_put(heap, i, t, eid, kind, slot)
+
+
+@njit(cache=True)
+def _heap_take_guest(heap, st):
+    """Take the guest's entry out of the heap; its time, id and kind."""
+    n = st[HEAP_N]
+    i = 0
+    while heap[i, KIND] < GUEST_DUE:
+        i += 1
+    t, eid, kind = heap[i, T], heap[i, EID], heap[i, KIND]
+    # the others, in (time, id) order: a heap (at most 33 of them)
+    for j in range(i + 1, n):
+        _heap_move(heap, j - 1, j)
+    n -= 1
+    for j in range(1, n):
+        k = j
+        while k > 0 and (heap[k - 1, T] > heap[k, T] or (
+                heap[k - 1, T] == heap[k, T] and heap[k - 1, EID] > heap[k, EID])):
+            for c in range(4):
+                heap[k - 1, c], heap[k, c] = heap[k, c], heap[k - 1, c]
+            k -= 1
+    st[HEAP_N] = n
+    return t, eid, kind
+
+
+@_step
+def _service_done(st, slots, base, now, nbytes):
+    """BlockDevice._service_done without jitter: the FIFO of busy slots is a
+    ring ``slots``; the device's latency, bandwidth, queue depth, the time its
+    pipe is free and the ring's head and length are ``st[base:base + 6]``
+    (``base`` is SRC_LAT or TGT_LAT)."""
+    cap = slots.shape[0]
+    head, n = st[base + 4], st[base + 5]
+    while n and slots[head] <= now:
+        head = (head + 1) % cap
+        n -= 1
+    if n >= st[base + 2]:
+        start = slots[head]
+        head = (head + 1) % cap
+        n -= 1
+    else:
+        start = now
+    t = start + st[base]
+    if t < st[base + 3]:
+        t = st[base + 3]
+    done = t + nbytes * 1_000_000_000 // st[base + 1]
+    st[base + 3] = done
+    slots[(head + n) % cap] = done
+    st[base + 4] = head
+    st[base + 5] = n + 1
+    return done
+
+
+@_step
+def _find(flags, words, i, stop):
+    """The first non-zero byte of ``flags[i:stop]``, or -1: what
+    ``bytearray.find(1, i, stop)`` does with memchr, eight bytes at a time
+    (``words`` is the same buffer as 64-bit words, its tail bytes left out)."""
+    while i < stop and i & 7:
+        if flags[i]:
+            return i
+        i += 1
+    w, last = i >> 3, stop >> 3
+    if last > words.shape[0]:
+        last = words.shape[0]
+    while w < last:
+        if words[w]:
+            for j in range(w << 3, (w << 3) + 8):
+                if flags[j]:
+                    return j
+        w += 1
+    if w << 3 > i:
+        i = w << 3
+    while i < stop:
+        if flags[i]:
+            return i
+        i += 1
+    return -1
+
+
+@_step
+def _search(bits, bit_words, blocks, block_words, b0, b1):
+    """DirtyBitmap._search: the first dirty bit in ``[b0, b1)``, or -1."""
+    blk = b0 >> BLOCK_SHIFT
+    edge = (blk + 1) << BLOCK_SHIFT
+    # (a block with no dirty bit is not scanned: a ready mirror's cursor is
+    # mostly in one, its only granule just copied)
+    found = _find(bits, bit_words, b0, b1 if b1 < edge else edge) if blocks[blk] else -1
+    if found >= 0 or b1 <= edge:
+        return found
+    blk = _find(blocks, block_words, blk + 1, ((b1 - 1) >> BLOCK_SHIFT) + 1)
+    if blk < 0:
+        return -1
+    # a flagged block inside the range holds a dirty bit; only the last
+    # block can hold its dirty bits past b1
+    edge = (blk + 1) << BLOCK_SHIFT
+    return _find(bits, bit_words, blk << BLOCK_SHIFT, b1 if b1 < edge else edge)
+
+
+@_step
+def _next_operation(st, bits, bit_words, summary, blocks, block_words, ops):
+    """MirrorJob._next_operation: book the next dirty run after the cursor;
+    its slot, or -1 if it overlaps an operation in flight."""
+    cursor = st[CURSOR]
+    nbits = st[NBITS]
+    b = _search(bits, bit_words, blocks, block_words, cursor, nbits)
+    if b < 0 and cursor:
+        b = _search(bits, bit_words, blocks, block_words, 0, cursor)
+    end = b + st[MAX_BITS]
+    if end > nbits:
+        end = nbits
+    e = b
+    while e < end and bits[e]:
+        e += 1
+    # operations in flight are disjoint: one overlaps [b, e) iff the last
+    # one starting before e does
+    last, last_bit, free = -1, -1, -1
+    for s in range(ops.shape[0]):
+        if ops[s, USED]:
+            if ops[s, BIT] < e and ops[s, BIT] > last_bit:
+                last, last_bit = s, ops[s, BIT]
+        elif free < 0:
+            free = s
+    if last >= 0 and ops[last, END_BIT] > b:
+        return -1
+    for i in range(b, e):               # clear_bits, counts exact per block
+        if bits[i]:
+            bits[i] = 0
+            blk = i >> BLOCK_SHIFT
+            summary[blk] -= 1
+            if not summary[blk]:
+                blocks[blk] = 0
+            st[BM_COUNT] -= 1
+    st[CURSOR] = e if e < nbits else 0
+    g = st[GRAN]
+    start, stop = b * g, e * g
+    if stop > st[BM_SIZE]:
+        stop = st[BM_SIZE]
+    ops[free, BIT] = b
+    ops[free, END_BIT] = e
+    ops[free, START] = start
+    ops[free, END] = stop
+    ops[free, USED] = 1
+    ops[free, MODE] = READING
+    st[IN_FLIGHT] += 1
+    st[BYTES_IN_FLIGHT] += stop - start
+    return free
+
+
+@_step
+def _throttle(st, nbytes):
+    """MirrorJob.throttle (RateLimit.delay, and none once ready)."""
+    if not st[SPEED]:
+        return 0
+    now = st[NOW]
+    if st[SLICE_END] <= now:
+        st[SLICE_START] = now
+        st[SLICE_END] = now + SLICE_NS
+        st[DISPATCHED] = 0
+    st[DISPATCHED] += nbytes
+    if st[DISPATCHED] < st[QUOTA]:
+        return 0
+    quota = st[QUOTA] if st[QUOTA] > 1 else 1
+    slices = st[DISPATCHED] / quota
+    st[SLICE_END] = st[SLICE_START] + np.int64(slices * SLICE_NS)
+    delay = st[SLICE_END] - now
+    if delay < 0:
+        delay = 0
+    return 0 if st[SYNCED] else delay
+
+
+# -- the guest ----------------------------------------------------------------------
+# A one-worker paced guest on the mirror's source, taken over from SimPy
+# (Kernel._adopt): its worker's waits are entries of the heap, its requests
+# go through the source's queue and pipe among the copies' reads, and its
+# writes land as Drive.request and BlockDevice.complete_write land them
+# (their journal entry, the dirty bitmap's mark, the counters, a ledger row).
+@_step
+def _peek(st, heap):
+    """What SimPy's ``peek`` would answer: its own next event, or the
+    agenda's marker (the first entry here)."""
+    t = st[HEAD_T]
+    if st[HEAP_N] and heap[0, T] < t:
+        t = heap[0, T]
+    return t
+
+
+@_step
+def _guest_done(st, now, ledger, bits, summary, blocks, stage, loglen, pending):
+    """The guest's request completes: Drive.finish on a quiet node."""
+    bs = st[G_BS]
+    off = st[G_OFF]
+    if st[G_READ]:
+        st[SRC_READS] += 1
+        st[SRC_BYTES] += bs
+        st[D_READS] += 1
+    else:
+        st[SRC_WRITES] += 1
+        st[SRC_BYTES_W] += bs
+        # the content (ExtentMap.set, logged: a block never straddles pages)
+        shift = st[SHIFT]
+        p = off >> shift
+        ps = p << shift
+        n = st[STAGED]
+        stage[n, 0] = p
+        stage[n, 1] = (st[SRC_MAP] << _MAP_SHIFT) | (off - ps) | ((off + bs - ps) << _OFFSET_BITS)
+        stage[n, 2] = st[G_GENW]
+        st[STAGED] = n + 1
+        loglen[p] += 2
+        pending[p] = 1
+        # the write listener: the mirror's dirty bitmap (DirtyBitmap.mark)
+        g = st[GRAN]
+        for b in range(off // g, (off + bs + g - 1) // g):
+            if not bits[b]:
+                bits[b] = 1
+                st[BM_COUNT] += 1
+                blk = b >> BLOCK_SHIFT
+                summary[blk] += 1
+                blocks[blk] = 1
+        st[D_WRITES] += 1
+        n = st[L_N]
+        ledger[n, 0] = off
+        ledger[n, 1] = st[G_GENW]      # (not always the one before plus one:
+        st[L_N] = n + 1                 # a request taken over in flight)
+    st[D_COMPLETED] += 1
+    st[D_LATENCY] += now - st[G_START]
+    st[G_COMPLETED] += 1
+
+
+@_step
+def _guest_waits(st, heap, interval):
+    """The worker's loop top: its next request's due time.  True if it waits
+    for it (an entry pushed), False if it issues it now (the clock at it)."""
+    i = st[G_ISSUED]
+    st[G_ISSUED] = i + 1
+    due = st[G_START_AT] + np.int64(i * interval)
+    if due <= st[NOW]:
+        return False
+    if due < _peek(st, heap):               # the clock's shortcut (Clock.skip_to)
+        st[SKIPPED] += 1
+        st[NOW] = due
+        return False
+    _heap_push(heap, st, due, st[NEXT_EID], GUEST_DUE, -1)
+    st[NEXT_EID] += 1
+    st[G_KIND] = GUEST_DUE
+    return True
+
+
+@_step
+def _guest(st, kind, heap, src_slots, offs, reads, ledger, interval, bits, summary, blocks,
+           stage, loglen, pending):
+    """The guest's entry popped at ``st[NOW]``: its request's completion, or
+    its next request's due time.  The worker then runs on through every
+    wait the clock's shortcut skips, and leaves its next entry on the heap."""
+    if kind == GUEST_DONE:
+        _guest_done(st, st[NOW], ledger, bits, summary, blocks, stage, loglen, pending)
+        if _guest_waits(st, heap, interval):
+            return
+    while True:
+        # the request (GuestWorkload._worker, Drive.request)
+        now = st[NOW]
+        k = st[G_K]
+        st[G_K] = k + 1
+        st[G_OFF] = offs[k]
+        st[G_READ] = reads[k]
+        if reads[k]:
+            st[G_GENW] = 0
+        else:
+            st[G_GENW] = st[G_GEN]
+            st[G_GEN] += 1
+        st[G_START] = now
+        done = _service_done(st, src_slots, SRC_LAT, now, st[G_BS])
+        if not done < _peek(st, heap):
+            _heap_push(heap, st, done, st[NEXT_EID], GUEST_DONE, -1)
+            st[NEXT_EID] += 1
+            st[G_KIND] = GUEST_DONE
+            return
+        st[SKIPPED] += 1
+        st[NOW] = done
+        _guest_done(st, done, ledger, bits, summary, blocks, stage, loglen, pending)
+        if _guest_waits(st, heap, interval):
+            return
+
+
+@_step
+def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots, tgt_slots,
+         safe, loglen, out, stage, src_pending, tgt_pending, tgt_zeroing, zeroed,
+         offs, reads, ledger, interval):
+    """burst.copy's loop on quiet nodes, and the guest's steps if it runs
+    here; see the module's doc.  Returns TOP, WAITING, a sleep in ns,
+    NEED_PAGE, HAND_BACK or OUT_FULL."""
+    out_cap = out.shape[0]
+    stage_cap = stage.shape[0]
+    while True:
+        if not st[WAITING]:
+            if st[AT_TOP]:
+                st[AT_TOP] = 0
+            elif st[STOP_AT_TOP]:
+                return 0
+            if not (st[BM_COUNT] and st[IN_FLIGHT] < MAX_IN_FLIGHT
+                    and st[BYTES_IN_FLIGHT] < st[BUF_SIZE]):
+                if not st[IN_FLIGHT]:
+                    return 0
+                st[WAITING] = 1
+                st[WOKEN] = 0
+                continue
+            slot = _next_operation(st, bits, bit_words, summary, blocks, block_words, ops)
+            if slot < 0:
+                st[WAITING] = 1
+                st[WOKEN] = 0
+                continue
+            nbytes = ops[slot, END] - ops[slot, START]
+            done = _service_done(st, src_slots, SRC_LAT, st[NOW], nbytes)
+            _heap_push(heap, st, done, st[NEXT_EID], READ_DONE, slot)
+            st[NEXT_EID] += 1
+            delay = _throttle(st, nbytes)
+            if delay:
+                return delay
+            continue
+        if not st[HEAP_N]:
+            return 0
+        t, eid = heap[0, T], heap[0, EID]
+        if t > st[HEAD_T] or (t == st[HEAD_T] and eid > st[LAST_EID]):
+            return -1
+        kind, slot = heap[0, KIND], heap[0, SLOT]
+        if kind >= GUEST_DUE:
+            _heap_pop(heap, st)
+            # the worker runs on until the next entry or SimPy's next event:
+            # at most the requests due before then (and the one completing)
+            bound = np.int64((_peek(st, heap) - st[G_START_AT]) / interval[0]) + 3 - st[G_ISSUED]
+            st[G_BOUND] = bound
+            if st[G_K] + bound > offs.shape[0]:
+                _heap_push(heap, st, t, eid, kind, -1)
+                return -5
+            if st[STAGED] + bound > stage_cap or st[L_N] + bound > ledger.shape[0]:
+                _heap_push(heap, st, t, eid, kind, -1)
+                return -4
+            st[NOW] = t
+            _guest(st, kind, heap, src_slots, offs, reads, ledger, interval[0], bits, summary,
+                   blocks, stage, loglen, src_pending)
+            continue
+        shift = st[SHIFT]
+        if kind == READ_DONE:
+            start, end = ops[slot, START], ops[slot, END]
+            p = start >> shift
+            if (end - 1) >> shift != p or end > st[SRC_SIZE] or safe[p] == 2:
+                return -3
+            if not safe[p]:
+                st[PAGE] = p
+                return -2
+        elif kind == WRITE_DONE and ops[slot, MODE] != LOGGED:
+            return -3               # (what it pastes is a Python object)
+        if kind == READ_DONE and st[OUT_N] == out_cap or (
+                kind == WRITE_DONE and st[STAGED] == stage_cap):
+            return -4
+        _heap_pop(heap, st)
+        now = st[NOW] = t
+        if kind == WAKE:
+            if st[ONE_WAIT]:
+                return 0
+            st[WAITING] = 0
+            continue
+        start, end = ops[slot, START], ops[slot, END]
+        nbytes = end - start
+        p = start >> shift
+        if kind == READ_DONE:
+            # CopyOperation.read_completed: the read's place in its page's
+            # log (journal.snap), the write submitted
+            ops[slot, MODE] = LOGGED
+            ops[slot, POS] = loglen[p] >> 1
+            if not st[TGT_FULL]:
+                n = st[OUT_N]
+                out[n, 0] = start
+                out[n, 1] = end
+                st[OUT_N] = n + 1
+            st[SRC_READS] += 1
+            st[SRC_BYTES] += nbytes
+            done = _service_done(st, tgt_slots, TGT_LAT, now, nbytes)
+            _heap_push(heap, st, done, st[NEXT_EID], WRITE_DONE, slot)
+            st[NEXT_EID] += 1
+            continue
+        # CopyOperation.write_completed: the paste (journal.paste)
+        ps = p << shift
+        n = st[STAGED]
+        stage[n, 0] = p
+        stage[n, 1] = st[TGT_TAG] | (start - ps) | ((end - ps) << _OFFSET_BITS)
+        stage[n, 2] = -1 - (((ops[slot, POS] << _MAP_BITS) | st[SRC_MAP]) << 1)
+        st[STAGED] = n + 1
+        loglen[p] += 2
+        tgt_pending[p] = 1
+        tgt_zeroing[p] = 1              # (a paste may bring zeros)
+        zeroed[st[TGT_TAG] >> _MAP_SHIFT] += 1
+        st[TGT_WRITES] += 1
+        st[TGT_BYTES] += nbytes
+        st[OFFSET] += nbytes
+        st[BYTES_COPIED] += nbytes
+        # MirrorJob._op_finished
+        ops[slot, USED] = 0
+        st[IN_FLIGHT] -= 1
+        st[BYTES_IN_FLIGHT] -= nbytes
+        if st[ATTACHED] and not st[WOKEN]:
+            st[WOKEN] = 1
+            _heap_push(heap, st, now, st[NEXT_EID], WAKE, -1)
+            st[NEXT_EID] += 1
+
+
+# -- the Python side -----------------------------------------------------------------
+class Kernel:
+    """A mirror's operations in flight and agenda entries as arrays, and the
+    compiled loop over them (see the module's doc).
+
+    ``active``: the entries live here (the agenda's own list is empty);
+    otherwise they are the agenda's tuples and this holds nothing."""
+
+    __slots__ = ("job", "st", "ops", "heap", "out", "src_slots", "tgt_slots",
+                 "safe", "stamp", "snaps", "active", "bitmap", "guest", "ledger",
+                 "offs", "reads", "interval")
+
+    OUT_RECORDS = 4096
+    #: ledger rows of the guest's writes between two hand-outs to its drive
+    LEDGER_ROWS = 1 << 16
+
+    def __init__(self, job):
+        src, tgt = job.source, job.target
+        self.job = job
+        self.st = np.zeros(NSTATE, dtype=np.int64)
+        self.ops = np.zeros((MAX_IN_FLIGHT, 7), dtype=np.int64)
+        # (each operation's read or write, the wake mark, the guest's entry)
+        self.heap = np.zeros((2 * MAX_IN_FLIGHT + 2, 4), dtype=np.int64)
+        self.out = np.zeros((self.OUT_RECORDS, 2), dtype=np.int64)
+        self.src_slots = np.zeros(src.queue_depth + 1, dtype=np.int64)
+        self.tgt_slots = np.zeros(tgt.queue_depth + 1, dtype=np.int64)
+        content = src.content
+        self.safe = np.zeros((content.size >> content._shift) + 1, dtype=np.uint8)
+        self.stamp = None
+        self.snaps: list = [None] * MAX_IN_FLIGHT
+        self.active = False
+        #: the guest worker run here during this call, as ``(workload, the
+        #: event its process waits on)``, or None (see _adopt)
+        self.guest = None
+        self.ledger = np.zeros((self.LEDGER_ROWS, 2), dtype=np.int64)
+        self.offs = np.zeros(1, dtype=np.int64)
+        self.reads = np.zeros(1, dtype=np.bool_)
+        self.interval = np.zeros(1, dtype=np.float64)
+        st = self.st
+        bm = job.bitmap
+        self.bitmap = bm.arrays()
+        st[NBITS], st[GRAN], st[BM_SIZE] = bm.nbits, bm.granularity, bm.size
+        st[MAX_BITS], st[BUF_SIZE] = job._max_bits, job.buf_size
+        st[SRC_BW], st[SRC_QD] = src.bandwidth, src.queue_depth
+        st[TGT_BW], st[TGT_QD] = tgt.bandwidth, tgt.queue_depth
+        st[SHIFT], st[SRC_SIZE] = content._shift, content.size
+        st[TGT_TAG], st[SRC_MAP] = tgt.content._tag, content._tag >> (2 * _OFFSET_BITS)
+        content._journal._before_settle.append(self.hand_in)
+
+    @staticmethod
+    def applies(job) -> bool:
+        """Whether the kernel can run ``job``'s quiet bursts at all: a source
+        with no backing file whose content is journaled (what a read finds
+        is then a :class:`~blocksim.engine.journal.Snap` where its page is known)."""
+        src, tgt = job.source, job.target
+        return (src.backing is None and src.content._journal is not None
+                and tgt.content._journal is src.content._journal)
+
+    def __len__(self) -> int:
+        return int(self.st[HEAP_N])
+
+    def first_key(self) -> tuple:
+        """The first entry's ``(time, id)``."""
+        return int(self.heap[0, T]), int(self.heap[0, EID])
+
+    def has_wake_mark(self) -> bool:
+        return WAKE in self.heap[:int(self.st[HEAP_N]), KIND].tolist()
+
+    # -- the burst ---------------------------------------------------------------
+    def copy(self, waiting: bool, at_top: bool, detached: bool, one_wait: bool,
+             head_t, last_eid: int):
+        """Run the burst; returns burst.copy's outcome, or None having handed
+        the state back to Python objects (``materialize``) with ``waiting``
+        and ``at_top`` as the loop must carry on, as ``(waiting, at_top)``."""
+        job = self.job
+        if not self.active and not self._absorb():
+            return None, (waiting, at_top)
+        env = job.env
+        src, tgt, bm, limit = job.source, job.target, job.bitmap, job.limit
+        if job._agenda._markers:
+            head_t, last_eid = self._unmark(head_t, last_eid)
+        srcmap = src.content
+        journal = srcmap._journal
+        src_index = srcmap._tag >> _MAP_SHIFT
+        src_flags = journal.flags[src_index]
+        tgt_flags = journal.flags[tgt.content._tag >> _MAP_SHIFT]
+        stamp = (srcmap.version, journal.zeroed[src_index])
+        if stamp != self.stamp:
+            self.safe[:] = 0
+            self.stamp = stamp
+        st = self.st
+        n_src, n_tgt = len(src._slots), len(tgt._slots)
+        self.src_slots[:n_src] = src._slots
+        self.tgt_slots[:n_tgt] = tgt._slots
+        alloc = tgt.alloc
+        # the scalars, in the order of _LOADED
+        st[_LOADED] = (
+            env._now, NEVER if head_t == float("inf") else head_t, last_eid, next(env._eid),
+            waiting, at_top, one_wait,
+            bool(job.ret or (job.pause_count > 0 and job.should_pause())
+                 or (job.cancelled and not job.completes_on_cancel())),
+            job._agenda.attached and not detached, job._woken, bm.count,
+            job.in_flight, job.bytes_in_flight, job._cursor, job.offset, job.bytes_copied,
+            job.synced, limit.speed, limit.slice_quota,
+            limit.slice_start, limit.slice_end, limit.dispatched,
+            src.latency, src._pipe_free, src.reads, src.bytes_read,
+            tgt.latency, tgt._pipe_free, tgt.writes, tgt.bytes_written,
+            0, n_src, 0, n_tgt, 0, alloc.count == alloc.nclusters)
+        loglen = np.frombuffer(journal.loglen, dtype=np.int64)
+        zeroed = np.frombuffer(journal.zeroed, dtype=np.int64)
+        bits, bit_words, summary, blocks, block_words = self.bitmap
+        safe = self.safe
+        queue = env._queue
+        if self.guest is not None:          # still here since an earlier call
+            if self._fits(self.guest[0], env._now, head_t, nodes_quiet=True):
+                self._enter_guest()
+            else:
+                self._release()
+                # (its event is back in SimPy's queue: the head now, or later)
+                st[HEAD_T], st[LAST_EID] = _head(queue)
+        while True:
+            st[STAGED] = journal.staged
+            outcome = int(_run(st, bits, bit_words, summary, blocks, block_words, self.ops,
+                               self.heap, self.src_slots, self.tgt_slots, safe, loglen,
+                               self.out, journal.rows, src_flags[0], tgt_flags[0],
+                               tgt_flags[1], zeroed, self.offs, self.reads, self.ledger,
+                               self.interval))
+            journal.staged = int(st[STAGED])
+            if st[OUT_N]:
+                self._replay(tgt)
+            if outcome == NEED_PAGE:
+                p = int(st[PAGE])
+                safe[p] = 1 if srcmap.holds_data(p) else 2
+                continue
+            if outcome == OUT_FULL:
+                bound = int(st[G_BOUND]) if self.guest is not None else 1
+                if journal.staged + bound > journal.capacity:
+                    journal.flush()
+                if self.guest is not None and st[L_N] + bound > self.LEDGER_ROWS:
+                    self._hand_out_ledger(self.guest[0])
+                continue
+            if outcome == NEED_BATCH:
+                w = self.guest[0]
+                w._k = int(st[G_K])
+                self.offs, self.reads, st[G_K] = w.ahead(int(st[G_BOUND]))
+                continue
+            if (outcome == STILL_WAITING and self.guest is None and queue
+                    and self._adopt(queue)):
+                continue
+            break
+        v = st.tolist()
+        if self.guest is not None:
+            self._leave_guest(v)
+            # it stays while the loop waits for its agenda, sleeps it off
+            # with its agenda running itself, or waits for its next poll;
+            # the loop's other ways (a pause, READY, a completion and its
+            # drain, the Python loop) get it back to SimPy first
+            if outcome == HAND_BACK or (outcome == BACK_TO_TOP and not detached and not (
+                    not one_wait and job.synced and not st[STOP_AT_TOP]
+                    and not st[IN_FLIGHT] and not st[BM_COUNT]
+                    and not (job.should_complete or job.cancelled))):
+                self._release()
+        # write back
+        env._now = v[NOW]
+        env._eid = count(v[NEXT_EID])
+        bm.count = v[BM_COUNT]
+        job._cursor, job.offset, job.bytes_copied = v[CURSOR], v[OFFSET], v[BYTES_COPIED]
+        job.in_flight, job.bytes_in_flight = v[IN_FLIGHT], v[BYTES_IN_FLIGHT]
+        job._woken = v[WOKEN] == 1
+        limit.slice_start, limit.slice_end, limit.dispatched = (
+            v[SLICE_START], v[SLICE_END], v[DISPATCHED])
+        src._pipe_free, src.reads, src.bytes_read = v[SRC_PIPE], v[SRC_READS], v[SRC_BYTES]
+        tgt._pipe_free, tgt.writes, tgt.bytes_written = v[TGT_PIPE], v[TGT_WRITES], v[TGT_BYTES]
+        src._slots = _ring(self.src_slots, v[SRC_HEAD], v[SRC_N])
+        tgt._slots = _ring(self.tgt_slots, v[TGT_HEAD], v[TGT_N])
+        if outcome == HAND_BACK:
+            waiting, at_top = v[WAITING] == 1, v[AT_TOP] == 1
+            self.materialize()
+            return None, (waiting, at_top)
+        return outcome, None
+
+    def _unmark(self, head_t, last_eid) -> tuple:
+        """Take the agenda's markers out of SimPy's queue, if the nodes stay
+        quiet until the event after them: each stands in for an entry held
+        here, which this call runs itself, in order (a marker left queued
+        would stop it there, to do nothing when processed).  Whoever runs
+        the agenda next queues a marker for its first entry again.  Returns
+        SimPy's next event, as burst._head."""
+        job = self.job
+        queue = job.env._queue
+        markers = job._agenda._markers
+        marked = {id(event) for event in markers.values()}
+        rest = [entry for entry in queue if id(entry[3]) not in marked]
+        heapify(rest)
+        head = _head(rest)
+        if head[0] != head_t and not _quiet(job.source, job.target, job.env._now, head[0]):
+            return head_t, last_eid
+        queue[:] = rest
+        markers.clear()
+        return head
+
+    def _replay(self, tgt) -> None:
+        """What the kernel's reads did outside its arrays: the target's
+        allocation (CopyOperation.read_completed).  (Its journal entries,
+        their pages' flags and its ledger rows it wrote itself.)"""
+        st = self.st
+        n = int(st[OUT_N])
+        if not n:
+            return
+        st[OUT_N] = 0
+        cs = tgt.cluster_size
+        # the clusters the reads' writes will allocate (their order does not
+        # matter: merged where they meet)
+        lo = hi = -1
+        for b, c in self.out[:n].tolist():
+            if b // cs == hi:
+                hi = -(-c // cs)
+            else:
+                if hi > lo:
+                    tgt.alloc.set_range(lo, hi)
+                lo, hi = b // cs, -(-c // cs)
+        if hi > lo:
+            tgt.alloc.set_range(lo, hi)
+
+    # -- the guest -------------------------------------------------------------------
+    # A guest worker taken over (_adopt) stays here, its entry on the heap, for
+    # as long as it fits (_fits): across calls, while the loop sleeps and the
+    # agenda's marker runs the entries (the guest's among them), and while the
+    # ready mirror waits for its next poll.  Between calls its drive, its
+    # workload, its node's counters and its ledger are written back
+    # (_leave_guest), so whatever else runs sees them as SimPy's run would,
+    # and a request of it in flight counts in the drive's ``in_flight``.  It
+    # goes back to SimPy (_release) when it no longer fits, and before any
+    # Python step that takes the entries as objects or drains the drive.
+    def _adopt(self, queue) -> bool:
+        """SimPy's next event is a wait of a guest worker for its own
+        timeout: its next request's due time, or its request's completion.
+        Take the worker over, its requests to be run here among the copies
+        in SimPy's order, if it fits (:meth:`_fits`); whether it did."""
+        if not GUEST:
+            return False
+        t, priority, eid, event = queue[0]
+        job = self.job
+        for w in job.sim.workloads.values():
+            # (the worker that waits on it: the drive remembers the last
+            # request's completion whichever workload issued it)
+            if w.process is None or w.process.target is not event:
+                continue
+            if w.due_event is event:
+                request = None
+                break
+            if w.drive.completion is event:
+                request = w.drive.in_flight_request
+                break
+        else:
+            return False
+        src, drive = job.source, w.drive
+        if priority != NORMAL:
+            return False
+        if request is not None:
+            # (a failed request goes through the error policy: SimPy's)
+            err, node, is_read, offset, length, gen, how, start = request
+            if not (not err and node is src and how is None and length == w.bs
+                    and drive.in_flight == 1):
+                return False
+        entry = heappop(queue)
+        head_t, last_eid = _head(queue)
+        if not self._fits(w, job.env._now, head_t):
+            heappush(queue, entry)
+            return False
+        self.guest = (w, event)
+        st = self.st
+        st[HEAD_T], st[LAST_EID] = head_t, last_eid
+        if request is None:
+            _heap_push(self.heap, st, t, eid, GUEST_DUE, -1)
+            st[G_KIND] = GUEST_DUE
+        else:
+            st[G_OFF], st[G_READ], st[G_GENW], st[G_START] = offset, is_read, gen, start
+            _heap_push(self.heap, st, t, eid, GUEST_DONE, -1)
+            st[G_KIND] = GUEST_DONE
+        self._enter_guest()
+        return True
+
+    def _fits(self, w, now: int, head_t, nodes_quiet: bool = False) -> bool:
+        """Whether guest ``w`` can run here from ``now`` until SimPy's next
+        event at ``head_t``: a one-worker paced guest on this mirror's
+        source (GuestWorkload.runs_alone) whose every request until then
+        would succeed after a service time known when issued, as on quiet
+        nodes (no fault rule that could match, no jitter, no allocation:
+        the source fully allocated; the mirror's dirty bitmap its only
+        write listener; blocks inside content pages), that neither its
+        ``end`` nor its ``number-ios`` can stop meanwhile, while the VM
+        runs and nothing drains the drive.  (``nodes_quiet``: the copies'
+        nodes are known quiet until then.)"""
+        job = self.job
+        src, drive = job.source, w.drive
+        content = src.content
+        if not (w.runs_alone and drive.node is src and drive.accepts_requests()
+                and src.fully_allocated()
+                and len(src.write_listeners) == 1 and src.write_listeners[0] is job.bitmap
+                and w.region_start % w.bs == 0 and (1 << content._shift) % w.bs == 0
+                and head_t != float("inf")):
+            return False
+        # the most requests it may issue before head_t: those due before it
+        bound = int((head_t - w.start_at) / w.interval) + 3 - w.issued
+        return (bound <= min(self.LEDGER_ROWS, content._journal.capacity) // 2
+                and (w.end is None or w.end > head_t)
+                and (w.limit is None or w.limit > w.issued + bound)
+                and (nodes_quiet or _quiet(src, job.target, now, head_t))
+                and src.is_quiet_for(w.operations, *w.region, now, head_t + 1))
+
+    def _enter_guest(self) -> None:
+        """The guest's state into the kernel's (at its takeover, and at each
+        call while it stays): its request in flight is the kernel's."""
+        w = self.guest[0]
+        src, drive = self.job.source, w.drive
+        self.offs, self.reads, k = w.drawn()
+        self.interval[0] = w.interval
+        st = self.st
+        # (in the order of _GUEST_LOADED)
+        st[_GUEST_LOADED] = (
+            w.bs, w.start_at, w.issued, k, w.completed, next(w.sim.generations),
+            drive.reads, drive.writes, drive.completed, drive.latency_sum,
+            src.writes, src.bytes_written, 0, 0)
+        if st[G_KIND] == GUEST_DONE:
+            drive.in_flight -= 1
+
+    def _leave_guest(self, v: list) -> None:
+        """The guest's state written back (the kernel returns; ``v`` is
+        the state as a list)."""
+        w = self.guest[0]
+        src, drive = self.job.source, w.drive
+        w.in_kernel += v[G_COMPLETED] - w.completed
+        w.issued, w._k, w.completed = v[G_ISSUED], v[G_K], v[G_COMPLETED]
+        drive.reads, drive.writes, drive.completed, drive.latency_sum = (
+            v[D_READS], v[D_WRITES], v[D_COMPLETED], v[D_LATENCY])
+        src.writes, src.bytes_written = v[SRC_WRITES], v[SRC_BYTES_W]
+        self._hand_out_ledger(w)
+        w.sim.generations = count(v[G_GEN])
+        w.env.skipped += v[SKIPPED]
+        self.st[SKIPPED] = 0
+        if v[G_KIND] == GUEST_DONE:
+            drive.in_flight += 1
+
+    def _release(self) -> None:
+        """Hand the guest worker back to SimPy (its state written back),
+        waiting where it waits here: its event goes back into SimPy's queue
+        under the key of the worker's entry, and its process carries on
+        from there (a new generator: GuestWorkload._worker's ``resume``)."""
+        w, event = self.guest
+        self.guest = None
+        st = self.st
+        t, eid, kind = _heap_take_guest(self.heap, st)
+        queue = w.env._queue
+        # A marker queued under the entry's key stood in for it (the agenda's
+        # first entry); the worker's own event takes its place (two equal
+        # keys cannot share SimPy's heap).  Whoever runs the agenda next
+        # queues a marker for its new first entry.
+        marker = self.job._agenda._markers.pop((t, eid), None)
+        if marker is not None:
+            at = next(i for i, entry in enumerate(queue) if entry[3] is marker)
+            queue[at] = queue[-1]
+            queue.pop()
+            heapify(queue)
+        heappush(queue, (t, NORMAL, eid, event))
+        drive = w.drive
+        if kind == GUEST_DONE:
+            # (its ``in_flight`` already counts it)
+            resume = (self.job.source, st[G_READ] == 1, int(st[G_OFF]), w.bs,
+                      int(st[G_GENW]), None, int(st[G_START]))
+            # (the event now stands for that completion, which the new
+            # generator finishes itself)
+            w.due_event = drive.completion = None
+        else:
+            w.due_event, drive.completion = event, None
+            resume = AT_DUE
+        process = w.process
+        parked = process._generator
+        process._generator = w._worker(resume)
+        parked.close()
+
+    def _hand_out_ledger(self, w) -> None:
+        """The writes of guest ``w`` completed here go to its drive's ledger."""
+        st = self.st
+        n = int(st[L_N])
+        if n:
+            w.drive.ledger.extend_with(self.ledger[:n, 0], w.bs, self.ledger[:n, 1])
+            st[L_N] = 0
+
+    # -- objects and arrays -------------------------------------------------------
+    def _absorb(self) -> bool:
+        """Take the agenda's entries and the operations in flight as arrays,
+        if every entry is one the kernel runs; whether it did."""
+        from ..jobs.mirror import CopyOperation
+        job = self.job
+        entries = job._agenda._entries
+        read_done, write_done = CopyOperation._read_done, CopyOperation._write_done
+        rows = []
+        for t, eid, callback, _argument in entries:
+            if callback is None:
+                rows.append((t, eid, WAKE, None))
+                continue
+            step, op = callback.__func__, callback.__self__
+            if step is read_done:
+                rows.append((t, eid, READING, op))
+            elif step is write_done and op.how is None and op.runs is not None:
+                rows.append((t, eid, OBJECT, op))
+            elif step is write_done and op.how is False and op.runs is None:
+                rows.append((t, eid, ZEROS, op))
+            else:
+                return False
+        ops, heap, snaps = self.ops, self.heap, self.snaps
+        ops[:, USED] = 0
+        slot = 0
+        for i, (t, eid, mode, op) in enumerate(sorted(rows, key=lambda r: r[:2])):
+            heap[i, T], heap[i, EID] = t, eid
+            if op is None:
+                heap[i, KIND], heap[i, SLOT] = WAKE, -1
+                continue
+            heap[i, KIND] = READ_DONE if mode == READING else WRITE_DONE
+            heap[i, SLOT] = slot
+            ops[slot] = (op.bit, op.end_bit, op.start, op.end, 1, mode, 0)
+            snaps[slot] = op.runs if mode == OBJECT else None
+            slot += 1
+        self.st[HEAP_N] = len(rows)
+        entries.clear()
+        job._ops.clear()
+        job._op_starts.clear()
+        self.active = True
+        return True
+
+    def materialize(self) -> None:
+        """Give the agenda and the job their entries and operations back as
+        objects (before any Python step looks at them), and the guest back
+        to SimPy."""
+        if self.guest is not None:
+            self._release()
+        if not self.active:
+            return
+        from ..jobs.mirror import CopyOperation
+        job = self.job
+        n = int(self.st[HEAP_N])
+        rows = sorted(self.heap[:n].tolist())
+        entries = job._agenda._entries
+        ops, snaps = self.ops, self.snaps
+        for t, eid, kind, slot in rows:
+            if kind == WAKE:
+                entries.append((t, eid, None, None))
+                continue
+            bit, end_bit, start, end, _used, mode, pos = ops[slot].tolist()
+            op = CopyOperation(job, bit, end_bit, start, end, True)
+            job._ops[bit] = op
+            if kind == READ_DONE:
+                entries.append((t, eid, op._read_done, 0))
+                continue
+            if mode == LOGGED:
+                op.runs, op.how = self._snap(start, end, pos), None
+            elif mode == OBJECT:
+                op.runs, op.how = snaps[slot], None
+            else:
+                op.runs, op.how = None, False
+            snaps[slot] = None
+            entries.append((t, eid, op._write_done, 0))
+        job._op_starts[:] = sorted(job._ops)
+        self.st[HEAP_N] = 0
+        self.active = False
+
+    def close(self) -> None:
+        """The job is over: no more reads to hand in."""
+        self.materialize()
+        hooks = self.job.source.content._journal._before_settle
+        if self.hand_in in hooks:
+            hooks.remove(self.hand_in)
+
+    def hand_in(self) -> None:
+        """A settle is coming: the reads the kernel logged whose pastes are
+        still to come become journal Snaps, which the settle works out (the
+        paste is then made from Python, the kernel handing its write back)."""
+        if not self.active:
+            return
+        ops = self.ops
+        for slot in np.flatnonzero(ops[:, USED] & (ops[:, MODE] == LOGGED)).tolist():
+            start, end, pos = ops[slot, START], ops[slot, END], ops[slot, POS]
+            self.snaps[slot] = self._snap(int(start), int(end), int(pos))
+            ops[slot, MODE] = OBJECT
+
+    def _snap(self, start: int, end: int, pos: int) -> Snap:
+        """The Snap of a read the kernel made at entry ``pos`` of its page's log."""
+        srcmap = self.job.source.content
+        return srcmap._journal.snap(srcmap, start >> srcmap._shift, start, end, pos)
+
+
+def _ring(slots: np.ndarray, head: int, n: int) -> deque:
+    """A device's busy slots as the deque it keeps them in."""
+    end = head + n
+    if end <= len(slots):
+        return deque(slots[head:end].tolist())
+    return deque(slots[head:].tolist() + slots[:end - len(slots)].tolist())

@@ -1,0 +1,458 @@
+"""The block-job life cycle shared by every job type.
+
+A :class:`BlockJob` is one SimPy process that walks QEMU's job status machine
+(``qapi/job.json``)::
+
+    created -> running -> [paused <-> running] -> [ready <-> standby]
+            -> waiting -> pending -> concluded -> null          (success)
+            -> aborting -> concluded -> null                    (error, cancel)
+
+Every transition emits ``JOB_STATUS_CHANGE {id, status}`` (the ``rfc-2012``
+profile predates the status machine and emits none), and every transition is
+checked against the legal table; an illegal one is recorded as an invariant
+violation, never hidden.
+
+Management commands arrive as verbs (cancel, pause, resume, set-speed,
+complete, finalize, dismiss), each accepted only in the statuses listed in
+:data:`VERBS`; a refusal raises :class:`~blocksim.errors.CommandError` with
+QEMU's wording and becomes part of the run's record.
+
+Subclasses implement :meth:`run` (a generator returning 0 or an errno), and
+may override :meth:`prepare` (what success changes in the graph: a pivot, a
+dropped backing file), :meth:`abort`, :meth:`complete`,
+:meth:`completes_on_cancel`, :meth:`progress_len`, :meth:`error_policies`
+and the QMP start command they are recorded as.  They call
+:meth:`pause_point` between iterations and :meth:`sleep` to wait; a command
+wakes a sleeping job, as QEMU's ``job_enter`` does.
+"""
+
+from __future__ import annotations
+
+from ..errors import CommandError
+from ..model.iostatus import IoStatus
+from ..model.policy import job_device, strerror
+from ..model.ratelimit import RateLimit
+
+TRANSITIONS: dict[str | None, frozenset[str]] = {
+    None: frozenset({"created"}),
+    "created": frozenset({"running", "aborting", "null"}),
+    "running": frozenset({"paused", "ready", "waiting", "aborting"}),
+    "paused": frozenset({"running"}),
+    "ready": frozenset({"standby", "waiting", "aborting"}),
+    "standby": frozenset({"ready"}),
+    "waiting": frozenset({"pending", "aborting"}),
+    "pending": frozenset({"aborting", "concluded"}),
+    "aborting": frozenset({"aborting", "concluded"}),
+    "concluded": frozenset({"null"}),
+    "null": frozenset(),
+}
+
+_ACTIVE = frozenset({"created", "running", "paused", "ready", "standby"})
+VERBS: dict[str, frozenset[str]] = {
+    "cancel": _ACTIVE | {"waiting", "pending"},
+    "pause": _ACTIVE,
+    "resume": _ACTIVE,
+    "set-speed": _ACTIVE,
+    "complete": frozenset({"ready", "standby"}),
+    "finalize": frozenset({"pending"}),
+    "dismiss": frozenset({"concluded"}),
+}
+
+
+class BlockJob:
+    job_type = "job"
+    #: Whether ``complete`` applies (QEMU: the driver has a ``complete``)
+    completable = False
+    #: The invariant broken when the job completes with ``integrity`` "differs".
+    integrity_invariant: str | None = None
+
+    def __init__(self, sim, job_id: str, spec):
+        self.sim = sim
+        self.env = sim.env
+        self.log = sim.log
+        self.profile = sim.profile
+        self.policy = sim.policy
+        self.id = job_id
+        self.spec = spec
+        self.drive = sim.drives[spec.device]
+        self.status: str | None = None
+        self.transitions: list[tuple[int, str | None, str]] = []
+        self.illegal_transitions: list[tuple[int, str | None, str]] = []
+        self.limit = RateLimit(spec.speed)
+        self.offset = 0
+        self.iostatus = IoStatus(lambda: self.env.now, ranked=self.profile.job_iostatus_ranked)
+        self.pause_count = 0
+        self.user_paused = False
+        self.paused = False
+        self.cancelled = False
+        self.force_cancel = False
+        self.should_complete = False
+        self.reported = False
+        self.auto_finalize: bool = spec.auto_finalize
+        self.auto_dismiss: bool = spec.auto_dismiss
+        self.error: str | None = None
+        self.errors_by_action = {"ignore": 0, "report": 0, "stop": 0}
+        self.bytes_copied = 0
+        self.paused_ns = 0
+        self.started_at: int | None = None
+        self.ready_at: int | None = None
+        self.finished_at: int | None = None
+        self.outcome: str | None = None
+        self.end_event: str | None = None
+        self.integrity = "not-checked"
+        self.integrity_detail: str | None = None
+        self._wake = None
+        self._sleeping = False
+        self._user_event = None        # finalize / dismiss / cancel while pending
+        self.start_refused = False
+        self._held: list = []           # the nodes it holds once created (nodes())
+        self._paused_since: int | None = None
+
+    # -- policies the job was given (for the rfc-2012 start check) -------------
+    def error_policies(self) -> dict[str, str]:
+        return {}
+
+    # -- start -------------------------------------------------------------------
+    def qmp_start_command(self) -> str:
+        """The QMP command that starts this job in QEMU (for the record)."""
+        return "job-start"
+
+    def qmp_start_arguments(self) -> dict:
+        return {"job-id": self.id, "device": self.drive.name, "speed": self.speed,
+                "auto-finalize": self.auto_finalize, "auto-dismiss": self.auto_dismiss}
+
+    def start(self) -> None:
+        """Create and start the job (QMP's blockdev-mirror / block-stream)."""
+        if self.status is not None:
+            raise CommandError(f"Job ID '{self.id}' already in use")
+        self._check_nodes_free()
+        if self.profile.job_stop_needs_drive_stop:
+            # 2012: a stop policy needs the drive to be able to stop too.
+            drive_can_stop = (self.drive.rerror == "stop"
+                              and self.drive.werror in ("stop", "enospc"))
+            for param, policy in self.error_policies().items():
+                if policy in ("stop", "enospc", "auto") and not drive_can_stop:
+                    self.start_refused = True
+                    raise CommandError(f"Invalid parameter '{param}'")
+        self._held = self.nodes()
+        self._transition("created")
+        # As QEMU's job_start: the job is running when the command returns.
+        self.started_at = self.env.now
+        self._transition("running")
+        self.env.process(self._main())
+
+    def nodes(self) -> list:
+        """The nodes the job holds while it runs: its disk's top node (and,
+        for a mirror, the target)."""
+        return [self.drive.node]
+
+    def _check_nodes_free(self) -> None:
+        """QEMU's op blockers: a job holds its nodes from its creation until
+        it concludes, and a job asking for a node another job holds is
+        refused (``bdrv_op_is_blocked``: two jobs never run on one disk)."""
+        mine = self.nodes()
+        for other in self.sim.jobs.values():
+            if other is self or other.status in (None, "concluded", "null"):
+                continue
+            for node in other._held:
+                if node in mine:
+                    self.start_refused = True
+                    device = next((name for name, drive in self.sim.drives.items()
+                                   if drive.node is node), node.name)
+                    raise CommandError(self.profile.busy_disk_error.format(
+                        node=node.name, device=device, job_type=other.job_type))
+
+    def _main(self):
+        ret = yield from self.run()
+        yield from self._finish(ret)
+
+    def run(self):
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    # -- ending ------------------------------------------------------------------
+    def completes_on_cancel(self) -> bool:
+        """Whether a plain cancel finishes the job as a success (a ready mirror)."""
+        return False
+
+    def prepare(self) -> None:
+        """What success changes (pivot, dropped backing file) and its checks."""
+
+    def abort(self) -> None:
+        """Clean-up after an error or a cancel."""
+
+    def _finish(self, ret: int):
+        if self.cancelled and not self.completes_on_cancel():
+            yield from self._abort(cancelled=True)
+            return
+        if ret:
+            self.error = strerror(ret)
+            yield from self._abort(cancelled=False)
+            return
+        self._transition("waiting")
+        self._transition("pending")
+        if not self.auto_finalize:
+            # QEMU announces a job waiting for job-finalize (job.c: only
+            # when auto-finalize is off): BLOCK_JOB_PENDING {type, id}.
+            if self.profile.job_status_events:
+                self.log.emit("BLOCK_JOB_PENDING", {"type": self.job_type, "id": self.id})
+            while not self.cancelled and self._user_event != "finalize":
+                yield from self._wait()
+            if self.cancelled and self._user_event != "finalize":
+                yield from self._abort(cancelled=True)
+                return
+        self.prepare()
+        self.outcome = "completed"
+        self._emit_end("BLOCK_JOB_COMPLETED")
+        yield from self._conclude()
+
+    def _abort(self, cancelled: bool):
+        self._transition("aborting")
+        self.abort()
+        if cancelled:
+            self.outcome = "cancelled"
+            self._emit_end("BLOCK_JOB_CANCELLED")
+        else:
+            self.outcome = "completed-with-error"
+            # 2012: a job ended by a `report` action announces a cancel.
+            if self.reported and not self.profile.report_completes_with_error:
+                self._emit_end("BLOCK_JOB_CANCELLED")
+            else:
+                self._emit_end("BLOCK_JOB_COMPLETED", error=self.error)
+        yield from self._conclude()
+
+    def _conclude(self):
+        self._transition("concluded")
+        self.finished_at = self.env.now
+        if not self.auto_dismiss:
+            while self._user_event != "dismiss":
+                yield from self._wait()
+        self._transition("null")
+
+    def _emit_end(self, name: str, error: str | None = None) -> None:
+        self.end_event = name
+        data = self._job_event_data()
+        if error is not None:
+            data["error"] = error
+        self.log.emit(name, data)
+
+    def _job_event_data(self) -> dict:
+        return {"type": self.job_type, "device": job_device(self.profile, self),
+                "len": self.progress_len(), "offset": self.offset, "speed": self.speed}
+
+    # -- status machine ------------------------------------------------------------
+    def _transition(self, new: str) -> None:
+        old = self.status
+        now = self.env.now
+        if new not in TRANSITIONS.get(old, ()):
+            self.illegal_transitions.append((now, old, new))
+        self.status = new
+        self.transitions.append((now, old, new))
+        if self.profile.job_status_events:
+            self.log.emit("JOB_STATUS_CHANGE", {"id": self.id, "status": new})
+
+    # -- waiting and pausing -------------------------------------------------------
+    def _wait(self):
+        """Sleep until a command enters the job."""
+        ev = self._wake = self.env.event()
+        self._sleeping = True
+        yield ev
+        self._sleeping = False
+        self._wake = None
+
+    def sleep(self, ns: int):
+        """Sleep ``ns`` nanoseconds, or less if a command enters the job.
+
+        A cancelled job (:meth:`is_cancelled`) does not sleep at all, as
+        QEMU's ``job_sleep_ns`` checks before it yields: a stream cancelled
+        while its chunk was in flight ends when the chunk does, not after
+        the rate limit's sleep."""
+        if self.is_cancelled():
+            return
+        ev = self._wake = self.env.event()
+        timer = self.env.timeout(ns)
+        timer.callbacks.append(lambda _t, ev=ev: ev.triggered or ev.succeed())
+        self._sleeping = True
+        yield ev
+        self._sleeping = False
+        self._wake = None
+
+    def ratelimit_sleep(self, delay: int):
+        """Sleep off the rate limit, as QEMU's ``block_job_ratelimit_sleep``.
+
+        ``delay`` is what the limiter asked for when the last bytes were
+        counted.  Each sleep ends at a pause point, as ``job_sleep_ns`` does;
+        a job entered early (a pause, a raised speed) then asks the limiter
+        again, and sleeps off what is left of a stretched slice unless it
+        was cancelled meanwhile."""
+        while delay and not self.is_cancelled():
+            yield from self._sleep_off(delay)
+            yield from self._pause_point()
+            delay = self.limit.delay(self.env.now, 0)
+
+    def _sleep_off(self, ns: int):
+        """How the job sleeps in :meth:`ratelimit_sleep` (a job with I/O of
+        its own in flight meanwhile says so)."""
+        return self.sleep(ns)
+
+    def _pause_point(self):
+        """The pause point of :meth:`ratelimit_sleep` (a job may have to do
+        more there, as QEMU's job drivers' ``pause``)."""
+        return self.pause_point()
+
+    def _enter(self) -> None:
+        ev = self._wake
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+
+    def is_cancelled(self) -> bool:
+        """QEMU's ``job_is_cancelled()``: the job ends without pausing again.
+
+        Today that is a forced cancel, and any cancel of a job that cannot
+        complete on cancel (QEMU's mirror turns a cancel before READY into a
+        forced one; a stream has no soft cancel).  A plain cancel of a ready
+        mirror is only requested: the mirror completes without the pivot, and
+        pauses at its pause points meanwhile (job.c: ``job_pause_point``
+        returns early only for ``job_is_cancelled``).  In the 2012 profile any
+        cancel counts."""
+        if not self.cancelled:
+            return False
+        return not (self.profile.pause_after_plain_cancel and self.completes_on_cancel())
+
+    def should_pause(self) -> bool:
+        """Whether the job pauses at its next pause point: asked to, and not
+        cancelled in QEMU's sense (:meth:`is_cancelled`)."""
+        return self.pause_count > 0 and not self.is_cancelled()
+
+    def pause_point(self):
+        """Pause here if asked to (QEMU's ``job_pause_point``)."""
+        if self.should_pause():
+            prev = self.status
+            self._transition("standby" if prev == "ready" else "paused")
+            self.paused = True
+            self._paused_since = self.env.now
+            while self.should_pause():
+                yield from self._wait()
+            self.paused = False
+            self.paused_ns += self.env.now - self._paused_since
+            self._paused_since = None
+            self._transition(prev)
+
+    def time_paused(self, now: int) -> int:
+        """Nanoseconds spent paused, including a pause still going on."""
+        ongoing = now - self._paused_since if self._paused_since is not None else 0
+        return self.paused_ns + ongoing
+
+    def pause_for_error(self) -> None:
+        """A ``stop`` action: a user-visible pause that needs a resume.
+
+        Like QEMU's ``job_pause``, this enters a job sleeping (in its rate
+        limit) so that it reaches its pause point now."""
+        if not self.user_paused:
+            self.user_paused = True
+            self.pause_count += 1
+            self._enter()
+
+    # -- verbs -----------------------------------------------------------------------
+    def _check_verb(self, verb: str) -> None:
+        if self.status not in VERBS[verb]:
+            raise CommandError(
+                f"Job '{self.id}' in state '{self.status}' cannot accept command verb '{verb}'")
+
+    def user_pause(self) -> None:
+        self._check_verb("pause")
+        if self.user_paused:
+            if self.profile.strict_job_verbs:
+                raise CommandError("Job is already paused")
+            return
+        self.user_paused = True
+        self.pause_count += 1
+        self._enter()
+
+    def user_resume(self) -> None:
+        # QEMU's job_user_resume asks whether the job is paused before it
+        # asks the verb table: a job that is not paused gets that answer in
+        # any status (pending, waiting...)
+        if not self.user_paused and self.profile.strict_job_verbs:
+            raise CommandError("Can't resume a job that was not paused")
+        self._check_verb("resume")
+        if not self.user_paused:
+            return                  # 2012: resume was an idempotent flag
+        self.iostatus.reset()
+        self.user_paused = False
+        self.pause_count -= 1
+        self._enter()
+
+    def cancel(self, force: bool = False) -> None:
+        self._check_verb("cancel")
+        if self.user_paused and not force and self.profile.strict_job_verbs:
+            raise CommandError(f"The block job for device '{self.id}' is currently paused")
+        self.cancelled = True
+        self.force_cancel = self.force_cancel or force
+        if self.user_paused:
+            self.user_paused = False
+            self.pause_count -= 1
+        self._enter()
+
+    def complete(self) -> None:
+        """QEMU's ``job_complete``: refused for a job type that has no
+        completion step and for a job whose cancel was requested (a plain
+        cancel once ready still ends it, without the pivot)."""
+        self._check_verb("complete")
+        if not self.completable or self.cancelled:
+            raise CommandError(f"The active block job '{self.id}' cannot be completed")
+        self.should_complete = True
+        self._enter()
+
+    def set_speed(self, speed: int) -> None:
+        self._check_verb("set-speed")
+        if speed < 0:
+            raise CommandError("Invalid parameter 'speed'")
+        old = self.limit.speed
+        self.limit.set_speed(speed)
+        # QEMU's block_job_set_speed kicks a sleeping job only when the limit
+        # was raised or lifted: a lower limit lets the current sleep run out
+        if speed and speed <= old:
+            return
+        self._enter()
+
+    def finalize(self) -> None:
+        self._check_verb("finalize")
+        self._user_event = "finalize"
+        self._enter()
+
+    def dismiss(self) -> None:
+        self._check_verb("dismiss")
+        self._user_event = "dismiss"
+        self._enter()
+
+    # -- what QMP shows ----------------------------------------------------------------
+    @property
+    def speed(self) -> int:
+        """Bytes per second, 0 for unlimited (the rate limit's own setting)."""
+        return self.limit.speed
+
+    def progress_len(self) -> int:
+        return self.offset
+
+    @property
+    def ready(self) -> bool:
+        return self.status in ("ready", "standby")
+
+    def query(self) -> dict:
+        """One entry of ``query-block-jobs``."""
+        if not self.profile.job_status_events:
+            return {"type": self.job_type, "device": self.drive.name,
+                    "len": self.progress_len(), "offset": self.offset,
+                    "paused": self.pause_count > 0, "speed": self.speed,
+                    "io-status": self.iostatus.value}
+        info = {"type": self.job_type, "device": self.id,
+                "len": self.progress_len(), "offset": self.offset,
+                "busy": not (self._sleeping or self.paused),
+                "paused": self.pause_count > 0, "speed": self.speed,
+                "io-status": self.iostatus.value, "ready": self.ready,
+                "status": self.status, "auto-finalize": self.auto_finalize,
+                "auto-dismiss": self.auto_dismiss}
+        if self.error is not None:
+            info["error"] = self.error
+        return info

@@ -1,0 +1,450 @@
+"""The mirror job: copy a drive's disk to a target while the guest runs.
+
+Modelled on QEMU's ``block/mirror.c`` (background copy mode):
+
+1. A :class:`~blocksim.model.bitmap.DirtyBitmap` at ``granularity`` starts with
+   what ``sync`` asks for: ``full`` marks every range allocated anywhere in
+   the source's chain, ``top`` only the top layer's, ``none`` nothing.
+   Guest writes to the source re-dirty their range for as long as the job runs.
+2. The copy loop takes the next dirty run after a cursor (at most
+   ``buf-size / 16`` bytes, at most 16 operations and ``buf-size`` bytes in
+   flight, never overlapping an operation in flight), clears it, and copies
+   it: read the source, write the target (ranges reading as zeros become a
+   write-zeroes), each operation a :class:`CopyOperation`.  ``speed``
+   throttles the loop until READY (:meth:`MirrorJob.throttle`).  The operations' timeouts stay on the job's agenda
+   (:mod:`blocksim.engine.agenda`) and the loop issues and completes them in one
+   plain loop (:mod:`blocksim.engine.burst`): both give exactly the run SimPy would
+   give one event at a time.
+3. A failed read or write re-dirties its range and goes through the error
+   policy engine with ``on-source-error`` (reads) or ``on-target-error``
+   (writes): ``ignore`` retries it later, ``stop`` pauses the job until
+   resumed, ``report`` fails the job once the operations in flight are done.
+4. When nothing is dirty and nothing is in flight the target is flushed and
+   the job becomes ``ready`` (``BLOCK_JOB_READY``, once) and keeps mirroring,
+   polling every 100 ms.
+5. ``complete`` (or a plain ``cancel`` when ready) drains the guest's
+   requests and, once nothing is dirty and the target is flushed, finishes:
+   complete pivots the drive to the target, cancel leaves the source in
+   place.  In both cases the run then verifies that the target reads exactly
+   as the source.
+
+A persistent fault under ``ignore`` therefore never converges: the job keeps
+retrying (throttled by ``speed``) and never becomes ready, until cancelled.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+
+from ..engine import burst, burst_kernel
+from ..engine.agenda import Agenda
+from ..model.bitmap import DirtyBitmap
+from ..model.extents import diff_ranges
+from .base import BlockJob
+from ..engine.journal import Snap
+from ..model.policy import REPORT
+from ..model.ratelimit import SLICE_NS
+
+MAX_IN_FLIGHT = 16
+
+
+class MirrorJob(BlockJob):
+    job_type = "mirror"
+    completable = True
+    integrity_invariant = "mirror-target-identical"
+
+    def __init__(self, sim, job_id: str, spec):
+        super().__init__(sim, job_id, spec)
+        self.target = sim.devices[spec.target]
+        self.sync: str = spec.sync
+        self.granularity: int = spec.granularity
+        self.buf_size: int = spec.buf_size
+        self.on_source_error: str = spec.on_source_error
+        self.on_target_error: str = spec.on_target_error
+        self.max_io = max(self.buf_size // MAX_IN_FLIGHT, self.granularity)
+        self._max_bits = self.max_io // self.granularity    # granules per operation
+        self.source = None
+        self.bitmap: DirtyBitmap | None = None
+        self.in_flight = 0
+        self.bytes_in_flight = 0
+        self._ops: dict[int, CopyOperation] = {}   # first bit -> each op in flight
+        self._op_starts: list[int] = []      # their first bits, sorted
+        self.synced = False
+        self.ret = 0
+        self.pivoted = False
+        self._cursor = 0
+        self._op_done = None
+        self._drained = False
+        # Copy operations keep their timeouts in the job's own agenda
+        # (blocksim.engine.agenda): the loop waits for them without a trip through
+        # SimPy's queue, and while it waits for anything else they run by
+        # themselves.
+        self._agenda: Agenda | None = None
+        self._woken = False         # a wake mark is on the agenda
+
+    def nodes(self) -> list:
+        return [self.drive.node, self.target]
+
+    def error_policies(self) -> dict[str, str]:
+        return {"on-source-error": self.on_source_error,
+                "on-target-error": self.on_target_error}
+
+    def qmp_start_command(self) -> str:
+        return "blockdev-mirror"
+
+    def qmp_start_arguments(self) -> dict:
+        args = super().qmp_start_arguments()
+        args.update({"target": self.target.name, "sync": self.sync,
+                     "granularity": self.granularity, "buf-size": self.buf_size,
+                     "on-source-error": self.on_source_error,
+                     "on-target-error": self.on_target_error})
+        return args
+
+    # -- the copy loop -------------------------------------------------------------
+    def run(self):
+        src = self.source = self.drive.node
+        bm = self.bitmap = DirtyBitmap(src.size, self.granularity)
+        self._initial_dirty(src, bm)
+        src.write_listeners.append(bm)
+        if self.env.shortcuts:
+            self._agenda = Agenda(self.env)
+            self._agenda.runner = self._complete_detached
+            if burst_kernel.Kernel.applies(self):
+                self._agenda.kernel = burst_kernel.Kernel(self)
+        while True:
+            if self.ret:
+                break
+            if self.pause_count > 0:        # (pause_point() checks it again)
+                yield from self._pause_point()
+            if self.cancelled and not self.completes_on_cancel():
+                break
+            if bm.count and self.in_flight < MAX_IN_FLIGHT \
+                    and self.bytes_in_flight < self.buf_size:
+                if burst.applies(self):
+                    delay = yield from self._copy_burst()
+                    if delay:
+                        yield from self.ratelimit_sleep(delay)
+                    continue
+                nbytes = self._issue()
+                if nbytes < 0:                  # overlaps an operation in flight
+                    yield from self._wait_op()
+                    continue
+                delay = self.throttle(nbytes)
+                if delay:
+                    yield from self.ratelimit_sleep(delay)
+                continue
+            if self.in_flight:
+                yield from self._wait_op()
+                continue
+            # Nothing in flight from here on, so nothing on the agenda.
+            if not self.synced:
+                # QEMU flushes the target before announcing READY; a failed
+                # flush goes through on-target-error as a write.
+                if (yield from self._flush_target()):
+                    continue
+                self._become_ready()
+            # As mirror_run: the guest may have written during the flush.
+            completing = self.should_complete or self.cancelled
+            if completing and not bm.count:
+                yield from self.drive.drain_begin()
+                if bm.count or self.in_flight or (yield from self._flush_target()):
+                    self.drive.drain_end()
+                    continue
+                self._drained = True
+                break
+            if not completing:
+                if not bm.count:
+                    # (the agenda runs itself meanwhile: a guest the compiled
+                    # loop runs stays there, blocksim.engine.burst_kernel)
+                    yield from self._away(self.sleep(SLICE_NS))
+                continue
+            # completing, with data dirtied during the flush: QEMU sleeps
+            # off the rate limit here, the only place a ready mirror does
+            # (only a cancel forced before READY gets here, and a cancelled
+            # job does not sleep)
+            yield from self.ratelimit_sleep(self.limit.delay(self.env.now, 0))
+        while self.in_flight:
+            yield from self._wait_op()
+        return self.ret
+
+    def _initial_dirty(self, src, bm: DirtyBitmap) -> None:
+        if self.sync == "none":
+            return
+        layers = [src] if self.sync == "top" else src.chain()
+        for node in layers:
+            cs = node.cluster_size
+            for a, b in node.alloc.runs():
+                bm.mark(a * cs, min(b * cs, node.size))
+
+    def _issue(self) -> int:
+        """Issue the next operation; its length, or -1 if it would overlap
+        one in flight (the loop then waits)."""
+        if self._agenda is not None:    # (the operations as objects)
+            self._agenda._objects()
+        op = self._next_operation()
+        if op is None:
+            return -1
+        op.issue()
+        return op.end - op.start
+
+    def throttle(self, nbytes: int) -> int:
+        """Account ``nbytes`` just issued against ``speed``; the sleep the
+        loop then takes, in ns.
+
+        QEMU's mirror counts every byte it copies against the rate limit
+        (``block_job_ratelimit_processed_bytes`` in ``mirror_iteration``), but
+        ``mirror_run`` only sleeps for it before READY: once ready, its loop
+        sleeps 100 ms when there is nothing to copy and otherwise copies at
+        the devices' speed, a final sync after ``complete`` included.  The
+        2012 mirror did the same (``if (!s->synced && s->common.speed)``).
+        So a slow ``speed`` delays READY but never a ready mirror's
+        re-copies."""
+        delay = self.limit.delay(self.env.now, nbytes)
+        return 0 if self.synced else delay
+
+    def _next_operation(self) -> "CopyOperation | None":
+        """Take the next dirty run after the cursor and book an operation
+        for it (not issued yet), or None if it overlaps one in flight."""
+        bm = self.bitmap
+        b = bm.next_dirty(self._cursor)
+        n = bm.dirty_run(b, self._max_bits)
+        # Operations in flight are disjoint, so the only one that can overlap
+        # [b, b+n) is the last one starting before b+n.
+        starts = self._op_starts
+        i = bisect_left(starts, b + n) - 1
+        if i >= 0 and self._ops[starts[i]].end_bit > b:
+            return None
+        bm.clear_bits(b, b + n)
+        self._cursor = b + n if b + n < bm.nbits else 0
+        g = self.granularity
+        start, end = b * g, (b + n) * g
+        if end > bm.size:
+            end = bm.size
+        op = self._ops[b] = CopyOperation(self, b, b + n, start, end,
+                                          self._agenda is not None)
+        insort(starts, b)
+        self.in_flight += 1
+        self.bytes_in_flight += end - start
+        return op
+
+    def _op_finished(self, op: "CopyOperation") -> None:
+        del self._ops[op.bit]
+        self._op_starts.remove(op.bit)
+        self.in_flight -= 1
+        self.bytes_in_flight -= op.end - op.start
+        if op.private:
+            # SimPy would now schedule the loop's wake-up (once), if the loop
+            # waits for its operations (it runs the agenda then)
+            if self._agenda.attached and not self._woken:
+                self._woken = True
+                self._agenda.mark_wake()
+            return
+        ev = self._op_done
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+
+    def _pause_point(self):
+        """The loop's pause point: QEMU's ``mirror_pause`` first waits for
+        the operations in flight (whose errors come before the pause)."""
+        while self.in_flight and self.should_pause():
+            yield from self._wait_op()
+        if self.should_pause():             # (else pause_point() does nothing)
+            yield from self._away(self.pause_point())
+
+    def _sleep_off(self, ns: int):
+        """The rate limit's sleep, the operations in flight running by
+        themselves meanwhile."""
+        return self._away(self.sleep(ns))
+
+    def _away(self, wait):
+        """``yield from wait`` (a sleep, a pause): something other than the
+        operations in flight, which meanwhile run from the agenda by
+        themselves (:meth:`Agenda.detach <blocksim.engine.agenda.Agenda.detach>`)."""
+        agenda = self._agenda
+        if agenda is None:
+            yield from wait
+            return
+        agenda.detach()
+        yield from wait
+        agenda.attach()
+
+    def _failed(self, start: int, end: int, policy: str, is_read: bool, err: int) -> None:
+        self.bitmap.mark(start, end)
+        self._job_error(policy, is_read, err)
+
+    def _job_error(self, policy: str, is_read: bool, err: int) -> None:
+        """Ask the policy engine; the first reported error ends the job."""
+        if self.policy.job_error(self, policy, is_read, err) == REPORT and not self.ret:
+            self.ret = err
+
+    def _flush_target(self):
+        """Flush the target (generator); returns the errno, 0 on success."""
+        err = yield from self.target.flush()
+        if err:
+            self._job_error(self.on_target_error, False, err)
+        return err
+
+    def _wait_op(self):
+        """Wait until an operation in flight finishes."""
+        agenda = self._agenda
+        if agenda is not None:
+            # every operation in flight is on the agenda: run it as a burst
+            # (blocksim.engine.burst) until the wake mark
+            self._woken = False
+            while burst.copy(self, True, one_wait=True) == burst.WAITING:
+                yield agenda.turn()
+            return
+        ev = self._op_done = self.env.event()
+        yield ev
+        self._op_done = None
+
+    def _copy_burst(self):
+        """Issue and wait in one plain loop (:mod:`blocksim.engine.burst`) until the
+        loop has to leave its cycle; returns a rate-limit sleep in ns, or 0.
+        (After a callback raised, the agenda's turn never comes.)"""
+        outcome = burst.copy(self, False)
+        while outcome == burst.WAITING:
+            yield self._agenda.turn()
+            outcome = burst.copy(self, True)
+        return outcome
+
+    def _complete_detached(self) -> bool:
+        """The agenda's runner while the loop is away (a sleep, a pause):
+        operations complete in bulk where a burst applies."""
+        if not burst.applies(self):
+            return False
+        burst.copy(self, True, detached=True)
+        return True
+
+    def _become_ready(self) -> None:
+        self.synced = True
+        self.ready_at = self.env.now
+        self._transition("ready")
+        self.log.emit("BLOCK_JOB_READY", self._job_event_data())
+
+    # -- verbs and ending --------------------------------------------------------------
+    def completes_on_cancel(self) -> bool:
+        return self.synced and not self.force_cancel
+
+    def progress_len(self) -> int:
+        dirty = self.bitmap.dirty_bytes if self.bitmap is not None else 0
+        return self.offset + self.bytes_in_flight + dirty
+
+    def prepare(self) -> None:
+        self._verify()
+        if self.should_complete:
+            self.drive.node = self.target       # the pivot
+            self.pivoted = True
+        self._release()
+
+    def abort(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        # run() registered the listener before anything can end the job
+        self.source.write_listeners.remove(self.bitmap)
+        if self._agenda is not None and self._agenda.kernel is not None:
+            self._agenda.kernel.close()
+        if self._drained:
+            self._drained = False
+            self.drive.drain_end()
+
+    def _verify(self) -> None:
+        """At completion the target must read exactly as the source."""
+        diffs = diff_ranges(self.source.layers(), self.target.layers(), 0, self.source.size)
+        first = next(diffs, None)
+        if first is None:
+            self.integrity = "identical"
+            return
+        total = first[1] - first[0] + sum(b - a for a, b, _l, _r in diffs)
+        self.integrity = "differs"
+        self.integrity_detail = (f"target differs from source in {total} bytes, "
+                                 f"first at offset {first[0]}")
+
+
+class CopyOperation:
+    """One copy operation of a mirror: read the source, then write the target.
+
+    QEMU runs each operation as its own coroutine (``mirror_co_read`` then
+    ``mirror_write_complete``).  Here it is a chain of two timeouts with
+    callbacks rather than a SimPy process: there are a million of them in a
+    1 TiB mirror, and a process costs two extra events and a generator each.
+    A *private* operation keeps its timeouts on the job's agenda
+    (:mod:`blocksim.engine.agenda`) instead of SimPy's queue, in the same order.
+    The device's submit step runs when the operation is issued, its complete
+    step when the timeout fires, exactly as in the device's own generators.
+    Ranges that read as zeros are written as a write-zeroes.
+    """
+
+    __slots__ = ("job", "bit", "end_bit", "start", "end", "runs", "how", "private", "_next")
+
+    def __init__(self, job: MirrorJob, bit: int, end_bit: int, start: int, end: int,
+                 private: bool):
+        self.job = job
+        self.bit, self.end_bit = bit, end_bit      # its granules in the dirty bitmap
+        self.start = start
+        self.end = end
+        self.private = private
+
+    # Each step returns ``(delay, callback, errno)``: what to call when, for
+    # the copy loop's agenda (blocksim.engine.burst) or through _after.
+    def issue(self) -> None:
+        self._after(*self.submit_read())
+
+    def submit_read(self) -> tuple:
+        err, delay = self.job.source.submit_read(self.start, self.end - self.start)
+        return delay, (self._read_failed if err else self._read_done), err
+
+    def _after(self, delay: int, callback, err: int) -> None:
+        """``callback(err)`` in ``delay`` ns."""
+        if self.private:
+            self.job._agenda.schedule(delay, callback, err)
+            return
+        self._next = callback
+        self.job.env.timeout(delay, err).callbacks.append(self._fire)
+
+    def _fire(self, event) -> None:
+        self._next(event.value)
+
+    def _read_failed(self, err: int) -> None:
+        job = self.job
+        job._failed(self.start, self.end, job.on_source_error, True, err)
+        job._op_finished(self)
+
+    def _read_done(self, _err: int) -> None:
+        self._after(*self.read_completed())
+
+    def read_completed(self) -> tuple:
+        """The read is done: snapshot what it read, submit the write."""
+        job, start, end = self.job, self.start, self.end
+        src, tgt = job.source, job.target
+        src.complete_read(end - start)
+        runs = src.read_for_copy(start, end)
+        if runs.__class__ is list and len(runs) == 1 and not runs[0][2]:   # zeros (canonical)
+            err, delay, self.how = tgt.submit_write_zeroes(start, end - start)
+            self.runs = None
+        else:
+            err, delay, self.how = tgt.submit_write(start, end - start)
+            self.runs = runs
+        return delay, (self._write_failed if err else self._write_done), err
+
+    def _write_failed(self, err: int) -> None:
+        if self.runs.__class__ is Snap:     # nothing will paste what it read
+            self.runs.forget()
+        job = self.job
+        job._failed(self.start, self.end, job.on_target_error, False, err)
+        job._op_finished(self)
+
+    def _write_done(self, _err: int) -> None:
+        self.write_completed()
+        self.job._op_finished(self)
+
+    def write_completed(self) -> None:
+        """The write is done: what it wrote lands on the target."""
+        job, start, end = self.job, self.start, self.end
+        if self.runs is None:
+            job.target.complete_write_zeroes(start, end - start, self.how)
+        else:
+            job.target.complete_write(start, end - start, self.runs, self.how)
+        job.offset += end - start
+        job.bytes_copied += end - start

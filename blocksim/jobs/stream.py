@@ -1,0 +1,140 @@
+"""The stream job: pull a backing chain's data into the top image.
+
+Modelled on QEMU's ``block/stream.c``.  The job walks the disk in 512 KiB
+chunks.  A chunk already allocated in the top image, or allocated nowhere
+between the top and the ``base``, is skipped; any other chunk is copied on
+read: read through the chain, write into the top image's still-unallocated
+clusters (never over data the guest wrote meanwhile).
+
+Errors go through the policy engine with the single ``on-error`` and are
+always reported as ``operation: read`` (QEMU reports the copy-on-read, even
+when the write into the top image is what failed):
+
+- ``stop``: the job pauses; after resume it retries the *same* chunk;
+- ``ignore``: the chunk is skipped, the first error remembered; the job runs
+  to the end and then completes *with* that error, keeping the backing file;
+- ``report``: the job stops at once and completes with the error.
+
+On success the top image's backing file becomes ``base`` (none by default):
+the run checks that the disk reads the same before and after, that is, that
+the top image no longer needs what was dropped.
+"""
+
+from __future__ import annotations
+
+from ..model.extents import diff_ranges
+from .base import BlockJob
+from ..model.policy import REPORT, STOP
+
+STREAM_CHUNK = 512 * 1024
+
+
+class StreamJob(BlockJob):
+    job_type = "stream"
+    integrity_invariant = "stream-independent"
+
+    def __init__(self, sim, job_id: str, spec):
+        super().__init__(sim, job_id, spec)
+        self.on_error: str = spec.on_error
+        self.base = sim.devices[spec.base] if spec.base else None
+        self.top = None
+        self._below: list = []          # layers between top and base
+        self.size = 0
+
+    def error_policies(self) -> dict[str, str]:
+        return {"on-error": self.on_error}
+
+    def qmp_start_command(self) -> str:
+        return "block-stream"
+
+    def qmp_start_arguments(self) -> dict:
+        args = super().qmp_start_arguments()
+        if self.base is not None:
+            args["base-node"] = self.base.name
+        args["on-error"] = self.on_error
+        return args
+
+    def run(self):
+        top = self.top = self.drive.node
+        self.size = size = top.size
+        self._below = self._intermediates()     # fixed until prepare() drops them
+        error = 0
+        offset = 0
+        while offset < size:
+            yield from self.pause_point()
+            if self.cancelled:
+                break
+            end = min(offset + STREAM_CHUNK, size)
+            copy = self._needs_copy(offset, end)
+            if copy:
+                err = yield from self._populate(offset, end)
+                if err:
+                    action = self.policy.job_error(self, self.on_error, True, err)
+                    if action == STOP:
+                        continue                  # the same chunk after resume
+                    error = error or err
+                    if action == REPORT:
+                        break
+                    # ignore: skip the chunk; as in QEMU the attempt still
+                    # counts against the rate limit
+                else:
+                    self.bytes_copied += end - offset
+            self.offset = end
+            offset = end
+            if copy:
+                delay = self.limit.delay(self.env.now, STREAM_CHUNK)
+                # QEMU's stream_run sleeps off the rate limit at the start of
+                # the next iteration: after the last chunk there is none
+                if delay and offset < size:
+                    yield from self.ratelimit_sleep(delay)
+        return error
+
+    def _intermediates(self) -> list:
+        """Layers between the top (excluded) and the base (excluded)."""
+        out, node = [], self.top.backing
+        while node is not None and node is not self.base:
+            out.append(node)
+            node = node.backing
+        return out
+
+    def _needs_copy(self, start: int, end: int) -> bool:
+        if self.top.is_allocated(start, end):
+            return False
+        for node in self._below:
+            cs = node.cluster_size
+            if node.alloc.any_set(start // cs, -(-end // cs)):
+                return True
+        return False
+
+    def _populate(self, start: int, end: int):
+        """Copy-on-read of one chunk into the top image.
+
+        The job's process is resumed only by its own events (these two
+        waits, its sleeps and pauses, each an event of its own that nothing
+        else waits for; commands only set flags and wake those), so its
+        waits may take the clock's shortcut when nothing else is due before
+        they end (blocksim.engine.clock)."""
+        top = self.top
+        err, runs = yield from top.read(start, end - start, want_data=True, may_skip=True)
+        if err:
+            return err
+        runs = [r for r in runs if r[2]]
+        if not runs:
+            return 0
+        return (yield from top.write(start, end - start, runs, fill=True, may_skip=True))
+
+    def progress_len(self) -> int:
+        return self.size
+
+    def prepare(self) -> None:
+        top = self.top
+        before = top.layers()
+        top.backing = self.base
+        after = top.layers()
+        first = next(diff_ranges(before, after, 0, top.size), None)
+        if first is None:
+            self.integrity = "identical"
+        else:
+            self.integrity = "differs"
+            self.integrity_detail = (f"after dropping the backing file the disk differs "
+                                     f"at offset {first[0]}")

@@ -1,0 +1,125 @@
+"""The management interface: QMP-like commands and their record.
+
+Scenario actions (and notebooks) drive a run through :meth:`Monitor.execute`,
+which behaves like a QMP monitor: a command either returns a value or is
+refused with ``{"class", "desc"}``.  Every command, accepted or refused, is
+appended to :attr:`Monitor.commands` with its simulated timestamp, so a
+refusal ("cannot accept command verb 'complete'") is part of the result.
+
+Commands:
+
+- ``stop``, ``cont``, ``query-block-jobs``;
+- ``block-job-{pause,resume,complete,cancel,set-speed}`` (argument ``device``,
+  the job id, as in QMP), ``block-job-{finalize,dismiss}`` (``id``);
+- ``job-{pause,resume,complete,cancel,finalize,dismiss}`` (``id``);
+- ``job-start`` (``id``): start a job the scenario declared with
+  ``start = "manual"``.  A job the scenario starts by itself (``start`` a
+  time) is recorded as the ``blockdev-mirror`` or ``block-stream`` command
+  that would start it in QEMU, with its arguments;
+- ``thin-extend`` (``image``, ``capacity`` or ``by``): the storage
+  administrator grows a thin device;
+- ``guest-burst`` (``drive`` and workload keys): the guest issues a burst.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import CommandError
+from ..record.eventlog import qmp_timestamp
+
+
+class Monitor:
+    def __init__(self, sim):
+        self.sim = sim
+        self.commands: list[dict[str, Any]] = []
+
+    def execute(self, command: str, arguments: dict | None = None,
+                source: str | None = None) -> Any:
+        """Run one command; returns its value, or ``None`` if it was refused."""
+        arguments = dict(arguments or {})
+        record: dict[str, Any] = {"timestamp": qmp_timestamp(self.sim.env.now),
+                                  "execute": command, "arguments": arguments}
+        if source is not None:
+            record["source"] = source
+        handler = _HANDLERS.get(command)
+        try:
+            if handler is None:
+                raise CommandError(f"The command {command} has not been found",
+                                   "CommandNotFound")
+            value = handler(self.sim, arguments)
+        except CommandError as exc:
+            record["error"] = {"class": exc.error_class, "desc": exc.desc}
+            self.commands.append(record)
+            return None
+        record["return"] = {} if value is None else value
+        self.commands.append(record)
+        return value
+
+
+def _block_job(sim, args: dict, key: str = "device"):
+    job_id = args.get(key)
+    job = sim.jobs.get(job_id)
+    if job is None or job.status in (None, "null"):
+        raise CommandError(f"Block job '{job_id}' not found", "DeviceNotActive")
+    return job
+
+
+def _job(sim, args: dict):
+    job = sim.jobs.get(args.get("id"))
+    if job is None or job.status in (None, "null"):
+        raise CommandError("Job not found")
+    return job
+
+
+def _job_start(sim, args, key: str = "id"):
+    job_id = args.get(key)
+    if job_id not in sim.jobs:
+        raise CommandError(f"No job declared with id '{job_id}'")
+    sim.start_job(job_id)
+
+
+def _thin_extend(sim, args):
+    device = sim.devices[args["image"]]
+    if args.get("capacity") is not None:
+        new = int(args["capacity"])
+    else:
+        base = device.capacity if device.capacity is not None else device.allocated_bytes
+        new = base + int(args["by"])
+    if device.capacity is not None and new < device.capacity:
+        raise CommandError(f"Cannot shrink thin device '{device.name}' "
+                           f"from {device.capacity} to {new} bytes")
+    device.extend(new)
+    return {"capacity": new}
+
+
+def _guest_burst(sim, args):
+    sim.start_burst(args)
+
+
+_HANDLERS = {
+    "stop": lambda sim, a: sim.vm.stop("paused"),
+    "cont": lambda sim, a: sim.vm.cont(),
+    "query-block-jobs": lambda sim, a: [j.query() for j in sim.jobs.values()
+                                        if j.status not in (None, "null")],
+    "block-job-pause": lambda sim, a: _block_job(sim, a).user_pause(),
+    "block-job-resume": lambda sim, a: _block_job(sim, a).user_resume(),
+    "block-job-complete": lambda sim, a: _block_job(sim, a).complete(),
+    "block-job-cancel": lambda sim, a: _block_job(sim, a).cancel(bool(a.get("force", False))),
+    "block-job-set-speed": lambda sim, a: _block_job(sim, a).set_speed(int(a.get("speed", 0))),
+    "block-job-finalize": lambda sim, a: _block_job(sim, a, "id").finalize(),
+    "block-job-dismiss": lambda sim, a: _block_job(sim, a, "id").dismiss(),
+    "job-pause": lambda sim, a: _job(sim, a).user_pause(),
+    "job-resume": lambda sim, a: _job(sim, a).user_resume(),
+    "job-complete": lambda sim, a: _job(sim, a).complete(),
+    "job-cancel": lambda sim, a: _job(sim, a).cancel(False),
+    "job-finalize": lambda sim, a: _job(sim, a).finalize(),
+    "job-dismiss": lambda sim, a: _job(sim, a).dismiss(),
+    "job-start": _job_start,
+    "blockdev-mirror": lambda sim, a: _job_start(sim, a, "job-id"),
+    "block-stream": lambda sim, a: _job_start(sim, a, "job-id"),
+    "thin-extend": _thin_extend,
+    "guest-burst": _guest_burst,
+}
+
+COMMANDS = tuple(sorted(_HANDLERS))

@@ -1,0 +1,441 @@
+"""A block device node: an image with content, allocation, faults and timing.
+
+A :class:`BlockDevice` is what QEMU calls a node: a raw or qcow2 image with a
+virtual size, a cluster size and, for qcow2, an optional backing file.  It
+tracks
+
+- *content*: an :class:`~blocksim.model.extents.ExtentMap` of generations written
+  to this layer (0 = not allocated here, read from the backing file);
+- *allocation*: which clusters this layer has allocated, so that a thin
+  device with a physical ``capacity`` fails a write needing a new cluster past
+  it with ENOSPC (a management action can raise the capacity);
+- *service time*: a FIFO queue of ``queue_depth`` slots in front of a shared
+  transfer pipe; a request takes ``latency`` (with optional seeded jitter)
+  plus ``length / bandwidth`` on the pipe.  Completion times are computed when
+  the request is issued, so each request costs one SimPy timeout;
+- *faults*: the rules of :mod:`blocksim.model.faults`, asked when a request is
+  issued.  A failed request is not carried out and completes after the bare
+  latency (blkdebug and dm-flakey fail requests without doing the I/O).
+
+Requests are generators to be driven with ``yield from`` inside a SimPy
+process, returning an errno (0 on success).
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from collections import deque
+from typing import Callable
+
+import numpy as np
+
+from .allocation import AllocationMap
+from .extents import ExtentMap, Run, resolve_runs
+from .faults import FaultRule, Verdict
+from ..engine.journal import Snap
+
+NO_VERDICT = Verdict()
+
+
+class BlockDevice:
+    def __init__(self, env, name: str, spec, rng: np.random.Generator, journal=None):
+        self.env = env
+        self.name = name
+        self.size: int = spec.size
+        self.cluster_size: int = spec.cluster_size
+        self.format: str = spec.format
+        self.capacity: int | None = spec.capacity
+        self.latency: int = spec.latency
+        self.bandwidth: int = spec.bandwidth
+        self.queue_depth: int = spec.queue_depth
+        self.jitter: float = spec.jitter
+        self.backing: BlockDevice | None = None
+        #: With a journal (blocksim.engine.journal, the simulation's shortcut), changes
+        #: are logged and applied when the content is read.
+        self.content = ExtentMap(self.size, journal=journal)
+        self.alloc = AllocationMap(-(-self.size // self.cluster_size))
+        self.faults: list[FaultRule] = []
+        #: Told of each successful write, as ``listener.mark(start, end)``
+        #: or, for many writes of one length, ``listener.mark_writes(offsets,
+        #: length)`` (an int64 array): how a mirror's dirty bitmap sees guest
+        #: writes.
+        self.write_listeners: list = []
+        #: Called with a write's generation when a fault drops it silently.
+        self.on_drop: Callable[[object], None] | None = None
+        self._rng = rng
+        self._jitter_pool: np.ndarray | None = None
+        self._jitter_i = 0
+        self._slots: deque[int] = deque()   # busy-until times of occupied queue slots
+        self._pipe_free = 0
+        self.reads = self.writes = self.flushes = self.failed = 0
+        self.bytes_read = self.bytes_written = 0
+
+    # -- the chain ------------------------------------------------------------
+    def chain(self) -> list["BlockDevice"]:
+        """This node and its backing files, top first."""
+        out, node = [], self
+        while node is not None:
+            out.append(node)
+            node = node.backing
+        return out
+
+    def layers(self) -> list[ExtentMap]:
+        return [n.content for n in self.chain()]
+
+    def read_content(self, start: int, end: int) -> list[Run]:
+        """What a read of ``[start, end)`` returns, resolved through backing files."""
+        if self.backing is None:
+            return self.content.runs(start, end)
+        return resolve_runs(self.layers(), start, end)
+
+    def read_for_copy(self, start: int, end: int):
+        """:meth:`read_content`, in the form another node's
+        :meth:`complete_write` takes fastest (a copy operation's read):
+        runs, or a :class:`~blocksim.model.extents.Span` of one page, or a
+        :class:`~blocksim.engine.journal.Snap` (the list ``[(start, end, 0)]``
+        stands for zeros in each case)."""
+        if self.backing is None:
+            return self.content.snapshot(start, end)
+        return resolve_runs(self.layers(), start, end)
+
+    @property
+    def allocated_bytes(self) -> int:
+        return self.alloc.count * self.cluster_size
+
+    def is_allocated(self, start: int, end: int) -> bool:
+        """Whether every cluster of ``[start, end)`` is allocated in this layer."""
+        cs = self.cluster_size
+        return self.alloc.all_set(start // cs, -(-end // cs))
+
+    def extend(self, capacity: int) -> None:
+        """A management action grows the thin device's physical capacity."""
+        self.capacity = capacity
+
+    # -- timing -----------------------------------------------------------------
+    def _latency(self) -> int:
+        if not self.jitter:
+            return self.latency
+        pool = self._jitter_pool
+        if pool is None or self._jitter_i >= len(pool):
+            # Gamma with mean 1 and coefficient of variation `jitter`: positive,
+            # drawn in batches from the device's own seeded stream.
+            k = 1.0 / (self.jitter * self.jitter)
+            pool = self._jitter_pool = self._rng.gamma(k, 1.0 / k, 4096)
+            self._jitter_i = 0
+        factor = pool[self._jitter_i]
+        self._jitter_i += 1
+        return int(self.latency * factor)
+
+    def _service_done(self, now: int, nbytes: int) -> int:
+        """Completion time of a request issued now (FIFO queue + shared pipe).
+
+        Completion times never decrease (each request leaves the pipe after
+        the one before it), so the busy slots form a sorted FIFO: a deque,
+        not a heap."""
+        slots = self._slots
+        while slots and slots[0] <= now:
+            slots.popleft()
+        start = slots.popleft() if len(slots) >= self.queue_depth else now
+        t = start + (self._latency() if self.jitter else self.latency)
+        if t < self._pipe_free:
+            t = self._pipe_free
+        done = t + nbytes * 1_000_000_000 // self.bandwidth
+        self._pipe_free = done
+        slots.append(done)
+        return done
+
+    # -- quiet stretches (blocksim.engine.stretch) ---------------------------------------
+    def is_quiet_for(self, ops: frozenset, lo: int, hi: int, t0: int, t1) -> bool:
+        """Whether every request with an operation in ``ops`` inside ``[lo,
+        hi)`` submitted in ``[t0, t1)`` succeeds after a service time known
+        when it is issued: no jitter, and no fault rule anywhere in the chain
+        can match it (see :meth:`FaultRule.quiet_for
+        <blocksim.model.faults.FaultRule.quiet_for>`)."""
+        if self.jitter:
+            return False
+        node = self
+        while node is not None:
+            for rule in node.faults:
+                if not rule.quiet_for(ops, lo, hi, t0, t1):
+                    return False
+            node = node.backing
+        return True
+
+    def is_idle(self, now: int) -> bool:
+        """Whether every request issued so far has left the pipe by ``now``
+        (so its queue slots are free too)."""
+        return self._pipe_free <= now
+
+    def settle_queue(self, last_done: int) -> None:
+        """The queue and pipe after a stretch of requests, one at a time,
+        issued to an idle node, the last completing at ``last_done``: each
+        freed the slot of the one before it and took one."""
+        self._slots.clear()
+        self._slots.append(last_done)
+        self._pipe_free = last_done
+
+    def fully_allocated(self) -> bool:
+        """Whether every cluster is allocated: no write allocates any more."""
+        return self.alloc.count == self.alloc.nclusters
+
+    def complete_reads(self, count: int, length: int) -> None:
+        """:meth:`complete_read` for ``count`` reads of ``length`` bytes."""
+        self.reads += count
+        self.bytes_read += count * length
+
+    def land_writes(self, offsets, length: int, first_gen: int) -> None:
+        """:meth:`complete_write` for plain writes of ``length`` bytes at
+        ``offsets`` (an int64 array), in order, with generations
+        ``first_gen``, ``first_gen + 1``..."""
+        self.writes += len(offsets)
+        self.bytes_written += len(offsets) * length
+        self.content.set_writes(offsets, length, first_gen)
+        # (the marks of different writes commute, and nothing reads the
+        # bitmaps in between: all at once)
+        for listener in self.write_listeners:
+            listener.mark_writes(offsets, length)
+
+    def allocate_quietly(self, offset: int, end: int) -> bool:
+        """Allocate for a write of ``[offset, end)`` as :meth:`submit_write`
+        would, if that cannot fail nor copy on write; False (and nothing
+        done) if it could: past a thin device's capacity, over a backing file."""
+        cs = self.cluster_size
+        c0, c1 = offset // cs, -(-end // cs)
+        new = self._new_clusters(c0, c1)
+        if new:
+            if self.backing is not None or (
+                    self.capacity is not None and (self.alloc.count + new) * cs > self.capacity):
+                return False
+            self.alloc.set_range(c0, c1)
+        return True
+
+    # -- fault verdicts ---------------------------------------------------------
+    def _verdict(self, op: str, start: int, end: int) -> Verdict:
+        verdict = Verdict()
+        now = self.env.now
+        for rule in self.faults:
+            rule.apply(now, op, start, end, verdict)
+        return verdict
+
+    def _read_verdict(self, start: int, end: int) -> Verdict:
+        """Faults of every layer that serves part of a read."""
+        verdict = self._verdict("read", start, end) if self.faults else NO_VERDICT
+        if self.backing is None or verdict.errno:
+            return verdict
+        # Clusters not allocated here are read from the backing file, whose
+        # own rules apply to them.  An allocated cluster is served by this
+        # layer entirely, even where it holds no data (qcow2 never reads the
+        # backing file for it again).
+        if not self.backing._has_read_faults():
+            return verdict
+        cs = self.cluster_size
+        alloc = self.alloc
+        c, c_end = start // cs, -(-end // cs)
+        while c < c_end:
+            if alloc.is_set(c):
+                c += 1
+                continue
+            c2 = c + 1
+            while c2 < c_end and not alloc.is_set(c2):
+                c2 += 1
+            a, b = max(start, c * cs), min(end, c2 * cs)
+            c = c2
+            sub = self.backing._read_verdict(a, b)
+            if sub.errno or sub.delay:
+                if verdict is NO_VERDICT:
+                    verdict = Verdict()
+                verdict.delay += sub.delay
+                if sub.errno:
+                    verdict.errno = sub.errno
+                    break
+        return verdict
+
+    def _has_read_faults(self) -> bool:
+        node = self
+        while node is not None:
+            if any("read" in r.ops for r in node.faults):
+                return True
+            node = node.backing
+        return False
+
+    # -- requests ---------------------------------------------------------------
+    # Each request is a *submit* step, run when it is issued (fault verdict,
+    # allocation, a place in the queue: hence its completion time), and a
+    # *complete* step, run when it completes (counters, content).  The
+    # generators below drive both around one SimPy timeout; a caller on the
+    # hot path (a mirror's copy operation) chains them with callbacks instead.
+
+    def submit_read(self, offset: int, length: int) -> tuple[int, int]:
+        """Issue a read now: ``(errno, nanoseconds until it completes)``."""
+        verdict = self._read_verdict(offset, offset + length) \
+            if (self.faults or self.backing) else NO_VERDICT
+        if verdict.errno:
+            self.failed += 1
+            return verdict.errno, self._latency() + verdict.delay
+        now = self.env.now
+        return 0, self._service_done(now, length) - now + verdict.delay
+
+    def complete_read(self, length: int) -> None:
+        self.reads += 1
+        self.bytes_read += length
+
+    def read(self, offset: int, length: int, want_data: bool = False,
+             may_skip: bool = False):
+        """Read ``[offset, offset+length)``; returns ``(errno, runs or None)``.
+
+        ``may_skip``: the calling process is resumed only by its own events,
+        so the wait may take the clock's shortcut (:mod:`blocksim.engine.clock`)."""
+        err, delay = self.submit_read(offset, length)
+        if not (may_skip and self.env.skip_to(self.env.now + delay)):
+            yield self.env.timeout(delay)
+        if err:
+            return err, None
+        self.complete_read(length)
+        return 0, (self.read_content(offset, offset + length) if want_data else None)
+
+    def submit_write(self, offset: int, length: int) -> tuple[int, int, object]:
+        """Issue a write now: ``(errno, nanoseconds until it completes, how)``.
+
+        ``how`` is what :meth:`complete_write` needs: ``None`` for a plain
+        write, ``False`` for a write a fault drops, or the copy-on-write runs
+        of a partial write to new qcow2 clusters.  Clusters are allocated
+        here, when the request is issued, as qcow2 does, so that concurrent
+        writes cannot overcommit a thin device.
+        """
+        end = offset + length
+        verdict = self._verdict("write", offset, end) if self.faults else NO_VERDICT
+        cow = None
+        if not verdict.errno:
+            cs = self.cluster_size
+            c0, c1 = offset // cs, -(-end // cs)
+            alloc = self.alloc
+            new = self._new_clusters(c0, c1)
+            if new:
+                err = 0
+                if self.capacity is not None and (alloc.count + new) * cs > self.capacity:
+                    err = _errno.ENOSPC
+                elif self.backing is not None:
+                    err = self._cow_read_error(offset, end, c0, c1)
+                    if not err:
+                        cow = self._cow_runs(offset, end, c0, c1)
+                if err:
+                    # a new Verdict: NO_VERDICT is shared; keep any dm-delay
+                    verdict = Verdict(errno=err, delay=verdict.delay)
+                else:
+                    alloc.set_range(c0, c1)
+        if verdict.errno:
+            self.failed += 1
+            return verdict.errno, self._latency() + verdict.delay, None
+        now = self.env.now
+        delay = self._service_done(now, length) - now + verdict.delay
+        return 0, delay, (False if verdict.drop else cow)
+
+    def complete_write(self, offset: int, length: int, data, how, fill: bool = False) -> None:
+        """A successful write completes: its data lands (see :meth:`write`)."""
+        self.writes += 1
+        self.bytes_written += length
+        if how is False:            # acknowledged, never carried out
+            if self.on_drop is not None:
+                self.on_drop(data)
+            if data.__class__ is Snap:
+                data.forget()
+            return
+        end = offset + length
+        if how:
+            # Only where nothing landed meanwhile: a later write to the same
+            # cluster may have completed first (qcow2 orders them).
+            self.content.fill_runs(how)
+        if data.__class__ is int:
+            self.content.set(offset, end, data)
+        elif fill:
+            self.content.fill_runs(data)
+        else:
+            self.content.set_runs(data)
+        for listener in self.write_listeners:
+            listener.mark(offset, end)
+
+    def write(self, offset: int, length: int, data, fill: bool = False,
+              may_skip: bool = False):
+        """Write ``data`` (a generation, or runs read elsewhere) at ``offset``.
+
+        With ``fill`` (a copy-on-read) the data lands only where this layer
+        holds nothing yet when the write completes.  ``may_skip`` as for
+        :meth:`read`.  Returns an errno.
+        """
+        err, delay, how = self.submit_write(offset, length)
+        if not (may_skip and self.env.skip_to(self.env.now + delay)):
+            yield self.env.timeout(delay)
+        if not err:
+            self.complete_write(offset, length, data, how, fill)
+        return err
+
+    def _new_clusters(self, c0: int, c1: int) -> int:
+        """How many of clusters ``[c0, c1)`` a write would allocate."""
+        alloc = self.alloc
+        if alloc.count == alloc.nclusters:     # (a full target of a mirror)
+            return 0
+        if c1 - c0 == 1:
+            return 0 if alloc.is_set(c0) else 1
+        return (c1 - c0) - alloc.count_set(c0, c1)
+
+    def _cow_read_error(self, offset: int, end: int, c0: int, c1: int) -> int:
+        """The errno of the copy-on-write read from the backing file, if its
+        fault rules fail it (qcow2 then fails the guest's write)."""
+        if not self.backing._has_read_faults():
+            return 0
+        cs = self.cluster_size
+        head, tail = c0 * cs, min(c1 * cs, self.size)
+        for a, b, allocated in ((head, offset, self.alloc.is_set(c0)),
+                                (end, tail, self.alloc.is_set(c1 - 1))):
+            if a < b and not allocated:
+                err = self.backing._read_verdict(a, b).errno
+                if err:
+                    return err
+        return 0
+
+    def _cow_runs(self, offset: int, end: int, c0: int, c1: int) -> list[Run]:
+        """qcow2 copy-on-write: a partial write to a new cluster first copies
+        the rest of the cluster from the backing file."""
+        cs = self.cluster_size
+        runs: list[Run] = []
+        head, tail = c0 * cs, min(c1 * cs, self.size)
+        if head < offset and not self.alloc.is_set(c0):
+            runs += [r for r in self.backing.read_content(head, offset) if r[2]]
+        if end < tail and not self.alloc.is_set(c1 - 1):
+            runs += [r for r in self.backing.read_content(end, tail) if r[2]]
+        return runs
+
+    def submit_write_zeroes(self, offset: int, length: int) -> tuple[int, int, bool]:
+        """Issue a write-zeroes now: ``(errno, ns until it completes, dropped)``.
+
+        Zeroing is a metadata operation: latency only, nothing allocated.
+        Used by a mirror for source ranges that read as zeros; setting the
+        layer to 0 makes it read as zeros only without a backing file, which
+        is the case for a full-sync mirror target.
+        """
+        verdict = self._verdict("write", offset, offset + length) if self.faults else NO_VERDICT
+        if verdict.errno:
+            self.failed += 1
+        return verdict.errno, self._latency() + verdict.delay, verdict.drop
+
+    def complete_write_zeroes(self, offset: int, length: int, dropped: bool) -> None:
+        if not dropped:
+            self.content.set(offset, offset + length, 0)
+
+    def write_zeroes(self, offset: int, length: int):
+        """Zero ``[offset, offset+length)`` (generator); returns an errno."""
+        err, delay, dropped = self.submit_write_zeroes(offset, length)
+        yield self.env.timeout(delay)
+        if not err:
+            self.complete_write_zeroes(offset, length, dropped)
+        return err
+
+    def flush(self):
+        env = self.env
+        verdict = self._verdict("flush", 0, 0) if self.faults else NO_VERDICT
+        yield env.timeout(self._latency() + verdict.delay)
+        if verdict.errno:
+            self.failed += 1
+            return verdict.errno
+        self.flushes += 1
+        return 0

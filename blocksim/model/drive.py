@@ -1,0 +1,250 @@
+"""A guest drive: the guest's view of a node, with rerror and werror.
+
+A :class:`Drive` is QEMU's BlockBackend plus the guest device in front of it.
+Guest requests enter through :meth:`Drive.request`, which waits while the VM
+is stopped or the drive is drained, sends the request to the drive's node
+(the top of its backing chain, which a mirror's pivot can replace) and, on
+failure, asks the shared :class:`~blocksim.model.policy.ErrorPolicyEngine`:
+
+- ``report``: the guest sees the error;
+- ``ignore``: the guest sees success although nothing was written; the write
+  is recorded as silently lost;
+- ``stop``: the VM stops; the request is parked and resubmitted on ``cont``.
+
+The drive also keeps the guest's *ledger*: what the guest believes its disk
+holds (every acknowledged write, by generation) and which generations were
+lost on record, so the end-of-run check can tell a recorded loss from silent
+corruption.
+"""
+
+from __future__ import annotations
+
+from .extents import PAGE_SHIFT, ExtentMap, from_sorted_runs
+from .iostatus import IoStatus
+from .ledger import BlockOrder, Ledger
+from .policy import REPORT, STOP
+
+
+class Drive:
+    def __init__(self, env, name: str, node, spec, vm, policy):
+        self.env = env
+        self.name = name
+        self.node = node
+        self.rerror: str = spec.rerror
+        self.werror: str = spec.werror
+        self.vm = vm
+        self.policy = policy
+        self.iostatus = IoStatus(lambda: env.now)
+        self.in_flight = 0
+        #: the timeout the last request waited for its completion on, and
+        #: its errno and what finishing it takes (Drive.finish's arguments)
+        self.completion = None
+        self.in_flight_request = None
+        self._drains = 0
+        self._undrained = None
+        self._idle = None
+        # counters for the summary and the sampled series
+        self.errors_by_action = {"ignore": 0, "report": 0, "stop": 0}
+        self.guest_errors = 0
+        self.reads = self.writes = 0
+        self.completed = 0
+        self.latency_sum = 0
+        # the ledger: acknowledged writes in acknowledgement order, turned
+        # into extent maps only at the end, a page at a time (cheaper than a
+        # map update per request; see expected_parts)
+        self._ledger = Ledger()
+        self.lost: dict[int, str] = {}      # generation -> why it was lost
+
+    # -- drained sections (mirror completion) ---------------------------------
+    def drain_begin(self):
+        """Stop new guest requests and wait for those in flight (generator)."""
+        self._drains += 1
+        if self._undrained is None:
+            self._undrained = self.env.event()
+        while self.in_flight:
+            if self._idle is None:
+                self._idle = self.env.event()
+            yield self._idle
+
+    def drain_end(self) -> None:
+        self._drains -= 1
+        if self._drains == 0 and self._undrained is not None:
+            ev, self._undrained = self._undrained, None
+            ev.succeed()
+
+    # -- guest requests ----------------------------------------------------------
+    def request(self, op: str, offset: int, length: int, gen: int = 0):
+        """One guest request (generator).  Returns the errno the guest sees.
+
+        ``op`` is read, write or flush; a failed flush goes through werror and
+        is reported as a write, as in QEMU."""
+        vm = self.vm
+        env = self.env
+        is_read = op == "read"
+        # Whether this process was last resumed by an event others wait for
+        # too (the VM's restart, the end of a drain): then it must not skip
+        # its next wait, since the others still have to run at this instant
+        # (blocksim.engine.clock).  The worker calling us was resumed by its own
+        # timeout or its start.
+        shared_wake = False
+        while True:
+            if vm.state != "running":
+                yield vm.wait_running()
+                shared_wake = True
+                continue
+            if self._undrained is not None:
+                yield self._undrained
+                shared_wake = True
+                continue
+            start = env.now
+            self.in_flight += 1
+            node = self.node        # a pivot may replace it meanwhile
+            if op == "flush":
+                err = yield from node.flush()
+                shared_wake = False
+            else:
+                if is_read:
+                    err, delay = node.submit_read(offset, length)
+                    how = None
+                else:
+                    err, delay, how = node.submit_write(offset, length)
+                if shared_wake or not env.skip_to(env.now + delay):
+                    # (what compiled code needs to finish it, should it take
+                    # the worker over while it waits: blocksim.engine.burst_kernel)
+                    event = self.completion = env.timeout(delay)
+                    self.in_flight_request = (err, node, is_read, offset, length, gen, how,
+                                              start)
+                    yield event
+                    shared_wake = False
+                if not err:
+                    self.finish(node, is_read, offset, length, gen, how, start)
+                    return 0
+            self._leave()
+            if err:
+                action = self.policy.guest_error(self, is_read, err)
+                if action == STOP:
+                    continue        # parked until the VM continues, then resubmitted
+                if action == REPORT:
+                    self.guest_errors += 1
+                    self._account(is_read, start)
+                    return err
+                if gen:             # ignore: the guest believes it was written
+                    self.lost[gen] = "ignored by werror=ignore"
+            self._account(is_read, start)
+            if gen:
+                self._ledger.append(offset, length, gen)
+            return 0
+
+    def finish(self, node, is_read: bool, offset: int, length: int, gen: int, how,
+               start: int) -> None:
+        """A read or write submitted to ``node`` at ``start`` completes now,
+        successfully: its data lands, the guest is told (``how``: what the
+        node's ``submit_write`` returned)."""
+        if is_read:
+            node.complete_read(length)
+        else:
+            node.complete_write(offset, length, gen, how)
+        self._leave()
+        self._account(is_read, start)
+        if gen:
+            self._ledger.append(offset, length, gen)
+
+    def _leave(self) -> None:
+        """A request leaves the drive: whoever drains it may go on."""
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._idle is not None:
+            ev, self._idle = self._idle, None
+            ev.succeed()
+
+    # -- quiet stretches (blocksim.engine.stretch) ---------------------------------------
+    def accepts_requests(self) -> bool:
+        """Whether a request issued now goes straight to the node: the VM
+        runs and nothing drains the drive."""
+        return self.vm.state == "running" and self._undrained is None and self._idle is None
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger
+
+    def account_quiet_requests(self, reads: int, writes: int, latency: int) -> None:
+        """Count a stretch of successful requests (:meth:`_account` for each)."""
+        self.reads += reads
+        self.writes += writes
+        self.completed += reads + writes
+        self.latency_sum += latency
+
+    def _account(self, is_read: bool, start: int) -> None:
+        if is_read:
+            self.reads += 1
+        else:
+            self.writes += 1
+        self.completed += 1
+        self.latency_sum += self.env.now - start
+
+    def record_drop(self, gen) -> None:
+        """A device fault acknowledged this write without carrying it out."""
+        if gen.__class__ is int and gen:
+            self.lost[gen] = "dropped by a device fault"
+
+    def expected_content(self) -> ExtentMap:
+        """What the guest believes its disk holds: every acknowledged write."""
+        m = ExtentMap(self.node.size)
+        for part, _start, _end in self.expected_parts():
+            m.set_runs(list(part.iter_runs()))
+        return m
+
+    def expected_parts(self, step: int = 1 << PAGE_SHIFT):
+        """What the guest believes its disk holds, a page at a time.
+
+        Yields ``(map, start, end)``: ``map`` holds the acknowledged writes
+        overlapping ``[start, end)`` (and nothing else), so a check can walk
+        the disk holding one page of the ledger in memory, not all of it.
+
+        When every acknowledged write has the same size and is aligned to it
+        (a fio-like guest), two writes either cover the same block or do not
+        overlap, so the expected content is the last acknowledgement of each
+        block: :meth:`Ledger.by_block` sorts the ledger by block once, and a
+        page's share is a slice of that order, turned into runs only when the
+        page is reached.  Otherwise (mixed sizes, unaligned offsets) writes
+        can partly overlap, and the ledger is replayed into one map in
+        acknowledgement order.
+        """
+        ledger = self._ledger
+        if not len(ledger):
+            return
+        size = self.node.size
+        order = ledger.by_block()
+        if order is None:
+            m = ExtentMap(size)
+            for a, b, g in ledger.rows():
+                m.set(a, b, g)
+            yield m, 0, size
+            return
+        bs = ledger.block_size
+        first, last = order.block_range()
+        for ps in range(first * bs // step * step, (last + 1) * bs, step):
+            pe = min(ps + step, size)
+            # the blocks overlapping [ps, pe): b * bs < pe and (b + 1) * bs > ps
+            runs = order.winners(ps // bs, -(-pe // bs))
+            if runs is not None:
+                yield from_sorted_runs(size, runs), ps, pe
+
+    def expected_blocks(self) -> BlockOrder | None:
+        """What the guest believes its disk holds, as arrays of blocks.
+
+        When every acknowledged write has the same size and is aligned to it,
+        the expected content is, for each block written, its last
+        acknowledgement: the :class:`BlockOrder` returned here gives those
+        blocks for any range as numpy arrays (:meth:`BlockOrder.blocks`), so
+        a check can compare them with a disk without building a map or a
+        tuple per run.  None when the ledger is empty or holds writes of
+        other sizes or unaligned ones: then only :meth:`expected_parts`,
+        which replays the ledger, tells the truth.
+        """
+        if not len(self._ledger):
+            return None
+        return self._ledger.by_block()
+
+    @property
+    def writes_lost(self) -> int:
+        return len(self.lost)

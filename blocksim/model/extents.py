@@ -1,0 +1,901 @@
+"""Extent maps: what a block device holds, at byte precision, in little memory.
+
+Content is tracked as *generations*, not bytes: every write carries a number
+that stands for the data it wrote (a guest write gets a fresh one, a copy
+carries the numbers it read).  An :class:`ExtentMap` is a piecewise-constant
+function from offset to generation, with ``0`` meaning "nothing written here"
+(zeros, or "look in the backing file" for a qcow2 layer).  Two ranges hold the
+same data exactly when their generation runs are equal, which is how a run
+proves that a mirror's target equals its source or that an acknowledged guest
+write survived.
+
+Memory grows with the number of distinct extents, not with the virtual size:
+the address space is cut into fixed pages (64 MiB by default); a page that
+holds one value is stored as a plain int, and only pages with several runs
+keep two compact columns: run starts *relative to the page*, as
+``array('I')`` (4 bytes: a 64 MiB page needs 26 bits), and run values as
+``array('q')`` (8 bytes: generation numbers are unbounded).  A 1 TiB image
+written sequentially is a few thousand ints; random 4 KiB writes cost 12
+bytes per run (plus the arrays' slack), and each insertion moves only the
+runs of one page.
+
+Runs are always canonical (adjacent runs have different values), so equality
+of content is equality of run lists.
+
+A map may journal its changes (:mod:`blocksim.engine.journal`): a write inside one
+page is then logged, and applied when something reads that page.  Every
+reader here settles what it reads first, so the journal is invisible to
+callers, except that :meth:`ExtentMap.snapshot` may return a ticket
+(:class:`~blocksim.engine.journal.Snap`) that only :meth:`ExtentMap.set_runs` of a
+map of the same journal, or its own ``runs()``, can use.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..engine.journal import Snap
+
+Run = tuple[int, int, int]  # (start, end, generation), end exclusive
+
+PAGE_SHIFT = 26
+
+
+def _starts_type(page_shift: int) -> str:
+    """Typecode of a page's start column: offsets inside a page are below
+    ``2**page_shift``, so 32-bit unsigned ``'I'`` holds them up to a 4 GiB
+    page; larger pages (no caller uses them) fall back to 64-bit ``'q'``,
+    still page-relative, so every function reads both the same way."""
+    if page_shift <= 32 and array("I").itemsize >= 4:
+        return "I"
+    return "q"
+
+
+class Span:
+    """The runs of a range inside one page, as slices of the page's columns.
+
+    What :meth:`ExtentMap.snapshot` returns for a range that meets several
+    runs of one page (a mirror's copy operation, read from a source the
+    guest has fragmented), and what :meth:`ExtentMap.set_runs` writes back
+    fastest into a map with the same pages: one splice of the slices, with
+    no run tuples built in between.  ``starts`` are page-relative (the first
+    one is the range's start); there are at least two runs, neighbours
+    differ in value.  A snapshot owns its slices: later writes to the map
+    it came from do not change it.
+    """
+
+    __slots__ = ("start", "end", "starts", "values", "shift")
+
+    def __init__(self, start: int, end: int, starts: array, values: array, shift: int):
+        self.start, self.end = start, end
+        self.starts, self.values = starts, values
+        self.shift = shift
+
+    def runs(self) -> list[Run]:
+        """The same content as ``(start, end, generation)`` runs."""
+        ps = (self.start >> self.shift) << self.shift
+        inner = [ps + s for s in self.starts[1:]]
+        return list(zip([self.start, *inner], [*inner, self.end], self.values))
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+class ExtentMap:
+    """A piecewise-constant map ``offset -> generation`` over ``[0, size)``."""
+
+    __slots__ = ("size", "_pages", "_shift", "_stype",
+                 "_journal", "_tag", "_pending", "_zeroing", "version")
+
+    def __init__(self, size: int, page_shift: int = PAGE_SHIFT, journal=None):
+        self.size = int(size)
+        self._shift = page_shift
+        self._stype = _starts_type(page_shift)
+        # With a journal (blocksim.engine.journal) changes inside one page are
+        # logged there and applied when something reads the page: _tag is
+        # this map's index in the log's words, _pending flags the pages whose
+        # log changes this map, _zeroing those where a change may bring zeros
+        # (bytearrays, one byte a page).
+        self._journal = None
+        self._tag = 0
+        self._pending = self._zeroing = None
+        # page index -> int (the whole page holds one value, never 0: a page
+        # of 0 is absent) or (starts, values) arrays: starts relative to the
+        # page's first offset (so starts[0] == 0), typecode self._stype;
+        # values 'q'.  Only this module reads pages.
+        self._pages: dict = {}
+        #: counts the changes made to the pages themselves (not logged ones):
+        #: what a reader caches about a page holds while it stays the same
+        #: (blocksim.engine.burst_kernel)
+        self.version = 0
+        if journal is not None:
+            journal.register(self)
+
+    # -- the journal ---------------------------------------------------------
+    def settle(self, start: int = 0, end: int | None = None) -> None:
+        """Apply the journal's logged changes to the pages of ``[start,
+        end)`` (every reader does this first; a no-op without a journal)."""
+        j = self._journal
+        if j is not None and (j.staged or j._logs):
+            if end is None or end > self.size:
+                end = self.size
+            if start < end:
+                j.settle_range(start >> self._shift, (end - 1) >> self._shift)
+
+    def holds_data(self, p: int) -> bool:
+        """Whether no read inside page ``p`` can be zeros, as
+        :meth:`snapshot` would find without settling: the page stores no 0
+        and no change that may bring zeros is logged for it."""
+        if self._zeroing[p]:
+            return False
+        page = self._pages.get(p, 0)
+        if page.__class__ is int:
+            return page != 0
+        return min(page[1]) > 0
+
+    def _base_zero(self, p: int, start: int, end: int) -> bool:
+        """Whether page ``p``'s stored runs hold only 0 on ``[start, end)``
+        (inside the page), logged changes aside."""
+        page = self._pages.get(p, 0)
+        if page.__class__ is int:
+            return not page
+        starts, values = page
+        ps = p << self._shift
+        i = bisect_right(starts, start - ps) - 1
+        return not values[i] and bisect_left(starts, end - ps, i + 1) == i + 1
+
+    def _put_pages(self, pages: np.ndarray, bounds: np.ndarray, values: np.ndarray,
+                   lo: np.ndarray, hi: np.ndarray) -> None:
+        """Store each page ``pages[i]`` as holding ``values[j]`` from
+        ``bounds[j]`` on, for ``j`` from ``lo[i]`` to ``hi[i]``: absolute,
+        increasing offsets, ``bounds[lo[i]]`` the page's start, neighbours
+        possibly equal; stored in the canonical form."""
+        self.version += 1
+        n = len(bounds)
+        keep = np.empty(n, dtype=bool)
+        keep[0] = True
+        np.not_equal(values[1:], values[:-1], out=keep[1:])
+        keep[lo] = True                     # each page's first run
+        ranks = np.cumsum(keep)             # kept segments up to each one
+        first = ranks[lo] - 1               # each page's runs among the kept
+        stop = ranks[hi - 1]
+        kept = np.flatnonzero(keep)
+        starts = bounds[kept]
+        kept_values = values[kept]
+        rel = (starts - (starts >> self._shift << self._shift)).astype(_np_type(self._stype))
+        stype = self._stype
+        store = self._pages
+        for p, i, j in zip(pages.tolist(), first.tolist(), stop.tolist()):
+            if j - i == 1:
+                v = int(kept_values[i])
+                if v:
+                    store[p] = v
+                else:
+                    store.pop(p, None)
+            else:
+                store[p] = (array(stype, rel[i:j].tobytes()),
+                            array("q", kept_values[i:j].tobytes()))
+
+    # -- writing -----------------------------------------------------------
+    def set(self, start: int, end: int, value: int) -> None:
+        """Give ``[start, end)`` the generation ``value``."""
+        if start >= end:
+            return
+        j = self._journal
+        if j is not None:
+            shift = self._shift
+            p = start >> shift
+            if (end - 1) >> shift == p:     # inside one page: log it
+                ps = p << shift
+                j.log(p, self._tag | (start - ps) | ((end - ps) << 27), value)
+                self._pending[p] = 1
+                if not value:
+                    j.may_zero(self, p)
+                return
+            self.settle(start, end)
+        self._set(start, end, value)
+
+    def set_writes(self, offsets: np.ndarray, length: int, first_value: int) -> None:
+        """``set(offset, offset + length, value)`` for each of ``offsets``
+        (int64) in turn, with values ``first_value``, ``first_value + 1``...
+        (the writes of a guest's quiet stretch; logged by compiled code on a
+        journaled map)."""
+        j = self._journal
+        if j is not None and first_value > 0 and length > 0:
+            j.log_writes(self, offsets, length, first_value)
+            return
+        set_one = self.set
+        value = first_value
+        for offset in offsets.tolist():
+            set_one(offset, offset + length, value)
+            value += 1
+
+    def _set(self, start: int, end: int, value: int) -> None:
+        """:meth:`set`, at once (the journal's logged changes to these pages
+        applied already)."""
+        self.version += 1
+        if start >= end:
+            return
+        shift = self._shift
+        pages = self._pages
+        first, last = start >> shift, (end - 1) >> shift
+        size = self.size
+        for p in range(first, last + 1):
+            ps = p << shift
+            pe = ps + (1 << shift)
+            if pe > size:
+                pe = size
+            a = start if start > ps else ps
+            b = end if end < pe else pe
+            if a == ps and b == pe:
+                if value:
+                    pages[p] = value
+                else:
+                    pages.pop(p, None)
+                continue
+            page = pages.get(p, 0)
+            if page.__class__ is int:
+                if page == value:
+                    continue
+                starts = array(self._stype, (0,))
+                values = array("q", (page,))
+                pages[p] = (starts, values)
+            else:
+                starts, values = page       # spliced in place
+            _splice(starts, values, a - ps, b - ps, value, pe - ps)
+            if len(starts) == 1:            # one value again: a plain int
+                if values[0]:
+                    pages[p] = values[0]
+                else:
+                    pages.pop(p, None)
+
+    def set_runs(self, runs: Sequence[Run]) -> None:
+        """Copy runs read from another map (same offsets) into this one.
+
+        ``runs`` may also be what :meth:`snapshot` returned on a journaled
+        map: a :class:`~blocksim.engine.journal.Snap`, logged as a paste.
+
+        The result is exactly that of ``set(a, b, v)`` for each run in turn,
+        but the usual argument -- the output of :meth:`runs` on some map:
+        sorted, contiguous, covering one range ``[A, B)`` -- is written with
+        one splice per page touched instead of one per run.  Copying 64 KiB
+        that the source holds as 16 runs of 4 KiB into a fragmented page then
+        costs one bisect pair and one slice assignment, not 16 splices.
+
+        Anything else (gaps, overlaps, unsorted or empty runs, runs outside
+        ``[0, size)``) takes the per-run loop, which gives the same answer
+        for any input, just slower.
+        """
+        if runs.__class__ is Snap:
+            if runs.journal is self._journal:
+                runs.journal.paste(self, runs)
+                return
+            runs = runs.runs()
+        if self._journal is not None:
+            if runs.__class__ is Span:
+                self.settle(runs.start, runs.end)
+            else:
+                runs = list(runs)
+                if runs:
+                    self.settle(min(r[0] for r in runs), max(r[1] for r in runs))
+        self._set_runs(runs)
+
+    def _set_runs(self, runs) -> None:
+        """:meth:`set_runs` at once."""
+        self.version += 1
+        if runs.__class__ is Span:
+            if runs.shift == self._shift:
+                self._paste(runs)
+                return
+            runs = runs.runs()
+        elif runs.__class__ is not list and runs.__class__ is not tuple:
+            runs = list(runs)
+        if len(runs) <= 1:
+            for a, b, v in runs:
+                self._set(a, b, v)
+            return
+        # The fast path relies on contiguity: check it rather than trust it.
+        first = prev = runs[0][0]
+        for a, b, _v in runs:
+            if a != prev or b <= a:
+                break
+            prev = b
+        else:
+            if first >= 0 and prev <= self.size:
+                self._set_contiguous(runs, first, prev)
+                return
+        for a, b, v in runs:
+            self._set(a, b, v)
+
+    def _set_contiguous(self, runs: Sequence[Run], start: int, end: int) -> None:
+        """:meth:`set_runs` for contiguous runs covering ``[start, end)``.
+
+        Walks the runs once, cutting them at page edges and merging
+        neighbours of equal value (so each page's share is canonical), and
+        hands each page's share, with page-relative starts, to
+        :meth:`_write_page`.
+        """
+        shift = self._shift
+        size = self.size
+        p = start >> shift
+        ps = p << shift
+        pe = min(ps + (1 << shift), size)
+        seg_s: list[int] = []
+        seg_v: list[int] = []
+        for a, b, v in runs:
+            while True:
+                if a == pe:                 # this run opens the next page
+                    self._write_page(p, ps, pe, seg_s, seg_v, pe)
+                    p += 1
+                    ps = pe
+                    pe = min(ps + (1 << shift), size)
+                    seg_s = []
+                    seg_v = []
+                if not seg_v or seg_v[-1] != v:
+                    seg_s.append(a - ps)
+                    seg_v.append(v)
+                if b <= pe:
+                    break
+                a = pe                      # the rest of the run: next page
+        self._write_page(p, ps, pe, seg_s, seg_v, end)
+
+    def _paste(self, span: Span) -> None:
+        """:meth:`set_runs` of a :class:`Span` from a map with the same pages."""
+        shift = self._shift
+        p = span.start >> shift
+        ps = p << shift
+        # the span's arrays are its own: _write_page may keep or extend them
+        self._write_page(p, ps, min(ps + (1 << shift), self.size),
+                         span.starts, span.values, span.end)
+
+    def _write_page(self, p: int, ps: int, pe: int,
+                    seg_s: list[int], seg_v: list[int], b: int) -> None:
+        """Replace page ``p``'s content on ``[ps + seg_s[0], b)`` by canonical
+        runs (``seg_s`` their page-relative starts, ``seg_v`` their values),
+        keeping the page canonical: one value becomes a plain int, a page of
+        0 is dropped."""
+        pages = self._pages
+        a = seg_s[0]
+        if len(seg_v) == 1:                 # one value: exactly what set() does
+            self._set(ps + a, b, seg_v[0])
+            return
+        if a == 0 and b == pe:              # the whole page, already canonical
+            pages[p] = (array(self._stype, seg_s), array("q", seg_v))
+            return
+        page = pages.get(p, 0)
+        if page.__class__ is int:
+            starts = array(self._stype, (0,))
+            values = array("q", (page,))
+            pages[p] = (starts, values)
+        else:
+            starts, values = page           # spliced in place
+        _splice_runs(starts, values, a, b - ps, seg_s, seg_v, pe - ps)
+        # Several distinct values went in, so the page cannot collapse to
+        # one run: no int/empty check needed here.
+
+    def fill_runs(self, runs: Sequence[Run]) -> None:
+        """Like :meth:`set_runs`, but only where this map still holds 0.
+
+        A copy-on-read never overwrites data a guest wrote meanwhile."""
+        runs = list(runs)
+        if runs:
+            self.settle(min(r[0] for r in runs), max(r[1] for r in runs))
+        for a, b, v in runs:
+            if v:
+                for ha, hb, hv in self._runs(a, b):
+                    if hv == 0:
+                        self._set(ha, hb, v)
+
+    # -- reading -----------------------------------------------------------
+    def runs(self, start: int = 0, end: int | None = None) -> list[Run]:
+        """The canonical runs covering ``[start, end)``, clipped to it."""
+        if self._journal is not None:
+            self.settle(start, end)
+        return self._runs(start, end)
+
+    def _runs(self, start: int = 0, end: int | None = None) -> list[Run]:
+        if end is None:
+            end = self.size
+        if start >= end:
+            return []
+        shift = self._shift
+        p = start >> shift
+        if (end - 1) >> shift == p:
+            # Inside one page (a 64 KiB or 1 MiB read): a canonical page
+            # clipped to the range is already the answer, no merging needed.
+            pe = (p + 1) << shift
+            b = end if end < pe else pe
+            if b > self.size:
+                b = self.size
+            page = self._pages.get(p, 0)
+            if page.__class__ is int:
+                return [(start, b, page)]
+            return _page_runs(page[0], page[1], start, b, p << shift)
+        return list(self._iter_runs(start, end))
+
+    def snapshot(self, start: int, end: int) -> "list[Run] | Span | Snap":
+        """What ``[start, end)`` holds, to be written elsewhere with
+        :meth:`set_runs`: a :class:`Span` when the range meets several runs
+        of one page, else :meth:`runs`.
+
+        On a journaled map, a range inside one page that does not read as
+        zeros is a :class:`~blocksim.engine.journal.Snap` instead: the read is
+        logged, and what it read is only worked out when its page settles.
+        A range that reads as zeros is always the list ``[(start, end, 0)]``
+        (a copy then writes zeros instead)."""
+        j = self._journal
+        if j is not None:
+            shift = self._shift
+            p = start >> shift
+            if start < end and (end - 1) >> shift == p and end <= self.size:
+                page = self._pages.get(p, 0)
+                if page.__class__ is int and page and not self._zeroing[p]:
+                    # data stored all over the page, and only non-zero
+                    # writes logged: no zeros (a mirror's source, written
+                    # by its guest)
+                    return j.snap(self, p, start, end)
+                if self._zeroing[p]:
+                    j.settle(p)
+                elif self._pending[p]:
+                    # only non-zero sets logged: where the stored runs hold
+                    # data, so does the range; else they decide
+                    if not self._base_zero(p, start, end):
+                        return j.snap(self, p, start, end)
+                    j.settle(p)
+                if self._base_zero(p, start, end):
+                    return [(start, end, 0)]
+                return j.snap(self, p, start, end)
+            self.settle(start, end)
+        return self._snapshot(start, end)
+
+    def _snapshot(self, start: int, end: int) -> "list[Run] | Span":
+        shift = self._shift
+        p = start >> shift
+        if start < end and (end - 1) >> shift == p and end <= self.size:
+            # inside one page (every copy operation): runs() without a second lookup
+            page = self._pages.get(p, 0)
+            if page.__class__ is int:
+                return [(start, end, page)]
+            starts, values = page
+            ps = p << shift
+            i = bisect_right(starts, start - ps) - 1
+            j = bisect_left(starts, end - ps, i + 1)
+            if j > i + 1:
+                head = starts[i:j]
+                head[0] = start - ps
+                return Span(start, end, head, values[i:j], shift)
+            return [(start, end, values[i])]
+        return self._runs(start, end)
+
+    def iter_runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
+        """Like :meth:`runs`, one run at a time: a whole 1 TiB map can be
+        walked without building its list of runs."""
+        if self._journal is not None:
+            self.settle(start, end)
+        return self._iter_runs(start, end)
+
+    def _iter_runs(self, start: int = 0, end: int | None = None) -> Iterator[Run]:
+        if end is None:
+            end = self.size
+        if start >= end:
+            return
+        shift = self._shift
+        if (end - 1) >> shift == start >> shift:
+            yield from self._runs(start, end)   # one page: no merging
+            return
+        pages = self._pages
+        cur_s = cur_v = None
+        cur_e = start
+        for p in range(start >> shift, ((end - 1) >> shift) + 1):
+            ps = p << shift
+            pe = min(ps + (1 << shift), self.size)
+            a = start if start > ps else ps
+            b = end if end < pe else pe
+            page = pages.get(p, 0)
+            if page.__class__ is int:
+                pieces = ((a, b, page),)
+            else:
+                pieces = _page_runs(page[0], page[1], a, b, ps)
+            for ra, rb, v in pieces:
+                if v == cur_v:
+                    cur_e = rb
+                else:
+                    if cur_v is not None:
+                        yield (cur_s, cur_e, cur_v)
+                    cur_s, cur_e, cur_v = ra, rb, v
+        if cur_v is not None:
+            yield (cur_s, cur_e, cur_v)
+
+    def value_at(self, offset: int) -> int:
+        if self._journal is not None:
+            self.settle(offset, offset + 1)
+        page = self._pages.get(offset >> self._shift, 0)
+        if page.__class__ is int:
+            return page
+        starts, values = page
+        rel = offset & ((1 << self._shift) - 1)
+        return values[bisect_right(starts, rel) - 1]
+
+    def count(self, start: int, end: int, value: int) -> int:
+        """How many units of ``[start, end)`` hold ``value``."""
+        return sum(b - a for a, b, v in self.iter_runs(start, end) if v == value)
+
+    def extent_count(self) -> int:
+        """Number of stored runs (a measure of memory use)."""
+        self.settle()
+        return sum(1 if p.__class__ is int else len(p[0]) for p in self._pages.values())
+
+    @property
+    def page_size(self) -> int:
+        return 1 << self._shift
+
+    def check(self) -> None:
+        """Raise :class:`AssertionError` unless every page is canonical.
+
+        For tests: canonical pages are what make equal content compare
+        equal, and what the fast paths rely on.  A page holding one value is
+        a non-zero int (a page of 0 is absent); otherwise its page-relative
+        starts begin at 0, increase strictly and stay inside the page,
+        there are at least two runs, and neighbours differ in value.
+        """
+        self.settle()
+        shift = self._shift
+        for p, page in self._pages.items():
+            ps = p << shift
+            pe = min(ps + (1 << shift), self.size)
+            if not 0 <= ps < self.size:
+                raise AssertionError(f"page {p} outside the map")
+            if page.__class__ is int:
+                if page == 0:
+                    raise AssertionError(f"page {p} stored as 0")
+                continue
+            starts, values = page
+            if starts.typecode != self._stype or values.typecode != "q":
+                raise AssertionError(f"page {p}: arrays {starts.typecode!r}, {values.typecode!r}")
+            if len(starts) != len(values) or len(starts) < 2:
+                raise AssertionError(f"page {p}: {len(starts)} starts, {len(values)} values")
+            if starts[0] != 0 or starts[-1] >= pe - ps:
+                raise AssertionError(f"page {p}: starts leave the page")
+            if any(x >= y for x, y in zip(starts, starts[1:])):
+                raise AssertionError(f"page {p}: starts not increasing")
+            if any(u == w for u, w in zip(values, values[1:])):
+                raise AssertionError(f"page {p}: neighbours with equal values")
+
+
+def _np_type(typecode: str):
+    return np.uint32 if typecode == "I" else np.int64
+
+
+def _page_runs(starts, values, a: int, b: int, ps: int) -> list[Run]:
+    """The runs of the multi-run page starting at ``ps`` that meet ``[a, b)``
+    (absolute offsets inside the page), clipped to it, in absolute offsets.
+
+    Built with slices and ``zip`` rather than a per-run loop: runs ``i`` to
+    ``j - 1`` meet the range, each ends where the next starts, the first is
+    clipped to ``a`` and the last to ``b`` (the run after it, or the page
+    end, starts at or beyond ``b``).  Only the inner boundaries are read
+    from the page, made absolute by adding ``ps``.
+    """
+    i = bisect_right(starts, a - ps) - 1
+    j = bisect_left(starts, b - ps, i + 1)
+    if j == i + 1:                           # inside one run: the usual small read
+        return [(a, b, values[i])]
+    inner = list(map(ps.__add__, starts[i + 1:j]))
+    return list(zip([a, *inner], [*inner, b], values[i:j]))
+
+
+def _splice(starts: array, values: array, s: int, e: int, v: int, pe: int) -> None:
+    """Set ``[s, e)`` to ``v`` inside one page, keeping runs canonical.
+
+    Offsets here (``s``, ``e``, the page end ``pe``, the starts) are all
+    page-relative."""
+    i = bisect_right(starts, s) - 1          # run holding s
+    n = len(starts)
+    if e < (starts[i + 1] if i + 1 < n else pe):
+        # The hot case (a small write inside one run) in place: two inserts.
+        u = values[i]
+        if u == v:
+            return
+        if starts[i] < s:
+            starts.insert(i + 1, s)
+            starts.insert(i + 2, e)
+            values.insert(i + 1, v)
+            values.insert(i + 2, u)
+            return
+        if i > 0 and values[i - 1] == v:
+            starts[i] = e
+            return
+        values[i] = v
+        starts.insert(i + 1, e)
+        values.insert(i + 1, u)
+        return
+    # Across run edges: the general splice, with one new run.
+    _splice_runs(starts, values, s, e, [s], [v], pe)
+
+
+def _splice_runs(starts: array, values: array, a: int, b: int,
+                 seg_s: list[int], seg_v: list[int], pe: int) -> None:
+    """Replace ``[a, b)`` of one page by the runs ``seg_s``/``seg_v``
+    (canonical among themselves, ``seg_s[0] == a``), keeping the page
+    canonical, with one slice assignment per column.  Offsets (``a``,
+    ``b``, ``seg_s``, the page end ``pe``) are page-relative.
+
+    The slice replaced is ``starts[lo:k]``: the runs starting inside
+    ``[a, b)``.  At the left edge the new first run merges into the run
+    before ``a`` when their values are equal; at the right edge the old run
+    covering ``b - 1`` resumes at ``b`` unless its value equals the new last
+    one, and a run starting exactly at ``b`` is absorbed when equal.
+    ``seg_s``/``seg_v`` may be modified.
+    """
+    i = bisect_right(starts, a) - 1          # run holding a
+    k = bisect_left(starts, b, i + 1)        # first run starting at or after b
+    tail_val = values[k - 1]                 # value just before b, before the change
+    if starts[i] < a:
+        lo = i + 1                           # run i keeps its start
+        left_val = values[i]
+    else:
+        lo = i
+        left_val = values[i - 1] if i > 0 else None
+    last_v = seg_v[-1]
+    if b < pe:
+        if k < len(starts) and starts[k] == b:
+            if values[k] == last_v:
+                k += 1                       # the following run merges into the last
+        elif tail_val != last_v:
+            seg_s.append(b)
+            seg_v.append(tail_val)
+    if seg_v[0] == left_val:                 # the first new run extends run lo-1
+        seg_s = seg_s[1:]
+        seg_v = seg_v[1:]
+    if seg_s.__class__ is array:             # a Span's columns (same typecodes)
+        starts[lo:k] = seg_s
+        values[lo:k] = seg_v
+    else:
+        starts[lo:k] = array(starts.typecode, seg_s)
+        values[lo:k] = array("q", seg_v)
+
+
+def from_sorted_runs(size: int, runs, page_shift: int = PAGE_SHIFT) -> ExtentMap:
+    """Build a map from runs sorted by start and not overlapping (gaps are 0).
+
+    Appends page by page instead of splicing: how a ledger of many writes is
+    turned into a map in one pass.
+    """
+    m = ExtentMap(size, page_shift)
+    pages = m._pages
+    stype = m._stype
+    step = 1 << page_shift
+    last_end = 0
+    for a, b, v in runs:
+        if not v or a >= b:
+            continue
+        if a < last_end:
+            raise ValueError("runs overlap or are not sorted")
+        if b > size:
+            raise ValueError(f"run [{a}, {b}) ends past the map's size {size}")
+        while a < b:
+            p = a >> page_shift
+            ps = p << page_shift
+            pe = min(ps + step, size)
+            piece_end = b if b < pe else pe
+            page = pages.get(p)
+            if page is None:
+                page = pages[p] = (array(stype, (0,)), array("q", (0,)))
+            starts, values = page
+            if starts[-1] == a - ps:        # page-relative starts
+                values[-1] = v
+            elif values[-1] != v:
+                starts.append(a - ps)
+                values.append(v)
+            if piece_end < pe:
+                starts.append(piece_end - ps)
+                values.append(0)
+            a = piece_end
+        last_end = b
+    # canonical form: drop a leading zero run that merged, whole-page values
+    for p, (starts, values) in list(pages.items()):
+        if len(starts) > 1 and values[0] == values[1]:
+            del starts[1]
+            del values[1]
+        if len(starts) == 1:
+            if values[0]:
+                pages[p] = values[0]
+            else:
+                del pages[p]
+    return m
+
+
+def resolve_runs(layers: Sequence[ExtentMap], start: int, end: int) -> list[Run]:
+    """Read-through content of a backing chain (top first) over ``[start, end)``.
+
+    Where a layer holds 0 the next layer down answers; 0 from the bottom layer
+    means zeros.  The result is canonical.
+    """
+    out: list[Run] = []
+    _resolve_into(out, layers, 0, start, end)
+    return out
+
+
+def _resolve_into(out: list, layers: Sequence[ExtentMap], depth: int,
+                  start: int, end: int) -> None:
+    layer = layers[depth]
+    last = depth + 1 == len(layers)
+    for a, b, v in layer.iter_runs(start, end):
+        if v == 0 and not last:
+            _resolve_into(out, layers, depth + 1, a, b)
+            continue
+        if out and out[-1][2] == v and out[-1][1] == a:
+            out[-1] = (out[-1][0], b, v)
+        else:
+            out.append((a, b, v))
+
+
+def diff_ranges(left: Sequence[ExtentMap], right: Sequence[ExtentMap],
+                start: int = 0, end: int | None = None,
+                step: int = 1 << PAGE_SHIFT) -> Iterator[tuple[int, int, int, int]]:
+    """Where two chains read differently: yields ``(start, end, left_gen, right_gen)``.
+
+    Works a page at a time so that comparing two 1 TiB images never
+    materialises more than one page of runs.
+    """
+    if end is None:
+        end = min(left[0].size, right[0].size)
+    for m in (*left, *right):
+        m.settle(start, end)
+    single = (len(left) == 1 and len(right) == 1
+              and left[0]._shift == right[0]._shift and step == left[0].page_size
+              and start % step == 0)
+    for ps in range(start, end, step):
+        pe = min(ps + step, end)
+        if single:
+            # Equal pages mean equal runs (same index, same shift, and starts
+            # relative to the same page offset): skip the resolve.
+            pl = left[0]._pages.get(ps >> left[0]._shift, 0)
+            pr = right[0]._pages.get(ps >> right[0]._shift, 0)
+            if pl.__class__ is pr.__class__ and pl == pr:
+                continue
+        lr = resolve_runs(left, ps, pe)
+        rr = resolve_runs(right, ps, pe)
+        if lr == rr:
+            continue
+        yield from _diff_run_lists(lr, rr)
+
+
+def _diff_run_lists(lr: list[Run], rr: list[Run]) -> Iterator[tuple[int, int, int, int]]:
+    i = j = 0
+    while i < len(lr) and j < len(rr):
+        la, lb, lv = lr[i]
+        ra, rb, rv = rr[j]
+        a = max(la, ra)
+        b = min(lb, rb)
+        if a < b and lv != rv:
+            yield (a, b, lv, rv)
+        if lb <= rb:
+            i += 1
+        if rb <= lb:
+            j += 1
+
+
+# -- whole ranges as numpy arrays ------------------------------------------------
+
+def run_arrays(m: ExtentMap, start: int, end: int,
+               max_runs: int | None = None) -> tuple[int, np.ndarray, np.ndarray]:
+    """The runs of ``m`` from ``start`` as two int64 arrays, for vectorised checks.
+
+    Returns ``(stop, starts, values)``: run ``k`` covers
+    ``[starts[k], starts[k + 1])`` (the last one ``[starts[-1], stop)``) and
+    holds ``values[k]``; ``starts[0] == start``.  ``stop`` is ``end`` (at
+    most ``m.size``) unless ``max_runs`` is given: then whole pages are read
+    only until about that many runs are in hand (at least one page, so a
+    caller always makes progress), ``stop`` is where they end, and the
+    caller goes on from there.  That bounds the arrays, 16 bytes per run,
+    however fragmented the map is.
+
+    The pages' own arrays are concatenated in C, not walked run by run: the
+    only Python loop is over pages.  Runs are canonical inside a page but
+    two runs either side of a page edge may hold the same value; a caller
+    that counts bytes does not care.
+    """
+    end = min(end, m.size)
+    if start >= end:
+        raise ValueError(f"empty range [{start}, {end})")
+    m.settle(start, end)
+    shift = m._shift
+    pages = m._pages
+    last = (end - 1) >> shift
+    zero = array(m._stype, (0,))            # the start column of a one-value page
+    starts_parts: list = []
+    values_parts: list = []
+    bases: list[int] = []
+    counts: list[int] = []
+    n = 0
+    p = start >> shift
+    while True:
+        page = pages.get(p, 0)
+        if page.__class__ is int:
+            starts_parts.append(zero)
+            values_parts.append(array("q", (page,)))
+            counts.append(1)
+        else:
+            starts_parts.append(page[0])
+            values_parts.append(page[1])
+            counts.append(len(page[0]))
+        bases.append(p << shift)
+        n += counts[-1]
+        p += 1
+        if p > last or (max_runs is not None and n >= max_runs):
+            break
+    stop = min(p << shift, end)
+    starts = np.concatenate(starts_parts).astype(np.int64)
+    starts += np.repeat(np.array(bases, dtype=np.int64), counts)   # page-relative -> absolute
+    values = np.concatenate(values_parts)
+    # clip to [start, stop): from the run holding start to the last one before stop
+    i = int(np.searchsorted(starts, start, side="right")) - 1
+    j = int(np.searchsorted(starts, stop, side="left"))
+    starts = starts[i:j]
+    starts[0] = start
+    return stop, starts, values[i:j]
+
+
+def diff_blocks(run_starts: np.ndarray, run_values: np.ndarray, end: int,
+                starts, length: int, gens) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where a range of a map differs from blocks: the array form of
+    :func:`diff_ranges` for one map against blocks that do not overlap.
+
+    The map's side is what :func:`run_arrays` returns for ``[start, end)``:
+    run ``k`` covers ``[run_starts[k], run_starts[k + 1])`` (the last one
+    ends at ``end``) and holds ``run_values[k]``.  Block ``i`` is
+    ``[starts[i], starts[i] + length)`` holding ``gens[i]``; ``starts``
+    increase and blocks do not overlap.  Blocks are clipped to
+    ``[run_starts[0], end)``, and only the bytes inside them are compared:
+    what the map holds between blocks is not looked at.
+
+    Returns four int64 arrays ``(offsets, lengths, want, got)``: the pieces
+    where the map holds ``got`` instead of the block's ``want``, in
+    increasing offset order.  They cover exactly the bytes
+    :func:`diff_ranges` would report inside the blocks, cut differently: at
+    every block edge and every run edge (``diff_ranges`` merges neighbours
+    of equal value), so sums of lengths and the first offset agree, not the
+    pieces themselves.
+
+    How: for each block, ``searchsorted`` finds the run holding its first
+    byte and the first run starting at or after its end; the runs in between
+    are the ones it meets, usually exactly one (the block was written and
+    nothing changed it since).  One row per (block, run) pair, clipped to
+    both, compares the values: a block partly overwritten by something else
+    yields exactly the bytes that differ, and no Python loop runs per block
+    or per run.  Costs about 100 bytes of temporaries per block.
+    """
+    rs = run_starts
+    start = int(rs[0])
+    s = np.asarray(starts, dtype=np.int64)
+    want = np.asarray(gens, dtype=np.int64)
+    e = np.minimum(s + length, end)
+    s = np.maximum(s, start)
+    inside = s < e
+    if not inside.all():
+        s, e, want = s[inside], e[inside], want[inside]
+    if not len(s):
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, empty, empty
+    re = np.empty_like(rs)                  # run ends
+    re[:-1] = rs[1:]
+    re[-1] = end
+    first = np.searchsorted(rs, s, side="right") - 1      # the run holding a block's first byte
+    count = np.searchsorted(rs, e, side="left") - first   # the runs the block meets (>= 1)
+    if (count == 1).all():                  # every block inside one run: one row each
+        blk = slice(None)
+        run = first
+    else:
+        blk = np.repeat(np.arange(len(s)), count)
+        # a row's run: its block's first run plus the row's rank among the block's rows
+        run = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count - first, count)
+    got = run_values[run]
+    bad = got != want[blk]
+    a = np.maximum(s[blk], rs[run])[bad]
+    b = np.minimum(e[blk], re[run])[bad]
+    return a, b - a, want[blk][bad], got[bad]

@@ -1,0 +1,215 @@
+"""Guest workloads: fio-like request streams issued by the guest.
+
+A :class:`GuestWorkload` runs ``iodepth`` worker processes against one drive.
+Like fio it has a read/write mix (``rw``, ``rwmixread``), random or sequential
+offsets inside a region (``offset``, ``size``) in blocks of ``bs``, and either
+an open-loop rate (``rate-iops``: request *i* is due at ``start + i / rate``
+and is issued as soon as it is due and a worker is free) or a closed loop
+(each worker issues, waits for completion, thinks ``think-time``, repeats).
+``number-ios`` caps the total, ``end`` stops issuing, ``fsync`` flushes after
+every N writes (a flush failure goes through ``werror``, as a write).
+
+Offsets and read/write choices come from the workload's own seeded stream,
+drawn with numpy in batches; each write carries a fresh generation so the
+ledger can later prove it survived.  Workers wait while the VM is stopped
+(its vCPUs are paused), which is how ``stop`` quiets the guest.
+
+A one-worker guest paced by ``rate-iops`` may also be run by a mirror's
+compiled copy loop for a while (:mod:`blocksim.engine.burst_kernel`): it takes
+the worker's wait for its next due time out of SimPy's queue, runs its
+requests among the copies, and hands the worker back where it left it,
+waiting for a due time or for a request to complete (:data:`AT_DUE`,
+:meth:`GuestWorkload._worker`'s ``resume``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine.stretch import advance
+
+_BATCH = 4096
+
+#: A worker handed back waiting for its next request's due time, which the
+#: event that resumes it is (see :meth:`GuestWorkload._worker`).
+AT_DUE = "at due"
+
+
+class GuestWorkload:
+    def __init__(self, sim, name: str, spec, rng: np.random.Generator,
+                 start: int | None = None):
+        self.sim = sim
+        self.env = sim.env
+        self.name = name
+        self.drive = sim.drives[spec.drive]
+        self.bs: int = spec.bs
+        self.iodepth: int = spec.iodepth
+        region_start = spec.offset
+        region_size = spec.size if spec.size is not None else self.drive.node.size - region_start
+        self.region_start = region_start
+        self.nblocks = max(1, region_size // self.bs)
+        rw = spec.rw
+        self.random = rw.startswith("rand")
+        kind = rw[4:] if self.random else rw
+        self.read_fraction = {"read": 1.0, "write": 0.0}.get(kind, spec.rwmixread / 100.0)
+        #: what its requests can be, for the fault rules that could match them
+        self.operations = frozenset(op for op, share in (
+            ("read", self.read_fraction), ("write", 1.0 - self.read_fraction)) if share > 0)
+        self.region = (region_start, region_start + self.nblocks * self.bs)
+        self.rate = spec.rate_iops
+        self.interval = 1e9 / self.rate if self.rate else 0.0     # ns between requests
+        self.think = spec.think_time
+        self.start_at = spec.start if start is None else start
+        self.end = spec.end
+        self.limit = spec.number_ios
+        self.fsync = spec.fsync
+        self._writes_since_flush = 0
+        self.rng = rng
+        self.issued = 0
+        self.completed = 0
+        self.errors = 0
+        self.in_stretches = 0       # requests done in quiet stretches (a figure)
+        self.in_kernel = 0          # ... and run by a mirror's compiled loop (a figure)
+        self._seq = 0
+        # the current batch: offsets and read flags as lists (one request at
+        # a time) and as arrays (a quiet stretch), and the next one's index
+        self._ops: list = []
+        self._offs: list = []
+        self._offs_array = self._reads_array = None
+        self._k = 0
+        #: the SimPy process of a one-worker guest, and the timeout its worker
+        #: waits on for its next due time (what compiled code may take over)
+        self.process = None
+        self.due_event = None
+
+    def start(self) -> None:
+        for _ in range(self.iodepth):
+            self.process = self.env.process(self._worker())
+
+    @property
+    def runs_alone(self) -> bool:
+        """Whether compiled code may run this guest's requests for a while
+        (blocksim.engine.burst_kernel): one worker, paced, no think time, no fsync,
+        blocks that never straddle two content pages."""
+        return bool(self.iodepth == 1 and self.rate and not self.think and not self.fsync)
+
+    def _draw(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next batch of offsets and read flags, from the workload's
+        own stream (nothing else draws from it: drawing a batch early draws
+        the same requests)."""
+        rng = self.rng
+        if self.random:
+            blocks = rng.integers(0, self.nblocks, _BATCH)
+        else:
+            blocks = (np.arange(_BATCH) + self._seq) % self.nblocks
+            self._seq = int((self._seq + _BATCH) % self.nblocks)
+        offs = (blocks * self.bs + self.region_start).astype(np.int64)
+        if self.read_fraction in (0.0, 1.0):
+            reads = np.full(_BATCH, self.read_fraction == 1.0)
+        else:
+            reads = rng.random(_BATCH) < self.read_fraction
+        return offs, reads
+
+    def _refill(self) -> None:
+        self._set_batch(*self._draw())
+
+    def _set_batch(self, offs: np.ndarray, reads: np.ndarray) -> None:
+        self._offs_array, self._reads_array = offs, reads
+        self._offs, self._ops = offs.tolist(), reads.tolist()
+        self._k = 0
+
+    def ahead(self, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """:meth:`drawn`, with at least ``n`` requests left in the batch
+        (the next batches drawn now and joined to it)."""
+        left = len(self._offs) - self._k
+        if left < n:
+            offs, reads = [self._offs_array[self._k:]], [self._reads_array[self._k:]]
+            while left < n:
+                more = self._draw()
+                offs.append(more[0])
+                reads.append(more[1])
+                left += len(more[0])
+            self._set_batch(np.concatenate(offs), np.concatenate(reads))
+        return self._offs_array, self._reads_array, self._k
+
+    # -- quiet stretches (blocksim.engine.stretch) ---------------------------------------
+    def drawn(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The current batch of drawn requests, offsets (int64) and read
+        flags (bool) as arrays, and the index of the next one to issue
+        (drawing a new batch if needed)."""
+        if self._k >= len(self._offs):
+            self._refill()
+        return self._offs_array, self._reads_array, self._k
+
+    def account_stretch(self, n: int) -> None:
+        """``n`` requests of the batch were issued and completed in bulk."""
+        self.issued += n
+        self.completed += n
+        self.in_stretches += n
+        self._k += n
+
+    def _worker(self, resume=None):
+        """One worker's loop (a SimPy process).
+
+        ``resume``: the worker is handed back by compiled code that ran its
+        requests (blocksim.engine.burst_kernel), and the event that resumes it is
+        either its next request's due time (:data:`AT_DUE`) or the
+        completion of a request in flight, given as the arguments of
+        :meth:`Drive.finish <blocksim.model.drive.Drive.finish>`.  All else it
+        needs is in the workload's own fields."""
+        env = self.env
+        drive = self.drive
+        rate, end, limit, bs = self.rate, self.end, self.limit, self.bs
+        interval = self.interval
+        # A one-worker guest does its quiet stretches in bulk
+        # (blocksim.engine.stretch); the worker is at the top of its loop, resumed
+        # by its own event, as that requires.
+        quiet = self.iodepth == 1 and not self.fsync
+        if resume is None:
+            if self.start_at > env.now:
+                yield env.timeout(self.start_at - env.now)
+        elif resume is not AT_DUE:
+            drive.finish(*resume)
+            self.completed += 1
+        at_due = resume is AT_DUE
+        while True:
+            if not at_due:
+                if quiet:
+                    advance(self)
+                if limit is not None and self.issued >= limit:
+                    return
+                i = self.issued
+                self.issued += 1
+                if rate:
+                    due = self.start_at + int(i * interval)
+                    # A worker is resumed only by its own events (its start, its
+                    # timeouts; see Drive.request), so it may skip a wait that
+                    # nothing else would interrupt (blocksim.engine.clock).
+                    if due > env.now and not env.skip_to(due):
+                        event = self.due_event = env.timeout(due - env.now)
+                        yield event
+            at_due = False
+            if end is not None and env.now >= end:
+                return
+            if self._k >= len(self._offs):
+                self._refill()
+            k = self._k
+            self._k = k + 1
+            if self._ops[k]:
+                err = yield from drive.request("read", self._offs[k], bs)
+            else:
+                # (the counter is looked up each time: compiled code that ran
+                # the guest's writes replaces it)
+                err = yield from drive.request("write", self._offs[k], bs,
+                                               next(self.sim.generations))
+                if self.fsync:
+                    self._writes_since_flush += 1
+                    if self._writes_since_flush >= self.fsync:
+                        self._writes_since_flush = 0
+                        if (yield from drive.request("flush", 0, 0)):
+                            self.errors += 1
+            self.completed += 1
+            if err:
+                self.errors += 1
+            if self.think and not env.skip_to(env.now + self.think):
+                yield env.timeout(self.think)

@@ -1,0 +1,95 @@
+"""The summary of a run: outcomes per job, drive, image and VM, as plain data.
+
+Everything here is JSON-able (dicts, lists, str, int, float, bool, None) so a
+summary can be written to ``summary.json``, compared across runs and turned
+into a table.  Times are simulated seconds.
+"""
+
+from __future__ import annotations
+
+from .. import __version__
+from .invariants import CHECKED
+
+
+def _seconds(ns):
+    return None if ns is None else ns / 1e9
+
+
+def job_outcome(job) -> str:
+    """One word for where a job ended up (the classes sweeps count)."""
+    if job.outcome is not None:
+        return job.outcome
+    if job.status is None:
+        return "refused" if job.start_refused else "not-started"
+    if job.status in ("paused", "standby"):
+        return "paused"
+    if job.status in ("waiting", "pending"):
+        return "pending"           # waiting for block-job-finalize
+    if job.job_type == "mirror" and not job.synced:
+        return "never-ready"
+    return "ready" if job.status == "ready" else "running"
+
+
+def build(sim, audits: dict, violations: list[dict]) -> dict:
+    now = sim.env.now
+    jobs = {}
+    for job_id, job in sim.jobs.items():
+        paused = job.time_paused(now)
+        entry = {
+            "type": job.job_type,
+            "outcome": job_outcome(job),
+            "final_status": job.status or "none",
+            "end_event": job.end_event,
+            "error": job.error,
+            "len": job.progress_len(),
+            "offset": job.offset,
+            "bytes_copied": job.bytes_copied,
+            "time_paused": paused / 1e9,
+            "started_at": _seconds(job.started_at),
+            "ready_at": _seconds(job.ready_at),
+            "finished_at": _seconds(job.finished_at),
+            "errors_by_action": dict(job.errors_by_action),
+            "io_status": job.iostatus.value,
+            "integrity": job.integrity,
+            "integrity_detail": job.integrity_detail,
+        }
+        if job.job_type == "mirror":
+            entry["pivoted"] = job.pivoted
+        jobs[job_id] = entry
+    drives = {}
+    for name, drive in sim.drives.items():
+        audit = audits[name]
+        drives[name] = {
+            "node": drive.node.name,
+            "requests": drive.completed,
+            "reads": drive.reads,
+            "writes": drive.writes,
+            "mean_latency": (drive.latency_sum / drive.completed / 1e9
+                             if drive.completed else None),
+            "errors_by_action": dict(drive.errors_by_action),
+            "guest_errors": drive.guest_errors,
+            "writes_lost": drive.writes_lost,
+            "lost_bytes": audit["lost_bytes"],
+            "corrupt_bytes": audit["corrupt_bytes"],
+            "io_status": drive.iostatus.value,
+        }
+    images = {name: {"allocated": dev.allocated_bytes, "capacity": dev.capacity,
+                     "extents": dev.content.extent_count()}
+              for name, dev in sim.devices.items()}
+    refused = sum(1 for c in sim.monitor.commands if "error" in c)
+    return {
+        "blocksim_version": __version__,
+        "scenario": sim.scenario.name,
+        "profile": sim.profile.name,
+        "seed": sim.seed,
+        "simulated_seconds": now / 1e9,
+        "events": len(sim.log.events),
+        "truncated": sim.truncated,
+        "vm": {"final_state": sim.vm.state, "time_paused": sim.vm.time_paused(now) / 1e9,
+               "stops": sim.vm.stops},
+        "jobs": jobs,
+        "drives": drives,
+        "images": images,
+        "commands": {"executed": len(sim.monitor.commands), "refused": refused},
+        "invariants": {"checked": list(CHECKED), "violations": violations},
+    }

@@ -1,0 +1,3 @@
+"""scenario layer."""
+from .document import *  # noqa: F401,F403
+from .document import __all__  # noqa: F401
