@@ -9,17 +9,31 @@ The public API is small::
     result.summary         # outcomes per job, drive, image and VM
     result.series_frame()  # sampled time series as a pandas DataFrame
 
-Everything else lives in private-by-convention modules named after the
-concept they model (device, drive, vm, policy, job, mirror, stream, ...).
-"""
+Behind it, the package is laid out in layers, each a subpackage whose
+``__init__`` says what lives there and what it may import; from the bottom:
 
-__version__ = "0.1.0"
+- ``engine/``: SimPy's clock and the exact shortcuts (same run, faster);
+- ``model/``: devices, faults, the error-policy engine, VM, drives, guests;
+- ``jobs/``: the block-job life cycle and one module per job type;
+- ``record/``: event log, probes, invariants, summary, results, the figure;
+- ``scenario/``: the input format and its validation;
+- ``management/``: QMP-like commands and event-driven actions;
+- ``simulation.py``: the run assembly, which may use every layer above;
+- ``analysis/``, ``qemu/``, ``cli/``: sweeps and comparisons, qemu-check,
+  the command line.
+
+``errors.py`` holds the exception tree every layer raises from.  A lower
+layer never imports a higher one (``tests/system/test_layers.py``).
+"""
 
 from .errors import BlocksimError, CommandError, ResultsError, ScenarioError  # noqa: E402
 from .model.profile import PROFILES, Profile  # noqa: E402
 from .record.result import Result  # noqa: E402
+from .record.summary import VERSION  # noqa: E402
 from .scenario.document import Scenario, load_scenario  # noqa: E402
 from .simulation import Simulation, run  # noqa: E402
+
+__version__ = VERSION
 
 __all__ = [
     "BlocksimError", "CommandError", "PROFILES", "Profile", "Result", "ResultsError",

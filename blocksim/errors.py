@@ -2,7 +2,25 @@
 
 Every error blocksim raises on purpose derives from :class:`BlocksimError`, so
 a caller (the command line, a notebook) can catch one class and print a clean
-one-line message instead of a traceback.
+one-line message instead of a traceback::
+
+    BlocksimError
+    +-- ScenarioError          a scenario file or dict is malformed (every problem)
+    +-- CommandError           a QMP-like command was refused (part of the record)
+    +-- ResultsError           a results folder is missing or not blocksim's
+    +-- SweepError             blocksim.analysis.sweep: a sweep cannot run
+    +-- BadInput               blocksim.cli.commands: a bad command-line value
+    +-- QemuError              blocksim.qemu.errors: qemu-check could not run
+        +-- QemuNotFoundError, QemuToolError, DaemonError
+        +-- QMPError: QMPConnectError, QMPProtocolError, QMPTimeoutError,
+            QMPCommandError
+
+:class:`~blocksim.record.eventlog.EventCapReached` is on purpose outside the
+tree: it is the run's internal signal that the event log is full, turned
+into a truncated result, never shown to a user.
+
+This module sits below every layer (it imports nothing of blocksim), which is
+why it stays at the package's top next to ``simulation.py``.
 """
 
 from __future__ import annotations

@@ -25,33 +25,28 @@ tests compare against.
 from __future__ import annotations
 
 import ctypes
-
 import itertools
 import zlib
 
 import numpy as np
 
-from .record import invariants, summary as summary_mod
+from .engine import Clock, ContentJournal
+from .jobs import JOB_TYPES
 from .management.actions import ActionScheduler
-from .engine.clock import Clock
+from .management.monitor import Monitor
 from .model.device import BlockDevice
 from .model.drive import Drive
-from .record.eventlog import EventCapReached, EventLog
 from .model.extents import PAGE_SHIFT
 from .model.faults import make_rule
-from .engine.journal import ContentJournal
-from .jobs.mirror import MirrorJob
 from .model.policy import ErrorPolicyEngine
-from .record.probes import Sampler
 from .model.profile import get_profile
-from .management.monitor import Monitor
-from .record.result import Result
-from .jobs.stream import StreamJob
 from .model.vm import VM
 from .model.workload import GuestWorkload
-
-JOB_TYPES = {"mirror": MirrorJob, "stream": StreamJob}
-
+from .record import invariants
+from .record import summary as summary_mod
+from .record.eventlog import EventCapReached, EventLog
+from .record.probes import Sampler
+from .record.result import Result
 
 class Simulation:
     def __init__(self, scenario, seed: int | None = None, profile: str | None = None,

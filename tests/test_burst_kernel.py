@@ -13,11 +13,11 @@ from collections import deque
 
 import numpy as np
 import pytest
+from equivalence import outcome
 
 import blocksim
 from blocksim.engine import burst, burst_kernel
 from blocksim.model.bitmap import BLOCK, DirtyBitmap
-from equivalence import outcome
 
 
 def _words(buf) -> np.ndarray:
@@ -178,9 +178,15 @@ def test_a_finished_mirror_leaves_nothing_in_the_journal():
     assert not sim.jobs["j"]._agenda.kernel.active
 
 
-def test_the_kernel_and_the_mirror_agree_on_operations_in_flight():
+def test_the_kernel_restates_the_model_constants_it_compiles_in():
+    # the engine imports no model module: what compiled code takes as
+    # constants is restated there, and must agree with its source
     from blocksim.jobs import mirror
-    assert burst_kernel.MAX_IN_FLIGHT == mirror.MAX_IN_FLIGHT
+    from blocksim.model import bitmap, ratelimit
+    assert burst_kernel.MAX_IN_FLIGHT == mirror.MAX_IN_FLIGHT == mirror.MirrorJob.max_in_flight
+    assert burst_kernel.BLOCK_SHIFT == bitmap.BLOCK_SHIFT
+    assert burst_kernel.SLICE_NS == ratelimit.SLICE_NS
+    assert mirror.MirrorJob.copy_operation is mirror.CopyOperation
 
 
 # -- the guest run by the kernel --------------------------------------------------

@@ -42,9 +42,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ..errors import ResultsError, ScenarioError
 from ..record.atomic import write_text
 from ..record.eventlog import event_token, normalise_events  # noqa: F401  (re-exported)
-from ..errors import ResultsError, ScenarioError
 from .sweep import combination_label, flatten_summary, is_class_column, load_sweep
 
 __all__ = [

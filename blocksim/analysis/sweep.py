@@ -48,10 +48,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from ..record.atomic import atomic_write, write_bytes, write_text
 from ..errors import BlocksimError, ScenarioError
-from ..record.eventlog import normalise_events
 from ..model.profile import get_profile
+from ..record.atomic import atomic_write, write_bytes, write_text
+from ..record.eventlog import normalise_events
 from ..record.results import SCENARIO_KEY
 from ..scenario.document import _override_value, _split_key, apply_overrides, load_scenario, read_scenario_file
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import click
 
-from .. import __version__
 from ..errors import BlocksimError, ScenarioError
 from ..model.profile import PROFILES
+from ..record.summary import VERSION as __version__
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 PROFILE_NAMES = tuple(PROFILES)
@@ -434,8 +434,8 @@ def schema():
 
 # -- commands that live with their subject ---------------------------------------------
 def _register_commands() -> None:
-    from .analysis import register as register_analysis
     from ..qemu.cli import register as register_qemu
+    from .analysis import register as register_analysis
     register_analysis(main)        # sweep, compare
     register_qemu(main)            # qemu-check
 

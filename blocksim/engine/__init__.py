@@ -1,1 +1,37 @@
-"""engine layer."""
+"""The engine: SimPy's clock and every exact shortcut, below the model.
+
+Everything here gives exactly the run plain SimPy would give one event at a
+time, only faster; ``Simulation(shortcuts=False)`` switches it all off and
+is the reference the tests compare against (``tests/equivalence.py``,
+``benchmarks/fingerprint.py``).  A QEMU developer reading the model can skip
+this layer.
+
+Imports: the standard library, numpy, numba and SimPy only; never the
+model, the jobs or anything above (what it needs of them, the jobs hand it:
+a mirror passes itself, with ``copy_operation`` and ``max_in_flight``).
+
+The seam: the layers above reach the engine only through the names below
+(``tests/system/test_layers.py`` checks it).
+
+- :class:`Clock` (``clock.py``, read first): SimPy's environment with one
+  shortcut, a wait that would be the run's next event is skipped; the only
+  place besides the copy loops that touches SimPy's queue.  ``NEVER``.
+- :class:`ContentJournal`, :class:`Snap` (``journal.py``): what devices hold,
+  logged per page and applied when read.
+- :func:`advance`, ``AT_DUE`` (``stretch.py``): a one-worker guest's quiet
+  requests done in bulk.
+- :class:`Agenda` (``agenda.py``): a mirror's copy operations kept out of
+  SimPy's queue, in SimPy's order.
+- ``burst`` (the mirror's issue-and-wait cycle as one plain loop, the
+  meaning) and ``burst_kernel`` (the same cycle compiled): modules, so tests
+  can switch them (``burst.KERNEL``, ``burst_kernel.GUEST``).
+"""
+
+from . import burst, burst_kernel
+from .agenda import Agenda
+from .clock import NEVER, Clock
+from .journal import ContentJournal, Snap
+from .stretch import AT_DUE, advance
+
+__all__ = ["AT_DUE", "NEVER", "Agenda", "Clock", "ContentJournal", "Snap", "advance",
+           "burst", "burst_kernel"]

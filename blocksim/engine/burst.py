@@ -121,10 +121,11 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
             kernel.materialize()
         # (a guest the kernel ran is back in SimPy's queue: its next event)
         head_t, last_eid = _head(queue)
-    from ..jobs.mirror import MAX_IN_FLIGHT, CopyOperation
+    # the job's own operation type and limit (the engine imports no job)
+    operation, max_in_flight = job.copy_operation, job.max_in_flight
     heap = agenda.heap
     eids = env._eid
-    read_done, write_done = CopyOperation._read_done, CopyOperation._write_done
+    read_done, write_done = operation._read_done, operation._write_done
     bm = job.bitmap
     buf_size = job.buf_size
     src_service, tgt_service = src._service_done, tgt._service_done
@@ -143,7 +144,7 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
             elif job.ret or (job.pause_count > 0 and job.should_pause()) or (
                     job.cancelled and not job.completes_on_cancel()):
                 return TOP
-            if not (bm.count and job.in_flight < MAX_IN_FLIGHT
+            if not (bm.count and job.in_flight < max_in_flight
                     and job.bytes_in_flight < buf_size):
                 if not job.in_flight:
                     return TOP

@@ -61,14 +61,12 @@ import numpy as np
 from numba import njit
 from simpy.events import NORMAL
 
-from ..model.bitmap import BLOCK_SHIFT
 from .burst import TOP as BACK_TO_TOP
 from .burst import WAITING as STILL_WAITING
 from .burst import _head, _quiet
 from .clock import NEVER
 from .journal import _MAP_BITS, _MAP_SHIFT, _OFFSET_BITS, Snap
-from ..model.ratelimit import SLICE_NS
-from ..model.workload import AT_DUE
+from .stretch import AT_DUE
 
 #: The kernel's scalar state, one int64 each in ``Kernel.st``.
 (NOW, HEAD_T, LAST_EID, NEXT_EID, WAITING, AT_TOP, ONE_WAIT, STOP_AT_TOP,
@@ -112,9 +110,14 @@ OUT_FULL = -4           # the records or the journal's stage are full: replay
 #: (Kernel._adopt); False leaves every guest to SimPy (a reference for tests).
 GUEST = True
 
-#: mirror.MAX_IN_FLIGHT (restated: the mirror imports this module; a test
-#: checks they agree)
+#: Constants of the model restated, as compiled code takes them (the engine
+#: sits below the model and the jobs and imports neither; test_burst_kernel
+#: checks each against its source): the mirror's MAX_IN_FLIGHT, the dirty
+#: bitmap's BLOCK_SHIFT (granules per summary block) and the rate limiter's
+#: SLICE_NS (QEMU's BLOCK_JOB_SLICE_TIME).
 MAX_IN_FLIGHT = 16
+BLOCK_SHIFT = 9
+SLICE_NS = 100_000_000
 
 
 #: What Kernel.copy loads into ``st`` at each call, in this order.
@@ -990,10 +993,10 @@ class Kernel:
     def _absorb(self) -> bool:
         """Take the agenda's entries and the operations in flight as arrays,
         if every entry is one the kernel runs; whether it did."""
-        from ..jobs.mirror import CopyOperation
         job = self.job
+        operation = job.copy_operation
         entries = job._agenda._entries
-        read_done, write_done = CopyOperation._read_done, CopyOperation._write_done
+        read_done, write_done = operation._read_done, operation._write_done
         rows = []
         for t, eid, callback, _argument in entries:
             if callback is None:
@@ -1036,8 +1039,8 @@ class Kernel:
             self._release()
         if not self.active:
             return
-        from ..jobs.mirror import CopyOperation
         job = self.job
+        operation = job.copy_operation
         n = int(self.st[HEAP_N])
         rows = sorted(self.heap[:n].tolist())
         entries = job._agenda._entries
@@ -1047,7 +1050,7 @@ class Kernel:
                 entries.append((t, eid, None, None))
                 continue
             bit, end_bit, start, end, _used, mode, pos = ops[slot].tolist()
-            op = CopyOperation(job, bit, end_bit, start, end, True)
+            op = operation(job, bit, end_bit, start, end, True)
             job._ops[bit] = op
             if kind == READ_DONE:
                 entries.append((t, eid, op._read_done, 0))

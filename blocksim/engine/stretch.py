@@ -70,6 +70,11 @@ from numba import njit
 
 from .clock import NEVER
 
+#: A guest worker handed back waiting for its next request's due time, which
+#: the event that resumes it is (the model's ``GuestWorkload._worker``; the
+#: compiled copy loop hands a guest it ran back this way).
+AT_DUE = "at due"
+
 #: A stretch shorter than this is left to the one-by-one path: the numpy set-up
 #: costs about as much as a few requests (any length would be exact).
 MIN_STRETCH = 4

@@ -1,1 +1,26 @@
-"""jobs layer."""
+"""Block jobs: one life cycle, one module per job type.
+
+- ``base.py`` (read first): :class:`BlockJob`, QEMU's job status machine
+  (``job.c``), the verbs management sends (cancel, pause, resume, set-speed,
+  complete, finalize, dismiss), pause points and the rate limit.  A job type
+  implements ``run`` and the hooks listed in its docstring.
+- ``stream.py``: ``block-stream``, copying a backing chain into the top.
+- ``mirror.py``: ``drive-mirror`` / ``blockdev-mirror``, with its copy loop;
+  its exact shortcuts (agenda, copy bursts, the compiled loop) are the
+  engine's, which the mirror calls and hands itself to.
+
+A new job type is one module here plus one :data:`JOB_TYPES` entry (and its
+scenario table in ``blocksim.scenario``).  Error decisions are not made
+here: jobs ask the model's error-policy engine.
+
+Imports: the model, the engine (through ``blocksim.engine``) and
+``blocksim.errors``; never the record, management or anything above.
+"""
+
+from .mirror import MirrorJob
+from .stream import StreamJob
+
+#: Each scenario job ``type`` and the class that runs it.
+JOB_TYPES = {"mirror": MirrorJob, "stream": StreamJob}
+
+__all__ = ["JOB_TYPES", "MirrorJob", "StreamJob"]

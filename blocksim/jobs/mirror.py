@@ -36,14 +36,12 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 
-from ..engine import burst, burst_kernel
-from ..engine.agenda import Agenda
+from ..engine import Agenda, Snap, burst, burst_kernel
 from ..model.bitmap import DirtyBitmap
 from ..model.extents import diff_ranges
-from .base import BlockJob
-from ..engine.journal import Snap
 from ..model.policy import REPORT
 from ..model.ratelimit import SLICE_NS
+from .base import BlockJob
 
 MAX_IN_FLIGHT = 16
 
@@ -448,3 +446,9 @@ class CopyOperation:
             job.target.complete_write(start, end - start, self.runs, self.how)
         job.offset += end - start
         job.bytes_copied += end - start
+
+
+# What the engine's copy loops (blocksim.engine.burst, burst_kernel) take
+# from the job they run, since the engine imports no job module.
+MirrorJob.copy_operation = CopyOperation
+MirrorJob.max_in_flight = MAX_IN_FLIGHT

@@ -23,8 +23,8 @@ the top image no longer needs what was dropped.
 from __future__ import annotations
 
 from ..model.extents import diff_ranges
-from .base import BlockJob
 from ..model.policy import REPORT, STOP
+from .base import BlockJob
 
 STREAM_CHUNK = 512 * 1024
 

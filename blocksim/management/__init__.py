@@ -1,1 +1,12 @@
-"""management layer."""
+"""Management: what a management layer (libvirt, vdsm) sends to QEMU.
+
+- ``monitor.py``: the QMP-like commands a run accepts (``stop``, ``cont``,
+  ``block-job-*``, ``job-*``, ``thin-extend``, ``guest-burst``), each
+  answered as QMP answers (a return or a refusal with QEMU's error class and
+  wording) and recorded.
+- ``actions.py``: when the scenario sends them: at a time, or in reaction to
+  an event (``on`` / ``match``), after a delay.
+
+Imports: the record (the event log it reacts to), jobs, model and
+``blocksim.errors``; never the run assembly or the front ends.
+"""

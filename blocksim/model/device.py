@@ -29,10 +29,10 @@ from typing import Callable
 
 import numpy as np
 
+from ..engine import Snap
 from .allocation import AllocationMap
 from .extents import ExtentMap, Run, resolve_runs
 from .faults import FaultRule, Verdict
-from ..engine.journal import Snap
 
 NO_VERDICT = Verdict()
 

@@ -38,7 +38,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..engine.journal import Snap
+from ..engine import Snap
 
 Run = tuple[int, int, int]  # (start, end, generation), end exclusive
 

@@ -26,13 +26,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.stretch import advance
+from ..engine import AT_DUE, advance
 
 _BATCH = 4096
-
-#: A worker handed back waiting for its next request's due time, which the
-#: event that resumes it is (see :meth:`GuestWorkload._worker`).
-AT_DUE = "at due"
 
 
 class GuestWorkload:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.extents import ExtentMap, diff_blocks, diff_ranges, run_arrays
-from ..model.iostatus import OK, _RANK
+from ..model.iostatus import _RANK, OK
 
 CHECKED = ("legal-job-transitions", "iostatus-sticky", "guest-writes-durable",
            "mirror-target-identical", "stream-independent")

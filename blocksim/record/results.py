@@ -29,8 +29,8 @@ import re
 import shutil
 from pathlib import Path
 
-from .atomic import fsync_dir, temporary_sibling, write_synced
 from ..errors import ResultsError
+from .atomic import fsync_dir, temporary_sibling, write_synced
 from .result import Result
 
 EVENTS = "events.jsonl"
@@ -152,7 +152,7 @@ def save_result(result: Result, directory) -> Path:
     removed, any older folder is left as it was, and the error propagates.
     Returns the folder's path.
     """
-    from . import plot                      # matplotlib is slow to import
+    from . import plot  # matplotlib is slow to import
 
     target = Path(directory)
     if not target.name or target.name in (".", ".."):
