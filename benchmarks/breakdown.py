@@ -36,9 +36,9 @@ import bench  # noqa: E402  (the benchmark scenarios)
 
 import blocksim  # noqa: E402
 from blocksim.engine import burst
+from blocksim.engine.journal import ContentJournal  # noqa: E402
 from blocksim.model import workload  # noqa: E402
 from blocksim.model.extents import ExtentMap  # noqa: E402
-from blocksim.engine.journal import ContentJournal  # noqa: E402
 
 GiB = 1 << 30
 

@@ -26,10 +26,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ["tests/test_clock.py", "tests/test_stretch.py", "tests/test_agenda.py", "tests/test_faults.py",
-         "tests/test_burst.py", "tests/test_mirror.py", "tests/test_profiles.py",
-         "tests/test_shortcuts_random.py", "tests/test_journal.py", "tests/test_bitmap.py",
-         "tests/test_stream.py", "tests/test_job_lifecycle.py", "tests/test_burst_kernel.py"]
+TESTS = ["tests/engine/test_clock.py", "tests/engine/test_stretch.py", "tests/engine/test_agenda.py", "tests/model/test_faults.py",
+         "tests/engine/test_burst.py", "tests/jobs/test_mirror.py", "tests/model/test_profiles.py",
+         "tests/system/test_shortcuts_random.py", "tests/engine/test_journal.py", "tests/model/test_bitmap.py",
+         "tests/jobs/test_stream.py", "tests/jobs/test_job_lifecycle.py", "tests/engine/test_burst_kernel.py"]
 TIMEOUT = 300
 
 # (name, file, text, replacement): each text must occur exactly once.

@@ -50,7 +50,7 @@ An exception from a failure callback (the event cap) is raised ahead of
 everything else, as from :meth:`Agenda.run <blocksim.engine.agenda.Agenda.run>`
 (or straight out of SimPy's step when detached).
 
-``tests/test_burst.py`` runs mirrors with bursts, with only the agenda and
+``tests/engine/test_burst.py`` runs mirrors with bursts, with only the agenda and
 with neither (``Simulation(shortcuts=False)``), including fault rules,
 jitter, thin and copy-on-write targets and commands inside bursts, and
 requires byte-identical events, series, summaries and device counters.

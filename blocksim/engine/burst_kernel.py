@@ -44,10 +44,10 @@ Python-side state written back at each return; it goes back to SimPy
 resumed by a new generator (``GuestWorkload._worker(resume=...)``).
 
 Every decision the kernel makes is the Python loop's own, restated:
-``tests/test_burst.py`` compares each case with the kernel, with the
+``tests/engine/test_burst.py`` compares each case with the kernel, with the
 Python loop alone (``burst.KERNEL = False``), with the agenda alone and
 with no shortcut, and ``benchmarks/fingerprint.py`` compares whole runs;
-the guest's run is compared with SimPy's in ``tests/test_burst_kernel.py``
+the guest's run is compared with SimPy's in ``tests/engine/test_burst_kernel.py``
 (``GUEST = False`` leaves every guest to SimPy).
 """
 

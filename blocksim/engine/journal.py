@@ -50,7 +50,7 @@ counts each page's entries, staged ones included, which is what a read's
 place in its log is measured in.
 
 Turned off by ``Simulation(shortcuts=False)``, which applies every change
-at once; the tests compare both (``tests/test_journal.py`` does so on
+at once; the tests compare both (``tests/engine/test_journal.py`` does so on
 random sequences of changes and reads, with both ways of applying a log).
 """
 

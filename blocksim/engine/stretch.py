@@ -56,7 +56,7 @@ device's submit and complete steps.
 
 Nothing outside the stretch can tell the difference: no other process runs
 between the requests either way, and the events created afterwards keep
-their relative order.  ``tests/test_stretch.py`` and ``tests/test_clock.py``
+their relative order.  ``tests/engine/test_stretch.py`` and ``tests/engine/test_clock.py``
 run scenarios both ways (``Simulation(shortcuts=False)`` turns this off with
 the clock's shortcut) and require byte-identical results.
 """

@@ -249,7 +249,7 @@ CHILD = (
     "import blocksim\n"
     "from blocksim.simulation import Simulation\n"
     "from equivalence import outcome\n"
-    "from test_shortcuts_random import scenario\n"
+    "from system.test_shortcuts_random import scenario\n"
     "for seed in range(int(sys.argv[1])):\n"
     "    run = outcome(Simulation(blocksim.load_scenario(scenario(seed))))\n"
     "    print(hashlib.sha256(run.encode()).hexdigest())\n"
@@ -263,7 +263,7 @@ def test_random_scenarios_are_the_same_in_other_processes():
     n = 12
     here = [hashlib.sha256(outcome(Simulation(blocksim.load_scenario(scenario(seed))))
                            .encode()).hexdigest() for seed in range(n)]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     for hashseed in ("1", "2"):
         child = subprocess.run([sys.executable, "-c", CHILD, str(n)], cwd=root,
                                env=dict(os.environ, PYTHONHASHSEED=hashseed),

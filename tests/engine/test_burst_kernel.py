@@ -1,6 +1,6 @@
 """The compiled bursts' own steps against the Python ones they restate.
 
-Whole runs are compared in ``tests/test_burst.py`` (kernel, Python loop,
+Whole runs are compared in ``tests/engine/test_burst.py`` (kernel, Python loop,
 agenda alone, no shortcut) and by ``benchmarks/fingerprint.py``; these tests
 pin the steps whose edge cases a run may not reach: the eight-bytes-at-a-time
 search at every alignment, the bitmap search across blocks and around the

@@ -263,7 +263,7 @@ def test_the_cases_reach_what_they_are_built_for(monkeypatch):
     assert ties
 
 
-LIBRARY = sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("mirror-*.toml"))
+LIBRARY = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("mirror-*.toml"))
 
 
 @pytest.mark.parametrize("path", LIBRARY, ids=lambda p: p.stem)

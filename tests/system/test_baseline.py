@@ -12,7 +12,7 @@ import pytest
 
 from blocksim.analysis.compare import baseline_file_name, check_against_baseline
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.toml"))
 BASELINE = ROOT / "results" / "baseline"
 HOW_TO_UPDATE = ("If this change of behaviour is intended, update the baseline with\n"

@@ -9,7 +9,7 @@ from blocksim.engine.clock import Clock
 from blocksim.simulation import Simulation
 from equivalence import outcome
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = sorted((ROOT / "scenarios").glob("*.toml"))
 
 

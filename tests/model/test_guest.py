@@ -300,7 +300,7 @@ def recorded(sc, seed=None):
     """Run ``sc`` recording every guest request as (time, op, offset, length).
 
     Without shortcuts: a quiet stretch does its requests without calling
-    Drive.request (with the same outcome, see tests/test_stretch.py)."""
+    Drive.request (with the same outcome, see tests/engine/test_stretch.py)."""
     sim = blocksim.Simulation(blocksim.load_scenario(sc), seed=seed, shortcuts=False)
     log = []
     for drive in sim.drives.values():

@@ -50,14 +50,14 @@ def fingerprint(result):
 
 CHILD = (
     "import json, sys, blocksim\n"
-    "from tests.test_determinism import fingerprint\n"
+    "from tests.system.test_determinism import fingerprint\n"
     "r = blocksim.run(json.loads(sys.argv[1]), seed=int(sys.argv[2]))\n"
     "sys.stdout.buffer.write(fingerprint(r))\n"
 )
 
 
 def run_in_child(scenario, seed, hashseed):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONHASHSEED=str(hashseed))
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(scenario), str(seed)],
                          cwd=root, env=env, capture_output=True, check=True, timeout=120)

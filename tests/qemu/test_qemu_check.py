@@ -32,7 +32,7 @@ from blocksim.qemu.errors import DaemonError, QemuNotFoundError, QMPError
 from blocksim.qemu.report import render_json, render_text
 from blocksim.qemu.translate import translate
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 QEMU_SCENARIOS = sorted((ROOT / "scenarios" / "qemu").glob("*.toml"))
 HAVE_QEMU = all(shutil.which(b) for b in ("qemu-storage-daemon", "qemu-img", "qemu-io"))
 NO_QEMU = ("QEMU is not installed (qemu-storage-daemon, qemu-img and qemu-io are needed): "

@@ -390,7 +390,7 @@ def test_backing_faults_spare_the_rest_of_a_cluster_allocated_in_top():
     # top image, every read of that cluster is served by the top image, so the
     # backing file's read fault no longer applies to it.  (The write covers the
     # whole cluster: a partial one would need a copy-on-write read from the
-    # backing file, which the fault would fail - see tests/test_flush.py.)
+    # backing file, which the fault would fail - see tests/model/test_flush.py.)
     sim, top = chain({"operation": "read"})
     sim2 = node_sim([{"operation": "read"}],
                     images={"disk": {"size": "256KiB"},

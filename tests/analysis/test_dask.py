@@ -4,7 +4,7 @@
 import pytest
 
 from blocksim.analysis.sweep import AGGREGATE_CSV, RUNS_CSV, SweepError, sweep
-from test_sweep import VARY, write_tiny
+from analysis.test_sweep import VARY, write_tiny
 
 distributed = pytest.importorskip("distributed")
 

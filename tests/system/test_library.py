@@ -23,7 +23,7 @@ import pytest
 
 import blocksim
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 FILES = sorted(SCENARIOS.glob("*.toml"))
 STEMS = [p.stem for p in FILES]
 
@@ -708,7 +708,7 @@ def test_scenario_loads(path: Path):
 @pytest.mark.parametrize("stem", STEMS)
 def test_scenario_outcome(stem: str):
     assert stem in EXPECTATIONS, (
-        f"scenarios/{stem}.toml has no entry in EXPECTATIONS (tests/test_library.py)")
+        f"scenarios/{stem}.toml has no entry in EXPECTATIONS (tests/system/test_library.py)")
     check_result(stem, result_of(stem), EXPECTATIONS[stem])
 
 

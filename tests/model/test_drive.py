@@ -1,5 +1,5 @@
 """A drive's view of the guest's ledger: what it believes it wrote, read back a page at a time
-or as arrays of blocks (the ledger itself: tests/test_ledger.py)."""
+or as arrays of blocks (the ledger itself: tests/model/test_ledger.py)."""
 
 import random
 from types import SimpleNamespace

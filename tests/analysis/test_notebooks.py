@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SMALL = {"SMALL": "True", "SEEDS": "2"}
 PROBE = "import os, sys\nprint(repr((sys.prefix, os.getcwd())))"
@@ -32,7 +32,7 @@ def make_small(nb) -> None:
     lines = [f"{name} = {value}" for name, value in SMALL.items()
              if re.search(rf"^{name}\s*=", cell.source, re.MULTILINE)]
     assert lines, "the parameters cell should define SMALL"
-    cell.source += "\n# injected by tests/test_notebooks.py\n" + "\n".join(lines) + "\n"
+    cell.source += "\n# injected by tests/analysis/test_notebooks.py\n" + "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from blocksim.analysis.compare import baseline_record, check_against_baseline, c
 from blocksim.errors import ResultsError
 from blocksim.record.results import save_result
 from blocksim.analysis.sweep import JOURNAL, sweep
-from test_sweep import TINY, write_tiny
+from analysis.test_sweep import TINY, write_tiny
 
 
 def ev(name, t=0, **data):
