@@ -30,7 +30,7 @@ from .errors import BlocksimError, CommandError, ResultsError, ScenarioError  # 
 from .model.profile import PROFILES, Profile  # noqa: E402
 from .record.result import Result  # noqa: E402
 from .record.summary import VERSION  # noqa: E402
-from .scenario.document import Scenario, load_scenario  # noqa: E402
+from .scenario import Scenario, load_scenario  # noqa: E402
 from .simulation import Simulation, run  # noqa: E402
 
 __version__ = VERSION

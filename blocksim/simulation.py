@@ -119,7 +119,7 @@ class Simulation:
 
     def start_burst(self, args: dict) -> None:
         """``guest-burst``: a one-off workload, starting now."""
-        from .scenario.document import burst_workload_spec
+        from .scenario import burst_workload_spec
         spec = burst_workload_spec(self.scenario, args)
         self._bursts += 1
         name = f"burst{self._bursts}"
@@ -188,7 +188,7 @@ def _release_freed_memory() -> None:
 def run(scenario, seed: int | None = None, profile: str | None = None,
         progress=None) -> Result:
     """Run a scenario (a :class:`Scenario`, a dict or a TOML path) once."""
-    from .scenario.document import Scenario, load_scenario
+    from .scenario import Scenario, load_scenario
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     return Simulation(scenario, seed=seed, profile=profile).run(progress=progress)

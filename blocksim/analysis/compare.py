@@ -601,7 +601,7 @@ def compare(baseline, new, tolerance: float = 0.05, alpha: float = 0.01) -> Repo
 def baseline_record(scenario_path, profile: Optional[str] = None) -> dict[str, Any]:
     """Run a scenario (its own seed) and return its baseline record: the
     summary (without the version) and the normalised event sequence."""
-    from ..scenario.document import load_scenario
+    from ..scenario import load_scenario
     from ..simulation import run
     scenario = load_scenario(scenario_path)
     result = run(scenario, profile=profile)

@@ -53,7 +53,9 @@ from ..model.profile import get_profile
 from ..record.atomic import atomic_write, write_bytes, write_text
 from ..record.eventlog import normalise_events
 from ..record.results import SCENARIO_KEY
-from ..scenario.document import _override_value, _split_key, apply_overrides, load_scenario, read_scenario_file
+from ..scenario import apply_overrides, load_scenario
+from ..scenario.load import read_scenario_file
+from ..scenario.overrides import _override_value, _split_key
 
 __all__ = [
     "SweepError", "SweepResult", "sweep", "load_sweep", "flatten_summary", "combination_label",

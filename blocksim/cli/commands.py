@@ -84,7 +84,7 @@ def parse_sets(items) -> dict[str, str]:
 
 def _load(path: str, overrides: dict | None = None):
     """``(scenario, [])`` or ``(None, problem lines)`` for one scenario file."""
-    from ..scenario.document import load_scenario
+    from ..scenario import load_scenario
     try:                            # a missing file or a directory is a ScenarioError too
         return load_scenario(path, overrides=overrides or None), []
     except ScenarioError as exc:
@@ -428,7 +428,7 @@ def schema():
     Example:
       blocksim schema > scenario.schema.json
     """
-    from ..scenario.document import scenario_json_schema
+    from ..scenario import scenario_json_schema
     click.echo(json.dumps(scenario_json_schema(), indent=2))
 
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..scenario.document import Scenario, load_scenario
+from ..scenario import Scenario, load_scenario
 from ..simulation import Simulation
 from .daemon import StorageDaemon, find_binary
 from .errors import QemuError, QemuToolError, QMPCommandError, QMPError

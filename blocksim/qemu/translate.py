@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..model.faults import ERRNO
-from ..scenario.document import ErrorFault, GuestBurstAction, MirrorJob, NoArgumentsAction, Scenario, StreamJob, ThinExtendAction, load_scenario
+from ..scenario import ErrorFault, GuestBurstAction, MirrorJob, NoArgumentsAction, Scenario, StreamJob, ThinExtendAction, load_scenario
 from ..scenario.units import format_size
 
 __all__ = ["Plan", "ImagePlan", "JobPlan", "ActionPlan", "Skipped", "translate", "SECTOR"]

@@ -145,4 +145,4 @@ def test_the_checks_see_the_imports_they_judge():
     kernel = {t for _, t in imports("blocksim.engine.burst_kernel")}
     assert "blocksim.engine.stretch" in kernel
     simulation = {t for _, t in imports("blocksim.simulation")}
-    assert "blocksim.scenario.document" in simulation or "blocksim.scenario" in simulation
+    assert "blocksim.scenario" in simulation and "blocksim.jobs" in simulation

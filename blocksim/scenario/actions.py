@@ -1,0 +1,195 @@
+"""``[[actions]]``: management commands at a time or in reaction to an event,
+one model per ``command`` with QMP's argument names.
+"""
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Optional, Union, get_args
+
+from pydantic import AfterValidator, Discriminator, Field, PlainSerializer, Tag, ValidationInfo, field_validator
+
+from .fields import (
+    EVENTS,
+    RW_MODES,
+    Duration,
+    KiB,
+    OptionalDuration,
+    OptionalPositiveSize,
+    OptionalSize,
+    Rate,
+    SectorSize,
+    Size,
+    _duration_default,
+    _Model,
+    _whole,
+)
+
+
+class _Arguments(_Model):
+    """Arguments of a command; validated, then stored as a plain dict."""
+
+
+class NoArguments(_Arguments):
+    """The command takes no arguments."""
+
+
+class JobDeviceArguments(_Arguments):
+    """``device``: the id of the job."""
+
+    device: str = Field(description="a job id")
+
+
+class BlockJobCancelArguments(_Arguments):
+    """``device``: the id of the job; ``force``: cancel even a READY mirror without completing."""
+
+    device: str = Field(description="a job id")
+    force: bool = False
+
+
+class BlockJobSetSpeedArguments(_Arguments):
+    """``device``: the id of the job; ``speed``: the new limit in bytes per second (0 = none)."""
+
+    device: str = Field(description="a job id")
+    speed: Rate
+
+
+class JobIdArguments(_Arguments):
+    """``id``: the id of the job."""
+
+    id: str = Field(description="a job id")
+
+
+class ThinExtendArguments(_Arguments):
+    """Grow the physical capacity of ``image`` to ``capacity`` or ``by`` an amount."""
+
+    image: str
+    capacity: OptionalSize = Field(None, description="the new capacity")
+    by: OptionalPositiveSize = Field(None, validate_default=True, description="the increase of capacity")
+
+    @field_validator("by")
+    @classmethod
+    def _one_of(cls, by: Optional[int], info: ValidationInfo) -> Optional[int]:
+        if "capacity" in info.data and (by is None) == (info.data["capacity"] is None):
+            raise _whole("give exactly one of 'capacity' (the new capacity) or 'by' (the increase)")
+        return by
+
+
+class GuestBurstArguments(_Arguments):
+    """A one-off burst of guest I/O on ``drive`` (keys as in a workload)."""
+
+    drive: str
+    rw: Literal[RW_MODES] = "randwrite"
+    bs: SectorSize = 4 * KiB
+    iodepth: int = Field(1, ge=1)
+    number_ios: int = Field(1, ge=1)
+    offset: Size = 0
+    size: OptionalPositiveSize = Field(None, description="absent = to the end of the drive's image")
+
+
+def _argument_dict(arguments: _Arguments) -> dict[str, Any]:
+    return arguments.model_dump(by_alias=True, exclude_none=True)
+
+
+def _arguments_type(model: type[_Arguments]) -> Any:
+    return Annotated[model, AfterValidator(_argument_dict), PlainSerializer(dict, return_type=dict)]
+
+
+class Action(_Model):
+    """A management command issued ``at`` a time or ``on`` an event (+ ``delay``).
+
+    ``arguments`` is a plain dict (QMP key spelling, sizes as ints, defaults
+    filled in)."""
+
+    at: OptionalDuration = Field(None, description="when to act (exclusive with 'on')")
+    on: Optional[Literal[EVENTS]] = Field(None, validate_default=True,
+                                          description="the event to react to (exclusive with 'at')")
+    match: dict[str, Any] = Field(default_factory=dict, description="event data equality filters (only with 'on')")
+    delay: Duration = _duration_default(0, "wait this long after the trigger")
+    repeat: bool = Field(False, description="react every time, not once (only with 'on')")
+    command: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("on")
+    @classmethod
+    def _one_trigger(cls, on: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if "at" in info.data and (on is None) == (info.data["at"] is None):
+            if on is None:
+                raise _whole("needs a trigger: give 'at' (a time) or 'on' (an event name)")
+            raise _whole("give either 'at' (a time) or 'on' (an event name), not both")
+        return on
+
+    @field_validator("match")
+    @classmethod
+    def _match_needs_on(cls, match: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if match and "on" in info.data and info.data["on"] is None:
+            raise ValueError("only allowed with 'on' (an event trigger)")
+        return match
+
+    @field_validator("repeat")
+    @classmethod
+    def _repeat_needs_on(cls, repeat: bool, info: ValidationInfo) -> bool:
+        if repeat and "on" in info.data and info.data["on"] is None:
+            raise ValueError("only allowed with 'on' (an event trigger)")
+        return repeat
+
+
+def _default_arguments(model: type[_Arguments]) -> Any:
+    return Field(default_factory=dict, validate_default=True, description=model.__doc__)
+
+
+class NoArgumentsAction(Action):
+    command: Literal["stop", "cont", "query-block-jobs"]
+    arguments: _arguments_type(NoArguments) = _default_arguments(NoArguments)
+
+
+class JobDeviceAction(Action):
+    command: Literal["block-job-pause", "block-job-resume", "block-job-complete"]
+    arguments: _arguments_type(JobDeviceArguments) = _default_arguments(JobDeviceArguments)
+
+
+class BlockJobCancelAction(Action):
+    command: Literal["block-job-cancel"]
+    arguments: _arguments_type(BlockJobCancelArguments) = _default_arguments(BlockJobCancelArguments)
+
+
+class BlockJobSetSpeedAction(Action):
+    command: Literal["block-job-set-speed"]
+    arguments: _arguments_type(BlockJobSetSpeedArguments) = _default_arguments(BlockJobSetSpeedArguments)
+
+
+class JobIdAction(Action):
+    command: Literal["block-job-finalize", "block-job-dismiss",  # these take 'id' in QMP too
+                     "job-pause", "job-resume", "job-cancel", "job-complete", "job-finalize",
+                     "job-dismiss", "job-start"]
+    arguments: _arguments_type(JobIdArguments) = _default_arguments(JobIdArguments)
+
+
+class ThinExtendAction(Action):
+    command: Literal["thin-extend"]
+    arguments: _arguments_type(ThinExtendArguments) = _default_arguments(ThinExtendArguments)
+
+
+class GuestBurstAction(Action):
+    command: Literal["guest-burst"]
+    arguments: _arguments_type(GuestBurstArguments) = _default_arguments(GuestBurstArguments)
+
+
+_ACTION_CLASSES: dict[str, type[Action]] = {
+    cls.__name__: cls for cls in (NoArgumentsAction, JobDeviceAction, BlockJobCancelAction,
+                                  BlockJobSetSpeedAction, JobIdAction, ThinExtendAction, GuestBurstAction)}
+#: command name -> the Action subclass (its discriminator tag is the class name)
+_COMMAND_CLASS: dict[str, type[Action]] = {
+    command: cls for cls in _ACTION_CLASSES.values()
+    for command in get_args(cls.model_fields["command"].annotation)}
+COMMANDS = tuple(_COMMAND_CLASS)
+
+
+def _action_tag(value: Any) -> Optional[str]:
+    command = value.get("command") if isinstance(value, Mapping) else getattr(value, "command", None)
+    if not isinstance(command, str):
+        return None
+    cls = _COMMAND_CLASS.get(command)
+    return cls.__name__ if cls else command
+
+
+AnyAction = Annotated[Union[tuple(Annotated[cls, Tag(name)] for name, cls in _ACTION_CLASSES.items())],
+                      Discriminator(_action_tag)]

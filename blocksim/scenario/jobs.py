@@ -1,0 +1,72 @@
+"""``[jobs.NAME]``: block jobs, one model per ``type``.
+"""
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import (
+    BeforeValidator,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Tag,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+
+from .faults import _tag_of
+from .fields import _DURATION_JSON, JOB_POLICIES, JOB_TYPES, SYNC_MODES, KiB, MiB, Rate, _Model, _size_type
+from .units import format_size, ns_to_seconds, parse_duration
+
+
+def _job_start(value: Any) -> Any:
+    if value is None or value == "manual":
+        return None
+    return parse_duration(value)
+
+
+class Job(_Model):
+    """Common part of a block job (see :class:`MirrorJob`, :class:`StreamJob`)."""
+
+    type: Literal[JOB_TYPES]
+    device: str = Field(description="the drive the job runs on")
+    speed: Rate = Field(0, description="bytes per second; 0 = unlimited")
+    start: Annotated[Optional[int], BeforeValidator(_job_start),
+                     PlainSerializer(lambda ns: "manual" if ns is None else ns_to_seconds(ns)),
+                     WithJsonSchema({"anyOf": [_DURATION_JSON, {"const": "manual"}]})] = \
+        Field(0, description="when the job is created; 'manual' = by a job-start action",
+              json_schema_extra={"default": "0s"})
+    auto_finalize: bool = True
+    auto_dismiss: bool = True
+
+
+class MirrorJob(Job):
+    """blockdev-mirror / drive-mirror from the device's image to ``target``."""
+
+    type: Literal["mirror"] = "mirror"
+    target: str
+    sync: Literal[SYNC_MODES] = "full"
+    granularity: _size_type(pow2=(512, 64 * MiB)) = 64 * KiB
+    buf_size: _size_type(positive=True) = 16 * MiB
+    on_source_error: Literal[JOB_POLICIES] = "report"
+    on_target_error: Literal[JOB_POLICIES] = "report"
+
+    @field_validator("buf_size")
+    @classmethod
+    def _buf_holds_a_chunk(cls, buf_size: int, info: ValidationInfo) -> int:
+        granularity = info.data.get("granularity")
+        if isinstance(granularity, int) and buf_size < granularity:
+            raise ValueError(f"must be at least the granularity ({format_size(granularity)}), got {buf_size}")
+        return buf_size
+
+
+class StreamJob(Job):
+    """block-stream: copy the backing chain (down to ``base``) into the top image."""
+
+    type: Literal["stream"] = "stream"
+    on_error: Literal[JOB_POLICIES] = "report"
+    base: Optional[str] = None
+
+
+AnyJob = Annotated[Union[Annotated[MirrorJob, Tag("mirror")], Annotated[StreamJob, Tag("stream")]],
+                   Discriminator(_tag_of("type"))]

@@ -1,0 +1,179 @@
+"""Cross-references between tables: images, drives, jobs and actions that name
+each other, backing chains, and what the run needs resolved.
+"""
+
+from collections.abc import Mapping
+from typing import Any, Optional
+
+from .actions import Action, GuestBurstAction, ThinExtendAction
+from .faults import DustFault, Fault
+from .fields import Loc
+from .images import Drive, Image
+from .jobs import Job, MirrorJob, StreamJob
+from .units import format_size
+from .workloads import Workload
+
+
+def _names(kind: str, names: Mapping[str, Any]) -> str:
+    if not names:
+        return f"no {kind}s are defined"
+    return f"defined {kind}s: " + ", ".join(names)
+
+
+def _chain(images: Mapping[str, Optional[Image]], top: str) -> list[str]:
+    """``top`` and its backing images (stops at a missing or repeated image)."""
+    chain = [top]
+    image = images.get(top)
+    while image is not None and image.backing is not None and image.backing not in chain:
+        chain.append(image.backing)
+        image = images.get(image.backing)
+    return chain
+
+
+def _cross_check(images: Mapping[str, Optional[Image]], drives: Mapping[str, Optional[Drive]],
+                 faults: list[Optional[Fault]], workloads: Mapping[str, Optional[Workload]],
+                 jobs: Mapping[str, Optional[Job]], actions: list[Optional[Action]]) -> list[tuple[Loc, str]]:
+    """Checks between tables.  ``None`` stands for an entry that exists but is
+    itself invalid: its name resolves, nothing else is checked against it."""
+    problems: list[tuple[Loc, str]] = []
+
+    def image_ref(loc: Loc, name: str) -> Optional[Image]:
+        if name not in images:
+            problems.append((loc, f"unknown image '{name}'; {_names('image', images)}"))
+        return images.get(name)
+
+    def drive_image(loc: Loc, name: str) -> Optional[Image]:
+        if name not in drives:
+            problems.append((loc, f"unknown drive '{name}'; {_names('drive', drives)}"))
+            return None
+        drive = drives[name]
+        return images.get(drive.image) if drive is not None else None
+
+    def region(loc: Loc, image: Image, offset: int, length: Optional[int], what: str) -> None:
+        if offset >= image.size:
+            problems.append((loc + ("offset",), f"{what} starts at or beyond the end of the image "
+                                                f"(offset {offset}, image size {image.size})"))
+        elif length is not None and offset + length > image.size:
+            problems.append((loc + (what_key[what],), f"{what} ends beyond the end of the image "
+                             f"(offset {offset} + {what_key[what]} {length} > image size {image.size})"))
+
+    what_key = {"fault range": "length", "workload region": "size", "burst region": "size"}
+
+    for name, image in images.items():
+        if image is None or image.backing is None:
+            continue
+        loc: Loc = ("images", name, "backing")
+        if image_ref(loc, image.backing) is None:
+            continue
+        seen, current = [name], image.backing
+        while current in images and images[current] is not None:
+            if current == name:
+                problems.append((loc, "backing chain loops back to this image: "
+                                      + " -> ".join([*seen, name])))
+                break
+            if current in seen:
+                break
+            seen.append(current)
+            current = images[current].backing
+            if current is None:
+                break
+
+    for name, drive in drives.items():
+        if drive is not None:
+            image_ref(("drives", name, "image"), drive.image)
+
+    for i, fault in enumerate(faults):
+        if fault is None:
+            continue
+        image = image_ref(("faults", i, "image"), fault.image)
+        if image is None:
+            continue
+        region(("faults", i), image, fault.offset, fault.length, "fault range")
+        if isinstance(fault, DustFault):
+            blocks = image.size // fault.block_size
+            outside = [b for b in fault.blocks if b >= blocks]
+            if outside:
+                problems.append((("faults", i, "blocks"),
+                                 f"block(s) {', '.join(map(str, outside))} beyond the end of image "
+                                 f"'{fault.image}' ({blocks} blocks of {format_size(fault.block_size)})"))
+
+    for name, workload in workloads.items():
+        if workload is None:
+            continue
+        image = drive_image(("workloads", name, "drive"), workload.drive)
+        if image is None:
+            continue
+        region(("workloads", name), image, workload.offset, workload.size, "workload region")
+        if workload.offset < image.size:
+            span = workload.size if workload.size is not None else image.size - workload.offset
+            if span < workload.bs:
+                problems.append((("workloads", name, "size" if workload.size is not None else "offset"),
+                                 f"the region ({span} bytes) is smaller than bs ({workload.bs})"))
+
+    for job_id, job in jobs.items():
+        if job is None:
+            continue
+        top = None
+        if job.device not in drives:
+            problems.append((("jobs", job_id, "device"),
+                             f"unknown drive '{job.device}'; {_names('drive', drives)}"))
+        elif drives[job.device] is not None:
+            top = drives[job.device].image
+        chain = _chain(images, top) if top is not None and images.get(top) is not None else None
+        if isinstance(job, MirrorJob):
+            loc = ("jobs", job_id, "target")
+            target = image_ref(loc, job.target)
+            if target is None or chain is None:
+                continue
+            if job.target == top:
+                problems.append((loc, f"the target must not be the source image '{top}'"))
+            elif job.target in chain:
+                problems.append((loc, f"the target '{job.target}' is in the source's backing chain ("
+                                      + " -> ".join(chain) + ")"))
+            elif target.size != images[top].size:
+                problems.append((loc, f"source and target have different sizes (source '{top}': "
+                                      f"{images[top].size}, target '{job.target}': {target.size})"))
+        elif isinstance(job, StreamJob) and job.base is not None:
+            loc = ("jobs", job_id, "base")
+            if image_ref(loc, job.base) is None or chain is None:
+                continue
+            if job.base not in chain[1:]:
+                below = " -> ".join(chain[1:]) if len(chain) > 1 else "none"
+                problems.append((loc, f"'{job.base}' is not below '{top}' in its backing chain "
+                                      f"(images below '{top}': {below})"))
+
+    for i, action in enumerate(actions):
+        if action is None:
+            continue
+        loc = ("actions", i, "arguments")
+        if isinstance(action, ThinExtendAction):
+            image_ref(loc + ("image",), action.arguments["image"])
+        elif isinstance(action, GuestBurstAction):
+            args = action.arguments
+            image = drive_image(loc + ("drive",), args["drive"])
+            if image is not None:
+                region(loc, image, args["offset"], args.get("size"), "burst region")
+    return problems
+
+
+def _resolve(scenario) -> None:
+    """Fill in the defaults that depend on other tables (called once the
+    cross-references are known to be good)."""
+    images = scenario.images
+
+    def drive_size(drive: str) -> int:
+        return images[scenario.drives[drive].image].size
+
+    for i, fault in enumerate(scenario.faults):
+        if fault.length is None:
+            length = images[fault.image].size - fault.offset
+            scenario.faults[i] = fault.model_copy(update={"length": length})
+    for name, workload in scenario.workloads.items():
+        if workload.size is None:
+            size = drive_size(workload.drive) - workload.offset
+            scenario.workloads[name] = workload.model_copy(update={"size": size})
+    for i, action in enumerate(scenario.actions):
+        if isinstance(action, GuestBurstAction) and "size" not in action.arguments:
+            args = action.arguments
+            size = drive_size(args["drive"]) - args["offset"]
+            scenario.actions[i] = action.model_copy(update={"arguments": {**args, "size": size}})
