@@ -11,7 +11,11 @@ time axis (seconds), top to bottom:
 ``errors``
     BLOCK_JOB_ERROR and BLOCK_IO_ERROR events, one row per job or drive,
     coloured by action (ignore, report, stop), a triangle down for a read and
-    up for a write;
+    up for a write; errors too close together to tell apart (at the same
+    instant, or a storm) are one marker labelled with their count (``×N``);
+``commands``
+    every management command at its time, labelled (``block-job-resume
+    job0``); a refused one is a red cross labelled with QEMU's error class;
 ``iops`` and ``latency``
     the guest's completed requests per second and their mean latency
     (milliseconds) per drive;
@@ -21,8 +25,14 @@ time axis (seconds), top to bottom:
     the allocated bytes of each thin image (solid) against its capacity
     (dashed).
 
-A lane with nothing to show (no errors, no guest I/O, io-status always ok, no
-thin image) is left out.  Each lane's axes carry the id ``lane:NAME``
+A job's lane also marks BLOCK_JOB_READY, BLOCK_JOB_COMPLETED and
+BLOCK_JOB_CANCELLED where they happen, so a state too short to see still
+shows.  States in which a job does not progress (paused, standby, aborting)
+are warm colours, those in which it does cool ones; a legend names only the
+states that are wide enough to see.  The scenario's question is the subtitle.
+
+A lane with nothing to show (no errors, no commands, no guest I/O, io-status
+always ok, no thin image) is left out.  Each lane's axes carry the id ``lane:NAME``
 (``ax.get_gid()``); :func:`lanes` lists them.  The figure uses the Agg canvas
 and never opens a window.
 """
@@ -30,6 +40,7 @@ and never opens a window.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -40,17 +51,34 @@ from matplotlib.patches import Patch
 from .atomic import atomic_write
 
 VM_COLORS = {"running": "#8fd18f", "paused": "#f5b041", "io-error": "#e74c3c"}
+# Progressing states are cool (green, blue), states in which the job does
+# not progress warm (paused, standby, aborting): a job stuck in standby must
+# not look like a healthy ready one.
 JOB_COLORS = {
     "created": "#d5d8dc",
     "running": "#8fd18f",
     "paused": "#f5b041",
     "ready": "#5dade2",
-    "standby": "#aed6f1",
+    "standby": "#eb984e",
     "waiting": "#bb8fce",
     "pending": "#bb8fce",
     "aborting": "#e74c3c",
     "concluded": "#909497",
 }
+#: Statuses drawn hatched over their colour (standby: paused while ready).
+JOB_HATCHES = {"standby": "///"}
+#: Job events marked on the job's lane, with their colour.
+JOB_EVENT_MARKS = {"BLOCK_JOB_READY": ("READY", "#1f618d"),
+                   "BLOCK_JOB_COMPLETED": ("COMPLETED", "#196f3d"),
+                   "BLOCK_JOB_CANCELLED": ("CANCELLED", "#6c3483")}
+COMMAND_COLOR = "#34495e"
+REFUSED_COLOR = "#c0392b"
+#: A span narrower than this share of the time axis cannot be seen (about a
+#: pixel): it gets no legend entry.
+_VISIBLE = 1 / 1000
+#: Errors of one row, action and operation closer than this share of the
+#: time axis are one marker with their count.
+_CLUSTER = 1 / 250
 #: Statuses drawn as one legend entry.
 _JOB_LEGEND = {"waiting": "waiting/pending", "pending": "waiting/pending"}
 IOSTATUS_COLORS = {"nospace": "#f5b041", "failed": "#e74c3c"}
@@ -71,8 +99,10 @@ def _runs(times: list, values: list, end: float):
     return _change_runs(list(zip(times, values)), end)
 
 
-def _spans(ax, runs, colors: dict, y=0.0, height=1.0, skip=()) -> list[str]:
-    """Draw coloured spans; returns the values drawn (for the legend)."""
+def _spans(ax, runs, colors: dict, y=0.0, height=1.0, skip=(), visible=0.0,
+           hatches: dict | None = None) -> list[str]:
+    """Draw coloured spans; returns the values with a span at least
+    ``visible`` wide (for the legend: a value nobody can see is not named)."""
     drawn: list[str] = []
     by_value: dict[str, list] = {}
     for start, width, value in runs:
@@ -80,9 +110,11 @@ def _spans(ax, runs, colors: dict, y=0.0, height=1.0, skip=()) -> list[str]:
             continue                    # an instant (waiting, pending...) cannot show
         by_value.setdefault(value, []).append((start, width))
     for value, ranges in by_value.items():
+        hatch = (hatches or {}).get(value)
         ax.broken_barh(ranges, (y, height), facecolors=colors.get(value, _FALLBACK_COLOR),
-                       edgecolor="none")
-        drawn.append(value)
+                       edgecolor="white" if hatch else "none", linewidth=0, hatch=hatch)
+        if max(width for _, width in ranges) >= visible:
+            drawn.append(value)
     return drawn
 
 
@@ -95,12 +127,46 @@ def _legend_patches(values, colors: dict, names: dict | None = None) -> list:
         if label in seen:
             continue
         seen.add(label)
-        handles.append(Patch(facecolor=colors[value], label=label))
+        hatch = _HATCH_OF.get(id(colors), {}).get(value)
+        handles.append(Patch(facecolor=colors[value], label=label, hatch=hatch,
+                             edgecolor="white" if hatch else None))
     for value in values:
         if value not in colors and value not in seen:
             seen.add(value)
             handles.append(Patch(facecolor=_FALLBACK_COLOR, label=value))
     return handles
+
+
+_HATCH_OF = {id(JOB_COLORS): JOB_HATCHES}
+
+
+def _clusters(times: list[float], gap: float) -> list[tuple[float, int]]:
+    """Sorted times grouped where each is within ``gap`` of the previous:
+    ``(first time, count)`` per group."""
+    out: list[tuple[float, int]] = []
+    last = None
+    for t in sorted(times):
+        if out and t - last <= gap:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((t, 1))
+        last = t
+    return out
+
+
+def _command_label(command: dict) -> str:
+    """``execute`` and the argument that says what it acts on."""
+    args = command.get("arguments") or {}
+    target = next((str(args[k]) for k in ("job-id", "id", "device", "image", "drive", "node-name")
+                   if k in args), "")
+    return f"{command.get('execute', '?')} {target}".strip()
+
+
+def _top(values: list[float], floor: float = 1.0) -> float:
+    """An upper y limit that leaves a constant or peaking series off the
+    top edge."""
+    peak = max(values, default=0.0)
+    return peak * 1.15 if peak > 0 else floor
 
 
 def _finite(values) -> list:
@@ -194,12 +260,13 @@ def timeline(result) -> Figure:
     events_end = max((_seconds(e["timestamp"]) for e in result.events), default=0.0)
     end = max([summary.get("simulated_seconds") or 0.0, events_end] + times[-1:])
 
+    visible = end * _VISIBLE
     lanes: list[tuple[str, float, object]] = []   # (gid, height ratio, draw function)
 
     # -- VM -----------------------------------------------------------------------
     if times or result.events:
         def draw_vm(ax):
-            drawn = _spans(ax, _vm_runs(result, times, end), VM_COLORS)
+            drawn = _spans(ax, _vm_runs(result, times, end), VM_COLORS, visible=visible)
             ax.set_ylim(0, 1)
             ax.set_yticks([])
             ax.set_ylabel("VM", rotation=0, ha="right", va="center")
@@ -214,7 +281,29 @@ def timeline(result) -> Figure:
 
         def draw_job(ax, job_id=job_id, statuses=statuses):
             drawn = _spans(ax, _job_runs(result, job_id, times, statuses, end),
-                           JOB_COLORS, skip=("none", "null"))
+                           JOB_COLORS, skip=("none", "null"), visible=visible,
+                           hatches=JOB_HATCHES)
+            # marks close together share one label (READY then COMPLETED a
+            # millisecond later reads "READY, COMPLETED")
+            marks: list[tuple[float, list[str], str]] = []
+            for e in result.events:
+                mark = JOB_EVENT_MARKS.get(e["event"])
+                if mark is None or e["data"].get("device") != job_id:
+                    continue
+                label, color = mark
+                if e["event"] == "BLOCK_JOB_COMPLETED" and e["data"].get("error"):
+                    label, color = "COMPLETED (error)", REFUSED_COLOR
+                t = _seconds(e["timestamp"])
+                if marks and t - marks[-1][0] <= end * _CLUSTER:
+                    marks[-1][1].append(label)
+                    marks[-1] = (marks[-1][0], marks[-1][1], color)
+                else:
+                    marks.append((t, [label], color))
+            for t, labels, color in marks:
+                ax.axvline(t, ymin=0.0, ymax=1.0, color=color, linewidth=1.0, linestyle=":")
+                ax.annotate(", ".join(labels), (t, 1.0), xycoords=("data", "axes fraction"),
+                            xytext=(2, -2), textcoords="offset points", fontsize="x-small",
+                            color=color, ha="left", va="top", clip_on=False)
             offsets = series.get(f"job.{job_id}.offset", [])
             lengths = series.get(f"job.{job_id}.len", [])
             progress = [o / n if (isinstance(n, (int, float)) and n and not math.isnan(n)
@@ -239,12 +328,23 @@ def timeline(result) -> Figure:
             labels = sorted(errors)
             actions, ops = set(), set()
             for row, label in enumerate(labels):
-                for (action, op) in {(a, o) for _, a, o in errors[label]}:
-                    xs = [t for t, a, o in errors[label] if a == action and o == op]
+                for (action, op) in sorted({(a, o) for _, a, o in errors[label]}):
+                    groups = _clusters([t for t, a, o in errors[label]
+                                        if a == action and o == op], end * _CLUSTER)
+                    xs = [t for t, _ in groups]
                     ax.scatter(xs, [row] * len(xs), s=28, linewidths=0.5,
                                marker=OP_MARKERS.get(op, "o"),
                                color=ACTION_COLORS.get(action, "black"),
                                edgecolors="black", zorder=3, clip_on=False)
+                    for t, n in groups:
+                        if n > 1:
+                            # a write's count above its marker, a read's below
+                            # (both may stand at one instant)
+                            below = op == "read"
+                            ax.annotate(f"\u00d7{n}", (t, row), xytext=(5, -3 if below else 3),
+                                        textcoords="offset points", fontsize="x-small",
+                                        ha="left", va="top" if below else "bottom",
+                                        clip_on=False)
                     actions.add(action)
                     ops.add(op)
             ax.set_ylim(-0.7, len(labels) - 0.3)
@@ -262,13 +362,52 @@ def timeline(result) -> Figure:
             ax.legend(handles=handles, **_LEGEND)
         lanes.append(("errors", 0.45 + 0.3 * len(errors), draw_errors))
 
+    # -- management commands ------------------------------------------------------------
+    commands = [c for c in (result.commands or []) if "timestamp" in c]
+    if commands:
+        def draw_commands(ax):
+            # labels on three staggered levels so neighbours do not overwrite
+            # each other; repeats of one command close together are one label
+            # with their count
+            by_label: dict[tuple[str, bool], list[float]] = {}
+            for c in commands:
+                refused = "error" in c
+                label = _command_label(c)
+                if refused:
+                    # named by QEMU's own words, cut to fit the lane
+                    reason = c["error"].get("desc") or c["error"].get("class", "refused")
+                    label += " \u2717 " + (reason if len(reason) <= 60 else reason[:59] + "\u2026")
+                by_label.setdefault((label, refused), []).append(_seconds(c["timestamp"]))
+            marks = sorted((t, n, label, refused) for (label, refused), ts in by_label.items()
+                           for t, n in _clusters(ts, end * _CLUSTER))
+            for k, (t, n, label, refused) in enumerate(marks):
+                color = REFUSED_COLOR if refused else COMMAND_COLOR
+                level = k % 3
+                ax.plot([t], [level], marker="X" if refused else "|", markersize=8 if refused else 10,
+                        color=color, linestyle="none", clip_on=False, zorder=3)
+                text = label + (f" \u00d7{n}" if n > 1 else "")
+                ax.annotate(text, (t, level), xytext=(4, 0), textcoords="offset points",
+                            fontsize="x-small", color=color, ha="left", va="center",
+                            clip_on=False, fontweight="bold" if refused else "normal")
+            ax.set_ylim(-0.7, 2.7)
+            ax.set_yticks([])
+            ax.invert_yaxis()
+            ax.set_ylabel("commands", rotation=0, ha="right", va="center", labelpad=10)
+            handles = [Line2D([], [], linestyle="none", marker="|", markersize=10,
+                              color=COMMAND_COLOR, label="accepted")]
+            if any(refused for *_, refused in marks):
+                handles.append(Line2D([], [], linestyle="none", marker="X", markersize=7,
+                                      color=REFUSED_COLOR, label="refused"))
+            ax.legend(handles=handles, **_LEGEND)
+        lanes.append(("commands", 0.9, draw_commands))
+
     # -- guest I/O ---------------------------------------------------------------------
     drives = _names(series, "drive.", ".iops")
     if any(v for d in drives for v in _finite(series[f"drive.{d}.iops"])):
         def draw_iops(ax):
             for d in drives:
                 ax.plot(times, series[f"drive.{d}.iops"], linewidth=1.0, label=d)
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, _top([v for d in drives for v in _finite(series[f"drive.{d}.iops"])]))
             ax.set_ylabel("guest IOPS\n(req/s)", rotation=0, ha="right", va="center")
             ax.legend(**_LEGEND)
         lanes.append(("iops", 1.1, draw_iops))
@@ -278,7 +417,7 @@ def timeline(result) -> Figure:
             for d, values in latency.items():
                 ax.plot(times, [v * 1e3 for v in values], linewidth=1.0,
                         marker=".", markersize=2, label=d)
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, _top([v * 1e3 for values in latency.values() for v in _finite(values)]))
             ax.set_ylabel("mean latency\n(ms)", rotation=0, ha="right", va="center")
             ax.legend(**_LEGEND)
         lanes.append(("latency", 1.1, draw_latency))
@@ -293,7 +432,7 @@ def timeline(result) -> Figure:
             drawn: set[str] = set()
             for row, (label, key) in enumerate(owners):
                 drawn.update(_spans(ax, _runs(times, series[key], end), IOSTATUS_COLORS,
-                                    y=row - 0.4, height=0.8, skip=("ok",)))
+                                    y=row - 0.4, height=0.8, skip=("ok",), visible=visible))
             ax.set_ylim(-0.6, len(owners) - 0.4)
             ax.set_yticks(range(len(owners)), [label for label, _ in owners],
                           fontsize="small")
@@ -320,7 +459,14 @@ def timeline(result) -> Figure:
                 ax.plot(times[:len(capacity)], [v / scale for v in capacity],
                         color=color, linewidth=1.0, linestyle="--", drawstyle="steps-post",
                         label=f"{image} capacity")
-            ax.set_ylim(bottom=0, top=peak / scale * 1.08 or 1)
+            smallest = min(min(_finite(series[f"image.{i}.capacity"]), default=peak) for i in thin)
+            if smallest > 0 and peak / smallest > 20:
+                # an extend by orders of magnitude would flatten the small
+                # capacity, where the story is: a log axis keeps both visible
+                ax.set_yscale("log")
+                ax.set_ylim(bottom=smallest / scale / 20, top=peak / scale * 2)
+            else:
+                ax.set_ylim(bottom=0, top=peak / scale * 1.08 or 1)
             ax.set_ylabel(f"thin usage\n({unit})", rotation=0, ha="right", va="center")
             ax.legend(**_LEGEND)
         lanes.append(("usage", 1.1, draw_usage))
@@ -332,6 +478,8 @@ def timeline(result) -> Figure:
     name = summary.get("scenario") or result.scenario.get("name", "?")
     fig.suptitle(f"{name}  \u2014  profile {result.profile}, seed {result.seed}",
                  fontweight="bold")
+    # the scenario's question, above the first lane
+    question = "\n".join(textwrap.wrap((result.scenario or {}).get("description") or "", 140))
     if not lanes:
         ax = fig.add_subplot()
         ax.text(0.5, 0.5, "nothing was sampled", ha="center", va="center",
@@ -340,6 +488,8 @@ def timeline(result) -> Figure:
         return fig
     axes = fig.subplots(len(lanes), 1, sharex=True, squeeze=False,
                         gridspec_kw={"height_ratios": heights})[:, 0]
+    if question:
+        axes[0].set_title(question, fontsize="small", style="italic", loc="left")
     for ax, (gid, _, draw) in zip(axes, lanes):
         ax.set_gid(f"lane:{gid}")
         draw(ax)
