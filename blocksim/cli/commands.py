@@ -82,9 +82,25 @@ def parse_sets(items) -> dict[str, str]:
     return overrides
 
 
+def _scenario_file(argument: str) -> str:
+    """A scenario argument as a file: itself when it exists, else the library
+    scenario a bare NAME stands for (``blocksim run mirror-thin-target-enospc``
+    from any directory), else itself (its error names it)."""
+    if Path(argument).exists():
+        return argument
+    from ..scenario.library import find_in_library
+    found = find_in_library(argument)
+    return str(found) if found is not None else argument
+
+
 def _load(path: str, overrides: dict | None = None):
-    """``(scenario, [])`` or ``(None, problem lines)`` for one scenario file."""
+    """``(scenario, [])`` or ``(None, problem lines)`` for one scenario file
+    (or library NAME)."""
     from ..scenario import load_scenario
+    argument, path = path, _scenario_file(path)
+    if not Path(path).exists() and not argument.endswith(".toml"):
+        return None, [f"{argument}: no such file, nor a library scenario of that name "
+                      "(blocksim list names them)"]
     try:                            # a missing file or a directory is a ScenarioError too
         return load_scenario(path, overrides=overrides or None), []
     except ScenarioError as exc:
@@ -264,6 +280,7 @@ class Progress:
 def run(scenarios, seed, out, profile, sets):
     """Run one or more scenarios and write a results folder for each.
 
+    SCENARIO is a file, or the NAME of a library scenario (`blocksim list`).
     Each run writes OUT/NAME/ (NAME is the scenario's name), or
     OUT/NAME-seedN/ with --seed N, with -PROFILE appended when --profile is
     given.  An older folder of the same name is replaced once the new one is
@@ -273,6 +290,7 @@ def run(scenarios, seed, out, profile, sets):
     \b
     Examples:
       blocksim run scenarios/mirror-thin-target-enospc.toml
+      blocksim run mirror-thin-target-enospc
       blocksim run scenarios/*.toml --out /tmp/results
       blocksim run scenarios/mirror-thin-target-enospc.toml --seed 7 \\
           --profile rfc-2012 --set jobs.mirror0.speed=64M --set duration=30s
@@ -354,16 +372,22 @@ def validate(scenarios):
 
 @main.command("list", context_settings=CONTEXT_SETTINGS,
               short_help="List scenario files with their names and descriptions.")
-@click.argument("directory", required=False, default="scenarios", metavar="[DIR]")
+@click.argument("directory", required=False, default=None, metavar="[DIR]")
 def list_(directory):
-    """List the scenario files (*.toml) of DIR (default scenarios/) with their
-    names and one-line descriptions.
+    """List the scenario files (*.toml) of DIR with their names and one-line
+    descriptions.  Without DIR: ./scenarios/ if there is one (a clone of the
+    repository), else the library installed with blocksim, whose scenarios
+    `blocksim run NAME` runs from any directory.
 
     \b
     Examples:
       blocksim list
       blocksim list my-scenarios/
     """
+    library = directory is None and not Path("scenarios").is_dir()
+    if directory is None:
+        from ..scenario.library import library_dir
+        directory = str(library_dir()) if library else "scenarios"
     folder = Path(directory)
     if not folder.is_dir():
         raise BadInput([f"{directory}: no such directory"])
@@ -376,7 +400,9 @@ def list_(directory):
                 click.echo(line, err=True)
             continue
         description = (scenario.description or "").strip().splitlines()
-        rows.append([str(path), scenario.name, description[0].strip() if description else ""])
+        # the library's scenarios are listed by the NAME `blocksim run` takes
+        rows.append([path.stem if library else str(path), scenario.name,
+                     description[0].strip() if description else ""])
     if rows:
         for line in _table(rows, indent=""):
             click.echo(line)
@@ -384,6 +410,39 @@ def list_(directory):
         click.echo(f"no scenario files (*.toml) in {directory}", err=True)
     if bad:
         sys.exit(2)
+
+
+@main.command(context_settings=CONTEXT_SETTINGS,
+              short_help="Write a commented starting scenario from a template.")
+@click.argument("template", metavar="TEMPLATE")
+@click.argument("path", metavar="PATH")
+@click.option("--force", is_flag=True, help="Replace PATH if it exists.")
+def new(template, path, force):
+    """Write a commented starting scenario (TEMPLATE: guest, mirror, stream)
+    to PATH, ready to run and to edit.
+
+    \b
+    Examples:
+      blocksim new mirror my-mirror.toml
+      blocksim run my-mirror.toml
+    """
+    from ..record.atomic import write_text
+    from ..scenario.library import template_text, templates
+    text = template_text(template)
+    if text is None:
+        raise BadInput([f"TEMPLATE: unknown template {template!r}; "
+                        f"expected one of: {', '.join(templates())}"])
+    target = Path(path)
+    if target.suffix != ".toml":
+        raise BadInput([f"{path}: a scenario file's name ends in .toml"])
+    if target.exists() and not force:
+        raise BadInput([f"{path}: already exists (--force replaces it)"])
+    if not target.parent.is_dir():
+        raise BadInput([f"{path}: no such directory: {target.parent}"])
+    # the scenario is named after its file, as a scenario without a name is
+    name = json.dumps(target.stem)
+    write_text(target, re.sub(r'(?m)^name = "[^"]*"', lambda _: f"name = {name}", text, count=1))
+    click.echo(f"wrote {path} (template {template}); run it with: blocksim run {path}")
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)
