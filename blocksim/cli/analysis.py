@@ -8,6 +8,7 @@ violated an invariant.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -154,8 +155,14 @@ def _as_bad_input(function):
                    "with the same folder resumes where it stopped.")
 @click.option("--profile", default=None, metavar="|".join(PROFILES),
               help="Semantics profile of every run (default: the scenario's own).")
+@click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Fix one scenario key for every run (repeatable): a --vary with one value, "
+                   "so the tables show it.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the sweep as one JSON object (folder, counts, one entry a combination).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but problems.")
 @_as_bad_input
-def sweep_command(scenario, vary, seeds, workers, scheduler, out, profile):
+def sweep_command(scenario, vary, seeds, workers, scheduler, out, profile, sets, as_json, quiet):
     """Run a scenario for every combination of the varied keys, N seeds each.
 
     Writes DIR/runs.csv (one row a run: the varied values, the seed, every
@@ -177,12 +184,18 @@ def sweep_command(scenario, vary, seeds, workers, scheduler, out, profile):
           --scheduler tcp://127.0.0.1:8786
     """
     from ..analysis.sweep import default_folder, sweep
+    from .commands import _scenario_file, parse_sets
 
+    scenario = _scenario_file(scenario)          # a file, or a library NAME
     parsed = parse_vary(vary)
+    for key, value in parse_sets(sets).items():
+        if key in parsed:
+            raise _BadInput([f"--set {key}: also varied by --vary; give it one of the two"])
+        parsed[key] = [value]
     folder = Path(out) if out is not None else default_folder(scenario, parsed, seeds, profile=profile)
     if folder.exists() and not folder.is_dir():
         raise _BadInput([f"--out {folder}: exists and is not a folder"])
-    bar = _Bar(f"sweep {Path(scenario).stem}")
+    bar = _Bar(f"sweep {Path(scenario).stem}", stream=_Silent() if quiet or as_json else None)
     try:
         result = sweep(scenario, parsed, seeds=seeds, workers=workers, scheduler=scheduler,
                        out=folder, progress=bar, profile=profile)
@@ -192,15 +205,25 @@ def sweep_command(scenario, vary, seeds, workers, scheduler, out, profile):
         bar.close()
     d = result.definition
     combos = len(result.combinations())
+    if as_json:
+        click.echo(json.dumps({
+            "scenario": d["scenario_name"], "folder": str(folder), "runs": result.total,
+            "ran": result.ran, "resumed": result.resumed, "failed": result.failed,
+            "violated": result.violated, "seeds": d["seeds"], "base_seed": d["base_seed"],
+            "vary": d.get("vary", {}),
+            "combinations": _json_safe(result.aggregate().to_dict(orient="records")),
+        }, sort_keys=True))
+        quiet = True
     head = (f"{d['scenario_name']}: {combos} combination{'' if combos == 1 else 's'} x {d['seeds']} seed"
             f"{'' if d['seeds'] == 1 else 's'} (seeds {d['base_seed']}..{d['base_seed'] + d['seeds'] - 1})"
             f" = {result.total} runs")
     if result.resumed:
         head += f", {result.resumed} already done, {result.ran} run now"
-    click.echo(head + f" -> {folder}")
-    for line in result.summary_lines():
-        click.echo("  " + line)
-    if result.failed:
+    if not quiet:
+        click.echo(head + f" -> {folder}")
+        for line in result.summary_lines():
+            click.echo("  " + line)
+    if result.failed and not quiet:
         click.echo(f"  {result.failed} run{'' if result.failed == 1 else 's'} failed "
                    f"(see the error column of {folder / 'runs.csv'})")
     if result.failed or result.violated:
@@ -287,6 +310,33 @@ def _update(scenarios_dir, baseline_dir, update_baseline, compare, tolerance, al
                 click.echo(report.text())
             else:
                 click.echo("no behaviour change")
+
+
+class _Silent:
+    """A stream that is not a terminal and keeps nothing (no progress bar)."""
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _json_safe(value):
+    """NaN (a figure of a single run's interval) as null, numpy scalars as
+    plain numbers: what json.dumps takes."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def register(group: click.Group) -> click.Group:

@@ -277,7 +277,10 @@ class Progress:
                    "(default: the scenario's own).")
 @click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override one scenario key (repeatable).")
-def run(scenarios, seed, out, profile, sets):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object a run (its folder and summary) instead of the table.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but problems.")
+def run(scenarios, seed, out, profile, sets, as_json, quiet):
     """Run one or more scenarios and write a results folder for each.
 
     SCENARIO is a file, or the NAME of a library scenario (`blocksim list`).
@@ -294,6 +297,7 @@ def run(scenarios, seed, out, profile, sets):
       blocksim run scenarios/*.toml --out /tmp/results
       blocksim run scenarios/mirror-thin-target-enospc.toml --seed 7 \\
           --profile rfc-2012 --set jobs.mirror0.speed=64M --set duration=30s
+      blocksim run mirror-thin-target-enospc --json | jq .summary.jobs
     """
     from ..record.results import save_result
     from ..simulation import run as simulate
@@ -337,9 +341,15 @@ def run(scenarios, seed, out, profile, sets):
         except OSError as exc:
             raise BadInput([f"{folder}: cannot write the results folder: "
                             f"{exc.strerror or exc}"]) from None
-        if index:
-            click.echo()
-        click.echo(format_outcome(result, folder))
+        if as_json:
+            # one line a run (JSON Lines), for scripts
+            click.echo(json.dumps({"scenario": result.summary.get("scenario"), "folder": str(folder),
+                                   "seed": result.seed, "profile": result.profile,
+                                   "summary": result.summary}, sort_keys=True))
+        elif not quiet:
+            if index:
+                click.echo()
+            click.echo(format_outcome(result, folder))
         violated = violated or bool(result.summary["invariants"]["violations"])
     if violated:
         sys.exit(1)
