@@ -455,6 +455,21 @@ def _key_figures(result: SweepResult) -> list[str]:
     return chosen
 
 
+def _figure_unit(column: str, values: Sequence[float]) -> tuple[float, str]:
+    """``(scale, unit)`` a key figure is drawn in: seconds for times, a binary
+    byte unit for byte counts (chosen by the largest value), else a count."""
+    name = column.rsplit(".", 1)[-1]
+    if name.endswith("_at") or name.startswith("time_"):
+        return 1.0, "s"
+    if name.startswith("bytes") or name.endswith("bytes"):
+        peak = max((abs(v) for v in values if not math.isnan(v)), default=0.0)
+        for scale, unit in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+            if peak >= scale:
+                return float(scale), unit
+        return 1.0, "bytes"
+    return 1.0, "count"
+
+
 def _short_label(combination: Mapping[str, Any]) -> str:
     if not combination:
         return "(base)"
@@ -507,21 +522,43 @@ def _plot(result: SweepResult):
             bottom = [b + s for b, s in zip(bottom, shares)]
         ax.set_title(f"{column.split('.')[1]}: outcome share")
         ax.set_ylim(0, 1)
+        ax.set_ylabel("share of runs", fontsize=8)
         ax.set_xticks(x, labels, fontsize=8)
         ax.set_xlabel(_axis_label(varied), fontsize=8)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if figures:
         from scipy import stats
     for ax, column in zip(axes[len(outcome_columns):], figures):
-        means, errs = [], [[], []]
+        means, errs, have, runs = [], [[], []], [], []
         for _combo, rows in by_combination:
-            values = [float(r[column]) for r in rows if r.get("error") is None and r.get(column) is not None]
+            ok = [r for r in rows if r.get("error") is None]
+            values = [float(r[column]) for r in ok if r.get(column) is not None]
             mean, low, high = _mean_ci(values, stats)
             means.append(mean)
+            have.append(len(values))
+            runs.append(len(ok))
             errs[0].append(0.0 if math.isnan(low) else mean - low)
             errs[1].append(0.0 if math.isnan(high) else high - mean)
-        ax.bar(x, [0.0 if math.isnan(m) else m for m in means], yerr=errs, capsize=3, color="#4c72b0")
-        ax.set_title(f"{column} (mean, 95% CI)", fontsize=9)
+        scale, unit = _figure_unit(column, means)
+        # a combination where no run has the figure (a job never ready has
+        # no ready_at) gets no bar but says so: a zero-height bar would read
+        # as "at zero"
+        shown = [k for k, m in enumerate(means) if not math.isnan(m)]
+        ax.bar([x[k] for k in shown], [means[k] / scale for k in shown],
+               yerr=[[errs[0][k] / scale for k in shown], [errs[1][k] / scale for k in shown]],
+               capsize=3, color="#4c72b0")
+        for k in range(len(combos)):
+            if math.isnan(means[k]):
+                ax.annotate("none", (x[k], 0), xytext=(0, 3), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=7, color="#7f7f7f", style="italic")
+            elif have[k] < runs[k]:
+                ax.annotate(f"{have[k]} of {runs[k]} runs", (x[k], means[k] / scale),
+                            xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                            fontsize=6, color="#7f7f7f")
+        ax.set_xlim(-0.6, len(combos) - 0.4)
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel(unit, fontsize=8)
+        ax.set_title(f"{column} ({unit}; mean, 95% CI)", fontsize=9)
         ax.set_xticks(x, labels, fontsize=8)
         ax.set_xlabel(_axis_label(varied), fontsize=8)
     if not outcome_columns and not figures:
