@@ -459,7 +459,8 @@ def new(template, path, force):
 @click.argument("result_dir", metavar="RESULT_DIR")
 @click.option("-o", "--output", default=None, metavar="FILE",
               help="Where to draw the figure (default RESULT_DIR/timeline.png); "
-                   "the format follows the suffix (png, svg, pdf...).")
+                   "the format follows the suffix (png, svg, pdf...; html: the interactive "
+                   "timeline, with the [html] extra).")
 def plot(result_dir, output):
     """Redraw the timeline figure of a finished run.
 
@@ -467,6 +468,7 @@ def plot(result_dir, output):
     Examples:
       blocksim plot results/mirror-thin-target-enospc
       blocksim plot results/mirror-thin-target-enospc -o mirror.svg
+      blocksim plot results/mirror-thin-target-enospc -o mirror.html
     """
     from matplotlib.backend_bases import FigureCanvasBase
 
@@ -476,14 +478,18 @@ def plot(result_dir, output):
     result = load_result(result_dir, figure=False)      # the figure is what we redraw
     target = Path(output) if output else Path(result_dir) / TIMELINE
     fmt = target.suffix[1:].lower() or "png"
-    formats = FigureCanvasBase.get_supported_filetypes()
+    formats = {**FigureCanvasBase.get_supported_filetypes(), "html": "interactive"}
     if fmt not in formats:
         raise BadInput([f"{target}: unknown figure format {fmt!r}; "
                         f"use one of {', '.join(sorted(formats))}"])
     if not target.parent.is_dir():
         raise BadInput([f"{target}: no such directory {str(target.parent)!r}"])
     try:
-        save_timeline(result, target)
+        if fmt == "html":
+            from ..record.html import save_timeline_html
+            save_timeline_html(result, target)
+        else:
+            save_timeline(result, target)
     except OSError as exc:
         raise BadInput([f"{target}: cannot write: {exc.strerror or exc}"]) from None
     click.echo(f"wrote {target}")
