@@ -9,7 +9,7 @@ one-line message instead of a traceback::
     +-- CommandError           a QMP-like command was refused (part of the record)
     +-- ResultsError           a results folder is missing or not blocksim's
     +-- SweepError             blocksim.analysis.sweep: a sweep cannot run
-    +-- BadInput               blocksim.cli.commands: a bad command-line value
+    +-- BadInput               blocksim.cli.inputs: a bad command-line value
     +-- QemuError              blocksim.qemu.errors: qemu-check could not run
         +-- QemuNotFoundError, QemuToolError, DaemonError
         +-- QMPError: QMPConnectError, QMPProtocolError, QMPTimeoutError,

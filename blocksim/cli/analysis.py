@@ -184,9 +184,9 @@ def sweep_command(scenario, vary, seeds, workers, scheduler, out, profile, sets,
           --scheduler tcp://127.0.0.1:8786
     """
     from ..analysis.sweep import default_folder, sweep
-    from .commands import _scenario_file, parse_sets
+    from .inputs import parse_sets, scenario_file
 
-    scenario = _scenario_file(scenario)          # a file, or a library NAME
+    scenario = scenario_file(scenario)           # a file, or a library NAME
     parsed = parse_vary(vary)
     for key, value in parse_sets(sets).items():
         if key in parsed:

@@ -21,20 +21,10 @@ import click
 from ..errors import BlocksimError, ScenarioError
 from ..model.profile import PROFILES
 from ..record.summary import VERSION as __version__
+from .inputs import BadInput, parse_sets, scenario_file
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 PROFILE_NAMES = tuple(PROFILES)
-
-
-class BadInput(BlocksimError):
-    """One or more problems with what the user gave us, one line each."""
-
-    def __init__(self, lines: list[str]):
-        self.problems = list(lines)
-        super().__init__("\n".join(self.problems))
-
-    def lines(self) -> list[str]:
-        return self.problems
 
 
 class _Group(click.Group):
@@ -65,39 +55,11 @@ def main():
 
 
 # -- loading scenarios -------------------------------------------------------------
-def parse_sets(items) -> dict[str, str]:
-    """``--set key.path=value`` options as the overrides of ``load_scenario``."""
-    overrides: dict[str, str] = {}
-    problems = []
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key or any(c.isspace() for c in key):
-            problems.append(f"--set {item!r}: expected key.path=value "
-                            "(for example --set jobs.job0.speed=10M)")
-            continue
-        overrides[key] = value
-    if problems:
-        raise BadInput(problems)
-    return overrides
-
-
-def _scenario_file(argument: str) -> str:
-    """A scenario argument as a file: itself when it exists, else the library
-    scenario a bare NAME stands for (``blocksim run mirror-thin-target-enospc``
-    from any directory), else itself (its error names it)."""
-    if Path(argument).exists():
-        return argument
-    from ..scenario.library import find_in_library
-    found = find_in_library(argument)
-    return str(found) if found is not None else argument
-
-
 def _load(path: str, overrides: dict | None = None):
     """``(scenario, [])`` or ``(None, problem lines)`` for one scenario file
     (or library NAME)."""
     from ..scenario import load_scenario
-    argument, path = path, _scenario_file(path)
+    argument, path = path, scenario_file(path)
     if not Path(path).exists() and not argument.endswith(".toml"):
         return None, [f"{argument}: no such file, nor a library scenario of that name "
                       "(blocksim list names them)"]
