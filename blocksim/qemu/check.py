@@ -12,7 +12,9 @@ For each scenario, :func:`check_scenario`
    and command, then stops the daemon and checks the data with ``qemu-img``:
    ``compare`` source vs target after a mirror completed; after a stream,
    whether the top image still has a backing file and ``compare`` against a
-   copy of the disk taken before the job;
+   copy of the disk taken before the job; after a commit, ``compare`` of the
+   base against a copy of the top taken before the job (and, intermediate,
+   the overlay's backing file and the disk against its copy);
 4. compares the two sides (:func:`compare`): per job, the normalised event
    sequence, the outcome, the error string, the data integrity and (stream)
    the backing file left; and the sequence of commands with whether each was
