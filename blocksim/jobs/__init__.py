@@ -8,6 +8,8 @@
 - ``mirror.py``: ``drive-mirror`` / ``blockdev-mirror``, with its copy loop;
   its exact shortcuts (agenda, copy bursts, the compiled loop) are the
   engine's, which the mirror calls and hands itself to.
+- ``commit.py``: ``block-commit``, intermediate (its own copy loop) and
+  active (the mirror's, with the base as target).
 
 A new job type is one module here plus one :data:`JOB_TYPES` entry (and its
 scenario table in ``blocksim.scenario``).  Error decisions are not made
@@ -17,10 +19,14 @@ Imports: the model, the engine (through ``blocksim.engine``) and
 ``blocksim.errors``; never the record, management or anything above.
 """
 
+from .commit import ActiveCommitJob, CommitJob, make_commit_job
 from .mirror import MirrorJob
 from .stream import StreamJob
 
-#: Each scenario job ``type`` and the class that runs it.
-JOB_TYPES = {"mirror": MirrorJob, "stream": StreamJob}
+#: Each scenario job ``type`` and what builds its job from ``(sim, job_id,
+#: spec)``: the class, or for ``commit`` a function choosing between the
+#: intermediate and the active commit, as QEMU's ``block-commit`` does.
+JOB_TYPES = {"mirror": MirrorJob, "stream": StreamJob, "commit": make_commit_job}
 
-__all__ = ["JOB_TYPES", "MirrorJob", "StreamJob"]
+__all__ = ["JOB_TYPES", "ActiveCommitJob", "CommitJob", "MirrorJob", "StreamJob",
+           "make_commit_job"]

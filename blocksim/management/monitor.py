@@ -14,7 +14,8 @@ Commands:
 - ``job-{pause,resume,complete,cancel,finalize,dismiss}`` (``id``);
 - ``job-start`` (``id``): start a job the scenario declared with
   ``start = "manual"``.  A job the scenario starts by itself (``start`` a
-  time) is recorded as the ``blockdev-mirror`` or ``block-stream`` command
+  time) is recorded as the ``blockdev-mirror``, ``block-stream`` or
+  ``block-commit`` command
   that would start it in QEMU, with its arguments;
 - ``thin-extend`` (``image``, ``capacity`` or ``by``): the storage
   administrator grows a thin device;
@@ -118,6 +119,7 @@ _HANDLERS = {
     "job-start": _job_start,
     "blockdev-mirror": lambda sim, a: _job_start(sim, a, "job-id"),
     "block-stream": lambda sim, a: _job_start(sim, a, "job-id"),
+    "block-commit": lambda sim, a: _job_start(sim, a, "job-id"),
     "thin-extend": _thin_extend,
     "guest-burst": _guest_burst,
 }

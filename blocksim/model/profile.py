@@ -49,6 +49,17 @@ class Profile:
     #: have no device name), or 2012's in-use flag on the drive
     #: (QERR_DEVICE_IN_USE, "Device 'vda' is in use").
     busy_disk_error: str
+    #: block-commit takes ``on-error`` and its BLOCK_JOB_ERROR says which
+    #: operation failed, the read of the top or the write to the base
+    #: (today, commit.c:commit_run).  2012's block-commit (QEMU 1.3) had no
+    #: ``on-error``: qmp_block_commit fixed it to report, so a scenario's
+    #: other value is refused as QMP refused an unknown argument ("Invalid
+    #: parameter 'on-error'"), and commit_run reported every error as a read.
+    commit_on_error: bool = True
+    #: A commit whose top is the drive's active layer runs as a mirror
+    #: (today, mirror.c:commit_active_start).  2012's commit_start refused
+    #: it: "Top image as the active layer is currently unsupported".
+    active_commit: bool = True
 
 
 QEMU = Profile(
@@ -78,6 +89,8 @@ RFC_2012 = Profile(
     strict_job_verbs=False,
     pause_after_plain_cancel=False,
     busy_disk_error="Device '{device}' is in use",
+    commit_on_error=False,
+    active_commit=False,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (QEMU, RFC_2012)}

@@ -12,7 +12,9 @@ For each scenario, :func:`check_scenario`
    and command, then stops the daemon and checks the data with ``qemu-img``:
    ``compare`` source vs target after a mirror completed; after a stream,
    whether the top image still has a backing file and ``compare`` against a
-   copy of the disk taken before the job;
+   copy of the disk taken before the job; after a commit, ``compare`` of the
+   base against a copy of the top taken before the job (and, intermediate,
+   the overlay's backing file and the disk against its copy);
 4. compares the two sides (:func:`compare`): per job, the normalised event
    sequence, the outcome, the error string, the data integrity and (stream)
    the backing file left; and the sequence of commands with whether each was
@@ -316,9 +318,13 @@ def run_blocksim(plan: Plan) -> SideResult:
         info = {"outcome": entry["outcome"], "error": entry["error"],
                 "integrity": entry["integrity"], "integrity_detail": entry["integrity_detail"],
                 "final_status": entry["final_status"]}
-        if plan.jobs[job_id].type == "stream":
-            top = sim.devices[plan.jobs[job_id].image]
+        job = plan.jobs[job_id]
+        if job.type == "stream":
+            top = sim.devices[job.image]
             info["backing"] = top.backing.name if top.backing is not None else None
+        elif job.type == "commit" and job.overlay is not None:
+            overlay = sim.devices[job.overlay]
+            info["backing"] = overlay.backing.name if overlay.backing is not None else None
         jobs[job_id] = info
     commands = [{k: v for k, v in c.items() if k != "timestamp"} for c in result.commands]
     return SideResult(events=list(result.events), commands=commands, jobs=jobs,
@@ -363,11 +369,16 @@ class _QemuRun:
                     io += ["-c", f"write -q -P {pattern} {off} {length}"]
                 _run_tool(io + [str(path)], f"writing the initial data of image '{name}'", cwd=self.dir)
         for job in plan.jobs.values():
-            if job.type == "stream":
+            if job.type in ("stream", "commit"):
                 ref = self.dir / f"reference-{job.id}.raw"
                 _run_tool([self.tools.qemu_img, "convert", "-O", "raw", str(self.paths[job.image]),
-                           str(ref)], f"copying the disk of stream job '{job.id}'", cwd=self.dir)
+                           str(ref)], f"copying the disk of {job.type} job '{job.id}'", cwd=self.dir)
                 self.refs[job.id] = ref
+            if job.type == "commit" and job.top != job.image:
+                ref = self.dir / f"reference-{job.id}-top.raw"
+                _run_tool([self.tools.qemu_img, "convert", "-O", "raw", str(self.paths[job.top]),
+                           str(ref)], f"copying the top of commit job '{job.id}'", cwd=self.dir)
+                self.refs[f"{job.id}/top"] = ref
 
     # the timeline ----------------------------------------------------------------
     def run(self) -> SideResult:
@@ -517,19 +528,24 @@ class _QemuRun:
                 info["outcome"] = "not-started"
             elif status in ("paused", "standby"):
                 info["outcome"] = "paused"
-            elif job.type == "mirror" and "BLOCK_JOB_READY" not in seq:
+            elif (job.type == "mirror" or job.active) and "BLOCK_JOB_READY" not in seq:
                 info["outcome"] = "never-ready"
             else:
                 info["outcome"] = "ready" if status == "ready" else "running"
             if info["outcome"] == "completed":
                 if job.type == "mirror":
                     self._mirror_integrity(job, info)
+                elif job.type == "commit":
+                    self._commit_integrity(job, info)
                 else:
                     self._stream_integrity(job, info)
             if job.type == "stream" and job_id in self.started:
                 info["backing"] = self._backing_of(job.image)
             elif job.type == "stream":
                 info["backing"] = self.plan.images[job.image].backing
+            elif job.type == "commit" and job.overlay is not None:
+                # (what the header says now: an earlier job may have changed it)
+                info["backing"] = self._backing_of(job.overlay)
             self.result.jobs[job_id] = info
 
     def _compare(self, a: Path, fmt_a: str, b: Path, fmt_b: str, what: str) -> Optional[str]:
@@ -559,6 +575,32 @@ class _QemuRun:
         info["integrity"] = "differs" if problems else "identical"
         info["integrity_detail"] = "; ".join(problems) or None
 
+    def _commit_integrity(self, job, info: dict) -> None:
+        """The base reads as the top did when the job started (the copies
+        taken before it, with no guest meanwhile); an intermediate commit
+        also leaves the overlay backed by the base and the disk reading the
+        same."""
+        base = self.plan.images[job.base]
+        problems = []
+        top_ref = self.refs.get(f"{job.id}/top", self.refs[job.id])
+        detail = self._compare(top_ref, "raw", self.paths[job.base], base.format,
+                               f"comparing the base of job '{job.id}' with its top")
+        if detail is not None:
+            problems.append(f"the base does not read as the top did: {detail}")
+        if job.overlay is not None:
+            backing = self._backing_of(job.overlay)
+            if backing != job.base:
+                problems.append(f"'{job.overlay}' is backed by {backing!r}, expected {job.base!r}")
+            else:
+                drive = self.plan.images[job.image]
+                detail = self._compare(self.refs[job.id], "raw", self.paths[job.image],
+                                       drive.format, f"comparing the disk of job '{job.id}' "
+                                                     "with its copy")
+                if detail is not None:
+                    problems.append(f"the disk does not read as before: {detail}")
+        info["integrity"] = "differs" if problems else "identical"
+        info["integrity_detail"] = "; ".join(problems) or None
+
     def _backing_of(self, image: str) -> Optional[str]:
         fmt = self.plan.images[image].format
         if fmt != "qcow2":
@@ -575,6 +617,12 @@ class _QemuRun:
         for name, path in self.paths.items():
             if os.path.basename(backing) == path.name or backing == str(path):
                 return name
+        if backing.startswith("json:"):
+            # a filter node's pseudo-filename (after a commit into a base
+            # under a blkdebug node): the image file it names
+            for name, path in self.paths.items():
+                if json.dumps(str(path)) in backing:
+                    return name
         return backing
 
 

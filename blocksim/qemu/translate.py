@@ -17,10 +17,13 @@ Expressed:
   flush): the rule gets the first sector of the fault's range, and the
   blocksim side of the check gets the same one-sector range, so both sides
   fault the same requests (reported as an approximation);
-- block jobs: ``blockdev-mirror`` / ``block-stream`` with job-id, speed,
-  on-*-error, sync, granularity, buf-size, auto-finalize, auto-dismiss; the
-  drive a job names has no guest device in qemu-storage-daemon, so the job's
-  ``device`` is the node of the drive's image;
+- block jobs: ``blockdev-mirror`` / ``block-stream`` / ``block-commit`` with
+  job-id, speed, on-*-error, sync, granularity, buf-size, top-node,
+  base-node, backing-file, auto-finalize, auto-dismiss; the drive a job names
+  has no guest device in qemu-storage-daemon, so the job's ``device`` is the
+  node of the drive's image.  A commit always names its ``base-node``: QEMU's
+  default base follows filters down to the bottom format node, which would
+  bypass a blkdebug node on the base;
 - management actions at a time or on an event: block-job-*/job-* verbs,
   query-block-jobs, job-start (as the job's start command).
 
@@ -44,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..model.faults import ERRNO
-from ..scenario import ErrorFault, GuestBurstAction, MirrorJob, NoArgumentsAction, Scenario, StreamJob, ThinExtendAction, load_scenario
+from ..scenario import CommitJob, ErrorFault, GuestBurstAction, MirrorJob, NoArgumentsAction, Scenario, StreamJob, ThinExtendAction, load_scenario
 from ..scenario.units import format_size
 
 __all__ = ["Plan", "ImagePlan", "JobPlan", "ActionPlan", "Skipped", "translate", "SECTOR"]
@@ -97,7 +100,10 @@ class JobPlan:
     start: Optional[int]              # ns, or None: started by an action
     image: str                        # the drive's image (mirror source / stream top)
     target: Optional[str] = None      # mirror target image
-    base: Optional[str] = None        # stream base image
+    base: Optional[str] = None        # stream / commit base image
+    top: Optional[str] = None         # commit top image
+    overlay: Optional[str] = None     # intermediate commit: the image backed by top
+    active: bool = False              # an active commit (mirror-like: READY, complete)
 
 
 @dataclass
@@ -281,6 +287,27 @@ def translate(scenario: Scenario) -> Plan:
                          "buf-size": spec.buf_size, "on-source-error": spec.on_source_error,
                          "on-target-error": spec.on_target_error})
             command, target, base = "blockdev-mirror", spec.target, None
+        elif isinstance(spec, CommitJob):
+            # qmp_block_commit: top-node defaults to the device's root (an
+            # active commit); the base is always named (see above)
+            chain = [image]
+            while scenario.images[chain[-1]].backing is not None:
+                chain.append(scenario.images[chain[-1]].backing)
+            active = spec.top == image
+            args.update({"device": images[image].node})
+            if not active:
+                args["top-node"] = images[spec.top].node
+            args["base-node"] = images[spec.base].node
+            if spec.backing_file is not None:
+                args["backing-file"] = spec.backing_file
+            args.update({"speed": spec.speed, "on-error": spec.on_error})
+            args["auto-finalize"] = spec.auto_finalize
+            args["auto-dismiss"] = spec.auto_dismiss
+            overlay = None if active else chain[chain.index(spec.top) - 1]
+            jobs[job_id] = JobPlan(id=job_id, type="commit", command="block-commit",
+                                   arguments=args, start=spec.start, image=image, base=spec.base,
+                                   top=spec.top, overlay=overlay, active=active)
+            continue
         else:
             assert isinstance(spec, StreamJob)
             args.update({"device": images[image].fmt_node, "speed": spec.speed,

@@ -12,7 +12,10 @@ never a crash and never silently dropped:
 - ``mirror-target-identical``: a mirror that completed left a target that
   reads exactly as its source;
 - ``stream-independent``: a stream that completed left a top image that reads
-  the same without the backing files it dropped.
+  the same without the backing files it dropped;
+- ``commit-base-holds-top``: a commit that completed left a base that reads
+  exactly as its top did (and, intermediate, a drive that reads the same
+  without the layers it dropped; active, once pivoted, the drive is the base).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from ..model.extents import ExtentMap, diff_blocks, diff_ranges, run_arrays
 from ..model.iostatus import _RANK, OK
 
 CHECKED = ("legal-job-transitions", "iostatus-sticky", "guest-writes-durable",
-           "mirror-target-identical", "stream-independent")
+           "mirror-target-identical", "stream-independent", "commit-base-holds-top")
 
 
 def _iostatus_violations(owner: str, status) -> list[dict]:

@@ -28,7 +28,7 @@ def job_outcome(job) -> str:
         return "paused"
     if job.status in ("waiting", "pending"):
         return "pending"           # waiting for block-job-finalize
-    if job.job_type == "mirror" and not job.synced:
+    if job.completable and not job.synced:       # a mirror, an active commit
         return "never-ready"
     return "ready" if job.status == "ready" else "running"
 
@@ -56,7 +56,7 @@ def build(sim, audits: dict, violations: list[dict]) -> dict:
             "integrity": job.integrity,
             "integrity_detail": job.integrity_detail,
         }
-        if job.job_type == "mirror":
+        if job.completable:
             entry["pivoted"] = job.pivoted
         jobs[job_id] = entry
     drives = {}

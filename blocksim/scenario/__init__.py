@@ -73,7 +73,7 @@ from .fields import (
     WRITE_POLICIES,
 )
 from .images import Drive, Extent, Image
-from .jobs import Job, MirrorJob, StreamJob
+from .jobs import CommitJob, Job, MirrorJob, StreamJob
 from .load import burst_workload_spec, load_scenario
 from .overrides import apply_overrides
 from .schema import scenario_json_schema
@@ -81,7 +81,7 @@ from .workloads import Workload
 
 __all__ = [
     "Scenario", "Image", "Extent", "Drive", "Workload", "Fault", "ErrorFault", "FlakeyFault",
-    "DustFault", "DelayFault", "Job", "MirrorJob", "StreamJob", "Action", "NoArgumentsAction",
+    "DustFault", "DelayFault", "Job", "MirrorJob", "StreamJob", "CommitJob", "Action", "NoArgumentsAction",
     "JobDeviceAction", "BlockJobCancelAction", "BlockJobSetSpeedAction", "JobIdAction",
     "ThinExtendAction", "GuestBurstAction", "load_scenario", "apply_overrides",
     "scenario_json_schema", "burst_workload_spec", "PROFILES", "IMAGE_FORMATS", "READ_POLICIES",

@@ -26,7 +26,8 @@ def _job_start(value: Any) -> Any:
 
 
 class Job(_Model):
-    """Common part of a block job (see :class:`MirrorJob`, :class:`StreamJob`)."""
+    """Common part of a block job (see :class:`MirrorJob`, :class:`StreamJob`,
+    :class:`CommitJob`)."""
 
     type: Literal[JOB_TYPES]
     device: str = Field(description="the drive the job runs on")
@@ -68,5 +69,21 @@ class StreamJob(Job):
     base: Optional[str] = None
 
 
-AnyJob = Annotated[Union[Annotated[MirrorJob, Tag("mirror")], Annotated[StreamJob, Tag("stream")]],
+class CommitJob(Job):
+    """block-commit: merge ``top`` (and every layer between it and ``base``)
+    into ``base``.  ``top`` defaults to the drive's active layer (an *active
+    commit*, which runs as a mirror and needs ``block-job-complete``), ``base``
+    to the bottom of ``top``'s backing chain, as QEMU's defaults."""
+
+    type: Literal["commit"] = "commit"
+    top: Optional[str] = None
+    base: Optional[str] = None
+    on_error: Literal[JOB_POLICIES] = "report"
+    backing_file: Optional[str] = Field(
+        None, description="intermediate commit: the backing file name written into the "
+                          "overlay of 'top' (default: the base's filename)")
+
+
+AnyJob = Annotated[Union[Annotated[MirrorJob, Tag("mirror")], Annotated[StreamJob, Tag("stream")],
+                         Annotated[CommitJob, Tag("commit")]],
                    Discriminator(_tag_of("type"))]

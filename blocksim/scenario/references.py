@@ -9,7 +9,7 @@ from .actions import Action, GuestBurstAction, ThinExtendAction
 from .faults import DustFault, Fault
 from .fields import Loc
 from .images import Drive, Image
-from .jobs import Job, MirrorJob, StreamJob
+from .jobs import CommitJob, Job, MirrorJob, StreamJob
 from .units import format_size
 from .workloads import Workload
 
@@ -142,6 +142,9 @@ def _cross_check(images: Mapping[str, Optional[Image]], drives: Mapping[str, Opt
                 problems.append((loc, f"'{job.base}' is not below '{top}' in its backing chain "
                                       f"(images below '{top}': {below})"))
 
+        elif isinstance(job, CommitJob):
+            _check_commit(job_id, job, images, top, chain, image_ref, problems)
+
     for i, action in enumerate(actions):
         if action is None:
             continue
@@ -154,6 +157,53 @@ def _cross_check(images: Mapping[str, Optional[Image]], drives: Mapping[str, Opt
             if image is not None:
                 region(loc, image, args["offset"], args.get("size"), "burst region")
     return problems
+
+
+def _check_commit(job_id: str, job: CommitJob, images, drive_top: Optional[str],
+                  chain: Optional[list[str]], image_ref, problems: list) -> None:
+    """A commit's ``top`` and ``base`` in the drive's chain, top above base,
+    and a base at least as large as the top (QEMU would grow it; blocksim
+    does not resize images).  QEMU's own refusals are quoted where one
+    applies (blockdev.c:qmp_block_commit)."""
+    top, base = job.top, job.base
+    if top is not None and image_ref(("jobs", job_id, "top"), top) is None:
+        return
+    if base is not None and image_ref(("jobs", job_id, "base"), base) is None:
+        return
+    if chain is None:
+        return
+    shown = " -> ".join(chain)
+    if top is None:
+        top = drive_top
+    elif top not in chain:
+        problems.append((("jobs", job_id, "top"),
+                         f"'{top}' is not in the drive's backing chain ({shown}); "
+                         f"QEMU: '{top}' is not in this backing file chain"))
+        return
+    below = chain[chain.index(top) + 1:]
+    if base is None:
+        if not below:
+            problems.append((("jobs", job_id, "top"),
+                             f"'{top}' has no backing file, so there is nothing to commit it into "
+                             f"(the default base is the bottom of its chain, '{top}' itself); "
+                             f"QEMU: cannot commit an image into itself"))
+            return
+        base = below[-1]
+    elif base == top:
+        problems.append((("jobs", job_id, "base"),
+                         f"base and top are the same image '{base}'; "
+                         f"QEMU: cannot commit an image into itself"))
+        return
+    elif base not in below:
+        problems.append((("jobs", job_id, "base"),
+                         f"'{base}' is not below '{top}' in the drive's backing chain ({shown}); "
+                         f"QEMU: '{base}' is not in this backing file chain"))
+        return
+    if images[base] is not None and images[top] is not None and images[base].size < images[top].size:
+        problems.append((("jobs", job_id, "base"),
+                         f"base '{base}' ({images[base].size} bytes) is smaller than top '{top}' "
+                         f"({images[top].size} bytes): QEMU would grow it, blocksim does not "
+                         f"resize images"))
 
 
 def _resolve(scenario) -> None:
@@ -172,6 +222,13 @@ def _resolve(scenario) -> None:
         if workload.size is None:
             size = drive_size(workload.drive) - workload.offset
             scenario.workloads[name] = workload.model_copy(update={"size": size})
+    for job_id, job in scenario.jobs.items():
+        if isinstance(job, CommitJob) and (job.top is None or job.base is None):
+            # QEMU's defaults: top = the active layer, base = the bottom of
+            # top's chain (blockdev.c:qmp_block_commit, bdrv_find_base)
+            top = job.top or scenario.drives[job.device].image
+            base = job.base or _chain(images, top)[-1]
+            scenario.jobs[job_id] = job.model_copy(update={"top": top, "base": base})
     for i, action in enumerate(scenario.actions):
         if isinstance(action, GuestBurstAction) and "size" not in action.arguments:
             args = action.arguments

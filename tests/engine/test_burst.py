@@ -33,6 +33,24 @@ def _mirror(name: str, src: dict, tgt: dict, job: dict, guest: dict | None = Non
     }
 
 
+def _active_commit(name: str, job: dict, actions: list | None = None, base: dict | None = None,
+                   duration: str = "3s") -> dict:
+    """An active commit of ``top`` (and ``mid``) into ``base`` under guest writes."""
+    return {
+        "name": name, "duration": duration, "sample-interval": "250ms",
+        "images": {"base": {"size": "64MiB", "data": "full"} | (base or {}),
+                   "mid": {"size": "64MiB", "backing": "base",
+                           "data": [{"offset": "8MiB", "length": "20MiB"}]},
+                   "top": {"size": "64MiB", "backing": "mid",
+                           "data": [{"offset": "24MiB", "length": "12MiB"}]}},
+        "drives": {"d0": {"image": "top"}},
+        "jobs": {"j0": {"type": "commit", "device": "d0"} | job},
+        "workloads": {"guest": {"drive": "d0", "rw": "randwrite", "bs": "4KiB",
+                                "rate-iops": 2000}},
+        "actions": actions or [],
+    }
+
+
 CASES = {
     # Rate-limited initial copy (bursts of one slice's quota, then a sleep),
     # READY, re-copies of what the guest dirties, complete with its drain.
@@ -161,6 +179,25 @@ CASES = {
                   "arguments": {"device": "j0"}}],
                   base={"size": "64MiB", "data": "full"}),
     },
+    # Active commit: the mirror's loop with the base as target and the top's
+    # chain as source (reads resolve through mid and base, which the copies
+    # write), under guest writes, completed (the pivot) once ready.
+    "active-commit-complete": _active_commit(
+        "burst-commit", {}, actions=[{"on": "BLOCK_JOB_READY", "delay": "300ms",
+                                      "command": "block-job-complete",
+                                      "arguments": {"device": "j0"}}]),
+    # Active commit into a thin base that fills up: on-error=enospc stops the
+    # job, an action extends the base and resumes; then a plain cancel once
+    # ready (no pivot).
+    "active-commit-thin-base": _active_commit(
+        "burst-commit-thin", {"on-error": "enospc", "speed": "256MiB"},
+        base={"data": [{"offset": "0", "length": "16MiB"}], "capacity": "24MiB"},
+        actions=[{"on": "BLOCK_JOB_ERROR", "delay": "100ms", "command": "thin-extend",
+                  "arguments": {"image": "base", "capacity": "64MiB"}},
+                 {"on": "BLOCK_JOB_ERROR", "delay": "150ms", "command": "block-job-resume",
+                  "arguments": {"device": "j0"}},
+                 {"on": "BLOCK_JOB_READY", "delay": "200ms", "command": "block-job-cancel",
+                  "arguments": {"device": "j0"}}]),
 }
 
 
@@ -358,3 +395,16 @@ class _Stepped(Simulation):
 
     def run(self, progress=None):
         return super().run(progress=self._progress)
+
+
+def test_active_commits_reach_what_they_are_built_for():
+    r = blocksim.run(blocksim.load_scenario(CASES["active-commit-complete"]), seed=7)
+    job = r.summary["jobs"]["j0"]
+    assert (job["type"], job["outcome"], job["integrity"], job["pivoted"]) == (
+        "commit", "completed", "identical", True)
+    assert r.summary["drives"]["d0"]["node"] == "base"
+    r = blocksim.run(blocksim.load_scenario(CASES["active-commit-thin-base"]), seed=7)
+    job = r.summary["jobs"]["j0"]
+    assert job["errors_by_action"] == {"ignore": 0, "report": 0, "stop": 10}
+    assert (job["outcome"], job["integrity"], job["pivoted"]) == ("completed", "identical", False)
+    assert r.summary["drives"]["d0"]["node"] == "top"

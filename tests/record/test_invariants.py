@@ -82,7 +82,7 @@ def test_normal_runs_really_exercise_what_is_checked():
 
 def test_checked_invariants():
     assert CHECKED == ("legal-job-transitions", "iostatus-sticky", "guest-writes-durable",
-                       "mirror-target-identical", "stream-independent")
+                       "mirror-target-identical", "stream-independent", "commit-base-holds-top")
 
 
 # -- guest-writes-durable ---------------------------------------------------------------

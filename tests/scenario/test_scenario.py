@@ -524,9 +524,11 @@ BAD = [
     ({"workloads.w": {"drive": "vda", "number-ios": 0}}, "workloads.w.number-ios",
      "Input should be greater than or equal to 1"),
     # jobs
-    ({"jobs.j": {"device": "vda"}}, "jobs.j.type", "required key is missing; allowed: 'mirror' or 'stream'"),
-    ({"jobs.j": {"type": "commit", "device": "vda"}}, "jobs.j.type",
-     "Input should be 'mirror' or 'stream' (got 'commit')"),
+    ({"jobs.j": {"device": "vda"}}, "jobs.j.type", "required key is missing; allowed: 'commit', 'mirror' or 'stream'"),
+    ({"jobs.j": {"type": "backup", "device": "vda"}}, "jobs.j.type",
+     "Input should be 'commit', 'mirror' or 'stream' (got 'backup')"),
+    ({"jobs.j": {"type": "commit", "device": "vda"}}, "jobs.j.top",
+     "'disk' has no backing file, so there is nothing to commit it into"),
     ({"jobs.j": {"type": "stream"}}, "jobs.j.device", "required key is missing"),
     ({"jobs.j": {"type": "stream", "device": "vdz"}}, "jobs.j.device", "unknown drive 'vdz'; defined drives: vda"),
     ({"jobs.j": {"type": "mirror", "device": "vda"}}, "jobs.j.target", "required for a job of type 'mirror'"),
@@ -548,7 +550,7 @@ BAD = [
     ({"jobs.j": {"type": "mirror", "device": "vda", "target": "tgt", "on-target-error": "retry"}},
      "jobs.j.on-target-error", "Input should be 'report', 'ignore', 'stop', 'enospc' or 'auto' (got 'retry')"),
     ({"jobs.j": {"type": "mirror", "device": "vda", "target": "tgt", "on-error": "stop"}}, "jobs.j.on-error",
-     f"not allowed for a job of type 'mirror' (only for type 'stream'); allowed keys: {JOB_KEYS}, target, "
+     f"not allowed for a job of type 'mirror' (only for type 'stream' or 'commit'); allowed keys: {JOB_KEYS}, target, "
      "sync, granularity, buf-size, on-source-error, on-target-error"),
     ({"jobs.j": {"type": "stream", "device": "vda", "target": "tgt"}}, "jobs.j.target",
      f"not allowed for a job of type 'stream' (only for type 'mirror'); allowed keys: {JOB_KEYS}, on-error, base"),

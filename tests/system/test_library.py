@@ -337,6 +337,62 @@ EXPECTATIONS: dict[str, dict] = {
                      ("block-job-resume", ACCEPTED), ("block-job-complete", ACCEPTED)],
     },
     # ---- 3. ENOSPC on a thin mirror target, rescued ----
+    # ---- commit: live merge, intermediate commit, active commit under load ----
+    "commit-live-merge-thin-base-enospc": {
+        "jobs": {"merge": job(
+            type="commit", outcome="completed", final_status="null",
+            end_event="BLOCK_JOB_COMPLETED", error=None, integrity="identical", pivoted=True,
+            io_status="ok", time_paused=Between(1.3, 1.6),
+            # one per copy operation in flight when the base filled up
+            errors={"report": 0, "ignore": 0, "stop": AtLeast(1)},
+            statuses=["created", "running", "paused", "running", "ready", "waiting", "pending",
+                      "concluded", "null"])},
+        "order": ["BLOCK_JOB_ERROR write stop", "status paused", "status running",
+                  "status ready", "BLOCK_JOB_READY", "status waiting", "BLOCK_JOB_COMPLETED"],
+        "absent": ["BLOCK_JOB_ERROR write report", "BLOCK_JOB_ERROR read stop", "STOP",
+                   "BLOCK_JOB_CANCELLED", "BLOCK_IO_ERROR"],
+        "counts": {"BLOCK_JOB_READY": 1},
+        "event_data": [("BLOCK_JOB_READY", {"type": "commit", "device": "merge"}),
+                       ("BLOCK_JOB_COMPLETED", {"type": "commit", "error": MISSING})],
+        "vm": QUIET_VM,
+        "drives": {"vda": dict(QUIET_DRIVE, node="base")},
+        "images": {"base": {"capacity": 224 * 2**20}},
+        "commands": [("block-commit", ACCEPTED), ("thin-extend", ACCEPTED),
+                     ("block-job-resume", ACCEPTED), ("block-job-complete", ACCEPTED)],
+    },
+    "commit-intermediate-read-error-ignore-retries": {
+        "jobs": {"merge": job(
+            type="commit", outcome="completed", final_status="null",
+            end_event="BLOCK_JOB_COMPLETED", error=None, integrity="identical",
+            io_status="ok", ready=False, time_paused=0.0, len=128 * 2**20, offset=128 * 2**20,
+            # the same chunk retried at once, three times, then copied
+            errors={"report": 0, "ignore": 3, "stop": 0}, statuses=STREAM_OK)},
+        "order": ["status running", "BLOCK_JOB_ERROR read ignore", "status waiting",
+                  "BLOCK_JOB_COMPLETED", "status null"],
+        "absent": ["BLOCK_JOB_READY", "BLOCK_JOB_CANCELLED", "status aborting", "STOP",
+                   "BLOCK_IO_ERROR"],
+        "counts": {"BLOCK_JOB_ERROR": 3},
+        "event_data": [("BLOCK_JOB_ERROR", {"device": "merge", "operation": "read"}),
+                       ("BLOCK_JOB_COMPLETED", {"type": "commit", "error": MISSING})],
+        "vm": QUIET_VM,
+        "drives": {"vda": dict(QUIET_DRIVE, node="top")},
+        "commands": [("block-commit", ACCEPTED)],
+    },
+    "commit-active-converges-under-guest-writes": {
+        "jobs": {"merge": job(
+            type="commit", outcome="completed", final_status="null",
+            end_event="BLOCK_JOB_COMPLETED", error=None, integrity="identical", pivoted=True,
+            io_status="ok", time_paused=0.0, errors=NO_ERRORS, ready_at=Between(1.0, 2.0),
+            statuses=MIRROR_COMPLETED)},
+        "order": ["status running", "status ready", "BLOCK_JOB_READY", "status waiting",
+                  "BLOCK_JOB_COMPLETED", "status null"],
+        "absent": ["BLOCK_JOB_ERROR", "BLOCK_JOB_CANCELLED", "STOP", "BLOCK_IO_ERROR"],
+        "counts": {"BLOCK_JOB_READY": 1},
+        "event_data": [("BLOCK_JOB_READY", {"type": "commit", "device": "merge"})],
+        "vm": QUIET_VM,
+        "drives": {"vda": dict(QUIET_DRIVE, node="base")},
+        "commands": [("block-commit", ACCEPTED), ("block-job-complete", ACCEPTED)],
+    },
     "mirror-thin-target-enospc": {
         "jobs": {"mirror0": job(
             outcome="completed", final_status="null", end_event="BLOCK_JOB_COMPLETED",
