@@ -390,7 +390,7 @@ def list_(directory):
 @click.argument("path", metavar="PATH")
 @click.option("--force", is_flag=True, help="Replace PATH if it exists.")
 def new(template, path, force):
-    """Write a commented starting scenario (TEMPLATE: guest, mirror, stream)
+    """Write a commented starting scenario (TEMPLATE: guest, mirror, stream, commit)
     to PATH, ready to run and to edit.
 
     \b
