@@ -97,9 +97,10 @@ class _Call:
     """A block-copy call (``BlockCopyCallState``): the job's background pass
     or one guest write's copy-before-write."""
 
-    __slots__ = ("cancelled", "finished", "err", "is_read", "sleep", "done")
+    __slots__ = ("cancelled", "finished", "err", "is_read", "sleep", "done", "copied")
 
     def __init__(self, env):
+        self.copied = 0                 # bytes its own tasks copied
         self.cancelled = False
         self.finished = False
         self.err = 0
@@ -396,6 +397,8 @@ class BackupJob(BlockJob):
                 err = yield from self.target.write(start, length, runs)
         if err and not call.err:
             call.err, call.is_read = err, is_read
+        elif not err:
+            call.copied += task.end - task.start
         self._task_end(task, err)
 
     def _task_end(self, task: _Task, err: int) -> None:
@@ -428,11 +431,10 @@ class BackupJob(BlockJob):
         end = min(-(-(offset + length) // cs) * cs, self.bcs.nbits * cs)
         self._witness(start, end)
         call = _Call(self.env)
-        copied = self.offset
         yield from self._block_copy(call, start, end, False)
-        if self.offset > copied:
+        if call.copied:
             self.cbw_copies += 1
-            self.cbw_bytes += self.offset - copied
+            self.cbw_bytes += call.copied
         if call.err:
             self.cbw_failures += 1
         return call.err
