@@ -38,6 +38,7 @@ from .model.device import BlockDevice
 from .model.drive import Drive
 from .model.extents import PAGE_SHIFT
 from .model.faults import make_rule
+from .model.named_bitmap import add_bitmap
 from .model.policy import ErrorPolicyEngine
 from .model.profile import get_profile
 from .model.vm import VM
@@ -74,6 +75,12 @@ class Simulation:
                 self.devices[name].backing = self.devices[spec.backing]
         for name, spec in scenario.images.items():
             self._initial_data(self.devices[name], spec.data)
+        for name, spec in scenario.images.items():
+            for bitmap in spec.bitmaps:     # persistent bitmaps the image has
+                named = add_bitmap(self.devices[name], bitmap.name, bitmap.granularity,
+                                   persistent=True, disabled=not bitmap.recording)
+                for offset, length in bitmap.dirty:
+                    named.bits.mark(offset, offset + length)
         for index, spec in enumerate(scenario.faults):
             dev = self.devices[spec.image]
             dev.faults.append(make_rule(spec, dev.size, self.rng("fault", str(index))))

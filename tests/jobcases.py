@@ -50,6 +50,31 @@ def mirror_case(*, size: int = SIZE, data="full", faults=(), actions=(), workloa
     return scenario
 
 
+def backup_case(*, size: int = SIZE, data=((0, MiB), (2 * MiB, MiB // 2)), faults=(), actions=(),
+                workloads=None, source_image: dict | None = None, target_image: dict | None = None,
+                drive: dict | None = None, duration="20s", profile=None, sync="full", **job) -> dict:
+    """A backup of drive ``vda`` (image ``src``: data in [0, 1 MiB) and
+    [2 MiB, 2.5 MiB) by default, as the QEMU experiments) onto image ``tgt``."""
+    scenario = {
+        "duration": duration,
+        "images": {
+            "src": {"size": size, "data": [{"offset": o, "length": n} for o, n in data],
+                    **(source_image or {})},
+            "tgt": {"size": size, **(target_image or {})},
+        },
+        "drives": {"vda": {"image": "src", **(drive or {})}},
+        "faults": [dict(f) for f in faults],
+        "jobs": {JOB: {"type": "backup", "device": "vda", "target": "tgt", "sync": sync,
+                       **{k.replace("_", "-"): v for k, v in job.items()}}},
+        "actions": [dict(a) for a in actions],
+    }
+    if workloads:
+        scenario["workloads"] = copy.deepcopy(workloads)
+    if profile:
+        scenario["profile"] = profile
+    return scenario
+
+
 def stream_case(*, size: int = SIZE, base_data="full", top_data=(), faults=(), actions=(),
                 workloads=None, base_image: dict | None = None, top_image: dict | None = None,
                 drive: dict | None = None, duration="20s", profile=None, **job) -> dict:

@@ -5,6 +5,8 @@
   complete, finalize, dismiss), pause points and the rate limit.  A job type
   implements ``run`` and the hooks listed in its docstring.
 - ``stream.py``: ``block-stream``, copying a backing chain into the top.
+- ``backup.py``: ``blockdev-backup``, its block-copy loop and the
+  copy-before-write filter it puts in the drive's write path.
 - ``mirror.py``: ``drive-mirror`` / ``blockdev-mirror``, with its copy loop;
   its exact shortcuts (agenda, copy bursts, the compiled loop) are the
   engine's, which the mirror calls and hands itself to.
@@ -19,6 +21,7 @@ Imports: the model, the engine (through ``blocksim.engine``) and
 ``blocksim.errors``; never the record, management or anything above.
 """
 
+from .backup import BackupJob
 from .commit import ActiveCommitJob, CommitJob, make_commit_job
 from .mirror import MirrorJob
 from .stream import StreamJob
@@ -26,7 +29,8 @@ from .stream import StreamJob
 #: Each scenario job ``type`` and what builds its job from ``(sim, job_id,
 #: spec)``: the class, or for ``commit`` a function choosing between the
 #: intermediate and the active commit, as QEMU's ``block-commit`` does.
-JOB_TYPES = {"mirror": MirrorJob, "stream": StreamJob, "commit": make_commit_job}
+JOB_TYPES = {"mirror": MirrorJob, "stream": StreamJob, "commit": make_commit_job,
+             "backup": BackupJob}
 
-__all__ = ["JOB_TYPES", "ActiveCommitJob", "CommitJob", "MirrorJob", "StreamJob",
+__all__ = ["JOB_TYPES", "ActiveCommitJob", "BackupJob", "CommitJob", "MirrorJob", "StreamJob",
            "make_commit_job"]

@@ -19,7 +19,10 @@ Commands:
   that would start it in QEMU, with its arguments;
 - ``thin-extend`` (``image``, ``capacity`` or ``by``): the storage
   administrator grows a thin device;
-- ``guest-burst`` (``drive`` and workload keys): the guest issues a burst.
+- ``guest-burst`` (``drive`` and workload keys): the guest issues a burst;
+- ``block-dirty-bitmap-{add,remove,clear,enable,disable}`` (``node``: an
+  image or a drive; ``name``; add also ``granularity``, ``persistent``,
+  ``disabled``): named dirty bitmaps (``blocksim.model.named_bitmap``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CommandError
+from ..model import named_bitmap
 from ..record.eventlog import qmp_timestamp
 
 
@@ -98,6 +102,23 @@ def _guest_burst(sim, args):
     sim.start_burst(args)
 
 
+def _bitmap_command(command: str, action):
+    """A ``block-dirty-bitmap-*`` handler: the node (an image, or a drive's
+    top node), then the model's command."""
+    def handler(sim, args):
+        if not sim.profile.has_backup:
+            raise CommandError(f"The command {command} has not been found", "CommandNotFound")
+        node = args.get("node")
+        device = sim.devices.get(node)
+        if device is None and node in sim.drives:
+            device = sim.drives[node].node
+        if device is None:
+            raise CommandError(f"Cannot find device='{node}' nor node-name='{node}'"
+                               if command.endswith("-add") else f"Node '{node}' not found")
+        action(device, args)
+    return handler
+
+
 _HANDLERS = {
     "stop": lambda sim, a: sim.vm.stop("paused"),
     "cont": lambda sim, a: sim.vm.cont(),
@@ -120,6 +141,21 @@ _HANDLERS = {
     "blockdev-mirror": lambda sim, a: _job_start(sim, a, "job-id"),
     "block-stream": lambda sim, a: _job_start(sim, a, "job-id"),
     "block-commit": lambda sim, a: _job_start(sim, a, "job-id"),
+    "blockdev-backup": lambda sim, a: _job_start(sim, a, "job-id"),
+    "block-dirty-bitmap-add": _bitmap_command("block-dirty-bitmap-add", lambda dev, a: (
+        named_bitmap.add_bitmap(dev, a.get("name", ""), a.get("granularity"),
+                                bool(a.get("persistent", False)),
+                                bool(a.get("disabled", False))) and None)),
+    "block-dirty-bitmap-remove": _bitmap_command("block-dirty-bitmap-remove", lambda dev, a:
+                                                 named_bitmap.remove_bitmap(dev, a.get("name"))),
+    "block-dirty-bitmap-clear": _bitmap_command("block-dirty-bitmap-clear", lambda dev, a:
+                                                named_bitmap.clear_bitmap(dev, a.get("name"))),
+    "block-dirty-bitmap-enable": _bitmap_command("block-dirty-bitmap-enable", lambda dev, a:
+                                                 named_bitmap.enable_bitmap(dev, a.get("name"),
+                                                                            True)),
+    "block-dirty-bitmap-disable": _bitmap_command("block-dirty-bitmap-disable", lambda dev, a:
+                                                  named_bitmap.enable_bitmap(dev, a.get("name"),
+                                                                             False)),
     "thin-extend": _thin_extend,
     "guest-burst": _guest_burst,
 }

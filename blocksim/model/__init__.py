@@ -14,7 +14,8 @@ it models; the rules are checked against real QEMU by qemu-check.
   rerror/werror), ``workload.py`` (fio-like guests), ``ledger.py`` (every
   write acknowledged to the guest, audited at the end).
 - ``bitmap.py`` (dirty bitmap) and ``ratelimit.py`` (a job's ``speed``): what
-  block jobs build on.
+  block jobs build on; ``named_bitmap.py``: the named dirty bitmaps of
+  ``block-dirty-bitmap-add`` on a node, and their QMP commands.
 
 Imports: ``blocksim.errors`` and the engine, through ``blocksim.engine``
 only (a device's content lives in the engine's journal; a guest's quiet

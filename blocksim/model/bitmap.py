@@ -156,6 +156,12 @@ class DirtyBitmap:
         edge = (blk + 1) << BLOCK_SHIFT
         return bits.find(1, blk << BLOCK_SHIFT, b1 if b1 < edge else edge)
 
+    def find(self, b0: int, b1: int) -> int:
+        """First dirty bit in ``[b0, b1)`` (no wrapping); -1 if none."""
+        if not self.count or b0 >= b1:
+            return -1
+        return self._search(b0, min(b1, self.nbits))
+
     def dirty_run(self, b0: int, max_bits: int) -> int:
         """Length (in bits) of the dirty run starting at ``b0``, capped."""
         end = b0 + max_bits

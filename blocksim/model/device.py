@@ -60,6 +60,9 @@ class BlockDevice:
         #: length)`` (an int64 array): how a mirror's dirty bitmap sees guest
         #: writes.
         self.write_listeners: list = []
+        #: Named dirty bitmaps (blocksim.model.named_bitmap), by name, oldest
+        #: first; each recording one is also a write listener.
+        self.bitmaps: dict = {}
         #: Called with a write's generation when a fault drops it silently.
         self.on_drop: Callable[[object], None] | None = None
         self._rng = rng

@@ -40,6 +40,12 @@ class Drive:
         #: its errno and what finishing it takes (Drive.finish's arguments)
         self.completion = None
         self.in_flight_request = None
+        #: Filters a guest write passes before it reaches the node: a
+        #: backup's copy-before-write (blocksim.jobs.backup) installs itself
+        #: here while it runs.  ``before_write(offset, length)`` is a
+        #: generator returning an errno; a failure fails the guest's write,
+        #: which then never reaches the node.
+        self.write_filters: list = []
         self._drains = 0
         self._undrained = None
         self._idle = None
@@ -103,22 +109,28 @@ class Drive:
                 err = yield from node.flush()
                 shared_wake = False
             else:
-                if is_read:
-                    err, delay = node.submit_read(offset, length)
-                    how = None
-                else:
-                    err, delay, how = node.submit_write(offset, length)
-                if shared_wake or not env.skip_to(env.now + delay):
-                    # (what compiled code needs to finish it, should it take
-                    # the worker over while it waits: blocksim.engine.burst_kernel)
-                    event = self.completion = env.timeout(delay)
-                    self.in_flight_request = (err, node, is_read, offset, length, gen, how,
-                                              start)
-                    yield event
-                    shared_wake = False
+                err = 0
+                if not is_read and self.write_filters:
+                    # (a write that breaks in a filter never reaches the node)
+                    err = yield from self._filter_write(offset, length)
+                    shared_wake = True
                 if not err:
-                    self.finish(node, is_read, offset, length, gen, how, start)
-                    return 0
+                    if is_read:
+                        err, delay = node.submit_read(offset, length)
+                        how = None
+                    else:
+                        err, delay, how = node.submit_write(offset, length)
+                    if shared_wake or not env.skip_to(env.now + delay):
+                        # (what compiled code needs to finish it, should it take
+                        # the worker over while it waits: blocksim.engine.burst_kernel)
+                        event = self.completion = env.timeout(delay)
+                        self.in_flight_request = (err, node, is_read, offset, length, gen,
+                                                  how, start)
+                        yield event
+                        shared_wake = False
+                    if not err:
+                        self.finish(node, is_read, offset, length, gen, how, start)
+                        return 0
             self._leave()
             if err:
                 action = self.policy.guest_error(self, is_read, err)
@@ -134,6 +146,18 @@ class Drive:
             if gen:
                 self._ledger.append(offset, length, gen)
             return 0
+
+    def _filter_write(self, offset: int, length: int):
+        """Run the write filters (generator); the first errno, or 0.
+
+        A filter waits on events others may wait for too (another job's
+        copy of the same cluster), so the request's next wait is never
+        skipped (blocksim.engine.clock); a shortcut only ever saves time."""
+        for write_filter in list(self.write_filters):
+            err = yield from write_filter.before_write(offset, length)
+            if err:
+                return err
+        return 0
 
     def finish(self, node, is_read: bool, offset: int, length: int, gen: int, how,
                start: int) -> None:
@@ -160,7 +184,8 @@ class Drive:
     def accepts_requests(self) -> bool:
         """Whether a request issued now goes straight to the node: the VM
         runs and nothing drains the drive."""
-        return self.vm.state == "running" and self._undrained is None and self._idle is None
+        return (self.vm.state == "running" and self._undrained is None and self._idle is None
+                and not self.write_filters)
 
     @property
     def ledger(self) -> Ledger:

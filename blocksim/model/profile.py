@@ -60,6 +60,10 @@ class Profile:
     #: (today, mirror.c:commit_active_start).  2012's commit_start refused
     #: it: "Top image as the active layer is currently unsupported".
     active_commit: bool = True
+    #: ``blockdev-backup`` and the ``block-dirty-bitmap-*`` commands exist
+    #: (today).  The 2012 note predates both (backup came with QEMU 1.6 in
+    #: 2013, named dirty bitmaps with 2.4): its QEMU answers CommandNotFound.
+    has_backup: bool = True
 
 
 QEMU = Profile(
@@ -91,6 +95,7 @@ RFC_2012 = Profile(
     busy_disk_error="Device '{device}' is in use",
     commit_on_error=False,
     active_commit=False,
+    has_backup=False,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (QEMU, RFC_2012)}

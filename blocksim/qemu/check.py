@@ -63,7 +63,7 @@ AGREE, DISAGREE, DOCUMENTED, ERROR, NOTHING = (
 
 TOOL_TIMEOUT = 120.0
 #: What is compared of each job's results (the report shows the same rows).
-JOB_KEYS = ("outcome", "error", "integrity", "backing")
+JOB_KEYS = ("outcome", "error", "integrity", "backing", "bitmap")
 _END_EVENTS = ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")
 
 
@@ -325,6 +325,9 @@ def run_blocksim(plan: Plan) -> SideResult:
         elif job.type == "commit" and job.overlay is not None:
             overlay = sim.devices[job.overlay]
             info["backing"] = overlay.backing.name if overlay.backing is not None else None
+        elif plan.jobs[job_id].type == "backup" and plan.jobs[job_id].bitmap is not None:
+            named = sim.devices[plan.jobs[job_id].image].bitmaps.get(plan.jobs[job_id].bitmap)
+            info["bitmap"] = named.count if named is not None else None
         jobs[job_id] = info
     commands = [{k: v for k, v in c.items() if k != "timestamp"} for c in result.commands]
     return SideResult(events=list(result.events), commands=commands, jobs=jobs,
@@ -347,6 +350,7 @@ class _QemuRun:
         self.started: set[str] = set()
         self.refused: set[str] = set()
         self.final_jobs: dict[str, dict] = {}       # query-block-jobs at the end, by device
+        self.final_bitmaps: dict[str, dict[str, int]] = {}   # node -> bitmap -> count
         self.daemon: Optional[StorageDaemon] = None
         self.t0 = 0.0
 
@@ -368,6 +372,7 @@ class _QemuRun:
                 for off, length, pattern in img.extents:
                     io += ["-c", f"write -q -P {pattern} {off} {length}"]
                 _run_tool(io + [str(path)], f"writing the initial data of image '{name}'", cwd=self.dir)
+            self._make_bitmaps(name, path)
         for job in plan.jobs.values():
             if job.type in ("stream", "commit"):
                 ref = self.dir / f"reference-{job.id}.raw"
@@ -379,6 +384,36 @@ class _QemuRun:
                 _run_tool([self.tools.qemu_img, "convert", "-O", "raw", str(self.paths[job.top]),
                            str(ref)], f"copying the top of commit job '{job.id}'", cwd=self.dir)
                 self.refs[f"{job.id}/top"] = ref
+
+    def _make_bitmaps(self, name: str, path: Path) -> None:
+        """Persistent bitmaps, then their dirty ranges written again with the
+        content they hold (a pattern where the data is, zeroes elsewhere):
+        the writes dirty the bitmaps and change nothing else."""
+        img = self.plan.images[name]
+        rewrite: list[str] = []
+        for bitmap, granularity, recording, dirty in img.bitmaps:
+            args = [self.tools.qemu_img, "bitmap", "--add", "-g", str(granularity)]
+            if not recording:
+                args.append("--disable")
+            _run_tool(args + [str(path), bitmap], f"adding bitmap '{bitmap}' to image '{name}'",
+                      cwd=self.dir)
+            for off, length in dirty:
+                pos, end = off, off + length
+                for e_off, e_len, pattern in sorted(img.extents):
+                    a, b = max(pos, e_off), min(end, e_off + e_len)
+                    if a >= b:
+                        continue
+                    if a > pos:
+                        rewrite.append(f"write -q -z {pos} {a - pos}")
+                    rewrite.append(f"write -q -P {pattern} {a} {b - a}")
+                    pos = b
+                if pos < end:
+                    rewrite.append(f"write -q -z {pos} {end - pos}")
+        if rewrite:
+            io = [self.tools.qemu_io, "-f", img.format]
+            for cmd in rewrite:
+                io += ["-c", cmd]
+            _run_tool(io + [str(path)], f"dirtying the bitmaps of image '{name}'", cwd=self.dir)
 
     # the timeline ----------------------------------------------------------------
     def run(self) -> SideResult:
@@ -498,9 +533,14 @@ class _QemuRun:
     def _final_query(self) -> None:
         try:
             jobs = self.daemon.qmp.execute("query-block-jobs")
+            nodes = self.daemon.qmp.execute("query-named-block-nodes", {"flat": True})
         except QMPCommandError:  # pragma: no cover
             return
         self.final_jobs = {j.get("device"): j for j in jobs}
+        # named bitmaps (anonymous ones are internal to a job)
+        self.final_bitmaps = {n.get("node-name"): {b["name"]: b.get("count")
+                                                   for b in n.get("dirty-bitmaps", []) if "name" in b}
+                              for n in nodes}
 
     # results ---------------------------------------------------------------------
     def _job_results(self) -> None:
@@ -537,8 +577,12 @@ class _QemuRun:
                     self._mirror_integrity(job, info)
                 elif job.type == "commit":
                     self._commit_integrity(job, info)
+                elif job.type == "backup":
+                    self._backup_integrity(job, info)
                 else:
                     self._stream_integrity(job, info)
+            if job.type == "backup" and job.bitmap is not None:
+                info["bitmap"] = self._bitmap_count(job)
             if job.type == "stream" and job_id in self.started:
                 info["backing"] = self._backing_of(job.image)
             elif job.type == "stream":
@@ -561,6 +605,39 @@ class _QemuRun:
                                tgt.format, f"comparing source and target of job '{job.id}'")
         info["integrity"] = "identical" if detail is None else "differs"
         info["integrity_detail"] = detail
+
+    def _bitmap_count(self, job) -> Optional[int]:
+        """The dirty bytes of a backup's bitmap at the end (None: gone)."""
+        img = self.plan.images[job.image]
+        for node in (img.node, img.fmt_node):
+            count = self.final_bitmaps.get(node, {}).get(job.bitmap)
+            if count is not None:
+                return count
+        return None
+
+    def _raw(self, name: str) -> bytes:
+        img = self.plan.images[name]
+        out = self.dir / f"content-{name}.raw"
+        if not out.exists():
+            _run_tool([self.tools.qemu_img, "convert", "-f", img.format, "-O", "raw",
+                       str(self.paths[name]), str(out)], f"reading image '{name}'", cwd=self.dir)
+        return out.read_bytes()
+
+    def _backup_integrity(self, job, info: dict) -> None:
+        """The target holds the source in every range the job was to copy
+        (with no guest, the source at the end is the point in time)."""
+        src, tgt = self._raw(job.image), self._raw(job.target)
+        total, first = 0, None
+        for a, b in job.copy_ranges:
+            if src[a:b] == tgt[a:b]:
+                continue
+            for x in range(a, b, 512):
+                if src[x:x + 512] != tgt[x:x + 512]:
+                    total += min(512, b - x)
+                    first = x if first is None else first
+        info["integrity"] = "identical" if first is None else "differs"
+        info["integrity_detail"] = None if first is None else (
+            f"target differs from source in {total} bytes of the copied ranges, first at {first}")
 
     def _stream_integrity(self, job, info: dict) -> None:
         top = self.plan.images[job.image]

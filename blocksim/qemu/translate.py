@@ -17,15 +17,21 @@ Expressed:
   flush): the rule gets the first sector of the fault's range, and the
   blocksim side of the check gets the same one-sector range, so both sides
   fault the same requests (reported as an approximation);
-- block jobs: ``blockdev-mirror`` / ``block-stream`` / ``block-commit`` with
-  job-id, speed, on-*-error, sync, granularity, buf-size, top-node,
-  base-node, backing-file, auto-finalize, auto-dismiss; the drive a job names
+- image bitmaps: ``qemu-img bitmap --add`` after the initial data, then the
+  bitmap's dirty ranges written again with the same content (data: the
+  extent's pattern; elsewhere ``write -z``), so that they, and only they,
+  are dirty;
+- block jobs: ``blockdev-mirror`` / ``block-stream`` / ``block-commit`` /
+  ``blockdev-backup`` with job-id, speed, on-*-error, sync, granularity,
+  buf-size, top-node, base-node, backing-file, bitmap, bitmap-mode, compress,
+  auto-finalize, auto-dismiss; the drive a job names
   has no guest device in qemu-storage-daemon, so the job's ``device`` is the
   node of the drive's image.  A commit always names its ``base-node``: QEMU's
   default base follows filters down to the bottom format node, which would
   bypass a blkdebug node on the base;
 - management actions at a time or on an event: block-job-*/job-* verbs,
-  query-block-jobs, job-start (as the job's start command).
+  query-block-jobs, job-start (as the job's start command),
+  block-dirty-bitmap-* (``node`` the image's node).
 
 Skipped (and named in the report): guest workloads, ``stop``/``cont``,
 ``guest-burst``, ``thin-extend`` and thin capacities, flakey/dust/delay
@@ -46,8 +52,22 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..jobs.backup import cluster_size
 from ..model.faults import ERRNO
-from ..scenario import CommitJob, ErrorFault, GuestBurstAction, MirrorJob, NoArgumentsAction, Scenario, StreamJob, ThinExtendAction, load_scenario
+from ..model.named_bitmap import default_granularity
+from ..scenario import (
+    BackupJob,
+    BitmapAction,
+    CommitJob,
+    ErrorFault,
+    GuestBurstAction,
+    MirrorJob,
+    NoArgumentsAction,
+    Scenario,
+    StreamJob,
+    ThinExtendAction,
+    load_scenario,
+)
 from ..scenario.units import format_size
 
 __all__ = ["Plan", "ImagePlan", "JobPlan", "ActionPlan", "Skipped", "translate", "SECTOR"]
@@ -85,6 +105,8 @@ class ImagePlan:
     rules: list[dict[str, Any]] = field(default_factory=list)   # blkdebug inject-error
     node: str = ""                    # the node jobs and backing links name
     fmt_node: str = ""                # the format node (== node without faults)
+    # persistent bitmaps at the start: (name, granularity, recording, dirty ranges)
+    bitmaps: list[tuple[str, int, bool, list[tuple[int, int]]]] = field(default_factory=list)
 
     @property
     def filename(self) -> str:
@@ -104,6 +126,9 @@ class JobPlan:
     top: Optional[str] = None         # commit top image
     overlay: Optional[str] = None     # intermediate commit: the image backed by top
     active: bool = False              # an active commit (mirror-like: READY, complete)
+    #: backup: the byte ranges the job is to copy (the point-in-time check's)
+    copy_ranges: list[tuple[int, int]] = field(default_factory=list)
+    bitmap: Optional[str] = None      # backup: the bitmap it uses
 
 
 @dataclass
@@ -232,6 +257,32 @@ def _fault_rules(index: int, fault, image_size: int, stream_tops: set[str],
     return rules, narrowed
 
 
+def _backup_copy_ranges(scenario: Scenario, spec, image: str) -> list[tuple[int, int]]:
+    """What a backup of ``image`` is to copy, with no guest writing: whole
+    block-copy clusters (blocksim.jobs.backup) of the image (full), of its
+    own data (top), of the bitmap's dirty ranges at the start (bitmap; a
+    bitmap added during the run is empty: nothing writes the disk)."""
+    img = scenario.images[image]
+    cluster = cluster_size(scenario.images[spec.target])
+    if spec.sync in ("full", "none"):
+        ranges = [(0, img.size)]
+    elif spec.sync == "top":
+        cs = img.cluster_size
+        ranges = [(o // cs * cs, -(-(o + n) // cs) * cs) for o, n in img.data]
+    else:
+        bitmap = next((b for b in img.bitmaps if b.name == spec.bitmap), None)
+        g = (bitmap.granularity or default_granularity(img.cluster_size)) if bitmap else 1
+        ranges = [(o // g * g, -(-(o + n) // g) * g) for o, n in bitmap.dirty] if bitmap else []
+    out: list[tuple[int, int]] = []
+    for a, b in sorted((a // cluster * cluster, min(-(-b // cluster) * cluster, img.size))
+                       for a, b in ranges):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
 def translate(scenario: Scenario) -> Plan:
     skipped: list[Skipped] = []
     notes: list[str] = []
@@ -245,9 +296,12 @@ def translate(scenario: Scenario) -> Plan:
     images: dict[str, ImagePlan] = {}
     for name, spec in scenario.images.items():
         extents = [(off, length, _pattern(name, i)) for i, (off, length) in enumerate(spec.data)]
+        bitmaps = [(b.name, b.granularity or default_granularity(spec.cluster_size), b.recording,
+                    list(b.dirty)) for b in spec.bitmaps]
         images[name] = ImagePlan(name=name, format=spec.format, size=spec.size,
                                  cluster_size=spec.cluster_size, backing=spec.backing,
-                                 extents=extents, node=nodes[name], fmt_node=nodes[name])
+                                 extents=extents, node=nodes[name], fmt_node=nodes[name],
+                                 bitmaps=bitmaps)
         if spec.capacity is not None:
             skipped.append(Skipped(f"images.{name}.capacity",
                                    "thin provisioning: a physical capacity needs thin storage "
@@ -308,6 +362,16 @@ def translate(scenario: Scenario) -> Plan:
                                    arguments=args, start=spec.start, image=image, base=spec.base,
                                    top=spec.top, overlay=overlay, active=active)
             continue
+        elif isinstance(spec, BackupJob):
+            args.update({"device": images[image].node, "target": images[spec.target].node,
+                         "sync": spec.sync, "speed": spec.speed})
+            if spec.bitmap is not None:
+                args["bitmap"] = spec.bitmap
+            if spec.bitmap_mode is not None:
+                args["bitmap-mode"] = spec.bitmap_mode
+            args.update({"compress": spec.compress, "on-source-error": spec.on_source_error,
+                         "on-target-error": spec.on_target_error})
+            command, target, base = "blockdev-backup", spec.target, None
         else:
             assert isinstance(spec, StreamJob)
             args.update({"device": images[image].fmt_node, "speed": spec.speed,
@@ -319,6 +383,9 @@ def translate(scenario: Scenario) -> Plan:
         args["auto-dismiss"] = spec.auto_dismiss
         jobs[job_id] = JobPlan(id=job_id, type=spec.type, command=command, arguments=args,
                                start=spec.start, image=image, target=target, base=base)
+        if isinstance(spec, BackupJob):
+            jobs[job_id].bitmap = spec.bitmap
+            jobs[job_id].copy_ranges = _backup_copy_ranges(scenario, spec, image)
 
     actions: list[ActionPlan] = []
     kept_actions = []
@@ -335,8 +402,12 @@ def translate(scenario: Scenario) -> Plan:
             skipped.append(Skipped(f"{where} ({action.command})", reason))
             continue
         kept_actions.append(raw["actions"][i])
+        arguments = dict(action.arguments)
+        if isinstance(action, BitmapAction):
+            node = arguments["node"]
+            arguments["node"] = images[drive_image.get(node, node)].node
         actions.append(ActionPlan(index=len(actions), original=i, command=action.command,
-                                  arguments=dict(action.arguments), at=action.at, on=action.on,
+                                  arguments=arguments, at=action.at, on=action.on,
                                   match=dict(action.match), delay=action.delay,
                                   repeat=action.repeat))
     raw["actions"] = kept_actions

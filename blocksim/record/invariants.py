@@ -15,7 +15,10 @@ never a crash and never silently dropped:
   the same without the backing files it dropped;
 - ``commit-base-holds-top``: a commit that completed left a base that reads
   exactly as its top did (and, intermediate, a drive that reads the same
-  without the layers it dropped; active, once pivoted, the drive is the base).
+  without the layers it dropped; active, once pivoted, the drive is the base);
+- ``backup-point-in-time``: a backup that completed left a target that holds,
+  in every cluster it was to copy, what the source held when the job started
+  (not what it holds at the end).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from ..model.extents import ExtentMap, diff_blocks, diff_ranges, run_arrays
 from ..model.iostatus import _RANK, OK
 
 CHECKED = ("legal-job-transitions", "iostatus-sticky", "guest-writes-durable",
-           "mirror-target-identical", "stream-independent", "commit-base-holds-top")
+           "mirror-target-identical", "stream-independent", "commit-base-holds-top",
+           "backup-point-in-time")
 
 
 def _iostatus_violations(owner: str, status) -> list[dict]:

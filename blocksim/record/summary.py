@@ -58,6 +58,10 @@ def build(sim, audits: dict, violations: list[dict]) -> dict:
         }
         if job.completable:
             entry["pivoted"] = job.pivoted
+        elif job.job_type == "backup":
+            # guest writes that copied old data first, and those it broke
+            entry["copy_before_write"] = {"writes": job.cbw_copies, "bytes": job.cbw_bytes,
+                                          "failed": job.cbw_failures}
         jobs[job_id] = entry
     drives = {}
     for name, drive in sim.drives.items():
@@ -79,6 +83,9 @@ def build(sim, audits: dict, violations: list[dict]) -> dict:
     images = {name: {"allocated": dev.allocated_bytes, "capacity": dev.capacity,
                      "extents": dev.content.extent_count()}
               for name, dev in sim.devices.items()}
+    for name, dev in sim.devices.items():
+        if dev.bitmaps:     # newest first, as QMP lists them
+            images[name]["bitmaps"] = [b.query() for b in reversed(dev.bitmaps.values())]
     refused = sum(1 for c in sim.monitor.commands if "error" in c)
     return {
         "blocksim_version": VERSION,

@@ -48,6 +48,8 @@ Imports: the model's vocabularies (policies, profiles) and
 from .actions import (
     COMMANDS,
     Action,
+    BitmapAction,
+    BitmapAddAction,
     BlockJobCancelAction,
     BlockJobSetSpeedAction,
     GuestBurstAction,
@@ -72,8 +74,8 @@ from .fields import (
     SYNC_MODES,
     WRITE_POLICIES,
 )
-from .images import Drive, Extent, Image
-from .jobs import CommitJob, Job, MirrorJob, StreamJob
+from .images import Drive, Extent, Image, ImageBitmap
+from .jobs import BackupJob, CommitJob, Job, MirrorJob, StreamJob
 from .load import burst_workload_spec, load_scenario
 from .overrides import apply_overrides
 from .schema import scenario_json_schema
@@ -81,9 +83,10 @@ from .workloads import Workload
 
 __all__ = [
     "Scenario", "Image", "Extent", "Drive", "Workload", "Fault", "ErrorFault", "FlakeyFault",
-    "DustFault", "DelayFault", "Job", "MirrorJob", "StreamJob", "CommitJob", "Action", "NoArgumentsAction",
+    "DustFault", "DelayFault", "Job", "MirrorJob", "StreamJob", "CommitJob", "BackupJob", "Action", "NoArgumentsAction",
     "JobDeviceAction", "BlockJobCancelAction", "BlockJobSetSpeedAction", "JobIdAction",
-    "ThinExtendAction", "GuestBurstAction", "load_scenario", "apply_overrides",
+    "ThinExtendAction", "GuestBurstAction", "BitmapAction", "BitmapAddAction", "ImageBitmap",
+    "load_scenario", "apply_overrides",
     "scenario_json_schema", "burst_workload_spec", "PROFILES", "IMAGE_FORMATS", "READ_POLICIES",
     "WRITE_POLICIES", "JOB_POLICIES", "FAULT_TYPES", "OPERATIONS", "ERRNOS", "RW_MODES",
     "JOB_TYPES", "SYNC_MODES", "EVENTS", "COMMANDS",

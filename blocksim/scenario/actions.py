@@ -85,6 +85,22 @@ class GuestBurstArguments(_Arguments):
     size: OptionalPositiveSize = Field(None, description="absent = to the end of the drive's image")
 
 
+class BitmapArguments(_Arguments):
+    """``node``: an image (or a drive: its top image); ``name``: the bitmap."""
+
+    node: str = Field(description="an image, or a drive (its top image)")
+    name: str
+
+
+class BitmapAddArguments(BitmapArguments):
+    """block-dirty-bitmap-add: ``node``, ``name``; ``granularity`` (default:
+    the cluster size clamped to 4-64 KiB), ``persistent``, ``disabled``."""
+
+    granularity: OptionalSize = Field(None, description="absent = the node's default")
+    persistent: bool = False
+    disabled: bool = False
+
+
 def _argument_dict(arguments: _Arguments) -> dict[str, Any]:
     return arguments.model_dump(by_alias=True, exclude_none=True)
 
@@ -173,9 +189,23 @@ class GuestBurstAction(Action):
     arguments: _arguments_type(GuestBurstArguments) = _default_arguments(GuestBurstArguments)
 
 
+class BitmapAction(Action):
+    """A ``block-dirty-bitmap-*`` command (see :class:`BitmapAddAction` for add)."""
+
+    command: Literal["block-dirty-bitmap-remove", "block-dirty-bitmap-clear",
+                     "block-dirty-bitmap-enable", "block-dirty-bitmap-disable"]
+    arguments: _arguments_type(BitmapArguments) = _default_arguments(BitmapArguments)
+
+
+class BitmapAddAction(BitmapAction):
+    command: Literal["block-dirty-bitmap-add"]
+    arguments: _arguments_type(BitmapAddArguments) = _default_arguments(BitmapAddArguments)
+
+
 _ACTION_CLASSES: dict[str, type[Action]] = {
     cls.__name__: cls for cls in (NoArgumentsAction, JobDeviceAction, BlockJobCancelAction,
-                                  BlockJobSetSpeedAction, JobIdAction, ThinExtendAction, GuestBurstAction)}
+                                  BlockJobSetSpeedAction, JobIdAction, ThinExtendAction, GuestBurstAction,
+                                  BitmapAction, BitmapAddAction)}
 #: command name -> the Action subclass (its discriminator tag is the class name)
 _COMMAND_CLASS: dict[str, type[Action]] = {
     command: cls for cls in _ACTION_CLASSES.values()

@@ -26,8 +26,10 @@ OPERATIONS = ("flush", "read", "write")  # concrete operations, sorted
 ERRNOS = ("EIO", "ENOSPC", "EPERM", "EACCES", "EINVAL", "EROFS", "ETIMEDOUT",
           "ENOMEDIUM", "EDQUOT", "ECANCELED")
 RW_MODES = ("read", "write", "randread", "randwrite", "rw", "randrw")
-JOB_TYPES = ("commit", "mirror", "stream")
+JOB_TYPES = ("backup", "commit", "mirror", "stream")
 SYNC_MODES = ("full", "top", "none")
+BACKUP_SYNC_MODES = ("full", "top", "none", "bitmap", "incremental")
+BITMAP_MODES = ("on-success", "always", "never")
 EVENTS = ("BLOCK_JOB_ERROR", "BLOCK_IO_ERROR", "BLOCK_JOB_READY", "BLOCK_JOB_PENDING",
           "BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "JOB_STATUS_CHANGE", "STOP", "RESUME")
 

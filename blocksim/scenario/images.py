@@ -59,6 +59,19 @@ def _extent_tables(pairs: list[tuple[int, int]]) -> list[dict[str, int]]:
     return [{"offset": o, "length": n} for o, n in pairs]
 
 
+class ImageBitmap(_Model):
+    """A named dirty bitmap the image has when the run starts (a persistent
+    qcow2 bitmap, as ``qemu-img bitmap --add``)."""
+
+    name: str = Field(min_length=1)
+    granularity: Optional[_size_type(pow2=(512, None))] = Field(
+        None, description="absent = the cluster size clamped to 4-64 KiB")
+    recording: bool = Field(True, description="false = disabled: records no writes")
+    dirty: Annotated[list[Extent], AfterValidator(_extent_pairs),
+                     PlainSerializer(_extent_tables, return_type=list)] = Field(
+        [], description="the ranges dirty at the start")
+
+
 class Image(_Model):
     """A disk image (a node of the block graph)."""
 
@@ -79,6 +92,7 @@ class Image(_Model):
                             "type": "object", "additionalProperties": False, "required": ["length"],
                             "properties": {"offset": _SIZE_JSON, "length": _SIZE_JSON}}}],
                         "description": "initially allocated data", "default": "none"})] = []
+    bitmaps: list[ImageBitmap] = Field([], description="named dirty bitmaps at the start (qcow2)")
 
     @model_validator(mode="before")
     @classmethod
@@ -108,6 +122,25 @@ class Image(_Model):
                     raise ValueError(f"extent {i} (offset {offset}, length {length}) ends beyond "
                                      f"the image size ({size})")
         return data
+
+
+    @field_validator("bitmaps")
+    @classmethod
+    def _bitmaps_fit(cls, bitmaps: list[ImageBitmap], info: ValidationInfo) -> list[ImageBitmap]:
+        if bitmaps and info.data.get("format") == "raw":
+            raise ValueError("only qcow2 images store bitmaps (format is 'raw')")
+        names = [b.name for b in bitmaps]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"bitmap name(s) used twice: {', '.join(twice)}")
+        size = info.data.get("size")
+        if isinstance(size, int):
+            for b in bitmaps:
+                for offset, length in b.dirty:
+                    if offset + length > size:
+                        raise ValueError(f"bitmap '{b.name}': dirty range (offset {offset}, length "
+                                         f"{length}) ends beyond the image size ({size})")
+        return bitmaps
 
 
 class Drive(_Model):

@@ -15,7 +15,20 @@ from pydantic import (
 )
 
 from .faults import _tag_of
-from .fields import _DURATION_JSON, JOB_POLICIES, JOB_TYPES, SYNC_MODES, KiB, MiB, Rate, _Model, _size_type
+from .fields import (
+    _DURATION_JSON,
+    BACKUP_SYNC_MODES,
+    BITMAP_MODES,
+    JOB_POLICIES,
+    JOB_TYPES,
+    SYNC_MODES,
+    KiB,
+    MiB,
+    Rate,
+    _Model,
+    _size_type,
+    _whole,
+)
 from .units import format_size, ns_to_seconds, parse_duration
 
 
@@ -84,6 +97,52 @@ class CommitJob(Job):
                           "overlay of 'top' (default: the base's filename)")
 
 
+class BackupJob(Job):
+    """blockdev-backup: a point-in-time copy of the device's image to ``target``.
+
+    The bitmap rules QMP checks before it looks at any node are checked here,
+    with QEMU's wording (``blockdev.c:do_backup_common``)."""
+
+    type: Literal["backup"] = "backup"
+    target: str
+    sync: Literal[BACKUP_SYNC_MODES] = Field(description="required, as in QMP")
+    bitmap: Optional[str] = Field(None, description="a named dirty bitmap of the device's image")
+    bitmap_mode: Optional[Literal[BITMAP_MODES]] = Field(
+        None, validate_default=True, description="what the job does to the bitmap; required with 'bitmap'")
+    compress: bool = Field(False, description="accepted; only makes every copy task one cluster")
+    on_source_error: Literal[JOB_POLICIES] = "report"
+    on_target_error: Literal[JOB_POLICIES] = "report"
+
+    @field_validator("bitmap_mode")
+    @classmethod
+    def _bitmap_rules(cls, mode: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if "sync" not in info.data or "bitmap" not in info.data:
+            return mode
+        sync, bitmap = info.data["sync"], info.data["bitmap"]
+        if sync in ("bitmap", "incremental"):
+            if bitmap is None:
+                raise _whole(f"must provide a valid bitmap name for '{sync}' sync mode "
+                             "(give 'bitmap')")
+            if sync == "incremental" and mode not in (None, "on-success"):
+                raise ValueError("Bitmap sync mode must be 'on-success' when using sync mode "
+                                 "'incremental'")
+            if sync == "incremental":
+                return mode
+        if bitmap is not None:
+            if mode is None:
+                raise ValueError("Bitmap sync mode must be given when providing a bitmap "
+                                 f"(allowed: {', '.join(BITMAP_MODES)})")
+            if sync == "none":
+                raise _whole("sync mode 'none' does not produce meaningful bitmap outputs "
+                             "(drop 'bitmap')")
+            if mode == "never" and sync != "bitmap":
+                raise ValueError(f"Bitmap sync mode 'never' has no meaningful effect when "
+                                 f"combined with sync mode '{sync}'")
+        elif mode is not None:
+            raise ValueError("Cannot specify bitmap sync mode without a bitmap")
+        return mode
+
+
 AnyJob = Annotated[Union[Annotated[MirrorJob, Tag("mirror")], Annotated[StreamJob, Tag("stream")],
-                         Annotated[CommitJob, Tag("commit")]],
+                         Annotated[CommitJob, Tag("commit")], Annotated[BackupJob, Tag("backup")]],
                    Discriminator(_tag_of("type"))]

@@ -14,7 +14,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from .actions import _ACTION_CLASSES, COMMANDS, AnyAction, _Arguments
 from .faults import AnyFault, DelayFault, DustFault, ErrorFault, Fault, FlakeyFault
 from .fields import FAULT_TYPES, JOB_TYPES, Loc
-from .jobs import AnyJob, CommitJob, Job, MirrorJob, StreamJob
+from .jobs import AnyJob, BackupJob, CommitJob, Job, MirrorJob, StreamJob
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -87,7 +87,8 @@ class _Variants:
 _FAULTS = _Variants("fault", "type", {"error": ErrorFault, "flakey": FlakeyFault, "dust": DustFault,
                                       "delay": DelayFault}, FAULT_TYPES, TypeAdapter(AnyFault))
 _JOBS = _Variants("job", "type", {"mirror": MirrorJob, "stream": StreamJob,
-                                  "commit": CommitJob}, JOB_TYPES, TypeAdapter(AnyJob))
+                                  "commit": CommitJob, "backup": BackupJob}, JOB_TYPES,
+                  TypeAdapter(AnyJob))
 _ACTIONS = _Variants("action", "command", dict(_ACTION_CLASSES), COMMANDS, TypeAdapter(AnyAction))
 
 _SCALAR_ERRORS = ("_type", "_parsing", "literal_error", "greater_than", "less_than", "finite_number",

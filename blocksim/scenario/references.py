@@ -5,11 +5,11 @@ each other, backing chains, and what the run needs resolved.
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from .actions import Action, GuestBurstAction, ThinExtendAction
+from .actions import Action, BitmapAction, GuestBurstAction, ThinExtendAction
 from .faults import DustFault, Fault
 from .fields import Loc
 from .images import Drive, Image
-from .jobs import CommitJob, Job, MirrorJob, StreamJob
+from .jobs import BackupJob, CommitJob, Job, MirrorJob, StreamJob
 from .units import format_size
 from .workloads import Workload
 
@@ -133,6 +133,17 @@ def _cross_check(images: Mapping[str, Optional[Image]], drives: Mapping[str, Opt
             elif target.size != images[top].size:
                 problems.append((loc, f"source and target have different sizes (source '{top}': "
                                       f"{images[top].size}, target '{job.target}': {target.size})"))
+        elif isinstance(job, BackupJob):
+            # blockdev.c:do_backup_common and backup_job_create, QEMU's wording
+            loc = ("jobs", job_id, "target")
+            target = image_ref(loc, job.target)
+            if target is None or top is None or images.get(top) is None:
+                continue
+            if job.target == top:
+                problems.append((loc, f"Source and target cannot be the same (both are image '{top}')"))
+            elif target.size != images[top].size:
+                problems.append((loc, f"Source and target image have different sizes (source '{top}': "
+                                      f"{images[top].size}, target '{job.target}': {target.size})"))
         elif isinstance(job, StreamJob) and job.base is not None:
             loc = ("jobs", job_id, "base")
             if image_ref(loc, job.base) is None or chain is None:
@@ -151,6 +162,11 @@ def _cross_check(images: Mapping[str, Optional[Image]], drives: Mapping[str, Opt
         loc = ("actions", i, "arguments")
         if isinstance(action, ThinExtendAction):
             image_ref(loc + ("image",), action.arguments["image"])
+        elif isinstance(action, BitmapAction):
+            node = action.arguments["node"]
+            if node not in images and node not in drives:
+                problems.append((loc + ("node",), f"unknown node '{node}' (an image or a drive); "
+                                                  f"{_names('image', images)}; {_names('drive', drives)}"))
         elif isinstance(action, GuestBurstAction):
             args = action.arguments
             image = drive_image(loc + ("drive",), args["drive"])

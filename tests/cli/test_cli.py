@@ -135,7 +135,7 @@ def test_run_writes_the_folder_and_prints_the_table(runner, tmp_path):
     assert str(folder) in text
     for word in ("VM:", "job0", "mirror", "completed", "ready", "finished", "stop 1",
                  "integrity", "identical", "vda", "guest errors", "writes lost",
-                 "invariants: all 6 hold"):
+                 "invariants: all 7 hold"):
         assert word in text, word
     assert result.stderr == ""                   # no progress bar off a terminal
     loaded = load_result(folder)

@@ -82,7 +82,8 @@ def test_normal_runs_really_exercise_what_is_checked():
 
 def test_checked_invariants():
     assert CHECKED == ("legal-job-transitions", "iostatus-sticky", "guest-writes-durable",
-                       "mirror-target-identical", "stream-independent", "commit-base-holds-top")
+                       "mirror-target-identical", "stream-independent", "commit-base-holds-top",
+                       "backup-point-in-time")
 
 
 # -- guest-writes-durable ---------------------------------------------------------------

@@ -139,7 +139,60 @@ QUIET_VM = {"final_state": "running", "stops": 0, "time_paused": 0.0}
 QUIET_DRIVE = {"guest_errors": 0, "writes_lost": 0, "lost_bytes": 0, "corrupt_bytes": 0,
                "io_status": "ok", "errors_by_action": NO_ERRORS}
 
+BACKUP_START = ["created", "running", "paused", "running"]
+BACKUP_COMPLETED = BACKUP_START + ["waiting", "pending", "concluded", "null"]
+
 EXPECTATIONS: dict[str, dict] = {
+    # ---- backup: the copy-before-write filter and bitmaps ----
+    "backup-target-fails-guest-writes-break": {
+        "jobs": {"backup0": job(
+            outcome="cancelled", final_status="null", end_event="BLOCK_JOB_CANCELLED",
+            integrity="not-checked", io_status="failed", ready=False,
+            errors={"report": 0, "ignore": 0, "stop": 1},
+            copy_before_write={"writes": AtLeast(100), "bytes": AtLeast(100 * 65536),
+                               "failed": AtLeast(10)},
+            statuses=BACKUP_START + ["paused", "running", "aborting", "concluded", "null"])},
+        # the guest's writes fail long before the job notices anything
+        "order": ["BLOCK_IO_ERROR write report", "BLOCK_JOB_ERROR write stop",
+                  "BLOCK_JOB_CANCELLED"],
+        "gap": ("BLOCK_IO_ERROR", "BLOCK_JOB_ERROR", AtLeast(3.0)),
+        "counts": {"BLOCK_JOB_ERROR": 1},
+        "last_before": ("BLOCK_IO_ERROR", Between(5.0, 6.0)),    # none once the filter is gone
+        "absent": ["BLOCK_JOB_COMPLETED", "STOP"],
+        "same_count": ("BLOCK_IO_ERROR", ("drives", "vda", "guest_errors")),
+        "vm": QUIET_VM,
+        "drives": {"vda": {"node": "disk", "guest_errors": AtLeast(10), "writes_lost": 0,
+                           "lost_bytes": 0, "corrupt_bytes": 0}},
+        "commands": [("blockdev-backup", ACCEPTED), ("block-job-cancel", ACCEPTED)],
+    },
+    "backup-incremental-after-failed-full": {
+        "jobs": {
+            "full": job(outcome="completed-with-error", final_status="null",
+                        end_event="BLOCK_JOB_COMPLETED", error=EIO, integrity="not-checked",
+                        errors={"report": 1, "ignore": 0, "stop": 0},
+                        statuses=BACKUP_START + ["aborting", "concluded", "null"]),
+            # on-success merged b0 back: the incremental copies its 8 MiB
+            "incr": job(outcome="completed", final_status="null", end_event="BLOCK_JOB_COMPLETED",
+                        integrity="identical", errors=NO_ERRORS, len=8 * 1024 * 1024,
+                        offset=8 * 1024 * 1024, statuses=BACKUP_COMPLETED)},
+        "order": ["BLOCK_JOB_ERROR write report", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_COMPLETED"],
+        "vm": QUIET_VM,
+        "images": {"disk": {"bitmaps": [{"name": "b0", "recording": True, "persistent": True,
+                                         "busy": False, "granularity": 65536, "count": 0}]}},
+        "commands": [("blockdev-backup", ACCEPTED), ("job-start", ACCEPTED)],
+    },
+    "backup-flaky-target-which-policy-finishes": {
+        "jobs": {"backup0": job(
+            outcome="completed", final_status="null", end_event="BLOCK_JOB_COMPLETED",
+            integrity="identical", io_status="ok", time_paused=0.0,
+            errors={"report": 0, "ignore": AtLeast(2), "stop": 0}, statuses=BACKUP_COMPLETED)},
+        "order": ["BLOCK_JOB_ERROR write ignore", "BLOCK_JOB_COMPLETED"],
+        "absent": ["BLOCK_JOB_CANCELLED", "BLOCK_JOB_ERROR write stop", "STOP"],
+        "vm": QUIET_VM,
+        "drives": {"vda": {"guest_errors": AtLeast(1), "writes_lost": 0, "corrupt_bytes": 0,
+                           "errors_by_action": {"report": AtLeast(1), "ignore": 0, "stop": 0}}},
+        "commands": [("blockdev-backup", ACCEPTED)],
+    },
     # ---- 1. stream: backing-image read errors under each policy ----
     "stream-read-error-report": {
         "profile": "qemu",

@@ -1,0 +1,526 @@
+"""The backup job: a point-in-time copy of a drive's disk while the guest runs.
+
+Modelled on QEMU 7.2's ``blockdev-backup`` (``block/backup.c``) with its
+copy engine (``block/block-copy.c``) and copy-before-write filter
+(``block/copy-before-write.c``):
+
+1. **Start** (``backup_job_create``, ``backup_init_bcs_bitmap``).  The job is
+   created in a drained section: no guest request is in flight when its
+   *copy bitmap* is made, at the block-copy cluster size (the larger of
+   64 KiB and the target's cluster size): every cluster for ``full`` and
+   ``none``, the clusters the top image allocates for ``top``, the named
+   bitmap's dirty clusters for ``bitmap`` (``incremental`` is ``bitmap`` with
+   ``bitmap-mode=on-success``).  That instant is the backup's point in time.
+   The drain shows as ``paused`` then ``running`` right after ``running``,
+   at every start.  A named bitmap the job uses is frozen: new writes go to
+   its successor.
+2. **Copy-before-write** (``cbw_do_copy_before_write``).  The job installs a
+   filter in the drive's write path.  A guest write first copies the
+   still-dirty clusters it touches (whole block-copy clusters) to the
+   target, waiting for a copy of the job already in flight there; the copy
+   ignores ``speed`` but counts against it and towards ``offset``.  If that
+   copy fails, the guest's write fails with its errno and the source is not
+   changed (QEMU 7.2's blockdev-backup has no ``on-cbw-error``: a backup's
+   filter always breaks the guest write); the job sees nothing (no
+   BLOCK_JOB_ERROR), the cluster stays dirty.  The filter goes when the job
+   ends (success, error or cancel).
+3. **The background copy** (``backup_loop``, ``block_copy_dirty_clusters``).
+   One *call* copies every dirty cluster from offset 0 upwards in tasks of up
+   to 1 MiB (a task ends where the source's zero/data status changes; a zero
+   task is a write-zeroes on the target and reads nothing), at most 64 in
+   flight, throttled by ``speed`` before each task; it passes again until
+   nothing is dirty.  The first task to fail ends the call once the tasks in
+   flight are done (their copies count), its range dirty again: **one**
+   BLOCK_JOB_ERROR per failed call, through the policy engine with
+   ``on-source-error`` (reads) or ``on-target-error`` (writes, write-zeroes):
+   ``report`` fails the job; ``ignore`` starts a new call at once (a
+   persistent fault is an endless retry until cancelled); ``stop`` pauses
+   the job, and resuming starts a new call from offset 0 over whatever is
+   still dirty.  A pause cancels the call (the tasks in flight finish
+   first); the resume starts a new one.  ``sync=none`` copies nothing by
+   itself and runs until cancelled.
+4. **The end.**  No READY and no ``complete``; a cancel is always a forced
+   one (``backup_cancel``).  A used bitmap is settled
+   (``backup_cleanup_sync_bitmap``): ``on-success`` installs the successor
+   on success and merges it back on failure or cancel; ``always`` installs
+   it in both cases, on failure adding the clusters not copied; ``never``
+   merges it back.  On success the run checks that the target holds, in
+   every cluster the job was to copy, what the source held at the point in
+   time (not the source at the end).
+
+Not modelled: compression itself (``compress`` only makes every task one
+cluster, as ``block_copy_chunk_size``), ``x-perf``, ``filter-node-name``, the allocation scan of ``sync=top``
+(done at once; QEMU's ``len`` shrinks while it scans), drains other than the
+start's (which in QEMU blip every running job), and a second backup of a
+source a backup is using (QEMU stacks a second filter; here the disk is
+busy, as for every other job).
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+from ..model.bitmap import DirtyBitmap
+from ..model.extents import ExtentMap, diff_ranges
+from ..model.named_bitmap import dirty_ranges, merge_into
+from ..model.policy import REPORT, STOP
+from ..errors import CommandError
+from .base import BlockJob
+
+CLUSTER_DEFAULT = 64 * 1024          # BLOCK_COPY_CLUSTER_SIZE_DEFAULT
+CHUNK = 1024 * 1024                  # BLOCK_COPY_MAX_BUFFER: a read/write task
+MAX_WORKERS = 64                     # BLOCK_COPY_MAX_WORKERS
+
+
+def cluster_size(target) -> int:
+    """``block_copy_calculate_cluster_size``: 64 KiB, or the target's
+    cluster size if larger (a raw target has none: 64 KiB)."""
+    if target.format == "qcow2":
+        return max(CLUSTER_DEFAULT, target.cluster_size)
+    return CLUSTER_DEFAULT
+
+
+class _Task:
+    """A block-copy task: clusters ``[start, end)``, cleared from the copy
+    bitmap while in flight (``BlockCopyTask``)."""
+
+    __slots__ = ("start", "end", "zero", "done")
+
+    def __init__(self, env, start: int, end: int):
+        self.start = start
+        self.end = end
+        self.zero = False
+        self.done = env.event()
+
+
+class _Call:
+    """A block-copy call (``BlockCopyCallState``): the job's background pass
+    or one guest write's copy-before-write."""
+
+    __slots__ = ("cancelled", "finished", "err", "is_read", "sleep", "done", "copied")
+
+    def __init__(self, env):
+        self.copied = 0                 # bytes its own tasks copied
+        self.cancelled = False
+        self.finished = False
+        self.err = 0
+        self.is_read = False
+        self.sleep = None
+        self.done = env.event()
+
+    def kick(self) -> None:
+        """``block_copy_kick``: end a rate-limit sleep now."""
+        if self.sleep is not None and not self.sleep.triggered:
+            self.sleep.succeed()
+
+
+class BackupJob(BlockJob):
+    job_type = "backup"
+    integrity_invariant = "backup-point-in-time"
+
+    def __init__(self, sim, job_id: str, spec):
+        super().__init__(sim, job_id, spec)
+        self.target = sim.devices[spec.target]
+        self.sync_arg: str = spec.sync
+        # do_backup_common: incremental is bitmap with on-success
+        self.sync = "bitmap" if spec.sync == "incremental" else spec.sync
+        self.bitmap_name: str | None = spec.bitmap
+        self.bitmap_mode: str | None = spec.bitmap_mode or (
+            "on-success" if spec.sync == "incremental" else None)
+        self.on_source_error: str = spec.on_source_error
+        self.on_target_error: str = spec.on_target_error
+        self.compress: bool = spec.compress
+        self.cluster = cluster_size(self.target)
+        self.source = None
+        self.size = 0
+        self.sync_bitmap = None             # the named bitmap the job froze
+        self.bcs: DirtyBitmap | None = None     # the copy bitmap
+        self.in_flight_bytes = 0
+        self._tasks: list[_Task] = []       # tasks in flight, of every call
+        self._call: _Call | None = None     # the background call
+        self._filtering = False
+        # the point in time, for the end-of-job check: the source's content of
+        # each cluster a guest write touched, taken before the first such write
+        self._copy_set: list[tuple[int, int]] = []
+        self._pit: ExtentMap | None = None
+        self._seen: DirtyBitmap | None = None
+        # copy-before-write figures (summary)
+        self.cbw_copies = 0
+        self.cbw_bytes = 0
+        self.cbw_failures = 0
+
+    def nodes(self) -> list:
+        return [self.drive.node, self.target]
+
+    def error_policies(self) -> dict[str, str]:
+        return {"on-source-error": self.on_source_error,
+                "on-target-error": self.on_target_error}
+
+    def qmp_start_command(self) -> str:
+        return "blockdev-backup"
+
+    def qmp_start_arguments(self) -> dict:
+        args = super().qmp_start_arguments()
+        args.update({"target": self.target.name, "sync": self.sync_arg})
+        if self.bitmap_name is not None:
+            args["bitmap"] = self.bitmap_name
+        if self.spec.bitmap_mode is not None:
+            args["bitmap-mode"] = self.spec.bitmap_mode
+        args.update({"compress": self.compress, "on-source-error": self.on_source_error,
+                     "on-target-error": self.on_target_error})
+        return args
+
+    # -- start ------------------------------------------------------------------------
+    def start(self) -> None:
+        """``qmp_blockdev_backup``: the checks QMP makes at run time (the
+        static ones are the scenario's), then the job."""
+        if not self.profile.has_backup:
+            self.start_refused = True
+            raise CommandError("The command blockdev-backup has not been found",
+                               "CommandNotFound")
+        bitmap = None
+        if self.bitmap_name is not None:
+            # do_backup_common
+            bitmap = self.drive.node.bitmaps.get(self.bitmap_name)
+            if bitmap is None:
+                self.start_refused = True
+                raise CommandError(f"Bitmap '{self.bitmap_name}' could not be found")
+            if bitmap.busy:
+                self.start_refused = True
+                raise CommandError(f"Bitmap '{self.bitmap_name}' is currently in use by "
+                                   "another operation and cannot be used")
+        super().start()
+        if bitmap is not None:
+            # backup_job_create: the successor is made with the job
+            bitmap.create_successor()
+            self.sync_bitmap = bitmap
+
+    def run(self):
+        drive = self.drive
+        # The job starts in a drained section (QEMU's transaction): requests
+        # in flight finish first, and the job pauses until the drain ends.
+        self._transition("paused")
+        yield from drive.drain_begin()
+        self._setup()
+        self._transition("running")
+        drive.drain_end()
+        if self.sync == "none":
+            # backup_run: the filter does the copies; wait for the cancel
+            while not self.is_cancelled():
+                if self.should_pause():
+                    yield from self.pause_point()
+                else:
+                    yield from self._wait()
+            return 0
+        return (yield from self._loop())
+
+    def _setup(self) -> None:
+        """The point in time: the copy bitmap, the filter, the witness."""
+        src = self.source = self.drive.node
+        self.size = size = src.size
+        cs = self.cluster
+        bcs = self.bcs = DirtyBitmap(size, cs)
+        if self.sync in ("full", "none"):
+            bcs.mark(0, size)
+        elif self.sync == "top":
+            scs = src.cluster_size
+            for a, b in src.alloc.runs():
+                bcs.mark(a * scs, min(b * scs, size))
+        else:
+            merge_into(bcs, self.sync_bitmap.bits)
+        self._copy_set = list(dirty_ranges(bcs))
+        self._pit = ExtentMap(size)
+        self._seen = DirtyBitmap(size, cs)
+        self.drive.write_filters.append(self)
+        self._filtering = True
+
+    # -- the background copy (backup_loop) ------------------------------------------
+    def _loop(self):
+        while True:
+            call = self._call = _Call(self.env)
+            self.env.process(self._background(call))
+            while not call.finished and not self.is_cancelled():
+                if self.should_pause():
+                    yield from self.pause_point()
+                else:
+                    yield from self._wait()         # job_yield
+            if not call.finished:
+                # cancelled: stop the call, wait for its tasks in flight
+                call.cancelled = True
+                call.kick()
+                yield call.done
+                return 0
+            self._call = None
+            if self.is_cancelled() or (not call.cancelled and not call.err):
+                return 0
+            if call.cancelled:
+                continue                # a pause ended the call: a new one
+            is_read = call.is_read
+            policy = self.on_source_error if is_read else self.on_target_error
+            action = self.policy.job_error(self, policy, is_read, call.err)
+            if action == REPORT:
+                return call.err
+            if action == STOP:
+                yield from self.pause_point()
+            # ignore: a new call at once
+
+    def _background(self, call: _Call):
+        """One call over the whole disk; enters the job when finished."""
+        yield from self._block_copy(call, 0, self.bcs.nbits * self.cluster, True)
+        call.finished = True
+        call.done.succeed()
+        self._enter()
+
+    def pause_point(self):
+        """``job_pause_point`` with ``backup_pause``: a pause first cancels
+        the background call and waits for its tasks in flight."""
+        if not self.should_pause():
+            return
+        call = self._call
+        if call is not None and not call.finished:
+            call.cancelled = True
+            call.kick()
+            yield call.done
+        yield from super().pause_point()
+
+    def set_speed(self, speed: int) -> None:
+        """``backup_set_speed``: the new limit, and the call's rate-limit
+        sleep is kicked."""
+        super().set_speed(speed)
+        if self._call is not None:
+            self._call.kick()
+
+    # -- block-copy ------------------------------------------------------------------------
+    def _block_copy(self, call: _Call, start: int, end: int, ratelimit: bool):
+        """``block_copy_common`` over ``[start, end)`` (cluster-aligned):
+        passes until nothing there is dirty or in flight; sets ``call.err``
+        on failure."""
+        while True:
+            found = yield from self._dirty_clusters(call, start, end, ratelimit)
+            if call.err or call.cancelled:
+                return
+            if not found:
+                task = self._in_flight(start, end)
+                if task is not None:
+                    yield task.done             # it may fail: look again
+                elif self.bcs.find(start // self.cluster, -(-end // self.cluster)) < 0:
+                    return
+
+    def _dirty_clusters(self, call: _Call, start: int, end: int, ratelimit: bool):
+        """``block_copy_dirty_clusters``: one pass; whether it found anything."""
+        env = self.env
+        pool: list[_Task] = []
+        found = False
+        pos = start
+        while pos < end and not call.err and not call.cancelled:
+            task = self._task_create(pos, end)
+            if task is None:
+                break
+            found = True
+            self._block_status(task)
+            if ratelimit:
+                ns = self.limit.delay(env.now, 0)
+                if ns > 0:
+                    self._task_end(task, _errno.EAGAIN)
+                    yield from self._call_sleep(call, ns)
+                    continue
+            self.limit.delay(env.now, task.end - task.start)
+            pos = task.end
+            while len(pool) >= MAX_WORKERS:          # aio_task_pool_wait_slot
+                yield env.any_of([t.done for t in pool])
+                pool = [t for t in pool if not t.done.triggered]
+            pool.append(task)
+            env.process(self._task_run(call, task))
+        for task in pool:                            # aio_task_pool_wait_all
+            if not task.done.triggered:
+                yield task.done
+        return found
+
+    def _call_sleep(self, call: _Call, ns: int):
+        ev = call.sleep = self.env.event()
+        self.env.timeout(ns).callbacks.append(lambda _t: ev.triggered or ev.succeed())
+        yield ev
+        call.sleep = None
+
+    def _task_create(self, pos: int, end: int) -> _Task | None:
+        """The next dirty area in ``[pos, end)``, at most a chunk, taken
+        out of the copy bitmap."""
+        cs, bcs = self.cluster, self.bcs
+        b = bcs.find(pos // cs, -(-end // cs))
+        if b < 0:
+            return None
+        # block_copy_chunk_size: 1 MiB, or one cluster with compress
+        chunk = 1 if self.compress else max(CHUNK // cs, 1)
+        n = bcs.dirty_run(b, min(chunk, -(-end // cs) - b))
+        bcs.clear_bits(b, b + n)
+        task = _Task(self.env, b * cs, (b + n) * cs)
+        self.in_flight_bytes += task.end - task.start
+        self._tasks.append(task)
+        return task
+
+    def _block_status(self, task: _Task) -> None:
+        """``block_copy_block_status``: the task shrinks to the extent whose
+        status (zero or data) is that of its start, cut to whole clusters (at
+        least one, taken as data); a zero extent is written as zeroes."""
+        cs, size = self.cluster, self.size
+        a = task.start
+        runs = self.source.read_content(a, min(task.end, size))
+        zero = not runs[0][2]
+        num = 0
+        for x, y, gen in runs:
+            if (not gen) != zero:
+                break
+            num = y - a
+        if num < cs:
+            num, zero = cs, False
+        elif a + num >= size:
+            num = -(-num // cs) * cs
+        else:
+            num = num // cs * cs
+        if a + num < task.end:                      # block_copy_task_shrink
+            self.bcs.mark(a + num, task.end)
+            self.in_flight_bytes -= task.end - (a + num)
+            task.end = a + num
+        task.zero = zero
+
+    def _task_run(self, call: _Call, task: _Task):
+        """``block_copy_do_copy``: write-zeroes, or read then write."""
+        start, length = task.start, min(task.end, self.size) - task.start
+        is_read = False
+        if task.zero:
+            err = yield from self.target.write_zeroes(start, length)
+        else:
+            err, runs = yield from self.source.read(start, length, want_data=True)
+            if err:
+                is_read = True
+            else:
+                err = yield from self.target.write(start, length, runs)
+        if err and not call.err:
+            call.err, call.is_read = err, is_read
+        elif not err:
+            call.copied += task.end - task.start
+        self._task_end(task, err)
+
+    def _task_end(self, task: _Task, err: int) -> None:
+        """``block_copy_task_end``: a failed (or undone) task is dirty again;
+        a copied one is progress."""
+        nbytes = task.end - task.start
+        self.in_flight_bytes -= nbytes
+        if err:
+            self.bcs.mark(task.start, task.end)
+        elif err == 0:
+            self.offset += nbytes
+            self.bytes_copied += nbytes
+        self._tasks.remove(task)
+        task.done.succeed()
+
+    def _in_flight(self, start: int, end: int) -> _Task | None:
+        """A task in flight overlapping ``[start, end)`` (``reqlist_wait_one``)."""
+        for task in self._tasks:
+            if task.start < end and start < task.end:
+                return task
+        return None
+
+    # -- copy-before-write (the drive's write filter) -----------------------------------
+    def before_write(self, offset: int, length: int):
+        """``cbw_do_copy_before_write`` for a guest write (generator): copy
+        the dirty clusters it touches first; the copy's errno breaks the
+        guest write (break-guest-write, no timeout)."""
+        cs = self.cluster
+        start = offset // cs * cs
+        end = min(-(-(offset + length) // cs) * cs, self.bcs.nbits * cs)
+        self._witness(start, end)
+        call = _Call(self.env)
+        yield from self._block_copy(call, start, end, False)
+        if call.copied:
+            self.cbw_copies += 1
+            self.cbw_bytes += call.copied
+        if call.err:
+            self.cbw_failures += 1
+        return call.err
+
+    def _witness(self, start: int, end: int) -> None:
+        """Keep what the source holds in ``[start, end)`` where no guest write
+        has been since the point in time (the check's reference)."""
+        seen, cs = self._seen, self.cluster
+        b0, b1 = start // cs, -(-end // cs)
+        while b0 < b1:
+            if seen.bits[b0]:
+                b0 += 1
+                continue
+            b = b0
+            while b < b1 and not seen.bits[b]:
+                b += 1
+            a, z = b0 * cs, min(b * cs, self.size)
+            self._pit.set_runs(self.source.read_content(a, z))
+            seen.mark(a, z)
+            b0 = b
+
+    # -- the end ------------------------------------------------------------------------------
+    def progress_len(self) -> int:
+        """``offset`` + still dirty + in flight (``block_copy_task_end``)."""
+        if self.bcs is None:
+            return self.offset
+        return self.offset + self.bcs.count * self.cluster + self.in_flight_bytes
+
+    def prepare(self) -> None:
+        self._verify()
+        self._settle_bitmap(success=True)
+        self._clean()
+
+    def abort(self) -> None:
+        self._settle_bitmap(success=False)
+        self._clean()
+
+    def _clean(self) -> None:
+        """``backup_clean``: the filter goes."""
+        if self._filtering:
+            self._filtering = False
+            self.drive.write_filters.remove(self)
+
+    def _settle_bitmap(self, success: bool) -> None:
+        """``backup_cleanup_sync_bitmap``."""
+        bm = self.sync_bitmap
+        if bm is None:
+            return
+        mode = self.bitmap_mode
+        if (success or mode == "always") and mode != "never":
+            bm.abdicate()
+        else:
+            bm.reclaim()
+        if not success and mode == "always" and self.bcs is not None:
+            merge_into(bm.bits, self.bcs)
+
+    def _verify(self) -> None:
+        """The target must hold the source as it was at the point in time,
+        in every cluster the job was to copy."""
+        if self.bcs is None:
+            return
+        src, tgt = self.source.layers(), self.target.layers()
+        pit = [self._pit]
+        seen = list(dirty_ranges(self._seen))
+        total, first = 0, None
+        for a, b in self._copy_set:
+            # [a, b) in pieces: where a guest write came (the witness holds
+            # the point in time) and where none did (the source still does)
+            pieces, pos = [], a
+            for s, e in seen:
+                if e <= pos or s >= b:
+                    continue
+                if s > pos:
+                    pieces.append((pos, s, src))
+                pieces.append((max(s, pos), min(e, b), pit))
+                pos = min(e, b)
+            if pos < b:
+                pieces.append((pos, b, src))
+            for x0, x1, layers in pieces:
+                for x, y, _l, _r in diff_ranges(layers, tgt, x0, x1):
+                    total += y - x
+                    if first is None:
+                        first = x
+        if first is None:
+            self.integrity = "identical"
+            return
+        self.integrity = "differs"
+        self.integrity_detail = (f"target differs from the source at the point in time in "
+                                 f"{total} bytes, first at offset {first}")

@@ -1,0 +1,170 @@
+"""Named dirty bitmaps: what ``block-dirty-bitmap-add`` puts on a node.
+
+Modelled on QEMU's ``BdrvDirtyBitmap`` (``block/dirty-bitmap.c``) and its QMP
+commands (``block/monitor/bitmap-qmp-cmds.c``).  A :class:`NamedBitmap`
+records every write to its node while it is *recording* (enabled): the
+granules a write touches turn dirty (a 4 KiB write at 100 KiB makes a 64 KiB
+granule dirty: count 65536).  Its bits are a
+:class:`~blocksim.model.bitmap.DirtyBitmap`.
+
+A backup that uses the bitmap (``sync=bitmap``, or ``full``/``top`` with a
+bitmap) *freezes* it (``bdrv_dirty_bitmap_create_successor``): the bitmap
+becomes busy, its count stays as it was, and new writes go to an anonymous
+*successor*.  When the job ends the successor is either installed as the
+bitmap (``abdicate``: only the writes made during the job are left) or
+merged back (``reclaim``: nothing is lost); see ``jobs/backup.py`` for which
+``bitmap-mode`` does what.
+
+Queries list a node's bitmaps newest first, as ``bdrv_query_dirty_bitmaps``
+(each ``{name, recording, persistent, busy, granularity, count}``).
+"""
+
+from __future__ import annotations
+
+from ..errors import CommandError
+from .bitmap import DirtyBitmap
+
+MIN_GRANULARITY = 512
+
+
+def default_granularity(cluster_size: int) -> int:
+    """``bdrv_get_default_bitmap_granularity``: the node's cluster size
+    clamped to [4 KiB, 64 KiB] (64 KiB when the node has none)."""
+    return min(max(cluster_size or 65536, 4096), 65536)
+
+
+def dirty_ranges(bits: DirtyBitmap):
+    """The dirty byte ranges ``(start, end)`` of ``bits``, in order (end capped
+    at the disk's size); costs per run, not per granule."""
+    g, data, n = bits.granularity, bits.bits, bits.nbits
+    b = data.find(1) if bits.count else -1
+    while b >= 0:
+        e = data.find(0, b)
+        if e < 0:
+            e = n
+        yield b * g, min(e * g, bits.size)
+        b = data.find(1, e) if e < n else -1
+
+
+def merge_into(dst: DirtyBitmap, src: DirtyBitmap) -> None:
+    """``bdrv_dirty_bitmap_merge_internal``: every byte dirty in ``src`` turns
+    dirty in ``dst`` (at ``dst``'s granularity)."""
+    for a, b in dirty_ranges(src):
+        dst.mark(a, b)
+
+
+class NamedBitmap:
+    """One named dirty bitmap of a node (a write listener of the node)."""
+
+    def __init__(self, name: str, size: int, granularity: int, persistent: bool = False,
+                 recording: bool = True):
+        self.name = name
+        self.size = size
+        self.granularity = granularity
+        self.persistent = persistent
+        self.recording = recording
+        self.bits = DirtyBitmap(size, granularity)
+        #: while a job uses the bitmap: where new writes go
+        self.successor: DirtyBitmap | None = None
+
+    # -- recording (the node's write listeners) ---------------------------------
+    def mark(self, start: int, end: int) -> None:
+        if self.recording:
+            (self.successor or self.bits).mark(start, end)
+
+    def mark_writes(self, offsets, length: int) -> None:
+        if self.recording:
+            (self.successor or self.bits).mark_writes(offsets, length)
+
+    # -- state ----------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """In use by an operation (a backup): frozen, with a successor."""
+        return self.successor is not None
+
+    @property
+    def count(self) -> int:
+        """Dirty bytes (granules x granularity), as QMP's ``count``."""
+        return self.bits.count * self.granularity
+
+    def clear(self) -> None:
+        self.bits = DirtyBitmap(self.size, self.granularity)
+
+    def query(self) -> dict:
+        return {"name": self.name, "recording": self.recording, "persistent": self.persistent,
+                "busy": self.busy, "granularity": self.granularity, "count": self.count}
+
+    # -- a job's use (block/dirty-bitmap.c) ---------------------------------------------
+    def create_successor(self) -> None:
+        """``bdrv_dirty_bitmap_create_successor``: freeze the bits; the
+        successor records from now on (if the bitmap was recording)."""
+        self.successor = DirtyBitmap(self.size, self.granularity)
+
+    def abdicate(self) -> None:
+        """``bdrv_dirty_bitmap_abdicate``: the successor becomes the bitmap."""
+        self.bits, self.successor = self.successor, None
+
+    def reclaim(self) -> None:
+        """``bdrv_reclaim_dirty_bitmap``: the successor is merged back in."""
+        merge_into(self.bits, self.successor)
+        self.successor = None
+
+
+# -- the QMP commands (block/monitor/bitmap-qmp-cmds.c) ---------------------------------
+def _busy(name: str) -> CommandError:
+    return CommandError(f"Bitmap '{name}' is currently in use by another operation "
+                        "and cannot be used")
+
+
+def add_bitmap(node, name: str, granularity: int | None = None, persistent: bool = False,
+               disabled: bool = False) -> NamedBitmap:
+    """``block-dirty-bitmap-add`` on ``node`` (a BlockDevice)."""
+    if not name:
+        raise CommandError("Bitmap name cannot be empty")
+    if granularity is None:
+        granularity = default_granularity(node.cluster_size if node.format == "qcow2" else 0)
+    elif granularity < MIN_GRANULARITY or granularity & (granularity - 1):
+        raise CommandError("Granularity must be power of 2 and at least 512")
+    if persistent and node.format != "qcow2":
+        # bdrv_can_store_new_dirty_bitmap (error_setg_errno: ENOTSUP)
+        raise CommandError(f"Can't store persistent bitmaps to {node.name}: "
+                           "Operation not supported")
+    if name in node.bitmaps:
+        raise CommandError(f"Bitmap already exists: {name}")
+    bitmap = NamedBitmap(name, node.size, granularity, persistent, recording=not disabled)
+    node.bitmaps[name] = bitmap
+    node.write_listeners.append(bitmap)
+    return bitmap
+
+
+def lookup_bitmap(node, name: str) -> NamedBitmap:
+    """``block_dirty_bitmap_lookup``."""
+    bitmap = node.bitmaps.get(name)
+    if bitmap is None:
+        raise CommandError(f"Dirty bitmap '{name}' not found")
+    return bitmap
+
+
+def remove_bitmap(node, name: str) -> None:
+    """``block-dirty-bitmap-remove``: refused while a job uses it."""
+    bitmap = lookup_bitmap(node, name)
+    if bitmap.busy:
+        raise _busy(name)
+    del node.bitmaps[name]
+    node.write_listeners.remove(bitmap)
+
+
+def clear_bitmap(node, name: str) -> None:
+    """``block-dirty-bitmap-clear``: refused while a job uses it."""
+    bitmap = lookup_bitmap(node, name)
+    if bitmap.busy:
+        raise _busy(name)
+    bitmap.clear()
+
+
+def enable_bitmap(node, name: str, enable: bool) -> None:
+    """``block-dirty-bitmap-enable`` / ``-disable``: refused while busy."""
+    bitmap = lookup_bitmap(node, name)
+    if bitmap.busy:
+        raise _busy(name)
+    bitmap.recording = enable

@@ -1,0 +1,294 @@
+"""The backup job (QEMU 7.2's blockdev-backup) and its copy-before-write filter.
+
+Facts from /tmp/work/research-backup.md (QEMU source and experiments on
+qemu-storage-daemon 7.2.22; each is also a scenarios/qemu/backup-* case):
+the start blip (created, running, paused, running), one BLOCK_JOB_ERROR per
+failed block-copy call, ``ignore`` retrying at once, ``stop`` + resume
+copying what is still dirty from offset 0, a cancel always forced, the
+filter copying old data before a guest write and breaking the guest write
+when that copy fails (no job event), and the bitmap modes.
+"""
+
+import pytest
+
+from jobcases import (
+    EIO, JOB, MiB, at, backup_case, cancelled, commands, completed, err, event, event_time,
+    fault, job_summary, on, refusals, simulate, st, timeline, violations,
+)
+
+KiB = 1024
+CLUSTER = 64 * KiB
+START = st("created", "running", "paused", "running")
+SUCCESS_END = st("waiting", "pending") + [completed()] + st("concluded", "null")
+
+
+def burst(offset: int, time: str = "0.5s") -> dict:
+    """One 4 KiB guest write at ``offset``, at ``time``."""
+    return at(time, "guest-burst", drive="vda", rw="write", bs="4KiB", offset=offset,
+              number_ios=1)
+
+
+def gen_at(sim, image: str, offset: int) -> int:
+    return sim.devices[image].read_content(offset, offset + 1)[0][2]
+
+
+def job_timeline(r):
+    return [e for e in timeline(r) if e[0] != "BLOCK_IO_ERROR"]
+
+
+def test_a_full_backup_blips_at_start_and_copies_zeroes_without_reading():
+    sim, r = simulate(backup_case())
+    assert job_timeline(r) == START + SUCCESS_END
+    done = event(r, "BLOCK_JOB_COMPLETED")
+    assert done["type"] == "backup" and done["len"] == done["offset"] == 4 * MiB
+    assert job_summary(r)["integrity"] == "identical"
+    # the 2.5 MiB of zeros were written as zeroes: only the 1.5 MiB of data was read
+    assert sim.devices["src"].bytes_read == MiB + MiB // 2
+    assert not violations(r)
+
+
+def test_a_guest_write_copies_the_old_data_first_and_the_target_keeps_it():
+    sim, r = simulate(backup_case(speed="1MiB", actions=[burst(2 * MiB), burst(3 * MiB)]))
+    job = job_summary(r)
+    assert job["outcome"] == "completed" and job["integrity"] == "identical"
+    # both clusters were copied before the writes, whole (64 KiB each)
+    assert job["copy_before_write"] == {"writes": 2, "bytes": 2 * CLUSTER, "failed": 0}
+    src_old = gen_at(sim, "tgt", 2 * MiB)
+    assert src_old != 0 and gen_at(sim, "src", 2 * MiB) != src_old   # the source moved on
+    assert gen_at(sim, "tgt", 3 * MiB) == 0                           # zeros at the time
+    assert r.summary["drives"]["vda"]["guest_errors"] == 0
+
+
+def test_the_point_in_time_check_fails_when_no_copy_before_write_is_done(monkeypatch):
+    from blocksim.jobs.backup import BackupJob
+
+    def no_copy(self, offset, length):
+        self._witness(offset // self.cluster * self.cluster,
+                      -(-(offset + length) // self.cluster) * self.cluster)
+        return 0
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(BackupJob, "before_write", no_copy)
+    _sim, r = simulate(backup_case(speed="1MiB", actions=[burst(2 * MiB)]))
+    assert job_summary(r)["integrity"] == "differs"
+    assert [v["invariant"] for v in violations(r)] == ["backup-point-in-time"]
+
+
+def test_a_failed_copy_before_write_breaks_the_guest_write_and_the_job_sees_nothing():
+    case = backup_case(speed="1MiB", drive={"werror": "report"},
+                       faults=[fault("tgt", "write", offset=2 * MiB, length=512)],
+                       actions=[burst(2 * MiB)])
+    sim, r = simulate(case)
+    io_errors = timeline(r, "BLOCK_IO_ERROR")
+    assert io_errors == [("BLOCK_IO_ERROR", "vda", "write", "report")]
+    # the source is unchanged at 2 MiB; the job's own copy fails later
+    assert gen_at(sim, "src", 2 * MiB) == gen_at(sim, "src", 2 * MiB + CLUSTER)
+    assert event_time(r, "BLOCK_JOB_ERROR") > event_time(r, "BLOCK_IO_ERROR") + 1.0
+    assert job_timeline(r) == START + [err("write", "report")] + st("aborting") + [
+        completed(EIO)] + st("concluded", "null")
+    assert job_summary(r)["copy_before_write"]["failed"] == 1
+
+
+def test_sync_none_copies_only_on_guest_writes_and_runs_until_cancelled():
+    case = backup_case(sync="none", drive={"werror": "report"},
+                       faults=[fault("tgt", "write", offset=2 * MiB, length=512)],
+                       actions=[burst(2 * MiB), burst(0, "0.6s"),
+                                at("1s", "block-job-cancel", device=JOB),
+                                burst(2 * MiB, "1.5s")])
+    sim, r = simulate(case)
+    assert job_timeline(r) == START + st("aborting") + [cancelled()] + st("concluded", "null")
+    done = event(r, "BLOCK_JOB_CANCELLED")
+    assert (done["len"], done["offset"]) == (4 * MiB, CLUSTER)
+    # the first write to 2 MiB broke; after the cancel the filter is gone
+    assert timeline(r, "BLOCK_IO_ERROR") == [("BLOCK_IO_ERROR", "vda", "write", "report")]
+    assert gen_at(sim, "src", 2 * MiB) != gen_at(sim, "src", 2 * MiB + CLUSTER)
+    assert gen_at(sim, "tgt", 0) != 0 and gen_at(sim, "tgt", 0) != gen_at(sim, "src", 0)
+
+
+def test_ignore_retries_a_persistent_fault_at_once_until_cancelled():
+    case = backup_case(on_target_error="ignore",
+                       faults=[fault("tgt", "write", offset=2 * MiB, length=512)],
+                       actions=[on("BLOCK_JOB_ERROR", "block-job-cancel", delay="0.1s",
+                                   device=JOB)])
+    _sim, r = simulate(case)
+    job = job_summary(r)
+    assert job["outcome"] == "cancelled"
+    assert job["errors_by_action"]["ignore"] > 100        # no delay between retries
+    errors = timeline(r, "BLOCK_JOB_ERROR")
+    assert set(errors) == {("BLOCK_JOB_ERROR", JOB, "write", "ignore")}
+
+
+def test_one_error_per_failed_call_and_the_resume_copies_what_is_dirty_from_offset_0():
+    # two copies fail in the same pass (64 KiB and 2 MiB are in flight
+    # together): one BLOCK_JOB_ERROR; the new pass after the resume copies
+    # both again, the one below the failure too
+    case = backup_case(on_target_error="stop",
+                       faults=[fault("tgt", "write", offset=64 * KiB, length=512, count=1),
+                               fault("tgt", "write", "ENOSPC", offset=2 * MiB, length=512,
+                                     count=1)],
+                       actions=[on("BLOCK_JOB_ERROR", "query-block-jobs", delay="0.1s"),
+                                on("BLOCK_JOB_ERROR", "block-job-resume", delay="0.2s",
+                                   device=JOB)])
+    _sim, r = simulate(case)
+    assert job_timeline(r) == START + [err("write", "stop")] + st("paused", "running") + SUCCESS_END
+    query = commands(r, "query-block-jobs")[0]["return"][0]
+    assert query["status"] == "paused" and query["io-status"] == "failed"
+    assert job_summary(r)["integrity"] == "identical"
+
+
+def test_a_plain_cancel_is_forced_but_refused_while_stopped_and_complete_is_refused():
+    case = backup_case(on_target_error="stop",
+                       faults=[fault("tgt", "write", offset=2 * MiB, length=512)],
+                       actions=[at("0s", "block-job-complete", device=JOB),
+                                on("BLOCK_JOB_ERROR", "block-job-cancel", delay="0.1s",
+                                   device=JOB),
+                                on("BLOCK_JOB_ERROR", "block-job-cancel", delay="0.2s",
+                                   device=JOB, force=True)])
+    _sim, r = simulate(case)
+    assert refusals(r) == [
+        ("block-job-complete", "Job 'job0' in state 'running' cannot accept command verb 'complete'"),
+        ("block-job-cancel", "The block job for device 'job0' is currently paused")]
+    assert job_timeline(r)[-5:] == st("running", "aborting") + [cancelled()] + st("concluded", "null")
+
+
+def test_a_plain_cancel_of_a_running_backup_ends_it_at_once():
+    case = backup_case(speed="1MiB", actions=[at("1s", "block-job-cancel", device=JOB)])
+    _sim, r = simulate(case)
+    assert job_timeline(r) == START + st("aborting") + [cancelled()] + st("concluded", "null")
+    assert event_time(r, "BLOCK_JOB_CANCELLED") == 1.0
+
+
+def test_sync_top_copies_only_the_top_image():
+    case = {"duration": "5s",
+            "images": {"base": {"size": 4 * MiB, "data": [{"offset": 0, "length": MiB}]},
+                       "top": {"size": 4 * MiB, "backing": "base",
+                               "data": [{"offset": 2 * MiB, "length": MiB // 2}]},
+                       "tgt": {"size": 4 * MiB}},
+            "drives": {"vda": {"image": "top"}},
+            "jobs": {JOB: {"type": "backup", "device": "vda", "target": "tgt", "sync": "top"}}}
+    sim, r = simulate(case)
+    done = event(r, "BLOCK_JOB_COMPLETED")
+    assert done["len"] == done["offset"] == MiB // 2
+    assert gen_at(sim, "tgt", 0) == 0 and gen_at(sim, "tgt", 2 * MiB) != 0
+
+
+def bitmap_case(mode: str, fail: bool) -> dict:
+    """Bitmap b0 with 3 clusters dirty (0-128 KiB, 2 MiB), a throttled
+    sync=bitmap backup, a guest write at 3 MiB meanwhile (to the successor),
+    and (``fail``) a target write fault at 2 MiB."""
+    faults = [fault("tgt", "write", offset=2 * MiB, length=512)] if fail else []
+    return backup_case(
+        sync="bitmap", bitmap="b0", bitmap_mode=mode, speed="64KiB", faults=faults,
+        source_image={"bitmaps": [{"name": "b0", "dirty": [
+            {"offset": 0, "length": 128 * KiB}, {"offset": 2 * MiB, "length": CLUSTER}]}]},
+        actions=[burst(3 * MiB), at("1s", "block-dirty-bitmap-remove", node="src", name="b0"),
+                 at("1s", "block-dirty-bitmap-clear", node="vda", name="b0")])
+
+
+@pytest.mark.parametrize("mode,fail,count", [
+    ("on-success", False, CLUSTER),            # only the write during the job
+    ("on-success", True, 4 * CLUSTER),         # nothing lost: original + successor
+    ("always", False, CLUSTER),
+    ("always", True, 2 * CLUSTER),             # successor + the cluster not copied
+    ("never", False, 4 * CLUSTER),
+    ("never", True, 4 * CLUSTER),
+])
+def test_bitmap_modes(mode, fail, count):
+    sim, r = simulate(bitmap_case(mode, fail))
+    job = job_summary(r)
+    assert job["outcome"] == ("completed-with-error" if fail else "completed")
+    assert event(r, "BLOCK_JOB_COMPLETED")["len"] == 3 * CLUSTER
+    busy = "Bitmap 'b0' is currently in use by another operation and cannot be used"
+    assert refusals(r) == [("block-dirty-bitmap-remove", busy), ("block-dirty-bitmap-clear", busy)]
+    [bitmap] = r.summary["images"]["src"]["bitmaps"]
+    assert bitmap == {"name": "b0", "recording": True, "persistent": True, "busy": False,
+                      "granularity": CLUSTER, "count": count}
+    if not fail:
+        # only the bitmap's clusters were copied
+        assert gen_at(sim, "tgt", 2 * MiB) != 0 and gen_at(sim, "tgt", 512 * KiB) == 0
+        assert job["integrity"] == "identical"
+
+
+def test_bitmap_commands_and_their_refusals():
+    case = backup_case(actions=[
+        at("0s", "block-dirty-bitmap-add", node="src", name="b0"),
+        at("0s", "block-dirty-bitmap-add", node="src", name="b0"),
+        at("0s", "block-dirty-bitmap-add", node="src", name=""),
+        at("0s", "block-dirty-bitmap-add", node="src", name="b1", granularity=1000),
+        at("0s", "block-dirty-bitmap-add", node="tgt", name="b2", granularity=4096,
+           disabled=True),
+        burst(100 * KiB, "0.1s"),
+        at("0.2s", "block-dirty-bitmap-remove", node="src", name="nosuch")])
+    case["jobs"] = {}
+    _sim, r = simulate(case)
+    assert refusals(r) == [
+        ("block-dirty-bitmap-add", "Bitmap already exists: b0"),
+        ("block-dirty-bitmap-add", "Bitmap name cannot be empty"),
+        ("block-dirty-bitmap-add", "Granularity must be power of 2 and at least 512"),
+        ("block-dirty-bitmap-remove", "Dirty bitmap 'nosuch' not found")]
+    # default granularity: the 64 KiB cluster; a 4 KiB write dirties one granule
+    assert r.summary["images"]["src"]["bitmaps"] == [
+        {"name": "b0", "recording": True, "persistent": False, "busy": False,
+         "granularity": CLUSTER, "count": CLUSTER}]
+    assert r.summary["images"]["tgt"]["bitmaps"][0]["recording"] is False
+
+
+def test_rfc_2012_has_no_backup_nor_bitmaps():
+    case = backup_case(actions=[at("0s", "block-dirty-bitmap-add", node="src", name="b0")])
+    _sim, r = simulate(case, profile="rfc-2012")
+    assert job_summary(r)["outcome"] == "refused"
+    errors = [c["error"] for c in commands(r) if "error" in c]
+    assert errors == [
+        {"class": "CommandNotFound", "desc": "The command blockdev-backup has not been found"},
+        {"class": "CommandNotFound",
+         "desc": "The command block-dirty-bitmap-add has not been found"}]
+
+
+@pytest.mark.parametrize("job,message", [
+    ({"sync": "bitmap"}, "must provide a valid bitmap name for 'bitmap' sync mode"),
+    ({"sync": "incremental", "bitmap": "b0", "bitmap-mode": "always"},
+     "Bitmap sync mode must be 'on-success' when using sync mode 'incremental'"),
+    ({"sync": "full", "bitmap": "b0"}, "Bitmap sync mode must be given when providing a bitmap"),
+    ({"sync": "none", "bitmap": "b0", "bitmap-mode": "always"},
+     "sync mode 'none' does not produce meaningful bitmap outputs"),
+    ({"sync": "full", "bitmap": "b0", "bitmap-mode": "never"},
+     "Bitmap sync mode 'never' has no meaningful effect when combined with sync mode 'full'"),
+    ({"sync": "full", "bitmap-mode": "always"}, "Cannot specify bitmap sync mode without a bitmap"),
+    ({"sync": "full", "target": "src"}, "Source and target cannot be the same"),
+    ({"sync": "full", "target": "small"}, "Source and target image have different sizes"),
+    ({}, "jobs.job0.sync"),
+])
+def test_static_refusals_are_validation_errors(job, message):
+    import blocksim
+    case = backup_case()
+    case["images"]["small"] = {"size": MiB}
+    spec = {"type": "backup", "device": "vda", "target": "tgt", **job}
+    case["jobs"] = {JOB: spec}
+    with pytest.raises(blocksim.ScenarioError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        blocksim.load_scenario(case)
+
+
+CASES = {
+    "guest-during-backup": backup_case(
+        size=16 * MiB, data=((0, 8 * MiB),), speed="8MiB", duration="4s",
+        workloads={"g": {"drive": "vda", "rw": "randrw", "bs": "4KiB", "rate-iops": 400,
+                         "end": "3s"}}),
+    "failing-target-one-worker": backup_case(
+        size=16 * MiB, data=((0, 8 * MiB),), speed="4MiB", duration="6s",
+        on_target_error="stop", drive={"werror": "report"},
+        faults=[fault("tgt", "write", offset=5 * MiB, length=512)],
+        workloads={"g": {"drive": "vda", "rw": "randwrite", "bs": "4KiB", "rate-iops": 200,
+                         "iodepth": 1, "end": "5s"}},
+        actions=[on("BLOCK_JOB_ERROR", "block-job-resume", delay="0.5s", device=JOB),
+                 at("5.5s", "block-job-cancel", device=JOB, force=True)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_runs_are_the_same_without_shortcuts(name):
+    import blocksim
+    from equivalence import outcome
+    scenario = blocksim.load_scenario(CASES[name])
+    fast = outcome(blocksim.Simulation(scenario))
+    slow = outcome(blocksim.Simulation(scenario, shortcuts=False))
+    assert fast == slow
