@@ -105,10 +105,12 @@ def test_pause_of_an_idle_stream_is_visible_at_once():
     assert marks[2] == ("paused", 1)
 
 
-def test_pause_of_a_busy_mirror_waits_for_its_copies():
-    # target writes take 300 ms: at 100 ms the first copies are in flight,
-    # the job stays running (paused: true) until they are done (mirror_pause)
-    r, marks = run_marked(mirror_case(target_image={"latency": "300ms"}, actions=[
+@pytest.mark.parametrize("speed", [0, SLOW])
+def test_pause_of_a_busy_mirror_waits_for_its_copies(speed):
+    # target writes take 300 ms: at 100 ms the first copies are in flight
+    # (with a speed, while the job sleeps off its rate limit), the job stays
+    # running (paused: true) until they are done (mirror_pause)
+    r, marks = run_marked(mirror_case(speed=speed, target_image={"latency": "300ms"}, actions=[
         at("100ms", "block-job-pause", device=JOB), at("100ms", "query-block-jobs"),
         at("200ms", "query-block-jobs"), at("1s", "query-block-jobs"),
         at("1s", "block-job-resume", device=JOB)]))
@@ -221,3 +223,40 @@ def test_dismiss_removes_the_job_inside_the_command():
         on("BLOCK_JOB_COMPLETED", "query-block-jobs", delay="0.5s")]))
     assert commands(r, "query-block-jobs")[0]["return"] == []
     assert marks[-1] == ("null", 1)
+
+
+# -- the exact shortcuts give the same runs ---------------------------------------------------
+
+GUEST = {"g": {"drive": "vda", "rw": "randwrite", "bs": 4096, "rate-iops": 200}}
+
+SHORTCUT_CASES = {
+    "idle-pause-resume": mirror_case(speed=SLOW, workloads=GUEST, actions=[
+        at("0.5s", "block-job-pause", device=JOB), at("0.5s", "query-block-jobs"),
+        at("1s", "block-job-resume", device=JOB), at("1s", "block-job-pause", device=JOB),
+        at("1.5s", "job-resume", id=JOB), on("BLOCK_JOB_READY", "job-pause", delay="0.3s", id=JOB),
+        on("BLOCK_JOB_READY", "job-cancel", delay="0.6s", id=JOB)]),
+    "busy-pause": mirror_case(target_image={"latency": "300ms"}, workloads=GUEST, actions=[
+        at("100ms", "block-job-pause", device=JOB), at("100ms", "query-block-jobs"),
+        at("1s", "block-job-resume", device=JOB),
+        on("BLOCK_JOB_READY", "block-job-complete", device=JOB)]),
+    "error-paused-job-cancel": mirror_case(**paused_by_error(speed=SLOW), workloads=GUEST, actions=[
+        on("BLOCK_JOB_ERROR", "job-cancel", delay="1s", id=JOB),
+        on("BLOCK_JOB_ERROR", "query-block-jobs", delay="1s")]),
+    "pending-cancel-finalize": mirror_case(auto_finalize=False, auto_dismiss=False,
+                                           workloads=GUEST, actions=[
+        on("BLOCK_JOB_READY", "block-job-complete", delay="0.2s", device=JOB),
+        on("BLOCK_JOB_PENDING", "block-job-finalize", delay="0.5s", id=JOB),
+        on("BLOCK_JOB_COMPLETED", "job-dismiss", delay="0.5s", id=JOB)]),
+    "stream-pause-busy": stream_case(speed=SLOW, base_image={"latency": "100ms"}, actions=[
+        at("50ms", "block-job-pause", device=JOB), at("1s", "block-job-set-speed", device=JOB,
+                                                     speed=4 * MiB),
+        at("1.2s", "block-job-resume", device=JOB)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHORTCUT_CASES))
+def test_the_shortcuts_give_the_same_run(name):
+    from equivalence import outcome
+    scenario = blocksim.load_scenario(SHORTCUT_CASES[name])
+    runs = [outcome(blocksim.Simulation(scenario, shortcuts=s)) for s in (True, False)]
+    assert runs[0] == runs[1]
