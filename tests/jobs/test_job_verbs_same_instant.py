@@ -20,9 +20,9 @@ runs until it yields again before the command returns:
 many commands the monitor had recorded when it was emitted (a command's
 record is appended once its handler returns; the job's start is the first).
 
-Transcripts: /tmp/work/fixes-exp/exp_verbs.out (E1a-E2f), exp_pause_busy.out;
-checked by scenarios/qemu/mirror-resume-query-same-instant.toml and
-mirror-pause-idle-query-same-instant.toml.
+Seen on QEMU 7.2 with each command and a query-block-jobs sent in one write
+(a busy pause with the target behind a throttle filter); checked by the
+scenarios/qemu/*-same-instant.toml cases.
 """
 
 import pytest
