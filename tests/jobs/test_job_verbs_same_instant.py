@@ -30,7 +30,7 @@ import pytest
 import blocksim
 
 from jobcases import (
-    JOB, MiB, at, cancelled, commands, completed, fault, job_summary, mirror_case, on,
+    JOB, MiB, at, backup_case, cancelled, commands, completed, fault, job_summary, mirror_case, on,
     pending, simulate, st, stream_case, timeline,
 )
 
@@ -133,6 +133,22 @@ def test_pause_of_a_stream_copying_a_chunk_takes_effect_when_the_chunk_is_done()
                 and e["data"]["status"] == "paused"]
     t = paused["timestamp"]["seconds"] + paused["timestamp"]["microseconds"] / 1e6
     assert t == pytest.approx(0.2, abs=0.01)
+
+
+def test_pause_of_a_backup_waits_for_its_background_copy():
+    # backup_pause cancels the block-copy call and waits for it: a backup
+    # whose call has copies in flight is busy; one with sync=none has no
+    # call (the filter copies) and pauses at once
+    busy, busy_marks = run_marked(backup_case(target_image={"latency": "300ms"}, actions=[
+        at("100ms", "block-job-pause", device=JOB), at("100ms", "query-block-jobs")]))
+    idle, idle_marks = run_marked(backup_case(sync="none", actions=[
+        at("100ms", "block-job-pause", device=JOB), at("100ms", "query-block-jobs"),
+        at("200ms", "job-cancel", id=JOB)]))
+    assert (query(busy)["status"], query(busy)["paused"]) == ("running", True)
+    assert (query(idle)["status"], query(idle)["paused"]) == ("paused", True)
+    # (after the start's own paused/running blip, emitted once the start is recorded)
+    assert [m for m in busy_marks if m[0] == "paused"][1:] == [("paused", 3)]
+    assert [m for m in idle_marks if m[0] == "paused"][1:] == [("paused", 1)]
 
 
 def test_resume_then_pause_at_the_same_instant_pauses_again():
