@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = ["tests/engine/test_clock.py", "tests/engine/test_stretch.py", "tests/engine/test_agenda.py", "tests/model/test_faults.py",
          "tests/engine/test_burst.py", "tests/jobs/test_mirror.py", "tests/model/test_profiles.py",
          "tests/system/test_shortcuts_random.py", "tests/engine/test_journal.py", "tests/model/test_bitmap.py",
-         "tests/jobs/test_stream.py", "tests/jobs/test_job_lifecycle.py", "tests/engine/test_burst_kernel.py"]
+         "tests/jobs/test_stream.py", "tests/jobs/test_job_lifecycle.py", "tests/engine/test_burst_kernel.py",
+         "tests/jobs/test_job_verbs_same_instant.py"]
 TIMEOUT = 300
 
 # (name, file, text, replacement): each text must occur exactly once.
@@ -205,6 +206,21 @@ MUTATIONS = [
     ("burst: the loop's checks made again on entry", "blocksim/engine/burst.py",
      "            if at_top:\n                at_top = False\n            elif job.ret",
      "            if job.ret"),
+    ("verb: a pause of a mirror with copies in flight is immediate", "blocksim/jobs/mirror.py",
+     "        return self.in_flight == 0",
+     "        return True"),
+    ("verb: a job asked to pause sleeps off its rate limit first", "blocksim/jobs/base.py",
+     "        if self.is_cancelled() or self.should_pause():\n            return\n        ev = self._wake",
+     "        if self.is_cancelled():\n            return\n        ev = self._wake"),
+    ("verb: a resume leaves the pause only when the job runs", "blocksim/jobs/base.py",
+     "        self.pause_count -= 1\n        # job_resume_locked enters the job: it leaves its pause point (the\n"
+     "        # status change comes before the command's reply)\n"
+     "        if self.paused and not self.should_pause():\n            self._leave_pause()\n",
+     "        self.pause_count -= 1\n"),
+    ("verb: a pause of a sleeping job waits for the job", "blocksim/jobs/base.py",
+     "        if self._sleeping and not self.paused and self.should_pause() and self.idle():\n"
+     "            self._enter_pause()\n",
+     ""),
     ("job: a plain cancel once ready keeps the job from pausing", "blocksim/jobs/base.py",
      "        return not (self.profile.pause_after_plain_cancel and self.completes_on_cancel())",
      "        return True"),

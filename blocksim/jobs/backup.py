@@ -283,6 +283,11 @@ class BackupJob(BlockJob):
             yield call.done
         yield from super().pause_point()
 
+    def idle(self) -> bool:
+        """A waiting backup pauses at once only without a background call
+        running: ``backup_pause`` cancels it and waits for it to finish."""
+        return self._call is None or self._call.finished
+
     def set_speed(self, speed: int) -> None:
         """``backup_set_speed``: the new limit, and the call's rate-limit
         sleep is kicked."""

@@ -20,10 +20,20 @@ QEMU's wording and becomes part of the run's record.
 Subclasses implement :meth:`run` (a generator returning 0 or an errno), and
 may override :meth:`prepare` (what success changes in the graph: a pivot, a
 dropped backing file), :meth:`abort`, :meth:`complete`,
-:meth:`completes_on_cancel`, :meth:`progress_len`, :meth:`error_policies`
-and the QMP start command they are recorded as.  They call
+:meth:`completes_on_cancel`, :meth:`progress_len`, :meth:`error_policies`,
+:meth:`idle` and the QMP start command they are recorded as.  They call
 :meth:`pause_point` between iterations and :meth:`sleep` to wait; a command
 wakes a sleeping job, as QEMU's ``job_enter`` does.
+
+A command's effect on the job's status is visible to the next command at the
+same instant, as in QEMU, where a QMP handler enters the job coroutine
+synchronously (``job_enter_cond_locked`` -> ``aio_co_wake``) and the job runs
+until it yields again before the command returns.  The job's process here
+runs later in the instant, so each verb does itself what that synchronous
+run changes in QMP's view: a resume (or a cancel of a paused job) leaves the
+pause point, a pause of an :meth:`idle` sleeping job enters it, finalize,
+dismiss and a cancel while pending end the job, all before the command's
+record; complete, set-speed and a plain cancel change no status.
 """
 
 from __future__ import annotations
@@ -102,11 +112,12 @@ class BlockJob:
         self.integrity = "not-checked"
         self.integrity_detail: str | None = None
         self._wake = None
-        self._sleeping = False
-        self._user_event = None        # finalize / dismiss / cancel while pending
+        self._sleeping = False          # waiting in sleep() or _wait() (QEMU: not busy)
+        self._timed = False             # ... in sleep(): a timer is pending
         self.start_refused = False
         self._held: list = []           # the nodes it holds once created (nodes())
         self._paused_since: int | None = None
+        self._pause_prev: str | None = None     # the status a pause returns to
 
     # -- policies the job was given (for the rfc-2012 start check) -------------
     def error_policies(self) -> dict[str, str]:
@@ -164,7 +175,7 @@ class BlockJob:
 
     def _main(self):
         ret = yield from self.run()
-        yield from self._finish(ret)
+        self._finish(ret)
 
     def run(self):
         raise NotImplementedError
@@ -181,13 +192,18 @@ class BlockJob:
     def abort(self) -> None:
         """Clean-up after an error or a cancel."""
 
-    def _finish(self, ret: int):
+    def _finish(self, ret: int) -> None:
+        """The end of the job's process (QEMU's ``job_exit``, scheduled when
+        ``run`` returns).  A job that waits for ``job-finalize`` or
+        ``job-dismiss`` stops here: those verbs, and a cancel while pending,
+        end it themselves, inside the command (:meth:`finalize`,
+        :meth:`dismiss`, :meth:`cancel`)."""
         if self.cancelled and not self.completes_on_cancel():
-            yield from self._abort(cancelled=True)
+            self._abort(cancelled=True)
             return
         if ret:
             self.error = strerror(ret)
-            yield from self._abort(cancelled=False)
+            self._abort(cancelled=False)
             return
         self._transition("waiting")
         self._transition("pending")
@@ -196,17 +212,18 @@ class BlockJob:
             # when auto-finalize is off): BLOCK_JOB_PENDING {type, id}.
             if self.profile.job_status_events:
                 self.log.emit("BLOCK_JOB_PENDING", {"type": self.job_type, "id": self.id})
-            while not self.cancelled and self._user_event != "finalize":
-                yield from self._wait()
-            if self.cancelled and self._user_event != "finalize":
-                yield from self._abort(cancelled=True)
-                return
+            return
+        self._finalize()
+
+    def _finalize(self) -> None:
+        """QEMU's ``job_do_finalize_locked`` for a job that succeeded:
+        ``prepare``, BLOCK_JOB_COMPLETED, concluded (and null)."""
         self.prepare()
         self.outcome = "completed"
         self._emit_end("BLOCK_JOB_COMPLETED")
-        yield from self._conclude()
+        self._conclude()
 
-    def _abort(self, cancelled: bool):
+    def _abort(self, cancelled: bool) -> None:
         self._transition("aborting")
         self.abort()
         if cancelled:
@@ -219,15 +236,15 @@ class BlockJob:
                 self._emit_end("BLOCK_JOB_CANCELLED")
             else:
                 self._emit_end("BLOCK_JOB_COMPLETED", error=self.error)
-        yield from self._conclude()
+        self._conclude()
 
-    def _conclude(self):
+    def _conclude(self) -> None:
+        """QEMU's ``job_conclude_locked``: concluded, then null unless the
+        job waits for ``job-dismiss``."""
         self._transition("concluded")
         self.finished_at = self.env.now
-        if not self.auto_dismiss:
-            while self._user_event != "dismiss":
-                yield from self._wait()
-        self._transition("null")
+        if self.auto_dismiss:
+            self._transition("null")
 
     def _emit_end(self, name: str, error: str | None = None) -> None:
         self.end_event = name
@@ -266,15 +283,18 @@ class BlockJob:
         A cancelled job (:meth:`is_cancelled`) does not sleep at all, as
         QEMU's ``job_sleep_ns`` checks before it yields: a stream cancelled
         while its chunk was in flight ends when the chunk does, not after
-        the rate limit's sleep."""
-        if self.is_cancelled():
+        the rate limit's sleep.  Nor does a job asked to pause
+        (:meth:`should_pause`): ``job_sleep_ns`` then goes straight to its
+        pause point, so a pause asked while the job was busy takes effect
+        when its I/O is done, not after the sleep the rate limit asks for."""
+        if self.is_cancelled() or self.should_pause():
             return
         ev = self._wake = self.env.event()
         timer = self.env.timeout(ns)
         timer.callbacks.append(lambda _t, ev=ev: ev.triggered or ev.succeed())
-        self._sleeping = True
+        self._sleeping = self._timed = True
         yield ev
-        self._sleeping = False
+        self._sleeping = self._timed = False
         self._wake = None
 
     def ratelimit_sleep(self, delay: int):
@@ -301,9 +321,18 @@ class BlockJob:
         return self.pause_point()
 
     def _enter(self) -> None:
+        """Wake the job if it sleeps (QEMU's ``job_enter``, which marks the
+        job busy before it enters it)."""
         ev = self._wake
         if ev is not None and not ev.triggered:
+            self._sleeping = self._timed = False
             ev.succeed()
+
+    def idle(self) -> bool:
+        """Whether the job, sleeping, would reach its pause point at once if
+        entered: no I/O of its own in flight that its pause waits for (a
+        mirror overrides this: QEMU's ``mirror_pause`` waits for its copies)."""
+        return True
 
     def is_cancelled(self) -> bool:
         """QEMU's ``job_is_cancelled()``: the job ends without pausing again.
@@ -325,18 +354,34 @@ class BlockJob:
         return self.pause_count > 0 and not self.is_cancelled()
 
     def pause_point(self):
-        """Pause here if asked to (QEMU's ``job_pause_point``)."""
-        if self.should_pause():
-            prev = self.status
-            self._transition("standby" if prev == "ready" else "paused")
-            self.paused = True
-            self._paused_since = self.env.now
-            while self.should_pause():
-                yield from self._wait()
-            self.paused = False
-            self.paused_ns += self.env.now - self._paused_since
-            self._paused_since = None
-            self._transition(prev)
+        """Pause here if asked to (QEMU's ``job_pause_point``).
+
+        A verb may already have done either half at the instant it ran
+        (:meth:`user_pause` of an idle job enters the pause, :meth:`user_resume`
+        and :meth:`cancel` leave it), as QEMU's synchronous entry of the job
+        from the command does; the job then only waits, or goes on."""
+        if self.should_pause() and not self.paused:
+            self._enter_pause()
+        while self.paused and self.should_pause():
+            yield from self._wait()
+        self._leave_pause()
+
+    def _enter_pause(self) -> None:
+        """The head of ``job_pause_point_locked``: paused (standby when ready)."""
+        self._pause_prev = self.status
+        self._transition("standby" if self.status == "ready" else "paused")
+        self.paused = True
+        self._paused_since = self.env.now
+
+    def _leave_pause(self) -> None:
+        """The tail of ``job_pause_point_locked``, once the job is entered:
+        back to the status it paused in (nothing if it is not paused)."""
+        if not self.paused:
+            return
+        self.paused = False
+        self.paused_ns += self.env.now - self._paused_since
+        self._paused_since = None
+        self._transition(self._pause_prev)
 
     def time_paused(self, now: int) -> int:
         """Nanoseconds spent paused, including a pause still going on."""
@@ -360,6 +405,11 @@ class BlockJob:
                 f"Job '{self.id}' in state '{self.status}' cannot accept command verb '{verb}'")
 
     def user_pause(self) -> None:
+        """QEMU's ``job_user_pause_locked``.  ``job_pause_locked`` enters a
+        job that is not busy: one sleeping with nothing in flight
+        (:meth:`idle`) runs into its pause point before the command returns,
+        so it is paused (or in standby) at once; a busy one pauses at its next
+        pause point, ``running`` with ``paused: true`` meanwhile."""
         self._check_verb("pause")
         if self.user_paused:
             if self.profile.strict_job_verbs:
@@ -367,6 +417,8 @@ class BlockJob:
             return
         self.user_paused = True
         self.pause_count += 1
+        if self._sleeping and not self.paused and self.should_pause() and self.idle():
+            self._enter_pause()
         self._enter()
 
     def user_resume(self) -> None:
@@ -381,50 +433,76 @@ class BlockJob:
         self.iostatus.reset()
         self.user_paused = False
         self.pause_count -= 1
+        # job_resume_locked enters the job: it leaves its pause point (the
+        # status change comes before the command's reply)
+        if self.paused and not self.should_pause():
+            self._leave_pause()
         self._enter()
 
     def cancel(self, force: bool = False) -> None:
+        """QEMU's ``job_user_cancel_locked``.  (``block-job-cancel`` refuses
+        an unforced cancel of a user-paused job before this is asked:
+        :mod:`blocksim.management.monitor`; ``job-cancel`` always forces.)
+
+        ``job_cancel_async_locked`` un-pauses a user-paused job and enters
+        it: a paused job leaves its pause point before the command returns.
+        A job waiting in ``pending`` for ``job-finalize`` is aborted inside
+        the command (``job_cancel_locked`` -> ``job_completed_txn_abort``),
+        forced, since neither a stream nor a mirror that is not ready has a
+        soft cancel (``mirror_cancel``)."""
         self._check_verb("cancel")
-        if self.user_paused and not force and self.profile.strict_job_verbs:
-            raise CommandError(f"The block job for device '{self.id}' is currently paused")
+        if self.status == "pending":
+            self.cancelled = self.force_cancel = True
+            self._abort(cancelled=True)
+            return
         self.cancelled = True
         self.force_cancel = self.force_cancel or force
         if self.user_paused:
             self.user_paused = False
             self.pause_count -= 1
+        if self.paused and not self.should_pause():
+            self._leave_pause()
         self._enter()
 
     def complete(self) -> None:
         """QEMU's ``job_complete``: refused for a job type that has no
         completion step and for a job whose cancel was requested (a plain
-        cancel once ready still ends it, without the pivot)."""
+        cancel once ready still ends it, without the pivot).  A paused job is
+        not entered (``mirror_complete``): it completes once resumed."""
         self._check_verb("complete")
         if not self.completable or self.cancelled:
             raise CommandError(f"The active block job '{self.id}' cannot be completed")
         self.should_complete = True
-        self._enter()
+        if not self.paused:
+            self._enter()
 
     def set_speed(self, speed: int) -> None:
+        """QEMU's ``block_job_set_speed_locked``: the verb check, then the
+        speed's (``QERR_INVALID_PARAMETER_VALUE``)."""
         self._check_verb("set-speed")
         if speed < 0:
-            raise CommandError("Invalid parameter 'speed'")
+            raise CommandError("Parameter 'speed' expects a non-negative value")
         old = self.limit.speed
         self.limit.set_speed(speed)
-        # QEMU's block_job_set_speed kicks a sleeping job only when the limit
-        # was raised or lifted: a lower limit lets the current sleep run out
+        # QEMU's block_job_set_speed kicks the job only when the limit was
+        # raised or lifted (a lower limit lets the current sleep run out),
+        # and only if its sleep timer is pending (job_timer_pending): never
+        # a paused job
         if speed and speed <= old:
             return
-        self._enter()
+        if self._timed:
+            self._enter()
 
     def finalize(self) -> None:
+        """QEMU's ``job_finalize_locked``: the job is finalized inside the
+        command (``prepare``, BLOCK_JOB_COMPLETED, concluded, null)."""
         self._check_verb("finalize")
-        self._user_event = "finalize"
-        self._enter()
+        self._finalize()
 
     def dismiss(self) -> None:
+        """QEMU's ``job_dismiss_locked``: null inside the command."""
         self._check_verb("dismiss")
-        self._user_event = "dismiss"
-        self._enter()
+        self._transition("null")
 
     # -- what QMP shows ----------------------------------------------------------------
     @property

@@ -249,6 +249,11 @@ class MirrorJob(BlockJob):
         if self.should_pause():             # (else pause_point() does nothing)
             yield from self._away(self.pause_point())
 
+    def idle(self) -> bool:
+        """A sleeping mirror pauses at once only with no copy in flight:
+        QEMU's ``mirror_pause`` (``mirror_wait_for_all_io``) waits for them."""
+        return self.in_flight == 0
+
     def _sleep_off(self, ns: int):
         """The rate limit's sleep, the operations in flight running by
         themselves meanwhile."""

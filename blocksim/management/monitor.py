@@ -12,6 +12,9 @@ Commands:
 - ``block-job-{pause,resume,complete,cancel,set-speed}`` (argument ``device``,
   the job id, as in QMP), ``block-job-{finalize,dismiss}`` (``id``);
 - ``job-{pause,resume,complete,cancel,finalize,dismiss}`` (``id``);
+  ``job-cancel`` is always a forced cancel, as in QEMU, where
+  ``block-job-cancel`` takes ``force`` and refuses an unforced cancel of a
+  paused job;
 - ``job-start`` (``id``): start a job the scenario declared with
   ``start = "manual"``.  A job the scenario starts by itself (``start`` a
   time) is recorded as the ``blockdev-mirror``, ``block-stream`` or
@@ -84,6 +87,17 @@ def _job_start(sim, args, key: str = "id"):
     sim.start_job(job_id)
 
 
+def _block_job_cancel(sim, args: dict):
+    """blockdev.c ``qmp_block_job_cancel``: ``force`` defaults to false, and
+    an unforced cancel of a user-paused job (paused by the user or by a
+    ``stop`` error) is refused, before the verb check."""
+    job = _block_job(sim, args)
+    force = bool(args.get("force", False))
+    if job.user_paused and not force and sim.profile.strict_job_verbs:
+        raise CommandError(f"The block job for device '{args.get('device')}' is currently paused")
+    job.cancel(force)
+
+
 def _thin_extend(sim, args):
     device = sim.devices[args["image"]]
     if args.get("capacity") is not None:
@@ -127,14 +141,15 @@ _HANDLERS = {
     "block-job-pause": lambda sim, a: _block_job(sim, a).user_pause(),
     "block-job-resume": lambda sim, a: _block_job(sim, a).user_resume(),
     "block-job-complete": lambda sim, a: _block_job(sim, a).complete(),
-    "block-job-cancel": lambda sim, a: _block_job(sim, a).cancel(bool(a.get("force", False))),
+    "block-job-cancel": _block_job_cancel,
     "block-job-set-speed": lambda sim, a: _block_job(sim, a).set_speed(int(a.get("speed", 0))),
     "block-job-finalize": lambda sim, a: _block_job(sim, a, "id").finalize(),
     "block-job-dismiss": lambda sim, a: _block_job(sim, a, "id").dismiss(),
     "job-pause": lambda sim, a: _job(sim, a).user_pause(),
     "job-resume": lambda sim, a: _job(sim, a).user_resume(),
     "job-complete": lambda sim, a: _job(sim, a).complete(),
-    "job-cancel": lambda sim, a: _job(sim, a).cancel(False),
+    # job-qmp.c qmp_job_cancel: job_user_cancel_locked(job, true, ...), always forced
+    "job-cancel": lambda sim, a: _job(sim, a).cancel(True),
     "job-finalize": lambda sim, a: _job(sim, a).finalize(),
     "job-dismiss": lambda sim, a: _job(sim, a).dismiss(),
     "job-start": _job_start,
