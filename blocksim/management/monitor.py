@@ -11,7 +11,9 @@ Commands:
 - ``stop``, ``cont``, ``query-block-jobs``;
 - ``block-job-{pause,resume,complete,cancel,set-speed}`` (argument ``device``,
   the job id, as in QMP), ``block-job-{finalize,dismiss}`` (``id``);
-- ``job-{pause,resume,complete,cancel,finalize,dismiss}`` (``id``);
+- ``job-{pause,resume,complete,cancel,finalize,dismiss}`` (``id``); the
+  ``rfc-2012`` profile answers these and ``block-job-{finalize,dismiss}``
+  with CommandNotFound, as the 2012 monitor did;
 - ``job-start`` (``id``): start a job the scenario declared with
   ``start = "manual"``.  A job the scenario starts by itself (``start`` a
   time) is recorded as the ``blockdev-mirror``, ``block-stream`` or
@@ -31,6 +33,7 @@ from typing import Any
 
 from ..errors import CommandError
 from ..model import named_bitmap
+from ..model.profile import JOB_API_2_12_COMMANDS
 from ..record.eventlog import qmp_timestamp
 
 
@@ -48,6 +51,8 @@ class Monitor:
         if source is not None:
             record["source"] = source
         handler = _HANDLERS.get(command)
+        if not self.sim.profile.job_api_2_12 and command in JOB_API_2_12_COMMANDS:
+            handler = None              # the 2012 monitor had no such command
         try:
             if handler is None:
                 raise CommandError(f"The command {command} has not been found",

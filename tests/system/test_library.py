@@ -509,6 +509,8 @@ EXPECTATIONS: dict[str, dict] = {
         "absent": ["JOB_STATUS_CHANGE", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "STOP"],
         "event_data": [("BLOCK_JOB_ERROR", {"device": "vda"})],
         "vm": QUIET_VM,
+        # the target's ENOSPC went to the target's io-status, not the job's
+        "images": {"copy": {"io_status": "nospace"}, "disk": {"io_status": "ok"}},
         "commands": [("blockdev-mirror", ACCEPTED),
                      # the 2012 query-block-jobs shape: no status, ready, busy
                      ("query-block-jobs", {"device": "vda", "paused": True, "io-status": "failed",
