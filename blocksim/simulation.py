@@ -90,6 +90,7 @@ class Simulation:
             self.drives[name] = Drive(env, name, self.devices[spec.image], spec,
                                       self.vm, self.policy)
         self.vm.drives = self.drives
+        self.vm.nodes = list(self.devices.values())
         for dev in self.devices.values():
             dev.on_drop = self._drop_recorder(dev)
 

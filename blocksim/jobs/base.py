@@ -123,6 +123,12 @@ class BlockJob:
     def error_policies(self) -> dict[str, str]:
         return {}
 
+    def error_node(self, is_read: bool):
+        """The node a failed request of this job was on, as the job types of
+        2012 told ``block_job_error_action`` (its ``bs``): the job's own
+        device (``stream_run`` passes ``s->common.bs``)."""
+        return self.drive.node
+
     # -- start -------------------------------------------------------------------
     def qmp_start_command(self) -> str:
         """The QMP command that starts this job in QEMU (for the record)."""
@@ -134,23 +140,24 @@ class BlockJob:
 
     def start(self) -> None:
         """Create and start the job (QMP's blockdev-mirror / block-stream)."""
+        # The 2012 profile's rules (model/policy.py) in QMP's order: the
+        # arguments are parsed first, the drive is asked once the nodes are free.
+        self._refuse_if(self.policy.job_arguments_refusal(self))
         if self.status is not None:
             raise CommandError(f"Job ID '{self.id}' already in use")
         self._check_nodes_free()
-        if self.profile.job_stop_needs_drive_stop:
-            # 2012: a stop policy needs the drive to be able to stop too.
-            drive_can_stop = (self.drive.rerror == "stop"
-                              and self.drive.werror in ("stop", "enospc"))
-            for param, policy in self.error_policies().items():
-                if policy in ("stop", "enospc", "auto") and not drive_can_stop:
-                    self.start_refused = True
-                    raise CommandError(f"Invalid parameter '{param}'")
+        self._refuse_if(self.policy.job_start_refusal(self))
         self._held = self.nodes()
         self._transition("created")
         # As QEMU's job_start: the job is running when the command returns.
         self.started_at = self.env.now
         self._transition("running")
         self.env.process(self._main())
+
+    def _refuse_if(self, refusal: str | None) -> None:
+        if refusal is not None:
+            self.start_refused = self.status is None
+            raise CommandError(refusal)
 
     def nodes(self) -> list:
         """The nodes the job holds while it runs: its disk's top node (and,
@@ -428,9 +435,11 @@ class BlockJob:
         if not self.user_paused and self.profile.strict_job_verbs:
             raise CommandError("Can't resume a job that was not paused")
         self._check_verb("resume")
+        # The 2012 note's block_job_resume resets the io-status even of a job
+        # that is not paused (today that resume is refused above).
+        self.iostatus.reset()
         if not self.user_paused:
             return                  # 2012: resume was an idempotent flag
-        self.iostatus.reset()
         self.user_paused = False
         self.pause_count -= 1
         # job_resume_locked enters the job: it leaves its pause point (the

@@ -87,6 +87,12 @@ class MirrorJob(BlockJob):
         return {"on-source-error": self.on_source_error,
                 "on-target-error": self.on_target_error}
 
+    def error_node(self, is_read: bool):
+        """A read fails on the source (the job's own device), a write or
+        flush on the target, as 2012's ``mirror_error_action`` passed
+        ``s->common.bs`` or ``s->target``."""
+        return self.drive.node if is_read else self.target
+
     def qmp_start_command(self) -> str:
         return "blockdev-mirror"
 

@@ -14,7 +14,9 @@ Commands:
 - ``job-{pause,resume,complete,cancel,finalize,dismiss}`` (``id``);
   ``job-cancel`` is always a forced cancel, as in QEMU, where
   ``block-job-cancel`` takes ``force`` and refuses an unforced cancel of a
-  paused job;
+  paused job; the ``rfc-2012`` profile answers the ``job-*`` commands and
+  ``block-job-{finalize,dismiss}`` with CommandNotFound, as the 2012 monitor
+  did;
 - ``job-start`` (``id``): start a job the scenario declared with
   ``start = "manual"``.  A job the scenario starts by itself (``start`` a
   time) is recorded as the ``blockdev-mirror``, ``block-stream`` or
@@ -34,6 +36,7 @@ from typing import Any
 
 from ..errors import CommandError
 from ..model import named_bitmap
+from ..model.profile import JOB_API_2_12_COMMANDS
 from ..record.eventlog import qmp_timestamp
 
 
@@ -51,6 +54,8 @@ class Monitor:
         if source is not None:
             record["source"] = source
         handler = _HANDLERS.get(command)
+        if not self.sim.profile.job_api_2_12 and command in JOB_API_2_12_COMMANDS:
+            handler = None              # the 2012 monitor had no such command
         try:
             if handler is None:
                 raise CommandError(f"The command {command} has not been found",

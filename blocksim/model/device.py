@@ -33,6 +33,7 @@ from ..engine import Snap
 from .allocation import AllocationMap
 from .extents import ExtentMap, Run, resolve_runs
 from .faults import FaultRule, Verdict
+from .iostatus import IoStatus
 
 NO_VERDICT = Verdict()
 
@@ -72,6 +73,11 @@ class BlockDevice:
         self._pipe_free = 0
         self.reads = self.writes = self.flushes = self.failed = 0
         self.bytes_read = self.bytes_written = 0
+        #: The node's own io-status, as a 2012 BlockDriverState had one: only
+        #: the ``rfc-2012`` profile sets it (a job's ``stop`` on a node that is
+        #: not the job's own device, ``bdrv_iostatus_set_err``); ``cont``
+        #: resets it.  Today's QEMU keeps io-status on BlockBackends only.
+        self.iostatus = IoStatus(lambda: env.now)
 
     # -- the chain ------------------------------------------------------------
     def chain(self) -> list["BlockDevice"]:

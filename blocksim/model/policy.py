@@ -12,7 +12,12 @@ request here.  The engine
    action, *before* the action is carried out, one event per failed request;
 3. carries out ``stop``: for a drive, io-status then VM stop (run state
    ``io-error``); for a job, pause the job (a user-visible pause, as QEMU's
-   ``job_user_pause``) and set the job's io-status.  The VM keeps running.
+   ``job_user_pause``) and set the job's io-status (in the ``rfc-2012``
+   profile only when the failing node is the job's own device, else that
+   node's: :meth:`ErrorPolicyEngine.job_error`).  The VM keeps running.
+
+It also holds the start-time rules on a job's policies
+(:meth:`ErrorPolicyEngine.job_start_refusal`).
 
 ``report`` and ``ignore`` are carried out by the caller, which knows what
 "complete with an error" or "skip" means for it.
@@ -77,7 +82,15 @@ class ErrorPolicyEngine:
         return action
 
     def job_error(self, job, policy: str, is_read: bool, err: int) -> str:
-        """A request of ``job`` failed: decide, announce, maybe pause the job."""
+        """A request of ``job`` failed: decide, announce, maybe pause the job.
+
+        Today (``blockjob.c:block_job_error_action``) a ``stop`` sets the
+        job's io-status whatever node failed.  The 2012 note's
+        ``block_job_error_action(job, bs, ...)`` is told the failing node
+        (:meth:`job.error_node <blocksim.jobs.base.BlockJob.error_node>`) and
+        sets the job's io-status only when ``bs == job->bs``; otherwise
+        ``bdrv_iostatus_set_err(bs)``, the device rule (first error sticks):
+        that of the drive whose node it is, else the node's own."""
         action = resolve(policy, err)
         job.errors_by_action[action] += 1
         self.log.emit("BLOCK_JOB_ERROR", {
@@ -86,8 +99,57 @@ class ErrorPolicyEngine:
             "action": action,
         })
         if action == STOP:
-            job.iostatus.set_err(err)
+            node = job.error_node(is_read) if self.profile.job_iostatus_own_device_only else None
+            if node is not None and node is not job.drive.node:
+                self._node_iostatus(node).set_err(err)
+            else:
+                job.iostatus.set_err(err)
             job.pause_for_error()
         elif action == REPORT:
             job.reported = True
         return action
+
+    def _node_iostatus(self, node):
+        """The io-status ``bdrv_iostatus_set_err(bs)`` set in 2012: a drive's
+        node was the drive (its BlockDriverState had the device name)."""
+        for drive in self.vm.drives.values():
+            if drive.node is node:
+                return drive.iostatus
+        return node.iostatus
+
+    def job_arguments_refusal(self, job) -> str | None:
+        """Why the profile refuses the arguments of ``job``'s start command
+        (QMP's error text), or None; asked before anything else, as QMP
+        parses a command before running it.
+
+        2012 only: the note's ``switch (on_err)`` has no ``auto``
+        (``job_policy_auto``; the 2012 QAPI enum parser, ``input_type_enum``,
+        answers "Invalid parameter '<name>'"), and ``auto-finalize`` /
+        ``auto-dismiss`` did not exist (``job_api_2_12``; ``qmp_check_client_args``
+        gives the same answer for an unknown argument).  A job whose option is
+        the default (true) was started without it."""
+        if not self.profile.job_policy_auto:
+            for param, policy in job.error_policies().items():
+                if policy == "auto":
+                    return f"Invalid parameter '{param}'"
+        if not self.profile.job_api_2_12:
+            for param, value in (("auto-finalize", job.auto_finalize),
+                                 ("auto-dismiss", job.auto_dismiss)):
+                if not value:
+                    return f"Invalid parameter '{param}'"
+        return None
+
+    def job_start_refusal(self, job) -> str | None:
+        """Why the profile refuses to start ``job`` once its nodes are free, or None.
+
+        2012 only (``job_stop_needs_drive_stop``): a ``stop`` or ``enospc``
+        policy needs a drive with rerror=stop and werror=stop|enospc, in the
+        note's words.  (The merged code, ``stream_start`` and ``mirror_start``
+        of 1.3, asked ``bdrv_iostatus_is_enabled`` for the source policy only.)"""
+        if self.profile.job_stop_needs_drive_stop:
+            drive = job.drive
+            drive_can_stop = drive.rerror == "stop" and drive.werror in ("stop", "enospc")
+            for param, policy in job.error_policies().items():
+                if policy in ("stop", "enospc") and not drive_can_stop:
+                    return f"Invalid parameter '{param}'"
+        return None

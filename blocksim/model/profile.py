@@ -26,17 +26,43 @@ class Profile:
     report_completes_with_error: bool
     #: BLOCK_JOB_ERROR's ``device`` is the job id (today) or the drive (2012).
     job_error_names_job: bool
-    #: Job io-status keeps the first error (today) or ranks
-    #: ok < nospace < failed and only moves up (2012).
+    #: Job io-status keeps the first error (today, ``block_job_iostatus_set_err``
+    #: acts only while ``ok``) or only moves up a ranking (2012).  The note's
+    #: ``block_job_iostatus_set_err`` compares the C enum's values
+    #: (``job->iostatus < new_status``), and ``BlockDeviceIoStatus`` is
+    #: declared ``ok, failed, nospace`` (qapi, since 1.0), so the code ranks
+    #: ok < failed < nospace although its comment says "(ok, nospace,
+    #: failed)".  We follow the code, as that is what the note's
+    #: implementation did: EIO then ENOSPC shows ``nospace``.
     job_iostatus_ranked: bool
+    #: Which io-status a job's ``stop`` sets.  Today the job's own, whatever
+    #: node failed (``block_job_error_action`` has no node argument).  The
+    #: note's ``block_job_error_action(job, bs, ...)`` sets the job's only
+    #: when ``bs == job->bs`` (the job's own device: a mirror's source, a
+    #: stream's disk) and otherwise that node's (``bdrv_iostatus_set_err``,
+    #: the device rule: the first error sticks until ``cont``), so a mirror
+    #: target's error leaves the job's io-status ``ok``.
+    job_iostatus_own_device_only: bool
+    #: The ``auto`` job error policy (today; QEMU 2.12).  The note's
+    #: ``switch (on_err)`` knows enospc, stop, report and ignore only, so a
+    #: 2012 job given ``auto`` is refused ("Invalid parameter 'on-error'",
+    #: the 2012 QAPI enum parser's answer).
+    job_policy_auto: bool
     #: ``stop``/``enospc`` job policies need a drive with rerror=stop and
     #: werror=stop|enospc, else starting the job is refused (2012 only).
+    #: The note names ``stop`` ("can only be specified if the block device
+    #: has rerror=stop and werror=stop or enospc"); ``enospc`` "behaves as
+    #: 'stop'" for ENOSPC and needs the same, as the merged code checked
+    #: (``stream_start``, ``mirror_start``: stop or enospc).
     job_stop_needs_drive_stop: bool
     #: BLOCK_IO_ERROR carries node-name, nospace and reason (today) or only
     #: device, operation and action (2012).
     io_error_details: bool
-    #: Refuse a plain cancel of a paused job and a second pause (today).  In
-    #: 2012 pause and resume were idempotent flags and cancel always worked.
+    #: Refuse a plain cancel of a paused job, a second pause and the resume
+    #: of a job that is not paused (today).  In 2012 pause and resume were
+    #: idempotent flags and cancel always worked; the note's
+    #: ``block_job_resume`` resets the job's io-status whether or not the
+    #: job was paused (and only the job's: a node's waits for ``cont``).
     strict_job_verbs: bool
     #: A plain cancel of a ready mirror only requests the end (today's
     #: ``job_cancel_requested``), so the job still pauses at its pause points
@@ -49,6 +75,13 @@ class Profile:
     #: have no device name), or 2012's in-use flag on the drive
     #: (QERR_DEVICE_IN_USE, "Device 'vda' is in use").
     busy_disk_error: str
+    #: The job API of QEMU 2.12 and 3.0 (today): ``block-job-finalize``,
+    #: ``block-job-dismiss``, the ``job-*`` commands and the
+    #: ``auto-finalize``/``auto-dismiss`` options.  The 2012 monitor did not
+    #: know them: the commands are CommandNotFound, and a job started with
+    #: either option false is refused ("Invalid parameter 'auto-finalize'",
+    #: as 2012's ``qmp_check_client_args`` answers an unknown argument).
+    job_api_2_12: bool
     #: block-commit takes ``on-error`` and its BLOCK_JOB_ERROR says which
     #: operation failed, the read of the top or the write to the base
     #: (today, commit.c:commit_run).  2012's block-commit (QEMU 1.3) had no
@@ -66,17 +99,26 @@ class Profile:
     has_backup: bool = True
 
 
+#: The commands of today's job API (``job_api_2_12``).
+JOB_API_2_12_COMMANDS = frozenset({
+    "block-job-finalize", "block-job-dismiss", "job-pause", "job-resume", "job-complete",
+    "job-cancel", "job-finalize", "job-dismiss"})
+
+
 QEMU = Profile(
     name="qemu",
     job_status_events=True,
     report_completes_with_error=True,
     job_error_names_job=True,
     job_iostatus_ranked=False,
+    job_iostatus_own_device_only=False,
+    job_policy_auto=True,
     job_stop_needs_drive_stop=False,
     io_error_details=True,
     strict_job_verbs=True,
     pause_after_plain_cancel=True,
     busy_disk_error="Node '{node}' is busy: block device is in use by block job: {job_type}",
+    job_api_2_12=True,
 )
 
 # The design note's event documentation says a STOP event follows a job's
@@ -88,11 +130,14 @@ RFC_2012 = Profile(
     report_completes_with_error=False,
     job_error_names_job=False,
     job_iostatus_ranked=True,
+    job_iostatus_own_device_only=True,
+    job_policy_auto=False,
     job_stop_needs_drive_stop=True,
     io_error_details=False,
     strict_job_verbs=False,
     pause_after_plain_cancel=False,
     busy_disk_error="Device '{device}' is in use",
+    job_api_2_12=False,
     commit_on_error=False,
     active_commit=False,
     has_backup=False,

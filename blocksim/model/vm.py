@@ -10,7 +10,8 @@ and possibly emitting more ``BLOCK_IO_ERROR`` events after ``STOP`` (the
 clobbering the 2012 note warns about).  A request failed with ``stop`` is
 parked and resubmitted when the VM continues.
 
-``cont`` resets every drive's io-status, sets the state back to running,
+``cont`` resets every drive's io-status (and every node's, which only the
+``rfc-2012`` profile sets), sets the state back to running,
 emits ``RESUME`` and wakes the parked requests and the guest workloads.  Block
 jobs are not paused with the VM: they keep running.
 """
@@ -24,6 +25,7 @@ class VM:
         self.log = log
         self.state = "running"
         self.drives: dict = {}
+        self.nodes: list = []           # every node (BlockDevice), for cont
         self._running = env.event()
         self._running.succeed()
         self.stops = 0
@@ -44,8 +46,13 @@ class VM:
         self.log.emit("STOP", {})
 
     def cont(self) -> None:
+        # qmp_cont resets every drive's io-status (7.2: each BlockBackend's;
+        # 2012: bdrv_iterate over every BlockDriverState, so a node's too,
+        # which only the rfc-2012 profile ever sets).
         for drive in self.drives.values():
             drive.iostatus.reset()
+        for node in self.nodes:
+            node.iostatus.reset()
         if self.state == "running":
             return
         self.paused_ns += self.env.now - self._paused_since

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ..management.actions import Trigger
 from ..scenario import Scenario, load_scenario
 from ..simulation import Simulation
 from .daemon import StorageDaemon, find_binary
@@ -456,7 +457,7 @@ class _QemuRun:
         for action in plan.actions:
             if action.at is not None:
                 heapq.heappush(queue, ((action.at + action.delay) / 1e9, next(seq), "action", action))
-        fired = [0] * len(plan.actions)
+        triggers = self._triggers()
         duration = plan.duration / 1e9
         qmp = self.daemon.qmp
         self.t0 = time.monotonic()
@@ -471,14 +472,20 @@ class _QemuRun:
                     event = qmp.get_event(0)
                     if event is None:
                         break
-                    self._on_event(event, queue, seq, fired)
+                    self._on_event(event, queue, seq, triggers)
             now = self._now()
             if now >= duration or self._finished(queue):
                 break
             wake = min(duration, queue[0][0]) if queue else duration
             event = qmp.get_event(max(0.0, min(wake - now, 0.25)))
             if event is not None:
-                self._on_event(event, queue, seq, fired)
+                self._on_event(event, queue, seq, triggers)
+
+    def _triggers(self) -> dict[int, Trigger]:
+        """Which events each `on` action reacts to (by plan index): the
+        simulation's own rule (blocksim.management.actions.Trigger)."""
+        return {i: Trigger.of(action) for i, action in enumerate(self.plan.actions)
+                if action.on is not None}
 
     def _finished(self, queue) -> bool:
         if queue:
@@ -486,19 +493,17 @@ class _QemuRun:
         return all(self.status[j] == "null" or j in self.refused or j not in self.started
                    for j in self.plan.jobs)
 
-    def _on_event(self, event: dict, queue, seq, fired) -> None:
+    def _on_event(self, event: dict, queue, seq, triggers) -> None:
         event = dict(event)
         self.result.events.append(event)
         name, data = event.get("event"), event.get("data") or {}
         if name == "JOB_STATUS_CHANGE" and data.get("id") in self.status:
             self.status[data["id"]] = data.get("status")
-        for i, action in enumerate(self.plan.actions):
-            if action.on != name or (fired[i] and not action.repeat):
-                continue
-            if any(data.get(k) != v for k, v in action.match.items()):
-                continue
-            fired[i] += 1
-            heapq.heappush(queue, (self._now() + action.delay / 1e9, next(seq), "action", action))
+        for i, trigger in triggers.items():
+            if trigger.offer(name, data):
+                action = self.plan.actions[i]
+                heapq.heappush(queue, (self._now() + action.delay / 1e9, next(seq), "action",
+                                       action))
 
     def _record(self, command: str, arguments: dict, source: str, qmp_command: str,
                 qmp_arguments: dict) -> dict:

@@ -142,6 +142,9 @@ class ActionPlan:
     match: dict[str, Any]
     delay: int                        # ns
     repeat: bool
+    nth: Optional[int] = None
+    after: Optional[str] = None
+    after_match: dict[str, Any] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -409,7 +412,8 @@ def translate(scenario: Scenario) -> Plan:
         actions.append(ActionPlan(index=len(actions), original=i, command=action.command,
                                   arguments=arguments, at=action.at, on=action.on,
                                   match=dict(action.match), delay=action.delay,
-                                  repeat=action.repeat))
+                                  repeat=action.repeat, nth=action.nth, after=action.after,
+                                  after_match=dict(action.after_match)))
     raw["actions"] = kept_actions
 
     reduced = load_scenario(raw)

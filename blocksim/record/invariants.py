@@ -4,8 +4,9 @@ A violation is part of the result (``summary["invariants"]["violations"]``),
 never a crash and never silently dropped:
 
 - ``legal-job-transitions``: every job status change is in the legal table;
-- ``iostatus-sticky``: a drive's or job's io-status only changes away from a
-  non-ok value through a reset (today), or only moves up (``rfc-2012`` jobs);
+- ``iostatus-sticky``: a drive's, node's or job's io-status only changes away
+  from a non-ok value through a reset (today), or only moves up
+  ok < failed < nospace (``rfc-2012`` jobs);
 - ``guest-writes-durable``: every acknowledged guest write reads back at the
   end, unless its loss was recorded (``werror=ignore``, or a device fault
   that drops writes);
@@ -186,6 +187,8 @@ def check(sim, audits: dict[str, dict]) -> list[dict]:
             violations.append({"invariant": job.integrity_invariant, "subject": job_id,
                                "time": (job.finished_at or 0) / 1e9,
                                "detail": job.integrity_detail})
+    for name, dev in sim.devices.items():
+        violations += _iostatus_violations(f"image {name}", dev.iostatus)
     for name, drive in sim.drives.items():
         violations += _iostatus_violations(f"drive {name}", drive.iostatus)
         audit = audits[name]

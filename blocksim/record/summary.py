@@ -86,6 +86,11 @@ def build(sim, audits: dict, violations: list[dict]) -> dict:
     for name, dev in sim.devices.items():
         if dev.bitmaps:     # newest first, as QMP lists them
             images[name]["bitmaps"] = [b.query() for b in reversed(dev.bitmaps.values())]
+    if sim.profile.job_iostatus_own_device_only:
+        # A node's io-status: a 2012 BlockDriverState had one, which a job's
+        # stop on a node other than its own device set (profile rfc-2012).
+        for name, dev in sim.devices.items():
+            images[name]["io_status"] = dev.iostatus.value
     refused = sum(1 for c in sim.monitor.commands if "error" in c)
     return {
         "blocksim_version": VERSION,

@@ -112,6 +112,14 @@ def _arguments_type(model: type[_Arguments]) -> Any:
 class Action(_Model):
     """A management command issued ``at`` a time or ``on`` an event (+ ``delay``).
 
+    An ``on`` action reacts to the events of that name whose data match
+    ``match``: the first one, or the ``nth`` one; with ``repeat`` every one
+    (every ``nth`` one: the count restarts at each reaction).  With ``after``
+    it counts and reacts only while *armed*: an ``after`` event matching
+    ``after-match`` arms it, each reaction disarms it, and the arming event
+    itself never counts (``on = after = X`` reacts to the second X).
+    :class:`blocksim.management.actions.Trigger` is this rule at run time.
+
     ``arguments`` is a plain dict (QMP key spelling, sizes as ints, defaults
     filled in)."""
 
@@ -121,6 +129,14 @@ class Action(_Model):
     match: dict[str, Any] = Field(default_factory=dict, description="event data equality filters (only with 'on')")
     delay: Duration = _duration_default(0, "wait this long after the trigger")
     repeat: bool = Field(False, description="react every time, not once (only with 'on')")
+    nth: Optional[Annotated[int, Field(ge=1)]] = Field(
+        None, description="react to the nth matching event only (only with 'on'); "
+                          "with 'repeat', to every nth")
+    after: Optional[Literal[EVENTS]] = Field(
+        None, description="react only once this event has been seen since the action "
+                          "last reacted (only with 'on')")
+    after_match: dict[str, Any] = Field(
+        default_factory=dict, description="event data equality filters for 'after' (only with 'after')")
     command: str
     arguments: dict[str, Any] = Field(default_factory=dict)
 
@@ -146,6 +162,29 @@ class Action(_Model):
         if repeat and "on" in info.data and info.data["on"] is None:
             raise ValueError("only allowed with 'on' (an event trigger)")
         return repeat
+
+    @field_validator("nth")
+    @classmethod
+    def _nth_needs_on(cls, nth: Optional[int], info: ValidationInfo) -> Optional[int]:
+        if nth is not None and "on" in info.data and info.data["on"] is None:
+            raise ValueError("only allowed with 'on' (an event trigger)")
+        return nth
+
+    @field_validator("after")
+    @classmethod
+    def _after_needs_on(cls, after: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if after is not None and "on" in info.data and info.data["on"] is None:
+            raise ValueError("only allowed with 'on' (an event trigger); "
+                             "for a time after an event use 'on' with 'delay'")
+        return after
+
+    @field_validator("after_match")
+    @classmethod
+    def _after_match_needs_after(cls, after_match: dict[str, Any],
+                                 info: ValidationInfo) -> dict[str, Any]:
+        if after_match and "after" in info.data and info.data["after"] is None:
+            raise ValueError("only allowed with 'after'")
+        return after_match
 
 
 def _default_arguments(model: type[_Arguments]) -> Any:

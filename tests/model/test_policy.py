@@ -86,11 +86,13 @@ class _Env:
 
     def job(self):
         paused = []
-        job = SimpleNamespace(id="job0", drive=SimpleNamespace(name="d0"),
+        node = SimpleNamespace(name="disk0")
+        job = SimpleNamespace(id="job0", drive=SimpleNamespace(name="d0", node=node),
                               iostatus=IoStatus(lambda: self.env.now), reported=False,
                               errors_by_action={"ignore": 0, "report": 0, "stop": 0},
                               paused=paused)
         job.pause_for_error = lambda: paused.append(True)
+        job.error_node = lambda is_read: node        # the job's own device
         return job
 
 
@@ -157,6 +159,36 @@ def test_job_error_rfc_2012_names_the_drive():
     e = _Env(RFC_2012)
     e.engine.job_error(e.job(), "enospc", False, ENOSPC)
     assert e.log.events[0]["data"] == {"device": "d0", "operation": "write", "action": "stop"}
+
+
+@pytest.mark.parametrize("profile", [QEMU, RFC_2012])
+def test_a_stop_on_another_node_sets_that_nodes_iostatus_in_2012_only(profile):
+    # The note's block_job_error_action(job, bs, ...): the job's io-status
+    # only when bs == job->bs, else bdrv_iostatus_set_err(bs), whose first
+    # error sticks.  Today's block_job_error_action has no bs: always the job's.
+    e = _Env(profile)
+    job = e.job()
+    target = SimpleNamespace(name="copy", iostatus=IoStatus(lambda: e.env.now))
+    job.error_node = lambda is_read: job.drive.node if is_read else target
+    e.engine.job_error(job, "stop", False, ENOSPC)          # the target
+    e.engine.job_error(job, "stop", False, EIO)             # the target again
+    if profile is RFC_2012:
+        assert (job.iostatus.value, target.iostatus.value) == ("ok", "nospace")
+    else:
+        assert (job.iostatus.value, target.iostatus.value) == ("nospace", "ok")
+    e.engine.job_error(job, "stop", True, EIO)              # the job's own device
+    assert job.iostatus.value == ("failed" if profile is RFC_2012 else "nospace")
+    assert job.paused == [True] * 3
+
+
+def test_a_2012_stop_on_another_drives_node_sets_that_drives_iostatus():
+    e = _Env(RFC_2012)
+    job = e.job()
+    other = e.drive()
+    e.vm.drives = {"d1": other}
+    job.error_node = lambda is_read: other.node
+    e.engine.job_error(job, "stop", False, EIO)
+    assert (job.iostatus.value, other.iostatus.value) == ("ok", "failed")
 
 
 def test_one_event_per_failed_request_and_iostatus_is_sticky():

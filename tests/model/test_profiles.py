@@ -1,12 +1,16 @@
 """Today's QEMU (profile ``qemu``) against the 2012 design note (``rfc-2012``).
 
-SEMANTICS.md, "The rfc-2012 profile": after a ``report`` error the job ends
-with BLOCK_JOB_CANCELLED; BLOCK_JOB_ERROR names the drive; job io-status ranks
-ok < nospace < failed; ``stop``/``enospc`` job policies need a drive with
-rerror=stop and werror=stop|enospc, else the job is refused at start; there is
-no status machine (no JOB_STATUS_CHANGE) and query-block-jobs shows only type,
-device, len, offset, paused, speed, io-status.  A job's ``stop`` only pauses
-the job, the VM keeps running.
+SEMANTICS.md, "The rfc-2012 profile", checked against the note's code: after a
+``report`` error the job ends with BLOCK_JOB_CANCELLED; BLOCK_JOB_ERROR names
+the drive; a ``stop`` sets the job's io-status only for an error on the job's
+own device (else that node's, first error sticking), ranked by the enum's
+values ok < failed < nospace; ``stop``/``enospc`` job policies need a drive
+with rerror=stop and werror=stop|enospc, else the job is refused at start; no
+``auto`` policy and no job API of 2.12 (auto-finalize/dismiss, job-*,
+block-job-finalize/dismiss); resume resets io-status even of a job that is not
+paused; there is no status machine (no JOB_STATUS_CHANGE) and query-block-jobs
+shows only type, device, len, offset, paused, speed, io-status.  A job's
+``stop`` only pauses the job, the VM keeps running.
 """
 
 import pytest
@@ -96,7 +100,13 @@ def test_stop_pauses_only_the_job(profile):
                  on("BLOCK_JOB_ERROR", "block-job-resume", delay="1s", device=JOB),
                  COMPLETE_ON_READY]), profile=profile)
     [info] = commands(r, "query-block-jobs")[0]["return"]
-    assert (info["paused"], info["io-status"]) == (True, "failed")
+    # The note's block_job_error_action sets the job's io-status only for an
+    # error on the job's own device; a target error sets the target's.
+    assert (info["paused"], info["io-status"]) == (True, "ok" if profile == RFC else "failed")
+    if profile == RFC:
+        assert r.summary["images"]["dst"]["io_status"] == "failed"      # until a cont
+    else:
+        assert "io_status" not in r.summary["images"]["dst"]
     assert "STOP" not in r.event_names()
     assert r.summary["vm"]["stops"] == 0
     device = "vda" if profile == RFC else JOB
@@ -138,37 +148,72 @@ def test_a_plain_cancel_once_ready_still_pauses_on_stop_today(profile):
 
 # -- io-status: first error sticks (today) vs ranked (2012) ------------------------------------
 
-def two_errors(first: str, second: str) -> dict:
-    # 128 KiB copies, 16 in flight: the writes at 0 and at 1 MiB fail in the
-    # same burst, the one at 0 first.  Both stop the job before anyone resumes it.
+def two_errors(first: str, second: str, side: str = "target") -> dict:
+    # 128 KiB copies, 16 in flight: the target writes (or source reads) at 0
+    # and at 1 MiB fail in the same burst, the one at 0 first.  Both stop the
+    # job before anyone resumes it.
+    image, operation = ("dst", "write") if side == "target" else ("src", "read")
     return mirror_case(
-        buf_size=2 * MiB, on_target_error="stop", drive={"rerror": "stop", "werror": "enospc"},
-        faults=[fault("dst", "write", first, offset=0, length=4096, count="once"),
-                fault("dst", "write", second, offset=MiB, length=4096, count="once")],
+        buf_size=2 * MiB, on_target_error="stop", on_source_error="stop",
+        drive={"rerror": "stop", "werror": "enospc"},
+        faults=[fault(image, operation, first, offset=0, length=4096, count="once"),
+                fault(image, operation, second, offset=MiB, length=4096, count="once")],
         actions=[on("BLOCK_JOB_ERROR", "query-block-jobs", delay="0.5s"),
                  on("BLOCK_JOB_ERROR", "block-job-resume", delay="1s", device=JOB),
                  COMPLETE_ON_READY])
 
 
-@pytest.mark.parametrize("profile, first, second, expected, history", [
-    # today: the first error sticks until the resume
-    (None, "ENOSPC", "EIO", "nospace", [("ok", "nospace", "set"), ("nospace", "ok", "reset")]),
-    (None, "EIO", "ENOSPC", "failed", [("ok", "failed", "set"), ("failed", "ok", "reset")]),
-    # 2012: ranked, only moving up
-    (RFC, "ENOSPC", "EIO", "failed", [("ok", "nospace", "set"), ("nospace", "failed", "set"),
-                                      ("failed", "ok", "reset")]),
-    (RFC, "EIO", "ENOSPC", "failed", [("ok", "failed", "set"), ("failed", "ok", "reset")]),
+SET_RESET = [("ok", "nospace", "set"), ("nospace", "ok", "reset")]
+FAILED_RESET = [("ok", "failed", "set"), ("failed", "ok", "reset")]
+
+
+@pytest.mark.parametrize("profile, side, first, second, expected, history", [
+    # today: the first error sticks until the resume, whichever node failed
+    (None, "target", "ENOSPC", "EIO", "nospace", SET_RESET),
+    (None, "target", "EIO", "ENOSPC", "failed", FAILED_RESET),
+    (None, "source", "ENOSPC", "EIO", "nospace", SET_RESET),
+    (None, "source", "EIO", "ENOSPC", "failed", FAILED_RESET),
+    # 2012, errors on the job's own device (the source): ranked by the enum's
+    # values, ok < failed < nospace (the note's code, not its comment)
+    (RFC, "source", "ENOSPC", "EIO", "nospace", SET_RESET),
+    (RFC, "source", "EIO", "ENOSPC", "nospace", [("ok", "failed", "set"),
+                                                 ("failed", "nospace", "set"),
+                                                 ("nospace", "ok", "reset")]),
+    # 2012, errors on the target: the job's io-status is never set
+    (RFC, "target", "ENOSPC", "EIO", "ok", []),
+    (RFC, "target", "EIO", "ENOSPC", "ok", []),
 ])
-def test_job_iostatus_with_two_errors(profile, first, second, expected, history):
-    sim, r = simulate(two_errors(first, second), profile=profile)
+def test_job_iostatus_with_two_errors(profile, side, first, second, expected, history):
+    sim, r = simulate(two_errors(first, second, side), profile=profile)
     device = "vda" if profile == RFC else JOB
-    assert timeline(r, "BLOCK_JOB_ERROR") == [err("write", "stop", device=device)] * 2
+    operation = "write" if side == "target" else "read"
+    assert timeline(r, "BLOCK_JOB_ERROR") == [err(operation, "stop", device=device)] * 2
     [info] = commands(r, "query-block-jobs")[0]["return"]
     assert (info["paused"], info["io-status"]) == (True, expected)
     assert [(old, new, why) for _t, old, new, why in sim.jobs[JOB].iostatus.history] == history
     job = job_summary(r)
     assert (job["outcome"], job["integrity"], job["io_status"]) == ("completed", "identical", "ok")
     assert [v for v in violations(r) if v["invariant"] == "iostatus-sticky"] == []
+
+
+@pytest.mark.parametrize("first, second, expected", [("ENOSPC", "EIO", "nospace"),
+                                                     ("EIO", "ENOSPC", "failed")])
+def test_a_2012_target_error_sets_the_targets_iostatus_first_error_sticking(
+        first, second, expected):
+    # bdrv_iostatus_set_err (the device rule): the first error sticks, and
+    # the job's resume (block_job_resume) leaves it; only cont resets it.
+    sim, r = simulate(two_errors(first, second, "target"), profile=RFC)
+    target = sim.devices["dst"].iostatus
+    assert [(old, new, why) for _t, old, new, why in target.history] == [("ok", expected, "set")]
+    assert r.summary["images"]["dst"]["io_status"] == expected
+    assert r.summary["images"]["src"]["io_status"] == "ok"
+    assert r.summary["drives"]["vda"]["io_status"] == "ok"
+    # ... and cont resets it (2012's qmp_cont reset every BlockDriverState).
+    scenario = two_errors(first, second, "target")
+    scenario["actions"].append(at("3s", "cont"))
+    sim, r = simulate(scenario, profile=RFC)
+    assert r.summary["images"]["dst"]["io_status"] == "ok"
+    assert [why for _t, _o, _n, why in sim.devices["dst"].iostatus.history] == ["set", "reset"]
 
 
 # -- the 2012 start check ---------------------------------------------------------------------
@@ -236,3 +281,61 @@ def test_query_block_jobs_fields(profile, expected):
     r = simulate(stream_case(speed=MiB, actions=[{"at": "1.25s", "command": "query-block-jobs"}]),
                  profile=profile)[1]
     assert commands(r, "query-block-jobs")[0]["return"] == [expected]
+
+
+# -- rules of the note's code the profile follows (model/profile.py, one flag each) ----------
+
+@pytest.mark.parametrize("build, job, param", [
+    (mirror_case, {"on_target_error": "auto"}, "on-target-error"),
+    (mirror_case, {"on_source_error": "auto"}, "on-source-error"),
+    (stream_case, {"on_error": "auto"}, "on-error"),
+])
+def test_rfc_refuses_the_auto_policy(build, job, param):
+    # job_policy_auto: the note's switch (on_err) knows enospc, stop, report
+    # and ignore only; 2012's QAPI refused an unknown enum value.
+    scenario = build(drive=STOP_DRIVE, **job)
+    r = simulate(scenario, profile=RFC)[1]
+    [start] = r.commands
+    assert start["error"] == {"class": "GenericError", "desc": f"Invalid parameter '{param}'"}
+    assert (r.events, job_summary(r)["outcome"]) == ([], "refused")
+    assert "error" not in simulate(scenario)[1].commands[0]
+
+
+@pytest.mark.parametrize("key", ["auto-finalize", "auto-dismiss"])
+def test_rfc_refuses_the_job_api_of_2_12(key):
+    # job_api_2_12: no auto-finalize / auto-dismiss options in 2012...
+    r = simulate(mirror_case(**{key.replace("-", "_"): False}), profile=RFC)[1]
+    assert r.commands[0]["error"]["desc"] == f"Invalid parameter '{key}'"
+    assert job_summary(r)["outcome"] == "refused"
+
+
+def test_rfc_has_no_job_commands_of_2_12():
+    # ... and no job-* or block-job-finalize/dismiss commands: the 2012
+    # monitor answered CommandNotFound.  block-job-pause/resume/cancel/
+    # complete/set-speed came with the note's series and are there.
+    names = ["job-pause", "job-resume", "job-cancel", "job-complete", "job-finalize",
+             "job-dismiss", "block-job-finalize", "block-job-dismiss"]
+    actions = [at("0.001s", name, id=JOB) for name in names]
+    actions.append(at("0.001s", "block-job-pause", device=JOB))
+    r = simulate(mirror_case(speed=MiB, actions=actions), profile=RFC)[1]
+    assert refusals(r) == [(name, f"The command {name} has not been found") for name in names]
+    assert [c["error"]["class"] for c in r.commands if "error" in c] == ["CommandNotFound"] * 8
+    today = simulate(mirror_case(speed=MiB, actions=actions))[1]
+    assert all(desc != f"The command {name} has not been found"
+               for name, desc in refusals(today))
+
+
+def test_rfc_resume_resets_the_iostatus_of_a_job_that_is_not_paused():
+    # The note's block_job_resume sets io-status OK unconditionally: after a
+    # cancel has unpaused an error-stopped job, a resume still resets it.
+    sim, r = simulate(mirror_case(
+        on_source_error="stop", drive=STOP_DRIVE,
+        faults=[fault("src", "read", offset=MiB, length=4096, count="once")],
+        actions=[on("BLOCK_JOB_ERROR", "block-job-cancel", delay="0.5s", device=JOB),
+                 on("BLOCK_JOB_ERROR", "block-job-resume", delay="0.5s", device=JOB),
+                 on("BLOCK_JOB_ERROR", "query-block-jobs", delay="0.5s")]), profile=RFC)
+    assert refusals(r) == []
+    [info] = commands(r, "query-block-jobs")[0]["return"]
+    assert (info["paused"], info["io-status"]) == (False, "ok")
+    assert [why for _t, _o, _n, why in sim.jobs[JOB].iostatus.history] == ["set", "reset"]
+    assert timeline(r) == [err("read", "stop", device="vda"), cancelled(device="vda")]

@@ -179,15 +179,15 @@ def test_ranked_iostatus_may_only_move_up():
     def mess(s):
         st = s.jobs["m"].iostatus
         assert st.ranked
-        st.set_err(28)                   # ok -> nospace
-        st.set_err(5)                    # nospace -> failed: legal when ranked
-        st._change("nospace", "set")     # failed -> nospace: down, illegal
+        st.set_err(5)                    # ok -> failed
+        st.set_err(28)                   # failed -> nospace: legal when ranked (the enum's order)
+        st._change("failed", "set")      # nospace -> failed: down, illegal
 
     at(sim, 1 * MS, mess)
     r = sim.run()
     assert names(r.violations) == ["iostatus-sticky"]
     assert r.violations[0]["subject"] == "job m"
-    assert r.violations[0]["detail"] == "io-status changed from failed to nospace without a reset"
+    assert r.violations[0]["detail"] == "io-status changed from nospace to failed without a reset"
 
 
 # -- legal-job-transitions ----------------------------------------------------------------

@@ -573,11 +573,27 @@ BAD = [
     ({"actions": [{"at": 1, "repeat": True, "command": "cont"}]}, "actions.0.repeat",
      "only allowed with 'on' (an event trigger)"),
     ({"actions": [{"at": "soon", "command": "cont"}]}, "actions.0.at", DURATIONS),
+    ({"actions": [{"at": 1, "nth": 2, "command": "cont"}]}, "actions.0.nth",
+     "only allowed with 'on' (an event trigger)"),
+    ({"actions": [{"on": "STOP", "nth": 0, "command": "cont"}]}, "actions.0.nth",
+     "Input should be greater than or equal to 1 (got 0)"),
+    ({"actions": [{"on": "STOP", "nth": -1, "command": "cont"}]}, "actions.0.nth",
+     "Input should be greater than or equal to 1 (got -1)"),
+    ({"actions": [{"on": "STOP", "nth": "2", "command": "cont"}]}, "actions.0.nth",
+     "Input should be a valid integer (got '2')"),
+    ({"actions": [{"at": 1, "after": "STOP", "command": "cont"}]}, "actions.0.after",
+     "only allowed with 'on' (an event trigger); for a time after an event use 'on' with 'delay'"),
+    ({"actions": [{"on": "STOP", "after": "BLOCK_JOB_EXPLODED", "command": "cont"}]}, "actions.0.after",
+     "Input should be 'BLOCK_JOB_ERROR', 'BLOCK_IO_ERROR', 'BLOCK_JOB_READY', 'BLOCK_JOB_PENDING', "
+     "'BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED', 'JOB_STATUS_CHANGE', 'STOP' or 'RESUME' "
+     "(got 'BLOCK_JOB_EXPLODED')"),
+    ({"actions": [{"on": "STOP", "after-match": {"device": "j"}, "command": "cont"}]},
+     "actions.0.after-match", "only allowed with 'after'"),
     ({"actions": [{"at": 1}]}, "actions.0.command", "required key is missing; allowed: 'stop', 'cont', "),
     ({"actions": [{"at": 1, "command": "block-job-explode"}]}, "actions.0.command",
      "'block-dirty-bitmap-disable' or 'block-dirty-bitmap-add' (got 'block-job-explode')"),
     ({"actions": [{"at": 1, "command": "cont", "when": 2}]}, "actions.0.when",
-     "unknown key; allowed keys: at, on, match, delay, repeat, command, arguments"),
+     "unknown key; allowed keys: at, on, match, delay, repeat, nth, after, after-match, command, arguments"),
     ({"actions": [{"at": 1, "command": "block-job-pause"}]}, "actions.0.arguments.device",
      "required key is missing"),
     ({"actions": [{"at": 1, "command": "block-job-finalize", "arguments": {"id": "j", "device": "j"}}]},
@@ -764,3 +780,21 @@ def test_burst_workload_spec_refusals(full, arguments, error_class, words):
 def test_copy_is_equal(full):
     s = load_scenario(full)
     assert copy.deepcopy(s) == s
+
+
+def test_actions_nth_after_and_after_match_are_read_and_round_trip():
+    s = load_scenario(minimal(actions=[
+        {"on": "BLOCK_JOB_ERROR", "match": {"action": "stop"}, "nth": 2, "command": "block-job-cancel",
+         "arguments": {"device": "j", "force": True}},
+        {"on": "BLOCK_JOB_READY", "after": "JOB_STATUS_CHANGE", "after-match": {"status": "running"},
+         "nth": 1, "repeat": True, "command": "block-job-complete", "arguments": {"device": "j"}},
+        {"on": "BLOCK_JOB_ERROR", "command": "cont"}]))
+    a = s.actions
+    assert (a[0].nth, a[0].after, a[0].after_match) == (2, None, {})
+    assert (a[1].nth, a[1].after, a[1].after_match, a[1].repeat) == (
+        1, "JOB_STATUS_CHANGE", {"status": "running"}, True)
+    assert (a[2].nth, a[2].after, a[2].after_match) == (None, None, {})
+    d = s.to_dict()
+    assert d["actions"][1]["after-match"] == {"status": "running"}
+    assert d["actions"][0]["nth"] == 2
+    assert load_scenario(d).to_dict() == d

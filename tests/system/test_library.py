@@ -466,6 +466,25 @@ EXPECTATIONS: dict[str, dict] = {
                      ("thin-extend", ACCEPTED), ("block-job-resume", ACCEPTED),
                      ("block-job-complete", ACCEPTED)],
     },
+    "mirror-thin-target-extend-once-then-give-up": {
+        "jobs": {"mirror0": job(
+            outcome="cancelled", final_status="null", end_event="BLOCK_JOB_CANCELLED",
+            pivoted=False, io_status="nospace", offset=64 * 2**20,
+            errors={"report": 0, "ignore": 0, "stop": 7},
+            statuses=["created", "running", "paused", "running", "paused", "running",
+                      "aborting", "concluded", "null"])},
+        # one error at the first fill-up, six at the second: only `after`
+        # tells "filled up again"
+        "order": ["BLOCK_JOB_ERROR write stop", "status paused", "status running",
+                  "BLOCK_JOB_ERROR write stop", "status paused", "BLOCK_JOB_CANCELLED"],
+        "absent": ["BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED", "STOP"],
+        "counts": {"BLOCK_JOB_ERROR": 7},
+        "vm": QUIET_VM,
+        "drives": {"vda": dict(QUIET_DRIVE, node="disk")},
+        "images": {"copy": {"capacity": 64 * 2**20, "allocated": 64 * 2**20}},
+        "commands": [("blockdev-mirror", ACCEPTED), ("thin-extend", ACCEPTED),
+                     ("block-job-resume", ACCEPTED), ("block-job-cancel", ACCEPTED)],
+    },
     "mirror-paused-cancel-needs-force": {
         "jobs": {"mirror0": job(
             outcome="cancelled", final_status="null", end_event="BLOCK_JOB_CANCELLED",
@@ -509,6 +528,8 @@ EXPECTATIONS: dict[str, dict] = {
         "absent": ["JOB_STATUS_CHANGE", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "STOP"],
         "event_data": [("BLOCK_JOB_ERROR", {"device": "vda"})],
         "vm": QUIET_VM,
+        # the target's ENOSPC went to the target's io-status, not the job's
+        "images": {"copy": {"io_status": "nospace"}, "disk": {"io_status": "ok"}},
         "commands": [("blockdev-mirror", ACCEPTED),
                      # the 2012 query-block-jobs shape: no status, ready, busy
                      ("query-block-jobs", {"device": "vda", "paused": True, "io-status": "failed",
