@@ -523,3 +523,129 @@ HOT_GRANULES = {
     "jobs": {JOB: {"type": "mirror", "device": "vda", "target": "dst",
                    "granularity": "64KiB", "buf-size": "4MiB"}},
 }
+
+
+# -- QEMU 7.2's mirror_iteration: operation sizes, the whole-disk bitmap -------------------
+
+def _operations(scenario: dict) -> list[tuple[int, int, bool]]:
+    """``(start, bytes, write-zeroes)`` of each operation a mirror issues,
+    in order (one at a time: ``shortcuts=False``)."""
+    import blocksim
+    from blocksim.jobs import mirror
+
+    ops = []
+    real = mirror.MirrorJob._next_operation
+
+    def recording(job):
+        op = real(job)
+        if op:
+            ops.append((op.start, op.end - op.start, op.zero))
+        return op
+    mp = pytest.MonkeyPatch()
+    mp.setattr(mirror.MirrorJob, "_next_operation", recording)
+    try:
+        blocksim.Simulation(blocksim.load_scenario(scenario), shortcuts=False).run()
+    finally:
+        mp.undo()
+    return ops
+
+
+# (buf-size, granularity, the copies' sizes), measured on QEMU 7.2 (research-fixes.md,
+# item 3: trace mirror_one_iteration over a fully allocated 8 MiB source)
+OPERATION_SIZES = [
+    (16 * MiB, 64 * KiB, [MiB] * 8),
+    (64 * MiB, 64 * KiB, [4 * MiB] * 2),
+    (2 * MiB, MiB, [MiB] * 8),
+    (MiB, 64 * KiB, [MiB] * 8),                   # MAX_IO_BYTES, not buf-size / 16
+    (256 * KiB, 64 * KiB, [256 * KiB] * 32),
+    (64 * KiB, 4 * KiB, [64 * KiB] * 128),
+]
+
+
+@pytest.mark.parametrize("buf_size, granularity, sizes", OPERATION_SIZES,
+                         ids=[f"buf{b // KiB}K-g{g // KiB}K" for b, g, _ in OPERATION_SIZES])
+def test_copy_operation_sizes_follow_qemu(buf_size, granularity, sizes):
+    # mirror_iteration copies a data extent in operations of MAX(buf-size / 16,
+    # 1 MiB), no more than buf-size (mirror_co_read)
+    ops = _operations(mirror_case(size=8 * MiB, buf_size=buf_size, granularity=granularity))
+    assert [n for _start, n, zero in ops] == sizes
+    assert not any(zero for *_rest, zero in ops)
+
+
+def test_an_iteration_of_one_and_a_half_mib_copies_one_mib_then_half():
+    # buf-size 1.5 MiB: each iteration claims 1.5 MiB, a 1 MiB copy (max_io)
+    # then 512 KiB; QEMU measured 5 x 1 MiB and 6 x 512 KiB over 8 MiB (a
+    # claim stops at granules still in flight)
+    ops = _operations(mirror_case(size=8 * MiB, buf_size=3 * MiB // 2))
+    sizes = [n for _start, n, _zero in ops]
+    assert sum(sizes) == 8 * MiB
+    assert (sizes.count(MiB), sizes.count(MiB // 2)) == (5, 6)
+
+
+def test_copies_split_at_the_source_extents():
+    # three 192 KiB extents: one 192 KiB copy each (block status), the
+    # ranges between them written as zeroes
+    extents = [{"offset": 0, "length": 192 * KiB}, {"offset": MiB, "length": 192 * KiB},
+               {"offset": 2 * MiB, "length": 192 * KiB}]
+    ops = _operations(mirror_case(size=4 * MiB, data=extents))
+    assert [(s, n) for s, n, zero in ops if not zero] == [
+        (0, 192 * KiB), (MiB, 192 * KiB), (2 * MiB, 192 * KiB)]
+
+
+# 8 MiB, 1 MiB of data at 0 and at 4 MiB (research-fixes.md item 4)
+PARTLY_ALLOCATED = [{"offset": 0, "length": MiB}, {"offset": 4 * MiB, "length": MiB}]
+
+
+@pytest.mark.parametrize("discard, ready_len, ops", [
+    # QEMU's default: mirror_dirty_init dirties the whole device, the unallocated
+    # ranges become write-zeroes (no read)
+    ("ignore", 8 * MiB, [(0, MiB, False), (MiB, 3 * MiB, True),
+                         (4 * MiB, MiB, False), (5 * MiB, 3 * MiB, True)]),
+    # the target can write zeroes with unmap: zeroed first, then only what is
+    # allocated is copied
+    ("unmap", 2 * MiB, [(0, MiB, False), (4 * MiB, MiB, False)]),
+])
+def test_full_mirror_len_depends_on_target_discard(discard, ready_len, ops):
+    case = mirror_case(size=8 * MiB, data=PARTLY_ALLOCATED, target_image={"discard": discard},
+                       actions=[at(0, "query-block-jobs")])
+    r = simulate(case)[1]
+    assert event(r, "BLOCK_JOB_READY")["len"] == ready_len
+    assert _operations(case) == ops
+    sim, r = simulate({**case, "actions": [on("BLOCK_JOB_READY", "block-job-complete",
+                                              device=JOB)]})
+    assert job_summary(r)["integrity"] == "identical"
+
+
+@pytest.mark.parametrize("discard, ready_at", [("ignore", 8.0), ("unmap", 2.0)])
+def test_zeroes_count_against_the_speed_unless_the_target_unmaps(discard, ready_at):
+    # at 1 MiB/s: 8 MiB counted (QEMU measured READY after 8.0 s), or only
+    # the 2 MiB copied (2.0 s); mirror_iteration's write_zeroes_ok
+    r = simulate(mirror_case(size=8 * MiB, data=PARTLY_ALLOCATED, speed=MiB,
+                             target_image={"discard": discard}))[1]
+    assert job_summary(r)["ready_at"] == pytest.approx(ready_at, abs=0.02)
+
+
+def test_an_unmap_target_is_zeroed_before_the_copy():
+    # the zeroing pass (mirror_dirty_init) writes zeroes over the whole
+    # target: a target write fault anywhere fails it, with on-target-error
+    r = simulate(mirror_case(size=8 * MiB, data=PARTLY_ALLOCATED,
+                             target_image={"discard": "unmap"}, on_target_error="ignore",
+                             faults=[fault("dst", "write", offset=6 * MiB, length=4096,
+                                           count="once")]))[1]
+    assert timeline(r, "BLOCK_JOB_ERROR") == [err("write", "ignore")]
+    assert event_time(r, "BLOCK_JOB_ERROR") == pytest.approx(0.0001, abs=1e-6)
+    # (the failed piece dirties its range: the whole disk is then copied)
+    assert event(r, "BLOCK_JOB_READY")["len"] == 8 * MiB
+
+
+def test_rate_limited_mirror_issues_a_whole_iteration_before_sleeping():
+    # 4 MiB at 4 MiB/s, the target failing a write at 2 MiB: QEMU 7.2 issues
+    # the whole 16 MiB iteration at once and reports the error after 9 ms;
+    # with buf-size 1 MiB one 1 MiB copy per iteration, after 510 ms
+    # (research-fixes.md item 3, exp_ratelimit_burst)
+    def first_error(**job):
+        r = simulate(mirror_case(speed=4 * MiB, on_target_error="report", **job,
+                                 faults=[fault("dst", "write", offset=2 * MiB, length=4096)]))[1]
+        return event_time(r, "BLOCK_JOB_ERROR")
+    assert first_error() < 0.05
+    assert 0.5 <= first_error(buf_size=MiB) < 0.55
