@@ -628,14 +628,17 @@ def test_zeroes_count_against_the_speed_unless_the_target_unmaps(discard, ready_
 def test_an_unmap_target_is_zeroed_before_the_copy():
     # the zeroing pass (mirror_dirty_init) writes zeroes over the whole
     # target: a target write fault anywhere fails it, with on-target-error
-    r = simulate(mirror_case(size=8 * MiB, data=PARTLY_ALLOCATED,
+    r = simulate(mirror_case(size=8 * MiB, data=PARTLY_ALLOCATED, speed=MiB,
                              target_image={"discard": "unmap"}, on_target_error="ignore",
                              faults=[fault("dst", "write", offset=6 * MiB, length=4096,
                                            count="once")]))[1]
     assert timeline(r, "BLOCK_JOB_ERROR") == [err("write", "ignore")]
     assert event_time(r, "BLOCK_JOB_ERROR") == pytest.approx(0.0001, abs=1e-6)
-    # (the failed piece dirties its range: the whole disk is then copied)
+    # the failed piece dirties its range: the whole disk is then copied,
+    # its unallocated 6 MiB as write-zeroes that do not count against the
+    # speed (write_zeroes_ok): READY after the 2 MiB of data, at 1 MiB/s
     assert event(r, "BLOCK_JOB_READY")["len"] == 8 * MiB
+    assert job_summary(r)["ready_at"] == pytest.approx(2.0, abs=0.02)
 
 
 def test_rate_limited_mirror_issues_a_whole_iteration_before_sleeping():
