@@ -16,10 +16,9 @@ engine, the agenda and the mirror turn them back into objects
 (:meth:`Kernel.materialize`) before anything else looks at them.
 
 The content goes through the journal (:mod:`blocksim.engine.journal`) as in the
-Python loop.  A read asks one thing of the content: whether its range may
-read as zeros (a copy then sends a write-zeroes, which leaves the pipe
-alone).  The kernel answers only for pages known to hold no zero and to
-have no zero logged (asked of Python once per page, :attr:`Kernel.safe`,
+Python loop.  The kernel plans copies only on a fully allocated source (its
+block status is data throughout: no write-zeroes operation) and reads only
+pages known to hold no zero and to have no zero logged (asked of Python once per page, :attr:`Kernel.safe`,
 until the source map changes); any other read hands the burst back to the
 Python loop.  A read is then its page's log position (the journal keeps
 each log's length in :attr:`ContentJournal.loglen

@@ -3,15 +3,22 @@
 Modelled on QEMU's ``block/mirror.c`` (background copy mode):
 
 1. A :class:`~blocksim.model.bitmap.DirtyBitmap` at ``granularity`` starts with
-   what ``sync`` asks for: ``full`` marks every range allocated anywhere in
-   the source's chain, ``top`` only the top layer's, ``none`` nothing.
-   Guest writes to the source re-dirty their range for as long as the job runs.
-2. The copy loop takes the next dirty run after a cursor (at most
-   ``buf-size / 16`` bytes, at most 16 operations and ``buf-size`` bytes in
-   flight, never overlapping an operation in flight), clears it, and copies
-   it: read the source, write the target (ranges reading as zeros become a
-   write-zeroes), each operation a :class:`CopyOperation`.  ``speed``
-   throttles the loop until READY (:meth:`MirrorJob.throttle`).  The operations' timeouts stay on the job's agenda
+   what ``sync`` asks for (``mirror_dirty_init``): ``full`` marks the whole
+   device, unless the target can write zeroes with unmap (its image has
+   ``discard = "unmap"``): then the target is zeroed first and only what is
+   allocated anywhere in the source's chain is marked; ``top`` marks only the
+   top layer's allocation, ``none`` nothing.  Guest writes to the source
+   re-dirty their range for as long as the job runs.
+2. The copy loop runs iterations (``mirror_iteration``): each claims up to
+   ``buf-size`` of consecutive dirty granules after a cursor (stopping at one
+   in flight; waiting when the first is), clears them, and splits them by the
+   source's block status into operations (:class:`CopyOperation`): data in
+   copies (read the source, write the target) of at most ``MAX(buf-size /
+   16, 1 MiB)`` and ``buf-size``, extents reading as zeros in one
+   write-zeroes each; at most 16 in flight and ``buf-size`` of copies.
+   ``speed`` counts each operation (:meth:`MirrorJob.throttle`) and the loop
+   sleeps once after the whole iteration, until READY.  The operations'
+   timeouts stay on the job's agenda
    (:mod:`blocksim.engine.agenda`) and the loop issues and completes them in one
    plain loop (:mod:`blocksim.engine.burst`): both give exactly the run SimPy would
    give one event at a time.
@@ -355,8 +362,8 @@ class MirrorJob(BlockJob):
         """Account ``nbytes`` just issued against ``speed``; the sleep the
         loop then takes, in ns.
 
-        QEMU's mirror counts every byte it copies against the rate limit
-        (``block_job_ratelimit_processed_bytes`` in ``mirror_iteration``), but
+        QEMU's mirror counts every operation against the rate limit
+        (``block_job_ratelimit_get_delay`` in ``mirror_iteration``), but
         ``mirror_run`` only sleeps for it before READY: once ready, its loop
         sleeps 100 ms when there is nothing to copy and otherwise copies at
         the devices' speed, a final sync after ``complete`` included.  The
