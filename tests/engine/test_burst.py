@@ -41,15 +41,29 @@ CASES = {
         {"speed": "128MiB"},
         actions=[{"on": "BLOCK_JOB_READY", "delay": "1500ms",
                   "command": "block-job-complete", "arguments": {"device": "j0"}}]),
-    # Most of the source reads as zeros, in clusters (1 MiB) larger than the
-    # operations (64 KiB): whole operations read zeros and become
-    # write-zeroes (latency only, not the pipe), which complete out of order
-    # with the data writes.
+    # Most of the source is unallocated, in clusters (1 MiB): onto the
+    # default discard=ignore target the whole disk is dirty and those ranges
+    # become write-zeroes with no read (latency only, not the pipe), which
+    # complete out of order with the data copies.
     "sparse-source": _mirror(
         "burst-sparse", {"cluster-size": "1MiB",
                          "data": [{"offset": "0", "length": "64KiB"},
                                   {"offset": "40MiB", "length": "2200KiB"}]}, {},
         {"buf-size": "1MiB"}, guest={"rw": "randrw", "rwmixread": 50}),
+    # QEMU 7.2's iterations: 1.5 MiB of buffer (a 1 MiB copy then 512 KiB,
+    # copies waiting for buffer granules) under a speed limit (one sleep per
+    # iteration), 512-byte granules (copies of granularity x IOV_MAX), and a
+    # sparse source onto a discard=unmap target (zeroed first; write-zeroes
+    # not counted against the speed).
+    "iterations-under-speed": _mirror(
+        "burst-iterations", {}, {}, {"buf-size": "1536KiB", "speed": "96MiB"}),
+    "small-granules": _mirror(
+        "burst-small-granules", {"size": "8MiB"}, {"size": "8MiB"},
+        {"granularity": "512", "speed": "32MiB"}, guest={"rate-iops": 500}),
+    "sparse-onto-unmap": _mirror(
+        "burst-unmap", {"data": [{"offset": "1MiB", "length": "3MiB"},
+                                 {"offset": "33MiB", "length": "5MiB"}]},
+        {"discard": "unmap"}, {"speed": "64MiB"}, guest={"rw": "randrw"}),
     # A small disk written fast with no speed limit and equal devices: the
     # guest re-dirties granules in flight (the loop waits on an overlap) and
     # its requests fall on the same nanosecond as copy operations.

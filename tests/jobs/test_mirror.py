@@ -572,6 +572,14 @@ def test_copy_operation_sizes_follow_qemu(buf_size, granularity, sizes):
     assert not any(zero for *_rest, zero in ops)
 
 
+def test_copies_take_at_most_granularity_times_iov_max():
+    # mirror_co_read: MIN(buf_size, granularity * max_iov), max_iov being
+    # IOV_MAX (1024, block/io.c) for file nodes: at a granularity of 512
+    # bytes a copy is 512 KiB, not 1 MiB (from QEMU's source; not measured)
+    ops = _operations(mirror_case(size=4 * MiB, granularity=512))
+    assert [n for _start, n, _zero in ops] == [512 * KiB] * 8
+
+
 def test_an_iteration_of_one_and_a_half_mib_copies_one_mib_then_half():
     # buf-size 1.5 MiB: each iteration claims 1.5 MiB, a 1 MiB copy (max_io)
     # then 512 KiB; QEMU measured 5 x 1 MiB and 6 x 512 KiB over 8 MiB (a
