@@ -127,7 +127,6 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
     eids = env._eid
     read_done, write_done = operation._read_done, operation._write_done
     bm = job.bitmap
-    buf_size = job.buf_size
     src_service, tgt_service = src._service_done, tgt._service_done
     # (BlockDevice.read_for_copy, without its call, for a source with no backing file)
     read_for_copy = src.content.snapshot if src.backing is None else src.read_for_copy
@@ -138,32 +137,44 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
 
     while True:
         if not waiting:
-            # the loop's top, as in MirrorJob.run
-            if at_top:
-                at_top = False
-            elif job.ret or (job.pause_count > 0 and job.should_pause()) or (
-                    job.cancelled and not job.completes_on_cancel()):
-                return TOP
-            if not (bm.count and job.in_flight < max_in_flight
-                    and job.bytes_in_flight < buf_size):
-                if not job.in_flight:
+            if job._it_bit >= job._it_end:
+                # the loop's top, as in MirrorJob.run (mirror_run)
+                if at_top:
+                    at_top = False
+                elif job.ret or (job.pause_count > 0 and job.should_pause()) or (
+                        job.cancelled and not job.completes_on_cancel()):
                     return TOP
-                waiting = True
-                job._woken = False
-                continue
+                if not (bm.count and job.in_flight < max_in_flight and job.buf_free):
+                    if not job.in_flight:
+                        return TOP
+                    waiting = True
+                    job._woken = False
+                    continue
+                if not job._start_iteration():  # an operation in flight there
+                    waiting = True
+                    job._woken = False
+                    continue
+            at_top = False
+            # mirror_iteration: the claim's next operation
             op = job._next_operation()
-            if op is None:                  # overlaps an operation in flight
+            if op is None:                  # 16 in flight, or the buffer is full
                 waiting = True
                 job._woken = False
                 continue
-            if quiet:                       # CopyOperation.submit_read
-                heappush(heap, (src_service(now, op.end - op.start), next(eids),
-                                op._read_done, 0))
+            if op is False:                 # the job failed: the claim dropped
+                continue
+            nbytes = op.end - op.start
+            if op.zero:
+                delay, callback, err = op.submit_zero()
+                heappush(heap, (now + delay, next(eids), callback, err))
+            elif quiet:                     # CopyOperation.submit_read
+                heappush(heap, (src_service(now, nbytes), next(eids), op._read_done, 0))
             else:
                 delay, callback, err = op.submit_read()
                 heappush(heap, (now + delay, next(eids), callback, err))
-            delay = job.throttle(op.end - op.start)
-            if delay:
+            delay = job.throttle(op.counted())
+            # (the loop sleeps once the whole iteration is issued)
+            if delay and job._it_bit >= job._it_end:
                 return delay
             continue
         # waiting, as in Agenda.run
@@ -186,18 +197,13 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
                 start, end = op.start, op.end
                 src.reads += 1
                 src.bytes_read += end - start
-                runs = read_for_copy(start, end)
-                if runs.__class__ is list and len(runs) == 1 and not runs[0][2]:
-                    op.runs, op.how = None, False
-                    done = now + tgt.latency
-                else:
-                    if not tgt_full:
-                        cs = tgt.cluster_size
-                        c0, c1 = start // cs, -(-end // cs)
-                        if tgt._new_clusters(c0, c1):
-                            tgt_alloc.set_range(c0, c1)
-                    op.runs, op.how = runs, None
-                    done = tgt_service(now, end - start)
+                if not tgt_full:
+                    cs = tgt.cluster_size
+                    c0, c1 = start // cs, -(-end // cs)
+                    if tgt._new_clusters(c0, c1):
+                        tgt_alloc.set_range(c0, c1)
+                op.runs, op.how = read_for_copy(start, end), None
+                done = tgt_service(now, end - start)
                 heappush(heap, (done, next(eids), op._write_done, 0))
             else:
                 delay, callback, err = op.read_completed()

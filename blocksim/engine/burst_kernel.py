@@ -16,10 +16,9 @@ engine, the agenda and the mirror turn them back into objects
 (:meth:`Kernel.materialize`) before anything else looks at them.
 
 The content goes through the journal (:mod:`blocksim.engine.journal`) as in the
-Python loop.  A read asks one thing of the content: whether its range may
-read as zeros (a copy then sends a write-zeroes, which leaves the pipe
-alone).  The kernel answers only for pages known to hold no zero and to
-have no zero logged (asked of Python once per page, :attr:`Kernel.safe`,
+Python loop.  The kernel plans copies only on a fully allocated source (its
+block status is data throughout: no write-zeroes operation) and reads only
+pages known to hold no zero and to have no zero logged (asked of Python once per page, :attr:`Kernel.safe`,
 until the source map changes); any other read hands the burst back to the
 Python loop.  A read is then its page's log position (the journal keeps
 each log's length in :attr:`ContentJournal.loglen
@@ -70,8 +69,8 @@ from .stretch import AT_DUE
 
 #: The kernel's scalar state, one int64 each in ``Kernel.st``.
 (NOW, HEAD_T, LAST_EID, NEXT_EID, WAITING, AT_TOP, ONE_WAIT, STOP_AT_TOP,
- ATTACHED, WOKEN, BM_COUNT, NBITS, GRAN, BM_SIZE, MAX_BITS, IN_FLIGHT,
- BYTES_IN_FLIGHT, BUF_SIZE, CURSOR, OFFSET, BYTES_COPIED, SYNCED, SPEED,
+ ATTACHED, WOKEN, BM_COUNT, NBITS, GRAN, BM_SIZE, CLAIM_BITS, IN_FLIGHT,
+ BYTES_IN_FLIGHT, BUF_FREE, CURSOR, OFFSET, BYTES_COPIED, SYNCED, SPEED,
  QUOTA, SLICE_START, SLICE_END, DISPATCHED, SRC_LAT, SRC_BW, SRC_QD,
  SRC_PIPE, SRC_HEAD, SRC_N, SRC_READS, SRC_BYTES, TGT_LAT, TGT_BW, TGT_QD,
  TGT_PIPE, TGT_HEAD, TGT_N, TGT_WRITES, TGT_BYTES, HEAP_N, OUT_N, SHIFT,
@@ -80,8 +79,12 @@ from .stretch import AT_DUE
  # flight, its drive's and its node's counters, its ledger rows
  G_BS, G_START_AT, G_ISSUED, G_K, G_GEN, G_COMPLETED, G_BOUND, G_OFF, G_READ,
  G_GENW, G_START, D_READS, D_WRITES, D_COMPLETED, D_LATENCY, SRC_WRITES,
- SRC_BYTES_W, SKIPPED, L_N, G_KIND) = range(72)
-NSTATE = 72
+ SRC_BYTES_W, SKIPPED, L_N, G_KIND,
+ # the mirror's iteration (MirrorJob._start_iteration, _next_operation): its
+ # claim's granules left, its next operation's plan (bytes, 0 = none yet;
+ # a write-zeroes; its slot waited for), the sizes, the source fully allocated
+ IT_BIT, IT_END, IT_IO, IT_ZERO, IT_DONE, MAX_IO, COPY_MAX, SRC_FULL, STOP_RET) = range(81)
+NSTATE = 81
 
 #: What an agenda entry does (``Kernel.heap[:, KIND]``); the guest's entries
 #: are its worker's wait for a request's due time and for its completion.
@@ -126,7 +129,8 @@ _LOADED = np.array([
     ATTACHED, WOKEN, BM_COUNT, IN_FLIGHT, BYTES_IN_FLIGHT, CURSOR, OFFSET, BYTES_COPIED,
     SYNCED, SPEED, QUOTA, SLICE_START, SLICE_END, DISPATCHED,
     SRC_LAT, SRC_PIPE, SRC_READS, SRC_BYTES, TGT_LAT, TGT_PIPE, TGT_WRITES, TGT_BYTES,
-    SRC_HEAD, SRC_N, TGT_HEAD, TGT_N, OUT_N, TGT_FULL])
+    SRC_HEAD, SRC_N, TGT_HEAD, TGT_N, OUT_N, TGT_FULL,
+    BUF_FREE, IT_BIT, IT_END, IT_IO, IT_ZERO, IT_DONE, SRC_FULL, STOP_RET])
 #: What Kernel._enter_guest loads, in this order.
 _GUEST_LOADED = np.array([
     G_BS, G_START_AT, G_ISSUED, G_K, G_COMPLETED, G_GEN, D_READS, D_WRITES, D_COMPLETED,
@@ -294,31 +298,35 @@ def _search(bits, bit_words, blocks, block_words, b0, b1):
 
 
 @_step
-def _next_operation(st, bits, bit_words, summary, blocks, block_words, ops):
-    """MirrorJob._next_operation: book the next dirty run after the cursor;
-    its slot, or -1 if it overlaps an operation in flight."""
+def _start_iteration(st, bits, bit_words, summary, blocks, block_words, ops):
+    """MirrorJob._start_iteration: claim the dirty run after the cursor (up
+    to CLAIM_BITS granules, stopping at an operation in flight) and clear
+    it; False (nothing done) if an operation in flight holds its first
+    granule."""
     cursor = st[CURSOR]
     nbits = st[NBITS]
     b = _search(bits, bit_words, blocks, block_words, cursor, nbits)
     if b < 0 and cursor:
         b = _search(bits, bit_words, blocks, block_words, 0, cursor)
-    end = b + st[MAX_BITS]
-    if end > nbits:
-        end = nbits
+    # operations in flight are disjoint: the one holding b is the last one
+    # starting at or before it; the claim stops at the first one after it
+    last_bit, last_end, after = -1, -1, nbits
+    for s in range(ops.shape[0]):
+        if ops[s, USED]:
+            bit = ops[s, BIT]
+            if bit <= b:
+                if bit > last_bit:
+                    last_bit, last_end = bit, ops[s, END_BIT]
+            elif bit < after:
+                after = bit
+    if last_end > b:
+        return False
+    end = b + st[CLAIM_BITS]
+    if end > after:
+        end = after
     e = b
     while e < end and bits[e]:
         e += 1
-    # operations in flight are disjoint: one overlaps [b, e) iff the last
-    # one starting before e does
-    last, last_bit, free = -1, -1, -1
-    for s in range(ops.shape[0]):
-        if ops[s, USED]:
-            if ops[s, BIT] < e and ops[s, BIT] > last_bit:
-                last, last_bit = s, ops[s, BIT]
-        elif free < 0:
-            free = s
-    if last >= 0 and ops[last, END_BIT] > b:
-        return -1
     for i in range(b, e):               # clear_bits, counts exact per block
         if bits[i]:
             bits[i] = 0
@@ -328,18 +336,64 @@ def _next_operation(st, bits, bit_words, summary, blocks, block_words, ops):
                 blocks[blk] = 0
             st[BM_COUNT] -= 1
     st[CURSOR] = e if e < nbits else 0
+    st[IT_BIT] = b
+    st[IT_END] = e
+    return True
+
+
+@_step
+def _next_operation(st, ops):
+    """MirrorJob._next_operation on a fully allocated source (its block
+    status is data throughout, MirrorJob._plan): book the claim's next copy;
+    its slot, -1 to wait for an operation, -2 if the job has failed (the
+    claim dropped)."""
     g = st[GRAN]
-    start, stop = b * g, e * g
-    if stop > st[BM_SIZE]:
-        stop = st[BM_SIZE]
+    b = st[IT_BIT]
+    if not st[IT_IO]:
+        start = b * g
+        size = st[BM_SIZE]
+        io = st[IT_END] * g
+        if io > size:
+            io = size
+        io -= start
+        if io > st[MAX_IO]:
+            io = st[MAX_IO]
+        io -= io % g
+        if io < g:
+            io = g
+        if io > size - start:
+            io = size - start
+        if io > st[COPY_MAX]:
+            io = st[COPY_MAX]
+        st[IT_IO] = io
+    io = st[IT_IO]
+    if not st[IT_DONE]:
+        if st[IN_FLIGHT] >= MAX_IN_FLIGHT:
+            return -1
+        if st[STOP_RET]:
+            st[IT_END] = b
+            st[IT_IO] = 0
+            return -2
+        st[IT_DONE] = 1
+    n = (io + g - 1) // g
+    if st[BUF_FREE] < n:
+        return -1
+    st[BUF_FREE] -= n
+    st[IT_IO] = 0
+    st[IT_DONE] = 0
+    st[IT_BIT] = b + n
+    free = 0
+    while ops[free, USED]:
+        free += 1
+    start = b * g
     ops[free, BIT] = b
-    ops[free, END_BIT] = e
+    ops[free, END_BIT] = b + n
     ops[free, START] = start
-    ops[free, END] = stop
+    ops[free, END] = start + io
     ops[free, USED] = 1
     ops[free, MODE] = READING
     st[IN_FLIGHT] += 1
-    st[BYTES_IN_FLIGHT] += stop - start
+    st[BYTES_IN_FLIGHT] += io
     return free
 
 
@@ -489,28 +543,39 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
     stage_cap = stage.shape[0]
     while True:
         if not st[WAITING]:
-            if st[AT_TOP]:
-                st[AT_TOP] = 0
-            elif st[STOP_AT_TOP]:
-                return 0
-            if not (st[BM_COUNT] and st[IN_FLIGHT] < MAX_IN_FLIGHT
-                    and st[BYTES_IN_FLIGHT] < st[BUF_SIZE]):
-                if not st[IN_FLIGHT]:
+            if st[IT_BIT] >= st[IT_END]:
+                # the loop's top (MirrorJob.run)
+                if st[AT_TOP]:
+                    st[AT_TOP] = 0
+                elif st[STOP_AT_TOP]:
                     return 0
+                if not (st[BM_COUNT] and st[IN_FLIGHT] < MAX_IN_FLIGHT and st[BUF_FREE]):
+                    if not st[IN_FLIGHT]:
+                        return 0
+                    st[WAITING] = 1
+                    st[WOKEN] = 0
+                    continue
+                if not _start_iteration(st, bits, bit_words, summary, blocks, block_words, ops):
+                    st[WAITING] = 1
+                    st[WOKEN] = 0
+                    continue
+            st[AT_TOP] = 0
+            # the claim's next operation: a copy, on a fully allocated source
+            if st[IT_ZERO] or not (st[IT_IO] or st[SRC_FULL]):
+                return -3
+            slot = _next_operation(st, ops)
+            if slot == -1:
                 st[WAITING] = 1
                 st[WOKEN] = 0
                 continue
-            slot = _next_operation(st, bits, bit_words, summary, blocks, block_words, ops)
-            if slot < 0:
-                st[WAITING] = 1
-                st[WOKEN] = 0
+            if slot == -2:
                 continue
             nbytes = ops[slot, END] - ops[slot, START]
             done = _service_done(st, src_slots, SRC_LAT, st[NOW], nbytes)
             _heap_push(heap, st, done, st[NEXT_EID], READ_DONE, slot)
             st[NEXT_EID] += 1
             delay = _throttle(st, nbytes)
-            if delay:
+            if delay and st[IT_BIT] >= st[IT_END]:
                 return delay
             continue
         if not st[HEAP_N]:
@@ -590,8 +655,9 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
         st[TGT_BYTES] += nbytes
         st[OFFSET] += nbytes
         st[BYTES_COPIED] += nbytes
-        # MirrorJob._op_finished
+        # MirrorJob._op_finished (a copy's granules back in the buffer)
         ops[slot, USED] = 0
+        st[BUF_FREE] += ops[slot, END_BIT] - ops[slot, BIT]
         st[IN_FLIGHT] -= 1
         st[BYTES_IN_FLIGHT] -= nbytes
         if st[ATTACHED] and not st[WOKEN]:
@@ -642,7 +708,7 @@ class Kernel:
         bm = job.bitmap
         self.bitmap = bm.arrays()
         st[NBITS], st[GRAN], st[BM_SIZE] = bm.nbits, bm.granularity, bm.size
-        st[MAX_BITS], st[BUF_SIZE] = job._max_bits, job.buf_size
+        st[CLAIM_BITS], st[MAX_IO], st[COPY_MAX] = job.claim_bits, job.max_io, job.copy_max
         st[SRC_BW], st[SRC_QD] = src.bandwidth, src.queue_depth
         st[TGT_BW], st[TGT_QD] = tgt.bandwidth, tgt.queue_depth
         st[SHIFT], st[SRC_SIZE] = content._shift, content.size
@@ -695,6 +761,7 @@ class Kernel:
         self.src_slots[:n_src] = src._slots
         self.tgt_slots[:n_tgt] = tgt._slots
         alloc = tgt.alloc
+        plan = job._it_plan
         # the scalars, in the order of _LOADED
         st[_LOADED] = (
             env._now, NEVER if head_t == float("inf") else head_t, last_eid, next(env._eid),
@@ -707,7 +774,9 @@ class Kernel:
             limit.slice_start, limit.slice_end, limit.dispatched,
             src.latency, src._pipe_free, src.reads, src.bytes_read,
             tgt.latency, tgt._pipe_free, tgt.writes, tgt.bytes_written,
-            0, n_src, 0, n_tgt, 0, alloc.count == alloc.nclusters)
+            0, n_src, 0, n_tgt, 0, alloc.count == alloc.nclusters,
+            job.buf_free, job._it_bit, job._it_end, *(plan or (0, 0, 0)),
+            src.fully_allocated(), bool(job.ret))
         loglen = np.frombuffer(journal.loglen, dtype=np.int64)
         zeroed = np.frombuffer(journal.zeroed, dtype=np.int64)
         bits, bit_words, summary, blocks, block_words = self.bitmap
@@ -768,6 +837,8 @@ class Kernel:
         bm.count = v[BM_COUNT]
         job._cursor, job.offset, job.bytes_copied = v[CURSOR], v[OFFSET], v[BYTES_COPIED]
         job.in_flight, job.bytes_in_flight = v[IN_FLIGHT], v[BYTES_IN_FLIGHT]
+        job.buf_free, job._it_bit, job._it_end = v[BUF_FREE], v[IT_BIT], v[IT_END]
+        job._it_plan = [v[IT_IO], v[IT_ZERO] == 1, v[IT_DONE] == 1] if v[IT_IO] else None
         job._woken = v[WOKEN] == 1
         limit.slice_start, limit.slice_end, limit.dispatched = (
             v[SLICE_START], v[SLICE_END], v[DISPATCHED])
@@ -1059,8 +1130,8 @@ class Kernel:
                 op.runs, op.how = self._snap(start, end, pos), None
             elif mode == OBJECT:
                 op.runs, op.how = snaps[slot], None
-            else:
-                op.runs, op.how = None, False
+            else:                           # a write-zeroes (no read)
+                op.runs, op.how, op.zero = None, False, True
             snaps[slot] = None
             entries.append((t, eid, op._write_done, 0))
         job._op_starts[:] = sorted(job._ops)

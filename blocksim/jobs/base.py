@@ -305,17 +305,18 @@ class BlockJob:
         self._wake = None
 
     def ratelimit_sleep(self, delay: int):
-        """Sleep off the rate limit, as QEMU's ``block_job_ratelimit_sleep``.
-
-        ``delay`` is what the limiter asked for when the last bytes were
-        counted.  Each sleep ends at a pause point, as ``job_sleep_ns`` does;
-        a job entered early (a pause, a raised speed) then asks the limiter
-        again, and sleeps off what is left of a stretched slice unless it
-        was cancelled meanwhile."""
-        while delay and not self.is_cancelled():
+        """Sleep off the rate limit once, as QEMU 7.2's ``job_sleep_ns(job,
+        delay)`` after a chunk (stream_run, mirror_run; ``delay`` is what
+        ``ratelimit_calculate_delay`` asked for when the bytes were
+        counted): none for a cancelled job, none either for a job asked to
+        pause, then the pause point.  A job entered early (a pause, a raised
+        speed) goes on without sleeping off the rest: 7.2 does not ask the
+        limiter again (``block_job_ratelimit_sleep`` is QEMU 8.0's)."""
+        if not delay or self.is_cancelled():
+            return
+        if not self.should_pause():
             yield from self._sleep_off(delay)
-            yield from self._pause_point()
-            delay = self.limit.delay(self.env.now, 0)
+        yield from self._pause_point()
 
     def _sleep_off(self, ns: int):
         """How the job sleeps in :meth:`ratelimit_sleep` (a job with I/O of

@@ -3,15 +3,22 @@
 Modelled on QEMU's ``block/mirror.c`` (background copy mode):
 
 1. A :class:`~blocksim.model.bitmap.DirtyBitmap` at ``granularity`` starts with
-   what ``sync`` asks for: ``full`` marks every range allocated anywhere in
-   the source's chain, ``top`` only the top layer's, ``none`` nothing.
-   Guest writes to the source re-dirty their range for as long as the job runs.
-2. The copy loop takes the next dirty run after a cursor (at most
-   ``buf-size / 16`` bytes, at most 16 operations and ``buf-size`` bytes in
-   flight, never overlapping an operation in flight), clears it, and copies
-   it: read the source, write the target (ranges reading as zeros become a
-   write-zeroes), each operation a :class:`CopyOperation`.  ``speed``
-   throttles the loop until READY (:meth:`MirrorJob.throttle`).  The operations' timeouts stay on the job's agenda
+   what ``sync`` asks for (``mirror_dirty_init``): ``full`` marks the whole
+   device, unless the target can write zeroes with unmap (its image has
+   ``discard = "unmap"``): then the target is zeroed first and only what is
+   allocated anywhere in the source's chain is marked; ``top`` marks only the
+   top layer's allocation, ``none`` nothing.  Guest writes to the source
+   re-dirty their range for as long as the job runs.
+2. The copy loop runs iterations (``mirror_iteration``): each claims up to
+   ``buf-size`` of consecutive dirty granules after a cursor (stopping at one
+   in flight; waiting when the first is), clears them, and splits them by the
+   source's block status into operations (:class:`CopyOperation`): data in
+   copies (read the source, write the target) of at most ``MAX(buf-size /
+   16, 1 MiB)`` and ``buf-size``, extents reading as zeros in one
+   write-zeroes each; at most 16 in flight and ``buf-size`` of copies.
+   ``speed`` counts each operation (:meth:`MirrorJob.throttle`) and the loop
+   sleeps once after the whole iteration, until READY.  The operations'
+   timeouts stay on the job's agenda
    (:mod:`blocksim.engine.agenda`) and the loop issues and completes them in one
    plain loop (:mod:`blocksim.engine.burst`): both give exactly the run SimPy would
    give one event at a time.
@@ -34,7 +41,8 @@ retrying (throttled by ``speed``) and never becomes ready, until cancelled.
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_right, insort
+from collections import deque
 
 from ..engine import Agenda, Snap, burst, burst_kernel
 from ..model.bitmap import DirtyBitmap
@@ -44,6 +52,9 @@ from ..model.ratelimit import SLICE_NS
 from .base import BlockJob
 
 MAX_IN_FLIGHT = 16
+MAX_IO_BYTES = 1 << 20      # mirror.c
+MAX_IOV = 1024              # IOV_MAX: the nodes' bl.max_iov
+INT_MAX = (1 << 31) - 1
 
 
 class MirrorJob(BlockJob):
@@ -59,8 +70,25 @@ class MirrorJob(BlockJob):
         self.buf_size: int = spec.buf_size
         self.on_source_error: str = spec.on_source_error
         self.on_target_error: str = spec.on_target_error
-        self.max_io = max(self.buf_size // MAX_IN_FLIGHT, self.granularity)
-        self._max_bits = self.max_io // self.granularity    # granules per operation
+        g = self.granularity
+        # mirror.c (mirror_start_job): the buffer is whole granules
+        self.buf_size = -(-self.buf_size // g) * g
+        # mirror_iteration: a data extent is copied in operations of at
+        # most max_io_bytes = MAX(buf_size / MAX_IN_FLIGHT, MAX_IO_BYTES)
+        self.max_io = max(self.buf_size // MAX_IN_FLIGHT, MAX_IO_BYTES)
+        # mirror_co_read: and of at most MIN(buf_size, granularity * max_iov)
+        self.copy_max = min(self.buf_size, g * MAX_IOV)
+        # an iteration claims up to buf_size of consecutive dirty granules
+        self.claim_bits = self.buf_size // g
+        self.buf_free = self.claim_bits     # free granules of the buffer
+        # mirror_iteration's write_zeroes_ok: zeroes are not counted against
+        # the speed when the target can write zeroes with unmap
+        self.zeroes_free = self.target.discard == "unmap"
+        # The iteration in progress: granules [_it_bit, _it_end) of its
+        # claim are still to be issued; _it_plan is its next operation as
+        # block status made it (bytes, zero), decided before its waits.
+        self._it_bit = self._it_end = 0
+        self._it_plan = None
         self.source = None
         self.bitmap: DirtyBitmap | None = None
         self.in_flight = 0
@@ -108,95 +136,240 @@ class MirrorJob(BlockJob):
     def run(self):
         src = self.source = self.drive.node
         bm = self.bitmap = DirtyBitmap(src.size, self.granularity)
-        self._initial_dirty(src, bm)
+        # (QEMU's dirty bitmap exists from mirror_start_job on: guest writes
+        # during an initial zeroing pass are tracked)
         src.write_listeners.append(bm)
+        if self.sync == "full" and not self.zeroes_free:
+            # mirror_dirty_init: a target that cannot write zeroes with
+            # unmap (discard=ignore, QEMU's default) gets every byte: the
+            # whole device dirty, unallocated ranges written as zeroes
+            bm.mark(0, src.size)
+        elif self.sync != "none":
+            if self.sync == "full":
+                yield from self._zero_target()
+            self._initial_dirty(src, bm)
         if self.env.shortcuts:
             self._agenda = Agenda(self.env)
             self._agenda.runner = self._complete_detached
             if burst_kernel.Kernel.applies(self):
                 self._agenda.kernel = burst_kernel.Kernel(self)
         while True:
-            if self.ret:
-                break
-            if self.pause_count > 0:        # (pause_point() checks it again)
-                yield from self._pause_point()
-            if self.cancelled and not self.completes_on_cancel():
-                break
-            if bm.count and self.in_flight < MAX_IN_FLIGHT \
-                    and self.bytes_in_flight < self.buf_size:
-                if burst.applies(self):
-                    delay = yield from self._copy_burst()
-                    if delay:
-                        yield from self.ratelimit_sleep(delay)
+            if self._it_bit >= self._it_end:
+                # mirror_run's loop top
+                if self.ret:
+                    break
+                if self.pause_count > 0:        # (pause_point() checks it again)
+                    yield from self._pause_point()
+                if self.cancelled and not self.completes_on_cancel():
+                    break
+                if bm.count and self.in_flight < MAX_IN_FLIGHT and self.buf_free:
+                    if burst.applies(self):
+                        delay = yield from self._copy_burst()
+                        if delay:
+                            yield from self.ratelimit_sleep(delay)
+                        continue
+                    if self._agenda is not None:    # (the operations as objects)
+                        self._agenda._objects()
+                    if not self._start_iteration():     # an operation in flight there
+                        yield from self._wait_op()
+                        continue
+                else:
+                    if self.in_flight:
+                        yield from self._wait_op()
+                        continue
+                    # Nothing in flight from here on, so nothing on the agenda.
+                    if not self.synced:
+                        # QEMU flushes the target before announcing READY; a
+                        # failed flush goes through on-target-error as a write.
+                        if (yield from self._flush_target()):
+                            continue
+                        self._become_ready()
+                    # As mirror_run: the guest may have written during the flush.
+                    completing = self.should_complete or self.cancelled
+                    if completing and not bm.count:
+                        yield from self.drive.drain_begin()
+                        if bm.count or self.in_flight or (yield from self._flush_target()):
+                            self.drive.drain_end()
+                            continue
+                        self._drained = True
+                        break
+                    if not completing:
+                        if not bm.count:
+                            # (the agenda runs itself meanwhile: a guest the
+                            # compiled loop runs stays there, blocksim.engine.burst_kernel)
+                            yield from self._away(self.sleep(SLICE_NS))
+                        continue
+                    # completing, with data dirtied during the flush: QEMU
+                    # sleeps off the rate limit here, the only place a ready
+                    # mirror does (only a cancel forced before READY gets
+                    # here, and a cancelled job does not sleep)
+                    yield from self.ratelimit_sleep(self.limit.delay(self.env.now, 0))
                     continue
-                nbytes = self._issue()
-                if nbytes < 0:                  # overlaps an operation in flight
-                    yield from self._wait_op()
-                    continue
-                delay = self.throttle(nbytes)
+            # mirror_iteration: the claim's next operation
+            if burst.applies(self):
+                delay = yield from self._copy_burst()
                 if delay:
                     yield from self.ratelimit_sleep(delay)
                 continue
-            if self.in_flight:
+            if self._agenda is not None:    # (the operations as objects)
+                self._agenda._objects()
+            op = self._next_operation()
+            if op is None:                  # 16 in flight, or the buffer is full
                 yield from self._wait_op()
                 continue
-            # Nothing in flight from here on, so nothing on the agenda.
-            if not self.synced:
-                # QEMU flushes the target before announcing READY; a failed
-                # flush goes through on-target-error as a write.
-                if (yield from self._flush_target()):
-                    continue
-                self._become_ready()
-            # As mirror_run: the guest may have written during the flush.
-            completing = self.should_complete or self.cancelled
-            if completing and not bm.count:
-                yield from self.drive.drain_begin()
-                if bm.count or self.in_flight or (yield from self._flush_target()):
-                    self.drive.drain_end()
-                    continue
-                self._drained = True
-                break
-            if not completing:
-                if not bm.count:
-                    # (the agenda runs itself meanwhile: a guest the compiled
-                    # loop runs stays there, blocksim.engine.burst_kernel)
-                    yield from self._away(self.sleep(SLICE_NS))
+            if op is False:                 # the job failed: the claim is dropped
                 continue
-            # completing, with data dirtied during the flush: QEMU sleeps
-            # off the rate limit here, the only place a ready mirror does
-            # (only a cancel forced before READY gets here, and a cancelled
-            # job does not sleep)
-            yield from self.ratelimit_sleep(self.limit.delay(self.env.now, 0))
+            op.issue()
+            delay = self.throttle(op.counted())
+            # mirror_run sleeps once the whole iteration is issued, for the
+            # delay of its last operation
+            if delay and self._it_bit >= self._it_end:
+                yield from self.ratelimit_sleep(delay)
         while self.in_flight:
             yield from self._wait_op()
         return self.ret
 
+    def _zero_target(self):
+        """mirror_dirty_init's zeroing of a target that can write zeroes
+        with unmap, before a full mirror copies what is allocated: write
+        zeroes over the whole target in pieces of at most INT_MAX aligned
+        down to the granularity, 16 in flight, waiting for them all.  The
+        pass counts neither in progress (``initial_zeroing_ongoing``) nor
+        against the speed; a failed piece dirties its range and goes through
+        on-target-error as a write (mirror_write_complete)."""
+        tgt, size, g = self.target, self.source.size, self.granularity
+        piece = INT_MAX // g * g
+        pending = deque()           # the pieces in flight, oldest first
+        offset = 0
+        while offset < size:
+            if self.should_pause():     # mirror_throttle's pause point
+                while pending:          # (mirror_pause waits for all I/O)
+                    yield pending.popleft()
+                yield from self.pause_point()
+            if self.is_cancelled():
+                break
+            if len(pending) >= MAX_IN_FLIGHT:
+                yield pending.popleft()     # mirror_wait_for_free_in_flight_slot
+                continue
+            n = min(size - offset, piece)
+            err, delay, dropped = tgt.submit_write_zeroes(offset, n)
+            ev = self.env.timeout(delay, (offset, n, err, dropped))
+            ev.callbacks.append(self._zeroed)
+            pending.append(ev)
+            offset += n
+        while pending:                  # mirror_wait_for_all_io
+            yield pending.popleft()
+
+    def _zeroed(self, event) -> None:
+        offset, n, err, dropped = event.value
+        if err:
+            self._failed(offset, offset + n, self.on_target_error, False, err)
+        else:
+            self.target.complete_write_zeroes(offset, n, dropped)
+
     def _initial_dirty(self, src, bm: DirtyBitmap) -> None:
-        if self.sync == "none":
-            return
+        """mirror_dirty_init's walk of the allocation: full marks every
+        range allocated anywhere in the source's chain, top only the top
+        layer's."""
         layers = [src] if self.sync == "top" else src.chain()
         for node in layers:
             cs = node.cluster_size
             for a, b in node.alloc.runs():
                 bm.mark(a * cs, min(b * cs, node.size))
 
-    def _issue(self) -> int:
-        """Issue the next operation; its length, or -1 if it would overlap
-        one in flight (the loop then waits)."""
-        if self._agenda is not None:    # (the operations as objects)
-            self._agenda._objects()
-        op = self._next_operation()
-        if op is None:
-            return -1
-        op.issue()
-        return op.end - op.start
+    def _start_iteration(self) -> bool:
+        """mirror_iteration's claim: from the next dirty granule after the
+        cursor, up to buf-size of consecutive dirty granules, stopping at
+        one in flight; they are cleared at once.  False (nothing done) if an
+        operation in flight holds the first one (mirror_wait_on_conflicts:
+        the loop waits)."""
+        bm = self.bitmap
+        b = bm.next_dirty(self._cursor)
+        starts = self._op_starts
+        i = bisect_right(starts, b)
+        if i and self._ops[starts[i - 1]].end_bit > b:
+            return False
+        n = bm.dirty_run(b, self.claim_bits)
+        if i < len(starts) and starts[i] < b + n:
+            n = starts[i] - b
+        bm.clear_bits(b, b + n)
+        self._cursor = b + n if b + n < bm.nbits else 0
+        self._it_bit, self._it_end = b, b + n
+        return True
+
+    def _plan(self, b: int) -> tuple:
+        """The claim's next operation from granule ``b``, as mirror_iteration
+        decides it by the source's block status: ``(bytes, zero)``.  A data
+        extent goes in copies of at most ``max_io`` bytes; an extent reading
+        as zeros in one write-zeroes (no read, not capped), if it covers
+        whole granules and whole target clusters, else in a copy; the last
+        operation stops at the device's end (mirror_clip_bytes); a copy
+        takes at most ``copy_max`` bytes (mirror_co_read)."""
+        g = self.granularity
+        start = b * g
+        size = self.bitmap.size
+        end = self._it_end * g
+        data, io = self.source.block_status(start, end if end < size else size)
+        if data and io > self.max_io:
+            io = self.max_io
+        io -= io % g
+        zero = False
+        if io < g:
+            io = g
+        elif not data:
+            tcs = self.target.cluster_size
+            zero = not (start % tcs or io % tcs)
+        if io > size - start:
+            io = size - start
+        if not zero and io > self.copy_max:
+            io = self.copy_max
+        return io, zero
+
+    def _next_operation(self) -> "CopyOperation | None | bool":
+        """Book the claim's next operation (not issued yet); None if the
+        loop must first wait for one in flight (16 in flight, or a copy's
+        granules not free in the buffer), False if the job has failed (the
+        rest of the claim is dropped, as mirror_iteration's ``goto fail``).
+
+        QEMU's mirror_iteration waits for a free slot, then checks for a
+        failure, then lets the operation's coroutine wait for its buffer
+        while it goes on to the next one; here the iteration waits for that
+        buffer too (the operations are the same, in the same order)."""
+        plan = self._it_plan
+        if plan is None:
+            plan = self._it_plan = [*self._plan(self._it_bit), False]
+        io, zero, performed = plan
+        if not performed:
+            if self.in_flight >= MAX_IN_FLIGHT:
+                return None
+            if self.ret:
+                self._it_end = self._it_bit
+                self._it_plan = None
+                return False
+            plan[2] = True
+        g = self.granularity
+        b = self._it_bit
+        n = -(-io // g)
+        if not zero:
+            if self.buf_free < n:
+                return None
+            self.buf_free -= n
+        self._it_plan = None
+        self._it_bit = b + n
+        start = b * g
+        op = self._ops[b] = CopyOperation(self, b, b + n, start, start + io,
+                                          self._agenda is not None, zero)
+        insort(self._op_starts, b)
+        self.in_flight += 1
+        self.bytes_in_flight += io
+        return op
 
     def throttle(self, nbytes: int) -> int:
         """Account ``nbytes`` just issued against ``speed``; the sleep the
         loop then takes, in ns.
 
-        QEMU's mirror counts every byte it copies against the rate limit
-        (``block_job_ratelimit_processed_bytes`` in ``mirror_iteration``), but
+        QEMU's mirror counts every operation against the rate limit
+        (``block_job_ratelimit_get_delay`` in ``mirror_iteration``), but
         ``mirror_run`` only sleeps for it before READY: once ready, its loop
         sleeps 100 ms when there is nothing to copy and otherwise copies at
         the devices' speed, a final sync after ``complete`` included.  The
@@ -206,33 +379,10 @@ class MirrorJob(BlockJob):
         delay = self.limit.delay(self.env.now, nbytes)
         return 0 if self.synced else delay
 
-    def _next_operation(self) -> "CopyOperation | None":
-        """Take the next dirty run after the cursor and book an operation
-        for it (not issued yet), or None if it overlaps one in flight."""
-        bm = self.bitmap
-        b = bm.next_dirty(self._cursor)
-        n = bm.dirty_run(b, self._max_bits)
-        # Operations in flight are disjoint, so the only one that can overlap
-        # [b, b+n) is the last one starting before b+n.
-        starts = self._op_starts
-        i = bisect_left(starts, b + n) - 1
-        if i >= 0 and self._ops[starts[i]].end_bit > b:
-            return None
-        bm.clear_bits(b, b + n)
-        self._cursor = b + n if b + n < bm.nbits else 0
-        g = self.granularity
-        start, end = b * g, (b + n) * g
-        if end > bm.size:
-            end = bm.size
-        op = self._ops[b] = CopyOperation(self, b, b + n, start, end,
-                                          self._agenda is not None)
-        insort(starts, b)
-        self.in_flight += 1
-        self.bytes_in_flight += end - start
-        return op
-
     def _op_finished(self, op: "CopyOperation") -> None:
         del self._ops[op.bit]
+        if not op.zero:
+            self.buf_free += op.end_bit - op.bit
         self._op_starts.remove(op.bit)
         self.in_flight -= 1
         self.bytes_in_flight -= op.end - op.start
@@ -372,37 +522,53 @@ class MirrorJob(BlockJob):
 
 
 class CopyOperation:
-    """One copy operation of a mirror: read the source, then write the target.
+    """One operation of a mirror: a copy (read the source, then write the
+    target: ``mirror_co_read``) or, for a range the source's block status
+    says reads as zeros, a write-zeroes to the target with no read
+    (``mirror_co_zero``).
 
-    QEMU runs each operation as its own coroutine (``mirror_co_read`` then
-    ``mirror_write_complete``).  Here it is a chain of two timeouts with
-    callbacks rather than a SimPy process: there are a million of them in a
-    1 TiB mirror, and a process costs two extra events and a generator each.
-    A *private* operation keeps its timeouts on the job's agenda
-    (:mod:`blocksim.engine.agenda`) instead of SimPy's queue, in the same order.
-    The device's submit step runs when the operation is issued, its complete
-    step when the timeout fires, exactly as in the device's own generators.
-    Ranges that read as zeros are written as a write-zeroes.
+    QEMU runs each operation as its own coroutine.  Here it is a chain of
+    timeouts with callbacks rather than a SimPy process: there are a million
+    of them in a 1 TiB mirror, and a process costs two extra events and a
+    generator each.  A *private* operation keeps its timeouts on the job's
+    agenda (:mod:`blocksim.engine.agenda`) instead of SimPy's queue, in the
+    same order.  The device's submit step runs when the operation is issued,
+    its complete step when the timeout fires, exactly as in the device's own
+    generators.  A copy writes what it read as data, zeros included (QEMU's
+    mirror_read_complete: ``blk_co_pwritev``).
     """
 
-    __slots__ = ("job", "bit", "end_bit", "start", "end", "runs", "how", "private", "_next")
+    __slots__ = ("job", "bit", "end_bit", "start", "end", "zero", "runs", "how", "private",
+                 "_next")
 
     def __init__(self, job: MirrorJob, bit: int, end_bit: int, start: int, end: int,
-                 private: bool):
+                 private: bool, zero: bool = False):
         self.job = job
         self.bit, self.end_bit = bit, end_bit      # its granules in the dirty bitmap
         self.start = start
         self.end = end
+        self.zero = zero
         self.private = private
+
+    def counted(self) -> int:
+        """The bytes mirror_iteration counts against the speed: all but a
+        write-zeroes to a target that can write zeroes with unmap."""
+        return 0 if self.zero and self.job.zeroes_free else self.end - self.start
 
     # Each step returns ``(delay, callback, errno)``: what to call when, for
     # the copy loop's agenda (blocksim.engine.burst) or through _after.
     def issue(self) -> None:
-        self._after(*self.submit_read())
+        self._after(*(self.submit_zero() if self.zero else self.submit_read()))
 
     def submit_read(self) -> tuple:
         err, delay = self.job.source.submit_read(self.start, self.end - self.start)
         return delay, (self._read_failed if err else self._read_done), err
+
+    def submit_zero(self) -> tuple:
+        err, delay, self.how = self.job.target.submit_write_zeroes(self.start,
+                                                                   self.end - self.start)
+        self.runs = None
+        return delay, (self._write_failed if err else self._write_done), err
 
     def _after(self, delay: int, callback, err: int) -> None:
         """``callback(err)`` in ``delay`` ns."""
@@ -428,13 +594,8 @@ class CopyOperation:
         job, start, end = self.job, self.start, self.end
         src, tgt = job.source, job.target
         src.complete_read(end - start)
-        runs = src.read_for_copy(start, end)
-        if runs.__class__ is list and len(runs) == 1 and not runs[0][2]:   # zeros (canonical)
-            err, delay, self.how = tgt.submit_write_zeroes(start, end - start)
-            self.runs = None
-        else:
-            err, delay, self.how = tgt.submit_write(start, end - start)
-            self.runs = runs
+        self.runs = src.read_for_copy(start, end)
+        err, delay, self.how = tgt.submit_write(start, end - start)
         return delay, (self._write_failed if err else self._write_done), err
 
     def _write_failed(self, err: int) -> None:

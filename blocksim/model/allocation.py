@@ -116,6 +116,26 @@ class AllocationMap:
     def any_set(self, c0: int, c1: int) -> bool:
         return self.count_set(c0, c1) > 0
 
+    def run_at(self, c0: int, c1: int) -> tuple[bool, int]:
+        """Whether cluster ``c0`` is allocated, and the first cluster in
+        ``(c0, c1)`` that differs (``c1`` if none): a ``bytearray.find``
+        per page, so a long unallocated stretch costs nothing per cluster."""
+        value = self.is_set(c0)
+        c = c0
+        while c < c1:
+            p = c >> PAGE_BITS
+            edge = min(c1, (p + 1) << PAGE_BITS)
+            page = self._pages.get(p)
+            if page is None:
+                if value:
+                    return value, c
+            else:
+                i = page.find(0 if value else 1, c & _MASK, ((edge - 1) & _MASK) + 1)
+                if i >= 0:
+                    return value, (p << PAGE_BITS) + i
+            c = edge
+        return value, c1
+
     def runs(self) -> Iterator[tuple[int, int]]:
         """Allocated cluster runs ``(c0, c1)`` in order, merged across pages."""
         cur = None

@@ -50,6 +50,10 @@ class BlockDevice:
         self.bandwidth: int = spec.bandwidth
         self.queue_depth: int = spec.queue_depth
         self.jitter: float = spec.jitter
+        #: The node's ``discard`` open option: with "unmap" (and qcow2 v3 or
+        #: raw, which blocksim assumes) it can write zeroes with unmap
+        #: (QEMU's ``bdrv_can_write_zeroes_with_unmap``).
+        self.discard: str = spec.discard
         self.backing: BlockDevice | None = None
         #: With a journal (blocksim.engine.journal, the simulation's shortcut), changes
         #: are logged and applied when the content is read.
@@ -106,6 +110,26 @@ class BlockDevice:
         if self.backing is None:
             return self.content.snapshot(start, end)
         return resolve_runs(self.layers(), start, end)
+
+    def block_status(self, start: int, end: int) -> tuple[bool, int]:
+        """QEMU's ``bdrv_block_status_above(bs, NULL, ...)`` as a mirror asks
+        it: whether ``start`` holds data (its cluster is allocated in some
+        layer of the chain; else it reads as zeros) and for how many bytes
+        up to ``end`` that holds.  The extent stops where any layer down to
+        the deciding one changes its allocation, as QEMU's walk of the chain
+        does."""
+        n = end - start
+        node = self
+        while node is not None:
+            cs = node.cluster_size
+            c0 = start // cs
+            allocated, c = node.alloc.run_at(c0, -(-end // cs))
+            if c * cs - start < n:
+                n = c * cs - start
+            if allocated:
+                return True, n
+            node = node.backing
+        return False, n
 
     @property
     def allocated_bytes(self) -> int:

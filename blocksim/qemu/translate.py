@@ -8,7 +8,7 @@ Expressed:
 
 - images: ``qemu-img create -f qcow2|raw`` (cluster size, backing file with
   ``-b -F``), initial data written by ``qemu-io`` with a distinct byte
-  pattern per extent;
+  pattern per extent, nodes opened with the image's ``discard`` option;
 - error faults as ``blkdebug`` ``inject-error`` rules (iotype, errno, sector,
   once, immediately) on a blkdebug node put on top of the image's format node
   (``event = "none"`` makes a rule active from the start).  A fault over the
@@ -102,6 +102,7 @@ class ImagePlan:
     cluster_size: int
     backing: Optional[str]            # image name
     extents: list[tuple[int, int, int]]   # (offset, length, byte pattern)
+    discard: str = "ignore"           # the nodes' discard option, as the scenario says
     rules: list[dict[str, Any]] = field(default_factory=list)   # blkdebug inject-error
     node: str = ""                    # the node jobs and backing links name
     fmt_node: str = ""                # the format node (== node without faults)
@@ -181,15 +182,19 @@ class Plan:
     def blockdev_options(self, name: str, path: str) -> dict[str, Any]:
         """The ``blockdev-add`` arguments of image ``name`` stored at ``path``."""
         img = self.images[name]
+        # The image's discard option on every node of it: a mirror asks the
+        # node it is given (the blkdebug node with faults) whether it can
+        # write zeroes with unmap (bdrv_can_write_zeroes_with_unmap: its own
+        # open flags, its children's zero flags)
         fmt: dict[str, Any] = {
-            "driver": img.format, "node-name": img.fmt_node, "discard": "unmap",
+            "driver": img.format, "node-name": img.fmt_node, "discard": img.discard,
             "file": {"driver": "file", "filename": path, "node-name": f"{img.fmt_node}-file",
-                     "discard": "unmap"}}
+                     "discard": img.discard}}
         if img.format == "qcow2":
             fmt["backing"] = self.images[img.backing].node if img.backing else None
         if not img.rules:
             return fmt
-        return {"driver": "blkdebug", "node-name": img.node, "discard": "unmap", "image": fmt,
+        return {"driver": "blkdebug", "node-name": img.node, "discard": img.discard, "image": fmt,
                 "inject-error": [dict(rule) for rule in img.rules]}
 
 
@@ -303,8 +308,8 @@ def translate(scenario: Scenario) -> Plan:
                     list(b.dirty)) for b in spec.bitmaps]
         images[name] = ImagePlan(name=name, format=spec.format, size=spec.size,
                                  cluster_size=spec.cluster_size, backing=spec.backing,
-                                 extents=extents, node=nodes[name], fmt_node=nodes[name],
-                                 bitmaps=bitmaps)
+                                 extents=extents, discard=spec.discard, node=nodes[name],
+                                 fmt_node=nodes[name], bitmaps=bitmaps)
         if spec.capacity is not None:
             skipped.append(Skipped(f"images.{name}.capacity",
                                    "thin provisioning: a physical capacity needs thin storage "

@@ -84,6 +84,9 @@ class Image(_Model):
     bandwidth: PositiveRate = Field(1 * GiB, description="bytes per second")
     queue_depth: int = Field(32, ge=1)
     jitter: float = Field(0.0, ge=0, allow_inf_nan=False, description="relative standard deviation of latency")
+    discard: Literal["ignore", "unmap"] = Field(
+        "ignore", description="the node's discard option (QEMU's default 'ignore'); a full mirror "
+                              "onto an 'unmap' target zeroes it and copies only allocated data")
     data: Annotated[list[Extent], BeforeValidator(_data_input), AfterValidator(_extent_pairs),
                     PlainSerializer(_extent_tables, return_type=list),
                     WithJsonSchema({"anyOf": [

@@ -24,8 +24,9 @@ THIN = {
     "images": {"src": {"size": "16MiB", "data": "full"},
                "tgt": {"size": "16MiB", "capacity": "8MiB"}},
     "drives": {"vda": {"image": "src"}},
+    # (buf-size 2 MiB: iterations of two 1 MiB copies, a 125 ms sleep after each)
     "jobs": {"job0": {"type": "mirror", "device": "vda", "target": "tgt", "speed": "16MiB",
-                      "on-target-error": "stop"}},
+                      "buf-size": "2MiB", "on-target-error": "stop"}},
     "actions": [
         {"at": "0.25s", "command": "query-block-jobs"},
         {"on": "BLOCK_JOB_ERROR", "delay": "0.5s", "command": "query-block-jobs"},

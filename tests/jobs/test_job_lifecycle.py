@@ -32,12 +32,15 @@ def paused_by_error(**job):
 # -- cancel ------------------------------------------------------------------------------
 
 def test_cancel_before_ready_aborts():
-    sim, r = simulate(mirror_case(speed=SLOW, actions=[at("1s", "block-job-cancel", device=JOB)]))
+    # (buf-size 1 MiB: one 1 MiB copy per iteration, then a 1 s sleep; with
+    # the default 16 MiB the whole 4 MiB goes in the first iteration)
+    sim, r = simulate(mirror_case(speed=SLOW, buf_size=MiB,
+                                  actions=[at("1.5s", "block-job-cancel", device=JOB)]))
     assert timeline(r) == [*st("created", "running")] + ABORT_TAIL
     data = event(r, "BLOCK_JOB_CANCELLED")
     assert (data["device"], data["type"], data["len"], data["speed"]) == (JOB, "mirror", SIZE, SLOW)
-    assert 0 < data["offset"] < SIZE
-    assert event_time(r, "BLOCK_JOB_CANCELLED") == pytest.approx(1.0)
+    assert data["offset"] == 2 * MiB
+    assert event_time(r, "BLOCK_JOB_CANCELLED") == pytest.approx(1.5)
     job = job_summary(r)
     assert (job["outcome"], job["pivoted"], job["integrity"]) == ("cancelled", False, "not-checked")
     assert sim.drives["vda"].node is sim.devices["src"]
@@ -142,8 +145,11 @@ def test_cancel_while_pending_aborts():
 # -- pause and resume -------------------------------------------------------------------------
 
 def test_user_pause_and_resume():
-    r = simulate(mirror_case(speed=SLOW, actions=[
-        at("1s", "block-job-pause", device=JOB), at("1.5s", "query-block-jobs"),
+    # One 1 MiB copy per iteration and a 1 s sleep after it.  The pause at
+    # 1.5 s ends the second sleep early; resumed at 3 s the job goes on at
+    # once (QEMU 7.2's job_sleep_ns does not sleep off the rest).
+    r = simulate(mirror_case(speed=SLOW, buf_size=MiB, actions=[
+        at("1.5s", "block-job-pause", device=JOB), at("1.7s", "query-block-jobs"),
         at("2s", "block-job-pause", device=JOB),
         at("3s", "block-job-resume", device=JOB), at("3.5s", "block-job-resume", device=JOB),
         COMPLETE_ON_READY]))[1]
@@ -155,8 +161,8 @@ def test_user_pause_and_resume():
     assert (info["status"], info["paused"], info["busy"], info["io-status"]) == \
         ("paused", True, False, "ok")
     job = job_summary(r)
-    assert job["time_paused"] == pytest.approx(2.0, abs=0.11)
-    assert 5.8 <= job["finished_at"] <= 6.5          # 4 s of copying + 2 s paused
+    assert job["time_paused"] == pytest.approx(1.5)
+    assert 5.0 <= job["finished_at"] <= 5.01     # 4 s of copying + 1.5 s paused - 0.5 s
     assert job["integrity"] == "identical"
 
 
@@ -300,11 +306,12 @@ def test_manual_job_never_started():
 
 @pytest.mark.parametrize("at_s, expected", [("1s", 2.625), ("2s", 3.375), ("3s", 4.125)])
 def test_set_speed_changes_the_rate(at_s, expected):
-    # 64 KiB copies: 512 KiB/s until the set-speed at t, then 2 MiB/s for the
-    # rest: 4 MiB at those rates is ready at 2 + 0.75 t; the limiter lets
-    # each slice's quota go at the slice's start (one 64 KiB copy at 512
-    # KiB/s, then 256 KiB at 2 MiB/s), which puts the copy 1/8 s ahead.
-    r = simulate(mirror_case(speed=512 * 1024, buf_size=MiB, actions=[
+    # 64 KiB copies (buf-size 64 KiB: one per iteration): 512 KiB/s until the
+    # set-speed at t, then 2 MiB/s for the rest: 4 MiB at those rates is
+    # ready at 2 + 0.75 t; the limiter lets each slice's quota go at the
+    # slice's start (one 64 KiB copy at 512 KiB/s, then 256 KiB at 2 MiB/s),
+    # which puts the copy 1/8 s ahead.
+    r = simulate(mirror_case(speed=512 * 1024, buf_size=64 * 1024, actions=[
         at(at_s, "block-job-set-speed", device=JOB, speed=2 * MiB)]))[1]
     assert job_summary(r)["ready_at"] == pytest.approx(expected, abs=0.02)
     assert event(r, "BLOCK_JOB_READY")["speed"] == 2 * MiB
@@ -312,10 +319,11 @@ def test_set_speed_changes_the_rate(at_s, expected):
 
 
 def test_set_speed_while_sleeping_in_a_stretched_slice():
-    # A 1 MiB copy at 512 KiB/s stretches the slice to 2 s; raising the speed
-    # then leaves that slice ending in the past: the job goes on at once (as
-    # QEMU's timer in the past does) instead of waiting a negative time.
-    r = simulate(mirror_case(speed=512 * 1024, actions=[
+    # A 1 MiB copy at 512 KiB/s (one per iteration with buf-size 1 MiB)
+    # stretches the slice to 2 s; raising the speed then leaves that slice
+    # ending in the past: the job goes on at once (as QEMU's timer in the
+    # past does) instead of waiting a negative time.
+    r = simulate(mirror_case(speed=512 * 1024, buf_size=MiB, actions=[
         at("2s", "block-job-set-speed", device=JOB, speed=2 * MiB), COMPLETE_ON_READY]))[1]
     assert timeline(r) == [*st("created", "running", "ready"), ready()] + SUCCESS_TAIL
     assert 2.9 <= job_summary(r)["ready_at"] <= 3.6

@@ -180,8 +180,9 @@ def test_thin_target_enospc_extend_resume_complete():
 # -- persistent fault under ignore --------------------------------------------------
 
 def persistent_ignore(speed, actions=(), duration="20s"):
-    # 64 KiB copies (buf-size / 16); the target fails writes of its second MiB forever.
-    return mirror_case(speed=speed, buf_size=MiB, on_target_error="ignore", duration=duration,
+    # 64 KiB copies, one per iteration (buf-size 64 KiB); the target fails
+    # writes of its second MiB forever.
+    return mirror_case(speed=speed, buf_size=64 * KiB, on_target_error="ignore", duration=duration,
                        faults=[fault("dst", "write", offset=MiB, length=4096)],
                        actions=list(actions))
 
@@ -210,7 +211,7 @@ def test_persistent_ignore_outcome_is_never_ready():
     assert "BLOCK_JOB_READY" not in r.event_names()
     job = job_summary(r)
     assert (job["outcome"], job["final_status"]) == ("never-ready", "running")
-    assert job["errors_by_action"]["ignore"] > 200
+    assert job["errors_by_action"]["ignore"] > 200   # (64 KiB retried at 4 MiB/s for 4 s)
     assert set(timeline(r, "BLOCK_JOB_ERROR")) == {err("write", "ignore")}
 
 
@@ -392,16 +393,18 @@ def test_writes_landing_during_the_flush_before_ready_are_copied_at_once():
     assert info["len"] - info["offset"] <= 3 * 64 * KiB  # (a few land in those 20 ms)
 
 
-def test_a_mirror_resumed_early_sleeps_off_the_rest_of_its_slice():
-    # At 1 MiB/s the first 1 MiB copy stretches the slice to 1 s.  Paused at
-    # 0.1 s (once that copy is done) and resumed at 0.2 s, the mirror asks the
-    # limiter again and sleeps until 1 s before its next copy, as QEMU's
-    # block_job_ratelimit_sleep does; READY comes at 4 s as without a pause.
-    r = simulate(mirror_case(speed=MiB, duration="10s", actions=[
+def test_a_mirror_resumed_early_copies_at_once():
+    # At 1 MiB/s the first 1 MiB copy (one per iteration with buf-size 1 MiB)
+    # stretches the slice to 1 s.  Paused at 0.1 s (once that copy is done)
+    # and resumed at 0.2 s, the mirror copies its next MiB at once: QEMU
+    # 7.2's job_sleep_ns ends early and nothing asks the limiter again
+    # (block_job_ratelimit_sleep, which sleeps off the rest, is QEMU 8.0's).
+    # That copy stretches the slice to 2 s, so READY still comes at 4 s.
+    r = simulate(mirror_case(speed=MiB, buf_size=MiB, duration="10s", actions=[
         at("100ms", "block-job-pause", device=JOB), at("200ms", "block-job-resume", device=JOB),
         at("900ms", "query-block-jobs"), at("1100ms", "query-block-jobs")]))[1]
     offsets = [c["return"][0]["offset"] for c in commands(r, "query-block-jobs")]
-    assert offsets == [MiB, 2 * MiB]
+    assert offsets == [2 * MiB, 2 * MiB]
     job = job_summary(r)
     assert job["time_paused"] == pytest.approx(0.1, abs=0.001)
     assert 3.6 <= job["ready_at"] <= 4.4
@@ -412,12 +415,13 @@ def test_unthrottled_mirror_is_fast():
 
 
 def test_stop_error_pauses_a_job_sleeping_in_the_rate_limit():
-    # At 1 MiB/s the job sleeps about 1 s after issuing each 1 MiB copy.  The
-    # second copy fails with `stop` during that sleep: as QEMU's job_pause
-    # enters the job, it pauses right away (not when the sleep would have
-    # ended), so a resume 0.5 s later finds it paused.
+    # At 1 MiB/s the job sleeps about 1 s after issuing each 1 MiB copy (one
+    # per iteration with buf-size 1 MiB).  The second copy fails with `stop`
+    # during that sleep: as QEMU's job_pause enters the job, it pauses right
+    # away (not when the sleep would have ended), so a resume 0.5 s later
+    # finds it paused.
     sim, r = simulate(mirror_case(
-        speed=MiB, on_target_error="stop",
+        speed=MiB, buf_size=MiB, on_target_error="stop",
         faults=[fault("dst", "write", offset=FAULT_AT, length=4096, count="once")],
         actions=[on("BLOCK_JOB_ERROR", "query-block-jobs", delay="0.1s"),
                  on("BLOCK_JOB_ERROR", "block-job-resume", delay="0.5s", device=JOB),
@@ -460,18 +464,19 @@ def test_operations_in_flight_never_overlap(bursts, monkeypatch):
             seen["job"] = job
             super().__init__(job, bit, end_bit, *args)
 
-    real_run = mirror.DirtyBitmap.dirty_run
+    real_start = mirror.MirrorJob._start_iteration
 
-    def watched_run(bitmap, b, max_bits):
-        # the next dirty run the loop looks at overlaps an operation in flight
-        n = real_run(bitmap, b, max_bits)
-        job = seen["job"]
-        if job is not None and any(op.bit < b + n and b < op.end_bit for op in job._ops.values()):
+    def watched_start(job):
+        # the dirty run the iteration looks at overlaps an operation in flight
+        bm = job.bitmap
+        b = bm.next_dirty(job._cursor)
+        n = bm.dirty_run(b, job.claim_bits)
+        if any(op.bit < b + n and b < op.end_bit for op in job._ops.values()):
             seen["waited"] += 1
-        return n
+        return real_start(job)
 
     monkeypatch.setattr(mirror, "CopyOperation", Checked)
-    monkeypatch.setattr(mirror.DirtyBitmap, "dirty_run", watched_run)
+    monkeypatch.setattr(mirror.MirrorJob, "_start_iteration", watched_start)
     if not bursts:
         monkeypatch.setattr(burst, "applies", lambda job: False)
     # (the compiled bursts make no operation objects: the test of their
@@ -510,9 +515,148 @@ HOT_GRANULES = {
     "images": {"src": {"size": "8MiB", "data": "full"},
                "dst": {"size": "8MiB", "latency": "2ms", "bandwidth": "50MiB"}},
     "drives": {"vda": {"image": "src"}},
-        # a hot region of 4 granules, rewritten far faster than the target copies it
+    # a hot region of 32 granules, rewritten far faster than the target
+    # copies it: its dirty runs are short, several copies are in flight at
+    # once (4 MiB of buffer), and the next iteration often starts on one
     "workloads": {"g": {"drive": "vda", "rw": "randwrite", "bs": 4096,
-                        "rate-iops": 5000, "size": "256KiB"}},
+                        "rate-iops": 5000, "size": "2MiB"}},
     "jobs": {JOB: {"type": "mirror", "device": "vda", "target": "dst",
-                   "granularity": "64KiB", "buf-size": "1MiB"}},
+                   "granularity": "64KiB", "buf-size": "4MiB"}},
 }
+
+
+# -- QEMU 7.2's mirror_iteration: operation sizes, the whole-disk bitmap -------------------
+
+def _operations(scenario: dict) -> list[tuple[int, int, bool]]:
+    """``(start, bytes, write-zeroes)`` of each operation a mirror issues,
+    in order (one at a time: ``shortcuts=False``)."""
+    import blocksim
+    from blocksim.jobs import mirror
+
+    ops = []
+    real = mirror.MirrorJob._next_operation
+
+    def recording(job):
+        op = real(job)
+        if op:
+            ops.append((op.start, op.end - op.start, op.zero))
+        return op
+    mp = pytest.MonkeyPatch()
+    mp.setattr(mirror.MirrorJob, "_next_operation", recording)
+    try:
+        blocksim.Simulation(blocksim.load_scenario(scenario), shortcuts=False).run()
+    finally:
+        mp.undo()
+    return ops
+
+
+# (buf-size, granularity, the copies' sizes), measured on QEMU 7.2 (research-fixes.md,
+# item 3: trace mirror_one_iteration over a fully allocated 8 MiB source)
+OPERATION_SIZES = [
+    (16 * MiB, 64 * KiB, [MiB] * 8),
+    (64 * MiB, 64 * KiB, [4 * MiB] * 2),
+    (2 * MiB, MiB, [MiB] * 8),
+    (MiB, 64 * KiB, [MiB] * 8),                   # MAX_IO_BYTES, not buf-size / 16
+    (256 * KiB, 64 * KiB, [256 * KiB] * 32),
+    (64 * KiB, 4 * KiB, [64 * KiB] * 128),
+]
+
+
+@pytest.mark.parametrize("buf_size, granularity, sizes", OPERATION_SIZES,
+                         ids=[f"buf{b // KiB}K-g{g // KiB}K" for b, g, _ in OPERATION_SIZES])
+def test_copy_operation_sizes_follow_qemu(buf_size, granularity, sizes):
+    # mirror_iteration copies a data extent in operations of MAX(buf-size / 16,
+    # 1 MiB), no more than buf-size (mirror_co_read)
+    ops = _operations(mirror_case(size=8 * MiB, buf_size=buf_size, granularity=granularity))
+    assert [n for _start, n, zero in ops] == sizes
+    assert not any(zero for *_rest, zero in ops)
+
+
+def test_copies_take_at_most_granularity_times_iov_max():
+    # mirror_co_read: MIN(buf_size, granularity * max_iov), max_iov being
+    # IOV_MAX (1024, block/io.c) for file nodes: at a granularity of 512
+    # bytes a copy is 512 KiB, not 1 MiB (from QEMU's source; not measured)
+    ops = _operations(mirror_case(size=4 * MiB, granularity=512))
+    assert [n for _start, n, _zero in ops] == [512 * KiB] * 8
+
+
+def test_an_iteration_of_one_and_a_half_mib_copies_one_mib_then_half():
+    # buf-size 1.5 MiB: each iteration claims 1.5 MiB, a 1 MiB copy (max_io)
+    # then 512 KiB; QEMU measured 5 x 1 MiB and 6 x 512 KiB over 8 MiB (a
+    # claim stops at granules still in flight)
+    ops = _operations(mirror_case(size=8 * MiB, buf_size=3 * MiB // 2))
+    sizes = [n for _start, n, _zero in ops]
+    assert sum(sizes) == 8 * MiB
+    assert (sizes.count(MiB), sizes.count(MiB // 2)) == (5, 6)
+
+
+def test_copies_split_at_the_source_extents():
+    # three 192 KiB extents: one 192 KiB copy each (block status), the
+    # ranges between them written as zeroes
+    extents = [{"offset": 0, "length": 192 * KiB}, {"offset": MiB, "length": 192 * KiB},
+               {"offset": 2 * MiB, "length": 192 * KiB}]
+    ops = _operations(mirror_case(size=4 * MiB, data=extents))
+    assert [(s, n) for s, n, zero in ops if not zero] == [
+        (0, 192 * KiB), (MiB, 192 * KiB), (2 * MiB, 192 * KiB)]
+
+
+# 8 MiB, 1 MiB of data at 0 and at 4 MiB (research-fixes.md item 4)
+PARTLY_ALLOCATED = [{"offset": 0, "length": MiB}, {"offset": 4 * MiB, "length": MiB}]
+
+
+@pytest.mark.parametrize("discard, ready_len, ops", [
+    # QEMU's default: mirror_dirty_init dirties the whole device, the unallocated
+    # ranges become write-zeroes (no read)
+    ("ignore", 8 * MiB, [(0, MiB, False), (MiB, 3 * MiB, True),
+                         (4 * MiB, MiB, False), (5 * MiB, 3 * MiB, True)]),
+    # the target can write zeroes with unmap: zeroed first, then only what is
+    # allocated is copied
+    ("unmap", 2 * MiB, [(0, MiB, False), (4 * MiB, MiB, False)]),
+])
+def test_full_mirror_len_depends_on_target_discard(discard, ready_len, ops):
+    case = mirror_case(size=8 * MiB, data=PARTLY_ALLOCATED, target_image={"discard": discard},
+                       actions=[at(0, "query-block-jobs")])
+    r = simulate(case)[1]
+    assert event(r, "BLOCK_JOB_READY")["len"] == ready_len
+    assert _operations(case) == ops
+    sim, r = simulate({**case, "actions": [on("BLOCK_JOB_READY", "block-job-complete",
+                                              device=JOB)]})
+    assert job_summary(r)["integrity"] == "identical"
+
+
+@pytest.mark.parametrize("discard, ready_at", [("ignore", 8.0), ("unmap", 2.0)])
+def test_zeroes_count_against_the_speed_unless_the_target_unmaps(discard, ready_at):
+    # at 1 MiB/s: 8 MiB counted (QEMU measured READY after 8.0 s), or only
+    # the 2 MiB copied (2.0 s); mirror_iteration's write_zeroes_ok
+    r = simulate(mirror_case(size=8 * MiB, data=PARTLY_ALLOCATED, speed=MiB,
+                             target_image={"discard": discard}))[1]
+    assert job_summary(r)["ready_at"] == pytest.approx(ready_at, abs=0.02)
+
+
+def test_an_unmap_target_is_zeroed_before_the_copy():
+    # the zeroing pass (mirror_dirty_init) writes zeroes over the whole
+    # target: a target write fault anywhere fails it, with on-target-error
+    r = simulate(mirror_case(size=8 * MiB, data=PARTLY_ALLOCATED, speed=MiB,
+                             target_image={"discard": "unmap"}, on_target_error="ignore",
+                             faults=[fault("dst", "write", offset=6 * MiB, length=4096,
+                                           count="once")]))[1]
+    assert timeline(r, "BLOCK_JOB_ERROR") == [err("write", "ignore")]
+    assert event_time(r, "BLOCK_JOB_ERROR") == pytest.approx(0.0001, abs=1e-6)
+    # the failed piece dirties its range: the whole disk is then copied,
+    # its unallocated 6 MiB as write-zeroes that do not count against the
+    # speed (write_zeroes_ok): READY after the 2 MiB of data, at 1 MiB/s
+    assert event(r, "BLOCK_JOB_READY")["len"] == 8 * MiB
+    assert job_summary(r)["ready_at"] == pytest.approx(2.0, abs=0.02)
+
+
+def test_rate_limited_mirror_issues_a_whole_iteration_before_sleeping():
+    # 4 MiB at 4 MiB/s, the target failing a write at 2 MiB: QEMU 7.2 issues
+    # the whole 16 MiB iteration at once and reports the error after 9 ms;
+    # with buf-size 1 MiB one 1 MiB copy per iteration, after 510 ms
+    # (research-fixes.md item 3, exp_ratelimit_burst)
+    def first_error(**job):
+        r = simulate(mirror_case(speed=4 * MiB, on_target_error="report", **job,
+                                 faults=[fault("dst", "write", offset=2 * MiB, length=4096)]))[1]
+        return event_time(r, "BLOCK_JOB_ERROR")
+    assert first_error() < 0.05
+    assert 0.5 <= first_error(buf_size=MiB) < 0.55

@@ -221,6 +221,21 @@ def test_whole_image_and_persistent_write_faults():
     assert not plan.notes
 
 
+def test_nodes_are_opened_with_the_discard_option_of_their_image():
+    # QEMU's default is discard=ignore; a full mirror onto an 'unmap' target
+    # zeroes it and copies allocated data only (mirror_dirty_init), so the
+    # check opens every node of an image as the scenario says
+    images = {**BASE["images"], "dst": {**BASE["images"]["dst"], "discard": "unmap"}}
+    plan = translate(scenario(images=images,
+                              faults=[{"image": "dst", "operation": "write", "offset": "1MiB",
+                                       "length": "512"}]))
+    dst = plan.blockdev_options("dst", "/x/dst.qcow2")
+    assert (dst["driver"], dst["discard"], dst["image"]["discard"],
+            dst["image"]["file"]["discard"]) == ("blkdebug", "unmap", "unmap", "unmap")
+    src = plan.blockdev_options("src", "/x/src.qcow2")
+    assert (src["discard"], src["file"]["discard"]) == ("ignore", "ignore")
+
+
 def test_nodes_and_job_arguments():
     s = scenario(faults=[{"image": "base", "operation": "read", "offset": "1MiB", "length": "512",
                           "count": "once"}],
@@ -233,7 +248,7 @@ def test_nodes_and_job_arguments():
     assert base["driver"] == "blkdebug" and base["node-name"] == "base"
     assert base["image"]["node-name"] == "base-fmt" and base["image"]["driver"] == "qcow2"
     assert base["image"]["file"] == {"driver": "file", "filename": "/x/base.qcow2",
-                                     "node-name": "base-fmt-file", "discard": "unmap"}
+                                     "node-name": "base-fmt-file", "discard": "ignore"}
     top = plan.blockdev_options("top", "/x/top.qcow2")
     assert top["backing"] == "base" and top["node-name"] == "top"
     m, st = plan.jobs["m"].arguments, plan.jobs["s"].arguments

@@ -416,7 +416,7 @@ BAD = [
     ({"images": [1], "drives": {}}, "images", "must be a table of images ([images.NAME]) (got an array)"),
     ({"images.disk": 5}, "images.disk", "must be a table (got 5)"),
     ({"images.disk.sise": 1}, "images.disk.sise", "unknown key (did you mean 'size'?); allowed keys: size, "
-     "cluster-size, format, backing, capacity, latency, bandwidth, queue-depth, jitter, data"),
+     "cluster-size, format, backing, capacity, latency, bandwidth, queue-depth, jitter, discard, data"),
     ({"images.disk": {}}, "images.disk.size", "required key is missing"),
     ({"images.disk.size": "big"}, "images.disk.size", SIZES),
     ({"images.disk.size": "1000"}, "images.disk.size", "must be a multiple of 512 bytes, got 1000"),

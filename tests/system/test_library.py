@@ -489,8 +489,8 @@ EXPECTATIONS: dict[str, dict] = {
         "jobs": {"mirror0": job(
             outcome="cancelled", final_status="null", end_event="BLOCK_JOB_CANCELLED",
             error=None, pivoted=False, ready=False, io_status="nospace",
-            # the operations of the burst in flight fail too, one event each
-            time_paused=Between(2.9, 3.1), errors={"report": 0, "ignore": 0, "stop": 4},
+            # the operations of the iteration in flight fail too, one event each
+            time_paused=Between(2.9, 3.1), errors={"report": 0, "ignore": 0, "stop": 16},
             statuses=["created", "running", "paused", "running", "aborting", "concluded",
                       "null"])},
         "order": ["BLOCK_JOB_ERROR write stop", "status paused", "status aborting",
@@ -507,7 +507,7 @@ EXPECTATIONS: dict[str, dict] = {
         "profile": "qemu",
         "jobs": {"mirror0": job(
             outcome="paused", final_status="paused", end_event=None, io_status="nospace",
-            ready=False, errors={"report": 0, "ignore": 0, "stop": 2},
+            ready=False, errors={"report": 0, "ignore": 0, "stop": 16},
             statuses=["created", "running", "paused"])},
         # the job pauses once its operations in flight are done (QEMU's
         # mirror_pause): the read errors of those come first
@@ -523,7 +523,7 @@ EXPECTATIONS: dict[str, dict] = {
         "profile": "rfc-2012",
         "jobs": {"mirror0": job(
             outcome="paused", end_event=None, io_status="failed", ready=False,
-            errors={"report": 0, "ignore": 0, "stop": 2}, statuses=[])},
+            errors={"report": 0, "ignore": 0, "stop": 16}, statuses=[])},
         "order": ["BLOCK_JOB_ERROR write stop", "BLOCK_JOB_ERROR read stop"],
         "absent": ["JOB_STATUS_CHANGE", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED", "STOP"],
         "event_data": [("BLOCK_JOB_ERROR", {"device": "vda"})],
@@ -656,13 +656,13 @@ EXPECTATIONS: dict[str, dict] = {
         "jobs": {"mirror0": job(
             outcome="completed-with-error", final_status="null", end_event="BLOCK_JOB_COMPLETED",
             error=EIO, ready=False, pivoted=False, errors={"report": 1, "ignore": 0, "stop": 0},
-            # 20 writes pass, the 21st fails, the 22nd-24th of its burst land
-            statuses=FAILED, bytes_copied=23 * 2**20, finished_at=Between(0.5, 0.8))},
+            # 20 writes pass, the 21st fails, the 22nd-32nd of its iteration land
+            statuses=FAILED, bytes_copied=31 * 2**20, finished_at=Between(0.99, 1.05))},
         "order": ["BLOCK_JOB_ERROR write report", "status aborting", "BLOCK_JOB_COMPLETED"],
         "absent": ["BLOCK_JOB_READY", "BLOCK_JOB_CANCELLED"],
         "counts": {"BLOCK_JOB_ERROR": 1},
         "vm": QUIET_VM,
-        "images": {"copy": {"allocated": 23 * 2**20}},
+        "images": {"copy": {"allocated": 31 * 2**20}},
     },
 
     # ---- 4. a guest on a thin disk with werror=enospc ----
