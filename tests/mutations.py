@@ -271,7 +271,7 @@ MUTATIONS = [
     ("mirror: the job's failure not checked before an operation", "blocksim/jobs/mirror.py",
      "            if self.ret:\n                self._it_end = self._it_bit", "            if False:\n                self._it_end = self._it_bit"),
     ("mirror: a full mirror walks the allocation without unmap", "blocksim/jobs/mirror.py",
-     'if self.sync == "full" and not self.zeroes_free:', 'if False:'),
+     'if self.zero_target and not self.zeroes_free:', 'if False:'),
     ("mirror: no zeroing pass with unmap", "blocksim/jobs/mirror.py",
      "                yield from self._zero_target()\n", "                pass\n"),
     ("mirror: zeroes counted against the speed with unmap", "blocksim/jobs/mirror.py",

@@ -306,6 +306,10 @@ class ActiveCommitJob(_Commit, MirrorJob):
         self._commit_checks()
         super().start()
 
+    #: commit_active_start passes zero_target = false: the dirty bitmap is
+    #: what is allocated above the base, whatever the base's discard mode
+    zero_target = False
+
     def _initial_dirty(self, src, bm) -> None:
         """mirror_dirty_init with a base: what is allocated from the top
         down to the layer above the base (zero_target is false for a

@@ -132,6 +132,13 @@ class MirrorJob(BlockJob):
                      "on-target-error": self.on_target_error})
         return args
 
+    @property
+    def zero_target(self) -> bool:
+        """mirror_start_job's ``zero_target``: a full mirror (drive-mirror,
+        blockdev-mirror) starts from a target it may have to zero; an active
+        commit (commit_active_start) never does."""
+        return self.sync == "full"
+
     # -- the copy loop -------------------------------------------------------------
     def run(self):
         src = self.source = self.drive.node
@@ -139,13 +146,13 @@ class MirrorJob(BlockJob):
         # (QEMU's dirty bitmap exists from mirror_start_job on: guest writes
         # during an initial zeroing pass are tracked)
         src.write_listeners.append(bm)
-        if self.sync == "full" and not self.zeroes_free:
+        if self.zero_target and not self.zeroes_free:
             # mirror_dirty_init: a target that cannot write zeroes with
             # unmap (discard=ignore, QEMU's default) gets every byte: the
             # whole device dirty, unallocated ranges written as zeroes
             bm.mark(0, src.size)
         elif self.sync != "none":
-            if self.sync == "full":
+            if self.zero_target:
                 yield from self._zero_target()
             self._initial_dirty(src, bm)
         if self.env.shortcuts:

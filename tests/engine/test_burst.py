@@ -419,6 +419,9 @@ def test_active_commits_reach_what_they_are_built_for():
     assert r.summary["drives"]["d0"]["node"] == "base"
     r = blocksim.run(blocksim.load_scenario(CASES["active-commit-thin-base"]), seed=7)
     job = r.summary["jobs"]["j0"]
-    assert job["errors_by_action"] == {"ignore": 0, "report": 0, "stop": 10}
+    # QEMU 7.2's mirror_iteration issues a whole iteration's copies (1 MiB
+    # each, 16 in flight) before it waits: those past the base's capacity
+    # fail together
+    assert job["errors_by_action"] == {"ignore": 0, "report": 0, "stop": 12}
     assert (job["outcome"], job["integrity"], job["pivoted"]) == ("completed", "identical", False)
     assert r.summary["drives"]["d0"]["node"] == "top"
