@@ -155,8 +155,10 @@ class StorageDaemon:
         while True:
             self.qmp = QMPClient(sock, timeout=self.timeout, name="qemu-storage-daemon")
             try:
-                self.qmp.connect(timeout=max(0.1, min(self.timeout,
-                                                      deadline - time.monotonic() + 1)))
+                # once the socket is there the daemon answers the greeting and
+                # qmp_capabilities: give that its full QMP deadline (a loaded
+                # machine can take seconds to schedule a fresh daemon)
+                self.qmp.connect(timeout=self.timeout)
                 return
             except QMPConnectError as exc:
                 # the socket exists before the daemon listens on it: retry
