@@ -309,13 +309,13 @@ class BlockJob:
         delay)`` after a chunk (stream_run, mirror_run; ``delay`` is what
         ``ratelimit_calculate_delay`` asked for when the bytes were
         counted): none for a cancelled job, none either for a job asked to
-        pause, then the pause point.  A job entered early (a pause, a raised
-        speed) goes on without sleeping off the rest: 7.2 does not ask the
-        limiter again (``block_job_ratelimit_sleep`` is QEMU 8.0's)."""
+        pause (:meth:`sleep`), then the pause point.  A job entered early (a
+        pause, a raised speed) goes on without sleeping off the rest: 7.2
+        does not ask the limiter again (``block_job_ratelimit_sleep`` is
+        QEMU 8.0's)."""
         if not delay or self.is_cancelled():
             return
-        if not self.should_pause():
-            yield from self._sleep_off(delay)
+        yield from self._sleep_off(delay)
         yield from self._pause_point()
 
     def _sleep_off(self, ns: int):

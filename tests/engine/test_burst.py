@@ -68,6 +68,15 @@ CASES = {
                          "data": [{"offset": "0", "length": "64KiB"},
                                   {"offset": "40MiB", "length": "2200KiB"}]}, {},
         {"buf-size": "1MiB"}, guest={"rw": "randrw", "rwmixread": 50}),
+    # Every cluster (1 MiB) allocated but most of them holding a 64 KiB
+    # extent only: the source's block status is data throughout, so the
+    # compiled loop runs, with a guest among its copies, reading pages that
+    # may hold zeros (handed back) and pages of data.
+    "zeros-in-allocated-clusters": _mirror(
+        "burst-zero-pages", {"cluster-size": "1MiB", "data": [
+            {"offset": f"{i}MiB", "length": "64KiB"} for i in range(64) if not 40 <= i < 48]
+            + [{"offset": "40MiB", "length": "8MiB"}]}, {},
+        {"buf-size": "1MiB"}, guest={"rw": "randrw", "rwmixread": 50}),
     # QEMU 7.2's iterations: 1.5 MiB of buffer (a 1 MiB copy then 512 KiB,
     # copies waiting for buffer granules) under a speed limit (one sleep per
     # iteration), 512-byte granules (copies of granularity x IOV_MAX), and a

@@ -144,8 +144,8 @@ def test_zeros_landing_on_a_source_page_of_data_are_read_as_zeros(zeros, monkeyp
     there is zeros) holds only while the page is unchanged and has no zero
     logged: here zeros land on the source mid-run, across two pages (a
     change the journal cannot log, applied at once) or inside one (logged),
-    and the copies of that range must become write-zeroes, in the kernel
-    as in the Python loop."""
+    and the copies of that range must copy those zeros (as data: QEMU's
+    mirror_read_complete), in the kernel as in the Python loop."""
     from equivalence import disks
 
     spec = _mirror("full", duration="2s")
@@ -343,7 +343,7 @@ def test_a_failed_request_in_flight_stays_with_simpy(monkeypatch):
     spec = _guest_mirror({"rate-iops": 200})
     spec["images"]["src"]["latency"] = "2ms"     # the error comes back 2 ms later
     spec["faults"] = [{"image": "src", "operation": "write", "errno": "EIO",
-                       "skip": 60, "count": 1}]
+                       "skip": 64, "count": 1}]
     scenario = blocksim.load_scenario(spec)
     with monkeypatch.context() as m:
         seen = _watch(m)
