@@ -310,14 +310,11 @@ class ActiveCommitJob(_Commit, MirrorJob):
     #: what is allocated above the base, whatever the base's discard mode
     zero_target = False
 
-    def _initial_dirty(self, src, bm) -> None:
+    def _dirty_layers(self, src) -> list:
         """mirror_dirty_init with a base: what is allocated from the top
         down to the layer above the base (zero_target is false for a
         commit, so never the whole disk)."""
-        for node in self._span()[:-1]:
-            cs = node.cluster_size
-            for a, b in node.alloc.runs():
-                bm.mark(a * cs, min(b * cs, node.size))
+        return self._span()[:-1]
 
     def _verify(self) -> None:
         """At completion the base reads exactly as the top (what the

@@ -274,12 +274,15 @@ class MirrorJob(BlockJob):
         else:
             self.target.complete_write_zeroes(offset, n, dropped)
 
+    def _dirty_layers(self, src) -> list:
+        """The layers whose allocation the initial dirty bitmap takes:
+        full, the source's whole chain; top, the top layer only."""
+        return [src] if self.sync == "top" else src.chain()
+
     def _initial_dirty(self, src, bm: DirtyBitmap) -> None:
-        """mirror_dirty_init's walk of the allocation: full marks every
-        range allocated anywhere in the source's chain, top only the top
-        layer's."""
-        layers = [src] if self.sync == "top" else src.chain()
-        for node in layers:
+        """mirror_dirty_init's walk of the allocation: every range allocated
+        in one of :meth:`_dirty_layers`."""
+        for node in self._dirty_layers(src):
             cs = node.cluster_size
             for a, b in node.alloc.runs():
                 bm.mark(a * cs, min(b * cs, node.size))
