@@ -37,6 +37,26 @@ Modelled on QEMU's ``block/mirror.c`` (background copy mode):
 
 A persistent fault under ``ignore`` therefore never converges: the job keeps
 retrying (throttled by ``speed``) and never becomes ready, until cancelled.
+
+``copy-mode = "write-blocking"`` (an *active* mirror, QEMU's
+``MIRROR_COPY_MODE_WRITE_BLOCKING``): the job's filter (QEMU's mirror_top
+node, :class:`ActiveWriteFilter`) sits in the drive's write path from the
+job's start until it ends.  The dirty bitmap no longer records guest writes
+(``mirror_start_job``: ``bdrv_disable_dirty_bitmap``); instead a guest write,
+while the job has not failed and is not cancelled (``job->ret >= 0`` and not
+``job_is_cancelled``), waits for the copies and active writes in flight on its
+granules (``active_write_prepare``, ``mirror_wait_on_conflicts``), goes to the
+source, and once that succeeded is written to the target before the guest is
+told (``do_sync_target_write``): the granules it covers whole are cleared, a
+head or tail in a dirty granule is left to the copy loop.  A failed target
+write dirties its granules (aligned out) and goes through ``on-target-error``
+(BLOCK_JOB_ERROR, stop pauses the job, report fails it); the guest's write
+succeeds all the same.  At READY such a mirror is *actively synced*; any
+error of the job clears that (``mirror_error_action``).  While it holds, the
+target reads as the source at every 100 ms poll, but where an active write is
+in flight (invariant ``active-mirror-in-sync``).  (Its copy loop runs without
+the agenda and the copy bursts: the guest's writes change its bitmap and its
+operations in flight between any two of its steps.)
 """
 
 from __future__ import annotations
@@ -45,6 +65,7 @@ from bisect import bisect_right, insort
 from collections import deque
 
 from ..engine import Agenda, Snap, burst, burst_kernel
+from ..errors import CommandError
 from ..model.bitmap import DirtyBitmap
 from ..model.extents import diff_ranges
 from ..model.policy import REPORT
@@ -70,6 +91,9 @@ class MirrorJob(BlockJob):
         self.buf_size: int = spec.buf_size
         self.on_source_error: str = spec.on_source_error
         self.on_target_error: str = spec.on_target_error
+        #: "background" or "write-blocking" (an active mirror; an active
+        #: commit is always background: commit_active_start)
+        self.copy_mode: str = getattr(spec, "copy_mode", "background")
         g = self.granularity
         # mirror.c (mirror_start_job): the buffer is whole granules
         self.buf_size = -(-self.buf_size // g) * g
@@ -107,6 +131,19 @@ class MirrorJob(BlockJob):
         # themselves.
         self._agenda: Agenda | None = None
         self._woken = False         # a wake mark is on the agenda
+        # write-blocking: the filter in the drive's write path, the active
+        # writes not yet settled (in_active_write_counter) and their bytes
+        # in flight to the target, the guest writes waiting for a conflict
+        # to clear, and actively_synced
+        self._filter: ActiveWriteFilter | None = None
+        self.active_writes_pending = 0
+        self.active_bytes_in_flight = 0
+        self._conflict_waiters: list = []
+        self.actively_synced = False
+        self.active_writes = self.active_bytes = self.active_failed = 0
+        #: (time ns, detail) of each poll where an actively synced mirror's
+        #: target did not read as its source (invariant active-mirror-in-sync)
+        self.sync_violations: list[tuple[int, str]] = []
 
     def nodes(self) -> list:
         return [self.drive.node, self.target]
@@ -130,7 +167,18 @@ class MirrorJob(BlockJob):
                      "granularity": self.granularity, "buf-size": self.buf_size,
                      "on-source-error": self.on_source_error,
                      "on-target-error": self.on_target_error})
+        if self.copy_mode != "background":
+            args["copy-mode"] = self.copy_mode
         return args
+
+    def start(self) -> None:
+        """blockdev-mirror: the 2012 profile's QMP had no ``copy-mode``
+        (drive-mirror of QEMU 1.3): an active mirror is refused as QMP
+        refused an unknown argument."""
+        if self.copy_mode != "background" and not self.profile.copy_mode:
+            self.start_refused = True
+            raise CommandError("Invalid parameter 'copy-mode'")
+        super().start()
 
     @property
     def zero_target(self) -> bool:
@@ -143,9 +191,15 @@ class MirrorJob(BlockJob):
     def run(self):
         src = self.source = self.drive.node
         bm = self.bitmap = DirtyBitmap(src.size, self.granularity)
-        # (QEMU's dirty bitmap exists from mirror_start_job on: guest writes
-        # during an initial zeroing pass are tracked)
-        src.write_listeners.append(bm)
+        if self.copy_mode == "background":
+            # (QEMU's dirty bitmap exists from mirror_start_job on: guest
+            # writes during an initial zeroing pass are tracked)
+            src.write_listeners.append(bm)
+        else:
+            # mirror_start_job: write-blocking disables the bitmap; guest
+            # writes go through the job's filter (bs_opaque->job = s)
+            self._filter = ActiveWriteFilter(self)
+            self.drive.write_filters.append(self._filter)
         if self.zero_target and not self.zeroes_free:
             # mirror_dirty_init: a target that cannot write zeroes with
             # unmap (discard=ignore, QEMU's default) gets every byte: the
@@ -155,7 +209,7 @@ class MirrorJob(BlockJob):
             if self.zero_target:
                 yield from self._zero_target()
             self._initial_dirty(src, bm)
-        if self.env.shortcuts:
+        if self.env.shortcuts and self._filter is None:
             self._agenda = Agenda(self.env)
             self._agenda.runner = self._complete_detached
             if burst_kernel.Kernel.applies(self):
@@ -201,6 +255,8 @@ class MirrorJob(BlockJob):
                         self._drained = True
                         break
                     if not completing:
+                        if self.actively_synced:
+                            self._check_in_sync()
                         if not bm.count:
                             # (the agenda runs itself meanwhile: a guest the
                             # compiled loop runs stays there, blocksim.engine.burst_kernel)
@@ -235,6 +291,65 @@ class MirrorJob(BlockJob):
         while self.in_flight:
             yield from self._wait_op()
         return self.ret
+
+    # -- write-blocking (an active mirror) ----------------------------------------------
+    def copies_to_target(self) -> bool:
+        """bdrv_mirror_top_do_write's ``copy_to_target``: the job has not
+        failed (``s->job->ret >= 0``) and is not cancelled
+        (``job_is_cancelled``: forced, or before READY)."""
+        return not self.ret and not self.is_cancelled()
+
+    def _conflicts(self, b0: int, b1: int) -> bool:
+        """Whether granules ``[b0, b1)`` hold an operation in flight: a
+        copy, an active write past its wait, or what the iteration in
+        progress has claimed and not issued yet (QEMU's in_flight_bitmap,
+        which mirror_iteration sets for its whole claim)."""
+        if self._it_bit < self._it_end and self._it_bit < b1 and self._it_end > b0:
+            return True
+        starts = self._op_starts
+        i = bisect_right(starts, b1 - 1)
+        # (the operations in flight never overlap: the last one starting
+        # before b1 is the only one that can reach b0)
+        return bool(i) and self._ops[starts[i - 1]].end_bit > b0
+
+    def _wake_conflicts(self) -> None:
+        """Something in flight settled: the guest writes waiting look again."""
+        waiters, self._conflict_waiters = self._conflict_waiters, []
+        for ev in waiters:
+            ev.succeed()
+
+    def _active_settled(self, op: "ActiveWrite") -> None:
+        """active_write_settle: the write's granules are free again."""
+        self.active_writes_pending -= 1
+        if op.registered:
+            del self._ops[op.bit]
+            self._op_starts.remove(op.bit)
+        self._wake_conflicts()
+        ev = self._op_done
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+
+    def _check_in_sync(self) -> None:
+        """Invariant ``active-mirror-in-sync``: at a poll of a ready,
+        actively synced mirror nothing is dirty (active_write_settle's
+        assertion) and the target reads as the source, but where an active
+        write is in flight (its data landed on one side only)."""
+        if self.bitmap.count:
+            self.sync_violations.append(
+                (self.env.now, f"{self.bitmap.dirty_bytes} bytes dirty while actively synced"))
+            return
+        busy = sorted((op.start, op.end) for op in self._ops.values()
+                      if op.__class__ is ActiveWrite)
+        for a, b, _l, _r in diff_ranges(self.source.layers(), self.target.layers(), 0,
+                                        self.source.size):
+            for s, e in busy:           # what the writes in flight cover
+                if s <= a < e:
+                    a = e
+            if a < b:
+                self.sync_violations.append(
+                    (self.env.now, f"target differs from source at offset {a} "
+                                   f"({b - a} bytes) while actively synced"))
+                return
 
     def _zero_target(self):
         """mirror_dirty_init's zeroing of a target that can write zeroes
@@ -355,6 +470,8 @@ class MirrorJob(BlockJob):
             if self.ret:
                 self._it_end = self._it_bit
                 self._it_plan = None
+                if self._conflict_waiters:
+                    self._wake_conflicts()
                 return False
             plan[2] = True
         g = self.granularity
@@ -390,6 +507,8 @@ class MirrorJob(BlockJob):
         return 0 if self.synced else delay
 
     def _op_finished(self, op: "CopyOperation") -> None:
+        if self._conflict_waiters:
+            self._wake_conflicts()
         del self._ops[op.bit]
         if not op.zero:
             self.buf_free += op.end_bit - op.bit
@@ -442,7 +561,9 @@ class MirrorJob(BlockJob):
         self._job_error(policy, is_read, err)
 
     def _job_error(self, policy: str, is_read: bool, err: int) -> None:
-        """Ask the policy engine; the first reported error ends the job."""
+        """Ask the policy engine; the first reported error ends the job.
+        (mirror_error_action: the mirror is no longer actively synced.)"""
+        self.actively_synced = False
         if self.policy.job_error(self, policy, is_read, err) == REPORT and not self.ret:
             self.ret = err
 
@@ -486,6 +607,8 @@ class MirrorJob(BlockJob):
         return True
 
     def _become_ready(self) -> None:
+        if self.copy_mode != "background":
+            self.actively_synced = True     # mirror_run, after job_transition_to_ready
         self.synced = True
         self.ready_at = self.env.now
         self._transition("ready")
@@ -497,7 +620,7 @@ class MirrorJob(BlockJob):
 
     def progress_len(self) -> int:
         dirty = self.bitmap.dirty_bytes if self.bitmap is not None else 0
-        return self.offset + self.bytes_in_flight + dirty
+        return self.offset + self.bytes_in_flight + dirty + self.active_bytes_in_flight
 
     def prepare(self) -> None:
         self._verify()
@@ -510,8 +633,13 @@ class MirrorJob(BlockJob):
         self._release()
 
     def _release(self) -> None:
-        # run() registered the listener before anything can end the job
-        self.source.write_listeners.remove(self.bitmap)
+        # run() registered the listener (or the filter) before anything can
+        # end the job; mirror_exit_common takes the filter out
+        if self._filter is not None:
+            self.drive.write_filters.remove(self._filter)
+            self._filter = None
+        else:
+            self.source.write_listeners.remove(self.bitmap)
         if self._agenda is not None and self._agenda.kernel is not None:
             self._agenda.kernel.close()
         if self._drained:
@@ -628,6 +756,101 @@ class CopyOperation:
             job.target.complete_write(start, end - start, self.runs, self.how)
         job.offset += end - start
         job.bytes_copied += end - start
+
+
+class ActiveWriteFilter:
+    """An active mirror's mirror_top node in its drive's write path
+    (:attr:`Drive.write_filters <blocksim.model.drive.Drive.write_filters>`)."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: MirrorJob):
+        self.job = job
+
+    def prepare_write(self, offset: int, length: int):
+        """bdrv_mirror_top_do_write up to the source's write (generator):
+        an :class:`ActiveWrite` past its wait, or None when the job no
+        longer copies to the target."""
+        job = self.job
+        if not job.copies_to_target():
+            return None
+        op = ActiveWrite(job, offset, length)
+        job.active_writes_pending += 1         # active_write_prepare
+        # mirror_wait_on_conflicts: until nothing in flight holds one of
+        # its granules, or the job has failed
+        while not job.ret and job._conflicts(op.bit, op.end_bit):
+            ev = job.env.event()
+            job._conflict_waiters.append(ev)
+            yield ev
+        if not job._conflicts(op.bit, op.end_bit):
+            # bitmap_set(in_flight_bitmap): (a failed job's writer that went
+            # on while the granules were held does not mark them)
+            op.registered = True
+            job._ops[op.bit] = op
+            insort(job._op_starts, op.bit)
+        return op
+
+
+class ActiveWrite:
+    """A guest write under an active mirror (``MirrorOp`` with
+    ``is_active_write``): its granules are in flight from the end of its
+    wait until it settles; it counts in neither the 16 copies in flight nor
+    the buffer."""
+
+    __slots__ = ("job", "start", "end", "bit", "end_bit", "registered")
+
+    def __init__(self, job: MirrorJob, offset: int, length: int):
+        g = job.granularity
+        self.job = job
+        self.start, self.end = offset, offset + length
+        self.bit, self.end_bit = offset // g, -(-(offset + length) // g)
+        self.registered = False
+
+    def after_write(self, gen: int, err: int):
+        """The source's write is done (``err`` its errno): the copy to the
+        target when it succeeded (do_sync_target_write), then
+        active_write_settle (generator)."""
+        job = self.job
+        if not err:
+            yield from self._sync_target_write(gen)
+        job._active_settled(self)
+
+    def _sync_target_write(self, gen: int):
+        """do_sync_target_write for MIRROR_METHOD_COPY."""
+        job = self.job
+        bm, g = job.bitmap, job.granularity
+        offset, end = self.start, self.end
+        if offset % g and bm.bits[offset // g]:
+            # a dirty unaligned head: left to the copy loop
+            offset = offset - offset % g + g
+            if offset >= end:
+                return
+        if end % g and bm.bits[(end - 1) // g]:
+            # a dirty unaligned tail, likewise
+            end -= end % g
+            if end <= offset:
+                return
+        # the granules it covers whole are clean now (the tails are either
+        # clean or cut off)
+        b0, b1 = -(-offset // g), end // g
+        if b0 < b1:
+            bm.clear_bits(b0, b1)
+        n = end - offset
+        job.active_bytes_in_flight += n
+        job.active_writes += 1
+        tgt = job.target
+        err, delay, how = tgt.submit_write(offset, n)
+        yield job.env.timeout(delay)
+        job.active_bytes_in_flight -= n
+        if not err:
+            tgt.complete_write(offset, n, gen, how)
+            job.offset += n
+            job.active_bytes += n
+            return
+        # the whole area, aligned out, is dirty again
+        job.active_failed += 1
+        bm.mark(offset - offset % g, end)
+        job._job_error(job.on_target_error, False, err)
 
 
 # What the engine's copy loops (blocksim.engine.burst, burst_kernel) take

@@ -44,7 +44,12 @@ class Drive:
         #: backup's copy-before-write (blocksim.jobs.backup) installs itself
         #: here while it runs.  ``before_write(offset, length)`` is a
         #: generator returning an errno; a failure fails the guest's write,
-        #: which then never reaches the node.
+        #: which then never reaches the node.  A filter that also acts after
+        #: the node's write (an active mirror's mirror_top: blocksim.jobs.mirror)
+        #: has ``prepare_write(offset, length)`` instead, a generator
+        #: returning None or an object whose ``after_write(gen, err)``
+        #: generator runs once the node's write is done (``err`` its errno;
+        #: the data has landed when it is 0), before the guest is told.
         self.write_filters: list = []
         self._drains = 0
         self._undrained = None
@@ -110,9 +115,10 @@ class Drive:
                 shared_wake = False
             else:
                 err = 0
+                after = ()
                 if not is_read and self.write_filters:
                     # (a write that breaks in a filter never reaches the node)
-                    err = yield from self._filter_write(offset, length)
+                    err, after = yield from self._filter_write(offset, length)
                     shared_wake = True
                 if not err:
                     if is_read:
@@ -128,9 +134,19 @@ class Drive:
                                                   how, start)
                         yield event
                         shared_wake = False
+                    if not err and after:
+                        # the node's write lands, then what the filters do
+                        # after it, before the guest is told
+                        node.complete_write(offset, length, gen, how)
+                        for op in after:
+                            yield from op.after_write(gen, 0)
+                        self._acknowledge(False, offset, length, gen, start)
+                        return 0
                     if not err:
                         self.finish(node, is_read, offset, length, gen, how, start)
                         return 0
+                for op in after:        # (the node's write failed: nothing to copy)
+                    yield from op.after_write(gen, err)
             self._leave()
             if err:
                 action = self.policy.guest_error(self, is_read, err)
@@ -148,16 +164,26 @@ class Drive:
             return 0
 
     def _filter_write(self, offset: int, length: int):
-        """Run the write filters (generator); the first errno, or 0.
+        """Run the write filters (generator); the first errno, or 0, and
+        what to run after the node's write (``prepare_write``'s objects).
 
         A filter waits on events others may wait for too (another job's
         copy of the same cluster), so the request's next wait is never
         skipped (blocksim.engine.clock); a shortcut only ever saves time."""
+        after = []
         for write_filter in list(self.write_filters):
+            prepare = getattr(write_filter, "prepare_write", None)
+            if prepare is not None:
+                op = yield from prepare(offset, length)
+                if op is not None:
+                    after.append(op)
+                continue
             err = yield from write_filter.before_write(offset, length)
             if err:
-                return err
-        return 0
+                for op in after:        # (the write goes no further)
+                    yield from op.after_write(0, err)
+                return err, ()
+        return 0, after
 
     def finish(self, node, is_read: bool, offset: int, length: int, gen: int, how,
                start: int) -> None:
@@ -168,6 +194,11 @@ class Drive:
             node.complete_read(length)
         else:
             node.complete_write(offset, length, gen, how)
+        self._acknowledge(is_read, offset, length, gen, start)
+
+    def _acknowledge(self, is_read: bool, offset: int, length: int, gen: int,
+                     start: int) -> None:
+        """The guest is told its request succeeded."""
         self._leave()
         self._account(is_read, start)
         if gen:

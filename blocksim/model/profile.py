@@ -97,6 +97,11 @@ class Profile:
     #: (today).  The 2012 note predates both (backup came with QEMU 1.6 in
     #: 2013, named dirty bitmaps with 2.4): its QEMU answers CommandNotFound.
     has_backup: bool = True
+    #: blockdev-mirror takes ``copy-mode`` (today; QEMU 3.0's active
+    #: mirror).  2012's drive-mirror (QEMU 1.3) had no such argument: a
+    #: write-blocking mirror is refused ("Invalid parameter 'copy-mode'", as
+    #: QMP refused an unknown argument); background is what it did.
+    copy_mode: bool = True
 
 
 #: The commands of today's job API (``job_api_2_12``).
@@ -141,6 +146,7 @@ RFC_2012 = Profile(
     commit_on_error=False,
     active_commit=False,
     has_backup=False,
+    copy_mode=False,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (QEMU, RFC_2012)}

@@ -17,8 +17,11 @@ For each scenario, :func:`check_scenario`
    the overlay's backing file and the disk against its copy);
 4. compares the two sides (:func:`compare`): per job, the normalised event
    sequence, the outcome, the error string, the data integrity and (stream)
-   the backing file left; and the sequence of commands with whether each was
-   accepted or refused.
+   the backing file left; the sequence of commands with whether each was
+   accepted or refused; and per drive with guest writes (``guest-burst``
+   carried out by ``qemu-io`` over an NBD export of the drive's node, see
+   :mod:`blocksim.qemu.translate`), how many of its writes succeeded and
+   how many failed.
 
 Normalised events, per job: ``JOB_STATUS_CHANGE <status>``,
 ``BLOCK_JOB_ERROR <operation> <action>``, ``BLOCK_JOB_READY``,
@@ -49,6 +52,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..management.actions import Trigger
+from ..model.extents import diff_ranges
 from ..scenario import Scenario, load_scenario
 from ..simulation import Simulation
 from .daemon import StorageDaemon, find_binary
@@ -64,7 +68,7 @@ AGREE, DISAGREE, DOCUMENTED, ERROR, NOTHING = (
 
 TOOL_TIMEOUT = 120.0
 #: What is compared of each job's results (the report shows the same rows).
-JOB_KEYS = ("outcome", "error", "integrity", "backing", "bitmap")
+JOB_KEYS = ("outcome", "error", "integrity", "backing", "bitmap", "guest_on_target")
 _END_EVENTS = ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")
 
 
@@ -132,9 +136,14 @@ class SideResult:
     jobs: dict[str, dict] = field(default_factory=dict)   # outcome, error, integrity, ...
     error: Optional[str] = None
     seconds: float = 0.0
+    #: drive -> "N written, M failed" (drives with guest writes)
+    guest: dict[str, str] = field(default_factory=dict)
+    #: drive -> each guest write's outcome, "offset+length ok|<error>" (QEMU side)
+    guest_writes: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"events": self.events, "commands": self.commands, "jobs": self.jobs,
+                "guest": self.guest, "guest_writes": self.guest_writes,
                 "error": self.error, "seconds": round(self.seconds, 3)}
 
 
@@ -278,6 +287,10 @@ def compare(plan: Plan, sim: SideResult, qemu: SideResult) -> list[Difference]:
     cb, cq = command_outcomes(sim.commands), command_outcomes(qemu.commands)
     if cb != cq:
         diffs.append(Difference("commands", _first_difference(cb, cq, "command")))
+    for drive in plan.exports:
+        gb, gq = sim.guest.get(drive), qemu.guest.get(drive)
+        if gb != gq:
+            diffs.append(Difference(f"guest.{drive}", f"blocksim {gb!r}, QEMU {gq!r}"))
     # events first, then outcomes, then commands: the order above
     return diffs
 
@@ -326,13 +339,44 @@ def run_blocksim(plan: Plan) -> SideResult:
         elif job.type == "commit" and job.overlay is not None:
             overlay = sim.devices[job.overlay]
             info["backing"] = overlay.backing.name if overlay.backing is not None else None
+        elif job.type == "mirror" and _guest_ranges(plan, job):
+            src, tgt = sim.devices[job.image], sim.devices[job.target]
+            info["guest_on_target"] = _on_target(
+                _guest_ranges(plan, job),
+                lambda a, b: next(diff_ranges(src.layers(), tgt.layers(), a, b), None) is None)
         elif plan.jobs[job_id].type == "backup" and plan.jobs[job_id].bitmap is not None:
             named = sim.devices[plan.jobs[job_id].image].bitmaps.get(plan.jobs[job_id].bitmap)
             info["bitmap"] = named.count if named is not None else None
         jobs[job_id] = info
     commands = [{k: v for k, v in c.items() if k != "timestamp"} for c in result.commands]
+    guest = {}
+    for name in plan.exports:
+        drive = sim.drives[name]
+        guest[name] = _guest_figures(drive.writes - drive.guest_errors, drive.guest_errors)
     return SideResult(events=list(result.events), commands=commands, jobs=jobs,
-                      seconds=time.monotonic() - t0)
+                      seconds=time.monotonic() - t0, guest=guest)
+
+
+def _guest_ranges(plan: Plan, job) -> list[tuple[int, int]]:
+    """The guest writes of the plan on the drive of mirror ``job``, as
+    ``(start, end)``."""
+    drive = plan.scenario.jobs[job.id].device
+    return [(off, off + length) for action in plan.actions
+            if action.writes and action.arguments.get("drive") == drive
+            for off, length in action.writes]
+
+
+def _on_target(ranges: list[tuple[int, int]], same) -> str:
+    """Whether the target holds what the source does in each guest write's
+    range at the end (``same(start, end)``), as one line."""
+    differ = sum(1 for a, b in ranges if not same(a, b))
+    if not differ:
+        return f"all {len(ranges)} guest writes' ranges as the source"
+    return f"{differ} of {len(ranges)} guest writes' ranges differ from the source"
+
+
+def _guest_figures(written: int, failed: int) -> str:
+    return f"{written} written, {failed} failed"
 
 
 # -- the QEMU side -------------------------------------------------------------------
@@ -427,6 +471,7 @@ class _QemuRun:
             for name in self.plan.image_order():
                 self._execute_checked("blockdev-add",
                                       self.plan.blockdev_options(name, str(self.paths[name])))
+            self._start_exports()
             self._timeline()
             self._final_query()
         except QMPError as exc:
@@ -434,8 +479,53 @@ class _QemuRun:
         finally:
             self.daemon.stop()
         self._job_results()
+        for drive, outcomes in self.result.guest_writes.items():
+            failed = sum(1 for o in outcomes if not o.endswith(" ok"))
+            self.result.guest[drive] = _guest_figures(len(outcomes) - failed, failed)
         self.result.seconds = time.monotonic() - t_start
         return self.result
+
+    # guest writes --------------------------------------------------------------------
+    def _start_exports(self) -> None:
+        """An NBD server on a unix socket and a writable export of each
+        drive's node that has guest writes (named after the drive)."""
+        if not self.plan.exports:
+            return
+        self.nbd_socket = self.dir / "nbd.sock"
+        self._execute_checked("nbd-server-start", {
+            "addr": {"type": "unix", "data": {"path": str(self.nbd_socket)}}})
+        for drive, node in self.plan.exports.items():
+            self._execute_checked("block-export-add", {
+                "type": "nbd", "id": f"export-{drive}", "node-name": node,
+                "name": drive, "writable": True})
+            self.result.guest_writes[drive] = []
+
+    def _guest_burst(self, action) -> None:
+        """A guest-burst's writes by qemu-io over the drive's export, one
+        after the other (each waits for the previous one), with a byte
+        pattern of its own; each write's outcome is recorded."""
+        drive = action.arguments["drive"]
+        self._burst_count = getattr(self, "_burst_count", 0) + 1
+        pattern = 0x80 + self._burst_count % 0x70
+        io = [self.tools.qemu_io, "-f", "raw", f"nbd+unix:///{drive}?socket={self.nbd_socket}"]
+        for off, length in action.writes:
+            io += ["-c", f"write -P {pattern} {off} {length}"]
+        out = {"execute": action.command, "arguments": action.arguments,
+               "source": action.source, "time": round(self._now(), 6)}
+        proc = _run_tool(io, f"guest writes of {action.source} on drive '{drive}'",
+                         ok_codes=(0, 1), cwd=self.dir)
+        lines = [line for line in (proc.stdout + proc.stderr).splitlines()
+                 if line.startswith(("wrote ", "write failed"))]
+        outcomes = self.result.guest_writes[drive]
+        for (off, length), line in itertools.zip_longest(action.writes, lines[:len(action.writes)]):
+            if line is None:
+                outcomes.append(f"{off}+{length} not done")
+            elif line.startswith("wrote "):
+                outcomes.append(f"{off}+{length} ok")
+            else:
+                outcomes.append(f"{off}+{length} {line.split(':', 1)[-1].strip()}")
+        out["return"] = {}
+        self.result.commands.append(out)
 
     def _execute_checked(self, command: str, arguments: dict) -> Any:
         try:
@@ -527,6 +617,9 @@ class _QemuRun:
             self.refused.discard(job_id)
 
     def _action(self, action) -> None:
+        if action.command == "guest-burst":
+            self._guest_burst(action)
+            return
         if action.command == "job-start":
             job_id = action.arguments.get("id")
             if job_id in self.plan.jobs:
@@ -588,6 +681,10 @@ class _QemuRun:
                     self._stream_integrity(job, info)
             if job.type == "backup" and job.bitmap is not None:
                 info["bitmap"] = self._bitmap_count(job)
+            if job.type == "mirror" and _guest_ranges(self.plan, job):
+                src, tgt = self._raw(job.image), self._raw(job.target)
+                info["guest_on_target"] = _on_target(_guest_ranges(self.plan, job),
+                                                     lambda a, b: src[a:b] == tgt[a:b])
             if job.type == "stream" and job_id in self.started:
                 info["backing"] = self._backing_of(job.image)
             elif job.type == "stream":

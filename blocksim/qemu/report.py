@@ -116,6 +116,12 @@ def _scenario_lines(check: ScenarioCheck) -> list[str]:
                         for side, text in (("blocksim", a), ("QEMU", b)):
                             if _detail(text):
                                 lines.append(f"     {'':<12} {side}: {_detail(text)}")
+        for drive in (plan.exports if plan is not None else {}):
+            gb, gq = check.blocksim.guest.get(drive), check.qemu.guest.get(drive)
+            lines.append(f"     guest writes on {drive}")
+            lines.append(_row(" " if gb == gq else "!", "", gb, gq))
+            for outcome in check.qemu.guest_writes.get(drive, []):
+                lines.append(f"     {'':<12} QEMU: {outcome}")
     if plan is not None:
         for s in plan.skipped:
             lines.append(f"   skipped: {s}")

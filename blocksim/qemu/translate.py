@@ -31,10 +31,20 @@ Expressed:
   bypass a blkdebug node on the base;
 - management actions at a time or on an event: block-job-*/job-* verbs,
   query-block-jobs, job-start (as the job's start command),
-  block-dirty-bitmap-* (``node`` the image's node).
+  block-dirty-bitmap-* (``node`` the image's node);
+- a mirror's ``copy-mode`` (given to blockdev-mirror when write-blocking);
+- guest writes: a ``guest-burst`` of sequential writes (``rw = "write"``,
+  ``iodepth = 1``, at most :data:`MAX_GUEST_WRITES` of them) on a drive whose
+  ``werror`` is ``report`` or ``enospc`` becomes writes by ``qemu-io`` to an
+  NBD export of the drive's image node (``nbd-server-start`` on a unix
+  socket, ``block-export-add`` writable), one after the other, each with its
+  own byte pattern.  The export is a parent of the node, so a mirror's
+  filter node (mirror_top, ``bdrv_append``) takes it over as a guest device's
+  BlockBackend: its writes go through the job's write path.  The export
+  reports every error to its client, as ``werror = "report"`` does.
 
 Skipped (and named in the report): guest workloads, ``stop``/``cont``,
-``guest-burst``, ``thin-extend`` and thin capacities, flakey/dust/delay
+other ``guest-burst``s, ``thin-extend`` and thin capacities, flakey/dust/delay
 faults, and error faults blkdebug cannot express (time windows,
 probabilities, counts above 1, ``skip``, a one-shot rule over several
 operations, faults on the top image of a stream, whose copy-on-read writes
@@ -73,6 +83,8 @@ from ..scenario.units import format_size
 __all__ = ["Plan", "ImagePlan", "JobPlan", "ActionPlan", "Skipped", "translate", "SECTOR"]
 
 SECTOR = 512
+#: the most writes of one guest-burst that qemu-check carries out
+MAX_GUEST_WRITES = 64
 _NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,23}$")   # leaves room for suffixes
 
 #: actions that need a guest, with the reason (thin-extend and guest-burst: see translate)
@@ -146,6 +158,9 @@ class ActionPlan:
     nth: Optional[int] = None
     after: Optional[str] = None
     after_match: dict[str, Any] = field(default_factory=dict)
+    #: guest-burst: the writes ``(offset, length)`` qemu-io carries out, in
+    #: order, on the NBD export named after the drive
+    writes: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -162,6 +177,8 @@ class Plan:
     notes: list[str]
     reduced: Scenario
     duration: int                     # ns
+    #: drive -> the node its NBD export serves (drives with guest writes)
+    exports: dict[str, str] = field(default_factory=dict)
 
     def image_order(self) -> list[str]:
         """Images with backing files after their backing images."""
@@ -348,6 +365,8 @@ def translate(scenario: Scenario) -> Plan:
                          "sync": spec.sync, "speed": spec.speed, "granularity": spec.granularity,
                          "buf-size": spec.buf_size, "on-source-error": spec.on_source_error,
                          "on-target-error": spec.on_target_error})
+            if spec.copy_mode != "background":
+                args["copy-mode"] = spec.copy_mode
             command, target, base = "blockdev-mirror", spec.target, None
         elif isinstance(spec, CommitJob):
             # qmp_block_commit: top-node defaults to the device's root (an
@@ -397,15 +416,20 @@ def translate(scenario: Scenario) -> Plan:
 
     actions: list[ActionPlan] = []
     kept_actions = []
+    exports: dict[str, str] = {}
     for i, action in enumerate(scenario.actions):
         where = f"actions.{i}"
         reason = None
+        writes: list[tuple[int, int]] = []
         if isinstance(action, NoArgumentsAction) and action.command in _GUEST_ONLY:
             reason = _GUEST_ONLY[action.command]
         elif isinstance(action, ThinExtendAction):
             reason = "thin-extend needs thin storage (and a storage administrator)"
         elif isinstance(action, GuestBurstAction):
-            reason = "guest-burst needs a guest"
+            reason, writes = _guest_writes(scenario, action.arguments)
+            if reason is None:
+                drive = action.arguments["drive"]
+                exports[drive] = images[drive_image[drive]].node
         if reason is not None:
             skipped.append(Skipped(f"{where} ({action.command})", reason))
             continue
@@ -418,10 +442,31 @@ def translate(scenario: Scenario) -> Plan:
                                   arguments=arguments, at=action.at, on=action.on,
                                   match=dict(action.match), delay=action.delay,
                                   repeat=action.repeat, nth=action.nth, after=action.after,
-                                  after_match=dict(action.after_match)))
+                                  after_match=dict(action.after_match), writes=writes))
     raw["actions"] = kept_actions
 
     reduced = load_scenario(raw)
     reduced._source = scenario.source
     return Plan(scenario=scenario, images=images, jobs=jobs, actions=actions, skipped=skipped,
-                notes=notes, reduced=reduced, duration=scenario.duration)
+                notes=notes, reduced=reduced, duration=scenario.duration, exports=exports)
+
+
+def _guest_writes(scenario: Scenario, args: dict) -> tuple[Optional[str], list[tuple[int, int]]]:
+    """A guest-burst's writes as qemu-check carries them out, or why not:
+    ``(reason, [])`` or ``(None, [(offset, length), ...])``.  The offsets are
+    the burst's own (a sequential workload: block after block from
+    ``offset``, wrapping round its region)."""
+    drive = scenario.drives[args["drive"]]
+    if args.get("rw") != "write" or args.get("iodepth", 1) != 1:
+        return ("guest-burst needs a guest (qemu-check carries out only sequential writes, "
+                "rw = \"write\", iodepth = 1)"), []
+    n = args.get("number-ios", 1)
+    if n > MAX_GUEST_WRITES:
+        return f"guest-burst of {n} writes: qemu-check carries out at most {MAX_GUEST_WRITES}", []
+    if drive.werror not in ("report", "enospc"):
+        return (f"guest writes on a drive with werror = \"{drive.werror}\": the NBD export "
+                "reports every error to its client"), []
+    bs, offset = args["bs"], args.get("offset", 0)
+    size = args.get("size") or scenario.images[drive.image].size - offset
+    nblocks = max(1, size // bs)
+    return None, [(offset + (k % nblocks) * bs, bs) for k in range(n)]

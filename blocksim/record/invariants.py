@@ -19,7 +19,12 @@ never a crash and never silently dropped:
   without the layers it dropped; active, once pivoted, the drive is the base);
 - ``backup-point-in-time``: a backup that completed left a target that holds,
   in every cluster it was to copy, what the source held when the job started
-  (not what it holds at the end).
+  (not what it holds at the end);
+- ``active-mirror-in-sync``: an active mirror (``copy-mode =
+  "write-blocking"``), once ready and actively synced, has nothing dirty and a
+  target that reads as its source at every 100 ms poll, but where a guest
+  write is in flight to both (checked by the job at each poll:
+  ``MirrorJob.sync_violations``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,18 @@ from ..model.iostatus import _RANK, OK
 CHECKED = ("legal-job-transitions", "iostatus-sticky", "guest-writes-durable",
            "mirror-target-identical", "stream-independent", "commit-base-holds-top",
            "backup-point-in-time")
+#: checked too in a run with an active mirror (summary: ``checked_names``)
+ACTIVE_MIRROR_CHECKED = "active-mirror-in-sync"
+
+
+def checked_names(sim) -> list[str]:
+    """The invariants a run checks: :data:`CHECKED`, and the active
+    mirror's where one ran."""
+    names = list(CHECKED)
+    if any(getattr(job, "copy_mode", "background") != "background"
+           for job in sim.jobs.values()):
+        names.append(ACTIVE_MIRROR_CHECKED)
+    return names
 
 
 def _iostatus_violations(owner: str, status) -> list[dict]:
@@ -183,6 +200,9 @@ def check(sim, audits: dict[str, dict]) -> list[dict]:
             violations.append({"invariant": "legal-job-transitions", "subject": job_id,
                                "time": t / 1e9, "detail": f"{old} -> {new}"})
         violations += _iostatus_violations(f"job {job_id}", job.iostatus)
+        for t, detail in getattr(job, "sync_violations", ()):
+            violations.append({"invariant": "active-mirror-in-sync", "subject": job_id,
+                               "time": t / 1e9, "detail": detail})
         if job.outcome == "completed" and job.integrity == "differs":
             violations.append({"invariant": job.integrity_invariant, "subject": job_id,
                                "time": (job.finished_at or 0) / 1e9,

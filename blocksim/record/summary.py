@@ -7,7 +7,7 @@ into a table.  Times are simulated seconds.
 
 from __future__ import annotations
 
-from .invariants import CHECKED
+from .invariants import CHECKED, checked_names  # noqa: F401 (CHECKED: the names, re-exported)
 
 #: blocksim's version, stamped in every summary (``blocksim.__version__``,
 #: kept here so the record needs nothing from the layers above it).
@@ -58,6 +58,11 @@ def build(sim, audits: dict, violations: list[dict]) -> dict:
         }
         if job.completable:
             entry["pivoted"] = job.pivoted
+            if getattr(job, "copy_mode", "background") != "background":
+                # guest writes copied to the target by an active mirror
+                entry["active_writes"] = {"writes": job.active_writes,
+                                          "bytes": job.active_bytes,
+                                          "failed": job.active_failed}
         elif job.job_type == "backup":
             # guest writes that copied old data first, and those it broke
             entry["copy_before_write"] = {"writes": job.cbw_copies, "bytes": job.cbw_bytes,
@@ -106,5 +111,5 @@ def build(sim, audits: dict, violations: list[dict]) -> dict:
         "drives": drives,
         "images": images,
         "commands": {"executed": len(sim.monitor.commands), "refused": refused},
-        "invariants": {"checked": list(CHECKED), "violations": violations},
+        "invariants": {"checked": checked_names(sim), "violations": violations},
     }

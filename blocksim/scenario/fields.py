@@ -28,6 +28,8 @@ ERRNOS = ("EIO", "ENOSPC", "EPERM", "EACCES", "EINVAL", "EROFS", "ETIMEDOUT",
 RW_MODES = ("read", "write", "randread", "randwrite", "rw", "randrw")
 JOB_TYPES = ("backup", "commit", "mirror", "stream")
 SYNC_MODES = ("full", "top", "none")
+#: blockdev-mirror's copy-mode (qapi/block-core.json MirrorCopyMode)
+COPY_MODES = ("background", "write-blocking")
 BACKUP_SYNC_MODES = ("full", "top", "none", "bitmap", "incremental")
 BITMAP_MODES = ("on-success", "always", "never")
 EVENTS = ("BLOCK_JOB_ERROR", "BLOCK_IO_ERROR", "BLOCK_JOB_READY", "BLOCK_JOB_PENDING",

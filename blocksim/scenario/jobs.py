@@ -19,6 +19,7 @@ from .fields import (
     _DURATION_JSON,
     BACKUP_SYNC_MODES,
     BITMAP_MODES,
+    COPY_MODES,
     JOB_POLICIES,
     JOB_TYPES,
     SYNC_MODES,
@@ -64,6 +65,9 @@ class MirrorJob(Job):
     buf_size: _size_type(positive=True) = 16 * MiB
     on_source_error: Literal[JOB_POLICIES] = "report"
     on_target_error: Literal[JOB_POLICIES] = "report"
+    copy_mode: Literal[COPY_MODES] = Field(
+        "background", description="write-blocking: guest writes reach the target before they "
+                                  "complete (an active mirror)")
 
     @field_validator("buf_size")
     @classmethod

@@ -258,6 +258,58 @@ def test_nodes_and_job_arguments():
     assert (st["device"], st["on-error"]) == ("top", "stop")
 
 
+def test_guest_writes_become_qemu_io_writes_over_an_nbd_export():
+    """A sequential write burst becomes its writes (block after block from
+    the offset, wrapping round the size) on the drive's export; other
+    bursts, and drives whose werror would stop the VM, are skipped."""
+    s = scenario(
+        drives={"vda": {"image": "top"}, "vdb": {"image": "src", "werror": "report"},
+                "vdc": {"image": "dst", "werror": "stop"}},
+        jobs={"m": {"type": "mirror", "device": "vdb", "target": "base", "sync": "none",
+                    "copy-mode": "write-blocking"}},
+        actions=[{"at": "1s", "command": "guest-burst",
+                  "arguments": {"drive": "vdb", "rw": "write", "bs": "64KiB", "offset": "1MiB",
+                                "size": "128KiB", "number-ios": 3}},
+                 {"at": "1s", "command": "guest-burst",
+                  "arguments": {"drive": "vdb", "rw": "randwrite", "bs": "64KiB"}},
+                 {"at": "1s", "command": "guest-burst",
+                  "arguments": {"drive": "vdb", "rw": "write", "number-ios": 65}},
+                 {"at": "1s", "command": "guest-burst",
+                  "arguments": {"drive": "vdc", "rw": "write"}}])
+    plan = translate(s)
+    K = 1024
+    assert plan.actions[0].writes == [(1024 * K, 64 * K), (1088 * K, 64 * K), (1024 * K, 64 * K)]
+    assert plan.exports == {"vdb": "src"}
+    assert plan.jobs["m"].arguments["copy-mode"] == "write-blocking"
+    skipped = {x.what.split(" ")[0]: x.reason for x in plan.skipped}
+    assert set(skipped) == {"actions.1", "actions.2", "actions.3", "images.src.capacity"}
+    assert "sequential" in skipped["actions.1"] and "at most 64" in skipped["actions.2"]
+    assert 'werror = "stop"' in skipped["actions.3"]
+    # the blocksim side runs the same burst
+    assert [a.command for a in plan.reduced.actions] == ["guest-burst"]
+    # a background mirror is started as before, without copy-mode
+    plain = translate(scenario(jobs={"m": {"type": "mirror", "device": "vdb", "target": "dst"}}))
+    assert "copy-mode" not in plain.jobs["m"].arguments and plain.exports == {}
+
+
+def test_compare_reports_guest_writes_and_their_ranges_on_the_target():
+    s = scenario(drives={"vda": {"image": "top"}, "vdb": {"image": "src", "werror": "report"}},
+                 jobs={"m": {"type": "mirror", "device": "vdb", "target": "dst",
+                             "copy-mode": "write-blocking"}},
+                 actions=[{"at": "1s", "command": "guest-burst",
+                           "arguments": {"drive": "vdb", "rw": "write", "number-ios": 2}}])
+    plan = translate(s)
+    sim = check_mod.run_blocksim(plan)
+    assert sim.guest == {"vdb": "2 written, 0 failed"}
+    assert sim.jobs["m"]["guest_on_target"] == "all 2 guest writes' ranges as the source"
+    other = SideResult(events=sim.events, commands=sim.commands,
+                       jobs={"m": dict(sim.jobs["m"], guest_on_target="1 of 2 guest writes' "
+                                                                     "ranges differ from the source")},
+                       guest={"vdb": "1 written, 1 failed"})
+    assert [d.key for d in compare(plan, sim, other)] == ["m.guest_on_target", "guest.vdb"]
+    assert compare(plan, sim, sim) == []
+
+
 def test_profile_rfc2012_is_noted():
     s = scenario(profile="rfc-2012", jobs={"s": {"type": "stream", "device": "vda"}})
     plan = translate(s)

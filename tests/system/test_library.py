@@ -710,6 +710,28 @@ EXPECTATIONS: dict[str, dict] = {
                            "errors_by_action": {"report": 0, "ignore": 0, "stop": Between(2, 8)}}},
         "commands": [("cont", ACCEPTED)],
     },
+    # ---- active mirror (copy-mode write-blocking) against background ----
+    "mirror-active-converges-where-background-never": {
+        "jobs": {
+            "background": job(outcome="never-ready", final_status="running", end_event=None,
+                              ready=False, pivoted=False, errors=NO_ERRORS,
+                              statuses=["created", "running"]),
+            "active": job(outcome="completed", final_status="null",
+                          end_event="BLOCK_JOB_COMPLETED", error=None, integrity="identical",
+                          pivoted=True, time_paused=0.0, ready_at=Between(7.9, 8.5),
+                          errors=NO_ERRORS, statuses=MIRROR_COMPLETED)},
+        "counts": {"BLOCK_JOB_READY": 1},
+        "absent": ["BLOCK_JOB_ERROR", "BLOCK_JOB_CANCELLED", "STOP"],
+        "gap": ("BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED", Between(2.0, 2.1)),
+        "vm": QUIET_VM,
+        # the active mirror's guest waits for the array (1 ms) too
+        "drives": {"vda": dict(QUIET_DRIVE, node="disk-a", requests=15000,
+                               mean_latency=Between(0.0001, 0.0002)),
+                   "vdb": dict(QUIET_DRIVE, node="copy-b", requests=15000,
+                               mean_latency=Between(0.0009, 0.0011))},
+        "commands": [("blockdev-mirror", ACCEPTED), ("blockdev-mirror", ACCEPTED),
+                     ("block-job-complete", ACCEPTED)],
+    },
 }
 
 
