@@ -47,13 +47,14 @@ from .controller import Controller, register
 
 
 class _Volume:
-    __slots__ = ("device", "threshold", "needs", "extending")
+    __slots__ = ("device", "threshold", "needs", "extending", "asked")
 
     def __init__(self, device):
         self.device = device
         self.threshold = 0
         self.needs = False
         self.extending = False
+        self.asked = 0                  # when its last extend was asked for (turns)
 
 
 @register("thin_provisioning")
@@ -166,7 +167,10 @@ class ThinProvisioningController(Controller):
 
     def _extend_needed(self) -> None:
         in_flight = sum(v.extending for v in self.volumes.values())
-        for vol in self.volumes.values():
+        # the volume asked for longest ago first: a failing extend does not
+        # starve the others of the controller's slots
+        self._turn = getattr(self, "_turn", 0)
+        for vol in sorted(self.volumes.values(), key=lambda v: v.asked):
             if in_flight >= self.spec.max_extends:
                 return
             if not vol.needs or vol.extending:
@@ -177,6 +181,8 @@ class ThinProvisioningController(Controller):
                 vol.needs = False
                 continue
             self.extend_requests += 1
+            self._turn += 1
+            vol.asked = self._turn
             if self.execute("lv-extend", {"image": dev.name, "size": new}) is not None:
                 vol.extending = True
                 in_flight += 1

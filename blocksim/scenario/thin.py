@@ -14,7 +14,7 @@ image on it has ``lv-size`` (the volume) and ``pool``.
 
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, field_validator, model_validator
 
 from .fields import (
     Duration,
@@ -26,7 +26,7 @@ from .fields import (
     _duration_type,
     _Model,
 )
-from .units import format_duration, parse_duration
+from .units import format_duration, ns_to_seconds, parse_duration
 
 LATENCY_DISTRIBUTIONS = ("fixed", "uniform", "lognormal", "samples")
 
@@ -54,7 +54,9 @@ class Latency(_Model):
     high: Optional[_duration_type(optional=True)] = None
     median: Optional[_duration_type(optional=True)] = None
     sigma: Optional[float] = Field(None, allow_inf_nan=False)
-    samples: Optional[Annotated[list[int], BeforeValidator(_samples)]] = None
+    samples: Optional[Annotated[list[int], BeforeValidator(_samples),
+                                PlainSerializer(lambda v: [ns_to_seconds(x) for x in v],
+                                                return_type=list)]] = None
 
     @model_validator(mode="after")
     def _parameters(self) -> "Latency":
@@ -81,7 +83,7 @@ class Pool(_Model):
 
     size: OptionalSize = Field(None, description="the group's size; absent = unlimited")
     extend_latency: Annotated[Latency, BeforeValidator(_latency_input)] = Field(
-        default_factory=lambda: Latency(distribution="fixed", value=2_000_000_000),
+        default_factory=lambda: Latency(distribution="fixed", value="2s"),
         description="how long an extend takes (a duration, or a distribution table)")
     refresh: Duration = _duration_default(100_000_000, "the refresh on the host after an extend")
     concurrency: int = Field(1, ge=1, description="extends carried out at once")
@@ -120,7 +122,24 @@ def managed_images(scenario) -> list[str]:
         return []
     if tp.images is not None:
         return list(tp.images)
-    return [n for n, img in scenario.images.items() if img.lv_size is not None]
+    return [n for n, img in scenario.images.items() if img is not None and img.lv_size is not None]
+
+
+def check_parts(images, actions, raw) -> list[tuple[tuple, str]]:
+    """:func:`check` while loading (blocksim.scenario.load), on the tables
+    validated one by one; nothing when ``pools`` or ``thin-provisioning``
+    themselves are invalid (their own errors are reported then)."""
+    from types import SimpleNamespace
+    try:
+        pools = {name: Pool.model_validate(p) for name, p in (raw.get("pools") or {}).items()}
+        tp = raw.get("thin-provisioning", raw.get("thin_provisioning"))
+        tp = None if tp is None else ThinProvisioning.model_validate(tp)
+    except Exception:
+        return []
+    if any(img is None for img in images.values()) or any(a is None for a in actions):
+        return []
+    return check(SimpleNamespace(images=images, actions=actions, pools=pools,
+                                 thin_provisioning=tp))
 
 
 def check(scenario) -> list[tuple[tuple, str]]:
