@@ -83,3 +83,20 @@ def test_bad_settings_are_located(changes, path, words):
     assert [p for p, _ in found] == [path], found
     assert words in found[0][1], found[0][1]
     assert "\n" not in found[0][1]
+
+
+def test_library_pool_scenario_runs_out_and_stays_paused():
+    from pathlib import Path
+
+    from blocksim.simulation import Simulation
+    root = Path(__file__).resolve().parents[2]
+    r = Simulation(load_scenario(root / "scenarios" / "thin-pool-shared-runs-out.toml")).run()
+    names = [e["event"] for e in r.events]
+    assert names.count("VOLUME_EXTENDED") == 2            # 1 GiB + 2 x 512 MiB = the 3 GiB group
+    assert "VOLUME_EXTEND_FAILED" in names
+    assert names.index("VOLUME_EXTEND_FAILED") < names.index("STOP")
+    assert "RESUME" not in names and r.summary["vm"]["final_state"] == "io-error"
+    assert r.summary["thin"]["pools"]["vg"] == {"size": 3 << 30, "extends": 2,
+                                                "failed": r.summary["thin"]["pools"]["vg"]["failed"],
+                                                "bytes_extended": 1 << 30}
+    assert r.summary["thin"]["pools"]["vg"]["failed"] >= 5
