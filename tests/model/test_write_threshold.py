@@ -115,3 +115,21 @@ def test_a_threshold_keeps_shortcuts_from_skipping_the_check():
     b = Simulation(sc, shortcuts=False).run()
     ev = [e for e in a.events if e["event"] == "BLOCK_WRITE_THRESHOLD"]
     assert ev and ev == [e for e in b.events if e["event"] == "BLOCK_WRITE_THRESHOLD"]
+
+
+def test_a_streams_copy_on_read_skips_the_top_format_nodes_threshold():
+    # QEMU 7.2 (scenarios/qemu/threshold-stream-top): bdrv_co_do_copy_on_readv
+    # writes with bdrv_driver_pwritev, past the format node's check; the
+    # qcow2 driver's own writes reach the file node's
+    sc = load_scenario({
+        "duration": "3s",
+        "images": {"base": {"size": "4MiB", "data": "full"}, "top": {"size": "4MiB", "backing": "base"}},
+        "drives": {"vda": {"image": "top"}},
+        "jobs": {"s": {"type": "stream", "device": "vda", "speed": "8MiB", "start": "200ms"}},
+        "actions": [{"at": "0s", "command": "block-set-write-threshold",
+                     "arguments": {"node-name": n, "write-threshold": MiB + 1}}
+                    for n in ("top", "top-file")]})
+    result = Simulation(sc).run()
+    events = [(e["data"]["node-name"], e["data"]["amount-exceeded"])
+              for e in result.events if e["event"] == "BLOCK_WRITE_THRESHOLD"]
+    assert events == [("top-file", 327679)]
