@@ -33,6 +33,8 @@ import numpy as np
 from .engine import Clock, ContentJournal
 from .jobs import JOB_TYPES
 from .management.actions import ActionScheduler
+from .management.controller import make_controllers
+from .management import thin_provisioning as _thin_provisioning  # noqa: F401  (registers it)
 from .management.monitor import Monitor
 from .model.device import BlockDevice
 from .model.drive import Drive
@@ -41,6 +43,7 @@ from .model.faults import make_rule
 from .model.named_bitmap import add_bitmap
 from .model.policy import ErrorPolicyEngine
 from .model.profile import get_profile
+from .model.thin import Latency, VolumeGroup
 from .model.vm import VM
 from .model.workload import GuestWorkload
 from .record import invariants
@@ -99,6 +102,7 @@ class Simulation:
         self.workloads = {name: GuestWorkload(self, name, spec, self.rng("workload", name))
                           for name, spec in scenario.workloads.items()}
         self.actions = ActionScheduler(self)
+        self._install_thin()
         self.sampler = Sampler(self)
 
     def rng(self, kind: str, name: str) -> np.random.Generator:
@@ -120,6 +124,36 @@ class Simulation:
                 if dev in drive.node.chain():
                     drive.record_drop(gen)
         return record
+
+    # -- thin volumes, write thresholds, controllers (issue 18) -----------------------
+    def _install_thin(self) -> None:
+        self.pools = {name: VolumeGroup(self.env, name, spec.size,
+                                        Latency(spec.extend_latency, self.rng("pool", name)),
+                                        spec.refresh, spec.concurrency, self.log.emit)
+                      for name, spec in self.scenario.pools.items()}
+        self._free_pool = None
+        for dev in self.devices.values():
+            dev.on_threshold = self._emit_threshold
+            if dev.lv_size is not None:
+                self.volume_group(dev).volumes.append(dev)
+        self.controllers = make_controllers(self)
+
+    def _emit_threshold(self, node: str, amount: int, threshold: int) -> None:
+        self.log.emit("BLOCK_WRITE_THRESHOLD", {"node-name": node, "amount-exceeded": amount,
+                                                "write-threshold": threshold})
+
+    def volume_group(self, dev: BlockDevice) -> VolumeGroup:
+        """The pool extending ``dev``'s volume: its own, or one without a
+        limit whose extends are immediate."""
+        pool = self.scenario.images[dev.name].pool
+        if pool is not None:
+            return self.pools[pool]
+        if self._free_pool is None:
+            from .scenario import Latency as LatencySpec
+            self._free_pool = VolumeGroup(self.env, "(none)", None,
+                                          Latency(LatencySpec(value=0), self.rng("pool", "")),
+                                          0, 1 << 30, self.log.emit)
+        return self._free_pool
 
     # -- commands that need the component tree ------------------------------------
     def start_job(self, job_id: str) -> None:
@@ -152,6 +186,8 @@ class Simulation:
         for workload in self.workloads.values():
             workload.start()
         self.actions.install()
+        for controller in self.controllers:
+            controller.install()
         # Last, so that a sample at time t sees what was started at t.
         self.sampler.start()
         duration = self.scenario.duration

@@ -30,7 +30,7 @@ TESTS = ["tests/engine/test_clock.py", "tests/engine/test_stretch.py", "tests/en
          "tests/engine/test_burst.py", "tests/jobs/test_mirror.py", "tests/model/test_profiles.py",
          "tests/system/test_shortcuts_random.py", "tests/engine/test_journal.py", "tests/model/test_bitmap.py",
          "tests/jobs/test_stream.py", "tests/jobs/test_job_lifecycle.py", "tests/engine/test_burst_kernel.py",
-         "tests/jobs/test_job_verbs_same_instant.py"]
+         "tests/jobs/test_job_verbs_same_instant.py", "tests/model/test_write_threshold.py"]
 TIMEOUT = 300
 
 # (name, file, text, replacement): each text must occur exactly once.
@@ -146,9 +146,11 @@ MUTATIONS = [
     ("clock: skip at the next event's own time", "blocksim/engine/clock.py",
      "t < self.peek()", "t <= self.peek()"),
     ("stretch: jitter does not matter", "blocksim/model/device.py",
-     "        if self.jitter:\n            return False\n        node = self\n"
-     "        while node is not None:\n            for rule in node.faults:",
-     "        node = self\n        while node is not None:\n            for rule in node.faults:"),
+     "        if self.jitter or self.write_threshold or self.file_write_threshold \\\n",
+     "        if self.write_threshold or self.file_write_threshold \\\n"),
+    ("stretch: an armed write threshold does not matter", "blocksim/model/device.py",
+     "        if self.jitter or self.write_threshold or self.file_write_threshold \\\n",
+     "        if self.jitter \\\n"),
     ("stretch: a busy node does not matter", "blocksim/engine/stretch.py",
      "if m < MIN_STRETCH or not node.is_idle(now):", "if m < MIN_STRETCH:"),
     ("stretch: no max in the recurrence", "blocksim/engine/stretch.py",

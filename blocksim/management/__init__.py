@@ -6,7 +6,10 @@
   wording) and recorded.
 - ``actions.py``: when the scenario sends them: at a time, or in reaction to
   an event (``on`` / ``match``), after a delay.
+- ``controller.py``: the interface of management controllers, policies that
+  decide by themselves (one scenario section each); ``thin_provisioning.py``:
+  vdsm's thin-provisioning loop (write thresholds, extends, ENOSPC then cont).
 
-Imports: the record (the event log it reacts to), jobs, model and
-``blocksim.errors``; never the run assembly or the front ends.
+Imports: the record (the event log it reacts to), the scenario (its
+settings), jobs, model and ``blocksim.errors``; never the run assembly or the front ends.
 """

@@ -25,6 +25,12 @@ Commands:
 - ``thin-extend`` (``image``, ``capacity`` or ``by``): the storage
   administrator grows a thin device;
 - ``guest-burst`` (``drive`` and workload keys): the guest issues a burst;
+- ``block-set-write-threshold`` (``node-name``: ``IMAGE``, the format
+  node, or ``IMAGE-file``, its protocol node; ``write-threshold``),
+  ``query-named-block-nodes`` and ``query-block`` (``write_threshold``);
+- ``lv-extend`` (``image``, ``size`` or ``by``): ask the storage to grow a
+  thin volume (blocksim.model.thin), answered by VOLUME_EXTENDED or
+  VOLUME_EXTEND_FAILED later;
 - ``block-dirty-bitmap-{add,remove,clear,enable,disable}`` (``node``: an
   image or a drive; ``name``; add also ``granularity``, ``persistent``,
   ``disabled``): named dirty bitmaps (``blocksim.model.named_bitmap``).
@@ -109,12 +115,87 @@ def _thin_extend(sim, args):
         new = int(args["capacity"])
     else:
         base = device.capacity if device.capacity is not None else device.allocated_bytes
+        if device.lv_size is not None:
+            base = device.lv_size
         new = base + int(args["by"])
+    if device.lv_size is not None and new < device.lv_size:
+        raise CommandError(f"Cannot shrink thin device '{device.name}' "
+                           f"from {device.lv_size} to {new} bytes")
     if device.capacity is not None and new < device.capacity:
         raise CommandError(f"Cannot shrink thin device '{device.name}' "
                            f"from {device.capacity} to {new} bytes")
     device.extend(new)
     return {"capacity": new}
+
+
+def _node(sim, name):
+    """The device and layer of a node name: ``IMAGE`` (its format node, the
+    node jobs name) or ``IMAGE-file`` (its protocol node)."""
+    if name in sim.devices:
+        return sim.devices[name], "format"
+    if isinstance(name, str) and name.endswith("-file") and name[:-5] in sim.devices:
+        return sim.devices[name[:-5]], "file"
+    return None, None
+
+
+def _block_set_write_threshold(sim, args):
+    """block/write-threshold.c qmp_block_set_write_threshold: arm (or with
+    0 disarm) the threshold of the node named; an unknown node is refused
+    with "Device '%s' not found"."""
+    name = args.get("node-name")
+    device, layer = _node(sim, name)
+    if device is None:
+        raise CommandError(f"Device '{name}' not found")
+    threshold = int(args.get("write-threshold", 0))
+    if layer == "format":
+        device.write_threshold = threshold
+    else:
+        device.file_write_threshold = threshold
+
+
+def _node_info(device, layer: str) -> dict:
+    """A BlockDeviceInfo as block/qapi.c bdrv_block_device_info fills it,
+    for what blocksim models: node-name, drv, image sizes and
+    ``write_threshold`` (bdrv_write_threshold_get)."""
+    if layer == "format":
+        return {"node-name": device.name, "drv": device.format,
+                "image": {"virtual-size": device.size, "actual-size": device.physical_size},
+                "write_threshold": device.write_threshold}
+    return {"node-name": f"{device.name}-file", "drv": "file",
+            "image": {"virtual-size": device.physical_size,
+                      "actual-size": device.physical_size},
+            "write_threshold": device.file_write_threshold}
+
+
+def _query_named_block_nodes(sim, args):
+    out = []
+    for device in sim.devices.values():
+        out.append(_node_info(device, "format"))
+        out.append(_node_info(device, "file"))
+    return out
+
+
+def _query_block(sim, args):
+    """query-block: one entry per drive (BlockBackend), ``inserted`` its
+    root node's BlockDeviceInfo (the format node's write threshold)."""
+    return [{"device": name, "inserted": _node_info(drive.node, "format"),
+             "io-status": drive.iostatus.value}
+            for name, drive in sim.drives.items()]
+
+
+def _lv_extend(sim, args):
+    """Ask the storage to grow a thin volume (blocksim.model.thin): queued at
+    its pool, done after a latency and a refresh; the outcome comes as
+    VOLUME_EXTENDED or VOLUME_EXTEND_FAILED."""
+    device = sim.devices.get(args.get("image"))
+    if device is None or device.lv_size is None:
+        raise CommandError(f"'{args.get('image')}' is not a thin volume")
+    new = int(args["size"]) if args.get("size") is not None else device.lv_size + int(args["by"])
+    if new < device.lv_size:
+        raise CommandError(f"Cannot shrink volume '{device.name}' from {device.lv_size} "
+                           f"to {new} bytes")
+    sim.volume_group(device).request(device, new)
+    return {"size": new}
 
 
 def _guest_burst(sim, args):
@@ -177,6 +258,10 @@ _HANDLERS = {
                                                   named_bitmap.enable_bitmap(dev, a.get("name"),
                                                                              False)),
     "thin-extend": _thin_extend,
+    "block-set-write-threshold": _block_set_write_threshold,
+    "query-named-block-nodes": _query_named_block_nodes,
+    "query-block": _query_block,
+    "lv-extend": _lv_extend,
     "guest-burst": _guest_burst,
 }
 

@@ -16,6 +16,9 @@ it models; the rules are checked against real QEMU by qemu-check.
 - ``bitmap.py`` (dirty bitmap) and ``ratelimit.py`` (a job's ``speed``): what
   block jobs build on; ``named_bitmap.py``: the named dirty bitmaps of
   ``block-dirty-bitmap-add`` on a node, and their QMP commands.
+- ``thin.py``: thin volumes' pools (volume groups) and their extends, with
+  seeded latencies; a device's write thresholds and the qcow2 file's
+  physical layout are in ``device.py``.
 
 Imports: ``blocksim.errors`` and the engine, through ``blocksim.engine``
 only (a device's content lives in the engine's journal; a guest's quiet

@@ -46,6 +46,20 @@ class BlockDevice:
         self.cluster_size: int = spec.cluster_size
         self.format: str = spec.format
         self.capacity: int | None = spec.capacity
+        #: A thin volume (blocksim.model.thin): the usable size of the block
+        #: volume (the LV) the qcow2 file sits on, or None (a file that grows
+        #: freely).  A write whose allocation would take the file past it
+        #: fails with ENOSPC, as a write past the end of a block device does.
+        self.lv_size: int | None = getattr(spec, "lv_size", None)
+        #: block/write-threshold.c: ``write_threshold_offset`` of this node
+        #: (the format node, guest offsets) and of its protocol node
+        #: ``NAME-file`` (host offsets in the image file); 0 = disarmed.
+        self.write_threshold = 0
+        self.file_write_threshold = 0
+        #: Called as ``on_threshold(node_name, amount_exceeded, threshold)``
+        #: when a write crosses an armed threshold (the run emits
+        #: BLOCK_WRITE_THRESHOLD).
+        self.on_threshold: Callable[[str, int, int], None] | None = None
         self.latency: int = spec.latency
         self.bandwidth: int = spec.bandwidth
         self.queue_depth: int = spec.queue_depth
@@ -141,8 +155,85 @@ class BlockDevice:
         return self.alloc.all_set(start // cs, -(-end // cs))
 
     def extend(self, capacity: int) -> None:
-        """A management action grows the thin device's physical capacity."""
-        self.capacity = capacity
+        """A management action grows the thin device's physical capacity
+        (the volume's size for a thin volume)."""
+        if self.lv_size is not None:
+            self.lv_size = capacity
+        else:
+            self.capacity = capacity
+
+    # -- the image file's physical layout (qcow2) --------------------------------------
+    # How far the image file reaches, as a function of what is allocated
+    # (so it is the same however the allocation was done).  The layout
+    # follows docs/interop/qcow2.txt and what qemu-img create 7.2 writes,
+    # checked by running QEMU (scenarios/qemu/threshold-*): the header,
+    # the refcount table, one refcount block and the L1 table (8 bytes per
+    # L2 table, in whole clusters) come first; then, appended as writes
+    # allocate, one L2 table per cluster_size / 8 clusters of the disk that
+    # hold data, the data clusters, and one refcount block per
+    # cluster_size / 2 host clusters (16-bit refcounts) past the first.
+    # Not modelled: the refcount table growing, zero clusters (a
+    # write-zeroes allocates no L2 table here), clusters leaked by failed
+    # writes.
+    @property
+    def _l2_clusters(self) -> int:
+        """Disk clusters one L2 table maps."""
+        return self.cluster_size // 8
+
+    def _l2_tables(self, c0: int = 0, c1: int | None = None) -> int:
+        """L2 tables that map some allocated cluster of ``[c0, c1)`` (whole tables)."""
+        per = self._l2_clusters
+        n = self.alloc.nclusters
+        g0, g1 = c0 // per, -(-(n if c1 is None else c1) // per)
+        return sum(1 for g in range(g0, g1)
+                   if self.alloc.any_set(g * per, min(n, (g + 1) * per)))
+
+    def _host_clusters(self, data: int, l2: int) -> int:
+        cs = self.cluster_size
+        l1 = -(-(-(-self.size // (cs * self._l2_clusters)) * 8) // cs)
+        host = 3 + l1 + l2 + data
+        return host + max(0, -(-host // (cs // 2)) - 1)
+
+    @property
+    def physical_size(self) -> int:
+        """The image file's end in bytes: the physical allocation, as the
+        protocol node's ``wr_highest_offset`` sees it (raw: the virtual size)."""
+        if self.format != "qcow2":
+            return self.size
+        return self._host_clusters(self.alloc.count, self._l2_tables()) * self.cluster_size
+
+    def max_physical_size(self) -> int:
+        """The file of a fully allocated image (the largest a volume needs)."""
+        return self._host_clusters(self.alloc.nclusters,
+                                   -(-self.alloc.nclusters // self._l2_clusters)) * self.cluster_size
+
+    def _allocation_writes(self, c0: int, c1: int, new: int) -> tuple[list[int], int]:
+        """The ends of the protocol node's writes when clusters ``[c0, c1)``
+        (``new`` of them unallocated) are allocated now: one whole-cluster
+        write per new L2 table, then the new data clusters as one write
+        (qcow2's handle_alloc_space zeroes the whole allocation first; seen
+        by running QEMU), and where the file ends afterwards."""
+        cs = self.cluster_size
+        per = self._l2_clusters
+        l2 = self._l2_tables()
+        new_l2 = sum(1 for g in range(c0 // per, -(-c1 // per))
+                     if not self.alloc.any_set(g * per, min(self.alloc.nclusters, (g + 1) * per)))
+        old_end = self._host_clusters(self.alloc.count, l2) * cs
+        new_end = self._host_clusters(self.alloc.count + new, l2 + new_l2) * cs
+        ends = [old_end + (i + 1) * cs for i in range(new_l2)]
+        ends.append(new_end)
+        return ends, new_end
+
+    def _threshold_crossed(self, node: str, end: int, threshold: int) -> None:
+        """block/write-threshold.c bdrv_write_threshold_check_write: a write
+        ending past the threshold emits the event (amount-exceeded = end -
+        threshold) and disarms it."""
+        if node == self.name:
+            self.write_threshold = 0
+        else:
+            self.file_write_threshold = 0
+        if self.on_threshold is not None:
+            self.on_threshold(node, end - threshold, threshold)
 
     # -- timing -----------------------------------------------------------------
     def _latency(self) -> int:
@@ -184,8 +275,9 @@ class BlockDevice:
         when it is issued: no jitter, and no fault rule anywhere in the chain
         can match it (see :meth:`FaultRule.quiet_for
         <blocksim.model.faults.FaultRule.quiet_for>`)."""
-        if self.jitter:
-            return False
+        if self.jitter or self.write_threshold or self.file_write_threshold \
+                or self.lv_size is not None:
+            return False        # (each write is checked against them one by one)
         node = self
         while node is not None:
             for rule in node.faults:
@@ -236,7 +328,7 @@ class BlockDevice:
         c0, c1 = offset // cs, -(-end // cs)
         new = self._new_clusters(c0, c1)
         if new:
-            if self.backing is not None or (
+            if self.backing is not None or self.lv_size is not None or (
                     self.capacity is not None and (self.alloc.count + new) * cs > self.capacity):
                 return False
             self.alloc.set_range(c0, c1)
@@ -326,7 +418,8 @@ class BlockDevice:
         self.complete_read(length)
         return 0, (self.read_content(offset, offset + length) if want_data else None)
 
-    def submit_write(self, offset: int, length: int) -> tuple[int, int, object]:
+    def submit_write(self, offset: int, length: int,
+                     copy_on_read: bool = False) -> tuple[int, int, object]:
         """Issue a write now: ``(errno, nanoseconds until it completes, how)``.
 
         ``how`` is what :meth:`complete_write` needs: ``None`` for a plain
@@ -336,6 +429,14 @@ class BlockDevice:
         writes cannot overcommit a thin device.
         """
         end = offset + length
+        # bdrv_co_write_req_prepare checks the threshold of the node named
+        # before the request goes down (a blkdebug rule there fails it after).
+        # A copy-on-read (a stream's) is written by bdrv_co_do_copy_on_readv
+        # with bdrv_driver_pwritev, which skips that check on this node; the
+        # qcow2 driver's writes to its file node do not (seen on QEMU 7.2:
+        # scenarios/qemu/threshold-stream-top).
+        if self.write_threshold and end > self.write_threshold and not copy_on_read:
+            self._threshold_crossed(self.name, end, self.write_threshold)
         verdict = self._verdict("write", offset, end) if self.faults else NO_VERDICT
         cow = None
         if not verdict.errno:
@@ -345,7 +446,20 @@ class BlockDevice:
             new = self._new_clusters(c0, c1)
             if new:
                 err = 0
-                if self.capacity is not None and (alloc.count + new) * cs > self.capacity:
+                if (self.lv_size is not None or self.file_write_threshold) \
+                        and self.format == "qcow2":
+                    ends, file_end = self._allocation_writes(c0, c1, new)
+                    thr = self.file_write_threshold
+                    if thr:
+                        crossing = next((e for e in ends if e > thr), None)
+                        if crossing is not None:
+                            self._threshold_crossed(f"{self.name}-file", crossing, thr)
+                    if self.lv_size is not None and file_end > self.lv_size:
+                        # a write past the end of the block device
+                        err = _errno.ENOSPC
+                if err:
+                    pass
+                elif self.capacity is not None and (alloc.count + new) * cs > self.capacity:
                     err = _errno.ENOSPC
                 elif self.backing is not None:
                     err = self._cow_read_error(offset, end, c0, c1)
@@ -395,7 +509,7 @@ class BlockDevice:
         holds nothing yet when the write completes.  ``may_skip`` as for
         :meth:`read`.  Returns an errno.
         """
-        err, delay, how = self.submit_write(offset, length)
+        err, delay, how = self.submit_write(offset, length, fill)
         if not (may_skip and self.env.skip_to(self.env.now + delay)):
             yield self.env.timeout(delay)
         if not err:
@@ -446,6 +560,8 @@ class BlockDevice:
         layer to 0 makes it read as zeros only without a backing file, which
         is the case for a full-sync mirror target.
         """
+        if self.write_threshold and offset + length > self.write_threshold:
+            self._threshold_crossed(self.name, offset + length, self.write_threshold)
         verdict = self._verdict("write", offset, offset + length) if self.faults else NO_VERDICT
         if verdict.errno:
             self.failed += 1

@@ -57,7 +57,7 @@ from ..scenario import Scenario, load_scenario
 from ..simulation import Simulation
 from .daemon import StorageDaemon, find_binary
 from .errors import QemuError, QemuToolError, QMPCommandError, QMPError
-from .translate import Plan, translate
+from .translate import Plan, blocksim_node_names, translate
 
 __all__ = ["Tools", "SideResult", "ScenarioCheck", "find_tools", "check_scenario",
            "check_scenarios", "compare", "normalise_events", "documented_differences",
@@ -193,7 +193,11 @@ class ScenarioCheck:
             "notes": list(plan.notes) if plan else [],
             "normalised": {"blocksim": self.normalised("blocksim"), "qemu": self.normalised("qemu")},
             "commands": {"blocksim": command_outcomes(self.blocksim.commands),
-                         "qemu": command_outcomes(self.qemu.commands)},
+                         "qemu": command_outcomes(self.qemu.commands,
+                                                  blocksim_node_names(plan.images) if plan else None)},
+            "thresholds": {"blocksim": threshold_events(self.blocksim.events),
+                           "qemu": threshold_events(self.qemu.events,
+                                                    blocksim_node_names(plan.images) if plan else None)},
             "blocksim": self.blocksim.as_dict(),
             "qemu": self.qemu.as_dict(),
         }
@@ -232,14 +236,38 @@ def normalise_events(events: list[dict], job_ids: list[str]) -> dict[str, list[s
     return out
 
 
-def command_outcomes(commands: list[dict]) -> list[str]:
+def threshold_events(events: list[dict], names: Optional[dict[str, str]] = None) -> list[str]:
+    """The BLOCK_WRITE_THRESHOLD events in order, ``node amount-exceeded
+    write-threshold``, node names as blocksim spells them (``names``: QEMU's
+    node name -> blocksim's; absent = as they are)."""
+    out = []
+    for event in events:
+        if event.get("event") != "BLOCK_WRITE_THRESHOLD":
+            continue
+        data = event.get("data") or {}
+        node = data.get("node-name")
+        node = names.get(node, node) if names is not None else node
+        out.append(f"BLOCK_WRITE_THRESHOLD node={node} amount-exceeded={data.get('amount-exceeded')}"
+                   f" write-threshold={data.get('write-threshold')}")
+    return out
+
+
+def command_outcomes(commands: list[dict], names: Optional[dict[str, str]] = None) -> list[str]:
     """``<command> ok`` or ``<command> refused (<class>: <desc>)`` per command
-    (compared as is: the refusal's wording is part of the record)."""
+    (compared as is: the refusal's wording is part of the record).  A
+    query-named-block-nodes shows each node's write_threshold, for the nodes
+    ``names`` maps (QEMU's name -> blocksim's; absent = every node)."""
     out = []
     for c in commands:
         if "error" in c:
             err = c["error"]
             out.append(f"{c['execute']} refused ({err.get('class')}: {err.get('desc')})")
+        elif c["execute"] == "query-named-block-nodes" and isinstance(c.get("return"), list):
+            nodes = sorted(f"{names.get(n.get('node-name'), n.get('node-name')) if names is not None else n.get('node-name')}"
+                           f" write_threshold={n.get('write_threshold')}"
+                           for n in c["return"]
+                           if names is None or n.get("node-name") in names)
+            out.append(f"{c['execute']} ok [{'; '.join(nodes)}]")
         elif c["execute"] == "query-block-jobs" and isinstance(c.get("return"), list):
             jobs = [" ".join(f"{k}={job.get(k)}" for k in _QUERY_KEYS if k in job)
                     for job in c["return"]]
@@ -284,7 +312,11 @@ def compare(plan: Plan, sim: SideResult, qemu: SideResult) -> list[Difference]:
                     extra = f" ({detail})" if detail else ""
                 diffs.append(Difference(f"{job_id}.{key}", f"blocksim {jb.get(key)!r}, "
                                                            f"QEMU {jq.get(key)!r}{extra}"))
-    cb, cq = command_outcomes(sim.commands), command_outcomes(qemu.commands)
+    names = blocksim_node_names(plan.images)
+    tb, tq = threshold_events(sim.events), threshold_events(qemu.events, names)
+    if tb != tq:
+        diffs.append(Difference("thresholds", _first_difference(tb, tq, "event")))
+    cb, cq = command_outcomes(sim.commands), command_outcomes(qemu.commands, names)
     if cb != cq:
         diffs.append(Difference("commands", _first_difference(cb, cq, "command")))
     for drive in plan.exports:
@@ -830,7 +862,8 @@ def check_scenario(source, tools: Tools, qmp_timeout: float = 10.0, keep: bool =
     path = scenario.source
     plan = translate(scenario)
     documented = documented_differences(path) if path and path != "<dict>" else {}
-    if not plan.jobs:
+    if not plan.jobs and not plan.actions:
+        # (commands alone, write thresholds with guest writes, are worth a run)
         return ScenarioCheck(scenario.name, path, NOTHING, plan, SideResult(), SideResult(),
                              documented=documented)
     sim = run_blocksim(plan)

@@ -31,7 +31,9 @@ Expressed:
   bypass a blkdebug node on the base;
 - management actions at a time or on an event: block-job-*/job-* verbs,
   query-block-jobs, job-start (as the job's start command),
-  block-dirty-bitmap-* (``node`` the image's node);
+  block-dirty-bitmap-* (``node`` the image's node),
+  block-set-write-threshold and query-named-block-nodes (``IMAGE`` the
+  node jobs name, ``IMAGE-file`` the format node's file node);
 - a mirror's ``copy-mode`` (given to blockdev-mirror when write-blocking);
 - guest writes: a ``guest-burst`` of sequential writes (``rw = "write"``,
   ``iodepth = 1``, at most :data:`MAX_GUEST_WRITES` of them) on a drive whose
@@ -44,7 +46,9 @@ Expressed:
   reports every error to its client, as ``werror = "report"`` does.
 
 Skipped (and named in the report): guest workloads, ``stop``/``cont``,
-other ``guest-burst``s, ``thin-extend`` and thin capacities, flakey/dust/delay
+other ``guest-burst``s, ``thin-extend`` and thin capacities, thin volumes
+(``lv-size``, ``pool``, ``[pools]``, ``[thin-provisioning]``, ``lv-extend``),
+``query-block`` (no named BlockBackend in qemu-storage-daemon), flakey/dust/delay
 faults, and error faults blkdebug cannot express (time windows,
 probabilities, counts above 1, ``skip``, a one-shot rule over several
 operations, faults on the top image of a stream, whose copy-on-read writes
@@ -80,7 +84,8 @@ from ..scenario import (
 )
 from ..scenario.units import format_size
 
-__all__ = ["Plan", "ImagePlan", "JobPlan", "ActionPlan", "Skipped", "translate", "SECTOR"]
+__all__ = ["Plan", "ImagePlan", "JobPlan", "ActionPlan", "Skipped", "translate", "SECTOR",
+           "qemu_node_name", "blocksim_node_names"]
 
 SECTOR = 512
 #: the most writes of one guest-burst that qemu-check carries out
@@ -215,6 +220,26 @@ class Plan:
                 "inject-error": [dict(rule) for rule in img.rules]}
 
 
+def qemu_node_name(images: dict[str, "ImagePlan"], node: str) -> str:
+    """The QEMU node of a blocksim node name: ``IMAGE`` is the node jobs
+    name (the blkdebug node with faults, else the format node), and
+    ``IMAGE-file`` the format node's protocol (file) node."""
+    if node in images:
+        return images[node].node
+    if node.endswith("-file") and node[:-5] in images:
+        return f"{images[node[:-5]].fmt_node}-file"
+    return node                         # (no such node: QEMU refuses it too)
+
+
+def blocksim_node_names(images: dict[str, "ImagePlan"]) -> dict[str, str]:
+    """QEMU node name -> blocksim node name (the inverse of :func:`qemu_node_name`)."""
+    out = {}
+    for name, img in images.items():
+        out[img.node] = name
+        out[f"{img.fmt_node}-file"] = f"{name}-file"
+    return out
+
+
 def _pattern(image: str, index: int) -> int:
     """A non-zero byte pattern, distinct per image and extent (mostly)."""
     return 1 + (zlib.crc32(f"{image}/{index}".encode()) % 255)
@@ -332,6 +357,17 @@ def translate(scenario: Scenario) -> Plan:
                                    "thin provisioning: a physical capacity needs thin storage "
                                    "(the image can grow freely in QEMU)"))
             raw["images"][name].pop("capacity", None)
+        for key in ("lv-size", "pool"):
+            if raw["images"][name].get(key) is not None:
+                skipped.append(Skipped(f"images.{name}.{key}",
+                                       "a thin volume needs block storage and its manager "
+                                       "(the image file grows freely in QEMU)"))
+                raw["images"][name].pop(key, None)
+    for key in ("pools", "thin-provisioning"):
+        if raw.get(key):
+            skipped.append(Skipped(key, "thin volumes and their controller need block storage "
+                                        "and a management layer"))
+        raw.pop(key, None)
 
     drive_image = {name: d.image for name, d in scenario.drives.items()}
     stream_tops = {drive_image[j.device] for j in scenario.jobs.values() if isinstance(j, StreamJob)}
@@ -430,6 +466,11 @@ def translate(scenario: Scenario) -> Plan:
             if reason is None:
                 drive = action.arguments["drive"]
                 exports[drive] = images[drive_image[drive]].node
+        elif action.command == "lv-extend":
+            reason = "lv-extend needs thin block storage (and its manager)"
+        elif action.command == "query-block":
+            reason = ("query-block lists BlockBackends with a name: qemu-storage-daemon has "
+                      "none (a guest device's); query-named-block-nodes shows the same threshold")
         if reason is not None:
             skipped.append(Skipped(f"{where} ({action.command})", reason))
             continue
@@ -438,6 +479,8 @@ def translate(scenario: Scenario) -> Plan:
         if isinstance(action, BitmapAction):
             node = arguments["node"]
             arguments["node"] = images[drive_image.get(node, node)].node
+        elif action.command == "block-set-write-threshold":
+            arguments["node-name"] = qemu_node_name(images, arguments["node-name"])
         actions.append(ActionPlan(index=len(actions), original=i, command=action.command,
                                   arguments=arguments, at=action.at, on=action.on,
                                   match=dict(action.match), delay=action.delay,

@@ -11,7 +11,8 @@ what they measure:
 - ``job.ID.status`` (``none`` before the job exists), ``job.ID.offset``,
   ``job.ID.len``, ``job.ID.io-status``;
 - ``image.NAME.allocated`` and ``image.NAME.capacity`` (bytes; capacity NaN
-  when unlimited).
+  when unlimited); for an image on a thin volume (``lv-size``) the qcow2
+  file's physical size and the volume's size.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class Sampler:
             c[f"job.{job_id}.len"].append(job.progress_len())
             c[f"job.{job_id}.io-status"].append(job.iostatus.value)
         for name, dev in sim.devices.items():
+            if dev.lv_size is not None:     # a thin volume: the file, and the volume
+                c[f"image.{name}.allocated"].append(dev.physical_size)
+                c[f"image.{name}.capacity"].append(dev.lv_size)
+                continue
             c[f"image.{name}.allocated"].append(dev.allocated_bytes)
             c[f"image.{name}.capacity"].append(
                 dev.capacity if dev.capacity is not None else math.nan)

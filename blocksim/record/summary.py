@@ -97,7 +97,7 @@ def build(sim, audits: dict, violations: list[dict]) -> dict:
         for name, dev in sim.devices.items():
             images[name]["io_status"] = dev.iostatus.value
     refused = sum(1 for c in sim.monitor.commands if "error" in c)
-    return {
+    out = {
         "blocksim_version": VERSION,
         "scenario": sim.scenario.name,
         "profile": sim.profile.name,
@@ -113,3 +113,26 @@ def build(sim, audits: dict, violations: list[dict]) -> dict:
         "commands": {"executed": len(sim.monitor.commands), "refused": refused},
         "invariants": {"checked": checked_names(sim), "violations": violations},
     }
+    thin = thin_summary(sim)
+    if thin:
+        out["thin"] = thin
+    return out
+
+
+def thin_summary(sim) -> dict:
+    """Thin volumes, their pools and the management controllers (issue 18),
+    only for a run that has any: per volume its virtual size, the volume's
+    final size, the qcow2 file's physical size and the data it holds; per
+    pool its extends (done, failed, bytes); per controller what it did."""
+    volumes = {name: {"virtual": dev.size, "lv_size": dev.lv_size,
+                      "physical": dev.physical_size, "data": dev.allocated_bytes}
+               for name, dev in sim.devices.items() if dev.lv_size is not None}
+    pools = {name: {"size": pool.size, "extends": pool.extends, "failed": pool.failed,
+                    "bytes_extended": pool.bytes_extended}
+             for name, pool in getattr(sim, "pools", {}).items()}
+    controllers = {c.source: c.stats() for c in getattr(sim, "controllers", [])}
+    thresholds = sum(1 for e in sim.log.events if e["event"] == "BLOCK_WRITE_THRESHOLD")
+    if not (volumes or pools or controllers or thresholds):
+        return {}
+    return {"volumes": volumes, "pools": pools, "controllers": controllers,
+            "threshold_events": thresholds}

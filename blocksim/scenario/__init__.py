@@ -57,7 +57,10 @@ from .actions import (
     JobIdAction,
     NoArgumentsAction,
     ThinExtendAction,
+    WriteThresholdAction,
+    LvExtendAction,
 )
+from .thin import Latency, Pool, ThinProvisioning, managed_images
 from .document import Scenario
 from .faults import DelayFault, DustFault, ErrorFault, Fault, FlakeyFault
 from .fields import (
@@ -90,4 +93,6 @@ __all__ = [
     "scenario_json_schema", "burst_workload_spec", "PROFILES", "IMAGE_FORMATS", "READ_POLICIES",
     "WRITE_POLICIES", "JOB_POLICIES", "FAULT_TYPES", "OPERATIONS", "ERRNOS", "RW_MODES",
     "JOB_TYPES", "SYNC_MODES", "EVENTS", "COMMANDS",
+    "WriteThresholdAction", "LvExtendAction", "Latency", "Pool", "ThinProvisioning",
+    "managed_images",
 ]

@@ -73,6 +73,30 @@ class ThinExtendArguments(_Arguments):
         return by
 
 
+class WriteThresholdArguments(_Arguments):
+    """block-set-write-threshold: ``node-name`` (an image: its format node,
+    or ``IMAGE-file``: its protocol node) and ``write-threshold`` (bytes; 0
+    disarms)."""
+
+    node_name: str = Field(description="IMAGE (format node) or IMAGE-file (protocol node)")
+    write_threshold: Size = Field(description="bytes; 0 disarms")
+
+
+class LvExtendArguments(_Arguments):
+    """Ask the pool to grow the volume of ``image`` to ``size`` or ``by`` an amount."""
+
+    image: str
+    size: OptionalSize = Field(None, description="the new volume size")
+    by: OptionalPositiveSize = Field(None, validate_default=True, description="the increase")
+
+    @field_validator("by")
+    @classmethod
+    def _one_of(cls, by: Optional[int], info: ValidationInfo) -> Optional[int]:
+        if "size" in info.data and (by is None) == (info.data["size"] is None):
+            raise _whole("give exactly one of 'size' (the new size) or 'by' (the increase)")
+        return by
+
+
 class GuestBurstArguments(_Arguments):
     """A one-off burst of guest I/O on ``drive`` (keys as in a workload)."""
 
@@ -192,7 +216,8 @@ def _default_arguments(model: type[_Arguments]) -> Any:
 
 
 class NoArgumentsAction(Action):
-    command: Literal["stop", "cont", "query-block-jobs"]
+    command: Literal["stop", "cont", "query-block-jobs", "query-named-block-nodes",
+                     "query-block"]
     arguments: _arguments_type(NoArguments) = _default_arguments(NoArguments)
 
 
@@ -223,6 +248,16 @@ class ThinExtendAction(Action):
     arguments: _arguments_type(ThinExtendArguments) = _default_arguments(ThinExtendArguments)
 
 
+class WriteThresholdAction(Action):
+    command: Literal["block-set-write-threshold"]
+    arguments: _arguments_type(WriteThresholdArguments) = _default_arguments(WriteThresholdArguments)
+
+
+class LvExtendAction(Action):
+    command: Literal["lv-extend"]
+    arguments: _arguments_type(LvExtendArguments) = _default_arguments(LvExtendArguments)
+
+
 class GuestBurstAction(Action):
     command: Literal["guest-burst"]
     arguments: _arguments_type(GuestBurstArguments) = _default_arguments(GuestBurstArguments)
@@ -244,7 +279,8 @@ class BitmapAddAction(BitmapAction):
 _ACTION_CLASSES: dict[str, type[Action]] = {
     cls.__name__: cls for cls in (NoArgumentsAction, JobDeviceAction, BlockJobCancelAction,
                                   BlockJobSetSpeedAction, JobIdAction, ThinExtendAction, GuestBurstAction,
-                                  BitmapAction, BitmapAddAction)}
+                                  BitmapAction, BitmapAddAction, WriteThresholdAction,
+                                  LvExtendAction)}
 #: command name -> the Action subclass (its discriminator tag is the class name)
 _COMMAND_CLASS: dict[str, type[Action]] = {
     command: cls for cls in _ACTION_CLASSES.values()

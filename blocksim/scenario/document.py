@@ -13,6 +13,8 @@ from .images import Drive, Image
 from .jobs import AnyJob
 from .problems import _key_path
 from .references import _chain, _cross_check, _resolve
+from .thin import Pool, ThinProvisioning
+from .thin import check as _check_thin
 from .workloads import Workload
 
 
@@ -41,6 +43,8 @@ class Scenario(_Settings):
     workloads: dict[str, Workload] = Field(default_factory=dict)
     jobs: dict[str, AnyJob] = Field(default_factory=dict)
     actions: list[AnyAction] = Field(default_factory=list)
+    pools: dict[str, Pool] = Field(default_factory=dict)
+    thin_provisioning: ThinProvisioning | None = None
 
     _source: str = PrivateAttr("<dict>")
 
@@ -52,6 +56,7 @@ class Scenario(_Settings):
     def _check_and_resolve(self) -> "Scenario":
         problems = _cross_check(self.images, self.drives, self.faults, self.workloads, self.jobs,
                                 self.actions)
+        problems = problems or _check_thin(self)
         if problems:
             raise ValueError("; ".join(f"{_key_path(loc)}: {msg}" for loc, msg in problems))
         _resolve(self)

@@ -96,6 +96,9 @@ class Image(_Model):
                             "properties": {"offset": _SIZE_JSON, "length": _SIZE_JSON}}}],
                         "description": "initially allocated data", "default": "none"})] = []
     bitmaps: list[ImageBitmap] = Field([], description="named dirty bitmaps at the start (qcow2)")
+    lv_size: OptionalSize = Field(None, description="a thin volume: the size of the block "
+                                  "volume (LV) the qcow2 file sits on; absent = not on one")
+    pool: Optional[str] = Field(None, description="the pool (volume group) extending the volume")
 
     @model_validator(mode="before")
     @classmethod

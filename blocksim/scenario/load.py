@@ -19,6 +19,7 @@ from .images import Drive, Image
 from .overrides import apply_overrides
 from .problems import _ACTIONS, _FAULTS, _JOBS, _did_you_mean, _got, _key_path, _keys, _problems, _Variants
 from .references import _cross_check
+from .thin import check_parts as _thin_check_parts
 from .workloads import Workload
 
 _SETTINGS_KEYS = {k for name, f in _Settings.model_fields.items() for k in (name, f.alias)}
@@ -77,6 +78,7 @@ def _validate_parts(raw: Mapping[str, Any]) -> list[tuple[Loc, str]]:
             parts[section].append(validate((section, i), root, item))
     problems += _cross_check(parts["images"], parts["drives"], parts["faults"], parts["workloads"],
                              parts["jobs"], parts["actions"])
+    problems += _thin_check_parts(parts["images"], parts["actions"], raw)
     return problems
 
 

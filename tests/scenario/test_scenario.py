@@ -567,7 +567,7 @@ BAD = [
      "give either 'at' (a time) or 'on' (an event name), not both"),
     ({"actions": [{"on": "BLOCK_JOB_EXPLODED", "command": "cont"}]}, "actions.0.on",
      "Input should be 'BLOCK_JOB_ERROR', 'BLOCK_IO_ERROR', 'BLOCK_JOB_READY', 'BLOCK_JOB_PENDING', 'BLOCK_JOB_COMPLETED', "
-     "'BLOCK_JOB_CANCELLED', 'JOB_STATUS_CHANGE', 'STOP' or 'RESUME' (got 'BLOCK_JOB_EXPLODED')"),
+     "'BLOCK_JOB_CANCELLED', 'JOB_STATUS_CHANGE', 'STOP', 'RESUME', 'BLOCK_WRITE_THRESHOLD', 'VOLUME_EXTENDED' or 'VOLUME_EXTEND_FAILED' (got 'BLOCK_JOB_EXPLODED')"),
     ({"actions": [{"at": 1, "match": {"device": "j"}, "command": "cont"}]}, "actions.0.match",
      "only allowed with 'on' (an event trigger)"),
     ({"actions": [{"at": 1, "repeat": True, "command": "cont"}]}, "actions.0.repeat",
@@ -585,13 +585,13 @@ BAD = [
      "only allowed with 'on' (an event trigger); for a time after an event use 'on' with 'delay'"),
     ({"actions": [{"on": "STOP", "after": "BLOCK_JOB_EXPLODED", "command": "cont"}]}, "actions.0.after",
      "Input should be 'BLOCK_JOB_ERROR', 'BLOCK_IO_ERROR', 'BLOCK_JOB_READY', 'BLOCK_JOB_PENDING', "
-     "'BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED', 'JOB_STATUS_CHANGE', 'STOP' or 'RESUME' "
-     "(got 'BLOCK_JOB_EXPLODED')"),
+     "'BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED', 'JOB_STATUS_CHANGE', 'STOP', 'RESUME', "
+     "'BLOCK_WRITE_THRESHOLD', 'VOLUME_EXTENDED' or 'VOLUME_EXTEND_FAILED' (got 'BLOCK_JOB_EXPLODED')"),
     ({"actions": [{"on": "STOP", "after-match": {"device": "j"}, "command": "cont"}]},
      "actions.0.after-match", "only allowed with 'after'"),
     ({"actions": [{"at": 1}]}, "actions.0.command", "required key is missing; allowed: 'stop', 'cont', "),
     ({"actions": [{"at": 1, "command": "block-job-explode"}]}, "actions.0.command",
-     "'block-dirty-bitmap-disable' or 'block-dirty-bitmap-add' (got 'block-job-explode')"),
+     "'block-set-write-threshold' or 'lv-extend' (got 'block-job-explode')"),
     ({"actions": [{"at": 1, "command": "cont", "when": 2}]}, "actions.0.when",
      "unknown key; allowed keys: at, on, match, delay, repeat, nth, after, after-match, command, arguments"),
     ({"actions": [{"at": 1, "command": "block-job-pause"}]}, "actions.0.arguments.device",

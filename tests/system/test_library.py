@@ -732,6 +732,43 @@ EXPECTATIONS: dict[str, dict] = {
         "commands": [("blockdev-mirror", ACCEPTED), ("blockdev-mirror", ACCEPTED),
                      ("block-job-complete", ACCEPTED)],
     },
+    # ---- issue 18: thin volumes and the thin-provisioning controller ----
+    "thin-guest-disk-outruns-extend": {
+        "jobs": {},
+        "order": ["BLOCK_WRITE_THRESHOLD", "VOLUME_EXTENDED", "BLOCK_WRITE_THRESHOLD",
+                  "BLOCK_IO_ERROR write stop", "STOP", "VOLUME_EXTENDED", "RESUME"],
+        "absent": ["VOLUME_EXTEND_FAILED", "BLOCK_IO_ERROR write report"],
+        "counts": {"STOP": 4, "RESUME": 4, "VOLUME_EXTENDED": 6, "BLOCK_WRITE_THRESHOLD": 7},
+        "event_data": [("BLOCK_WRITE_THRESHOLD", {"node-name": "disk-file"}),
+                       ("BLOCK_IO_ERROR", {"device": "vda", "nospace": True, "reason": ENOSPC})],
+        "vm": {"final_state": "running", "stops": 4, "time_paused": Between(9, 11)},
+        "drives": {"vda": {"writes_lost": 0, "lost_bytes": 0, "corrupt_bytes": 0,
+                           "guest_errors": 0, "io_status": "ok", "requests": 4000}},
+        "images": {"disk": {"allocated": 4000 * 2**20}},
+    },
+    "thin-mirror-onto-thin-target": {
+        "jobs": {"mirror0": job(outcome="completed", final_status="null",
+                                end_event="BLOCK_JOB_COMPLETED", integrity="identical",
+                                ready=True)},
+        "order": ["BLOCK_WRITE_THRESHOLD", "BLOCK_JOB_ERROR write stop", "VOLUME_EXTENDED",
+                  "status running", "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED"],
+        "absent": ["STOP", "BLOCK_IO_ERROR", "VOLUME_EXTEND_FAILED", "BLOCK_JOB_ERROR write report"],
+        "counts": {"VOLUME_EXTENDED": 3},
+        "event_data": [("BLOCK_WRITE_THRESHOLD", {"node-name": "dst-file"})],
+        "vm": QUIET_VM,
+    },
+    "thin-pool-shared-runs-out": {
+        "jobs": {},
+        "order": ["BLOCK_WRITE_THRESHOLD", "VOLUME_EXTENDED", "VOLUME_EXTENDED",
+                  "VOLUME_EXTEND_FAILED", "BLOCK_IO_ERROR write stop", "STOP",
+                  "VOLUME_EXTEND_FAILED"],
+        "absent": ["RESUME"],
+        "counts": {"VOLUME_EXTENDED": 2, "VOLUME_EXTEND_FAILED": AtLeast(5), "STOP": 1},
+        "event_data": [("VOLUME_EXTEND_FAILED", {"size": 2 * 2**30})],
+        "vm": {"final_state": "io-error", "stops": 1},
+        "drives": {"vda": {"writes_lost": 0, "io_status": "nospace"},
+                   "vdb": {"writes_lost": 0, "io_status": "nospace"}},
+    },
 }
 
 
