@@ -96,7 +96,8 @@ class Simulation:
 
         self.jobs = {job_id: JOB_TYPES[spec.type](self, job_id, spec)
                      for job_id, spec in scenario.jobs.items()}
-        self.workloads = {name: GuestWorkload(self, name, spec, self.rng("workload", name))
+        self.workloads = {name: GuestWorkload(self, name, spec, self.rng("workload", name),
+                                              phase_rng=self.rng("workload-phases", name))
                           for name, spec in scenario.workloads.items()}
         self.actions = ActionScheduler(self)
         self.sampler = Sampler(self)
