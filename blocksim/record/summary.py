@@ -112,4 +112,83 @@ def build(sim, audits: dict, violations: list[dict]) -> dict:
         "images": images,
         "commands": {"executed": len(sim.monitor.commands), "refused": refused},
         "invariants": {"checked": checked_names(sim), "violations": violations},
+    } | thin_provisioning(sim)
+
+
+# -- thin provisioning: the figures that size it (issue 18) ------------------------------
+def thin_provisioning(sim) -> dict:
+    """What a thin-provisioning question asks of a run: how often and how
+    long the VM paused, how many ENOSPC errors the guest and the jobs met,
+    what the extends did, and how much physical space the thin images hold
+    against what was written to them.
+
+    - ``pauses``: every stop of the VM (``count``), those an error policy
+      made (``io_error``), their ``total`` and ``longest`` (seconds; a pause
+      still going on at the end counts up to then);
+    - ``enospc``: ENOSPC errors decided by the error policies, for guest
+      requests (``guest``) and block jobs (``jobs``), ``by_drive`` and ``by_job``;
+    - ``extends``: the ``thin-extend`` commands (:func:`extend_records`):
+      ``count`` that grew a device, ``bytes`` they added, ``failed`` (refused);
+    - ``thin_images``: per image with a capacity, its ``physical`` size
+      (the capacity), ``allocated`` bytes, ``written`` (bytes written to
+      it), ``free`` (physical - allocated) and ``overallocation``
+      (physical / allocated, None when nothing is allocated).
+    """
+    now = sim.env.now
+    vm = sim.vm
+    ongoing = now - vm._paused_since if vm._paused_since is not None else 0
+    policy = sim.policy
+    extends = {"count": 0, "bytes": 0, "failed": 0, "by_image": {}}
+    for record in extend_records(sim):
+        image = extends["by_image"].setdefault(record["image"], {"count": 0, "bytes": 0, "failed": 0})
+        for entry in (extends, image):
+            if record["failed"]:
+                entry["failed"] += 1
+            else:
+                entry["count"] += 1
+                entry["bytes"] += record["bytes"]
+    thin = {}
+    for name, dev in sim.devices.items():
+        if dev.capacity is None:
+            continue
+        allocated = dev.allocated_bytes
+        thin[name] = {"physical": dev.capacity, "allocated": allocated,
+                      "written": dev.bytes_written, "free": dev.capacity - allocated,
+                      "overallocation": dev.capacity / allocated if allocated else None}
+    return {
+        "pauses": {"count": vm.stops, "io_error": vm.io_error_stops,
+                   "total": vm.time_paused(now) / 1e9,
+                   "longest": max(vm.longest_pause_ns, ongoing) / 1e9},
+        "enospc": {"guest": sum(policy.enospc_guest.values()),
+                   "jobs": sum(policy.enospc_jobs.values()),
+                   "by_drive": dict(policy.enospc_guest), "by_job": dict(policy.enospc_jobs)},
+        "extends": extends,
+        "thin_images": thin,
     }
+
+
+def extend_records(sim) -> list[dict]:
+    """Every extend of a thin device in the run, in order, as ``{"time"
+    (a QMP timestamp), "image", "bytes" (added), "failed" (bool)}``: today the
+    ``thin-extend`` commands of the record (a refused one failed; the bytes
+    are the capacity it set minus the one before, the scenario's at first;
+    one with ``if-free-below`` that found enough free space is no extend).
+    A thin-provisioning controller that records its own extends adds them
+    here."""
+    capacity = {name: spec.capacity for name, spec in sim.scenario.images.items()}
+    out = []
+    for record in sim.monitor.commands:
+        if record.get("execute") != "thin-extend":
+            continue
+        image = record.get("arguments", {}).get("image")
+        entry = {"time": record["timestamp"], "image": image, "failed": "error" in record,
+                 "bytes": 0}
+        if not entry["failed"]:
+            if record["return"].get("extended") is False:
+                continue                # a poll that found enough free space
+            new = record["return"]["capacity"]
+            before = capacity.get(image)
+            entry["bytes"] = new - before if before is not None else 0
+            capacity[image] = new
+        out.append(entry)
+    return out
