@@ -69,10 +69,12 @@ class ThinExtendArguments(_Arguments):
     image: str
     capacity: OptionalSize = Field(None, description="the new capacity")
     by: OptionalPositiveSize = Field(None, validate_default=True, description="the increase of capacity")
-    latency: Duration = _duration_default(0, "how long the extend takes before the space is usable")
+    # (absent unless given: a plain thin-extend's record stays as it was)
+    latency: OptionalDuration = Field(None, description="how long the extend takes before the "
+                                                        "space is usable (absent: at once)")
     if_free_below: OptionalSize = Field(None, description="extend only when the free space is below this")
-    cont: bool = Field(False, description="send cont once the space is usable, if the VM is "
-                                          "paused on an I/O error (a manager's 'extend, then cont')")
+    cont: Optional[bool] = Field(None, description="send cont once the space is usable, if the VM is "
+                                                   "paused on an I/O error (a manager's 'extend, then cont')")
 
     @field_validator("by")
     @classmethod
