@@ -99,7 +99,11 @@ class Simulation:
 
         self.jobs = {job_id: JOB_TYPES[spec.type](self, job_id, spec)
                      for job_id, spec in scenario.jobs.items()}
-        self.workloads = {name: GuestWorkload(self, name, spec, self.rng("workload", name))
+        #: thin-extend commands under way (their ``latency``): image -> the
+        #: capacity they will set (blocksim.management.monitor)
+        self.pending_extends: dict[str, int] = {}
+        self.workloads = {name: GuestWorkload(self, name, spec, self.rng("workload", name),
+                                              phase_rng=self.rng("workload-phases", name))
                           for name, spec in scenario.workloads.items()}
         self.actions = ActionScheduler(self)
         self._install_thin()

@@ -30,7 +30,8 @@ TESTS = ["tests/engine/test_clock.py", "tests/engine/test_stretch.py", "tests/en
          "tests/engine/test_burst.py", "tests/jobs/test_mirror.py", "tests/model/test_profiles.py",
          "tests/system/test_shortcuts_random.py", "tests/engine/test_journal.py", "tests/model/test_bitmap.py",
          "tests/jobs/test_stream.py", "tests/jobs/test_job_lifecycle.py", "tests/engine/test_burst_kernel.py",
-         "tests/jobs/test_job_verbs_same_instant.py", "tests/model/test_write_threshold.py"]
+         "tests/jobs/test_job_verbs_same_instant.py", "tests/model/test_write_threshold.py",
+         "tests/engine/test_rate_phases_shortcuts.py"]
 TIMEOUT = 300
 
 # (name, file, text, replacement): each text must occur exactly once.
@@ -345,6 +346,13 @@ MUTATIONS = [
      "        self.flush()\n        log = self._take(p)", "        log = self._take(p)"),
     ("journal: a stretch's write not flagged as pending", "blocksim/engine/journal.py",
      "        loglen[p] += 2\n        pending[p] = 1\n", "        loglen[p] += 2\n"),
+    # rate phases (issue 18): the workload's view of its phase for the shortcuts
+    ("phases: a stretch runs past its phase's end", "blocksim/model/workload.py",
+     "        self.end = end if self.stop_at is None else min(end, self.stop_at)",
+     "        self.end = self.stop_at"),
+    ("phases: the view kept when the next request starts a new phase", "blocksim/model/workload.py",
+     "                if schedule is not None and self.issued >= self._view_until:",
+     "                if schedule is not None and self._view_until < 0:"),
 ]
 
 

@@ -438,7 +438,10 @@ def _mean_ci(values: list[float], stats) -> tuple[float, float, float]:
 # -- figures and tables ---------------------------------------------------------------------
 _KEY_FIGURES = ("vm.time_paused", "jobs.*.bytes_copied", "jobs.*.ready_at", "jobs.*.finished_at",
                 "jobs.*.time_paused", "drives.*.writes_lost", "drives.*.guest_errors",
-                "invariants.violations")
+                "invariants.violations",
+                # thin provisioning (record.summary.thin_provisioning)
+                "pauses.count", "pauses.longest", "enospc.guest", "enospc.jobs", "extends.count",
+                "extends.failed")
 
 
 def _key_figures(result: SweepResult) -> list[str]:

@@ -123,6 +123,27 @@ def _refusal(commands: list[dict], job_id: str) -> str | None:
     return None
 
 
+def _thin_lines(s: dict) -> list[str]:
+    """The thin-provisioning figures (record.summary.thin_provisioning), when
+    the run has any: pauses, ENOSPC errors, extends, thin images."""
+    pauses, enospc, extends = s.get("pauses") or {}, s.get("enospc") or {}, s.get("extends") or {}
+    thin = s.get("thin_images") or {}
+    if not (thin or pauses.get("count") or enospc.get("guest") or enospc.get("jobs")
+            or extends.get("count") or extends.get("failed")):
+        return []
+    mib = 1024 * 1024
+    lines = [f"  thin: {pauses.get('count', 0)} pause(s), longest {_secs(pauses.get('longest'))};"
+             f" ENOSPC guest {enospc.get('guest', 0)}, jobs {enospc.get('jobs', 0)};"
+             f" extends {extends.get('count', 0)} (+{extends.get('bytes', 0) / mib:g} MiB),"
+             f" {extends.get('failed', 0)} failed"]
+    for name, t in thin.items():
+        over = t.get("overallocation")
+        lines.append(f"    {name}: {t['physical'] / mib:g} MiB physical, "
+                     f"{t['allocated'] / mib:g} MiB allocated, {t['written'] / mib:g} MiB written"
+                     + (f", overallocation x{over:.2f}" if over is not None else ""))
+    return lines
+
+
 def format_outcome(result, folder=None) -> str:
     """A short, human-readable table of a run's outcome."""
     s = result.summary
@@ -137,6 +158,7 @@ def format_outcome(result, folder=None) -> str:
     stops = vm.get("stops", 0)
     lines.append(f"  VM: {vm.get('final_state')} at the end, paused {_secs(vm.get('time_paused'))}"
                  f" over {stops} stop{'' if stops == 1 else 's'}")
+    lines.extend(_thin_lines(s))
     jobs = s.get("jobs", {})
     if jobs:
         rows = [["job", "type", "outcome", "ready", "finished", "paused", "errors",

@@ -111,9 +111,15 @@ class ActionScheduler:
 
     def _run_at(self, index: int, spec, when: int):
         env = self.sim.env
-        if when > env.now:
-            yield env.timeout(when - env.now)
-        if spec.at is not None:
-            self.fired[index] += 1
-        self.sim.monitor.execute(spec.command, dict(spec.arguments),
-                                 source=f"actions.{index}")
+        while True:
+            if when > env.now:
+                yield env.timeout(when - env.now)
+            if spec.at is not None:
+                self.fired[index] += 1
+            self.sim.monitor.execute(spec.command, dict(spec.arguments),
+                                     source=f"actions.{index}")
+            # a poll (``every``) runs again until the end of the run
+            every = getattr(spec, "every", None)
+            if not every:
+                return
+            when += every

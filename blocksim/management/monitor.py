@@ -22,8 +22,10 @@ Commands:
   time) is recorded as the ``blockdev-mirror``, ``block-stream`` or
   ``block-commit`` command
   that would start it in QEMU, with its arguments;
-- ``thin-extend`` (``image``, ``capacity`` or ``by``): the storage
-  administrator grows a thin device;
+- ``thin-extend`` (``image``, ``capacity`` or ``by``; ``latency``,
+  ``if-free-below``, ``cont``): the storage administrator grows a thin
+  device, at once or ``latency`` later, only when its free space is below
+  ``if-free-below``, continuing a VM paused on an I/O error once done;
 - ``guest-burst`` (``drive`` and workload keys): the guest issues a burst;
 - ``block-set-write-threshold`` (``node-name``: ``IMAGE``, the format
   node, or ``IMAGE-file``, its protocol node; ``write-threshold``),
@@ -44,6 +46,7 @@ from ..errors import CommandError
 from ..model import named_bitmap
 from ..model.profile import JOB_API_2_12_COMMANDS
 from ..record.eventlog import qmp_timestamp
+from ..scenario.units import parse_duration
 
 
 class Monitor:
@@ -110,22 +113,49 @@ def _block_job_cancel(sim, args: dict):
 
 
 def _thin_extend(sim, args):
+    """Grow a thin device now, or ``latency`` later (its extends under way
+    are in ``sim.pending_extends``, by image: the capacity they will set).
+    With ``if-free-below``, only when the free space counting the extends
+    under way is below it: otherwise the return says ``"extended": false``."""
     device = sim.devices[args["image"]]
+    pending = sim.pending_extends
+    # (a thin volume's size is its lv-size: blocksim.model.thin)
+    current = pending.get(device.name,
+                          device.lv_size if device.lv_size is not None else device.capacity)
     if args.get("capacity") is not None:
         new = int(args["capacity"])
     else:
-        base = device.capacity if device.capacity is not None else device.allocated_bytes
-        if device.lv_size is not None:
-            base = device.lv_size
+        base = current if current is not None else device.allocated_bytes
         new = base + int(args["by"])
-    if device.lv_size is not None and new < device.lv_size:
+    if current is not None and new < current:
         raise CommandError(f"Cannot shrink thin device '{device.name}' "
-                           f"from {device.lv_size} to {new} bytes")
-    if device.capacity is not None and new < device.capacity:
-        raise CommandError(f"Cannot shrink thin device '{device.name}' "
-                           f"from {device.capacity} to {new} bytes")
-    device.extend(new)
-    return {"capacity": new}
+                           f"from {current} to {new} bytes")
+    below = args.get("if-free-below")
+    if below is not None and current is not None and current - device.allocated_bytes >= int(below):
+        return {"capacity": current, "extended": False}
+    # (a validated action's arguments hold seconds, as a scenario's dump does)
+    latency = parse_duration(args.get("latency") or 0)
+    if not latency:
+        _extended(sim, device, new, bool(args.get("cont")))
+        return {"capacity": new}
+    pending[device.name] = new
+    sim.env.process(_extend_later(sim, device, new, latency, bool(args.get("cont"))))
+    return {"capacity": new, "ready-in": latency / 1e9}
+
+
+def _extend_later(sim, device, new: int, latency: int, cont: bool):
+    """The storage's extend: the space is usable ``latency`` after the command."""
+    yield sim.env.timeout(latency)
+    if sim.pending_extends.get(device.name) == new:
+        del sim.pending_extends[device.name]
+    _extended(sim, device, new, cont)
+
+
+def _extended(sim, device, new: int, cont: bool) -> None:
+    if device.capacity is None or new > device.capacity:
+        device.extend(new)
+    if cont and sim.vm.state == "io-error":
+        sim.monitor.execute("cont", {}, source="thin-extend")
 
 
 def _node(sim, name):

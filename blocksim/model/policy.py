@@ -59,6 +59,10 @@ class ErrorPolicyEngine:
         self.log = log
         self.profile = profile
         self.vm = vm
+        #: ENOSPC errors decided here, by drive or job name (the summary's
+        #: ``enospc`` figures: how often the guest or a job ran out of space)
+        self.enospc_guest: dict[str, int] = {}
+        self.enospc_jobs: dict[str, int] = {}
 
     def guest_error(self, drive, is_read: bool, err: int) -> str:
         """A guest request on ``drive`` failed: decide, announce, maybe stop."""
@@ -66,6 +70,8 @@ class ErrorPolicyEngine:
         policy = drive.rerror if is_read else drive.werror
         action = resolve(policy, err, default=DRIVE_DEFAULTS[key])
         drive.errors_by_action[action] += 1
+        if err == _errno.ENOSPC:
+            self.enospc_guest[drive.name] = self.enospc_guest.get(drive.name, 0) + 1
         data = {"device": drive.name}
         if self.profile.io_error_details:
             data["node-name"] = drive.node.name
@@ -93,6 +99,8 @@ class ErrorPolicyEngine:
         that of the drive whose node it is, else the node's own."""
         action = resolve(policy, err)
         job.errors_by_action[action] += 1
+        if err == _errno.ENOSPC:
+            self.enospc_jobs[job.id] = self.enospc_jobs.get(job.id, 0) + 1
         self.log.emit("BLOCK_JOB_ERROR", {
             "device": job_device(self.profile, job),
             "operation": "read" if is_read else "write",

@@ -31,6 +31,10 @@ class VM:
         self.stops = 0
         self.paused_ns = 0
         self._paused_since: int | None = None
+        #: the summary's pause figures: stops by an error policy (io-error),
+        #: and the longest pause that ended
+        self.io_error_stops = 0
+        self.longest_pause_ns = 0
 
     def wait_running(self):
         """An event that fires when the VM runs (already fired if it does)."""
@@ -41,6 +45,8 @@ class VM:
             return                      # already stopped: no second STOP
         self.state = reason
         self.stops += 1
+        if reason == "io-error":
+            self.io_error_stops += 1
         self._paused_since = self.env.now
         self._running = self.env.event()
         self.log.emit("STOP", {})
@@ -56,6 +62,7 @@ class VM:
         if self.state == "running":
             return
         self.paused_ns += self.env.now - self._paused_since
+        self.longest_pause_ns = max(self.longest_pause_ns, self.env.now - self._paused_since)
         self._paused_since = None
         self.state = "running"
         self.log.emit("RESUME", {})

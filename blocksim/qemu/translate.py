@@ -457,7 +457,9 @@ def translate(scenario: Scenario) -> Plan:
         where = f"actions.{i}"
         reason = None
         writes: list[tuple[int, int]] = []
-        if isinstance(action, NoArgumentsAction) and action.command in _GUEST_ONLY:
+        if getattr(action, "every", None) is not None:
+            reason = "a poll ('every') is not replayed against real QEMU"
+        elif isinstance(action, NoArgumentsAction) and action.command in _GUEST_ONLY:
             reason = _GUEST_ONLY[action.command]
         elif isinstance(action, ThinExtendAction):
             reason = "thin-extend needs thin storage (and a storage administrator)"

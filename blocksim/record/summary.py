@@ -112,11 +112,69 @@ def build(sim, audits: dict, violations: list[dict]) -> dict:
         "images": images,
         "commands": {"executed": len(sim.monitor.commands), "refused": refused},
         "invariants": {"checked": checked_names(sim), "violations": violations},
-    }
+    } | thin_provisioning(sim)
     thin = thin_summary(sim)
     if thin:
         out["thin"] = thin
     return out
+
+
+# -- thin provisioning: the figures that size it (issue 18) ------------------------------
+def thin_provisioning(sim) -> dict:
+    """What a thin-provisioning question asks of a run: how often and how
+    long the VM paused, how many ENOSPC errors the guest and the jobs met,
+    what the extends did, and how much physical space the thin images hold
+    against what was written to them.
+
+    - ``pauses``: every stop of the VM (``count``), those an error policy
+      made (``io_error``), their ``total`` and ``longest`` (seconds; a pause
+      still going on at the end counts up to then);
+    - ``enospc``: ENOSPC errors decided by the error policies, for guest
+      requests (``guest``) and block jobs (``jobs``), ``by_drive`` and ``by_job``;
+    - ``extends``: the ``thin-extend`` commands and the thin volumes'
+      extends (:func:`extend_records`): ``count`` that grew a device,
+      ``bytes`` they added, ``failed`` (refused, or the pool was full);
+    - ``thin_images``: per image with a capacity or on a thin volume, its
+      ``physical`` size (the capacity, or the volume's size), ``allocated``
+      (the bytes allocated, or on a volume the qcow2 file's size, metadata
+      included), ``written`` (bytes written to it), ``free`` (physical -
+      allocated) and ``overallocation`` (physical / allocated, None when
+      nothing is allocated).
+    """
+    now = sim.env.now
+    vm = sim.vm
+    ongoing = now - vm._paused_since if vm._paused_since is not None else 0
+    policy = sim.policy
+    extends = {"count": 0, "bytes": 0, "failed": 0, "by_image": {}}
+    for record in extend_records(sim):
+        image = extends["by_image"].setdefault(record["image"], {"count": 0, "bytes": 0, "failed": 0})
+        for entry in (extends, image):
+            if record["failed"]:
+                entry["failed"] += 1
+            else:
+                entry["count"] += 1
+                entry["bytes"] += record["bytes"]
+    thin = {}
+    for name, dev in sim.devices.items():
+        if dev.lv_size is not None:     # the volume holds the qcow2 file, metadata too
+            physical, allocated = dev.lv_size, dev.physical_size
+        elif dev.capacity is not None:
+            physical, allocated = dev.capacity, dev.allocated_bytes
+        else:
+            continue
+        thin[name] = {"physical": physical, "allocated": allocated,
+                      "written": dev.bytes_written, "free": physical - allocated,
+                      "overallocation": physical / allocated if allocated else None}
+    return {
+        "pauses": {"count": vm.stops, "io_error": vm.io_error_stops,
+                   "total": vm.time_paused(now) / 1e9,
+                   "longest": max(vm.longest_pause_ns, ongoing) / 1e9},
+        "enospc": {"guest": sum(policy.enospc_guest.values()),
+                   "jobs": sum(policy.enospc_jobs.values()),
+                   "by_drive": dict(policy.enospc_guest), "by_job": dict(policy.enospc_jobs)},
+        "extends": extends,
+        "thin_images": thin,
+    }
 
 
 def thin_summary(sim) -> dict:
@@ -136,3 +194,49 @@ def thin_summary(sim) -> dict:
         return {}
     return {"volumes": volumes, "pools": pools, "controllers": controllers,
             "threshold_events": thresholds}
+
+
+def extend_records(sim) -> list[dict]:
+    """Every extend of a thin device in the run, in time order, as ``{"time"
+    (a QMP timestamp), "image", "bytes" (added), "failed" (bool)}``:
+
+    - the ``thin-extend`` commands of the record (a refused one failed; the
+      bytes are the capacity it set minus the one before, the scenario's at
+      first; one with ``if-free-below`` that found enough free space is no
+      extend);
+    - a thin volume's extends as the storage answered them
+      (blocksim.model.thin): ``VOLUME_EXTENDED`` (the bytes its size grew)
+      and ``VOLUME_EXTEND_FAILED`` (the pool was full), whoever asked for
+      them (an ``lv-extend`` action or a thin-provisioning controller).
+    """
+    size = {name: spec.lv_size if spec.lv_size is not None else spec.capacity
+            for name, spec in sim.scenario.images.items()}
+    timed = [(c["timestamp"], 0, c) for c in sim.monitor.commands
+             if c.get("execute") == "thin-extend"]
+    timed += [(e["timestamp"], 1, e) for e in sim.log.events
+              if e["event"] in ("VOLUME_EXTENDED", "VOLUME_EXTEND_FAILED")]
+    timed.sort(key=lambda t: (t[0]["seconds"], t[0]["microseconds"], t[1]))
+    out = []
+    for stamp, _, record in timed:
+        if "event" in record:
+            image = record["data"]["image"]
+            entry = {"time": stamp, "image": image,
+                     "failed": record["event"] == "VOLUME_EXTEND_FAILED", "bytes": 0}
+            if not entry["failed"]:
+                new = record["data"]["size"]
+                before = size.get(image)
+                entry["bytes"] = max(0, new - before) if before is not None else 0
+                size[image] = new
+            out.append(entry)
+            continue
+        image = record.get("arguments", {}).get("image")
+        entry = {"time": stamp, "image": image, "failed": "error" in record, "bytes": 0}
+        if not entry["failed"]:
+            if record["return"].get("extended") is False:
+                continue                # a poll that found enough free space
+            new = record["return"]["capacity"]
+            before = size.get(image)
+            entry["bytes"] = new - before if before is not None else 0
+            size[image] = new
+        out.append(entry)
+    return out

@@ -59,11 +59,22 @@ class JobIdArguments(_Arguments):
 
 
 class ThinExtendArguments(_Arguments):
-    """Grow the physical capacity of ``image`` to ``capacity`` or ``by`` an amount."""
+    """Grow the physical capacity of ``image`` to ``capacity`` or ``by`` an
+    amount; the new space is usable ``latency`` later (the storage's extend),
+    and with ``if-free-below`` only when the free space (capacity, plus
+    extends still under way, minus what is allocated) is below that; with
+    ``cont``, a VM paused on an I/O error is continued once the space is
+    usable."""
 
     image: str
     capacity: OptionalSize = Field(None, description="the new capacity")
     by: OptionalPositiveSize = Field(None, validate_default=True, description="the increase of capacity")
+    # (absent unless given: a plain thin-extend's record stays as it was)
+    latency: OptionalDuration = Field(None, description="how long the extend takes before the "
+                                                        "space is usable (absent: at once)")
+    if_free_below: OptionalSize = Field(None, description="extend only when the free space is below this")
+    cont: Optional[bool] = Field(None, description="send cont once the space is usable, if the VM is "
+                                                   "paused on an I/O error (a manager's 'extend, then cont')")
 
     @field_validator("by")
     @classmethod
@@ -161,8 +172,20 @@ class Action(_Model):
                           "last reacted (only with 'on')")
     after_match: dict[str, Any] = Field(
         default_factory=dict, description="event data equality filters for 'after' (only with 'after')")
+    every: OptionalDuration = Field(None, description="repeat every this long from 'at' until the "
+                                                      "end of the run (only with 'at'): a poll")
     command: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("every")
+    @classmethod
+    def _every_needs_at(cls, every: Optional[int], info: ValidationInfo) -> Optional[int]:
+        if every is not None:
+            if every <= 0:
+                raise ValueError("must be greater than 0")
+            if "at" in info.data and info.data["at"] is None:
+                raise ValueError("only allowed with 'at' (a time): the first poll")
+        return every
 
     @field_validator("on")
     @classmethod

@@ -20,7 +20,7 @@ from .overrides import apply_overrides
 from .problems import _ACTIONS, _FAULTS, _JOBS, _did_you_mean, _got, _key_path, _keys, _problems, _Variants
 from .references import _cross_check
 from .thin import check_parts as _thin_check_parts
-from .workloads import Workload
+from .workloads import Workload, resolve_trace_paths
 
 _SETTINGS_KEYS = {k for name, f in _Settings.model_fields.items() for k in (name, f.alias)}
 _TOP_KEYS = _keys(Scenario)
@@ -97,11 +97,14 @@ def read_scenario_file(path: Union[str, os.PathLike]) -> tuple[bytes, dict[str, 
     except OSError as exc:
         raise ScenarioError(source, [("", f"cannot read the file: {exc.strerror or exc}")]) from None
     try:
-        return data, tomllib.loads(data.decode("utf-8"))
+        raw = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ScenarioError(source, [("", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(source, [("", f"invalid TOML: {exc}")]) from None
+    # a workload's trace file is relative to the scenario file
+    resolve_trace_paths(raw, Path(path).parent)
+    return data, raw
 
 
 def load_scenario(source: Union[str, os.PathLike, Mapping[str, Any]],

@@ -593,7 +593,7 @@ BAD = [
     ({"actions": [{"at": 1, "command": "block-job-explode"}]}, "actions.0.command",
      "'block-set-write-threshold' or 'lv-extend' (got 'block-job-explode')"),
     ({"actions": [{"at": 1, "command": "cont", "when": 2}]}, "actions.0.when",
-     "unknown key; allowed keys: at, on, match, delay, repeat, nth, after, after-match, command, arguments"),
+     "unknown key; allowed keys: at, on, match, delay, repeat, nth, after, after-match, every, command, arguments"),
     ({"actions": [{"at": 1, "command": "block-job-pause"}]}, "actions.0.arguments.device",
      "required key is missing"),
     ({"actions": [{"at": 1, "command": "block-job-finalize", "arguments": {"id": "j", "device": "j"}}]},
