@@ -10,7 +10,6 @@ reported as one line per problem on stderr, never as a traceback: every
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sys
@@ -103,31 +102,21 @@ def _check_profile(profile: str | None) -> None:
             raise BadInput([f"--profile: {exc}"]) from None
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
-
-
 def result_folder_name(name: str, seed: int | None = None,
                        profile: str | None = None) -> str:
     """The folder a run writes under ``--out``: the scenario's name, then
     ``-seed<N>`` when a seed was given and ``-<profile>`` when a profile was.
-    A name longer than :data:`FOLDER_NAME_CHARS` is cut and given a hash of
-    the whole name (``<first 80 characters>-<12 hex digits>``), so that two
-    long names still write two folders and the same name the same one."""
-    folder = _UNSAFE.sub("_", name).lstrip(".") or "scenario"
-    if len(folder) > FOLDER_NAME_CHARS:
-        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-        folder = f"{folder[:FOLDER_NAME_CHARS - 13]}-{digest}"
+    A name longer than 100 characters is cut and given a hash of the whole
+    name (:func:`blocksim.record.results.folder_name`): a file name is at
+    most 255 bytes on most file systems, and the temporary folder's
+    ``.NAME.tmp-PID-XXXXXXXX`` needs room too."""
+    from ..record.results import folder_name
+    folder = folder_name(name)
     if seed is not None:
         folder += f"-seed{seed}"
     if profile is not None:
         folder += f"-{profile}"
     return folder
-
-
-#: The longest scenario name a results folder takes whole (a file name is
-#: at most 255 bytes on most file systems; room is left for -seedN-PROFILE
-#: and the temporary folder's ``.NAME.tmp-XXXXXXXX``).
-FOLDER_NAME_CHARS = 100
 
 
 # -- the outcome table ---------------------------------------------------------------
