@@ -101,8 +101,10 @@ class Limits:
 DEFAULT = Limits()
 
 #: Bytes held per 64 MiB content page of an image, whatever its data: the
-#: journal's log length (8) and page flags (2), the page's entry (~100).
-_PAGE_BYTES = 110
+#: journal's log length (8) and page flags (2); and per page of initial
+#: data, its entry in the extent map (~100).
+_PAGE_BYTES = 10
+_DATA_PAGE_BYTES = 100
 _PAGE_SHIFT = 26
 #: Bytes a dirty bitmap holds per granule (blocksim.model.bitmap: a byte,
 #: plus 9 bytes per block of 512).
@@ -221,7 +223,9 @@ def _size_held(scenario) -> list[tuple[tuple, float, str]]:
     images = scenario.images
     for name, image in images.items():
         pages = (image.size >> _PAGE_SHIFT) + 1
-        parts.append((("images", name, "size"), pages * _PAGE_BYTES, f"image '{name}'"))
+        data_pages = sum(length >> _PAGE_SHIFT for _, length in image.data)
+        parts.append((("images", name, "size"), pages * _PAGE_BYTES + data_pages * _DATA_PAGE_BYTES,
+                      f"image '{name}'"))
         for b in image.bitmaps:
             g = b.granularity or min(max(image.cluster_size, 4 * KiB), 64 * KiB)
             parts.append((("images", name, "size"), image.size / g * _GRANULE_BYTES,
