@@ -240,7 +240,13 @@ def _size_held(scenario) -> list[tuple[tuple, float, str]]:
         elif job.type == "backup":
             g, bitmaps = min(image.cluster_size, 64 * KiB), 2
         elif job.type == "commit":
-            g, bitmaps = 4 * KiB, 1
+            # an active commit is a mirror into the base, at the base's
+            # default granularity (jobs/commit.py _granularity); an
+            # intermediate one holds no bitmap, counted as one all the same
+            chain = scenario.backing_chain(drive.image)
+            base = images.get(job.base or chain[-1])
+            cluster = base.cluster_size if base is not None and base.format == "qcow2" else 64 * KiB
+            g, bitmaps = min(max(cluster, 4 * KiB), 64 * KiB), 1
         else:
             continue
         parts.append((("images", drive.image, "size"), bitmaps * image.size / g * _GRANULE_BYTES,
@@ -252,7 +258,8 @@ def _size_held(scenario) -> list[tuple[tuple, float, str]]:
             if image is None and node in scenario.drives:
                 image = images.get(scenario.drives[node].image)
             if image is not None:
-                g = action.arguments.get("granularity") or 4 * KiB
+                g = (action.arguments.get("granularity")
+                     or min(max(image.cluster_size, 4 * KiB), 64 * KiB))
                 parts.append((("actions", i), image.size / g * _GRANULE_BYTES,
                               f"bitmap '{action.arguments.get('name')}'"))
     return parts
