@@ -50,10 +50,16 @@ class _Group(click.Group):
             sys.exit(2)
 
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def _usage_error(exc: click.UsageError) -> None:
     """One line, like every other bad input: ``blocksim run: Invalid value
     for '--seed': -1 is not in the range x>=0. (blocksim run --help)``
     instead of click's usage block."""
+    if isinstance(exc, _NO_ARGS_IS_HELP):        # bare `blocksim`: the help, as before
+        exc.show()
+        return
     path = exc.ctx.command_path if exc.ctx is not None else "blocksim"
     message = " ".join(exc.format_message().split())
     click.echo(f"{path}: {message} (see {path} --help)", err=True)

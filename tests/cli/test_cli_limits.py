@@ -106,3 +106,8 @@ def test_a_folder_that_cannot_be_written_names_the_key(runner, tmp_path, monkeyp
     assert result.stderr.splitlines() == [
         f"{tmp_path / 'out' / 'guest'}: cannot write the results folder (named after {path}'s "
         "'name' key): File name too long"]
+
+
+def test_a_bare_blocksim_still_prints_the_help(runner):
+    result = runner.invoke(main, [], prog_name="blocksim")
+    assert result.exit_code == 2 and "Commands:" in result.stderr
