@@ -63,6 +63,8 @@ MAX_IMAGES = 512
 #: Every duration (the run's, a latency, a time): at most ten years, far
 #: below the clock's NEVER (2**62 ns) that compiled code compares with.
 MAX_DURATION = 10 * 365 * 24 * 3600 * SECOND
+#: A device's queue depth (the model keeps a slot per entry).
+MAX_QUEUE_DEPTH = 65536
 #: Rates (bytes per second): below 2**62 so that compiled code's products
 #: of bytes and nanoseconds stay in 64 bits.
 MAX_RATE = 2**62
@@ -277,9 +279,12 @@ def cost_problems(scenario, limits: Optional[Limits] = None) -> list[tuple[tuple
                          f"at most {count(limits.max_samples)} (raise sample-interval, "
                          f"or --max-samples)"))
     workers = sum(w.iodepth for w in scenario.workloads.values())
+    workers += sum(a.arguments.get("iodepth", 1) for a in scenario.actions
+                   if a.command == "guest-burst")
     if workers > limits.max_workers:
-        problems.append((("workloads",), f"{count(workers)} guest workers (the sum of iodepth); "
-                                         f"at most {count(limits.max_workers)}"))
+        problems.append((("workloads",), f"{count(workers)} guest workers (the sum of the "
+                                         f"workloads' and guest-bursts' iodepth); at most "
+                                         f"{count(limits.max_workers)}"))
     requests, parts = _guest_requests(scenario)
     cap = scenario.max_requests
     if cap is not None and cap > limits.max_requests:
@@ -304,10 +309,15 @@ def cost_problems(scenario, limits: Optional[Limits] = None) -> list[tuple[tuple
 
 
 def qemu_problems(scenario) -> list[tuple[tuple, str]]:
-    """Images larger than QEMU accepts for their format (:func:`max_image_size`)."""
+    """Images larger than QEMU accepts for their format (:func:`max_image_size`),
+    queues deeper than a device has."""
     from .units import format_size
     problems: list[tuple[tuple, str]] = []
     for name, image in scenario.images.items():
+        if image.queue_depth > MAX_QUEUE_DEPTH:
+            problems.append((("images", name, "queue-depth"),
+                             f"{count(image.queue_depth)}; at most {MAX_QUEUE_DEPTH} (the "
+                             "largest queue a device offers: NVMe's 65536 entries)"))
         top = max_image_size(image.format, image.cluster_size)
         if image.size > top:
             detail = (f"with {format_size(image.cluster_size)} clusters (QEMU's L1 table of at "

@@ -177,3 +177,14 @@ def test_the_library_keeps_within_the_limits():
     from blocksim.scenario.library import library_dir
     for path in sorted(library_dir().glob("*.toml")):
         load_scenario(path)
+
+
+def test_absurd_queue_depths_and_worker_counts_are_refused():
+    path, msg = one(scenario(images={"a": {"size": "1GiB", "queue-depth": 2**62}}))
+    assert (path, msg) == ("images.a.queue-depth", "4.6e18; at most 65536 (the largest queue a "
+                                                   "device offers: NVMe's 65536 entries)")
+    path, msg = one(scenario(workloads={"w": {"drive": "d", "iodepth": 10**9, "number-ios": 10}}))
+    assert path == "workloads" and msg.startswith("1e9 guest workers")
+    path, msg = one(scenario(actions=[{"at": 1, "command": "guest-burst",
+                                       "arguments": {"drive": "d", "iodepth": 10**6}}]))
+    assert path == "workloads" and msg.startswith("1e6 guest workers")
