@@ -3,7 +3,7 @@
 Checked before anything runs, so that no input exhausts the machine: each
 problem is one located line giving the estimate and the limit, e.g.::
 
-    scenario.toml: sample-interval: 3.6e13 samples over duration 1h; at most 1e6
+    scenario.toml: sample-interval: 3.6e12 samples over duration 1h; at most 1e6
     (raise sample-interval, or --max-samples)
 
 Three kinds (documented in docs/scenario-format.md, "Limits"):
@@ -46,7 +46,7 @@ MAX_DEPTH = 16
 #: characters (a NAME also becomes a QMP id and a series column).
 MAX_KEY_CHARS = 255
 #: The scenario's ``name`` (results folders shorten long ones, see
-#: ``blocksim.cli.commands.result_folder_name``).
+#: ``blocksim.record.results.folder_name``).
 MAX_NAME_CHARS = 1024
 
 # -- what QEMU accepts, and the engine -------------------------------------------------
