@@ -17,7 +17,9 @@ one-line message instead of a traceback::
 
 :class:`~blocksim.record.eventlog.EventCapReached` is on purpose outside the
 tree: it is the run's internal signal that the event log is full, turned
-into a truncated result, never shown to a user.
+into a truncated result, never shown to a user; so is its subclass
+:class:`~blocksim.simulation.RunBounded` (max-requests, the sample limit,
+Ctrl-C).
 
 This module sits below every layer (it imports nothing of blocksim), which is
 why it stays at the package's top next to ``simulation.py``.

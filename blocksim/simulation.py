@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import signal
+import threading
 import zlib
 
 import numpy as np
@@ -51,14 +53,16 @@ from .record import summary as summary_mod
 from .record.eventlog import EventCapReached, EventLog
 from .record.probes import Sampler
 from .record.result import Result
+from .scenario.limits import DEFAULT as DEFAULT_LIMITS
 
 class Simulation:
     def __init__(self, scenario, seed: int | None = None, profile: str | None = None,
-                 shortcuts: bool = True):
+                 shortcuts: bool = True, limits=None):
         self.scenario = scenario
         self.seed = scenario.seed if seed is None else int(seed)
         self.profile = get_profile(profile or scenario.profile)
         self.truncated = False
+        self._init_bounds(limits or DEFAULT_LIMITS)
         env = self.env = Clock(shortcuts=shortcuts)
         self.log = EventLog(env, scenario.max_events)
         self.vm = VM(env, self.log)
@@ -107,7 +111,8 @@ class Simulation:
                           for name, spec in scenario.workloads.items()}
         self.actions = ActionScheduler(self)
         self._install_thin()
-        self.sampler = Sampler(self)
+        self.sampler = _BoundedSampler(self)
+        self._guard_requests()
 
     def rng(self, kind: str, name: str) -> np.random.Generator:
         key = (zlib.crc32(kind.encode()), zlib.crc32(name.encode()))
@@ -180,9 +185,20 @@ class Simulation:
                              source=f"jobs.{job_id}")
 
     # -- running -----------------------------------------------------------------------
-    def run(self, progress=None) -> Result:
+    def run(self, progress=None, interruptible: bool = False) -> Result:
         """Run to the scenario's duration.  ``progress(fraction)`` is called
-        as simulated time advances (for a progress bar), if given."""
+        as simulated time advances (for a progress bar), if given.
+
+        The run ends early, truncated (:attr:`stopped_by` says why), when
+        the event log is full (``max-events``), at the first sample with
+        ``max-requests`` guest requests done or ``max_samples`` samples taken
+        (:meth:`_bound_reached`), and with ``interruptible`` on Ctrl-C
+        (SIGINT, at the next sample or progress step; a second Ctrl-C raises
+        KeyboardInterrupt at once)."""
+        with self._sigint(interruptible):
+            return self._run(progress)
+
+    def _run(self, progress) -> Result:
         env = self.env
         for job_id, spec in self.scenario.jobs.items():
             if spec.start is not None:
@@ -205,8 +221,12 @@ class Simulation:
                     if until > env.now:
                         env.run(until=until)
                     progress(i / steps)
-        except EventCapReached:
+                    if self._interrupted:
+                        raise RunBounded("interrupted")
+        except EventCapReached as stop:
             self.truncated = True
+            self.stopped_by = stop.reason if isinstance(stop, RunBounded) else "max-events"
+        self._bounding = False
         self.sampler.sample()
         if self.journal is not None:
             # Everything at the end reads the disks: apply the logs now, and
@@ -216,9 +236,100 @@ class Simulation:
         audits = {name: invariants.guest_write_audit(d) for name, d in self.drives.items()}
         violations = invariants.check(self, audits)
         summary = summary_mod.build(self, audits, violations)
+        if self.stopped_by is not None:
+            summary["stopped_by"] = self.stopped_by
         return Result(self.scenario.to_dict(), self.seed, self.profile.name,
                       self.log.events, self.monitor.commands,
                       self.sampler.columns, summary)
+
+
+    # -- bounds while running (issue 19) ---------------------------------------------
+    def _init_bounds(self, limits) -> None:
+        #: what ended the run early: "max-events", "max-requests",
+        #: "max-samples" or "interrupted" (None: it ran its whole duration)
+        self.stopped_by: str | None = None
+        cap = self.scenario.max_requests
+        self.max_requests = limits.max_requests if cap is None else min(cap, limits.max_requests)
+        self.max_samples = limits.max_samples
+        self._bounding = True
+        self._interrupted = False
+        self._calls = 0
+
+    def guest_requests(self) -> int:
+        """Guest requests done so far, on every drive."""
+        return sum(drive.completed for drive in self.drives.values())
+
+    def _bound_reached(self) -> str | None:
+        """Checked after each sample: the same state in runs with and
+        without shortcuts, so both stop at the same sample."""
+        if self._interrupted:
+            return "interrupted"
+        if self.guest_requests() >= self.max_requests:
+            return "max-requests"
+        if len(self.sampler.columns["time"]) >= self.max_samples:
+            return "max-samples"
+        return None
+
+    def _guard_requests(self) -> None:
+        """The bound on guest requests where simulated time stands still (a
+        closed loop whose failing requests take no time never reaches the next
+        sample): every 4096 requests issued one by one, more than twice
+        ``max-requests`` done ends the run, and so does a pending Ctrl-C."""
+        def guard(inner):
+            def request(op, offset, length, gen=0):
+                self._calls += 1
+                if not self._calls & 4095 and self._bounding:
+                    if self._interrupted:
+                        raise RunBounded("interrupted")
+                    if max(self._calls, self.guest_requests()) >= 2 * self.max_requests:
+                        raise RunBounded("max-requests")
+                return inner(op, offset, length, gen)
+            return request
+        for drive in self.drives.values():
+            drive.request = guard(drive.request)
+
+    def _sigint(self, interruptible: bool):
+        """A context: Ctrl-C asks the run to stop at its next sample."""
+        import contextlib
+        if (not interruptible or threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            return contextlib.nullcontext()
+
+        def on_sigint(signum, frame):
+            if self._interrupted or not self._bounding:
+                raise KeyboardInterrupt
+            self._interrupted = True
+
+        @contextlib.contextmanager
+        def handler():
+            signal.signal(signal.SIGINT, on_sigint)
+            try:
+                yield
+            finally:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+        return handler()
+
+
+class RunBounded(EventCapReached):
+    """The run's internal signal that a bound was reached (``reason``:
+    max-requests, max-samples, interrupted), like the event cap."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _BoundedSampler(Sampler):
+    """The sampler, which also ends the run when a bound is reached
+    (:meth:`Simulation._bound_reached`) once it has taken its sample."""
+
+    def sample(self) -> None:
+        super().sample()
+        sim = self.sim
+        if sim._bounding:
+            reason = sim._bound_reached()
+            if reason is not None:
+                raise RunBounded(reason)
 
 
 def _release_freed_memory() -> None:
@@ -234,9 +345,11 @@ def _release_freed_memory() -> None:
 
 
 def run(scenario, seed: int | None = None, profile: str | None = None,
-        progress=None) -> Result:
-    """Run a scenario (a :class:`Scenario`, a dict or a TOML path) once."""
+        progress=None, limits=None, interruptible: bool = False) -> Result:
+    """Run a scenario (a :class:`Scenario`, a dict or a TOML path) once,
+    within ``limits`` (:class:`blocksim.scenario.limits.Limits`)."""
     from .scenario import Scenario, load_scenario
     if not isinstance(scenario, Scenario):
-        scenario = load_scenario(scenario)
-    return Simulation(scenario, seed=seed, profile=profile).run(progress=progress)
+        scenario = load_scenario(scenario, limits=limits)
+    return Simulation(scenario, seed=seed, profile=profile,
+                      limits=limits).run(progress=progress, interruptible=interruptible)

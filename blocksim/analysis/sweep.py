@@ -52,7 +52,7 @@ from ..errors import BlocksimError, ScenarioError
 from ..model.profile import get_profile
 from ..record.atomic import atomic_write, write_bytes, write_text
 from ..record.eventlog import normalise_events
-from ..record.results import SCENARIO_KEY
+from ..record.results import SCENARIO_KEY, folder_name
 from ..scenario import apply_overrides, load_scenario
 from ..scenario.load import read_scenario_file
 from ..scenario.overrides import _override_value, _split_key
@@ -195,12 +195,13 @@ class _Plan:
     """The resolved definition: the scenario, the combinations and the runs."""
 
     def __init__(self, scenario_path, vary: Mapping[str, Sequence[Any]], seeds: int,
-                 profile: Optional[str] = None):
+                 profile: Optional[str] = None, limits=None):
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise SweepError(f"seeds must be an integer >= 1, got {seeds!r}")
         if profile is not None:
             get_profile(profile)
         self.profile = profile
+        self.limits = limits            # (not part of the definition: a resume may change them)
         self.path = Path(scenario_path)
         self.source = os.fspath(scenario_path)
         self.vary = _check_vary(vary)
@@ -208,7 +209,7 @@ class _Plan:
         data, self.raw = _read_scenario_file(self.path)
         self.text = data
         self.sha256 = hashlib.sha256(data).hexdigest()
-        base = load_scenario(self.path)          # the scenario itself must be valid
+        base = load_scenario(self.path, limits=limits)   # the scenario itself must be valid
         self.name = base.name
         self.base_seed = base.seed
         keys = list(self.vary)
@@ -226,7 +227,7 @@ class _Plan:
         first: Optional[ScenarioError] = None
         for index, combination in enumerate(self.combinations):
             try:
-                load_scenario(self.raw, dict(combination) or None)
+                load_scenario(self.raw, dict(combination) or None, limits=self.limits)
             except ScenarioError as exc:
                 first = first or exc
                 invalid[index] = _error_text(exc)
@@ -254,7 +255,7 @@ class _Plan:
         combo, i = divmod(index, self.seeds)
         return {"index": index, "raw": self.raw, "overrides": self.combinations[combo],
                 "seed": self.base_seed + i, "profile": self.profile,
-                "invalid": self.invalid.get(combo)}
+                "invalid": self.invalid.get(combo), "limits": self.limits}
 
 
 def _error_text(exc: BaseException) -> str:
@@ -279,8 +280,11 @@ def run_task(task: Mapping[str, Any]) -> dict[str, Any]:
     if error is None:
         try:
             from ..simulation import run
-            scenario = load_scenario(copy.deepcopy(task["raw"]), task["overrides"] or None)
-            result = run(scenario, seed=task["seed"], profile=task.get("profile"))
+            limits = task.get("limits")
+            scenario = load_scenario(copy.deepcopy(task["raw"]), task["overrides"] or None,
+                                     limits=limits)
+            bounds = {} if limits is None else {"limits": limits}
+            result = run(scenario, seed=task["seed"], profile=task.get("profile"), **bounds)
             for key, value in flatten_summary(result.summary).items():
                 row.setdefault(key, value)
             events = normalise_events(result.events)
@@ -617,6 +621,33 @@ def _read_journal(folder: Path, total: Optional[int] = None) -> dict[int, dict[s
     return records
 
 
+def _repair_journal(folder: Path) -> None:
+    """Drop the lines of the journal that cannot be read back: a torn last
+    line (a crash or Ctrl-C in the middle of a write) or an unreadable one,
+    so that the records appended on resume start on a line of their own
+    (appended after a torn line they would be unreadable too).  The journal
+    is rewritten atomically, and only when it needs it."""
+    path = folder / JOURNAL
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return
+    kept, changed = [], False
+    for line in data.splitlines(keepends=True):
+        good = line.endswith(b"\n")
+        if good:
+            try:
+                good = isinstance(json.loads(line), dict)
+            except ValueError:
+                good = False
+        if good:
+            kept.append(line)
+        else:
+            changed = True
+    if changed:
+        write_bytes(path, b"".join(kept))
+
+
 def _load_definition(folder: Path) -> Optional[dict[str, Any]]:
     path = folder / DEFINITION
     if not path.exists():
@@ -662,6 +693,7 @@ def _prepare_folder(folder: Path, plan: _Plan) -> dict[int, dict[str, Any]]:
     if diffs:
         raise SweepError(f"{folder}: holds a different sweep ({'; '.join(diffs)}); "
                          "use another output folder, or delete this one to start over")
+    _repair_journal(folder)
     records = _read_journal(folder, plan.total)
     for index, record in records.items():
         expected = plan.task(index)
@@ -759,6 +791,18 @@ def _execute_pool(tasks, on_record, workers: int):
                 task = futures[future]
                 record = _failed_record(task, exc)
             on_record(record)
+    except KeyboardInterrupt:
+        # Ctrl-C: the runs under way are abandoned (the journal has the
+        # finished ones), not waited for: their workers are ended now
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        for future in futures:
+            future.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(5)
+        raise
     finally:
         for future in futures:
             future.cancel()
@@ -811,7 +855,7 @@ def _execute_dask(tasks, on_record, scheduler):
 def sweep(scenario_path, vary: Mapping[str, Sequence[Any]] | None = None, seeds: int = 1,
           workers: Optional[int] = None, scheduler=None, out=None,
           progress: Optional[Callable[[int, int], None]] = None,
-          profile: Optional[str] = None) -> SweepResult:
+          profile: Optional[str] = None, limits=None) -> SweepResult:
     """Run the cartesian product of ``vary`` (key path -> values) times
     ``seeds`` seeds of the scenario file ``scenario_path``.
 
@@ -822,12 +866,15 @@ def sweep(scenario_path, vary: Mapping[str, Sequence[Any]] | None = None, seeds:
     when it already holds this sweep.  ``progress(done, total)`` is called
     after each finished run (and once at the start); an exception it raises
     stops the sweep (the finished runs stay in the journal).  ``profile``
-    overrides the scenario's semantics profile for every run.
+    overrides the scenario's semantics profile for every run.  ``limits``
+    (:class:`blocksim.scenario.limits.Limits`) bound every run, as
+    ``blocksim run`` does.  An interrupted sweep (Ctrl-C: KeyboardInterrupt)
+    keeps its finished runs in the journal, and is resumed by the same call.
 
     Raises :class:`~blocksim.errors.ScenarioError` when the scenario (or
     every variant) is invalid, :class:`SweepError` for a bad definition or a
     folder holding another sweep."""
-    plan = _Plan(scenario_path, vary or {}, seeds, profile)
+    plan = _Plan(scenario_path, vary or {}, seeds, profile, limits)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise SweepError(f"workers must be an integer >= 1, got {workers!r}")
     folder = Path(out) if out is not None else None
@@ -888,4 +935,4 @@ def default_folder(scenario_path, vary: Mapping[str, Sequence[Any]], seeds: int,
     """``results/<name>-sweep-<hash>``: the same sweep gets the same folder
     (so it resumes), a different one another folder."""
     plan = _Plan(scenario_path, vary, seeds, profile)
-    return Path(root) / f"{plan.name}-sweep-{plan.fingerprint()}"
+    return Path(root) / f"{folder_name(plan.name)}-sweep-{plan.fingerprint()}"

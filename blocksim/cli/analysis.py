@@ -17,6 +17,7 @@ import click
 
 from ..errors import BlocksimError
 from ..model.profile import PROFILES
+from .inputs import limit_options
 
 __all__ = ["register", "sweep_command", "compare_command", "parse_vary", "split_values"]
 
@@ -161,8 +162,10 @@ def _as_bad_input(function):
 @click.option("--json", "as_json", is_flag=True,
               help="Print the sweep as one JSON object (folder, counts, one entry a combination).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but problems.")
+@limit_options
 @_as_bad_input
-def sweep_command(scenario, vary, seeds, workers, scheduler, out, profile, sets, as_json, quiet):
+def sweep_command(scenario, vary, seeds, workers, scheduler, out, profile, sets, as_json, quiet,
+                  limits):
     """Run a scenario for every combination of the varied keys, N seeds each.
 
     Writes DIR/runs.csv (one row a run: the varied values, the seed, every
@@ -170,8 +173,9 @@ def sweep_command(scenario, vary, seeds, workers, scheduler, out, profile, sets,
     combination: mean and 95% confidence interval of every figure, share of
     each outcome class), DIR/comparison.png and DIR/sweep.json; prints one
     line a combination.  Finished runs are journaled in DIR/runs.jsonl, so an
-    interrupted sweep started again skips them.  Exit status: 1 if a run
-    failed or violated an invariant, 2 on bad input.
+    interrupted sweep started again skips them (Ctrl-C stops a sweep so,
+    with exit status 130).  Exit status: 1 if a run failed or violated an
+    invariant, 2 on bad input.
 
     \b
     Examples:
@@ -198,9 +202,20 @@ def sweep_command(scenario, vary, seeds, workers, scheduler, out, profile, sets,
     bar = _Bar(f"sweep {Path(scenario).stem}", stream=_Silent() if quiet or as_json else None)
     try:
         result = sweep(scenario, parsed, seeds=seeds, workers=workers, scheduler=scheduler,
-                       out=folder, progress=bar, profile=profile)
+                       out=folder, progress=bar, profile=profile, limits=limits)
     except OSError as exc:
         raise _BadInput([f"{folder}: {exc.strerror or exc}"]) from None
+    except KeyboardInterrupt:
+        bar.close()
+        from ..analysis.sweep import load_sweep
+        try:
+            n = len(load_sweep(folder).rows)
+            done = f"{n} finished run{' is' if n == 1 else 's are'}"
+        except BlocksimError:
+            done = "the finished runs are"
+        click.echo(f"{folder}: interrupted; {done} in its journal: the same command "
+                   "resumes the sweep", err=True)
+        sys.exit(130)
     finally:
         bar.close()
     d = result.definition

@@ -21,14 +21,15 @@ import click
 from ..errors import BlocksimError, ScenarioError
 from ..model.profile import PROFILES
 from ..record.summary import VERSION as __version__
-from .inputs import BadInput, parse_sets, scenario_file
+from .inputs import BadInput, limit_options, parse_sets, scenario_file
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 PROFILE_NAMES = tuple(PROFILES)
 
 
 class _Group(click.Group):
-    """Turns every BlocksimError into clean lines on stderr and exit status 2."""
+    """Turns every BlocksimError, and click's usage errors, into clean lines
+    on stderr and exit status 2."""
 
     def invoke(self, ctx):
         try:
@@ -37,6 +38,31 @@ class _Group(click.Group):
             for line in exc.lines():
                 click.echo(line, err=True)
             ctx.exit(2)
+        except click.UsageError as exc:
+            _usage_error(exc)
+            ctx.exit(2)
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:     # an option of the group itself
+            _usage_error(exc)
+            sys.exit(2)
+
+
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _usage_error(exc: click.UsageError) -> None:
+    """One line, like every other bad input: ``blocksim run: Invalid value
+    for '--seed': -1 is not in the range x>=0. (blocksim run --help)``
+    instead of click's usage block."""
+    if isinstance(exc, _NO_ARGS_IS_HELP):        # bare `blocksim`: the help, as before
+        exc.show()
+        return
+    path = exc.ctx.command_path if exc.ctx is not None else "blocksim"
+    message = " ".join(exc.format_message().split())
+    click.echo(f"{path}: {message} (see {path} --help)", err=True)
 
 
 @click.group(cls=_Group, context_settings=CONTEXT_SETTINGS)
@@ -55,16 +81,16 @@ def main():
 
 
 # -- loading scenarios -------------------------------------------------------------
-def _load(path: str, overrides: dict | None = None):
+def _load(path: str, overrides: dict | None = None, limits=None):
     """``(scenario, [])`` or ``(None, problem lines)`` for one scenario file
-    (or library NAME)."""
+    (or library NAME), within ``limits`` (blocksim.scenario.limits)."""
     from ..scenario import load_scenario
     argument, path = path, scenario_file(path)
     if not Path(path).exists() and not argument.endswith(".toml"):
         return None, [f"{argument}: no such file, nor a library scenario of that name "
                       "(blocksim list names them)"]
     try:                            # a missing file or a directory is a ScenarioError too
-        return load_scenario(path, overrides=overrides or None), []
+        return load_scenario(path, overrides=overrides or None, limits=limits), []
     except ScenarioError as exc:
         return None, exc.lines() or [f"{path}: invalid scenario"]
     except BlocksimError as exc:
@@ -82,14 +108,16 @@ def _check_profile(profile: str | None) -> None:
             raise BadInput([f"--profile: {exc}"]) from None
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
-
-
 def result_folder_name(name: str, seed: int | None = None,
                        profile: str | None = None) -> str:
     """The folder a run writes under ``--out``: the scenario's name, then
-    ``-seed<N>`` when a seed was given and ``-<profile>`` when a profile was."""
-    folder = _UNSAFE.sub("_", name).lstrip(".") or "scenario"
+    ``-seed<N>`` when a seed was given and ``-<profile>`` when a profile was.
+    A name longer than 100 characters is cut and given a hash of the whole
+    name (:func:`blocksim.record.results.folder_name`): a file name is at
+    most 255 bytes on most file systems, and the temporary folder's
+    ``.NAME.tmp-PID-XXXXXXXX`` needs room too."""
+    from ..record.results import folder_name
+    folder = folder_name(name)
     if seed is not None:
         folder += f"-seed{seed}"
     if profile is not None:
@@ -144,6 +172,18 @@ def _thin_lines(s: dict) -> list[str]:
     return lines
 
 
+def _stop_reason(result) -> str:
+    """Why a truncated run stopped, in a few words."""
+    s = result.summary
+    scenario = result.scenario
+    at = f"stopped at {s.get('simulated_seconds', 0):g} s of {scenario.get('duration', 0):g} s"
+    why = {"max-events": f"the event log reached max-events ({scenario.get('max-events')})",
+           "max-requests": "the guest requests reached max-requests",
+           "max-samples": "the time series reached --max-samples",
+           "interrupted": "interrupted (Ctrl-C)"}
+    return f"{at}: {why.get(s.get('stopped_by', 'max-events'), s.get('stopped_by'))}"
+
+
 def format_outcome(result, folder=None) -> str:
     """A short, human-readable table of a run's outcome."""
     s = result.summary
@@ -153,7 +193,7 @@ def format_outcome(result, folder=None) -> str:
         head += f" -> {folder}"
     lines = [head]
     if s.get("truncated"):
-        lines.append("  warning: the event cap was reached; the run stopped early")
+        lines.append(f"  warning: {_stop_reason(result)}")
     vm = s.get("vm", {})
     stops = vm.get("stops", 0)
     lines.append(f"  VM: {vm.get('final_state')} at the end, paused {_secs(vm.get('time_paused'))}"
@@ -264,15 +304,21 @@ class Progress:
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object a run (its folder and summary) instead of the table.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but problems.")
-def run(scenarios, seed, out, profile, sets, as_json, quiet):
+@limit_options
+def run(scenarios, seed, out, profile, sets, as_json, quiet, limits):
     """Run one or more scenarios and write a results folder for each.
 
     SCENARIO is a file, or the NAME of a library scenario (`blocksim list`).
     Each run writes OUT/NAME/ (NAME is the scenario's name), or
     OUT/NAME-seedN/ with --seed N, with -PROFILE appended when --profile is
     given.  An older folder of the same name is replaced once the new one is
-    complete.  A short outcome table is printed per run.  Exit status: 1 if a
-    run violated an invariant, 2 on bad input.
+    complete.  A short outcome table is printed per run.  A run that reaches
+    a bound (max-events, max-requests, --max-samples) stops there with a
+    warning; Ctrl-C stops it at its next sample: either way its results
+    folder is complete, marked "truncated" with "stopped_by" in
+    summary.json (a second Ctrl-C leaves nothing half-written).  Exit
+    status: 1 if a run violated an invariant, 2 on bad input, 130 when
+    interrupted.
 
     \b
     Examples:
@@ -298,7 +344,7 @@ def run(scenarios, seed, out, profile, sets, as_json, quiet):
         problems += exc.problems
     loaded = []
     for path in scenarios:
-        scenario, errs = _load(path, overrides)
+        scenario, errs = _load(path, overrides, limits)
         problems += errs
         if scenario is not None:
             loaded.append((path, scenario))
@@ -316,15 +362,20 @@ def run(scenarios, seed, out, profile, sets, as_json, quiet):
     for index, (path, scenario) in enumerate(loaded):
         progress = Progress(scenario.name)
         try:
-            result = simulate(scenario, seed=seed, profile=profile, progress=progress)
+            result = simulate(scenario, seed=seed, profile=profile, progress=progress,
+                              limits=limits, interruptible=True)
         finally:
             progress.close()
         folder = Path(out) / result_folder_name(scenario.name, seed, profile)
         try:
             save_result(result, folder)
         except OSError as exc:
-            raise BadInput([f"{folder}: cannot write the results folder: "
-                            f"{exc.strerror or exc}"]) from None
+            raise BadInput([f"{folder}: cannot write the results folder (named after {path}'s "
+                            f"'name' key): {exc.strerror or exc}"]) from None
+        stopped = result.summary.get("stopped_by")
+        if stopped:
+            click.echo(f"{path}: warning: {_stop_reason(result)}; {folder} is complete "
+                       "and marked truncated", err=True)
         if as_json:
             # one line a run (JSON Lines), for scripts
             click.echo(json.dumps({"scenario": result.summary.get("scenario"), "folder": str(folder),
@@ -335,17 +386,22 @@ def run(scenarios, seed, out, profile, sets, as_json, quiet):
                 click.echo()
             click.echo(format_outcome(result, folder))
         violated = violated or bool(result.summary["invariants"]["violations"])
+        if stopped == "interrupted":
+            sys.exit(130)               # (the runs after it are not started)
     if violated:
         sys.exit(1)
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("scenarios", nargs=-1, required=True, metavar="SCENARIO...")
-def validate(scenarios):
+@limit_options
+def validate(scenarios, limits):
     """Check scenario files without running them.
 
     Prints "OK FILE" for each good file and every problem of a bad one as a
     "file: key.path: message" line on stderr; exit status 2 if any is bad.
+    A scenario must also keep within the limits (docs/scenario-format.md,
+    "Limits"): what its run is estimated to hold and do.
 
     \b
     Example:
@@ -353,7 +409,7 @@ def validate(scenarios):
     """
     bad = False
     for path in scenarios:
-        scenario, problems = _load(path)
+        scenario, problems = _load(path, limits=limits)
         if scenario is None:
             bad = True
             for line in problems:

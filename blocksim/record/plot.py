@@ -130,7 +130,9 @@ def _legend_patches(values, colors: dict, names: dict | None = None) -> list:
         hatch = _HATCH_OF.get(id(colors), {}).get(value)
         handles.append(Patch(facecolor=colors[value], label=label, hatch=hatch,
                              edgecolor="white" if hatch else None))
-    for value in values:
+    # (sorted: ``values`` may be a set of strings, whose order follows
+    # PYTHONHASHSEED; the figure's bytes must not)
+    for value in sorted(values):
         if value not in colors and value not in seen:
             seen.add(value)
             handles.append(Patch(facecolor=_FALLBACK_COLOR, label=value))

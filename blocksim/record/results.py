@@ -11,10 +11,12 @@ A results folder holds five files:
 - ``timeline.png``: the timeline figure (:mod:`blocksim.record.plot`).
 
 :func:`save_result` builds the folder in a hidden temporary sibling
-(``<parent>/.<name>.tmp-<random>``) and renames it into place only once every
+(``<parent>/.<name>.tmp-<pid>-<random>``) and renames it into place only once every
 file is written, so an interrupted or failed save never leaves a folder that
 looks complete, and an older folder of the same name is replaced only by a
-complete new one.  :func:`load_result` gives back a
+complete new one.  A killed run may leave its hidden temporary folder
+behind: the next save of the same folder removes it (a live writer's is
+kept: the temporary name carries its PID).  :func:`load_result` gives back a
 :class:`~blocksim.record.result.Result` equal to the one the run returned.
 """
 
@@ -30,7 +32,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import ResultsError
-from .atomic import fsync_dir, temporary_sibling, write_synced
+from .atomic import fsync_dir, remove_leftovers, temporary_sibling, write_synced
 from .result import Result
 
 EVENTS = "events.jsonl"
@@ -159,6 +161,7 @@ def save_result(result: Result, directory) -> Path:
         target = target.resolve()
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target)            # what an earlier, killed run left
     tmp = temporary_sibling(target)
     tmp.mkdir()
     try:
@@ -254,6 +257,23 @@ def load_result(directory, figure: bool = True) -> Result:
         raise bad(SERIES, exc) from None
     return Result(scenario, summary["seed"], summary["profile"],
                   events, commands, series, summary)
+
+
+def folder_name(name: str, longest: int = 100) -> str:
+    """A file-system-safe folder name for a scenario ``name``: characters
+    other than ``A-Za-z0-9._+-`` become ``_``, no leading dot, and a name
+    longer than ``longest`` is cut and ends in a hash of the whole name
+    (``<first longest-13 characters>-<12 hex digits>``): deterministic, and
+    two long names that share their start still get two folders."""
+    import hashlib
+    folder = _UNSAFE.sub("_", name).lstrip(".") or "scenario"
+    if len(folder) > longest:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        folder = f"{folder[:longest - 13]}-{digest}"
+    return folder
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 def is_results_folder(directory) -> bool:

@@ -2,7 +2,7 @@
 resolved (:class:`Scenario`).
 """
 
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from pydantic import Field, PrivateAttr, model_validator
 
@@ -28,6 +28,9 @@ class _Settings(_Model):
     seed: int = Field(0, ge=0)
     sample_interval: PositiveDuration = _duration_default(100_000_000, "metrics sampling period")
     max_events: int = Field(1_000_000, gt=0, description="safety cap on the number of events of a run")
+    max_requests: Optional[int] = Field(
+        None, gt=0, description="stop the run (truncated) at the first sample with at least this "
+                                "many guest requests done; absent = the limit (--max-requests)")
 
 
 class Scenario(_Settings):

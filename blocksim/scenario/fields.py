@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 
 from ..model.policy import POLICIES
 from ..model.profile import PROFILES as _PROFILE_TABLE
+from .limits import BDRV_MAX_LENGTH, MAX_DURATION, MAX_RATE, count
 from .units import format_duration, format_size, ns_to_seconds, parse_duration, parse_rate, parse_size
 
 PROFILES = tuple(_PROFILE_TABLE)
@@ -86,6 +87,12 @@ def _size_type(*, positive: bool = False, sector: bool = False, pow2: tuple[int,
         if value is None and optional:
             return None
         n = parse(value)
+        top = MAX_RATE if rate else BDRV_MAX_LENGTH
+        if n > top:     # (blocksim.scenario.limits)
+            raise ValueError(f"{format_size(n)}{'/s' if rate else ''} is more than "
+                             f"{'a rate' if rate else 'a size'} may be: at most "
+                             + ("2**62 bytes/s" if rate else
+                                "2**63 - 2**30 bytes (QEMU's BDRV_MAX_LENGTH)"))
         if positive and n <= 0:
             raise ValueError("must be greater than 0")
         if sector and n % 512:
@@ -113,6 +120,9 @@ def _duration_type(*, positive: bool = False, optional: bool = False) -> Any:
         if value is None and optional:
             return None
         ns = parse_duration(value)
+        if ns > MAX_DURATION:     # (blocksim.scenario.limits)
+            raise ValueError(f"{count(ns / 3_600_000_000_000)}h is more than a duration may be: "
+                             f"at most {format_duration(MAX_DURATION)} (ten years)")
         if positive and ns <= 0:
             raise ValueError("must be greater than 0")
         return ns

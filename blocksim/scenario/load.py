@@ -15,7 +15,9 @@ from ..errors import CommandError, ScenarioError
 from .actions import GuestBurstArguments
 from .document import Scenario, _Settings
 from .fields import Loc
+from . import limits as limits_mod
 from .images import Drive, Image
+from .limits import Limits
 from .overrides import apply_overrides
 from .problems import _ACTIONS, _FAULTS, _JOBS, _did_you_mean, _got, _key_path, _keys, _problems, _Variants
 from .references import _cross_check
@@ -85,38 +87,69 @@ def _validate_parts(raw: Mapping[str, Any]) -> list[tuple[Loc, str]]:
 def read_scenario_file(path: Union[str, os.PathLike]) -> tuple[bytes, dict[str, Any]]:
     """The bytes of a scenario file and its raw (unvalidated) TOML data.
 
-    Errors name the file: missing, a directory, unreadable, not UTF-8, or
-    not TOML (with tomllib's line and column)."""
+    Errors name the file: missing, a directory, unreadable, too large
+    (:data:`~blocksim.scenario.limits_mod.MAX_FILE_BYTES`, refused before it is
+    read), a byte order mark, not UTF-8, or not TOML (with tomllib's line
+    and column)."""
     source = os.fspath(path)
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            too_large = limits_mod.file_problems(size)
+            if too_large:
+                raise ScenarioError(source, [("", too_large[0])])
+            # (read at most one byte past the limit: a file that grows meanwhile)
+            data = f.read(limits_mod.MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ScenarioError(source, [("", "no such file")]) from None
     except IsADirectoryError:
         raise ScenarioError(source, [("", "is a directory, not a scenario file")]) from None
     except OSError as exc:
         raise ScenarioError(source, [("", f"cannot read the file: {exc.strerror or exc}")]) from None
+    if len(data) > limits_mod.MAX_FILE_BYTES:
+        raise ScenarioError(source, [("", limits_mod.file_problems(len(data))[0])])
+    for bom, what in _BOMS:
+        if data.startswith(bom):
+            raise ScenarioError(source, [("", f"starts with a {what} byte order mark (BOM), which "
+                                              "TOML does not allow: save it as UTF-8 without BOM")])
     try:
         raw = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ScenarioError(source, [("", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(source, [("", f"invalid TOML: {exc}")]) from None
+    except RecursionError:
+        raise ScenarioError(source, [("", f"invalid TOML: arrays or tables nested too deeply "
+                                          f"(a scenario nests at most {limits_mod.MAX_DEPTH})")]) from None
+    except ValueError as exc:       # e.g. an integer of more than 4300 digits
+        raise ScenarioError(source, [("", f"invalid TOML: {exc}")]) from None
     # a workload's trace file is relative to the scenario file
     resolve_trace_paths(raw, Path(path).parent)
     return data, raw
 
 
+_BOMS = ((b"\xef\xbb\xbf", "UTF-8"), (b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+         (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+
+
 def load_scenario(source: Union[str, os.PathLike, Mapping[str, Any]],
-                  overrides: Optional[Mapping[str, Any]] = None) -> Scenario:
+                  overrides: Optional[Mapping[str, Any]] = None,
+                  limits: Optional[Limits] = None) -> Scenario:
     """Load and validate a scenario from a TOML file path or a dict.
 
     ``overrides`` (dotted key path -> value) are applied to the raw data
-    first, see :func:`apply_overrides`.  Raises :class:`ScenarioError` with
-    every problem found."""
+    first, see :func:`apply_overrides`.  The scenario must keep within
+    ``limits`` (:mod:`blocksim.scenario.limits`; default
+    :data:`~blocksim.scenario.limits.DEFAULT`): the file's size and
+    nesting, what QEMU accepts, and what the run would cost.  Raises
+    :class:`ScenarioError` with every problem found."""
     if isinstance(source, Mapping):
         name, default_name = "<dict>", "scenario"
-        raw: Any = copy.deepcopy(dict(source))
+        try:
+            raw: Any = copy.deepcopy(dict(source))
+        except RecursionError:
+            raise ScenarioError(name, [("", f"nested too deeply (a scenario nests at most "
+                                            f"{limits_mod.MAX_DEPTH})")]) from None
     elif isinstance(source, (str, os.PathLike)):
         name, default_name = os.fspath(source), Path(source).stem
         raw = read_scenario_file(source)[1]
@@ -125,14 +158,21 @@ def load_scenario(source: Union[str, os.PathLike, Mapping[str, Any]],
                                                      f"not {type(source).__name__}")])
     if overrides:
         raw = apply_overrides(raw, overrides, source=name)
+    if not isinstance(raw, Mapping):
+        raise ScenarioError(name, [("", f"a scenario is a table{_got(raw)}")])
     if "name" not in raw:
         raw = {"name": default_name, **raw}
-    problems = _validate_parts(raw)
+    problems = limits_mod.raw_problems(raw)     # first: the rest may recurse, or take long
+    if not problems:
+        problems = _validate_parts(raw)
     if not problems:
         try:
             scenario = Scenario.model_validate(raw)
         except ValidationError as error:  # pragma: no cover - _validate_parts checks the same
             problems = _problems(error, (), Scenario, raw)
+        else:
+            problems = (limits_mod.qemu_problems(scenario)
+                        or limits_mod.cost_problems(scenario, limits))
     if problems:
         raise ScenarioError(name, [(_key_path(loc), msg) for loc, msg in problems])
     scenario._source = name

@@ -76,9 +76,18 @@ def _exact(value: int | float | str) -> Fraction:
     if isinstance(value, int):
         return Fraction(value)
     try:
-        return Fraction(Decimal(repr(value) if isinstance(value, float) else value))
+        number = Decimal(repr(value) if isinstance(value, float) else value)
     except (InvalidOperation, ValueError) as exc:  # pragma: no cover - regex guards this
         raise ValueError(f"invalid number {_show(value)}") from exc
+    if number and not -_EXPONENT <= number.adjusted() <= _EXPONENT:
+        # (an exact rational of 1e999999999 would take GiBs: refuse it first)
+        raise ValueError(f"invalid number {_show(value)}: out of range (exponent beyond "
+                         f"+-{_EXPONENT})")
+    return Fraction(number)
+
+
+#: Decimal exponents a number may have (sizes and durations need far less).
+_EXPONENT = 40
 
 
 def parse_size(value: object) -> int:

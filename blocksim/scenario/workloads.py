@@ -18,6 +18,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from .limits import MAX_TRACE_BYTES
 from .fields import (
     RW_MODES,
     Duration,
@@ -131,6 +132,10 @@ def read_trace(path, bs: Optional[int]) -> list[list[float]]:
     skipped.  Every problem is one line naming the file and the line."""
     name = os.fspath(path)
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_TRACE_BYTES:
+            raise ValueError(f"trace file {name}: {size} bytes; at most {MAX_TRACE_BYTES} "
+                             "(blocksim.scenario.limits.MAX_TRACE_BYTES)")
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ValueError(f"trace file {name}: no such file") from None

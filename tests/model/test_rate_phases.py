@@ -112,6 +112,19 @@ def test_bad_trace_files_get_a_located_one_line_error(tmp_path, body, message):
     assert len([line for line in text.splitlines() if "trace" in line]) == 1
 
 
+
+def test_a_huge_trace_file_is_refused_before_it_is_read(tmp_path):
+    # (a sparse file: its size is all the check looks at)
+    with open(tmp_path / "rates.csv", "wb") as f:
+        f.truncate(64 * 1024 * 1024)
+    path = tmp_path / "s.toml"
+    path.write_text('[images.disk]\nsize = "1MiB"\n[drives.d0]\nimage = "disk"\n'
+                    '[workloads.w]\ndrive = "d0"\ntrace = "rates.csv"\n')
+    with pytest.raises(ScenarioError) as info:
+        blocksim.load_scenario(path)
+    assert (f"workloads.w.trace: trace file {tmp_path / 'rates.csv'}: 67108864 bytes; "
+            "at most 16777216") in str(info.value)
+
 @pytest.mark.parametrize("extra, message", [
     ({"burst": {"on": "1s", "off": "1s"}}, "workloads.w: burst needs rate-iops"),
     ({"rate-iops": 5, "trace": [[0, 5]]}, "workloads.w: trace gives the rates itself"),

@@ -399,7 +399,7 @@ FAULT_KEYS = "image, type, operation, errno, offset, length, count, skip, start,
 BAD = [
     # top level
     ({"nmae": "x"}, "nmae", "unknown key (did you mean 'name'?); allowed keys: name, description, profile, "
-     "duration, seed, sample-interval, max-events, images, drives, faults, workloads, jobs, actions"),
+     "duration, seed, sample-interval, max-events, max-requests, images, drives, faults, workloads, jobs, actions"),
     ({"name": 5}, "name", "Input should be a valid string (got 5)"),
     ({"profile": "qemu-9"}, "profile", "Input should be 'qemu' or 'rfc-2012' (got 'qemu-9')"),
     ({"duration": 0}, "duration", "must be greater than 0"),
