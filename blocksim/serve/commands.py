@@ -324,7 +324,6 @@ def _start_job(session, command: str, args: dict):
 
 # -- dispatch ---------------------------------------------------------------------
 def _advance(session, args):
-    from .session import Session  # noqa: F401  (for the reader: session.advance)
     seconds = args.get("seconds")
     events = args.get("until-event")
     if events is None:
