@@ -47,7 +47,10 @@ def parse_tcp(value: str) -> tuple[str, int]:
 @click.option("--no-x-commands", "no_x", is_flag=True,
               help="Refuse the x-blocksim-* commands that change the run (thin extends, "
                    "guest bursts; in real-time mode the clock commands too).")
-def serve(scenario, socket_path, tcp, speed, seed, out, no_x):
+@click.option("--replay", type=click.Path(dir_okay=False, exists=True), default=None,
+              metavar="COMMANDS.JSONL", help="Serve no socket: run a recorded session's "
+              "commands (a results folder's commands.jsonl) again and write its results folder.")
+def serve(scenario, socket_path, tcp, speed, seed, out, no_x, replay):
     """Serve SCENARIO's simulated VM over QMP, as QEMU 7.2 speaks it.
 
     A QMP client (qemu.qmp, qmp-shell, libvirt-like management code)
@@ -68,8 +71,8 @@ def serve(scenario, socket_path, tcp, speed, seed, out, no_x):
     from .server import Server
     from .session import Session
 
-    if not socket_path and not tcp:
-        raise click.UsageError("give --socket PATH or --tcp [HOST:]PORT (or both)")
+    if not socket_path and not tcp and not replay:
+        raise click.UsageError("give --socket PATH or --tcp [HOST:]PORT (or both), or --replay")
     address = parse_tcp(tcp) if tcp else None
     found = None if Path(scenario).exists() else find_in_library(scenario)
     path = str(found) if found is not None else scenario
@@ -77,9 +80,20 @@ def serve(scenario, socket_path, tcp, speed, seed, out, no_x):
         raise ScenarioError(scenario, [("", "no such file, nor a library scenario of that "
                                             "name (blocksim list names them)")])
     loaded = load_scenario(path)
-    session = Session(loaded, seed=seed)
     folder = Path(out) / (f"{loaded.name}-served" if seed is None
                           else f"{loaded.name}-seed{seed}-served")
+    if replay:
+        import json
+
+        from ..record.results import save_result
+        from .session import replay as replay_session
+        with open(replay) as stream:
+            commands = [json.loads(line) for line in stream if line.strip()]
+        session = replay_session(loaded, commands, seed=seed)
+        save_result(session.result(), folder)
+        click.echo(f"replayed {len(commands)} commands; wrote {folder}")
+        return
+    session = Session(loaded, seed=seed)
     server = Server(session, socket_path=socket_path, tcp=address, speed=speed,
                     extensions=not no_x, output=str(folder),
                     log=lambda line: click.echo(line, err=True))
@@ -87,6 +101,9 @@ def serve(scenario, socket_path, tcp, speed, seed, out, no_x):
         asyncio.run(server.run())
     except KeyboardInterrupt:
         server._save()
+    except OSError as exc:
+        where = socket_path if socket_path and exc.filename in (None, socket_path) else tcp
+        raise click.ClickException(f"{where}: cannot listen: {exc.strerror or exc}") from None
 
 
 def register(group) -> None:

@@ -205,7 +205,7 @@ class Server:
         await self._send(writer, response(value, id_, has_id))
         if command == "quit":
             # qmp_quit: the return, then SHUTDOWN (host-qmp-quit)
-            self.session.sim.log.emit("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
+            self.session.shutdown()
             await self._flush_events()
 
     def _execute(self, command: str, args: dict, oob: bool):

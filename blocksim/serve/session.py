@@ -107,6 +107,11 @@ class Session:
                 sim.log._listeners[name].remove(listener)
         return seen[0] if seen else None
 
+    def shutdown(self) -> None:
+        """After ``quit``'s return: QEMU's SHUTDOWN (``qmp_quit``:
+        ``qemu_system_shutdown_request(SHUTDOWN_CAUSE_HOST_QMP_QUIT)``)."""
+        self.sim.log.emit("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
+
     def new_events(self) -> list[dict]:
         events = self.sim.log.events[self.delivered:]
         self.delivered += len(events)
@@ -169,5 +174,6 @@ def replay(scenario, commands, seed: int | None = None, shortcuts: bool = True) 
         except QMPError:
             pass
         if session.quit:
+            session.shutdown()
             break
     return session
