@@ -44,7 +44,7 @@ from ..scenario.fields import BACKUP_SYNC_MODES, BITMAP_MODES, COPY_MODES, JOB_P
 from .protocol import QMPError
 
 # -- argument schemas (qapi/*.json of QEMU 7.2) -------------------------------------
-STR, INT, BOOL, NUM, ANY = "string", "integer", "boolean", "number", "any"
+STR, INT, UINT, BOOL, NUM, ANY = "string", "integer", "uint64", "boolean", "number", "any"
 MIRROR_SYNC = ("top", "full", "none", "incremental", "bitmap")     # MirrorSyncMode
 JOB_ERROR = tuple(JOB_POLICIES)                                    # BlockdevOnError
 
@@ -59,14 +59,14 @@ SCHEMAS: dict[str, list[tuple[str, Any, bool]]] = {
     # qapi/block-core.json
     "blockdev-mirror": _JOB_COMMON + [
         ("target", STR, True), ("replaces", STR, False), ("sync", MIRROR_SYNC, True),
-        ("speed", INT, False), ("granularity", INT, False), ("buf-size", INT, False),
+        ("speed", INT, False), ("granularity", UINT, False), ("buf-size", INT, False),
         ("on-source-error", JOB_ERROR, False), ("on-target-error", JOB_ERROR, False),
         ("filter-node-name", STR, False), ("copy-mode", COPY_MODES, False)] + _JOB_TAIL,
     "drive-mirror": _JOB_COMMON + [
         ("target", STR, True), ("format", STR, False), ("node-name", STR, False),
         ("replaces", STR, False), ("sync", MIRROR_SYNC, True),
         ("mode", ("existing", "absolute-paths"), False), ("speed", INT, False),
-        ("granularity", INT, False), ("buf-size", INT, False),
+        ("granularity", UINT, False), ("buf-size", INT, False),
         ("on-source-error", JOB_ERROR, False), ("on-target-error", JOB_ERROR, False),
         ("unmap", BOOL, False), ("copy-mode", COPY_MODES, False)] + _JOB_TAIL,
     "block-stream": _JOB_COMMON + [
@@ -92,7 +92,7 @@ SCHEMAS: dict[str, list[tuple[str, Any, bool]]] = {
     "job-cancel": [("id", STR, True)], "job-complete": [("id", STR, True)],
     "job-finalize": [("id", STR, True)], "job-dismiss": [("id", STR, True)],
     "block-dirty-bitmap-add": [("node", STR, True), ("name", STR, True),
-                               ("granularity", INT, False), ("persistent", BOOL, False),
+                               ("granularity", UINT, False), ("persistent", BOOL, False),
                                ("disabled", BOOL, False)],
     "block-dirty-bitmap-remove": [("node", STR, True), ("name", STR, True)],
     "block-dirty-bitmap-clear": [("node", STR, True), ("name", STR, True)],
@@ -134,7 +134,8 @@ def check_arguments(command: str, args: dict) -> dict:
                 if not isinstance(item, str):
                     raise QMPError(f"Invalid parameter type for '{name}[{i}]', expected: string")
                 if item not in kind[1]:
-                    raise QMPError(f"Parameter '{name}[{i}]' does not accept value '{item}'")
+                    # (QEMU 7.2 names a list element 'null' here)
+                    raise QMPError(f"Parameter 'null' does not accept value '{item}'")
             continue
         if isinstance(kind, tuple):
             if not isinstance(value, str):
@@ -142,10 +143,16 @@ def check_arguments(command: str, args: dict) -> dict:
             if value not in kind:
                 raise QMPError(f"Parameter '{name}' does not accept value '{value}'")
             continue
-        ok = {STR: isinstance(value, str),
-              INT: isinstance(value, int) and not isinstance(value, bool),
-              BOOL: isinstance(value, bool),
-              NUM: isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind in (INT, UINT):
+            if not number:
+                raise QMPError(f"Invalid parameter type for '{name}', expected: integer")
+            # qobject_input_type_{int,uint}64: a number that is not one
+            if isinstance(value, float) or (kind == UINT and value < 0) \
+                    or not -(1 << 63) <= value < (1 << 64):
+                raise QMPError(f"Parameter '{name}' expects {kind}")
+            continue
+        ok = {STR: isinstance(value, str), BOOL: isinstance(value, bool), NUM: number}[kind]
         if not ok:
             raise QMPError(f"Invalid parameter type for '{name}', expected: {kind}")
     known = {name for name, _, _ in schema}

@@ -237,6 +237,19 @@ def _parse(tokens: list[bytes]) -> tuple[Any, str | None]:
         if token[:1].isalpha() and token not in (b"true", b"false", b"null"):
             return None, f"JSON parse error, invalid keyword '{token.decode()}'"
     try:
-        return json.loads(b" ".join(tokens)), None
+        return json.loads(b" ".join(tokens), object_pairs_hook=_no_duplicates), None
+    except _DuplicateKey:
+        return None, "JSON parse error, duplicate key"
     except (ValueError, RecursionError):
         return None, "JSON parse error, expecting value"
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicates(pairs):
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _DuplicateKey()
+    return out

@@ -90,6 +90,19 @@ def test_the_legacy_sync_client_and_qemu_errors(served):
     assert answer["error"]["desc"] == "Parameter 'sync' does not accept value 'bad'"
     answer = mon.cmd_raw("query-jobs", {"x": 1})
     assert answer["error"]["desc"] == "Parameter 'x' is unexpected"
+    # the input visitor's wording (qemu-storage-daemon 7.2.22's answers)
+    for arguments, desc in [
+            ({"device": "j", "speed": "1"}, "Invalid parameter type for 'speed', expected: integer"),
+            ({"device": 5, "speed": 1}, "Invalid parameter type for 'device', expected: string")]:
+        assert mon.cmd_raw("block-job-set-speed", arguments)["error"]["desc"] == desc
+    assert mon.cmd_raw("block-job-cancel", {"device": "j", "force": 1})["error"]["desc"] == \
+        "Invalid parameter type for 'force', expected: boolean"
+    answer = mon.cmd_raw("blockdev-mirror", {"device": "a", "target": "b", "sync": "full",
+                                             "granularity": 1.5})
+    assert answer["error"]["desc"] == "Parameter 'granularity' expects uint64"
+    answer = mon.cmd_raw("blockdev-mirror", {"device": "a", "sync": "full", "bogus": 1})
+    assert answer["error"]["desc"] == "Parameter 'target' is missing"
+    assert mon.cmd("query-version")["qemu"] == {"micro": 22, "minor": 2, "major": 7}
     assert mon.cmd("stop") == {}
     assert mon.get_events(wait=False)[0]["event"] == "STOP"
     assert mon.cmd("query-status")["status"] == "paused"
@@ -137,6 +150,11 @@ def test_a_command_before_negotiation_garbage_and_malformed_requests(served):
         "error": {"class": "CommandNotFound", "desc": negotiate}}
     assert raw.ask(b'{"execute": "nope", "id": 1}\n') == {
         "id": 1, "error": {"class": "CommandNotFound", "desc": negotiate}}
+    assert raw.ask(b'{"execute": "qmp_capabilities", "arguments": {"enable": ["x"]}}\n') == \
+        {"error": {"class": "GenericError", "desc": "Parameter 'null' does not accept value 'x'"}}
+    assert raw.ask(b'{"execute": "qmp_capabilities", "arguments": {"enable": "oob"}}\n') == \
+        {"error": {"class": "GenericError",
+                   "desc": "Invalid parameter type for 'enable', expected: array"}}
     assert raw.ask(b'{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}, '
                    b'"id": "x"}\n') == {"return": {}, "id": "x"}
     assert raw.ask(b"garbage\n") == {"error": {
@@ -148,6 +166,10 @@ def test_a_command_before_negotiation_garbage_and_malformed_requests(served):
     assert raw.ask(b"[1,2]\n")["error"]["desc"] == "QMP input must be a JSON object"
     assert raw.ask(b'{"id": 5}\n') == {"id": 5, "error": {
         "class": "GenericError", "desc": "QMP input lacks member 'execute'"}}
+    assert raw.ask(b'{"execute": "query-jobs", "execute": "x"}\n')["error"]["desc"] == \
+        "JSON parse error, duplicate key"
+    assert raw.ask(b'{"execute": "query-jobs", "id": {"a": [1]}}\n') == \
+        {"return": [], "id": {"a": [1]}}
     assert raw.ask(b'{"execute": 5}\n')["error"]["desc"] == \
         "QMP input member 'execute' must be a string"
     assert raw.ask(b'{"execute": "query-jobs", "foo": 1}\n')["error"]["desc"] == \
