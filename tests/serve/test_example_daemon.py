@@ -1,0 +1,43 @@
+"""examples/serve/daemon.py against `blocksim serve`: the job's outcome and
+the VM's paused time."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+
+import pytest
+
+from .conftest import ROOT, start_server
+
+pytest.importorskip("qemu.qmp")
+
+EXAMPLE = ROOT / "examples" / "serve"
+
+
+def load_daemon():
+    spec = importlib.util.spec_from_file_location("daemon", EXAMPLE / "daemon.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_daemon_keeps_the_guest_running_and_pivots_the_mirror(tmp_path):
+    daemon = load_daemon()
+    served = start_server(tmp_path, scenario=EXAMPLE / "thin-disk-and-mirror.toml")
+    done = asyncio.run(daemon.manage(str(served.socket), "vda", "copy", "disk", 48 << 20, 2.0))
+    assert done["completed"]["device"] == "mirror0"
+    assert done["status"]["status"] == "running"
+    assert served.wait() == 0
+    folder = served.out / "thin-disk-and-mirror-served"
+    summary = json.loads((folder / "summary.json").read_text())
+    job = summary["jobs"]["mirror0"]
+    assert job["outcome"] == "completed" and job["pivoted"]
+    assert job["errors_by_action"]["stop"] == 1
+    # the VM paused once, on ENOSPC, for the daemon's 2 s reaction
+    assert summary["vm"]["stops"] == 1
+    assert summary["vm"]["time_paused"] == pytest.approx(2.0, abs=1e-6)
+    commands = [json.loads(line)["execute"] for line in (folder / "commands.jsonl").open()]
+    assert commands.count("block-job-resume") == 1 and commands.count("cont") == 1
+    assert commands.index("x-blocksim-thin-extend") < commands.index("cont")
