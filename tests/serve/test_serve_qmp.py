@@ -7,6 +7,10 @@ import asyncio
 import json
 import socket as socketlib
 import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -243,3 +247,58 @@ def test_two_clients_are_served_one_after_the_other_as_qemu_does(served):
 
 def test_the_socket_is_owner_only(served):
     assert stat.S_IMODE(served.socket.stat().st_mode) == 0o600
+
+
+def test_qmp_shell_as_shipped_with_qemu_qmp(served):
+    shell = Path(sys.executable).parent / "qmp-shell"
+    if not shell.exists():
+        pytest.skip("qmp-shell is not installed beside this Python")
+    script = ("query-status\n"
+              "blockdev-mirror job-id=m0 device=vda target=copy sync=full on-target-error=stop\n"
+              "x-blocksim-advance until-event=BLOCK_JOB_ERROR\n"
+              "query-jobs\n"
+              "quit\n")
+    out = subprocess.run([sys.executable, str(shell), str(served.socket)], input=script,
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "Connected to QEMU 7.2.22" in out
+    answers = [json.loads(line.split("(QEMU) ", 1)[1]) for line in out.splitlines()
+               if line.startswith("(QEMU) {")]
+    assert answers[0]["return"]["status"] == "running"
+    assert answers[2]["return"]["event"]["event"] == "BLOCK_JOB_ERROR"
+    assert answers[3]["return"][0]["id"] == "m0"
+    assert served.wait() == 0
+
+
+def test_tcp_listens_on_loopback_unless_told(tmp_path):
+    from blocksim.serve.cli import parse_tcp
+    assert parse_tcp("4444") == ("127.0.0.1", 4444)
+    assert parse_tcp("0.0.0.0:4444") == ("0.0.0.0", 4444)
+    probe = socketlib.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    served = start_server(tmp_path, "--tcp", str(port))
+    mon = QEMUMonitorProtocol(("127.0.0.1", port))
+    for _ in range(100):
+        try:
+            mon.connect(negotiate=True)
+            break
+        except OSError:
+            time.sleep(0.1)
+    assert mon.cmd("query-status")["running"] is True
+    mon.cmd("quit")
+    mon.close()
+    assert served.wait() == 0
+
+
+def test_the_run_changing_extensions_can_be_refused(tmp_path):
+    served = start_server(tmp_path, "--no-x-commands")
+    mon = QEMUMonitorProtocol(str(served.socket))
+    mon.connect(negotiate=True)
+    answer = mon.cmd_raw("x-blocksim-thin-extend", {"image": "copy", "by": 1 << 20})
+    assert answer["error"] == {"class": "CommandNotFound",
+                               "desc": "The command x-blocksim-thin-extend has not been found"}
+    assert "return" in mon.cmd_raw("x-blocksim-advance", {"seconds": 1})   # virtual time needs it
+    mon.cmd("quit")
+    mon.close()
+    assert served.wait() == 0
