@@ -104,15 +104,16 @@ SCHEMAS: dict[str, list[tuple[str, Any, bool]]] = {
     "x-blocksim-thin-extend": [("image", STR, True), ("capacity", INT, False),
                                ("by", INT, False)],
     "x-blocksim-guest-burst": None,         # the workload keys: checked by the scenario layer
+    # block/write-threshold.c (the Monitor has it once thin provisioning is in)
+    "block-set-write-threshold": [("node-name", STR, True), ("write-threshold", UINT, True)],
 }
 
 #: QMP arguments blocksim has no model for: refused rather than ignored
 UNSUPPORTED = {"replaces", "filter-node-name", "bottom", "x-perf", "node-name", "format",
                "unmap"}
 
-EXTENSIONS = tuple(c for c in SCHEMAS if c.startswith("x-blocksim-"))
-#: extensions that change the run other than by time (``--no-x-commands`` refuses them)
-RUN_CHANGING = ("x-blocksim-thin-extend", "x-blocksim-guest-burst")
+#: extensions that do not change the run (the others: ``--no-x-commands`` refuses them)
+NOT_RUN_CHANGING = ("x-blocksim-advance", "x-blocksim-clock")
 
 
 def check_arguments(command: str, args: dict) -> dict:
@@ -377,15 +378,32 @@ _LOCAL = {
     "x-blocksim-clock": _clock,
     "quit": _quit,
 }
-#: Monitor commands a client may call under their QMP names
-_MONITOR = {name: name for name in MONITOR_COMMANDS
-            if name not in ("job-start", "thin-extend", "guest-burst")
-            and name not in _LOCAL}
-_MONITOR.update({"x-blocksim-thin-extend": "thin-extend",
-                 "x-blocksim-guest-burst": "guest-burst"})
+#: what QEMU 7.2 calls the Monitor's commands that it has too
+_QEMU_NAMES = {"stop", "cont", "query-block-jobs", "query-block", "query-named-block-nodes",
+               "block-set-write-threshold"} | {
+    name for name in MONITOR_COMMANDS if name.startswith(("block-job-", "job-",
+                                                          "block-dirty-bitmap-"))}
+# The Monitor's own answers win where it has them (another branch adds
+# query-block / query-named-block-nodes with write thresholds to it).
+for _name in ("query-block", "query-named-block-nodes"):
+    if _name in MONITOR_COMMANDS:
+        del _LOCAL[_name]
+#: Monitor commands a client may call: QEMU's under their QMP names, the
+#: others (thin-extend, guest-burst, ...) as x-blocksim-NAME; job-start
+#: (a scenario's manual job) has no QMP form
+_MONITOR = {(name if name in _QEMU_NAMES else f"x-blocksim-{name}"): name
+            for name in MONITOR_COMMANDS if name != "job-start" and name not in _LOCAL}
 #: commands recorded in the run's record (start commands record themselves)
 _SELF_RECORDING = {"blockdev-mirror", "drive-mirror", "block-stream", "block-commit",
                    "blockdev-backup"}
+
+EXTENSIONS = tuple(sorted(name for name in set(_LOCAL) | set(_MONITOR)
+                          if name.startswith("x-blocksim-")))
+
+
+def is_run_changing(command: str) -> bool:
+    return command.startswith("x-blocksim-") and command not in NOT_RUN_CHANGING
+
 
 COMMANDS = tuple(sorted(set(_LOCAL) | set(_MONITOR) | {"qmp_capabilities", "query-version",
                                                         "query-commands"}))
@@ -394,7 +412,7 @@ COMMANDS = tuple(sorted(set(_LOCAL) | set(_MONITOR) | {"qmp_capabilities", "quer
 def dispatch(session, command: str, args: dict, extensions: bool = True) -> Any:
     """Run one command (after negotiation); its value, or QMPError."""
     timestamp = qmp_timestamp(session.now)
-    if command not in COMMANDS or (command in RUN_CHANGING and not extensions) \
+    if command not in COMMANDS or (is_run_changing(command) and not extensions) \
             or command == "qmp_capabilities":
         if command == "qmp_capabilities":
             raise QMPError("Capabilities negotiation is already complete, command ignored",

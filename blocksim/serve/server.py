@@ -33,8 +33,8 @@ import stat
 import time
 from pathlib import Path
 
-from ..errors import CommandError
-from .commands import COMMANDS, EXTENSIONS, RUN_CHANGING, check_arguments, dispatch
+from ..errors import BlocksimError, CommandError
+from .commands import COMMANDS, EXTENSIONS, check_arguments, dispatch, is_run_changing
 from .protocol import (
     NEGOTIATION_DESC,
     JSONStreamer,
@@ -201,6 +201,12 @@ class Server:
             await self._flush_events()
             await self._send(writer, error_response(exc.desc, exc.error_class, id_, has_id))
             return
+        except Exception as exc:            # noqa: BLE001 - a bad request never ends the server
+            desc = " ".join(exc.lines()) if isinstance(exc, BlocksimError) else str(exc)
+            await self._flush_events()
+            await self._send(writer, error_response(desc or type(exc).__name__, "GenericError",
+                                                    id_, has_id))
+            return
         await self._flush_events()
         await self._send(writer, response(value, id_, has_id))
         if command == "quit":
@@ -222,7 +228,7 @@ class Server:
                 raise QMPError(f"The command {command} has not been found", "CommandNotFound")
             raise QMPError(f"The command {command} does not support OOB")
         if not self.extensions and command in EXTENSIONS and \
-                (command in RUN_CHANGING or self.speed is not None):
+                (is_run_changing(command) or self.speed is not None):
             raise QMPError(f"The command {command} has not been found", "CommandNotFound")
         self._catch_up()
         value = dispatch(self.session, command, args)
