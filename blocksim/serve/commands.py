@@ -313,7 +313,6 @@ def _start_job(session, command: str, args: dict):
         raise QMPError(str(first.get("msg", exc)).removeprefix("Value error, ")) from None
     job = JOB_TYPES[spec.type](sim, job_id, spec)
     sim.jobs[job_id] = job
-    session.add_job_columns(job_id)
     recorded = dict(args)
     recorded.setdefault("job-id", job_id)
     sim.monitor.execute(command if command != "drive-mirror" else "blockdev-mirror", recorded)
@@ -327,6 +326,7 @@ def _start_job(session, command: str, args: dict):
             else:
                 del sim.jobs[job_id]
         raise QMPError(entry["error"]["desc"], entry["error"]["class"])
+    session.add_job_columns(job_id)
     return {}
 
 

@@ -41,3 +41,21 @@ def test_the_daemon_keeps_the_guest_running_and_pivots_the_mirror(tmp_path):
     commands = [json.loads(line)["execute"] for line in (folder / "commands.jsonl").open()]
     assert commands.count("block-job-resume") == 1 and commands.count("cont") == 1
     assert commands.index("x-blocksim-thin-extend") < commands.index("cont")
+
+
+def test_the_daemons_session_replays_with_and_without_shortcuts(tmp_path):
+    from blocksim.scenario import load_scenario
+    from blocksim.serve.session import replay
+
+    daemon = load_daemon()
+    scenario = EXAMPLE / "thin-disk-and-mirror.toml"
+    served = start_server(tmp_path, scenario=scenario)
+    asyncio.run(daemon.manage(str(served.socket), "vda", "copy", "disk", 48 << 20, 2.0))
+    assert served.wait() == 0
+    folder = served.out / "thin-disk-and-mirror-served"
+    recorded = [json.loads(line) for line in (folder / "events.jsonl").open()]
+    commands = [json.loads(line) for line in (folder / "commands.jsonl").open()]
+    assert len(recorded) >= 14     # a guest, a mirror, a pause: the shortcuts have work
+    for shortcuts in (True, False):
+        session = replay(load_scenario(scenario), commands, shortcuts=shortcuts)
+        assert session.sim.log.events == recorded, shortcuts

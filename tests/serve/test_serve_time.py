@@ -65,6 +65,9 @@ def test_a_recorded_session_replays_to_byte_identical_events(tmp_path):
                                                     "x-blocksim-advance"]
     session = replay(load_scenario(SCENARIO), commands)
     assert [encode(event_message(e)) for e in session.sim.log.events] == events
+    # the stops of x-blocksim-advance leave the exact shortcuts exact
+    reference = replay(load_scenario(SCENARIO), commands, shortcuts=False)
+    assert [encode(event_message(e)) for e in reference.sim.log.events] == events
     # and the same through the command line
     out = tmp_path / "replayed"
     subprocess.run([sys.executable, "-m", "blocksim", "serve", str(SCENARIO), "--replay",
