@@ -24,6 +24,8 @@ Extensions, named as QEMU names non-standard commands (``x-`` prefix):
   end; ``until-event``: an event name or a list, stop right after the first
   of them): simulated time moves only through it in virtual time;
 - ``x-blocksim-clock``: the simulated time now and the session's end;
+- ``x-blocksim-fault-add`` (a ``[[faults]]`` entry's keys): a fault
+  injected at run time, active from now unless ``start`` says otherwise;
 - ``x-blocksim-thin-extend`` (``image``, ``capacity`` or ``by``) and
   ``x-blocksim-guest-burst`` (``drive`` and workload keys): the Monitor's
   ``thin-extend`` and ``guest-burst``.
@@ -101,6 +103,7 @@ SCHEMAS: dict[str, list[tuple[str, Any, bool]]] = {
     # extensions
     "x-blocksim-advance": [("seconds", NUM, False), ("until-event", ANY, False)],
     "x-blocksim-clock": [],
+    "x-blocksim-fault-add": None,           # a [[faults]] entry: checked by the scenario layer
     "x-blocksim-thin-extend": [("image", STR, True), ("capacity", INT, False),
                                ("by", INT, False)],
     "x-blocksim-guest-burst": None,         # the workload keys: checked by the scenario layer
@@ -359,6 +362,35 @@ def _clock(session, args):
             "mode": session.mode}
 
 
+def _fault_add(session, args):
+    """``x-blocksim-fault-add``: a fault rule added now, as a scenario's
+    ``[[faults]]`` entry (same keys; ``start`` defaults to now and counts
+    from the run's start)."""
+    from pydantic import TypeAdapter
+
+    from ..model.faults import make_rule
+    from ..scenario.faults import AnyFault
+    sim = session.sim
+    image = args.get("image")
+    if not isinstance(image, str) or image not in sim.devices:
+        raise QMPError(f"Cannot find device='{image}' nor node-name='{image}'")
+    try:
+        spec = TypeAdapter(AnyFault).validate_python(dict(args))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("error", "flakey",
+                                                                           "dust", "delay"))
+        raise QMPError(f"Parameter '{where}': "
+                       + str(first.get("msg", "")).removeprefix("Value error, ")) from None
+    if "start" not in args:
+        spec = spec.model_copy(update={"start": session.now})
+    session.faults_added += 1
+    device = sim.devices[image]
+    device.faults.append(make_rule(spec, device.size,
+                                   sim.rng("x-fault", str(session.faults_added))))
+    return {"index": len(device.faults) - 1}
+
+
 def _quit(session, args):
     session.quit = True
 
@@ -376,6 +408,7 @@ _LOCAL = {
     "blockdev-backup": lambda s, a: _start_job(s, "blockdev-backup", a),
     "x-blocksim-advance": _advance,
     "x-blocksim-clock": _clock,
+    "x-blocksim-fault-add": _fault_add,
     "quit": _quit,
 }
 #: what QEMU 7.2 calls the Monitor's commands that it has too

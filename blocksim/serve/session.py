@@ -41,6 +41,7 @@ class Session:
         self.delivered = 0          # events handed to clients so far
         self._started = False
         self.quit = False
+        self.faults_added = 0
         self.mode = "virtual"           # or "real-time" (the server sets it)
         self.start()
 

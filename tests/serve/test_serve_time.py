@@ -113,3 +113,28 @@ def test_real_time_mode_moves_the_clock_and_sends_events_unasked(tmp_path):
     assert 0.4 <= elapsed <= 3.0        # 2x the wall clock's 0.3 s, give or take
     assert event["data"]["action"] == "report"
     assert served.wait() == 0
+
+
+def test_a_fault_injected_at_run_time_fails_the_next_writes_and_replays(tmp_path):
+    from blocksim.serve.commands import dispatch
+    from blocksim.serve.protocol import QMPError
+    from blocksim.serve.session import Session
+
+    scenario = load_scenario(ROOT / "examples" / "serve" / "thin-disk-and-mirror.toml")
+    session = Session(scenario)
+    dispatch(session, "x-blocksim-thin-extend", {"image": "disk", "capacity": 64 << 20})
+    dispatch(session, "x-blocksim-advance", {"seconds": 1})
+    assert not [e for e in session.sim.log.events if e["event"] == "BLOCK_IO_ERROR"]
+    with pytest.raises(QMPError, match="Parameter 'errno'"):
+        dispatch(session, "x-blocksim-fault-add", {"image": "disk", "errno": "EWHAT"})
+    assert dispatch(session, "x-blocksim-fault-add",
+                    {"image": "disk", "operation": "write", "errno": "EIO", "count": 1}) == \
+        {"index": 0}
+    stopped = dispatch(session, "x-blocksim-advance", {"until-event": "BLOCK_IO_ERROR"})
+    # the guest's next write (100 IOPS: within 10 ms) fails with the new rule
+    assert stopped["event"]["data"]["reason"] == "Input/output error"
+    assert 1.0 <= stopped["time"]["seconds"] + stopped["time"]["microseconds"] / 1e6 <= 1.011
+    commands = session.sim.monitor.commands
+    for shortcuts in (True, False):
+        again = replay(scenario, commands, shortcuts=shortcuts)
+        assert again.sim.log.events == session.sim.log.events
