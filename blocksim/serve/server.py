@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import stat
 import time
 from pathlib import Path
@@ -68,6 +69,7 @@ class Server:
         self._done: asyncio.Event | None = None
         self._servers: list = []
         self.saved: list[Path] = []
+        self._unsaved = False       # commands run since the record was last written
 
     # -- set-up ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -101,9 +103,19 @@ class Server:
             self._ticker = asyncio.ensure_future(self._tick())
 
     async def run(self) -> None:
+        """Serve until ``quit`` (or SIGTERM / SIGINT: the record is written
+        then too)."""
         await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._stop)
+            except (NotImplementedError, RuntimeError):    # not the main thread
+                pass
         try:
             await self._done.wait()
+            if self._unsaved:
+                self._save()
         finally:
             for server in self._servers:
                 server.close()
@@ -112,6 +124,9 @@ class Server:
                     os.unlink(self.socket_path)
                 except OSError:
                     pass
+
+    def _stop(self) -> None:
+        self._done.set()
 
     # -- time ---------------------------------------------------------------------------
     def _catch_up(self) -> None:
@@ -150,7 +165,8 @@ class Server:
                     writer.close()
                 except Exception:       # noqa: BLE001 (a socket already gone)
                     pass
-                self._save()
+                if self._unsaved:
+                    self._save()
                 if self.session.quit:
                     self._done.set()
 
@@ -231,6 +247,7 @@ class Server:
                 (is_run_changing(command) or self.speed is not None):
             raise QMPError(f"The command {command} has not been found", "CommandNotFound")
         self._catch_up()
+        self._unsaved = True
         value = dispatch(self.session, command, args)
         if command == "x-blocksim-advance":
             self._base = (self.session.now, time.monotonic())
@@ -240,6 +257,7 @@ class Server:
         if not self.output:
             return
         from ..record.results import save_result
+        self._unsaved = False
         try:
             self.saved.append(save_result(self.session.result(), self.output))
             self.log(f"blocksim serve: wrote {self.output}")

@@ -302,3 +302,16 @@ def test_the_run_changing_extensions_can_be_refused(tmp_path):
     mon.cmd("quit")
     mon.close()
     assert served.wait() == 0
+
+
+def test_sigterm_ends_the_server_with_the_record_written(served):
+    raw = Raw(served.socket)
+    raw.line()
+    raw.ask(b'{"execute": "qmp_capabilities"}\n')
+    raw.ask(b'{"execute": "x-blocksim-advance", "arguments": {"seconds": 1}}\n')
+    served.proc.terminate()
+    assert served.wait() == 0
+    assert not served.socket.exists()
+    commands = [json.loads(line) for line in (served.results / "commands.jsonl").open()]
+    assert [c["execute"] for c in commands] == ["x-blocksim-advance"]
+    raw.close()
