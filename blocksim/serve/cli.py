@@ -63,7 +63,7 @@ def serve(scenario, socket_path, tcp, speed, seed, out, no_x, replay):
 
     \b
     Examples:
-      blocksim serve scenarios/serve/mirror-flaky-target.toml --socket /tmp/qmp.sock
+      blocksim serve examples/serve/mirror-flaky-target.toml --socket /tmp/qmp.sock
       blocksim serve guest-thin-disk-enospc-pause --tcp 4444 --speed 10
     """
     from ..scenario import load_scenario
