@@ -240,7 +240,7 @@ def _query_jobs(sim, args) -> list:
             continue
         info = {"id": job.id, "type": job.job_type, "status": job.status,
                 "current-progress": job.offset, "total-progress": job.progress_len()}
-        if job.error is not None and job.status == "concluded":
+        if job.error is not None:          # job_query_single: has_error = !!job->err
             info["error"] = job.error
         out.append(info)
     return out
