@@ -75,6 +75,14 @@ class Server:
     async def start(self) -> None:
         self._lock = asyncio.Lock()
         self._done = asyncio.Event()
+        # TCP first: the unix socket's appearing says the server is ready
+        if self.tcp:
+            host, port = self.tcp
+            server = await asyncio.start_server(self._client, host=host, port=port)
+            self._servers.append(server)
+            bound = server.sockets[0].getsockname()
+            self.tcp = (bound[0], bound[1])
+            self.log(f"blocksim serve: QMP on tcp {bound[0]}:{bound[1]}")
         if self.socket_path:
             path = self.socket_path
             # util/qemu-sockets.c:unix_listen_saddr unlinks what is there first
@@ -91,13 +99,6 @@ class Server:
             os.chmod(path, 0o600)
             self._servers.append(server)
             self.log(f"blocksim serve: QMP on unix socket {path}")
-        if self.tcp:
-            host, port = self.tcp
-            server = await asyncio.start_server(self._client, host=host, port=port)
-            self._servers.append(server)
-            bound = server.sockets[0].getsockname()
-            self.tcp = (bound[0], bound[1])
-            self.log(f"blocksim serve: QMP on tcp {bound[0]}:{bound[1]}")
         self._base = (self.session.now, time.monotonic())
         if self.speed is not None:
             self._ticker = asyncio.ensure_future(self._tick())

