@@ -111,11 +111,13 @@ SCHEMAS: dict[str, list[tuple[str, Any, bool]]] = {
     "block-set-write-threshold": [("node-name", STR, True), ("write-threshold", UINT, True)],
 }
 
-#: QMP arguments blocksim has no model for: refused rather than ignored
+#: arguments of the job-starting commands blocksim has no model for:
+#: refused rather than ignored
 UNSUPPORTED = {"replaces", "filter-node-name", "bottom", "x-perf", "node-name", "format",
                "unmap"}
 
 #: extensions that do not change the run (the others: ``--no-x-commands`` refuses them)
+_STARTS = ("blockdev-mirror", "drive-mirror", "block-stream", "block-commit", "blockdev-backup")
 NOT_RUN_CHANGING = ("x-blocksim-advance", "x-blocksim-clock")
 
 
@@ -163,9 +165,10 @@ def check_arguments(command: str, args: dict) -> dict:
     for name in args:
         if name not in known:
             raise QMPError(f"Parameter '{name}' is unexpected")
-    for name in args:
-        if name in UNSUPPORTED:
-            raise QMPError(f"Parameter '{name}' is not modelled by blocksim")
+    if command in _STARTS:
+        for name in args:
+            if name in UNSUPPORTED:
+                raise QMPError(f"Parameter '{name}' is not modelled by blocksim")
     return args
 
 
@@ -195,14 +198,15 @@ def _node_info(sim, dev) -> dict:
     while below is not None:
         depth, below = depth + 1, below.backing
     image = {"filename": f"{dev.name}.{dev.format}", "format": dev.format,
-             "virtual-size": dev.size, "actual-size": dev.allocated_bytes,
+             "virtual-size": dev.size,
+             "actual-size": getattr(dev, "physical_size", dev.allocated_bytes),
              "cluster-size": dev.cluster_size, "dirty-flag": False}
     if dev.backing is not None:
         image["backing-filename"] = f"{dev.backing.name}.{dev.backing.format}"
     info = {"node-name": dev.name, "file": image["filename"], "ro": False,
             "drv": dev.format, "encrypted": False, "detect_zeroes": "off",
             "backing_file_depth": depth, "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0,
-            "iops_rd": 0, "iops_wr": 0, "write_threshold": 0,
+            "iops_rd": 0, "iops_wr": 0, "write_threshold": dev.write_threshold,
             "cache": {"writeback": True, "direct": False, "no-flush": False},
             "image": image}
     if dev.backing is not None:
@@ -223,8 +227,24 @@ def _query_block(sim, args) -> list:
     return out
 
 
+def _file_node_info(dev) -> dict:
+    """The protocol node under an image's format node (``IMAGE-file``, as
+    the Monitor names it): the file's physical size and its own threshold."""
+    size = dev.physical_size
+    return {"node-name": f"{dev.name}-file", "file": f"{dev.name}.{dev.format}", "ro": False,
+            "drv": "file", "encrypted": False, "detect_zeroes": "off",
+            "backing_file_depth": 0, "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0,
+            "iops_rd": 0, "iops_wr": 0, "write_threshold": dev.file_write_threshold,
+            "cache": {"writeback": True, "direct": False, "no-flush": False},
+            "image": {"filename": f"{dev.name}.{dev.format}", "format": "file",
+                      "virtual-size": size, "actual-size": size, "dirty-flag": False}}
+
+
 def _query_named_block_nodes(sim, args) -> list:
-    return [_node_info(sim, dev) for dev in sim.devices.values()]
+    out = []
+    for dev in sim.devices.values():
+        out += [_node_info(sim, dev), _file_node_info(dev)]
+    return out
 
 
 def _query_status(sim, args) -> dict:
@@ -416,11 +436,9 @@ _QEMU_NAMES = {"stop", "cont", "query-block-jobs", "query-block", "query-named-b
                "block-set-write-threshold"} | {
     name for name in MONITOR_COMMANDS if name.startswith(("block-job-", "job-",
                                                           "block-dirty-bitmap-"))}
-# The Monitor's own answers win where it has them (another branch adds
-# query-block / query-named-block-nodes with write thresholds to it).
-for _name in ("query-block", "query-named-block-nodes"):
-    if _name in MONITOR_COMMANDS:
-        del _LOCAL[_name]
+# query-block and query-named-block-nodes are answered here, with more of
+# BlockDeviceInfo than the Monitor's (which has what qemu-check compares:
+# node names, sizes, write thresholds, and the same values here).
 #: Monitor commands a client may call: QEMU's under their QMP names, the
 #: others (thin-extend, guest-burst, ...) as x-blocksim-NAME; job-start
 #: (a scenario's manual job) has no QMP form

@@ -113,7 +113,14 @@ def test_the_legacy_sync_client_and_qemu_errors(served):
     assert block[0]["device"] == "vda" and block[0]["io-status"] == "ok"
     assert block[0]["inserted"]["node-name"] == "disk"
     assert {n["node-name"] for n in mon.cmd("query-named-block-nodes")} == \
-        {"disk", "copy"}
+        {"disk", "disk-file", "copy", "copy-file"}
+    # write thresholds (block/write-threshold.c, the Monitor's model)
+    assert mon.cmd_raw("block-set-write-threshold",
+                       {"node-name": "copy", "write-threshold": 1 << 20}) == {"return": {}}
+    assert mon.cmd_raw("block-set-write-threshold", {"node-name": "nope", "write-threshold": 1}) \
+        == {"error": {"class": "GenericError", "desc": "Device 'nope' not found"}}
+    nodes = {n["node-name"]: n for n in mon.cmd("query-named-block-nodes")}
+    assert nodes["copy"]["write_threshold"] == 1 << 20 and nodes["copy-file"]["write_threshold"] == 0
     mon.cmd("quit")
     mon.close()
     assert served.wait() == 0
