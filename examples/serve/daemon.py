@@ -6,6 +6,10 @@ What a management layer (libvirt, vdsm) does, in forty lines of policy:
   ``on-target-error = "stop"``);
 - when the mirror stops on a target error (BLOCK_JOB_ERROR, action "stop")
   it resumes the job (``block-job-resume``): the storage had a hiccup;
+- with ``--threshold``, it arms a write threshold on the thin disk
+  (``block-set-write-threshold``) and extends the disk when
+  BLOCK_WRITE_THRESHOLD comes, re-arming it ``--extend-by`` higher, as vdsm
+  does, so the guest never fills it;
 - when the VM pauses because its thin disk is full (BLOCK_IO_ERROR with
   ``nospace``, then STOP), it extends the disk (here the simulator's
   ``x-blocksim-thin-extend``; in production an LVM extend) after
@@ -33,7 +37,7 @@ import asyncio
 from qemu.qmp import EventListener, QMPClient
 
 WATCHED = ["BLOCK_JOB_ERROR", "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED", "STOP",
-           "BLOCK_IO_ERROR"]
+           "BLOCK_IO_ERROR", "BLOCK_WRITE_THRESHOLD"]
 
 
 def seconds(timestamp: dict) -> float:
@@ -42,7 +46,7 @@ def seconds(timestamp: dict) -> float:
 
 async def manage(socket: str, device: str, target: str, extend_image: str | None,
                  extend_by: int, extend_delay: float, job_id: str = "mirror0",
-                 virtual: bool = True) -> dict:
+                 virtual: bool = True, threshold: int | None = None) -> dict:
     client = QMPClient("daemon")
     await client.connect(socket)
     listener = EventListener(WATCHED)
@@ -50,6 +54,9 @@ async def manage(socket: str, device: str, target: str, extend_image: str | None
     due: list[tuple[float, str]] = []       # (simulated time, what) the daemon will do
     now = 0.0
     with client.listen(listener):
+        if threshold is not None and extend_image:
+            await client.execute("block-set-write-threshold",
+                                 {"node-name": extend_image, "write-threshold": threshold})
         await client.execute("blockdev-mirror", {
             "job-id": job_id, "device": device, "target": target, "sync": "full",
             "speed": 16 << 20, "on-target-error": "stop", "on-source-error": "stop"})
@@ -72,6 +79,9 @@ async def manage(socket: str, device: str, target: str, extend_image: str | None
                 elif name == "BLOCK_IO_ERROR" and data.get("nospace") and extend_image:
                     if not any(what == "extend" for _, what in due):
                         due.append((now + extend_delay, "extend"))
+                elif name == "BLOCK_WRITE_THRESHOLD" and data.get("node-name") == extend_image:
+                    threshold = data["write-threshold"] + extend_by
+                    due.append((now + extend_delay, "extend"))
                 elif name == "BLOCK_JOB_READY":
                     await client.execute("block-job-complete", {"device": data["device"]})
                 elif name == "BLOCK_JOB_COMPLETED":
@@ -81,7 +91,11 @@ async def manage(socket: str, device: str, target: str, extend_image: str | None
                 if what == "extend":
                     await client.execute("x-blocksim-thin-extend",
                                          {"image": extend_image, "by": extend_by})
-                    await client.execute("cont")
+                    if threshold is not None:
+                        await client.execute("block-set-write-threshold", {
+                            "node-name": extend_image, "write-threshold": threshold})
+                    if (await client.execute("query-status"))["status"] != "running":
+                        await client.execute("cont")
         done["status"] = await client.execute("query-status")
         await client.execute("quit")
     await client.disconnect()
@@ -96,11 +110,14 @@ def main() -> None:
     parser.add_argument("--extend-image", default=None)
     parser.add_argument("--extend-by", type=int, default=16 << 20)
     parser.add_argument("--extend-delay", type=float, default=2.0)
+    parser.add_argument("--threshold", type=int, default=None,
+                        help="arm a write threshold at this offset of --extend-image")
     parser.add_argument("--real-time", action="store_true",
                         help="the server runs with --speed: do not advance its clock")
     args = parser.parse_args()
     done = asyncio.run(manage(args.socket, args.device, args.target, args.extend_image,
-                              args.extend_by, args.extend_delay, virtual=not args.real_time))
+                              args.extend_by, args.extend_delay, virtual=not args.real_time,
+                              threshold=args.threshold))
     print(done)
 
 

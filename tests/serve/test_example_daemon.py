@@ -59,3 +59,23 @@ def test_the_daemons_session_replays_with_and_without_shortcuts(tmp_path):
     for shortcuts in (True, False):
         session = replay(load_scenario(scenario), commands, shortcuts=shortcuts)
         assert session.sim.log.events == recorded, shortcuts
+
+
+def test_with_a_write_threshold_the_daemon_extends_before_the_guest_pauses(tmp_path):
+    daemon = load_daemon()
+    served = start_server(tmp_path, scenario=EXAMPLE / "thin-disk-and-mirror.toml")
+    done = asyncio.run(daemon.manage(str(served.socket), "vda", "copy", "disk", 16 << 20, 0.5,
+                                     threshold=12 << 20))
+    assert done["completed"]["device"] == "mirror0"
+    assert served.wait() == 0
+    folder = served.out / "thin-disk-and-mirror-served"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["jobs"]["mirror0"]["outcome"] == "completed"
+    assert summary["vm"]["stops"] == 0 and summary["vm"]["time_paused"] == 0
+    events = [json.loads(line) for line in (folder / "events.jsonl").open()]
+    crossed = [e for e in events if e["event"] == "BLOCK_WRITE_THRESHOLD"]
+    assert crossed and crossed[0]["data"]["node-name"] == "disk"
+    assert crossed[0]["data"]["write-threshold"] == 12 << 20
+    commands = [json.loads(line) for line in (folder / "commands.jsonl").open()]
+    extends = [c for c in commands if c["execute"] == "x-blocksim-thin-extend"]
+    assert len(extends) == len(crossed) and "cont" not in [c["execute"] for c in commands]
