@@ -29,7 +29,7 @@ from ..record import invariants
 from ..record import summary as summary_mod
 from ..record.eventlog import EventCapReached
 from ..record.result import Result
-from ..simulation import Simulation, _release_freed_memory
+from ..simulation import RunBounded, Simulation, _release_freed_memory
 from .protocol import QMPError
 
 
@@ -72,7 +72,7 @@ class Session:
         one of ``events`` is emitted; returns that event, if one stopped it."""
         sim, env = self.sim, self.sim.env
         if sim.truncated:
-            raise QMPError(f"the run reached its max-events ({self.scenario.max_events}); "
+            raise QMPError(f"the run ended early ({sim.stopped_by}); "
                            "simulated time no longer advances")
         until = min(until, self.limit)
         if until <= env.now and not events:
@@ -100,8 +100,9 @@ class Session:
         env.schedule(stop, URGENT, max(0, until - env.now))
         try:
             env.run()
-        except EventCapReached:
+        except EventCapReached as stop:     # as Simulation.run: max-events, or a bound
             sim.truncated = True
+            sim.stopped_by = stop.reason if isinstance(stop, RunBounded) else "max-events"
         finally:
             active[0] = False
             for name in events:
@@ -135,13 +136,19 @@ class Session:
     def result(self) -> Result:
         """The run's record so far (what :meth:`Simulation.run` builds at its end)."""
         sim = self.sim
-        sim.sampler.sample()
+        bounding, sim._bounding = sim._bounding, False    # (as Simulation.run's last sample)
+        try:
+            sim.sampler.sample()
+        finally:
+            sim._bounding = bounding
         if sim.journal is not None:
             sim.journal.settle_all()
             _release_freed_memory()
         audits = {name: invariants.guest_write_audit(d) for name, d in sim.drives.items()}
         violations = invariants.check(sim, audits)
         summary = summary_mod.build(sim, audits, violations)
+        if sim.stopped_by is not None:
+            summary["stopped_by"] = sim.stopped_by
         summary["served"] = {"ended_at": sim.env.now / 1e9,
                              "commands": len(sim.monitor.commands)}
         return Result(self.scenario.to_dict(), sim.seed, sim.profile.name,

@@ -138,3 +138,20 @@ def test_a_fault_injected_at_run_time_fails_the_next_writes_and_replays(tmp_path
     for shortcuts in (True, False):
         again = replay(scenario, commands, shortcuts=shortcuts)
         assert again.sim.log.events == session.sim.log.events
+
+
+def test_a_bounded_run_ends_the_clock_with_the_reason_in_the_record():
+    from blocksim.serve.commands import dispatch
+    from blocksim.serve.protocol import QMPError
+    from blocksim.serve.session import Session
+
+    scenario = load_scenario(ROOT / "examples" / "serve" / "thin-disk-and-mirror.toml",
+                             overrides={"max-requests": 150})
+    session = Session(scenario)
+    dispatch(session, "x-blocksim-thin-extend", {"image": "disk", "capacity": 64 << 20})
+    dispatch(session, "x-blocksim-advance", {"seconds": 10})
+    assert session.sim.stopped_by == "max-requests"
+    assert session.now < 10 * 10**9         # 100 IOPS: 150 requests by about 1.5 s
+    with pytest.raises(QMPError, match=r"the run ended early \(max-requests\)"):
+        dispatch(session, "x-blocksim-advance", {"seconds": 1})
+    assert session.result().summary["stopped_by"] == "max-requests"
