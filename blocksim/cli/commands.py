@@ -553,6 +553,8 @@ def _register_commands() -> None:
     from .analysis import register as register_analysis
     register_analysis(main)        # sweep, compare
     register_qemu(main)            # qemu-check
+    from ..serve.cli import register as register_serve
+    register_serve(main)           # serve
 
 
 _register_commands()

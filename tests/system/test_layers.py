@@ -13,6 +13,7 @@ bottom up::
     simulation              the run assembly (may use every layer below it)
     analysis                sweeps, regression comparisons, notebook helpers
     qemu                    qemu-check: the same scenario on real QEMU
+    serve                   blocksim serve: the simulation over QMP (a front end)
     cli                     the command line
     blocksim (the root)     the public API
 
@@ -32,7 +33,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "blocksim"
 
 LAYERS = ["errors", "engine", "model", "jobs", "record", "scenario", "management",
-          "simulation", "analysis", "qemu", "cli", ""]
+          "simulation", "analysis", "qemu", "serve", "cli",
+          ""]
 RANK = {name: rank for rank, name in enumerate(LAYERS)}
 RANK["__main__"] = RANK[""]
 
