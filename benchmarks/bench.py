@@ -90,6 +90,20 @@ def commit_scenario(size_gib: int, hours: float) -> dict:
     }
 
 
+def intermediate_commit_scenario(size_gib: int, hours: float) -> dict:
+    """For the fingerprints: an intermediate commit of a fully allocated
+    ``mid`` into its base, below the drive's active layer (which the guest
+    writes, partly allocated), at 1 GiB/s."""
+    scenario = commit_scenario(size_gib, hours)
+    scenario["name"] = f"bench-intermediate-commit-{size_gib}g"
+    images = scenario["images"]
+    images["mid"] = images.pop("top")
+    images["top"] = {"size": f"{size_gib}GiB", "backing": "mid", "bandwidth": "4GiB",
+                     "data": [{"offset": "0", "length": f"{size_gib * 128}MiB"}]}
+    scenario["jobs"]["job0"].update(top="mid", base="base")
+    return scenario
+
+
 SCENARIOS = {"mirror": mirror_scenario, "backup": backup_scenario, "commit": commit_scenario}
 
 

@@ -56,6 +56,32 @@ def runs():
     faulty["jobs"]["job0"]["on-target-error"] = "ignore"
     faulty["drives"]["drive0"]["werror"] = "report"
     yield "bench-mirror-2g-0.02h-faults@1", blocksim.load_scenario(faulty), 1
+    # the other copy jobs (issue 17): a full backup (its copy-before-write
+    # under the guest), an active commit (the mirror's loop, compiled, over
+    # a backing chain) and an intermediate commit, at small sizes; the
+    # backup and the active commit once more under fault rules
+    for name, make in (("backup", bench.backup_scenario), ("commit", bench.commit_scenario),
+                       ("intermediate-commit", bench.intermediate_commit_scenario)):
+        for size, hours in ((2, 0.02),):
+            yield (f"bench-{name}-{size}g-{hours}h@1",
+                   blocksim.load_scenario(make(size, hours)), 1)
+    faulty = bench.backup_scenario(2, 0.02) | {"faults": [
+        {"type": "flakey", "image": "tgt", "operation": "write", "up": "490ms", "down": "10ms"},
+        {"type": "delay", "image": "src", "operation": "read", "offset": "1GiB",
+         "length": "256MiB", "delay": "1ms"},
+        {"image": "src", "operation": "read", "offset": "1536MiB", "length": "64MiB",
+         "probability": 0.05}]}
+    faulty["jobs"]["job0"].update({"on-target-error": "ignore", "on-source-error": "ignore"})
+    faulty["drives"]["drive0"]["werror"] = "report"
+    yield "bench-backup-2g-0.02h-faults@1", blocksim.load_scenario(faulty), 1
+    faulty = bench.commit_scenario(2, 0.02) | {"faults": [
+        {"type": "flakey", "image": "base", "operation": "write", "up": "1990ms",
+         "down": "10ms"},
+        {"image": "top", "operation": "write", "offset": "1536MiB", "length": "16MiB",
+         "probability": 0.5}]}
+    faulty["jobs"]["job0"]["on-error"] = "ignore"
+    faulty["drives"]["drive0"]["werror"] = "report"
+    yield "bench-commit-2g-0.02h-faults@1", blocksim.load_scenario(faulty), 1
 
 
 def fingerprint(result, sim) -> str:
