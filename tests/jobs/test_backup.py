@@ -345,3 +345,39 @@ def test_the_point_in_time_check_as_arrays_counts_what_the_chain_walk_counts(sho
 def timeline_ranges(job):
     from blocksim.model.named_bitmap import dirty_ranges
     return list(dirty_ranges(job._seen))
+
+
+def test_what_the_task_step_knows_of_a_source_page_goes_with_its_changes():
+    """BackupJob._holds_data remembers ExtentMap.holds_data per page only
+    while the map's pages and its zeroing logs stay the same: zeros logged
+    onto a page of data make it a page that may read as zeros."""
+    from types import SimpleNamespace
+
+    from blocksim.engine import ContentJournal
+    from blocksim.jobs.backup import BackupJob
+    from blocksim.model.extents import ExtentMap
+    journal = ContentJournal(16)
+    content = ExtentMap(4 << 16, 16, journal=journal)
+    content.set(0, 4 << 16, 5)
+    job = SimpleNamespace(_data_pages={}, _data_stamp=None)
+    assert BackupJob._holds_data(job, content, 1) is True
+    content.set((1 << 16) + 4096, (1 << 16) + 8192, 0)         # logged, not settled
+    assert BackupJob._holds_data(job, content, 1) is False
+    assert BackupJob._holds_data(job, content, 2) is True
+
+
+def test_a_backup_whose_copies_fail_leaves_no_read_open_in_the_journal():
+    """A task's read is a journal Snap until its write pastes it; a write
+    that fails forgets it (else the journal would hold it for good)."""
+    import blocksim
+    scenario = blocksim.load_scenario(backup_case(
+        size=16 * MiB, data=((0, 16 * MiB),), speed="16MiB", duration="3s",
+        on_target_error="ignore",
+        faults=[{"type": "flakey", "image": "tgt", "operation": "write", "up": "30ms",
+                 "down": "70ms"}]))
+    sim = blocksim.Simulation(scenario)
+    r = sim.run()
+    job = job_summary(r)
+    assert job["outcome"] == "completed" and job["errors_by_action"]["ignore"] > 3
+    journal = sim.devices["src"].content._journal
+    assert not journal._open and not journal._held
