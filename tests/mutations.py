@@ -372,6 +372,14 @@ MUTATIONS = [
      "                    runs.forget()\n", ""),
     ("backup: the point-in-time check as arrays without the witness", "blocksim/jobs/backup.py",
      "np.where(witnessed, pv, sv) != tv", "sv != tv"),
+    ("backup: a guest write over a task in flight not held back", "blocksim/jobs/backup.py",
+     "        if (self.bcs.find(start // cs, -(-end // cs)) < 0\n"
+     "                and self._in_flight(start, end) is None):",
+     "        if (self.bcs.find(start // cs, -(-end // cs)) < 0):"),
+    ("backup: a guest write over dirty clusters not copied first", "blocksim/jobs/backup.py",
+     "        if (self.bcs.find(start // cs, -(-end // cs)) < 0\n"
+     "                and self._in_flight(start, end) is None):",
+     "        if (self._in_flight(start, end) is None):"),
 ]
 
 

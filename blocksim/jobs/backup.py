@@ -497,6 +497,11 @@ class BackupJob(BlockJob):
         start = offset // cs * cs
         end = min(-(-(offset + length) // cs) * cs, self.bcs.nbits * cs)
         self._witness(start, end)
+        if (self.bcs.find(start // cs, -(-end // cs)) < 0
+                and self._in_flight(start, end) is None):
+            # nothing there to copy nor in flight: the call below would
+            # find nothing and wait for nothing (block_copy_common)
+            return 0
         call = _Call(self.env)
         yield from self._block_copy(call, start, end, False)
         if call.copied:
