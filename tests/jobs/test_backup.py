@@ -381,3 +381,27 @@ def test_a_backup_whose_copies_fail_leaves_no_read_open_in_the_journal():
     assert job["outcome"] == "completed" and job["errors_by_action"]["ignore"] > 3
     journal = sim.devices["src"].content._journal
     assert not journal._open and not journal._held
+
+
+def test_the_pools_wait_sees_a_slot_freed_while_the_call_slept(monkeypatch):
+    """64 tasks of 1 MiB issued at a slice's start, its whole quota at
+    640 MiB/s: the call sleeps with its pool full, tasks finish during the
+    sleep, and
+    the next wait for a free slot must see them finished already (as
+    AnyOf checks each event at its creation), not wait for another."""
+    import blocksim
+    from blocksim.jobs import backup
+    from equivalence import outcome
+    finished_before = []
+    real = backup._any_done
+
+    def watching(env, tasks):
+        finished_before.append(sum(t.done.callbacks is None for t in tasks))
+        return real(env, tasks)
+    monkeypatch.setattr(backup, "_any_done", watching)
+    scenario = blocksim.load_scenario(backup_case(
+        size=256 * MiB, data=((0, 256 * MiB),), speed="640MiB", duration="1s",
+        source_image={"bandwidth": "2GiB"}, target_image={"bandwidth": "1GiB"}))
+    fast = outcome(blocksim.Simulation(scenario))
+    assert max(finished_before) > 0
+    assert fast == outcome(blocksim.Simulation(scenario, shortcuts=False))
