@@ -405,3 +405,19 @@ def test_the_pools_wait_sees_a_slot_freed_while_the_call_slept(monkeypatch):
     fast = outcome(blocksim.Simulation(scenario))
     assert max(finished_before) > 0
     assert fast == outcome(blocksim.Simulation(scenario, shortcuts=False))
+
+
+def test_a_guest_write_over_a_task_in_flight_waits_for_its_copy():
+    """A guest write to a cluster the background call is copying (cleared
+    from the copy bitmap, its read in flight) waits for that task
+    (block_copy_common's reqlist_wait_one) before it reaches the source:
+    the read, slowed by dm-delay, would otherwise find the new data."""
+    sim, r = simulate(backup_case(
+        faults=[{"type": "delay", "image": "src", "operation": "read", "delay": "20ms"}],
+        actions=[burst(64 * KiB, time="5ms")]))
+    job = job_summary(r)
+    assert job["outcome"] == "completed" and job["integrity"] == "identical"
+    # (the 1 MiB task at offset 0 held the cluster: no copy of the guest's own)
+    assert job["copy_before_write"] == {"writes": 0, "bytes": 0, "failed": 0}
+    drive = r.summary["drives"]["vda"]
+    assert drive["requests"] == 1 and sim.drives["vda"].latency_sum > 15_000_000
