@@ -355,6 +355,8 @@ MUTATIONS = [
      "                if schedule is not None and self.issued >= self._view_until:",
      "                if schedule is not None and self._view_until < 0:"),
     # the other copy jobs (issue 17 item 6)
+    ("burst: a target's named bitmap left unmarked by quiet copies", "blocksim/engine/burst.py",
+     "            and not tgt.write_listeners\n", ""),
     ("kernel: an active commit left to the Python loop", "blocksim/engine/burst_kernel.py",
      "        return (src.content._journal is not None\n",
      "        return (src.backing is None and src.content._journal is not None\n"),

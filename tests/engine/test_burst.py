@@ -229,6 +229,14 @@ CASES = {
         "burst-commit-full", {"speed": "128MiB"}, top={"data": "full"},
         actions=[{"on": "BLOCK_JOB_READY", "delay": "400ms", "command": "block-job-complete",
                   "arguments": {"device": "j0"}}]),
+    # A named dirty bitmap recording on the base: the commit's copies mark
+    # it (BlockDevice.complete_write), so no copy between these nodes is
+    # quiet (burst._quiet) and the query shows the same count either way.
+    "active-commit-bitmap-on-base": _active_commit(
+        "burst-commit-bitmap", {}, top={"data": "full"},
+        actions=[{"at": "0s", "command": "block-dirty-bitmap-add",
+                  "arguments": {"node": "base", "name": "b0"}},
+                 {"at": "2900ms", "command": "query-named-block-nodes"}]),
     # Every cluster (1 MiB) of the top allocated, but in the first content
     # page (64 MiB) most hold a 64 KiB extent only: the compiled loop runs
     # (block status data throughout) and reads the pages of data; a read of
