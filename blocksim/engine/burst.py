@@ -250,9 +250,13 @@ def _quiet(src, tgt, now: int, until) -> bool:
     ``until`` (SimPy's next event) cannot fail nor wait on anything but the
     devices' queues and pipes: no jitter and no fault rule that could match
     a read of the source or a write to the target meanwhile, no backing file
-    under the target (no copy-on-write) and room on it for the whole disk
-    (no ENOSPC)."""
+    under the target (no copy-on-write), no write listener on it (a named
+    dirty bitmap) and room on it for the whole disk (no ENOSPC)."""
     return (tgt.backing is None
+            # (no named dirty bitmap recording on the target, such as one
+            # added to an active commit's base: a copy's write marks it,
+            # BlockDevice.complete_write, which the quiet steps skip)
+            and not tgt.write_listeners
             and (tgt.capacity is None
                  or tgt.capacity >= tgt.alloc.nclusters * tgt.cluster_size)
             and src.is_quiet_for(_READS, 0, src.size, now, until + 1)

@@ -718,10 +718,18 @@ class Kernel:
     @staticmethod
     def applies(job) -> bool:
         """Whether the kernel can run ``job``'s quiet bursts at all: a source
-        with no backing file whose content is journaled (what a read finds
-        is then a :class:`~blocksim.engine.journal.Snap` where its page is known)."""
+        whose content is journaled, with the target's (what a read finds is
+        then a :class:`~blocksim.engine.journal.Snap` where its page is
+        known).  The source may have a backing file (an active commit's
+        top, over its base, the target): the kernel reads only pages of the
+        source's own map known to hold no zero (:attr:`safe`), and the
+        chain's read there (:meth:`BlockDevice.read_for_copy
+        <blocksim.model.device.BlockDevice.read_for_copy>`: resolve_runs,
+        where a layer holds 0 the next one down answers) is the top's own
+        runs: the same read.  Any other page is handed back to the Python
+        loop, which resolves it through the chain."""
         src, tgt = job.source, job.target
-        return (src.backing is None and src.content._journal is not None
+        return (src.content._journal is not None
                 and tgt.content._journal is src.content._journal)
 
     def __len__(self) -> int:

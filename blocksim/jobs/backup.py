@@ -60,8 +60,11 @@ from __future__ import annotations
 
 import errno as _errno
 
+import numpy as np
+
+from ..engine import Snap
 from ..model.bitmap import DirtyBitmap
-from ..model.extents import ExtentMap, diff_ranges
+from ..model.extents import ExtentMap, diff_ranges, run_arrays
 from ..model.named_bitmap import dirty_ranges, merge_into
 from ..model.policy import REPORT, STOP
 from ..errors import CommandError
@@ -91,6 +94,26 @@ class _Task:
         self.end = end
         self.zero = False
         self.done = env.event()
+
+
+def _any_done(env, tasks: list):
+    """An event that succeeds with the first of the tasks' ``done`` events
+    to be processed: ``env.any_of`` as it schedules (the same event,
+    triggered at the same moment, so the same id), without the condition's
+    bookkeeping of values.  A done event already processed triggers it at
+    once, as Condition.__init__ checks each event in turn."""
+    ev = env.event()
+
+    def check(_event, ev=ev):
+        if not ev.triggered:
+            ev.succeed()
+    for task in tasks:
+        done = task.done
+        if done.callbacks is None:
+            check(done)
+            break
+        done.callbacks.append(check)
+    return ev
 
 
 class _Call:
@@ -143,6 +166,9 @@ class BackupJob(BlockJob):
         # each cluster a guest write touched, taken before the first such write
         self._copy_set: list[tuple[int, int]] = []
         self._pit: ExtentMap | None = None
+        # what _holds_data knows of the source's pages, and when
+        self._data_pages: dict = {}
+        self._data_stamp = None
         self._seen: DirtyBitmap | None = None
         # copy-before-write figures (summary)
         self.cbw_copies = 0
@@ -229,7 +255,10 @@ class BackupJob(BlockJob):
         else:
             merge_into(bcs, self.sync_bitmap.bits)
         self._copy_set = list(dirty_ranges(bcs))
-        self._pit = ExtentMap(size)
+        # (on the source's journal, when it has one: the witness pastes
+        # what the source held without settling its page, as a copy does)
+        content = src.content
+        self._pit = ExtentMap(size, content._shift, journal=content._journal)
         self._seen = DirtyBitmap(size, cs)
         self.drive.write_filters.append(self)
         self._filtering = True
@@ -332,7 +361,7 @@ class BackupJob(BlockJob):
             self.limit.delay(env.now, task.end - task.start)
             pos = task.end
             while len(pool) >= MAX_WORKERS:          # aio_task_pool_wait_slot
-                yield env.any_of([t.done for t in pool])
+                yield _any_done(env, pool)
                 pool = [t for t in pool if not t.done.triggered]
             pool.append(task)
             env.process(self._task_run(call, task))
@@ -369,13 +398,23 @@ class BackupJob(BlockJob):
         least one, taken as data); a zero extent is written as zeroes."""
         cs, size = self.cluster, self.size
         a = task.start
-        runs = self.source.read_content(a, min(task.end, size))
-        zero = not runs[0][2]
-        num = 0
-        for x, y, gen in runs:
-            if (not gen) != zero:
-                break
-            num = y - a
+        src = self.source
+        content = src.content
+        shift = content._shift
+        if (src.backing is None and content._journal is not None
+                and (min(task.end, size) - 1) >> shift == a >> shift
+                and self._holds_data(content, a >> shift)):
+            # (the page holds no zero, logged changes included: data
+            # throughout, without settling it, ExtentMap.holds_data)
+            zero, num = False, min(task.end, size) - a
+        else:
+            runs = src.read_content(a, min(task.end, size))
+            zero = not runs[0][2]
+            num = 0
+            for x, y, gen in runs:
+                if (not gen) != zero:
+                    break
+                num = y - a
         if num < cs:
             num, zero = cs, False
         elif a + num >= size:
@@ -388,6 +427,20 @@ class BackupJob(BlockJob):
             task.end = a + num
         task.zero = zero
 
+    def _holds_data(self, content, p: int) -> bool:
+        """``content.holds_data(p)``, remembered for as long as the map's
+        pages and its zeroing logs stay the same (as the compiled copy
+        loop's ``safe``, blocksim.engine.burst_kernel): a page stays free
+        of zeros while only non-zero writes are logged for it."""
+        journal = content._journal
+        stamp = (content.version, journal.zeroed[journal.maps.index(content)])
+        if stamp != self._data_stamp:
+            self._data_stamp, self._data_pages = stamp, {}
+        known = self._data_pages.get(p)
+        if known is None:
+            known = self._data_pages[p] = content.holds_data(p)
+        return known
+
     def _task_run(self, call: _Call, task: _Task):
         """``block_copy_do_copy``: write-zeroes, or read then write."""
         start, length = task.start, min(task.end, self.size) - task.start
@@ -395,11 +448,20 @@ class BackupJob(BlockJob):
         if task.zero:
             err = yield from self.target.write_zeroes(start, length)
         else:
-            err, runs = yield from self.source.read(start, length, want_data=True)
+            # BlockDevice.read(want_data=True), what it read taken in the
+            # form a write to another node pastes fastest (read_for_copy:
+            # a journal Snap of the source's page, unsettled)
+            src = self.source
+            err, delay = src.submit_read(start, length)
+            yield self.env.timeout(delay)
             if err:
                 is_read = True
             else:
+                src.complete_read(length)
+                runs = src.read_for_copy(start, start + length)
                 err = yield from self.target.write(start, length, runs)
+                if err and runs.__class__ is Snap:     # nothing will paste it
+                    runs.forget()
         if err and not call.err:
             call.err, call.is_read = err, is_read
         elif not err:
@@ -435,6 +497,11 @@ class BackupJob(BlockJob):
         start = offset // cs * cs
         end = min(-(-(offset + length) // cs) * cs, self.bcs.nbits * cs)
         self._witness(start, end)
+        if (self.bcs.find(start // cs, -(-end // cs)) < 0
+                and self._in_flight(start, end) is None):
+            # nothing there to copy nor in flight: the call below would
+            # find nothing and wait for nothing (block_copy_common)
+            return 0
         call = _Call(self.env)
         yield from self._block_copy(call, start, end, False)
         if call.copied:
@@ -457,7 +524,7 @@ class BackupJob(BlockJob):
             while b < b1 and not seen.bits[b]:
                 b += 1
             a, z = b0 * cs, min(b * cs, self.size)
-            self._pit.set_runs(self.source.read_content(a, z))
+            self._pit.set_runs(self.source.read_for_copy(a, z))
             seen.mark(a, z)
             b0 = b
 
@@ -501,6 +568,58 @@ class BackupJob(BlockJob):
         in every cluster the job was to copy."""
         if self.bcs is None:
             return
+        if self.source.backing is None and self.target.backing is None:
+            total, first = self._mismatch()
+        else:
+            total, first = self._mismatch_by_chains()
+        if first is None:
+            self.integrity = "identical"
+            return
+        self.integrity = "differs"
+        self.integrity_detail = (f"target differs from the source at the point in time in "
+                                 f"{total} bytes, first at offset {first}")
+
+    #: bytes of the disk compared at a time by :meth:`_mismatch`
+    VERIFY_STEP = 1 << 30
+
+    def _mismatch(self) -> tuple[int, int | None]:
+        """:meth:`_mismatch_by_chains` for a source and a target with no
+        backing file, as arrays: every map's runs over a step of the disk
+        (run_arrays), cut at each other's edges and the witnessed ranges',
+        the expected value (the witness where a guest write came, else the
+        source) against the target's.  The same bytes, the same lowest
+        offset."""
+        src, tgt, pit = self.source.content, self.target.content, self._pit
+        seen = np.array(list(dirty_ranges(self._seen)) or [(0, 0)], dtype=np.int64)
+        seen_starts, seen_ends = seen[:, 0], seen[:, 1]
+        total, first = 0, None
+        for a, b in self._copy_set:
+            for x0 in range(a, b, self.VERIFY_STEP):
+                x1 = min(x0 + self.VERIFY_STEP, b)
+                maps = [run_arrays(m, x0, x1)[1:] for m in (src, tgt, pit)]
+                # the witnessed ranges meeting the step
+                i0 = np.searchsorted(seen_ends, x0, "right")
+                i1 = np.searchsorted(seen_starts, x1)
+                edges = np.concatenate(
+                    [starts for starts, _values in maps]
+                    + [seen_starts[i0:i1], seen_ends[i0:i1], np.array([x0], dtype=np.int64)])
+                edges = np.unique(edges[(edges >= x0) & (edges < x1)])
+                lengths = np.diff(np.append(edges, x1))
+                sv, tv, pv = (values[np.searchsorted(starts, edges, "right") - 1]
+                              for starts, values in maps)
+                k = np.searchsorted(seen_starts, edges, "right") - 1
+                witnessed = (k >= 0) & (edges < seen_ends[np.maximum(k, 0)])
+                bad = np.flatnonzero(np.where(witnessed, pv, sv) != tv)
+                if len(bad):
+                    total += int(lengths[bad].sum())
+                    if first is None:
+                        first = int(edges[bad[0]])
+        return total, first
+
+    def _mismatch_by_chains(self) -> tuple[int, int | None]:
+        """Where the target, read through its chain, differs from the
+        source at the point in time, in the clusters the job was to copy:
+        ``(bytes, lowest offset or None)``."""
         src, tgt = self.source.layers(), self.target.layers()
         pit = [self._pit]
         seen = list(dirty_ranges(self._seen))
@@ -523,9 +642,4 @@ class BackupJob(BlockJob):
                     total += y - x
                     if first is None:
                         first = x
-        if first is None:
-            self.integrity = "identical"
-            return
-        self.integrity = "differs"
-        self.integrity_detail = (f"target differs from the source at the point in time in "
-                                 f"{total} bytes, first at offset {first}")
+        return total, first

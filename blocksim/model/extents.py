@@ -126,6 +126,21 @@ class ExtentMap:
             if start < end:
                 j.settle_range(start >> self._shift, (end - 1) >> self._shift)
 
+    def holds_no_zero(self) -> bool:
+        """Whether no byte of the map holds 0, once settled: every page is
+        stored and none holds a 0 (a conservative answer past ``size`` in
+        the last page).  A backing chain with this map on top then reads as
+        this map alone (:func:`resolve_runs`: a layer's 0 asks the layer
+        below)."""
+        self.settle()
+        pages = self._pages
+        if len(pages) < -(-self.size >> self._shift):
+            return False
+        for page in pages.values():
+            if page.__class__ is not int and min(page[1]) == 0:
+                return False
+        return True
+
     def holds_data(self, p: int) -> bool:
         """Whether no read inside page ``p`` can be zeros, as
         :meth:`snapshot` would find without settling: the page stores no 0

@@ -87,8 +87,10 @@ def guest_write_audit(drive) -> dict:
     # One layer: a 0 in it reads as zeros (with a backing file it would mean
     # "ask the layer below", which only the map path resolves).  Negative
     # offsets never come from a guest; the map path keeps whatever meaning
-    # they had.
-    if len(layers) == 1 and layers[0].size == drive.node.size:
+    # they had.  A top layer holding no 0 anywhere (an active commit's top
+    # once written throughout) reads as itself alone, its chain unasked.
+    if layers[0].size == drive.node.size and (
+            len(layers) == 1 or layers[0].holds_no_zero()):
         order = drive.expected_blocks()
         if order is not None and order.block_range()[0] >= 0:
             return _audit_blocks(drive, layers[0], order)

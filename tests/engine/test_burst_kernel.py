@@ -372,3 +372,73 @@ def test_a_second_guest_on_the_drive_is_not_taken_for_the_first(monkeypatch):
     monkeypatch.setattr(burst_kernel, "GUEST", False)
     assert outcome(blocksim.Simulation(scenario, seed=5)) == compiled
     assert outcome(blocksim.Simulation(scenario, seed=5, shortcuts=False)) == compiled
+
+
+def _small_mirror(size, tgt_latency, job=None, faults=(), actions=(), iops=1000):
+    return {
+        "name": "kernel-edges", "duration": "1s", "sample-interval": "100ms",
+        "images": {"src": {"size": size, "data": "full", "latency": "50us",
+                           "bandwidth": "1GiB"},
+                   "tgt": {"size": size, "latency": tgt_latency, "bandwidth": "512MiB"}},
+        "drives": {"d": {"image": "src"}},
+        "workloads": {"g": {"drive": "d", "rw": "randwrite", "bs": "4KiB", "rate-iops": iops}},
+        "jobs": {"j": {"type": "mirror", "device": "d", "target": "tgt"} | (job or {})},
+        "faults": list(faults), "actions": list(actions),
+    }
+
+
+def test_a_claim_stops_at_an_operation_in_flight_in_the_kernel(monkeypatch):
+    """A ready mirror of a 2 MiB disk (32 granules of 64 KiB, a 1 MiB
+    buffer) under 20000 guest writes a second onto a slow target: the
+    guest re-dirties granules of the copies in flight, so a claim's dirty
+    run reaches one of them, where MirrorJob._start_iteration stops it (and
+    the compiled _start_iteration must too)."""
+    from blocksim.jobs.mirror import MirrorJob
+    scenario = blocksim.load_scenario(_small_mirror(
+        "2MiB", "2ms", {"granularity": "64KiB", "buf-size": "1MiB"}, iops=20000))
+    compiled = outcome(blocksim.Simulation(scenario, seed=7))
+    stopped = []
+    real = MirrorJob._start_iteration
+
+    def watching(job):
+        started = real(job)
+        if started and job._it_end in job._ops and job.bitmap.bits[job._it_end]:
+            stopped.append(job._it_end)     # dirty on, but an operation there
+        return started
+    monkeypatch.setattr(MirrorJob, "_start_iteration", watching)
+    monkeypatch.setattr(burst, "KERNEL", False)
+    assert outcome(blocksim.Simulation(scenario, seed=7)) == compiled
+    assert stopped
+    assert outcome(blocksim.Simulation(scenario, seed=7, shortcuts=False)) == compiled
+
+
+@pytest.mark.parametrize("image,operation,policy", [("tgt", "write", "on-target-error"),
+                                                    ("src", "read", "on-source-error")])
+def test_a_failure_before_the_kernel_call_drops_the_rest_of_the_claim(
+        image, operation, policy, monkeypatch):
+    """A one-shot fault fails a copy under ``report`` while the loop waits
+    for a free slot in the middle of an iteration; an action reacts to
+    BLOCK_JOB_ERROR at once, so SimPy's next event comes before the loop's
+    wake-up and the burst stops there.  The next call runs compiled (the
+    rule spent, the nodes quiet) and must drop the rest of the claim, as
+    MirrorJob._next_operation checks the job's failure before a copy."""
+    scenario = blocksim.load_scenario(_small_mirror(
+        "64MiB", "100us", {policy: "report"},
+        faults=[{"image": image, "operation": operation, "offset": "30MiB",
+                 "length": "64KiB", "count": 1}],
+        actions=[{"on": "BLOCK_JOB_ERROR", "delay": "0s", "command": "query-block-jobs"}]))
+    seen = []
+    real = burst_kernel.Kernel.copy
+
+    def watching(kernel, *args, **kwargs):
+        job = kernel.job
+        if job.ret and job._it_bit < job._it_end:
+            seen.append(job.env.now)
+        return real(kernel, *args, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(burst_kernel.Kernel, "copy", watching)
+        compiled = outcome(blocksim.Simulation(scenario, seed=7))
+    assert seen                       # the kernel met the failure mid-claim
+    assert outcome(blocksim.Simulation(scenario, seed=7, shortcuts=False)) == compiled
+    monkeypatch.setattr(burst, "KERNEL", False)
+    assert outcome(blocksim.Simulation(scenario, seed=7)) == compiled

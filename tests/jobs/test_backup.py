@@ -292,3 +292,132 @@ def test_runs_are_the_same_without_shortcuts(name):
     fast = outcome(blocksim.Simulation(scenario))
     slow = outcome(blocksim.Simulation(scenario, shortcuts=False))
     assert fast == slow
+
+
+@pytest.mark.parametrize("shortcuts", [True, False])
+def test_the_point_in_time_check_as_arrays_counts_what_the_chain_walk_counts(shortcuts):
+    """BackupJob._mismatch (run arrays, single-layer nodes) gives exactly
+    _mismatch_by_chains' bytes and lowest offset, on targets changed behind
+    the job's back: in witnessed ranges and not, across steps and page edges."""
+    import random
+
+    import blocksim
+    from blocksim.jobs.backup import BackupJob
+    scenario = blocksim.load_scenario(backup_case(
+        size=16 * MiB, data=((0, 12 * MiB),), speed="8MiB", duration="3s",
+        workloads={"g": {"drive": "vda", "rw": "randwrite", "bs": "4KiB", "rate-iops": 500}}))
+    prepared = []
+    real = BackupJob.prepare
+
+    def keep(job):
+        real(job)
+        prepared.append(job)
+    BackupJob.prepare = keep
+    try:
+        sim = blocksim.Simulation(scenario, shortcuts=shortcuts)
+        sim.run()
+    finally:
+        BackupJob.prepare = real
+    job, = prepared
+    assert job.integrity == "identical" and job.cbw_copies > 50
+    # (the guest wrote on after the job: the source moved on since)
+    assert job._mismatch() == job._mismatch_by_chains()
+    rng = random.Random(5)
+    tgt = sim.devices["tgt"].content
+    seen = [e for e in timeline_ranges(job)]
+    differs = 0
+    for trial in range(30):
+        for _ in range(rng.randrange(1, 6)):
+            if seen and rng.random() < 0.5:     # inside a witnessed range
+                a, b = rng.choice(seen)
+                a = rng.randrange(a, b)
+            else:
+                a = rng.randrange(16 * MiB)
+            b = min(16 * MiB, a + rng.choice([1, 512, 4096, 70000, 3 * MiB]))
+            tgt.set(a, b, rng.choice([0, 7, 10**6, job._pit.runs(a, a + 1)[0][2]]))
+        job.VERIFY_STEP = rng.choice([1 << 30, 1 << 20, 3 * 4096])
+        got = job._mismatch()
+        assert got == job._mismatch_by_chains()
+        differs += got[1] is not None
+    assert differs > 20
+
+
+def timeline_ranges(job):
+    from blocksim.model.named_bitmap import dirty_ranges
+    return list(dirty_ranges(job._seen))
+
+
+def test_what_the_task_step_knows_of_a_source_page_goes_with_its_changes():
+    """BackupJob._holds_data remembers ExtentMap.holds_data per page only
+    while the map's pages and its zeroing logs stay the same: zeros logged
+    onto a page of data make it a page that may read as zeros."""
+    from types import SimpleNamespace
+
+    from blocksim.engine import ContentJournal
+    from blocksim.jobs.backup import BackupJob
+    from blocksim.model.extents import ExtentMap
+    journal = ContentJournal(16)
+    content = ExtentMap(4 << 16, 16, journal=journal)
+    content.set(0, 4 << 16, 5)
+    job = SimpleNamespace(_data_pages={}, _data_stamp=None)
+    assert BackupJob._holds_data(job, content, 1) is True
+    content.set((1 << 16) + 4096, (1 << 16) + 8192, 0)         # logged, not settled
+    assert BackupJob._holds_data(job, content, 1) is False
+    assert BackupJob._holds_data(job, content, 2) is True
+
+
+def test_a_backup_whose_copies_fail_leaves_no_read_open_in_the_journal():
+    """A task's read is a journal Snap until its write pastes it; a write
+    that fails forgets it (else the journal would hold it for good)."""
+    import blocksim
+    scenario = blocksim.load_scenario(backup_case(
+        size=16 * MiB, data=((0, 16 * MiB),), speed="16MiB", duration="3s",
+        on_target_error="ignore",
+        faults=[{"type": "flakey", "image": "tgt", "operation": "write", "up": "30ms",
+                 "down": "70ms"}]))
+    sim = blocksim.Simulation(scenario)
+    r = sim.run()
+    job = job_summary(r)
+    assert job["outcome"] == "completed" and job["errors_by_action"]["ignore"] > 3
+    journal = sim.devices["src"].content._journal
+    assert not journal._open and not journal._held
+
+
+def test_the_pools_wait_sees_a_slot_freed_while_the_call_slept(monkeypatch):
+    """64 tasks of 1 MiB issued at a slice's start, its whole quota at
+    640 MiB/s: the call sleeps with its pool full, tasks finish during the
+    sleep, and
+    the next wait for a free slot must see them finished already (as
+    AnyOf checks each event at its creation), not wait for another."""
+    import blocksim
+    from blocksim.jobs import backup
+    from equivalence import outcome
+    finished_before = []
+    real = backup._any_done
+
+    def watching(env, tasks):
+        finished_before.append(sum(t.done.callbacks is None for t in tasks))
+        return real(env, tasks)
+    monkeypatch.setattr(backup, "_any_done", watching)
+    scenario = blocksim.load_scenario(backup_case(
+        size=256 * MiB, data=((0, 256 * MiB),), speed="640MiB", duration="1s",
+        source_image={"bandwidth": "2GiB"}, target_image={"bandwidth": "1GiB"}))
+    fast = outcome(blocksim.Simulation(scenario))
+    assert max(finished_before) > 0
+    assert fast == outcome(blocksim.Simulation(scenario, shortcuts=False))
+
+
+def test_a_guest_write_over_a_task_in_flight_waits_for_its_copy():
+    """A guest write to a cluster the background call is copying (cleared
+    from the copy bitmap, its read in flight) waits for that task
+    (block_copy_common's reqlist_wait_one) before it reaches the source:
+    the read, slowed by dm-delay, would otherwise find the new data."""
+    sim, r = simulate(backup_case(
+        faults=[{"type": "delay", "image": "src", "operation": "read", "delay": "20ms"}],
+        actions=[burst(64 * KiB, time="5ms")]))
+    job = job_summary(r)
+    assert job["outcome"] == "completed" and job["integrity"] == "identical"
+    # (the 1 MiB task at offset 0 held the cluster: no copy of the guest's own)
+    assert job["copy_before_write"] == {"writes": 0, "bytes": 0, "failed": 0}
+    drive = r.summary["drives"]["vda"]
+    assert drive["requests"] == 1 and sim.drives["vda"].latency_sum > 15_000_000

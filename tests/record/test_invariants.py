@@ -460,3 +460,35 @@ def test_a_ledger_generation_of_0_is_never_checked():
     audit = guest_write_audit(drive)
     assert audit == audit_by_maps(drive) == audit_bytewise(drive)
     assert audit["corrupt_bytes"] == 0
+
+
+def test_a_chain_under_a_top_holding_no_zero_takes_the_block_path(monkeypatch):
+    """An active commit's top written throughout reads as itself alone: the
+    vectorised path audits it (ExtentMap.holds_no_zero), with the figures
+    of the map path; one 0 left in the top sends it back to the map path,
+    where the base answers through the hole."""
+    sim = build({**STREAM, "jobs": {}, "workloads": {"w": {
+        "drive": "d0", "rw": "randwrite", "number-ios": 200}}})
+    sim.run()
+    drive = sim.drives["d0"]
+    top, base = drive.node.layers()
+    top.set(0, top.size, 999)               # the top written throughout ...
+    for a, b, g in drive._ledger.rows():
+        top.set(a, b, g)
+    top.set(8192, 8192 + 512, 7)            # ... with a corrupt piece
+    paths = []
+    real = invariants._audit_blocks
+    monkeypatch.setattr(invariants, "_audit_blocks",
+                        lambda *args: paths.append("blocks") or real(*args))
+    audit = guest_write_audit(drive)
+    assert paths == ["blocks"]
+    assert audit == audit_by_maps(drive) == audit_bytewise(drive)
+    # a hole in the top: the base's data reads through it, only the map path knows
+    a, b, g = next(r for r in drive._ledger.rows() if r[0] >= 16384)
+    top.set(a, a + 1024, 0)
+    base.set(a, a + 512, g)
+    paths.clear()
+    audit = guest_write_audit(drive)
+    assert paths == []
+    assert audit == audit_by_maps(drive) == audit_bytewise(drive)
+    assert audit["corrupt_bytes"] == 512 + 512

@@ -3,7 +3,8 @@
 The shortcut tests elsewhere run hand-built cases, each aimed at one rule.
 This one draws whole scenarios (backing chains, thin targets, fault rules of
 every kind, guests of every shape, a mirror or a stream with random policies,
-commands at random times and in reaction to events) from a seeded generator
+commands at random times and in reaction to events; and, apart, a commit or a
+backup, :func:`job_scenario`) from a seeded generator
 and requires byte-identical outcomes with ``shortcuts=False``: events,
 commands, series, summary, device counters and what every device holds
 (``equivalence.outcome``).  A combination nobody thought of is where a
@@ -241,6 +242,134 @@ def test_the_random_scenarios_exercise_the_shortcuts():
     assert errors > 100 and actions == {"report", "ignore", "stop"}
     assert {"completed", "completed-with-error", "cancelled", "paused"} <= outcomes
     assert sound > CASES // 2
+
+
+# -- the other copy jobs: commit (active and intermediate) and backup ----------
+JOB_CASES = 40
+
+
+def job_scenario(seed: int) -> dict:
+    """One random scenario around a commit or a backup (issue 17): an
+    active commit of the drive's top (the mirror's loop, its source over a
+    backing chain; the base sometimes thin), an intermediate commit of
+    ``mid`` into ``base``, or a backup with a random sync mode onto a
+    target sometimes thin (its copy-before-write under the guests); fault
+    rules, guests and commands as :func:`scenario` draws them."""
+    r = random.Random(1_000_003 + seed)
+    size = r.choice((32, 64)) * MiB
+    kind = r.choice(("active-commit", "intermediate-commit", "backup"))
+    def image(**extra) -> dict:
+        return {"size": size, "latency": _ms(r, 0.02, 0.5),
+                "bandwidth": r.choice(("200MiB", "1GiB", "4GiB"))} | extra
+
+    def some_data():
+        return r.choice(("full", "none", [{"offset": "0", "length": "8MiB"}],
+                         [{"offset": "4MiB", "length": f"{size // MiB // 2}MiB"}]))
+    images: dict = {"base": image(data=r.choice(("full", "none", [{"offset": "0",
+                                                                   "length": "8MiB"}])))}
+    drives = {"vda": {"image": "top", "rerror": r.choice(POLICIES[:3]),
+                      "werror": r.choice(POLICIES)}}
+    actions: list = []
+    if kind == "backup":
+        layered = r.random() < 0.3
+        images["top"] = image(data=some_data(), **({"backing": "base"} if layered else {}))
+        images["tgt"] = image()
+        if r.random() < 0.25:
+            images["tgt"]["capacity"] = f"{size // MiB // 2}MiB"
+            actions.append({"on": "BLOCK_JOB_ERROR", "delay": _ms(r, 10, 200),
+                            "command": "thin-extend",
+                            "arguments": {"image": "tgt", "capacity": size}})
+        job = {"type": "backup", "device": "vda", "target": "tgt",
+               "sync": r.choice(("full", "full", "top", "none")),
+               "speed": r.choice((0, 16 * MiB, 64 * MiB)),
+               "on-source-error": r.choice(POLICIES),
+               "on-target-error": r.choice(POLICIES)}
+        if job["sync"] == "none" or r.random() < 0.2:
+            actions.append({"at": _ms(r, 500, 2500), "command": "block-job-cancel",
+                            "arguments": {"device": "job0"}})
+    else:
+        images["mid"] = image(backing="base", data=some_data())
+        images["top"] = image(backing="mid", data=r.choice(
+            ("full", "full", "none", [{"offset": "2MiB", "length": "6MiB"}])))
+        if r.random() < 0.25:
+            images["base"]["capacity"] = f"{size // MiB * 3 // 4}MiB"
+            actions.append({"on": "BLOCK_JOB_ERROR", "delay": _ms(r, 10, 200),
+                            "command": "thin-extend",
+                            "arguments": {"image": "base", "capacity": 2 * size}})
+        job = {"type": "commit", "device": "vda",
+               "speed": r.choice((0, 32 * MiB, 128 * MiB)),
+               "on-error": r.choice(POLICIES)}
+        if kind == "intermediate-commit":
+            job |= {"top": "mid", "base": "base"}
+        elif r.random() < 0.7:
+            actions.append({"on": "BLOCK_JOB_READY", "delay": _ms(r, 0, 300),
+                            "command": r.choice(("block-job-complete", "block-job-cancel")),
+                            "arguments": {"device": "job0"}})
+    if r.random() < 0.2:
+        images["top"]["jitter"] = 0.2
+    actions.append({"on": "BLOCK_JOB_ERROR", "match": {"action": "stop"},
+                    "delay": _ms(r, 5, 300), "repeat": True,
+                    "command": "block-job-resume", "arguments": {"device": "job0"}})
+    actions.append({"on": "BLOCK_IO_ERROR", "match": {"action": "stop"}, "delay": _ms(r, 5, 200),
+                    "repeat": True, "command": "cont"})
+    for _ in range(r.randint(0, 3)):
+        command = r.choice(("block-job-pause", "block-job-resume", "block-job-set-speed",
+                            "block-job-cancel", "query-block-jobs", "stop"))
+        arguments: dict = {} if command in ("query-block-jobs", "stop") else {"device": "job0"}
+        if command == "block-job-set-speed":
+            arguments["speed"] = r.choice((0, 16 * MiB, 512 * MiB))
+        if command == "block-job-cancel" and r.random() < 0.5:
+            arguments["force"] = True
+        at = r.uniform(50, 2500)
+        actions.append({"at": f"{at:.3f}ms", "command": command, "arguments": arguments})
+        if command == "stop":
+            actions.append({"at": f"{at + r.uniform(1, 300):.3f}ms", "command": "cont"})
+    workloads = {f"g{i}": _workload(r, "vda", size) for i in range(r.choice((1, 1, 2)))}
+    if kind == "active-commit" and r.random() < 0.6:
+        # a guest the compiled loop can run among the copies
+        w = workloads["g0"]
+        for key in ("think-time", "number-ios", "fsync", "size"):
+            w.pop(key, None)
+        w.update({"rw": "randwrite", "bs": "4KiB", "iodepth": 1,
+                  "rate-iops": r.choice((1000, 3000))})
+        images["top"]["data"] = "full"
+    faults = [_fault(r, r.choice(sorted(images)), size) for _ in range(r.randint(0, 3))]
+    return {"name": f"random-job-{seed}", "duration": "3s", "seed": seed,
+            "sample-interval": "50ms", "images": images, "drives": drives,
+            "jobs": {"job0": job}, "faults": faults, "workloads": workloads,
+            "actions": actions}
+
+
+@pytest.mark.parametrize("seed", range(JOB_CASES))
+def test_a_random_commit_or_backup_is_the_same_without_shortcuts(seed):
+    loaded = blocksim.load_scenario(job_scenario(seed))
+    fast = Simulation(loaded)
+    exact = Simulation(loaded, shortcuts=False)
+    assert outcome(fast) == outcome(exact)
+
+
+def test_the_random_commits_and_backups_exercise_the_shortcuts():
+    """Across the cases: each job kind, the compiled loop running active
+    commits, copy-before-write under guests, errors of every action, and
+    jobs that complete, fail or are cancelled."""
+    kinds, actions, outcomes = set(), set(), set()
+    in_kernel = cbw = 0
+    for seed in range(JOB_CASES):
+        source = job_scenario(seed)
+        sim = Simulation(blocksim.load_scenario(source))
+        result = sim.run()
+        job = source["jobs"]["job0"]
+        kinds.add((job["type"], "top" in job))
+        in_kernel += sum(w.in_kernel for w in sim.workloads.values())
+        cbw += result.summary["jobs"]["job0"].get("copy_before_write", {}).get("writes", 0)
+        for event in result.events:
+            if event["event"] == "BLOCK_JOB_ERROR":
+                actions.add(event["data"]["action"])
+        outcomes.add(result.summary["jobs"]["job0"]["outcome"])
+    assert kinds == {("commit", False), ("commit", True), ("backup", False)}
+    assert in_kernel > 3000 and cbw > 1000
+    assert actions == {"report", "ignore", "stop"}
+    assert {"completed", "completed-with-error", "cancelled"} <= outcomes
 
 
 CHILD = (
