@@ -535,6 +535,24 @@ EXPECTATIONS: dict[str, dict] = {
         "commands": [("blockdev-backup", ACCEPTED), ("block-job-cancel", ACCEPTED),
                      ("job-start", ACCEPTED)],
     },
+    "backup-bad-sector-blocks-guest-repair": {
+        "jobs": {"backup0": job(
+            outcome="completed-with-error", final_status="null", end_event="BLOCK_JOB_COMPLETED",
+            error=EIO, integrity="not-checked", errors={"report": 1, "ignore": 0, "stop": 0},
+            finished_at=Between(5.0, 5.4),
+            copy_before_write={"writes": 0, "bytes": 0, "failed": 9},
+            statuses=BACKUP_START + ["aborting", "concluded", "null"])},
+        # the guest's repairs fail until the job's own read fails; none after
+        "order": ["BLOCK_IO_ERROR write report", "BLOCK_JOB_ERROR read report",
+                  "BLOCK_JOB_COMPLETED"],
+        "last_before": ("BLOCK_IO_ERROR", Between(4.9, 5.2)),
+        "counts": {"BLOCK_IO_ERROR": 9, "BLOCK_JOB_ERROR": 1},
+        "absent": ["STOP", "BLOCK_JOB_CANCELLED"],
+        "vm": QUIET_VM,
+        "drives": {"vda": {"node": "disk", "requests": 18, "guest_errors": 9, "writes_lost": 0,
+                           "lost_bytes": 0, "corrupt_bytes": 0}},
+        "commands": [("blockdev-backup", ACCEPTED)],
+    },
     "mirror-thin-target-enospc": {
         "jobs": {"mirror0": job(
             outcome="completed", final_status="null", end_event="BLOCK_JOB_COMPLETED",
@@ -1016,6 +1034,20 @@ def test_stream_stop_retries_the_same_chunk():
     query = next(c for c in result.commands if c["execute"] == "query-block-jobs")
     assert query["return"][0]["offset"] == 40 * 2**20
     assert result.summary["jobs"]["stream0"]["bytes_copied"] == 64 * 2**20
+
+
+@pytest.mark.parametrize("policy, healed", [("report", True), ("stop", False)])
+def test_bad_sector_is_repaired_only_once_the_backup_lets_go(policy, healed):
+    """The guest's rewrite repairs the dm-dust sector only after the backup's
+    own read error ended the job (report); a job paused there (stop) keeps
+    its copy-before-write filter, and every repair fails."""
+    scenario = blocksim.load_scenario(
+        SCENARIOS / "backup-bad-sector-blocks-guest-repair.toml",
+        overrides={"jobs.backup0.on-source-error": policy})
+    sim = blocksim.Simulation(scenario)
+    result = sim.run()
+    assert (sim.devices["disk"].faults[0].bad == []) is healed
+    assert result.summary["drives"]["vda"]["guest_errors"] == (9 if healed else 18)
 
 
 def test_drain_errors_follow_the_stop():
