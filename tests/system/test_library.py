@@ -535,7 +535,7 @@ EXPECTATIONS: dict[str, dict] = {
         "commands": [("blockdev-backup", ACCEPTED), ("block-job-cancel", ACCEPTED),
                      ("job-start", ACCEPTED)],
     },
-    "backup-bad-sector-blocks-guest-repair": {
+    "backup-source-bad-sector-blocks-guest-repair": {
         "jobs": {"backup0": job(
             outcome="completed-with-error", final_status="null", end_event="BLOCK_JOB_COMPLETED",
             error=EIO, integrity="not-checked", errors={"report": 1, "ignore": 0, "stop": 0},
@@ -1042,7 +1042,7 @@ def test_bad_sector_is_repaired_only_once_the_backup_lets_go(policy, healed):
     own read error ended the job (report); a job paused there (stop) keeps
     its copy-before-write filter, and every repair fails."""
     scenario = blocksim.load_scenario(
-        SCENARIOS / "backup-bad-sector-blocks-guest-repair.toml",
+        SCENARIOS / "backup-source-bad-sector-blocks-guest-repair.toml",
         overrides={"jobs.backup0.on-source-error": policy})
     sim = blocksim.Simulation(scenario)
     result = sim.run()
