@@ -6,7 +6,9 @@ Two forms, both printed, neither run:
   images with ``qemu-img`` / ``qemu-io`` (initial data, persistent bitmaps),
   starts ``qemu-storage-daemon`` with a QMP socket, and lists the QMP
   commands that add the nodes (blkdebug rules for the error faults), start
-  the jobs and run the management actions, each with when it is due.  It is
+  the jobs and run the management actions, each with when it is due, and
+  the guest's writes qemu-check can make (``qemu-io`` over an NBD export of
+  the drive's node: a sequential ``guest-burst``).  It is
   qemu-check's own translation (:func:`~blocksim.qemu.translate.translate`),
   so it sets up exactly what ``blocksim qemu-check`` runs, and names what it
   leaves out (guests, thin storage, non-blkdebug faults) and why;
@@ -35,11 +37,13 @@ from ..scenario import BackupJob, CommitJob, MirrorJob, Scenario, StreamJob
 from ..scenario.units import format_duration, format_size
 from .translate import Plan, translate
 
-__all__ = ["image_commands", "qsd_script", "libvirt_disks", "QMP_SOCKET",
+__all__ = ["image_commands", "qsd_script", "libvirt_disks", "QMP_SOCKET", "NBD_SOCKET",
            "LIBVIRT_WRITE_POLICY", "LIBVIRT_READ_POLICY"]
 
 #: the QMP socket the exported daemon listens on (relative to its directory)
 QMP_SOCKET = "blocksim-qmp.sock"
+#: the NBD socket of the drives' exports, when the scenario has guest writes
+NBD_SOCKET = "blocksim-nbd.sock"
 
 #: blocksim's werror -> libvirt's error_policy (auto: QEMU's default for writes)
 LIBVIRT_WRITE_POLICY = {"report": "report", "ignore": "ignore", "stop": "stop",
@@ -155,6 +159,13 @@ def qsd_script(scenario: Scenario) -> str:
               "cat <<'QMP'", _qmp("qmp_capabilities")]
     for name in plan.image_order():
         lines.append(_qmp("blockdev-add", plan.blockdev_options(name, plan.images[name].filename)))
+    if plan.exports:     # guest writes: an NBD export per drive (check._QemuRun._start_exports)
+        lines.append(_qmp("nbd-server-start",
+                          {"addr": {"type": "unix", "data": {"path": NBD_SOCKET}}}))
+        for drive, node in plan.exports.items():
+            lines.append(_qmp("block-export-add", {"type": "nbd", "id": f"export-{drive}",
+                                                   "node-name": node, "name": drive,
+                                                   "writable": True}))
     events: list[tuple[int, int, str]] = []
     for job in plan.jobs.values():
         if job.start is not None:
@@ -172,6 +183,8 @@ def qsd_script(scenario: Scenario) -> str:
         text = f"# actions.{action.original}: {when}\n"
         if action.command == "job-start" and action.arguments.get("id") in plan.jobs:
             text += f"#   (job-start of jobs.{action.arguments['id']}: send its command above)"
+        elif action.command == "guest-burst":
+            text += "#   the guest's writes, one after the other: " + _guest_writes(action)
         else:
             text += _qmp(action.command, action.arguments)
         events.append((key, len(events), text))
@@ -179,10 +192,20 @@ def qsd_script(scenario: Scenario) -> str:
     lines.append("QMP")
     lines.append(f"# The scenario runs for {format_duration(plan.duration)}.")
     if plan.skipped or plan.notes:
-        lines += ["", "# Not expressed (qemu-storage-daemon runs no guest):"]
+        lines += ["", "# Not expressed, and why:"]
         lines += [f"#   {item}" for item in plan.skipped]
         lines += [f"#   note: {note}" for note in plan.notes]
     return "\n".join(lines) + "\n"
+
+
+def _guest_writes(action) -> str:
+    """A guest-burst as qemu-check carries it out (check._QemuRun._guest_burst):
+    qemu-io over the drive's NBD export, with a byte pattern of its own."""
+    drive = action.arguments["drive"]
+    io = ["qemu-io", "-f", "raw", f"nbd+unix:///{drive}?socket={NBD_SOCKET}"]
+    for off, length in action.writes:
+        io += ["-c", f"write -P 0x{0x80 + action.original % 0x70:x} {off} {length}"]
+    return shlex.join(io)
 
 
 # -- --libvirt -----------------------------------------------------------------------------
