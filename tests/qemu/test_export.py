@@ -165,3 +165,18 @@ def test_export_every_library_scenario():
         scenario = load_scenario(path)
         assert qmp_lines(qsd_script(scenario))[0] == {"execute": "qmp_capabilities"}
         assert len(disks(libvirt_disks(scenario))) == len(scenario.drives)
+
+
+def test_qsd_script_makes_the_guest_writes_qemu_check_makes():
+    """A guest-burst qemu-check can carry out: an NBD export of the drive's
+    node, and the writes as qemu-io over it."""
+    scenario = load_scenario(ROOT / "scenarios" / "qemu" / "backup-cbw-target-eio-guest-write-fails.toml")
+    script = qsd_script(scenario)
+    msgs = qmp_lines(script)
+    assert msgs[3] == {"execute": "nbd-server-start", "arguments": {
+        "addr": {"type": "unix", "data": {"path": "blocksim-nbd.sock"}}}}
+    assert msgs[4]["arguments"] == {"type": "nbd", "id": "export-vda", "node-name": "src",
+                                    "name": "vda", "writable": True}
+    assert ("#   the guest's writes, one after the other: qemu-io -f raw "
+            "'nbd+unix:///vda?socket=blocksim-nbd.sock' -c 'write -P 0x81 2097152 65536'") in script
+    assert "guest-burst" not in "".join(json.dumps(m) for m in msgs)   # not a QMP command
