@@ -1,5 +1,5 @@
 """The ``blocksim`` command line: run, validate, list, plot, schema, sweep,
-compare and qemu-check.
+compare, qemu-check and export.
 
 Exit status: 0 when everything went well, 1 when a run violated an invariant,
 2 on bad input (a malformed scenario, a missing file, an unknown profile, a
@@ -555,6 +555,8 @@ def _register_commands() -> None:
     register_qemu(main)            # qemu-check
     from ..serve.cli import register as register_serve
     register_serve(main)           # serve
+    from .export import register as register_export
+    register_export(main)          # export
 
 
 _register_commands()

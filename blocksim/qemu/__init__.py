@@ -5,7 +5,9 @@
 - :mod:`.translate`: scenario -> what QEMU can run, and what is skipped and why;
 - :mod:`.check`: run both sides and compare;
 - :mod:`.report`: the side-by-side report;
-- :mod:`.cli`: the ``blocksim qemu-check`` command.
+- :mod:`.cli`: the ``blocksim qemu-check`` command;
+- :mod:`.export`: ``blocksim export``: the scenario as a qemu-storage-daemon
+  session or as libvirt ``<disk>`` elements (the command is ``blocksim/cli/export.py``).
 
 See ``docs/qemu-check.md``.
 """
