@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from .actions import Action, BitmapAction, GuestBurstAction, ThinExtendAction
+from .events import match_problems
 from .faults import DustFault, Fault
 from .fields import Loc
 from .images import Drive, Image
@@ -116,7 +117,7 @@ def _cross_check(images: Mapping[str, Optional[Image]], drives: Mapping[str, Opt
         top = None
         if job.device not in drives:
             problems.append((("jobs", job_id, "device"),
-                             f"unknown drive '{job.device}'; {_names('drive', drives)}"))
+                             _not_a_drive(job.device, images, drives)))
         elif drives[job.device] is not None:
             top = drives[job.device].image
         chain = _chain(images, top) if top is not None and images.get(top) is not None else None
@@ -159,7 +160,14 @@ def _cross_check(images: Mapping[str, Optional[Image]], drives: Mapping[str, Opt
     for i, action in enumerate(actions):
         if action is None:
             continue
+        if action.on is not None:
+            problems += match_problems(("actions", i, "match"), action.on, action.match)
+        if action.after is not None:
+            problems += match_problems(("actions", i, "after-match"), action.after, action.after_match)
         loc = ("actions", i, "arguments")
+        # (a job id in a command's arguments is not checked: a command
+        # naming no job is refused at run time as QMP refuses it, which
+        # scenarios may mean to show: "Block job 'x' not found")
         if isinstance(action, ThinExtendAction):
             image_ref(loc + ("image",), action.arguments["image"])
         elif isinstance(action, BitmapAction):
@@ -173,6 +181,16 @@ def _cross_check(images: Mapping[str, Optional[Image]], drives: Mapping[str, Opt
             if image is not None:
                 region(loc, image, args["offset"], args.get("size"), "burst region")
     return problems
+
+
+def _not_a_drive(name: str, images: Mapping[str, Any], drives: Mapping[str, Optional[Drive]]) -> str:
+    """The problem of a job's ``device`` that names no drive (an image, say)."""
+    if name in images:
+        on = [d for d, drive in drives.items() if drive is not None and drive.image == name]
+        hint = (f"drive '{on[0]}' has image '{name}': write device = \"{on[0]}\"" if on else
+                _names('drive', drives))
+        return f"'{name}' is an image, not a drive: a job's device is a drive; {hint}"
+    return f"unknown drive '{name}'; {_names('drive', drives)}"
 
 
 def _check_commit(job_id: str, job: CommitJob, images, drive_top: Optional[str],
