@@ -268,3 +268,54 @@ def _resolve(scenario) -> None:
             args = action.arguments
             size = drive_size(args["drive"]) - args["offset"]
             scenario.actions[i] = action.model_copy(update={"arguments": {**args, "size": size}})
+
+
+#: the keys of each table that name an entry of another: key -> "image" or "drive"
+_RAW_REFERENCES = {"drives": {"image": "image"}, "workloads": {"drive": "drive"},
+                   "jobs": {"device": "drive", "target": "image", "base": "image", "top": "image"},
+                   "faults": {"image": "image"}}
+
+
+def check_invalid_entries(raw: Mapping[str, Any], parts: Mapping[str, Any],
+                          found: list[tuple[Loc, str]]) -> list[tuple[Loc, str]]:
+    """The names an *invalid* entry gives to other tables, and an invalid
+    action's ``match``, checked from the raw data: an entry with a wrong
+    type in one key must not hide a wrong name in another (one pass).
+    ``found`` are the problems already known (none is repeated)."""
+    seen = {loc for loc, _ in found}
+    images = raw.get("images") if isinstance(raw.get("images"), Mapping) else {}
+    drives = raw.get("drives") if isinstance(raw.get("drives"), Mapping) else {}
+    known = {"image": images, "drive": drives}
+    problems: list[tuple[Loc, str]] = []
+
+    def entries(section: str):
+        table = raw.get(section)
+        if isinstance(table, Mapping):
+            return [(name, item, parts[section].get(name)) for name, item in table.items()]
+        if isinstance(table, (list, tuple)):
+            return [(i, item, parts[section][i] if i < len(parts[section]) else None)
+                    for i, item in enumerate(table)]
+        return []
+
+    for section, keys in _RAW_REFERENCES.items():
+        for name, item, valid in entries(section):
+            if valid is not None or not isinstance(item, Mapping):
+                continue
+            for key, kind in keys.items():
+                value, loc = item.get(key), (section, name, key)
+                if not isinstance(value, str) or loc in seen or value in known[kind]:
+                    continue
+                if section == "jobs" and key == "device":
+                    problems.append((loc, _not_a_drive(value, images, {
+                        d: v for d, v in parts["drives"].items()})))
+                else:
+                    problems.append((loc, f"unknown {kind} '{value}'; {_names(kind, known[kind])}"))
+    for i, item, valid in entries("actions"):
+        if valid is not None or not isinstance(item, Mapping):
+            continue
+        for on, match in (("on", "match"), ("after", "after-match")):
+            event, table = item.get(on), item.get(match)
+            if isinstance(event, str) and isinstance(table, Mapping):
+                problems += [p for p in match_problems(("actions", i, match), event, table)
+                             if p[0] not in seen]
+    return problems

@@ -31,6 +31,7 @@ iodepth = "4"
 type = "mirror"
 device = "base"
 target = "target"
+on-target-eror = "stop"
 
 [[faults]]
 image = "nosuch"
@@ -70,6 +71,7 @@ def test_every_problem_of_a_file_in_one_run_in_file_order(tmp_path):
         "drives.vda.werror",                 # a value
         "workloads.w.iodepth",               # a type
         "jobs.m.device",                     # a reference: an image, not a drive
+        "jobs.m.on-target-eror",             # ... in a job with a misspelt key
         "faults.0.image",                    # a reference
         "actions.0.on",                      # an unknown event
         "actions.1.arguments.sped",          # a wrong argument name
@@ -148,3 +150,13 @@ def test_a_job_on_an_image_names_the_drive_to_use():
     assert key == "jobs.m.device"
     assert msg == ("'disk' is an image, not a drive: a job's device is a drive; "
                    "drive 'vda' has image 'disk': write device = \"vda\"")
+
+
+def test_an_invalid_entry_still_has_its_names_checked():
+    raw = base(on="STOP", match={"reason": "io-error"}, repeat="yes")
+    raw["jobs"]["m"].update(device="nodrive", target="notarget", speed="fast")
+    raw["faults"] = [{"image": "noimage", "errno": "EWHAT"}]
+    raw["workloads"] = {"w": {"drive": "vdz", "bs": 1000}}
+    assert [key for key, _ in problems(raw)] == [
+        "jobs.m.device", "jobs.m.target", "jobs.m.speed", "actions.0.match.reason", "actions.0.repeat",
+        "faults.0.image", "faults.0.errno", "workloads.w.drive", "workloads.w.bs"]
