@@ -289,10 +289,10 @@ def check_invalid_entries(raw: Mapping[str, Any], parts: Mapping[str, Any],
     problems: list[tuple[Loc, str]] = []
 
     def entries(section: str):
-        table = raw.get(section)
-        if isinstance(table, Mapping):
-            return [(name, item, parts[section].get(name)) for name, item in table.items()]
-        if isinstance(table, (list, tuple)):
+        table, valid = raw.get(section), parts.get(section)
+        if isinstance(table, Mapping) and isinstance(valid, Mapping):
+            return [(name, item, valid.get(name)) for name, item in table.items()]
+        if isinstance(table, (list, tuple)) and isinstance(valid, list):
             return [(i, item, parts[section][i] if i < len(parts[section]) else None)
                     for i, item in enumerate(table)]
         return []
