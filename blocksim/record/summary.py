@@ -113,9 +113,10 @@ def build(sim, audits: dict, violations: list[dict]) -> dict:
         "commands": {"executed": len(sim.monitor.commands), "refused": refused},
         "invariants": {"checked": checked_names(sim), "violations": violations},
     } | thin_provisioning(sim)
-    never = never_happened(sim)
-    if never["actions"] or never["faults"]:
-        out["never"] = never        # (only then: a run where all happened records as before)
+    # (only what is not empty: a run where all happened records as before)
+    never = {key: items for key, items in never_happened(sim).items() if items}
+    if never:
+        out["never"] = never
     thin = thin_summary(sim)
     if thin:
         out["thin"] = thin

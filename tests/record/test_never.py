@@ -51,3 +51,8 @@ def test_the_same_with_and_without_shortcuts():
     s = scenario()
     assert (blocksim.Simulation(s, shortcuts=False).run().summary["never"]
             == blocksim.Simulation(s).run().summary["never"])
+
+
+def test_an_empty_list_is_left_out():
+    result = blocksim.run(scenario(faults=[]))
+    assert list(result.summary["never"]) == ["actions"]
