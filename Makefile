@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 $(BIN)/blocksim: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,html]'
+	$(BIN)/pip install --quiet -e '.[test,html,dask,qemu]'
 	@touch $@
 
 install: $(BIN)/blocksim

@@ -22,7 +22,7 @@ and what each prints below it::
     python docs/examples.py --update   # rewrite the blocks with what the commands print now
 
 Each command runs through the shell in a scratch folder where ``scenarios``
-leads to the repository's, so the paths it prints are the ones a user in a
+and ``docs`` lead to the repository's, so the paths it prints are the ones a user in a
 clone sees; stdout and stderr are kept in order.  A command prefixed with
 ``!`` may exit non-zero (an example of an error), as may the commands of a
 session (``blocksim compare`` exits 1 when something changed).  tests/system/
@@ -86,6 +86,7 @@ def examples(update: bool = False, docs: list[Path] | None = None) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="blocksim-examples-") as tmp:
         scratch = Path(tmp)
         (scratch / "scenarios").symlink_to(ROOT / "scenarios")
+        (scratch / "docs").symlink_to(ROOT / "docs")      # docs/typos.toml, a bad file
         for doc in docs or documents():
             text = doc.read_text()
 

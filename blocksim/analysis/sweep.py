@@ -819,9 +819,9 @@ def _failed_record(task: Mapping[str, Any], exc: BaseException) -> dict[str, Any
 def _execute_dask(tasks, on_record, scheduler):
     try:
         from distributed import Client, as_completed
-    except ImportError:                      # pragma: no cover - a declared dependency
-        raise SweepError("scheduler: dask.distributed is not installed "
-                         "(pip install 'dask[distributed]')") from None
+    except ImportError:                      # the [dask] extra
+        raise SweepError("scheduler: a sweep on a Dask cluster needs dask.distributed, which is "
+                         "not installed: pip install 'blocksim[dask]'") from None
     own = not isinstance(scheduler, Client)
     if own:
         try:

@@ -150,7 +150,7 @@ def _as_bad_input(function):
               help="Local worker processes (default: one per core; 1 runs inline).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run on a Dask distributed cluster instead, e.g. tcp://10.0.0.5:8786 "
-                   "(its workers need blocksim installed).")
+                   "(its workers need blocksim installed; here: pip install 'blocksim[dask]').")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="The sweep folder (default results/NAME-sweep-HASH). A sweep started again "
                    "with the same folder resumes where it stopped.")

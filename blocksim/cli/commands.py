@@ -21,6 +21,7 @@ import click
 from ..errors import BlocksimError, ScenarioError
 from ..model.profile import PROFILES
 from ..record.summary import VERSION as __version__
+from ..record.summary import never_lines
 from .inputs import BadInput, limit_options, parse_sets, scenario_file
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -199,6 +200,7 @@ def format_outcome(result, folder=None) -> str:
     lines.append(f"  VM: {vm.get('final_state')} at the end, paused {_secs(vm.get('time_paused'))}"
                  f" over {stops} stop{'' if stops == 1 else 's'}")
     lines.extend(_thin_lines(s))
+    lines.extend(f"  warning: {line}" for line in never_lines(s))
     jobs = s.get("jobs", {})
     if jobs:
         rows = [["job", "type", "outcome", "ready", "finished", "paused", "errors",

@@ -113,6 +113,10 @@ def build(sim, audits: dict, violations: list[dict]) -> dict:
         "commands": {"executed": len(sim.monitor.commands), "refused": refused},
         "invariants": {"checked": checked_names(sim), "violations": violations},
     } | thin_provisioning(sim)
+    # (only what is not empty: a run where all happened records as before)
+    never = {key: items for key, items in never_happened(sim).items() if items}
+    if never:
+        out["never"] = never
     thin = thin_summary(sim)
     if thin:
         out["thin"] = thin
@@ -240,3 +244,54 @@ def extend_records(sim) -> list[dict]:
             size[image] = new
         out.append(entry)
     return out
+
+
+# -- what never happened (issue 20) -------------------------------------------------------
+def never_happened(sim) -> dict:
+    """The scenario's actions that never fired and fault rules that never
+    matched a request, which explain a run that did not go as meant (a
+    VM left paused because the action meant to continue it never fired):
+
+    - ``actions``: ``{"index", "trigger" ("on EVENT" or "at 5s"),
+      "command"}`` for each action whose trigger never came (its command
+      never ran; a refused command did run);
+    - ``faults``: ``{"index", "type", "image", "operation", "errno"}`` for
+      each fault rule that never failed, dropped or delayed a request
+      (a dust rule whose bad blocks writes healed did act).
+    """
+    scenario = sim.scenario
+    actions = []
+    fired = getattr(getattr(sim, "actions", None), "fired", None) or [0] * len(scenario.actions)
+    for index, spec in enumerate(scenario.actions):
+        if fired[index]:
+            continue
+        trigger = f"on {spec.on}" if spec.on is not None else f"at {spec.at / 1e9:g}s"
+        actions.append({"index": index, "trigger": trigger, "command": spec.command})
+    faults = []
+    rank: dict[str, int] = {}
+    for index, spec in enumerate(scenario.faults):
+        k = rank[spec.image] = rank.get(spec.image, -1) + 1
+        rules = sim.devices[spec.image].faults
+        rule = rules[k] if k < len(rules) else None
+        if rule is None or rule.fired:
+            continue
+        if spec.type == "dust" and len(rule.bad) < len(set(spec.blocks)):
+            continue                    # writes healed bad blocks
+        faults.append({"index": index, "type": spec.type, "image": spec.image,
+                       "operation": list(spec.operation), "errno": spec.errno})
+    return {"actions": actions, "faults": faults}
+
+
+def never_lines(summary: dict) -> list[str]:
+    """``summary``'s :func:`never_happened` as warnings, one line each:
+    ``action 2 (on BLOCK_JOB_READY, cont) never fired``, ``fault 0 (target
+    write EIO) never matched a request``."""
+    never = summary.get("never") or {}
+    lines = [f"action {a['index']} ({a['trigger']}, {a['command']}) never fired"
+             for a in never.get("actions", [])]
+    for f in never.get("faults", []):
+        what = "delay" if f["type"] == "delay" else f["errno"]
+        kind = "" if f["type"] == "error" else f"{f['type']} "
+        lines.append(f"fault {f['index']} ({kind}{f['image']} {'/'.join(f['operation'])} {what}) "
+                     "never matched a request")
+    return lines

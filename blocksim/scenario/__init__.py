@@ -19,6 +19,7 @@ One module per part of the document (read ``document.py`` first):
   or ``command`` where a table has variants;
 - ``document.py``: :class:`Scenario`, the whole document;
 - ``references.py``: names that point at other tables, backing chains;
+  ``events.py``: the data each event carries, which ``match`` is checked against;
 - ``problems.py``: pydantic's errors as key paths and messages a user can act
   on; ``load.py``: :func:`load_scenario`; ``overrides.py``: ``--set``;
   ``schema.py``: the JSON Schema.

@@ -19,8 +19,8 @@ from . import limits as limits_mod
 from .images import Drive, Image
 from .limits import Limits
 from .overrides import apply_overrides
-from .problems import _ACTIONS, _FAULTS, _JOBS, _did_you_mean, _got, _key_path, _keys, _problems, _Variants
-from .references import _cross_check
+from .problems import in_file_order, _ACTIONS, _FAULTS, _JOBS, _did_you_mean, _got, _key_path, _keys, _problems, _Variants
+from .references import _cross_check, check_invalid_entries
 from .thin import check_parts as _thin_check_parts
 from .workloads import Workload, resolve_trace_paths
 
@@ -81,7 +81,8 @@ def _validate_parts(raw: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     problems += _cross_check(parts["images"], parts["drives"], parts["faults"], parts["workloads"],
                              parts["jobs"], parts["actions"])
     problems += _thin_check_parts(parts["images"], parts["actions"], raw)
-    return problems
+    problems += check_invalid_entries(raw, parts, problems)
+    return in_file_order(problems, raw)
 
 
 def read_scenario_file(path: Union[str, os.PathLike]) -> tuple[bytes, dict[str, Any]]:

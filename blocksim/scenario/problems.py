@@ -174,5 +174,48 @@ def _problems(error: ValidationError, prefix: Loc, root: Any, raw: Any) -> list[
             msg = f"must be an array{_got(e.get('input'))}"
         elif any(part in kind for part in _SCALAR_ERRORS):
             msg += _got(e.get("input"))
+            if kind == "literal_error" and isinstance(e.get("input"), str):
+                msg += _did_you_mean(e["input"], re.findall(r"'([^']*)'", str(e.get("ctx", {}).get("expected", ""))))
         out.append((prefix + tuple(loc), msg))
     return out
+
+
+def _positions(raw: Any) -> dict[Loc, tuple[int, int]]:
+    """Every key path of ``raw`` (a scenario's data, as tomllib read it: in
+    the order of the file) to its rank in that order and the rank of the
+    last key inside it."""
+    order: dict[Loc, tuple[int, int]] = {}
+    count = 0
+
+    def walk(value: Any, loc: Loc) -> None:
+        nonlocal count
+        first = count
+        count += 1
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, loc + (key,))
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, loc + (i,))
+        order[loc] = (first, count - 1)
+
+    walk(raw, ())
+    return order
+
+
+def in_file_order(problems: list[tuple[Loc, str]], raw: Any) -> list[tuple[Loc, str]]:
+    """``problems`` sorted as their keys come in the file (``raw``'s order,
+    which is tomllib's, the file's), so a user reads them top to bottom; a
+    key the file lacks (a missing required key) sorts after the keys of the
+    nearest table that holds it; problems at one place keep their order."""
+    order = _positions(raw)
+
+    def rank(item: tuple[Loc, str]) -> tuple[int, int]:
+        loc = item[0]
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in order:
+                first, last = order[loc[:n]]
+                return (first, 0) if n == len(loc) else (last, 1)
+        return len(order), 1
+
+    return sorted(problems, key=rank)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from .actions import Action, BitmapAction, GuestBurstAction, ThinExtendAction
+from .events import match_problems
 from .faults import DustFault, Fault
 from .fields import Loc
 from .images import Drive, Image
@@ -116,7 +117,7 @@ def _cross_check(images: Mapping[str, Optional[Image]], drives: Mapping[str, Opt
         top = None
         if job.device not in drives:
             problems.append((("jobs", job_id, "device"),
-                             f"unknown drive '{job.device}'; {_names('drive', drives)}"))
+                             _not_a_drive(job.device, images, drives)))
         elif drives[job.device] is not None:
             top = drives[job.device].image
         chain = _chain(images, top) if top is not None and images.get(top) is not None else None
@@ -159,7 +160,14 @@ def _cross_check(images: Mapping[str, Optional[Image]], drives: Mapping[str, Opt
     for i, action in enumerate(actions):
         if action is None:
             continue
+        if action.on is not None:
+            problems += match_problems(("actions", i, "match"), action.on, action.match)
+        if action.after is not None:
+            problems += match_problems(("actions", i, "after-match"), action.after, action.after_match)
         loc = ("actions", i, "arguments")
+        # (a job id in a command's arguments is not checked: a command
+        # naming no job is refused at run time as QMP refuses it, which
+        # scenarios may mean to show: "Block job 'x' not found")
         if isinstance(action, ThinExtendAction):
             image_ref(loc + ("image",), action.arguments["image"])
         elif isinstance(action, BitmapAction):
@@ -173,6 +181,16 @@ def _cross_check(images: Mapping[str, Optional[Image]], drives: Mapping[str, Opt
             if image is not None:
                 region(loc, image, args["offset"], args.get("size"), "burst region")
     return problems
+
+
+def _not_a_drive(name: str, images: Mapping[str, Any], drives: Mapping[str, Optional[Drive]]) -> str:
+    """The problem of a job's ``device`` that names no drive (an image, say)."""
+    if name in images:
+        on = [d for d, drive in drives.items() if drive is not None and drive.image == name]
+        hint = (f"drive '{on[0]}' has image '{name}': write device = \"{on[0]}\"" if on else
+                _names('drive', drives))
+        return f"'{name}' is an image, not a drive: a job's device is a drive; {hint}"
+    return f"unknown drive '{name}'; {_names('drive', drives)}"
 
 
 def _check_commit(job_id: str, job: CommitJob, images, drive_top: Optional[str],
@@ -250,3 +268,54 @@ def _resolve(scenario) -> None:
             args = action.arguments
             size = drive_size(args["drive"]) - args["offset"]
             scenario.actions[i] = action.model_copy(update={"arguments": {**args, "size": size}})
+
+
+#: the keys of each table that name an entry of another: key -> "image" or "drive"
+_RAW_REFERENCES = {"drives": {"image": "image"}, "workloads": {"drive": "drive"},
+                   "jobs": {"device": "drive", "target": "image", "base": "image", "top": "image"},
+                   "faults": {"image": "image"}}
+
+
+def check_invalid_entries(raw: Mapping[str, Any], parts: Mapping[str, Any],
+                          found: list[tuple[Loc, str]]) -> list[tuple[Loc, str]]:
+    """The names an *invalid* entry gives to other tables, and an invalid
+    action's ``match``, checked from the raw data: an entry with a wrong
+    type in one key must not hide a wrong name in another (one pass).
+    ``found`` are the problems already known (none is repeated)."""
+    seen = {loc for loc, _ in found}
+    images = raw.get("images") if isinstance(raw.get("images"), Mapping) else {}
+    drives = raw.get("drives") if isinstance(raw.get("drives"), Mapping) else {}
+    known = {"image": images, "drive": drives}
+    problems: list[tuple[Loc, str]] = []
+
+    def entries(section: str):
+        table, valid = raw.get(section), parts.get(section)
+        if isinstance(table, Mapping) and isinstance(valid, Mapping):
+            return [(name, item, valid.get(name)) for name, item in table.items()]
+        if isinstance(table, (list, tuple)) and isinstance(valid, list):
+            return [(i, item, parts[section][i] if i < len(parts[section]) else None)
+                    for i, item in enumerate(table)]
+        return []
+
+    for section, keys in _RAW_REFERENCES.items():
+        for name, item, valid in entries(section):
+            if valid is not None or not isinstance(item, Mapping):
+                continue
+            for key, kind in keys.items():
+                value, loc = item.get(key), (section, name, key)
+                if not isinstance(value, str) or loc in seen or value in known[kind]:
+                    continue
+                if section == "jobs" and key == "device":
+                    problems.append((loc, _not_a_drive(value, images, {
+                        d: v for d, v in parts["drives"].items()})))
+                else:
+                    problems.append((loc, f"unknown {kind} '{value}'; {_names(kind, known[kind])}"))
+    for i, item, valid in entries("actions"):
+        if valid is not None or not isinstance(item, Mapping):
+            continue
+        for on, match in (("on", "match"), ("after", "after-match")):
+            event, table = item.get(on), item.get(match)
+            if isinstance(event, str) and isinstance(table, Mapping):
+                problems += [p for p in match_problems(("actions", i, match), event, table)
+                             if p[0] not in seen]
+    return problems

@@ -382,8 +382,9 @@ def test_all_problems_are_reported():
                   faults=[{"image": "disk", "errno": "ENOENT"}],
                   jobs={"j": {"type": "mirror", "device": "vdz", "target": "tgt"}})
     paths = [p for p, _ in problems_of(raw)]
-    assert paths == ["seed", "images.disk.size", "images.tgt.format", "faults.0.errno",
-                     "drives.vdb.image", "jobs.j.device"]
+    # in the order of the data (a file's order): images and drives first here
+    assert paths == ["images.disk.size", "images.tgt.format", "drives.vdb.image", "seed",
+                     "faults.0.errno", "jobs.j.device"]
 
 
 def test_invalid_entry_does_not_cause_false_reference_errors():
