@@ -411,6 +411,39 @@ def _guest_figures(written: int, failed: int) -> str:
     return f"{written} written, {failed} failed"
 
 
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Half-open ranges sorted, with overlapping or touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(r for r in ranges if r[0] < r[1]):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _subtract(a: int, b: int, covered: list[tuple[int, int]]):
+    """The parts of ``[a, b)`` outside the merged ranges ``covered``."""
+    for c, d in covered:
+        if d <= a or c >= b:
+            continue
+        if c > a:
+            yield a, c
+        a = max(a, d)
+    if a < b:
+        yield a, b
+
+
+def _first_difference_at(x: bytes, y: bytes, a: int, b: int) -> Optional[int]:
+    """The first offset in ``[a, b)`` where ``x`` and ``y`` differ, or None."""
+    step = 1 << 16
+    for pos in range(a, b, step):
+        end = min(b, pos + step)
+        if x[pos:end] != y[pos:end]:
+            return next(i for i in range(pos, end) if x[i] != y[i])
+    return None
+
+
 # -- the QEMU side -------------------------------------------------------------------
 class _QemuRun:
     """One run of a plan on qemu-storage-daemon, in ``workdir``."""
@@ -430,6 +463,11 @@ class _QemuRun:
         self.final_bitmaps: dict[str, dict[str, int]] = {}   # node -> bitmap -> count
         self.daemon: Optional[StorageDaemon] = None
         self.t0 = 0.0
+        #: drive -> each guest write as (offset, length, pattern, ok), in order
+        self.written: dict[str, list[tuple[int, int, int, bool]]] = {}
+        #: job -> how many of its drive's guest writes were done when its
+        #: BLOCK_JOB_COMPLETED (no error) came: a mirror or active commit
+        self.completed_after: dict[str, int] = {}
 
     # images --------------------------------------------------------------------
     def make_images(self) -> None:
@@ -531,6 +569,7 @@ class _QemuRun:
                 "type": "nbd", "id": f"export-{drive}", "node-name": node,
                 "name": drive, "writable": True})
             self.result.guest_writes[drive] = []
+            self.written[drive] = []
 
     def _guest_burst(self, action) -> None:
         """A guest-burst's writes by qemu-io over the drive's export, one
@@ -556,6 +595,8 @@ class _QemuRun:
                 outcomes.append(f"{off}+{length} ok")
             else:
                 outcomes.append(f"{off}+{length} {line.split(':', 1)[-1].strip()}")
+            self.written[drive].append((off, length, pattern,
+                                        line is not None and line.startswith("wrote ")))
         out["return"] = {}
         self.result.commands.append(out)
 
@@ -584,17 +625,22 @@ class _QemuRun:
         qmp = self.daemon.qmp
         self.t0 = time.monotonic()
         while True:
-            while queue and queue[0][0] <= self._now() and queue[0][0] < duration:
+            while True:
+                # the events already come (with the last command, or since)
+                # are taken before anything else is sent: a job's completion
+                # is seen before a guest write or command that follows it
+                while True:
+                    event = qmp.get_event(0)
+                    if event is None:
+                        break
+                    self._on_event(event, queue, seq, triggers)
+                if not (queue and queue[0][0] <= self._now() and queue[0][0] < duration):
+                    break
                 _due, _n, kind, item = heapq.heappop(queue)
                 if kind == "start":
                     self._start_job(item, f"jobs.{item}")
                 else:
                     self._action(item)
-                while True:                         # events that came with the command
-                    event = qmp.get_event(0)
-                    if event is None:
-                        break
-                    self._on_event(event, queue, seq, triggers)
             now = self._now()
             if now >= duration or self._finished(queue):
                 break
@@ -621,6 +667,11 @@ class _QemuRun:
         name, data = event.get("event"), event.get("data") or {}
         if name == "JOB_STATUS_CHANGE" and data.get("id") in self.status:
             self.status[data["id"]] = data.get("status")
+        if name == "BLOCK_JOB_COMPLETED" and not data.get("error"):
+            job = self.plan.jobs.get(data.get("device"))
+            if job is not None and (job.type == "mirror" or job.active):
+                drive = self.plan.scenario.jobs[job.id].device
+                self.completed_after[job.id] = len(self.written.get(drive, []))
         for i, trigger in triggers.items():
             if trigger.offer(name, data):
                 action = self.plan.actions[i]
@@ -734,11 +785,62 @@ class _QemuRun:
         return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "content differs"
 
     def _mirror_integrity(self, job, info: dict) -> None:
+        """The target reads as the source at the job's completion (the
+        verdict blocksim takes in jobs/mirror.py ``_verify``), see
+        :meth:`_at_completion`."""
         src, tgt = self.plan.images[job.image], self.plan.images[job.target]
-        detail = self._compare(self.paths[job.image], src.format, self.paths[job.target],
-                               tgt.format, f"comparing source and target of job '{job.id}'")
+        later = self._later_writes(job)
+        if later:
+            detail = self._at_completion(job.image, job.target, later, "target")
+        else:
+            detail = self._compare(self.paths[job.image], src.format, self.paths[job.target],
+                                   tgt.format, f"comparing source and target of job '{job.id}'")
         info["integrity"] = "identical" if detail is None else "differs"
         info["integrity_detail"] = detail
+
+    def _later_writes(self, job) -> list[tuple[int, int, int, bool]]:
+        """The guest writes on the drive of a mirror or active commit
+        ``job`` done after its BLOCK_JOB_COMPLETED (no error) came: after the
+        pivot (mirror.c:mirror_exit_common, bdrv_replace_node) they go to
+        the new active node (the target, the base) only."""
+        done = self.completed_after.get(job.id)
+        if done is None:
+            return []
+        return self.written.get(self.plan.scenario.jobs[job.id].device, [])[done:]
+
+    def _at_completion(self, source: str, target: str, later, what: str) -> Optional[str]:
+        """Whether ``target`` read as ``source`` (with its backing chain) at
+        the job's completion, from the images at the end of the run (the
+        daemon stopped, everything flushed) and the guest writes ``later``
+        done after the completion: outside their ranges neither image has
+        changed since (the source is off the drive's graph; the target
+        gets only those writes), so the two must read the same there; in
+        their ranges the target must hold what the last successful write
+        of each byte wrote (the writes went to the new active node).  A
+        failed write's range is left unchecked (its content is unknown).
+        None if so, else where it fails."""
+        src, tgt = self._raw(source), self._raw(target)
+        size = max(len(src), len(tgt))
+        src, tgt = src.ljust(size, b"\0"), tgt.ljust(size, b"\0")
+        excluded = _merge([(off, min(off + length, size)) for off, length, _p, _ok in later])
+        pos = 0
+        for a, b in excluded + [(size, size)]:
+            first = _first_difference_at(src, tgt, pos, a)
+            if first is not None:
+                return (f"{what} differs from source at offset {first} (outside the guest's "
+                        f"{len(later)} writes after the completion)")
+            pos = max(pos, b)
+        covered: list[tuple[int, int]] = []
+        for off, length, pattern, ok in reversed(later):
+            end = min(off + length, size)
+            for a, b in _subtract(off, end, covered):
+                wrote = bytes([pattern]) * (b - a)
+                if ok and tgt[a:b] != wrote:
+                    first = a + _first_difference_at(tgt[a:b], wrote, 0, b - a)
+                    return (f"the guest's write at {off}+{length} after the completion is not on "
+                            f"the {what} at offset {first}")
+            covered = _merge(covered + [(off, end)])
+        return None
 
     def _bitmap_count(self, job) -> Optional[int]:
         """The dirty bytes of a backup's bitmap at the end (None: gone)."""
@@ -787,15 +889,29 @@ class _QemuRun:
         info["integrity_detail"] = "; ".join(problems) or None
 
     def _commit_integrity(self, job, info: dict) -> None:
-        """The base reads as the top did when the job started (the copies
-        taken before it, with no guest meanwhile); an intermediate commit
-        also leaves the overlay backed by the base and the disk reading the
-        same."""
+        """An active commit: the base reads as the top (with its chain)
+        at the job's completion, as a mirror's target its source (blocksim's
+        verdict in jobs/commit.py ``ActiveCommitJob._verify``; guest writes
+        before the completion are in the top and copied to the base, those
+        after it go to the base: see :meth:`_at_completion`).  An
+        intermediate commit: the base reads as the top did when the job
+        started (the copies taken before it, with no guest meanwhile); the
+        overlay is backed by the base and the disk reads the same."""
         base = self.plan.images[job.base]
         problems = []
-        top_ref = self.refs.get(f"{job.id}/top", self.refs[job.id])
-        detail = self._compare(top_ref, "raw", self.paths[job.base], base.format,
-                               f"comparing the base of job '{job.id}' with its top")
+        if job.active:
+            later = self._later_writes(job)
+            if later:
+                detail = self._at_completion(job.image, job.base, later, "base")
+            else:
+                top = self.plan.images[job.image]
+                detail = self._compare(self.paths[job.image], top.format, self.paths[job.base],
+                                       base.format,
+                                       f"comparing the base of job '{job.id}' with its top")
+        else:
+            top_ref = self.refs.get(f"{job.id}/top", self.refs[job.id])
+            detail = self._compare(top_ref, "raw", self.paths[job.base], base.format,
+                                   f"comparing the base of job '{job.id}' with its top")
         if detail is not None:
             problems.append(f"the base does not read as the top did: {detail}")
         if job.overlay is not None:
