@@ -161,7 +161,7 @@ def case_scenario(base: Mapping[str, Any], case: Mapping[str, Any], name: str | 
     if name is not None:
         raw["name"] = name
     if properties is not None and explore is not None:
-        kept = {k: v for k, v in explore.items() if k in ("kinds", "properties")}
+        kept = dict(explore)
         kept["properties"] = list(properties)
         kept["expect"] = "broken"
         raw["explore"] = kept
