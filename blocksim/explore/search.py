@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Optional
@@ -124,6 +125,7 @@ def run_worker(task: Mapping[str, Any], progress: Optional[Callable[[int], None]
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as hseed
     from hypothesis.database import DirectoryBasedExampleDatabase
+    from hypothesis.errors import HypothesisDeprecationWarning
 
     runner = _Runner(task["raw"])
     limit = None if task.get("time") is None else time.monotonic() + task["time"]
@@ -167,7 +169,11 @@ def run_worker(task: Mapping[str, Any], progress: Optional[Callable[[int], None]
                 raise _broken_class(hit[0][0])(copy.deepcopy(case), dict(outcome["broken"]))
 
         try:
-            test()
+            with warnings.catch_warnings():
+                # on a Dask worker, other threads use the random module while
+                # Hypothesis draws: it warns, though the cases do not depend on it
+                warnings.simplefilter("ignore", HypothesisDeprecationWarning)
+                test()
         except _OutOfTime:
             break
         except PropertyBroken as exc:

@@ -57,8 +57,8 @@ def test_another_seed_searches_other_cases():
 
 def test_process_pool_is_deterministic():
     spec = SPECS / "werror-ignore-loses-writes.toml"
-    a = explore(spec, runs=16, seed=1, workers=2)
-    b = explore(spec, runs=16, seed=1, workers=2)
+    a = explore(spec, runs=8, seed=1, workers=2)
+    b = explore(spec, runs=8, seed=1, workers=2)
     assert a["found"] == b["found"] and a["cases"] == b["cases"]
     assert a["found"]["1"]["after"] == 1
 
@@ -131,3 +131,35 @@ def test_a_spec_without_explore_is_refused(tmp_path):
     path.write_text('[images.disk]\nsize = "16MiB"\n')
     with pytest.raises(ExploreError, match=r"no \[explore\] table"):
         explore(path, runs=2)
+
+
+def test_dask_local_cluster_finds_the_same():
+    distributed = pytest.importorskip("distributed")
+    spec = SPECS / "werror-ignore-loses-writes.toml"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        on_dask = explore(spec, runs=8, seed=1, workers=2, scheduler=client)
+    in_pool = explore(spec, runs=8, seed=1, workers=2)        # two tasks on one Dask worker
+    assert on_dask["found"] == in_pool["found"] and on_dask["cases"] == in_pool["cases"]
+
+
+def test_time_limit_stops_generating():
+    outcome = explore(SPECS / "werror-ignore-loses-writes.toml", runs=50, seed=1, time_limit=1e-6)
+    assert outcome["cases"] == {} and outcome["found"] == {}
+
+
+def test_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from blocksim.cli import main
+    out, saved = tmp_path / "out", tmp_path / "found"
+    result = CliRunner().invoke(main, ["explore", str(SPECS / "werror-ignore-loses-writes.toml"),
+                                       "--runs", "20", "--seed", "1", "--out", str(out),
+                                       "--save-regression", str(saved)])
+    assert result.exit_code == 1, result.output
+    assert "BROKEN no-lost-writes" in result.output and "held   no-invariant-violations" in result.output
+    name = "werror-ignore-loses-writes-no-lost-writes"
+    assert (out / f"{name}.toml").read_bytes() == (saved / f"{name}.toml").read_bytes()
+    assert (out / name / "timeline.png").exists() and (out / "report.md").exists()
+    result = CliRunner().invoke(main, ["run", str(saved / f"{name}.toml"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0 and "writes lost" in result.output
