@@ -163,3 +163,19 @@ def test_command_line(tmp_path):
     assert (out / name / "timeline.png").exists() and (out / "report.md").exists()
     result = CliRunner().invoke(main, ["run", str(saved / f"{name}.toml"), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0 and "writes lost" in result.output
+
+
+def test_every_kind_and_vary_make_valid_cases(tmp_path):
+    path = tmp_path / "spec.toml"
+    path.write_text('duration = "1s"\nseed = 1\n[images.disk]\nsize = "16MiB"\n[drives.vda]\nimage = "disk"\n'
+                    '[workloads.guest]\ndrive = "vda"\nrw = "randrw"\nbs = "4KiB"\nrate-iops = 20\n'
+                    '[explore]\nkinds = ["error", "flakey", "dust", "delay", "capacity"]\n'
+                    'capacity = ["1MiB", "8MiB"]\nmax-faults = 4\ncounts = [1, 3]\n'
+                    'vary = { "workloads.guest.rate-iops" = [5, 50] }\nproperties = ["vm.stops >= 0"]\n')
+    outcome = explore(path, runs=30, seed=3)
+    cases = [__import__("json").loads(k) for k in outcome["cases"]]
+    assert len(cases) >= 25                       # hardly any case rejected as invalid
+    assert all(c["set"]["workloads.guest.rate-iops"] in (5, 50) for c in cases)
+    kinds = {f.get("type", "error") for c in cases for f in c["faults"]}
+    assert kinds == {"error", "flakey", "dust", "delay"}
+    assert any("images.disk.capacity" in c["set"] for c in cases)
