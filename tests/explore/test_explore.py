@@ -137,7 +137,7 @@ def test_dask_local_cluster_finds_the_same():
     distributed = pytest.importorskip("distributed")
     spec = SPECS / "werror-ignore-loses-writes.toml"
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
         on_dask = explore(spec, runs=8, seed=1, workers=2, scheduler=client)
     in_pool = explore(spec, runs=8, seed=1, workers=2)        # two tasks on one Dask worker
     assert on_dask["found"] == in_pool["found"] and on_dask["cases"] == in_pool["cases"]
