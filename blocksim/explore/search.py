@@ -305,7 +305,7 @@ def _run_dask(tasks, scheduler, progress, total):
     try:
         from distributed import Client
     except ImportError:                      # pragma: no cover - a declared dependency
-        raise ExploreError("scheduler: dask.distributed is not installed") from None
+        raise ExploreError("--scheduler: dask.distributed is not installed (pip install 'blocksim[dask]')") from None
     own = not isinstance(scheduler, Client)
     client = Client(scheduler, timeout="10s") if own else scheduler
     try:
