@@ -559,6 +559,8 @@ def _register_commands() -> None:
     register_serve(main)           # serve
     from .export import register as register_export
     register_export(main)          # export
+    from .explore import register as register_explore
+    register_explore(main)         # explore
 
 
 _register_commands()

@@ -15,6 +15,8 @@ from .problems import _key_path
 from .references import _chain, _cross_check, _resolve
 from .thin import Pool, ThinProvisioning
 from .thin import check as _check_thin
+from .explore import Explore
+from .explore import check as _check_explore
 from .workloads import Workload
 
 
@@ -48,6 +50,7 @@ class Scenario(_Settings):
     actions: list[AnyAction] = Field(default_factory=list)
     pools: dict[str, Pool] = Field(default_factory=dict)
     thin_provisioning: ThinProvisioning | None = None
+    explore: Explore | None = None
 
     _source: str = PrivateAttr("<dict>")
 
@@ -60,6 +63,7 @@ class Scenario(_Settings):
         problems = _cross_check(self.images, self.drives, self.faults, self.workloads, self.jobs,
                                 self.actions)
         problems = problems or _check_thin(self)
+        problems = problems or _check_explore(self)
         if problems:
             raise ValueError("; ".join(f"{_key_path(loc)}: {msg}" for loc, msg in problems))
         _resolve(self)

@@ -12,6 +12,7 @@ bottom up::
     management              QMP-like commands and event-driven actions
     simulation              the run assembly (may use every layer below it)
     analysis                sweeps, regression comparisons, notebook helpers
+    explore                 search fault schedules for broken properties, shrink them
     qemu                    qemu-check: the same scenario on real QEMU
     serve                   blocksim serve: the simulation over QMP (a front end)
     cli                     the command line
@@ -33,7 +34,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "blocksim"
 
 LAYERS = ["errors", "engine", "model", "jobs", "record", "scenario", "management",
-          "simulation", "analysis", "qemu", "serve", "cli",
+          "simulation", "analysis", "explore", "qemu", "serve", "cli",
           ""]
 RANK = {name: rank for rank, name in enumerate(LAYERS)}
 RANK["__main__"] = RANK[""]
