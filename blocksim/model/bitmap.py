@@ -26,7 +26,10 @@ from __future__ import annotations
 from array import array
 
 import numpy as np
-from numba import njit
+from ..engine import Compiled
+
+#: compiled with numba on first use (engine/compiled.py)
+njit = Compiled(globals())
 
 BLOCK_SHIFT = 9                      # 512 granules per summary block
 # (compiled code takes it as a constant: after changing it, delete the
