@@ -6,7 +6,7 @@ is the reference the tests compare against (``tests/equivalence.py``,
 ``benchmarks/fingerprint.py``).  A QEMU developer reading the model can skip
 this layer.
 
-Imports: the standard library, numpy, numba and SimPy only; never the
+Imports: the standard library, numpy, numba (on first use) and SimPy only; never the
 model, the jobs or anything above (what it needs of them, the jobs hand it:
 a mirror passes itself, with ``copy_operation`` and ``max_in_flight``).
 
@@ -25,13 +25,16 @@ The seam: the layers above reach the engine only through the names below
 - ``burst`` (the mirror's issue-and-wait cycle as one plain loop, the
   meaning) and ``burst_kernel`` (the same cycle compiled): modules, so tests
   can switch them (``burst.KERNEL``, ``burst_kernel.GUEST``).
+- :class:`Compiled` (``compiled.py``): ``njit`` that imports numba and
+  compiles on first call, so that ``import blocksim`` does not load numba.
 """
 
 from . import burst, burst_kernel
 from .agenda import Agenda
 from .clock import NEVER, Clock
+from .compiled import Compiled
 from .journal import ContentJournal, Snap
 from .stretch import AT_DUE, advance
 
-__all__ = ["AT_DUE", "NEVER", "Agenda", "Clock", "ContentJournal", "Snap", "advance",
+__all__ = ["AT_DUE", "NEVER", "Agenda", "Clock", "Compiled", "ContentJournal", "Snap", "advance",
            "burst", "burst_kernel"]

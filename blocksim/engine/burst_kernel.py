@@ -57,7 +57,6 @@ from heapq import heapify, heappop, heappush
 from itertools import count
 
 import numpy as np
-from numba import njit
 from simpy.events import NORMAL
 
 from .burst import TOP as BACK_TO_TOP
@@ -66,6 +65,10 @@ from .burst import _head, _quiet
 from .clock import NEVER
 from .journal import _MAP_BITS, _MAP_SHIFT, _OFFSET_BITS, Snap
 from .stretch import AT_DUE
+from .compiled import Compiled
+
+#: compiled with numba on first use (engine/compiled.py)
+njit = Compiled(globals())
 
 #: The kernel's scalar state, one int64 each in ``Kernel.st``.
 (NOW, HEAD_T, LAST_EID, NEXT_EID, WAITING, AT_TOP, ONE_WAIT, STOP_AT_TOP,

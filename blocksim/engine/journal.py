@@ -59,7 +59,10 @@ from __future__ import annotations
 from array import array
 
 import numpy as np
-from numba import njit
+from .compiled import Compiled
+
+#: compiled with numba on first use (engine/compiled.py)
+njit = Compiled(globals())
 
 _OFFSET_BITS = 27
 _OFFSET_MASK = (1 << _OFFSET_BITS) - 1

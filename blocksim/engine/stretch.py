@@ -66,9 +66,12 @@ from __future__ import annotations
 from itertools import islice
 
 import numpy as np
-from numba import njit
 
 from .clock import NEVER
+from .compiled import Compiled
+
+#: compiled with numba on first use (engine/compiled.py)
+njit = Compiled(globals())
 
 #: A guest worker handed back waiting for its next request's due time, which
 #: the event that resumes it is (the model's ``GuestWorkload._worker``; the

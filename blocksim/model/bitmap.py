@@ -26,7 +26,10 @@ from __future__ import annotations
 from array import array
 
 import numpy as np
-from numba import njit
+from ..engine import Compiled
+
+#: compiled with numba on first use (engine/compiled.py)
+njit = Compiled(globals())
 
 BLOCK_SHIFT = 9                      # 512 granules per summary block
 # (compiled code takes it as a constant: after changing it, delete the
@@ -115,6 +118,24 @@ class DirtyBitmap:
             self.count -= n
 
     def _assign(self, b0: int, b1: int, value: bool) -> None:
+        # The whole summary blocks inside [b0, b1) at once (a full mirror's
+        # first mark is every granule of the disk: a Python step per block
+        # cost 3.5 s at 16 TiB): a block's count is its summary entry.
+        w0, w1 = -(-b0 >> BLOCK_SHIFT), b1 >> BLOCK_SHIFT
+        if w1 - w0 >= 8:
+            self._assign_blocks(b0, w0 << BLOCK_SHIFT, value)
+            bits, _words, summary, blocks, _block_words = self.arrays()
+            counts = summary[w0:w1]
+            before = int(counts.sum())
+            bits[w0 << BLOCK_SHIFT:w1 << BLOCK_SHIFT] = 1 if value else 0
+            counts[:] = BLOCK if value else 0
+            blocks[w0:w1] = 1 if value else 0
+            self.count += (((w1 - w0) << BLOCK_SHIFT) if value else 0) - before
+            self._assign_blocks(w1 << BLOCK_SHIFT, b1, value)
+            return
+        self._assign_blocks(b0, b1, value)
+
+    def _assign_blocks(self, b0: int, b1: int, value: bool) -> None:
         # Per summary block, so that the counts stay exact.
         bits, summary, blocks = self.bits, self.summary, self.blocks
         fill = _ONES if value else _ZEROS

@@ -797,8 +797,8 @@ def _diff_run_lists(lr: list[Run], rr: list[Run]) -> Iterator[tuple[int, int, in
 
 # -- whole ranges as numpy arrays ------------------------------------------------
 
-def run_arrays(m: ExtentMap, start: int, end: int,
-               max_runs: int | None = None) -> tuple[int, np.ndarray, np.ndarray]:
+def run_arrays(m: ExtentMap, start: int, end: int, max_runs: int | None = None,
+               pages=None) -> tuple[int, np.ndarray, np.ndarray]:
     """The runs of ``m`` from ``start`` as two int64 arrays, for vectorised checks.
 
     Returns ``(stop, starts, values)``: run ``k`` covers
@@ -814,13 +814,20 @@ def run_arrays(m: ExtentMap, start: int, end: int,
     only Python loop is over pages.  Runs are canonical inside a page but
     two runs either side of a page edge may hold the same value; a caller
     that counts bytes does not care.
+
+    ``pages``: only these pages are read (page indices, increasing; pages
+    of ``[start, end)`` not listed are skipped, so the walk costs what is
+    listed, not the range's size).  The last run read before a skipped
+    page then stands over it too: what the arrays say of skipped pages is
+    meaningless, for callers that look only inside listed pages
+    (:func:`diff_blocks` against blocks inside them).
     """
     end = min(end, m.size)
     if start >= end:
         raise ValueError(f"empty range [{start}, {end})")
     m.settle(start, end)
     shift = m._shift
-    pages = m._pages
+    wanted, pages = pages, m._pages
     last = (end - 1) >> shift
     zero = array(m._stype, (0,))            # the start column of a one-value page
     starts_parts: list = []
@@ -829,6 +836,12 @@ def run_arrays(m: ExtentMap, start: int, end: int,
     counts: list[int] = []
     n = 0
     p = start >> shift
+    listed = None
+    if wanted is not None:
+        listed = iter([q for q in wanted if p <= q <= last])
+        p = next(listed, last + 1)
+        if p > last:                        # nothing listed: one run, meaningless
+            return end, np.array([start], dtype=np.int64), np.zeros(1, dtype=np.int64)
     while True:
         page = pages.get(p, 0)
         if page.__class__ is int:
@@ -841,15 +854,19 @@ def run_arrays(m: ExtentMap, start: int, end: int,
             counts.append(len(page[0]))
         bases.append(p << shift)
         n += counts[-1]
-        p += 1
-        if p > last or (max_runs is not None and n >= max_runs):
+        if max_runs is not None and n >= max_runs:
+            p += 1
+            break
+        p = p + 1 if listed is None else next(listed, last + 1)
+        if p > last:
             break
     stop = min(p << shift, end)
     starts = np.concatenate(starts_parts).astype(np.int64)
     starts += np.repeat(np.array(bases, dtype=np.int64), counts)   # page-relative -> absolute
     values = np.concatenate(values_parts)
     # clip to [start, stop): from the run holding start to the last one before stop
-    i = int(np.searchsorted(starts, start, side="right")) - 1
+    # (0 if the first page read is past start's, skipped)
+    i = max(int(np.searchsorted(starts, start, side="right")) - 1, 0)
     j = int(np.searchsorted(starts, stop, side="left"))
     starts = starts[i:j]
     starts[0] = start

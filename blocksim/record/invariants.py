@@ -171,25 +171,36 @@ def _audit_blocks(drive, content: ExtentMap, order) -> dict:
             break
         a1 = min(order.block_after(a0 // bs, _STEP_WRITES) * bs, end,
                  a0 + _STEP_PAGES * content.page_size)
-        # the disk's runs may end the step earlier (a fragmented region)
-        a1, run_starts, run_values = run_arrays(content, a0, a1, max_runs=_STEP_RUNS)
+        # only the pages the step's blocks touch are read (a few writes far
+        # apart on a huge disk walk their pages, not the disk)
         found = order.blocks(a0 // bs, -(-a1 // bs))
-        if found is not None:
-            offsets, lengths, want, _got = diff_blocks(run_starts, run_values, a1,
-                                                       found[0], bs, found[1])
-            written = want != 0              # a generation 0 is "never wrote here"
-            if not written.all():
-                offsets, lengths, want = offsets[written], lengths[written], want[written]
-            if len(want):
-                gens, which = np.unique(want, return_inverse=True)
-                gen_lost = np.array([g in lost for g in gens.tolist()], dtype=bool)
-                is_lost = gen_lost[which]
-                lost_bytes += int(lengths[is_lost].sum())
-                lost_gens.update(gens[gen_lost].tolist())
-                corrupt = ~is_lost
-                corrupt_bytes += int(lengths[corrupt].sum())
-                if first_corrupt is None and corrupt.any():
-                    first_corrupt = int(offsets[corrupt][0])
+        if found is None:
+            a0 = a1
+            continue
+        touched = None
+        page = content.page_size
+        if bs <= page:                      # a block meets at most two pages
+            shift = page.bit_length() - 1
+            touched = np.union1d(np.maximum(found[0], a0) >> shift,
+                                 (np.minimum(found[0] + bs, a1) - 1) >> shift).tolist()
+        # the disk's runs may end the step earlier (a fragmented region)
+        a1, run_starts, run_values = run_arrays(content, a0, a1, max_runs=_STEP_RUNS,
+                                                pages=touched)
+        offsets, lengths, want, _got = diff_blocks(run_starts, run_values, a1,
+                                                   found[0], bs, found[1])
+        written = want != 0              # a generation 0 is "never wrote here"
+        if not written.all():
+            offsets, lengths, want = offsets[written], lengths[written], want[written]
+        if len(want):
+            gens, which = np.unique(want, return_inverse=True)
+            gen_lost = np.array([g in lost for g in gens.tolist()], dtype=bool)
+            is_lost = gen_lost[which]
+            lost_bytes += int(lengths[is_lost].sum())
+            lost_gens.update(gens[gen_lost].tolist())
+            corrupt = ~is_lost
+            corrupt_bytes += int(lengths[corrupt].sum())
+            if first_corrupt is None and corrupt.any():
+                first_corrupt = int(offsets[corrupt][0])
         a0 = a1
     return {"lost_bytes": lost_bytes, "lost_writes_visible": len(lost_gens),
             "corrupt_bytes": corrupt_bytes, "first_corrupt_offset": first_corrupt}

@@ -87,3 +87,27 @@ def test_a_run_stops_at_the_end_of_the_disk():
     bm.mark(0, 5 * 512)
     assert bm.dirty_run(3, 16) == 2
     assert bm.dirty_bytes == 5 * 512
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ranges_of_many_blocks_match_a_naive_set(seed):
+    # marks and clears spanning 8 blocks and more take the whole-block path
+    # (a full mirror's first mark), with partial blocks either side
+    rng = random.Random(seed)
+    g = 512
+    nbits = 20 * BLOCK + 5
+    size = nbits * g
+    bm = DirtyBitmap(size, g)
+    dirty: set[int] = set()
+    for _ in range(40):
+        b0 = rng.randrange(nbits)
+        b1 = min(nbits, b0 + rng.choice([1, 3 * BLOCK, 9 * BLOCK + 7, 20 * BLOCK]))
+        if rng.random() < 0.6:
+            bm.mark(b0 * g, b1 * g)
+            dirty |= set(range(b0, b1))
+        else:
+            bm.clear_bits(b0, b1)
+            dirty -= set(range(b0, b1))
+        check_consistent(bm, dirty)
+    bm.mark(0, size)
+    check_consistent(bm, set(range(nbits)))
