@@ -8,6 +8,11 @@ what it prints::
     mirror-thin-target-enospc: profile qemu, seed 5, ...
     ```
 
+or a figure, the timeline a scenario's run draws, above the image that shows it::
+
+    <!-- figure: scenarios/mirror-thin-target-enospc.toml -->
+    ![timeline of mirror-thin-target-enospc](docs/images/timeline-mirror-thin-target-enospc.png)
+
 or a console session, its commands after ``$`` (a trailing ``\\`` continues one)
 and what each prints below it::
 
@@ -28,6 +33,12 @@ clone sees; stdout and stderr are kept in order.  A command prefixed with
 session (``blocksim compare`` exits 1 when something changed).  tests/system/
 test_docs_examples.py runs the check, so an example cannot drift from the
 code.
+
+A figure is compared byte for byte with a fresh run's ``timeline.png`` (runs
+and figures are deterministic) when the committed image was drawn by the
+matplotlib version installed; an image drawn by another version (its PNG
+``Software`` text says which) cannot be compared, as rasterisation may differ
+between versions, and is listed as not checked instead of failing.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = re.compile(r"<!-- example: (?P<command>.+?) -->\n```(?P<lang>\w*)\n(?P<output>.*?)```",
                      re.S)
 SESSION = re.compile(r"<!-- example -->\n```console\n(?P<body>.*?)```", re.S)
+FIGURE = re.compile(r"<!-- figure: (?P<scenario>\S+) -->\n!\[[^\]]*\]\((?P<image>[^)]+)\)")
 
 
 def commands(body: str) -> list[str]:
@@ -79,7 +91,47 @@ def run(command: str, scratch: Path, may_fail: bool = False) -> str:
     return done.stdout
 
 
-def examples(update: bool = False, docs: list[Path] | None = None) -> list[str]:
+def drawn_by(png: bytes) -> str | None:
+    """The ``Software`` text of a PNG (matplotlib writes its version there)."""
+    key = b"tEXtSoftware\x00"
+    at = png.find(key)
+    if at < 0:
+        return None
+    length = int.from_bytes(png[at - 4:at], "big")
+    return png[at + len(key):at + 4 + length].decode("latin-1")
+
+
+def figure(scenario: str, scratch: Path) -> bytes:
+    """The timeline figure a run of ``scenario`` draws."""
+    out = scratch / "figure-runs"
+    run(f"blocksim run {scenario} --out {out} --quiet", scratch)
+    (png,) = out.glob("*/timeline.png")
+    data = png.read_bytes()
+    png.unlink()
+    return data
+
+
+def figures(update: bool, doc: Path, text: str, scratch: Path, moved: list[str],
+            unchecked: list[str]) -> None:
+    import matplotlib
+    ours = f"Matplotlib version{matplotlib.__version__}"
+    for match in FIGURE.finditer(text):
+        image = ROOT / match["image"]
+        old = image.read_bytes() if image.exists() else b""
+        if old and not (drawn_by(old) or "").startswith(ours + ",") and not update:
+            unchecked.append(f"{doc.name}: {match['image']} (drawn by {drawn_by(old)}, "
+                             f"running {ours})")
+            continue
+        new = figure(match["scenario"], scratch)
+        if new != old:
+            moved.append(f"{doc.name}: figure {match['image']}")
+            if update:
+                image.parent.mkdir(parents=True, exist_ok=True)
+                image.write_bytes(new)
+
+
+def examples(update: bool = False, docs: list[Path] | None = None,
+             unchecked: list[str] | None = None) -> list[str]:
     """Check (or rewrite) every example of ``docs`` (default: README.md and
     docs/*.md); the ``file: command`` of each that moved."""
     moved = []
@@ -106,6 +158,7 @@ def examples(update: bool = False, docs: list[Path] | None = None) -> list[str]:
                 return f"<!-- example -->\n```console\n{body}```"
 
             new = SESSION.sub(replay, EXAMPLE.sub(replace, text))
+            figures(update, doc, text, scratch, moved, [] if unchecked is None else unchecked)
             if update and new != text:
                 doc.write_text(new)
     return moved
@@ -115,9 +168,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--update", action="store_true", help="rewrite the blocks that moved")
     args = parser.parse_args(argv)
-    moved = examples(update=args.update)
+    unchecked: list[str] = []
+    moved = examples(update=args.update, unchecked=unchecked)
     for line in moved:
         print(("updated " if args.update else "moved   ") + line)
+    for line in unchecked:
+        print("not checked " + line)
     if not moved:
         print("every example is up to date")
     return 1 if moved and not args.update else 0
