@@ -101,6 +101,8 @@ class ThinProvisioning(_Model):
                                                    "(vdsm vm_watermark_interval)")
     max_extends: int = Field(1, ge=1, description="extends in flight at once")
     resume: bool = Field(True, description="cont after an extend when the VM paused with ENOSPC")
+    replica_mult: int = Field(2, ge=1, description="chunk multiplier for the volumes of a mirror "
+                                                   "in progress (vdsm VOLWM_CHUNK_REPLICATE_MULT)")
 
     @field_validator("chunk")
     @classmethod

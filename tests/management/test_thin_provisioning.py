@@ -186,6 +186,36 @@ def test_mirror_onto_a_thin_target_is_resumed_after_the_extend():
         == "dst-file"
 
 
+def _mirror_onto_thin(**tp):
+    return load_scenario({
+        "duration": "30s",
+        "images": {"src": {"size": "2GiB", "data": [{"offset": 0, "length": "1536MiB"}]},
+                   "dst": {"size": "2GiB", "lv-size": "256MiB", "pool": "vg"}},
+        "pools": {"vg": {"extend-latency": "1s"}},
+        "drives": {"vda": {"image": "src"}},
+        "jobs": {"m": {"type": "mirror", "device": "vda", "target": "dst", "speed": "100MiB",
+                       "on-target-error": "enospc", "start": "0s"}},
+        "actions": [{"on": "BLOCK_JOB_READY", "command": "block-job-complete",
+                     "arguments": {"device": "m"}}],
+        "thin-provisioning": {"chunk": "128MiB", **tp}})
+
+
+def test_a_mirror_doubles_the_chunk_and_the_free_limit_of_its_volumes_like_vdsm():
+    # vdsm Drive.volExtensionChunk: chunk x VOLWM_CHUNK_REPLICATE_MULT (2)
+    # while the drive replicates, and watermarkLimit follows it: each extend
+    # adds 256 MiB and the threshold is 128 MiB below the end (the job runs
+    # from 0 s, when the first one is armed).
+    r = run(_mirror_onto_thin())
+    sizes = [c["arguments"]["size"] // MiB for c in commands(r, "lv-extend")]
+    assert sizes[:3] == [512, 768, 1024]
+    armed = [c["arguments"]["write-threshold"] // MiB for c in commands(r, "block-set-write-threshold")]
+    assert armed[:3] == [256 - 128, 512 - 128, 768 - 128]
+    assert [e["data"]["type"] for e in r.events if e["event"] == "BLOCK_JOB_COMPLETED"] == ["mirror"]
+    # replica-mult = 1: vdsm's plain chunk
+    r1 = run(_mirror_onto_thin(**{"replica-mult": 1}))
+    assert [c["arguments"]["size"] // MiB for c in commands(r1, "lv-extend")][:3] == [384, 512, 640]
+
+
 def test_latency_distributions_are_seeded_and_within_their_bounds():
     import numpy as np
     from blocksim.model.thin import Latency
