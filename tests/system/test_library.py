@@ -860,8 +860,10 @@ EXPECTATIONS: dict[str, dict] = {
         "order": ["BLOCK_WRITE_THRESHOLD", "BLOCK_JOB_ERROR write stop", "VOLUME_EXTENDED",
                   "status running", "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED"],
         "absent": ["STOP", "BLOCK_IO_ERROR", "VOLUME_EXTEND_FAILED", "BLOCK_JOB_ERROR write report"],
-        "counts": {"VOLUME_EXTENDED": 3},
-        "event_data": [("BLOCK_WRITE_THRESHOLD", {"node-name": "dst-file"})],
+        # 1 GiB extends: vdsm doubles the chunk while the drive replicates
+        "counts": {"VOLUME_EXTENDED": 2},
+        "event_data": [("BLOCK_WRITE_THRESHOLD", {"node-name": "dst-file"}),
+                       ("VOLUME_EXTENDED", {"image": "dst"})],
         "vm": QUIET_VM,
     },
     "thin-pool-shared-runs-out": {
