@@ -32,8 +32,10 @@ LATENCY_DISTRIBUTIONS = ("fixed", "uniform", "lognormal", "samples")
 
 
 def _latency_input(value: Any) -> Any:
-    """A bare duration is a fixed latency."""
+    """A bare duration is a fixed latency (a bad one is reported at the key
+    the file has, not at the table's ``value``)."""
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        parse_duration(value)
         return {"distribution": "fixed", "value": value}
     return value
 
