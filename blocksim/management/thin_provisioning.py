@@ -144,8 +144,16 @@ class ThinProvisioningController(Controller):
         if not (data.get("nospace") and data.get("action") == "stop"):
             return
         self.enospc_paused = True
+        node = data.get("node-name", "")
+        hit = self.volumes.get(node[:-5] if node.endswith("-file") else node)
         for vol in self.volumes.values():   # vdsm on_enospc: extend what is full now
-            if vol.device.physical_size >= vol.threshold or vol.needs:
+            if vol is hit or vol.device.physical_size >= vol.threshold or vol.needs:
+                # vdsm Drive.on_enospc marks the drive EXCEEDED, and
+                # VolumeMonitor._should_extend_volume extends a marked drive
+                # "regardless of allocation": a write that failed just as an
+                # extend landed (the file below its new threshold) still
+                # gets one, and the VOLUME_EXTENDED that follows sends cont.
+                # An extend already in flight serves instead.
                 vol.needs = True
         self._extend_needed()
 

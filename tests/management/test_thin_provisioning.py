@@ -239,3 +239,31 @@ def test_runs_are_identical_with_and_without_shortcuts():
     a = Simulation(sc).run()
     b = Simulation(sc, shortcuts=False).run()
     assert a.events == b.events and a.commands == b.commands
+
+
+def test_enospc_just_after_an_extend_landed_still_extends_and_resumes():
+    # vdsm Drive.on_enospc marks the drive for extension regardless of its
+    # allocation.  Here a 64 MiB write in flight when the volume was full
+    # fails (ENOSPC) right after VOLUME_EXTENDED re-armed the threshold above
+    # the file's end: the controller must still extend once more and cont,
+    # not leave the VM paused for good (seen in the sizing sweep: 50 MiB/s,
+    # 512 MiB chunks at 75 %, 2 s extends, seed 1, paused from 3890 s on).
+    sc = load_scenario({
+        "duration": "6h", "seed": 1,
+        "images": {"disk": {"size": "2TiB", "lv-size": "4GiB", "pool": "vg", "cluster-size": "2MiB",
+                            "latency": "500us", "bandwidth": "2GiB"}},
+        "pools": {"vg": {"extend-latency": {"distribution": "lognormal", "median": "2s",
+                                            "sigma": 0.5}, "refresh": "200ms"}},
+        "drives": {"vda": {"image": "disk", "werror": "enospc"}},
+        "workloads": {"guest": {"drive": "vda", "rw": "write", "bs": "64MiB",
+                                "rate-iops": 0.78125, "end": "3900s"}},
+        "thin-provisioning": {"chunk": "512MiB", "utilization-percent": 75}})
+    r = run(sc)
+    events = [x for x in timeline(r) if x[1] in ("STOP", "RESUME", "VOLUME_EXTENDED",
+                                                  "BLOCK_IO_ERROR", ">lv-extend", ">cont")]
+    late = [x[1] for x in events if 3889 < x[0] < 3900]
+    # the write fails just after the extend landed; one more extend, then cont
+    assert late[:7] == ["VOLUME_EXTENDED", "BLOCK_IO_ERROR", "STOP", ">lv-extend",
+                        "VOLUME_EXTENDED", "RESUME", ">cont"], late
+    assert r.summary["vm"]["final_state"] == "running"
+    assert r.summary["pauses"]["longest"] < 10
