@@ -7,9 +7,14 @@ scenario (relative to the sweep file), the ``seeds``, the varied keys
 takes them), fixed overrides (``[set]``) and, under ``[small]``, what a quick run uses instead
 (``seeds``, ``vary`` replacing those keys, ``set``: fixed overrides such as a
 shorter ``duration``).  ``[names]`` gives each varied key a short name
-(``chunk``, ``threshold``, ``rate``, ``latency``): the tables speak in those,
-so a manager modelled otherwise (issue 18's thin-provisioning controller
-instead of the polling action) changes only the keys, not the analysis.
+(``chunk``, ``utilization``, ``rate``, ``latency``): the tables speak in
+those.  ``[scale]`` multiplies a short name's values for the tables
+(``rate = 64``: the scenario's ``rate-iops`` of 64 MiB requests, shown in
+MiB/s).  ``[guests.NAME]``, optional, are guest patterns: the whole grid
+runs once per pattern with its ``set`` overrides (such as a ``burst``
+table) and its rate (the key named ``rate``) multiplied by ``rate-factor``,
+so that every pattern has the same mean rate; the rows get a ``guest``
+column.
 
 From a sweep's rows:
 
@@ -17,12 +22,15 @@ From a sweep's rows:
   one pause, pauses per day (all pauses over all simulated time) with the
   rule-of-three upper bound when none was seen, the distribution of pause
   lengths (median and longest of the runs' longest pause, paused time per
-  day), extends per day and the space left free at the end.
-- :func:`recommend`: per write rate and extend latency, the cheapest chunk
-  and threshold (least free space left over) whose pause rate is under the
-  target, or none.
-- :func:`safe_threshold`: the threshold a polling manager needs so that the
-  guest cannot outrun it, ``rate x (latency + poll)``.
+  day), extends per day and the space left free at the end.  With a
+  ``chunk`` and a ``utilization`` (the controller's
+  ``utilization-percent``), ``threshold`` is the free space below which the
+  controller extends, ``chunk x (100 - utilization) / 100``.
+- :func:`recommend`: per guest pattern, write rate and extend latency, the
+  cheapest chunk and threshold (least free space left over) whose pause
+  rate is under the target, or none.
+- :func:`safe_threshold`: the free space a controller needs so that the
+  guest cannot outrun one extend, ``rate x (cycle + latency)``.
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ __all__ = ["SizingSweep", "load_sweep_file", "run_sizing_sweep", "pause_table", 
 
 DAY = 86400.0
 #: What each short name is: a size, a duration or a number (for sorting and units).
-_KINDS = {"chunk": "size", "threshold": "size", "latency": "duration", "rate": "number"}
+_KINDS = {"chunk": "size", "threshold": "size", "latency": "duration", "rate": "number",
+          "utilization": "number"}
 
 
 @dataclass
@@ -54,10 +63,19 @@ class SizingSweep:
     seeds: int
     vary: dict[str, list[Any]]
     names: dict[str, str] = field(default_factory=dict)
+    #: guest pattern -> (rate factor, fixed overrides); empty: one pattern
+    guests: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    #: short name -> factor for the tables
+    scale: dict[str, float] = field(default_factory=dict)
 
     @property
     def runs(self) -> int:
-        return self.seeds * math.prod(len(v) for v in self.vary.values())
+        return (self.seeds * math.prod(len(v) for v in self.vary.values())
+                * max(1, len(self.guests)))
+
+    @property
+    def rate_key(self) -> Optional[str]:
+        return next((k for k, n in self.names.items() if n == "rate"), None)
 
 
 def _problem(path: Path, key: str, message: str) -> ScenarioError:
@@ -100,18 +118,69 @@ def load_sweep_file(path, small: bool = False) -> SizingSweep:
         raise _problem(path, "seeds", f"must be an integer >= 1, got {seeds!r}")
     if not isinstance(names, dict) or any(k not in vary for k in names):
         raise _problem(path, "names", "a table of varied key path -> short name")
+    guests: dict[str, tuple[float, dict[str, Any]]] = {}
+    raw_guests = raw.get("guests", {})
+    if not isinstance(raw_guests, dict):
+        raise _problem(path, "guests", "a table of guest pattern name -> {rate-factor, set}")
+    for gname, guest in raw_guests.items():
+        if not isinstance(guest, dict) or set(guest) - {"rate-factor", "set"}:
+            raise _problem(path, f"guests.{gname}", "a table with rate-factor and set only")
+        factor = guest.get("rate-factor", 1)
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+            raise _problem(path, f"guests.{gname}.rate-factor",
+                           f"must be a number > 0, got {factor!r}")
+        overrides = guest.get("set", {})
+        if not isinstance(overrides, dict):
+            raise _problem(path, f"guests.{gname}.set", "a table of key path -> value")
+        guests[gname] = (float(factor), dict(overrides))
+    if any(f != 1 for f, _ in guests.values()) and not any(n == "rate" for n in names.values()):
+        raise _problem(path, "names", "a guest's rate-factor needs a varied key named 'rate'")
+    scale = raw.get("scale", {})
+    if not isinstance(scale, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+            for v in scale.values()):
+        raise _problem(path, "scale", "a table of short name -> factor > 0")
     target = (path.parent / scenario).resolve()
-    return SizingSweep(path, target, seeds, vary, dict(names))
+    return SizingSweep(path, target, seeds, vary, dict(names), guests,
+                       {k: float(v) for k, v in scale.items()})
 
 
 def run_sizing_sweep(sweep_file, small: bool = False, workers: Optional[int] = None, out=None,
                      progress: Optional[Callable[[int, int], None]] = None):
-    """Run a sweep file; returns ``(SizingSweep, SweepResult)``."""
-    from .sweep import sweep
+    """Run a sweep file; returns ``(SizingSweep, SweepResult)``.  With guest
+    patterns, one sweep a pattern (in ``out/NAME`` with ``out``), their rows
+    put together with a ``guest`` column and the rate key's mean value."""
+    from .sweep import SweepResult, sweep
     plan = load_sweep_file(sweep_file, small=small)
-    result = sweep(plan.scenario, plan.vary, seeds=plan.seeds, workers=workers, out=out,
-                   progress=progress)
-    return plan, result
+    if not plan.guests:
+        result = sweep(plan.scenario, plan.vary, seeds=plan.seeds, workers=workers, out=out,
+                       progress=progress)
+        return plan, result
+    rows: list[dict[str, Any]] = []
+    rate = plan.rate_key
+    done = 0
+    each = plan.runs // len(plan.guests)
+    for gname, (factor, overrides) in plan.guests.items():
+        vary = dict(plan.vary)
+        if rate is not None and factor != 1:
+            vary[rate] = [v * factor for v in vary[rate]]
+        for key, value in overrides.items():
+            vary[key] = [value]
+        step = None if progress is None else (
+            lambda d, _t, base=done: progress(base + d, plan.runs))
+        part = sweep(plan.scenario, vary, seeds=plan.seeds, workers=workers,
+                     out=None if out is None else Path(out) / gname, progress=step)
+        for row in part.rows:
+            row = dict(row)
+            for key in overrides:
+                row.pop(key, None)
+            if rate is not None:
+                row[rate] = row[rate] / factor
+            rows.append({"guest": gname, **row})
+        done += each
+    definition = {"scenario_name": plan.scenario.stem, "runs": plan.runs,
+                  "vary": {"guest": list(plan.guests), **plan.vary}}
+    return plan, SweepResult(definition, rows)
 
 
 def _value(kind: str, value: Any) -> float:
@@ -136,6 +205,8 @@ def pause_table(plan: SizingSweep, result, target_per_day: float = 1.0):
 
     # the named keys (a fixed override such as a shorter duration is not one)
     names = dict(plan.names) if plan.names else {key: key for key in plan.vary}
+    if plan.guests:
+        names = {"guest": "guest", **names}
     groups: dict[tuple, list[dict]] = {}
     for row in result.rows:
         groups.setdefault(tuple(row.get(k) for k in names), []).append(row)
@@ -146,7 +217,10 @@ def pause_table(plan: SizingSweep, result, target_per_day: float = 1.0):
         for (key, name), value in zip(names.items(), values):
             kind = _KINDS.get(name)
             entry[name] = (value if kind is None
-                           else _value(kind, value) / (2**30 if kind == "size" else 1))
+                           else _value(kind, value) / (2**30 if kind == "size" else 1)
+                           * plan.scale.get(name, 1))
+        if "chunk" in entry and "utilization" in entry and "threshold" not in entry:
+            entry["threshold"] = entry["chunk"] * (100 - entry["utilization"]) / 100
         seconds = sum(r.get("simulated_seconds") or 0.0 for r in ok)
         pauses = sum(r.get("pauses.count") or 0 for r in ok)
         days = seconds / DAY if seconds else math.nan
@@ -178,17 +252,22 @@ def pause_table(plan: SizingSweep, result, target_per_day: float = 1.0):
         })
         out.append(entry)
     frame = pd.DataFrame(out)
-    order = [n for n in ("rate", "latency", "chunk", "threshold") if n in frame.columns]
+    order = [n for n in ("guest", "rate", "latency", "chunk", "threshold") if n in frame.columns]
     return frame.sort_values(order).reset_index(drop=True) if order else frame
 
 
-def recommend(table, target_per_day: float = 1.0, by=("rate", "latency")):
-    """Per ``by`` group (write rate and extend latency), the chunk and
-    threshold with a pause rate under ``target_per_day`` that leave the least
-    space free (ties: the smaller chunk, then the smaller threshold);
-    ``chunk`` and ``threshold`` are NaN where no combination tried meets it."""
+def recommend(table, target_per_day: float = 1.0, by=None):
+    """Per ``by`` group (default: guest pattern, write rate and extend
+    latency, those the table has), the chunk and threshold (and
+    ``utilization``, when the table has it) with a pause rate under
+    ``target_per_day`` that leave the least space free (ties: the smaller
+    chunk, then the smaller threshold); ``chunk`` and ``threshold`` are NaN
+    where no combination tried meets it."""
     import pandas as pd
 
+    if by is None:
+        by = tuple(n for n in ("guest", "rate", "latency") if n in table.columns)
+    extra = ["utilization"] if "utilization" in table.columns else []
     rows = []
     for key, group in table.groupby(list(by), sort=True):
         good = group[group["pauses_per_day"] < target_per_day]
@@ -196,12 +275,14 @@ def recommend(table, target_per_day: float = 1.0, by=("rate", "latency")):
         if len(good):
             best = good.sort_values(["free_gib", "chunk", "threshold"]).iloc[0]
             entry.update({"chunk": best["chunk"], "threshold": best["threshold"],
+                          **{c: best[c] for c in extra},
                           "pauses_per_day": best["pauses_per_day"],
                           "pauses_per_day_upper": best["pauses_per_day_upper"],
                           "free_gib": best["free_gib"], "hours": best["hours"]})
         else:
             worst = group.sort_values("pauses_per_day").iloc[0]
             entry.update({"chunk": math.nan, "threshold": math.nan,
+                          **{c: math.nan for c in extra},
                           "pauses_per_day": worst["pauses_per_day"],
                           "pauses_per_day_upper": worst["pauses_per_day_upper"],
                           "free_gib": math.nan, "hours": worst["hours"]})
@@ -210,9 +291,10 @@ def recommend(table, target_per_day: float = 1.0, by=("rate", "latency")):
 
 
 def safe_threshold(rate_bytes: float, latency: float, poll: float) -> float:
-    """The free space (bytes) below which a polling manager must ask for an
+    """The free space (bytes) below which a controller must ask for an
     extend so that a guest writing ``rate_bytes`` per second cannot run out
-    before it is usable: what the guest writes between a poll that just
+    before it is usable (``poll``: the monitor cycle that acts on the
+    threshold event, or the polling period): what the guest writes between a cycle that just
     missed the threshold and the extend's end, ``rate x (poll + latency)``."""
     return rate_bytes * (poll + latency)
 

@@ -33,10 +33,23 @@ vdsm's volume monitor does (vdsm ``doc/thin-provisioning.md``, the
   A job paused on ENOSPC writing to an extended volume (io-status
   ``nospace``) gets ``block-job-resume``.
 
-Not modelled: vdsm's doubled chunk for a replica during live storage
-migration and the pre-extension of a live merge's base (a scenario can
-size those volumes itself), reduce after a merge, and the delay of the
-libvirt and mailbox round trips beyond the pool's extend latency.
+- **Replication.**  While a mirror (vdsm's live storage migration,
+  ``diskReplicateStart`` .. ``diskReplicateFinish``) copies a drive, its
+  source and target volumes are extended by ``chunk x replica-mult`` and
+  their free-space limit grows alike: vdsm's ``Drive.volExtensionChunk``
+  multiplies the chunk by ``VOLWM_CHUNK_REPLICATE_MULT = 2`` while
+  ``diskReplicate`` is set, and ``watermarkLimit`` is computed from it
+  (lib/vdsm/virt/vmdevices/storage.py).  The multiplier applies when a
+  threshold is armed and when an extend is asked for.  (vdsm monitors the
+  source drive and extends the replica first, to the same size; here each
+  volume is monitored by its own threshold, which QEMU fires for the job's
+  writes too.)
+
+Not modelled: the pre-extension of a live merge's base (vdsm measures
+the top and extends the base before ``blockCommit``; a scenario can size
+the base itself, and the controller extends it from its threshold events
+during the commit), reduce after a merge, and the delay of the libvirt and
+mailbox round trips beyond the pool's extend latency.
 """
 
 from __future__ import annotations
@@ -96,11 +109,21 @@ class ThinProvisioningController(Controller):
                 "extends-failed": self.extends_failed, "resumes": self.resumes}
 
     # -- thresholds -------------------------------------------------------------------
+    def _mult(self, vol: _Volume) -> int:
+        """vdsm Drive.volExtensionChunk: ``replica-mult`` while a mirror in
+        progress copies from or onto the volume, else 1."""
+        dev = vol.device
+        for job in self.sim.jobs.values():
+            if job.job_type == "mirror" and job.status not in (None, "concluded", "null") \
+                    and dev in (job.target, job.drive.node):
+                return self.spec.replica_mult
+        return 1
+
     def _threshold_for(self, vol: _Volume) -> int:
         dev = vol.device
         if dev.lv_size >= dev.max_physical_size():
             return 0                    # the volume holds the whole image
-        return max(1, dev.lv_size - self.spec.free_limit)
+        return max(1, dev.lv_size - self.spec.free_limit * self._mult(vol))
 
     def _arm(self, vol: _Volume) -> None:
         vol.threshold = self._threshold_for(vol)
@@ -121,8 +144,16 @@ class ThinProvisioningController(Controller):
         if not (data.get("nospace") and data.get("action") == "stop"):
             return
         self.enospc_paused = True
+        node = data.get("node-name", "")
+        hit = self.volumes.get(node[:-5] if node.endswith("-file") else node)
         for vol in self.volumes.values():   # vdsm on_enospc: extend what is full now
-            if vol.device.physical_size >= vol.threshold or vol.needs:
+            if vol is hit or vol.device.physical_size >= vol.threshold or vol.needs:
+                # vdsm Drive.on_enospc marks the drive EXCEEDED, and
+                # VolumeMonitor._should_extend_volume extends a marked drive
+                # "regardless of allocation": a write that failed just as an
+                # extend landed (the file below its new threshold) still
+                # gets one, and the VOLUME_EXTENDED that follows sends cont.
+                # An extend already in flight serves instead.
                 vol.needs = True
         self._extend_needed()
 
@@ -176,7 +207,7 @@ class ThinProvisioningController(Controller):
             if not vol.needs or vol.extending:
                 continue
             dev = vol.device
-            new = min(dev.lv_size + self.spec.chunk, dev.max_physical_size())
+            new = min(dev.lv_size + self.spec.chunk * self._mult(vol), dev.max_physical_size())
             if new <= dev.lv_size:
                 vol.needs = False
                 continue

@@ -32,8 +32,10 @@ LATENCY_DISTRIBUTIONS = ("fixed", "uniform", "lognormal", "samples")
 
 
 def _latency_input(value: Any) -> Any:
-    """A bare duration is a fixed latency."""
+    """A bare duration is a fixed latency (a bad one is reported at the key
+    the file has, not at the table's ``value``)."""
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        parse_duration(value)
         return {"distribution": "fixed", "value": value}
     return value
 
@@ -101,6 +103,8 @@ class ThinProvisioning(_Model):
                                                    "(vdsm vm_watermark_interval)")
     max_extends: int = Field(1, ge=1, description="extends in flight at once")
     resume: bool = Field(True, description="cont after an extend when the VM paused with ENOSPC")
+    replica_mult: int = Field(2, ge=1, description="chunk multiplier for the volumes of a mirror "
+                                                   "in progress (vdsm VOLWM_CHUNK_REPLICATE_MULT)")
 
     @field_validator("chunk")
     @classmethod

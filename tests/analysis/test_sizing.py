@@ -19,13 +19,21 @@ GiB = 2**30
 def test_the_sweep_file_reads_with_its_small_variant():
     full = load_sweep_file(SWEEP)
     assert full.scenario == ROOT / "scenarios" / "sweeps" / "thin-sizing.toml"
-    assert full.runs == 81 * 4
-    assert full.vary["duration"] == ["6h"]
-    assert set(full.names.values()) == {"chunk", "threshold", "rate", "latency"}
+    # chunk x utilization-percent x rate x latency x 2 guest patterns, 1 seed
+    assert full.runs == 54 * 2
+    assert full.vary["duration"] == ["8h"]
+    assert set(full.names.values()) == {"chunk", "utilization", "rate", "latency"}
+    assert full.guests["bursty"][0] == 2.5 and full.guests["steady"] == (1.0, {})
+    assert full.scale == {"rate": 64.0}
     small = load_sweep_file(SWEEP, small=True)
-    assert small.runs == 4 and small.vary["duration"] == ["10min"]
-    # every varied key is a key of the scenario
-    blocksim.load_scenario(full.scenario, {k: v[0] for k, v in full.vary.items()})
+    assert small.runs == 8 and small.vary["duration"] == ["30min"]
+    # every varied key and every guest's override is a key of the scenario,
+    # which is driven by the thin-provisioning controller
+    for _factor, overrides in full.guests.values():
+        sc = blocksim.load_scenario(full.scenario, {k: v[0] for k, v in full.vary.items()}
+                                    | overrides)
+        assert sc.thin_provisioning is not None and sc.thin_provisioning.mode == "event"
+        assert not sc.actions
 
 
 @pytest.mark.parametrize("text, key", [
@@ -34,6 +42,12 @@ def test_the_sweep_file_reads_with_its_small_variant():
     ('scenario = "x.toml"\nseeds = 0\n[vary]\n"duration" = ["1s"]\n', "seeds"),
     ('scenario = "x.toml"\n[vary]\n"duration" = ["1s"]\n[small.vary]\n"seed" = [1]\n',
      "small.vary.seed"),
+    ('scenario = "x.toml"\n[vary]\n"duration" = ["1s"]\n[guests.b]\nrate-factor = 0\n',
+     "guests.b.rate-factor"),
+    ('scenario = "x.toml"\n[vary]\n"duration" = ["1s"]\n[guests.b]\nrate-factor = 2\n',
+     "names"),
+    ('scenario = "x.toml"\n[vary]\n"duration" = ["1s"]\n[guests.b]\nspeed = 2\n', "guests.b"),
+    ('scenario = "x.toml"\n[vary]\n"duration" = ["1s"]\n[scale]\nrate = -1\n', "scale"),
 ])
 def test_bad_sweep_files_name_the_key(tmp_path, text, key):
     path = tmp_path / "s.sweep.toml"
@@ -48,31 +62,41 @@ def small():
     return run_sizing_sweep(SWEEP, small=True, workers=1)
 
 
-def test_the_small_sweep_pauses_only_where_the_extend_is_slow(small):
+def test_the_small_sweep_runs_each_guest_pattern_at_the_same_mean_rate(small):
     plan, result = small
+    assert result.failed == 0 and len(result.rows) == 8
+    # the rows carry the mean rate; the bursty runs wrote at 2.5 times it
+    assert {r["workloads.guest.rate-iops"] for r in result.rows} == {0.78125}
+    assert {r["guest"] for r in result.rows} == {"steady", "bursty"}
     table = pause_table(plan, result)
-    assert list(table[["latency", "chunk"]].itertuples(index=False, name=None)) == [
-        (2.0, 1.0), (2.0, 5.0), (30.0, 1.0), (30.0, 5.0)]
-    # 100 MiB/s bursts, 0.5 GiB threshold: a 2 s extend always comes in
-    # time, a 30 s one never does (the first burst outruns it)
-    assert list(table["share_paused"]) == [0.0, 0.0, 1.0, 1.0]
-    rows = {(r["actions.0.arguments.latency"], r["actions.0.arguments.by"]): r for r in result.rows}
-    slow = rows[("30s", "1GiB")]
-    assert table.loc[2, "pauses"] == slow["pauses.count"] > 0
-    assert table.loc[2, "pauses_per_day"] == pytest.approx(slow["pauses.count"] / (600 / 86400))
-    assert table.loc[2, "longest_max"] == slow["pauses.longest"] <= 30 + 2 + 1
-    # no pause seen in 10 min: the upper bound is 3 pauses in 10 min
-    assert table.loc[0, "pauses_per_day_upper"] == pytest.approx(3 * 144, rel=0.01)
-    # the bigger chunk leaves more space unused
-    assert table.loc[1, "free_gib"] > table.loc[0, "free_gib"]
+    assert list(table[["guest", "latency", "chunk"]].itertuples(index=False, name=None)) == [
+        ("bursty", 2.0, 0.5), ("bursty", 2.0, 2.5), ("bursty", 30.0, 0.5), ("bursty", 30.0, 2.5),
+        ("steady", 2.0, 0.5), ("steady", 2.0, 2.5), ("steady", 30.0, 0.5), ("steady", 30.0, 2.5)]
+    # rate in MiB/s (rate-iops x 64 MiB); threshold: the free space below
+    # which the controller extends, chunk x (100 - utilization) / 100
+    assert set(table["rate"]) == {50.0}
+    assert table["threshold"].tolist() == [0.25, 1.25] * 4
+    steady = table[table["guest"] == "steady"].reset_index(drop=True)
+    # 50 MiB/s steadily: a 30 s extend always comes too late; a 2 s one with
+    # 2.5 GiB chunks (1.25 GiB of threshold) always in time
+    assert list(steady["share_paused"]) == [1.0, 0.0, 1.0, 1.0]
+    slow = [r for r in result.rows if r["guest"] == "steady"
+            and r["pools.vg.extend-latency.median"] == "30s"
+            and r["thin-provisioning.chunk"] == "512MiB"][0]
+    assert steady.loc[2, "pauses"] == slow["pauses.count"] > 0
+    assert steady.loc[2, "pauses_per_day"] == pytest.approx(slow["pauses.count"] / (1800 / 86400))
+    assert steady.loc[2, "longest_max"] == slow["pauses.longest"]
+    # no pause seen in 30 min: the upper bound is 3 pauses in 30 min
+    assert steady.loc[1, "pauses_per_day_upper"] == pytest.approx(3 * 48, rel=0.01)
 
 
 def test_recommend_takes_the_cheapest_combination_under_the_target(small):
     plan, result = small
     rec = recommend(pause_table(plan, result))
-    fast = rec[rec["latency"] == 2.0].iloc[0]
-    assert (fast["chunk"], fast["threshold"]) == (1.0, 0.5)
-    slow = rec[rec["latency"] == 30.0].iloc[0]
+    assert list(rec.columns[:3]) == ["guest", "rate", "latency"]
+    fast = rec[(rec["guest"] == "steady") & (rec["latency"] == 2.0)].iloc[0]
+    assert (fast["chunk"], fast["threshold"], fast["utilization"]) == (2.5, 1.25, 50)
+    slow = rec[(rec["guest"] == "steady") & (rec["latency"] == 30.0)].iloc[0]
     assert math.isnan(slow["chunk"]) and slow["pauses_per_day"] > 1
 
 

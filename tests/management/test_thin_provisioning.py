@@ -186,6 +186,36 @@ def test_mirror_onto_a_thin_target_is_resumed_after_the_extend():
         == "dst-file"
 
 
+def _mirror_onto_thin(**tp):
+    return load_scenario({
+        "duration": "30s",
+        "images": {"src": {"size": "2GiB", "data": [{"offset": 0, "length": "1536MiB"}]},
+                   "dst": {"size": "2GiB", "lv-size": "256MiB", "pool": "vg"}},
+        "pools": {"vg": {"extend-latency": "1s"}},
+        "drives": {"vda": {"image": "src"}},
+        "jobs": {"m": {"type": "mirror", "device": "vda", "target": "dst", "speed": "100MiB",
+                       "on-target-error": "enospc", "start": "0s"}},
+        "actions": [{"on": "BLOCK_JOB_READY", "command": "block-job-complete",
+                     "arguments": {"device": "m"}}],
+        "thin-provisioning": {"chunk": "128MiB", **tp}})
+
+
+def test_a_mirror_doubles_the_chunk_and_the_free_limit_of_its_volumes_like_vdsm():
+    # vdsm Drive.volExtensionChunk: chunk x VOLWM_CHUNK_REPLICATE_MULT (2)
+    # while the drive replicates, and watermarkLimit follows it: each extend
+    # adds 256 MiB and the threshold is 128 MiB below the end (the job runs
+    # from 0 s, when the first one is armed).
+    r = run(_mirror_onto_thin())
+    sizes = [c["arguments"]["size"] // MiB for c in commands(r, "lv-extend")]
+    assert sizes[:3] == [512, 768, 1024]
+    armed = [c["arguments"]["write-threshold"] // MiB for c in commands(r, "block-set-write-threshold")]
+    assert armed[:3] == [256 - 128, 512 - 128, 768 - 128]
+    assert [e["data"]["type"] for e in r.events if e["event"] == "BLOCK_JOB_COMPLETED"] == ["mirror"]
+    # replica-mult = 1: vdsm's plain chunk
+    r1 = run(_mirror_onto_thin(**{"replica-mult": 1}))
+    assert [c["arguments"]["size"] // MiB for c in commands(r1, "lv-extend")][:3] == [384, 512, 640]
+
+
 def test_latency_distributions_are_seeded_and_within_their_bounds():
     import numpy as np
     from blocksim.model.thin import Latency
@@ -209,3 +239,31 @@ def test_runs_are_identical_with_and_without_shortcuts():
     a = Simulation(sc).run()
     b = Simulation(sc, shortcuts=False).run()
     assert a.events == b.events and a.commands == b.commands
+
+
+def test_enospc_just_after_an_extend_landed_still_extends_and_resumes():
+    # vdsm Drive.on_enospc marks the drive for extension regardless of its
+    # allocation.  Here a 64 MiB write in flight when the volume was full
+    # fails (ENOSPC) right after VOLUME_EXTENDED re-armed the threshold above
+    # the file's end: the controller must still extend once more and cont,
+    # not leave the VM paused for good (seen in the sizing sweep: 50 MiB/s,
+    # 512 MiB chunks at 75 %, 2 s extends, seed 1, paused from 3890 s on).
+    sc = load_scenario({
+        "duration": "6h", "seed": 1,
+        "images": {"disk": {"size": "2TiB", "lv-size": "4GiB", "pool": "vg", "cluster-size": "2MiB",
+                            "latency": "500us", "bandwidth": "2GiB"}},
+        "pools": {"vg": {"extend-latency": {"distribution": "lognormal", "median": "2s",
+                                            "sigma": 0.5}, "refresh": "200ms"}},
+        "drives": {"vda": {"image": "disk", "werror": "enospc"}},
+        "workloads": {"guest": {"drive": "vda", "rw": "write", "bs": "64MiB",
+                                "rate-iops": 0.78125, "end": "3900s"}},
+        "thin-provisioning": {"chunk": "512MiB", "utilization-percent": 75}})
+    r = run(sc)
+    events = [x for x in timeline(r) if x[1] in ("STOP", "RESUME", "VOLUME_EXTENDED",
+                                                  "BLOCK_IO_ERROR", ">lv-extend", ">cont")]
+    late = [x[1] for x in events if 3889 < x[0] < 3900]
+    # the write fails just after the extend landed; one more extend, then cont
+    assert late[:7] == ["VOLUME_EXTENDED", "BLOCK_IO_ERROR", "STOP", ">lv-extend",
+                        "VOLUME_EXTENDED", "RESUME", ">cont"], late
+    assert r.summary["vm"]["final_state"] == "running"
+    assert r.summary["pauses"]["longest"] < 10

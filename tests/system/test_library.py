@@ -860,9 +860,52 @@ EXPECTATIONS: dict[str, dict] = {
         "order": ["BLOCK_WRITE_THRESHOLD", "BLOCK_JOB_ERROR write stop", "VOLUME_EXTENDED",
                   "status running", "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED"],
         "absent": ["STOP", "BLOCK_IO_ERROR", "VOLUME_EXTEND_FAILED", "BLOCK_JOB_ERROR write report"],
-        "counts": {"VOLUME_EXTENDED": 3},
-        "event_data": [("BLOCK_WRITE_THRESHOLD", {"node-name": "dst-file"})],
+        # 1 GiB extends: vdsm doubles the chunk while the drive replicates
+        "counts": {"VOLUME_EXTENDED": 2},
+        "event_data": [("BLOCK_WRITE_THRESHOLD", {"node-name": "dst-file"}),
+                       ("VOLUME_EXTENDED", {"image": "dst"})],
         "vm": QUIET_VM,
+    },
+    "thin-live-merge-onto-thin-base": {
+        "jobs": {"merge": job(
+            type="commit", outcome="completed", final_status="null",
+            end_event="BLOCK_JOB_COMPLETED", error=None, integrity="identical", pivoted=True,
+            io_status="ok", ready=True, time_paused=Between(8, 16),
+            # one per copy operation in flight each time the base filled up
+            errors={"report": 0, "ignore": 0, "stop": AtLeast(3)})},
+        "order": ["BLOCK_WRITE_THRESHOLD", "BLOCK_JOB_ERROR write stop", "VOLUME_EXTENDED",
+                  "BLOCK_WRITE_THRESHOLD", "BLOCK_JOB_ERROR write stop", "VOLUME_EXTENDED",
+                  "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED"],
+        "absent": ["STOP", "BLOCK_IO_ERROR", "VOLUME_EXTEND_FAILED", "BLOCK_JOB_ERROR write report",
+                   "BLOCK_JOB_CANCELLED"],
+        "counts": {"VOLUME_EXTENDED": 4, "BLOCK_JOB_READY": 1},
+        "event_data": [("BLOCK_WRITE_THRESHOLD", {"node-name": "base-file"}),
+                       ("BLOCK_JOB_ERROR", {"device": "merge", "operation": "write"}),
+                       ("BLOCK_JOB_READY", {"type": "commit"})],
+        "vm": QUIET_VM,
+        "drives": {"vda": dict(QUIET_DRIVE, node="base")},
+    },
+    "thin-bursty-guest-outruns-extend": {
+        "jobs": {},
+        "order": ["BLOCK_WRITE_THRESHOLD", "VOLUME_EXTENDED", "BLOCK_IO_ERROR write stop", "STOP",
+                  "VOLUME_EXTENDED", "RESUME", "BLOCK_IO_ERROR write stop", "STOP", "RESUME"],
+        "absent": ["VOLUME_EXTEND_FAILED", "BLOCK_IO_ERROR write report"],
+        "counts": {"STOP": 2, "RESUME": 2},
+        # every ENOSPC is the bursty disk's; the steady one never runs out
+        "event_data": [("BLOCK_IO_ERROR", {"device": "vda", "nospace": True, "reason": ENOSPC})],
+        "vm": {"final_state": "running", "stops": 2, "time_paused": Between(2, 3)},
+        "drives": {"vda": {"writes_lost": 0, "guest_errors": 0, "io_status": "ok",
+                           "requests": 2400},
+                   "vdb": dict(QUIET_DRIVE, requests=2400)},
+    },
+    "thin-poll-too-slow-vs-event": {
+        "jobs": {},
+        "order": ["BLOCK_IO_ERROR write stop", "STOP", "VOLUME_EXTENDED", "RESUME"],
+        "absent": ["BLOCK_WRITE_THRESHOLD", "VOLUME_EXTEND_FAILED"],
+        "counts": {"STOP": 5, "RESUME": 5, "VOLUME_EXTENDED": 5},
+        "vm": {"final_state": "running", "stops": 5, "time_paused": Between(6, 9)},
+        "drives": {"vda": {"writes_lost": 0, "guest_errors": 0, "io_status": "ok",
+                           "requests": 6000}},
     },
     "thin-pool-shared-runs-out": {
         "jobs": {},
@@ -1078,3 +1121,18 @@ def test_job_paused_at_end_counts_its_pause(stem: str):
     # a moment after it, to the end of the run
     end = result.summary["simulated_seconds"]
     assert end - errors[-1] - 0.05 <= job["time_paused"] <= end - errors[-1]
+
+
+def test_the_event_driven_controller_keeps_the_vm_running_where_the_poller_pauses():
+    """thin-poll-too-slow-vs-event's comparison: the same scenario with the
+    event-driven controller and its 2 s cycle never pauses."""
+    polled = result_of("thin-poll-too-slow-vs-event")
+    event = blocksim.run(blocksim.load_scenario(
+        SCENARIOS / "thin-poll-too-slow-vs-event.toml",
+        {"thin-provisioning.mode": "event", "thin-provisioning.interval": "2s"}))
+    assert polled.summary["vm"]["stops"] == 5
+    assert event.summary["vm"]["stops"] == 0
+    names = [e["event"] for e in event.events]
+    assert names.count("VOLUME_EXTENDED") == 5 and names.count("BLOCK_WRITE_THRESHOLD") >= 5
+    assert "BLOCK_IO_ERROR" not in names
+    assert event.summary["drives"]["vda"]["requests"] == 6000
