@@ -388,8 +388,18 @@ def timeline(result) -> Figure:
                 ax.plot([t], [level], marker="X" if refused else "|", markersize=8 if refused else 10,
                         color=color, linestyle="none", clip_on=False, zorder=3)
                 text = label + (f" \u00d7{n}" if n > 1 else "")
-                ax.annotate(text, (t, level), xytext=(4, 0), textcoords="offset points",
-                            fontsize="x-small", color=color, ha="left", va="center",
+                # (a label that would run past the lane's right edge reads
+                # leftwards from its mark when there is more room there, and
+                # is cut to the room it has: a character of x-small bold text is
+                # about 0.62 % of the lane)
+                at = t / end if end else 0.0
+                left = at + len(text) * 0.0062 > 1 and at > 1 - at
+                room = max(24, int((at if left else 1 - at) / 0.0062) - 1)
+                if len(text) > room:
+                    text = text[:room - 1] + "\u2026"
+                ax.annotate(text, (t, level), xytext=(-4 if left else 4, 0),
+                            textcoords="offset points", fontsize="x-small", color=color,
+                            ha="right" if left else "left", va="center",
                             clip_on=False, fontweight="bold" if refused else "normal")
             ax.set_ylim(-0.7, 2.7)
             ax.set_yticks([])

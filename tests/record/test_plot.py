@@ -172,6 +172,21 @@ def test_commands_are_drawn_at_their_time_and_a_refusal_is_named():
     assert set(legend_labels(ax)) == {"accepted", "refused"}
 
 
+def test_a_long_refusal_stays_inside_the_commands_lane():
+    # mirror-never-ready-guest-outpaces: QEMU's refusal of block-job-complete
+    # half-way along the run is longer than the room to the right of its mark
+    result = run(load_scenario("scenarios/mirror-never-ready-guest-outpaces.toml"))
+    fig = timeline(result)
+    ax = lane_axes(fig, "commands")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    lane = ax.get_window_extent(renderer)
+    labels = [t for t in ax.texts if t.get_text()]
+    refused = [t for t in labels if "\u2717" in t.get_text()]
+    assert refused and refused[0].get_text().endswith("\u2026")
+    for text in labels:
+        box = text.get_window_extent(renderer)
+        assert lane.x0 - 1 <= box.x0 and box.x1 <= lane.x1 + 1, text.get_text()
+
 def test_simultaneous_errors_show_their_count():
     # 8 requests in flight fail on the VM stop's drain: one marker per
     # operation, each labelled with its count
