@@ -57,7 +57,7 @@ from ..scenario import Scenario, load_scenario
 from ..simulation import Simulation
 from .daemon import StorageDaemon, find_binary
 from .errors import QemuError, QemuToolError, QMPCommandError, QMPError
-from .translate import Plan, blocksim_node_names, translate
+from .translate import Plan, blocksim_node_names, image_steps, translate
 
 __all__ = ["Tools", "SideResult", "ScenarioCheck", "find_tools", "check_scenario",
            "check_scenarios", "compare", "normalise_events", "documented_differences",
@@ -472,22 +472,9 @@ class _QemuRun:
     # images --------------------------------------------------------------------
     def make_images(self) -> None:
         plan = self.plan
-        for name in plan.image_order():
-            img = plan.images[name]
-            path = self.paths[name]
-            args = [self.tools.qemu_img, "create", "-q", "-f", img.format]
-            if img.format == "qcow2":
-                args += ["-o", f"cluster_size={img.cluster_size}"]
-                if img.backing:
-                    args += ["-b", str(self.paths[img.backing]), "-F", plan.images[img.backing].format]
-            args += [str(path), str(img.size)]
-            _run_tool(args, f"creating image '{name}'", cwd=self.dir)
-            if img.extents:
-                io = [self.tools.qemu_io, "-f", img.format]
-                for off, length, pattern in img.extents:
-                    io += ["-c", f"write -q -P {pattern} {off} {length}"]
-                _run_tool(io + [str(path)], f"writing the initial data of image '{name}'", cwd=self.dir)
-            self._make_bitmaps(name, path)
+        paths = {name: str(path) for name, path in self.paths.items()}
+        for args, what in image_steps(plan, paths, self.tools.qemu_img, self.tools.qemu_io):
+            _run_tool(args, what, cwd=self.dir)
         for job in plan.jobs.values():
             if job.type in ("stream", "commit"):
                 ref = self.dir / f"reference-{job.id}.raw"
@@ -499,36 +486,6 @@ class _QemuRun:
                 _run_tool([self.tools.qemu_img, "convert", "-O", "raw", str(self.paths[job.top]),
                            str(ref)], f"copying the top of commit job '{job.id}'", cwd=self.dir)
                 self.refs[f"{job.id}/top"] = ref
-
-    def _make_bitmaps(self, name: str, path: Path) -> None:
-        """Persistent bitmaps, then their dirty ranges written again with the
-        content they hold (a pattern where the data is, zeroes elsewhere):
-        the writes dirty the bitmaps and change nothing else."""
-        img = self.plan.images[name]
-        rewrite: list[str] = []
-        for bitmap, granularity, recording, dirty in img.bitmaps:
-            args = [self.tools.qemu_img, "bitmap", "--add", "-g", str(granularity)]
-            if not recording:
-                args.append("--disable")
-            _run_tool(args + [str(path), bitmap], f"adding bitmap '{bitmap}' to image '{name}'",
-                      cwd=self.dir)
-            for off, length in dirty:
-                pos, end = off, off + length
-                for e_off, e_len, pattern in sorted(img.extents):
-                    a, b = max(pos, e_off), min(end, e_off + e_len)
-                    if a >= b:
-                        continue
-                    if a > pos:
-                        rewrite.append(f"write -q -z {pos} {a - pos}")
-                    rewrite.append(f"write -q -P {pattern} {a} {b - a}")
-                    pos = b
-                if pos < end:
-                    rewrite.append(f"write -q -z {pos} {end - pos}")
-        if rewrite:
-            io = [self.tools.qemu_io, "-f", img.format]
-            for cmd in rewrite:
-                io += ["-c", cmd]
-            _run_tool(io + [str(path)], f"dirtying the bitmaps of image '{name}'", cwd=self.dir)
 
     # the timeline ----------------------------------------------------------------
     def run(self) -> SideResult:

@@ -35,7 +35,7 @@ from xml.sax.saxutils import quoteattr
 
 from ..scenario import BackupJob, CommitJob, MirrorJob, Scenario, StreamJob
 from ..scenario.units import format_duration, format_size
-from .translate import Plan, translate
+from .translate import Plan, image_steps, translate
 
 __all__ = ["image_commands", "qsd_script", "libvirt_disks", "QMP_SOCKET", "NBD_SOCKET",
            "LIBVIRT_WRITE_POLICY", "LIBVIRT_READ_POLICY"]
@@ -54,62 +54,13 @@ LIBVIRT_READ_POLICY = {"report": "report", "ignore": "ignore", "stop": "stop",
                        "auto": "report"}
 
 
-# -- the images: the same commands qemu-check runs (check._QemuRun.make_images) ----------
+# -- the images: the commands qemu-check runs (translate.image_steps) -------------------
 def image_commands(plan: Plan, paths: Optional[dict[str, str]] = None,
                    qemu_img: str = "qemu-img", qemu_io: str = "qemu-io") -> list[list[str]]:
     """The ``qemu-img`` / ``qemu-io`` argument lists that create the plan's
     images with their initial data and bitmaps, in backing order.  ``paths``
     maps image names to files (default: each image's file name, relative)."""
-    paths = paths or {name: img.filename for name, img in plan.images.items()}
-    out: list[list[str]] = []
-    for name in plan.image_order():
-        img = plan.images[name]
-        path = paths[name]
-        args = [qemu_img, "create", "-q", "-f", img.format]
-        if img.format == "qcow2":
-            args += ["-o", f"cluster_size={img.cluster_size}"]
-            if img.backing:
-                args += ["-b", paths[img.backing], "-F", plan.images[img.backing].format]
-        out.append(args + [path, str(img.size)])
-        if img.extents:
-            io = [qemu_io, "-f", img.format]
-            for off, length, pattern in img.extents:
-                io += ["-c", f"write -q -P {pattern} {off} {length}"]
-            out.append(io + [path])
-        out.extend(_bitmap_commands(plan, name, path, qemu_img, qemu_io))
-    return out
-
-
-def _bitmap_commands(plan: Plan, name: str, path: str, qemu_img: str,
-                     qemu_io: str) -> list[list[str]]:
-    """Persistent bitmaps, then their dirty ranges written again with the
-    content they hold, so that they (and nothing else) are dirty."""
-    img = plan.images[name]
-    out: list[list[str]] = []
-    rewrite: list[str] = []
-    for bitmap, granularity, recording, dirty in img.bitmaps:
-        args = [qemu_img, "bitmap", "--add", "-g", str(granularity)]
-        if not recording:
-            args.append("--disable")
-        out.append(args + [path, bitmap])
-        for off, length in dirty:
-            pos, end = off, off + length
-            for e_off, e_len, pattern in sorted(img.extents):
-                a, b = max(pos, e_off), min(end, e_off + e_len)
-                if a >= b:
-                    continue
-                if a > pos:
-                    rewrite.append(f"write -q -z {pos} {a - pos}")
-                rewrite.append(f"write -q -P {pattern} {a} {b - a}")
-                pos = b
-            if pos < end:
-                rewrite.append(f"write -q -z {pos} {end - pos}")
-    if rewrite:
-        io = [qemu_io, "-f", img.format]
-        for cmd in rewrite:
-            io += ["-c", cmd]
-        out.append(io + [path])
-    return out
+    return [args for args, _ in image_steps(plan, paths, qemu_img, qemu_io)]
 
 
 # -- --qsd ---------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ from ..scenario import (
 )
 from ..scenario.units import format_size
 
-__all__ = ["Plan", "ImagePlan", "JobPlan", "ActionPlan", "Skipped", "translate", "SECTOR",
+__all__ = ["Plan", "ImagePlan", "JobPlan", "ActionPlan", "Skipped", "translate", "image_steps", "SECTOR",
            "qemu_node_name", "blocksim_node_names"]
 
 SECTOR = 512
@@ -515,3 +515,63 @@ def _guest_writes(scenario: Scenario, args: dict) -> tuple[Optional[str], list[t
     size = args.get("size") or scenario.images[drive.image].size - offset
     nblocks = max(1, size // bs)
     return None, [(offset + (k % nblocks) * bs, bs) for k in range(n)]
+
+
+# -- the images: what qemu-check runs and blocksim export prints -----------------------
+def image_steps(plan: Plan, paths: Optional[dict[str, str]] = None, qemu_img: str = "qemu-img",
+                qemu_io: str = "qemu-io") -> list[tuple[list[str], str]]:
+    """The ``qemu-img`` / ``qemu-io`` argument lists that create the plan's
+    images with their initial data and bitmaps, in backing order, each with
+    what it does (for an error message).  ``paths`` maps image names to files
+    (default: each image's file name, relative)."""
+    paths = paths or {name: img.filename for name, img in plan.images.items()}
+    out: list[tuple[list[str], str]] = []
+    for name in plan.image_order():
+        img = plan.images[name]
+        path = paths[name]
+        args = [qemu_img, "create", "-q", "-f", img.format]
+        if img.format == "qcow2":
+            args += ["-o", f"cluster_size={img.cluster_size}"]
+            if img.backing:
+                args += ["-b", paths[img.backing], "-F", plan.images[img.backing].format]
+        out.append((args + [path, str(img.size)], f"creating image '{name}'"))
+        if img.extents:
+            io = [qemu_io, "-f", img.format]
+            for off, length, pattern in img.extents:
+                io += ["-c", f"write -q -P {pattern} {off} {length}"]
+            out.append((io + [path], f"writing the initial data of image '{name}'"))
+        out.extend(_bitmap_steps(plan, name, path, qemu_img, qemu_io))
+    return out
+
+
+def _bitmap_steps(plan: Plan, name: str, path: str, qemu_img: str,
+                  qemu_io: str) -> list[tuple[list[str], str]]:
+    """Persistent bitmaps, then their dirty ranges written again with the
+    content they hold (a pattern where the data is, zeroes elsewhere): the
+    writes dirty the bitmaps and change nothing else."""
+    img = plan.images[name]
+    out: list[tuple[list[str], str]] = []
+    rewrite: list[str] = []
+    for bitmap, granularity, recording, dirty in img.bitmaps:
+        args = [qemu_img, "bitmap", "--add", "-g", str(granularity)]
+        if not recording:
+            args.append("--disable")
+        out.append((args + [path, bitmap], f"adding bitmap '{bitmap}' to image '{name}'"))
+        for off, length in dirty:
+            pos, end = off, off + length
+            for e_off, e_len, pattern in sorted(img.extents):
+                a, b = max(pos, e_off), min(end, e_off + e_len)
+                if a >= b:
+                    continue
+                if a > pos:
+                    rewrite.append(f"write -q -z {pos} {a - pos}")
+                rewrite.append(f"write -q -P {pattern} {a} {b - a}")
+                pos = b
+            if pos < end:
+                rewrite.append(f"write -q -z {pos} {end - pos}")
+    if rewrite:
+        io = [qemu_io, "-f", img.format]
+        for cmd in rewrite:
+            io += ["-c", cmd]
+        out.append((io + [path], f"dirtying the bitmaps of image '{name}'"))
+    return out
