@@ -227,6 +227,13 @@ class Simulation:
             self.truncated = True
             self.stopped_by = stop.reason if isinstance(stop, RunBounded) else "max-events"
         self._bounding = False
+        return self.result()
+
+    def result(self) -> Result:
+        """The record of the run as it stands now: a last sample, then the
+        guest-write audits, the invariants and the summary (what
+        :meth:`run` returns at its end; a served session asks for it when
+        its client leaves)."""
         self.sampler.sample()
         if self.journal is not None:
             # Everything at the end reads the disks: apply the logs now, and

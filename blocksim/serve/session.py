@@ -25,11 +25,9 @@ import math
 from simpy.core import StopSimulation
 from simpy.events import URGENT, Event
 
-from ..record import invariants
-from ..record import summary as summary_mod
 from ..record.eventlog import EventCapReached
 from ..record.result import Result
-from ..simulation import RunBounded, Simulation, _release_freed_memory
+from ..simulation import RunBounded, Simulation
 from .protocol import QMPError
 
 
@@ -138,21 +136,12 @@ class Session:
         sim = self.sim
         bounding, sim._bounding = sim._bounding, False    # (as Simulation.run's last sample)
         try:
-            sim.sampler.sample()
+            result = sim.result()
         finally:
             sim._bounding = bounding
-        if sim.journal is not None:
-            sim.journal.settle_all()
-            _release_freed_memory()
-        audits = {name: invariants.guest_write_audit(d) for name, d in sim.drives.items()}
-        violations = invariants.check(sim, audits)
-        summary = summary_mod.build(sim, audits, violations)
-        if sim.stopped_by is not None:
-            summary["stopped_by"] = sim.stopped_by
-        summary["served"] = {"ended_at": sim.env.now / 1e9,
-                             "commands": len(sim.monitor.commands)}
-        return Result(self.scenario.to_dict(), sim.seed, sim.profile.name,
-                      sim.log.events, sim.monitor.commands, sim.sampler.columns, summary)
+        result.summary["served"] = {"ended_at": sim.env.now / 1e9,
+                                    "commands": len(sim.monitor.commands)}
+        return result
 
     def add_job_columns(self, job_id: str) -> None:
         """Series columns for a job the client created (earlier samples:
