@@ -39,6 +39,7 @@ and never opens a window.
 
 from __future__ import annotations
 
+import bisect
 import math
 import textwrap
 from pathlib import Path
@@ -382,21 +383,34 @@ def timeline(result) -> Figure:
                 by_label.setdefault((label, refused), []).append(_seconds(c["timestamp"]))
             marks = sorted((t, n, label, refused) for (label, refused), ts in by_label.items()
                            for t, n in _clusters(ts, end * _CLUSTER))
+            ends = [-1.0, -1.0, -1.0]   # where each level's last label ends (share of the lane)
+            unlabelled = 0
             for k, (t, n, label, refused) in enumerate(marks):
                 color = REFUSED_COLOR if refused else COMMAND_COLOR
-                level = k % 3
-                ax.plot([t], [level], marker="X" if refused else "|", markersize=8 if refused else 10,
-                        color=color, linestyle="none", clip_on=False, zorder=3)
                 text = label + (f" \u00d7{n}" if n > 1 else "")
                 # (a label that would run past the lane's right edge reads
                 # leftwards from its mark when there is more room there, and
-                # is cut to the room it has: a character of x-small bold text is
-                # about 0.62 % of the lane)
+                # is cut to the room it has: a character of x-small text is
+                # about 0.58 % of the lane, bold 0.62 %)
+                per_char = 0.0062 if refused else 0.0058
                 at = t / end if end else 0.0
-                left = at + len(text) * 0.0062 > 1 and at > 1 - at
-                room = max(24, int((at if left else 1 - at) / 0.0062) - 1)
+                left = at + len(text) * per_char > 1 and at > 1 - at
+                room = max(24, int((at if left else 1 - at) / per_char) - 1)
                 if len(text) > room:
                     text = text[:room - 1] + "\u2026"
+                # the first of the three levels where the label overwrites no
+                # other; with none free (a controller's stream of commands)
+                # the mark stays, unlabelled, and the legend counts it
+                width = len(text) * per_char + 0.006
+                span = (at - width, at) if left else (at, at + width)
+                level = next((lv for lv in range(3) if ends[lv] < span[0]), None)
+                ax.plot([t], [k % 3 if level is None else level], marker="X" if refused else "|",
+                        markersize=8 if refused else 10, color=color, linestyle="none",
+                        clip_on=False, zorder=3)
+                if level is None:
+                    unlabelled += 1
+                    continue
+                ends[level] = span[1]
                 ax.annotate(text, (t, level), xytext=(-4 if left else 4, 0),
                             textcoords="offset points", fontsize="x-small", color=color,
                             ha="right" if left else "left", va="center",
@@ -407,6 +421,8 @@ def timeline(result) -> Figure:
             ax.set_ylabel("commands", rotation=0, ha="right", va="center", labelpad=10)
             handles = [Line2D([], [], linestyle="none", marker="|", markersize=10,
                               color=COMMAND_COLOR, label="accepted")]
+            if unlabelled:
+                handles.append(Line2D([], [], linestyle="none", label=f"({unlabelled} unlabelled)"))
             if any(refused for *_, refused in marks):
                 handles.append(Line2D([], [], linestyle="none", marker="X", markersize=7,
                                       color=REFUSED_COLOR, label="refused"))
@@ -471,6 +487,33 @@ def timeline(result) -> Figure:
                 ax.plot(times[:len(capacity)], [v / scale for v in capacity],
                         color=color, linewidth=1.0, linestyle="--", drawstyle="steps-post",
                         label=f"{image} capacity")
+            # the storage's side of the loop on each image's allocation line:
+            # where a write crossed a write threshold, and where an extend
+            # landed or failed (blocksim.model.thin)
+            marks = {"threshold crossed": ("v", "#7f8c8d"), "extended": ("^", "#27ae60"),
+                     "extend failed": ("X", REFUSED_COLOR)}
+            points: dict[str, list[tuple[float, float]]] = {}
+            for e in result.events:
+                data = e.get("data") or {}
+                if e["event"] == "BLOCK_WRITE_THRESHOLD":
+                    what, image = "threshold crossed", str(data.get("node-name", ""))
+                    image = image[:-5] if image.endswith("-file") else image
+                elif e["event"] in ("VOLUME_EXTENDED", "VOLUME_EXTEND_FAILED"):
+                    what = "extended" if e["event"] == "VOLUME_EXTENDED" else "extend failed"
+                    image = data.get("image")
+                else:
+                    continue
+                allocated = series.get(f"image.{image}.allocated") or []
+                if image not in thin or not allocated:
+                    continue
+                t = _seconds(e["timestamp"])
+                k = min(max(bisect.bisect_right(times, t) - 1, 0), len(allocated) - 1)
+                points.setdefault(what, []).append((t, allocated[k] / scale))
+            for what, (marker, color) in marks.items():
+                if what in points:
+                    xs, ys = zip(*points[what])
+                    ax.plot(xs, ys, marker=marker, color=color, linestyle="none", markersize=5,
+                            zorder=3, label=what)
             smallest = min(min(_finite(series[f"image.{i}.capacity"]), default=peak) for i in thin)
             if smallest > 0 and peak / smallest > 20:
                 # an extend by orders of magnitude would flatten the small

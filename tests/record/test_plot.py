@@ -187,6 +187,28 @@ def test_a_long_refusal_stays_inside_the_commands_lane():
         box = text.get_window_extent(renderer)
         assert lane.x0 - 1 <= box.x0 and box.x1 <= lane.x1 + 1, text.get_text()
 
+def test_a_controllers_commands_do_not_overwrite_each_other_and_the_loop_is_on_the_usage_lane():
+    # thin-guest-disk-outruns-extend: the thin-provisioning controller sends
+    # a stream of commands; the storage answers with extends, and the guest's
+    # writes cross the write thresholds it sets
+    result = run(load_scenario("scenarios/thin-guest-disk-outruns-extend.toml"))
+    fig = timeline(result)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in lane_axes(fig, "commands").texts
+             if t.get_text()]
+    assert len(boxes) >= 10
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+    usage = lane_axes(fig, "usage")
+    legend = set(legend_labels(usage))
+    assert {"threshold crossed", "extended"} <= legend
+    crossed = sum(e["event"] == "BLOCK_WRITE_THRESHOLD" for e in result.events)
+    extended = sum(e["event"] == "VOLUME_EXTENDED" for e in result.events)
+    drawn = {line.get_label(): len(line.get_xdata()) for line in usage.get_lines()}
+    assert drawn["threshold crossed"] == crossed > 0
+    assert drawn["extended"] == extended > 0
+
 def test_simultaneous_errors_show_their_count():
     # 8 requests in flight fail on the VM stop's drain: one marker per
     # operation, each labelled with its count
