@@ -160,6 +160,7 @@ class CommitJob(_Commit, BlockJob):
         self._layers: list = []          # top .. the layer above base (what is copied)
 
     def start(self) -> None:
+        self._check_root()          # qmp_block_commit: qmp_get_root_bs first
         self._commit_checks()
         super().start()
 
@@ -303,6 +304,7 @@ class ActiveCommitJob(_Commit, MirrorJob):
         self._commit_setup(sim, spec)
 
     def start(self) -> None:
+        self._check_root()          # qmp_block_commit: qmp_get_root_bs first
         self._commit_checks()
         super().start()
 

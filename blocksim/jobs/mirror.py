@@ -148,6 +148,9 @@ class MirrorJob(BlockJob):
     def nodes(self) -> list:
         return [self.drive.node, self.target]
 
+    #: mirror_start_job puts mirror_top above the source (active commit too)
+    inserts_filter = True
+
     def error_policies(self) -> dict[str, str]:
         return {"on-source-error": self.on_source_error,
                 "on-target-error": self.on_target_error}
@@ -178,6 +181,7 @@ class MirrorJob(BlockJob):
         if self.copy_mode != "background" and not self.profile.copy_mode:
             self.start_refused = True
             raise CommandError("Invalid parameter 'copy-mode'")
+        self._check_root()          # qmp_blockdev_mirror: qmp_get_root_bs first
         super().start()
 
     @property

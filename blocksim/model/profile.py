@@ -102,6 +102,13 @@ class Profile:
     #: write-blocking mirror is refused ("Invalid parameter 'copy-mode'", as
     #: QMP refused an unknown argument); background is what it did.
     copy_mode: bool = True
+    #: block-commit, blockdev-mirror and drive-mirror want the device's
+    #: node to be a root (blockdev.c:qmp_get_root_bs): under another job's
+    #: filter node (a stream's copy-on-read, a mirror's mirror_top, a
+    #: backup's copy-before-write) they are refused "Need a root block
+    #: node" before any op blocker (today).  2012's QEMU had no filter
+    #: nodes: the drive's in-use flag answers.
+    root_node_check: bool = True
 
 
 #: The commands of today's job API (``job_api_2_12``).
@@ -147,6 +154,7 @@ RFC_2012 = Profile(
     active_commit=False,
     has_backup=False,
     copy_mode=False,
+    root_node_check=False,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (QEMU, RFC_2012)}
