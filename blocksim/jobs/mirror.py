@@ -67,6 +67,7 @@ from collections import deque
 from ..engine import Agenda, Snap, burst, burst_kernel
 from ..errors import CommandError
 from ..model.bitmap import DirtyBitmap
+from ..model.named_bitmap import default_granularity
 from ..model.extents import diff_ranges
 from ..model.policy import REPORT
 from ..model.ratelimit import SLICE_NS
@@ -78,6 +79,13 @@ MAX_IOV = 1024              # IOV_MAX: the nodes' bl.max_iov
 INT_MAX = (1 << 31) - 1
 
 
+def target_granularity(node) -> int:
+    """``dirty-bitmap.c:bdrv_get_default_bitmap_granularity(target)``: the
+    cluster size ``bdrv_get_info`` reports, within [4 KiB, 64 KiB]; a raw
+    node reports none (file-posix's raw_get_info), so 64 KiB."""
+    return default_granularity(node.cluster_size if node.format == "qcow2" else 0)
+
+
 class MirrorJob(BlockJob):
     job_type = "mirror"
     completable = True
@@ -87,7 +95,9 @@ class MirrorJob(BlockJob):
         super().__init__(sim, job_id, spec)
         self.target = sim.devices[spec.target]
         self.sync: str = spec.sync
-        self.granularity: int = spec.granularity
+        # mirror_start_job: granularity 0 (not given) is
+        # bdrv_get_default_bitmap_granularity(target)
+        self.granularity: int = spec.granularity or target_granularity(self.target)
         self.buf_size: int = spec.buf_size
         self.on_source_error: str = spec.on_source_error
         self.on_target_error: str = spec.on_target_error
