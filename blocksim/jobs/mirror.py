@@ -126,6 +126,7 @@ class MirrorJob(BlockJob):
         self.source = None
         self.bitmap: DirtyBitmap | None = None
         self.in_flight = 0
+        self._pausing = False           # headed for its pause point (_pause_point)
         self.bytes_in_flight = 0
         self._ops: dict[int, CopyOperation] = {}   # first bit -> each op in flight
         self._op_starts: list[int] = []      # their first bits, sorted
@@ -543,10 +544,35 @@ class MirrorJob(BlockJob):
     def _pause_point(self):
         """The loop's pause point: QEMU's ``mirror_pause`` first waits for
         the operations in flight (whose errors come before the pause)."""
+        self._pausing = True
         while self.in_flight and self.should_pause():
             yield from self._wait_op()
+        self._pausing = False
         if self.should_pause():             # (else pause_point() does nothing)
             yield from self._away(self.pause_point())
+
+    def pause_for_error(self) -> None:
+        """A ``stop`` action.  QEMU's ``job_pause`` enters a sleeping job
+        (its timer cancelled): it heads for its pause point, where
+        ``mirror_pause`` waits for the copies in flight."""
+        heading = self._sleeping and not self.user_paused
+        super().pause_for_error()
+        if heading and not self.paused:
+            self._pausing = True
+
+    def _pause_if_drained(self) -> None:
+        """A failed copy has just finished.  If it was the last one in
+        flight and the job is headed for its pause point, the job is paused
+        now: in QEMU the copy's completion (mirror_iteration_done) wakes the
+        job, which runs through ``mirror_pause`` into ``job_pause_point``
+        before the monitor reads the next command, so a query sent on the
+        BLOCK_JOB_ERROR of a stop finds ``paused`` (found by running QEMU
+        7.2: mirror-stop-error-query-same-instant; blocksim showed
+        ``running``, ``paused: true``).  With other copies still in flight
+        the job stays ``running`` until they are done."""
+        if (self._pausing and not self.in_flight and self.should_pause()
+                and not self.paused):
+            self._enter_pause()
 
     def idle(self) -> bool:
         """A sleeping mirror pauses at once only with no copy in flight:
@@ -737,6 +763,7 @@ class CopyOperation:
         job = self.job
         job._failed(self.start, self.end, job.on_source_error, True, err)
         job._op_finished(self)
+        job._pause_if_drained()
 
     def _read_done(self, _err: int) -> None:
         self._after(*self.read_completed())
@@ -756,6 +783,7 @@ class CopyOperation:
         job = self.job
         job._failed(self.start, self.end, job.on_target_error, False, err)
         job._op_finished(self)
+        job._pause_if_drained()
 
     def _write_done(self, _err: int) -> None:
         self.write_completed()
