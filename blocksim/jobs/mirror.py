@@ -173,6 +173,10 @@ class MirrorJob(BlockJob):
         return self.drive.node if is_read else self.target
 
     def qmp_start_command(self) -> str:
+        """blockdev-mirror; drive-mirror for a QEMU without it (the 2012
+        profile: blockdev-mirror came with QEMU 2.6)."""
+        if "blockdev-mirror" in self.profile.newer_commands:
+            return "drive-mirror"
         return "blockdev-mirror"
 
     def qmp_start_arguments(self) -> dict:

@@ -109,6 +109,10 @@ class Profile:
     #: node" before any op blocker (today).  2012's QEMU had no filter
     #: nodes: the drive's in-use flag answers.
     root_node_check: bool = True
+    #: Commands this QEMU does not have beyond the job API and backup
+    #: (``job_api_2_12``, ``has_backup``): its monitor answers
+    #: CommandNotFound, "The command X has not been found".  Today: none.
+    newer_commands: frozenset = frozenset()
 
 
 #: The commands of today's job API (``job_api_2_12``).
@@ -155,6 +159,12 @@ RFC_2012 = Profile(
     has_backup=False,
     copy_mode=False,
     root_node_check=False,
+    # QEMU 1.3 (December 2012), whose drive-mirror, block-stream,
+    # block-commit and block-job-* the note extends, had none of these:
+    # blockdev-mirror (2.6: a mirror starts with drive-mirror),
+    # query-named-block-nodes (2.0), block-set-write-threshold (2.3).
+    newer_commands=frozenset({"blockdev-mirror", "query-named-block-nodes",
+                              "block-set-write-threshold"}),
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (QEMU, RFC_2012)}

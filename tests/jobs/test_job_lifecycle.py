@@ -478,7 +478,7 @@ def test_the_root_node_rule_is_gone_once_the_filter_is():
 
 def test_the_2012_profile_has_no_filter_nodes():
     r = simulate(_stream_then("mirror"), profile="rfc-2012")[1]
-    assert refusals(r) == [("blockdev-mirror", "Device 'vda' is in use")]
+    assert refusals(r) == [("drive-mirror", "Device 'vda' is in use")]
 
 
 def test_a_disk_is_free_again_once_its_job_has_concluded():

@@ -325,6 +325,30 @@ def test_rfc_has_no_job_commands_of_2_12():
                for name, desc in refusals(today))
 
 
+def test_rfc_has_no_commands_newer_than_qemu_1_3():
+    # Profile.newer_commands: QEMU 1.3's monitor had no
+    # query-named-block-nodes (2.0), block-set-write-threshold (2.3) nor
+    # blockdev-mirror (2.6): CommandNotFound.  Its mirror starts with
+    # drive-mirror, so the record names that command.
+    names = ["query-named-block-nodes", "block-set-write-threshold"]
+    actions = [at("0.001s", "query-named-block-nodes"),
+               at("0.001s", "block-set-write-threshold", **{"node-name": "src",
+                                                            "write-threshold": MiB})]
+    sim, r = simulate(mirror_case(speed=MiB, actions=actions, start="manual"), profile=RFC)
+    assert refusals(r) == [(name, f"The command {name} has not been found") for name in names]
+    assert [c["error"]["class"] for c in r.commands if "error" in c] == ["CommandNotFound"] * 2
+    assert sim.monitor.execute("blockdev-mirror", {"job-id": JOB}) is None
+    assert sim.monitor.commands[-1]["error"] == {
+        "class": "CommandNotFound", "desc": "The command blockdev-mirror has not been found"}
+    sim.monitor.execute("drive-mirror", {"job-id": JOB})
+    assert "error" not in sim.monitor.commands[-1] and sim.jobs[JOB].status == "running"
+    r = simulate(mirror_case(speed=MiB), profile=RFC)[1]
+    assert r.commands[0]["execute"] == "drive-mirror" and "error" not in r.commands[0]
+    today = simulate(mirror_case(speed=MiB, actions=actions))[1]
+    assert [c["execute"] for c in today.commands if "error" not in c] == [
+        "blockdev-mirror", "query-named-block-nodes", "block-set-write-threshold"]
+
+
 def test_rfc_resume_resets_the_iostatus_of_a_job_that_is_not_paused():
     # The note's block_job_resume sets io-status OK unconditionally: after a
     # cancel has unpaused an error-stopped job, a resume still resets it.
