@@ -653,7 +653,7 @@ EXPECTATIONS: dict[str, dict] = {
         "vm": QUIET_VM,
         "drives": {"vda": dict(QUIET_DRIVE, node="disk", requests=500)},
         "images": {"copy": {"allocated": 0}},
-        "commands": [("blockdev-mirror", refused("Invalid parameter 'on-target-error'"))],
+        "commands": [("drive-mirror", refused("Invalid parameter 'on-target-error'"))],
     },
 
     # ---- 9. a persistent target fault under ignore, ended by a cancel ----
