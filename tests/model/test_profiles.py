@@ -238,7 +238,7 @@ def test_rfc_refuses_a_stop_policy_on_a_drive_that_cannot_stop(job, param, drive
     scenario = build(drive=drive, **job)
     r = simulate(scenario, profile=RFC)[1]
     [start] = r.commands
-    assert start["execute"] == ("blockdev-mirror" if build is mirror_case else "block-stream")
+    assert start["execute"] == ("drive-mirror" if build is mirror_case else "block-stream")
     assert start["error"] == {"class": "GenericError", "desc": f"Invalid parameter '{param}'"}
     assert r.events == []                                      # the job never started
     summary = job_summary(r)
