@@ -115,7 +115,8 @@ class BlockJob:
         self._sleeping = False          # waiting in sleep() or _wait() (QEMU: not busy)
         self._timed = False             # ... in sleep(): a timer is pending
         self.start_refused = False
-        self._held: list = []           # the nodes it holds once created (nodes())
+        self._held: list = []           # the nodes it holds once created (held_nodes())
+        self._filtered = None           # the node its filter sits above (inserts_filter)
         self._paused_since: int | None = None
         self._pause_prev: str | None = None     # the status a pause returns to
 
@@ -147,7 +148,9 @@ class BlockJob:
             raise CommandError(f"Job ID '{self.id}' already in use")
         self._check_nodes_free()
         self._refuse_if(self.policy.job_start_refusal(self))
-        self._held = self.nodes()
+        self._held = self.held_nodes()
+        if self.inserts_filter and self.profile.root_node_check:
+            self._filtered = self.drive.node
         self._transition("created")
         # As QEMU's job_start: the job is running when the command returns.
         self.started_at = self.env.now
@@ -163,6 +166,37 @@ class BlockJob:
         """The nodes the job holds while it runs: its disk's top node (and,
         for a mirror, the target)."""
         return [self.drive.node]
+
+    def held_nodes(self) -> list:
+        """The nodes the job op-blocks once created (``block_job_add_bdrv``):
+        :meth:`nodes`, unless the job's main node is a filter of its own
+        (a backup: blocksim.jobs.backup)."""
+        return self.nodes()
+
+    #: The job inserts a filter node above its device's node from its
+    #: creation until it is finalized: a stream's copy-on-read
+    #: (stream.c:stream_start), a mirror's or active commit's mirror_top
+    #: (mirror.c:mirror_start_job), a backup's copy-before-write
+    #: (backup.c:backup_job_create -> bdrv_cbw_append).  An intermediate
+    #: commit's commit_top sits above ``top``, not the device's node.
+    inserts_filter = False
+
+    def _check_root(self) -> None:
+        """``blockdev.c:qmp_get_root_bs``, which block-commit,
+        blockdev-mirror and drive-mirror call first, before any op
+        blocker: the device's node must have only BlockBackends as parents
+        (``bdrv_is_root_node``), so a node under another job's filter is
+        refused with "Need a root block node" (checked on QEMU 7.2 with the
+        node's name as the device, as libvirt's -blockdev passes it; the
+        2012 profile has no filter nodes)."""
+        if not self.profile.root_node_check:
+            return
+        node = self.drive.node
+        for other in self.sim.jobs.values():
+            if (other is not self and other._filtered is node
+                    and other.status not in (None, "concluded", "null")):
+                self.start_refused = self.status is None
+                raise CommandError("Need a root block node")
 
     def _check_nodes_free(self) -> None:
         """QEMU's op blockers: a job holds its nodes from its creation until

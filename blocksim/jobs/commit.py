@@ -50,7 +50,7 @@ from ..errors import CommandError
 from ..model.extents import diff_ranges
 from ..model.policy import REPORT
 from .base import BlockJob
-from .mirror import MirrorJob
+from .mirror import MirrorJob, target_granularity
 
 COMMIT_BUFFER_SIZE = 512 * 1024     # commit.c: COMMIT_BUFFER_SIZE
 ACTIVE_BUF_SIZE = 16 * 1024 * 1024  # mirror.c: DEFAULT_MIRROR_BUF_SIZE
@@ -160,6 +160,7 @@ class CommitJob(_Commit, BlockJob):
         self._layers: list = []          # top .. the layer above base (what is copied)
 
     def start(self) -> None:
+        self._check_root()          # qmp_block_commit: qmp_get_root_bs first
         self._commit_checks()
         super().start()
 
@@ -274,14 +275,6 @@ def _run_end(alloc, c: int, c_end: int, state: bool) -> int:
     return lo
 
 
-def _granularity(base) -> int:
-    """bdrv_get_default_bitmap_granularity(base): its cluster size within
-    [4 KiB, 64 KiB] (64 KiB for a format without clusters)."""
-    if base.format != "qcow2":
-        return 64 * 1024
-    return min(max(base.cluster_size, 4096), 64 * 1024)
-
-
 class ActiveCommitJob(_Commit, MirrorJob):
     """Active commit: the mirror with the base as target
     (``mirror.c:commit_active_start``)."""
@@ -295,7 +288,7 @@ class ActiveCommitJob(_Commit, MirrorJob):
         mirror_spec = SimpleNamespace(
             device=spec.device, speed=spec.speed, start=spec.start,
             auto_finalize=spec.auto_finalize, auto_dismiss=spec.auto_dismiss,
-            target=spec.base, sync="full", granularity=_granularity(base),
+            target=spec.base, sync="full", granularity=target_granularity(base),
             buf_size=ACTIVE_BUF_SIZE, on_source_error=spec.on_error,
             on_target_error=spec.on_error)
         super().__init__(sim, job_id, mirror_spec)
@@ -303,6 +296,7 @@ class ActiveCommitJob(_Commit, MirrorJob):
         self._commit_setup(sim, spec)
 
     def start(self) -> None:
+        self._check_root()          # qmp_block_commit: qmp_get_root_bs first
         self._commit_checks()
         super().start()
 

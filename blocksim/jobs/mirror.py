@@ -67,6 +67,7 @@ from collections import deque
 from ..engine import Agenda, Snap, burst, burst_kernel
 from ..errors import CommandError
 from ..model.bitmap import DirtyBitmap
+from ..model.named_bitmap import default_granularity
 from ..model.extents import diff_ranges
 from ..model.policy import REPORT
 from ..model.ratelimit import SLICE_NS
@@ -78,6 +79,13 @@ MAX_IOV = 1024              # IOV_MAX: the nodes' bl.max_iov
 INT_MAX = (1 << 31) - 1
 
 
+def target_granularity(node) -> int:
+    """``dirty-bitmap.c:bdrv_get_default_bitmap_granularity(target)``: the
+    cluster size ``bdrv_get_info`` reports, within [4 KiB, 64 KiB]; a raw
+    node reports none (file-posix's raw_get_info), so 64 KiB."""
+    return default_granularity(node.cluster_size if node.format == "qcow2" else 0)
+
+
 class MirrorJob(BlockJob):
     job_type = "mirror"
     completable = True
@@ -87,7 +95,9 @@ class MirrorJob(BlockJob):
         super().__init__(sim, job_id, spec)
         self.target = sim.devices[spec.target]
         self.sync: str = spec.sync
-        self.granularity: int = spec.granularity
+        # mirror_start_job: granularity 0 (not given) is
+        # bdrv_get_default_bitmap_granularity(target)
+        self.granularity: int = spec.granularity or target_granularity(self.target)
         self.buf_size: int = spec.buf_size
         self.on_source_error: str = spec.on_source_error
         self.on_target_error: str = spec.on_target_error
@@ -116,6 +126,7 @@ class MirrorJob(BlockJob):
         self.source = None
         self.bitmap: DirtyBitmap | None = None
         self.in_flight = 0
+        self._pausing = False           # headed for its pause point (_pause_point)
         self.bytes_in_flight = 0
         self._ops: dict[int, CopyOperation] = {}   # first bit -> each op in flight
         self._op_starts: list[int] = []      # their first bits, sorted
@@ -148,6 +159,9 @@ class MirrorJob(BlockJob):
     def nodes(self) -> list:
         return [self.drive.node, self.target]
 
+    #: mirror_start_job puts mirror_top above the source (active commit too)
+    inserts_filter = True
+
     def error_policies(self) -> dict[str, str]:
         return {"on-source-error": self.on_source_error,
                 "on-target-error": self.on_target_error}
@@ -159,6 +173,10 @@ class MirrorJob(BlockJob):
         return self.drive.node if is_read else self.target
 
     def qmp_start_command(self) -> str:
+        """blockdev-mirror; drive-mirror for a QEMU without it (the 2012
+        profile: blockdev-mirror came with QEMU 2.6)."""
+        if "blockdev-mirror" in self.profile.newer_commands:
+            return "drive-mirror"
         return "blockdev-mirror"
 
     def qmp_start_arguments(self) -> dict:
@@ -178,6 +196,7 @@ class MirrorJob(BlockJob):
         if self.copy_mode != "background" and not self.profile.copy_mode:
             self.start_refused = True
             raise CommandError("Invalid parameter 'copy-mode'")
+        self._check_root()          # qmp_blockdev_mirror: qmp_get_root_bs first
         super().start()
 
     @property
@@ -529,10 +548,35 @@ class MirrorJob(BlockJob):
     def _pause_point(self):
         """The loop's pause point: QEMU's ``mirror_pause`` first waits for
         the operations in flight (whose errors come before the pause)."""
+        self._pausing = True
         while self.in_flight and self.should_pause():
             yield from self._wait_op()
+        self._pausing = False
         if self.should_pause():             # (else pause_point() does nothing)
             yield from self._away(self.pause_point())
+
+    def pause_for_error(self) -> None:
+        """A ``stop`` action.  QEMU's ``job_pause`` enters a sleeping job
+        (its timer cancelled): it heads for its pause point, where
+        ``mirror_pause`` waits for the copies in flight."""
+        heading = self._sleeping and not self.user_paused
+        super().pause_for_error()
+        if heading and not self.paused:
+            self._pausing = True
+
+    def _pause_if_drained(self) -> None:
+        """A failed copy has just finished.  If it was the last one in
+        flight and the job is headed for its pause point, the job is paused
+        now: in QEMU the copy's completion (mirror_iteration_done) wakes the
+        job, which runs through ``mirror_pause`` into ``job_pause_point``
+        before the monitor reads the next command, so a query sent on the
+        BLOCK_JOB_ERROR of a stop finds ``paused`` (found by running QEMU
+        7.2: mirror-stop-error-query-same-instant; blocksim showed
+        ``running``, ``paused: true``).  With other copies still in flight
+        the job stays ``running`` until they are done."""
+        if (self._pausing and not self.in_flight and self.should_pause()
+                and not self.paused):
+            self._enter_pause()
 
     def idle(self) -> bool:
         """A sleeping mirror pauses at once only with no copy in flight:
@@ -723,6 +767,7 @@ class CopyOperation:
         job = self.job
         job._failed(self.start, self.end, job.on_source_error, True, err)
         job._op_finished(self)
+        job._pause_if_drained()
 
     def _read_done(self, _err: int) -> None:
         self._after(*self.read_completed())
@@ -742,6 +787,7 @@ class CopyOperation:
         job = self.job
         job._failed(self.start, self.end, job.on_target_error, False, err)
         job._op_finished(self)
+        job._pause_if_drained()
 
     def _write_done(self, _err: int) -> None:
         self.write_completed()

@@ -32,6 +32,7 @@ STREAM_CHUNK = 512 * 1024
 class StreamJob(BlockJob):
     job_type = "stream"
     integrity_invariant = "stream-independent"
+    inserts_filter = True           # stream_start: a copy-on-read filter above top
 
     def __init__(self, sim, job_id: str, spec):
         super().__init__(sim, job_id, spec)

@@ -16,7 +16,10 @@ Commands:
   ``block-job-cancel`` takes ``force`` and refuses an unforced cancel of a
   paused job; the ``rfc-2012`` profile answers the ``job-*`` commands and
   ``block-job-{finalize,dismiss}`` with CommandNotFound, as the 2012 monitor
-  did;
+  did, and the other commands QEMU 1.3 did not have
+  (``Profile.newer_commands``: ``blockdev-mirror``, a mirror starting with
+  ``drive-mirror`` there, ``query-named-block-nodes``,
+  ``block-set-write-threshold``; backup and bitmaps: ``has_backup``);
 - ``job-start`` (``id``): start a job the scenario declared with
   ``start = "manual"``.  A job the scenario starts by itself (``start`` a
   time) is recorded as the ``blockdev-mirror``, ``block-stream`` or
@@ -63,7 +66,9 @@ class Monitor:
         if source is not None:
             record["source"] = source
         handler = _HANDLERS.get(command)
-        if not self.sim.profile.job_api_2_12 and command in JOB_API_2_12_COMMANDS:
+        profile = self.sim.profile
+        if (not profile.job_api_2_12 and command in JOB_API_2_12_COMMANDS
+                or command in profile.newer_commands):
             handler = None              # the 2012 monitor had no such command
         try:
             if handler is None:
@@ -270,6 +275,7 @@ _HANDLERS = {
     "job-dismiss": lambda sim, a: _job(sim, a).dismiss(),
     "job-start": _job_start,
     "blockdev-mirror": lambda sim, a: _job_start(sim, a, "job-id"),
+    "drive-mirror": lambda sim, a: _job_start(sim, a, "job-id"),
     "block-stream": lambda sim, a: _job_start(sim, a, "job-id"),
     "block-commit": lambda sim, a: _job_start(sim, a, "job-id"),
     "blockdev-backup": lambda sim, a: _job_start(sim, a, "job-id"),

@@ -102,6 +102,17 @@ class Profile:
     #: write-blocking mirror is refused ("Invalid parameter 'copy-mode'", as
     #: QMP refused an unknown argument); background is what it did.
     copy_mode: bool = True
+    #: block-commit, blockdev-mirror and drive-mirror want the device's
+    #: node to be a root (blockdev.c:qmp_get_root_bs): under another job's
+    #: filter node (a stream's copy-on-read, a mirror's mirror_top, a
+    #: backup's copy-before-write) they are refused "Need a root block
+    #: node" before any op blocker (today).  2012's QEMU had no filter
+    #: nodes: the drive's in-use flag answers.
+    root_node_check: bool = True
+    #: Commands this QEMU does not have beyond the job API and backup
+    #: (``job_api_2_12``, ``has_backup``): its monitor answers
+    #: CommandNotFound, "The command X has not been found".  Today: none.
+    newer_commands: frozenset = frozenset()
 
 
 #: The commands of today's job API (``job_api_2_12``).
@@ -147,6 +158,13 @@ RFC_2012 = Profile(
     active_commit=False,
     has_backup=False,
     copy_mode=False,
+    root_node_check=False,
+    # QEMU 1.3 (December 2012), whose drive-mirror, block-stream,
+    # block-commit and block-job-* the note extends, had none of these:
+    # blockdev-mirror (2.6: a mirror starts with drive-mirror),
+    # query-named-block-nodes (2.0), block-set-write-threshold (2.3).
+    newer_commands=frozenset({"blockdev-mirror", "query-named-block-nodes",
+                              "block-set-write-threshold"}),
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (QEMU, RFC_2012)}

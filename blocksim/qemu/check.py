@@ -468,6 +468,9 @@ class _QemuRun:
         #: job -> how many of its drive's guest writes were done when its
         #: BLOCK_JOB_COMPLETED (no error) came: a mirror or active commit
         self.completed_after: dict[str, int] = {}
+        #: backup job -> how many of its drive's guest writes were done
+        #: when it was started (its point in time)
+        self.started_after: dict[str, int] = {}
 
     # images --------------------------------------------------------------------
     def make_images(self) -> None:
@@ -476,7 +479,7 @@ class _QemuRun:
         for args, what in image_steps(plan, paths, self.tools.qemu_img, self.tools.qemu_io):
             _run_tool(args, what, cwd=self.dir)
         for job in plan.jobs.values():
-            if job.type in ("stream", "commit"):
+            if job.type in ("stream", "commit", "backup"):
                 ref = self.dir / f"reference-{job.id}.raw"
                 _run_tool([self.tools.qemu_img, "convert", "-O", "raw", str(self.paths[job.image]),
                            str(ref)], f"copying the disk of {job.type} job '{job.id}'", cwd=self.dir)
@@ -655,6 +658,8 @@ class _QemuRun:
         else:
             self.started.add(job_id)
             self.refused.discard(job_id)
+            drive = self.plan.scenario.jobs[job_id].device
+            self.started_after.setdefault(job_id, len(self.written.get(drive, [])))
 
     def _action(self, action) -> None:
         if action.command == "guest-burst":
@@ -818,8 +823,19 @@ class _QemuRun:
 
     def _backup_integrity(self, job, info: dict) -> None:
         """The target holds the source in every range the job was to copy
-        (with no guest, the source at the end is the point in time)."""
-        src, tgt = self._raw(job.image), self._raw(job.target)
+        (with no guest, the source at the end is the point in time; with
+        guest writes all done after the job started, the copy of the disk
+        taken before the run is)."""
+        written = self.written.get(self.plan.scenario.jobs[job.id].device, [])
+        if written and self.started_after.get(job.id) == 0:
+            src = self.refs[job.id].read_bytes()
+        elif written:
+            info["integrity"] = "not-checked"
+            info["integrity_detail"] = "guest writes before the backup started"
+            return
+        else:
+            src = self._raw(job.image)
+        tgt = self._raw(job.target)
         total, first = 0, None
         for a, b in job.copy_ranges:
             if src[a:b] == tgt[a:b]:

@@ -398,9 +398,10 @@ def translate(scenario: Scenario) -> Plan:
         args: dict[str, Any] = {"job-id": job_id}
         if isinstance(spec, MirrorJob):
             args.update({"device": images[image].node, "target": images[spec.target].node,
-                         "sync": spec.sync, "speed": spec.speed, "granularity": spec.granularity,
-                         "buf-size": spec.buf_size, "on-source-error": spec.on_source_error,
+                         "sync": spec.sync, "speed": spec.speed, "buf-size": spec.buf_size, "on-source-error": spec.on_source_error,
                          "on-target-error": spec.on_target_error})
+            if spec.granularity is not None:    # absent: QEMU's default, the target's
+                args["granularity"] = spec.granularity
             if spec.copy_mode != "background":
                 args["copy-mode"] = spec.copy_mode
             command, target, base = "blockdev-mirror", spec.target, None

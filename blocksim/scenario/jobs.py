@@ -61,7 +61,9 @@ class MirrorJob(Job):
     type: Literal["mirror"] = "mirror"
     target: str
     sync: Literal[SYNC_MODES] = "full"
-    granularity: _size_type(pow2=(512, 64 * MiB)) = 64 * KiB
+    granularity: Optional[_size_type(pow2=(512, 64 * MiB))] = Field(
+        None, description="absent = the target's default: its cluster size within "
+                          "[4 KiB, 64 KiB], 64 KiB for raw (bdrv_get_default_bitmap_granularity)")
     buf_size: _size_type(positive=True) = 16 * MiB
     on_source_error: Literal[JOB_POLICIES] = "report"
     on_target_error: Literal[JOB_POLICIES] = "report"

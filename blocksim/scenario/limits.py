@@ -242,12 +242,16 @@ def _size_held(scenario) -> list[tuple[tuple, float, str]]:
         if image is None:
             continue
         if job.type == "mirror":
-            g, bitmaps = job.granularity, 1
+            # absent: the target's default (jobs/mirror.py target_granularity)
+            target = images.get(job.target)
+            cluster = target.cluster_size if target is not None and target.format == "qcow2" \
+                else 64 * KiB
+            g, bitmaps = job.granularity or min(max(cluster, 4 * KiB), 64 * KiB), 1
         elif job.type == "backup":
             g, bitmaps = min(image.cluster_size, 64 * KiB), 2
         elif job.type == "commit":
             # an active commit is a mirror into the base, at the base's
-            # default granularity (jobs/commit.py _granularity); an
+            # default granularity (jobs/mirror.py target_granularity); an
             # intermediate one holds no bitmap, counted as one all the same
             chain = scenario.backing_chain(drive.image)
             base = images.get(job.base or chain[-1])

@@ -39,7 +39,6 @@ from pydantic import ValidationError
 
 from ..jobs import JOB_TYPES
 from ..management.monitor import COMMANDS as MONITOR_COMMANDS
-from ..model.named_bitmap import default_granularity
 from ..record.eventlog import qmp_timestamp
 from ..scenario import BackupJob, CommitJob, MirrorJob, StreamJob
 from ..scenario.fields import BACKUP_SYNC_MODES, BITMAP_MODES, COPY_MODES, JOB_POLICIES
@@ -288,8 +287,8 @@ def _job_spec(sim, command: str, args: dict):
         else:
             target = _lookup_node(sim, args["target"]).name
         spec.update({"type": "mirror", "target": target, "sync": args["sync"]})
-        spec["granularity"] = args.get("granularity",
-                                       default_granularity(sim.devices[target].cluster_size))
+        if "granularity" in args:       # else the target's (jobs/mirror.py)
+            spec["granularity"] = args["granularity"]
         for key in ("buf-size", "on-source-error", "on-target-error", "copy-mode"):
             if key in args:
                 spec[key] = args[key]

@@ -170,7 +170,7 @@ def test_run_shows_why_a_job_was_refused(runner, tmp_path):
     path = write(tmp_path, "mirror.toml", MIRROR)
     result = runner.invoke(main, ["run", path, "--out", str(tmp_path), "--profile", "rfc-2012"])
     assert result.exit_code == 0, result.output
-    assert "refused: blockdev-mirror: Invalid parameter 'on-target-error'" in result.stdout
+    assert "refused: drive-mirror: Invalid parameter 'on-target-error'" in result.stdout
     assert "1 refused (see commands.jsonl)" in result.stdout
 
 

@@ -249,7 +249,7 @@ def test_converges_under_a_write_rate_a_background_mirror_never_outruns():
 
 def test_rfc2012_has_no_copy_mode():
     _sim, r = simulate(active(profile="rfc-2012"))
-    assert refusals(r) == [("blockdev-mirror", "Invalid parameter 'copy-mode'")]
+    assert refusals(r) == [("drive-mirror", "Invalid parameter 'copy-mode'")]
     assert not [e for e in r.events if e["event"] == "JOB_STATUS_CHANGE"]
     # background is what 2012 did: accepted
     _sim, r = simulate(mirror_case(profile="rfc-2012", copy_mode="background"))

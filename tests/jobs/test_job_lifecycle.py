@@ -436,6 +436,51 @@ def test_the_2012_profile_says_the_device_is_in_use():
     assert refusals(r) == [("block-stream", "Device 'vda' is in use")]
 
 
+def _stream_then(kind: str, start: str = "500ms") -> dict:
+    """A stream of vda (``top`` over ``base``) at 1 MiB/s, then a job of
+    ``kind`` on the same drive at ``start``."""
+    scenario = stream_case(speed=MiB, duration="10s")
+    second = {"mirror": {"type": "mirror", "device": "vda", "target": "dst"},
+              "commit": {"type": "commit", "device": "vda"},
+              "backup": {"type": "backup", "device": "vda", "target": "dst", "sync": "full"}}
+    scenario["images"]["dst"] = {"size": SIZE}
+    scenario["jobs"]["j2"] = {**second[kind], "start": start}
+    return scenario
+
+
+@pytest.mark.parametrize("kind,command", [("mirror", "blockdev-mirror"),
+                                          ("commit", "block-commit")])
+def test_mirror_or_commit_under_a_streams_filter_needs_a_root_node(kind, command):
+    # blockdev.c:qmp_get_root_bs, which block-commit and blockdev-mirror call
+    # before any op blocker: the stream's copy-on-read filter sits above
+    # 'top' (real QEMU 7.2 agrees: scenarios/qemu/stream-then-mirror-one-drive,
+    # backup-then-commit-mirror-root-node).
+    r = simulate(_stream_then(kind))[1]
+    assert refusals(r) == [(command, "Need a root block node")]
+    assert [c["error"]["class"] for c in commands(r, command)] == ["GenericError"]
+    assert job_summary(r, "j2")["outcome"] == "refused"
+    assert job_summary(r)["outcome"] == "completed"
+
+
+def test_a_backup_of_a_streamed_disk_meets_the_op_blocker():
+    # block-stream op-blocks its node; blockdev-backup has no root check
+    r = simulate(_stream_then("backup"))[1]
+    assert refusals(r) == [("blockdev-backup", "Node 'top' is busy: block device is in use "
+                                               "by block job: stream")]
+
+
+def test_the_root_node_rule_is_gone_once_the_filter_is():
+    # the stream (4 MiB at 1 MiB/s) has concluded by 6 s: its filter is gone
+    r = simulate(_stream_then("mirror", start="6s"))[1]
+    assert refusals(r) == []
+    assert job_summary(r, "j2")["outcome"] == "ready"
+
+
+def test_the_2012_profile_has_no_filter_nodes():
+    r = simulate(_stream_then("mirror"), profile="rfc-2012")[1]
+    assert refusals(r) == [("drive-mirror", "Device 'vda' is in use")]
+
+
 def test_a_disk_is_free_again_once_its_job_has_concluded():
     # Both copy from base into src.  A mirror cancelled at 1 s (forced, not
     # ready) concludes at once; the stream at 2 s then runs to completion.

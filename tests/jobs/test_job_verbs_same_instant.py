@@ -276,3 +276,34 @@ def test_the_shortcuts_give_the_same_run(name):
     scenario = blocksim.load_scenario(SHORTCUT_CASES[name])
     runs = [outcome(blocksim.Simulation(scenario, shortcuts=s)) for s in (True, False)]
     assert runs[0] == runs[1]
+
+
+def _stop_error_queries(faults) -> dict:
+    """A mirror copying 1 MiB per iteration at 1 MiB/s (or 4 at once with
+    the default buf-size and no speed), on-target-error stop, a query on the
+    first BLOCK_JOB_ERROR and one 200 ms later."""
+    return mirror_case(
+        on_target_error="stop", faults=faults, duration="3s",
+        actions=[on("BLOCK_JOB_ERROR", "query-block-jobs"),
+                 on("BLOCK_JOB_ERROR", "query-block-jobs", delay="200ms")],
+        **({"speed": SLOW, "buf_size": MiB} if len(faults) == 1 else {}))
+
+
+def test_a_stop_error_of_the_last_copy_in_flight_is_paused_before_the_next_command():
+    # block_job_error_action -> job_pause enters the sleeping mirror; the
+    # failed copy was the only one in flight, so it reaches its pause point
+    # before the monitor reads the query sent on the event (real QEMU 7.2:
+    # scenarios/qemu/mirror-stop-error-query-same-instant).
+    r = simulate(_stop_error_queries([fault("dst", "write", offset=2 * MiB, length=512,
+                                            count="once")]))[1]
+    assert [(query(r, n)["status"], query(r, n)["paused"], query(r, n)["io-status"])
+            for n in (0, 1)] == [("paused", True, "failed")] * 2
+
+
+def test_a_stop_error_with_copies_still_in_flight_is_running_until_they_are_done():
+    # mirror_pause waits for the other three copies (QEMU shows the same in
+    # most runs: which copy fails first is a race there)
+    r = simulate(_stop_error_queries([fault("dst", "write", offset=n * MiB, length=512,
+                                            count="once") for n in range(4)]))[1]
+    assert [(query(r, n)["status"], query(r, n)["paused"]) for n in (0, 1)] == \
+        [("running", True), ("paused", True)]

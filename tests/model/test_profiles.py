@@ -238,7 +238,7 @@ def test_rfc_refuses_a_stop_policy_on_a_drive_that_cannot_stop(job, param, drive
     scenario = build(drive=drive, **job)
     r = simulate(scenario, profile=RFC)[1]
     [start] = r.commands
-    assert start["execute"] == ("blockdev-mirror" if build is mirror_case else "block-stream")
+    assert start["execute"] == ("drive-mirror" if build is mirror_case else "block-stream")
     assert start["error"] == {"class": "GenericError", "desc": f"Invalid parameter '{param}'"}
     assert r.events == []                                      # the job never started
     summary = job_summary(r)
@@ -323,6 +323,30 @@ def test_rfc_has_no_job_commands_of_2_12():
     today = simulate(mirror_case(speed=MiB, actions=actions))[1]
     assert all(desc != f"The command {name} has not been found"
                for name, desc in refusals(today))
+
+
+def test_rfc_has_no_commands_newer_than_qemu_1_3():
+    # Profile.newer_commands: QEMU 1.3's monitor had no
+    # query-named-block-nodes (2.0), block-set-write-threshold (2.3) nor
+    # blockdev-mirror (2.6): CommandNotFound.  Its mirror starts with
+    # drive-mirror, so the record names that command.
+    names = ["query-named-block-nodes", "block-set-write-threshold"]
+    actions = [at("0.001s", "query-named-block-nodes"),
+               at("0.001s", "block-set-write-threshold", **{"node-name": "src",
+                                                            "write-threshold": MiB})]
+    sim, r = simulate(mirror_case(speed=MiB, actions=actions, start="manual"), profile=RFC)
+    assert refusals(r) == [(name, f"The command {name} has not been found") for name in names]
+    assert [c["error"]["class"] for c in r.commands if "error" in c] == ["CommandNotFound"] * 2
+    assert sim.monitor.execute("blockdev-mirror", {"job-id": JOB}) is None
+    assert sim.monitor.commands[-1]["error"] == {
+        "class": "CommandNotFound", "desc": "The command blockdev-mirror has not been found"}
+    sim.monitor.execute("drive-mirror", {"job-id": JOB})
+    assert "error" not in sim.monitor.commands[-1] and sim.jobs[JOB].status == "running"
+    r = simulate(mirror_case(speed=MiB), profile=RFC)[1]
+    assert r.commands[0]["execute"] == "drive-mirror" and "error" not in r.commands[0]
+    today = simulate(mirror_case(speed=MiB, actions=actions))[1]
+    assert [c["execute"] for c in today.commands if "error" not in c] == [
+        "blockdev-mirror", "query-named-block-nodes", "block-set-write-threshold"]
 
 
 def test_rfc_resume_resets_the_iostatus_of_a_job_that_is_not_paused():

@@ -269,7 +269,7 @@ def test_mirror_defaults():
     s = load_scenario(minimal(jobs={"m": {"type": "mirror", "device": "vda", "target": "tgt"}}))
     m = s.jobs["m"]
     assert (m.sync, m.granularity, m.buf_size, m.on_source_error, m.on_target_error) == \
-        ("full", 64 * KiB, 16 * MiB, "report", "report")
+        ("full", None, 16 * MiB, "report", "report")    # None: the target's default
 
 
 def test_name_defaults_to_file_stem(tmp_path):
@@ -546,7 +546,8 @@ BAD = [
      "Input should be 'full', 'top' or 'none' (got 'incremental')"),
     ({"jobs.j": {"type": "mirror", "device": "vda", "target": "tgt", "granularity": "128M"}},
      "jobs.j.granularity", "must be a power of two from 512B to 64MiB, got 134217728"),
-    ({"jobs.j": {"type": "mirror", "device": "vda", "target": "tgt", "buf-size": "32K"}}, "jobs.j.buf-size",
+    ({"jobs.j": {"type": "mirror", "device": "vda", "target": "tgt", "granularity": "64K",
+                "buf-size": "32K"}}, "jobs.j.buf-size",
      "must be at least the granularity (64KiB), got 32768"),
     ({"jobs.j": {"type": "mirror", "device": "vda", "target": "tgt", "on-target-error": "retry"}},
      "jobs.j.on-target-error", "Input should be 'report', 'ignore', 'stop', 'enospc' or 'auto' (got 'retry')"),

@@ -638,7 +638,7 @@ EXPECTATIONS: dict[str, dict] = {
         "vm": QUIET_VM,
         # the target's ENOSPC went to the target's io-status, not the job's
         "images": {"copy": {"io_status": "nospace"}, "disk": {"io_status": "ok"}},
-        "commands": [("blockdev-mirror", ACCEPTED),
+        "commands": [("drive-mirror", ACCEPTED),
                      # the 2012 query-block-jobs shape: no status, ready, busy
                      ("query-block-jobs", {"device": "vda", "paused": True, "io-status": "failed",
                                            "status": MISSING, "ready": MISSING})],
@@ -653,7 +653,7 @@ EXPECTATIONS: dict[str, dict] = {
         "vm": QUIET_VM,
         "drives": {"vda": dict(QUIET_DRIVE, node="disk", requests=500)},
         "images": {"copy": {"allocated": 0}},
-        "commands": [("blockdev-mirror", refused("Invalid parameter 'on-target-error'"))],
+        "commands": [("drive-mirror", refused("Invalid parameter 'on-target-error'"))],
     },
 
     # ---- 9. a persistent target fault under ignore, ended by a cancel ----
