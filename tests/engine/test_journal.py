@@ -263,10 +263,12 @@ def test_a_target_settled_into_its_sources_runs_shares_them_until_written(monkey
         plain_tgt.set_runs(plain_src.snapshot(a, b))
     tgt.set(PAGE + 100, PAGE + 200, 99)         # page 1 differs again
     plain_tgt.set(PAGE + 100, PAGE + 200, 99)
+    for m, v in ((src, 55), (tgt, 56), (plain_src, 55), (plain_tgt, 56)):
+        m.set(2 * PAGE, 2 * PAGE + 512, v)      # page 2: the same edges, not the same values
     tgt.settle()
     assert tgt._pages[0] is src._pages[0]       # in sync: one page for both
     assert tgt._pages[1] is not src._pages[1]
-    assert tgt._pages[2] == src._pages[2] == 1
+    assert tgt._pages[2] is not src._pages[2]
     for m, plain in ((tgt, plain_tgt), (src, plain_src)):
         assert _pages(m) == _pages(plain)
     written, other = (tgt, src) if later == "target" else (src, tgt)
