@@ -447,18 +447,18 @@ class ContentJournal:
         :meth:`_replay_small` instead."""
         shift = self.shift
         maps = self.maps
-        words = (np.frombuffer(logs[0], dtype=np.int64) if len(logs) == 1 else
-                 np.concatenate([np.frombuffer(log, dtype=np.int64) for log in logs]))
+        words = np.frombuffer(logs[0] if len(logs) == 1 else b"".join(logs), dtype=np.int64)
         w0, val = words[0::2], words[1::2]
         n = len(val)
         counts = [len(log) >> 1 for log in logs]
-        page_of = np.repeat(np.asarray(pages, dtype=np.int64), counts)
         mids = w0 >> _MAP_SHIFT
         code = -1 - val                     # pastes (val < 0)
         placed = (val < 0) & ((code & 1) == 0)      # the read's place in this log
         in_flight = {id(s.log) for s in self._open.values()}
         odd = [p for p, log in zip(pages, logs) if id(log) in in_flight]
-        odd += page_of[(val < 0) & ((code & 1) == 1)].tolist()   # reads held
+        held = (val < 0) & ((code & 1) == 1)        # reads held
+        if held.any():
+            odd += np.repeat(np.asarray(pages, dtype=np.int64), counts)[held].tolist()
         if odd:
             odd_pages = set(odd)
             rest = [(p, log) for p, log in zip(pages, logs) if p not in odd_pages]
@@ -472,7 +472,13 @@ class ContentJournal:
             return
         # the maps involved (those written, those read), and what each holds
         # on these pages before the logs: its runs, page by page
-        involved = _unique(np.concatenate([mids, (code[placed] >> 1) & (MAX_MAPS - 1)]))
+        read_maps = (code >> 1) & (MAX_MAPS - 1)   # (of the pastes: the others' are noise)
+        seen = np.zeros(MAX_MAPS, dtype=np.bool_)
+        seen[mids] = True
+        seen[read_maps[placed]] = True
+        involved = np.flatnonzero(seen)
+        local = np.zeros(MAX_MAPS, dtype=np.int64)     # map -> its index among them
+        local[involved] = np.arange(len(involved))
         npages = len(pages)
         first = np.zeros(npages + 1, dtype=np.int64)
         np.cumsum(counts, out=first[1:])
@@ -503,8 +509,7 @@ class ContentJournal:
         # the pages written rebuilt (_settle_pages, compiled)
         out_starts, out_values, out_lo, out_hi = _settle_pages(
             words, first, np.asarray(pages, dtype=np.int64), shift,
-            np.searchsorted(involved, mids),
-            np.searchsorted(involved, (code >> 1) & (MAX_MAPS - 1)),
+            local[mids], local[read_maps],
             base_starts, base_values, base_at, sizes)
         out_starts = out_starts.astype(_np_type(maps[0]._stype))
         ids = involved.tolist()
@@ -780,13 +785,4 @@ def _stage_sets(rows, staged, loglen, pending, offsets, i, length, first_value, 
         staged += 1
         i += 1
     return i, staged
-
-
-def _unique(x: np.ndarray) -> np.ndarray:
-    """The sorted distinct values of ``x`` (numpy's ``unique`` hashes large
-    arrays, several times slower on these)."""
-    x = np.sort(x)
-    if len(x) > 1:
-        x = x[np.append(True, x[1:] != x[:-1])]
-    return x
 

@@ -35,7 +35,7 @@ class Ledger:
     comparison.
     """
 
-    __slots__ = ("_offsets", "_gens", "block_size", "_odd_at", "_odd_len")
+    __slots__ = ("_offsets", "_gens", "block_size", "_odd_at", "_odd_len", "_held")
 
     def __init__(self):
         self._offsets = array("q")
@@ -43,9 +43,32 @@ class Ledger:
         self.block_size: int | None = None
         self._odd_at = array("q")       # indices of writes whose length != block_size
         self._odd_len = array("q")      # ... and their lengths
+        # who holds rows of this ledger still to come, as the function that
+        # hands them in (see hold), or None
+        self._held = None
+
+    def hold(self, hand_in) -> None:
+        """Rows of this ledger, the next ones in acknowledgement order, are
+        held elsewhere (the compiled copy loop's buffer,
+        :mod:`blocksim.engine.burst_kernel`) until ``hand_in()`` appends
+        them: every other use of the ledger (a read, an append) calls it
+        first, so nobody sees the ledger without them.  Rows held by
+        someone else before are handed in first."""
+        if self._held is not None and self._held != hand_in:
+            self.catch_up()
+        self._held = hand_in
+
+    def catch_up(self) -> None:
+        """Have the rows held elsewhere handed in (see :meth:`hold`)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            held()
 
     def append(self, offset: int, length: int, gen: int) -> None:
         """Record one acknowledged write (the guest request hot path)."""
+        if self._held is not None:
+            self.catch_up()
         try:
             self._gens.append(gen)
         except OverflowError:
@@ -61,6 +84,8 @@ class Ledger:
         sequence of ints, or an integer array) with generations
         ``first_gen``, ``first_gen + 1``, ... (a guest's quiet stretch,
         :mod:`blocksim.engine.stretch`)."""
+        if self._held is not None:
+            self.catch_up()
         n = len(offsets)
         if n:
             self.extend_with(offsets, length, np.arange(first_gen, first_gen + n, dtype=np.int64))
@@ -69,6 +94,8 @@ class Ledger:
         """:meth:`append` for writes of ``length`` bytes at ``offsets`` with
         the generations ``gens`` (an increasing int64 array, one each:
         writes a compiled loop ran, :mod:`blocksim.engine.burst_kernel`)."""
+        if self._held is not None:
+            self.catch_up()
         n = len(offsets)
         if not n:
             return
@@ -96,16 +123,22 @@ class Ledger:
             self._odd_len.append(length)
 
     def __len__(self) -> int:
+        if self._held is not None:
+            self.catch_up()
         return len(self._offsets)
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the recorded writes (without the arrays' spare capacity)."""
+        if self._held is not None:
+            self.catch_up()
         return sum(len(a) * a.itemsize
                    for a in (self._offsets, self._gens, self._odd_at, self._odd_len))
 
     def rows(self):
         """The writes as ``(start, end, generation)``, in acknowledgement order."""
+        if self._held is not None:
+            self.catch_up()
         bs = self.block_size
         odd = zip(self._odd_at, self._odd_len)
         at, length = next(odd, (-1, 0))
@@ -131,6 +164,8 @@ class Ledger:
         bits together, a stable argsort does the same job with about three
         times the memory.
         """
+        if self._held is not None:
+            self.catch_up()
         if self._odd_at:
             return None
         bs = self.block_size

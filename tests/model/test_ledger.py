@@ -75,3 +75,34 @@ def test_extend_with_takes_each_writes_generation():
         single.append(off, 4096, gen)
     assert list(bulk.rows()) == list(single.rows()) == [
         (0, 4096, 481), (4096, 8192, 483), (8192, 12288, 2**33)]
+
+
+@pytest.mark.parametrize("use", ["append", "extend", "len", "rows", "by_block", "nbytes"])
+def test_rows_held_elsewhere_come_in_before_any_other_use(use):
+    """A compiled loop keeps its guest's ledger rows in its own buffer
+    (Ledger.hold): whatever uses the ledger next sees them first, in
+    order, and a second holder's rows come after the first's."""
+    ledger = Ledger()
+    ledger.append(0, 4096, 1)
+    buffers = {"a": [(4096, 2), (8192, 3)], "b": [(12288, 4)]}
+
+    def hand_in(name):
+        rows, buffers[name] = buffers[name], []
+        if rows:
+            ledger.extend_with(np.array([r[0] for r in rows], dtype=np.int64), 4096,
+                               np.array([r[1] for r in rows], dtype=np.int64))
+    ledger.hold(lambda: hand_in("a"))
+    ledger.hold(lambda: hand_in("b"))               # another holder: a's rows first
+    assert buffers["a"] == [] and buffers["b"] == [(12288, 4)]
+    if use == "append":
+        ledger.append(16384, 4096, 5)
+    elif use == "extend":
+        ledger.extend(np.array([16384], dtype=np.int64), 4096, 5)
+    elif use == "len":
+        assert len(ledger) == 4
+    elif use == "by_block":
+        assert ledger.by_block().blocks(0, 4)[1].tolist() == [1, 2, 3, 4]
+    elif use == "nbytes":
+        assert ledger.nbytes == 12 * 4
+    rows = list(ledger.rows())
+    assert [g for _a, _b, g in rows][:4] == [1, 2, 3, 4] and buffers["b"] == []
