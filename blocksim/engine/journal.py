@@ -29,9 +29,12 @@ its content, a change the log cannot hold (one spanning pages, a
 copy-on-read fill), a copy from a range that may read as zeros, or the end
 of the run (the summary counts extents, the invariants compare content).
 Long logs are applied in bulk, many pages at once, with no Python per
-entry (:meth:`ContentJournal._replay_bulk`: numpy cuts the pages into
-segments, a compiled sweep applies the entries); short logs, and the few
-pages holding copies in flight, go through the maps' own splices.
+entry (:meth:`ContentJournal._replay_bulk`: compiled code cuts each page
+into segments, applies the entries and rebuilds the page); short logs, and
+the few pages holding copies in flight, go through the maps' own splices.
+A page that a settle leaves holding what another map holds there (a
+mirror's target in sync with its source) is stored once for both
+(:class:`~blocksim.model.extents.SharedPage`).
 
 Each log entry is two 64-bit words: ``a | b << 27 | map << 54`` (offsets
 relative to the page, which is at most ``2**26`` bytes) and the value,
