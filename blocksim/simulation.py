@@ -199,6 +199,7 @@ class Simulation:
             return self._run(progress)
 
     def _run(self, progress) -> Result:
+        _steady_allocator()
         env = self.env
         for job_id, spec in self.scenario.jobs.items():
             if spec.start is not None:
@@ -337,6 +338,25 @@ class _BoundedSampler(Sampler):
             reason = sim._bound_reached()
             if reason is not None:
                 raise RunBounded(reason)
+
+
+#: glibc's ``M_MMAP_THRESHOLD`` (mallopt's parameter -3) and the value set
+_M_MMAP_THRESHOLD, _MMAP_THRESHOLD = -3, 1 << 20
+
+
+def _steady_allocator() -> None:
+    """Have every allocation of 1 MiB or more mapped on its own, whatever
+    was freed before (glibc's ``mallopt``; elsewhere nothing).  glibc
+    raises that threshold each time it frees a mapped block, up to 32 MiB:
+    after that, arrays that grow (the guest's ledger, a journal's logs)
+    are reallocated inside the heap, whose holes stay with the process.
+    Benchmark (b) peaked 27 MiB higher with glibc's default (415 against
+    388 MiB), at the same CPU time."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
 
 
 def _release_freed_memory() -> None:

@@ -1005,7 +1005,7 @@ class Kernel:
         st[_GUEST_LOADED] = (
             w.bs, w.start_at, w.issued, k, w.completed, next(w.sim.generations),
             drive.reads, drive.writes, drive.completed, drive.latency_sum,
-            src.writes, src.bytes_written, 0, 0)
+            src.writes, src.bytes_written, 0, st[L_N])     # (its rows held here stay)
         if st[G_KIND] == GUEST_DONE:
             drive.in_flight -= 1
 
@@ -1019,7 +1019,10 @@ class Kernel:
         drive.reads, drive.writes, drive.completed, drive.latency_sum = (
             v[D_READS], v[D_WRITES], v[D_COMPLETED], v[D_LATENCY])
         src.writes, src.bytes_written = v[SRC_WRITES], v[SRC_BYTES_W]
-        self._hand_out_ledger(w)
+        if v[L_N]:
+            # (its ledger rows stay in the buffer, handed in when anyone
+            # else uses the ledger, the buffer fills or the guest leaves)
+            w.drive.ledger.hold(self._hand_in_ledger)
         w.sim.generations = count(v[G_GEN])
         w.env.skipped += v[SKIPPED]
         self.st[SKIPPED] = 0
@@ -1032,6 +1035,7 @@ class Kernel:
         under the key of the worker's entry, and its process carries on
         from there (a new generator: GuestWorkload._worker's ``resume``)."""
         w, event = self.guest
+        self._hand_out_ledger(w)
         self.guest = None
         st = self.st
         t, eid, kind = _heap_take_guest(self.heap, st)
@@ -1068,8 +1072,14 @@ class Kernel:
         st = self.st
         n = int(st[L_N])
         if n:
-            w.drive.ledger.extend_with(self.ledger[:n, 0], w.bs, self.ledger[:n, 1])
             st[L_N] = 0
+            w.drive.ledger.extend_with(self.ledger[:n, 0], w.bs, self.ledger[:n, 1])
+
+    def _hand_in_ledger(self) -> None:
+        """The ledger's rows held here handed in (Ledger.hold): those of the
+        guest run here (the buffer is emptied when it leaves)."""
+        if self.guest is not None:
+            self._hand_out_ledger(self.guest[0])
 
     # -- objects and arrays -------------------------------------------------------
     def _absorb(self) -> bool:

@@ -29,9 +29,12 @@ its content, a change the log cannot hold (one spanning pages, a
 copy-on-read fill), a copy from a range that may read as zeros, or the end
 of the run (the summary counts extents, the invariants compare content).
 Long logs are applied in bulk, many pages at once, with no Python per
-entry (:meth:`ContentJournal._replay_bulk`: numpy cuts the pages into
-segments, a compiled sweep applies the entries); short logs, and the few
-pages holding copies in flight, go through the maps' own splices.
+entry (:meth:`ContentJournal._replay_bulk`: compiled code cuts each page
+into segments, applies the entries and rebuilds the page); short logs, and
+the few pages holding copies in flight, go through the maps' own splices.
+A page that a settle leaves holding what another map holds there (a
+mirror's target in sync with its source) is stored once for both
+(:class:`~blocksim.model.extents.SharedPage`).
 
 Each log entry is two 64-bit words: ``a | b << 27 | map << 54`` (offsets
 relative to the page, which is at most ``2**26`` bytes) and the value,
@@ -70,6 +73,13 @@ _MAP_SHIFT = 2 * _OFFSET_BITS
 _MAP_BITS = 63 - _MAP_SHIFT
 MAX_MAPS = 1 << _MAP_BITS
 MAX_PAGE_SHIFT = _OFFSET_BITS - 1
+# how a settle sorts a page's edges (_sort_offsets): three digits of 9 bits
+_RADIX_BITS = 9
+_RADIX = 1 << _RADIX_BITS
+assert 3 * _RADIX_BITS >= _OFFSET_BITS      # (three digits cover an offset)
+# an edge's sort key: its offset above a tag of this many bits (63 in all)
+_TAG_BITS = 63 - _OFFSET_BITS
+_TAG_MASK = (1 << _TAG_BITS) - 1
 
 #: Logs of at most this many entries are applied with the maps' own
 #: splices: below it numpy's fixed costs are larger than the splices'.
@@ -130,7 +140,7 @@ class ContentJournal:
     """The deferred content changes of a set of extent maps with the same
     pages (one simulation's devices).  See the module's doc."""
 
-    __slots__ = ("shift", "maps", "_logs", "loglen", "_held", "_open", "_next_sid",
+    __slots__ = ("shift", "maps", "_logs", "logged", "loglen", "_held", "_open", "_next_sid",
                  "settled_pages", "replayed", "_before_settle", "stage", "rows",
                  "staged", "capacity", "flags", "zeroed")
 
@@ -142,6 +152,8 @@ class ContentJournal:
         # page -> its log, ``array('q')`` of two words per entry (without
         # the entries still on the stage: see ``logs``)
         self._logs: dict[int, array] = {}
+        #: how many entries the logs hold (without the stage's)
+        self.logged = 0
         #: page -> the length of its log in words, staged entries included
         #: (0: none): a read's place in its page's log (blocksim.engine.burst_kernel)
         self.loglen = array("q")
@@ -201,7 +213,7 @@ class ContentJournal:
 
     def entries(self) -> int:
         """How many entries the journal holds, staged or in logs."""
-        return sum(map(len, self._logs.values())) // 2 + self.staged
+        return self.logged + self.staged
 
     # -- recording (the maps call these from their hot paths) ---------------------
     def log(self, p: int, word: int, value: int) -> None:
@@ -224,6 +236,7 @@ class ContentJournal:
         if not n:
             return
         self.staged = 0
+        self.logged += n
         words = np.empty((n, 2), dtype=np.int64)
         pages, ends = _by_page(self.rows, n, len(self.loglen), words)
         data = memoryview(words).cast("B")
@@ -379,6 +392,7 @@ class ContentJournal:
                 m._zeroing[p] = 0
         self.settled_pages += 1
         self.replayed += len(log) >> 1
+        self.logged -= len(log) >> 1
         return log
 
     def _entries(self, p: int, log: array):
@@ -424,33 +438,30 @@ class ContentJournal:
     def _replay_bulk(self, pages: list, logs: list) -> None:
         """Apply the logs of ``pages`` in bulk, with no Python loop per entry.
 
-        The pages are cut into elementary segments at every edge, and each
-        map's stored runs become one value per segment.  :func:`_apply`
-        (compiled) then applies the entries in log order to those values: a
-        set gives its segments its generation, a paste what its source held
-        there at its read's place (its reads are taken as the sweep passes
-        their places).  Pages with a
+        The maps' stored runs on these pages are handed, with the logs, to
+        :func:`_settle_pages` (compiled), which settles them page by page:
+        each page cut into elementary segments at every edge, the entries
+        applied in log order to one value per map and segment (a set gives
+        its segments its generation, a paste what its source held there at
+        its read's place), and each page written rebuilt as canonical runs,
+        stored with :meth:`ExtentMap._put_pages`.  Pages with a
         paste of a read held since an earlier settle, or a read whose paste
         is still to come (a few pages at most: copies in flight), take
         :meth:`_replay_small` instead."""
         shift = self.shift
         maps = self.maps
-        words = (np.frombuffer(logs[0], dtype=np.int64) if len(logs) == 1 else
-                 np.concatenate([np.frombuffer(log, dtype=np.int64) for log in logs]))
+        words = np.frombuffer(logs[0] if len(logs) == 1 else b"".join(logs), dtype=np.int64)
         w0, val = words[0::2], words[1::2]
         n = len(val)
         counts = [len(log) >> 1 for log in logs]
-        page_arr = np.asarray(pages, dtype=np.int64)
-        page_of = np.repeat(page_arr, counts)
-        origin = page_of << shift
-        a = origin + (w0 & _OFFSET_MASK)
-        b = origin + ((w0 >> _OFFSET_BITS) & _OFFSET_MASK)
         mids = w0 >> _MAP_SHIFT
         code = -1 - val                     # pastes (val < 0)
         placed = (val < 0) & ((code & 1) == 0)      # the read's place in this log
         in_flight = {id(s.log) for s in self._open.values()}
         odd = [p for p, log in zip(pages, logs) if id(log) in in_flight]
-        odd += page_of[(val < 0) & ((code & 1) == 1)].tolist()   # reads held
+        held = (val < 0) & ((code & 1) == 1)        # reads held
+        if held.any():
+            odd += np.repeat(np.asarray(pages, dtype=np.int64), counts)[held].tolist()
         if odd:
             odd_pages = set(odd)
             rest = [(p, log) for p, log in zip(pages, logs) if p not in odd_pages]
@@ -462,60 +473,266 @@ class ContentJournal:
             return
         if not n:                           # only the places of reads never pasted
             return
-        # each paste's read: the entry of its page it came before, and its map
-        first_entry = np.repeat(np.cumsum(counts) - counts, counts)
-        read_at = first_entry + (code >> (1 + _MAP_BITS))
-        read_map = (code >> 1) & (MAX_MAPS - 1)
-
-        # the maps involved, their stored runs on these pages, and the segments
-        involved = _unique(np.concatenate([mids, read_map[placed]]))
-        local = np.searchsorted(involved, mids)
-        page_len = 1 << shift
-        edges = [a, b, page_arr << shift, (page_arr + 1) << shift]
-        base_runs = []
-        for mi in involved.tolist():
-            pages_of_map = maps[mi]._pages
-            starts, values = [], []
-            for p in pages:
-                page = pages_of_map.get(p, 0)
-                ps = p << shift
-                if page.__class__ is int:
-                    starts.append(np.array([ps], dtype=np.int64))
-                    values.append(np.array([page], dtype=np.int64))
-                else:
-                    starts.append(np.frombuffer(page[0], dtype=_dtype(page[0])).astype(np.int64) + ps)
-                    values.append(np.frombuffer(page[1], dtype=np.int64))
-            starts = np.concatenate(starts)
-            base_runs.append((starts, np.concatenate(values)))
-            edges.append(starts)
-        bounds = _unique(np.concatenate(edges))
-        nseg = len(bounds)
-        stored = np.empty((len(involved), nseg), dtype=np.int64)
-        for k, (starts, values) in enumerate(base_runs):
-            stored[k] = values[np.searchsorted(starts, bounds, side="right") - 1]
-        ia = np.searchsorted(bounds, a)
-        ib = np.searchsorted(bounds, b)
-
-        # the entries applied in log order, each paste taking what its
-        # source held at its read's place (_apply, compiled)
-        pastes = np.flatnonzero(placed)
-        pastes = pastes[np.argsort(read_at[pastes], kind="stable")]
+        # the maps involved (those written, those read), and what each holds
+        # on these pages before the logs: its runs, page by page
+        read_maps = (code >> 1) & (MAX_MAPS - 1)   # (of the pastes: the others' are noise)
+        seen = np.zeros(MAX_MAPS, dtype=np.bool_)
+        seen[mids] = True
+        seen[read_maps[placed]] = True
+        involved = np.flatnonzero(seen)
+        local = np.zeros(MAX_MAPS, dtype=np.int64)     # map -> its index among them
+        local[involved] = np.arange(len(involved))
         npages = len(pages)
-        page_index = np.repeat(np.arange(npages, dtype=np.int64), counts)
-        written = np.zeros((len(involved), npages), dtype=np.bool_)
-        _apply(stored, local, ia, ib, val, read_at,
-               np.searchsorted(involved, read_map), pastes, page_index, written)
+        first = np.zeros(npages + 1, dtype=np.int64)
+        np.cumsum(counts, out=first[1:])
+        base_at = np.zeros(len(involved) * npages + 1, dtype=np.int64)
+        starts_parts, values_parts, runs = [], [], []
+        for mi in involved.tolist():
+            m = maps[mi]
+            get = m._pages.get
+            for p in pages:
+                page = get(p, 0)
+                if page.__class__ is int:   # one value (0: nothing stored)
+                    starts_parts.append(_ZERO_START[m._stype])
+                    values_parts.append(page.to_bytes(8, "little", signed=True))
+                    runs.append(1)
+                else:
+                    starts_parts.append(page[0])
+                    values_parts.append(page[1])
+                    runs.append(len(page[1]))
+        np.cumsum(runs, out=base_at[1:])
+        # (the maps share their page size, so their start columns' type)
+        base_starts = np.frombuffer(b"".join(starts_parts),
+                                    dtype=_np_type(maps[0]._stype)).astype(np.int64)
+        base_values = np.frombuffer(b"".join(values_parts), dtype=np.int64)
+        sizes = np.array([maps[mi].size for mi in involved.tolist()], dtype=np.int64)
 
-        # each (map, page) written: rebuilt from its segments
-        page_starts = page_arr << shift
-        lo = np.searchsorted(bounds, page_starts)
-        for k in np.flatnonzero(written.any(axis=1)).tolist():
-            m = maps[int(involved[k])]
-            rebuilt = np.flatnonzero(written[k])
-            # each page up to its end, or the map's if the map ends inside it
-            ends = np.minimum(page_starts[rebuilt] + page_len, m.size)
-            m._put_pages(page_arr[rebuilt], bounds, stored[k], lo[rebuilt],
-                         np.searchsorted(bounds, ends))
+        # each page cut into segments, its entries applied in log order,
+        # each paste taking what its source held at its read's place, and
+        # the pages written rebuilt (_settle_pages, compiled)
+        out_starts, out_values, out_lo, out_hi = _settle_pages(
+            words, first, np.asarray(pages, dtype=np.int64), shift,
+            local[mids], local[read_maps],
+            base_starts, base_values, base_at, sizes)
+        out_starts = out_starts.astype(_np_type(maps[0]._stype))
+        ids = involved.tolist()
+        for k, mi in enumerate(ids):
+            rebuilt = np.flatnonzero(out_lo[k] >= 0)
+            if len(rebuilt):
+                maps[mi]._put_pages([pages[i] for i in rebuilt.tolist()], out_starts, out_values,
+                                    out_lo[k][rebuilt].tolist(), out_hi[k][rebuilt].tolist())
+            # pages ending up as another map holds them (a mirror's target
+            # in sync with its source) share that map's columns
+            shared = np.flatnonzero(out_lo[k] <= -2)
+            if len(shared):
+                with_map = -2 - out_lo[k][shared]
+                for k2 in np.unique(with_map).tolist():
+                    maps[mi]._share_pages([pages[i] for i in shared[with_map == k2].tolist()],
+                                          maps[ids[k2]])
+
+
+# a one-run page's start column (a page stored as one value)
+_ZERO_START = {"I": bytes(4), "q": bytes(8)}
+
+
+def _np_type(typecode: str):
+    return np.uint32 if typecode == "I" else np.int64
+
+
+@njit(cache=True)
+def _settle_pages(words, first, pages, shift, local, read_local, base_starts, base_values,
+                  base_at, sizes):
+    """Apply the logs of ``pages`` (entries ``first[i]:first[i + 1]`` of
+    ``words``, two words each, are page ``pages[i]``'s, in log order) to what the maps
+    involved hold there (map ``k``'s runs on page ``i``: rows
+    ``base_at[k * npages + i]`` on of ``base_starts`` (page-relative) and
+    ``base_values``), page by page.
+
+    A page is cut into elementary segments at every edge of its entries
+    and of its stored runs, and each map's runs become one value per
+    segment.  The entries are then applied in log order: a set gives its
+    segments its generation, a paste what its source (``read_local``) held
+    there just before the entry of its read's place (the reads are taken
+    as the sweep passes their places).  Each map ``k`` written on page
+    ``i`` comes out as canonical runs ``out_lo[k, i]:out_hi[k, i]`` of
+    ``out_starts`` (page-relative) and ``out_values``, up to the page's end
+    or the map's (``sizes``); ``out_lo`` is -1 for a map not written
+    there, and ``-2 - k2`` for one whose runs there are the same as those
+    of map ``k2`` (the smallest such ``k2``; its page is to be shared)."""
+    npages = len(pages)
+    nmaps = len(sizes)
+    page_len = np.int64(1) << shift
+    # room: each page's edges, for every map
+    most = 0
+    room = 0
+    for i in range(npages):
+        e = 2 * (first[i + 1] - first[i]) + 2
+        for k in range(nmaps):
+            e += base_at[k * npages + i + 1] - base_at[k * npages + i]
+        room += nmaps * e
+        if e > most:
+            most = e
+    out_starts = np.empty(room, dtype=np.int64)
+    out_values = np.empty(room, dtype=np.int64)
+    out_lo = np.full((nmaps, npages), -1, dtype=np.int64)
+    out_hi = np.full((nmaps, npages), -1, dtype=np.int64)
+    edges = np.empty(most, dtype=np.int64)
+    spare = np.empty(most, dtype=np.int64)
+    bounds = np.empty(most, dtype=np.int64)
+    ia = np.empty(most, dtype=np.int64)
+    ib = np.empty(most, dtype=np.int64)
+    counts = np.empty(_RADIX + 1, dtype=np.int64)
+    stored = np.empty((nmaps, most), dtype=np.int64)
+    used = 0
+    for i in range(npages):
+        e0 = first[i]
+        e1 = first[i + 1]
+        ps = pages[i] << shift
+        n = e1 - e0
+        # the segments: every edge, sorted, once; each entry's edges tagged
+        # (1 + 2 * its index, + 1 for its end) below the offset, so that the
+        # sort also says which segments each entry covers
+        c = 0
+        edges[c] = 0
+        edges[c + 1] = page_len << _TAG_BITS
+        c += 2
+        for j in range(n):
+            w = words[2 * (e0 + j)]
+            edges[c] = (w & _OFFSET_MASK) << _TAG_BITS | (2 * j + 1)
+            edges[c + 1] = ((w >> _OFFSET_BITS) & _OFFSET_MASK) << _TAG_BITS | (2 * j + 2)
+            c += 2
+        for k in range(nmaps):
+            for r in range(base_at[k * npages + i], base_at[k * npages + i + 1]):
+                edges[c] = base_starts[r] << _TAG_BITS
+                c += 1
+        _sort_offsets(edges, c, spare, counts)
+        nb = 0
+        for x in range(c):
+            off = edges[x] >> _TAG_BITS
+            if nb == 0 or off != bounds[nb - 1]:
+                bounds[nb] = off
+                nb += 1
+            tag = edges[x] & _TAG_MASK
+            if tag:
+                if tag & 1:
+                    ia[(tag - 1) >> 1] = nb - 1
+                else:
+                    ib[(tag - 1) >> 1] = nb - 1
+        nseg = nb - 1                       # (the last edge is the page's end)
+        # what each map holds on each segment
+        for k in range(nmaps):
+            r = base_at[k * npages + i]
+            last = base_at[k * npages + i + 1] - 1
+            for s in range(nseg):
+                while r < last and base_starts[r + 1] <= bounds[s]:
+                    r += 1
+                stored[k, s] = base_values[r]
+        # the pastes, by their reads' places in this log
+        npaste = 0
+        for j in range(e0, e1):
+            v = words[2 * j + 1]
+            if v < 0 and ((-1 - v) & 1) == 0:
+                npaste += 1
+        places = np.empty(npaste, dtype=np.int64)
+        which = np.empty(npaste, dtype=np.int64)
+        q = 0
+        total = 0
+        for j in range(e0, e1):
+            v = words[2 * j + 1]
+            if v < 0 and ((-1 - v) & 1) == 0:
+                places[q] = (-1 - v) >> (1 + _MAP_BITS)
+                which[q] = j
+                q += 1
+        order = np.argsort(places, kind="mergesort")
+        for q in range(npaste):
+            j = which[q] - e0
+            total += ib[j] - ia[j]
+        taken = np.empty(total, dtype=np.int64)
+        start = np.empty(e1 - e0, dtype=np.int64)   # each paste's part of taken
+        written = np.zeros(nmaps, dtype=np.bool_)
+        nxt = 0
+        got = 0
+        for j in range(n + 1):
+            # the reads made before entry j: what their sources hold now
+            while nxt < npaste and places[order[nxt]] <= j:
+                jq = which[order[nxt]] - e0
+                start[jq] = got
+                src = read_local[which[order[nxt]]]
+                for s in range(ia[jq], ib[jq]):
+                    taken[got] = stored[src, s]
+                    got += 1
+                nxt += 1
+            if j == n:
+                break
+            m = local[e0 + j]
+            v = words[2 * (e0 + j) + 1]
+            if v >= 0:
+                for s in range(ia[j], ib[j]):
+                    stored[m, s] = v
+            else:
+                t = start[j]
+                for s in range(ia[j], ib[j]):
+                    stored[m, s] = taken[t]
+                    t += 1
+            written[m] = True
+        # each map written: its canonical runs, up to the page's end or its own
+        for k in range(nmaps):
+            if not written[k]:
+                continue
+            end = sizes[k] - ps
+            if end > page_len:
+                end = page_len
+            lo = used
+            for s in range(nseg):
+                if bounds[s] >= end:
+                    break
+                if used == lo or stored[k, s] != out_values[used - 1]:
+                    out_starts[used] = bounds[s]
+                    out_values[used] = stored[k, s]
+                    used += 1
+            out_lo[k, i] = lo
+            out_hi[k, i] = used
+            # the same runs as a map before it on this page: shared
+            for k2 in range(k):
+                lo2 = out_lo[k2, i]
+                if lo2 < 0 or out_hi[k2, i] - lo2 != used - lo:
+                    continue
+                same = True
+                for x in range(used - lo):
+                    if (out_starts[lo + x] != out_starts[lo2 + x]
+                            or out_values[lo + x] != out_values[lo2 + x]):
+                        same = False
+                        break
+                if same:
+                    out_lo[k, i] = -2 - k2
+                    used = lo
+                    break
+    return out_starts[:used], out_values[:used], out_lo, out_hi
+
+
+@njit(cache=True)
+def _sort_offsets(x, n, spare, counts):
+    """Sort ``x[:n]`` in place by the page-relative offsets (below
+    ``2**27``) above their ``_TAG_BITS`` low bits, stably: a radix sort of
+    three 9-bit digits (``spare`` holds at least ``n``, ``counts``
+    ``_RADIX + 1``): linear, where a comparison sort or a binary search
+    per entry cost several times more."""
+    a = x
+    b = spare
+    for digit in range(3):
+        sh = _TAG_BITS + digit * _RADIX_BITS
+        counts[:] = 0
+        for i in range(n):
+            counts[((a[i] >> sh) & (_RADIX - 1)) + 1] += 1
+        for d in range(_RADIX):
+            counts[d + 1] += counts[d]
+        for i in range(n):
+            d = (a[i] >> sh) & (_RADIX - 1)
+            b[counts[d]] = a[i]
+            counts[d] += 1
+        a, b = b, a
+    for i in range(n):                  # (three passes: the result is in spare)
+        x[i] = a[i]
 
 
 @njit(cache=True)
@@ -572,55 +789,3 @@ def _stage_sets(rows, staged, loglen, pending, offsets, i, length, first_value, 
         i += 1
     return i, staged
 
-
-@njit(cache=True)
-def _apply(values, maps, ia, ib, val, read_at, read_map, pastes, page_index, written):
-    """Apply a chunk's log entries, in order, to ``values`` (map x segment):
-    entry ``j`` gives map ``maps[j]`` segments ``ia[j]:ib[j]`` the generation
-    ``val[j]`` or, for a paste (``val[j] < 0``), what map ``read_map[j]``
-    held there just before entry ``read_at[j]`` (``pastes``: the pastes by
-    their reads' places).  Marks ``written[map, page_index[j]]``."""
-    n = len(val)
-    total = 0
-    for q in pastes:
-        total += ib[q] - ia[q]
-    taken = np.empty(total, dtype=np.int64)
-    start = np.empty(n, dtype=np.int64)        # each paste's part of taken
-    nxt = 0
-    used = 0
-    for j in range(n + 1):
-        # the reads made before entry j: what their sources hold now
-        while nxt < len(pastes) and read_at[pastes[nxt]] <= j:
-            q = pastes[nxt]
-            start[q] = used
-            src = read_map[q]
-            for s in range(ia[q], ib[q]):
-                taken[used] = values[src, s]
-                used += 1
-            nxt += 1
-        if j == n:
-            break
-        m = maps[j]
-        v = val[j]
-        if v >= 0:
-            for s in range(ia[j], ib[j]):
-                values[m, s] = v
-        else:
-            k = start[j]
-            for s in range(ia[j], ib[j]):
-                values[m, s] = taken[k]
-                k += 1
-        written[m, page_index[j]] = True
-
-
-def _unique(x: np.ndarray) -> np.ndarray:
-    """The sorted distinct values of ``x`` (numpy's ``unique`` hashes large
-    arrays, several times slower on these)."""
-    x = np.sort(x)
-    if len(x) > 1:
-        x = x[np.append(True, x[1:] != x[:-1])]
-    return x
-
-
-def _dtype(column: array):
-    return np.uint32 if column.typecode == "I" else np.int64

@@ -85,6 +85,21 @@ class Span:
         return len(self.values)
 
 
+class SharedPage(tuple):
+    """A page's ``(starts, values)`` columns held by several maps at once
+    (:meth:`ExtentMap._share_pages`): read like any page, never spliced in
+    place; the map that writes it first takes its own copy
+    (:func:`_own`)."""
+
+    __slots__ = ()
+
+
+def _own(page: SharedPage) -> tuple:
+    """A map's own copy of a shared page's columns."""
+    starts, values = page
+    return (array(starts.typecode, starts), array("q", values))
+
+
 class ExtentMap:
     """A piecewise-constant map ``offset -> generation`` over ``[0, size)``."""
 
@@ -163,37 +178,46 @@ class ExtentMap:
         i = bisect_right(starts, start - ps) - 1
         return not values[i] and bisect_left(starts, end - ps, i + 1) == i + 1
 
-    def _put_pages(self, pages: np.ndarray, bounds: np.ndarray, values: np.ndarray,
-                   lo: np.ndarray, hi: np.ndarray) -> None:
-        """Store each page ``pages[i]`` as holding ``values[j]`` from
-        ``bounds[j]`` on, for ``j`` from ``lo[i]`` to ``hi[i]``: absolute,
-        increasing offsets, ``bounds[lo[i]]`` the page's start, neighbours
-        possibly equal; stored in the canonical form."""
+    def _put_pages(self, pages: list, starts: np.ndarray, values: np.ndarray,
+                   lo: list, hi: list) -> None:
+        """Store each page ``pages[i]`` as the runs ``lo[i]:hi[i]`` of
+        ``starts`` (page-relative, this map's start type) and ``values``:
+        canonical (the first starts at 0, neighbours differ), as the
+        journal's settle builds them."""
         self.version += 1
-        n = len(bounds)
-        keep = np.empty(n, dtype=bool)
-        keep[0] = True
-        np.not_equal(values[1:], values[:-1], out=keep[1:])
-        keep[lo] = True                     # each page's first run
-        ranks = np.cumsum(keep)             # kept segments up to each one
-        first = ranks[lo] - 1               # each page's runs among the kept
-        stop = ranks[hi - 1]
-        kept = np.flatnonzero(keep)
-        starts = bounds[kept]
-        kept_values = values[kept]
-        rel = (starts - (starts >> self._shift << self._shift)).astype(_np_type(self._stype))
         stype = self._stype
         store = self._pages
-        for p, i, j in zip(pages.tolist(), first.tolist(), stop.tolist()):
+        for p, i, j in zip(pages, lo, hi):
             if j - i == 1:
-                v = int(kept_values[i])
+                v = int(values[i])
                 if v:
                     store[p] = v
                 else:
                     store.pop(p, None)
             else:
-                store[p] = (array(stype, rel[i:j].tobytes()),
-                            array("q", kept_values[i:j].tobytes()))
+                store[p] = (array(stype, starts[i:j].tobytes()),
+                            array("q", values[i:j].tobytes()))
+
+    def _share_pages(self, pages: list, other: "ExtentMap") -> None:
+        """Store each of ``pages`` as ``other`` holds it, sharing its
+        columns: both maps then hold the page as one :class:`SharedPage`,
+        which neither splices in place (a write makes the writer's own copy
+        first).  What a settle does where a mirror's target ends up holding
+        what its source holds: the memory of one map for two."""
+        self.version += 1
+        store = self._pages
+        theirs = other._pages
+        for p in pages:
+            page = theirs.get(p, 0)
+            if page.__class__ is int:
+                if page:
+                    store[p] = page
+                else:
+                    store.pop(p, None)
+                continue
+            if page.__class__ is tuple:
+                page = theirs[p] = SharedPage(page)
+            store[p] = page
 
     # -- writing -----------------------------------------------------------
     def set(self, start: int, end: int, value: int) -> None:
@@ -260,6 +284,8 @@ class ExtentMap:
                 values = array("q", (page,))
                 pages[p] = (starts, values)
             else:
+                if page.__class__ is not tuple:     # shared: this map's own copy
+                    page = pages[p] = _own(page)
                 starts, values = page       # spliced in place
             _splice(starts, values, a - ps, b - ps, value, pe - ps)
             if len(starts) == 1:            # one value again: a plain int
@@ -387,6 +413,8 @@ class ExtentMap:
             values = array("q", (page,))
             pages[p] = (starts, values)
         else:
+            if page.__class__ is not tuple:     # shared: this map's own copy
+                page = pages[p] = _own(page)
             starts, values = page           # spliced in place
         _splice_runs(starts, values, a, b - ps, seg_s, seg_v, pe - ps)
         # Several distinct values went in, so the page cannot collapse to

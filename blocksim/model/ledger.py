@@ -21,7 +21,10 @@ class Ledger:
     millions of them (an hour at 1000 IOPS is 3.6M), so the layout is chosen
     for bytes per write and for a cheap :meth:`append`:
 
-    - offsets in an ``array('q')`` (8 B): a 1 TiB disk needs more than 32 bits;
+    - offsets in blocks of the first write's length, in an ``array('I')``
+      (4 B: a 1 TiB disk has 2**28 blocks of 4 KiB), widened once to byte
+      offsets in an ``array('q')`` (8 B) by the first offset that is not a
+      multiple of that length or whose block number does not fit;
     - generations in an ``array('I')`` (4 B), widened once to ``'q'`` by the
       first generation that does not fit (a run would need 4 billion writes);
     - lengths not at all while they equal :attr:`block_size`, the length of
@@ -30,22 +33,47 @@ class Ledger:
       exceptions; a mix of block sizes pays 16 B per write of the other
       sizes.
 
-    That is 12 B per write instead of 24 B for ``(start, end, generation)``
-    triples, and :meth:`append` is two ``array.append`` calls and one
-    comparison.
+    That is 8 B per write instead of 24 B for ``(start, end, generation)``
+    triples (12 B until session 11), and :meth:`append` is two
+    ``array.append`` calls, one division and a few comparisons.
     """
 
-    __slots__ = ("_offsets", "_gens", "block_size", "_odd_at", "_odd_len")
+    __slots__ = ("_offsets", "_unit", "_gens", "block_size", "_odd_at", "_odd_len", "_held")
 
     def __init__(self):
-        self._offsets = array("q")
+        # offsets // _unit ('I'), or byte offsets ('q') once widened (_unit 1)
+        self._offsets = array("I")
+        self._unit = 0                  # (0: no write yet)
         self._gens = array("I")
         self.block_size: int | None = None
         self._odd_at = array("q")       # indices of writes whose length != block_size
         self._odd_len = array("q")      # ... and their lengths
+        # who holds rows of this ledger still to come, as the function that
+        # hands them in (see hold), or None
+        self._held = None
+
+    def hold(self, hand_in) -> None:
+        """Rows of this ledger, the next ones in acknowledgement order, are
+        held elsewhere (the compiled copy loop's buffer,
+        :mod:`blocksim.engine.burst_kernel`) until ``hand_in()`` appends
+        them: every other use of the ledger (a read, an append) calls it
+        first, so nobody sees the ledger without them.  Rows held by
+        someone else before are handed in first."""
+        if self._held is not None and self._held != hand_in:
+            self.catch_up()
+        self._held = hand_in
+
+    def catch_up(self) -> None:
+        """Have the rows held elsewhere handed in (see :meth:`hold`)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            held()
 
     def append(self, offset: int, length: int, gen: int) -> None:
         """Record one acknowledged write (the guest request hot path)."""
+        if self._held is not None:
+            self.catch_up()
         try:
             self._gens.append(gen)
         except OverflowError:
@@ -54,13 +82,35 @@ class Ledger:
             self._gens.append(gen)
         if length != self.block_size:
             self._other_length(length)
+        offsets = self._offsets
+        if offsets.typecode == "I":
+            unit = self._unit or self._first_unit(length)
+            q, r = divmod(offset, unit)
+            if not r and 0 <= q <= _MAX_BLOCK:
+                offsets.append(q)
+                return
+            self._widen()
         self._offsets.append(offset)
+
+    def _first_unit(self, length: int) -> int:
+        """The unit of the compact offsets: the first write's length."""
+        self._unit = length if length > 0 else 1
+        return self._unit
+
+    def _widen(self) -> None:
+        """From block numbers to byte offsets, 8 B each, for good."""
+        unit = self._unit or 1
+        self._offsets = array("q", (np.frombuffer(self._offsets, dtype=np.uint32)
+                                    .astype(np.int64) * unit).tobytes())
+        self._unit = 1
 
     def extend(self, offsets, length: int, first_gen: int) -> None:
         """:meth:`append` for writes of ``length`` bytes at ``offsets`` (a
         sequence of ints, or an integer array) with generations
         ``first_gen``, ``first_gen + 1``, ... (a guest's quiet stretch,
         :mod:`blocksim.engine.stretch`)."""
+        if self._held is not None:
+            self.catch_up()
         n = len(offsets)
         if n:
             self.extend_with(offsets, length, np.arange(first_gen, first_gen + n, dtype=np.int64))
@@ -69,6 +119,8 @@ class Ledger:
         """:meth:`append` for writes of ``length`` bytes at ``offsets`` with
         the generations ``gens`` (an increasing int64 array, one each:
         writes a compiled loop ran, :mod:`blocksim.engine.burst_kernel`)."""
+        if self._held is not None:
+            self.catch_up()
         n = len(offsets)
         if not n:
             return
@@ -83,10 +135,15 @@ class Ledger:
                 at = len(self._offsets)
                 self._odd_at.extend(range(at, at + n))
                 self._odd_len.extend([length] * n)
-        if offsets.__class__ is np.ndarray:
-            self._offsets.frombytes(offsets.astype(np.int64, copy=False).tobytes())
-        else:
-            self._offsets.extend(offsets)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if self._offsets.typecode == "I":
+            unit = self._unit or self._first_unit(length)
+            q = offsets // unit
+            if not (q * unit != offsets).any() and q.min() >= 0 and q.max() <= _MAX_BLOCK:
+                self._offsets.frombytes(q.astype(np.uint32).tobytes())
+                return
+            self._widen()
+        self._offsets.frombytes(offsets.tobytes())
 
     def _other_length(self, length: int) -> None:
         if self.block_size is None:
@@ -96,20 +153,28 @@ class Ledger:
             self._odd_len.append(length)
 
     def __len__(self) -> int:
+        if self._held is not None:
+            self.catch_up()
         return len(self._offsets)
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the recorded writes (without the arrays' spare capacity)."""
+        if self._held is not None:
+            self.catch_up()
         return sum(len(a) * a.itemsize
                    for a in (self._offsets, self._gens, self._odd_at, self._odd_len))
 
     def rows(self):
         """The writes as ``(start, end, generation)``, in acknowledgement order."""
+        if self._held is not None:
+            self.catch_up()
         bs = self.block_size
+        unit = self._unit if self._offsets.typecode == "I" else 1
         odd = zip(self._odd_at, self._odd_len)
         at, length = next(odd, (-1, 0))
         for i, (a, g) in enumerate(zip(self._offsets, self._gens)):
+            a *= unit
             if i == at:
                 yield a, a + length, g
                 at, length = next(odd, (-1, 0))
@@ -131,32 +196,47 @@ class Ledger:
         bits together, a stable argsort does the same job with about three
         times the memory.
         """
+        if self._held is not None:
+            self.catch_up()
         if self._odd_at:
             return None
         bs = self.block_size
         n = len(self._offsets)
-        offsets = np.frombuffer(self._offsets, dtype=np.int64)
         gens = np.frombuffer(self._gens, dtype=_NP_TYPES[self._gens.typecode])
+        if self._offsets.typecode == "I" and self._unit == bs:
+            # block numbers already (the unit is the first write's length)
+            return self._sorted(np.frombuffer(self._offsets, dtype=np.uint32), n, bs, gens)
+        offsets = np.frombuffer(self._offsets, dtype=_NP_TYPES[self._offsets.typecode])
+        if self._offsets.typecode == "I":       # (in units of another size)
+            offsets = offsets.astype(np.int64) * self._unit
         for i in range(0, n, _CHUNK):
             if (offsets[i:i + _CHUNK] % bs).any():
                 return None
-        first, last = int(offsets.min()) // bs, int(offsets.max()) // bs
+        return self._sorted(offsets, n, bs, gens, bs)
+
+    @staticmethod
+    def _sorted(offsets, n: int, bs: int, gens, unit: int = 1) -> BlockOrder:
+        """:meth:`by_block` of ``offsets`` (block numbers, or byte offsets
+        with ``unit`` the block size: aligned ones)."""
+        first, last = int(offsets.min()) // unit, int(offsets.max()) // unit
         shift = (n - 1).bit_length()
         if first >= 0 and ((last + 1) << shift) < 1 << 63:
             keys = np.empty(n, dtype=np.int64)
             for i in range(0, n, _CHUNK):
-                chunk = offsets[i:i + _CHUNK] // bs
+                chunk = offsets[i:i + _CHUNK].astype(np.int64) // unit
                 chunk <<= shift
                 chunk |= np.arange(i, i + len(chunk), dtype=np.int64)
                 keys[i:i + _CHUNK] = chunk
             keys.sort()
             return BlockOrder(keys, shift, None, bs, gens)
         index = np.argsort(offsets, kind="stable")
-        return BlockOrder(offsets[index] // bs, 0, index, bs, gens)
+        return BlockOrder(offsets[index].astype(np.int64) // unit, 0, index, bs, gens)
 
 
 # numpy's view of each array typecode a ledger column can have
 _NP_TYPES = {"q": np.int64, "I": np.uintc}
+# the largest block number a compact offset holds
+_MAX_BLOCK = 0xFFFFFFFF
 _CHUNK = 1 << 16
 
 

@@ -180,9 +180,14 @@ def _audit_blocks(drive, content: ExtentMap, order) -> dict:
         touched = None
         page = content.page_size
         if bs <= page:                      # a block meets at most two pages
+            # the first and the last page of each block, in offset order:
+            # blocks are disjoint and sorted, so interleaved they are sorted
+            # too, and the distinct ones are where neighbours differ
             shift = page.bit_length() - 1
-            touched = np.union1d(np.maximum(found[0], a0) >> shift,
-                                 (np.minimum(found[0] + bs, a1) - 1) >> shift).tolist()
+            ends = np.empty(2 * len(found[0]), dtype=np.int64)
+            ends[0::2] = np.maximum(found[0], a0) >> shift
+            ends[1::2] = (np.minimum(found[0] + bs, a1) - 1) >> shift
+            touched = ends[np.append(True, ends[1:] != ends[:-1])].tolist()
         # the disk's runs may end the step earlier (a fragmented region)
         a1, run_starts, run_values = run_arrays(content, a0, a1, max_runs=_STEP_RUNS,
                                                 pages=touched)

@@ -91,6 +91,8 @@ def _play(seed: int, steps: int, sizes: tuple) -> None:
         else:                                           # a read
             a, b = rand_range(size, 2 * PAGE)
             assert lazy[i].runs(a, b) == plain[i].runs(a, b)
+        # the count the budget watches is the logs' and the stage's
+        assert j.entries() == sum(map(len, j._logs.values())) // 2 + j.staged
     for t, ls, ps in copies:                            # the copies still in flight land
         lazy[t].set_runs(ls)
         plain[t].set_runs(ps)
@@ -236,3 +238,74 @@ def test_a_journal_over_its_budget_settles_whole(monkeypatch):
     plain.set(0, 512, 1000)
     assert j.keep_within_budget() and not j.logs     # 101: settled
     assert lazy._pages == plain._pages
+
+
+@pytest.mark.parametrize("write", ["set", "set_runs"])
+@pytest.mark.parametrize("later", ["target", "source"])
+def test_a_target_settled_into_its_sources_runs_shares_them_until_written(monkeypatch, later,
+                                                                         write):
+    """A copy that leaves the target holding what the source holds on a
+    page: the settle stores that page once for both maps (a mirror in
+    sync), and a later write to either map changes only that map."""
+    monkeypatch.setattr(journal_mod, "SMALL_LOG", 0)        # the bulk settle
+    j = ContentJournal(SHIFT)
+    src, tgt = ExtentMap(3 * PAGE, SHIFT, journal=j), ExtentMap(3 * PAGE, SHIFT, journal=j)
+    plain_src, plain_tgt = ExtentMap(3 * PAGE, SHIFT), ExtentMap(3 * PAGE, SHIFT)
+    for m in (src, plain_src):
+        m.set(0, 3 * PAGE, 1)
+    src.settle()
+    for k in range(8):                          # the guest writes pages 0 and 1
+        for m in (src, plain_src):
+            m.set(k * 4096, k * 4096 + 512, 10 + k)
+            m.set(PAGE + k * 8192, PAGE + k * 8192 + 4096, 20 + k)
+    for a, b in ((0, PAGE), (PAGE, 2 * PAGE), (2 * PAGE, 3 * PAGE)):   # copied whole
+        tgt.set_runs(src.snapshot(a, b))
+        plain_tgt.set_runs(plain_src.snapshot(a, b))
+    tgt.set(PAGE + 100, PAGE + 200, 99)         # page 1 differs again
+    plain_tgt.set(PAGE + 100, PAGE + 200, 99)
+    for m, v in ((src, 55), (tgt, 56), (plain_src, 55), (plain_tgt, 56)):
+        m.set(2 * PAGE, 2 * PAGE + 512, v)      # page 2: the same edges, not the same values
+    tgt.settle()
+    assert tgt._pages[0] is src._pages[0]       # in sync: one page for both
+    assert tgt._pages[1] is not src._pages[1]
+    assert tgt._pages[2] is not src._pages[2]
+    for m, plain in ((tgt, plain_tgt), (src, plain_src)):
+        assert _pages(m) == _pages(plain)
+    written, other = (tgt, src) if later == "target" else (src, tgt)
+    plain_written, plain_other = ((plain_tgt, plain_src) if later == "target"
+                                  else (plain_src, plain_tgt))
+    # a short log, applied with the maps' splices: the writer's own copy
+    monkeypatch.setattr(journal_mod, "SMALL_LOG", 10_000)
+    for m in (written, plain_written):
+        if write == "set":
+            m.set(4096 + 1000, 4096 + 1100, 77)
+        else:
+            m.set_runs([(100, 200, 5), (200, 300, 6)])
+    for m, plain in ((written, plain_written), (other, plain_other)):
+        assert _pages(m) == _pages(plain)
+        m.check()
+    assert written._pages[0] is not other._pages[0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_bulk_settle_of_64_mib_pages_orders_edges_across_the_whole_page(monkeypatch, seed):
+    """The settle sorts a page's edges digit by digit: on 64 MiB pages
+    (the default) offsets use all 27 bits, so writes and copies spread over
+    whole pages must come out as when applied at once."""
+    monkeypatch.setattr(journal_mod, "SMALL_LOG", 0)
+    rng = random.Random(seed)
+    shift = 26
+    page = 1 << shift
+    j = ContentJournal(shift)
+    src, tgt = (ExtentMap(2 * page + 3 * 4096, shift, journal=j) for _ in range(2))
+    plain_src, plain_tgt = (ExtentMap(2 * page + 3 * 4096, shift) for _ in range(2))
+    for k in range(600):
+        a = rng.randrange(0, (2 * page) // 4096) * 4096
+        b = a + 4096 * rng.choice((1, 2))
+        for m in (src, plain_src):
+            m.set(a, b, k + 1)
+        if k % 3 == 0:
+            g = a & ~0xFFFF
+            tgt.set_runs(src.snapshot(g, g + 0x10000))
+            plain_tgt.set_runs(plain_src.snapshot(g, g + 0x10000))
+    assert _pages(src) == _pages(plain_src) and _pages(tgt) == _pages(plain_tgt)
