@@ -25,6 +25,9 @@ The seam: the layers above reach the engine only through the names below
 - ``burst`` (the mirror's issue-and-wait cycle as one plain loop, the
   meaning) and ``burst_kernel`` (the same cycle compiled): modules, so tests
   can switch them (``burst.KERNEL``, ``burst_kernel.GUEST``).
+- ``filtered`` (``filtered.py``): a one-worker guest's quiet stretches through a
+  backup's copy-before-write filter (the job hands it ``quiet_nodes`` and
+  ``copy_before_quietly``).
 - :class:`Compiled` (``compiled.py``): ``njit`` that imports numba and
   compiles on first call, so that ``import blocksim`` does not load numba.
 """

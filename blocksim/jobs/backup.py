@@ -407,19 +407,30 @@ class BackupJob(BlockJob):
         """``block_copy_block_status``: the task shrinks to the extent whose
         status (zero or data) is that of its start, cut to whole clusters (at
         least one, taken as data); a zero extent is written as zeroes."""
-        cs, size = self.cluster, self.size
         a = task.start
+        zero, num = self._status(a, task.end)
+        if a + num < task.end:                      # block_copy_task_shrink
+            self.bcs.mark(a + num, task.end)
+            self.in_flight_bytes -= task.end - (a + num)
+            task.end = a + num
+        task.zero = zero
+
+    def _status(self, a: int, end: int) -> tuple[bool, int]:
+        """``block_copy_block_status`` for a task ``[a, end)``: whether its
+        extent from ``a`` reads as zeros, and its length in whole clusters
+        (at least one, taken as data), before the task shrinks to it."""
+        cs, size = self.cluster, self.size
         src = self.source
         content = src.content
         shift = content._shift
         if (src.backing is None and content._journal is not None
-                and (min(task.end, size) - 1) >> shift == a >> shift
+                and (min(end, size) - 1) >> shift == a >> shift
                 and self._holds_data(content, a >> shift)):
             # (the page holds no zero, logged changes included: data
             # throughout, without settling it, ExtentMap.holds_data)
-            zero, num = False, min(task.end, size) - a
+            zero, num = False, min(end, size) - a
         else:
-            runs = src.read_content(a, min(task.end, size))
+            runs = src.read_content(a, min(end, size))
             zero = not runs[0][2]
             num = 0
             for x, y, gen in runs:
@@ -432,11 +443,7 @@ class BackupJob(BlockJob):
             num = -(-num // cs) * cs
         else:
             num = num // cs * cs
-        if a + num < task.end:                      # block_copy_task_shrink
-            self.bcs.mark(a + num, task.end)
-            self.in_flight_bytes -= task.end - (a + num)
-            task.end = a + num
-        task.zero = zero
+        return zero, num
 
     def _holds_data(self, content, p: int) -> bool:
         """``content.holds_data(p)``, remembered for as long as the map's
@@ -538,6 +545,70 @@ class BackupJob(BlockJob):
             self._pit.set_runs(self.source.read_for_copy(a, z))
             seen.mark(a, z)
             b0 = b
+
+    # -- copy-before-write in quiet stretches (blocksim.engine.filtered) -------------------
+    def quiet_nodes(self):
+        """The source and the target, for a stretch of guest writes through
+        the filter (:mod:`blocksim.engine.filtered`, which checks that both
+        are quiet and idle), or None while a task is in flight: a guest
+        write could then wait for it, or the background call wake up."""
+        if self._tasks or self.bcs is None:
+            return None
+        return self.source, self.target
+
+    def copy_before_quietly(self, offset: int, length: int, t: int, deadline: int):
+        """:meth:`before_write` of a guest write issued at ``t``, with quiet
+        idle nodes and no task in flight: when the guest's write goes to the
+        source (``t``, or when the copy's write to the target completes),
+        which must be before ``deadline``; or None, with nothing done, if
+        that is not so or the copy is not a single read-and-write task of
+        the clusters the write touches (a write-zeroes, a task cut short)."""
+        cs, bcs = self.cluster, self.bcs
+        start = offset // cs * cs
+        end = min(-(-(offset + length) // cs) * cs, bcs.nbits * cs)
+        b0, b1 = start // cs, -(-end // cs)
+        if bcs.find(b0, b1) < 0:
+            # nothing to copy (nothing in flight either): the witness only
+            if t >= deadline:
+                return None
+            self._witness(start, end)
+            return t
+        # _block_copy makes one task of the whole range: every cluster of it
+        # dirty, within a chunk, and of one status (data)
+        n = b1 - b0
+        chunk = 1 if self.compress else max(CHUNK // cs, 1)
+        if n > chunk or bcs.dirty_run(b0, n) != n:
+            return None
+        zero, num = self._status(start, end)
+        if zero or start + num < end:
+            return None
+        src, tgt = self.source, self.target
+        nbytes = end - start
+        size = min(end, self.size) - start
+        # _task_run on idle nodes: the read, then the target's write
+        # (Device._service_done: no queue, the pipe free)
+        read_done = t + src.latency + size * 1_000_000_000 // src.bandwidth
+        write_done = read_done + tgt.latency + size * 1_000_000_000 // tgt.bandwidth
+        if write_done >= deadline:
+            return None
+        # what before_write does at t, and its task at read_done and write_done
+        self._witness(start, end)
+        bcs.clear_bits(b0, b1)                      # _task_create
+        self.limit.delay(t, nbytes)                 # (counted, not waited for)
+        src._service_done(t, size)                  # submit_read
+        src.complete_read(size)
+        runs = src.read_for_copy(start, start + size)
+        tcs = tgt.cluster_size                      # target.write: submit_write
+        c0, c1 = start // tcs, -(-(start + size) // tcs)
+        if tgt._new_clusters(c0, c1):
+            tgt.alloc.set_range(c0, c1)
+        tgt._service_done(read_done, size)
+        tgt.complete_write(start, size, runs, None)
+        self.offset += nbytes                       # _task_end
+        self.bytes_copied += nbytes
+        self.cbw_copies += 1
+        self.cbw_bytes += nbytes
+        return write_done
 
     # -- the end ------------------------------------------------------------------------------
     def progress_len(self) -> int:
