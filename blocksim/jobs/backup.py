@@ -63,7 +63,7 @@ import errno as _errno
 
 import numpy as np
 
-from ..engine import Snap
+from ..engine import Snap, Steps
 from ..model.bitmap import DirtyBitmap
 from ..model.extents import ExtentMap, diff_ranges, run_arrays
 from ..model.named_bitmap import dirty_ranges, merge_into
@@ -97,17 +97,21 @@ class _Task:
         self.done = env.event()
 
 
-def _any_done(env, tasks: list):
+def _any_done(env, tasks: list, steps=None):
     """An event that succeeds with the first of the tasks' ``done`` events
     to be processed: ``env.any_of`` as it schedules (the same event,
     triggered at the same moment, so the same id), without the condition's
     bookkeeping of values.  A done event already processed triggers it at
-    once, as Condition.__init__ checks each event in turn."""
+    once, as Condition.__init__ checks each event in turn.  (With ``steps``,
+    blocksim.engine.steps, it is processed among them.)"""
     ev = env.event()
 
     def check(_event, ev=ev):
         if not ev.triggered:
-            ev.succeed()
+            if steps is not None:
+                steps.succeed(ev)
+            else:
+                ev.succeed()
     for task in tasks:
         done = task.done
         if done.callbacks is None:
@@ -171,6 +175,9 @@ class BackupJob(BlockJob):
         self._data_pages: dict = {}
         self._data_stamp = None
         self._seen: DirtyBitmap | None = None
+        #: the tasks' steps out of SimPy's queue, under SimPy's keys
+        #: (blocksim.engine.steps), or None: each task a SimPy process
+        self._steps = Steps(sim.env) if sim.env.shortcuts else None
         # copy-before-write figures (summary)
         self.cbw_copies = 0
         self.cbw_bytes = 0
@@ -372,10 +379,14 @@ class BackupJob(BlockJob):
             self.limit.delay(env.now, task.end - task.start)
             pos = task.end
             while len(pool) >= MAX_WORKERS:          # aio_task_pool_wait_slot
-                yield _any_done(env, pool)
+                yield _any_done(env, pool, self._steps)
                 pool = [t for t in pool if not t.done.triggered]
             pool.append(task)
-            env.process(self._task_run(call, task))
+            if self._steps is not None:
+                # the process's start (Initialize, urgent) and its steps
+                self._steps.at(0, self._task_begin, (call, task), urgent=True)
+            else:
+                env.process(self._task_run(call, task))
         for task in pool:                            # aio_task_pool_wait_all
             if not task.done.triggered:
                 yield task.done
@@ -486,6 +497,57 @@ class BackupJob(BlockJob):
             call.copied += task.end - task.start
         self._task_end(task, err)
 
+    # _task_run as steps (blocksim.engine.steps): what the process runs when
+    # each of its events is processed, the same calls in the same order
+    def _task_begin(self, arg) -> None:
+        """The task process starts: its write-zeroes, or its read, is issued."""
+        call, task = arg
+        start, length = task.start, min(task.end, self.size) - task.start
+        if task.zero:
+            err, delay, dropped = self.target.submit_write_zeroes(start, length)
+            self._steps.at(delay, self._task_zeroed, (call, task, err, dropped))
+        else:
+            err, delay = self.source.submit_read(start, length)
+            self._steps.at(delay, self._task_read, (call, task, err))
+
+    def _task_zeroed(self, arg) -> None:
+        call, task, err, dropped = arg
+        if not err:
+            start = task.start
+            self.target.complete_write_zeroes(start, min(task.end, self.size) - start, dropped)
+        self._task_finish(call, task, err, False)
+
+    def _task_read(self, arg) -> None:
+        call, task, err = arg
+        if err:
+            self._task_finish(call, task, err, True)
+            return
+        start = task.start
+        length = min(task.end, self.size) - start
+        src = self.source
+        src.complete_read(length)
+        runs = src.read_for_copy(start, start + length)
+        # BlockDevice.write: submit, wait, complete
+        err, delay, how = self.target.submit_write(start, length, False)
+        self._steps.at(delay, self._task_written, (call, task, err, how, runs))
+
+    def _task_written(self, arg) -> None:
+        call, task, err, how, runs = arg
+        if not err:
+            start = task.start
+            self.target.complete_write(start, min(task.end, self.size) - start, runs, how,
+                                       False)
+        elif runs.__class__ is Snap:                # nothing will paste it
+            runs.forget()
+        self._task_finish(call, task, err, False)
+
+    def _task_finish(self, call: _Call, task: _Task, err: int, is_read: bool) -> None:
+        if err and not call.err:
+            call.err, call.is_read = err, is_read
+        elif not err:
+            call.copied += task.end - task.start
+        self._task_end(task, err)
+
     def _task_end(self, task: _Task, err: int) -> None:
         """``block_copy_task_end``: a failed (or undone) task is dirty again;
         a copied one is progress."""
@@ -497,7 +559,10 @@ class BackupJob(BlockJob):
             self.offset += nbytes
             self.bytes_copied += nbytes
         self._tasks.remove(task)
-        task.done.succeed()
+        if self._steps is not None:
+            self._steps.succeed(task.done)
+        else:
+            task.done.succeed()
 
     def _in_flight(self, start: int, end: int) -> _Task | None:
         """A task in flight overlapping ``[start, end)`` (``reqlist_wait_one``)."""

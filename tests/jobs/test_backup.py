@@ -395,9 +395,9 @@ def test_the_pools_wait_sees_a_slot_freed_while_the_call_slept(monkeypatch):
     finished_before = []
     real = backup._any_done
 
-    def watching(env, tasks):
+    def watching(env, tasks, steps=None):
         finished_before.append(sum(t.done.callbacks is None for t in tasks))
-        return real(env, tasks)
+        return real(env, tasks, steps)
     monkeypatch.setattr(backup, "_any_done", watching)
     scenario = blocksim.load_scenario(backup_case(
         size=256 * MiB, data=((0, 256 * MiB),), speed="640MiB", duration="1s",
