@@ -17,8 +17,8 @@ Python, with the same steps in the same order:
    its loop, no fsync, the VM running, no drain, a quiet idle node), with
    one write filter that offers the stretch its nodes (``quiet_nodes()``:
    the source, which must be the guest's node, and the target, or None while
-   it has copies in flight: a backup with a task in flight does not), the
-   target idle, and both quiet up to the horizon as a mirror's copy burst
+   it has copies in flight: a backup with a task in flight does not, and
+   without one its target is idle too), and both quiet up to the horizon as a mirror's copy burst
    requires (:func:`blocksim.engine.burst._quiet`: no fault rule that could
    match, no jitter, no backing file under the target, no write listener on
    it, room for the whole disk).  A guest that writes needs a node on which
@@ -74,7 +74,7 @@ def advance(workload, write_filter) -> int:
     if nodes is None:
         return 0
     src, tgt = nodes
-    if src is not node or not tgt.is_idle(now):
+    if src is not node:
         return 0
     writes = "write" in workload.operations
     if writes and not (node.fully_allocated() or (

@@ -37,7 +37,11 @@ from __future__ import annotations
 
 from heapq import heappop, heappush
 
-from simpy.events import NORMAL, URGENT, Event
+from simpy.events import NORMAL, PENDING, URGENT, Event
+
+#: an event's value until it is triggered (``event._value is PENDING``: not
+#: ``event.triggered``, without the property's call)
+PENDING = PENDING
 
 
 class Steps:

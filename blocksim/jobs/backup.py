@@ -63,7 +63,7 @@ import errno as _errno
 
 import numpy as np
 
-from ..engine import Snap, Steps
+from ..engine import PENDING, Snap, Steps
 from ..model.bitmap import DirtyBitmap
 from ..model.extents import ExtentMap, diff_ranges, run_arrays
 from ..model.named_bitmap import dirty_ranges, merge_into
@@ -107,7 +107,7 @@ def _any_done(env, tasks: list, steps=None):
     ev = env.event()
 
     def check(_event, ev=ev):
-        if not ev.triggered:
+        if ev._value is PENDING:            # (not ev.triggered)
             if steps is not None:
                 steps.succeed(ev)
             else:
@@ -380,7 +380,7 @@ class BackupJob(BlockJob):
             pos = task.end
             while len(pool) >= MAX_WORKERS:          # aio_task_pool_wait_slot
                 yield _any_done(env, pool, self._steps)
-                pool = [t for t in pool if not t.done.triggered]
+                pool = [t for t in pool if t.done._value is PENDING]   # not triggered
             pool.append(task)
             if self._steps is not None:
                 # the process's start (Initialize, urgent) and its steps
