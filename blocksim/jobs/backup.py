@@ -434,11 +434,14 @@ class BackupJob(BlockJob):
         src = self.source
         content = src.content
         shift = content._shift
+        first, last = a >> shift, (min(end, size) - 1) >> shift
         if (src.backing is None and content._journal is not None
-                and (min(end, size) - 1) >> shift == a >> shift
-                and self._holds_data(content, a >> shift)):
-            # (the page holds no zero, logged changes included: data
-            # throughout, without settling it, ExtentMap.holds_data)
+                and self._holds_data(content, first)
+                and (last == first or all(self._holds_data(content, p)
+                                          for p in range(first + 1, last + 1)))):
+            # (its pages hold no zero, logged changes included: data
+            # throughout, without settling them, ExtentMap.holds_data; a
+            # task the guest's copies cut out of line may straddle two)
             zero, num = False, min(end, size) - a
         else:
             runs = src.read_content(a, min(end, size))

@@ -47,6 +47,12 @@ CASES = {
     "a thin target that fills": backup(tgt={"capacity": "40MiB"},
                                        job={"on-target-error": "ignore"}),
     "a source partly zero": backup(src={"data": [{"offset": 0, "length": "16MiB"}]}),
+    # (tasks the guest's copies put out of line straddle the 64 MiB page
+    # boundary, into a page of zeros)
+    "tasks across two pages, into zeros": backup(
+        src={"size": "128MiB", "data": [{"offset": 0, "length": "64MiB"}]},
+        tgt={"size": "128MiB"}, duration="2s",
+        guest={"offset": "63MiB", "size": "512KiB", "rate-iops": 200}),
     "a thin source": backup(src={"data": "none"}),
     # (a write-zeroes task keeps neither node busy: a guest write over it
     # must still wait for it, so no stretch while it is in flight)
