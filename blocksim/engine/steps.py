@@ -49,8 +49,8 @@ class Steps:
 
     def __init__(self, env):
         self.env = env
-        # (time, priority, id, callback, argument); callback None: argument
-        # is an event whose callbacks run (succeed)
+        # ((time, priority, id), callback, argument); callback None:
+        # argument is an event whose callbacks run (succeed)
         self.heap: list = []
         # (time, priority, id) -> the marker queued in SimPy under that key
         self._markers: dict = {}
@@ -63,7 +63,7 @@ class Steps:
         """Call ``callback(argument)`` in ``delay`` ns, where SimPy would
         process an event scheduled now (``urgent``: a process's start)."""
         env = self.env
-        entry = (env._now + delay, URGENT if urgent else NORMAL, next(env._eid),
+        entry = ((env._now + delay, URGENT if urgent else NORMAL, next(env._eid)),
                  callback, argument)
         heap = self.heap
         heappush(heap, entry)
@@ -80,7 +80,7 @@ class Steps:
     def _marker(self) -> None:
         """The event queued in SimPy under the first step's key (one per
         key: SimPy's heap cannot hold two equal keys)."""
-        key = self.heap[0][:3]
+        key = self.heap[0][0]
         if key in self._markers:
             return
         marker = self._markers[key] = Event(self.env)
@@ -96,33 +96,34 @@ class Steps:
         env = self.env
         heap = self.heap
         queue = env._queue
+        markers = self._markers
         self._running = True
+        last = head_key = None
         try:
             while heap:
-                entry = heap[0]
+                key, callback, argument = heap[0]
                 if queue:
                     head = queue[0]
-                    if entry[:3] > head[:3]:
-                        marker_key = head[:3]
-                        if self._markers.get(marker_key) is head[3]:
+                    if head is not last:
+                        last, head_key = head, head[:3]
+                    if key > head_key:
+                        if markers.get(head_key) is head[3]:
                             # a marker of a step already run: it would
                             # only run the steps, which this loop does
                             heappop(queue)
-                            del self._markers[marker_key]
+                            del markers[head_key]
                             continue
                         break
                 heappop(heap)
-                env._now = entry[0]
-                callback = entry[3]
+                env._now = key[0]
                 if callback is None:
                     # an event's callbacks, as Environment.step runs them
-                    event = entry[4]
-                    callbacks, event.callbacks = event.callbacks, None
+                    callbacks, argument.callbacks = argument.callbacks, None
                     for cb in callbacks:
-                        cb(event)
+                        cb(argument)
                     continue
                 try:
-                    callback(entry[4])
+                    callback(argument)
                 except BaseException as error:      # the process fails
                     failed = Event(env)
                     failed._ok = False

@@ -60,6 +60,7 @@ then the second): the job op-blocks only its target (``held_nodes``).
 from __future__ import annotations
 
 import errno as _errno
+from functools import partial
 
 import numpy as np
 
@@ -88,30 +89,49 @@ class _Task:
     """A block-copy task: clusters ``[start, end)``, cleared from the copy
     bitmap while in flight (``BlockCopyTask``)."""
 
-    __slots__ = ("start", "end", "zero", "done")
+    __slots__ = ("start", "end", "zero", "done", "pool", "waited", "checked")
 
     def __init__(self, env, start: int, end: int):
         self.start = start
         self.end = end
         self.zero = False
         self.done = env.event()
+        # (with steps: the pool it is in, whether a block-copy call waits
+        # for it, the pool's wait that has a check of its own on it)
+        self.pool = None
+        self.waited = False
+        self.checked = 0
 
 
-def _any_done(env, tasks: list, steps=None):
+class _Pool:
+    """With steps (blocksim.engine.steps), a pass's pool of tasks as
+    :func:`_any_done` sees it, without a check on every task at every wait:
+    each task has one check (``BackupJob._pool_check``), first among its
+    ``done`` event's callbacks, which serves every wait of the pool; only a
+    task another call waits for gets a check of its own at each wait, after
+    that waiter, as ``_any_done`` registers them."""
+
+    __slots__ = ("ev", "wait", "processed", "waited")
+
+    def __init__(self):
+        self.ev = None          # the wait's event, while the pass waits
+        self.wait = 0           # how many waits so far
+        self.processed = 0      # tasks in the pool whose done was processed
+        self.waited: list = []  # tasks in the pool some call waits for
+
+
+def _any_done(env, tasks: list):
     """An event that succeeds with the first of the tasks' ``done`` events
     to be processed: ``env.any_of`` as it schedules (the same event,
     triggered at the same moment, so the same id), without the condition's
     bookkeeping of values.  A done event already processed triggers it at
-    once, as Condition.__init__ checks each event in turn.  (With ``steps``,
-    blocksim.engine.steps, it is processed among them.)"""
+    once, as Condition.__init__ checks each event in turn.  (With steps,
+    blocksim.engine.steps, the pool waits as _Pool says.)"""
     ev = env.event()
 
     def check(_event, ev=ev):
-        if ev._value is PENDING:            # (not ev.triggered)
-            if steps is not None:
-                steps.succeed(ev)
-            else:
-                ev.succeed()
+        if not ev.triggered:
+            ev.succeed()
     for task in tasks:
         done = task.done
         if done.callbacks is None:
@@ -354,6 +374,9 @@ class BackupJob(BlockJob):
             if not found:
                 task = self._in_flight(start, end)
                 if task is not None:
+                    if task.pool is not None and not task.waited:
+                        task.waited = True      # (see _Pool)
+                        task.pool.waited.append(task)
                     yield task.done             # it may fail: look again
                 elif self.bcs.find(start // self.cluster, -(-end // self.cluster)) < 0:
                     return
@@ -361,7 +384,9 @@ class BackupJob(BlockJob):
     def _dirty_clusters(self, call: _Call, start: int, end: int, ratelimit: bool):
         """``block_copy_dirty_clusters``: one pass; whether it found anything."""
         env = self.env
+        steps = self._steps
         pool: list[_Task] = []
+        pooled = _Pool() if steps is not None else None
         found = False
         pos = start
         while pos < end and not call.err and not call.cancelled:
@@ -379,18 +404,64 @@ class BackupJob(BlockJob):
             self.limit.delay(env.now, task.end - task.start)
             pos = task.end
             while len(pool) >= MAX_WORKERS:          # aio_task_pool_wait_slot
-                yield _any_done(env, pool, self._steps)
-                pool = [t for t in pool if t.done._value is PENDING]   # not triggered
+                if pooled is None:
+                    yield _any_done(env, pool)
+                    pool = [t for t in pool if not t.done.triggered]
+                    continue
+                yield self._pool_wait(pooled)
+                kept = []
+                for t in pool:
+                    if t.done._value is PENDING:    # (not t.done.triggered)
+                        kept.append(t)
+                    else:
+                        t.pool = None
+                pool = kept
+                pooled.processed = 0
             pool.append(task)
-            if self._steps is not None:
+            if steps is not None:
+                task.pool = pooled
+                task.done.callbacks.append(partial(self._pool_check, task))
                 # the process's start (Initialize, urgent) and its steps
-                self._steps.at(0, self._task_begin, (call, task), urgent=True)
+                steps.at(0, self._task_begin, (call, task), urgent=True)
             else:
                 env.process(self._task_run(call, task))
         for task in pool:                            # aio_task_pool_wait_all
             if not task.done.triggered:
                 yield task.done
         return found
+
+    def _pool_wait(self, pooled: _Pool):
+        """``_any_done`` of the pool, with steps (see _Pool): an event
+        triggered at once if a task's done was processed already, else by
+        the first to be processed."""
+        steps = self._steps
+        pooled.wait += 1
+        ev = self.env.event()
+        if pooled.processed:
+            steps.succeed(ev)
+            return ev
+        for task in pooled.waited:
+            if task.pool is pooled and task.done.callbacks is not None:
+                # a check of its own, after the waiters it has now
+                task.checked = pooled.wait
+
+                def check(_event, ev=ev):
+                    if ev._value is PENDING:
+                        steps.succeed(ev)
+                task.done.callbacks.append(check)
+        pooled.ev = ev
+        return ev
+
+    def _pool_check(self, task: _Task, _done) -> None:
+        """A task's done is processed: its pool's wait is over, unless the
+        task has a check of its own for that wait (see _Pool)."""
+        pooled = task.pool
+        if pooled is None:
+            return
+        pooled.processed += 1
+        ev = pooled.ev
+        if ev is not None and ev._value is PENDING and task.checked != pooled.wait:
+            self._steps.succeed(ev)
 
     def _call_sleep(self, call: _Call, ns: int):
         ev = call.sleep = self.env.event()
