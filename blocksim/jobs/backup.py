@@ -111,13 +111,14 @@ class _Pool:
     task another call waits for gets a check of its own at each wait, after
     that waiter, as ``_any_done`` registers them."""
 
-    __slots__ = ("ev", "wait", "processed", "waited")
+    __slots__ = ("ev", "wait", "processed", "waited", "ended")
 
     def __init__(self):
         self.ev = None          # the wait's event, while the pass waits
         self.wait = 0           # how many waits so far
         self.processed = 0      # tasks in the pool whose done was processed
         self.waited: list = []  # tasks in the pool some call waits for
+        self.ended: list = []   # tasks of the pool ended (done triggered)
 
 
 def _any_done(env, tasks: list):
@@ -409,13 +410,11 @@ class BackupJob(BlockJob):
                     pool = [t for t in pool if not t.done.triggered]
                     continue
                 yield self._pool_wait(pooled)
-                kept = []
-                for t in pool:
-                    if t.done._value is PENDING:    # (not t.done.triggered)
-                        kept.append(t)
-                    else:
-                        t.pool = None
-                pool = kept
+                # (the tasks whose done is triggered: those ended since)
+                for t in pooled.ended:
+                    pool.remove(t)
+                    t.pool = None
+                pooled.ended.clear()
                 pooled.processed = 0
             pool.append(task)
             if steps is not None:
@@ -634,6 +633,8 @@ class BackupJob(BlockJob):
             self.bytes_copied += nbytes
         self._tasks.remove(task)
         if self._steps is not None:
+            if task.pool is not None:
+                task.pool.ended.append(task)
             self._steps.succeed(task.done)
         else:
             task.done.succeed()
