@@ -418,6 +418,9 @@ MUTATIONS = [
      "            if task.pool is not None:\n                task.pool.ended.append(task)\n", ""),
     ("steps: a waited task's own check ignored", "blocksim/jobs/backup.py",
      " and task.checked != pooled.wait:", ":"),
+    ("steps: a read whose write failed kept in the journal", "blocksim/jobs/backup.py",
+     "        elif runs.__class__ is Snap:                # nothing will paste it\n"
+     "            runs.forget()\n", ""),
     ("steps: a task's start not urgent", "blocksim/engine/steps.py",
      "URGENT if urgent else NORMAL", "NORMAL"),
     ("steps: ties with SimPy's head ignored", "blocksim/engine/steps.py",
