@@ -370,9 +370,11 @@ MUTATIONS = [
      "        if stamp != self._data_stamp:", "        if self._data_stamp is None:"),
     ("backup: a slot freed while the loop slept not seen", "blocksim/jobs/backup.py",
      "        if done.callbacks is None:\n            check(done)\n            break\n", ""),
+    # (with shortcuts, the only runs with a journal, a task's write is a step:
+    # BackupJob._task_written; the process _task_run runs without them)
     ("backup: a read whose write failed kept in the journal", "blocksim/jobs/backup.py",
-     "                if err and runs.__class__ is Snap:     # nothing will paste it\n"
-     "                    runs.forget()\n", ""),
+     "        elif runs.__class__ is Snap:                # nothing will paste it\n"
+     "            runs.forget()\n", ""),
     ("backup: the point-in-time check as arrays without the witness", "blocksim/jobs/backup.py",
      "np.where(witnessed, pv, sv) != tv", "sv != tv"),
     ("backup: a guest write over a task in flight not held back", "blocksim/jobs/backup.py",
@@ -418,9 +420,6 @@ MUTATIONS = [
      "            if task.pool is not None:\n                task.pool.ended.append(task)\n", ""),
     ("steps: a waited task's own check ignored", "blocksim/jobs/backup.py",
      " and task.checked != pooled.wait:", ":"),
-    ("steps: a read whose write failed kept in the journal", "blocksim/jobs/backup.py",
-     "        elif runs.__class__ is Snap:                # nothing will paste it\n"
-     "            runs.forget()\n", ""),
     ("steps: a task's start not urgent", "blocksim/engine/steps.py",
      "URGENT if urgent else NORMAL", "NORMAL"),
     ("steps: ties with SimPy's head ignored", "blocksim/engine/steps.py",

@@ -93,13 +93,19 @@ def advance(workload, write_filter) -> int:
     rate = workload.rate
     start_at, issued, interval = workload.start_at, workload.issued, workload.interval
     end = NEVER if workload.end is None else workload.end
-    offs = offsets[k:k + m].tolist()
-    reads = read_flags[k:k + m].tolist()
+    # (as lists, a few at a time: a stretch among a backup's slices is short)
+    chunk = 128
+    offs = offsets[k:k + min(m, chunk)].tolist()
+    reads = read_flags[k:k + min(m, chunk)].tolist()
     allocate = writes and not node.fully_allocated()
     copy_before = write_filter.copy_before_quietly
     back = now
     n = nreads = waited = latency = 0
     while n < m:
+        if n == len(offs):
+            chunk *= 4
+            offs += offsets[k + n:k + min(m, n + chunk)].tolist()
+            reads += read_flags[k + n:k + min(m, n + chunk)].tolist()
         t = back
         if rate:
             due = start_at + int((issued + n) * interval)
