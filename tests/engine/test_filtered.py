@@ -70,6 +70,11 @@ CASES = {
         {"image": "tgt", "operation": "write", "errno": "EIO", "offset": 0,
          "length": "64MiB", "start": "300ms", "end": "320ms"}],
         job={"on-target-error": "ignore"}),
+    "a source read error, ignored": backup(faults=[
+        {"image": "src", "operation": "read", "errno": "EIO", "offset": "32MiB",
+         "length": "64KiB", "count": 2}],
+        job={"on-source-error": "ignore", "on-target-error": "report"},
+        guest={"size": "16MiB"}),
     "a slow source read fault": backup(faults=[
         {"type": "delay", "image": "src", "operation": "read", "delay": "2ms",
          "offset": "32MiB", "length": "1MiB"}]),
