@@ -70,6 +70,11 @@ CASES = {
         {"image": "tgt", "operation": "write", "errno": "EIO", "offset": 0,
          "length": "64MiB", "start": "300ms", "end": "320ms"}],
         job={"on-target-error": "ignore"}),
+    # (the target held data: a dropped write-zeroes leaves it there)
+    "write-zeroes dropped by a flakey target": backup(
+        src={"data": [{"offset": 0, "length": "16MiB"}]}, tgt={"data": "full"},
+        faults=[{"type": "flakey", "image": "tgt", "up": "40ms", "down": "30ms",
+                 "operation": "write", "drop-writes": True}]),
     "a source read error, ignored": backup(faults=[
         {"image": "src", "operation": "read", "errno": "EIO", "offset": "32MiB",
          "length": "64KiB", "count": 2}],
@@ -97,7 +102,8 @@ CASES = {
 #: copy's read could be delayed, every copy is a write-zeroes, a copy could
 #: find the target full
 NOT_QUIET = {"a jittery target", "a slow source read fault", "a thin source",
-             "a thin target that fills", "write-zeroes in flight under the guest"}
+             "a thin target that fills", "write-zeroes in flight under the guest",
+             "write-zeroes dropped by a flakey target"}
 
 
 def _clean(scenario: dict) -> dict:
