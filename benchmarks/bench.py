@@ -224,7 +224,8 @@ def main() -> None:
           f"{hours * 3600:.0f} simulated s")
     for kind, what in (("backup", "full backup   "), ("commit", "active commit ")):
         r = child(kind, f"{size}:{hours}")
-        print(f"    {what}: wall {r['wall']:7.2f} s, peak {r['peak_mib']:6.0f} MiB, "
+        print(f"    {what}: wall {r['wall']:7.2f} s (CPU {r['cpu']:7.2f} s), "
+              f"peak {r['peak_mib']:6.0f} MiB, "
               f"{r['status']}, copied {r['copied_gib']:.0f} GiB, "
               f"{r['requests']:,} guest requests ({r['in_stretches']:,} in quiet "
               f"stretches, {r['in_kernel']:,} in the compiled copy loop), "

@@ -26,7 +26,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ["tests/engine/test_clock.py", "tests/engine/test_stretch.py", "tests/engine/test_agenda.py", "tests/model/test_faults.py",
+TESTS = ["tests/engine/test_clock.py", "tests/engine/test_stretch.py",
+         "tests/engine/test_steps.py", "tests/engine/test_filtered.py", "tests/engine/test_agenda.py", "tests/model/test_faults.py",
          "tests/engine/test_burst.py", "tests/jobs/test_mirror.py", "tests/model/test_profiles.py",
          "tests/system/test_shortcuts_random.py", "tests/engine/test_journal.py", "tests/model/test_bitmap.py",
          "tests/jobs/test_stream.py", "tests/jobs/test_job_lifecycle.py", "tests/engine/test_burst_kernel.py",
@@ -394,14 +395,16 @@ MUTATIONS = [
      "            if page.__class__ is not int and min(page[1]) == 0:\n                return False",
      "            if False:\n                return False"),
     ("backup: a task on a page that may hold zeros taken for data", "blocksim/jobs/backup.py",
-     "                and self._holds_data(content, a >> shift)):", "                ):"),
+     "                and self._holds_data(content, first)\n", "\n"),
     ("backup: what is known of a source page kept across its changes", "blocksim/jobs/backup.py",
      "        if stamp != self._data_stamp:", "        if self._data_stamp is None:"),
     ("backup: a slot freed while the loop slept not seen", "blocksim/jobs/backup.py",
      "        if done.callbacks is None:\n            check(done)\n            break\n", ""),
+    # (with shortcuts, the only runs with a journal, a task's write is a step:
+    # BackupJob._task_written; the process _task_run runs without them)
     ("backup: a read whose write failed kept in the journal", "blocksim/jobs/backup.py",
-     "                if err and runs.__class__ is Snap:     # nothing will paste it\n"
-     "                    runs.forget()\n", ""),
+     "        elif runs.__class__ is Snap:                # nothing will paste it\n"
+     "            runs.forget()\n", ""),
     ("backup: the point-in-time check as arrays without the witness", "blocksim/jobs/backup.py",
      "np.where(witnessed, pv, sv) != tv", "sv != tv"),
     ("backup: a guest write over a task in flight not held back", "blocksim/jobs/backup.py",
@@ -412,6 +415,52 @@ MUTATIONS = [
      "        if (self.bcs.find(start // cs, -(-end // cs)) < 0\n"
      "                and self._in_flight(start, end) is None):",
      "        if (self._in_flight(start, end) is None):"),
+    # the copy-before-write's quiet stretches (engine/filtered.py, BackupJob.quiet_nodes,
+    # copy_before_quietly) and the task steps (engine/steps.py, BackupJob._task_*)
+    ("filtered: a stretch while a task is in flight", "blocksim/jobs/backup.py",
+     "        if self._tasks or self.bcs is None:", "        if self.bcs is None:"),
+    ("filtered: the copy's nodes not asked to be quiet", "blocksim/engine/filtered.py",
+     "            and _quiet(src, tgt, now, horizon)):", "            ):"),
+    ("filtered: a write that must allocate on a thin node", "blocksim/engine/filtered.py",
+     "    if writes and not (node.fully_allocated() or (", "    if False and not (node.fully_allocated() or ("),
+    ("filtered: the think time left out of the horizon", "blocksim/engine/filtered.py",
+     "horizon) - service - think", "horizon) - service"),
+    ("filtered: the write issued before its copy is done", "blocksim/engine/filtered.py",
+     "            done = at + service", "            done = t + service"),
+    ("filtered: a write over dirty and clean clusters copied as one task",
+     "blocksim/jobs/backup.py",
+     "        if n > chunk or bcs.dirty_run(b0, n) != n:", "        if n > chunk:"),
+    ("filtered: a zero cluster copied as data", "blocksim/jobs/backup.py",
+     "        if zero or start + num < end:", "        if start + num < end:"),
+    ("filtered: no witness for a write with nothing to copy", "blocksim/jobs/backup.py",
+     "            self._witness(start, end)\n            return t\n", "            return t\n"),
+    ("filtered: a copy not counted against the rate limit", "blocksim/jobs/backup.py",
+     "        self.limit.delay(t, nbytes)                 # (counted, not waited for)\n", ""),
+    ("filtered: a copy's target clusters not allocated", "blocksim/jobs/backup.py",
+     "        if tgt._new_clusters(c0, c1):\n            tgt.alloc.set_range(c0, c1)\n", ""),
+    ("backup: a task into a next page that may hold zeros taken for data",
+     "blocksim/jobs/backup.py",
+     "                and (last == first or all(", "                and (True or all("),
+    ("steps: a pool's wait blind to a task done while the pass slept", "blocksim/jobs/backup.py",
+     "        if pooled.processed:\n            steps.succeed(ev)\n            return ev\n", ""),
+    ("steps: an ended task left in the pool", "blocksim/jobs/backup.py",
+     "            if task.pool is not None:\n                task.pool.ended.append(task)\n", ""),
+    ("steps: a task's start not urgent", "blocksim/engine/steps.py",
+     "URGENT if urgent else NORMAL", "NORMAL"),
+    ("steps: ties with SimPy's head ignored", "blocksim/engine/steps.py",
+     "                    if key > head_key:", "                    if key[0] > head_key[0]:"),
+    ("steps: a failing step raises at once", "blocksim/engine/steps.py",
+     "                except BaseException as error:      # the process fails\n",
+     "                except ZeroDivisionError as error:      # the process fails\n"),
+    ("steps: a done event's waiters run when it succeeds", "blocksim/engine/steps.py",
+     "        self.at(0, None, event)",
+     "        callbacks, event.callbacks = event.callbacks, None\n"
+     "        for cb in callbacks:\n            cb(event)"),
+    ("steps: a failed read taken for a failed write", "blocksim/jobs/backup.py",
+     "            self._task_finish(call, task, err, True)", "            self._task_finish(call, task, err, False)"),
+    ("steps: a dropped write-zeroes carried out", "blocksim/jobs/backup.py",
+     "complete_write_zeroes(start, min(task.end, self.size) - start, dropped)",
+     "complete_write_zeroes(start, min(task.end, self.size) - start, False)"),
 ]
 
 

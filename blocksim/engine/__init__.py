@@ -25,6 +25,11 @@ The seam: the layers above reach the engine only through the names below
 - ``burst`` (the mirror's issue-and-wait cycle as one plain loop, the
   meaning) and ``burst_kernel`` (the same cycle compiled): modules, so tests
   can switch them (``burst.KERNEL``, ``burst_kernel.GUEST``).
+- ``filtered`` (``filtered.py``): a one-worker guest's quiet stretches through a
+  backup's copy-before-write filter (the job hands it ``quiet_nodes`` and
+  ``copy_before_quietly``).
+- :class:`Steps` (``steps.py``): a backup's block-copy task steps kept out of
+  SimPy's queue, in SimPy's order; ``PENDING``, an untriggered event's value.
 - :class:`Compiled` (``compiled.py``): ``njit`` that imports numba and
   compiles on first call, so that ``import blocksim`` does not load numba.
 """
@@ -34,7 +39,8 @@ from .agenda import Agenda
 from .clock import NEVER, Clock
 from .compiled import Compiled
 from .journal import ContentJournal, Snap
+from .steps import PENDING, Steps
 from .stretch import AT_DUE, advance
 
-__all__ = ["AT_DUE", "NEVER", "Agenda", "Clock", "Compiled", "ContentJournal", "Snap", "advance",
+__all__ = ["AT_DUE", "NEVER", "PENDING", "Agenda", "Clock", "Compiled", "ContentJournal", "Snap", "Steps", "advance",
            "burst", "burst_kernel"]

@@ -60,10 +60,11 @@ then the second): the job op-blocks only its target (``held_nodes``).
 from __future__ import annotations
 
 import errno as _errno
+from functools import partial
 
 import numpy as np
 
-from ..engine import Snap
+from ..engine import PENDING, Snap, Steps
 from ..model.bitmap import DirtyBitmap
 from ..model.extents import ExtentMap, diff_ranges, run_arrays
 from ..model.named_bitmap import dirty_ranges, merge_into
@@ -88,13 +89,36 @@ class _Task:
     """A block-copy task: clusters ``[start, end)``, cleared from the copy
     bitmap while in flight (``BlockCopyTask``)."""
 
-    __slots__ = ("start", "end", "zero", "done")
+    __slots__ = ("start", "end", "zero", "done", "pool", "waited", "checked")
 
     def __init__(self, env, start: int, end: int):
         self.start = start
         self.end = end
         self.zero = False
         self.done = env.event()
+        # (with steps: the pool it is in, whether a block-copy call waits
+        # for it, the pool's wait that has a check of its own on it)
+        self.pool = None
+        self.waited = False
+        self.checked = 0
+
+
+class _Pool:
+    """With steps (blocksim.engine.steps), a pass's pool of tasks as
+    :func:`_any_done` sees it, without a check on every task at every wait:
+    each task has one check (``BackupJob._pool_check``), first among its
+    ``done`` event's callbacks, which serves every wait of the pool; only a
+    task another call waits for gets a check of its own at each wait, after
+    that waiter, as ``_any_done`` registers them."""
+
+    __slots__ = ("ev", "wait", "processed", "waited", "ended")
+
+    def __init__(self):
+        self.ev = None          # the wait's event, while the pass waits
+        self.wait = 0           # how many waits so far
+        self.processed = 0      # tasks in the pool whose done was processed
+        self.waited: list = []  # tasks in the pool some call waits for
+        self.ended: list = []   # tasks of the pool ended (done triggered)
 
 
 def _any_done(env, tasks: list):
@@ -102,7 +126,8 @@ def _any_done(env, tasks: list):
     to be processed: ``env.any_of`` as it schedules (the same event,
     triggered at the same moment, so the same id), without the condition's
     bookkeeping of values.  A done event already processed triggers it at
-    once, as Condition.__init__ checks each event in turn."""
+    once, as Condition.__init__ checks each event in turn.  (With steps,
+    blocksim.engine.steps, the pool waits as _Pool says.)"""
     ev = env.event()
 
     def check(_event, ev=ev):
@@ -171,6 +196,9 @@ class BackupJob(BlockJob):
         self._data_pages: dict = {}
         self._data_stamp = None
         self._seen: DirtyBitmap | None = None
+        #: the tasks' steps out of SimPy's queue, under SimPy's keys
+        #: (blocksim.engine.steps), or None: each task a SimPy process
+        self._steps = Steps(sim.env) if sim.env.shortcuts else None
         # copy-before-write figures (summary)
         self.cbw_copies = 0
         self.cbw_bytes = 0
@@ -347,6 +375,9 @@ class BackupJob(BlockJob):
             if not found:
                 task = self._in_flight(start, end)
                 if task is not None:
+                    if task.pool is not None and not task.waited:
+                        task.waited = True      # (see _Pool)
+                        task.pool.waited.append(task)
                     yield task.done             # it may fail: look again
                 elif self.bcs.find(start // self.cluster, -(-end // self.cluster)) < 0:
                     return
@@ -354,7 +385,9 @@ class BackupJob(BlockJob):
     def _dirty_clusters(self, call: _Call, start: int, end: int, ratelimit: bool):
         """``block_copy_dirty_clusters``: one pass; whether it found anything."""
         env = self.env
+        steps = self._steps
         pool: list[_Task] = []
+        pooled = _Pool() if steps is not None else None
         found = False
         pos = start
         while pos < end and not call.err and not call.cancelled:
@@ -372,14 +405,62 @@ class BackupJob(BlockJob):
             self.limit.delay(env.now, task.end - task.start)
             pos = task.end
             while len(pool) >= MAX_WORKERS:          # aio_task_pool_wait_slot
-                yield _any_done(env, pool)
-                pool = [t for t in pool if not t.done.triggered]
+                if pooled is None:
+                    yield _any_done(env, pool)
+                    pool = [t for t in pool if not t.done.triggered]
+                    continue
+                yield self._pool_wait(pooled)
+                # (the tasks whose done is triggered: those ended since)
+                for t in pooled.ended:
+                    pool.remove(t)
+                    t.pool = None
+                pooled.ended.clear()
+                pooled.processed = 0
             pool.append(task)
-            env.process(self._task_run(call, task))
+            if steps is not None:
+                task.pool = pooled
+                task.done.callbacks.append(partial(self._pool_check, task))
+                # the process's start (Initialize, urgent) and its steps
+                steps.at(0, self._task_begin, (call, task), urgent=True)
+            else:
+                env.process(self._task_run(call, task))
         for task in pool:                            # aio_task_pool_wait_all
             if not task.done.triggered:
                 yield task.done
         return found
+
+    def _pool_wait(self, pooled: _Pool):
+        """``_any_done`` of the pool, with steps (see _Pool): an event
+        triggered at once if a task's done was processed already, else by
+        the first to be processed."""
+        steps = self._steps
+        pooled.wait += 1
+        ev = self.env.event()
+        if pooled.processed:
+            steps.succeed(ev)
+            return ev
+        for task in pooled.waited:
+            if task.pool is pooled and task.done.callbacks is not None:
+                # a check of its own, after the waiters it has now
+                task.checked = pooled.wait
+
+                def check(_event, ev=ev):
+                    if ev._value is PENDING:
+                        steps.succeed(ev)
+                task.done.callbacks.append(check)
+        pooled.ev = ev
+        return ev
+
+    def _pool_check(self, task: _Task, _done) -> None:
+        """A task's done is processed: its pool's wait is over, unless the
+        task has a check of its own for that wait (see _Pool)."""
+        pooled = task.pool
+        if pooled is None:
+            return
+        pooled.processed += 1
+        ev = pooled.ev
+        if ev is not None and ev._value is PENDING and task.checked != pooled.wait:
+            self._steps.succeed(ev)
 
     def _call_sleep(self, call: _Call, ns: int):
         ev = call.sleep = self.env.event()
@@ -407,19 +488,33 @@ class BackupJob(BlockJob):
         """``block_copy_block_status``: the task shrinks to the extent whose
         status (zero or data) is that of its start, cut to whole clusters (at
         least one, taken as data); a zero extent is written as zeroes."""
-        cs, size = self.cluster, self.size
         a = task.start
+        zero, num = self._status(a, task.end)
+        if a + num < task.end:                      # block_copy_task_shrink
+            self.bcs.mark(a + num, task.end)
+            self.in_flight_bytes -= task.end - (a + num)
+            task.end = a + num
+        task.zero = zero
+
+    def _status(self, a: int, end: int) -> tuple[bool, int]:
+        """``block_copy_block_status`` for a task ``[a, end)``: whether its
+        extent from ``a`` reads as zeros, and its length in whole clusters
+        (at least one, taken as data), before the task shrinks to it."""
+        cs, size = self.cluster, self.size
         src = self.source
         content = src.content
         shift = content._shift
+        first, last = a >> shift, (min(end, size) - 1) >> shift
         if (src.backing is None and content._journal is not None
-                and (min(task.end, size) - 1) >> shift == a >> shift
-                and self._holds_data(content, a >> shift)):
-            # (the page holds no zero, logged changes included: data
-            # throughout, without settling it, ExtentMap.holds_data)
-            zero, num = False, min(task.end, size) - a
+                and self._holds_data(content, first)
+                and (last == first or all(self._holds_data(content, p)
+                                          for p in range(first + 1, last + 1)))):
+            # (its pages hold no zero, logged changes included: data
+            # throughout, without settling them, ExtentMap.holds_data; a
+            # task the guest's copies cut out of line may straddle two)
+            zero, num = False, min(end, size) - a
         else:
-            runs = src.read_content(a, min(task.end, size))
+            runs = src.read_content(a, min(end, size))
             zero = not runs[0][2]
             num = 0
             for x, y, gen in runs:
@@ -432,11 +527,7 @@ class BackupJob(BlockJob):
             num = -(-num // cs) * cs
         else:
             num = num // cs * cs
-        if a + num < task.end:                      # block_copy_task_shrink
-            self.bcs.mark(a + num, task.end)
-            self.in_flight_bytes -= task.end - (a + num)
-            task.end = a + num
-        task.zero = zero
+        return zero, num
 
     def _holds_data(self, content, p: int) -> bool:
         """``content.holds_data(p)``, remembered for as long as the map's
@@ -479,6 +570,57 @@ class BackupJob(BlockJob):
             call.copied += task.end - task.start
         self._task_end(task, err)
 
+    # _task_run as steps (blocksim.engine.steps): what the process runs when
+    # each of its events is processed, the same calls in the same order
+    def _task_begin(self, arg) -> None:
+        """The task process starts: its write-zeroes, or its read, is issued."""
+        call, task = arg
+        start, length = task.start, min(task.end, self.size) - task.start
+        if task.zero:
+            err, delay, dropped = self.target.submit_write_zeroes(start, length)
+            self._steps.at(delay, self._task_zeroed, (call, task, err, dropped))
+        else:
+            err, delay = self.source.submit_read(start, length)
+            self._steps.at(delay, self._task_read, (call, task, err))
+
+    def _task_zeroed(self, arg) -> None:
+        call, task, err, dropped = arg
+        if not err:
+            start = task.start
+            self.target.complete_write_zeroes(start, min(task.end, self.size) - start, dropped)
+        self._task_finish(call, task, err, False)
+
+    def _task_read(self, arg) -> None:
+        call, task, err = arg
+        if err:
+            self._task_finish(call, task, err, True)
+            return
+        start = task.start
+        length = min(task.end, self.size) - start
+        src = self.source
+        src.complete_read(length)
+        runs = src.read_for_copy(start, start + length)
+        # BlockDevice.write: submit, wait, complete
+        err, delay, how = self.target.submit_write(start, length, False)
+        self._steps.at(delay, self._task_written, (call, task, err, how, runs))
+
+    def _task_written(self, arg) -> None:
+        call, task, err, how, runs = arg
+        if not err:
+            start = task.start
+            self.target.complete_write(start, min(task.end, self.size) - start, runs, how,
+                                       False)
+        elif runs.__class__ is Snap:                # nothing will paste it
+            runs.forget()
+        self._task_finish(call, task, err, False)
+
+    def _task_finish(self, call: _Call, task: _Task, err: int, is_read: bool) -> None:
+        if err and not call.err:
+            call.err, call.is_read = err, is_read
+        elif not err:
+            call.copied += task.end - task.start
+        self._task_end(task, err)
+
     def _task_end(self, task: _Task, err: int) -> None:
         """``block_copy_task_end``: a failed (or undone) task is dirty again;
         a copied one is progress."""
@@ -490,7 +632,12 @@ class BackupJob(BlockJob):
             self.offset += nbytes
             self.bytes_copied += nbytes
         self._tasks.remove(task)
-        task.done.succeed()
+        if self._steps is not None:
+            if task.pool is not None:
+                task.pool.ended.append(task)
+            self._steps.succeed(task.done)
+        else:
+            task.done.succeed()
 
     def _in_flight(self, start: int, end: int) -> _Task | None:
         """A task in flight overlapping ``[start, end)`` (``reqlist_wait_one``)."""
@@ -538,6 +685,70 @@ class BackupJob(BlockJob):
             self._pit.set_runs(self.source.read_for_copy(a, z))
             seen.mark(a, z)
             b0 = b
+
+    # -- copy-before-write in quiet stretches (blocksim.engine.filtered) -------------------
+    def quiet_nodes(self):
+        """The source and the target, for a stretch of guest writes through
+        the filter (:mod:`blocksim.engine.filtered`, which checks that both
+        are quiet and idle), or None while a task is in flight: a guest
+        write could then wait for it, or the background call wake up."""
+        if self._tasks or self.bcs is None:
+            return None
+        return self.source, self.target
+
+    def copy_before_quietly(self, offset: int, length: int, t: int, deadline: int):
+        """:meth:`before_write` of a guest write issued at ``t``, with quiet
+        idle nodes and no task in flight: when the guest's write goes to the
+        source (``t``, or when the copy's write to the target completes),
+        which must be before ``deadline``; or None, with nothing done, if
+        that is not so or the copy is not a single read-and-write task of
+        the clusters the write touches (a write-zeroes, a task cut short)."""
+        cs, bcs = self.cluster, self.bcs
+        start = offset // cs * cs
+        end = min(-(-(offset + length) // cs) * cs, bcs.nbits * cs)
+        b0, b1 = start // cs, -(-end // cs)
+        if bcs.find(b0, b1) < 0:
+            # nothing to copy (nothing in flight either): the witness only
+            if t >= deadline:
+                return None
+            self._witness(start, end)
+            return t
+        # _block_copy makes one task of the whole range: every cluster of it
+        # dirty, within a chunk, and of one status (data)
+        n = b1 - b0
+        chunk = 1 if self.compress else max(CHUNK // cs, 1)
+        if n > chunk or bcs.dirty_run(b0, n) != n:
+            return None
+        zero, num = self._status(start, end)
+        if zero or start + num < end:
+            return None
+        src, tgt = self.source, self.target
+        nbytes = end - start
+        size = min(end, self.size) - start
+        # _task_run on idle nodes: the read, then the target's write
+        # (Device._service_done: no queue, the pipe free)
+        read_done = t + src.latency + size * 1_000_000_000 // src.bandwidth
+        write_done = read_done + tgt.latency + size * 1_000_000_000 // tgt.bandwidth
+        if write_done >= deadline:
+            return None
+        # what before_write does at t, and its task at read_done and write_done
+        self._witness(start, end)
+        bcs.clear_bits(b0, b1)                      # _task_create
+        self.limit.delay(t, nbytes)                 # (counted, not waited for)
+        src._service_done(t, size)                  # submit_read
+        src.complete_read(size)
+        runs = src.read_for_copy(start, start + size)
+        tcs = tgt.cluster_size                      # target.write: submit_write
+        c0, c1 = start // tcs, -(-(start + size) // tcs)
+        if tgt._new_clusters(c0, c1):
+            tgt.alloc.set_range(c0, c1)
+        tgt._service_done(read_done, size)
+        tgt.complete_write(start, size, runs, None)
+        self.offset += nbytes                       # _task_end
+        self.bytes_copied += nbytes
+        self.cbw_copies += 1
+        self.cbw_bytes += nbytes
+        return write_done
 
     # -- the end ------------------------------------------------------------------------------
     def progress_len(self) -> int:

@@ -215,8 +215,13 @@ class Drive:
     def accepts_requests(self) -> bool:
         """Whether a request issued now goes straight to the node: the VM
         runs and nothing drains the drive."""
-        return (self.vm.state == "running" and self._undrained is None and self._idle is None
-                and not self.write_filters)
+        return self.open_to_requests() and not self.write_filters
+
+    def open_to_requests(self) -> bool:
+        """Whether a request issued now goes on at once, to the node or
+        through the write filters: the VM runs and nothing drains the drive
+        (blocksim.engine.filtered)."""
+        return self.vm.state == "running" and self._undrained is None and self._idle is None
 
     @property
     def ledger(self) -> Ledger:

@@ -398,3 +398,123 @@ def test_random_scenarios_are_the_same_in_other_processes():
                                env=dict(os.environ, PYTHONHASHSEED=hashseed),
                                capture_output=True, text=True, check=True, timeout=300)
         assert child.stdout.split() == here
+
+
+BACKUP_CASES = 40
+
+
+def backup_scenario(seed: int) -> dict:
+    """One random backup under a one-worker guest, the copy-before-write's
+    quiet stretches (blocksim.engine.filtered) among the job's copies: every
+    sync mode (a bitmap for ``bitmap``), a rate limit or none, compress
+    (one-cluster tasks), a thin or qcow2 (128 KiB clusters) target, a
+    source over a backing file, fault rules, pause, resume, set-speed,
+    stop, cancel, and a second guest at times."""
+    r = random.Random(2_000_003 + seed)
+    size = r.choice((32, 64)) * MiB
+    sync = r.choice(("full", "full", "top", "none", "bitmap"))
+
+    def image(**extra) -> dict:
+        return {"size": size, "latency": _ms(r, 0.02, 0.3),
+                "bandwidth": r.choice(("200MiB", "1GiB", "4GiB"))} | extra
+    layered = r.random() < 0.3
+    images: dict = {"base": image(data="full"),
+                    "top": image(data=r.choice(("full", "full", "none",
+                                                [{"offset": "0", "length": "8MiB"}])),
+                                 **({"backing": "base"} if layered else {}))}
+    images["tgt"] = image(**({"format": "qcow2", "cluster-size": "128KiB"}
+                             if r.random() < 0.25 else {}))
+    actions: list = []
+    if r.random() < 0.2:
+        images["tgt"]["capacity"] = f"{size // MiB // 2}MiB"
+        actions.append({"on": "BLOCK_JOB_ERROR", "delay": _ms(r, 10, 200),
+                        "command": "thin-extend",
+                        "arguments": {"image": "tgt", "capacity": size}})
+    job = {"type": "backup", "device": "vda", "target": "tgt", "sync": sync,
+           "speed": r.choice((0, 16 * MiB, 64 * MiB, 64 * MiB)),
+           "on-source-error": r.choice(POLICIES), "on-target-error": r.choice(POLICIES)}
+    if r.random() < 0.15:
+        job["compress"] = True
+    if sync == "bitmap":
+        images["top"]["bitmaps"] = [{"name": "b0", "dirty": [
+            {"offset": f"{r.randrange(0, size // MiB - 8)}MiB", "length": "6MiB"}]}]
+        job |= {"bitmap": "b0", "bitmap-mode": r.choice(("on-success", "always", "never"))}
+    elif r.random() < 0.2:
+        images["top"]["bitmaps"] = [{"name": "b1"}]      # recording the guest
+    if sync == "none" or r.random() < 0.25:
+        actions.append({"at": _ms(r, 300, 2500), "command": "block-job-cancel",
+                        "arguments": {"device": "job0",
+                                      **({"force": True} if r.random() < 0.5 else {})}})
+    actions.append({"on": "BLOCK_JOB_ERROR", "match": {"action": "stop"},
+                    "delay": _ms(r, 5, 300), "repeat": True,
+                    "command": "block-job-resume", "arguments": {"device": "job0"}})
+    actions.append({"on": "BLOCK_IO_ERROR", "match": {"action": "stop"}, "delay": _ms(r, 5, 200),
+                    "repeat": True, "command": "cont"})
+    for _ in range(r.randint(0, 4)):
+        command = r.choice(("block-job-pause", "block-job-resume", "block-job-set-speed",
+                            "query-block-jobs", "stop"))
+        arguments: dict = {} if command in ("query-block-jobs", "stop") else {"device": "job0"}
+        if command == "block-job-set-speed":
+            arguments["speed"] = r.choice((0, 16 * MiB, 64 * MiB))
+        at = r.uniform(20, 2500)
+        actions.append({"at": f"{at:.3f}ms", "command": command, "arguments": arguments})
+        if command == "block-job-pause":
+            actions.append({"at": f"{at + r.uniform(1, 400):.3f}ms",
+                            "command": "block-job-resume", "arguments": {"device": "job0"}})
+        if command == "stop":
+            actions.append({"at": f"{at + r.uniform(1, 300):.3f}ms", "command": "cont"})
+    guest = {"drive": "vda", "rw": r.choice(("randwrite", "randwrite", "randrw", "write")),
+             "bs": r.choice(("4KiB", "4KiB", "4KiB", "16KiB", "96KiB")), "iodepth": 1}
+    if r.random() < 0.8:
+        guest["rate-iops"] = r.choice((500, 1000, 3000))
+    else:
+        guest["think-time"] = _ms(r, 0.05, 1)
+    if r.random() < 0.3:
+        guest["size"] = f"{r.choice((4, 16))}MiB"
+    if r.random() < 0.2:
+        guest["start"] = _ms(r, 0, 300)
+    workloads = {"g0": guest}
+    if r.random() < 0.15:
+        workloads["g1"] = _workload(r, "vda", size)
+    faults = [_fault(r, r.choice(sorted(images)), size) for _ in range(r.choice((0, 0, 1, 2)))]
+    return {"name": f"random-backup-{seed}", "duration": "3s", "seed": seed,
+            "sample-interval": "50ms", "images": images,
+            "drives": {"vda": {"image": "top", "rerror": r.choice(POLICIES[:3]),
+                               "werror": r.choice(POLICIES)}},
+            "jobs": {"job0": job}, "faults": faults, "workloads": workloads,
+            "actions": actions}
+
+
+@pytest.mark.parametrize("seed", range(BACKUP_CASES))
+def test_a_random_backup_under_a_paced_guest_is_the_same_without_shortcuts(seed):
+    loaded = blocksim.load_scenario(backup_scenario(seed))
+    assert outcome(Simulation(loaded)) == outcome(Simulation(loaded, shortcuts=False))
+
+
+def test_the_random_backups_exercise_the_filtered_stretches():
+    """Across the cases: guest writes through the copy-before-write filter
+    done in stretches while the job ran, copies among them, every sync mode,
+    and jobs that complete, fail or are cancelled."""
+    from blocksim.engine import filtered
+    counted = {"requests": 0, "copies": 0}
+    advance = filtered.advance
+
+    def counting(workload, write_filter):
+        copies = write_filter.cbw_copies
+        n = advance(workload, write_filter)
+        counted["requests"] += n
+        counted["copies"] += write_filter.cbw_copies - copies
+        return n
+    syncs, outcomes = set(), set()
+    filtered.advance = counting
+    try:
+        for seed in range(BACKUP_CASES):
+            source = backup_scenario(seed)
+            result = Simulation(blocksim.load_scenario(source)).run()
+            syncs.add(source["jobs"]["job0"]["sync"])
+            outcomes.add(result.summary["jobs"]["job0"]["outcome"])
+    finally:
+        filtered.advance = advance
+    assert syncs == {"full", "top", "none", "bitmap"}
+    assert counted["requests"] > 10_000 and counted["copies"] > 1_000, counted
+    assert {"completed", "completed-with-error", "cancelled"} <= outcomes

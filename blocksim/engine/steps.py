@@ -1,0 +1,135 @@
+"""Steps: events kept out of SimPy's queue under the keys SimPy would give them.
+
+A backup's block-copy (``blocksim.jobs.backup``) runs each task as a SimPy
+process: its start (an ``Initialize`` event, urgent), its read's timeout, its
+write's timeout, its ``done`` event and its end, and the background call
+waits for the first ``done`` of its pool of 64 through one more event.  A
+1 TiB backup has a million such tasks, and each trip through SimPy (an event
+object, a heap push and pop, the callbacks, a generator resumed) costs more
+than the task's own work.
+
+:class:`Steps` keeps such events in a heap of its own, each under **the key
+SimPy would have given it**: ``(time, priority, id)``, the id drawn from
+SimPy's own counter at the moment the event would have been scheduled.  One
+event stands in SimPy's queue for the first of them (a *marker*, under the
+same key), so SimPy processes it exactly when that step is due; its callback
+runs every step that comes before SimPy's next event, in key order, then a
+marker stands in for the next one.  A step is either a plain callback (what
+the process would have run when resumed by that event: the job hands its
+task's steps as callbacks, :meth:`at`) or an event's own callbacks, run as
+SimPy's ``step`` runs them (:meth:`succeed`: a ``done`` event others wait
+for, whose waiters are resumed at the same moment).  Events that no one
+waits for (a task process's end) need no step: processing them would change
+nothing, and leaving them out only shifts the ids drawn after them, never
+the order of two events.  So every event that matters is processed at the
+same point of the same order as without the steps, and a run is the same
+(``Simulation(shortcuts=False)`` keeps the processes; the tests compare).
+
+An exception raised by a plain step is what the process's generator would
+have raised: SimPy would have failed the process, scheduling it at once and
+raising the error when it is processed; :meth:`at`'s steps do the same.
+
+This relies on SimPy 4's ``Environment._queue``, ``_eid`` and ``_now`` and
+on ``Event._ok``/``_value``/``callbacks`` (the version is pinned below 5).
+"""
+
+from __future__ import annotations
+
+from heapq import heappop, heappush
+
+from simpy.events import NORMAL, PENDING, URGENT, Event
+
+#: an event's value until it is triggered (``event._value is PENDING``: not
+#: ``event.triggered``, without the property's call)
+PENDING = PENDING
+
+
+class Steps:
+    __slots__ = ("env", "heap", "_markers", "_running")
+
+    def __init__(self, env):
+        self.env = env
+        # ((time, priority, id), callback, argument); callback None:
+        # argument is an event whose callbacks run (succeed)
+        self.heap: list = []
+        # (time, priority, id) -> the marker queued in SimPy under that key
+        self._markers: dict = {}
+        self._running = False
+
+    def __len__(self) -> int:
+        return len(self.heap)
+
+    def at(self, delay: int, callback, argument, urgent: bool = False) -> None:
+        """Call ``callback(argument)`` in ``delay`` ns, where SimPy would
+        process an event scheduled now (``urgent``: a process's start)."""
+        env = self.env
+        entry = ((env._now + delay, URGENT if urgent else NORMAL, next(env._eid)),
+                 callback, argument)
+        heap = self.heap
+        heappush(heap, entry)
+        if not self._running and heap[0] is entry:
+            self._marker()
+
+    def succeed(self, event: Event) -> None:
+        """``event.succeed()``: the event is triggered now and its callbacks
+        run where SimPy would process it."""
+        event._ok = True
+        event._value = None
+        self.at(0, None, event)
+
+    def _marker(self) -> None:
+        """The event queued in SimPy under the first step's key (one per
+        key: SimPy's heap cannot hold two equal keys)."""
+        key = self.heap[0][0]
+        if key in self._markers:
+            return
+        marker = self._markers[key] = Event(self.env)
+        marker._ok = True
+        marker._value = None
+        marker.callbacks.append(lambda _event: self._fire(key))
+        heappush(self.env._queue, (key[0], key[1], key[2], marker))
+
+    def _fire(self, key: tuple) -> None:
+        """A marker is processed by SimPy's step: run the steps that come
+        before SimPy's next event, then queue a marker for the next one."""
+        del self._markers[key]
+        env = self.env
+        heap = self.heap
+        queue = env._queue
+        markers = self._markers
+        self._running = True
+        last = head_key = None
+        try:
+            while heap:
+                key, callback, argument = heap[0]
+                if queue:
+                    head = queue[0]
+                    if head is not last:
+                        last, head_key = head, head[:3]
+                    if key > head_key:
+                        if markers.get(head_key) is head[3]:
+                            # a marker of a step already run: it would
+                            # only run the steps, which this loop does
+                            heappop(queue)
+                            del markers[head_key]
+                            continue
+                        break
+                heappop(heap)
+                env._now = key[0]
+                if callback is None:
+                    # an event's callbacks, as Environment.step runs them
+                    callbacks, argument.callbacks = argument.callbacks, None
+                    for cb in callbacks:
+                        cb(argument)
+                    continue
+                try:
+                    callback(argument)
+                except BaseException as error:      # the process fails
+                    failed = Event(env)
+                    failed._ok = False
+                    failed._value = error
+                    env.schedule(failed)
+        finally:
+            self._running = False
+            if heap:
+                self._marker()

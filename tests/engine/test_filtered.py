@@ -1,0 +1,140 @@
+"""Quiet stretches through a backup's copy-before-write filter
+(blocksim.engine.filtered) and the backup's task steps (blocksim.engine.steps)
+leave the run SimPy gives one event at a time: backups under a one-worker
+guest, each aimed at one rule of the stretch, compared with
+``Simulation(shortcuts=False)`` byte for byte (equivalence.outcome)."""
+
+from __future__ import annotations
+
+import pytest
+
+import blocksim
+from blocksim.engine import filtered
+from blocksim.simulation import Simulation
+from equivalence import outcome
+
+MiB = 1 << 20
+
+
+def backup(guest: dict | None = None, job: dict | None = None, src: dict | None = None,
+           tgt: dict | None = None, **extra) -> dict:
+    scenario = {
+        "name": "filtered", "duration": "1.5s", "sample-interval": "100ms",
+        "images": {"src": {"size": "64MiB", "data": "full", "bandwidth": "1GiB",
+                           "latency": "50us"} | (src or {}),
+                   "tgt": {"size": "64MiB", "bandwidth": "1GiB", "latency": "80us"}
+                   | (tgt or {})},
+        "drives": {"vda": {"image": "src"}},
+        "jobs": {"job0": {"type": "backup", "device": "vda", "target": "tgt",
+                          "sync": "full", "speed": "64MiB"} | (job or {})},
+        "workloads": {"g": {"drive": "vda", "rw": "randwrite", "bs": "4KiB", "iodepth": 1,
+                            "rate-iops": 2000} | (guest or {})},
+    }
+    scenario.update(extra)
+    return scenario
+
+
+CASES = {
+    "paced guest, rate-limited backup": backup(),
+    "closed-loop guest with think time": backup(guest={"rate-iops": None,
+                                                       "think-time": "300us"}),
+    "mixed reads and writes": backup(guest={"rw": "randrw"}),
+    "writes over two clusters, one copied": backup(guest={"bs": "96KiB", "rate-iops": 500}),
+    "compress: one-cluster tasks": backup(job={"compress": True},
+                                          guest={"bs": "96KiB", "rate-iops": 500}),
+    "a qcow2 target with 128 KiB clusters": backup(tgt={"format": "qcow2",
+                                                        "cluster-size": "128KiB"}),
+    "a thin target that fills": backup(tgt={"capacity": "40MiB"},
+                                       job={"on-target-error": "ignore"}),
+    "a source partly zero": backup(src={"data": [{"offset": 0, "length": "16MiB"}]}),
+    # (tasks the guest's copies put out of line straddle the 64 MiB page
+    # boundary, into a page of zeros)
+    "tasks across two pages, into zeros": backup(
+        src={"size": "128MiB", "data": [{"offset": 0, "length": "64MiB"}]},
+        tgt={"size": "128MiB"}, duration="2s",
+        guest={"offset": "63MiB", "size": "512KiB", "rate-iops": 200}),
+    "a thin source": backup(src={"data": "none"}),
+    # (a write-zeroes task keeps neither node busy: a guest write over it
+    # must still wait for it, so no stretch while it is in flight)
+    "write-zeroes in flight under the guest": backup(
+        job={"sync": "bitmap", "bitmap": "b0", "bitmap-mode": "always"},
+        src={"data": [{"offset": "8MiB", "length": "56MiB"}],
+             "bitmaps": [{"name": "b0", "dirty": [{"offset": 0, "length": "4MiB"}]}]},
+        tgt={"latency": "50ms"}, guest={"size": "32MiB", "rate-iops": 3000}),
+    "sync=none until cancelled": backup(job={"sync": "none"}, actions=[
+        {"at": "1s", "command": "block-job-cancel", "arguments": {"device": "job0"}}]),
+    "a bitmap recording the guest": backup(src={"bitmaps": [{"name": "b1"}]}),
+    "sync=bitmap": backup(job={"sync": "bitmap", "bitmap": "b0", "bitmap-mode": "always"}, src={"bitmaps": [
+        {"name": "b0", "dirty": [{"offset": "8MiB", "length": "24MiB"}]}]}),
+    "a target write fault in a window": backup(faults=[
+        {"image": "tgt", "operation": "write", "errno": "EIO", "offset": 0,
+         "length": "64MiB", "start": "300ms", "end": "320ms"}],
+        job={"on-target-error": "ignore"}),
+    # (the target held data: a dropped write-zeroes leaves it there)
+    "write-zeroes dropped by a flakey target": backup(
+        src={"data": [{"offset": 0, "length": "16MiB"}]}, tgt={"data": "full"},
+        faults=[{"type": "flakey", "image": "tgt", "up": "40ms", "down": "30ms",
+                 "operation": "write", "drop-writes": True}]),
+    "a source read error, ignored": backup(faults=[
+        {"image": "src", "operation": "read", "errno": "EIO", "offset": "32MiB",
+         "length": "64KiB", "count": 2}],
+        job={"on-source-error": "ignore", "on-target-error": "report"},
+        guest={"size": "16MiB"}),
+    "a slow source read fault": backup(faults=[
+        {"type": "delay", "image": "src", "operation": "read", "delay": "2ms",
+         "offset": "32MiB", "length": "1MiB"}]),
+    "a jittery target": backup(tgt={"jitter": 0.3}),
+    "pause, set-speed, stop and cont": backup(actions=[
+        {"at": "200ms", "command": "block-job-pause", "arguments": {"device": "job0"}},
+        {"at": "450ms", "command": "block-job-resume", "arguments": {"device": "job0"}},
+        {"at": "500ms", "command": "block-job-set-speed",
+         "arguments": {"device": "job0", "speed": 16 * MiB}},
+        {"at": "700ms", "command": "stop"}, {"at": "760ms", "command": "cont"}]),
+    "a guest that ends and a second guest": backup(guest={"end": "600ms"}, workloads={
+        "g": {"drive": "vda", "rw": "randwrite", "bs": "4KiB", "iodepth": 1,
+              "rate-iops": 2000, "end": "600ms"},
+        "h": {"drive": "vda", "rw": "randwrite", "bs": "4KiB", "iodepth": 1,
+              "rate-iops": 700, "start": "400ms"}}),
+}
+
+
+#: cases where no stretch may run: a copy's write could take longer, a
+#: copy's read could be delayed, every copy is a write-zeroes, a copy could
+#: find the target full
+NOT_QUIET = {"a jittery target", "a slow source read fault", "a thin source",
+             "a thin target that fills", "write-zeroes in flight under the guest",
+             "write-zeroes dropped by a flakey target"}
+
+
+def _clean(scenario: dict) -> dict:
+    for w in scenario["workloads"].values():
+        for key in [k for k, v in w.items() if v is None]:
+            del w[key]
+    return scenario
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_backup_under_a_guest_is_the_same_without_shortcuts(name, monkeypatch):
+    counted = []
+    real = filtered.advance
+
+    def counting(workload, write_filter):
+        n = real(workload, write_filter)
+        counted.append(n)
+        return n
+    monkeypatch.setattr(filtered, "advance", counting)
+    loaded = blocksim.load_scenario(_clean(CASES[name]))
+    fast = outcome(Simulation(loaded))
+    assert fast == outcome(Simulation(loaded, shortcuts=False))
+    if name not in NOT_QUIET:
+        assert sum(counted) > 50          # the stretches did run
+
+
+
+def test_the_stretches_copy_before_writes():
+    """In the plain case most guest writes run in stretches, half of them
+    copying their cluster first."""
+    sim = Simulation(blocksim.load_scenario(CASES["paced guest, rate-limited backup"]))
+    result = sim.run()
+    copies = result.summary["jobs"]["job0"]["copy_before_write"]["writes"]
+    assert sim.workloads["g"].in_stretches > 1500 and copies > 300
