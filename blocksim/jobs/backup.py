@@ -215,6 +215,12 @@ class BackupJob(BlockJob):
             self.start_refused = True
             raise CommandError("The command blockdev-backup has not been found",
                                "CommandNotFound")
+        # qmp_transaction drains every node (bdrv_drain_all), then
+        # blockdev_backup_prepare drains the source for the whole action,
+        # refusals included: every other job blips once or twice (the new
+        # job's own blip is run()'s)
+        self.drained_section("all")
+        self.drained_section("disk")
         bitmap = None
         if self.bitmap_name is not None:
             # do_backup_common
@@ -560,6 +566,9 @@ class BackupJob(BlockJob):
         if self._filtering:
             self._filtering = False
             self.drive.write_filters.remove(self)
+            # bdrv_cbw_drop: the filter's drained section reaches the
+            # filters stacked above it (earlier backups)
+            self.drained_section("filter")
 
     def _settle_bitmap(self, success: bool) -> None:
         """``backup_cleanup_sync_bitmap``."""
