@@ -50,8 +50,10 @@ copy engine (``block/block-copy.c``) and copy-before-write filter
 
 Not modelled: compression itself (``compress`` only makes every task one
 cluster, as ``block_copy_chunk_size``), ``x-perf``, ``filter-node-name``, the allocation scan of ``sync=top``
-(done at once; QEMU's ``len`` shrinks while it scans), drains other than the
-start's (which in QEMU blip every running job).  A second backup of a
+(done at once; QEMU's ``len`` shrinks while it scans).  Every start (refused
+or not) and end blips the other jobs it drains (``drained_section`` in
+blocksim.jobs.base: all of them, then those on its disk; at the end, the
+backups stacked above it).  A second backup of a
 source a backup is using stacks a second filter, as in QEMU (its filter
 goes under the first one's, so a guest write copies to the first target,
 then the second): the job op-blocks only its target (``held_nodes``).
