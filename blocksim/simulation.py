@@ -39,7 +39,7 @@ from .management.controller import make_controllers
 from .management import thin_provisioning as _thin_provisioning  # noqa: F401  (registers it)
 from .management.monitor import Monitor
 from .model.device import BlockDevice
-from .model.drive import Drive
+from .model.drive import Drive, RequestCount
 from .model.extents import PAGE_SHIFT
 from .model.faults import make_rule
 from .model.named_bitmap import add_bitmap
@@ -261,7 +261,6 @@ class Simulation:
         self.max_samples = limits.max_samples
         self._bounding = True
         self._interrupted = False
-        self._calls = 0
 
     def guest_requests(self) -> int:
         """Guest requests done so far, on every drive."""
@@ -281,20 +280,19 @@ class Simulation:
     def _guard_requests(self) -> None:
         """The bound on guest requests where simulated time stands still (a
         closed loop whose failing requests take no time never reaches the next
-        sample): every 4096 requests issued one by one, more than twice
+        sample): every 4096 requests issued one by one (the drives' shared
+        :class:`~blocksim.model.drive.RequestCount`), more than twice
         ``max-requests`` done ends the run, and so does a pending Ctrl-C."""
-        def guard(inner):
-            def request(op, offset, length, gen=0):
-                self._calls += 1
-                if not self._calls & 4095 and self._bounding:
-                    if self._interrupted:
-                        raise RunBounded("interrupted")
-                    if max(self._calls, self.guest_requests()) >= 2 * self.max_requests:
-                        raise RunBounded("max-requests")
-                return inner(op, offset, length, gen)
-            return request
+        def check(calls: int) -> None:
+            if not self._bounding:
+                return
+            if self._interrupted:
+                raise RunBounded("interrupted")
+            if max(calls, self.guest_requests()) >= 2 * self.max_requests:
+                raise RunBounded("max-requests")
+        count = RequestCount(check)
         for drive in self.drives.values():
-            drive.request = guard(drive.request)
+            drive.request_count = count
 
     def _sigint(self, interruptible: bool):
         """A context: Ctrl-C asks the run to stop at its next sample."""

@@ -50,8 +50,10 @@ copy engine (``block/block-copy.c``) and copy-before-write filter
 
 Not modelled: compression itself (``compress`` only makes every task one
 cluster, as ``block_copy_chunk_size``), ``x-perf``, ``filter-node-name``, the allocation scan of ``sync=top``
-(done at once; QEMU's ``len`` shrinks while it scans), drains other than the
-start's (which in QEMU blip every running job).  A second backup of a
+(done at once; QEMU's ``len`` shrinks while it scans).  Every start (refused
+or not) and end blips the other jobs it drains (``drained_section`` in
+blocksim.jobs.base: all of them, then those on its disk; at the end, the
+backups stacked above it).  A second backup of a
 source a backup is using stacks a second filter, as in QEMU (its filter
 goes under the first one's, so a guest write copies to the first target,
 then the second): the job op-blocks only its target (``held_nodes``).
@@ -243,6 +245,12 @@ class BackupJob(BlockJob):
             self.start_refused = True
             raise CommandError("The command blockdev-backup has not been found",
                                "CommandNotFound")
+        # qmp_transaction drains every node (bdrv_drain_all), then
+        # blockdev_backup_prepare drains the source for the whole action,
+        # refusals included: every other job blips once or twice (the new
+        # job's own blip is run()'s)
+        self.drained_section("all")
+        self.drained_section("disk")
         bitmap = None
         if self.bitmap_name is not None:
             # do_backup_common
@@ -771,6 +779,9 @@ class BackupJob(BlockJob):
         if self._filtering:
             self._filtering = False
             self.drive.write_filters.remove(self)
+            # bdrv_cbw_drop: the filter's drained section reaches the
+            # filters stacked above it (earlier backups)
+            self.drained_section("filter")
 
     def _settle_bitmap(self, success: bool) -> None:
         """``backup_cleanup_sync_bitmap``."""

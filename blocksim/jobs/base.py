@@ -38,10 +38,16 @@ record; complete, set-speed and a plain cancel change no status.
 
 from __future__ import annotations
 
+import itertools
+
 from ..errors import CommandError
 from ..model.iostatus import IoStatus
 from ..model.policy import job_device, strerror
 from ..model.ratelimit import RateLimit
+
+#: The order filters go in: a later one sits right above the device's node,
+#: under the earlier ones (bdrv_cbw_append, bdrv_insert_node)
+_FILTER_SEQ = itertools.count(1)
 
 TRANSITIONS: dict[str | None, frozenset[str]] = {
     None: frozenset({"created"}),
@@ -117,6 +123,7 @@ class BlockJob:
         self.start_refused = False
         self._held: list = []           # the nodes it holds once created (held_nodes())
         self._filtered = None           # the node its filter sits above (inserts_filter)
+        self._filter_seq = 0            # ... inserted after the filters of lower numbers
         self._paused_since: int | None = None
         self._pause_prev: str | None = None     # the status a pause returns to
 
@@ -144,13 +151,27 @@ class BlockJob:
         # The 2012 profile's rules (model/policy.py) in QMP's order: the
         # arguments are parsed first, the drive is asked once the nodes are free.
         self._refuse_if(self.policy.job_arguments_refusal(self))
-        if self.status is not None:
-            raise CommandError(f"Job ID '{self.id}' already in use")
         self._check_nodes_free()
         self._refuse_if(self.policy.job_start_refusal(self))
+        # The filter goes in before the job is created (stream.c:stream_start
+        # -> bdrv_insert_node, then block_job_create): its drained sections.
+        for _ in range(self.create_drains):
+            self.drained_section("disk")
+        # block_job_create -> job_create checks the job ID after the QMP
+        # handler's node checks (qmp_get_root_bs, the op blockers) and the
+        # job driver's own (backup_job_create's, mirror_start_job's): a
+        # second start of a running job meets its own op blocker or filter
+        # first (checked on QEMU 7.2: job-id-check-after-node-checks).
+        if self.status is not None:
+            # the failure path takes the filter out again (stream_start's
+            # bdrv_cor_filter_drop): as many drained sections
+            for _ in range(self.create_drains):
+                self.drained_section("disk")
+            raise CommandError(f"Job ID '{self.id}' already in use")
         self._held = self.held_nodes()
         if self.inserts_filter and self.profile.root_node_check:
             self._filtered = self.drive.node
+            self._filter_seq = next(_FILTER_SEQ)
         self._transition("created")
         # As QEMU's job_start: the job is running when the command returns.
         self.started_at = self.env.now
@@ -181,6 +202,59 @@ class BlockJob:
     #: commit's commit_top sits above ``top``, not the device's node.
     inserts_filter = False
 
+    #: Drained sections the job's start opens over its device's node before
+    #: the job is created (a stream's filter insertion); the same number
+    #: again when job_create then refuses the job ID.
+    create_drains = 0
+
+    # -- drained sections ----------------------------------------------------------
+    def drained_section(self, scope: str) -> None:
+        """A drained section (``block/io.c:bdrv_drained_begin`` ..
+        ``bdrv_drained_end``) that this job's start or end opens and closes
+        within one command or graph change, as other jobs see it.
+
+        Draining a node drains its parents too (``bdrv_child_cb_drained_begin``),
+        up to the jobs attached to them (``block_job_add_bdrv``), and a job
+        parent is paused (``blockjob.c:child_job_drained_begin`` ->
+        ``job_pause``) and resumed at the end (``child_job_drained_end`` ->
+        ``job_resume``): a running job blips ``paused``/``running`` (a
+        ready one ``standby``/``ready``), a job already paused or cancelled
+        shows nothing (found by running QEMU 7.2, then read in the source).
+
+        ``scope``: ``all`` (``bdrv_drain_all``: every job), ``disk`` (the
+        device's node: every job holding it, or with a filter above it),
+        ``filter`` (this job's own filter: only the filters above it, the
+        jobs that inserted theirs earlier).
+
+        Only the events are modelled: QEMU's drain begins and ends inside
+        one command, and the paused job goes on at the same instant."""
+        if not self.profile.job_status_events:
+            return
+        node = self.drive.node
+        for job in list(self.sim.jobs.values()):
+            if job.status not in ("running", "ready"):
+                continue
+            if scope == "filter":
+                hit = (self._filtered is not None and job._filtered is self._filtered
+                       and job._filter_seq < self._filter_seq)
+            elif scope == "disk":
+                hit = job._filtered is node or node in job.nodes()
+            else:
+                hit = True
+            if hit:
+                job.drain_blip()
+
+    def drain_blip(self) -> None:
+        """``job_pause`` then ``job_resume`` at one instant (a drained
+        section of another job's graph change): ``job_pause`` enters a job
+        that is not paused yet, it reaches ``job_pause_point`` (paused, or
+        standby when ready) and, resumed, goes back; nothing else changes."""
+        if self.paused or self.pause_count or self.is_cancelled():
+            return
+        back = self.status
+        self._transition("standby" if back == "ready" else "paused")
+        self._transition(back)
+
     def _check_root(self) -> None:
         """``blockdev.c:qmp_get_root_bs``, which block-commit,
         blockdev-mirror and drive-mirror call first, before any op
@@ -193,7 +267,8 @@ class BlockJob:
             return
         node = self.drive.node
         for other in self.sim.jobs.values():
-            if (other is not self and other._filtered is node
+            # (the job itself too, when it is started again while it runs)
+            if (other._filtered is node
                     and other.status not in (None, "concluded", "null")):
                 self.start_refused = self.status is None
                 raise CommandError("Need a root block node")
@@ -204,7 +279,9 @@ class BlockJob:
         refused (``bdrv_op_is_blocked``: two jobs never run on one disk)."""
         mine = self.nodes()
         for other in self.sim.jobs.values():
-            if other is self or other.status in (None, "concluded", "null"):
+            # (the job itself too, when it is started again while it runs:
+            # its own op blockers answer before job_create's job ID check)
+            if other.status in (None, "concluded", "null"):
                 continue
             for node in other._held:
                 if node in mine:

@@ -33,6 +33,14 @@ class StreamJob(BlockJob):
     job_type = "stream"
     integrity_invariant = "stream-independent"
     inserts_filter = True           # stream_start: a copy-on-read filter above top
+    create_drains = 1               # stream_start: bdrv_insert_node's drained section
+
+    #: Drained sections of the stream's end over the disk (observed on QEMU
+    #: 7.2: a backup of the disk blips four times at a stream's success,
+    #: three at its cancel): bdrv_cor_filter_drop, the job's nodes let go
+    #: (block_job_remove_all_bdrv) and, on success only, stream_prepare's
+    #: bdrv_subtree_drained_begin(above_base) around bdrv_set_backing_hd.
+    end_drains = {True: 4, False: 3}
 
     def __init__(self, sim, job_id: str, spec):
         super().__init__(sim, job_id, spec)
@@ -127,7 +135,13 @@ class StreamJob(BlockJob):
     def progress_len(self) -> int:
         return self.size
 
+    def abort(self) -> None:
+        for _ in range(self.end_drains[False]):
+            self.drained_section("disk")
+
     def prepare(self) -> None:
+        for _ in range(self.end_drains[True]):
+            self.drained_section("disk")
         top = self.top
         before = top.layers()
         top.backing = self.base

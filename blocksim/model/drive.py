@@ -25,6 +25,22 @@ from .ledger import BlockOrder, Ledger
 from .policy import REPORT, STOP
 
 
+class RequestCount:
+    """The guest requests issued one by one on the drives sharing it (each
+    call of :meth:`Drive.request`), and what to ask every ``every``-th call
+    (a power of two): the run's bound where simulated time stands still
+    (blocksim.simulation), which may end the run by raising.  Requests the
+    shortcuts settle in bulk are not issued one by one and are not counted."""
+
+    __slots__ = ("calls", "mask", "check")
+
+    def __init__(self, check, every: int = 4096):
+        assert every > 0 and not every & (every - 1)
+        self.calls = 0
+        self.mask = every - 1
+        self.check = check
+
+
 class Drive:
     def __init__(self, env, name: str, node, spec, vm, policy):
         self.env = env
@@ -60,6 +76,9 @@ class Drive:
         self.reads = self.writes = 0
         self.completed = 0
         self.latency_sum = 0
+        #: requests issued one by one, counted for the run's bound (None:
+        #: not counted; blocksim.simulation shares one among its drives)
+        self.request_count: RequestCount | None = None
         # the ledger: acknowledged writes in acknowledgement order, turned
         # into extent maps only at the end, a page at a time (cheaper than a
         # map update per request; see expected_parts)
@@ -89,6 +108,11 @@ class Drive:
 
         ``op`` is read, write or flush; a failed flush goes through werror and
         is reported as a write, as in QEMU."""
+        count = self.request_count
+        if count is not None:
+            count.calls += 1
+            if not count.calls & count.mask:
+                count.check(count.calls)
         vm = self.vm
         env = self.env
         is_read = op == "read"

@@ -12,7 +12,7 @@ import pytest
 import blocksim
 
 from jobcases import (
-    EIO, JOB, MiB, SIZE, at, cancelled, commands, completed, err, event, event_time, fault,
+    EIO, JOB, MiB, SIZE, at, backup_case, cancelled, commands, completed, err, event, event_time, fault,
     illegal_transitions, job_summary, mirror_case, on, pending, ready, refusals, simulate, st,
     statuses, stream_case, timeline, violations,
 )
@@ -490,3 +490,31 @@ def test_a_disk_is_free_again_once_its_job_has_concluded():
     assert refusals(r) == []
     assert job_summary(r)["outcome"] == "cancelled"
     assert job_summary(r, "s0")["outcome"] == "completed"
+
+
+# -- the job ID is checked last (block_job_create -> job_create) -------------------------------
+
+def test_a_running_job_started_again_meets_its_node_check_before_its_job_id():
+    # qmp_block_stream asks the op blockers before stream_start's
+    # block_job_create checks the ID (real QEMU 7.2 agrees:
+    # scenarios/qemu/job-id-check-after-node-checks)
+    r = simulate(stream_case(speed=MiB, start="manual", actions=[
+        at("0s", "job-start", id=JOB), at("1s", "job-start", id=JOB)]))[1]
+    assert refusals(r) == [("job-start", "Node 'top' is busy: block device is in use "
+                                         "by block job: stream")]
+    assert job_summary(r)["outcome"] == "completed"
+
+
+def test_a_running_backup_started_again_meets_its_targets_op_blocker():
+    r = simulate(backup_case(speed=MiB, start="manual", actions=[
+        at("0s", "job-start", id=JOB), at("1s", "job-start", id=JOB)]))[1]
+    assert refusals(r) == [("job-start", "Node 'tgt' is busy: block device is in use "
+                                         "by block job: backup")]
+    # its own drained sections blip it twice, the refusal's included
+    assert statuses(r)[:8] == ["created", "running"] + ["paused", "running"] * 3
+
+
+def test_a_concluded_job_waiting_for_dismiss_still_holds_its_id():
+    r = simulate(stream_case(auto_dismiss=False, start="manual", actions=[
+        at("0s", "job-start", id=JOB), at("3s", "job-start", id=JOB)]))[1]
+    assert refusals(r) == [("job-start", "Job ID 'job0' already in use")]

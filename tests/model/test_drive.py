@@ -236,3 +236,22 @@ def test_expected_blocks_only_for_same_size_aligned_ledgers():
     assert drive_with([(0, 4096, 1), (4096, 8192, 2)], 1 << 20).expected_blocks() is not None
     assert drive_with([(0, 4096, 1), (512, 4608, 2)], 1 << 20).expected_blocks() is None
     assert drive_with([(0, 4096, 1), (4096, 4608, 2)], 1 << 20).expected_blocks() is None
+
+
+def test_the_request_count_asks_its_check_every_nth_request_of_every_drive_sharing_it():
+    # blocksim.simulation's bound where time stands still: one count shared
+    # by the run's drives, asked every 4096th request issued one by one
+    from blocksim.model.drive import RequestCount
+    sim = blocksim.Simulation(blocksim.load_scenario({
+        "duration": "10s", "images": {"a": {"size": "4MiB"}, "b": {"size": "4MiB"}},
+        "drives": {"vda": {"image": "a"}, "vdb": {"image": "b"}},
+        "workloads": {"wa": {"drive": "vda", "rw": "randwrite", "number-ios": 10},
+                      "wb": {"drive": "vdb", "rw": "randread", "number-ios": 7}}}),
+        shortcuts=False)
+    asked = []
+    count = RequestCount(asked.append, every=4)
+    for drive in sim.drives.values():
+        assert drive.request_count is not None     # the run's own count
+        drive.request_count = count
+    sim.run()
+    assert count.calls == 17 and asked == [4, 8, 12, 16]

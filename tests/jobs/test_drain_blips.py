@@ -1,0 +1,101 @@
+"""Drained sections of one job's start or end, as the other jobs show them.
+
+QEMU 7.2 pauses every job above a drained node (blockjob.c:
+child_job_drained_begin -> job_pause) and resumes it when the section ends
+(child_job_drained_end -> job_resume), inside one command: a running job
+blips ``paused``/``running``, a ready one ``standby``/``ready``.  Counts
+found by running QEMU 7.2 (/tmp/work/fid17b-exp/exp2.py, exp3.py), each
+also a scenarios/qemu/ case: a blockdev-backup drains every node
+(qmp_transaction's bdrv_drain_all) and then its source, refused or not; a
+backup's end drains its filter (the filters above it); a stream's start
+drains the node once, its end three times (four on success).
+"""
+
+import pytest
+
+from jobcases import (
+    JOB, MiB, at, backup_case, job_summary, mirror_case, refusals, simulate, statuses,
+    stream_case,
+)
+
+BLIP = ["paused", "running"]
+OWN_START = ["created", "running", "paused", "running"]     # a backup's own start
+SUCCESS = ["waiting", "pending", "concluded", "null"]
+
+
+def _two_backups(first_speed: str, second_speed: str | None) -> dict:
+    scenario = backup_case(speed=first_speed)
+    scenario["images"]["tgt2"] = {"size": 4 * MiB}
+    second = {"type": "backup", "device": "vda", "target": "tgt2", "sync": "full",
+              "start": "200ms"}
+    if second_speed:
+        second["speed"] = second_speed
+    scenario["jobs"]["b2"] = second
+    return scenario
+
+
+def test_a_stacked_backup_blips_the_first_twice_at_its_start_and_once_at_its_end():
+    r = simulate(_two_backups("1MiB", None))[1]
+    assert refusals(r) == []
+    assert statuses(r) == OWN_START + BLIP + BLIP + BLIP + SUCCESS
+    # the first one's end does not reach the second's filter (it is below)
+    assert statuses(r, "b2") == OWN_START + SUCCESS
+
+
+def test_the_upper_backup_ending_first_does_not_blip_the_lower_one():
+    r = simulate(_two_backups("8MiB", "1MiB"))[1]
+    assert statuses(r) == OWN_START + BLIP + BLIP + SUCCESS
+    assert statuses(r, "b2") == OWN_START + SUCCESS
+
+
+def _backup_then_stream(actions=()) -> dict:
+    scenario = stream_case(speed=MiB, start="300ms", actions=list(actions))
+    stream = scenario["jobs"].pop(JOB)
+    scenario["jobs"]["s0"] = stream
+    scenario["images"]["tgt"] = {"size": 4 * MiB}
+    scenario["jobs"][JOB] = {"type": "backup", "device": "vda", "target": "tgt",
+                             "sync": "full", "speed": "512KiB"}
+    return scenario
+
+
+def test_a_stream_of_a_backed_up_disk_blips_it_once_at_start_and_four_times_at_success():
+    r = simulate(_backup_then_stream())[1]
+    assert job_summary(r, "s0")["outcome"] == "completed"
+    assert statuses(r) == OWN_START + BLIP + BLIP * 4 + SUCCESS
+
+
+def test_a_cancelled_stream_blips_the_backup_three_times_at_its_end():
+    r = simulate(_backup_then_stream([at("600ms", "block-job-cancel", device="s0")]))[1]
+    assert job_summary(r, "s0")["outcome"] == "cancelled"
+    assert statuses(r) == OWN_START + BLIP + BLIP * 3 + SUCCESS
+
+
+def _mirror_and_backup_elsewhere(actions=(), device="vdb") -> dict:
+    scenario = mirror_case(actions=list(actions), duration="3s")
+    scenario["images"]["other"] = {"size": 4 * MiB, "data": "full"}
+    scenario["images"]["tgt"] = {"size": 4 * MiB}
+    scenario["drives"]["vdb"] = {"image": "other"}
+    scenario["jobs"]["b1"] = {"type": "backup", "device": device, "target": "tgt",
+                              "sync": "full", "start": "1s"}
+    return scenario
+
+
+def test_a_backup_anywhere_blips_a_ready_mirror_on_another_disk():
+    # qmp_transaction: bdrv_drain_all() drains every node
+    r = simulate(_mirror_and_backup_elsewhere())[1]
+    assert statuses(r) == ["created", "running", "ready", "standby", "ready"]
+
+
+def test_a_refused_backup_of_a_mirrored_disk_blips_the_mirror_twice():
+    # the op blocker answers inside blockdev_backup_prepare's drained section
+    r = simulate(_mirror_and_backup_elsewhere(device="vda"))[1]
+    assert refusals(r) == [("blockdev-backup", "Node 'src' is busy: block device is in use "
+                                               "by block job: mirror")]
+    assert statuses(r) == ["created", "running", "ready"] + ["standby", "ready"] * 2
+
+
+def test_a_paused_job_shows_no_blip():
+    # job_pause of a paused job only counts; job_resume does not leave it
+    r = simulate(_mirror_and_backup_elsewhere([at("500ms", "block-job-pause", device=JOB)]))[1]
+    assert statuses(r) == ["created", "running", "ready", "standby"]
+
