@@ -92,6 +92,10 @@ class BlockJob:
         self.spec = spec
         self.drive = sim.drives[spec.device]
         self.status: str | None = None
+        #: a served session's job that already has this ID and is not
+        #: dismissed (serve/commands.py puts the new job object in its place
+        #: to start it): its op blockers still count, and the ID is in use
+        self.displaces = None
         self.transitions: list[tuple[int, str | None, str]] = []
         self.illegal_transitions: list[tuple[int, str | None, str]] = []
         self.limit = RateLimit(spec.speed)
@@ -162,7 +166,7 @@ class BlockJob:
         # job driver's own (backup_job_create's, mirror_start_job's): a
         # second start of a running job meets its own op blocker or filter
         # first (checked on QEMU 7.2: job-id-check-after-node-checks).
-        if self.status is not None:
+        if self.status is not None or self.displaces is not None:
             # the failure path takes the filter out again (stream_start's
             # bdrv_cor_filter_drop): as many drained sections
             for _ in range(self.create_drains):
@@ -278,7 +282,10 @@ class BlockJob:
         it concludes, and a job asking for a node another job holds is
         refused (``bdrv_op_is_blocked``: two jobs never run on one disk)."""
         mine = self.nodes()
-        for other in self.sim.jobs.values():
+        others = list(self.sim.jobs.values())
+        if self.displaces is not None:
+            others.append(self.displaces)
+        for other in others:
             # (the job itself too, when it is started again while it runs:
             # its own op blockers answer before job_create's job ID check)
             if other.status in (None, "concluded", "null"):

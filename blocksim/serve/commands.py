@@ -326,14 +326,17 @@ def _start_job(session, command: str, args: dict):
     model, raw = _job_spec(sim, command, args)
     job_id = args.get("job-id", raw["device"])
     old = sim.jobs.get(job_id)
-    if old is not None and old.status not in (None, "null"):
-        raise QMPError(f"Job ID '{job_id}' already in use")
     try:
         spec = model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise QMPError(str(first.get("msg", exc)).removeprefix("Value error, ")) from None
     job = JOB_TYPES[spec.type](sim, job_id, spec)
+    if old is not None and old.status not in (None, "null"):
+        # the ID is still in use, but QEMU checks it last (block_job_create
+        # -> job_create), after the command's node checks: the job's start
+        # answers which refusal comes first (jobs/base.py)
+        job.displaces = old
     sim.jobs[job_id] = job
     recorded = dict(args)
     recorded.setdefault("job-id", job_id)

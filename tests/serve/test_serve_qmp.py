@@ -316,3 +316,49 @@ def test_sigterm_ends_the_server_with_the_record_written(served):
     commands = [json.loads(line) for line in (served.results / "commands.jsonl").open()]
     assert [c["execute"] for c in commands] == ["x-blocksim-advance"]
     raw.close()
+
+
+TWO_DRIVES = """
+name = "two-drives"
+duration = "60s"
+[images.a]
+size = "64MiB"
+data = "full"
+[images.b]
+size = "64MiB"
+data = "full"
+[images.c]
+size = "64MiB"
+bandwidth = "1MiB"
+[drives.vda]
+image = "a"
+[drives.vdb]
+image = "b"
+"""
+
+
+def test_a_job_id_in_use_is_checked_after_the_node_checks(tmp_path):
+    """QEMU checks a new job's ID last (block_job_create -> job_create), after
+    the command's node checks; a served session does too, although it puts a
+    new job object under the ID to start it."""
+    scenario = tmp_path / "two-drives.toml"
+    scenario.write_text(TWO_DRIVES)
+    served = start_server(tmp_path, scenario=scenario)
+    mon = QEMUMonitorProtocol(str(served.socket))
+    mon.connect(negotiate=True)
+    assert mon.cmd_raw("blockdev-mirror", {"job-id": "j", "device": "vda", "target": "c",
+                                           "sync": "full"}) == {"return": {}}
+    # vda is busy: the same refusal whatever the ID, not the ID's
+    with_free_id = mon.cmd_raw("block-stream", {"job-id": "k", "device": "vda"})
+    with_used_id = mon.cmd_raw("block-stream", {"job-id": "j", "device": "vda"})
+    assert "already in use" not in with_free_id["error"]["desc"]
+    assert with_used_id == with_free_id
+    # vdb is free: now the ID answers, and the running mirror keeps it
+    assert mon.cmd_raw("block-stream", {"job-id": "j", "device": "vdb"})["error"] == \
+        {"class": "GenericError", "desc": "Job ID 'j' already in use"}
+    jobs = mon.cmd("query-block-jobs")
+    assert [(job["device"], job["type"], job["status"]) for job in jobs] == \
+        [("j", "mirror", "running")]
+    mon.cmd("quit")
+    mon.close()
+    assert served.wait() == 0
