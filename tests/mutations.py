@@ -103,9 +103,45 @@ MUTATIONS = [
     ("burst: a target not full at the start taken for full", "blocksim/engine/burst.py",
      "tgt_full = tgt_alloc.count == tgt_alloc.nclusters", "tgt_full = True"),
     ("bitmap: clearing one granule leaves its block flagged", "blocksim/model/bitmap.py",
-     "                left = self.summary[blk] = self.summary[blk] - 1\n"
-     "                if not left:\n                    self.blocks[blk] = 0\n",
-     "                self.summary[blk] -= 1\n"),
+     "            if c == 1:\n                self.blocks[blk] = 0\n            self.count -= 1\n",
+     "            self.count -= 1\n"),
+    ("bitmap: a whole dirty block cleared in one granule not materialised", "blocksim/model/bitmap.py",
+     "            if c == BLOCK:                  # materialise: all dirty\n"
+     "                a = blk << BLOCK_SHIFT\n                bits[a:a + BLOCK] = _ONES\n",
+     "            if c == BLOCK:\n                pass\n"),
+    ("bitmap: a clean block marked in one granule keeps its stale bytes", "blocksim/model/bitmap.py",
+     "            if not c:                       # materialise: all clean\n"
+     "                a = blk << BLOCK_SHIFT\n                bits[a:a + BLOCK] = _ZEROS\n",
+     "            if not c:\n"),
+    ("bitmap: a range cleared in a whole dirty block not materialised", "blocksim/model/bitmap.py",
+     "                    bits[a:a + BLOCK] = _ONES\n                    before = n\n",
+     "                    before = n\n"),
+    ("bitmap: the search reads a whole dirty block's bytes", "blocksim/model/bitmap.py",
+     "        if c == BLOCK:\n            return b0 if b0 < b1 else -1\n        found",
+     "        found"),
+    ("bitmap: a dirty run reads a whole dirty block's bytes", "blocksim/model/bitmap.py",
+     "            if c != BLOCK:\n                if not c:", "            if True:\n                if not c:"),
+    ("bitmap: runs of whole blocks merged across a mixed one", "blocksim/model/bitmap.py",
+     "(np.diff(nz) == 1) & full[1:] & full[:-1]", "(np.diff(nz) == 1) & full[1:]"),
+    ("bitmap: a quiet stretch's mark keeps a clean block's stale bytes", "blocksim/model/bitmap.py",
+     "            if c == 0:                      # materialise: all clean\n"
+     "                for j in range(blk << BLOCK_SHIFT, (blk + 1) << BLOCK_SHIFT):\n"
+     "                    bits[j] = 0\n",
+     "            if c == 0:\n"),
+    ("bitmap kernel: the guest's mark keeps a clean block's stale bytes", "blocksim/engine/burst_kernel.py",
+     "    if c == 0:                          # materialise: all clean\n"
+     "        for j in range(blk << BLOCK_SHIFT, (blk + 1) << BLOCK_SHIFT):\n"
+     "            bits[j] = 0\n",
+     "    if c == 0:\n"),
+    ("bitmap kernel: a claim cutting into a whole dirty block does not materialise it",
+     "blocksim/engine/burst_kernel.py",
+     "            if c == BLOCK:\n                for j in range(blk << BLOCK_SHIFT, (blk + 1) << BLOCK_SHIFT):\n"
+     "                    bits[j] = 1\n",
+     "            if c == BLOCK:\n                pass\n"),
+    ("bitmap kernel: the search reads a whole dirty block's bytes", "blocksim/engine/burst_kernel.py",
+     "    if c == BLOCK:\n        return b0 if b0 < b1 else -1\n", ""),
+    ("bitmap kernel: a claim reads a whole dirty block's bytes", "blocksim/engine/burst_kernel.py",
+     "    return c == BLOCK or (c != 0 and bits[b] != 0)", "    return c != 0 and bits[b] != 0"),
     ("journal: a snapshot of a page of data ignores logged zeros", "blocksim/model/extents.py",
      "if page.__class__ is int and page and not self._zeroing[p]:",
      "if page.__class__ is int and page:"),

@@ -123,6 +123,7 @@ GUEST = True
 #: SLICE_NS (QEMU's BLOCK_JOB_SLICE_TIME).
 MAX_IN_FLIGHT = 16
 BLOCK_SHIFT = 9
+BLOCK = 1 << BLOCK_SHIFT
 SLICE_NS = 100_000_000
 
 
@@ -282,13 +283,18 @@ def _find(flags, words, i, stop):
 
 
 @_step
-def _search(bits, bit_words, blocks, block_words, b0, b1):
-    """DirtyBitmap._search: the first dirty bit in ``[b0, b1)``, or -1."""
+def _search(bits, bit_words, summary, blocks, block_words, b0, b1):
+    """DirtyBitmap._search: the first dirty bit in ``[b0, b1)``, or -1.  A
+    block's count gives its state (DirtyBitmap's rule): 0 all clean, BLOCK
+    all dirty (its bytes say nothing), mixed in between (its bytes say)."""
     blk = b0 >> BLOCK_SHIFT
     edge = (blk + 1) << BLOCK_SHIFT
+    c = summary[blk]
+    if c == BLOCK:
+        return b0 if b0 < b1 else -1
     # (a block with no dirty bit is not scanned: a ready mirror's cursor is
     # mostly in one, its only granule just copied)
-    found = _find(bits, bit_words, b0, b1 if b1 < edge else edge) if blocks[blk] else -1
+    found = _find(bits, bit_words, b0, b1 if b1 < edge else edge) if c else -1
     if found >= 0 or b1 <= edge:
         return found
     blk = _find(blocks, block_words, blk + 1, ((b1 - 1) >> BLOCK_SHIFT) + 1)
@@ -296,8 +302,36 @@ def _search(bits, bit_words, blocks, block_words, b0, b1):
         return -1
     # a flagged block inside the range holds a dirty bit; only the last
     # block can hold its dirty bits past b1
-    edge = (blk + 1) << BLOCK_SHIFT
-    return _find(bits, bit_words, blk << BLOCK_SHIFT, b1 if b1 < edge else edge)
+    start = blk << BLOCK_SHIFT
+    if summary[blk] == BLOCK:
+        return start
+    edge = start + BLOCK
+    return _find(bits, bit_words, start, b1 if b1 < edge else edge)
+
+
+@_step
+def _dirty(bits, summary, b):
+    """DirtyBitmap.is_dirty."""
+    c = summary[b >> BLOCK_SHIFT]
+    return c == BLOCK or (c != 0 and bits[b] != 0)
+
+
+@_step
+def _mark(bits, summary, blocks, b):
+    """DirtyBitmap.mark of one granule: 1 if it turned dirty, else 0."""
+    blk = b >> BLOCK_SHIFT
+    c = summary[blk]
+    if c == BLOCK:
+        return 0
+    if c == 0:                          # materialise: all clean
+        for j in range(blk << BLOCK_SHIFT, (blk + 1) << BLOCK_SHIFT):
+            bits[j] = 0
+        blocks[blk] = 1
+    elif bits[b]:
+        return 0
+    bits[b] = 1
+    summary[blk] = c + 1
+    return 1
 
 
 @_step
@@ -308,9 +342,9 @@ def _start_iteration(st, bits, bit_words, summary, blocks, block_words, ops):
     granule."""
     cursor = st[CURSOR]
     nbits = st[NBITS]
-    b = _search(bits, bit_words, blocks, block_words, cursor, nbits)
+    b = _search(bits, bit_words, summary, blocks, block_words, cursor, nbits)
     if b < 0 and cursor:
-        b = _search(bits, bit_words, blocks, block_words, 0, cursor)
+        b = _search(bits, bit_words, summary, blocks, block_words, 0, cursor)
     # operations in flight are disjoint: the one holding b is the last one
     # starting at or before it; the claim stops at the first one after it
     last_bit, last_end, after = -1, -1, nbits
@@ -328,16 +362,30 @@ def _start_iteration(st, bits, bit_words, summary, blocks, block_words, ops):
     if end > after:
         end = after
     e = b
-    while e < end and bits[e]:
+    while e < end and _dirty(bits, summary, e):
         e += 1
-    for i in range(b, e):               # clear_bits, counts exact per block
-        if bits[i]:
-            bits[i] = 0
-            blk = i >> BLOCK_SHIFT
-            summary[blk] -= 1
-            if not summary[blk]:
-                blocks[blk] = 0
-            st[BM_COUNT] -= 1
+    # clear_bits, counts exact per block: every granule of [b, e) is dirty,
+    # so a block whose count is its part of the claim turns clean without
+    # its bytes, and a whole dirty block cleared in part is materialised
+    i = b
+    while i < e:
+        blk = i >> BLOCK_SHIFT
+        stop = (blk + 1) << BLOCK_SHIFT
+        if stop > e:
+            stop = e
+        c = summary[blk]
+        if c == stop - i:
+            summary[blk] = 0
+            blocks[blk] = 0
+        else:
+            if c == BLOCK:
+                for j in range(blk << BLOCK_SHIFT, (blk + 1) << BLOCK_SHIFT):
+                    bits[j] = 1
+            for j in range(i, stop):
+                bits[j] = 0
+            summary[blk] = c - (stop - i)
+        i = stop
+    st[BM_COUNT] -= e - b
     st[CURSOR] = e if e < nbits else 0
     st[IT_BIT] = b
     st[IT_END] = e
@@ -464,12 +512,7 @@ def _guest_done(st, now, ledger, bits, summary, blocks, stage, loglen, pending):
         # the write listener: the mirror's dirty bitmap (DirtyBitmap.mark)
         g = st[GRAN]
         for b in range(off // g, (off + bs + g - 1) // g):
-            if not bits[b]:
-                bits[b] = 1
-                st[BM_COUNT] += 1
-                blk = b >> BLOCK_SHIFT
-                summary[blk] += 1
-                blocks[blk] = 1
+            st[BM_COUNT] += _mark(bits, summary, blocks, b)
         st[D_WRITES] += 1
         n = st[L_N]
         ledger[n, 0] = off

@@ -491,7 +491,7 @@ class ContentJournal:
             m = maps[mi]
             get = m._pages.get
             for p in pages:
-                page = get(p, 0)
+                page = get(p, m._base)
                 if page.__class__ is int:   # one value (0: nothing stored)
                     starts_parts.append(_ZERO_START[m._stype])
                     values_parts.append(page.to_bytes(8, "little", signed=True))

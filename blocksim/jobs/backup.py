@@ -683,11 +683,11 @@ class BackupJob(BlockJob):
         seen, cs = self._seen, self.cluster
         b0, b1 = start // cs, -(-end // cs)
         while b0 < b1:
-            if seen.bits[b0]:
+            if seen.is_dirty(b0):
                 b0 += 1
                 continue
             b = b0
-            while b < b1 and not seen.bits[b]:
+            while b < b1 and not seen.is_dirty(b):
                 b += 1
             a, z = b0 * cs, min(b * cs, self.size)
             self._pit.set_runs(self.source.read_for_copy(a, z))

@@ -866,12 +866,12 @@ class ActiveWrite:
         job = self.job
         bm, g = job.bitmap, job.granularity
         offset, end = self.start, self.end
-        if offset % g and bm.bits[offset // g]:
+        if offset % g and bm.is_dirty(offset // g):
             # a dirty unaligned head: left to the copy loop
             offset = offset - offset % g + g
             if offset >= end:
                 return
-        if end % g and bm.bits[(end - 1) // g]:
+        if end % g and bm.is_dirty((end - 1) // g):
             # a dirty unaligned tail, likewise
             end -= end % g
             if end <= offset:

@@ -9,20 +9,27 @@ remembers which clusters a layer has allocated, so that
 - a stream job can skip what the top layer already holds, and a ``top`` sync
   mirror can copy only the top layer.
 
-It is a lazily created set of byte pages (32768 clusters, 2 GiB of disk at
-64 KiB clusters, per page; 1 = allocated): memory grows with the area
-written, and the common question of a guest write, "is this one cluster
-allocated?", is one dict lookup and one ``bytearray`` index (a numpy scalar
-costs several times more); ranges are counted and filled in C by
-``bytearray.count`` and slice assignment.  Clusters are never freed, so a
-page once fully allocated never changes again: it becomes one shared
-read-only page, and a disk full of data (a mirror's source, its target once
-copied) costs no memory per page (32 MiB less for the two disks of a 1 TiB
-mirror).
+It is a lazily created set of pages (32768 clusters, 2 GiB of disk at
+64 KiB clusters, per page): memory grows with the clusters allocated, not
+with the disk's size.  A page with few clusters is a sorted ``array('H')``
+of their offsets in the page (*sparse*: 2 bytes a cluster; scattered guest
+writes over a 64 TiB thin disk allocate a cluster or two in each of its
+32768 pages, which as byte pages held 1 GiB); past ``_SPARSE_MAX`` clusters,
+or when a fill of many clusters makes it, a page is a ``bytearray``, one
+byte a cluster (1 = allocated), so that the common question of a guest
+write, "is this one cluster allocated?", is one dict lookup and one
+``bytearray`` index (a numpy scalar costs several times more); ranges are
+counted and filled in C by ``bytearray.count`` and slice assignment.
+Clusters are never freed, so a page once fully allocated never changes
+again: it becomes one shared read-only page, and a disk full of data (a
+mirror's source, its target once copied) costs no memory per page (32 MiB
+less for the two disks of a 1 TiB mirror).
 """
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_left
 from typing import Iterator
 
 import numpy as np
@@ -32,6 +39,10 @@ _PAGE = 1 << PAGE_BITS
 _MASK = _PAGE - 1
 _ONES = memoryview(b"\x01" * _PAGE)
 _FULL = bytes(_ONES)            # every page fully allocated (never written again)
+#: a sparse page holds at most this many clusters (4 KiB of offsets, an
+#: eighth of a byte page); a fill of more clusters at once makes a byte page
+_SPARSE_MAX = 2048
+_SPARSE_FILL = 64
 
 
 class AllocationMap:
@@ -44,7 +55,13 @@ class AllocationMap:
 
     def is_set(self, c: int) -> bool:
         page = self._pages.get(c >> PAGE_BITS)
-        return page is not None and page[c & _MASK] == 1
+        if page is None:
+            return False
+        i = c & _MASK
+        if page.__class__ is array:
+            k = bisect_left(page, i)
+            return k < len(page) and page[k] == i
+        return page[i] == 1
 
     def _segments(self, c0: int, c1: int):
         while c0 < c1:
@@ -59,12 +76,12 @@ class AllocationMap:
             # inside one page (every request but those of several GiB): no
             # generator of segments
             page = self._pages.get(p)
-            return 0 if page is None else page.count(1, c0 & _MASK, (c1 - 1 & _MASK) + 1)
+            return 0 if page is None else _count(page, c0 & _MASK, (c1 - 1 & _MASK) + 1)
         total = 0
         for p, a, b in self._segments(c0, c1):
             page = self._pages.get(p)
             if page is not None:
-                total += page.count(1, a, b)
+                total += _count(page, a, b)
         return total
 
     def set_range(self, c0: int, c1: int) -> int:
@@ -73,35 +90,50 @@ class AllocationMap:
         if c0 < c1 and (c1 - 1) >> PAGE_BITS == p:
             # inside one page (a guest write, a copy): no generator of segments
             page = self._pages.get(p)
-            if page is None:
-                page = self._pages[p] = bytearray(_PAGE)
-            if c1 - c0 == 1:                # one cluster: one index
+            if page.__class__ is bytearray and c1 - c0 == 1:    # one cluster: one index
                 i = c0 & _MASK
                 if page[i]:
                     return 0
                 page[i] = 1
                 self.count += 1
                 return 1
-            a, b = c0 & _MASK, (c1 - 1 & _MASK) + 1
-            new = (b - a) - page.count(1, a, b)
-            if new:
-                page[a:b] = _ONES[:b - a]
-                self.count += new
-                if b == _PAGE:
-                    self._share_if_full(p, page)
+            new = self._fill(p, page, c0 & _MASK, (c1 - 1 & _MASK) + 1)
+            self.count += new
             return new
         new = 0
+        pages = self._pages
         for p, a, b in self._segments(c0, c1):
-            page = self._pages.get(p)
-            if page is None:
-                page = self._pages[p] = bytearray(_PAGE)
-            added = (b - a) - page.count(1, a, b)
-            if added:
-                page[a:b] = _ONES[:b - a]
-                new += added
-                if b == _PAGE:
-                    self._share_if_full(p, page)
+            new += self._fill(p, pages.get(p), a, b)
         self.count += new
+        return new
+
+    def _fill(self, p: int, page, a: int, b: int) -> int:
+        """Allocate ``[a, b)`` of page ``p`` (``page``, or None); returns how
+        many clusters were new."""
+        if page is None:
+            if b - a <= _SPARSE_FILL:
+                self._pages[p] = array("H", range(a, b))
+                return b - a
+            page = self._pages[p] = bytearray(_PAGE)
+        elif page.__class__ is array:
+            lo, hi = bisect_left(page, a), bisect_left(page, b)
+            new = (b - a) - (hi - lo)
+            if not new:
+                return 0
+            if b - a <= _SPARSE_FILL and len(page) + new <= _SPARSE_MAX:
+                page[lo:hi] = array("H", range(a, b))
+                return new
+            dense = bytearray(_PAGE)
+            for i in page:
+                dense[i] = 1
+            page = self._pages[p] = dense
+        elif page is _FULL:
+            return 0
+        new = (b - a) - page.count(1, a, b)
+        if new:
+            page[a:b] = _ONES[:b - a]
+            if b == _PAGE:
+                self._share_if_full(p, page)
         return new
 
     def _share_if_full(self, p: int, page: bytearray) -> None:
@@ -130,7 +162,18 @@ class AllocationMap:
                 if value:
                     return value, c
             else:
-                i = page.find(0 if value else 1, c & _MASK, ((edge - 1) & _MASK) + 1)
+                a, b = c & _MASK, ((edge - 1) & _MASK) + 1
+                if page.__class__ is array:
+                    k = bisect_left(page, a)
+                    if value:               # the first cluster of [a, b) not listed
+                        while k < len(page) and page[k] == a and a < b:
+                            k += 1
+                            a += 1
+                        i = a if a < b else -1
+                    else:                   # the first one listed in [a, b)
+                        i = page[k] if k < len(page) and page[k] < b else -1
+                else:
+                    i = page.find(0 if value else 1, a, b)
                 if i >= 0:
                     return value, (p << PAGE_BITS) + i
             c = edge
@@ -140,7 +183,13 @@ class AllocationMap:
         """Allocated cluster runs ``(c0, c1)`` in order, merged across pages."""
         cur = None
         for p in sorted(self._pages):
-            page = np.frombuffer(self._pages[p], dtype=bool)
+            page = self._pages[p]
+            if page.__class__ is array:
+                dense = np.zeros(_PAGE, dtype=bool)
+                dense[np.frombuffer(page, dtype=np.uint16)] = True
+                page = dense
+            else:
+                page = np.frombuffer(page, dtype=bool)
             base = p << PAGE_BITS
             # edges of runs of True inside the page
             padded = np.concatenate(([False], page, [False]))
@@ -156,3 +205,10 @@ class AllocationMap:
                     cur = (a, b)
         if cur is not None:
             yield cur
+
+
+def _count(page, a: int, b: int) -> int:
+    """Allocated clusters of ``page`` in ``[a, b)``."""
+    if page.__class__ is array:
+        return bisect_left(page, b) - bisect_left(page, a)
+    return page.count(1, a, b)

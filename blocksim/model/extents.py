@@ -11,7 +11,9 @@ write survived.
 
 Memory grows with the number of distinct extents, not with the virtual size:
 the address space is cut into fixed pages (64 MiB by default); a page that
-holds one value is stored as a plain int, and only pages with several runs
+holds one value is stored as a plain int (none at all when it holds the
+map's default: 0, or the value the whole map was given at once, as an image
+with ``data = "full"``), and only pages with several runs
 keep two compact columns: run starts *relative to the page*, as
 ``array('I')`` (4 bytes: a 64 MiB page needs 26 bits), and run values as
 ``array('q')`` (8 bytes: generation numbers are unbounded).  A 1 TiB image
@@ -103,7 +105,7 @@ def _own(page: SharedPage) -> tuple:
 class ExtentMap:
     """A piecewise-constant map ``offset -> generation`` over ``[0, size)``."""
 
-    __slots__ = ("size", "_pages", "_shift", "_stype",
+    __slots__ = ("size", "_pages", "_base", "_shift", "_stype",
                  "_journal", "_tag", "_pending", "_zeroing", "version")
 
     def __init__(self, size: int, page_shift: int = PAGE_SHIFT, journal=None):
@@ -123,6 +125,11 @@ class ExtentMap:
         # page's first offset (so starts[0] == 0), typecode self._stype;
         # values 'q'.  Only this module reads pages.
         self._pages: dict = {}
+        #: what every page absent from _pages holds: 0, or the value the
+        #: whole map was given at once (an image with ``data = "full"``:
+        #: no dict entry per page, a million of them at 64 TiB); a page
+        #: holding 0 is then stored as the int 0
+        self._base = 0
         #: counts the changes made to the pages themselves (not logged ones):
         #: what a reader caches about a page holds while it stays the same
         #: (blocksim.engine.burst_kernel)
@@ -149,10 +156,13 @@ class ExtentMap:
         below)."""
         self.settle()
         pages = self._pages
-        if len(pages) < -(-self.size >> self._shift):
+        if not self._base and len(pages) < -(-self.size >> self._shift):
             return False
         for page in pages.values():
-            if page.__class__ is not int and min(page[1]) == 0:
+            if page.__class__ is int:
+                if not page:
+                    return False
+            elif min(page[1]) == 0:
                 return False
         return True
 
@@ -162,7 +172,7 @@ class ExtentMap:
         and no change that may bring zeros is logged for it."""
         if self._zeroing[p]:
             return False
-        page = self._pages.get(p, 0)
+        page = self._pages.get(p, self._base)
         if page.__class__ is int:
             return page != 0
         return min(page[1]) > 0
@@ -170,7 +180,7 @@ class ExtentMap:
     def _base_zero(self, p: int, start: int, end: int) -> bool:
         """Whether page ``p``'s stored runs hold only 0 on ``[start, end)``
         (inside the page), logged changes aside."""
-        page = self._pages.get(p, 0)
+        page = self._pages.get(p, self._base)
         if page.__class__ is int:
             return not page
         starts, values = page
@@ -190,7 +200,7 @@ class ExtentMap:
         for p, i, j in zip(pages, lo, hi):
             if j - i == 1:
                 v = int(values[i])
-                if v:
+                if v != self._base:
                     store[p] = v
                 else:
                     store.pop(p, None)
@@ -208,9 +218,9 @@ class ExtentMap:
         store = self._pages
         theirs = other._pages
         for p in pages:
-            page = theirs.get(p, 0)
+            page = theirs.get(p, other._base)
             if page.__class__ is int:
-                if page:
+                if page != self._base:
                     store[p] = page
                 else:
                     store.pop(p, None)
@@ -261,8 +271,14 @@ class ExtentMap:
             return
         shift = self._shift
         pages = self._pages
-        first, last = start >> shift, (end - 1) >> shift
         size = self.size
+        if start <= 0 and end >= size:
+            # the whole map (an image's data = "full"): its default value
+            pages.clear()
+            self._base = value
+            return
+        base = self._base
+        first, last = start >> shift, (end - 1) >> shift
         for p in range(first, last + 1):
             ps = p << shift
             pe = ps + (1 << shift)
@@ -271,12 +287,12 @@ class ExtentMap:
             a = start if start > ps else ps
             b = end if end < pe else pe
             if a == ps and b == pe:
-                if value:
+                if value != base:
                     pages[p] = value
                 else:
                     pages.pop(p, None)
                 continue
-            page = pages.get(p, 0)
+            page = pages.get(p, base)
             if page.__class__ is int:
                 if page == value:
                     continue
@@ -289,7 +305,7 @@ class ExtentMap:
                 starts, values = page       # spliced in place
             _splice(starts, values, a - ps, b - ps, value, pe - ps)
             if len(starts) == 1:            # one value again: a plain int
-                if values[0]:
+                if values[0] != base:
                     pages[p] = values[0]
                 else:
                     pages.pop(p, None)
@@ -407,7 +423,7 @@ class ExtentMap:
         if a == 0 and b == pe:              # the whole page, already canonical
             pages[p] = (array(self._stype, seg_s), array("q", seg_v))
             return
-        page = pages.get(p, 0)
+        page = pages.get(p, self._base)
         if page.__class__ is int:
             starts = array(self._stype, (0,))
             values = array("q", (page,))
@@ -454,7 +470,7 @@ class ExtentMap:
             b = end if end < pe else pe
             if b > self.size:
                 b = self.size
-            page = self._pages.get(p, 0)
+            page = self._pages.get(p, self._base)
             if page.__class__ is int:
                 return [(start, b, page)]
             return _page_runs(page[0], page[1], start, b, p << shift)
@@ -475,7 +491,7 @@ class ExtentMap:
             shift = self._shift
             p = start >> shift
             if start < end and (end - 1) >> shift == p and end <= self.size:
-                page = self._pages.get(p, 0)
+                page = self._pages.get(p, self._base)
                 if page.__class__ is int and page and not self._zeroing[p]:
                     # data stored all over the page, and only non-zero
                     # writes logged: no zeros (a mirror's source, written
@@ -500,7 +516,7 @@ class ExtentMap:
         p = start >> shift
         if start < end and (end - 1) >> shift == p and end <= self.size:
             # inside one page (every copy operation): runs() without a second lookup
-            page = self._pages.get(p, 0)
+            page = self._pages.get(p, self._base)
             if page.__class__ is int:
                 return [(start, end, page)]
             starts, values = page
@@ -530,7 +546,7 @@ class ExtentMap:
         if (end - 1) >> shift == start >> shift:
             yield from self._runs(start, end)   # one page: no merging
             return
-        pages = self._pages
+        pages, base = self._pages, self._base
         cur_s = cur_v = None
         cur_e = start
         for p in range(start >> shift, ((end - 1) >> shift) + 1):
@@ -538,7 +554,7 @@ class ExtentMap:
             pe = min(ps + (1 << shift), self.size)
             a = start if start > ps else ps
             b = end if end < pe else pe
-            page = pages.get(p, 0)
+            page = pages.get(p, base)
             if page.__class__ is int:
                 pieces = ((a, b, page),)
             else:
@@ -556,7 +572,7 @@ class ExtentMap:
     def value_at(self, offset: int) -> int:
         if self._journal is not None:
             self.settle(offset, offset + 1)
-        page = self._pages.get(offset >> self._shift, 0)
+        page = self._pages.get(offset >> self._shift, self._base)
         if page.__class__ is int:
             return page
         starts, values = page
@@ -570,7 +586,11 @@ class ExtentMap:
     def extent_count(self) -> int:
         """Number of stored runs (a measure of memory use)."""
         self.settle()
-        return sum(1 if p.__class__ is int else len(p[0]) for p in self._pages.values())
+        # (a page holding 0 is no run: absent when the default is 0, the
+        # int 0 otherwise; an absent page holding the default is one)
+        absent = -(-self.size >> self._shift) - len(self._pages) if self._base else 0
+        return absent + sum((1 if p else 0) if p.__class__ is int else len(p[0])
+                            for p in self._pages.values())
 
     @property
     def page_size(self) -> int:
@@ -581,7 +601,8 @@ class ExtentMap:
 
         For tests: canonical pages are what make equal content compare
         equal, and what the fast paths rely on.  A page holding one value is
-        a non-zero int (a page of 0 is absent); otherwise its page-relative
+        an int other than the map's default (a page holding the default,
+        0 unless the whole map was given one value, is absent); otherwise its page-relative
         starts begin at 0, increase strictly and stay inside the page,
         there are at least two runs, and neighbours differ in value.
         """
@@ -593,8 +614,8 @@ class ExtentMap:
             if not 0 <= ps < self.size:
                 raise AssertionError(f"page {p} outside the map")
             if page.__class__ is int:
-                if page == 0:
-                    raise AssertionError(f"page {p} stored as 0")
+                if page == self._base:
+                    raise AssertionError(f"page {p} stored as the default {page}")
                 continue
             starts, values = page
             if starts.typecode != self._stype or values.typecode != "q":
@@ -797,8 +818,8 @@ def diff_ranges(left: Sequence[ExtentMap], right: Sequence[ExtentMap],
         if single:
             # Equal pages mean equal runs (same index, same shift, and starts
             # relative to the same page offset): skip the resolve.
-            pl = left[0]._pages.get(ps >> left[0]._shift, 0)
-            pr = right[0]._pages.get(ps >> right[0]._shift, 0)
+            pl = left[0]._pages.get(ps >> left[0]._shift, left[0]._base)
+            pr = right[0]._pages.get(ps >> right[0]._shift, right[0]._base)
             if pl.__class__ is pr.__class__ and pl == pr:
                 continue
         lr = resolve_runs(left, ps, pe)
@@ -871,7 +892,7 @@ def run_arrays(m: ExtentMap, start: int, end: int, max_runs: int | None = None,
         if p > last:                        # nothing listed: one run, meaningless
             return end, np.array([start], dtype=np.int64), np.zeros(1, dtype=np.int64)
     while True:
-        page = pages.get(p, 0)
+        page = pages.get(p, m._base)
         if page.__class__ is int:
             starts_parts.append(zero)
             values_parts.append(array("q", (page,)))

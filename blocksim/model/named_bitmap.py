@@ -35,15 +35,11 @@ def default_granularity(cluster_size: int) -> int:
 
 def dirty_ranges(bits: DirtyBitmap):
     """The dirty byte ranges ``(start, end)`` of ``bits``, in order (end capped
-    at the disk's size); costs per run, not per granule."""
-    g, data, n = bits.granularity, bits.bits, bits.nbits
-    b = data.find(1) if bits.count else -1
-    while b >= 0:
-        e = data.find(0, b)
-        if e < 0:
-            e = n
-        yield b * g, min(e * g, bits.size)
-        b = data.find(1, e) if e < n else -1
+    at the disk's size); costs per run and per mixed block, not per granule
+    (:meth:`DirtyBitmap.runs`)."""
+    g, size = bits.granularity, bits.size
+    for b, e in bits.runs():
+        yield b * g, min(e * g, size)
 
 
 def merge_into(dst: DirtyBitmap, src: DirtyBitmap) -> None:

@@ -42,13 +42,54 @@ def test_search_is_the_bitmaps_search():
     bm = DirtyBitmap(nbits * 4096, 4096)
     for b in rng.choice(nbits, 40, replace=False).tolist():
         bm.mark(b * 4096, b * 4096 + 1)
-    bits = np.frombuffer(bm.bits, dtype=np.uint8)
-    blocks = np.frombuffer(bm.blocks, dtype=np.uint8)
-    for _ in range(2000):
+    # a whole dirty block (no bytes), and one whose bytes are stale ones
+    bm.mark(BLOCK * 4096, 2 * BLOCK * 4096)
+    bm.mark(3 * BLOCK * 4096, 4 * BLOCK * 4096)
+    bm.clear_bits(3 * BLOCK + 7, 3 * BLOCK + 8)
+    bm.clear_bits(3 * BLOCK, 4 * BLOCK)
+    bits, bit_words, summary, blocks, block_words = bm.arrays()
+    assert summary[1] == BLOCK and summary[3] == 0 and bits[3 * BLOCK + 9]
+    for _ in range(3000):
         a = int(rng.integers(0, nbits + 1))
         b = int(rng.integers(a, nbits + 1))
-        got = burst_kernel._search(bits, _words(bm.bits), blocks, _words(bm.blocks), a, b)
+        got = burst_kernel._search(bits, bit_words, summary, blocks, block_words, a, b)
         assert got == bm._search(a, b), (a, b)
+        assert got == (min((i for i in range(a, b) if bm.is_dirty(i)), default=-1)), (a, b)
+
+
+def test_the_kernels_mark_and_claim_keep_the_states():
+    # _mark (the guest's write in the loop) and _start_iteration's clear
+    # against DirtyBitmap's own mark and clear_bits, on blocks of each state
+    nbits = 6 * BLOCK + 9
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        bm, ref = DirtyBitmap(nbits * 512, 512), DirtyBitmap(nbits * 512, 512)
+        for each in (bm, ref):
+            each.mark(BLOCK * 512, 3 * BLOCK * 512)     # blocks 1, 2 whole
+            each.mark(5 * BLOCK * 512, 5 * BLOCK * 512 + 512)
+        bits, bit_words, summary, blocks, block_words = bm.arrays()
+        st = np.zeros(burst_kernel.NSTATE, dtype=np.int64)
+        ops = np.zeros((burst_kernel.MAX_IN_FLIGHT, 7), dtype=np.int64)
+        st[burst_kernel.NBITS] = nbits
+        st[burst_kernel.BM_COUNT] = bm.count
+        for _ in range(60):
+            if rng.random() < 0.5:
+                b = int(rng.integers(0, nbits))
+                st[burst_kernel.BM_COUNT] += burst_kernel._mark(bits, summary, blocks, b)
+                ref.mark(b * 512, b * 512 + 1)
+            elif st[burst_kernel.BM_COUNT]:
+                st[burst_kernel.CURSOR] = int(rng.integers(0, nbits))
+                st[burst_kernel.CLAIM_BITS] = int(rng.choice([1, 7, BLOCK, 3 * BLOCK]))
+                b = ref.next_dirty(int(st[burst_kernel.CURSOR]))
+                n = ref.dirty_run(b, int(st[burst_kernel.CLAIM_BITS]))
+                assert burst_kernel._start_iteration(st, bits, bit_words, summary, blocks,
+                                                     block_words, ops)
+                assert (st[burst_kernel.IT_BIT], st[burst_kernel.IT_END]) == (b, b + n)
+                ref.clear_bits(b, b + n)
+            bm.count = int(st[burst_kernel.BM_COUNT])
+            assert bm.count == ref.count
+            assert list(summary) == list(ref.summary) and bm.blocks == ref.blocks
+            assert [bm.is_dirty(i) for i in range(nbits)] == [ref.is_dirty(i) for i in range(nbits)]
 
 
 def test_a_devices_slots_survive_the_ring():
@@ -402,7 +443,7 @@ def test_a_claim_stops_at_an_operation_in_flight_in_the_kernel(monkeypatch):
 
     def watching(job):
         started = real(job)
-        if started and job._it_end in job._ops and job.bitmap.bits[job._it_end]:
+        if started and job._it_end in job._ops and job.bitmap.is_dirty(job._it_end):
             stopped.append(job._it_end)     # dirty on, but an operation there
         return started
     monkeypatch.setattr(MirrorJob, "_start_iteration", watching)

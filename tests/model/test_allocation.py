@@ -72,3 +72,50 @@ def test_a_full_page_becomes_the_shared_page_and_stays_right():
     assert amap.set_range(7, 9) == 0 and amap.count == 2 * PAGE + 3
     assert amap.is_set(PAGE - 1) and amap.all_set(0, 2 * PAGE) and not amap.is_set(2 * PAGE + 3)
     assert list(amap.runs()) == [(0, 2 * PAGE + 3)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sparse_pages_match_a_set_of_clusters(seed):
+    # scattered single clusters and short fills (sparse pages), then more of
+    # them than a sparse page holds, and long fills (byte pages)
+    from blocksim.model.allocation import _SPARSE_MAX, _SPARSE_FILL
+    rng = np.random.default_rng(seed)
+    nclusters = 3 * PAGE + 77
+    alloc, ref = AllocationMap(nclusters), set()
+    sparse_seen = False
+    for step in range(3 * _SPARSE_MAX):
+        c0 = int(rng.integers(0, nclusters))
+        n = int(rng.choice([1, 2, _SPARSE_FILL, _SPARSE_FILL + 1])) if step % 50 else 300
+        c1 = min(c0 + n, nclusters)
+        added = alloc.set_range(c0, c1)
+        assert added == len(set(range(c0, c1)) - ref)
+        ref |= set(range(c0, c1))
+        if step % 97 == 0:
+            for _ in range(20):
+                a = int(rng.integers(0, nclusters))
+                b = min(a + int(rng.integers(1, 3000)), nclusters)
+                assert alloc.count_set(a, b) == sum(1 for c in range(a, b) if c in ref)
+                assert alloc.is_set(a) == (a in ref)
+                value, upto = alloc.run_at(a, b)
+                e = a
+                while e < b and (e in ref) == (a in ref):
+                    e += 1
+                assert (value, upto) == (a in ref, e)
+        sparse_seen = sparse_seen or any(page.__class__.__name__ == "array"
+                                         for page in alloc._pages.values())
+    assert alloc.count == len(ref)
+    runs = [c for a, b in alloc.runs() for c in range(a, b)]
+    assert runs == sorted(ref)
+    kinds = [page.__class__.__name__ for page in alloc._pages.values()]
+    assert kinds.count("bytearray") == 3 and sparse_seen     # the whole pages grew past sparse
+
+
+def test_scattered_clusters_cost_two_bytes_each():
+    # a 64 TiB thin disk at 64 KiB clusters: 32768 pages, one write in each
+    alloc = AllocationMap(1 << 30)
+    for p in range(1 << 15):
+        alloc.set_range((p << PAGE_BITS) + 7, (p << PAGE_BITS) + 8)
+    assert alloc.count == 1 << 15
+    assert {page.__class__.__name__ for page in alloc._pages.values()} == {"array"}
+    assert sum(len(page) for page in alloc._pages.values()) == 1 << 15
+    assert alloc.run_at(7, 100) == (True, 8) and alloc.run_at(8, PAGE + 100) == (False, PAGE + 7)

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from blocksim.model.bitmap import BLOCK, DirtyBitmap
+from blocksim.model.bitmap import BLOCK, BLOCK_SHIFT, DirtyBitmap
 
 
 def naive_next(dirty: set[int], nbits: int, cursor: int) -> int:
@@ -23,11 +23,29 @@ def naive_run(dirty: set[int], nbits: int, b0: int, cap: int) -> int:
 
 
 def check_consistent(bm: DirtyBitmap, dirty: set[int]) -> None:
+    """The counts, flags and every granule's answer; the state rule: a
+    block's bytes are authoritative exactly when it is mixed."""
     assert bm.count == len(dirty)
-    assert {i for i, v in enumerate(bm.bits) if v} == dirty
+    assert {b for b in range(bm.nbits) if bm.is_dirty(b)} == dirty
+    assert len(bm.summary) == len(bm.blocks) == (bm.nbits >> BLOCK_SHIFT) + 1
     for blk, n in enumerate(bm.summary):
-        assert n == sum(1 for b in dirty if b // BLOCK == blk)
+        inside = {b for b in dirty if b // BLOCK == blk}
+        assert n == len(inside)
         assert bm.blocks[blk] == (1 if n else 0)
+        if 0 < n < BLOCK:
+            a = blk * BLOCK
+            assert {a + i for i, v in enumerate(bm.granules[a:a + BLOCK]) if v} == inside
+    assert list(bm.runs()) == naive_runs(dirty)
+
+
+def naive_runs(dirty: set[int]) -> list[tuple[int, int]]:
+    runs: list[list[int]] = []
+    for b in sorted(dirty):
+        if runs and runs[-1][1] == b:
+            runs[-1][1] = b + 1
+        else:
+            runs.append([b, b + 1])
+    return [tuple(r) for r in runs]
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -80,6 +98,7 @@ def test_search_skips_clean_blocks_and_wraps():
     bm.clear_bits(7 * BLOCK + 3, 7 * BLOCK + 4)
     assert bm.next_dirty(5) == -1
     assert bm.count == 0 and not any(bm.blocks)
+    check_consistent(bm, set())
 
 
 def test_a_run_stops_at_the_end_of_the_disk():
@@ -111,3 +130,111 @@ def test_ranges_of_many_blocks_match_a_naive_set(seed):
         check_consistent(bm, dirty)
     bm.mark(0, size)
     check_consistent(bm, set(range(nbits)))
+
+
+# -- the block states (all clean, all dirty without bytes, mixed) -------------------------
+def test_a_whole_disk_mark_touches_no_granule_byte():
+    # a full mirror's first mark (mirror_dirty_init without discard=unmap):
+    # counts only; the bytes stay untouched (zero) until a block turns mixed
+    nbits = 40 * BLOCK + 17
+    bm = DirtyBitmap(nbits * 512, 512)
+    bm.mark(0, nbits * 512)
+    assert bm.count == nbits and bm.granules[:40 * BLOCK] == bytes(40 * BLOCK)
+    assert bm.granules[40 * BLOCK:].count(1) == 17      # the tail block: mixed
+    check_consistent(bm, set(range(nbits)))
+    bm.clear_bits(3 * BLOCK + 5, 3 * BLOCK + 6)        # block 3 materialised
+    assert bm.granules[3 * BLOCK:4 * BLOCK].count(1) == BLOCK - 1
+    assert bm.granules[4 * BLOCK:5 * BLOCK].count(1) == 0
+    check_consistent(bm, set(range(nbits)) - {3 * BLOCK + 5})
+
+
+def test_stale_bytes_of_a_whole_block_are_not_read():
+    # a mixed block marked whole keeps its old bytes (mostly zero) and is all
+    # dirty; cleared whole it keeps them again and is all clean
+    bm = DirtyBitmap(4 * BLOCK * 512, 512)
+    bm.mark(BLOCK * 512 + 512 * 9, BLOCK * 512 + 512 * 10)
+    bm.mark(BLOCK * 512, 2 * BLOCK * 512)
+    assert bm.granules[BLOCK:2 * BLOCK].count(1) == 1
+    check_consistent(bm, set(range(BLOCK, 2 * BLOCK)))
+    assert bm.dirty_run(BLOCK, 5000) == BLOCK and bm.find(BLOCK + 1, 4 * BLOCK) == BLOCK + 1
+    bm.clear_bits(BLOCK, 2 * BLOCK)
+    assert bm.granules[BLOCK + 9] == 1              # stale, not read
+    check_consistent(bm, set())
+    bm.mark(BLOCK * 512 + 512 * 3, BLOCK * 512 + 512 * 4)
+    check_consistent(bm, {BLOCK + 3})               # materialised from clean
+
+
+def test_partial_marks_and_clears_of_whole_blocks():
+    bm = DirtyBitmap(3 * BLOCK * 512, 512)
+    bm.mark(0, 3 * BLOCK * 512)
+    bm.clear_bits(BLOCK - 2, BLOCK + 3)             # two blocks cut into
+    dirty = set(range(3 * BLOCK)) - set(range(BLOCK - 2, BLOCK + 3))
+    check_consistent(bm, dirty)
+    bm.clear_bits(0, 3 * BLOCK)
+    check_consistent(bm, set())
+    bm.mark(5 * 512, (BLOCK + 7) * 512)
+    check_consistent(bm, set(range(5, BLOCK + 7)))
+
+
+def test_a_64_tib_bitmap_costs_what_it_touches():
+    # 2**30 granules of 64 KiB: the bytes are address space, not memory
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    bm = DirtyBitmap(64 << 40, 65536)
+    bm.mark(0, 64 << 40)
+    for b in range(0, bm.nbits, 1 << 20):          # 1024 granules cleared
+        bm.clear_bits(b, b + 1)
+    assert bm.count == bm.nbits - 1024
+    assert bm.next_dirty(0) == 1 and bm.dirty_run(1, 1 << 21) == (1 << 20) - 1
+    runs = list(bm.runs())
+    assert len(runs) == 1024 and runs[-1] == ((1023 << 20) + 1, bm.nbits)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown < 64 * 1024, f"{grown} KiB"        # not 1 GiB
+
+
+try:
+    from hypothesis import given, settings, strategies as st
+except ImportError:                                 # pragma: no cover
+    given = None
+
+if given is not None:
+    _NBITS = 3 * BLOCK + 11
+    _op = st.one_of(
+        st.tuples(st.just("mark"), st.integers(0, _NBITS - 1), st.integers(1, 2 * BLOCK + 3)),
+        st.tuples(st.just("clear"), st.integers(0, _NBITS - 1), st.integers(1, 2 * BLOCK + 3)),
+        st.tuples(st.just("whole"), st.sampled_from([True, False]), st.integers(0, 3)),
+        st.tuples(st.just("writes"), st.lists(st.integers(0, _NBITS - 1), max_size=8),
+                  st.integers(1, 3)))
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(_op, max_size=25))
+    def test_any_operations_match_a_plain_bitmap(ops):
+        g = 512
+        bm = DirtyBitmap(_NBITS * g, g)
+        ref = bytearray(_NBITS)                     # the plain bitmap
+        for op in ops:
+            if op[0] == "mark":
+                b0, b1 = op[1], min(_NBITS, op[1] + op[2])
+                bm.mark(b0 * g, b1 * g)
+                ref[b0:b1] = b"\x01" * (b1 - b0)
+            elif op[0] == "clear":
+                b0, b1 = op[1], min(_NBITS, op[1] + op[2])
+                bm.clear_bits(b0, b1)
+                ref[b0:b1] = bytes(b1 - b0)
+            elif op[0] == "whole":                  # blocks 0..3 (3: the tail)
+                b0, b1 = op[2] * BLOCK, min(_NBITS, (op[2] + 1) * BLOCK)
+                (bm.mark(b0 * g, b1 * g) if op[1] else bm.clear_bits(b0, b1))
+                ref[b0:b1] = (b"\x01" if op[1] else b"\x00") * (b1 - b0)
+            else:
+                starts = [min(b, _NBITS - op[2]) for b in op[1]]     # inside the disk
+                bm.mark_writes(np.array([b * g for b in starts], dtype=np.int64), op[2] * g)
+                for b in starts:
+                    ref[b:b + op[2]] = b"\x01" * op[2]
+            dirty = {i for i, v in enumerate(ref) if v}
+            check_consistent(bm, dirty)
+            for cursor in (0, BLOCK - 1, BLOCK, _NBITS - 1):
+                assert bm.next_dirty(cursor) == naive_next(dirty, _NBITS, cursor)
+                found = bm.find(cursor, _NBITS)
+                assert found == min((b for b in dirty if b >= cursor), default=-1)
+                if found >= 0:
+                    assert bm.dirty_run(found, 700) == naive_run(dirty, _NBITS, found, 700)

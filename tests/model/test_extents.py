@@ -14,16 +14,34 @@ def dense(m: ExtentMap) -> np.ndarray:
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_random_writes_match_a_dense_model(seed):
+@pytest.mark.parametrize("first", [None, 0, 2])
+def test_random_writes_match_a_dense_model(seed, first):
+    # (first: a value the whole map gets at once, its default afterwards:
+    # pages holding 0 then are stored, pages holding it are not)
     rng = np.random.default_rng(seed)
     size = 1000
     m = ExtentMap(size, page_shift=7)          # 128-unit pages: many page edges
     ref = np.zeros(size, dtype=np.int64)
-    for _ in range(400):
+    # the same writes on a map that never had a default (its whole-map
+    # write made in two): the same runs, the same extent count
+    plain = ExtentMap(size, page_shift=7)
+    if first is not None:
+        m.set(0, size, first)
+        plain.set(0, size - 1, first)
+        plain.set(size - 1, size, first)
+        ref[:] = first
+        assert m._pages == {} and m._base == first
+    for step in range(400):
+        if step % 50 == 49:
+            m.check()
+            assert m.runs() == plain.runs()
+            assert m.extent_count() == plain.extent_count()
+            assert m.holds_no_zero() == plain.holds_no_zero() == (ref != 0).all()
         a = int(rng.integers(0, size))
         b = int(rng.integers(a + 1, min(size, a + 300) + 1))
         v = int(rng.integers(0, 4))            # small alphabet: lots of merging
         m.set(a, b, v)
+        plain.set(a, b, v)
         ref[a:b] = v
         assert (dense(m) == ref).all()
     runs = m.runs()
