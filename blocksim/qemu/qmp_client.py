@@ -269,8 +269,8 @@ class QMPClient:
                 if timeout_ok:
                     return None
                 self._break(f"it did not answer in time ({what})")
-                raise QMPTimeoutError(f"{self.name} at {self.path} sent no {what} within the "
-                                      f"deadline; it may be hung")
+                raise QMPTimeoutError(f"{self.name} at {self.path} did not send {what} within "
+                                      f"the deadline; it may be hung")
             try:
                 readable, _w, _x = select.select([self._sock], [], [], remaining)
                 if not readable:
