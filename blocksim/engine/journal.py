@@ -103,6 +103,10 @@ BUDGET_ENTRIES = 8 << 20
 #: out meets each page of a 1 TiB disk many times over.
 STAGE_ENTRIES = 1 << 19
 
+# A flush (_by_page) sorts the pages it met unless they are more than one
+# in this many of the disk's: then it walks all the pages' counts instead.
+_SORT_FACTOR = 16
+
 
 class Snap:
     """What a copy read from a journaled map: a ticket for the content of
@@ -142,7 +146,7 @@ class ContentJournal:
 
     __slots__ = ("shift", "maps", "_logs", "logged", "loglen", "_held", "_open", "_next_sid",
                  "settled_pages", "replayed", "_before_settle", "stage", "rows",
-                 "staged", "capacity", "flags", "zeroed")
+                 "staged", "capacity", "flags", "zeroed", "_counts", "_met")
 
     def __init__(self, page_shift: int):
         if page_shift > MAX_PAGE_SHIFT:
@@ -165,6 +169,12 @@ class ContentJournal:
         self.stage = array("q", bytes(24 * self.capacity))
         self.rows = np.frombuffer(self.stage, dtype=np.int64).reshape(self.capacity, 3)
         self.staged = 0
+        # a flush's workspace (_by_page): a count per page, zero between
+        # flushes (int32: a stage holds fewer than 2**31 entries), and the
+        # pages met
+        assert self.capacity < 1 << 31
+        self._counts = np.zeros(0, dtype=np.int32)
+        self._met = np.empty(self.capacity, dtype=np.int64)
         #: each map's page flags (its ``_pending`` and ``_zeroing``) as
         #: arrays, for compiled code that logs changes
         self.flags: list = []
@@ -195,6 +205,7 @@ class ContentJournal:
         pages = (m.size >> self.shift) + 1
         if len(self.loglen) < pages:
             self.loglen.frombytes(bytes(8 * (pages - len(self.loglen))))
+            self._counts = np.zeros(pages, dtype=np.int32)
         m._journal = self
         # page -> 1 if its log changes this map; 1 if that may bring zeros
         m._pending = bytearray(pages)
@@ -238,7 +249,7 @@ class ContentJournal:
         self.staged = 0
         self.logged += n
         words = np.empty((n, 2), dtype=np.int64)
-        pages, ends = _by_page(self.rows, n, len(self.loglen), words)
+        pages, ends = _by_page(self.rows, n, self._counts, self._met, words)
         data = memoryview(words).cast("B")
         logs = self._logs
         a = 0
@@ -736,32 +747,47 @@ def _sort_offsets(x, n, spare, counts):
 
 
 @njit(cache=True)
-def _by_page(rows, n, npages, words):
+def _by_page(rows, n, counts, met, words):
     """The first ``n`` staged rows' words grouped by page, in order within
     each (a counting sort into ``words``); the pages met, ascending, and
-    where each one's words end."""
-    counts = np.zeros(npages + 1, dtype=np.int64)
+    where each one's words end.  ``counts`` (one per page of the disk) is
+    zero on entry and on return, and only the entries of the pages met are
+    touched (``met`` holds at least ``n``): a flush costs by the pages it
+    meets, not by the disk's size, unless it meets so many that walking
+    the whole of ``counts`` is cheaper than sorting them."""
+    m = 0
     for i in range(n):
-        counts[rows[i, 0] + 1] += 1
-    met = 0
-    for p in range(npages):
-        if counts[p + 1]:
-            met += 1
-        counts[p + 1] += counts[p]
-    pages = np.empty(met, dtype=np.int64)
-    ends = np.empty(met, dtype=np.int64)
-    k = 0
-    for p in range(npages):
-        if counts[p + 1] > counts[p]:
-            pages[k] = p
-            ends[k] = counts[p + 1]
-            k += 1
+        p = rows[i, 0]
+        if counts[p] == 0:
+            met[m] = p
+            m += 1
+        counts[p] += 1
+    npages = len(counts)
+    if m * _SORT_FACTOR < npages:
+        pages = np.sort(met[:m])
+    else:                               # (as many as the disk's pages, nearly)
+        pages = np.empty(m, dtype=np.int64)
+        k = 0
+        for p in range(npages):
+            if counts[p]:
+                pages[k] = p
+                k += 1
+    ends = np.empty(m, dtype=np.int64)
+    at = 0
+    for k in range(m):                  # (counts: where each page's words start)
+        p = pages[k]
+        c = counts[p]
+        counts[p] = at
+        at += c
+        ends[k] = at
     for i in range(n):
         p = rows[i, 0]
         at = counts[p]
         words[at, 0] = rows[i, 1]
         words[at, 1] = rows[i, 2]
         counts[p] = at + 1
+    for k in range(m):
+        counts[pages[k]] = 0
     return pages, ends
 
 

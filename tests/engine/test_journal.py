@@ -124,6 +124,41 @@ def test_a_small_stage_handed_out_often_gives_the_same(monkeypatch, seed, small_
     _play(seed, 400, (8 * PAGE, 8 * PAGE, 5 * PAGE + 12288))
 
 
+@pytest.mark.parametrize("stage", [5, 64])
+@pytest.mark.parametrize("seed", range(20))
+def test_a_flush_meeting_few_of_many_pages_gives_the_same(monkeypatch, seed, stage):
+    """A flush that meets few of the disk's pages sorts them instead of
+    walking every page's count (``_by_page``): a 400-page map next to two
+    small ones, with stages small enough to take that way, and content
+    must not change."""
+    monkeypatch.setattr(journal_mod, "STAGE_ENTRIES", stage)
+    _play(seed, 400, (8 * PAGE, 8 * PAGE, 400 * PAGE))
+
+
+def test_a_flush_touches_only_the_pages_it_meets():
+    """The flush's per-page counts persist between flushes, zero: a flush
+    that met three pages of 16384 reads and resets only those three.  The
+    others' counts are poisoned here: a flush that walked every page (or
+    zeroed them) would hand out logs to pages nobody wrote, or clear them."""
+    j = ContentJournal(SHIFT)
+    m = ExtentMap(1 << 30, SHIFT, journal=j)        # 16384 pages
+    m.set(5 * PAGE, 5 * PAGE + 100, 1)
+    m.set(9000 * PAGE + 4096, 9000 * PAGE + 8192, 2)
+    m.set(5 * PAGE + 200, 5 * PAGE + 300, 3)
+    m.set(16383 * PAGE, 16383 * PAGE + 512, 4)
+    counts = j._counts
+    assert len(counts) >= 16384 and not counts.any()
+    poison = [0, 6, 8999, 16382]
+    counts[poison] = 7
+    logs = j.logs                                    # (flushes)
+    assert sorted(logs) == [5, 9000, 16383]
+    assert list(logs[5])[1::2] == [1, 3] and list(logs[9000])[1::2] == [2]
+    assert list(counts[poison]) == [7] * 4           # never looked at
+    counts[poison] = 0
+    assert not counts.any()                          # the pages met reset
+    assert m.value_at(5 * PAGE + 250) == 3 and m.value_at(9000 * PAGE + 5000) == 2
+
+
 def test_staged_entries_reach_their_pages_logs_in_order():
     j = ContentJournal(SHIFT)
     m = ExtentMap(4 * PAGE, SHIFT, journal=j)
