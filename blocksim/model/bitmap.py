@@ -294,12 +294,25 @@ class DirtyBitmap:
     def runs(self):
         """The dirty runs of granules ``(b, e)``, maximal, in order: a step
         per mixed block and per run of whole dirty blocks, not per block."""
+        run_b = run_e = -1                  # the run being built
+        for b, e in self._pieces():
+            if b == run_e:
+                run_e = e
+                continue
+            if run_e >= 0:
+                yield run_b, run_e
+            run_b, run_e = b, e
+        if run_e >= 0:
+            yield run_b, run_e
+
+    def _pieces(self):
+        """Dirty granule ranges in order, adjacent ones not yet joined: one
+        per run of whole dirty blocks, one per dirty run inside a mixed block."""
         if not self.count:
             return
         counts = self.arrays()[2]
         flags, bits, nbits = self.blocks, self.granules, self.nbits
         nblocks = len(flags)
-        run_b = run_e = -1                  # the run being built
         c0 = flags.find(1)
         while 0 <= c0 < nblocks:
             c1 = min(c0 + _RUN_CHUNK, nblocks)
@@ -314,13 +327,7 @@ class DirtyBitmap:
             for first, last, whole in zip(nz[starts].tolist(), nz[lasts].tolist(),
                                           full[starts].tolist()):
                 if whole:
-                    a, z = first << BLOCK_SHIFT, (last + 1) << BLOCK_SHIFT
-                    if a == run_e:
-                        run_e = z
-                    else:
-                        if run_e >= 0:
-                            yield run_b, run_e
-                        run_b, run_e = a, z
+                    yield first << BLOCK_SHIFT, (last + 1) << BLOCK_SHIFT
                     continue
                 a = first << BLOCK_SHIFT
                 z = min(a + BLOCK, nbits)
@@ -329,16 +336,9 @@ class DirtyBitmap:
                     e = bits.find(_ZERO, b, z)
                     if e < 0:
                         e = z
-                    if b == run_e:
-                        run_e = e
-                    else:
-                        if run_e >= 0:
-                            yield run_b, run_e
-                        run_b, run_e = b, e
+                    yield b, e
                     b = bits.find(_ONE, e, z) if e < z else -1
             c0 = flags.find(1, c1) if c1 < nblocks else -1
-        if run_e >= 0:
-            yield run_b, run_e
 
     @property
     def dirty_bytes(self) -> int:
