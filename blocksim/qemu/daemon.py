@@ -30,7 +30,8 @@ import weakref
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import DaemonError, QemuNotFoundError, QMPConnectError, QMPError
+from .errors import (DaemonError, QemuNotFoundError, QMPCommandError, QMPConnectError,
+                     QMPError)
 from .qmp_client import QMPClient
 
 __all__ = ["StorageDaemon", "find_binary", "DEFAULT_BINARIES"]
@@ -106,6 +107,11 @@ class StorageDaemon:
         assert self.dir is not None
         return self.dir / "qmp.sock"
 
+    @property
+    def pid_path(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "qemu-storage-daemon.pid"
+
     # -- start ------------------------------------------------------------------------
     def start(self) -> "StorageDaemon":
         if self.proc is not None:
@@ -115,12 +121,14 @@ class StorageDaemon:
         else:
             self.dir.mkdir(parents=True, exist_ok=True)
         sock = self.socket_path
-        if sock.exists():
-            sock.unlink()
+        for stale in (sock, self.pid_path):
+            if stale.exists():
+                stale.unlink()
         self.log_path = self.dir / "qemu-storage-daemon.log"
         cmd = [self.binary,
                "--chardev", f"socket,id=blocksim-qmp,path={sock},server=on,wait=off",
-               "--monitor", "chardev=blocksim-qmp", *self.args]
+               "--monitor", "chardev=blocksim-qmp", "--pidfile", str(self.pid_path),
+               *self.args]
         setpriv = shutil.which("setpriv")
         if setpriv:   # setpriv execs the daemon: same pid, killed if we die
             cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
@@ -143,8 +151,12 @@ class StorageDaemon:
 
     def _connect(self) -> None:
         deadline = time.monotonic() + self.start_timeout
-        sock = self.socket_path
-        while not sock.exists():
+        ready = self.pid_path
+        # qemu-storage-daemon writes its pid file once its chardevs, exports
+        # and NBD servers exist and before it accepts connections (the order
+        # documented in main(), qemu-storage-daemon.c): the socket exists
+        # earlier, while the monitor is still being set up
+        while not ready.exists():
             if self.proc.poll() is not None:
                 raise DaemonError(f"qemu-storage-daemon exited at start ({self._status()})"
                                   f"{self._log_tail()}")
@@ -152,22 +164,39 @@ class StorageDaemon:
                 raise DaemonError(f"qemu-storage-daemon did not open its QMP socket within "
                                   f"{self.start_timeout:g}s{self._log_tail()}")
             time.sleep(0.01)
+        self._handshake(deadline)
+
+    def _handshake(self, start_deadline: float) -> None:
+        """Connect and negotiate, with a new connection when the first one
+        goes wrong.
+
+        QEMU 7.2 sets up a QMP monitor's chardev handlers in a bottom half
+        of the monitor I/O thread (``monitor_init_qmp``), which races with
+        the main loop accepting a client: about one start in 700 on a busy
+        machine, the first client is greeted twice or its
+        ``qmp_capabilities`` is never answered.  A fresh connection opens a
+        fresh monitor session, so each attempt gets a short deadline that
+        doubles up to the QMP deadline (a loaded machine can take seconds to
+        schedule a fresh daemon), all attempts within that deadline."""
+        deadline = max(start_deadline, time.monotonic() + self.timeout)
+        attempt = min(1.0, self.timeout)
         while True:
-            self.qmp = QMPClient(sock, timeout=self.timeout, name="qemu-storage-daemon")
+            self.qmp = QMPClient(self.socket_path, timeout=self.timeout,
+                                 name="qemu-storage-daemon")
+            left = deadline - time.monotonic()
             try:
-                # once the socket is there the daemon answers the greeting and
-                # qmp_capabilities: give that its full QMP deadline (a loaded
-                # machine can take seconds to schedule a fresh daemon)
-                self.qmp.connect(timeout=self.timeout)
+                self.qmp.connect(timeout=max(0.05, min(attempt, left)))
                 return
-            except QMPConnectError as exc:
-                # the socket exists before the daemon listens on it: retry
-                # while it runs and the start deadline allows
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise self.explain(exc) from None
-                time.sleep(0.02)
-            except QMPError as exc:
+            except QMPCommandError as exc:
                 raise self.explain(exc) from None
+            except QMPError as exc:
+                self.qmp.close()
+                if self.proc.poll() is not None or time.monotonic() >= deadline:
+                    raise self.explain(exc) from None
+                if isinstance(exc, QMPConnectError):
+                    # the socket exists before the daemon listens on it
+                    time.sleep(0.02)
+                attempt = min(2 * attempt, self.timeout)
 
     # -- diagnosis ----------------------------------------------------------------------
     def alive(self) -> bool:

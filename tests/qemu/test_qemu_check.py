@@ -78,12 +78,14 @@ FAKE_DAEMON = r'''
 import json, os, signal, socket, sys, time
 mode = os.environ.get("FAKE_QSD_MODE", "ok")
 args = sys.argv[1:]
-path = None
+path = pidfile = None
 for i, a in enumerate(args):
     if a == "--chardev":
         for part in args[i + 1].split(","):
             if part.startswith("path="):
                 path = part[5:]
+    if a == "--pidfile":
+        pidfile = args[i + 1]
 if mode == "exit":
     sys.stderr.write("fake-qsd: cannot open the blockdev\n")
     sys.exit(1)
@@ -94,32 +96,49 @@ if mode == "ignore-term":
 srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 srv.bind(path)
 srv.listen(1)
-conn, _ = srv.accept()
-def send(obj):
-    conn.sendall(json.dumps(obj).encode() + b"\r\n")
-send({"QMP": {"version": {"qemu": {"major": 0, "minor": 0, "micro": 0}, "package": "fake"},
-              "capabilities": []}})
-buf = b""
+if pidfile:
+    with open(pidfile, "w") as f:
+        f.write(f"{os.getpid()}\n")
+GREETING = {"QMP": {"version": {"qemu": {"major": 0, "minor": 0, "micro": 0}, "package": "fake"},
+                    "capabilities": []}}
+# the first connection can go wrong as QEMU 7.2's does when a client comes
+# while the monitor is being set up: greeted twice, or never answered
+first_goes_wrong = mode in ("greet-twice", "deaf-first")
 while True:
-    chunk = conn.recv(4096)
-    if not chunk:
-        time.sleep(600 if mode == "ignore-term" else 0)
-        sys.exit(0)
-    buf += chunk
-    while b"\n" in buf:
-        line, buf = buf.split(b"\n", 1)
-        req = json.loads(line)
-        if req["execute"] == "qmp_capabilities":
-            send({"return": {}, "id": req["id"]})
-        elif mode == "die":
-            os._exit(3)
-        elif mode == "hang":
-            time.sleep(600)
-        elif req["execute"] == "quit" and mode != "ignore-term":
-            send({"return": {}, "id": req["id"]})
+    conn, _ = srv.accept()
+    with open("fake-connections", "a") as f:
+        f.write("connection\n")
+    def send(obj):
+        conn.sendall(json.dumps(obj).encode() + b"\r\n")
+    send(GREETING)
+    buf = b""
+    while True:
+        chunk = conn.recv(4096)
+        if not chunk:
+            if first_goes_wrong or mode == "deaf":
+                first_goes_wrong = False
+                break
+            time.sleep(600 if mode == "ignore-term" else 0)
             sys.exit(0)
-        else:
-            send({"return": {}, "id": req["id"]})
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            req = json.loads(line)
+            if first_goes_wrong and mode == "greet-twice":
+                send(GREETING)
+            elif first_goes_wrong or mode == "deaf":
+                pass
+            elif req["execute"] == "qmp_capabilities":
+                send({"return": {}, "id": req["id"]})
+            elif mode == "die":
+                os._exit(3)
+            elif mode == "hang":
+                time.sleep(600)
+            elif req["execute"] == "quit" and mode != "ignore-term":
+                send({"return": {}, "id": req["id"]})
+                sys.exit(0)
+            else:
+                send({"return": {}, "id": req["id"]})
 '''
 
 
@@ -429,6 +448,30 @@ def test_daemon_without_socket_times_out(fake_qsd, monkeypatch):
     d = StorageDaemon(fake_qsd, timeout=1, start_timeout=0.5, grace=0.3)
     with pytest.raises(DaemonError, match="did not open its QMP socket within 0.5s"):
         d.start()
+    assert_no_stray(d.pid)
+
+
+@pytest.mark.parametrize("mode", ["greet-twice", "deaf-first"])
+def test_daemon_whose_first_connection_goes_wrong(fake_qsd, monkeypatch, mode):
+    # QEMU 7.2's race between the monitor's set-up and the first client: a
+    # new connection gets a new monitor session
+    monkeypatch.setenv("FAKE_QSD_MODE", mode)
+    with StorageDaemon(fake_qsd, timeout=5, grace=0.5) as d:
+        pid = d.pid
+        assert d.qmp.execute("query-block-jobs") == {}
+        assert (d.dir / "fake-connections").read_text() == "connection\n" * 2
+    assert d.proc.returncode == 0
+    assert_no_stray(pid)
+
+
+def test_daemon_never_answering_the_handshake_is_an_error(fake_qsd, monkeypatch):
+    monkeypatch.setenv("FAKE_QSD_MODE", "deaf")
+    t0 = time.monotonic()
+    d = StorageDaemon(fake_qsd, timeout=1.5, start_timeout=0.2, grace=0.3)
+    with pytest.raises(DaemonError, match="is not responding.*qmp_capabilities"):
+        d.start()
+    # new connections while the QMP deadline allows (1 s, then what is left), no longer
+    assert 1.4 < time.monotonic() - t0 < 5
     assert_no_stray(d.pid)
 
 
