@@ -42,6 +42,7 @@ __all__ = ["image_commands", "qsd_script", "libvirt_disks", "QMP_SOCKET", "NBD_S
 
 #: the QMP socket the exported daemon listens on (relative to its directory)
 QMP_SOCKET = "blocksim-qmp.sock"
+QSD_PIDFILE = "qemu-storage-daemon.pid"
 #: the NBD socket of the drives' exports, when the scenario has guest writes
 NBD_SOCKET = "blocksim-nbd.sock"
 
@@ -104,7 +105,10 @@ def qsd_script(scenario: Scenario) -> str:
     lines += ["", "# 2. The daemon, with a QMP monitor on a UNIX socket",
               shlex.join(["qemu-storage-daemon",
                           "--chardev", f"socket,id=qmp0,path={QMP_SOCKET},server=on,wait=off",
-                          "--monitor", "chardev=qmp0"]) + " &",
+                          "--monitor", "chardev=qmp0", "--pidfile", QSD_PIDFILE]) + " &",
+              "# connect once the pid file exists: the daemon writes it after its chardevs, before it"
+              " accepts connections",
+              f"while [ ! -e {QSD_PIDFILE} ]; do sleep 0.01; done",
               "", "# 3. QMP, one command a line (for example through",
               f"#    socat - UNIX-CONNECT:{QMP_SOCKET}), each at the time its comment says:",
               "cat <<'QMP'", _qmp("qmp_capabilities")]

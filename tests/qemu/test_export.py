@@ -54,8 +54,13 @@ def test_qsd_script_lists_images_daemon_nodes_jobs_and_actions_in_order():
     assert [l.split()[-2] for l in creates] == ["base.qcow2", "mid.qcow2", "top.qcow2", "tgt.qcow2"]
     assert "-b mid.qcow2 -F qcow2 top.qcow2" in creates[2]
     assert "qemu-img bitmap --add -g 65536 mid.qcow2 b0" in lines
-    assert any(l.startswith("qemu-storage-daemon --chardev socket,id=qmp0,path=blocksim-qmp.sock")
-               for l in lines)
+    daemon = [l for l in lines if l.startswith("qemu-storage-daemon ")]
+    assert len(daemon) == 1
+    assert daemon[0].startswith("qemu-storage-daemon --chardev socket,id=qmp0,path=blocksim-qmp.sock")
+    # connected to once its pid file exists (qemu-check's StorageDaemon does the same)
+    assert "--pidfile qemu-storage-daemon.pid" in daemon[0]
+    assert lines[lines.index(daemon[0]) + 2] == \
+        "while [ ! -e qemu-storage-daemon.pid ]; do sleep 0.01; done"
     msgs = qmp_lines(script)
     assert [m["execute"] for m in msgs] == ["qmp_capabilities", "blockdev-add", "blockdev-add",
                                             "blockdev-add", "blockdev-add", "block-commit",
