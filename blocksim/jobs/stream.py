@@ -1,10 +1,16 @@
 """The stream job: pull a backing chain's data into the top image.
 
-Modelled on QEMU's ``block/stream.c``.  The job walks the disk in 512 KiB
-chunks.  A chunk already allocated in the top image, or allocated nowhere
-between the top and the ``base``, is skipped; any other chunk is copied on
-read: read through the chain, write into the top image's still-unallocated
-clusters (never over data the guest wrote meanwhile).
+Modelled on QEMU's ``block/stream.c`` (``stream_run``).  The job walks the
+disk by runs of one allocation status, each at most 512 KiB: from the current
+offset, the run that is allocated in the top image, or not
+(``bdrv_is_allocated``, capped at ``STREAM_CHUNK``), is skipped when it is;
+otherwise the layers between the top and the ``base`` are asked about that
+run (``bdrv_is_allocated_above``, which shortens it to where any of them
+changes), and a run allocated in one of them is copied on read: read through
+the chain, written into the top image's still-unallocated clusters (never
+over data the guest wrote meanwhile).  A run allocated nowhere is skipped.
+So the job reads only what it copies: a fault where the chain holds nothing,
+or where the top already has the data, is never met.
 
 Errors go through the policy engine with the single ``on-error`` and are
 always reported as ``operation: read`` (QEMU reports the copy-on-read, even
@@ -73,27 +79,26 @@ class StreamJob(BlockJob):
             yield from self.pause_point()
             if self.cancelled:
                 break
-            end = min(offset + STREAM_CHUNK, size)
-            copy = self._needs_copy(offset, end)
+            n, copy = self._next_run(offset, size)
             if copy:
-                err = yield from self._populate(offset, end)
+                err = yield from self._populate(offset, offset + n)
                 if err:
                     action = self.policy.job_error(self, self.on_error, True, err)
                     if action == STOP:
-                        continue                  # the same chunk after resume
+                        continue                  # the same offset after resume, asked again
                     error = error or err
                     if action == REPORT:
                         break
-                    # ignore: skip the chunk; as in QEMU the attempt still
-                    # counts against the rate limit
+                    # ignore: skip the run; as in QEMU the attempt still
+                    # counts as progress and against the rate limit
                 else:
-                    self.bytes_copied += end - offset
-            self.offset = end
-            offset = end
+                    self.bytes_copied += n
+            offset += n
+            self.offset = offset
             if copy:
-                delay = self.limit.delay(self.env.now, STREAM_CHUNK)
+                delay = self.limit.delay(self.env.now, n)
                 # QEMU's stream_run sleeps off the rate limit at the start of
-                # the next iteration: after the last chunk there is none
+                # the next iteration: after the last run there is none
                 if delay and offset < size:
                     yield from self.ratelimit_sleep(delay)
         return error
@@ -106,14 +111,33 @@ class StreamJob(BlockJob):
             node = node.backing
         return out
 
-    def _needs_copy(self, start: int, end: int) -> bool:
-        if self.top.is_allocated(start, end):
-            return False
+    def _next_run(self, offset: int, size: int) -> tuple[int, bool]:
+        """The bytes from ``offset`` the next iteration covers, and whether
+        it copies them (``stream_run``'s two allocation questions)."""
+        end = min(offset + STREAM_CHUNK, size)
+        allocated, end = self._run_in(self.top, offset, end)
+        if allocated:
+            return end - offset, False
+        # bdrv_is_allocated_above(backing, base_overlay, include_base=true):
+        # each layer down shortens the run to where its own status changes;
+        # the first layer holding the offset decides
         for node in self._below:
-            cs = node.cluster_size
-            if node.alloc.any_set(start // cs, -(-end // cs)):
-                return True
-        return False
+            if offset >= node.size:
+                # a short layer: bdrv_co_common_block_status_above reads
+                # what lies past its end as zeros allocated there
+                return end - offset, True
+            allocated, end = self._run_in(node, offset, min(end, node.size))
+            if allocated:
+                return end - offset, True
+        return end - offset, False
+
+    @staticmethod
+    def _run_in(node, start: int, end: int) -> tuple[bool, int]:
+        """Whether ``start`` is allocated in ``node``, and where in
+        ``(start, end]`` that changes (at a cluster boundary)."""
+        cs = node.cluster_size
+        allocated, c = node.alloc.run_at(start // cs, -(-end // cs))
+        return allocated, min(end, c * cs)
 
     def _populate(self, start: int, end: int):
         """Copy-on-read of one chunk into the top image.

@@ -310,3 +310,64 @@ def test_a_lower_speed_lets_the_current_sleep_run_out(new_speed, offset_after):
         at("0.06s", "query-block-jobs")]))[1]
     [info] = commands(r, "query-block-jobs")[0]["return"]
     assert (info["offset"], info["speed"]) == (offset_after, new_speed)
+
+
+# -- what the job reads: runs of one allocation status (stream_run) ----------------------------
+KiB = 1024
+
+
+def test_a_fault_where_the_chain_holds_nothing_is_never_read():
+    # the 512 KiB window [2 MiB, 2.5 MiB): the top holds its first 64 KiB,
+    # the base its last 128 KiB, nothing holds what lies between.  QEMU asks
+    # the top, then the base, for runs and reads only the base's run
+    sim, r = simulate(stream_case(
+        base_data=[{"offset": 2 * MiB + 384 * KiB, "length": 128 * KiB}],
+        top_data=[(2 * MiB, 64 * KiB)],
+        faults=[fault("base", "read", "EIO", offset=2 * MiB + 192 * KiB, length=512),
+                fault("top", "read", "EIO", offset=2 * MiB, length=512)]))
+    assert timeline(r) == [*st("created", "running", "waiting", "pending"), completed(None),
+                           *st("concluded", "null")]
+    job = job_summary(r)
+    assert (job["outcome"], job["integrity"], job["bytes_copied"]) == \
+        ("completed", "identical", 128 * KiB)
+    assert sim.devices["top"].backing is None
+
+
+def test_a_fault_in_the_held_run_is_met_and_the_run_retried_after_resume():
+    # the run copied is the base's [2.5 MiB, 3 MiB); a stop retries from its start
+    sim, r = simulate(stream_case(
+        base_data=[{"offset": 2 * MiB + 512 * KiB, "length": 512 * KiB}],
+        faults=[fault("base", "read", "EIO", offset=2 * MiB + 768 * KiB, length=512,
+                      count="once")],
+        on_error="stop",
+        actions=[on("BLOCK_JOB_ERROR", "block-job-resume", delay="1s", device=JOB)]))
+    assert timeline(r) == [*st("created", "running"), err("read", "stop"),
+                           *st("paused", "running", "waiting", "pending"), completed(None),
+                           *st("concluded", "null")]
+    job = job_summary(r)
+    assert (job["integrity"], job["bytes_copied"]) == ("identical", 512 * KiB)
+
+
+def test_ignore_skips_only_the_failing_run():
+    # base holds [0, 64 KiB) and [128 KiB, 192 KiB): two runs in the first
+    # window; the first fails and is skipped, the second is copied
+    sim, r = simulate(stream_case(
+        base_data=[{"offset": 0, "length": 64 * KiB}, {"offset": 128 * KiB, "length": 64 * KiB}],
+        faults=[fault("base", "read", "EIO", offset=0, length=512, count="once")],
+        on_error="ignore"))
+    job = job_summary(r)
+    assert (job["outcome"], job["error"], job["bytes_copied"]) == \
+        ("completed-with-error", EIO, 64 * KiB)
+    top = sim.devices["top"]
+    assert not top.is_allocated(0, 64 * KiB) and top.is_allocated(128 * KiB, 192 * KiB)
+    assert top.backing is sim.devices["base"]
+
+
+def test_the_rate_limit_counts_the_bytes_of_each_run():
+    # four 64 KiB runs at 64 KiB/s: a second's sleep after each (the last
+    # one's too, more of the disk follows), not 8 s for one 512 KiB window
+    extents = [{"offset": k * 128 * KiB, "length": 64 * KiB} for k in range(4)]
+    sim, r = simulate(stream_case(base_data=extents, speed=64 * KiB, duration="20s"))
+    job = job_summary(r)
+    assert job["outcome"] == "completed" and job["bytes_copied"] == 256 * KiB
+    assert 3.9 < event_time(r, "BLOCK_JOB_COMPLETED") < 4.5

@@ -251,7 +251,8 @@ def test_mirror_target_made_to_differ_before_prepare(monkeypatch):
 
 
 def test_stream_that_copies_nothing_is_not_independent(monkeypatch):
-    monkeypatch.setattr(StreamJob, "_needs_copy", lambda self, start, end: False)
+    monkeypatch.setattr(StreamJob, "_next_run",
+                        lambda self, offset, size: (min(size - offset, 512 * 1024), False))
     r = blocksim.run({**STREAM, "workloads": {}})
     job = r.summary["jobs"]["s"]
     assert job["outcome"] == "completed"
