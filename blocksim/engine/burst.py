@@ -242,7 +242,7 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
             head_t, last_eid = _head(queue)
 
 
-_READS, _WRITES = frozenset({"read"}), frozenset({"write"})
+_READS, _WRITES = frozenset({"read"}), frozenset({"write", "write-zeroes"})
 
 
 def _quiet(src, tgt, now: int, until) -> bool:

@@ -562,7 +562,8 @@ class BlockDevice:
         """
         if self.write_threshold and offset + length > self.write_threshold:
             self._threshold_crossed(self.name, offset + length, self.write_threshold)
-        verdict = self._verdict("write", offset, offset + length) if self.faults else NO_VERDICT
+        verdict = self._verdict("write-zeroes", offset, offset + length) \
+            if self.faults else NO_VERDICT
         if verdict.errno:
             self.failed += 1
         return verdict.errno, self._latency() + verdict.delay, verdict.drop

@@ -2,8 +2,9 @@
 
 Each rule speaks one vocabulary users already know:
 
-- :class:`ErrorRule` is QEMU's ``blkdebug`` ``inject-error``: an operation, an
-  errno, a byte range (a request *overlapping* it fails), a count (``once`` is
+- :class:`ErrorRule` is QEMU's ``blkdebug`` ``inject-error``: an operation
+  (blkdebug's iotype: a ``write`` rule does not see a write-zeroes, such as a
+  mirror's or a backup's copy of a range reading as zeros), an errno, a byte range (a request *overlapping* it fails), a count (``once`` is
   1), a number of matching requests to let through first (``skip``, for "fail
   the Nth time" schedules), a time window and a seeded probability.
 - :class:`FlakeyRule` is Linux ``dm-flakey``: periodic up/down windows; while
@@ -41,8 +42,16 @@ class Verdict:
 class FaultRule:
     """Common matching: operations, byte range and active time window."""
 
+    #: Whether a rule of ``write`` also sees write-zeroes.  A device-level
+    #: fault (dm-flakey, dm-dust, dm-delay) does: below the image format a
+    #: write-zeroes is written.  blkdebug tells them apart (ErrorRule).
+    zeroes_are_writes = True
+
     def __init__(self, spec, image_size: int):
-        self.ops = frozenset(spec.operation)
+        ops = frozenset(spec.operation)
+        if self.zeroes_are_writes and "write" in ops:
+            ops |= {"write-zeroes"}
+        self.ops = ops
         self.start_off = spec.offset
         self.end_off = spec.offset + (spec.length if spec.length is not None
                                       else image_size - spec.offset)
@@ -77,6 +86,10 @@ class FaultRule:
 
 
 class ErrorRule(FaultRule):
+    # blkdebug's iotypes: "write" and "write-zeroes" are two (blkdebug.c:
+    # blkdebug_co_pwritev and blkdebug_co_pwrite_zeroes check their own)
+    zeroes_are_writes = False
+
     def __init__(self, spec, image_size: int, rng: np.random.Generator):
         super().__init__(spec, image_size)
         self.count = spec.count

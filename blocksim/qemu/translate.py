@@ -298,7 +298,7 @@ def _fault_rules(index: int, fault, image_size: int, stream_tops: set[str],
             rule["sector"] = sector
         rules.append(rule)
     narrowed = None
-    if not whole and ("read" in fault.operation or "write" in fault.operation) and \
+    if not whole and set(fault.operation) & {"read", "write", "write-zeroes"} and \
             (fault.offset % SECTOR or fault.length != SECTOR):
         narrowed = (sector * SECTOR, SECTOR)
         notes.append(f"{where}: range {format_size(fault.offset)}+{format_size(fault.length)} "

@@ -226,7 +226,7 @@ class Explore(_Model):
 
     kinds: list[Literal[EXPLORE_KINDS]] = Field(min_length=1)
     images: Optional[list[str]] = Field(None, min_length=1, description="default: every image")
-    operations: list[Literal[OPERATIONS]] = Field(list(OPERATIONS), min_length=1)
+    operations: list[Literal[OPERATIONS]] = Field(["flush", "read", "write"], min_length=1)
     errnos: list[Literal[ERRNOS]] = Field(["EIO"], min_length=1)
     max_faults: int = Field(3, ge=1, le=20)
     window: DurationRange = Field(None, description="when a fault starts (and ends); default [0, duration]")

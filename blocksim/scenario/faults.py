@@ -28,7 +28,8 @@ def _operations(value: Any) -> tuple[str, ...]:
     allowed = (*OPERATIONS, "any")
     if (not isinstance(items, (list, tuple)) or not items
             or any(not isinstance(x, str) or x not in allowed for x in items)):
-        raise ValueError("must be 'read', 'write', 'flush' or 'any', or a non-empty array of those")
+        raise ValueError("must be 'read', 'write', 'write-zeroes', 'flush' or 'any', "
+                         "or a non-empty array of those")
     ops: set[str] = set()
     for item in items:
         ops.update(OPERATIONS if item == "any" else (item,))

@@ -23,7 +23,7 @@ IMAGE_FORMATS = ("qcow2", "raw")
 # inheriting the drive default, see blocksim.model.policy).  Jobs take all five.
 READ_POLICIES = WRITE_POLICIES = JOB_POLICIES = POLICIES
 FAULT_TYPES = ("error", "flakey", "dust", "delay")
-OPERATIONS = ("flush", "read", "write")  # concrete operations, sorted
+OPERATIONS = ("flush", "read", "write", "write-zeroes")  # concrete operations, sorted
 ERRNOS = ("EIO", "ENOSPC", "EPERM", "EACCES", "EINVAL", "EROFS", "ETIMEDOUT",
           "ENOMEDIUM", "EDQUOT", "ECANCELED")
 RW_MODES = ("read", "write", "randread", "randwrite", "rw", "randrw")

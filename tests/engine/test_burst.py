@@ -487,3 +487,19 @@ def test_an_active_commit_runs_compiled(monkeypatch):
     assert done > 0.9 * total
     done, total = kernel_reads["active-commit-zeros-in-top"]
     assert 0.05 * total < done < 0.5 * total
+
+
+def test_a_write_zeroes_fault_keeps_the_zeroes_out_of_bursts():
+    # a mirror onto a target that cannot unmap writes zeroes where the source
+    # holds nothing; a blkdebug write-zeroes rule fails one of them, so a
+    # burst (which runs only where no rule can match) must leave it alone
+    scenario = blocksim.load_scenario(_mirror(
+        "burst-zeroes-fault", {"data": [{"offset": "0", "length": "8MiB"}]}, {},
+        {"on-target-error": "report"},
+        faults=[{"image": "tgt", "operation": "write-zeroes", "offset": "32MiB",
+                 "length": "512"}]))
+    result = Simulation(scenario, seed=7, shortcuts=False).run()
+    errors = [e["data"] for e in result.events if e["event"] == "BLOCK_JOB_ERROR"]
+    assert errors == [{"device": "j0", "operation": "write", "action": "report"}]
+    exact = outcome(Simulation(scenario, seed=7, shortcuts=False))
+    assert outcome(Simulation(scenario, seed=7)) == exact

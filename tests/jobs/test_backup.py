@@ -456,3 +456,20 @@ def test_a_second_backup_to_the_same_target_meets_its_op_blocker():
     r = simulate(_two_backups(second_target="tgt"))[1]
     assert refusals(r) == [("blockdev-backup", "Node 'tgt' is busy: block device is in use "
                                                "by block job: backup")]
+
+
+# -- a target fault on the zeroes a backup writes (blkdebug's iotypes) -------------------------
+@pytest.mark.parametrize("operation, fails", [("write", False), ("write-zeroes", True)])
+def test_a_write_rule_does_not_see_the_zeroes_a_full_backup_writes(operation, fails):
+    # block-copy writes a cluster reading as zeros with bdrv_co_pwrite_zeroes
+    # (block_copy_do_copy); blkdebug fails it only under a write-zeroes rule
+    sim, r = simulate(backup_case(
+        on_target_error="report",
+        faults=[fault("tgt", operation, "EIO", offset=3 * MiB, length=512)]))
+    job = job_summary(r)
+    if fails:
+        assert err("write", "report") in timeline(r)
+        assert (job["outcome"], job["error"]) == ("completed-with-error", EIO)
+    else:
+        assert "BLOCK_JOB_ERROR" not in r.event_names()
+        assert (job["outcome"], job["integrity"]) == ("completed", "identical")

@@ -635,10 +635,10 @@ def test_zeroes_count_against_the_speed_unless_the_target_unmaps(discard, ready_
 
 def test_an_unmap_target_is_zeroed_before_the_copy():
     # the zeroing pass (mirror_dirty_init) writes zeroes over the whole
-    # target: a target write fault anywhere fails it, with on-target-error
+    # target: a target write-zeroes fault anywhere fails it, with on-target-error
     r = simulate(mirror_case(size=8 * MiB, data=PARTLY_ALLOCATED, speed=MiB,
                              target_image={"discard": "unmap"}, on_target_error="ignore",
-                             faults=[fault("dst", "write", offset=6 * MiB, length=4096,
+                             faults=[fault("dst", "write-zeroes", offset=6 * MiB, length=4096,
                                            count="once")]))[1]
     assert timeline(r, "BLOCK_JOB_ERROR") == [err("write", "ignore")]
     assert event_time(r, "BLOCK_JOB_ERROR") == pytest.approx(0.0001, abs=1e-6)
@@ -693,3 +693,22 @@ def test_a_given_granularity_wins_over_the_targets():
     sim, r = simulate(scenario)
     assert sim.jobs[JOB].granularity == 64 * 1024
     assert event(r, "BLOCK_JOB_READY")["len"] == 16 * 64 * 1024
+
+
+# -- a target fault on the zeroes a mirror writes (blkdebug's iotypes) -------------------------
+@pytest.mark.parametrize("operation, fails", [("write", False), ("write-zeroes", True)])
+def test_a_write_rule_does_not_see_the_zeroes_a_full_mirror_writes(operation, fails):
+    # a full mirror onto a target that cannot unmap writes zeroes where the
+    # source holds nothing (mirror_iteration: MIRROR_METHOD_ZERO ->
+    # blk_co_pwrite_zeroes); blkdebug fails them only under a write-zeroes rule
+    sim, r = simulate(mirror_case(
+        data=[{"offset": 0, "length": MiB}], on_target_error="report",
+        faults=[fault("dst", operation, "EIO", offset=3 * MiB, length=512)],
+        actions=[on("BLOCK_JOB_READY", "block-job-complete", device=JOB)]))
+    job = job_summary(r)
+    if fails:
+        assert timeline(r)[2] == err("write", "report")
+        assert (job["outcome"], job["error"]) == ("completed-with-error", EIO)
+    else:
+        assert "BLOCK_JOB_ERROR" not in r.event_names()
+        assert (job["outcome"], job["integrity"]) == ("completed", "identical")

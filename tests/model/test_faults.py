@@ -48,18 +48,38 @@ def at_times(sim, times, make):
 
 @pytest.mark.parametrize("ops, fails", [
     ("read", {"read"}),
+    # blkdebug's iotypes: a write rule does not see a write-zeroes
+    # (blkdebug_co_pwrite_zeroes checks BLKDEBUG_IO_TYPE_WRITE_ZEROES)
     ("write", {"write"}),
+    ("write-zeroes", {"write-zeroes"}),
     ("flush", {"flush"}),
     (["read", "flush"], {"read", "flush"}),
-    ("any", {"read", "write", "flush"}),
+    ("any", {"read", "write", "write-zeroes", "flush"}),
 ])
 def test_operation_filter(ops, fails):
     sim = node_sim([{"operation": ops}])
     dev = sim.devices["disk"]
     got = {"read": err_of(do(sim, dev.read(0, 4096))),
            "write": do(sim, dev.write(0, 4096, 1)),
+           "write-zeroes": do(sim, dev.write_zeroes(0, 4096)),
            "flush": do(sim, dev.flush())}
     assert got == {op: (errno.EIO if op in fails else 0) for op in got}
+
+
+@pytest.mark.parametrize("kind", [{"type": "flakey", "up": "1ms", "down": "1s"},
+                                  {"type": "delay", "delay": "5ms"}])
+def test_device_level_write_rules_see_write_zeroes(kind):
+    # below the image format a write-zeroes is written: dm-flakey fails it,
+    # dm-delay delays it, as any write
+    sim = node_sim([{**kind, "operation": "write"}])
+    dev = sim.devices["disk"]
+    sim.env.run(until=2 * MS)                   # into flakey's down window
+    t0 = sim.env.now
+    err = do(sim, dev.write_zeroes(0, 4096))
+    if kind["type"] == "flakey":
+        assert err == errno.EIO
+    else:
+        assert (err, sim.env.now - t0) == (0, 5 * MS + 100 * US)
 
 
 @pytest.mark.parametrize("name", ["EIO", "ENOSPC", "EPERM", "EACCES", "EINVAL", "EROFS",

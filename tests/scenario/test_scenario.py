@@ -254,7 +254,7 @@ def test_defaults():
     assert (i.bandwidth, i.queue_depth, i.jitter, i.data) == (GiB, 32, 0.0, [])
     assert (s.drives["v"].rerror, s.drives["v"].werror) == ("report", "enospc")
     f = s.faults[0]
-    assert (f.type, f.operation, f.errno, f.offset, f.length) == ("error", ("flush", "read", "write"), "EIO", 0, 4096)
+    assert (f.type, f.operation, f.errno, f.offset, f.length) == ("error", ("flush", "read", "write", "write-zeroes"), "EIO", 0, 4096)
     assert (f.count, f.skip, f.start, f.end, f.probability) == (None, 0, 0, None, 1.0)
     w = s.workloads["w"]
     assert (w.rw, w.rwmixread, w.bs, w.iodepth, w.rate_iops, w.think_time) == ("randwrite", 50, 4096, 1, None, 0)
@@ -289,9 +289,11 @@ def test_underscore_spelling_is_accepted():
 def test_operation_any_and_lists():
     s = load_scenario(minimal(faults=[{"image": "disk", "operation": "any"},
                                       {"image": "disk", "operation": ["write", "flush", "write"]},
-                                      {"image": "disk", "operation": ["read", "any"]}]))
-    assert [f.operation for f in s.faults] == [("flush", "read", "write"), ("flush", "write"),
-                                               ("flush", "read", "write")]
+                                      {"image": "disk", "operation": ["read", "any"]},
+                                      {"image": "disk", "operation": "write-zeroes"}]))
+    every = ("flush", "read", "write", "write-zeroes")
+    assert [f.operation for f in s.faults] == [every, ("flush", "write"), every,
+                                               ("write-zeroes",)]
 
 
 def test_models_are_frozen(full):
@@ -462,7 +464,7 @@ BAD = [
     ({"faults": [{"image": "disk", "type": "evil"}]}, "faults.0.type",
      "Input should be 'error', 'flakey', 'dust' or 'delay' (got 'evil')"),
     ({"faults": [{"image": "disk", "operation": "trim"}]}, "faults.0.operation",
-     "must be 'read', 'write', 'flush' or 'any', or a non-empty array of those"),
+     "must be 'read', 'write', 'write-zeroes', 'flush' or 'any', or a non-empty array of those"),
     ({"faults": [{"image": "disk", "operation": []}]}, "faults.0.operation", "non-empty array"),
     ({"faults": [{"image": "disk", "errno": "ENOENT"}]}, "faults.0.errno",
      "Input should be 'EIO', 'ENOSPC', 'EPERM', 'EACCES', 'EINVAL', 'EROFS', 'ETIMEDOUT', 'ENOMEDIUM', "
