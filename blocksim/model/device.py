@@ -90,6 +90,10 @@ class BlockDevice:
         self._slots: deque[int] = deque()   # busy-until times of occupied queue slots
         self._pipe_free = 0
         self.reads = self.writes = self.flushes = self.failed = 0
+        # QEMU's write_gen and flushed_gen (block/io.c): every write request
+        # that finished (writes + zero_writes + failed_writes), and their
+        # number at the start of the last successful flush
+        self.zero_writes = self.failed_writes = self.flushed_gen = 0
         self.bytes_read = self.bytes_written = 0
         #: The node's own io-status, as a 2012 BlockDriverState had one: only
         #: the ``rfc-2012`` profile sets it (a job's ``stop`` on a node that is
@@ -472,6 +476,7 @@ class BlockDevice:
                     alloc.set_range(c0, c1)
         if verdict.errno:
             self.failed += 1
+            self.failed_writes += 1
             return verdict.errno, self._latency() + verdict.delay, None
         now = self.env.now
         delay = self._service_done(now, length) - now + verdict.delay
@@ -566,9 +571,11 @@ class BlockDevice:
             if self.faults else NO_VERDICT
         if verdict.errno:
             self.failed += 1
+            self.failed_writes += 1
         return verdict.errno, self._latency() + verdict.delay, verdict.drop
 
     def complete_write_zeroes(self, offset: int, length: int, dropped: bool) -> None:
+        self.zero_writes += 1
         if not dropped:
             self.content.set(offset, offset + length, 0)
 
@@ -581,11 +588,22 @@ class BlockDevice:
         return err
 
     def flush(self):
+        """Flush the node (generator); returns an errno.
+
+        QEMU's ``bdrv_co_flush`` calls the driver's flush to disk only when a
+        write request finished since the last successful flush (``write_gen``
+        against ``flushed_gen``): with nothing written since, no fault rule
+        sees the flush (blkdebug checks its rules in ``blkdebug_co_flush``,
+        a flush to disk), so a mirror that wrote nothing to its target
+        before READY, or a guest's second fsync in a row, cannot fail."""
         env = self.env
-        verdict = self._verdict("flush", 0, 0) if self.faults else NO_VERDICT
+        gen = self.writes + self.zero_writes + self.failed_writes
+        verdict = self._verdict("flush", 0, 0) \
+            if self.faults and gen != self.flushed_gen else NO_VERDICT
         yield env.timeout(self._latency() + verdict.delay)
         if verdict.errno:
             self.failed += 1
             return verdict.errno
         self.flushes += 1
+        self.flushed_gen = gen
         return 0

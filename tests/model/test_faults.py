@@ -114,9 +114,12 @@ def test_offset_range_overlap(offset, length, fails):
 def test_flush_matches_only_rules_without_a_range():
     # blkdebug: a flush has no offset, so only a rule not tied to a sector
     # (here: covering the whole image) fails it.
+    # (a write first: a flush reaches the disk only after one)
     sim = node_sim([{"operation": "flush", "offset": "64KiB", "length": "4KiB"}])
+    do(sim, sim.devices["disk"].write(0, 4096, 1))
     assert do(sim, sim.devices["disk"].flush()) == 0
     sim = node_sim([{"operation": "flush"}])
+    do(sim, sim.devices["disk"].write(0, 4096, 1))
     assert do(sim, sim.devices["disk"].flush()) == errno.EIO
 
 

@@ -65,3 +65,35 @@ def test_mirror_retries_a_flush_failed_under_ignore_and_completes():
     job = r.summary["jobs"]["job0"]
     assert (job["outcome"], job["integrity"], job["pivoted"]) == ("completed", "identical", True)
 
+
+
+# -- a flush reaches the disk only after a write (bdrv_co_flush: write_gen, flushed_gen) -------
+def test_a_flush_with_nothing_written_since_the_last_one_meets_no_fault():
+    sim = blocksim.Simulation(blocksim.load_scenario({
+        "images": {"disk": {"size": "1MiB"}},
+        "faults": [{"image": "disk", "operation": "flush"}]}))      # every flush that reaches it
+    dev = sim.devices["disk"]
+
+    def flushes():
+        out = [(yield from dev.flush())]                 # nothing written yet
+        err, delay, how = dev.submit_write(0, 4096)
+        yield sim.env.timeout(delay)
+        dev.complete_write(0, 4096, 7, how)
+        out.append((yield from dev.flush()))              # a write since: the fault
+        out.append((yield from dev.flush()))              # the failed one did not count
+        return out
+    proc = sim.env.process(flushes())
+    sim.env.run(until=proc)
+    assert proc.value == [0, 5, 5]                        # EIO, EIO
+    assert (dev.flushes, dev.failed) == (1, 2)
+
+
+def test_a_mirror_that_wrote_nothing_meets_no_target_flush_fault():
+    # sync none and no guest: nothing is copied before READY, so the flush
+    # mirror_run makes before it never reaches the target's disk
+    scenario = mirror_with_flush_fault("report")
+    scenario["jobs"]["job0"]["sync"] = "none"
+    r = blocksim.run(scenario)
+    assert r.event_names("BLOCK_JOB_ERROR", "BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED") == \
+        ["BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED"]
+    assert r.summary["jobs"]["job0"]["outcome"] == "completed"
