@@ -48,6 +48,16 @@ from ..model.ratelimit import RateLimit
 #: The order filters go in: a later one sits right above the device's node,
 #: under the earlier ones (bdrv_cbw_append, bdrv_insert_node)
 _FILTER_SEQ = itertools.count(1)
+_CREATED_SEQ = itertools.count(1)
+
+
+def newest_first(jobs) -> list:
+    """The jobs that exist (created, not yet dismissed), as QEMU lists them
+    in ``query-block-jobs`` and ``query-jobs``: ``job_create`` puts a job at
+    the head of the global job list (``QLIST_INSERT_HEAD``), so the newest
+    comes first (checked on QEMU 7.2 with two jobs)."""
+    alive = [job for job in jobs if job.status not in (None, "null")]
+    return sorted(alive, key=lambda job: -job._created_seq)
 
 TRANSITIONS: dict[str | None, frozenset[str]] = {
     None: frozenset({"created"}),
@@ -176,6 +186,7 @@ class BlockJob:
         if self.inserts_filter and self.profile.root_node_check:
             self._filtered = self.drive.node
             self._filter_seq = next(_FILTER_SEQ)
+        self._created_seq = next(_CREATED_SEQ)
         self._transition("created")
         # As QEMU's job_start: the job is running when the command returns.
         self.started_at = self.env.now
@@ -645,6 +656,11 @@ class BlockJob:
     def ready(self) -> bool:
         return self.status in ("ready", "standby")
 
+    #: Whether the job holds a drained section over its own nodes, which
+    #: pauses it (``child_job_drained_begin`` -> ``job_pause``): a mirror from
+    #: the end of its run until its exit (MirrorJob).
+    drained_by_itself = False
+
     def query(self) -> dict:
         """One entry of ``query-block-jobs``."""
         if not self.profile.job_status_events:
@@ -655,7 +671,7 @@ class BlockJob:
         info = {"type": self.job_type, "device": self.id,
                 "len": self.progress_len(), "offset": self.offset,
                 "busy": not (self._sleeping or self.paused),
-                "paused": self.pause_count > 0, "speed": self.speed,
+                "paused": self.pause_count > 0 or self.drained_by_itself, "speed": self.speed,
                 "io-status": self.iostatus.value, "ready": self.ready,
                 "status": self.status, "auto-finalize": self.auto_finalize,
                 "auto-dismiss": self.auto_dismiss}

@@ -564,6 +564,16 @@ class MirrorJob(BlockJob):
         if heading and not self.paused:
             self._pausing = True
 
+    @property
+    def drained_by_itself(self) -> bool:
+        """mirror_run ends in ``bdrv_drained_begin`` of its source (the
+        guest's requests drained before the pivot), which pauses the job
+        itself (``child_job_drained_begin`` -> ``job_pause``) until
+        ``mirror_exit_common``'s ``bdrv_drained_end`` at finalization: a
+        completed mirror (or active commit) waiting for ``job-finalize`` is
+        listed ``pending`` and ``paused`` (found by running QEMU 7.2)."""
+        return self._drained
+
     def _pause_if_drained(self) -> None:
         """A failed copy has just finished.  If it was the last one in
         flight and the job is headed for its pause point, the job is paused

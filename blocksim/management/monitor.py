@@ -46,6 +46,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CommandError
+from ..jobs import newest_first
 from ..model import named_bitmap
 from ..model.profile import JOB_API_2_12_COMMANDS
 from ..record.eventlog import qmp_timestamp
@@ -257,8 +258,7 @@ def _bitmap_command(command: str, action):
 _HANDLERS = {
     "stop": lambda sim, a: sim.vm.stop("paused"),
     "cont": lambda sim, a: sim.vm.cont(),
-    "query-block-jobs": lambda sim, a: [j.query() for j in sim.jobs.values()
-                                        if j.status not in (None, "null")],
+    "query-block-jobs": lambda sim, a: [j.query() for j in newest_first(sim.jobs.values())],
     "block-job-pause": lambda sim, a: _block_job(sim, a).user_pause(),
     "block-job-resume": lambda sim, a: _block_job(sim, a).user_resume(),
     "block-job-complete": lambda sim, a: _block_job(sim, a).complete(),

@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..jobs import JOB_TYPES
+from ..jobs import JOB_TYPES, newest_first
 from ..management.monitor import COMMANDS as MONITOR_COMMANDS
 from ..record.eventlog import qmp_timestamp
 from ..scenario import BackupJob, CommitJob, MirrorJob, StreamJob
@@ -254,9 +254,7 @@ def _query_status(sim, args) -> dict:
 def _query_jobs(sim, args) -> list:
     """``qmp_query_jobs`` (job-qmp.c: job_query_single)."""
     out = []
-    for job in sim.jobs.values():
-        if job.status in (None, "null"):
-            continue
+    for job in newest_first(sim.jobs.values()):
         info = {"id": job.id, "type": job.job_type, "status": job.status,
                 "current-progress": job.offset, "total-progress": job.progress_len()}
         if job.error is not None:          # job_query_single: has_error = !!job->err

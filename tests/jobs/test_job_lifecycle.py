@@ -518,3 +518,35 @@ def test_a_concluded_job_waiting_for_dismiss_still_holds_its_id():
     r = simulate(stream_case(auto_dismiss=False, start="manual", actions=[
         at("0s", "job-start", id=JOB), at("3s", "job-start", id=JOB)]))[1]
     assert refusals(r) == [("job-start", "Job ID 'job0' already in use")]
+
+
+# -- what query-block-jobs shows (job.c, blockjob.c) -------------------------------------------
+def test_query_lists_the_newest_job_first():
+    # job_create: QLIST_INSERT_HEAD of the global job list
+    scenario = mirror_case(speed=MiB, actions=[at("10ms", "query-block-jobs")])
+    scenario["images"]["base"] = {"size": SIZE, "data": "full"}
+    scenario["images"]["top"] = {"size": SIZE, "backing": "base"}
+    scenario["drives"]["vdb"] = {"image": "top"}
+    scenario["jobs"]["second"] = {"type": "stream", "device": "vdb", "speed": MiB,
+                                  "start": "5ms"}
+    sim, r = simulate(scenario)
+    listed = commands(r, "query-block-jobs")[0]["return"]
+    assert [j["device"] for j in listed] == ["second", JOB]
+
+
+@pytest.mark.parametrize("verb", ["block-job-complete", "block-job-cancel"])
+def test_a_completed_mirror_waiting_for_finalize_is_listed_paused(verb):
+    # mirror_run ends in bdrv_drained_begin of its source, which pauses the
+    # job itself until mirror_exit_common at finalization
+    sim, r = simulate(mirror_case(
+        auto_finalize=False,
+        actions=[on("BLOCK_JOB_READY", verb, device=JOB),
+                 on("JOB_STATUS_CHANGE", "query-block-jobs", match={"status": "pending"}),
+                 on("JOB_STATUS_CHANGE", "query-block-jobs", match={"status": "pending"},
+                    delay="50ms"),
+                 on("JOB_STATUS_CHANGE", "block-job-finalize", delay="100ms",
+                    match={"status": "pending"}, id=JOB)]))
+    shown = [(j["status"], j["paused"], j["ready"])
+             for c in commands(r, "query-block-jobs") for j in c["return"]]
+    assert shown == [("pending", True, False)] * 2
+    assert job_summary(r)["outcome"] == "completed"
