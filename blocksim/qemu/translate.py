@@ -258,7 +258,9 @@ def _node_names(names: list[str]) -> dict[str, str]:
 
 
 def _fault_rules(index: int, fault, image_size: int, stream_tops: set[str],
-                 skipped: list[Skipped], notes: list[str]) -> tuple[list[dict[str, Any]], Optional[tuple[int, int]]]:
+                 skipped: list[Skipped], notes: list[str],
+                 bitmap_sources: frozenset[str] = frozenset()
+                 ) -> tuple[list[dict[str, Any]], Optional[tuple[int, int]]]:
     """blkdebug rules for fault ``index`` (empty = skipped) and the byte range
     the blocksim side should use instead of the fault's (None = unchanged)."""
     where = f"faults.{index}"
@@ -278,6 +280,10 @@ def _fault_rules(index: int, fault, image_size: int, stream_tops: set[str],
         reasons.append(f"skip {fault.skip}: not expressed (would need blkdebug's state machine)")
     if fault.count == 1 and len(fault.operation) > 1:
         reasons.append("a one-shot fault over several operations: blkdebug's 'once' is per rule")
+    if fault.image in bitmap_sources:
+        reasons.append(f"image '{fault.image}' is the device of a backup with a bitmap: blkdebug "
+                       "above its format node would hide the bitmap from blockdev-backup "
+                       "(bdrv_find_dirty_bitmap on the filter)")
     if fault.image in stream_tops:
         reasons.append(f"image '{fault.image}' is the top of a stream job, whose copy-on-read "
                        "writes below any filter node: blkdebug on it would not see the job's I/O")
@@ -371,11 +377,13 @@ def translate(scenario: Scenario) -> Plan:
 
     drive_image = {name: d.image for name, d in scenario.drives.items()}
     stream_tops = {drive_image[j.device] for j in scenario.jobs.values() if isinstance(j, StreamJob)}
+    bitmap_sources = frozenset(drive_image[j.device] for j in scenario.jobs.values()
+                               if isinstance(j, BackupJob) and j.bitmap is not None)
 
     kept_faults = []
     for i, fault in enumerate(scenario.faults):
         rules, narrowed = _fault_rules(i, fault, scenario.images[fault.image].size, stream_tops,
-                                       skipped, notes)
+                                       skipped, notes, bitmap_sources)
         if not rules:
             continue
         images[fault.image].rules.extend(rules)

@@ -178,6 +178,25 @@ def scenario(**parts):
     return load_scenario({**BASE, **parts})
 
 
+def test_a_fault_on_the_device_of_a_bitmap_backup_is_skipped():
+    # blkdebug goes above the format node, which holds the bitmap: blockdev-backup
+    # would not find it there (bdrv_find_dirty_bitmap on the filter node)
+    images = {**BASE["images"], "src": {"size": "4MiB", "data": "full",
+                                        "bitmaps": [{"name": "b0"}]}}
+    s = load_scenario({**BASE, "images": images,
+                       "faults": [{"image": "src", "operation": "read", "offset": "1MiB",
+                                   "length": "512"},
+                                  {"image": "dst", "operation": "write", "offset": "1MiB",
+                                   "length": "512"}],
+                       "jobs": {"b": {"type": "backup", "device": "vdb", "target": "dst",
+                                      "sync": "bitmap", "bitmap": "b0",
+                                      "bitmap-mode": "on-success"}}})
+    plan = translate(s)
+    skipped = {x.what: x.reason for x in plan.skipped}
+    assert list(skipped) == ["faults.0"] and "hide the bitmap" in skipped["faults.0"]
+    assert [f.image for f in plan.reduced.faults] == ["dst"]
+
+
 def test_every_part_qemu_cannot_run_is_named_as_skipped():
     s = scenario(
         faults=[
