@@ -711,6 +711,8 @@ class _QemuRun:
                 info["outcome"] = "not-started"
             elif status in ("paused", "standby"):
                 info["outcome"] = "paused"
+            elif status in ("waiting", "pending"):
+                info["outcome"] = "pending"     # as blocksim's summary.job_outcome
             elif (job.type == "mirror" or job.active) and "BLOCK_JOB_READY" not in seq:
                 info["outcome"] = "never-ready"
             else:
