@@ -434,7 +434,8 @@ MUTATIONS = [
     ("backup: a task on a page that may hold zeros taken for data", "blocksim/jobs/backup.py",
      "                and self._holds_data(content, first)\n", "\n"),
     ("backup: what is known of a source page kept across its changes", "blocksim/jobs/backup.py",
-     "        if stamp != self._data_stamp:", "        if self._data_stamp is None:"),
+     "        if self._data_stamp != version or self._data_zeroed != zeroed:",
+     "        if self._data_stamp is None:"),
     ("backup: a slot freed while the loop slept not seen", "blocksim/jobs/backup.py",
      "        if done.callbacks is None:\n            check(done)\n            break\n", ""),
     # (with shortcuts, the only runs with a journal, a task's write is a step:
@@ -498,6 +499,22 @@ MUTATIONS = [
     ("steps: a dropped write-zeroes carried out", "blocksim/jobs/backup.py",
      "complete_write_zeroes(start, min(task.end, self.size) - start, dropped)",
      "complete_write_zeroes(start, min(task.end, self.size) - start, False)"),
+    # a task across pages read in pieces (backup._Pieces, BackupJob._read_for_copy)
+    ("steps: a task across pages pastes its first piece only", "blocksim/jobs/backup.py",
+     "                    for piece in runs[1:]:\n                        content.set_runs(piece)\n",
+     ""),
+    ("steps: a dropped write's pieces pasted", "blocksim/jobs/backup.py",
+     "                if how is None:\n                    # complete_write of the first piece",
+     "                if True:\n                    # complete_write of the first piece"),
+    ("steps: a failed write's pieces kept in the journal", "blocksim/jobs/backup.py",
+     "        elif runs.__class__ is _Pieces:\n            runs.joined()\n", ""),
+    # an event a step succeeds as its last action run at once (Steps.succeed(last=True))
+    ("steps: an event succeeded last run at once with something due first",
+     "blocksim/engine/steps.py",
+     "            if (not heap or heap[0][0][0] > now) and (not queue or queue[0][0] > now):",
+     "            if True:"),
+    ("steps: the pool's wake-up run at once before a waiter of the task", "blocksim/jobs/backup.py",
+     "            self._steps.succeed(ev, not task.waited)", "            self._steps.succeed(ev, True)"),
 ]
 
 

@@ -39,6 +39,9 @@ from heapq import heappop, heappush
 
 from simpy.events import NORMAL, PENDING, URGENT, Event
 
+#: SimPy's event (``env.event()`` without the environment's lookup)
+Event = Event
+
 #: an event's value until it is triggered (``event._value is PENDING``: not
 #: ``event.triggered``, without the property's call)
 PENDING = PENDING
@@ -70,11 +73,28 @@ class Steps:
         if not self._running and heap[0] is entry:
             self._marker()
 
-    def succeed(self, event: Event) -> None:
+    def succeed(self, event: Event, last: bool = False) -> None:
         """``event.succeed()``: the event is triggered now and its callbacks
-        run where SimPy would process it."""
+        run where SimPy would process it.
+
+        ``last``: the caller is a step that does nothing after this call
+        (nor does any step or callback that called it).  Then, if nothing is
+        due at this instant (no step, no SimPy event: anything there came
+        before the event, whose id is the last drawn), the event is the very
+        next thing the loop would run, and its callbacks run at once,
+        without the trip through the heap."""
         event._ok = True
         event._value = None
+        if last and self._running:
+            env = self.env
+            now = env._now
+            heap, queue = self.heap, env._queue
+            if (not heap or heap[0][0][0] > now) and (not queue or queue[0][0] > now):
+                next(env._eid)                  # (its id, drawn as at() would)
+                callbacks, event.callbacks = event.callbacks, None
+                for cb in callbacks:
+                    cb(event)
+                return
         self.at(0, None, event)
 
     def _marker(self) -> None:

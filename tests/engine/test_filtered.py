@@ -53,6 +53,22 @@ CASES = {
         src={"size": "128MiB", "data": [{"offset": 0, "length": "64MiB"}]},
         tgt={"size": "128MiB"}, duration="2s",
         guest={"offset": "63MiB", "size": "512KiB", "rate-iops": 200}),
+    # (the same with data on both sides: each such task reads one piece
+    # per page, backup._Pieces, and pastes them in turn)
+    "tasks across two pages of data": backup(
+        src={"size": "192MiB"}, tgt={"size": "192MiB"}, duration="3s",
+        job={"speed": "128MiB"}, guest={"offset": "56MiB", "size": "16MiB", "rate-iops": 100}),
+    "tasks across two pages, the target dropping writes": backup(
+        src={"size": "192MiB"}, tgt={"size": "192MiB"}, duration="3s",
+        job={"speed": "128MiB"}, guest={"offset": "56MiB", "size": "16MiB", "rate-iops": 100},
+        faults=[{"type": "flakey", "image": "tgt", "up": "40ms", "down": "30ms",
+                 "operation": "write", "drop-writes": True}]),
+    "tasks across two pages, the target failing writes": backup(
+        src={"size": "192MiB"}, tgt={"size": "192MiB"}, duration="3s",
+        job={"speed": "128MiB", "on-target-error": "ignore"},
+        guest={"offset": "56MiB", "size": "16MiB", "rate-iops": 100},
+        faults=[{"image": "tgt", "operation": "write", "errno": "EIO", "offset": "60MiB",
+                 "length": "8MiB", "start": "200ms", "end": "900ms"}]),
     "a thin source": backup(src={"data": "none"}),
     # (a write-zeroes task keeps neither node busy: a guest write over it
     # must still wait for it, so no stretch while it is in flight)
@@ -102,6 +118,7 @@ CASES = {
 #: copy's read could be delayed, every copy is a write-zeroes, a copy could
 #: find the target full
 NOT_QUIET = {"a jittery target", "a slow source read fault", "a thin source",
+             "tasks across two pages, the target dropping writes",
              "a thin target that fills", "write-zeroes in flight under the guest",
              "write-zeroes dropped by a flakey target"}
 
@@ -138,3 +155,24 @@ def test_the_stretches_copy_before_writes():
     result = sim.run()
     copies = result.summary["jobs"]["job0"]["copy_before_write"]["writes"]
     assert sim.workloads["g"].in_stretches > 1500 and copies > 300
+
+
+@pytest.mark.parametrize("name", ["tasks across two pages of data",
+                                  "tasks across two pages, the target dropping writes",
+                                  "tasks across two pages, the target failing writes"])
+def test_tasks_across_pages_read_a_piece_per_page(name, monkeypatch):
+    """The cases above do make tasks that straddle a page and read them in
+    pieces (with steps), and the pieces pasted are what one read of the
+    whole range returns."""
+    from blocksim.jobs import backup as backup_module
+    pieces = []
+    real = backup_module.BackupJob._read_for_copy
+
+    def counting(src, start, end):
+        runs = real(src, start, end)
+        if runs.__class__ is backup_module._Pieces:
+            pieces.append(runs)
+        return runs
+    monkeypatch.setattr(backup_module.BackupJob, "_read_for_copy", staticmethod(counting))
+    Simulation(blocksim.load_scenario(_clean(CASES[name]))).run()
+    assert len(pieces) >= 2 and all(len(p) == 2 for p in pieces)
