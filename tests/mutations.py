@@ -486,7 +486,8 @@ MUTATIONS = [
     ("steps: a task's start not urgent", "blocksim/engine/steps.py",
      "URGENT if urgent else NORMAL", "NORMAL"),
     ("steps: ties with SimPy's head ignored", "blocksim/engine/steps.py",
-     "                    if key > head_key:", "                    if key[0] > head_key[0]:"),
+     "                    if entry[2] != head[2] and entry > head:",
+     "                    if entry[0] > head[0]:"),
     ("steps: a failing step raises at once", "blocksim/engine/steps.py",
      "                except BaseException as error:      # the process fails\n",
      "                except ZeroDivisionError as error:      # the process fails\n"),
@@ -511,7 +512,7 @@ MUTATIONS = [
     # an event a step succeeds as its last action run at once (Steps.succeed(last=True))
     ("steps: an event succeeded last run at once with something due first",
      "blocksim/engine/steps.py",
-     "            if (not heap or heap[0][0][0] > now) and (not queue or queue[0][0] > now):",
+     "            if (not heap or heap[0][0] > now) and (not queue or queue[0][0] > now):",
      "            if True:"),
     ("steps: the pool's wake-up run at once before a waiter of the task", "blocksim/jobs/backup.py",
      "            self._steps.succeed(ev, not task.waited)", "            self._steps.succeed(ev, True)"),

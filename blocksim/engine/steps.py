@@ -52,7 +52,9 @@ class Steps:
 
     def __init__(self, env):
         self.env = env
-        # ((time, priority, id), callback, argument); callback None:
+        # (time, priority, id, callback, argument), flat: compared with
+        # SimPy's (time, priority, id, event) as they stand, the ids (one
+        # counter, never equal) decide before the rest; callback None:
         # argument is an event whose callbacks run (succeed)
         self.heap: list = []
         # (time, priority, id) -> the marker queued in SimPy under that key
@@ -66,7 +68,7 @@ class Steps:
         """Call ``callback(argument)`` in ``delay`` ns, where SimPy would
         process an event scheduled now (``urgent``: a process's start)."""
         env = self.env
-        entry = ((env._now + delay, URGENT if urgent else NORMAL, next(env._eid)),
+        entry = (env._now + delay, URGENT if urgent else NORMAL, next(env._eid),
                  callback, argument)
         heap = self.heap
         heappush(heap, entry)
@@ -89,7 +91,7 @@ class Steps:
             env = self.env
             now = env._now
             heap, queue = self.heap, env._queue
-            if (not heap or heap[0][0][0] > now) and (not queue or queue[0][0] > now):
+            if (not heap or heap[0][0] > now) and (not queue or queue[0][0] > now):
                 next(env._eid)                  # (its id, drawn as at() would)
                 callbacks, event.callbacks = event.callbacks, None
                 for cb in callbacks:
@@ -100,7 +102,7 @@ class Steps:
     def _marker(self) -> None:
         """The event queued in SimPy under the first step's key (one per
         key: SimPy's heap cannot hold two equal keys)."""
-        key = self.heap[0][0]
+        key = self.heap[0][:3]
         if key in self._markers:
             return
         marker = self._markers[key] = Event(self.env)
@@ -118,24 +120,24 @@ class Steps:
         queue = env._queue
         markers = self._markers
         self._running = True
-        last = head_key = None
         try:
             while heap:
-                key, callback, argument = heap[0]
+                entry = heap[0]
                 if queue:
                     head = queue[0]
-                    if head is not last:
-                        last, head_key = head, head[:3]
-                    if key > head_key:
-                        if markers.get(head_key) is head[3]:
+                    # (the same id: the marker queued for this very step)
+                    if entry[2] != head[2] and entry > head:
+                        key = head[:3]
+                        if markers.get(key) is head[3]:
                             # a marker of a step already run: it would
                             # only run the steps, which this loop does
                             heappop(queue)
-                            del markers[head_key]
+                            del markers[key]
                             continue
                         break
                 heappop(heap)
-                env._now = key[0]
+                env._now = entry[0]
+                callback, argument = entry[3], entry[4]
                 if callback is None:
                     # an event's callbacks, as Environment.step runs them
                     callbacks, argument.callbacks = argument.callbacks, None
