@@ -468,7 +468,7 @@ class BackupJob(BlockJob):
         the first to be processed."""
         steps = self._steps
         pooled.wait += 1
-        ev = self.env.event()
+        ev = Event(self.env)
         if pooled.processed:
             steps.succeed(ev)
             return ev
@@ -694,7 +694,9 @@ class BackupJob(BlockJob):
 
     def _task_end(self, task: _Task, err: int, last: bool = False) -> None:
         """``block_copy_task_end``: a failed (or undone) task is dirty again;
-        a copied one is progress."""
+        a copied one is progress.  ``last``: called as a task step's last
+        action (``_task_finish``): its done event may run at once
+        (``Steps.succeed``)."""
         nbytes = task.end - task.start
         self.in_flight_bytes -= nbytes
         if err:
