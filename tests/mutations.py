@@ -514,6 +514,8 @@ MUTATIONS = [
      "blocksim/engine/steps.py",
      "            if (not heap or heap[0][0] > now) and (not queue or queue[0][0] > now):",
      "            if True:"),
+    ("backup: witnessed ranges cut at the edges of the slices made dense",
+     "blocksim/jobs/backup.py", "    keep[1:] = b[1:] != e[:-1]\n", "    keep[1:] = True\n"),
     # (no mutation for the pool's wake-up run at once before a waiter of the
     # task, succeed(ev, True): the waiter, a guest's copy, finds its clusters
     # copied either way, and the call's next task starts past them; only

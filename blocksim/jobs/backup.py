@@ -67,7 +67,7 @@ from functools import partial
 import numpy as np
 
 from ..engine import PENDING, Event, Snap, Steps
-from ..model.bitmap import DirtyBitmap
+from ..model.bitmap import BLOCK, BLOCK_SHIFT, DirtyBitmap
 from ..model.extents import ExtentMap, diff_ranges, run_arrays
 from ..model.named_bitmap import dirty_ranges, merge_into
 from ..model.policy import REPORT, STOP
@@ -121,6 +121,46 @@ class _Pool:
         self.processed = 0      # tasks in the pool whose done was processed
         self.waited: list = []  # tasks in the pool some call waits for
         self.ended: list = []   # tasks of the pool ended (done triggered)
+
+
+#: blocks of a bitmap made dense at a time by :func:`_range_arrays` (1 MiB)
+_DENSE_BLOCKS = 2048
+
+
+def _range_arrays(bits: DirtyBitmap) -> tuple[np.ndarray, np.ndarray]:
+    """``dirty_ranges(bits)`` as two int64 arrays, the starts and the ends,
+    with numpy: the blocks with a dirty granule made dense (a mixed block's
+    bytes, an all-dirty block's ones) a slice at a time, their runs found
+    by differences and joined across slices.  The same ranges, without a
+    Python step per run (a backup's witness has one per cluster a guest
+    write touched: a million in (d)'s hour)."""
+    granules, _words, counts, _flags, _flag_words = bits.arrays()
+    nblocks, nbits = len(counts), bits.nbits
+    starts, ends = [], []
+    for c0 in range(0, nblocks, _DENSE_BLOCKS):
+        c1 = min(c0 + _DENSE_BLOCKS, nblocks)
+        cnt = counts[c0:c1]
+        if not cnt.any():
+            continue
+        dense = granules[c0 << BLOCK_SHIFT:c1 << BLOCK_SHIFT].reshape(c1 - c0, BLOCK).copy()
+        dense[cnt == 0] = 0
+        dense[cnt == BLOCK] = 1
+        flat = dense.reshape(-1)[:max(nbits - (c0 << BLOCK_SHIFT), 0)].astype(np.int8)
+        step = np.diff(flat, prepend=np.int8(0), append=np.int8(0))
+        starts.append(np.flatnonzero(step == 1) + (c0 << BLOCK_SHIFT))
+        ends.append(np.flatnonzero(step == -1) + (c0 << BLOCK_SHIFT))
+    if not starts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    b = np.concatenate(starts).astype(np.int64)
+    e = np.concatenate(ends).astype(np.int64)
+    # (a run cut at a slice's edge continues in the next slice)
+    keep = np.ones(len(b), dtype=np.bool_)
+    keep[1:] = b[1:] != e[:-1]
+    b = b[keep]
+    e = e[np.append(keep[1:], True)]
+    g = bits.granularity
+    return b * g, np.minimum(e * g, bits.size)
 
 
 def _any_done(env, tasks: list):
@@ -889,8 +929,9 @@ class BackupJob(BlockJob):
         source) against the target's.  The same bytes, the same lowest
         offset."""
         src, tgt, pit = self.source.content, self.target.content, self._pit
-        seen = np.array(list(dirty_ranges(self._seen)) or [(0, 0)], dtype=np.int64)
-        seen_starts, seen_ends = seen[:, 0], seen[:, 1]
+        seen_starts, seen_ends = _range_arrays(self._seen)
+        if not len(seen_starts):
+            seen_starts = seen_ends = np.zeros(1, dtype=np.int64)
         total, first = 0, None
         for a, b in self._copy_set:
             for x0 in range(a, b, self.VERIFY_STEP):
@@ -902,7 +943,10 @@ class BackupJob(BlockJob):
                 edges = np.concatenate(
                     [starts for starts, _values in maps]
                     + [seen_starts[i0:i1], seen_ends[i0:i1], np.array([x0], dtype=np.int64)])
-                edges = np.unique(edges[(edges >= x0) & (edges < x1)])
+                # (np.unique, with a stable sort: the parts are each
+                # sorted, which timsort merges in about linear time)
+                edges = np.sort(edges[(edges >= x0) & (edges < x1)], kind="stable")
+                edges = edges[np.concatenate(([True], edges[1:] != edges[:-1]))]
                 lengths = np.diff(np.append(edges, x1))
                 sv, tv, pv = (values[np.searchsorted(starts, edges, "right") - 1]
                               for starts, values in maps)
