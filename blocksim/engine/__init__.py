@@ -29,7 +29,8 @@ The seam: the layers above reach the engine only through the names below
   backup's copy-before-write filter (the job hands it ``quiet_nodes`` and
   ``copy_before_quietly``).
 - :class:`Steps` (``steps.py``): a backup's block-copy task steps kept out of
-  SimPy's queue, in SimPy's order; ``PENDING``, an untriggered event's value.
+  SimPy's queue, in SimPy's order; ``PENDING``, an untriggered event's value;
+  ``Event``, SimPy's event (made without ``env.event()``'s lookup).
 - :class:`Compiled` (``compiled.py``): ``njit`` that imports numba and
   compiles on first call, so that ``import blocksim`` does not load numba.
 """
@@ -39,8 +40,8 @@ from .agenda import Agenda
 from .clock import NEVER, Clock
 from .compiled import Compiled
 from .journal import ContentJournal, Snap
-from .steps import PENDING, Steps
+from .steps import PENDING, Event, Steps
 from .stretch import AT_DUE, advance
 
-__all__ = ["AT_DUE", "NEVER", "PENDING", "Agenda", "Clock", "Compiled", "ContentJournal", "Snap", "Steps", "advance",
+__all__ = ["AT_DUE", "NEVER", "PENDING", "Event", "Agenda", "Clock", "Compiled", "ContentJournal", "Snap", "Steps", "advance",
            "burst", "burst_kernel"]

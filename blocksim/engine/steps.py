@@ -39,6 +39,9 @@ from heapq import heappop, heappush
 
 from simpy.events import NORMAL, PENDING, URGENT, Event
 
+#: SimPy's event (``env.event()`` without the environment's lookup)
+Event = Event
+
 #: an event's value until it is triggered (``event._value is PENDING``: not
 #: ``event.triggered``, without the property's call)
 PENDING = PENDING
@@ -49,7 +52,9 @@ class Steps:
 
     def __init__(self, env):
         self.env = env
-        # ((time, priority, id), callback, argument); callback None:
+        # (time, priority, id, callback, argument), flat: compared with
+        # SimPy's (time, priority, id, event) as they stand, the ids (one
+        # counter, never equal) decide before the rest; callback None:
         # argument is an event whose callbacks run (succeed)
         self.heap: list = []
         # (time, priority, id) -> the marker queued in SimPy under that key
@@ -63,24 +68,41 @@ class Steps:
         """Call ``callback(argument)`` in ``delay`` ns, where SimPy would
         process an event scheduled now (``urgent``: a process's start)."""
         env = self.env
-        entry = ((env._now + delay, URGENT if urgent else NORMAL, next(env._eid)),
+        entry = (env._now + delay, URGENT if urgent else NORMAL, next(env._eid),
                  callback, argument)
         heap = self.heap
         heappush(heap, entry)
         if not self._running and heap[0] is entry:
             self._marker()
 
-    def succeed(self, event: Event) -> None:
+    def succeed(self, event: Event, last: bool = False) -> None:
         """``event.succeed()``: the event is triggered now and its callbacks
-        run where SimPy would process it."""
+        run where SimPy would process it.
+
+        ``last``: the caller is a step that does nothing after this call
+        (nor does any step or callback that called it).  Then, if nothing is
+        due at this instant (no step, no SimPy event: anything there came
+        before the event, whose id is the last drawn), the event is the very
+        next thing the loop would run, and its callbacks run at once,
+        without the trip through the heap."""
         event._ok = True
         event._value = None
+        if last and self._running:
+            env = self.env
+            now = env._now
+            heap, queue = self.heap, env._queue
+            if (not heap or heap[0][0] > now) and (not queue or queue[0][0] > now):
+                next(env._eid)                  # (its id, drawn as at() would)
+                callbacks, event.callbacks = event.callbacks, None
+                for cb in callbacks:
+                    cb(event)
+                return
         self.at(0, None, event)
 
     def _marker(self) -> None:
         """The event queued in SimPy under the first step's key (one per
         key: SimPy's heap cannot hold two equal keys)."""
-        key = self.heap[0][0]
+        key = self.heap[0][:3]
         if key in self._markers:
             return
         marker = self._markers[key] = Event(self.env)
@@ -98,24 +120,24 @@ class Steps:
         queue = env._queue
         markers = self._markers
         self._running = True
-        last = head_key = None
         try:
             while heap:
-                key, callback, argument = heap[0]
+                entry = heap[0]
                 if queue:
                     head = queue[0]
-                    if head is not last:
-                        last, head_key = head, head[:3]
-                    if key > head_key:
-                        if markers.get(head_key) is head[3]:
+                    # (the same id: the marker queued for this very step)
+                    if entry[2] != head[2] and entry > head:
+                        key = head[:3]
+                        if markers.get(key) is head[3]:
                             # a marker of a step already run: it would
                             # only run the steps, which this loop does
                             heappop(queue)
-                            del markers[head_key]
+                            del markers[key]
                             continue
                         break
                 heappop(heap)
-                env._now = key[0]
+                env._now = entry[0]
+                callback, argument = entry[3], entry[4]
                 if callback is None:
                     # an event's callbacks, as Environment.step runs them
                     callbacks, argument.callbacks = argument.callbacks, None

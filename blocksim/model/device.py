@@ -401,7 +401,7 @@ class BlockDevice:
         if verdict.errno:
             self.failed += 1
             return verdict.errno, self._latency() + verdict.delay
-        now = self.env.now
+        now = self.env._now             # (env.now without the property)
         return 0, self._service_done(now, length) - now + verdict.delay
 
     def complete_read(self, length: int) -> None:
@@ -478,7 +478,7 @@ class BlockDevice:
             self.failed += 1
             self.failed_writes += 1
             return verdict.errno, self._latency() + verdict.delay, None
-        now = self.env.now
+        now = self.env._now             # (env.now without the property)
         delay = self._service_done(now, length) - now + verdict.delay
         return 0, delay, (False if verdict.drop else cow)
 

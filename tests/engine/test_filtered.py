@@ -53,6 +53,29 @@ CASES = {
         src={"size": "128MiB", "data": [{"offset": 0, "length": "64MiB"}]},
         tgt={"size": "128MiB"}, duration="2s",
         guest={"offset": "63MiB", "size": "512KiB", "rate-iops": 200}),
+    # (the same with data on both sides: each such task reads one piece
+    # per page, backup._Pieces, and pastes them in turn)
+    "tasks across two pages of data": backup(
+        src={"size": "192MiB"}, tgt={"size": "192MiB"}, duration="3s",
+        job={"speed": "128MiB"}, guest={"offset": "56MiB", "size": "16MiB", "rate-iops": 100}),
+    "tasks across two pages, the target dropping writes": backup(
+        src={"size": "192MiB"}, tgt={"size": "192MiB"}, duration="3s",
+        job={"speed": "128MiB"}, guest={"offset": "56MiB", "size": "16MiB", "rate-iops": 100},
+        faults=[{"type": "flakey", "image": "tgt", "up": "1ms", "down": "10s",
+                 "operation": "write", "drop-writes": True, "offset": "63MiB",
+                 "length": "2MiB"}]),
+    "tasks across two pages, the target failing writes": backup(
+        src={"size": "192MiB"}, tgt={"size": "192MiB"}, duration="3s",
+        job={"speed": "128MiB", "on-target-error": "ignore"},
+        guest={"offset": "56MiB", "size": "16MiB", "rate-iops": 100},
+        faults=[{"image": "tgt", "operation": "write", "errno": "EIO", "offset": "60MiB",
+                 "length": "8MiB", "start": "200ms", "end": "900ms"}]),
+    # (a full pool of 64 tasks, 1 MiB each, with the guest's writes over
+    # tasks in flight: the pool's wake-up after a task another call waits
+    # for runs after that waiter)
+    "a full pool, the guest waiting for its tasks": backup(
+        src={"size": "256MiB", "bandwidth": "256MiB"}, tgt={"size": "256MiB"},
+        job={"speed": "1GiB"}, guest={"size": "256MiB", "rate-iops": 3000}),
     "a thin source": backup(src={"data": "none"}),
     # (a write-zeroes task keeps neither node busy: a guest write over it
     # must still wait for it, so no stretch while it is in flight)
@@ -102,6 +125,8 @@ CASES = {
 #: copy's read could be delayed, every copy is a write-zeroes, a copy could
 #: find the target full
 NOT_QUIET = {"a jittery target", "a slow source read fault", "a thin source",
+             "a full pool, the guest waiting for its tasks",
+             "tasks across two pages, the target dropping writes",
              "a thin target that fills", "write-zeroes in flight under the guest",
              "write-zeroes dropped by a flakey target"}
 
@@ -138,3 +163,45 @@ def test_the_stretches_copy_before_writes():
     result = sim.run()
     copies = result.summary["jobs"]["job0"]["copy_before_write"]["writes"]
     assert sim.workloads["g"].in_stretches > 1500 and copies > 300
+
+
+@pytest.mark.parametrize("name", ["tasks across two pages of data",
+                                  "tasks across two pages, the target dropping writes",
+                                  "tasks across two pages, the target failing writes"])
+def test_tasks_across_pages_read_a_piece_per_page(name, monkeypatch):
+    """The cases above do make tasks that straddle a page and read them in
+    pieces (with steps), and leave no read open in the journal (the
+    equivalence test above compares what the pieces pasted)."""
+    from blocksim.jobs import backup as backup_module
+    pieces = []
+    real = backup_module.BackupJob._read_for_copy
+
+    def counting(src, start, end):
+        runs = real(src, start, end)
+        if runs.__class__ is backup_module._Pieces:
+            pieces.append(runs)
+        return runs
+    monkeypatch.setattr(backup_module.BackupJob, "_read_for_copy", staticmethod(counting))
+    sim = Simulation(blocksim.load_scenario(_clean(CASES[name])))
+    sim.run()
+    assert len(pieces) >= 2 and all(len(p) == 2 for p in pieces)
+    # (a piece whose write failed or was dropped is not left open)
+    journal = sim.devices["src"].content._journal
+    assert not journal._open and not journal._held
+
+
+def test_the_guest_waits_for_tasks_of_a_full_pool(monkeypatch):
+    """In the full-pool case the pass waits for a free slot while the
+    guest's copy waits for a task of the pool (what the pool's wake-up
+    must leave to that waiter first)."""
+    from blocksim.jobs import backup as backup_module
+    waits = []
+    real = backup_module.BackupJob._pool_wait
+
+    def counting(self, pooled):
+        waits.append(sum(1 for t in pooled.waited if t.pool is pooled
+                         and t.done.callbacks is not None))
+        return real(self, pooled)
+    monkeypatch.setattr(backup_module.BackupJob, "_pool_wait", counting)
+    Simulation(blocksim.load_scenario(_clean(CASES["a full pool, the guest waiting for its tasks"]))).run()
+    assert len(waits) > 100 and sum(1 for w in waits if w) > 5

@@ -125,3 +125,56 @@ def test_a_failing_step_fails_the_run_where_its_process_would():
         runs.append(log)
     # (the process fails at 5, and the run stops after what is due then)
     assert runs[0] == runs[1] == [(5, "boom"), (5, "other")]
+
+
+def _succeed_last(use_steps: bool, other: str | None) -> list:
+    """A step (a process's last action) succeeds an event at 10 that a
+    process waits for, with another process's timeout due at 10 scheduled
+    before it (``other="before"``), after it (``"after"``) or none."""
+    env = Clock()
+    steps = Steps(env)
+    log: list = []
+    done = env.event()
+
+    def waiter():
+        yield done
+        log.append((env.now, "w"))
+        yield env.timeout(0)
+        log.append((env.now, "w2"))
+
+    def later():
+        yield env.timeout(10)
+        log.append((env.now, "other"))
+
+    if other == "before":
+        env.process(later())
+    if use_steps:
+        def finish(_arg):
+            log.append((env.now, "finish"))
+            steps.succeed(done, last=True)
+            log.append((env.now, "inline" if done.callbacks is None else "queued"))
+        # (as a process: its start, urgent, then its timeout)
+        steps.at(0, lambda _arg: steps.at(10, finish, None), None, urgent=True)
+    else:
+        def proc():
+            yield env.timeout(10)
+            log.append((env.now, "finish"))
+            done.succeed()
+        env.process(proc())
+    if other == "after":
+        env.process(later())
+    env.process(waiter())
+    env.run()
+    return log
+
+
+@pytest.mark.parametrize("other", ["before", "after", None])
+def test_an_event_succeeded_by_a_last_step_runs_where_simpy_would(other):
+    """Steps.succeed(last=True) runs the event's callbacks at once only when
+    nothing is due at that instant; else the event waits its turn (here
+    behind the other process's timeout, scheduled before the event's)."""
+    steps_log = _succeed_last(True, other)
+    plain = _succeed_last(False, other)
+    how = [e for e in steps_log if e[1] in ("inline", "queued")]
+    assert [e for e in steps_log if e not in how] == plain
+    assert how == [(10, "queued" if other else "inline")]

@@ -359,7 +359,8 @@ def test_what_the_task_step_knows_of_a_source_page_goes_with_its_changes():
     journal = ContentJournal(16)
     content = ExtentMap(4 << 16, 16, journal=journal)
     content.set(0, 4 << 16, 5)
-    job = SimpleNamespace(_data_pages={}, _data_stamp=None)
+    job = SimpleNamespace(_data_pages={}, _data_stamp=None, _data_zeroed=None,
+                          _data_map=None, _data_index=None)
     assert BackupJob._holds_data(job, content, 1) is True
     content.set((1 << 16) + 4096, (1 << 16) + 8192, 0)         # logged, not settled
     assert BackupJob._holds_data(job, content, 1) is False
@@ -473,3 +474,35 @@ def test_a_write_rule_does_not_see_the_zeroes_a_full_backup_writes(operation, fa
     else:
         assert "BLOCK_JOB_ERROR" not in r.event_names()
         assert (job["outcome"], job["integrity"]) == ("completed", "identical")
+
+
+def test_the_witnessed_ranges_as_arrays_are_dirty_ranges():
+    """backup._range_arrays (the point-in-time check's witnessed ranges)
+    gives dirty_ranges' ranges: scattered granules, whole dirty blocks, runs
+    across the slices it makes dense, a partial last block, a bitmap's end
+    short of a granule, an empty bitmap."""
+    import random
+
+    from blocksim.jobs.backup import _DENSE_BLOCKS, _range_arrays
+    from blocksim.model.bitmap import BLOCK, DirtyBitmap
+    from blocksim.model.named_bitmap import dirty_ranges
+    g = 4096
+    nbits = (2 * _DENSE_BLOCKS + 300) * BLOCK + 100
+    rng = random.Random(7)
+    for case in range(4):
+        size = nbits * g - (0 if case % 2 else 1000)
+        bits = DirtyBitmap(size, g)
+        if case:
+            edge = _DENSE_BLOCKS * BLOCK * g
+            bits.mark(edge - 5 * g, edge + 3 * g)                   # across a slice
+            bits.mark(3 * BLOCK * g, 9 * BLOCK * g)                 # whole blocks
+            bits.mark(2 * edge - BLOCK * g, 2 * edge + BLOCK * g)   # whole, across
+            bits.mark(size - 3 * g, size)                           # the end
+            for _ in range(3000):
+                a = rng.randrange(0, size - g)
+                bits.mark(a, a + rng.choice((1, g, 5 * g)))
+            bits.clear_bits(4 * BLOCK, 4 * BLOCK + 7)               # a hole in whole blocks
+        starts, ends = _range_arrays(bits)
+        expected = list(dirty_ranges(bits))
+        assert list(zip(starts.tolist(), ends.tolist())) == expected
+        assert len(expected) > 1000 or not case
