@@ -204,7 +204,7 @@ MUTATIONS = [
      "                page = pages[p] = _own(page)\n            starts, values = page           # spliced",
      "            starts, values = page           # spliced"),
     ("journal: a settle's entries still counted against the budget", "blocksim/engine/journal.py",
-     "        self.logged -= len(log) >> 1\n", ""),
+     "        self.logged -= n\n", ""),
     ("kernel: a guest's ledger rows held here dropped at the next call",
      "blocksim/engine/burst_kernel.py",
      "src.writes, src.bytes_written, 0, st[L_N])", "src.writes, src.bytes_written, 0, 0)"),
@@ -521,6 +521,33 @@ MUTATIONS = [
     # copied either way, and the call's next task starts past them; only
     # the order of two resumptions at one instant changes, which no test
     # could make visible)
+    # issue 19 item 5, memory (mem300): one-word log entries, 4-byte values in settled pages,
+    # the stage handed back
+    ("journal: a ninth map's entry packed in one word", "blocksim/engine/journal.py",
+     "    if ((a | b) & unit or b <= a or mi >= _C_MAPS\n", "    if ((a | b) & unit or b <= a\n"),
+    ("journal: an entry off 4 KiB packed in one word", "blocksim/engine/journal.py",
+     "    if ((a | b) & unit or b <= a or mi >= _C_MAPS\n", "    if (b <= a or mi >= _C_MAPS\n"),
+    ("journal: a value beyond 32 bits packed in one word", "blocksim/engine/journal.py",
+     "            or value < -_C_BIAS or value >= _C_BIAS):", "            or value < -_C_BIAS):"),
+    ("journal: a two-word entry read with its mark", "blocksim/engine/journal.py",
+     "                w0[n] = w & _WORD_MASK", "                w0[n] = w"),
+    ("journal: a two-word entry counted as one in its page's words", "blocksim/engine/journal.py",
+     "        counts[p] += 1 if _compact(rows[i, 1], rows[i, 2]) >= 0 else 2",
+     "        counts[p] += 1"),
+    ("journal: a settled page of 4-byte values read as 8-byte ones", "blocksim/engine/journal.py",
+     "                    values_parts.append(values if values.typecode == \"q\" else\n"
+     "                                        np.asarray(values, dtype=np.int64).tobytes())",
+     "                    values_parts.append(values)"),
+    ("journal: the stage handed back with entries on it", "blocksim/engine/journal.py",
+     "    def settle_all(self) -> None:\n        self.flush()\n",
+     "    def settle_all(self) -> None:\n        self._scratch.madvise(mmap.MADV_DONTNEED)\n"
+     "        self.flush()\n"),
+    ("extents: values beyond 32 bits stored in 4 bytes", "blocksim/model/extents.py",
+     "        if len(values) and 0 <= values.min() and values.max() <= _MAX_COMPACT:",
+     "        if len(values) and 0 <= values.min():"),
+    ("extents: a copy of 4-byte values not widened", "blocksim/model/extents.py",
+     "    if seg_v.__class__ is array and seg_v.typecode != \"q\":\n"
+     "        seg_v = array(\"q\", seg_v)            # (a Span from a page of 4-byte values)\n", ""),
 ]
 
 

@@ -36,11 +36,16 @@ A page that a settle leaves holding what another map holds there (a
 mirror's target in sync with its source) is stored once for both
 (:class:`~blocksim.model.extents.SharedPage`).
 
-Each log entry is two 64-bit words: ``a | b << 27 | map << 54`` (offsets
-relative to the page, which is at most ``2**26`` bytes) and the value,
-where a negative value stands for a paste (see :meth:`ContentJournal.paste`).  Sixteen bytes per change, against about thirteen per
-run in a page; past a budget (:data:`BUDGET_ENTRIES`, checked at each sample
-tick) the whole journal is settled, so its memory stays bounded.
+An entry is ``a | b << 27 | map << 54`` (offsets relative to the page,
+which is at most ``2**26`` bytes) and the value, where a negative value
+stands for a paste (see :meth:`ContentJournal.paste`).  In a page's log it
+takes one 64-bit word when it can (:func:`_compact`: offsets on 4 KiB,
+one of the first 8 maps, a value of 32 bits, as a guest's 4 KiB write or
+a mirror's copy of whole clusters), else two, the first with its top bit
+set (:func:`_unpack` reads both): eight bytes per change, against about
+twelve per run in a page.  Past a budget (:data:`BUDGET_ENTRIES`, checked
+at each sample tick) the whole journal is settled, so its memory stays
+bounded.
 
 Entries are not appended to their page's log one by one: they go, in the
 order they happen, to one flat *stage* of ``(page, word, value)`` rows,
@@ -59,6 +64,7 @@ random sequences of changes and reads, with both ways of applying a log).
 
 from __future__ import annotations
 
+import mmap
 from array import array
 
 import numpy as np
@@ -80,6 +86,20 @@ assert 3 * _RADIX_BITS >= _OFFSET_BITS      # (three digits cover an offset)
 # an edge's sort key: its offset above a tag of this many bits (63 in all)
 _TAG_BITS = 63 - _OFFSET_BITS
 _TAG_MASK = (1 << _TAG_BITS) - 1
+# An entry in a page's log (_compact, _unpack): one word, its top bit clear,
+# ``a >> 12 | ((b - a >> 12) - 1) << 14 | map << 28 | (value + 2**31) << 31``
+# when a and b are on 4 KiB, b > a, map < 8 and the value fits 32 bits;
+# else two, ``word | _WIDE`` and the value
+_WIDE = -(1 << 63)
+_WORD_MASK = (1 << 63) - 1
+_C_UNIT = 12
+_C_OFF_BITS = MAX_PAGE_SHIFT - _C_UNIT
+_C_OFF_MASK = (1 << _C_OFF_BITS) - 1
+_C_MAP_SHIFT = 2 * _C_OFF_BITS
+_C_MAPS = 8
+_C_VALUE_SHIFT = _C_MAP_SHIFT + 3
+_C_BIAS = 1 << 31
+assert _C_VALUE_SHIFT + 32 == 63
 
 #: Logs of at most this many entries are applied with the maps' own
 #: splices: below it numpy's fixed costs are larger than the splices'.
@@ -93,9 +113,10 @@ BULK = True
 #: the temporaries: about 100 bytes per entry and per segment).
 BULK_ENTRIES = 1 << 16
 
-#: Past this many entries (16 bytes each) the journal is settled whole at
-#: the next check (:meth:`ContentJournal.keep_within_budget`): memory stays
-#: bounded however long the run, at the same cost per change.
+#: Past this many entries (8 bytes each, 16 for one a word cannot hold) the
+#: journal is settled whole at the next check
+#: (:meth:`ContentJournal.keep_within_budget`): memory stays bounded however
+#: long the run, at the same cost per change.
 BUDGET_ENTRIES = 8 << 20
 
 #: How many entries the stage holds (24 bytes each) before they are handed
@@ -146,15 +167,15 @@ class ContentJournal:
 
     __slots__ = ("shift", "maps", "_logs", "logged", "loglen", "_held", "_open", "_next_sid",
                  "settled_pages", "replayed", "_before_settle", "stage", "rows",
-                 "staged", "capacity", "flags", "zeroed", "_counts", "_met")
+                 "staged", "capacity", "flags", "zeroed", "_counts", "_met", "_scratch")
 
     def __init__(self, page_shift: int):
         if page_shift > MAX_PAGE_SHIFT:
             raise ValueError(f"pages of 2**{page_shift} bytes are too large to journal")
         self.shift = page_shift
         self.maps: list = []
-        # page -> its log, ``array('q')`` of two words per entry (without
-        # the entries still on the stage: see ``logs``)
+        # page -> its log, ``array('q')`` of one or two words per entry
+        # (_unpack; without the entries still on the stage: see ``logs``)
         self._logs: dict[int, array] = {}
         #: how many entries the logs hold (without the stage's)
         self.logged = 0
@@ -164,17 +185,22 @@ class ContentJournal:
         #: the stage: entries not yet handed out to their pages' logs, as
         #: ``(page, word, value)`` rows, ``staged`` of them, in the order
         #: they were made (``rows`` is the same memory as an array, for
-        #: compiled code; the array never changes size)
-        self.capacity = STAGE_ENTRIES
-        self.stage = array("q", bytes(24 * self.capacity))
-        self.rows = np.frombuffer(self.stage, dtype=np.int64).reshape(self.capacity, 3)
+        #: compiled code; neither ever changes size)
+        self.capacity = cap = STAGE_ENTRIES
+        # (the stage and the flush's ``_met`` are one anonymous mapping,
+        # garbage once handed out: :meth:`settle_all` gives its pages back)
+        # (private: a process forked later does not share it)
+        self._scratch = (mmap.mmap(-1, 32 * cap, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+                         if hasattr(mmap, "MAP_ANONYMOUS") else mmap.mmap(-1, 32 * cap))
+        self.stage = memoryview(self._scratch).cast("B").cast("q")[:3 * cap]
+        self.rows = np.frombuffer(self._scratch, dtype=np.int64, count=3 * cap).reshape(cap, 3)
         self.staged = 0
         # a flush's workspace (_by_page): a count per page, zero between
         # flushes (int32: a stage holds fewer than 2**31 entries), and the
         # pages met
         assert self.capacity < 1 << 31
         self._counts = np.zeros(0, dtype=np.int32)
-        self._met = np.empty(self.capacity, dtype=np.int64)
+        self._met = np.frombuffer(self._scratch, dtype=np.int64, count=cap, offset=24 * cap)
         #: each map's page flags (its ``_pending`` and ``_zeroing``) as
         #: arrays, for compiled code that logs changes
         self.flags: list = []
@@ -217,10 +243,10 @@ class ContentJournal:
 
     @property
     def logs(self) -> dict[int, array]:
-        """Page -> its log, every entry handed out (a view for tests and
-        diagnostics: it flushes the stage)."""
+        """Page -> its log, every entry handed out, as two words per entry
+        (a copy for tests and diagnostics: it flushes the stage)."""
         self.flush()
-        return self._logs
+        return {p: array("q", _unpack_log(log).tobytes()) for p, log in self._logs.items()}
 
     def entries(self) -> int:
         """How many entries the journal holds, staged or in logs."""
@@ -248,7 +274,7 @@ class ContentJournal:
             return
         self.staged = 0
         self.logged += n
-        words = np.empty((n, 2), dtype=np.int64)
+        words = np.empty(2 * n, dtype=np.int64)
         pages, ends = _by_page(self.rows, n, self._counts, self._met, words)
         data = memoryview(words).cast("B")
         logs = self._logs
@@ -257,7 +283,7 @@ class ContentJournal:
             log = logs.get(p)
             if log is None:
                 log = logs[p] = array("q")
-            log.frombytes(data[a << 4:b << 4])
+            log.frombytes(data[a << 3:b << 3])
             a = b
 
     def snap(self, m, p: int, start: int, end: int, pos: int | None = None) -> Snap:
@@ -368,11 +394,11 @@ class ContentJournal:
         chunk_logs: list = []
         size = 0
         for p in pages:
+            size += self.loglen[p] >> 1
             log = self._take(p)
             chunk.append(p)
             chunk_logs.append(log)
-            size += len(log)
-            if size >= 2 * BULK_ENTRIES:
+            if size >= BULK_ENTRIES:
                 self._replay_bulk(chunk, chunk_logs)
                 chunk, chunk_logs, size = [], [], 0
         if chunk:
@@ -390,26 +416,30 @@ class ContentJournal:
         self.flush()
         if self._logs:
             self.settle_range(min(self._logs), max(self._logs))
+        # nothing is staged: the stage's memory goes back to the system until
+        # it fills again (12 MiB: the end of a run then reads the disks)
+        if hasattr(self._scratch, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            self._scratch.madvise(mmap.MADV_DONTNEED)
 
     def _take(self, p: int):
         """Page ``p``'s log, removed from the journal (None if it has none)."""
         log = self._logs.pop(p, None)
         if log is None:
             return None
+        n = self.loglen[p] >> 1         # (its entries: the stage is handed out)
         self.loglen[p] = 0
         for m in self.maps:
             if p < len(m._pending):     # (maps of several sizes)
                 m._pending[p] = 0
                 m._zeroing[p] = 0
         self.settled_pages += 1
-        self.replayed += len(log) >> 1
-        self.logged -= len(log) >> 1
+        self.replayed += n
+        self.logged -= n
         return log
 
     def _entries(self, p: int, log: array):
         """The log's entries as lists: map index, absolute start and end, value."""
-        words = np.frombuffer(log, dtype=np.int64)
-        w0, values = words[0::2], words[1::2]
+        w0, values, _ = _unpack_logs([log])
         ps = p << self.shift
         a = (w0 & _OFFSET_MASK) + ps
         b = ((w0 >> _OFFSET_BITS) & _OFFSET_MASK) + ps
@@ -461,10 +491,9 @@ class ContentJournal:
         :meth:`_replay_small` instead."""
         shift = self.shift
         maps = self.maps
-        words = np.frombuffer(logs[0] if len(logs) == 1 else b"".join(logs), dtype=np.int64)
-        w0, val = words[0::2], words[1::2]
+        w0, val, first = _unpack_logs(logs)
         n = len(val)
-        counts = [len(log) >> 1 for log in logs]
+        counts = np.diff(first)
         mids = w0 >> _MAP_SHIFT
         code = -1 - val                     # pastes (val < 0)
         placed = (val < 0) & ((code & 1) == 0)      # the read's place in this log
@@ -494,8 +523,6 @@ class ContentJournal:
         local = np.zeros(MAX_MAPS, dtype=np.int64)     # map -> its index among them
         local[involved] = np.arange(len(involved))
         npages = len(pages)
-        first = np.zeros(npages + 1, dtype=np.int64)
-        np.cumsum(counts, out=first[1:])
         base_at = np.zeros(len(involved) * npages + 1, dtype=np.int64)
         starts_parts, values_parts, runs = [], [], []
         for mi in involved.tolist():
@@ -509,8 +536,11 @@ class ContentJournal:
                     runs.append(1)
                 else:
                     starts_parts.append(page[0])
-                    values_parts.append(page[1])
-                    runs.append(len(page[1]))
+                    values = page[1]
+                    # (a page of 4-byte values, as _put_pages stores them)
+                    values_parts.append(values if values.typecode == "q" else
+                                        np.asarray(values, dtype=np.int64).tobytes())
+                    runs.append(len(values))
         np.cumsum(runs, out=base_at[1:])
         # (the maps share their page size, so their start columns' type)
         base_starts = np.frombuffer(b"".join(starts_parts),
@@ -522,7 +552,7 @@ class ContentJournal:
         # each paste taking what its source held at its read's place, and
         # the pages written rebuilt (_settle_pages, compiled)
         out_starts, out_values, out_lo, out_hi = _settle_pages(
-            words, first, np.asarray(pages, dtype=np.int64), shift,
+            w0, val, first, np.asarray(pages, dtype=np.int64), shift,
             local[mids], local[read_maps],
             base_starts, base_values, base_at, sizes)
         out_starts = out_starts.astype(_np_type(maps[0]._stype))
@@ -551,10 +581,11 @@ def _np_type(typecode: str):
 
 
 @njit(cache=True)
-def _settle_pages(words, first, pages, shift, local, read_local, base_starts, base_values,
+def _settle_pages(w0, val, first, pages, shift, local, read_local, base_starts, base_values,
                   base_at, sizes):
     """Apply the logs of ``pages`` (entries ``first[i]:first[i + 1]`` of
-    ``words``, two words each, are page ``pages[i]``'s, in log order) to what the maps
+    ``w0``, each ``a | b << 27 | map << 54``, and ``val``, their values, are
+    page ``pages[i]``'s, in log order) to what the maps
     involved hold there (map ``k``'s runs on page ``i``: rows
     ``base_at[k * npages + i]`` on of ``base_starts`` (page-relative) and
     ``base_values``), page by page.
@@ -608,7 +639,7 @@ def _settle_pages(words, first, pages, shift, local, read_local, base_starts, ba
         edges[c + 1] = page_len << _TAG_BITS
         c += 2
         for j in range(n):
-            w = words[2 * (e0 + j)]
+            w = w0[e0 + j]
             edges[c] = (w & _OFFSET_MASK) << _TAG_BITS | (2 * j + 1)
             edges[c + 1] = ((w >> _OFFSET_BITS) & _OFFSET_MASK) << _TAG_BITS | (2 * j + 2)
             c += 2
@@ -641,7 +672,7 @@ def _settle_pages(words, first, pages, shift, local, read_local, base_starts, ba
         # the pastes, by their reads' places in this log
         npaste = 0
         for j in range(e0, e1):
-            v = words[2 * j + 1]
+            v = val[j]
             if v < 0 and ((-1 - v) & 1) == 0:
                 npaste += 1
         places = np.empty(npaste, dtype=np.int64)
@@ -649,7 +680,7 @@ def _settle_pages(words, first, pages, shift, local, read_local, base_starts, ba
         q = 0
         total = 0
         for j in range(e0, e1):
-            v = words[2 * j + 1]
+            v = val[j]
             if v < 0 and ((-1 - v) & 1) == 0:
                 places[q] = (-1 - v) >> (1 + _MAP_BITS)
                 which[q] = j
@@ -676,7 +707,7 @@ def _settle_pages(words, first, pages, shift, local, read_local, base_starts, ba
             if j == n:
                 break
             m = local[e0 + j]
-            v = words[2 * (e0 + j) + 1]
+            v = val[e0 + j]
             if v >= 0:
                 for s in range(ia[j], ib[j]):
                     stored[m, s] = v
@@ -748,20 +779,21 @@ def _sort_offsets(x, n, spare, counts):
 
 @njit(cache=True)
 def _by_page(rows, n, counts, met, words):
-    """The first ``n`` staged rows' words grouped by page, in order within
-    each (a counting sort into ``words``); the pages met, ascending, and
-    where each one's words end.  ``counts`` (one per page of the disk) is
-    zero on entry and on return, and only the entries of the pages met are
-    touched (``met`` holds at least ``n``): a flush costs by the pages it
-    meets, not by the disk's size, unless it meets so many that walking
-    the whole of ``counts`` is cheaper than sorting them."""
+    """The first ``n`` staged rows' entries grouped by page, in order within
+    each (a counting sort into ``words``, each entry one word or two:
+    :func:`_compact`); the pages met, ascending, and where each one's words
+    end.  ``counts`` (one per page of the disk) is zero on entry and on
+    return, and only the entries of the pages met are touched (``met``
+    holds at least ``n``): a flush costs by the pages it meets, not by the
+    disk's size, unless it meets so many that walking the whole of
+    ``counts`` is cheaper than sorting them."""
     m = 0
     for i in range(n):
         p = rows[i, 0]
         if counts[p] == 0:
             met[m] = p
             m += 1
-        counts[p] += 1
+        counts[p] += 1 if _compact(rows[i, 1], rows[i, 2]) >= 0 else 2
     npages = len(counts)
     if m * _SORT_FACTOR < npages:
         pages = np.sort(met[:m])
@@ -783,12 +815,78 @@ def _by_page(rows, n, counts, met, words):
     for i in range(n):
         p = rows[i, 0]
         at = counts[p]
-        words[at, 0] = rows[i, 1]
-        words[at, 1] = rows[i, 2]
-        counts[p] = at + 1
+        w = _compact(rows[i, 1], rows[i, 2])
+        if w >= 0:
+            words[at] = w
+            counts[p] = at + 1
+        else:
+            words[at] = rows[i, 1] | _WIDE
+            words[at + 1] = rows[i, 2]
+            counts[p] = at + 2
     for k in range(m):
         counts[pages[k]] = 0
     return pages, ends
+
+
+@njit(cache=True)
+def _compact(word, value):
+    """An entry (``a | b << 27 | map << 54``, value) as the one word of a
+    page's log that holds it, or -1 if it takes two."""
+    a = word & _OFFSET_MASK
+    b = (word >> _OFFSET_BITS) & _OFFSET_MASK
+    mi = word >> _MAP_SHIFT
+    unit = (1 << _C_UNIT) - 1
+    if ((a | b) & unit or b <= a or mi >= _C_MAPS
+            or value < -_C_BIAS or value >= _C_BIAS):
+        return -1
+    return ((a >> _C_UNIT) | (((b - a) >> _C_UNIT) - 1) << _C_OFF_BITS
+            | mi << _C_MAP_SHIFT | (value + _C_BIAS) << _C_VALUE_SHIFT)
+
+
+@njit(cache=True)
+def _unpack(words, bounds):
+    """The entries of the logs ``words[bounds[i]:bounds[i + 1]]`` (one or two
+    words each, :func:`_compact`) as two arrays, ``a | b << 27 | map << 54``
+    and the value; and where each log's entries start (one more than there
+    are logs: the last is how many in all)."""
+    nlogs = len(bounds) - 1
+    w0 = np.empty(len(words), dtype=np.int64)
+    val = np.empty(len(words), dtype=np.int64)
+    first = np.empty(nlogs + 1, dtype=np.int64)
+    n = 0
+    for k in range(nlogs):
+        first[k] = n
+        i = bounds[k]
+        end = bounds[k + 1]
+        while i < end:
+            w = words[i]
+            if w < 0:
+                w0[n] = w & _WORD_MASK
+                val[n] = words[i + 1]
+                i += 2
+            else:
+                a = (w & _C_OFF_MASK) << _C_UNIT
+                b = a + ((((w >> _C_OFF_BITS) & _C_OFF_MASK) + 1) << _C_UNIT)
+                w0[n] = a | b << _OFFSET_BITS | ((w >> _C_MAP_SHIFT) & (_C_MAPS - 1)) << _MAP_SHIFT
+                val[n] = (w >> _C_VALUE_SHIFT) - _C_BIAS
+                i += 1
+            n += 1
+    first[nlogs] = n
+    return w0[:n], val[:n], first
+
+
+def _unpack_logs(logs: list):
+    """:func:`_unpack` of a list of logs (``array('q')``)."""
+    bounds = np.zeros(len(logs) + 1, dtype=np.int64)
+    np.cumsum([len(log) for log in logs], out=bounds[1:])
+    words = np.frombuffer(logs[0] if len(logs) == 1 else b"".join(logs), dtype=np.int64)
+    return _unpack(words, bounds)
+
+
+def _unpack_log(log: array) -> np.ndarray:
+    """One log's entries, a row of two words each."""
+    w0, val, _ = _unpack_logs([log])
+    return np.stack((w0, val), axis=1)
 
 
 @njit(cache=True)

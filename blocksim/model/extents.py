@@ -19,7 +19,11 @@ keep two compact columns: run starts *relative to the page*, as
 ``array('q')`` (8 bytes: generation numbers are unbounded).  A 1 TiB image
 written sequentially is a few thousand ints; random 4 KiB writes cost 12
 bytes per run (plus the arrays' slack), and each insertion moves only the
-runs of one page.
+runs of one page.  A page the journal's settle stores whole, whose values
+all fit 32 bits (every generation of a run of fewer than 4 billion writes),
+keeps them as ``array('I')`` instead: 8 bytes per run, in a
+:class:`SharedPage`, which nothing splices in place (the first write takes
+the map's own ``'q'`` copy).
 
 Runs are always canonical (adjacent runs have different values), so equality
 of content is equality of run lists.
@@ -89,17 +93,23 @@ class Span:
 
 class SharedPage(tuple):
     """A page's ``(starts, values)`` columns held by several maps at once
-    (:meth:`ExtentMap._share_pages`): read like any page, never spliced in
-    place; the map that writes it first takes its own copy
+    (:meth:`ExtentMap._share_pages`), or with 4-byte values (``'I'``, as
+    :meth:`ExtentMap._put_pages` stores them): read like any page, never
+    spliced in place; the map that writes it first takes its own copy
     (:func:`_own`)."""
 
     __slots__ = ()
 
 
 def _own(page: SharedPage) -> tuple:
-    """A map's own copy of a shared page's columns."""
+    """A map's own copy of a shared page's columns (values ``'q'``)."""
     starts, values = page
     return (array(starts.typecode, starts), array("q", values))
+
+
+#: the largest value a page's 4-byte values column holds
+_MAX_COMPACT = 0xFFFFFFFF
+assert array("I").itemsize == 4
 
 
 class ExtentMap:
@@ -193,10 +203,15 @@ class ExtentMap:
         """Store each page ``pages[i]`` as the runs ``lo[i]:hi[i]`` of
         ``starts`` (page-relative, this map's start type) and ``values``:
         canonical (the first starts at 0, neighbours differ), as the
-        journal's settle builds them."""
+        journal's settle builds them.  Values that all fit 32 bits are
+        stored 4 bytes each, in :class:`SharedPage` s."""
         self.version += 1
         stype = self._stype
         store = self._pages
+        vtype, page_class = "q", tuple
+        if len(values) and 0 <= values.min() and values.max() <= _MAX_COMPACT:
+            values = values.astype(np.uint32)
+            vtype, page_class = "I", SharedPage
         for p, i, j in zip(pages, lo, hi):
             if j - i == 1:
                 v = int(values[i])
@@ -205,8 +220,8 @@ class ExtentMap:
                 else:
                     store.pop(p, None)
             else:
-                store[p] = (array(stype, starts[i:j].tobytes()),
-                            array("q", values[i:j].tobytes()))
+                store[p] = page_class((array(stype, starts[i:j].tobytes()),
+                                       array(vtype, values[i:j].tobytes())))
 
     def _share_pages(self, pages: list, other: "ExtentMap") -> None:
         """Store each of ``pages`` as ``other`` holds it, sharing its
@@ -618,7 +633,8 @@ class ExtentMap:
                     raise AssertionError(f"page {p} stored as the default {page}")
                 continue
             starts, values = page
-            if starts.typecode != self._stype or values.typecode != "q":
+            if starts.typecode != self._stype or values.typecode != "q" and not (
+                    values.typecode == "I" and page.__class__ is SharedPage):
                 raise AssertionError(f"page {p}: arrays {starts.typecode!r}, {values.typecode!r}")
             if len(starts) != len(values) or len(starts) < 2:
                 raise AssertionError(f"page {p}: {len(starts)} starts, {len(values)} values")
@@ -695,6 +711,8 @@ def _splice_runs(starts: array, values: array, a: int, b: int,
     one, and a run starting exactly at ``b`` is absorbed when equal.
     ``seg_s``/``seg_v`` may be modified.
     """
+    if seg_v.__class__ is array and seg_v.typecode != "q":
+        seg_v = array("q", seg_v)            # (a Span from a page of 4-byte values)
     i = bisect_right(starts, a) - 1          # run holding a
     k = bisect_left(starts, b, i + 1)        # first run starting at or after b
     tail_val = values[k - 1]                 # value just before b, before the change
@@ -912,7 +930,8 @@ def run_arrays(m: ExtentMap, start: int, end: int, max_runs: int | None = None,
     stop = min(p << shift, end)
     starts = np.concatenate(starts_parts).astype(np.int64)
     starts += np.repeat(np.array(bases, dtype=np.int64), counts)   # page-relative -> absolute
-    values = np.concatenate(values_parts)
+    # (pages of 4-byte values and of 8-byte ones: int64 either way)
+    values = np.concatenate(values_parts).astype(np.int64, copy=False)
     # clip to [start, stop): from the run holding start to the last one before stop
     # (0 if the first page read is past start's, skipped)
     i = max(int(np.searchsorted(starts, start, side="right")) - 1, 0)

@@ -35,13 +35,13 @@ def _as_runs(x) -> list:
     return list(x)
 
 
-def _play(seed: int, steps: int, sizes: tuple) -> None:
+def _play(seed: int, steps: int, sizes: tuple, first_gen: int = 1) -> None:
     """One random sequence, journaled and plain side by side."""
     rng = random.Random(seed)
     j = ContentJournal(SHIFT)
     lazy = [ExtentMap(s, SHIFT, journal=j) for s in sizes]
     plain = [ExtentMap(s, SHIFT) for s in sizes]
-    gen = 1
+    gen = first_gen
     copies = []                 # (target index, lazy snapshot, plain snapshot)
     unit = rng.choice((512, 4096))
 
@@ -92,7 +92,8 @@ def _play(seed: int, steps: int, sizes: tuple) -> None:
             a, b = rand_range(size, 2 * PAGE)
             assert lazy[i].runs(a, b) == plain[i].runs(a, b)
         # the count the budget watches is the logs' and the stage's
-        assert j.entries() == sum(map(len, j._logs.values())) // 2 + j.staged
+        assert j.entries() == sum(len(journal_mod._unpack_log(log))
+                                  for log in j._logs.values()) + j.staged
     for t, ls, ps in copies:                            # the copies still in flight land
         lazy[t].set_runs(ls)
         plain[t].set_runs(ps)
@@ -122,6 +123,48 @@ def test_a_small_stage_handed_out_often_gives_the_same(monkeypatch, seed, small_
     monkeypatch.setattr(journal_mod, "BULK", bulk)
     monkeypatch.setattr(journal_mod, "STAGE_ENTRIES", 5)
     _play(seed, 400, (8 * PAGE, 8 * PAGE, 5 * PAGE + 12288))
+
+
+@pytest.mark.parametrize("first_gen", [(1 << 31) - 150, (1 << 32) - 150])
+@pytest.mark.parametrize("small_log, bulk", [(0, True), (0, False)])
+@pytest.mark.parametrize("seed", range(20))
+def test_entries_a_word_cannot_hold_give_the_same(monkeypatch, seed, small_log, bulk, first_gen):
+    """A log entry takes one word when its offsets are on 4 KiB, its map is
+    one of the first eight and its value fits 32 bits, two otherwise
+    (``journal._compact``): ten maps, writes on 512 or 4096 bytes, and
+    generations crossing ``2**31``, mixed in the same logs; and crossing
+    ``2**32``, so that settled pages of 4-byte values (``'I'``) and of
+    8-byte ones are read, copied and written into each other."""
+    monkeypatch.setattr(journal_mod, "SMALL_LOG", small_log)
+    monkeypatch.setattr(journal_mod, "BULK", bulk)
+    _play(seed, 400, (4 * PAGE,) * 9 + (5 * PAGE + 12288,), first_gen=first_gen)
+
+
+def test_a_log_entry_takes_one_word_when_it_can():
+    """Guest writes of 4 KiB and copies of clusters are one word each; an
+    entry is two words past the first eight maps, off 4 KiB, or with a
+    value beyond 32 bits, and reads back the same either way."""
+    j = ContentJournal(SHIFT)
+    maps = [ExtentMap(4 * PAGE, SHIFT, journal=j) for _ in range(9)]
+    maps[0].set(4096, 8192, 5)                  # one word
+    maps[1].set(0, PAGE, (1 << 31) - 1)         # one word: the largest value
+    maps[7].set(PAGE - 4096, PAGE, 0)           # one word: the eighth map
+    maps[8].set(4096, 8192, 6)                  # two: the ninth map
+    maps[0].set(512, 4096, 7)                   # two: off 4 KiB
+    maps[0].set(8192, 12288, 1 << 31)           # two: a value beyond 32 bits
+    maps[0].set(8192, 12288, 1 << 40)           # two: far beyond
+    j.flush()
+    assert len(j._logs[0]) == 3 + 2 * 4
+    rows = [(w & journal_mod._OFFSET_MASK, (w >> journal_mod._OFFSET_BITS) & journal_mod._OFFSET_MASK,
+             w >> journal_mod._MAP_SHIFT, v) for w, v in journal_mod._unpack_log(j._logs[0]).tolist()]
+    assert rows == [(4096, 8192, 0, 5), (0, PAGE, 1, (1 << 31) - 1),
+                    (PAGE - 4096, PAGE, 7, 0), (4096, 8192, 8, 6), (512, 4096, 0, 7),
+                    (8192, 12288, 0, 1 << 31), (8192, 12288, 0, 1 << 40)]
+    assert j.entries() == 7
+    # (a paste's value is negative: the smallest that fits, and one below)
+    word = 4096 | 8192 << journal_mod._OFFSET_BITS
+    assert journal_mod._compact(word, -(1 << 31)) >= 0
+    assert journal_mod._compact(word, -(1 << 31) - 1) == -1
 
 
 @pytest.mark.parametrize("stage", [5, 64])
