@@ -59,6 +59,7 @@ from itertools import count
 import numpy as np
 from simpy.events import NORMAL
 
+from .burst import SLEEPING as ASLEEP
 from .burst import TOP as BACK_TO_TOP
 from .burst import WAITING as STILL_WAITING
 from .burst import _head, _quiet
@@ -86,12 +87,19 @@ njit = Compiled(globals())
  # the mirror's iteration (MirrorJob._start_iteration, _next_operation): its
  # claim's granules left, its next operation's plan (bytes, 0 = none yet;
  # a write-zeroes; its slot waited for), the sizes, the source fully allocated
- IT_BIT, IT_END, IT_IO, IT_ZERO, IT_DONE, MAX_IO, COPY_MAX, SRC_FULL, STOP_RET) = range(81)
-NSTATE = 81
+ IT_BIT, IT_END, IT_IO, IT_ZERO, IT_DONE, MAX_IO, COPY_MAX, SRC_FULL, STOP_RET,
+ # the loop's sleeps (the rate limit's, a ready poll's) run here: whether they
+ # may (MirrorJob.sleeps_through), whether the ready poll's may
+ # (MirrorJob.poll_sleeps), and which it is in (its timer on the heap)
+ SLEEPS, POLL, SLEEPING) = range(84)
+NSTATE = 84
 
-#: What an agenda entry does (``Kernel.heap[:, KIND]``); the guest's entries
-#: are its worker's wait for a request's due time and for its completion.
-WAKE, READ_DONE, WRITE_DONE, GUEST_DUE, GUEST_DONE = 0, 1, 2, 3, 4
+#: What an agenda entry does (``Kernel.heap[:, KIND]``); TIMER is the loop's
+#: sleep's (Job.sleep), and the guest's entries are its worker's wait for a
+#: request's due time and for its completion.
+WAKE, READ_DONE, WRITE_DONE, TIMER, GUEST_DUE, GUEST_DONE = range(6)
+#: What the loop sleeps for (``st[SLEEPING]``): the rate limit, a ready poll.
+RATE_LIMIT, NEXT_POLL = 1, 2
 T, EID, KIND, SLOT = range(4)
 
 #: What an operation slot holds (``Kernel.ops``): its granules and bytes,
@@ -105,7 +113,8 @@ READING, LOGGED, OBJECT, ZEROS = 0, 1, 2, 3
 #: Records for the Python side (``Kernel.out``): a read's ``start, end``
 #: (the target's allocation).  Pastes go to the journal's stage.
 
-#: Return codes besides burst.TOP (0), burst.WAITING (-1) and a sleep (> 0).
+#: Return codes besides burst.TOP (0), burst.WAITING (-1) and a sleep (> 0)
+#: (asleep, burst.SLEEPING, is WAITING with ``st[SLEEPING]`` set).
 NEED_PAGE = -2          # is page ``st[PAGE]`` safe to read?  (nothing done yet)
 NEED_BATCH = -5         # the guest needs ``st[G_BOUND]`` more requests drawn
 HAND_BACK = -3          # the next step is not for the kernel (nothing done yet)
@@ -134,7 +143,7 @@ _LOADED = np.array([
     SYNCED, SPEED, QUOTA, SLICE_START, SLICE_END, DISPATCHED,
     SRC_LAT, SRC_PIPE, SRC_READS, SRC_BYTES, TGT_LAT, TGT_PIPE, TGT_WRITES, TGT_BYTES,
     SRC_HEAD, SRC_N, TGT_HEAD, TGT_N, OUT_N, TGT_FULL,
-    BUF_FREE, IT_BIT, IT_END, IT_IO, IT_ZERO, IT_DONE, SRC_FULL, STOP_RET])
+    BUF_FREE, IT_BIT, IT_END, IT_IO, IT_ZERO, IT_DONE, SRC_FULL, STOP_RET, SLEEPS, POLL])
 #: What Kernel._enter_guest loads, in this order.
 _GUEST_LOADED = np.array([
     G_BS, G_START_AT, G_ISSUED, G_K, G_COMPLETED, G_GEN, D_READS, D_WRITES, D_COMPLETED,
@@ -207,10 +216,27 @@ def _heap_pop(heap, st):
 @njit(cache=True)
 def _heap_take_guest(heap, st):
     """Take the guest's entry out of the heap; its time, id and kind."""
-    n = st[HEAP_N]
     i = 0
     while heap[i, KIND] < GUEST_DUE:
         i += 1
+    return _heap_take(heap, st, i)
+
+
+@njit(cache=True)
+def _heap_take_timer(heap, st):
+    """Take the sleep's timer out of the heap; its time, id and delay."""
+    i = 0
+    while heap[i, KIND] != TIMER:
+        i += 1
+    ns = heap[i, SLOT]
+    t, eid, _kind = _heap_take(heap, st, i)
+    return t, eid, ns
+
+
+@njit(cache=True)
+def _heap_take(heap, st, i):
+    """Take row ``i`` out of the heap; its time, id and kind."""
+    n = st[HEAP_N]
     t, eid, kind = heap[i, T], heap[i, EID], heap[i, KIND]
     # the others, in (time, id) order: a heap (at most 33 of them)
     for j in range(i + 1, n):
@@ -470,6 +496,19 @@ def _throttle(st, nbytes):
     return 0 if st[SYNCED] else delay
 
 
+@_step
+def _sleep(st, heap, ns, what):
+    """Job.sleep: the loop sleeps ``ns`` (its timer's id drawn now), its
+    agenda running itself meanwhile (MirrorJob._away: operations finishing
+    wake nobody); ``what`` is RATE_LIMIT or NEXT_POLL.  (The timer's entry
+    keeps ``ns`` as its slot.)"""
+    _heap_push(heap, st, st[NOW] + ns, st[NEXT_EID], TIMER, ns)
+    st[NEXT_EID] += 1
+    st[SLEEPING] = what
+    st[ATTACHED] = 0
+    st[WAITING] = 1
+
+
 # -- the guest ----------------------------------------------------------------------
 # A one-worker paced guest on the mirror's source, taken over from SimPy
 # (Kernel._adopt): its worker's waits are entries of the heap, its requests
@@ -597,7 +636,11 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
                     return 0
                 if not (st[BM_COUNT] and st[IN_FLIGHT] < MAX_IN_FLIGHT and st[BUF_FREE]):
                     if not st[IN_FLIGHT]:
-                        return 0
+                        if st[BM_COUNT] or not st[POLL]:
+                            return 0
+                        # a ready mirror's poll (MirrorJob.run): it sleeps a slice
+                        _sleep(st, heap, SLICE_NS, NEXT_POLL)
+                        continue
                     st[WAITING] = 1
                     st[WOKEN] = 0
                     continue
@@ -622,7 +665,10 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
             st[NEXT_EID] += 1
             delay = _throttle(st, nbytes)
             if delay and st[IT_BIT] >= st[IT_END]:
-                return delay
+                if not st[SLEEPS]:
+                    return delay
+                # MirrorJob.run sleeps off the rate limit (Job.ratelimit_sleep)
+                _sleep(st, heap, delay, RATE_LIMIT)
             continue
         if not st[HEAP_N]:
             return 0
@@ -645,6 +691,27 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
             st[NOW] = t
             _guest(st, kind, heap, src_slots, offs, reads, ledger, interval[0], bits, summary,
                    blocks, stage, loglen, src_pending)
+            continue
+        if kind == TIMER:
+            # the sleep's timer: its callback wakes the loop (Event.succeed,
+            # a new id: the wake-up comes after all else due at ``t``).  With
+            # anything else due then, the rest of the sleep is SimPy's
+            # (burst.SLEEPING).
+            if t == st[HEAD_T]:
+                return -1
+            _heap_pop(heap, st)
+            if st[HEAP_N] and heap[0, T] == t:
+                _heap_push(heap, st, t, eid, TIMER, slot)
+                return -1
+            st[NOW] = t
+            st[NEXT_EID] += 1
+            # the loop wakes, its agenda its own again (MirrorJob._away),
+            # passes the pause point (none asked: Kernel.copy) and its top's
+            # checks, which hold as when it went to sleep
+            st[SLEEPING] = 0
+            st[ATTACHED] = 1
+            st[WAITING] = 0
+            st[AT_TOP] = 1
             continue
         shift = st[SHIFT]
         if kind == READ_DONE:
@@ -722,7 +789,7 @@ class Kernel:
 
     __slots__ = ("job", "st", "ops", "heap", "out", "src_slots", "tgt_slots",
                  "safe", "stamp", "snaps", "active", "bitmap", "guest", "ledger",
-                 "offs", "reads", "interval")
+                 "offs", "reads", "interval", "timer")
 
     OUT_RECORDS = 4096
     #: ledger rows of the guest's writes between two hand-outs to its drive
@@ -750,6 +817,10 @@ class Kernel:
         self.offs = np.zeros(1, dtype=np.int64)
         self.reads = np.zeros(1, dtype=np.bool_)
         self.interval = np.zeros(1, dtype=np.float64)
+        #: the loop's sleep's timer as ``(time, id, the sleep's length,
+        #: whether a poll's)`` after a call that returned burst.SLEEPING
+        #: (see copy)
+        self.timer = None
         st = self.st
         bm = job.bitmap
         self.bitmap = bm.arrays()
@@ -816,6 +887,7 @@ class Kernel:
         self.tgt_slots[:n_tgt] = tgt._slots
         alloc = tgt.alloc
         plan = job._it_plan
+        sleeps = not (detached or one_wait) and job.sleeps_through()
         # the scalars, in the order of _LOADED
         st[_LOADED] = (
             env._now, NEVER if head_t == float("inf") else head_t, last_eid, next(env._eid),
@@ -830,7 +902,10 @@ class Kernel:
             tgt.latency, tgt._pipe_free, tgt.writes, tgt.bytes_written,
             0, n_src, 0, n_tgt, 0, alloc.count == alloc.nclusters,
             job.buf_free, job._it_bit, job._it_end, *(plan or (0, 0, 0)),
-            src.fully_allocated(), bool(job.ret))
+            src.fully_allocated(), bool(job.ret),
+            # (the checks after the loop's sleeps, which nothing run here
+            # changes: the loop may sleep here, from a burst of its own)
+            sleeps, sleeps and job.poll_sleeps())
         loglen = np.frombuffer(journal.loglen, dtype=np.int64)
         zeroed = np.frombuffer(journal.zeroed, dtype=np.int64)
         bits, bit_words, summary, blocks, block_words = self.bitmap
@@ -873,6 +948,14 @@ class Kernel:
                     and self._adopt(queue)):
                 continue
             break
+        if st[SLEEPING]:
+            # asleep when SimPy's next event comes (or a step of the agenda
+            # running itself is not for the kernel): the rest of the sleep is
+            # SimPy's, its timer under the id drawn here (MirrorJob._copy_burst)
+            t, eid, ns = _heap_take_timer(self.heap, st)
+            self.timer = (int(t), int(eid), int(ns), int(st[SLEEPING]) == NEXT_POLL)
+            st[SLEEPING] = 0
+            outcome = ASLEEP
         v = st.tolist()
         if self.guest is not None:
             self._leave_guest(v)
