@@ -509,6 +509,31 @@ def _sleep(st, heap, ns, what):
     st[WAITING] = 1
 
 
+@njit(cache=True)
+def _clusters(out, n, cs):
+    """The clusters of the reads' ranges ``out[:n]`` (byte ``start, end``
+    rows), as runs of clusters ``lo, hi`` written over ``out``'s first
+    rows (a read's clusters joined to the run before when they follow on);
+    how many."""
+    m = 0
+    lo = hi = -1
+    for i in range(n):
+        b, c = out[i, 0], out[i, 1]
+        if b // cs == hi:
+            hi = -(-c // cs)
+        else:
+            if hi > lo:
+                out[m, 0] = lo
+                out[m, 1] = hi
+                m += 1
+            lo, hi = b // cs, -(-c // cs)
+    if hi > lo:
+        out[m, 0] = lo
+        out[m, 1] = hi
+        m += 1
+    return m
+
+
 # -- the guest ----------------------------------------------------------------------
 # A one-worker paced guest on the mirror's source, taken over from SimPy
 # (Kernel._adopt): its worker's waits are entries of the heap, its requests
@@ -1018,18 +1043,10 @@ class Kernel:
         if not n:
             return
         st[OUT_N] = 0
-        cs = tgt.cluster_size
         # the clusters the reads' writes will allocate (their order does not
         # matter: merged where they meet)
-        lo = hi = -1
-        for b, c in self.out[:n].tolist():
-            if b // cs == hi:
-                hi = -(-c // cs)
-            else:
-                if hi > lo:
-                    tgt.alloc.set_range(lo, hi)
-                lo, hi = b // cs, -(-c // cs)
-        if hi > lo:
+        out = self.out
+        for lo, hi in out[:_clusters(out, n, tgt.cluster_size)].tolist():
             tgt.alloc.set_range(lo, hi)
 
     # -- the guest -------------------------------------------------------------------
