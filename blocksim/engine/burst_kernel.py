@@ -107,8 +107,9 @@ T, EID, KIND, SLOT = range(4)
 BIT, END_BIT, START, END, USED, MODE, POS = range(7)
 #: MODE: the read is still in flight; it was made by the kernel, at entry
 #: POS of its page's log; what it took is a Python object (``Kernel.snaps``:
-#: a Snap, runs or a Span); it read zeros (a write-zeroes).
-READING, LOGGED, OBJECT, ZEROS = 0, 1, 2, 3
+#: a Snap, runs or a Span); it read zeros (a write-zeroes); its write's
+#: paste of a Python object is made (from Python: PASTE).
+READING, LOGGED, OBJECT, ZEROS, PASTED = 0, 1, 2, 3, 4
 
 #: Records for the Python side (``Kernel.out``): a read's ``start, end``
 #: (the target's allocation).  Pastes go to the journal's stage.
@@ -120,6 +121,8 @@ NEED_BATCH = -5         # the guest needs ``st[G_BOUND]`` more requests drawn
 HAND_BACK = -3          # the next step is not for the kernel (nothing done yet)
 OUT_FULL = -4           # the records or the journal's stage are full: replay
                         # or flush them, then call again
+PASTE = -6              # the write completing next pastes a Python object:
+                        # paste it, then call again (nothing else done yet)
 
 #: The kernel runs a paced guest on the mirror's source with its copies
 #: (Kernel._adopt); False leaves every guest to SimPy (a reference for tests).
@@ -747,8 +750,10 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
             if not safe[p]:
                 st[PAGE] = p
                 return -2
-        elif kind == WRITE_DONE and ops[slot, MODE] != LOGGED:
-            return -3               # (what it pastes is a Python object)
+        elif kind == WRITE_DONE and ops[slot, MODE] == OBJECT:
+            return -6               # (what it pastes is a Python object)
+        elif kind == WRITE_DONE and ops[slot, MODE] == ZEROS:
+            return -3
         if kind == READ_DONE and st[OUT_N] == out_cap or (
                 kind == WRITE_DONE and st[STAGED] == stage_cap):
             return -4
@@ -778,17 +783,19 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
             _heap_push(heap, st, done, st[NEXT_EID], WRITE_DONE, slot)
             st[NEXT_EID] += 1
             continue
-        # CopyOperation.write_completed: the paste (journal.paste)
-        ps = p << shift
-        n = st[STAGED]
-        stage[n, 0] = p
-        stage[n, 1] = st[TGT_TAG] | (start - ps) | ((end - ps) << _OFFSET_BITS)
-        stage[n, 2] = -1 - (((ops[slot, POS] << _MAP_BITS) | st[SRC_MAP]) << 1)
-        st[STAGED] = n + 1
-        loglen[p] += 2
-        tgt_pending[p] = 1
-        tgt_zeroing[p] = 1              # (a paste may bring zeros)
-        zeroed[st[TGT_TAG] >> _MAP_SHIFT] += 1
+        # CopyOperation.write_completed: the paste (journal.paste), unless
+        # made already from Python (PASTE)
+        if ops[slot, MODE] == LOGGED:
+            ps = p << shift
+            n = st[STAGED]
+            stage[n, 0] = p
+            stage[n, 1] = st[TGT_TAG] | (start - ps) | ((end - ps) << _OFFSET_BITS)
+            stage[n, 2] = -1 - (((ops[slot, POS] << _MAP_BITS) | st[SRC_MAP]) << 1)
+            st[STAGED] = n + 1
+            loglen[p] += 2
+            tgt_pending[p] = 1
+            tgt_zeroing[p] = 1              # (a paste may bring zeros)
+            zeroed[st[TGT_TAG] >> _MAP_SHIFT] += 1
         st[TGT_WRITES] += 1
         st[TGT_BYTES] += nbytes
         st[OFFSET] += nbytes
@@ -943,13 +950,16 @@ class Kernel:
                 self._release()
                 # (its event is back in SimPy's queue: the head now, or later)
                 st[HEAD_T], st[LAST_EID] = _head(queue)
+        run, args = _run, None
         while True:
+            if args is None:        # (again after a step that replaces an array)
+                args = (st, bits, bit_words, summary, blocks, block_words, self.ops,
+                        self.heap, self.src_slots, self.tgt_slots, safe, loglen,
+                        self.out, journal.rows, src_flags[0], tgt_flags[0],
+                        tgt_flags[1], zeroed, self.offs, self.reads, self.ledger,
+                        self.interval)
             st[STAGED] = journal.staged
-            outcome = int(_run(st, bits, bit_words, summary, blocks, block_words, self.ops,
-                               self.heap, self.src_slots, self.tgt_slots, safe, loglen,
-                               self.out, journal.rows, src_flags[0], tgt_flags[0],
-                               tgt_flags[1], zeroed, self.offs, self.reads, self.ledger,
-                               self.interval))
+            outcome = int(run(*args))
             journal.staged = int(st[STAGED])
             if st[OUT_N]:
                 self._replay(tgt)
@@ -964,13 +974,28 @@ class Kernel:
                 if self.guest is not None and st[L_N] + bound > self.LEDGER_ROWS:
                     self._hand_out_ledger(self.guest[0])
                 continue
+            if outcome == PASTE:
+                # the write's paste of what its read took as an object (a Snap
+                # handed in before a settle, runs): burst.copy's own step
+                slot = int(self.heap[0, SLOT])
+                tgt.content.set_runs(self.snaps[slot])
+                self.snaps[slot] = None
+                self.ops[slot, MODE] = PASTED
+                # (which may have settled pages of the source: what is known
+                # of them goes with their change, as at the call's start)
+                if (srcmap.version, journal.zeroed[src_index]) != self.stamp:
+                    safe[:] = 0
+                    self.stamp = (srcmap.version, journal.zeroed[src_index])
+                continue
             if outcome == NEED_BATCH:
                 w = self.guest[0]
                 w._k = int(st[G_K])
                 self.offs, self.reads, st[G_K] = w.ahead(int(st[G_BOUND]))
+                args = None
                 continue
             if (outcome == STILL_WAITING and self.guest is None and queue
                     and self._adopt(queue)):
+                args = None
                 continue
             break
         if st[SLEEPING]:

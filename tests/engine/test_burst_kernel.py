@@ -528,3 +528,28 @@ def test_the_kernel_runs_the_loops_sleeps_as_simpy_would(monkeypatch):
     # (the Python loop sleeps in SimPy: a sleep per slice, a poll per 100 ms)
     assert len(sleeps) > 20 and in_kernel < len(sleeps) / 2
     assert outcome(blocksim.Simulation(scenario, seed=3, shortcuts=False)) == compiled
+
+
+@pytest.mark.parametrize("command", ["block-job-pause", "block-job-cancel"])
+def test_a_slice_cut_by_a_command_ends_at_the_pause_point_alike(command, monkeypatch):
+    """A pause or a cancel asked while the kernel issues a rate-limited
+    claim (16 MiB, as the copies before it free the buffer, at 128 MiB/s,
+    for 12 MiB a slice): the loop does not sleep
+    off the rate limit at the slice's end (Job.sleep, ratelimit_sleep) but
+    goes to its pause point, or ends; the kernel leaves that to SimPy
+    (MirrorJob.sleeps_through).  The same run as the Python loop's and as
+    no shortcut's."""
+    spec = _mirror("full", duration="1s")
+    spec["workloads"] = {}      # (nothing else cuts the kernel's sleeps short)
+    spec["sample-interval"] = "1s"
+    spec["images"]["src"]["bandwidth"] = "128MiB"
+    spec["jobs"]["j"]["speed"] = "120MiB"
+    spec["actions"] = [{"at": "250ms", "command": command, "arguments": {"device": "j"}},
+                       {"at": "450ms", "command": "block-job-resume", "arguments": {"device": "j"}}]
+    if command == "block-job-cancel":
+        spec["actions"].pop()
+    scenario = blocksim.load_scenario(spec)
+    compiled = outcome(blocksim.Simulation(scenario, seed=3))
+    monkeypatch.setattr(burst, "KERNEL", False)
+    assert outcome(blocksim.Simulation(scenario, seed=3)) == compiled
+    assert outcome(blocksim.Simulation(scenario, seed=3, shortcuts=False)) == compiled
