@@ -66,8 +66,9 @@ from simpy.events import NORMAL
 #: a rate-limit sleep, in ns).
 TOP = 0             # carry on from the top of the loop
 WAITING = -1        # keep waiting: SimPy's queue holds the next event
-SLEEPING = -2       # the loop went on to a ready poll's sleep (compiled:
-                    # blocksim.engine.burst_kernel), its timer drawn
+SLEEPING = -2       # the loop went on to a sleep, the rate limit's or a
+                    # ready poll's, and sleeps still (compiled only:
+                    # blocksim.engine.burst_kernel): its timer is drawn
 
 #: Quiet bursts run compiled (blocksim.engine.burst_kernel) where they can; False
 #: keeps them in the Python loop below (the reference the tests compare).

@@ -42,6 +42,19 @@ Python-side state written back at each return; it goes back to SimPy
 (:meth:`Kernel._release`) under the key of its next step, its process
 resumed by a new generator (``GuestWorkload._worker(resume=...)``).
 
+The loop's sleeps run here too (session 12): where the mirror's loop would
+sleep off the rate limit or, ready, sleep until its next poll, the kernel
+draws the timer's id where ``Job.sleep`` would, runs the guest and the
+copies in flight meanwhile (its agenda detached: they wake nobody), and
+when the timer comes before SimPy's next event, with nothing else due at
+its instant (the wake-up's own id comes after everything then), wakes the
+loop at its top, whose checks hold (``MirrorJob.sleeps_through``,
+``poll_sleeps``: loaded at each call, and nothing run here changes them).
+Asleep when SimPy's next event comes first, it returns ``burst.SLEEPING``
+and the loop sleeps the rest in SimPy under the timer's key
+(``MirrorJob._copy_burst``, ``Clock.timeout_at``): a ready mirror's polls
+are then one call each, or fewer, not two.
+
 Every decision the kernel makes is the Python loop's own, restated:
 ``tests/engine/test_burst.py`` compares each case with the kernel, with the
 Python loop alone (``burst.KERNEL = False``), with the agenda alone and
