@@ -68,10 +68,10 @@ MUTATIONS = [
      '        content._journal._before_settle.append(self.hand_in)\n',
      ''),
     ("kernel: a paste does not count in its page's log", 'blocksim/engine/burst_kernel.py',
-     '        loglen[p] += 2\n        tgt_pending[p] = 1\n',
-     '        tgt_pending[p] = 1\n'),
+     '            loglen[p] += 2\n            tgt_pending[p] = 1\n',
+     '            tgt_pending[p] = 1\n'),
     ('kernel: a write of a Python object pasted by the kernel', 'blocksim/engine/burst_kernel.py',
-     '        elif kind == WRITE_DONE and ops[slot, MODE] != LOGGED:\n            return -3               # (what it pastes is a Python object)\n',
+     '        elif kind == WRITE_DONE and ops[slot, MODE] == OBJECT:\n            return -6               # (what it pastes is a Python object)\n',
      ''),
     ('kernel: the byte search aligned on four bytes', 'blocksim/engine/burst_kernel.py',
      '    while i < stop and i & 7:',
@@ -89,9 +89,10 @@ MUTATIONS = [
      "            if other.status in (None, \"concluded\", \"null\"):",
      "            if True:"),
     ("job: a job entered early sleeps off the rest (QEMU 8.0)", "blocksim/jobs/base.py",
-     "        yield from self._sleep_off(delay)\n        yield from self._pause_point()",
-     "        while delay and not self.is_cancelled():\n            yield from self._sleep_off(delay)\n"
-     "            yield from self._pause_point()\n            delay = self.limit.delay(self.env.now, 0)"),
+     "        yield from self._sleep_off(delay, timer)\n        yield from self._pause_point()",
+     "        while delay and not self.is_cancelled():\n            yield from self._sleep_off(delay, timer)\n"
+     "            yield from self._pause_point()\n            delay = self.limit.delay(self.env.now, 0)\n"
+     "            timer = None"),
     ("mirror: a pause does not wait for the copies in flight", "blocksim/jobs/mirror.py",
      "        while self.in_flight and self.should_pause():\n"
      "            yield from self._wait_op()\n", ""),
@@ -548,6 +549,30 @@ MUTATIONS = [
     ("extents: a copy of 4-byte values not widened", "blocksim/model/extents.py",
      "    if seg_v.__class__ is array and seg_v.typecode != \"q\":\n"
      "        seg_v = array(\"q\", seg_v)            # (a Span from a page of 4-byte values)\n", ""),
+    # the loop's sleeps run by the kernel (issue 19 item 5: one call per poll)
+    ("kernel's sleeps: a ready poll's sleep where the loop does not sleep",
+     "blocksim/engine/burst_kernel.py",
+     "                        if st[BM_COUNT] or not st[POLL]:", "                        if st[BM_COUNT]:"),
+    ("mirror's sleeps: run through cancelled", "blocksim/jobs/mirror.py",
+     "        return not self.ret and not self.pause_count and not self.cancelled",
+     "        return not self.ret and not self.pause_count"),
+    ("mirror's sleeps: a poll's sleep before READY", "blocksim/jobs/mirror.py",
+     "        return self.synced and not self.should_complete\n",
+     "        return not self.should_complete\n"),
+    ("mirror's sleeps: a poll's sleep when asked to complete", "blocksim/jobs/mirror.py",
+     "        return self.synced and not self.should_complete\n",
+     "        return self.synced\n"),
+    ("kernel's sleeps: the wake-up before the entries due with the timer",
+     "blocksim/engine/burst_kernel.py",
+     "            if st[HEAP_N] and heap[0, T] == t:", "            if False:"),
+    ("kernel's sleeps: copies finishing during a sleep wake the loop",
+     "blocksim/engine/burst_kernel.py",
+     "    st[ATTACHED] = 0\n    st[WAITING] = 1\n", "    st[WAITING] = 1\n"),
+    ("kernel: a paste made from Python pasted again", "blocksim/engine/burst_kernel.py",
+     "        if ops[slot, MODE] == LOGGED:\n            ps = p << shift", "        if True:\n            ps = p << shift"),
+    ("kernel: the reads' last run of clusters not allocated", "blocksim/engine/burst_kernel.py",
+     "    if hi > lo:\n        out[m, 0] = lo\n        out[m, 1] = hi\n        m += 1\n    return m\n",
+     "    return m\n"),
 ]
 
 

@@ -66,6 +66,9 @@ from simpy.events import NORMAL
 #: a rate-limit sleep, in ns).
 TOP = 0             # carry on from the top of the loop
 WAITING = -1        # keep waiting: SimPy's queue holds the next event
+SLEEPING = -2       # the loop went on to a sleep, the rate limit's or a
+                    # ready poll's, and sleeps still (compiled only:
+                    # blocksim.engine.burst_kernel): its timer is drawn
 
 #: Quiet bursts run compiled (blocksim.engine.burst_kernel) where they can; False
 #: keeps them in the Python loop below (the reference the tests compare).
@@ -82,7 +85,9 @@ def applies(job) -> bool:
 def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> int:
     """Run the copy loop of ``job`` from its top (or, ``waiting``, from
     inside a wait for an operation) until it has to leave the cycle; returns
-    :data:`TOP`, :data:`WAITING` or a sleep in ns.  See the module's doc.
+    :data:`TOP`, :data:`WAITING`, a sleep in ns, or (from the compiled loop
+    only, called neither ``one_wait`` nor ``detached``) :data:`SLEEPING`.
+    See the module's doc.
 
     ``one_wait``: only finish the current wait (:data:`TOP` at the wake-up),
     for a caller that waits for one operation (``MirrorJob._wait_op``).

@@ -42,6 +42,19 @@ Python-side state written back at each return; it goes back to SimPy
 (:meth:`Kernel._release`) under the key of its next step, its process
 resumed by a new generator (``GuestWorkload._worker(resume=...)``).
 
+The loop's sleeps run here too (session 12): where the mirror's loop would
+sleep off the rate limit or, ready, sleep until its next poll, the kernel
+draws the timer's id where ``Job.sleep`` would, runs the guest and the
+copies in flight meanwhile (its agenda detached: they wake nobody), and
+when the timer comes before SimPy's next event, with nothing else due at
+its instant (the wake-up's own id comes after everything then), wakes the
+loop at its top, whose checks hold (``MirrorJob.sleeps_through``,
+``poll_sleeps``: loaded at each call, and nothing run here changes them).
+Asleep when SimPy's next event comes first, it returns ``burst.SLEEPING``
+and the loop sleeps the rest in SimPy under the timer's key
+(``MirrorJob._copy_burst``, ``Clock.timeout_at``): a ready mirror's polls
+are then one call each, or fewer, not two.
+
 Every decision the kernel makes is the Python loop's own, restated:
 ``tests/engine/test_burst.py`` compares each case with the kernel, with the
 Python loop alone (``burst.KERNEL = False``), with the agenda alone and
@@ -59,6 +72,7 @@ from itertools import count
 import numpy as np
 from simpy.events import NORMAL
 
+from .burst import SLEEPING as ASLEEP
 from .burst import TOP as BACK_TO_TOP
 from .burst import WAITING as STILL_WAITING
 from .burst import _head, _quiet
@@ -86,12 +100,19 @@ njit = Compiled(globals())
  # the mirror's iteration (MirrorJob._start_iteration, _next_operation): its
  # claim's granules left, its next operation's plan (bytes, 0 = none yet;
  # a write-zeroes; its slot waited for), the sizes, the source fully allocated
- IT_BIT, IT_END, IT_IO, IT_ZERO, IT_DONE, MAX_IO, COPY_MAX, SRC_FULL, STOP_RET) = range(81)
-NSTATE = 81
+ IT_BIT, IT_END, IT_IO, IT_ZERO, IT_DONE, MAX_IO, COPY_MAX, SRC_FULL, STOP_RET,
+ # the loop's sleeps (the rate limit's, a ready poll's) run here: whether they
+ # may (MirrorJob.sleeps_through), whether the ready poll's may
+ # (MirrorJob.poll_sleeps), and which it is in (its timer on the heap)
+ SLEEPS, POLL, SLEEPING) = range(84)
+NSTATE = 84
 
-#: What an agenda entry does (``Kernel.heap[:, KIND]``); the guest's entries
-#: are its worker's wait for a request's due time and for its completion.
-WAKE, READ_DONE, WRITE_DONE, GUEST_DUE, GUEST_DONE = 0, 1, 2, 3, 4
+#: What an agenda entry does (``Kernel.heap[:, KIND]``); TIMER is the loop's
+#: sleep's (Job.sleep), and the guest's entries are its worker's wait for a
+#: request's due time and for its completion.
+WAKE, READ_DONE, WRITE_DONE, TIMER, GUEST_DUE, GUEST_DONE = range(6)
+#: What the loop sleeps for (``st[SLEEPING]``): the rate limit, a ready poll.
+RATE_LIMIT, NEXT_POLL = 1, 2
 T, EID, KIND, SLOT = range(4)
 
 #: What an operation slot holds (``Kernel.ops``): its granules and bytes,
@@ -99,18 +120,22 @@ T, EID, KIND, SLOT = range(4)
 BIT, END_BIT, START, END, USED, MODE, POS = range(7)
 #: MODE: the read is still in flight; it was made by the kernel, at entry
 #: POS of its page's log; what it took is a Python object (``Kernel.snaps``:
-#: a Snap, runs or a Span); it read zeros (a write-zeroes).
-READING, LOGGED, OBJECT, ZEROS = 0, 1, 2, 3
+#: a Snap, runs or a Span); it read zeros (a write-zeroes); its write's
+#: paste of a Python object is made (from Python: PASTE).
+READING, LOGGED, OBJECT, ZEROS, PASTED = 0, 1, 2, 3, 4
 
 #: Records for the Python side (``Kernel.out``): a read's ``start, end``
 #: (the target's allocation).  Pastes go to the journal's stage.
 
-#: Return codes besides burst.TOP (0), burst.WAITING (-1) and a sleep (> 0).
+#: Return codes besides burst.TOP (0), burst.WAITING (-1) and a sleep (> 0)
+#: (asleep, burst.SLEEPING, is WAITING with ``st[SLEEPING]`` set).
 NEED_PAGE = -2          # is page ``st[PAGE]`` safe to read?  (nothing done yet)
 NEED_BATCH = -5         # the guest needs ``st[G_BOUND]`` more requests drawn
 HAND_BACK = -3          # the next step is not for the kernel (nothing done yet)
 OUT_FULL = -4           # the records or the journal's stage are full: replay
                         # or flush them, then call again
+PASTE = -6              # the write completing next pastes a Python object:
+                        # paste it, then call again (nothing else done yet)
 
 #: The kernel runs a paced guest on the mirror's source with its copies
 #: (Kernel._adopt); False leaves every guest to SimPy (a reference for tests).
@@ -134,7 +159,7 @@ _LOADED = np.array([
     SYNCED, SPEED, QUOTA, SLICE_START, SLICE_END, DISPATCHED,
     SRC_LAT, SRC_PIPE, SRC_READS, SRC_BYTES, TGT_LAT, TGT_PIPE, TGT_WRITES, TGT_BYTES,
     SRC_HEAD, SRC_N, TGT_HEAD, TGT_N, OUT_N, TGT_FULL,
-    BUF_FREE, IT_BIT, IT_END, IT_IO, IT_ZERO, IT_DONE, SRC_FULL, STOP_RET])
+    BUF_FREE, IT_BIT, IT_END, IT_IO, IT_ZERO, IT_DONE, SRC_FULL, STOP_RET, SLEEPS, POLL])
 #: What Kernel._enter_guest loads, in this order.
 _GUEST_LOADED = np.array([
     G_BS, G_START_AT, G_ISSUED, G_K, G_COMPLETED, G_GEN, D_READS, D_WRITES, D_COMPLETED,
@@ -207,10 +232,27 @@ def _heap_pop(heap, st):
 @njit(cache=True)
 def _heap_take_guest(heap, st):
     """Take the guest's entry out of the heap; its time, id and kind."""
-    n = st[HEAP_N]
     i = 0
     while heap[i, KIND] < GUEST_DUE:
         i += 1
+    return _heap_take(heap, st, i)
+
+
+@njit(cache=True)
+def _heap_take_timer(heap, st):
+    """Take the sleep's timer out of the heap; its time, id and delay."""
+    i = 0
+    while heap[i, KIND] != TIMER:
+        i += 1
+    ns = heap[i, SLOT]
+    t, eid, _kind = _heap_take(heap, st, i)
+    return t, eid, ns
+
+
+@njit(cache=True)
+def _heap_take(heap, st, i):
+    """Take row ``i`` out of the heap; its time, id and kind."""
+    n = st[HEAP_N]
     t, eid, kind = heap[i, T], heap[i, EID], heap[i, KIND]
     # the others, in (time, id) order: a heap (at most 33 of them)
     for j in range(i + 1, n):
@@ -470,6 +512,44 @@ def _throttle(st, nbytes):
     return 0 if st[SYNCED] else delay
 
 
+@_step
+def _sleep(st, heap, ns, what):
+    """Job.sleep: the loop sleeps ``ns`` (its timer's id drawn now), its
+    agenda running itself meanwhile (MirrorJob._away: operations finishing
+    wake nobody); ``what`` is RATE_LIMIT or NEXT_POLL.  (The timer's entry
+    keeps ``ns`` as its slot.)"""
+    _heap_push(heap, st, st[NOW] + ns, st[NEXT_EID], TIMER, ns)
+    st[NEXT_EID] += 1
+    st[SLEEPING] = what
+    st[ATTACHED] = 0
+    st[WAITING] = 1
+
+
+@njit(cache=True)
+def _clusters(out, n, cs):
+    """The clusters of the reads' ranges ``out[:n]`` (byte ``start, end``
+    rows), as runs of clusters ``lo, hi`` written over ``out``'s first
+    rows (a read's clusters joined to the run before when they follow on);
+    how many."""
+    m = 0
+    lo = hi = -1
+    for i in range(n):
+        b, c = out[i, 0], out[i, 1]
+        if b // cs == hi:
+            hi = -(-c // cs)
+        else:
+            if hi > lo:
+                out[m, 0] = lo
+                out[m, 1] = hi
+                m += 1
+            lo, hi = b // cs, -(-c // cs)
+    if hi > lo:
+        out[m, 0] = lo
+        out[m, 1] = hi
+        m += 1
+    return m
+
+
 # -- the guest ----------------------------------------------------------------------
 # A one-worker paced guest on the mirror's source, taken over from SimPy
 # (Kernel._adopt): its worker's waits are entries of the heap, its requests
@@ -597,7 +677,11 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
                     return 0
                 if not (st[BM_COUNT] and st[IN_FLIGHT] < MAX_IN_FLIGHT and st[BUF_FREE]):
                     if not st[IN_FLIGHT]:
-                        return 0
+                        if st[BM_COUNT] or not st[POLL]:
+                            return 0
+                        # a ready mirror's poll (MirrorJob.run): it sleeps a slice
+                        _sleep(st, heap, SLICE_NS, NEXT_POLL)
+                        continue
                     st[WAITING] = 1
                     st[WOKEN] = 0
                     continue
@@ -622,7 +706,10 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
             st[NEXT_EID] += 1
             delay = _throttle(st, nbytes)
             if delay and st[IT_BIT] >= st[IT_END]:
-                return delay
+                if not st[SLEEPS]:
+                    return delay
+                # MirrorJob.run sleeps off the rate limit (Job.ratelimit_sleep)
+                _sleep(st, heap, delay, RATE_LIMIT)
             continue
         if not st[HEAP_N]:
             return 0
@@ -646,6 +733,27 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
             _guest(st, kind, heap, src_slots, offs, reads, ledger, interval[0], bits, summary,
                    blocks, stage, loglen, src_pending)
             continue
+        if kind == TIMER:
+            # the sleep's timer: its callback wakes the loop (Event.succeed,
+            # a new id: the wake-up comes after all else due at ``t``).  With
+            # anything else due then, the rest of the sleep is SimPy's
+            # (burst.SLEEPING).
+            if t == st[HEAD_T]:
+                return -1
+            _heap_pop(heap, st)
+            if st[HEAP_N] and heap[0, T] == t:
+                _heap_push(heap, st, t, eid, TIMER, slot)
+                return -1
+            st[NOW] = t
+            st[NEXT_EID] += 1
+            # the loop wakes, its agenda its own again (MirrorJob._away),
+            # passes the pause point (none asked: Kernel.copy) and its top's
+            # checks, which hold as when it went to sleep
+            st[SLEEPING] = 0
+            st[ATTACHED] = 1
+            st[WAITING] = 0
+            st[AT_TOP] = 1
+            continue
         shift = st[SHIFT]
         if kind == READ_DONE:
             start, end = ops[slot, START], ops[slot, END]
@@ -655,8 +763,10 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
             if not safe[p]:
                 st[PAGE] = p
                 return -2
-        elif kind == WRITE_DONE and ops[slot, MODE] != LOGGED:
-            return -3               # (what it pastes is a Python object)
+        elif kind == WRITE_DONE and ops[slot, MODE] == OBJECT:
+            return -6               # (what it pastes is a Python object)
+        elif kind == WRITE_DONE and ops[slot, MODE] == ZEROS:
+            return -3
         if kind == READ_DONE and st[OUT_N] == out_cap or (
                 kind == WRITE_DONE and st[STAGED] == stage_cap):
             return -4
@@ -686,17 +796,19 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
             _heap_push(heap, st, done, st[NEXT_EID], WRITE_DONE, slot)
             st[NEXT_EID] += 1
             continue
-        # CopyOperation.write_completed: the paste (journal.paste)
-        ps = p << shift
-        n = st[STAGED]
-        stage[n, 0] = p
-        stage[n, 1] = st[TGT_TAG] | (start - ps) | ((end - ps) << _OFFSET_BITS)
-        stage[n, 2] = -1 - (((ops[slot, POS] << _MAP_BITS) | st[SRC_MAP]) << 1)
-        st[STAGED] = n + 1
-        loglen[p] += 2
-        tgt_pending[p] = 1
-        tgt_zeroing[p] = 1              # (a paste may bring zeros)
-        zeroed[st[TGT_TAG] >> _MAP_SHIFT] += 1
+        # CopyOperation.write_completed: the paste (journal.paste), unless
+        # made already from Python (PASTE)
+        if ops[slot, MODE] == LOGGED:
+            ps = p << shift
+            n = st[STAGED]
+            stage[n, 0] = p
+            stage[n, 1] = st[TGT_TAG] | (start - ps) | ((end - ps) << _OFFSET_BITS)
+            stage[n, 2] = -1 - (((ops[slot, POS] << _MAP_BITS) | st[SRC_MAP]) << 1)
+            st[STAGED] = n + 1
+            loglen[p] += 2
+            tgt_pending[p] = 1
+            tgt_zeroing[p] = 1              # (a paste may bring zeros)
+            zeroed[st[TGT_TAG] >> _MAP_SHIFT] += 1
         st[TGT_WRITES] += 1
         st[TGT_BYTES] += nbytes
         st[OFFSET] += nbytes
@@ -722,7 +834,7 @@ class Kernel:
 
     __slots__ = ("job", "st", "ops", "heap", "out", "src_slots", "tgt_slots",
                  "safe", "stamp", "snaps", "active", "bitmap", "guest", "ledger",
-                 "offs", "reads", "interval")
+                 "offs", "reads", "interval", "timer")
 
     OUT_RECORDS = 4096
     #: ledger rows of the guest's writes between two hand-outs to its drive
@@ -750,6 +862,10 @@ class Kernel:
         self.offs = np.zeros(1, dtype=np.int64)
         self.reads = np.zeros(1, dtype=np.bool_)
         self.interval = np.zeros(1, dtype=np.float64)
+        #: the loop's sleep's timer as ``(time, id, the sleep's length,
+        #: whether a poll's)`` after a call that returned burst.SLEEPING
+        #: (see copy)
+        self.timer = None
         st = self.st
         bm = job.bitmap
         self.bitmap = bm.arrays()
@@ -816,6 +932,7 @@ class Kernel:
         self.tgt_slots[:n_tgt] = tgt._slots
         alloc = tgt.alloc
         plan = job._it_plan
+        sleeps = not (detached or one_wait) and job.sleeps_through()
         # the scalars, in the order of _LOADED
         st[_LOADED] = (
             env._now, NEVER if head_t == float("inf") else head_t, last_eid, next(env._eid),
@@ -830,7 +947,10 @@ class Kernel:
             tgt.latency, tgt._pipe_free, tgt.writes, tgt.bytes_written,
             0, n_src, 0, n_tgt, 0, alloc.count == alloc.nclusters,
             job.buf_free, job._it_bit, job._it_end, *(plan or (0, 0, 0)),
-            src.fully_allocated(), bool(job.ret))
+            src.fully_allocated(), bool(job.ret),
+            # (the checks after the loop's sleeps, which nothing run here
+            # changes: the loop may sleep here, from a burst of its own)
+            sleeps, sleeps and job.poll_sleeps())
         loglen = np.frombuffer(journal.loglen, dtype=np.int64)
         zeroed = np.frombuffer(journal.zeroed, dtype=np.int64)
         bits, bit_words, summary, blocks, block_words = self.bitmap
@@ -843,13 +963,16 @@ class Kernel:
                 self._release()
                 # (its event is back in SimPy's queue: the head now, or later)
                 st[HEAD_T], st[LAST_EID] = _head(queue)
+        run, args = _run, None
         while True:
+            if args is None:        # (again after a step that replaces an array)
+                args = (st, bits, bit_words, summary, blocks, block_words, self.ops,
+                        self.heap, self.src_slots, self.tgt_slots, safe, loglen,
+                        self.out, journal.rows, src_flags[0], tgt_flags[0],
+                        tgt_flags[1], zeroed, self.offs, self.reads, self.ledger,
+                        self.interval)
             st[STAGED] = journal.staged
-            outcome = int(_run(st, bits, bit_words, summary, blocks, block_words, self.ops,
-                               self.heap, self.src_slots, self.tgt_slots, safe, loglen,
-                               self.out, journal.rows, src_flags[0], tgt_flags[0],
-                               tgt_flags[1], zeroed, self.offs, self.reads, self.ledger,
-                               self.interval))
+            outcome = int(run(*args))
             journal.staged = int(st[STAGED])
             if st[OUT_N]:
                 self._replay(tgt)
@@ -864,15 +987,38 @@ class Kernel:
                 if self.guest is not None and st[L_N] + bound > self.LEDGER_ROWS:
                     self._hand_out_ledger(self.guest[0])
                 continue
+            if outcome == PASTE:
+                # the write's paste of what its read took as an object (a Snap
+                # handed in before a settle, runs): burst.copy's own step
+                slot = int(self.heap[0, SLOT])
+                tgt.content.set_runs(self.snaps[slot])
+                self.snaps[slot] = None
+                self.ops[slot, MODE] = PASTED
+                # (which may have settled pages of the source: what is known
+                # of them goes with their change, as at the call's start)
+                if (srcmap.version, journal.zeroed[src_index]) != self.stamp:
+                    safe[:] = 0
+                    self.stamp = (srcmap.version, journal.zeroed[src_index])
+                continue
             if outcome == NEED_BATCH:
                 w = self.guest[0]
                 w._k = int(st[G_K])
                 self.offs, self.reads, st[G_K] = w.ahead(int(st[G_BOUND]))
+                args = None
                 continue
             if (outcome == STILL_WAITING and self.guest is None and queue
                     and self._adopt(queue)):
+                args = None
                 continue
             break
+        if st[SLEEPING]:
+            # asleep when SimPy's next event comes (or a step of the agenda
+            # running itself is not for the kernel): the rest of the sleep is
+            # SimPy's, its timer under the id drawn here (MirrorJob._copy_burst)
+            t, eid, ns = _heap_take_timer(self.heap, st)
+            self.timer = (int(t), int(eid), int(ns), int(st[SLEEPING]) == NEXT_POLL)
+            st[SLEEPING] = 0
+            outcome = ASLEEP
         v = st.tolist()
         if self.guest is not None:
             self._leave_guest(v)
@@ -935,18 +1081,10 @@ class Kernel:
         if not n:
             return
         st[OUT_N] = 0
-        cs = tgt.cluster_size
         # the clusters the reads' writes will allocate (their order does not
         # matter: merged where they meet)
-        lo = hi = -1
-        for b, c in self.out[:n].tolist():
-            if b // cs == hi:
-                hi = -(-c // cs)
-            else:
-                if hi > lo:
-                    tgt.alloc.set_range(lo, hi)
-                lo, hi = b // cs, -(-c // cs)
-        if hi > lo:
+        out = self.out
+        for lo, hi in out[:_clusters(out, n, tgt.cluster_size)].tolist():
             tgt.alloc.set_range(lo, hi)
 
     # -- the guest -------------------------------------------------------------------

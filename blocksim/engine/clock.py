@@ -34,7 +34,10 @@ below 5 in ``pyproject.toml``).
 
 from __future__ import annotations
 
+from heapq import heappush
+
 import simpy
+from simpy.events import NORMAL, Timeout
 
 #: A time later than any run reaches, in integer nanoseconds: what compiled
 #: code takes for "no next event" (SimPy's ``peek`` then answers infinity).
@@ -59,3 +62,18 @@ class Clock(simpy.Environment):
             self.skipped += waits
             return True
         return False
+
+    def timeout_at(self, t: int, eid: int, delay: int) -> Timeout:
+        """SimPy's timeout of ``delay``, due at ``t``, queued under the id
+        ``eid`` drawn when it was created: compiled code that ran the wait itself up to
+        SimPy's next event draws the id where SimPy would have
+        (:mod:`blocksim.engine.burst_kernel`, a ready mirror's poll) and
+        leaves the rest of the wait to SimPy under the same key."""
+        timer = Timeout.__new__(Timeout)
+        timer.env = self
+        timer.callbacks = []
+        timer._value = None
+        timer._delay = delay
+        timer._ok = True
+        heappush(self._queue, (t, NORMAL, eid, timer))
+        return timer

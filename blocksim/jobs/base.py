@@ -413,8 +413,10 @@ class BlockJob:
         self._sleeping = False
         self._wake = None
 
-    def sleep(self, ns: int):
+    def sleep(self, ns: int, timer=None):
         """Sleep ``ns`` nanoseconds, or less if a command enters the job.
+        (``timer``: its timeout, drawn already: see :meth:`MirrorJob._copy_burst
+        <blocksim.jobs.mirror.MirrorJob._copy_burst>`.)
 
         A cancelled job (:meth:`is_cancelled`) does not sleep at all, as
         QEMU's ``job_sleep_ns`` checks before it yields: a stream cancelled
@@ -426,14 +428,15 @@ class BlockJob:
         if self.is_cancelled() or self.should_pause():
             return
         ev = self._wake = self.env.event()
-        timer = self.env.timeout(ns)
+        if timer is None:
+            timer = self.env.timeout(ns)
         timer.callbacks.append(lambda _t, ev=ev: ev.triggered or ev.succeed())
         self._sleeping = self._timed = True
         yield ev
         self._sleeping = self._timed = False
         self._wake = None
 
-    def ratelimit_sleep(self, delay: int):
+    def ratelimit_sleep(self, delay: int, timer=None):
         """Sleep off the rate limit once, as QEMU 7.2's ``job_sleep_ns(job,
         delay)`` after a chunk (stream_run, mirror_run; ``delay`` is what
         ``ratelimit_calculate_delay`` asked for when the bytes were
@@ -444,13 +447,13 @@ class BlockJob:
         QEMU 8.0's)."""
         if not delay or self.is_cancelled():
             return
-        yield from self._sleep_off(delay)
+        yield from self._sleep_off(delay, timer)
         yield from self._pause_point()
 
-    def _sleep_off(self, ns: int):
+    def _sleep_off(self, ns: int, timer=None):
         """How the job sleeps in :meth:`ratelimit_sleep` (a job with I/O of
-        its own in flight meanwhile says so)."""
-        return self.sleep(ns)
+        its own in flight meanwhile says so; ``timer``: see :meth:`sleep`)."""
+        return self.sleep(ns, timer)
 
     def _pause_point(self):
         """The pause point of :meth:`ratelimit_sleep` (a job may have to do

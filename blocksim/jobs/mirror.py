@@ -593,10 +593,10 @@ class MirrorJob(BlockJob):
         QEMU's ``mirror_pause`` (``mirror_wait_for_all_io``) waits for them."""
         return self.in_flight == 0
 
-    def _sleep_off(self, ns: int):
+    def _sleep_off(self, ns: int, timer=None):
         """The rate limit's sleep, the operations in flight running by
         themselves meanwhile."""
-        return self._away(self.sleep(ns))
+        return self._away(self.sleep(ns, timer))
 
     def _away(self, wait):
         """``yield from wait`` (a sleep, a pause): something other than the
@@ -645,12 +645,43 @@ class MirrorJob(BlockJob):
     def _copy_burst(self):
         """Issue and wait in one plain loop (:mod:`blocksim.engine.burst`) until the
         loop has to leave its cycle; returns a rate-limit sleep in ns, or 0.
-        (After a callback raised, the agenda's turn never comes.)"""
+        (After a callback raised, the agenda's turn never comes.)
+
+        The compiled loop (:mod:`blocksim.engine.burst_kernel`) goes on
+        through the loop's sleeps where :meth:`sleeps_through` (the rate
+        limit's, and a ready poll's where :meth:`poll_sleeps`) and back to
+        its top, as long as SimPy's queue holds nothing before the sleep's
+        end.  Asleep when something does (``burst.SLEEPING``), the loop has
+        done what :meth:`run` does up to that sleep, and sleeps the rest
+        here: the same sleep, its timer under the id the compiled loop drew
+        for it."""
         outcome = burst.copy(self, False)
         while outcome == burst.WAITING:
             yield self._agenda.turn()
             outcome = burst.copy(self, True)
+        if outcome == burst.SLEEPING:
+            t, eid, ns, poll = self._agenda.kernel.timer
+            timer = self.env.timeout_at(t, eid, ns)
+            if poll:
+                yield from self._away(self.sleep(ns, timer))
+            else:
+                yield from self.ratelimit_sleep(ns, timer)
+            return 0
         return outcome
+
+    def sleeps_through(self) -> bool:
+        """Whether a sleep of the loop (:meth:`ratelimit_sleep`'s, the ready
+        poll's) is one, after which the loop goes on from its top: no error
+        to end on (``ret``), no pause asked, not cancelled."""
+        return not self.ret and not self.pause_count and not self.cancelled
+
+    def poll_sleeps(self) -> bool:
+        """Whether the loop, at its top with nothing dirty and nothing in
+        flight, sleeps for its next poll, as :meth:`run` does once ready
+        (with :meth:`sleeps_through`): ready and not asked to complete.  (A
+        write-blocking mirror, which checks its sync first, has no compiled
+        loop: its filter sees every guest write.)"""
+        return self.synced and not self.should_complete
 
     def _complete_detached(self) -> bool:
         """The agenda's runner while the loop is away (a sleep, a pause):

@@ -195,11 +195,13 @@ class GuestWorkload:
         self.in_stretches = 0       # requests done in quiet stretches (a figure)
         self.in_kernel = 0          # ... and run by a mirror's compiled loop (a figure)
         self._seq = 0
-        # the current batch: offsets and read flags as lists (one request at
-        # a time) and as arrays (a quiet stretch), and the next one's index
-        self._ops: list = []
-        self._offs: list = []
+        # the current batch: offsets and read flags as arrays (a quiet
+        # stretch, compiled code) and as lists (one request at a time: made
+        # when the worker first issues one), its length and the next one's index
+        self._ops: list | None = None
+        self._offs: list | None = None
         self._offs_array = self._reads_array = None
+        self._n = 0
         self._k = 0
         #: the SimPy process of a one-worker guest, and the timeout its worker
         #: waits on for its next due time (what compiled code may take over)
@@ -264,13 +266,14 @@ class GuestWorkload:
 
     def _set_batch(self, offs: np.ndarray, reads: np.ndarray) -> None:
         self._offs_array, self._reads_array = offs, reads
-        self._offs, self._ops = offs.tolist(), reads.tolist()
+        self._offs = self._ops = None
+        self._n = len(offs)
         self._k = 0
 
     def ahead(self, n: int) -> tuple[np.ndarray, np.ndarray, int]:
         """:meth:`drawn`, with at least ``n`` requests left in the batch
         (the next batches drawn now and joined to it)."""
-        left = len(self._offs) - self._k
+        left = self._n - self._k
         if left < n:
             offs, reads = [self._offs_array[self._k:]], [self._reads_array[self._k:]]
             while left < n:
@@ -286,7 +289,7 @@ class GuestWorkload:
         """The current batch of drawn requests, offsets (int64) and read
         flags (bool) as arrays, and the index of the next one to issue
         (drawing a new batch if needed)."""
-        if self._k >= len(self._offs):
+        if self._k >= self._n:
             self._refill()
         return self._offs_array, self._reads_array, self._k
 
@@ -348,8 +351,10 @@ class GuestWorkload:
             at_due = False
             if end is not None and env.now >= end:
                 return
-            if self._k >= len(self._offs):
+            if self._k >= self._n:
                 self._refill()
+            if self._offs is None:
+                self._offs, self._ops = self._offs_array.tolist(), self._reads_array.tolist()
             k = self._k
             self._k = k + 1
             if self._ops[k]:

@@ -486,7 +486,9 @@ def test_an_active_commit_runs_compiled(monkeypatch):
     done, total = kernel_reads["active-commit-full-top"]
     assert done > 0.9 * total
     done, total = kernel_reads["active-commit-zeros-in-top"]
-    assert 0.05 * total < done < 0.5 * total
+    # (the first page, a third of the disk, is read by the Python loop: the
+    # initial pass's copies of it and the guest's writes there, a third too)
+    assert 0.05 * total < done < 2 / 3 * total
 
 
 def test_a_write_zeroes_fault_keeps_the_zeroes_out_of_bursts():

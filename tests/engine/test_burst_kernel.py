@@ -17,6 +17,7 @@ from equivalence import outcome
 
 import blocksim
 from blocksim.engine import burst, burst_kernel
+from blocksim.jobs.base import BlockJob
 from blocksim.model.bitmap import BLOCK, DirtyBitmap
 
 
@@ -483,3 +484,72 @@ def test_a_failure_before_the_kernel_call_drops_the_rest_of_the_claim(
     assert outcome(blocksim.Simulation(scenario, seed=7, shortcuts=False)) == compiled
     monkeypatch.setattr(burst, "KERNEL", False)
     assert outcome(blocksim.Simulation(scenario, seed=7)) == compiled
+
+
+# -- the loop's sleeps run by the kernel ------------------------------------------------
+def test_the_kernel_runs_the_loops_sleeps_as_simpy_would(monkeypatch):
+    """The rate limit's sleeps of a mirror's initial copy and a ready
+    mirror's polls run inside the kernel, the guest's requests and the
+    copies in flight among them, and go back to SimPy under their timers'
+    keys when SimPy's next event comes first (the samples, a set-speed and
+    a pause during a sleep, the completion): the same run as the Python
+    loop's and as no shortcut's, with far fewer sleeps left to SimPy."""
+    spec = _mirror("full", duration="3s", iops=800)
+    spec["sample-interval"] = "500ms"
+    spec["actions"] = [
+        {"at": "150ms", "command": "block-job-set-speed",
+         "arguments": {"device": "j", "speed": 150 << 20}},
+        {"at": "260ms", "command": "block-job-pause", "arguments": {"device": "j"}},
+        {"at": "330ms", "command": "block-job-resume", "arguments": {"device": "j"}},
+        {"on": "BLOCK_JOB_READY", "delay": "2s", "command": "block-job-complete",
+         "arguments": {"device": "j"}}]
+    scenario = blocksim.load_scenario(spec)
+    sleeps, asleep = [], []
+    real_sleep, real_copy = BlockJob.sleep, burst_kernel.Kernel.copy
+
+    def sleep(job, ns, timer=None):
+        sleeps.append(timer is not None)
+        return real_sleep(job, ns, timer)
+
+    def copy(kernel, *args):
+        out = real_copy(kernel, *args)
+        if out[0] == burst.SLEEPING:
+            asleep.append(kernel.timer[3])
+        return out
+    with monkeypatch.context() as m:
+        m.setattr(BlockJob, "sleep", sleep)
+        m.setattr(burst_kernel.Kernel, "copy", copy)
+        compiled = outcome(blocksim.Simulation(scenario, seed=3))
+        in_kernel = len(sleeps)
+        assert True in asleep and False in asleep     # a poll's and the rate limit's
+        sleeps.clear()
+        m.setattr(burst, "KERNEL", False)
+        assert outcome(blocksim.Simulation(scenario, seed=3)) == compiled
+    # (the Python loop sleeps in SimPy: a sleep per slice, a poll per 100 ms)
+    assert len(sleeps) > 20 and in_kernel < len(sleeps) / 2
+    assert outcome(blocksim.Simulation(scenario, seed=3, shortcuts=False)) == compiled
+
+
+@pytest.mark.parametrize("command", ["block-job-pause", "block-job-cancel"])
+def test_a_slice_cut_by_a_command_ends_at_the_pause_point_alike(command, monkeypatch):
+    """A pause or a cancel asked while the kernel issues a rate-limited
+    claim (16 MiB, as the copies before it free the buffer, at 128 MiB/s,
+    for 12 MiB a slice): the loop does not sleep
+    off the rate limit at the slice's end (Job.sleep, ratelimit_sleep) but
+    goes to its pause point, or ends; the kernel leaves that to SimPy
+    (MirrorJob.sleeps_through).  The same run as the Python loop's and as
+    no shortcut's."""
+    spec = _mirror("full", duration="1s")
+    spec["workloads"] = {}      # (nothing else cuts the kernel's sleeps short)
+    spec["sample-interval"] = "1s"
+    spec["images"]["src"]["bandwidth"] = "128MiB"
+    spec["jobs"]["j"]["speed"] = "120MiB"
+    spec["actions"] = [{"at": "250ms", "command": command, "arguments": {"device": "j"}},
+                       {"at": "450ms", "command": "block-job-resume", "arguments": {"device": "j"}}]
+    if command == "block-job-cancel":
+        spec["actions"].pop()
+    scenario = blocksim.load_scenario(spec)
+    compiled = outcome(blocksim.Simulation(scenario, seed=3))
+    monkeypatch.setattr(burst, "KERNEL", False)
+    assert outcome(blocksim.Simulation(scenario, seed=3)) == compiled
+    assert outcome(blocksim.Simulation(scenario, seed=3, shortcuts=False)) == compiled
