@@ -112,6 +112,9 @@ HAND_BACK = -3          # the next step is not for the kernel (nothing done yet)
 OUT_FULL = -4           # the records or the journal's stage are full: replay
                         # or flush them, then call again
 
+#: Kernel.stamp of a source with no backing file: every page is read here.
+_EVERY_PAGE = object()
+
 #: The kernel runs a paced guest on the mirror's source with its copies
 #: (Kernel._adopt); False leaves every guest to SimPy (a reference for tests).
 GUEST = True
@@ -722,7 +725,7 @@ class Kernel:
 
     __slots__ = ("job", "st", "ops", "heap", "out", "src_slots", "tgt_slots",
                  "safe", "stamp", "snaps", "active", "bitmap", "guest", "ledger",
-                 "offs", "reads", "interval")
+                 "offs", "reads", "interval", "allocated")
 
     OUT_RECORDS = 4096
     #: ledger rows of the guest's writes between two hand-outs to its drive
@@ -747,6 +750,9 @@ class Kernel:
         #: event its process waits on)``, or None (see _adopt)
         self.guest = None
         self.ledger = np.zeros((self.LEDGER_ROWS, 2), dtype=np.int64)
+        #: how many of the ledger buffer's rows have had their clusters
+        #: allocated (_allocate)
+        self.allocated = 0
         self.offs = np.zeros(1, dtype=np.int64)
         self.reads = np.zeros(1, dtype=np.bool_)
         self.interval = np.zeros(1, dtype=np.float64)
@@ -778,6 +784,62 @@ class Kernel:
         return (src.content._journal is not None
                 and tgt.content._journal is src.content._journal)
 
+    @staticmethod
+    def claims_data(job) -> bool:
+        """Whether the source's block status is data over every claim, so
+        that the kernel plans copies as MirrorJob._plan would without asking
+        (``st[SRC_FULL]``): a fully allocated source, or a source with no
+        backing file whose dirty granules all lie in allocated clusters
+        (MirrorJob.dirty_allocated): bdrv_block_status_above then finds one
+        allocated extent from a claim's first granule to its end, and
+        mirror_iteration copies it in operations of at most max_io.  Else
+        the claim's plan is Python's (HAND_BACK), as is a write-zeroes."""
+        src = job.source
+        return src.fully_allocated() or (job.dirty_allocated and src.backing is None)
+
+    def _check_safe(self, src, srcmap, journal, src_index: int) -> None:
+        """Which pages of the source the kernel reads (``safe``).
+
+        A source with no backing file: every page.  A read there is a
+        :class:`~blocksim.engine.journal.Snap` whatever it finds, zeros
+        included, where :meth:`ExtentMap.snapshot
+        <blocksim.model.extents.ExtentMap.snapshot>` would settle the page
+        and return the list ``[(start, end, 0)]`` for a range reading as
+        zeros: both are written to the target as data (QEMU's
+        mirror_read_complete writes what it read, zeros included), and the
+        paste's settle gives the target the zeros the list would have, so
+        the run is the same (its content, counters, events); only the
+        journal's work differs (a paste logged instead of a settle of the
+        source's page and of the target's).
+
+        A source over a backing file (an active commit's top): only pages
+        of its own map known to hold no zero, where its read is its own
+        runs (asked of Python once per page, NEED_PAGE, until the map
+        changes): a zero there reads the backing file, which the Python
+        loop resolves through the chain."""
+        if src.backing is None:
+            if self.stamp is not _EVERY_PAGE:
+                self.safe[:] = 1
+                self.stamp = _EVERY_PAGE
+            return
+        stamp = (srcmap.version, journal.zeroed[src_index])
+        if stamp != self.stamp:
+            self.safe[:] = 0
+            self.stamp = stamp
+
+    @staticmethod
+    def _allocates_quietly(src) -> bool:
+        """Whether every guest write to ``src`` allocates its new clusters
+        as BlockDevice.submit_write would, without failing and without
+        copy-on-write (BlockDevice.allocate_quietly's conditions, for the
+        whole disk): no backing file, no thin volume under it, room for
+        every cluster.  (Thresholds are is_quiet_for's.)  The kernel then
+        runs the guest on a source not fully allocated, its writes'
+        clusters allocated from Python at each return (_allocate)."""
+        return (src.backing is None and src.lv_size is None
+                and (src.capacity is None
+                     or src.capacity >= src.alloc.nclusters * src.cluster_size))
+
     def __len__(self) -> int:
         return int(self.st[HEAP_N])
 
@@ -806,10 +868,7 @@ class Kernel:
         src_index = srcmap._tag >> _MAP_SHIFT
         src_flags = journal.flags[src_index]
         tgt_flags = journal.flags[tgt.content._tag >> _MAP_SHIFT]
-        stamp = (srcmap.version, journal.zeroed[src_index])
-        if stamp != self.stamp:
-            self.safe[:] = 0
-            self.stamp = stamp
+        self._check_safe(src, srcmap, journal, src_index)
         st = self.st
         n_src, n_tgt = len(src._slots), len(tgt._slots)
         self.src_slots[:n_src] = src._slots
@@ -830,7 +889,7 @@ class Kernel:
             tgt.latency, tgt._pipe_free, tgt.writes, tgt.bytes_written,
             0, n_src, 0, n_tgt, 0, alloc.count == alloc.nclusters,
             job.buf_free, job._it_bit, job._it_end, *(plan or (0, 0, 0)),
-            src.fully_allocated(), bool(job.ret))
+            self.claims_data(job), bool(job.ret))
         loglen = np.frombuffer(journal.loglen, dtype=np.int64)
         zeroed = np.frombuffer(journal.zeroed, dtype=np.int64)
         bits, bit_words, summary, blocks, block_words = self.bitmap
@@ -855,7 +914,7 @@ class Kernel:
                 self._replay(tgt)
             if outcome == NEED_PAGE:
                 p = int(st[PAGE])
-                safe[p] = 1 if srcmap.holds_data(p) else 2
+                safe[p] = 1 if srcmap.holds_data(p) else 2     # (a source over a backing file)
                 continue
             if outcome == OUT_FULL:
                 bound = int(st[G_BOUND]) if self.guest is not None else 1
@@ -1023,7 +1082,7 @@ class Kernel:
         src, drive = job.source, w.drive
         content = src.content
         if not (w.runs_alone and drive.node is src and drive.accepts_requests()
-                and src.fully_allocated()
+                and (src.fully_allocated() or self._allocates_quietly(src))
                 and len(src.write_listeners) == 1 and src.write_listeners[0] is job.bitmap
                 and w.region_start % w.bs == 0 and (1 << content._shift) % w.bs == 0
                 and head_t != float("inf")):
@@ -1067,6 +1126,7 @@ class Kernel:
             # else uses the ledger, the buffer fills or the guest leaves)
             w.drive.ledger.hold(self._hand_in_ledger)
         w.sim.generations = count(v[G_GEN])
+        self._allocate(v[L_N], v[G_OFF] if v[G_KIND] == GUEST_DONE and not v[G_READ] else -1)
         w.env.skipped += v[SKIPPED]
         self.st[SKIPPED] = 0
         if v[G_KIND] == GUEST_DONE:
@@ -1115,8 +1175,29 @@ class Kernel:
         st = self.st
         n = int(st[L_N])
         if n:
+            self._allocate(n, -1)
+            self.allocated = 0
             st[L_N] = 0
             w.drive.ledger.extend_with(self.ledger[:n, 0], w.bs, self.ledger[:n, 1])
+
+    def _allocate(self, n: int, in_flight: int) -> None:
+        """The clusters of the guest's writes run here allocated on the
+        source, as BlockDevice.submit_write allocates them when each is
+        issued (a source not fully allocated: _allocates_quietly): those of
+        the ledger buffer's rows up to ``n`` not done yet, and of its write
+        in flight at ``in_flight`` (-1: none; allocating again is nothing).
+        Nothing reads the source's allocation while the kernel runs (its
+        claims' block status is known, claims_data), so this is done at
+        each return, before any Python step."""
+        lo = self.allocated
+        self.allocated = n
+        src = self.job.source
+        if src.alloc.count == src.alloc.nclusters or (lo >= n and in_flight < 0):
+            return
+        offsets = self.ledger[lo:n, 0]
+        if in_flight >= 0:
+            offsets = np.append(offsets, in_flight)
+        src.allocate_writes(offsets, int(self.st[G_BS]))
 
     def _hand_in_ledger(self) -> None:
         """The ledger's rows held here handed in (Ledger.hold): those of the
