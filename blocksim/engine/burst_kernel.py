@@ -127,6 +127,10 @@ GUEST = True
 MAX_IN_FLIGHT = 16
 BLOCK_SHIFT = 9
 BLOCK = 1 << BLOCK_SHIFT
+#: (and the bitmap's COUNT_BITS: a block's summary entry is its count, its
+#: slot in the pool of mixed blocks' bytes above it)
+COUNT_BITS = BLOCK_SHIFT + 1
+COUNT_MASK = (1 << COUNT_BITS) - 1
 SLICE_NS = 100_000_000
 
 
@@ -289,15 +293,16 @@ def _find(flags, words, i, stop):
 def _search(bits, bit_words, summary, blocks, block_words, b0, b1):
     """DirtyBitmap._search: the first dirty bit in ``[b0, b1)``, or -1.  A
     block's count gives its state (DirtyBitmap's rule): 0 all clean, BLOCK
-    all dirty (its bytes say nothing), mixed in between (its bytes say)."""
+    all dirty (no bytes), mixed in between (its slot's bytes say)."""
     blk = b0 >> BLOCK_SHIFT
     edge = (blk + 1) << BLOCK_SHIFT
-    c = summary[blk]
+    v = summary[blk]
+    c = v & COUNT_MASK
     if c == BLOCK:
         return b0 if b0 < b1 else -1
     # (a block with no dirty bit is not scanned: a ready mirror's cursor is
     # mostly in one, its only granule just copied)
-    found = _find(bits, bit_words, b0, b1 if b1 < edge else edge) if c else -1
+    found = _find_in(bits, bit_words, v, blk, b0, b1 if b1 < edge else edge) if c else -1
     if found >= 0 or b1 <= edge:
         return found
     blk = _find(blocks, block_words, blk + 1, ((b1 - 1) >> BLOCK_SHIFT) + 1)
@@ -306,34 +311,88 @@ def _search(bits, bit_words, summary, blocks, block_words, b0, b1):
     # a flagged block inside the range holds a dirty bit; only the last
     # block can hold its dirty bits past b1
     start = blk << BLOCK_SHIFT
-    if summary[blk] == BLOCK:
+    v = summary[blk]
+    if v == BLOCK:
         return start
     edge = start + BLOCK
-    return _find(bits, bit_words, start, b1 if b1 < edge else edge)
+    return _find_in(bits, bit_words, v, blk, start, b1 if b1 < edge else edge)
+
+
+@_step
+def _find_in(bits, bit_words, v, blk, b0, b1):
+    """DirtyBitmap._find_in for a dirty byte: granules ``[b0, b1)`` of
+    mixed block ``blk`` (summary entry ``v``), in its slot."""
+    a = (blk - (v >> COUNT_BITS)) << BLOCK_SHIFT        # granule -> pool offset
+    found = _find(bits, bit_words, b0 - a, b1 - a)
+    return found + a if found >= 0 else -1
 
 
 @_step
 def _dirty(bits, summary, b):
     """DirtyBitmap.is_dirty."""
-    c = summary[b >> BLOCK_SHIFT]
-    return c == BLOCK or (c != 0 and bits[b] != 0)
+    v = summary[b >> BLOCK_SHIFT]
+    c = v & COUNT_MASK
+    return c == BLOCK or (c != 0 and bits[(v >> COUNT_BITS << BLOCK_SHIFT)
+                                          | (b & (BLOCK - 1))] != 0)
+
+
+@_step
+def _get32(bits, a):
+    return np.int64(bits[a]) | (np.int64(bits[a + 1]) << 8) | (
+        np.int64(bits[a + 2]) << 16) | (np.int64(bits[a + 3]) << 24)
+
+
+@_step
+def _put32(bits, a, v):
+    for k in range(4):
+        bits[a + k] = (v >> (8 * k)) & 255
+
+
+@_step
+def _take_slot(bits, fill):
+    """DirtyBitmap._take_slot: a free slot of the pool (the free list's
+    head, else the first never taken: slot 0's two uint32), its bytes
+    ``fill``."""
+    slot = _get32(bits, 0)
+    if slot:
+        _put32(bits, 0, _get32(bits, slot << BLOCK_SHIFT))
+    else:
+        slot = _get32(bits, 4)
+        _put32(bits, 4, slot + 1)
+    for j in range(slot << BLOCK_SHIFT, (slot + 1) << BLOCK_SHIFT):
+        bits[j] = fill
+    return slot
+
+
+@_step
+def _free_slot(bits, slot):
+    """DirtyBitmap._free_slot: the slot heads the free list."""
+    _put32(bits, slot << BLOCK_SHIFT, _get32(bits, 0))
+    _put32(bits, 0, slot)
 
 
 @_step
 def _mark(bits, summary, blocks, b):
     """DirtyBitmap.mark of one granule: 1 if it turned dirty, else 0."""
     blk = b >> BLOCK_SHIFT
-    c = summary[blk]
+    v = summary[blk]
+    c = v & COUNT_MASK
     if c == BLOCK:
         return 0
     if c == 0:                          # materialise: all clean
-        for j in range(blk << BLOCK_SHIFT, (blk + 1) << BLOCK_SHIFT):
-            bits[j] = 0
+        slot = _take_slot(bits, 0)
         blocks[blk] = 1
-    elif bits[b]:
+    else:
+        slot = v >> COUNT_BITS
+    i = (slot << BLOCK_SHIFT) | (b & (BLOCK - 1))
+    if bits[i]:
         return 0
-    bits[b] = 1
-    summary[blk] = c + 1
+    bits[i] = 1
+    c += 1
+    if c == BLOCK:                      # all dirty: no bytes
+        _free_slot(bits, slot)
+        slot = 0
+    summary[blk] = c | (slot << COUNT_BITS)
     return 1
 
 
@@ -369,24 +428,29 @@ def _start_iteration(st, bits, bit_words, summary, blocks, block_words, ops):
         e += 1
     # clear_bits, counts exact per block: every granule of [b, e) is dirty,
     # so a block whose count is its part of the claim turns clean without
-    # its bytes, and a whole dirty block cleared in part is materialised
+    # its bytes (its slot back), and a whole dirty block cleared in part is
+    # materialised (a slot taken, all dirty)
     i = b
     while i < e:
         blk = i >> BLOCK_SHIFT
         stop = (blk + 1) << BLOCK_SHIFT
         if stop > e:
             stop = e
-        c = summary[blk]
+        v = summary[blk]
+        c = v & COUNT_MASK
+        slot = v >> COUNT_BITS
         if c == stop - i:
+            if slot:
+                _free_slot(bits, slot)
             summary[blk] = 0
             blocks[blk] = 0
         else:
             if c == BLOCK:
-                for j in range(blk << BLOCK_SHIFT, (blk + 1) << BLOCK_SHIFT):
-                    bits[j] = 1
-            for j in range(i, stop):
+                slot = _take_slot(bits, 1)
+            a = (blk - slot) << BLOCK_SHIFT
+            for j in range(i - a, stop - a):
                 bits[j] = 0
-            summary[blk] = c - (stop - i)
+            summary[blk] = (c - (stop - i)) | (slot << COUNT_BITS)
         i = stop
     st[BM_COUNT] -= e - b
     st[CURSOR] = e if e < nbits else 0
