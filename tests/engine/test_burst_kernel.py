@@ -564,13 +564,15 @@ def test_a_sparse_source_in_the_kernel(case, monkeypatch):
 
 
 def test_a_thin_source_without_room_keeps_its_guest_in_simpy(monkeypatch):
-    """A source whose capacity could run out: a write needing a new cluster
-    may fail with ENOSPC, so the guest stays with SimPy (its allocation
-    decided write by write) while the kernel copies."""
-    spec = _sparse_mirror(**{"images.src": {"capacity": "200MiB"}})
+    """A source whose capacity runs out: a write needing a new cluster past
+    it fails with ENOSPC (the VM stops, werror=enospc), so the guest stays
+    with SimPy (its allocation decided write by write) while the kernel
+    copies."""
+    spec = _sparse_mirror(**{"images.src": {"capacity": "60MiB"}})
     scenario = blocksim.load_scenario(spec)
     sim = blocksim.Simulation(scenario, seed=4)
     compiled = outcome(sim)
     assert sim.workloads["g"].in_kernel == 0 and sim.jobs["j"].dirty_allocated
+    assert '"BLOCK_IO_ERROR"' in compiled and "nospace" in compiled
     monkeypatch.setattr(burst, "KERNEL", False)
     assert outcome(blocksim.Simulation(scenario, seed=4)) == compiled
