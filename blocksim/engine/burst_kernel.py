@@ -1061,6 +1061,12 @@ class Kernel:
         cs = tgt.cluster_size
         # the clusters the reads' writes will allocate (their order does not
         # matter: merged where they meet)
+        out = self.out[:n]
+        first = out[:, 0] // cs
+        if n > 8 and np.array_equal(first + 1, -(-out[:, 1] // cs)):
+            # (a cluster each: a ready mirror's copies of scattered granules)
+            tgt.alloc.set_each(first.tolist())
+            return
         lo = hi = -1
         for b, c in self.out[:n].tolist():
             if b // cs == hi:
