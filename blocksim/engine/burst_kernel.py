@@ -16,16 +16,20 @@ engine, the agenda and the mirror turn them back into objects
 (:meth:`Kernel.materialize`) before anything else looks at them.
 
 The content goes through the journal (:mod:`blocksim.engine.journal`) as in the
-Python loop.  The kernel plans copies only on a fully allocated source (its
-block status is data throughout: no write-zeroes operation) and reads only
-pages known to hold no zero and to have no zero logged (asked of Python once per page, :attr:`Kernel.safe`,
-until the source map changes); any other read hands the burst back to the
-Python loop.  A read is then its page's log position (the journal keeps
-each log's length in :attr:`ContentJournal.loglen
+Python loop.  The kernel plans copies only where the source's block status
+is data over every claim (:meth:`Kernel.claims_data`: a fully allocated
+source, or one whose dirty granules all lie in allocated clusters; no
+write-zeroes operation), and reads every page of a source with no backing
+file (a read that finds zeros there is a Snap all the same, which pastes
+the zeros a zero run would) and, over a backing file, only pages known to
+hold no zero and to have no zero logged (asked of Python once per page,
+:attr:`Kernel.safe`, until the source map changes); any other read or claim
+hands the burst back to the Python loop.  A read is then its page's log
+position (the journal keeps each log's length in :attr:`ContentJournal.loglen
 <blocksim.engine.journal.ContentJournal.loglen>` for this, staged entries
 included), and a paste a journal entry the kernel puts on the journal's
 stage itself, flagging its page: the logs are byte for byte those of the
-Python loop.  Before anything settles
+Python loop wherever its read would not settle the page.  Before anything settles
 a page, the reads whose pastes are still to come become
 :class:`~blocksim.engine.journal.Snap` objects (:meth:`Kernel.hand_in`), and their
 pastes are then made from Python.
@@ -85,7 +89,7 @@ njit = Compiled(globals())
  SRC_BYTES_W, SKIPPED, L_N, G_KIND,
  # the mirror's iteration (MirrorJob._start_iteration, _next_operation): its
  # claim's granules left, its next operation's plan (bytes, 0 = none yet;
- # a write-zeroes; its slot waited for), the sizes, the source fully allocated
+ # a write-zeroes; its slot waited for), the sizes, its claims data (claims_data)
  IT_BIT, IT_END, IT_IO, IT_ZERO, IT_DONE, MAX_IO, COPY_MAX, SRC_FULL, STOP_RET) = range(81)
 NSTATE = 81
 
@@ -461,8 +465,8 @@ def _start_iteration(st, bits, bit_words, summary, blocks, block_words, ops):
 
 @_step
 def _next_operation(st, ops):
-    """MirrorJob._next_operation on a fully allocated source (its block
-    status is data throughout, MirrorJob._plan): book the claim's next copy;
+    """MirrorJob._next_operation on a source whose block status is data over
+    the claim (Kernel.claims_data, MirrorJob._plan): book the claim's next copy;
     its slot, -1 to wait for an operation, -2 if the job has failed (the
     claim dropped)."""
     g = st[GRAN]
@@ -673,7 +677,7 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
                     st[WOKEN] = 0
                     continue
             st[AT_TOP] = 0
-            # the claim's next operation: a copy, on a fully allocated source
+            # the claim's next operation: a copy, where the claim is data
             if st[IT_ZERO] or not (st[IT_IO] or st[SRC_FULL]):
                 return -3
             slot = _next_operation(st, ops)
@@ -1142,8 +1146,10 @@ class Kernel:
         event at ``head_t``: a one-worker paced guest on this mirror's
         source (GuestWorkload.runs_alone) whose every request until then
         would succeed after a service time known when issued, as on quiet
-        nodes (no fault rule that could match, no jitter, no allocation:
-        the source fully allocated; the mirror's dirty bitmap its only
+        nodes (no fault rule that could match, no jitter, an allocation
+        that cannot fail nor copy on write: the source fully allocated, or
+        with room for every cluster and no backing file, _allocates_quietly;
+        the mirror's dirty bitmap its only
         write listener; blocks inside content pages), that neither its
         ``end`` nor its ``number-ios`` can stop meanwhile, while the VM
         runs and nothing drains the drive.  (``nodes_quiet``: the copies'
