@@ -201,6 +201,23 @@ class DirtyBitmap:
                 np.frombuffer(self.blocks, dtype=np.uint64, count=len(self.blocks) >> 3))
         return views
 
+    def dense(self, c0: int, c1: int) -> "np.ndarray | None":
+        """Blocks ``[c0, c1)`` as one byte per granule, whatever their state
+        (a ``(c1 - c0, BLOCK)`` uint8 array: a mixed block's slot, ones for
+        an all-dirty block, zeros for a clean one), or None if none of them
+        holds a dirty granule."""
+        bits, _words, summary, _blocks, _block_words = self.arrays()
+        entries = summary[c0:c1]
+        if not entries.any():
+            return None
+        out = np.zeros((c1 - c0, BLOCK), dtype=np.uint8)
+        out[entries == BLOCK] = 1
+        mixed = np.flatnonzero(entries > COUNT_MASK)
+        if len(mixed):
+            pool = bits.reshape(-1, BLOCK)
+            out[mixed] = pool[entries[mixed] >> COUNT_BITS]
+        return out
+
     def clear_bits(self, b0: int, b1: int) -> None:
         blk = b0 >> BLOCK_SHIFT
         if b1 - b0 == 1:                    # one granule (a re-copy): one index
