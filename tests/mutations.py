@@ -34,7 +34,8 @@ TESTS = ["tests/engine/test_clock.py", "tests/engine/test_stretch.py",
          "tests/jobs/test_stream.py", "tests/jobs/test_job_lifecycle.py", "tests/engine/test_burst_kernel.py",
          "tests/jobs/test_job_verbs_same_instant.py", "tests/model/test_write_threshold.py",
          "tests/engine/test_rate_phases_shortcuts.py",
-         "tests/jobs/test_backup.py", "tests/record/test_invariants.py"]
+         "tests/jobs/test_backup.py", "tests/record/test_invariants.py",
+         "tests/model/test_allocation.py"]
 TIMEOUT = 300
 
 # (name, file, text, replacement): each text must occur exactly once.
