@@ -531,7 +531,7 @@ def _sparse_case(case: str) -> tuple[dict, bool]:
     changes, claims = SPARSE_CASES[case]
     spec = _sparse_mirror(**changes)
     if case == "zeroing pass fails":
-        spec["faults"] = [{"image": "tgt", "operation": "write", "count": 2}]
+        spec["faults"] = [{"image": "tgt", "operation": "write-zeroes", "count": 1}]
     return spec, claims
 
 
