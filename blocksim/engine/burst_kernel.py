@@ -16,16 +16,20 @@ engine, the agenda and the mirror turn them back into objects
 (:meth:`Kernel.materialize`) before anything else looks at them.
 
 The content goes through the journal (:mod:`blocksim.engine.journal`) as in the
-Python loop.  The kernel plans copies only on a fully allocated source (its
-block status is data throughout: no write-zeroes operation) and reads only
-pages known to hold no zero and to have no zero logged (asked of Python once per page, :attr:`Kernel.safe`,
-until the source map changes); any other read hands the burst back to the
-Python loop.  A read is then its page's log position (the journal keeps
-each log's length in :attr:`ContentJournal.loglen
+Python loop.  The kernel plans copies only where the source's block status
+is data over every claim (:meth:`Kernel.claims_data`: a fully allocated
+source, or one whose dirty granules all lie in allocated clusters; no
+write-zeroes operation), and reads every page of a source with no backing
+file (a read that finds zeros there is a Snap all the same, which pastes
+the zeros a zero run would) and, over a backing file, only pages known to
+hold no zero and to have no zero logged (asked of Python once per page,
+:attr:`Kernel.safe`, until the source map changes); any other read or claim
+hands the burst back to the Python loop.  A read is then its page's log
+position (the journal keeps each log's length in :attr:`ContentJournal.loglen
 <blocksim.engine.journal.ContentJournal.loglen>` for this, staged entries
 included), and a paste a journal entry the kernel puts on the journal's
 stage itself, flagging its page: the logs are byte for byte those of the
-Python loop.  Before anything settles
+Python loop wherever its read would not settle the page.  Before anything settles
 a page, the reads whose pastes are still to come become
 :class:`~blocksim.engine.journal.Snap` objects (:meth:`Kernel.hand_in`), and their
 pastes are then made from Python.
@@ -99,7 +103,7 @@ njit = Compiled(globals())
  SRC_BYTES_W, SKIPPED, L_N, G_KIND,
  # the mirror's iteration (MirrorJob._start_iteration, _next_operation): its
  # claim's granules left, its next operation's plan (bytes, 0 = none yet;
- # a write-zeroes; its slot waited for), the sizes, the source fully allocated
+ # a write-zeroes; its slot waited for), the sizes, its claims data (claims_data)
  IT_BIT, IT_END, IT_IO, IT_ZERO, IT_DONE, MAX_IO, COPY_MAX, SRC_FULL, STOP_RET,
  # the loop's sleeps (the rate limit's, a ready poll's) run here: whether they
  # may (MirrorJob.sleeps_through), whether the ready poll's may
@@ -137,6 +141,9 @@ OUT_FULL = -4           # the records or the journal's stage are full: replay
 PASTE = -6              # the write completing next pastes a Python object:
                         # paste it, then call again (nothing else done yet)
 
+#: Kernel.stamp of a source with no backing file: every page is read here.
+_EVERY_PAGE = object()
+
 #: The kernel runs a paced guest on the mirror's source with its copies
 #: (Kernel._adopt); False leaves every guest to SimPy (a reference for tests).
 GUEST = True
@@ -149,6 +156,10 @@ GUEST = True
 MAX_IN_FLIGHT = 16
 BLOCK_SHIFT = 9
 BLOCK = 1 << BLOCK_SHIFT
+#: (and the bitmap's COUNT_BITS: a block's summary entry is its count, its
+#: slot in the pool of mixed blocks' bytes above it)
+COUNT_BITS = BLOCK_SHIFT + 1
+COUNT_MASK = (1 << COUNT_BITS) - 1
 SLICE_NS = 100_000_000
 
 
@@ -328,15 +339,16 @@ def _find(flags, words, i, stop):
 def _search(bits, bit_words, summary, blocks, block_words, b0, b1):
     """DirtyBitmap._search: the first dirty bit in ``[b0, b1)``, or -1.  A
     block's count gives its state (DirtyBitmap's rule): 0 all clean, BLOCK
-    all dirty (its bytes say nothing), mixed in between (its bytes say)."""
+    all dirty (no bytes), mixed in between (its slot's bytes say)."""
     blk = b0 >> BLOCK_SHIFT
     edge = (blk + 1) << BLOCK_SHIFT
-    c = summary[blk]
+    v = summary[blk]
+    c = v & COUNT_MASK
     if c == BLOCK:
         return b0 if b0 < b1 else -1
     # (a block with no dirty bit is not scanned: a ready mirror's cursor is
     # mostly in one, its only granule just copied)
-    found = _find(bits, bit_words, b0, b1 if b1 < edge else edge) if c else -1
+    found = _find_in(bits, bit_words, v, blk, b0, b1 if b1 < edge else edge) if c else -1
     if found >= 0 or b1 <= edge:
         return found
     blk = _find(blocks, block_words, blk + 1, ((b1 - 1) >> BLOCK_SHIFT) + 1)
@@ -345,34 +357,88 @@ def _search(bits, bit_words, summary, blocks, block_words, b0, b1):
     # a flagged block inside the range holds a dirty bit; only the last
     # block can hold its dirty bits past b1
     start = blk << BLOCK_SHIFT
-    if summary[blk] == BLOCK:
+    v = summary[blk]
+    if v == BLOCK:
         return start
     edge = start + BLOCK
-    return _find(bits, bit_words, start, b1 if b1 < edge else edge)
+    return _find_in(bits, bit_words, v, blk, start, b1 if b1 < edge else edge)
+
+
+@_step
+def _find_in(bits, bit_words, v, blk, b0, b1):
+    """DirtyBitmap._find_in for a dirty byte: granules ``[b0, b1)`` of
+    mixed block ``blk`` (summary entry ``v``), in its slot."""
+    a = (blk - (v >> COUNT_BITS)) << BLOCK_SHIFT        # granule -> pool offset
+    found = _find(bits, bit_words, b0 - a, b1 - a)
+    return found + a if found >= 0 else -1
 
 
 @_step
 def _dirty(bits, summary, b):
     """DirtyBitmap.is_dirty."""
-    c = summary[b >> BLOCK_SHIFT]
-    return c == BLOCK or (c != 0 and bits[b] != 0)
+    v = summary[b >> BLOCK_SHIFT]
+    c = v & COUNT_MASK
+    return c == BLOCK or (c != 0 and bits[(v >> COUNT_BITS << BLOCK_SHIFT)
+                                          | (b & (BLOCK - 1))] != 0)
+
+
+@_step
+def _get32(bits, a):
+    return np.int64(bits[a]) | (np.int64(bits[a + 1]) << 8) | (
+        np.int64(bits[a + 2]) << 16) | (np.int64(bits[a + 3]) << 24)
+
+
+@_step
+def _put32(bits, a, v):
+    for k in range(4):
+        bits[a + k] = (v >> (8 * k)) & 255
+
+
+@_step
+def _take_slot(bits, fill):
+    """DirtyBitmap._take_slot: a free slot of the pool (the free list's
+    head, else the first never taken: slot 0's two uint32), its bytes
+    ``fill``."""
+    slot = _get32(bits, 0)
+    if slot:
+        _put32(bits, 0, _get32(bits, slot << BLOCK_SHIFT))
+    else:
+        slot = _get32(bits, 4)
+        _put32(bits, 4, slot + 1)
+    for j in range(slot << BLOCK_SHIFT, (slot + 1) << BLOCK_SHIFT):
+        bits[j] = fill
+    return slot
+
+
+@_step
+def _free_slot(bits, slot):
+    """DirtyBitmap._free_slot: the slot heads the free list."""
+    _put32(bits, slot << BLOCK_SHIFT, _get32(bits, 0))
+    _put32(bits, 0, slot)
 
 
 @_step
 def _mark(bits, summary, blocks, b):
     """DirtyBitmap.mark of one granule: 1 if it turned dirty, else 0."""
     blk = b >> BLOCK_SHIFT
-    c = summary[blk]
+    v = summary[blk]
+    c = v & COUNT_MASK
     if c == BLOCK:
         return 0
     if c == 0:                          # materialise: all clean
-        for j in range(blk << BLOCK_SHIFT, (blk + 1) << BLOCK_SHIFT):
-            bits[j] = 0
+        slot = _take_slot(bits, 0)
         blocks[blk] = 1
-    elif bits[b]:
+    else:
+        slot = v >> COUNT_BITS
+    i = (slot << BLOCK_SHIFT) | (b & (BLOCK - 1))
+    if bits[i]:
         return 0
-    bits[b] = 1
-    summary[blk] = c + 1
+    bits[i] = 1
+    c += 1
+    if c == BLOCK:                      # all dirty: no bytes
+        _free_slot(bits, slot)
+        slot = 0
+    summary[blk] = c | (slot << COUNT_BITS)
     return 1
 
 
@@ -408,24 +474,29 @@ def _start_iteration(st, bits, bit_words, summary, blocks, block_words, ops):
         e += 1
     # clear_bits, counts exact per block: every granule of [b, e) is dirty,
     # so a block whose count is its part of the claim turns clean without
-    # its bytes, and a whole dirty block cleared in part is materialised
+    # its bytes (its slot back), and a whole dirty block cleared in part is
+    # materialised (a slot taken, all dirty)
     i = b
     while i < e:
         blk = i >> BLOCK_SHIFT
         stop = (blk + 1) << BLOCK_SHIFT
         if stop > e:
             stop = e
-        c = summary[blk]
+        v = summary[blk]
+        c = v & COUNT_MASK
+        slot = v >> COUNT_BITS
         if c == stop - i:
+            if slot:
+                _free_slot(bits, slot)
             summary[blk] = 0
             blocks[blk] = 0
         else:
             if c == BLOCK:
-                for j in range(blk << BLOCK_SHIFT, (blk + 1) << BLOCK_SHIFT):
-                    bits[j] = 1
-            for j in range(i, stop):
+                slot = _take_slot(bits, 1)
+            a = (blk - slot) << BLOCK_SHIFT
+            for j in range(i - a, stop - a):
                 bits[j] = 0
-            summary[blk] = c - (stop - i)
+            summary[blk] = (c - (stop - i)) | (slot << COUNT_BITS)
         i = stop
     st[BM_COUNT] -= e - b
     st[CURSOR] = e if e < nbits else 0
@@ -436,8 +507,8 @@ def _start_iteration(st, bits, bit_words, summary, blocks, block_words, ops):
 
 @_step
 def _next_operation(st, ops):
-    """MirrorJob._next_operation on a fully allocated source (its block
-    status is data throughout, MirrorJob._plan): book the claim's next copy;
+    """MirrorJob._next_operation on a source whose block status is data over
+    the claim (Kernel.claims_data, MirrorJob._plan): book the claim's next copy;
     its slot, -1 to wait for an operation, -2 if the job has failed (the
     claim dropped)."""
     g = st[GRAN]
@@ -690,7 +761,7 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
                     st[WOKEN] = 0
                     continue
             st[AT_TOP] = 0
-            # the claim's next operation: a copy, on a fully allocated source
+            # the claim's next operation: a copy, where the claim is data
             if st[IT_ZERO] or not (st[IT_IO] or st[SRC_FULL]):
                 return -3
             slot = _next_operation(st, ops)
@@ -834,7 +905,7 @@ class Kernel:
 
     __slots__ = ("job", "st", "ops", "heap", "out", "src_slots", "tgt_slots",
                  "safe", "stamp", "snaps", "active", "bitmap", "guest", "ledger",
-                 "offs", "reads", "interval", "timer")
+                 "offs", "reads", "interval", "timer", "allocated")
 
     OUT_RECORDS = 4096
     #: ledger rows of the guest's writes between two hand-outs to its drive
@@ -859,6 +930,9 @@ class Kernel:
         #: event its process waits on)``, or None (see _adopt)
         self.guest = None
         self.ledger = np.zeros((self.LEDGER_ROWS, 2), dtype=np.int64)
+        #: how many of the ledger buffer's rows have had their clusters
+        #: allocated (_allocate)
+        self.allocated = 0
         self.offs = np.zeros(1, dtype=np.int64)
         self.reads = np.zeros(1, dtype=np.bool_)
         self.interval = np.zeros(1, dtype=np.float64)
@@ -894,6 +968,62 @@ class Kernel:
         return (src.content._journal is not None
                 and tgt.content._journal is src.content._journal)
 
+    @staticmethod
+    def claims_data(job) -> bool:
+        """Whether the source's block status is data over every claim, so
+        that the kernel plans copies as MirrorJob._plan would without asking
+        (``st[SRC_FULL]``): a fully allocated source, or a source with no
+        backing file whose dirty granules all lie in allocated clusters
+        (MirrorJob.dirty_allocated): bdrv_block_status_above then finds one
+        allocated extent from a claim's first granule to its end, and
+        mirror_iteration copies it in operations of at most max_io.  Else
+        the claim's plan is Python's (HAND_BACK), as is a write-zeroes."""
+        src = job.source
+        return src.fully_allocated() or (job.dirty_allocated and src.backing is None)
+
+    def _check_safe(self, src, srcmap, journal, src_index: int) -> None:
+        """Which pages of the source the kernel reads (``safe``).
+
+        A source with no backing file: every page.  A read there is a
+        :class:`~blocksim.engine.journal.Snap` whatever it finds, zeros
+        included, where :meth:`ExtentMap.snapshot
+        <blocksim.model.extents.ExtentMap.snapshot>` would settle the page
+        and return the list ``[(start, end, 0)]`` for a range reading as
+        zeros: both are written to the target as data (QEMU's
+        mirror_read_complete writes what it read, zeros included), and the
+        paste's settle gives the target the zeros the list would have, so
+        the run is the same (its content, counters, events); only the
+        journal's work differs (a paste logged instead of a settle of the
+        source's page and of the target's).
+
+        A source over a backing file (an active commit's top): only pages
+        of its own map known to hold no zero, where its read is its own
+        runs (asked of Python once per page, NEED_PAGE, until the map
+        changes): a zero there reads the backing file, which the Python
+        loop resolves through the chain."""
+        if src.backing is None:
+            if self.stamp is not _EVERY_PAGE:
+                self.safe[:] = 1
+                self.stamp = _EVERY_PAGE
+            return
+        stamp = (srcmap.version, journal.zeroed[src_index])
+        if stamp != self.stamp:
+            self.safe[:] = 0
+            self.stamp = stamp
+
+    @staticmethod
+    def _allocates_quietly(src) -> bool:
+        """Whether every guest write to ``src`` allocates its new clusters
+        as BlockDevice.submit_write would, without failing and without
+        copy-on-write (BlockDevice.allocate_quietly's conditions, for the
+        whole disk): no backing file, no thin volume under it, room for
+        every cluster.  (Thresholds are is_quiet_for's.)  The kernel then
+        runs the guest on a source not fully allocated, its writes'
+        clusters allocated from Python at each return (_allocate)."""
+        return (src.backing is None and src.lv_size is None
+                and (src.capacity is None
+                     or src.capacity >= src.alloc.nclusters * src.cluster_size))
+
     def __len__(self) -> int:
         return int(self.st[HEAP_N])
 
@@ -922,10 +1052,7 @@ class Kernel:
         src_index = srcmap._tag >> _MAP_SHIFT
         src_flags = journal.flags[src_index]
         tgt_flags = journal.flags[tgt.content._tag >> _MAP_SHIFT]
-        stamp = (srcmap.version, journal.zeroed[src_index])
-        if stamp != self.stamp:
-            self.safe[:] = 0
-            self.stamp = stamp
+        self._check_safe(src, srcmap, journal, src_index)
         st = self.st
         n_src, n_tgt = len(src._slots), len(tgt._slots)
         self.src_slots[:n_src] = src._slots
@@ -947,7 +1074,7 @@ class Kernel:
             tgt.latency, tgt._pipe_free, tgt.writes, tgt.bytes_written,
             0, n_src, 0, n_tgt, 0, alloc.count == alloc.nclusters,
             job.buf_free, job._it_bit, job._it_end, *(plan or (0, 0, 0)),
-            src.fully_allocated(), bool(job.ret),
+            self.claims_data(job), bool(job.ret),
             # (the checks after the loop's sleeps, which nothing run here
             # changes: the loop may sleep here, from a burst of its own)
             sleeps, sleeps and job.poll_sleeps())
@@ -978,7 +1105,7 @@ class Kernel:
                 self._replay(tgt)
             if outcome == NEED_PAGE:
                 p = int(st[PAGE])
-                safe[p] = 1 if srcmap.holds_data(p) else 2
+                safe[p] = 1 if srcmap.holds_data(p) else 2     # (a source over a backing file)
                 continue
             if outcome == OUT_FULL:
                 bound = int(st[G_BOUND]) if self.guest is not None else 1
@@ -1083,8 +1210,14 @@ class Kernel:
         st[OUT_N] = 0
         # the clusters the reads' writes will allocate (their order does not
         # matter: merged where they meet)
+        cs = tgt.cluster_size
         out = self.out
-        for lo, hi in out[:_clusters(out, n, tgt.cluster_size)].tolist():
+        first = out[:n, 0] // cs
+        if n > 8 and np.array_equal(first + 1, -(-out[:n, 1] // cs)):
+            # (a cluster each: a ready mirror's copies of scattered granules)
+            tgt.alloc.set_each(first.tolist())
+            return
+        for lo, hi in out[:_clusters(out, n, cs)].tolist():
             tgt.alloc.set_range(lo, hi)
 
     # -- the guest -------------------------------------------------------------------
@@ -1151,8 +1284,10 @@ class Kernel:
         event at ``head_t``: a one-worker paced guest on this mirror's
         source (GuestWorkload.runs_alone) whose every request until then
         would succeed after a service time known when issued, as on quiet
-        nodes (no fault rule that could match, no jitter, no allocation:
-        the source fully allocated; the mirror's dirty bitmap its only
+        nodes (no fault rule that could match, no jitter, an allocation
+        that cannot fail nor copy on write: the source fully allocated, or
+        with room for every cluster and no backing file, _allocates_quietly;
+        the mirror's dirty bitmap its only
         write listener; blocks inside content pages), that neither its
         ``end`` nor its ``number-ios`` can stop meanwhile, while the VM
         runs and nothing drains the drive.  (``nodes_quiet``: the copies'
@@ -1161,7 +1296,7 @@ class Kernel:
         src, drive = job.source, w.drive
         content = src.content
         if not (w.runs_alone and drive.node is src and drive.accepts_requests()
-                and src.fully_allocated()
+                and (src.fully_allocated() or self._allocates_quietly(src))
                 and len(src.write_listeners) == 1 and src.write_listeners[0] is job.bitmap
                 and w.region_start % w.bs == 0 and (1 << content._shift) % w.bs == 0
                 and head_t != float("inf")):
@@ -1205,6 +1340,7 @@ class Kernel:
             # else uses the ledger, the buffer fills or the guest leaves)
             w.drive.ledger.hold(self._hand_in_ledger)
         w.sim.generations = count(v[G_GEN])
+        self._allocate(v[L_N], v[G_OFF] if v[G_KIND] == GUEST_DONE and not v[G_READ] else -1)
         w.env.skipped += v[SKIPPED]
         self.st[SKIPPED] = 0
         if v[G_KIND] == GUEST_DONE:
@@ -1253,8 +1389,29 @@ class Kernel:
         st = self.st
         n = int(st[L_N])
         if n:
+            self._allocate(n, -1)
+            self.allocated = 0
             st[L_N] = 0
             w.drive.ledger.extend_with(self.ledger[:n, 0], w.bs, self.ledger[:n, 1])
+
+    def _allocate(self, n: int, in_flight: int) -> None:
+        """The clusters of the guest's writes run here allocated on the
+        source, as BlockDevice.submit_write allocates them when each is
+        issued (a source not fully allocated: _allocates_quietly): those of
+        the ledger buffer's rows up to ``n`` not done yet, and of its write
+        in flight at ``in_flight`` (-1: none; allocating again is nothing).
+        Nothing reads the source's allocation while the kernel runs (its
+        claims' block status is known, claims_data), so this is done at
+        each return, before any Python step."""
+        lo = self.allocated
+        self.allocated = n
+        src = self.job.source
+        if src.alloc.count == src.alloc.nclusters or (lo >= n and in_flight < 0):
+            return
+        offsets = self.ledger[lo:n, 0]
+        if in_flight >= 0:
+            offsets = np.append(offsets, in_flight)
+        src.allocate_writes(offsets, int(self.st[G_BS]))
 
     def _hand_in_ledger(self) -> None:
         """The ledger's rows held here handed in (Ledger.hold): those of the

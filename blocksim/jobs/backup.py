@@ -67,7 +67,7 @@ from functools import partial
 import numpy as np
 
 from ..engine import PENDING, Event, Snap, Steps
-from ..model.bitmap import BLOCK, BLOCK_SHIFT, DirtyBitmap
+from ..model.bitmap import BLOCK_SHIFT, DirtyBitmap
 from ..model.extents import ExtentMap, diff_ranges, run_arrays
 from ..model.named_bitmap import dirty_ranges, merge_into
 from ..model.policy import REPORT, STOP
@@ -134,17 +134,13 @@ def _range_arrays(bits: DirtyBitmap) -> tuple[np.ndarray, np.ndarray]:
     by differences and joined across slices.  The same ranges, without a
     Python step per run (a backup's witness has one per cluster a guest
     write touched: a million in (d)'s hour)."""
-    granules, _words, counts, _flags, _flag_words = bits.arrays()
-    nblocks, nbits = len(counts), bits.nbits
+    nblocks, nbits = len(bits.blocks), bits.nbits
     starts, ends = [], []
     for c0 in range(0, nblocks, _DENSE_BLOCKS):
         c1 = min(c0 + _DENSE_BLOCKS, nblocks)
-        cnt = counts[c0:c1]
-        if not cnt.any():
+        dense = bits.dense(c0, c1)         # (a mixed block's bytes are in its slot)
+        if dense is None:
             continue
-        dense = granules[c0 << BLOCK_SHIFT:c1 << BLOCK_SHIFT].reshape(c1 - c0, BLOCK).copy()
-        dense[cnt == 0] = 0
-        dense[cnt == BLOCK] = 1
         flat = dense.reshape(-1)[:max(nbits - (c0 << BLOCK_SHIFT), 0)].astype(np.int8)
         step = np.diff(flat, prepend=np.int8(0), append=np.int8(0))
         starts.append(np.flatnonzero(step == 1) + (c0 << BLOCK_SHIFT))

@@ -123,6 +123,18 @@ class MirrorJob(BlockJob):
         # block status made it (bytes, zero), decided before its waits.
         self._it_bit = self._it_end = 0
         self._it_plan = None
+        #: Every dirty granule lies in clusters the source has allocated (a
+        #: source with no backing file, whose cluster size is a multiple of
+        #: the granularity, whose initial bitmap is its allocation): its
+        #: block status is then data over any claim (bdrv_block_status_above
+        #: on allocated clusters), which the compiled copy loop takes
+        #: without asking (blocksim.engine.burst_kernel).  It stays so: a
+        #: write allocates its clusters when submitted, before it marks its
+        #: granules when it completes, clusters are never freed, and a failed
+        #: operation re-dirties a range it had claimed; anything else that
+        #: marks an unallocated range clears it (_failed).
+        self.dirty_allocated = False
+        self._marked_unallocated = False
         self.source = None
         self.bitmap: DirtyBitmap | None = None
         self.in_flight = 0
@@ -228,6 +240,10 @@ class MirrorJob(BlockJob):
             if self.zero_target:
                 yield from self._zero_target()
             self._initial_dirty(src, bm)
+            # (after the zeroing pass, whose failures dirty unallocated
+            # ranges: _failed, which keeps it false for good)
+            self.dirty_allocated = (self._marked_unallocated is False and src.backing is None
+                                    and src.cluster_size % self.granularity == 0)
         if self.env.shortcuts and self._filter is None:
             self._agenda = Agenda(self.env)
             self._agenda.runner = self._complete_detached
@@ -611,6 +627,11 @@ class MirrorJob(BlockJob):
         agenda.attach()
 
     def _failed(self, start: int, end: int, policy: str, is_read: bool, err: int) -> None:
+        if not self._marked_unallocated and not self.source.is_allocated(start, end):
+            # (a write-zeroes of the zeroing pass, or of an unallocated
+            # extent: for good, see dirty_allocated)
+            self.dirty_allocated = False
+            self._marked_unallocated = True
         self.bitmap.mark(start, end)
         self._job_error(policy, is_read, err)
 

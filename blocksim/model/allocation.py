@@ -107,6 +107,30 @@ class AllocationMap:
         self.count += new
         return new
 
+    def set_each(self, clusters) -> int:
+        """``set_range(c, c + 1)`` for each cluster ``c`` of ``clusters``
+        (ints, in any order, repeats allowed); returns how many were new.
+        A guest's scattered writes handed in at once (a write into a sparse
+        page is a bisect and an insert)."""
+        pages = self._pages
+        new = 0
+        for c in clusters:
+            p = c >> PAGE_BITS
+            page = pages.get(p)
+            i = c & _MASK
+            if page.__class__ is array and len(page) < _SPARSE_MAX:
+                k = bisect_left(page, i)
+                if k == len(page) or page[k] != i:
+                    page.insert(k, i)
+                    new += 1
+            elif page is None:
+                pages[p] = array("H", (i,))
+                new += 1
+            elif page is not _FULL:
+                new += self._fill(p, page, i, i + 1)
+        self.count += new
+        return new
+
     def _fill(self, p: int, page, a: int, b: int) -> int:
         """Allocate ``[a, b)`` of page ``p`` (``page``, or None); returns how
         many clusters were new."""

@@ -15,11 +15,17 @@ state, after QEMU's ``HBitmap`` (``util/hbitmap.c``), whose upper levels say
 
 So a mark or clear of whole blocks (a full mirror's first mark of the whole
 disk, QEMU's ``mirror_dirty_init`` without ``discard=unmap`` on the target)
-sets counts, not bytes, and ``granules`` is an anonymous memory mapping
+sets counts, not bytes.  Only a mixed block has bytes: a *slot* of 512 bytes
+in ``granules``, a pool taken when the block turns mixed and given back
+when it turns clean or all dirty (a free list, last freed first taken), its
+number kept in the block's ``summary`` entry above the count (``COUNT_BITS``).
+The pool is an anonymous memory mapping as large as every block's bytes,
 whose pages the system supplies (zero) on first touch: memory follows the
-blocks ever mixed, not the disk's size (a 64 TiB disk at 64 KiB granules
-has 1 GiB of granules, of which a 10 s mirror touches a few pages; its
-counts and flags are 6 MiB).
+most blocks mixed at once, not the disk's size nor the blocks ever mixed (a
+guest writing at random over a 64 TiB thin disk while a ready mirror copies
+its writes keeps a few hundred blocks mixed, where bytes at each block's
+own place grew to the whole 1 GiB within the hour, a 4 KiB page per write;
+the counts and flags are 6 MiB, 10 MiB with slots past 2**21 blocks).
 
 - Marking or clearing a range costs time proportional to the range, not the
   disk (a 4 KiB guest write touches one byte and one counter; whole blocks
@@ -60,6 +66,10 @@ BLOCK_SHIFT = 9                      # 512 granules per summary block
 # numba cache, blocksim/__pycache__/*.nbi and *.nbc, which only notices
 # changes to the compiled functions' own files)
 BLOCK = 1 << BLOCK_SHIFT
+#: a block's ``summary`` entry: its dirty count in the low COUNT_BITS bits,
+#: its slot in the pool above them (0: none, the block is not mixed)
+COUNT_BITS = BLOCK_SHIFT + 1
+COUNT_MASK = (1 << COUNT_BITS) - 1
 _ONES = memoryview(b"\x01" * BLOCK)
 _ZEROS = memoryview(bytes(BLOCK))
 _ONE, _ZERO = b"\x01", b"\x00"
@@ -77,20 +87,62 @@ class DirtyBitmap:
         self.granularity = granularity
         self.nbits = -(-size // granularity)
         nblocks = (self.nbits >> BLOCK_SHIFT) + 1
-        #: one byte per granule, whole blocks (authoritative in mixed blocks only)
-        self.granules = mmap.mmap(-1, nblocks << BLOCK_SHIFT, flags=_MAP_FLAGS)
-        # dirty granules per block (an array: compiled code shares it,
-        # blocksim.engine.burst_kernel)
-        self.summary = array("h", bytes(2 * nblocks))
-        self.blocks = bytearray(nblocks)       # 1 where summary > 0
+        #: the mixed blocks' bytes, one per granule, a slot of BLOCK bytes
+        #: each; slot 0 holds the free list's head and the first slot never
+        #: taken (two uint32 at bytes 0 and 4)
+        self.granules = mmap.mmap(-1, (nblocks + 1) << BLOCK_SHIFT, flags=_MAP_FLAGS)
+        self.granules[4:8] = (1).to_bytes(4, "little")
+        # per block, its dirty count and its slot (an array: compiled code
+        # shares it, blocksim.engine.burst_kernel)
+        wide = (nblocks + 1) << COUNT_BITS >= 1 << 31
+        self.summary = array("q" if wide else "i", bytes((8 if wide else 4) * nblocks))
+        self.blocks = bytearray(nblocks)       # 1 where the count > 0
         self.count = 0
         self._arrays = None
+
+    # -- the pool of slots ---------------------------------------------------------
+    def _take_slot(self, fill: memoryview) -> int:
+        """A free slot, its bytes ``fill`` (a mixed block's, materialised)."""
+        pool = self.granules
+        head = int.from_bytes(pool[0:4], "little")
+        if head:
+            pool[0:4] = pool[head << BLOCK_SHIFT:(head << BLOCK_SHIFT) + 4]
+            slot = head
+        else:
+            slot = int.from_bytes(pool[4:8], "little")
+            pool[4:8] = (slot + 1).to_bytes(4, "little")
+        a = slot << BLOCK_SHIFT
+        pool[a:a + BLOCK] = fill
+        return slot
+
+    def _free_slot(self, slot: int) -> None:
+        pool = self.granules
+        a = slot << BLOCK_SHIFT
+        pool[a:a + 4] = pool[0:4]
+        pool[0:4] = slot.to_bytes(4, "little")
+
+    def slots_in_use(self) -> int:
+        """How many blocks hold a slot (the mixed ones)."""
+        pool = self.granules
+        n = int.from_bytes(pool[4:8], "little") - 1
+        head = int.from_bytes(pool[0:4], "little")
+        while head:
+            n -= 1
+            head = int.from_bytes(pool[head << BLOCK_SHIFT:(head << BLOCK_SHIFT) + 4], "little")
+        return n
+
+    def byte_at(self, b: int) -> int:
+        """Granule ``b``'s byte, in its block's slot (a mixed block)."""
+        return self.granules[(self.summary[b >> BLOCK_SHIFT] >> COUNT_BITS << BLOCK_SHIFT)
+                             | (b & (BLOCK - 1))]
 
     # -- one granule -------------------------------------------------------------
     def is_dirty(self, b: int) -> bool:
         """Whether granule ``b`` is dirty."""
-        c = self.summary[b >> BLOCK_SHIFT]
-        return c == BLOCK or (c != 0 and self.granules[b] == 1)
+        v = self.summary[b >> BLOCK_SHIFT]
+        c = v & COUNT_MASK
+        return c == BLOCK or (c != 0 and self.granules[
+            (v >> COUNT_BITS << BLOCK_SHIFT) | (b & (BLOCK - 1))] == 1)
 
     # -- byte ranges -----------------------------------------------------------
     def mark(self, start: int, end: int) -> None:
@@ -99,18 +151,25 @@ class DirtyBitmap:
         b0, b1 = start // g, -(-end // g)
         if b1 - b0 == 1:
             blk = b0 >> BLOCK_SHIFT
-            c = self.summary[blk]
+            v = self.summary[blk]
+            c = v & COUNT_MASK
             if c == BLOCK:
                 return
-            bits = self.granules
             if not c:                       # materialise: all clean
-                a = blk << BLOCK_SHIFT
-                bits[a:a + BLOCK] = _ZEROS
+                slot = self._take_slot(_ZEROS)
                 self.blocks[blk] = 1
-            elif bits[b0]:
+            else:
+                slot = v >> COUNT_BITS
+            i = (slot << BLOCK_SHIFT) | (b0 & (BLOCK - 1))
+            bits = self.granules
+            if bits[i]:
                 return
-            bits[b0] = 1
-            self.summary[blk] = c + 1
+            bits[i] = 1
+            c += 1
+            if c == BLOCK:                  # all dirty: no bytes
+                self._free_slot(slot)
+                slot = 0
+            self.summary[blk] = c | (slot << COUNT_BITS)
             self.count += 1
             return
         self._assign(b0, b1, True)
@@ -124,37 +183,63 @@ class DirtyBitmap:
         bits, _words, summary, blocks, _block_words = self.arrays()
         self.count += _mark_writes(bits, summary, blocks, offsets, length, self.granularity)
 
+
     def arrays(self) -> tuple:
         """The bitmap's memory as numpy arrays, for compiled code: granules,
         granules as 64-bit words, per-block counts (int16), block flags,
         block flags as words (the words leave out a tail of fewer than eight
-        bytes).  The same memory: the structures never change size."""
+        bytes).  The same memory: the structures never change size.  (The
+        granules are the pool of slots, the counts carry the slots.)"""
         views = self._arrays
         if views is None:
             views = self._arrays = (
                 np.frombuffer(self.granules, dtype=np.uint8),
                 np.frombuffer(self.granules, dtype=np.uint64),
-                np.frombuffer(self.summary, dtype=np.int16),
+                np.frombuffer(self.summary, dtype=np.int64 if self.summary.typecode == "q"
+                              else np.int32),
                 np.frombuffer(self.blocks, dtype=np.uint8),
                 np.frombuffer(self.blocks, dtype=np.uint64, count=len(self.blocks) >> 3))
         return views
 
+    def dense(self, c0: int, c1: int) -> "np.ndarray | None":
+        """Blocks ``[c0, c1)`` as one byte per granule, whatever their state
+        (a ``(c1 - c0, BLOCK)`` uint8 array: a mixed block's slot, ones for
+        an all-dirty block, zeros for a clean one), or None if none of them
+        holds a dirty granule."""
+        bits, _words, summary, _blocks, _block_words = self.arrays()
+        entries = summary[c0:c1]
+        if not entries.any():
+            return None
+        out = np.zeros((c1 - c0, BLOCK), dtype=np.uint8)
+        out[entries == BLOCK] = 1
+        mixed = np.flatnonzero(entries > COUNT_MASK)
+        if len(mixed):
+            pool = bits.reshape(-1, BLOCK)
+            out[mixed] = pool[entries[mixed] >> COUNT_BITS]
+        return out
+
     def clear_bits(self, b0: int, b1: int) -> None:
         blk = b0 >> BLOCK_SHIFT
         if b1 - b0 == 1:                    # one granule (a re-copy): one index
-            c = self.summary[blk]
+            v = self.summary[blk]
+            c = v & COUNT_MASK
             if not c:
                 return
-            bits = self.granules
             if c == BLOCK:                  # materialise: all dirty
-                a = blk << BLOCK_SHIFT
-                bits[a:a + BLOCK] = _ONES
-            elif not bits[b0]:
+                slot = self._take_slot(_ONES)
+            else:
+                slot = v >> COUNT_BITS
+            i = (slot << BLOCK_SHIFT) | (b0 & (BLOCK - 1))
+            bits = self.granules
+            if not bits[i]:
                 return
-            bits[b0] = 0
-            self.summary[blk] = c - 1
-            if c == 1:
+            bits[i] = 0
+            c -= 1
+            if not c:                       # all clean: no bytes
+                self._free_slot(slot)
+                slot = 0
                 self.blocks[blk] = 0
+            self.summary[blk] = c | (slot << COUNT_BITS)
             self.count -= 1
             return
         if (b1 - 1) >> BLOCK_SHIFT != blk:
@@ -165,25 +250,30 @@ class DirtyBitmap:
 
     def _assign_block(self, blk: int, b0: int, b1: int, value: bool) -> None:
         """Mark or clear ``[b0, b1)``, inside block ``blk``: the count stays
-        exact, and a block turning mixed is materialised first."""
-        c = self.summary[blk]
+        exact, a block turning mixed is materialised first (a slot taken,
+        filled with its uniform value), and one turning clean or all dirty
+        gives its slot back."""
+        v = self.summary[blk]
+        c = v & COUNT_MASK
+        slot = v >> COUNT_BITS
         n = b1 - b0
         if n <= 0:
             return
+        bits = self.granules
+        a = (blk << BLOCK_SHIFT) - (slot << BLOCK_SHIFT)    # granule -> pool offset
         if value:
             if c == BLOCK:
                 return
             if n == BLOCK:
                 new = BLOCK
             else:
-                bits = self.granules
                 if c:
-                    before = bits[b0:b1].count(1)
+                    before = bits[b0 - a:b1 - a].count(1)
                 else:
-                    a = blk << BLOCK_SHIFT
-                    bits[a:a + BLOCK] = _ZEROS
+                    slot = self._take_slot(_ZEROS)
+                    a = (blk - slot) << BLOCK_SHIFT
                     before = 0
-                bits[b0:b1] = _ONES[:n]
+                bits[b0 - a:b1 - a] = _ONES[:n]
                 new = c + n - before
         else:
             if not c:
@@ -191,18 +281,20 @@ class DirtyBitmap:
             if n == BLOCK:
                 new = 0
             else:
-                bits = self.granules
                 if c == BLOCK:
-                    a = blk << BLOCK_SHIFT
-                    bits[a:a + BLOCK] = _ONES
+                    slot = self._take_slot(_ONES)
+                    a = (blk - slot) << BLOCK_SHIFT
                     before = n
                 else:
-                    before = bits[b0:b1].count(1)
+                    before = bits[b0 - a:b1 - a].count(1)
                     if not before:
                         return
-                bits[b0:b1] = _ZEROS[:n]
+                bits[b0 - a:b1 - a] = _ZEROS[:n]
                 new = c - before
-        self.summary[blk] = new
+        if slot and (new == 0 or new == BLOCK):
+            self._free_slot(slot)
+            slot = 0
+        self.summary[blk] = new | (slot << COUNT_BITS)
         self.blocks[blk] = 1 if new else 0
         self.count += new - c
 
@@ -215,9 +307,12 @@ class DirtyBitmap:
             if b0 < w0 << BLOCK_SHIFT:
                 self._assign_block(w0 - 1, b0, w0 << BLOCK_SHIFT, value)
             _bits, _words, summary, blocks, _block_words = self.arrays()
-            counts = summary[w0:w1]
-            before = int(counts.sum())
-            counts[:] = BLOCK if value else 0
+            entries = summary[w0:w1]
+            # (the mixed blocks among them give their slots back)
+            for slot in (entries[entries > COUNT_MASK] >> COUNT_BITS).tolist():
+                self._free_slot(slot)
+            before = int((entries & COUNT_MASK).sum())
+            entries[:] = BLOCK if value else 0
             blocks[w0:w1] = 1 if value else 0
             self.count += (((w1 - w0) << BLOCK_SHIFT) if value else 0) - before
             if w1 << BLOCK_SHIFT < b1:
@@ -244,10 +339,11 @@ class DirtyBitmap:
         summary = self.summary
         blk = b0 >> BLOCK_SHIFT
         edge = (blk + 1) << BLOCK_SHIFT
-        c = summary[blk]
+        v = summary[blk]
+        c = v & COUNT_MASK
         if c == BLOCK:
             return b0 if b0 < b1 else -1
-        found = self.granules.find(_ONE, b0, b1 if b1 < edge else edge) if c else -1
+        found = self._find_in(v, blk, _ONE, b0, b1 if b1 < edge else edge) if c else -1
         if found >= 0 or b1 <= edge:
             return found
         blk = self.blocks.find(1, blk + 1, ((b1 - 1) >> BLOCK_SHIFT) + 1)
@@ -256,10 +352,18 @@ class DirtyBitmap:
         # A flagged block inside the range holds a dirty bit; only the last
         # block can hold its dirty bits past b1.
         a = blk << BLOCK_SHIFT
-        if summary[blk] == BLOCK:
+        v = summary[blk]
+        if v == BLOCK:
             return a
         edge = a + BLOCK
-        return self.granules.find(_ONE, a, b1 if b1 < edge else edge)
+        return self._find_in(v, blk, _ONE, a, b1 if b1 < edge else edge)
+
+    def _find_in(self, v: int, blk: int, byte: bytes, b0: int, b1: int) -> int:
+        """The first granule of ``[b0, b1)`` (inside mixed block ``blk``,
+        summary entry ``v``) whose byte is ``byte``, or -1."""
+        a = (blk - (v >> COUNT_BITS)) << BLOCK_SHIFT        # granule -> pool offset
+        found = self.granules.find(byte, b0 - a, b1 - a)
+        return found + a if found >= 0 else -1
 
     def find(self, b0: int, b1: int) -> int:
         """First dirty bit in ``[b0, b1)`` (no wrapping); -1 if none."""
@@ -274,18 +378,18 @@ class DirtyBitmap:
         end = b0 + max_bits
         if end > self.nbits:
             end = self.nbits
-        summary, bits = self.summary, self.granules
+        summary = self.summary
         b = b0
         while b < end:
             blk = b >> BLOCK_SHIFT
             edge = (blk + 1) << BLOCK_SHIFT
             if edge > end:
                 edge = end
-            c = summary[blk]
-            if c != BLOCK:
-                if not c:
+            v = summary[blk]
+            if v != BLOCK:
+                if not v:
                     return b - b0
-                clean = bits.find(_ZERO, b, edge)
+                clean = self._find_in(v, blk, _ZERO, b, edge)
                 if clean >= 0:
                     return clean - b0
             b = edge
@@ -310,14 +414,14 @@ class DirtyBitmap:
         per run of whole dirty blocks, one per dirty run inside a mixed block."""
         if not self.count:
             return
-        counts = self.arrays()[2]
+        summary = self.arrays()[2]
         flags, bits, nbits = self.blocks, self.granules, self.nbits
         nblocks = len(flags)
         c0 = flags.find(1)
         while 0 <= c0 < nblocks:
             c1 = min(c0 + _RUN_CHUNK, nblocks)
-            nz = np.flatnonzero(counts[c0:c1]) + c0
-            full = counts[nz] == BLOCK
+            nz = np.flatnonzero(summary[c0:c1]) + c0
+            full = summary[nz] == BLOCK
             # a piece starts at each block but those that continue a
             # piece of whole dirty blocks
             cont = np.zeros(len(nz), dtype=np.bool_)
@@ -331,12 +435,16 @@ class DirtyBitmap:
                     continue
                 a = first << BLOCK_SHIFT
                 z = min(a + BLOCK, nbits)
+                # (in the block's slot: granule - shift is its byte)
+                shift = (first - (self.summary[first] >> COUNT_BITS)) << BLOCK_SHIFT
+                a -= shift
+                z -= shift
                 b = bits.find(_ONE, a, z)
                 while b >= 0:
                     e = bits.find(_ZERO, b, z)
                     if e < 0:
                         e = z
-                    yield b, e
+                    yield b + shift, e + shift
                     b = bits.find(_ONE, e, z) if e < z else -1
             c0 = flags.find(1, c1) if c1 < nblocks else -1
 
@@ -346,22 +454,56 @@ class DirtyBitmap:
 
 
 @njit(cache=True)
+def _get32(bits, a):
+    return np.int64(bits[a]) | (np.int64(bits[a + 1]) << 8) | (
+        np.int64(bits[a + 2]) << 16) | (np.int64(bits[a + 3]) << 24)
+
+
+@njit(cache=True)
+def _put32(bits, a, v):
+    for k in range(4):
+        bits[a + k] = (v >> (8 * k)) & 255
+
+
+@njit(cache=True)
+def _take_slot(bits, fill):
+    """DirtyBitmap._take_slot: a free slot, its bytes ``fill``."""
+    slot = _get32(bits, 0)
+    if slot:
+        _put32(bits, 0, _get32(bits, slot << BLOCK_SHIFT))
+    else:
+        slot = _get32(bits, 4)
+        _put32(bits, 4, slot + 1)
+    for j in range(slot << BLOCK_SHIFT, (slot + 1) << BLOCK_SHIFT):
+        bits[j] = fill
+    return slot
+
+
+@njit(cache=True)
 def _mark_writes(bits, summary, blocks, offsets, length, granularity):
     """DirtyBitmap.mark for each write; returns how many granules turned dirty."""
     added = 0
     for offset in offsets:
         for b in range(offset // granularity, (offset + length + granularity - 1) // granularity):
             blk = b >> BLOCK_SHIFT
-            c = summary[blk]
+            v = summary[blk]
+            c = v & COUNT_MASK
             if c == BLOCK:
                 continue
             if c == 0:                      # materialise: all clean
-                for j in range(blk << BLOCK_SHIFT, (blk + 1) << BLOCK_SHIFT):
-                    bits[j] = 0
+                slot = _take_slot(bits, 0)
                 blocks[blk] = 1
-            elif bits[b]:
+            else:
+                slot = v >> COUNT_BITS
+            i = (slot << BLOCK_SHIFT) | (b & (BLOCK - 1))
+            if bits[i]:
                 continue
-            bits[b] = 1
-            summary[blk] = c + 1
+            bits[i] = 1
+            c += 1
+            if c == BLOCK:                  # all dirty: the slot back
+                _put32(bits, slot << BLOCK_SHIFT, _get32(bits, 0))
+                _put32(bits, 0, slot)
+                slot = 0
+            summary[blk] = c | (slot << COUNT_BITS)
             added += 1
     return added

@@ -338,6 +338,22 @@ class BlockDevice:
             self.alloc.set_range(c0, c1)
         return True
 
+    def allocate_writes(self, offsets, length: int) -> None:
+        """:meth:`allocate_quietly` for writes of ``length`` bytes at each of
+        ``offsets`` (an int64 array), known not to fail nor copy on write (a
+        guest run by the compiled copy loop, blocksim.engine.burst_kernel:
+        its writes handed in when it returns; clusters allocated in another
+        order than the writes' give the same map)."""
+        alloc, cs = self.alloc, self.cluster_size
+        if alloc.count == alloc.nclusters or not len(offsets):
+            return
+        first = offsets // cs
+        if np.array_equal(first, (offsets + (length - 1)) // cs):
+            alloc.set_each(first.tolist())         # (one cluster a write)
+            return
+        for off in offsets.tolist():
+            alloc.set_range(off // cs, -(-(off + length) // cs))
+
     # -- fault verdicts ---------------------------------------------------------
     def _verdict(self, op: str, start: int, end: int) -> Verdict:
         verdict = Verdict()

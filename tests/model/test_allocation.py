@@ -119,3 +119,34 @@ def test_scattered_clusters_cost_two_bytes_each():
     assert {page.__class__.__name__ for page in alloc._pages.values()} == {"array"}
     assert sum(len(page) for page in alloc._pages.values()) == 1 << 15
     assert alloc.run_at(7, 100) == (True, 8) and alloc.run_at(8, PAGE + 100) == (False, PAGE + 7)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_set_each_is_set_range_per_cluster(seed):
+    # a guest's writes handed in at once from the compiled copy loop: the
+    # clusters in any order, repeats and ones already allocated among them,
+    # in sparse pages, dense ones and full ones
+    rng = np.random.default_rng(seed)
+    nclusters = 4 * PAGE + 77
+    amap, ref = AllocationMap(nclusters), set()
+    amap.set_range(PAGE, 2 * PAGE)                  # a full page
+    amap.set_range(2 * PAGE, 2 * PAGE + 3000)       # a dense one
+    ref |= set(range(PAGE, 2 * PAGE + 3000))
+    for _ in range(60):
+        clusters = rng.integers(0, nclusters, int(rng.integers(1, 200))).tolist()
+        clusters += clusters[:5] + sorted(ref)[:3]
+        new = set(clusters) - ref
+        assert amap.set_each(clusters) == len(new)
+        ref |= new
+        assert amap.count == len(ref)
+    assert list(amap.runs()) == _runs(ref) and all(amap.is_set(c) for c in ref)
+
+
+def _runs(clusters: set) -> list:
+    out = []
+    for c in sorted(clusters):
+        if out and out[-1][1] == c:
+            out[-1] = (out[-1][0], c + 1)
+        else:
+            out.append((c, c + 1))
+    return out

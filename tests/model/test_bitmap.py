@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from blocksim.model.bitmap import BLOCK, BLOCK_SHIFT, DirtyBitmap
+from blocksim.model.bitmap import BLOCK, BLOCK_SHIFT, COUNT_BITS, COUNT_MASK, DirtyBitmap
 
 
 def naive_next(dirty: set[int], nbits: int, cursor: int) -> int:
@@ -24,17 +24,23 @@ def naive_run(dirty: set[int], nbits: int, b0: int, cap: int) -> int:
 
 def check_consistent(bm: DirtyBitmap, dirty: set[int]) -> None:
     """The counts, flags and every granule's answer; the state rule: a
-    block's bytes are authoritative exactly when it is mixed."""
+    block has bytes (a slot of the pool, its own) exactly when it is mixed,
+    and they are its granules'."""
     assert bm.count == len(dirty)
     assert {b for b in range(bm.nbits) if bm.is_dirty(b)} == dirty
     assert len(bm.summary) == len(bm.blocks) == (bm.nbits >> BLOCK_SHIFT) + 1
-    for blk, n in enumerate(bm.summary):
+    slots = []
+    for blk, v in enumerate(bm.summary):
+        n, slot = v & COUNT_MASK, v >> COUNT_BITS
         inside = {b for b in dirty if b // BLOCK == blk}
         assert n == len(inside)
         assert bm.blocks[blk] == (1 if n else 0)
-        if 0 < n < BLOCK:
-            a = blk * BLOCK
-            assert {a + i for i, v in enumerate(bm.granules[a:a + BLOCK]) if v} == inside
+        assert (slot != 0) == (0 < n < BLOCK)
+        if slot:
+            slots.append(slot)
+            a = slot * BLOCK
+            assert {blk * BLOCK + i for i, v in enumerate(bm.granules[a:a + BLOCK]) if v} == inside
+    assert len(set(slots)) == len(slots) == bm.slots_in_use()
     assert list(bm.runs()) == naive_runs(dirty)
 
 
@@ -135,33 +141,59 @@ def test_ranges_of_many_blocks_match_a_naive_set(seed):
 # -- the block states (all clean, all dirty without bytes, mixed) -------------------------
 def test_a_whole_disk_mark_touches_no_granule_byte():
     # a full mirror's first mark (mirror_dirty_init without discard=unmap):
-    # counts only; the bytes stay untouched (zero) until a block turns mixed
+    # counts only; no block takes a slot until it turns mixed
     nbits = 40 * BLOCK + 17
     bm = DirtyBitmap(nbits * 512, 512)
     bm.mark(0, nbits * 512)
-    assert bm.count == nbits and bm.granules[:40 * BLOCK] == bytes(40 * BLOCK)
-    assert bm.granules[40 * BLOCK:].count(1) == 17      # the tail block: mixed
+    assert bm.count == nbits and bm.slots_in_use() == 1    # the tail block: mixed
     check_consistent(bm, set(range(nbits)))
     bm.clear_bits(3 * BLOCK + 5, 3 * BLOCK + 6)        # block 3 materialised
-    assert bm.granules[3 * BLOCK:4 * BLOCK].count(1) == BLOCK - 1
-    assert bm.granules[4 * BLOCK:5 * BLOCK].count(1) == 0
+    assert bm.slots_in_use() == 2 and bm.byte_at(3 * BLOCK + 5) == 0
+    assert bm.byte_at(3 * BLOCK + 6) == 1
     check_consistent(bm, set(range(nbits)) - {3 * BLOCK + 5})
 
 
-def test_stale_bytes_of_a_whole_block_are_not_read():
-    # a mixed block marked whole keeps its old bytes (mostly zero) and is all
-    # dirty; cleared whole it keeps them again and is all clean
+def test_a_block_gives_its_slot_back_when_it_is_no_longer_mixed():
+    # a mixed block marked whole is all dirty, cleared whole all clean: its
+    # slot goes back to the pool, and the next block to turn mixed takes it
+    # (filled with its own uniform value, not the bytes left there)
     bm = DirtyBitmap(4 * BLOCK * 512, 512)
     bm.mark(BLOCK * 512 + 512 * 9, BLOCK * 512 + 512 * 10)
+    slot = bm.summary[1] >> COUNT_BITS
+    assert slot and bm.slots_in_use() == 1
     bm.mark(BLOCK * 512, 2 * BLOCK * 512)
-    assert bm.granules[BLOCK:2 * BLOCK].count(1) == 1
+    assert bm.summary[1] == BLOCK and bm.slots_in_use() == 0
     check_consistent(bm, set(range(BLOCK, 2 * BLOCK)))
     assert bm.dirty_run(BLOCK, 5000) == BLOCK and bm.find(BLOCK + 1, 4 * BLOCK) == BLOCK + 1
+    bm.clear_bits(BLOCK + 3, BLOCK + 4)             # mixed again: all but one dirty
+    assert bm.summary[1] >> COUNT_BITS == slot
+    check_consistent(bm, set(range(BLOCK, 2 * BLOCK)) - {BLOCK + 3})
     bm.clear_bits(BLOCK, 2 * BLOCK)
-    assert bm.granules[BLOCK + 9] == 1              # stale, not read
     check_consistent(bm, set())
-    bm.mark(BLOCK * 512 + 512 * 3, BLOCK * 512 + 512 * 4)
-    check_consistent(bm, {BLOCK + 3})               # materialised from clean
+    bm.mark(3 * BLOCK * 512 + 512 * 3, 3 * BLOCK * 512 + 512 * 4)
+    assert bm.summary[3] >> COUNT_BITS == slot      # the same slot, refilled
+    check_consistent(bm, {3 * BLOCK + 3})           # materialised from clean
+
+
+def test_scattered_marks_copied_at_once_hold_one_slot():
+    # a ready mirror under a guest writing all over a 64 TiB disk: each
+    # write's granule is copied before the next write; the pool stays at
+    # one slot (bytes at each block's own place made each write a new page)
+    import resource
+    bm = DirtyBitmap(64 << 40, 65536)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rng = random.Random(1)
+    for _ in range(20000):
+        b = rng.randrange(bm.nbits)
+        bm.mark(b * 65536, b * 65536 + 4096)
+        assert bm.next_dirty(rng.randrange(bm.nbits)) == b
+        bm.clear_bits(b, b + 1)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown < 8 * 1024, f"{grown} KiB"         # not 80 MiB
+    assert bm.slots_in_use() == 0
+    # (a quiet stretch's marks, compiled: a slot for each block they make mixed)
+    bm.mark_writes(np.array([b * 65536 for b in range(0, bm.nbits, 1 << 20)]), 4096)
+    assert bm.slots_in_use() == bm.count == bm.nbits >> 20
 
 
 def test_partial_marks_and_clears_of_whole_blocks():
