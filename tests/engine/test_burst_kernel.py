@@ -126,12 +126,18 @@ def test_the_kernel_gives_the_python_loops_run(data, monkeypatch):
     of unknown pages back to the Python loop): the same run either way, and
     the kernel did run."""
     scenario = blocksim.load_scenario(_mirror(data))
-    calls = []
+    copies = []
     real = burst_kernel._run
+
+    def counting(st, *args):
+        before = int(st[burst_kernel.TGT_WRITES])
+        out = real(st, *args)
+        copies.append(int(st[burst_kernel.TGT_WRITES]) - before)
+        return out
     with monkeypatch.context() as m:
-        m.setattr(burst_kernel, "_run", lambda *args: calls.append(1) or real(*args))
+        m.setattr(burst_kernel, "_run", counting)
         compiled = outcome(blocksim.Simulation(scenario, seed=3))
-    assert len(calls) > 20
+    assert sum(copies) > 20                 # the kernel copied
     monkeypatch.setattr(burst, "KERNEL", False)
     assert outcome(blocksim.Simulation(scenario, seed=3)) == compiled
     assert outcome(blocksim.Simulation(scenario, seed=3, shortcuts=False)) == compiled
@@ -625,9 +631,10 @@ def test_a_sparse_source_in_the_kernel(case, monkeypatch):
     src = sim.devices["src"]
     assert not src.fully_allocated() and src.alloc.count > (50 << 20) // src.cluster_size
     assert planned and any(planned) == claims and sim.jobs["j"].dirty_allocated == claims
-    # (the kernel hands every claim back where it cannot plan them: it then
-    # leaves the guest to SimPy)
-    assert sim.workloads["g"].in_kernel > 500 if claims else sim.workloads["g"].in_kernel < 50
+    # (where it cannot plan them the kernel hands the claims back; the guest
+    # may still run there while the loop sleeps in the kernel)
+    if claims:
+        assert sim.workloads["g"].in_kernel > 500
     monkeypatch.setattr(burst, "KERNEL", False)
     assert outcome(blocksim.Simulation(scenario, seed=4)) == compiled
     assert outcome(blocksim.Simulation(scenario, seed=4, shortcuts=False)) == compiled
