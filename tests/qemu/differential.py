@@ -69,6 +69,15 @@ def grammar1(seed):
     img = lambda name, backing=None, d=None: L.extend(
         [f"[images.{name}]", f'size = "{size}"'] + ([f'backing = "{backing}"'] if backing else [])
         + ([f"data = {d}"] if d else []) + [""])
+
+    def source(sync):
+        """The job's source ``src``, over a ``base`` for sync=top."""
+        if sync == "top":
+            img("base", d=data(rng, size))
+            img("src", "base", data(rng, size))
+        else:
+            img("src", d=data(rng, size))
+
     job = {}
     nodes = {}
     if kind == "stream":
@@ -77,10 +86,7 @@ def grammar1(seed):
         pol_keys = ["on-error"]
     elif kind.startswith("mirror"):
         sync = rng.choice(["full", "full", "top", "none"]) if kind == "mirror" else rng.choice(["full", "none"])
-        if sync == "top":
-            img("base", d=data(rng, size)); img("src", "base", data(rng, size))
-        else:
-            img("src", d=data(rng, size))
+        source(sync)
         img("dst")
         drive = "src"; job = {"type": "mirror", "target": "dst", "sync": sync}
         if kind == "mirror-active":
@@ -101,10 +107,7 @@ def grammar1(seed):
         pol_keys = ["on-error"]
     else:
         sync = rng.choice(["full", "full", "top", "none"])
-        if sync == "top":
-            img("base", d=data(rng, size)); img("src", "base", data(rng, size))
-        else:
-            img("src", d=data(rng, size))
+        source(sync)
         img("tgt")
         drive = "src"; job = {"type": "backup", "target": "tgt", "sync": sync}
         nodes = {"read": ["src"], "write": ["tgt"], "flush": ["tgt"]}
