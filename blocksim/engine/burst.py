@@ -153,18 +153,18 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
                     if not job.in_flight:
                         return TOP
                     waiting = True
-                    job._woken = False
+                    job._awaited = job.oldest_copy()
                     continue
                 if not job._start_iteration():  # an operation in flight there
                     waiting = True
-                    job._woken = False
+                    job._awaited = job._held_by
                     continue
             at_top = False
             # mirror_iteration: the claim's next operation
             op = job._next_operation()
             if op is None:                  # 16 in flight, or the buffer is full
                 waiting = True
-                job._woken = False
+                job._awaited = job.oldest_copy()
                 continue
             if op is False:                 # the job failed: the claim dropped
                 continue
