@@ -50,8 +50,8 @@ MUTATIONS = [
      '    return 0 if st[SYNCED] else delay',
      '    return delay'),
     ('kernel: a wake-up marked while detached', 'blocksim/engine/burst_kernel.py',
-     '        if st[ATTACHED] and not st[WOKEN]:',
-     '        if not st[WOKEN]:'),
+     '            if st[ATTACHED]:\n                _heap_push(heap, st, now, st[NEXT_EID], WAKE, -1)',
+     '            if True:\n                _heap_push(heap, st, now, st[NEXT_EID], WAKE, -1)'),
     ("kernel: the loop's checks ignored at a wake-up", 'blocksim/engine/burst_kernel.py',
      '                elif st[STOP_AT_TOP]:\n                    return 0\n',
      ''),
@@ -268,7 +268,8 @@ MUTATIONS = [
      "        if len(self):                   # (a runner may replace the list)\n"
      "            self._marker()\n", ""),
     ("mirror: a detached finish wakes the loop", "blocksim/jobs/mirror.py",
-     "if self._agenda.attached and not self._woken:", "if not self._woken:"),
+     "            if self._agenda.attached:\n                self._agenda.mark_wake()",
+     "            if True:\n                self._agenda.mark_wake()"),
     ("burst: ties with SimPy's head ignored", "blocksim/engine/burst.py",
      "if t > head_t or (t == head_t and eid > last_eid):", "if t > head_t:"),
     ("burst: an URGENT head treated as NORMAL", "blocksim/engine/burst.py",
@@ -305,11 +306,9 @@ MUTATIONS = [
      "            delay = job.throttle(op.counted())", "            delay = 0"),
     ("burst: SimPy's head not looked up after a failure", "blocksim/engine/burst.py",
      "            head_t, last_eid = _head(queue)\n\n", "\n\n"),
-    ("burst: an overlap does not reset the wake-up", "blocksim/engine/burst.py",
-     "                if not job._start_iteration():  # an operation in flight there\n"
-     "                    waiting = True\n                    job._woken = False",
-     "                if not job._start_iteration():  # an operation in flight there\n"
-     "                    waiting = True"),
+    ("burst: an overlap waits for the oldest copy, not for its holder", "blocksim/engine/burst.py",
+     "                    job._awaited = job._held_by",
+     "                    job._awaited = job.oldest_copy()"),
     ("burst: an exception leaves through the process", "blocksim/engine/burst.py",
      "                    agenda.raise_now(error)\n                    return WAITING",
      "                    raise"),
@@ -627,6 +626,17 @@ MUTATIONS = [
     ("sparse (19.4): a cluster listed in a sparse page allocated again", "blocksim/model/allocation.py",
      "                if k == len(page) or page[k] != i:\n                    page.insert(k, i)\n",
      "                if True:\n                    page.insert(k, i)\n"),
+    # the loop waits for its oldest copy in flight (QEMU's
+    # mirror_wait_for_free_in_flight_slot), in each of its three restatements
+    ("mirror: the loop woken by the newest copy, not the oldest", "blocksim/jobs/mirror.py",
+     "        return next(iter(self._copies))",
+     "        return next(reversed(self._copies))"),
+    ("burst: the loop woken by the newest copy at 16 in flight", "blocksim/engine/burst.py",
+     "                waiting = True\n                job._awaited = job.oldest_copy()",
+     "                waiting = True\n                job._awaited = max(job._copies)"),
+    ("kernel: the loop woken by the newest copy", "blocksim/engine/burst_kernel.py",
+     "        if ops[s, USED] and (seq < 0 or ops[s, SEQ] < seq):",
+     "        if ops[s, USED] and (seq < 0 or ops[s, SEQ] > seq):"),
 ]
 
 
