@@ -21,7 +21,9 @@ runs the same cycle as one plain loop over the agenda's own heap:
    (bitmap search, overlap test, cursor, booking), the operation's
    ``submit_read``, ``read_completed`` and ``write_completed`` (the devices'
    fault verdicts, queue and pipe, allocation, copy-on-write, content), the
-   rate limiter and ``_op_finished`` (which marks the wake-up).  Between
+   rate limiter and ``_op_finished`` (which marks the wake-up when the
+   operation the loop waits for is done: its oldest copy in flight, or the
+   one holding the granule it wants, ``MirrorJob._awaited``).  Between
    *quiet* nodes (no jitter, no fault rule that could match a source read
    or a target write before SimPy's next event, no backing file under the
    target, room on it for the whole disk) an operation cannot fail and its
