@@ -44,14 +44,15 @@ MUTATIONS = [
      'if t > st[HEAD_T] or (t == st[HEAD_T] and eid > st[LAST_EID]):',
      'if t > st[HEAD_T]:'),
     ('kernel: an overlap with an operation in flight ignored', 'blocksim/engine/burst_kernel.py',
-     '    if last_end > b:\n        return False\n',
+     '    if last_end > b:\n        st[AWAITED] = last_seq          # (the loop waits for that one)\n'
+     '        return False\n',
      ''),
     ('kernel: a ready mirror throttled', 'blocksim/engine/burst_kernel.py',
      '    return 0 if st[SYNCED] else delay',
      '    return delay'),
-    ('kernel: a wake-up marked while detached', 'blocksim/engine/burst_kernel.py',
-     '            if st[ATTACHED]:\n                _heap_push(heap, st, now, st[NEXT_EID], WAKE, -1)',
-     '            if True:\n                _heap_push(heap, st, now, st[NEXT_EID], WAKE, -1)'),
+    # (gone since session 13: "a wake-up marked while detached"; the loop
+    # now waits for one operation, MirrorJob._awaited, and is attached
+    # whenever it waits, so no wake-up can be marked while detached)
     ("kernel: the loop's checks ignored at a wake-up", 'blocksim/engine/burst_kernel.py',
      '                elif st[STOP_AT_TOP]:\n                    return 0\n',
      ''),
@@ -267,9 +268,7 @@ MUTATIONS = [
     ("agenda: no marker for the next entry", "blocksim/engine/agenda.py",
      "        if len(self):                   # (a runner may replace the list)\n"
      "            self._marker()\n", ""),
-    ("mirror: a detached finish wakes the loop", "blocksim/jobs/mirror.py",
-     "            if self._agenda.attached:\n                self._agenda.mark_wake()",
-     "            if True:\n                self._agenda.mark_wake()"),
+    # (gone since session 13: "a detached finish wakes the loop", likewise)
     ("burst: ties with SimPy's head ignored", "blocksim/engine/burst.py",
      "if t > head_t or (t == head_t and eid > last_eid):", "if t > head_t:"),
     ("burst: an URGENT head treated as NORMAL", "blocksim/engine/burst.py",
@@ -637,6 +636,10 @@ MUTATIONS = [
     ("kernel: the loop woken by the newest copy", "blocksim/engine/burst_kernel.py",
      "        if ops[s, USED] and (seq < 0 or ops[s, SEQ] < seq):",
      "        if ops[s, USED] and (seq < 0 or ops[s, SEQ] > seq):"),
+    ("kernel: an overlap waits for the oldest copy, not for its holder",
+     "blocksim/engine/burst_kernel.py",
+     "        st[AWAITED] = last_seq          # (the loop waits for that one)",
+     "        st[AWAITED] = _oldest_copy(ops)"),
 ]
 
 

@@ -907,12 +907,12 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
         st[BUF_FREE] += ops[slot, END_BIT] - ops[slot, BIT]
         st[IN_FLIGHT] -= 1
         st[BYTES_IN_FLIGHT] -= nbytes
-        # (the loop wakes when the operation it waits for is done)
+        # (the loop wakes when the operation it waits for is done; it is
+        # then attached: MirrorJob._op_finished)
         if ops[slot, SEQ] == st[AWAITED]:
             st[AWAITED] = -1
-            if st[ATTACHED]:
-                _heap_push(heap, st, now, st[NEXT_EID], WAKE, -1)
-                st[NEXT_EID] += 1
+            _heap_push(heap, st, now, st[NEXT_EID], WAKE, -1)
+            st[NEXT_EID] += 1
 
 
 # -- the Python side -----------------------------------------------------------------

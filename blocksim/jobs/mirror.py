@@ -568,13 +568,12 @@ class MirrorJob(BlockJob):
         if op.seq != self._awaited:
             return
         # mirror_iteration_done's qemu_co_queue_restart_all: the loop waits
-        # for this one
+        # for this one.  (So it runs the agenda: an operation awaited is
+        # never done while the agenda runs itself, Agenda.detach.)
         self._awaited = -1
         if op.private:
-            # SimPy would now schedule the loop's wake-up, if the loop waits
-            # (it runs the agenda then: attached)
-            if self._agenda.attached:
-                self._agenda.mark_wake()
+            # SimPy would now schedule the loop's wake-up
+            self._agenda.mark_wake()
             return
         self._op_done.succeed()
 
