@@ -44,14 +44,15 @@ MUTATIONS = [
      'if t > st[HEAD_T] or (t == st[HEAD_T] and eid > st[LAST_EID]):',
      'if t > st[HEAD_T]:'),
     ('kernel: an overlap with an operation in flight ignored', 'blocksim/engine/burst_kernel.py',
-     '    if last_end > b:\n        return False\n',
+     '    if last_end > b:\n        st[AWAITED] = last_seq          # (the loop waits for that one)\n'
+     '        return False\n',
      ''),
     ('kernel: a ready mirror throttled', 'blocksim/engine/burst_kernel.py',
      '    return 0 if st[SYNCED] else delay',
      '    return delay'),
-    ('kernel: a wake-up marked while detached', 'blocksim/engine/burst_kernel.py',
-     '        if st[ATTACHED] and not st[WOKEN]:',
-     '        if not st[WOKEN]:'),
+    # (gone since session 13: "a wake-up marked while detached"; the loop
+    # now waits for one operation, MirrorJob._awaited, and is attached
+    # whenever it waits, so no wake-up can be marked while detached)
     ("kernel: the loop's checks ignored at a wake-up", 'blocksim/engine/burst_kernel.py',
      '                elif st[STOP_AT_TOP]:\n                    return 0\n',
      ''),
@@ -267,8 +268,7 @@ MUTATIONS = [
     ("agenda: no marker for the next entry", "blocksim/engine/agenda.py",
      "        if len(self):                   # (a runner may replace the list)\n"
      "            self._marker()\n", ""),
-    ("mirror: a detached finish wakes the loop", "blocksim/jobs/mirror.py",
-     "if self._agenda.attached and not self._woken:", "if not self._woken:"),
+    # (gone since session 13: "a detached finish wakes the loop", likewise)
     ("burst: ties with SimPy's head ignored", "blocksim/engine/burst.py",
      "if t > head_t or (t == head_t and eid > last_eid):", "if t > head_t:"),
     ("burst: an URGENT head treated as NORMAL", "blocksim/engine/burst.py",
@@ -305,11 +305,9 @@ MUTATIONS = [
      "            delay = job.throttle(op.counted())", "            delay = 0"),
     ("burst: SimPy's head not looked up after a failure", "blocksim/engine/burst.py",
      "            head_t, last_eid = _head(queue)\n\n", "\n\n"),
-    ("burst: an overlap does not reset the wake-up", "blocksim/engine/burst.py",
-     "                if not job._start_iteration():  # an operation in flight there\n"
-     "                    waiting = True\n                    job._woken = False",
-     "                if not job._start_iteration():  # an operation in flight there\n"
-     "                    waiting = True"),
+    ("burst: an overlap waits for the oldest copy, not for its holder", "blocksim/engine/burst.py",
+     "                    job._awaited = job._held_by",
+     "                    job._awaited = job.oldest_copy()"),
     ("burst: an exception leaves through the process", "blocksim/engine/burst.py",
      "                    agenda.raise_now(error)\n                    return WAITING",
      "                    raise"),
@@ -627,6 +625,21 @@ MUTATIONS = [
     ("sparse (19.4): a cluster listed in a sparse page allocated again", "blocksim/model/allocation.py",
      "                if k == len(page) or page[k] != i:\n                    page.insert(k, i)\n",
      "                if True:\n                    page.insert(k, i)\n"),
+    # the loop waits for its oldest copy in flight (QEMU's
+    # mirror_wait_for_free_in_flight_slot), in each of its three restatements
+    ("mirror: the loop woken by the newest copy, not the oldest", "blocksim/jobs/mirror.py",
+     "        return next(iter(self._copies))",
+     "        return next(reversed(self._copies))"),
+    ("burst: the loop woken by the newest copy at 16 in flight", "blocksim/engine/burst.py",
+     "                waiting = True\n                job._awaited = job.oldest_copy()",
+     "                waiting = True\n                job._awaited = max(job._copies)"),
+    ("kernel: the loop woken by the newest copy", "blocksim/engine/burst_kernel.py",
+     "        if ops[s, USED] and (seq < 0 or ops[s, SEQ] < seq):",
+     "        if ops[s, USED] and (seq < 0 or ops[s, SEQ] > seq):"),
+    ("kernel: an overlap waits for the oldest copy, not for its holder",
+     "blocksim/engine/burst_kernel.py",
+     "        st[AWAITED] = last_seq          # (the loop waits for that one)",
+     "        st[AWAITED] = _oldest_copy(ops)"),
 ]
 
 

@@ -21,7 +21,9 @@ runs the same cycle as one plain loop over the agenda's own heap:
    (bitmap search, overlap test, cursor, booking), the operation's
    ``submit_read``, ``read_completed`` and ``write_completed`` (the devices'
    fault verdicts, queue and pipe, allocation, copy-on-write, content), the
-   rate limiter and ``_op_finished`` (which marks the wake-up).  Between
+   rate limiter and ``_op_finished`` (which marks the wake-up when the
+   operation the loop waits for is done: its oldest copy in flight, or the
+   one holding the granule it wants, ``MirrorJob._awaited``).  Between
    *quiet* nodes (no jitter, no fault rule that could match a source read
    or a target write before SimPy's next event, no backing file under the
    target, room on it for the whole disk) an operation cannot fail and its
@@ -153,18 +155,18 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
                     if not job.in_flight:
                         return TOP
                     waiting = True
-                    job._woken = False
+                    job._awaited = job.oldest_copy()
                     continue
                 if not job._start_iteration():  # an operation in flight there
                     waiting = True
-                    job._woken = False
+                    job._awaited = job._held_by
                     continue
             at_top = False
             # mirror_iteration: the claim's next operation
             op = job._next_operation()
             if op is None:                  # 16 in flight, or the buffer is full
                 waiting = True
-                job._woken = False
+                job._awaited = job.oldest_copy()
                 continue
             if op is False:                 # the job failed: the claim dropped
                 continue

@@ -90,7 +90,7 @@ njit = Compiled(globals())
 
 #: The kernel's scalar state, one int64 each in ``Kernel.st``.
 (NOW, HEAD_T, LAST_EID, NEXT_EID, WAITING, AT_TOP, ONE_WAIT, STOP_AT_TOP,
- ATTACHED, WOKEN, BM_COUNT, NBITS, GRAN, BM_SIZE, CLAIM_BITS, IN_FLIGHT,
+ ATTACHED, AWAITED, BM_COUNT, NBITS, GRAN, BM_SIZE, CLAIM_BITS, IN_FLIGHT,
  BYTES_IN_FLIGHT, BUF_FREE, CURSOR, OFFSET, BYTES_COPIED, SYNCED, SPEED,
  QUOTA, SLICE_START, SLICE_END, DISPATCHED, SRC_LAT, SRC_BW, SRC_QD,
  SRC_PIPE, SRC_HEAD, SRC_N, SRC_READS, SRC_BYTES, TGT_LAT, TGT_BW, TGT_QD,
@@ -108,8 +108,11 @@ njit = Compiled(globals())
  # the loop's sleeps (the rate limit's, a ready poll's) run here: whether they
  # may (MirrorJob.sleeps_through), whether the ready poll's may
  # (MirrorJob.poll_sleeps), and which it is in (its timer on the heap)
- SLEEPS, POLL, SLEEPING) = range(84)
-NSTATE = 84
+ SLEEPS, POLL, SLEEPING,
+ # the next operation's place in QEMU's ops_in_flight (MirrorJob._op_seq);
+ # AWAITED above is the place of the one the loop waits for (-1: none)
+ OP_SEQ) = range(85)
+NSTATE = 85
 
 #: What an agenda entry does (``Kernel.heap[:, KIND]``); TIMER is the loop's
 #: sleep's (Job.sleep), and the guest's entries are its worker's wait for a
@@ -120,8 +123,10 @@ RATE_LIMIT, NEXT_POLL = 1, 2
 T, EID, KIND, SLOT = range(4)
 
 #: What an operation slot holds (``Kernel.ops``): its granules and bytes,
-#: whether it is in flight, what its read took (MODE) and where (POS).
-BIT, END_BIT, START, END, USED, MODE, POS = range(7)
+#: whether it is in flight, what its read took (MODE) and where (POS), its
+#: place in ops_in_flight (SEQ, CopyOperation.seq).
+BIT, END_BIT, START, END, USED, MODE, POS, SEQ = range(8)
+NCOLS = 8
 #: MODE: the read is still in flight; it was made by the kernel, at entry
 #: POS of its page's log; what it took is a Python object (``Kernel.snaps``:
 #: a Snap, runs or a Span); it read zeros (a write-zeroes); its write's
@@ -166,11 +171,12 @@ SLICE_NS = 100_000_000
 #: What Kernel.copy loads into ``st`` at each call, in this order.
 _LOADED = np.array([
     NOW, HEAD_T, LAST_EID, NEXT_EID, WAITING, AT_TOP, ONE_WAIT, STOP_AT_TOP,
-    ATTACHED, WOKEN, BM_COUNT, IN_FLIGHT, BYTES_IN_FLIGHT, CURSOR, OFFSET, BYTES_COPIED,
+    ATTACHED, AWAITED, BM_COUNT, IN_FLIGHT, BYTES_IN_FLIGHT, CURSOR, OFFSET, BYTES_COPIED,
     SYNCED, SPEED, QUOTA, SLICE_START, SLICE_END, DISPATCHED,
     SRC_LAT, SRC_PIPE, SRC_READS, SRC_BYTES, TGT_LAT, TGT_PIPE, TGT_WRITES, TGT_BYTES,
     SRC_HEAD, SRC_N, TGT_HEAD, TGT_N, OUT_N, TGT_FULL,
-    BUF_FREE, IT_BIT, IT_END, IT_IO, IT_ZERO, IT_DONE, SRC_FULL, STOP_RET, SLEEPS, POLL])
+    BUF_FREE, IT_BIT, IT_END, IT_IO, IT_ZERO, IT_DONE, SRC_FULL, STOP_RET, SLEEPS, POLL,
+    OP_SEQ])
 #: What Kernel._enter_guest loads, in this order.
 _GUEST_LOADED = np.array([
     G_BS, G_START_AT, G_ISSUED, G_K, G_COMPLETED, G_GEN, D_READS, D_WRITES, D_COMPLETED,
@@ -455,16 +461,17 @@ def _start_iteration(st, bits, bit_words, summary, blocks, block_words, ops):
         b = _search(bits, bit_words, summary, blocks, block_words, 0, cursor)
     # operations in flight are disjoint: the one holding b is the last one
     # starting at or before it; the claim stops at the first one after it
-    last_bit, last_end, after = -1, -1, nbits
+    last_bit, last_end, last_seq, after = -1, -1, -1, nbits
     for s in range(ops.shape[0]):
         if ops[s, USED]:
             bit = ops[s, BIT]
             if bit <= b:
                 if bit > last_bit:
-                    last_bit, last_end = bit, ops[s, END_BIT]
+                    last_bit, last_end, last_seq = bit, ops[s, END_BIT], ops[s, SEQ]
             elif bit < after:
                 after = bit
     if last_end > b:
+        st[AWAITED] = last_seq          # (the loop waits for that one)
         return False
     end = b + st[CLAIM_BITS]
     if end > after:
@@ -556,9 +563,21 @@ def _next_operation(st, ops):
     ops[free, END] = start + io
     ops[free, USED] = 1
     ops[free, MODE] = READING
+    ops[free, SEQ] = st[OP_SEQ]
+    st[OP_SEQ] += 1
     st[IN_FLIGHT] += 1
     st[BYTES_IN_FLIGHT] += io
     return free
+
+
+@_step
+def _oldest_copy(ops):
+    """MirrorJob.oldest_copy: the place of the oldest operation in flight."""
+    seq = -1
+    for s in range(ops.shape[0]):
+        if ops[s, USED] and (seq < 0 or ops[s, SEQ] < seq):
+            seq = ops[s, SEQ]
+    return seq
 
 
 @_step
@@ -754,11 +773,10 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
                         _sleep(st, heap, SLICE_NS, NEXT_POLL)
                         continue
                     st[WAITING] = 1
-                    st[WOKEN] = 0
+                    st[AWAITED] = _oldest_copy(ops)
                     continue
                 if not _start_iteration(st, bits, bit_words, summary, blocks, block_words, ops):
                     st[WAITING] = 1
-                    st[WOKEN] = 0
                     continue
             st[AT_TOP] = 0
             # the claim's next operation: a copy, where the claim is data
@@ -767,7 +785,7 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
             slot = _next_operation(st, ops)
             if slot == -1:
                 st[WAITING] = 1
-                st[WOKEN] = 0
+                st[AWAITED] = _oldest_copy(ops)
                 continue
             if slot == -2:
                 continue
@@ -889,8 +907,10 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
         st[BUF_FREE] += ops[slot, END_BIT] - ops[slot, BIT]
         st[IN_FLIGHT] -= 1
         st[BYTES_IN_FLIGHT] -= nbytes
-        if st[ATTACHED] and not st[WOKEN]:
-            st[WOKEN] = 1
+        # (the loop wakes when the operation it waits for is done; it is
+        # then attached: MirrorJob._op_finished)
+        if ops[slot, SEQ] == st[AWAITED]:
+            st[AWAITED] = -1
             _heap_push(heap, st, now, st[NEXT_EID], WAKE, -1)
             st[NEXT_EID] += 1
 
@@ -915,7 +935,7 @@ class Kernel:
         src, tgt = job.source, job.target
         self.job = job
         self.st = np.zeros(NSTATE, dtype=np.int64)
-        self.ops = np.zeros((MAX_IN_FLIGHT, 7), dtype=np.int64)
+        self.ops = np.zeros((MAX_IN_FLIGHT, NCOLS), dtype=np.int64)
         # (each operation's read or write, the wake mark, the guest's entry)
         self.heap = np.zeros((2 * MAX_IN_FLIGHT + 2, 4), dtype=np.int64)
         self.out = np.zeros((self.OUT_RECORDS, 2), dtype=np.int64)
@@ -1066,7 +1086,7 @@ class Kernel:
             waiting, at_top, one_wait,
             bool(job.ret or (job.pause_count > 0 and job.should_pause())
                  or (job.cancelled and not job.completes_on_cancel())),
-            job._agenda.attached and not detached, job._woken, bm.count,
+            job._agenda.attached and not detached, job._awaited, bm.count,
             job.in_flight, job.bytes_in_flight, job._cursor, job.offset, job.bytes_copied,
             job.synced, limit.speed, limit.slice_quota,
             limit.slice_start, limit.slice_end, limit.dispatched,
@@ -1077,7 +1097,7 @@ class Kernel:
             self.claims_data(job), bool(job.ret),
             # (the checks after the loop's sleeps, which nothing run here
             # changes: the loop may sleep here, from a burst of its own)
-            sleeps, sleeps and job.poll_sleeps())
+            sleeps, sleeps and job.poll_sleeps(), job._op_seq)
         loglen = np.frombuffer(journal.loglen, dtype=np.int64)
         zeroed = np.frombuffer(journal.zeroed, dtype=np.int64)
         bits, bit_words, summary, blocks, block_words = self.bitmap
@@ -1166,7 +1186,7 @@ class Kernel:
         job.in_flight, job.bytes_in_flight = v[IN_FLIGHT], v[BYTES_IN_FLIGHT]
         job.buf_free, job._it_bit, job._it_end = v[BUF_FREE], v[IT_BIT], v[IT_END]
         job._it_plan = [v[IT_IO], v[IT_ZERO] == 1, v[IT_DONE] == 1] if v[IT_IO] else None
-        job._woken = v[WOKEN] == 1
+        job._awaited, job._op_seq = v[AWAITED], v[OP_SEQ]
         limit.slice_start, limit.slice_end, limit.dispatched = (
             v[SLICE_START], v[SLICE_END], v[DISPATCHED])
         src._pipe_free, src.reads, src.bytes_read = v[SRC_PIPE], v[SRC_READS], v[SRC_BYTES]
@@ -1451,15 +1471,20 @@ class Kernel:
                 continue
             heap[i, KIND] = READ_DONE if mode == READING else WRITE_DONE
             heap[i, SLOT] = slot
-            ops[slot] = (op.bit, op.end_bit, op.start, op.end, 1, mode, 0)
+            ops[slot] = (op.bit, op.end_bit, op.start, op.end, 1, mode, 0, op.seq)
             snaps[slot] = op.runs if mode == OBJECT else None
             slot += 1
         self.st[HEAP_N] = len(rows)
         entries.clear()
         job._ops.clear()
         job._op_starts.clear()
+        job._copies.clear()
         self.active = True
         return True
+
+    def oldest_copy(self) -> int:
+        """MirrorJob.oldest_copy, while the operations are here."""
+        return int(_oldest_copy(self.ops))
 
     def materialize(self) -> None:
         """Give the agenda and the job their entries and operations back as
@@ -1479,8 +1504,8 @@ class Kernel:
             if kind == WAKE:
                 entries.append((t, eid, None, None))
                 continue
-            bit, end_bit, start, end, _used, mode, pos = ops[slot].tolist()
-            op = operation(job, bit, end_bit, start, end, True)
+            bit, end_bit, start, end, _used, mode, pos, seq = ops[slot].tolist()
+            op = operation(job, bit, end_bit, start, end, True, False, seq)
             job._ops[bit] = op
             if kind == READ_DONE:
                 entries.append((t, eid, op._read_done, 0))
@@ -1494,6 +1519,7 @@ class Kernel:
             snaps[slot] = None
             entries.append((t, eid, op._write_done, 0))
         job._op_starts[:] = sorted(job._ops)
+        job._copies = {op.seq: op for op in sorted(job._ops.values(), key=_place)}
         self.st[HEAP_N] = 0
         self.active = False
 
@@ -1520,6 +1546,10 @@ class Kernel:
         """The Snap of a read the kernel made at entry ``pos`` of its page's log."""
         srcmap = self.job.source.content
         return srcmap._journal.snap(srcmap, start >> srcmap._shift, start, end, pos)
+
+
+def _place(op) -> int:
+    return op.seq
 
 
 def _ring(slots: np.ndarray, head: int, n: int) -> deque:

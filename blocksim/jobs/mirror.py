@@ -142,6 +142,16 @@ class MirrorJob(BlockJob):
         self.bytes_in_flight = 0
         self._ops: dict[int, CopyOperation] = {}   # first bit -> each op in flight
         self._op_starts: list[int] = []      # their first bits, sorted
+        # QEMU's ops_in_flight is a list in creation order, and the loop
+        # waits on one operation of it (mirror_wait_for_free_in_flight_slot:
+        # the first copy in flight; mirror_wait_on_conflicts: the first one
+        # over the granule it wants): each operation's place (its ``seq``),
+        # the copies in flight by place, oldest first, and the place of the
+        # one the loop waits for (-1: none)
+        self._op_seq = 0
+        self._copies: dict[int, CopyOperation] = {}
+        self._awaited = -1
+        self._held_by = -1          # what held the granule _start_iteration wanted
         self.synced = False
         self.ret = 0
         self.pivoted = False
@@ -153,7 +163,6 @@ class MirrorJob(BlockJob):
         # SimPy's queue, and while it waits for anything else they run by
         # themselves.
         self._agenda: Agenda | None = None
-        self._woken = False         # a wake mark is on the agenda
         # write-blocking: the filter in the drive's write path, the active
         # writes not yet settled (in_active_write_counter) and their bytes
         # in flight to the target, the guest writes waiting for a conflict
@@ -267,7 +276,7 @@ class MirrorJob(BlockJob):
                     if self._agenda is not None:    # (the operations as objects)
                         self._agenda._objects()
                     if not self._start_iteration():     # an operation in flight there
-                        yield from self._wait_op()
+                        yield from self._wait_op(self._held_by)
                         continue
                 else:
                     if self.in_flight:
@@ -360,9 +369,9 @@ class MirrorJob(BlockJob):
             del self._ops[op.bit]
             self._op_starts.remove(op.bit)
         self._wake_conflicts()
-        ev = self._op_done
-        if ev is not None and not ev.triggered:
-            ev.succeed()
+        if op.registered and op.seq == self._awaited:     # (the loop's conflict)
+            self._awaited = -1
+            self._op_done.succeed()
 
     def _check_in_sync(self) -> None:
         """Invariant ``active-mirror-in-sync``: at a poll of a ready,
@@ -442,13 +451,16 @@ class MirrorJob(BlockJob):
         cursor, up to buf-size of consecutive dirty granules, stopping at
         one in flight; they are cleared at once.  False (nothing done) if an
         operation in flight holds the first one (mirror_wait_on_conflicts:
-        the loop waits)."""
+        the loop waits for that one, :attr:`_held_by`)."""
         bm = self.bitmap
         b = bm.next_dirty(self._cursor)
         starts = self._op_starts
         i = bisect_right(starts, b)
-        if i and self._ops[starts[i - 1]].end_bit > b:
-            return False
+        if i:
+            holder = self._ops[starts[i - 1]]
+            if holder.end_bit > b:
+                self._held_by = holder.seq
+                return False
         n = bm.dirty_run(b, self.claim_bits)
         if i < len(starts) and starts[i] < b + n:
             n = starts[i] - b
@@ -519,8 +531,10 @@ class MirrorJob(BlockJob):
         self._it_plan = None
         self._it_bit = b + n
         start = b * g
-        op = self._ops[b] = CopyOperation(self, b, b + n, start, start + io,
-                                          self._agenda is not None, zero)
+        seq = self._op_seq
+        self._op_seq = seq + 1
+        op = self._ops[b] = self._copies[seq] = CopyOperation(
+            self, b, b + n, start, start + io, self._agenda is not None, zero, seq)
         insort(self._op_starts, b)
         self.in_flight += 1
         self.bytes_in_flight += io
@@ -545,21 +559,23 @@ class MirrorJob(BlockJob):
         if self._conflict_waiters:
             self._wake_conflicts()
         del self._ops[op.bit]
+        del self._copies[op.seq]
         if not op.zero:
             self.buf_free += op.end_bit - op.bit
         self._op_starts.remove(op.bit)
         self.in_flight -= 1
         self.bytes_in_flight -= op.end - op.start
-        if op.private:
-            # SimPy would now schedule the loop's wake-up (once), if the loop
-            # waits for its operations (it runs the agenda then)
-            if self._agenda.attached and not self._woken:
-                self._woken = True
-                self._agenda.mark_wake()
+        if op.seq != self._awaited:
             return
-        ev = self._op_done
-        if ev is not None and not ev.triggered:
-            ev.succeed()
+        # mirror_iteration_done's qemu_co_queue_restart_all: the loop waits
+        # for this one.  (So it runs the agenda: an operation awaited is
+        # never done while the agenda runs itself, Agenda.detach.)
+        self._awaited = -1
+        if op.private:
+            # SimPy would now schedule the loop's wake-up
+            self._agenda.mark_wake()
+            return
+        self._op_done.succeed()
 
     def _pause_point(self):
         """The loop's pause point: QEMU's ``mirror_pause`` first waits for
@@ -649,13 +665,28 @@ class MirrorJob(BlockJob):
             self._job_error(self.on_target_error, False, err)
         return err
 
-    def _wait_op(self):
-        """Wait until an operation in flight finishes."""
+    def oldest_copy(self) -> int:
+        """The place of the oldest copy in flight, the one the loop waits for
+        when it waits for a free slot (QEMU's
+        mirror_wait_for_free_in_flight_slot waits on the first operation of
+        ``ops_in_flight`` that is neither a pseudo operation nor an active
+        write).  So an operation finishing before it wakes nobody: a stop
+        error on a later copy pauses the job only once the oldest copy is
+        done, and an error reported meanwhile ends it instead (found by
+        running QEMU 7.2: mirror-stop-then-report-waits-for-oldest-copy)."""
+        agenda = self._agenda
+        if agenda is not None and agenda.kernel is not None and agenda.kernel.active:
+            return agenda.kernel.oldest_copy()      # (the copies are its arrays)
+        return next(iter(self._copies))
+
+    def _wait_op(self, seq: int = -1):
+        """Wait until the operation at place ``seq`` (by default the oldest
+        copy in flight, :meth:`oldest_copy`) finishes."""
+        self._awaited = self.oldest_copy() if seq < 0 else seq
         agenda = self._agenda
         if agenda is not None:
             # every operation in flight is on the agenda: run it as a burst
             # (blocksim.engine.burst) until the wake mark
-            self._woken = False
             while burst.copy(self, True, one_wait=True) == burst.WAITING:
                 yield agenda.turn()
             return
@@ -783,11 +814,12 @@ class CopyOperation:
     """
 
     __slots__ = ("job", "bit", "end_bit", "start", "end", "zero", "runs", "how", "private",
-                 "_next")
+                 "seq", "_next")
 
     def __init__(self, job: MirrorJob, bit: int, end_bit: int, start: int, end: int,
-                 private: bool, zero: bool = False):
+                 private: bool, zero: bool, seq: int):
         self.job = job
+        self.seq = seq              # its place in ops_in_flight (MirrorJob._copies)
         self.bit, self.end_bit = bit, end_bit      # its granules in the dirty bitmap
         self.start = start
         self.end = end
@@ -894,6 +926,8 @@ class ActiveWriteFilter:
             # bitmap_set(in_flight_bitmap): (a failed job's writer that went
             # on while the granules were held does not mark them)
             op.registered = True
+            op.seq = job._op_seq
+            job._op_seq += 1
             job._ops[op.bit] = op
             insort(job._op_starts, op.bit)
         return op
@@ -905,7 +939,7 @@ class ActiveWrite:
     wait until it settles; it counts in neither the 16 copies in flight nor
     the buffer."""
 
-    __slots__ = ("job", "start", "end", "bit", "end_bit", "registered")
+    __slots__ = ("job", "start", "end", "bit", "end_bit", "registered", "seq")
 
     def __init__(self, job: MirrorJob, offset: int, length: int):
         g = job.granularity

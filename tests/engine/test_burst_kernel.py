@@ -72,7 +72,7 @@ def test_the_kernels_mark_and_claim_keep_the_states():
             each.mark(5 * BLOCK * 512, 5 * BLOCK * 512 + 512)
         bits, bit_words, summary, blocks, block_words = bm.arrays()
         st = np.zeros(burst_kernel.NSTATE, dtype=np.int64)
-        ops = np.zeros((burst_kernel.MAX_IN_FLIGHT, 7), dtype=np.int64)
+        ops = np.zeros((burst_kernel.MAX_IN_FLIGHT, burst_kernel.NCOLS), dtype=np.int64)
         st[burst_kernel.NBITS] = nbits
         st[burst_kernel.BM_COUNT] = bm.count
         for _ in range(60):

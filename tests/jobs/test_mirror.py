@@ -11,6 +11,8 @@ while ready never takes the job out of ready (no second BLOCK_JOB_READY).
 
 import pytest
 
+import blocksim
+
 from jobcases import (
     EIO, ENOSPC, JOB, KiB, MiB, SIZE, at, cancelled, collapse, commands, completed, err, event,
     event_time, fault, job_summary, mirror_case, on, ready, refusals, simulate, st, timeline, violations,
@@ -721,3 +723,32 @@ def test_a_write_rule_does_not_see_the_zeroes_a_full_mirror_writes(operation, fa
     else:
         assert "BLOCK_JOB_ERROR" not in r.event_names()
         assert (job["outcome"], job["integrity"]) == ("completed", "identical")
+
+
+def _stop_then_report(shortcuts: bool):
+    """A 16 MiB copy in flight (buf-size 256 MiB: operations of up to
+    16 MiB), a 64 KiB copy whose read fails (stop) and a 64 KiB copy whose
+    write fails (report), both failing long before the 16 MiB copy is done
+    (scenarios/qemu/mirror-stop-then-report-waits-for-oldest-copy)."""
+    scenario = mirror_case(
+        size=17 * MiB, data=[{"offset": 0, "length": 16 * MiB + 64 * KiB},
+                             {"offset": 16 * MiB + 128 * KiB, "length": 64 * KiB}],
+        buf_size=256 * MiB, on_source_error="stop", on_target_error="report", duration="3s",
+        faults=[fault("src", "read", offset=16 * MiB, length=512),
+                fault("dst", "write", offset=16 * MiB + 128 * KiB, length=512)])
+    return blocksim.Simulation(blocksim.load_scenario(scenario), shortcuts=shortcuts).run()
+
+
+@pytest.mark.parametrize("shortcuts", [True, False])
+def test_the_loop_waits_for_its_oldest_copy_so_a_report_after_a_stop_ends_the_job(shortcuts):
+    # QEMU's mirror_wait_for_free_in_flight_slot waits on the first copy of
+    # ops_in_flight: the failed copies wake nobody, the stop's pause is never
+    # reached (s->ret is checked first at the loop's top) and the job aborts.
+    # A loop woken by any copy would pause at the first error (and only fail
+    # after a resume).  Real QEMU 7.2 agrees.
+    r = _stop_then_report(shortcuts)
+    assert timeline(r) == [*st("created", "running"), err("read", "stop"),
+                           err("write", "report"), *st("aborting"), completed(EIO),
+                           *st("concluded", "null")]
+    # it ended when the 16 MiB copy was done, well after both errors
+    assert event_time(r, "JOB_STATUS_CHANGE", 2) > event_time(r, "BLOCK_JOB_ERROR", 1) + 0.005
