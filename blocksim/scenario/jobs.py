@@ -71,13 +71,8 @@ class MirrorJob(Job):
         "background", description="write-blocking: guest writes reach the target before they "
                                   "complete (an active mirror)")
 
-    @field_validator("buf_size")
-    @classmethod
-    def _buf_holds_a_chunk(cls, buf_size: int, info: ValidationInfo) -> int:
-        granularity = info.data.get("granularity")
-        if isinstance(granularity, int) and buf_size < granularity:
-            raise ValueError(f"must be at least the granularity ({format_size(granularity)}), got {buf_size}")
-        return buf_size
+    # (a buf-size below the granularity is no error: mirror_start_job rounds
+    # it up to a granule, ROUND_UP(buf_size, granularity); MirrorJob does too)
 
 
 class StreamJob(Job):

@@ -570,6 +570,7 @@ OPERATION_SIZES = [
     (MiB, 64 * KiB, [MiB] * 8),                   # MAX_IO_BYTES, not buf-size / 16
     (256 * KiB, 64 * KiB, [256 * KiB] * 32),
     (64 * KiB, 4 * KiB, [64 * KiB] * 128),
+    (4 * KiB, MiB, [MiB] * 8),       # rounded up to a granule (mirror_start_job), not refused
 ]
 
 
