@@ -338,7 +338,8 @@ class BlockJob:
             self._abort(cancelled=True)
             return
         if ret:
-            self.error = strerror(ret)
+            if self.error is None:      # (else the job's own message: errp)
+                self.error = strerror(ret)
             self._abort(cancelled=False)
             return
         self._transition("waiting")

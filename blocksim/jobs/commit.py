@@ -280,6 +280,7 @@ class ActiveCommitJob(_Commit, MirrorJob):
     (``mirror.c:commit_active_start``)."""
 
     active = True
+    resizes_target = True
 
     def __init__(self, sim, job_id: str, spec):
         base = sim.devices[spec.base]

@@ -61,6 +61,7 @@ operations in flight between any two of its steps.)
 
 from __future__ import annotations
 
+import errno
 from bisect import bisect_right, insort
 from collections import deque
 
@@ -90,6 +91,9 @@ class MirrorJob(BlockJob):
     job_type = "mirror"
     completable = True
     integrity_invariant = "mirror-target-identical"
+    #: mirror_run: an active commit grows its base to the top's size; a
+    #: mirror's target must be the source's size
+    resizes_target = False
 
     def __init__(self, sim, job_id: str, spec):
         super().__init__(sim, job_id, spec)
@@ -240,6 +244,11 @@ class MirrorJob(BlockJob):
             # writes go through the job's filter (bs_opaque->job = s)
             self._filter = ActiveWriteFilter(self)
             self.drive.write_filters.append(self._filter)
+        if src.size != self.target.size and not self.resizes_target:
+            # mirror_run: a target of another size fails the job as it starts
+            # (blockdev-mirror itself accepts it), with errp's message
+            self.error = "Source and target image have different sizes"
+            return -errno.EINVAL
         if self.zero_target and not self.zeroes_free:
             # mirror_dirty_init: a target that cannot write zeroes with
             # unmap (discard=ignore, QEMU's default) gets every byte: the

@@ -753,3 +753,19 @@ def test_the_loop_waits_for_its_oldest_copy_so_a_report_after_a_stop_ends_the_jo
                            *st("concluded", "null")]
     # it ended when the 16 MiB copy was done, well after both errors
     assert event_time(r, "JOB_STATUS_CHANGE", 2) > event_time(r, "BLOCK_JOB_ERROR", 1) + 0.005
+
+
+@pytest.mark.parametrize("target_size", [2 * MiB, 8 * MiB])
+@pytest.mark.parametrize("copy_mode", ["background", "write-blocking"])
+def test_a_target_of_another_size_fails_the_job_as_it_starts(target_size, copy_mode):
+    # mirror_run compares the lengths: blockdev-mirror succeeds, the job
+    # fails at once with errp's message (real QEMU 7.2 agrees:
+    # scenarios/qemu/mirror-target-size-differs)
+    scenario = mirror_case(size=4 * MiB, copy_mode=copy_mode, duration="1s")
+    scenario["images"]["dst"]["size"] = target_size
+    r = simulate(scenario)[1]
+    message = "Source and target image have different sizes"
+    assert timeline(r) == [*st("created", "running", "aborting"), completed(message),
+                           *st("concluded", "null")]
+    assert event_time(r, "BLOCK_JOB_COMPLETED") == 0
+    assert job_summary(r)["error"] == message
