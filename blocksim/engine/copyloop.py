@@ -1,0 +1,339 @@
+"""A backup's background block-copy pass as one plain loop over the steps.
+
+A backup's block-copy call (``blocksim.jobs.backup``, QEMU's
+``block_copy_dirty_clusters``) keeps 64 tasks of 1 MiB in flight: each task
+is a start, a source read, a target write and a ``done`` event
+(:mod:`blocksim.engine.steps` keeps them out of SimPy's queue), and each
+``done`` wakes the pass, which takes the next dirty clusters out of the copy
+bitmap, asks their block status and the rate limiter, and starts the next
+task.  Done one step at a time that is some forty Python calls a task: the
+steps' heap, the callbacks, the events, the pass's generator resumed.
+
+:func:`run` does the same steps in one loop over the steps' own heap, in
+the same order, drawing the same ids from SimPy's counter at the same
+moments:
+
+1. **When it applies.**  The steps' loop hands it an entry of one of the
+   job's task steps (start, read, write).  The background call's pass waits
+   for a free slot of its pool (``_Pool.task`` made, ``_Pool.ev`` pending),
+   no other call waits for a task of its pool, the call has neither failed
+   nor been cancelled, the source has no backing file and a content
+   journal, and both nodes are quiet up to SimPy's next event
+   (:func:`blocksim.engine.burst._quiet`: no fault rule that could match,
+   no jitter, no threshold, no write listener or backing file on the
+   target, room for the whole disk): every read and write succeeds after
+   the devices' queue and pipe.
+2. **What it does**, entry by entry, as the steps would: a task's start
+   issues its read (``Device._service_done``), its read completes (the
+   counters) and issues the write (``submit_write``: allocation, queue and
+   pipe), its write completes (the counters; ``_task_end``: progress, the
+   task out of the job's list, into the pool's ended list; its ``done``
+   succeeded *last*, as ``Steps.succeed`` does: its callbacks run at once
+   when nothing else is due at that instant, else a step of its own).  The
+   pool's check (``BackupJob._pool_check``) and the pass's wake-up are done
+   here too: where the generator would resume after its wait for a slot,
+   the loop carries the pass on as the generator's code does (the tasks
+   ended out of the pool, the waiting task in, then the next tasks: copy
+   bitmap, block status, rate limit, until the pool is full again and a
+   task waits for a slot), on the pass's state kept in its ``_Pool``.  The
+   generator itself stays suspended on its wait, whose event is the same
+   object throughout; when it resumes it finds the pass as it would have
+   left it.
+3. **Where it stops**: before the first entry SimPy's queue does not come
+   after (a marker of a step already run is dropped, as the steps do),
+   before any entry that is not one of the pool's own task steps, its
+   ``done`` or its wait's event (a guest's copy-before-write task, a
+   write-zeroes, a failed request), and before a step after which the
+   pass would do anything but start tasks and wait for a slot again (the
+   rate limiter asks for a sleep, nothing left to copy, a task whose block
+   status is not data throughout: checked without side effects first).
+4. **What it leaves**: what a task read is pasted into the target when the
+   loop stops instead of at each write (the source cannot change meanwhile:
+   no guest request runs inside the loop, and a guest write waits for any
+   task over its clusters), in runs as long as the tasks allow; a task whose
+   read completed and whose write has not takes its read then (the same
+   content).  Everything else is done as it goes.
+
+``tests/engine/test_copyloop.py`` and the backups of
+``tests/engine/test_filtered.py`` and ``tests/system/test_shortcuts_random.py``
+compare runs with it, without it (``copyloop.ENABLED = False``) and without
+shortcuts.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from heapq import heappop, heappush
+
+from simpy.events import NORMAL, PENDING, URGENT
+
+from .burst import _quiet
+
+#: tests switch the loop off to compare (the steps one at a time)
+ENABLED = True
+
+_MAX_WORKERS = 64           # BLOCK_COPY_MAX_WORKERS (backup.MAX_WORKERS)
+
+
+def attach(job, steps) -> None:
+    """Hand ``steps`` the loop for ``job``'s task steps."""
+    loop = partial(run, job)
+    for callback in (job._begin_step, job._read_step, job._write_step):
+        steps.loop_for[callback] = loop
+
+
+def run(job, entry) -> bool:
+    """Run the steps from ``entry`` (the head of the steps' heap, due before
+    SimPy's next event) while the module's doc says so; whether it ran any."""
+    if not ENABLED:
+        return False
+    pooled = job._pass
+    if pooled is None:
+        return False
+    ev = pooled.ev
+    call = pooled.call
+    if call is not job._call or call.err or call.cancelled:
+        return False
+    # the pass waits for a slot (else it sleeps, and no task's end wakes it:
+    # the pool's check only counts, BackupJob._pool_check)
+    waiting = pooled.task is not None and ev is not None and ev._value is PENDING
+    for t in pooled.waited:
+        if t.pool is pooled:
+            return False
+    src, tgt = job.source, job.target
+    env = job.env
+    queue = env._queue
+    now = entry[0]
+    if (src.backing is not None or src.content._journal is None or src.faults or tgt.faults
+            or not _quiet(src, tgt, now, queue[0][0] if queue else float("inf"))):
+        return False
+    steps = job._steps
+    heap = steps.heap
+    markers = steps._markers
+    eid = env._eid
+    BEGIN, READ, WRITE = job._begin_step, job._read_step, job._write_step
+    pool, ended = pooled.tasks, pooled.ended
+    tasks = job._tasks
+    size = job.size
+    pool_check = job._pool_check
+    limit = job.limit
+    pastes: list = []           # [start, end) read and written here, not pasted yet
+    fired = False               # the wait's event succeeded here, as a step
+    ran = 0
+
+    def feasible(k: int, now: int) -> bool:
+        """Whether the pass, woken now, makes its next ``k`` tasks without
+        a sleep, a shrink or an end (nothing changed: the bitmap only read,
+        the limiter's state copied)."""
+        cs, bcs = job.cluster, job.bcs
+        end = pooled.end
+        last = -(-end // cs)
+        chunk = job._chunk()
+        speed = limit.speed
+        start, slice_end, dispatched = limit.slice_start, limit.slice_end, limit.dispatched
+        quota = limit.slice_quota
+        pos = pooled.pos
+        for _ in range(k):
+            if pos >= end:
+                return False
+            b = bcs.find(pos // cs, last)
+            if b < 0:
+                return False
+            n = bcs.dirty_run(b, min(chunk, last - b))
+            a, e = b * cs, (b + n) * cs
+            zero, num = job._status(a, e)
+            if zero or a + num < e:
+                return False
+            if speed:
+                # RateLimit.delay(now, 0), then (now, e - a)
+                if slice_end <= now:
+                    start, slice_end, dispatched = now, now + _SLICE_NS, 0
+                if dispatched >= quota:
+                    return False
+                dispatched += e - a
+                if dispatched >= quota:
+                    slice_end = start + int(dispatched / max(quota, 1) * _SLICE_NS)
+            pos = e
+        return True
+
+    def resume(now: int) -> None:
+        """The pass's generator resumed after its wait for a slot
+        (``BackupJob._dirty_clusters_steps``), up to its next wait."""
+        nonlocal fired
+        fired = False
+        for t in ended:
+            pool.remove(t)
+            t.pool = None
+        ended.clear()
+        pooled.processed = 0
+        task = pooled.task
+        end = pooled.end
+        while True:
+            pool.append(task)
+            task.pool = pooled
+            task.done.callbacks.append(partial(pool_check, task))
+            heappush(heap, (now, URGENT, next(eid), BEGIN, (call, task)))
+            task = job._task_create(pooled.pos, end)
+            job._block_status(task)
+            limit.delay(now, 0)
+            limit.delay(now, task.end - task.start)
+            pooled.pos = task.end
+            if len(pool) >= _MAX_WORKERS:
+                # _pool_wait: nothing processed yet, no task waited for
+                pooled.wait += 1
+                pooled.task = task
+                return
+
+    try:
+        while heap:
+            entry = heap[0]
+            if queue:
+                head = queue[0]
+                if entry[2] != head[2] and entry > head:
+                    key = head[:3]
+                    if markers.get(key) is head[3]:
+                        heappop(queue)
+                        del markers[key]
+                        continue
+                    break
+            callback, arg = entry[3], entry[4]
+            now = entry[0]
+            if callback is BEGIN:
+                task = arg[1]
+                if arg[0] is not call or task.pool is not pooled or task.zero:
+                    break
+                heappop(heap)
+                env._now = now
+                start = task.start
+                done = src._service_done(now, min(task.end, size) - start)
+                heappush(heap, (done, NORMAL, next(eid), READ, (call, task, 0)))
+            elif callback is READ:
+                task = arg[1]
+                if arg[0] is not call or task.pool is not pooled or arg[2]:
+                    break
+                heappop(heap)
+                env._now = now
+                start = task.start
+                length = min(task.end, size) - start
+                src.reads += 1                      # complete_read
+                src.bytes_read += length
+                err, delay, how = tgt.submit_write(start, length, False)
+                # (what it read: taken when the loop stops)
+                heappush(heap, (now + delay, NORMAL, next(eid), WRITE,
+                                (call, task, err, how, None)))
+            elif callback is WRITE:
+                task = arg[1]
+                if (arg[0] is not call or task.pool is not pooled or arg[2]
+                        or arg[3] is not None or task.waited
+                        or len(task.done.callbacks) != 1):
+                    break
+                heappop(heap)
+                at_once = ((not heap or heap[0][0] > now)
+                           and (not queue or queue[0][0] > now))
+                wakes = waiting and not fired and task.checked != pooled.wait
+                if at_once and wakes and not feasible(len(ended) + 1, now):
+                    heappush(heap, entry)
+                    break
+                env._now = now
+                start = task.start
+                length = min(task.end, size) - start
+                runs = arg[4]
+                if runs is None:
+                    tgt.writes += 1                 # complete_write
+                    tgt.bytes_written += length
+                    if pastes and pastes[-1][1] == start:
+                        pastes[-1][1] = start + length
+                    else:
+                        pastes.append([start, start + length])
+                else:
+                    job._write_done(task, None, runs)
+                # _task_finish, _task_end
+                nbytes = task.end - start
+                call.copied += nbytes
+                job.in_flight_bytes -= nbytes
+                job.offset += nbytes
+                job.bytes_copied += nbytes
+                tasks.remove(task)
+                ended.append(task)
+                done = task.done
+                done._ok = True
+                done._value = None
+                i = next(eid)
+                if at_once:
+                    # Steps.succeed(done, last=True): its callbacks at once,
+                    # the pool's check only (no call waits for the task)
+                    done.callbacks = None
+                    pooled.processed += 1
+                    if wakes:
+                        next(eid)           # Steps.succeed(ev, last=True), at once
+                        resume(now)
+                else:
+                    heappush(heap, (now, NORMAL, i, None, done))
+            elif callback is None:
+                if arg is ev:
+                    if not fired or not feasible(len(ended), now):
+                        break
+                    heappop(heap)
+                    env._now = now
+                    resume(now)
+                else:
+                    # a task's done event: only the pool's check waits on it
+                    callbacks = arg.callbacks
+                    if (callbacks is None or len(callbacks) != 1
+                            or callbacks[0].__class__ is not partial
+                            or callbacks[0].func != pool_check):
+                        break
+                    task = callbacks[0].args[0]
+                    if task.done is not arg:
+                        break
+                    heappop(heap)
+                    at_once = ((not heap or heap[0][0] > now)
+                               and (not queue or queue[0][0] > now))
+                    wakes = (task.pool is not None and waiting and not fired
+                             and task.checked != pooled.wait)
+                    if wakes and at_once and not feasible(len(ended), now):
+                        heappush(heap, entry)
+                        break
+                    env._now = now
+                    arg.callbacks = None
+                    if task.pool is not None:
+                        pooled.processed += 1
+                        if wakes:
+                            # Steps.succeed(ev, last=True)
+                            if at_once:
+                                next(eid)
+                                resume(now)
+                            else:
+                                fired = True
+                                heappush(heap, (now, NORMAL, next(eid), None, ev))
+            else:
+                break
+            ran += 1
+    finally:
+        if ran:
+            _leave(job, src, tgt, heap, pastes, ev, fired, call)
+    return bool(ran)
+
+
+_SLICE_NS = 100_000_000     # BLOCK_JOB_SLICE_TIME (model.ratelimit.SLICE_NS)
+
+
+def _leave(job, src, tgt, heap, pastes, ev, fired, call) -> None:
+    """What the loop deferred: the target's content of the writes done
+    here, the reads of the writes still to come, the wait's event."""
+    read_for_copy = job._read_for_copy
+    for a, b in pastes:
+        job._paste(a, b)
+    write = job._write_step
+    size = job.size
+    for i, entry in enumerate(heap):
+        if entry[3] is write:
+            arg = entry[4]
+            if arg[0] is call and arg[4] is None and not arg[2]:
+                task = arg[1]
+                start = task.start
+                runs = read_for_copy(src, start, min(task.end, size))
+                heap[i] = entry[:4] + ((call, task, 0, arg[3], runs),)
+    if fired:
+        ev._ok = True
+        ev._value = None
