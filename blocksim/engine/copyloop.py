@@ -118,22 +118,30 @@ def run(job, entry) -> bool:
     pool_check = job._pool_check
     limit = job.limit
     pastes: list = []           # [start, end) read and written here, not pasted yet
+    allocs: list = []           # [c0, c1) of the target the writes here allocate
+    tcs = tgt.cluster_size
+    Task = job.Task
     fired = False               # the wait's event succeeded here, as a step
     ran = 0
 
+    cs, bcs = job.cluster, job.bcs
+    end = pooled.end
+    last = -(-end // cs)
+    chunk = job._chunk()
+    # the pass's next tasks, (start, end), found ahead without changing the
+    # bitmap (the bits are cleared when the loop stops: until then only the
+    # pass's own search, from past them, reads it); plan[taken:] not made yet
+    plan: list = []
+    taken = 0
+    planned = pooled.pos        # where the plan's search goes on
+    first = -1                  # the first cluster taken out of the bitmap here
+
     def feasible(k: int, now: int) -> bool:
         """Whether the pass, woken now, makes its next ``k`` tasks without
-        a sleep, a shrink or an end (nothing changed: the bitmap only read,
-        the limiter's state copied)."""
-        cs, bcs = job.cluster, job.bcs
-        end = pooled.end
-        last = -(-end // cs)
-        chunk = job._chunk()
-        speed = limit.speed
-        start, slice_end, dispatched = limit.slice_start, limit.slice_end, limit.dispatched
-        quota = limit.slice_quota
-        pos = pooled.pos
-        for _ in range(k):
+        a sleep, a shrink or an end (nothing changed but the plan)."""
+        nonlocal planned
+        while len(plan) - taken < k:
+            pos = planned
             if pos >= end:
                 return False
             b = bcs.find(pos // cs, last)
@@ -144,22 +152,29 @@ def run(job, entry) -> bool:
             zero, num = job._status(a, e)
             if zero or a + num < e:
                 return False
-            if speed:
-                # RateLimit.delay(now, 0), then (now, e - a)
+            plan.append((a, e))
+            planned = e
+        if limit.speed:
+            # RateLimit.delay(now, 0), then (now, e - a), for each
+            quota = limit.slice_quota
+            start, slice_end, dispatched = limit.slice_start, limit.slice_end, limit.dispatched
+            for i in range(taken, taken + k):
                 if slice_end <= now:
                     start, slice_end, dispatched = now, now + _SLICE_NS, 0
                 if dispatched >= quota:
                     return False
+                a, e = plan[i]
                 dispatched += e - a
                 if dispatched >= quota:
                     slice_end = start + int(dispatched / max(quota, 1) * _SLICE_NS)
-            pos = e
         return True
 
     def resume(now: int) -> None:
         """The pass's generator resumed after its wait for a slot
-        (``BackupJob._dirty_clusters_steps``), up to its next wait."""
-        nonlocal fired
+        (``BackupJob._dirty_clusters_steps``), up to its next wait: the
+        tasks the plan says, as _task_create, _block_status (data
+        throughout: the task as made) and the limiter's delays would."""
+        nonlocal fired, taken, first
         fired = False
         for t in ended:
             pool.remove(t)
@@ -167,17 +182,27 @@ def run(job, entry) -> bool:
         ended.clear()
         pooled.processed = 0
         task = pooled.task
-        end = pooled.end
+        speed = limit.speed
         while True:
             pool.append(task)
             task.pool = pooled
             task.done.callbacks.append(partial(pool_check, task))
             heappush(heap, (now, URGENT, next(eid), BEGIN, (call, task)))
-            task = job._task_create(pooled.pos, end)
-            job._block_status(task)
-            limit.delay(now, 0)
-            limit.delay(now, task.end - task.start)
-            pooled.pos = task.end
+            a, e = plan[taken]
+            taken += 1
+            if first < 0:
+                first = a // cs
+            task = Task(env, a, e)
+            job.in_flight_bytes += e - a
+            tasks.append(task)
+            if speed:
+                if limit.slice_end <= now:
+                    limit.slice_start, limit.slice_end, limit.dispatched = now, now + _SLICE_NS, 0
+                dispatched = limit.dispatched = limit.dispatched + e - a
+                if dispatched >= limit.slice_quota:
+                    limit.slice_end = limit.slice_start + int(
+                        dispatched / max(limit.slice_quota, 1) * _SLICE_NS)
+            pooled.pos = e
             if len(pool) >= _MAX_WORKERS:
                 # _pool_wait: nothing processed yet, no task waited for
                 pooled.wait += 1
@@ -217,10 +242,18 @@ def run(job, entry) -> bool:
                 length = min(task.end, size) - start
                 src.reads += 1                      # complete_read
                 src.bytes_read += length
-                err, delay, how = tgt.submit_write(start, length, False)
+                # submit_write on a quiet target: its clusters allocated
+                # (when the loop stops: nothing reads the map meanwhile),
+                # the queue and pipe
+                c0, c1 = start // tcs, -(-(start + length) // tcs)
+                if allocs and allocs[-1][1] >= c0:
+                    if c1 > allocs[-1][1]:
+                        allocs[-1][1] = c1
+                else:
+                    allocs.append([c0, c1])
                 # (what it read: taken when the loop stops)
-                heappush(heap, (now + delay, NORMAL, next(eid), WRITE,
-                                (call, task, err, how, None)))
+                heappush(heap, (tgt._service_done(now, length), NORMAL, next(eid), WRITE,
+                                (call, task, 0, None, None)))
             elif callback is WRITE:
                 task = arg[1]
                 if (arg[0] is not call or task.pool is not pooled or arg[2]
@@ -311,6 +344,11 @@ def run(job, entry) -> bool:
             ran += 1
     finally:
         if ran:
+            if first >= 0:
+                bcs.clear_bits(first, plan[taken - 1][1] // cs)
+            alloc = tgt.alloc
+            for c0, c1 in allocs:
+                alloc.set_range(c0, c1)
             _leave(job, src, tgt, heap, pastes, ev, fired, call)
     return bool(ran)
 

@@ -236,6 +236,7 @@ class _Call:
 
 class BackupJob(BlockJob):
     job_type = "backup"
+    Task = _Task
     integrity_invariant = "backup-point-in-time"
 
     def __init__(self, sim, job_id: str, spec):
