@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ["tests/engine/test_clock.py", "tests/engine/test_stretch.py",
-         "tests/engine/test_steps.py", "tests/engine/test_filtered.py", "tests/engine/test_agenda.py", "tests/model/test_faults.py",
+         "tests/engine/test_steps.py", "tests/engine/test_copyloop.py", "tests/engine/test_filtered.py", "tests/engine/test_agenda.py", "tests/model/test_faults.py",
          "tests/engine/test_burst.py", "tests/jobs/test_mirror.py", "tests/model/test_profiles.py",
          "tests/system/test_shortcuts_random.py", "tests/engine/test_journal.py", "tests/model/test_bitmap.py",
          "tests/jobs/test_stream.py", "tests/jobs/test_job_lifecycle.py", "tests/engine/test_burst_kernel.py",
@@ -640,6 +640,52 @@ MUTATIONS = [
      "blocksim/engine/burst_kernel.py",
      "        st[AWAITED] = last_seq          # (the loop waits for that one)",
      "        st[AWAITED] = _oldest_copy(ops)"),
+    # the background pass's loop (engine/copyloop.py): what it restates of the
+    # steps (engine/steps.py) and of BackupJob's pass and task steps
+    ("copyloop: a task's done run at once with a SimPy event due at that instant",
+     "blocksim/engine/copyloop.py",
+     "                heappop(heap)\n                at_once = ((not heap or heap[0][0] > now)\n"
+     "                           and (not queue or queue[0][0] > now))\n"
+     "                wakes = waiting",
+     "                heappop(heap)\n                at_once = ((not heap or heap[0][0] > now)\n"
+     "                           and True)\n"
+     "                wakes = waiting"),
+    ("copyloop: ties with SimPy's head ignored", "blocksim/engine/copyloop.py",
+     "                if entry[2] != head[2] and entry > head:",
+     "                if entry[2] != head[2] and entry[0] > head[0]:"),
+    ("copyloop: the rate limiter's sleep not foreseen", "blocksim/engine/copyloop.py",
+     "                if dispatched >= quota:\n                    return False",
+     "                if False:\n                    return False"),
+    ("copyloop: a task whose block status is not data throughout made", "blocksim/engine/copyloop.py",
+     "            if zero or a + num < e:\n                return False",
+     "            if False:\n                return False"),
+    ("copyloop: the limiter's stretched slice from the wake-up", "blocksim/engine/copyloop.py",
+     "                    limit.slice_end = limit.slice_start + int(",
+     "                    limit.slice_end = now + int("),
+    ("copyloop: tasks ended not taken out of the pool at a wake-up", "blocksim/engine/copyloop.py",
+     "        for t in ended:\n            pool.remove(t)\n", "        for t in ended[:1]:\n            pool.remove(t)\n"),
+    ("copyloop: a task another call waits for ended in the loop", "blocksim/engine/copyloop.py",
+     "                        or arg[3] is not None or task.waited\n"
+     "                        or len(task.done.callbacks) != 1):",
+     "                        or arg[3] is not None):"),
+    ("copyloop: a write still to come pastes nothing", "blocksim/engine/copyloop.py",
+     "                heap[i] = entry[:4] + ((call, task, 0, arg[3], runs),)", "                pass"),
+    ("copyloop: the tasks' clusters left dirty in the bitmap", "blocksim/engine/copyloop.py",
+     "                bcs.clear_bits(first, plan[taken - 1][1] // cs)", "                pass"),
+    ("copyloop: the target's clusters not allocated", "blocksim/engine/copyloop.py",
+     "                alloc.set_range(c0, c1)", "                pass"),
+    ("copyloop: the writes' content not pasted", "blocksim/engine/copyloop.py",
+     "    for a, b in pastes:\n        job._paste(a, b)", "    for a, b in pastes[1:]:\n        job._paste(a, b)"),
+    ("copyloop: the pass's wake-up from a done step taken without its check",
+     "blocksim/engine/copyloop.py",
+     "                    if wakes and at_once and not feasible(len(ended), now):",
+     "                    if False:"),
+    ("backup: one cluster's stretch copy on a page that may hold zeros", "blocksim/jobs/backup.py",
+     "        if (p != (end - 1) >> content._shift or not self._holds_data(content, p)):",
+     "        if (p != (end - 1) >> content._shift):"),
+    ("backup: one cluster's stretch copy without its witness", "blocksim/jobs/backup.py",
+     "        seen = self._seen\n        if not seen.is_dirty(b):                    # _witness\n",
+     "        seen = self._seen\n        if False:                    # _witness\n"),
 ]
 
 

@@ -909,6 +909,8 @@ class BackupJob(BlockJob):
         start = offset // cs * cs
         end = min(-(-(offset + length) // cs) * cs, bcs.nbits * cs)
         b0, b1 = start // cs, -(-end // cs)
+        if b1 == b0 + 1 and end <= self.size:
+            return self._copy_one_quietly(b0, start, end, t, deadline)
         if bcs.find(b0, b1) < 0:
             # nothing to copy (nothing in flight either): the witness only
             if t >= deadline:
@@ -924,6 +926,11 @@ class BackupJob(BlockJob):
         zero, num = self._status(start, end)
         if zero or start + num < end:
             return None
+        return self._copy_quietly(b0, b1, start, end, t, deadline)
+
+    def _copy_quietly(self, b0: int, b1: int, start: int, end: int, t: int, deadline: int):
+        """:meth:`copy_before_quietly` of dirty clusters ``[b0, b1)`` of data."""
+        bcs = self.bcs
         src, tgt = self.source, self.target
         nbytes = end - start
         size = min(end, self.size) - start
@@ -951,6 +958,66 @@ class BackupJob(BlockJob):
         self.cbw_copies += 1
         self.cbw_bytes += nbytes
         return write_done
+
+    def _copy_one_quietly(self, b: int, start: int, end: int, t: int, deadline: int):
+        """:meth:`copy_before_quietly` of a write inside one cluster ``b``
+        (``[start, end)``, within the disk): the same steps, one cluster's
+        tests in place of the range's (``find`` and ``dirty_run`` of one
+        granule are ``is_dirty``; the witness of one cluster; its block
+        status on one page), the devices' reads and writes as
+        ``read_for_copy`` and ``complete_write`` do them on a source with no
+        backing file and a quiet target (no write listener)."""
+        if not self.bcs.is_dirty(b):
+            if t >= deadline:
+                return None
+            seen = self._seen
+            if not seen.is_dirty(b):                # _witness
+                self._pit.set_runs(self.source.read_for_copy(start, end))
+                seen.mark(start, end)
+            return t
+        src, tgt = self.source, self.target
+        content = src.content
+        if src.backing is not None or content._journal is None or tgt.write_listeners:
+            return self._copy_before_range(b, start, end, t, deadline)
+        p = start >> content._shift
+        if (p != (end - 1) >> content._shift or not self._holds_data(content, p)):
+            return self._copy_before_range(b, start, end, t, deadline)
+        # (the status: data throughout, the task the cluster)
+        nbytes = end - start
+        read_done = t + src.latency + nbytes * 1_000_000_000 // src.bandwidth
+        write_done = read_done + tgt.latency + nbytes * 1_000_000_000 // tgt.bandwidth
+        if write_done >= deadline:
+            return None
+        seen = self._seen
+        if not seen.is_dirty(b):                    # _witness
+            self._pit.set_runs(content.snapshot(start, end))
+            seen.mark(start, end)
+        self.bcs.clear_bits(b, b + 1)               # _task_create
+        self.limit.delay(t, nbytes)
+        src._service_done(t, nbytes)                # submit_read
+        src.reads += 1                              # complete_read
+        src.bytes_read += nbytes
+        runs = content.snapshot(start, end)         # read_for_copy
+        tcs = tgt.cluster_size                      # target.write: submit_write
+        c0, c1 = start // tcs, -(-end // tcs)
+        if tgt._new_clusters(c0, c1):
+            tgt.alloc.set_range(c0, c1)
+        tgt._service_done(read_done, nbytes)
+        tgt.writes += 1                             # complete_write
+        tgt.bytes_written += nbytes
+        tgt.content.set_runs(runs)
+        self.offset += nbytes                       # _task_end
+        self.bytes_copied += nbytes
+        self.cbw_copies += 1
+        self.cbw_bytes += nbytes
+        return write_done
+
+    def _copy_before_range(self, b: int, start: int, end: int, t: int, deadline: int):
+        """The general path of :meth:`copy_before_quietly` for one cluster."""
+        zero, num = self._status(start, end)
+        if zero or start + num < end:
+            return None
+        return self._copy_quietly(b, b + 1, start, end, t, deadline)
 
     # -- the end ------------------------------------------------------------------------------
     def progress_len(self) -> int:
