@@ -356,6 +356,77 @@ def run(job, entry) -> bool:
 _SLICE_NS = 100_000_000     # BLOCK_JOB_SLICE_TIME (model.ratelimit.SLICE_NS)
 
 
+def fill(job, pooled) -> int:
+    """The background pass's loop (``BackupJob._dirty_clusters_steps``)
+    run now for the tasks it makes and starts without a sleep, a shrink or
+    an end, until the pool is full (the last task made then waits for a
+    slot: ``pooled.task``) or the next task is not such a one (left to the
+    pass's own code): ``_task_create``, ``_block_status`` (data throughout:
+    the task as made), the limiter's two delays, the task into the pool and
+    its start as a step.  The bitmap's bits are cleared once, at the end
+    (only this search, from past them, reads them meanwhile).  How many
+    tasks it made."""
+    if not ENABLED:
+        return 0
+    env = job.env
+    now = env._now
+    cs, bcs = job.cluster, job.bcs
+    end = pooled.end
+    last = -(-end // cs)
+    chunk = job._chunk()
+    limit = job.limit
+    speed = limit.speed
+    steps = job._steps
+    begin = job._begin_step
+    pool = pooled.tasks
+    pool_check = job._pool_check
+    tasks = job._tasks
+    call = pooled.call
+    Task = job.Task
+    pos = pooled.pos
+    first = -1
+    made = 0
+    while pos < end:
+        b = bcs.find(pos // cs, last)
+        if b < 0:
+            break
+        n = bcs.dirty_run(b, min(chunk, last - b))
+        a, e = b * cs, (b + n) * cs
+        zero, num = job._status(a, e)
+        if zero or a + num < e:
+            break
+        if speed:
+            # RateLimit.delay(now, 0): a sleep is left to the pass
+            if limit.slice_end <= now:
+                if limit.slice_quota <= 0:
+                    break
+            elif limit.dispatched >= limit.slice_quota:
+                break
+            if limit.slice_end <= now:
+                limit.slice_start, limit.slice_end, limit.dispatched = now, now + _SLICE_NS, 0
+            dispatched = limit.dispatched = limit.dispatched + e - a    # delay(now, e - a)
+            if dispatched >= limit.slice_quota:
+                limit.slice_end = limit.slice_start + int(
+                    dispatched / max(limit.slice_quota, 1) * _SLICE_NS)
+        if first < 0:
+            first = b
+        task = Task(env, a, e)
+        job.in_flight_bytes += e - a
+        tasks.append(task)
+        pos = pooled.pos = e
+        made += 1
+        if len(pool) >= _MAX_WORKERS:
+            pooled.task = task
+            break
+        pool.append(task)
+        task.pool = pooled
+        task.done.callbacks.append(partial(pool_check, task))
+        steps.at(0, begin, (call, task), urgent=True)
+    if first >= 0:
+        bcs.clear_bits(first, pos // cs)
+    return made
+
+
 def _leave(job, src, tgt, heap, pastes, ev, fired, call) -> None:
     """What the loop deferred: the target's content of the writes done
     here, the reads of the writes still to come, the wait's event."""

@@ -531,19 +531,26 @@ class BackupJob(BlockJob):
         pool = pooled.tasks
         found = False
         while pooled.pos < end and not call.err and not call.cancelled:
-            task = self._task_create(pooled.pos, end)
-            if task is None:
-                break
-            found = True
-            self._block_status(task)
-            if ratelimit:
-                ns = self.limit.delay(env._now, 0)
-                if ns > 0:
-                    self._task_end(task, _errno.EAGAIN)
-                    yield from self._call_sleep(call, ns)
+            if pooled is self._pass and copyloop.fill(self, pooled):
+                # (the tasks below, made in one go: blocksim.engine.copyloop)
+                found = True
+                task = pooled.task
+                if task is None:
                     continue
-            self.limit.delay(env._now, task.end - task.start)
-            pooled.pos = task.end
+            else:
+                task = self._task_create(pooled.pos, end)
+                if task is None:
+                    break
+                found = True
+                self._block_status(task)
+                if ratelimit:
+                    ns = self.limit.delay(env._now, 0)
+                    if ns > 0:
+                        self._task_end(task, _errno.EAGAIN)
+                        yield from self._call_sleep(call, ns)
+                        continue
+                self.limit.delay(env._now, task.end - task.start)
+                pooled.pos = task.end
             if len(pool) >= MAX_WORKERS:            # aio_task_pool_wait_slot
                 pooled.task = task
                 while len(pool) >= MAX_WORKERS:
