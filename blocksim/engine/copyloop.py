@@ -118,6 +118,7 @@ def run(job, entry) -> bool:
     pool_check = job._pool_check
     limit = job.limit
     pastes: list = []           # [start, end) read and written here, not pasted yet
+    later: dict = {}            # task -> its write's entry, read here, not written yet
     allocs: list = []           # [c0, c1) of the target the writes here allocate
     tcs = tgt.cluster_size
     Task = job.Task
@@ -252,8 +253,9 @@ def run(job, entry) -> bool:
                 else:
                     allocs.append([c0, c1])
                 # (what it read: taken when the loop stops)
-                heappush(heap, (tgt._service_done(now, length), NORMAL, next(eid), WRITE,
-                                (call, task, 0, None, None)))
+                later[task] = entry = (tgt._service_done(now, length), NORMAL, next(eid),
+                                       WRITE, (call, task, 0, None, None))
+                heappush(heap, entry)
             elif callback is WRITE:
                 task = arg[1]
                 if (arg[0] is not call or task.pool is not pooled or arg[2]
@@ -272,6 +274,7 @@ def run(job, entry) -> bool:
                 length = min(task.end, size) - start
                 runs = arg[4]
                 if runs is None:
+                    del later[task]
                     tgt.writes += 1                 # complete_write
                     tgt.bytes_written += length
                     if pastes and pastes[-1][1] == start:
@@ -349,7 +352,7 @@ def run(job, entry) -> bool:
             alloc = tgt.alloc
             for c0, c1 in allocs:
                 alloc.set_range(c0, c1)
-            _leave(job, src, tgt, heap, pastes, ev, fired, call)
+            _leave(job, src, heap, pastes, later, ev, fired, call)
     return bool(ran)
 
 
@@ -427,22 +430,17 @@ def fill(job, pooled) -> int:
     return made
 
 
-def _leave(job, src, tgt, heap, pastes, ev, fired, call) -> None:
+def _leave(job, src, heap, pastes, later, ev, fired, call) -> None:
     """What the loop deferred: the target's content of the writes done
     here, the reads of the writes still to come, the wait's event."""
-    read_for_copy = job._read_for_copy
     for a, b in pastes:
         job._paste(a, b)
-    write = job._write_step
     size = job.size
-    for i, entry in enumerate(heap):
-        if entry[3] is write:
-            arg = entry[4]
-            if arg[0] is call and arg[4] is None and not arg[2]:
-                task = arg[1]
-                start = task.start
-                runs = read_for_copy(src, start, min(task.end, size))
-                heap[i] = entry[:4] + ((call, task, 0, arg[3], runs),)
+    for task, entry in later.items():
+        i = heap.index(entry)
+        arg = entry[4]
+        runs = job._read_for_copy(src, task.start, min(task.end, size))
+        heap[i] = entry[:4] + ((call, task, 0, arg[3], runs),)
     if fired:
         ev._ok = True
         ev._value = None
