@@ -659,17 +659,28 @@ MUTATIONS = [
     ("copyloop: a task whose block status is not data throughout made", "blocksim/engine/copyloop.py",
      "            if zero or a + num < e:\n                return False",
      "            if False:\n                return False"),
-    ("copyloop: the limiter's stretched slice from the wake-up", "blocksim/engine/copyloop.py",
+    ("copyloop: a task made at a wake-up not counted by the limiter", "blocksim/engine/copyloop.py",
+     "                dispatched = limit.dispatched = limit.dispatched + e - a\n"
+     "                if dispatched >= limit.slice_quota:\n"
      "                    limit.slice_end = limit.slice_start + int(",
-     "                    limit.slice_end = now + int("),
-    ("copyloop: tasks ended not taken out of the pool at a wake-up", "blocksim/engine/copyloop.py",
-     "        for t in ended:\n            pool.remove(t)\n", "        for t in ended[:1]:\n            pool.remove(t)\n"),
+     "                dispatched = limit.dispatched = limit.dispatched + 0\n"
+     "                if dispatched >= limit.slice_quota:\n"
+     "                    limit.slice_end = limit.slice_start + int("),
+    ("copyloop: a task made in the pool's fill not counted by the limiter", "blocksim/engine/copyloop.py",
+     "            dispatched = limit.dispatched = limit.dispatched + e - a    # delay(now, e - a)",
+     "            dispatched = limit.dispatched = limit.dispatched + 0    # delay(now, e - a)"),
+    ("copyloop: the pool's fill makes a task whose block status is not data throughout",
+     "blocksim/engine/copyloop.py",
+     "        zero, num = job._status(a, e)\n        if zero or a + num < e:\n            break",
+     "        zero, num = job._status(a, e)\n        if False:\n            break"),
+    ("copyloop: a write-zeroes task's start taken for a read's", "blocksim/engine/copyloop.py",
+     "                if task.zero:\n                    break\n", ""),
     ("copyloop: a task another call waits for ended in the loop", "blocksim/engine/copyloop.py",
      "                        or arg[3] is not None or task.waited\n"
      "                        or len(task.done.callbacks) != 1):",
      "                        or arg[3] is not None):"),
     ("copyloop: a write still to come pastes nothing", "blocksim/engine/copyloop.py",
-     "                heap[i] = entry[:4] + ((call, task, 0, arg[3], runs),)", "                pass"),
+     "        heap[i] = entry[:4] + ((call, task, 0, arg[3], runs),)", "        pass"),
     ("copyloop: the tasks' clusters left dirty in the bitmap", "blocksim/engine/copyloop.py",
      "                bcs.clear_bits(first, plan[taken - 1][1] // cs)", "                pass"),
     ("copyloop: the target's clusters not allocated", "blocksim/engine/copyloop.py",

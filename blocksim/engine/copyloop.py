@@ -65,7 +65,7 @@ from __future__ import annotations
 from functools import partial
 from heapq import heappop, heappush
 
-from simpy.events import NORMAL, PENDING, URGENT
+from simpy.events import NORMAL, PENDING, URGENT, Event
 
 from .burst import _quiet
 
@@ -90,8 +90,11 @@ def run(job, entry) -> bool:
     pooled = job._pass
     if pooled is None:
         return False
-    ev = pooled.ev
     call = pooled.call
+    if entry[3] is job._write_step and (entry[4][0] is not call
+                                        or entry[4][1].pool is not pooled):
+        return False                # (another call's write: its waiter resumes)
+    ev = pooled.ev
     if call is not job._call or call.err or call.cancelled:
         return False
     # the pass waits for a slot (else it sleeps, and no task's end wakes it:
@@ -226,8 +229,16 @@ def run(job, entry) -> bool:
             now = entry[0]
             if callback is BEGIN:
                 task = arg[1]
-                if arg[0] is not call or task.pool is not pooled or task.zero:
+                if task.zero:
                     break
+                if arg[0] is not call or task.pool is not pooled:
+                    # another call's task (a guest's copy-before-write):
+                    # its start issues its read, as the steps run it
+                    heappop(heap)
+                    env._now = now
+                    _step(env, callback, arg)
+                    ran += 1
+                    continue
                 heappop(heap)
                 env._now = now
                 start = task.start
@@ -235,8 +246,19 @@ def run(job, entry) -> bool:
                 heappush(heap, (done, NORMAL, next(eid), READ, (call, task, 0)))
             elif callback is READ:
                 task = arg[1]
-                if arg[0] is not call or task.pool is not pooled or arg[2]:
+                if arg[2]:
                     break
+                if arg[0] is not call or task.pool is not pooled:
+                    # another call's task: its read completes and issues its
+                    # write (which reads the target's allocation: ours first)
+                    for c0, c1 in allocs:
+                        tgt.alloc.set_range(c0, c1)
+                    allocs.clear()
+                    heappop(heap)
+                    env._now = now
+                    _step(env, callback, arg)
+                    ran += 1
+                    continue
                 heappop(heap)
                 env._now = now
                 start = task.start
@@ -357,6 +379,18 @@ def run(job, entry) -> bool:
 
 
 _SLICE_NS = 100_000_000     # BLOCK_JOB_SLICE_TIME (model.ratelimit.SLICE_NS)
+
+
+def _step(env, callback, arg) -> None:
+    """A plain step run as ``Steps._fire`` runs it: an exception fails the
+    process (an event scheduled at once, raising when processed)."""
+    try:
+        callback(arg)
+    except BaseException as error:
+        failed = Event(env)
+        failed._ok = False
+        failed._value = error
+        env.schedule(failed)
 
 
 def fill(job, pooled) -> int:
