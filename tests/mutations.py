@@ -675,10 +675,9 @@ MUTATIONS = [
      "        zero, num = job._status(a, e)\n        if False:\n            break"),
     ("copyloop: a write-zeroes task's start taken for a read's", "blocksim/engine/copyloop.py",
      "                if task.zero:\n                    break\n", ""),
-    ("copyloop: a task another call waits for ended in the loop", "blocksim/engine/copyloop.py",
-     "                        or arg[3] is not None or task.waited\n"
-     "                        or len(task.done.callbacks) != 1):",
-     "                        or arg[3] is not None):"),
+    ("copyloop: the loop run while another call waits for a task of the pool",
+     "blocksim/engine/copyloop.py",
+     "    for t in pooled.waited:\n        if t.pool is pooled:\n            return False\n", ""),
     ("copyloop: a write still to come pastes nothing", "blocksim/engine/copyloop.py",
      "        heap[i] = entry[:4] + ((call, task, 0, arg[3], runs),)", "        pass"),
     ("copyloop: the tasks' clusters left dirty in the bitmap", "blocksim/engine/copyloop.py",
