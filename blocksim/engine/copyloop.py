@@ -25,8 +25,8 @@ moments:
    the devices' queue and pipe.
 2. **What it does**, entry by entry, as the steps would: a task's start
    issues its read (``Device._service_done``), its read completes (the
-   counters) and issues the write (``submit_write``: allocation, queue and
-   pipe), its write completes (the counters; ``_task_end``: progress, the
+   counters) and issues the write (``submit_write`` on a quiet target:
+   allocation, queue and pipe), its write completes (the counters; ``_task_end``: progress, the
    task out of the job's list, into the pool's ended list; its ``done``
    succeeded *last*, as ``Steps.succeed`` does: its callbacks run at once
    when nothing else is due at that instant, else a step of its own).  The
@@ -39,20 +39,36 @@ moments:
    generator itself stays suspended on its wait, whose event is the same
    object throughout; when it resumes it finds the pass as it would have
    left it.
+   Another call's task (a guest's copy-before-write) has its start and its
+   read run here too, by its own step methods, as the steps would run them
+   (the target's allocation deferred so far is set first: its write asks
+   it).
 3. **Where it stops**: before the first entry SimPy's queue does not come
    after (a marker of a step already run is dropped, as the steps do),
-   before any entry that is not one of the pool's own task steps, its
-   ``done`` or its wait's event (a guest's copy-before-write task, a
-   write-zeroes, a failed request), and before a step after which the
-   pass would do anything but start tasks and wait for a slot again (the
-   rate limiter asks for a sleep, nothing left to copy, a task whose block
-   status is not data throughout: checked without side effects first).
+   before any other entry (another call's write, which resumes the call
+   waiting for it; a write-zeroes; a failed request; a ``done`` event with
+   a waiter of its own), and before a step after which the pass would do
+   anything but start tasks and wait for a slot again (the rate limiter
+   asks for a sleep, nothing left to copy, a task whose block status is not
+   data throughout: checked without side effects first, on a plan of the
+   next tasks).
 4. **What it leaves**: what a task read is pasted into the target when the
    loop stops instead of at each write (the source cannot change meanwhile:
    no guest request runs inside the loop, and a guest write waits for any
    task over its clusters), in runs as long as the tasks allow; a task whose
    read completed and whose write has not takes its read then (the same
-   content).  Everything else is done as it goes.
+   content).  So are the copy bitmap's bits of the tasks made here (cleared
+   when it stops: only the pass's own search, from past them, reads the
+   bitmap meanwhile) and the target's allocation of the writes issued here.
+   Everything else is done as it goes.
+
+:func:`fill` is the pass's fill of its pool after a sleep (64 tasks made at
+once at each rate-limit slice's start), made in one go by the generator's
+own call, with the same checks.
+
+Not compiled yet: the loop is plain Python (about 4 µs a step); arrays for
+the tasks kept across its entries, and the journal's reads and pastes from
+compiled code, would be the next step (docs/performance.md).
 
 ``tests/engine/test_copyloop.py`` and the backups of
 ``tests/engine/test_filtered.py`` and ``tests/system/test_shortcuts_random.py``
