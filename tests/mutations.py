@@ -470,13 +470,18 @@ MUTATIONS = [
      "blocksim/jobs/backup.py",
      "        if n > chunk or bcs.dirty_run(b0, n) != n:", "        if n > chunk:"),
     ("filtered: a zero cluster copied as data", "blocksim/jobs/backup.py",
-     "        if zero or start + num < end:", "        if start + num < end:"),
+     "        if zero or start + num < end:\n            return None\n"
+     "        return self._copy_quietly(b, b + 1,",
+     "        if start + num < end:\n            return None\n"
+     "        return self._copy_quietly(b, b + 1,"),
     ("filtered: no witness for a write with nothing to copy", "blocksim/jobs/backup.py",
      "            self._witness(start, end)\n            return t\n", "            return t\n"),
     ("filtered: a copy not counted against the rate limit", "blocksim/jobs/backup.py",
      "        self.limit.delay(t, nbytes)                 # (counted, not waited for)\n", ""),
     ("filtered: a copy's target clusters not allocated", "blocksim/jobs/backup.py",
-     "        if tgt._new_clusters(c0, c1):\n            tgt.alloc.set_range(c0, c1)\n", ""),
+     "        if tgt._new_clusters(c0, c1):\n            tgt.alloc.set_range(c0, c1)\n"
+     "        tgt._service_done(read_done, nbytes)\n",
+     "        tgt._service_done(read_done, nbytes)\n"),
     ("backup: a task into a next page that may hold zeros taken for data",
      "blocksim/jobs/backup.py",
      "                and (last == first or all(", "                and (True or all("),
@@ -503,11 +508,11 @@ MUTATIONS = [
      "complete_write_zeroes(start, min(task.end, self.size) - start, False)"),
     # a task across pages read in pieces (backup._Pieces, BackupJob._read_for_copy)
     ("steps: a task across pages pastes its first piece only", "blocksim/jobs/backup.py",
-     "                    for piece in runs[1:]:\n                        content.set_runs(piece)\n",
+     "                for piece in runs[1:]:\n                    content.set_runs(piece)\n",
      ""),
     ("steps: a dropped write's pieces pasted", "blocksim/jobs/backup.py",
-     "                if how is None:\n                    # complete_write of the first piece",
-     "                if True:\n                    # complete_write of the first piece"),
+     "            if how is None:\n                # complete_write of the first piece",
+     "            if True:\n                # complete_write of the first piece"),
     ("steps: a failed write's pieces kept in the journal", "blocksim/jobs/backup.py",
      "        elif runs.__class__ is _Pieces:\n            runs.joined()\n", ""),
     # an event a step succeeds as its last action run at once (Steps.succeed(last=True))
@@ -696,6 +701,15 @@ MUTATIONS = [
     ("backup: one cluster's stretch copy without its witness", "blocksim/jobs/backup.py",
      "        seen = self._seen\n        if not seen.is_dirty(b):                    # _witness\n",
      "        seen = self._seen\n        if False:                    # _witness\n"),
+    ("filtered: a zero range of clusters copied as data", "blocksim/jobs/backup.py",
+     "        if zero or start + num < end:\n            return None\n"
+     "        return self._copy_quietly(b0, b1,",
+     "        if start + num < end:\n            return None\n"
+     "        return self._copy_quietly(b0, b1,"),
+    ("filtered: a range's copy's target clusters not allocated", "blocksim/jobs/backup.py",
+     "        if tgt._new_clusters(c0, c1):\n            tgt.alloc.set_range(c0, c1)\n"
+     "        tgt._service_done(read_done, size)\n",
+     "        tgt._service_done(read_done, size)\n"),
 ]
 
 
