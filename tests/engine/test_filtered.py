@@ -47,6 +47,11 @@ CASES = {
     "a thin target that fills": backup(tgt={"capacity": "40MiB"},
                                        job={"on-target-error": "ignore"}),
     "a source partly zero": backup(src={"data": [{"offset": 0, "length": "16MiB"}]}),
+    # (writes over two clusters where the source reads as zeros: the range's
+    # block status, BackupJob.copy_before_quietly's general path)
+    "writes over two clusters of a source partly zero": backup(
+        src={"data": [{"offset": 0, "length": "16MiB"}]},
+        guest={"bs": "96KiB", "rate-iops": 500}),
     # (tasks the guest's copies put out of line straddle the 64 MiB page
     # boundary, into a page of zeros)
     "tasks across two pages, into zeros": backup(
