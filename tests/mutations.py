@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ["tests/engine/test_clock.py", "tests/engine/test_stretch.py",
-         "tests/engine/test_steps.py", "tests/engine/test_filtered.py", "tests/engine/test_agenda.py", "tests/model/test_faults.py",
+         "tests/engine/test_steps.py", "tests/engine/test_copyloop.py", "tests/engine/test_filtered.py", "tests/engine/test_agenda.py", "tests/model/test_faults.py",
          "tests/engine/test_burst.py", "tests/jobs/test_mirror.py", "tests/model/test_profiles.py",
          "tests/system/test_shortcuts_random.py", "tests/engine/test_journal.py", "tests/model/test_bitmap.py",
          "tests/jobs/test_stream.py", "tests/jobs/test_job_lifecycle.py", "tests/engine/test_burst_kernel.py",
@@ -470,13 +470,18 @@ MUTATIONS = [
      "blocksim/jobs/backup.py",
      "        if n > chunk or bcs.dirty_run(b0, n) != n:", "        if n > chunk:"),
     ("filtered: a zero cluster copied as data", "blocksim/jobs/backup.py",
-     "        if zero or start + num < end:", "        if start + num < end:"),
+     "        if zero or start + num < end:\n            return None\n"
+     "        return self._copy_quietly(b, b + 1,",
+     "        if start + num < end:\n            return None\n"
+     "        return self._copy_quietly(b, b + 1,"),
     ("filtered: no witness for a write with nothing to copy", "blocksim/jobs/backup.py",
      "            self._witness(start, end)\n            return t\n", "            return t\n"),
     ("filtered: a copy not counted against the rate limit", "blocksim/jobs/backup.py",
      "        self.limit.delay(t, nbytes)                 # (counted, not waited for)\n", ""),
     ("filtered: a copy's target clusters not allocated", "blocksim/jobs/backup.py",
-     "        if tgt._new_clusters(c0, c1):\n            tgt.alloc.set_range(c0, c1)\n", ""),
+     "        if tgt._new_clusters(c0, c1):\n            tgt.alloc.set_range(c0, c1)\n"
+     "        tgt._service_done(read_done, nbytes)\n",
+     "        tgt._service_done(read_done, nbytes)\n"),
     ("backup: a task into a next page that may hold zeros taken for data",
      "blocksim/jobs/backup.py",
      "                and (last == first or all(", "                and (True or all("),
@@ -503,11 +508,11 @@ MUTATIONS = [
      "complete_write_zeroes(start, min(task.end, self.size) - start, False)"),
     # a task across pages read in pieces (backup._Pieces, BackupJob._read_for_copy)
     ("steps: a task across pages pastes its first piece only", "blocksim/jobs/backup.py",
-     "                    for piece in runs[1:]:\n                        content.set_runs(piece)\n",
+     "                for piece in runs[1:]:\n                    content.set_runs(piece)\n",
      ""),
     ("steps: a dropped write's pieces pasted", "blocksim/jobs/backup.py",
-     "                if how is None:\n                    # complete_write of the first piece",
-     "                if True:\n                    # complete_write of the first piece"),
+     "            if how is None:\n                # complete_write of the first piece",
+     "            if True:\n                # complete_write of the first piece"),
     ("steps: a failed write's pieces kept in the journal", "blocksim/jobs/backup.py",
      "        elif runs.__class__ is _Pieces:\n            runs.joined()\n", ""),
     # an event a step succeeds as its last action run at once (Steps.succeed(last=True))
@@ -640,6 +645,68 @@ MUTATIONS = [
      "blocksim/engine/burst_kernel.py",
      "        st[AWAITED] = last_seq          # (the loop waits for that one)",
      "        st[AWAITED] = _oldest_copy(ops)"),
+    # the background pass's loop (engine/copyloop.py): what it restates of the
+    # steps (engine/steps.py) and of BackupJob's pass and task steps
+    ("copyloop: a task's done run at once with a SimPy event due at that instant",
+     "blocksim/engine/copyloop.py",
+     "                heappop(heap)\n                at_once = ((not heap or heap[0][0] > now)\n"
+     "                           and (not queue or queue[0][0] > now))\n"
+     "                wakes = waiting",
+     "                heappop(heap)\n                at_once = ((not heap or heap[0][0] > now)\n"
+     "                           and True)\n"
+     "                wakes = waiting"),
+    ("copyloop: ties with SimPy's head ignored", "blocksim/engine/copyloop.py",
+     "                if entry[2] != head[2] and entry > head:",
+     "                if entry[2] != head[2] and entry[0] > head[0]:"),
+    ("copyloop: the rate limiter's sleep not foreseen", "blocksim/engine/copyloop.py",
+     "                if dispatched >= quota:\n                    return False",
+     "                if False:\n                    return False"),
+    ("copyloop: a task whose block status is not data throughout made", "blocksim/engine/copyloop.py",
+     "            if zero or a + num < e:\n                return False",
+     "            if False:\n                return False"),
+    ("copyloop: a task made at a wake-up not counted by the limiter", "blocksim/engine/copyloop.py",
+     "                dispatched = limit.dispatched = limit.dispatched + e - a\n"
+     "                if dispatched >= limit.slice_quota:\n"
+     "                    limit.slice_end = limit.slice_start + int(",
+     "                dispatched = limit.dispatched = limit.dispatched + 0\n"
+     "                if dispatched >= limit.slice_quota:\n"
+     "                    limit.slice_end = limit.slice_start + int("),
+    ("copyloop: a task made in the pool's fill not counted by the limiter", "blocksim/engine/copyloop.py",
+     "            dispatched = limit.dispatched = limit.dispatched + e - a    # delay(now, e - a)",
+     "            dispatched = limit.dispatched = limit.dispatched + 0    # delay(now, e - a)"),
+    ("copyloop: the pool's fill makes a task whose block status is not data throughout",
+     "blocksim/engine/copyloop.py",
+     "        zero, num = job._status(a, e)\n        if zero or a + num < e:\n            break",
+     "        zero, num = job._status(a, e)\n        if False:\n            break"),
+    ("copyloop: a write-zeroes task's start taken for a read's", "blocksim/engine/copyloop.py",
+     "                if task.zero:\n                    break\n", ""),
+    ("copyloop: a write still to come pastes nothing", "blocksim/engine/copyloop.py",
+     "        heap[i] = entry[:4] + ((call, task, 0, arg[3], runs),)", "        pass"),
+    ("copyloop: the tasks' clusters left dirty in the bitmap", "blocksim/engine/copyloop.py",
+     "                bcs.clear_bits(first, plan[taken - 1][1] // cs)", "                pass"),
+    ("copyloop: the target's clusters not allocated", "blocksim/engine/copyloop.py",
+     "                alloc.set_range(c0, c1)", "                pass"),
+    ("copyloop: the writes' content not pasted", "blocksim/engine/copyloop.py",
+     "    for a, b in pastes:\n        job._paste(a, b)", "    for a, b in pastes[1:]:\n        job._paste(a, b)"),
+    ("copyloop: the pass's wake-up from a done step taken without its check",
+     "blocksim/engine/copyloop.py",
+     "                    if wakes and at_once and not feasible(len(ended), now):",
+     "                    if False:"),
+    ("backup: one cluster's stretch copy on a page that may hold zeros", "blocksim/jobs/backup.py",
+     "        if (p != (end - 1) >> content._shift or not self._holds_data(content, p)):",
+     "        if (p != (end - 1) >> content._shift):"),
+    ("backup: one cluster's stretch copy without its witness", "blocksim/jobs/backup.py",
+     "        seen = self._seen\n        if not seen.is_dirty(b):                    # _witness\n",
+     "        seen = self._seen\n        if False:                    # _witness\n"),
+    ("filtered: a zero range of clusters copied as data", "blocksim/jobs/backup.py",
+     "        if zero or start + num < end:\n            return None\n"
+     "        return self._copy_quietly(b0, b1,",
+     "        if start + num < end:\n            return None\n"
+     "        return self._copy_quietly(b0, b1,"),
+    ("filtered: a range's copy's target clusters not allocated", "blocksim/jobs/backup.py",
+     "        if tgt._new_clusters(c0, c1):\n            tgt.alloc.set_range(c0, c1)\n"
+     "        tgt._service_done(read_done, size)\n",
+     "        tgt._service_done(read_done, size)\n"),
 ]
 
 

@@ -35,7 +35,7 @@ The seam: the layers above reach the engine only through the names below
   compiles on first call, so that ``import blocksim`` does not load numba.
 """
 
-from . import burst, burst_kernel
+from . import burst, burst_kernel, copyloop
 from .agenda import Agenda
 from .clock import NEVER, Clock
 from .compiled import Compiled
@@ -44,4 +44,4 @@ from .steps import PENDING, Event, Steps
 from .stretch import AT_DUE, advance
 
 __all__ = ["AT_DUE", "NEVER", "PENDING", "Event", "Agenda", "Clock", "Compiled", "ContentJournal", "Snap", "Steps", "advance",
-           "burst", "burst_kernel"]
+           "burst", "burst_kernel", "copyloop"]

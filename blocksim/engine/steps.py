@@ -48,7 +48,7 @@ PENDING = PENDING
 
 
 class Steps:
-    __slots__ = ("env", "heap", "_markers", "_running")
+    __slots__ = ("env", "heap", "_markers", "_running", "loop_for")
 
     def __init__(self, env):
         self.env = env
@@ -60,6 +60,9 @@ class Steps:
         # (time, priority, id) -> the marker queued in SimPy under that key
         self._markers: dict = {}
         self._running = False
+        #: callback -> a loop that runs that step and those after it
+        #: (``loop(entry)``, true if it ran any: blocksim.engine.copyloop)
+        self.loop_for: dict = {}
 
     def __len__(self) -> int:
         return len(self.heap)
@@ -119,6 +122,7 @@ class Steps:
         heap = self.heap
         queue = env._queue
         markers = self._markers
+        loop_for = self.loop_for
         self._running = True
         try:
             while heap:
@@ -135,9 +139,13 @@ class Steps:
                             del markers[key]
                             continue
                         break
+                callback, argument = entry[3], entry[4]
+                if loop_for:
+                    loop = loop_for.get(callback)
+                    if loop is not None and loop(entry):
+                        continue
                 heappop(heap)
                 env._now = entry[0]
-                callback, argument = entry[3], entry[4]
                 if callback is None:
                     # an event's callbacks, as Environment.step runs them
                     callbacks, argument.callbacks = argument.callbacks, None

@@ -66,7 +66,7 @@ from functools import partial
 
 import numpy as np
 
-from ..engine import PENDING, Event, Snap, Steps
+from ..engine import PENDING, Event, Snap, Steps, copyloop
 from ..model.bitmap import BLOCK_SHIFT, DirtyBitmap
 from ..model.extents import ExtentMap, diff_ranges, run_arrays
 from ..model.named_bitmap import dirty_ranges, merge_into
@@ -113,14 +113,23 @@ class _Pool:
     task another call waits for gets a check of its own at each wait, after
     that waiter, as ``_any_done`` registers them."""
 
-    __slots__ = ("ev", "wait", "processed", "waited", "ended")
+    __slots__ = ("ev", "wait", "processed", "waited", "ended", "call", "end", "pos",
+                 "tasks", "task")
 
-    def __init__(self):
+    def __init__(self, call=None, start: int = 0, end: int = 0):
         self.ev = None          # the wait's event, while the pass waits
         self.wait = 0           # how many waits so far
         self.processed = 0      # tasks in the pool whose done was processed
         self.waited: list = []  # tasks in the pool some call waits for
         self.ended: list = []   # tasks of the pool ended (done triggered)
+        # the pass's own state (the locals of block_copy_dirty_clusters),
+        # here so that the compiled loop (blocksim.engine.copyloop) can
+        # carry the pass on while it waits for a slot
+        self.call = call
+        self.end = end
+        self.pos = start        # where the next task is searched from
+        self.tasks: list = []   # the pool (aio_task_pool): tasks started
+        self.task = None        # the task made, waiting for a slot
 
 
 #: blocks of a bitmap made dense at a time by :func:`_range_arrays` (1 MiB)
@@ -227,6 +236,7 @@ class _Call:
 
 class BackupJob(BlockJob):
     job_type = "backup"
+    Task = _Task
     integrity_invariant = "backup-point-in-time"
 
     def __init__(self, sim, job_id: str, spec):
@@ -262,6 +272,14 @@ class BackupJob(BlockJob):
         #: the tasks' steps out of SimPy's queue, under SimPy's keys
         #: (blocksim.engine.steps), or None: each task a SimPy process
         self._steps = Steps(sim.env) if sim.env.shortcuts else None
+        # the task steps as callbacks of their own (one object each, so
+        # that the steps can tell them: blocksim.engine.copyloop takes them)
+        self._begin_step = self._task_begin
+        self._read_step = self._task_read
+        self._write_step = self._task_written
+        self._pass: _Pool | None = None     # the background call's pass
+        if self._steps is not None:
+            copyloop.attach(self, self._steps)
         # copy-before-write figures (summary)
         self.cbw_copies = 0
         self.cbw_bytes = 0
@@ -455,6 +473,8 @@ class BackupJob(BlockJob):
         """``block_copy_dirty_clusters``: one pass; whether it found anything."""
         env = self.env
         steps = self._steps
+        if steps is not None:
+            return (yield from self._dirty_clusters_steps(call, start, end, ratelimit))
         pool: list[_Task] = []
         pooled = _Pool() if steps is not None else None
         found = False
@@ -490,9 +510,67 @@ class BackupJob(BlockJob):
                 task.pool = pooled
                 task.done.callbacks.append(partial(self._pool_check, task))
                 # the process's start (Initialize, urgent) and its steps
-                steps.at(0, self._task_begin, (call, task), urgent=True)
+                steps.at(0, self._begin_step, (call, task), urgent=True)
             else:
                 env.process(self._task_run(call, task))
+        for task in pool:                            # aio_task_pool_wait_all
+            if not task.done.triggered:
+                yield task.done
+        return found
+
+    def _dirty_clusters_steps(self, call: _Call, start: int, end: int, ratelimit: bool):
+        """:meth:`_dirty_clusters` with steps (blocksim.engine.steps): the
+        same calls in the same order, the pass's state in its :class:`_Pool`
+        (where the compiled loop, blocksim.engine.copyloop, may carry the
+        background call's pass on while it waits for a slot)."""
+        env = self.env
+        steps = self._steps
+        pooled = _Pool(call, start, end)
+        if ratelimit and call is self._call:
+            self._pass = pooled
+        pool = pooled.tasks
+        found = False
+        while pooled.pos < end and not call.err and not call.cancelled:
+            if pooled is self._pass and copyloop.fill(self, pooled):
+                # (the tasks below, made in one go: blocksim.engine.copyloop)
+                found = True
+                task = pooled.task
+                if task is None:
+                    continue
+            else:
+                task = self._task_create(pooled.pos, end)
+                if task is None:
+                    break
+                found = True
+                self._block_status(task)
+                if ratelimit:
+                    ns = self.limit.delay(env._now, 0)
+                    if ns > 0:
+                        self._task_end(task, _errno.EAGAIN)
+                        yield from self._call_sleep(call, ns)
+                        continue
+                self.limit.delay(env._now, task.end - task.start)
+                pooled.pos = task.end
+            if len(pool) >= MAX_WORKERS:            # aio_task_pool_wait_slot
+                pooled.task = task
+                while len(pool) >= MAX_WORKERS:
+                    yield self._pool_wait(pooled)
+                    # (the tasks whose done is triggered: those ended since)
+                    for t in pooled.ended:
+                        pool.remove(t)
+                        t.pool = None
+                    pooled.ended.clear()
+                    pooled.processed = 0
+                # (the loop may have made the next tasks meanwhile)
+                task, pooled.task = pooled.task, None
+                found = True
+            pool.append(task)
+            task.pool = pooled
+            task.done.callbacks.append(partial(self._pool_check, task))
+            # the process's start (Initialize, urgent) and its steps
+            steps.at(0, self._begin_step, (call, task), urgent=True)
+        if self._pass is pooled:
+            self._pass = None
         for task in pool:                            # aio_task_pool_wait_all
             if not task.done.triggered:
                 yield task.done
@@ -656,7 +734,7 @@ class BackupJob(BlockJob):
             self._steps.at(delay, self._task_zeroed, (call, task, err, dropped))
         else:
             err, delay = self.source.submit_read(start, length)
-            self._steps.at(delay, self._task_read, (call, task, err))
+            self._steps.at(delay, self._read_step, (call, task, err))
 
     def _task_zeroed(self, arg) -> None:
         call, task, err, dropped = arg
@@ -677,7 +755,7 @@ class BackupJob(BlockJob):
         runs = self._read_for_copy(src, start, start + length)
         # BlockDevice.write: submit, wait, complete
         err, delay, how = self.target.submit_write(start, length, False)
-        self._steps.at(delay, self._task_written, (call, task, err, how, runs))
+        self._steps.at(delay, self._write_step, (call, task, err, how, runs))
 
     @staticmethod
     def _read_for_copy(src, start: int, end: int):
@@ -700,26 +778,47 @@ class BackupJob(BlockJob):
     def _task_written(self, arg) -> None:
         call, task, err, how, runs = arg
         if not err:
-            start = task.start
-            tgt = self.target
-            if runs.__class__ is _Pieces:
-                if how is None:
-                    # complete_write of the first piece (the counters, the
-                    # listeners: the whole range), then the others' content
-                    tgt.complete_write(start, min(task.end, self.size) - start, runs[0],
-                                       None, False)
-                    content = tgt.content
-                    for piece in runs[1:]:
-                        content.set_runs(piece)
-                    self._task_finish(call, task, err, False)
-                    return
-                runs = runs.joined()
-            tgt.complete_write(start, min(task.end, self.size) - start, runs, how, False)
+            self._write_done(task, how, runs)
         elif runs.__class__ is Snap:                # nothing will paste it
             runs.forget()
         elif runs.__class__ is _Pieces:
             runs.joined()
         self._task_finish(call, task, err, False)
+
+    def _write_done(self, task: _Task, how, runs) -> None:
+        """A task's write to the target completes (``complete_write``)."""
+        start = task.start
+        tgt = self.target
+        if runs.__class__ is _Pieces:
+            if how is None:
+                # complete_write of the first piece (the counters, the
+                # listeners: the whole range), then the others' content
+                tgt.complete_write(start, min(task.end, self.size) - start, runs[0],
+                                   None, False)
+                content = tgt.content
+                for piece in runs[1:]:
+                    content.set_runs(piece)
+                return
+            runs = runs.joined()
+        tgt.complete_write(start, min(task.end, self.size) - start, runs, how, False)
+
+    def _paste(self, start: int, end: int) -> None:
+        """The target's content of ``[start, end)`` becomes the source's
+        (the content of completed task writes whose reads the compiled
+        loop, blocksim.engine.copyloop, took when it stopped: the same
+        content, read a page at a time)."""
+        runs = self._read_for_copy(self.source, start, end)
+        content = self.target.content
+        if runs.__class__ is _Pieces:
+            for piece in runs:
+                content.set_runs(piece)
+        else:
+            content.set_runs(runs)
+
+    def _chunk(self) -> int:
+        """``block_copy_chunk_size`` in clusters: 1 MiB, or one cluster
+        with compress."""
+        return 1 if self.compress else max(CHUNK // self.cluster, 1)
 
     def _task_finish(self, call: _Call, task: _Task, err: int, is_read: bool) -> None:
         if err and not call.err:
@@ -817,6 +916,8 @@ class BackupJob(BlockJob):
         start = offset // cs * cs
         end = min(-(-(offset + length) // cs) * cs, bcs.nbits * cs)
         b0, b1 = start // cs, -(-end // cs)
+        if b1 == b0 + 1 and end <= self.size:
+            return self._copy_one_quietly(b0, start, end, t, deadline)
         if bcs.find(b0, b1) < 0:
             # nothing to copy (nothing in flight either): the witness only
             if t >= deadline:
@@ -832,6 +933,11 @@ class BackupJob(BlockJob):
         zero, num = self._status(start, end)
         if zero or start + num < end:
             return None
+        return self._copy_quietly(b0, b1, start, end, t, deadline)
+
+    def _copy_quietly(self, b0: int, b1: int, start: int, end: int, t: int, deadline: int):
+        """:meth:`copy_before_quietly` of dirty clusters ``[b0, b1)`` of data."""
+        bcs = self.bcs
         src, tgt = self.source, self.target
         nbytes = end - start
         size = min(end, self.size) - start
@@ -859,6 +965,66 @@ class BackupJob(BlockJob):
         self.cbw_copies += 1
         self.cbw_bytes += nbytes
         return write_done
+
+    def _copy_one_quietly(self, b: int, start: int, end: int, t: int, deadline: int):
+        """:meth:`copy_before_quietly` of a write inside one cluster ``b``
+        (``[start, end)``, within the disk): the same steps, one cluster's
+        tests in place of the range's (``find`` and ``dirty_run`` of one
+        granule are ``is_dirty``; the witness of one cluster; its block
+        status on one page), the devices' reads and writes as
+        ``read_for_copy`` and ``complete_write`` do them on a source with no
+        backing file and a quiet target (no write listener)."""
+        if not self.bcs.is_dirty(b):
+            if t >= deadline:
+                return None
+            seen = self._seen
+            if not seen.is_dirty(b):                # _witness
+                self._pit.set_runs(self.source.read_for_copy(start, end))
+                seen.mark(start, end)
+            return t
+        src, tgt = self.source, self.target
+        content = src.content
+        if src.backing is not None or content._journal is None or tgt.write_listeners:
+            return self._copy_before_range(b, start, end, t, deadline)
+        p = start >> content._shift
+        if (p != (end - 1) >> content._shift or not self._holds_data(content, p)):
+            return self._copy_before_range(b, start, end, t, deadline)
+        # (the status: data throughout, the task the cluster)
+        nbytes = end - start
+        read_done = t + src.latency + nbytes * 1_000_000_000 // src.bandwidth
+        write_done = read_done + tgt.latency + nbytes * 1_000_000_000 // tgt.bandwidth
+        if write_done >= deadline:
+            return None
+        seen = self._seen
+        if not seen.is_dirty(b):                    # _witness
+            self._pit.set_runs(content.snapshot(start, end))
+            seen.mark(start, end)
+        self.bcs.clear_bits(b, b + 1)               # _task_create
+        self.limit.delay(t, nbytes)
+        src._service_done(t, nbytes)                # submit_read
+        src.reads += 1                              # complete_read
+        src.bytes_read += nbytes
+        runs = content.snapshot(start, end)         # read_for_copy
+        tcs = tgt.cluster_size                      # target.write: submit_write
+        c0, c1 = start // tcs, -(-end // tcs)
+        if tgt._new_clusters(c0, c1):
+            tgt.alloc.set_range(c0, c1)
+        tgt._service_done(read_done, nbytes)
+        tgt.writes += 1                             # complete_write
+        tgt.bytes_written += nbytes
+        tgt.content.set_runs(runs)
+        self.offset += nbytes                       # _task_end
+        self.bytes_copied += nbytes
+        self.cbw_copies += 1
+        self.cbw_bytes += nbytes
+        return write_done
+
+    def _copy_before_range(self, b: int, start: int, end: int, t: int, deadline: int):
+        """The general path of :meth:`copy_before_quietly` for one cluster."""
+        zero, num = self._status(start, end)
+        if zero or start + num < end:
+            return None
+        return self._copy_quietly(b, b + 1, start, end, t, deadline)
 
     # -- the end ------------------------------------------------------------------------------
     def progress_len(self) -> int:

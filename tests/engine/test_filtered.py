@@ -47,6 +47,11 @@ CASES = {
     "a thin target that fills": backup(tgt={"capacity": "40MiB"},
                                        job={"on-target-error": "ignore"}),
     "a source partly zero": backup(src={"data": [{"offset": 0, "length": "16MiB"}]}),
+    # (writes over two clusters where the source reads as zeros: the range's
+    # block status, BackupJob.copy_before_quietly's general path)
+    "writes over two clusters of a source partly zero": backup(
+        src={"data": [{"offset": 0, "length": "16MiB"}]},
+        guest={"bs": "96KiB", "rate-iops": 500}),
     # (tasks the guest's copies put out of line straddle the 64 MiB page
     # boundary, into a page of zeros)
     "tasks across two pages, into zeros": backup(
@@ -195,6 +200,10 @@ def test_the_guest_waits_for_tasks_of_a_full_pool(monkeypatch):
     guest's copy waits for a task of the pool (what the pool's wake-up
     must leave to that waiter first)."""
     from blocksim.jobs import backup as backup_module
+    from blocksim.engine import copyloop
+    # (the pass's own waits: without the loop, which waits in place of
+    # the generator while no call waits for a task of the pool)
+    monkeypatch.setattr(copyloop, "ENABLED", False)
     waits = []
     real = backup_module.BackupJob._pool_wait
 

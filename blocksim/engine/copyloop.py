@@ -1,0 +1,496 @@
+"""A backup's background block-copy pass as one plain loop over the steps.
+
+A backup's block-copy call (``blocksim.jobs.backup``, QEMU's
+``block_copy_dirty_clusters``) keeps 64 tasks of 1 MiB in flight: each task
+is a start, a source read, a target write and a ``done`` event
+(:mod:`blocksim.engine.steps` keeps them out of SimPy's queue), and each
+``done`` wakes the pass, which takes the next dirty clusters out of the copy
+bitmap, asks their block status and the rate limiter, and starts the next
+task.  Done one step at a time that is some forty Python calls a task: the
+steps' heap, the callbacks, the events, the pass's generator resumed.
+
+:func:`run` does the same steps in one loop over the steps' own heap, in
+the same order, drawing the same ids from SimPy's counter at the same
+moments:
+
+1. **When it applies.**  The steps' loop hands it an entry of one of the
+   job's task steps (start, read, write).  The background call's pass waits
+   for a free slot of its pool (``_Pool.task`` made, ``_Pool.ev`` pending),
+   no other call waits for a task of its pool, the call has neither failed
+   nor been cancelled, the source has no backing file and a content
+   journal, and both nodes are quiet up to SimPy's next event
+   (:func:`blocksim.engine.burst._quiet`: no fault rule that could match,
+   no jitter, no threshold, no write listener or backing file on the
+   target, room for the whole disk): every read and write succeeds after
+   the devices' queue and pipe.
+2. **What it does**, entry by entry, as the steps would: a task's start
+   issues its read (``Device._service_done``), its read completes (the
+   counters) and issues the write (``submit_write`` on a quiet target:
+   allocation, queue and pipe), its write completes (the counters; ``_task_end``: progress, the
+   task out of the job's list, into the pool's ended list; its ``done``
+   succeeded *last*, as ``Steps.succeed`` does: its callbacks run at once
+   when nothing else is due at that instant, else a step of its own).  The
+   pool's check (``BackupJob._pool_check``) and the pass's wake-up are done
+   here too: where the generator would resume after its wait for a slot,
+   the loop carries the pass on as the generator's code does (the tasks
+   ended out of the pool, the waiting task in, then the next tasks: copy
+   bitmap, block status, rate limit, until the pool is full again and a
+   task waits for a slot), on the pass's state kept in its ``_Pool``.  The
+   generator itself stays suspended on its wait, whose event is the same
+   object throughout; when it resumes it finds the pass as it would have
+   left it.
+   Another call's task (a guest's copy-before-write) has its start and its
+   read run here too, by its own step methods, as the steps would run them
+   (the target's allocation deferred so far is set first: its write asks
+   it).
+3. **Where it stops**: before the first entry SimPy's queue does not come
+   after (a marker of a step already run is dropped, as the steps do),
+   before any other entry (another call's write, which resumes the call
+   waiting for it; a write-zeroes; a failed request; a ``done`` event with
+   a waiter of its own), and before a step after which the pass would do
+   anything but start tasks and wait for a slot again (the rate limiter
+   asks for a sleep, nothing left to copy, a task whose block status is not
+   data throughout: checked without side effects first, on a plan of the
+   next tasks).
+4. **What it leaves**: what a task read is pasted into the target when the
+   loop stops instead of at each write (the source cannot change meanwhile:
+   no guest request runs inside the loop, and a guest write waits for any
+   task over its clusters), in runs as long as the tasks allow; a task whose
+   read completed and whose write has not takes its read then (the same
+   content).  So are the copy bitmap's bits of the tasks made here (cleared
+   when it stops: only the pass's own search, from past them, reads the
+   bitmap meanwhile) and the target's allocation of the writes issued here.
+   Everything else is done as it goes.
+
+:func:`fill` is the pass's fill of its pool after a sleep (64 tasks made at
+once at each rate-limit slice's start), made in one go by the generator's
+own call, with the same checks.
+
+Not compiled yet: the loop is plain Python (about 4 µs a step); arrays for
+the tasks kept across its entries, and the journal's reads and pastes from
+compiled code, would be the next step (docs/performance.md).
+
+``tests/engine/test_copyloop.py`` and the backups of
+``tests/engine/test_filtered.py`` and ``tests/system/test_shortcuts_random.py``
+compare runs with it, without it (``copyloop.ENABLED = False``) and without
+shortcuts.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from heapq import heappop, heappush
+
+from simpy.events import NORMAL, PENDING, URGENT, Event
+
+from .burst import _quiet
+
+#: tests switch the loop off to compare (the steps one at a time)
+ENABLED = True
+
+_MAX_WORKERS = 64           # BLOCK_COPY_MAX_WORKERS (backup.MAX_WORKERS)
+
+
+def attach(job, steps) -> None:
+    """Hand ``steps`` the loop for ``job``'s task steps."""
+    loop = partial(run, job)
+    for callback in (job._begin_step, job._read_step, job._write_step):
+        steps.loop_for[callback] = loop
+
+
+def run(job, entry) -> bool:
+    """Run the steps from ``entry`` (the head of the steps' heap, due before
+    SimPy's next event) while the module's doc says so; whether it ran any."""
+    if not ENABLED:
+        return False
+    pooled = job._pass
+    if pooled is None:
+        return False
+    call = pooled.call
+    if entry[3] is job._write_step and (entry[4][0] is not call
+                                        or entry[4][1].pool is not pooled):
+        return False                # (another call's write: its waiter resumes)
+    ev = pooled.ev
+    if call is not job._call or call.err or call.cancelled:
+        return False
+    # the pass waits for a slot (else it sleeps, and no task's end wakes it:
+    # the pool's check only counts, BackupJob._pool_check)
+    waiting = pooled.task is not None and ev is not None and ev._value is PENDING
+    for t in pooled.waited:
+        if t.pool is pooled:
+            return False
+    src, tgt = job.source, job.target
+    env = job.env
+    queue = env._queue
+    now = entry[0]
+    if (src.backing is not None or src.content._journal is None or src.faults or tgt.faults
+            or not _quiet(src, tgt, now, queue[0][0] if queue else float("inf"))):
+        return False
+    steps = job._steps
+    heap = steps.heap
+    markers = steps._markers
+    eid = env._eid
+    BEGIN, READ, WRITE = job._begin_step, job._read_step, job._write_step
+    pool, ended = pooled.tasks, pooled.ended
+    tasks = job._tasks
+    size = job.size
+    pool_check = job._pool_check
+    limit = job.limit
+    pastes: list = []           # [start, end) read and written here, not pasted yet
+    later: dict = {}            # task -> its write's entry, read here, not written yet
+    allocs: list = []           # [c0, c1) of the target the writes here allocate
+    tcs = tgt.cluster_size
+    Task = job.Task
+    fired = False               # the wait's event succeeded here, as a step
+    ran = 0
+
+    cs, bcs = job.cluster, job.bcs
+    end = pooled.end
+    last = -(-end // cs)
+    chunk = job._chunk()
+    # the pass's next tasks, (start, end), found ahead without changing the
+    # bitmap (the bits are cleared when the loop stops: until then only the
+    # pass's own search, from past them, reads it); plan[taken:] not made yet
+    plan: list = []
+    taken = 0
+    planned = pooled.pos        # where the plan's search goes on
+    first = -1                  # the first cluster taken out of the bitmap here
+
+    def feasible(k: int, now: int) -> bool:
+        """Whether the pass, woken now, makes its next ``k`` tasks without
+        a sleep, a shrink or an end (nothing changed but the plan)."""
+        nonlocal planned
+        while len(plan) - taken < k:
+            pos = planned
+            if pos >= end:
+                return False
+            b = bcs.find(pos // cs, last)
+            if b < 0:
+                return False
+            n = bcs.dirty_run(b, min(chunk, last - b))
+            a, e = b * cs, (b + n) * cs
+            zero, num = job._status(a, e)
+            if zero or a + num < e:
+                return False
+            plan.append((a, e))
+            planned = e
+        if limit.speed:
+            # RateLimit.delay(now, 0), then (now, e - a), for each
+            quota = limit.slice_quota
+            start, slice_end, dispatched = limit.slice_start, limit.slice_end, limit.dispatched
+            for i in range(taken, taken + k):
+                if slice_end <= now:
+                    start, slice_end, dispatched = now, now + _SLICE_NS, 0
+                if dispatched >= quota:
+                    return False
+                a, e = plan[i]
+                dispatched += e - a
+                if dispatched >= quota:
+                    slice_end = start + int(dispatched / max(quota, 1) * _SLICE_NS)
+        return True
+
+    def resume(now: int) -> None:
+        """The pass's generator resumed after its wait for a slot
+        (``BackupJob._dirty_clusters_steps``), up to its next wait: the
+        tasks the plan says, as _task_create, _block_status (data
+        throughout: the task as made) and the limiter's delays would."""
+        nonlocal fired, taken, first
+        fired = False
+        for t in ended:
+            pool.remove(t)
+            t.pool = None
+        ended.clear()
+        pooled.processed = 0
+        task = pooled.task
+        speed = limit.speed
+        while True:
+            pool.append(task)
+            task.pool = pooled
+            task.done.callbacks.append(partial(pool_check, task))
+            heappush(heap, (now, URGENT, next(eid), BEGIN, (call, task)))
+            a, e = plan[taken]
+            taken += 1
+            if first < 0:
+                first = a // cs
+            task = Task(env, a, e)
+            job.in_flight_bytes += e - a
+            tasks.append(task)
+            if speed:
+                if limit.slice_end <= now:
+                    limit.slice_start, limit.slice_end, limit.dispatched = now, now + _SLICE_NS, 0
+                dispatched = limit.dispatched = limit.dispatched + e - a
+                if dispatched >= limit.slice_quota:
+                    limit.slice_end = limit.slice_start + int(
+                        dispatched / max(limit.slice_quota, 1) * _SLICE_NS)
+            pooled.pos = e
+            if len(pool) >= _MAX_WORKERS:
+                # _pool_wait: nothing processed yet, no task waited for
+                pooled.wait += 1
+                pooled.task = task
+                return
+
+    try:
+        while heap:
+            entry = heap[0]
+            if queue:
+                head = queue[0]
+                if entry[2] != head[2] and entry > head:
+                    key = head[:3]
+                    if markers.get(key) is head[3]:
+                        heappop(queue)
+                        del markers[key]
+                        continue
+                    break
+            callback, arg = entry[3], entry[4]
+            now = entry[0]
+            if callback is BEGIN:
+                task = arg[1]
+                if task.zero:
+                    break
+                if arg[0] is not call or task.pool is not pooled:
+                    # another call's task (a guest's copy-before-write):
+                    # its start issues its read, as the steps run it
+                    heappop(heap)
+                    env._now = now
+                    _step(env, callback, arg)
+                    ran += 1
+                    continue
+                heappop(heap)
+                env._now = now
+                start = task.start
+                done = src._service_done(now, min(task.end, size) - start)
+                heappush(heap, (done, NORMAL, next(eid), READ, (call, task, 0)))
+            elif callback is READ:
+                task = arg[1]
+                if arg[2]:
+                    break
+                if arg[0] is not call or task.pool is not pooled:
+                    # another call's task: its read completes and issues its
+                    # write (which reads the target's allocation: ours first)
+                    for c0, c1 in allocs:
+                        tgt.alloc.set_range(c0, c1)
+                    allocs.clear()
+                    heappop(heap)
+                    env._now = now
+                    _step(env, callback, arg)
+                    ran += 1
+                    continue
+                heappop(heap)
+                env._now = now
+                start = task.start
+                length = min(task.end, size) - start
+                src.reads += 1                      # complete_read
+                src.bytes_read += length
+                # submit_write on a quiet target: its clusters allocated
+                # (when the loop stops: nothing reads the map meanwhile),
+                # the queue and pipe
+                c0, c1 = start // tcs, -(-(start + length) // tcs)
+                if allocs and allocs[-1][1] >= c0:
+                    if c1 > allocs[-1][1]:
+                        allocs[-1][1] = c1
+                else:
+                    allocs.append([c0, c1])
+                # (what it read: taken when the loop stops)
+                later[task] = entry = (tgt._service_done(now, length), NORMAL, next(eid),
+                                       WRITE, (call, task, 0, None, None))
+                heappush(heap, entry)
+            elif callback is WRITE:
+                task = arg[1]
+                if (arg[0] is not call or task.pool is not pooled or arg[2]
+                        or arg[3] is not None or task.waited
+                        or len(task.done.callbacks) != 1):
+                    break
+                heappop(heap)
+                at_once = ((not heap or heap[0][0] > now)
+                           and (not queue or queue[0][0] > now))
+                wakes = waiting and not fired and task.checked != pooled.wait
+                if at_once and wakes and not feasible(len(ended) + 1, now):
+                    heappush(heap, entry)
+                    break
+                env._now = now
+                start = task.start
+                length = min(task.end, size) - start
+                runs = arg[4]
+                if runs is None:
+                    del later[task]
+                    tgt.writes += 1                 # complete_write
+                    tgt.bytes_written += length
+                    if pastes and pastes[-1][1] == start:
+                        pastes[-1][1] = start + length
+                    else:
+                        pastes.append([start, start + length])
+                else:
+                    job._write_done(task, None, runs)
+                # _task_finish, _task_end
+                nbytes = task.end - start
+                call.copied += nbytes
+                job.in_flight_bytes -= nbytes
+                job.offset += nbytes
+                job.bytes_copied += nbytes
+                tasks.remove(task)
+                ended.append(task)
+                done = task.done
+                done._ok = True
+                done._value = None
+                i = next(eid)
+                if at_once:
+                    # Steps.succeed(done, last=True): its callbacks at once,
+                    # the pool's check only (no call waits for the task)
+                    done.callbacks = None
+                    pooled.processed += 1
+                    if wakes:
+                        next(eid)           # Steps.succeed(ev, last=True), at once
+                        resume(now)
+                else:
+                    heappush(heap, (now, NORMAL, i, None, done))
+            elif callback is None:
+                if arg is ev:
+                    if not fired or not feasible(len(ended), now):
+                        break
+                    heappop(heap)
+                    env._now = now
+                    resume(now)
+                else:
+                    # a task's done event: only the pool's check waits on it
+                    callbacks = arg.callbacks
+                    if (callbacks is None or len(callbacks) != 1
+                            or callbacks[0].__class__ is not partial
+                            or callbacks[0].func != pool_check):
+                        break
+                    task = callbacks[0].args[0]
+                    if task.done is not arg:
+                        break
+                    heappop(heap)
+                    at_once = ((not heap or heap[0][0] > now)
+                               and (not queue or queue[0][0] > now))
+                    wakes = (task.pool is not None and waiting and not fired
+                             and task.checked != pooled.wait)
+                    if wakes and at_once and not feasible(len(ended), now):
+                        heappush(heap, entry)
+                        break
+                    env._now = now
+                    arg.callbacks = None
+                    if task.pool is not None:
+                        pooled.processed += 1
+                        if wakes:
+                            # Steps.succeed(ev, last=True)
+                            if at_once:
+                                next(eid)
+                                resume(now)
+                            else:
+                                fired = True
+                                heappush(heap, (now, NORMAL, next(eid), None, ev))
+            else:
+                break
+            ran += 1
+    finally:
+        if ran:
+            if first >= 0:
+                bcs.clear_bits(first, plan[taken - 1][1] // cs)
+            alloc = tgt.alloc
+            for c0, c1 in allocs:
+                alloc.set_range(c0, c1)
+            _leave(job, src, heap, pastes, later, ev, fired, call)
+    return bool(ran)
+
+
+_SLICE_NS = 100_000_000     # BLOCK_JOB_SLICE_TIME (model.ratelimit.SLICE_NS)
+
+
+def _step(env, callback, arg) -> None:
+    """A plain step run as ``Steps._fire`` runs it: an exception fails the
+    process (an event scheduled at once, raising when processed)."""
+    try:
+        callback(arg)
+    except BaseException as error:
+        failed = Event(env)
+        failed._ok = False
+        failed._value = error
+        env.schedule(failed)
+
+
+def fill(job, pooled) -> int:
+    """The background pass's loop (``BackupJob._dirty_clusters_steps``)
+    run now for the tasks it makes and starts without a sleep, a shrink or
+    an end, until the pool is full (the last task made then waits for a
+    slot: ``pooled.task``) or the next task is not such a one (left to the
+    pass's own code): ``_task_create``, ``_block_status`` (data throughout:
+    the task as made), the limiter's two delays, the task into the pool and
+    its start as a step.  The bitmap's bits are cleared once, at the end
+    (only this search, from past them, reads them meanwhile).  How many
+    tasks it made."""
+    if not ENABLED:
+        return 0
+    env = job.env
+    now = env._now
+    cs, bcs = job.cluster, job.bcs
+    end = pooled.end
+    last = -(-end // cs)
+    chunk = job._chunk()
+    limit = job.limit
+    speed = limit.speed
+    steps = job._steps
+    begin = job._begin_step
+    pool = pooled.tasks
+    pool_check = job._pool_check
+    tasks = job._tasks
+    call = pooled.call
+    Task = job.Task
+    pos = pooled.pos
+    first = -1
+    made = 0
+    while pos < end:
+        b = bcs.find(pos // cs, last)
+        if b < 0:
+            break
+        n = bcs.dirty_run(b, min(chunk, last - b))
+        a, e = b * cs, (b + n) * cs
+        zero, num = job._status(a, e)
+        if zero or a + num < e:
+            break
+        if speed:
+            # RateLimit.delay(now, 0): a sleep is left to the pass
+            if limit.slice_end <= now:
+                if limit.slice_quota <= 0:
+                    break
+            elif limit.dispatched >= limit.slice_quota:
+                break
+            if limit.slice_end <= now:
+                limit.slice_start, limit.slice_end, limit.dispatched = now, now + _SLICE_NS, 0
+            dispatched = limit.dispatched = limit.dispatched + e - a    # delay(now, e - a)
+            if dispatched >= limit.slice_quota:
+                limit.slice_end = limit.slice_start + int(
+                    dispatched / max(limit.slice_quota, 1) * _SLICE_NS)
+        if first < 0:
+            first = b
+        task = Task(env, a, e)
+        job.in_flight_bytes += e - a
+        tasks.append(task)
+        pos = pooled.pos = e
+        made += 1
+        if len(pool) >= _MAX_WORKERS:
+            pooled.task = task
+            break
+        pool.append(task)
+        task.pool = pooled
+        task.done.callbacks.append(partial(pool_check, task))
+        steps.at(0, begin, (call, task), urgent=True)
+    if first >= 0:
+        bcs.clear_bits(first, pos // cs)
+    return made
+
+
+def _leave(job, src, heap, pastes, later, ev, fired, call) -> None:
+    """What the loop deferred: the target's content of the writes done
+    here, the reads of the writes still to come, the wait's event."""
+    for a, b in pastes:
+        job._paste(a, b)
+    size = job.size
+    for task, entry in later.items():
+        i = heap.index(entry)
+        arg = entry[4]
+        runs = job._read_for_copy(src, task.start, min(task.end, size))
+        heap[i] = entry[:4] + ((call, task, 0, arg[3], runs),)
+    if fired:
+        ev._ok = True
+        ev._value = None

@@ -1,0 +1,127 @@
+"""The background pass's loop (blocksim.engine.copyloop) leaves the run the
+steps give one at a time, and the one SimPy gives without shortcuts:
+backups whose pool fills (64 tasks of 1 MiB in flight, the pass waiting
+for a slot) under a guest whose copy-before-writes come among the tasks,
+compared byte for byte (equivalence.outcome) with the loop switched off
+and without shortcuts, and checked to run in the loop."""
+
+from __future__ import annotations
+
+import pytest
+
+import blocksim
+from blocksim.engine import copyloop
+from blocksim.simulation import Simulation
+from equivalence import outcome
+
+MiB = 1 << 20
+
+
+def backup(guest: dict | None = None, job: dict | None = None, src: dict | None = None,
+           tgt: dict | None = None, **extra) -> dict:
+    scenario = {
+        "name": "copyloop", "duration": "1.2s", "sample-interval": "100ms",
+        "images": {"src": {"size": "512MiB", "data": "full", "bandwidth": "4GiB",
+                           "latency": "50us"} | (src or {}),
+                   "tgt": {"size": "512MiB", "bandwidth": "2GiB", "latency": "80us"}
+                   | (tgt or {})},
+        "drives": {"vda": {"image": "src"}},
+        "jobs": {"job0": {"type": "backup", "device": "vda", "target": "tgt",
+                          "sync": "full", "speed": "1GiB"} | (job or {})},
+        "workloads": {"g": {"drive": "vda", "rw": "randwrite", "bs": "4KiB", "iodepth": 1,
+                            "rate-iops": 1000} | (guest or {})},
+    }
+    scenario.update(extra)
+    return scenario
+
+
+CASES = {
+    # (d)'s shape: the pool fills at each slice's start, the guest's first
+    # write of the slice waits for its copy behind the pool's reads
+    "a rate-limited backup under a paced guest": backup(),
+    "a busier guest": backup(guest={"rate-iops": 5000}),
+    "no rate limit": backup(job={"speed": 0}, duration="400ms"),
+    "a slow target: writes queue behind reads": backup(tgt={"bandwidth": "512MiB"}),
+    "a qcow2 target with 128 KiB clusters": backup(tgt={"format": "qcow2",
+                                                        "cluster-size": "128KiB"}),
+    "a thin target": backup(tgt={"capacity": "1GiB"}),
+    "compress: one-cluster tasks": backup(job={"compress": True, "speed": "256MiB"}),
+    "a source partly zero": backup(src={"data": [{"offset": "8MiB", "length": "300MiB"}]}),
+    "a disk not a whole number of chunks": backup(src={"size": "300MiB", "data": "full"},
+                                                    tgt={"size": "300MiB"}),
+    "tasks across pages, out of line": backup(
+        guest={"offset": "60MiB", "size": "72MiB", "rate-iops": 4000}),
+    "bitmap sync": backup(job={"sync": "bitmap", "bitmap": "b0", "bitmap-mode": "always"},
+                          src={"bitmaps": [{"name": "b0", "dirty": [
+                              {"offset": "8MiB", "length": "200MiB"},
+                              {"offset": "300MiB", "length": "100MiB"}]}]}),
+    "pause, set-speed, stop, cont, cancel": backup(actions=[
+        {"at": "150ms", "command": "block-job-pause", "arguments": {"device": "job0"}},
+        {"at": "330ms", "command": "block-job-resume", "arguments": {"device": "job0"}},
+        {"at": "420ms", "command": "block-job-set-speed",
+         "arguments": {"device": "job0", "speed": 300 * MiB}},
+        {"at": "610ms", "command": "stop"}, {"at": "640ms", "command": "cont"},
+        {"at": "1010ms", "command": "block-job-cancel", "arguments": {"device": "job0"}}]),
+    "a fault window on the target": backup(
+        faults=[{"image": "tgt", "operation": "write", "errno": "EIO", "offset": 0,
+                 "length": "512MiB", "start": "250ms", "end": "260ms"}],
+        job={"on-target-error": "ignore"}),
+    "a second guest with reads": backup(workloads={
+        "g": {"drive": "vda", "rw": "randwrite", "bs": "4KiB", "iodepth": 1,
+              "rate-iops": 1000},
+        "h": {"drive": "vda", "rw": "randrw", "bs": "64KiB", "iodepth": 4,
+              "rate-iops": 300, "start": "200ms"}}),
+    # (every time a whole number of milliseconds: a task's write completes
+    # at the instant a guest's write does, over clusters copied already,
+    # so the done event must wait for SimPy's event due then, which
+    # queues the guest's next write before the pass's next read)
+    "SimPy's events at the instants of the tasks": backup(
+        src={"bandwidth": "1000MiB", "latency": "1ms"},
+        tgt={"bandwidth": "1000MiB", "latency": "1ms"},
+        job={"speed": "2GiB"}, guest={"think-time": "1ms", "bs": "1MiB", "size": "8MiB"}),
+}
+
+#: cases where the loop need not run at all (a fault rule on a node)
+NO_LOOP = {"a fault window on the target"}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_backup_with_the_loop_is_the_same_without_it(name, monkeypatch):
+    ran = []
+    real = copyloop.run
+
+    def counting(job, entry):
+        r = real(job, entry)
+        ran.append(r)
+        return r
+    monkeypatch.setattr(copyloop, "run", counting)
+    scenario = CASES[name]
+    for w in scenario["workloads"].values():
+        if "think-time" in w:
+            w.pop("rate-iops", None)
+    loaded = blocksim.load_scenario(scenario)
+    fast = outcome(Simulation(loaded))
+    monkeypatch.setattr(copyloop, "run", real)
+    monkeypatch.setattr(copyloop, "ENABLED", False)
+    assert fast == outcome(Simulation(loaded))
+    assert fast == outcome(Simulation(loaded, shortcuts=False))
+    if name not in NO_LOOP:
+        assert sum(ran) > 5               # the loop did run
+
+
+def test_the_loop_takes_most_tasks(monkeypatch):
+    """In (d)'s shape the loop runs nearly every task's steps: few are left
+    to the job's step methods."""
+    from blocksim.jobs import backup as backup_module
+    written = []
+    real = backup_module.BackupJob._task_written
+
+    def counting(self, arg):
+        written.append(arg)
+        return real(self, arg)
+    monkeypatch.setattr(backup_module.BackupJob, "_task_written", counting)
+    sim = Simulation(blocksim.load_scenario(CASES["a rate-limited backup under a paced guest"]))
+    result = sim.run()
+    copied = result.summary["jobs"]["job0"]["bytes_copied"]
+    assert copied > 500 * MiB
+    assert len(written) < copied // MiB // 4
