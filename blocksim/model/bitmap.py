@@ -56,20 +56,19 @@ import mmap
 from array import array
 
 import numpy as np
-from ..engine import Compiled
+from ..engine import Compiled, bitmap_blocks
 
 #: compiled with numba on first use (engine/compiled.py)
 njit = Compiled(globals())
 
-BLOCK_SHIFT = 9                      # 512 granules per summary block
-# (compiled code takes it as a constant: after changing it, delete the
-# numba cache, blocksim/__pycache__/*.nbi and *.nbc, which only notices
-# changes to the compiled functions' own files)
-BLOCK = 1 << BLOCK_SHIFT
-#: a block's ``summary`` entry: its dirty count in the low COUNT_BITS bits,
-#: its slot in the pool above them (0: none, the block is not mixed)
-COUNT_BITS = BLOCK_SHIFT + 1
-COUNT_MASK = (1 << COUNT_BITS) - 1
+#: the layout, and the pool's compiled helpers, are the engine's
+#: (blocksim.engine.bitmap_blocks: one home for the compiled copy loop and
+#: this module's compiled marks).  Compiled code takes them as constants:
+#: after changing them, delete the numba cache, blocksim/**/__pycache__/*.nbi
+#: and *.nbc, which only notices changes to the compiled functions' own files.
+BLOCK_SHIFT, BLOCK = bitmap_blocks.BLOCK_SHIFT, bitmap_blocks.BLOCK
+COUNT_BITS, COUNT_MASK = bitmap_blocks.COUNT_BITS, bitmap_blocks.COUNT_MASK
+_mark = bitmap_blocks._mark
 _ONES = memoryview(b"\x01" * BLOCK)
 _ZEROS = memoryview(bytes(BLOCK))
 _ONE, _ZERO = b"\x01", b"\x00"
@@ -454,56 +453,10 @@ class DirtyBitmap:
 
 
 @njit(cache=True)
-def _get32(bits, a):
-    return np.int64(bits[a]) | (np.int64(bits[a + 1]) << 8) | (
-        np.int64(bits[a + 2]) << 16) | (np.int64(bits[a + 3]) << 24)
-
-
-@njit(cache=True)
-def _put32(bits, a, v):
-    for k in range(4):
-        bits[a + k] = (v >> (8 * k)) & 255
-
-
-@njit(cache=True)
-def _take_slot(bits, fill):
-    """DirtyBitmap._take_slot: a free slot, its bytes ``fill``."""
-    slot = _get32(bits, 0)
-    if slot:
-        _put32(bits, 0, _get32(bits, slot << BLOCK_SHIFT))
-    else:
-        slot = _get32(bits, 4)
-        _put32(bits, 4, slot + 1)
-    for j in range(slot << BLOCK_SHIFT, (slot + 1) << BLOCK_SHIFT):
-        bits[j] = fill
-    return slot
-
-
-@njit(cache=True)
 def _mark_writes(bits, summary, blocks, offsets, length, granularity):
     """DirtyBitmap.mark for each write; returns how many granules turned dirty."""
     added = 0
     for offset in offsets:
         for b in range(offset // granularity, (offset + length + granularity - 1) // granularity):
-            blk = b >> BLOCK_SHIFT
-            v = summary[blk]
-            c = v & COUNT_MASK
-            if c == BLOCK:
-                continue
-            if c == 0:                      # materialise: all clean
-                slot = _take_slot(bits, 0)
-                blocks[blk] = 1
-            else:
-                slot = v >> COUNT_BITS
-            i = (slot << BLOCK_SHIFT) | (b & (BLOCK - 1))
-            if bits[i]:
-                continue
-            bits[i] = 1
-            c += 1
-            if c == BLOCK:                  # all dirty: the slot back
-                _put32(bits, slot << BLOCK_SHIFT, _get32(bits, 0))
-                _put32(bits, 0, slot)
-                slot = 0
-            summary[blk] = c | (slot << COUNT_BITS)
-            added += 1
+            added += _mark(bits, summary, blocks, b)
     return added
