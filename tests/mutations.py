@@ -630,8 +630,7 @@ MUTATIONS = [
      "                     or src.capacity >= src.alloc.nclusters * src.cluster_size))",
      ")"),
     ("sparse (19.4): a cluster listed in a sparse page allocated again", "blocksim/model/allocation.py",
-     "                if k == len(page) or page[k] != i:\n                    page.insert(k, i)\n",
-     "                if True:\n                    page.insert(k, i)\n"),
+     "        new = (b - a) - (hi - lo)\n", "        new = b - a\n"),
     # the loop waits for its oldest copy in flight (QEMU's
     # mirror_wait_for_free_in_flight_slot), in each of its three restatements
     ("mirror: the loop woken by the newest copy, not the oldest", "blocksim/jobs/mirror.py",
@@ -709,6 +708,17 @@ MUTATIONS = [
      "        if tgt._new_clusters(c0, c1):\n            tgt.alloc.set_range(c0, c1)\n"
      "        tgt._service_done(read_done, size)\n",
      "        tgt._service_done(read_done, size)\n"),
+    ("alloc (19.4): a sparse segment's tail not moved up for an insertion", "blocksim/model/allocation.py",
+     "            else:                           # its tail moved up, in place\n"
+     "                for k in range(off + n - 1, hi - 1, -1):\n"
+     "                    sparse[k + new] = sparse[k]\n",
+     "            else:\n                pass\n"),
+    ("alloc (19.4): a page turning to bytes loses its listed clusters", "blocksim/model/allocation.py",
+     "            dense[base + sparse[k]] = 1\n", "            pass\n"),
+    ("alloc (19.4): a batch resumed past the cluster it stopped at", "blocksim/model/allocation.py",
+     "        if r < 0:\n            return k, new\n", "        if r < 0:\n            return k + 1, new\n"),
+    ("alloc (19.4): a full page keeps its byte slot", "blocksim/model/allocation.py",
+     "        _free_dense(state, dense, -1 - loc)\n", "        pass\n"),
 ]
 
 

@@ -1171,10 +1171,9 @@ class Kernel:
         first = out[:n, 0] // cs
         if n > 8 and np.array_equal(first + 1, -(-out[:n, 1] // cs)):
             # (a cluster each: a ready mirror's copies of scattered granules)
-            tgt.alloc.set_each(first.tolist())
+            tgt.alloc.set_each(first)
             return
-        for lo, hi in out[:_clusters(out, n, cs)].tolist():
-            tgt.alloc.set_range(lo, hi)
+        tgt.alloc.set_ranges(out[:_clusters(out, n, cs)])
 
     # -- the guest -------------------------------------------------------------------
     # A guest worker taken over (_adopt) stays here, its entry on the heap, for
