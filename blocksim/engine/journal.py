@@ -381,7 +381,10 @@ class ContentJournal:
         if last - first < 64:
             pages = [p for p in range(first, last + 1) if p in logs]
         else:
-            pages = sorted(q for q in logs if first <= q <= last)
+            keys = np.fromiter(logs, dtype=np.int64, count=len(logs))
+            keys = keys[(keys >= first) & (keys <= last)]
+            keys.sort()
+            pages = keys.tolist()
         if len(pages) == 1:
             self.settle(pages[0])
             return
@@ -389,20 +392,16 @@ class ContentJournal:
             for p in pages:
                 self.settle(p)
             return
-        # in chunks of about BULK_ENTRIES entries, applied together
-        chunk: list = []
-        chunk_logs: list = []
-        size = 0
-        for p in pages:
-            size += self.loglen[p] >> 1
-            log = self._take(p)
-            chunk.append(p)
-            chunk_logs.append(log)
-            if size >= BULK_ENTRIES:
-                self._replay_bulk(chunk, chunk_logs)
-                chunk, chunk_logs, size = [], [], 0
-        if chunk:
-            self._replay_bulk(chunk, chunk_logs)
+        # in chunks of about BULK_ENTRIES entries, applied together (their
+        # logs taken a chunk at a time: a million pages at the end of a run)
+        at = np.asarray(pages, dtype=np.int64)
+        sizes = (np.frombuffer(self.loglen, dtype=np.int64)[at] >> 1).tolist()
+        lo = size = 0
+        for k, n in enumerate(sizes):
+            size += n
+            if size >= BULK_ENTRIES or k == len(sizes) - 1:
+                self._replay_bulk(pages[lo:k + 1], self._take_many(at[lo:k + 1]))
+                lo, size = k + 1, 0
 
     def keep_within_budget(self) -> bool:
         """Settle everything if the logs hold more than
@@ -436,6 +435,23 @@ class ContentJournal:
         self.replayed += n
         self.logged -= n
         return log
+
+    def _take_many(self, pages: np.ndarray) -> list:
+        """:meth:`_take` of each of ``pages`` (int64, each with a log), at once."""
+        logs = self._logs
+        taken = [logs.pop(p) for p in pages.tolist()]
+        loglen = np.frombuffer(self.loglen, dtype=np.int64)
+        n = int((loglen[pages] >> 1).sum())
+        loglen[pages] = 0
+        del loglen
+        for pending, zeroing in self.flags:
+            inside = pages[pages < len(pending)]        # (maps of several sizes)
+            pending[inside] = 0
+            zeroing[inside] = 0
+        self.settled_pages += len(taken)
+        self.replayed += n
+        self.logged -= n
+        return taken
 
     def _entries(self, p: int, log: array):
         """The log's entries as lists: map index, absolute start and end, value."""
