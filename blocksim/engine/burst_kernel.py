@@ -76,7 +76,8 @@ from itertools import count
 import numpy as np
 from simpy.events import NORMAL
 
-from .bitmap_blocks import BLOCK, BLOCK_SHIFT, COUNT_BITS, COUNT_MASK, _free_slot, _mark, _take_slot
+from .bitmap_blocks import (BLOCK, BLOCK_SHIFT, COUNT_BITS, COUNT_MASK, _find, _find_block,
+                            _free_slot, _mark, _take_slot)
 from .burst import SLEEPING as ASLEEP
 from .burst import TOP as BACK_TO_TOP
 from .burst import WAITING as STILL_WAITING
@@ -311,33 +312,6 @@ def _service_done(st, slots, base, now, nbytes):
 
 
 @_step
-def _find(flags, words, i, stop):
-    """The first non-zero byte of ``flags[i:stop]``, or -1: what
-    ``bytearray.find(1, i, stop)`` does with memchr, eight bytes at a time
-    (``words`` is the same buffer as 64-bit words, its tail bytes left out)."""
-    while i < stop and i & 7:
-        if flags[i]:
-            return i
-        i += 1
-    w, last = i >> 3, stop >> 3
-    if last > words.shape[0]:
-        last = words.shape[0]
-    while w < last:
-        if words[w]:
-            for j in range(w << 3, (w << 3) + 8):
-                if flags[j]:
-                    return j
-        w += 1
-    if w << 3 > i:
-        i = w << 3
-    while i < stop:
-        if flags[i]:
-            return i
-        i += 1
-    return -1
-
-
-@_step
 def _search(bits, bit_words, summary, blocks, block_words, b0, b1):
     """DirtyBitmap._search: the first dirty bit in ``[b0, b1)``, or -1.  A
     block's count gives its state (DirtyBitmap's rule): 0 all clean, BLOCK
@@ -353,7 +327,8 @@ def _search(bits, bit_words, summary, blocks, block_words, b0, b1):
     found = _find_in(bits, bit_words, v, blk, b0, b1 if b1 < edge else edge) if c else -1
     if found >= 0 or b1 <= edge:
         return found
-    blk = _find(blocks, block_words, blk + 1, ((b1 - 1) >> BLOCK_SHIFT) + 1)
+    blk = _find_block(bits, bit_words, summary, blocks, block_words, blk + 1,
+                      ((b1 - 1) >> BLOCK_SHIFT) + 1)
     if blk < 0:
         return -1
     # a flagged block inside the range holds a dirty bit; only the last

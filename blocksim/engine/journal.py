@@ -450,7 +450,7 @@ class ContentJournal:
             zeroing[inside] = 0
         self.settled_pages += len(taken)
         self.replayed += n
-        self.logged -= n
+        self.logged -= n                # (as _take: the budget counts what is logged)
         return taken
 
     def _entries(self, p: int, log: array):

@@ -68,6 +68,7 @@ njit = Compiled(globals())
 #: and *.nbc, which only notices changes to the compiled functions' own files.
 BLOCK_SHIFT, BLOCK = bitmap_blocks.BLOCK_SHIFT, bitmap_blocks.BLOCK
 COUNT_BITS, COUNT_MASK = bitmap_blocks.COUNT_BITS, bitmap_blocks.COUNT_MASK
+GROUP_SHIFT = bitmap_blocks.GROUP_SHIFT
 _mark = bitmap_blocks._mark
 _ONES = memoryview(b"\x01" * BLOCK)
 _ZEROS = memoryview(bytes(BLOCK))
@@ -89,7 +90,11 @@ class DirtyBitmap:
         #: the mixed blocks' bytes, one per granule, a slot of BLOCK bytes
         #: each; slot 0 holds the free list's head and the first slot never
         #: taken (two uint32 at bytes 0 and 4)
-        self.granules = mmap.mmap(-1, (nblocks + 1) << BLOCK_SHIFT, flags=_MAP_FLAGS)
+        self.granules = mmap.mmap(-1, bitmap_blocks.pool_bytes(nblocks), flags=_MAP_FLAGS)
+        #: where the group bytes start in ``granules`` (a byte per 64
+        #: blocks, 1 where one of them may be flagged: what the compiled
+        #: search reads instead of the flags, bitmap_blocks._find_block)
+        self._groups = (nblocks + 1) << BLOCK_SHIFT
         self.granules[4:8] = (1).to_bytes(4, "little")
         # per block, its dirty count and its slot (an array: compiled code
         # shares it, blocksim.engine.burst_kernel)
@@ -157,6 +162,7 @@ class DirtyBitmap:
             if not c:                       # materialise: all clean
                 slot = self._take_slot(_ZEROS)
                 self.blocks[blk] = 1
+                self.granules[self._groups + (blk >> GROUP_SHIFT)] = 1
             else:
                 slot = v >> COUNT_BITS
             i = (slot << BLOCK_SHIFT) | (b0 & (BLOCK - 1))
@@ -294,7 +300,11 @@ class DirtyBitmap:
             self._free_slot(slot)
             slot = 0
         self.summary[blk] = new | (slot << COUNT_BITS)
-        self.blocks[blk] = 1 if new else 0
+        if new:
+            self.blocks[blk] = 1
+            self.granules[self._groups + (blk >> GROUP_SHIFT)] = 1
+        else:
+            self.blocks[blk] = 0
         self.count += new - c
 
     def _assign(self, b0: int, b1: int, value: bool) -> None:
@@ -313,6 +323,9 @@ class DirtyBitmap:
             before = int((entries & COUNT_MASK).sum())
             entries[:] = BLOCK if value else 0
             blocks[w0:w1] = 1 if value else 0
+            if value:
+                g0, g1 = self._groups + (w0 >> GROUP_SHIFT), self._groups + ((w1 - 1) >> GROUP_SHIFT) + 1
+                self.granules[g0:g1] = b"\x01" * (g1 - g0)
             self.count += (((w1 - w0) << BLOCK_SHIFT) if value else 0) - before
             if w1 << BLOCK_SHIFT < b1:
                 self._assign_block(w1, w1 << BLOCK_SHIFT, b1, value)

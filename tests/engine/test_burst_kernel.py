@@ -653,3 +653,36 @@ def test_a_thin_source_without_room_keeps_its_guest_in_simpy(monkeypatch):
     assert '"BLOCK_IO_ERROR"' in compiled and "nospace" in compiled
     monkeypatch.setattr(burst, "KERNEL", False)
     assert outcome(blocksim.Simulation(scenario, seed=4)) == compiled
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_search_by_groups_finds_what_the_flags_say(seed):
+    # a bitmap of many groups of 64 blocks: granules marked and cleared by
+    # the kernel and by Python, whole blocks marked, and searches between
+    # them that clear the bytes of groups left with no flagged block; each
+    # search against the bitmap's own (bytearray.find over the flags)
+    rng = np.random.default_rng(seed)
+    g = 512
+    nblocks = 64 * 40 + 17
+    nbits = nblocks * BLOCK - 5
+    bm = DirtyBitmap(nbits * g, g)
+    bits, bit_words, summary, blocks, block_words = bm.arrays()
+    for step in range(400):
+        kind = rng.integers(0, 6)
+        b = int(rng.integers(0, nbits))
+        if kind == 0:
+            bm.count += burst_kernel._mark(bits, summary, blocks, b)
+        elif kind == 1:
+            bm.mark(b * g, b * g + 1)
+        elif kind == 2:
+            bm.clear_bits(b, min(b + int(rng.choice([1, 3, BLOCK, 70 * BLOCK])), nbits))
+        elif kind == 3 and step % 20 == 0:
+            bm.mark(b * g, min(b + int(rng.choice([BLOCK, 70 * BLOCK])), nbits) * g)
+        for _ in range(5):
+            a = int(rng.integers(0, nbits))
+            e = int(rng.integers(a, nbits + 1)) if rng.random() < 0.5 else nbits
+            got = burst_kernel._search(bits, bit_words, summary, blocks, block_words, a, e)
+            assert got == bm._search(a, e) if a < e else True, (step, a, e)
+        # every flagged block's group byte is set
+        flagged = np.flatnonzero(blocks)
+        assert bits[bm._groups + (flagged >> 6)].all()
