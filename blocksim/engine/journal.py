@@ -123,6 +123,9 @@ BUDGET_ENTRIES = 8 << 20
 #: out to the pages' logs (:meth:`ContentJournal.flush`): enough that a hand
 #: out meets each page of a 1 TiB disk many times over.
 STAGE_ENTRIES = 1 << 19
+#: or this many a page of the disk, up to STAGE_MAX (ContentJournal.register)
+STAGE_PER_PAGE = 2
+STAGE_MAX = 1 << 21
 
 # A flush (_by_page) sorts the pages it met unless they are more than one
 # in this many of the disk's: then it walks all the pages' counts instead.
@@ -185,22 +188,23 @@ class ContentJournal:
         #: the stage: entries not yet handed out to their pages' logs, as
         #: ``(page, word, value)`` rows, ``staged`` of them, in the order
         #: they were made (``rows`` is the same memory as an array, for
-        #: compiled code; neither ever changes size)
-        self.capacity = cap = STAGE_ENTRIES
+        #: compiled code; both sized when the maps register, see register)
         # (the stage and the flush's ``_met`` are one anonymous mapping,
-        # garbage once handed out: :meth:`settle_all` gives its pages back)
+        # garbage once handed out: :meth:`settle_all` gives its pages back;
+        # its pages past the stage in use are never touched)
         # (private: a process forked later does not share it)
-        self._scratch = (mmap.mmap(-1, 32 * cap, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-                         if hasattr(mmap, "MAP_ANONYMOUS") else mmap.mmap(-1, 32 * cap))
-        self.stage = memoryview(self._scratch).cast("B").cast("q")[:3 * cap]
-        self.rows = np.frombuffer(self._scratch, dtype=np.int64, count=3 * cap).reshape(cap, 3)
+        size = 32 * STAGE_MAX
+        self._scratch = (mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+                         if hasattr(mmap, "MAP_ANONYMOUS") else mmap.mmap(-1, size))
         self.staged = 0
         # a flush's workspace (_by_page): a count per page, zero between
         # flushes (int32: a stage holds fewer than 2**31 entries), and the
         # pages met
-        assert self.capacity < 1 << 31
+        assert STAGE_MAX < 1 << 31
         self._counts = np.zeros(0, dtype=np.int32)
-        self._met = np.frombuffer(self._scratch, dtype=np.int64, count=cap, offset=24 * cap)
+        self._met = np.frombuffer(self._scratch, dtype=np.int64, count=STAGE_MAX,
+                                  offset=24 * STAGE_MAX)
+        self._size_stage(STAGE_ENTRIES)
         #: each map's page flags (its ``_pending`` and ``_zeroing``) as
         #: arrays, for compiled code that logs changes
         self.flags: list = []
@@ -221,6 +225,12 @@ class ContentJournal:
         self.settled_pages = 0
         self.replayed = 0
 
+    def _size_stage(self, cap: int) -> None:
+        """The stage holds ``cap`` entries (nothing staged)."""
+        self.capacity = cap
+        self.stage = memoryview(self._scratch).cast("B").cast("q")[:3 * cap]
+        self.rows = np.frombuffer(self._scratch, dtype=np.int64, count=3 * cap).reshape(cap, 3)
+
     def register(self, m) -> None:
         """Make map ``m`` journal its changes here."""
         if m._shift != self.shift:
@@ -232,6 +242,12 @@ class ContentJournal:
         if len(self.loglen) < pages:
             self.loglen.frombytes(bytes(8 * (pages - len(self.loglen))))
             self._counts = np.zeros(pages, dtype=np.int32)
+            # a stage of two entries a page, up to STAGE_MAX: a hand out
+            # then meets each page it visits about twice (a million pages
+            # at 64 TiB: one of STAGE_ENTRIES met most pages once)
+            cap = min(STAGE_MAX, max(STAGE_ENTRIES, STAGE_PER_PAGE * pages))
+            if cap > self.capacity and not self.staged:
+                self._size_stage(cap)
         m._journal = self
         # page -> 1 if its log changes this map; 1 if that may bring zeros
         m._pending = bytearray(pages)
@@ -413,12 +429,13 @@ class ContentJournal:
 
     def settle_all(self) -> None:
         self.flush()
-        if self._logs:
-            self.settle_range(min(self._logs), max(self._logs))
         # nothing is staged: the stage's memory goes back to the system until
-        # it fills again (12 MiB: the end of a run then reads the disks)
+        # it fills again (12 to 48 MiB: the end of a run then reads the
+        # disks), before the settle builds the pages
         if hasattr(self._scratch, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
             self._scratch.madvise(mmap.MADV_DONTNEED)
+        if self._logs:
+            self.settle_range(min(self._logs), max(self._logs))
 
     def _take(self, p: int):
         """Page ``p``'s log, removed from the journal (None if it has none)."""

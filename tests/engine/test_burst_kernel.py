@@ -320,6 +320,7 @@ def test_the_guest_in_the_kernel_with_small_batches_stage_and_ledger(monkeypatch
     from blocksim.model import workload
     monkeypatch.setattr(workload, "_BATCH", 16)
     monkeypatch.setattr(journal, "STAGE_ENTRIES", 96)
+    monkeypatch.setattr(journal, "STAGE_PER_PAGE", 0)        # (that stage, whatever the disk)
     monkeypatch.setattr(burst_kernel.Kernel, "LEDGER_ROWS", 64)
     scenario = blocksim.load_scenario(_guest_mirror({}))
     with monkeypatch.context() as m:
