@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import mmap
 from array import array
+from itertools import repeat
 
 import numpy as np
 from .compiled import Compiled
@@ -531,7 +532,7 @@ class ContentJournal:
         code = -1 - val                     # pastes (val < 0)
         placed = (val < 0) & ((code & 1) == 0)      # the read's place in this log
         in_flight = {id(s.log) for s in self._open.values()}
-        odd = [p for p, log in zip(pages, logs) if id(log) in in_flight]
+        odd = [p for p, log in zip(pages, logs) if id(log) in in_flight] if in_flight else []
         held = (val < 0) & ((code & 1) == 1)        # reads held
         if held.any():
             odd += np.repeat(np.asarray(pages, dtype=np.int64), counts)[held].tolist()
@@ -560,21 +561,29 @@ class ContentJournal:
         starts_parts, values_parts, runs = [], [], []
         for mi in involved.tolist():
             m = maps[mi]
-            get = m._pages.get
-            for p in pages:
-                page = get(p, m._base)
+            got = list(map(m._pages.get, pages, repeat(m._base, npages)))
+            if all(page.__class__ is int for page in got):
+                # every page one value (a map the run's writes scattered over
+                # a million pages, settled at the end): its columns at once
+                starts_parts.append(bytes(len(_ZERO_START[m._stype]) * npages))
+                values_parts.append(np.array(got, dtype=np.int64).tobytes())
+                runs.append(np.ones(npages, dtype=np.int64))
+                continue
+            counts_m = []
+            for page in got:
                 if page.__class__ is int:   # one value (0: nothing stored)
                     starts_parts.append(_ZERO_START[m._stype])
                     values_parts.append(page.to_bytes(8, "little", signed=True))
-                    runs.append(1)
+                    counts_m.append(1)
                 else:
                     starts_parts.append(page[0])
                     values = page[1]
                     # (a page of 4-byte values, as _put_pages stores them)
                     values_parts.append(values if values.typecode == "q" else
                                         np.asarray(values, dtype=np.int64).tobytes())
-                    runs.append(len(values))
-        np.cumsum(runs, out=base_at[1:])
+                    counts_m.append(len(values))
+            runs.append(np.array(counts_m, dtype=np.int64))
+        np.cumsum(np.concatenate(runs), out=base_at[1:])
         # (the maps share their page size, so their start columns' type)
         base_starts = np.frombuffer(b"".join(starts_parts),
                                     dtype=_np_type(maps[0]._stype)).astype(np.int64)
