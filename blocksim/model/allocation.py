@@ -58,12 +58,17 @@ _MASK = _PAGE - 1
 _SPARSE_MAX = 2048
 _SPARSE_FILL = 64
 #: a sparse page's ``_meta`` word: its segment's first entry above
-#: _CAP_BITS bits holding log2 of its capacity (at least 1: the word is > 0)
+#: _CAP_BITS bits holding log2 of its capacity (at least _MIN_CAP: the word
+#: is > 0, and a free segment holds the next one's place, 64 bits)
 _CAP_BITS = 4
+_MIN_CAP = 2
 #: ``_state``: entries of ``_sparse`` handed out, slots of ``_dense`` handed
 #: out, the free slots' list (its first slot + 1, 0 if none; each free slot
-#: holds the next one + 1 in its first 8 bytes)
-_SPARSE_USED, _DENSE_USED, _DENSE_FREE = range(3)
+#: holds the next one + 1 in its first 8 bytes), then per capacity (log2)
+#: the free segments' list (the first one's entry + 1, 0 if none; each holds
+#: the next one's + 1 in its first four entries)
+_SPARSE_USED, _DENSE_USED, _DENSE_FREE, _SEGMENTS_FREE = range(4)
+_STATE = _SEGMENTS_FREE + 12
 
 
 class AllocationMap:
@@ -78,7 +83,7 @@ class AllocationMap:
         self._meta = array("q", bytes(16 * npages))
         self._sparse = array("H", bytes(2 * 2 * _SPARSE_MAX))
         self._dense = bytearray(_PAGE)
-        self._state = array("q", bytes(8 * 3))
+        self._state = array("q", bytes(8 * _STATE))
         self._views = None
 
     # -- reading (Python, over the arrays) ------------------------------------
@@ -206,7 +211,22 @@ class AllocationMap:
         self._views = None              # (a buffer exported cannot grow)
         state, sparse = self._state, self._sparse
         if len(sparse) - state[_SPARSE_USED] < _SPARSE_MAX:
-            sparse.frombytes(bytes(2 * max(len(sparse), _SPARSE_MAX)))
+            # The segments in use moved together if those given back and
+            # not taken again are half as many as those or more (pages growing in
+            # step, as under writes at random, each outgrow a segment no
+            # other page takes again), else the pool grown by half: its
+            # memory follows the clusters listed.
+            meta = np.frombuffer(self._meta, dtype=np.int64)
+            locs = meta[0::2]
+            pages = np.flatnonzero(locs > 0)
+            live = int((1 << (locs[pages] & ((1 << _CAP_BITS) - 1))).sum())
+            if 3 * live <= 2 * state[_SPARSE_USED]:
+                order = pages[np.argsort(locs[pages] >> _CAP_BITS, kind="stable")]
+                _compact(meta, np.frombuffer(state, dtype=np.int64),
+                         np.frombuffer(sparse, dtype=np.uint16), order)
+            del meta, locs
+            if len(sparse) - state[_SPARSE_USED] < _SPARSE_MAX:
+                sparse.frombytes(bytes(2 * max(len(sparse) >> 1, _SPARSE_MAX)))
         if not state[_DENSE_FREE] and len(self._dense) < (state[_DENSE_USED] + 1) << PAGE_BITS:
             self._dense.extend(bytes(max(len(self._dense), _PAGE)))
 
@@ -321,6 +341,48 @@ def _free_dense(state, dense, slot):
 
 
 @_step
+def _take_segment(state, sparse, cb):
+    """A segment of ``1 << cb`` entries: a free one, else a new one."""
+    head = state[_SEGMENTS_FREE + cb]
+    if head:
+        off = head - 1
+        nxt = 0
+        for k in range(4):
+            nxt |= np.int64(sparse[off + k]) << (16 * k)
+        state[_SEGMENTS_FREE + cb] = nxt
+        return off
+    off = state[_SPARSE_USED]
+    state[_SPARSE_USED] = off + (1 << cb)
+    return off
+
+
+@_step
+def _free_segment(state, sparse, off, cb):
+    head = state[_SEGMENTS_FREE + cb]
+    for k in range(4):
+        sparse[off + k] = (head >> (16 * k)) & 0xFFFF
+    state[_SEGMENTS_FREE + cb] = off + 1
+
+
+@_step
+def _compact(meta, state, sparse, order):
+    """The sparse pages' segments (``order``: in the order of their places)
+    moved to the pool's start, one after the other; no segment free."""
+    to = 0
+    for p in order:
+        loc = meta[2 * p]
+        off = loc >> _CAP_BITS
+        cb = loc & ((1 << _CAP_BITS) - 1)
+        for k in range(meta[2 * p + 1]):
+            sparse[to + k] = sparse[off + k]
+        meta[2 * p] = (to << _CAP_BITS) | cb
+        to += 1 << cb
+    state[_SPARSE_USED] = to
+    for cb in range(_SEGMENTS_FREE, _STATE):
+        state[cb] = 0
+
+
+@_step
 def _bisect(sparse, lo, hi, x):
     """bisect_left over ``sparse[lo:hi]``."""
     while lo < hi:
@@ -334,7 +396,7 @@ def _bisect(sparse, lo, hi, x):
 
 @_step
 def _cap_bits(n):
-    cb = 1
+    cb = _MIN_CAP
     while (1 << cb) < n:
         cb += 1
     return cb
@@ -357,8 +419,7 @@ def _fill(meta, state, sparse, dense, p, a, b):
             return _PAGE
         if b - a <= _SPARSE_FILL:
             cb = _cap_bits(b - a)
-            off = state[_SPARSE_USED]
-            state[_SPARSE_USED] = off + (1 << cb)
+            off = _take_segment(state, sparse, cb)
             for k in range(b - a):
                 sparse[off + k] = a + k
             meta[2 * p] = (off << _CAP_BITS) | cb
@@ -376,15 +437,16 @@ def _fill(meta, state, sparse, dense, p, a, b):
         m = n + new
         if b - a <= _SPARSE_FILL and m <= _SPARSE_MAX:
             if m > (1 << cb):               # a segment twice as large (or more)
+                old = cb
                 cb = _cap_bits(m)
-                to = state[_SPARSE_USED]
-                state[_SPARSE_USED] = to + (1 << cb)
+                to = _take_segment(state, sparse, cb)
                 for k in range(off, lo):
                     sparse[to + k - off] = sparse[k]
                 for k in range(off + n - 1, hi - 1, -1):
                     sparse[to + (k - off) + new] = sparse[k]
                 meta[2 * p] = (to << _CAP_BITS) | cb
                 lo += to - off
+                _free_segment(state, sparse, off, old)
             else:                           # its tail moved up, in place
                 for k in range(off + n - 1, hi - 1, -1):
                     sparse[k + new] = sparse[k]
@@ -397,6 +459,7 @@ def _fill(meta, state, sparse, dense, p, a, b):
         base = slot << PAGE_BITS
         for k in range(off, off + n):
             dense[base + sparse[k]] = 1
+        _free_segment(state, sparse, off, cb)
         loc = -1 - slot
     meta[2 * p] = loc
     base = (-1 - loc) << PAGE_BITS

@@ -115,8 +115,8 @@ def test_scattered_clusters_cost_a_few_bytes_each():
         alloc.set_range((p << PAGE_BITS) + 7, (p << PAGE_BITS) + 8)
     assert alloc.count == 1 << 15
     assert {alloc.page_kind(p) for p in range(1 << 15)} == {"sparse"}
-    # (a segment of two entries, two bytes each, a page)
-    assert alloc.sparse_entries() == 2 << 15
+    # (a segment of four entries, two bytes each, a page)
+    assert alloc.sparse_entries() == 4 << 15
     assert len(alloc._dense) == PAGE                # no byte page made
 
 
@@ -207,3 +207,18 @@ def _runs(clusters: set) -> list:
         else:
             out.append((c, c + 1))
     return out
+
+
+def test_segments_outgrown_are_taken_again():
+    # 200 pages fill up a cluster at a time, in turn: each outgrows segments
+    # of 4, 8, ... 64 entries, which the next page to grow takes again
+    alloc = AllocationMap(200 * PAGE)
+    rng = np.random.default_rng(3)
+    for step in range(100):
+        alloc.set_each([(p << PAGE_BITS) + int(c) for p, c in
+                        enumerate(rng.integers(0, PAGE, 200))])
+    assert alloc.count == len({c for a, b in alloc.runs() for c in range(a, b)})
+    live = 200 * 128                        # (about 100 clusters each: 128 entries)
+    # (in step: what they outgrew, 4 + 8 + ... + 64 entries each, no other
+    # page takes again; the pool's segments in use moved together instead)
+    assert alloc.sparse_entries() < live + 200 * 64
