@@ -222,3 +222,13 @@ def test_segments_outgrown_are_taken_again():
     # (in step: what they outgrew, 4 + 8 + ... + 64 entries each, no other
     # page takes again; the pool's segments in use moved together instead)
     assert alloc.sparse_entries() < live + 200 * 64
+
+
+def test_a_segment_outgrown_is_the_next_page_s():
+    alloc = AllocationMap(4 * PAGE)
+    for c in (10, 20, 30, 40, 50):          # four entries, then eight
+        alloc.set_each([c])
+    assert alloc.sparse_entries() == 4 + 8
+    alloc.set_each([PAGE + 5])              # the four given back
+    assert alloc.sparse_entries() == 4 + 8
+    assert [c for a, b in alloc.runs() for c in range(a, b)] == [10, 20, 30, 40, 50, PAGE + 5]
