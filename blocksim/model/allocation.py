@@ -18,7 +18,9 @@ clusters are listed and how many it has allocated.  A page is
   mirror's source, its target once copied, costs nothing per page);
 - *sparse*: a sorted run of its clusters' offsets, two bytes each, in a
   segment of ``_sparse`` (one ``array('H')`` for every page: a segment of
-  2, 4, ... 2048 entries, replaced by one twice as large when full);
+  4, 8, ... 2048 entries, replaced by one twice as large when full, the
+  old one on a free list for its size, and the segments in use moved
+  together when those left behind fill the pool, :meth:`AllocationMap._grow`);
   scattered guest writes over a 64 TiB thin disk allocate a cluster or two
   in each of its 32768 pages, which as byte pages held 1 GiB;
 - *dense*: past ``_SPARSE_MAX`` clusters, or when a fill of many clusters
