@@ -722,8 +722,10 @@ MUTATIONS = [
     ("journal (19.4): a bulk settle's entries still counted against the budget",
      "blocksim/engine/journal.py",
      "        self.logged -= n                # (as _take: the budget counts what is logged)\n", ""),
-    ("journal (19.4): a bulk settle leaves its pages flagged pending", "blocksim/engine/journal.py",
-     "            pending[inside] = 0\n", ""),
+    # (a page left flagged pending or zeroing is only settled again for
+    # nothing: no rule, so no mutation; its log's length is one)
+    ("journal (19.4): a bulk settle leaves its pages' log lengths", "blocksim/engine/journal.py",
+     "        loglen[pages] = 0\n", ""),
     ("bitmap (19.4): a mark of one granule leaves its group's byte clear", "blocksim/model/bitmap.py",
      "                self.blocks[blk] = 1\n                self.granules[self._groups + (blk >> GROUP_SHIFT)] = 1\n",
      "                self.blocks[blk] = 1\n"),

@@ -677,8 +677,8 @@ def test_the_search_by_groups_finds_what_the_flags_say(seed):
             bm.mark(b * g, b * g + 1)
         elif kind == 2:
             bm.clear_bits(b, min(b + int(rng.choice([1, 3, BLOCK, 70 * BLOCK])), nbits))
-        elif kind == 3 and step % 20 == 0:
-            bm.mark(b * g, min(b + int(rng.choice([BLOCK, 70 * BLOCK])), nbits) * g)
+        elif kind == 3:                     # a range: in one block, or whole blocks
+            bm.mark(b * g, min(b + int(rng.choice([2, 5, 2 * BLOCK, 70 * BLOCK])), nbits) * g)
         for _ in range(5):
             a = int(rng.integers(0, nbits))
             e = int(rng.integers(a, nbits + 1)) if rng.random() < 0.5 else nbits
@@ -687,3 +687,20 @@ def test_the_search_by_groups_finds_what_the_flags_say(seed):
         # every flagged block's group byte is set
         flagged = np.flatnonzero(blocks)
         assert bits[bm._groups + (flagged >> 6)].all()
+
+
+def test_whole_blocks_marked_at_once_are_found_by_the_groups():
+    # a mark of many whole blocks sets their counts and flags with numpy
+    # (DirtyBitmap._assign): their groups' bytes too, on a fresh bitmap and
+    # after a search found those groups empty
+    g = 512
+    nbits = 64 * 10 * BLOCK
+    bm = DirtyBitmap(nbits * g, g)
+    bits, bit_words, summary, blocks, block_words = bm.arrays()
+    search = burst_kernel._search
+    bm.mark(200 * BLOCK * g, 300 * BLOCK * g)
+    assert search(bits, bit_words, summary, blocks, block_words, 0, nbits) == 200 * BLOCK
+    bm.clear_bits(0, nbits)
+    assert search(bits, bit_words, summary, blocks, block_words, 0, nbits) == -1
+    bm.mark(230 * BLOCK * g, 250 * BLOCK * g)
+    assert search(bits, bit_words, summary, blocks, block_words, 5, nbits) == 230 * BLOCK
