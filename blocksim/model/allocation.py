@@ -87,6 +87,10 @@ class AllocationMap:
         self._dense = bytearray(_PAGE)
         self._state = array("q", bytes(8 * _STATE))
         self._views = None
+        # (its compiled code loaded with the map, as the simulation is set
+        # up: not at the run's first write, a second of numba's loading
+        # before the simulated clock first moves)
+        njit.load()
 
     # -- reading (Python, over the arrays) ------------------------------------
     def is_set(self, c: int) -> bool:
