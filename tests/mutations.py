@@ -762,17 +762,18 @@ def _tests(copy: Path, timeout: float | None) -> subprocess.CompletedProcess:
 
 def _touch_dependents(copy: Path, path: str) -> None:
     """Numba's cache notices a change to a compiled function's own file
-    only: a compiled function elsewhere that calls one of the mutated file's
-    (blocksim.engine.bitmap_blocks' helpers) keeps it in its cached machine
-    code.  The files that import the mutated module are touched, so their
-    caches are compiled again."""
+    only (it keeps a hash of that file): a compiled function elsewhere that
+    calls one of the mutated file's (blocksim.engine.bitmap_blocks'
+    helpers) keeps it in its cached machine code.  The numba caches of the
+    files that import the mutated module are deleted, so they are compiled
+    again."""
     stem = Path(path).stem
-    now = time.time()
     for other in (copy / "blocksim").rglob("*.py"):
         if other != copy / path and any(
                 line.lstrip().startswith(("from ", "import ")) and re.search(rf"\b{stem}\b", line)
                 for line in other.read_text().splitlines()):
-            os.utime(other, (now, now))
+            for cached in other.parent.glob(f"__pycache__/{other.stem}.*.nb[ic]"):
+                cached.unlink()
 
 
 def run(selected: list) -> int:
