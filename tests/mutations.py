@@ -19,6 +19,7 @@ part of it.  Exits 1 if any mutation survived or is stale.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -75,7 +76,7 @@ MUTATIONS = [
     ('kernel: a write of a Python object pasted by the kernel', 'blocksim/engine/burst_kernel.py',
      '        elif kind == WRITE_DONE and ops[slot, MODE] == OBJECT:\n            return -6               # (what it pastes is a Python object)\n',
      ''),
-    ('kernel: the byte search aligned on four bytes', 'blocksim/engine/burst_kernel.py',
+    ('kernel: the byte search aligned on four bytes', 'blocksim/engine/bitmap_blocks.py',
      '    while i < stop and i & 7:',
      '    while i < stop and i & 3:'),
     ("kernel: a device's queue one slot deeper", 'blocksim/engine/burst_kernel.py',
@@ -128,13 +129,14 @@ MUTATIONS = [
      "            if v != BLOCK:\n                if not v:", "            if True:\n                if not v:"),
     ("bitmap: runs of whole blocks merged across a mixed one", "blocksim/model/bitmap.py",
      "(np.diff(nz) == 1) & full[1:] & full[:-1]", "(np.diff(nz) == 1) & full[1:]"),
-    ("bitmap (19.4): a quiet stretch's mark materialises a clean block dirty",
+    # (the quiet stretch's mark is bitmap_blocks._mark, the guest's in the
+    # kernel: what is left of its own is the granules a write covers)
+    ("bitmap (19.4): a quiet stretch's mark leaves a write's partial last granule clean",
      "blocksim/model/bitmap.py",
-     "            if c == 0:                      # materialise: all clean\n"
-     "                slot = _take_slot(bits, 0)\n",
-     "            if c == 0:\n                slot = _take_slot(bits, 1)\n"),
+     "range(offset // granularity, (offset + length + granularity - 1) // granularity)",
+     "range(offset // granularity, (offset + length) // granularity)"),
     ("bitmap kernel (19.4): the guest's mark materialises a clean block dirty",
-     "blocksim/engine/burst_kernel.py",
+     "blocksim/engine/bitmap_blocks.py",
      "    if c == 0:                          # materialise: all clean\n"
      "        slot = _take_slot(bits, 0)\n",
      "    if c == 0:\n        slot = _take_slot(bits, 1)\n"),
@@ -590,7 +592,7 @@ MUTATIONS = [
     ("bitmap (19.4): whole blocks set over mixed ones keep their slots", "blocksim/model/bitmap.py",
      "            for slot in (entries[entries > COUNT_MASK] >> COUNT_BITS).tolist():\n"
      "                self._free_slot(slot)\n", ""),
-    ("bitmap kernel (19.4): a reused slot keeps its stale bytes", "blocksim/engine/burst_kernel.py",
+    ("bitmap kernel (19.4): a reused slot keeps its stale bytes", "blocksim/engine/bitmap_blocks.py",
      "        _put32(bits, 0, _get32(bits, slot << BLOCK_SHIFT))\n    else:\n"
      "        slot = _get32(bits, 4)\n        _put32(bits, 4, slot + 1)\n"
      "    for j in range(slot << BLOCK_SHIFT, (slot + 1) << BLOCK_SHIFT):\n        bits[j] = fill\n",
@@ -628,8 +630,7 @@ MUTATIONS = [
      "                     or src.capacity >= src.alloc.nclusters * src.cluster_size))",
      ")"),
     ("sparse (19.4): a cluster listed in a sparse page allocated again", "blocksim/model/allocation.py",
-     "                if k == len(page) or page[k] != i:\n                    page.insert(k, i)\n",
-     "                if True:\n                    page.insert(k, i)\n"),
+     "        new = (b - a) - (hi - lo)\n", "        new = b - a\n"),
     # the loop waits for its oldest copy in flight (QEMU's
     # mirror_wait_for_free_in_flight_slot), in each of its three restatements
     ("mirror: the loop woken by the newest copy, not the oldest", "blocksim/jobs/mirror.py",
@@ -707,6 +708,48 @@ MUTATIONS = [
      "        if tgt._new_clusters(c0, c1):\n            tgt.alloc.set_range(c0, c1)\n"
      "        tgt._service_done(read_done, size)\n",
      "        tgt._service_done(read_done, size)\n"),
+    ("alloc (19.4): a sparse segment's tail not moved up for an insertion", "blocksim/model/allocation.py",
+     "            else:                           # its tail moved up, in place\n"
+     "                for k in range(off + n - 1, hi - 1, -1):\n"
+     "                    sparse[k + new] = sparse[k]\n",
+     "            else:\n                pass\n"),
+    ("alloc (19.4): a page turning to bytes loses its listed clusters", "blocksim/model/allocation.py",
+     "            dense[base + sparse[k]] = 1\n", "            pass\n"),
+    ("alloc (19.4): a batch resumed past the cluster it stopped at", "blocksim/model/allocation.py",
+     "        if r < 0:\n            return k, new\n", "        if r < 0:\n            return k + 1, new\n"),
+    ("alloc (19.4): a full page keeps its byte slot", "blocksim/model/allocation.py",
+     "        _free_dense(state, dense, -1 - loc)\n", "        pass\n"),
+    ("journal (19.4): a bulk settle's entries still counted against the budget",
+     "blocksim/engine/journal.py",
+     "        self.logged -= n                # (as _take: the budget counts what is logged)\n", ""),
+    # (a page left flagged pending or zeroing is only settled again for
+    # nothing: no rule, so no mutation; its log's length is one)
+    ("journal (19.4): a bulk settle leaves its pages' log lengths", "blocksim/engine/journal.py",
+     "        loglen[pages] = 0\n", ""),
+    ("bitmap (19.4): a mark of one granule leaves its group's byte clear", "blocksim/model/bitmap.py",
+     "                self.blocks[blk] = 1\n                self.granules[self._groups + (blk >> GROUP_SHIFT)] = 1\n",
+     "                self.blocks[blk] = 1\n"),
+    ("bitmap (19.4): a range's mark leaves its group's byte clear", "blocksim/model/bitmap.py",
+     "            self.blocks[blk] = 1\n            self.granules[self._groups + (blk >> GROUP_SHIFT)] = 1\n",
+     "            self.blocks[blk] = 1\n"),
+    ("bitmap (19.4): whole blocks marked leave their groups' bytes clear", "blocksim/model/bitmap.py",
+     "                self.granules[g0:g1] = b\"\\x01\" * (g1 - g0)\n", "                pass\n"),
+    ("bitmap kernel (19.4): the guest's mark leaves its group's byte clear",
+     "blocksim/engine/bitmap_blocks.py",
+     "        bits[_groups_at(summary) + (blk >> GROUP_SHIFT)] = 1\n", ""),
+    ("bitmap kernel (19.4): a group's byte cleared after a search of part of it",
+     "blocksim/engine/bitmap_blocks.py",
+     "        whole = hi <= stop or stop == nblocks\n", "        whole = True\n"),
+    ("alloc (19.4): a segment given back left off its free list", "blocksim/model/allocation.py",
+     "    state[_SEGMENTS_FREE + cb] = off + 1\n", ""),
+    ("alloc (19.4): segments moved together past a page's listed clusters",
+     "blocksim/model/allocation.py",
+     "        for k in range(meta[2 * p + 1]):\n            sparse[to + k] = sparse[off + k]\n",
+     "        for k in range(meta[2 * p + 1] - 1):\n            sparse[to + k] = sparse[off + k]\n"),
+    ("bitmap kernel (19.4): the search gives up at a group with no block flagged",
+     "blocksim/engine/bitmap_blocks.py",
+     "        if whole:\n            bits[at + g] = 0\n        g += 1\n",
+     "        if whole:\n            bits[at + g] = 0\n        return -1\n"),
 ]
 
 
@@ -715,6 +758,22 @@ def _tests(copy: Path, timeout: float | None) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *TESTS],
         cwd=copy, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(copy)})
+
+
+def _touch_dependents(copy: Path, path: str) -> None:
+    """Numba's cache notices a change to a compiled function's own file
+    only (it keeps a hash of that file): a compiled function elsewhere that
+    calls one of the mutated file's (blocksim.engine.bitmap_blocks'
+    helpers) keeps it in its cached machine code.  The numba caches of the
+    files that import the mutated module are deleted, so they are compiled
+    again."""
+    stem = Path(path).stem
+    for other in (copy / "blocksim").rglob("*.py"):
+        if other != copy / path and any(
+                line.lstrip().startswith(("from ", "import ")) and re.search(rf"\b{stem}\b", line)
+                for line in other.read_text().splitlines()):
+            for cached in other.parent.glob(f"__pycache__/{other.stem}.*.nb[ic]"):
+                cached.unlink()
 
 
 def run(selected: list) -> int:
@@ -740,6 +799,7 @@ def run(selected: list) -> int:
                 bad += 1
                 continue
             target.write_text(original.replace(text, replacement))
+            _touch_dependents(copy, path)
             try:
                 proc = _tests(copy, timeout)
                 caught = proc.returncode != 0
@@ -749,6 +809,7 @@ def run(selected: list) -> int:
                 caught, detail = True, f"hung for {timeout:.0f} s"
             finally:
                 target.write_text(original)
+                _touch_dependents(copy, path)
             print(f"{'caught   ' if caught else 'SURVIVED '} {name}  ({detail})", flush=True)
             bad += not caught
     return bad

@@ -33,9 +33,12 @@ The seam: the layers above reach the engine only through the names below
   ``Event``, SimPy's event (made without ``env.event()``'s lookup).
 - :class:`Compiled` (``compiled.py``): ``njit`` that imports numba and
   compiles on first call, so that ``import blocksim`` does not load numba.
+- ``bitmap_blocks`` (``bitmap_blocks.py``): the dirty bitmap's block layout
+  and its pool of slots as compiled helpers, one home for the copy loop and
+  the model's ``DirtyBitmap``.
 """
 
-from . import burst, burst_kernel, copyloop
+from . import bitmap_blocks, burst, burst_kernel, copyloop
 from .agenda import Agenda
 from .clock import NEVER, Clock
 from .compiled import Compiled
@@ -44,4 +47,4 @@ from .steps import PENDING, Event, Steps
 from .stretch import AT_DUE, advance
 
 __all__ = ["AT_DUE", "NEVER", "PENDING", "Event", "Agenda", "Clock", "Compiled", "ContentJournal", "Snap", "Steps", "advance",
-           "burst", "burst_kernel", "copyloop"]
+           "bitmap_blocks", "burst", "burst_kernel", "copyloop"]

@@ -76,6 +76,8 @@ from itertools import count
 import numpy as np
 from simpy.events import NORMAL
 
+from .bitmap_blocks import (BLOCK, BLOCK_SHIFT, COUNT_BITS, COUNT_MASK, _find, _find_block,
+                            _free_slot, _mark, _take_slot)
 from .burst import SLEEPING as ASLEEP
 from .burst import TOP as BACK_TO_TOP
 from .burst import WAITING as STILL_WAITING
@@ -155,16 +157,11 @@ GUEST = True
 
 #: Constants of the model restated, as compiled code takes them (the engine
 #: sits below the model and the jobs and imports neither; test_burst_kernel
-#: checks each against its source): the mirror's MAX_IN_FLIGHT, the dirty
-#: bitmap's BLOCK_SHIFT (granules per summary block) and the rate limiter's
-#: SLICE_NS (QEMU's BLOCK_JOB_SLICE_TIME).
+#: checks each against its source): the mirror's MAX_IN_FLIGHT and the rate
+#: limiter's SLICE_NS (QEMU's BLOCK_JOB_SLICE_TIME).  The dirty bitmap's
+#: layout (BLOCK_SHIFT, COUNT_BITS) and its pool's compiled helpers live in
+#: bitmap_blocks, which the model's bitmap takes too.
 MAX_IN_FLIGHT = 16
-BLOCK_SHIFT = 9
-BLOCK = 1 << BLOCK_SHIFT
-#: (and the bitmap's COUNT_BITS: a block's summary entry is its count, its
-#: slot in the pool of mixed blocks' bytes above it)
-COUNT_BITS = BLOCK_SHIFT + 1
-COUNT_MASK = (1 << COUNT_BITS) - 1
 SLICE_NS = 100_000_000
 
 
@@ -315,33 +312,6 @@ def _service_done(st, slots, base, now, nbytes):
 
 
 @_step
-def _find(flags, words, i, stop):
-    """The first non-zero byte of ``flags[i:stop]``, or -1: what
-    ``bytearray.find(1, i, stop)`` does with memchr, eight bytes at a time
-    (``words`` is the same buffer as 64-bit words, its tail bytes left out)."""
-    while i < stop and i & 7:
-        if flags[i]:
-            return i
-        i += 1
-    w, last = i >> 3, stop >> 3
-    if last > words.shape[0]:
-        last = words.shape[0]
-    while w < last:
-        if words[w]:
-            for j in range(w << 3, (w << 3) + 8):
-                if flags[j]:
-                    return j
-        w += 1
-    if w << 3 > i:
-        i = w << 3
-    while i < stop:
-        if flags[i]:
-            return i
-        i += 1
-    return -1
-
-
-@_step
 def _search(bits, bit_words, summary, blocks, block_words, b0, b1):
     """DirtyBitmap._search: the first dirty bit in ``[b0, b1)``, or -1.  A
     block's count gives its state (DirtyBitmap's rule): 0 all clean, BLOCK
@@ -357,7 +327,8 @@ def _search(bits, bit_words, summary, blocks, block_words, b0, b1):
     found = _find_in(bits, bit_words, v, blk, b0, b1 if b1 < edge else edge) if c else -1
     if found >= 0 or b1 <= edge:
         return found
-    blk = _find(blocks, block_words, blk + 1, ((b1 - 1) >> BLOCK_SHIFT) + 1)
+    blk = _find_block(bits, bit_words, summary, blocks, block_words, blk + 1,
+                      ((b1 - 1) >> BLOCK_SHIFT) + 1)
     if blk < 0:
         return -1
     # a flagged block inside the range holds a dirty bit; only the last
@@ -386,66 +357,6 @@ def _dirty(bits, summary, b):
     c = v & COUNT_MASK
     return c == BLOCK or (c != 0 and bits[(v >> COUNT_BITS << BLOCK_SHIFT)
                                           | (b & (BLOCK - 1))] != 0)
-
-
-@_step
-def _get32(bits, a):
-    return np.int64(bits[a]) | (np.int64(bits[a + 1]) << 8) | (
-        np.int64(bits[a + 2]) << 16) | (np.int64(bits[a + 3]) << 24)
-
-
-@_step
-def _put32(bits, a, v):
-    for k in range(4):
-        bits[a + k] = (v >> (8 * k)) & 255
-
-
-@_step
-def _take_slot(bits, fill):
-    """DirtyBitmap._take_slot: a free slot of the pool (the free list's
-    head, else the first never taken: slot 0's two uint32), its bytes
-    ``fill``."""
-    slot = _get32(bits, 0)
-    if slot:
-        _put32(bits, 0, _get32(bits, slot << BLOCK_SHIFT))
-    else:
-        slot = _get32(bits, 4)
-        _put32(bits, 4, slot + 1)
-    for j in range(slot << BLOCK_SHIFT, (slot + 1) << BLOCK_SHIFT):
-        bits[j] = fill
-    return slot
-
-
-@_step
-def _free_slot(bits, slot):
-    """DirtyBitmap._free_slot: the slot heads the free list."""
-    _put32(bits, slot << BLOCK_SHIFT, _get32(bits, 0))
-    _put32(bits, 0, slot)
-
-
-@_step
-def _mark(bits, summary, blocks, b):
-    """DirtyBitmap.mark of one granule: 1 if it turned dirty, else 0."""
-    blk = b >> BLOCK_SHIFT
-    v = summary[blk]
-    c = v & COUNT_MASK
-    if c == BLOCK:
-        return 0
-    if c == 0:                          # materialise: all clean
-        slot = _take_slot(bits, 0)
-        blocks[blk] = 1
-    else:
-        slot = v >> COUNT_BITS
-    i = (slot << BLOCK_SHIFT) | (b & (BLOCK - 1))
-    if bits[i]:
-        return 0
-    bits[i] = 1
-    c += 1
-    if c == BLOCK:                      # all dirty: no bytes
-        _free_slot(bits, slot)
-        slot = 0
-    summary[blk] = c | (slot << COUNT_BITS)
-    return 1
 
 
 @_step
@@ -1235,10 +1146,9 @@ class Kernel:
         first = out[:n, 0] // cs
         if n > 8 and np.array_equal(first + 1, -(-out[:n, 1] // cs)):
             # (a cluster each: a ready mirror's copies of scattered granules)
-            tgt.alloc.set_each(first.tolist())
+            tgt.alloc.set_each(first)
             return
-        for lo, hi in out[:_clusters(out, n, cs)].tolist():
-            tgt.alloc.set_range(lo, hi)
+        tgt.alloc.set_ranges(out[:_clusters(out, n, cs)])
 
     # -- the guest -------------------------------------------------------------------
     # A guest worker taken over (_adopt) stays here, its entry on the heap, for

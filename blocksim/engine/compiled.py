@@ -9,7 +9,10 @@ own ``njit``: until the first call of any of them, each name is a stub.
 That first call imports numba and compiles the module's functions together
 (``numba.njit`` with the same options, so the same cache files), putting
 the dispatchers in the module's namespace, so compiled code calling
-compiled code finds dispatchers, and later calls skip the stub.
+compiled code finds dispatchers, and later calls skip the stub.  A compiled
+function of another module imported by name (``from .bitmap_blocks import
+_mark``) is a stub of that module's: loading this module loads that one
+too and puts its dispatcher under the imported name.
 
 A stub still calls its dispatcher when it was captured elsewhere (a test's
 ``real = burst_kernel._run``), and a name a test has patched meanwhile is
@@ -71,6 +74,13 @@ class Compiled:
             name = stub.py_func.__name__
             if self.namespace.get(name) is stub:
                 self.namespace[name] = stub.dispatcher
+        # compiled functions of another module called from here (imported
+        # as names: bitmap_blocks' helpers): their dispatchers too, which
+        # numba needs when it compiles this module's functions
+        for name, value in list(self.namespace.items()):
+            if value.__class__ is _Stub and value.owner is not self:
+                value.owner.load()
+                self.namespace[name] = value.dispatcher
         self.loaded = True
         gc.freeze()
 

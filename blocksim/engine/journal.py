@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import mmap
 from array import array
+from itertools import repeat
 
 import numpy as np
 from .compiled import Compiled
@@ -123,6 +124,9 @@ BUDGET_ENTRIES = 8 << 20
 #: out to the pages' logs (:meth:`ContentJournal.flush`): enough that a hand
 #: out meets each page of a 1 TiB disk many times over.
 STAGE_ENTRIES = 1 << 19
+#: or this many a page of the disk, up to STAGE_MAX (ContentJournal.register)
+STAGE_PER_PAGE = 2
+STAGE_MAX = 1 << 21
 
 # A flush (_by_page) sorts the pages it met unless they are more than one
 # in this many of the disk's: then it walks all the pages' counts instead.
@@ -185,22 +189,23 @@ class ContentJournal:
         #: the stage: entries not yet handed out to their pages' logs, as
         #: ``(page, word, value)`` rows, ``staged`` of them, in the order
         #: they were made (``rows`` is the same memory as an array, for
-        #: compiled code; neither ever changes size)
-        self.capacity = cap = STAGE_ENTRIES
+        #: compiled code; both sized when the maps register, see register)
         # (the stage and the flush's ``_met`` are one anonymous mapping,
-        # garbage once handed out: :meth:`settle_all` gives its pages back)
+        # garbage once handed out: :meth:`settle_all` gives its pages back;
+        # its pages past the stage in use are never touched)
         # (private: a process forked later does not share it)
-        self._scratch = (mmap.mmap(-1, 32 * cap, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-                         if hasattr(mmap, "MAP_ANONYMOUS") else mmap.mmap(-1, 32 * cap))
-        self.stage = memoryview(self._scratch).cast("B").cast("q")[:3 * cap]
-        self.rows = np.frombuffer(self._scratch, dtype=np.int64, count=3 * cap).reshape(cap, 3)
+        size = 32 * STAGE_MAX
+        self._scratch = (mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+                         if hasattr(mmap, "MAP_ANONYMOUS") else mmap.mmap(-1, size))
         self.staged = 0
         # a flush's workspace (_by_page): a count per page, zero between
         # flushes (int32: a stage holds fewer than 2**31 entries), and the
         # pages met
-        assert self.capacity < 1 << 31
+        assert STAGE_MAX < 1 << 31
         self._counts = np.zeros(0, dtype=np.int32)
-        self._met = np.frombuffer(self._scratch, dtype=np.int64, count=cap, offset=24 * cap)
+        self._met = np.frombuffer(self._scratch, dtype=np.int64, count=STAGE_MAX,
+                                  offset=24 * STAGE_MAX)
+        self._size_stage(STAGE_ENTRIES)
         #: each map's page flags (its ``_pending`` and ``_zeroing``) as
         #: arrays, for compiled code that logs changes
         self.flags: list = []
@@ -221,6 +226,12 @@ class ContentJournal:
         self.settled_pages = 0
         self.replayed = 0
 
+    def _size_stage(self, cap: int) -> None:
+        """The stage holds ``cap`` entries (nothing staged)."""
+        self.capacity = cap
+        self.stage = memoryview(self._scratch).cast("B").cast("q")[:3 * cap]
+        self.rows = np.frombuffer(self._scratch, dtype=np.int64, count=3 * cap).reshape(cap, 3)
+
     def register(self, m) -> None:
         """Make map ``m`` journal its changes here."""
         if m._shift != self.shift:
@@ -232,6 +243,12 @@ class ContentJournal:
         if len(self.loglen) < pages:
             self.loglen.frombytes(bytes(8 * (pages - len(self.loglen))))
             self._counts = np.zeros(pages, dtype=np.int32)
+            # a stage of two entries a page, up to STAGE_MAX: a hand out
+            # then meets each page it visits about twice (a million pages
+            # at 64 TiB: one of STAGE_ENTRIES met most pages once)
+            cap = min(STAGE_MAX, max(STAGE_ENTRIES, STAGE_PER_PAGE * pages))
+            if cap > self.capacity and not self.staged:
+                self._size_stage(cap)
         m._journal = self
         # page -> 1 if its log changes this map; 1 if that may bring zeros
         m._pending = bytearray(pages)
@@ -381,7 +398,10 @@ class ContentJournal:
         if last - first < 64:
             pages = [p for p in range(first, last + 1) if p in logs]
         else:
-            pages = sorted(q for q in logs if first <= q <= last)
+            keys = np.fromiter(logs, dtype=np.int64, count=len(logs))
+            keys = keys[(keys >= first) & (keys <= last)]
+            keys.sort()
+            pages = keys.tolist()
         if len(pages) == 1:
             self.settle(pages[0])
             return
@@ -389,20 +409,16 @@ class ContentJournal:
             for p in pages:
                 self.settle(p)
             return
-        # in chunks of about BULK_ENTRIES entries, applied together
-        chunk: list = []
-        chunk_logs: list = []
-        size = 0
-        for p in pages:
-            size += self.loglen[p] >> 1
-            log = self._take(p)
-            chunk.append(p)
-            chunk_logs.append(log)
-            if size >= BULK_ENTRIES:
-                self._replay_bulk(chunk, chunk_logs)
-                chunk, chunk_logs, size = [], [], 0
-        if chunk:
-            self._replay_bulk(chunk, chunk_logs)
+        # in chunks of about BULK_ENTRIES entries, applied together (their
+        # logs taken a chunk at a time: a million pages at the end of a run)
+        at = np.asarray(pages, dtype=np.int64)
+        sizes = (np.frombuffer(self.loglen, dtype=np.int64)[at] >> 1).tolist()
+        lo = size = 0
+        for k, n in enumerate(sizes):
+            size += n
+            if size >= BULK_ENTRIES or k == len(sizes) - 1:
+                self._replay_bulk(pages[lo:k + 1], self._take_many(at[lo:k + 1]))
+                lo, size = k + 1, 0
 
     def keep_within_budget(self) -> bool:
         """Settle everything if the logs hold more than
@@ -414,12 +430,13 @@ class ContentJournal:
 
     def settle_all(self) -> None:
         self.flush()
-        if self._logs:
-            self.settle_range(min(self._logs), max(self._logs))
         # nothing is staged: the stage's memory goes back to the system until
-        # it fills again (12 MiB: the end of a run then reads the disks)
+        # it fills again (12 to 48 MiB: the end of a run then reads the
+        # disks), before the settle builds the pages
         if hasattr(self._scratch, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
             self._scratch.madvise(mmap.MADV_DONTNEED)
+        if self._logs:
+            self.settle_range(min(self._logs), max(self._logs))
 
     def _take(self, p: int):
         """Page ``p``'s log, removed from the journal (None if it has none)."""
@@ -436,6 +453,23 @@ class ContentJournal:
         self.replayed += n
         self.logged -= n
         return log
+
+    def _take_many(self, pages: np.ndarray) -> list:
+        """:meth:`_take` of each of ``pages`` (int64, each with a log), at once."""
+        logs = self._logs
+        taken = [logs.pop(p) for p in pages.tolist()]
+        loglen = np.frombuffer(self.loglen, dtype=np.int64)
+        n = int((loglen[pages] >> 1).sum())
+        loglen[pages] = 0
+        del loglen
+        for pending, zeroing in self.flags:
+            inside = pages[pages < len(pending)]        # (maps of several sizes)
+            pending[inside] = 0
+            zeroing[inside] = 0
+        self.settled_pages += len(taken)
+        self.replayed += n
+        self.logged -= n                # (as _take: the budget counts what is logged)
+        return taken
 
     def _entries(self, p: int, log: array):
         """The log's entries as lists: map index, absolute start and end, value."""
@@ -498,7 +532,7 @@ class ContentJournal:
         code = -1 - val                     # pastes (val < 0)
         placed = (val < 0) & ((code & 1) == 0)      # the read's place in this log
         in_flight = {id(s.log) for s in self._open.values()}
-        odd = [p for p, log in zip(pages, logs) if id(log) in in_flight]
+        odd = [p for p, log in zip(pages, logs) if id(log) in in_flight] if in_flight else []
         held = (val < 0) & ((code & 1) == 1)        # reads held
         if held.any():
             odd += np.repeat(np.asarray(pages, dtype=np.int64), counts)[held].tolist()
@@ -527,21 +561,29 @@ class ContentJournal:
         starts_parts, values_parts, runs = [], [], []
         for mi in involved.tolist():
             m = maps[mi]
-            get = m._pages.get
-            for p in pages:
-                page = get(p, m._base)
+            got = list(map(m._pages.get, pages, repeat(m._base, npages)))
+            if all(page.__class__ is int for page in got):
+                # every page one value (a map the run's writes scattered over
+                # a million pages, settled at the end): its columns at once
+                starts_parts.append(bytes(len(_ZERO_START[m._stype]) * npages))
+                values_parts.append(np.array(got, dtype=np.int64).tobytes())
+                runs.append(np.ones(npages, dtype=np.int64))
+                continue
+            counts_m = []
+            for page in got:
                 if page.__class__ is int:   # one value (0: nothing stored)
                     starts_parts.append(_ZERO_START[m._stype])
                     values_parts.append(page.to_bytes(8, "little", signed=True))
-                    runs.append(1)
+                    counts_m.append(1)
                 else:
                     starts_parts.append(page[0])
                     values = page[1]
                     # (a page of 4-byte values, as _put_pages stores them)
                     values_parts.append(values if values.typecode == "q" else
                                         np.asarray(values, dtype=np.int64).tobytes())
-                    runs.append(len(values))
-        np.cumsum(runs, out=base_at[1:])
+                    counts_m.append(len(values))
+            runs.append(np.array(counts_m, dtype=np.int64))
+        np.cumsum(np.concatenate(runs), out=base_at[1:])
         # (the maps share their page size, so their start columns' type)
         base_starts = np.frombuffer(b"".join(starts_parts),
                                     dtype=_np_type(maps[0]._stype)).astype(np.int64)

@@ -56,20 +56,20 @@ import mmap
 from array import array
 
 import numpy as np
-from ..engine import Compiled
+from ..engine import Compiled, bitmap_blocks
 
 #: compiled with numba on first use (engine/compiled.py)
 njit = Compiled(globals())
 
-BLOCK_SHIFT = 9                      # 512 granules per summary block
-# (compiled code takes it as a constant: after changing it, delete the
-# numba cache, blocksim/__pycache__/*.nbi and *.nbc, which only notices
-# changes to the compiled functions' own files)
-BLOCK = 1 << BLOCK_SHIFT
-#: a block's ``summary`` entry: its dirty count in the low COUNT_BITS bits,
-#: its slot in the pool above them (0: none, the block is not mixed)
-COUNT_BITS = BLOCK_SHIFT + 1
-COUNT_MASK = (1 << COUNT_BITS) - 1
+#: the layout, and the pool's compiled helpers, are the engine's
+#: (blocksim.engine.bitmap_blocks: one home for the compiled copy loop and
+#: this module's compiled marks).  Compiled code takes them as constants:
+#: after changing them, delete the numba cache, blocksim/**/__pycache__/*.nbi
+#: and *.nbc, which only notices changes to the compiled functions' own files.
+BLOCK_SHIFT, BLOCK = bitmap_blocks.BLOCK_SHIFT, bitmap_blocks.BLOCK
+COUNT_BITS, COUNT_MASK = bitmap_blocks.COUNT_BITS, bitmap_blocks.COUNT_MASK
+GROUP_SHIFT = bitmap_blocks.GROUP_SHIFT
+_mark = bitmap_blocks._mark
 _ONES = memoryview(b"\x01" * BLOCK)
 _ZEROS = memoryview(bytes(BLOCK))
 _ONE, _ZERO = b"\x01", b"\x00"
@@ -90,7 +90,11 @@ class DirtyBitmap:
         #: the mixed blocks' bytes, one per granule, a slot of BLOCK bytes
         #: each; slot 0 holds the free list's head and the first slot never
         #: taken (two uint32 at bytes 0 and 4)
-        self.granules = mmap.mmap(-1, (nblocks + 1) << BLOCK_SHIFT, flags=_MAP_FLAGS)
+        self.granules = mmap.mmap(-1, bitmap_blocks.pool_bytes(nblocks), flags=_MAP_FLAGS)
+        #: where the group bytes start in ``granules`` (a byte per 64
+        #: blocks, 1 where one of them may be flagged: what the compiled
+        #: search reads instead of the flags, bitmap_blocks._find_block)
+        self._groups = (nblocks + 1) << BLOCK_SHIFT
         self.granules[4:8] = (1).to_bytes(4, "little")
         # per block, its dirty count and its slot (an array: compiled code
         # shares it, blocksim.engine.burst_kernel)
@@ -158,6 +162,7 @@ class DirtyBitmap:
             if not c:                       # materialise: all clean
                 slot = self._take_slot(_ZEROS)
                 self.blocks[blk] = 1
+                self.granules[self._groups + (blk >> GROUP_SHIFT)] = 1
             else:
                 slot = v >> COUNT_BITS
             i = (slot << BLOCK_SHIFT) | (b0 & (BLOCK - 1))
@@ -295,7 +300,11 @@ class DirtyBitmap:
             self._free_slot(slot)
             slot = 0
         self.summary[blk] = new | (slot << COUNT_BITS)
-        self.blocks[blk] = 1 if new else 0
+        if new:
+            self.blocks[blk] = 1
+            self.granules[self._groups + (blk >> GROUP_SHIFT)] = 1
+        else:
+            self.blocks[blk] = 0
         self.count += new - c
 
     def _assign(self, b0: int, b1: int, value: bool) -> None:
@@ -314,6 +323,9 @@ class DirtyBitmap:
             before = int((entries & COUNT_MASK).sum())
             entries[:] = BLOCK if value else 0
             blocks[w0:w1] = 1 if value else 0
+            if value:
+                g0, g1 = self._groups + (w0 >> GROUP_SHIFT), self._groups + ((w1 - 1) >> GROUP_SHIFT) + 1
+                self.granules[g0:g1] = b"\x01" * (g1 - g0)
             self.count += (((w1 - w0) << BLOCK_SHIFT) if value else 0) - before
             if w1 << BLOCK_SHIFT < b1:
                 self._assign_block(w1, w1 << BLOCK_SHIFT, b1, value)
@@ -454,56 +466,10 @@ class DirtyBitmap:
 
 
 @njit(cache=True)
-def _get32(bits, a):
-    return np.int64(bits[a]) | (np.int64(bits[a + 1]) << 8) | (
-        np.int64(bits[a + 2]) << 16) | (np.int64(bits[a + 3]) << 24)
-
-
-@njit(cache=True)
-def _put32(bits, a, v):
-    for k in range(4):
-        bits[a + k] = (v >> (8 * k)) & 255
-
-
-@njit(cache=True)
-def _take_slot(bits, fill):
-    """DirtyBitmap._take_slot: a free slot, its bytes ``fill``."""
-    slot = _get32(bits, 0)
-    if slot:
-        _put32(bits, 0, _get32(bits, slot << BLOCK_SHIFT))
-    else:
-        slot = _get32(bits, 4)
-        _put32(bits, 4, slot + 1)
-    for j in range(slot << BLOCK_SHIFT, (slot + 1) << BLOCK_SHIFT):
-        bits[j] = fill
-    return slot
-
-
-@njit(cache=True)
 def _mark_writes(bits, summary, blocks, offsets, length, granularity):
     """DirtyBitmap.mark for each write; returns how many granules turned dirty."""
     added = 0
     for offset in offsets:
         for b in range(offset // granularity, (offset + length + granularity - 1) // granularity):
-            blk = b >> BLOCK_SHIFT
-            v = summary[blk]
-            c = v & COUNT_MASK
-            if c == BLOCK:
-                continue
-            if c == 0:                      # materialise: all clean
-                slot = _take_slot(bits, 0)
-                blocks[blk] = 1
-            else:
-                slot = v >> COUNT_BITS
-            i = (slot << BLOCK_SHIFT) | (b & (BLOCK - 1))
-            if bits[i]:
-                continue
-            bits[i] = 1
-            c += 1
-            if c == BLOCK:                  # all dirty: the slot back
-                _put32(bits, slot << BLOCK_SHIFT, _get32(bits, 0))
-                _put32(bits, 0, slot)
-                slot = 0
-            summary[blk] = c | (slot << COUNT_BITS)
-            added += 1
+            added += _mark(bits, summary, blocks, b)
     return added

@@ -349,10 +349,9 @@ class BlockDevice:
             return
         first = offsets // cs
         if np.array_equal(first, (offsets + (length - 1)) // cs):
-            alloc.set_each(first.tolist())         # (one cluster a write)
+            alloc.set_each(first)                  # (one cluster a write)
             return
-        for off in offsets.tolist():
-            alloc.set_range(off // cs, -(-(off + length) // cs))
+        alloc.set_ranges(np.stack((first, -(-(offsets + length) // cs)), axis=1))
 
     # -- fault verdicts ---------------------------------------------------------
     def _verdict(self, op: str, start: int, end: int) -> Verdict:

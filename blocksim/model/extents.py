@@ -212,16 +212,21 @@ class ExtentMap:
         if len(values) and 0 <= values.min() and values.max() <= _MAX_COMPACT:
             values = values.astype(np.uint32)
             vtype, page_class = "I", SharedPage
+        # (each page's columns sliced from two whole arrays: a slice of an
+        # array is one C copy, where a numpy slice made into an array took
+        # three steps, at a million pages a settle)
+        all_starts = array(stype, starts.tobytes())
+        all_values = array(vtype, values.tobytes())
+        base = self._base
         for p, i, j in zip(pages, lo, hi):
             if j - i == 1:
-                v = int(values[i])
-                if v != self._base:
+                v = all_values[i]
+                if v != base:
                     store[p] = v
                 else:
                     store.pop(p, None)
             else:
-                store[p] = page_class((array(stype, starts[i:j].tobytes()),
-                                       array(vtype, values[i:j].tobytes())))
+                store[p] = page_class((all_starts[i:j], all_values[i:j]))
 
     def _share_pages(self, pages: list, other: "ExtentMap") -> None:
         """Store each of ``pages`` as ``other`` holds it, sharing its
@@ -909,18 +914,31 @@ def run_arrays(m: ExtentMap, start: int, end: int, max_runs: int | None = None,
         p = next(listed, last + 1)
         if p > last:                        # nothing listed: one run, meaningless
             return end, np.array([start], dtype=np.int64), np.zeros(1, dtype=np.int64)
+    # (the columns joined as bytes, in C: numpy's concatenate of a million
+    # small arrays cost several times more; values are 4 bytes each unless
+    # a page holds 8-byte ones, ``wide``)
+    wide = False
+    base = m._base
     while True:
-        page = pages.get(p, m._base)
+        page = pages.get(p, base)
         if page.__class__ is int:
             starts_parts.append(zero)
-            values_parts.append(array("q", (page,)))
-            counts.append(1)
+            if 0 <= page <= _MAX_COMPACT:
+                values_parts.append(page.to_bytes(4, "little"))
+            else:
+                values_parts.append(array("q", (page,)))
+                wide = True
+            k = 1
         else:
             starts_parts.append(page[0])
-            values_parts.append(page[1])
-            counts.append(len(page[0]))
+            values = page[1]
+            values_parts.append(values)
+            if values.typecode == "q":
+                wide = True
+            k = len(values)
+        counts.append(k)
         bases.append(p << shift)
-        n += counts[-1]
+        n += k
         if max_runs is not None and n >= max_runs:
             p += 1
             break
@@ -928,10 +946,14 @@ def run_arrays(m: ExtentMap, start: int, end: int, max_runs: int | None = None,
         if p > last:
             break
     stop = min(p << shift, end)
-    starts = np.concatenate(starts_parts).astype(np.int64)
+    starts = np.frombuffer(b"".join(starts_parts), dtype=_np_type(m._stype)).astype(np.int64)
     starts += np.repeat(np.array(bases, dtype=np.int64), counts)   # page-relative -> absolute
     # (pages of 4-byte values and of 8-byte ones: int64 either way)
-    values = np.concatenate(values_parts).astype(np.int64, copy=False)
+    if wide:
+        values = np.concatenate([np.frombuffer(v, dtype=np.uint32) if v.__class__ is bytes
+                                 else np.asarray(v) for v in values_parts]).astype(np.int64)
+    else:
+        values = np.frombuffer(b"".join(values_parts), dtype=np.uint32).astype(np.int64)
     # clip to [start, stop): from the run holding start to the last one before stop
     # (0 if the first page read is past start's, skipped)
     i = max(int(np.searchsorted(starts, start, side="right")) - 1, 0)

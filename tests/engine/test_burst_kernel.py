@@ -320,6 +320,7 @@ def test_the_guest_in_the_kernel_with_small_batches_stage_and_ledger(monkeypatch
     from blocksim.model import workload
     monkeypatch.setattr(workload, "_BATCH", 16)
     monkeypatch.setattr(journal, "STAGE_ENTRIES", 96)
+    monkeypatch.setattr(journal, "STAGE_PER_PAGE", 0)        # (that stage, whatever the disk)
     monkeypatch.setattr(burst_kernel.Kernel, "LEDGER_ROWS", 64)
     scenario = blocksim.load_scenario(_guest_mirror({}))
     with monkeypatch.context() as m:
@@ -653,3 +654,53 @@ def test_a_thin_source_without_room_keeps_its_guest_in_simpy(monkeypatch):
     assert '"BLOCK_IO_ERROR"' in compiled and "nospace" in compiled
     monkeypatch.setattr(burst, "KERNEL", False)
     assert outcome(blocksim.Simulation(scenario, seed=4)) == compiled
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_search_by_groups_finds_what_the_flags_say(seed):
+    # a bitmap of many groups of 64 blocks: granules marked and cleared by
+    # the kernel and by Python, whole blocks marked, and searches between
+    # them that clear the bytes of groups left with no flagged block; each
+    # search against the bitmap's own (bytearray.find over the flags)
+    rng = np.random.default_rng(seed)
+    g = 512
+    nblocks = 64 * 40 + 17
+    nbits = nblocks * BLOCK - 5
+    bm = DirtyBitmap(nbits * g, g)
+    bits, bit_words, summary, blocks, block_words = bm.arrays()
+    for step in range(400):
+        kind = rng.integers(0, 6)
+        b = int(rng.integers(0, nbits))
+        if kind == 0:
+            bm.count += burst_kernel._mark(bits, summary, blocks, b)
+        elif kind == 1:
+            bm.mark(b * g, b * g + 1)
+        elif kind == 2:
+            bm.clear_bits(b, min(b + int(rng.choice([1, 3, BLOCK, 70 * BLOCK])), nbits))
+        elif kind == 3:                     # a range: in one block, or whole blocks
+            bm.mark(b * g, min(b + int(rng.choice([2, 5, 2 * BLOCK, 70 * BLOCK])), nbits) * g)
+        for _ in range(5):
+            a = int(rng.integers(0, nbits))
+            e = int(rng.integers(a, nbits + 1)) if rng.random() < 0.5 else nbits
+            got = burst_kernel._search(bits, bit_words, summary, blocks, block_words, a, e)
+            assert got == bm._search(a, e) if a < e else True, (step, a, e)
+        # every flagged block's group byte is set
+        flagged = np.flatnonzero(blocks)
+        assert bits[bm._groups + (flagged >> 6)].all()
+
+
+def test_whole_blocks_marked_at_once_are_found_by_the_groups():
+    # a mark of many whole blocks sets their counts and flags with numpy
+    # (DirtyBitmap._assign): their groups' bytes too, on a fresh bitmap and
+    # after a search found those groups empty
+    g = 512
+    nbits = 64 * 10 * BLOCK
+    bm = DirtyBitmap(nbits * g, g)
+    bits, bit_words, summary, blocks, block_words = bm.arrays()
+    search = burst_kernel._search
+    bm.mark(200 * BLOCK * g, 300 * BLOCK * g)
+    assert search(bits, bit_words, summary, blocks, block_words, 0, nbits) == 200 * BLOCK
+    bm.clear_bits(0, nbits)
+    assert search(bits, bit_words, summary, blocks, block_words, 0, nbits) == -1
+    bm.mark(230 * BLOCK * g, 250 * BLOCK * g)
+    assert search(bits, bit_words, summary, blocks, block_words, 5, nbits) == 230 * BLOCK

@@ -93,3 +93,17 @@ def test_llvm_pages_are_handed_back_after_loading_compiled_code():
     assert "[1, 3, 5, 9]" in proc.stdout
     first_mib, second_mib = map(int, proc.stdout.split("]")[1].split())
     assert first_mib < 8 and second_mib < 8, proc.stdout
+
+
+def test_a_compiled_function_imported_from_another_module_is_its_dispatcher():
+    # bitmap.py's compiled marks call bitmap_blocks' _mark, imported by name:
+    # loading bitmap.py's functions loads bitmap_blocks' and puts the
+    # dispatcher under the imported name (numba could not call the stub)
+    import numpy as np
+    from blocksim.engine import bitmap_blocks, compiled
+    from blocksim.model import bitmap
+    bm = bitmap.DirtyBitmap(1 << 20, 65536)
+    bm.mark_writes(np.array([0, 200000], dtype=np.int64), 4096)
+    assert bm.count == 2
+    assert bitmap._mark is bitmap_blocks._mark
+    assert not isinstance(bitmap._mark, compiled._Stub)

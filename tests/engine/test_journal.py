@@ -122,6 +122,7 @@ def test_a_small_stage_handed_out_often_gives_the_same(monkeypatch, seed, small_
     monkeypatch.setattr(journal_mod, "SMALL_LOG", small_log)
     monkeypatch.setattr(journal_mod, "BULK", bulk)
     monkeypatch.setattr(journal_mod, "STAGE_ENTRIES", 5)
+    monkeypatch.setattr(journal_mod, "STAGE_PER_PAGE", 0)        # (that stage, whatever the disk)
     _play(seed, 400, (8 * PAGE, 8 * PAGE, 5 * PAGE + 12288))
 
 
@@ -175,6 +176,7 @@ def test_a_flush_meeting_few_of_many_pages_gives_the_same(monkeypatch, seed, sta
     small ones, with stages small enough to take that way, and content
     must not change."""
     monkeypatch.setattr(journal_mod, "STAGE_ENTRIES", stage)
+    monkeypatch.setattr(journal_mod, "STAGE_PER_PAGE", 0)        # (that stage, whatever the disk)
     _play(seed, 400, (8 * PAGE, 8 * PAGE, 400 * PAGE))
 
 

@@ -61,14 +61,13 @@ def test_a_range_ending_on_a_page_edge_stays_in_its_page():
 
 
 def test_a_full_page_becomes_the_shared_page_and_stays_right():
-    from blocksim.model.allocation import _FULL
     amap = AllocationMap(3 * PAGE)
     assert amap.set_range(0, PAGE - 1) == PAGE - 1
-    assert amap._pages[0] is not _FULL            # not full yet
+    assert amap.page_kind(0) == "dense"            # not full yet
     assert amap.set_range(5, PAGE) == 1            # the fill reaches the end
-    assert amap._pages[0] is _FULL
+    assert amap.page_kind(0) == "full"
     assert amap.set_range(PAGE // 2, 2 * PAGE + 3) == PAGE + 3    # across pages
-    assert amap._pages[1] is _FULL and amap._pages[2] is not _FULL
+    assert amap.page_kind(1) == "full" and amap.page_kind(2) == "sparse"
     assert amap.set_range(7, 9) == 0 and amap.count == 2 * PAGE + 3
     assert amap.is_set(PAGE - 1) and amap.all_set(0, 2 * PAGE) and not amap.is_set(2 * PAGE + 3)
     assert list(amap.runs()) == [(0, 2 * PAGE + 3)]
@@ -101,24 +100,82 @@ def test_sparse_pages_match_a_set_of_clusters(seed):
                 while e < b and (e in ref) == (a in ref):
                     e += 1
                 assert (value, upto) == (a in ref, e)
-        sparse_seen = sparse_seen or any(page.__class__.__name__ == "array"
-                                         for page in alloc._pages.values())
+        sparse_seen = sparse_seen or any(alloc.page_kind(p) == "sparse" for p in range(4))
     assert alloc.count == len(ref)
     runs = [c for a, b in alloc.runs() for c in range(a, b)]
     assert runs == sorted(ref)
-    kinds = [page.__class__.__name__ for page in alloc._pages.values()]
-    assert kinds.count("bytearray") == 3 and sparse_seen     # the whole pages grew past sparse
+    kinds = [alloc.page_kind(p) for p in range(4)]
+    assert kinds.count("dense") == 3 and sparse_seen     # the whole pages grew past sparse
 
 
-def test_scattered_clusters_cost_two_bytes_each():
+def test_scattered_clusters_cost_a_few_bytes_each():
     # a 64 TiB thin disk at 64 KiB clusters: 32768 pages, one write in each
     alloc = AllocationMap(1 << 30)
     for p in range(1 << 15):
         alloc.set_range((p << PAGE_BITS) + 7, (p << PAGE_BITS) + 8)
     assert alloc.count == 1 << 15
-    assert {page.__class__.__name__ for page in alloc._pages.values()} == {"array"}
-    assert sum(len(page) for page in alloc._pages.values()) == 1 << 15
-    assert alloc.run_at(7, 100) == (True, 8) and alloc.run_at(8, PAGE + 100) == (False, PAGE + 7)
+    assert {alloc.page_kind(p) for p in range(1 << 15)} == {"sparse"}
+    # (a segment of four entries, two bytes each, a page)
+    assert alloc.sparse_entries() == 4 << 15
+    assert len(alloc._dense) == PAGE                # no byte page made
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batches_match_a_set_of_clusters(seed):
+    # set_each and set_ranges (the compiled copy loop's batches) against a
+    # set, through sparse segments that grow, pages turning dense and full
+    # (their slots reused) and pools that grow mid-batch
+    rng = np.random.default_rng(seed)
+    nclusters = 6 * PAGE + 5
+    alloc, ref = AllocationMap(nclusters), set()
+    for step in range(60):
+        if step % 3:
+            # scattered clusters, repeats and a crowded page among them
+            cs = np.concatenate((rng.integers(0, nclusters, 400),
+                                 rng.integers(0, 3000, 300) + (step % 6) * PAGE,
+                                 rng.integers(0, nclusters, 10)))
+            cs = np.concatenate((cs, cs[:50]))
+            new = set(cs.tolist()) - ref
+            assert alloc.set_each(cs) == len(new)
+            ref |= new
+        else:
+            lo = rng.integers(0, nclusters, 40)
+            hi = np.minimum(lo + rng.choice([1, 3, 64, 65, 2 * PAGE], 40), nclusters)
+            new = set()
+            for a, b in zip(lo.tolist(), hi.tolist()):
+                new |= set(range(a, b))
+            new -= ref
+            assert alloc.set_ranges(np.stack((lo, hi), axis=1)) == len(new)
+            ref |= new
+        assert alloc.count == len(ref)
+        for c in rng.integers(0, nclusters, 300).tolist():
+            assert alloc.is_set(c) == (c in ref)
+        a = int(rng.integers(0, nclusters))
+        b = min(a + int(rng.integers(1, 3 * PAGE)), nclusters)
+        assert alloc.count_set(a, b) == sum(1 for c in range(a, b) if c in ref)
+        value, upto = alloc.run_at(a, b)
+        e = a
+        while e < b and (e in ref) == (a in ref):
+            e += 1
+        assert (value, upto) == (a in ref, e)
+    assert [c for a, b in alloc.runs() for c in range(a, b)] == sorted(ref)
+
+
+def test_a_full_page_gives_its_byte_slot_back():
+    alloc = AllocationMap(4 * PAGE)
+    assert alloc.set_range(0, 100) == 100                  # a byte page
+    assert alloc.page_kind(0) == "dense"
+    assert alloc.set_range(50, PAGE) == PAGE - 100         # full: its slot back
+    assert alloc.page_kind(0) == "full"
+    room = len(alloc._dense)                    # (a slot in use, a free one ready)
+    alloc.set_range(PAGE + 1, PAGE + 200)                  # another byte page,
+    assert alloc.page_kind(1) == "dense" and len(alloc._dense) == room     # in that slot
+    assert alloc._state[1] == 1                 # (one slot ever handed out)
+    assert alloc.count_set(PAGE, 2 * PAGE) == 199 and not alloc.is_set(PAGE + 200)
+    assert alloc.set_each([PAGE, 0, 3 * PAGE]) == 2 and alloc.count == PAGE + 201
+    assert alloc.run_at(PAGE - 5, 2 * PAGE) == (True, PAGE + 200)
+    assert alloc.run_at(PAGE + 200, 3 * PAGE + 5) == (False, 3 * PAGE)
+    assert list(alloc.runs()) == [(0, PAGE + 200), (3 * PAGE, 3 * PAGE + 1)]
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -150,3 +207,28 @@ def _runs(clusters: set) -> list:
         else:
             out.append((c, c + 1))
     return out
+
+
+def test_segments_outgrown_are_taken_again():
+    # 200 pages fill up a cluster at a time, in turn: each outgrows segments
+    # of 4, 8, ... 64 entries, which the next page to grow takes again
+    alloc = AllocationMap(200 * PAGE)
+    rng = np.random.default_rng(3)
+    for step in range(100):
+        alloc.set_each([(p << PAGE_BITS) + int(c) for p, c in
+                        enumerate(rng.integers(0, PAGE, 200))])
+    assert alloc.count == len({c for a, b in alloc.runs() for c in range(a, b)})
+    live = 200 * 128                        # (about 100 clusters each: 128 entries)
+    # (in step: what they outgrew, 4 + 8 + ... + 64 entries each, no other
+    # page takes again; the pool's segments in use moved together instead)
+    assert alloc.sparse_entries() < live + 200 * 64
+
+
+def test_a_segment_outgrown_is_the_next_page_s():
+    alloc = AllocationMap(4 * PAGE)
+    for c in (10, 20, 30, 40, 50):          # four entries, then eight
+        alloc.set_each([c])
+    assert alloc.sparse_entries() == 4 + 8
+    alloc.set_each([PAGE + 5])              # the four given back
+    assert alloc.sparse_entries() == 4 + 8
+    assert [c for a, b in alloc.runs() for c in range(a, b)] == [10, 20, 30, 40, 50, PAGE + 5]
