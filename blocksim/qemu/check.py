@@ -920,8 +920,31 @@ class _QemuRun:
             if os.path.basename(backing) == path.name or backing == str(path):
                 return name
         if backing.startswith("json:"):
-            # a filter node's pseudo-filename (after a commit into a base
-            # under a blkdebug node): the image file it names
+            # a node's pseudo-filename (block.c:bdrv_refresh_filename): a
+            # blkdebug node over the new backing (a commit into a base under
+            # faults), or a format node whose own backing was given
+            # explicitly (a stream's base-node over a layer with faults).
+            # The new backing is the image file the outermost node names,
+            # not one nested in its own "backing".
+            try:
+                spec = json.loads(backing[len("json:"):])
+            except ValueError:
+                spec = None
+            while isinstance(spec, dict) and isinstance(spec.get("image"), dict):
+                spec = spec["image"]       # blkdebug's image
+            file = spec.get("file") if isinstance(spec, dict) else None
+            filename = file.get("filename") if isinstance(file, dict) else None
+            for name, path in self.paths.items():
+                if filename == str(path):
+                    # qemu-img cannot open such a header again ("Can't
+                    # specify 'file' and 'filename' options at the same
+                    # time"): name the image file itself, the same data
+                    # (blkdebug changes none), so the checks can read it
+                    _run_tool([self.tools.qemu_img, "rebase", "-u", "-f", fmt, "-b",
+                               str(path), "-F", self.plan.images[name].format,
+                               str(self.paths[image])],
+                              f"naming the backing file of image '{image}'", cwd=self.dir)
+                    return name
             for name, path in self.paths.items():
                 if json.dumps(str(path)) in backing:
                     return name
