@@ -38,6 +38,7 @@ record; complete, set-speed and a plain cancel change no status.
 
 from __future__ import annotations
 
+import errno
 import itertools
 
 from ..errors import CommandError
@@ -121,6 +122,9 @@ class BlockJob:
         self.auto_finalize: bool = spec.auto_finalize
         self.auto_dismiss: bool = spec.auto_dismiss
         self.error: str | None = None
+        #: the error query-block-jobs shows for a cancelled job, which ends
+        #: with no error in its events (:meth:`_finish`)
+        self.cancel_error: str | None = None
         self.errors_by_action = {"ignore": 0, "report": 0, "stop": 0}
         self.bytes_copied = 0
         self.paused_ns = 0
@@ -335,6 +339,11 @@ class BlockJob:
         end it themselves, inside the command (:meth:`finalize`,
         :meth:`dismiss`, :meth:`cancel`)."""
         if self.cancelled and not self.completes_on_cancel():
+            # job.c:job_update_rc_locked: a force-cancelled job's ret is
+            # -ECANCELED unless its run returned an error, and its err that
+            # ret's string, which block_job_query_locked shows as `error`
+            # (BLOCK_JOB_CANCELLED carries none)
+            self.cancel_error = strerror(ret or errno.ECANCELED)
             self._abort(cancelled=True)
             return
         if ret:
@@ -596,11 +605,19 @@ class BlockJob:
         self._check_verb("cancel")
         if self.status == "pending":
             self.cancelled = self.force_cancel = True
+            # (job_completed_txn_abort_locked -> job_finalize_single_locked
+            # -> job_update_rc_locked: ret 0 becomes -ECANCELED)
+            self.cancel_error = strerror(errno.ECANCELED)
             self._abort(cancelled=True)
             return
         self.cancelled = True
         self.force_cancel = self.force_cancel or force
         if self.user_paused:
+            # job_cancel_async_locked calls the driver's user_resume
+            # (blockjob.c:block_job_user_resume), which resets the
+            # io-status: a job cancelled while paused by an error (or by
+            # the user) ends with io-status ok
+            self.iostatus.reset()
             self.user_paused = False
             self.pause_count -= 1
         if self.paused and not self.should_pause():
@@ -681,4 +698,6 @@ class BlockJob:
                 "auto-dismiss": self.auto_dismiss}
         if self.error is not None:
             info["error"] = self.error
+        elif self.cancel_error is not None:
+            info["error"] = self.cancel_error
         return info

@@ -12,7 +12,7 @@ import pytest
 import blocksim
 
 from jobcases import (
-    EIO, JOB, MiB, SIZE, at, backup_case, cancelled, commands, completed, err, event, event_time, fault,
+    EIO, JOB, KiB, MiB, SIZE, at, backup_case, cancelled, commands, completed, err, event, event_time, fault,
     illegal_transitions, job_summary, mirror_case, on, pending, ready, refusals, simulate, st,
     statuses, stream_case, timeline, violations,
 )
@@ -550,3 +550,60 @@ def test_a_completed_mirror_waiting_for_finalize_is_listed_paused(verb):
              for c in commands(r, "query-block-jobs") for j in c["return"]]
     assert shown == [("pending", True, False)] * 2
     assert job_summary(r)["outcome"] == "completed"
+
+
+# -- a cancelled job's error and io-status in query-block-jobs (job.c, blockjob.c) -------------
+def _concluded_query(r) -> dict:
+    [info] = [j for c in commands(r, "query-block-jobs") for j in c["return"]
+              if j["status"] == "concluded"]
+    return info
+
+
+def test_a_job_force_cancelled_while_paused_by_an_error_shows_ok_and_operation_canceled():
+    # job_cancel_async_locked -> block_job_user_resume resets the io-status;
+    # job_update_rc_locked: ret 0 -> -ECANCELED, err "Operation canceled"
+    r = simulate(mirror_case(
+        speed=MiB, auto_dismiss=False, on_target_error="enospc",
+        faults=[fault("dst", "write", "ENOSPC", offset=MiB, length=512)],
+        actions=[on("BLOCK_JOB_ERROR", "block-job-cancel", delay="200ms", device=JOB, force=True),
+                 on("JOB_STATUS_CHANGE", "query-block-jobs", delay="100ms",
+                    match={"status": "concluded"})]))[1]
+    info = _concluded_query(r)
+    assert (info["io-status"], info.get("error")) == ("ok", "Operation canceled")
+    assert job_summary(r)["outcome"] == "cancelled"
+    assert "error" not in event(r, "BLOCK_JOB_CANCELLED")
+
+
+def test_a_job_cancelled_after_an_ignored_error_shows_that_error():
+    # stream_run returns the first error it ignored even when cancelled, and
+    # job_update_rc_locked keeps a ret that is not 0
+    r = simulate(stream_case(
+        speed=MiB, auto_dismiss=False, on_error="ignore",
+        faults=[fault("base", "read", offset=512 * KiB, length=512, count="once")],
+        actions=[on("BLOCK_JOB_ERROR", "block-job-cancel", delay="500ms", device=JOB),
+                 on("JOB_STATUS_CHANGE", "query-block-jobs", delay="100ms",
+                    match={"status": "concluded"})]))[1]
+    assert _concluded_query(r).get("error") == EIO
+    assert job_summary(r)["outcome"] == "cancelled"
+
+
+def test_a_job_cancelled_while_pending_shows_operation_canceled():
+    # job_cancel_locked -> job_completed_txn_abort_locked ->
+    # job_finalize_single_locked -> job_update_rc_locked
+    r = simulate(mirror_case(
+        speed=4 * MiB, auto_finalize=False, auto_dismiss=False,
+        actions=[on("BLOCK_JOB_READY", "block-job-complete", device=JOB),
+                 on("JOB_STATUS_CHANGE", "job-cancel", delay="100ms",
+                    match={"status": "pending"}, id=JOB),
+                 on("JOB_STATUS_CHANGE", "query-block-jobs", delay="100ms",
+                    match={"status": "concluded"})]))[1]
+    assert _concluded_query(r).get("error") == "Operation canceled"
+
+
+def test_a_job_that_failed_shows_its_error_not_a_cancel():
+    r = simulate(mirror_case(
+        speed=MiB, auto_dismiss=False, on_target_error="report",
+        faults=[fault("dst", "write", offset=MiB, length=512)],
+        actions=[on("JOB_STATUS_CHANGE", "query-block-jobs", delay="100ms",
+                    match={"status": "concluded"})]))[1]
+    assert _concluded_query(r).get("error") == EIO
