@@ -1,7 +1,7 @@
 """Random differential cases against real QEMU: scenarios drawn at random
-from five grammars, for ``blocksim qemu-check``.
+from six grammars, for ``blocksim qemu-check``.
 
-    python tests/qemu/differential.py OUT [--grammar 1|2|3|4|5] [--seeds 0:200]
+    python tests/qemu/differential.py OUT [--grammar 1|2|3|4|5|6] [--seeds 0:200]
     blocksim qemu-check OUT/ --json > report.json
 
 1. one job (stream, mirror, active mirror, commit, backup) on small images
@@ -23,7 +23,10 @@ from five grammars, for ``blocksim qemu-check``.
    layers above it, in it and below it, intermediate commit with faults on
    its top, intermediate and base layers, active commit into a middle
    layer, mirror sync=top over a chain; one-shot faults on several nodes at
-   once, policies enospc and auto.
+   once, policies enospc and auto;
+6. jobs' verbs in each status that lasts: created (a manual start), paused
+   by an error, ready, pending (manual finalize), concluded (manual
+   dismiss), each followed by a query.
 
 Not collected by pytest: it writes scenarios, it checks nothing itself.  A
 disagreement is a lead, not a verdict: real QEMU runs in real time, so cases
@@ -31,9 +34,10 @@ whose commands race the jobs (a query right after a job's creation, a
 command a few ms from an event) can differ by timing alone.  Session 12's
 campaign (about 900 cases) found stream's runs, blkdebug's write-zeroes
 iotype, the flush's write generation, the job list's order and a pending
-mirror's pause; session 13's (grammars 4 and 5) a cancelled job's
-io-status and error in query-block-jobs and qemu-check's reading of a
-json: backing file name; see docs/qemu-check.md.
+mirror's pause; session 13's (grammars 4 to 6) a cancelled job's
+io-status and error in query-block-jobs, the nodes an intermediate commit
+and a stream hold (the device no root node, held until the dismiss) and
+qemu-check's reading of a json: backing file name; see docs/qemu-check.md.
 """
 
 import argparse
@@ -701,7 +705,101 @@ def grammar5(seed):
     return "\n".join(L) + "\n"
 
 
-GRAMMARS = {1: grammar1, 2: grammar2, 3: grammar3, 4: grammar4, 5: grammar5}
+VERBS6 = [("block-job-pause", "device"), ("block-job-resume", "device"),
+          ("block-job-cancel", "device"), ("block-job-cancel-force", "device"),
+          ("block-job-complete", "device"), ("block-job-set-speed", "device"),
+          ("block-job-finalize", "id"), ("block-job-dismiss", "id"), ("job-pause", "id"),
+          ("job-resume", "id"), ("job-cancel", "id"), ("job-complete", "id"),
+          ("job-finalize", "id"), ("job-dismiss", "id"), ("query-block-jobs", None)]
+# (no job-start among them: a job started again after its dismissal is a new
+# job with the same ID on QEMU, where blocksim's scenario has one job per ID)
+
+
+def grammar6(seed):
+    """Jobs' verbs in each status that lasts: created (a manual start),
+    paused by an error, paused by the user, ready, standby, pending (manual
+    finalize) and concluded (manual dismiss); two to four random verbs a
+    status, 100-300 ms after it began, each followed by a query."""
+    rng = random.Random(seed)
+    kind = rng.choice(["mirror", "mirror", "commit-active", "commit-int", "stream", "backup"])
+    size = 4 * MIB
+    L = [f'name = "fz6-{seed}"', f'description = "random differential case {seed} ({kind})"',
+         'duration = "5s"', ""]
+
+    def img(name, backing=None, d=None):
+        L.extend([f"[images.{name}]", f'size = "{size}"'] + ([f'backing = "{backing}"'] if backing else [])
+                 + ([f"data = {d}"] if d else []) + [""])
+
+    if kind == "mirror":
+        img("src", d='"full"'); img("dst")
+        drive, job, pol, fnode = "src", {"type": "mirror", "target": "dst", "sync": "full"}, "on-target-error", ("dst", "write")
+    elif kind == "commit-active":
+        img("base"); img("top", "base", '"full"')
+        drive, job, pol, fnode = "top", {"type": "commit", "base": "base"}, "on-error", ("base", "write")
+    elif kind == "commit-int":
+        img("base"); img("mid", "base", '"full"'); img("top", "mid")
+        drive, job, pol, fnode = "top", {"type": "commit", "top": "mid", "base": "base"}, "on-error", ("base", "write")
+    elif kind == "stream":
+        img("base", d='"full"'); img("top", "base")
+        drive, job, pol, fnode = "top", {"type": "stream"}, "on-error", ("base", "read")
+    else:
+        img("src", d='"full"'); img("tgt")
+        drive, job, pol, fnode = "src", {"type": "backup", "target": "tgt", "sync": "full"}, "on-target-error", ("tgt", "write")
+    L += ["[drives.vda]", f'image = "{drive}"', ""]
+    L += ["[jobs.j]", 'device = "vda"'] + [f"{k} = {_toml(v)}" for k, v in job.items()]
+    L.append(f'{pol} = "stop"')
+    L.append(f"speed = {rng.choice([1, 2]) * MIB}")
+    manual = rng.random() < 0.4
+    if manual:
+        L.append('start = "manual"')
+    L.append("auto-finalize = false")
+    L.append("auto-dismiss = false")
+    L.append("")
+    if rng.random() < 0.7:
+        _fault(L, rng, fnode[0], fnode[1], size, "EIO", "once", rng.randrange(4, 48) * 64 * KIB)
+    S = _Script()
+
+    def verbs(on, match, t0):
+        t = t0
+        for _ in range(rng.randint(2, 4)):
+            cmd, key = rng.choice(VERBS6)
+            args = None
+            if cmd == "block-job-cancel-force":
+                cmd, args = "block-job-cancel", {"device": "j", "force": True}
+            elif cmd == "block-job-set-speed":
+                args = {"device": "j", "speed": rng.choice([0, 512 * KIB, 4 * MIB])}
+            elif key:
+                args = {key: "j"}
+            if on:
+                S.on(on, t, cmd, args, match=match)
+                S.on(on, t + 20, "query-block-jobs", match=match)
+            else:
+                S.at(t, cmd, args)
+                S.at(t + 20, "query-block-jobs")
+            t += rng.choice([60, 100])
+        return t
+
+    t = 100
+    if manual:
+        t = verbs(None, None, 100)
+        S.at(t + 100, "job-start", {"id": "j"})
+    else:
+        if rng.random() < 0.3:
+            verbs(None, None, rng.choice([300, 600]))
+    verbs("BLOCK_JOB_ERROR", {"device": "j"}, 150)
+    S.on("BLOCK_JOB_ERROR", 900, "block-job-resume", {"device": "j"}, match={"device": "j"})
+    if kind in ("mirror", "commit-active"):
+        verbs("BLOCK_JOB_READY", {"device": "j"}, 100)
+        S.on("BLOCK_JOB_READY", 700, "block-job-complete", {"device": "j"}, match={"device": "j"})
+    verbs("JOB_STATUS_CHANGE", {"id": "j", "status": "pending"}, 100)
+    S.on("JOB_STATUS_CHANGE", 600, "job-finalize", {"id": "j"}, match={"id": "j", "status": "pending"})
+    verbs("JOB_STATUS_CHANGE", {"id": "j", "status": "concluded"}, 100)
+    S.on("JOB_STATUS_CHANGE", 600, "job-dismiss", {"id": "j"}, match={"id": "j", "status": "concluded"})
+    L += S.tables
+    return "\n".join(L) + "\n"
+
+
+GRAMMARS = {1: grammar1, 2: grammar2, 3: grammar3, 4: grammar4, 5: grammar5, 6: grammar6}
 
 
 def main(argv=None) -> int:
