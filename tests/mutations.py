@@ -89,7 +89,7 @@ MUTATIONS = [
      '    if t < st[base + 3]:\n        t = st[base + 3]\n',
      ''),
     ("job: a node held by another job is free", "blocksim/jobs/base.py",
-     "            if other.status in (None, \"concluded\", \"null\"):",
+     "            if not other.holds_nodes():",
      "            if True:"),
     ("job: a job entered early sleeps off the rest (QEMU 8.0)", "blocksim/jobs/base.py",
      "        yield from self._sleep_off(delay, timer)\n        yield from self._pause_point()",
@@ -750,6 +750,19 @@ MUTATIONS = [
      "blocksim/engine/bitmap_blocks.py",
      "        if whole:\n            bits[at + g] = 0\n        g += 1\n",
      "        if whole:\n            bits[at + g] = 0\n        return -1\n"),
+    ("job held: a stream or completed commit lets go of its nodes at concluded",
+     "blocksim/jobs/base.py",
+     "        return self.status != \"concluded\" or self.keeps_nodes_when_concluded()",
+     "        return self.status != \"concluded\""),
+    ("job held: an intermediate commit's drive stays a root node", "blocksim/jobs/base.py",
+     "            if ((other._filtered is node or other._main_node is node)",
+     "            if ((other._filtered is node)"),
+    ("job cancel: a cancel of a paused job keeps its io-status", "blocksim/jobs/base.py",
+     "            self.iostatus.reset()\n            self.user_paused = False",
+     "            self.user_paused = False"),
+    ("job cancel: a cancelled job shows no error", "blocksim/jobs/base.py",
+     "        elif self.cancel_error is not None:\n            info[\"error\"] = self.cancel_error\n",
+     ""),
 ]
 
 

@@ -38,6 +38,7 @@ record; complete, set-speed and a plain cancel change no status.
 
 from __future__ import annotations
 
+import errno
 import itertools
 
 from ..errors import CommandError
@@ -121,6 +122,9 @@ class BlockJob:
         self.auto_finalize: bool = spec.auto_finalize
         self.auto_dismiss: bool = spec.auto_dismiss
         self.error: str | None = None
+        #: the error query-block-jobs shows for a cancelled job, which ends
+        #: with no error in its events (:meth:`_finish`)
+        self.cancel_error: str | None = None
         self.errors_by_action = {"ignore": 0, "report": 0, "stop": 0}
         self.bytes_copied = 0
         self.paused_ns = 0
@@ -138,6 +142,7 @@ class BlockJob:
         self._held: list = []           # the nodes it holds once created (held_nodes())
         self._filtered = None           # the node its filter sits above (inserts_filter)
         self._filter_seq = 0            # ... inserted after the filters of lower numbers
+        self._main_node = None          # the device's node as its "main node" (main_node_is_device)
         self._paused_since: int | None = None
         self._pause_prev: str | None = None     # the status a pause returns to
 
@@ -186,6 +191,8 @@ class BlockJob:
         if self.inserts_filter and self.profile.root_node_check:
             self._filtered = self.drive.node
             self._filter_seq = next(_FILTER_SEQ)
+        if self.main_node_is_device and self.profile.root_node_check:
+            self._main_node = self.drive.node
         self._created_seq = next(_CREATED_SEQ)
         self._transition("created")
         # As QEMU's job_start: the job is running when the command returns.
@@ -216,6 +223,15 @@ class BlockJob:
     #: (backup.c:backup_job_create -> bdrv_cbw_append).  An intermediate
     #: commit's commit_top sits above ``top``, not the device's node.
     inserts_filter = False
+
+    #: The job is created over its device's node itself, not over a filter
+    #: of its own (an intermediate commit: commit.c:commit_start passes
+    #: ``bs`` to block_job_create), so that node gets the job as a parent
+    #: (blockjob.c:block_job_create adds it as the "main node", a child_job
+    #: BdrvChild) until the job drops its nodes (commit_abort,
+    #: commit_prepare -> block_job_remove_all_bdrv): the node is no longer
+    #: a root node (block-backend.c:bdrv_is_root_node).
+    main_node_is_device = False
 
     #: Drained sections the job's start opens over its device's node before
     #: the job is created (a stream's filter insertion); the same number
@@ -277,20 +293,43 @@ class BlockJob:
         (``bdrv_is_root_node``), so a node under another job's filter is
         refused with "Need a root block node" (checked on QEMU 7.2 with the
         node's name as the device, as libvirt's -blockdev passes it; the
-        2012 profile has no filter nodes)."""
+        2012 profile has no filter nodes); so is the device of an
+        intermediate commit, which holds it as its main node
+        (:attr:`main_node_is_device`; checked on QEMU 7.2:
+        commit-intermediate-then-commit-mirror-root-node)."""
         if not self.profile.root_node_check:
             return
         node = self.drive.node
         for other in self.sim.jobs.values():
             # (the job itself too, when it is started again while it runs)
-            if (other._filtered is node
-                    and other.status not in (None, "concluded", "null")):
+            if ((other._filtered is node or other._main_node is node)
+                    and other.holds_nodes()):
                 self.start_refused = self.status is None
                 raise CommandError("Need a root block node")
 
+    def keeps_nodes_when_concluded(self) -> bool:
+        """Whether the job, concluded and waiting for ``job-dismiss``, still
+        holds its nodes: the nodes ``block_job_add_bdrv`` gave it (parents
+        of class child_job, with their op blockers) are let go by
+        ``block_job_remove_all_bdrv``, which a mirror (mirror_exit_common),
+        a backup (backup_clean) and a failed or cancelled intermediate
+        commit (commit_abort) call as they end, but a stream and a
+        completed intermediate commit only in ``block_job_free``, when the
+        job is dismissed (checked on QEMU 7.2:
+        stream-concluded-holds-its-nodes, commit-concluded-holds-its-nodes)."""
+        return False
+
+    def holds_nodes(self) -> bool:
+        """Whether the job holds its nodes now: from its creation until it
+        concludes, or until it is dismissed
+        (:meth:`keeps_nodes_when_concluded`)."""
+        if self.status in (None, "null"):
+            return False
+        return self.status != "concluded" or self.keeps_nodes_when_concluded()
+
     def _check_nodes_free(self) -> None:
         """QEMU's op blockers: a job holds its nodes from its creation until
-        it concludes, and a job asking for a node another job holds is
+        it concludes (or is dismissed: :meth:`holds_nodes`), and a job asking for a node another job holds is
         refused (``bdrv_op_is_blocked``: two jobs never run on one disk)."""
         mine = self.nodes()
         others = list(self.sim.jobs.values())
@@ -299,7 +338,7 @@ class BlockJob:
         for other in others:
             # (the job itself too, when it is started again while it runs:
             # its own op blockers answer before job_create's job ID check)
-            if other.status in (None, "concluded", "null"):
+            if not other.holds_nodes():
                 continue
             for node in other._held:
                 if node in mine:
@@ -335,6 +374,11 @@ class BlockJob:
         end it themselves, inside the command (:meth:`finalize`,
         :meth:`dismiss`, :meth:`cancel`)."""
         if self.cancelled and not self.completes_on_cancel():
+            # job.c:job_update_rc_locked: a force-cancelled job's ret is
+            # -ECANCELED unless its run returned an error, and its err that
+            # ret's string, which block_job_query_locked shows as `error`
+            # (BLOCK_JOB_CANCELLED carries none)
+            self.cancel_error = strerror(ret or errno.ECANCELED)
             self._abort(cancelled=True)
             return
         if ret:
@@ -596,11 +640,19 @@ class BlockJob:
         self._check_verb("cancel")
         if self.status == "pending":
             self.cancelled = self.force_cancel = True
+            # (job_completed_txn_abort_locked -> job_finalize_single_locked
+            # -> job_update_rc_locked: ret 0 becomes -ECANCELED)
+            self.cancel_error = strerror(errno.ECANCELED)
             self._abort(cancelled=True)
             return
         self.cancelled = True
         self.force_cancel = self.force_cancel or force
         if self.user_paused:
+            # job_cancel_async_locked calls the driver's user_resume
+            # (blockjob.c:block_job_user_resume), which resets the
+            # io-status: a job cancelled while paused by an error (or by
+            # the user) ends with io-status ok
+            self.iostatus.reset()
             self.user_paused = False
             self.pause_count -= 1
         if self.paused and not self.should_pause():
@@ -681,4 +733,6 @@ class BlockJob:
                 "auto-dismiss": self.auto_dismiss}
         if self.error is not None:
             info["error"] = self.error
+        elif self.cancel_error is not None:
+            info["error"] = self.cancel_error
         return info

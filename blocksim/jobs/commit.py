@@ -151,6 +151,13 @@ class _Commit:
 class CommitJob(_Commit, BlockJob):
     """Intermediate commit (``block/commit.c``)."""
 
+    main_node_is_device = True      # commit_start: block_job_create(..., bs, ...)
+
+    def keeps_nodes_when_concluded(self) -> bool:
+        # commit_abort calls block_job_remove_all_bdrv, commit_prepare does
+        # not: a completed commit's nodes stay the job's until block_job_free
+        return self.outcome == "completed"
+
     def __init__(self, sim, job_id: str, spec):
         super().__init__(sim, job_id, spec)
         self._commit_setup(sim, spec)

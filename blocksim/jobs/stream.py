@@ -48,6 +48,12 @@ class StreamJob(BlockJob):
     #: bdrv_subtree_drained_begin(above_base) around bdrv_set_backing_hd.
     end_drains = {True: 4, False: 3}
 
+    def keeps_nodes_when_concluded(self) -> bool:
+        # stream.c never calls block_job_remove_all_bdrv: the "active node"
+        # (its device's node) and the intermediate nodes stay the job's
+        # until block_job_free
+        return True
+
     def __init__(self, sim, job_id: str, spec):
         super().__init__(sim, job_id, spec)
         self.on_error: str = spec.on_error

@@ -12,7 +12,7 @@ import pytest
 import blocksim
 
 from jobcases import (
-    EIO, JOB, MiB, SIZE, at, backup_case, cancelled, commands, completed, err, event, event_time, fault,
+    EIO, JOB, KiB, MiB, SIZE, at, backup_case, cancelled, commands, completed, err, event, event_time, fault,
     illegal_transitions, job_summary, mirror_case, on, pending, ready, refusals, simulate, st,
     statuses, stream_case, timeline, violations,
 )
@@ -515,9 +515,21 @@ def test_a_running_backup_started_again_meets_its_targets_op_blocker():
 
 
 def test_a_concluded_job_waiting_for_dismiss_still_holds_its_id():
+    # a mirror lets go of its nodes as it ends (mirror_exit_common), so its
+    # start again meets job_create's ID check (checked on QEMU 7.2)
+    r = simulate(mirror_case(auto_dismiss=False, start="manual", actions=[
+        at("0s", "job-start", id=JOB), on("BLOCK_JOB_READY", "block-job-complete", device=JOB),
+        at("3s", "job-start", id=JOB)]))[1]
+    assert refusals(r) == [("job-start", "Job ID 'job0' already in use")]
+
+
+def test_a_concluded_stream_waiting_for_dismiss_still_holds_its_nodes():
+    # a stream keeps them until block_job_free: its op blocker answers first
+    # (checked on QEMU 7.2: stream-concluded-holds-its-nodes)
     r = simulate(stream_case(auto_dismiss=False, start="manual", actions=[
         at("0s", "job-start", id=JOB), at("3s", "job-start", id=JOB)]))[1]
-    assert refusals(r) == [("job-start", "Job ID 'job0' already in use")]
+    assert refusals(r) == [
+        ("job-start", "Node 'top' is busy: block device is in use by block job: stream")]
 
 
 # -- what query-block-jobs shows (job.c, blockjob.c) -------------------------------------------
@@ -550,3 +562,136 @@ def test_a_completed_mirror_waiting_for_finalize_is_listed_paused(verb):
              for c in commands(r, "query-block-jobs") for j in c["return"]]
     assert shown == [("pending", True, False)] * 2
     assert job_summary(r)["outcome"] == "completed"
+
+
+# -- a cancelled job's error and io-status in query-block-jobs (job.c, blockjob.c) -------------
+def _concluded_query(r) -> dict:
+    [info] = [j for c in commands(r, "query-block-jobs") for j in c["return"]
+              if j["status"] == "concluded"]
+    return info
+
+
+def test_a_job_force_cancelled_while_paused_by_an_error_shows_ok_and_operation_canceled():
+    # job_cancel_async_locked -> block_job_user_resume resets the io-status;
+    # job_update_rc_locked: ret 0 -> -ECANCELED, err "Operation canceled"
+    r = simulate(mirror_case(
+        speed=MiB, auto_dismiss=False, on_target_error="enospc",
+        faults=[fault("dst", "write", "ENOSPC", offset=MiB, length=512)],
+        actions=[on("BLOCK_JOB_ERROR", "block-job-cancel", delay="200ms", device=JOB, force=True),
+                 on("JOB_STATUS_CHANGE", "query-block-jobs", delay="100ms",
+                    match={"status": "concluded"})]))[1]
+    info = _concluded_query(r)
+    assert (info["io-status"], info.get("error")) == ("ok", "Operation canceled")
+    assert job_summary(r)["outcome"] == "cancelled"
+    assert "error" not in event(r, "BLOCK_JOB_CANCELLED")
+
+
+def test_a_job_cancelled_after_an_ignored_error_shows_that_error():
+    # stream_run returns the first error it ignored even when cancelled, and
+    # job_update_rc_locked keeps a ret that is not 0
+    r = simulate(stream_case(
+        speed=MiB, auto_dismiss=False, on_error="ignore",
+        faults=[fault("base", "read", offset=512 * KiB, length=512, count="once")],
+        actions=[on("BLOCK_JOB_ERROR", "block-job-cancel", delay="500ms", device=JOB),
+                 on("JOB_STATUS_CHANGE", "query-block-jobs", delay="100ms",
+                    match={"status": "concluded"})]))[1]
+    assert _concluded_query(r).get("error") == EIO
+    assert job_summary(r)["outcome"] == "cancelled"
+
+
+def test_a_job_cancelled_while_pending_shows_operation_canceled():
+    # job_cancel_locked -> job_completed_txn_abort_locked ->
+    # job_finalize_single_locked -> job_update_rc_locked
+    r = simulate(mirror_case(
+        speed=4 * MiB, auto_finalize=False, auto_dismiss=False,
+        actions=[on("BLOCK_JOB_READY", "block-job-complete", device=JOB),
+                 on("JOB_STATUS_CHANGE", "job-cancel", delay="100ms",
+                    match={"status": "pending"}, id=JOB),
+                 on("JOB_STATUS_CHANGE", "query-block-jobs", delay="100ms",
+                    match={"status": "concluded"})]))[1]
+    assert _concluded_query(r).get("error") == "Operation canceled"
+
+
+def test_a_job_that_failed_shows_its_error_not_a_cancel():
+    r = simulate(mirror_case(
+        speed=MiB, auto_dismiss=False, on_target_error="report",
+        faults=[fault("dst", "write", offset=MiB, length=512)],
+        actions=[on("JOB_STATUS_CHANGE", "query-block-jobs", delay="100ms",
+                    match={"status": "concluded"})]))[1]
+    assert _concluded_query(r).get("error") == EIO
+
+
+# -- which nodes a job holds, and until when (blockjob.c, block-backend.c) ------------------------
+def _commit_chain(**c0) -> dict:
+    return {"duration": "5s",
+            "images": {"base": {"size": SIZE}, "mid": {"size": SIZE, "backing": "base", "data": "full"},
+                       "top": {"size": SIZE, "backing": "mid"}, "dst": {"size": SIZE},
+                       "tgt": {"size": SIZE}},
+            "drives": {"vda": {"image": "top"}},
+            "jobs": {"c0": {"type": "commit", "device": "vda", "top": "mid", "base": "base", **c0}},
+            "actions": []}
+
+
+def test_an_intermediate_commit_makes_its_drive_no_root_node():
+    # commit_start: block_job_create(..., bs) makes the job a child_job parent
+    # of the drive's node, so qmp_get_root_bs refuses it before any op blocker
+    s = _commit_chain(speed=2 * MiB)
+    s["jobs"]["c1"] = {"type": "commit", "device": "vda", "start": "300ms"}
+    s["jobs"]["m0"] = {"type": "mirror", "device": "vda", "target": "dst", "start": "400ms"}
+    s["jobs"]["b0"] = {"type": "backup", "device": "vda", "target": "tgt", "sync": "full",
+                       "start": "500ms"}
+    r = simulate(s)[1]
+    busy = "Node 'top' is busy: block device is in use by block job: commit"
+    assert refusals(r) == [("block-commit", "Need a root block node"),
+                           ("blockdev-mirror", "Need a root block node"),
+                           ("blockdev-backup", busy)]
+    assert job_summary(r, "c0")["outcome"] == "completed"
+
+
+def test_a_completed_intermediate_commit_holds_its_drive_until_dismissed():
+    # commit_prepare keeps the job's nodes; block_job_free lets them go
+    s = _commit_chain(speed=8 * MiB, **{"auto-dismiss": False})
+    s["jobs"]["m0"] = {"type": "mirror", "device": "vda", "target": "dst", "start": "1500ms"}
+    s["jobs"]["s0"] = {"type": "stream", "device": "vda", "start": "1600ms"}
+    s["jobs"]["m1"] = {"type": "mirror", "device": "vda", "target": "tgt", "start": "2000ms",
+                       "speed": 8 * MiB}
+    s["actions"] = [at("1800ms", "job-dismiss", id="c0"),
+                    on("BLOCK_JOB_READY", "block-job-complete", delay="100ms", device="m1")]
+    r = simulate(s)[1]
+    assert refusals(r) == [
+        ("blockdev-mirror", "Need a root block node"),
+        ("block-stream", "Node 'top' is busy: block device is in use by block job: commit")]
+    assert job_summary(r, "m1")["outcome"] == "completed"
+
+
+def test_a_cancelled_intermediate_commit_lets_go_of_its_drive_at_once():
+    # commit_abort: block_job_remove_all_bdrv
+    s = _commit_chain(speed=MiB, **{"auto-dismiss": False})
+    s["jobs"]["m0"] = {"type": "mirror", "device": "vda", "target": "dst", "start": "1s",
+                       "speed": 8 * MiB}
+    s["actions"] = [at("500ms", "block-job-cancel", device="c0"),
+                    on("BLOCK_JOB_READY", "block-job-complete", delay="100ms", device="m0")]
+    r = simulate(s)[1]
+    assert refusals(r) == []
+    assert (job_summary(r, "c0")["outcome"], job_summary(r, "m0")["outcome"]) == (
+        "cancelled", "completed")
+
+
+def test_a_stream_holds_its_drive_until_dismissed_even_cancelled():
+    # stream.c never calls block_job_remove_all_bdrv
+    s = stream_case(speed=MiB, auto_dismiss=False, duration="5s",
+                    actions=[at("500ms", "block-job-cancel", device=JOB),
+                             at("1300ms", "job-dismiss", id=JOB),
+                             on("BLOCK_JOB_READY", "block-job-complete", delay="100ms",
+                                device="m1")])
+    s["images"].update({"dst": {"size": SIZE}, "tgt": {"size": SIZE}})
+    s["jobs"]["m0"] = {"type": "mirror", "device": "vda", "target": "dst", "start": "1s"}
+    s["jobs"]["b0"] = {"type": "backup", "device": "vda", "target": "tgt", "sync": "full",
+                       "start": "1100ms"}
+    s["jobs"]["m1"] = {"type": "mirror", "device": "vda", "target": "dst", "start": "1500ms",
+                       "speed": 8 * MiB}
+    r = simulate(s)[1]
+    assert refusals(r) == [
+        ("blockdev-mirror", "Need a root block node"),
+        ("blockdev-backup", "Node 'top' is busy: block device is in use by block job: stream")]
+    assert job_summary(r, "m1")["outcome"] == "completed"

@@ -1,7 +1,7 @@
 """Random differential cases against real QEMU: scenarios drawn at random
-from three grammars, for ``blocksim qemu-check``.
+from six grammars, for ``blocksim qemu-check``.
 
-    python tests/qemu/differential.py OUT [--grammar 1|2|3] [--seeds 0:200]
+    python tests/qemu/differential.py OUT [--grammar 1|2|3|4|5|6] [--seeds 0:200]
     blocksim qemu-check OUT/ --json > report.json
 
 1. one job (stream, mirror, active mirror, commit, backup) on small images
@@ -12,7 +12,21 @@ from three grammars, for ``blocksim qemu-check``.
    two jobs on two drives, write-zeroes and flush faults, jobs' verbs;
 3. guest writes (guest-burst) against active mirrors, backups'
    copy-before-write and active commits, write thresholds, at times well
-   apart.
+   apart;
+4. management scripts around error pauses: several reactions (``nth``,
+   ``after``, ``repeat``), stop -> resume cycles under persistent faults or
+   a sector failing twice (two ``once`` rules), pause / resume / set-speed /
+   cancel (plain, forced, ``job-cancel``) of a job paused by an error or by
+   the user, complete before READY, manual finalize and dismiss with errors
+   and cancels, enospc with ENOSPC and EIO, granularity and buf-size;
+5. chains of three or four layers: stream down to a base with faults in the
+   layers above it, in it and below it, intermediate commit with faults on
+   its top, intermediate and base layers, active commit into a middle
+   layer, mirror sync=top over a chain; one-shot faults on several nodes at
+   once, policies enospc and auto;
+6. jobs' verbs in each status that lasts: created (a manual start), paused
+   by an error, ready, pending (manual finalize), concluded (manual
+   dismiss), each followed by a query.
 
 Not collected by pytest: it writes scenarios, it checks nothing itself.  A
 disagreement is a lead, not a verdict: real QEMU runs in real time, so cases
@@ -20,7 +34,10 @@ whose commands race the jobs (a query right after a job's creation, a
 command a few ms from an event) can differ by timing alone.  Session 12's
 campaign (about 900 cases) found stream's runs, blkdebug's write-zeroes
 iotype, the flush's write generation, the job list's order and a pending
-mirror's pause; see docs/qemu-check.md.
+mirror's pause; session 13's (grammars 4 to 6) a cancelled job's
+io-status and error in query-block-jobs, the nodes an intermediate commit
+and a stream hold (the device no root node, held until the dismiss) and
+qemu-check's reading of a json: backing file name; see docs/qemu-check.md.
 """
 
 import argparse
@@ -362,7 +379,427 @@ def grammar3(seed):
     return "\n".join(L) + "\n"
 
 
-GRAMMARS = {1: grammar1, 2: grammar2, 3: grammar3}
+def _toml(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    return f'"{v}"'
+
+
+class _Script:
+    """The ``[[actions]]`` of a case, one table each."""
+
+    def __init__(self):
+        self.tables = []
+
+    def on(self, event, delay, command, args=None, match=None, nth=None, after=None,
+           after_match=None, repeat=False):
+        a = ["[[actions]]", f'on = "{event}"', f'delay = "{delay}ms"', f'command = "{command}"']
+        if match:
+            a.append("match = {" + ", ".join(f"{k} = {_toml(v)}" for k, v in match.items()) + "}")
+        if nth:
+            a.append(f"nth = {nth}")
+        if after:
+            a.append(f'after = "{after}"')
+        if after_match:
+            a.append("after-match = {" + ", ".join(f"{k} = {_toml(v)}" for k, v in after_match.items()) + "}")
+        if repeat:
+            a.append("repeat = true")
+        if args:
+            a.append("arguments = {" + ", ".join(f"{k} = {_toml(v)}" for k, v in args.items()) + "}")
+        self.tables.append("\n".join(a))
+
+    def at(self, ms, command, args=None):
+        a = ["[[actions]]", f'at = "{ms}ms"', f'command = "{command}"']
+        if args:
+            a.append("arguments = {" + ", ".join(f"{k} = {_toml(v)}" for k, v in args.items()) + "}")
+        self.tables.append("\n".join(a))
+
+
+def _fault(L, rng, node, op, size, errno=None, count=None, offset=None):
+    L += ["[[faults]]", f'image = "{node}"', f'operation = "{op}"',
+          f'errno = "{errno or rng.choice(["EIO", "EIO", "ENOSPC"])}"']
+    if op != "flush":
+        off = offset if offset is not None else rng.randrange(0, size // (64 * KIB)) * 64 * KIB
+        L += [f'offset = "{off}"', 'length = "512"']
+    if count:
+        L.append(f'count = "{count}"')
+    L.append("")
+
+
+def grammar4(seed):
+    """Management scripts around error pauses: several reactions (``nth``,
+    ``after``, ``repeat``), stop -> resume cycles under persistent or
+    counted faults (two ``once`` rules on one sector fail it twice),
+    pause / resume / set-speed / cancel (plain, forced, ``job-cancel``) of a
+    job paused by an error or by the user, complete before READY, manual
+    finalize and dismiss with errors and cancels, enospc with ENOSPC and
+    EIO."""
+    rng = random.Random(seed)
+    kind = rng.choice(["mirror", "mirror", "mirror-active", "commit-active", "commit-int",
+                       "stream", "backup"])
+    size = 4 * MIB
+    L = [f'name = "fz4-{seed}"', f'description = "random differential case {seed} ({kind})"',
+         f'duration = "{rng.choice([5, 6])}s"', ""]
+
+    def img(name, backing=None, d=None):
+        L.extend([f"[images.{name}]", f'size = "{size}"'] + ([f'backing = "{backing}"'] if backing else [])
+                 + ([f"data = {d}"] if d else []) + [""])
+
+    if kind.startswith("mirror"):
+        img("src", d='"full"' if rng.random() < 0.5 else data(rng, size)); img("dst")
+        drive = "src"
+        job = {"type": "mirror", "target": "dst", "sync": "full"}
+        if kind == "mirror-active":
+            job["copy-mode"] = "write-blocking"
+        pols = ["on-source-error", "on-target-error"]
+        nodes = [("src", "read"), ("dst", "write"), ("dst", "write"), ("dst", "flush")]
+        ready = True
+    elif kind == "commit-active":
+        img("base", d=data(rng, size)); img("top", "base", '"full"')
+        drive = "top"; job = {"type": "commit", "base": "base"}
+        pols = ["on-error"]; nodes = [("top", "read"), ("base", "write"), ("base", "write")]
+        ready = True
+    elif kind == "commit-int":
+        img("base", d=data(rng, size)); img("mid", "base", '"full"'); img("top", "mid", data(rng, size))
+        drive = "top"; job = {"type": "commit", "top": "mid", "base": "base"}
+        pols = ["on-error"]; nodes = [("mid", "read"), ("base", "write"), ("base", "write")]
+        ready = False
+    elif kind == "stream":
+        img("base", d='"full"'); img("top", "base", data(rng, size))
+        drive = "top"; job = {"type": "stream"}
+        pols = ["on-error"]; nodes = [("base", "read")]
+        ready = False
+    else:
+        img("src", d='"full"'); img("tgt")
+        drive = "src"; job = {"type": "backup", "target": "tgt", "sync": "full"}
+        pols = ["on-source-error", "on-target-error"]; nodes = [("src", "read"), ("tgt", "write")]
+        ready = False
+    L += ["[drives.vda]", f'image = "{drive}"', ""]
+    # the policy: mostly stop (the pauses are what the scripts act on)
+    policy = rng.choice(["stop", "stop", "stop", "enospc", "enospc", "report", "ignore"])
+    L += ["[jobs.j]", 'device = "vda"'] + [f"{k} = {_toml(v)}" for k, v in job.items()]
+    for p in pols:
+        L.append(f'{p} = "{policy if rng.random() < 0.8 else rng.choice(POL)}"')
+    speed = rng.choice([1, 1, 2]) * MIB
+    L.append(f"speed = {speed}")
+    if kind.startswith("mirror") and rng.random() < 0.4:
+        L.append(f'granularity = "{rng.choice([65536, 131072, 262144])}"')
+    if kind.startswith("mirror") and rng.random() < 0.3:
+        L.append(f'buf-size = "{rng.choice([512 * KIB, MIB, 2 * MIB])}"')
+    manual_fin = rng.random() < 0.3
+    manual_dis = rng.random() < 0.3
+    if manual_fin:
+        L.append("auto-finalize = false")
+    if manual_dis:
+        L.append("auto-dismiss = false")
+    L.append("")
+    # faults: a persistent one, one once, or two once rules on one sector
+    # (it fails twice), on one or two nodes; errno 28 or 5
+    shape = rng.choice(["persistent", "once", "twice", "two-nodes"])
+    node, op = rng.choice(nodes)
+    errno = rng.choice(["EIO", "ENOSPC"])
+    off = rng.randrange(1, size // (64 * KIB)) * 64 * KIB
+    if shape == "persistent":
+        _fault(L, rng, node, op, size, errno, None, off)
+    elif shape == "once":
+        _fault(L, rng, node, op, size, errno, "once", off)
+    elif shape == "twice":
+        _fault(L, rng, node, op, size, errno, "once", off)
+        _fault(L, rng, node, op, size, errno, "once", off)
+    else:
+        _fault(L, rng, node, op, size, errno, "once", off)
+        node2, op2 = rng.choice(nodes)
+        _fault(L, rng, node2, op2, size, rng.choice(["EIO", "ENOSPC"]), "once")
+    S = _Script()
+    dev = {"device": "j"}
+    ident = {"id": "j"}
+    em = {"device": "j"}
+    script = rng.choice(["resume-then-cancel", "resume-each-then-force", "pause-while-error",
+                         "set-speed-while-error", "cancel-while-error", "user-pause-cycle",
+                         "complete-early", "after-paused", "query-cycle"])
+    if script == "resume-then-cancel":
+        S.on("BLOCK_JOB_ERROR", rng.choice([150, 300]), "block-job-resume", dev, match=em, nth=1)
+        S.on("BLOCK_JOB_ERROR", rng.choice([150, 300]), "block-job-cancel",
+             dict(dev, force=True) if rng.random() < 0.6 else dev, match=em, nth=2)
+        S.on("BLOCK_JOB_ERROR", 450, "query-block-jobs", match=em, nth=2)
+    elif script == "resume-each-then-force":
+        S.on("BLOCK_JOB_ERROR", 200, rng.choice(["block-job-resume", "job-resume"]), None, match=em, repeat=True)
+        S.on("BLOCK_JOB_ERROR", 100, "block-job-cancel", dict(dev, force=True), match=em, nth=3)
+    elif script == "pause-while-error":
+        S.on("BLOCK_JOB_ERROR", 150, rng.choice(["block-job-pause", "job-pause"]), None, match=em)
+        S.on("BLOCK_JOB_ERROR", 250, "query-block-jobs", match=em)
+        S.on("BLOCK_JOB_ERROR", 350, rng.choice(["block-job-resume", "job-resume"]), None, match=em)
+        S.on("BLOCK_JOB_ERROR", 450, rng.choice(["block-job-resume", "query-block-jobs"]), None, match=em)
+    elif script == "set-speed-while-error":
+        S.on("BLOCK_JOB_ERROR", 150, "block-job-set-speed", dict(dev, speed=rng.choice([0, 512 * KIB, 8 * MIB])), match=em)
+        S.on("BLOCK_JOB_ERROR", 250, "query-block-jobs", match=em)
+        S.on("BLOCK_JOB_ERROR", 350, "block-job-resume", dev, match=em)
+    elif script == "cancel-while-error":
+        c = rng.choice(["plain", "force", "job-cancel", "plain-then-force"])
+        if c == "plain":
+            S.on("BLOCK_JOB_ERROR", 150, "block-job-cancel", dev, match=em)
+            S.on("BLOCK_JOB_ERROR", 300, "block-job-resume", dev, match=em)
+        elif c == "force":
+            S.on("BLOCK_JOB_ERROR", 150, "block-job-cancel", dict(dev, force=True), match=em)
+        elif c == "job-cancel":
+            S.on("BLOCK_JOB_ERROR", 150, "job-cancel", ident, match=em)
+        else:
+            S.on("BLOCK_JOB_ERROR", 150, "block-job-cancel", dev, match=em)
+            S.on("BLOCK_JOB_ERROR", 300, "block-job-cancel", dict(dev, force=True), match=em)
+        S.on("BLOCK_JOB_ERROR", 500, "query-block-jobs", match=em)
+    elif script == "user-pause-cycle":
+        t0 = rng.choice([300, 800])
+        S.at(t0, rng.choice(["block-job-pause", "job-pause"]))
+        S.at(t0 + 200, "query-block-jobs")
+        c = rng.choice(["resume", "cancel", "force", "set-speed", "complete"])
+        if c == "resume":
+            S.at(t0 + 400, "block-job-resume", dev)
+        elif c == "cancel":
+            S.at(t0 + 400, "block-job-cancel", dev)
+            S.at(t0 + 600, "block-job-resume", dev)
+        elif c == "force":
+            S.at(t0 + 400, "block-job-cancel", dict(dev, force=True))
+        elif c == "set-speed":
+            S.at(t0 + 400, "block-job-set-speed", dict(dev, speed=4 * MIB))
+            S.at(t0 + 500, "block-job-resume", dev)
+        else:
+            S.at(t0 + 400, "block-job-complete", dev)
+            S.at(t0 + 500, "block-job-resume", dev)
+        # an error policy reaction as well
+        S.on("BLOCK_JOB_ERROR", 200, "block-job-resume", dev, match=em, repeat=rng.random() < 0.5)
+    elif script == "complete-early":
+        S.at(rng.choice([200, 500]), rng.choice(["block-job-complete", "job-complete"]), None)
+        S.on("BLOCK_JOB_ERROR", 200, "block-job-complete", dev, match=em)
+        S.on("BLOCK_JOB_ERROR", 300, "block-job-resume", dev, match=em, repeat=True)
+    elif script == "after-paused":
+        S.on("BLOCK_JOB_ERROR", 200, "block-job-resume", dev, match=em)
+        S.on("BLOCK_JOB_ERROR", rng.choice([100, 250]), "block-job-cancel",
+             dict(dev, force=rng.random() < 0.5), match=em, after="JOB_STATUS_CHANGE",
+             after_match={"status": "running"})
+        S.on("BLOCK_JOB_ERROR", 400, "block-job-cancel", dict(dev, force=True), match=em, nth=2)
+    else:   # query-cycle
+        S.on("JOB_STATUS_CHANGE", 100, "query-block-jobs", match={"id": "j", "status": "paused"}, repeat=True)
+        S.on("BLOCK_JOB_ERROR", 300, "block-job-resume", dev, match=em, repeat=True)
+        S.at(rng.choice([2500, 3500]), "block-job-cancel", dict(dev, force=True))
+    # commands fill the arguments of the commands left open above
+    fixed = []
+    for t in S.tables:
+        if "arguments" not in t and 'command = "query' not in t:
+            cmd = t.split('command = "')[1].split('"')[0]
+            t += "\narguments = " + ("{device = \"j\"}" if cmd.startswith("block-job-") else "{id = \"j\"}")
+        fixed.append(t)
+    S.tables = fixed
+    if ready:
+        rr = rng.random()
+        if rr < 0.5:
+            S.on("BLOCK_JOB_READY", rng.choice([100, 300]), "block-job-complete", dev, match=em)
+        elif rr < 0.75:
+            S.on("BLOCK_JOB_READY", 200, "block-job-cancel", dev, match=em)
+        elif rr < 0.9:
+            S.on("BLOCK_JOB_READY", 200, "job-cancel", ident, match=em)
+    if manual_fin:
+        S.on("JOB_STATUS_CHANGE", 100, "query-block-jobs", match={"id": "j", "status": "pending"})
+        r = rng.random()
+        if r < 0.6:
+            S.on("JOB_STATUS_CHANGE", 200, rng.choice(["block-job-finalize", "job-finalize"]), ident,
+                 match={"id": "j", "status": "pending"})
+        elif r < 0.8:
+            S.on("JOB_STATUS_CHANGE", 200, rng.choice(["block-job-cancel", "job-cancel"]), None,
+                 match={"id": "j", "status": "pending"})
+            S.tables[-1] += "\narguments = " + ("{device = \"j\"}" if "block-job" in S.tables[-1] else "{id = \"j\"}")
+            S.on("JOB_STATUS_CHANGE", 300, "block-job-finalize", ident, match={"id": "j", "status": "pending"})
+    if manual_dis:
+        S.on("JOB_STATUS_CHANGE", 100, "query-block-jobs", match={"id": "j", "status": "concluded"})
+        S.on("JOB_STATUS_CHANGE", 150, rng.choice(["block-job-cancel", "block-job-resume"]), dev,
+             match={"id": "j", "status": "concluded"})
+        S.on("JOB_STATUS_CHANGE", 250, rng.choice(["block-job-dismiss", "job-dismiss"]), ident,
+             match={"id": "j", "status": "concluded"})
+    L += S.tables
+    return "\n".join(L) + "\n"
+
+
+def grammar5(seed):
+    """Chains of three or four layers: stream with a base over them and
+    faults in the intermediate layers (and below the base), intermediate
+    commit with faults on top, intermediate and base layers, active commit
+    over a chain, mirror sync=top over a chain with granularity, buf-size and
+    speed; one-shot faults on several nodes at once, ENOSPC or EIO under
+    enospc/auto."""
+    rng = random.Random(seed)
+    kind = rng.choice(["stream", "stream", "commit-int", "commit-int", "commit-active", "mirror-top"])
+    size = 4 * MIB
+    L = [f'name = "fz5-{seed}"', f'description = "random differential case {seed} ({kind})"',
+         f'duration = "{rng.choice([5, 6])}s"', ""]
+
+    def img(name, backing=None, d=None):
+        L.extend([f"[images.{name}]", f'size = "{size}"'] + ([f'backing = "{backing}"'] if backing else [])
+                 + ([f"data = {d}"] if d else []) + [""])
+
+    depth = rng.choice([3, 4])
+    names = ["base", "m1", "m2", "top"] if depth == 4 else ["base", "m1", "top"]
+    prev = None
+    for n in names:
+        img(n, prev, data(rng, size)); prev = n
+    L += ["[drives.vda]", 'image = "top"', ""]
+    job = {}
+    lower = names[:-1]
+    if kind == "stream":
+        job = {"type": "stream"}
+        b = rng.choice([None] + lower[:-1])
+        if b:
+            job["base"] = b
+        pols = ["on-error"]
+        nodes = [(n, "read") for n in lower]
+    elif kind == "commit-int":
+        top = rng.choice(lower[1:])
+        base = rng.choice(lower[:lower.index(top)])
+        job = {"type": "commit", "top": top, "base": base}
+        pols = ["on-error"]
+        between = lower[lower.index(base) + 1:lower.index(top) + 1]
+        nodes = [(n, "read") for n in between] + [(base, "write"), (base, "write"), (base, "flush")]
+        nodes += [(lower[0], "read")] if base != lower[0] else []
+    elif kind == "commit-active":
+        base = rng.choice(lower)
+        job = {"type": "commit", "base": base}
+        pols = ["on-error"]
+        nodes = [("top", "read"), (base, "write"), (base, "write"), (base, "flush")]
+        nodes += [(n, "read") for n in lower[lower.index(base) + 1:]]
+    else:
+        img("dst", lower[-1])
+        job = {"type": "mirror", "target": "dst", "sync": "top"}
+        pols = ["on-source-error", "on-target-error"]
+        nodes = [("top", "read"), ("dst", "write"), ("dst", "write")] + [(n, "read") for n in lower]
+    pol = rng.choice(["stop", "stop", "enospc", "auto", "report", "ignore"])
+    L += ["[jobs.j]", 'device = "vda"'] + [f"{k} = {_toml(v)}" for k, v in job.items()]
+    for p in pols:
+        L.append(f'{p} = "{pol if rng.random() < 0.7 else rng.choice(POL + ["auto"])}"')
+    L.append(f"speed = {rng.choice([1, 2, 4]) * MIB}")
+    if kind == "mirror-top":
+        if rng.random() < 0.5:
+            L.append(f'granularity = "{rng.choice([4096, 65536, 262144, 1048576])}"')
+        if rng.random() < 0.5:
+            L.append(f'buf-size = "{rng.choice([256 * KIB, MIB, 4 * MIB])}"')
+    if rng.random() < 0.2:
+        L.append("auto-finalize = false")
+    L.append("")
+    for _ in range(rng.choice([1, 2, 2, 3])):
+        node, op = rng.choice(nodes)
+        _fault(L, rng, node, op, size, None, rng.choice(["once", "once", None]))
+    S = _Script()
+    dev = {"device": "j"}
+    em = {"device": "j"}
+    S.on("BLOCK_JOB_ERROR", 150, "query-block-jobs", match=em, repeat=rng.random() < 0.5)
+    r = rng.random()
+    if r < 0.6:
+        S.on("BLOCK_JOB_ERROR", 300, "block-job-resume", dev, match=em, repeat=True)
+        S.on("BLOCK_JOB_ERROR", 100, "block-job-cancel", dict(dev, force=True), match=em, nth=4)
+    elif r < 0.8:
+        S.on("BLOCK_JOB_ERROR", 300, "block-job-cancel", dict(dev, force=rng.random() < 0.5), match=em)
+    if kind in ("commit-active", "mirror-top"):
+        S.on("BLOCK_JOB_READY", rng.choice([100, 300]), rng.choice(["block-job-complete", "block-job-cancel"]), dev, match=em)
+    if "auto-finalize = false" in L:
+        S.on("JOB_STATUS_CHANGE", 200, "block-job-finalize", {"id": "j"}, match={"id": "j", "status": "pending"})
+    L += S.tables
+    return "\n".join(L) + "\n"
+
+
+VERBS6 = [("block-job-pause", "device"), ("block-job-resume", "device"),
+          ("block-job-cancel", "device"), ("block-job-cancel-force", "device"),
+          ("block-job-complete", "device"), ("block-job-set-speed", "device"),
+          ("block-job-finalize", "id"), ("block-job-dismiss", "id"), ("job-pause", "id"),
+          ("job-resume", "id"), ("job-cancel", "id"), ("job-complete", "id"),
+          ("job-finalize", "id"), ("job-dismiss", "id"), ("query-block-jobs", None)]
+# (no job-start among them: a job started again after its dismissal is a new
+# job with the same ID on QEMU, where blocksim's scenario has one job per ID)
+
+
+def grammar6(seed):
+    """Jobs' verbs in each status that lasts: created (a manual start),
+    paused by an error, paused by the user, ready, standby, pending (manual
+    finalize) and concluded (manual dismiss); two to four random verbs a
+    status, 100-300 ms after it began, each followed by a query."""
+    rng = random.Random(seed)
+    kind = rng.choice(["mirror", "mirror", "commit-active", "commit-int", "stream", "backup"])
+    size = 4 * MIB
+    L = [f'name = "fz6-{seed}"', f'description = "random differential case {seed} ({kind})"',
+         'duration = "5s"', ""]
+
+    def img(name, backing=None, d=None):
+        L.extend([f"[images.{name}]", f'size = "{size}"'] + ([f'backing = "{backing}"'] if backing else [])
+                 + ([f"data = {d}"] if d else []) + [""])
+
+    if kind == "mirror":
+        img("src", d='"full"'); img("dst")
+        drive, job, pol, fnode = "src", {"type": "mirror", "target": "dst", "sync": "full"}, "on-target-error", ("dst", "write")
+    elif kind == "commit-active":
+        img("base"); img("top", "base", '"full"')
+        drive, job, pol, fnode = "top", {"type": "commit", "base": "base"}, "on-error", ("base", "write")
+    elif kind == "commit-int":
+        img("base"); img("mid", "base", '"full"'); img("top", "mid")
+        drive, job, pol, fnode = "top", {"type": "commit", "top": "mid", "base": "base"}, "on-error", ("base", "write")
+    elif kind == "stream":
+        img("base", d='"full"'); img("top", "base")
+        drive, job, pol, fnode = "top", {"type": "stream"}, "on-error", ("base", "read")
+    else:
+        img("src", d='"full"'); img("tgt")
+        drive, job, pol, fnode = "src", {"type": "backup", "target": "tgt", "sync": "full"}, "on-target-error", ("tgt", "write")
+    L += ["[drives.vda]", f'image = "{drive}"', ""]
+    L += ["[jobs.j]", 'device = "vda"'] + [f"{k} = {_toml(v)}" for k, v in job.items()]
+    L.append(f'{pol} = "stop"')
+    L.append(f"speed = {rng.choice([1, 2]) * MIB}")
+    manual = rng.random() < 0.4
+    if manual:
+        L.append('start = "manual"')
+    L.append("auto-finalize = false")
+    L.append("auto-dismiss = false")
+    L.append("")
+    if rng.random() < 0.7:
+        _fault(L, rng, fnode[0], fnode[1], size, "EIO", "once", rng.randrange(4, 48) * 64 * KIB)
+    S = _Script()
+
+    def verbs(on, match, t0):
+        t = t0
+        for _ in range(rng.randint(2, 4)):
+            cmd, key = rng.choice(VERBS6)
+            args = None
+            if cmd == "block-job-cancel-force":
+                cmd, args = "block-job-cancel", {"device": "j", "force": True}
+            elif cmd == "block-job-set-speed":
+                args = {"device": "j", "speed": rng.choice([0, 512 * KIB, 4 * MIB])}
+            elif key:
+                args = {key: "j"}
+            if on:
+                S.on(on, t, cmd, args, match=match)
+                S.on(on, t + 20, "query-block-jobs", match=match)
+            else:
+                S.at(t, cmd, args)
+                S.at(t + 20, "query-block-jobs")
+            t += rng.choice([60, 100])
+        return t
+
+    t = 100
+    if manual:
+        t = verbs(None, None, 100)
+        S.at(t + 100, "job-start", {"id": "j"})
+    else:
+        if rng.random() < 0.3:
+            verbs(None, None, rng.choice([300, 600]))
+    verbs("BLOCK_JOB_ERROR", {"device": "j"}, 150)
+    S.on("BLOCK_JOB_ERROR", 900, "block-job-resume", {"device": "j"}, match={"device": "j"})
+    if kind in ("mirror", "commit-active"):
+        verbs("BLOCK_JOB_READY", {"device": "j"}, 100)
+        S.on("BLOCK_JOB_READY", 700, "block-job-complete", {"device": "j"}, match={"device": "j"})
+    verbs("JOB_STATUS_CHANGE", {"id": "j", "status": "pending"}, 100)
+    S.on("JOB_STATUS_CHANGE", 600, "job-finalize", {"id": "j"}, match={"id": "j", "status": "pending"})
+    verbs("JOB_STATUS_CHANGE", {"id": "j", "status": "concluded"}, 100)
+    S.on("JOB_STATUS_CHANGE", 600, "job-dismiss", {"id": "j"}, match={"id": "j", "status": "concluded"})
+    L += S.tables
+    return "\n".join(L) + "\n"
+
+
+GRAMMARS = {1: grammar1, 2: grammar2, 3: grammar3, 4: grammar4, 5: grammar5, 6: grammar6}
 
 
 def main(argv=None) -> int:
