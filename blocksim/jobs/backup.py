@@ -476,7 +476,6 @@ class BackupJob(BlockJob):
         if steps is not None:
             return (yield from self._dirty_clusters_steps(call, start, end, ratelimit))
         pool: list[_Task] = []
-        pooled = _Pool() if steps is not None else None
         found = False
         pos = start
         while pos < end and not call.err and not call.cancelled:
@@ -494,25 +493,10 @@ class BackupJob(BlockJob):
             self.limit.delay(env._now, task.end - task.start)
             pos = task.end
             while len(pool) >= MAX_WORKERS:          # aio_task_pool_wait_slot
-                if pooled is None:
-                    yield _any_done(env, pool)
-                    pool = [t for t in pool if not t.done.triggered]
-                    continue
-                yield self._pool_wait(pooled)
-                # (the tasks whose done is triggered: those ended since)
-                for t in pooled.ended:
-                    pool.remove(t)
-                    t.pool = None
-                pooled.ended.clear()
-                pooled.processed = 0
+                yield _any_done(env, pool)
+                pool = [t for t in pool if not t.done.triggered]
             pool.append(task)
-            if steps is not None:
-                task.pool = pooled
-                task.done.callbacks.append(partial(self._pool_check, task))
-                # the process's start (Initialize, urgent) and its steps
-                steps.at(0, self._begin_step, (call, task), urgent=True)
-            else:
-                env.process(self._task_run(call, task))
+            env.process(self._task_run(call, task))
         for task in pool:                            # aio_task_pool_wait_all
             if not task.done.triggered:
                 yield task.done
