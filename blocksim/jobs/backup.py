@@ -74,6 +74,9 @@ from ..model.policy import REPORT, STOP
 from ..errors import CommandError
 from .base import BlockJob
 
+#: What :meth:`BackupJob._next_task` returns after the rate limit's sleep.
+_SLEPT = object()
+
 CLUSTER_DEFAULT = 64 * 1024          # BLOCK_COPY_CLUSTER_SIZE_DEFAULT
 CHUNK = 1024 * 1024                  # BLOCK_COPY_MAX_BUFFER: a read/write task
 MAX_WORKERS = 64                     # BLOCK_COPY_MAX_WORKERS
@@ -479,18 +482,12 @@ class BackupJob(BlockJob):
         found = False
         pos = start
         while pos < end and not call.err and not call.cancelled:
-            task = self._task_create(pos, end)
+            task = yield from self._next_task(call, pos, end, ratelimit)
             if task is None:
                 break
             found = True
-            self._block_status(task)
-            if ratelimit:
-                ns = self.limit.delay(env._now, 0)
-                if ns > 0:
-                    self._task_end(task, _errno.EAGAIN)
-                    yield from self._call_sleep(call, ns)
-                    continue
-            self.limit.delay(env._now, task.end - task.start)
+            if task is _SLEPT:
+                continue
             pos = task.end
             while len(pool) >= MAX_WORKERS:          # aio_task_pool_wait_slot
                 yield _any_done(env, pool)
@@ -501,6 +498,25 @@ class BackupJob(BlockJob):
             if not task.done.triggered:
                 yield task.done
         return found
+
+    def _next_task(self, call: _Call, pos: int, end: int, ratelimit: bool):
+        """block_copy_dirty_clusters' next task from ``pos`` (generator):
+        the task, its block status known and its bytes counted against the
+        speed; None when nothing from ``pos`` on is dirty; or :data:`_SLEPT`
+        when the rate limit asked for a sleep first (the task ended with
+        EAGAIN, the pass slept and looks again)."""
+        task = self._task_create(pos, end)
+        if task is None:
+            return None
+        self._block_status(task)
+        if ratelimit:
+            ns = self.limit.delay(self.env._now, 0)
+            if ns > 0:
+                self._task_end(task, _errno.EAGAIN)
+                yield from self._call_sleep(call, ns)
+                return _SLEPT
+        self.limit.delay(self.env._now, task.end - task.start)
+        return task
 
     def _dirty_clusters_steps(self, call: _Call, start: int, end: int, ratelimit: bool):
         """:meth:`_dirty_clusters` with steps (blocksim.engine.steps): the
@@ -522,18 +538,12 @@ class BackupJob(BlockJob):
                 if task is None:
                     continue
             else:
-                task = self._task_create(pooled.pos, end)
+                task = yield from self._next_task(call, pooled.pos, end, ratelimit)
                 if task is None:
                     break
                 found = True
-                self._block_status(task)
-                if ratelimit:
-                    ns = self.limit.delay(env._now, 0)
-                    if ns > 0:
-                        self._task_end(task, _errno.EAGAIN)
-                        yield from self._call_sleep(call, ns)
-                        continue
-                self.limit.delay(env._now, task.end - task.start)
+                if task is _SLEPT:
+                    continue
                 pooled.pos = task.end
             if len(pool) >= MAX_WORKERS:            # aio_task_pool_wait_slot
                 pooled.task = task
