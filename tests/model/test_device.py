@@ -442,3 +442,24 @@ def test_a_dropped_write_is_lost_only_for_the_drive_that_wrote_it():
     assert r.summary["drives"]["vda"]["writes_lost"] == 5
     assert r.summary["drives"]["vdb"]["writes_lost"] == 0
     assert r.ok
+
+
+def test_a_copy_on_write_failing_in_blkdebug_fails_the_write_on_the_next_turn():
+    """qcow2's perform_cow reads the head of a new cluster, then its tail,
+    from the backing file: a head failing in the backing file's blkdebug
+    fails the write on the next turn; a tail failing after a head read from
+    the storage fails it after the storage's latency."""
+    from blocksim.model.faults import MAIN_LOOP_TURN_NS as TURN
+    images = {"base": {"size": "1MiB", "latency": "100us", "bandwidth": GB, "data": "full"},
+              "top": {"size": "1MiB", "latency": "100us", "bandwidth": GB,
+                      "backing": "base", "cluster-size": "64KiB"}}
+    sim = node_sim(images, faults=[{"image": "base", "operation": "read",
+                                    "offset": "0", "length": "4KiB"}])
+    top = sim.devices["top"]
+    # cluster 0: a write at 8 KiB needs its head [0, 8 KiB), which fails
+    assert timed(sim, top.write(8192, 4096, 7)) == (errno.EIO, TURN)
+    sim = node_sim(images, faults=[{"image": "base", "operation": "read",
+                                    "offset": "60KiB", "length": "4KiB"}])
+    top = sim.devices["top"]
+    # its head reads from the storage, its tail [12 KiB, 64 KiB) fails
+    assert timed(sim, top.write(8192, 4096, 7)) == (errno.EIO, 100_000)
