@@ -39,7 +39,9 @@ runs the same cycle as one plain loop over the agenda's own heap:
    again afterwards.
 2. **Where it stops.**  Before the first entry that SimPy's queue does not
    come after; the loop then waits for the agenda's turn as it would have.
-   When the rate limiter asks for a sleep.  When nothing is dirty and nothing
+   At the end of each iteration, where the loop sleeps: the rate limit's
+   delay, or 0 ns (a turn of the main loop, :data:`TURN`; the compiled
+   loop takes those sleeps itself).  When nothing is dirty and nothing
    is in flight (the loop's flush, READY and completion path).  And at a
    wake-up where the job has been paused, cancelled or has failed meanwhile
    (the loop's own checks then run).
@@ -71,6 +73,9 @@ WAITING = -1        # keep waiting: SimPy's queue holds the next event
 SLEEPING = -2       # the loop went on to a sleep, the rate limit's or a
                     # ready poll's, and sleeps still (compiled only:
                     # blocksim.engine.burst_kernel): its timer is drawn
+TURN = -3           # an iteration is issued and the loop sleeps 0 ns: a turn
+                    # of the main loop (mirror_run's job_sleep_ns after each
+                    # iteration, with no rate-limit delay)
 
 #: Quiet bursts run compiled (blocksim.engine.burst_kernel) where they can; False
 #: keeps them in the Python loop below (the reference the tests compare).
@@ -87,7 +92,7 @@ def applies(job) -> bool:
 def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> int:
     """Run the copy loop of ``job`` from its top (or, ``waiting``, from
     inside a wait for an operation) until it has to leave the cycle; returns
-    :data:`TOP`, :data:`WAITING`, a sleep in ns, or (from the compiled loop
+    :data:`TOP`, :data:`WAITING`, a sleep in ns, :data:`TURN`, or (from the compiled loop
     only, called neither ``one_wait`` nor ``detached``) :data:`SLEEPING`.
     See the module's doc.
 
@@ -116,7 +121,9 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
     at_top = not waiting
     kernel = agenda.kernel
     if kernel is not None:
-        if quiet and KERNEL:
+        # (copies waiting for their buffer, MirrorJob._queued, are the
+        # Python loop's alone)
+        if quiet and KERNEL and not job._queued:
             outcome, back = kernel.copy(waiting, at_top, detached, one_wait,
                                         head_t, last_eid)
             if back is None:
@@ -169,9 +176,11 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
                 job._awaited = job.oldest_copy()
                 continue
             if op is False:                 # the job failed: the claim dropped
-                continue
+                return TURN
             nbytes = op.end - op.start
-            if op.zero:
+            if op.awaits >= 0:              # it waits for its buffer (queued)
+                pass
+            elif op.zero:
                 delay, callback, err = op.submit_zero()
                 heappush(heap, (now + delay, next(eids), callback, err))
             elif quiet:                     # CopyOperation.submit_read
@@ -180,9 +189,10 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
                 delay, callback, err = op.submit_read()
                 heappush(heap, (now + delay, next(eids), callback, err))
             delay = job.throttle(op.counted())
-            # (the loop sleeps once the whole iteration is issued)
-            if delay and job._it_bit >= job._it_end:
-                return delay
+            # (the loop sleeps once the whole iteration is issued, 0 ns
+            # included: MirrorJob._iteration_sleep)
+            if job._it_bit >= job._it_end:
+                return delay or TURN
             continue
         # waiting, as in Agenda.run
         if not heap:                        # (detached: every operation done)
@@ -193,6 +203,7 @@ def copy(job, waiting: bool, detached: bool = False, one_wait: bool = False) -> 
         heappop(heap)
         env._now = now = t
         if callback is None:                # the loop's wake-up
+            job._timer_phase = False        # (by a completion)
             if one_wait:
                 return TOP
             waiting = False

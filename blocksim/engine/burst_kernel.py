@@ -80,6 +80,7 @@ from .bitmap_blocks import (BLOCK, BLOCK_SHIFT, COUNT_BITS, COUNT_MASK, _find, _
                             _free_slot, _mark, _take_slot)
 from .burst import SLEEPING as ASLEEP
 from .burst import TOP as BACK_TO_TOP
+from .burst import TURN as ITERATED
 from .burst import WAITING as STILL_WAITING
 from .burst import _head, _quiet
 from .clock import NEVER
@@ -113,8 +114,11 @@ njit = Compiled(globals())
  SLEEPS, POLL, SLEEPING,
  # the next operation's place in QEMU's ops_in_flight (MirrorJob._op_seq);
  # AWAITED above is the place of the one the loop waits for (-1: none)
- OP_SEQ) = range(85)
-NSTATE = 85
+ OP_SEQ,
+ # the loop runs from its sleep's timer (MirrorJob._timer_phase): its next
+ # sleep of 0 ns after an iteration is a turn of the main loop, else none
+ TIMER_PHASE) = range(86)
+NSTATE = 86
 
 #: What an agenda entry does (``Kernel.heap[:, KIND]``); TIMER is the loop's
 #: sleep's (Job.sleep), and the guest's entries are its worker's wait for a
@@ -147,6 +151,8 @@ OUT_FULL = -4           # the records or the journal's stage are full: replay
                         # or flush them, then call again
 PASTE = -6              # the write completing next pastes a Python object:
                         # paste it, then call again (nothing else done yet)
+TURNS = -7              # an iteration is issued and the loop, which may not
+                        # sleep here, sleeps 0 ns: burst.TURN
 
 #: Kernel.stamp of a source with no backing file: every page is read here.
 _EVERY_PAGE = object()
@@ -158,11 +164,13 @@ GUEST = True
 #: Constants of the model restated, as compiled code takes them (the engine
 #: sits below the model and the jobs and imports neither; test_burst_kernel
 #: checks each against its source): the mirror's MAX_IN_FLIGHT and the rate
-#: limiter's SLICE_NS (QEMU's BLOCK_JOB_SLICE_TIME).  The dirty bitmap's
+#: limiter's SLICE_NS (QEMU's BLOCK_JOB_SLICE_TIME), a main loop's turn
+#: (the faults' MAIN_LOOP_TURN_NS: the loop's sleep of 0 ns).  The dirty bitmap's
 #: layout (BLOCK_SHIFT, COUNT_BITS) and its pool's compiled helpers live in
 #: bitmap_blocks, which the model's bitmap takes too.
 MAX_IN_FLIGHT = 16
 SLICE_NS = 100_000_000
+TURN_NS = 10_000
 
 
 #: What Kernel.copy loads into ``st`` at each call, in this order.
@@ -173,7 +181,7 @@ _LOADED = np.array([
     SRC_LAT, SRC_PIPE, SRC_READS, SRC_BYTES, TGT_LAT, TGT_PIPE, TGT_WRITES, TGT_BYTES,
     SRC_HEAD, SRC_N, TGT_HEAD, TGT_N, OUT_N, TGT_FULL,
     BUF_FREE, IT_BIT, IT_END, IT_IO, IT_ZERO, IT_DONE, SRC_FULL, STOP_RET, SLEEPS, POLL,
-    OP_SEQ])
+    OP_SEQ, TIMER_PHASE])
 #: What Kernel._enter_guest loads, in this order.
 _GUEST_LOADED = np.array([
     G_BS, G_START_AT, G_ISSUED, G_K, G_COMPLETED, G_GEN, D_READS, D_WRITES, D_COMPLETED,
@@ -428,7 +436,8 @@ def _next_operation(st, ops):
     """MirrorJob._next_operation on a source whose block status is data over
     the claim (Kernel.claims_data, MirrorJob._plan): book the claim's next copy;
     its slot, -1 to wait for an operation, -2 if the job has failed (the
-    claim dropped)."""
+    claim dropped), -3 if the copy's granules are not free in the buffer
+    (it waits for them, queued: the Python loop's, nothing booked yet)."""
     g = st[GRAN]
     b = st[IT_BIT]
     if not st[IT_IO]:
@@ -459,7 +468,7 @@ def _next_operation(st, ops):
         st[IT_DONE] = 1
     n = (io + g - 1) // g
     if st[BUF_FREE] < n:
-        return -1
+        return -3
     st[BUF_FREE] -= n
     st[IT_IO] = 0
     st[IT_DONE] = 0
@@ -698,18 +707,24 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
                 st[WAITING] = 1
                 st[AWAITED] = _oldest_copy(ops)
                 continue
-            if slot == -2:
-                continue
+            if slot == -2:              # the job failed: the claim dropped
+                return TURNS
+            if slot == -3:              # (MirrorJob._queued: Python's)
+                return HAND_BACK
             nbytes = ops[slot, END] - ops[slot, START]
             done = _service_done(st, src_slots, SRC_LAT, st[NOW], nbytes)
             _heap_push(heap, st, done, st[NEXT_EID], READ_DONE, slot)
             st[NEXT_EID] += 1
             delay = _throttle(st, nbytes)
-            if delay and st[IT_BIT] >= st[IT_END]:
+            if st[IT_BIT] >= st[IT_END]:
                 if not st[SLEEPS]:
-                    return delay
-                # MirrorJob.run sleeps off the rate limit (Job.ratelimit_sleep)
-                _sleep(st, heap, delay, RATE_LIMIT)
+                    return delay if delay else TURNS
+                # MirrorJob._iteration_sleep: the rate limit's delay, or 0
+                # ns, a sleep only from the timers' phase
+                if delay or st[TIMER_PHASE]:
+                    _sleep(st, heap, delay if delay else TURN_NS, RATE_LIMIT)
+                else:
+                    st[TIMER_PHASE] = 1
             continue
         if not st[HEAP_N]:
             return 0
@@ -746,6 +761,7 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
                 return -1
             st[NOW] = t
             st[NEXT_EID] += 1
+            st[TIMER_PHASE] = 1
             # the loop wakes, its agenda its own again (MirrorJob._away),
             # passes the pause point (none asked: Kernel.copy) and its top's
             # checks, which hold as when it went to sleep
@@ -773,6 +789,7 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
         _heap_pop(heap, st)
         now = st[NOW] = t
         if kind == WAKE:
+            st[TIMER_PHASE] = 0             # (woken by a completion)
             if st[ONE_WAIT]:
                 return 0
             st[WAITING] = 0
@@ -1008,7 +1025,7 @@ class Kernel:
             self.claims_data(job), bool(job.ret),
             # (the checks after the loop's sleeps, which nothing run here
             # changes: the loop may sleep here, from a burst of its own)
-            sleeps, sleeps and job.poll_sleeps(), job._op_seq)
+            sleeps, sleeps and job.poll_sleeps(), job._op_seq, job._timer_phase)
         loglen = np.frombuffer(journal.loglen, dtype=np.int64)
         zeroed = np.frombuffer(journal.zeroed, dtype=np.int64)
         bits, bit_words, summary, blocks, block_words = self.bitmap
@@ -1069,6 +1086,8 @@ class Kernel:
                 args = None
                 continue
             break
+        if outcome == TURNS:
+            outcome = ITERATED
         if st[SLEEPING]:
             # asleep when SimPy's next event comes (or a step of the agenda
             # running itself is not for the kernel): the rest of the sleep is
@@ -1098,6 +1117,7 @@ class Kernel:
         job.buf_free, job._it_bit, job._it_end = v[BUF_FREE], v[IT_BIT], v[IT_END]
         job._it_plan = [v[IT_IO], v[IT_ZERO] == 1, v[IT_DONE] == 1] if v[IT_IO] else None
         job._awaited, job._op_seq = v[AWAITED], v[OP_SEQ]
+        job._timer_phase = v[TIMER_PHASE] == 1
         limit.slice_start, limit.slice_end, limit.dispatched = (
             v[SLICE_START], v[SLICE_END], v[DISPATCHED])
         src._pipe_free, src.reads, src.bytes_read = v[SRC_PIPE], v[SRC_READS], v[SRC_BYTES]

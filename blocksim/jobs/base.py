@@ -469,17 +469,23 @@ class BlockJob:
         the rate limit's sleep.  Nor does a job asked to pause
         (:meth:`should_pause`): ``job_sleep_ns`` then goes straight to its
         pause point, so a pause asked while the job was busy takes effect
-        when its I/O is done, not after the sleep the rate limit asks for."""
+        when its I/O is done, not after the sleep the rate limit asks for.
+
+        Returns True if the sleep's timer woke the job (the job then runs
+        from the main loop's timers: :meth:`MirrorJob._iteration_sleep
+        <blocksim.jobs.mirror.MirrorJob._iteration_sleep>`), False if a
+        command entered it or it did not sleep."""
         if self.is_cancelled() or self.should_pause():
-            return
+            return False
         ev = self._wake = self.env.event()
         if timer is None:
             timer = self.env.timeout(ns)
-        timer.callbacks.append(lambda _t, ev=ev: ev.triggered or ev.succeed())
+        timer.callbacks.append(lambda _t, ev=ev: ev.triggered or ev.succeed(True))
         self._sleeping = self._timed = True
-        yield ev
+        by_timer = yield ev
         self._sleeping = self._timed = False
         self._wake = None
+        return by_timer is True
 
     def ratelimit_sleep(self, delay: int, timer=None):
         """Sleep off the rate limit once, as QEMU 7.2's ``job_sleep_ns(job,

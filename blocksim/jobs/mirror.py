@@ -70,6 +70,7 @@ from ..errors import CommandError
 from ..model.bitmap import DirtyBitmap
 from ..model.named_bitmap import default_granularity
 from ..model.extents import diff_ranges
+from ..model.faults import MAIN_LOOP_TURN_NS
 from ..model.policy import REPORT
 from ..model.ratelimit import SLICE_NS
 from .base import BlockJob
@@ -155,7 +156,14 @@ class MirrorJob(BlockJob):
         self._op_seq = 0
         self._copies: dict[int, CopyOperation] = {}
         self._awaited = -1
+        # Copies booked but waiting for their buffer (mirror_co_read's wait
+        # for buf_free_count), in the order they wait: not in flight, not
+        # counted, each waiting on a copy in flight (CopyOperation.awaits)
+        self._queued: list[CopyOperation] = []
         self._held_by = -1          # what held the granule _start_iteration wanted
+        #: The loop runs from its own sleep's timer (the main loop's timers),
+        #: not from a completion or a command: see _iteration_sleep
+        self._timer_phase = False
         self.synced = False
         self.ret = 0
         self.pivoted = False
@@ -279,8 +287,8 @@ class MirrorJob(BlockJob):
                 if bm.count and self.in_flight < MAX_IN_FLIGHT and self.buf_free:
                     if burst.applies(self):
                         delay = yield from self._copy_burst()
-                        if delay:
-                            yield from self.ratelimit_sleep(delay)
+                        if delay:               # (a sleep, or burst.TURN)
+                            yield from self._iteration_sleep(max(delay, 0))
                         continue
                     if self._agenda is not None:    # (the operations as objects)
                         self._agenda._objects()
@@ -313,7 +321,7 @@ class MirrorJob(BlockJob):
                         if not bm.count:
                             # (the agenda runs itself meanwhile: a guest the
                             # compiled loop runs stays there, blocksim.engine.burst_kernel)
-                            yield from self._away(self.sleep(SLICE_NS))
+                            self._timer_phase = yield from self._away(self.sleep(SLICE_NS))
                         continue
                     # completing, with data dirtied during the flush: QEMU
                     # sleeps off the rate limit here, the only place a ready
@@ -324,8 +332,8 @@ class MirrorJob(BlockJob):
             # mirror_iteration: the claim's next operation
             if burst.applies(self):
                 delay = yield from self._copy_burst()
-                if delay:
-                    yield from self.ratelimit_sleep(delay)
+                if delay:                       # (a sleep, or burst.TURN)
+                    yield from self._iteration_sleep(max(delay, 0))
                 continue
             if self._agenda is not None:    # (the operations as objects)
                 self._agenda._objects()
@@ -334,13 +342,15 @@ class MirrorJob(BlockJob):
                 yield from self._wait_op()
                 continue
             if op is False:                 # the job failed: the claim is dropped
+                yield from self._iteration_sleep(0)
                 continue
-            op.issue()
+            if op.awaits < 0:               # (else it waits for its buffer)
+                op.issue()
             delay = self.throttle(op.counted())
             # mirror_run sleeps once the whole iteration is issued, for the
             # delay of its last operation
-            if delay and self._it_bit >= self._it_end:
-                yield from self.ratelimit_sleep(delay)
+            if self._it_bit >= self._it_end:
+                yield from self._iteration_sleep(delay)
         while self.in_flight:
             yield from self._wait_op()
         return self.ret
@@ -508,14 +518,18 @@ class MirrorJob(BlockJob):
 
     def _next_operation(self) -> "CopyOperation | None | bool":
         """Book the claim's next operation (not issued yet); None if the
-        loop must first wait for one in flight (16 in flight, or a copy's
-        granules not free in the buffer), False if the job has failed (the
-        rest of the claim is dropped, as mirror_iteration's ``goto fail``).
+        loop must first wait for one in flight (16 in flight), False if the
+        job has failed (the rest of the claim is dropped, as
+        mirror_iteration's ``goto fail``).
 
         QEMU's mirror_iteration waits for a free slot, then checks for a
-        failure, then lets the operation's coroutine wait for its buffer
-        while it goes on to the next one; here the iteration waits for that
-        buffer too (the operations are the same, in the same order)."""
+        failure, then starts the operation's coroutine, which waits for its
+        buffer while the iteration goes on to the next one (mirror_co_read:
+        only then is it in flight, counted in ``in_flight``).  A copy whose
+        granules are not free in the buffer is so booked and queued
+        (:attr:`_queued`, its :attr:`CopyOperation.awaits` set): the caller
+        must not issue it; :meth:`_start_queued` does when its buffer is
+        free.  (Found by running QEMU 7.2: mirror-buffer-wait-iteration-goes-on.)"""
         plan = self._it_plan
         if plan is None:
             plan = self._it_plan = [*self._plan(self._it_bit), False]
@@ -533,21 +547,56 @@ class MirrorJob(BlockJob):
         g = self.granularity
         b = self._it_bit
         n = -(-io // g)
-        if not zero:
-            if self.buf_free < n:
-                return None
+        queued = not zero and self.buf_free < n
+        if not zero and not queued:
             self.buf_free -= n
         self._it_plan = None
         self._it_bit = b + n
         start = b * g
         seq = self._op_seq
         self._op_seq = seq + 1
-        op = self._ops[b] = self._copies[seq] = CopyOperation(
+        op = self._ops[b] = CopyOperation(
             self, b, b + n, start, start + io, self._agenda is not None, zero, seq)
         insort(self._op_starts, b)
+        if queued:
+            op.awaits = self.oldest_copy()
+            self._queued.append(op)
+            return op
+        self._copies[seq] = op
         self.in_flight += 1
         self.bytes_in_flight += io
         return op
+
+    def _start_queued(self, seq: int) -> None:
+        """The copy at place ``seq`` has finished: the copies queued on it
+        wake in the order they wait (mirror_iteration_done's
+        qemu_co_queue_restart_all) and each takes its buffer if it is free
+        now, and is issued, or waits again on the oldest copy in flight."""
+        queued = self._queued
+        if not any(op.awaits == seq for op in queued):
+            return
+        self._queued = [op for op in queued if op.awaits != seq]
+        for op in queued:
+            if op.awaits != seq:
+                continue
+            n = op.end_bit - op.bit
+            if self.buf_free < n:
+                op.awaits = self.oldest_copy()
+                self._queued.append(op)
+                continue
+            self.buf_free -= n
+            op.awaits = -1
+            copies = self._copies
+            if copies and next(reversed(copies)) > op.seq:
+                # (its place in ops_in_flight is its creation's, before
+                # copies started while it waited)
+                copies[op.seq] = op
+                self._copies = dict(sorted(copies.items()))
+            else:
+                copies[op.seq] = op
+            self.in_flight += 1
+            self.bytes_in_flight += op.end - op.start
+            op.issue()
 
     def throttle(self, nbytes: int) -> int:
         """Account ``nbytes`` just issued against ``speed``; the sleep the
@@ -574,6 +623,10 @@ class MirrorJob(BlockJob):
         self._op_starts.remove(op.bit)
         self.in_flight -= 1
         self.bytes_in_flight -= op.end - op.start
+        if self._queued:
+            # (they wait ahead of the loop: it queues its own wait after
+            # the iteration that queued them)
+            self._start_queued(op.seq)
         if op.seq != self._awaited:
             return
         # mirror_iteration_done's qemu_co_queue_restart_all: the loop waits
@@ -594,6 +647,7 @@ class MirrorJob(BlockJob):
             yield from self._wait_op()
         self._pausing = False
         if self.should_pause():             # (else pause_point() does nothing)
+            self._timer_phase = False       # (resumed by a command)
             yield from self._away(self.pause_point())
 
     def pause_for_error(self) -> None:
@@ -645,11 +699,11 @@ class MirrorJob(BlockJob):
         themselves (:meth:`Agenda.detach <blocksim.engine.agenda.Agenda.detach>`)."""
         agenda = self._agenda
         if agenda is None:
-            yield from wait
-            return
+            return (yield from wait)
         agenda.detach()
-        yield from wait
+        value = yield from wait
         agenda.attach()
+        return value
 
     def _failed(self, start: int, end: int, policy: str, is_read: bool, err: int) -> None:
         if not self._marked_unallocated and not self.source.is_allocated(start, end):
@@ -669,6 +723,7 @@ class MirrorJob(BlockJob):
 
     def _flush_target(self):
         """Flush the target (generator); returns the errno, 0 on success."""
+        self._timer_phase = False
         err = yield from self.target.flush()
         if err:
             self._job_error(self.on_target_error, False, err)
@@ -692,6 +747,7 @@ class MirrorJob(BlockJob):
         """Wait until the operation at place ``seq`` (by default the oldest
         copy in flight, :meth:`oldest_copy`) finishes."""
         self._awaited = self.oldest_copy() if seq < 0 else seq
+        self._timer_phase = False           # (woken by a completion)
         agenda = self._agenda
         if agenda is not None:
             # every operation in flight is on the agenda: run it as a burst
@@ -724,11 +780,38 @@ class MirrorJob(BlockJob):
             t, eid, ns, poll = self._agenda.kernel.timer
             timer = self.env.timeout_at(t, eid, ns)
             if poll:
-                yield from self._away(self.sleep(ns, timer))
+                self._timer_phase = yield from self._away(self.sleep(ns, timer))
             else:
-                yield from self.ratelimit_sleep(ns, timer)
+                yield from self._iteration_sleep(ns, timer)
             return 0
         return outcome
+
+    def _iteration_sleep(self, delay: int, timer=None):
+        """mirror_run's ``job_sleep_ns(delay_ns)`` after each iteration:
+        the rate limit's delay, or 0 ns (QEMU 7.2's trace shows
+        ``mirror_before_sleep ... delay 0ns`` after every iteration).  As
+        :meth:`ratelimit_sleep` otherwise: none for a cancelled job, none
+        for one asked to pause, then the pause point.
+
+        A sleep of 0 ns lasts until the main loop runs its timers
+        (aio_dispatch: bottom halves, then handlers, then timers).  A loop
+        that runs from its own sleep's timer wakes on the next turn
+        (:data:`MAIN_LOOP_TURN_NS <blocksim.model.faults.MAIN_LOOP_TURN_NS>`
+        later), after its bottom halves: a request blkdebug failed meanwhile
+        (:attr:`Verdict.next_turn <blocksim.model.faults.Verdict.next_turn>`)
+        is acted on before the next iteration.  A loop that runs from an
+        operation's completion or a command (:attr:`_timer_phase` false)
+        wakes in the same turn's timers, before them: no time, no event,
+        its next iteration issued first.  (Found by running QEMU 7.2:
+        mg-167, a report on the first iteration's copy lets a second
+        iteration out, not a third; mirror-stop-then-report-waits-for-oldest-copy.)"""
+        if self.is_cancelled():
+            return
+        if delay or self._timer_phase:
+            self._timer_phase = yield from self._sleep_off(delay or MAIN_LOOP_TURN_NS, timer)
+        else:
+            self._timer_phase = True
+        yield from self._pause_point()
 
     def sleeps_through(self) -> bool:
         """Whether a sleep of the loop (:meth:`ratelimit_sleep`'s, the ready
@@ -823,12 +906,15 @@ class CopyOperation:
     """
 
     __slots__ = ("job", "bit", "end_bit", "start", "end", "zero", "runs", "how", "private",
-                 "seq", "_next")
+                 "seq", "awaits", "_next")
 
     def __init__(self, job: MirrorJob, bit: int, end_bit: int, start: int, end: int,
                  private: bool, zero: bool, seq: int):
         self.job = job
         self.seq = seq              # its place in ops_in_flight (MirrorJob._copies)
+        #: the place of the copy it waits on for its buffer, -1 once it has
+        #: it (MirrorJob._next_operation)
+        self.awaits = -1
         self.bit, self.end_bit = bit, end_bit      # its granules in the dirty bitmap
         self.start = start
         self.end = end

@@ -32,7 +32,7 @@ import numpy as np
 from ..engine import Snap
 from .allocation import AllocationMap
 from .extents import ExtentMap, Run, resolve_runs
-from .faults import FaultRule, Verdict
+from .faults import MAIN_LOOP_TURN_NS, FaultRule, Verdict
 from .iostatus import IoStatus
 
 NO_VERDICT = Verdict()
@@ -354,6 +354,13 @@ class BlockDevice:
         alloc.set_ranges(np.stack((first, -(-(offsets + length) // cs)), axis=1))
 
     # -- fault verdicts ---------------------------------------------------------
+    def _failure_delay(self, verdict: Verdict) -> int:
+        """When a request the fault rules fail completes, from its submit:
+        on the main loop's next turn when blkdebug fails it
+        (:attr:`Verdict.next_turn`), else after the device's latency (a
+        dm device fails it in the kernel, below the format driver)."""
+        return MAIN_LOOP_TURN_NS if verdict.next_turn else self._latency() + verdict.delay
+
     def _verdict(self, op: str, start: int, end: int) -> Verdict:
         verdict = Verdict()
         now = self.env.now
@@ -391,6 +398,10 @@ class BlockDevice:
                 verdict.delay += sub.delay
                 if sub.errno:
                     verdict.errno = sub.errno
+                    # on the next turn only if the backing file serves the
+                    # whole read: qcow2 waits for all of a read's parts
+                    # (qcow2_co_preadv_part: aio_task_pool_wait_all)
+                    verdict.next_turn = sub.next_turn and a == start and b == end
                     break
         return verdict
 
@@ -415,7 +426,7 @@ class BlockDevice:
             if (self.faults or self.backing) else NO_VERDICT
         if verdict.errno:
             self.failed += 1
-            return verdict.errno, self._latency() + verdict.delay
+            return verdict.errno, self._failure_delay(verdict)
         now = self.env._now             # (env.now without the property)
         return 0, self._service_done(now, length) - now + verdict.delay
 
@@ -481,9 +492,12 @@ class BlockDevice:
                 elif self.capacity is not None and (alloc.count + new) * cs > self.capacity:
                     err = _errno.ENOSPC
                 elif self.backing is not None:
-                    err = self._cow_read_error(offset, end, c0, c1)
-                    if not err:
+                    cow_failed = self._cow_read_error(offset, end, c0, c1)
+                    if cow_failed is None:
                         cow = self._cow_runs(offset, end, c0, c1)
+                    else:
+                        cow_failed.delay = verdict.delay    # (any dm-delay)
+                        verdict = cow_failed
                 if err:
                     # a new Verdict: NO_VERDICT is shared; keep any dm-delay
                     verdict = Verdict(errno=err, delay=verdict.delay)
@@ -492,7 +506,7 @@ class BlockDevice:
         if verdict.errno:
             self.failed += 1
             self.failed_writes += 1
-            return verdict.errno, self._latency() + verdict.delay, None
+            return verdict.errno, self._failure_delay(verdict), None
         now = self.env._now             # (env.now without the property)
         delay = self._service_done(now, length) - now + verdict.delay
         return 0, delay, (False if verdict.drop else cow)
@@ -545,20 +559,25 @@ class BlockDevice:
             return 0 if alloc.is_set(c0) else 1
         return (c1 - c0) - alloc.count_set(c0, c1)
 
-    def _cow_read_error(self, offset: int, end: int, c0: int, c1: int) -> int:
-        """The errno of the copy-on-write read from the backing file, if its
-        fault rules fail it (qcow2 then fails the guest's write)."""
+    def _cow_read_error(self, offset: int, end: int, c0: int, c1: int) -> Verdict | None:
+        """The verdict failing the copy-on-write read from the backing file,
+        if its fault rules fail it (qcow2 then fails the guest's write), else
+        None.  qcow2's perform_cow reads the head, then the tail: a failure
+        on the next turn fails the write on it only if no read before it
+        went to the storage."""
         if not self.backing._has_read_faults():
-            return 0
+            return None
         cs = self.cluster_size
         head, tail = c0 * cs, min(c1 * cs, self.size)
+        first = True
         for a, b, allocated in ((head, offset, self.alloc.is_set(c0)),
                                 (end, tail, self.alloc.is_set(c1 - 1))):
             if a < b and not allocated:
-                err = self.backing._read_verdict(a, b).errno
-                if err:
-                    return err
-        return 0
+                sub = self.backing._read_verdict(a, b)
+                if sub.errno:
+                    return Verdict(errno=sub.errno, next_turn=sub.next_turn and first)
+                first = False
+        return None
 
     def _cow_runs(self, offset: int, end: int, c0: int, c1: int) -> list[Run]:
         """qcow2 copy-on-write: a partial write to a new cluster first copies
@@ -587,7 +606,8 @@ class BlockDevice:
         if verdict.errno:
             self.failed += 1
             self.failed_writes += 1
-        return verdict.errno, self._latency() + verdict.delay, verdict.drop
+            return verdict.errno, self._failure_delay(verdict), verdict.drop
+        return 0, self._latency() + verdict.delay, verdict.drop
 
     def complete_write_zeroes(self, offset: int, length: int, dropped: bool) -> None:
         self.zero_writes += 1
@@ -615,7 +635,8 @@ class BlockDevice:
         gen = self.writes + self.zero_writes + self.failed_writes
         verdict = self._verdict("flush", 0, 0) \
             if self.faults and gen != self.flushed_gen else NO_VERDICT
-        yield env.timeout(self._latency() + verdict.delay)
+        yield env.timeout(self._failure_delay(verdict) if verdict.errno
+                          else self._latency() + verdict.delay)
         if verdict.errno:
             self.failed += 1
             return verdict.errno

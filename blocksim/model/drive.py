@@ -84,6 +84,11 @@ class Drive:
         # map update per request; see expected_parts)
         self._ledger = Ledger()
         self.lost: dict[int, str] = {}      # generation -> why it was lost
+        #: generations of writes landed on the node and not acknowledged yet
+        #: (an active mirror's write path: the target's write comes between);
+        #: in flight at the end of a run, either content is what the guest
+        #: may find
+        self.landed: set[int] = set()
 
     # -- drained sections (mirror completion) ---------------------------------
     def drain_begin(self):
@@ -162,8 +167,10 @@ class Drive:
                         # the node's write lands, then what the filters do
                         # after it, before the guest is told
                         node.complete_write(offset, length, gen, how)
+                        self.landed.add(gen)
                         for op in after:
                             yield from op.after_write(gen, 0)
+                        self.landed.discard(gen)
                         self._acknowledge(False, offset, length, gen, start)
                         return 0
                     if not err:

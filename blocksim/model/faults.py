@@ -27,6 +27,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: One turn of QEMU's main loop (aio_dispatch: bottom halves, handlers,
+#: timers), in ns: how long a request blkdebug fails takes (it fails on the
+#: next turn), and a block job's sleep of 0 ns from the loop's timers.  QEMU's
+#: turn lasts what the loop has to do, from a few to tens of microseconds;
+#: blocksim takes 10 us, so that a job retrying a persistent error under
+#: ``ignore`` (an error storm) still lets time pass.
+MAIN_LOOP_TURN_NS = 10_000
+
 ERRNO = {name: getattr(_errno, name) for name in (
     "EIO", "ENOSPC", "EPERM", "EACCES", "EINVAL", "EROFS", "ETIMEDOUT",
     "ENOMEDIUM", "EDQUOT", "ECANCELED")}
@@ -37,6 +45,12 @@ class Verdict:
     errno: int = 0
     delay: int = 0          # extra nanoseconds of service time
     drop: bool = False      # a write acknowledged but not carried out
+    #: The request fails on the main loop's next turn (MAIN_LOOP_TURN_NS),
+    #: not after a service time: blkdebug's ``inject_error`` (``immediately``
+    #: off, as qemu-check sets it) schedules the failing coroutine with
+    #: ``aio_co_schedule`` and yields; the request never reaches the storage
+    #: below it.
+    next_turn: bool = False
 
 
 class FaultRule:
@@ -110,6 +124,7 @@ class ErrorRule(FaultRule):
             return
         self.fired += 1
         verdict.errno = self.errno
+        verdict.next_turn = True
 
     def quiet_for(self, ops, lo, hi, t0, t1) -> bool:
         # once its count is spent, a rule returns before counting anything

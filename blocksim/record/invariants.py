@@ -104,9 +104,9 @@ def _audit_maps(drive, layers) -> dict:
     lost_gens: set[int] = set()
     first_corrupt = None
     for expected, start, end in drive.expected_parts():
-        for a, b, want, _got in diff_ranges([expected], layers, start, end):
-            if want == 0:
-                continue                      # the guest never wrote here
+        for a, b, want, got in diff_ranges([expected], layers, start, end):
+            if want == 0 or got in drive.landed:
+                continue                      # never written here, or in flight
             if want in drive.lost:
                 lost_bytes += b - a
                 lost_gens.add(want)
@@ -191,9 +191,11 @@ def _audit_blocks(drive, content: ExtentMap, order) -> dict:
         # the disk's runs may end the step earlier (a fragmented region)
         a1, run_starts, run_values = run_arrays(content, a0, a1, max_runs=_STEP_RUNS,
                                                 pages=touched)
-        offsets, lengths, want, _got = diff_blocks(run_starts, run_values, a1,
-                                                   found[0], bs, found[1])
+        offsets, lengths, want, got = diff_blocks(run_starts, run_values, a1,
+                                                  found[0], bs, found[1])
         written = want != 0              # a generation 0 is "never wrote here"
+        if drive.landed:                 # (a write in flight at the end)
+            written &= ~np.isin(got, np.fromiter(drive.landed, np.int64))
         if not written.all():
             offsets, lengths, want = offsets[written], lengths[written], want[written]
         if len(want):

@@ -309,7 +309,7 @@ def test_the_cases_reach_what_they_are_built_for(monkeypatch):
 
     for name, errors, end in (("target-errors-stop-resume", {"stop": 5}, "ready"),
                               ("thin-target-enospc", {"stop": 24}, "ready"),
-                              ("flakey-source-ignore", {"ignore": 143}, "completed"),
+                              ("flakey-source-ignore", {"ignore": 355}, "completed"),
                               ("source-error-report", {"report": 1}, "completed-with-error"),
                               ("shallow-target-cow", {}, "completed")):
         job = blocksim.run(blocksim.load_scenario(CASES[name]), seed=7).summary["jobs"]["j0"]

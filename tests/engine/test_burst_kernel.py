@@ -238,11 +238,12 @@ def test_the_kernel_restates_the_model_constants_it_compiles_in():
     # the engine imports no model module: what compiled code takes as
     # constants is restated there, and must agree with its source
     from blocksim.jobs import mirror
-    from blocksim.model import bitmap, ratelimit
+    from blocksim.model import bitmap, faults, ratelimit
     assert burst_kernel.MAX_IN_FLIGHT == mirror.MAX_IN_FLIGHT == mirror.MirrorJob.max_in_flight
     assert burst_kernel.BLOCK_SHIFT == bitmap.BLOCK_SHIFT
     assert burst_kernel.COUNT_BITS == bitmap.COUNT_BITS
     assert burst_kernel.SLICE_NS == ratelimit.SLICE_NS
+    assert burst_kernel.TURN_NS == faults.MAIN_LOOP_TURN_NS
     assert mirror.MirrorJob.copy_operation is mirror.CopyOperation
 
 

@@ -176,11 +176,12 @@ def test_a_stretch_stops_where_a_fault_rule_could_fire(monkeypatch):
         assert t1 <= 2500 * ms                      # dm-delay from 2.5 s on
         assert not any(t0 < b and t1 > a for a, b in downs), (t0, t1)
     # what the rules did: the error rule's three failures as its window
-    # opens (a request every 500 us, 50 us service), then six writes in each
+    # opens (a request every 500 us; blkdebug fails each on the main loop's
+    # next turn, 10 us later, with no service time), then six writes in each
     # 3 ms down window of dm-flakey; dm-delay then slows the guest down
     errors = [e["timestamp"]["seconds"] * 10**6 + e["timestamp"]["microseconds"]
               for e in r.events if e["event"] == "BLOCK_IO_ERROR"]
-    assert errors[:3] == [100_050, 100_550, 101_050]
+    assert errors[:3] == [100_010, 100_510, 101_010]
     for a, b in downs[:3]:
         assert sum(a // 1000 <= t < b // 1000 for t in errors) == 6
     assert 5000 < r.summary["drives"]["d0"]["requests"] < 6000

@@ -513,9 +513,10 @@ def test_the_compiled_bursts_wait_for_overlaps_alike(monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(burst_kernel, "_run", counting)
         compiled = outcome(blocksim.Simulation(blocksim.load_scenario(HOT_GRANULES)))
-    # the kernel ran the bursts, handing none back (it reads every page of
-    # a source with no backing file), with the guest among its copies
-    assert sum(copies) > 100 and burst_kernel.HAND_BACK not in runs
+    # the kernel ran the bursts, with the guest among its copies (it hands
+    # them back where a copy waits for its buffer, 4 MiB of it: a queued
+    # copy is the Python loop's, MirrorJob._queued)
+    assert sum(copies) > 100 and burst_kernel.HAND_BACK in runs
     monkeypatch.setattr(burst, "KERNEL", False)
     python = outcome(blocksim.Simulation(blocksim.load_scenario(HOT_GRANULES)))
     assert compiled == python
@@ -653,7 +654,9 @@ def test_an_unmap_target_is_zeroed_before_the_copy():
                              faults=[fault("dst", "write-zeroes", offset=6 * MiB, length=4096,
                                            count="once")]))[1]
     assert timeline(r, "BLOCK_JOB_ERROR") == [err("write", "ignore")]
-    assert event_time(r, "BLOCK_JOB_ERROR") == pytest.approx(0.0001, abs=1e-6)
+    # (blkdebug fails the write-zeroes on the main loop's next turn)
+    from blocksim.model.faults import MAIN_LOOP_TURN_NS
+    assert event_time(r, "BLOCK_JOB_ERROR") == MAIN_LOOP_TURN_NS / 1e9
     # the failed piece dirties its range: the whole disk is then copied,
     # its unallocated 6 MiB as write-zeroes that do not count against the
     # speed (write_zeroes_ok): READY after the 2 MiB of data, at 1 MiB/s
@@ -769,3 +772,101 @@ def test_a_target_of_another_size_fails_the_job_as_it_starts(target_size, copy_m
                            *st("concluded", "null")]
     assert event_time(r, "BLOCK_JOB_COMPLETED") == 0
     assert job_summary(r)["error"] == message
+
+
+# -- QEMU 7.2's main loop: blkdebug fails on the next turn, the loop sleeps 0 ns --------------
+def _copies_issued(scenario: dict, shortcuts: bool) -> tuple[list[int], object]:
+    """The start of each operation a mirror issues (a copy's read or a
+    write-zeroes submitted), in order, and the run's result.  (The faults
+    make the nodes never quiet: every operation goes through these.)"""
+    from blocksim.jobs import mirror
+    starts = []
+    reals = mirror.CopyOperation.submit_read, mirror.CopyOperation.submit_zero
+
+    def recording(real):
+        def submit(op):
+            starts.append(op.start)
+            return real(op)
+        return submit
+    mirror.CopyOperation.submit_read, mirror.CopyOperation.submit_zero = map(recording, reals)
+    try:
+        result = blocksim.Simulation(blocksim.load_scenario(scenario),
+                                     shortcuts=shortcuts).run()
+    finally:
+        mirror.CopyOperation.submit_read, mirror.CopyOperation.submit_zero = reals
+    return starts, result
+
+
+def _report_then_later_fault() -> dict:
+    """scenarios/qemu/mirror-report-on-first-iteration-lets-a-second-out:
+    iterations of 2 MiB; the first one's copy at 232 KiB fails its read
+    (EIO: enospc reports it), the fourth's would fail with ENOSPC (stop)."""
+    return mirror_case(
+        size=8 * MiB, data=[{"offset": 32 * KiB, "length": 200 * KiB},
+                            {"offset": 8088 * KiB, "length": 104 * KiB}],
+        source_image={"cluster-size": "4KiB"},
+        target_image={"cluster-size": "16KiB"}, granularity="4KiB", buf_size=2 * MiB,
+        on_source_error="enospc", on_target_error="ignore", duration="3s",
+        faults=[fault("src", "read", "EIO", offset=1152 * KiB, length=512, count="once"),
+                fault("src", "read", "ENOSPC", offset=6804 * KiB, length=512, count="once")])
+
+
+@pytest.mark.parametrize("shortcuts", [True, False])
+def test_a_reported_error_lets_one_more_iteration_out(shortcuts):
+    # The job runs from a command: its first sleep of 0 ns ends in the same
+    # turn of the main loop, and the second iteration (2-4 MiB) goes out;
+    # the second sleep, from the timers, ends on the next turn, after the
+    # failed read (blkdebug's next turn) has set s->ret.  The third and
+    # fourth iterations never go out.  Real QEMU 7.2 agrees (its trace:
+    # two mirror_before_sleep, then the failed read).
+    starts, r = _copies_issued(_report_then_later_fault(), shortcuts)
+    assert timeline(r) == [*st("created", "running"), err("read", "report"), *st("aborting"),
+                           completed(EIO), *st("concluded", "null")]
+    assert max(starts) < 4 * MiB and any(s >= 2 * MiB for s in starts)
+    # the failure came a main loop's turn after the read was issued
+    from blocksim.model.faults import MAIN_LOOP_TURN_NS
+    assert event_time(r, "BLOCK_JOB_ERROR") == MAIN_LOOP_TURN_NS / 1e9
+
+
+def _buffer_short() -> dict:
+    """scenarios/qemu/mirror-buffer-wait-lets-iterations-go-on: a 2 MiB
+    buffer, copies of 1 MiB; the copy at 6016 KiB fails its write with
+    ENOSPC (stop), the one at 11264 KiB with EIO (report)."""
+    return mirror_case(
+        size=16 * MiB, data=[{"offset": 4144 * KiB, "length": 200 * KiB},
+                             {"offset": 5548 * KiB, "length": 64 * KiB},
+                             {"offset": 6040 * KiB, "length": 10344 * KiB}],
+        source_image={"cluster-size": "64KiB"},
+        target_image={"cluster-size": "16KiB", "discard": "unmap"}, granularity="64KiB",
+        buf_size=2 * MiB, on_source_error="enospc", on_target_error="enospc", duration="4s",
+        faults=[fault("dst", "write", "ENOSPC", offset=6504 * KiB, length=512, count="once"),
+                fault("dst", "write", "EIO", offset=11800 * KiB, length=512, count="once")])
+
+
+@pytest.mark.parametrize("shortcuts", [True, False])
+def test_copies_waiting_for_the_buffer_do_not_hold_the_loop(shortcuts):
+    # mirror_co_read waits for its buffer in its own coroutine, not in
+    # flight: the loop claims the whole disk meanwhile, and the pause after
+    # the stop error waits for every copy, queued ones included, so the
+    # later range's write fails too.  Real QEMU 7.2 agrees.
+    from blocksim.jobs import mirror
+    queued = []
+    real = mirror.MirrorJob._next_operation
+
+    def next_operation(job):
+        op = real(job)
+        if op not in (None, False) and op.awaits >= 0:
+            queued.append((job.env.now, op.start))
+        return op
+    mirror.MirrorJob._next_operation = next_operation
+    try:
+        starts, r = _copies_issued(_buffer_short(), shortcuts)
+    finally:
+        mirror.MirrorJob._next_operation = real
+    assert timeline(r) == [*st("created", "running"), err("write", "stop"),
+                           err("write", "report"), *st("paused")]
+    # every copy was booked before the first error, most of them queued
+    first_error = event_time(r, "BLOCK_JOB_ERROR") * 1e9
+    assert len(queued) >= 8 and max(t for t, _ in queued) < first_error
+    assert max(starts) >= 15 * MiB
+    assert sorted(starts) == sorted(set(starts))        # each issued once

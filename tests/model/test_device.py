@@ -300,11 +300,47 @@ def test_queue_depth_limits_concurrency():
     assert done == [104_096, 108_192, 208_192, 212_288]
 
 
-def test_failed_request_costs_only_the_latency():
+def test_blkdebug_error_fails_on_the_next_turn():
+    """blkdebug's inject_error reschedules the request's coroutine and fails
+    it on the main loop's next turn: no latency, no transfer, for every
+    iotype (QEMU 7.2 blkdebug.c)."""
+    from blocksim.model.faults import MAIN_LOOP_TURN_NS as TURN
     sim = node_sim({"disk": {"size": "1MiB", "latency": "100us", "bandwidth": GB}},
-                   faults=[{"image": "disk", "operation": "write"}])
+                   faults=[{"image": "disk", "operation": ["read", "write", "flush",
+                                                           "write-zeroes"]}])
     dev = sim.devices["disk"]
-    assert timed(sim, dev.write(0, 65536, 1)) == (errno.EIO, 100_000)
+    assert timed(sim, dev.write(0, 65536, 1)) == (errno.EIO, TURN)
+    assert timed(sim, dev.read(0, 65536)) == ((errno.EIO, None), 2 * TURN)
+    assert timed(sim, dev.write_zeroes(0, 65536)) == (errno.EIO, 3 * TURN)
+    assert timed(sim, dev.flush()) == (errno.EIO, 4 * TURN)
+    assert dev.failed == 4
+
+
+def test_device_mapper_error_costs_the_latency():
+    """A dm-dust device fails a read of a bad block in the kernel: after
+    the latency, without the transfer."""
+    sim = node_sim({"disk": {"size": "1MiB", "latency": "100us", "bandwidth": GB}},
+                   faults=[{"image": "disk", "type": "dust", "operation": "read",
+                            "blocks": [0]}])
+    dev = sim.devices["disk"]
+    assert timed(sim, dev.read(0, 65536)) == ((errno.EIO, None), 100_000)
+
+
+def test_backing_error_on_the_next_turn_only_for_a_read_it_serves_whole():
+    """A read of the top failing in its backing file's blkdebug fails on the
+    next turn when the backing file serves all of it; with part of it
+    allocated in the top, qcow2 waits for that part's read too."""
+    sim = node_sim({"base": {"size": "1MiB", "latency": "100us", "bandwidth": GB},
+                    "top": {"size": "1MiB", "latency": "100us", "bandwidth": GB,
+                            "backing": "base", "cluster-size": "64KiB",
+                            "data": [{"offset": "0", "length": "64KiB"}]}},
+                   faults=[{"image": "base", "operation": "read"}])
+    from blocksim.model.faults import MAIN_LOOP_TURN_NS as TURN
+    top = sim.devices["top"]
+    assert timed(sim, top.read(65536, 65536)) == ((errno.EIO, None), TURN)
+    t0 = sim.env.now
+    err, t = timed(sim, top.read(0, 131072))
+    assert err == (errno.EIO, None) and t - t0 == 100_000
 
 
 def guest_iops(iodepth, queue_depth, bs="4KiB", bandwidth=GB, duration="20ms"):
@@ -406,3 +442,24 @@ def test_a_dropped_write_is_lost_only_for_the_drive_that_wrote_it():
     assert r.summary["drives"]["vda"]["writes_lost"] == 5
     assert r.summary["drives"]["vdb"]["writes_lost"] == 0
     assert r.ok
+
+
+def test_a_copy_on_write_failing_in_blkdebug_fails_the_write_on_the_next_turn():
+    """qcow2's perform_cow reads the head of a new cluster, then its tail,
+    from the backing file: a head failing in the backing file's blkdebug
+    fails the write on the next turn; a tail failing after a head read from
+    the storage fails it after the storage's latency."""
+    from blocksim.model.faults import MAIN_LOOP_TURN_NS as TURN
+    images = {"base": {"size": "1MiB", "latency": "100us", "bandwidth": GB, "data": "full"},
+              "top": {"size": "1MiB", "latency": "100us", "bandwidth": GB,
+                      "backing": "base", "cluster-size": "64KiB"}}
+    sim = node_sim(images, faults=[{"image": "base", "operation": "read",
+                                    "offset": "0", "length": "4KiB"}])
+    top = sim.devices["top"]
+    # cluster 0: a write at 8 KiB needs its head [0, 8 KiB), which fails
+    assert timed(sim, top.write(8192, 4096, 7)) == (errno.EIO, TURN)
+    sim = node_sim(images, faults=[{"image": "base", "operation": "read",
+                                    "offset": "60KiB", "length": "4KiB"}])
+    top = sim.devices["top"]
+    # its head reads from the storage, its tail [12 KiB, 64 KiB) fails
+    assert timed(sim, top.write(8192, 4096, 7)) == (errno.EIO, 100_000)

@@ -90,7 +90,9 @@ def test_report_write_fails_the_guest_request_and_the_vm_keeps_running():
                                         "count": 1}]))
     assert r.event_names() == ["BLOCK_IO_ERROR"]
     assert r.events[0]["data"] == io_error("write", "report")
-    assert r.events[0]["timestamp"] == {"seconds": 0, "microseconds": 100 + 103}
+    # the first write's 100 us plus its 4 KiB transfer, then the main loop's
+    # next turn (blkdebug fails the write 10 us after it is issued)
+    assert r.events[0]["timestamp"] == {"seconds": 0, "microseconds": 103 + 10}
     w = sim.workloads["w"]
     assert (w.completed, w.errors) == (4, 1)
     d = r.summary["drives"]["d0"]
@@ -175,9 +177,9 @@ def test_stop_write_parks_the_request_and_cont_resubmits_it():
     assert ("io-error", "failed") in states
     assert all(io == "failed" for vm, io in states if vm == "io-error")
     assert states[-1] == ("running", "ok")
-    # First write: 100 us latency + 4 KiB at 1 GiB/s = 3814 ns; the second
-    # fails after the bare latency.
-    t_ns = 100_000 + 3814 + 100_000
+    # First write: 100 us latency + 4 KiB at 1 GiB/s = 3814 ns; blkdebug
+    # fails the second on the main loop's next turn, 10 us later.
+    t_ns = 100_000 + 3814 + 10_000
     assert sim.drives["d0"].iostatus.history == [
         (t_ns, "ok", "failed", "set"), (t_ns + 2_000_000, "failed", "ok", "reset")]
     # The guest never saw an error; the resubmitted write landed.

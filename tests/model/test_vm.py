@@ -39,13 +39,16 @@ def image(**kw):
 
 
 def open_loop_scenario(cont_after="1ms"):
-    # A request every 20 us, each taking ~100 us: about five in flight.  From
-    # 1 ms on, the next five writes fail.
+    # A request every 20 us, each taking ~100 us: about five in flight.  The
+    # five writes issued from 1 ms to 1080 us fail, each after its latency: a
+    # dm-flakey device down from 990 us to 1090 us (a blkdebug error would
+    # fail each on the main loop's next turn, before the next is issued).
     sc = {
         "duration": "4ms", "sample-interval": "200us",
         "images": {"disk": image()},
         "drives": {"d0": {"image": "disk", "werror": "stop"}},
-        "faults": [{"image": "disk", "operation": "write", "start": "1ms", "count": 5}],
+        "faults": [{"image": "disk", "type": "flakey", "operation": "write", "start": "990us",
+                    "end": "1090us", "up": "1ns", "down": "1s"}],
         "workloads": {"w": {"drive": "d0", "rw": "write", "iodepth": 8, "rate-iops": 50000}},
     }
     if cont_after is not None:
@@ -96,8 +99,8 @@ def test_no_new_guest_requests_while_stopped():
 
 def test_successful_in_flight_requests_complete_during_the_drain():
     # Closed loop, iodepth 4, sequential: writes at 0, 4, 8 and 12 KiB are in
-    # flight together; the two in [4 KiB, 12 KiB) fail, the others complete
-    # after the STOP.
+    # flight together; the two in [4 KiB, 12 KiB) fail on the main loop's
+    # next turn (blkdebug: 10 us), the others complete after the STOP.
     sc = {
         "duration": "2ms",
         "images": {"disk": image()},
@@ -109,7 +112,7 @@ def test_successful_in_flight_requests_complete_during_the_drain():
               (500 * US, lambda s: s.drives["d0"].completed)]
     sim, r, seen = simulate(sc, probes)
     assert r.event_names() == ["BLOCK_IO_ERROR", "STOP", "BLOCK_IO_ERROR"]
-    assert [e["timestamp"]["microseconds"] for e in r.events] == [100, 100, 100]
+    assert [e["timestamp"]["microseconds"] for e in r.events] == [10, 10, 10]
     assert [e["data"]["action"] for e in r.events if "action" in e["data"]] == ["stop", "stop"]
     assert seen == [(100 * US, 0), (500 * US, 2)]
     assert r.summary["drives"]["d0"]["writes"] == 2
@@ -193,9 +196,10 @@ def test_user_stop_then_io_error_keeps_paused_state_and_one_stop():
         "drives": {"d0": {"image": "disk", "werror": "stop"}},
         "faults": [{"image": "disk", "operation": "write", "count": 1}],
         "workloads": {"w": {"drive": "d0", "rw": "write", "number-ios": 1}},
-        "actions": [{"at": "50us", "command": "stop"}],
+        "actions": [{"at": "5us", "command": "stop"}],
     }
     sim, r, _ = simulate(sc)
+    # (the write fails on the main loop's next turn, at 10 us)
     assert r.event_names() == ["STOP", "BLOCK_IO_ERROR"]
     assert r.summary["vm"]["final_state"] == "paused"
     assert r.summary["vm"]["stops"] == 1
@@ -206,7 +210,8 @@ def test_user_stop_then_io_error_keeps_paused_state_and_one_stop():
 
 def errors_scenario(actions, duration="3ms"):
     # A writer and a reader, each failing every request from 1 ms on (report):
-    # one write error and one read error about every 100 us.
+    # one write error and one read error every 10 us (blkdebug fails each on
+    # the main loop's next turn).
     return {
         "duration": duration,
         "images": {"disk": image()},
@@ -241,12 +246,13 @@ def test_on_reacts_once_to_the_first_matching_event():
 def test_on_with_repeat_reacts_to_every_matching_event():
     sim, r, _ = simulate(errors_scenario(
         [{"on": "BLOCK_IO_ERROR", "match": {"operation": "write", "action": "report"},
-          "repeat": True, "delay": "10us", "command": "query-block-jobs"}]))
-    writes = [e for e in r.events if e["event"] == "BLOCK_IO_ERROR"
-              and e["data"]["operation"] == "write"]
-    assert len(r.commands) == len(writes) > 10
-    assert [c["timestamp"]["microseconds"] for c in r.commands] == \
-        [e["timestamp"]["microseconds"] + 10 for e in writes]
+          "repeat": True, "delay": "5us", "command": "query-block-jobs"}]))
+    writes = [e["timestamp"]["microseconds"] for e in r.events
+              if e["event"] == "BLOCK_IO_ERROR" and e["data"]["operation"] == "write"]
+    # (a reaction due after the run's 3 ms does not run)
+    due = [t + 5 for t in writes if t + 5 < 3000]
+    assert len(writes) > 10 and len(due) >= len(writes) - 1
+    assert [c["timestamp"]["microseconds"] for c in r.commands] == due
 
 
 def test_match_that_never_matches_never_fires():

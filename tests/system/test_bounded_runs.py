@@ -49,12 +49,14 @@ def test_the_sample_limit_holds_while_running():
 
 
 def test_requests_that_take_no_simulated_time_are_bounded_too():
-    # latency 0 and every write failing at once: simulated time stands still,
-    # so no sample comes; the run ends after twice max-requests
+    # latency 0 and every read failing at once (a dm-dust device answers
+    # after its latency, here none): simulated time stands still, so no
+    # sample comes; the run ends after twice max-requests
     raw = {"duration": "10s", "images": {"a": {"size": "1GiB", "latency": 0}},
-           "drives": {"d": {"image": "a", "werror": "report"}},
-           "workloads": {"w": {"drive": "d"}}, "max-requests": 20000,
-           "faults": [{"image": "a", "operation": "write", "errno": "EIO"}]}
+           "drives": {"d": {"image": "a", "rerror": "report"}},
+           "workloads": {"w": {"drive": "d", "rw": "read"}}, "max-requests": 20000,
+           "faults": [{"image": "a", "type": "dust", "operation": "read",
+                       "block-size": "1GiB", "blocks": [0]}]}
     started = time.monotonic()
     result = Simulation(load_scenario(raw)).run()
     assert time.monotonic() - started < 5
