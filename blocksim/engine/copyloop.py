@@ -81,6 +81,7 @@ from __future__ import annotations
 from functools import partial
 from heapq import heappop, heappush
 
+import numpy as np
 from simpy.events import NORMAL, PENDING, URGENT, Event
 
 from .burst import _quiet
@@ -267,8 +268,7 @@ def run(job, entry) -> bool:
                 if arg[0] is not call or task.pool is not pooled:
                     # another call's task: its read completes and issues its
                     # write (which reads the target's allocation: ours first)
-                    for c0, c1 in allocs:
-                        tgt.alloc.set_range(c0, c1)
+                    _allocate(tgt.alloc, allocs)
                     allocs.clear()
                     heappop(heap)
                     env._now = now
@@ -387,14 +387,25 @@ def run(job, entry) -> bool:
         if ran:
             if first >= 0:
                 bcs.clear_bits(first, plan[taken - 1][1] // cs)
-            alloc = tgt.alloc
-            for c0, c1 in allocs:
-                alloc.set_range(c0, c1)
+            _allocate(tgt.alloc, allocs)
             _leave(job, src, heap, pastes, later, ev, fired, call)
     return bool(ran)
 
 
 _SLICE_NS = 100_000_000     # BLOCK_JOB_SLICE_TIME (model.ratelimit.SLICE_NS)
+
+
+def _allocate(alloc, allocs: list) -> None:
+    """``alloc.set_range(c0, c1)`` for each ``[c0, c1]`` of ``allocs``: one
+    compiled call for them all (``set_ranges``; nothing is allocated on a
+    full map)."""
+    if not allocs or alloc.count == alloc.nclusters:
+        return
+    if len(allocs) == 1:
+        c0, c1 = allocs[0]
+        alloc.set_range(c0, c1)
+    else:
+        alloc.set_ranges(np.array(allocs, dtype=np.int64))
 
 
 def _step(env, callback, arg) -> None:

@@ -32,7 +32,9 @@ Python, with the same steps in the same order:
    (then the stretch stops before the request).  The stretch stops before a
    request the worker would not be back from strictly before the horizon
    (SimPy's next event), as a stretch does: so no other event of the run is
-   processed among its steps either way.
+   processed among its steps either way.  What the filter defers while the
+   stretch runs (nothing else reads it: its copies' allocation on the
+   target) it hands in at ``quiet_end()``, when the requests are done.
 3. **The effects**: the filter's as it goes (its copies, in order, through
    the devices' queues), the guest's writes landed in bulk at the end (a
    copy before a write reads only clusters no write of the stretch has
@@ -130,6 +132,8 @@ def advance(workload, write_filter) -> int:
         latency += done - t
         back = done + think
         n += 1
+    # (what the filter deferred while nothing else ran: its copies' allocation)
+    write_filter.quiet_end()
     if not n:
         return 0
     nwrites = n - nreads
