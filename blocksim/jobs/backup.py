@@ -268,7 +268,7 @@ class BackupJob(BlockJob):
         self._copy_set: list[tuple[int, int]] = []
         self._pit: ExtentMap | None = None
         # what _holds_data knows of the source's pages, and when
-        self._data_pages: dict = {}
+        self._data_pages = bytearray()
         self._data_stamp = self._data_zeroed = None
         self._data_map = self._data_index = None
         self._seen: DirtyBitmap | None = None
@@ -287,6 +287,7 @@ class BackupJob(BlockJob):
         # allocated yet (quiet_end): single clusters, ranges
         self._quiet_allocs: list = []
         self._quiet_ranges: list = []
+        self._kernel_allocs = None          # (blocksim.engine.backup_kernel's)
         # copy-before-write figures (summary)
         self.cbw_copies = 0
         self.cbw_bytes = 0
@@ -682,17 +683,26 @@ class BackupJob(BlockJob):
         pages and its zeroing logs stay the same (as the compiled copy
         loop's ``safe``, blocksim.engine.burst_kernel): a page stays free
         of zeros while only non-zero writes are logged for it."""
+        known = self._data_known(content)
+        k = known[p]
+        if not k:
+            k = known[p] = 2 if content.holds_data(p) else 1
+        return k == 2
+
+    def _data_known(self, content) -> bytearray:
+        """What :meth:`_holds_data` knows of ``content``'s pages, a byte a
+        page (0: not asked yet, 1: may read as zeros, 2: data; the compiled
+        stretches read it too, blocksim.engine.backup_kernel), forgotten
+        when the map's pages or its zeroing logs change."""
         journal = content._journal
         if content is not self._data_map:           # (the map's place in the journal)
             self._data_map, self._data_index = content, journal.maps.index(content)
             self._data_stamp = None
         version, zeroed = content.version, journal.zeroed[self._data_index]
         if self._data_stamp != version or self._data_zeroed != zeroed:
-            self._data_stamp, self._data_zeroed, self._data_pages = version, zeroed, {}
-        known = self._data_pages.get(p)
-        if known is None:
-            known = self._data_pages[p] = content.holds_data(p)
-        return known
+            self._data_stamp, self._data_zeroed = version, zeroed
+            self._data_pages = bytearray((content.size >> content._shift) + 1)
+        return self._data_pages
 
     def _task_run(self, call: _Call, task: _Task):
         """``block_copy_do_copy``: write-zeroes, or read then write."""
