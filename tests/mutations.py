@@ -29,7 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ["tests/engine/test_clock.py", "tests/engine/test_stretch.py",
-         "tests/engine/test_steps.py", "tests/engine/test_copyloop.py", "tests/engine/test_filtered.py", "tests/engine/test_agenda.py", "tests/model/test_faults.py",
+         "tests/engine/test_steps.py", "tests/engine/test_copyloop.py", "tests/engine/test_filtered.py",
+         "tests/engine/test_backup_kernel.py", "tests/engine/test_agenda.py", "tests/model/test_faults.py",
          "tests/engine/test_burst.py", "tests/jobs/test_mirror.py", "tests/model/test_profiles.py",
          "tests/system/test_shortcuts_random.py", "tests/engine/test_journal.py", "tests/model/test_bitmap.py",
          "tests/jobs/test_stream.py", "tests/jobs/test_job_lifecycle.py", "tests/engine/test_burst_kernel.py",
@@ -675,8 +676,8 @@ MUTATIONS = [
      "            dispatched = limit.dispatched = limit.dispatched + 0    # delay(now, e - a)"),
     ("copyloop: the pool's fill makes a task whose block status is not data throughout",
      "blocksim/engine/copyloop.py",
-     "        zero, num = job._status(a, e)\n        if zero or a + num < e:\n            break",
-     "        zero, num = job._status(a, e)\n        if False:\n            break"),
+     "                if zero or a + num < e:\n                    break",
+     "                if False:\n                    break"),
     ("copyloop: a write-zeroes task's start taken for a read's", "blocksim/engine/copyloop.py",
      "                if task.zero:\n                    break\n", ""),
     ("copyloop: a write still to come pastes nothing", "blocksim/engine/copyloop.py",
@@ -761,6 +762,42 @@ MUTATIONS = [
     ("job cancel: a cancelled job shows no error", "blocksim/jobs/base.py",
      "        elif self.cancel_error is not None:\n            info[\"error\"] = self.cancel_error\n",
      ""),
+    # the compiled copy-before-write stretches (engine/backup_kernel.py, restating
+    # BackupJob._copy_one_quietly and filtered.advance) and the pastes at once
+    # (ContentJournal.copy, BackupJob._paste, BackupJob.quiet_end)
+    ("backup_kernel: a due time waited for before the workload's end not counted",
+     "blocksim/engine/backup_kernel.py",
+     "            st[WAITED] += waits             # (counted before the stop)\n"
+     "            return STOP", "            return STOP"),
+    ("backup_kernel: a copied cluster left dirty in the copy bitmap",
+     "blocksim/engine/backup_kernel.py",
+     "st[CLEARED] += _clear(bcs_bits, bcs_summary, bcs_blocks, b)",
+     "st[CLEARED] += 0 * _clear(bcs_bits, bcs_summary, bcs_blocks, b)"),
+    ("backup_kernel: a copy without its witness", "blocksim/engine/backup_kernel.py",
+     "                if not _is_dirty(seen_bits, seen_summary, b):     # _witness\n"
+     "                    _copy(",
+     "                if False:     # _witness\n                    _copy("),
+    ("backup_kernel: a copy not counted against the rate limit", "blocksim/engine/backup_kernel.py",
+     "                    st[DISPATCHED] += cs\n", "                    st[DISPATCHED] += 0\n"),
+    ("backup_kernel: a read placed after the entries logged since", "blocksim/engine/backup_kernel.py",
+     "-1 - ((((loglen[p] >> 1) << _MAP_BITS) | src) << 1)",
+     "-1 - (((((loglen[p] >> 1) + 1) << _MAP_BITS) | src) << 1)"),
+    ("backup_kernel: no room left on the stage", "blocksim/engine/backup_kernel.py",
+     "                if known[p] != 2 or st[STAGED] + 2 > capacity:",
+     "                if known[p] != 2 or st[STAGED] + 2 > capacity + 2:"),
+    ("backup_kernel: the target's clusters not allocated", "blocksim/engine/backup_kernel.py",
+     "            alloc.set_ranges(allocs[:int(st[ALLOCS])])", "            pass"),
+    ("backup_kernel: a write-through deadline ignored", "blocksim/engine/backup_kernel.py",
+     "                if write_done >= deadline:", "                if write_done > deadline + 10**6:"),
+    ("journal: a copy's entry not flagged on its map's page", "blocksim/engine/journal.py",
+     "        dst._pending[p] = 1\n        dst._zeroing[p] = 1             # may_zero",
+     "        dst._zeroing[p] = 1             # may_zero"),
+    ("filtered: a stretch's copies' allocation not handed in", "blocksim/engine/filtered.py",
+     "    write_filter.quiet_end()\n", ""),
+    ("backup: the copy loop's paste of a page of data made into another map",
+     "blocksim/jobs/backup.py",
+     "                    journal.copy(source, content, p, a, b)",
+     "                    journal.copy(source, self._pit, p, a, b)"),
 ]
 
 

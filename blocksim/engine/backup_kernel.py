@@ -37,7 +37,8 @@ loop (``filtered.KERNEL = False``) and without shortcuts.
 
 from __future__ import annotations
 
-from .bitmap_blocks import BLOCK, BLOCK_SHIFT, COUNT_BITS, COUNT_MASK, _free_slot, _mark, _take_slot
+from .bitmap_blocks import (BLOCK, BLOCK_SHIFT, COUNT_BITS, COUNT_MASK, _find_block, _free_slot,
+                            _mark, _take_slot)
 from .compiled import Compiled
 # the journal's entry layout (ContentJournal.copy)
 from .journal import _MAP_BITS, _MAP_SHIFT, _OFFSET_BITS
@@ -289,3 +290,140 @@ def advance(job, offs, reads, n: int, m: int, back: int, rate, start_at: int, is
             alloc.set_ranges(allocs[:int(st[ALLOCS])])
     return (int(st[N]), int(st[BACK]), int(st[NREADS]), int(st[WAITED]), int(st[LATENCY]),
             status)
+
+
+# -- the background pass's next tasks (blocksim.engine.copyloop) ----------------------
+
+@_step
+def _find_in(bits, v, blk, byte, b0, b1):
+    """DirtyBitmap._find_in: the first granule of ``[b0, b1)`` (inside
+    mixed block ``blk``, summary entry ``v``) whose byte is ``byte``, or -1."""
+    a = (blk - (v >> COUNT_BITS)) << BLOCK_SHIFT        # granule -> pool offset
+    for i in range(b0 - a, b1 - a):
+        if bits[i] == byte:
+            return i + a
+    return -1
+
+
+@_step
+def _search(bits, bit_words, summary, blocks, block_words, b0, b1):
+    """DirtyBitmap._search: the first dirty granule of ``[b0, b1)`` (b0 <
+    b1 <= nbits), or -1 (the flagged blocks found as the compiled loops do,
+    bitmap_blocks._find_block)."""
+    blk = b0 >> BLOCK_SHIFT
+    edge = (blk + 1) << BLOCK_SHIFT
+    v = summary[blk]
+    c = v & COUNT_MASK
+    if c == BLOCK:
+        return b0 if b0 < b1 else -1
+    found = -1
+    if c:
+        found = _find_in(bits, v, blk, 1, b0, b1 if b1 < edge else edge)
+    if found >= 0 or b1 <= edge:
+        return found
+    blk = _find_block(bits, bit_words, summary, blocks, block_words, blk + 1,
+                      ((b1 - 1) >> BLOCK_SHIFT) + 1)
+    if blk < 0:
+        return -1
+    a = blk << BLOCK_SHIFT
+    v = summary[blk]
+    if v == BLOCK:
+        return a
+    edge = a + BLOCK
+    return _find_in(bits, v, blk, 1, a, b1 if b1 < edge else edge)
+
+
+@_step
+def _dirty_run(bits, summary, nbits, b0, max_bits):
+    """DirtyBitmap.dirty_run: the length of the dirty run from ``b0``, capped."""
+    end = b0 + max_bits
+    if end > nbits:
+        end = nbits
+    b = b0
+    while b < end:
+        blk = b >> BLOCK_SHIFT
+        edge = (blk + 1) << BLOCK_SHIFT
+        if edge > end:
+            edge = end
+        v = summary[blk]
+        if v != BLOCK:
+            if not v:
+                return b - b0
+            clean = _find_in(bits, v, blk, 0, b, edge)
+            if clean >= 0:
+                return clean - b0
+        b = edge
+    return end - b0
+
+
+@_step
+def plan(bits, bit_words, summary, blocks, block_words, nbits, count, end, last, chunk, cs,
+         size, shift, known, out, pos):
+    """The background pass's next tasks from byte ``pos`` (clusters up to
+    ``last``), as ``copyloop``'s plan finds them with the bitmap unchanged:
+    each the next dirty run of at most ``chunk`` clusters (``find``,
+    ``dirty_run``), whose block status is data throughout (every page it
+    meets known to hold data: ``known`` 2, BackupJob._holds_data; ``pos``
+    below ``end``, the pass's), into the
+    rows of ``out`` (start, end), as many as fit.  How many it found, and
+    why it stopped: 0 ``out`` full, 1 nothing dirty left, 2 a task whose
+    status the Python code must ask (its start in ``out``'s next row)."""
+    k = 0
+    while k < out.shape[0]:
+        if pos >= end:
+            return k, 1
+        b0 = pos // cs
+        b1 = last if last < nbits else nbits
+        if not count or b0 >= b1:
+            return k, 1
+        b = _search(bits, bit_words, summary, blocks, block_words, b0, b1)
+        if b < 0:
+            return k, 1
+        m = last - b
+        n = _dirty_run(bits, summary, nbits, b, chunk if chunk < m else m)
+        a, e = b * cs, (b + n) * cs
+        z = e if e < size else size
+        for p in range(a >> shift, ((z - 1) >> shift) + 1):
+            if known[p] != 2:
+                out[k, 0] = a
+                out[k, 1] = e
+                return k, 2
+        out[k, 0] = a
+        out[k, 1] = e
+        k += 1
+        pos = e
+    return k, 0
+
+
+class Planner:
+    """:func:`plan` for a backup's background pass (its copy bitmap, its
+    source's pages as ``BackupJob._holds_data`` knows them), or nothing if
+    the source is not of the kind it knows (a backing file, no journal)."""
+
+    __slots__ = ("job", "args", "out")
+
+    def __init__(self, job, end: int, last: int, chunk: int, rows: int):
+        import numpy as np
+        self.job = job
+        src = job.source
+        self.args = None
+        if src.backing is not None or src.content._journal is None:
+            return
+        self.out = np.empty((rows, 2), dtype=np.int64)
+        self.known()
+        bcs = job.bcs
+        self.args = list(bcs.arrays()) + [bcs.nbits, bcs.count, end, last, chunk, job.cluster,
+                                          job.size, src.content._shift, self.known(), self.out]
+
+    def known(self):
+        """The job's cache of the source's pages, as it stands (a Python
+        block status may have replaced it)."""
+        import numpy as np
+        known = np.frombuffer(self.job._data_known(self.job.source.content), dtype=np.uint8)
+        if self.args is not None:
+            self.args[13] = known
+        return known
+
+    def __call__(self, pos: int) -> tuple:
+        """``plan(..., pos)``: how many rows of ``out``, and why it stopped."""
+        return plan(*self.args, pos)
