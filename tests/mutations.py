@@ -798,6 +798,17 @@ MUTATIONS = [
      "blocksim/jobs/backup.py",
      "                    journal.copy(source, content, p, a, b)",
      "                    journal.copy(source, self._pit, p, a, b)"),
+    ("backup_kernel: a planned task over a page not known to hold data",
+     "blocksim/engine/backup_kernel.py",
+     "            if known[p] != 2:\n                out[k, 0] = a",
+     "            if known[p] == 1:\n                out[k, 0] = a"),
+    ("backup_kernel: a planned run not cut at a clean granule", "blocksim/engine/backup_kernel.py",
+     "            clean = _find_in(bits, v, blk, 0, b, edge)", "            clean = -1"),
+    ("copyloop: a task the compiled search hands back made without its status",
+     "blocksim/engine/copyloop.py",
+     "                    planner.known()\n                    if zero or a + num < e:\n"
+     "                        return False\n",
+     "                    planner.known()\n"),
 ]
 
 
