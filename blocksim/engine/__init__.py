@@ -27,7 +27,8 @@ The seam: the layers above reach the engine only through the names below
   can switch them (``burst.KERNEL``, ``burst_kernel.GUEST``).
 - ``filtered`` (``filtered.py``): a one-worker guest's quiet stretches through a
   backup's copy-before-write filter (the job hands it ``quiet_nodes`` and
-  ``copy_before_quietly``).
+  ``copy_before_quietly``), and ``backup_kernel`` (``backup_kernel.py``): the
+  same requests compiled, for a write inside one cluster of a known page.
 - :class:`Steps` (``steps.py``): a backup's block-copy task steps kept out of
   SimPy's queue, in SimPy's order; ``PENDING``, an untriggered event's value;
   ``Event``, SimPy's event (made without ``env.event()``'s lookup).
@@ -38,7 +39,7 @@ The seam: the layers above reach the engine only through the names below
   the model's ``DirtyBitmap``.
 """
 
-from . import bitmap_blocks, burst, burst_kernel, copyloop
+from . import backup_kernel, bitmap_blocks, burst, burst_kernel, copyloop
 from .agenda import Agenda
 from .clock import NEVER, Clock
 from .compiled import Compiled
@@ -47,4 +48,4 @@ from .steps import PENDING, Event, Steps
 from .stretch import AT_DUE, advance
 
 __all__ = ["AT_DUE", "NEVER", "PENDING", "Event", "Agenda", "Clock", "Compiled", "ContentJournal", "Snap", "Steps", "advance",
-           "bitmap_blocks", "burst", "burst_kernel", "copyloop"]
+           "backup_kernel", "bitmap_blocks", "burst", "burst_kernel", "copyloop"]

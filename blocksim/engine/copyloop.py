@@ -81,12 +81,16 @@ from __future__ import annotations
 from functools import partial
 from heapq import heappop, heappush
 
+import numpy as np
 from simpy.events import NORMAL, PENDING, URGENT, Event
 
+from . import backup_kernel
 from .burst import _quiet
 
 #: tests switch the loop off to compare (the steps one at a time)
 ENABLED = True
+#: and the compiled search for the pass's next tasks (backup_kernel.plan)
+PLAN = True
 
 _MAX_WORKERS = 64           # BLOCK_COPY_MAX_WORKERS (backup.MAX_WORKERS)
 
@@ -156,14 +160,37 @@ def run(job, entry) -> bool:
     planned = pooled.pos        # where the plan's search goes on
     first = -1                  # the first cluster taken out of the bitmap here
 
+    planner = None
+
     def feasible(k: int, now: int) -> bool:
         """Whether the pass, woken now, makes its next ``k`` tasks without
         a sleep, a shrink or an end (nothing changed but the plan)."""
-        nonlocal planned
+        nonlocal planned, planner
         while len(plan) - taken < k:
             pos = planned
             if pos >= end:
                 return False
+            if PLAN:
+                # (the next tasks of data throughout, compiled; a task whose
+                # status Python must ask, as below)
+                if planner is None:
+                    planner = backup_kernel.Planner(job, end, last, chunk, 16)
+                if planner.args is not None:
+                    got, why = planner(pos)
+                    if got:
+                        plan.extend(map(tuple, planner.out[:got].tolist()))
+                        planned = plan[-1][1]
+                        continue
+                    if why == 1:
+                        return False
+                    a, e = planner.out[0].tolist()
+                    zero, num = job._status(a, e)
+                    planner.known()
+                    if zero or a + num < e:
+                        return False
+                    plan.append((a, e))
+                    planned = e
+                    continue
             b = bcs.find(pos // cs, last)
             if b < 0:
                 return False
@@ -267,8 +294,7 @@ def run(job, entry) -> bool:
                 if arg[0] is not call or task.pool is not pooled:
                     # another call's task: its read completes and issues its
                     # write (which reads the target's allocation: ours first)
-                    for c0, c1 in allocs:
-                        tgt.alloc.set_range(c0, c1)
+                    _allocate(tgt.alloc, allocs)
                     allocs.clear()
                     heappop(heap)
                     env._now = now
@@ -387,14 +413,25 @@ def run(job, entry) -> bool:
         if ran:
             if first >= 0:
                 bcs.clear_bits(first, plan[taken - 1][1] // cs)
-            alloc = tgt.alloc
-            for c0, c1 in allocs:
-                alloc.set_range(c0, c1)
+            _allocate(tgt.alloc, allocs)
             _leave(job, src, heap, pastes, later, ev, fired, call)
     return bool(ran)
 
 
 _SLICE_NS = 100_000_000     # BLOCK_JOB_SLICE_TIME (model.ratelimit.SLICE_NS)
+
+
+def _allocate(alloc, allocs: list) -> None:
+    """``alloc.set_range(c0, c1)`` for each ``[c0, c1]`` of ``allocs``: one
+    compiled call for them all (``set_ranges``; nothing is allocated on a
+    full map)."""
+    if not allocs or alloc.count == alloc.nclusters:
+        return
+    if len(allocs) == 1:
+        c0, c1 = allocs[0]
+        alloc.set_range(c0, c1)
+    else:
+        alloc.set_ranges(np.array(allocs, dtype=np.int64))
 
 
 def _step(env, callback, arg) -> None:
@@ -439,15 +476,40 @@ def fill(job, pooled) -> int:
     pos = pooled.pos
     first = -1
     made = 0
+    # (the next tasks of data throughout found ahead, compiled: planned[i:])
+    planner = backup_kernel.Planner(job, end, last, chunk, _MAX_WORKERS + 1) if PLAN else None
+    if planner is not None and planner.args is None:
+        planner = None
+    planned, i = [], 0
     while pos < end:
-        b = bcs.find(pos // cs, last)
-        if b < 0:
-            break
-        n = bcs.dirty_run(b, min(chunk, last - b))
-        a, e = b * cs, (b + n) * cs
-        zero, num = job._status(a, e)
-        if zero or a + num < e:
-            break
+        if i < len(planned):
+            a, e = planned[i]
+            i += 1
+            b = a // cs
+        else:
+            got, why = planner(pos) if planner is not None else (0, 3)
+            if got:
+                planned, i = planner.out[:got].tolist(), 1
+                a, e = planned[0]
+                b = a // cs
+            elif why == 1:
+                break
+            else:
+                if why == 2:
+                    # (a task whose status Python must ask)
+                    a, e = planner.out[0].tolist()
+                    b = a // cs
+                else:
+                    b = bcs.find(pos // cs, last)
+                    if b < 0:
+                        break
+                    n = bcs.dirty_run(b, min(chunk, last - b))
+                    a, e = b * cs, (b + n) * cs
+                zero, num = job._status(a, e)
+                if planner is not None:
+                    planner.known()
+                if zero or a + num < e:
+                    break
         if speed:
             # RateLimit.delay(now, 0): a sleep is left to the pass
             if limit.slice_end <= now:

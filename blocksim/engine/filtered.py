@@ -32,7 +32,9 @@ Python, with the same steps in the same order:
    (then the stretch stops before the request).  The stretch stops before a
    request the worker would not be back from strictly before the horizon
    (SimPy's next event), as a stretch does: so no other event of the run is
-   processed among its steps either way.
+   processed among its steps either way.  What the filter defers while the
+   stretch runs (nothing else reads it: its copies' allocation on the
+   target) it hands in at ``quiet_end()``, when the requests are done.
 3. **The effects**: the filter's as it goes (its copies, in order, through
    the devices' queues), the guest's writes landed in bulk at the end (a
    copy before a write reads only clusters no write of the stretch has
@@ -51,8 +53,12 @@ from itertools import islice
 
 import numpy as np
 
+from . import backup_kernel
 from .burst import _quiet
 from .clock import NEVER
+
+#: tests switch the compiled requests off to compare (the Python loop alone)
+KERNEL = True
 
 
 def advance(workload, write_filter) -> int:
@@ -101,11 +107,33 @@ def advance(workload, write_filter) -> int:
     copy_before = write_filter.copy_before_quietly
     back = now
     n = nreads = waited = latency = 0
+    # (the requests the filter's compiled loop can do, it does, handing
+    # back those it cannot say so of: blocksim.engine.backup_kernel)
+    kernel = KERNEL and not allocate and hasattr(write_filter, "_data_known")
+    idle = 0
     while n < m:
-        if n == len(offs):
+        if kernel:
+            was = n
+            done = backup_kernel.advance(
+                write_filter, offsets[k:k + m], read_flags[k:k + m], n, m, back, rate,
+                start_at, issued, interval, end, deadline, service, think, bs)
+            if done is None:
+                kernel = False
+            else:
+                n, back, done_reads, done_waits, done_latency, status = done
+                nreads += done_reads
+                waited += done_waits
+                latency += done_latency
+                if status != backup_kernel.PYTHON:
+                    break
+                # (request n: the Python loop's, below; a loop that hands
+                # back at once twice in a row is left out of this stretch)
+                idle = idle + 1 if n == was else 0
+                kernel = idle < 2
+        while n >= len(offs):
             chunk *= 4
-            offs += offsets[k + n:k + min(m, n + chunk)].tolist()
-            reads += read_flags[k + n:k + min(m, n + chunk)].tolist()
+            offs += offsets[k + len(offs):k + min(m, len(offs) + chunk)].tolist()
+            reads += read_flags[k + len(reads):k + min(m, len(reads) + chunk)].tolist()
         t = back
         if rate:
             due = start_at + int((issued + n) * interval)
@@ -130,8 +158,13 @@ def advance(workload, write_filter) -> int:
         latency += done - t
         back = done + think
         n += 1
+    # (what the filter deferred while nothing else ran: its copies' allocation)
+    write_filter.quiet_end()
     if not n:
         return 0
+    while n > len(offs):
+        offs += offsets[k + len(offs):k + n].tolist()
+        reads += read_flags[k + len(reads):k + n].tolist()
     nwrites = n - nreads
     if nreads:
         node.complete_reads(nreads, bs)

@@ -334,6 +334,23 @@ class ContentJournal:
         m._pending[p] = 1
         self.may_zero(m, p)             # a paste may bring zeros
 
+    def copy(self, src, dst, p: int, start: int, end: int) -> None:
+        """``dst.set_runs(src.snapshot(start, end))`` at once, for a range
+        inside page ``p`` of which the snapshot is a :class:`Snap` (``src``
+        holds data there, ``ExtentMap.holds_data``) and ``dst`` a map of this
+        journal: :meth:`snap` then :meth:`paste` without the ticket, the same
+        entry logged (the ticket's id drawn all the same).  A backup's
+        copy-before-write in a quiet stretch (its witness, its copy)."""
+        self._next_sid += 1
+        if p not in self._logs:         # (snap: a log to hold the read's place)
+            self._logs[p] = array("q")
+        ps = p << self.shift
+        self.log(p, dst._tag | (start - ps) | ((end - ps) << _OFFSET_BITS),
+                 -1 - (((self.loglen[p] >> 1) << _MAP_BITS | src._tag >> _MAP_SHIFT) << 1))
+        dst._pending[p] = 1
+        dst._zeroing[p] = 1             # may_zero: a paste may bring zeros
+        self.zeroed[dst._tag >> _MAP_SHIFT] += 1
+
     def may_zero(self, m, p: int) -> None:
         """A change logged for page ``p`` of map ``m`` may bring zeros."""
         m._zeroing[p] = 1

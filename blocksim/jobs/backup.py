@@ -268,7 +268,7 @@ class BackupJob(BlockJob):
         self._copy_set: list[tuple[int, int]] = []
         self._pit: ExtentMap | None = None
         # what _holds_data knows of the source's pages, and when
-        self._data_pages: dict = {}
+        self._data_pages = bytearray()
         self._data_stamp = self._data_zeroed = None
         self._data_map = self._data_index = None
         self._seen: DirtyBitmap | None = None
@@ -283,6 +283,11 @@ class BackupJob(BlockJob):
         self._pass: _Pool | None = None     # the background call's pass
         if self._steps is not None:
             copyloop.attach(self, self._steps)
+        # the target's clusters written by copies of a quiet stretch, not
+        # allocated yet (quiet_end): single clusters, ranges
+        self._quiet_allocs: list = []
+        self._quiet_ranges: list = []
+        self._kernel_allocs = None          # (blocksim.engine.backup_kernel's)
         # copy-before-write figures (summary)
         self.cbw_copies = 0
         self.cbw_bytes = 0
@@ -678,17 +683,26 @@ class BackupJob(BlockJob):
         pages and its zeroing logs stay the same (as the compiled copy
         loop's ``safe``, blocksim.engine.burst_kernel): a page stays free
         of zeros while only non-zero writes are logged for it."""
+        known = self._data_known(content)
+        k = known[p]
+        if not k:
+            k = known[p] = 2 if content.holds_data(p) else 1
+        return k == 2
+
+    def _data_known(self, content) -> bytearray:
+        """What :meth:`_holds_data` knows of ``content``'s pages, a byte a
+        page (0: not asked yet, 1: may read as zeros, 2: data; the compiled
+        stretches read it too, blocksim.engine.backup_kernel), forgotten
+        when the map's pages or its zeroing logs change."""
         journal = content._journal
         if content is not self._data_map:           # (the map's place in the journal)
             self._data_map, self._data_index = content, journal.maps.index(content)
             self._data_stamp = None
         version, zeroed = content.version, journal.zeroed[self._data_index]
         if self._data_stamp != version or self._data_zeroed != zeroed:
-            self._data_stamp, self._data_zeroed, self._data_pages = version, zeroed, {}
-        known = self._data_pages.get(p)
-        if known is None:
-            known = self._data_pages[p] = content.holds_data(p)
-        return known
+            self._data_stamp, self._data_zeroed = version, zeroed
+            self._data_pages = bytearray((content.size >> content._shift) + 1)
+        return self._data_pages
 
     def _task_run(self, call: _Call, task: _Task):
         """``block_copy_do_copy``: write-zeroes, or read then write."""
@@ -801,8 +815,27 @@ class BackupJob(BlockJob):
         (the content of completed task writes whose reads the compiled
         loop, blocksim.engine.copyloop, took when it stopped: the same
         content, read a page at a time)."""
-        runs = self._read_for_copy(self.source, start, end)
+        src = self.source
         content = self.target.content
+        source = src.content
+        journal = source._journal
+        if (src.backing is None and journal is not None and content._journal is journal
+                and end <= source.size):
+            # a page at a time (_read_for_copy's pieces), each read pasted
+            # at once where the page holds data (its read is then a Snap:
+            # ContentJournal.copy), else as before
+            shift = source._shift
+            a = start
+            while a < end:
+                p = a >> shift
+                b = min((p + 1) << shift, end)
+                if self._holds_data(source, p):
+                    journal.copy(source, content, p, a, b)
+                else:
+                    content.set_runs(source.snapshot(a, b))
+                a = b
+            return
+        runs = self._read_for_copy(src, start, end)
         if runs.__class__ is _Pieces:
             for piece in runs:
                 content.set_runs(piece)
@@ -932,6 +965,7 @@ class BackupJob(BlockJob):
     def _copy_quietly(self, b0: int, b1: int, start: int, end: int, t: int, deadline: int):
         """:meth:`copy_before_quietly` of dirty clusters ``[b0, b1)`` of data."""
         bcs = self.bcs
+        self.quiet_end()            # (the allocation deferred so far: read below)
         src, tgt = self.source, self.target
         nbytes = end - start
         size = min(end, self.size) - start
@@ -967,8 +1001,13 @@ class BackupJob(BlockJob):
         granule are ``is_dirty``; the witness of one cluster; its block
         status on one page), the devices' reads and writes as
         ``read_for_copy`` and ``complete_write`` do them on a source with no
-        backing file and a quiet target (no write listener)."""
-        if not self.bcs.is_dirty(b):
+        backing file and a quiet target (no write listener): each read
+        pasted at once (``ContentJournal.copy``: the source holds data
+        there), the devices' queues idle (a request leaves at its own
+        service time), the target's allocation handed in when the stretch
+        ends (:meth:`quiet_end`: nothing reads it meanwhile)."""
+        bcs = self.bcs
+        if not bcs.is_dirty(b):
             if t >= deadline:
                 return None
             seen = self._seen
@@ -978,7 +1017,9 @@ class BackupJob(BlockJob):
             return t
         src, tgt = self.source, self.target
         content = src.content
-        if src.backing is not None or content._journal is None or tgt.write_listeners:
+        journal = content._journal
+        if (src.backing is not None or journal is None or tgt.write_listeners
+                or tgt.content._journal is not journal):
             return self._copy_before_range(b, start, end, t, deadline)
         p = start >> content._shift
         if (p != (end - 1) >> content._shift or not self._holds_data(content, p)):
@@ -991,27 +1032,57 @@ class BackupJob(BlockJob):
             return None
         seen = self._seen
         if not seen.is_dirty(b):                    # _witness
-            self._pit.set_runs(content.snapshot(start, end))
+            journal.copy(content, self._pit, p, start, end)
             seen.mark(start, end)
-        self.bcs.clear_bits(b, b + 1)               # _task_create
+        bcs.clear_bits(b, b + 1)                    # _task_create
         self.limit.delay(t, nbytes)
-        src._service_done(t, nbytes)                # submit_read
+        # submit_read: Device._service_done on an idle node (every slot
+        # free by t): the read alone in the queue and the pipe
+        if src._pipe_free <= t:
+            slots = src._slots
+            slots.clear()
+            slots.append(read_done)
+            src._pipe_free = read_done
+        else:
+            src._service_done(t, nbytes)
         src.reads += 1                              # complete_read
         src.bytes_read += nbytes
-        runs = content.snapshot(start, end)         # read_for_copy
+        # read_for_copy (a Snap: data throughout), pasted by the write below
         tcs = tgt.cluster_size                      # target.write: submit_write
         c0, c1 = start // tcs, -(-end // tcs)
-        if tgt._new_clusters(c0, c1):
-            tgt.alloc.set_range(c0, c1)
-        tgt._service_done(read_done, nbytes)
+        if c1 == c0 + 1:
+            self._quiet_allocs.append(c0)
+        else:
+            self._quiet_ranges.append((c0, c1))
+        if tgt._pipe_free <= read_done:
+            slots = tgt._slots
+            slots.clear()
+            slots.append(write_done)
+            tgt._pipe_free = write_done
+        else:
+            tgt._service_done(read_done, nbytes)
         tgt.writes += 1                             # complete_write
         tgt.bytes_written += nbytes
-        tgt.content.set_runs(runs)
+        journal.copy(content, tgt.content, p, start, end)
         self.offset += nbytes                       # _task_end
         self.bytes_copied += nbytes
         self.cbw_copies += 1
         self.cbw_bytes += nbytes
         return write_done
+
+    def quiet_end(self) -> None:
+        """A quiet stretch through the filter ends: the target's clusters
+        its copies wrote allocated (``submit_write``'s allocation, deferred
+        by :meth:`_copy_one_quietly`; the same clusters in any order)."""
+        alloc = self.target.alloc
+        if self._quiet_allocs:
+            if alloc.count != alloc.nclusters:
+                alloc.set_each(self._quiet_allocs)
+            self._quiet_allocs.clear()
+        if self._quiet_ranges:
+            if alloc.count != alloc.nclusters:
+                alloc.set_ranges(np.array(self._quiet_ranges, dtype=np.int64))
+            self._quiet_ranges.clear()
 
     def _copy_before_range(self, b: int, start: int, end: int, t: int, deadline: int):
         """The general path of :meth:`copy_before_quietly` for one cluster."""

@@ -102,6 +102,10 @@ def test_a_backup_with_the_loop_is_the_same_without_it(name, monkeypatch):
     loaded = blocksim.load_scenario(scenario)
     fast = outcome(Simulation(loaded))
     monkeypatch.setattr(copyloop, "run", real)
+    # (the loop with the Python search for its next tasks, not the compiled
+    # one: backup_kernel.plan)
+    monkeypatch.setattr(copyloop, "PLAN", False)
+    assert fast == outcome(Simulation(loaded))
     monkeypatch.setattr(copyloop, "ENABLED", False)
     assert fast == outcome(Simulation(loaded))
     assert fast == outcome(Simulation(loaded, shortcuts=False))
@@ -125,3 +129,45 @@ def test_the_loop_takes_most_tasks(monkeypatch):
     copied = result.summary["jobs"]["job0"]["bytes_copied"]
     assert copied > 500 * MiB
     assert len(written) < copied // MiB // 4
+
+
+def test_the_compiled_search_is_the_bitmaps(monkeypatch):
+    """backup_kernel.plan's search (find, dirty_run) against DirtyBitmap's
+    on random bitmaps of blocks all clean, mixed and all dirty, with every
+    page known to hold data: the tasks the Python search makes, in order."""
+    import numpy as np
+
+    from blocksim.engine import backup_kernel
+    from blocksim.model.bitmap import BLOCK, DirtyBitmap
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        nbits = int(rng.integers(1, 9 * BLOCK))
+        bm = DirtyBitmap(nbits, 1)
+        for _ in range(int(rng.integers(0, 30))):
+            a = int(rng.integers(0, nbits))
+            bm.mark(a, min(nbits, a + int(rng.integers(1, 3 * BLOCK))))
+            if rng.random() < 0.5:
+                a = int(rng.integers(0, nbits))
+                bm.clear_bits(a, min(nbits, a + int(rng.integers(1, BLOCK))))
+        chunk = int(rng.integers(1, 40))
+        start = int(rng.integers(0, nbits))
+        expected, pos = [], start
+        while True:
+            b = bm.find(pos, nbits)
+            if b < 0:
+                break
+            n = bm.dirty_run(b, min(chunk, nbits - b))
+            expected.append((b, b + n))
+            pos = b + n
+        known = np.full(1, 2, dtype=np.uint8)
+        out = np.empty((7, 2), dtype=np.int64)
+        got, pos = [], start
+        while True:
+            k, why = backup_kernel.plan(*bm.arrays(), nbits, bm.count, nbits, nbits, chunk, 1,
+                                        nbits, 40, known, out, pos)
+            got += [tuple(r) for r in out[:k].tolist()]
+            if why == 1:
+                break
+            assert why == 0 and k == 7
+            pos = got[-1][1]
+        assert got == expected, trial

@@ -359,8 +359,9 @@ def test_what_the_task_step_knows_of_a_source_page_goes_with_its_changes():
     journal = ContentJournal(16)
     content = ExtentMap(4 << 16, 16, journal=journal)
     content.set(0, 4 << 16, 5)
-    job = SimpleNamespace(_data_pages={}, _data_stamp=None, _data_zeroed=None,
+    job = SimpleNamespace(_data_pages=bytearray(), _data_stamp=None, _data_zeroed=None,
                           _data_map=None, _data_index=None)
+    job._data_known = lambda content: BackupJob._data_known(job, content)
     assert BackupJob._holds_data(job, content, 1) is True
     content.set((1 << 16) + 4096, (1 << 16) + 8192, 0)         # logged, not settled
     assert BackupJob._holds_data(job, content, 1) is False
