@@ -872,12 +872,49 @@ class _QemuRun:
         backing = self._backing_of(job.image)
         if backing != job.base:
             problems.append(f"backing file is {backing!r}, expected {job.base!r}")
-        detail = self._compare(self.refs[job.id], "raw", self.paths[job.image], top.format,
-                               f"comparing the disk of job '{job.id}' with its copy")
+        detail = self._disk_as_before(job)
         if detail is not None:
             problems.append(f"the disk does not read as before: {detail}")
         info["integrity"] = "differs" if problems else "identical"
         info["integrity_detail"] = "; ".join(problems) or None
+
+    def _disk_as_before(self, job) -> Optional[str]:
+        """Whether a stream's or an intermediate commit's disk reads as the
+        copy taken before the run, with the guest's writes on the drive
+        done over it (the last successful write of each byte; a failed
+        write's range left unchecked).  None if so, else where it fails.
+        Another job on the drive that may pivot it (a mirror, an active
+        commit) makes it unknown what the image holds: passed unjudged."""
+        top = self.plan.images[job.image]
+        writes = self.written.get(self.plan.scenario.jobs[job.id].device, [])
+        if not writes:
+            return self._compare(self.refs[job.id], "raw", self.paths[job.image], top.format,
+                                 f"comparing the disk of job '{job.id}' with its copy")
+        device = self.plan.scenario.jobs[job.id].device
+        if any(other.id != job.id and self.plan.scenario.jobs[other.id].device == device
+               and (other.type == "mirror" or getattr(other, "active", False))
+               for other in self.plan.jobs.values()):
+            return None
+        want = bytearray(self.refs[job.id].read_bytes())
+        disk = self._raw(job.image)
+        unknown: list[tuple[int, int]] = []
+        for off, length, pattern, ok in writes:
+            end = min(off + length, len(want))
+            if ok:
+                want[off:end] = bytes([pattern]) * (end - off)
+                unknown = [(a, b) for a, b in unknown if b <= off or a >= end] + [
+                    (a, off) for a, b in unknown if a < off < b] + [
+                    (end, b) for a, b in unknown if a < end < b]
+            else:
+                unknown = _merge(unknown + [(off, end)])
+        pos = 0
+        for a, b in _merge(unknown) + [(len(want), len(want))]:
+            first = _first_difference_at(bytes(want), disk, pos, a)
+            if first is not None:
+                return (f"Content mismatch at offset {first}! (the copy before the run with the "
+                        f"guest's {len(writes)} writes over it)")
+            pos = max(pos, b)
+        return None
 
     def _commit_integrity(self, job, info: dict) -> None:
         """An active commit: the base reads as the top (with its chain)
@@ -910,10 +947,7 @@ class _QemuRun:
             if backing != job.base:
                 problems.append(f"'{job.overlay}' is backed by {backing!r}, expected {job.base!r}")
             else:
-                drive = self.plan.images[job.image]
-                detail = self._compare(self.refs[job.id], "raw", self.paths[job.image],
-                                       drive.format, f"comparing the disk of job '{job.id}' "
-                                                     "with its copy")
+                detail = self._disk_as_before(job)
                 if detail is not None:
                     problems.append(f"the disk does not read as before: {detail}")
         info["integrity"] = "differs" if problems else "identical"
