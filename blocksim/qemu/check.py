@@ -464,6 +464,7 @@ class _QemuRun:
         self.result = SideResult()
         self.status: dict[str, Optional[str]] = {j: None for j in plan.jobs}
         self.started: set[str] = set()
+        self.start_order: list[str] = []   # the jobs QEMU accepted, in order
         self.refused: set[str] = set()
         self.final_jobs: dict[str, dict] = {}       # query-block-jobs at the end, by device
         self.final_bitmaps: dict[str, dict[str, int]] = {}   # node -> bitmap -> count
@@ -663,6 +664,7 @@ class _QemuRun:
                 self.refused.add(job_id)
         else:
             self.started.add(job_id)
+            self.start_order.append(job_id)
             self.refused.discard(job_id)
             drive = self.plan.scenario.jobs[job_id].device
             self.started_after.setdefault(job_id, len(self.written.get(drive, [])))
@@ -728,7 +730,10 @@ class _QemuRun:
                 info["outcome"] = "never-ready"
             else:
                 info["outcome"] = "ready" if status == "ready" else "running"
-            if info["outcome"] == "completed":
+            later = self._written_later(job)
+            if info["outcome"] == "completed" and later is not None:
+                info["integrity_detail"] = later
+            elif info["outcome"] == "completed":
                 if job.type == "mirror":
                     self._mirror_integrity(job, info)
                 elif job.type == "commit":
@@ -751,6 +756,21 @@ class _QemuRun:
                 # (what the header says now: an earlier job may have changed it)
                 info["backing"] = self._backing_of(job.overlay)
             self.result.jobs[job_id] = info
+
+    def _written_later(self, job) -> Optional[str]:
+        """Why ``job``'s result cannot be judged from the images at the end:
+        a job QEMU started after it writes into the image it wrote (a
+        commit's base, a mirror's or backup's target), so the image no
+        longer holds what ``job`` left (found by grammar 8: an intermediate
+        commit, then an active commit into the same base)."""
+        own = job.base if job.type == "commit" else job.target
+        if own is None or job.id not in self.start_order:
+            return None
+        for other_id in self.start_order[self.start_order.index(job.id) + 1:]:
+            other = self.plan.jobs[other_id]
+            if own == (other.base if other.type == "commit" else other.target):
+                return f"job '{other_id}' wrote into '{own}' afterwards"
+        return None
 
     def _compare(self, a: Path, fmt_a: str, b: Path, fmt_b: str, what: str) -> Optional[str]:
         proc = _run_tool([self.tools.qemu_img, "compare", "-f", fmt_a, "-F", fmt_b, str(a), str(b)],
