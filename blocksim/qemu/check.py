@@ -760,16 +760,22 @@ class _QemuRun:
     def _written_later(self, job) -> Optional[str]:
         """Why ``job``'s result cannot be judged from the images at the end:
         a job QEMU started after it writes into the image it wrote (a
-        commit's base, a mirror's or backup's target), so the image no
-        longer holds what ``job`` left (found by grammar 8: an intermediate
+        commit's base, a mirror's or backup's target) or into that image's
+        backing chain, so the image no longer reads as ``job`` left it (found by grammar 8: an intermediate
         commit, then an active commit into the same base)."""
         own = job.base if job.type == "commit" else job.target
         if own is None or job.id not in self.start_order:
             return None
+        # the image and its backing chain: a write below it shows through
+        below, name = [], own
+        while name is not None:
+            below.append(name)
+            name = self.plan.images[name].backing
         for other_id in self.start_order[self.start_order.index(job.id) + 1:]:
             other = self.plan.jobs[other_id]
-            if own == (other.base if other.type == "commit" else other.target):
-                return f"job '{other_id}' wrote into '{own}' afterwards"
+            wrote = other.base if other.type == "commit" else other.target
+            if wrote in below:
+                return f"job '{other_id}' wrote into '{wrote}' afterwards"
         return None
 
     def _compare(self, a: Path, fmt_a: str, b: Path, fmt_b: str, what: str) -> Optional[str]:
