@@ -51,7 +51,8 @@ io-status and error in query-block-jobs, the nodes an intermediate commit
 and a stream hold (the device no root node, held until the dismiss) and
 qemu-check's reading of a json: backing file name; session 14's (grammars
 7 and 8) that a drain blip really pauses a backup (its block-copy call
-cancelled: an error it held is dropped), and five qemu-check fixes (image
+cancelled: an error it held is dropped), that a stream to a base an
+earlier job dropped from the chain is refused, and five qemu-check fixes (image
 bitmaps dirtied one at a time and without allocating, bitmap commands on
 the format node, a retried backup's copy set, guest writes over a stream's
 disk, a base a later job wrote into); see docs/qemu-check.md.
