@@ -37,7 +37,9 @@ copy engine (``block/block-copy.c``) and copy-before-write filter
    persistent fault is an endless retry until cancelled); ``stop`` pauses
    the job, and resuming starts a new call from offset 0 over whatever is
    still dirty.  A pause cancels the call (the tasks in flight finish
-   first); the resume starts a new one.  ``sync=none`` copies nothing by
+   first); the resume starts a new one.  So does the blip of another job's
+   drained section, which drops an error the call held but had not
+   reported yet (asleep in the rate limit): its clusters are retried.  ``sync=none`` copies nothing by
    itself and runs until cancelled.
 4. **The end.**  No READY and no ``complete``; a cancel is always a forced
    one (``backup_cancel``).  A used bitmap is settled
@@ -445,6 +447,24 @@ class BackupJob(BlockJob):
             call.kick()
             yield call.done
         yield from super().pause_point()
+
+    def drain_blip(self) -> None:
+        """A drained section of another job's start or end pauses the backup
+        for real: ``job_pause`` enters it, and ``job_yield`` ->
+        ``job_pause_point`` -> ``backup_pause`` cancels the background call
+        (its rate-limit sleep kicked, ``block_copy_call_cancel``) before the
+        job shows ``paused``; resumed, ``backup_loop`` finds the call
+        cancelled and starts a new one from offset 0.  So an error the call
+        held but had not reported yet (a failed task whose call was asleep
+        in the rate limit) is dropped, and its clusters, dirty again, are
+        retried (found by running QEMU 7.2: grammar 7, fz7-7; a refused
+        blockdev-backup's ``bdrv_drain_all`` is enough)."""
+        if not (self.paused or self.pause_count or self.is_cancelled()):
+            call = self._call
+            if call is not None and not call.finished:
+                call.cancelled = True
+                call.kick()
+        super().drain_blip()
 
     def idle(self) -> bool:
         """A waiting backup pauses at once only without a background call

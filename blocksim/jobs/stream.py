@@ -28,6 +28,7 @@ the top image no longer needs what was dropped.
 
 from __future__ import annotations
 
+from ..errors import CommandError
 from ..model.extents import diff_ranges
 from ..model.policy import REPORT, STOP
 from .base import BlockJob
@@ -74,6 +75,18 @@ class StreamJob(BlockJob):
             args["base-node"] = self.base.name
         args["on-error"] = self.on_error
         return args
+
+    def start(self) -> None:
+        # blockdev.c qmp_block_stream: the base-node must be below the
+        # device in its chain as it is now (an earlier stream or commit may
+        # have dropped it), checked before the op blockers (found by running
+        # QEMU 7.2: grammar 8, fz8-153; stream-base-dropped-by-earlier-stream)
+        node = self.drive.node
+        if self.base is not None and (self.base is node or self.base not in node.chain()):
+            self.start_refused = True
+            raise CommandError(f"Node '{self.base.name}' is not a backing image of "
+                               f"'{node.name}'")
+        super().start()
 
     def run(self):
         top = self.top = self.drive.node

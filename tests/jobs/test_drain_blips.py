@@ -99,3 +99,30 @@ def test_a_paused_job_shows_no_blip():
     r = simulate(_mirror_and_backup_elsewhere([at("500ms", "block-job-pause", device=JOB)]))[1]
     assert statuses(r) == ["created", "running", "ready", "standby"]
 
+
+
+def test_a_drain_while_the_backup_sleeps_drops_the_error_its_call_held():
+    """The first task (1 MiB) fails on the target at once, but the call
+    reports it only after its rate-limit sleep (1 s); a refused backup's
+    drain at 300 ms pauses the job for real (backup_pause cancels the call),
+    and backup_loop starts a new call from 0: the error is dropped and the
+    clusters copied again (QEMU 7.2, backup.c backup_pause / backup_loop;
+    scenarios/qemu/backup-drain-drops-held-error).  Without the drain the
+    error ends the job at 1 s."""
+    fault = {"image": "tgt", "operation": "write", "errno": "EIO", "offset": "448KiB",
+             "length": "512", "count": "once"}
+    alone = backup_case(data=((0, 4 * MiB),), faults=[fault], speed="1MiB",
+                        on_target_error="report")
+    r = simulate(alone)[1]
+    assert job_summary(r)["outcome"] == "completed-with-error"
+    drained = backup_case(data=((0, 4 * MiB),), faults=[fault], speed="1MiB",
+                          on_target_error="report",
+                          actions=[at("300ms", "job-start", id="k")])
+    drained["images"]["tgt2"] = {"size": 4 * MiB}
+    drained["jobs"]["k"] = {"type": "backup", "device": "vda", "target": "tgt2",
+                            "sync": "incremental", "bitmap": "nosuch", "start": "manual"}
+    r = simulate(drained)[1]
+    assert [e["event"] for e in r.events if e["event"] == "BLOCK_JOB_ERROR"] == []
+    assert statuses(r) == OWN_START + BLIP + BLIP + SUCCESS
+    assert job_summary(r)["outcome"] == "completed"
+    assert job_summary(r)["integrity"] == "identical"

@@ -13,7 +13,7 @@ import pytest
 
 from jobcases import (
     EIO, ENOSPC, JOB, MiB, SIZE, at, commands, completed, err, event, event_time, fault,
-    job_summary, on, simulate, st, stream_case, timeline, violations,
+    job_summary, on, refusals, simulate, st, stream_case, timeline, violations,
 )
 
 CHUNK = 512 * 1024                     # blocksim.jobs.stream.STREAM_CHUNK, as in QEMU
@@ -371,3 +371,21 @@ def test_the_rate_limit_counts_the_bytes_of_each_run():
     job = job_summary(r)
     assert job["outcome"] == "completed" and job["bytes_copied"] == 256 * KiB
     assert 3.9 < event_time(r, "BLOCK_JOB_COMPLETED") < 4.5
+
+
+def test_a_stream_to_a_base_an_earlier_stream_dropped_is_refused():
+    """blockdev.c qmp_block_stream: the base-node must be in the device's
+    chain when the command runs; a full stream dropped it, so the second is
+    refused (QEMU 7.2's text) and the top keeps no backing file (found by
+    running QEMU: grammar 8, fz8-153; blocksim gave the top 'mid' again)."""
+    scenario = stream_case(speed="4MiB")
+    scenario["images"]["mid"] = {"size": 4 * MiB, "backing": "base"}
+    scenario["images"]["top"]["backing"] = "mid"
+    scenario["jobs"]["s2"] = {"type": "stream", "device": "vda", "base": "mid",
+                              "start": "manual"}
+    scenario["actions"] = [at("2s", "job-start", id="s2")]
+    sim, r = simulate(scenario)
+    assert job_summary(r)["outcome"] == "completed"
+    assert job_summary(r, "s2")["outcome"] == "refused"
+    assert refusals(r) == [("job-start", "Node 'mid' is not a backing image of 'top'")]
+    assert sim.devices["top"].backing is None

@@ -1,7 +1,7 @@
 """Random differential cases against real QEMU: scenarios drawn at random
-from six grammars, for ``blocksim qemu-check``.
+from eight grammars, for ``blocksim qemu-check``.
 
-    python tests/qemu/differential.py OUT [--grammar 1|2|3|4|5|6] [--seeds 0:200]
+    python tests/qemu/differential.py OUT [--grammar 1..8] [--seeds 0:200]
     blocksim qemu-check OUT/ --json > report.json
 
 1. one job (stream, mirror, active mirror, commit, backup) on small images
@@ -26,7 +26,19 @@ from six grammars, for ``blocksim qemu-check``.
    once, policies enospc and auto;
 6. jobs' verbs in each status that lasts: created (a manual start), paused
    by an error, ready, pending (manual finalize), concluded (manual
-   dismiss), each followed by a query.
+   dismiss), each followed by a query;
+7. dirty bitmaps and incremental backups: one or two bitmaps (disabled, a
+   granularity of their own), a backup with a bitmap (sync bitmap /
+   incremental / full / top, each bitmap-mode) under target faults with
+   reactions and cancels, manual finalize, a retry of the same bitmap,
+   bitmap commands (add, duplicate, bad granularity, persistent, disabled,
+   remove, clear, enable, disable, missing) at times and on events, guest
+   writes;
+8. two jobs on one chain (stream, intermediate and active commit, mirror,
+   backup, in any pair), the second started while the first runs, is
+   ready, paused by an error, pending or gone: accepted or refused, with
+   QEMU's error class and text; write thresholds on what they write and
+   guest writes through them.
 
 Not collected by pytest: it writes scenarios, it checks nothing itself.  A
 disagreement is a lead, not a verdict: real QEMU runs in real time, so cases
@@ -37,7 +49,19 @@ iotype, the flush's write generation, the job list's order and a pending
 mirror's pause; session 13's (grammars 4 to 6) a cancelled job's
 io-status and error in query-block-jobs, the nodes an intermediate commit
 and a stream hold (the device no root node, held until the dismiss) and
-qemu-check's reading of a json: backing file name; see docs/qemu-check.md.
+qemu-check's reading of a json: backing file name; session 14's (grammars
+7 and 8) that a drain blip really pauses a backup (its block-copy call
+cancelled: an error it held is dropped), that a stream to a base an
+earlier job dropped from the chain is refused, and five qemu-check fixes (image
+bitmaps dirtied one at a time and without allocating, bitmap commands on
+the format node, a retried backup's copy set, guest writes over a stream's
+disk, a base a later job wrote into); see docs/qemu-check.md.
+
+What these two grammars avoid, since it differs by timing alone: a second
+job started at the first one's start instant, a threshold set after a
+job's start (QEMU copies a small disk in a few ms), a mirror with several
+copies in flight under a threshold (buf-size 1 MiB), a pivot of the first
+job (qemu-check's jobs name the image node, which a pivot leaves behind).
 """
 
 import argparse
@@ -799,7 +823,262 @@ def grammar6(seed):
     return "\n".join(L) + "\n"
 
 
-GRAMMARS = {1: grammar1, 2: grammar2, 3: grammar3, 4: grammar4, 5: grammar5, 6: grammar6}
+BITMAP_VERBS7 = ["add-new", "add-dup", "add-bad-granularity", "add-persistent", "add-disabled",
+                 "remove", "remove", "clear", "clear", "enable", "disable", "remove-missing"]
+
+
+def grammar7(seed):
+    """Dirty bitmaps and incremental backups, as libvirt's checkpoints use
+    them: an image with one or two bitmaps (a disabled one at times, a
+    granularity other than the default), a backup with a bitmap (sync
+    bitmap / incremental / full / top, each ``bitmap-mode`` it accepts)
+    under target faults (write, write-zeroes, flush; once or persistent)
+    with a policy and a reaction (resume, cancel, forced cancel), manual
+    finalize with a finalize or a cancel while pending; a second backup of
+    the same bitmap (the retry after a failure or a cancel, or one started
+    while the first holds the bitmap); bitmap commands (add, a duplicate
+    add, a bad granularity, persistent, disabled, remove, clear, enable,
+    disable, a missing bitmap) at times and on the jobs' events; guest
+    writes during and after the job (they mark the bitmap, or its
+    successor while the job has it frozen)."""
+    rng = random.Random(seed)
+    size = 4 * MIB
+    L = [f'name = "fz7-{seed}"', f'description = "random differential case {seed} (bitmaps)"',
+         f'duration = "{rng.choice([4, 5])}s"', ""]
+    ex = extents(rng, size, rng.randint(1, 3))
+    dirty = ", ".join(f'{{offset = "{o}", length = "{n}"}}' for o, n in ex)
+    gran = rng.choice([None, None, 65536, 131072, 32768])
+    bms = [f'{{name = "b0", dirty = [{dirty}]' + (f', granularity = "{gran}"' if gran else "") + "}"]
+    two = rng.random() < 0.4
+    if two:
+        ex1 = extents(rng, size, rng.randint(1, 2))
+        d1 = ", ".join(f'{{offset = "{o}", length = "{n}"}}' for o, n in ex1)
+        bms.append(f'{{name = "b1", dirty = [{d1}], recording = {_toml(rng.random() < 0.5)}}}')
+    L += ["[images.src]", f'size = "{size}"', f"data = {data(rng, size)}",
+          f"bitmaps = [{', '.join(bms)}]", ""]
+    L += ["[images.tgt]", f'size = "{size}"', ""]
+    L += ["[images.tgt2]", f'size = "{size}"', ""]
+    L += ["[drives.vda]", 'image = "src"', 'werror = "report"', ""]
+    bitmap = "b1" if two and rng.random() < 0.3 else "b0"
+    sync = rng.choice(["bitmap", "bitmap", "bitmap", "incremental", "full", "top"])
+    job = {"type": "backup", "device": "vda", "target": "tgt", "sync": sync, "bitmap": bitmap}
+    if sync == "bitmap":
+        job["bitmap-mode"] = rng.choice(["on-success", "always", "never"])
+    elif sync in ("full", "top"):
+        job["bitmap-mode"] = rng.choice(["on-success", "always"])
+    policy = rng.choice(["report", "report", "stop", "ignore", "enospc"])
+    L += ["[jobs.j]"] + [f"{k} = {_toml(v)}" for k, v in job.items()]
+    L.append(f'on-target-error = "{policy}"')
+    L.append(f"speed = {rng.choice([256 * KIB, 512 * KIB, MIB])}")
+    manual_fin = rng.random() < 0.25
+    if manual_fin:
+        L.append("auto-finalize = false")
+    L.append("")
+    retry = rng.random()
+    if retry < 0.55:
+        k = {"type": "backup", "device": "vda", "target": "tgt2", "bitmap": bitmap}
+        ksync = rng.choice(["bitmap", "incremental", "full"])
+        k["sync"] = ksync
+        if ksync == "bitmap":
+            k["bitmap-mode"] = rng.choice(["on-success", "always", "never"])
+        elif ksync == "full":
+            k["bitmap-mode"] = rng.choice(["on-success", "always"])
+        L += ["[jobs.k]"] + [f"{a} = {_toml(v)}" for a, v in k.items()]
+        L += [f"speed = {rng.choice([512 * KIB, 2 * MIB])}", 'start = "manual"', ""]
+    for _ in range(rng.choice([0, 1, 1, 2])):
+        op = rng.choice(["write", "write", "write-zeroes", "flush"])
+        off = rng.choice([o for o, _n in ex]) if op != "flush" and rng.random() < 0.7 else None
+        _fault(L, rng, "tgt", op, size, None, rng.choice(["once", "once", None]), off)
+    S = _Script()
+    em = {"device": "j"}
+    r = rng.random()
+    if r < 0.3:
+        S.on("BLOCK_JOB_ERROR", 200, "query-block-jobs", match=em)
+        S.on("BLOCK_JOB_ERROR", 300, "block-job-resume", {"device": "j"}, match=em, repeat=True)
+        S.on("BLOCK_JOB_ERROR", 100, "block-job-cancel", {"device": "j", "force": True}, match=em, nth=3)
+    elif r < 0.55:
+        S.on("BLOCK_JOB_ERROR", 200, "block-job-cancel", {"device": "j", "force": rng.random() < 0.5}, match=em)
+    elif r < 0.7:
+        S.at(rng.choice([300, 700, 1200]), rng.choice(["block-job-cancel", "job-cancel"]), None)
+        S.tables[-1] += "\narguments = " + ('{device = "j"}' if "block-job" in S.tables[-1] else '{id = "j"}')
+    if manual_fin:
+        S.on("JOB_STATUS_CHANGE", 100, "block-dirty-bitmap-remove", {"node": "src", "name": bitmap},
+             match={"id": "j", "status": "pending"})
+        if rng.random() < 0.6:
+            S.on("JOB_STATUS_CHANGE", 200, "job-finalize", {"id": "j"}, match={"id": "j", "status": "pending"})
+        else:
+            S.on("JOB_STATUS_CHANGE", 200, "job-cancel", {"id": "j"}, match={"id": "j", "status": "pending"})
+    if retry < 0.35:
+        # the retry once the first has gone
+        S.on("JOB_STATUS_CHANGE", rng.choice([100, 300]), "job-start", {"id": "k"},
+             match={"id": "j", "status": "null"})
+    elif retry < 0.55:
+        # while the first holds the bitmap (refused: busy), or after it
+        S.at(rng.choice([200, 600, 2500]), "job-start", {"id": "k"})
+    # bitmap commands
+    names = ["b0"] + (["b1"] if two else [])
+    for _ in range(rng.randint(1, 4)):
+        v = rng.choice(BITMAP_VERBS7)
+        name = rng.choice(names)
+        if v == "add-new":
+            args = {"node": "src", "name": "b2"}
+        elif v == "add-dup":
+            args = {"node": "src", "name": name}
+        elif v == "add-bad-granularity":
+            args = {"node": "src", "name": "b3", "granularity": rng.choice([256, 1000, 3 * 65536])}
+        elif v == "add-persistent":
+            args = {"node": rng.choice(["src", "tgt"]), "name": "p0", "persistent": True}
+        elif v == "add-disabled":
+            args = {"node": "src", "name": "d0", "disabled": True}
+        elif v == "remove-missing":
+            args = {"node": "src", "name": "nosuch"}
+        else:
+            args = {"node": "src", "name": rng.choice(names + ["b2"])}
+        cmd = "block-dirty-bitmap-" + ("add" if v.startswith("add") else v.split("-")[0])
+        w = rng.random()
+        if w < 0.35:
+            S.at(rng.choice([0, 100, 400, 900, 2000, 3500]), cmd, args)
+        elif w < 0.65:
+            S.on("JOB_STATUS_CHANGE", rng.choice([0, 50, 150]), cmd, args, match={"id": "j", "status": "running"})
+        elif w < 0.8:
+            S.on("BLOCK_JOB_ERROR", 100, cmd, args, match=em)
+        else:
+            S.on("JOB_STATUS_CHANGE", rng.choice([0, 100]), cmd, args, match={"id": "j", "status": "null"})
+    # guest writes
+    for _ in range(rng.choice([0, 0, 1, 2])):
+        off = rng.randrange(0, size // (64 * KIB)) * 64 * KIB
+        S.at(rng.choice([50, 300, 800, 1500, 3000]), "guest-burst",
+             {"drive": "vda", "rw": "write", "bs": rng.choice(["4KiB", "64KiB"]), "offset": off,
+              "number-ios": rng.choice([1, 2])})
+    L += S.tables
+    return "\n".join(L) + "\n"
+
+
+def _chain_job(rng, kind, names):
+    """A job of ``kind`` on the chain ``names`` (bottom first, the drive's
+    image last): its keys and the nodes it reads and writes."""
+    lower = names[:-1]
+    if kind == "stream":
+        job = {"type": "stream"}
+        b = rng.choice([None, None] + lower[:-1])
+        if b:
+            job["base"] = b
+        return job, ["on-error"], {"write": [names[-1] + "-file"], "target": None}
+    if kind == "commit-int":
+        top = rng.choice(lower[1:])
+        base = rng.choice(lower[:lower.index(top)])
+        return ({"type": "commit", "top": top, "base": base}, ["on-error"],
+                {"write": [base], "target": base})
+    if kind == "commit-active":
+        base = rng.choice(lower)
+        return {"type": "commit", "base": base}, ["on-error"], {"write": [base], "target": base}
+    if kind == "mirror":
+        # one copy at a time (buf-size 1 MiB): with several in flight, which
+        # write reaches the target first (a threshold's amount) is a race
+        return ({"type": "mirror", "target": "dst", "sync": "full", "buf-size": "1MiB"},
+                ["on-source-error", "on-target-error"], {"write": ["dst", "dst-file"], "target": "dst"})
+    return ({"type": "backup", "target": "tgt", "sync": rng.choice(["full", "top", "none"])},
+            ["on-source-error", "on-target-error"], {"write": ["tgt", "tgt-file"], "target": "tgt"})
+
+
+def grammar8(seed):
+    """Two jobs on one chain (libvirt's block jobs on one disk: a stream
+    and a commit, a commit and a mirror, a backup under a mirror, ...):
+    the second started while the first runs, is ready, is paused by an
+    error, waits to be finalized or has concluded, so that it is accepted
+    or refused by the first's op blockers, filter or held nodes (the QMP
+    error class and text of each refusal are compared); write thresholds
+    on the nodes the jobs write (a commit's base, a mirror's or backup's
+    target, their protocol nodes, the top's protocol node under a
+    stream's copy-on-read) and guest writes through them."""
+    rng = random.Random(seed)
+    size = 4 * MIB
+    names = ["base", "mid", "top"] if rng.random() < 0.6 else ["base", "m1", "m2", "top"]
+    kinds = ["stream", "commit-int", "commit-active", "mirror", "backup"]
+    k1, k2 = rng.choice(kinds), rng.choice(kinds)
+    L = [f'name = "fz8-{seed}"', f'description = "random differential case {seed} ({k1} then {k2})"',
+         'duration = "6s"', ""]
+    prev = None
+    for n in names:
+        L += [f"[images.{n}]", f'size = "{size}"'] + ([f'backing = "{prev}"'] if prev else []) \
+            + [f"data = {data(rng, size)}", ""]
+        prev = n
+    L += ["[images.dst]", f'size = "{size}"', "", "[images.tgt]", f'size = "{size}"', ""]
+    L += ["[drives.vda]", 'image = "top"', 'werror = "report"', ""]
+    j1, p1, w1 = _chain_job(rng, k1, names)
+    j2, p2, w2 = _chain_job(rng, k2, names)
+    if k1 == k2 and k1 in ("mirror", "backup"):
+        # the second onto its own target
+        L += [f"[images.{j1['target']}2]", f'size = "{size}"', ""]
+        j2["target"] = j1["target"] + "2"
+    manual_fin = rng.random() < 0.3
+    for jid, j, pols in (("j", j1, p1), ("k", j2, p2)):
+        L += [f"[jobs.{jid}]", 'device = "vda"'] + [f"{a} = {_toml(v)}" for a, v in j.items()]
+        for p in pols:
+            if rng.random() < 0.6:
+                L.append(f'{p} = "{rng.choice(["report", "stop", "ignore"])}"')
+        L.append(f"speed = {rng.choice([512 * KIB, MIB, 2 * MIB])}")
+        if jid == "j":
+            # after the thresholds (at 0): QEMU's job copies a small disk in
+            # a few ms, before the next command arrives
+            L.append('start = "100ms"')
+            if manual_fin:
+                L.append("auto-finalize = false")
+        else:
+            L.append('start = "manual"')
+        L.append("")
+    if rng.random() < 0.4:
+        node = rng.choice([n for n in (w1["target"], j1.get("base")) if n and n in names] or names[:1])
+        _fault(L, rng, node if rng.random() < 0.5 else names[0], "read" if node in names and rng.random() < 0.3 else "write",
+               size, "EIO", rng.choice(["once", None]))
+    S = _Script()
+    # write thresholds on what the jobs write, and on the disk
+    for _ in range(rng.choice([0, 1, 1, 2])):
+        node = rng.choice(w1["write"] + w2["write"] + ["top", "top-file"])
+        S.at(0, "block-set-write-threshold", {"node-name": node,
+                                              "write-threshold": rng.randrange(1, 64) * 64 * KIB + rng.choice([0, 0, 512])})
+    # when the second job starts
+    when = rng.choice(["at", "at", "running", "ready", "error", "pending", "concluded", "null"])
+    if when == "ready" and k1 not in ("mirror", "commit-active"):
+        when = "at"
+    if when == "pending" and not manual_fin:
+        when = "null"
+    if when == "at":
+        # (not at 100 ms, the first one's start: which comes first is a race)
+        S.at(rng.choice([300, 600, 1000]), "job-start", {"id": "k"})
+    elif when == "ready":
+        S.on("BLOCK_JOB_READY", rng.choice([0, 100]), "job-start", {"id": "k"}, match={"device": "j"})
+    elif when == "error":
+        S.on("BLOCK_JOB_ERROR", 100, "job-start", {"id": "k"}, match={"device": "j"})
+        S.on("BLOCK_JOB_ERROR", 300, "block-job-resume", {"device": "j"}, match={"device": "j"})
+    else:
+        S.on("JOB_STATUS_CHANGE", rng.choice([0, 100]), "job-start", {"id": "k"},
+             match={"id": "j", "status": when})
+    S.on("JOB_STATUS_CHANGE", 50, "query-block-jobs", match={"id": "k", "status": "running"})
+    for jid, kind in (("j", k1), ("k", k2)):
+        if kind in ("mirror", "commit-active"):
+            # the first one never pivots: qemu-check's jobs name the drive's
+            # image node, which a pivot would leave behind
+            S.on("BLOCK_JOB_READY", rng.choice([300, 600]),
+                 "block-job-cancel" if jid == "j" else rng.choice(["block-job-complete", "block-job-cancel"]),
+                 {"device": jid}, match={"device": jid})
+        if kind == "backup" and (j1 if jid == "j" else j2)["sync"] == "none":
+            S.at(rng.choice([1500, 3000]), "block-job-cancel", {"device": jid})
+    if manual_fin:
+        S.on("JOB_STATUS_CHANGE", 600, "job-finalize", {"id": "j"}, match={"id": "j", "status": "pending"})
+    if rng.random() < 0.4:
+        S.on("BLOCK_JOB_ERROR", 500, "block-job-resume", {"device": "k"}, match={"device": "k"})
+    for _ in range(rng.choice([0, 0, 1, 2])):
+        off = rng.randrange(0, size // (64 * KIB)) * 64 * KIB
+        S.at(rng.choice([200, 700, 1500]), "guest-burst",
+             {"drive": "vda", "rw": "write", "bs": "64KiB", "offset": off, "number-ios": rng.choice([1, 2])})
+    S.at(5500, "query-named-block-nodes")
+    L += S.tables
+    return "\n".join(L) + "\n"
+
+
+GRAMMARS = {1: grammar1, 2: grammar2, 3: grammar3, 4: grammar4, 5: grammar5, 6: grammar6,
+            7: grammar7, 8: grammar8}
 
 
 def main(argv=None) -> int:

@@ -185,3 +185,47 @@ def test_qsd_script_makes_the_guest_writes_qemu_check_makes():
     assert ("#   the guest's writes, one after the other: qemu-io -f raw "
             "'nbd+unix:///vda?socket=blocksim-nbd.sock' -c 'write -P 0x81 2097152 65536'") in script
     assert "guest-burst" not in "".join(json.dumps(m) for m in msgs)   # not a QMP command
+
+
+def test_each_bitmap_is_dirtied_alone_and_disabled_after_its_writes():
+    """Two bitmaps, the second disabled: each one's dirty ranges are written
+    while it alone records (the others disabled), and a disabled bitmap is
+    disabled only after its own writes, else QEMU's b0 holds b1's ranges
+    too and a disabled bitmap none of its own (found by running QEMU:
+    grammar 7, fz7-16)."""
+    spec = {"duration": "1s",
+            "images": {"src": {"size": "4MiB",
+                               "bitmaps": [{"name": "b0", "dirty": [{"offset": "0", "length": "64KiB"}]},
+                                           {"name": "b1", "recording": False,
+                                            "dirty": [{"offset": "1MiB", "length": "64KiB"}]}]}},
+            "drives": {"vda": {"image": "src"}}}
+    cmds = [" ".join(c) for c in image_commands(translate(load_scenario(spec)))]
+    bitmap_cmds = [c for c in cmds if " bitmap " in c or c.startswith("qemu-io")]
+    assert bitmap_cmds == [
+        "qemu-img bitmap --add -g 65536 src.qcow2 b0",
+        "qemu-io -f qcow2 -c discard -q 0 65536 src.qcow2",
+        "qemu-img bitmap --disable src.qcow2 b0",
+        "qemu-img bitmap --add -g 65536 src.qcow2 b1",
+        "qemu-io -f qcow2 -c discard -q 1048576 65536 src.qcow2",
+        "qemu-img bitmap --disable src.qcow2 b1",
+        "qemu-img bitmap --enable src.qcow2 b0"]
+
+
+def test_bitmap_commands_go_to_the_format_node_below_blkdebug():
+    """A bitmap command on an image with faults names its format node, not
+    the blkdebug node over it: QEMU refuses a persistent bitmap on blkdebug
+    ("Can't store persistent bitmaps to tgt: Operation not supported",
+    dirty-bitmap.c bdrv_can_store_new_dirty_bitmap), where blocksim's image
+    takes it (found by running QEMU: grammar 7, fz7-11)."""
+    spec = {"duration": "1s",
+            "images": {"src": {"size": "4MiB"}, "tgt": {"size": "4MiB"}},
+            "drives": {"vda": {"image": "src"}},
+            "faults": [{"image": "tgt", "operation": "write", "errno": "EIO",
+                        "offset": "0", "length": "512"}],
+            "actions": [{"at": "0s", "command": "block-dirty-bitmap-add",
+                         "arguments": {"node": "tgt", "name": "p0", "persistent": True}},
+                        {"at": "0s", "command": "block-dirty-bitmap-add",
+                         "arguments": {"node": "vda", "name": "b0"}}]}
+    msgs = [m for m in qmp_lines(qsd_script(load_scenario(spec)))
+            if m["execute"] == "block-dirty-bitmap-add"]
+    assert [m["arguments"]["node"] for m in msgs] == ["tgt-fmt", "src"]
