@@ -173,6 +173,19 @@ def _range_arrays(bits: DirtyBitmap) -> tuple[np.ndarray, np.ndarray]:
     return b * g, np.minimum(e * g, bits.size)
 
 
+def _serve(node, t: int, done: int, nbytes: int) -> None:
+    """``node._service_done(t, nbytes)`` of a request the caller knows
+    completes at ``done``: on a node idle by ``t`` (every slot free) the
+    request is alone in its queue and pipe, set directly."""
+    if node._pipe_free <= t:
+        slots = node._slots
+        slots.clear()
+        slots.append(done)
+        node._pipe_free = done
+    else:
+        node._service_done(t, nbytes)
+
+
 def _any_done(env, tasks: list):
     """An event that succeeds with the first of the tasks' ``done`` events
     to be processed: ``env.any_of`` as it schedules (the same event,
@@ -1056,15 +1069,7 @@ class BackupJob(BlockJob):
             seen.mark(start, end)
         bcs.clear_bits(b, b + 1)                    # _task_create
         self.limit.delay(t, nbytes)
-        # submit_read: Device._service_done on an idle node (every slot
-        # free by t): the read alone in the queue and the pipe
-        if src._pipe_free <= t:
-            slots = src._slots
-            slots.clear()
-            slots.append(read_done)
-            src._pipe_free = read_done
-        else:
-            src._service_done(t, nbytes)
+        _serve(src, t, read_done, nbytes)          # submit_read
         src.reads += 1                              # complete_read
         src.bytes_read += nbytes
         # read_for_copy (a Snap: data throughout), pasted by the write below
@@ -1074,13 +1079,7 @@ class BackupJob(BlockJob):
             self._quiet_allocs.append(c0)
         else:
             self._quiet_ranges.append((c0, c1))
-        if tgt._pipe_free <= read_done:
-            slots = tgt._slots
-            slots.clear()
-            slots.append(write_done)
-            tgt._pipe_free = write_done
-        else:
-            tgt._service_done(read_done, nbytes)
+        _serve(tgt, read_done, write_done, nbytes)
         tgt.writes += 1                             # complete_write
         tgt.bytes_written += nbytes
         journal.copy(content, tgt.content, p, start, end)
