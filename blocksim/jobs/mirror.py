@@ -529,7 +529,7 @@ class MirrorJob(BlockJob):
         granules are not free in the buffer is so booked and queued
         (:attr:`_queued`, its :attr:`CopyOperation.awaits` set): the caller
         must not issue it; :meth:`_start_queued` does when its buffer is
-        free.  (Found by running QEMU 7.2: mirror-buffer-wait-iteration-goes-on.)"""
+        free.  (Found by running QEMU 7.2: mirror-buffer-wait-lets-iterations-go-on.)"""
         plan = self._it_plan
         if plan is None:
             plan = self._it_plan = [*self._plan(self._it_bit), False]
@@ -802,9 +802,10 @@ class MirrorJob(BlockJob):
         is acted on before the next iteration.  A loop that runs from an
         operation's completion or a command (:attr:`_timer_phase` false)
         wakes in the same turn's timers, before them: no time, no event,
-        its next iteration issued first.  (Found by running QEMU 7.2:
-        mg-167, a report on the first iteration's copy lets a second
-        iteration out, not a third; mirror-stop-then-report-waits-for-oldest-copy.)"""
+        its next iteration issued first.  (Found by running QEMU 7.2: a
+        report on the first iteration's copy lets a second iteration out,
+        not a third, mirror-report-on-first-iteration-lets-a-second-out;
+        mirror-stop-then-report-waits-for-oldest-copy.)"""
         if self.is_cancelled():
             return
         if delay or self._timer_phase:
