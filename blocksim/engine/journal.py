@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import mmap
 from array import array
-from itertools import repeat
 
 import numpy as np
 from .compiled import Compiled
@@ -575,36 +574,15 @@ class ContentJournal:
         local[involved] = np.arange(len(involved))
         npages = len(pages)
         base_at = np.zeros(len(involved) * npages + 1, dtype=np.int64)
-        starts_parts, values_parts, runs = [], [], []
-        for mi in involved.tolist():
-            m = maps[mi]
-            got = list(map(m._pages.get, pages, repeat(m._base, npages)))
-            if all(page.__class__ is int for page in got):
-                # every page one value (a map the run's writes scattered over
-                # a million pages, settled at the end): its columns at once
-                starts_parts.append(bytes(len(_ZERO_START[m._stype]) * npages))
-                values_parts.append(np.array(got, dtype=np.int64).tobytes())
-                runs.append(np.ones(npages, dtype=np.int64))
-                continue
-            counts_m = []
-            for page in got:
-                if page.__class__ is int:   # one value (0: nothing stored)
-                    starts_parts.append(_ZERO_START[m._stype])
-                    values_parts.append(page.to_bytes(8, "little", signed=True))
-                    counts_m.append(1)
-                else:
-                    starts_parts.append(page[0])
-                    values = page[1]
-                    # (a page of 4-byte values, as _put_pages stores them)
-                    values_parts.append(values if values.typecode == "q" else
-                                        np.asarray(values, dtype=np.int64).tobytes())
-                    counts_m.append(len(values))
-            runs.append(np.array(counts_m, dtype=np.int64))
-        np.cumsum(np.concatenate(runs), out=base_at[1:])
-        # (the maps share their page size, so their start columns' type)
-        base_starts = np.frombuffer(b"".join(starts_parts),
-                                    dtype=_np_type(maps[0]._stype)).astype(np.int64)
-        base_values = np.frombuffer(b"".join(values_parts), dtype=np.int64)
+        at = np.asarray(pages, dtype=np.int64)
+        # (each map's runs on these pages as arrays, with no Python step
+        # for a page stored in bulk or holding the map's default:
+        # ExtentMap._stored_runs)
+        stored = [maps[mi]._stored_runs(at) for mi in involved.tolist()]
+        np.cumsum(np.concatenate([counts for counts, _, _ in stored]), out=base_at[1:])
+        base_starts = np.concatenate([starts for _, starts, _ in stored])
+        base_values = np.concatenate([values for _, _, values in stored])
+        del stored
         sizes = np.array([maps[mi].size for mi in involved.tolist()], dtype=np.int64)
 
         # each page cut into segments, its entries applied in log order,
@@ -617,22 +595,33 @@ class ContentJournal:
         out_starts = out_starts.astype(_np_type(maps[0]._stype))
         ids = involved.tolist()
         for k, mi in enumerate(ids):
+            m = maps[mi]
+            bulk = m._stores_bulk()
             rebuilt = np.flatnonzero(out_lo[k] >= 0)
+            if bulk:
+                # pages ending up as another map holds them (a mirror's
+                # target in sync with its source) take that map's rows
+                lo, hi = out_lo[k].copy(), out_hi[k].copy()
+                shared = np.flatnonzero(lo <= -2)
+                if len(shared):
+                    k2 = -2 - lo[shared]
+                    lo[shared] = out_lo[k2, shared]
+                    hi[shared] = out_hi[k2, shared]
+                    rebuilt = np.flatnonzero(lo >= 0)
+                if len(rebuilt):
+                    m._put_pages(at[rebuilt], out_starts, out_values, lo[rebuilt], hi[rebuilt])
+                continue
             if len(rebuilt):
-                maps[mi]._put_pages([pages[i] for i in rebuilt.tolist()], out_starts, out_values,
-                                    out_lo[k][rebuilt].tolist(), out_hi[k][rebuilt].tolist())
+                m._put_pages([pages[i] for i in rebuilt.tolist()], out_starts, out_values,
+                             out_lo[k][rebuilt].tolist(), out_hi[k][rebuilt].tolist())
             # pages ending up as another map holds them (a mirror's target
             # in sync with its source) share that map's columns
             shared = np.flatnonzero(out_lo[k] <= -2)
             if len(shared):
                 with_map = -2 - out_lo[k][shared]
                 for k2 in np.unique(with_map).tolist():
-                    maps[mi]._share_pages([pages[i] for i in shared[with_map == k2].tolist()],
-                                          maps[ids[k2]])
-
-
-# a one-run page's start column (a page stored as one value)
-_ZERO_START = {"I": bytes(4), "q": bytes(8)}
+                    m._share_pages([pages[i] for i in shared[with_map == k2].tolist()],
+                                   maps[ids[k2]])
 
 
 def _np_type(typecode: str):

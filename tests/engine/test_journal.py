@@ -16,6 +16,7 @@ import random
 import pytest
 
 from blocksim.engine import journal as journal_mod
+from blocksim.model import extents as extents_mod
 from blocksim.model.extents import ExtentMap, Span
 from blocksim.engine.journal import ContentJournal, Snap
 
@@ -320,14 +321,19 @@ def test_a_journal_over_its_budget_settles_whole(monkeypatch):
     assert lazy._pages == plain._pages
 
 
+@pytest.mark.parametrize("bulk", [False, True])
 @pytest.mark.parametrize("write", ["set", "set_runs"])
 @pytest.mark.parametrize("later", ["target", "source"])
 def test_a_target_settled_into_its_sources_runs_shares_them_until_written(monkeypatch, later,
-                                                                         write):
+                                                                         write, bulk):
     """A copy that leaves the target holding what the source holds on a
     page: the settle stores that page once for both maps (a mirror in
-    sync), and a later write to either map changes only that map."""
+    sync), and a later write to either map changes only that map.  Maps
+    that store a settle's pages in bulk (extents._Bulk) give the target
+    the source's rows instead, and the same holds."""
     monkeypatch.setattr(journal_mod, "SMALL_LOG", 0)        # the bulk settle
+    if not bulk:
+        monkeypatch.setattr(extents_mod, "BULK_MAX_PAGES", 0)
     j = ContentJournal(SHIFT)
     src, tgt = ExtentMap(3 * PAGE, SHIFT, journal=j), ExtentMap(3 * PAGE, SHIFT, journal=j)
     plain_src, plain_tgt = ExtentMap(3 * PAGE, SHIFT), ExtentMap(3 * PAGE, SHIFT)
@@ -346,9 +352,13 @@ def test_a_target_settled_into_its_sources_runs_shares_them_until_written(monkey
     for m, v in ((src, 55), (tgt, 56), (plain_src, 55), (plain_tgt, 56)):
         m.set(2 * PAGE, 2 * PAGE + 512, v)      # page 2: the same edges, not the same values
     tgt.settle()
-    assert tgt._pages[0] is src._pages[0]       # in sync: one page for both
-    assert tgt._pages[1] is not src._pages[1]
-    assert tgt._pages[2] is not src._pages[2]
+    if bulk:
+        assert tgt._bulk.count == src._bulk.count == 3      # every page in bulk
+        assert tgt._get(0) == src._get(0)
+    else:
+        assert tgt._pages[0] is src._pages[0]       # in sync: one page for both
+    assert tgt._pages[1] != src._pages[1]
+    assert tgt._pages[2] != src._pages[2]
     for m, plain in ((tgt, plain_tgt), (src, plain_src)):
         assert _pages(m) == _pages(plain)
     written, other = (tgt, src) if later == "target" else (src, tgt)
