@@ -673,6 +673,14 @@ def _settle_pages(w0, val, first, pages, shift, local, read_local, base_starts, 
     ib = np.empty(most, dtype=np.int64)
     counts = np.empty(_RADIX + 1, dtype=np.int64)
     stored = np.empty((nmaps, most), dtype=np.int64)
+    # (a page's workspace, allocated once: a million pages at the end of a
+    # run spent more in allocations than in their work)
+    places = np.empty(most, dtype=np.int64)
+    which = np.empty(most, dtype=np.int64)
+    order = np.empty(most, dtype=np.int64)
+    start = np.empty(most, dtype=np.int64)     # each paste's part of taken
+    written = np.zeros(nmaps, dtype=np.bool_)
+    taken = np.empty(most, dtype=np.int64)
     used = 0
     for i in range(npages):
         e0 = first[i]
@@ -723,8 +731,6 @@ def _settle_pages(w0, val, first, pages, shift, local, read_local, base_starts, 
             v = val[j]
             if v < 0 and ((-1 - v) & 1) == 0:
                 npaste += 1
-        places = np.empty(npaste, dtype=np.int64)
-        which = np.empty(npaste, dtype=np.int64)
         q = 0
         total = 0
         for j in range(e0, e1):
@@ -733,13 +739,22 @@ def _settle_pages(w0, val, first, pages, shift, local, read_local, base_starts, 
                 places[q] = (-1 - v) >> (1 + _MAP_BITS)
                 which[q] = j
                 q += 1
-        order = np.argsort(places, kind="mergesort")
+        # the pastes by place, stably (equal places keep their log order)
+        if npaste > 16:
+            order[:npaste] = np.argsort(places[:npaste], kind="mergesort")
+        else:
+            for q in range(npaste):
+                x = q
+                while x > 0 and places[order[x - 1]] > places[q]:
+                    order[x] = order[x - 1]
+                    x -= 1
+                order[x] = q
         for q in range(npaste):
             j = which[q] - e0
             total += ib[j] - ia[j]
-        taken = np.empty(total, dtype=np.int64)
-        start = np.empty(e1 - e0, dtype=np.int64)   # each paste's part of taken
-        written = np.zeros(nmaps, dtype=np.bool_)
+        if total > len(taken):
+            taken = np.empty(max(total, 2 * len(taken)), dtype=np.int64)
+        written[:] = False
         nxt = 0
         got = 0
         for j in range(n + 1):

@@ -443,6 +443,26 @@ class ExtentMap:
         :data:`BULK_MAX_PAGES` pages)."""
         return (self.size >> self._shift) + 1 <= BULK_MAX_PAGES
 
+    def _clear_pages(self, first: int, last: int) -> None:
+        """Pages ``first`` to ``last`` hold the map's default (absent),
+        at a cost by the pages stored there, not by their number."""
+        pages = self._dict
+        if len(pages) < last - first + 1:
+            for p in [p for p in pages if first <= p <= last]:
+                del pages[p]
+        else:
+            for p in range(first, last + 1):
+                pages.pop(p, None)
+        b = self._bulk
+        if b is not None:
+            at = np.flatnonzero(b.flags_np[first:last + 1]) + first
+            if len(at):
+                b.live -= int(b.n[at].sum())
+                b.count -= len(at)
+                b.flags_np[at] = 0
+                if not b.count:
+                    self._bulk = None
+
     def _drop_bulk(self, p: int) -> None:
         """Forget page ``p``'s rows in the bulk, if it has some (the page is
         about to be stored whole)."""
@@ -552,9 +572,17 @@ class ExtentMap:
             self._base = value
             return
         base = self._base
-        bulk = self._bulk
         first, last = start >> shift, (end - 1) >> shift
-        for p in range(first, last + 1):
+        pieces = range(first, last + 1)
+        if value == base and last - first > 8:
+            # the whole pages inside, back to the default (a write-zeroes
+            # over many pages): no step per page, only per page stored
+            whole_first = first if start == first << shift else first + 1
+            whole_last = last if end >= min((last + 1) << shift, size) else last - 1
+            self._clear_pages(whole_first, whole_last)
+            pieces = sorted({first, last})
+        bulk = self._bulk
+        for p in pieces:
             ps = p << shift
             pe = ps + (1 << shift)
             if pe > size:
