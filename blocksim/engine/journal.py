@@ -83,6 +83,8 @@ MAX_PAGE_SHIFT = _OFFSET_BITS - 1
 _RADIX_BITS = 9
 _RADIX = 1 << _RADIX_BITS
 assert 3 * _RADIX_BITS >= _OFFSET_BITS      # (three digits cover an offset)
+# (or by insertion, up to this many edges)
+_INSERTION_MAX = 48
 # an edge's sort key: its offset above a tag of this many bits (63 in all)
 _TAG_BITS = 63 - _OFFSET_BITS
 _TAG_MASK = (1 << _TAG_BITS) - 1
@@ -821,7 +823,19 @@ def _sort_offsets(x, n, spare, counts):
     ``2**27``) above their ``_TAG_BITS`` low bits, stably: a radix sort of
     three 9-bit digits (``spare`` holds at least ``n``, ``counts``
     ``_RADIX + 1``): linear, where a comparison sort or a binary search
-    per entry cost several times more."""
+    per entry cost several times more.  A few edges (a page a scattered
+    guest wrote a few times) are sorted by insertion, also stable: the
+    radix sort's passes over its digits' counts cost more there."""
+    if n <= _INSERTION_MAX:
+        for i in range(1, n):
+            v = x[i]
+            key = v >> _TAG_BITS
+            j = i
+            while j > 0 and (x[j - 1] >> _TAG_BITS) > key:
+                x[j] = x[j - 1]
+                j -= 1
+            x[j] = v
+        return
     a = x
     b = spare
     for digit in range(3):
