@@ -447,14 +447,99 @@ class ContentJournal:
         return True
 
     def settle_all(self) -> None:
+        """Settle every page: in bulk (:meth:`_settle_all_bulk`), else
+        the stage handed out and every page's log taken."""
+        if BULK and (self._logs or self.staged):
+            self._settle_all_bulk()
+            return
         self.flush()
-        # nothing is staged: the stage's memory goes back to the system until
-        # it fills again (12 to 48 MiB: the end of a run then reads the
-        # disks), before the settle builds the pages
-        if hasattr(self._scratch, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-            self._scratch.madvise(mmap.MADV_DONTNEED)
+        self._give_back_stage()
         if self._logs:
             self.settle_range(min(self._logs), max(self._logs))
+
+    def _give_back_stage(self) -> None:
+        """Nothing is staged: the stage's memory goes back to the system
+        until it fills again (12 to 48 MiB: the end of a run then reads the
+        disks), before the settle builds the pages."""
+        if hasattr(self._scratch, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            self._scratch.madvise(mmap.MADV_DONTNEED)
+
+    def _settle_all_bulk(self) -> None:
+        """:meth:`settle_all` without handing the stage out to the pages'
+        logs nor taking them back one by one (a million pages at the end of
+        a run): every page's log and its staged entries joined in one
+        compiled merge (:func:`_merge_logs`), then applied a chunk of about
+        :data:`BULK_ENTRIES` entries at a time (:meth:`_apply_bulk`), as
+        :meth:`settle_range` would.  The pages of copies in flight and of
+        reads held since an earlier settle (a few) take :meth:`settle`
+        after, with their staged entries handed out first (a page's entries
+        change only its own content, so the order of pages does not
+        matter)."""
+        for hand_in in self._before_settle:
+            hand_in()
+        shift = self.shift
+        odd = {s.start >> shift for s in self._open.values()}
+        for held in self._held.values():
+            odd.add((held.start if held.__class__ is not list else held[0][0]) >> shift)
+        odd_at = np.array(sorted(odd), dtype=np.int64)
+        # the staged entries, by page (as flush would hand them out)
+        n = self.staged
+        self.staged = 0
+        self.logged += n
+        words = np.empty(2 * n, dtype=np.int64)
+        if n:
+            spages, sends = _by_page(self.rows, n, self._counts, self._met, words)
+        else:
+            spages = sends = np.empty(0, dtype=np.int64)
+        sstarts = np.concatenate((np.zeros(1, dtype=np.int64), sends[:-1])) if n else sends
+        logs = self._logs
+        if len(odd_at):
+            is_odd = np.isin(spages, odd_at)
+            for p, a, b in zip(spages[is_odd].tolist(), sstarts[is_odd].tolist(),
+                               sends[is_odd].tolist()):
+                log = logs.get(p)
+                if log is None:
+                    log = logs[p] = array("q")
+                log.frombytes(memoryview(words[a:b]).cast("B"))
+            keep = ~is_odd
+            spages, sstarts, sends = spages[keep], sstarts[keep], sends[keep]
+        self._give_back_stage()
+        # the logs of every other page, taken at once
+        keys = np.fromiter(logs, dtype=np.int64, count=len(logs))
+        if len(odd_at):
+            keys = keys[~np.isin(keys, odd_at)]
+        keys.sort()
+        taken = list(map(logs.pop, keys.tolist()))
+        bounds = np.zeros(len(taken) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, taken), dtype=np.int64, count=len(taken)), out=bounds[1:])
+        old = np.frombuffer(b"".join(taken), dtype=np.int64) if taken else np.empty(0, np.int64)
+        del taken
+        pages, merged, mbounds = _merge_logs(keys, old, bounds, spages, words, sstarts, sends)
+        del old, words
+        w0, val, first = _unpack(merged, mbounds)
+        del merged
+        # (as _take_many: the pages' counts and flags cleared)
+        loglen = np.frombuffer(self.loglen, dtype=np.int64)
+        loglen[pages] = 0
+        del loglen
+        for pending, zeroing in self.flags:
+            inside = pages[pages < len(pending)]        # (maps of several sizes)
+            pending[inside] = 0
+            zeroing[inside] = 0
+        self.settled_pages += len(pages)
+        self.replayed += len(val)
+        self.logged -= len(val)
+        # in chunks of about BULK_ENTRIES entries
+        lo = 0
+        while lo < len(pages):
+            hi = int(np.searchsorted(first, first[lo] + BULK_ENTRIES, side="left"))
+            hi = min(max(hi, lo + 1), len(pages))
+            a, b = int(first[lo]), int(first[hi])
+            self._apply_bulk(pages[lo:hi].tolist(), w0[a:b], val[a:b], first[lo:hi + 1] - a)
+            lo = hi
+        for p in odd_at.tolist():
+            if p in logs:
+                self.settle(p)
 
     def _take(self, p: int):
         """Page ``p``'s log, removed from the journal (None if it has none)."""
@@ -541,14 +626,9 @@ class ContentJournal:
         paste of a read held since an earlier settle, or a read whose paste
         is still to come (a few pages at most: copies in flight), take
         :meth:`_replay_small` instead."""
-        shift = self.shift
-        maps = self.maps
         w0, val, first = _unpack_logs(logs)
-        n = len(val)
         counts = np.diff(first)
-        mids = w0 >> _MAP_SHIFT
         code = -1 - val                     # pastes (val < 0)
-        placed = (val < 0) & ((code & 1) == 0)      # the read's place in this log
         in_flight = {id(s.log) for s in self._open.values()}
         odd = [p for p, log in zip(pages, logs) if id(log) in in_flight] if in_flight else []
         held = (val < 0) & ((code & 1) == 1)        # reads held
@@ -563,8 +643,22 @@ class ContentJournal:
             if rest:
                 self._replay_bulk([p for p, _ in rest], [log for _, log in rest])
             return
+        self._apply_bulk(pages, w0, val, first)
+
+    def _apply_bulk(self, pages: list, w0: np.ndarray, val: np.ndarray,
+                    first: np.ndarray) -> None:
+        """The bulk settle of :meth:`_replay_bulk` proper: ``pages`` (none
+        with a copy in flight or a read held) whose entries, unpacked
+        (:func:`_unpack`), are ``w0[first[i]:first[i + 1]]`` and ``val``'s,
+        taken from the journal already."""
+        shift = self.shift
+        maps = self.maps
+        n = len(val)
         if not n:                           # only the places of reads never pasted
             return
+        mids = w0 >> _MAP_SHIFT
+        code = -1 - val                     # pastes (val < 0)
+        placed = (val < 0) & ((code & 1) == 0)      # the read's place in this log
         # the maps involved (those written, those read), and what each holds
         # on these pages before the logs: its runs, page by page
         read_maps = (code >> 1) & (MAX_MAPS - 1)   # (of the pastes: the others' are noise)
@@ -950,6 +1044,47 @@ def _unpack(words, bounds):
             n += 1
     first[nlogs] = n
     return w0[:n], val[:n], first
+
+
+@njit(cache=True)
+def _merge_logs(pa, wa, ba, pb, wb, sb, eb):
+    """Logs joined page by page: page ``pa[i]``'s words ``wa[ba[i]:ba[i +
+    1]]`` followed by the staged words ``wb[sb[j]:eb[j]]`` of the same page
+    ``pb[j]`` (``pa`` and ``pb`` increasing, each page once in each).  The
+    pages of either, increasing; their words; where each one's start (one
+    more than there are pages)."""
+    na = pa.shape[0]
+    nb = pb.shape[0]
+    total = ba[na] - ba[0]
+    for j in range(nb):
+        total += eb[j] - sb[j]
+    pages = np.empty(na + nb, dtype=np.int64)
+    bounds = np.empty(na + nb + 1, dtype=np.int64)
+    words = np.empty(total, dtype=np.int64)
+    i = 0
+    j = 0
+    k = 0
+    w = 0
+    while i < na or j < nb:
+        if j >= nb or (i < na and pa[i] <= pb[j]):
+            p = pa[i]
+        else:
+            p = pb[j]
+        pages[k] = p
+        bounds[k] = w
+        if i < na and pa[i] == p:
+            for x in range(ba[i], ba[i + 1]):
+                words[w] = wa[x]
+                w += 1
+            i += 1
+        if j < nb and pb[j] == p:
+            for x in range(sb[j], eb[j]):
+                words[w] = wb[x]
+                w += 1
+            j += 1
+        k += 1
+    bounds[k] = w
+    return pages[:k], words, bounds[:k + 1]
 
 
 def _unpack_logs(logs: list):

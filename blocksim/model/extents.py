@@ -44,7 +44,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..engine import Snap
+from ..engine import Compiled, Snap
+
+#: compiled with numba on first use (engine/compiled.py): the bulk's rows
+njit = Compiled(globals())
 
 Run = tuple[int, int, int]  # (start, end, generation), end exclusive
 
@@ -118,6 +121,20 @@ assert array("I").itemsize == 4
 BULK_MAX_PAGES = 1 << 22
 
 
+def _stored_in(store: dict, at: np.ndarray) -> np.ndarray:
+    """Where ``at`` (int64 pages, increasing) lists pages of ``store``:
+    their indices, increasing; by the smaller of the two."""
+    if len(store) > len(at):
+        return np.array([i for i, p in enumerate(at.tolist()) if p in store], dtype=np.int64)
+    keys = np.fromiter(store, dtype=np.int64, count=len(store))
+    i = np.searchsorted(at, keys)
+    found = i < len(at)
+    i, keys = i[found], keys[found]
+    i = i[at[i] == keys]
+    i.sort()
+    return i
+
+
 class _Bulk:
     """Pages stored as rows of two whole arrays, as a journal's settle
     builds them (:meth:`ExtentMap._put_pages`): page ``p`` (``flags[p]``
@@ -145,32 +162,32 @@ class _Bulk:
         self.live = 0           # rows of pages stored
         self.count = 0          # pages stored
 
-    def append(self, starts: np.ndarray, values: np.ndarray) -> int:
-        """Add rows; where the first one went.  Growing copies only the
-        live rows (the pages' order kept), into arrays of twice their
-        number."""
-        k = len(starts)
-        if values.dtype != self.values.dtype:
+    def reserve(self, k: int, wide: bool) -> None:
+        """Room for ``k`` more rows (values of 8 bytes if ``wide``).
+        Growing copies only the live rows (the pages' order kept), into
+        arrays of twice their number."""
+        if wide and self.values.dtype == np.uint32:
             self.values = self.values.astype(np.int64)
+        if self.used + k > len(self.starts) and self.live == self.used:
+            # (no garbage: the rows as they are, into arrays twice as large)
+            cap = max(2 * (self.used + k), 1 << 16)
+            for name in ("starts", "values"):
+                old = getattr(self, name)
+                new = np.empty(cap, dtype=old.dtype)
+                new[:self.used] = old[:self.used]
+                setattr(self, name, new)
         if self.used + k > len(self.starts):
             pages = np.flatnonzero(self.flags_np)
             n = self.n[pages].astype(np.int64)
-            ends = np.cumsum(n)
-            total = int(ends[-1]) if len(n) else 0
+            to = np.cumsum(n) - n
+            total = int(to[-1] + n[-1]) if len(n) else 0
             cap = max(2 * (total + k), 1 << 16)
-            src = np.repeat(self.lo[pages] - (ends - n), n) + np.arange(total)
             new_starts = np.empty(cap, dtype=self.starts.dtype)
             new_values = np.empty(cap, dtype=self.values.dtype)
-            new_starts[:total] = self.starts[src]
-            new_values[:total] = self.values[src]
-            self.lo[pages] = ends - n
+            _move_rows(self.lo[pages], n, to, self.starts, self.values, new_starts, new_values)
+            self.lo[pages] = to
             self.starts, self.values = new_starts, new_values
             self.used = total
-        at = self.used
-        self.starts[at:at + k] = starts
-        self.values[at:at + k] = values
-        self.used = at + k
-        return at
 
 
 class ExtentMap:
@@ -283,7 +300,7 @@ class ExtentMap:
                 store[p] = page_class((all_starts[i:i + k], all_values[i:i + k]))
 
     def _stored_runs(self, at: np.ndarray, max_runs: int | None = None):
-        """The runs stored on pages ``at`` (int64, distinct), logged
+        """The runs stored on pages ``at`` (int64, increasing), logged
         changes aside, with no Python step per page in bulk or absent:
         ``(counts, starts, values)``, page ``at[i]`` holding the
         ``counts[i]`` runs after those of the pages before it, starts
@@ -303,8 +320,7 @@ class ExtentMap:
         present = np.empty(0, dtype=np.int64)
         objs: list = []
         if store:
-            keys = np.fromiter(store, dtype=np.int64, count=len(store))
-            present = np.flatnonzero(np.isin(at, keys))
+            present = _stored_in(store, at)
             objs = [store[p] for p in at[present].tolist()]
             for k, page in zip(present.tolist(), objs):
                 if page.__class__ is not int:
@@ -327,12 +343,8 @@ class ExtentMap:
         values = np.empty(total, dtype=np.int64)
         values[first] = self._base
         if inb is not None and inb.any():
-            nb = counts[inb]
-            rank = np.arange(int(nb.sum())) - np.repeat(np.cumsum(nb) - nb, nb)
-            src = np.repeat(b.lo[at[inb]], nb) + rank
-            dest = np.repeat(first[inb], nb) + rank
-            starts[dest] = b.starts[src]
-            values[dest] = b.values[src]
+            _move_rows(b.lo[at[inb]], counts[inb], first[inb], b.starts, b.values,
+                       starts, values)
         for k, page in zip(present.tolist(), objs):
             o = int(first[k])
             if page.__class__ is int:
@@ -409,14 +421,12 @@ class ExtentMap:
         pages = np.asarray(pages, dtype=np.int64)
         lo = np.asarray(lo, dtype=np.int64)
         n = np.asarray(hi, dtype=np.int64) - lo
-        ends = np.cumsum(n)
-        total = int(ends[-1]) if len(n) else 0
-        src = np.repeat(lo - (ends - n), n) + np.arange(total)
-        rows_s = starts[src]
-        rows_v = values[src]
-        compact = not total or (0 <= rows_v.min() and rows_v.max() <= _MAX_COMPACT)
-        if compact:
-            rows_v = rows_v.astype(np.uint32)
+        total = int(n.sum())
+        # (values of 4 bytes while they fit: those of the whole settle, or
+        # else this map's rows)
+        compact = not len(values) or (0 <= values.min() and values.max() <= _MAX_COMPACT)
+        if not compact:
+            compact = _rows_fit(lo, n, values, _MAX_COMPACT)
         b = self._bulk
         if b is None:
             b = self._bulk = _Bulk((self.size >> self._shift) + 1, self._stype, compact)
@@ -428,11 +438,13 @@ class ExtentMap:
                 b.flags_np[again] = 0
         store = self._dict
         if store:                   # (a page is in the bulk or in the dict)
-            keys = np.fromiter(store, dtype=np.int64, count=len(store))
-            for p in keys[np.isin(keys, pages)].tolist():
+            for p in pages[_stored_in(store, pages)].tolist():
                 del store[p]
-        at = b.append(rows_s, rows_v)
-        b.lo[pages] = at + ends - n
+        b.reserve(total, not compact)
+        to = b.used + np.cumsum(n) - n
+        _move_rows(lo, n, to, starts, values, b.starts, b.values)
+        b.used += total
+        b.lo[pages] = to
         b.n[pages] = n
         b.flags_np[pages] = 1
         b.count += len(pages)
@@ -1352,3 +1364,27 @@ def diff_blocks(run_starts: np.ndarray, run_values: np.ndarray, end: int,
     a = np.maximum(s[blk], rs[run])[bad]
     b = np.minimum(e[blk], re[run])[bad]
     return a, b - a, want[blk][bad], got[bad]
+
+
+@njit(cache=True)
+def _move_rows(lo, n, to, starts, values, to_starts, to_values):
+    """Copy rows ``lo[i]:lo[i] + n[i]`` of ``starts`` and ``values`` to
+    ``to[i]:to[i] + n[i]`` of ``to_starts`` and ``to_values``, for each
+    ``i`` (the bulk's rows: one pass, no index arrays)."""
+    for i in range(lo.shape[0]):
+        a = lo[i]
+        t = to[i]
+        for k in range(n[i]):
+            to_starts[t + k] = starts[a + k]
+            to_values[t + k] = values[a + k]
+
+
+@njit(cache=True)
+def _rows_fit(lo, n, values, most):
+    """Whether the values of rows ``lo[i]:lo[i] + n[i]`` all lie in
+    ``[0, most]``."""
+    for i in range(lo.shape[0]):
+        for k in range(lo[i], lo[i] + n[i]):
+            if values[k] < 0 or values[k] > most:
+                return False
+    return True

@@ -36,9 +36,13 @@ def _as_runs(x) -> list:
     return list(x)
 
 
-def _play(seed: int, steps: int, sizes: tuple, first_gen: int = 1) -> None:
-    """One random sequence, journaled and plain side by side."""
+def _play(seed: int, steps: int, sizes: tuple, first_gen: int = 1,
+          settle_all: float = 0.0) -> None:
+    """One random sequence, journaled and plain side by side; with
+    ``settle_all``, the whole journal is also settled between steps with
+    that probability (as the budget's check does), copies in flight."""
     rng = random.Random(seed)
+    rng_all = random.Random(-1 - seed)
     j = ContentJournal(SHIFT)
     lazy = [ExtentMap(s, SHIFT, journal=j) for s in sizes]
     plain = [ExtentMap(s, SHIFT) for s in sizes]
@@ -92,6 +96,10 @@ def _play(seed: int, steps: int, sizes: tuple, first_gen: int = 1) -> None:
         else:                                           # a read
             a, b = rand_range(size, 2 * PAGE)
             assert lazy[i].runs(a, b) == plain[i].runs(a, b)
+        if settle_all and rng_all.random() < settle_all:
+            j.settle_all()
+            assert not j.entries() and not j._logs.keys() - {
+                s.start >> SHIFT for s in j._open.values()}
         # the count the budget watches is the logs' and the stage's
         assert j.entries() == sum(len(journal_mod._unpack_log(log))
                                   for log in j._logs.values()) + j.staged
@@ -112,6 +120,19 @@ def test_a_journal_gives_what_changes_applied_at_once_give(monkeypatch, seed, sm
     monkeypatch.setattr(journal_mod, "SMALL_LOG", small_log)
     monkeypatch.setattr(journal_mod, "BULK", bulk)
     _play(seed, 400, (8 * PAGE, 8 * PAGE, 5 * PAGE + 12288))
+
+
+@pytest.mark.parametrize("small_log, bulk", [(0, True), (3, True), (10_000, True), (0, False)])
+@pytest.mark.parametrize("seed", range(40))
+def test_the_whole_journal_settled_mid_run_gives_the_same(monkeypatch, seed, small_log, bulk):
+    """settle_all (the budget's check, the end of a run) merges every
+    page's log with its staged entries in one go (_settle_all_bulk); the
+    pages of copies in flight and of reads held take the page-by-page
+    settle: settled often, with copies in flight, the content must not
+    change."""
+    monkeypatch.setattr(journal_mod, "SMALL_LOG", small_log)
+    monkeypatch.setattr(journal_mod, "BULK", bulk)
+    _play(seed, 400, (8 * PAGE, 8 * PAGE, 5 * PAGE + 12288), settle_all=0.05)
 
 
 @pytest.mark.parametrize("small_log, bulk", [(3, True), (0, False)])
