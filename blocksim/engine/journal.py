@@ -129,6 +129,15 @@ STAGE_ENTRIES = 1 << 19
 STAGE_PER_PAGE = 2
 STAGE_MAX = 1 << 21
 
+#: A flush of at least this many entries keeps them as one *chunk* (its
+#: words grouped by page, :meth:`ContentJournal.flush`), pulled into a
+#: page's log only when that page is settled, instead of handing each page
+#: met its entries with a Python step: a stage of 2 M entries at 64 TiB meets
+#: a million pages.  At most MAX_CHUNKS chunks are kept (past them a flush
+#: hands its entries out).
+CHUNK_ENTRIES = 1 << 20
+MAX_CHUNKS = 8
+
 # A flush (_by_page) sorts the pages it met unless they are more than one
 # in this many of the disk's: then it walks all the pages' counts instead.
 _SORT_FACTOR = 16
@@ -172,7 +181,8 @@ class ContentJournal:
 
     __slots__ = ("shift", "maps", "_logs", "logged", "loglen", "_held", "_open", "_next_sid",
                  "settled_pages", "replayed", "_before_settle", "stage", "rows",
-                 "staged", "capacity", "flags", "zeroed", "_counts", "_met", "_scratch")
+                 "staged", "capacity", "flags", "zeroed", "_counts", "_met", "_scratch",
+                 "_chunks", "_pulled", "_seq")
 
     def __init__(self, page_shift: int):
         if page_shift > MAX_PAGE_SHIFT:
@@ -180,8 +190,17 @@ class ContentJournal:
         self.shift = page_shift
         self.maps: list = []
         # page -> its log, ``array('q')`` of one or two words per entry
-        # (_unpack; without the entries still on the stage: see ``logs``)
+        # (_unpack; without the entries still on the stage, nor those in
+        # chunks: see ``logs``)
         self._logs: dict[int, array] = {}
+        # the chunks (CHUNK_ENTRIES): ``(seq, pages, ends, words)``, a
+        # flush's words grouped by page (pages increasing, int32; where
+        # each one's words end, int32), in the order they were made (seq
+        # increasing); a page's part of a chunk is in its log once
+        # ``_pulled[p]`` (int64 per page) is past the chunk's seq
+        self._chunks: list = []
+        self._pulled = np.zeros(0, dtype=np.int64)
+        self._seq = 0
         #: how many entries the logs hold (without the stage's)
         self.logged = 0
         #: page -> the length of its log in words, staged entries included
@@ -244,6 +263,8 @@ class ContentJournal:
         if len(self.loglen) < pages:
             self.loglen.frombytes(bytes(8 * (pages - len(self.loglen))))
             self._counts = np.zeros(pages, dtype=np.int32)
+            self._pulled = np.concatenate(
+                (self._pulled, np.zeros(pages - len(self._pulled), dtype=np.int64)))
             # a stage of two entries a page, up to STAGE_MAX: a hand out
             # then meets each page it visits about twice (a million pages
             # at 64 TiB: one of STAGE_ENTRIES met most pages once)
@@ -262,8 +283,10 @@ class ContentJournal:
     @property
     def logs(self) -> dict[int, array]:
         """Page -> its log, every entry handed out, as two words per entry
-        (a copy for tests and diagnostics: it flushes the stage)."""
+        (a copy for tests and diagnostics: it flushes the stage and pulls
+        the chunks' entries into the pages' logs)."""
         self.flush()
+        self._pull(self._logged_pages(0, len(self.loglen) - 1))
         return {p: array("q", _unpack_log(log).tobytes()) for p, log in self._logs.items()}
 
     def entries(self) -> int:
@@ -286,7 +309,8 @@ class ContentJournal:
         self.loglen[p] += 2
 
     def flush(self) -> None:
-        """Hand the staged entries out to their pages' logs, in order."""
+        """Hand the staged entries out to their pages' logs, in order: as
+        one chunk if they are many (CHUNK_ENTRIES), else page by page."""
         n = self.staged
         if not n:
             return
@@ -294,6 +318,12 @@ class ContentJournal:
         self.logged += n
         words = np.empty(2 * n, dtype=np.int64)
         pages, ends = _by_page(self.rows, n, self._counts, self._met, words)
+        if n >= CHUNK_ENTRIES and len(self._chunks) < MAX_CHUNKS:
+            self._chunks.append((self._seq, pages.astype(np.int32), ends.astype(np.int32),
+                                 words[:int(ends[-1])].copy()))
+            self._seq += 1
+            return
+        self._pull(pages)               # (their entries in chunks come first)
         data = memoryview(words).cast("B")
         logs = self._logs
         a = 0
@@ -303,6 +333,51 @@ class ContentJournal:
                 log = logs[p] = array("q")
             log.frombytes(data[a << 3:b << 3])
             a = b
+
+    def _pull(self, at: np.ndarray) -> None:
+        """Append to the logs of pages ``at`` (int64, each once) their
+        entries in chunks not pulled yet, chunk by chunk in order (they
+        come before anything logged since).  Chunks are dropped when the
+        whole journal settles (:meth:`settle_all`): until then their memory
+        stays, at most MAX_CHUNKS stages' worth."""
+        if not self._chunks:
+            return
+        at = np.asarray(at, dtype=np.int64)
+        since = self._pulled[at]
+        key = at.astype(np.int32)       # (as the chunks' pages: no copy of them to compare)
+        logs = self._logs
+        for seq, pages, ends, words in self._chunks:
+            i = np.searchsorted(pages, key)
+            hit = i < len(pages)
+            hit[hit] = pages[i[hit]] == at[hit]
+            hit &= since <= seq
+            if hit.any():
+                i = i[hit]
+                b = ends[i].astype(np.int64)
+                a = np.where(i > 0, ends[i - 1], 0)
+                data = memoryview(words).cast("B")
+                for p, x, y in zip(at[hit].tolist(), a.tolist(), b.tolist()):
+                    log = logs.get(p)
+                    if log is None:
+                        log = logs[p] = array("q")
+                    log.frombytes(data[x << 3:y << 3])
+        self._pulled[at] = self._seq
+
+    def _logged_pages(self, first: int, last: int) -> list:
+        """The pages from ``first`` to ``last`` with a log or entries
+        (staged ones handed out), increasing."""
+        logs = self._logs
+        if last - first < 64:
+            loglen = self.loglen
+            return [p for p in range(first, last + 1) if p in logs or loglen[p]]
+        keys = np.fromiter(logs, dtype=np.int64, count=len(logs))
+        keys = keys[(keys >= first) & (keys <= last)]
+        if self._chunks:
+            counted = np.frombuffer(self.loglen, dtype=np.int64)[first:last + 1]
+            keys = np.union1d(keys, np.flatnonzero(counted) + first)
+        else:
+            keys.sort()
+        return keys.tolist()
 
     def snap(self, m, p: int, start: int, end: int, pos: int | None = None) -> Snap:
         """A read of ``[start, end)`` (inside page ``p``) of map ``m``, made
@@ -407,19 +482,12 @@ class ContentJournal:
 
     def settle_range(self, first: int, last: int) -> None:
         """Settle every page from ``first`` to ``last`` that has a log."""
-        if not (self._logs or self.staged):
+        if not (self._logs or self.staged or self._chunks):
             return
         for hand_in in self._before_settle:
             hand_in()
         self.flush()
-        logs = self._logs
-        if last - first < 64:
-            pages = [p for p in range(first, last + 1) if p in logs]
-        else:
-            keys = np.fromiter(logs, dtype=np.int64, count=len(logs))
-            keys = keys[(keys >= first) & (keys <= last)]
-            keys.sort()
-            pages = keys.tolist()
+        pages = self._logged_pages(first, last)
         if len(pages) == 1:
             self.settle(pages[0])
             return
@@ -454,8 +522,9 @@ class ContentJournal:
             return
         self.flush()
         self._give_back_stage()
-        if self._logs:
-            self.settle_range(min(self._logs), max(self._logs))
+        if self._logs or self._chunks:
+            self.settle_range(0, len(self.loglen) - 1)
+        self._chunks = []
 
     def _give_back_stage(self) -> None:
         """Nothing is staged: the stage's memory goes back to the system
@@ -494,6 +563,7 @@ class ContentJournal:
         sstarts = np.concatenate((np.zeros(1, dtype=np.int64), sends[:-1])) if n else sends
         logs = self._logs
         if len(odd_at):
+            self._pull(odd_at)          # (their chunks' entries first)
             is_odd = np.isin(spages, odd_at)
             for p, a, b in zip(spages[is_odd].tolist(), sstarts[is_odd].tolist(),
                                sends[is_odd].tolist()):
@@ -514,8 +584,33 @@ class ContentJournal:
         np.cumsum(np.fromiter(map(len, taken), dtype=np.int64, count=len(taken)), out=bounds[1:])
         old = np.frombuffer(b"".join(taken), dtype=np.int64) if taken else np.empty(0, np.int64)
         del taken
-        pages, merged, mbounds = _merge_logs(keys, old, bounds, spages, words, sstarts, sends)
-        del old, words
+        # one stream of parts (page, its words) each: the logs, the chunks
+        # in order (the parts not pulled yet), the stage
+        streams = [(keys, bounds[:-1], bounds[1:], old)]
+        pulled = self._pulled
+        for seq, cpages, cends, cwords in self._chunks:
+            cpages = cpages.astype(np.int64)
+            cends = cends.astype(np.int64)
+            cstarts = np.concatenate((np.zeros(1, dtype=np.int64), cends[:-1]))
+            live = pulled[cpages] <= seq
+            if len(odd_at):
+                live &= ~np.isin(cpages, odd_at)
+            streams.append((cpages[live], cstarts[live], cends[live], cwords))
+        self._chunks = []
+        streams.append((spages, sstarts, sends, words))
+        at = 0
+        for k, (_, a, b, w) in enumerate(streams):
+            streams[k] = (_, a + at, b + at, w)
+            at += len(w)
+        all_words = np.concatenate([w for *_, w in streams])
+        sbeg = np.zeros(len(streams) + 1, dtype=np.int64)
+        np.cumsum([len(p) for p, *_ in streams], out=sbeg[1:])
+        ppage = np.concatenate([p for p, *_ in streams])
+        pa = np.concatenate([a for _, a, _, _ in streams])
+        pb = np.concatenate([b for _, _, b, _ in streams])
+        del streams, old, words
+        pages, merged, mbounds = _merge_logs(ppage, pa, pb, sbeg, all_words)
+        del all_words, ppage, pa, pb
         w0, val, first = _unpack(merged, mbounds)
         del merged
         # (as _take_many: the pages' counts and flags cleared)
@@ -543,6 +638,8 @@ class ContentJournal:
 
     def _take(self, p: int):
         """Page ``p``'s log, removed from the journal (None if it has none)."""
+        if self._chunks:
+            self._pull(np.array([p], dtype=np.int64))
         log = self._logs.pop(p, None)
         if log is None:
             return None
@@ -559,6 +656,7 @@ class ContentJournal:
 
     def _take_many(self, pages: np.ndarray) -> list:
         """:meth:`_take` of each of ``pages`` (int64, each with a log), at once."""
+        self._pull(pages)
         logs = self._logs
         taken = [logs.pop(p) for p in pages.tolist()]
         loglen = np.frombuffer(self.loglen, dtype=np.int64)
@@ -1047,44 +1145,44 @@ def _unpack(words, bounds):
 
 
 @njit(cache=True)
-def _merge_logs(pa, wa, ba, pb, wb, sb, eb):
-    """Logs joined page by page: page ``pa[i]``'s words ``wa[ba[i]:ba[i +
-    1]]`` followed by the staged words ``wb[sb[j]:eb[j]]`` of the same page
-    ``pb[j]`` (``pa`` and ``pb`` increasing, each page once in each).  The
-    pages of either, increasing; their words; where each one's start (one
+def _merge_logs(ppage, pa, pb, sbeg, words):
+    """Logs joined page by page from streams of parts: stream ``s`` is parts
+    ``sbeg[s]:sbeg[s + 1]``, part ``i`` page ``ppage[i]``'s words
+    ``words[pa[i]:pb[i]]``, its pages increasing (each once).  A page's
+    words are those of its part in each stream, in the streams' order.
+    The pages of any, increasing; their words; where each one's start (one
     more than there are pages)."""
-    na = pa.shape[0]
-    nb = pb.shape[0]
-    total = ba[na] - ba[0]
-    for j in range(nb):
-        total += eb[j] - sb[j]
-    pages = np.empty(na + nb, dtype=np.int64)
-    bounds = np.empty(na + nb + 1, dtype=np.int64)
-    words = np.empty(total, dtype=np.int64)
-    i = 0
-    j = 0
+    nstreams = sbeg.shape[0] - 1
+    nparts = sbeg[nstreams]
+    total = 0
+    for i in range(nparts):
+        total += pb[i] - pa[i]
+    heads = sbeg[:nstreams].copy()
+    pages = np.empty(nparts, dtype=np.int64)
+    bounds = np.empty(nparts + 1, dtype=np.int64)
+    out = np.empty(total, dtype=np.int64)
     k = 0
     w = 0
-    while i < na or j < nb:
-        if j >= nb or (i < na and pa[i] <= pb[j]):
-            p = pa[i]
-        else:
-            p = pb[j]
+    while True:
+        p = -1
+        for s in range(nstreams):
+            h = heads[s]
+            if h < sbeg[s + 1] and (p < 0 or ppage[h] < p):
+                p = ppage[h]
+        if p < 0:
+            break
         pages[k] = p
         bounds[k] = w
-        if i < na and pa[i] == p:
-            for x in range(ba[i], ba[i + 1]):
-                words[w] = wa[x]
-                w += 1
-            i += 1
-        if j < nb and pb[j] == p:
-            for x in range(sb[j], eb[j]):
-                words[w] = wb[x]
-                w += 1
-            j += 1
+        for s in range(nstreams):
+            h = heads[s]
+            if h < sbeg[s + 1] and ppage[h] == p:
+                for x in range(pa[h], pb[h]):
+                    out[w] = words[x]
+                    w += 1
+                heads[s] = h + 1
         k += 1
     bounds[k] = w
-    return pages[:k], words, bounds[:k + 1]
+    return pages[:k], out, bounds[:k + 1]
 
 
 def _unpack_logs(logs: list):

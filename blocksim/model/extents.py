@@ -360,7 +360,7 @@ class ExtentMap:
         """Apply the journal's logged changes to the pages of ``[start,
         end)`` (every reader does this first; a no-op without a journal)."""
         j = self._journal
-        if j is not None and (j.staged or j._logs):
+        if j is not None and (j.staged or j._logs or j._chunks):
             if end is None or end > self.size:
                 end = self.size
             if start < end:

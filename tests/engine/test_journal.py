@@ -12,6 +12,7 @@ segments for long ones) are forced in turn.
 from __future__ import annotations
 
 import random
+from array import array
 
 import pytest
 
@@ -34,6 +35,19 @@ def _as_runs(x) -> list:
     if x.__class__ is Span or x.__class__ is Snap:
         return x.runs()
     return list(x)
+
+
+def _entries_held(j: ContentJournal) -> int:
+    """The entries in the pages' logs, in the chunks (parts not pulled
+    yet) and on the stage, counted one by one."""
+    n = sum(len(journal_mod._unpack_log(log)) for log in j._logs.values())
+    for seq, pages, ends, words in j._chunks:
+        a = 0
+        for p, b in zip(pages.tolist(), ends.tolist()):
+            if j._pulled[p] <= seq:
+                n += len(journal_mod._unpack_log(array("q", words[a:b].tobytes())))
+            a = b
+    return n + j.staged
 
 
 def _play(seed: int, steps: int, sizes: tuple, first_gen: int = 1,
@@ -100,9 +114,8 @@ def _play(seed: int, steps: int, sizes: tuple, first_gen: int = 1,
             j.settle_all()
             assert not j.entries() and not j._logs.keys() - {
                 s.start >> SHIFT for s in j._open.values()}
-        # the count the budget watches is the logs' and the stage's
-        assert j.entries() == sum(len(journal_mod._unpack_log(log))
-                                  for log in j._logs.values()) + j.staged
+        # the count the budget watches is the logs', the chunks' and the stage's
+        assert j.entries() == _entries_held(j)
     for t, ls, ps in copies:                            # the copies still in flight land
         lazy[t].set_runs(ls)
         plain[t].set_runs(ps)
@@ -122,9 +135,11 @@ def test_a_journal_gives_what_changes_applied_at_once_give(monkeypatch, seed, sm
     _play(seed, 400, (8 * PAGE, 8 * PAGE, 5 * PAGE + 12288))
 
 
+@pytest.mark.parametrize("chunks", [None, (1, 3), (4, 100)])
 @pytest.mark.parametrize("small_log, bulk", [(0, True), (3, True), (10_000, True), (0, False)])
 @pytest.mark.parametrize("seed", range(40))
-def test_the_whole_journal_settled_mid_run_gives_the_same(monkeypatch, seed, small_log, bulk):
+def test_the_whole_journal_settled_mid_run_gives_the_same(monkeypatch, seed, small_log, bulk,
+                                                          chunks):
     """settle_all (the budget's check, the end of a run) merges every
     page's log with its staged entries in one go (_settle_all_bulk); the
     pages of copies in flight and of reads held take the page-by-page
@@ -132,7 +147,33 @@ def test_the_whole_journal_settled_mid_run_gives_the_same(monkeypatch, seed, sma
     change."""
     monkeypatch.setattr(journal_mod, "SMALL_LOG", small_log)
     monkeypatch.setattr(journal_mod, "BULK", bulk)
+    if chunks:
+        _small_chunks(monkeypatch, *chunks)
     _play(seed, 400, (8 * PAGE, 8 * PAGE, 5 * PAGE + 12288), settle_all=0.05)
+
+
+def _small_chunks(monkeypatch, entries: int, most: int) -> None:
+    """Flushes of ``entries`` or more kept as chunks, at most ``most`` of
+    them, on a stage of five entries (handed out between most steps)."""
+    monkeypatch.setattr(journal_mod, "CHUNK_ENTRIES", entries)
+    monkeypatch.setattr(journal_mod, "MAX_CHUNKS", most)
+    monkeypatch.setattr(journal_mod, "STAGE_ENTRIES", 5)
+    monkeypatch.setattr(journal_mod, "STAGE_PER_PAGE", 0)
+
+
+@pytest.mark.parametrize("chunks", [(1, 3), (3, 2), (4, 100)])
+@pytest.mark.parametrize("small_log, bulk", [(0, True), (3, True), (0, False)])
+@pytest.mark.parametrize("seed", range(40))
+def test_flushes_kept_as_chunks_give_the_same(monkeypatch, seed, small_log, bulk, chunks):
+    """A flush of many entries keeps them as one chunk, pulled into a
+    page's log when the page settles (ContentJournal._pull); past
+    MAX_CHUNKS a flush hands its entries out, after the page's entries
+    in chunks: chunks of a few entries, a few or many of them, and the
+    content must not change."""
+    monkeypatch.setattr(journal_mod, "SMALL_LOG", small_log)
+    monkeypatch.setattr(journal_mod, "BULK", bulk)
+    _small_chunks(monkeypatch, *chunks)
+    _play(seed, 400, (8 * PAGE, 8 * PAGE, 5 * PAGE + 12288))
 
 
 @pytest.mark.parametrize("small_log, bulk", [(3, True), (0, False)])
