@@ -574,19 +574,14 @@ class ContentJournal:
             keep = ~is_odd
             spages, sstarts, sends = spages[keep], sstarts[keep], sends[keep]
         self._give_back_stage()
-        # the logs of every other page, taken at once
+        # the pages' logs (the other pages'), the chunks' parts not pulled
+        # yet, in order, and the stage's: three kinds of streams of parts
+        # (page, its words), each in page order
         keys = np.fromiter(logs, dtype=np.int64, count=len(logs))
         if len(odd_at):
             keys = keys[~np.isin(keys, odd_at)]
         keys.sort()
-        taken = list(map(logs.pop, keys.tolist()))
-        bounds = np.zeros(len(taken) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, taken), dtype=np.int64, count=len(taken)), out=bounds[1:])
-        old = np.frombuffer(b"".join(taken), dtype=np.int64) if taken else np.empty(0, np.int64)
-        del taken
-        # one stream of parts (page, its words) each: the logs, the chunks
-        # in order (the parts not pulled yet), the stage
-        streams = [(keys, bounds[:-1], bounds[1:], old)]
+        streams = []
         pulled = self._pulled
         for seq, cpages, cends, cwords in self._chunks:
             cpages = cpages.astype(np.int64)
@@ -598,40 +593,60 @@ class ContentJournal:
             streams.append((cpages[live], cstarts[live], cends[live], cwords))
         self._chunks = []
         streams.append((spages, sstarts, sends, words))
-        at = 0
-        for k, (_, a, b, w) in enumerate(streams):
-            streams[k] = (_, a + at, b + at, w)
-            at += len(w)
-        all_words = np.concatenate([w for *_, w in streams])
-        sbeg = np.zeros(len(streams) + 1, dtype=np.int64)
-        np.cumsum([len(p) for p, *_ in streams], out=sbeg[1:])
-        ppage = np.concatenate([p for p, *_ in streams])
-        pa = np.concatenate([a for _, a, _, _ in streams])
-        pb = np.concatenate([b for _, _, b, _ in streams])
-        del streams, old, words
-        pages, merged, mbounds = _merge_logs(ppage, pa, pb, sbeg, all_words)
-        del all_words, ppage, pa, pb
-        w0, val, first = _unpack(merged, mbounds)
-        del merged
-        # (as _take_many: the pages' counts and flags cleared)
+        every = keys
+        for stream in streams:
+            every = np.union1d(every, stream[0])
+        # a step of about BULK_ENTRIES entries at a time, as settle_range
+        # takes them (its temporaries bounded: the budget's 8 M entries
+        # merged at once would take some 300 MiB)
         loglen = np.frombuffer(self.loglen, dtype=np.int64)
-        loglen[pages] = 0
-        del loglen
-        for pending, zeroing in self.flags:
-            inside = pages[pages < len(pending)]        # (maps of several sizes)
-            pending[inside] = 0
-            zeroing[inside] = 0
-        self.settled_pages += len(pages)
-        self.replayed += len(val)
-        self.logged -= len(val)
-        # in chunks of about BULK_ENTRIES entries
+        upto = np.cumsum(loglen[every] >> 1)
         lo = 0
-        while lo < len(pages):
-            hi = int(np.searchsorted(first, first[lo] + BULK_ENTRIES, side="left"))
-            hi = min(max(hi, lo + 1), len(pages))
-            a, b = int(first[lo]), int(first[hi])
-            self._apply_bulk(pages[lo:hi].tolist(), w0[a:b], val[a:b], first[lo:hi + 1] - a)
+        while lo < len(every):
+            before = int(upto[lo - 1]) if lo else 0
+            hi = min(int(np.searchsorted(upto, before + BULK_ENTRIES, side="left")) + 1,
+                     len(every))
+            first_p, last_p = int(every[lo]), int(every[hi - 1])
+            i0 = int(np.searchsorted(keys, first_p, side="left"))
+            i1 = int(np.searchsorted(keys, last_p, side="right"))
+            taken = list(map(logs.pop, keys[i0:i1].tolist()))
+            ends = np.cumsum(np.fromiter(map(len, taken), dtype=np.int64, count=len(taken)))
+            old = (np.frombuffer(b"".join(taken), dtype=np.int64) if taken
+                   else np.empty(0, dtype=np.int64))
+            del taken
+            parts = [(keys[i0:i1], ends - np.diff(ends, prepend=0), ends, old)]
+            for spg, sst, sen, swd in streams:
+                j0 = int(np.searchsorted(spg, first_p, side="left"))
+                j1 = int(np.searchsorted(spg, last_p, side="right"))
+                if j1 > j0:
+                    at = int(sst[j0])
+                    parts.append((spg[j0:j1], sst[j0:j1] - at, sen[j0:j1] - at,
+                                  swd[at:int(sen[j1 - 1])]))
+            at = 0
+            for k, (p, a, b, w) in enumerate(parts):
+                parts[k] = (p, a + at, b + at, w)
+                at += len(w)
+            sbeg = np.zeros(len(parts) + 1, dtype=np.int64)
+            np.cumsum([len(p) for p, *_ in parts], out=sbeg[1:])
+            pages, merged, mbounds = _merge_logs(
+                np.concatenate([p for p, *_ in parts]), np.concatenate([a for _, a, _, _ in parts]),
+                np.concatenate([b for _, _, b, _ in parts]), sbeg,
+                np.concatenate([w for *_, w in parts]))
+            del parts, old
+            w0, val, first = _unpack(merged, mbounds)
+            del merged
+            # (as _take_many: the pages' counts and flags cleared)
+            loglen[pages] = 0
+            for pending, zeroing in self.flags:
+                inside = pages[pages < len(pending)]        # (maps of several sizes)
+                pending[inside] = 0
+                zeroing[inside] = 0
+            self.settled_pages += len(pages)
+            self.replayed += len(val)
+            self.logged -= len(val)
+            self._apply_bulk(pages.tolist(), w0, val, first)
             lo = hi
+        del loglen, streams, words
         for p in odd_at.tolist():
             if p in logs:
                 self.settle(p)

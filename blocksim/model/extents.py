@@ -115,9 +115,14 @@ _MAX_COMPACT = 0xFFFFFFFF
 assert array("I").itemsize == 4
 
 
-#: A map of at most this many pages stores what a journal's settle gives it
-#: in bulk (:class:`_Bulk`: 13 bytes a page for its table); a larger one
-#: (small pages over a large disk) as page objects.
+#: A map of at least BULK_MIN_PAGES pages and at most BULK_MAX_PAGES stores
+#: what a journal's settle gives it in bulk (:class:`_Bulk`: 13 bytes a page
+#: for its table); others as page objects: a disk of few pages (under 8 TiB
+#: of 64 MiB pages) costs little per page, and a mirror's target in sync
+#: then shares its source's page objects (the bulk gives each map its own
+#: rows: 100 MiB more at the end of the 1 TiB mirror hour); a larger one
+#: (small pages over a large disk) would need too large a table.
+BULK_MIN_PAGES = 1 << 17
 BULK_MAX_PAGES = 1 << 22
 
 
@@ -451,9 +456,9 @@ class ExtentMap:
         b.live += total
 
     def _stores_bulk(self) -> bool:
-        """Whether :meth:`_put_pages` stores in bulk (at most
-        :data:`BULK_MAX_PAGES` pages)."""
-        return (self.size >> self._shift) + 1 <= BULK_MAX_PAGES
+        """Whether :meth:`_put_pages` stores in bulk (from
+        :data:`BULK_MIN_PAGES` to :data:`BULK_MAX_PAGES` pages)."""
+        return BULK_MIN_PAGES <= (self.size >> self._shift) + 1 <= BULK_MAX_PAGES
 
     def _clear_pages(self, first: int, last: int) -> None:
         """Pages ``first`` to ``last`` hold the map's default (absent),

@@ -25,6 +25,13 @@ SHIFT = 16                  # 64 KiB pages: many page edges in a small map
 PAGE = 1 << SHIFT
 
 
+@pytest.fixture(autouse=True)
+def _bulk_pages(monkeypatch):
+    """Small maps store a settle's pages in bulk too (extents._Bulk), as a
+    disk of many pages does (a few tests switch it off)."""
+    monkeypatch.setattr(extents_mod, "BULK_MIN_PAGES", 0)
+
+
 def _pages(m: ExtentMap) -> dict:
     m.settle()
     return {p: (v if v.__class__ is int else (list(v[0]), list(v[1])))
