@@ -115,6 +115,10 @@ BULK = True
 #: the temporaries: about 100 bytes per entry and per segment).
 BULK_ENTRIES = 1 << 16
 
+#: A settle of at least one in 2**BULK_SHARE of the disk's pages is of
+#: *many* pages: the maps may store them in bulk (ExtentMap._stores_bulk).
+BULK_SHARE = 4
+
 #: Past this many entries (8 bytes each, 16 for one a word cannot hold) the
 #: journal is settled whole at the next check
 #: (:meth:`ContentJournal.keep_within_budget`): memory stays bounded however
@@ -263,8 +267,11 @@ class ContentJournal:
         if len(self.loglen) < pages:
             self.loglen.frombytes(bytes(8 * (pages - len(self.loglen))))
             self._counts = np.zeros(pages, dtype=np.int32)
-            self._pulled = np.concatenate(
-                (self._pulled, np.zeros(pages - len(self._pulled), dtype=np.int64)))
+            # (zeros the system supplies on first touch: a page's entry is
+            # written only when a chunk is pulled into its log)
+            pulled = np.zeros(pages, dtype=np.int64)
+            pulled[:len(self._pulled)] = self._pulled
+            self._pulled = pulled
             # a stage of two entries a page, up to STAGE_MAX: a hand out
             # then meets each page it visits about twice (a million pages
             # at 64 TiB: one of STAGE_ENTRIES met most pages once)
@@ -499,11 +506,12 @@ class ContentJournal:
         # logs taken a chunk at a time: a million pages at the end of a run)
         at = np.asarray(pages, dtype=np.int64)
         sizes = (np.frombuffer(self.loglen, dtype=np.int64)[at] >> 1).tolist()
+        many = len(pages) >= len(self.loglen) >> BULK_SHARE
         lo = size = 0
         for k, n in enumerate(sizes):
             size += n
             if size >= BULK_ENTRIES or k == len(sizes) - 1:
-                self._replay_bulk(pages[lo:k + 1], self._take_many(at[lo:k + 1]))
+                self._replay_bulk(pages[lo:k + 1], self._take_many(at[lo:k + 1]), many)
                 lo, size = k + 1, 0
 
     def keep_within_budget(self) -> bool:
@@ -601,6 +609,7 @@ class ContentJournal:
         # merged at once would take some 300 MiB)
         loglen = np.frombuffer(self.loglen, dtype=np.int64)
         upto = np.cumsum(loglen[every] >> 1)
+        many = len(every) >= len(loglen) >> BULK_SHARE
         lo = 0
         while lo < len(every):
             before = int(upto[lo - 1]) if lo else 0
@@ -644,7 +653,7 @@ class ContentJournal:
             self.settled_pages += len(pages)
             self.replayed += len(val)
             self.logged -= len(val)
-            self._apply_bulk(pages.tolist(), w0, val, first)
+            self._apply_bulk(pages.tolist(), w0, val, first, many)
             lo = hi
         del loglen, streams, words
         for p in odd_at.tolist():
@@ -726,7 +735,7 @@ class ContentJournal:
         for s in opened:                # copies in flight: held for their paste
             held[s.sid] = taken.pop(s)
 
-    def _replay_bulk(self, pages: list, logs: list) -> None:
+    def _replay_bulk(self, pages: list, logs: list, many: bool = False) -> None:
         """Apply the logs of ``pages`` in bulk, with no Python loop per entry.
 
         The maps' stored runs on these pages are handed, with the logs, to
@@ -754,12 +763,12 @@ class ContentJournal:
                 if p in odd_pages:
                     self._replay_small(p, log)
             if rest:
-                self._replay_bulk([p for p, _ in rest], [log for _, log in rest])
+                self._replay_bulk([p for p, _ in rest], [log for _, log in rest], many)
             return
-        self._apply_bulk(pages, w0, val, first)
+        self._apply_bulk(pages, w0, val, first, many)
 
     def _apply_bulk(self, pages: list, w0: np.ndarray, val: np.ndarray,
-                    first: np.ndarray) -> None:
+                    first: np.ndarray, many: bool = False) -> None:
         """The bulk settle of :meth:`_replay_bulk` proper: ``pages`` (none
         with a copy in flight or a read held) whose entries, unpacked
         (:func:`_unpack`), are ``w0[first[i]:first[i + 1]]`` and ``val``'s,
@@ -805,7 +814,7 @@ class ContentJournal:
         ids = involved.tolist()
         for k, mi in enumerate(ids):
             m = maps[mi]
-            bulk = m._stores_bulk()
+            bulk = m._stores_bulk(many)
             rebuilt = np.flatnonzero(out_lo[k] >= 0)
             if bulk:
                 # pages ending up as another map holds them (a mirror's
@@ -818,7 +827,8 @@ class ContentJournal:
                     hi[shared] = out_hi[k2, shared]
                     rebuilt = np.flatnonzero(lo >= 0)
                 if len(rebuilt):
-                    m._put_pages(at[rebuilt], out_starts, out_values, lo[rebuilt], hi[rebuilt])
+                    m._put_pages(at[rebuilt], out_starts, out_values, lo[rebuilt], hi[rebuilt],
+                                 many)
                 continue
             if len(rebuilt):
                 m._put_pages([pages[i] for i in rebuilt.tolist()], out_starts, out_values,

@@ -411,16 +411,18 @@ class ExtentMap:
         i = bisect_right(starts, start - ps) - 1
         return not values[i] and bisect_left(starts, end - ps, i + 1) == i + 1
 
-    def _put_pages(self, pages, starts: np.ndarray, values: np.ndarray, lo, hi) -> None:
+    def _put_pages(self, pages, starts: np.ndarray, values: np.ndarray, lo, hi,
+                   many: bool = False) -> None:
         """Store each page ``pages[i]`` as the runs ``lo[i]:hi[i]`` of
         ``starts`` (page-relative, this map's start type) and ``values``:
         canonical (the first starts at 0, neighbours differ), as the
         journal's settle builds them (``pages``, ``lo``, ``hi``: int64
         arrays or lists).  In bulk (:class:`_Bulk`: the rows copied, a few
         numpy calls whatever the number of pages), unless the map has more
-        than :data:`BULK_MAX_PAGES` pages (:meth:`_put_page_objects`)."""
+        than :data:`BULK_MAX_PAGES` pages (:meth:`_put_page_objects`) or
+        the settle is of few pages (``many``: see :meth:`_stores_bulk`)."""
         self.version += 1
-        if not self._stores_bulk():
+        if not self._stores_bulk(many):
             self._put_page_objects(list(pages), starts, values, list(lo), list(hi))
             return
         pages = np.asarray(pages, dtype=np.int64)
@@ -455,10 +457,14 @@ class ExtentMap:
         b.count += len(pages)
         b.live += total
 
-    def _stores_bulk(self) -> bool:
-        """Whether :meth:`_put_pages` stores in bulk (from
-        :data:`BULK_MIN_PAGES` to :data:`BULK_MAX_PAGES` pages)."""
-        return BULK_MIN_PAGES <= (self.size >> self._shift) + 1 <= BULK_MAX_PAGES
+    def _stores_bulk(self, many: bool) -> bool:
+        """Whether :meth:`_put_pages` stores in bulk: a map of
+        :data:`BULK_MIN_PAGES` to :data:`BULK_MAX_PAGES` pages, in a settle
+        of many of them at once (``many``, the journal's call: a page table
+        of 13 bytes a page touched at random by a few thousand pages would
+        cost more than their page objects) or once it has pages in bulk."""
+        return (BULK_MIN_PAGES <= (self.size >> self._shift) + 1 <= BULK_MAX_PAGES
+                and (many or self._bulk is not None))
 
     def _clear_pages(self, first: int, last: int) -> None:
         """Pages ``first`` to ``last`` hold the map's default (absent),

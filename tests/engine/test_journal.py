@@ -293,9 +293,9 @@ def test_long_logs_take_the_numpy_path_and_short_ones_the_splices(monkeypatch):
     for name, key in (("_replay_small", "small"), ("_replay_bulk", "bulk")):
         inner = getattr(ContentJournal, name)
 
-        def counted(self, p, log, inner=inner, key=key):
+        def counted(self, p, log, *more, inner=inner, key=key):
             calls[key] += 1
-            return inner(self, p, log)
+            return inner(self, p, log, *more)
         monkeypatch.setattr(ContentJournal, name, counted)
     j = ContentJournal(SHIFT)
     m = ExtentMap(4 * PAGE, SHIFT, journal=j)
