@@ -124,6 +124,8 @@ assert array("I").itemsize == 4
 #: (small pages over a large disk) would need too large a table.
 BULK_MIN_PAGES = 1 << 17
 BULK_MAX_PAGES = 1 << 22
+#: the bulk's arrays hold at least this many rows
+BULK_MIN_ROWS = 1 << 16
 
 
 def _stored_in(store: dict, at: np.ndarray) -> np.ndarray:
@@ -175,7 +177,7 @@ class _Bulk:
             self.values = self.values.astype(np.int64)
         if self.used + k > len(self.starts) and self.live == self.used:
             # (no garbage: the rows as they are, into arrays twice as large)
-            cap = max(2 * (self.used + k), 1 << 16)
+            cap = max(2 * (self.used + k), BULK_MIN_ROWS)
             for name in ("starts", "values"):
                 old = getattr(self, name)
                 new = np.empty(cap, dtype=old.dtype)
@@ -186,7 +188,7 @@ class _Bulk:
             n = self.n[pages].astype(np.int64)
             to = np.cumsum(n) - n
             total = int(to[-1] + n[-1]) if len(n) else 0
-            cap = max(2 * (total + k), 1 << 16)
+            cap = max(2 * (total + k), BULK_MIN_ROWS)
             new_starts = np.empty(cap, dtype=self.starts.dtype)
             new_values = np.empty(cap, dtype=self.values.dtype)
             _move_rows(self.lo[pages], n, to, self.starts, self.values, new_starts, new_values)

@@ -70,6 +70,7 @@ def bulk_everywhere(monkeypatch):
     """Every settle in bulk, flushes of 64 entries kept as chunks (a few at
     most), the journal settled whole past 20 000 entries, a small stage."""
     monkeypatch.setattr(extents_mod, "BULK_MIN_PAGES", 0)
+    monkeypatch.setattr(extents_mod, "BULK_MIN_ROWS", 16)
     monkeypatch.setattr(journal_mod, "CHUNK_ENTRIES", 64)
     monkeypatch.setattr(journal_mod, "MAX_CHUNKS", 3)
     monkeypatch.setattr(journal_mod, "STAGE_ENTRIES", 256)

@@ -28,8 +28,10 @@ PAGE = 1 << SHIFT
 @pytest.fixture(autouse=True)
 def _bulk_pages(monkeypatch):
     """Small maps store a settle's pages in bulk too (extents._Bulk), as a
-    disk of many pages does (a few tests switch it off)."""
+    disk of many pages does (a few tests switch it off), in arrays that
+    start small, so that they grow, with garbage and without."""
     monkeypatch.setattr(extents_mod, "BULK_MIN_PAGES", 0)
+    monkeypatch.setattr(extents_mod, "BULK_MIN_ROWS", 4)
 
 
 def _pages(m: ExtentMap) -> dict:
@@ -468,3 +470,28 @@ def test_a_bulk_settle_of_64_mib_pages_orders_edges_across_the_whole_page(monkey
             tgt.set_runs(src.snapshot(g, g + 0x10000))
             plain_tgt.set_runs(plain_src.snapshot(g, g + 0x10000))
     assert _pages(src) == _pages(plain_src) and _pages(tgt) == _pages(plain_tgt)
+
+
+@pytest.mark.parametrize("base", [0, 3])
+def test_whole_pages_set_to_the_default_leave_the_bulk(monkeypatch, base):
+    """A write over many whole pages of the map's default (a write-zeroes
+    across the disk, ExtentMap._clear_pages) drops them from the bulk and
+    the dict at once: the pages in bulk among them must read the default
+    after, and the pages at the range's edges keep the rest of their runs."""
+    monkeypatch.setattr(journal_mod, "SMALL_LOG", 0)
+    j = ContentJournal(SHIFT)
+    lazy, plain = ExtentMap(40 * PAGE, SHIFT, journal=j), ExtentMap(40 * PAGE, SHIFT)
+    for m in (lazy, plain):
+        if base:
+            m.set(0, 40 * PAGE, base)
+        for p in range(0, 40, 2):               # pages of two runs and more
+            m.set(p * PAGE + 512, p * PAGE + 4096, 10 + p)
+            m.set(p * PAGE + 8192, p * PAGE + 12288, 60 + p)
+        m.set(5 * PAGE, 6 * PAGE, 7)            # a page of one value
+    lazy.settle()
+    assert lazy._bulk is not None and lazy._bulk.count >= 20
+    for m in (lazy, plain):
+        m.set(3 * PAGE + 1000, 33 * PAGE + 6000, base)     # whole pages 4 to 32, and two edges
+    assert lazy.extent_count() == plain.extent_count()
+    assert _pages(lazy) == _pages(plain)
+    lazy.check()
