@@ -497,3 +497,33 @@ def test_whole_pages_set_to_the_default_leave_the_bulk(monkeypatch, base):
     assert lazy.extent_count() == plain.extent_count()
     assert _pages(lazy) == _pages(plain)
     lazy.check()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_run_arrays_reads_pages_in_bulk_as_page_objects(monkeypatch, seed):
+    """extents.run_arrays over pages stored in bulk (_run_arrays_bulk) gives
+    the arrays it gives over page objects: the same runs, the same stop
+    when it ends after max_runs (at the page where they reach it), with
+    listed pages or every page."""
+    from blocksim.model.extents import run_arrays
+    monkeypatch.setattr(journal_mod, "SMALL_LOG", 0)
+    rng = random.Random(seed)
+    j = ContentJournal(SHIFT)
+    lazy, plain = ExtentMap(24 * PAGE, SHIFT, journal=j), ExtentMap(24 * PAGE, SHIFT)
+    for _ in range(300):
+        a = rng.randrange(24 * PAGE // 512) * 512
+        b = min(a + rng.choice((512, 4096, PAGE // 3)), 24 * PAGE)
+        v = rng.choice((0, rng.randrange(1, 1 << 20)))
+        lazy.set(a, b, v)
+        plain.set(a, b, v)
+    lazy.settle(0, 12 * PAGE)                   # half in bulk, half pages with logs
+    assert lazy._bulk is not None
+    lazy.value_at(3 * PAGE + 5)                 # a page taken out of the bulk
+    for max_runs in (None, 1, 7, 40, 10_000):
+        for listed in (None, [1, 2, 5, 9, 13, 20], [7]):
+            for start, end in ((0, 24 * PAGE), (PAGE + 999, 17 * PAGE - 5)):
+                got = run_arrays(lazy, start, end, max_runs=max_runs, pages=listed)
+                want = run_arrays(plain, start, end, max_runs=max_runs, pages=listed)
+                assert got[0] == want[0]
+                assert got[1].tolist() == want[1].tolist()
+                assert got[2].tolist() == want[2].tolist()
