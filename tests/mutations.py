@@ -37,7 +37,7 @@ TESTS = ["tests/engine/test_clock.py", "tests/engine/test_stretch.py",
          "tests/jobs/test_job_verbs_same_instant.py", "tests/model/test_write_threshold.py",
          "tests/engine/test_rate_phases_shortcuts.py",
          "tests/jobs/test_backup.py", "tests/record/test_invariants.py",
-         "tests/model/test_allocation.py"]
+         "tests/model/test_allocation.py", "tests/engine/test_bulk_settle.py"]
 TIMEOUT = 300
 
 # (name, file, text, replacement): each text must occur exactly once.
@@ -544,14 +544,12 @@ MUTATIONS = [
     ("journal: a two-word entry counted as one in its page's words", "blocksim/engine/journal.py",
      "        counts[p] += 1 if _compact(rows[i, 1], rows[i, 2]) >= 0 else 2",
      "        counts[p] += 1"),
-    ("journal: a settled page of 4-byte values read as 8-byte ones", "blocksim/engine/journal.py",
-     "                    values_parts.append(values if values.typecode == \"q\" else\n"
-     "                                        np.asarray(values, dtype=np.int64).tobytes())",
-     "                    values_parts.append(values)"),
+    ("journal: a settled page of 4-byte values read as 8-byte ones", "blocksim/model/extents.py",
+     "                values[o:o + c] = np.asarray(page[1])",
+     "                values[o:o + c] = np.frombuffer(page[1], dtype=np.int64)"),
     ("journal: the stage handed back with entries on it", "blocksim/engine/journal.py",
-     "    def settle_all(self) -> None:\n        self.flush()\n",
-     "    def settle_all(self) -> None:\n        self._scratch.madvise(mmap.MADV_DONTNEED)\n"
-     "        self.flush()\n"),
+     "        # the staged entries, by page (as flush would hand them out)\n",
+     "        self._scratch.madvise(mmap.MADV_DONTNEED)\n"),
     ("extents: values beyond 32 bits stored in 4 bytes", "blocksim/model/extents.py",
      "        if len(values) and 0 <= values.min() and values.max() <= _MAX_COMPACT:",
      "        if len(values) and 0 <= values.min():"),
@@ -727,7 +725,8 @@ MUTATIONS = [
     # (a page left flagged pending or zeroing is only settled again for
     # nothing: no rule, so no mutation; its log's length is one)
     ("journal (19.4): a bulk settle leaves its pages' log lengths", "blocksim/engine/journal.py",
-     "        loglen[pages] = 0\n", ""),
+     "        n = int((loglen[pages] >> 1).sum())\n        loglen[pages] = 0\n",
+     "        n = int((loglen[pages] >> 1).sum())\n"),
     ("bitmap (19.4): a mark of one granule leaves its group's byte clear", "blocksim/model/bitmap.py",
      "                self.blocks[blk] = 1\n                self.granules[self._groups + (blk >> GROUP_SHIFT)] = 1\n",
      "                self.blocks[blk] = 1\n"),
@@ -836,6 +835,49 @@ MUTATIONS = [
      "                    planner.known()\n                    if zero or a + num < e:\n"
      "                        return False\n",
      "                    planner.known()\n"),
+    # issue 19 item 4 (the sparse hour): a settle's pages in bulk, settle_all
+    # in one merge, flushes kept as chunks
+    ("bulk: a page in bulk read from the dict", "blocksim/model/extents.py",
+     "        if b is not None and b.flags[p]:\n            self._unbulk_one(p)\n"
+     "        return self._dict.get(p, self._base)",
+     "        return self._dict.get(p, self._base)"),
+    ("bulk: a page stored in bulk keeps its old page object", "blocksim/model/extents.py",
+     "            for p in pages[_stored_in(store, pages)].tolist():\n                del store[p]\n",
+     "            pass\n"),
+    ("bulk: a settle reads the bulk's pages as holding the default", "blocksim/model/extents.py",
+     "            _move_rows(b.lo[at[inb]], counts[inb], first[inb], b.starts, b.values,\n"
+     "                       starts, values)",
+     "            counts[inb] = 1"),
+    ("bulk: grown arrays keep the old rows' places", "blocksim/model/extents.py",
+     "            self.lo[pages] = to\n", ""),
+    ("bulk: whole pages cleared stay in the bulk", "blocksim/model/extents.py",
+     "                b.flags_np[at] = 0\n                if not b.count:", "                if not b.count:"),
+    ("bulk: extent_count counts a page of zeros", "blocksim/model/extents.py",
+     "int(np.count_nonzero(b.values[b.lo[at[one]]]))", "int(one.sum())"),
+    ("bulk: run_arrays stops at the range's end after max_runs", "blocksim/model/extents.py",
+     "        stop = min((int(at[len(counts) - 1]) + 1) << shift, end)\n", ""),
+    ("bulk: settle_all merges the pages of copies in flight", "blocksim/engine/journal.py",
+     "        odd = {s.start >> shift for s in self._open.values()}", "        odd = set()"),
+    ("bulk: settle_all puts a page's staged entries first", "blocksim/engine/journal.py",
+     "        streams.append((spages, sstarts, sends, words))\n",
+     "        streams.insert(0, (spages, sstarts, sends, words))\n"),
+    ("bulk: settle_all leaves its pages' log lengths", "blocksim/engine/journal.py",
+     "            # (as _take_many: the pages' counts and flags cleared)\n            loglen[pages] = 0\n",
+     "            # (as _take_many: the pages' counts and flags cleared)\n"),
+    ("bulk: a page in bulk of 4-byte values read as 8-byte ones", "blocksim/model/extents.py",
+     'SharedPage((starts, array("I", b.values[lo:lo + n].tobytes())))',
+     'SharedPage((starts, array("q", b.values[lo:lo + n].tobytes())))'),
+    ("bulk: chunks pulled again", "blocksim/engine/journal.py",
+     "            hit &= since <= seq\n", ""),
+    ("bulk: a flush hands out before the page's chunks", "blocksim/engine/journal.py",
+     "        self._pull(pages)               # (their entries in chunks come first)\n", ""),
+    ("bulk: a page settled with its chunks' entries left out", "blocksim/engine/journal.py",
+     "        if self._chunks:\n            self._pull(np.array([p], dtype=np.int64))\n", ""),
+    ("bulk: an insertion sort of edges compares their tags", "blocksim/engine/journal.py",
+     "            key = v >> _TAG_BITS\n", "            key = v\n"),
+    ("bulk: a page's pastes in reverse order of their places", "blocksim/engine/journal.py",
+     "while x > 0 and places[order[x - 1]] > places[q]:",
+     "while x > 0 and places[order[x - 1]] < places[q]:"),
 ]
 
 

@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import mmap
 from array import array
-from itertools import repeat
 
 import numpy as np
 from .compiled import Compiled
@@ -84,6 +83,8 @@ MAX_PAGE_SHIFT = _OFFSET_BITS - 1
 _RADIX_BITS = 9
 _RADIX = 1 << _RADIX_BITS
 assert 3 * _RADIX_BITS >= _OFFSET_BITS      # (three digits cover an offset)
+# (or by insertion, up to this many edges)
+_INSERTION_MAX = 48
 # an edge's sort key: its offset above a tag of this many bits (63 in all)
 _TAG_BITS = 63 - _OFFSET_BITS
 _TAG_MASK = (1 << _TAG_BITS) - 1
@@ -114,6 +115,10 @@ BULK = True
 #: the temporaries: about 100 bytes per entry and per segment).
 BULK_ENTRIES = 1 << 16
 
+#: A settle of at least one in 2**BULK_SHARE of the disk's pages is of
+#: *many* pages: the maps may store them in bulk (ExtentMap._stores_bulk).
+BULK_SHARE = 4
+
 #: Past this many entries (8 bytes each, 16 for one a word cannot hold) the
 #: journal is settled whole at the next check
 #: (:meth:`ContentJournal.keep_within_budget`): memory stays bounded however
@@ -127,6 +132,15 @@ STAGE_ENTRIES = 1 << 19
 #: or this many a page of the disk, up to STAGE_MAX (ContentJournal.register)
 STAGE_PER_PAGE = 2
 STAGE_MAX = 1 << 21
+
+#: A flush of at least this many entries keeps them as one *chunk* (its
+#: words grouped by page, :meth:`ContentJournal.flush`), pulled into a
+#: page's log only when that page is settled, instead of handing each page
+#: met its entries with a Python step: a stage of 2 M entries at 64 TiB meets
+#: a million pages.  At most MAX_CHUNKS chunks are kept (past them a flush
+#: hands its entries out).
+CHUNK_ENTRIES = 1 << 20
+MAX_CHUNKS = 8
 
 # A flush (_by_page) sorts the pages it met unless they are more than one
 # in this many of the disk's: then it walks all the pages' counts instead.
@@ -171,7 +185,8 @@ class ContentJournal:
 
     __slots__ = ("shift", "maps", "_logs", "logged", "loglen", "_held", "_open", "_next_sid",
                  "settled_pages", "replayed", "_before_settle", "stage", "rows",
-                 "staged", "capacity", "flags", "zeroed", "_counts", "_met", "_scratch")
+                 "staged", "capacity", "flags", "zeroed", "_counts", "_met", "_scratch",
+                 "_chunks", "_pulled", "_seq")
 
     def __init__(self, page_shift: int):
         if page_shift > MAX_PAGE_SHIFT:
@@ -179,8 +194,17 @@ class ContentJournal:
         self.shift = page_shift
         self.maps: list = []
         # page -> its log, ``array('q')`` of one or two words per entry
-        # (_unpack; without the entries still on the stage: see ``logs``)
+        # (_unpack; without the entries still on the stage, nor those in
+        # chunks: see ``logs``)
         self._logs: dict[int, array] = {}
+        # the chunks (CHUNK_ENTRIES): ``(seq, pages, ends, words)``, a
+        # flush's words grouped by page (pages increasing, int32; where
+        # each one's words end, int32), in the order they were made (seq
+        # increasing); a page's part of a chunk is in its log once
+        # ``_pulled[p]`` (int64 per page) is past the chunk's seq
+        self._chunks: list = []
+        self._pulled = np.zeros(0, dtype=np.int64)
+        self._seq = 0
         #: how many entries the logs hold (without the stage's)
         self.logged = 0
         #: page -> the length of its log in words, staged entries included
@@ -243,6 +267,11 @@ class ContentJournal:
         if len(self.loglen) < pages:
             self.loglen.frombytes(bytes(8 * (pages - len(self.loglen))))
             self._counts = np.zeros(pages, dtype=np.int32)
+            # (zeros the system supplies on first touch: a page's entry is
+            # written only when a chunk is pulled into its log)
+            pulled = np.zeros(pages, dtype=np.int64)
+            pulled[:len(self._pulled)] = self._pulled
+            self._pulled = pulled
             # a stage of two entries a page, up to STAGE_MAX: a hand out
             # then meets each page it visits about twice (a million pages
             # at 64 TiB: one of STAGE_ENTRIES met most pages once)
@@ -261,8 +290,10 @@ class ContentJournal:
     @property
     def logs(self) -> dict[int, array]:
         """Page -> its log, every entry handed out, as two words per entry
-        (a copy for tests and diagnostics: it flushes the stage)."""
+        (a copy for tests and diagnostics: it flushes the stage and pulls
+        the chunks' entries into the pages' logs)."""
         self.flush()
+        self._pull(self._logged_pages(0, len(self.loglen) - 1))
         return {p: array("q", _unpack_log(log).tobytes()) for p, log in self._logs.items()}
 
     def entries(self) -> int:
@@ -285,7 +316,8 @@ class ContentJournal:
         self.loglen[p] += 2
 
     def flush(self) -> None:
-        """Hand the staged entries out to their pages' logs, in order."""
+        """Hand the staged entries out to their pages' logs, in order: as
+        one chunk if they are many (CHUNK_ENTRIES), else page by page."""
         n = self.staged
         if not n:
             return
@@ -293,6 +325,12 @@ class ContentJournal:
         self.logged += n
         words = np.empty(2 * n, dtype=np.int64)
         pages, ends = _by_page(self.rows, n, self._counts, self._met, words)
+        if n >= CHUNK_ENTRIES and len(self._chunks) < MAX_CHUNKS:
+            self._chunks.append((self._seq, pages.astype(np.int32), ends.astype(np.int32),
+                                 words[:int(ends[-1])].copy()))
+            self._seq += 1
+            return
+        self._pull(pages)               # (their entries in chunks come first)
         data = memoryview(words).cast("B")
         logs = self._logs
         a = 0
@@ -302,6 +340,51 @@ class ContentJournal:
                 log = logs[p] = array("q")
             log.frombytes(data[a << 3:b << 3])
             a = b
+
+    def _pull(self, at: np.ndarray) -> None:
+        """Append to the logs of pages ``at`` (int64, each once) their
+        entries in chunks not pulled yet, chunk by chunk in order (they
+        come before anything logged since).  Chunks are dropped when the
+        whole journal settles (:meth:`settle_all`): until then their memory
+        stays, at most MAX_CHUNKS stages' worth."""
+        if not self._chunks:
+            return
+        at = np.asarray(at, dtype=np.int64)
+        since = self._pulled[at]
+        key = at.astype(np.int32)       # (as the chunks' pages: no copy of them to compare)
+        logs = self._logs
+        for seq, pages, ends, words in self._chunks:
+            i = np.searchsorted(pages, key)
+            hit = i < len(pages)
+            hit[hit] = pages[i[hit]] == at[hit]
+            hit &= since <= seq
+            if hit.any():
+                i = i[hit]
+                b = ends[i].astype(np.int64)
+                a = np.where(i > 0, ends[i - 1], 0)
+                data = memoryview(words).cast("B")
+                for p, x, y in zip(at[hit].tolist(), a.tolist(), b.tolist()):
+                    log = logs.get(p)
+                    if log is None:
+                        log = logs[p] = array("q")
+                    log.frombytes(data[x << 3:y << 3])
+        self._pulled[at] = self._seq
+
+    def _logged_pages(self, first: int, last: int) -> list:
+        """The pages from ``first`` to ``last`` with a log or entries
+        (staged ones handed out), increasing."""
+        logs = self._logs
+        if last - first < 64:
+            loglen = self.loglen
+            return [p for p in range(first, last + 1) if p in logs or loglen[p]]
+        keys = np.fromiter(logs, dtype=np.int64, count=len(logs))
+        keys = keys[(keys >= first) & (keys <= last)]
+        if self._chunks:
+            counted = np.frombuffer(self.loglen, dtype=np.int64)[first:last + 1]
+            keys = np.union1d(keys, np.flatnonzero(counted) + first)
+        else:
+            keys.sort()
+        return keys.tolist()
 
     def snap(self, m, p: int, start: int, end: int, pos: int | None = None) -> Snap:
         """A read of ``[start, end)`` (inside page ``p``) of map ``m``, made
@@ -406,19 +489,12 @@ class ContentJournal:
 
     def settle_range(self, first: int, last: int) -> None:
         """Settle every page from ``first`` to ``last`` that has a log."""
-        if not (self._logs or self.staged):
+        if not (self._logs or self.staged or self._chunks):
             return
         for hand_in in self._before_settle:
             hand_in()
         self.flush()
-        logs = self._logs
-        if last - first < 64:
-            pages = [p for p in range(first, last + 1) if p in logs]
-        else:
-            keys = np.fromiter(logs, dtype=np.int64, count=len(logs))
-            keys = keys[(keys >= first) & (keys <= last)]
-            keys.sort()
-            pages = keys.tolist()
+        pages = self._logged_pages(first, last)
         if len(pages) == 1:
             self.settle(pages[0])
             return
@@ -430,11 +506,12 @@ class ContentJournal:
         # logs taken a chunk at a time: a million pages at the end of a run)
         at = np.asarray(pages, dtype=np.int64)
         sizes = (np.frombuffer(self.loglen, dtype=np.int64)[at] >> 1).tolist()
+        many = len(pages) >= len(self.loglen) >> BULK_SHARE
         lo = size = 0
         for k, n in enumerate(sizes):
             size += n
             if size >= BULK_ENTRIES or k == len(sizes) - 1:
-                self._replay_bulk(pages[lo:k + 1], self._take_many(at[lo:k + 1]))
+                self._replay_bulk(pages[lo:k + 1], self._take_many(at[lo:k + 1]), many)
                 lo, size = k + 1, 0
 
     def keep_within_budget(self) -> bool:
@@ -446,17 +523,150 @@ class ContentJournal:
         return True
 
     def settle_all(self) -> None:
+        """Settle every page: in bulk (:meth:`_settle_all_bulk`), else
+        the stage handed out and every page's log taken."""
+        if BULK and (self._logs or self.staged):
+            self._settle_all_bulk()
+            return
         self.flush()
-        # nothing is staged: the stage's memory goes back to the system until
-        # it fills again (12 to 48 MiB: the end of a run then reads the
-        # disks), before the settle builds the pages
+        self._give_back_stage()
+        if self._logs or self._chunks:
+            self.settle_range(0, len(self.loglen) - 1)
+        self._chunks = []
+
+    def _give_back_stage(self) -> None:
+        """Nothing is staged: the stage's memory goes back to the system
+        until it fills again (12 to 48 MiB: the end of a run then reads the
+        disks), before the settle builds the pages."""
         if hasattr(self._scratch, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
             self._scratch.madvise(mmap.MADV_DONTNEED)
-        if self._logs:
-            self.settle_range(min(self._logs), max(self._logs))
+
+    def _settle_all_bulk(self) -> None:
+        """:meth:`settle_all` without handing the stage out to the pages'
+        logs nor taking them back one by one (a million pages at the end of
+        a run): every page's log and its staged entries joined in one
+        compiled merge (:func:`_merge_logs`), then applied a chunk of about
+        :data:`BULK_ENTRIES` entries at a time (:meth:`_apply_bulk`), as
+        :meth:`settle_range` would.  The pages of copies in flight and of
+        reads held since an earlier settle (a few) take :meth:`settle`
+        after, with their staged entries handed out first (a page's entries
+        change only its own content, so the order of pages does not
+        matter)."""
+        for hand_in in self._before_settle:
+            hand_in()
+        shift = self.shift
+        odd = {s.start >> shift for s in self._open.values()}
+        for held in self._held.values():
+            odd.add((held.start if held.__class__ is not list else held[0][0]) >> shift)
+        odd_at = np.array(sorted(odd), dtype=np.int64)
+        # the staged entries, by page (as flush would hand them out)
+        n = self.staged
+        self.staged = 0
+        self.logged += n
+        words = np.empty(2 * n, dtype=np.int64)
+        if n:
+            spages, sends = _by_page(self.rows, n, self._counts, self._met, words)
+        else:
+            spages = sends = np.empty(0, dtype=np.int64)
+        sstarts = np.concatenate((np.zeros(1, dtype=np.int64), sends[:-1])) if n else sends
+        logs = self._logs
+        if len(odd_at):
+            self._pull(odd_at)          # (their chunks' entries first)
+            is_odd = np.isin(spages, odd_at)
+            for p, a, b in zip(spages[is_odd].tolist(), sstarts[is_odd].tolist(),
+                               sends[is_odd].tolist()):
+                log = logs.get(p)
+                if log is None:
+                    log = logs[p] = array("q")
+                log.frombytes(memoryview(words[a:b]).cast("B"))
+            keep = ~is_odd
+            spages, sstarts, sends = spages[keep], sstarts[keep], sends[keep]
+        self._give_back_stage()
+        # the pages' logs (the other pages'), the chunks' parts not pulled
+        # yet, in order, and the stage's: three kinds of streams of parts
+        # (page, its words), each in page order
+        keys = np.fromiter(logs, dtype=np.int64, count=len(logs))
+        if len(odd_at):
+            keys = keys[~np.isin(keys, odd_at)]
+        keys.sort()
+        streams = []
+        pulled = self._pulled
+        for seq, cpages, cends, cwords in self._chunks:
+            cpages = cpages.astype(np.int64)
+            cends = cends.astype(np.int64)
+            cstarts = np.concatenate((np.zeros(1, dtype=np.int64), cends[:-1]))
+            live = pulled[cpages] <= seq
+            if len(odd_at):
+                live &= ~np.isin(cpages, odd_at)
+            streams.append((cpages[live], cstarts[live], cends[live], cwords))
+        self._chunks = []
+        streams.append((spages, sstarts, sends, words))
+        # (every page once, increasing: one sort of them all; numpy's union1d
+        # took a second a stream, hashing)
+        every = np.concatenate([keys, *(stream[0] for stream in streams)])
+        every.sort()
+        every = every[np.concatenate((np.ones(min(len(every), 1), dtype=np.bool_),
+                                      every[1:] != every[:-1]))]
+        # a step of about BULK_ENTRIES entries at a time, as settle_range
+        # takes them (its temporaries bounded: the budget's 8 M entries
+        # merged at once would take some 300 MiB)
+        loglen = np.frombuffer(self.loglen, dtype=np.int64)
+        upto = np.cumsum(loglen[every] >> 1)
+        many = len(every) >= len(loglen) >> BULK_SHARE
+        lo = 0
+        while lo < len(every):
+            before = int(upto[lo - 1]) if lo else 0
+            hi = min(int(np.searchsorted(upto, before + BULK_ENTRIES, side="left")) + 1,
+                     len(every))
+            first_p, last_p = int(every[lo]), int(every[hi - 1])
+            i0 = int(np.searchsorted(keys, first_p, side="left"))
+            i1 = int(np.searchsorted(keys, last_p, side="right"))
+            taken = list(map(logs.pop, keys[i0:i1].tolist()))
+            ends = np.cumsum(np.fromiter(map(len, taken), dtype=np.int64, count=len(taken)))
+            old = (np.frombuffer(b"".join(taken), dtype=np.int64) if taken
+                   else np.empty(0, dtype=np.int64))
+            del taken
+            parts = [(keys[i0:i1], ends - np.diff(ends, prepend=0), ends, old)]
+            for spg, sst, sen, swd in streams:
+                j0 = int(np.searchsorted(spg, first_p, side="left"))
+                j1 = int(np.searchsorted(spg, last_p, side="right"))
+                if j1 > j0:
+                    at = int(sst[j0])
+                    parts.append((spg[j0:j1], sst[j0:j1] - at, sen[j0:j1] - at,
+                                  swd[at:int(sen[j1 - 1])]))
+            at = 0
+            for k, (p, a, b, w) in enumerate(parts):
+                parts[k] = (p, a + at, b + at, w)
+                at += len(w)
+            sbeg = np.zeros(len(parts) + 1, dtype=np.int64)
+            np.cumsum([len(p) for p, *_ in parts], out=sbeg[1:])
+            pages, merged, mbounds = _merge_logs(
+                np.concatenate([p for p, *_ in parts]), np.concatenate([a for _, a, _, _ in parts]),
+                np.concatenate([b for _, _, b, _ in parts]), sbeg,
+                np.concatenate([w for *_, w in parts]))
+            del parts, old
+            w0, val, first = _unpack(merged, mbounds)
+            del merged
+            # (as _take_many: the pages' counts and flags cleared)
+            loglen[pages] = 0
+            for pending, zeroing in self.flags:
+                inside = pages[pages < len(pending)]        # (maps of several sizes)
+                pending[inside] = 0
+                zeroing[inside] = 0
+            self.settled_pages += len(pages)
+            self.replayed += len(val)
+            self.logged -= len(val)
+            self._apply_bulk(pages.tolist(), w0, val, first, many)
+            lo = hi
+        del loglen, streams, words
+        for p in odd_at.tolist():
+            if p in logs:
+                self.settle(p)
 
     def _take(self, p: int):
         """Page ``p``'s log, removed from the journal (None if it has none)."""
+        if self._chunks:
+            self._pull(np.array([p], dtype=np.int64))
         log = self._logs.pop(p, None)
         if log is None:
             return None
@@ -473,6 +683,7 @@ class ContentJournal:
 
     def _take_many(self, pages: np.ndarray) -> list:
         """:meth:`_take` of each of ``pages`` (int64, each with a log), at once."""
+        self._pull(pages)
         logs = self._logs
         taken = [logs.pop(p) for p in pages.tolist()]
         loglen = np.frombuffer(self.loglen, dtype=np.int64)
@@ -527,7 +738,7 @@ class ContentJournal:
         for s in opened:                # copies in flight: held for their paste
             held[s.sid] = taken.pop(s)
 
-    def _replay_bulk(self, pages: list, logs: list) -> None:
+    def _replay_bulk(self, pages: list, logs: list, many: bool = False) -> None:
         """Apply the logs of ``pages`` in bulk, with no Python loop per entry.
 
         The maps' stored runs on these pages are handed, with the logs, to
@@ -540,14 +751,9 @@ class ContentJournal:
         paste of a read held since an earlier settle, or a read whose paste
         is still to come (a few pages at most: copies in flight), take
         :meth:`_replay_small` instead."""
-        shift = self.shift
-        maps = self.maps
         w0, val, first = _unpack_logs(logs)
-        n = len(val)
         counts = np.diff(first)
-        mids = w0 >> _MAP_SHIFT
         code = -1 - val                     # pastes (val < 0)
-        placed = (val < 0) & ((code & 1) == 0)      # the read's place in this log
         in_flight = {id(s.log) for s in self._open.values()}
         odd = [p for p, log in zip(pages, logs) if id(log) in in_flight] if in_flight else []
         held = (val < 0) & ((code & 1) == 1)        # reads held
@@ -560,10 +766,24 @@ class ContentJournal:
                 if p in odd_pages:
                     self._replay_small(p, log)
             if rest:
-                self._replay_bulk([p for p, _ in rest], [log for _, log in rest])
+                self._replay_bulk([p for p, _ in rest], [log for _, log in rest], many)
             return
+        self._apply_bulk(pages, w0, val, first, many)
+
+    def _apply_bulk(self, pages: list, w0: np.ndarray, val: np.ndarray,
+                    first: np.ndarray, many: bool = False) -> None:
+        """The bulk settle of :meth:`_replay_bulk` proper: ``pages`` (none
+        with a copy in flight or a read held) whose entries, unpacked
+        (:func:`_unpack`), are ``w0[first[i]:first[i + 1]]`` and ``val``'s,
+        taken from the journal already."""
+        shift = self.shift
+        maps = self.maps
+        n = len(val)
         if not n:                           # only the places of reads never pasted
             return
+        mids = w0 >> _MAP_SHIFT
+        code = -1 - val                     # pastes (val < 0)
+        placed = (val < 0) & ((code & 1) == 0)      # the read's place in this log
         # the maps involved (those written, those read), and what each holds
         # on these pages before the logs: its runs, page by page
         read_maps = (code >> 1) & (MAX_MAPS - 1)   # (of the pastes: the others' are noise)
@@ -575,36 +795,15 @@ class ContentJournal:
         local[involved] = np.arange(len(involved))
         npages = len(pages)
         base_at = np.zeros(len(involved) * npages + 1, dtype=np.int64)
-        starts_parts, values_parts, runs = [], [], []
-        for mi in involved.tolist():
-            m = maps[mi]
-            got = list(map(m._pages.get, pages, repeat(m._base, npages)))
-            if all(page.__class__ is int for page in got):
-                # every page one value (a map the run's writes scattered over
-                # a million pages, settled at the end): its columns at once
-                starts_parts.append(bytes(len(_ZERO_START[m._stype]) * npages))
-                values_parts.append(np.array(got, dtype=np.int64).tobytes())
-                runs.append(np.ones(npages, dtype=np.int64))
-                continue
-            counts_m = []
-            for page in got:
-                if page.__class__ is int:   # one value (0: nothing stored)
-                    starts_parts.append(_ZERO_START[m._stype])
-                    values_parts.append(page.to_bytes(8, "little", signed=True))
-                    counts_m.append(1)
-                else:
-                    starts_parts.append(page[0])
-                    values = page[1]
-                    # (a page of 4-byte values, as _put_pages stores them)
-                    values_parts.append(values if values.typecode == "q" else
-                                        np.asarray(values, dtype=np.int64).tobytes())
-                    counts_m.append(len(values))
-            runs.append(np.array(counts_m, dtype=np.int64))
-        np.cumsum(np.concatenate(runs), out=base_at[1:])
-        # (the maps share their page size, so their start columns' type)
-        base_starts = np.frombuffer(b"".join(starts_parts),
-                                    dtype=_np_type(maps[0]._stype)).astype(np.int64)
-        base_values = np.frombuffer(b"".join(values_parts), dtype=np.int64)
+        at = np.asarray(pages, dtype=np.int64)
+        # (each map's runs on these pages as arrays, with no Python step
+        # for a page stored in bulk or holding the map's default:
+        # ExtentMap._stored_runs)
+        stored = [maps[mi]._stored_runs(at) for mi in involved.tolist()]
+        np.cumsum(np.concatenate([counts for counts, _, _ in stored]), out=base_at[1:])
+        base_starts = np.concatenate([starts for _, starts, _ in stored])
+        base_values = np.concatenate([values for _, _, values in stored])
+        del stored
         sizes = np.array([maps[mi].size for mi in involved.tolist()], dtype=np.int64)
 
         # each page cut into segments, its entries applied in log order,
@@ -617,22 +816,34 @@ class ContentJournal:
         out_starts = out_starts.astype(_np_type(maps[0]._stype))
         ids = involved.tolist()
         for k, mi in enumerate(ids):
+            m = maps[mi]
+            bulk = m._stores_bulk(many)
             rebuilt = np.flatnonzero(out_lo[k] >= 0)
+            if bulk:
+                # pages ending up as another map holds them (a mirror's
+                # target in sync with its source) take that map's rows
+                lo, hi = out_lo[k].copy(), out_hi[k].copy()
+                shared = np.flatnonzero(lo <= -2)
+                if len(shared):
+                    k2 = -2 - lo[shared]
+                    lo[shared] = out_lo[k2, shared]
+                    hi[shared] = out_hi[k2, shared]
+                    rebuilt = np.flatnonzero(lo >= 0)
+                if len(rebuilt):
+                    m._put_pages(at[rebuilt], out_starts, out_values, lo[rebuilt], hi[rebuilt],
+                                 many)
+                continue
             if len(rebuilt):
-                maps[mi]._put_pages([pages[i] for i in rebuilt.tolist()], out_starts, out_values,
-                                    out_lo[k][rebuilt].tolist(), out_hi[k][rebuilt].tolist())
+                m._put_pages([pages[i] for i in rebuilt.tolist()], out_starts, out_values,
+                             out_lo[k][rebuilt].tolist(), out_hi[k][rebuilt].tolist())
             # pages ending up as another map holds them (a mirror's target
             # in sync with its source) share that map's columns
             shared = np.flatnonzero(out_lo[k] <= -2)
             if len(shared):
                 with_map = -2 - out_lo[k][shared]
                 for k2 in np.unique(with_map).tolist():
-                    maps[mi]._share_pages([pages[i] for i in shared[with_map == k2].tolist()],
-                                          maps[ids[k2]])
-
-
-# a one-run page's start column (a page stored as one value)
-_ZERO_START = {"I": bytes(4), "q": bytes(8)}
+                    m._share_pages([pages[i] for i in shared[with_map == k2].tolist()],
+                                   maps[ids[k2]])
 
 
 def _np_type(typecode: str):
@@ -684,6 +895,14 @@ def _settle_pages(w0, val, first, pages, shift, local, read_local, base_starts, 
     ib = np.empty(most, dtype=np.int64)
     counts = np.empty(_RADIX + 1, dtype=np.int64)
     stored = np.empty((nmaps, most), dtype=np.int64)
+    # (a page's workspace, allocated once: a million pages at the end of a
+    # run spent more in allocations than in their work)
+    places = np.empty(most, dtype=np.int64)
+    which = np.empty(most, dtype=np.int64)
+    order = np.empty(most, dtype=np.int64)
+    start = np.empty(most, dtype=np.int64)     # each paste's part of taken
+    written = np.zeros(nmaps, dtype=np.bool_)
+    taken = np.empty(most, dtype=np.int64)
     used = 0
     for i in range(npages):
         e0 = first[i]
@@ -734,8 +953,6 @@ def _settle_pages(w0, val, first, pages, shift, local, read_local, base_starts, 
             v = val[j]
             if v < 0 and ((-1 - v) & 1) == 0:
                 npaste += 1
-        places = np.empty(npaste, dtype=np.int64)
-        which = np.empty(npaste, dtype=np.int64)
         q = 0
         total = 0
         for j in range(e0, e1):
@@ -744,13 +961,22 @@ def _settle_pages(w0, val, first, pages, shift, local, read_local, base_starts, 
                 places[q] = (-1 - v) >> (1 + _MAP_BITS)
                 which[q] = j
                 q += 1
-        order = np.argsort(places, kind="mergesort")
+        # the pastes by place, stably (equal places keep their log order)
+        if npaste > 16:
+            order[:npaste] = np.argsort(places[:npaste], kind="mergesort")
+        else:
+            for q in range(npaste):
+                x = q
+                while x > 0 and places[order[x - 1]] > places[q]:
+                    order[x] = order[x - 1]
+                    x -= 1
+                order[x] = q
         for q in range(npaste):
             j = which[q] - e0
             total += ib[j] - ia[j]
-        taken = np.empty(total, dtype=np.int64)
-        start = np.empty(e1 - e0, dtype=np.int64)   # each paste's part of taken
-        written = np.zeros(nmaps, dtype=np.bool_)
+        if total > len(taken):
+            taken = np.empty(max(total, 2 * len(taken)), dtype=np.int64)
+        written[:] = False
         nxt = 0
         got = 0
         for j in range(n + 1):
@@ -817,7 +1043,19 @@ def _sort_offsets(x, n, spare, counts):
     ``2**27``) above their ``_TAG_BITS`` low bits, stably: a radix sort of
     three 9-bit digits (``spare`` holds at least ``n``, ``counts``
     ``_RADIX + 1``): linear, where a comparison sort or a binary search
-    per entry cost several times more."""
+    per entry cost several times more.  A few edges (a page a scattered
+    guest wrote a few times) are sorted by insertion, also stable: the
+    radix sort's passes over its digits' counts cost more there."""
+    if n <= _INSERTION_MAX:
+        for i in range(1, n):
+            v = x[i]
+            key = v >> _TAG_BITS
+            j = i
+            while j > 0 and (x[j - 1] >> _TAG_BITS) > key:
+                x[j] = x[j - 1]
+                j -= 1
+            x[j] = v
+        return
     a = x
     b = spare
     for digit in range(3):
@@ -932,6 +1170,47 @@ def _unpack(words, bounds):
             n += 1
     first[nlogs] = n
     return w0[:n], val[:n], first
+
+
+@njit(cache=True)
+def _merge_logs(ppage, pa, pb, sbeg, words):
+    """Logs joined page by page from streams of parts: stream ``s`` is parts
+    ``sbeg[s]:sbeg[s + 1]``, part ``i`` page ``ppage[i]``'s words
+    ``words[pa[i]:pb[i]]``, its pages increasing (each once).  A page's
+    words are those of its part in each stream, in the streams' order.
+    The pages of any, increasing; their words; where each one's start (one
+    more than there are pages)."""
+    nstreams = sbeg.shape[0] - 1
+    nparts = sbeg[nstreams]
+    total = 0
+    for i in range(nparts):
+        total += pb[i] - pa[i]
+    heads = sbeg[:nstreams].copy()
+    pages = np.empty(nparts, dtype=np.int64)
+    bounds = np.empty(nparts + 1, dtype=np.int64)
+    out = np.empty(total, dtype=np.int64)
+    k = 0
+    w = 0
+    while True:
+        p = -1
+        for s in range(nstreams):
+            h = heads[s]
+            if h < sbeg[s + 1] and (p < 0 or ppage[h] < p):
+                p = ppage[h]
+        if p < 0:
+            break
+        pages[k] = p
+        bounds[k] = w
+        for s in range(nstreams):
+            h = heads[s]
+            if h < sbeg[s + 1] and ppage[h] == p:
+                for x in range(pa[h], pb[h]):
+                    out[w] = words[x]
+                    w += 1
+                heads[s] = h + 1
+        k += 1
+    bounds[k] = w
+    return pages[:k], out, bounds[:k + 1]
 
 
 def _unpack_logs(logs: list):

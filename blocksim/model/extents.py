@@ -44,7 +44,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..engine import Snap
+from ..engine import Compiled, Snap
+
+#: compiled with numba on first use (engine/compiled.py): the bulk's rows
+njit = Compiled(globals())
 
 Run = tuple[int, int, int]  # (start, end, generation), end exclusive
 
@@ -112,11 +115,93 @@ _MAX_COMPACT = 0xFFFFFFFF
 assert array("I").itemsize == 4
 
 
+#: A map of at least BULK_MIN_PAGES pages and at most BULK_MAX_PAGES stores
+#: what a journal's settle gives it in bulk (:class:`_Bulk`: 13 bytes a page
+#: for its table); others as page objects: a disk of few pages (under 8 TiB
+#: of 64 MiB pages) costs little per page, and a mirror's target in sync
+#: then shares its source's page objects (the bulk gives each map its own
+#: rows: 100 MiB more at the end of the 1 TiB mirror hour); a larger one
+#: (small pages over a large disk) would need too large a table.
+BULK_MIN_PAGES = 1 << 17
+BULK_MAX_PAGES = 1 << 22
+#: the bulk's arrays hold at least this many rows
+BULK_MIN_ROWS = 1 << 16
+
+
+def _stored_in(store: dict, at: np.ndarray) -> np.ndarray:
+    """Where ``at`` (int64 pages, increasing) lists pages of ``store``:
+    their indices, increasing; by the smaller of the two."""
+    if len(store) > len(at):
+        return np.array([i for i, p in enumerate(at.tolist()) if p in store], dtype=np.int64)
+    keys = np.fromiter(store, dtype=np.int64, count=len(store))
+    i = np.searchsorted(at, keys)
+    found = i < len(at)
+    i, keys = i[found], keys[found]
+    i = i[at[i] == keys]
+    i.sort()
+    return i
+
+
+class _Bulk:
+    """Pages stored as rows of two whole arrays, as a journal's settle
+    builds them (:meth:`ExtentMap._put_pages`): page ``p`` (``flags[p]``
+    set) holds the ``n[p]`` runs ``lo[p]:lo[p] + n[p]`` of ``starts``
+    (page-relative, the map's start type) and ``values`` (``uint32`` while
+    every value fits, else ``int64``), canonical; one run is a page
+    holding one value.  No Python object per page: a settle of a million
+    pages at the end of a run costs a few numpy calls, and the end's
+    readers (:meth:`ExtentMap.extent_count`, :func:`run_arrays`) read the
+    rows as they are.  Any other reader takes a page out first
+    (:meth:`ExtentMap._get`, or all of them: ``_pages``).  Rows of pages
+    taken out or stored again are garbage until the arrays next grow,
+    when only the pages' live rows are copied."""
+
+    __slots__ = ("flags", "flags_np", "lo", "n", "starts", "values", "used", "live", "count")
+
+    def __init__(self, npages: int, stype: str, compact: bool):
+        self.flags = bytearray(npages)
+        self.flags_np = np.frombuffer(self.flags, dtype=np.uint8)
+        self.lo = np.zeros(npages, dtype=np.int64)
+        self.n = np.zeros(npages, dtype=np.int32)
+        self.starts = np.empty(0, dtype=_np_type(stype))
+        self.values = np.empty(0, dtype=np.uint32 if compact else np.int64)
+        self.used = 0           # rows written
+        self.live = 0           # rows of pages stored
+        self.count = 0          # pages stored
+
+    def reserve(self, k: int, wide: bool) -> None:
+        """Room for ``k`` more rows (values of 8 bytes if ``wide``).
+        Growing copies only the live rows (the pages' order kept), into
+        arrays of twice their number."""
+        if wide and self.values.dtype == np.uint32:
+            self.values = self.values.astype(np.int64)
+        if self.used + k > len(self.starts) and self.live == self.used:
+            # (no garbage: the rows as they are, into arrays twice as large)
+            cap = max(2 * (self.used + k), BULK_MIN_ROWS)
+            for name in ("starts", "values"):
+                old = getattr(self, name)
+                new = np.empty(cap, dtype=old.dtype)
+                new[:self.used] = old[:self.used]
+                setattr(self, name, new)
+        if self.used + k > len(self.starts):
+            pages = np.flatnonzero(self.flags_np)
+            n = self.n[pages].astype(np.int64)
+            to = np.cumsum(n) - n
+            total = int(to[-1] + n[-1]) if len(n) else 0
+            cap = max(2 * (total + k), BULK_MIN_ROWS)
+            new_starts = np.empty(cap, dtype=self.starts.dtype)
+            new_values = np.empty(cap, dtype=self.values.dtype)
+            _move_rows(self.lo[pages], n, to, self.starts, self.values, new_starts, new_values)
+            self.lo[pages] = to
+            self.starts, self.values = new_starts, new_values
+            self.used = total
+
+
 class ExtentMap:
     """A piecewise-constant map ``offset -> generation`` over ``[0, size)``."""
 
-    __slots__ = ("size", "_pages", "_base", "_shift", "_stype",
-                 "_journal", "_tag", "_pending", "_zeroing", "version")
+    __slots__ = ("size", "_dict", "_base", "_shift", "_stype",
+                 "_journal", "_tag", "_pending", "_zeroing", "version", "_bulk")
 
     def __init__(self, size: int, page_shift: int = PAGE_SHIFT, journal=None):
         self.size = int(size)
@@ -133,8 +218,13 @@ class ExtentMap:
         # page index -> int (the whole page holds one value, never 0: a page
         # of 0 is absent) or (starts, values) arrays: starts relative to the
         # page's first offset (so starts[0] == 0), typecode self._stype;
-        # values 'q'.  Only this module reads pages.
-        self._pages: dict = {}
+        # values 'q'.  Only this module reads pages.  (Read through the
+        # property _pages, or _get(p): pages a settle stored in bulk,
+        # _bulk, are taken out of it first.)
+        self._dict: dict = {}
+        #: pages a journal's settle stored as rows of whole arrays
+        #: (:class:`_Bulk`), none of them in ``_dict``; None if none
+        self._bulk = None
         #: what every page absent from _pages holds: 0, or the value the
         #: whole map was given at once (an image with ``data = "full"``:
         #: no dict entry per page, a million of them at 64 TiB); a page
@@ -147,12 +237,137 @@ class ExtentMap:
         if journal is not None:
             journal.register(self)
 
+    # -- the pages ------------------------------------------------------------
+    @property
+    def _pages(self) -> dict:
+        """Page index -> the page (an int or columns), every page stored in
+        bulk taken out of it first: what any reader of the whole dict
+        sees.  Readers of one page call :meth:`_get`, and the end's readers
+        (:meth:`extent_count`, :func:`run_arrays`) read the bulk itself."""
+        if self._bulk is not None:
+            self._unbulk_all()
+        return self._dict
+
+    @_pages.setter
+    def _pages(self, pages: dict) -> None:
+        if self._bulk is not None:
+            self._unbulk_all()
+        self._dict = pages
+
+    def _get(self, p: int):
+        """Page ``p`` as stored: an int (one value) or its columns (taken
+        out of the bulk first)."""
+        b = self._bulk
+        if b is not None and b.flags[p]:
+            self._unbulk_one(p)
+        return self._dict.get(p, self._base)
+
+    def _unbulk_one(self, p: int) -> None:
+        """Move page ``p`` (stored in bulk) into ``_dict``, as
+        :meth:`_put_pages` stored pages before the bulk: one value as an
+        int (absent if the default), several as columns (a
+        :class:`SharedPage` if its values are 4 bytes each)."""
+        b = self._bulk
+        b.flags[p] = 0
+        lo = int(b.lo[p])
+        n = int(b.n[p])
+        b.count -= 1
+        b.live -= n
+        if n == 1:
+            v = int(b.values[lo])
+            if v != self._base:
+                self._dict[p] = v
+        else:
+            starts = array(self._stype, b.starts[lo:lo + n].tobytes())
+            if b.values.dtype == np.uint32:
+                self._dict[p] = SharedPage((starts, array("I", b.values[lo:lo + n].tobytes())))
+            else:
+                self._dict[p] = (starts, array("q", b.values[lo:lo + n].tobytes()))
+        if not b.count:
+            self._bulk = None
+
+    def _unbulk_all(self) -> None:
+        """Move every page stored in bulk into ``_dict``."""
+        b = self._bulk
+        self._bulk = None
+        pages = np.flatnonzero(b.flags_np)
+        lo = b.lo[pages]
+        n = b.n[pages].astype(np.int64)
+        all_starts = array(self._stype, b.starts[:b.used].tobytes())
+        compact = b.values.dtype == np.uint32
+        all_values = array("I" if compact else "q", b.values[:b.used].tobytes())
+        page_class = SharedPage if compact else tuple
+        store, base = self._dict, self._base
+        for p, i, k in zip(pages.tolist(), lo.tolist(), n.tolist()):
+            if k == 1:
+                v = all_values[i]
+                if v != base:
+                    store[p] = v
+            else:
+                store[p] = page_class((all_starts[i:i + k], all_values[i:i + k]))
+
+    def _stored_runs(self, at: np.ndarray, max_runs: int | None = None):
+        """The runs stored on pages ``at`` (int64, increasing), logged
+        changes aside, with no Python step per page in bulk or absent:
+        ``(counts, starts, values)``, page ``at[i]`` holding the
+        ``counts[i]`` runs after those of the pages before it, starts
+        page-relative (int64 arrays).  With ``max_runs``, only the pages
+        until the first at which the runs reach that many are read (``at``
+        cut there: ``len(counts)`` says how many)."""
+        n = len(at)
+        counts = np.ones(n, dtype=np.int64)
+        b = self._bulk
+        inb = None
+        if b is not None:
+            inb = np.zeros(n, dtype=np.bool_)
+            inside = at < len(b.flags)          # (a journal's maps of several sizes)
+            inb[inside] = b.flags_np[at[inside]] != 0
+            counts[inb] = b.n[at[inb]]
+        store = self._dict
+        present = np.empty(0, dtype=np.int64)
+        objs: list = []
+        if store:
+            present = _stored_in(store, at)
+            objs = [store[p] for p in at[present].tolist()]
+            for k, page in zip(present.tolist(), objs):
+                if page.__class__ is not int:
+                    counts[k] = len(page[1])
+        ends = np.cumsum(counts)
+        if max_runs is not None:
+            k = int(np.searchsorted(ends, max_runs, side="left"))
+            if k + 1 < n:
+                n = k + 1
+                counts, ends = counts[:n], ends[:n]
+                at = at[:n]
+                if inb is not None:
+                    inb = inb[:n]
+                kept = present < n
+                objs = [page for page, keep in zip(objs, kept.tolist()) if keep]
+                present = present[kept]
+        total = int(ends[-1]) if n else 0
+        first = ends - counts
+        starts = np.zeros(total, dtype=np.int64)
+        values = np.empty(total, dtype=np.int64)
+        values[first] = self._base
+        if inb is not None and inb.any():
+            _move_rows(b.lo[at[inb]], counts[inb], first[inb], b.starts, b.values,
+                       starts, values)
+        for k, page in zip(present.tolist(), objs):
+            o = int(first[k])
+            if page.__class__ is int:
+                values[o] = page
+            else:
+                c = len(page[1])
+                starts[o:o + c] = np.asarray(page[0])
+                values[o:o + c] = np.asarray(page[1])
+        return counts, starts, values
+
     # -- the journal ---------------------------------------------------------
     def settle(self, start: int = 0, end: int | None = None) -> None:
         """Apply the journal's logged changes to the pages of ``[start,
         end)`` (every reader does this first; a no-op without a journal)."""
         j = self._journal
-        if j is not None and (j.staged or j._logs):
+        if j is not None and (j.staged or j._logs or j._chunks):
             if end is None or end > self.size:
                 end = self.size
             if start < end:
@@ -182,7 +397,7 @@ class ExtentMap:
         and no change that may bring zeros is logged for it."""
         if self._zeroing[p]:
             return False
-        page = self._pages.get(p, self._base)
+        page = self._get(p)
         if page.__class__ is int:
             return page != 0
         return min(page[1]) > 0
@@ -190,7 +405,7 @@ class ExtentMap:
     def _base_zero(self, p: int, start: int, end: int) -> bool:
         """Whether page ``p``'s stored runs hold only 0 on ``[start, end)``
         (inside the page), logged changes aside."""
-        page = self._pages.get(p, self._base)
+        page = self._get(p)
         if page.__class__ is int:
             return not page
         starts, values = page
@@ -198,16 +413,98 @@ class ExtentMap:
         i = bisect_right(starts, start - ps) - 1
         return not values[i] and bisect_left(starts, end - ps, i + 1) == i + 1
 
-    def _put_pages(self, pages: list, starts: np.ndarray, values: np.ndarray,
-                   lo: list, hi: list) -> None:
+    def _put_pages(self, pages, starts: np.ndarray, values: np.ndarray, lo, hi,
+                   many: bool = False) -> None:
         """Store each page ``pages[i]`` as the runs ``lo[i]:hi[i]`` of
         ``starts`` (page-relative, this map's start type) and ``values``:
         canonical (the first starts at 0, neighbours differ), as the
-        journal's settle builds them.  Values that all fit 32 bits are
-        stored 4 bytes each, in :class:`SharedPage` s."""
+        journal's settle builds them (``pages``, ``lo``, ``hi``: int64
+        arrays or lists).  In bulk (:class:`_Bulk`: the rows copied, a few
+        numpy calls whatever the number of pages), unless the map has more
+        than :data:`BULK_MAX_PAGES` pages (:meth:`_put_page_objects`) or
+        the settle is of few pages (``many``: see :meth:`_stores_bulk`)."""
         self.version += 1
+        if not self._stores_bulk(many):
+            self._put_page_objects(list(pages), starts, values, list(lo), list(hi))
+            return
+        pages = np.asarray(pages, dtype=np.int64)
+        lo = np.asarray(lo, dtype=np.int64)
+        n = np.asarray(hi, dtype=np.int64) - lo
+        total = int(n.sum())
+        # (values of 4 bytes while they fit: those of the whole settle, or
+        # else this map's rows)
+        compact = not len(values) or (0 <= values.min() and values.max() <= _MAX_COMPACT)
+        if not compact:
+            compact = _rows_fit(lo, n, values, _MAX_COMPACT)
+        b = self._bulk
+        if b is None:
+            b = self._bulk = _Bulk((self.size >> self._shift) + 1, self._stype, compact)
+        else:                       # pages stored again: their old rows are garbage
+            again = pages[b.flags_np[pages] != 0]
+            if len(again):
+                b.live -= int(b.n[again].sum())
+                b.count -= len(again)
+                b.flags_np[again] = 0
+        store = self._dict
+        if store:                   # (a page is in the bulk or in the dict)
+            for p in pages[_stored_in(store, pages)].tolist():
+                del store[p]
+        b.reserve(total, not compact)
+        to = b.used + np.cumsum(n) - n
+        _move_rows(lo, n, to, starts, values, b.starts, b.values)
+        b.used += total
+        b.lo[pages] = to
+        b.n[pages] = n
+        b.flags_np[pages] = 1
+        b.count += len(pages)
+        b.live += total
+
+    def _stores_bulk(self, many: bool) -> bool:
+        """Whether :meth:`_put_pages` stores in bulk: a map of
+        :data:`BULK_MIN_PAGES` to :data:`BULK_MAX_PAGES` pages, in a settle
+        of many of them at once (``many``, the journal's call: a page table
+        of 13 bytes a page touched at random by a few thousand pages would
+        cost more than their page objects) or once it has pages in bulk."""
+        return (BULK_MIN_PAGES <= (self.size >> self._shift) + 1 <= BULK_MAX_PAGES
+                and (many or self._bulk is not None))
+
+    def _clear_pages(self, first: int, last: int) -> None:
+        """Pages ``first`` to ``last`` hold the map's default (absent),
+        at a cost by the pages stored there, not by their number."""
+        pages = self._dict
+        if len(pages) < last - first + 1:
+            for p in [p for p in pages if first <= p <= last]:
+                del pages[p]
+        else:
+            for p in range(first, last + 1):
+                pages.pop(p, None)
+        b = self._bulk
+        if b is not None:
+            at = np.flatnonzero(b.flags_np[first:last + 1]) + first
+            if len(at):
+                b.live -= int(b.n[at].sum())
+                b.count -= len(at)
+                b.flags_np[at] = 0
+                if not b.count:
+                    self._bulk = None
+
+    def _drop_bulk(self, p: int) -> None:
+        """Forget page ``p``'s rows in the bulk, if it has some (the page is
+        about to be stored whole)."""
+        b = self._bulk
+        if b is not None and b.flags[p]:
+            b.flags[p] = 0
+            b.live -= int(b.n[p])
+            b.count -= 1
+            if not b.count:
+                self._bulk = None
+
+    def _put_page_objects(self, pages: list, starts: np.ndarray, values: np.ndarray,
+                          lo: list, hi: list) -> None:
+        """:meth:`_put_pages` as page objects: values that all fit 32 bits
+        are stored 4 bytes each, in :class:`SharedPage` s."""
         stype = self._stype
-        store = self._pages
+        store = self._dict
         vtype, page_class = "q", tuple
         if len(values) and 0 <= values.min() and values.max() <= _MAX_COMPACT:
             values = values.astype(np.uint32)
@@ -235,10 +532,11 @@ class ExtentMap:
         first).  What a settle does where a mirror's target ends up holding
         what its source holds: the memory of one map for two."""
         self.version += 1
-        store = self._pages
-        theirs = other._pages
+        store = self._dict
+        theirs = other._dict
         for p in pages:
-            page = theirs.get(p, other._base)
+            self._drop_bulk(p)
+            page = other._get(p)
             if page.__class__ is int:
                 if page != self._base:
                     store[p] = page
@@ -290,22 +588,38 @@ class ExtentMap:
         if start >= end:
             return
         shift = self._shift
-        pages = self._pages
+        pages = self._dict
         size = self.size
         if start <= 0 and end >= size:
             # the whole map (an image's data = "full"): its default value
             pages.clear()
+            self._bulk = None
             self._base = value
             return
         base = self._base
         first, last = start >> shift, (end - 1) >> shift
-        for p in range(first, last + 1):
+        pieces = range(first, last + 1)
+        if value == base and last - first > 8:
+            # the whole pages inside, back to the default (a write-zeroes
+            # over many pages): no step per page, only per page stored
+            whole_first = first if start == first << shift else first + 1
+            whole_last = last if end >= min((last + 1) << shift, size) else last - 1
+            self._clear_pages(whole_first, whole_last)
+            pieces = sorted({first, last})
+        bulk = self._bulk
+        for p in pieces:
             ps = p << shift
             pe = ps + (1 << shift)
             if pe > size:
                 pe = size
             a = start if start > ps else ps
             b = end if end < pe else pe
+            if bulk is not None and bulk.flags[p]:
+                if a == ps and b == pe:
+                    self._drop_bulk(p)
+                else:
+                    self._unbulk_one(p)
+                bulk = self._bulk
             if a == ps and b == pe:
                 if value != base:
                     pages[p] = value
@@ -435,15 +749,16 @@ class ExtentMap:
         runs (``seg_s`` their page-relative starts, ``seg_v`` their values),
         keeping the page canonical: one value becomes a plain int, a page of
         0 is dropped."""
-        pages = self._pages
+        pages = self._dict
         a = seg_s[0]
         if len(seg_v) == 1:                 # one value: exactly what set() does
             self._set(ps + a, b, seg_v[0])
             return
         if a == 0 and b == pe:              # the whole page, already canonical
+            self._drop_bulk(p)
             pages[p] = (array(self._stype, seg_s), array("q", seg_v))
             return
-        page = pages.get(p, self._base)
+        page = self._get(p)
         if page.__class__ is int:
             starts = array(self._stype, (0,))
             values = array("q", (page,))
@@ -490,7 +805,7 @@ class ExtentMap:
             b = end if end < pe else pe
             if b > self.size:
                 b = self.size
-            page = self._pages.get(p, self._base)
+            page = self._get(p)
             if page.__class__ is int:
                 return [(start, b, page)]
             return _page_runs(page[0], page[1], start, b, p << shift)
@@ -511,7 +826,7 @@ class ExtentMap:
             shift = self._shift
             p = start >> shift
             if start < end and (end - 1) >> shift == p and end <= self.size:
-                page = self._pages.get(p, self._base)
+                page = self._get(p)
                 if page.__class__ is int and page and not self._zeroing[p]:
                     # data stored all over the page, and only non-zero
                     # writes logged: no zeros (a mirror's source, written
@@ -536,7 +851,7 @@ class ExtentMap:
         p = start >> shift
         if start < end and (end - 1) >> shift == p and end <= self.size:
             # inside one page (every copy operation): runs() without a second lookup
-            page = self._pages.get(p, self._base)
+            page = self._get(p)
             if page.__class__ is int:
                 return [(start, end, page)]
             starts, values = page
@@ -592,7 +907,7 @@ class ExtentMap:
     def value_at(self, offset: int) -> int:
         if self._journal is not None:
             self.settle(offset, offset + 1)
-        page = self._pages.get(offset >> self._shift, self._base)
+        page = self._get(offset >> self._shift)
         if page.__class__ is int:
             return page
         starts, values = page
@@ -608,9 +923,19 @@ class ExtentMap:
         self.settle()
         # (a page holding 0 is no run: absent when the default is 0, the
         # int 0 otherwise; an absent page holding the default is one)
-        absent = -(-self.size >> self._shift) - len(self._pages) if self._base else 0
-        return absent + sum((1 if p else 0) if p.__class__ is int else len(p[0])
-                            for p in self._pages.values())
+        pages = self._dict
+        b = self._bulk
+        stored = len(pages) + (b.count if b is not None else 0)
+        absent = -(-self.size >> self._shift) - stored if self._base else 0
+        count = absent + sum((1 if p else 0) if p.__class__ is int else len(p[0])
+                             for p in pages.values())
+        if b is not None:
+            # (the pages in bulk: their rows, one a page of one value unless 0)
+            at = np.flatnonzero(b.flags_np)
+            n = b.n[at]
+            one = n == 1
+            count += int(n[~one].sum()) + int(np.count_nonzero(b.values[b.lo[at[one]]]))
+        return count
 
     @property
     def page_size(self) -> int:
@@ -898,6 +1223,8 @@ def run_arrays(m: ExtentMap, start: int, end: int, max_runs: int | None = None,
     if start >= end:
         raise ValueError(f"empty range [{start}, {end})")
     m.settle(start, end)
+    if m._bulk is not None:
+        return _run_arrays_bulk(m, start, end, max_runs, pages)
     shift = m._shift
     wanted, pages = pages, m._pages
     last = (end - 1) >> shift
@@ -963,6 +1290,35 @@ def run_arrays(m: ExtentMap, start: int, end: int, max_runs: int | None = None,
     return stop, starts, values[i:j]
 
 
+def _run_arrays_bulk(m: ExtentMap, start: int, end: int, max_runs: int | None,
+                     wanted) -> tuple[int, np.ndarray, np.ndarray]:
+    """:func:`run_arrays` of a map with pages stored in bulk (settled):
+    the same arrays, read with :meth:`ExtentMap._stored_runs` (no Python
+    step per page in bulk)."""
+    shift = m._shift
+    first, last = start >> shift, (end - 1) >> shift
+    if wanted is not None:
+        listed = np.asarray(wanted, dtype=np.int64)
+        at = listed[(listed >= first) & (listed <= last)]
+        if not len(at):                     # nothing listed: one run, meaningless
+            return end, np.array([start], dtype=np.int64), np.zeros(1, dtype=np.int64)
+    else:
+        at = np.arange(first, last + 1, dtype=np.int64)
+    counts, starts, values = m._stored_runs(at, max_runs)
+    stop = end
+    if len(counts) < len(at) or (max_runs is not None and int(counts.sum()) >= max_runs):
+        # (run_arrays stops after the page at which the runs reach max_runs)
+        stop = min((int(at[len(counts) - 1]) + 1) << shift, end)
+        at = at[:len(counts)]
+    starts += np.repeat(at << shift, counts)    # page-relative -> absolute
+    # clip to [start, stop): from the run holding start to the last one before stop
+    i = max(int(np.searchsorted(starts, start, side="right")) - 1, 0)
+    j = int(np.searchsorted(starts, stop, side="left"))
+    starts = starts[i:j]
+    starts[0] = start
+    return stop, starts, values[i:j]
+
+
 def diff_blocks(run_starts: np.ndarray, run_values: np.ndarray, end: int,
                 starts, length: int, gens) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Where a range of a map differs from blocks: the array form of
@@ -1021,3 +1377,27 @@ def diff_blocks(run_starts: np.ndarray, run_values: np.ndarray, end: int,
     a = np.maximum(s[blk], rs[run])[bad]
     b = np.minimum(e[blk], re[run])[bad]
     return a, b - a, want[blk][bad], got[bad]
+
+
+@njit(cache=True)
+def _move_rows(lo, n, to, starts, values, to_starts, to_values):
+    """Copy rows ``lo[i]:lo[i] + n[i]`` of ``starts`` and ``values`` to
+    ``to[i]:to[i] + n[i]`` of ``to_starts`` and ``to_values``, for each
+    ``i`` (the bulk's rows: one pass, no index arrays)."""
+    for i in range(lo.shape[0]):
+        a = lo[i]
+        t = to[i]
+        for k in range(n[i]):
+            to_starts[t + k] = starts[a + k]
+            to_values[t + k] = values[a + k]
+
+
+@njit(cache=True)
+def _rows_fit(lo, n, values, most):
+    """Whether the values of rows ``lo[i]:lo[i] + n[i]`` all lie in
+    ``[0, most]``."""
+    for i in range(lo.shape[0]):
+        for k in range(lo[i], lo[i] + n[i]):
+            if values[k] < 0 or values[k] > most:
+                return False
+    return True

@@ -12,15 +12,26 @@ segments for long ones) are forced in turn.
 from __future__ import annotations
 
 import random
+from array import array
 
 import pytest
 
 from blocksim.engine import journal as journal_mod
+from blocksim.model import extents as extents_mod
 from blocksim.model.extents import ExtentMap, Span
 from blocksim.engine.journal import ContentJournal, Snap
 
 SHIFT = 16                  # 64 KiB pages: many page edges in a small map
 PAGE = 1 << SHIFT
+
+
+@pytest.fixture(autouse=True)
+def _bulk_pages(monkeypatch):
+    """Small maps store a settle's pages in bulk too (extents._Bulk), as a
+    disk of many pages does (a few tests switch it off), in arrays that
+    start small, so that they grow, with garbage and without."""
+    monkeypatch.setattr(extents_mod, "BULK_MIN_PAGES", 0)
+    monkeypatch.setattr(extents_mod, "BULK_MIN_ROWS", 4)
 
 
 def _pages(m: ExtentMap) -> dict:
@@ -35,9 +46,26 @@ def _as_runs(x) -> list:
     return list(x)
 
 
-def _play(seed: int, steps: int, sizes: tuple, first_gen: int = 1) -> None:
-    """One random sequence, journaled and plain side by side."""
+def _entries_held(j: ContentJournal) -> int:
+    """The entries in the pages' logs, in the chunks (parts not pulled
+    yet) and on the stage, counted one by one."""
+    n = sum(len(journal_mod._unpack_log(log)) for log in j._logs.values())
+    for seq, pages, ends, words in j._chunks:
+        a = 0
+        for p, b in zip(pages.tolist(), ends.tolist()):
+            if j._pulled[p] <= seq:
+                n += len(journal_mod._unpack_log(array("q", words[a:b].tobytes())))
+            a = b
+    return n + j.staged
+
+
+def _play(seed: int, steps: int, sizes: tuple, first_gen: int = 1,
+          settle_all: float = 0.0) -> None:
+    """One random sequence, journaled and plain side by side; with
+    ``settle_all``, the whole journal is also settled between steps with
+    that probability (as the budget's check does), copies in flight."""
     rng = random.Random(seed)
+    rng_all = random.Random(-1 - seed)
     j = ContentJournal(SHIFT)
     lazy = [ExtentMap(s, SHIFT, journal=j) for s in sizes]
     plain = [ExtentMap(s, SHIFT) for s in sizes]
@@ -91,16 +119,21 @@ def _play(seed: int, steps: int, sizes: tuple, first_gen: int = 1) -> None:
         else:                                           # a read
             a, b = rand_range(size, 2 * PAGE)
             assert lazy[i].runs(a, b) == plain[i].runs(a, b)
-        # the count the budget watches is the logs' and the stage's
-        assert j.entries() == sum(len(journal_mod._unpack_log(log))
-                                  for log in j._logs.values()) + j.staged
+        if settle_all and rng_all.random() < settle_all:
+            j.settle_all()
+            assert not j.entries() and not j._logs.keys() - {
+                s.start >> SHIFT for s in j._open.values()}
+        # the count the budget watches is the logs', the chunks' and the stage's
+        assert j.entries() == _entries_held(j)
     for t, ls, ps in copies:                            # the copies still in flight land
         lazy[t].set_runs(ls)
         plain[t].set_runs(ps)
     for lm, pm in zip(lazy, plain):
+        # (extent_count first: it reads pages in bulk as they are, _pages
+        # takes them out)
+        assert lm.extent_count() == pm.extent_count()
         assert _pages(lm) == _pages(pm)
         lm.check()
-        assert lm.extent_count() == pm.extent_count()
     assert not j.logs and not j._held and not j._open
 
 
@@ -110,6 +143,47 @@ def _play(seed: int, steps: int, sizes: tuple, first_gen: int = 1) -> None:
 def test_a_journal_gives_what_changes_applied_at_once_give(monkeypatch, seed, small_log, bulk):
     monkeypatch.setattr(journal_mod, "SMALL_LOG", small_log)
     monkeypatch.setattr(journal_mod, "BULK", bulk)
+    _play(seed, 400, (8 * PAGE, 8 * PAGE, 5 * PAGE + 12288))
+
+
+@pytest.mark.parametrize("chunks", [None, (1, 3), (4, 100)])
+@pytest.mark.parametrize("small_log, bulk", [(0, True), (3, True), (10_000, True), (0, False)])
+@pytest.mark.parametrize("seed", range(40))
+def test_the_whole_journal_settled_mid_run_gives_the_same(monkeypatch, seed, small_log, bulk,
+                                                          chunks):
+    """settle_all (the budget's check, the end of a run) merges every
+    page's log with its staged entries in one go (_settle_all_bulk); the
+    pages of copies in flight and of reads held take the page-by-page
+    settle: settled often, with copies in flight, the content must not
+    change."""
+    monkeypatch.setattr(journal_mod, "SMALL_LOG", small_log)
+    monkeypatch.setattr(journal_mod, "BULK", bulk)
+    if chunks:
+        _small_chunks(monkeypatch, *chunks)
+    _play(seed, 400, (8 * PAGE, 8 * PAGE, 5 * PAGE + 12288), settle_all=0.05)
+
+
+def _small_chunks(monkeypatch, entries: int, most: int) -> None:
+    """Flushes of ``entries`` or more kept as chunks, at most ``most`` of
+    them, on a stage of five entries (handed out between most steps)."""
+    monkeypatch.setattr(journal_mod, "CHUNK_ENTRIES", entries)
+    monkeypatch.setattr(journal_mod, "MAX_CHUNKS", most)
+    monkeypatch.setattr(journal_mod, "STAGE_ENTRIES", 5)
+    monkeypatch.setattr(journal_mod, "STAGE_PER_PAGE", 0)
+
+
+@pytest.mark.parametrize("chunks", [(1, 3), (3, 2), (4, 100)])
+@pytest.mark.parametrize("small_log, bulk", [(0, True), (3, True), (0, False)])
+@pytest.mark.parametrize("seed", range(40))
+def test_flushes_kept_as_chunks_give_the_same(monkeypatch, seed, small_log, bulk, chunks):
+    """A flush of many entries keeps them as one chunk, pulled into a
+    page's log when the page settles (ContentJournal._pull); past
+    MAX_CHUNKS a flush hands its entries out, after the page's entries
+    in chunks: chunks of a few entries, a few or many of them, and the
+    content must not change."""
+    monkeypatch.setattr(journal_mod, "SMALL_LOG", small_log)
+    monkeypatch.setattr(journal_mod, "BULK", bulk)
+    _small_chunks(monkeypatch, *chunks)
     _play(seed, 400, (8 * PAGE, 8 * PAGE, 5 * PAGE + 12288))
 
 
@@ -223,9 +297,9 @@ def test_long_logs_take_the_numpy_path_and_short_ones_the_splices(monkeypatch):
     for name, key in (("_replay_small", "small"), ("_replay_bulk", "bulk")):
         inner = getattr(ContentJournal, name)
 
-        def counted(self, p, log, inner=inner, key=key):
+        def counted(self, p, log, *more, inner=inner, key=key):
             calls[key] += 1
-            return inner(self, p, log)
+            return inner(self, p, log, *more)
         monkeypatch.setattr(ContentJournal, name, counted)
     j = ContentJournal(SHIFT)
     m = ExtentMap(4 * PAGE, SHIFT, journal=j)
@@ -320,14 +394,19 @@ def test_a_journal_over_its_budget_settles_whole(monkeypatch):
     assert lazy._pages == plain._pages
 
 
+@pytest.mark.parametrize("bulk", [False, True])
 @pytest.mark.parametrize("write", ["set", "set_runs"])
 @pytest.mark.parametrize("later", ["target", "source"])
 def test_a_target_settled_into_its_sources_runs_shares_them_until_written(monkeypatch, later,
-                                                                         write):
+                                                                         write, bulk):
     """A copy that leaves the target holding what the source holds on a
     page: the settle stores that page once for both maps (a mirror in
-    sync), and a later write to either map changes only that map."""
+    sync), and a later write to either map changes only that map.  Maps
+    that store a settle's pages in bulk (extents._Bulk) give the target
+    the source's rows instead, and the same holds."""
     monkeypatch.setattr(journal_mod, "SMALL_LOG", 0)        # the bulk settle
+    if not bulk:
+        monkeypatch.setattr(extents_mod, "BULK_MAX_PAGES", 0)
     j = ContentJournal(SHIFT)
     src, tgt = ExtentMap(3 * PAGE, SHIFT, journal=j), ExtentMap(3 * PAGE, SHIFT, journal=j)
     plain_src, plain_tgt = ExtentMap(3 * PAGE, SHIFT), ExtentMap(3 * PAGE, SHIFT)
@@ -346,9 +425,13 @@ def test_a_target_settled_into_its_sources_runs_shares_them_until_written(monkey
     for m, v in ((src, 55), (tgt, 56), (plain_src, 55), (plain_tgt, 56)):
         m.set(2 * PAGE, 2 * PAGE + 512, v)      # page 2: the same edges, not the same values
     tgt.settle()
-    assert tgt._pages[0] is src._pages[0]       # in sync: one page for both
-    assert tgt._pages[1] is not src._pages[1]
-    assert tgt._pages[2] is not src._pages[2]
+    if bulk:
+        assert tgt._bulk.count == src._bulk.count == 3      # every page in bulk
+        assert tgt._get(0) == src._get(0)
+    else:
+        assert tgt._pages[0] is src._pages[0]       # in sync: one page for both
+    assert tgt._pages[1] != src._pages[1]
+    assert tgt._pages[2] != src._pages[2]
     for m, plain in ((tgt, plain_tgt), (src, plain_src)):
         assert _pages(m) == _pages(plain)
     written, other = (tgt, src) if later == "target" else (src, tgt)
@@ -389,3 +472,58 @@ def test_a_bulk_settle_of_64_mib_pages_orders_edges_across_the_whole_page(monkey
             tgt.set_runs(src.snapshot(g, g + 0x10000))
             plain_tgt.set_runs(plain_src.snapshot(g, g + 0x10000))
     assert _pages(src) == _pages(plain_src) and _pages(tgt) == _pages(plain_tgt)
+
+
+@pytest.mark.parametrize("base", [0, 3])
+def test_whole_pages_set_to_the_default_leave_the_bulk(monkeypatch, base):
+    """A write over many whole pages of the map's default (a write-zeroes
+    across the disk, ExtentMap._clear_pages) drops them from the bulk and
+    the dict at once: the pages in bulk among them must read the default
+    after, and the pages at the range's edges keep the rest of their runs."""
+    monkeypatch.setattr(journal_mod, "SMALL_LOG", 0)
+    j = ContentJournal(SHIFT)
+    lazy, plain = ExtentMap(40 * PAGE, SHIFT, journal=j), ExtentMap(40 * PAGE, SHIFT)
+    for m in (lazy, plain):
+        if base:
+            m.set(0, 40 * PAGE, base)
+        for p in range(0, 40, 2):               # pages of two runs and more
+            m.set(p * PAGE + 512, p * PAGE + 4096, 10 + p)
+            m.set(p * PAGE + 8192, p * PAGE + 12288, 60 + p)
+        m.set(5 * PAGE, 6 * PAGE, 7)            # a page of one value
+    lazy.settle()
+    assert lazy._bulk is not None and lazy._bulk.count >= 20
+    for m in (lazy, plain):
+        m.set(3 * PAGE + 1000, 33 * PAGE + 6000, base)     # whole pages 4 to 32, and two edges
+    assert lazy.extent_count() == plain.extent_count()
+    assert _pages(lazy) == _pages(plain)
+    lazy.check()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_run_arrays_reads_pages_in_bulk_as_page_objects(monkeypatch, seed):
+    """extents.run_arrays over pages stored in bulk (_run_arrays_bulk) gives
+    the arrays it gives over page objects: the same runs, the same stop
+    when it ends after max_runs (at the page where they reach it), with
+    listed pages or every page."""
+    from blocksim.model.extents import run_arrays
+    monkeypatch.setattr(journal_mod, "SMALL_LOG", 0)
+    rng = random.Random(seed)
+    j = ContentJournal(SHIFT)
+    lazy, plain = ExtentMap(24 * PAGE, SHIFT, journal=j), ExtentMap(24 * PAGE, SHIFT)
+    for _ in range(300):
+        a = rng.randrange(24 * PAGE // 512) * 512
+        b = min(a + rng.choice((512, 4096, PAGE // 3)), 24 * PAGE)
+        v = rng.choice((0, rng.randrange(1, 1 << 20)))
+        lazy.set(a, b, v)
+        plain.set(a, b, v)
+    lazy.settle(0, 12 * PAGE)                   # half in bulk, half pages with logs
+    assert lazy._bulk is not None
+    lazy.value_at(3 * PAGE + 5)                 # a page taken out of the bulk
+    for max_runs in (None, 1, 7, 40, 10_000):
+        for listed in (None, [1, 2, 5, 9, 13, 20], [7]):
+            for start, end in ((0, 24 * PAGE), (PAGE + 999, 17 * PAGE - 5)):
+                got = run_arrays(lazy, start, end, max_runs=max_runs, pages=listed)
+                want = run_arrays(plain, start, end, max_runs=max_runs, pages=listed)
+                assert got[0] == want[0]
+                assert got[1].tolist() == want[1].tolist()
+                assert got[2].tolist() == want[2].tolist()
