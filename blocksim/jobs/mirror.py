@@ -572,13 +572,11 @@ class MirrorJob(BlockJob):
         wake in the order they wait (mirror_iteration_done's
         qemu_co_queue_restart_all) and each takes its buffer if it is free
         now, and is issued, or waits again on the oldest copy in flight."""
-        queued = self._queued
-        if not any(op.awaits == seq for op in queued):
+        woken = [op for op in self._queued if op.awaits == seq]
+        if not woken:
             return
-        self._queued = [op for op in queued if op.awaits != seq]
-        for op in queued:
-            if op.awaits != seq:
-                continue
+        self._queued = [op for op in self._queued if op.awaits != seq]
+        for op in woken:
             n = op.end_bit - op.bit
             if self.buf_free < n:
                 op.awaits = self.oldest_copy()
