@@ -723,6 +723,19 @@ class BlockJob:
     #: the end of its run until its exit (MirrorJob).
     drained_by_itself = False
 
+    def job_info(self) -> dict:
+        """One entry of ``query-jobs`` (``job-qmp.c:job_query_single_locked``):
+        the job's id, type and status, its progress as ``query-block-jobs``
+        gives it (``len`` and ``offset`` are the same progress meter) and the
+        job's error once it has one (``job->err``, which ``job_update_rc``
+        fills with the errno's text on a failure or a cancel)."""
+        info = {"id": self.id, "type": self.job_type, "status": self.status,
+                "current-progress": self.offset, "total-progress": self.progress_len()}
+        error = self.error if self.error is not None else self.cancel_error
+        if error is not None:
+            info["error"] = error
+        return info
+
     def query(self) -> dict:
         """One entry of ``query-block-jobs``."""
         if not self.profile.job_status_events:

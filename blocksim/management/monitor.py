@@ -259,6 +259,8 @@ _HANDLERS = {
     "stop": lambda sim, a: sim.vm.stop("paused"),
     "cont": lambda sim, a: sim.vm.cont(),
     "query-block-jobs": lambda sim, a: [j.query() for j in newest_first(sim.jobs.values())],
+    # job-qmp.c qmp_query_jobs: every job, newest first, internal ones aside
+    "query-jobs": lambda sim, a: [j.job_info() for j in newest_first(sim.jobs.values())],
     "block-job-pause": lambda sim, a: _block_job(sim, a).user_pause(),
     "block-job-resume": lambda sim, a: _block_job(sim, a).user_resume(),
     "block-job-complete": lambda sim, a: _block_job(sim, a).complete(),

@@ -31,7 +31,7 @@ Expressed:
   default base follows filters down to the bottom format node, which would
   bypass a blkdebug node on the base;
 - management actions at a time or on an event: block-job-*/job-* verbs,
-  query-block-jobs, job-start (as the job's start command),
+  query-block-jobs, query-jobs, job-start (as the job's start command),
   block-dirty-bitmap-* (``node`` the image's format node),
   block-set-write-threshold and query-named-block-nodes (``IMAGE`` the
   node jobs name, ``IMAGE-file`` the format node's file node);

@@ -239,8 +239,8 @@ def _default_arguments(model: type[_Arguments]) -> Any:
 
 
 class NoArgumentsAction(Action):
-    command: Literal["stop", "cont", "query-block-jobs", "query-named-block-nodes",
-                     "query-block"]
+    command: Literal["stop", "cont", "query-block-jobs", "query-jobs",
+                     "query-named-block-nodes", "query-block"]
     arguments: _arguments_type(NoArguments) = _default_arguments(NoArguments)
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..jobs import JOB_TYPES, newest_first
+from ..jobs import JOB_TYPES
 from ..management.monitor import COMMANDS as MONITOR_COMMANDS
 from ..record.eventlog import qmp_timestamp
 from ..scenario import BackupJob, CommitJob, MirrorJob, StreamJob
@@ -251,18 +251,6 @@ def _query_status(sim, args) -> dict:
     return {"status": state, "singlestep": False, "running": state == "running"}
 
 
-def _query_jobs(sim, args) -> list:
-    """``qmp_query_jobs`` (job-qmp.c: job_query_single)."""
-    out = []
-    for job in newest_first(sim.jobs.values()):
-        info = {"id": job.id, "type": job.job_type, "status": job.status,
-                "current-progress": job.offset, "total-progress": job.progress_len()}
-        if job.error is not None:          # job_query_single: has_error = !!job->err
-            info["error"] = job.error
-        out.append(info)
-    return out
-
-
 # -- starting jobs ----------------------------------------------------------------
 _COMMON_KEYS = ("speed", "auto-finalize", "auto-dismiss")
 
@@ -420,7 +408,6 @@ _LOCAL = {
     "query-status": lambda s, a: _query_status(s.sim, a),
     "query-block": lambda s, a: _query_block(s.sim, a),
     "query-named-block-nodes": lambda s, a: _query_named_block_nodes(s.sim, a),
-    "query-jobs": lambda s, a: _query_jobs(s.sim, a),
     "blockdev-mirror": lambda s, a: _start_job(s, "blockdev-mirror", a),
     "drive-mirror": lambda s, a: _start_job(s, "drive-mirror", a),
     "block-stream": lambda s, a: _start_job(s, "block-stream", a),
@@ -432,7 +419,7 @@ _LOCAL = {
     "quit": _quit,
 }
 #: what QEMU 7.2 calls the Monitor's commands that it has too
-_QEMU_NAMES = {"stop", "cont", "query-block-jobs", "query-block", "query-named-block-nodes",
+_QEMU_NAMES = {"stop", "cont", "query-block-jobs", "query-jobs", "query-block", "query-named-block-nodes",
                "block-set-write-threshold"} | {
     name for name in MONITOR_COMMANDS if name.startswith(("block-job-", "job-",
                                                           "block-dirty-bitmap-"))}
