@@ -816,7 +816,7 @@ class MirrorJob(BlockJob):
         """Whether a sleep of the loop (:meth:`ratelimit_sleep`'s, the ready
         poll's) is one, after which the loop goes on from its top: no error
         to end on (``ret``), no pause asked, not cancelled."""
-        return not self.ret and not self.pause_count and not self.cancelled
+        return not (self.ret or self.pause_count or self.cancelled or self._cut_at is not None)
 
     def poll_sleeps(self) -> bool:
         """Whether the loop, at its top with nothing dirty and nothing in
