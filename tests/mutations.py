@@ -290,8 +290,8 @@ MUTATIONS = [
      "        return self.in_flight == 0",
      "        return True"),
     ("verb: a job asked to pause sleeps off its rate limit first", "blocksim/jobs/base.py",
-     "        if self.is_cancelled() or self.should_pause():\n            return False\n        ev = self._wake",
-     "        if self.is_cancelled():\n            return False\n        ev = self._wake"),
+     "        if self.is_cancelled() or self.should_pause() or self._cut():",
+     "        if self.is_cancelled() or self._cut():"),
     ("verb: a resume leaves the pause only when the job runs", "blocksim/jobs/base.py",
      "        self.pause_count -= 1\n        # job_resume_locked enters the job: it leaves its pause point (the\n"
      "        # status change comes before the command's reply)\n"

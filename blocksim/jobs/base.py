@@ -138,6 +138,7 @@ class BlockJob:
         self._wake = None
         self._sleeping = False          # waiting in sleep() or _wait() (QEMU: not busy)
         self._timed = False             # ... in sleep(): a timer is pending
+        self._cut_at: int | None = None # its next sleep at this instant is cut (drain_blip)
         self.start_refused = False
         self._held: list = []           # the nodes it holds once created (held_nodes())
         self._filtered = None           # the node its filter sits above (inserts_filter)
@@ -257,8 +258,8 @@ class BlockJob:
         ``filter`` (this job's own filter: only the filters above it, the
         jobs that inserted theirs earlier).
 
-        Only the events are modelled: QEMU's drain begins and ends inside
-        one command, and the paused job goes on at the same instant."""
+        QEMU's drain begins and ends inside one command, and the paused job
+        goes on at the same instant, its sleep cut (:meth:`drain_blip`)."""
         if not self.profile.job_status_events:
             return
         node = self.drive.node
@@ -279,12 +280,27 @@ class BlockJob:
         """``job_pause`` then ``job_resume`` at one instant (a drained
         section of another job's graph change): ``job_pause`` enters a job
         that is not paused yet, it reaches ``job_pause_point`` (paused, or
-        standby when ready) and, resumed, goes back; nothing else changes."""
+        standby when ready) and, resumed, goes back.
+
+        Entering the job cuts its sleep (``job_enter_cond_locked`` deletes
+        the sleep timer): a job sleeping off its rate limit goes on at once.
+        The resume runs the job inside the command (``job_enter`` ->
+        ``aio_co_wake``), so by the next drained section of the same command
+        it is asleep again after its next step, and that sleep is cut too: a
+        job entered and not run yet has its next sleep at this instant cut
+        (:attr:`_cut_at`).  (Found by running QEMU 7.2: a refused
+        blockdev-backup of a rate-limited active commit's disk, two drained
+        sections, makes it READY at once, its last copy done; fz8-65,
+        commit-active-drain-cuts-its-sleep.)"""
         if self.paused or self.pause_count or self.is_cancelled():
             return
         back = self.status
         self._transition("standby" if back == "ready" else "paused")
         self._transition(back)
+        if self._timed:
+            self._enter()
+        elif self._wake is not None and self._wake.triggered:
+            self._cut_at = self.env.now
 
     def _check_root(self) -> None:
         """``blockdev.c:qmp_get_root_bs``, which block-commit,
@@ -475,7 +491,7 @@ class BlockJob:
         from the main loop's timers: :meth:`MirrorJob._iteration_sleep
         <blocksim.jobs.mirror.MirrorJob._iteration_sleep>`), False if a
         command entered it or it did not sleep."""
-        if self.is_cancelled() or self.should_pause():
+        if self.is_cancelled() or self.should_pause() or self._cut():
             return False
         ev = self._wake = self.env.event()
         if timer is None:
@@ -486,6 +502,12 @@ class BlockJob:
         self._sleeping = self._timed = False
         self._wake = None
         return by_timer is True
+
+    def _cut(self) -> bool:
+        """Whether a drained section cut this sleep before it began
+        (:meth:`drain_blip`); once asked, the cut is spent."""
+        cut, self._cut_at = self._cut_at == self.env.now, None
+        return cut
 
     def ratelimit_sleep(self, delay: int, timer=None):
         """Sleep off the rate limit once, as QEMU 7.2's ``job_sleep_ns(job,
@@ -722,6 +744,19 @@ class BlockJob:
     #: pauses it (``child_job_drained_begin`` -> ``job_pause``): a mirror from
     #: the end of its run until its exit (MirrorJob).
     drained_by_itself = False
+
+    def job_info(self) -> dict:
+        """One entry of ``query-jobs`` (``job-qmp.c:job_query_single_locked``):
+        the job's id, type and status, its progress as ``query-block-jobs``
+        gives it (``len`` and ``offset`` are the same progress meter) and the
+        job's error once it has one (``job->err``, which ``job_update_rc``
+        fills with the errno's text on a failure or a cancel)."""
+        info = {"id": self.id, "type": self.job_type, "status": self.status,
+                "current-progress": self.offset, "total-progress": self.progress_len()}
+        error = self.error if self.error is not None else self.cancel_error
+        if error is not None:
+            info["error"] = error
+        return info
 
     def query(self) -> dict:
         """One entry of ``query-block-jobs``."""

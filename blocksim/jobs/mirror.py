@@ -816,6 +816,12 @@ class MirrorJob(BlockJob):
         """Whether a sleep of the loop (:meth:`ratelimit_sleep`'s, the ready
         poll's) is one, after which the loop goes on from its top: no error
         to end on (``ret``), no pause asked, not cancelled."""
+        if self._cut_at is not None:
+            # a drained section cut the next sleep (Job._cut): Python's to
+            # take.  (The command that cut it still has its own process's
+            # end due at that instant, so the compiled loop would hand the
+            # sleep back anyway: SLEEPING; this keeps it so by rule.)
+            return False
         return not self.ret and not self.pause_count and not self.cancelled
 
     def poll_sleeps(self) -> bool:

@@ -242,23 +242,47 @@ def _bitmap_command(command: str, action):
     """A ``block-dirty-bitmap-*`` handler: the node (an image, or a drive's
     top node), then the model's command."""
     def handler(sim, args):
-        if not sim.profile.has_backup:
-            raise CommandError(f"The command {command} has not been found", "CommandNotFound")
-        node = args.get("node")
-        device = sim.devices.get(node)
-        if device is None and node in sim.drives:
-            device = sim.drives[node].node
-        if device is None:
-            raise CommandError(f"Cannot find device='{node}' nor node-name='{node}'"
-                               if command.endswith("-add") else f"Node '{node}' not found")
-        action(device, args)
+        action(_bitmap_node(sim, args.get("node"), command), args)
     return handler
+
+
+def _bitmap_node(sim, node, command: str):
+    """The node a bitmap command names (an image, or a drive's top node),
+    as ``block_dirty_bitmap_lookup`` finds it (``bdrv_lookup_bs``); the 2012
+    monitor has no bitmap commands."""
+    if not sim.profile.has_backup:
+        raise CommandError(f"The command {command} has not been found", "CommandNotFound")
+    device = sim.devices.get(node)
+    if device is None and node in sim.drives:
+        device = sim.drives[node].node
+    if device is None:
+        raise CommandError(f"Cannot find device='{node}' nor node-name='{node}'"
+                           if command.endswith("-add") else f"Node '{node}' not found")
+    return device
+
+
+def _bitmap_merge(sim, args) -> None:
+    """``block-dirty-bitmap-merge``: a string names a bitmap of the same node
+    (``bdrv_find_dirty_bitmap``), ``{node, name}`` one of any node
+    (``block_dirty_bitmap_lookup``), each looked up as its turn comes."""
+    command = "block-dirty-bitmap-merge"
+    device = _bitmap_node(sim, args.get("node"), command)
+
+    def sources():
+        for ref in args.get("bitmaps", []):
+            if isinstance(ref, str):
+                yield device, ref
+            else:
+                yield _bitmap_node(sim, ref.get("node"), command), ref.get("name")
+    named_bitmap.merge_bitmaps(device, args.get("target"), sources())
 
 
 _HANDLERS = {
     "stop": lambda sim, a: sim.vm.stop("paused"),
     "cont": lambda sim, a: sim.vm.cont(),
     "query-block-jobs": lambda sim, a: [j.query() for j in newest_first(sim.jobs.values())],
+    # job-qmp.c qmp_query_jobs: every job, newest first, internal ones aside
+    "query-jobs": lambda sim, a: [j.job_info() for j in newest_first(sim.jobs.values())],
     "block-job-pause": lambda sim, a: _block_job(sim, a).user_pause(),
     "block-job-resume": lambda sim, a: _block_job(sim, a).user_resume(),
     "block-job-complete": lambda sim, a: _block_job(sim, a).complete(),
@@ -293,6 +317,7 @@ _HANDLERS = {
     "block-dirty-bitmap-disable": _bitmap_command("block-dirty-bitmap-disable", lambda dev, a:
                                                   named_bitmap.enable_bitmap(dev, a.get("name"),
                                                                              False)),
+    "block-dirty-bitmap-merge": _bitmap_merge,
     "thin-extend": _thin_extend,
     "block-set-write-threshold": _block_set_write_threshold,
     "query-named-block-nodes": _query_named_block_nodes,

@@ -26,6 +26,10 @@ from .bitmap import DirtyBitmap
 
 MIN_GRANULARITY = 512
 
+#: why ``block-dirty-bitmap-merge`` needs a bitmap to merge
+EMPTY_MERGE = ("an empty 'bitmaps' list: QEMU 7.2 dies on it (block_dirty_bitmap_merge "
+               "frees a backup it never took); give at least one bitmap")
+
 
 def default_granularity(cluster_size: int) -> int:
     """``bdrv_get_default_bitmap_granularity``: the node's cluster size
@@ -156,6 +160,39 @@ def clear_bitmap(node, name: str) -> None:
     if bitmap.busy:
         raise _busy(name)
     bitmap.clear()
+
+
+def merge_bitmaps(node, target: str, sources: list) -> None:
+    """``block-dirty-bitmap-merge`` (bitmap-qmp-cmds.c ``block_dirty_bitmap_merge``):
+    every source's dirty bytes turn dirty in ``node``'s bitmap ``target``, at
+    its granularity, whatever the sources' granularities or whether either is
+    recording.  ``sources``: ``(source node, name)`` each, in order.
+
+    Each step is ``bdrv_merge_dirty_bitmap``: the target must not be busy
+    (``BDRV_BITMAP_DEFAULT``), nor the source (``BDRV_BITMAP_ALLOW_RO``), and
+    both must cover the same size.  The first failure refuses the command
+    and QEMU restores the target from the backup it took before the first
+    step: all or nothing, so checking every step first is the same.
+
+    An empty ``sources`` is refused here: QEMU 7.2 then frees a backup it
+    never took (``hbitmap_free(NULL)``) and dies with SIGSEGV (checked on
+    qemu-storage-daemon 7.2)."""
+    dst = lookup_bitmap(node, target)
+    bitmaps = []
+    for src_node, name in sources:
+        src = lookup_bitmap(src_node, name)
+        if dst.busy:
+            raise _busy(dst.name)
+        if src.busy:
+            raise _busy(src.name)
+        if src.size != dst.size:
+            raise CommandError(f"Bitmaps are of different sizes (destination size is {dst.size}, "
+                               f"source size is {src.size}) and can't be merged")
+        bitmaps.append(src)
+    if not bitmaps:
+        raise CommandError(EMPTY_MERGE)
+    for src in bitmaps:
+        merge_into(dst.bits, src.bits)
 
 
 def enable_bitmap(node, name: str, enable: bool) -> None:

@@ -118,7 +118,7 @@ class Profile:
 #: The commands of today's job API (``job_api_2_12``).
 JOB_API_2_12_COMMANDS = frozenset({
     "block-job-finalize", "block-job-dismiss", "job-pause", "job-resume", "job-complete",
-    "job-cancel", "job-finalize", "job-dismiss"})
+    "job-cancel", "job-finalize", "job-dismiss", "query-jobs"})
 
 
 QEMU = Profile(

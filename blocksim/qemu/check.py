@@ -272,6 +272,10 @@ def command_outcomes(commands: list[dict], names: Optional[dict[str, str]] = Non
             jobs = [" ".join(f"{k}={job.get(k)}" for k in _QUERY_KEYS if k in job)
                     for job in c["return"]]
             out.append(f"{c['execute']} ok [{'; '.join(jobs)}]")
+        elif c["execute"] == "query-jobs" and isinstance(c.get("return"), list):
+            jobs = [" ".join(f"{k}={job.get(k)}" for k in _JOB_INFO_KEYS if k in job)
+                    for job in c["return"]]
+            out.append(f"{c['execute']} ok [{'; '.join(jobs)}]")
         else:
             out.append(f"{c['execute']} ok")
     return out
@@ -280,6 +284,8 @@ def command_outcomes(commands: list[dict], names: Optional[dict[str, str]] = Non
 #: what is compared of a query-block-jobs entry (not len, offset, busy: timing)
 _QUERY_KEYS = ("device", "type", "status", "paused", "ready", "io-status", "speed",
                "auto-finalize", "auto-dismiss", "error")
+#: what is compared of a query-jobs entry (not the progress: timing)
+_JOB_INFO_KEYS = ("id", "type", "status", "error")
 
 
 def _first_difference(blocksim: list[str], qemu: list[str], what: str) -> str:

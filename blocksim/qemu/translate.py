@@ -31,8 +31,9 @@ Expressed:
   default base follows filters down to the bottom format node, which would
   bypass a blkdebug node on the base;
 - management actions at a time or on an event: block-job-*/job-* verbs,
-  query-block-jobs, job-start (as the job's start command),
-  block-dirty-bitmap-* (``node`` the image's format node),
+  query-block-jobs, query-jobs, job-start (as the job's start command),
+  block-dirty-bitmap-* (``node``, and a merge's ``{node, name}`` sources'
+  nodes, the image's format node),
   block-set-write-threshold and query-named-block-nodes (``IMAGE`` the
   node jobs name, ``IMAGE-file`` the format node's file node);
 - a mirror's ``copy-mode`` (given to blockdev-mirror when write-blocking);
@@ -350,7 +351,8 @@ def _bitmap_may_change(scenario: Scenario, job_id: str, spec) -> bool:
     if any(isinstance(other, BackupJob) and other.bitmap == spec.bitmap and jid != job_id
            for jid, other in scenario.jobs.items()):
         return True
-    return any(isinstance(a, BitmapAction) and a.arguments.get("name") == spec.bitmap
+    return any(isinstance(a, BitmapAction)
+               and a.arguments.get("name", a.arguments.get("target")) == spec.bitmap
                for a in scenario.actions)
 
 
@@ -512,6 +514,11 @@ def translate(scenario: Scenario) -> Plan:
             # passes on, and the image's own bitmaps live there too
             node = arguments["node"]
             arguments["node"] = images[drive_image.get(node, node)].fmt_node
+            if "bitmaps" in arguments:      # a merge's bitmaps of other nodes
+                arguments["bitmaps"] = [
+                    ref if isinstance(ref, str) else
+                    {**ref, "node": images[drive_image.get(ref["node"], ref["node"])].fmt_node}
+                    for ref in arguments["bitmaps"]]
         elif action.command == "block-set-write-threshold":
             arguments["node-name"] = qemu_node_name(images, arguments["node-name"])
         actions.append(ActionPlan(index=len(actions), original=i, command=action.command,

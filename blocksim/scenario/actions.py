@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, Optional, Union, get_args
 
 from pydantic import AfterValidator, Discriminator, Field, PlainSerializer, Tag, ValidationInfo, field_validator
 
+from ..model.named_bitmap import EMPTY_MERGE
 from .fields import (
     EVENTS,
     RW_MODES,
@@ -136,6 +137,30 @@ class BitmapAddArguments(BitmapArguments):
     disabled: bool = False
 
 
+class ExternalBitmap(_Arguments):
+    """A bitmap of another node: ``{node, name}`` (QAPI's ``BlockDirtyBitmap``)."""
+
+    node: str = Field(description="an image, or a drive (its top image)")
+    name: str
+
+
+class BitmapMergeArguments(_Arguments):
+    """block-dirty-bitmap-merge: ``node``, ``target`` (a bitmap of ``node``)
+    and ``bitmaps``, each a name of ``node``'s bitmaps or ``{node, name}``
+    (QAPI's ``BlockDirtyBitmapOrStr``)."""
+
+    node: str = Field(description="an image, or a drive (its top image)")
+    target: str
+    bitmaps: list[Union[str, ExternalBitmap]]
+
+    @field_validator("bitmaps")
+    @classmethod
+    def _not_empty(cls, bitmaps: list) -> list:
+        if not bitmaps:
+            raise ValueError(EMPTY_MERGE)
+        return bitmaps
+
+
 def _argument_dict(arguments: _Arguments) -> dict[str, Any]:
     return arguments.model_dump(by_alias=True, exclude_none=True)
 
@@ -239,8 +264,8 @@ def _default_arguments(model: type[_Arguments]) -> Any:
 
 
 class NoArgumentsAction(Action):
-    command: Literal["stop", "cont", "query-block-jobs", "query-named-block-nodes",
-                     "query-block"]
+    command: Literal["stop", "cont", "query-block-jobs", "query-jobs",
+                     "query-named-block-nodes", "query-block"]
     arguments: _arguments_type(NoArguments) = _default_arguments(NoArguments)
 
 
@@ -299,10 +324,16 @@ class BitmapAddAction(BitmapAction):
     arguments: _arguments_type(BitmapAddArguments) = _default_arguments(BitmapAddArguments)
 
 
+class BitmapMergeAction(BitmapAction):
+    command: Literal["block-dirty-bitmap-merge"]
+    arguments: _arguments_type(BitmapMergeArguments) = _default_arguments(BitmapMergeArguments)
+
+
 _ACTION_CLASSES: dict[str, type[Action]] = {
     cls.__name__: cls for cls in (NoArgumentsAction, JobDeviceAction, BlockJobCancelAction,
                                   BlockJobSetSpeedAction, JobIdAction, ThinExtendAction, GuestBurstAction,
-                                  BitmapAction, BitmapAddAction, WriteThresholdAction,
+                                  BitmapAction, BitmapAddAction, BitmapMergeAction,
+                                  WriteThresholdAction,
                                   LvExtendAction)}
 #: command name -> the Action subclass (its discriminator tag is the class name)
 _COMMAND_CLASS: dict[str, type[Action]] = {

@@ -170,10 +170,14 @@ def _cross_check(images: Mapping[str, Optional[Image]], drives: Mapping[str, Opt
         if isinstance(action, ThinExtendAction):
             image_ref(loc + ("image",), action.arguments["image"])
         elif isinstance(action, BitmapAction):
-            node = action.arguments["node"]
-            if node not in images and node not in drives:
-                problems.append((loc + ("node",), f"unknown node '{node}' (an image or a drive); "
-                                                  f"{_names('image', images)}; {_names('drive', drives)}"))
+            nodes = [(loc + ("node",), action.arguments["node"])]
+            nodes += [(loc + ("bitmaps", k, "node"), ref["node"])
+                      for k, ref in enumerate(action.arguments.get("bitmaps", ()))
+                      if isinstance(ref, dict)]
+            for where, node in nodes:
+                if node not in images and node not in drives:
+                    problems.append((where, f"unknown node '{node}' (an image or a drive); "
+                                            f"{_names('image', images)}; {_names('drive', drives)}"))
         elif isinstance(action, GuestBurstAction):
             args = action.arguments
             image = drive_image(loc + ("drive",), args["drive"])

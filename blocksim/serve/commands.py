@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..jobs import JOB_TYPES, newest_first
+from ..jobs import JOB_TYPES
 from ..management.monitor import COMMANDS as MONITOR_COMMANDS
 from ..record.eventlog import qmp_timestamp
 from ..scenario import BackupJob, CommitJob, MirrorJob, StreamJob
@@ -46,6 +46,7 @@ from .protocol import QMPError
 
 # -- argument schemas (qapi/*.json of QEMU 7.2) -------------------------------------
 STR, INT, UINT, BOOL, NUM, ANY = "string", "integer", "uint64", "boolean", "number", "any"
+BITMAP_REFS = "BlockDirtyBitmapOrStr"       # a list of names or {node, name}
 MIRROR_SYNC = ("top", "full", "none", "incremental", "bitmap")     # MirrorSyncMode
 JOB_ERROR = tuple(JOB_POLICIES)                                    # BlockdevOnError
 
@@ -99,6 +100,8 @@ SCHEMAS: dict[str, list[tuple[str, Any, bool]]] = {
     "block-dirty-bitmap-clear": [("node", STR, True), ("name", STR, True)],
     "block-dirty-bitmap-enable": [("node", STR, True), ("name", STR, True)],
     "block-dirty-bitmap-disable": [("node", STR, True), ("name", STR, True)],
+    "block-dirty-bitmap-merge": [("node", STR, True), ("target", STR, True),
+                                 ("bitmaps", BITMAP_REFS, True)],
     # extensions
     "x-blocksim-advance": [("seconds", NUM, False), ("until-event", ANY, False)],
     "x-blocksim-clock": [],
@@ -131,6 +134,9 @@ def check_arguments(command: str, args: dict) -> dict:
             continue
         value = args[name]
         if kind == ANY:
+            continue
+        if kind == BITMAP_REFS:
+            _check_bitmap_refs(name, value)
             continue
         if isinstance(kind, tuple) and kind and kind[0] == "list":
             if not isinstance(value, list):
@@ -169,6 +175,28 @@ def check_arguments(command: str, args: dict) -> dict:
             if name in UNSUPPORTED:
                 raise QMPError(f"Parameter '{name}' is not modelled by blocksim")
     return args
+
+
+def _check_bitmap_refs(name: str, value) -> None:
+    """A list of ``BlockDirtyBitmapOrStr``: each a string or ``{node, name}``
+    (qapi/block-core.json), as QEMU's input visitor words its refusals."""
+    if not isinstance(value, list):
+        raise QMPError(f"Invalid parameter type for '{name}', expected: array")
+    for i, item in enumerate(value):
+        where = f"{name}[{i}]"
+        if isinstance(item, str):
+            continue
+        if not isinstance(item, dict):
+            # (QEMU 7.2 names an alternate's list element 'null' here)
+            raise QMPError(f"Invalid parameter type for 'null', expected: {BITMAP_REFS}")
+        for key in ("node", "name"):
+            if key not in item:
+                raise QMPError(f"Parameter '{where}.{key}' is missing")
+            if not isinstance(item[key], str):
+                raise QMPError(f"Invalid parameter type for '{where}.{key}', expected: string")
+        for key in item:
+            if key not in ("node", "name"):
+                raise QMPError(f"Parameter '{where}.{key}' is unexpected")
 
 
 # -- nodes and devices ----------------------------------------------------------------
@@ -249,18 +277,6 @@ def _query_named_block_nodes(sim, args) -> list:
 def _query_status(sim, args) -> dict:
     state = sim.vm.state
     return {"status": state, "singlestep": False, "running": state == "running"}
-
-
-def _query_jobs(sim, args) -> list:
-    """``qmp_query_jobs`` (job-qmp.c: job_query_single)."""
-    out = []
-    for job in newest_first(sim.jobs.values()):
-        info = {"id": job.id, "type": job.job_type, "status": job.status,
-                "current-progress": job.offset, "total-progress": job.progress_len()}
-        if job.error is not None:          # job_query_single: has_error = !!job->err
-            info["error"] = job.error
-        out.append(info)
-    return out
 
 
 # -- starting jobs ----------------------------------------------------------------
@@ -420,7 +436,6 @@ _LOCAL = {
     "query-status": lambda s, a: _query_status(s.sim, a),
     "query-block": lambda s, a: _query_block(s.sim, a),
     "query-named-block-nodes": lambda s, a: _query_named_block_nodes(s.sim, a),
-    "query-jobs": lambda s, a: _query_jobs(s.sim, a),
     "blockdev-mirror": lambda s, a: _start_job(s, "blockdev-mirror", a),
     "drive-mirror": lambda s, a: _start_job(s, "drive-mirror", a),
     "block-stream": lambda s, a: _start_job(s, "block-stream", a),
@@ -432,7 +447,7 @@ _LOCAL = {
     "quit": _quit,
 }
 #: what QEMU 7.2 calls the Monitor's commands that it has too
-_QEMU_NAMES = {"stop", "cont", "query-block-jobs", "query-block", "query-named-block-nodes",
+_QEMU_NAMES = {"stop", "cont", "query-block-jobs", "query-jobs", "query-block", "query-named-block-nodes",
                "block-set-write-threshold"} | {
     name for name in MONITOR_COMMANDS if name.startswith(("block-job-", "job-",
                                                           "block-dirty-bitmap-"))}

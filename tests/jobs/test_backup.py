@@ -12,7 +12,7 @@ when that copy fails (no job event), and the bitmap modes.
 import pytest
 
 from jobcases import (
-    EIO, JOB, MiB, at, backup_case, cancelled, commands, completed, err, event, event_time,
+    EIO, JOB, SIZE, MiB, at, backup_case, cancelled, commands, completed, err, event, event_time,
     fault, job_summary, on, refusals, simulate, st, timeline, violations,
 )
 
@@ -231,6 +231,44 @@ def test_bitmap_commands_and_their_refusals():
         {"name": "b0", "recording": True, "persistent": False, "busy": False,
          "granularity": CLUSTER, "count": CLUSTER}]
     assert r.summary["images"]["tgt"]["bitmaps"][0]["recording"] is False
+
+
+def test_bitmap_merge_unites_granules_all_or_nothing():
+    """``block-dirty-bitmap-merge`` (bitmap-qmp-cmds.c): sources of other
+    granularities and nodes, into a disabled target; a failing source (a
+    missing bitmap, another size, a busy one) leaves the target as it was.
+    Checked on QEMU 7.2: backup-bitmap-merge-checkpoints."""
+    case = backup_case(
+        sync="bitmap", bitmap="tmp", bitmap_mode="never", speed="64KiB", start="manual",
+        source_image={"bitmaps": [
+            {"name": "c1", "dirty": [{"offset": 0, "length": 4 * KiB}]},
+            {"name": "c2", "granularity": 2 * CLUSTER,
+             "dirty": [{"offset": 2 * MiB, "length": 4 * KiB}]}]},
+        actions=[at("0s", "block-dirty-bitmap-add", node="src", name="tmp", disabled=True),
+                 at("0.1s", "block-dirty-bitmap-merge", node="src", target="tmp",
+                    bitmaps=["c1", {"node": "small", "name": "s"}]),
+                 at("0.1s", "block-dirty-bitmap-merge", node="src", target="tmp",
+                    bitmaps=["c1", "nosuch"]),
+                 at("0.2s", "block-dirty-bitmap-merge", node="vda", target="tmp",
+                    bitmaps=["c2", {"node": "src", "name": "c1"}]),
+                 at("0.3s", "job-start", id=JOB),
+                 at("0.4s", "block-dirty-bitmap-merge", node="src", target="c1",
+                    bitmaps=["tmp"])])
+    case["images"]["small"] = {"size": MiB, "bitmaps": [{"name": "s", "dirty": [
+        {"offset": 0, "length": MiB}]}]}
+    sim, r = simulate(case)
+    assert refusals(r) == [
+        ("block-dirty-bitmap-merge", "Bitmaps are of different sizes (destination size is "
+                                     f"{SIZE}, source size is {MiB}) and can't be merged"),
+        ("block-dirty-bitmap-merge", "Dirty bitmap 'nosuch' not found"),
+        ("block-dirty-bitmap-merge", "Bitmap 'tmp' is currently in use by another operation "
+                                     "and cannot be used")]
+    # c1's granule and c2's 128 KiB granule (two of tmp's): three clusters,
+    # and the backup copied those (bitmap-mode never keeps the count)
+    assert event(r, "BLOCK_JOB_COMPLETED")["len"] == 3 * CLUSTER
+    tmp = next(b for b in r.summary["images"]["src"]["bitmaps"] if b["name"] == "tmp")
+    assert (tmp["recording"], tmp["count"]) == (False, 3 * CLUSTER)
+    assert gen_at(sim, "tgt", 2 * MiB + CLUSTER) != 0 and gen_at(sim, "tgt", MiB) == 0
 
 
 def test_rfc_2012_has_no_backup_nor_bitmaps():

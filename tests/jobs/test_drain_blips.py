@@ -13,6 +13,8 @@ drains the node once, its end three times (four on success).
 
 import pytest
 
+import blocksim
+
 from jobcases import (
     JOB, MiB, at, backup_case, job_summary, mirror_case, refusals, simulate, statuses,
     stream_case,
@@ -126,3 +128,72 @@ def test_a_drain_while_the_backup_sleeps_drops_the_error_its_call_held():
     assert statuses(r) == OWN_START + BLIP + BLIP + SUCCESS
     assert job_summary(r)["outcome"] == "completed"
     assert job_summary(r)["integrity"] == "identical"
+
+
+def _active_commit(refused_backup_at: str | None, shortcuts: bool = True):
+    """An active commit of 4 MiB at 512 KiB/s (all issued at once, then
+    about 8 s of rate-limit sleep before READY), a guest write of 128 KiB at
+    700 ms, and perhaps a refused blockdev-backup of its disk (two drained
+    sections)."""
+    scenario = {
+        "duration": "4s",
+        "images": {"base": {"size": 4 * MiB}, "tgt": {"size": 4 * MiB},
+                   "top": {"size": 4 * MiB, "backing": "base", "data": "full"}},
+        "drives": {"vda": {"image": "top"}},
+        "jobs": {JOB: {"type": "commit", "device": "vda", "base": "base", "speed": "512KiB",
+                       "start": "100ms"},
+                 "k": {"type": "backup", "device": "vda", "target": "tgt", "sync": "full",
+                       "start": "manual"}},
+        "actions": [at("700ms", "guest-burst", drive="vda", rw="write", bs="64KiB",
+                       offset=2 * MiB, **{"number-ios": 2})],
+    }
+    if refused_backup_at:
+        scenario["actions"].append(at(refused_backup_at, "job-start", id="k"))
+    sim = blocksim.Simulation(blocksim.load_scenario(scenario), shortcuts=shortcuts)
+    return sim.run()
+
+
+@pytest.mark.parametrize("shortcuts", [True, False])
+def test_drained_sections_cut_a_rate_limited_jobs_sleeps(shortcuts):
+    """job_pause enters a sleeping job (job_enter_cond_locked deletes its
+    timer), and job_resume runs it inside the command: the first drained
+    section cuts the commit's sleep, it copies the guest's 128 KiB and
+    sleeps again, and the second cuts that sleep too: READY at once (QEMU
+    7.2, scenarios/qemu/commit-active-drain-cuts-its-sleep).  Without the
+    drains it sleeps past the end of the run."""
+    alone = _active_commit(None, shortcuts)
+    assert job_summary(alone)["outcome"] == "never-ready"
+    r = _active_commit("1s", shortcuts)
+    assert statuses(r) == ["created", "running"] + BLIP + BLIP + ["ready"]
+    ready = next(e for e in r.events if e["event"] == "BLOCK_JOB_READY")
+    t = ready["timestamp"]["seconds"] + ready["timestamp"]["microseconds"] / 1e6
+    assert 1.0 < t < 1.01
+
+
+def _paced_mirror(drain: bool, shortcuts: bool):
+    """A 64 MiB mirror at 8 MiB/s (iterations of the 16 MiB buffer, then
+    2 s of sleep each: the last issued at 6 s, READY after its sleep, at
+    8 s), perhaps a refused blockdev-backup of its disk at 7 s."""
+    scenario = mirror_case(size=64 * MiB, speed="8MiB", duration="12s")
+    scenario["sample-interval"] = "20s"     # (nothing in SimPy's queue to stop the compiled loop)
+    scenario["images"]["tgt"] = {"size": 64 * MiB}
+    scenario["jobs"]["k"] = {"type": "backup", "device": "vda", "target": "tgt",
+                             "sync": "full", "start": "manual"}
+    if drain:
+        scenario["actions"].append(at("5s", "job-start", id="k"))
+    sim = blocksim.Simulation(blocksim.load_scenario(scenario), shortcuts=shortcuts)
+    r = sim.run()
+    return [(e["event"], e["timestamp"], e.get("data")) for e in r.events]
+
+
+def test_a_cut_sleep_is_the_same_with_and_without_shortcuts():
+    """The refused backup's drained sections cut the sleep after the
+    mirror's last iteration: READY at 7 s, not 8 s; the compiled loop hands
+    such a sleep back (MirrorJob.sleeps_through)."""
+    def ready_at(events):
+        return next((t["seconds"], t["microseconds"]) for name, t, _ in events
+                    if name == "BLOCK_JOB_READY")
+    cut = _paced_mirror(True, True)
+    assert cut == _paced_mirror(True, False)
+    assert ready_at(_paced_mirror(False, True)) == (8, 107)
+    assert (5, 0) < ready_at(cut) < (5, 20_000)

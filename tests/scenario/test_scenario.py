@@ -618,6 +618,15 @@ BAD = [
      "actions.0.arguments.offset", "burst region starts at or beyond the end of the image"),
     ({"actions": [{"at": 1, "command": "guest-burst", "arguments": {"drive": "vda", "number-ios": 0}}]},
      "actions.0.arguments.number-ios", "Input should be greater than or equal to 1"),
+    ({"actions": [{"at": 1, "command": "block-dirty-bitmap-merge",
+                   "arguments": {"node": "disk", "target": "t", "bitmaps": ["a", {"node": "zz", "name": "b"}]}}]},
+     "actions.0.arguments.bitmaps.1.node", "unknown node 'zz' (an image or a drive); defined images: disk, tgt"),
+    ({"actions": [{"at": 1, "command": "block-dirty-bitmap-merge",
+                   "arguments": {"node": "disk", "target": "t"}}]},
+     "actions.0.arguments.bitmaps", "required key is missing"),
+    ({"actions": [{"at": 1, "command": "block-dirty-bitmap-merge",
+                   "arguments": {"node": "disk", "target": "t", "bitmaps": []}}]},
+     "actions.0.arguments.bitmaps", "an empty 'bitmaps' list: QEMU 7.2 dies on it"),
     ({"actions": [5]}, "actions.0", "must be a table (got 5)"),
 ]
 

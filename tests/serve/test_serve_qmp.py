@@ -121,6 +121,20 @@ def test_the_legacy_sync_client_and_qemu_errors(served):
         == {"error": {"class": "GenericError", "desc": "Device 'nope' not found"}}
     nodes = {n["node-name"]: n for n in mon.cmd("query-named-block-nodes")}
     assert nodes["copy"]["write_threshold"] == 1 << 20 and nodes["copy-file"]["write_threshold"] == 0
+    # block-dirty-bitmap-merge: the alternate's wording (qemu-storage-daemon 7.2.22)
+    assert mon.cmd("block-dirty-bitmap-add", node="disk", name="a") == {}
+    merge = {"node": "disk", "target": "a"}
+    for bitmaps, desc in [
+            ([1], "Invalid parameter type for 'null', expected: BlockDirtyBitmapOrStr"),
+            ([{"node": "disk"}], "Parameter 'bitmaps[0].name' is missing"),
+            ([{"node": "disk", "name": 2}],
+             "Invalid parameter type for 'bitmaps[0].name', expected: string"),
+            ([{"node": "disk", "name": "a", "x": 1}], "Parameter 'bitmaps[0].x' is unexpected"),
+            ("a", "Invalid parameter type for 'bitmaps', expected: array"),
+            ([{"node": "zz", "name": "a"}], "Node 'zz' not found")]:
+        answer = mon.cmd_raw("block-dirty-bitmap-merge", {**merge, "bitmaps": bitmaps})
+        assert answer["error"]["desc"] == desc
+    assert mon.cmd("block-dirty-bitmap-merge", **merge, bitmaps=["a"]) == {}
     mon.cmd("quit")
     mon.close()
     assert served.wait() == 0
