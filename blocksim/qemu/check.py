@@ -699,10 +699,30 @@ class _QemuRun:
         except QMPCommandError:  # pragma: no cover
             return
         self.final_jobs = {j.get("device"): j for j in jobs}
+        self._stop_copying(jobs)
         # named bitmaps (anonymous ones are internal to a job)
         self.final_bitmaps = {n.get("node-name"): {b["name"]: b.get("count")
                                                    for b in n.get("dirty-bitmaps", []) if "name" in b}
                               for n in nodes}
+
+    def _stop_copying(self, jobs: list[dict]) -> None:
+        """Cancel (forced) the jobs still copying at the end, before the
+        daemon quits: its exit closes the guest's NBD exports first
+        (``blk_exp_close_all``), and closing one drains its node
+        (``blk_unref`` -> ``blk_drain``), which enters a job asleep in its
+        rate limit and lets it copy on (a mirror then re-copied the guest's
+        writes that blocksim, ending the run there, leaves dirty: found by
+        running QEMU, fz8-203).  A forced cancel ends the job at its next
+        check, as the daemon's own ``job_cancel_sync_all`` does later; the
+        events it sends come after the timeline and are not read."""
+        if not self.plan.exports:
+            return
+        for job in jobs:
+            if job.get("status") in ("running", "ready", "paused", "standby"):
+                try:
+                    self.daemon.qmp.execute("job-cancel", {"id": job.get("device")})
+                except QMPCommandError:  # pragma: no cover
+                    pass
 
     # results ---------------------------------------------------------------------
     def _job_results(self) -> None:
@@ -782,6 +802,11 @@ class _QemuRun:
             wrote = other.base if other.type == "commit" else other.target
             if wrote in below:
                 return f"job '{other_id}' wrote into '{wrote}' afterwards"
+            # an intermediate commit is judged by its overlay's backing file,
+            # which a later stream of the overlay rewrites (fz8-211)
+            if (job.type == "commit" and job.overlay is not None and other.type == "stream"
+                    and other.image == job.overlay):
+                return f"job '{other_id}' changed the backing file of '{job.overlay}' afterwards"
         return None
 
     def _compare(self, a: Path, fmt_a: str, b: Path, fmt_b: str, what: str) -> Optional[str]:
