@@ -98,7 +98,7 @@ MUTATIONS = [
      "            yield from self._pause_point()\n            delay = self.limit.delay(self.env.now, 0)\n"
      "            timer = None"),
     ("mirror: a pause does not wait for the copies in flight", "blocksim/jobs/mirror.py",
-     "        while self.in_flight and self.should_pause():\n"
+     "        while self.in_flight and (self.should_pause() or self.drain_pause_due()):\n"
      "            yield from self._wait_op()\n", ""),
     ("mirror: a ready mirror sleeps off its speed", "blocksim/jobs/mirror.py",
      "        return 0 if self.synced else delay", "        return delay"),
@@ -290,8 +290,8 @@ MUTATIONS = [
      "        return self.in_flight == 0",
      "        return True"),
     ("verb: a job asked to pause sleeps off its rate limit first", "blocksim/jobs/base.py",
-     "        if self.is_cancelled() or self.should_pause() or self._cut():",
-     "        if self.is_cancelled() or self._cut():"),
+     "        if self.is_cancelled() or self.should_pause():\n            return False\n        if self._drain_pauses:",
+     "        if self.is_cancelled():\n            return False\n        if self._drain_pauses:"),
     ("verb: a resume leaves the pause only when the job runs", "blocksim/jobs/base.py",
      "        self.pause_count -= 1\n        # job_resume_locked enters the job: it leaves its pause point (the\n"
      "        # status change comes before the command's reply)\n"

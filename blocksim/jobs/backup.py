@@ -453,6 +453,7 @@ class BackupJob(BlockJob):
         """``job_pause_point`` with ``backup_pause``: a pause first cancels
         the background call and waits for its tasks in flight."""
         if not self.should_pause():
+            yield from super().pause_point()    # (drained sections, Job.drain_blip)
             return
         call = self._call
         if call is not None and not call.finished:

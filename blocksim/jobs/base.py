@@ -138,7 +138,9 @@ class BlockJob:
         self._wake = None
         self._sleeping = False          # waiting in sleep() or _wait() (QEMU: not busy)
         self._timed = False             # ... in sleep(): a timer is pending
-        self._cut_at: int | None = None # its next sleep at this instant is cut (drain_blip)
+        self._drain_pauses = 0          # drained sections it honours at its next yield (drain_blip)
+        self._drain_since = 0           # ... that came at this instant
+        self._drain_due = False         # ... and it has reached that yield (a sleep)
         self.start_refused = False
         self._held: list = []           # the nodes it holds once created (held_nodes())
         self._filtered = None           # the node its filter sits above (inserts_filter)
@@ -285,13 +287,38 @@ class BlockJob:
         Entering the job cuts its sleep (``job_enter_cond_locked`` deletes
         the sleep timer): a job sleeping off its rate limit goes on at once.
         The resume runs the job inside the command (``job_enter`` ->
-        ``aio_co_wake``), so by the next drained section of the same command
-        it is asleep again after its next step, and that sleep is cut too: a
-        job entered and not run yet has its next sleep at this instant cut
-        (:attr:`_cut_at`).  (Found by running QEMU 7.2: a refused
+        ``aio_co_wake``): by the command's next drained section it has done
+        its next step, I/O included, and the drain's ``job_pause`` finds it
+        busy or asleep again.  So a job entered and not run yet (or with
+        such a pause pending) takes the section where it next yields
+        (:attr:`_drain_pauses`): a sleep at this instant, where it does not
+        sleep, or the first pause point after its I/O; it shows
+        ``paused``/``running`` there and goes on, as the drain, ended once
+        that I/O is done, resumes it.  (Found by running QEMU 7.2: a refused
         blockdev-backup of a rate-limited active commit's disk, two drained
-        sections, makes it READY at once, its last copy done; fz8-65,
-        commit-active-drain-cuts-its-sleep.)"""
+        sections, makes it READY at once, its last copy done, fz8-65,
+        commit-active-drain-cuts-its-sleep; an intermediate commit copies its
+        next chunk between the two blips, and an error there comes between
+        them, fz8-283, commit-intermediate-error-between-drain-blips.)"""
+        if self.paused or self.pause_count or self.is_cancelled():
+            return
+        if self._drain_pauses or (self._wake is not None and self._wake.triggered):
+            if not self._drain_pauses:
+                self._drain_since, self._drain_due = self.env.now, False
+            self._drain_pauses += 1
+            return
+        self._blip()
+
+    def drain_pause_due(self) -> bool:
+        """Whether the job, at a pause point, takes the drained sections that
+        came while it ran (:meth:`drain_blip`): after its sleep at their
+        instant, or after I/O that took time."""
+        return bool(self._drain_pauses) and (self._drain_due
+                                             or self.env.now > self._drain_since)
+
+    def _blip(self) -> None:
+        """One drained section's ``paused``/``running`` (standby/ready), and
+        its end of the job's sleep (:meth:`drain_blip`)."""
         if self.paused or self.pause_count or self.is_cancelled():
             return
         back = self.status
@@ -299,8 +326,6 @@ class BlockJob:
         self._transition(back)
         if self._timed:
             self._enter()
-        elif self._wake is not None and self._wake.triggered:
-            self._cut_at = self.env.now
 
     def _check_root(self) -> None:
         """``blockdev.c:qmp_get_root_bs``, which block-commit,
@@ -491,7 +516,10 @@ class BlockJob:
         from the main loop's timers: :meth:`MirrorJob._iteration_sleep
         <blocksim.jobs.mirror.MirrorJob._iteration_sleep>`), False if a
         command entered it or it did not sleep."""
-        if self.is_cancelled() or self.should_pause() or self._cut():
+        if self.is_cancelled() or self.should_pause():
+            return False
+        if self._drain_pauses:
+            self._drain_due = True      # a drained section ends this sleep (drain_blip)
             return False
         ev = self._wake = self.env.event()
         if timer is None:
@@ -502,12 +530,6 @@ class BlockJob:
         self._sleeping = self._timed = False
         self._wake = None
         return by_timer is True
-
-    def _cut(self) -> bool:
-        """Whether a drained section cut this sleep before it began
-        (:meth:`drain_blip`); once asked, the cut is spent."""
-        cut, self._cut_at = self._cut_at == self.env.now, None
-        return cut
 
     def ratelimit_sleep(self, delay: int, timer=None):
         """Sleep off the rate limit once, as QEMU 7.2's ``job_sleep_ns(job,
@@ -573,6 +595,11 @@ class BlockJob:
         (:meth:`user_pause` of an idle job enters the pause, :meth:`user_resume`
         and :meth:`cancel` leave it), as QEMU's synchronous entry of the job
         from the command does; the job then only waits, or goes on."""
+        if self.drain_pause_due():
+            # drained sections that came while the job ran (drain_blip)
+            for _ in range(self._drain_pauses):
+                self._blip()
+            self._drain_pauses = 0
         if self.should_pause() and not self.paused:
             self._enter_pause()
         while self.paused and self.should_pause():

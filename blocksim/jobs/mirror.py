@@ -280,7 +280,7 @@ class MirrorJob(BlockJob):
                 # mirror_run's loop top
                 if self.ret:
                     break
-                if self.pause_count > 0:        # (pause_point() checks it again)
+                if self.pause_count > 0 or self._drain_pauses:  # (pause_point() checks again)
                     yield from self._pause_point()
                 if self.cancelled and not self.completes_on_cancel():
                     break
@@ -641,10 +641,10 @@ class MirrorJob(BlockJob):
         """The loop's pause point: QEMU's ``mirror_pause`` first waits for
         the operations in flight (whose errors come before the pause)."""
         self._pausing = True
-        while self.in_flight and self.should_pause():
+        while self.in_flight and (self.should_pause() or self.drain_pause_due()):
             yield from self._wait_op()
         self._pausing = False
-        if self.should_pause():             # (else pause_point() does nothing)
+        if self.should_pause() or self.drain_pause_due():   # (else pause_point() does nothing)
             self._timer_phase = False       # (resumed by a command)
             yield from self._away(self.pause_point())
 
@@ -816,11 +816,12 @@ class MirrorJob(BlockJob):
         """Whether a sleep of the loop (:meth:`ratelimit_sleep`'s, the ready
         poll's) is one, after which the loop goes on from its top: no error
         to end on (``ret``), no pause asked, not cancelled."""
-        if self._cut_at is not None:
-            # a drained section cut the next sleep (Job._cut): Python's to
-            # take.  (The command that cut it still has its own process's
-            # end due at that instant, so the compiled loop would hand the
-            # sleep back anyway: SLEEPING; this keeps it so by rule.)
+        if self._drain_pauses:
+            # drained sections the loop takes at this pause point
+            # (Job.drain_blip): Python's to take.  (The command still has
+            # its own process's end due at that instant, so the compiled
+            # loop would hand the sleep back anyway: SLEEPING; this keeps
+            # it so by rule.)
             return False
         return not self.ret and not self.pause_count and not self.cancelled
 

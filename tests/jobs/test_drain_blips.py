@@ -16,8 +16,8 @@ import pytest
 import blocksim
 
 from jobcases import (
-    JOB, MiB, at, backup_case, job_summary, mirror_case, refusals, simulate, statuses,
-    stream_case,
+    JOB, MiB, at, backup_case, err, job_summary, mirror_case, refusals, simulate, st,
+    statuses, stream_case, timeline,
 )
 
 BLIP = ["paused", "running"]
@@ -197,3 +197,35 @@ def test_a_cut_sleep_is_the_same_with_and_without_shortcuts():
     assert cut == _paced_mirror(True, False)
     assert ready_at(_paced_mirror(False, True)) == (8, 107)
     assert (5, 0) < ready_at(cut) < (5, 20_000)
+
+
+@pytest.mark.parametrize("shortcuts", [True, False])
+def test_an_error_in_the_chunk_a_drain_lets_out_comes_between_the_blips(shortcuts):
+    """The first drained section ends the intermediate commit's sleep and
+    its end runs the commit inside the command: it copies its next chunk,
+    which fails on the base; the second section waits for that I/O, so the
+    error comes between the blips, and the commit, taking that pause where
+    it would sleep, retries at once (QEMU 7.2,
+    scenarios/qemu/commit-intermediate-error-between-drain-blips)."""
+    scenario = {
+        "duration": "1500ms",
+        "images": {"base": {"size": 4 * MiB}, "tgt": {"size": 4 * MiB},
+                   "mid": {"size": 4 * MiB, "backing": "base",
+                           "data": [{"offset": MiB, "length": MiB}]},
+                   "top": {"size": 4 * MiB, "backing": "mid"}},
+        "drives": {"vda": {"image": "top"}},
+        "faults": [{"image": "base", "operation": "write", "offset": "1600KiB",
+                    "length": "512"}],
+        "jobs": {JOB: {"type": "commit", "device": "vda", "top": "mid", "base": "base",
+                       "speed": "512KiB", "on-error": "ignore", "start": "100ms"},
+                 "k": {"type": "backup", "device": "vda", "target": "tgt", "sync": "full",
+                       "start": "manual"}},
+        "actions": [at("200ms", "job-start", id="k")],
+    }
+    sim = blocksim.Simulation(blocksim.load_scenario(scenario), shortcuts=shortcuts)
+    r = sim.run()
+    assert timeline(r, "JOB_STATUS_CHANGE", "BLOCK_JOB_ERROR")[:8] == [
+        *st("created", "running", "paused", "running"), err("write", "ignore"),
+        *st("paused", "running"), err("write", "ignore")]
+    errors = [e["timestamp"] for e in r.events if e["event"] == "BLOCK_JOB_ERROR"]
+    assert [t["seconds"] for t in errors] == [0, 0, 1]
