@@ -230,11 +230,19 @@ def run(job, entry) -> bool:
         pooled.processed = 0
         task = pooled.task
         speed = limit.speed
+        begin = None            # the only start so far: (its id, its task)
         while True:
             pool.append(task)
             task.pool = pooled
             task.done.callbacks.append(partial(pool_check, task))
-            heappush(heap, (now, URGENT, next(eid), BEGIN, (call, task)))
+            if begin is None:
+                begin = (next(eid), task)
+            elif begin:
+                heappush(heap, (now, URGENT, begin[0], BEGIN, (call, begin[1])))
+                heappush(heap, (now, URGENT, next(eid), BEGIN, (call, task)))
+                begin = False
+            else:
+                heappush(heap, (now, URGENT, next(eid), BEGIN, (call, task)))
             a, e = plan[taken]
             taken += 1
             if first < 0:
@@ -254,6 +262,18 @@ def run(job, entry) -> bool:
                 # _pool_wait: nothing processed yet, no task waited for
                 pooled.wait += 1
                 pooled.task = task
+                if begin:
+                    # the one start made: run at once if nothing else is
+                    # due first (the loop's next entry then: its BEGIN
+                    # branch), else queued
+                    i, task = begin
+                    key = (now, URGENT, i)
+                    if (not heap or heap[0] > key) and (not queue or queue[0] > key):
+                        start = task.start
+                        done = src._service_done(now, min(task.end, size) - start)
+                        heappush(heap, (done, NORMAL, next(eid), READ, (call, task, 0)))
+                    else:
+                        heappush(heap, (now, URGENT, i, BEGIN, (call, task)))
                 return
 
     try:
@@ -466,8 +486,8 @@ def fill(job, pooled) -> int:
     chunk = job._chunk()
     limit = job.limit
     speed = limit.speed
-    steps = job._steps
-    begin = job._begin_step
+    eid = env._eid
+    starts: list = []           # (id, task): the starts of the tasks made
     pool = pooled.tasks
     pool_check = job._pool_check
     tasks = job._tasks
@@ -536,10 +556,64 @@ def fill(job, pooled) -> int:
         pool.append(task)
         task.pool = pooled
         task.done.callbacks.append(partial(pool_check, task))
-        steps.at(0, begin, (call, task), urgent=True)
+        # steps.at(0, begin, (call, task), urgent=True): its id drawn now,
+        # the entry queued below
+        starts.append((next(eid), task))
     if first >= 0:
         bcs.clear_bits(first, pos // cs)
+    if starts:
+        _start(job, pooled, starts, now)
     return made
+
+
+def _start(job, pooled, starts: list, now: int) -> None:
+    """The starts of the tasks :func:`fill` made, ``(id, task)`` in order:
+    queued as ``steps.at`` queues them, or, when they are sure to be the
+    next steps run, run at once, in order, as the loop's BEGIN branch runs
+    them.  They are when the pool is full (the pass's generator then waits
+    for a slot, drawing no id: nothing processed yet), nothing in the
+    steps' heap nor in SimPy's queue is due before the first, and the loop
+    would take them (:func:`run`'s conditions, up to SimPy's next event);
+    a start's read then only takes the source's queue and pipe."""
+    steps = job._steps
+    heap = steps.heap
+    env = job.env
+    queue = env._queue
+    call = pooled.call
+    key = (now, URGENT, starts[0][0])
+    src, tgt = job.source, job.target
+    lead = heap[0] if heap else None
+    if (lead is not None and lead[0] == now and lead[1] == URGENT
+            and lead[3] is job._begin_step and lead[4][0] is call
+            and not lead[4][1].zero):
+        # (the start of the task the pass took into its pool just before,
+        # due first: run with them, first)
+        heappop(heap)
+        starts.insert(0, (lead[2], lead[4][1]))
+        if pooled.task is None or (heap and heap[0] < key):
+            heappush(heap, lead)
+            del starts[0]
+        else:
+            key = lead[:3]
+    if (pooled.task is not None and not pooled.processed
+            and (not heap or heap[0] > key) and (not queue or queue[0] > key)
+            and src.backing is None and src.content._journal is not None
+            and not src.faults and not tgt.faults
+            and _quiet(src, tgt, now, queue[0][0] if queue else float("inf"))):
+        eid = env._eid
+        size = job.size
+        read = job._read_step
+        service_done = src._service_done
+        for _i, task in starts:
+            start = task.start
+            done = service_done(now, min(task.end, size) - start)
+            heappush(heap, (done, NORMAL, next(eid), read, (call, task, 0)))
+    else:
+        begin = job._begin_step
+        for i, task in starts:
+            heappush(heap, (now, URGENT, i, begin, (call, task)))
+    if not steps._running:
+        steps._marker()
 
 
 def _leave(job, src, heap, pastes, later, ev, fired, call) -> None:
