@@ -174,7 +174,7 @@ def run(job, entry) -> bool:
                 # (the next tasks of data throughout, compiled; a task whose
                 # status Python must ask, as below)
                 if planner is None:
-                    planner = backup_kernel.Planner(job, end, last, chunk, 16)
+                    planner = backup_kernel.planner(job, end, last, chunk, 16)
                 if planner.args is not None:
                     got, why = planner(pos)
                     if got:
@@ -497,7 +497,7 @@ def fill(job, pooled) -> int:
     first = -1
     made = 0
     # (the next tasks of data throughout found ahead, compiled: planned[i:])
-    planner = backup_kernel.Planner(job, end, last, chunk, _MAX_WORKERS + 1) if PLAN else None
+    planner = backup_kernel.planner(job, end, last, chunk, _MAX_WORKERS + 1) if PLAN else None
     if planner is not None and planner.args is None:
         planner = None
     planned, i = [], 0

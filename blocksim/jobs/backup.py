@@ -303,6 +303,7 @@ class BackupJob(BlockJob):
         self._quiet_allocs: list = []
         self._quiet_ranges: list = []
         self._kernel_allocs = None          # (blocksim.engine.backup_kernel's)
+        self._planners: dict = {}           # (blocksim.engine.backup_kernel.planner's)
         # copy-before-write figures (summary)
         self.cbw_copies = 0
         self.cbw_bytes = 0
