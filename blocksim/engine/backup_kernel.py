@@ -29,7 +29,9 @@ disk's last whole cluster, a source page whose data is not known yet
 (``known``: 0 unknown, 1 may read as zeros, 2 data: the job's cache,
 ``BackupJob._holds_data``), or known not to hold data, a device not idle,
 a stage with no room for two entries (the Python path flushes it).  The
-Python loop then does that request itself and calls this again.  So the
+Python loop then does that request itself and calls this again; for a
+write on a page not asked yet it asks the page instead
+(``BackupJob.learn_page``) and calls this again at once.  So the
 same requests are done in the same order with the same effects; the tests
 (``tests/engine/test_filtered.py``) compare runs with it, with the Python
 loop (``filtered.KERNEL = False``) and without shortcuts.

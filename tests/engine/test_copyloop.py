@@ -171,3 +171,21 @@ def test_the_compiled_search_is_the_bitmaps(monkeypatch):
             assert why == 0 and k == 7
             pos = got[-1][1]
         assert got == expected, trial
+
+
+def test_the_starts_run_where_the_tasks_are_made(monkeypatch):
+    """In (d)'s shape the pool's fill runs its tasks' starts (their reads)
+    at once, as the loop would run them next: nearly no start is left in
+    the steps' heap after a fill (the equivalence is the cases above)."""
+    real = copyloop._start
+    fills, queued = [], []
+
+    def counting(job, pooled, starts, now):
+        n = len(starts)
+        real(job, pooled, starts, now)
+        fills.append(n)
+        queued.append(sum(e[3] is job._begin_step for e in job._steps.heap))
+    monkeypatch.setattr(copyloop, "_start", counting)
+    Simulation(blocksim.load_scenario(CASES["a rate-limited backup under a paced guest"])).run()
+    assert sum(fills) > 300
+    assert sum(queued) < sum(fills) // 20
