@@ -276,6 +276,10 @@ def run(job, entry) -> bool:
                         heappush(heap, (now, URGENT, i, BEGIN, (call, task)))
                 return
 
+    # the counters the steps add to, added up here and handed in when the
+    # loop stops (only added to meanwhile: the steps run here and the
+    # job's step methods called here read none of them)
+    n_reads = n_read = n_writes = n_written = n_copied = 0
     try:
         while heap:
             entry = heap[0]
@@ -325,8 +329,8 @@ def run(job, entry) -> bool:
                 env._now = now
                 start = task.start
                 length = min(task.end, size) - start
-                src.reads += 1                      # complete_read
-                src.bytes_read += length
+                n_reads += 1                        # complete_read (added up)
+                n_read += length
                 # submit_write on a quiet target: its clusters allocated
                 # (when the loop stops: nothing reads the map meanwhile),
                 # the queue and pipe
@@ -359,8 +363,8 @@ def run(job, entry) -> bool:
                 runs = arg[4]
                 if runs is None:
                     del later[task]
-                    tgt.writes += 1                 # complete_write
-                    tgt.bytes_written += length
+                    n_writes += 1                   # complete_write (added up)
+                    n_written += length
                     if pastes and pastes[-1][1] == start:
                         pastes[-1][1] = start + length
                     else:
@@ -368,11 +372,7 @@ def run(job, entry) -> bool:
                 else:
                     job._write_done(task, None, runs)
                 # _task_finish, _task_end
-                nbytes = task.end - start
-                call.copied += nbytes
-                job.in_flight_bytes -= nbytes
-                job.offset += nbytes
-                job.bytes_copied += nbytes
+                n_copied += task.end - start    # (added up, as the counters)
                 tasks.remove(task)
                 ended.append(task)
                 done = task.done
@@ -430,6 +430,15 @@ def run(job, entry) -> bool:
                 break
             ran += 1
     finally:
+        if n_reads or n_copied:
+            src.reads += n_reads
+            src.bytes_read += n_read
+            tgt.writes += n_writes
+            tgt.bytes_written += n_written
+            call.copied += n_copied
+            job.in_flight_bytes -= n_copied
+            job.offset += n_copied
+            job.bytes_copied += n_copied
         if ran:
             if first >= 0:
                 bcs.clear_bits(first, plan[taken - 1][1] // cs)
