@@ -66,6 +66,14 @@ moments:
 once at each rate-limit slice's start), made in one go by the generator's
 own call, with the same checks.
 
+A task's start that is sure to be the next step run (nothing in the steps'
+heap nor SimPy's queue due first, the loop's conditions holding) is run
+where the task is made, at a wake-up (:func:`run`'s ``resume``) or by the
+fill when the pool is full (:func:`_start`): its read issued, the read's
+step queued, each id drawn where the steps would draw it.  The devices' and
+the job's counters are added up while the loop runs and handed in when it
+stops (nothing it runs reads them).
+
 Not compiled yet: the loop is plain Python (about 4 µs a step); arrays for
 the tasks kept across its entries, and the journal's reads and pastes from
 compiled code, would be the next step (docs/performance.md).
