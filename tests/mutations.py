@@ -912,6 +912,9 @@ MUTATIONS = [
      "blocksim/engine/backup_kernel.py",
      "            self.args[6] = self.job.bcs.count\n            self.known()\n",
      "            self.args[6] = self.job.bcs.count\n"),
+    ("backup: a stretch's page not asked yet not asked (learn_page)", "blocksim/jobs/backup.py",
+     "        self._holds_data(content, p)\n        return True\n",
+     "        return True\n"),
 ]
 
 
