@@ -879,35 +879,22 @@ MUTATIONS = [
      "while x > 0 and places[order[x - 1]] > places[q]:",
      "while x > 0 and places[order[x - 1]] < places[q]:"),
     # session 15 (issue 17 item 6): a task's start run where it is made
-    # (copyloop.resume, copyloop._start), the pass's planner kept
-    ("copyloop: a start run at once with a step or an event due before it (the fill)",
-     "blocksim/engine/copyloop.py",
-     "            and (not heap or heap[0] > key) and (not queue or queue[0] > key)\n"
-     "            and src.backing is None",
-     "            and src.backing is None"),
+    # (copyloop.resume, copyloop._start), the pass's planner kept, a
+    # stretch's page asked for the kernel
     ("copyloop: a start run at once on nodes that are not quiet (the fill)",
      "blocksim/engine/copyloop.py",
      "            and not src.faults and not tgt.faults\n"
      "            and _quiet(src, tgt, now, queue[0][0] if queue else float(\"inf\"))):\n"
      "        eid = env._eid",
      "            ):\n        eid = env._eid"),
-    ("copyloop: a start run at once with the pool not full (the fill)",
-     "blocksim/engine/copyloop.py",
-     "    if (pooled.task is not None and not pooled.processed\n",
-     "    if (True and not pooled.processed\n"),
-    ("copyloop: a start run at once with a done processed (the fill: the pass's wait draws an id)",
-     "blocksim/engine/copyloop.py",
-     "    if (pooled.task is not None and not pooled.processed\n",
-     "    if (pooled.task is not None\n"),
     ("copyloop: a start run at once taking a write-zeroes start along (the fill)",
      "blocksim/engine/copyloop.py",
      "            and not lead[4][1].zero):",
      "            ):"),
-    ("copyloop: a start run at once with a step or an event due before it (a wake-up)",
+    ("copyloop: a start run at once as a read's for a write-zeroes task (a wake-up)",
      "blocksim/engine/copyloop.py",
-     "                    if (not heap or heap[0] > key) and (not queue or queue[0] > key):\n"
-     "                        start = task.start",
-     "                    if True:\n                        start = task.start"),
+     "                    if (not task.zero and (not heap or heap[0] > key)",
+     "                    if (True and (not heap or heap[0] > key)"),
     ("backup_kernel: a kept planner's page cache not brought up to date",
      "blocksim/engine/backup_kernel.py",
      "            self.args[6] = self.job.bcs.count\n            self.known()\n",

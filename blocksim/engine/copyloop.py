@@ -273,10 +273,14 @@ def run(job, entry) -> bool:
                 if begin:
                     # the one start made: run at once if nothing else is
                     # due first (the loop's next entry then: its BEGIN
-                    # branch), else queued
+                    # branch) and it is a read's (the task that waited for
+                    # a slot may be a write-zeroes, made by the pass's
+                    # generator: the loop leaves its start to the steps),
+                    # else queued
                     i, task = begin
                     key = (now, URGENT, i)
-                    if (not heap or heap[0] > key) and (not queue or queue[0] > key):
+                    if (not task.zero and (not heap or heap[0] > key)
+                            and (not queue or queue[0] > key)):
                         start = task.start
                         done = src._service_done(now, min(task.end, size) - start)
                         heappush(heap, (done, NORMAL, next(eid), READ, (call, task, 0)))

@@ -47,6 +47,10 @@ CASES = {
     "a thin target": backup(tgt={"capacity": "1GiB"}),
     "compress: one-cluster tasks": backup(job={"compress": True, "speed": "256MiB"}),
     "a source partly zero": backup(src={"data": [{"offset": "8MiB", "length": "300MiB"}]}),
+    # (a zero cluster run after each 63 MiB of data: the task that waits for
+    # a slot is a write-zeroes now and then, its start left to the steps)
+    "a source with a zero MiB every 64": backup(src={"data": [
+        {"offset": f"{o}MiB", "length": "63MiB"} for o in range(0, 512, 64)]}),
     "a disk not a whole number of chunks": backup(src={"size": "300MiB", "data": "full"},
                                                     tgt={"size": "300MiB"}),
     "tasks across pages, out of line": backup(
