@@ -878,6 +878,22 @@ MUTATIONS = [
     ("bulk: a page's pastes in reverse order of their places", "blocksim/engine/journal.py",
      "while x > 0 and places[order[x - 1]] > places[q]:",
      "while x > 0 and places[order[x - 1]] < places[q]:"),
+    # session 15 (issue 17 item 6): a task's start run where it is made
+    # (copyloop.resume, copyloop._start), the pass's planner kept, a
+    # stretch's page asked for the kernel
+    ("copyloop: a start run at once on nodes that are not quiet (the fill)",
+     "blocksim/engine/copyloop.py",
+     "            and not src.faults and not tgt.faults\n"
+     "            and _quiet(src, tgt, now, queue[0][0] if queue else float(\"inf\"))):\n"
+     "        eid = env._eid",
+     "            ):\n        eid = env._eid"),
+    ("copyloop: a start run at once as a read's for a write-zeroes task (a wake-up)",
+     "blocksim/engine/copyloop.py",
+     "                    if (not task.zero and (not heap or heap[0] > key)",
+     "                    if (True and (not heap or heap[0] > key)"),
+    ("backup: a stretch's page not asked yet not asked (learn_page)", "blocksim/jobs/backup.py",
+     "        self._holds_data(content, p)\n        return True\n",
+     "        return True\n"),
 ]
 
 

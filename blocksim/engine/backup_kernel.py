@@ -29,7 +29,9 @@ disk's last whole cluster, a source page whose data is not known yet
 (``known``: 0 unknown, 1 may read as zeros, 2 data: the job's cache,
 ``BackupJob._holds_data``), or known not to hold data, a device not idle,
 a stage with no room for two entries (the Python path flushes it).  The
-Python loop then does that request itself and calls this again.  So the
+Python loop then does that request itself and calls this again; for a
+write on a page not asked yet it asks the page instead
+(``BackupJob.learn_page``) and calls this again at once.  So the
 same requests are done in the same order with the same effects; the tests
 (``tests/engine/test_filtered.py``) compare runs with it, with the Python
 loop (``filtered.KERNEL = False``) and without shortcuts.
@@ -398,32 +400,62 @@ def plan(bits, bit_words, summary, blocks, block_words, nbits, count, end, last,
 class Planner:
     """:func:`plan` for a backup's background pass (its copy bitmap, its
     source's pages as ``BackupJob._holds_data`` knows them), or nothing if
-    the source is not of the kind it knows (a backing file, no journal)."""
+    the source is not of the kind it knows (a backing file, no journal).
+    Made once per pass and size (:func:`planner`), brought up to date at
+    each use (:meth:`refresh`)."""
 
-    __slots__ = ("job", "args", "out")
+    __slots__ = ("job", "args", "out", "_pages", "_view", "made_for")
 
     def __init__(self, job, end: int, last: int, chunk: int, rows: int):
         import numpy as np
         self.job = job
         src = job.source
         self.args = None
+        self._pages = None
+        # what it was made for (planner(): made again if any changed)
+        self.made_for = (job.bcs, src, src.content, src.backing, src.content._journal)
         if src.backing is not None or src.content._journal is None:
             return
         self.out = np.empty((rows, 2), dtype=np.int64)
-        self.known()
         bcs = job.bcs
         self.args = list(bcs.arrays()) + [bcs.nbits, bcs.count, end, last, chunk, job.cluster,
                                           job.size, src.content._shift, self.known(), self.out]
 
     def known(self):
         """The job's cache of the source's pages, as it stands (a Python
-        block status may have replaced it)."""
+        block status may have replaced it): a view of it, made again only
+        when the job made a new one."""
         import numpy as np
-        known = np.frombuffer(self.job._data_known(self.job.source.content), dtype=np.uint8)
+        pages = self.job._data_known(self.job.source.content)
+        if pages is not self._pages:
+            self._pages = pages
+            self._view = np.frombuffer(pages, dtype=np.uint8)
+            if self.args is not None:
+                self.args[13] = self._view
+        return self._view
+
+    def refresh(self) -> "Planner":
+        """Up to date with the bitmap's count and the job's cache (the
+        bitmap's arrays never change, BitmapBlocks.arrays)."""
         if self.args is not None:
-            self.args[13] = known
-        return known
+            self.args[6] = self.job.bcs.count
+            self.known()
+        return self
 
     def __call__(self, pos: int) -> tuple:
         """``plan(..., pos)``: how many rows of ``out``, and why it stopped."""
         return plan(*self.args, pos)
+
+
+def planner(job, end: int, last: int, chunk: int, rows: int) -> Planner:
+    """The job's :class:`Planner` for a pass over ``[.., end)`` with
+    ``rows`` rows, made on first use, up to date (the same answers as one
+    made now: its source, bitmap and sizes are the job's for its life)."""
+    key = (end, last, chunk, rows)
+    made = job._planners.get(key)
+    src = job.source
+    if made is None or not all(a is b for a, b in zip(made.made_for, (
+            job.bcs, src, src.content, src.backing, src.content._journal))):
+        made = job._planners[key] = Planner(job, end, last, chunk, rows)
+        return made
+    return made.refresh()

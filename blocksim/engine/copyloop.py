@@ -66,6 +66,14 @@ moments:
 once at each rate-limit slice's start), made in one go by the generator's
 own call, with the same checks.
 
+A task's start that is sure to be the next step run (nothing in the steps'
+heap nor SimPy's queue due first, the loop's conditions holding) is run
+where the task is made, at a wake-up (:func:`run`'s ``resume``) or by the
+fill when the pool is full (:func:`_start`): its read issued, the read's
+step queued, each id drawn where the steps would draw it.  The devices' and
+the job's counters are added up while the loop runs and handed in when it
+stops (nothing it runs reads them).
+
 Not compiled yet: the loop is plain Python (about 4 µs a step); arrays for
 the tasks kept across its entries, and the journal's reads and pastes from
 compiled code, would be the next step (docs/performance.md).
@@ -174,7 +182,7 @@ def run(job, entry) -> bool:
                 # (the next tasks of data throughout, compiled; a task whose
                 # status Python must ask, as below)
                 if planner is None:
-                    planner = backup_kernel.Planner(job, end, last, chunk, 16)
+                    planner = backup_kernel.planner(job, end, last, chunk, 16)
                 if planner.args is not None:
                     got, why = planner(pos)
                     if got:
@@ -230,11 +238,19 @@ def run(job, entry) -> bool:
         pooled.processed = 0
         task = pooled.task
         speed = limit.speed
+        begin = None            # the only start so far: (its id, its task)
         while True:
             pool.append(task)
             task.pool = pooled
             task.done.callbacks.append(partial(pool_check, task))
-            heappush(heap, (now, URGENT, next(eid), BEGIN, (call, task)))
+            if begin is None:
+                begin = (next(eid), task)
+            elif begin:
+                heappush(heap, (now, URGENT, begin[0], BEGIN, (call, begin[1])))
+                heappush(heap, (now, URGENT, next(eid), BEGIN, (call, task)))
+                begin = False
+            else:
+                heappush(heap, (now, URGENT, next(eid), BEGIN, (call, task)))
             a, e = plan[taken]
             taken += 1
             if first < 0:
@@ -254,8 +270,28 @@ def run(job, entry) -> bool:
                 # _pool_wait: nothing processed yet, no task waited for
                 pooled.wait += 1
                 pooled.task = task
+                if begin:
+                    # the one start made: run at once if nothing else is
+                    # due first (the loop's next entry then: its BEGIN
+                    # branch) and it is a read's (the task that waited for
+                    # a slot may be a write-zeroes, made by the pass's
+                    # generator: the loop leaves its start to the steps),
+                    # else queued
+                    i, task = begin
+                    key = (now, URGENT, i)
+                    if (not task.zero and (not heap or heap[0] > key)
+                            and (not queue or queue[0] > key)):
+                        start = task.start
+                        done = src._service_done(now, min(task.end, size) - start)
+                        heappush(heap, (done, NORMAL, next(eid), READ, (call, task, 0)))
+                    else:
+                        heappush(heap, (now, URGENT, i, BEGIN, (call, task)))
                 return
 
+    # the counters the steps add to, added up here and handed in when the
+    # loop stops (only added to meanwhile: the steps run here and the
+    # job's step methods called here read none of them)
+    n_reads = n_read = n_writes = n_written = n_copied = 0
     try:
         while heap:
             entry = heap[0]
@@ -305,8 +341,8 @@ def run(job, entry) -> bool:
                 env._now = now
                 start = task.start
                 length = min(task.end, size) - start
-                src.reads += 1                      # complete_read
-                src.bytes_read += length
+                n_reads += 1                        # complete_read (added up)
+                n_read += length
                 # submit_write on a quiet target: its clusters allocated
                 # (when the loop stops: nothing reads the map meanwhile),
                 # the queue and pipe
@@ -339,8 +375,8 @@ def run(job, entry) -> bool:
                 runs = arg[4]
                 if runs is None:
                     del later[task]
-                    tgt.writes += 1                 # complete_write
-                    tgt.bytes_written += length
+                    n_writes += 1                   # complete_write (added up)
+                    n_written += length
                     if pastes and pastes[-1][1] == start:
                         pastes[-1][1] = start + length
                     else:
@@ -348,11 +384,7 @@ def run(job, entry) -> bool:
                 else:
                     job._write_done(task, None, runs)
                 # _task_finish, _task_end
-                nbytes = task.end - start
-                call.copied += nbytes
-                job.in_flight_bytes -= nbytes
-                job.offset += nbytes
-                job.bytes_copied += nbytes
+                n_copied += task.end - start    # (added up, as the counters)
                 tasks.remove(task)
                 ended.append(task)
                 done = task.done
@@ -410,6 +442,15 @@ def run(job, entry) -> bool:
                 break
             ran += 1
     finally:
+        if n_reads or n_copied:
+            src.reads += n_reads
+            src.bytes_read += n_read
+            tgt.writes += n_writes
+            tgt.bytes_written += n_written
+            call.copied += n_copied
+            job.in_flight_bytes -= n_copied
+            job.offset += n_copied
+            job.bytes_copied += n_copied
         if ran:
             if first >= 0:
                 bcs.clear_bits(first, plan[taken - 1][1] // cs)
@@ -466,8 +507,8 @@ def fill(job, pooled) -> int:
     chunk = job._chunk()
     limit = job.limit
     speed = limit.speed
-    steps = job._steps
-    begin = job._begin_step
+    eid = env._eid
+    starts: list = []           # (id, task): the starts of the tasks made
     pool = pooled.tasks
     pool_check = job._pool_check
     tasks = job._tasks
@@ -477,7 +518,7 @@ def fill(job, pooled) -> int:
     first = -1
     made = 0
     # (the next tasks of data throughout found ahead, compiled: planned[i:])
-    planner = backup_kernel.Planner(job, end, last, chunk, _MAX_WORKERS + 1) if PLAN else None
+    planner = backup_kernel.planner(job, end, last, chunk, _MAX_WORKERS + 1) if PLAN else None
     if planner is not None and planner.args is None:
         planner = None
     planned, i = [], 0
@@ -536,10 +577,64 @@ def fill(job, pooled) -> int:
         pool.append(task)
         task.pool = pooled
         task.done.callbacks.append(partial(pool_check, task))
-        steps.at(0, begin, (call, task), urgent=True)
+        # steps.at(0, begin, (call, task), urgent=True): its id drawn now,
+        # the entry queued below
+        starts.append((next(eid), task))
     if first >= 0:
         bcs.clear_bits(first, pos // cs)
+    if starts:
+        _start(job, pooled, starts, now)
     return made
+
+
+def _start(job, pooled, starts: list, now: int) -> None:
+    """The starts of the tasks :func:`fill` made, ``(id, task)`` in order:
+    queued as ``steps.at`` queues them, or, when they are sure to be the
+    next steps run, run at once, in order, as the loop's BEGIN branch runs
+    them.  They are when the pool is full (the pass's generator then waits
+    for a slot, drawing no id: nothing processed yet), nothing in the
+    steps' heap nor in SimPy's queue is due before the first, and the loop
+    would take them (:func:`run`'s conditions, up to SimPy's next event);
+    a start's read then only takes the source's queue and pipe."""
+    steps = job._steps
+    heap = steps.heap
+    env = job.env
+    queue = env._queue
+    call = pooled.call
+    key = (now, URGENT, starts[0][0])
+    src, tgt = job.source, job.target
+    lead = heap[0] if heap else None
+    if (lead is not None and lead[0] == now and lead[1] == URGENT
+            and lead[3] is job._begin_step and lead[4][0] is call
+            and not lead[4][1].zero):
+        # (the start of the task the pass took into its pool just before,
+        # due first: run with them, first)
+        heappop(heap)
+        starts.insert(0, (lead[2], lead[4][1]))
+        if pooled.task is None or (heap and heap[0] < key):
+            heappush(heap, lead)
+            del starts[0]
+        else:
+            key = lead[:3]
+    if (pooled.task is not None and not pooled.processed
+            and (not heap or heap[0] > key) and (not queue or queue[0] > key)
+            and src.backing is None and src.content._journal is not None
+            and not src.faults and not tgt.faults
+            and _quiet(src, tgt, now, queue[0][0] if queue else float("inf"))):
+        eid = env._eid
+        size = job.size
+        read = job._read_step
+        service_done = src._service_done
+        for _i, task in starts:
+            start = task.start
+            done = service_done(now, min(task.end, size) - start)
+            heappush(heap, (done, NORMAL, next(eid), read, (call, task, 0)))
+    else:
+        begin = job._begin_step
+        for i, task in starts:
+            heappush(heap, (now, URGENT, i, begin, (call, task)))
+    if not steps._running:
+        steps._marker()
 
 
 def _leave(job, src, heap, pastes, later, ev, fired, call) -> None:

@@ -111,6 +111,7 @@ def advance(workload, write_filter) -> int:
     # back those it cannot say so of: blocksim.engine.backup_kernel)
     kernel = KERNEL and not allocate and hasattr(write_filter, "_data_known")
     idle = 0
+    learned = -1                # (the request a page was last asked for)
     while n < m:
         if kernel:
             was = n
@@ -126,6 +127,13 @@ def advance(workload, write_filter) -> int:
                 latency += done_latency
                 if status != backup_kernel.PYTHON:
                     break
+                if (n != learned and not read_flags[k + n]
+                        and write_filter.learn_page(int(offsets[k + n]), bs)):
+                    # (a write on a source page whose data the filter had
+                    # not asked yet: asked now, and the kernel again)
+                    learned = n
+                    idle = 0
+                    continue
                 # (request n: the Python loop's, below; a loop that hands
                 # back at once twice in a row is left out of this stretch)
                 idle = idle + 1 if n == was else 0

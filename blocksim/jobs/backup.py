@@ -303,6 +303,7 @@ class BackupJob(BlockJob):
         self._quiet_allocs: list = []
         self._quiet_ranges: list = []
         self._kernel_allocs = None          # (blocksim.engine.backup_kernel's)
+        self._planners: dict = {}           # (blocksim.engine.backup_kernel.planner's)
         # copy-before-write figures (summary)
         self.cbw_copies = 0
         self.cbw_bytes = 0
@@ -995,6 +996,27 @@ class BackupJob(BlockJob):
         if zero or start + num < end:
             return None
         return self._copy_quietly(b0, b1, start, end, t, deadline)
+
+    def learn_page(self, offset: int, length: int) -> bool:
+        """For a stretch's compiled copies (blocksim.engine.filtered,
+        backup_kernel, which hand back a write on a page whose data is not
+        known yet): whether a guest write of ``[offset, offset + length)``
+        inside one cluster of the disk meets a source page not asked yet;
+        if so, asked now (:meth:`_holds_data`, which reads and changes
+        nothing but its own cache: the same answer when the copy asks)."""
+        cs = self.cluster
+        start = offset // cs * cs
+        end = min(-(-(offset + length) // cs) * cs, self.bcs.nbits * cs)
+        if end != start + cs or end > self.size:
+            return False
+        content = self.source.content
+        if content._journal is None:
+            return False
+        p = start >> content._shift
+        if p != (end - 1) >> content._shift or self._data_known(content)[p]:
+            return False
+        self._holds_data(content, p)
+        return True
 
     def _copy_quietly(self, b0: int, b1: int, start: int, end: int, t: int, deadline: int):
         """:meth:`copy_before_quietly` of dirty clusters ``[b0, b1)`` of data."""

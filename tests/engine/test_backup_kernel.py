@@ -136,3 +136,24 @@ def test_one_granule_clear_is_the_bitmaps():
     assert list(ref.runs()) == list(test.runs())
     assert all(ref.is_dirty(b) == test.is_dirty(b) == bool(
         backup_kernel._is_dirty(bits, summary, b)) for b in range(nbits))
+
+
+def test_a_page_not_asked_yet_is_asked_for_the_kernel(monkeypatch):
+    """A write on a source page whose data the job has not asked yet is
+    handed back by the kernel; the stretch asks the page
+    (``BackupJob.learn_page``) and calls the kernel again, instead of doing
+    the request, and the rest of the stretch, in Python: in the benchmark's
+    shape no single-cluster write goes through the Python copy."""
+    from blocksim.jobs.backup import BackupJob
+    python = []
+    real = BackupJob.copy_before_quietly
+
+    def counting(self, offset, length, t, deadline):
+        python.append(offset)
+        return real(self, offset, length, t, deadline)
+    monkeypatch.setattr(BackupJob, "copy_before_quietly", counting)
+    done = _counting(monkeypatch)
+    sim = Simulation(blocksim.load_scenario(_clean(KERNEL_CASES["the benchmark's shape"])))
+    result = sim.run()
+    assert result.summary["jobs"]["job0"]["copy_before_write"]["writes"] > 500
+    assert sum(done) > 1000 and not python

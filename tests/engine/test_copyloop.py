@@ -47,6 +47,10 @@ CASES = {
     "a thin target": backup(tgt={"capacity": "1GiB"}),
     "compress: one-cluster tasks": backup(job={"compress": True, "speed": "256MiB"}),
     "a source partly zero": backup(src={"data": [{"offset": "8MiB", "length": "300MiB"}]}),
+    # (a zero cluster run after each 63 MiB of data: the task that waits for
+    # a slot is a write-zeroes now and then, its start left to the steps)
+    "a source with a zero MiB every 64": backup(src={"data": [
+        {"offset": f"{o}MiB", "length": "63MiB"} for o in range(0, 512, 64)]}),
     "a disk not a whole number of chunks": backup(src={"size": "300MiB", "data": "full"},
                                                     tgt={"size": "300MiB"}),
     "tasks across pages, out of line": backup(
@@ -66,6 +70,12 @@ CASES = {
         faults=[{"image": "tgt", "operation": "write", "errno": "EIO", "offset": 0,
                  "length": "512MiB", "start": "250ms", "end": "260ms"}],
         job={"on-target-error": "ignore"}),
+    # (the pool's fill at a slice's start inside the window: its tasks'
+    # reads fail, so their starts are not run at once, copyloop._start)
+    "a read fault window on the source across slices": backup(
+        faults=[{"image": "src", "operation": "read", "errno": "EIO", "offset": 0,
+                 "length": "512MiB", "start": "240ms", "end": "420ms"}],
+        job={"on-source-error": "ignore"}),
     "a second guest with reads": backup(workloads={
         "g": {"drive": "vda", "rw": "randwrite", "bs": "4KiB", "iodepth": 1,
               "rate-iops": 1000},
@@ -82,7 +92,7 @@ CASES = {
 }
 
 #: cases where the loop need not run at all (a fault rule on a node)
-NO_LOOP = {"a fault window on the target"}
+NO_LOOP = {"a fault window on the target", "a read fault window on the source across slices"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -171,3 +181,21 @@ def test_the_compiled_search_is_the_bitmaps(monkeypatch):
             assert why == 0 and k == 7
             pos = got[-1][1]
         assert got == expected, trial
+
+
+def test_the_starts_run_where_the_tasks_are_made(monkeypatch):
+    """In (d)'s shape the pool's fill runs its tasks' starts (their reads)
+    at once, as the loop would run them next: nearly no start is left in
+    the steps' heap after a fill (the equivalence is the cases above)."""
+    real = copyloop._start
+    fills, queued = [], []
+
+    def counting(job, pooled, starts, now):
+        n = len(starts)
+        real(job, pooled, starts, now)
+        fills.append(n)
+        queued.append(sum(e[3] is job._begin_step for e in job._steps.heap))
+    monkeypatch.setattr(copyloop, "_start", counting)
+    Simulation(blocksim.load_scenario(CASES["a rate-limited backup under a paced guest"])).run()
+    assert sum(fills) > 300
+    assert sum(queued) < sum(fills) // 20
