@@ -1077,8 +1077,141 @@ def grammar8(seed):
     return "\n".join(L) + "\n"
 
 
+def grammar9(seed):
+    """The thin-provisioning loop as management layers run it (vdsm,
+    libvirt's block-threshold): a write threshold armed on what a job
+    writes (its target or base, their protocol nodes) or on the guest's
+    disk, BLOCK_WRITE_THRESHOLD answered by arming the next threshold some
+    ms later ("extended"), ENOSPC (blkdebug errno 28) on the target under
+    enospc / stop / report (ignore for a one-shot), a query while the job
+    waits, and a resume once "extended" (the fault is one-shot, fails a
+    sector twice, or is persistent and the loop gives up with a cancel);
+    across stream, intermediate and active commit, mirror and backup, with
+    guest writes crossing the disk's thresholds (and ENOSPC on the disk)."""
+    rng = random.Random(seed)
+    kind = rng.choice(["stream", "commit-int", "commit-active", "commit-active", "mirror",
+                       "mirror", "backup", "backup"])
+    size = 4 * MIB
+    L = [f'name = "fz9-{seed}"', f'description = "random differential case {seed} ({kind})"',
+         'duration = "6s"', ""]
+
+    def img(name, backing=None, d=None):
+        L.extend([f"[images.{name}]", f'size = "{size}"'] + ([f'backing = "{backing}"'] if backing else [])
+                 + ([f"data = {d}"] if d else []) + [""])
+
+    target = None
+    if kind == "stream":
+        img("base", d=data(rng, size)); img("top", "base", data(rng, size))
+        drive = "top"; job = {"type": "stream"}; pols = ["on-error"]
+        # the copy-on-read writes reach the top's protocol node only
+        writes = ["top-file"]
+    elif kind == "commit-int":
+        img("base", d=data(rng, size)); img("mid", "base", data(rng, size))
+        img("top", "mid", data(rng, size))
+        drive = "top"; job = {"type": "commit", "top": "mid", "base": "base"}; pols = ["on-error"]
+        target = "base"; writes = ["base", "base-file"]
+    elif kind == "commit-active":
+        img("base", d=data(rng, size)); img("top", "base", data(rng, size))
+        drive = "top"; job = {"type": "commit", "base": "base"}; pols = ["on-error"]
+        target = "base"; writes = ["base", "base-file"]
+    elif kind == "mirror":
+        img("src", d=data(rng, size)); img("dst")
+        drive = "src"
+        # one copy at a time (buf-size 1 MiB): with several in flight, which
+        # write reaches a threshold first is a race (grammar 8); not the
+        # target's protocol node, whose crossing write depends on the order
+        # parallel copies allocate clusters
+        job = {"type": "mirror", "target": "dst", "sync": rng.choice(["full", "full", "none"]),
+               "buf-size": "1MiB"}
+        if rng.random() < 0.3:
+            job["copy-mode"] = "write-blocking"
+        pols = ["on-target-error"]
+        target = "dst"; writes = ["dst"]
+    else:
+        img("src", d=data(rng, size)); img("tgt")
+        drive = "src"
+        job = {"type": "backup", "target": "tgt", "sync": rng.choice(["full", "full", "top", "none"])}
+        pols = ["on-target-error"]
+        target = "tgt"; writes = ["tgt"]
+    L += ["[drives.vda]", f'image = "{drive}"', 'werror = "report"', ""]
+    policy = rng.choice(["enospc", "enospc", "stop", "stop", "report", "ignore"])
+    L += ["[jobs.j]", 'device = "vda"'] + [f"{k} = {_toml(v)}" for k, v in job.items()]
+    for p in pols:
+        L.append(f'{p} = "{policy}"')
+    # always rate-limited: the loop's commands come between the job's writes
+    L.append(f"speed = {rng.choice([512 * KIB, MIB, MIB, 2 * MIB])}")
+    L.append('start = "100ms"')
+    L.append("")
+    # ENOSPC on the target: one-shot (extended in time), a sector failing
+    # twice, or persistent (never extended); ignore only with a one-shot
+    shape = None
+    if target and rng.random() < 0.8:
+        shape = rng.choice(["once", "once", "twice", "persistent"] if policy != "ignore" else ["once"])
+        off = rng.randrange(1, size // (64 * KIB)) * 64 * KIB
+        errno = "ENOSPC" if rng.random() < 0.85 else "EIO"
+        _fault(L, rng, target, "write", size, errno, None if shape == "persistent" else "once", off)
+        if shape == "twice":
+            _fault(L, rng, target, "write", size, errno, "once", off)
+    # ENOSPC on the disk, for the guest's writes (not under a stream: its
+    # top's faults are skipped)
+    if kind != "stream" and rng.random() < 0.25:
+        _fault(L, rng, drive, "write", size, "ENOSPC", "once")
+    S = _Script()
+    dev = {"device": "j"}
+    em = {"device": "j"}
+    # thresholds: armed before the job starts, re-armed higher after each
+    # crossing (the extend's latency), up to twice
+    nodes = rng.sample(writes + [drive, drive + "-file"], rng.choice([1, 1, 2]))
+    for node in nodes:
+        step = rng.choice([256, 512, 1024]) * KIB
+        thr = rng.randrange(1, 32) * 64 * KIB + rng.choice([0, 0, 512])
+        S.at(0, "block-set-write-threshold", {"node-name": node, "write-threshold": thr})
+        for n in range(1, rng.choice([1, 2, 3])):
+            S.on("BLOCK_WRITE_THRESHOLD", rng.choice([20, 50, 150]), "block-set-write-threshold",
+                 {"node-name": node, "write-threshold": thr + n * step},
+                 match={"node-name": node}, nth=1 if n == 1 else None,
+                 after=None)
+            if n == 2:
+                # the second re-arm answers the second crossing
+                S.tables[-1] = S.tables[-1].replace('on = "BLOCK_WRITE_THRESHOLD"',
+                                                    'on = "BLOCK_WRITE_THRESHOLD"\nnth = 2', 1)
+        if rng.random() < 0.5:
+            S.on("BLOCK_WRITE_THRESHOLD", 100, "query-named-block-nodes", match={"node-name": node})
+    # the ENOSPC pause: query, "extend", resume; a persistent one gives up
+    if shape:
+        ext = rng.choice([100, 300, 600])
+        S.on("BLOCK_JOB_ERROR", 50, "query-block-jobs", match=em, nth=1)
+        if shape == "persistent":
+            S.on("BLOCK_JOB_ERROR", ext, "block-job-resume", dev, match=em, nth=1)
+            S.on("BLOCK_JOB_ERROR", ext, rng.choice(["block-job-cancel", "job-cancel"]),
+                 {"device": "j", "force": True} if rng.random() < 0.5 else None, match=em, nth=2)
+            if "arguments" not in S.tables[-1]:
+                S.tables[-1] += ("\narguments = {id = \"j\"}" if "job-cancel\"" in S.tables[-1]
+                                 and "block-job" not in S.tables[-1] else "\narguments = {device = \"j\"}")
+        else:
+            S.on("BLOCK_JOB_ERROR", ext, rng.choice(["block-job-resume", "job-resume"]), None,
+                 match=em, repeat=True)
+            S.tables[-1] += ("\narguments = {device = \"j\"}" if "block-job-resume" in S.tables[-1]
+                             else "\narguments = {id = \"j\"}")
+        S.on("JOB_STATUS_CHANGE", 50, "query-block-jobs", match={"id": "j", "status": "running"},
+             after="BLOCK_JOB_ERROR", after_match=em)
+    if kind in ("mirror", "commit-active"):
+        # no pivot: qemu-check's jobs name the drive's image node
+        S.on("BLOCK_JOB_READY", rng.choice([200, 400]), "block-job-cancel", dev, match=em)
+    if kind == "backup" and job["sync"] == "none":
+        S.at(rng.choice([1500, 3000]), "block-job-cancel", dev)
+    for _ in range(rng.choice([0, 1, 1, 2])):
+        off = rng.randrange(0, size // (64 * KIB)) * 64 * KIB
+        S.at(rng.choice([300, 700, 1300, 2100]), "guest-burst",
+             {"drive": "vda", "rw": "write", "bs": "64KiB", "offset": off,
+              "number-ios": rng.choice([1, 2, 4])})
+    S.at(5500, "query-named-block-nodes")
+    L += S.tables
+    return "\n".join(L) + "\n"
+
+
 GRAMMARS = {1: grammar1, 2: grammar2, 3: grammar3, 4: grammar4, 5: grammar5, 6: grammar6,
-            7: grammar7, 8: grammar8}
+            7: grammar7, 8: grammar8, 9: grammar9}
 
 
 def main(argv=None) -> int:
