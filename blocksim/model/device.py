@@ -228,6 +228,47 @@ class BlockDevice:
         ends.append(new_end)
         return ends, new_end
 
+    def _host_cluster(self, c: int) -> int:
+        """Where allocated disk cluster ``c`` lies in the image file, in
+        clusters: the layout of an image written in ascending order (as
+        qemu-io writes a scenario's data, and as jobs copy): the metadata
+        of the header, then each L2 table before the first data cluster it
+        maps, the data clusters in disk order.  (QEMU appends clusters
+        allocated later in the order they are allocated: a guest writing
+        below data allocated earlier is placed otherwise.)"""
+        per = self._l2_clusters
+        head = self._host_clusters(0, 0)
+        return head + self._l2_tables(0, (c // per + 1) * per) + self.alloc.count_set(0, c)
+
+    def _rewrite_crossing(self, offset: int, end: int, c0: int, c1: int, thr: int) -> int | None:
+        """The end of the first write into the file node, past ``thr``,
+        that the write of ``[offset, end)`` makes into clusters already
+        allocated: qcow2_co_pwritev_task writes them at their host offset
+        (bdrv_co_pwritev on the data file, whose bdrv_co_write_req_prepare
+        checks its threshold), one write per run of host-contiguous
+        clusters, in disk order (found by grammar 9, fz9-18: a commit into
+        a fully allocated base crossed its protocol node's threshold).
+        Only runs before the request's first new cluster count: from there
+        its allocation writes at the file's end come first, and they end
+        past any run already allocated."""
+        cs = self.cluster_size
+        per = self._l2_clusters
+        alloc = self.alloc
+        c = c0
+        while c < c1:
+            if not alloc.is_set(c):
+                return None
+            a, host = c, self._host_cluster(c)
+            c += 1
+            while c < c1 and alloc.is_set(c) and c % per:
+                c += 1
+            start = max(offset, a * cs)
+            stop = min(end, c * cs)
+            file_end = host * cs + (start - a * cs) + (stop - start)
+            if file_end > thr:
+                return file_end
+        return None
+
     def _threshold_crossed(self, node: str, end: int, threshold: int) -> None:
         """block/write-threshold.c bdrv_write_threshold_check_write: a write
         ending past the threshold emits the event (amount-exceeded = end -
@@ -474,6 +515,11 @@ class BlockDevice:
             c0, c1 = offset // cs, -(-end // cs)
             alloc = self.alloc
             new = self._new_clusters(c0, c1)
+            if self.file_write_threshold and new < c1 - c0 and self.format == "qcow2":
+                crossing = self._rewrite_crossing(offset, end, c0, c1, self.file_write_threshold)
+                if crossing is not None:
+                    self._threshold_crossed(f"{self.name}-file", crossing,
+                                            self.file_write_threshold)
             if new:
                 err = 0
                 if (self.lv_size is not None or self.file_write_threshold) \

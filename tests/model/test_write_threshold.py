@@ -133,3 +133,17 @@ def test_a_streams_copy_on_read_skips_the_top_format_nodes_threshold():
     events = [(e["data"]["node-name"], e["data"]["amount-exceeded"])
               for e in result.events if e["event"] == "BLOCK_WRITE_THRESHOLD"]
     assert events == [("top-file", 327679)]
+
+
+def test_protocol_node_a_write_into_allocated_clusters_crosses_at_their_host_offset():
+    """qcow2_co_pwritev_task writes allocated clusters at their host offset
+    (header, refcount table and block, L1, the L2 table, then the data in
+    disk order for an image written in ascending order): on QEMU 7.2 a
+    commit into a fully allocated 4 MiB base rewriting [1600 KiB, +1 MiB)
+    crossed base-file's threshold at 393216 by 2621440 (grammar 9, fz9-18)."""
+    events, _, _ = run(4 * MiB, [("disk-file", 393216)], [(1638400, MiB)], data="full")
+    assert events == [("disk-file", 2621440, 393216)]
+    # cluster 0 lies at host cluster 5: its write ends at 393216, not past it;
+    # 4 KiB into cluster 1 (host 6) end 8192 past it
+    events, _, _ = run(4 * MiB, [("disk-file", 393216)], [(0, 65536), (69632, 4096)], data="full")
+    assert events == [("disk-file", 8192, 393216)]
