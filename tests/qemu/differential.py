@@ -1,7 +1,7 @@
 """Random differential cases against real QEMU: scenarios drawn at random
-from eight grammars, for ``blocksim qemu-check``.
+from nine grammars, for ``blocksim qemu-check``.
 
-    python tests/qemu/differential.py OUT [--grammar 1..8] [--seeds 0:200]
+    python tests/qemu/differential.py OUT [--grammar 1..9] [--seeds 0:200]
     blocksim qemu-check OUT/ --json > report.json
 
 1. one job (stream, mirror, active mirror, commit, backup) on small images
@@ -38,7 +38,17 @@ from eight grammars, for ``blocksim qemu-check``.
    backup, in any pair), the second started while the first runs, is
    ready, paused by an error, pending or gone: accepted or refused, with
    QEMU's error class and text; write thresholds on what they write and
-   guest writes through them.
+   guest writes through them;
+9. the thin-provisioning loop as management layers run it (vdsm,
+   libvirt's block-threshold): a write threshold on what a job writes (a
+   commit's base, a mirror's or backup's target, an intermediate commit's
+   base file, the top's file under a stream's copy-on-read) or on the
+   guest's disk and its file, re-armed higher some ms after each
+   BLOCK_WRITE_THRESHOLD that names it; ENOSPC (or EIO) on the target
+   under enospc / stop / report (ignore for a one-shot), a query while
+   paused and after the resume, a resume once "extended" (one-shot, a
+   sector failing twice) or a cancel when it never is (persistent); guest
+   writes over the thresholds, ENOSPC on the disk.
 
 Not collected by pytest: it writes scenarios, it checks nothing itself.  A
 disagreement is a lead, not a verdict: real QEMU runs in real time, so cases
@@ -55,13 +65,24 @@ cancelled: an error it held is dropped), that a stream to a base an
 earlier job dropped from the chain is refused, and five qemu-check fixes (image
 bitmaps dirtied one at a time and without allocating, bitmap commands on
 the format node, a retried backup's copy set, guest writes over a stream's
-disk, a base a later job wrote into); see docs/qemu-check.md.
+disk, a base a later job wrote into); session 15's (fresh seeds of
+grammars 1 to 8, grammar 9) that writes into allocated qcow2 clusters
+cross the protocol node's threshold at their host offset, and three
+qemu-check fixes (a READY mirror's plain cancel completes without a pivot,
+an action's `match` on a threshold's node, the jobs still running at the
+end paused before the daemon's quit, whose drains woke them); see
+docs/qemu-check.md.
 
-What these two grammars avoid, since it differs by timing alone: a second
+What grammars 8 and 9 avoid, since it differs by timing alone: a second
 job started at the first one's start instant, a threshold set after a
 job's start (QEMU copies a small disk in a few ms), a mirror with several
-copies in flight under a threshold (buf-size 1 MiB), a pivot of the first
-job (qemu-check's jobs name the image node, which a pivot leaves behind).
+copies in flight under a threshold (buf-size 1 MiB), a threshold on the
+protocol node of a job with parallel copies (a mirror's, an active
+commit's, a backup's: which copy allocates first is a race), reactions to
+a threshold and to an error a few ms apart (the two events come in either
+order), a job without a speed limit (the loop's commands would come after
+it), a pivot of the first job (qemu-check's jobs name the image node,
+which a pivot leaves behind).
 """
 
 import argparse
@@ -1113,11 +1134,15 @@ def grammar9(seed):
     elif kind == "commit-active":
         img("base", d=data(rng, size)); img("top", "base", data(rng, size))
         drive = "top"; job = {"type": "commit", "base": "base"}; pols = ["on-error"]
-        # not the base's protocol node: an active commit is a mirror, whose
-        # parallel copies allocate clusters in an order that is a race
-        target = "base"; writes = ["base"]
+        # no threshold on the base: an active commit is a mirror whose
+        # iteration issues the whole disk at once (a 16 MiB buffer), so
+        # which copy's write comes first is a race
+        target = "base"; writes = []
     elif kind == "mirror":
-        img("src", d=data(rng, size)); img("dst")
+        # a source of one status: mirror_iteration splits a chunk where the
+        # block status changes, and those copies are in flight together
+        # (fz8-1002)
+        img("src", d='"full"'); img("dst")
         drive = "src"
         # one copy at a time (buf-size 1 MiB): with several in flight, which
         # write reaches a threshold first is a race (grammar 8); not the
@@ -1130,7 +1155,10 @@ def grammar9(seed):
         pols = ["on-target-error"]
         target = "dst"; writes = ["dst"]
     else:
-        img("src", d=data(rng, size)); img("tgt")
+        # block-copy's tasks end where the block status changes, and one
+        # smaller than the rate limit's slice lets the next one start with
+        # it (fz9-27): a source of one status makes 1 MiB tasks, one at a time
+        img("src", d='"full"'); img("tgt")
         drive = "src"
         job = {"type": "backup", "target": "tgt", "sync": rng.choice(["full", "full", "top", "none"])}
         pols = ["on-target-error"]
@@ -1187,11 +1215,11 @@ def grammar9(seed):
         S.on("BLOCK_JOB_ERROR", 60, "query-block-jobs", match=em, nth=1)
         if shape == "persistent":
             S.on("BLOCK_JOB_ERROR", ext, "block-job-resume", dev, match=em, nth=1)
-            S.on("BLOCK_JOB_ERROR", ext, rng.choice(["block-job-cancel", "job-cancel"]),
-                 {"device": "j", "force": True} if rng.random() < 0.5 else None, match=em, nth=2)
-            if "arguments" not in S.tables[-1]:
-                S.tables[-1] += ("\narguments = {id = \"j\"}" if "job-cancel\"" in S.tables[-1]
-                                 and "block-job" not in S.tables[-1] else "\narguments = {device = \"j\"}")
+            cancel = rng.choice(["block-job-cancel", "block-job-cancel-force", "job-cancel"])
+            S.on("BLOCK_JOB_ERROR", ext, cancel.replace("-force", ""),
+                 {"id": "j"} if cancel == "job-cancel" else
+                 {"device": "j", "force": True} if cancel.endswith("force") else dev,
+                 match=em, nth=2)
         else:
             S.on("BLOCK_JOB_ERROR", ext, rng.choice(["block-job-resume", "job-resume"]), None,
                  match=em, repeat=True)
