@@ -24,6 +24,7 @@ process, returning an errno (0 on success).
 from __future__ import annotations
 
 import errno as _errno
+from bisect import bisect_left, insort
 from collections import deque
 from typing import Callable
 
@@ -56,6 +57,12 @@ class BlockDevice:
         #: ``NAME-file`` (host offsets in the image file); 0 = disarmed.
         self.write_threshold = 0
         self.file_write_threshold = 0
+        #: Host clusters (in the image file) of the disk clusters a write
+        #: allocated while the protocol node's threshold was armed: QEMU
+        #: appends them in the order they are allocated (see
+        #: :meth:`_host_cluster`); and those disk clusters, sorted.
+        self._late_host: dict[int, int] = {}
+        self._late_sorted: list[int] = []
         #: Called as ``on_threshold(node_name, amount_exceeded, threshold)``
         #: when a write crosses an armed threshold (the run emits
         #: BLOCK_WRITE_THRESHOLD).
@@ -227,6 +234,64 @@ class BlockDevice:
         ends = [old_end + (i + 1) * cs for i in range(new_l2)]
         ends.append(new_end)
         return ends, new_end
+
+    def _host_cluster(self, c: int) -> int:
+        """Where allocated disk cluster ``c`` lies in the image file, in
+        clusters: the layout of an image written in ascending order (as
+        qemu-io writes a scenario's data, and as jobs copy): the metadata
+        of the header, then each L2 table before the first data cluster it
+        maps, the data clusters in disk order; clusters a write allocated
+        while the protocol node's threshold was armed where that write put
+        them, at the file's end (QEMU appends clusters in the order they
+        are allocated: one allocated by a fast path while no threshold was
+        armed is taken to lie in disk order with the first ones)."""
+        late = self._late_host.get(c)
+        if late is not None:
+            return late
+        per = self._l2_clusters
+        head = self._host_clusters(0, 0)
+        return head + self._l2_tables(0, (c // per + 1) * per) + self.alloc.count_set(0, c) \
+            - bisect_left(self._late_sorted, c)
+
+    def _place_late(self, c0: int, c1: int, host: int) -> None:
+        """Record where the new clusters of ``[c0, c1)`` go: from host
+        cluster ``host`` on, in disk order (one allocation, qcow2's
+        handle_alloc_space)."""
+        alloc = self.alloc
+        for c in range(c0, c1):
+            if not alloc.is_set(c):
+                self._late_host[c] = host
+                host += 1
+                insort(self._late_sorted, c)
+
+    def _rewrite_crossing(self, offset: int, end: int, c0: int, c1: int, thr: int) -> int | None:
+        """The end of the first write into the file node, past ``thr``,
+        that the write of ``[offset, end)`` makes into clusters already
+        allocated: qcow2_co_pwritev_task writes them at their host offset
+        (bdrv_co_pwritev on the data file, whose bdrv_co_write_req_prepare
+        checks its threshold), one write per run of host-contiguous
+        clusters, in disk order (found by grammar 9, fz9-18: a commit into
+        a fully allocated base crossed its protocol node's threshold).
+        Only runs before the request's first new cluster count: from there
+        its allocation writes at the file's end come first, and they end
+        past any run already allocated."""
+        cs = self.cluster_size
+        per = self._l2_clusters
+        alloc = self.alloc
+        c = c0
+        while c < c1:
+            if not alloc.is_set(c):
+                return None
+            a, host = c, self._host_cluster(c)
+            c += 1
+            while c < c1 and alloc.is_set(c) and c % per and self._host_cluster(c) == host + c - a:
+                c += 1
+            start = max(offset, a * cs)
+            stop = min(end, c * cs)
+            file_end = host * cs + (start - a * cs) + (stop - start)
+            if file_end > thr:
+                return file_end
+        return None
 
     def _threshold_crossed(self, node: str, end: int, threshold: int) -> None:
         """block/write-threshold.c bdrv_write_threshold_check_write: a write
@@ -474,12 +539,20 @@ class BlockDevice:
             c0, c1 = offset // cs, -(-end // cs)
             alloc = self.alloc
             new = self._new_clusters(c0, c1)
+            if self.file_write_threshold and new < c1 - c0 and self.format == "qcow2":
+                crossing = self._rewrite_crossing(offset, end, c0, c1, self.file_write_threshold)
+                if crossing is not None:
+                    self._threshold_crossed(f"{self.name}-file", crossing,
+                                            self.file_write_threshold)
             if new:
                 err = 0
+                late = 0
                 if (self.lv_size is not None or self.file_write_threshold) \
                         and self.format == "qcow2":
                     ends, file_end = self._allocation_writes(c0, c1, new)
                     thr = self.file_write_threshold
+                    if thr:
+                        late = file_end // cs - new    # where its data clusters begin
                     if thr:
                         crossing = next((e for e in ends if e > thr), None)
                         if crossing is not None:
@@ -502,6 +575,8 @@ class BlockDevice:
                     # a new Verdict: NO_VERDICT is shared; keep any dm-delay
                     verdict = Verdict(errno=err, delay=verdict.delay)
                 else:
+                    if late:
+                        self._place_late(c0, c1, late)
                     alloc.set_range(c0, c1)
         if verdict.errno:
             self.failed += 1

@@ -466,6 +466,7 @@ class _QemuRun:
         self.dir = workdir
         self.qmp_timeout = qmp_timeout
         self.paths = {name: workdir / img.filename for name, img in plan.images.items()}
+        self._names = blocksim_node_names(plan.images)     # QEMU node -> blocksim's
         self.refs: dict[str, Path] = {}
         self.result = SideResult()
         self.status: dict[str, Optional[str]] = {j: None for j in plan.jobs}
@@ -481,6 +482,9 @@ class _QemuRun:
         #: job -> how many of its drive's guest writes were done when its
         #: BLOCK_JOB_COMPLETED (no error) came: a mirror or active commit
         self.completed_after: dict[str, int] = {}
+        #: mirrors and active commits QEMU accepted a block-job-cancel of
+        #: (no force) while READY: they complete without a pivot
+        self.cancelled_ready: set[str] = set()
         #: backup job -> how many of its drive's guest writes were done
         #: when it was started (its point in time)
         self.started_after: dict[str, int] = {}
@@ -645,6 +649,12 @@ class _QemuRun:
             if job is not None and (job.type == "mirror" or job.active):
                 drive = self.plan.scenario.jobs[job.id].device
                 self.completed_after[job.id] = len(self.written.get(drive, []))
+        if name == "BLOCK_WRITE_THRESHOLD" and "node-name" in data:
+            # an action's `match` names nodes as blocksim does: QEMU's file
+            # node of an image with faults is IMAGE-fmt-file, blocksim's
+            # IMAGE-file
+            data = dict(data, **{"node-name": self._names.get(data["node-name"],
+                                                              data["node-name"])})
         for i, trigger in triggers.items():
             if trigger.offer(name, data):
                 action = self.plan.actions[i]
@@ -684,8 +694,15 @@ class _QemuRun:
             if job_id in self.plan.jobs:
                 self._start_job(job_id, action.source, "job-start", action.arguments)
                 return
-        self._record(action.command, action.arguments, action.source, action.command,
-                     action.arguments)
+        record = self._record(action.command, action.arguments, action.source, action.command,
+                              action.arguments)
+        job_id = action.arguments.get("device")
+        if action.command == "block-job-cancel" and "error" not in record \
+                and not action.arguments.get("force") and self.status.get(job_id) == "ready":
+            # mirror.c:mirror_run leaves its loop (job_is_cancelled is false
+            # without force: the job completes, BLOCK_JOB_COMPLETED) and
+            # mirror_exit_common replaces no node (should_complete unset)
+            self.cancelled_ready.add(job_id)
 
     def _final_query(self) -> None:
         try:
@@ -823,7 +840,8 @@ class _QemuRun:
         src, tgt = self.plan.images[job.image], self.plan.images[job.target]
         later = self._later_writes(job)
         if later:
-            detail = self._at_completion(job.image, job.target, later, "target")
+            detail = self._at_completion(job.image, job.target, later, "target",
+                                         pivot=job.id not in self.cancelled_ready)
         else:
             detail = self._compare(self.paths[job.image], src.format, self.paths[job.target],
                                    tgt.format, f"comparing source and target of job '{job.id}'")
@@ -834,13 +852,15 @@ class _QemuRun:
         """The guest writes on the drive of a mirror or active commit
         ``job`` done after its BLOCK_JOB_COMPLETED (no error) came: after the
         pivot (mirror.c:mirror_exit_common, bdrv_replace_node) they go to
-        the new active node (the target, the base) only."""
+        the new active node (the target, the base) only; after a READY
+        cancel (no pivot) to the source only."""
         done = self.completed_after.get(job.id)
         if done is None:
             return []
         return self.written.get(self.plan.scenario.jobs[job.id].device, [])[done:]
 
-    def _at_completion(self, source: str, target: str, later, what: str) -> Optional[str]:
+    def _at_completion(self, source: str, target: str, later, what: str,
+                       pivot: bool = True) -> Optional[str]:
         """Whether ``target`` read as ``source`` (with its backing chain) at
         the job's completion, from the images at the end of the run (the
         daemon stopped, everything flushed) and the guest writes ``later``
@@ -850,7 +870,10 @@ class _QemuRun:
         their ranges the target must hold what the last successful write
         of each byte wrote (the writes went to the new active node).  A
         failed write's range is left unchecked (its content is unknown).
-        None if so, else where it fails."""
+        Without a ``pivot`` (a READY mirror cancelled: it completes, but
+        the drive stays on the source) the writes went to the source, which
+        must hold them instead (found by grammar 9, fz9-3: an active commit
+        cancelled at READY).  None if so, else where it fails."""
         src, tgt = self._raw(source), self._raw(target)
         size = max(len(src), len(tgt))
         src, tgt = src.ljust(size, b"\0"), tgt.ljust(size, b"\0")
@@ -863,14 +886,15 @@ class _QemuRun:
                         f"{len(later)} writes after the completion)")
             pos = max(pos, b)
         covered: list[tuple[int, int]] = []
+        holder, name = (tgt, what) if pivot else (src, "source")
         for off, length, pattern, ok in reversed(later):
             end = min(off + length, size)
             for a, b in _subtract(off, end, covered):
                 wrote = bytes([pattern]) * (b - a)
-                if ok and tgt[a:b] != wrote:
-                    first = a + _first_difference_at(tgt[a:b], wrote, 0, b - a)
+                if ok and holder[a:b] != wrote:
+                    first = a + _first_difference_at(holder[a:b], wrote, 0, b - a)
                     return (f"the guest's write at {off}+{length} after the completion is not on "
-                            f"the {what} at offset {first}")
+                            f"the {name} at offset {first}")
             covered = _merge(covered + [(off, end)])
         return None
 
@@ -987,7 +1011,8 @@ class _QemuRun:
         if job.active:
             later = self._later_writes(job)
             if later:
-                detail = self._at_completion(job.image, job.base, later, "base")
+                detail = self._at_completion(job.image, job.base, later, "base",
+                                             pivot=job.id not in self.cancelled_ready)
             else:
                 top = self.plan.images[job.image]
                 detail = self._compare(self.paths[job.image], top.format, self.paths[job.base],

@@ -133,3 +133,40 @@ def test_a_streams_copy_on_read_skips_the_top_format_nodes_threshold():
     events = [(e["data"]["node-name"], e["data"]["amount-exceeded"])
               for e in result.events if e["event"] == "BLOCK_WRITE_THRESHOLD"]
     assert events == [("top-file", 327679)]
+
+
+def test_protocol_node_a_write_into_allocated_clusters_crosses_at_their_host_offset():
+    """qcow2_co_pwritev_task writes allocated clusters at their host offset
+    (header, refcount table and block, L1, the L2 table, then the data in
+    disk order for an image written in ascending order): on QEMU 7.2 a
+    commit into a fully allocated 4 MiB base rewriting [1600 KiB, +1 MiB)
+    crossed base-file's threshold at 393216 by 2621440 (grammar 9, fz9-18)."""
+    events, _, _ = run(4 * MiB, [("disk-file", 393216)], [(1638400, MiB)], data="full")
+    assert events == [("disk-file", 2621440, 393216)]
+    # cluster 0 lies at host cluster 5: its write ends at 393216, not past it;
+    # 4 KiB into cluster 1 (host 6) end 8192 past it
+    events, _, _ = run(4 * MiB, [("disk-file", 393216)], [(0, 65536), (69632, 4096)], data="full")
+    assert events == [("disk-file", 8192, 393216)]
+
+
+def test_protocol_node_clusters_allocated_under_a_threshold_lie_at_the_file_end():
+    """QEMU appends clusters in the order they are allocated: on QEMU 7.2
+    a stream's copy-on-read allocated [1792 KiB, 2304 KiB) of a top holding
+    clusters 2, 3 and 47..63 at the file's end (host clusters 24..31), and a
+    guest write into its second cluster then crossed top-file's threshold
+    at 1638912 by 65024 (grammar 9, fz9-57)."""
+    sc = load_scenario({"duration": "1s", "images": {"d": {
+        "size": "4MiB", "data": [{"offset": "131072", "length": "131072"},
+                                 {"offset": "3080192", "length": "1114112"}]}}})
+    dev = Simulation(sc).devices["d"]
+    seen = []
+    dev.on_threshold = lambda *a: seen.append(a)
+    dev.file_write_threshold = 1572864
+    dev.submit_write(1835008, 524288)
+    assert seen == [("d-file", 524288, 1572864)]
+    dev.file_write_threshold = 1638912
+    dev.submit_write(1835008, 65536)            # host cluster 24: ends 1638400
+    dev.submit_write(3080192, 65536)            # cluster 47, host 7 (disk order)
+    assert len(seen) == 1
+    dev.submit_write(1900544, 65536)            # host cluster 25
+    assert seen[1:] == [("d-file", 65024, 1638912)]

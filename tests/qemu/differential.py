@@ -1,7 +1,7 @@
 """Random differential cases against real QEMU: scenarios drawn at random
-from eight grammars, for ``blocksim qemu-check``.
+from nine grammars, for ``blocksim qemu-check``.
 
-    python tests/qemu/differential.py OUT [--grammar 1..8] [--seeds 0:200]
+    python tests/qemu/differential.py OUT [--grammar 1..9] [--seeds 0:200]
     blocksim qemu-check OUT/ --json > report.json
 
 1. one job (stream, mirror, active mirror, commit, backup) on small images
@@ -38,7 +38,17 @@ from eight grammars, for ``blocksim qemu-check``.
    backup, in any pair), the second started while the first runs, is
    ready, paused by an error, pending or gone: accepted or refused, with
    QEMU's error class and text; write thresholds on what they write and
-   guest writes through them.
+   guest writes through them;
+9. the thin-provisioning loop as management layers run it (vdsm,
+   libvirt's block-threshold): a write threshold on what a job writes (a
+   commit's base, a mirror's or backup's target, an intermediate commit's
+   base file, the top's file under a stream's copy-on-read) or on the
+   guest's disk and its file, re-armed higher some ms after each
+   BLOCK_WRITE_THRESHOLD that names it; ENOSPC (or EIO) on the target
+   under enospc / stop / report (ignore for a one-shot), a query while
+   paused and after the resume, a resume once "extended" (one-shot, a
+   sector failing twice) or a cancel when it never is (persistent); guest
+   writes over the thresholds, ENOSPC on the disk.
 
 Not collected by pytest: it writes scenarios, it checks nothing itself.  A
 disagreement is a lead, not a verdict: real QEMU runs in real time, so cases
@@ -55,13 +65,24 @@ cancelled: an error it held is dropped), that a stream to a base an
 earlier job dropped from the chain is refused, and five qemu-check fixes (image
 bitmaps dirtied one at a time and without allocating, bitmap commands on
 the format node, a retried backup's copy set, guest writes over a stream's
-disk, a base a later job wrote into); see docs/qemu-check.md.
+disk, a base a later job wrote into); session 15's (fresh seeds of
+grammars 1 to 8, grammar 9) that writes into allocated qcow2 clusters
+cross the protocol node's threshold at their host offset, and three
+qemu-check fixes (a READY mirror's plain cancel completes without a pivot,
+an action's `match` on a threshold's node, the jobs still running at the
+end paused before the daemon's quit, whose drains woke them); see
+docs/qemu-check.md.
 
-What these two grammars avoid, since it differs by timing alone: a second
+What grammars 8 and 9 avoid, since it differs by timing alone: a second
 job started at the first one's start instant, a threshold set after a
 job's start (QEMU copies a small disk in a few ms), a mirror with several
-copies in flight under a threshold (buf-size 1 MiB), a pivot of the first
-job (qemu-check's jobs name the image node, which a pivot leaves behind).
+copies in flight under a threshold (buf-size 1 MiB), a threshold on the
+protocol node of a job with parallel copies (a mirror's, an active
+commit's, a backup's: which copy allocates first is a race), reactions to
+a threshold and to an error a few ms apart (the two events come in either
+order), a job without a speed limit (the loop's commands would come after
+it), a pivot of the first job (qemu-check's jobs name the image node,
+which a pivot leaves behind).
 """
 
 import argparse
@@ -1077,8 +1098,156 @@ def grammar8(seed):
     return "\n".join(L) + "\n"
 
 
+def grammar9(seed):
+    """The thin-provisioning loop as management layers run it (vdsm,
+    libvirt's block-threshold): a write threshold armed on what a job
+    writes (its target or base, their protocol nodes) or on the guest's
+    disk, BLOCK_WRITE_THRESHOLD answered by arming the next threshold some
+    ms later ("extended"), ENOSPC (blkdebug errno 28) on the target under
+    enospc / stop / report (ignore for a one-shot), a query while the job
+    waits, and a resume once "extended" (the fault is one-shot, fails a
+    sector twice, or is persistent and the loop gives up with a cancel);
+    across stream, intermediate and active commit, mirror and backup, with
+    guest writes crossing the disk's thresholds (and ENOSPC on the disk)."""
+    rng = random.Random(seed)
+    kind = rng.choice(["stream", "commit-int", "commit-active", "commit-active", "mirror",
+                       "mirror", "backup", "backup"])
+    size = 4 * MIB
+    L = [f'name = "fz9-{seed}"', f'description = "random differential case {seed} ({kind})"',
+         'duration = "6s"', ""]
+
+    def img(name, backing=None, d=None):
+        L.extend([f"[images.{name}]", f'size = "{size}"'] + ([f'backing = "{backing}"'] if backing else [])
+                 + ([f"data = {d}"] if d else []) + [""])
+
+    target = None
+    if kind == "stream":
+        img("base", d=data(rng, size)); img("top", "base", data(rng, size))
+        drive = "top"; job = {"type": "stream"}; pols = ["on-error"]
+        # the copy-on-read writes reach the top's protocol node only
+        writes = ["top-file"]
+    elif kind == "commit-int":
+        img("base", d=data(rng, size)); img("mid", "base", data(rng, size))
+        img("top", "mid", data(rng, size))
+        drive = "top"; job = {"type": "commit", "top": "mid", "base": "base"}; pols = ["on-error"]
+        target = "base"; writes = ["base", "base-file"]
+    elif kind == "commit-active":
+        img("base", d=data(rng, size)); img("top", "base", data(rng, size))
+        drive = "top"; job = {"type": "commit", "base": "base"}; pols = ["on-error"]
+        # no threshold on the base: an active commit is a mirror whose
+        # iteration issues the whole disk at once (a 16 MiB buffer), so
+        # which copy's write comes first is a race
+        target = "base"; writes = []
+    elif kind == "mirror":
+        # a source of one status: mirror_iteration splits a chunk where the
+        # block status changes, and those copies are in flight together
+        # (fz8-1002)
+        img("src", d='"full"'); img("dst")
+        drive = "src"
+        # one copy at a time (buf-size 1 MiB): with several in flight, which
+        # write reaches a threshold first is a race (grammar 8); not the
+        # target's protocol node, whose crossing write depends on the order
+        # parallel copies allocate clusters
+        job = {"type": "mirror", "target": "dst", "sync": rng.choice(["full", "full", "none"]),
+               "buf-size": "1MiB"}
+        if rng.random() < 0.3:
+            job["copy-mode"] = "write-blocking"
+        pols = ["on-target-error"]
+        target = "dst"; writes = ["dst"]
+    else:
+        # block-copy's tasks end where the block status changes, and one
+        # smaller than the rate limit's slice lets the next one start with
+        # it (fz9-27): a source of one status makes 1 MiB tasks, one at a time
+        img("src", d='"full"'); img("tgt")
+        drive = "src"
+        job = {"type": "backup", "target": "tgt", "sync": rng.choice(["full", "full", "top", "none"])}
+        pols = ["on-target-error"]
+        target = "tgt"; writes = ["tgt"]
+    L += ["[drives.vda]", f'image = "{drive}"', 'werror = "report"', ""]
+    policy = rng.choice(["enospc", "enospc", "stop", "stop", "report", "ignore"])
+    L += ["[jobs.j]", 'device = "vda"'] + [f"{k} = {_toml(v)}" for k, v in job.items()]
+    for p in pols:
+        L.append(f'{p} = "{policy}"')
+    # always rate-limited: the loop's commands come between the job's writes
+    L.append(f"speed = {rng.choice([512 * KIB, MIB, MIB, 2 * MIB])}")
+    L.append('start = "100ms"')
+    L.append("")
+    # ENOSPC on the target: one-shot (extended in time), a sector failing
+    # twice, or persistent (never extended); ignore only with a one-shot
+    shape = None
+    if target and rng.random() < 0.8:
+        shape = rng.choice(["once", "once", "twice", "persistent"] if policy != "ignore" else ["once"])
+        off = rng.randrange(1, size // (64 * KIB)) * 64 * KIB
+        errno = "ENOSPC" if rng.random() < 0.85 else "EIO"
+        _fault(L, rng, target, "write", size, errno, None if shape == "persistent" else "once", off)
+        if shape == "twice":
+            _fault(L, rng, target, "write", size, errno, "once", off)
+    # ENOSPC on the disk, for the guest's writes (not under a stream: its
+    # top's faults are skipped)
+    if kind != "stream" and rng.random() < 0.25:
+        _fault(L, rng, drive, "write", size, "ENOSPC", "once")
+    S = _Script()
+    dev = {"device": "j"}
+    em = {"device": "j"}
+    # thresholds: armed before the job starts, re-armed higher after each
+    # crossing (the extend's latency), up to twice
+    nodes = rng.sample(writes + [drive, drive + "-file"], rng.choice([1, 1, 2]))
+    for node in nodes:
+        step = rng.choice([256, 512, 1024]) * KIB
+        thr = rng.randrange(1, 32) * 64 * KIB + rng.choice([0, 0, 512])
+        S.at(0, "block-set-write-threshold", {"node-name": node, "write-threshold": thr})
+        for n in range(1, rng.choice([1, 2, 3])):
+            # (delays apart from the error reactions': a crossing and an
+            # error a few ms apart come in either order)
+            S.on("BLOCK_WRITE_THRESHOLD", rng.choice([20, 170]), "block-set-write-threshold",
+                 {"node-name": node, "write-threshold": thr + n * step},
+                 match={"node-name": node}, nth=1 if n == 1 else None,
+                 after=None)
+            if n == 2:
+                # the second re-arm answers the second crossing
+                S.tables[-1] = S.tables[-1].replace('on = "BLOCK_WRITE_THRESHOLD"',
+                                                    'on = "BLOCK_WRITE_THRESHOLD"\nnth = 2', 1)
+        if rng.random() < 0.5:
+            S.on("BLOCK_WRITE_THRESHOLD", 120, "query-named-block-nodes", match={"node-name": node})
+    # the ENOSPC pause: query, "extend", resume; a persistent one gives up
+    if shape:
+        ext = rng.choice([300, 600])
+        S.on("BLOCK_JOB_ERROR", 60, "query-block-jobs", match=em, nth=1)
+        if shape == "persistent":
+            S.on("BLOCK_JOB_ERROR", ext, "block-job-resume", dev, match=em, nth=1)
+            cancel = rng.choice(["block-job-cancel", "block-job-cancel-force", "job-cancel"])
+            S.on("BLOCK_JOB_ERROR", ext, cancel.replace("-force", ""),
+                 {"id": "j"} if cancel == "job-cancel" else
+                 {"device": "j", "force": True} if cancel.endswith("force") else dev,
+                 match=em, nth=2)
+        else:
+            S.on("BLOCK_JOB_ERROR", ext, rng.choice(["block-job-resume", "job-resume"]), None,
+                 match=em, repeat=True)
+            S.tables[-1] += ("\narguments = {device = \"j\"}" if "block-job-resume" in S.tables[-1]
+                             else "\narguments = {id = \"j\"}")
+        S.on("JOB_STATUS_CHANGE", 50, "query-block-jobs", match={"id": "j", "status": "running"},
+             after="BLOCK_JOB_ERROR", after_match=em)
+    if kind in ("mirror", "commit-active"):
+        # no pivot: qemu-check's jobs name the drive's image node
+        # (not due with a guest burst: a sync=none mirror is READY at its
+        # start, 100 ms, and the burst at 300 ms came first on QEMU, fz9-211)
+        S.on("BLOCK_JOB_READY", rng.choice([250, 450]), "block-job-cancel", dev, match=em)
+    if kind == "backup" and job["sync"] == "none":
+        S.at(rng.choice([1500, 3000]), "block-job-cancel", dev)
+    # (never two bursts at one instant: qemu-check carries them out one
+    # after the other, blocksim at once, fz9-133)
+    for t in rng.sample([300, 700, 1300, 2100], rng.choice([0, 1, 1, 2])):
+        off = rng.randrange(0, size // (64 * KIB)) * 64 * KIB
+        S.at(t, "guest-burst",
+             {"drive": "vda", "rw": "write", "bs": "64KiB", "offset": off,
+              "number-ios": rng.choice([1, 2, 4])})
+    S.at(5500, "query-named-block-nodes")
+    L += S.tables
+    return "\n".join(L) + "\n"
+
+
 GRAMMARS = {1: grammar1, 2: grammar2, 3: grammar3, 4: grammar4, 5: grammar5, 6: grammar6,
-            7: grammar7, 8: grammar8}
+            7: grammar7, 8: grammar8, 9: grammar9}
 
 
 def main(argv=None) -> int:

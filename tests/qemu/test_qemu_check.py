@@ -710,6 +710,22 @@ def test_integrity_at_completion_leaves_out_only_the_later_writes_ranges():
     assert _run_with_images(src, tgt2)._at_completion("src", "tgt", later2, "base") is None
 
 
+def test_integrity_at_completion_without_a_pivot_looks_for_later_writes_on_the_source():
+    """A READY mirror's plain cancel completes without a pivot: the guest's
+    later writes are on the source, not the target (grammar 9, fz9-3)."""
+    tgt = bytes(4096)
+    src = tgt[:1024] + b"\x81" * 512 + tgt[1536:]
+    later = [(1024, 512, 0x81, True)]
+    assert _run_with_images(src, tgt)._at_completion("src", "tgt", later, "base",
+                                                     pivot=False) is None
+    detail = _run_with_images(src, tgt)._at_completion("src", "tgt", later, "base")
+    assert detail == ("the guest's write at 1024+512 after the completion is not on the "
+                      "base at offset 1024")
+    detail = _run_with_images(tgt, tgt)._at_completion("src", "tgt", later, "base", pivot=False)
+    assert detail == ("the guest's write at 1024+512 after the completion is not on the "
+                      "source at offset 1024")
+
+
 @needs_qemu
 @pytest.mark.parametrize("path, job", [
     ("scenarios/mirror-dust-source-heals-on-write.toml", "mirror0"),
