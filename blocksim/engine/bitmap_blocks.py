@@ -138,6 +138,11 @@ def _find(flags, words, i, stop):
     w, last = i >> 3, stop >> 3
     if last > words.shape[0]:
         last = words.shape[0]
+    # (eight words at a time first, one test for 64 bytes: a search across
+    # a 64 TiB disk's group bytes, or a mixed block's 512 bytes)
+    while w + 8 <= last and not (words[w] | words[w + 1] | words[w + 2] | words[w + 3]
+                                 | words[w + 4] | words[w + 5] | words[w + 6] | words[w + 7]):
+        w += 8
     while w < last:
         if words[w]:
             for j in range(w << 3, (w << 3) + 8):
