@@ -878,6 +878,12 @@ MUTATIONS = [
     ("bulk: a page's pastes in reverse order of their places", "blocksim/engine/journal.py",
      "while x > 0 and places[order[x - 1]] > places[q]:",
      "while x > 0 and places[order[x - 1]] < places[q]:"),
+    # session 15 (issue 19 item 4): the search's eight words at a time (the
+    # prefetches change nothing: no rule, no mutation)
+    ("bitmap kernel: the search's eight-word step skips a word it did not test",
+     "blocksim/engine/bitmap_blocks.py",
+     "| words[w + 4] | words[w + 5] | words[w + 6] | words[w + 7]):",
+     "| words[w + 4] | words[w + 5] | words[w + 6]):"),
 ]
 
 
