@@ -894,6 +894,12 @@ MUTATIONS = [
     ("backup: a stretch's page not asked yet not asked (learn_page)", "blocksim/jobs/backup.py",
      "        self._holds_data(content, p)\n        return True\n",
      "        return True\n"),
+    # session 15 (issue 19 item 4): the search's eight words at a time (the
+    # prefetches change nothing: no rule, no mutation)
+    ("bitmap kernel: the search's eight-word step skips a word it did not test",
+     "blocksim/engine/bitmap_blocks.py",
+     "| words[w + 4] | words[w + 5] | words[w + 6] | words[w + 7]):",
+     "| words[w + 4] | words[w + 5] | words[w + 6]):"),
 ]
 
 

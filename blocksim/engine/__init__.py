@@ -33,7 +33,8 @@ The seam: the layers above reach the engine only through the names below
   SimPy's queue, in SimPy's order; ``PENDING``, an untriggered event's value;
   ``Event``, SimPy's event (made without ``env.event()``'s lookup).
 - :class:`Compiled` (``compiled.py``): ``njit`` that imports numba and
-  compiles on first call, so that ``import blocksim`` does not load numba.
+  compiles on first call, so that ``import blocksim`` does not load numba;
+  ``prefetch``, a cache hint for compiled code.
 - ``bitmap_blocks`` (``bitmap_blocks.py``): the dirty bitmap's block layout
   and its pool of slots as compiled helpers, one home for the copy loop and
   the model's ``DirtyBitmap``.
@@ -42,10 +43,10 @@ The seam: the layers above reach the engine only through the names below
 from . import backup_kernel, bitmap_blocks, burst, burst_kernel, copyloop
 from .agenda import Agenda
 from .clock import NEVER, Clock
-from .compiled import Compiled
+from .compiled import Compiled, prefetch
 from .journal import ContentJournal, Snap
 from .steps import PENDING, Event, Steps
 from .stretch import AT_DUE, advance
 
-__all__ = ["AT_DUE", "NEVER", "PENDING", "Event", "Agenda", "Clock", "Compiled", "ContentJournal", "Snap", "Steps", "advance",
+__all__ = ["AT_DUE", "NEVER", "PENDING", "Event", "Agenda", "Clock", "Compiled", "ContentJournal", "Snap", "Steps", "advance", "prefetch",
            "backup_kernel", "bitmap_blocks", "burst", "burst_kernel", "copyloop"]

@@ -86,7 +86,7 @@ from .burst import _head, _quiet
 from .clock import NEVER
 from .journal import _MAP_BITS, _MAP_SHIFT, _OFFSET_BITS, Snap
 from .stretch import AT_DUE
-from .compiled import Compiled
+from .compiled import Compiled, prefetch
 
 #: compiled with numba on first use (engine/compiled.py)
 njit = Compiled(globals())
@@ -632,6 +632,45 @@ def _guest_waits(st, heap, interval):
     return True
 
 
+#: how many requests ahead the guest's steps prefetch what a write's
+#: completion reads (_prefetch_guest)
+_GUEST_AHEAD = 2
+
+
+@_step
+def _prefetch_guest(st, off, loglen, pending, summary):
+    """Prefetch what _guest_done reads for a write at ``off``: its page's
+    log length and flag and its granule's block in the dirty bitmap (a 64
+    TiB disk's pages and blocks are megabytes of them, the guest's writes
+    at random places: a cache miss each, waited for one after the other
+    without).  Nothing changes."""
+    p = off >> st[SHIFT]
+    if p < loglen.shape[0]:
+        prefetch(loglen, p)
+    if p < pending.shape[0]:
+        prefetch(pending, p)
+    blk = (off // st[GRAN]) >> BLOCK_SHIFT
+    if blk < summary.shape[0]:
+        prefetch(summary, blk)
+
+
+@_step
+def _prefetch_copy(st, start, safe, loglen, tgt_pending, tgt_zeroing):
+    """Prefetch what a copy's completions read for its page (the read's:
+    ``safe`` and ``loglen``; the write's: the target's flags), as the read
+    is issued: a ready mirror's copies are scattered as the guest's writes.
+    Nothing changes."""
+    p = start >> st[SHIFT]
+    if p < safe.shape[0]:
+        prefetch(safe, p)
+    if p < loglen.shape[0]:
+        prefetch(loglen, p)
+    if p < tgt_pending.shape[0]:
+        prefetch(tgt_pending, p)
+    if p < tgt_zeroing.shape[0]:
+        prefetch(tgt_zeroing, p)
+
+
 @_step
 def _guest(st, kind, heap, src_slots, offs, reads, ledger, interval, bits, summary, blocks,
            stage, loglen, pending):
@@ -647,6 +686,8 @@ def _guest(st, kind, heap, src_slots, offs, reads, ledger, interval, bits, summa
         now = st[NOW]
         k = st[G_K]
         st[G_K] = k + 1
+        if k + _GUEST_AHEAD < offs.shape[0]:
+            _prefetch_guest(st, offs[k + _GUEST_AHEAD], loglen, pending, summary)
         st[G_OFF] = offs[k]
         st[G_READ] = reads[k]
         if reads[k]:
@@ -712,6 +753,7 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
             if slot == -3:              # (MirrorJob._queued: Python's)
                 return HAND_BACK
             nbytes = ops[slot, END] - ops[slot, START]
+            _prefetch_copy(st, ops[slot, START], safe, loglen, tgt_pending, tgt_zeroing)
             done = _service_done(st, src_slots, SRC_LAT, st[NOW], nbytes)
             _heap_push(heap, st, done, st[NEXT_EID], READ_DONE, slot)
             st[NEXT_EID] += 1

@@ -68,6 +68,10 @@ class Compiled:
             return
         from numba import njit
         _watch_compilations()
+        # (intrinsics the functions call: made now, numba loaded)
+        for name, value in list(self.namespace.items()):
+            if value.__class__ is _Intrinsic:
+                self.namespace[name] = value.build()
         for stub in self.stubs:
             stub.dispatcher = njit(**stub.options)(stub.py_func)
         for stub in self.stubs:
@@ -99,6 +103,56 @@ class _Stub:
         if self.dispatcher is None:
             self.owner.load()
         return self.dispatcher(*args)
+
+
+class _Intrinsic:
+    """A numba intrinsic, made when a module that calls it loads its
+    compiled functions (its name in that module's namespace replaced)."""
+
+    def __init__(self, make):
+        self.make = make
+        self.built = None
+
+    def build(self):
+        if self.built is None:
+            self.built = self.make()
+        return self.built
+
+
+def _make_prefetch():
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def prefetch(typingctx, arr, index):
+        sig = types.void(arr, index)
+
+        def codegen(context, builder, signature, args):
+            aryty = signature.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]],
+                                           wraparound=False)
+            i8p = ir.IntType(8).as_pointer()
+            i32 = ir.IntType(32)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                "llvm.prefetch.p0i8")
+            # (a read, kept in every cache level, of data)
+            builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+            return context.get_dummy_value()
+        return sig, codegen
+    return prefetch
+
+
+#: ``prefetch(arr, i)`` in compiled code: a hint that ``arr[i]`` will be read
+#: soon (LLVM's ``llvm.prefetch``, x86's ``prefetcht0``), so that its cache
+#: line is on its way while other work runs; it changes nothing (the
+#: index must lie inside the array, as for a read).  Code
+#: whose loads miss the caches at random places (a 64 TiB disk's pages)
+#: waits for one line at a time; prefetching the next few items' lines
+#: overlaps those waits.
+prefetch = _Intrinsic(_make_prefetch)
 
 
 # -- LLVM's pages -------------------------------------------------------------------

@@ -45,7 +45,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..engine import Compiled
+from ..engine import Compiled, prefetch
 
 #: compiled with numba on first use (engine/compiled.py); without numba's
 #: runtime (the steps allocate nothing)
@@ -500,12 +500,43 @@ def _set_range(meta, state, sparse, dense, c0, c1):
     return c1, new
 
 
+#: how many clusters ahead _set_each prefetches a page's segment
+_AHEAD = 8
+
+
+@_step
+def _prefetch_page(meta, sparse, dense, c):
+    """Prefetch what allocating cluster ``c`` will read: its sparse page's
+    segment (its start, middle and end: where a bisection looks first), or
+    its byte in a dense slot."""
+    p = c >> PAGE_BITS
+    n = meta[2 * p + 1]
+    if n == 0 or n == _PAGE:
+        return
+    loc = meta[2 * p]
+    if loc > 0:
+        off = loc >> _CAP_BITS
+        prefetch(sparse, off)
+        prefetch(sparse, off + (n >> 1))
+        prefetch(sparse, off + n - 1)
+    else:
+        prefetch(dense, ((-1 - loc) << PAGE_BITS) + (c & _MASK))
+
+
 @_step
 def _set_each(meta, state, sparse, dense, clusters, i):
     """AllocationMap.set_each from ``clusters[i]``: where it stopped and how
     many were new."""
     new = 0
-    for k in range(i, clusters.shape[0]):
+    m = clusters.shape[0]
+    for k in range(i, m):
+        # (the lines that cluster k + _AHEAD will read prefetched, its page's
+        # words those of k + 2 * _AHEAD: scattered clusters over a large
+        # disk miss the caches, one wait after the other without)
+        if k + 2 * _AHEAD < m:
+            prefetch(meta, 2 * (clusters[k + 2 * _AHEAD] >> PAGE_BITS))
+        if k + _AHEAD < m:
+            _prefetch_page(meta, sparse, dense, clusters[k + _AHEAD])
         c = clusters[k]
         a = c & _MASK
         r = _fill(meta, state, sparse, dense, c >> PAGE_BITS, a, a + 1)

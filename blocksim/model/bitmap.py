@@ -91,8 +91,8 @@ class DirtyBitmap:
         #: each; slot 0 holds the free list's head and the first slot never
         #: taken (two uint32 at bytes 0 and 4)
         self.granules = mmap.mmap(-1, bitmap_blocks.pool_bytes(nblocks), flags=_MAP_FLAGS)
-        #: where the group bytes start in ``granules`` (a byte per 64
-        #: blocks, 1 where one of them may be flagged: what the compiled
+        #: where the group bytes start in ``granules`` (a byte per 512
+        #: blocks, GROUP_SHIFT, 1 where one of them may be flagged: what the compiled
         #: search reads instead of the flags, bitmap_blocks._find_block)
         self._groups = (nblocks + 1) << BLOCK_SHIFT
         self.granules[4:8] = (1).to_bytes(4, "little")

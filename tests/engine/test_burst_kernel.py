@@ -18,7 +18,7 @@ from equivalence import outcome
 import blocksim
 from blocksim.engine import burst, burst_kernel
 from blocksim.jobs.base import BlockJob
-from blocksim.model.bitmap import BLOCK, DirtyBitmap
+from blocksim.model.bitmap import BLOCK, GROUP_SHIFT, DirtyBitmap
 
 
 def _words(buf) -> np.ndarray:
@@ -659,13 +659,13 @@ def test_a_thin_source_without_room_keeps_its_guest_in_simpy(monkeypatch):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_the_search_by_groups_finds_what_the_flags_say(seed):
-    # a bitmap of many groups of 64 blocks: granules marked and cleared by
+    # a bitmap of many groups of blocks (1 << GROUP_SHIFT): granules marked and cleared by
     # the kernel and by Python, whole blocks marked, and searches between
     # them that clear the bytes of groups left with no flagged block; each
     # search against the bitmap's own (bytearray.find over the flags)
     rng = np.random.default_rng(seed)
     g = 512
-    nblocks = 64 * 40 + 17
+    nblocks = (40 << GROUP_SHIFT) + 17
     nbits = nblocks * BLOCK - 5
     bm = DirtyBitmap(nbits * g, g)
     bits, bit_words, summary, blocks, block_words = bm.arrays()
@@ -687,7 +687,7 @@ def test_the_search_by_groups_finds_what_the_flags_say(seed):
             assert got == bm._search(a, e) if a < e else True, (step, a, e)
         # every flagged block's group byte is set
         flagged = np.flatnonzero(blocks)
-        assert bits[bm._groups + (flagged >> 6)].all()
+        assert bits[bm._groups + (flagged >> GROUP_SHIFT)].all()
 
 
 def test_whole_blocks_marked_at_once_are_found_by_the_groups():
@@ -695,13 +695,14 @@ def test_whole_blocks_marked_at_once_are_found_by_the_groups():
     # (DirtyBitmap._assign): their groups' bytes too, on a fresh bitmap and
     # after a search found those groups empty
     g = 512
-    nbits = 64 * 10 * BLOCK
+    per = (1 << GROUP_SHIFT) // 64      # (blocks 200 to 300 of groups of 64: 3.1 to 4.7 groups)
+    nbits = 64 * 10 * per * BLOCK
     bm = DirtyBitmap(nbits * g, g)
     bits, bit_words, summary, blocks, block_words = bm.arrays()
     search = burst_kernel._search
-    bm.mark(200 * BLOCK * g, 300 * BLOCK * g)
-    assert search(bits, bit_words, summary, blocks, block_words, 0, nbits) == 200 * BLOCK
+    bm.mark(200 * per * BLOCK * g, 300 * per * BLOCK * g)
+    assert search(bits, bit_words, summary, blocks, block_words, 0, nbits) == 200 * per * BLOCK
     bm.clear_bits(0, nbits)
     assert search(bits, bit_words, summary, blocks, block_words, 0, nbits) == -1
-    bm.mark(230 * BLOCK * g, 250 * BLOCK * g)
-    assert search(bits, bit_words, summary, blocks, block_words, 5, nbits) == 230 * BLOCK
+    bm.mark(230 * per * BLOCK * g, 250 * per * BLOCK * g)
+    assert search(bits, bit_words, summary, blocks, block_words, 5, nbits) == 230 * per * BLOCK
