@@ -900,6 +900,18 @@ MUTATIONS = [
      "blocksim/engine/bitmap_blocks.py",
      "| words[w + 4] | words[w + 5] | words[w + 6] | words[w + 7]):",
      "| words[w + 4] | words[w + 5] | words[w + 6]):"),
+    ("clock: a write its filter broke returns as if resumed by its own event",
+     "blocksim/model/drive.py",
+     "            self.woken_shared = shared_wake\n",
+     "            self.woken_shared = False\n"),
+    ("clock: a worker skips to its due time after a write its filter broke",
+     "blocksim/model/workload.py",
+     "if due > env.now and (shared or not env.skip_to(due)):",
+     "if due > env.now and not env.skip_to(due):"),
+    ("clock: a worker skips its think time after a write its filter broke",
+     "blocksim/model/workload.py",
+     "if self.think and (shared or not env.skip_to(env.now + self.think)):",
+     "if self.think and not env.skip_to(env.now + self.think):"),
 ]
 
 

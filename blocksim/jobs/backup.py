@@ -12,8 +12,9 @@ copy engine (``block/block-copy.c``) and copy-before-write filter
    bitmap's dirty clusters for ``bitmap`` (``incremental`` is ``bitmap`` with
    ``bitmap-mode=on-success``).  That instant is the backup's point in time.
    The drain shows as ``paused`` then ``running`` right after ``running``,
-   at every start.  A named bitmap the job uses is frozen: new writes go to
-   its successor.
+   at every start.  A named bitmap the job uses is frozen then, after the
+   drain (a write in flight at the command lands in the bitmap itself): new
+   writes go to its successor.
 2. **Copy-before-write** (``cbw_do_copy_before_write``).  The job installs a
    filter in the drive's write path.  A guest write first copies the
    still-dirty clusters it touches (whole block-copy clusters) to the
@@ -395,6 +396,13 @@ class BackupJob(BlockJob):
         src = self.source = self.drive.node
         self.size = size = src.size
         cs = self.cluster
+        if self.sync_bitmap is not None:
+            # QEMU freezes the bitmap after the command's drain: the guest
+            # writes in flight at the command landed before, in the bitmap
+            # itself, not in its successor (found by running QEMU 7.2:
+            # backup-bitmap-write-in-flight-at-start, fz7-119)
+            self.sync_bitmap.reclaim()
+            self.sync_bitmap.create_successor()
         bcs = self.bcs = DirtyBitmap(size, cs)
         if self.sync in ("full", "none"):
             bcs.mark(0, size)

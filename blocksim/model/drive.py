@@ -67,6 +67,13 @@ class Drive:
         #: generator runs once the node's write is done (``err`` its errno;
         #: the data has landed when it is 0), before the guest is told.
         self.write_filters: list = []
+        #: whether the request that just returned was last resumed by an
+        #: event others wait for too, with no wait of its own since (a write
+        #: a filter broke after waiting on a copy: the task's done event,
+        #: which the job's call may wait on as well): its caller must not
+        #: skip its next wait nor do a stretch at this instant, since the
+        #: others still have to run (blocksim.engine.clock); read it at once
+        self.woken_shared = False
         self._drains = 0
         self._undrained = None
         self._idle = None
@@ -172,13 +179,18 @@ class Drive:
                             yield from op.after_write(gen, 0)
                         self.landed.discard(gen)
                         self._acknowledge(False, offset, length, gen, start)
+                        self.woken_shared = False
                         return 0
                     if not err:
                         self.finish(node, is_read, offset, length, gen, how, start)
+                        self.woken_shared = False
                         return 0
                 for op in after:        # (the node's write failed: nothing to copy)
                     yield from op.after_write(gen, err)
             self._leave()
+            # (a write the filter broke returns with no wait of its own
+            # since the filter's: see woken_shared)
+            self.woken_shared = shared_wake
             if err:
                 action = self.policy.guest_error(self, is_read, err)
                 if action == STOP:

@@ -325,11 +325,15 @@ class GuestWorkload:
             drive.finish(*resume)
             self.completed += 1
         at_due = resume is AT_DUE
+        # (the last request was resumed by an event others wait for too, with
+        # no wait of its own since: Drive.woken_shared; then nothing is
+        # skipped nor done in bulk at this instant)
+        shared = False
         while True:
             if not at_due:
                 if schedule is not None and self.issued >= self._view_until:
                     self._set_view()
-                if quiet:
+                if quiet and not shared:
                     advance(self)
                 if limit is not None and self.issued >= limit:
                     return
@@ -344,10 +348,12 @@ class GuestWorkload:
                             return
                     # A worker is resumed only by its own events (its start, its
                     # timeouts; see Drive.request), so it may skip a wait that
-                    # nothing else would interrupt (blocksim.engine.clock).
-                    if due > env.now and not env.skip_to(due):
+                    # nothing else would interrupt (blocksim.engine.clock);
+                    # not after a write its filter broke (shared, above).
+                    if due > env.now and (shared or not env.skip_to(due)):
                         event = self.due_event = env.timeout(due - env.now)
                         yield event
+                        shared = False
             at_due = False
             if end is not None and env.now >= end:
                 return
@@ -373,5 +379,7 @@ class GuestWorkload:
             self.completed += 1
             if err:
                 self.errors += 1
-            if self.think and not env.skip_to(env.now + self.think):
+            shared = drive.woken_shared
+            if self.think and (shared or not env.skip_to(env.now + self.think)):
                 yield env.timeout(self.think)
+                shared = False

@@ -123,3 +123,45 @@ def _stop_cont_by_timer(shortcuts: bool) -> str:
 
 def test_requests_woken_together_do_not_skip_ahead_of_each_other():
     assert _stop_cont_by_timer(True) == _stop_cont_by_timer(False)
+
+
+MiB = 1 << 20
+
+#: A backup whose copies of the guest's cluster always fail on the target
+#: (on-target-error=ignore: the job retries at once), under a guest writing
+#: that cluster (werror=ignore): a guest write's copy-before-write waits on
+#: the job's task, then makes its own task, which the job's next call waits
+#: on too; when it fails, the guest is resumed first among its waiters.
+CBW_FAILING = {
+    "name": "cbw-failing", "duration": "60ms", "seed": 1, "sample-interval": "10ms",
+    "images": {"top": {"size": 2 * MiB, "latency": "0.2ms", "bandwidth": "1GiB",
+                       "data": "full"},
+               "tgt": {"size": 2 * MiB, "latency": "0.194ms", "bandwidth": "4GiB"}},
+    "drives": {"vda": {"image": "top", "werror": "ignore"}},
+    "jobs": {"job0": {"type": "backup", "device": "vda", "target": "tgt", "sync": "full",
+                      "on-target-error": "ignore"}},
+    "faults": [{"image": "tgt", "offset": 4096, "length": 512, "operation": "write",
+                "errno": "EIO"}],
+    "workloads": {"g0": {"drive": "vda", "rw": "write", "bs": "4KiB", "iodepth": 1,
+                         "rate-iops": 3000, "size": "64KiB"}},
+}
+
+
+@pytest.mark.parametrize("pace", [{"rate-iops": 3000}, {"think-time": "0.3ms"}],
+                         ids=["rate", "think"])
+def test_a_write_its_filter_broke_does_not_skip_ahead_of_the_job(pace):
+    """The guest's write fails in the filter when the task it waited on
+    fails: the worker was resumed by that task's done event, which the
+    backup's next call also waits on, so it must not skip to its next due
+    time (nor do a stretch) before the job's call has run at that instant
+    (Drive.woken_shared).  Without steps the task process's end, queued at
+    that instant, kept the skip from happening; steps leave it out."""
+    source = CBW_FAILING | {"workloads": {"g0": CBW_FAILING["workloads"]["g0"] | pace}}
+    if "think-time" in pace:
+        del source["workloads"]["g0"]["rate-iops"]
+    scenario = blocksim.load_scenario(source)
+    fast = Simulation(scenario)
+    result = fast.run()
+    assert result.summary["jobs"]["job0"]["outcome"] == "running"
+    assert fast.drives["vda"].errors_by_action["ignore"] > 50
+    assert outcome(Simulation(scenario)) == outcome(Simulation(scenario, shortcuts=False))
