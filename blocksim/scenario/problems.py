@@ -156,6 +156,8 @@ def _problems(error: ValidationError, prefix: Loc, root: Any, raw: Any) -> list[
                 if others:
                     msg = (f"not allowed for a {variants.kind} of {variants.key} '{tag}' (only for "
                            f"{variants.key} {_choices(tuple(others))}); allowed keys: {allowed}")
+                elif key in getattr(owner, "not_options", ()):
+                    msg = f"{owner.not_options[key]}; allowed keys: {allowed}"
                 else:
                     msg = f"unknown key{_did_you_mean(key, _keys(owner) if owner else [])}; allowed keys: {allowed}"
         elif kind == "missing":
