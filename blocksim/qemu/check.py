@@ -675,7 +675,11 @@ class _QemuRun:
         job = self.plan.jobs[job_id]
         record = self._record(as_command or job.command, arguments or job.arguments, source,
                               job.command, job.arguments)
-        if "error" in record:
+        self._started(job_id, "error" not in record)
+
+    def _started(self, job_id: str, accepted: bool) -> None:
+        """What a start command of ``job_id`` (alone or in a transaction) did."""
+        if not accepted:
             if job_id not in self.started:
                 self.refused.add(job_id)
         else:
@@ -696,6 +700,11 @@ class _QemuRun:
                 return
         record = self._record(action.command, action.arguments, action.source, action.command,
                               action.arguments)
+        if action.command == "transaction":
+            for entry in action.arguments["actions"]:
+                if entry["type"] == "blockdev-backup":
+                    self._started(entry["data"]["job-id"], "error" not in record)
+            return
         job_id = action.arguments.get("device")
         if action.command == "block-job-cancel" and "error" not in record \
                 and not action.arguments.get("force") and self.status.get(job_id) == "ready":

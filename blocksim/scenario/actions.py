@@ -263,6 +263,95 @@ def _default_arguments(model: type[_Arguments]) -> Any:
     return Field(default_factory=dict, validate_default=True, description=model.__doc__)
 
 
+class TransactionBackupArguments(_Arguments):
+    """A transaction's ``blockdev-backup``: ``job-id``, a backup job the
+    scenario declares (``[jobs.ID]``, usually ``start = "manual"``), whose
+    table gives the command's other arguments."""
+
+    job_id: str = Field(description="a backup job of [jobs]")
+
+
+class _TransactionEntry(_Model):
+    """One action of a ``transaction`` (QAPI's ``TransactionAction``):
+    ``type``, a command, and ``data``, its arguments."""
+
+
+class _BitmapEntry(_TransactionEntry):
+    type: Literal["block-dirty-bitmap-remove", "block-dirty-bitmap-clear",
+                  "block-dirty-bitmap-enable", "block-dirty-bitmap-disable"]
+    data: _arguments_type(BitmapArguments) = _default_arguments(BitmapArguments)
+
+
+class _BitmapAddEntry(_TransactionEntry):
+    type: Literal["block-dirty-bitmap-add"]
+    data: _arguments_type(BitmapAddArguments) = _default_arguments(BitmapAddArguments)
+
+
+class _BitmapMergeEntry(_TransactionEntry):
+    type: Literal["block-dirty-bitmap-merge"]
+    data: _arguments_type(BitmapMergeArguments) = _default_arguments(BitmapMergeArguments)
+
+
+class _BackupEntry(_TransactionEntry):
+    type: Literal["blockdev-backup"]
+    data: _arguments_type(TransactionBackupArguments) = _default_arguments(
+        TransactionBackupArguments)
+
+
+class _AbortEntry(_TransactionEntry):
+    type: Literal["abort"]
+    data: _arguments_type(NoArguments) = _default_arguments(NoArguments)
+
+
+#: a transaction's action types blocksim models (blockdev.c's ``actions[]``
+#: but the snapshots and drive-backup)
+TRANSACTION_ACTIONS = {name: cls for cls in (_BitmapAddEntry, _BitmapEntry, _BitmapMergeEntry,
+                                             _BackupEntry, _AbortEntry)
+                       for name in get_args(cls.model_fields["type"].annotation)}
+
+
+def _entry_tag(value: Any) -> Optional[str]:
+    kind = value.get("type") if isinstance(value, Mapping) else getattr(value, "type", None)
+    cls = TRANSACTION_ACTIONS.get(kind) if isinstance(kind, str) else None
+    return cls.__name__ if cls else None
+
+
+class TransactionProperties(_Model):
+    """``completion-mode``: ``individual`` (each job on its own) or
+    ``grouped`` (QEMU refuses it with bitmap actions; with backups, jobs
+    that finish or fail together, which blocksim does not model)."""
+
+    completion_mode: Literal["individual", "grouped"] = "individual"
+
+
+class TransactionArguments(_Arguments):
+    """transaction: ``actions``, each ``{type, data}`` (a bitmap command and
+    its arguments, a ``blockdev-backup`` of a declared job, or ``abort``),
+    all prepared in order after every node is drained, then committed, or
+    all rolled back at the first refusal; ``properties``."""
+
+    actions: list[Annotated[Union[tuple(Annotated[cls, Tag(cls.__name__)]
+                                        for cls in dict.fromkeys(TRANSACTION_ACTIONS.values()))],
+                            Discriminator(_entry_tag)]]
+    properties: TransactionProperties = Field(default_factory=TransactionProperties)
+
+    @field_validator("properties")
+    @classmethod
+    def _grouped_backups(cls, props: TransactionProperties,
+                         info: ValidationInfo) -> TransactionProperties:
+        if (props.completion_mode == "grouped"
+                and all(entry.type == "blockdev-backup" for entry in info.data.get("actions", ()))
+                and info.data.get("actions")):
+            raise ValueError("completion-mode 'grouped' of backups (jobs that finish or fail "
+                             "together, job_txn) is not modelled; use 'individual'")
+        return props
+
+
+class TransactionAction(Action):
+    command: Literal["transaction"]
+    arguments: _arguments_type(TransactionArguments) = _default_arguments(TransactionArguments)
+
+
 class NoArgumentsAction(Action):
     command: Literal["stop", "cont", "query-block-jobs", "query-jobs",
                      "query-named-block-nodes", "query-block"]
@@ -332,7 +421,7 @@ class BitmapMergeAction(BitmapAction):
 _ACTION_CLASSES: dict[str, type[Action]] = {
     cls.__name__: cls for cls in (NoArgumentsAction, JobDeviceAction, BlockJobCancelAction,
                                   BlockJobSetSpeedAction, JobIdAction, ThinExtendAction, GuestBurstAction,
-                                  BitmapAction, BitmapAddAction, BitmapMergeAction,
+                                  BitmapAction, BitmapAddAction, BitmapMergeAction, TransactionAction,
                                   WriteThresholdAction,
                                   LvExtendAction)}
 #: command name -> the Action subclass (its discriminator tag is the class name)
