@@ -222,7 +222,7 @@ class BlockJob:
         if self.reusable:
             # (a transaction's abort left it gone before it ever ran)
             self.reusable = False
-            self.status = self.finished_at = None
+            self.status = self.finished_at = self.outcome = None
         self._transition("created")
 
     def begin(self) -> None:
@@ -241,6 +241,7 @@ class BlockJob:
         self.abort()
         self._conclude()
         self.reusable = True
+        self.outcome = "refused"        # (its start command, the transaction, was)
 
     def _refuse_if(self, refusal: str | None) -> None:
         if refusal is not None:
