@@ -33,7 +33,8 @@ Expressed:
 - management actions at a time or on an event: block-job-*/job-* verbs,
   query-block-jobs, query-jobs, job-start (as the job's start command),
   block-dirty-bitmap-* (``node``, and a merge's ``{node, name}`` sources'
-  nodes, the image's format node),
+  nodes, the image's format node), transaction (its bitmap actions' nodes
+  likewise, a blockdev-backup's data the job's start arguments),
   block-set-write-threshold and query-named-block-nodes (``IMAGE`` the
   node jobs name, ``IMAGE-file`` the format node's file node);
 - a mirror's ``copy-mode`` (given to blockdev-mirror when write-blocking);
