@@ -62,6 +62,10 @@ class Monitor:
     def __init__(self, sim):
         self.sim = sim
         self.commands: list[dict[str, Any]] = []
+        #: how a transaction's blockdev-backup finds its job (None: the
+        #: scenario's job of that id; blocksim serve builds it from QMP's
+        #: arguments: management.transaction.run)
+        self.backup_job = None
 
     def execute(self, command: str, arguments: dict | None = None,
                 source: str | None = None) -> Any:
@@ -316,7 +320,7 @@ _HANDLERS = {
                                                   named_bitmap.enable_bitmap(dev, a.get("name"),
                                                                              False)),
     "block-dirty-bitmap-merge": _bitmap_merge,
-    "transaction": lambda sim, a: transaction.run(sim, a, _bitmap_node),
+    "transaction": lambda sim, a: transaction.run(sim, a, _bitmap_node, sim.monitor.backup_job),
     "thin-extend": _thin_extend,
     "block-set-write-threshold": _block_set_write_threshold,
     "query-named-block-nodes": _query_named_block_nodes,

@@ -10,8 +10,8 @@ incremental backup starts exactly where this one's point in time is.  It
 2. *prepares* each action in order: a bitmap command does its work and
    keeps what it needs to undo it (the bits a clear or merge replaced,
    whether a disabled bitmap was recording; a removed bitmap stays, busy,
-   until the commit), a ``blockdev-backup`` creates its job (``created``)
-   without starting it;
+   until the commit), a ``blockdev-backup`` creates its job (``created``,
+   ``blockdev_backup_prepare``) without starting it;
 3. if an action is refused, *aborts* those prepared, last first, and the
    command fails with that action's error: an added bitmap goes again, a
    created backup job ends ``aborting``, ``concluded``, ``null`` without
@@ -35,10 +35,12 @@ from ..errors import CommandError
 from ..jobs import drain_all
 from ..model import named_bitmap
 
-def run(sim, arguments: dict, bitmap_node) -> None:
+def run(sim, arguments: dict, bitmap_node, backup_job=None) -> None:
     """Run ``transaction`` (``qmp_transaction``); ``bitmap_node(sim, node,
     command)`` finds a bitmap command's node as the commands on their own
-    do (``block_dirty_bitmap_lookup``)."""
+    do (``block_dirty_bitmap_lookup``); ``backup_job(data)`` the job a
+    blockdev-backup's data names (default: the scenario's job ``job-id``;
+    ``blocksim serve`` builds it from QMP's arguments, and may refuse)."""
     entries = arguments.get("actions", [])
     grouped = arguments.get("properties", {}).get("completion-mode", "individual")
     if entries and not sim.profile.has_backup:
@@ -57,7 +59,9 @@ def run(sim, arguments: dict, bitmap_node) -> None:
             if kind == "abort":
                 raise CommandError("Transaction aborted using Abort action")
             if kind == "blockdev-backup":
-                prepared.append(_backup(sim, data))
+                job = (backup_job or (lambda d: sim.jobs[d["job-id"]]))(data)
+                job.create()
+                prepared.append((job.begin, job.abort_created))
             else:
                 node = bitmap_node(sim, data.get("node"), kind)
                 prepared.append(_BITMAP_ACTIONS[kind](node, data,
@@ -72,13 +76,6 @@ def run(sim, arguments: dict, bitmap_node) -> None:
 
 def _nothing() -> None:
     """A phase an action does nothing in."""
-
-
-def _backup(sim, data: dict):
-    """``blockdev_backup_prepare``: the job created; committed, it starts."""
-    job = sim.jobs[data["job-id"]]
-    job.create()
-    return job.begin, job.abort_created
 
 
 def _add(node, data: dict, _lookup):
