@@ -5,7 +5,8 @@ one model per ``command`` with QMP's argument names.
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Optional, Union, get_args
 
-from pydantic import AfterValidator, Discriminator, Field, PlainSerializer, Tag, ValidationInfo, field_validator
+from pydantic import (AfterValidator, Discriminator, Field, PlainSerializer, Tag, ValidationInfo,
+                      create_model, field_validator)
 
 from ..model.named_bitmap import EMPTY_MERGE
 from .fields import (
@@ -276,44 +277,29 @@ class _TransactionEntry(_Model):
     ``type``, a command, and ``data``, its arguments."""
 
 
-class _BitmapEntry(_TransactionEntry):
-    type: Literal["block-dirty-bitmap-remove", "block-dirty-bitmap-clear",
-                  "block-dirty-bitmap-enable", "block-dirty-bitmap-disable"]
-    data: _arguments_type(BitmapArguments) = _default_arguments(BitmapArguments)
-
-
-class _BitmapAddEntry(_TransactionEntry):
-    type: Literal["block-dirty-bitmap-add"]
-    data: _arguments_type(BitmapAddArguments) = _default_arguments(BitmapAddArguments)
-
-
-class _BitmapMergeEntry(_TransactionEntry):
-    type: Literal["block-dirty-bitmap-merge"]
-    data: _arguments_type(BitmapMergeArguments) = _default_arguments(BitmapMergeArguments)
-
-
-class _BackupEntry(_TransactionEntry):
-    type: Literal["blockdev-backup"]
-    data: _arguments_type(TransactionBackupArguments) = _default_arguments(
-        TransactionBackupArguments)
-
-
-class _AbortEntry(_TransactionEntry):
-    type: Literal["abort"]
-    data: _arguments_type(NoArguments) = _default_arguments(NoArguments)
+def _entry(kind: str, arguments: type[_Arguments]) -> type[_TransactionEntry]:
+    """The model of a transaction's action ``kind`` with ``arguments``
+    (named after its kind: the tag pydantic puts in an error's location)."""
+    return create_model(kind, __base__=_TransactionEntry, type=(Literal[kind], ...),
+                        data=(_arguments_type(arguments), _default_arguments(arguments)))
 
 
 #: a transaction's action types blocksim models (blockdev.c's ``actions[]``
-#: but the snapshots and drive-backup)
-TRANSACTION_ACTIONS = {name: cls for cls in (_BitmapAddEntry, _BitmapEntry, _BitmapMergeEntry,
-                                             _BackupEntry, _AbortEntry)
-                       for name in get_args(cls.model_fields["type"].annotation)}
+#: but the snapshots and drive-backup), each with its ``data``
+TRANSACTION_ACTIONS = {kind: _entry(kind, arguments) for kind, arguments in (
+    ("abort", NoArguments),
+    ("block-dirty-bitmap-add", BitmapAddArguments),
+    ("block-dirty-bitmap-clear", BitmapArguments),
+    ("block-dirty-bitmap-disable", BitmapArguments),
+    ("block-dirty-bitmap-enable", BitmapArguments),
+    ("block-dirty-bitmap-merge", BitmapMergeArguments),
+    ("block-dirty-bitmap-remove", BitmapArguments),
+    ("blockdev-backup", TransactionBackupArguments))}
 
 
 def _entry_tag(value: Any) -> Optional[str]:
     kind = value.get("type") if isinstance(value, Mapping) else getattr(value, "type", None)
-    cls = TRANSACTION_ACTIONS.get(kind) if isinstance(kind, str) else None
-    return cls.__name__ if cls else None
+    return kind if isinstance(kind, str) and kind in TRANSACTION_ACTIONS else None
 
 
 class TransactionProperties(_Model):
@@ -330,8 +316,8 @@ class TransactionArguments(_Arguments):
     all prepared in order after every node is drained, then committed, or
     all rolled back at the first refusal; ``properties``."""
 
-    actions: list[Annotated[Union[tuple(Annotated[cls, Tag(cls.__name__)]
-                                        for cls in dict.fromkeys(TRANSACTION_ACTIONS.values()))],
+    actions: list[Annotated[Union[tuple(Annotated[cls, Tag(kind)]
+                                        for kind, cls in TRANSACTION_ACTIONS.items())],
                             Discriminator(_entry_tag)]]
     properties: TransactionProperties = Field(default_factory=TransactionProperties)
 
