@@ -50,28 +50,72 @@ def run(sim, arguments: dict, bitmap_node, backup_job=None) -> None:
                            "CommandNotFound")
     drain_all(sim)
     prepared: list = []             # (commit, abort) of each action prepared
-    try:
-        for entry in entries:
-            kind, data = entry["type"], entry["data"]
-            if grouped != "individual" and kind != "blockdev-backup":
-                raise CommandError(f"Action '{kind}' does not support Transaction property "
-                                   f"completion-mode = {grouped}")
+    jobs = backup_job or (lambda d: sim.jobs[d["job-id"]])
+    for entry in entries:
+        kind, data = entry["type"], entry["data"]
+        try:
             if kind == "abort":
                 raise CommandError("Transaction aborted using Abort action")
             if kind == "blockdev-backup":
-                job = (backup_job or (lambda d: sim.jobs[d["job-id"]]))(data)
+                job = jobs(data)
                 job.create()
                 prepared.append((job.begin, job.abort_created))
-            else:
-                node = bitmap_node(sim, data.get("node"), kind)
-                prepared.append(_BITMAP_ACTIONS[kind](node, data,
-                                                      lambda name: bitmap_node(sim, name, kind)))
-    except CommandError:
-        for _commit, abort in reversed(prepared):
-            abort()
-        raise
+                continue
+            if grouped != "individual":
+                raise CommandError(f"Action '{kind}' does not support Transaction property "
+                                   f"completion-mode = {grouped}")
+            node = bitmap_node(sim, data.get("node"), kind)
+            prepared.append(_BITMAP_ACTIONS[kind](node, data,
+                                                  lambda name: bitmap_node(sim, name, kind)))
+        except CommandError:
+            # the failed action's own abort comes first: all that does
+            # anything is an enable's (see _enable_failed)
+            crash = _enable_failed(sim, data, grouped, bitmap_node) \
+                if kind == "block-dirty-bitmap-enable" else None
+            for _commit, abort in reversed(prepared):
+                abort()
+            if backup_job is None:
+                # (the backups it never reached were asked for all the same)
+                for later in entries[entries.index(entry):]:
+                    if later["type"] == "blockdev-backup" and sim.jobs[later["data"]["job-id"]].status is None:
+                        sim.jobs[later["data"]["job-id"]].start_refused = True
+            if crash is not None:
+                raise crash from None
+            raise
     for commit, _abort in prepared:
         commit()
+
+
+def _enable_failed(sim, data: dict, grouped: str, bitmap_node) -> CommandError | None:
+    """``block_dirty_bitmap_enable_abort`` on the enable that failed: it
+    disables the bitmap unless it had been found recording
+    (``was_enabled``, never set by a failed prepare).  A bitmap found busy
+    is disabled so (a transaction's pending removal: its abort then leaves
+    the bitmap disabled; a backup's frozen bitmap gets its state back from
+    its successor when the job ends, so nothing lasts).  A bitmap the
+    prepare never found (missing, on a missing node, or not looked up under
+    ``completion-mode = "grouped"``) is disabled through a null pointer:
+    QEMU 7.2 dies with SIGSEGV (checked on qemu-storage-daemon 7.2.22),
+    which blocksim answers with the refusal returned here."""
+    bitmap = None
+    if grouped == "individual":
+        try:
+            bitmap = named_bitmap.lookup_bitmap(
+                bitmap_node(sim, data.get("node"), "block-dirty-bitmap-enable"), data.get("name"))
+        except CommandError:
+            pass
+    if bitmap is None:
+        return CommandError(CRASH)
+    if bitmap.successor is None:
+        bitmap.recording = False
+    return None
+
+
+#: blocksim's answer where QEMU 7.2 dies
+CRASH = ("QEMU 7.2 dies with SIGSEGV here: a transaction's block-dirty-bitmap-enable that "
+         "failed before finding its bitmap (missing, or under completion-mode grouped) is "
+         "aborted through a null pointer (block_dirty_bitmap_enable_abort); blocksim refuses "
+         "the transaction instead, with every action undone")
 
 
 def _nothing() -> None:

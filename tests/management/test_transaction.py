@@ -166,3 +166,51 @@ def test_bad_transactions_are_refused_by_the_scenario_check(arguments, where, wo
         blocksim.load_scenario(case(transaction("100ms", arguments)))
     problems = info.value.problems
     assert len(problems) == 1 and problems[0][0] == where and words in problems[0][1], problems
+
+
+def test_abort_and_backups_are_not_refused_by_grouped():
+    # (action_check_completion_mode is the bitmap actions' only)
+    sim, result = simulate(case(transaction("100ms", tx(("abort", {}),
+                                                        completion_mode="grouped"))))
+    assert refusals(result) == [("transaction", "Transaction aborted using Abort action")]
+
+
+def test_a_failed_enable_of_a_bitmap_being_removed_leaves_it_disabled():
+    # block_dirty_bitmap_enable_abort runs for the failed enable too, and
+    # disables what it found (was_enabled unset): checked on QEMU 7.2.22
+    sim, result = simulate(case(transaction("100ms", tx(bitmap("remove", "c0"),
+                                                        bitmap("enable", "c0")))))
+    assert refusals(result) == [
+        ("transaction", "Bitmap 'c0' is currently in use by another operation and cannot be used")]
+    assert bitmaps(sim) == {"c0": (False, False, 64 * KiB)}
+
+
+def test_a_failed_enable_of_a_backups_bitmap_changes_nothing_that_lasts():
+    # (a frozen bitmap's state comes back from its successor at the end)
+    sim, result = simulate(case(transaction("100ms", tx(BACKUP)),
+                                transaction("100ms", tx(bitmap("enable", "c0"))),
+                                at("300ms", "guest-burst", drive="vda", rw="write",
+                                   offset=3 * MiB, size=64 * KiB),
+                                sync="bitmap", bitmap="c0", bitmap_mode="never"))
+    assert refusals(result)[0][1].startswith("Bitmap 'c0' is currently in use")
+    assert bitmaps(sim) == {"c0": (True, False, 128 * KiB)}
+
+
+@pytest.mark.parametrize("data, properties", [
+    ({"node": "src", "name": "nosuch"}, {}),
+    ({"node": "src", "name": "c0"}, {"completion_mode": "grouped"})])
+def test_an_enable_that_never_found_its_bitmap_is_where_qemu_dies(data, properties):
+    # QEMU 7.2 aborts it through a null pointer (SIGSEGV, checked on
+    # qemu-storage-daemon 7.2.22): refused here, everything undone
+    sim, result = simulate(case(transaction("100ms", tx(BACKUP, ("block-dirty-bitmap-enable", data),
+                                                        **properties))))
+    (refusal,) = refusals(result)
+    assert refusal[1].startswith("QEMU 7.2 dies with SIGSEGV here")
+    assert bitmaps(sim) == {"c0": (True, False, 64 * KiB)}
+
+
+def test_the_backups_a_refused_transaction_never_reached_count_as_refused():
+    scenario = case(transaction("100ms", tx(bitmap("remove", "nosuch"), BACKUP)))
+    sim, result = simulate(scenario)
+    assert timeline(result) == []
+    assert result.summary["jobs"][JOB]["outcome"] == "refused"
