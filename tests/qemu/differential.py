@@ -1,7 +1,7 @@
 """Random differential cases against real QEMU: scenarios drawn at random
 from nine grammars, for ``blocksim qemu-check``.
 
-    python tests/qemu/differential.py OUT [--grammar 1..9] [--seeds 0:200]
+    python tests/qemu/differential.py OUT [--grammar 1..9, 11] [--seeds 0:200]
     blocksim qemu-check OUT/ --json > report.json
 
 1. one job (stream, mirror, active mirror, commit, backup) on small images
@@ -48,7 +48,11 @@ from nine grammars, for ``blocksim qemu-check``.
    under enospc / stop / report (ignore for a one-shot), a query while
    paused and after the resume, a resume once "extended" (one-shot, a
    sector failing twice) or a cancel when it never is (persistent); guest
-   writes over the thresholds, ENOSPC on the disk.
+   writes over the thresholds, ENOSPC on the disk;
+11. transactions, as libvirt starts a backup with its checkpoint: bitmap
+   actions, blockdev-backup and abort in random order, some refused and
+   rolled back (grouped at times), commands after each whose answers show
+   what it left, guest writes, bitmap backups whose bitmaps are compared.
 
 Not collected by pytest: it writes scenarios, it checks nothing itself.  A
 disagreement is a lead, not a verdict: real QEMU runs in real time, so cases
