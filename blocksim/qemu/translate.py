@@ -190,6 +190,14 @@ class Plan:
     #: drive -> the node its NBD export serves (drives with guest writes)
     exports: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def bitmaps(self) -> bool:
+        """Whether the run has named bitmaps (an image's, or made by a
+        command): qemu-check compares every one's count at the end."""
+        return (any(img.bitmaps for img in self.images.values())
+                or any(a.command.startswith("block-dirty-bitmap-") or a.command == "transaction"
+                       for a in self.actions))
+
     def image_order(self) -> list[str]:
         """Images with backing files after their backing images."""
         done: list[str] = []
