@@ -50,7 +50,7 @@ def run(sim, arguments: dict, bitmap_node, backup_job=None) -> None:
                            "CommandNotFound")
     drain_all(sim)
     prepared: list = []             # (commit, abort) of each action prepared
-    jobs = backup_job or (lambda d: sim.jobs[d["job-id"]])
+    jobs = backup_job or (lambda d: sim.job_to_start(d["job-id"]))
     for entry in entries:
         kind, data = entry["type"], entry["data"]
         try:
@@ -75,15 +75,29 @@ def run(sim, arguments: dict, bitmap_node, backup_job=None) -> None:
             for _commit, abort in reversed(prepared):
                 abort()
             if backup_job is None:
-                # (the backups it never reached were asked for all the same)
-                for later in entries[entries.index(entry):]:
-                    if later["type"] == "blockdev-backup" and sim.jobs[later["data"]["job-id"]].status is None:
-                        sim.jobs[later["data"]["job-id"]].start_refused = True
+                _settle(sim, entries, refused=entries[entries.index(entry):])
             if crash is not None:
                 raise crash from None
             raise
     for commit, _abort in prepared:
         commit()
+    if backup_job is None:
+        _settle(sim, entries, refused=[])
+
+
+def _settle(sim, entries: list, refused: list) -> None:
+    """The scenario's jobs after a transaction: a restart refused gives the
+    ID back to the job that ran (Simulation.settle_start); a job never
+    created by the actions ``refused`` (the failed one and those it never
+    reached) counts as refused, its start command was."""
+    for entry in entries:
+        if entry["type"] == "blockdev-backup":
+            sim.settle_start(entry["data"]["job-id"])
+    for entry in refused:
+        if entry["type"] == "blockdev-backup":
+            job = sim.jobs[entry["data"]["job-id"]]
+            if job.status is None:
+                job.start_refused = True
 
 
 def _enable_failed(sim, data: dict, grouped: str, bitmap_node) -> CommandError | None:

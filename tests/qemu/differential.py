@@ -1352,9 +1352,7 @@ def grammar11(seed):
             off = rng.randrange(0, size // (64 * KIB)) * 64 * KIB
             S.at(next(slots), "guest-burst", {"drive": "vda", "rw": "write", "bs": "4KiB",
                                               "offset": off})
-    # the incremental at the end, unless a transaction started it (a job
-    # that ran may run again under its ID in QEMU; blocksim's scenario jobs
-    # run once)
+    # the incremental at the end, unless a transaction started it
     if "b1" not in started:
         S.at(3800, "job-start", {"id": "b1"})
     L += S.tables
