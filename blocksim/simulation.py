@@ -181,7 +181,7 @@ class Simulation:
         :meth:`settle_start` gives the ID back if the new one's start is
         refused."""
         job = self.jobs[job_id]
-        if job.status == "null" and not job.reusable:
+        if job.status == "null":
             self._replaced[job_id] = job
             spec = self.scenario.jobs[job_id]
             job = self.jobs[job_id] = JOB_TYPES[spec.type](self, job_id, spec)

@@ -153,8 +153,6 @@ class BlockJob:
         self._drain_since = 0           # ... that came at this instant
         self._drain_due = False         # ... and it has reached that yield (a sleep)
         self.start_refused = False
-        #: aborted by a transaction before it started: its ID may be used again
-        self.reusable = False
         self._held: list = []           # the nodes it holds once created (held_nodes())
         self._filtered = None           # the node its filter sits above (inserts_filter)
         self._filter_seq = 0            # ... inserted after the filters of lower numbers
@@ -205,8 +203,7 @@ class BlockJob:
         # job driver's own (backup_job_create's, mirror_start_job's): a
         # second start of a running job meets its own op blocker or filter
         # first (checked on QEMU 7.2: job-id-check-after-node-checks).
-        if (self.status is not None and not (self.reusable and self.status == "null")
-                or self.displaces is not None):
+        if self.status is not None or self.displaces is not None:
             # the failure path takes the filter out again (stream_start's
             # bdrv_cor_filter_drop): as many drained sections
             for _ in range(self.create_drains):
@@ -219,10 +216,6 @@ class BlockJob:
         if self.main_node_is_device and self.profile.root_node_check:
             self._main_node = self.drive.node
         self._created_seq = next(_CREATED_SEQ)
-        if self.reusable:
-            # (a transaction's abort left it gone before it ever ran)
-            self.reusable = False
-            self.status = self.finished_at = self.outcome = None
         self._transition("created")
 
     def begin(self) -> None:
@@ -236,11 +229,10 @@ class BlockJob:
         a transaction's abort): ``aborting``, its clean-up, ``concluded``
         (and ``null``), with no BLOCK_JOB_CANCELLED (observed on QEMU 7.2:
         transaction-backup-aborted-by-a-later-action).  Its ID is free
-        again, as in QEMU."""
+        again (``Simulation.job_to_start``)."""
         self._transition("aborting")
         self.abort()
         self._conclude()
-        self.reusable = True
         self.outcome = "refused"        # (its start command, the transaction, was)
 
     def _refuse_if(self, refusal: str | None) -> None:
