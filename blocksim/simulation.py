@@ -103,6 +103,7 @@ class Simulation:
 
         self.jobs = {job_id: JOB_TYPES[spec.type](self, job_id, spec)
                      for job_id, spec in scenario.jobs.items()}
+        self._replaced: dict = {}       # job id -> the job a restart replaces (job_to_start)
         #: thin-extend commands under way (their ``latency``): image -> the
         #: capacity they will set (blocksim.management.monitor)
         self.pending_extends: dict[str, int] = {}
@@ -166,7 +167,32 @@ class Simulation:
 
     # -- commands that need the component tree ------------------------------------
     def start_job(self, job_id: str) -> None:
-        self.jobs[job_id].start()
+        job = self.job_to_start(job_id)
+        try:
+            job.start()
+        finally:
+            self.settle_start(job_id)
+
+    def job_to_start(self, job_id: str):
+        """The job a start command of ``job_id`` starts: the declared one,
+        or, once that one ran and is gone (``null``), a new job of the same
+        table under its ID, as QEMU frees a job's ID then (``job_unref``;
+        the first run stays in the event log, the summary shows the last).
+        :meth:`settle_start` gives the ID back if the new one's start is
+        refused."""
+        job = self.jobs[job_id]
+        if job.status == "null":
+            self._replaced[job_id] = job
+            spec = self.scenario.jobs[job_id]
+            job = self.jobs[job_id] = JOB_TYPES[spec.type](self, job_id, spec)
+        return job
+
+    def settle_start(self, job_id: str) -> None:
+        """After a start of ``job_id``: a new job never created (refused)
+        gives the ID back to the job it replaced."""
+        old = self._replaced.pop(job_id, None)
+        if old is not None and self.jobs[job_id].status is None:
+            self.jobs[job_id] = old
 
     def start_burst(self, args: dict) -> None:
         """``guest-burst``: a one-off workload, starting now."""

@@ -22,7 +22,7 @@ Imports: the model, the engine (through ``blocksim.engine``) and
 """
 
 from .backup import BackupJob
-from .base import newest_first
+from .base import drain_all, newest_first
 from .commit import ActiveCommitJob, CommitJob, make_commit_job
 from .mirror import MirrorJob
 from .stream import StreamJob
@@ -34,4 +34,4 @@ JOB_TYPES = {"mirror": MirrorJob, "stream": StreamJob, "commit": make_commit_job
              "backup": BackupJob}
 
 __all__ = ["JOB_TYPES", "ActiveCommitJob", "BackupJob", "CommitJob", "MirrorJob", "StreamJob",
-           "make_commit_job", "newest_first"]
+           "drain_all", "make_commit_job", "newest_first"]

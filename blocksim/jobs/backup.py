@@ -75,7 +75,7 @@ from ..model.extents import ExtentMap, diff_ranges, run_arrays
 from ..model.named_bitmap import dirty_ranges, merge_into
 from ..model.policy import REPORT, STOP
 from ..errors import CommandError
-from .base import BlockJob
+from .base import BlockJob, drain_all
 
 #: What :meth:`BackupJob._next_task` returns after the rate limit's sleep.
 _SLEPT = object()
@@ -343,17 +343,24 @@ class BackupJob(BlockJob):
 
     # -- start ------------------------------------------------------------------------
     def start(self) -> None:
-        """``qmp_blockdev_backup``: the checks QMP makes at run time (the
-        static ones are the scenario's), then the job."""
+        """``qmp_blockdev_backup``: a transaction of this one action
+        (``blockdev_do_action`` -> ``qmp_transaction``): every node drained,
+        then the action's prepare (:meth:`create`) and commit (:meth:`begin`)."""
         if not self.profile.has_backup:
             self.start_refused = True
             raise CommandError("The command blockdev-backup has not been found",
                                "CommandNotFound")
-        # qmp_transaction drains every node (bdrv_drain_all), then
-        # blockdev_backup_prepare drains the source for the whole action,
-        # refusals included: every other job blips once or twice (the new
-        # job's own blip is run()'s)
-        self.drained_section("all")
+        # qmp_transaction drains every node (bdrv_drain_all): every other
+        # job blips (the new job's own blip is run()'s)
+        drain_all(self.sim)
+        self.create()
+        self.begin()
+
+    def create(self) -> None:
+        """``blockdev_backup_prepare``: the source drained for the whole
+        action, refusals included (a second blip of the jobs on it), the
+        checks QMP makes at run time (the static ones are the scenario's),
+        then ``backup_job_create``."""
         self.drained_section("disk")
         bitmap = None
         if self.bitmap_name is not None:
@@ -366,7 +373,7 @@ class BackupJob(BlockJob):
                 self.start_refused = True
                 raise CommandError(f"Bitmap '{self.bitmap_name}' is currently in use by "
                                    "another operation and cannot be used")
-        super().start()
+        super().create()
         if bitmap is not None:
             # backup_job_create: the successor is made with the job
             bitmap.create_successor()
@@ -1176,8 +1183,14 @@ class BackupJob(BlockJob):
             bm.abdicate()
         else:
             bm.reclaim()
-        if not success and mode == "always" and self.bcs is not None:
-            merge_into(bm.bits, self.bcs)
+        if not success and mode == "always":
+            if self.bcs is not None:
+                merge_into(bm.bits, self.bcs)
+            elif self.started_at is None:
+                # aborted by its transaction before it started: the copy
+                # bitmap is still as block_copy_state_new made it, all
+                # dirty (backup_run sets it from the sync mode)
+                bm.bits.mark(0, bm.size)
 
     def _verify(self) -> None:
         """The target must hold the source as it was at the point in time,

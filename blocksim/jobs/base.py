@@ -86,6 +86,17 @@ VERBS: dict[str, frozenset[str]] = {
 }
 
 
+def drain_all(sim) -> None:
+    """``bdrv_drain_all`` inside a command (a transaction's start, a job's
+    start or end): every running or ready job blips (:meth:`Job.drain_blip`),
+    in the order the scenario declared them."""
+    if not sim.profile.job_status_events:
+        return
+    for job in list(sim.jobs.values()):
+        if job.status in ("running", "ready"):
+            job.drain_blip()
+
+
 class BlockJob:
     job_type = "job"
     #: Whether ``complete`` applies (QEMU: the driver has a ``complete``)
@@ -170,6 +181,14 @@ class BlockJob:
 
     def start(self) -> None:
         """Create and start the job (QMP's blockdev-mirror / block-stream)."""
+        self.create()
+        self.begin()
+
+    def create(self) -> None:
+        """The job created (``block_job_create``), not started: the command's
+        checks, then ``created``.  A ``transaction`` creates its backups in its
+        prepare phase and starts them (:meth:`begin`) once every action is
+        prepared, or aborts them (:meth:`abort_created`)."""
         # The 2012 profile's rules (model/policy.py) in QMP's order: the
         # arguments are parsed first, the drive is asked once the nodes are free.
         self._refuse_if(self.policy.job_arguments_refusal(self))
@@ -198,10 +217,23 @@ class BlockJob:
             self._main_node = self.drive.node
         self._created_seq = next(_CREATED_SEQ)
         self._transition("created")
-        # As QEMU's job_start: the job is running when the command returns.
+
+    def begin(self) -> None:
+        """``job_start``: the job is running when the command returns."""
         self.started_at = self.env.now
         self._transition("running")
         self.env.process(self._main())
+
+    def abort_created(self) -> None:
+        """A job created and never started goes again (``job_cancel_sync`` of
+        a transaction's abort): ``aborting``, its clean-up, ``concluded``
+        (and ``null``), with no BLOCK_JOB_CANCELLED (observed on QEMU 7.2:
+        transaction-backup-aborted-by-a-later-action).  Its ID is free
+        again (``Simulation.job_to_start``)."""
+        self._transition("aborting")
+        self.abort()
+        self._conclude()
+        self.outcome = "refused"        # (its start command, the transaction, was)
 
     def _refuse_if(self, refusal: str | None) -> None:
         if refusal is not None:
@@ -255,10 +287,10 @@ class BlockJob:
         ready one ``standby``/``ready``), a job already paused or cancelled
         shows nothing (found by running QEMU 7.2, then read in the source).
 
-        ``scope``: ``all`` (``bdrv_drain_all``: every job), ``disk`` (the
-        device's node: every job holding it, or with a filter above it),
-        ``filter`` (this job's own filter: only the filters above it, the
-        jobs that inserted theirs earlier).
+        ``scope``: ``disk`` (the device's node: every job holding it, or
+        with a filter above it), ``filter`` (this job's own filter: only the
+        filters above it, the jobs that inserted theirs earlier); every node
+        (``bdrv_drain_all``) is :func:`drain_all`.
 
         QEMU's drain begins and ends inside one command, and the paused job
         goes on at the same instant, its sleep cut (:meth:`drain_blip`)."""
@@ -271,10 +303,8 @@ class BlockJob:
             if scope == "filter":
                 hit = (self._filtered is not None and job._filtered is self._filtered
                        and job._filter_seq < self._filter_seq)
-            elif scope == "disk":
-                hit = job._filtered is node or node in job.nodes()
             else:
-                hit = True
+                hit = job._filtered is node or node in job.nodes()
             if hit:
                 job.drain_blip()
 

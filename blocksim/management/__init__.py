@@ -4,6 +4,8 @@
   ``block-job-*``, ``job-*``, ``thin-extend``, ``guest-burst``), each
   answered as QMP answers (a return or a refusal with QEMU's error class and
   wording) and recorded.
+- ``transaction.py``: ``transaction``, several commands all or nothing
+  (libvirt's backup with its checkpoint).
 - ``actions.py``: when the scenario sends them: at a time, or in reaction to
   an event (``on`` / ``match``), after a delay.
 - ``controller.py``: the interface of management controllers, policies that

@@ -38,7 +38,11 @@ Commands:
   VOLUME_EXTEND_FAILED later;
 - ``block-dirty-bitmap-{add,remove,clear,enable,disable}`` (``node``: an
   image or a drive; ``name``; add also ``granularity``, ``persistent``,
-  ``disabled``): named dirty bitmaps (``blocksim.model.named_bitmap``).
+  ``disabled``): named dirty bitmaps (``blocksim.model.named_bitmap``);
+  ``block-dirty-bitmap-merge`` (``node``, ``target``, ``bitmaps``);
+- ``transaction`` (``actions``: ``{type, data}`` each, bitmap commands, a
+  ``blockdev-backup`` of a declared job, ``abort``; ``properties``): all or
+  nothing (``blocksim.management.transaction``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from ..jobs import newest_first
 from ..model import named_bitmap
 from ..model.profile import JOB_API_2_12_COMMANDS
 from ..record.eventlog import qmp_timestamp
+from . import transaction
 from ..scenario.units import parse_duration
 
 
@@ -57,6 +62,10 @@ class Monitor:
     def __init__(self, sim):
         self.sim = sim
         self.commands: list[dict[str, Any]] = []
+        #: how a transaction's blockdev-backup finds its job (None: the
+        #: scenario's job of that id; blocksim serve builds it from QMP's
+        #: arguments: management.transaction.run)
+        self.backup_job = None
 
     def execute(self, command: str, arguments: dict | None = None,
                 source: str | None = None) -> Any:
@@ -262,19 +271,12 @@ def _bitmap_node(sim, node, command: str):
 
 
 def _bitmap_merge(sim, args) -> None:
-    """``block-dirty-bitmap-merge``: a string names a bitmap of the same node
-    (``bdrv_find_dirty_bitmap``), ``{node, name}`` one of any node
-    (``block_dirty_bitmap_lookup``), each looked up as its turn comes."""
+    """``block-dirty-bitmap-merge``: its sources looked up as their turn
+    comes (:func:`transaction.merge_sources`)."""
     command = "block-dirty-bitmap-merge"
     device = _bitmap_node(sim, args.get("node"), command)
-
-    def sources():
-        for ref in args.get("bitmaps", []):
-            if isinstance(ref, str):
-                yield device, ref
-            else:
-                yield _bitmap_node(sim, ref.get("node"), command), ref.get("name")
-    named_bitmap.merge_bitmaps(device, args.get("target"), sources())
+    named_bitmap.merge_bitmaps(device, args.get("target"), transaction.merge_sources(
+        device, args, lambda node: _bitmap_node(sim, node, command)))
 
 
 _HANDLERS = {
@@ -318,6 +320,7 @@ _HANDLERS = {
                                                   named_bitmap.enable_bitmap(dev, a.get("name"),
                                                                              False)),
     "block-dirty-bitmap-merge": _bitmap_merge,
+    "transaction": lambda sim, a: transaction.run(sim, a, _bitmap_node, sim.monitor.backup_job),
     "thin-extend": _thin_extend,
     "block-set-write-threshold": _block_set_write_threshold,
     "query-named-block-nodes": _query_named_block_nodes,

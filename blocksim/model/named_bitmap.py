@@ -66,6 +66,9 @@ class NamedBitmap:
         self.bits = DirtyBitmap(size, granularity)
         #: while a job uses the bitmap: where new writes go
         self.successor: DirtyBitmap | None = None
+        #: a transaction's remove holds it until the transaction commits
+        #: (``block_dirty_bitmap_remove_prepare``: busy meanwhile)
+        self.held = False
 
     # -- recording (the node's write listeners) ---------------------------------
     def mark(self, start: int, end: int) -> None:
@@ -79,8 +82,9 @@ class NamedBitmap:
     # -- state ----------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        """In use by an operation (a backup): frozen, with a successor."""
-        return self.successor is not None
+        """In use by an operation: a backup (frozen, with a successor), or a
+        transaction that removes it."""
+        return self.successor is not None or self.held
 
     @property
     def count(self) -> int:
@@ -89,6 +93,12 @@ class NamedBitmap:
 
     def clear(self) -> None:
         self.bits = DirtyBitmap(self.size, self.granularity)
+
+    def copy_bits(self) -> DirtyBitmap:
+        """A copy of the bits (a transaction's backup, ``hbitmap`` copies)."""
+        bits = DirtyBitmap(self.size, self.granularity)
+        merge_into(bits, self.bits)
+        return bits
 
     def query(self) -> dict:
         return {"name": self.name, "recording": self.recording, "persistent": self.persistent,
@@ -145,24 +155,44 @@ def lookup_bitmap(node, name: str) -> NamedBitmap:
     return bitmap
 
 
-def remove_bitmap(node, name: str) -> None:
+def remove_bitmap(node, name: str) -> NamedBitmap:
     """``block-dirty-bitmap-remove``: refused while a job uses it."""
     bitmap = lookup_bitmap(node, name)
     if bitmap.busy:
         raise _busy(name)
-    del node.bitmaps[name]
-    node.write_listeners.remove(bitmap)
+    release_bitmap(node, bitmap)
+    return bitmap
 
 
-def clear_bitmap(node, name: str) -> None:
-    """``block-dirty-bitmap-clear``: refused while a job uses it."""
+def hold_bitmap(node, name: str) -> NamedBitmap:
+    """A transaction's ``block-dirty-bitmap-remove`` prepared
+    (``block_dirty_bitmap_remove_prepare``): refused while busy, then busy
+    itself until the transaction commits (released) or aborts."""
     bitmap = lookup_bitmap(node, name)
     if bitmap.busy:
         raise _busy(name)
+    bitmap.held = True
+    return bitmap
+
+
+def release_bitmap(node, bitmap: NamedBitmap) -> None:
+    """``bdrv_release_dirty_bitmap``: the bitmap leaves its node."""
+    del node.bitmaps[bitmap.name]
+    node.write_listeners.remove(bitmap)
+
+
+def clear_bitmap(node, name: str) -> DirtyBitmap:
+    """``block-dirty-bitmap-clear``: refused while a job uses it.  Returns
+    the bits it held (a transaction restores them on abort)."""
+    bitmap = lookup_bitmap(node, name)
+    if bitmap.busy:
+        raise _busy(name)
+    bits = bitmap.bits
     bitmap.clear()
+    return bits
 
 
-def merge_bitmaps(node, target: str, sources: list) -> None:
+def merge_bitmaps(node, target: str, sources: list) -> DirtyBitmap:
     """``block-dirty-bitmap-merge`` (bitmap-qmp-cmds.c ``block_dirty_bitmap_merge``):
     every source's dirty bytes turn dirty in ``node``'s bitmap ``target``, at
     its granularity, whatever the sources' granularities or whether either is
@@ -173,6 +203,7 @@ def merge_bitmaps(node, target: str, sources: list) -> None:
     both must cover the same size.  The first failure refuses the command
     and QEMU restores the target from the backup it took before the first
     step: all or nothing, so checking every step first is the same.
+    Returns the target's bits as they were (a transaction restores them).
 
     An empty ``sources`` is refused here: QEMU 7.2 then frees a backup it
     never took (``hbitmap_free(NULL)``) and dies with SIGSEGV (checked on
@@ -191,13 +222,17 @@ def merge_bitmaps(node, target: str, sources: list) -> None:
         bitmaps.append(src)
     if not bitmaps:
         raise CommandError(EMPTY_MERGE)
+    backup = dst.copy_bits()
     for src in bitmaps:
         merge_into(dst.bits, src.bits)
+    return backup
 
 
-def enable_bitmap(node, name: str, enable: bool) -> None:
-    """``block-dirty-bitmap-enable`` / ``-disable``: refused while busy."""
+def enable_bitmap(node, name: str, enable: bool) -> bool:
+    """``block-dirty-bitmap-enable`` / ``-disable``: refused while busy.
+    Returns whether it was recording (a transaction restores that)."""
     bitmap = lookup_bitmap(node, name)
     if bitmap.busy:
         raise _busy(name)
-    bitmap.recording = enable
+    was, bitmap.recording = bitmap.recording, enable
+    return was

@@ -140,11 +140,13 @@ class SideResult:
     guest: dict[str, str] = field(default_factory=dict)
     #: drive -> each guest write's outcome, "offset+length ok|<error>" (QEMU side)
     guest_writes: dict[str, list[str]] = field(default_factory=dict)
+    #: image -> its named bitmaps' dirty bytes at the end (runs with bitmaps)
+    bitmaps: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"events": self.events, "commands": self.commands, "jobs": self.jobs,
                 "guest": self.guest, "guest_writes": self.guest_writes,
-                "error": self.error, "seconds": round(self.seconds, 3)}
+                "bitmaps": self.bitmaps, "error": self.error, "seconds": round(self.seconds, 3)}
 
 
 @dataclass
@@ -335,6 +337,11 @@ def compare(plan: Plan, sim: SideResult, qemu: SideResult) -> list[Difference]:
         gb, gq = sim.guest.get(drive), qemu.guest.get(drive)
         if gb != gq:
             diffs.append(Difference(f"guest.{drive}", f"blocksim {gb!r}, QEMU {gq!r}"))
+    if sim.bitmaps != qemu.bitmaps:
+        image = next(i for i in sorted(set(sim.bitmaps) | set(qemu.bitmaps))
+                     if sim.bitmaps.get(i) != qemu.bitmaps.get(i))
+        diffs.append(Difference(f"bitmaps.{image}", f"blocksim {sim.bitmaps.get(image)!r}, "
+                                                     f"QEMU {qemu.bitmaps.get(image)!r}"))
     # events first, then outcomes, then commands: the order above
     return diffs
 
@@ -397,8 +404,10 @@ def run_blocksim(plan: Plan) -> SideResult:
     for name in plan.exports:
         drive = sim.drives[name]
         guest[name] = _guest_figures(drive.writes - drive.guest_errors, drive.guest_errors)
+    bitmaps = ({name: {b.name: b.count for b in sim.devices[name].bitmaps.values()}
+                for name in plan.images if sim.devices[name].bitmaps} if plan.bitmaps else {})
     return SideResult(events=list(result.events), commands=commands, jobs=jobs,
-                      seconds=time.monotonic() - t0, guest=guest)
+                      seconds=time.monotonic() - t0, guest=guest, bitmaps=bitmaps)
 
 
 def _guest_ranges(plan: Plan, job) -> list[tuple[int, int]]:
@@ -675,7 +684,11 @@ class _QemuRun:
         job = self.plan.jobs[job_id]
         record = self._record(as_command or job.command, arguments or job.arguments, source,
                               job.command, job.arguments)
-        if "error" in record:
+        self._started(job_id, "error" not in record)
+
+    def _started(self, job_id: str, accepted: bool) -> None:
+        """What a start command of ``job_id`` (alone or in a transaction) did."""
+        if not accepted:
             if job_id not in self.started:
                 self.refused.add(job_id)
         else:
@@ -696,6 +709,11 @@ class _QemuRun:
                 return
         record = self._record(action.command, action.arguments, action.source, action.command,
                               action.arguments)
+        if action.command == "transaction":
+            for entry in action.arguments["actions"]:
+                if entry["type"] == "blockdev-backup":
+                    self._started(entry["data"]["job-id"], "error" not in record)
+            return
         job_id = action.arguments.get("device")
         if action.command == "block-job-cancel" and "error" not in record \
                 and not action.arguments.get("force") and self.status.get(job_id) == "ready":
@@ -712,7 +730,7 @@ class _QemuRun:
             # while a completed stream waits for job-dismiss (found by
             # running it: scenarios/qemu/stream-concluded-holds-its-nodes)
             nodes = (self.daemon.qmp.execute("query-named-block-nodes", {"flat": True})
-                     if any(j.bitmap is not None for j in self.plan.jobs.values()) else [])
+                     if self._query_nodes() else [])
         except QMPCommandError:  # pragma: no cover
             return
         self.final_jobs = {j.get("device"): j for j in jobs}
@@ -721,6 +739,21 @@ class _QemuRun:
         self.final_bitmaps = {n.get("node-name"): {b["name"]: b.get("count")
                                                    for b in n.get("dirty-bitmaps", []) if "name" in b}
                               for n in nodes}
+        if self.plan.bitmaps and nodes:
+            # (each image's bitmaps live on its format node)
+            self.result.bitmaps = {name: self.final_bitmaps[img.fmt_node]
+                                   for name, img in self.plan.images.items()
+                                   if self.final_bitmaps.get(img.fmt_node)}
+
+    def _query_nodes(self) -> bool:
+        """Whether to ask the nodes' bitmaps at the end: a backup's bitmap,
+        or any named bitmap, unless a stream waits for its dismiss (QEMU
+        7.2's qemu-storage-daemon dies then, see _final_query)."""
+        if any(j.bitmap is not None for j in self.plan.jobs.values()):
+            return True
+        return self.plan.bitmaps and not any(
+            j.type == "stream" and not j.arguments.get("auto-dismiss", True)
+            for j in self.plan.jobs.values())
 
     def _stop_copying(self, jobs: list[dict]) -> None:
         """Cancel (forced) the jobs still copying at the end, before the

@@ -122,11 +122,17 @@ def qsd_script(scenario: Scenario) -> str:
                                                    "node-name": node, "name": drive,
                                                    "writable": True}))
     events: list[tuple[int, int, str]] = []
+    # (a job a transaction starts: its command is in the transaction's)
+    in_transaction = {entry["data"].get("job-id") for action in plan.actions
+                      if action.command == "transaction"
+                      for entry in action.arguments["actions"] if entry["type"] == "blockdev-backup"}
     for job in plan.jobs.values():
         if job.start is not None:
             events.append((job.start, len(events),
                            f"# jobs.{job.id}: at {format_duration(job.start)}\n"
                            + _qmp(job.command, job.arguments)))
+        elif job.id in in_transaction:
+            continue
         else:
             events.append((plan.duration, len(events),
                            f"# jobs.{job.id}: started by a job-start action\n"

@@ -122,6 +122,12 @@ def _scenario_lines(check: ScenarioCheck) -> list[str]:
             lines.append(_row(" " if gb == gq else "!", "", gb, gq))
             for outcome in check.qemu.guest_writes.get(drive, []):
                 lines.append(f"     {'':<12} QEMU: {outcome}")
+        images = sorted(set(check.blocksim.bitmaps) | set(check.qemu.bitmaps))
+        if images:
+            lines.append("     named bitmaps at the end (dirty bytes)")
+        for image in images:
+            bb, bq = check.blocksim.bitmaps.get(image), check.qemu.bitmaps.get(image)
+            lines.append(_row(" " if bb == bq else "!", image, _bitmaps(bb), _bitmaps(bq)))
     if plan is not None:
         for s in plan.skipped:
             lines.append(f"   skipped: {s}")
@@ -167,3 +173,8 @@ def render_json(checks: list[ScenarioCheck], tools: Optional[Tools] = None) -> d
             "summary": {**n, "line": agreement_line(checks, tools),
                         "ok": all(c.ok for c in checks)},
             "scenarios": [c.as_dict() for c in checks]}
+
+
+def _bitmaps(counts) -> str:
+    """``name=count`` of an image's named bitmaps, sorted by name."""
+    return "-" if not counts else " ".join(f"{n}={c}" for n, c in sorted(counts.items()))

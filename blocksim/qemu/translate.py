@@ -33,7 +33,8 @@ Expressed:
 - management actions at a time or on an event: block-job-*/job-* verbs,
   query-block-jobs, query-jobs, job-start (as the job's start command),
   block-dirty-bitmap-* (``node``, and a merge's ``{node, name}`` sources'
-  nodes, the image's format node),
+  nodes, the image's format node), transaction (its bitmap actions' nodes
+  likewise, a blockdev-backup's data the job's start arguments),
   block-set-write-threshold and query-named-block-nodes (``IMAGE`` the
   node jobs name, ``IMAGE-file`` the format node's file node);
 - a mirror's ``copy-mode`` (given to blockdev-mirror when write-blocking);
@@ -82,6 +83,7 @@ from ..scenario import (
     Scenario,
     StreamJob,
     ThinExtendAction,
+    TransactionAction,
     load_scenario,
 )
 from ..scenario.units import format_size
@@ -187,6 +189,14 @@ class Plan:
     duration: int                     # ns
     #: drive -> the node its NBD export serves (drives with guest writes)
     exports: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bitmaps(self) -> bool:
+        """Whether the run has named bitmaps (an image's, or made by a
+        command): qemu-check compares every one's count at the end."""
+        return (any(img.bitmaps for img in self.images.values())
+                or any(a.command.startswith("block-dirty-bitmap-") or a.command == "transaction"
+                       for a in self.actions))
 
     def image_order(self) -> list[str]:
         """Images with backing files after their backing images."""
@@ -351,9 +361,10 @@ def _bitmap_may_change(scenario: Scenario, job_id: str, spec) -> bool:
     if any(isinstance(other, BackupJob) and other.bitmap == spec.bitmap and jid != job_id
            for jid, other in scenario.jobs.items()):
         return True
-    return any(isinstance(a, BitmapAction)
-               and a.arguments.get("name", a.arguments.get("target")) == spec.bitmap
-               for a in scenario.actions)
+    commands = [a.arguments for a in scenario.actions if isinstance(a, BitmapAction)]
+    commands += [entry["data"] for a in scenario.actions if isinstance(a, TransactionAction)
+                 for entry in a.arguments["actions"] if entry["type"].startswith("block-dirty")]
+    return any(args.get("name", args.get("target")) == spec.bitmap for args in commands)
 
 
 def translate(scenario: Scenario) -> Plan:
@@ -506,19 +517,17 @@ def translate(scenario: Scenario) -> Plan:
         kept_actions.append(raw["actions"][i])
         arguments = dict(action.arguments)
         if isinstance(action, BitmapAction):
-            # the format node, below a blkdebug node of the image's faults:
-            # QEMU stores persistent bitmaps only in a format driver
-            # (dirty-bitmap.c bdrv_can_store_new_dirty_bitmap: blkdebug has no
-            # bdrv_co_can_store_new_dirty_bitmap, "Can't store persistent
-            # bitmaps to tgt"); the format node sees every write the filter
-            # passes on, and the image's own bitmaps live there too
-            node = arguments["node"]
-            arguments["node"] = images[drive_image.get(node, node)].fmt_node
-            if "bitmaps" in arguments:      # a merge's bitmaps of other nodes
-                arguments["bitmaps"] = [
-                    ref if isinstance(ref, str) else
-                    {**ref, "node": images[drive_image.get(ref["node"], ref["node"])].fmt_node}
-                    for ref in arguments["bitmaps"]]
+            arguments = _bitmap_arguments(arguments, images, drive_image)
+        elif isinstance(action, TransactionAction):
+            # its bitmap actions as the commands; a blockdev-backup's data
+            # is the job's start command's arguments
+            arguments["actions"] = [
+                {"type": entry["type"],
+                 "data": (jobs[entry["data"]["job-id"]].arguments
+                          if entry["type"] == "blockdev-backup" else
+                          _bitmap_arguments(entry["data"], images, drive_image)
+                          if entry["type"].startswith("block-dirty-bitmap-") else entry["data"])}
+                for entry in arguments["actions"]]
         elif action.command == "block-set-write-threshold":
             arguments["node-name"] = qemu_node_name(images, arguments["node-name"])
         actions.append(ActionPlan(index=len(actions), original=i, command=action.command,
@@ -532,6 +541,26 @@ def translate(scenario: Scenario) -> Plan:
     reduced._source = scenario.source
     return Plan(scenario=scenario, images=images, jobs=jobs, actions=actions, skipped=skipped,
                 notes=notes, reduced=reduced, duration=scenario.duration, exports=exports)
+
+
+def _bitmap_arguments(arguments: dict, images: dict[str, "ImagePlan"],
+                      drive_image: dict[str, str]) -> dict:
+    """A bitmap command's arguments with QEMU's node names: the format node,
+    below a blkdebug node of the image's faults.  QEMU stores persistent
+    bitmaps only in a format driver (dirty-bitmap.c
+    bdrv_can_store_new_dirty_bitmap: blkdebug has no
+    bdrv_co_can_store_new_dirty_bitmap, "Can't store persistent bitmaps to
+    tgt"); the format node sees every write the filter passes on, and the
+    image's own bitmaps live there too."""
+    arguments = dict(arguments)
+    node = arguments["node"]
+    arguments["node"] = images[drive_image.get(node, node)].fmt_node
+    if "bitmaps" in arguments:      # a merge's bitmaps of other nodes
+        arguments["bitmaps"] = [
+            ref if isinstance(ref, str) else
+            {**ref, "node": images[drive_image.get(ref["node"], ref["node"])].fmt_node}
+            for ref in arguments["bitmaps"]]
+    return arguments
 
 
 def _guest_writes(scenario: Scenario, args: dict) -> tuple[Optional[str], list[tuple[int, int]]]:

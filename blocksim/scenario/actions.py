@@ -5,7 +5,8 @@ one model per ``command`` with QMP's argument names.
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Optional, Union, get_args
 
-from pydantic import AfterValidator, Discriminator, Field, PlainSerializer, Tag, ValidationInfo, field_validator
+from pydantic import (AfterValidator, Discriminator, Field, PlainSerializer, Tag, ValidationInfo,
+                      create_model, field_validator)
 
 from ..model.named_bitmap import EMPTY_MERGE
 from .fields import (
@@ -263,6 +264,80 @@ def _default_arguments(model: type[_Arguments]) -> Any:
     return Field(default_factory=dict, validate_default=True, description=model.__doc__)
 
 
+class TransactionBackupArguments(_Arguments):
+    """A transaction's ``blockdev-backup``: ``job-id``, a backup job the
+    scenario declares (``[jobs.ID]``, usually ``start = "manual"``), whose
+    table gives the command's other arguments."""
+
+    job_id: str = Field(description="a backup job of [jobs]")
+
+
+class _TransactionEntry(_Model):
+    """One action of a ``transaction`` (QAPI's ``TransactionAction``):
+    ``type``, a command, and ``data``, its arguments."""
+
+
+def _entry(kind: str, arguments: type[_Arguments]) -> type[_TransactionEntry]:
+    """The model of a transaction's action ``kind`` with ``arguments``
+    (named after its kind: the tag pydantic puts in an error's location)."""
+    return create_model(kind, __base__=_TransactionEntry, type=(Literal[kind], ...),
+                        data=(_arguments_type(arguments), _default_arguments(arguments)))
+
+
+#: a transaction's action types blocksim models (blockdev.c's ``actions[]``
+#: but the snapshots and drive-backup), each with its ``data``
+TRANSACTION_ACTIONS = {kind: _entry(kind, arguments) for kind, arguments in (
+    ("abort", NoArguments),
+    ("block-dirty-bitmap-add", BitmapAddArguments),
+    ("block-dirty-bitmap-clear", BitmapArguments),
+    ("block-dirty-bitmap-disable", BitmapArguments),
+    ("block-dirty-bitmap-enable", BitmapArguments),
+    ("block-dirty-bitmap-merge", BitmapMergeArguments),
+    ("block-dirty-bitmap-remove", BitmapArguments),
+    ("blockdev-backup", TransactionBackupArguments))}
+
+
+def _entry_tag(value: Any) -> Optional[str]:
+    kind = value.get("type") if isinstance(value, Mapping) else getattr(value, "type", None)
+    return kind if isinstance(kind, str) and kind in TRANSACTION_ACTIONS else None
+
+
+class TransactionProperties(_Model):
+    """``completion-mode``: ``individual`` (each job on its own) or
+    ``grouped`` (QEMU refuses it with bitmap actions; with backups, jobs
+    that finish or fail together, which blocksim does not model)."""
+
+    completion_mode: Literal["individual", "grouped"] = "individual"
+
+
+class TransactionArguments(_Arguments):
+    """transaction: ``actions``, each ``{type, data}`` (a bitmap command and
+    its arguments, a ``blockdev-backup`` of a declared job, or ``abort``),
+    all prepared in order after every node is drained, then committed, or
+    all rolled back at the first refusal; ``properties``."""
+
+    actions: list[Annotated[Union[tuple(Annotated[cls, Tag(kind)]
+                                        for kind, cls in TRANSACTION_ACTIONS.items())],
+                            Discriminator(_entry_tag)]]
+    properties: TransactionProperties = Field(default_factory=TransactionProperties)
+
+    @field_validator("properties")
+    @classmethod
+    def _grouped_backups(cls, props: TransactionProperties,
+                         info: ValidationInfo) -> TransactionProperties:
+        if (props.completion_mode == "grouped"
+                and all(entry.type == "blockdev-backup" for entry in info.data.get("actions", ()))
+                and info.data.get("actions")):
+            raise ValueError("completion-mode 'grouped' of backups (jobs that finish or fail "
+                             "together, job_txn) is not modelled; use 'individual'")
+        return props
+
+
+class TransactionAction(Action):
+    command: Literal["transaction"]
+    arguments: _arguments_type(TransactionArguments) = _default_arguments(TransactionArguments)
+
+
 class NoArgumentsAction(Action):
     command: Literal["stop", "cont", "query-block-jobs", "query-jobs",
                      "query-named-block-nodes", "query-block"]
@@ -332,7 +407,7 @@ class BitmapMergeAction(BitmapAction):
 _ACTION_CLASSES: dict[str, type[Action]] = {
     cls.__name__: cls for cls in (NoArgumentsAction, JobDeviceAction, BlockJobCancelAction,
                                   BlockJobSetSpeedAction, JobIdAction, ThinExtendAction, GuestBurstAction,
-                                  BitmapAction, BitmapAddAction, BitmapMergeAction,
+                                  BitmapAction, BitmapAddAction, BitmapMergeAction, TransactionAction,
                                   WriteThresholdAction,
                                   LvExtendAction)}
 #: command name -> the Action subclass (its discriminator tag is the class name)

@@ -1,7 +1,7 @@
 """``[jobs.NAME]``: block jobs, one model per ``type``.
 """
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import (
     BeforeValidator,
@@ -113,6 +113,14 @@ class BackupJob(Job):
     compress: bool = Field(False, description="accepted; only makes every copy task one cluster")
     on_source_error: Literal[JOB_POLICIES] = "report"
     on_target_error: Literal[JOB_POLICIES] = "report"
+
+    #: keys users bring from QEMU's copy-before-write filter, which 7.2's
+    #: blockdev-backup does not take (``bdrv_cbw_append`` passes neither)
+    not_options: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("on-cbw-error", "cbw-timeout"),
+        "not an option of QEMU 7.2's blockdev-backup (only of a copy-before-write node made "
+        "with blockdev-add): a backup's copy-before-write always fails the guest's write when "
+        "its copy fails (break-guest-write) and never times out")
 
     @field_validator("bitmap_mode")
     @classmethod

@@ -54,12 +54,52 @@ def _unwrap(tp: Any) -> Any:
             return tp
 
 
+def _members(tp: Any) -> dict[str, type[BaseModel]]:
+    """A tagged union's models by tag (the class names: a transaction's
+    actions), or nothing."""
+    if get_origin(tp) not in (Union, types.UnionType):
+        return {}
+    return {m.__name__: m for m in map(_unwrap, get_args(tp))
+            if isinstance(m, type) and issubclass(m, BaseModel)}
+
+
+def _untagged(model: Any, loc: Loc) -> tuple[Loc, Any]:
+    """``loc`` without the tags pydantic puts in it after an item of a
+    tagged union (what a user wrote has none), and the type at its end."""
+    tp: Any = model
+    out: list[Any] = []
+    for part in loc:
+        tp = _unwrap(tp)
+        members = _members(tp)
+        if part in members:
+            tp = members[part]
+            continue
+        out.append(part)
+        if tp is None:
+            continue
+        origin = get_origin(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = _field(tp, part)
+            tp = field.annotation if field is not None else None
+        elif origin in (list, tuple):
+            tp = get_args(tp)[0]
+        elif origin is dict:
+            tp = get_args(tp)[1]
+        else:
+            tp = None
+    return tuple(out), _unwrap(tp)
+
+
 def _model_at(model: type[BaseModel], loc: Loc) -> Optional[type[BaseModel]]:
     """The model class that validates the table at ``loc`` under ``model``."""
     tp: Any = model
     for part in loc:
         tp = _unwrap(tp)
         origin = get_origin(tp)
+        members = _members(tp)
+        if part in members:
+            tp = members[part]
+            continue
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             field = _field(tp, part)
             if field is None:
@@ -142,12 +182,32 @@ def _problems(error: ValidationError, prefix: Loc, root: Any, raw: Any) -> list[
                 continue
             tag = loc.pop(0)
             model = root.classes[tag]
+        if kind in ("union_tag_invalid", "union_tag_not_found"):
+            # a tagged union inside (a transaction's actions): its `type`
+            where, union = _untagged(model, tuple(loc))
+            kinds = sorted(str(t) for m in _members(union).values()
+                           for t in get_args(_unwrap(m.model_fields["type"].annotation)))
+            item = _value_at(raw, (tag,) if tag is not None else (), where)
+            if not isinstance(item, Mapping):
+                msg = f"must be a table{_got(item)}"
+            elif "type" not in item:
+                where, msg = where + ("type",), f"required key is missing; allowed: {_choices(tuple(kinds))}"
+            else:
+                where, msg = where + ("type",), (f"Input should be {_choices(tuple(kinds))}"
+                                                 f"{_got(item['type'])}")
+            out.append((prefix + where, msg))
+            continue
         if kind == "extra_forbidden":
             key = loc[-1]
             owner = _model_at(model, tuple(loc[:-1]))
             allowed = ", ".join(_keys(owner)) if owner else "?"
             if owner is not None and issubclass(owner, _Arguments):
                 command = raw.get("command") if isinstance(raw, Mapping) else "?"
+                where = _untagged(model, tuple(loc))[0]
+                if len(where) > 2 and where[-2] == "data":
+                    # (an action of a transaction: its own command)
+                    item = _value_at(raw, (), where[:-2])
+                    command = item.get("type", command) if isinstance(item, Mapping) else command
                 msg = (f"command '{command}' takes no arguments" if not owner.model_fields else
                        f"unknown argument for command '{command}'; allowed arguments: {allowed}")
             else:
@@ -156,6 +216,8 @@ def _problems(error: ValidationError, prefix: Loc, root: Any, raw: Any) -> list[
                 if others:
                     msg = (f"not allowed for a {variants.kind} of {variants.key} '{tag}' (only for "
                            f"{variants.key} {_choices(tuple(others))}); allowed keys: {allowed}")
+                elif key in getattr(owner, "not_options", ()):
+                    msg = f"{owner.not_options[key]}; allowed keys: {allowed}"
                 else:
                     msg = f"unknown key{_did_you_mean(key, _keys(owner) if owner else [])}; allowed keys: {allowed}"
         elif kind == "missing":
@@ -176,8 +238,21 @@ def _problems(error: ValidationError, prefix: Loc, root: Any, raw: Any) -> list[
             msg += _got(e.get("input"))
             if kind == "literal_error" and isinstance(e.get("input"), str):
                 msg += _did_you_mean(e["input"], re.findall(r"'([^']*)'", str(e.get("ctx", {}).get("expected", ""))))
-        out.append((prefix + tuple(loc), msg))
+        out.append((prefix + _untagged(model, tuple(loc))[0], msg))
     return out
+
+
+def _value_at(raw: Any, skip: Loc, loc: Loc) -> Any:
+    """What the user wrote at ``loc`` (a variant's tag in ``skip`` is not in it)."""
+    value = raw
+    for part in loc:
+        if isinstance(value, Mapping):
+            value = value.get(part)
+        elif isinstance(value, (list, tuple)) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        else:
+            return None
+    return value
 
 
 def _positions(raw: Any) -> dict[Loc, tuple[int, int]]:

@@ -5,7 +5,7 @@ each other, backing chains, and what the run needs resolved.
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from .actions import Action, BitmapAction, GuestBurstAction, ThinExtendAction
+from .actions import Action, BitmapAction, GuestBurstAction, ThinExtendAction, TransactionAction
 from .events import match_problems
 from .faults import DustFault, Fault
 from .fields import Loc
@@ -170,20 +170,37 @@ def _cross_check(images: Mapping[str, Optional[Image]], drives: Mapping[str, Opt
         if isinstance(action, ThinExtendAction):
             image_ref(loc + ("image",), action.arguments["image"])
         elif isinstance(action, BitmapAction):
-            nodes = [(loc + ("node",), action.arguments["node"])]
-            nodes += [(loc + ("bitmaps", k, "node"), ref["node"])
-                      for k, ref in enumerate(action.arguments.get("bitmaps", ()))
-                      if isinstance(ref, dict)]
-            for where, node in nodes:
-                if node not in images and node not in drives:
-                    problems.append((where, f"unknown node '{node}' (an image or a drive); "
-                                            f"{_names('image', images)}; {_names('drive', drives)}"))
+            problems += _bitmap_nodes(loc, action.arguments, images, drives)
+        elif isinstance(action, TransactionAction):
+            for k, entry in enumerate(action.arguments["actions"]):
+                where = loc + ("actions", k, "data")
+                if entry["type"].startswith("block-dirty-bitmap-"):
+                    problems += _bitmap_nodes(where, entry["data"], images, drives)
+                elif entry["type"] == "blockdev-backup":
+                    job_id = entry["data"]["job-id"]
+                    if jobs.get(job_id) is None or jobs[job_id].type != "backup":
+                        backups = [j for j, job in jobs.items()
+                                   if job is not None and job.type == "backup"]
+                        problems.append((where + ("job-id",), (
+                            f"'{job_id}' is not a backup job of [jobs]: a transaction's "
+                            "blockdev-backup starts one the scenario declares (start = "
+                            f"\"manual\"); {_names('backup job', dict.fromkeys(backups))}")))
         elif isinstance(action, GuestBurstAction):
             args = action.arguments
             image = drive_image(loc + ("drive",), args["drive"])
             if image is not None:
                 region(loc, image, args["offset"], args.get("size"), "burst region")
     return problems
+
+
+def _bitmap_nodes(loc, arguments: Mapping[str, Any], images, drives) -> list[tuple[Loc, str]]:
+    """A bitmap command's ``node`` (and a merge's other nodes): images or drives."""
+    nodes = [(loc + ("node",), arguments["node"])]
+    nodes += [(loc + ("bitmaps", k, "node"), ref["node"])
+              for k, ref in enumerate(arguments.get("bitmaps", ())) if isinstance(ref, dict)]
+    return [(where, f"unknown node '{node}' (an image or a drive); "
+                    f"{_names('image', images)}; {_names('drive', drives)}")
+            for where, node in nodes if node not in images and node not in drives]
 
 
 def _not_a_drive(name: str, images: Mapping[str, Any], drives: Mapping[str, Optional[Drive]]) -> str:

@@ -37,6 +37,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..errors import CommandError
 from ..jobs import JOB_TYPES
 from ..management.monitor import COMMANDS as MONITOR_COMMANDS
 from ..record.eventlog import qmp_timestamp
@@ -102,6 +103,7 @@ SCHEMAS: dict[str, list[tuple[str, Any, bool]]] = {
     "block-dirty-bitmap-disable": [("node", STR, True), ("name", STR, True)],
     "block-dirty-bitmap-merge": [("node", STR, True), ("target", STR, True),
                                  ("bitmaps", BITMAP_REFS, True)],
+
     # extensions
     "x-blocksim-advance": [("seconds", NUM, False), ("until-event", ANY, False)],
     "x-blocksim-clock": [],
@@ -123,58 +125,123 @@ _STARTS = ("blockdev-mirror", "drive-mirror", "block-stream", "block-commit", "b
 NOT_RUN_CHANGING = ("x-blocksim-advance", "x-blocksim-clock")
 
 
-def check_arguments(command: str, args: dict) -> dict:
+def check_arguments(command: str, args: dict, prefix: str = "") -> dict:
+    """``args`` checked against ``command``'s schema; ``prefix``: where they
+    sit in another command's (a transaction's action's ``data``), as QEMU
+    names a member by its full path (an enum's value by its own name)."""
+    if command == "transaction":
+        _check_transaction(args)
+        return args
     schema = SCHEMAS.get(command)
     if schema is None:
         return args
     for name, kind, required in schema:
+        path = prefix + name
         if name not in args:
             if required:
-                raise QMPError(f"Parameter '{name}' is missing")
+                raise QMPError(f"Parameter '{path}' is missing")
             continue
         value = args[name]
         if kind == ANY:
             continue
         if kind == BITMAP_REFS:
-            _check_bitmap_refs(name, value)
+            _check_bitmap_refs(path, value)
             continue
         if isinstance(kind, tuple) and kind and kind[0] == "list":
             if not isinstance(value, list):
-                raise QMPError(f"Invalid parameter type for '{name}', expected: array")
+                raise QMPError(f"Invalid parameter type for '{path}', expected: array")
             for i, item in enumerate(value):
                 if not isinstance(item, str):
-                    raise QMPError(f"Invalid parameter type for '{name}[{i}]', expected: string")
+                    raise QMPError(f"Invalid parameter type for '{path}[{i}]', expected: string")
                 if item not in kind[1]:
                     # (QEMU 7.2 names a list element 'null' here)
                     raise QMPError(f"Parameter 'null' does not accept value '{item}'")
             continue
         if isinstance(kind, tuple):
             if not isinstance(value, str):
-                raise QMPError(f"Invalid parameter type for '{name}', expected: string")
+                raise QMPError(f"Invalid parameter type for '{path}', expected: string")
             if value not in kind:
                 raise QMPError(f"Parameter '{name}' does not accept value '{value}'")
             continue
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if kind in (INT, UINT):
             if not number:
-                raise QMPError(f"Invalid parameter type for '{name}', expected: integer")
+                raise QMPError(f"Invalid parameter type for '{path}', expected: integer")
             # qobject_input_type_{int,uint}64: a number that is not one
             if isinstance(value, float) or (kind == UINT and value < 0) \
                     or not -(1 << 63) <= value < (1 << 64):
-                raise QMPError(f"Parameter '{name}' expects {kind}")
+                raise QMPError(f"Parameter '{path}' expects {kind}")
             continue
         ok = {STR: isinstance(value, str), BOOL: isinstance(value, bool), NUM: number}[kind]
         if not ok:
-            raise QMPError(f"Invalid parameter type for '{name}', expected: {kind}")
+            raise QMPError(f"Invalid parameter type for '{path}', expected: {kind}")
     known = {name for name, _, _ in schema}
     for name in args:
         if name not in known:
-            raise QMPError(f"Parameter '{name}' is unexpected")
+            raise QMPError(f"Parameter '{prefix}{name}' is unexpected")
     if command in _STARTS:
         for name in args:
             if name in UNSUPPORTED:
-                raise QMPError(f"Parameter '{name}' is not modelled by blocksim")
+                raise QMPError(f"Parameter '{prefix}{name}' is not modelled by blocksim")
     return args
+
+
+#: QEMU 7.2's TransactionActionKind (qapi/transaction.json); blocksim
+#: models all but the snapshots and drive-backup
+TRANSACTION_KINDS = ("abort", "block-dirty-bitmap-add", "block-dirty-bitmap-remove",
+                     "block-dirty-bitmap-clear", "block-dirty-bitmap-enable",
+                     "block-dirty-bitmap-disable", "block-dirty-bitmap-merge", "blockdev-backup",
+                     "blockdev-snapshot", "blockdev-snapshot-sync",
+                     "blockdev-snapshot-internal-sync", "drive-backup")
+_TRANSACTION_MODELLED = TRANSACTION_KINDS[:8]
+
+
+def _check_transaction(args: dict) -> None:
+    """``transaction``'s arguments as QEMU's input visitor checks them:
+    each action's ``type`` and ``data`` (named by their full path,
+    ``actions[0].data.name``; an enum by its own name), then
+    ``properties``, then what is unexpected."""
+    if "actions" not in args:
+        raise QMPError("Parameter 'actions' is missing")
+    actions = args["actions"]
+    if not isinstance(actions, list):
+        raise QMPError("Invalid parameter type for 'actions', expected: array")
+    for i, entry in enumerate(actions):
+        where = f"actions[{i}]"
+        if not isinstance(entry, dict):
+            raise QMPError(f"Invalid parameter type for '{where}', expected: object")
+        if "type" not in entry:
+            raise QMPError(f"Parameter '{where}.type' is missing")
+        kind = entry["type"]
+        if not isinstance(kind, str):
+            raise QMPError(f"Invalid parameter type for '{where}.type', expected: string")
+        if kind not in TRANSACTION_KINDS:
+            raise QMPError(f"Parameter 'type' does not accept value '{kind}'")
+        if "data" not in entry:
+            raise QMPError(f"Parameter '{where}.data' is missing")
+        if not isinstance(entry["data"], dict):
+            raise QMPError(f"Invalid parameter type for '{where}.data', expected: object")
+        if kind not in _TRANSACTION_MODELLED:
+            raise QMPError(f"Transaction action '{kind}' is not modelled by blocksim")
+        check_arguments(kind if kind != "abort" else "query-status", entry["data"],
+                        f"{where}.data.")
+        for key in entry:
+            if key not in ("type", "data"):
+                raise QMPError(f"Parameter '{where}.{key}' is unexpected")
+    properties = args.get("properties", {})
+    if not isinstance(properties, dict):
+        raise QMPError("Invalid parameter type for 'properties', expected: object")
+    mode = properties.get("completion-mode", "individual")
+    if not isinstance(mode, str):
+        raise QMPError("Invalid parameter type for 'properties.completion-mode', expected: string")
+    if mode not in ("individual", "grouped"):
+        raise QMPError(f"Parameter 'completion-mode' does not accept value '{mode}'")
+    for key in properties:
+        if key != "completion-mode":
+            raise QMPError(f"Parameter 'properties.{key}' is unexpected")
+    for key in args:
+        if key not in ("actions", "properties"):
+            raise QMPError(f"Parameter '{key}' is unexpected")
 
 
 def _check_bitmap_refs(name: str, value) -> None:
@@ -369,6 +436,51 @@ def _start_job(session, command: str, args: dict):
     return {}
 
 
+def _transaction(session, args: dict):
+    """``transaction`` through the Monitor's (``blocksim.management.transaction``),
+    each blockdev-backup's job built from its QMP arguments as the command
+    alone builds it (:func:`_start_job`) when its turn comes: a refusal
+    there is that action's, after the actions before it were prepared."""
+    sim = session.sim
+    placed: list = []                   # (job id, job, the job it replaced)
+
+    def backup_job(data: dict):
+        try:
+            model, raw = _job_spec(sim, "blockdev-backup", data)
+            spec = model.model_validate(raw)
+        except QMPError as exc:
+            raise CommandError(exc.desc, exc.error_class) from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise CommandError(str(first.get("msg", exc)).removeprefix("Value error, ")) from None
+        job_id = data.get("job-id", raw["device"])
+        old = sim.jobs.get(job_id)
+        job = JOB_TYPES[spec.type](sim, job_id, spec)
+        if old is not None and old.status not in (None, "null"):
+            job.displaces = old         # (checked last: see _start_job)
+        sim.jobs[job_id] = job
+        placed.append((job_id, job, old))
+        return job
+
+    sim.monitor.backup_job = backup_job
+    try:
+        sim.monitor.execute("transaction", args)
+    finally:
+        sim.monitor.backup_job = None
+    entry = sim.monitor.commands[-1]
+    for job_id, job, old in reversed(placed):
+        if job.status is None:          # never created: as if never asked
+            if old is not None:
+                sim.jobs[job_id] = old
+            else:
+                del sim.jobs[job_id]
+        elif job.started_at is not None:
+            session.add_job_columns(job_id)
+    if "error" in entry:
+        raise QMPError(entry["error"]["desc"], entry["error"]["class"])
+    return {}
+
+
 # -- dispatch ---------------------------------------------------------------------
 def _advance(session, args):
     seconds = args.get("seconds")
@@ -441,6 +553,7 @@ _LOCAL = {
     "block-stream": lambda s, a: _start_job(s, "block-stream", a),
     "block-commit": lambda s, a: _start_job(s, "block-commit", a),
     "blockdev-backup": lambda s, a: _start_job(s, "blockdev-backup", a),
+    "transaction": lambda s, a: _transaction(s, a),
     "x-blocksim-advance": _advance,
     "x-blocksim-clock": _clock,
     "x-blocksim-fault-add": _fault_add,
@@ -456,12 +569,15 @@ _QEMU_NAMES = {"stop", "cont", "query-block-jobs", "query-jobs", "query-block", 
 # node names, sizes, write thresholds, and the same values here).
 #: Monitor commands a client may call: QEMU's under their QMP names, the
 #: others (thin-extend, guest-burst, ...) as x-blocksim-NAME; job-start
-#: (a scenario's manual job) has no QMP form
+#: (a scenario's manual job) has no QMP form, nor has the Monitor's
+#: transaction (its blockdev-backup names a scenario's job; QMP's carries
+#: the job's arguments, which serve does not take apart yet)
 _MONITOR = {(name if name in _QEMU_NAMES else f"x-blocksim-{name}"): name
-            for name in MONITOR_COMMANDS if name != "job-start" and name not in _LOCAL}
+            for name in MONITOR_COMMANDS
+            if name not in ("job-start", "transaction") and name not in _LOCAL}
 #: commands recorded in the run's record (start commands record themselves)
 _SELF_RECORDING = {"blockdev-mirror", "drive-mirror", "block-stream", "block-commit",
-                   "blockdev-backup"}
+                   "blockdev-backup", "transaction"}
 
 EXTENSIONS = tuple(sorted(name for name in set(_LOCAL) | set(_MONITOR)
                           if name.startswith("x-blocksim-")))

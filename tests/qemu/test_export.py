@@ -229,3 +229,28 @@ def test_bitmap_commands_go_to_the_format_node_below_blkdebug():
     msgs = [m for m in qmp_lines(qsd_script(load_scenario(spec)))
             if m["execute"] == "block-dirty-bitmap-add"]
     assert [m["arguments"]["node"] for m in msgs] == ["tgt-fmt", "src"]
+
+
+def test_a_transaction_carries_its_backup_and_names_format_nodes():
+    """A transaction's blockdev-backup is the job's start command inside it
+    (not sent again on its own), its bitmap actions name format nodes as the
+    commands alone do."""
+    spec = {"duration": "1s",
+            "images": {"src": {"size": "4MiB", "format": "qcow2"},
+                       "tgt": {"size": "4MiB", "format": "qcow2"}},
+            "drives": {"vda": {"image": "src"}},
+            "faults": [{"image": "src", "operation": "read", "errno": "EIO",
+                        "offset": "0", "length": "512"}],
+            "jobs": {"b": {"type": "backup", "device": "vda", "target": "tgt", "sync": "full",
+                           "start": "manual"}},
+            "actions": [{"at": "100ms", "command": "transaction", "arguments": {"actions": [
+                {"type": "block-dirty-bitmap-add", "data": {"node": "vda", "name": "c1"}},
+                {"type": "blockdev-backup", "data": {"job-id": "b"}}]}}]}
+    scenario = load_scenario(spec)
+    msgs = qmp_lines(qsd_script(scenario))
+    assert [m["execute"] for m in msgs].count("blockdev-backup") == 0
+    (tx,) = [m["arguments"] for m in msgs if m["execute"] == "transaction"]
+    add, backup = tx["actions"]
+    assert add["data"]["node"] == "src-fmt"
+    assert backup["data"] == translate(scenario).jobs["b"].arguments
+    assert backup["data"]["device"] == "src" and backup["data"]["job-id"] == "b"

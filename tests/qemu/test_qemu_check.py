@@ -367,6 +367,33 @@ def test_compare_reports_guest_writes_and_their_ranges_on_the_target():
     assert compare(plan, sim, sim) == []
 
 
+def test_compare_reports_every_named_bitmap_at_the_end():
+    """With named bitmaps in the run, each image's bitmaps and their dirty
+    bytes at the end are compared (what a transaction or a bitmap command
+    left), not only a backup's own bitmap."""
+    s = scenario(images={"src": {"size": "4MiB", "format": "qcow2",
+                                 "bitmaps": [{"name": "c0", "dirty": [{"offset": 0,
+                                                                       "length": "64KiB"}]}]},
+                         "dst": {"size": "4MiB"}},
+                 drives={"vda": {"image": "src"}},
+                 actions=[{"at": "100ms", "command": "transaction", "arguments": {"actions": [
+                     {"type": "block-dirty-bitmap-add", "data": {"node": "src", "name": "c1"}},
+                     {"type": "block-dirty-bitmap-clear", "data": {"node": "src", "name": "c0"}},
+                     {"type": "abort", "data": {}}]}}])
+    plan = translate(s)
+    assert plan.bitmaps
+    sim = check_mod.run_blocksim(plan)
+    # rolled back: c0 as it was, no c1
+    assert sim.bitmaps == {"src": {"c0": 65536}}
+    other = SideResult(events=sim.events, commands=sim.commands, jobs=sim.jobs,
+                       bitmaps={"src": {"c0": 0, "c1": 0}})
+    diffs = compare(plan, sim, other)
+    assert [(d.key, d.text) for d in diffs] == [
+        ("bitmaps.src", "blocksim {'c0': 65536}, QEMU {'c0': 0, 'c1': 0}")]
+    assert compare(plan, sim, sim) == []
+    assert not translate(scenario(jobs={"s": {"type": "stream", "device": "vda"}})).bitmaps
+
+
 def test_profile_rfc2012_is_noted():
     s = scenario(profile="rfc-2012", jobs={"s": {"type": "stream", "device": "vda"}})
     plan = translate(s)

@@ -535,6 +535,16 @@ BAD = [
     ({"jobs.j": {"type": "stream"}}, "jobs.j.device", "required key is missing"),
     ({"jobs.j": {"type": "stream", "device": "vdz"}}, "jobs.j.device", "unknown drive 'vdz'; defined drives: vda"),
     ({"jobs.j": {"type": "mirror", "device": "vda"}}, "jobs.j.target", "required for a job of type 'mirror'"),
+    # (the copy-before-write filter's own options, which 7.2's blockdev-backup does not take)
+    ({"jobs.j": {"type": "backup", "device": "vda", "target": "tgt", "sync": "full",
+                 "on-cbw-error": "break-snapshot"}}, "jobs.j.on-cbw-error",
+     "not an option of QEMU 7.2's blockdev-backup (only of a copy-before-write node made with "
+     "blockdev-add): a backup's copy-before-write always fails the guest's write when its copy "
+     "fails (break-guest-write) and never times out; allowed keys: type, device,"),
+    ({"jobs.j": {"type": "backup", "device": "vda", "target": "tgt", "sync": "full",
+                 "cbw-timeout": 5}}, "jobs.j.cbw-timeout", "not an option of QEMU 7.2's blockdev-backup"),
+    ({"jobs.j": {"type": "mirror", "device": "vda", "target": "tgt", "on-cbw-error": "x"}},
+     "jobs.j.on-cbw-error", "unknown key"),
     ({"jobs.j": {"type": "mirror", "device": "vda", "target": "nope"}}, "jobs.j.target",
      "unknown image 'nope'; defined images: disk, tgt"),
     ({"jobs.j": {"type": "mirror", "device": "vda", "target": "disk"}}, "jobs.j.target",

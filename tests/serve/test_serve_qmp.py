@@ -166,6 +166,60 @@ class Raw:
         self.sock.close()
 
 
+def test_a_transaction_with_a_backup_all_or_nothing(served):
+    """``transaction`` as libvirt sends it: its argument errors worded as
+    qemu-storage-daemon 7.2.22 words them (full paths), a refused last
+    action aborting the backup created before it, then the backup with its
+    checkpoint started."""
+    mon = QEMUMonitorProtocol(str(served.socket))
+    mon.connect(negotiate=True)
+    add = {"type": "block-dirty-bitmap-add", "data": {"node": "disk", "name": "c1"}}
+    backup = {"type": "blockdev-backup",
+              "data": {"job-id": "b", "device": "vda", "target": "copy", "sync": "full"}}
+    for arguments, desc in [
+            ({}, "Parameter 'actions' is missing"),
+            ({"actions": 5}, "Invalid parameter type for 'actions', expected: array"),
+            ({"actions": [{"data": {}}]}, "Parameter 'actions[0].type' is missing"),
+            ({"actions": [{"type": "nope", "data": {}}]},
+             "Parameter 'type' does not accept value 'nope'"),
+            ({"actions": [{"type": "block-dirty-bitmap-add"}]},
+             "Parameter 'actions[0].data' is missing"),
+            ({"actions": [add, {"type": "block-dirty-bitmap-add", "data": {"node": "disk"}}]},
+             "Parameter 'actions[1].data.name' is missing"),
+            ({"actions": [{**add, "data": {**add["data"], "bogus": 1}}]},
+             "Parameter 'actions[0].data.bogus' is unexpected"),
+            ({"actions": [{**add, "data": {**add["data"], "name": 5}}]},
+             "Invalid parameter type for 'actions[0].data.name', expected: string"),
+            ({"actions": [{"type": "blockdev-backup", "data": {"device": "vda", "target": "copy"}}]},
+             "Parameter 'actions[0].data.sync' is missing"),
+            ({"actions": [{**add, "extra": 1}]}, "Parameter 'actions[0].extra' is unexpected"),
+            ({"actions": [], "properties": {"completion-mode": "sometimes"}},
+             "Parameter 'completion-mode' does not accept value 'sometimes'"),
+            ({"actions": [{"type": "abort", "data": {}}]}, "Transaction aborted using Abort action"),
+            ({"actions": [{"type": "block-dirty-bitmap-add",
+                           "data": {"node": "nonode", "name": "x"}}]},
+             "Cannot find device='nonode' nor node-name='nonode'")]:
+        assert mon.cmd_raw("transaction", arguments)["error"]["desc"] == desc, arguments
+    assert mon.get_events(wait=False) == []         # (nothing was prepared)
+    answer = mon.cmd_raw("transaction", {"actions": [add, backup, add]})
+    assert answer["error"] == {"class": "GenericError", "desc": "Bitmap already exists: c1"}
+    assert [e["data"]["status"] for e in mon.get_events(wait=False)
+            if e["event"] == "JOB_STATUS_CHANGE"] == ["created", "aborting", "concluded", "null"]
+    mon.clear_events()
+    assert mon.cmd("query-block-jobs") == []
+    assert mon.cmd("transaction", actions=[add, backup]) == {}
+    # (the job's start drain, paused/running, comes as the served run goes on)
+    assert [e["data"]["status"] for e in mon.get_events(wait=False)
+            if e["event"] == "JOB_STATUS_CHANGE"] == ["created", "running"]
+    (job,) = mon.cmd("query-block-jobs")
+    assert (job["device"], job["type"]) == ("b", "backup")
+    assert mon.cmd_raw("block-dirty-bitmap-add", {"node": "disk", "name": "c1"})["error"][
+        "desc"] == "Bitmap already exists: c1"
+    mon.cmd("quit")
+    mon.close()
+    assert served.wait() == 0
+
+
 def test_a_command_before_negotiation_garbage_and_malformed_requests(served):
     raw = Raw(served.socket)
     assert raw.line()["QMP"]["version"]["qemu"] == {"micro": 22, "minor": 2, "major": 7}

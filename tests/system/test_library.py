@@ -186,6 +186,32 @@ EXPECTATIONS: dict[str, dict] = {
                                          "busy": False, "granularity": 65536, "count": 0}]}},
         "commands": [("blockdev-backup", ACCEPTED), ("job-start", ACCEPTED)],
     },
+    "backup-checkpoints-incremental-retry": {
+        "jobs": {
+            "full0": job(outcome="completed", final_status="null", end_event="BLOCK_JOB_COMPLETED",
+                         integrity="identical", errors=NO_ERRORS, len=64 * 1024 * 1024,
+                         statuses=BACKUP_COMPLETED),
+            "inc1": job(outcome="completed-with-error", final_status="null",
+                        end_event="BLOCK_JOB_COMPLETED", error=EIO, integrity="not-checked",
+                        errors={"report": 1, "ignore": 0, "stop": 0},
+                        statuses=BACKUP_START + ["aborting", "concluded", "null"]),
+            # c1 kept (bitmap-mode never): the retry copies as much again
+            "inc2": job(outcome="completed", final_status="null", end_event="BLOCK_JOB_COMPLETED",
+                        integrity="identical", errors=NO_ERRORS, len=16252928,
+                        statuses=BACKUP_COMPLETED)},
+        "order": ["BLOCK_JOB_COMPLETED", "BLOCK_JOB_ERROR write report", "BLOCK_JOB_COMPLETED",
+                  "BLOCK_JOB_COMPLETED"],
+        "vm": QUIET_VM,
+        "drives": {"vda": QUIET_DRIVE},
+        # c2, added by the failed attempt's transaction, records from then on;
+        # c1, disabled by it, holds what the two incrementals copied
+        "images": {"disk": {"bitmaps": [
+            {"name": "c2", "recording": True, "persistent": True, "busy": False,
+             "granularity": 65536, "count": 26148864},
+            {"name": "c1", "recording": False, "persistent": True, "busy": False,
+             "granularity": 65536, "count": 16252928}]}},
+        "commands": [("transaction", ACCEPTED), ("transaction", ACCEPTED), ("job-start", ACCEPTED)],
+    },
     "backup-flaky-target-which-policy-finishes": {
         "jobs": {"backup0": job(
             outcome="completed", final_status="null", end_event="BLOCK_JOB_COMPLETED",
