@@ -1246,8 +1246,240 @@ def grammar9(seed):
     return "\n".join(L) + "\n"
 
 
+def grammar10(seed):
+    """What the other grammars leave out of the job family: query-jobs
+    beside query-block-jobs at each status a job passes through, job-*
+    verbs against block-job-* ones on the same job (a user pause, an
+    error pause, READY, pending, concluded), block-dirty-bitmap-merge of
+    checkpoints into a temporary bitmap an incremental backup then uses
+    (merges into it and from it while the backup holds it, after it), and
+    an active mirror (write-blocking) whose target fails the writes a
+    guest burst mirrors, before and after READY, under each policy.
+    (The guest's own rerror/werror and stop/cont need a VM, which
+    qemu-storage-daemon has not: qemu-check skips them.)"""
+    rng = random.Random(seed)
+    kind = rng.choice(["merge", "merge", "verbs", "verbs", "active", "active"])
+    size = 4 * MIB
+    L = [f'name = "fz10-{seed}"', f'description = "random differential case {seed} ({kind})"',
+         f'duration = "{rng.choice([5, 6])}s"', ""]
+    S = _Script()
+    dev, ident, em = {"device": "j"}, {"id": "j"}, {"device": "j"}
+
+    def args_of(cmd):
+        return dev if cmd.startswith("block-job-") and cmd not in (
+            "block-job-finalize", "block-job-dismiss") else ident
+
+    def verb(cmd, on=None, delay=0, match=None, at=None, **kw):
+        if at is not None:
+            S.at(at, cmd, args_of(cmd))
+        else:
+            S.on(on, delay, cmd, args_of(cmd), match=match, **kw)
+
+    if kind == "merge":
+        ex1, ex2 = extents(rng, size, rng.randint(1, 2)), extents(rng, size, rng.randint(1, 2))
+        d1 = ", ".join(f'{{offset = "{o}", length = "{n}"}}' for o, n in ex1)
+        d2 = ", ".join(f'{{offset = "{o}", length = "{n}"}}' for o, n in ex2)
+        g2 = rng.choice([None, 131072, 32768])
+        L += ["[images.src]", f'size = "{size}"', f"data = {data(rng, size)}",
+              f'bitmaps = [{{name = "c1", dirty = [{d1}]}}, {{name = "c2", dirty = [{d2}]'
+              + (f', granularity = "{g2}"' if g2 else "")
+              + f", recording = {_toml(rng.random() < 0.5)}}}]", ""]
+        L += ["[images.tgt]", f'size = "{size}"', "", "[images.tgt2]", f'size = "{size}"', ""]
+        L += ["[drives.vda]", 'image = "src"', 'werror = "report"', ""]
+        sync = rng.choice(["bitmap", "bitmap", "incremental"])
+        L += ["[jobs.j]", 'type = "backup"', 'device = "vda"', 'target = "tgt"',
+              f'sync = "{sync}"', 'bitmap = "tmp"']
+        if sync == "bitmap":
+            L.append(f'bitmap-mode = "{rng.choice(["on-success", "always", "never"])}"')
+        L.append(f'on-target-error = "{rng.choice(["report", "stop", "ignore"])}"')
+        L += [f"speed = {rng.choice([256 * KIB, 512 * KIB])}", 'start = "manual"']
+        manual_fin = rng.random() < 0.3
+        if manual_fin:
+            L.append("auto-finalize = false")
+        L.append("")
+        second = rng.random() < 0.5
+        if second:
+            # the next incremental backup, of a checkpoint the merge left alone
+            L += ["[jobs.k]", 'type = "backup"', 'device = "vda"', 'target = "tgt2"',
+                  'sync = "incremental"', f'bitmap = "{rng.choice(["c1", "c2", "tmp"])}"',
+                  f"speed = {MIB}", 'start = "manual"', ""]
+        if rng.random() < 0.4:
+            _fault(L, rng, "tgt", "write", size, None, rng.choice(["once", None]),
+                   rng.choice([o for o, _n in ex1 + ex2]))
+        gt = rng.choice([None, None, 65536, 131072])
+        add = {"node": "src", "name": "tmp", "disabled": rng.random() < 0.7}
+        if gt:
+            add["granularity"] = gt
+        S.at(100, "block-dirty-bitmap-add", add)
+        srcs = rng.choice([['"c1"', '"c2"'], ['"c1"'], ['"c2"', '"c1"'], ['"c1"', '"nosuch"']])
+        S.at(200, "block-dirty-bitmap-merge", None)
+        S.tables[-1] += f'\narguments = {{node = "src", target = "tmp", bitmaps = [{", ".join(srcs)}]}}'
+        if rng.random() < 0.3:
+            S.at(250, "block-dirty-bitmap-merge", None)
+            S.tables[-1] += '\narguments = {node = "src", target = "tmp", bitmaps = ["c2"]}'
+        if rng.random() < 0.4:
+            off = rng.randrange(0, size // (64 * KIB)) * 64 * KIB
+            S.at(300, "guest-burst", {"drive": "vda", "rw": "write", "bs": "64KiB", "offset": off,
+                                      "number-ios": 1})
+        S.at(400, "job-start", {"id": "j"})
+        S.on("JOB_STATUS_CHANGE", rng.choice([0, 50]), "query-jobs", match={"id": "j", "status": "running"})
+        # merges while the backup holds tmp: into it, and from it
+        for _ in range(rng.choice([0, 1, 2])):
+            into = rng.random() < 0.5
+            a = ('{node = "src", target = "tmp", bitmaps = ["c1"]}' if into
+                 else '{node = "src", target = "c1", bitmaps = ["tmp"]}')
+            S.on("JOB_STATUS_CHANGE", rng.choice([100, 200]), "block-dirty-bitmap-merge", None,
+                 match={"id": "j", "status": "running"})
+            S.tables[-1] += f"\narguments = {a}"
+        for _ in range(rng.choice([0, 1, 2])):
+            off = rng.randrange(0, size // (64 * KIB)) * 64 * KIB
+            S.at(rng.choice([700, 1500, 2500]), "guest-burst",
+                 {"drive": "vda", "rw": "write", "bs": rng.choice(["4KiB", "64KiB"]), "offset": off,
+                  "number-ios": rng.choice([1, 2])})
+        S.on("BLOCK_JOB_ERROR", 100, "query-jobs", match=em)
+        S.on("BLOCK_JOB_ERROR", 300, rng.choice(["block-job-resume", "job-resume"]), None, match=em,
+             repeat=True)
+        S.tables[-1] += "\narguments = " + ('{device = "j"}' if "block-job" in S.tables[-1] else '{id = "j"}')
+        if manual_fin:
+            S.on("JOB_STATUS_CHANGE", 100, "query-jobs", match={"id": "j", "status": "pending"})
+            S.on("JOB_STATUS_CHANGE", 200, rng.choice(["block-job-finalize", "job-finalize"]), ident,
+                 match={"id": "j", "status": "pending"})
+        # after the backup: merge tmp back into a checkpoint, remove it
+        S.on("JOB_STATUS_CHANGE", 100, "block-dirty-bitmap-merge", None, match={"id": "j", "status": "null"})
+        S.tables[-1] += '\narguments = {node = "src", target = "c1", bitmaps = ["tmp"]}'
+        if second:
+            S.on("JOB_STATUS_CHANGE", 200, "job-start", {"id": "k"}, match={"id": "j", "status": "null"})
+            S.on("JOB_STATUS_CHANGE", 100, "query-jobs", match={"id": "k", "status": "concluded"})
+        elif rng.random() < 0.5:
+            S.on("JOB_STATUS_CHANGE", 300, "block-dirty-bitmap-remove", {"node": "src", "name": "tmp"},
+                 match={"id": "j", "status": "null"})
+    else:
+        if kind == "active":
+            jk = "mirror-active"
+        else:
+            jk = rng.choice(["mirror", "mirror-active", "commit-active", "commit-int", "backup", "stream"])
+        if jk.startswith("mirror") or jk == "backup":
+            L += ["[images.src]", f'size = "{size}"', f"data = {data(rng, size)}", "",
+                  "[images.dst]", f'size = "{size}"', ""]
+            drive = "src"
+            if jk == "backup":
+                job = {"type": "backup", "target": "dst", "sync": rng.choice(["full", "full", "none"])}
+            else:
+                job = {"type": "mirror", "target": "dst", "sync": rng.choice(["full", "full", "none"])}
+                if jk == "mirror-active":
+                    job["copy-mode"] = "write-blocking"
+            pols = ["on-source-error", "on-target-error"]
+            fnode = "dst"
+        elif jk == "commit-int":
+            L += ["[images.base]", f'size = "{size}"', f"data = {data(rng, size)}", "",
+                  "[images.mid]", f'size = "{size}"', 'backing = "base"', f"data = {data(rng, size)}", "",
+                  "[images.top]", f'size = "{size}"', 'backing = "mid"', f"data = {data(rng, size)}", ""]
+            drive = "top"; job = {"type": "commit", "top": "mid", "base": "base"}
+            pols = ["on-error"]; fnode = "base"
+        else:
+            L += ["[images.base]", f'size = "{size}"', f"data = {data(rng, size)}", "",
+                  "[images.top]", f'size = "{size}"', 'backing = "base"', f"data = {data(rng, size)}", ""]
+            drive = "top"
+            if jk == "stream":
+                job = {"type": "stream"}; fnode = "base"
+            else:
+                job = {"type": "commit", "base": "base"}; fnode = "base"
+            pols = ["on-error"]
+        ready = jk.startswith("mirror") or jk == "commit-active"
+        L += ["[drives.vda]", f'image = "{drive}"', f'werror = "{rng.choice(["report", "ignore"])}"', ""]
+        L += ["[jobs.j]", 'device = "vda"'] + [f"{k} = {_toml(v)}" for k, v in job.items()]
+        policy = rng.choice(["report", "stop", "stop", "ignore", "enospc"])
+        for p in pols:
+            if p != "on-source-error" or rng.random() < 0.3:
+                L.append(f'{p} = "{policy}"')
+        L.append(f"speed = {rng.choice([512 * KIB, MIB, 2 * MIB])}")
+        L.append('start = "100ms"')
+        manual_fin = rng.random() < 0.35
+        manual_dis = rng.random() < 0.35
+        if manual_fin:
+            L.append("auto-finalize = false")
+        if manual_dis:
+            L.append("auto-dismiss = false")
+        L.append("")
+        offs = [rng.randrange(0, size // (64 * KIB)) * 64 * KIB for _ in range(rng.choice([1, 2, 3]))]
+        if kind == "active":
+            # the target fails where the guest writes (the active write path)
+            # or where the background copy goes
+            for off in rng.sample(offs, rng.choice([1, len(offs)])):
+                _fault(L, rng, "dst", rng.choice(["write", "write", "write-zeroes"]), size, None,
+                       rng.choice(["once", "once", None]), off + rng.choice([0, 4096]))
+        elif rng.random() < 0.6:
+            op = "read" if jk == "stream" else rng.choice(["write", "write", "flush"])
+            _fault(L, rng, fnode, op, size, None, rng.choice(["once", "once", None]))
+        # guest bursts (not on a stream's or intermediate commit's disk)
+        if jk not in ("stream", "commit-int"):
+            times = rng.sample([300, 700, 1300, 2100, 3100], rng.choice([1, 2, 3]) if kind == "active" else rng.choice([0, 1]))
+            for t, off in zip(sorted(times), offs * 3):
+                S.at(t, "guest-burst", {"drive": "vda", "rw": "write", "bs": rng.choice(["4KiB", "64KiB"]),
+                                        "offset": off, "number-ios": rng.choice([1, 2])})
+        # verbs, each followed by query-jobs (the statuses they leave)
+        S.on("JOB_STATUS_CHANGE", 50, "query-jobs", match={"id": "j", "status": "running"}, nth=1)
+        r = rng.random()
+        if r < 0.3:
+            t0 = rng.choice([300, 600])
+            verb(rng.choice(["job-pause", "block-job-pause"]), at=t0)
+            S.at(t0 + 100, "query-jobs")
+            if rng.random() < 0.5:
+                verb(rng.choice(["job-pause", "block-job-pause"]), at=t0 + 150)
+            verb(rng.choice(["job-complete", "job-finalize", "job-dismiss", "block-job-set-speed"]), at=t0 + 200)
+            if "set-speed" in S.tables[-1]:
+                S.tables[-1] = S.tables[-1].replace('{device = "j"}', f'{{device = "j", speed = {4 * MIB}}}')
+            verb(rng.choice(["job-resume", "block-job-resume"]), at=t0 + 300)
+            S.at(t0 + 350, "query-jobs")
+        elif r < 0.5:
+            verb(rng.choice(["job-complete", "block-job-complete", "job-finalize", "job-dismiss"]),
+                 at=rng.choice([200, 500]))
+        S.on("BLOCK_JOB_ERROR", 100, "query-jobs", match=em)
+        c = rng.random()
+        if c < 0.5:
+            verb(rng.choice(["job-resume", "block-job-resume"]), on="BLOCK_JOB_ERROR", delay=250,
+                 match=em, repeat=rng.random() < 0.5)
+            if rng.random() < 0.4:
+                verb(rng.choice(["job-pause", "block-job-pause"]), on="BLOCK_JOB_ERROR", delay=150, match=em)
+        elif c < 0.7:
+            verb(rng.choice(["job-cancel", "block-job-cancel"]), on="BLOCK_JOB_ERROR", delay=200, match=em)
+            S.on("BLOCK_JOB_ERROR", 300, "query-jobs", match=em)
+        elif c < 0.85:
+            verb(rng.choice(["job-complete", "block-job-complete"]), on="BLOCK_JOB_ERROR", delay=150, match=em)
+            verb("job-resume", on="BLOCK_JOB_ERROR", delay=300, match=em, repeat=True)
+        if ready:
+            rr = rng.random()
+            cmd = ("job-complete" if rr < 0.35 else "block-job-complete" if rr < 0.6
+                   else "block-job-cancel" if rr < 0.8 else "job-cancel")
+            verb(cmd, on="BLOCK_JOB_READY", delay=rng.choice([200, 400]), match=em)
+            S.on("BLOCK_JOB_READY", 100, "query-jobs", match=em)
+            if rng.random() < 0.3:
+                verb(rng.choice(["job-pause", "block-job-pause"]), on="BLOCK_JOB_READY", delay=50, match=em)
+                verb(rng.choice(["job-resume", "block-job-resume"]), on="BLOCK_JOB_READY", delay=150, match=em)
+        elif job["type"] == "backup" and job["sync"] == "none":
+            verb(rng.choice(["job-cancel", "block-job-cancel"]), at=rng.choice([1500, 3000]))
+        if manual_fin:
+            st = {"id": "j", "status": "pending"}
+            S.on("JOB_STATUS_CHANGE", 100, "query-jobs", match=st)
+            verb(rng.choice(["job-dismiss", "job-complete", "block-job-pause", "job-resume"]),
+                 on="JOB_STATUS_CHANGE", delay=150, match=st)
+            verb(rng.choice(["job-finalize", "block-job-finalize", "job-cancel"]),
+                 on="JOB_STATUS_CHANGE", delay=250, match=st)
+            if "cancel" in S.tables[-1]:
+                verb("job-finalize", on="JOB_STATUS_CHANGE", delay=350, match=st)
+        if manual_dis:
+            st = {"id": "j", "status": "concluded"}
+            S.on("JOB_STATUS_CHANGE", 100, "query-jobs", match=st)
+            verb(rng.choice(["job-finalize", "job-cancel", "block-job-resume", "job-pause"]),
+                 on="JOB_STATUS_CHANGE", delay=150, match=st)
+            verb(rng.choice(["job-dismiss", "block-job-dismiss"]), on="JOB_STATUS_CHANGE", delay=250, match=st)
+            S.on("JOB_STATUS_CHANGE", 300, "query-jobs", match=st)
+    L += S.tables
+    return "\n".join(L) + "\n"
+
+
 GRAMMARS = {1: grammar1, 2: grammar2, 3: grammar3, 4: grammar4, 5: grammar5, 6: grammar6,
-            7: grammar7, 8: grammar8, 9: grammar9}
+            7: grammar7, 8: grammar8, 9: grammar9, 10: grammar10}
 
 
 def main(argv=None) -> int:
