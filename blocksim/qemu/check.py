@@ -773,7 +773,7 @@ class _QemuRun:
                 info["outcome"] = "never-ready"
             else:
                 info["outcome"] = "ready" if status == "ready" else "running"
-            later = self._written_later(job)
+            later = self._written_later(job) or self._written_before(job)
             if info["outcome"] == "completed" and later is not None:
                 info["integrity_detail"] = later
             elif info["outcome"] == "completed":
@@ -824,6 +824,27 @@ class _QemuRun:
             if (job.type == "commit" and job.overlay is not None and other.type == "stream"
                     and other.image == job.overlay):
                 return f"job '{other_id}' changed the backing file of '{job.overlay}' afterwards"
+        return None
+
+    def _written_before(self, job) -> Optional[str]:
+        """Why an intermediate commit ``job`` cannot be judged against the
+        copy of its top taken before the run: a job QEMU started before it
+        wrote into its top or the top's backing chain (an active commit
+        into the same base, cancelled when READY, leaves the whole disk in
+        the base, which the top then reads where it allocates nothing), so
+        the top no longer reads as that copy when the commit starts (found
+        by grammar 8: fz8-2012)."""
+        if job.type != "commit" or job.overlay is None or job.id not in self.start_order:
+            return None
+        below, name = [], job.top
+        while name is not None:
+            below.append(name)
+            name = self.plan.images[name].backing
+        for other_id in self.start_order[:self.start_order.index(job.id)]:
+            other = self.plan.jobs[other_id]
+            wrote = other.base if other.type == "commit" else other.target
+            if wrote in below:
+                return f"job '{other_id}' wrote into '{wrote}' before it started"
         return None
 
     def _compare(self, a: Path, fmt_a: str, b: Path, fmt_b: str, what: str) -> Optional[str]:
