@@ -1394,7 +1394,11 @@ def grammar10(seed):
                 L.append(f'{p} = "{policy}"')
         L.append(f"speed = {rng.choice([512 * KIB, MIB, 2 * MIB])}")
         L.append('start = "100ms"')
-        manual_fin = rng.random() < 0.35
+        # (not with guest writes on a mirror's disk: a completed mirror
+        # holds its source drained until job-finalize, mirror_run's
+        # bdrv_drained_begin, which queues a guest's requests but not those
+        # of the NBD client qemu-check connects for each burst: fz10-2001)
+        manual_fin = kind != "active" and rng.random() < 0.35
         manual_dis = rng.random() < 0.35
         if manual_fin:
             L.append("auto-finalize = false")
@@ -1412,7 +1416,7 @@ def grammar10(seed):
             op = "read" if jk == "stream" else rng.choice(["write", "write", "flush"])
             _fault(L, rng, fnode, op, size, None, rng.choice(["once", "once", None]))
         # guest bursts (not on a stream's or intermediate commit's disk)
-        if jk not in ("stream", "commit-int"):
+        if jk not in ("stream", "commit-int") and not (manual_fin and ready):
             times = rng.sample([300, 700, 1300, 2100, 3100], rng.choice([1, 2, 3]) if kind == "active" else rng.choice([0, 1]))
             for t, off in zip(sorted(times), offs * 3):
                 S.at(t, "guest-burst", {"drive": "vda", "rw": "write", "bs": rng.choice(["4KiB", "64KiB"]),
@@ -1432,8 +1436,11 @@ def grammar10(seed):
             verb(rng.choice(["job-resume", "block-job-resume"]), at=t0 + 300)
             S.at(t0 + 350, "query-jobs")
         elif r < 0.5:
+            # (not at READY's reactions: a sync=none mirror is READY at
+            # 100 ms, and two verbs due at one instant reach QEMU a few ms
+            # apart, the first one's transition between them: fz10-2001)
             verb(rng.choice(["job-complete", "block-job-complete", "job-finalize", "job-dismiss"]),
-                 at=rng.choice([200, 500]))
+                 at=rng.choice([250, 650]))
         S.on("BLOCK_JOB_ERROR", 100, "query-jobs", match=em)
         c = rng.random()
         if c < 0.5:
