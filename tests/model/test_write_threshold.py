@@ -61,6 +61,12 @@ def test_write_zeroes_crosses_the_format_node_threshold_too():
 
 
 @pytest.mark.parametrize("threshold, amount", [
+    # below the L1 cluster: l2_allocate first writes the refcount block
+    # (host cluster 2, ends 196608; measured on QEMU 7.2, fz8-278)
+    (65536, 131072),
+    (150000, 46608),
+    (196000, 608),
+    (196700, 130980),       # inside the L1 cluster: the L1 entry is written after the L2 table
     (200000, 127680),       # inside the L1 cluster: the L2 table's write (ends 327680) fires
     (300000, 27680),        # inside the L2 table: its own write
     (330000, 63216),        # inside the data cluster: the data write (ends 393216)
