@@ -67,6 +67,9 @@ AGREE, DISAGREE, DOCUMENTED, ERROR, NOTHING = (
     "agree", "disagree", "documented difference", "error", "nothing to check")
 
 TOOL_TIMEOUT = 120.0
+#: How long the run waits, once nothing is left to do, for events not read
+#: yet (seconds); each one that comes restarts the wait.
+LAST_EVENTS_WAIT = 0.1
 #: What is compared of each job's results (the report shows the same rows).
 JOB_KEYS = ("outcome", "error", "integrity", "backing", "bitmap", "guest_on_target")
 _END_EVENTS = ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")
@@ -619,8 +622,18 @@ class _QemuRun:
                 else:
                     self._action(item)
             now = self._now()
-            if now >= duration or self._finished(queue):
+            if now >= duration:
                 break
+            if self._finished(queue):
+                # the events the last command or guest write raised may not
+                # have been read yet (a write threshold a final guest burst
+                # crossed was lost when nothing came after it); one may
+                # trigger an action still
+                event = qmp.get_event(LAST_EVENTS_WAIT)
+                if event is None:
+                    break
+                self._on_event(event, queue, seq, triggers)
+                continue
             wake = min(duration, queue[0][0]) if queue else duration
             event = qmp.get_event(max(0.0, min(wake - now, 0.25)))
             if event is not None:
