@@ -439,7 +439,7 @@ MUTATIONS = [
      "            elif min(page[1]) == 0:\n                return False",
      "            elif False:\n                return False"),
     ("threshold: the refcount block's write before a new L2 table left out", "blocksim/model/device.py",
-     "            ends.insert(0, 3 * cs)\n", ""),
+     "            ends.insert(0, 3 * cs)\n", "            pass\n"),
     ("threshold: a write's runs of new clusters taken as one write", "blocksim/model/device.py",
      "                    if done < new:\n", "                    if False:\n"),
     ("backup: a task over a backing chain ends where the data does, not the allocation",
