@@ -462,6 +462,18 @@ class _Script:
         self.tables.append("\n".join(a))
 
 
+def _manual_end(L, rng, fin, dis):
+    """``auto-finalize = false`` with probability ``fin`` (None: never, no
+    draw), then ``auto-dismiss = false`` with ``dis``: whether each was set."""
+    manual_fin = fin is not None and rng.random() < fin
+    manual_dis = rng.random() < dis
+    if manual_fin:
+        L.append("auto-finalize = false")
+    if manual_dis:
+        L.append("auto-dismiss = false")
+    return manual_fin, manual_dis
+
+
 def _fault(L, rng, node, op, size, errno=None, count=None, offset=None):
     L += ["[[faults]]", f'image = "{node}"', f'operation = "{op}"',
           f'errno = "{errno or rng.choice(["EIO", "EIO", "ENOSPC"])}"']
@@ -533,12 +545,7 @@ def grammar4(seed):
         L.append(f'granularity = "{rng.choice([65536, 131072, 262144])}"')
     if kind.startswith("mirror") and rng.random() < 0.3:
         L.append(f'buf-size = "{rng.choice([512 * KIB, MIB, 2 * MIB])}"')
-    manual_fin = rng.random() < 0.3
-    manual_dis = rng.random() < 0.3
-    if manual_fin:
-        L.append("auto-finalize = false")
-    if manual_dis:
-        L.append("auto-dismiss = false")
+    manual_fin, manual_dis = _manual_end(L, rng, 0.3, 0.3)
     L.append("")
     # faults: a persistent one, one once, or two once rules on one sector
     # (it fails twice), on one or two nodes; errno 28 or 5
@@ -1400,12 +1407,7 @@ def grammar10(seed):
         # holds its source drained until job-finalize, mirror_run's
         # bdrv_drained_begin, which queues a guest's requests but not those
         # of the NBD client qemu-check connects for each burst: fz10-2001)
-        manual_fin = kind != "active" and rng.random() < 0.35
-        manual_dis = rng.random() < 0.35
-        if manual_fin:
-            L.append("auto-finalize = false")
-        if manual_dis:
-            L.append("auto-dismiss = false")
+        manual_fin, manual_dis = _manual_end(L, rng, None if kind == "active" else 0.35, 0.35)
         L.append("")
         offs = [rng.randrange(0, size // (64 * KIB)) * 64 * KIB for _ in range(rng.choice([1, 2, 3]))]
         nfaults = 0
