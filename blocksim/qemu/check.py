@@ -369,6 +369,27 @@ def documented_differences(path: str) -> dict[str, str]:
     return out
 
 
+def overlay_backing(job, backing_of) -> Optional[str]:
+    """The backing file of an intermediate commit's overlay, the image above
+    its ``top`` (``backing_of(image)``: an image's backing file on that
+    side).  The overlay is the scenario's image above ``top``, unless an
+    earlier job dropped it from the drive's chain (an intermediate commit
+    of that image): then it is the image of the chain as it is now whose
+    backing file is ``top`` or ``base``.  (A dropped node keeps its own
+    backing link, and QEMU's bdrv_drop_intermediate rewrites the backing
+    file of every parent of the dropped ``top``, that node included: its
+    header named the base on QEMU, its old backing in blocksim, found by
+    grammar 8: fz8-2063.)"""
+    chain, name = [], job.image
+    while name is not None and name not in chain:
+        chain.append(name)
+        name = backing_of(name)
+    overlay = job.overlay
+    if overlay not in chain:
+        overlay = next((n for n in chain if backing_of(n) in (job.top, job.base)), overlay)
+    return backing_of(overlay)
+
+
 # -- the blocksim side ---------------------------------------------------------------
 def run_blocksim(plan: Plan) -> SideResult:
     t0 = time.monotonic()
@@ -384,8 +405,8 @@ def run_blocksim(plan: Plan) -> SideResult:
             top = sim.devices[job.image]
             info["backing"] = top.backing.name if top.backing is not None else None
         elif job.type == "commit" and job.overlay is not None:
-            overlay = sim.devices[job.overlay]
-            info["backing"] = overlay.backing.name if overlay.backing is not None else None
+            info["backing"] = overlay_backing(job, lambda name: (
+                sim.devices[name].backing.name if sim.devices[name].backing is not None else None))
         elif job.type == "mirror" and _guest_ranges(plan, job):
             src, tgt = sim.devices[job.image], sim.devices[job.target]
             info["guest_on_target"] = _on_target(
@@ -810,7 +831,7 @@ class _QemuRun:
                 info["backing"] = self._backing_of(job.image)
             elif job.type == "commit" and job.overlay is not None:
                 # (what the header says now: an earlier job may have changed it)
-                info["backing"] = self._backing_of(job.overlay)
+                info["backing"] = overlay_backing(job, self._backing_of)
             self.result.jobs[job_id] = info
 
     def _written_later(self, job) -> Optional[str]:
