@@ -839,7 +839,15 @@ class _QemuRun:
         a job QEMU started after it writes into the image it wrote (a
         commit's base, a mirror's or backup's target) or into that image's
         backing chain, so the image no longer reads as ``job`` left it (found by grammar 8: an intermediate
-        commit, then an active commit into the same base)."""
+        commit, then an active commit into the same base); a stream is
+        judged by its top's backing file, which a later stream of the same
+        top rewrites (fz8-2077)."""
+        if job.type == "stream" and job.id in self.start_order:
+            for other_id in self.start_order[self.start_order.index(job.id) + 1:]:
+                other = self.plan.jobs[other_id]
+                if other.type == "stream" and other.image == job.image:
+                    return f"job '{other_id}' changed the backing file of '{job.image}' afterwards"
+            return None
         own = job.base if job.type == "commit" else job.target
         if own is None or job.id not in self.start_order:
             return None
