@@ -702,7 +702,12 @@ class BackupJob(BlockJob):
         running QEMU 7.2: fz8-268, a write threshold on the target saw
         tasks of 512 KiB where blocksim made one of 1 MiB).  A single layer
         is read by content, its data and zero runs (its clusters allocated
-        as its data was written)."""
+        as its data was written).  Not modelled: qcow2 also ends the
+        extent where the host clusters stop being contiguous
+        (qcow2-cluster.c count_contiguous_subclusters), as after a guest
+        write allocated a cluster at the file's end next to one written
+        before; its two tasks then run together, in the thread pool's
+        order (docs/qemu-check.md, session 16)."""
         cs, size = self.cluster, self.size
         src = self.source
         content = src.content
