@@ -1,7 +1,7 @@
 """Random differential cases against real QEMU: scenarios drawn at random
-from nine grammars, for ``blocksim qemu-check``.
+from ten grammars, for ``blocksim qemu-check``.
 
-    python tests/qemu/differential.py OUT [--grammar 1..9] [--seeds 0:200]
+    python tests/qemu/differential.py OUT [--grammar 1..10] [--seeds 0:200]
     blocksim qemu-check OUT/ --json > report.json
 
 1. one job (stream, mirror, active mirror, commit, backup) on small images
@@ -48,7 +48,13 @@ from nine grammars, for ``blocksim qemu-check``.
    under enospc / stop / report (ignore for a one-shot), a query while
    paused and after the resume, a resume once "extended" (one-shot, a
    sector failing twice) or a cancel when it never is (persistent); guest
-   writes over the thresholds, ENOSPC on the disk.
+   writes over the thresholds, ENOSPC on the disk;
+10. what the others leave out of the job family: query-jobs at each
+   status, job-* verbs against block-job-* ones on one job (a user pause,
+   an error pause, READY, pending, concluded), block-dirty-bitmap-merge of
+   checkpoints into a temporary bitmap an incremental backup uses (merges
+   into it and from it while the backup holds it), an active mirror whose
+   target fails the writes a guest burst mirrors, under each policy.
 
 Not collected by pytest: it writes scenarios, it checks nothing itself.  A
 disagreement is a lead, not a verdict: real QEMU runs in real time, so cases
@@ -70,7 +76,13 @@ grammars 1 to 8, grammar 9) that writes into allocated qcow2 clusters
 cross the protocol node's threshold at their host offset, and three
 qemu-check fixes (a READY mirror's plain cancel completes without a pivot,
 an action's `match` on a threshold's node, the jobs still running at the
-end paused before the daemon's quit, whose drains woke them); see
+end paused before the daemon's quit, whose drains woke them); session
+16's (fresh seeds of grammars 1 to 9, grammar 10) that a backup's
+block-copy task over a chain ends where a layer's allocation changes, that
+qcow2 allocates a write's runs of new clusters one after the other and
+writes the refcount block before a new L2 table (the protocol node's
+threshold), four qemu-check fixes, and that QEMU's thread pool completes
+requests done together newest first (the mirror threshold "races"); see
 docs/qemu-check.md.
 
 What grammars 8 and 9 avoid, since it differs by timing alone: a second
@@ -82,7 +94,10 @@ commit's, a backup's: which copy allocates first is a race), reactions to
 a threshold and to an error a few ms apart (the two events come in either
 order), a job without a speed limit (the loop's commands would come after
 it), a pivot of the first job (qemu-check's jobs name the image node,
-which a pivot leaves behind).
+which a pivot leaves behind).  Grammar 10 avoids two commands due at one
+instant (QEMU gets them one after the other, the job running between
+them) and guest writes while a completed mirror waits for job-finalize
+(its drain holds a guest, not qemu-check's NBD client).
 """
 
 import argparse
