@@ -67,6 +67,9 @@ AGREE, DISAGREE, DOCUMENTED, ERROR, NOTHING = (
     "agree", "disagree", "documented difference", "error", "nothing to check")
 
 TOOL_TIMEOUT = 120.0
+#: How long the run waits, once nothing is left to do, for events not read
+#: yet (seconds); each one that comes restarts the wait.
+LAST_EVENTS_WAIT = 0.1
 #: What is compared of each job's results (the report shows the same rows).
 JOB_KEYS = ("outcome", "error", "integrity", "backing", "bitmap", "guest_on_target")
 _END_EVENTS = ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")
@@ -373,6 +376,27 @@ def documented_differences(path: str) -> dict[str, str]:
     return out
 
 
+def overlay_backing(job, backing_of) -> Optional[str]:
+    """The backing file of an intermediate commit's overlay, the image above
+    its ``top`` (``backing_of(image)``: an image's backing file on that
+    side).  The overlay is the scenario's image above ``top``, unless an
+    earlier job dropped it from the drive's chain (an intermediate commit
+    of that image): then it is the image of the chain as it is now whose
+    backing file is ``top`` or ``base``.  (A dropped node keeps its own
+    backing link, and QEMU's bdrv_drop_intermediate rewrites the backing
+    file of every parent of the dropped ``top``, that node included: its
+    header named the base on QEMU, its old backing in blocksim, found by
+    grammar 8: fz8-2063.)"""
+    chain, name = [], job.image
+    while name is not None and name not in chain:
+        chain.append(name)
+        name = backing_of(name)
+    overlay = job.overlay
+    if overlay not in chain:
+        overlay = next((n for n in chain if backing_of(n) in (job.top, job.base)), overlay)
+    return backing_of(overlay)
+
+
 # -- the blocksim side ---------------------------------------------------------------
 def run_blocksim(plan: Plan) -> SideResult:
     t0 = time.monotonic()
@@ -388,8 +412,8 @@ def run_blocksim(plan: Plan) -> SideResult:
             top = sim.devices[job.image]
             info["backing"] = top.backing.name if top.backing is not None else None
         elif job.type == "commit" and job.overlay is not None:
-            overlay = sim.devices[job.overlay]
-            info["backing"] = overlay.backing.name if overlay.backing is not None else None
+            info["backing"] = overlay_backing(job, lambda name: (
+                sim.devices[name].backing.name if sim.devices[name].backing is not None else None))
         elif job.type == "mirror" and _guest_ranges(plan, job):
             src, tgt = sim.devices[job.image], sim.devices[job.target]
             info["guest_on_target"] = _on_target(
@@ -628,8 +652,18 @@ class _QemuRun:
                 else:
                     self._action(item)
             now = self._now()
-            if now >= duration or self._finished(queue):
+            if now >= duration:
                 break
+            if self._finished(queue):
+                # the events the last command or guest write raised may not
+                # have been read yet (a write threshold a final guest burst
+                # crossed was lost when nothing came after it); one may
+                # trigger an action still
+                event = qmp.get_event(LAST_EVENTS_WAIT)
+                if event is None:
+                    break
+                self._on_event(event, queue, seq, triggers)
+                continue
             wake = min(duration, queue[0][0]) if queue else duration
             event = qmp.get_event(max(0.0, min(wake - now, 0.25)))
             if event is not None:
@@ -806,7 +840,7 @@ class _QemuRun:
                 info["outcome"] = "never-ready"
             else:
                 info["outcome"] = "ready" if status == "ready" else "running"
-            later = self._written_later(job)
+            later = self._written_later(job) or self._written_before(job)
             if info["outcome"] == "completed" and later is not None:
                 info["integrity_detail"] = later
             elif info["outcome"] == "completed":
@@ -830,7 +864,7 @@ class _QemuRun:
                 info["backing"] = self._backing_of(job.image)
             elif job.type == "commit" and job.overlay is not None:
                 # (what the header says now: an earlier job may have changed it)
-                info["backing"] = self._backing_of(job.overlay)
+                info["backing"] = overlay_backing(job, self._backing_of)
             self.result.jobs[job_id] = info
 
     def _written_later(self, job) -> Optional[str]:
@@ -838,7 +872,15 @@ class _QemuRun:
         a job QEMU started after it writes into the image it wrote (a
         commit's base, a mirror's or backup's target) or into that image's
         backing chain, so the image no longer reads as ``job`` left it (found by grammar 8: an intermediate
-        commit, then an active commit into the same base)."""
+        commit, then an active commit into the same base); a stream is
+        judged by its top's backing file, which a later stream of the same
+        top rewrites (fz8-2077)."""
+        if job.type == "stream" and job.id in self.start_order:
+            for other_id in self.start_order[self.start_order.index(job.id) + 1:]:
+                other = self.plan.jobs[other_id]
+                if other.type == "stream" and other.image == job.image:
+                    return f"job '{other_id}' changed the backing file of '{job.image}' afterwards"
+            return None
         own = job.base if job.type == "commit" else job.target
         if own is None or job.id not in self.start_order:
             return None
@@ -857,6 +899,27 @@ class _QemuRun:
             if (job.type == "commit" and job.overlay is not None and other.type == "stream"
                     and other.image == job.overlay):
                 return f"job '{other_id}' changed the backing file of '{job.overlay}' afterwards"
+        return None
+
+    def _written_before(self, job) -> Optional[str]:
+        """Why an intermediate commit ``job`` cannot be judged against the
+        copy of its top taken before the run: a job QEMU started before it
+        wrote into its top or the top's backing chain (an active commit
+        into the same base, cancelled when READY, leaves the whole disk in
+        the base, which the top then reads where it allocates nothing), so
+        the top no longer reads as that copy when the commit starts (found
+        by grammar 8: fz8-2012)."""
+        if job.type != "commit" or job.overlay is None or job.id not in self.start_order:
+            return None
+        below, name = [], job.top
+        while name is not None:
+            below.append(name)
+            name = self.plan.images[name].backing
+        for other_id in self.start_order[:self.start_order.index(job.id)]:
+            other = self.plan.jobs[other_id]
+            wrote = other.base if other.type == "commit" else other.target
+            if wrote in below:
+                return f"job '{other_id}' wrote into '{wrote}' before it started"
         return None
 
     def _compare(self, a: Path, fmt_a: str, b: Path, fmt_b: str, what: str) -> Optional[str]:

@@ -172,6 +172,33 @@ def test_sync_top_copies_only_the_top_image():
     assert gen_at(sim, "tgt", 0) == 0 and gen_at(sim, "tgt", 2 * MiB) != 0
 
 
+
+def test_a_task_ends_where_a_layer_of_the_chain_changes_its_allocation():
+    # The data reads on without a break across the two layers ([0, 512 KiB)
+    # in the base, [512 KiB, 1 MiB) in the top), but block_copy_block_status
+    # is bdrv_block_status_above, whose extent stops where the top's
+    # unallocated run ends: two tasks of 512 KiB, not one of 1 MiB (found by
+    # running QEMU 7.2: fz8-268; scenarios/qemu/backup-task-ends-where-a-
+    # layer-allocation-changes)
+    case = {"duration": "6s",
+            "images": {"base": {"size": 4 * MiB, "data": [{"offset": 0, "length": MiB // 2}]},
+                       "top": {"size": 4 * MiB, "backing": "base",
+                               "data": [{"offset": MiB // 2, "length": MiB // 2}]},
+                       "tgt": {"size": 4 * MiB}},
+            "drives": {"vda": {"image": "top"}},
+            "jobs": {JOB: {"type": "backup", "device": "vda", "target": "tgt", "sync": "full",
+                           "speed": "1MiB"}},
+            "actions": [at("0s", "block-set-write-threshold", **{"node-name": "tgt",
+                                                                 "write-threshold": MiB // 4})]}
+    sim, r = simulate(case)
+    assert job_summary(r)["outcome"] == "completed"
+    assert job_summary(r)["integrity"] == "identical"
+    tgt = sim.devices["tgt"]
+    assert tgt.writes == 2 and tgt.bytes_written == MiB       # two data tasks
+    crossed = event(r, "BLOCK_WRITE_THRESHOLD")
+    assert crossed["amount-exceeded"] == MiB // 2 - MiB // 4    # the first task's write
+
+
 def bitmap_case(mode: str, fail: bool) -> dict:
     """Bitmap b0 with 3 clusters dirty (0-128 KiB, 2 MiB), a throttled
     sync=bitmap backup, a guest write at 3 MiB meanwhile (to the successor),

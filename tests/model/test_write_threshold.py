@@ -61,6 +61,12 @@ def test_write_zeroes_crosses_the_format_node_threshold_too():
 
 
 @pytest.mark.parametrize("threshold, amount", [
+    # below the L1 cluster: l2_allocate first writes the refcount block
+    # (host cluster 2, ends 196608; measured on QEMU 7.2, fz8-278)
+    (65536, 131072),
+    (150000, 46608),
+    (196000, 608),
+    (196700, 130980),       # inside the L1 cluster: the L1 entry is written after the L2 table
     (200000, 127680),       # inside the L1 cluster: the L2 table's write (ends 327680) fires
     (300000, 27680),        # inside the L2 table: its own write
     (330000, 63216),        # inside the data cluster: the data write (ends 393216)
@@ -170,3 +176,22 @@ def test_protocol_node_clusters_allocated_under_a_threshold_lie_at_the_file_end(
     assert len(seen) == 1
     dev.submit_write(1900544, 65536)            # host cluster 25
     assert seen[1:] == [("d-file", 65024, 1638912)]
+
+
+def test_protocol_node_a_write_over_an_allocated_cluster_allocates_each_run_in_turn():
+    """qcow2_co_pwritev_part writes a request in pieces of host-contiguous
+    clusters (qcow2_alloc_host_offset stops a new run at the next
+    allocated cluster) and starts each piece's write before it allocates
+    the next, so the first run of new clusters crosses the protocol node's
+    threshold with its own end, not the end of all the request's new
+    clusters: on QEMU 7.2 an intermediate commit's 512 KiB chunk over a
+    base cluster already allocated crossed base-file's threshold one
+    cluster earlier than blocksim (grammar 9, fz9-2025;
+    scenarios/qemu/threshold-protocol-node-write-allocates-run-by-run).
+    Here: cluster 3 allocated (host 5, the file 6 clusters long), a write
+    of clusters 0..7 allocates 0..2 at hosts 6..8 (the file ends at 9
+    clusters, 589824), rewrites 3 at host 5, allocates 4..7 at 9..12."""
+    events, sim, _ = run(4 * MiB, [("disk-file", 409600)], [(0, MiB // 2)],
+                         data=[{"offset": 196608, "length": 65536}])
+    assert events == [("disk-file", 589824 - 409600, 409600)]
+    assert sim.devices["disk"].physical_size == 13 * 65536

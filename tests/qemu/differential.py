@@ -1,7 +1,7 @@
 """Random differential cases against real QEMU: scenarios drawn at random
-from nine grammars, for ``blocksim qemu-check``.
+from eleven grammars, for ``blocksim qemu-check``.
 
-    python tests/qemu/differential.py OUT [--grammar 1..9, 11] [--seeds 0:200]
+    python tests/qemu/differential.py OUT [--grammar 1..11] [--seeds 0:200]
     blocksim qemu-check OUT/ --json > report.json
 
 1. one job (stream, mirror, active mirror, commit, backup) on small images
@@ -49,6 +49,12 @@ from nine grammars, for ``blocksim qemu-check``.
    paused and after the resume, a resume once "extended" (one-shot, a
    sector failing twice) or a cancel when it never is (persistent); guest
    writes over the thresholds, ENOSPC on the disk;
+10. what the others leave out of the job family: query-jobs at each
+   status, job-* verbs against block-job-* ones on one job (a user pause,
+   an error pause, READY, pending, concluded), block-dirty-bitmap-merge of
+   checkpoints into a temporary bitmap an incremental backup uses (merges
+   into it and from it while the backup holds it), an active mirror whose
+   target fails the writes a guest burst mirrors, under each policy.
 11. transactions, as libvirt starts a backup with its checkpoint: bitmap
    actions, blockdev-backup and abort in random order, some refused and
    rolled back (grouped at times), commands after each whose answers show
@@ -74,7 +80,13 @@ grammars 1 to 8, grammar 9) that writes into allocated qcow2 clusters
 cross the protocol node's threshold at their host offset, and three
 qemu-check fixes (a READY mirror's plain cancel completes without a pivot,
 an action's `match` on a threshold's node, the jobs still running at the
-end paused before the daemon's quit, whose drains woke them); see
+end paused before the daemon's quit, whose drains woke them); session
+16's (fresh seeds of grammars 1 to 9, grammar 10) that a backup's
+block-copy task over a chain ends where a layer's allocation changes, that
+qcow2 allocates a write's runs of new clusters one after the other and
+writes the refcount block before a new L2 table (the protocol node's
+threshold), four qemu-check fixes, and that QEMU's thread pool completes
+requests done together newest first (the mirror threshold "races"); see
 docs/qemu-check.md.
 
 What grammars 8 and 9 avoid, since it differs by timing alone: a second
@@ -86,7 +98,10 @@ commit's, a backup's: which copy allocates first is a race), reactions to
 a threshold and to an error a few ms apart (the two events come in either
 order), a job without a speed limit (the loop's commands would come after
 it), a pivot of the first job (qemu-check's jobs name the image node,
-which a pivot leaves behind).
+which a pivot leaves behind).  Grammar 10 avoids two commands due at one
+instant (QEMU gets them one after the other, the job running between
+them) and guest writes while a completed mirror waits for job-finalize
+(its drain holds a guest, not qemu-check's NBD client).
 """
 
 import argparse
@@ -468,6 +483,18 @@ class _Script:
         self.tables.append("\n".join(a))
 
 
+def _manual_end(L, rng, fin, dis):
+    """``auto-finalize = false`` with probability ``fin`` (None: never, no
+    draw), then ``auto-dismiss = false`` with ``dis``: whether each was set."""
+    manual_fin = fin is not None and rng.random() < fin
+    manual_dis = rng.random() < dis
+    if manual_fin:
+        L.append("auto-finalize = false")
+    if manual_dis:
+        L.append("auto-dismiss = false")
+    return manual_fin, manual_dis
+
+
 def _fault(L, rng, node, op, size, errno=None, count=None, offset=None):
     L += ["[[faults]]", f'image = "{node}"', f'operation = "{op}"',
           f'errno = "{errno or rng.choice(["EIO", "EIO", "ENOSPC"])}"']
@@ -539,12 +566,7 @@ def grammar4(seed):
         L.append(f'granularity = "{rng.choice([65536, 131072, 262144])}"')
     if kind.startswith("mirror") and rng.random() < 0.3:
         L.append(f'buf-size = "{rng.choice([512 * KIB, MIB, 2 * MIB])}"')
-    manual_fin = rng.random() < 0.3
-    manual_dis = rng.random() < 0.3
-    if manual_fin:
-        L.append("auto-finalize = false")
-    if manual_dis:
-        L.append("auto-dismiss = false")
+    manual_fin, manual_dis = _manual_end(L, rng, 0.3, 0.3)
     L.append("")
     # faults: a persistent one, one once, or two once rules on one sector
     # (it fails twice), on one or two nodes; errno 28 or 5
@@ -1079,8 +1101,11 @@ def grammar8(seed):
         S.on("BLOCK_JOB_ERROR", 100, "job-start", {"id": "k"}, match={"device": "j"})
         S.on("BLOCK_JOB_ERROR", 300, "block-job-resume", {"device": "j"}, match={"device": "j"})
     else:
-        S.on("JOB_STATUS_CHANGE", rng.choice([0, 100]), "job-start", {"id": "k"},
-             match={"id": "j", "status": when})
+        # (not at once on the first one's "running": that is its start
+        # instant, and a first job failing at its first write has gone in
+        # QEMU a few ms later, when the second's start arrives: fz8-2088)
+        S.on("JOB_STATUS_CHANGE", rng.choice([0, 100]) if when != "running" else 100,
+             "job-start", {"id": "k"}, match={"id": "j", "status": when})
     S.on("JOB_STATUS_CHANGE", 50, "query-block-jobs", match={"id": "k", "status": "running"})
     for jid, kind in (("j", k1), ("k", k2)):
         if kind in ("mirror", "commit-active"):
@@ -1252,6 +1277,250 @@ def grammar9(seed):
     return "\n".join(L) + "\n"
 
 
+def grammar10(seed):
+    """What the other grammars leave out of the job family: query-jobs
+    beside query-block-jobs at each status a job passes through, job-*
+    verbs against block-job-* ones on the same job (a user pause, an
+    error pause, READY, pending, concluded), block-dirty-bitmap-merge of
+    checkpoints into a temporary bitmap an incremental backup then uses
+    (merges into it and from it while the backup holds it, after it), and
+    an active mirror (write-blocking) whose target fails the writes a
+    guest burst mirrors, before and after READY, under each policy.
+    (The guest's own rerror/werror and stop/cont need a VM, which
+    qemu-storage-daemon has not: qemu-check skips them.)"""
+    rng = random.Random(seed)
+    kind = rng.choice(["merge", "merge", "verbs", "verbs", "active", "active"])
+    size = 4 * MIB
+    L = [f'name = "fz10-{seed}"', f'description = "random differential case {seed} ({kind})"',
+         f'duration = "{rng.choice([5, 6])}s"', ""]
+    S = _Script()
+    dev, ident, em = {"device": "j"}, {"id": "j"}, {"device": "j"}
+
+    def args_of(cmd):
+        return dev if cmd.startswith("block-job-") and cmd not in (
+            "block-job-finalize", "block-job-dismiss") else ident
+
+    def verb(cmd, on=None, delay=0, match=None, at=None, **kw):
+        if at is not None:
+            S.at(at, cmd, args_of(cmd))
+        else:
+            S.on(on, delay, cmd, args_of(cmd), match=match, **kw)
+
+    if kind == "merge":
+        ex1, ex2 = extents(rng, size, rng.randint(1, 2)), extents(rng, size, rng.randint(1, 2))
+        d1 = ", ".join(f'{{offset = "{o}", length = "{n}"}}' for o, n in ex1)
+        d2 = ", ".join(f'{{offset = "{o}", length = "{n}"}}' for o, n in ex2)
+        g2 = rng.choice([None, 131072, 32768])
+        L += ["[images.src]", f'size = "{size}"', f"data = {data(rng, size)}",
+              f'bitmaps = [{{name = "c1", dirty = [{d1}]}}, {{name = "c2", dirty = [{d2}]'
+              + (f', granularity = "{g2}"' if g2 else "")
+              + f", recording = {_toml(rng.random() < 0.5)}}}]", ""]
+        L += ["[images.tgt]", f'size = "{size}"', "", "[images.tgt2]", f'size = "{size}"', ""]
+        L += ["[drives.vda]", 'image = "src"', 'werror = "report"', ""]
+        sync = rng.choice(["bitmap", "bitmap", "incremental"])
+        L += ["[jobs.j]", 'type = "backup"', 'device = "vda"', 'target = "tgt"',
+              f'sync = "{sync}"', 'bitmap = "tmp"']
+        if sync == "bitmap":
+            L.append(f'bitmap-mode = "{rng.choice(["on-success", "always", "never"])}"')
+        L.append(f'on-target-error = "{rng.choice(["report", "stop", "ignore"])}"')
+        L += [f"speed = {rng.choice([256 * KIB, 512 * KIB])}", 'start = "manual"']
+        manual_fin = rng.random() < 0.3
+        if manual_fin:
+            L.append("auto-finalize = false")
+        L.append("")
+        second = rng.random() < 0.5
+        if second:
+            # the next incremental backup, of a checkpoint the merge left alone
+            L += ["[jobs.k]", 'type = "backup"', 'device = "vda"', 'target = "tgt2"',
+                  'sync = "incremental"', f'bitmap = "{rng.choice(["c1", "c2", "tmp"])}"',
+                  f"speed = {MIB}", 'start = "manual"', ""]
+        if rng.random() < 0.4:
+            _fault(L, rng, "tgt", "write", size, None, rng.choice(["once", None]),
+                   rng.choice([o for o, _n in ex1 + ex2]))
+        gt = rng.choice([None, None, 65536, 131072])
+        add = {"node": "src", "name": "tmp", "disabled": rng.random() < 0.7}
+        if gt:
+            add["granularity"] = gt
+        S.at(100, "block-dirty-bitmap-add", add)
+        srcs = rng.choice([['"c1"', '"c2"'], ['"c1"'], ['"c2"', '"c1"'], ['"c1"', '"nosuch"']])
+        S.at(200, "block-dirty-bitmap-merge", None)
+        S.tables[-1] += f'\narguments = {{node = "src", target = "tmp", bitmaps = [{", ".join(srcs)}]}}'
+        # (never an empty tmp: a backup with nothing to copy is done in a
+        # few ms, before any query on its start: fz10-2058)
+        if '"nosuch"' in srcs or rng.random() < 0.3:
+            S.at(250, "block-dirty-bitmap-merge", None)
+            S.tables[-1] += '\narguments = {node = "src", target = "tmp", bitmaps = ["c2"]}'
+        if rng.random() < 0.4:
+            off = rng.randrange(0, size // (64 * KIB)) * 64 * KIB
+            S.at(300, "guest-burst", {"drive": "vda", "rw": "write", "bs": "64KiB", "offset": off,
+                                      "number-ios": 1})
+        S.at(400, "job-start", {"id": "j"})
+        S.on("JOB_STATUS_CHANGE", 50, "query-jobs", match={"id": "j", "status": "running"})
+        # merges while the backup holds tmp: into it, and from it
+        for _ in range(rng.choice([0, 1, 2])):
+            into = rng.random() < 0.5
+            a = ('{node = "src", target = "tmp", bitmaps = ["c1"]}' if into
+                 else '{node = "src", target = "c1", bitmaps = ["tmp"]}')
+            S.on("JOB_STATUS_CHANGE", rng.choice([100, 200]), "block-dirty-bitmap-merge", None,
+                 match={"id": "j", "status": "running"})
+            S.tables[-1] += f"\narguments = {a}"
+        for _ in range(rng.choice([0, 1, 2])):
+            off = rng.randrange(0, size // (64 * KIB)) * 64 * KIB
+            S.at(rng.choice([700, 1500, 2500]), "guest-burst",
+                 {"drive": "vda", "rw": "write", "bs": rng.choice(["4KiB", "64KiB"]), "offset": off,
+                  "number-ios": rng.choice([1, 2])})
+        S.on("BLOCK_JOB_ERROR", 100, "query-jobs", match=em)
+        S.on("BLOCK_JOB_ERROR", 300, rng.choice(["block-job-resume", "job-resume"]), None, match=em,
+             repeat=True)
+        S.tables[-1] += "\narguments = " + ('{device = "j"}' if "block-job" in S.tables[-1] else '{id = "j"}')
+        if manual_fin:
+            S.on("JOB_STATUS_CHANGE", 100, "query-jobs", match={"id": "j", "status": "pending"})
+            S.on("JOB_STATUS_CHANGE", 200, rng.choice(["block-job-finalize", "job-finalize"]), ident,
+                 match={"id": "j", "status": "pending"})
+        # after the backup: merge tmp back into a checkpoint, remove it
+        S.on("JOB_STATUS_CHANGE", 100, "block-dirty-bitmap-merge", None, match={"id": "j", "status": "null"})
+        S.tables[-1] += '\narguments = {node = "src", target = "c1", bitmaps = ["tmp"]}'
+        if second:
+            S.on("JOB_STATUS_CHANGE", 200, "job-start", {"id": "k"}, match={"id": "j", "status": "null"})
+            S.on("JOB_STATUS_CHANGE", 100, "query-jobs", match={"id": "k", "status": "concluded"})
+        elif rng.random() < 0.5:
+            S.on("JOB_STATUS_CHANGE", 300, "block-dirty-bitmap-remove", {"node": "src", "name": "tmp"},
+                 match={"id": "j", "status": "null"})
+    else:
+        if kind == "active":
+            jk = "mirror-active"
+        else:
+            jk = rng.choice(["mirror", "mirror-active", "commit-active", "commit-int", "backup", "stream"])
+        if jk.startswith("mirror") or jk == "backup":
+            L += ["[images.src]", f'size = "{size}"', f"data = {data(rng, size)}", "",
+                  "[images.dst]", f'size = "{size}"', ""]
+            drive = "src"
+            if jk == "backup":
+                job = {"type": "backup", "target": "dst", "sync": rng.choice(["full", "full", "none"])}
+            else:
+                job = {"type": "mirror", "target": "dst", "sync": rng.choice(["full", "full", "none"])}
+                if jk == "mirror-active":
+                    job["copy-mode"] = "write-blocking"
+            pols = ["on-source-error", "on-target-error"]
+            fnode = "dst"
+        elif jk == "commit-int":
+            L += ["[images.base]", f'size = "{size}"', f"data = {data(rng, size)}", "",
+                  "[images.mid]", f'size = "{size}"', 'backing = "base"', f"data = {data(rng, size)}", "",
+                  "[images.top]", f'size = "{size}"', 'backing = "mid"', f"data = {data(rng, size)}", ""]
+            drive = "top"; job = {"type": "commit", "top": "mid", "base": "base"}
+            pols = ["on-error"]; fnode = "base"
+        else:
+            L += ["[images.base]", f'size = "{size}"', f"data = {data(rng, size)}", "",
+                  "[images.top]", f'size = "{size}"', 'backing = "base"', f"data = {data(rng, size)}", ""]
+            drive = "top"
+            if jk == "stream":
+                job = {"type": "stream"}; fnode = "base"
+            else:
+                job = {"type": "commit", "base": "base"}; fnode = "base"
+            pols = ["on-error"]
+        ready = jk.startswith("mirror") or jk == "commit-active"
+        L += ["[drives.vda]", f'image = "{drive}"', f'werror = "{rng.choice(["report", "ignore"])}"', ""]
+        L += ["[jobs.j]", 'device = "vda"'] + [f"{k} = {_toml(v)}" for k, v in job.items()]
+        policy = rng.choice(["report", "stop", "stop", "ignore", "enospc"])
+        for p in pols:
+            if p != "on-source-error" or rng.random() < 0.3:
+                L.append(f'{p} = "{policy}"')
+        L.append(f"speed = {rng.choice([512 * KIB, MIB, 2 * MIB])}")
+        L.append('start = "100ms"')
+        # (not with guest writes on a mirror's disk: a completed mirror
+        # holds its source drained until job-finalize, mirror_run's
+        # bdrv_drained_begin, which queues a guest's requests but not those
+        # of the NBD client qemu-check connects for each burst: fz10-2001)
+        manual_fin, manual_dis = _manual_end(L, rng, None if kind == "active" else 0.35, 0.35)
+        L.append("")
+        offs = [rng.randrange(0, size // (64 * KIB)) * 64 * KIB for _ in range(rng.choice([1, 2, 3]))]
+        nfaults = 0
+        if kind == "active":
+            # the target fails where the guest writes (the active write path)
+            # or where the background copy goes
+            for off in rng.sample(offs, rng.choice([1, len(offs)])):
+                nfaults += 1
+                _fault(L, rng, "dst", rng.choice(["write", "write", "write-zeroes"]), size, None,
+                       rng.choice(["once", "once", None]), off + rng.choice([0, 4096]))
+        elif rng.random() < 0.6:
+            op = "read" if jk == "stream" else rng.choice(["write", "write", "flush"])
+            _fault(L, rng, fnode, op, size, None, rng.choice(["once", "once", None]))
+            nfaults += 1
+        # guest bursts (not on a stream's or intermediate commit's disk)
+        if jk not in ("stream", "commit-int") and not (manual_fin and ready):
+            # (at odd ms: never at a verb's or a reaction's instant, which
+            # QEMU sees in either order: fz10-2092)
+            times = rng.sample([330, 770, 1330, 2170, 3130], rng.choice([1, 2, 3]) if kind == "active" else rng.choice([0, 1]))
+            for t, off in zip(sorted(times), offs * 3):
+                S.at(t, "guest-burst", {"drive": "vda", "rw": "write", "bs": rng.choice(["4KiB", "64KiB"]),
+                                        "offset": off, "number-ios": rng.choice([1, 2])})
+        # verbs, each followed by query-jobs (the statuses they leave)
+        S.on("JOB_STATUS_CHANGE", 50, "query-jobs", match={"id": "j", "status": "running"}, nth=1)
+        r = rng.random()
+        if r < 0.3:
+            t0 = rng.choice([300, 600])
+            verb(rng.choice(["job-pause", "block-job-pause"]), at=t0)
+            S.at(t0 + 100, "query-jobs")
+            if rng.random() < 0.5:
+                verb(rng.choice(["job-pause", "block-job-pause"]), at=t0 + 150)
+            verb(rng.choice(["job-complete", "job-finalize", "job-dismiss", "block-job-set-speed"]), at=t0 + 200)
+            if "set-speed" in S.tables[-1]:
+                S.tables[-1] = S.tables[-1].replace('{device = "j"}', f'{{device = "j", speed = {4 * MIB}}}')
+            verb(rng.choice(["job-resume", "block-job-resume"]), at=t0 + 300)
+            S.at(t0 + 350, "query-jobs")
+        elif r < 0.5:
+            # (not at READY's reactions: a sync=none mirror is READY at
+            # 100 ms, and two verbs due at one instant reach QEMU a few ms
+            # apart, the first one's transition between them: fz10-2001)
+            verb(rng.choice(["job-complete", "block-job-complete", "job-finalize", "job-dismiss"]),
+                 at=rng.choice([250, 650]))
+        S.on("BLOCK_JOB_ERROR", 100, "query-jobs", match=em)
+        c = rng.random()
+        if c < 0.5:
+            # (repeated only with one fault: two errors of one pass, at one
+            # instant, would send two resumes at one instant, which reach
+            # QEMU apart, the job failing again between them: fz10-2157)
+            verb(rng.choice(["job-resume", "block-job-resume"]), on="BLOCK_JOB_ERROR", delay=250,
+                 match=em, repeat=nfaults == 1 and rng.random() < 0.5)
+            if rng.random() < 0.4:
+                verb(rng.choice(["job-pause", "block-job-pause"]), on="BLOCK_JOB_ERROR", delay=150, match=em)
+        elif c < 0.7:
+            verb(rng.choice(["job-cancel", "block-job-cancel"]), on="BLOCK_JOB_ERROR", delay=200, match=em)
+            S.on("BLOCK_JOB_ERROR", 300, "query-jobs", match=em)
+        elif c < 0.85:
+            verb(rng.choice(["job-complete", "block-job-complete"]), on="BLOCK_JOB_ERROR", delay=150, match=em)
+            verb("job-resume", on="BLOCK_JOB_ERROR", delay=300, match=em, repeat=nfaults == 1)
+        if ready:
+            rr = rng.random()
+            cmd = ("job-complete" if rr < 0.35 else "block-job-complete" if rr < 0.6
+                   else "block-job-cancel" if rr < 0.8 else "job-cancel")
+            verb(cmd, on="BLOCK_JOB_READY", delay=rng.choice([200, 400]), match=em)
+            S.on("BLOCK_JOB_READY", 100, "query-jobs", match=em)
+            if rng.random() < 0.3:
+                verb(rng.choice(["job-pause", "block-job-pause"]), on="BLOCK_JOB_READY", delay=50, match=em)
+                verb(rng.choice(["job-resume", "block-job-resume"]), on="BLOCK_JOB_READY", delay=150, match=em)
+        elif job["type"] == "backup" and job["sync"] == "none":
+            verb(rng.choice(["job-cancel", "block-job-cancel"]), at=rng.choice([1500, 3000]))
+        if manual_fin:
+            st = {"id": "j", "status": "pending"}
+            S.on("JOB_STATUS_CHANGE", 100, "query-jobs", match=st)
+            verb(rng.choice(["job-dismiss", "job-complete", "block-job-pause", "job-resume"]),
+                 on="JOB_STATUS_CHANGE", delay=150, match=st)
+            verb(rng.choice(["job-finalize", "block-job-finalize", "job-cancel"]),
+                 on="JOB_STATUS_CHANGE", delay=250, match=st)
+            if "cancel" in S.tables[-1]:
+                verb("job-finalize", on="JOB_STATUS_CHANGE", delay=350, match=st)
+        if manual_dis:
+            st = {"id": "j", "status": "concluded"}
+            S.on("JOB_STATUS_CHANGE", 100, "query-jobs", match=st)
+            verb(rng.choice(["job-finalize", "job-cancel", "block-job-resume", "job-pause"]),
+                 on="JOB_STATUS_CHANGE", delay=150, match=st)
+            verb(rng.choice(["job-dismiss", "block-job-dismiss"]), on="JOB_STATUS_CHANGE", delay=250, match=st)
+            S.on("JOB_STATUS_CHANGE", 300, "query-jobs", match=st)
+    L += S.tables
+    return "\n".join(L) + "\n"
+
+
 def grammar11(seed):
     """Transactions, as libvirt starts backups with their checkpoints: one to
     three ``transaction`` commands, each of one to four actions (a bitmap
@@ -1360,7 +1629,7 @@ def grammar11(seed):
 
 
 GRAMMARS = {1: grammar1, 2: grammar2, 3: grammar3, 4: grammar4, 5: grammar5, 6: grammar6,
-            7: grammar7, 8: grammar8, 9: grammar9, 11: grammar11}
+            7: grammar7, 8: grammar8, 9: grammar9, 10: grammar10, 11: grammar11}
 
 
 def main(argv=None) -> int:

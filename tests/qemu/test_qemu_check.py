@@ -781,3 +781,25 @@ def test_compare_skips_an_integrity_qemu_could_not_judge():
     assert compare(plan, a, b) == []
     c = SideResult(jobs={"s": {"outcome": "completed", "error": None, "integrity": "not-checked"}})
     assert [d.key for d in compare(plan, a, c)] == ["s.integrity"]
+
+
+def test_an_intermediate_commit_after_its_overlay_was_dropped_judges_the_image_above_it_now():
+    # base <- m1 <- m2 <- top: an earlier commit of m2 into m1 dropped m2
+    # (top is backed by m1), then m1 is committed into base.  QEMU rewrote
+    # the dropped m2's header to name the base too (bdrv_drop_intermediate
+    # updates every parent of m1, fz8-2063); blocksim leaves m2 as it was.
+    # Either way the overlay judged is top, the image above m1 now.
+    from types import SimpleNamespace
+    from blocksim.qemu.check import overlay_backing
+    job = SimpleNamespace(image="top", top="m1", base="base", overlay="m2")
+    for m2_backing in ("base", "m1"):
+        headers = {"top": "base", "m2": m2_backing, "m1": "base", "base": None}
+        assert overlay_backing(job, headers.get) == "base"
+    # the commit failed: top still backed by m1
+    headers = {"top": "m1", "m2": "m1", "m1": "base", "base": None}
+    assert overlay_backing(job, headers.get) == "m1"
+    # no earlier job: the scenario's overlay, whatever the chain below it
+    headers = {"top": "m2", "m2": "base", "m1": "base", "base": None}
+    assert overlay_backing(job, headers.get) == "base"
+    headers["m2"] = "m1"
+    assert overlay_backing(job, headers.get) == "m1"
