@@ -61,6 +61,25 @@ from .clock import NEVER
 KERNEL = True
 
 
+def _reach(n: int, m: int, back: int, rate, start_at: int, issued: int, interval: float,
+           deadline: int, period: int) -> int:
+    """How far (request index, at most ``m``) a stretch at request ``n``,
+    the worker back at ``back``, may reach before ``deadline``: request
+    ``j`` is issued at its due time or later, or ``period`` after the one
+    before it at the soonest (an upper bound: the pages its compiled copies
+    ask ahead, blocksim.jobs.backup.BackupJob.learn_pages)."""
+    if deadline >= NEVER:
+        return m
+    if rate:
+        # (due[j] = start_at + int((issued + j) * interval) < deadline)
+        last = int((deadline - start_at) / interval) - issued + 1
+    elif period > 0:
+        last = n + (deadline - back) // period + 1
+    else:
+        return m
+    return max(n, min(m, last + 1))
+
+
 def advance(workload, write_filter) -> int:
     """Carry out the worker's next requests through ``write_filter`` while
     nothing else can happen; returns how many (0: none).  ``workload`` is at
@@ -130,9 +149,15 @@ def advance(workload, write_filter) -> int:
                 if (n != learned and not read_flags[k + n]
                         and write_filter.learn_page(int(offsets[k + n]), bs)):
                     # (a write on a source page whose data the filter had
-                    # not asked yet: asked now, and the kernel again)
+                    # not asked yet: asked now, with those of the writes
+                    # after it the stretch may reach, and the kernel again)
                     learned = n
                     idle = 0
+                    ahead = _reach(n, m, back, rate, start_at, issued, interval, deadline,
+                                   service + think)
+                    if ahead > n + 1:
+                        later = slice(k + n + 1, k + ahead)
+                        write_filter.learn_pages(offsets[later][~read_flags[later]], bs)
                     continue
                 # (request n: the Python loop's, below; a loop that hands
                 # back at once twice in a row is left out of this stretch)

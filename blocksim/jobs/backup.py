@@ -961,9 +961,26 @@ class BackupJob(BlockJob):
             while b < b1 and not seen.is_dirty(b):
                 b += 1
             a, z = b0 * cs, min(b * cs, self.size)
-            self._pit.set_runs(self.source.read_for_copy(a, z))
+            self._keep(a, z)
             seen.mark(a, z)
             b0 = b
+
+    def _keep(self, a: int, z: int) -> None:
+        """The witness takes what the source holds in ``[a, z)``:
+        ``set_runs(read_for_copy)``, or for a range inside one page of a
+        journaled source (no backing file) that holds data there, the
+        journal's read pasted at once (``ContentJournal.copy``, as the
+        quiet stretches' witness: nothing comes between the read and the
+        paste)."""
+        src = self.source
+        content = src.content
+        journal = content._journal
+        if src.backing is None and journal is not None and self._pit._journal is journal:
+            p = a >> content._shift
+            if p == (z - 1) >> content._shift and self._holds_data(content, p):
+                journal.copy(content, self._pit, p, a, z)
+                return
+        self._pit.set_runs(src.read_for_copy(a, z))
 
     # -- copy-before-write in quiet stretches (blocksim.engine.filtered) -------------------
     def quiet_nodes(self):
@@ -1025,6 +1042,30 @@ class BackupJob(BlockJob):
             return False
         self._holds_data(content, p)
         return True
+
+    def learn_pages(self, offsets: np.ndarray, length: int) -> int:
+        """:meth:`learn_page` for guest writes at each of ``offsets`` (an
+        int64 array) at once: the source pages not asked yet that those
+        inside one cluster of the disk (and one page) meet, asked now; how
+        many.  A stretch asks the pages of the writes it may reach when its
+        compiled copies first hand one back (blocksim.engine.filtered): one
+        hand-back for them all, not one each (an answer asked early is the
+        one asked later: the cache holds while the map's pages and zeroing
+        logs stay the same, and nothing of the stretch changes them)."""
+        content = self.source.content
+        if content._journal is None or not len(offsets):
+            return 0
+        cs, shift = self.cluster, content._shift
+        starts = offsets // cs * cs
+        ends = np.minimum(-(-(offsets + length) // cs) * cs, self.bcs.nbits * cs)
+        pages = starts >> shift
+        one = (ends == starts + cs) & (ends <= self.size) & (pages == (ends - 1) >> shift)
+        known = self._data_known(content)
+        pages = np.unique(pages[one])
+        pages = pages[np.frombuffer(known, dtype=np.uint8)[pages] == 0].tolist()
+        for p in pages:
+            self._holds_data(content, p)
+        return len(pages)
 
     def _copy_quietly(self, b0: int, b1: int, start: int, end: int, t: int, deadline: int):
         """:meth:`copy_before_quietly` of dirty clusters ``[b0, b1)`` of data."""
@@ -1211,6 +1252,9 @@ class BackupJob(BlockJob):
             seen_starts = seen_ends = np.zeros(1, dtype=np.int64)
         total, first = 0, None
         for a, b in self._copy_set:
+            # (the three maps' pages settled first, in the journal's bulk
+            # chunks, not a step's pages at a time: run_arrays reads them)
+            src.settle(a, b)
             for x0 in range(a, b, self.VERIFY_STEP):
                 x1 = min(x0 + self.VERIFY_STEP, b)
                 maps = [run_arrays(m, x0, x1)[1:] for m in (src, tgt, pit)]
