@@ -37,7 +37,8 @@ TESTS = ["tests/engine/test_clock.py", "tests/engine/test_stretch.py",
          "tests/jobs/test_job_verbs_same_instant.py", "tests/model/test_write_threshold.py",
          "tests/engine/test_rate_phases_shortcuts.py",
          "tests/jobs/test_backup.py", "tests/record/test_invariants.py",
-         "tests/model/test_allocation.py", "tests/engine/test_bulk_settle.py"]
+         "tests/model/test_allocation.py", "tests/engine/test_bulk_settle.py",
+         "tests/model/test_ledger.py"]
 TIMEOUT = 300
 
 # (name, file, text, replacement): each text must occur exactly once.
@@ -894,6 +895,25 @@ MUTATIONS = [
     ("backup: a stretch's page not asked yet not asked (learn_page)", "blocksim/jobs/backup.py",
      "        self._holds_data(content, p)\n        return True\n",
      "        return True\n"),
+    # session 16 (issue 17 item 6): the backup hour outside its copy loop
+    ("backup: a stretch's pages not asked ahead (learn_pages)", "blocksim/jobs/backup.py",
+     "        for p in pages:\n            self._holds_data(content, p)\n        return len(pages)\n",
+     "        return len(pages)\n"),
+    ("filtered: a stretch's reach for its pages stopping at the hand-back",
+     "blocksim/engine/filtered.py",
+     "    return max(n, min(m, last + 1))", "    return n"),
+    ("backup: the witness pasted at once over two pages", "blocksim/jobs/backup.py",
+     "            if p == (z - 1) >> content._shift and self._holds_data(content, p):",
+     "            if self._holds_data(content, p):"),
+    ("backup_kernel: the copies' clusters set one by one where a copy spans several",
+     "blocksim/engine/backup_kernel.py",
+     "            if tgt.cluster_size == cs:", "            if True:"),
+    ("ledger: a short extend's offset off the blocks taken as a block", "blocksim/model/ledger.py",
+     "        if o < 0 or q * unit != o or q > 0xFFFFFFFF:",
+     "        if o < 0 or q > 0xFFFFFFFF:"),
+    ("ledger: a short extend's block past a compact column taken", "blocksim/model/ledger.py",
+     "        if o < 0 or q * unit != o or q > 0xFFFFFFFF:",
+     "        if o < 0 or q * unit != o:"),
     # session 15 (issue 19 item 4): the search's eight words at a time (the
     # prefetches change nothing: no rule, no mutation)
     ("bitmap kernel: the search's eight-word step skips a word it did not test",

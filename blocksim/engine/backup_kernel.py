@@ -289,7 +289,12 @@ def advance(job, offs, reads, n: int, m: int, back: int, rate, start_at: int, is
             device._pipe_free = free
         alloc = tgt.alloc
         if alloc.count != alloc.nclusters:
-            alloc.set_ranges(allocs[:int(st[ALLOCS])])
+            if tgt.cluster_size == cs:
+                # (each copy one target cluster: set one by one, the
+                # clusters ahead prefetched, as a guest's scattered writes)
+                alloc.set_each(np.ascontiguousarray(allocs[:int(st[ALLOCS]), 0]))
+            else:
+                alloc.set_ranges(allocs[:int(st[ALLOCS])])
     return (int(st[N]), int(st[BACK]), int(st[NREADS]), int(st[WAITED]), int(st[LATENCY]),
             status)
 

@@ -51,8 +51,6 @@ from __future__ import annotations
 
 from itertools import islice
 
-import numpy as np
-
 from . import backup_kernel
 from .burst import _quiet
 from .clock import NEVER
@@ -118,10 +116,10 @@ def advance(workload, write_filter) -> int:
     rate = workload.rate
     start_at, issued, interval = workload.start_at, workload.issued, workload.interval
     end = NEVER if workload.end is None else workload.end
-    # (as lists, a few at a time: a stretch among a backup's slices is short)
-    chunk = 128
-    offs = offsets[k:k + min(m, chunk)].tolist()
-    reads = read_flags[k:k + min(m, chunk)].tolist()
+    # (as lists, a few at a time, once the Python loop below needs them: a
+    # stretch among a backup's slices is short, and the kernel's needs none)
+    chunk = 32
+    offs, reads = [], []
     allocate = writes and not node.fully_allocated()
     copy_before = write_filter.copy_before_quietly
     back = now
@@ -195,16 +193,13 @@ def advance(workload, write_filter) -> int:
     write_filter.quiet_end()
     if not n:
         return 0
-    while n > len(offs):
-        offs += offsets[k + len(offs):k + n].tolist()
-        reads += read_flags[k + len(reads):k + n].tolist()
     nwrites = n - nreads
     if nreads:
         node.complete_reads(nreads, bs)
     if nwrites:
-        written = np.asarray(offs[:n], dtype=np.int64)
+        written = offsets[k:k + n]
         if nreads:
-            written = written[~np.asarray(reads[:n], dtype=bool)]
+            written = written[~read_flags[k:k + n]]
         first_gen = next(islice(workload.sim.generations, nwrites - 1, None)) - nwrites + 1
         node.land_writes(written, bs, first_gen)
         drive.ledger.extend(written, bs, first_gen)

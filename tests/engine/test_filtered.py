@@ -58,6 +58,12 @@ CASES = {
         src={"size": "128MiB", "data": [{"offset": 0, "length": "64MiB"}]},
         tgt={"size": "128MiB"}, duration="2s",
         guest={"offset": "63MiB", "size": "512KiB", "rate-iops": 200}),
+    # (guest writes of two clusters across the 64 MiB page boundary: the
+    # witness of a range over two pages, read then pasted, not at once)
+    "writes of two clusters across two pages": backup(
+        src={"size": "128MiB"}, tgt={"size": "128MiB"},
+        guest={"offset": 64 * MiB - 64 * 1024, "size": "1MiB", "bs": "128KiB",
+               "rate-iops": 300}),
     # (the same with data on both sides: each such task reads one piece
     # per page, backup._Pieces, and pastes them in turn)
     "tasks across two pages of data": backup(
