@@ -69,7 +69,7 @@ from functools import partial
 
 import numpy as np
 
-from ..engine import PENDING, Event, Snap, Steps, copyloop
+from ..engine import PENDING, Compiled, Event, Snap, Steps, copyloop
 from ..model.bitmap import BLOCK_SHIFT, DirtyBitmap
 from ..model.extents import ExtentMap, diff_ranges, run_arrays
 from ..model.named_bitmap import dirty_ranges, merge_into
@@ -140,6 +140,60 @@ class _Pool:
 
 #: blocks of a bitmap made dense at a time by :func:`_range_arrays` (1 MiB)
 _DENSE_BLOCKS = 2048
+
+
+#: compiled with numba on first use (engine/compiled.py), without numba's
+#: runtime (nothing is allocated)
+njit = Compiled(globals())
+
+
+@njit(cache=True, _nrt=False)
+def _mismatch_step(x0, x1, src_starts, src_values, tgt_starts, tgt_values, pit_starts,
+                   pit_values, seen_starts, seen_ends, w):
+    """:meth:`BackupJob._mismatch` over ``[x0, x1)``: the bytes where the
+    target's value differs from the expected one (the witness's inside a
+    witnessed range, else the source's), and the lowest such offset (-1:
+    none).  Each map's runs as ``run_arrays`` gives them (run ``k`` from
+    ``starts[k]`` to the next start, the last to ``x1``); the witnessed
+    ranges ``[seen_starts[i], seen_ends[i])`` sorted and disjoint, ``w`` the
+    first that ends past ``x0``.  One walk over every edge of them all in
+    order, each segment between two edges compared once."""
+    total = 0
+    first = -1
+    i = j = k = 0
+    ns, nt, npit, nw = len(src_starts), len(tgt_starts), len(pit_starts), len(seen_starts)
+    pos = x0
+    while pos < x1:
+        while i + 1 < ns and src_starts[i + 1] <= pos:
+            i += 1
+        while j + 1 < nt and tgt_starts[j + 1] <= pos:
+            j += 1
+        while k + 1 < npit and pit_starts[k + 1] <= pos:
+            k += 1
+        while w < nw and seen_ends[w] <= pos:
+            w += 1
+        edge = x1
+        if i + 1 < ns and src_starts[i + 1] < edge:
+            edge = src_starts[i + 1]
+        if j + 1 < nt and tgt_starts[j + 1] < edge:
+            edge = tgt_starts[j + 1]
+        if k + 1 < npit and pit_starts[k + 1] < edge:
+            edge = pit_starts[k + 1]
+        witnessed = False
+        if w < nw:
+            if seen_starts[w] <= pos:
+                witnessed = True
+                if seen_ends[w] < edge:
+                    edge = seen_ends[w]
+            elif seen_starts[w] < edge:
+                edge = seen_starts[w]
+        expected = pit_values[k] if witnessed else src_values[i]
+        if expected != tgt_values[j]:
+            total += edge - pos
+            if first < 0:
+                first = pos
+        pos = edge
+    return total, first
 
 
 def _range_arrays(bits: DirtyBitmap) -> tuple[np.ndarray, np.ndarray]:
@@ -1244,8 +1298,8 @@ class BackupJob(BlockJob):
         backing file, as arrays: every map's runs over a step of the disk
         (run_arrays), cut at each other's edges and the witnessed ranges',
         the expected value (the witness where a guest write came, else the
-        source) against the target's.  The same bytes, the same lowest
-        offset."""
+        source) against the target's, in one compiled walk over the edges
+        (:func:`_mismatch_step`).  The same bytes, the same lowest offset."""
         src, tgt, pit = self.source.content, self.target.content, self._pit
         seen_starts, seen_ends = _range_arrays(self._seen)
         if not len(seen_starts):
@@ -1257,27 +1311,15 @@ class BackupJob(BlockJob):
             src.settle(a, b)
             for x0 in range(a, b, self.VERIFY_STEP):
                 x1 = min(x0 + self.VERIFY_STEP, b)
-                maps = [run_arrays(m, x0, x1)[1:] for m in (src, tgt, pit)]
-                # the witnessed ranges meeting the step
-                i0 = np.searchsorted(seen_ends, x0, "right")
-                i1 = np.searchsorted(seen_starts, x1)
-                edges = np.concatenate(
-                    [starts for starts, _values in maps]
-                    + [seen_starts[i0:i1], seen_ends[i0:i1], np.array([x0], dtype=np.int64)])
-                # (np.unique, with a stable sort: the parts are each
-                # sorted, which timsort merges in about linear time)
-                edges = np.sort(edges[(edges >= x0) & (edges < x1)], kind="stable")
-                edges = edges[np.concatenate(([True], edges[1:] != edges[:-1]))]
-                lengths = np.diff(np.append(edges, x1))
-                sv, tv, pv = (values[np.searchsorted(starts, edges, "right") - 1]
-                              for starts, values in maps)
-                k = np.searchsorted(seen_starts, edges, "right") - 1
-                witnessed = (k >= 0) & (edges < seen_ends[np.maximum(k, 0)])
-                bad = np.flatnonzero(np.where(witnessed, pv, sv) != tv)
-                if len(bad):
-                    total += int(lengths[bad].sum())
+                (ss, sv), (ts, tv), (ps, pv) = (run_arrays(m, x0, x1)[1:]
+                                                for m in (src, tgt, pit))
+                # (the witnessed ranges from the first that ends past x0)
+                w = int(np.searchsorted(seen_ends, x0, "right"))
+                n, at = _mismatch_step(x0, x1, ss, sv, ts, tv, ps, pv, seen_starts, seen_ends, w)
+                if n:
+                    total += int(n)
                     if first is None:
-                        first = int(edges[bad[0]])
+                        first = int(at)
         return total, first
 
     def _mismatch_by_chains(self) -> tuple[int, int | None]:
