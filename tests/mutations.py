@@ -452,7 +452,8 @@ MUTATIONS = [
      "        elif runs.__class__ is Snap:                # nothing will paste it\n"
      "            runs.forget()\n", ""),
     ("backup: the point-in-time check as arrays without the witness", "blocksim/jobs/backup.py",
-     "np.where(witnessed, pv, sv) != tv", "sv != tv"),
+     "        expected = pit_values[k] if witnessed else src_values[i]",
+     "        expected = src_values[i]"),
     ("backup: a guest write over a task in flight not held back", "blocksim/jobs/backup.py",
      "        if (self.bcs.find(start // cs, -(-end // cs)) < 0\n"
      "                and self._in_flight(start, end) is None):",
@@ -908,10 +909,6 @@ MUTATIONS = [
     ("backup_kernel: the copies' clusters set one by one where a copy spans several",
      "blocksim/engine/backup_kernel.py",
      "            if tgt.cluster_size == cs:", "            if True:"),
-    ("backup: the check's expected value the source's where a guest write came",
-     "blocksim/jobs/backup.py",
-     "        expected = pit_values[k] if witnessed else src_values[i]",
-     "        expected = src_values[i]"),
     ("backup: the check's segment past a witnessed range's end", "blocksim/jobs/backup.py",
      "                if seen_ends[w] < edge:\n                    edge = seen_ends[w]\n", ""),
     ("ledger: a short extend's offset off the blocks taken as a block", "blocksim/model/ledger.py",
