@@ -70,7 +70,7 @@ from functools import partial
 import numpy as np
 
 from ..engine import PENDING, Compiled, Event, Snap, Steps, copyloop
-from ..model.bitmap import BLOCK_SHIFT, DirtyBitmap
+from ..model.bitmap import BLOCK, BLOCK_SHIFT, COUNT_BITS, DirtyBitmap
 from ..model.extents import ExtentMap, diff_ranges, run_arrays
 from ..model.named_bitmap import dirty_ranges, merge_into
 from ..model.policy import REPORT, STOP
@@ -196,13 +196,76 @@ def _mismatch_step(x0, x1, src_starts, src_values, tgt_starts, tgt_values, pit_s
     return total, first
 
 
+@njit(cache=True, _nrt=False)
+def _dirty_runs(bits, summary, nbits, starts, ends):
+    """The runs of dirty granules of a bitmap's ``bits`` (its pool) and
+    ``summary`` (per block: 0 clean, ``BLOCK`` all dirty, else the count
+    and the slot of its bytes in the pool) up to granule ``nbits``, into
+    ``starts`` and ``ends`` (granules); how many, or -1 if they hold too
+    few rows."""
+    n = 0
+    run = -1                            # (the open run's first granule)
+    room = starts.shape[0]
+    for blk in range(summary.shape[0]):
+        v = summary[blk]
+        base = blk << BLOCK_SHIFT
+        if base >= nbits:
+            break
+        if v == 0:
+            if run >= 0:
+                if n == room:
+                    return -1
+                starts[n] = run
+                ends[n] = base
+                n += 1
+                run = -1
+        elif v == BLOCK:
+            if run < 0:
+                run = base
+        else:
+            slot = (v >> COUNT_BITS) << BLOCK_SHIFT
+            for i in range(BLOCK):
+                if base + i >= nbits:
+                    break
+                if bits[slot + i]:
+                    if run < 0:
+                        run = base + i
+                elif run >= 0:
+                    if n == room:
+                        return -1
+                    starts[n] = run
+                    ends[n] = base + i
+                    n += 1
+                    run = -1
+    if run >= 0:
+        if n == room:
+            return -1
+        starts[n] = run
+        ends[n] = nbits
+        n += 1
+    return n
+
+
 def _range_arrays(bits: DirtyBitmap) -> tuple[np.ndarray, np.ndarray]:
-    """``dirty_ranges(bits)`` as two int64 arrays, the starts and the ends,
-    with numpy: the blocks with a dirty granule made dense (a mixed block's
-    bytes, an all-dirty block's ones) a slice at a time, their runs found
-    by differences and joined across slices.  The same ranges, without a
-    Python step per run (a backup's witness has one per cluster a guest
-    write touched: a million in (d)'s hour)."""
+    """``dirty_ranges(bits)`` as two int64 arrays, the starts and the ends:
+    one compiled walk over the blocks (:func:`_dirty_runs`, a row per run,
+    at most one per dirty granule), else with numpy: the blocks with a
+    dirty granule made dense (a mixed block's bytes, an all-dirty block's
+    ones) a slice at a time, their runs found by differences and joined
+    across slices.  The same ranges, without a Python step per run (a
+    backup's witness has one per cluster a guest write touched: a million
+    in (d)'s hour)."""
+    granules, _w, summary, _blocks, _bw = bits.arrays()
+    starts, ends = np.empty(bits.count + 1, np.int64), np.empty(bits.count + 1, np.int64)
+    n = _dirty_runs(granules, summary, bits.nbits, starts, ends)
+    if n >= 0:
+        g = bits.granularity
+        return starts[:n] * g, np.minimum(ends[:n] * g, bits.size)
+    return _range_arrays_dense(bits)
+
+
+def _range_arrays_dense(bits: DirtyBitmap) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_range_arrays` with numpy (see there)."""
     nblocks, nbits = len(bits.blocks), bits.nbits
     starts, ends = [], []
     for c0 in range(0, nblocks, _DENSE_BLOCKS):

@@ -522,7 +522,7 @@ def test_the_witnessed_ranges_as_arrays_are_dirty_ranges():
     short of a granule, an empty bitmap."""
     import random
 
-    from blocksim.jobs.backup import _DENSE_BLOCKS, _range_arrays
+    from blocksim.jobs.backup import _DENSE_BLOCKS, _range_arrays, _range_arrays_dense
     from blocksim.model.bitmap import BLOCK, DirtyBitmap
     from blocksim.model.named_bitmap import dirty_ranges
     g = 4096
@@ -541,9 +541,10 @@ def test_the_witnessed_ranges_as_arrays_are_dirty_ranges():
                 a = rng.randrange(0, size - g)
                 bits.mark(a, a + rng.choice((1, g, 5 * g)))
             bits.clear_bits(4 * BLOCK, 4 * BLOCK + 7)               # a hole in whole blocks
-        starts, ends = _range_arrays(bits)
         expected = list(dirty_ranges(bits))
-        assert list(zip(starts.tolist(), ends.tolist())) == expected
+        for ranges in (_range_arrays, _range_arrays_dense):     # (compiled, numpy)
+            starts, ends = ranges(bits)
+            assert list(zip(starts.tolist(), ends.tolist())) == expected
         assert len(expected) > 1000 or not case
 
 
@@ -565,3 +566,26 @@ def test_a_write_in_flight_at_the_start_lands_in_the_frozen_bitmap():
     [bitmap] = r.summary["images"]["src"]["bitmaps"]
     assert bitmap["count"] == CLUSTER
     assert gen_at(sim, "tgt", 0) != 0
+
+
+def test_the_witnessed_ranges_fall_back_to_numpy_when_rows_run_short():
+    """backup._dirty_runs says so (-1) when its rows cannot hold every run;
+    _range_arrays then takes the numpy walk: the same ranges."""
+    import numpy as np
+
+    from blocksim.jobs.backup import _dirty_runs, _range_arrays
+    from blocksim.model.bitmap import BLOCK, DirtyBitmap
+    from blocksim.model.named_bitmap import dirty_ranges
+    g = 4096
+    bits = DirtyBitmap(4 * BLOCK * g, g)
+    for a in (3, 700, 701, 1500, 2 * BLOCK, 3 * BLOCK + 5):
+        bits.mark(a * g, (a + 1) * g)
+    bits.mark(BLOCK * g, 2 * BLOCK * g)
+    granules, _w, summary, _blocks, _bw = bits.arrays()
+    rows = np.empty(3, np.int64), np.empty(3, np.int64)
+    assert _dirty_runs(granules, summary, bits.nbits, *rows) == -1
+    bits.count = 2                      # (fewer rows than runs)
+    starts, ends = _range_arrays(bits)
+    assert list(zip(starts.tolist(), ends.tolist())) == list(dirty_ranges(bits)) == [
+        (3 * g, 4 * g), (BLOCK * g, (2 * BLOCK + 1) * g), (1500 * g, 1501 * g),
+        ((3 * BLOCK + 5) * g, (3 * BLOCK + 6) * g)]
