@@ -569,23 +569,29 @@ def test_a_write_in_flight_at_the_start_lands_in_the_frozen_bitmap():
 
 
 def test_the_witnessed_ranges_fall_back_to_numpy_when_rows_run_short():
-    """backup._dirty_runs says so (-1) when its rows cannot hold every run;
-    _range_arrays then takes the numpy walk: the same ranges."""
+    """backup._dirty_runs says so (-1) when its rows cannot hold every run,
+    whether the run it cannot hold ends in a mixed block, at a clean block
+    or at the end; _range_arrays then takes the numpy walk: the same
+    ranges."""
     import numpy as np
 
     from blocksim.jobs.backup import _dirty_runs, _range_arrays
     from blocksim.model.bitmap import BLOCK, DirtyBitmap
     from blocksim.model.named_bitmap import dirty_ranges
     g = 4096
-    bits = DirtyBitmap(4 * BLOCK * g, g)
-    for a in (3, 700, 701, 1500, 2 * BLOCK, 3 * BLOCK + 5):
-        bits.mark(a * g, (a + 1) * g)
-    bits.mark(BLOCK * g, 2 * BLOCK * g)
+    bits = DirtyBitmap(6 * BLOCK * g, g)
+    bits.mark(3 * g, 4 * g)                                 # in a mixed block
+    bits.mark(BLOCK * g, 2 * BLOCK * g)                     # up to a clean block
+    bits.mark(3 * BLOCK * g, 4 * BLOCK * g)                 # again
+    bits.mark((5 * BLOCK + 5) * g, 6 * BLOCK * g)           # to the end
     granules, _w, summary, _blocks, _bw = bits.arrays()
-    rows = np.empty(3, np.int64), np.empty(3, np.int64)
-    assert _dirty_runs(granules, summary, bits.nbits, *rows) == -1
+    for room in range(4):
+        rows = np.empty(room, np.int64), np.empty(room, np.int64)
+        assert _dirty_runs(granules, summary, bits.nbits, *rows) == -1
+    rows = np.empty(4, np.int64), np.empty(4, np.int64)
+    assert _dirty_runs(granules, summary, bits.nbits, *rows) == 4
     bits.count = 2                      # (fewer rows than runs)
     starts, ends = _range_arrays(bits)
     assert list(zip(starts.tolist(), ends.tolist())) == list(dirty_ranges(bits)) == [
-        (3 * g, 4 * g), (BLOCK * g, (2 * BLOCK + 1) * g), (1500 * g, 1501 * g),
-        ((3 * BLOCK + 5) * g, (3 * BLOCK + 6) * g)]
+        (3 * g, 4 * g), (BLOCK * g, 2 * BLOCK * g), (3 * BLOCK * g, 4 * BLOCK * g),
+        ((5 * BLOCK + 5) * g, 6 * BLOCK * g)]
