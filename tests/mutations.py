@@ -455,13 +455,18 @@ MUTATIONS = [
      "        expected = pit_values[k] if witnessed else src_values[i]",
      "        expected = src_values[i]"),
     ("backup: a guest write over a task in flight not held back", "blocksim/jobs/backup.py",
-     "        if (self.bcs.find(start // cs, -(-end // cs)) < 0\n"
+     "        if (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)\n"
      "                and self._in_flight(start, end) is None):",
-     "        if (self.bcs.find(start // cs, -(-end // cs)) < 0):"),
+     "        if (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)):"),
     ("backup: a guest write over dirty clusters not copied first", "blocksim/jobs/backup.py",
-     "        if (self.bcs.find(start // cs, -(-end // cs)) < 0\n"
+     "        if (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)\n"
      "                and self._in_flight(start, end) is None):",
      "        if (self._in_flight(start, end) is None):"),
+    ("backup: a guest write over one dirty cluster not copied first", "blocksim/jobs/backup.py",
+     "(self.bcs.is_dirty(b0) if b1 == b0 + 1 else", "(False if b1 == b0 + 1 else"),
+    ("backup: a guest write over dirty clusters not copied first (two or more)",
+     "blocksim/jobs/backup.py",
+     "if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)", "if b1 == b0 + 1 else False)"),
     # the copy-before-write's quiet stretches (engine/filtered.py, BackupJob.quiet_nodes,
     # copy_before_quietly) and the task steps (engine/steps.py, BackupJob._task_*)
     ("filtered: a stretch while a task is in flight", "blocksim/jobs/backup.py",

@@ -1051,7 +1051,9 @@ class BackupJob(BlockJob):
         start = offset // cs * cs
         end = min(-(-(offset + length) // cs) * cs, self.bcs.nbits * cs)
         self._witness(start, end)
-        if (self.bcs.find(start // cs, -(-end // cs)) < 0
+        b0, b1 = start // cs, -(-end // cs)
+        # (a write inside one cluster: the range's find is that granule's test)
+        if (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)
                 and self._in_flight(start, end) is None):
             # nothing there to copy nor in flight: the call below would
             # find nothing and wait for nothing (block_copy_common)
