@@ -197,6 +197,17 @@ def _mismatch_step(x0, x1, src_starts, src_values, tgt_starts, tgt_values, pit_s
 
 
 @njit(cache=True, _nrt=False)
+def _close_run(starts, ends, n, run, end):
+    """Row ``n`` of ``starts`` and ``ends`` the run ``[run, end)``: the
+    next row, or -1 if there is no room for this one."""
+    if n == starts.shape[0]:
+        return -1
+    starts[n] = run
+    ends[n] = end
+    return n + 1
+
+
+@njit(cache=True, _nrt=False)
 def _dirty_runs(bits, summary, nbits, starts, ends):
     """The runs of dirty granules of a bitmap's ``bits`` (its pool) and
     ``summary`` (per block: 0 clean, ``BLOCK`` all dirty, else the count
@@ -205,7 +216,6 @@ def _dirty_runs(bits, summary, nbits, starts, ends):
     few rows."""
     n = 0
     run = -1                            # (the open run's first granule)
-    room = starts.shape[0]
     for blk in range(summary.shape[0]):
         v = summary[blk]
         base = blk << BLOCK_SHIFT
@@ -213,36 +223,26 @@ def _dirty_runs(bits, summary, nbits, starts, ends):
             break
         if v == 0:
             if run >= 0:
-                if n == room:
+                n = _close_run(starts, ends, n, run, base)
+                if n < 0:
                     return -1
-                starts[n] = run
-                ends[n] = base
-                n += 1
                 run = -1
         elif v == BLOCK:
             if run < 0:
                 run = base
         else:
             slot = (v >> COUNT_BITS) << BLOCK_SHIFT
-            for i in range(BLOCK):
-                if base + i >= nbits:
-                    break
+            for i in range(min(BLOCK, nbits - base)):
                 if bits[slot + i]:
                     if run < 0:
                         run = base + i
                 elif run >= 0:
-                    if n == room:
+                    n = _close_run(starts, ends, n, run, base + i)
+                    if n < 0:
                         return -1
-                    starts[n] = run
-                    ends[n] = base + i
-                    n += 1
                     run = -1
     if run >= 0:
-        if n == room:
-            return -1
-        starts[n] = run
-        ends[n] = nbits
-        n += 1
+        n = _close_run(starts, ends, n, run, nbits)
     return n
 
 
