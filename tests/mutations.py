@@ -924,6 +924,8 @@ MUTATIONS = [
     ("ledger: a short extend's offset off the blocks taken as a block", "blocksim/model/ledger.py",
      "        if o < 0 or q * unit != o or q > 0xFFFFFFFF:",
      "        if o < 0 or q > 0xFFFFFFFF:"),
+    ("ledger: a short extend's generations all the first", "blocksim/model/ledger.py",
+     "        gens[i] = first_gen + i", "        gens[i] = first_gen"),
     ("ledger: a short extend's block past a compact column taken", "blocksim/model/ledger.py",
      "        if o < 0 or q * unit != o or q > 0xFFFFFFFF:",
      "        if o < 0 or q * unit != o:"),

@@ -58,7 +58,7 @@ class Ledger:
         # who holds rows of this ledger still to come, as the function that
         # hands them in (see hold), or None
         self._held = None
-        self._blocks = None             # (extend's short runs: their blocks, converted)
+        self._blocks = None             # (extend's short runs: their blocks and generations)
 
     def hold(self, hand_in) -> None:
         """Rows of this ledger, the next ones in acknowledgement order, are
@@ -127,14 +127,15 @@ class Ledger:
                 and 0 <= first_gen and first_gen + n - 1 <= 0xFFFFFFFF):
             # a short run of writes the compact columns take as they are (a
             # stretch through a backup's filter, a hundred writes or fewer):
-            # their blocks checked and converted in one compiled pass, no
-            # generation widened, no odd length (extend_with's numpy calls
-            # cost more than the writes)
-            blocks = self._blocks
-            if blocks is None or len(blocks) < n:
-                blocks = self._blocks = np.empty(_SHORT, dtype=np.uint32)
-            if _compact_blocks(np.asarray(offsets, dtype=np.int64), self._unit, blocks):
-                self._gens.extend(range(first_gen, first_gen + n))
+            # their blocks checked and converted, and their generations
+            # laid out, in one compiled pass; no generation widened, no odd
+            # length (extend_with's numpy calls cost more than the writes)
+            if self._blocks is None:
+                self._blocks = np.empty((2, _SHORT), dtype=np.uint32)
+            blocks, gens = self._blocks
+            if _compact_blocks(np.asarray(offsets, dtype=np.int64), self._unit, first_gen,
+                               blocks, gens):
+                self._gens.frombytes(gens[:n].tobytes())
                 self._offsets.frombytes(blocks[:n].tobytes())
                 return
         self.extend_with(offsets, length, np.arange(first_gen, first_gen + n, dtype=np.int64))
@@ -267,9 +268,10 @@ _SHORT = 4096
 
 
 @njit(cache=True, _nrt=False)
-def _compact_blocks(offsets, unit, out):
-    """``out[:n] = offsets // unit`` (n = len(offsets)) if every offset is
-    a block (a multiple of ``unit``) whose number a compact column holds
+def _compact_blocks(offsets, unit, first_gen, out, gens):
+    """``out[:n] = offsets // unit`` and ``gens[:n] = first_gen + i`` (n =
+    len(offsets); generations a compact column holds) if every offset is a
+    block (a multiple of ``unit``) whose number a compact column holds
     (``0 <= block <= _MAX_BLOCK``); else False, ``out`` left half done."""
     for i in range(offsets.shape[0]):
         o = offsets[i]
@@ -277,6 +279,7 @@ def _compact_blocks(offsets, unit, out):
         if o < 0 or q * unit != o or q > 0xFFFFFFFF:
             return False
         out[i] = q
+        gens[i] = first_gen + i
     return True
 
 
