@@ -595,3 +595,47 @@ def test_the_witnessed_ranges_fall_back_to_numpy_when_rows_run_short():
     assert list(zip(starts.tolist(), ends.tolist())) == list(dirty_ranges(bits)) == [
         (3 * g, 4 * g), (BLOCK * g, 2 * BLOCK * g), (3 * BLOCK * g, 4 * BLOCK * g),
         ((5 * BLOCK + 5) * g, 6 * BLOCK * g)]
+
+
+def test_the_checks_walk_is_a_byte_by_byte_comparison():
+    """backup._mismatch_step (the point-in-time check's walk over a step)
+    against the check done byte by byte, on random runs of few values (so
+    that neighbouring runs of different maps often hold the same value and
+    an edge of one alone decides) and random witnessed ranges: the same
+    bytes that differ, the same first one."""
+    import numpy as np
+
+    from blocksim.jobs.backup import _mismatch_step
+    rng = np.random.default_rng(11)
+    size = 200
+
+    def runs():
+        starts = np.unique(np.concatenate(([0], rng.integers(1, size, rng.integers(0, 12)))))
+        return starts.astype(np.int64), rng.integers(0, 3, len(starts)).astype(np.int64)
+
+    def bytes_of(starts, values):
+        return np.repeat(values, np.diff(np.append(starts, size)))
+    for _ in range(3000):
+        maps = [runs() for _ in range(3)]           # source, target, witness
+        cuts = np.unique(rng.integers(0, size + 1, 2 * rng.integers(0, 5)))
+        cuts = cuts[:len(cuts) // 2 * 2]
+        seen_starts, seen_ends = cuts[0::2].astype(np.int64), cuts[1::2].astype(np.int64)
+        if not len(seen_starts):
+            seen_starts = seen_ends = np.zeros(1, dtype=np.int64)
+        x0, x1 = sorted(rng.choice(size + 1, 2, replace=False).tolist())
+        src, tgt, pit = (bytes_of(*m) for m in maps)
+        witnessed = np.zeros(size, dtype=bool)
+        for s, e in zip(seen_starts.tolist(), seen_ends.tolist()):
+            witnessed[s:e] = True
+        bad = np.flatnonzero(np.where(witnessed, pit, src)[x0:x1] != tgt[x0:x1])
+        # (each map's runs from x0, as run_arrays gives them)
+        arrays = []
+        for starts, values in maps:
+            i = int(np.searchsorted(starts, x0, "right")) - 1
+            j = int(np.searchsorted(starts, x1, "left"))
+            s = starts[i:j].copy()
+            s[0] = x0
+            arrays += [s, values[i:j]]
+        w = int(np.searchsorted(seen_ends, x0, "right"))
+        total, first = _mismatch_step(x0, x1, *arrays, seen_starts, seen_ends, w)
+        assert (total, first) == (len(bad), x0 + int(bad[0]) if len(bad) else -1)
