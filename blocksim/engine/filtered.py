@@ -51,14 +51,31 @@ from __future__ import annotations
 
 from itertools import islice
 
-import numpy as np
-
 from . import backup_kernel
 from .burst import _quiet
 from .clock import NEVER
 
 #: tests switch the compiled requests off to compare (the Python loop alone)
 KERNEL = True
+
+
+def _reach(n: int, m: int, back: int, rate, start_at: int, issued: int, interval: float,
+           deadline: int, period: int) -> int:
+    """How far (request index, at most ``m``) a stretch at request ``n``,
+    the worker back at ``back``, may reach before ``deadline``: request
+    ``j`` is issued at its due time or later, or ``period`` after the one
+    before it at the soonest (an upper bound: the pages its compiled copies
+    ask ahead, blocksim.jobs.backup.BackupJob.learn_pages)."""
+    if deadline >= NEVER:
+        return m
+    if rate:
+        # (due[j] = start_at + int((issued + j) * interval) < deadline)
+        last = int((deadline - start_at) / interval) - issued + 1
+    elif period > 0:
+        last = n + (deadline - back) // period + 1
+    else:
+        return m
+    return max(n, min(m, last + 1))
 
 
 def advance(workload, write_filter) -> int:
@@ -99,10 +116,10 @@ def advance(workload, write_filter) -> int:
     rate = workload.rate
     start_at, issued, interval = workload.start_at, workload.issued, workload.interval
     end = NEVER if workload.end is None else workload.end
-    # (as lists, a few at a time: a stretch among a backup's slices is short)
-    chunk = 128
-    offs = offsets[k:k + min(m, chunk)].tolist()
-    reads = read_flags[k:k + min(m, chunk)].tolist()
+    # (as lists, a few at a time, once the Python loop below needs them: a
+    # stretch among a backup's slices is short, and the kernel's needs none)
+    chunk = 32
+    offs, reads = [], []
     allocate = writes and not node.fully_allocated()
     copy_before = write_filter.copy_before_quietly
     back = now
@@ -130,9 +147,15 @@ def advance(workload, write_filter) -> int:
                 if (n != learned and not read_flags[k + n]
                         and write_filter.learn_page(int(offsets[k + n]), bs)):
                     # (a write on a source page whose data the filter had
-                    # not asked yet: asked now, and the kernel again)
+                    # not asked yet: asked now, with those of the writes
+                    # after it the stretch may reach, and the kernel again)
                     learned = n
                     idle = 0
+                    ahead = _reach(n, m, back, rate, start_at, issued, interval, deadline,
+                                   service + think)
+                    if ahead > n + 1:
+                        later = slice(k + n + 1, k + ahead)
+                        write_filter.learn_pages(offsets[later][~read_flags[later]], bs)
                     continue
                 # (request n: the Python loop's, below; a loop that hands
                 # back at once twice in a row is left out of this stretch)
@@ -170,16 +193,13 @@ def advance(workload, write_filter) -> int:
     write_filter.quiet_end()
     if not n:
         return 0
-    while n > len(offs):
-        offs += offsets[k + len(offs):k + n].tolist()
-        reads += read_flags[k + len(reads):k + n].tolist()
     nwrites = n - nreads
     if nreads:
         node.complete_reads(nreads, bs)
     if nwrites:
-        written = np.asarray(offs[:n], dtype=np.int64)
+        written = offsets[k:k + n]
         if nreads:
-            written = written[~np.asarray(reads[:n], dtype=bool)]
+            written = written[~read_flags[k:k + n]]
         first_gen = next(islice(workload.sim.generations, nwrites - 1, None)) - nwrites + 1
         node.land_writes(written, bs, first_gen)
         drive.ledger.extend(written, bs, first_gen)

@@ -71,8 +71,8 @@ from functools import partial
 
 import numpy as np
 
-from ..engine import PENDING, Event, Snap, Steps, copyloop
-from ..model.bitmap import BLOCK_SHIFT, DirtyBitmap
+from ..engine import PENDING, Compiled, Event, Snap, Steps, copyloop
+from ..model.bitmap import BLOCK, BLOCK_SHIFT, COUNT_BITS, DirtyBitmap
 from ..model.extents import ExtentMap, diff_ranges, run_arrays
 from ..model.named_bitmap import dirty_ranges, merge_into
 from ..model.policy import REPORT, STOP
@@ -144,13 +144,130 @@ class _Pool:
 _DENSE_BLOCKS = 2048
 
 
+#: compiled with numba on first use (engine/compiled.py), without numba's
+#: runtime (nothing is allocated)
+njit = Compiled(globals())
+
+
+@njit(cache=True, _nrt=False)
+def _mismatch_step(x0, x1, src_starts, src_values, tgt_starts, tgt_values, pit_starts,
+                   pit_values, seen_starts, seen_ends, w):
+    """:meth:`BackupJob._mismatch` over ``[x0, x1)``: the bytes where the
+    target's value differs from the expected one (the witness's inside a
+    witnessed range, else the source's), and the lowest such offset (-1:
+    none).  Each map's runs as ``run_arrays`` gives them (run ``k`` from
+    ``starts[k]`` to the next start, the last to ``x1``); the witnessed
+    ranges ``[seen_starts[i], seen_ends[i])`` sorted and disjoint, ``w`` the
+    first that ends past ``x0``.  One walk over every edge of them all in
+    order, each segment between two edges compared once."""
+    total = 0
+    first = -1
+    i = j = k = 0
+    ns, nt, npit, nw = len(src_starts), len(tgt_starts), len(pit_starts), len(seen_starts)
+    pos = x0
+    while pos < x1:
+        while i + 1 < ns and src_starts[i + 1] <= pos:
+            i += 1
+        while j + 1 < nt and tgt_starts[j + 1] <= pos:
+            j += 1
+        while k + 1 < npit and pit_starts[k + 1] <= pos:
+            k += 1
+        while w < nw and seen_ends[w] <= pos:
+            w += 1
+        edge = x1
+        if i + 1 < ns and src_starts[i + 1] < edge:
+            edge = src_starts[i + 1]
+        if j + 1 < nt and tgt_starts[j + 1] < edge:
+            edge = tgt_starts[j + 1]
+        if k + 1 < npit and pit_starts[k + 1] < edge:
+            edge = pit_starts[k + 1]
+        witnessed = False
+        if w < nw:
+            if seen_starts[w] <= pos:
+                witnessed = True
+                if seen_ends[w] < edge:
+                    edge = seen_ends[w]
+            elif seen_starts[w] < edge:
+                edge = seen_starts[w]
+        expected = pit_values[k] if witnessed else src_values[i]
+        if expected != tgt_values[j]:
+            total += edge - pos
+            if first < 0:
+                first = pos
+        pos = edge
+    return total, first
+
+
+@njit(cache=True, _nrt=False)
+def _close_run(starts, ends, n, run, end):
+    """Row ``n`` of ``starts`` and ``ends`` the run ``[run, end)``: the
+    next row, or -1 if there is no room for this one."""
+    if n == starts.shape[0]:
+        return -1
+    starts[n] = run
+    ends[n] = end
+    return n + 1
+
+
+@njit(cache=True, _nrt=False)
+def _dirty_runs(bits, summary, nbits, starts, ends):
+    """The runs of dirty granules of a bitmap's ``bits`` (its pool) and
+    ``summary`` (per block: 0 clean, ``BLOCK`` all dirty, else the count
+    and the slot of its bytes in the pool) up to granule ``nbits``, into
+    ``starts`` and ``ends`` (granules); how many, or -1 if they hold too
+    few rows."""
+    n = 0
+    run = -1                            # (the open run's first granule)
+    for blk in range(summary.shape[0]):
+        v = summary[blk]
+        base = blk << BLOCK_SHIFT
+        if base >= nbits:
+            break
+        if v == 0:
+            if run >= 0:
+                n = _close_run(starts, ends, n, run, base)
+                if n < 0:
+                    return -1
+                run = -1
+        elif v == BLOCK:
+            if run < 0:
+                run = base
+        else:
+            slot = (v >> COUNT_BITS) << BLOCK_SHIFT
+            for i in range(min(BLOCK, nbits - base)):
+                if bits[slot + i]:
+                    if run < 0:
+                        run = base + i
+                elif run >= 0:
+                    n = _close_run(starts, ends, n, run, base + i)
+                    if n < 0:
+                        return -1
+                    run = -1
+    if run >= 0:
+        n = _close_run(starts, ends, n, run, nbits)
+    return n
+
+
 def _range_arrays(bits: DirtyBitmap) -> tuple[np.ndarray, np.ndarray]:
-    """``dirty_ranges(bits)`` as two int64 arrays, the starts and the ends,
-    with numpy: the blocks with a dirty granule made dense (a mixed block's
-    bytes, an all-dirty block's ones) a slice at a time, their runs found
-    by differences and joined across slices.  The same ranges, without a
-    Python step per run (a backup's witness has one per cluster a guest
-    write touched: a million in (d)'s hour)."""
+    """``dirty_ranges(bits)`` as two int64 arrays, the starts and the ends:
+    one compiled walk over the blocks (:func:`_dirty_runs`, a row per run,
+    at most one per dirty granule), else with numpy: the blocks with a
+    dirty granule made dense (a mixed block's bytes, an all-dirty block's
+    ones) a slice at a time, their runs found by differences and joined
+    across slices.  The same ranges, without a Python step per run (a
+    backup's witness has one per cluster a guest write touched: a million
+    in (d)'s hour)."""
+    granules, _w, summary, _blocks, _bw = bits.arrays()
+    starts, ends = np.empty(bits.count + 1, np.int64), np.empty(bits.count + 1, np.int64)
+    n = _dirty_runs(granules, summary, bits.nbits, starts, ends)
+    if n >= 0:
+        g = bits.granularity
+        return starts[:n] * g, np.minimum(ends[:n] * g, bits.size)
+    return _range_arrays_dense(bits)
+
+
+def _range_arrays_dense(bits: DirtyBitmap) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_range_arrays` with numpy (see there)."""
     nblocks, nbits = len(bits.blocks), bits.nbits
     starts, ends = [], []
     for c0 in range(0, nblocks, _DENSE_BLOCKS):
@@ -963,7 +1080,9 @@ class BackupJob(BlockJob):
         start = offset // cs * cs
         end = min(-(-(offset + length) // cs) * cs, self.bcs.nbits * cs)
         self._witness(start, end)
-        if (self.bcs.find(start // cs, -(-end // cs)) < 0
+        b0, b1 = start // cs, -(-end // cs)
+        # (a write inside one cluster: the range's find is that granule's test)
+        if (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)
                 and self._in_flight(start, end) is None):
             # nothing there to copy nor in flight: the call below would
             # find nothing and wait for nothing (block_copy_common)
@@ -990,9 +1109,26 @@ class BackupJob(BlockJob):
             while b < b1 and not seen.is_dirty(b):
                 b += 1
             a, z = b0 * cs, min(b * cs, self.size)
-            self._pit.set_runs(self.source.read_for_copy(a, z))
+            self._keep(a, z)
             seen.mark(a, z)
             b0 = b
+
+    def _keep(self, a: int, z: int) -> None:
+        """The witness takes what the source holds in ``[a, z)``:
+        ``set_runs(read_for_copy)``, or for a range inside one page of a
+        journaled source (no backing file) that holds data there, the
+        journal's read pasted at once (``ContentJournal.copy``, as the
+        quiet stretches' witness: nothing comes between the read and the
+        paste)."""
+        src = self.source
+        content = src.content
+        journal = content._journal
+        if src.backing is None and journal is not None and self._pit._journal is journal:
+            p = a >> content._shift
+            if p == (z - 1) >> content._shift and self._holds_data(content, p):
+                journal.copy(content, self._pit, p, a, z)
+                return
+        self._pit.set_runs(src.read_for_copy(a, z))
 
     # -- copy-before-write in quiet stretches (blocksim.engine.filtered) -------------------
     def quiet_nodes(self):
@@ -1054,6 +1190,30 @@ class BackupJob(BlockJob):
             return False
         self._holds_data(content, p)
         return True
+
+    def learn_pages(self, offsets: np.ndarray, length: int) -> int:
+        """:meth:`learn_page` for guest writes at each of ``offsets`` (an
+        int64 array) at once: the source pages not asked yet that those
+        inside one cluster of the disk (and one page) meet, asked now; how
+        many.  A stretch asks the pages of the writes it may reach when its
+        compiled copies first hand one back (blocksim.engine.filtered): one
+        hand-back for them all, not one each (an answer asked early is the
+        one asked later: the cache holds while the map's pages and zeroing
+        logs stay the same, and nothing of the stretch changes them)."""
+        content = self.source.content
+        if content._journal is None or not len(offsets):
+            return 0
+        cs, shift = self.cluster, content._shift
+        starts = offsets // cs * cs
+        ends = np.minimum(-(-(offsets + length) // cs) * cs, self.bcs.nbits * cs)
+        pages = starts >> shift
+        one = (ends == starts + cs) & (ends <= self.size) & (pages == (ends - 1) >> shift)
+        known = self._data_known(content)
+        pages = np.unique(pages[one])
+        pages = pages[np.frombuffer(known, dtype=np.uint8)[pages] == 0].tolist()
+        for p in pages:
+            self._holds_data(content, p)
+        return len(pages)
 
     def _copy_quietly(self, b0: int, b1: int, start: int, end: int, t: int, deadline: int):
         """:meth:`copy_before_quietly` of dirty clusters ``[b0, b1)`` of data."""
@@ -1238,37 +1398,28 @@ class BackupJob(BlockJob):
         backing file, as arrays: every map's runs over a step of the disk
         (run_arrays), cut at each other's edges and the witnessed ranges',
         the expected value (the witness where a guest write came, else the
-        source) against the target's.  The same bytes, the same lowest
-        offset."""
+        source) against the target's, in one compiled walk over the edges
+        (:func:`_mismatch_step`).  The same bytes, the same lowest offset."""
         src, tgt, pit = self.source.content, self.target.content, self._pit
         seen_starts, seen_ends = _range_arrays(self._seen)
         if not len(seen_starts):
             seen_starts = seen_ends = np.zeros(1, dtype=np.int64)
         total, first = 0, None
         for a, b in self._copy_set:
+            # (the three maps' pages settled first, in the journal's bulk
+            # chunks, not a step's pages at a time: run_arrays reads them)
+            src.settle(a, b)
             for x0 in range(a, b, self.VERIFY_STEP):
                 x1 = min(x0 + self.VERIFY_STEP, b)
-                maps = [run_arrays(m, x0, x1)[1:] for m in (src, tgt, pit)]
-                # the witnessed ranges meeting the step
-                i0 = np.searchsorted(seen_ends, x0, "right")
-                i1 = np.searchsorted(seen_starts, x1)
-                edges = np.concatenate(
-                    [starts for starts, _values in maps]
-                    + [seen_starts[i0:i1], seen_ends[i0:i1], np.array([x0], dtype=np.int64)])
-                # (np.unique, with a stable sort: the parts are each
-                # sorted, which timsort merges in about linear time)
-                edges = np.sort(edges[(edges >= x0) & (edges < x1)], kind="stable")
-                edges = edges[np.concatenate(([True], edges[1:] != edges[:-1]))]
-                lengths = np.diff(np.append(edges, x1))
-                sv, tv, pv = (values[np.searchsorted(starts, edges, "right") - 1]
-                              for starts, values in maps)
-                k = np.searchsorted(seen_starts, edges, "right") - 1
-                witnessed = (k >= 0) & (edges < seen_ends[np.maximum(k, 0)])
-                bad = np.flatnonzero(np.where(witnessed, pv, sv) != tv)
-                if len(bad):
-                    total += int(lengths[bad].sum())
+                (ss, sv), (ts, tv), (ps, pv) = (run_arrays(m, x0, x1)[1:]
+                                                for m in (src, tgt, pit))
+                # (the witnessed ranges from the first that ends past x0)
+                w = int(np.searchsorted(seen_ends, x0, "right"))
+                n, at = _mismatch_step(x0, x1, ss, sv, ts, tv, ps, pv, seen_starts, seen_ends, w)
+                if n:
+                    total += int(n)
                     if first is None:
-                        first = int(edges[bad[0]])
+                        first = int(at)
         return total, first
 
     def _mismatch_by_chains(self) -> tuple[int, int | None]:

@@ -13,6 +13,12 @@ from array import array
 
 import numpy as np
 
+from ..engine import Compiled
+
+#: compiled with numba on first use (engine/compiled.py), without numba's
+#: runtime (nothing is allocated)
+njit = Compiled(globals())
+
 
 class Ledger:
     """Every write acknowledged to the guest, in acknowledgement order.
@@ -38,7 +44,8 @@ class Ledger:
     ``array.append`` calls, one division and a few comparisons.
     """
 
-    __slots__ = ("_offsets", "_unit", "_gens", "block_size", "_odd_at", "_odd_len", "_held")
+    __slots__ = ("_offsets", "_unit", "_gens", "block_size", "_odd_at", "_odd_len", "_held",
+                 "_blocks")
 
     def __init__(self):
         # offsets // _unit ('I'), or byte offsets ('q') once widened (_unit 1)
@@ -51,6 +58,7 @@ class Ledger:
         # who holds rows of this ledger still to come, as the function that
         # hands them in (see hold), or None
         self._held = None
+        self._blocks = None             # (extend's short runs: their blocks and generations)
 
     def hold(self, hand_in) -> None:
         """Rows of this ledger, the next ones in acknowledgement order, are
@@ -112,8 +120,25 @@ class Ledger:
         if self._held is not None:
             self.catch_up()
         n = len(offsets)
-        if n:
-            self.extend_with(offsets, length, np.arange(first_gen, first_gen + n, dtype=np.int64))
+        if not n:
+            return
+        if (n <= _SHORT and length == self.block_size and self._offsets.typecode == "I"
+                and self._gens.typecode == "I" and self._unit
+                and 0 <= first_gen and first_gen + n - 1 <= 0xFFFFFFFF):
+            # a short run of writes the compact columns take as they are (a
+            # stretch through a backup's filter, a hundred writes or fewer):
+            # their blocks checked and converted, and their generations
+            # laid out, in one compiled pass; no generation widened, no odd
+            # length (extend_with's numpy calls cost more than the writes)
+            if self._blocks is None:
+                self._blocks = np.empty((2, _SHORT), dtype=np.uint32)
+            blocks, gens = self._blocks
+            if _compact_blocks(np.asarray(offsets, dtype=np.int64), self._unit, first_gen,
+                               blocks, gens):
+                self._gens.frombytes(gens[:n].tobytes())
+                self._offsets.frombytes(blocks[:n].tobytes())
+                return
+        self.extend_with(offsets, length, np.arange(first_gen, first_gen + n, dtype=np.int64))
 
     def extend_with(self, offsets, length: int, gens: np.ndarray) -> None:
         """:meth:`append` for writes of ``length`` bytes at ``offsets`` with
@@ -238,6 +263,24 @@ _NP_TYPES = {"q": np.int64, "I": np.uintc}
 # the largest block number a compact offset holds
 _MAX_BLOCK = 0xFFFFFFFF
 _CHUNK = 1 << 16
+#: the longest run of writes :meth:`Ledger.extend` converts in one compiled pass
+_SHORT = 4096
+
+
+@njit(cache=True, _nrt=False)
+def _compact_blocks(offsets, unit, first_gen, out, gens):
+    """``out[:n] = offsets // unit`` and ``gens[:n] = first_gen + i`` (n =
+    len(offsets); generations a compact column holds) if every offset is a
+    block (a multiple of ``unit``) whose number a compact column holds
+    (``0 <= block <= _MAX_BLOCK``); else False, ``out`` left half done."""
+    for i in range(offsets.shape[0]):
+        o = offsets[i]
+        q = o // unit
+        if o < 0 or q * unit != o or q > 0xFFFFFFFF:
+            return False
+        out[i] = q
+        gens[i] = first_gen + i
+    return True
 
 
 class BlockOrder:

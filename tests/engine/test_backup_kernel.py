@@ -33,6 +33,16 @@ KERNEL_CASES = {
         tgt={"size": "256MiB"}, guest={"size": "256MiB"}),
     "a cancel mid-stretch": backup(actions=[
         {"at": "333ms", "command": "block-job-cancel", "arguments": {"device": "job0"}}]),
+    # (64 pages of 64 MiB, none asked yet when the first stretches come:
+    # each asks those its writes may reach at its first hand-back)
+    "many pages not asked yet": backup(
+        src={"size": "4GiB", "bandwidth": "4GiB", "latency": "0us"},
+        tgt={"size": "4GiB", "bandwidth": "4GiB", "latency": "0us"},
+        job={"speed": "512MiB"}, duration="600ms",
+        guest={"size": "4GiB", "rate-iops": 4000}),
+    # (each copy four target clusters: the kernel's allocation by ranges)
+    "a qcow2 target with 16 KiB clusters": backup(tgt={"format": "qcow2",
+                                                       "cluster-size": "16KiB"}),
     "a read fault window on the source": backup(faults=[
         {"image": "src", "operation": "read", "errno": "EIO", "offset": 0,
          "length": "64MiB", "start": "400ms", "end": "410ms"}],
@@ -49,7 +59,8 @@ KERNEL_RUNS = {"paced guest, rate-limited backup", "closed-loop guest with think
                "sync=bitmap", "a target write fault in a window", "a bitmap recording the guest",
                "sync=none until cancelled", "tasks across two pages of data",
                "the benchmark's shape", "think time and reads", "a rate-limited guest that ends",
-               "a cancel mid-stretch", "a read fault window on the source"}
+               "a cancel mid-stretch", "a read fault window on the source",
+               "many pages not asked yet", "a qcow2 target with 16 KiB clusters"}
 
 
 def _run(scenario: dict, kernel: bool, monkeypatch, shortcuts: bool = True) -> str:
@@ -157,3 +168,41 @@ def test_a_page_not_asked_yet_is_asked_for_the_kernel(monkeypatch):
     result = sim.run()
     assert result.summary["jobs"]["job0"]["copy_before_write"]["writes"] > 500
     assert sum(done) > 1000 and not python
+
+
+def test_a_stretch_asks_the_pages_its_writes_may_reach_at_once(monkeypatch):
+    """At the kernel's first hand-back on a page not asked yet, the stretch
+    asks that page and those of the writes after it that it may reach
+    (``BackupJob.learn_pages``, up to ``filtered._reach``): the kernel then
+    hands back on a page not asked yet at most once per stretch, not once
+    per page; and the run is the one without it (above)."""
+    from blocksim.jobs.backup import BackupJob
+    stretches = []
+    real_advance, real_kernel = filtered.advance, backup_kernel.advance
+
+    def stretch(workload, write_filter):
+        stretches.append(0)
+        return real_advance(workload, write_filter)
+
+    def kernel(job, offs, reads, n, *args):
+        out = real_kernel(job, offs, reads, n, *args)
+        if out is not None and out[5] == backup_kernel.PYTHON and not reads[out[0]]:
+            content = job.source.content
+            if not job._data_known(content)[int(offs[out[0]]) >> content._shift]:
+                stretches[-1] += 1
+        return out
+    learned = []
+    real_learn = BackupJob.learn_pages
+
+    def learn(self, offsets, length):
+        learned.append(real_learn(self, offsets, length))
+        return learned[-1]
+    monkeypatch.setattr(filtered, "advance", stretch)
+    monkeypatch.setattr(backup_kernel, "advance", kernel)
+    monkeypatch.setattr(BackupJob, "learn_pages", learn)
+    from blocksim.engine import stretch as plain
+    monkeypatch.setattr(plain.filtered, "advance", stretch)
+    sim = Simulation(blocksim.load_scenario(_clean(KERNEL_CASES["many pages not asked yet"])))
+    sim.run()
+    assert max(stretches) == 1 and sum(stretches) < 20
+    assert sum(learned) > 40                    # (pages asked ahead)

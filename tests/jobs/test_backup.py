@@ -549,7 +549,7 @@ def test_the_witnessed_ranges_as_arrays_are_dirty_ranges():
     short of a granule, an empty bitmap."""
     import random
 
-    from blocksim.jobs.backup import _DENSE_BLOCKS, _range_arrays
+    from blocksim.jobs.backup import _DENSE_BLOCKS, _range_arrays, _range_arrays_dense
     from blocksim.model.bitmap import BLOCK, DirtyBitmap
     from blocksim.model.named_bitmap import dirty_ranges
     g = 4096
@@ -568,9 +568,10 @@ def test_the_witnessed_ranges_as_arrays_are_dirty_ranges():
                 a = rng.randrange(0, size - g)
                 bits.mark(a, a + rng.choice((1, g, 5 * g)))
             bits.clear_bits(4 * BLOCK, 4 * BLOCK + 7)               # a hole in whole blocks
-        starts, ends = _range_arrays(bits)
         expected = list(dirty_ranges(bits))
-        assert list(zip(starts.tolist(), ends.tolist())) == expected
+        for ranges in (_range_arrays, _range_arrays_dense):     # (compiled, numpy)
+            starts, ends = ranges(bits)
+            assert list(zip(starts.tolist(), ends.tolist())) == expected
         assert len(expected) > 1000 or not case
 
 
@@ -592,3 +593,76 @@ def test_a_write_in_flight_at_the_start_lands_in_the_frozen_bitmap():
     [bitmap] = r.summary["images"]["src"]["bitmaps"]
     assert bitmap["count"] == CLUSTER
     assert gen_at(sim, "tgt", 0) != 0
+
+
+def test_the_witnessed_ranges_fall_back_to_numpy_when_rows_run_short():
+    """backup._dirty_runs says so (-1) when its rows cannot hold every run,
+    whether the run it cannot hold ends in a mixed block, at a clean block
+    or at the end; _range_arrays then takes the numpy walk: the same
+    ranges."""
+    import numpy as np
+
+    from blocksim.jobs.backup import _dirty_runs, _range_arrays
+    from blocksim.model.bitmap import BLOCK, DirtyBitmap
+    from blocksim.model.named_bitmap import dirty_ranges
+    g = 4096
+    bits = DirtyBitmap(6 * BLOCK * g, g)
+    bits.mark(3 * g, 4 * g)                                 # in a mixed block
+    bits.mark(BLOCK * g, 2 * BLOCK * g)                     # up to a clean block
+    bits.mark(3 * BLOCK * g, 4 * BLOCK * g)                 # again
+    bits.mark((5 * BLOCK + 5) * g, 6 * BLOCK * g)           # to the end
+    granules, _w, summary, _blocks, _bw = bits.arrays()
+    for room in range(4):
+        rows = np.empty(room, np.int64), np.empty(room, np.int64)
+        assert _dirty_runs(granules, summary, bits.nbits, *rows) == -1
+    rows = np.empty(4, np.int64), np.empty(4, np.int64)
+    assert _dirty_runs(granules, summary, bits.nbits, *rows) == 4
+    bits.count = 2                      # (fewer rows than runs)
+    starts, ends = _range_arrays(bits)
+    assert list(zip(starts.tolist(), ends.tolist())) == list(dirty_ranges(bits)) == [
+        (3 * g, 4 * g), (BLOCK * g, 2 * BLOCK * g), (3 * BLOCK * g, 4 * BLOCK * g),
+        ((5 * BLOCK + 5) * g, 6 * BLOCK * g)]
+
+
+def test_the_checks_walk_is_a_byte_by_byte_comparison():
+    """backup._mismatch_step (the point-in-time check's walk over a step)
+    against the check done byte by byte, on random runs of few values (so
+    that neighbouring runs of different maps often hold the same value and
+    an edge of one alone decides) and random witnessed ranges: the same
+    bytes that differ, the same first one."""
+    import numpy as np
+
+    from blocksim.jobs.backup import _mismatch_step
+    rng = np.random.default_rng(11)
+    size = 200
+
+    def runs():
+        starts = np.unique(np.concatenate(([0], rng.integers(1, size, rng.integers(0, 12)))))
+        return starts.astype(np.int64), rng.integers(0, 3, len(starts)).astype(np.int64)
+
+    def bytes_of(starts, values):
+        return np.repeat(values, np.diff(np.append(starts, size)))
+    for _ in range(3000):
+        maps = [runs() for _ in range(3)]           # source, target, witness
+        cuts = np.unique(rng.integers(0, size + 1, 2 * rng.integers(0, 5)))
+        cuts = cuts[:len(cuts) // 2 * 2]
+        seen_starts, seen_ends = cuts[0::2].astype(np.int64), cuts[1::2].astype(np.int64)
+        if not len(seen_starts):
+            seen_starts = seen_ends = np.zeros(1, dtype=np.int64)
+        x0, x1 = sorted(rng.choice(size + 1, 2, replace=False).tolist())
+        src, tgt, pit = (bytes_of(*m) for m in maps)
+        witnessed = np.zeros(size, dtype=bool)
+        for s, e in zip(seen_starts.tolist(), seen_ends.tolist()):
+            witnessed[s:e] = True
+        bad = np.flatnonzero(np.where(witnessed, pit, src)[x0:x1] != tgt[x0:x1])
+        # (each map's runs from x0, as run_arrays gives them)
+        arrays = []
+        for starts, values in maps:
+            i = int(np.searchsorted(starts, x0, "right")) - 1
+            j = int(np.searchsorted(starts, x1, "left"))
+            s = starts[i:j].copy()
+            s[0] = x0
+            arrays += [s, values[i:j]]
+        w = int(np.searchsorted(seen_ends, x0, "right"))
+        total, first = _mismatch_step(x0, x1, *arrays, seen_starts, seen_ends, w)
+        assert (total, first) == (len(bad), x0 + int(bad[0]) if len(bad) else -1)

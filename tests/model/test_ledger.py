@@ -143,3 +143,38 @@ def test_rows_held_elsewhere_come_in_before_any_other_use(use):
         assert ledger.nbytes == 8 * 4
     rows = list(ledger.rows())
     assert [g for _a, _b, g in rows][:4] == [1, 2, 3, 4] and buffers["b"] == []
+
+
+@pytest.mark.parametrize("odd", [None, 4096 * 5 + 512, -4096, 4096 * 2**32, 4096 * (2**32 - 1)])
+@pytest.mark.parametrize("first_gen", [1, 2**32 - 2])
+def test_a_short_extend_converts_its_blocks_or_leaves_them_to_the_general_path(odd, first_gen):
+    """extend's short runs (a backup's quiet stretch: a hundred writes) are
+    converted in one compiled pass; one offset off the blocks, negative or
+    past a compact column's block numbers, or generations past 32 bits,
+    and the run takes the general path, widening as appends would."""
+    rng = np.random.default_rng(5)
+    offsets = (rng.integers(0, 1 << 28, 100) * 4096).tolist()
+    if odd is not None:
+        offsets[57] = odd
+    bulk, single = Ledger(), Ledger()
+    for ledger in (bulk, single):
+        ledger.append(0, 4096, 7)
+    bulk.extend(np.array(offsets, dtype=np.int64), 4096, first_gen)
+    bulk.extend(offsets[:3], 4096, first_gen + 100)
+    for i, off in enumerate(offsets + offsets[:3]):
+        single.append(off, 4096, first_gen + i)
+    assert list(bulk.rows()) == list(single.rows())
+    assert bulk.nbytes == single.nbytes
+    wide = odd not in (None, 4096 * (2**32 - 1))
+    assert bulk.nbytes == 8 * 104 + (4 * 104 if wide else 0) + (
+        4 * 104 if first_gen > 2**31 else 0)
+
+
+def test_a_short_extend_of_blocks_takes_no_numpy_path(monkeypatch):
+    ledger = Ledger()
+    ledger.append(0, 4096, 1)
+    monkeypatch.setattr(Ledger, "extend_with", lambda *a: pytest.fail("general path"))
+    ledger.extend(np.array([8192, 4096, 0], dtype=np.int64), 4096, 2)
+    ledger.extend([12288], 4096, 5)
+    assert list(ledger.rows()) == [(0, 4096, 1), (8192, 12288, 2), (4096, 8192, 3),
+                                   (0, 4096, 4), (12288, 16384, 5)]
