@@ -25,7 +25,7 @@ def test_the_check_sees_a_moved_example_and_update_mends_it(tmp_path):
     assert doc_examples.examples(update=True, docs=[doc])
     text = doc.read_text()
     assert "OK scenarios/mirror-cancel-when-ready.toml\n```" in text
-    assert "$ blocksim list scenarios | head -1 | cut -c1-40\nscenarios/backup-flaky-target-which-poli" in text
+    assert "$ blocksim list scenarios | head -1 | cut -c1-40\nscenarios/backup-checkpoints-incremental" in text
     assert text.startswith("Before.") and text.endswith("After.\n")
     assert doc_examples.examples(docs=[doc]) == []
 
