@@ -503,7 +503,12 @@ def _run(job, entry, rows) -> bool:
                 env._now = now
                 start = task.start
                 done = src._service_done(now, min(task.end, size) - start)
-                heappush(heap, (done, NORMAL, next(eid), READ, (call, task, 0)))
+                if rows is not None and len(task.done.callbacks) == 1 and not task.waited:
+                    # (its read as a row: the compiled steps go on with it)
+                    rows.add(copyrows.READ, done, NORMAL, next(eid), task)
+                    rt = rows.top()
+                else:
+                    heappush(heap, (done, NORMAL, next(eid), READ, (call, task, 0)))
             elif callback is READ:
                 task = arg[1]
                 if arg[2]:
@@ -533,10 +538,16 @@ def _run(job, entry, rows) -> bool:
                         allocs[-1][1] = c1
                 else:
                     allocs.append([c0, c1])
-                # (what it read: taken when the loop stops)
-                later[task] = entry = (tgt._service_done(now, length), NORMAL, next(eid),
-                                       WRITE, (call, task, 0, None, None))
-                heappush(heap, entry)
+                done = tgt._service_done(now, length)
+                if rows is not None and len(task.done.callbacks) == 1 and not task.waited:
+                    # (its write as a row: the compiled steps go on with it)
+                    rows.add(copyrows.WRITE, done, NORMAL, next(eid), task)
+                    rt = rows.top()
+                else:
+                    # (what it read: taken when the loop stops)
+                    later[task] = entry = (done, NORMAL, next(eid), WRITE,
+                                           (call, task, 0, None, None))
+                    heappush(heap, entry)
             elif callback is WRITE:
                 task = arg[1]
                 if (arg[0] is not call or task.pool is not pooled or arg[2]

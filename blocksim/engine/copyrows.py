@@ -156,6 +156,17 @@ def push_rows(heap, st, stage, keys, slots, what):
         _push(heap, st, keys[k, 0], keys[k, 1], keys[k, 2], slots[k])
 
 
+@njit(cache=True, _nrt=False)
+def push_row(heap, st, stage, start, end, inpool, slot, t, p, i, what, a, e):
+    """Row ``slot``, a task ``[a, e)`` of the pool, queued under key
+    ``(t, p, i)`` at stage ``what``."""
+    stage[slot] = what
+    start[slot] = a
+    end[slot] = e
+    inpool[slot] = 1
+    _push(heap, st, t, p, i, slot)
+
+
 @_step
 def _service(ring, st, H, now, nbytes):
     """``Device._service_done(now, nbytes)`` on a quiet node (no jitter):
@@ -542,6 +553,14 @@ class Rows:
         st = self.st
         st[FREE_N] -= 1
         return int(self.free[st[FREE_N]])
+
+    def add(self, what: int, t: int, p: int, i: int, task) -> None:
+        """A row for ``task`` (in the pass's pool), its step ``what`` due
+        under key ``(t, p, i)``."""
+        s = self.alloc()
+        self.objs[s] = task
+        push_row(self.heap, self.st, self.stage, self.start, self.end, self.inpool, s, t, p, i,
+                 what, task.start, task.end)
 
     def take(self, n: int):
         """``n`` rows' slots, as ``alloc`` would give them one by one."""
