@@ -342,7 +342,7 @@ def _run(job, entry, rows) -> bool:
         """The rows' steps run compiled (copyrows.step) from the state
         here, which takes back what they did; why it stopped."""
         nonlocal fired, taken, first, ran, eid, rt, n_reads, n_read, n_writes, n_written
-        nonlocal n_copied, planned, plan_array
+        nonlocal n_copied, planned, plan_array, planner
         st = rows.st
         task = pooled.task
         if task is None:
@@ -364,13 +364,20 @@ def _run(job, entry, rows) -> bool:
                 rows.objs[s] = task
             # (a write-zeroes, or a task a call waits for: the Python resume)
             no_resume = task.zero or len(task.done.callbacks) != 0
-        if len(plan) - taken < 16 and planner is not None and planner.args is not None:
-            # (the plan's next tasks of data throughout, compiled: a task
-            # whose status Python must ask is left to extend(), on demand)
-            got, _why = planner(planned)
-            if got:
+        if PLAN and len(plan) - taken < _MAX_WORKERS and planned < end:
+            # (the plan's next tasks of data throughout, compiled, a pool's
+            # worth: a task whose status Python must ask is left to
+            # extend(), on demand)
+            if planner is None:
+                planner = backup_kernel.planner(job, end, last, chunk, 16)
+            while planner.args is not None and len(plan) - taken < _MAX_WORKERS:
+                got, _why = planner(planned)
+                if not got:
+                    break
                 plan.extend(map(tuple, planner.out[:got].tolist()))
                 planned = plan[-1][1]
+                if planned >= end:
+                    break
         if plan_array is None or len(plan_array) != len(plan):
             plan_array = np.array(plan, dtype=np.int64).reshape(-1, 2)
         other = heap[0] if heap else _NOTHING

@@ -66,8 +66,8 @@ FREE, MADE, BEGIN, READ, WRITE, DONE, EV = range(7)
 #: why step() returned
 EMPTY, BOUND, NEED_PLAN, PYTHON, FULL = range(5)
 
-#: the log's operations (Rows.replay)
-L_MAKE, L_END, L_PROCESSED, L_RESUME, L_POOL = range(1, 6)
+#: the log's operations (Rows.replay; L_ENDED: ended and its done processed)
+L_MAKE, L_END, L_PROCESSED, L_RESUME, L_POOL, L_ENDED = range(1, 7)
 
 # the int64 state array's fields
 (NOW, OTHER_T, OTHER_P, OTHER_ID, Q_T, Q_P, Q_ID, EID, WAITING, FIRED, WAIT, PROCESSED,
@@ -437,12 +437,11 @@ def step(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log, pa
                 pastes[n, 1] = a + length
                 st[PASTE_N] = n + 1
             st[N_COPIED] += z - a
-            _log(log, st, L_END, slot, 0, 0)
+            _log(log, st, L_ENDED if at_once else L_END, slot, 0, 0)
             st[N_ENDED] += 1
             i = st[EID]
             st[EID] += 1
             if at_once:
-                _log(log, st, L_PROCESSED, slot, 0, 0)
                 stage[slot] = FREE
                 _free(st, freed, slot)
                 st[PROCESSED] += 1
@@ -700,6 +699,14 @@ class Rows:
             if op == L_MAKE:
                 task = objs[s] = Task(env, a, e)
                 tasks.append(task)
+            elif op == L_ENDED:
+                task = objs[s]
+                tasks.remove(task)
+                ended.append(task)
+                done = task.done
+                done._ok = True
+                done._value = None
+                done.callbacks = None
             elif op == L_END:
                 task = objs[s]
                 tasks.remove(task)
