@@ -74,14 +74,19 @@ step queued, each id drawn where the steps would draw it.  The devices' and
 the job's counters are added up while the loop runs and handed in when it
 stops (nothing it runs reads them).
 
-Not compiled yet: the loop is plain Python (about 4 µs a step); arrays for
-the tasks kept across its entries, and the journal's reads and pastes from
-compiled code, would be the next step (docs/performance.md).
+The pass's own tasks' steps are compiled (:mod:`blocksim.engine.copyrows`,
+``KERNEL``): a task whose read the fill or the loop issues becomes a *row*
+whose steps (read, write, done, the wake-up and the next tasks made) run in
+compiled code, behind one proxy entry in the steps' heap; the loop here
+hands the rows to it whenever a row's step comes first, runs every other
+entry itself as before, and makes a row the steps' entry again where the
+Python loop must run it.  With ``KERNEL = False`` the loop is the plain
+Python one (about 4 µs a step).
 
 ``tests/engine/test_copyloop.py`` and the backups of
 ``tests/engine/test_filtered.py`` and ``tests/system/test_shortcuts_random.py``
 compare runs with it, without it (``copyloop.ENABLED = False``) and without
-shortcuts.
+shortcuts; ``test_copyloop.py`` also with the Python loop (``KERNEL = False``).
 """
 
 from __future__ import annotations
@@ -342,7 +347,7 @@ def _run(job, entry, rows) -> bool:
         """The rows' steps run compiled (copyrows.step) from the state
         here, which takes back what they did; why it stopped."""
         nonlocal fired, taken, first, ran, eid, rt, n_reads, n_read, n_writes, n_written
-        nonlocal n_copied, planned, plan_array, planner
+        nonlocal n_copied, planned, plan_array, planner, plan_filled
         st = rows.st
         task = pooled.task
         if task is None:
@@ -378,8 +383,15 @@ def _run(job, entry, rows) -> bool:
                 planned = plan[-1][1]
                 if planned >= end:
                     break
-        if plan_array is None or len(plan_array) != len(plan):
-            plan_array = np.array(plan, dtype=np.int64).reshape(-1, 2)
+        n = len(plan)
+        if n > plan_filled:
+            # (the plan's new tasks into the array the compiled steps read)
+            if n > len(plan_array):
+                grown = np.empty((2 * n, 2), dtype=np.int64)
+                grown[:plan_filled] = plan_array[:plan_filled]
+                plan_array = rows.plan = grown
+            plan_array[plan_filled:n] = plan[plan_filled:]
+            plan_filled = n
         other = heap[0] if heap else _NOTHING
         head = queue[0] if queue else _NOTHING
         st[:RAN] = (env._now, other[0], other[1], other[2], head[0], head[1], head[2],
@@ -442,7 +454,8 @@ def _run(job, entry, rows) -> bool:
         rt = tuple(rows.heap[0, :3].tolist()) if v[HEAP_N] else None
         return why
 
-    plan_array = None           # the plan as the compiled steps read it
+    plan_array = rows.plan if rows is not None else None   # the plan as the compiled
+    plan_filled = 0                                         # steps read it
     rt = None                   # the first row's key (rows: the compiled steps)
     # (the steps' loop reads its heap again only if told something ran: so
     # when the heap changed, the proxy taken out or rows made entries)
@@ -455,17 +468,24 @@ def _run(job, entry, rows) -> bool:
         rt = rows.top()
     try:
         while True:
-            if rt is not None and (not heap or heap[0] > rt):
-                # a row's step first: the compiled steps
-                if queue:
-                    head = queue[0]
-                    if rt[2] != head[2] and rt > head[:3]:
-                        key = head[:3]
-                        if markers.get(key) is head[3]:
-                            heappop(queue)
-                            del markers[key]
-                            continue
-                        break
+            # the next step: a row's (the compiled steps) or the heap's head
+            row = rt is not None and (not heap or heap[0] > rt)
+            if row:
+                entry = rt
+            elif heap:
+                entry = heap[0]
+            else:
+                break
+            if queue:
+                head = queue[0]
+                if entry[2] != head[2] and entry > head:
+                    key = head[:3]
+                    if markers.get(key) is head[3]:
+                        heappop(queue)
+                        del markers[key]
+                        continue
+                    break
+            if row:
                 why = kernel()
                 if why == copyrows.PYTHON:
                     rows.materialize_top(heap)
@@ -480,18 +500,6 @@ def _run(job, entry, rows) -> bool:
                     rt = None
                     touched = True
                 continue
-            if not heap:
-                break
-            entry = heap[0]
-            if queue:
-                head = queue[0]
-                if entry[2] != head[2] and entry > head:
-                    key = head[:3]
-                    if markers.get(key) is head[3]:
-                        heappop(queue)
-                        del markers[key]
-                        continue
-                    break
             callback, arg = entry[3], entry[4]
             now = entry[0]
             if callback is BEGIN:
@@ -835,20 +843,9 @@ def _start(job, pooled, starts: list, now: int) -> None:
             # the reads as rows (blocksim.engine.copyrows): the compiled
             # steps run them
             rows.pooled = pooled
-            keys = []
-            objs = rows.objs
-            slots = rows.take(len(starts))
-            for s, (_i, task) in zip(slots.tolist(), starts):
-                start = task.start
-                done = service_done(now, min(task.end, size) - start)
-                keys.append((done, NORMAL, next(eid)))
-                objs[s] = task
-            rows.start[slots] = [task.start for _i, task in starts]
-            rows.end[slots] = [task.end for _i, task in starts]
-            rows.inpool[slots] = 1
             rows.unpark(heap)
-            copyrows.push_rows(rows.heap, rows.st, rows.stage, np.array(keys, dtype=np.int64),
-                               slots, copyrows.READ)
+            rows.start_reads(src, [(task.start, task.end) for _i, task in starts],
+                             [task for _i, task in starts], now, size)
             rows.park(heap)
         else:
             read = job._read_step

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 from functools import partial
 from heapq import heapify, heappop, heappush
+from itertools import count
 
 import numpy as np
 from simpy.events import NORMAL, URGENT
@@ -101,59 +102,66 @@ def _less(t, p, i, u, q, j):
 
 
 @_step
-def _push(heap, st, t, p, i, slot):
-    n = st[HEAP_N]
-    st[HEAP_N] = n + 1
-    while n > 0:
-        parent = (n - 1) >> 1
-        if _less(heap[parent, _T], heap[parent, _P], heap[parent, _ID], t, p, i):
-            break
-        heap[n, _T] = heap[parent, _T]
-        heap[n, _P] = heap[parent, _P]
-        heap[n, _ID] = heap[parent, _ID]
-        heap[n, _SLOT] = heap[parent, _SLOT]
-        n = parent
-    heap[n, _T] = t
-    heap[n, _P] = p
-    heap[n, _ID] = i
-    heap[n, _SLOT] = slot
-
-
-@_step
-def _pop(heap, st):
-    n = st[HEAP_N] - 1
-    st[HEAP_N] = n
-    if n == 0:
-        return
-    t, p, i, slot = heap[n, _T], heap[n, _P], heap[n, _ID], heap[n, _SLOT]
-    k = 0
-    while True:
-        c = 2 * k + 1
-        if c >= n:
-            break
-        if c + 1 < n and _less(heap[c + 1, _T], heap[c + 1, _P], heap[c + 1, _ID],
-                               heap[c, _T], heap[c, _P], heap[c, _ID]):
-            c += 1
-        if _less(t, p, i, heap[c, _T], heap[c, _P], heap[c, _ID]):
-            break
-        heap[k, _T] = heap[c, _T]
-        heap[k, _P] = heap[c, _P]
-        heap[k, _ID] = heap[c, _ID]
-        heap[k, _SLOT] = heap[c, _SLOT]
-        k = c
+def _put(heap, k, t, p, i, slot):
     heap[k, _T] = t
     heap[k, _P] = p
     heap[k, _ID] = i
     heap[k, _SLOT] = slot
 
 
+@_step
+def _push(heap, st, t, p, i, slot):
+    """Key ``(t, p, i)`` of row ``slot`` into the rows' heap."""
+    n = st[HEAP_N]
+    st[HEAP_N] = n + 1
+    while n > 0:
+        up = (n - 1) >> 1
+        if _less(heap[up, _T], heap[up, _P], heap[up, _ID], t, p, i):
+            break
+        _put(heap, n, heap[up, _T], heap[up, _P], heap[up, _ID], heap[up, _SLOT])
+        n = up
+    _put(heap, n, t, p, i, slot)
+
+
+@_step
+def _pop(heap, st):
+    """The first key out of the rows' heap."""
+    n = st[HEAP_N] - 1
+    st[HEAP_N] = n
+    if n == 0:
+        return
+    t, p, i, slot = heap[n, _T], heap[n, _P], heap[n, _ID], heap[n, _SLOT]
+    k = 0
+    c = 1
+    while c < n:
+        if c + 1 < n and _less(heap[c + 1, _T], heap[c + 1, _P], heap[c + 1, _ID],
+                               heap[c, _T], heap[c, _P], heap[c, _ID]):
+            c += 1
+        if _less(t, p, i, heap[c, _T], heap[c, _P], heap[c, _ID]):
+            break
+        _put(heap, k, heap[c, _T], heap[c, _P], heap[c, _ID], heap[c, _SLOT])
+        k = c
+        c = 2 * k + 1
+    _put(heap, k, t, p, i, slot)
+
+
 @njit(cache=True, _nrt=False)
-def push_rows(heap, st, stage, keys, slots, what):
-    """Rows ``slots`` queued under ``keys`` (time, priority, id), each at
-    stage ``what`` (the fill's starts, copyloop._start)."""
-    for k in range(slots.shape[0]):
-        stage[slots[k]] = what
-        _push(heap, st, keys[k, 0], keys[k, 1], keys[k, 2], slots[k])
+def start_rows(heap, st, stage, start, end, inpool, free, ring, spans, slots, eid, now, size):
+    """The starts of the pool's tasks ``spans`` (start, end), run in order
+    at ``now`` as copyloop._start runs them: each read issued
+    (``Device._service_done`` on the source's queue ``ring``), its step a
+    row under the next id from ``eid``; their rows into ``slots``."""
+    for k in range(spans.shape[0]):
+        st[FREE_N] -= 1
+        s = free[st[FREE_N]]
+        a, e = spans[k, 0], spans[k, 1]
+        done = _service(ring, st, S_H, now, (e if e < size else size) - a)
+        stage[s] = READ
+        start[s] = a
+        end[s] = e
+        inpool[s] = 1
+        _push(heap, st, done, NORMAL, eid + k, s)
+        slots[k] = s
 
 
 @njit(cache=True, _nrt=False)
@@ -255,6 +263,22 @@ def _feasible(st, plan, k, now):
             if dispatched >= quota:
                 slice_end = start + int(dispatched / max(quota, 1) * _SLICE_NS)
     return 1
+
+
+@_step
+def _refused(st, heap, plan, k, now, t, p, i, slot):
+    """A step after which the pass would wake up, refused unless the wake-up
+    is feasible (``feasible(k, now)``, and not a resume left to Python,
+    ``NO_RESUME``), as copyloop.run refuses it: the row back under its key
+    (``t, p, i``) and why (``NEED_PLAN``, ``PYTHON``), or -1: go on."""
+    f = 0 if st[NO_RESUME] else _feasible(st, plan, k, now)
+    if f > 0:
+        return -1
+    _push(heap, st, t, p, i, slot)
+    if f < 0:
+        return NEED_PLAN
+    st[SLOT] = slot
+    return PYTHON
 
 
 @_step
@@ -419,13 +443,9 @@ def step(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log, pa
             at_once = _nothing_due(heap, st, now)
             wakes = st[WAITING] and not st[FIRED]
             if at_once and wakes:
-                f = 0 if st[NO_RESUME] else _feasible(st, plan, st[N_ENDED] + 1, now)
-                if f <= 0:
-                    _push(heap, st, t, p, i, slot)
-                    if f < 0:
-                        return NEED_PLAN
-                    st[SLOT] = slot
-                    return PYTHON
+                why = _refused(st, heap, plan, st[N_ENDED] + 1, now, t, p, i, slot)
+                if why >= 0:
+                    return why
             st[NOW] = now
             st[N_WRITES] += 1
             st[N_WRITTEN] += length
@@ -459,13 +479,9 @@ def step(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log, pa
             at_once = _nothing_due(heap, st, now)
             wakes = inpool[slot] and st[WAITING] and not st[FIRED]
             if wakes and at_once:
-                f = 0 if st[NO_RESUME] else _feasible(st, plan, st[N_ENDED], now)
-                if f <= 0:
-                    _push(heap, st, t, p, i, slot)
-                    if f < 0:
-                        return NEED_PLAN
-                    st[SLOT] = slot
-                    return PYTHON
+                why = _refused(st, heap, plan, st[N_ENDED], now, t, p, i, slot)
+                if why >= 0:
+                    return why
             st[NOW] = now
             _log(log, st, L_PROCESSED, slot, 0, 0)
             for k in range(st[DONE_N]):
@@ -532,6 +548,7 @@ class Rows:
         self.pastes = np.zeros((_RUNS, 2), dtype=np.int64)
         self.allocs = np.zeros((_RUNS, 2), dtype=np.int64)
         self.objs: list = [None] * CAPACITY
+        self.plan = np.zeros((256, 2), dtype=np.int64)     # (copyloop's, per run)
         self.st[FREE_N] = CAPACITY
         self.st[EV_SLOT] = -1
         self.pooled = None          # the pass whose tasks the rows are
@@ -561,12 +578,23 @@ class Rows:
         push_row(self.heap, self.st, self.stage, self.start, self.end, self.inpool, s, t, p, i,
                  what, task.start, task.end)
 
-    def take(self, n: int):
-        """``n`` rows' slots, as ``alloc`` would give them one by one."""
+    def start_reads(self, src, spans: list, tasks: list, now: int, size: int) -> None:
+        """The fill's starts (copyloop._start) run at once, compiled
+        (:func:`start_rows`): each task's read issued on ``src``, its step a
+        row, the ids drawn from SimPy's counter in order."""
+        env = self.job.env
+        n = len(tasks)
+        eid = next(env._eid)
+        slots = np.empty(n, dtype=np.int64)
         st = self.st
-        k = int(st[FREE_N])
-        st[FREE_N] = k - n
-        return self.free[k - n:k][::-1].copy()
+        start_rows(self.heap, st, self.stage, self.start, self.end, self.inpool, self.free,
+                   self.ring_in(src, S_H), np.array(spans, dtype=np.int64), slots, eid, now,
+                   size)
+        env._eid = count(eid + n)
+        self.ring_out(src, S_H, st.tolist())
+        objs = self.objs
+        for s, task in zip(slots.tolist(), tasks):
+            objs[s] = task
 
     def release(self, slot: int) -> None:
         st = self.st
@@ -699,21 +727,15 @@ class Rows:
             if op == L_MAKE:
                 task = objs[s] = Task(env, a, e)
                 tasks.append(task)
-            elif op == L_ENDED:
+            elif op == L_ENDED or op == L_END:
                 task = objs[s]
                 tasks.remove(task)
                 ended.append(task)
                 done = task.done
                 done._ok = True
                 done._value = None
-                done.callbacks = None
-            elif op == L_END:
-                task = objs[s]
-                tasks.remove(task)
-                ended.append(task)
-                done = task.done
-                done._ok = True
-                done._value = None
+                if op == L_ENDED:
+                    done.callbacks = None       # (processed at once)
             elif op == L_PROCESSED:
                 objs[s].done.callbacks = None
             elif op == L_POOL:
