@@ -347,7 +347,7 @@ def _run(job, entry, rows) -> bool:
         """The rows' steps run compiled (copyrows.step) from the state
         here, which takes back what they did; why it stopped."""
         nonlocal fired, taken, first, ran, eid, rt, n_reads, n_read, n_writes, n_written
-        nonlocal n_copied, planned, plan_array, planner, plan_filled
+        nonlocal n_copied, planned, plan_array, ahead, plan_filled
         st = rows.st
         task = pooled.task
         if task is None:
@@ -369,17 +369,17 @@ def _run(job, entry, rows) -> bool:
                 rows.objs[s] = task
             # (a write-zeroes, or a task a call waits for: the Python resume)
             no_resume = task.zero or len(task.done.callbacks) != 0
-        if PLAN and len(plan) - taken < _MAX_WORKERS and planned < end:
-            # (the plan's next tasks of data throughout, compiled, a pool's
-            # worth: a task whose status Python must ask is left to
+        if PLAN and len(plan) - taken < 16 and planned < end:
+            # (the plan's next tasks of data throughout, compiled, up to a
+            # pool's worth: a task whose status Python must ask is left to
             # extend(), on demand)
-            if planner is None:
-                planner = backup_kernel.planner(job, end, last, chunk, 16)
-            while planner.args is not None and len(plan) - taken < _MAX_WORKERS:
-                got, _why = planner(planned)
+            if ahead is None:
+                ahead = backup_kernel.planner(job, end, last, chunk, _MAX_WORKERS)
+            while ahead.args is not None and len(plan) - taken < 16:
+                got, _why = ahead(planned)
                 if not got:
                     break
-                plan.extend(map(tuple, planner.out[:got].tolist()))
+                plan.extend(map(tuple, ahead.out[:got].tolist()))
                 planned = plan[-1][1]
                 if planned >= end:
                     break
@@ -454,6 +454,7 @@ def _run(job, entry, rows) -> bool:
         rt = tuple(rows.heap[0, :3].tolist()) if v[HEAP_N] else None
         return why
 
+    ahead = None                # the planner of a pool's worth (kernel())
     plan_array = rows.plan if rows is not None else None   # the plan as the compiled
     plan_filled = 0                                         # steps read it
     rt = None                   # the first row's key (rows: the compiled steps)
