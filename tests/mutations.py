@@ -665,10 +665,10 @@ MUTATIONS = [
     ("copyloop: a task's done run at once with a SimPy event due at that instant",
      "blocksim/engine/copyloop.py",
      "                heappop(heap)\n                at_once = ((not heap or heap[0][0] > now)\n"
-     "                           and (not queue or queue[0][0] > now))\n"
+     "                           and (not queue or queue[0][0] > now) and (rt is None or rt[0] > now))\n"
      "                wakes = waiting",
      "                heappop(heap)\n                at_once = ((not heap or heap[0][0] > now)\n"
-     "                           and True)\n"
+     "                           and True and (rt is None or rt[0] > now))\n"
      "                wakes = waiting"),
     ("copyloop: ties with SimPy's head ignored", "blocksim/engine/copyloop.py",
      "                if entry[2] != head[2] and entry > head:",
@@ -707,6 +707,27 @@ MUTATIONS = [
      "blocksim/engine/copyloop.py",
      "                    if wakes and at_once and not feasible(len(ended), now):",
      "                    if False:"),
+    # the pass's own tasks as rows, their steps compiled (engine/copyrows.py):
+    # what step() restates of copyloop.run, and the rows made entries again
+    ("copyrows: a row's step taken before SimPy's head", "blocksim/engine/copyrows.py",
+     "                or _less(st[Q_T], st[Q_P], st[Q_ID], t, p, i)):\n            return BOUND",
+     "                or False):\n            return BOUND"),
+    ("copyrows: the rate limiter's sleep not foreseen", "blocksim/engine/copyrows.py",
+     "            if dispatched >= quota:\n                return 0",
+     "            if False:\n                return 0"),
+    ("copyrows: a task made at a wake-up not counted by the limiter", "blocksim/engine/copyrows.py",
+     "            st[DISPATCHED] += e - a", "            st[DISPATCHED] += 0"),
+    ("copyrows: a row's write made an entry again without its read", "blocksim/engine/copyrows.py",
+     "            return (t, p, i, job._write_step, (call, task, 0, None, runs))",
+     "            return (t, p, i, job._write_step, (call, task, 0, None, []))"),
+    ("copyrows: the rows' writes not counted", "blocksim/engine/copyrows.py",
+     "            st[N_WRITES] += 1\n", ""),
+    ("copyrows: the waiting task's row not given back when the pass takes it",
+     "blocksim/engine/copyloop.py",
+     "                rows.release(s)         # (the pass took it: the Python resume)\n",
+     "                pass\n"),
+    ("copyrows: the source's queue not taken back from the rows", "blocksim/engine/copyloop.py",
+     "        rows.ring_out(src, copyrows.S_H, v)\n", ""),
     ("backup: one cluster's stretch copy on a page that may hold zeros", "blocksim/jobs/backup.py",
      "        if (p != (end - 1) >> content._shift or not self._holds_data(content, p)):",
      "        if (p != (end - 1) >> content._shift):"),

@@ -74,47 +74,81 @@ step queued, each id drawn where the steps would draw it.  The devices' and
 the job's counters are added up while the loop runs and handed in when it
 stops (nothing it runs reads them).
 
-Not compiled yet: the loop is plain Python (about 4 µs a step); arrays for
-the tasks kept across its entries, and the journal's reads and pastes from
-compiled code, would be the next step (docs/performance.md).
+The pass's own tasks' steps are compiled (:mod:`blocksim.engine.copyrows`,
+``KERNEL``): a task whose read the fill or the loop issues becomes a *row*
+whose steps (read, write, done, the wake-up and the next tasks made) run in
+compiled code, behind one proxy entry in the steps' heap; the loop here
+hands the rows to it whenever a row's step comes first, runs every other
+entry itself as before, and makes a row the steps' entry again where the
+Python loop must run it.  With ``KERNEL = False`` the loop is the plain
+Python one (about 4 µs a step).
 
 ``tests/engine/test_copyloop.py`` and the backups of
 ``tests/engine/test_filtered.py`` and ``tests/system/test_shortcuts_random.py``
 compare runs with it, without it (``copyloop.ENABLED = False``) and without
-shortcuts.
+shortcuts; ``test_copyloop.py`` also with the Python loop (``KERNEL = False``).
 """
 
 from __future__ import annotations
 
 from functools import partial
 from heapq import heappop, heappush
+from itertools import count
 
 import numpy as np
 from simpy.events import NORMAL, PENDING, URGENT, Event
 
-from . import backup_kernel
+from . import backup_kernel, copyrows
 from .burst import _quiet
 
 #: tests switch the loop off to compare (the steps one at a time)
 ENABLED = True
 #: and the compiled search for the pass's next tasks (backup_kernel.plan)
 PLAN = True
+#: and the compiled steps of the pass's own tasks (blocksim.engine.copyrows)
+KERNEL = True
 
 _MAX_WORKERS = 64           # BLOCK_COPY_MAX_WORKERS (backup.MAX_WORKERS)
+_NEVER = copyrows._NEVER
+_NOTHING = (_NEVER, 0, 0)    # (an empty heap's head, for the compiled steps)
+(NOW, OTHER_T, OTHER_P, OTHER_ID, Q_T, Q_P, Q_ID, EID, WAITING, FIRED, WAIT, PROCESSED,
+ POOL_LEN, N_ENDED, TASK, NO_RESUME, PLAN_N, TAKEN, PLAN_FINAL, SPEED, QUOTA, SL_START,
+ SL_END, DISPATCHED, POS, SIZE, TCS, N_READS, N_READ, N_WRITES, N_WRITTEN, N_COPIED,
+ IN_FLIGHT, PASTE_N, ALLOC_N, RAN, MADE_N, DONE_N, FREE_N, FREED_N, HEAP_N) = (
+    copyrows.NOW, copyrows.OTHER_T, copyrows.OTHER_P, copyrows.OTHER_ID, copyrows.Q_T,
+    copyrows.Q_P, copyrows.Q_ID, copyrows.EID, copyrows.WAITING, copyrows.FIRED,
+    copyrows.WAIT, copyrows.PROCESSED, copyrows.POOL_LEN, copyrows.N_ENDED, copyrows.TASK,
+    copyrows.NO_RESUME, copyrows.PLAN_N, copyrows.TAKEN, copyrows.PLAN_FINAL,
+    copyrows.SPEED, copyrows.QUOTA, copyrows.SL_START, copyrows.SL_END, copyrows.DISPATCHED,
+    copyrows.POS, copyrows.SIZE, copyrows.TCS, copyrows.N_READS, copyrows.N_READ,
+    copyrows.N_WRITES, copyrows.N_WRITTEN, copyrows.N_COPIED, copyrows.IN_FLIGHT,
+    copyrows.PASTE_N, copyrows.ALLOC_N, copyrows.RAN, copyrows.MADE_N, copyrows.DONE_N,
+    copyrows.FREE_N, copyrows.FREED_N, copyrows.HEAP_N)
 
 
 def attach(job, steps) -> None:
     """Hand ``steps`` the loop for ``job``'s task steps."""
     loop = partial(run, job)
-    for callback in (job._begin_step, job._read_step, job._write_step):
+    job._rows = rows = copyrows.Rows(job)
+    for callback in (job._begin_step, job._read_step, job._write_step, rows.fire):
         steps.loop_for[callback] = loop
 
 
 def run(job, entry) -> bool:
     """Run the steps from ``entry`` (the head of the steps' heap, due before
     SimPy's next event) while the module's doc says so; whether it ran any."""
-    if not ENABLED:
+    rows = job._rows
+    if not ENABLED or not _runnable(job, entry):
+        if rows is not None and entry is rows.proxy:
+            # (the rows' steps left to the steps, one at a time)
+            rows.materialize_all(job._steps.heap)
+            return True
         return False
+    return _run(job, entry, rows if KERNEL else None)
+
+
+def _runnable(job, entry) -> bool:
+    """Whether the loop may run from ``entry`` (the module's doc, 1)."""
     pooled = job._pass
     if pooled is None:
         return False
@@ -122,22 +156,30 @@ def run(job, entry) -> bool:
     if entry[3] is job._write_step and (entry[4][0] is not call
                                         or entry[4][1].pool is not pooled):
         return False                # (another call's write: its waiter resumes)
-    ev = pooled.ev
     if call is not job._call or call.err or call.cancelled:
         return False
-    # the pass waits for a slot (else it sleeps, and no task's end wakes it:
-    # the pool's check only counts, BackupJob._pool_check)
-    waiting = pooled.task is not None and ev is not None and ev._value is PENDING
     for t in pooled.waited:
         if t.pool is pooled:
             return False
     src, tgt = job.source, job.target
+    queue = job.env._queue
+    return not (src.backing is not None or src.content._journal is None or src.faults
+                or tgt.faults
+                or not _quiet(src, tgt, entry[0], queue[0][0] if queue else float("inf")))
+
+
+def _run(job, entry, rows) -> bool:
+    """:func:`run`'s loop, its conditions met; ``rows``: the pass's own
+    tasks' steps run compiled (blocksim.engine.copyrows), or None."""
+    pooled = job._pass
+    call = pooled.call
+    ev = pooled.ev
+    # the pass waits for a slot (else it sleeps, and no task's end wakes it:
+    # the pool's check only counts, BackupJob._pool_check)
+    waiting = pooled.task is not None and ev is not None and ev._value is PENDING
+    src, tgt = job.source, job.target
     env = job.env
     queue = env._queue
-    now = entry[0]
-    if (src.backing is not None or src.content._journal is None or src.faults or tgt.faults
-            or not _quiet(src, tgt, now, queue[0][0] if queue else float("inf"))):
-        return False
     steps = job._steps
     heap = steps.heap
     markers = steps._markers
@@ -173,6 +215,26 @@ def run(job, entry) -> bool:
     def feasible(k: int, now: int) -> bool:
         """Whether the pass, woken now, makes its next ``k`` tasks without
         a sleep, a shrink or an end (nothing changed but the plan)."""
+        if not extend(k):
+            return False
+        if limit.speed:
+            # RateLimit.delay(now, 0), then (now, e - a), for each
+            quota = limit.slice_quota
+            start, slice_end, dispatched = limit.slice_start, limit.slice_end, limit.dispatched
+            for i in range(taken, taken + k):
+                if slice_end <= now:
+                    start, slice_end, dispatched = now, now + _SLICE_NS, 0
+                if dispatched >= quota:
+                    return False
+                a, e = plan[i]
+                dispatched += e - a
+                if dispatched >= quota:
+                    slice_end = start + int(dispatched / max(quota, 1) * _SLICE_NS)
+        return True
+
+    def extend(k: int) -> bool:
+        """Whether the plan holds the pass's next ``k`` tasks, all of data
+        throughout, found as the pass would find them (the plan extended)."""
         nonlocal planned, planner
         while len(plan) - taken < k:
             pos = planned
@@ -209,19 +271,6 @@ def run(job, entry) -> bool:
                 return False
             plan.append((a, e))
             planned = e
-        if limit.speed:
-            # RateLimit.delay(now, 0), then (now, e - a), for each
-            quota = limit.slice_quota
-            start, slice_end, dispatched = limit.slice_start, limit.slice_end, limit.dispatched
-            for i in range(taken, taken + k):
-                if slice_end <= now:
-                    start, slice_end, dispatched = now, now + _SLICE_NS, 0
-                if dispatched >= quota:
-                    return False
-                a, e = plan[i]
-                dispatched += e - a
-                if dispatched >= quota:
-                    slice_end = start + int(dispatched / max(quota, 1) * _SLICE_NS)
         return True
 
     def resume(now: int) -> None:
@@ -280,7 +329,7 @@ def run(job, entry) -> bool:
                     i, task = begin
                     key = (now, URGENT, i)
                     if (not task.zero and (not heap or heap[0] > key)
-                            and (not queue or queue[0] > key)):
+                            and (not queue or queue[0] > key) and (rt is None or rt > key)):
                         start = task.start
                         done = src._service_done(now, min(task.end, size) - start)
                         heappush(heap, (done, NORMAL, next(eid), READ, (call, task, 0)))
@@ -292,9 +341,142 @@ def run(job, entry) -> bool:
     # loop stops (only added to meanwhile: the steps run here and the
     # job's step methods called here read none of them)
     n_reads = n_read = n_writes = n_written = n_copied = 0
+    plan_final = False          # (the plan cannot grow: extend() said so)
+
+    def kernel() -> int:
+        """The rows' steps run compiled (copyrows.step) from the state
+        here, which takes back what they did; why it stopped."""
+        nonlocal fired, taken, first, ran, eid, rt, n_reads, n_read, n_writes, n_written
+        nonlocal n_copied, planned, plan_array, ahead, plan_filled
+        st = rows.st
+        task = pooled.task
+        if task is None:
+            s = rows.tslot
+            if s >= 0 and rows.stage[s] == copyrows.MADE:
+                rows.release(s)         # (the pass took it: the Python resume)
+            s = rows.tslot = -1
+            no_resume = 1
+        else:
+            s = rows.tslot
+            if s < 0 or rows.objs[s] is not task:
+                if s >= 0 and rows.stage[s] == copyrows.MADE:
+                    rows.release(s)
+                s = rows.tslot = rows.alloc()
+                rows.stage[s] = copyrows.MADE
+                rows.start[s] = task.start
+                rows.end[s] = task.end
+                rows.inpool[s] = 0
+                rows.objs[s] = task
+            # (a write-zeroes, or a task a call waits for: the Python resume)
+            no_resume = task.zero or len(task.done.callbacks) != 0
+        if PLAN and len(plan) - taken < 16 and planned < end:
+            # (the plan's next tasks of data throughout, compiled, up to a
+            # pool's worth: a task whose status Python must ask is left to
+            # extend(), on demand)
+            if ahead is None:
+                ahead = backup_kernel.planner(job, end, last, chunk, _MAX_WORKERS)
+            while ahead.args is not None and len(plan) - taken < 16:
+                got, _why = ahead(planned)
+                if not got:
+                    break
+                plan.extend(map(tuple, ahead.out[:got].tolist()))
+                planned = plan[-1][1]
+                if planned >= end:
+                    break
+        n = len(plan)
+        if n > plan_filled:
+            # (the plan's new tasks into the array the compiled steps read)
+            if n > len(plan_array):
+                grown = np.empty((2 * n, 2), dtype=np.int64)
+                grown[:plan_filled] = plan_array[:plan_filled]
+                plan_array = rows.plan = grown
+            plan_array[plan_filled:n] = plan[plan_filled:]
+            plan_filled = n
+        other = heap[0] if heap else _NOTHING
+        head = queue[0] if queue else _NOTHING
+        st[:RAN] = (env._now, other[0], other[1], other[2], head[0], head[1], head[2],
+                    next(eid), waiting, fired, pooled.wait, pooled.processed, len(pool),
+                    len(ended), s, no_resume, len(plan), taken, plan_final, 0,
+                    1 if limit.speed else 0, limit.slice_quota, limit.slice_start,
+                    limit.slice_end, limit.dispatched, pooled.pos, size, tcs,
+                    0, 0, 0, 0, 0, 0, 0, 0, 0, len(rows), st[FREE_N], st[FREED_N], st[DONE_N])
+        st[RAN] = st[MADE_N] = 0
+        dn = int(st[DONE_N])
+        if dn:
+            objs = rows.objs
+            for s in rows.dslots[:dn].tolist():
+                rows.inpool[s] = objs[s].pool is not None
+        why = copyrows.step(st, rows.heap, rows.stage, rows.start, rows.end, rows.inpool,
+                            rows.free, rows.freed, rows.dslots, plan_array, rows.log,
+                            rows.pastes, rows.allocs, rows.ring_in(src, copyrows.S_H),
+                            rows.ring_in(tgt, copyrows.T_H))
+        v = st.tolist()
+        env._eid = eid = count(v[EID])
+        env._now = v[NOW]
+        rows.ring_out(src, copyrows.S_H, v)
+        rows.ring_out(tgt, copyrows.T_H, v)
+        rows.replay(env, Task, pooled, tasks, pool_check)
+        fired = bool(v[FIRED])
+        pooled.wait = v[WAIT]
+        pooled.processed = v[PROCESSED]
+        pooled.pos = v[POS]
+        s = rows.tslot = v[TASK]
+        if s >= 0:
+            pooled.task = rows.objs[s]
+        limit.slice_start, limit.slice_end, limit.dispatched = v[SL_START:DISPATCHED + 1]
+        k = v[TAKEN] - taken
+        if k:
+            if first < 0:
+                first = plan[taken][0] // cs
+            taken += k
+        if v[RAN]:
+            ran += v[RAN]
+            n_reads += v[N_READS]
+            n_read += v[N_READ]
+            n_writes += v[N_WRITES]
+            n_written += v[N_WRITTEN]
+            n_copied += v[N_COPIED]
+            job.in_flight_bytes += v[IN_FLIGHT]
+            n = v[PASTE_N]
+            if n:
+                got = rows.pastes[:n].tolist()
+                if pastes and pastes[-1][1] == got[0][0]:
+                    pastes[-1][1] = got.pop(0)[1]
+                pastes.extend(got)
+            n = v[ALLOC_N]
+            if n:
+                got = rows.allocs[:n].tolist()
+                if allocs and allocs[-1][1] >= got[0][0]:
+                    c0, c1 = got.pop(0)
+                    if c1 > allocs[-1][1]:
+                        allocs[-1][1] = c1
+                allocs.extend(got)
+        rt = tuple(rows.heap[0, :3].tolist()) if v[HEAP_N] else None
+        return why
+
+    ahead = None                # the planner of a pool's worth (kernel())
+    plan_array = rows.plan if rows is not None else None   # the plan as the compiled
+    plan_filled = 0                                         # steps read it
+    rt = None                   # the first row's key (rows: the compiled steps)
+    # (the steps' loop reads its heap again only if told something ran: so
+    # when the heap changed, the proxy taken out or rows made entries)
+    touched = rows is not None and entry is rows.proxy
+    if rows is not None:
+        if rows.pooled is not pooled:
+            rows.materialize_all(heap)
+            rows.pooled = pooled
+        rows.unpark(heap)
+        rt = rows.top()
     try:
-        while heap:
-            entry = heap[0]
+        while True:
+            # the next step: a row's (the compiled steps) or the heap's head
+            row = rt is not None and (not heap or heap[0] > rt)
+            if row:
+                entry = rt
+            elif heap:
+                entry = heap[0]
+            else:
+                break
             if queue:
                 head = queue[0]
                 if entry[2] != head[2] and entry > head:
@@ -304,6 +486,21 @@ def run(job, entry) -> bool:
                         del markers[key]
                         continue
                     break
+            if row:
+                why = kernel()
+                if why == copyrows.PYTHON:
+                    rows.materialize_top(heap)
+                    rt = rows.top()
+                    touched = True
+                elif why == copyrows.NEED_PLAN:
+                    if not extend(int(rows.st[copyrows.NEED_K])):
+                        plan_final = True
+                elif why == copyrows.FULL and not rows.st[copyrows.RAN]:
+                    # (no room left for the rows: the steps as entries)
+                    rows.materialize_all(heap)
+                    rt = None
+                    touched = True
+                continue
             callback, arg = entry[3], entry[4]
             now = entry[0]
             if callback is BEGIN:
@@ -322,7 +519,12 @@ def run(job, entry) -> bool:
                 env._now = now
                 start = task.start
                 done = src._service_done(now, min(task.end, size) - start)
-                heappush(heap, (done, NORMAL, next(eid), READ, (call, task, 0)))
+                if rows is not None and len(task.done.callbacks) == 1 and not task.waited:
+                    # (its read as a row: the compiled steps go on with it)
+                    rows.add(copyrows.READ, done, NORMAL, next(eid), task)
+                    rt = rows.top()
+                else:
+                    heappush(heap, (done, NORMAL, next(eid), READ, (call, task, 0)))
             elif callback is READ:
                 task = arg[1]
                 if arg[2]:
@@ -352,10 +554,16 @@ def run(job, entry) -> bool:
                         allocs[-1][1] = c1
                 else:
                     allocs.append([c0, c1])
-                # (what it read: taken when the loop stops)
-                later[task] = entry = (tgt._service_done(now, length), NORMAL, next(eid),
-                                       WRITE, (call, task, 0, None, None))
-                heappush(heap, entry)
+                done = tgt._service_done(now, length)
+                if rows is not None and len(task.done.callbacks) == 1 and not task.waited:
+                    # (its write as a row: the compiled steps go on with it)
+                    rows.add(copyrows.WRITE, done, NORMAL, next(eid), task)
+                    rt = rows.top()
+                else:
+                    # (what it read: taken when the loop stops)
+                    later[task] = entry = (done, NORMAL, next(eid), WRITE,
+                                           (call, task, 0, None, None))
+                    heappush(heap, entry)
             elif callback is WRITE:
                 task = arg[1]
                 if (arg[0] is not call or task.pool is not pooled or arg[2]
@@ -364,7 +572,7 @@ def run(job, entry) -> bool:
                     break
                 heappop(heap)
                 at_once = ((not heap or heap[0][0] > now)
-                           and (not queue or queue[0][0] > now))
+                           and (not queue or queue[0][0] > now) and (rt is None or rt[0] > now))
                 wakes = waiting and not fired and task.checked != pooled.wait
                 if at_once and wakes and not feasible(len(ended) + 1, now):
                     heappush(heap, entry)
@@ -419,8 +627,8 @@ def run(job, entry) -> bool:
                     if task.done is not arg:
                         break
                     heappop(heap)
-                    at_once = ((not heap or heap[0][0] > now)
-                               and (not queue or queue[0][0] > now))
+                    at_once = ((not heap or heap[0][0] > now) and (not queue or queue[0][0] > now)
+                               and (rt is None or rt[0] > now))
                     wakes = (task.pool is not None and waiting and not fired
                              and task.checked != pooled.wait)
                     if wakes and at_once and not feasible(len(ended), now):
@@ -456,7 +664,13 @@ def run(job, entry) -> bool:
                 bcs.clear_bits(first, plan[taken - 1][1] // cs)
             _allocate(tgt.alloc, allocs)
             _leave(job, src, heap, pastes, later, ev, fired, call)
-    return bool(ran)
+        if rows is not None:
+            rows.materialize_evs(heap)
+            rows.park(heap)
+            if touched and not ran and heap and heap[0] is rows.proxy:
+                # (nothing ran from the proxy: its rows' steps as entries)
+                rows.materialize_all(heap)
+    return bool(ran) or touched
 
 
 _SLICE_NS = 100_000_000     # BLOCK_JOB_SLICE_TIME (model.ratelimit.SLICE_NS)
@@ -623,12 +837,23 @@ def _start(job, pooled, starts: list, now: int) -> None:
             and _quiet(src, tgt, now, queue[0][0] if queue else float("inf"))):
         eid = env._eid
         size = job.size
-        read = job._read_step
         service_done = src._service_done
-        for _i, task in starts:
-            start = task.start
-            done = service_done(now, min(task.end, size) - start)
-            heappush(heap, (done, NORMAL, next(eid), read, (call, task, 0)))
+        rows = job._rows if KERNEL else None
+        if rows is not None and (rows.pooled is pooled or not len(rows)) and all(
+                len(task.done.callbacks) == 1 for _i, task in starts):
+            # the reads as rows (blocksim.engine.copyrows): the compiled
+            # steps run them
+            rows.pooled = pooled
+            rows.unpark(heap)
+            rows.start_reads(src, [(task.start, task.end) for _i, task in starts],
+                             [task for _i, task in starts], now, size)
+            rows.park(heap)
+        else:
+            read = job._read_step
+            for _i, task in starts:
+                start = task.start
+                done = service_done(now, min(task.end, size) - start)
+                heappush(heap, (done, NORMAL, next(eid), read, (call, task, 0)))
     else:
         begin = job._begin_step
         for i, task in starts:

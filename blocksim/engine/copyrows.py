@@ -1,0 +1,792 @@
+"""A backup's copy loop compiled: the pass's tasks as rows of arrays.
+
+:func:`blocksim.engine.copyloop.run` runs the background pass's task steps
+(a start issues the source read, a read completes and issues the target
+write, a write completes and ends the task, waking the pass, which makes
+the next task) as plain Python, about 4 µs a step.  Python gets control
+back at each SimPy event among the tasks (a guest request: about ten times
+a 100 ms slice) with 64 tasks in flight, so the steps can only be compiled
+if the tasks' steps live, across those returns, somewhere else than in the
+steps' heap as Python tuples.  Here they are **rows**: each task of the
+pass whose next step the compiled loop may run has a row (its clusters,
+its stage: start, read, write or done; the key of its next step, ``(time,
+priority, id)``, the id drawn from SimPy's counter where the steps would
+draw it), the rows in a heap of their own (an array), and **one proxy
+entry** stands for them in the steps' heap (``blocksim.engine.steps``),
+under the key of the first row's step: the steps' order, their marker in
+SimPy's queue and ``Steps._fire`` are unchanged, and when the proxy comes
+first the copy loop runs the rows (:func:`step`) up to the first entry
+that is not a row or SimPy's next event.
+
+The ``_Task`` objects stay (the job's list of tasks in flight, the pass's
+pool and ended list, each task's ``done`` event: every other reader of the
+tasks, the guest's copy-before-write among them, sees them as before); only
+their steps are rows.  What the compiled loop does to them (a task made,
+ended, into the pool, its ``done`` processed; the pool's ended tasks out)
+is written to a log that :meth:`Rows.replay` does, in order, when it
+returns, before any other code runs.  A row's step that the compiled loop
+leaves to Python (:func:`step` says which and why) is **materialized**: its
+heap entry made again, exactly as the Python loop would have queued it
+(the same key, callback and argument; a write still to come takes its read
+then, as the loop's exit does for such writes: the source cannot change
+over a task in flight, a guest write waits for it), and the Python loop
+or the steps go on from there.  Every row is materialized when the loop
+cannot run them (a fault rule, a cancel, a call waiting for a task of the
+pool, the pass over: :func:`blocksim.engine.copyloop.run`'s conditions).
+
+Every decision :func:`step` makes is the Python loop's own
+(``copyloop.run``: its BEGIN, READ, WRITE and done branches, ``feasible``
+and ``resume``), restated on the rows; the devices' queue and pipe are
+``Device._service_done``'s, the rate limiter ``RateLimit.delay``'s.
+``tests/engine/test_copyloop.py`` compares runs with it, with the Python
+loop (``copyloop.KERNEL = False``), without the loop and without shortcuts.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from heapq import heapify, heappop, heappush
+from itertools import count
+
+import numpy as np
+from simpy.events import NORMAL, URGENT
+
+from .compiled import Compiled
+
+njit = Compiled(globals())
+_step = njit(cache=True, _nrt=False)
+
+_SLICE_NS = 100_000_000     # BLOCK_JOB_SLICE_TIME (model.ratelimit.SLICE_NS)
+_MAX_WORKERS = 64           # BLOCK_COPY_MAX_WORKERS (backup.MAX_WORKERS)
+_NEVER = np.iinfo(np.int64).max
+
+#: a row's stage: the step its key stands for (MADE: a task made, waiting
+#: for a slot, not in the heap)
+FREE, MADE, BEGIN, READ, WRITE, DONE, EV = range(7)
+
+#: why step() returned
+EMPTY, BOUND, NEED_PLAN, PYTHON, FULL = range(5)
+
+#: the log's operations (Rows.replay; L_ENDED: ended and its done processed)
+L_MAKE, L_END, L_PROCESSED, L_RESUME, L_POOL, L_ENDED = range(1, 7)
+
+# the int64 state array's fields
+(NOW, OTHER_T, OTHER_P, OTHER_ID, Q_T, Q_P, Q_ID, EID, WAITING, FIRED, WAIT, PROCESSED,
+ POOL_LEN, N_ENDED, TASK, NO_RESUME, PLAN_N, TAKEN, PLAN_FINAL, NEED_K, SPEED, QUOTA,
+ SL_START, SL_END, DISPATCHED, POS, SIZE, TCS, N_READS, N_READ, N_WRITES, N_WRITTEN,
+ N_COPIED, IN_FLIGHT, LOG_N, PASTE_N, ALLOC_N, HEAP_N, FREE_N, FREED_N, DONE_N, RAN,
+ SLOT, EV_SLOT, MADE_N,
+ S_H, S_N, S_FREE, S_DEPTH, S_LAT, S_BW, T_H, T_N, T_FREE, T_DEPTH, T_LAT, T_BW,
+ NFIELDS) = range(58)
+
+_T, _P, _ID, _SLOT = range(4)
+
+#: rows at most (64 in the pool, one waiting, the ended ones whose done is
+#: queued; the rest is headroom: step() stops when none is free)
+CAPACITY = 512
+#: room in the log and the runs of one call to step() (it stops, FULL, when
+#: less than _MARGIN is left; Python replays and calls it again)
+_LOG = 4096
+_RUNS = 2048
+_MARGIN = 400
+
+
+@_step
+def _less(t, p, i, u, q, j):
+    """Key ``(t, p, i)`` before key ``(u, q, j)``."""
+    if t != u:
+        return t < u
+    if p != q:
+        return p < q
+    return i < j
+
+
+@_step
+def _put(heap, k, t, p, i, slot):
+    heap[k, _T] = t
+    heap[k, _P] = p
+    heap[k, _ID] = i
+    heap[k, _SLOT] = slot
+
+
+@_step
+def _push(heap, st, t, p, i, slot):
+    """Key ``(t, p, i)`` of row ``slot`` into the rows' heap."""
+    n = st[HEAP_N]
+    st[HEAP_N] = n + 1
+    while n > 0:
+        up = (n - 1) >> 1
+        if _less(heap[up, _T], heap[up, _P], heap[up, _ID], t, p, i):
+            break
+        _put(heap, n, heap[up, _T], heap[up, _P], heap[up, _ID], heap[up, _SLOT])
+        n = up
+    _put(heap, n, t, p, i, slot)
+
+
+@_step
+def _pop(heap, st):
+    """The first key out of the rows' heap."""
+    n = st[HEAP_N] - 1
+    st[HEAP_N] = n
+    if n == 0:
+        return
+    t, p, i, slot = heap[n, _T], heap[n, _P], heap[n, _ID], heap[n, _SLOT]
+    k = 0
+    c = 1
+    while c < n:
+        if c + 1 < n and _less(heap[c + 1, _T], heap[c + 1, _P], heap[c + 1, _ID],
+                               heap[c, _T], heap[c, _P], heap[c, _ID]):
+            c += 1
+        if _less(t, p, i, heap[c, _T], heap[c, _P], heap[c, _ID]):
+            break
+        _put(heap, k, heap[c, _T], heap[c, _P], heap[c, _ID], heap[c, _SLOT])
+        k = c
+        c = 2 * k + 1
+    _put(heap, k, t, p, i, slot)
+
+
+@njit(cache=True, _nrt=False)
+def start_rows(heap, st, stage, start, end, inpool, free, ring, spans, slots, eid, now, size):
+    """The starts of the pool's tasks ``spans`` (start, end), run in order
+    at ``now`` as copyloop._start runs them: each read issued
+    (``Device._service_done`` on the source's queue ``ring``), its step a
+    row under the next id from ``eid``; their rows into ``slots``."""
+    for k in range(spans.shape[0]):
+        st[FREE_N] -= 1
+        s = free[st[FREE_N]]
+        a, e = spans[k, 0], spans[k, 1]
+        done = _service(ring, st, S_H, now, (e if e < size else size) - a)
+        stage[s] = READ
+        start[s] = a
+        end[s] = e
+        inpool[s] = 1
+        _push(heap, st, done, NORMAL, eid + k, s)
+        slots[k] = s
+
+
+@njit(cache=True, _nrt=False)
+def push_row(heap, st, stage, start, end, inpool, slot, t, p, i, what, a, e):
+    """Row ``slot``, a task ``[a, e)`` of the pool, queued under key
+    ``(t, p, i)`` at stage ``what``."""
+    stage[slot] = what
+    start[slot] = a
+    end[slot] = e
+    inpool[slot] = 1
+    _push(heap, st, t, p, i, slot)
+
+
+@_step
+def _service(ring, st, H, now, nbytes):
+    """``Device._service_done(now, nbytes)`` on a quiet node (no jitter):
+    its queue's busy slots (a FIFO ring from ``st[H]``, ``st[H + 1]`` of
+    them), its pipe (``st[H + 2]``), depth, latency and bandwidth."""
+    cap = ring.shape[0]
+    h, n = st[H], st[H + 1]
+    while n and ring[h] <= now:
+        h += 1
+        if h == cap:
+            h = 0
+        n -= 1
+    if n >= st[H + 3]:
+        start = ring[h]
+        h += 1
+        if h == cap:
+            h = 0
+        n -= 1
+    else:
+        start = now
+    t = start + st[H + 4]
+    if t < st[H + 2]:
+        t = st[H + 2]
+    done = t + nbytes * 1_000_000_000 // st[H + 5]
+    st[H + 2] = done
+    j = h + n
+    if j >= cap:
+        j -= cap
+    ring[j] = done
+    st[H] = h
+    st[H + 1] = n + 1
+    return done
+
+
+@njit(cache=True, _nrt=False)
+def unring(ring, st, H, out):
+    """The ring's busy slots, oldest first, into ``out``; how many."""
+    cap = ring.shape[0]
+    h = st[H]
+    for k in range(st[H + 1]):
+        out[k] = ring[h]
+        h += 1
+        if h == cap:
+            h = 0
+    return st[H + 1]
+
+
+@_step
+def _log(log, st, op, slot, a, e):
+    n = st[LOG_N]
+    log[n, 0] = op
+    log[n, 1] = slot
+    log[n, 2] = a
+    log[n, 3] = e
+    st[LOG_N] = n + 1
+
+
+@_step
+def _free(st, freed, slot):
+    """A row's slot given back (reused from the next call on: the log of
+    this one names it)."""
+    freed[st[FREED_N]] = slot
+    st[FREED_N] += 1
+
+
+@_step
+def _feasible(st, plan, k, now):
+    """copyloop.run's ``feasible(k, now)``: the pass, woken now, makes its
+    next ``k`` tasks without a sleep, a shrink or an end (1), or not (0),
+    or the plan is too short to say (-1: Python plans further)."""
+    taken = st[TAKEN]
+    if st[PLAN_N] - taken < k:
+        if st[PLAN_FINAL]:
+            return 0
+        st[NEED_K] = k
+        return -1
+    if st[SPEED]:
+        quota = st[QUOTA]
+        start, slice_end, dispatched = st[SL_START], st[SL_END], st[DISPATCHED]
+        for i in range(taken, taken + k):
+            if slice_end <= now:
+                start, slice_end, dispatched = now, now + _SLICE_NS, 0
+            if dispatched >= quota:
+                return 0
+            dispatched += plan[i, 1] - plan[i, 0]
+            if dispatched >= quota:
+                slice_end = start + int(dispatched / max(quota, 1) * _SLICE_NS)
+    return 1
+
+
+@_step
+def _refused(st, heap, plan, k, now, t, p, i, slot):
+    """A step after which the pass would wake up, refused unless the wake-up
+    is feasible (``feasible(k, now)``, and not a resume left to Python,
+    ``NO_RESUME``), as copyloop.run refuses it: the row back under its key
+    (``t, p, i``) and why (``NEED_PLAN``, ``PYTHON``), or -1: go on."""
+    f = 0 if st[NO_RESUME] else _feasible(st, plan, k, now)
+    if f > 0:
+        return -1
+    _push(heap, st, t, p, i, slot)
+    if f < 0:
+        return NEED_PLAN
+    st[SLOT] = slot
+    return PYTHON
+
+
+@_step
+def _first_key_after(heap, st, t, p, i):
+    """Whether nothing (a row, another entry of the steps, SimPy's next
+    event) comes before key ``(t, p, i)``."""
+    if st[HEAP_N] and not _less(t, p, i, heap[0, _T], heap[0, _P], heap[0, _ID]):
+        return False
+    if not _less(t, p, i, st[OTHER_T], st[OTHER_P], st[OTHER_ID]):
+        return False
+    return _less(t, p, i, st[Q_T], st[Q_P], st[Q_ID])
+
+
+@_step
+def _nothing_due(heap, st, now):
+    """``at_once``: nothing else due at ``now`` (rows, the steps' other
+    entries, SimPy's queue)."""
+    return ((st[HEAP_N] == 0 or heap[0, _T] > now) and st[OTHER_T] > now
+            and st[Q_T] > now)
+
+
+@_step
+def _resume(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log, src_ring,
+            now):
+    """copyloop.run's ``resume(now)``: the pass's generator resumed after
+    its wait for a slot, up to its next wait."""
+    st[FIRED] = 0
+    _log(log, st, L_RESUME, -1, 0, 0)
+    for k in range(st[DONE_N]):             # (the ended tasks out of the pool)
+        inpool[dslots[k]] = 0
+    st[POOL_LEN] -= st[N_ENDED]
+    st[N_ENDED] = 0
+    st[PROCESSED] = 0
+    task = st[TASK]
+    begin_id = -1
+    begin_slot = -1
+    several = False
+    size = st[SIZE]
+    while True:
+        st[POOL_LEN] += 1
+        inpool[task] = 1
+        _log(log, st, L_POOL, task, 0, 0)
+        if begin_id < 0 and not several:
+            begin_id = st[EID]
+            st[EID] += 1
+            begin_slot = task
+        elif not several:
+            stage[begin_slot] = BEGIN
+            _push(heap, st, now, URGENT, begin_id, begin_slot)
+            stage[task] = BEGIN
+            _push(heap, st, now, URGENT, st[EID], task)
+            st[EID] += 1
+            several = True
+        else:
+            stage[task] = BEGIN
+            _push(heap, st, now, URGENT, st[EID], task)
+            st[EID] += 1
+        taken = st[TAKEN]
+        a, e = plan[taken, 0], plan[taken, 1]
+        st[TAKEN] = taken + 1
+        st[FREE_N] -= 1
+        s = free[st[FREE_N]]
+        stage[s] = MADE
+        start[s] = a
+        end[s] = e
+        inpool[s] = 0
+        _log(log, st, L_MAKE, s, a, e)
+        st[MADE_N] += 1
+        st[IN_FLIGHT] += e - a
+        if st[SPEED]:
+            if st[SL_END] <= now:
+                st[SL_START] = now
+                st[SL_END] = now + _SLICE_NS
+                st[DISPATCHED] = 0
+            st[DISPATCHED] += e - a
+            if st[DISPATCHED] >= st[QUOTA]:
+                st[SL_END] = st[SL_START] + int(st[DISPATCHED] / max(st[QUOTA], 1) * _SLICE_NS)
+        st[POS] = e
+        if st[POOL_LEN] >= _MAX_WORKERS:
+            st[WAIT] += 1
+            st[TASK] = s
+            if not several:
+                # the one start: run at once if nothing comes first, else
+                # queued (the waiting task is never a write-zeroes here:
+                # NO_RESUME)
+                if _first_key_after(heap, st, now, URGENT, begin_id):
+                    b = start[begin_slot]
+                    z = end[begin_slot]
+                    done = _service(src_ring, st, S_H, now, (z if z < size else size) - b)
+                    stage[begin_slot] = READ
+                    _push(heap, st, done, NORMAL, st[EID], begin_slot)
+                    st[EID] += 1
+                else:
+                    stage[begin_slot] = BEGIN
+                    _push(heap, st, now, URGENT, begin_id, begin_slot)
+            return
+        task = s
+
+
+@njit(cache=True, _nrt=False)
+def step(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log, pastes, allocs,
+         src_ring, tgt_ring):
+    """Run the rows' steps in key order, as copyloop.run's branches would,
+    until the next row comes after another entry of the steps' heap or
+    SimPy's next event (``BOUND``), no row is left (``EMPTY``), the plan is
+    too short to decide (``NEED_PLAN``: ``st[NEED_K]`` tasks), a row's step
+    is one the Python loop must run (``PYTHON``: ``st[SLOT]``, left at the
+    head: its write's wake-up not feasible, a resume of a write-zeroes or a
+    waited-for task, the wait's event not fired here), or the log or runs
+    are nearly full (``FULL``)."""
+    for k in range(st[FREED_N]):
+        free[st[FREE_N]] = freed[k]
+        st[FREE_N] += 1
+    st[FREED_N] = 0
+    size = st[SIZE]
+    tcs = st[TCS]
+    while True:
+        if st[HEAP_N] == 0:
+            return EMPTY
+        t, p, i, slot = heap[0, _T], heap[0, _P], heap[0, _ID], heap[0, _SLOT]
+        # (SimPy's head under the row's own key: the row's marker, not a
+        # bound, as the steps' loop tells them by their ids)
+        if (_less(st[OTHER_T], st[OTHER_P], st[OTHER_ID], t, p, i)
+                or _less(st[Q_T], st[Q_P], st[Q_ID], t, p, i)):
+            return BOUND
+        if (st[LOG_N] + _MARGIN > log.shape[0] or st[PASTE_N] + 2 > pastes.shape[0]
+                or st[ALLOC_N] + 2 > allocs.shape[0] or st[FREE_N] < 2 * _MAX_WORKERS):
+            return FULL
+        now = t
+        what = stage[slot]
+        a = start[slot]
+        z = end[slot]
+        length = (z if z < size else size) - a
+        if what == BEGIN:
+            _pop(heap, st)
+            st[NOW] = now
+            done = _service(src_ring, st, S_H, now, length)
+            stage[slot] = READ
+            _push(heap, st, done, NORMAL, st[EID], slot)
+            st[EID] += 1
+        elif what == READ:
+            _pop(heap, st)
+            st[NOW] = now
+            st[N_READS] += 1
+            st[N_READ] += length
+            c0 = a // tcs
+            c1 = -(-(a + length) // tcs)
+            n = st[ALLOC_N]
+            if n and allocs[n - 1, 1] >= c0:
+                if c1 > allocs[n - 1, 1]:
+                    allocs[n - 1, 1] = c1
+            else:
+                allocs[n, 0] = c0
+                allocs[n, 1] = c1
+                st[ALLOC_N] = n + 1
+            done = _service(tgt_ring, st, T_H, now, length)
+            stage[slot] = WRITE
+            _push(heap, st, done, NORMAL, st[EID], slot)
+            st[EID] += 1
+        elif what == WRITE:
+            _pop(heap, st)
+            at_once = _nothing_due(heap, st, now)
+            wakes = st[WAITING] and not st[FIRED]
+            if at_once and wakes:
+                why = _refused(st, heap, plan, st[N_ENDED] + 1, now, t, p, i, slot)
+                if why >= 0:
+                    return why
+            st[NOW] = now
+            st[N_WRITES] += 1
+            st[N_WRITTEN] += length
+            n = st[PASTE_N]
+            if n and pastes[n - 1, 1] == a:
+                pastes[n - 1, 1] = a + length
+            else:
+                pastes[n, 0] = a
+                pastes[n, 1] = a + length
+                st[PASTE_N] = n + 1
+            st[N_COPIED] += z - a
+            _log(log, st, L_ENDED if at_once else L_END, slot, 0, 0)
+            st[N_ENDED] += 1
+            i = st[EID]
+            st[EID] += 1
+            if at_once:
+                stage[slot] = FREE
+                _free(st, freed, slot)
+                st[PROCESSED] += 1
+                if wakes:
+                    st[EID] += 1
+                    _resume(st, heap, stage, start, end, inpool, free, freed, dslots, plan,
+                            log, src_ring, now)
+            else:
+                stage[slot] = DONE
+                dslots[st[DONE_N]] = slot
+                st[DONE_N] += 1
+                _push(heap, st, now, NORMAL, i, slot)
+        elif what == DONE:
+            _pop(heap, st)
+            at_once = _nothing_due(heap, st, now)
+            wakes = inpool[slot] and st[WAITING] and not st[FIRED]
+            if wakes and at_once:
+                why = _refused(st, heap, plan, st[N_ENDED], now, t, p, i, slot)
+                if why >= 0:
+                    return why
+            st[NOW] = now
+            _log(log, st, L_PROCESSED, slot, 0, 0)
+            for k in range(st[DONE_N]):
+                if dslots[k] == slot:
+                    st[DONE_N] -= 1
+                    dslots[k] = dslots[st[DONE_N]]
+                    break
+            stage[slot] = FREE
+            _free(st, freed, slot)
+            if inpool[slot]:
+                st[PROCESSED] += 1
+                if wakes:
+                    if at_once:
+                        st[EID] += 1
+                        _resume(st, heap, stage, start, end, inpool, free, freed, dslots,
+                                plan, log, src_ring, now)
+                    else:
+                        st[FIRED] = 1
+                        st[FREE_N] -= 1
+                        s = free[st[FREE_N]]
+                        stage[s] = EV
+                        st[EV_SLOT] = s
+                        _push(heap, st, now, NORMAL, st[EID], s)
+                        st[EID] += 1
+        elif what == EV:
+            f = 0
+            if st[FIRED] and not st[NO_RESUME]:
+                f = _feasible(st, plan, st[N_ENDED], now)
+            if f < 0:
+                return NEED_PLAN
+            if f == 0:
+                st[SLOT] = slot
+                return PYTHON
+            _pop(heap, st)
+            st[NOW] = now
+            stage[slot] = FREE
+            _free(st, freed, slot)
+            st[EV_SLOT] = -1
+            _resume(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log,
+                    src_ring, now)
+        else:
+            st[SLOT] = slot
+            return PYTHON
+        st[RAN] += 1
+
+
+class Rows:
+    """The background pass's tasks whose steps are rows (see the module's
+    doc): the arrays :func:`step` works on, the ``_Task`` of each row, the
+    proxy entry standing for them in the steps' heap."""
+
+    def __init__(self, job):
+        self.job = job
+        self.st = np.zeros(NFIELDS, dtype=np.int64)
+        self.heap = np.zeros((CAPACITY, 4), dtype=np.int64)
+        self.stage = np.zeros(CAPACITY, dtype=np.int64)
+        self.start = np.zeros(CAPACITY, dtype=np.int64)
+        self.end = np.zeros(CAPACITY, dtype=np.int64)
+        self.inpool = np.zeros(CAPACITY, dtype=np.int64)
+        self.free = np.arange(CAPACITY - 1, -1, -1, dtype=np.int64)
+        self.freed = np.zeros(CAPACITY, dtype=np.int64)
+        self.dslots = np.zeros(CAPACITY, dtype=np.int64)
+        self.log = np.zeros((_LOG, 4), dtype=np.int64)
+        self.pastes = np.zeros((_RUNS, 2), dtype=np.int64)
+        self.allocs = np.zeros((_RUNS, 2), dtype=np.int64)
+        self.objs: list = [None] * CAPACITY
+        self.plan = np.zeros((256, 2), dtype=np.int64)     # (copyloop's, per run)
+        self.st[FREE_N] = CAPACITY
+        self.st[EV_SLOT] = -1
+        self.pooled = None          # the pass whose tasks the rows are
+        self.proxy = None           # the proxy's entry in the steps' heap, if there
+        self.tslot = -1             # the row of the pass's waiting task (MADE)
+        self.rings = {}             # node -> (ring, out): its queue for step()
+
+    def __len__(self) -> int:
+        return int(self.st[HEAP_N])
+
+    def top(self):
+        """The first row's key, ``(time, priority, id)``, or None."""
+        if not self.st[HEAP_N]:
+            return None
+        return tuple(self.heap[0, :3].tolist())
+
+    def alloc(self) -> int:
+        st = self.st
+        st[FREE_N] -= 1
+        return int(self.free[st[FREE_N]])
+
+    def add(self, what: int, t: int, p: int, i: int, task) -> None:
+        """A row for ``task`` (in the pass's pool), its step ``what`` due
+        under key ``(t, p, i)``."""
+        s = self.alloc()
+        self.objs[s] = task
+        push_row(self.heap, self.st, self.stage, self.start, self.end, self.inpool, s, t, p, i,
+                 what, task.start, task.end)
+
+    def start_reads(self, src, spans: list, tasks: list, now: int, size: int) -> None:
+        """The fill's starts (copyloop._start) run at once, compiled
+        (:func:`start_rows`): each task's read issued on ``src``, its step a
+        row, the ids drawn from SimPy's counter in order."""
+        env = self.job.env
+        n = len(tasks)
+        eid = next(env._eid)
+        slots = np.empty(n, dtype=np.int64)
+        st = self.st
+        start_rows(self.heap, st, self.stage, self.start, self.end, self.inpool, self.free,
+                   self.ring_in(src, S_H), np.array(spans, dtype=np.int64), slots, eid, now,
+                   size)
+        env._eid = count(eid + n)
+        self.ring_out(src, S_H, st.tolist())
+        objs = self.objs
+        for s, task in zip(slots.tolist(), tasks):
+            objs[s] = task
+
+    def release(self, slot: int) -> None:
+        st = self.st
+        self.free[st[FREE_N]] = slot
+        st[FREE_N] += 1
+        self.objs[slot] = None
+        self.stage[slot] = FREE
+
+    # -- the proxy ---------------------------------------------------------------------
+    def park(self, heap: list) -> None:
+        """The proxy queued under the first row's key (none if no row)."""
+        if self.proxy is None and self.st[HEAP_N]:
+            t, p, i = self.heap[0, :3].tolist()
+            self.proxy = (t, p, i, self.fire, None)
+            heappush(heap, self.proxy)
+
+    def unpark(self, heap: list) -> None:
+        proxy = self.proxy
+        if proxy is not None:
+            self.proxy = None
+            if heap[0] is proxy:
+                heappop(heap)
+            else:
+                heap.remove(proxy)
+                heapify(heap)
+
+    def fire(self, _argument) -> None:
+        """The proxy run as a plain step (the copy loop off meanwhile):
+        every row back in the steps' heap (the proxy is out already)."""
+        self.proxy = None
+        self.materialize_all(self.job._steps.heap)
+
+    # -- rows back as the steps' entries ---------------------------------------------
+    def entry(self, slot: int, t: int, p: int, i: int) -> tuple:
+        """The steps' entry the Python loop would have queued for row
+        ``slot``'s step under key ``(t, p, i)``."""
+        job = self.job
+        pooled = self.pooled
+        what = int(self.stage[slot])
+        if what == EV:
+            return (t, p, i, None, pooled.ev)
+        task = self.objs[slot]
+        call = pooled.call
+        if what == BEGIN:
+            return (t, p, i, job._begin_step, (call, task))
+        if what == READ:
+            return (t, p, i, job._read_step, (call, task, 0))
+        if what == WRITE:
+            # (what it read, taken now: the same content, copyloop._leave)
+            runs = job._read_for_copy(job.source, task.start, min(task.end, job.size))
+            return (t, p, i, job._write_step, (call, task, 0, None, runs))
+        assert what == DONE, what
+        return (t, p, i, None, task.done)
+
+    def materialize_top(self, heap: list) -> None:
+        """The first row's step back in the steps' heap as its entry."""
+        st = self.st
+        t, p, i, slot = self.heap[0].tolist()
+        entry = self.entry(slot, t, p, i)
+        _pop(self.heap, st)
+        if self.stage[slot] == EV:
+            st[EV_SLOT] = -1
+        self._drop_done(slot)
+        self.release(slot)
+        heappush(heap, entry)
+
+    def materialize_evs(self, heap: list) -> None:
+        """The wait's event queued here (fired) back in the steps' heap
+        (the Python loop leaves it there when it stops: copyloop._leave)."""
+        st = self.st
+        slot = int(st[EV_SLOT])
+        if slot < 0:
+            return
+        n = int(st[HEAP_N])
+        rows = self.heap[:n].tolist()
+        for k, (t, p, i, s) in enumerate(rows):
+            if s == slot:
+                entry = self.entry(slot, t, p, i)
+                del rows[k]
+                break
+        st[HEAP_N] = 0
+        for t, p, i, s in rows:
+            _push(self.heap, st, t, p, i, s)
+        st[EV_SLOT] = -1
+        self.release(slot)
+        heappush(heap, entry)
+
+    def materialize_all(self, heap: list) -> None:
+        """Every row's step back in the steps' heap; no row left."""
+        self.unpark(heap)
+        st = self.st
+        n = int(st[HEAP_N])
+        for t, p, i, slot in self.heap[:n].tolist():
+            heappush(heap, self.entry(slot, t, p, i))
+        self.clear()
+
+    def clear(self) -> None:
+        st = self.st
+        st[HEAP_N] = st[FREED_N] = st[DONE_N] = 0
+        st[EV_SLOT] = -1
+        self.free[:] = np.arange(CAPACITY - 1, -1, -1, dtype=np.int64)
+        st[FREE_N] = CAPACITY
+        self.stage[:] = FREE
+        self.objs = [None] * CAPACITY
+        self.tslot = -1
+
+    def _drop_done(self, slot: int) -> None:
+        st = self.st
+        dn = int(st[DONE_N])
+        for k in range(dn):
+            if self.dslots[k] == slot:
+                self.dslots[k] = self.dslots[dn - 1]
+                st[DONE_N] = dn - 1
+                return
+
+    # -- what step() did, done to the tasks ------------------------------------------
+    def replay(self, env, Task, pooled, tasks: list, pool_check) -> None:
+        """The log of :func:`step`, in order: tasks made (their ``_Task``),
+        ended (out of the job's list, into the pool's ended list, their
+        done triggered), their done processed, the pool's ended tasks out,
+        tasks into the pool (each with its pool check)."""
+        st = self.st
+        n = int(st[LOG_N])
+        if not n:
+            return
+        st[LOG_N] = 0
+        objs = self.objs
+        pool, ended = pooled.tasks, pooled.ended
+        for op, s, a, e in self.log[:n].tolist():
+            if op == L_MAKE:
+                task = objs[s] = Task(env, a, e)
+                tasks.append(task)
+            elif op == L_ENDED or op == L_END:
+                task = objs[s]
+                tasks.remove(task)
+                ended.append(task)
+                done = task.done
+                done._ok = True
+                done._value = None
+                if op == L_ENDED:
+                    done.callbacks = None       # (processed at once)
+            elif op == L_PROCESSED:
+                objs[s].done.callbacks = None
+            elif op == L_POOL:
+                task = objs[s]
+                pool.append(task)
+                task.pool = pooled
+                task.done.callbacks.append(partial(pool_check, task))
+            else:
+                for task in ended:
+                    pool.remove(task)
+                    task.pool = None
+                ended.clear()
+
+    def ring_in(self, node, H: int):
+        """``node``'s queue and pipe into the state (from ``st[H]``), unless
+        they are as the last call left them (the ring holds them still)."""
+        ring, _out, left = self.ring(node)
+        slots = node._slots
+        n = len(slots)
+        if (left[0] == node._pipe_free and left[1] == n
+                and (not n or (left[2] == slots[0] and left[3] == slots[-1]))
+                and left[4] == node.latency and left[5] == node.bandwidth):
+            return ring
+        if n:
+            ring[:n] = slots
+        self.st[H:H + 6] = (0, n, node._pipe_free, node.queue_depth, node.latency,
+                            node.bandwidth)
+        left[:] = (None, None, None, None, node.latency, node.bandwidth)
+        return ring
+
+    def ring_out(self, node, H: int, v: list) -> None:
+        """The queue and pipe step() left, back into ``node`` (if it used
+        them: a request changes the pipe's time)."""
+        ring, out, left = self.ring(node)
+        free = v[H + 2]
+        if free == node._pipe_free:
+            return
+        n = unring(ring, self.st, H, out)
+        slots = node._slots
+        slots.clear()
+        got = out[:n].tolist()
+        slots.extend(got)
+        node._pipe_free = free
+        left[:4] = (free, n, got[0], got[-1])
+
+    def ring(self, node) -> tuple:
+        """The arrays step() keeps ``node``'s queue in, and what it left
+        there (pipe, count, first, last)."""
+        got = self.rings.get(node)
+        if got is None or got[0].shape[0] != node.queue_depth + 1:
+            got = self.rings[node] = (np.zeros(node.queue_depth + 1, dtype=np.int64),
+                                      np.zeros(node.queue_depth + 1, dtype=np.int64),
+                                      [None] * 6)
+        return got
