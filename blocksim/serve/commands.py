@@ -402,8 +402,10 @@ def _job_spec(sim, command: str, args: dict):
     return BackupJob, spec
 
 
-def _start_job(session, command: str, args: dict):
-    sim = session.sim
+def _place_job(sim, command: str, args: dict):
+    """The job a start command's QMP arguments describe, put in the run
+    under its ID: ``(job id, job, the job it replaced or None)``; a
+    refusal of the arguments raises QMPError."""
     model, raw = _job_spec(sim, command, args)
     job_id = args.get("job-id", raw["device"])
     old = sim.jobs.get(job_id)
@@ -419,6 +421,12 @@ def _start_job(session, command: str, args: dict):
         # answers which refusal comes first (jobs/base.py)
         job.displaces = old
     sim.jobs[job_id] = job
+    return job_id, job, old
+
+
+def _start_job(session, command: str, args: dict):
+    sim = session.sim
+    job_id, job, old = _place_job(sim, command, args)
     recorded = dict(args)
     recorded.setdefault("job-id", job_id)
     sim.monitor.execute(command if command != "drive-mirror" else "blockdev-mirror", recorded)
@@ -446,21 +454,10 @@ def _transaction(session, args: dict):
 
     def backup_job(data: dict):
         try:
-            model, raw = _job_spec(sim, "blockdev-backup", data)
-            spec = model.model_validate(raw)
+            placed.append(_place_job(sim, "blockdev-backup", data))
         except QMPError as exc:
             raise CommandError(exc.desc, exc.error_class) from None
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise CommandError(str(first.get("msg", exc)).removeprefix("Value error, ")) from None
-        job_id = data.get("job-id", raw["device"])
-        old = sim.jobs.get(job_id)
-        job = JOB_TYPES[spec.type](sim, job_id, spec)
-        if old is not None and old.status not in (None, "null"):
-            job.displaces = old         # (checked last: see _start_job)
-        sim.jobs[job_id] = job
-        placed.append((job_id, job, old))
-        return job
+        return placed[-1][1]
 
     sim.monitor.backup_job = backup_job
     try:
