@@ -60,7 +60,7 @@ from typing import Any, Callable, Optional
 
 from .daemon import find_binary
 from .errors import QemuError, QemuNotFoundError
-from .qmp_client import QMPClient
+from .qmp_client import QMPClient, QMPConnectError
 
 __all__ = ["VMTools", "find_vm_tools", "GuestStep", "VMRun", "run_vm", "build_initramfs",
            "SAFE_MARGIN", "VMError"]
@@ -311,8 +311,16 @@ def run_vm(tools: VMTools, ops: list[str], drive_opts: str, device_opts: str, im
             if time.monotonic() > deadline:
                 raise VMError("qemu-system-x86_64 did not open its QMP socket in 15s")
             time.sleep(0.02)
-        qmp = QMPClient(sock, timeout=qmp_timeout, name="qemu-system-x86_64")
-        qmp.connect()
+        while True:
+            # (the socket file exists from bind(), a moment before listen())
+            qmp = QMPClient(sock, timeout=qmp_timeout, name="qemu-system-x86_64")
+            try:
+                qmp.connect()
+                break
+            except QMPConnectError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)
         qmp.execute("cont")
         # the events before the guest's start (the cont above) are not the case's
         while qmp.get_event(0.2) is not None:

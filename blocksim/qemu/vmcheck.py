@@ -26,7 +26,7 @@ reads there at boot); guest I/O as ``guest-burst`` actions (``at``) and
 burst, ``iodepth`` = ``number-ios`` writes issued together (the guest
 writes them as one O_DIRECT write that Linux splits into one request each,
 ``max_sectors_kb`` = the block size); a workload's ``fsync``; ``on``
-actions (``cont``, ``stop``, ``query-block``, ``query-status``).  Guest I/O
+actions (``cont``, ``stop``, ``query-block``).  Guest I/O
 runs in the order of its start times, one step after the other: the VM's
 clock is not blocksim's (a TCG guest takes seconds to boot), so only the
 order of what happens is compared, never times.
@@ -34,6 +34,7 @@ order of what happens is compared, never times.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ __all__ = ["VMPlan", "VMSide", "VMCheck", "VMUnsupported", "plan_vm", "run_block
            "run_qemu_vm", "check_vm_scenario", "compare_vm"]
 
 #: the commands an ``on`` action may send to the VM
-VM_COMMANDS = ("cont", "stop", "query-block", "query-status")
+VM_COMMANDS = ("cont", "stop", "query-block")
 #: the events compared
 VM_EVENTS = ("BLOCK_IO_ERROR", "STOP", "RESUME")
 
@@ -235,8 +236,6 @@ def normalise_command(record: dict) -> str:
     if command == "query-block":
         return command + ": " + ", ".join(
             f"{b['device']} io-status={b.get('io-status', 'absent')}" for b in value)
-    if command == "query-status":
-        return f"{command}: {value.get('status')}"
     return f"{command}: ok"
 
 
@@ -408,12 +407,34 @@ def compare_vm(sim: VMSide, qemu: VMSide) -> list[str]:
     return out
 
 
-def check_vm_scenario(path, tools: VMTools, workdir: Optional[Path] = None) -> VMCheck:
+def check_vm_scenario(path, tools: VMTools, workdir: Optional[Path] = None,
+                      keep: bool = False) -> VMCheck:
+    """Run scenario ``path`` on blocksim and on the VM and compare.  The
+    VM's files go to ``workdir`` (default: a scratch directory, removed
+    afterwards unless ``keep``)."""
     scenario = load_scenario(path)
     plan = plan_vm(scenario)
     sim = run_blocksim_vm(plan)
-    qemu = run_qemu_vm(plan, tools, workdir)
-    return VMCheck(scenario.name, str(path), sim, qemu, compare_vm(sim, qemu), plan.notes)
+    own = workdir is None
+    workdir = workdir or scratch_dir()
+    try:
+        qemu = run_qemu_vm(plan, tools, workdir)
+    finally:
+        if own and not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    notes = list(plan.notes) + ([f"kept: {workdir}"] if own and keep else [])
+    return VMCheck(scenario.name, str(path), sim, qemu, compare_vm(sim, qemu), notes)
+
+
+def vm_check_dict(check: VMCheck) -> dict:
+    """The check as data (``--json``)."""
+    def side(s: VMSide) -> dict:
+        return {"events": s.events, "commands": s.commands, "guest": s.guest, "data": s.data,
+                "raw_events": s.raw_events, "seconds": s.seconds}
+
+    return {"name": check.name, "path": check.path, "agrees": check.ok,
+            "differences": check.differences, "notes": check.notes,
+            "blocksim": side(check.blocksim), "qemu": side(check.qemu)}
 
 
 def render_vm_check(check: VMCheck) -> str:
