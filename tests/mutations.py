@@ -975,6 +975,13 @@ MUTATIONS = [
      "blocksim/model/workload.py",
      "if self.think and (shared or not env.skip_to(env.now + self.think)):",
      "if self.think and not env.skip_to(env.now + self.think):"),
+    # session 17 (the guest side on a QEMU VM): the STOP of a guest's stop
+    # error is announced once the completions of that moment are done, by a
+    # zero-delay event the clock's skips must not jump over
+    ("vm: a guest's stop error announces STOP at once, before that moment's other errors",
+     "blocksim/model/policy.py",
+     'self.vm.stop("io-error", announce_later=self.profile.io_error_stop_requested)',
+     'self.vm.stop("io-error")'),
 ]
 
 

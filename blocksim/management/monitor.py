@@ -220,12 +220,29 @@ def _query_named_block_nodes(sim, args):
     return out
 
 
+def _cont(sim) -> None:
+    """cont: monitor/qmp-cmds.c:qmp_cont resets every drive's io-status and
+    every block job's (block_job_iostatus_reset_locked: the job stays
+    paused; checked on a QEMU 7.2 VM), whether the VM was stopped or not,
+    then starts the VM (blocksim.model.vm.VM.cont)."""
+    if sim.profile.cont_resets_job_iostatus:
+        for job in sim.jobs.values():
+            job.iostatus.reset()
+    sim.vm.cont()
+
+
 def _query_block(sim, args):
     """query-block: one entry per drive (BlockBackend), ``inserted`` its
-    root node's BlockDeviceInfo (the format node's write threshold)."""
-    return [{"device": name, "inserted": _node_info(drive.node, "format"),
-             "io-status": drive.iostatus.value}
-            for name, drive in sim.drives.items()]
+    root node's BlockDeviceInfo (the format node's write threshold), and
+    ``io-status`` when the drive has one (block/qapi.c:bdrv_query_info asks
+    blk_iostatus_is_enabled: werror stop or enospc, or rerror stop)."""
+    out = []
+    for name, drive in sim.drives.items():
+        info = {"device": name, "inserted": _node_info(drive.node, "format")}
+        if drive.iostatus_enabled:
+            info["io-status"] = drive.iostatus.value
+        out.append(info)
+    return out
 
 
 def _lv_extend(sim, args):
@@ -281,7 +298,7 @@ def _bitmap_merge(sim, args) -> None:
 
 _HANDLERS = {
     "stop": lambda sim, a: sim.vm.stop("paused"),
-    "cont": lambda sim, a: sim.vm.cont(),
+    "cont": lambda sim, a: _cont(sim),
     "query-block-jobs": lambda sim, a: [j.query() for j in newest_first(sim.jobs.values())],
     # job-qmp.c qmp_query_jobs: every job, newest first, internal ones aside
     "query-jobs": lambda sim, a: [j.job_info() for j in newest_first(sim.jobs.values())],

@@ -22,7 +22,7 @@ from __future__ import annotations
 from .extents import PAGE_SHIFT, ExtentMap, from_sorted_runs
 from .iostatus import IoStatus
 from .ledger import BlockOrder, Ledger
-from .policy import REPORT, STOP
+from .policy import REPORT, STOP, iostatus_enabled
 
 
 class RequestCount:
@@ -51,6 +51,9 @@ class Drive:
         self.vm = vm
         self.policy = policy
         self.iostatus = IoStatus(lambda: env.now)
+        #: whether the drive publishes an io-status (query-block's; see
+        #: blocksim.model.policy.iostatus_enabled)
+        self.iostatus_enabled = iostatus_enabled(self.rerror, self.werror)
         self.in_flight = 0
         #: the timeout the last request waited for its completion on, and
         #: its errno and what finishing it takes (Drive.finish's arguments)

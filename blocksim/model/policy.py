@@ -9,9 +9,12 @@ request here.  The engine
    ``auto`` resolves like ``enospc``; for a drive ``auto`` means "the drive's
    default" (rerror=report, werror=enospc), blocksim having one level only;
 2. emits ``BLOCK_IO_ERROR`` or ``BLOCK_JOB_ERROR`` carrying the resolved
-   action, *before* the action is carried out, one event per failed request;
+   action, *before* the action is carried out, one event per failed request
+   (a drive's ``nospace`` only when its io-status is enabled:
+   :func:`iostatus_enabled`);
 3. carries out ``stop``: for a drive, io-status then VM stop (run state
-   ``io-error``); for a job, pause the job (a user-visible pause, as QEMU's
+   ``io-error``; today the STOP event comes once the other completions of
+   that moment are done: :meth:`VM.stop <blocksim.model.vm.VM.stop>`); for a job, pause the job (a user-visible pause, as QEMU's
    ``job_user_pause``) and set the job's io-status (in the ``rfc-2012``
    profile only when the failing node is the job's own device, else that
    node's: :meth:`ErrorPolicyEngine.job_error`).  The VM keeps running.
@@ -42,6 +45,17 @@ def resolve(policy: str, err: int, *, default: str = "enospc") -> str:
     if policy in (REPORT, IGNORE, STOP):
         return policy
     raise ValueError(f"unknown error policy {policy!r}")
+
+
+def iostatus_enabled(rerror: str, werror: str) -> bool:
+    """Whether a drive publishes an io-status (block-backend.c:
+    blk_iostatus_is_enabled): only when an error can stop the VM, werror
+    ``stop`` or ``enospc`` (``auto``: the default, enospc), or rerror
+    ``stop``.  Otherwise query-block shows none and BLOCK_IO_ERROR carries
+    no ``nospace`` (send_qmp_error_event), as a QEMU 7.2 VM shows with
+    werror=report or ignore; the same since QEMU 1.0."""
+    werror = DRIVE_DEFAULTS["werror"] if werror == "auto" else werror
+    return werror in (STOP, "enospc") or rerror == STOP
 
 
 def strerror(err: int) -> str:
@@ -78,13 +92,16 @@ class ErrorPolicyEngine:
         data["operation"] = "read" if is_read else "write"
         data["action"] = action
         if self.profile.io_error_details:
-            data["nospace"] = err == _errno.ENOSPC
+            # block-backend.c:send_qmp_error_event: nospace only when the
+            # drive's io-status is enabled (blk_iostatus_is_enabled)
+            if iostatus_enabled(drive.rerror, drive.werror):
+                data["nospace"] = err == _errno.ENOSPC
             data["reason"] = strerror(err)
         if action == STOP:
             drive.iostatus.set_err(err)
         self.log.emit("BLOCK_IO_ERROR", data)
         if action == STOP:
-            self.vm.stop("io-error")
+            self.vm.stop("io-error", announce_later=self.profile.io_error_stop_requested)
         return action
 
     def job_error(self, job, policy: str, is_read: bool, err: int) -> str:

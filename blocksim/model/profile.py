@@ -113,6 +113,21 @@ class Profile:
     #: (``job_api_2_12``, ``has_backup``): its monitor answers
     #: CommandNotFound, "The command X has not been found".  Today: none.
     newer_commands: frozenset = frozenset()
+    #: A guest's ``stop`` error *requests* the VM stop and the main loop
+    #: carries it out (today: block-backend.c:blk_error_action calls
+    #: qemu_system_vmstop_request; softmmu/runstate.c:main_loop_should_exit
+    #: then vm_stop), so the STOP event comes after every BLOCK_IO_ERROR of
+    #: the requests completing at that moment (checked on a QEMU 7.2 VM: two
+    #: writes failing together give BLOCK_IO_ERROR, BLOCK_IO_ERROR, STOP).
+    #: 2012's virtio_blk_handle_rw_error called vm_stop at once: STOP right
+    #: after the first.
+    io_error_stop_requested: bool = True
+    #: ``cont`` resets every block job's io-status as well as the drives'
+    #: (today: monitor/qmp-cmds.c:qmp_cont calls block_job_iostatus_reset_locked
+    #: for each job; the job stays paused until block-job-resume; checked on
+    #: a QEMU 7.2 VM).  The 2012 note resets a job's io-status on its resume
+    #: only (left so: whether 2012's cont did too was not checked).
+    cont_resets_job_iostatus: bool = True
 
 
 #: The commands of today's job API (``job_api_2_12``).
@@ -159,6 +174,8 @@ RFC_2012 = Profile(
     has_backup=False,
     copy_mode=False,
     root_node_check=False,
+    io_error_stop_requested=False,
+    cont_resets_job_iostatus=False,
     # QEMU 1.3 (December 2012), whose drive-mirror, block-stream,
     # block-commit and block-job-* the note extends, had none of these:
     # blockdev-mirror (2.6: a mirror starts with drive-mirror),

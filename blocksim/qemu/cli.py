@@ -52,8 +52,11 @@ def _expand(paths) -> list[str]:
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
               metavar="SECONDS", help="Deadline of each QMP command.")
 @click.option("--keep", is_flag=True, help="Keep the QEMU working directories (for debugging).")
+@click.option("--vm", is_flag=True,
+              help="Check the guest side on a real VM (qemu-system-x86_64, TCG): rerror/werror, "
+                   "STOP/RESUME, cont, query-block (scenarios/qemu-vm/).")
 @click.pass_context
-def qemu_check(ctx, scenarios, qsd, qemu_img, qemu_io, as_json, timeout, keep):
+def qemu_check(ctx, scenarios, qsd, qemu_img, qemu_io, as_json, timeout, keep, vm):
     """Run each SCENARIO (a file, or a directory of *.toml) on blocksim and
     on real QEMU (qemu-storage-daemon, no guest), and compare the events,
     job outcomes, errors and data integrity side by side.
@@ -62,10 +65,18 @@ def qemu_check(ctx, scenarios, qsd, qemu_img, qemu_io, as_json, timeout, keep):
     guest-burst, thin storage, non-blkdebug faults) are skipped and named in
     the report.  Exit status 1 on any disagreement.
 
+    With --vm, each SCENARIO's guest runs on a real VM instead
+    (qemu-system-x86_64 under TCG, a busybox guest doing O_DIRECT I/O): the
+    events (BLOCK_IO_ERROR, STOP, RESUME), the on-event commands' answers
+    (query-block's io-status), what the guest saw and the data are compared.
+
     \b
     Example:
       blocksim qemu-check scenarios/qemu/
+      blocksim qemu-check --vm scenarios/qemu-vm/
     """
+    if vm:
+        ctx.exit(_vm_check(_expand(scenarios), as_json, keep))
     tools = find_tools(qsd, qemu_img, qemu_io)
     paths = _expand(scenarios)
 
@@ -83,6 +94,29 @@ def qemu_check(ctx, scenarios, qsd, qemu_img, qemu_io, as_json, timeout, keep):
     else:
         click.echo(render_text(checks, tools), nl=False)
     ctx.exit(0 if all(c.ok for c in checks) else 1)
+
+
+def _vm_check(paths: list[str], as_json: bool, keep: bool) -> int:
+    """``--vm``: each scenario on blocksim and on a QEMU VM
+    (:mod:`blocksim.qemu.vmcheck`); 0 when all agree, else 1."""
+    from .vm import find_vm_tools
+    from .vmcheck import check_vm_scenario, render_vm_check, vm_check_dict
+
+    tools = find_vm_tools()
+    checks = []
+    for path in paths:
+        check = check_vm_scenario(path, tools, keep=keep)
+        click.echo(f"{check.name}: {'agrees' if check.ok else 'DIFFERS'} "
+                   f"({check.qemu.seconds + check.blocksim.seconds:.1f}s)", err=True)
+        checks.append(check)
+    if as_json:
+        click.echo(json.dumps([vm_check_dict(c) for c in checks], indent=2, default=str))
+    else:
+        for check in checks:
+            click.echo(render_vm_check(check))
+        agree = sum(c.ok for c in checks)
+        click.echo(f"{agree}/{len(checks)} scenarios agree with the QEMU VM")
+    return 0 if all(c.ok for c in checks) else 1
 
 
 def register(group: click.Group) -> None:

@@ -314,10 +314,14 @@ def _node_info(sim, dev) -> dict:
 def _query_block(sim, args) -> list:
     out = []
     for name, drive in sim.drives.items():
-        out.append({"device": name, "qdev": f"/machine/peripheral/{name}/virtio-backend",
-                    "type": "unknown", "removable": False, "locked": False,
-                    "io-status": drive.iostatus.value,
-                    "inserted": _node_info(sim, drive.node)})
+        info = {"device": name, "qdev": f"/machine/peripheral/{name}/virtio-backend",
+                "type": "unknown", "removable": False, "locked": False,
+                "io-status": drive.iostatus.value,
+                "inserted": _node_info(sim, drive.node)}
+        if not drive.iostatus_enabled:
+            # (block/qapi.c:bdrv_query_info: only when blk_iostatus_is_enabled)
+            del info["io-status"]
+        out.append(info)
     return out
 
 

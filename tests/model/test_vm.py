@@ -100,7 +100,10 @@ def test_no_new_guest_requests_while_stopped():
 def test_successful_in_flight_requests_complete_during_the_drain():
     # Closed loop, iodepth 4, sequential: writes at 0, 4, 8 and 12 KiB are in
     # flight together; the two in [4 KiB, 12 KiB) fail on the main loop's
-    # next turn (blkdebug: 10 us), the others complete after the STOP.
+    # next turn (blkdebug: 10 us), both before the STOP (the main loop serves
+    # the stop request once that moment's completions are done:
+    # scenarios/qemu-vm/werror-stop-two-requests-fail-at-once), the others
+    # complete after it.
     sc = {
         "duration": "2ms",
         "images": {"disk": image()},
@@ -111,7 +114,7 @@ def test_successful_in_flight_requests_complete_during_the_drain():
     probes = [(100 * US, lambda s: s.drives["d0"].completed),
               (500 * US, lambda s: s.drives["d0"].completed)]
     sim, r, seen = simulate(sc, probes)
-    assert r.event_names() == ["BLOCK_IO_ERROR", "STOP", "BLOCK_IO_ERROR"]
+    assert r.event_names() == ["BLOCK_IO_ERROR", "BLOCK_IO_ERROR", "STOP"]
     assert [e["timestamp"]["microseconds"] for e in r.events] == [10, 10, 10]
     assert [e["data"]["action"] for e in r.events if "action" in e["data"]] == ["stop", "stop"]
     assert seen == [(100 * US, 0), (500 * US, 2)]
@@ -121,9 +124,11 @@ def test_successful_in_flight_requests_complete_during_the_drain():
     assert r.violations == []
 
 
-def test_drained_request_under_report_fails_after_the_stop():
+def test_request_failing_at_the_same_moment_under_report_comes_before_the_stop():
     # A writer (werror=stop) and a reader (rerror=report) fail at the same
-    # time: the writer stops the VM, the reader's error is reported after STOP.
+    # time: the writer's error requests the stop, the reader's error is
+    # reported, then the main loop stops the VM (STOP after both; in 2012's
+    # QEMU, vm_stop at once: STOP between them).
     sc = {
         "duration": "1ms",
         "images": {"disk": image()},
@@ -133,11 +138,13 @@ def test_drained_request_under_report_fails_after_the_stop():
                       "r": {"drive": "d0", "rw": "read", "number-ios": 1}},
     }
     sim, r, _ = simulate(sc)
-    assert r.event_names() == ["BLOCK_IO_ERROR", "STOP", "BLOCK_IO_ERROR"]
+    assert r.event_names() == ["BLOCK_IO_ERROR", "BLOCK_IO_ERROR", "STOP"]
     assert [(e["data"]["operation"], e["data"]["action"]) for e in r.events
             if e["event"] == "BLOCK_IO_ERROR"] == [("write", "stop"), ("read", "report")]
     assert sim.workloads["r"].errors == 1
     assert r.summary["drives"]["d0"]["io_status"] == "failed"
+    _sim, r2012, _ = simulate(sc, profile="rfc-2012")
+    assert r2012.event_names() == ["BLOCK_IO_ERROR", "STOP", "BLOCK_IO_ERROR"]
 
 
 def test_user_stop_and_cont():
