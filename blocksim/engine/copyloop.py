@@ -109,12 +109,14 @@ PLAN = True
 KERNEL = True
 
 _MAX_WORKERS = 64           # BLOCK_COPY_MAX_WORKERS (backup.MAX_WORKERS)
+#: the pass's waiting task while it is a row (``_Pool.task``)
+ROW = copyrows.ROW
 _NEVER = copyrows._NEVER
 _NOTHING = (_NEVER, 0, 0)    # (an empty heap's head, for the compiled steps)
 (NOW, OTHER_T, OTHER_P, OTHER_ID, Q_T, Q_P, Q_ID, EID, WAITING, FIRED, WAIT, PROCESSED,
  POOL_LEN, N_ENDED, TASK, NO_RESUME, PLAN_N, TAKEN, PLAN_FINAL, SPEED, QUOTA, SL_START,
  SL_END, DISPATCHED, POS, SIZE, TCS, N_READS, N_READ, N_WRITES, N_WRITTEN, N_COPIED,
- IN_FLIGHT, PASTE_N, ALLOC_N, RAN, MADE_N, DONE_N, FREE_N, FREED_N, HEAP_N) = (
+ IN_FLIGHT, PASTE_N, ALLOC_N, RAN, MADE_N, DONE_N, FREE_N, FREED_N, HEAP_N, RESUMED, SEQ) = (
     copyrows.NOW, copyrows.OTHER_T, copyrows.OTHER_P, copyrows.OTHER_ID, copyrows.Q_T,
     copyrows.Q_P, copyrows.Q_ID, copyrows.EID, copyrows.WAITING, copyrows.FIRED,
     copyrows.WAIT, copyrows.PROCESSED, copyrows.POOL_LEN, copyrows.N_ENDED, copyrows.TASK,
@@ -123,7 +125,7 @@ _NOTHING = (_NEVER, 0, 0)    # (an empty heap's head, for the compiled steps)
     copyrows.POS, copyrows.SIZE, copyrows.TCS, copyrows.N_READS, copyrows.N_READ,
     copyrows.N_WRITES, copyrows.N_WRITTEN, copyrows.N_COPIED, copyrows.IN_FLIGHT,
     copyrows.PASTE_N, copyrows.ALLOC_N, copyrows.RAN, copyrows.MADE_N, copyrows.DONE_N,
-    copyrows.FREE_N, copyrows.FREED_N, copyrows.HEAP_N)
+    copyrows.FREE_N, copyrows.FREED_N, copyrows.HEAP_N, copyrows.RESUMED, copyrows.SEQ)
 
 
 def attach(job, steps) -> None:
@@ -195,6 +197,7 @@ def _run(job, entry, rows) -> bool:
     allocs: list = []           # [c0, c1) of the target the writes here allocate
     tcs = tgt.cluster_size
     Task = job.Task
+    seq = job._seq              # (each task's place in the job's list)
     fired = False               # the wait's event succeeded here, as a step
     ran = 0
 
@@ -280,16 +283,15 @@ def _run(job, entry, rows) -> bool:
         throughout: the task as made) and the limiter's delays would."""
         nonlocal fired, taken, first
         fired = False
-        for t in ended:
-            pool.remove(t)
-            t.pool = None
-        ended.clear()
-        pooled.processed = 0
+        job._unpool(pooled)
         task = pooled.task
+        if task is ROW:
+            task = job._rows.take_waiting()
         speed = limit.speed
         begin = None            # the only start so far: (its id, its task)
         while True:
             pool.append(task)
+            pooled.count += 1
             task.pool = pooled
             task.done.callbacks.append(partial(pool_check, task))
             if begin is None:
@@ -304,7 +306,7 @@ def _run(job, entry, rows) -> bool:
             taken += 1
             if first < 0:
                 first = a // cs
-            task = Task(env, a, e)
+            task = Task(env, a, e, next(seq))
             job.in_flight_bytes += e - a
             tasks.append(task)
             if speed:
@@ -315,7 +317,7 @@ def _run(job, entry, rows) -> bool:
                     limit.slice_end = limit.slice_start + int(
                         dispatched / max(limit.slice_quota, 1) * _SLICE_NS)
             pooled.pos = e
-            if len(pool) >= _MAX_WORKERS:
+            if pooled.count >= _MAX_WORKERS:
                 # _pool_wait: nothing processed yet, no task waited for
                 pooled.wait += 1
                 pooled.task = task
@@ -347,28 +349,34 @@ def _run(job, entry, rows) -> bool:
         """The rows' steps run compiled (copyrows.step) from the state
         here, which takes back what they did; why it stopped."""
         nonlocal fired, taken, first, ran, eid, rt, n_reads, n_read, n_writes, n_written
-        nonlocal n_copied, planned, plan_array, ahead, plan_filled
+        nonlocal n_copied, planned, plan_array, ahead, plan_filled, seq
         st = rows.st
         task = pooled.task
+        s = rows.tslot
         if task is None:
-            s = rows.tslot
-            if s >= 0 and rows.stage[s] == copyrows.MADE:
-                rows.release(s)         # (the pass took it: the Python resume)
-            s = rows.tslot = -1
+            s = -1
             no_resume = 1
         else:
-            s = rows.tslot
-            if s < 0 or rows.objs[s] is not task:
-                if s >= 0 and rows.stage[s] == copyrows.MADE:
-                    rows.release(s)
+            if task is not ROW:
+                # (the waiting task Python made becomes a row: its object
+                # kept only if it is a write-zeroes or a call waits for it,
+                # which the compiled resume leaves to Python)
                 s = rows.tslot = rows.alloc()
                 rows.stage[s] = copyrows.MADE
                 rows.start[s] = task.start
                 rows.end[s] = task.end
                 rows.inpool[s] = 0
-                rows.objs[s] = task
+                rows.seq[s] = task.seq
+                if tasks[-1] is task:
+                    del tasks[-1]
+                else:
+                    tasks.remove(task)
+                if task.zero or task.done.callbacks:
+                    rows.objs[s] = (task, copyrows.MADE)
+                pooled.task = ROW
+            got = rows.objs.get(s)
             # (a write-zeroes, or a task a call waits for: the Python resume)
-            no_resume = task.zero or len(task.done.callbacks) != 0
+            no_resume = got is not None and (got[0].zero or len(got[0].done.callbacks) != 0)
         if PLAN and len(plan) - taken < 16 and planned < end:
             # (the plan's next tasks of data throughout, compiled, up to a
             # pool's worth: a task whose status Python must ask is left to
@@ -395,34 +403,39 @@ def _run(job, entry, rows) -> bool:
         other = heap[0] if heap else _NOTHING
         head = queue[0] if queue else _NOTHING
         st[:RAN] = (env._now, other[0], other[1], other[2], head[0], head[1], head[2],
-                    next(eid), waiting, fired, pooled.wait, pooled.processed, len(pool),
-                    len(ended), s, no_resume, len(plan), taken, plan_final, 0,
-                    1 if limit.speed else 0, limit.slice_quota, limit.slice_start,
+                    next(eid), waiting, fired, pooled.wait, pooled.processed, pooled.count,
+                    len(ended) + pooled.ended_rows, s, no_resume, len(plan), taken, plan_final,
+                    0, 1 if limit.speed else 0, limit.slice_quota, limit.slice_start,
                     limit.slice_end, limit.dispatched, pooled.pos, size, tcs,
                     0, 0, 0, 0, 0, 0, 0, 0, 0, len(rows), st[FREE_N], st[FREED_N], st[DONE_N])
         st[RAN] = st[MADE_N] = 0
-        dn = int(st[DONE_N])
-        if dn:
-            objs = rows.objs
-            for s in rows.dslots[:dn].tolist():
-                rows.inpool[s] = objs[s].pool is not None
+        st[SEQ] = next(seq)
         why = copyrows.step(st, rows.heap, rows.stage, rows.start, rows.end, rows.inpool,
-                            rows.free, rows.freed, rows.dslots, plan_array, rows.log,
+                            rows.seq, rows.free, rows.freed, rows.dslots, plan_array,
                             rows.pastes, rows.allocs, rows.ring_in(src, copyrows.S_H),
                             rows.ring_in(tgt, copyrows.T_H))
         v = st.tolist()
         env._eid = eid = count(v[EID])
+        job._seq = seq = count(v[SEQ])
         env._now = v[NOW]
         rows.ring_out(src, copyrows.S_H, v)
         rows.ring_out(tgt, copyrows.T_H, v)
-        rows.replay(env, Task, pooled, tasks, pool_check)
+        if rows.objs:
+            rows.forget()
+        if v[RESUMED]:
+            # (the compiled resume took the pool's ended tasks out, Python's
+            # own ones too: only rows end there)
+            for t in ended:
+                pool.remove(t)
+                t.pool = None
+            ended.clear()
+        pooled.count = v[POOL_LEN]
+        pooled.ended_rows = v[N_ENDED] - len(ended)
         fired = bool(v[FIRED])
         pooled.wait = v[WAIT]
         pooled.processed = v[PROCESSED]
         pooled.pos = v[POS]
-        s = rows.tslot = v[TASK]
-        if s >= 0:
-            pooled.task = rows.objs[s]
+        rows.tslot = v[TASK]
         limit.slice_start, limit.slice_end, limit.dispatched = v[SL_START:DISPATCHED + 1]
         k = v[TAKEN] - taken
         if k:
@@ -728,6 +741,7 @@ def fill(job, pooled) -> int:
     tasks = job._tasks
     call = pooled.call
     Task = job.Task
+    seq = job._seq
     pos = pooled.pos
     first = -1
     made = 0
@@ -780,15 +794,16 @@ def fill(job, pooled) -> int:
                     dispatched / max(limit.slice_quota, 1) * _SLICE_NS)
         if first < 0:
             first = b
-        task = Task(env, a, e)
+        task = Task(env, a, e, next(seq))
         job.in_flight_bytes += e - a
         tasks.append(task)
         pos = pooled.pos = e
         made += 1
-        if len(pool) >= _MAX_WORKERS:
+        if pooled.count >= _MAX_WORKERS:
             pooled.task = task
             break
         pool.append(task)
+        pooled.count += 1
         task.pool = pooled
         task.done.callbacks.append(partial(pool_check, task))
         # steps.at(0, begin, (call, task), urgent=True): its id drawn now,
@@ -843,10 +858,11 @@ def _start(job, pooled, starts: list, now: int) -> None:
                 len(task.done.callbacks) == 1 for _i, task in starts):
             # the reads as rows (blocksim.engine.copyrows): the compiled
             # steps run them
-            rows.pooled = pooled
+            if rows.pooled is not pooled:
+                rows.clear()
+                rows.pooled = pooled
             rows.unpark(heap)
-            rows.start_reads(src, [(task.start, task.end) for _i, task in starts],
-                             [task for _i, task in starts], now, size)
+            rows.start_reads(src, [task for _i, task in starts], now, size)
             rows.park(heap)
         else:
             read = job._read_step
