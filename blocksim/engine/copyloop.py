@@ -361,19 +361,14 @@ def _run(job, entry, rows) -> bool:
                 # (the waiting task Python made becomes a row: its object
                 # kept only if it is a write-zeroes or a call waits for it,
                 # which the compiled resume leaves to Python)
-                s = rows.tslot = rows.alloc()
-                rows.stage[s] = copyrows.MADE
-                rows.start[s] = task.start
-                rows.end[s] = task.end
-                rows.inpool[s] = 0
-                rows.seq[s] = task.seq
+                rows.wait_row(task.start, task.end, task.seq)
+                s = rows.tslot
                 if tasks[-1] is task:
                     del tasks[-1]
                 else:
                     tasks.remove(task)
                 if task.zero or task.done.callbacks:
                     rows.objs[s] = (task, copyrows.MADE)
-                pooled.task = ROW
             got = rows.objs.get(s)
             # (a write-zeroes, or a task a call waits for: the Python resume)
             no_resume = got is not None and (got[0].zero or len(got[0].done.callbacks) != 0)
@@ -735,12 +730,11 @@ def fill(job, pooled) -> int:
     limit = job.limit
     speed = limit.speed
     eid = env._eid
-    starts: list = []           # (id, task): the starts of the tasks made
-    pool = pooled.tasks
-    pool_check = job._pool_check
-    tasks = job._tasks
-    call = pooled.call
-    Task = job.Task
+    # the tasks made, as (id of its start, start, end, seq, its object: None
+    # for those made here) for the pool, (start, end, seq) the waiting one:
+    # their objects made by _start only if they do not become rows
+    starts: list = []
+    waiting = None
     seq = job._seq
     pos = pooled.pos
     first = -1
@@ -794,87 +788,111 @@ def fill(job, pooled) -> int:
                     dispatched / max(limit.slice_quota, 1) * _SLICE_NS)
         if first < 0:
             first = b
-        task = Task(env, a, e, next(seq))
         job.in_flight_bytes += e - a
-        tasks.append(task)
         pos = pooled.pos = e
         made += 1
         if pooled.count >= _MAX_WORKERS:
-            pooled.task = task
+            waiting = (a, e, next(seq))
             break
-        pool.append(task)
         pooled.count += 1
-        task.pool = pooled
-        task.done.callbacks.append(partial(pool_check, task))
         # steps.at(0, begin, (call, task), urgent=True): its id drawn now,
-        # the entry queued below
-        starts.append((next(eid), task))
+        # the entry queued by _start
+        starts.append((next(eid), a, e, next(seq), None))
     if first >= 0:
         bcs.clear_bits(first, pos // cs)
-    if starts:
-        _start(job, pooled, starts, now)
+    if starts or waiting is not None:
+        _start(job, pooled, starts, waiting, now)
     return made
 
 
-def _start(job, pooled, starts: list, now: int) -> None:
-    """The starts of the tasks :func:`fill` made, ``(id, task)`` in order:
-    queued as ``steps.at`` queues them, or, when they are sure to be the
-    next steps run, run at once, in order, as the loop's BEGIN branch runs
-    them.  They are when the pool is full (the pass's generator then waits
-    for a slot, drawing no id: nothing processed yet), nothing in the
-    steps' heap nor in SimPy's queue is due before the first, and the loop
-    would take them (:func:`run`'s conditions, up to SimPy's next event);
-    a start's read then only takes the source's queue and pipe."""
+def _start(job, pooled, starts: list, waiting, now: int) -> None:
+    """The tasks :func:`fill` made: the pool's, ``(id of its start, start,
+    end, seq, None)`` in order, and the one that waits for a slot, ``(start,
+    end, seq)`` or None.  Their starts queued as ``steps.at`` queues them,
+    or, when they are sure to be the next steps run, run at once, in order,
+    as the loop's BEGIN branch runs them.  They are when the pool is full
+    (the pass's generator then waits for a slot, drawing no id: nothing
+    processed yet), nothing in the steps' heap nor in SimPy's queue is due
+    before the first, and the loop would take them (:func:`run`'s
+    conditions, up to SimPy's next event); a start's read then only takes
+    the source's queue and pipe.  Run at once by the compiled steps, the
+    tasks are rows from the start (blocksim.engine.copyrows: no object);
+    else each is a ``_Task`` in the job's list and the pool's, as the
+    pass's generator holds them."""
     steps = job._steps
     heap = steps.heap
     env = job.env
     queue = env._queue
     call = pooled.call
-    key = (now, URGENT, starts[0][0])
     src, tgt = job.source, job.target
-    lead = heap[0] if heap else None
-    if (lead is not None and lead[0] == now and lead[1] == URGENT
-            and lead[3] is job._begin_step and lead[4][0] is call
-            and not lead[4][1].zero):
-        # (the start of the task the pass took into its pool just before,
-        # due first: run with them, first)
-        heappop(heap)
-        starts.insert(0, (lead[2], lead[4][1]))
-        if pooled.task is None or (heap and heap[0] < key):
-            heappush(heap, lead)
-            del starts[0]
-        else:
-            key = lead[:3]
-    if (pooled.task is not None and not pooled.processed
-            and (not heap or heap[0] > key) and (not queue or queue[0] > key)
-            and src.backing is None and src.content._journal is not None
-            and not src.faults and not tgt.faults
-            and _quiet(src, tgt, now, queue[0][0] if queue else float("inf"))):
-        eid = env._eid
-        size = job.size
-        service_done = src._service_done
-        rows = job._rows if KERNEL else None
-        if rows is not None and (rows.pooled is pooled or not len(rows)) and all(
-                len(task.done.callbacks) == 1 for _i, task in starts):
-            # the reads as rows (blocksim.engine.copyrows): the compiled
-            # steps run them
-            if rows.pooled is not pooled:
-                rows.clear()
-                rows.pooled = pooled
-            rows.unpark(heap)
-            rows.start_reads(src, [task for _i, task in starts], now, size)
-            rows.park(heap)
-        else:
+    at_once = rows = None
+    if waiting is not None and starts:
+        key = (now, URGENT, starts[0][0])
+        lead = heap[0] if heap else None
+        if (lead is not None and lead[0] == now and lead[1] == URGENT
+                and lead[3] is job._begin_step and lead[4][0] is call
+                and not lead[4][1].zero):
+            # (the start of the task the pass took into its pool just
+            # before, due first: run with them, first)
+            heappop(heap)
+            if heap and heap[0] < key:
+                heappush(heap, lead)
+            else:
+                task = lead[4][1]
+                starts.insert(0, (lead[2], task.start, task.end, task.seq, task))
+                key = lead[:3]
+        at_once = (not pooled.processed
+                   and (not heap or heap[0] > key) and (not queue or queue[0] > key)
+                   and src.backing is None and src.content._journal is not None
+                   and not src.faults and not tgt.faults
+                   and _quiet(src, tgt, now, queue[0][0] if queue else float("inf")))
+        if at_once and KERNEL:
+            rows = job._rows
+            if not ((rows.pooled is pooled or not len(rows))
+                    and (starts[0][4] is None or len(starts[0][4].done.callbacks) == 1)):
+                rows = None
+    if rows is not None:
+        # the reads as rows (blocksim.engine.copyrows): the compiled steps
+        # run them; the waiting task a row too
+        if rows.pooled is not pooled:
+            rows.clear()
+            rows.pooled = pooled
+        rows.unpark(heap)
+        rows.start_reads(src, starts, now, job.size)
+        rows.wait_row(*waiting)
+        rows.park(heap)
+    else:
+        # the tasks' objects, in the job's list and the pool's, in order
+        Task = job.Task
+        tasks = job._tasks
+        pool = pooled.tasks
+        pool_check = job._pool_check
+        made = []
+        for i, a, e, q, task in starts:
+            if task is None:
+                task = Task(env, a, e, q)
+                tasks.append(task)
+                pool.append(task)
+                task.pool = pooled
+                task.done.callbacks.append(partial(pool_check, task))
+            made.append((i, task))
+        if waiting is not None:
+            task = pooled.task = Task(env, *waiting)
+            tasks.append(task)
+        if at_once:
+            eid = env._eid
+            size = job.size
+            service_done = src._service_done
             read = job._read_step
-            for _i, task in starts:
+            for _i, task in made:
                 start = task.start
                 done = service_done(now, min(task.end, size) - start)
                 heappush(heap, (done, NORMAL, next(eid), read, (call, task, 0)))
-    else:
-        begin = job._begin_step
-        for i, task in starts:
-            heappush(heap, (now, URGENT, i, begin, (call, task)))
-    if not steps._running:
+        else:
+            begin = job._begin_step
+            for i, task in made:
+                heappush(heap, (now, URGENT, i, begin, (call, task)))
+    if starts and not steps._running:
         steps._marker()
 
 

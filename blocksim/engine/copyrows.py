@@ -605,22 +605,36 @@ class Rows:
         push_row(self.heap, self.st, self.stage, self.start, self.end, self.inpool, self.seq, s,
                  t, p, i, what, task.start, task.end, task.seq)
 
-    def start_reads(self, src, tasks: list, now: int, size: int) -> None:
+    def start_reads(self, src, starts: list, now: int, size: int) -> None:
         """The fill's starts (copyloop._start) run at once, compiled
         (:func:`start_rows`): each task's read issued on ``src``, its step a
-        row, the ids drawn from SimPy's counter in order."""
-        self.adopt(tasks)
+        row, the ids drawn from SimPy's counter in order.  ``starts``: ``(id
+        of its start, start, end, seq, its object or None)``; an object (the
+        task the pass took into its pool just before) is dropped."""
+        lead = starts[0][4]
+        if lead is not None:
+            self.adopt([lead])
         env = self.job.env
-        n = len(tasks)
+        n = len(starts)
         eid = next(env._eid)
         slots = np.empty(n, dtype=np.int64)
         st = self.st
         start_rows(self.heap, st, self.stage, self.start, self.end, self.inpool, self.seq,
                    self.free, self.ring_in(src, S_H),
-                   np.array([(t.start, t.end, t.seq) for t in tasks], dtype=np.int64), slots,
-                   eid, now, size)
+                   np.array([r[1:4] for r in starts], dtype=np.int64), slots, eid, now, size)
         env._eid = count(eid + n)
         self.ring_out(src, S_H, st.tolist())
+
+    def wait_row(self, a: int, e: int, q: int) -> None:
+        """The pass's task ``[a, e)`` (``seq`` ``q``) that waits for a slot,
+        made a row (MADE, ``tslot``): ``_Pool.task`` is then ``ROW``."""
+        s = self.tslot = self.alloc()
+        self.stage[s] = MADE
+        self.start[s] = a
+        self.end[s] = e
+        self.inpool[s] = 0
+        self.seq[s] = q
+        self.pooled.task = ROW
 
     def release(self, slot: int) -> None:
         st = self.st

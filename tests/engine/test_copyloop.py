@@ -211,9 +211,9 @@ def test_the_starts_run_where_the_tasks_are_made(monkeypatch):
     real = copyloop._start
     fills, queued = [], []
 
-    def counting(job, pooled, starts, now):
+    def counting(job, pooled, starts, waiting, now):
         n = len(starts)
-        real(job, pooled, starts, now)
+        real(job, pooled, starts, waiting, now)
         fills.append(n)
         queued.append(sum(e[3] is job._begin_step for e in job._steps.heap))
     monkeypatch.setattr(copyloop, "_start", counting)
