@@ -729,6 +729,12 @@ def fill(job, pooled) -> int:
     chunk = job._chunk()
     limit = job.limit
     speed = limit.speed
+    if speed and (limit.slice_quota <= 0 if limit.slice_end <= now
+                  else limit.dispatched >= limit.slice_quota):
+        # RateLimit.delay(now, 0) asks for a sleep before the first task:
+        # none made here, whatever the search would find (it changes
+        # nothing but the caches the pass's own search fills the same)
+        return 0
     eid = env._eid
     # the tasks made, as (id of its start, start, end, seq, its object: None
     # for those made here) for the pool, (start, end, seq) the waiting one:
@@ -899,8 +905,8 @@ def _start(job, pooled, starts: list, waiting, now: int) -> None:
 def _leave(job, src, heap, pastes, later, ev, fired, call) -> None:
     """What the loop deferred: the target's content of the writes done
     here, the reads of the writes still to come, the wait's event."""
-    for a, b in pastes:
-        job._paste(a, b)
+    if pastes:
+        job._paste_runs(pastes)
     size = job.size
     for task, entry in later.items():
         i = heap.index(entry)

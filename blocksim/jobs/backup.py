@@ -1061,6 +1061,44 @@ class BackupJob(BlockJob):
         else:
             content.set_runs(runs)
 
+    def _paste_runs(self, pastes: list) -> None:
+        """:meth:`_paste` of each ``[start, end)`` of ``pastes``, in order:
+        the pieces on pages known to hold data in compiled calls
+        (``ContentJournal.copy_runs``: the same entries as ``copy``), the
+        others one at a time as ``_paste`` does them."""
+        src = self.source
+        content = self.target.content
+        source = src.content
+        journal = source._journal
+        if (src.backing is not None or journal is None or content._journal is not journal
+                or max(b for _a, b in pastes) > source.size):
+            for a, b in pastes:
+                self._paste(a, b)
+            return
+        runs = np.array(pastes, dtype=np.int64)
+        n = len(runs)
+        shift = source._shift
+        k, a = 0, pastes[0][0]
+        while True:
+            known = np.frombuffer(self._data_known(source), dtype=np.uint8)
+            k, a = journal.copy_runs(source, content, runs, known, k, a)
+            if k == n:
+                return
+            # (a page not known to hold data: asked now, as _paste does)
+            p = a >> shift
+            end = pastes[k][1]
+            b = min((p + 1) << shift, end)
+            if self._holds_data(source, p):
+                journal.copy(source, content, p, a, b)
+            else:
+                content.set_runs(source.snapshot(a, b))
+            a = b
+            if a == end:
+                k += 1
+                if k == n:
+                    return
+                a = pastes[k][0]
+
     def _chunk(self) -> int:
         """``block_copy_chunk_size`` in clusters: 1 MiB, or one cluster
         with compress."""
