@@ -694,6 +694,19 @@ class BackupJob(BlockJob):
         speed; None when nothing from ``pos`` on is dirty; or :data:`_SLEPT`
         when the rate limit asked for a sleep first (the task ended with
         EAGAIN, the pass slept and looks again)."""
+        if ratelimit and self._steps is not None and self.limit.speed:
+            # (with steps: a sleep the limiter asks for before a task there
+            # is, without making the task only to end it: its bits cleared
+            # and set again, its status, and its done, which no one waits
+            # for, whose id is drawn all the same; delay(now, 0) asks the
+            # same twice)
+            cs = self.cluster
+            if self.bcs.find(pos // cs, -(-end // cs)) >= 0:
+                ns = self.limit.delay(self.env._now, 0)
+                if ns > 0:
+                    next(self.env._eid)
+                    yield from self._call_sleep(call, ns)
+                    return _SLEPT
         task = self._task_create(pos, end)
         if task is None:
             return None
