@@ -735,105 +735,109 @@ def fill(job, pooled) -> int:
         # none made here, whatever the search would find (it changes
         # nothing but the caches the pass's own search fills the same)
         return 0
-    eid = env._eid
-    # the tasks made, as (id of its start, start, end, seq, its object: None
-    # for those made here) for the pool, (start, end, seq) the waiting one:
-    # their objects made by _start only if they do not become rows
-    starts: list = []
-    waiting = None
     seq = job._seq
     pos = pooled.pos
-    first = -1
-    made = 0
-    # (the next tasks of data throughout found ahead, compiled: planned[i:])
+    # the tasks made, in order: batches (start, end) of the planner's rows
+    # (or of one task found here), each admitted by the limiter up to the
+    # pool's room and the one that then waits for a slot (copyrows.admit)
+    made: list = []
+    n = 0
+    room = _MAX_WORKERS - pooled.count
+    if speed:
+        lim = np.array((limit.slice_start, limit.slice_end, limit.dispatched), dtype=np.int64)
+        quota = limit.slice_quota
+    else:
+        lim, quota = _NO_LIMIT, 0
+    # (the next tasks of data throughout found ahead, compiled)
     planner = backup_kernel.planner(job, end, last, chunk, _MAX_WORKERS + 1) if PLAN else None
     if planner is not None and planner.args is None:
         planner = None
-    planned, i = [], 0
     while pos < end:
-        if i < len(planned):
-            a, e = planned[i]
-            i += 1
-            b = a // cs
-        else:
-            got, why = planner(pos) if planner is not None else (0, 3)
-            if got:
-                planned, i = planner.out[:got].tolist(), 1
-                a, e = planned[0]
-                b = a // cs
-            elif why == 1:
-                break
-            else:
-                if why == 2:
-                    # (a task whose status Python must ask)
-                    a, e = planner.out[0].tolist()
-                    b = a // cs
-                else:
-                    b = bcs.find(pos // cs, last)
-                    if b < 0:
-                        break
-                    n = bcs.dirty_run(b, min(chunk, last - b))
-                    a, e = b * cs, (b + n) * cs
-                zero, num = job._status(a, e)
-                if planner is not None:
-                    planner.known()
-                if zero or a + num < e:
-                    break
-        if speed:
-            # RateLimit.delay(now, 0): a sleep is left to the pass
-            if limit.slice_end <= now:
-                if limit.slice_quota <= 0:
-                    break
-            elif limit.dispatched >= limit.slice_quota:
-                break
-            if limit.slice_end <= now:
-                limit.slice_start, limit.slice_end, limit.dispatched = now, now + _SLICE_NS, 0
-            dispatched = limit.dispatched = limit.dispatched + e - a    # delay(now, e - a)
-            if dispatched >= limit.slice_quota:
-                limit.slice_end = limit.slice_start + int(
-                    dispatched / max(limit.slice_quota, 1) * _SLICE_NS)
-        if first < 0:
-            first = b
-        job.in_flight_bytes += e - a
-        pos = pooled.pos = e
-        made += 1
-        if pooled.count >= _MAX_WORKERS:
-            waiting = (a, e, next(seq))
+        got, why = planner(pos) if planner is not None else (0, 3)
+        if got:
+            batch = planner.out[:got]
+        elif why == 1:
             break
-        pooled.count += 1
-        # steps.at(0, begin, (call, task), urgent=True): its id drawn now,
-        # the entry queued by _start
-        starts.append((next(eid), a, e, next(seq), None))
-    if first >= 0:
-        bcs.clear_bits(first, pos // cs)
-    if starts or waiting is not None:
-        _start(job, pooled, starts, waiting, now)
-    return made
+        else:
+            if why == 2:
+                # (a task whose status Python must ask)
+                a, e = planner.out[0].tolist()
+            else:
+                b = bcs.find(pos // cs, last)
+                if b < 0:
+                    break
+                k = bcs.dirty_run(b, min(chunk, last - b))
+                a, e = b * cs, (b + k) * cs
+            zero, num = job._status(a, e)
+            if planner is not None:
+                planner.known()
+            if zero or a + num < e:
+                break
+            batch = np.array(((a, e),), dtype=np.int64)
+        k = copyrows.admit(batch, lim, now, quota, speed, room + 1 - n)
+        if k:
+            made.append(batch[:k].copy())
+            n += k
+            pos = int(batch[k - 1, 1])
+        if k < len(batch) or n > room:
+            break
+    if speed:
+        limit.slice_start, limit.slice_end, limit.dispatched = lim.tolist()
+    if not n:
+        return 0
+    spans = made[0] if len(made) == 1 else np.concatenate(made)
+    bcs.clear_bits(int(spans[0, 0]) // cs, pos // cs)
+    job.in_flight_bytes += int((spans[:, 1] - spans[:, 0]).sum())
+    pooled.pos = pos
+    # their places in the job's list, in order; the pool's starts' ids
+    # (steps.at(0, begin, (call, task), urgent=True): queued by _start)
+    q = next(seq)
+    job._seq = count(q + n)
+    into = min(n, room)
+    pooled.count += into
+    waiting = None
+    if n > room:
+        a, e = spans[room].tolist()
+        waiting = (a, e, q + room)
+    first_id = 0
+    if into:
+        first_id = next(env._eid)
+        env._eid = count(first_id + into)
+    rows = np.empty((into, 3), dtype=np.int64)
+    rows[:, :2] = spans[:into]
+    rows[:, 2] = np.arange(q, q + into)
+    _start(job, pooled, first_id, rows, waiting, now)
+    return n
 
 
-def _start(job, pooled, starts: list, waiting, now: int) -> None:
-    """The tasks :func:`fill` made: the pool's, ``(id of its start, start,
-    end, seq, None)`` in order, and the one that waits for a slot, ``(start,
-    end, seq)`` or None.  Their starts queued as ``steps.at`` queues them,
-    or, when they are sure to be the next steps run, run at once, in order,
-    as the loop's BEGIN branch runs them.  They are when the pool is full
-    (the pass's generator then waits for a slot, drawing no id: nothing
-    processed yet), nothing in the steps' heap nor in SimPy's queue is due
-    before the first, and the loop would take them (:func:`run`'s
-    conditions, up to SimPy's next event); a start's read then only takes
-    the source's queue and pipe.  Run at once by the compiled steps, the
-    tasks are rows from the start (blocksim.engine.copyrows: no object);
-    else each is a ``_Task`` in the job's list and the pool's, as the
-    pass's generator holds them."""
+#: (fill's limiter state when there is no limit: copyrows.admit reads none)
+_NO_LIMIT = np.zeros(3, dtype=np.int64)
+
+
+def _start(job, pooled, first_id: int, spans: np.ndarray, waiting, now: int) -> None:
+    """The tasks :func:`fill` made: the pool's, ``spans`` (rows of start,
+    end and seq, in order; their starts' ids ``first_id`` on), and the one
+    that waits for a slot, ``(start, end, seq)`` or None.  Their starts
+    queued as ``steps.at`` queues them, or, when they are sure to be the
+    next steps run, run at once, in order, as the loop's BEGIN branch runs
+    them.  They are when the pool is full (the pass's generator then waits
+    for a slot, drawing no id: nothing processed yet), nothing in the
+    steps' heap nor in SimPy's queue is due before the first, and the loop
+    would take them (:func:`run`'s conditions, up to SimPy's next event);
+    a start's read then only takes the source's queue and pipe.  Run at
+    once by the compiled steps, the tasks are rows from the start
+    (blocksim.engine.copyrows: no object); else each is a ``_Task`` in the
+    job's list and the pool's, as the pass's generator holds them."""
     steps = job._steps
     heap = steps.heap
     env = job.env
     queue = env._queue
     call = pooled.call
     src, tgt = job.source, job.target
-    at_once = rows = None
-    if waiting is not None and starts:
-        key = (now, URGENT, starts[0][0])
+    at_once = rows = lead_task = None
+    n = len(spans)
+    if waiting is not None and n:
+        key = (now, URGENT, first_id)
         lead = heap[0] if heap else None
         if (lead is not None and lead[0] == now and lead[1] == URGENT
                 and lead[3] is job._begin_step and lead[4][0] is call
@@ -844,8 +848,7 @@ def _start(job, pooled, starts: list, waiting, now: int) -> None:
             if heap and heap[0] < key:
                 heappush(heap, lead)
             else:
-                task = lead[4][1]
-                starts.insert(0, (lead[2], task.start, task.end, task.seq, task))
+                lead_task = lead[4][1]
                 key = lead[:3]
         at_once = (not pooled.processed
                    and (not heap or heap[0] > key) and (not queue or queue[0] > key)
@@ -855,7 +858,7 @@ def _start(job, pooled, starts: list, waiting, now: int) -> None:
         if at_once and KERNEL:
             rows = job._rows
             if not ((rows.pooled is pooled or not len(rows))
-                    and (starts[0][4] is None or len(starts[0][4].done.callbacks) == 1)):
+                    and (lead_task is None or len(lead_task.done.callbacks) == 1)):
                 rows = None
     if rows is not None:
         # the reads as rows (blocksim.engine.copyrows): the compiled steps
@@ -864,7 +867,7 @@ def _start(job, pooled, starts: list, waiting, now: int) -> None:
             rows.clear()
             rows.pooled = pooled
         rows.unpark(heap)
-        rows.start_reads(src, starts, now, job.size)
+        rows.start_reads(src, spans, lead_task, now, job.size)
         rows.wait_row(*waiting)
         rows.park(heap)
     else:
@@ -873,15 +876,16 @@ def _start(job, pooled, starts: list, waiting, now: int) -> None:
         tasks = job._tasks
         pool = pooled.tasks
         pool_check = job._pool_check
-        made = []
-        for i, a, e, q, task in starts:
-            if task is None:
-                task = Task(env, a, e, q)
-                tasks.append(task)
-                pool.append(task)
-                task.pool = pooled
-                task.done.callbacks.append(partial(pool_check, task))
+        made = [] if lead_task is None else [(key[2], lead_task)]
+        i = first_id
+        for a, e, q in spans.tolist():
+            task = Task(env, a, e, q)
+            tasks.append(task)
+            pool.append(task)
+            task.pool = pooled
+            task.done.callbacks.append(partial(pool_check, task))
             made.append((i, task))
+            i += 1
         if waiting is not None:
             task = pooled.task = Task(env, *waiting)
             tasks.append(task)
@@ -898,7 +902,7 @@ def _start(job, pooled, starts: list, waiting, now: int) -> None:
             begin = job._begin_step
             for i, task in made:
                 heappush(heap, (now, URGENT, i, begin, (call, task)))
-    if starts and not steps._running:
+    if n and not steps._running:
         steps._marker()
 
 

@@ -166,6 +166,33 @@ def start_rows(heap, st, stage, start, end, inpool, seq, free, ring, spans, slot
 
 
 @njit(cache=True, _nrt=False)
+def admit(batch, lim, now, quota, speed, most):
+    """copyloop.fill's limiter over its next tasks ``batch`` (rows of start
+    and end), at most ``most`` of them: how many it makes before
+    ``RateLimit.delay(now, 0)`` would ask for a sleep, each counted as
+    ``delay(now, end - start)`` counts it; ``lim``: the limiter's slice
+    start, end and bytes dispatched, taken and given back."""
+    k = 0
+    n = batch.shape[0]
+    while k < n and k < most:
+        if speed:
+            if lim[1] <= now:
+                if quota <= 0:
+                    break
+            elif lim[2] >= quota:
+                break
+            if lim[1] <= now:
+                lim[0] = now
+                lim[1] = now + _SLICE_NS
+                lim[2] = 0
+            lim[2] += batch[k, 1] - batch[k, 0]
+            if lim[2] >= quota:
+                lim[1] = lim[0] + int(lim[2] / max(quota, 1) * _SLICE_NS)
+        k += 1
+    return k
+
+
+@njit(cache=True, _nrt=False)
 def push_row(heap, st, stage, start, end, inpool, seq, slot, t, p, i, what, a, e, q):
     """Row ``slot``, a task ``[a, e)`` of the pool (``q``: its place in the
     job's list), queued under key ``(t, p, i)`` at stage ``what``."""
@@ -605,23 +632,23 @@ class Rows:
         push_row(self.heap, self.st, self.stage, self.start, self.end, self.inpool, self.seq, s,
                  t, p, i, what, task.start, task.end, task.seq)
 
-    def start_reads(self, src, starts: list, now: int, size: int) -> None:
+    def start_reads(self, src, spans: np.ndarray, lead, now: int, size: int) -> None:
         """The fill's starts (copyloop._start) run at once, compiled
         (:func:`start_rows`): each task's read issued on ``src``, its step a
-        row, the ids drawn from SimPy's counter in order.  ``starts``: ``(id
-        of its start, start, end, seq, its object or None)``; an object (the
-        task the pass took into its pool just before) is dropped."""
-        lead = starts[0][4]
+        row, the ids drawn from SimPy's counter in order.  ``spans``: rows of
+        start, end and seq; ``lead``: the task the pass took into its pool
+        just before, first (its object dropped), or None."""
         if lead is not None:
             self.adopt([lead])
+            spans = np.concatenate((np.array(((lead.start, lead.end, lead.seq),),
+                                             dtype=np.int64), spans))
         env = self.job.env
-        n = len(starts)
+        n = len(spans)
         eid = next(env._eid)
         slots = np.empty(n, dtype=np.int64)
         st = self.st
         start_rows(self.heap, st, self.stage, self.start, self.end, self.inpool, self.seq,
-                   self.free, self.ring_in(src, S_H),
-                   np.array([r[1:4] for r in starts], dtype=np.int64), slots, eid, now, size)
+                   self.free, self.ring_in(src, S_H), spans, slots, eid, now, size)
         env._eid = count(eid + n)
         self.ring_out(src, S_H, st.tolist())
 

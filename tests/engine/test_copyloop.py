@@ -217,9 +217,9 @@ def test_the_starts_run_where_the_tasks_are_made(monkeypatch):
     real = copyloop._start
     fills, queued = [], []
 
-    def counting(job, pooled, starts, waiting, now):
-        n = len(starts)
-        real(job, pooled, starts, waiting, now)
+    def counting(job, pooled, first_id, spans, waiting, now):
+        n = len(spans)
+        real(job, pooled, first_id, spans, waiting, now)
         fills.append(n)
         queued.append(sum(e[3] is job._begin_step for e in job._steps.heap))
     monkeypatch.setattr(copyloop, "_start", counting)
@@ -334,3 +334,28 @@ def test_the_pool_is_counted_once(monkeypatch):
     monkeypatch.setattr(BackupJob, "_pool_wait", checking)
     Simulation(blocksim.load_scenario(CASES["a rate-limited backup under a paced guest"])).run()
     assert len(seen) > 10 and max(seen) > 32
+
+
+def test_the_limiters_sleep_makes_no_task(monkeypatch):
+    """With steps, a sleep the rate limiter asks for before the pass's next
+    task is taken without the task QEMU makes and ends with EAGAIN
+    (BackupJob._next_task): in (d)'s shape every sleep of the pass is one
+    (the equivalence cases compare the runs), and no task ends with EAGAIN."""
+    import errno
+
+    from blocksim.jobs.backup import BackupJob
+    sleeps, eagain = [], []
+    real_sleep, real_end = BackupJob._call_sleep, BackupJob._task_end
+
+    def sleeping(self, call, ns):
+        sleeps.append(ns)
+        return real_sleep(self, call, ns)
+
+    def ending(self, task, err, last=False):
+        if err == errno.EAGAIN:
+            eagain.append(task)
+        return real_end(self, task, err, last)
+    monkeypatch.setattr(BackupJob, "_call_sleep", sleeping)
+    monkeypatch.setattr(BackupJob, "_task_end", ending)
+    Simulation(blocksim.load_scenario(CASES["a rate-limited backup under a paced guest"])).run()
+    assert len(sleeps) >= 8 and not eagain
