@@ -251,7 +251,7 @@ def _run(job, entry, rows) -> bool:
                 if planner.args is not None:
                     got, why = planner(pos)
                     if got:
-                        plan.extend(map(tuple, planner.out[:got].tolist()))
+                        plan.extend(planner.out[:got].tolist())
                         planned = plan[-1][1]
                         continue
                     if why == 1:
@@ -382,7 +382,17 @@ def _run(job, entry, rows) -> bool:
                 got, _why = ahead(planned)
                 if not got:
                     break
-                plan.extend(map(tuple, ahead.out[:got].tolist()))
+                n = len(plan)
+                if n == plan_filled:
+                    # (into the compiled steps' array as it is: an array's
+                    # copy, not the list's rows converted)
+                    if n + got > len(plan_array):
+                        grown = np.empty((2 * (n + got), 2), dtype=np.int64)
+                        grown[:n] = plan_array[:n]
+                        plan_array = rows.plan = grown
+                    plan_array[n:n + got] = ahead.out[:got]
+                    plan_filled = n + got
+                plan.extend(ahead.out[:got].tolist())
                 planned = plan[-1][1]
                 if planned >= end:
                     break
