@@ -53,7 +53,8 @@ moments:
    data throughout: checked without side effects first, on a plan of the
    next tasks).
 4. **What it leaves**: what a task read is pasted into the target when the
-   loop stops instead of at each write (the source cannot change meanwhile:
+   loop stops instead of at each write (in compiled calls:
+   ``ContentJournal.copy_runs``) (the source cannot change meanwhile:
    no guest request runs inside the loop, and a guest write waits for any
    task over its clusters), in runs as long as the tasks allow; a task whose
    read completed and whose write has not takes its read then (the same
@@ -64,7 +65,9 @@ moments:
 
 :func:`fill` is the pass's fill of its pool after a sleep (64 tasks made at
 once at each rate-limit slice's start), made in one go by the generator's
-own call, with the same checks.
+own call, with the same checks: the compiled planner's rows, admitted by
+the limiter in one compiled call (``copyrows.admit``), made rows at once
+when their starts run at once (no object: :func:`_start`).
 
 A task's start that is sure to be the next step run (nothing in the steps'
 heap nor SimPy's queue due first, the loop's conditions holding) is run
@@ -109,6 +112,9 @@ PLAN = True
 KERNEL = True
 
 _MAX_WORKERS = 64           # BLOCK_COPY_MAX_WORKERS (backup.MAX_WORKERS)
+#: the plan's rows found ahead at a time for the compiled steps (an entry
+#: of the loop makes a few tasks; more come by NEED_PLAN)
+_PLAN_AHEAD = 16
 #: the pass's waiting task while it is a row (``_Pool.task``)
 ROW = copyrows.ROW
 _NEVER = copyrows._NEVER
@@ -373,11 +379,11 @@ def _run(job, entry, rows) -> bool:
             # (a write-zeroes, or a task a call waits for: the Python resume)
             no_resume = got is not None and (got[0].zero or len(got[0].done.callbacks) != 0)
         if PLAN and len(plan) - taken < 16 and planned < end:
-            # (the plan's next tasks of data throughout, compiled, up to a
-            # pool's worth: a task whose status Python must ask is left to
+            # (the plan's next tasks of data throughout, compiled, some
+            # ahead: a task whose status Python must ask is left to
             # extend(), on demand)
             if ahead is None:
-                ahead = backup_kernel.planner(job, end, last, chunk, _MAX_WORKERS)
+                ahead = backup_kernel.planner(job, end, last, chunk, _PLAN_AHEAD)
             while ahead.args is not None and len(plan) - taken < 16:
                 got, _why = ahead(planned)
                 if not got:
@@ -747,17 +753,17 @@ def fill(job, pooled) -> int:
         return 0
     seq = job._seq
     pos = pooled.pos
-    # the tasks made, in order: batches (start, end) of the planner's rows
-    # (or of one task found here), each admitted by the limiter up to the
-    # pool's room and the one that then waits for a slot (copyrows.admit)
-    made: list = []
+    # the tasks made, in order, rows of (start, end, seq) in ``made``:
+    # batches of the planner's rows (or of one task found here), each
+    # admitted by the limiter up to the pool's room and the one that then
+    # waits for a slot (copyrows.admit)
+    rows = job._rows
+    made, lim = rows.made, rows.lim
     n = 0
     room = _MAX_WORKERS - pooled.count
-    if speed:
-        lim = np.array((limit.slice_start, limit.slice_end, limit.dispatched), dtype=np.int64)
-        quota = limit.slice_quota
-    else:
-        lim, quota = _NO_LIMIT, 0
+    q = next(seq)
+    lim[:] = (limit.slice_start, limit.slice_end, limit.dispatched, 0)
+    quota = limit.slice_quota if speed else 0
     # (the next tasks of data throughout found ahead, compiled)
     planner = backup_kernel.planner(job, end, last, chunk, _MAX_WORKERS + 1) if PLAN else None
     if planner is not None and planner.args is None:
@@ -784,44 +790,35 @@ def fill(job, pooled) -> int:
             if zero or a + num < e:
                 break
             batch = np.array(((a, e),), dtype=np.int64)
-        k = copyrows.admit(batch, lim, now, quota, speed, room + 1 - n)
+        k = copyrows.admit(batch, made, n, lim, now, quota, speed, room + 1 - n, q)
         if k:
-            made.append(batch[:k].copy())
             n += k
             pos = int(batch[k - 1, 1])
         if k < len(batch) or n > room:
             break
-    if speed:
-        limit.slice_start, limit.slice_end, limit.dispatched = lim.tolist()
+    # (their places in the job's list: seq q on)
+    job._seq = count(q + n)
     if not n:
         return 0
-    spans = made[0] if len(made) == 1 else np.concatenate(made)
-    bcs.clear_bits(int(spans[0, 0]) // cs, pos // cs)
-    job.in_flight_bytes += int((spans[:, 1] - spans[:, 0]).sum())
+    slice_start, slice_end, dispatched, nbytes = lim.tolist()
+    if speed:
+        limit.slice_start, limit.slice_end, limit.dispatched = slice_start, slice_end, dispatched
+    bcs.clear_bits(int(made[0, 0]) // cs, pos // cs)
+    job.in_flight_bytes += nbytes
     pooled.pos = pos
-    # their places in the job's list, in order; the pool's starts' ids
-    # (steps.at(0, begin, (call, task), urgent=True): queued by _start)
-    q = next(seq)
-    job._seq = count(q + n)
+    # the pool's starts' ids (steps.at(0, begin, (call, task), urgent=True):
+    # queued by _start)
     into = min(n, room)
     pooled.count += into
     waiting = None
     if n > room:
-        a, e = spans[room].tolist()
-        waiting = (a, e, q + room)
+        waiting = tuple(made[room].tolist())
     first_id = 0
     if into:
         first_id = next(env._eid)
         env._eid = count(first_id + into)
-    rows = np.empty((into, 3), dtype=np.int64)
-    rows[:, :2] = spans[:into]
-    rows[:, 2] = np.arange(q, q + into)
-    _start(job, pooled, first_id, rows, waiting, now)
+    _start(job, pooled, first_id, made[:into], waiting, now)
     return n
-
-
-#: (fill's limiter state when there is no limit: copyrows.admit reads none)
-_NO_LIMIT = np.zeros(3, dtype=np.int64)
 
 
 def _start(job, pooled, first_id: int, spans: np.ndarray, waiting, now: int) -> None:

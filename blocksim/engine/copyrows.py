@@ -18,13 +18,21 @@ SimPy's queue and ``Steps._fire`` are unchanged, and when the proxy comes
 first the copy loop runs the rows (:func:`step`) up to the first entry
 that is not a row or SimPy's next event.
 
-The ``_Task`` objects stay (the job's list of tasks in flight, the pass's
-pool and ended list, each task's ``done`` event: every other reader of the
-tasks, the guest's copy-before-write among them, sees them as before); only
-their steps are rows.  What the compiled loop does to them (a task made,
-ended, into the pool, its ``done`` processed; the pool's ended tasks out)
-is written to a log that :meth:`Rows.replay` does, in order, when it
-returns, before any other code runs.  A row's step that the compiled loop
+A row's task has **no object** while the compiled steps hold it (session
+17): the job's list of tasks in flight (``BackupJob._tasks``) and the
+pass's pool (``_Pool.tasks``) hold only the tasks Python holds, the pool is
+a count (``_Pool.count``, its ended rows ``_Pool.ended_rows``), and the
+pass's waiting task is a row too (``tslot``, ``_Pool.task`` is :data:`ROW`).
+Every reader asks the rows: a guest's copy-before-write (``_in_flight``: the
+first task in flight over its clusters in the job's list, each task's place
+in it its ``seq``; :func:`in_flight`), the stretches (``quiet_nodes``:
+:meth:`Rows.busy`), the pass's generator (its pool as a count, its wait for
+all its tasks: :meth:`Rows.pool_tasks`).  An object is made **on demand**
+(:meth:`Rows.obj`) for a caller that waits for the task at once: a
+copy-before-write over it (the loop then leaves the rows alone:
+``copyloop.run``'s conditions, ``NO_RESUME``), the pass's wait for all, a
+row made an entry again (:meth:`Rows.hand_back`: into the lists at its
+place).  A row's step that the compiled loop
 leaves to Python (:func:`step` says which and why) is **materialized**: its
 heap entry made again, exactly as the Python loop would have queued it
 (the same key, callback and argument; a write still to come takes its read
@@ -166,12 +174,13 @@ def start_rows(heap, st, stage, start, end, inpool, seq, free, ring, spans, slot
 
 
 @njit(cache=True, _nrt=False)
-def admit(batch, lim, now, quota, speed, most):
+def admit(batch, out, at, lim, now, quota, speed, most, q):
     """copyloop.fill's limiter over its next tasks ``batch`` (rows of start
     and end), at most ``most`` of them: how many it makes before
     ``RateLimit.delay(now, 0)`` would ask for a sleep, each counted as
-    ``delay(now, end - start)`` counts it; ``lim``: the limiter's slice
-    start, end and bytes dispatched, taken and given back."""
+    ``delay(now, end - start)`` counts it, into ``out[at:]`` as (start,
+    end, seq: ``q`` on); ``lim``: the limiter's slice start, end and bytes
+    dispatched, taken and given back, and the tasks' bytes (added to)."""
     k = 0
     n = batch.shape[0]
     while k < n and k < most:
@@ -188,6 +197,10 @@ def admit(batch, lim, now, quota, speed, most):
             lim[2] += batch[k, 1] - batch[k, 0]
             if lim[2] >= quota:
                 lim[1] = lim[0] + int(lim[2] / max(quota, 1) * _SLICE_NS)
+        out[at + k, 0] = batch[k, 0]
+        out[at + k, 1] = batch[k, 1]
+        out[at + k, 2] = q + at + k
+        lim[3] += batch[k, 1] - batch[k, 0]
         k += 1
     return k
 
@@ -589,6 +602,9 @@ class Rows:
         #: only the few a Python caller asked for (see obj())
         self.objs: dict = {}
         self.plan = np.zeros((256, 2), dtype=np.int64)     # (copyloop's, per run)
+        # (copyloop.fill's: the tasks it makes, and the limiter's state)
+        self.made = np.zeros((_MAX_WORKERS + 2, 3), dtype=np.int64)
+        self.lim = np.zeros(4, dtype=np.int64)
         self.st[FREE_N] = CAPACITY
         self.st[EV_SLOT] = -1
         self.pooled = None          # the pass whose tasks the rows are
