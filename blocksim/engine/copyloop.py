@@ -113,8 +113,10 @@ KERNEL = True
 
 _MAX_WORKERS = 64           # BLOCK_COPY_MAX_WORKERS (backup.MAX_WORKERS)
 #: the plan's rows found ahead at a time for the compiled steps (an entry
-#: of the loop makes a few tasks; more come by NEED_PLAN)
-_PLAN_AHEAD = 16
+#: at a slice's start makes some 40 tasks: with 16 or 32 rows ahead, (d)'s
+#: hour had 8,200 or 4,800 more entries of the steps back for NEED_PLAN
+#: each 360 simulated s, with 64 none)
+_PLAN_AHEAD = _MAX_WORKERS
 #: the pass's waiting task while it is a row (``_Pool.task``)
 ROW = copyrows.ROW
 _NEVER = copyrows._NEVER
