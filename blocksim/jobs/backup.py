@@ -1061,10 +1061,7 @@ class BackupJob(BlockJob):
             while a < end:
                 p = a >> shift
                 b = min((p + 1) << shift, end)
-                if self._holds_data(source, p):
-                    journal.copy(source, content, p, a, b)
-                else:
-                    content.set_runs(source.snapshot(a, b))
+                self._paste_page(journal, source, content, p, a, b)
                 a = b
             return
         runs = self._read_for_copy(src, start, end)
@@ -1073,6 +1070,15 @@ class BackupJob(BlockJob):
                 content.set_runs(piece)
         else:
             content.set_runs(runs)
+
+    def _paste_page(self, journal, source, content, p: int, a: int, b: int) -> None:
+        """A paste's piece ``[a, b)`` inside page ``p``: the journal's copy
+        where the source's page holds data (its read is then a Snap), else
+        the runs of its snapshot."""
+        if self._holds_data(source, p):
+            journal.copy(source, content, p, a, b)
+        else:
+            content.set_runs(source.snapshot(a, b))
 
     def _paste_runs(self, pastes: list) -> None:
         """:meth:`_paste` of each ``[start, end)`` of ``pastes``, in order:
@@ -1101,10 +1107,7 @@ class BackupJob(BlockJob):
             p = a >> shift
             end = pastes[k][1]
             b = min((p + 1) << shift, end)
-            if self._holds_data(source, p):
-                journal.copy(source, content, p, a, b)
-            else:
-                content.set_runs(source.snapshot(a, b))
+            self._paste_page(journal, source, content, p, a, b)
             a = b
             if a == end:
                 k += 1
