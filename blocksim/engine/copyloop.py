@@ -53,7 +53,8 @@ moments:
    data throughout: checked without side effects first, on a plan of the
    next tasks).
 4. **What it leaves**: what a task read is pasted into the target when the
-   loop stops instead of at each write (the source cannot change meanwhile:
+   loop stops instead of at each write (in compiled calls:
+   ``ContentJournal.copy_runs``) (the source cannot change meanwhile:
    no guest request runs inside the loop, and a guest write waits for any
    task over its clusters), in runs as long as the tasks allow; a task whose
    read completed and whose write has not takes its read then (the same
@@ -64,7 +65,9 @@ moments:
 
 :func:`fill` is the pass's fill of its pool after a sleep (64 tasks made at
 once at each rate-limit slice's start), made in one go by the generator's
-own call, with the same checks.
+own call, with the same checks: the compiled planner's rows, admitted by
+the limiter in one compiled call (``copyrows.admit``), made rows at once
+when their starts run at once (no object: :func:`_start`).
 
 A task's start that is sure to be the next step run (nothing in the steps'
 heap nor SimPy's queue due first, the loop's conditions holding) is run
@@ -109,12 +112,19 @@ PLAN = True
 KERNEL = True
 
 _MAX_WORKERS = 64           # BLOCK_COPY_MAX_WORKERS (backup.MAX_WORKERS)
+#: the plan's rows found ahead at a time for the compiled steps (an entry
+#: at a slice's start makes some 40 tasks: with 16 or 32 rows ahead, (d)'s
+#: hour had 8,200 or 4,800 more entries of the steps back for NEED_PLAN
+#: each 360 simulated s, with 64 none)
+_PLAN_AHEAD = _MAX_WORKERS
+#: the pass's waiting task while it is a row (``_Pool.task``)
+ROW = copyrows.ROW
 _NEVER = copyrows._NEVER
 _NOTHING = (_NEVER, 0, 0)    # (an empty heap's head, for the compiled steps)
 (NOW, OTHER_T, OTHER_P, OTHER_ID, Q_T, Q_P, Q_ID, EID, WAITING, FIRED, WAIT, PROCESSED,
  POOL_LEN, N_ENDED, TASK, NO_RESUME, PLAN_N, TAKEN, PLAN_FINAL, SPEED, QUOTA, SL_START,
  SL_END, DISPATCHED, POS, SIZE, TCS, N_READS, N_READ, N_WRITES, N_WRITTEN, N_COPIED,
- IN_FLIGHT, PASTE_N, ALLOC_N, RAN, MADE_N, DONE_N, FREE_N, FREED_N, HEAP_N) = (
+ IN_FLIGHT, PASTE_N, ALLOC_N, RAN, MADE_N, DONE_N, FREE_N, FREED_N, HEAP_N, RESUMED, SEQ) = (
     copyrows.NOW, copyrows.OTHER_T, copyrows.OTHER_P, copyrows.OTHER_ID, copyrows.Q_T,
     copyrows.Q_P, copyrows.Q_ID, copyrows.EID, copyrows.WAITING, copyrows.FIRED,
     copyrows.WAIT, copyrows.PROCESSED, copyrows.POOL_LEN, copyrows.N_ENDED, copyrows.TASK,
@@ -123,7 +133,7 @@ _NOTHING = (_NEVER, 0, 0)    # (an empty heap's head, for the compiled steps)
     copyrows.POS, copyrows.SIZE, copyrows.TCS, copyrows.N_READS, copyrows.N_READ,
     copyrows.N_WRITES, copyrows.N_WRITTEN, copyrows.N_COPIED, copyrows.IN_FLIGHT,
     copyrows.PASTE_N, copyrows.ALLOC_N, copyrows.RAN, copyrows.MADE_N, copyrows.DONE_N,
-    copyrows.FREE_N, copyrows.FREED_N, copyrows.HEAP_N)
+    copyrows.FREE_N, copyrows.FREED_N, copyrows.HEAP_N, copyrows.RESUMED, copyrows.SEQ)
 
 
 def attach(job, steps) -> None:
@@ -195,6 +205,7 @@ def _run(job, entry, rows) -> bool:
     allocs: list = []           # [c0, c1) of the target the writes here allocate
     tcs = tgt.cluster_size
     Task = job.Task
+    seq = job._seq              # (each task's place in the job's list)
     fired = False               # the wait's event succeeded here, as a step
     ran = 0
 
@@ -248,7 +259,7 @@ def _run(job, entry, rows) -> bool:
                 if planner.args is not None:
                     got, why = planner(pos)
                     if got:
-                        plan.extend(map(tuple, planner.out[:got].tolist()))
+                        plan.extend(planner.out[:got].tolist())
                         planned = plan[-1][1]
                         continue
                     if why == 1:
@@ -280,16 +291,15 @@ def _run(job, entry, rows) -> bool:
         throughout: the task as made) and the limiter's delays would."""
         nonlocal fired, taken, first
         fired = False
-        for t in ended:
-            pool.remove(t)
-            t.pool = None
-        ended.clear()
-        pooled.processed = 0
+        job._unpool(pooled)
         task = pooled.task
+        if task is ROW:
+            task = job._rows.take_waiting()
         speed = limit.speed
         begin = None            # the only start so far: (its id, its task)
         while True:
             pool.append(task)
+            pooled.count += 1
             task.pool = pooled
             task.done.callbacks.append(partial(pool_check, task))
             if begin is None:
@@ -304,7 +314,7 @@ def _run(job, entry, rows) -> bool:
             taken += 1
             if first < 0:
                 first = a // cs
-            task = Task(env, a, e)
+            task = Task(env, a, e, next(seq))
             job.in_flight_bytes += e - a
             tasks.append(task)
             if speed:
@@ -315,7 +325,7 @@ def _run(job, entry, rows) -> bool:
                     limit.slice_end = limit.slice_start + int(
                         dispatched / max(limit.slice_quota, 1) * _SLICE_NS)
             pooled.pos = e
-            if len(pool) >= _MAX_WORKERS:
+            if pooled.count >= _MAX_WORKERS:
                 # _pool_wait: nothing processed yet, no task waited for
                 pooled.wait += 1
                 pooled.task = task
@@ -347,39 +357,50 @@ def _run(job, entry, rows) -> bool:
         """The rows' steps run compiled (copyrows.step) from the state
         here, which takes back what they did; why it stopped."""
         nonlocal fired, taken, first, ran, eid, rt, n_reads, n_read, n_writes, n_written
-        nonlocal n_copied, planned, plan_array, ahead, plan_filled
+        nonlocal n_copied, planned, plan_array, ahead, plan_filled, seq
         st = rows.st
         task = pooled.task
+        s = rows.tslot
         if task is None:
-            s = rows.tslot
-            if s >= 0 and rows.stage[s] == copyrows.MADE:
-                rows.release(s)         # (the pass took it: the Python resume)
-            s = rows.tslot = -1
+            s = -1
             no_resume = 1
         else:
-            s = rows.tslot
-            if s < 0 or rows.objs[s] is not task:
-                if s >= 0 and rows.stage[s] == copyrows.MADE:
-                    rows.release(s)
-                s = rows.tslot = rows.alloc()
-                rows.stage[s] = copyrows.MADE
-                rows.start[s] = task.start
-                rows.end[s] = task.end
-                rows.inpool[s] = 0
-                rows.objs[s] = task
+            if task is not ROW:
+                # (the waiting task Python made becomes a row: its object
+                # kept only if it is a write-zeroes or a call waits for it,
+                # which the compiled resume leaves to Python)
+                rows.wait_row(task.start, task.end, task.seq)
+                s = rows.tslot
+                if tasks[-1] is task:
+                    del tasks[-1]
+                else:
+                    tasks.remove(task)
+                if task.zero or task.done.callbacks:
+                    rows.objs[s] = (task, copyrows.MADE)
+            got = rows.objs.get(s)
             # (a write-zeroes, or a task a call waits for: the Python resume)
-            no_resume = task.zero or len(task.done.callbacks) != 0
+            no_resume = got is not None and (got[0].zero or len(got[0].done.callbacks) != 0)
         if PLAN and len(plan) - taken < 16 and planned < end:
-            # (the plan's next tasks of data throughout, compiled, up to a
-            # pool's worth: a task whose status Python must ask is left to
+            # (the plan's next tasks of data throughout, compiled, some
+            # ahead: a task whose status Python must ask is left to
             # extend(), on demand)
             if ahead is None:
-                ahead = backup_kernel.planner(job, end, last, chunk, _MAX_WORKERS)
+                ahead = backup_kernel.planner(job, end, last, chunk, _PLAN_AHEAD)
             while ahead.args is not None and len(plan) - taken < 16:
                 got, _why = ahead(planned)
                 if not got:
                     break
-                plan.extend(map(tuple, ahead.out[:got].tolist()))
+                n = len(plan)
+                if n == plan_filled:
+                    # (into the compiled steps' array as it is: an array's
+                    # copy, not the list's rows converted)
+                    if n + got > len(plan_array):
+                        grown = np.empty((2 * (n + got), 2), dtype=np.int64)
+                        grown[:n] = plan_array[:n]
+                        plan_array = rows.plan = grown
+                    plan_array[n:n + got] = ahead.out[:got]
+                    plan_filled = n + got
+                plan.extend(ahead.out[:got].tolist())
                 planned = plan[-1][1]
                 if planned >= end:
                     break
@@ -395,34 +416,39 @@ def _run(job, entry, rows) -> bool:
         other = heap[0] if heap else _NOTHING
         head = queue[0] if queue else _NOTHING
         st[:RAN] = (env._now, other[0], other[1], other[2], head[0], head[1], head[2],
-                    next(eid), waiting, fired, pooled.wait, pooled.processed, len(pool),
-                    len(ended), s, no_resume, len(plan), taken, plan_final, 0,
-                    1 if limit.speed else 0, limit.slice_quota, limit.slice_start,
+                    next(eid), waiting, fired, pooled.wait, pooled.processed, pooled.count,
+                    len(ended) + pooled.ended_rows, s, no_resume, len(plan), taken, plan_final,
+                    0, 1 if limit.speed else 0, limit.slice_quota, limit.slice_start,
                     limit.slice_end, limit.dispatched, pooled.pos, size, tcs,
                     0, 0, 0, 0, 0, 0, 0, 0, 0, len(rows), st[FREE_N], st[FREED_N], st[DONE_N])
         st[RAN] = st[MADE_N] = 0
-        dn = int(st[DONE_N])
-        if dn:
-            objs = rows.objs
-            for s in rows.dslots[:dn].tolist():
-                rows.inpool[s] = objs[s].pool is not None
+        st[SEQ] = next(seq)
         why = copyrows.step(st, rows.heap, rows.stage, rows.start, rows.end, rows.inpool,
-                            rows.free, rows.freed, rows.dslots, plan_array, rows.log,
+                            rows.seq, rows.free, rows.freed, rows.dslots, plan_array,
                             rows.pastes, rows.allocs, rows.ring_in(src, copyrows.S_H),
                             rows.ring_in(tgt, copyrows.T_H))
         v = st.tolist()
         env._eid = eid = count(v[EID])
+        job._seq = seq = count(v[SEQ])
         env._now = v[NOW]
         rows.ring_out(src, copyrows.S_H, v)
         rows.ring_out(tgt, copyrows.T_H, v)
-        rows.replay(env, Task, pooled, tasks, pool_check)
+        if rows.objs:
+            rows.forget()
+        if v[RESUMED]:
+            # (the compiled resume took the pool's ended tasks out, Python's
+            # own ones too: only rows end there)
+            for t in ended:
+                pool.remove(t)
+                t.pool = None
+            ended.clear()
+        pooled.count = v[POOL_LEN]
+        pooled.ended_rows = v[N_ENDED] - len(ended)
         fired = bool(v[FIRED])
         pooled.wait = v[WAIT]
         pooled.processed = v[PROCESSED]
         pooled.pos = v[POS]
-        s = rows.tslot = v[TASK]
-        if s >= 0:
-            pooled.task = rows.objs[s]
+        rows.tslot = v[TASK]
         limit.slice_start, limit.slice_end, limit.dispatched = v[SL_START:DISPATCHED + 1]
         k = v[TAKEN] - taken
         if k:
@@ -721,152 +747,179 @@ def fill(job, pooled) -> int:
     chunk = job._chunk()
     limit = job.limit
     speed = limit.speed
-    eid = env._eid
-    starts: list = []           # (id, task): the starts of the tasks made
-    pool = pooled.tasks
-    pool_check = job._pool_check
-    tasks = job._tasks
-    call = pooled.call
-    Task = job.Task
+    if speed and (limit.slice_quota <= 0 if limit.slice_end <= now
+                  else limit.dispatched >= limit.slice_quota):
+        # RateLimit.delay(now, 0) asks for a sleep before the first task:
+        # none made here, whatever the search would find (it changes
+        # nothing but the caches the pass's own search fills the same)
+        return 0
+    seq = job._seq
     pos = pooled.pos
-    first = -1
-    made = 0
-    # (the next tasks of data throughout found ahead, compiled: planned[i:])
+    # the tasks made, in order, rows of (start, end, seq) in ``made``:
+    # batches of the planner's rows (or of one task found here), each
+    # admitted by the limiter up to the pool's room and the one that then
+    # waits for a slot (copyrows.admit)
+    rows = job._rows
+    made, lim = rows.made, rows.lim
+    n = 0
+    room = _MAX_WORKERS - pooled.count
+    q = next(seq)
+    lim[:] = (limit.slice_start, limit.slice_end, limit.dispatched, 0)
+    quota = limit.slice_quota if speed else 0
+    # (the next tasks of data throughout found ahead, compiled)
     planner = backup_kernel.planner(job, end, last, chunk, _MAX_WORKERS + 1) if PLAN else None
     if planner is not None and planner.args is None:
         planner = None
-    planned, i = [], 0
     while pos < end:
-        if i < len(planned):
-            a, e = planned[i]
-            i += 1
-            b = a // cs
-        else:
-            got, why = planner(pos) if planner is not None else (0, 3)
-            if got:
-                planned, i = planner.out[:got].tolist(), 1
-                a, e = planned[0]
-                b = a // cs
-            elif why == 1:
-                break
-            else:
-                if why == 2:
-                    # (a task whose status Python must ask)
-                    a, e = planner.out[0].tolist()
-                    b = a // cs
-                else:
-                    b = bcs.find(pos // cs, last)
-                    if b < 0:
-                        break
-                    n = bcs.dirty_run(b, min(chunk, last - b))
-                    a, e = b * cs, (b + n) * cs
-                zero, num = job._status(a, e)
-                if planner is not None:
-                    planner.known()
-                if zero or a + num < e:
-                    break
-        if speed:
-            # RateLimit.delay(now, 0): a sleep is left to the pass
-            if limit.slice_end <= now:
-                if limit.slice_quota <= 0:
-                    break
-            elif limit.dispatched >= limit.slice_quota:
-                break
-            if limit.slice_end <= now:
-                limit.slice_start, limit.slice_end, limit.dispatched = now, now + _SLICE_NS, 0
-            dispatched = limit.dispatched = limit.dispatched + e - a    # delay(now, e - a)
-            if dispatched >= limit.slice_quota:
-                limit.slice_end = limit.slice_start + int(
-                    dispatched / max(limit.slice_quota, 1) * _SLICE_NS)
-        if first < 0:
-            first = b
-        task = Task(env, a, e)
-        job.in_flight_bytes += e - a
-        tasks.append(task)
-        pos = pooled.pos = e
-        made += 1
-        if len(pool) >= _MAX_WORKERS:
-            pooled.task = task
+        got, why = planner(pos) if planner is not None else (0, 3)
+        if got:
+            batch = planner.out[:got]
+        elif why == 1:
             break
-        pool.append(task)
-        task.pool = pooled
-        task.done.callbacks.append(partial(pool_check, task))
-        # steps.at(0, begin, (call, task), urgent=True): its id drawn now,
-        # the entry queued below
-        starts.append((next(eid), task))
-    if first >= 0:
-        bcs.clear_bits(first, pos // cs)
-    if starts:
-        _start(job, pooled, starts, now)
-    return made
+        else:
+            if why == 2:
+                # (a task whose status Python must ask)
+                a, e = planner.out[0].tolist()
+            else:
+                b = bcs.find(pos // cs, last)
+                if b < 0:
+                    break
+                k = bcs.dirty_run(b, min(chunk, last - b))
+                a, e = b * cs, (b + k) * cs
+            zero, num = job._status(a, e)
+            if planner is not None:
+                planner.known()
+            if zero or a + num < e:
+                break
+            batch = np.array(((a, e),), dtype=np.int64)
+        k = copyrows.admit(batch, made, n, lim, now, quota, speed, room + 1 - n, q)
+        if k:
+            n += k
+            pos = int(batch[k - 1, 1])
+        if k < len(batch) or n > room:
+            break
+    # (their places in the job's list: seq q on)
+    job._seq = count(q + n)
+    if not n:
+        return 0
+    slice_start, slice_end, dispatched, nbytes = lim.tolist()
+    if speed:
+        limit.slice_start, limit.slice_end, limit.dispatched = slice_start, slice_end, dispatched
+    bcs.clear_bits(int(made[0, 0]) // cs, pos // cs)
+    job.in_flight_bytes += nbytes
+    pooled.pos = pos
+    # the pool's starts' ids (steps.at(0, begin, (call, task), urgent=True):
+    # queued by _start)
+    into = min(n, room)
+    pooled.count += into
+    waiting = None
+    if n > room:
+        waiting = tuple(made[room].tolist())
+    first_id = 0
+    if into:
+        first_id = next(env._eid)
+        env._eid = count(first_id + into)
+    _start(job, pooled, first_id, made[:into], waiting, now)
+    return n
 
 
-def _start(job, pooled, starts: list, now: int) -> None:
-    """The starts of the tasks :func:`fill` made, ``(id, task)`` in order:
+def _start(job, pooled, first_id: int, spans: np.ndarray, waiting, now: int) -> None:
+    """The tasks :func:`fill` made: the pool's, ``spans`` (rows of start,
+    end and seq, in order; their starts' ids ``first_id`` on), and the one
+    that waits for a slot, ``(start, end, seq)`` or None.  Their starts
     queued as ``steps.at`` queues them, or, when they are sure to be the
     next steps run, run at once, in order, as the loop's BEGIN branch runs
     them.  They are when the pool is full (the pass's generator then waits
     for a slot, drawing no id: nothing processed yet), nothing in the
     steps' heap nor in SimPy's queue is due before the first, and the loop
     would take them (:func:`run`'s conditions, up to SimPy's next event);
-    a start's read then only takes the source's queue and pipe."""
+    a start's read then only takes the source's queue and pipe.  Run at
+    once by the compiled steps, the tasks are rows from the start
+    (blocksim.engine.copyrows: no object); else each is a ``_Task`` in the
+    job's list and the pool's, as the pass's generator holds them."""
     steps = job._steps
     heap = steps.heap
     env = job.env
     queue = env._queue
     call = pooled.call
-    key = (now, URGENT, starts[0][0])
     src, tgt = job.source, job.target
-    lead = heap[0] if heap else None
-    if (lead is not None and lead[0] == now and lead[1] == URGENT
-            and lead[3] is job._begin_step and lead[4][0] is call
-            and not lead[4][1].zero):
-        # (the start of the task the pass took into its pool just before,
-        # due first: run with them, first)
-        heappop(heap)
-        starts.insert(0, (lead[2], lead[4][1]))
-        if pooled.task is None or (heap and heap[0] < key):
-            heappush(heap, lead)
-            del starts[0]
-        else:
-            key = lead[:3]
-    if (pooled.task is not None and not pooled.processed
-            and (not heap or heap[0] > key) and (not queue or queue[0] > key)
-            and src.backing is None and src.content._journal is not None
-            and not src.faults and not tgt.faults
-            and _quiet(src, tgt, now, queue[0][0] if queue else float("inf"))):
-        eid = env._eid
-        size = job.size
-        service_done = src._service_done
-        rows = job._rows if KERNEL else None
-        if rows is not None and (rows.pooled is pooled or not len(rows)) and all(
-                len(task.done.callbacks) == 1 for _i, task in starts):
-            # the reads as rows (blocksim.engine.copyrows): the compiled
-            # steps run them
+    at_once = rows = lead_task = None
+    n = len(spans)
+    if waiting is not None and n:
+        key = (now, URGENT, first_id)
+        lead = heap[0] if heap else None
+        if (lead is not None and lead[0] == now and lead[1] == URGENT
+                and lead[3] is job._begin_step and lead[4][0] is call
+                and not lead[4][1].zero):
+            # (the start of the task the pass took into its pool just
+            # before, due first: run with them, first)
+            heappop(heap)
+            if heap and heap[0] < key:
+                heappush(heap, lead)
+            else:
+                lead_task = lead[4][1]
+                key = lead[:3]
+        at_once = (not pooled.processed
+                   and (not heap or heap[0] > key) and (not queue or queue[0] > key)
+                   and src.backing is None and src.content._journal is not None
+                   and not src.faults and not tgt.faults
+                   and _quiet(src, tgt, now, queue[0][0] if queue else float("inf")))
+        if at_once and KERNEL:
+            rows = job._rows
+            if not ((rows.pooled is pooled or not len(rows))
+                    and (lead_task is None or len(lead_task.done.callbacks) == 1)):
+                rows = None
+    if rows is not None:
+        # the reads as rows (blocksim.engine.copyrows): the compiled steps
+        # run them; the waiting task a row too
+        if rows.pooled is not pooled:
+            rows.clear()
             rows.pooled = pooled
-            rows.unpark(heap)
-            rows.start_reads(src, [(task.start, task.end) for _i, task in starts],
-                             [task for _i, task in starts], now, size)
-            rows.park(heap)
-        else:
+        rows.unpark(heap)
+        rows.start_reads(src, spans, lead_task, now, job.size)
+        rows.wait_row(*waiting)
+        rows.park(heap)
+    else:
+        # the tasks' objects, in the job's list and the pool's, in order
+        Task = job.Task
+        tasks = job._tasks
+        pool = pooled.tasks
+        pool_check = job._pool_check
+        made = [] if lead_task is None else [(key[2], lead_task)]
+        i = first_id
+        for a, e, q in spans.tolist():
+            task = Task(env, a, e, q)
+            tasks.append(task)
+            pool.append(task)
+            task.pool = pooled
+            task.done.callbacks.append(partial(pool_check, task))
+            made.append((i, task))
+            i += 1
+        if waiting is not None:
+            task = pooled.task = Task(env, *waiting)
+            tasks.append(task)
+        if at_once:
+            eid = env._eid
+            size = job.size
+            service_done = src._service_done
             read = job._read_step
-            for _i, task in starts:
+            for _i, task in made:
                 start = task.start
                 done = service_done(now, min(task.end, size) - start)
                 heappush(heap, (done, NORMAL, next(eid), read, (call, task, 0)))
-    else:
-        begin = job._begin_step
-        for i, task in starts:
-            heappush(heap, (now, URGENT, i, begin, (call, task)))
-    if not steps._running:
+        else:
+            begin = job._begin_step
+            for i, task in made:
+                heappush(heap, (now, URGENT, i, begin, (call, task)))
+    if n and not steps._running:
         steps._marker()
 
 
 def _leave(job, src, heap, pastes, later, ev, fired, call) -> None:
     """What the loop deferred: the target's content of the writes done
     here, the reads of the writes still to come, the wait's event."""
-    for a, b in pastes:
-        job._paste(a, b)
+    if pastes:
+        job._paste_runs(pastes)
     size = job.size
     for task, entry in later.items():
         i = heap.index(entry)

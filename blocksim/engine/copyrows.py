@@ -18,13 +18,21 @@ SimPy's queue and ``Steps._fire`` are unchanged, and when the proxy comes
 first the copy loop runs the rows (:func:`step`) up to the first entry
 that is not a row or SimPy's next event.
 
-The ``_Task`` objects stay (the job's list of tasks in flight, the pass's
-pool and ended list, each task's ``done`` event: every other reader of the
-tasks, the guest's copy-before-write among them, sees them as before); only
-their steps are rows.  What the compiled loop does to them (a task made,
-ended, into the pool, its ``done`` processed; the pool's ended tasks out)
-is written to a log that :meth:`Rows.replay` does, in order, when it
-returns, before any other code runs.  A row's step that the compiled loop
+A row's task has **no object** while the compiled steps hold it (session
+17): the job's list of tasks in flight (``BackupJob._tasks``) and the
+pass's pool (``_Pool.tasks``) hold only the tasks Python holds, the pool is
+a count (``_Pool.count``, its ended rows ``_Pool.ended_rows``), and the
+pass's waiting task is a row too (``tslot``, ``_Pool.task`` is :data:`ROW`).
+Every reader asks the rows: a guest's copy-before-write (``_in_flight``: the
+first task in flight over its clusters in the job's list, each task's place
+in it its ``seq``; :func:`in_flight`), the stretches (``quiet_nodes``:
+:meth:`Rows.busy`), the pass's generator (its pool as a count, its wait for
+all its tasks: :meth:`Rows.pool_tasks`).  An object is made **on demand**
+(:meth:`Rows.obj`) for a caller that waits for the task at once: a
+copy-before-write over it (the loop then leaves the rows alone:
+``copyloop.run``'s conditions, ``NO_RESUME``), the pass's wait for all, a
+row made an entry again (:meth:`Rows.hand_back`: into the lists at its
+place).  A row's step that the compiled loop
 leaves to Python (:func:`step` says which and why) is **materialized**: its
 heap entry made again, exactly as the Python loop would have queued it
 (the same key, callback and argument; a write still to come takes its read
@@ -45,8 +53,10 @@ loop (``copyloop.KERNEL = False``), without the loop and without shortcuts.
 from __future__ import annotations
 
 from functools import partial
+from bisect import insort
 from heapq import heapify, heappop, heappush
 from itertools import count
+from operator import attrgetter
 
 import numpy as np
 from simpy.events import NORMAL, URGENT
@@ -59,6 +69,7 @@ _step = njit(cache=True, _nrt=False)
 _SLICE_NS = 100_000_000     # BLOCK_JOB_SLICE_TIME (model.ratelimit.SLICE_NS)
 _MAX_WORKERS = 64           # BLOCK_COPY_MAX_WORKERS (backup.MAX_WORKERS)
 _NEVER = np.iinfo(np.int64).max
+_SEQ = attrgetter("seq")     # (a task's place in the job's list)
 
 #: a row's stage: the step its key stands for (MADE: a task made, waiting
 #: for a slot, not in the heap)
@@ -67,28 +78,23 @@ FREE, MADE, BEGIN, READ, WRITE, DONE, EV = range(7)
 #: why step() returned
 EMPTY, BOUND, NEED_PLAN, PYTHON, FULL = range(5)
 
-#: the log's operations (Rows.replay; L_ENDED: ended and its done processed)
-L_MAKE, L_END, L_PROCESSED, L_RESUME, L_POOL, L_ENDED = range(1, 7)
-
 # the int64 state array's fields
 (NOW, OTHER_T, OTHER_P, OTHER_ID, Q_T, Q_P, Q_ID, EID, WAITING, FIRED, WAIT, PROCESSED,
  POOL_LEN, N_ENDED, TASK, NO_RESUME, PLAN_N, TAKEN, PLAN_FINAL, NEED_K, SPEED, QUOTA,
  SL_START, SL_END, DISPATCHED, POS, SIZE, TCS, N_READS, N_READ, N_WRITES, N_WRITTEN,
- N_COPIED, IN_FLIGHT, LOG_N, PASTE_N, ALLOC_N, HEAP_N, FREE_N, FREED_N, DONE_N, RAN,
- SLOT, EV_SLOT, MADE_N,
+ N_COPIED, IN_FLIGHT, RESUMED, PASTE_N, ALLOC_N, HEAP_N, FREE_N, FREED_N, DONE_N, RAN,
+ SLOT, EV_SLOT, MADE_N, SEQ,
  S_H, S_N, S_FREE, S_DEPTH, S_LAT, S_BW, T_H, T_N, T_FREE, T_DEPTH, T_LAT, T_BW,
- NFIELDS) = range(58)
+ NFIELDS) = range(59)
 
 _T, _P, _ID, _SLOT = range(4)
 
 #: rows at most (64 in the pool, one waiting, the ended ones whose done is
 #: queued; the rest is headroom: step() stops when none is free)
 CAPACITY = 512
-#: room in the log and the runs of one call to step() (it stops, FULL, when
-#: less than _MARGIN is left; Python replays and calls it again)
-_LOG = 4096
+#: room in the runs of one call to step() (it stops, FULL, when fewer than
+#: two rows are left; Python takes them and calls it again)
 _RUNS = 2048
-_MARGIN = 400
 
 
 @_step
@@ -146,11 +152,13 @@ def _pop(heap, st):
 
 
 @njit(cache=True, _nrt=False)
-def start_rows(heap, st, stage, start, end, inpool, free, ring, spans, slots, eid, now, size):
-    """The starts of the pool's tasks ``spans`` (start, end), run in order
-    at ``now`` as copyloop._start runs them: each read issued
-    (``Device._service_done`` on the source's queue ``ring``), its step a
-    row under the next id from ``eid``; their rows into ``slots``."""
+def start_rows(heap, st, stage, start, end, inpool, seq, free, ring, spans, slots, eid, now,
+               size):
+    """The starts of the pool's tasks ``spans`` (start, end, their place in
+    the job's list), run in order at ``now`` as copyloop._start runs them:
+    each read issued (``Device._service_done`` on the source's queue
+    ``ring``), its step a row under the next id from ``eid``; their rows
+    into ``slots``."""
     for k in range(spans.shape[0]):
         st[FREE_N] -= 1
         s = free[st[FREE_N]]
@@ -160,18 +168,52 @@ def start_rows(heap, st, stage, start, end, inpool, free, ring, spans, slots, ei
         start[s] = a
         end[s] = e
         inpool[s] = 1
+        seq[s] = spans[k, 2]
         _push(heap, st, done, NORMAL, eid + k, s)
         slots[k] = s
 
 
 @njit(cache=True, _nrt=False)
-def push_row(heap, st, stage, start, end, inpool, slot, t, p, i, what, a, e):
-    """Row ``slot``, a task ``[a, e)`` of the pool, queued under key
-    ``(t, p, i)`` at stage ``what``."""
+def admit(batch, out, at, lim, now, quota, speed, most, q):
+    """copyloop.fill's limiter over its next tasks ``batch`` (rows of start
+    and end), at most ``most`` of them: how many it makes before
+    ``RateLimit.delay(now, 0)`` would ask for a sleep, each counted as
+    ``delay(now, end - start)`` counts it, into ``out[at:]`` as (start,
+    end, seq: ``q`` on); ``lim``: the limiter's slice start, end and bytes
+    dispatched, taken and given back, and the tasks' bytes (added to)."""
+    k = 0
+    n = batch.shape[0]
+    while k < n and k < most:
+        if speed:
+            if lim[1] <= now:
+                if quota <= 0:
+                    break
+            elif lim[2] >= quota:
+                break
+            if lim[1] <= now:
+                lim[0] = now
+                lim[1] = now + _SLICE_NS
+                lim[2] = 0
+            lim[2] += batch[k, 1] - batch[k, 0]
+            if lim[2] >= quota:
+                lim[1] = lim[0] + int(lim[2] / max(quota, 1) * _SLICE_NS)
+        out[at + k, 0] = batch[k, 0]
+        out[at + k, 1] = batch[k, 1]
+        out[at + k, 2] = q + at + k
+        lim[3] += batch[k, 1] - batch[k, 0]
+        k += 1
+    return k
+
+
+@njit(cache=True, _nrt=False)
+def push_row(heap, st, stage, start, end, inpool, seq, slot, t, p, i, what, a, e, q):
+    """Row ``slot``, a task ``[a, e)`` of the pool (``q``: its place in the
+    job's list), queued under key ``(t, p, i)`` at stage ``what``."""
     stage[slot] = what
     start[slot] = a
     end[slot] = e
     inpool[slot] = 1
+    seq[slot] = q
     _push(heap, st, t, p, i, slot)
 
 
@@ -220,16 +262,6 @@ def unring(ring, st, H, out):
         if h == cap:
             h = 0
     return st[H + 1]
-
-
-@_step
-def _log(log, st, op, slot, a, e):
-    n = st[LOG_N]
-    log[n, 0] = op
-    log[n, 1] = slot
-    log[n, 2] = a
-    log[n, 3] = e
-    st[LOG_N] = n + 1
 
 
 @_step
@@ -301,12 +333,13 @@ def _nothing_due(heap, st, now):
 
 
 @_step
-def _resume(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log, src_ring,
-            now):
+def _resume(st, heap, stage, start, end, inpool, seq, free, dslots, plan, src_ring, now):
     """copyloop.run's ``resume(now)``: the pass's generator resumed after
-    its wait for a slot, up to its next wait."""
+    its wait for a slot, up to its next wait (the pool's ended tasks out:
+    their rows', and Python's own ones when it takes the state back,
+    ``RESUMED``)."""
     st[FIRED] = 0
-    _log(log, st, L_RESUME, -1, 0, 0)
+    st[RESUMED] += 1
     for k in range(st[DONE_N]):             # (the ended tasks out of the pool)
         inpool[dslots[k]] = 0
     st[POOL_LEN] -= st[N_ENDED]
@@ -320,7 +353,6 @@ def _resume(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log,
     while True:
         st[POOL_LEN] += 1
         inpool[task] = 1
-        _log(log, st, L_POOL, task, 0, 0)
         if begin_id < 0 and not several:
             begin_id = st[EID]
             st[EID] += 1
@@ -345,7 +377,8 @@ def _resume(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log,
         start[s] = a
         end[s] = e
         inpool[s] = 0
-        _log(log, st, L_MAKE, s, a, e)
+        seq[s] = st[SEQ]            # (its place in the job's list of tasks)
+        st[SEQ] += 1
         st[MADE_N] += 1
         st[IN_FLIGHT] += e - a
         if st[SPEED]:
@@ -379,7 +412,7 @@ def _resume(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log,
 
 
 @njit(cache=True, _nrt=False)
-def step(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log, pastes, allocs,
+def step(st, heap, stage, start, end, inpool, seq, free, freed, dslots, plan, pastes, allocs,
          src_ring, tgt_ring):
     """Run the rows' steps in key order, as copyloop.run's branches would,
     until the next row comes after another entry of the steps' heap or
@@ -387,8 +420,8 @@ def step(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log, pa
     too short to decide (``NEED_PLAN``: ``st[NEED_K]`` tasks), a row's step
     is one the Python loop must run (``PYTHON``: ``st[SLOT]``, left at the
     head: its write's wake-up not feasible, a resume of a write-zeroes or a
-    waited-for task, the wait's event not fired here), or the log or runs
-    are nearly full (``FULL``)."""
+    waited-for task, the wait's event not fired here), or the runs or the
+    free rows are nearly used up (``FULL``)."""
     for k in range(st[FREED_N]):
         free[st[FREE_N]] = freed[k]
         st[FREE_N] += 1
@@ -404,7 +437,7 @@ def step(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log, pa
         if (_less(st[OTHER_T], st[OTHER_P], st[OTHER_ID], t, p, i)
                 or _less(st[Q_T], st[Q_P], st[Q_ID], t, p, i)):
             return BOUND
-        if (st[LOG_N] + _MARGIN > log.shape[0] or st[PASTE_N] + 2 > pastes.shape[0]
+        if (st[PASTE_N] + 2 > pastes.shape[0]
                 or st[ALLOC_N] + 2 > allocs.shape[0] or st[FREE_N] < 2 * _MAX_WORKERS):
             return FULL
         now = t
@@ -457,7 +490,6 @@ def step(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log, pa
                 pastes[n, 1] = a + length
                 st[PASTE_N] = n + 1
             st[N_COPIED] += z - a
-            _log(log, st, L_ENDED if at_once else L_END, slot, 0, 0)
             st[N_ENDED] += 1
             i = st[EID]
             st[EID] += 1
@@ -467,8 +499,8 @@ def step(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log, pa
                 st[PROCESSED] += 1
                 if wakes:
                     st[EID] += 1
-                    _resume(st, heap, stage, start, end, inpool, free, freed, dslots, plan,
-                            log, src_ring, now)
+                    _resume(st, heap, stage, start, end, inpool, seq, free, dslots, plan,
+                            src_ring, now)
             else:
                 stage[slot] = DONE
                 dslots[st[DONE_N]] = slot
@@ -483,7 +515,6 @@ def step(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log, pa
                 if why >= 0:
                     return why
             st[NOW] = now
-            _log(log, st, L_PROCESSED, slot, 0, 0)
             for k in range(st[DONE_N]):
                 if dslots[k] == slot:
                     st[DONE_N] -= 1
@@ -496,8 +527,8 @@ def step(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log, pa
                 if wakes:
                     if at_once:
                         st[EID] += 1
-                        _resume(st, heap, stage, start, end, inpool, free, freed, dslots,
-                                plan, log, src_ring, now)
+                        _resume(st, heap, stage, start, end, inpool, seq, free, dslots,
+                                plan, src_ring, now)
                     else:
                         st[FIRED] = 1
                         st[FREE_N] -= 1
@@ -520,18 +551,38 @@ def step(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log, pa
             stage[slot] = FREE
             _free(st, freed, slot)
             st[EV_SLOT] = -1
-            _resume(st, heap, stage, start, end, inpool, free, freed, dslots, plan, log,
-                    src_ring, now)
+            _resume(st, heap, stage, start, end, inpool, seq, free, dslots, plan, src_ring,
+                    now)
         else:
             st[SLOT] = slot
             return PYTHON
         st[RAN] += 1
 
 
+@njit(cache=True, _nrt=False)
+def in_flight(stage, start, end, seq, a, z, before):
+    """The row of the first task in flight (made, started, read or being
+    written: its place in the job's list, ``seq``, the lowest, below
+    ``before``) that overlaps ``[a, z)``, or -1."""
+    best = -1
+    for s in range(stage.shape[0]):
+        what = stage[s]
+        if (MADE <= what <= WRITE and start[s] < z and a < end[s]
+                and seq[s] < before):
+            before = seq[s]
+            best = s
+    return best
+
+
+#: what the pass's ``_Pool.task`` holds while its waiting task is a row
+#: (``Rows.tslot``, MADE), not an object
+ROW = object()
+
+
 class Rows:
     """The background pass's tasks whose steps are rows (see the module's
-    doc): the arrays :func:`step` works on, the ``_Task`` of each row, the
-    proxy entry standing for them in the steps' heap."""
+    doc): the arrays :func:`step` works on, the objects made on demand for
+    some of them, the proxy entry standing for them in the steps' heap."""
 
     def __init__(self, job):
         self.job = job
@@ -541,14 +592,19 @@ class Rows:
         self.start = np.zeros(CAPACITY, dtype=np.int64)
         self.end = np.zeros(CAPACITY, dtype=np.int64)
         self.inpool = np.zeros(CAPACITY, dtype=np.int64)
+        self.seq = np.zeros(CAPACITY, dtype=np.int64)
         self.free = np.arange(CAPACITY - 1, -1, -1, dtype=np.int64)
         self.freed = np.zeros(CAPACITY, dtype=np.int64)
         self.dslots = np.zeros(CAPACITY, dtype=np.int64)
-        self.log = np.zeros((_LOG, 4), dtype=np.int64)
         self.pastes = np.zeros((_RUNS, 2), dtype=np.int64)
         self.allocs = np.zeros((_RUNS, 2), dtype=np.int64)
-        self.objs: list = [None] * CAPACITY
+        #: row -> (its task's object, the row's stage when it was made):
+        #: only the few a Python caller asked for (see obj())
+        self.objs: dict = {}
         self.plan = np.zeros((256, 2), dtype=np.int64)     # (copyloop's, per run)
+        # (copyloop.fill's: the tasks it makes, and the limiter's state)
+        self.made = np.zeros((_MAX_WORKERS + 2, 3), dtype=np.int64)
+        self.lim = np.zeros(4, dtype=np.int64)
         self.st[FREE_N] = CAPACITY
         self.st[EV_SLOT] = -1
         self.pooled = None          # the pass whose tasks the rows are
@@ -570,38 +626,171 @@ class Rows:
         st[FREE_N] -= 1
         return int(self.free[st[FREE_N]])
 
-    def add(self, what: int, t: int, p: int, i: int, task) -> None:
-        """A row for ``task`` (in the pass's pool), its step ``what`` due
-        under key ``(t, p, i)``."""
-        s = self.alloc()
-        self.objs[s] = task
-        push_row(self.heap, self.st, self.stage, self.start, self.end, self.inpool, s, t, p, i,
-                 what, task.start, task.end)
+    def adopt(self, tasks: list) -> None:
+        """The pass's ``tasks`` (objects, in its pool) become rows: out of
+        the job's list and the pool's (nobody holds them but the steps)."""
+        job = self.job
+        pooled = self.pooled
+        if len(tasks) == 1:
+            task = tasks[0]
+            job._tasks.remove(task)
+            pooled.tasks.remove(task)
+            return
+        gone = set(tasks)
+        job._tasks[:] = [t for t in job._tasks if t not in gone]
+        pooled.tasks[:] = [t for t in pooled.tasks if t not in gone]
 
-    def start_reads(self, src, spans: list, tasks: list, now: int, size: int) -> None:
+    def add(self, what: int, t: int, p: int, i: int, task) -> None:
+        """A row for ``task`` (in the pass's pool, nobody waiting for it:
+        its object is dropped), its step ``what`` due under key ``(t, p, i)``."""
+        self.adopt([task])
+        s = self.alloc()
+        push_row(self.heap, self.st, self.stage, self.start, self.end, self.inpool, self.seq, s,
+                 t, p, i, what, task.start, task.end, task.seq)
+
+    def start_reads(self, src, spans: np.ndarray, lead, now: int, size: int) -> None:
         """The fill's starts (copyloop._start) run at once, compiled
         (:func:`start_rows`): each task's read issued on ``src``, its step a
-        row, the ids drawn from SimPy's counter in order."""
+        row, the ids drawn from SimPy's counter in order.  ``spans``: rows of
+        start, end and seq; ``lead``: the task the pass took into its pool
+        just before, first (its object dropped), or None."""
+        if lead is not None:
+            self.adopt([lead])
+            spans = np.concatenate((np.array(((lead.start, lead.end, lead.seq),),
+                                             dtype=np.int64), spans))
         env = self.job.env
-        n = len(tasks)
+        n = len(spans)
         eid = next(env._eid)
         slots = np.empty(n, dtype=np.int64)
         st = self.st
-        start_rows(self.heap, st, self.stage, self.start, self.end, self.inpool, self.free,
-                   self.ring_in(src, S_H), np.array(spans, dtype=np.int64), slots, eid, now,
-                   size)
+        start_rows(self.heap, st, self.stage, self.start, self.end, self.inpool, self.seq,
+                   self.free, self.ring_in(src, S_H), spans, slots, eid, now, size)
         env._eid = count(eid + n)
         self.ring_out(src, S_H, st.tolist())
-        objs = self.objs
-        for s, task in zip(slots.tolist(), tasks):
-            objs[s] = task
+
+    def wait_row(self, a: int, e: int, q: int) -> None:
+        """The pass's task ``[a, e)`` (``seq`` ``q``) that waits for a slot,
+        made a row (MADE, ``tslot``): ``_Pool.task`` is then ``ROW``."""
+        s = self.tslot = self.alloc()
+        self.stage[s] = MADE
+        self.start[s] = a
+        self.end[s] = e
+        self.inpool[s] = 0
+        self.seq[s] = q
+        self.pooled.task = ROW
 
     def release(self, slot: int) -> None:
         st = self.st
         self.free[st[FREE_N]] = slot
         st[FREE_N] += 1
-        self.objs[slot] = None
+        self.objs.pop(slot, None)
         self.stage[slot] = FREE
+
+    # -- the tasks' objects, on demand -------------------------------------------------
+    def obj(self, slot: int):
+        """Row ``slot``'s task as a ``_Task``, made now if it has none: as
+        the Python loop would have it (its place in the job's list, its
+        pool and the pool's check among its done's callbacks once it entered
+        the pool, its done triggered once ended).  It stays a row; made for
+        a caller that waits for it at once (the loop then leaves the row
+        alone: copyloop.run's conditions, ``NO_RESUME``), or dropped when
+        the compiled steps move the row on (:meth:`forget`)."""
+        got = self.objs.get(slot)
+        if got is not None:
+            return got[0]
+        job = self.job
+        what = int(self.stage[slot])
+        task = job.Task(job.env, int(self.start[slot]), int(self.end[slot]),
+                        int(self.seq[slot]))
+        if what != MADE:
+            pooled = self.pooled
+            if self.inpool[slot]:
+                task.pool = pooled
+            task.done.callbacks.append(partial(job._pool_check, task))
+            if what == DONE:
+                done = task.done
+                done._ok = True
+                done._value = None
+        self.objs[slot] = (task, what)
+        return task
+
+    def forget(self) -> None:
+        """After a call of :func:`step`: the objects of rows it moved on
+        (another stage, or freed: a freed row is reused from the next call
+        only) dropped (nobody waited for them)."""
+        stage = self.stage
+        for s, (_task, what) in list(self.objs.items()):
+            if stage[s] != what:
+                del self.objs[s]
+
+    def hand_back(self, slot: int):
+        """Row ``slot``'s task (:meth:`obj`) back to Python, as the Python
+        loop would hold it: in the job's list while in flight, in the
+        pool's list (and its ended list, ended) while in the pool, in each
+        at its place (``seq``)."""
+        task = self.obj(slot)
+        what = int(self.stage[slot])
+        job = self.job
+        if what != DONE:
+            insort(job._tasks, task, key=_SEQ)
+        if self.inpool[slot]:
+            pooled = self.pooled
+            insort(pooled.tasks, task, key=_SEQ)
+            if what == DONE:
+                pooled.ended.append(task)
+                pooled.ended_rows -= 1
+        return task
+
+    def take_waiting(self):
+        """The pass's waiting task (row ``tslot``, MADE) back to Python
+        (:meth:`hand_back`), its row given back."""
+        s = self.tslot
+        task = self.hand_back(s)
+        self.release(s)
+        self.tslot = -1
+        return task
+
+    def busy(self) -> bool:
+        """Whether a task is in flight among the rows."""
+        st = self.st
+        if not st[HEAP_N] and self.tslot < 0:
+            return False
+        return in_flight(self.stage, self.start, self.end, self.seq, 0, _NEVER, _NEVER) >= 0
+
+    def first_in_flight(self, a: int, z: int, before: int):
+        """The task in flight among the rows that comes first in the job's
+        list (below ``before``) and overlaps ``[a, z)`` (its object), or
+        None."""
+        st = self.st
+        if not st[HEAP_N] and self.tslot < 0:
+            return None
+        s = in_flight(self.stage, self.start, self.end, self.seq, a, z, before)
+        return None if s < 0 else self.obj(s)
+
+    def pool_tasks(self) -> list:
+        """The pass's pool as the Python loop holds it (``_Pool.tasks``):
+        its own tasks and the rows' in the pool (their objects, made now),
+        in order (``seq``)."""
+        pooled = self.pooled
+        n = int(self.st[HEAP_N])
+        rows = [self.obj(s) for s in self.heap[:n, _SLOT].tolist()
+                if self.inpool[s] and self.stage[s] != EV]
+        if not rows:
+            return list(pooled.tasks)
+        return sorted(pooled.tasks + rows, key=_SEQ)
+
+    def unpool(self) -> None:
+        """The pool's ended tasks out of it (the pass's generator or the
+        Python loop resumed): the rows' whose done is still to come."""
+        st = self.st
+        dn = int(st[DONE_N])
+        if dn:
+            slots = self.dslots[:dn]
+            self.inpool[slots] = 0
+            for s in slots.tolist():
+                got = self.objs.get(s)
+                if got is not None:
+                    got[0].pool = None
 
     # -- the proxy ---------------------------------------------------------------------
     def park(self, heap: list) -> None:
@@ -630,13 +819,13 @@ class Rows:
     # -- rows back as the steps' entries ---------------------------------------------
     def entry(self, slot: int, t: int, p: int, i: int) -> tuple:
         """The steps' entry the Python loop would have queued for row
-        ``slot``'s step under key ``(t, p, i)``."""
+        ``slot``'s step under key ``(t, p, i)``, its task handed back."""
         job = self.job
         pooled = self.pooled
         what = int(self.stage[slot])
         if what == EV:
             return (t, p, i, None, pooled.ev)
-        task = self.objs[slot]
+        task = self.hand_back(slot)
         call = pooled.call
         if what == BEGIN:
             return (t, p, i, job._begin_step, (call, task))
@@ -683,7 +872,8 @@ class Rows:
         heappush(heap, entry)
 
     def materialize_all(self, heap: list) -> None:
-        """Every row's step back in the steps' heap; no row left."""
+        """Every row's step back in the steps' heap, the waiting task back
+        to the pass; no row left."""
         self.unpark(heap)
         st = self.st
         n = int(st[HEAP_N])
@@ -692,13 +882,16 @@ class Rows:
         self.clear()
 
     def clear(self) -> None:
+        """No row left (the pass's waiting task, a row, back to the pass)."""
+        if self.tslot >= 0 and self.stage[self.tslot] == MADE:
+            self.pooled.task = self.take_waiting()
         st = self.st
         st[HEAP_N] = st[FREED_N] = st[DONE_N] = 0
         st[EV_SLOT] = -1
         self.free[:] = np.arange(CAPACITY - 1, -1, -1, dtype=np.int64)
         st[FREE_N] = CAPACITY
         self.stage[:] = FREE
-        self.objs = [None] * CAPACITY
+        self.objs.clear()
         self.tslot = -1
 
     def _drop_done(self, slot: int) -> None:
@@ -710,45 +903,7 @@ class Rows:
                 st[DONE_N] = dn - 1
                 return
 
-    # -- what step() did, done to the tasks ------------------------------------------
-    def replay(self, env, Task, pooled, tasks: list, pool_check) -> None:
-        """The log of :func:`step`, in order: tasks made (their ``_Task``),
-        ended (out of the job's list, into the pool's ended list, their
-        done triggered), their done processed, the pool's ended tasks out,
-        tasks into the pool (each with its pool check)."""
-        st = self.st
-        n = int(st[LOG_N])
-        if not n:
-            return
-        st[LOG_N] = 0
-        objs = self.objs
-        pool, ended = pooled.tasks, pooled.ended
-        for op, s, a, e in self.log[:n].tolist():
-            if op == L_MAKE:
-                task = objs[s] = Task(env, a, e)
-                tasks.append(task)
-            elif op == L_ENDED or op == L_END:
-                task = objs[s]
-                tasks.remove(task)
-                ended.append(task)
-                done = task.done
-                done._ok = True
-                done._value = None
-                if op == L_ENDED:
-                    done.callbacks = None       # (processed at once)
-            elif op == L_PROCESSED:
-                objs[s].done.callbacks = None
-            elif op == L_POOL:
-                task = objs[s]
-                pool.append(task)
-                task.pool = pooled
-                task.done.callbacks.append(partial(pool_check, task))
-            else:
-                for task in ended:
-                    pool.remove(task)
-                    task.pool = None
-                ended.clear()
-
+    # -- the nodes' queues ----------------------------------------------------------------
     def ring_in(self, node, H: int):
         """``node``'s queue and pipe into the state (from ``st[H]``), unless
         they are as the last call left them (the ring holds them still)."""

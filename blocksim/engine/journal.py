@@ -434,6 +434,35 @@ class ContentJournal:
         dst._zeroing[p] = 1             # may_zero: a paste may bring zeros
         self.zeroed[dst._tag >> _MAP_SHIFT] += 1
 
+    def copy_runs(self, src, dst, runs: np.ndarray, known: np.ndarray, k: int, a: int):
+        """:meth:`copy` of each page's piece of the ranges ``runs[k:]`` (rows
+        of start and end, from ``a`` in ``runs[k]``), in order, compiled,
+        while ``known`` (a byte a page of ``src``) says 2: ``src`` holds data
+        there (``ExtentMap.holds_data``).  The same entries logged, the same
+        flags, ids and logs; where it stops (a page not known to hold data:
+        the caller's; the ranges done: ``k == len(runs)``), as ``(k, a)``."""
+        di = dst._tag >> _MAP_SHIFT
+        pending, zeroing = self.flags[di]
+        pages = np.empty(len(runs) + 1, dtype=np.int64)
+        logs = self._logs
+        while True:
+            k, a, staged, copies, npages = _copy_runs(
+                self.rows, self.staged, np.frombuffer(self.loglen, dtype=np.int64), pending,
+                zeroing, known, runs, k, a, pages, dst._tag, src._tag >> _MAP_SHIFT,
+                self.shift)
+            self.staged = staged
+            if copies:
+                self._next_sid += copies
+                self.zeroed[di] += copies
+                # (snap's log to hold the read's place, as copy makes it)
+                for p in pages[:npages].tolist():
+                    if p not in logs:
+                        logs[p] = array("q")
+            if k == len(runs) or known[a >> self.shift] != 2:
+                return k, a
+            if staged == self.capacity:
+                self.flush()
+
     def may_zero(self, m, p: int) -> None:
         """A change logged for page ``p`` of map ``m`` may bring zeros."""
         m._zeroing[p] = 1
@@ -1225,6 +1254,47 @@ def _unpack_log(log: array) -> np.ndarray:
     """One log's entries, a row of two words each."""
     w0, val, _ = _unpack_logs([log])
     return np.stack((w0, val), axis=1)
+
+
+@njit(cache=True, _nrt=False)
+def _copy_runs(rows, staged, loglen, pending, zeroing, known, runs, k, a, pages, tag, src,
+               shift):
+    """ContentJournal.copy_runs' loop: from ``a`` in ``runs[k]``, each
+    page's piece staged as :meth:`ContentJournal.copy` logs it, while its
+    page is known to hold data and the stage has room; the pages met (a new
+    one each time it changes) into ``pages``.  Returns where it stopped, the
+    staged rows, the copies and the pages."""
+    cap = rows.shape[0]
+    n = runs.shape[0]
+    copies = 0
+    npages = 0
+    while k < n:
+        end = runs[k, 1]
+        while a < end:
+            p = a >> shift
+            new = npages == 0 or pages[npages - 1] != p
+            if known[p] != 2 or staged == cap or (new and npages == pages.shape[0]):
+                return k, a, staged, copies, npages
+            ps = p << shift
+            b = (p + 1) << shift
+            if b > end:
+                b = end
+            rows[staged, 0] = p
+            rows[staged, 1] = tag | (a - ps) | ((b - ps) << _OFFSET_BITS)
+            rows[staged, 2] = -1 - (((loglen[p] >> 1) << _MAP_BITS | src) << 1)
+            staged += 1
+            loglen[p] += 2
+            pending[p] = 1
+            zeroing[p] = 1
+            copies += 1
+            if new:
+                pages[npages] = p
+                npages += 1
+            a = b
+        k += 1
+        if k < n:
+            a = runs[k, 0]
+    return k, a, staged, copies, npages
 
 
 @njit(cache=True)

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import errno as _errno
 from functools import partial
+from itertools import count
 
 import numpy as np
 
@@ -85,6 +86,7 @@ _SLEPT = object()
 CLUSTER_DEFAULT = 64 * 1024          # BLOCK_COPY_CLUSTER_SIZE_DEFAULT
 CHUNK = 1024 * 1024                  # BLOCK_COPY_MAX_BUFFER: a read/write task
 MAX_WORKERS = 64                     # BLOCK_COPY_MAX_WORKERS
+_LAST = 1 << 62                      # (past any task's seq)
 
 
 def cluster_size(target) -> int:
@@ -97,13 +99,15 @@ def cluster_size(target) -> int:
 
 class _Task:
     """A block-copy task: clusters ``[start, end)``, cleared from the copy
-    bitmap while in flight (``BlockCopyTask``)."""
+    bitmap while in flight (``BlockCopyTask``); ``seq``: its place in the
+    job's list of tasks (``BlockCopyState.tasks``, in creation order)."""
 
-    __slots__ = ("start", "end", "zero", "done", "pool", "waited", "checked")
+    __slots__ = ("start", "end", "zero", "done", "pool", "waited", "checked", "seq")
 
-    def __init__(self, env, start: int, end: int):
+    def __init__(self, env, start: int, end: int, seq: int):
         self.start = start
         self.end = end
+        self.seq = seq
         self.zero = False
         self.done = Event(env)
         # (with steps: the pool it is in, whether a block-copy call waits
@@ -119,10 +123,15 @@ class _Pool:
     each task has one check (``BackupJob._pool_check``), first among its
     ``done`` event's callbacks, which serves every wait of the pool; only a
     task another call waits for gets a check of its own at each wait, after
-    that waiter, as ``_any_done`` registers them."""
+    that waiter, as ``_any_done`` registers them.
+
+    The pool is a count: the compiled loop's tasks are rows with no object
+    (blocksim.engine.copyrows), so ``tasks`` and ``ended`` list only the
+    pool's tasks Python holds, ``ended_rows`` counts the rows' ended ones,
+    and ``task`` is ``copyrows.ROW`` while the waiting task is a row."""
 
     __slots__ = ("ev", "wait", "processed", "waited", "ended", "call", "end", "pos",
-                 "tasks", "task")
+                 "tasks", "task", "count", "ended_rows")
 
     def __init__(self, call=None, start: int = 0, end: int = 0):
         self.ev = None          # the wait's event, while the pass waits
@@ -136,7 +145,9 @@ class _Pool:
         self.call = call
         self.end = end
         self.pos = start        # where the next task is searched from
-        self.tasks: list = []   # the pool (aio_task_pool): tasks started
+        self.count = 0          # the pool (aio_task_pool): tasks started
+        self.tasks: list = []   # those of them Python holds, in order (seq)
+        self.ended_rows = 0     # the pool's ended tasks that are rows
         self.task = None        # the task made, waiting for a slot
 
 
@@ -395,7 +406,11 @@ class BackupJob(BlockJob):
         self.sync_bitmap = None             # the named bitmap the job froze
         self.bcs: DirtyBitmap | None = None     # the copy bitmap
         self.in_flight_bytes = 0
-        self._tasks: list[_Task] = []       # tasks in flight, of every call
+        # tasks in flight, of every call, in creation order (seq): those
+        # Python holds (the compiled loop's are rows, copyloop._rows)
+        self._tasks: list[_Task] = []
+        self._seq = count()                 # (the next task's seq)
+        self._rows = None
         self._call: _Call | None = None     # the background call
         self._filtering = False
         # the point in time, for the end-of-job check: the source's content of
@@ -679,6 +694,19 @@ class BackupJob(BlockJob):
         speed; None when nothing from ``pos`` on is dirty; or :data:`_SLEPT`
         when the rate limit asked for a sleep first (the task ended with
         EAGAIN, the pass slept and looks again)."""
+        if ratelimit and self._steps is not None and self.limit.speed:
+            # (with steps: a sleep the limiter asks for before a task there
+            # is, without making the task only to end it: its bits cleared
+            # and set again, its status, and its done, which no one waits
+            # for, whose id is drawn all the same; delay(now, 0) asks the
+            # same twice)
+            cs = self.cluster
+            if self.bcs.find(pos // cs, -(-end // cs)) >= 0:
+                ns = self.limit.delay(self.env._now, 0)
+                if ns > 0:
+                    next(self.env._eid)
+                    yield from self._call_sleep(call, ns)
+                    return _SLEPT
         task = self._task_create(pos, end)
         if task is None:
             return None
@@ -702,7 +730,6 @@ class BackupJob(BlockJob):
         pooled = _Pool(call, start, end)
         if ratelimit and call is self._call:
             self._pass = pooled
-        pool = pooled.tasks
         found = False
         while pooled.pos < end and not call.err and not call.cancelled:
             if pooled is self._pass and copyloop.fill(self, pooled):
@@ -719,30 +746,46 @@ class BackupJob(BlockJob):
                 if task is _SLEPT:
                     continue
                 pooled.pos = task.end
-            if len(pool) >= MAX_WORKERS:            # aio_task_pool_wait_slot
+            if pooled.count >= MAX_WORKERS:         # aio_task_pool_wait_slot
                 pooled.task = task
-                while len(pool) >= MAX_WORKERS:
+                while pooled.count >= MAX_WORKERS:
                     yield self._pool_wait(pooled)
                     # (the tasks whose done is triggered: those ended since)
-                    for t in pooled.ended:
-                        pool.remove(t)
-                        t.pool = None
-                    pooled.ended.clear()
-                    pooled.processed = 0
+                    self._unpool(pooled)
                 # (the loop may have made the next tasks meanwhile)
                 task, pooled.task = pooled.task, None
+                if task is copyloop.ROW:
+                    task = self._rows.take_waiting()
                 found = True
-            pool.append(task)
+            pooled.tasks.append(task)
+            pooled.count += 1
             task.pool = pooled
             task.done.callbacks.append(partial(self._pool_check, task))
             # the process's start (Initialize, urgent) and its steps
             steps.at(0, self._begin_step, (call, task), urgent=True)
         if self._pass is pooled:
             self._pass = None
+        rows = self._rows
+        pool = (rows.pool_tasks() if rows is not None and rows.pooled is pooled
+                else pooled.tasks)
         for task in pool:                            # aio_task_pool_wait_all
             if not task.done.triggered:
                 yield task.done
         return found
+
+    def _unpool(self, pooled: _Pool) -> None:
+        """The pool's ended tasks out of it (the pass resumed after its wait
+        for a slot): Python's and the rows' (blocksim.engine.copyrows)."""
+        for t in pooled.ended:
+            pooled.tasks.remove(t)
+            t.pool = None
+        pooled.count -= len(pooled.ended) + pooled.ended_rows
+        pooled.ended.clear()
+        pooled.ended_rows = 0
+        rows = self._rows
+        if rows is not None and rows.pooled is pooled:
+            rows.unpool()
+        pooled.processed = 0
 
     def _pool_wait(self, pooled: _Pool):
         """``_any_done`` of the pool, with steps (see _Pool): an event
@@ -797,7 +840,7 @@ class BackupJob(BlockJob):
         chunk = 1 if self.compress else max(CHUNK // cs, 1)
         n = bcs.dirty_run(b, min(chunk, -(-end // cs) - b))
         bcs.clear_bits(b, b + n)
-        task = _Task(self.env, b * cs, (b + n) * cs)
+        task = _Task(self.env, b * cs, (b + n) * cs, next(self._seq))
         self.in_flight_bytes += task.end - task.start
         self._tasks.append(task)
         return task
@@ -1018,10 +1061,7 @@ class BackupJob(BlockJob):
             while a < end:
                 p = a >> shift
                 b = min((p + 1) << shift, end)
-                if self._holds_data(source, p):
-                    journal.copy(source, content, p, a, b)
-                else:
-                    content.set_runs(source.snapshot(a, b))
+                self._paste_page(journal, source, content, p, a, b)
                 a = b
             return
         runs = self._read_for_copy(src, start, end)
@@ -1030,6 +1070,50 @@ class BackupJob(BlockJob):
                 content.set_runs(piece)
         else:
             content.set_runs(runs)
+
+    def _paste_page(self, journal, source, content, p: int, a: int, b: int) -> None:
+        """A paste's piece ``[a, b)`` inside page ``p``: the journal's copy
+        where the source's page holds data (its read is then a Snap), else
+        the runs of its snapshot."""
+        if self._holds_data(source, p):
+            journal.copy(source, content, p, a, b)
+        else:
+            content.set_runs(source.snapshot(a, b))
+
+    def _paste_runs(self, pastes: list) -> None:
+        """:meth:`_paste` of each ``[start, end)`` of ``pastes``, in order:
+        the pieces on pages known to hold data in compiled calls
+        (``ContentJournal.copy_runs``: the same entries as ``copy``), the
+        others one at a time as ``_paste`` does them."""
+        src = self.source
+        content = self.target.content
+        source = src.content
+        journal = source._journal
+        if (src.backing is not None or journal is None or content._journal is not journal
+                or max(b for _a, b in pastes) > source.size):
+            for a, b in pastes:
+                self._paste(a, b)
+            return
+        runs = np.array(pastes, dtype=np.int64)
+        n = len(runs)
+        shift = source._shift
+        k, a = 0, pastes[0][0]
+        while True:
+            known = np.frombuffer(self._data_known(source), dtype=np.uint8)
+            k, a = journal.copy_runs(source, content, runs, known, k, a)
+            if k == n:
+                return
+            # (a page not known to hold data: asked now, as _paste does)
+            p = a >> shift
+            end = pastes[k][1]
+            b = min((p + 1) << shift, end)
+            self._paste_page(journal, source, content, p, a, b)
+            a = b
+            if a == end:
+                k += 1
+                if k == n:
+                    return
+                a = pastes[k][0]
 
     def _chunk(self) -> int:
         """``block_copy_chunk_size`` in clusters: 1 MiB, or one cluster
@@ -1065,11 +1149,20 @@ class BackupJob(BlockJob):
             task.done.succeed()
 
     def _in_flight(self, start: int, end: int) -> _Task | None:
-        """A task in flight overlapping ``[start, end)`` (``reqlist_wait_one``)."""
+        """A task in flight overlapping ``[start, end)`` (``reqlist_wait_one``):
+        the first in the job's list, of those Python holds and the compiled
+        loop's rows (blocksim.engine.copyrows: its object made then)."""
+        found = None
         for task in self._tasks:
             if task.start < end and start < task.end:
-                return task
-        return None
+                found = task
+                break
+        rows = self._rows
+        if rows is not None:
+            row = rows.first_in_flight(start, end, _LAST if found is None else found.seq)
+            if row is not None:
+                return row
+        return found
 
     # -- copy-before-write (the drive's write filter) -----------------------------------
     def before_write(self, offset: int, length: int):
@@ -1137,6 +1230,8 @@ class BackupJob(BlockJob):
         are quiet and idle), or None while a task is in flight: a guest
         write could then wait for it, or the background call wake up."""
         if self._tasks or self.bcs is None:
+            return None
+        if self._rows is not None and self._rows.busy():
             return None
         return self.source, self.target
 

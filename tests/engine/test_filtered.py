@@ -206,6 +206,14 @@ def test_tasks_across_pages_read_a_piece_per_page(name, monkeypatch):
             pasted.append((start, end))
         return real_paste(job, start, end)
     monkeypatch.setattr(backup_module.BackupJob, "_paste", pasting)
+    # (and BackupJob._paste_runs, its pieces a page at a time, compiled)
+    real_runs = backup_module.BackupJob._paste_runs
+
+    def pasting_runs(job, pastes):
+        shift = job.source.content._shift
+        pasted.extend((a, b) for a, b in pastes if a >> shift != (b - 1) >> shift)
+        return real_runs(job, pastes)
+    monkeypatch.setattr(backup_module.BackupJob, "_paste_runs", pasting_runs)
     sim = Simulation(blocksim.load_scenario(_clean(CASES[name])))
     sim.run()
     assert len(pieces) + len(pasted) >= 2 and all(len(p) == 2 for p in pieces)
