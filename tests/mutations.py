@@ -997,6 +997,9 @@ MUTATIONS = [
     ("extents: the audit's walk stops at a block's first run",
      "blocksim/model/extents.py", "            if q >= m or rs[q] >= e[i]:",
      "            if True:"),
+    ("ledger: the keys made without their ledger index", "blocksim/model/ledger.py",
+     "        keys[i] = ((np.int64(offsets[i]) // unit) << shift) | i",
+     "        keys[i] = (np.int64(offsets[i]) // unit) << shift"),
     ("ledger: the radix sort's highest differing bit one too low",
      "blocksim/model/ledger.py", "    while (differ >> bits) > 0:", "    while (differ >> bits) > 1:"),
 ]

@@ -208,19 +208,24 @@ def test_the_ledgers_radix_sort_on_keys_that_share_their_top_bits():
         assert _radix_sorted(keys).tolist() == np.sort(keys).tolist()
 
 
-def test_a_large_ledger_by_block_is_numpys_order():
+@pytest.mark.parametrize("wide", [False, True])
+def test_a_large_ledger_by_block_is_numpys_order(wide):
     """A ledger of more than _RADIX_FROM writes at random over a large disk,
-    repeats included: each block's last write, as numpy's sort of the same
-    keys says."""
+    repeats included: each block's last write (its keys made and sorted
+    compiled), as a dict of the writes says; ``wide``: one block past a
+    compact column, the offsets in bytes."""
     from blocksim.model import ledger as L
     rng = np.random.default_rng(8)
     n = L._RADIX_FROM + 5000
     blocks = rng.integers(0, 1 << 28, n)
-    blocks[::7] = blocks[1::7][:len(blocks[::7])]          # (blocks written twice)
+    blocks[1::7] = blocks[::7][:len(blocks[1::7])]          # (blocks written twice)
+    if wide:
+        blocks[n // 2] = 1 << 33
     ledger = Ledger()
     ledger.extend(blocks * 4096, 4096, 1)
     order = ledger.by_block()
-    starts, gens = order.blocks(0, 1 << 28)
+    assert (ledger._offsets.typecode == "q") == wide
+    starts, gens = order.blocks(0, 1 << 34)
     last = {}
     for i, b in enumerate(blocks.tolist()):
         last[b] = i + 1
