@@ -957,24 +957,6 @@ MUTATIONS = [
     ("ledger: a short extend's block past a compact column taken", "blocksim/model/ledger.py",
      "        if o < 0 or q * unit != o or q > 0xFFFFFFFF:",
      "        if o < 0 or q * unit != o:"),
-    # session 15 (issue 19 item 4): the search's eight words at a time (the
-    # prefetches change nothing: no rule, no mutation)
-    ("bitmap kernel: the search's eight-word step skips a word it did not test",
-     "blocksim/engine/bitmap_blocks.py",
-     "| words[w + 4] | words[w + 5] | words[w + 6] | words[w + 7]):",
-     "| words[w + 4] | words[w + 5] | words[w + 6]):"),
-    ("clock: a write its filter broke returns as if resumed by its own event",
-     "blocksim/model/drive.py",
-     "            self.woken_shared = shared_wake\n",
-     "            self.woken_shared = False\n"),
-    ("clock: a worker skips to its due time after a write its filter broke",
-     "blocksim/model/workload.py",
-     "if due > env.now and (shared or not env.skip_to(due)):",
-     "if due > env.now and not env.skip_to(due):"),
-    ("clock: a worker skips its think time after a write its filter broke",
-     "blocksim/model/workload.py",
-     "if self.think and (shared or not env.skip_to(env.now + self.think)):",
-     "if self.think and not env.skip_to(env.now + self.think):"),
     # session 17 (issue 17 item 6): a write a backup's filter lets pass
     # without a wait may skip its node's wait; the ledger's keys sorted by
     # their digits
@@ -1002,6 +984,24 @@ MUTATIONS = [
      "        keys[i] = (np.int64(offsets[i]) // unit) << shift"),
     ("ledger: the radix sort's highest differing bit one too low",
      "blocksim/model/ledger.py", "    while (differ >> bits) > 0:", "    while (differ >> bits) > 1:"),
+    # session 15 (issue 19 item 4): the search's eight words at a time (the
+    # prefetches change nothing: no rule, no mutation)
+    ("bitmap kernel: the search's eight-word step skips a word it did not test",
+     "blocksim/engine/bitmap_blocks.py",
+     "| words[w + 4] | words[w + 5] | words[w + 6] | words[w + 7]):",
+     "| words[w + 4] | words[w + 5] | words[w + 6]):"),
+    ("clock: a write its filter broke returns as if resumed by its own event",
+     "blocksim/model/drive.py",
+     "            self.woken_shared = shared_wake\n",
+     "            self.woken_shared = False\n"),
+    ("clock: a worker skips to its due time after a write its filter broke",
+     "blocksim/model/workload.py",
+     "if due > env.now and (shared or not env.skip_to(due)):",
+     "if due > env.now and not env.skip_to(due):"),
+    ("clock: a worker skips its think time after a write its filter broke",
+     "blocksim/model/workload.py",
+     "if self.think and (shared or not env.skip_to(env.now + self.think)):",
+     "if self.think and not env.skip_to(env.now + self.think):"),
 ]
 
 
