@@ -38,7 +38,7 @@ TESTS = ["tests/engine/test_clock.py", "tests/engine/test_stretch.py",
          "tests/engine/test_rate_phases_shortcuts.py",
          "tests/jobs/test_backup.py", "tests/record/test_invariants.py",
          "tests/model/test_allocation.py", "tests/engine/test_bulk_settle.py",
-         "tests/model/test_ledger.py"]
+         "tests/model/test_ledger.py", "tests/model/test_extents.py"]
 TIMEOUT = 300
 
 # (name, file, text, replacement): each text must occur exactly once.
@@ -462,13 +462,13 @@ MUTATIONS = [
      "        expected = pit_values[k] if witnessed else src_values[i]",
      "        expected = src_values[i]"),
     ("backup: a guest write over a task in flight not held back", "blocksim/jobs/backup.py",
-     "        if (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)\n"
-     "                and self._in_flight(start, end) is None):",
-     "        if (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)):"),
+     "        return (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)\n"
+     "                and self._in_flight(start, end) is None)",
+     "        return (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0))"),
     ("backup: a guest write over dirty clusters not copied first", "blocksim/jobs/backup.py",
-     "        if (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)\n"
-     "                and self._in_flight(start, end) is None):",
-     "        if (self._in_flight(start, end) is None):"),
+     "        return (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)\n"
+     "                and self._in_flight(start, end) is None)",
+     "        return (self._in_flight(start, end) is None)"),
     ("backup: a guest write over one dirty cluster not copied first", "blocksim/jobs/backup.py",
      "(self.bcs.is_dirty(b0) if b1 == b0 + 1 else", "(False if b1 == b0 + 1 else"),
     ("backup: a guest write over dirty clusters not copied first (two or more)",
@@ -998,6 +998,33 @@ MUTATIONS = [
     ("ledger: a short extend's block past a compact column taken", "blocksim/model/ledger.py",
      "        if o < 0 or q * unit != o or q > 0xFFFFFFFF:",
      "        if o < 0 or q * unit != o:"),
+    # session 17 (issue 17 item 6): a write a backup's filter lets pass
+    # without a wait may skip its node's wait; the ledger's keys sorted by
+    # their digits
+    ("clock: a write whose copy-before-write waited skips its node's wait",
+     "blocksim/model/drive.py",
+     "                        err = yield from filters[0].copy_before_write(offset, length)\n"
+     "                        shared_wake = True\n",
+     "                        err = yield from filters[0].copy_before_write(offset, length)\n"),
+    ("ledger: the radix sort's buckets left unsorted below the first digit",
+     "blocksim/model/ledger.py", "        if shift > 0:\n", "        if shift > _RADIX_BITS:\n"),
+    ("ledger: the radix sort's insertion stops short of a bucket's first key",
+     "blocksim/model/ledger.py", "        while j > lo and x[j - 1] > v:",
+     "        while j > lo + 1 and x[j - 1] > v:"),
+    ("extents: the audit's walk takes a run starting at a block's start for the one before",
+     "blocksim/model/extents.py", "        while r + 1 < m and rs[r + 1] <= s[i]:",
+     "        while r + 1 < m and rs[r + 1] < s[i]:"),
+    ("extents: the audit's walk's piece not clipped to its block's start",
+     "blocksim/model/extents.py", "                    a = rs[q] if rs[q] > s[i] else s[i]",
+     "                    a = rs[q]"),
+    ("extents: the audit's walk stops at a block's first run",
+     "blocksim/model/extents.py", "            if q >= m or rs[q] >= e[i]:",
+     "            if True:"),
+    ("ledger: the keys made without their ledger index", "blocksim/model/ledger.py",
+     "        keys[i] = ((np.int64(offsets[i]) // unit) << shift) | i",
+     "        keys[i] = (np.int64(offsets[i]) // unit) << shift"),
+    ("ledger: the radix sort's highest differing bit one too low",
+     "blocksim/model/ledger.py", "    while (differ >> bits) > 0:", "    while (differ >> bits) > 1:"),
     # session 15 (issue 19 item 4): the search's eight words at a time (the
     # prefetches change nothing: no rule, no mutation)
     ("bitmap kernel: the search's eight-word step skips a word it did not test",

@@ -1246,7 +1246,9 @@ def _unpack_logs(logs: list):
     """:func:`_unpack` of a list of logs (``array('q')``)."""
     bounds = np.zeros(len(logs) + 1, dtype=np.int64)
     np.cumsum([len(log) for log in logs], out=bounds[1:])
-    words = np.frombuffer(logs[0] if len(logs) == 1 else b"".join(logs), dtype=np.int64)
+    # (a writable buffer either way: one compiled signature, not two)
+    words = np.frombuffer(logs[0] if len(logs) == 1 else bytearray().join(logs),
+                          dtype=np.int64)
     return _unpack(words, bounds)
 
 

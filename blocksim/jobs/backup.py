@@ -1168,18 +1168,36 @@ class BackupJob(BlockJob):
     def before_write(self, offset: int, length: int):
         """``cbw_do_copy_before_write`` for a guest write (generator): copy
         the dirty clusters it touches first; the copy's errno breaks the
-        guest write (break-guest-write, no timeout)."""
+        guest write (break-guest-write, no timeout).  In two parts, which
+        the drive calls itself when this is its only filter
+        (``Drive.request``): :meth:`write_passes`, then, if not, the copy
+        (:meth:`copy_before_write`)."""
+        if self.write_passes(offset, length):
+            return 0
+        return (yield from self.copy_before_write(offset, length))
+
+    def write_passes(self, offset: int, length: int) -> bool:
+        """:meth:`before_write`'s steps up to its first wait, done now: the
+        witness of the clusters the write touches, and whether there is
+        nothing there to copy nor in flight (then the write passes, the
+        filter done, having waited for nothing: ``block_copy_common`` would
+        find nothing and wait for nothing)."""
         cs = self.cluster
         start = offset // cs * cs
         end = min(-(-(offset + length) // cs) * cs, self.bcs.nbits * cs)
         self._witness(start, end)
         b0, b1 = start // cs, -(-end // cs)
         # (a write inside one cluster: the range's find is that granule's test)
-        if (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)
-                and self._in_flight(start, end) is None):
-            # nothing there to copy nor in flight: the call below would
-            # find nothing and wait for nothing (block_copy_common)
-            return 0
+        return (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)
+                and self._in_flight(start, end) is None)
+
+    def copy_before_write(self, offset: int, length: int):
+        """The rest of :meth:`before_write` (generator), after
+        :meth:`write_passes` said no: the clusters' copy (``block_copy``),
+        its errno."""
+        cs = self.cluster
+        start = offset // cs * cs
+        end = min(-(-(offset + length) // cs) * cs, self.bcs.nbits * cs)
         call = _Call(self.env)
         yield from self._block_copy(call, start, end, False)
         if call.copied:

@@ -63,7 +63,11 @@ class Drive:
         #: backup's copy-before-write (blocksim.jobs.backup) installs itself
         #: here while it runs.  ``before_write(offset, length)`` is a
         #: generator returning an errno; a failure fails the guest's write,
-        #: which then never reaches the node.  A filter that also acts after
+        #: which then never reaches the node.  A filter that may let a write
+        #: pass without waiting says so first (``write_passes(offset,
+        #: length)``, True: passed; else ``copy_before_write`` is the rest of
+        #: its ``before_write``), so that a write it let pass may skip its
+        #: node's wait (blocksim.engine.clock).  A filter that also acts after
         #: the node's write (an active mirror's mirror_top: blocksim.jobs.mirror)
         #: has ``prepare_write(offset, length)`` instead, a generator
         #: returning None or an object whose ``after_write(gen, err)``
@@ -155,10 +159,22 @@ class Drive:
             else:
                 err = 0
                 after = ()
-                if not is_read and self.write_filters:
+                filters = self.write_filters
+                if not is_read and filters:
                     # (a write that breaks in a filter never reaches the node)
-                    err, after = yield from self._filter_write(offset, length)
-                    shared_wake = True
+                    passes = (getattr(filters[0], "write_passes", None)
+                              if len(filters) == 1 else None)
+                    if passes is None:
+                        err, after = yield from self._filter_write(offset, length)
+                        shared_wake = True
+                    elif not passes(offset, length):
+                        # (a backup's copy-before-write, in its two parts:
+                        # one that never waits, then the copy, which may)
+                        err = yield from filters[0].copy_before_write(offset, length)
+                        shared_wake = True
+                    # (else the filter let the write pass without a wait:
+                    # what last resumed the request still holds for its
+                    # next wait, which may then be skipped)
                 if not err:
                     if is_read:
                         err, delay = node.submit_read(offset, length)

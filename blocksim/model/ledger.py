@@ -247,6 +247,16 @@ class Ledger:
         shift = (n - 1).bit_length()
         if first >= 0 and ((last + 1) << shift) < 1 << 63:
             keys = np.empty(n, dtype=np.int64)
+            if n >= _RADIX_FROM:
+                # (a run's ledger, millions of keys: made in one compiled
+                # pass, and sorted in place by their digits, in about 40 %
+                # of numpy's time, nothing more allocated; the keys are
+                # distinct, so any sort gives the same order)
+                _block_keys(offsets, unit, shift, keys)
+                _sort_keys(keys, np.empty((_RADIX_LEVELS * _RADIX + 1, 3), dtype=np.int64),
+                           np.empty(_RADIX + 1, dtype=np.int64),
+                           np.empty(_RADIX, dtype=np.int64))
+                return BlockOrder(keys, shift, None, bs, gens)
             for i in range(0, n, _CHUNK):
                 chunk = offsets[i:i + _CHUNK].astype(np.int64) // unit
                 chunk <<= shift
@@ -265,6 +275,120 @@ _MAX_BLOCK = 0xFFFFFFFF
 _CHUNK = 1 << 16
 #: the longest run of writes :meth:`Ledger.extend` converts in one compiled pass
 _SHORT = 4096
+
+
+#: from how many keys :meth:`Ledger._sorted` sorts with :func:`_sort_keys`
+#: (fewer: numpy's sort, and numba left unloaded for a short run's ledger)
+_RADIX_FROM = 1 << 16
+#: the digits of :func:`_sort_keys`: 10 bits, 1,024 buckets (of the widths
+#: tried on a 1 TiB hour's 3.6 M keys, 8 to 12 bits, the fastest)
+_RADIX_BITS = 10
+_RADIX = 1 << _RADIX_BITS
+#: the most levels of digits a non-negative int64 has
+_RADIX_LEVELS = -(-63 // _RADIX_BITS)
+#: a bucket this small is finished by insertion
+_RADIX_SMALL = 24
+
+
+@njit(cache=True, _nrt=False)
+def _block_keys(offsets, unit, shift, keys):
+    """``keys[i] = (offsets[i] // unit) << shift | i`` (the offsets not
+    negative): :meth:`Ledger._sorted`'s keys, in one pass."""
+    for i in range(offsets.shape[0]):
+        keys[i] = ((np.int64(offsets[i]) // unit) << shift) | i
+
+
+@njit(cache=True, _nrt=False)
+def _insert_sort(x, lo, hi):
+    """Sort ``x[lo:hi]`` in place by insertion (a few keys)."""
+    for i in range(lo + 1, hi):
+        v = x[i]
+        j = i
+        while j > lo and x[j - 1] > v:
+            x[j] = x[j - 1]
+            j -= 1
+        x[j] = v
+
+
+@njit(cache=True, _nrt=False)
+def _sort_keys(x, stack, starts, nxt):
+    """Sort the non-negative int64 keys ``x`` in place, ascending: a
+    most-significant-digit radix sort that permutes each range into its
+    buckets in place (the "American flag" sort: each key swapped straight
+    to its bucket's next free place), digit after digit from the highest
+    bit in which the keys differ, a bucket of at most :data:`_RADIX_SMALL`
+    keys finished by insertion.  Its workspace: ``stack`` (the ranges still
+    to sort: at most ``_RADIX`` per level, ``_RADIX_LEVELS * _RADIX + 1``
+    rows of (start, end, bits left)), ``starts`` (``_RADIX + 1``) and
+    ``nxt`` (``_RADIX``).  A sort of millions of keys at random over a
+    large disk, where numpy's comparison sort is the ledger audit's
+    largest part."""
+    n = x.shape[0]
+    if n < 2:
+        return
+    lo_key = x[0]
+    hi_key = x[0]
+    for i in range(1, n):
+        v = x[i]
+        if v < lo_key:
+            lo_key = v
+        elif v > hi_key:
+            hi_key = v
+    # (the bits above the highest one in which the keys differ are the same
+    # for all: no digit there)
+    differ = lo_key ^ hi_key
+    bits = 0
+    while (differ >> bits) > 0:
+        bits += 1
+    stack[0, 0] = 0
+    stack[0, 1] = n
+    stack[0, 2] = bits
+    top = 1
+    while top > 0:
+        top -= 1
+        lo = stack[top, 0]
+        hi = stack[top, 1]
+        bits = stack[top, 2]
+        if hi - lo <= _RADIX_SMALL:
+            _insert_sort(x, lo, hi)
+            continue
+        if bits <= 0:                   # (all equal)
+            continue
+        shift = bits - _RADIX_BITS
+        if shift < 0:
+            shift = 0
+        mask = (1 << (bits - shift)) - 1
+        nb = mask + 1
+        for b in range(nb + 1):
+            starts[b] = 0
+        for i in range(lo, hi):
+            starts[((x[i] >> shift) & mask) + 1] += 1
+        starts[0] = lo
+        for b in range(nb):
+            starts[b + 1] += starts[b]
+            nxt[b] = starts[b]
+        # each bucket filled in turn: a key out of place goes to its own
+        # bucket's next free place, and the key there comes back in hand
+        for b in range(nb):
+            end = starts[b + 1]
+            while nxt[b] < end:
+                v = x[nxt[b]]
+                d = (v >> shift) & mask
+                while d != b:
+                    w = x[nxt[d]]
+                    x[nxt[d]] = v
+                    nxt[d] += 1
+                    v = w
+                    d = (v >> shift) & mask
+                x[nxt[b]] = v
+                nxt[b] += 1
+        if shift > 0:
+            for b in range(nb):
+                if starts[b + 1] - starts[b] > 1:
+                    stack[top, 0] = starts[b]
+                    stack[top, 1] = starts[b + 1]
+                    stack[top, 2] = shift
+                    top += 1
 
 
 @njit(cache=True, _nrt=False)

@@ -368,8 +368,12 @@ def diff_blocks_by_ranges(m, blocks, length, start, end):
     return out
 
 
+@pytest.mark.parametrize("walk", [False, True])
 @pytest.mark.parametrize("seed", range(20))
-def test_diff_blocks_finds_exactly_the_units_diff_ranges_finds(seed):
+def test_diff_blocks_finds_exactly_the_units_diff_ranges_finds(seed, walk, monkeypatch):
+    """(``walk``: the compiled walk, _diff_walk, from the first block)"""
+    from blocksim.model import extents
+    monkeypatch.setattr(extents, "_WALK_FROM", 1 if walk else 1 << 40)
     rng = np.random.default_rng(seed)
     size = 1200
     shift = int(rng.choice([4, 6, 9]))
@@ -392,6 +396,33 @@ def test_diff_blocks_finds_exactly_the_units_diff_ranges_finds(seed):
     units = [(x, int(w), int(g)) for o, n, w, g in zip(offsets, lengths, want, got)
              for x in range(int(o), int(o + n))]
     assert units == diff_blocks_by_ranges(m, blocks, length, start, end)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_diff_blocks_walked_makes_the_searches_rows(seed, monkeypatch):
+    """The compiled walk (_diff_walk, from _WALK_FROM blocks) against
+    numpy's searches: the very same rows, in the same order, for thousands
+    of blocks against runs that start inside blocks, at their edges and
+    across several, blocks clipped at both ends of the range."""
+    from blocksim.model import extents
+    rng = np.random.default_rng(seed)
+    end = 10**6
+    start = int(rng.integers(0, 1000))
+    edges = rng.integers(start + 1, end, int(rng.integers(1, 4000)))
+    length = int(rng.choice([1, 50, 400, 5000]))
+    blocks = np.unique(rng.integers(0, end // length + 2, 6000)) * length - length // 2
+    # (some runs start exactly where blocks do)
+    rs = np.unique(np.concatenate([[start], edges, blocks[::3][blocks[::3] > start]]))
+    rs = rs[rs < end].astype(np.int64)
+    rv = rng.integers(0, 4, len(rs)).astype(np.int64)
+    gens = rng.integers(0, 4, len(blocks)).astype(np.uint32)
+    monkeypatch.setattr(extents, "_WALK_FROM", 1 << 40)
+    searched = diff_blocks(rs, rv, end, blocks, length, gens)
+    monkeypatch.setattr(extents, "_WALK_FROM", 1)
+    walked = diff_blocks(rs, rv, end, blocks, length, gens)
+    assert len(searched[0]) > 100
+    for a, b in zip(searched, walked):
+        assert a.dtype == b.dtype and a.tolist() == b.tolist()
 
 
 def test_diff_blocks_outside_the_range_is_nothing():

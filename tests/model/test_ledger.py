@@ -178,3 +178,57 @@ def test_a_short_extend_of_blocks_takes_no_numpy_path(monkeypatch):
     ledger.extend([12288], 4096, 5)
     assert list(ledger.rows()) == [(0, 4096, 1), (8192, 12288, 2), (4096, 8192, 3),
                                    (0, 4096, 4), (12288, 16384, 5)]
+
+
+def _radix_sorted(keys):
+    from blocksim.model import ledger as L
+    x = np.array(keys, dtype=np.int64)
+    L._sort_keys(x, np.empty((L._RADIX_LEVELS * L._RADIX + 1, 3), dtype=np.int64),
+                 np.empty(L._RADIX + 1, dtype=np.int64), np.empty(L._RADIX, dtype=np.int64))
+    return x
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 24, 25, 1000, 70_000])
+@pytest.mark.parametrize("top", [1, 2, 25, 1 << 20, 1 << 40, (1 << 63) - 1])
+def test_the_ledgers_radix_sort_sorts_as_numpy(n, top):
+    """The ledger's keys sorted by their digits (Ledger._sorted from
+    _RADIX_FROM keys): numpy's order, for keys of every width, a few or
+    many, equal ones too (the ledger's are distinct: any sort gives the
+    same order)."""
+    keys = np.random.default_rng(n + top % 1000).integers(0, top, n, dtype=np.int64)
+    assert _radix_sorted(keys).tolist() == np.sort(keys).tolist()
+
+
+def test_the_ledgers_radix_sort_on_keys_that_share_their_top_bits():
+    """Keys alike above their last few bits (a guest writing one region of
+    a large disk): the digits start at the highest bit in which they differ."""
+    rng = np.random.default_rng(3)
+    for low in (1, 9, 10, 11, 21, 33):
+        keys = (5 << 50) | rng.integers(0, 1 << low, 5000, dtype=np.int64)
+        assert _radix_sorted(keys).tolist() == np.sort(keys).tolist()
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_a_large_ledger_by_block_is_numpys_order(wide):
+    """A ledger of more than _RADIX_FROM writes at random over a large disk,
+    repeats included: each block's last write (its keys made and sorted
+    compiled), as a dict of the writes says; ``wide``: one block past a
+    compact column, the offsets in bytes."""
+    from blocksim.model import ledger as L
+    rng = np.random.default_rng(8)
+    n = L._RADIX_FROM + 5000
+    blocks = rng.integers(0, 1 << 28, n)
+    blocks[1::7] = blocks[::7][:len(blocks[1::7])]          # (blocks written twice)
+    if wide:
+        blocks[n // 2] = 1 << 33
+    ledger = Ledger()
+    ledger.extend(blocks * 4096, 4096, 1)
+    order = ledger.by_block()
+    assert (ledger._offsets.typecode == "q") == wide
+    starts, gens = order.blocks(0, 1 << 34)
+    last = {}
+    for i, b in enumerate(blocks.tolist()):
+        last[b] = i + 1
+    want = sorted(last.items())
+    assert starts.tolist() == [b * 4096 for b, _ in want]
+    assert gens.tolist() == [g for _, g in want]
