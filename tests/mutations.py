@@ -739,9 +739,20 @@ MUTATIONS = [
     ("copyrows: a task in flight among the rows not found by a guest's write",
      "blocksim/engine/copyrows.py",
      "        return None if s < 0 else self.obj(s)", "        return None"),
-    ("copyrows: not the first task in flight among the rows (the job's list's order)",
+    ("copyrows: not the newest task in flight among the rows (QEMU's reqlist order)",
      "blocksim/engine/copyrows.py",
-     "            before = seq[s]\n            best = s", "            best = s"),
+     "                and seq[s] > after):",
+     "                and (best < 0 or seq[s] < seq[best]) and seq[s] > after):"),
+    # QEMU's reqlist is newest first (reqlist_init_req, QLIST_INSERT_HEAD):
+    # a block-copy call waits for the newest task it overlaps
+    ("backup: a block-copy call waits for the oldest task in flight it overlaps",
+     "blocksim/jobs/backup.py",
+     "            if task.start < end and start < task.end and (found is None\n"
+     "                                                          or task.seq > found.seq):\n"
+     "                found = task\n",
+     "            if task.start < end and start < task.end:\n"
+     "                found = task\n"
+     "                break\n"),
     ("copyrows: a row in flight not seen by the stretches (quiet_nodes)",
      "blocksim/jobs/backup.py",
      "        if self._rows is not None and self._rows.busy():", "        if False:"),

@@ -560,16 +560,17 @@ def step(st, heap, stage, start, end, inpool, seq, free, freed, dslots, plan, pa
 
 
 @njit(cache=True, _nrt=False)
-def in_flight(stage, start, end, seq, a, z, before):
-    """The row of the first task in flight (made, started, read or being
-    written: its place in the job's list, ``seq``, the lowest, below
-    ``before``) that overlaps ``[a, z)``, or -1."""
+def in_flight(stage, start, end, seq, a, z, after):
+    """The row of the newest task in flight (made, started, read or being
+    written: the highest ``seq``, above ``after``) that overlaps ``[a, z)``,
+    or -1.  (QEMU's list of tasks is newest first: see
+    ``BackupJob._in_flight``.)"""
     best = -1
     for s in range(stage.shape[0]):
         what = stage[s]
         if (MADE <= what <= WRITE and start[s] < z and a < end[s]
-                and seq[s] < before):
-            before = seq[s]
+                and seq[s] > after):
+            after = seq[s]
             best = s
     return best
 
@@ -755,16 +756,15 @@ class Rows:
         st = self.st
         if not st[HEAP_N] and self.tslot < 0:
             return False
-        return in_flight(self.stage, self.start, self.end, self.seq, 0, _NEVER, _NEVER) >= 0
+        return in_flight(self.stage, self.start, self.end, self.seq, 0, _NEVER, -1) >= 0
 
-    def first_in_flight(self, a: int, z: int, before: int):
-        """The task in flight among the rows that comes first in the job's
-        list (below ``before``) and overlaps ``[a, z)`` (its object), or
-        None."""
+    def newest_in_flight(self, a: int, z: int, after: int):
+        """The newest task in flight among the rows (its ``seq`` above
+        ``after``) that overlaps ``[a, z)`` (its object), or None."""
         st = self.st
         if not st[HEAP_N] and self.tslot < 0:
             return None
-        s = in_flight(self.stage, self.start, self.end, self.seq, a, z, before)
+        s = in_flight(self.stage, self.start, self.end, self.seq, a, z, after)
         return None if s < 0 else self.obj(s)
 
     def pool_tasks(self) -> list:

@@ -86,7 +86,6 @@ _SLEPT = object()
 CLUSTER_DEFAULT = 64 * 1024          # BLOCK_COPY_CLUSTER_SIZE_DEFAULT
 CHUNK = 1024 * 1024                  # BLOCK_COPY_MAX_BUFFER: a read/write task
 MAX_WORKERS = 64                     # BLOCK_COPY_MAX_WORKERS
-_LAST = 1 << 62                      # (past any task's seq)
 
 
 def cluster_size(target) -> int:
@@ -1149,17 +1148,20 @@ class BackupJob(BlockJob):
             task.done.succeed()
 
     def _in_flight(self, start: int, end: int) -> _Task | None:
-        """A task in flight overlapping ``[start, end)`` (``reqlist_wait_one``):
-        the first in the job's list, of those Python holds and the compiled
-        loop's rows (blocksim.engine.copyrows: its object made then)."""
+        """The task in flight a block-copy call waits for over ``[start,
+        end)`` (``block/reqlist.c:reqlist_wait_one``): the **newest** that
+        overlaps it, as ``reqlist_init_req`` puts each task at the head of
+        ``s->reqs`` and ``reqlist_find_conflict`` returns the first it meets;
+        of those Python holds and the compiled loop's rows
+        (blocksim.engine.copyrows: its object made then)."""
         found = None
         for task in self._tasks:
-            if task.start < end and start < task.end:
+            if task.start < end and start < task.end and (found is None
+                                                          or task.seq > found.seq):
                 found = task
-                break
         rows = self._rows
         if rows is not None:
-            row = rows.first_in_flight(start, end, _LAST if found is None else found.seq)
+            row = rows.newest_in_flight(start, end, -1 if found is None else found.seq)
             if row is not None:
                 return row
         return found

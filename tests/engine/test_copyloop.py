@@ -272,12 +272,12 @@ def _in_flight_rows(rows) -> list:
 
 @pytest.mark.parametrize("name", ["a guest hammering the clusters in flight",
                                   "guest writes over several tasks in flight"])
-def test_a_guest_write_waits_for_the_first_task_in_flight_rows_or_not(name, monkeypatch):
+def test_a_guest_write_waits_for_the_newest_task_in_flight_rows_or_not(name, monkeypatch):
     """The pass's tasks are rows with no object (copyrows): the job's list
     holds only Python's, and _in_flight asks both.  At every call: each
     task in flight is in exactly one of them (the bytes in flight add up),
-    and the answer is the first overlapping task in creation order (seq),
-    as the job's single list gave it, with its object made on demand for a
+    and the answer is the newest overlapping task (the highest seq: QEMU's
+    reqlist is newest first), with its object made on demand for a
     row (in the pool, its pool's check first among its done's callbacks).
     Several calls meet two or more tasks, rows among them."""
     from blocksim.jobs.backup import BackupJob
@@ -295,7 +295,7 @@ def test_a_guest_write_waits_for_the_first_task_in_flight_rows_or_not(name, monk
         if not over:
             assert task is None
             return task
-        assert (task.seq, task.start, task.end) == over[0]
+        assert (task.seq, task.start, task.end) == over[-1]
         met["several"] += len(over) > 1
         if task not in self._tasks:
             met["rows"] += 1
@@ -359,3 +359,32 @@ def test_the_limiters_sleep_makes_no_task(monkeypatch):
     monkeypatch.setattr(BackupJob, "_task_end", ending)
     Simulation(blocksim.load_scenario(CASES["a rate-limited backup under a paced guest"])).run()
     assert len(sleeps) >= 8 and not eagain
+
+
+def test_without_shortcuts_a_call_waits_for_the_newest_task_it_overlaps(monkeypatch):
+    """block/reqlist.c: reqlist_init_req puts each task at the head of the
+    list and reqlist_find_conflict returns the first it meets, so a
+    block-copy call (a guest's copy-before-write) waits for the newest task
+    in flight it overlaps.  Without shortcuts every task is Python's: the
+    answer is the overlapping task of the highest seq, and some calls meet
+    two or more."""
+    from blocksim.jobs.backup import BackupJob
+    real = BackupJob._in_flight
+    met = {"several": 0}
+
+    def checking(self, start, end):
+        over = sorted((t.seq, t.start, t.end) for t in self._tasks
+                      if t.start < end and start < t.end)
+        task = real(self, start, end)
+        if not over:
+            assert task is None
+        else:
+            assert (task.seq, task.start, task.end) == over[-1]
+            met["several"] += len(over) > 1
+        return task
+    monkeypatch.setattr(BackupJob, "_in_flight", checking)
+    sim = Simulation(blocksim.load_scenario(CASES["guest writes over several tasks in flight"]),
+                     shortcuts=False)
+    result = sim.run()
+    assert result.summary["jobs"]["job0"]["integrity"] == "identical"
+    assert met["several"] >= 2
