@@ -218,7 +218,15 @@ def _run(job, entry, rows) -> bool:
     # pass's own search, from past them, reads it); plan[taken:] not made yet
     plan: list = []
     taken = 0
-    planned = pooled.pos        # where the plan's search goes on
+    plan_filled = 0             # plan[:plan_filled] in the compiled steps' array
+    # (the plan the last entry left, if it still holds: _kept_plan)
+    known = job._data_known(src.content)
+    version = bcs.version
+    kept = rows.kept if rows is not None else None
+    if (kept is not None and kept[0] is pooled and kept[1] == pooled.pos
+            and kept[2] == version and kept[3] is known):
+        plan, taken, plan_filled = kept[4], kept[5], kept[6]
+    planned = plan[-1][1] if len(plan) > taken else pooled.pos  # where its search goes on
     first = -1                  # the first cluster taken out of the bitmap here
 
     planner = None
@@ -482,7 +490,7 @@ def _run(job, entry, rows) -> bool:
 
     ahead = None                # the planner of a pool's worth (kernel())
     plan_array = rows.plan if rows is not None else None   # the plan as the compiled
-    plan_filled = 0                                         # steps read it
+                                                            # steps read it
     rt = None                   # the first row's key (rows: the compiled steps)
     # (the steps' loop reads its heap again only if told something ran: so
     # when the heap changed, the proxy taken out or rows made entries)
@@ -685,12 +693,17 @@ def _run(job, entry, rows) -> bool:
             job.in_flight_bytes -= n_copied
             job.offset += n_copied
             job.bytes_copied += n_copied
+        # (the plan holds for the next entry if nothing but the taken
+        # tasks' clearing changed the bitmap: _kept_plan)
+        holds = bcs.version == version
         if ran:
             if first >= 0:
                 bcs.clear_bits(first, plan[taken - 1][1] // cs)
             _allocate(tgt.alloc, allocs)
             _leave(job, src, heap, pastes, later, ev, fired, call)
         if rows is not None:
+            rows.kept = _kept_plan(job, pooled, plan, taken, plan_filled, plan_array, known,
+                                   holds)
             rows.materialize_evs(heap)
             rows.park(heap)
             if touched and not ran and heap and heap[0] is rows.proxy:
@@ -700,6 +713,41 @@ def _run(job, entry, rows) -> bool:
 
 
 _SLICE_NS = 100_000_000     # BLOCK_JOB_SLICE_TIME (model.ratelimit.SLICE_NS)
+#: taken rows of a kept plan dropped from its head at once (_kept_plan)
+_PLAN_TRIM = 256
+
+
+def _kept_plan(job, pooled, plan: list, taken: int, filled: int, plan_array, known,
+               holds: bool):
+    """The plan of the pass's next tasks an entry of the loop leaves for the
+    next one (``Rows.kept``), or None.
+
+    A plan is the tasks the pass's search finds from ``pooled.pos`` on with
+    the copy bitmap as it stands (``extend``, ``backup_kernel.plan``): a
+    pure function of the bitmap's dirty granules past ``pooled.pos``, the
+    job's cache of the source's pages (``BackupJob._data_known``: a page
+    of a planned task, known to hold data, stays so until the cache is
+    made again) and the pass's bounds.  Found again at each entry it cost
+    about 10 µs (the planner's call, its rows made a list and copied into
+    the compiled steps' array): the next entry takes it as it is when all
+    of that is as this entry left it: the same pass at the same ``pos``,
+    the bitmap's ``version`` (every change of its granules bumps it:
+    a guest's copy-before-write, the pass's fill, a failed task's clusters
+    marked again) the one after this entry's own clearing of the tasks it
+    took (granules before ``pos``), the same cache.  ``holds``: nothing
+    else changed the bitmap during this entry.  The taken rows are dropped
+    from its head now and then."""
+    if not holds or job._data_known(job.source.content) is not known:
+        return None
+    if taken >= _PLAN_TRIM:
+        del plan[:taken]
+        if filled > taken:
+            plan_array[:filled - taken] = plan_array[taken:filled].copy()
+            filled -= taken
+        else:
+            filled = 0
+        taken = 0
+    return (pooled, pooled.pos, job.bcs.version, known, plan, taken, filled)
 
 
 def _allocate(alloc, allocs: list) -> None:

@@ -611,6 +611,9 @@ class Rows:
         self.pooled = None          # the pass whose tasks the rows are
         self.proxy = None           # the proxy's entry in the steps' heap, if there
         self.tslot = -1             # the row of the pass's waiting task (MADE)
+        #: the plan of the pass's next tasks the copy loop keeps for its
+        #: next entry (copyloop._kept_plan), or None
+        self.kept = None
         self.rings = {}             # node -> (ring, out): its queue for step()
 
     def __len__(self) -> int:
