@@ -219,13 +219,24 @@ def _run(job, entry, rows) -> bool:
     plan: list = []
     taken = 0
     plan_filled = 0             # plan[:plan_filled] in the compiled steps' array
-    # (the plan the last entry left, if it still holds: _kept_plan)
+    ahead = None                # the planner of a pool's worth (kernel())
+    plan_array = rows.plan if rows is not None else None   # the plan as the compiled
+                                                            # steps read it
+    # (the plan the last entry left, as far as it still holds: _kept_plan)
     known = job._data_known(src.content)
     version = bcs.version
     kept = rows.kept if rows is not None else None
-    if (kept is not None and kept[0] is pooled and kept[1] == pooled.pos
-            and kept[2] == version and kept[3] is known):
+    if kept is not None and kept[0] is pooled and kept[1] == pooled.pos:
         plan, taken, plan_filled = kept[4], kept[5], kept[6]
+        if kept[2] != version or kept[3] is not known:
+            # (the bitmap or the cache changed since: the rows found again)
+            k = 0
+            if PLAN and plan_filled > taken:
+                ahead = backup_kernel.planner(job, end, last, chunk, _PLAN_AHEAD)
+                if ahead.args is not None:
+                    k = ahead.agree(plan_array, taken, plan_filled, pooled.pos)
+            del plan[taken + k:]
+            plan_filled = taken + k
     planned = plan[-1][1] if len(plan) > taken else pooled.pos  # where its search goes on
     first = -1                  # the first cluster taken out of the bitmap here
 
@@ -488,9 +499,6 @@ def _run(job, entry, rows) -> bool:
         rt = tuple(rows.heap[0, :3].tolist()) if v[HEAP_N] else None
         return why
 
-    ahead = None                # the planner of a pool's worth (kernel())
-    plan_array = rows.plan if rows is not None else None   # the plan as the compiled
-                                                            # steps read it
     rt = None                   # the first row's key (rows: the compiled steps)
     # (the steps' loop reads its heap again only if told something ran: so
     # when the heap changed, the proxy taken out or rows made entries)
@@ -720,7 +728,7 @@ _PLAN_TRIM = 256
 def _kept_plan(job, pooled, plan: list, taken: int, filled: int, plan_array, known,
                holds: bool):
     """The plan of the pass's next tasks an entry of the loop leaves for the
-    next one (``Rows.kept``), or None.
+    next one (``Rows.kept``).
 
     A plan is the tasks the pass's search finds from ``pooled.pos`` on with
     the copy bitmap as it stands (``extend``, ``backup_kernel.plan``): a
@@ -728,17 +736,21 @@ def _kept_plan(job, pooled, plan: list, taken: int, filled: int, plan_array, kno
     job's cache of the source's pages (``BackupJob._data_known``: a page
     of a planned task, known to hold data, stays so until the cache is
     made again) and the pass's bounds.  Found again at each entry it cost
-    about 10 µs (the planner's call, its rows made a list and copied into
-    the compiled steps' array): the next entry takes it as it is when all
-    of that is as this entry left it: the same pass at the same ``pos``,
-    the bitmap's ``version`` (every change of its granules bumps it:
-    a guest's copy-before-write, the pass's fill, a failed task's clusters
-    marked again) the one after this entry's own clearing of the tasks it
-    took (granules before ``pos``), the same cache.  ``holds``: nothing
-    else changed the bitmap during this entry.  The taken rows are dropped
-    from its head now and then."""
-    if not holds or job._data_known(job.source.content) is not known:
-        return None
+    some 10 µs (the planner's call, its rows made a list and copied into
+    the compiled steps' array).  The next entry of the same pass at the
+    same ``pos`` takes it as it is if the bitmap's ``version`` (every
+    change of its granules bumps it: a guest's copy-before-write, the
+    pass's fill, a failed task's clusters marked again) is the one after
+    this entry's own clearing of the tasks it took (granules before
+    ``pos``; ``holds``: nothing else changed the bitmap during this entry)
+    and the cache the same; else it keeps the rows found again from ``pos``
+    with the bitmap and cache as they are then (``backup_kernel.agree``: up
+    to the first row found otherwise, as each row's search starts at the
+    end of the one before).  The taken rows are dropped from its head now
+    and then."""
+    version = job.bcs.version if holds else -1
+    if job._data_known(job.source.content) is not known:
+        known = None
     if taken >= _PLAN_TRIM:
         del plan[:taken]
         if filled > taken:
@@ -747,7 +759,7 @@ def _kept_plan(job, pooled, plan: list, taken: int, filled: int, plan_array, kno
         else:
             filled = 0
         taken = 0
-    return (pooled, pooled.pos, job.bcs.version, known, plan, taken, filled)
+    return (pooled, pooled.pos, version, known, plan, taken, filled)
 
 
 def _allocate(alloc, allocs: list) -> None:
