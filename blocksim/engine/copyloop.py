@@ -124,7 +124,8 @@ _NOTHING = (_NEVER, 0, 0)    # (an empty heap's head, for the compiled steps)
 (NOW, OTHER_T, OTHER_P, OTHER_ID, Q_T, Q_P, Q_ID, EID, WAITING, FIRED, WAIT, PROCESSED,
  POOL_LEN, N_ENDED, TASK, NO_RESUME, PLAN_N, TAKEN, PLAN_FINAL, SPEED, QUOTA, SL_START,
  SL_END, DISPATCHED, POS, SIZE, TCS, N_READS, N_READ, N_WRITES, N_WRITTEN, N_COPIED,
- IN_FLIGHT, PASTE_N, ALLOC_N, RAN, MADE_N, DONE_N, FREE_N, FREED_N, HEAP_N, RESUMED, SEQ) = (
+ IN_FLIGHT, PASTE_N, ALLOC_N, RAN, MADE_N, DONE_N, FREE_N, FREED_N, HEAP_N, RESUMED, SEQ,
+ Q_MARK, QI) = (
     copyrows.NOW, copyrows.OTHER_T, copyrows.OTHER_P, copyrows.OTHER_ID, copyrows.Q_T,
     copyrows.Q_P, copyrows.Q_ID, copyrows.EID, copyrows.WAITING, copyrows.FIRED,
     copyrows.WAIT, copyrows.PROCESSED, copyrows.POOL_LEN, copyrows.N_ENDED, copyrows.TASK,
@@ -133,7 +134,9 @@ _NOTHING = (_NEVER, 0, 0)    # (an empty heap's head, for the compiled steps)
     copyrows.POS, copyrows.SIZE, copyrows.TCS, copyrows.N_READS, copyrows.N_READ,
     copyrows.N_WRITES, copyrows.N_WRITTEN, copyrows.N_COPIED, copyrows.IN_FLIGHT,
     copyrows.PASTE_N, copyrows.ALLOC_N, copyrows.RAN, copyrows.MADE_N, copyrows.DONE_N,
-    copyrows.FREE_N, copyrows.FREED_N, copyrows.HEAP_N, copyrows.RESUMED, copyrows.SEQ)
+    copyrows.FREE_N, copyrows.FREED_N, copyrows.HEAP_N, copyrows.RESUMED, copyrows.SEQ,
+    copyrows.Q_MARK, copyrows.QI)
+QUEUE_AHEAD = copyrows.QUEUE_AHEAD
 
 
 def attach(job, steps) -> None:
@@ -433,20 +436,46 @@ def _run(job, entry, rows) -> bool:
             plan_array[plan_filled:n] = plan[plan_filled:]
             plan_filled = n
         other = heap[0] if heap else _NOTHING
+        # SimPy's queue ahead: the steps' markers at its head (of steps
+        # run already when the next row comes after them, as the loop
+        # drops them: the compiled steps drop them too), out of the queue
+        # meanwhile, then the first other event
         head = queue[0] if queue else _NOTHING
+        marks = None
+        if queue and markers.get(head[:3]) is head[3]:
+            marks = [heappop(queue)]
+            qkeys = rows.qkeys
+            while True:
+                head = queue[0] if queue else _NOTHING
+                mark = (len(marks) < QUEUE_AHEAD and head is not _NOTHING
+                        and markers.get(head[:3]) is head[3])
+                qkeys[len(marks)] = (head[0], head[1], head[2], mark)
+                if not mark:
+                    break
+                marks.append(heappop(queue))
+            head = marks[0]
         st[:RAN] = (env._now, other[0], other[1], other[2], head[0], head[1], head[2],
                     next(eid), waiting, fired, pooled.wait, pooled.processed, pooled.count,
                     len(ended) + pooled.ended_rows, s, no_resume, len(plan), taken, plan_final,
                     0, 1 if limit.speed else 0, limit.slice_quota, limit.slice_start,
                     limit.slice_end, limit.dispatched, pooled.pos, size, tcs,
                     0, 0, 0, 0, 0, 0, 0, 0, 0, len(rows), st[FREE_N], st[FREED_N], st[DONE_N])
-        st[RAN] = st[MADE_N] = 0
+        st[RAN] = st[MADE_N] = st[QI] = 0
+        st[Q_MARK] = marks is not None
         st[SEQ] = next(seq)
         why = copyrows.step(st, rows.heap, rows.stage, rows.start, rows.end, rows.inpool,
                             rows.seq, rows.free, rows.freed, rows.dslots, plan_array,
                             rows.pastes, rows.allocs, rows.ring_in(src, copyrows.S_H),
-                            rows.ring_in(tgt, copyrows.T_H))
+                            rows.ring_in(tgt, copyrows.T_H), rows.qkeys)
         v = st.tolist()
+        if marks is not None:
+            # (the markers it dropped out of the steps' record, the others
+            # back in the queue)
+            k = v[QI]
+            for mark in marks[:k]:
+                del markers[mark[:3]]
+            for mark in marks[k:]:
+                heappush(queue, mark)
         env._eid = eid = count(v[EID])
         job._seq = seq = count(v[SEQ])
         env._now = v[NOW]
