@@ -203,9 +203,13 @@ def _run(job, entry, rows) -> bool:
     size = job.size
     pool_check = job._pool_check
     limit = job.limit
-    pastes: list = []           # [start, end) read and written here, not pasted yet
+    # rows [start, end) read and written here, not pasted yet (``npaste``),
+    # and [c0, c1) of the target the writes here allocate (``nalloc``):
+    # the compiled steps' arrays, which they add to (KERNEL or not)
+    runs = job._rows
+    pastes, allocs = runs.pastes, runs.allocs
+    npaste = nalloc = 0
     later: dict = {}            # task -> its write's entry, read here, not written yet
-    allocs: list = []           # [c0, c1) of the target the writes here allocate
     tcs = tgt.cluster_size
     Task = job.Task
     seq = job._seq              # (each task's place in the job's list)
@@ -379,7 +383,7 @@ def _run(job, entry, rows) -> bool:
         """The rows' steps run compiled (copyrows.step) from the state
         here, which takes back what they did; why it stopped."""
         nonlocal fired, taken, first, ran, eid, rt, n_reads, n_read, n_writes, n_written
-        nonlocal n_copied, planned, plan_array, ahead, plan_filled, seq
+        nonlocal n_copied, planned, plan_array, ahead, plan_filled, seq, npaste, nalloc
         st = rows.st
         task = pooled.task
         s = rows.tslot
@@ -459,13 +463,14 @@ def _run(job, entry, rows) -> bool:
                     len(ended) + pooled.ended_rows, s, no_resume, len(plan), taken, plan_final,
                     0, 1 if limit.speed else 0, limit.slice_quota, limit.slice_start,
                     limit.slice_end, limit.dispatched, pooled.pos, size, tcs,
-                    0, 0, 0, 0, 0, 0, 0, 0, 0, len(rows), st[FREE_N], st[FREED_N], st[DONE_N])
+                    0, 0, 0, 0, 0, 0, 0, npaste, nalloc, len(rows), st[FREE_N], st[FREED_N],
+                    st[DONE_N])
         st[RAN] = st[MADE_N] = st[QI] = 0
         st[Q_MARK] = marks is not None
         st[SEQ] = next(seq)
         why = copyrows.step(st, rows.heap, rows.stage, rows.start, rows.end, rows.inpool,
                             rows.seq, rows.free, rows.freed, rows.dslots, plan_array,
-                            rows.pastes, rows.allocs, rows.ring_in(src, copyrows.S_H),
+                            pastes, allocs, rows.ring_in(src, copyrows.S_H),
                             rows.ring_in(tgt, copyrows.T_H), rows.qkeys)
         v = st.tolist()
         if marks is not None:
@@ -511,20 +516,7 @@ def _run(job, entry, rows) -> bool:
             n_written += v[N_WRITTEN]
             n_copied += v[N_COPIED]
             job.in_flight_bytes += v[IN_FLIGHT]
-            n = v[PASTE_N]
-            if n:
-                got = rows.pastes[:n].tolist()
-                if pastes and pastes[-1][1] == got[0][0]:
-                    pastes[-1][1] = got.pop(0)[1]
-                pastes.extend(got)
-            n = v[ALLOC_N]
-            if n:
-                got = rows.allocs[:n].tolist()
-                if allocs and allocs[-1][1] >= got[0][0]:
-                    c0, c1 = got.pop(0)
-                    if c1 > allocs[-1][1]:
-                        allocs[-1][1] = c1
-                allocs.extend(got)
+            npaste, nalloc = v[PASTE_N], v[ALLOC_N]
         rt = tuple(rows.heap[0, :3].tolist()) if v[HEAP_N] else None
         return why
 
@@ -566,11 +558,15 @@ def _run(job, entry, rows) -> bool:
                 elif why == copyrows.NEED_PLAN:
                     if not extend(int(rows.st[copyrows.NEED_K])):
                         plan_final = True
-                elif why == copyrows.FULL and not rows.st[copyrows.RAN]:
-                    # (no room left for the rows: the steps as entries)
-                    rows.materialize_all(heap)
-                    rt = None
-                    touched = True
+                elif why == copyrows.FULL:
+                    if npaste + 2 > len(pastes) or nalloc + 2 > len(allocs):
+                        # (the runs' arrays full: grown)
+                        pastes, allocs = runs.grow()
+                    elif not rows.st[copyrows.RAN]:
+                        # (no room left for the rows: the steps as entries)
+                        rows.materialize_all(heap)
+                        rt = None
+                        touched = True
                 continue
             callback, arg = entry[3], entry[4]
             now = entry[0]
@@ -603,8 +599,8 @@ def _run(job, entry, rows) -> bool:
                 if arg[0] is not call or task.pool is not pooled:
                     # another call's task: its read completes and issues its
                     # write (which reads the target's allocation: ours first)
-                    _allocate(tgt.alloc, allocs)
-                    allocs.clear()
+                    _allocate(tgt.alloc, allocs[:nalloc])
+                    nalloc = 0
                     heappop(heap)
                     env._now = now
                     _step(env, callback, arg)
@@ -620,11 +616,14 @@ def _run(job, entry, rows) -> bool:
                 # (when the loop stops: nothing reads the map meanwhile),
                 # the queue and pipe
                 c0, c1 = start // tcs, -(-(start + length) // tcs)
-                if allocs and allocs[-1][1] >= c0:
-                    if c1 > allocs[-1][1]:
-                        allocs[-1][1] = c1
+                if nalloc and allocs[nalloc - 1, 1] >= c0:
+                    if c1 > allocs[nalloc - 1, 1]:
+                        allocs[nalloc - 1, 1] = c1
                 else:
-                    allocs.append([c0, c1])
+                    if nalloc == len(allocs):
+                        pastes, allocs = runs.grow()
+                    allocs[nalloc] = (c0, c1)
+                    nalloc += 1
                 done = tgt._service_done(now, length)
                 if rows is not None and len(task.done.callbacks) == 1 and not task.waited:
                     # (its write as a row: the compiled steps go on with it)
@@ -656,10 +655,13 @@ def _run(job, entry, rows) -> bool:
                     del later[task]
                     n_writes += 1                   # complete_write (added up)
                     n_written += length
-                    if pastes and pastes[-1][1] == start:
-                        pastes[-1][1] = start + length
+                    if npaste and pastes[npaste - 1, 1] == start:
+                        pastes[npaste - 1, 1] = start + length
                     else:
-                        pastes.append([start, start + length])
+                        if npaste == len(pastes):
+                            pastes, allocs = runs.grow()
+                        pastes[npaste] = (start, start + length)
+                        npaste += 1
                 else:
                     job._write_done(task, None, runs)
                 # _task_finish, _task_end
@@ -736,8 +738,8 @@ def _run(job, entry, rows) -> bool:
         if ran:
             if first >= 0:
                 bcs.clear_bits(first, plan[taken - 1][1] // cs)
-            _allocate(tgt.alloc, allocs)
-            _leave(job, src, heap, pastes, later, ev, fired, call)
+            _allocate(tgt.alloc, allocs[:nalloc])
+            _leave(job, src, heap, pastes[:npaste], later, ev, fired, call)
         if rows is not None:
             rows.kept = _kept_plan(job, pooled, plan, taken, plan_filled, plan_array, known,
                                    holds)
@@ -791,17 +793,18 @@ def _kept_plan(job, pooled, plan: list, taken: int, filled: int, plan_array, kno
     return (pooled, pooled.pos, version, known, plan, taken, filled)
 
 
-def _allocate(alloc, allocs: list) -> None:
-    """``alloc.set_range(c0, c1)`` for each ``[c0, c1]`` of ``allocs``: one
-    compiled call for them all (``set_ranges``; nothing is allocated on a
-    full map)."""
-    if not allocs or alloc.count == alloc.nclusters:
+def _allocate(alloc, allocs: np.ndarray) -> None:
+    """``alloc.set_range(c0, c1)`` for each row ``c0, c1`` of ``allocs``:
+    one compiled call for them all (``set_ranges``; nothing is allocated on
+    a full map)."""
+    n = len(allocs)
+    if not n or alloc.count == alloc.nclusters:
         return
-    if len(allocs) == 1:
-        c0, c1 = allocs[0]
+    if n == 1:
+        c0, c1 = allocs[0].tolist()
         alloc.set_range(c0, c1)
     else:
-        alloc.set_ranges(np.array(allocs, dtype=np.int64))
+        alloc.set_ranges(allocs)
 
 
 def _step(env, callback, arg) -> None:
@@ -1007,7 +1010,7 @@ def _start(job, pooled, first_id: int, spans: np.ndarray, waiting, now: int) -> 
 def _leave(job, src, heap, pastes, later, ev, fired, call) -> None:
     """What the loop deferred: the target's content of the writes done
     here, the reads of the writes still to come, the wait's event."""
-    if pastes:
+    if len(pastes):
         job._paste_runs(pastes)
     size = job.size
     for task, entry in later.items():

@@ -642,6 +642,13 @@ class Rows:
     def __len__(self) -> int:
         return int(self.st[HEAP_N])
 
+    def grow(self) -> tuple:
+        """The runs' arrays (``pastes``, ``allocs``: the copy loop's, added
+        to over an entry) twice as large, their rows kept."""
+        self.pastes = np.concatenate((self.pastes, np.zeros_like(self.pastes)))
+        self.allocs = np.concatenate((self.allocs, np.zeros_like(self.allocs)))
+        return self.pastes, self.allocs
+
     def top(self):
         """The first row's key, ``(time, priority, id)``, or None."""
         if not self.st[HEAP_N]:
