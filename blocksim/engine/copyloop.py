@@ -206,8 +206,8 @@ def _run(job, entry, rows) -> bool:
     # rows [start, end) read and written here, not pasted yet (``npaste``),
     # and [c0, c1) of the target the writes here allocate (``nalloc``):
     # the compiled steps' arrays, which they add to (KERNEL or not)
-    runs = job._rows
-    pastes, allocs = runs.pastes, runs.allocs
+    arrays = job._rows
+    pastes, allocs = arrays.pastes, arrays.allocs
     npaste = nalloc = 0
     later: dict = {}            # task -> its write's entry, read here, not written yet
     tcs = tgt.cluster_size
@@ -561,7 +561,7 @@ def _run(job, entry, rows) -> bool:
                 elif why == copyrows.FULL:
                     if npaste + 2 > len(pastes) or nalloc + 2 > len(allocs):
                         # (the runs' arrays full: grown)
-                        pastes, allocs = runs.grow()
+                        pastes, allocs = arrays.grow()
                     elif not rows.st[copyrows.RAN]:
                         # (no room left for the rows: the steps as entries)
                         rows.materialize_all(heap)
@@ -621,7 +621,7 @@ def _run(job, entry, rows) -> bool:
                         allocs[nalloc - 1, 1] = c1
                 else:
                     if nalloc == len(allocs):
-                        pastes, allocs = runs.grow()
+                        pastes, allocs = arrays.grow()
                     allocs[nalloc] = (c0, c1)
                     nalloc += 1
                 done = tgt._service_done(now, length)
@@ -659,7 +659,7 @@ def _run(job, entry, rows) -> bool:
                         pastes[npaste - 1, 1] = start + length
                     else:
                         if npaste == len(pastes):
-                            pastes, allocs = runs.grow()
+                            pastes, allocs = arrays.grow()
                         pastes[npaste] = (start, start + length)
                         npaste += 1
                 else:

@@ -957,10 +957,10 @@ class Rows:
     def ring_out(self, node, H: int, v: list) -> None:
         """The queue and pipe step() left, back into ``node`` (if it used
         them: a request changes the pipe's time)."""
-        ring, out, left = self.ring(node)
         free = v[H + 2]
         if free == node._pipe_free:
             return
+        ring, out, left = self.ring(node)
         n = unring(ring, self.st, H, out)
         slots = node._slots
         slots.clear()
