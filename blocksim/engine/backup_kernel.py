@@ -519,11 +519,13 @@ def planner(job, end: int, last: int, chunk: int, rows: int) -> Planner:
     """The job's :class:`Planner` for a pass over ``[.., end)`` with
     ``rows`` rows, made on first use, up to date (the same answers as one
     made now: its source, bitmap and sizes are the job's for its life)."""
-    key = (end, last, chunk, rows)
-    made = job._planners.get(key)
+    made = job._planners.get((end, last, chunk, rows))
     src = job.source
-    if made is None or not all(a is b for a, b in zip(made.made_for, (
-            job.bcs, src, src.content, src.backing, src.content._journal))):
-        made = job._planners[key] = Planner(job, end, last, chunk, rows)
-        return made
-    return made.refresh()
+    content = src.content
+    if made is not None:
+        bcs, was, pages, backing, journal = made.made_for
+        if (bcs is job.bcs and was is src and pages is content and backing is src.backing
+                and journal is content._journal):
+            return made.refresh()
+    made = job._planners[(end, last, chunk, rows)] = Planner(job, end, last, chunk, rows)
+    return made
