@@ -44,7 +44,8 @@ moments:
    (the target's allocation deferred so far is set first: its write asks
    it).
 3. **Where it stops**: before the first entry SimPy's queue does not come
-   after (a marker of a step already run is dropped, as the steps do),
+   after (a marker of a step already run is dropped, as the steps do, and
+   so do the compiled steps: ``copyrows.step``'s ``qkeys``),
    before any other entry (another call's write, which resumes the call
    waiting for it; a write-zeroes; a failed request; a ``done`` event with
    a waiter of its own), and before a step after which the pass would do
@@ -61,7 +62,9 @@ moments:
    content).  So are the copy bitmap's bits of the tasks made here (cleared
    when it stops: only the pass's own search, from past them, reads the
    bitmap meanwhile) and the target's allocation of the writes issued here.
-   Everything else is done as it goes.
+   Everything else is done as it goes.  The plan of the pass's next tasks
+   is kept for the next entry, as far as it still holds then
+   (:func:`_kept_plan`).
 
 :func:`fill` is the pass's fill of its pool after a sleep (64 tasks made at
 once at each rate-limit slice's start), made in one go by the generator's
