@@ -107,6 +107,23 @@ CASES = {
 NO_LOOP = {"a fault window on the target", "a read fault window on the source across slices"}
 
 
+def _same_switched_off(fast, loaded, monkeypatch) -> None:
+    """``fast``, the outcome of ``loaded`` with every shortcut, is the one
+    with the loop's parts switched off in turn, and without shortcuts."""
+    # (the loop with the Python search for its next tasks, not the compiled
+    # one: backup_kernel.plan)
+    monkeypatch.setattr(copyloop, "PLAN", False)
+    assert fast == outcome(Simulation(loaded))
+    # (the Python loop: the pass's tasks' steps not compiled, copyrows)
+    monkeypatch.setattr(copyloop, "KERNEL", False)
+    assert fast == outcome(Simulation(loaded))
+    monkeypatch.setattr(copyloop, "PLAN", True)
+    assert fast == outcome(Simulation(loaded))
+    monkeypatch.setattr(copyloop, "ENABLED", False)
+    assert fast == outcome(Simulation(loaded))
+    assert fast == outcome(Simulation(loaded, shortcuts=False))
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_backup_with_the_loop_is_the_same_without_it(name, monkeypatch):
     ran = []
@@ -133,18 +150,7 @@ def test_a_backup_with_the_loop_is_the_same_without_it(name, monkeypatch):
     fast = outcome(Simulation(loaded))
     monkeypatch.setattr(copyloop, "run", real)
     monkeypatch.setattr(copyrows, "step", real_step)
-    # (the loop with the Python search for its next tasks, not the compiled
-    # one: backup_kernel.plan)
-    monkeypatch.setattr(copyloop, "PLAN", False)
-    assert fast == outcome(Simulation(loaded))
-    # (the Python loop: the pass's tasks' steps not compiled, copyrows)
-    monkeypatch.setattr(copyloop, "KERNEL", False)
-    assert fast == outcome(Simulation(loaded))
-    monkeypatch.setattr(copyloop, "PLAN", True)
-    assert fast == outcome(Simulation(loaded))
-    monkeypatch.setattr(copyloop, "ENABLED", False)
-    assert fast == outcome(Simulation(loaded))
-    assert fast == outcome(Simulation(loaded, shortcuts=False))
+    _same_switched_off(fast, loaded, monkeypatch)
     if name not in NO_LOOP:
         assert sum(ran) > 5               # the loop did run
         assert sum(compiled) > 20         # and its compiled steps
@@ -414,13 +420,7 @@ def test_a_kept_plan_is_cut_where_a_guests_copy_changed_it(monkeypatch):
     assert any(k < n for n, k in checked)           # rows dropped
     assert any(k == n > 0 for n, k in checked)      # and kept whole
     monkeypatch.setattr(backup_kernel.Planner, "agree", real)
-    monkeypatch.setattr(copyloop, "KERNEL", False)
-    assert fast == outcome(Simulation(loaded))
-    monkeypatch.setattr(copyloop, "PLAN", False)
-    assert fast == outcome(Simulation(loaded))
-    monkeypatch.setattr(copyloop, "ENABLED", False)
-    assert fast == outcome(Simulation(loaded))
-    assert fast == outcome(Simulation(loaded, shortcuts=False))
+    _same_switched_off(fast, loaded, monkeypatch)
 
 
 def test_agree_is_the_plan_found_again():
@@ -533,7 +533,4 @@ def test_the_runs_arrays_grow(monkeypatch):
     loaded = blocksim.load_scenario(CASES["no rate limit"])
     fast = outcome(Simulation(loaded))
     assert grown and grown[0] == 3          # (grown from 3 rows, kept grown)
-    monkeypatch.setattr(copyloop, "KERNEL", False)
-    assert fast == outcome(Simulation(loaded))
-    monkeypatch.setattr(copyloop, "ENABLED", False)
-    assert fast == outcome(Simulation(loaded))
+    _same_switched_off(fast, loaded, monkeypatch)
