@@ -622,7 +622,8 @@ class Rows:
         #: row -> (its task's object, the row's stage when it was made):
         #: only the few a Python caller asked for (see obj())
         self.objs: dict = {}
-        self.plan = np.zeros((256, 2), dtype=np.int64)     # (copyloop's, per run)
+        # (copyloop's plan of the pass's next tasks, kept across its entries)
+        self.plan = np.zeros((256, 2), dtype=np.int64)
         # (copyloop.fill's: the tasks it makes, and the limiter's state)
         self.made = np.zeros((_MAX_WORKERS + 2, 3), dtype=np.int64)
         self.lim = np.zeros(4, dtype=np.int64)
