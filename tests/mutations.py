@@ -706,9 +706,11 @@ MUTATIONS = [
     ("copyloop: the tasks' clusters left dirty in the bitmap", "blocksim/engine/copyloop.py",
      "                bcs.clear_bits(first, plan[taken - 1][1] // cs)", "                pass"),
     ("copyloop: the target's clusters not allocated", "blocksim/engine/copyloop.py",
-     "            _allocate(tgt.alloc, allocs)\n            _leave(", "            _leave("),
+     "            _allocate(tgt.alloc, allocs[:nalloc])\n            _leave(", "            _leave("),
     ("copyloop: the writes' content not pasted", "blocksim/engine/copyloop.py",
-     "    if pastes:\n        job._paste_runs(pastes)", "    if pastes:\n        job._paste_runs(pastes[1:] or [[0, 0]])"),
+     "    if len(pastes):\n        job._paste_runs(pastes)",
+     "    if len(pastes):\n        job._paste_runs(pastes[1:] if len(pastes) > 1\n"
+     "                        else np.zeros((1, 2), dtype=np.int64))"),
     ("copyloop: the pass's wake-up from a done step taken without its check",
      "blocksim/engine/copyloop.py",
      "                    if wakes and at_once and not feasible(len(ended), now):",
@@ -716,8 +718,8 @@ MUTATIONS = [
     # the pass's own tasks as rows, their steps compiled (engine/copyrows.py):
     # what step() restates of copyloop.run, and the rows made entries again
     ("copyrows: a row's step taken before SimPy's head", "blocksim/engine/copyrows.py",
-     "                or _less(st[Q_T], st[Q_P], st[Q_ID], t, p, i)):\n            return BOUND",
-     "                or False):\n            return BOUND"),
+     "        if _less(st[Q_T], st[Q_P], st[Q_ID], t, p, i):\n            return BOUND",
+     "        if False:\n            return BOUND"),
     ("copyrows: the rate limiter's sleep not foreseen", "blocksim/engine/copyrows.py",
      "            if dispatched >= quota:\n                return 0",
      "            if False:\n                return 0"),
@@ -743,6 +745,25 @@ MUTATIONS = [
      "blocksim/engine/copyrows.py",
      "                and seq[s] > after):",
      "                and (best < 0 or seq[s] < seq[best]) and seq[s] > after):"),
+    # the copy loop's entries cheap (session 18): the plan kept across
+    # entries, the steps' markers dropped by the compiled steps, the runs
+    # kept in their arrays
+    ("copyloop: a plan kept across a change of the copy bitmap", "blocksim/engine/copyloop.py",
+     "        if kept[2] != version or kept[3] is not known:",
+     "        if kept[3] is not known:"),
+    ("bitmap: a change of the dirty granules not counted in its version",
+     "blocksim/model/bitmap.py",
+     "        self._count = value\n        self.version += 1\n", "        self._count = value\n"),
+    ("backup_kernel: a kept plan's row taken again at another end",
+     "blocksim/engine/backup_kernel.py",
+     "        if a != plan[k, 0] or e != plan[k, 1]:", "        if a != plan[k, 0]:"),
+    ("copyrows: SimPy's next event dropped as a marker of the steps",
+     "blocksim/engine/copyrows.py",
+     "        while st[Q_MARK] and _less(st[Q_T], st[Q_P], st[Q_ID], t, p, i):",
+     "        while st[QI] < 8 and _less(st[Q_T], st[Q_P], st[Q_ID], t, p, i):"),
+    ("copyrows: the runs' arrays grown without their rows", "blocksim/engine/copyrows.py",
+     "        self.pastes = np.concatenate((self.pastes, np.zeros_like(self.pastes)))",
+     "        self.pastes = np.zeros((2 * len(self.pastes), 2), dtype=np.int64)"),
     # QEMU's reqlist is newest first (reqlist_init_req, QLIST_INSERT_HEAD):
     # a block-copy call waits for the newest task it overlaps
     ("backup: a block-copy call waits for the oldest task in flight it overlaps",
@@ -905,8 +926,8 @@ MUTATIONS = [
      "    write_filter.quiet_end()\n", ""),
     ("backup: the copy loop's paste of a page of data made into another map",
      "blocksim/jobs/backup.py",
-     "            k, a = journal.copy_runs(source, content, runs, known, k, a)",
-     "            k, a = journal.copy_runs(source, self._pit, runs, known, k, a)"),
+     "            k, a = journal.copy_runs(source, content, runs, self._known_view(source), k, a)",
+     "            k, a = journal.copy_runs(source, self._pit, runs, self._known_view(source), k, a)"),
     ("backup: the copy loop's paste of a page first asked made into another map",
      "blocksim/jobs/backup.py",
      "            journal.copy(source, content, p, a, b)\n        else:",

@@ -424,6 +424,40 @@ def plan(bits, bit_words, summary, blocks, block_words, nbits, count, end, last,
     return k, 0
 
 
+@_step
+def agree(bits, bit_words, summary, blocks, block_words, nbits, count, end, last, chunk, cs,
+          size, shift, known, plan, taken, n, pos):
+    """How many of the rows ``plan[taken:n]`` (start, end) :func:`plan`
+    would find again, in order, from byte ``pos`` with the bitmap and the
+    pages' cache as they stand now: a plan kept from before a change of
+    either holds up to its first row found otherwise (each row's search
+    starts where the one before it ended: the rows after it are found
+    again only if it is)."""
+    k = taken
+    b1 = last if last < nbits else nbits
+    while k < n:
+        if pos >= end:
+            break
+        b0 = pos // cs
+        if not count or b0 >= b1:
+            break
+        b = _search(bits, bit_words, summary, blocks, block_words, b0, b1)
+        if b < 0:
+            break
+        m = last - b
+        r = _dirty_run(bits, summary, nbits, b, chunk if chunk < m else m)
+        a, e = b * cs, (b + r) * cs
+        if a != plan[k, 0] or e != plan[k, 1]:
+            break
+        z = e if e < size else size
+        for p in range(a >> shift, ((z - 1) >> shift) + 1):
+            if known[p] != 2:
+                return k - taken
+        k += 1
+        pos = e
+    return k - taken
+
+
 class Planner:
     """:func:`plan` for a backup's background pass (its copy bitmap, its
     source's pages as ``BackupJob._holds_data`` knows them), or nothing if
@@ -473,16 +507,25 @@ class Planner:
         """``plan(..., pos)``: how many rows of ``out``, and why it stopped."""
         return plan(*self.args, pos)
 
+    def agree(self, rows, taken: int, n: int, pos: int) -> int:
+        """``agree(..., rows, taken, n, pos)``: how many of a kept plan's
+        rows ``rows[taken:n]`` hold."""
+        a = self.args
+        return agree(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11],
+                     a[12], a[13], rows, taken, n, pos)
+
 
 def planner(job, end: int, last: int, chunk: int, rows: int) -> Planner:
     """The job's :class:`Planner` for a pass over ``[.., end)`` with
     ``rows`` rows, made on first use, up to date (the same answers as one
     made now: its source, bitmap and sizes are the job's for its life)."""
-    key = (end, last, chunk, rows)
-    made = job._planners.get(key)
+    made = job._planners.get((end, last, chunk, rows))
     src = job.source
-    if made is None or not all(a is b for a, b in zip(made.made_for, (
-            job.bcs, src, src.content, src.backing, src.content._journal))):
-        made = job._planners[key] = Planner(job, end, last, chunk, rows)
-        return made
-    return made.refresh()
+    content = src.content
+    if made is not None:
+        bcs, was, pages, backing, journal = made.made_for
+        if (bcs is job.bcs and was is src and pages is content and backing is src.backing
+                and journal is content._journal):
+            return made.refresh()
+    made = job._planners[(end, last, chunk, rows)] = Planner(job, end, last, chunk, rows)
+    return made

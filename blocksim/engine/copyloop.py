@@ -44,7 +44,8 @@ moments:
    (the target's allocation deferred so far is set first: its write asks
    it).
 3. **Where it stops**: before the first entry SimPy's queue does not come
-   after (a marker of a step already run is dropped, as the steps do),
+   after (a marker of a step already run is dropped, as the steps do, and
+   so do the compiled steps: ``copyrows.step``'s ``qkeys``),
    before any other entry (another call's write, which resumes the call
    waiting for it; a write-zeroes; a failed request; a ``done`` event with
    a waiter of its own), and before a step after which the pass would do
@@ -61,7 +62,9 @@ moments:
    content).  So are the copy bitmap's bits of the tasks made here (cleared
    when it stops: only the pass's own search, from past them, reads the
    bitmap meanwhile) and the target's allocation of the writes issued here.
-   Everything else is done as it goes.
+   Everything else is done as it goes.  The plan of the pass's next tasks
+   is kept for the next entry, as far as it still holds then
+   (:func:`_kept_plan`).
 
 :func:`fill` is the pass's fill of its pool after a sleep (64 tasks made at
 once at each rate-limit slice's start), made in one go by the generator's
@@ -124,7 +127,8 @@ _NOTHING = (_NEVER, 0, 0)    # (an empty heap's head, for the compiled steps)
 (NOW, OTHER_T, OTHER_P, OTHER_ID, Q_T, Q_P, Q_ID, EID, WAITING, FIRED, WAIT, PROCESSED,
  POOL_LEN, N_ENDED, TASK, NO_RESUME, PLAN_N, TAKEN, PLAN_FINAL, SPEED, QUOTA, SL_START,
  SL_END, DISPATCHED, POS, SIZE, TCS, N_READS, N_READ, N_WRITES, N_WRITTEN, N_COPIED,
- IN_FLIGHT, PASTE_N, ALLOC_N, RAN, MADE_N, DONE_N, FREE_N, FREED_N, HEAP_N, RESUMED, SEQ) = (
+ IN_FLIGHT, PASTE_N, ALLOC_N, RAN, MADE_N, DONE_N, FREE_N, FREED_N, HEAP_N, RESUMED, SEQ,
+ Q_MARK, QI) = (
     copyrows.NOW, copyrows.OTHER_T, copyrows.OTHER_P, copyrows.OTHER_ID, copyrows.Q_T,
     copyrows.Q_P, copyrows.Q_ID, copyrows.EID, copyrows.WAITING, copyrows.FIRED,
     copyrows.WAIT, copyrows.PROCESSED, copyrows.POOL_LEN, copyrows.N_ENDED, copyrows.TASK,
@@ -133,7 +137,9 @@ _NOTHING = (_NEVER, 0, 0)    # (an empty heap's head, for the compiled steps)
     copyrows.POS, copyrows.SIZE, copyrows.TCS, copyrows.N_READS, copyrows.N_READ,
     copyrows.N_WRITES, copyrows.N_WRITTEN, copyrows.N_COPIED, copyrows.IN_FLIGHT,
     copyrows.PASTE_N, copyrows.ALLOC_N, copyrows.RAN, copyrows.MADE_N, copyrows.DONE_N,
-    copyrows.FREE_N, copyrows.FREED_N, copyrows.HEAP_N, copyrows.RESUMED, copyrows.SEQ)
+    copyrows.FREE_N, copyrows.FREED_N, copyrows.HEAP_N, copyrows.RESUMED, copyrows.SEQ,
+    copyrows.Q_MARK, copyrows.QI)
+QUEUE_AHEAD = copyrows.QUEUE_AHEAD
 
 
 def attach(job, steps) -> None:
@@ -200,9 +206,13 @@ def _run(job, entry, rows) -> bool:
     size = job.size
     pool_check = job._pool_check
     limit = job.limit
-    pastes: list = []           # [start, end) read and written here, not pasted yet
+    # rows [start, end) read and written here, not pasted yet (``npaste``),
+    # and [c0, c1) of the target the writes here allocate (``nalloc``):
+    # the compiled steps' arrays, which they add to (KERNEL or not)
+    arrays = job._rows
+    pastes, allocs = arrays.pastes, arrays.allocs
+    npaste = nalloc = 0
     later: dict = {}            # task -> its write's entry, read here, not written yet
-    allocs: list = []           # [c0, c1) of the target the writes here allocate
     tcs = tgt.cluster_size
     Task = job.Task
     seq = job._seq              # (each task's place in the job's list)
@@ -218,7 +228,26 @@ def _run(job, entry, rows) -> bool:
     # pass's own search, from past them, reads it); plan[taken:] not made yet
     plan: list = []
     taken = 0
-    planned = pooled.pos        # where the plan's search goes on
+    plan_filled = 0             # plan[:plan_filled] in the compiled steps' array
+    ahead = None                # the planner of a pool's worth (kernel())
+    plan_array = rows.plan if rows is not None else None   # the plan as the compiled
+                                                            # steps read it
+    # (the plan the last entry left, as far as it still holds: _kept_plan)
+    known = job._data_known(src.content)
+    version = bcs.version
+    kept = rows.kept if rows is not None else None
+    if kept is not None and kept[0] is pooled and kept[1] == pooled.pos:
+        plan, taken, plan_filled = kept[4], kept[5], kept[6]
+        if kept[2] != version or kept[3] is not known:
+            # (the bitmap or the cache changed since: the rows found again)
+            k = 0
+            if PLAN and plan_filled > taken:
+                ahead = backup_kernel.planner(job, end, last, chunk, _PLAN_AHEAD)
+                if ahead.args is not None:
+                    k = ahead.agree(plan_array, taken, plan_filled, pooled.pos)
+            del plan[taken + k:]
+            plan_filled = taken + k
+    planned = plan[-1][1] if len(plan) > taken else pooled.pos  # where its search goes on
     first = -1                  # the first cluster taken out of the bitmap here
 
     planner = None
@@ -357,7 +386,7 @@ def _run(job, entry, rows) -> bool:
         """The rows' steps run compiled (copyrows.step) from the state
         here, which takes back what they did; why it stopped."""
         nonlocal fired, taken, first, ran, eid, rt, n_reads, n_read, n_writes, n_written
-        nonlocal n_copied, planned, plan_array, ahead, plan_filled, seq
+        nonlocal n_copied, planned, plan_array, ahead, plan_filled, seq, npaste, nalloc
         st = rows.st
         task = pooled.task
         s = rows.tslot
@@ -414,20 +443,47 @@ def _run(job, entry, rows) -> bool:
             plan_array[plan_filled:n] = plan[plan_filled:]
             plan_filled = n
         other = heap[0] if heap else _NOTHING
+        # SimPy's queue ahead: the steps' markers at its head (of steps
+        # run already when the next row comes after them, as the loop
+        # drops them: the compiled steps drop them too), out of the queue
+        # meanwhile, then the first other event
         head = queue[0] if queue else _NOTHING
+        marks = None
+        if queue and markers.get(head[:3]) is head[3]:
+            marks = [heappop(queue)]
+            qkeys = rows.qkeys
+            while True:
+                head = queue[0] if queue else _NOTHING
+                mark = (len(marks) < QUEUE_AHEAD and head is not _NOTHING
+                        and markers.get(head[:3]) is head[3])
+                qkeys[len(marks)] = (head[0], head[1], head[2], mark)
+                if not mark:
+                    break
+                marks.append(heappop(queue))
+            head = marks[0]
         st[:RAN] = (env._now, other[0], other[1], other[2], head[0], head[1], head[2],
                     next(eid), waiting, fired, pooled.wait, pooled.processed, pooled.count,
                     len(ended) + pooled.ended_rows, s, no_resume, len(plan), taken, plan_final,
                     0, 1 if limit.speed else 0, limit.slice_quota, limit.slice_start,
                     limit.slice_end, limit.dispatched, pooled.pos, size, tcs,
-                    0, 0, 0, 0, 0, 0, 0, 0, 0, len(rows), st[FREE_N], st[FREED_N], st[DONE_N])
-        st[RAN] = st[MADE_N] = 0
+                    0, 0, 0, 0, 0, 0, 0, npaste, nalloc, len(rows), st[FREE_N], st[FREED_N],
+                    st[DONE_N])
+        st[RAN] = st[MADE_N] = st[QI] = 0
+        st[Q_MARK] = marks is not None
         st[SEQ] = next(seq)
         why = copyrows.step(st, rows.heap, rows.stage, rows.start, rows.end, rows.inpool,
                             rows.seq, rows.free, rows.freed, rows.dslots, plan_array,
-                            rows.pastes, rows.allocs, rows.ring_in(src, copyrows.S_H),
-                            rows.ring_in(tgt, copyrows.T_H))
+                            pastes, allocs, rows.ring_in(src, copyrows.S_H),
+                            rows.ring_in(tgt, copyrows.T_H), rows.qkeys)
         v = st.tolist()
+        if marks is not None:
+            # (the markers it dropped out of the steps' record, the others
+            # back in the queue)
+            k = v[QI]
+            for mark in marks[:k]:
+                del markers[mark[:3]]
+            for mark in marks[k:]:
+                heappush(queue, mark)
         env._eid = eid = count(v[EID])
         job._seq = seq = count(v[SEQ])
         env._now = v[NOW]
@@ -463,26 +519,10 @@ def _run(job, entry, rows) -> bool:
             n_written += v[N_WRITTEN]
             n_copied += v[N_COPIED]
             job.in_flight_bytes += v[IN_FLIGHT]
-            n = v[PASTE_N]
-            if n:
-                got = rows.pastes[:n].tolist()
-                if pastes and pastes[-1][1] == got[0][0]:
-                    pastes[-1][1] = got.pop(0)[1]
-                pastes.extend(got)
-            n = v[ALLOC_N]
-            if n:
-                got = rows.allocs[:n].tolist()
-                if allocs and allocs[-1][1] >= got[0][0]:
-                    c0, c1 = got.pop(0)
-                    if c1 > allocs[-1][1]:
-                        allocs[-1][1] = c1
-                allocs.extend(got)
+            npaste, nalloc = v[PASTE_N], v[ALLOC_N]
         rt = tuple(rows.heap[0, :3].tolist()) if v[HEAP_N] else None
         return why
 
-    ahead = None                # the planner of a pool's worth (kernel())
-    plan_array = rows.plan if rows is not None else None   # the plan as the compiled
-    plan_filled = 0                                         # steps read it
     rt = None                   # the first row's key (rows: the compiled steps)
     # (the steps' loop reads its heap again only if told something ran: so
     # when the heap changed, the proxy taken out or rows made entries)
@@ -521,11 +561,15 @@ def _run(job, entry, rows) -> bool:
                 elif why == copyrows.NEED_PLAN:
                     if not extend(int(rows.st[copyrows.NEED_K])):
                         plan_final = True
-                elif why == copyrows.FULL and not rows.st[copyrows.RAN]:
-                    # (no room left for the rows: the steps as entries)
-                    rows.materialize_all(heap)
-                    rt = None
-                    touched = True
+                elif why == copyrows.FULL:
+                    if npaste + 2 > len(pastes) or nalloc + 2 > len(allocs):
+                        # (the runs' arrays full: grown)
+                        pastes, allocs = arrays.grow()
+                    elif not rows.st[copyrows.RAN]:
+                        # (no room left for the rows: the steps as entries)
+                        rows.materialize_all(heap)
+                        rt = None
+                        touched = True
                 continue
             callback, arg = entry[3], entry[4]
             now = entry[0]
@@ -558,8 +602,8 @@ def _run(job, entry, rows) -> bool:
                 if arg[0] is not call or task.pool is not pooled:
                     # another call's task: its read completes and issues its
                     # write (which reads the target's allocation: ours first)
-                    _allocate(tgt.alloc, allocs)
-                    allocs.clear()
+                    _allocate(tgt.alloc, allocs[:nalloc])
+                    nalloc = 0
                     heappop(heap)
                     env._now = now
                     _step(env, callback, arg)
@@ -575,11 +619,14 @@ def _run(job, entry, rows) -> bool:
                 # (when the loop stops: nothing reads the map meanwhile),
                 # the queue and pipe
                 c0, c1 = start // tcs, -(-(start + length) // tcs)
-                if allocs and allocs[-1][1] >= c0:
-                    if c1 > allocs[-1][1]:
-                        allocs[-1][1] = c1
+                if nalloc and allocs[nalloc - 1, 1] >= c0:
+                    if c1 > allocs[nalloc - 1, 1]:
+                        allocs[nalloc - 1, 1] = c1
                 else:
-                    allocs.append([c0, c1])
+                    if nalloc == len(allocs):
+                        pastes, allocs = arrays.grow()
+                    allocs[nalloc] = (c0, c1)
+                    nalloc += 1
                 done = tgt._service_done(now, length)
                 if rows is not None and len(task.done.callbacks) == 1 and not task.waited:
                     # (its write as a row: the compiled steps go on with it)
@@ -611,10 +658,13 @@ def _run(job, entry, rows) -> bool:
                     del later[task]
                     n_writes += 1                   # complete_write (added up)
                     n_written += length
-                    if pastes and pastes[-1][1] == start:
-                        pastes[-1][1] = start + length
+                    if npaste and pastes[npaste - 1, 1] == start:
+                        pastes[npaste - 1, 1] = start + length
                     else:
-                        pastes.append([start, start + length])
+                        if npaste == len(pastes):
+                            pastes, allocs = arrays.grow()
+                        pastes[npaste] = (start, start + length)
+                        npaste += 1
                 else:
                     job._write_done(task, None, runs)
                 # _task_finish, _task_end
@@ -685,12 +735,17 @@ def _run(job, entry, rows) -> bool:
             job.in_flight_bytes -= n_copied
             job.offset += n_copied
             job.bytes_copied += n_copied
+        # (the plan holds for the next entry if nothing but the taken
+        # tasks' clearing changed the bitmap: _kept_plan)
+        holds = bcs.version == version
         if ran:
             if first >= 0:
                 bcs.clear_bits(first, plan[taken - 1][1] // cs)
-            _allocate(tgt.alloc, allocs)
-            _leave(job, src, heap, pastes, later, ev, fired, call)
+            _allocate(tgt.alloc, allocs[:nalloc])
+            _leave(job, src, heap, pastes[:npaste], later, ev, fired, call)
         if rows is not None:
+            rows.kept = _kept_plan(job, pooled, plan, taken, plan_filled, plan_array, known,
+                                   holds)
             rows.materialize_evs(heap)
             rows.park(heap)
             if touched and not ran and heap and heap[0] is rows.proxy:
@@ -700,19 +755,59 @@ def _run(job, entry, rows) -> bool:
 
 
 _SLICE_NS = 100_000_000     # BLOCK_JOB_SLICE_TIME (model.ratelimit.SLICE_NS)
+#: taken rows of a kept plan dropped from its head at once (_kept_plan)
+_PLAN_TRIM = 256
 
 
-def _allocate(alloc, allocs: list) -> None:
-    """``alloc.set_range(c0, c1)`` for each ``[c0, c1]`` of ``allocs``: one
-    compiled call for them all (``set_ranges``; nothing is allocated on a
-    full map)."""
-    if not allocs or alloc.count == alloc.nclusters:
+def _kept_plan(job, pooled, plan: list, taken: int, filled: int, plan_array, known,
+               holds: bool):
+    """The plan of the pass's next tasks an entry of the loop leaves for the
+    next one (``Rows.kept``).
+
+    A plan is the tasks the pass's search finds from ``pooled.pos`` on with
+    the copy bitmap as it stands (``extend``, ``backup_kernel.plan``): a
+    pure function of the bitmap's dirty granules past ``pooled.pos``, the
+    job's cache of the source's pages (``BackupJob._data_known``: a page
+    of a planned task, known to hold data, stays so until the cache is
+    made again) and the pass's bounds.  Found again at each entry it cost
+    some 10 µs (the planner's call, its rows made a list and copied into
+    the compiled steps' array).  The next entry of the same pass at the
+    same ``pos`` takes it as it is if the bitmap's ``version`` (every
+    change of its granules bumps it: a guest's copy-before-write, the
+    pass's fill, a failed task's clusters marked again) is the one after
+    this entry's own clearing of the tasks it took (granules before
+    ``pos``; ``holds``: nothing else changed the bitmap during this entry)
+    and the cache the same; else it keeps the rows found again from ``pos``
+    with the bitmap and cache as they are then (``backup_kernel.agree``: up
+    to the first row found otherwise, as each row's search starts at the
+    end of the one before).  The taken rows are dropped from its head now
+    and then."""
+    version = job.bcs.version if holds else -1
+    if job._data_known(job.source.content) is not known:
+        known = None
+    if taken >= _PLAN_TRIM:
+        del plan[:taken]
+        if filled > taken:
+            plan_array[:filled - taken] = plan_array[taken:filled].copy()
+            filled -= taken
+        else:
+            filled = 0
+        taken = 0
+    return (pooled, pooled.pos, version, known, plan, taken, filled)
+
+
+def _allocate(alloc, allocs: np.ndarray) -> None:
+    """``alloc.set_range(c0, c1)`` for each row ``c0, c1`` of ``allocs``:
+    one compiled call for them all (``set_ranges``; nothing is allocated on
+    a full map)."""
+    n = len(allocs)
+    if not n or alloc.count == alloc.nclusters:
         return
-    if len(allocs) == 1:
-        c0, c1 = allocs[0]
+    if n == 1:
+        c0, c1 = allocs[0].tolist()
         alloc.set_range(c0, c1)
     else:
-        alloc.set_ranges(np.array(allocs, dtype=np.int64))
+        alloc.set_ranges(allocs)
 
 
 def _step(env, callback, arg) -> None:
@@ -918,7 +1013,7 @@ def _start(job, pooled, first_id: int, spans: np.ndarray, waiting, now: int) -> 
 def _leave(job, src, heap, pastes, later, ev, fired, call) -> None:
     """What the loop deferred: the target's content of the writes done
     here, the reads of the writes still to come, the wait's event."""
-    if pastes:
+    if len(pastes):
         job._paste_runs(pastes)
     size = job.size
     for task, entry in later.items():

@@ -85,7 +85,11 @@ EMPTY, BOUND, NEED_PLAN, PYTHON, FULL = range(5)
  N_COPIED, IN_FLIGHT, RESUMED, PASTE_N, ALLOC_N, HEAP_N, FREE_N, FREED_N, DONE_N, RAN,
  SLOT, EV_SLOT, MADE_N, SEQ,
  S_H, S_N, S_FREE, S_DEPTH, S_LAT, S_BW, T_H, T_N, T_FREE, T_DEPTH, T_LAT, T_BW,
- NFIELDS) = range(59)
+ Q_MARK, QI, NFIELDS) = range(61)
+
+#: SimPy's queue ahead as step() sees it (``qkeys``): the steps' own markers
+#: at its head, at most this many, then the first other event
+QUEUE_AHEAD = 8
 
 _T, _P, _ID, _SLOT = range(4)
 
@@ -413,7 +417,7 @@ def _resume(st, heap, stage, start, end, inpool, seq, free, dslots, plan, src_ri
 
 @njit(cache=True, _nrt=False)
 def step(st, heap, stage, start, end, inpool, seq, free, freed, dslots, plan, pastes, allocs,
-         src_ring, tgt_ring):
+         src_ring, tgt_ring, qkeys):
     """Run the rows' steps in key order, as copyloop.run's branches would,
     until the next row comes after another entry of the steps' heap or
     SimPy's next event (``BOUND``), no row is left (``EMPTY``), the plan is
@@ -421,7 +425,14 @@ def step(st, heap, stage, start, end, inpool, seq, free, freed, dslots, plan, pa
     is one the Python loop must run (``PYTHON``: ``st[SLOT]``, left at the
     head: its write's wake-up not feasible, a resume of a write-zeroes or a
     waited-for task, the wait's event not fired here), or the runs or the
-    free rows are nearly used up (``FULL``)."""
+    free rows are nearly used up (``FULL``).
+
+    SimPy's queue is ``qkeys`` from row ``st[QI]`` (its head in ``st[Q_T]``,
+    ``st[Q_P]``, ``st[Q_ID]``; ``st[Q_MARK]``: 1 if it is one of the steps'
+    markers): a marker the next row comes after is of a step already run,
+    which the loop drops (``Steps._fire``, copyloop.run), and so does this
+    one, the next key of ``qkeys`` SimPy's head then (``st[QI]`` counts
+    them: Python drops them from the queue)."""
     for k in range(st[FREED_N]):
         free[st[FREE_N]] = freed[k]
         st[FREE_N] += 1
@@ -434,8 +445,17 @@ def step(st, heap, stage, start, end, inpool, seq, free, freed, dslots, plan, pa
         t, p, i, slot = heap[0, _T], heap[0, _P], heap[0, _ID], heap[0, _SLOT]
         # (SimPy's head under the row's own key: the row's marker, not a
         # bound, as the steps' loop tells them by their ids)
-        if (_less(st[OTHER_T], st[OTHER_P], st[OTHER_ID], t, p, i)
-                or _less(st[Q_T], st[Q_P], st[Q_ID], t, p, i)):
+        if _less(st[OTHER_T], st[OTHER_P], st[OTHER_ID], t, p, i):
+            return BOUND
+        while st[Q_MARK] and _less(st[Q_T], st[Q_P], st[Q_ID], t, p, i):
+            # (a marker of a step already run: dropped)
+            k = st[QI] + 1
+            st[QI] = k
+            st[Q_T] = qkeys[k, 0]
+            st[Q_P] = qkeys[k, 1]
+            st[Q_ID] = qkeys[k, 2]
+            st[Q_MARK] = qkeys[k, 3]
+        if _less(st[Q_T], st[Q_P], st[Q_ID], t, p, i):
             return BOUND
         if (st[PASTE_N] + 2 > pastes.shape[0]
                 or st[ALLOC_N] + 2 > allocs.shape[0] or st[FREE_N] < 2 * _MAX_WORKERS):
@@ -602,19 +622,33 @@ class Rows:
         #: row -> (its task's object, the row's stage when it was made):
         #: only the few a Python caller asked for (see obj())
         self.objs: dict = {}
-        self.plan = np.zeros((256, 2), dtype=np.int64)     # (copyloop's, per run)
+        # (copyloop's plan of the pass's next tasks, kept across its entries)
+        self.plan = np.zeros((256, 2), dtype=np.int64)
         # (copyloop.fill's: the tasks it makes, and the limiter's state)
         self.made = np.zeros((_MAX_WORKERS + 2, 3), dtype=np.int64)
         self.lim = np.zeros(4, dtype=np.int64)
+        #: SimPy's queue ahead for step(): its markers at the head, then
+        #: the first other event (time, priority, id, 1 if a marker)
+        self.qkeys = np.zeros((QUEUE_AHEAD + 1, 4), dtype=np.int64)
         self.st[FREE_N] = CAPACITY
         self.st[EV_SLOT] = -1
         self.pooled = None          # the pass whose tasks the rows are
         self.proxy = None           # the proxy's entry in the steps' heap, if there
         self.tslot = -1             # the row of the pass's waiting task (MADE)
+        #: the plan of the pass's next tasks the copy loop keeps for its
+        #: next entry (copyloop._kept_plan), or None
+        self.kept = None
         self.rings = {}             # node -> (ring, out): its queue for step()
 
     def __len__(self) -> int:
         return int(self.st[HEAP_N])
+
+    def grow(self) -> tuple:
+        """The runs' arrays (``pastes``, ``allocs``: the copy loop's, added
+        to over an entry) twice as large, their rows kept."""
+        self.pastes = np.concatenate((self.pastes, np.zeros_like(self.pastes)))
+        self.allocs = np.concatenate((self.allocs, np.zeros_like(self.allocs)))
+        return self.pastes, self.allocs
 
     def top(self):
         """The first row's key, ``(time, priority, id)``, or None."""
@@ -924,10 +958,10 @@ class Rows:
     def ring_out(self, node, H: int, v: list) -> None:
         """The queue and pipe step() left, back into ``node`` (if it used
         them: a request changes the pipe's time)."""
-        ring, out, left = self.ring(node)
         free = v[H + 2]
         if free == node._pipe_free:
             return
+        ring, out, left = self.ring(node)
         n = unring(ring, self.st, H, out)
         slots = node._slots
         slots.clear()

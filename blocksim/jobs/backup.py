@@ -420,6 +420,7 @@ class BackupJob(BlockJob):
         self._data_pages = bytearray()
         self._data_stamp = self._data_zeroed = None
         self._data_map = self._data_index = None
+        self._known_views = (None, None)    # (_known_view: the cache, its array)
         self._seen: DirtyBitmap | None = None
         #: the tasks' steps out of SimPy's queue, under SimPy's keys
         #: (blocksim.engine.steps), or None: each task a SimPy process
@@ -1079,32 +1080,31 @@ class BackupJob(BlockJob):
         else:
             content.set_runs(source.snapshot(a, b))
 
-    def _paste_runs(self, pastes: list) -> None:
-        """:meth:`_paste` of each ``[start, end)`` of ``pastes``, in order:
-        the pieces on pages known to hold data in compiled calls
-        (``ContentJournal.copy_runs``: the same entries as ``copy``), the
-        others one at a time as ``_paste`` does them."""
+    def _paste_runs(self, runs: np.ndarray) -> None:
+        """:meth:`_paste` of each ``[start, end)`` of ``runs`` (an int64
+        array of two columns, C-contiguous: the copy loop's, which keeps
+        them so), in order: the pieces on pages known to hold data in
+        compiled calls (``ContentJournal.copy_runs``: the same entries as
+        ``copy``), the others one at a time as ``_paste`` does them."""
         src = self.source
         content = self.target.content
         source = src.content
         journal = source._journal
         if (src.backing is not None or journal is None or content._journal is not journal
-                or max(b for _a, b in pastes) > source.size):
-            for a, b in pastes:
+                or int(runs[:, 1].max()) > source.size):
+            for a, b in runs.tolist():
                 self._paste(a, b)
             return
-        runs = np.array(pastes, dtype=np.int64)
         n = len(runs)
         shift = source._shift
-        k, a = 0, pastes[0][0]
+        k, a = 0, int(runs[0, 0])
         while True:
-            known = np.frombuffer(self._data_known(source), dtype=np.uint8)
-            k, a = journal.copy_runs(source, content, runs, known, k, a)
+            k, a = journal.copy_runs(source, content, runs, self._known_view(source), k, a)
             if k == n:
                 return
             # (a page not known to hold data: asked now, as _paste does)
             p = a >> shift
-            end = pastes[k][1]
+            end = int(runs[k, 1])
             b = min((p + 1) << shift, end)
             self._paste_page(journal, source, content, p, a, b)
             a = b
@@ -1112,7 +1112,16 @@ class BackupJob(BlockJob):
                 k += 1
                 if k == n:
                     return
-                a = pastes[k][0]
+                a = int(runs[k, 0])
+
+    def _known_view(self, content) -> np.ndarray:
+        """:meth:`_data_known` as a numpy array (the same memory), made
+        again only with the cache."""
+        known = self._data_known(content)
+        view = self._known_views
+        if view[0] is not known:
+            view = self._known_views = (known, np.frombuffer(known, dtype=np.uint8))
+        return view[1]
 
     def _chunk(self) -> int:
         """``block_copy_chunk_size`` in clusters: 1 MiB, or one cluster

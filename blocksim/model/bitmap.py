@@ -101,8 +101,26 @@ class DirtyBitmap:
         wide = (nblocks + 1) << COUNT_BITS >= 1 << 31
         self.summary = array("q" if wide else "i", bytes((8 if wide else 4) * nblocks))
         self.blocks = bytearray(nblocks)       # 1 where the count > 0
-        self.count = 0
+        #: how many times the dirty granules changed (see :attr:`count`)
+        self.version = 0
+        self._count = 0
         self._arrays = None
+
+    @property
+    def count(self) -> int:
+        """How many granules are dirty."""
+        return self._count
+
+    @count.setter
+    def count(self, value: int) -> None:
+        # Every change of the dirty granules, here or by compiled code over
+        # :meth:`arrays`, ends by setting the count (it stays exact): so
+        # each such set bumps :attr:`version`, which tells a reader that
+        # kept an answer of the bitmap whether it may still hold it (the
+        # backup's copy loop keeps its plan of the pass's next tasks across
+        # its entries, blocksim.engine.copyloop).
+        self._count = value
+        self.version += 1
 
     # -- the pool of slots ---------------------------------------------------------
     def _take_slot(self, fill: memoryview) -> int:

@@ -107,6 +107,23 @@ CASES = {
 NO_LOOP = {"a fault window on the target", "a read fault window on the source across slices"}
 
 
+def _same_switched_off(fast, loaded, monkeypatch) -> None:
+    """``fast``, the outcome of ``loaded`` with every shortcut, is the one
+    with the loop's parts switched off in turn, and without shortcuts."""
+    # (the loop with the Python search for its next tasks, not the compiled
+    # one: backup_kernel.plan)
+    monkeypatch.setattr(copyloop, "PLAN", False)
+    assert fast == outcome(Simulation(loaded))
+    # (the Python loop: the pass's tasks' steps not compiled, copyrows)
+    monkeypatch.setattr(copyloop, "KERNEL", False)
+    assert fast == outcome(Simulation(loaded))
+    monkeypatch.setattr(copyloop, "PLAN", True)
+    assert fast == outcome(Simulation(loaded))
+    monkeypatch.setattr(copyloop, "ENABLED", False)
+    assert fast == outcome(Simulation(loaded))
+    assert fast == outcome(Simulation(loaded, shortcuts=False))
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_backup_with_the_loop_is_the_same_without_it(name, monkeypatch):
     ran = []
@@ -133,18 +150,7 @@ def test_a_backup_with_the_loop_is_the_same_without_it(name, monkeypatch):
     fast = outcome(Simulation(loaded))
     monkeypatch.setattr(copyloop, "run", real)
     monkeypatch.setattr(copyrows, "step", real_step)
-    # (the loop with the Python search for its next tasks, not the compiled
-    # one: backup_kernel.plan)
-    monkeypatch.setattr(copyloop, "PLAN", False)
-    assert fast == outcome(Simulation(loaded))
-    # (the Python loop: the pass's tasks' steps not compiled, copyrows)
-    monkeypatch.setattr(copyloop, "KERNEL", False)
-    assert fast == outcome(Simulation(loaded))
-    monkeypatch.setattr(copyloop, "PLAN", True)
-    assert fast == outcome(Simulation(loaded))
-    monkeypatch.setattr(copyloop, "ENABLED", False)
-    assert fast == outcome(Simulation(loaded))
-    assert fast == outcome(Simulation(loaded, shortcuts=False))
+    _same_switched_off(fast, loaded, monkeypatch)
     if name not in NO_LOOP:
         assert sum(ran) > 5               # the loop did run
         assert sum(compiled) > 20         # and its compiled steps
@@ -388,3 +394,143 @@ def test_without_shortcuts_a_call_waits_for_the_newest_task_it_overlaps(monkeypa
     result = sim.run()
     assert result.summary["jobs"]["job0"]["integrity"] == "identical"
     assert met["several"] >= 2
+
+
+# -- session 18: the loop's entries cheap ------------------------------------------------
+
+def test_a_kept_plan_is_cut_where_a_guests_copy_changed_it(monkeypatch):
+    """The plan of the pass's next tasks is kept from one entry of the loop
+    to the next (copyloop._kept_plan); a guest's copy-before-write between
+    two entries clears clusters of tasks it holds, and the next entry keeps
+    it only up to the first task found otherwise (backup_kernel.agree).
+    Here that happens, rows dropped, and the run is the one without the
+    kept plan's shortcuts (the compiled steps and the compiled search off,
+    the loop off, no shortcuts)."""
+    from blocksim.engine import backup_kernel
+    real = backup_kernel.Planner.agree
+    checked = []
+
+    def counting(self, rows, taken, n, pos):
+        k = real(self, rows, taken, n, pos)
+        checked.append((n - taken, k))
+        return k
+    monkeypatch.setattr(backup_kernel.Planner, "agree", counting)
+    loaded = blocksim.load_scenario(CASES["a busier guest"])
+    fast = outcome(Simulation(loaded))
+    assert any(k < n for n, k in checked)           # rows dropped
+    assert any(k == n > 0 for n, k in checked)      # and kept whole
+    monkeypatch.setattr(backup_kernel.Planner, "agree", real)
+    _same_switched_off(fast, loaded, monkeypatch)
+
+
+def test_agree_is_the_plan_found_again():
+    """backup_kernel.agree on random bitmaps changed after a plan was made
+    (granules cleared and marked, pages' cache knowing less): the length of
+    the plan's prefix a new plan from the same place finds again."""
+    import numpy as np
+
+    from blocksim.engine import backup_kernel
+    from blocksim.model.bitmap import BLOCK, DirtyBitmap
+    rng = np.random.default_rng(18)
+    cut = whole = 0
+    for trial in range(60):
+        nbits = int(rng.integers(BLOCK, 6 * BLOCK))
+        bm = DirtyBitmap(nbits, 1)
+        bm.mark(0, nbits)
+        for _ in range(int(rng.integers(0, 20))):
+            a = int(rng.integers(0, nbits))
+            bm.clear_bits(a, min(nbits, a + int(rng.integers(1, BLOCK // 4))))
+        chunk = int(rng.integers(1, 40))
+        start = int(rng.integers(0, nbits // 2))
+        # pages of 8 granules, all known to hold data
+        known = np.full(nbits // 8 + 1, 2, dtype=np.uint8)
+
+        def plan(pos):
+            out = np.empty((nbits + 1, 2), dtype=np.int64)
+            k, _why = backup_kernel.plan(*bm.arrays(), nbits, bm.count, nbits, nbits, chunk,
+                                         1, nbits, 3, known, out, pos)
+            return out[:k]
+        kept = plan(start)
+        taken = int(rng.integers(0, max(len(kept) // 4, 1)))
+        pos = int(kept[taken - 1, 1]) if taken else start
+        for _ in range(int(rng.integers(0, 4))):
+            b = int(rng.integers(pos, nbits))
+            if rng.random() < 0.5:
+                bm.clear_bits(b, min(nbits, b + int(rng.integers(1, 30))))
+            else:
+                bm.mark(b, min(nbits, b + int(rng.integers(1, 30))))
+        if rng.random() < 0.3:
+            known[int(rng.integers(pos // 8, nbits // 8 + 1))] = 0
+        again = plan(pos)
+        k = backup_kernel.agree(*bm.arrays(), nbits, bm.count, nbits, nbits, chunk, 1, nbits,
+                                3, known, kept, taken, len(kept), pos)
+        same = 0
+        while (same < len(kept) - taken and same < len(again)
+               and tuple(kept[taken + same]) == tuple(again[same])):
+            same += 1
+        assert k == same, trial
+        cut += k < len(kept) - taken
+        whole += k == len(kept) - taken
+    assert cut > 10 and whole > 5
+
+
+def test_the_bitmaps_version_counts_its_changes():
+    """DirtyBitmap.version moves with every change of the dirty granules
+    (what tells the loop a kept plan may not hold), whichever way made:
+    one granule, a range, whole blocks, a guest's writes, a compiled
+    change handing its count in; and not on a clear of clean granules."""
+    import numpy as np
+
+    from blocksim.model.bitmap import BLOCK, DirtyBitmap
+    bm = DirtyBitmap(12 * BLOCK, 1)
+    versions = [bm.version]
+    for change in (lambda: bm.mark(3, 4), lambda: bm.mark(10, 11 * BLOCK + 7),
+                   lambda: bm.clear_bits(2, 12), lambda: bm.clear_bits(BLOCK, BLOCK + 1),
+                   lambda: bm.mark_writes(np.array([11 * BLOCK + 9], dtype=np.int64), 1),
+                   lambda: bm.clear_bits(0, 12 * BLOCK),
+                   lambda: setattr(bm, "count", bm.count)):
+        change()
+        versions.append(bm.version)
+    assert all(a < b for a, b in zip(versions, versions[1:])), versions
+    assert bm.count == 0
+    bm.clear_bits(7, 8)                 # (clean already: nothing changed)
+    assert bm.version == versions[-1]
+
+
+def test_the_compiled_steps_pass_the_steps_markers(monkeypatch):
+    """A marker of the steps in SimPy's queue (of a step run already) no
+    longer stops the compiled steps (copyrows.step drops it as the steps'
+    loop would): in (d)'s shape some are dropped there, and none is left
+    in the steps' record while out of SimPy's queue."""
+    real = copyrows.step
+    dropped = []
+
+    def stepping(st, *arrays):
+        why = real(st, *arrays)
+        dropped.append(int(st[copyrows.QI]))
+        return why
+    monkeypatch.setattr(copyrows, "step", stepping)
+    sim = Simulation(blocksim.load_scenario(CASES["a rate-limited backup under a paced guest"]))
+    sim.run()
+    assert sum(dropped) > 3
+    steps = sim.jobs["job0"]._steps
+    queued = {e[:3] for e in sim.env._queue}
+    assert all(key in queued for key in steps._markers)
+
+
+def test_the_runs_arrays_grow(monkeypatch):
+    """An entry's runs (pasted and allocated when it stops) outgrow the
+    compiled steps' arrays: they grow, rows kept (copyrows.Rows.grow); the
+    run is the one without the loop."""
+    grown = []
+    real = copyrows.Rows.grow
+
+    def growing(self):
+        grown.append(len(self.pastes))
+        return real(self)
+    monkeypatch.setattr(copyrows, "_RUNS", 3)
+    monkeypatch.setattr(copyrows.Rows, "grow", growing)
+    loaded = blocksim.load_scenario(CASES["no rate limit"])
+    fast = outcome(Simulation(loaded))
+    assert grown and grown[0] == 3          # (grown from 3 rows, kept grown)
+    _same_switched_off(fast, loaded, monkeypatch)
