@@ -1091,7 +1091,7 @@ class BackupJob(BlockJob):
         source = src.content
         journal = source._journal
         if (src.backing is not None or journal is None or content._journal is not journal
-                or int(runs[:, 1].max()) > source.size):
+                or max(runs[:, 1].tolist()) > source.size):   # (a few rows: no numpy call)
             for a, b in runs.tolist():
                 self._paste(a, b)
             return
