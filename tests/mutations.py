@@ -1095,6 +1095,18 @@ MUTATIONS = [
      'blocksim/jobs/backup.py',
      '                        pooled.wait += 1\n                        next(env._eid)\n',
      '                        pooled.wait += 1\n'),
+    ("sleeps: a fill past a wait over at once without the wait's id",
+     'blocksim/engine/copyloop.py',
+     '            pooled.wait += 1\n            next(env._eid)\n            job._unpool(pooled)\n',
+     '            pooled.wait += 1\n            job._unpool(pooled)\n'),
+    ('sleeps: a fill past a wait for a slot with something due at its instant',
+     'blocksim/engine/copyloop.py',
+     '        if n > room == 0 and woke and pooled.processed and job._next_now():',
+     '        if n > room == 0 and woke and pooled.processed:'),
+    ('sleeps: a fill past a wait for a slot after any resumption',
+     'blocksim/engine/copyloop.py',
+     '        if n > room == 0 and woke and pooled.processed and job._next_now():',
+     '        if n > room == 0 and pooled.processed and job._next_now():'),
 ]
 
 

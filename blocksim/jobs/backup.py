@@ -737,7 +737,7 @@ class BackupJob(BlockJob):
         # (resumed from its rate-limit sleep, not yielded since: see below)
         woke = False
         while pooled.pos < end and not call.err and not call.cancelled:
-            if pooled is self._pass and copyloop.fill(self, pooled):
+            if pooled is self._pass and copyloop.fill(self, pooled, woke):
                 # (the tasks below, made in one go: blocksim.engine.copyloop)
                 found = True
                 task = pooled.task

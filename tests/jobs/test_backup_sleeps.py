@@ -19,7 +19,7 @@ from __future__ import annotations
 import pytest
 
 import blocksim
-from blocksim.engine import copyloop
+from blocksim.engine import PENDING, copyloop
 from blocksim.jobs import backup as backup_module
 from blocksim.jobs.backup import BackupJob
 from blocksim.simulation import Simulation
@@ -63,6 +63,12 @@ CASES = {
         src={"size": "64MiB"}, tgt={"size": "64MiB"}, job={"speed": "100MiB"},
         guest={"rw": "write", "bs": "2MiB", "offset": "54MiB", "size": "10MiB",
                "rate-iops": 1900, "iodepth": 8, "start": "512300us"}),
+    # (the guest's events at the instants the pass wakes: a SimPy event
+    # due at the wake-up's instant, which the wake-up's event comes after)
+    "the guest at the wake-ups' instants": backup(
+        job={"speed": "200MiB"},
+        guest={"rw": "write", "bs": "1MiB", "offset": "200MiB", "size": "56MiB",
+               "rate-iops": 400}),
     # (kicks of a sleep re-armed on the same event: set-speed, pause, cancel)
     "set-speed, pause, resume, cancel": backup(actions=[
         {"at": "120ms", "command": "block-job-set-speed",
@@ -103,6 +109,68 @@ def test_the_pass_sleeps_the_same_with_the_shortcuts(name, monkeypatch):
             del w["rate-iops"]
     fast, *others = _runs(scenario, monkeypatch)
     assert all(fast == other for other in others)
+
+
+def _timers(loaded, monkeypatch) -> list:
+    """Each timeout SimPy queues in the run, with its key (time, priority,
+    id): the ids drawn before each, in the order they were drawn."""
+    from blocksim.engine.clock import Clock
+    from simpy.events import Timeout
+    timers = []
+    real = Clock.schedule
+
+    def schedule(env, event, priority=1, delay=0):
+        real(env, event, priority, delay)
+        if event.__class__ is Timeout:
+            timers.append(env._queue[-1][:3] if env._queue[-1][3] is event else
+                          next(e[:3] for e in env._queue if e[3] is event))
+    with monkeypatch.context() as m:
+        m.setattr(Clock, "schedule", schedule)
+        Simulation(loaded).run()
+    return timers
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_pass_draws_the_same_ids_at_the_same_moments(name, monkeypatch):
+    """A wake-up resumed at once or re-armed, a wait for a slot over at
+    once: each id the skipped events and steps would draw is drawn where
+    they would draw it, so every timeout of the run (the guest's, the
+    pass's sleeps, the tasks' reads and writes left to SimPy) is queued
+    under the same key as with the shortcuts off."""
+    scenario = CASES[name]
+    for w in scenario["workloads"].values():
+        if w.get("rate-iops", 0) is None:
+            del w["rate-iops"]
+    loaded = blocksim.load_scenario(scenario)
+    fast = _timers(loaded, monkeypatch)
+    # (without the compiled loop: the fill makes nothing, the pass its tasks)
+    monkeypatch.setattr(copyloop, "ENABLED", False)
+    slow = _timers(loaded, monkeypatch)
+    monkeypatch.setattr(backup_module, "SLEEPS", False)
+    assert slow == _timers(loaded, monkeypatch)
+    monkeypatch.setattr(copyloop, "ENABLED", True)
+    assert fast == _timers(loaded, monkeypatch)
+
+
+def test_a_wait_over_at_once_waits_for_what_is_due_with_it(monkeypatch):
+    """A wait for a slot over at once is taken in the same resumption only
+    when nothing is due at its instant: here, at each wake-up, an event at
+    that instant (queued before the wake-up's, so the wake-up goes through
+    SimPy) queues another one after it, whose callback draws an id; the
+    wait's event must come after that one, as with the shortcuts off."""
+    real = BackupJob._sleep_over
+
+    def crowded(self, call, ev, timer):
+        env = self.env
+        if ev._value is PENDING:
+            env.timeout(0).callbacks.append(
+                lambda _e: env.timeout(0).callbacks.append(lambda _e: env.timeout(1)))
+        return real(self, call, ev, timer)
+    monkeypatch.setattr(BackupJob, "_sleep_over", crowded)
+    loaded = blocksim.load_scenario(CASES["a paced guest"])
+    fast = _timers(loaded, monkeypatch)
+    monkeypatch.setattr(backup_module, "SLEEPS", False)
+    assert fast == _timers(loaded, monkeypatch)
 
 
 def _count(monkeypatch, name: str) -> list:
@@ -153,6 +221,28 @@ def test_a_wait_for_a_slot_over_at_once_takes_no_step(monkeypatch):
     assert fast <= len(waits) - 4
 
 
+def test_a_fill_goes_on_past_a_wait_over_at_once(monkeypatch):
+    """Woken with a full pool whose tasks have ended, the pass's fill
+    (copyloop.fill) makes the task that would wait for a slot and goes on:
+    one fill of 65 tasks where the pass made 1, then 64 (the run is the
+    same: compared above)."""
+    made = []
+    real = copyloop.fill
+
+    def filling(job, pooled, woke=False):
+        n = real(job, pooled, woke)
+        made.append(n)
+        return n
+    monkeypatch.setattr(copyloop, "fill", filling)
+    loaded = blocksim.load_scenario(CASES["a paced guest"])
+    Simulation(loaded).run()
+    assert made.count(65) >= 3 and 1 not in made
+    made.clear()
+    monkeypatch.setattr(backup_module, "SLEEPS", False)
+    Simulation(loaded).run()
+    assert 65 not in made and made.count(1) >= 3
+
+
 def test_the_limiters_wait_is_its_delay_unasked():
     """``RateLimit.wait(now)`` is what ``delay(now, 0)`` returns, and a
     sleep it announces leaves the limiter as ``delay(now, 0)`` does."""
@@ -170,6 +260,13 @@ def test_the_limiters_wait_is_its_delay_unasked():
     assert limit.wait(limit.slice_end) == 0     # a new slice
     limit.set_speed(1000 * MiB)                 # (the stretched slice over)
     assert limit.wait(SLICE_NS // 2) == 0 == limit.delay(SLICE_NS // 2, 0)
+    # (a slice over, then a lower speed: its end as the new quota would
+    # stretch it is later, but the next ask starts a new slice)
+    limit = RateLimit(100 * MiB)
+    limit.delay(0, 12 * MiB)
+    over = limit.slice_end
+    limit.set_speed(10 * MiB)
+    assert limit.wait(over) == 0 == limit.delay(over, 0)
 
 
 @pytest.mark.xfail(strict=True, reason=(
