@@ -28,9 +28,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ["tests/engine/test_clock.py", "tests/engine/test_stretch.py",
-         "tests/engine/test_steps.py", "tests/engine/test_copyloop.py", "tests/jobs/test_backup_sleeps.py",
-         "tests/engine/test_filtered.py",
+TESTS = ["tests/jobs/test_backup_sleeps.py", "tests/engine/test_clock.py", "tests/engine/test_stretch.py",
+         "tests/engine/test_steps.py", "tests/engine/test_copyloop.py", "tests/engine/test_filtered.py",
          "tests/engine/test_backup_kernel.py", "tests/engine/test_agenda.py", "tests/model/test_faults.py",
          "tests/engine/test_burst.py", "tests/jobs/test_mirror.py", "tests/model/test_profiles.py",
          "tests/system/test_shortcuts_random.py", "tests/engine/test_journal.py", "tests/model/test_bitmap.py",
