@@ -822,7 +822,7 @@ def _step(env, callback, arg) -> None:
         env.schedule(failed)
 
 
-def fill(job, pooled) -> int:
+def fill(job, pooled, woke: bool = False) -> int:
     """The background pass's loop (``BackupJob._dirty_clusters_steps``)
     run now for the tasks it makes and starts without a sleep, a shrink or
     an end, until the pool is full (the last task made then waits for a
@@ -831,7 +831,16 @@ def fill(job, pooled) -> int:
     the task as made), the limiter's two delays, the task into the pool and
     its start as a step.  The bitmap's bits are cleared once, at the end
     (only this search, from past them, reads them meanwhile).  How many
-    tasks it made."""
+    tasks it made.
+
+    ``woke``: the pass was resumed from its rate-limit sleep and has not
+    yielded since (``_dirty_clusters_steps``).  Then a full pool some of
+    whose tasks ended while it slept (``_Pool.processed``) does not stop
+    the fill at its first task: the pass's wait for a slot would be over at
+    once and be the very next step run when nothing is due at this instant
+    (``BackupJob._next_now``), so the wait's id is drawn, the ended tasks
+    leave the pool (``BackupJob._unpool``), and the fill goes on, the task
+    that waited first into the pool, as the pass would have gone on."""
     if not ENABLED:
         return 0
     env = job.env
@@ -891,6 +900,14 @@ def fill(job, pooled) -> int:
         if k:
             n += k
             pos = int(batch[k - 1, 1])
+        if n > room == 0 and woke and pooled.processed and job._next_now():
+            # (the first task made waits for a slot, a wait over at once:
+            # BackupJob._pool_wait's id, _unpool, then on; see above)
+            pooled.wait += 1
+            next(env._eid)
+            job._unpool(pooled)
+            room = _MAX_WORKERS - pooled.count
+            continue
         if k < len(batch) or n > room:
             break
     # (their places in the job's list: seq q on)

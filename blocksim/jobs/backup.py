@@ -82,6 +82,10 @@ from .base import BlockJob, drain_all
 
 #: What :meth:`BackupJob._next_task` returns after the rate limit's sleep.
 _SLEPT = object()
+#: with steps, the pass's rate-limit wake-ups resumed at once, and those
+#: that would only sleep again not resumed (BackupJob._sleep_over); tests
+#: switch it off to compare
+SLEEPS = True
 
 CLUSTER_DEFAULT = 64 * 1024          # BLOCK_COPY_CLUSTER_SIZE_DEFAULT
 CHUNK = 1024 * 1024                  # BLOCK_COPY_MAX_BUFFER: a read/write task
@@ -731,8 +735,10 @@ class BackupJob(BlockJob):
         if ratelimit and call is self._call:
             self._pass = pooled
         found = False
+        # (resumed from its rate-limit sleep, not yielded since: see below)
+        woke = False
         while pooled.pos < end and not call.err and not call.cancelled:
-            if pooled is self._pass and copyloop.fill(self, pooled):
+            if pooled is self._pass and copyloop.fill(self, pooled, woke):
                 # (the tasks below, made in one go: blocksim.engine.copyloop)
                 found = True
                 task = pooled.task
@@ -744,12 +750,25 @@ class BackupJob(BlockJob):
                     break
                 found = True
                 if task is _SLEPT:
+                    woke = SLEEPS
                     continue
                 pooled.pos = task.end
             if pooled.count >= MAX_WORKERS:         # aio_task_pool_wait_slot
                 pooled.task = task
                 while pooled.count >= MAX_WORKERS:
-                    yield self._pool_wait(pooled)
+                    if woke and pooled.processed and self._next_now():
+                        # The wait is over at once (_pool_wait: a task's
+                        # done was processed already), and its event would
+                        # be the very next step run: the pass was resumed
+                        # from its sleep by an event's processing, which
+                        # runs nothing after it yields (_sleep_over, or
+                        # SimPy's step), and nothing is due at this instant.
+                        # So its id is drawn, and the pass goes on.
+                        pooled.wait += 1
+                        next(env._eid)
+                    else:
+                        yield self._pool_wait(pooled)
+                        woke = False
                     # (the tasks whose done is triggered: those ended since)
                     self._unpool(pooled)
                 # (the loop may have made the next tasks meanwhile)
@@ -772,6 +791,13 @@ class BackupJob(BlockJob):
             if not task.done.triggered:
                 yield task.done
         return found
+
+    def _next_now(self) -> bool:
+        """Whether nothing is due at this instant, neither a SimPy event
+        nor a step: an event scheduled now would be the next processed."""
+        now = self.env._now
+        heap, queue = self._steps.heap, self.env._queue
+        return (not heap or heap[0][0] > now) and (not queue or queue[0][0] > now)
 
     def _unpool(self, pooled: _Pool) -> None:
         """The pool's ended tasks out of it (the pass resumed after its wait
@@ -824,10 +850,65 @@ class BackupJob(BlockJob):
             self._steps.succeed(ev, not task.waited)
 
     def _call_sleep(self, call: _Call, ns: int):
+        """``qemu_co_sleep_ns_wakeable``: ``ns`` asleep, or until kicked
+        (``call.sleep``, :meth:`_Call.kick`)."""
         ev = call.sleep = self.env.event()
-        self.env.timeout(ns).callbacks.append(lambda _t: ev.triggered or ev.succeed())
+        self.env.timeout(ns).callbacks.append(partial(self._sleep_over, call, ev))
         yield ev
         call.sleep = None
+
+    def _sleep_over(self, call: _Call, ev: Event, _timer) -> None:
+        """The sleep's timer fires: its event ``ev`` succeeds (nothing if
+        kicked already), and the pass resumes when SimPy processes it.
+
+        With steps (shortcuts), when nothing is due at this instant (no
+        SimPy event, no step: anything there came before ``ev``, whose id
+        would be the last drawn), ``ev`` is the very next event processed
+        and nothing runs between: its id is drawn and the pass resumed here
+        at once, as ``Steps.succeed(last=True)`` does.  And when the pass
+        would only sleep again (:meth:`_sleeps_again`: the guest's
+        copy-before-writes, which count against the speed, moved the
+        slice's end while it slept), it is not resumed at all: its next
+        sleep's timer is armed on the same ``ev``, the ids it would draw
+        drawn in the same order."""
+        if ev._value is not PENDING:
+            return
+        env = self.env
+        if self._steps is None or not SLEEPS or not self._next_now():
+            ev.succeed()
+            return
+        next(env._eid)                      # (ev's, at its succeed)
+        ns = self._sleeps_again(call, env._now)
+        if ns:
+            # the pass's next sleep (_next_task: the task's done not made,
+            # whose id is drawn all the same; _call_sleep's timer)
+            next(env._eid)
+            env.timeout(ns).callbacks.append(partial(self._sleep_over, call, ev))
+            return
+        ev._ok = True
+        ev._value = None
+        callbacks, ev.callbacks = ev.callbacks, None
+        for cb in callbacks:
+            cb(ev)
+
+    def _sleeps_again(self, call: _Call, now: int) -> int:
+        """Whether the background pass, resumed now from its rate-limit
+        sleep, would only sleep again, and for how long (0: it would do
+        something else).  It would (``_dirty_clusters_steps`` after
+        ``_next_task`` returned :data:`_SLEPT`): go on unless the call
+        failed, was cancelled or is past its end; ``copyloop.fill`` makes
+        nothing, the limiter asking for a sleep before the first task;
+        ``_next_task`` finds a dirty cluster from the pass's position and
+        sleeps for ``RateLimit.delay(now, 0)``, asked here (it only sets
+        the slice's end when it asks for a sleep: ``RateLimit.wait``)."""
+        pooled = self._pass
+        if (pooled is None or pooled.call is not call or call.err or call.cancelled
+                or pooled.pos >= pooled.end or not self.limit.wait(now)):
+            return 0
+        cs = self.cluster
+        if self.bcs.find(pooled.pos // cs, -(-pooled.end // cs)) < 0:
+            return 0
+        return self.limit.delay(now, 0)
 
     def _task_create(self, pos: int, end: int) -> _Task | None:
         """The next dirty area in ``[pos, end)``, at most a chunk, taken

@@ -45,3 +45,14 @@ class RateLimit:
         # After a set-speed the stretched slice can already be over: QEMU's
         # job_sleep_ns then arms a timer in the past, i.e. does not wait.
         return max(self.slice_end - now, 0)
+
+    def wait(self, now: int) -> int:
+        """What ``delay(now, 0)`` would return, without asking it: the
+        nanoseconds a job asking now must sleep (0 = go on).  When that is
+        a sleep, ``delay(now, 0)`` itself changes nothing but the slice's
+        end, set to the end this computes (the same unless the speed
+        changed); when it is 0 it may start a new slice."""
+        if not self.speed or self.slice_end <= now or self.dispatched < self.slice_quota:
+            return 0
+        slice_end = self.slice_start + int(self.dispatched / max(self.slice_quota, 1) * SLICE_NS)
+        return max(slice_end - now, 0)

@@ -321,12 +321,14 @@ def test_a_guest_write_waits_for_the_newest_task_in_flight_rows_or_not(name, mon
 def test_the_pool_is_counted_once(monkeypatch):
     """The pass's pool is a count (backup._Pool): at each of the pass's
     waits for a slot, the pool's tasks Python holds, the rows in the pool
-    and the rows' ended tasks not taken out yet add up to it."""
+    and the rows' ended tasks not taken out yet add up to it (and where the
+    wait is over at once without one: BackupJob._unpool's calls)."""
     from blocksim.jobs.backup import BackupJob
     real = BackupJob._pool_wait
+    real_unpool = BackupJob._unpool
     seen = []
 
-    def checking(self, pooled):
+    def check(self, pooled):
         rows = self._rows
         n = 0
         if rows.pooled is pooled:
@@ -336,8 +338,17 @@ def test_the_pool_is_counted_once(monkeypatch):
         assert pooled.count == len(pooled.tasks) + n + pooled.ended_rows
         assert pooled.count == 64
         seen.append(n)
+
+    def checking(self, pooled):
+        check(self, pooled)
         return real(self, pooled)
+
+    def unpooling(self, pooled):
+        if pooled.count == 64:
+            check(self, pooled)
+        return real_unpool(self, pooled)
     monkeypatch.setattr(BackupJob, "_pool_wait", checking)
+    monkeypatch.setattr(BackupJob, "_unpool", unpooling)
     Simulation(blocksim.load_scenario(CASES["a rate-limited backup under a paced guest"])).run()
     assert len(seen) > 10 and max(seen) > 32
 
@@ -352,16 +363,25 @@ def test_the_limiters_sleep_makes_no_task(monkeypatch):
     from blocksim.jobs.backup import BackupJob
     sleeps, eagain = [], []
     real_sleep, real_end = BackupJob._call_sleep, BackupJob._task_end
+    real_again = BackupJob._sleeps_again
 
     def sleeping(self, call, ns):
         sleeps.append(ns)
         return real_sleep(self, call, ns)
+
+    def again(self, call, now):
+        # (a sleep re-armed without resuming the pass: BackupJob._sleep_over)
+        ns = real_again(self, call, now)
+        if ns:
+            sleeps.append(ns)
+        return ns
 
     def ending(self, task, err, last=False):
         if err == errno.EAGAIN:
             eagain.append(task)
         return real_end(self, task, err, last)
     monkeypatch.setattr(BackupJob, "_call_sleep", sleeping)
+    monkeypatch.setattr(BackupJob, "_sleeps_again", again)
     monkeypatch.setattr(BackupJob, "_task_end", ending)
     Simulation(blocksim.load_scenario(CASES["a rate-limited backup under a paced guest"])).run()
     assert len(sleeps) >= 8 and not eagain
