@@ -1127,6 +1127,14 @@ MUTATIONS = [
      'blocksim/engine/copyloop.py',
      '        if n > room == 0 and woke and pooled.processed and job._next_now():',
      '        if n > room == 0 and pooled.processed and job._next_now():'),
+    ("clock: peek sees SimPy's queue only, not the running steps' next entry",
+     'blocksim/engine/clock.py',
+     '        if steps is not None and steps.heap:',
+     '        if False:'),
+    ('steps: the running steps not told to the clock',
+     'blocksim/engine/steps.py',
+     '        env.running_steps = self\n',
+     '        env.running_steps = None\n'),
 ]
 
 

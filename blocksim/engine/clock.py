@@ -37,6 +37,7 @@ from __future__ import annotations
 from heapq import heappush
 
 import simpy
+from simpy.core import Infinity
 from simpy.events import NORMAL, Timeout
 
 #: A time later than any run reaches, in integer nanoseconds: what compiled
@@ -50,6 +51,27 @@ class Clock(simpy.Environment):
         self.shortcuts = shortcuts
         #: how many timeouts the shortcut saved (a figure for benchmarks)
         self.skipped = 0
+        #: the steps (:class:`blocksim.engine.steps.Steps`) whose loop is
+        #: running, if any: their next entry has no marker in the queue then
+        self.running_steps = None
+
+    def peek(self) -> float:
+        """When the next event is due: SimPy's queue, and, while a step runs
+        (a process resumed inside ``Steps._fire``), the steps' next entry,
+        which stands for an event SimPy would have queued but has no marker
+        there until the loop ends.  Without it a guest woken by a task's
+        ``done`` skipped its wait past a task's step due earlier (found by
+        ``tests/jobs/test_backup_sleeps.py``: a failed write of the pass ran
+        after a later copy-before-write, the limiter counting them in the
+        other order)."""
+        queue = self._queue
+        t = queue[0][0] if queue else Infinity
+        steps = self.running_steps
+        if steps is not None and steps.heap:
+            first = steps.heap[0][0]
+            if first < t:
+                return first
+        return t
 
     def skip_to(self, t: int, waits: int = 1) -> bool:
         """Move the clock to ``t`` if no event is queued at or before ``t``.

@@ -124,6 +124,8 @@ class Steps:
         markers = self._markers
         loop_for = self.loop_for
         self._running = True
+        # (the clock's peek sees the next entry while they run: no marker)
+        env.running_steps = self
         try:
             while heap:
                 entry = heap[0]
@@ -161,5 +163,6 @@ class Steps:
                     env.schedule(failed)
         finally:
             self._running = False
+            env.running_steps = None
             if heap:
                 self._marker()
