@@ -461,19 +461,49 @@ MUTATIONS = [
     ("backup: the point-in-time check as arrays without the witness", "blocksim/jobs/backup.py",
      "        expected = pit_values[k] if witnessed else src_values[i]",
      "        expected = src_values[i]"),
+    # (write_passes: a write inside one cluster, then one across clusters)
     ("backup: a guest write over a task in flight not held back", "blocksim/jobs/backup.py",
-     "        return (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)\n"
-     "                and self._in_flight(start, end) is None)",
-     "        return (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0))"),
+     "            return not self.bcs.is_dirty(b0) and self._in_flight(start, end) is None\n"
+     "        self._witness(start, end)\n"
+     "        return not self.bcs.find(b0, b1) >= 0 and self._in_flight(start, end) is None",
+     "            return not self.bcs.is_dirty(b0)\n"
+     "        self._witness(start, end)\n"
+     "        return not self.bcs.find(b0, b1) >= 0"),
     ("backup: a guest write over dirty clusters not copied first", "blocksim/jobs/backup.py",
-     "        return (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)\n"
-     "                and self._in_flight(start, end) is None)",
-     "        return (self._in_flight(start, end) is None)"),
+     "            return not self.bcs.is_dirty(b0) and self._in_flight(start, end) is None\n"
+     "        self._witness(start, end)\n"
+     "        return not self.bcs.find(b0, b1) >= 0 and self._in_flight(start, end) is None",
+     "            return self._in_flight(start, end) is None\n"
+     "        self._witness(start, end)\n"
+     "        return self._in_flight(start, end) is None"),
     ("backup: a guest write over one dirty cluster not copied first", "blocksim/jobs/backup.py",
-     "(self.bcs.is_dirty(b0) if b1 == b0 + 1 else", "(False if b1 == b0 + 1 else"),
+     "            return not self.bcs.is_dirty(b0) and self._in_flight", "            return self._in_flight"),
     ("backup: a guest write over dirty clusters not copied first (two or more)",
      "blocksim/jobs/backup.py",
-     "if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)", "if b1 == b0 + 1 else False)"),
+     "        return not self.bcs.find(b0, b1) >= 0 and self._in_flight", "        return self._in_flight"),
+    # (session 18: a guest write inside one cluster, write_passes' witness and
+    # _copy_cluster, the block-copy call without a pass's pool)
+    ("backup: a guest write's witness of its one cluster left out", "blocksim/jobs/backup.py",
+     "                self._keep(start, z)\n                seen.mark(start, z)\n",
+     "                seen.mark(start, z)\n"),
+    ("backup: a guest's copy of one cluster not counted against the speed",
+     "blocksim/jobs/backup.py",
+     "                self.limit.delay(self.env._now, task.end - task.start)\n"
+     "                self._steps.at(0, self._begin_step, (call, task), urgent=True)",
+     "                self._steps.at(0, self._begin_step, (call, task), urgent=True)"),
+    ("backup: a guest's copy of one cluster retried after its task failed",
+     "blocksim/jobs/backup.py",
+     "                if call.err or call.cancelled:\n                    return\n                continue\n",
+     "                continue\n"),
+    ("backup: a guest's copy of one cluster not waiting for the task in flight",
+     "blocksim/jobs/backup.py",
+     "task.pool.waited.append(task)\n            yield task.done", "task.pool.waited.append(task)\n            return"),
+    ("backup: a guest's copy of one cluster started as a plain step, not urgent",
+     "blocksim/jobs/backup.py",
+     "                self._steps.at(0, self._begin_step, (call, task), urgent=True)\n"
+     "                yield task.done",
+     "                self._steps.at(0, self._begin_step, (call, task))\n"
+     "                yield task.done"),
     # the copy-before-write's quiet stretches (engine/filtered.py, BackupJob.quiet_nodes,
     # copy_before_quietly) and the task steps (engine/steps.py, BackupJob._task_*)
     ("filtered: a stretch while a task is in flight", "blocksim/jobs/backup.py",

@@ -83,6 +83,11 @@ def advance(workload, write_filter) -> int:
     nothing else can happen; returns how many (0: none).  ``workload`` is at
     the top of its loop with one worker and no fsync, its drive open to
     requests (see the module's doc)."""
+    # (the cheapest refusal first: while the filter's copies are in flight,
+    # as during most of a backup's slice, no stretch; asking changes nothing)
+    nodes = write_filter.quiet_nodes()
+    if nodes is None:
+        return 0
     env = workload.env
     drive = workload.drive
     node = drive.node
@@ -92,9 +97,6 @@ def advance(workload, write_filter) -> int:
         m = min(m, workload.limit - workload.issued)
     now = env.now
     if m < 1 or not node.is_idle(now):
-        return 0
-    nodes = write_filter.quiet_nodes()
-    if nodes is None:
         return 0
     src, tgt = nodes
     if src is not node:

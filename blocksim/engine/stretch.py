@@ -95,14 +95,16 @@ def advance(workload) -> int:
     if not env.shortcuts:
         return 0
     drive = workload.drive
-    node = drive.node
-    if not drive.accepts_requests():
+    filters = drive.write_filters
+    if filters:
         # (a backup's copy-before-write filter in the way: its own stretches)
-        filters = drive.write_filters
         if (len(filters) == 1 and hasattr(filters[0], "quiet_nodes")
                 and drive.open_to_requests()):
             return filtered.advance(workload, filters[0])
         return 0
+    if not drive.open_to_requests():
+        return 0
+    node = drive.node
     offsets, read_flags, k = workload.drawn()
     m = len(offsets) - k
     if workload.limit is not None:

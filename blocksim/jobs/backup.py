@@ -378,7 +378,7 @@ class _Call:
         self.err = 0
         self.is_read = False
         self.sleep = None
-        self.done = env.event()
+        self.done = Event(env)
 
     def kick(self) -> None:
         """``block_copy_kick``: end a rate-limit sleep now."""
@@ -1277,11 +1277,18 @@ class BackupJob(BlockJob):
         cs = self.cluster
         start = offset // cs * cs
         end = min(-(-(offset + length) // cs) * cs, self.bcs.nbits * cs)
-        self._witness(start, end)
         b0, b1 = start // cs, -(-end // cs)
-        # (a write inside one cluster: the range's find is that granule's test)
-        return (not (self.bcs.is_dirty(b0) if b1 == b0 + 1 else self.bcs.find(b0, b1) >= 0)
-                and self._in_flight(start, end) is None)
+        if b1 == b0 + 1:
+            # (a write inside one cluster: the witness of that cluster, and
+            # the range's find is that granule's test)
+            seen = self._seen
+            if not seen.is_dirty(b0):
+                z = min(end, self.size)
+                self._keep(start, z)
+                seen.mark(start, z)
+            return not self.bcs.is_dirty(b0) and self._in_flight(start, end) is None
+        self._witness(start, end)
+        return not self.bcs.find(b0, b1) >= 0 and self._in_flight(start, end) is None
 
     def copy_before_write(self, offset: int, length: int):
         """The rest of :meth:`before_write` (generator), after
@@ -1291,13 +1298,56 @@ class BackupJob(BlockJob):
         start = offset // cs * cs
         end = min(-(-(offset + length) // cs) * cs, self.bcs.nbits * cs)
         call = _Call(self.env)
-        yield from self._block_copy(call, start, end, False)
+        if end == start + cs and self._steps is not None:
+            yield from self._copy_cluster(call, start // cs, start, end)
+        else:
+            yield from self._block_copy(call, start, end, False)
         if call.copied:
             self.cbw_copies += 1
             self.cbw_bytes += call.copied
         if call.err:
             self.cbw_failures += 1
         return call.err
+
+    def _copy_cluster(self, call: _Call, b: int, start: int, end: int):
+        """:meth:`_block_copy` of one cluster ``b`` (``[start, end)``) for a
+        guest write's call, with steps (generator): the same calls in the
+        same order, without a pass's pool and generators.  A pass that
+        finds the cluster dirty (``_dirty_clusters_steps``) makes one task
+        of it (a task is at least a cluster), starts it, and waits for it,
+        the only task of its pool: a pool that never waits for a slot,
+        whose check (``_pool_check``) only counts for no one, so the task
+        goes in no pool (its ``done`` event's waiters are the call's and
+        those of other calls).  A pass that finds nothing has no effect
+        (the pool made and dropped): then the task in flight over the
+        cluster is waited for, as ``_block_copy`` does, or the copy is
+        done."""
+        bcs = self.bcs
+        while True:
+            if bcs.is_dirty(b):
+                # _next_task without the rate limit: the task (_task_create:
+                # the first dirty cluster is b, its dirty run one cluster
+                # long, a chunk being one at least), its block status, its
+                # bytes counted against the speed; its process's start
+                # (Initialize, urgent) as a step
+                bcs.clear_bits(b, b + 1)
+                task = _Task(self.env, start, end, next(self._seq))
+                self.in_flight_bytes += end - start
+                self._tasks.append(task)
+                self._block_status(task)
+                self.limit.delay(self.env._now, task.end - task.start)
+                self._steps.at(0, self._begin_step, (call, task), urgent=True)
+                yield task.done                     # (aio_task_pool_wait_all)
+                if call.err or call.cancelled:
+                    return
+                continue
+            task = self._in_flight(start, end)
+            if task is None:
+                return                  # (nothing dirty there: bcs.find < 0)
+            if task.pool is not None and not task.waited:
+                task.waited = True      # (see _Pool)
+                task.pool.waited.append(task)
+            yield task.done             # it may fail: look again
 
     def _witness(self, start: int, end: int) -> None:
         """Keep what the source holds in ``[start, end)`` where no guest write

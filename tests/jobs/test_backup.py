@@ -490,6 +490,31 @@ def test_a_guest_write_over_a_task_in_flight_waits_for_its_copy():
     assert drive["requests"] == 1 and sim.drives["vda"].latency_sum > 15_000_000
 
 
+def test_two_guest_writes_in_one_cluster_make_one_copy_the_second_waiting_for_it():
+    """Two guest writes inside one dirty cluster at the same instant: the
+    first one's block-copy call makes a task of the cluster
+    (block_copy_common), the second finds it cleared and in flight, waits
+    for it (reqlist_wait_one), then finds nothing to copy.  One copy, of the
+    old data; the same run without shortcuts (with them the calls take
+    BackupJob._copy_cluster, without a pass's pool)."""
+    import blocksim
+    from equivalence import outcome
+    scenario = backup_case(speed="1MiB", actions=[burst(2 * MiB + 8 * KiB),
+                                                 burst(2 * MiB + 16 * KiB)])
+    old = gen_at(simulate(backup_case(speed="1MiB", duration="0.4s"))[0], "src", 2 * MiB)
+    sim, r = simulate(scenario)
+    job = job_summary(r)
+    assert job["outcome"] == "completed" and job["integrity"] == "identical"
+    assert job["copy_before_write"] == {"writes": 1, "bytes": CLUSTER, "failed": 0}
+    assert r.summary["drives"]["vda"]["requests"] == 2
+    assert gen_at(sim, "tgt", 2 * MiB + 8 * KiB) == old != 0
+    assert gen_at(sim, "src", 2 * MiB + 8 * KiB) not in (0, old)
+    assert gen_at(sim, "src", 2 * MiB + 16 * KiB) not in (0, old)
+    loaded = blocksim.load_scenario(scenario)
+    exact = outcome(blocksim.Simulation(loaded, shortcuts=False))
+    assert outcome(blocksim.Simulation(loaded)) == exact
+
+
 # -- a second backup of the same source (QEMU stacks a second filter) ------------
 
 def _two_backups(second_target: str = "tgt2", actions=()) -> dict:
