@@ -255,7 +255,7 @@ def advance(job, offs, reads, n: int, m: int, back: int, rate, start_at: int, is
     if (src.backing is not None or journal is None or tgt.write_listeners
             or tgt.content._journal is not journal or job._pit._journal is not journal):
         return None
-    known = job._data_known(content)
+    known = job._known_view(content)
     st = np.zeros(STATE, dtype=np.int64)
     st[N] = n
     st[BACK] = back
@@ -278,7 +278,7 @@ def advance(job, offs, reads, n: int, m: int, back: int, rate, start_at: int, is
     cs = job.cluster
     status = run(st, offs, reads, m, bool(rate), start_at, issued, float(interval), end_at,
                  deadline, service, think, bs, cs, bcs.nbits, job.size, shift,
-                 np.frombuffer(known, dtype=np.uint8),
+                 known,
                  bcs_bits, bcs_summary, bcs_blocks, seen_bits, seen_summary, seen_blocks,
                  journal.rows, journal.capacity, np.frombuffer(journal.loglen, dtype=np.int64),
                  content._tag >> _MAP_SHIFT, np.frombuffer(journal.zeroed, dtype=np.int64),
@@ -465,14 +465,14 @@ class Planner:
     Made once per pass and size (:func:`planner`), brought up to date at
     each use (:meth:`refresh`)."""
 
-    __slots__ = ("job", "args", "out", "_pages", "_view", "made_for")
+    __slots__ = ("job", "args", "out", "_view", "made_for")
 
     def __init__(self, job, end: int, last: int, chunk: int, rows: int):
         import numpy as np
         self.job = job
         src = job.source
         self.args = None
-        self._pages = None
+        self._view = None
         # what it was made for (planner(): made again if any changed)
         self.made_for = (job.bcs, src, src.content, src.backing, src.content._journal)
         if src.backing is not None or src.content._journal is None:
@@ -485,15 +485,13 @@ class Planner:
     def known(self):
         """The job's cache of the source's pages, as it stands (a Python
         block status may have replaced it): a view of it, made again only
-        when the job made a new one."""
-        import numpy as np
-        pages = self.job._data_known(self.job.source.content)
-        if pages is not self._pages:
-            self._pages = pages
-            self._view = np.frombuffer(pages, dtype=np.uint8)
+        when the job made a new one (``BackupJob._known_view``)."""
+        view = self.job._known_view(self.job.source.content)
+        if view is not self._view:
+            self._view = view
             if self.args is not None:
-                self.args[13] = self._view
-        return self._view
+                self.args[13] = view
+        return view
 
     def refresh(self) -> "Planner":
         """Up to date with the bitmap's count and the job's cache (the

@@ -92,15 +92,21 @@ class Steps:
         event._value = None
         if last and self._running:
             env = self.env
-            now = env._now
-            heap, queue = self.heap, env._queue
-            if (not heap or heap[0][0] > now) and (not queue or queue[0][0] > now):
+            if self.nothing_due():
                 next(env._eid)                  # (its id, drawn as at() would)
                 callbacks, event.callbacks = event.callbacks, None
                 for cb in callbacks:
                     cb(event)
                 return
         self.at(0, None, event)
+
+    def nothing_due(self) -> bool:
+        """Whether nothing is due at this instant, neither a step nor a
+        SimPy event: an event scheduled now would be the very next one
+        processed (anything there came before it)."""
+        now = self.env._now
+        heap, queue = self.heap, self.env._queue
+        return (not heap or heap[0][0] > now) and (not queue or queue[0][0] > now)
 
     def _marker(self) -> None:
         """The event queued in SimPy under the first step's key (one per

@@ -794,10 +794,9 @@ class BackupJob(BlockJob):
 
     def _next_now(self) -> bool:
         """Whether nothing is due at this instant, neither a SimPy event
-        nor a step: an event scheduled now would be the next processed."""
-        now = self.env._now
-        heap, queue = self._steps.heap, self.env._queue
-        return (not heap or heap[0][0] > now) and (not queue or queue[0][0] > now)
+        nor a step: an event scheduled now would be the next processed
+        (``Steps.nothing_due``)."""
+        return self._steps.nothing_due()
 
     def _unpool(self, pooled: _Pool) -> None:
         """The pool's ended tasks out of it (the pass resumed after its wait
