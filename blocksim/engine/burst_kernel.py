@@ -93,7 +93,7 @@ njit = Compiled(globals())
 
 #: The kernel's scalar state, one int64 each in ``Kernel.st``.
 (NOW, HEAD_T, LAST_EID, NEXT_EID, WAITING, AT_TOP, ONE_WAIT, STOP_AT_TOP,
- ATTACHED, AWAITED, BM_COUNT, NBITS, GRAN, BM_SIZE, CLAIM_BITS, IN_FLIGHT,
+ AWAITED, BM_COUNT, NBITS, GRAN, BM_SIZE, CLAIM_BITS, IN_FLIGHT,
  BYTES_IN_FLIGHT, BUF_FREE, CURSOR, OFFSET, BYTES_COPIED, SYNCED, SPEED,
  QUOTA, SLICE_START, SLICE_END, DISPATCHED, SRC_LAT, SRC_BW, SRC_QD,
  SRC_PIPE, SRC_HEAD, SRC_N, SRC_READS, SRC_BYTES, TGT_LAT, TGT_BW, TGT_QD,
@@ -117,8 +117,8 @@ njit = Compiled(globals())
  OP_SEQ,
  # the loop runs from its sleep's timer (MirrorJob._timer_phase): its next
  # sleep of 0 ns after an iteration is a turn of the main loop, else none
- TIMER_PHASE) = range(86)
-NSTATE = 86
+ TIMER_PHASE) = range(85)
+NSTATE = 85
 
 #: What an agenda entry does (``Kernel.heap[:, KIND]``); TIMER is the loop's
 #: sleep's (Job.sleep), and the guest's entries are its worker's wait for a
@@ -176,7 +176,7 @@ TURN_NS = 10_000
 #: What Kernel.copy loads into ``st`` at each call, in this order.
 _LOADED = np.array([
     NOW, HEAD_T, LAST_EID, NEXT_EID, WAITING, AT_TOP, ONE_WAIT, STOP_AT_TOP,
-    ATTACHED, AWAITED, BM_COUNT, IN_FLIGHT, BYTES_IN_FLIGHT, CURSOR, OFFSET, BYTES_COPIED,
+    AWAITED, BM_COUNT, IN_FLIGHT, BYTES_IN_FLIGHT, CURSOR, OFFSET, BYTES_COPIED,
     SYNCED, SPEED, QUOTA, SLICE_START, SLICE_END, DISPATCHED,
     SRC_LAT, SRC_PIPE, SRC_READS, SRC_BYTES, TGT_LAT, TGT_PIPE, TGT_WRITES, TGT_BYTES,
     SRC_HEAD, SRC_N, TGT_HEAD, TGT_N, OUT_N, TGT_FULL,
@@ -531,7 +531,6 @@ def _sleep(st, heap, ns, what):
     _heap_push(heap, st, st[NOW] + ns, st[NEXT_EID], TIMER, ns)
     st[NEXT_EID] += 1
     st[SLEEPING] = what
-    st[ATTACHED] = 0
     st[WAITING] = 1
 
 
@@ -808,7 +807,6 @@ def _run(st, bits, bit_words, summary, blocks, block_words, ops, heap, src_slots
             # passes the pause point (none asked: Kernel.copy) and its top's
             # checks, which hold as when it went to sleep
             st[SLEEPING] = 0
-            st[ATTACHED] = 1
             st[WAITING] = 0
             st[AT_TOP] = 1
             continue
@@ -1056,7 +1054,7 @@ class Kernel:
             waiting, at_top, one_wait,
             bool(job.ret or (job.pause_count > 0 and job.should_pause())
                  or (job.cancelled and not job.completes_on_cancel())),
-            job._agenda.attached and not detached, job._awaited, bm.count,
+            job._awaited, bm.count,
             job.in_flight, job.bytes_in_flight, job._cursor, job.offset, job.bytes_copied,
             job.synced, limit.speed, limit.slice_quota,
             limit.slice_start, limit.slice_end, limit.dispatched,
