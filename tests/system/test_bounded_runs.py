@@ -71,11 +71,18 @@ def test_ctrl_c_ends_a_run_with_a_complete_folder_marked_interrupted(tmp_path):
                         '[drives.d]\nimage = "a"\n'
                         '[workloads.w]\ndrive = "d"\nrate-iops = 20000\niodepth = 2\n')
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # `blocksim run`, saying on stdout when its run has started
-    script = ("import sys, blocksim.simulation as s\n"
+    # `blocksim run`, saying on stdout when its run has simulated some time
+    # (not merely started: on a loaded machine the first compiled steps may
+    # take a second to load, and a run interrupted before its first
+    # simulated instant has nothing to show)
+    script = ("import sys, threading, time, blocksim.simulation as s\n"
               "run = s.Simulation.run\n"
               "def started(self, *a, **k):\n"
-              "    print('running', flush=True)\n"
+              "    def watch():\n"
+              "        while self.env.now <= 0:\n"
+              "            time.sleep(0.01)\n"
+              "        print('running', flush=True)\n"
+              "    threading.Thread(target=watch, daemon=True).start()\n"
               "    return run(self, *a, **k)\n"
               "s.Simulation.run = started\n"
               "from blocksim.cli import main\n"
