@@ -524,6 +524,7 @@ def _run(job, entry, rows) -> bool:
         return why
 
     rt = None                   # the first row's key (rows: the compiled steps)
+    refused = None              # a write whose wake-up the loop left to the steps
     # (the steps' loop reads its heap again only if told something ran: so
     # when the heap changed, the proxy taken out or rows made entries)
     touched = rows is not None and entry is rows.proxy
@@ -649,6 +650,7 @@ def _run(job, entry, rows) -> bool:
                 wakes = waiting and not fired and task.checked != pooled.wait
                 if at_once and wakes and not feasible(len(ended) + 1, now):
                     heappush(heap, entry)
+                    refused = entry
                     break
                 env._now = now
                 start = task.start
@@ -751,6 +753,19 @@ def _run(job, entry, rows) -> bool:
             if touched and not ran and heap and heap[0] is rows.proxy:
                 # (nothing ran from the proxy: its rows' steps as entries)
                 rows.materialize_all(heap)
+    if (refused is not None and heap and heap[0] is refused
+            and (not queue or refused[2] == queue[0][2] or refused < queue[0])):
+        # The loop stopped at a write of the pass's whose wake-up it leaves
+        # to the steps (not feasible: the pass would sleep), at the steps'
+        # head, before SimPy's: the steps' loop would hand it to this loop
+        # again at once, nothing run meanwhile, which would refuse it again
+        # (the same state: what the loop left when it stopped changes none
+        # of its conditions), and then run it as a plain step
+        # (Steps._fire).  It is run so here, without that second entry.
+        heappop(heap)
+        env._now = refused[0]
+        _step(env, WRITE, refused[4])
+        return True
     return bool(ran) or touched
 
 
