@@ -154,6 +154,16 @@ def run(job, entry) -> bool:
     """Run the steps from ``entry`` (the head of the steps' heap, due before
     SimPy's next event) while the module's doc says so; whether it ran any."""
     rows = job._rows
+    callback = entry[3]
+    if callback is job._begin_step or callback is job._read_step:
+        # a task's start or read: another call's (a guest's copy-before-write)
+        # is run as the plain step the loop would run it as (_run's BEGIN
+        # and READ branches: _step), by the steps, with no entry of the loop
+        # (which would stop after it, its cost for one step, as often as not)
+        pooled = job._pass
+        arg = entry[4]
+        if pooled is None or arg[0] is not pooled.call or arg[1].pool is not pooled:
+            return False
     if not ENABLED or not _runnable(job, entry):
         if rows is not None and entry is rows.proxy:
             # (the rows' steps left to the steps, one at a time)
