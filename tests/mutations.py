@@ -1165,6 +1165,39 @@ MUTATIONS = [
      'blocksim/engine/steps.py',
      '        env.running_steps = self\n',
      '        env.running_steps = None\n'),
+    # the copy loop's entries cheaper (session 19): the nodes' queues handed
+    # in only when changed, a refused write run where the loop stops,
+    # another call's steps no entries of the loop, the state and the rows'
+    # keys through struct
+    ("copyrows (entries): a node's queue read back from the ring without its wrap",
+     "blocksim/engine/copyrows.py",
+     "            got = ring[h:].tolist() + ring[:h + n - cap].tolist()",
+     "            got = ring[h:].tolist()"),
+    ("copyrows (entries): a node's queue taken as loaded into the ring though it was not",
+     "blocksim/engine/copyrows.py",
+     "        if n:\n            ring[:n] = slots\n            left[:] = (free, n,",
+     "        if n:\n            left[:] = (free, n,"),
+    ("copyloop (entries): a refused write run where the loop stops left in the steps' heap",
+     "blocksim/engine/copyloop.py",
+     "        heappop(heap)\n        env._now = refused[0]\n",
+     "        env._now = refused[0]\n"),
+    ("copyloop (entries): another call's task steps enter the loop",
+     "blocksim/engine/copyloop.py",
+     "        if pooled is None or arg[0] is not pooled.call or arg[1].pool is not pooled:\n"
+     "            return False\n    if not ENABLED",
+     "        if pooled is None:\n            return False\n    if not ENABLED"),
+    ("copyloop (entries): the compiled steps' state handed in a field off",
+     "blocksim/engine/copyloop.py",
+     "            _HAND_IN.pack_into(rows.st_bytes, 0, *values)",
+     "            _HAND_IN.pack_into(rows.st_bytes, 8, *values[1:], 0)"),
+    ("backup (entries): runs past the source's end pasted in compiled calls",
+     "blocksim/jobs/backup.py",
+     "                or (self.size > source.size and max(runs[:, 1].tolist()) > source.size)):",
+     "                or False):"),
+    ("copyrows (entries): a row's key read a field off",
+     "blocksim/engine/copyrows.py",
+     "        return _KEY.unpack_from(self.heap_bytes, 0)",
+     "        return _KEY.unpack_from(self.heap_bytes, 8)"),
 ]
 
 

@@ -97,6 +97,7 @@ shortcuts; ``test_copyloop.py`` also with the Python loop (``KERNEL = False``).
 
 from __future__ import annotations
 
+import struct
 from functools import partial
 from heapq import heappop, heappush
 from itertools import count
@@ -140,6 +141,10 @@ _NOTHING = (_NEVER, 0, 0)    # (an empty heap's head, for the compiled steps)
     copyrows.FREE_N, copyrows.FREED_N, copyrows.HEAP_N, copyrows.RESUMED, copyrows.SEQ,
     copyrows.Q_MARK, copyrows.QI)
 QUEUE_AHEAD = copyrows.QUEUE_AHEAD
+#: the state's fields kernel() hands the compiled steps, up to HEAP_N, in
+#: one call on its bytes (numpy converts a tuple's items one at a time:
+#: some 2 µs an entry)
+_HAND_IN = struct.Struct(f"={HEAP_N}q")
 
 
 def attach(job, steps) -> None:
@@ -154,12 +159,13 @@ def run(job, entry) -> bool:
     """Run the steps from ``entry`` (the head of the steps' heap, due before
     SimPy's next event) while the module's doc says so; whether it ran any."""
     rows = job._rows
-    callback = entry[3]
-    if callback is job._begin_step or callback is job._read_step:
-        # a task's start or read: another call's (a guest's copy-before-write)
-        # is run as the plain step the loop would run it as (_run's BEGIN
-        # and READ branches: _step), by the steps, with no entry of the loop
-        # (which would stop after it, its cost for one step, as often as not)
+    if entry is not rows.proxy:
+        # a task's step (start, read, write): another call's (a guest's
+        # copy-before-write) is left to the steps, with no entry of the
+        # loop: its start and read run as the plain steps the loop would
+        # run them as (_run's BEGIN and READ branches: _step), where the
+        # loop, entered for them, would stop right after as often as not;
+        # its write resumes the call waiting for it (_runnable)
         pooled = job._pass
         arg = entry[4]
         if pooled is None or arg[0] is not pooled.call or arg[1].pool is not pooled:
@@ -179,9 +185,6 @@ def _runnable(job, entry) -> bool:
     if pooled is None:
         return False
     call = pooled.call
-    if entry[3] is job._write_step and (entry[4][0] is not call
-                                        or entry[4][1].pool is not pooled):
-        return False                # (another call's write: its waiter resumes)
     if call is not job._call or call.err or call.cancelled:
         return False
     for t in pooled.waited:
@@ -471,13 +474,18 @@ def _run(job, entry, rows) -> bool:
                     break
                 marks.append(heappop(queue))
             head = marks[0]
-        st[:RAN] = (env._now, other[0], other[1], other[2], head[0], head[1], head[2],
-                    next(eid), waiting, fired, pooled.wait, pooled.processed, pooled.count,
-                    len(ended) + pooled.ended_rows, s, no_resume, len(plan), taken, plan_final,
-                    0, 1 if limit.speed else 0, limit.slice_quota, limit.slice_start,
-                    limit.slice_end, limit.dispatched, pooled.pos, size, tcs,
-                    0, 0, 0, 0, 0, 0, 0, npaste, nalloc, len(rows), st[FREE_N], st[FREED_N],
-                    st[DONE_N])
+        # (the fields up to HEAP_N: those after it up to RAN, the rows'
+        # own, hold already what they would be given)
+        values = (env._now, other[0], other[1], other[2], head[0], head[1], head[2],
+                  next(eid), waiting, fired, pooled.wait, pooled.processed, pooled.count,
+                  len(ended) + pooled.ended_rows, s, no_resume, len(plan), taken, plan_final,
+                  0, 1 if limit.speed else 0, limit.slice_quota, limit.slice_start,
+                  limit.slice_end, limit.dispatched, pooled.pos, size, tcs,
+                  0, 0, 0, 0, 0, 0, 0, npaste, nalloc)
+        try:
+            _HAND_IN.pack_into(rows.st_bytes, 0, *values)
+        except struct.error:
+            st[:HEAP_N] = values    # (a value not an int: numpy converts it)
         st[RAN] = st[MADE_N] = st[QI] = 0
         st[Q_MARK] = marks is not None
         st[SEQ] = next(seq)
@@ -530,7 +538,7 @@ def _run(job, entry, rows) -> bool:
             n_copied += v[N_COPIED]
             job.in_flight_bytes += v[IN_FLIGHT]
             npaste, nalloc = v[PASTE_N], v[ALLOC_N]
-        rt = tuple(rows.heap[0, :3].tolist()) if v[HEAP_N] else None
+        rt = rows.top() if v[HEAP_N] else None
         return why
 
     rt = None                   # the first row's key (rows: the compiled steps)

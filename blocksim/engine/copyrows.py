@@ -52,6 +52,7 @@ loop (``copyloop.KERNEL = False``), without the loop and without shortcuts.
 
 from __future__ import annotations
 
+import struct
 from functools import partial
 from bisect import insort
 from heapq import heapify, heappop, heappush
@@ -92,6 +93,9 @@ EMPTY, BOUND, NEED_PLAN, PYTHON, FULL = range(5)
 QUEUE_AHEAD = 8
 
 _T, _P, _ID, _SLOT = range(4)
+#: a row's key, read off the heap's bytes (Rows.top: numpy's tolist costs
+#: three times as much)
+_KEY = struct.Struct("=3q")
 
 #: rows at most (64 in the pool, one waiting, the ended ones whose done is
 #: queued; the rest is headroom: step() stops when none is free)
@@ -595,7 +599,9 @@ class Rows:
     def __init__(self, job):
         self.job = job
         self.st = np.zeros(NFIELDS, dtype=np.int64)
+        self.st_bytes = memoryview(self.st).cast("B")   # (its memory, for struct)
         self.heap = np.zeros((CAPACITY, 4), dtype=np.int64)
+        self.heap_bytes = memoryview(self.heap).cast("B")   # (for _KEY)
         self.stage = np.zeros(CAPACITY, dtype=np.int64)
         self.start = np.zeros(CAPACITY, dtype=np.int64)
         self.end = np.zeros(CAPACITY, dtype=np.int64)
@@ -641,7 +647,7 @@ class Rows:
         """The first row's key, ``(time, priority, id)``, or None."""
         if not self.st[HEAP_N]:
             return None
-        return tuple(self.heap[0, :3].tolist())
+        return _KEY.unpack_from(self.heap_bytes, 0)
 
     def alloc(self) -> int:
         st = self.st
@@ -817,7 +823,7 @@ class Rows:
     def park(self, heap: list) -> None:
         """The proxy queued under the first row's key (none if no row)."""
         if self.proxy is None and self.st[HEAP_N]:
-            t, p, i = self.heap[0, :3].tolist()
+            t, p, i = _KEY.unpack_from(self.heap_bytes, 0)
             self.proxy = (t, p, i, self.fire, None)
             heappush(heap, self.proxy)
 
