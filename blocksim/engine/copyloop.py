@@ -42,7 +42,9 @@ moments:
    Another call's task (a guest's copy-before-write) has its start and its
    read run here too, by its own step methods, as the steps would run them
    (the target's allocation deferred so far is set first: its write asks
-   it).
+   it), when the loop meets them on its way; the loop is not entered at
+   one (:func:`run` leaves them to the steps, which run the same plain
+   steps).
 3. **Where it stops**: before the first entry SimPy's queue does not come
    after (a marker of a step already run is dropped, as the steps do, and
    so do the compiled steps: ``copyrows.step``'s ``qkeys``),
@@ -52,7 +54,10 @@ moments:
    anything but start tasks and wait for a slot again (the rate limiter
    asks for a sleep, nothing left to copy, a task whose block status is not
    data throughout: checked without side effects first, on a plan of the
-   next tasks).
+   next tasks).  A write of the pass's it stops before because its
+   wake-up is not feasible is run where it stops, as the plain step the
+   steps would run next (they would enter the loop at it, to the same
+   refusal, first).
 4. **What it leaves**: what a task read is pasted into the target when the
    loop stops instead of at each write (in compiled calls:
    ``ContentJournal.copy_runs``) (the source cannot change meanwhile:
