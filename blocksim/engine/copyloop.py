@@ -170,7 +170,8 @@ def run(job, entry) -> bool:
         # loop: its start and read run as the plain steps the loop would
         # run them as (_run's BEGIN and READ branches: _step), where the
         # loop, entered for them, would stop right after as often as not;
-        # its write resumes the call waiting for it (_runnable)
+        # its write resumes the call waiting for it (the loop stops before
+        # it: the module's doc, 3)
         pooled = job._pass
         arg = entry[4]
         if pooled is None or arg[0] is not pooled.call or arg[1].pool is not pooled:
