@@ -735,7 +735,7 @@ MUTATIONS = [
     ("copyloop: a write still to come pastes nothing", "blocksim/engine/copyloop.py",
      "        heap[i] = entry[:4] + ((call, task, 0, arg[3], runs),)", "        pass"),
     ("copyloop: the tasks' clusters left dirty in the bitmap", "blocksim/engine/copyloop.py",
-     "                bcs.clear_bits(first, plan[taken - 1][1] // cs)", "                pass"),
+     "                bcs.clear_bits(first, int(plan[taken - 1, 1]) // cs)", "                pass"),
     ("copyloop: the target's clusters not allocated", "blocksim/engine/copyloop.py",
      "            _allocate(tgt.alloc, allocs[:nalloc])\n            _leave(", "            _leave("),
     ("copyloop: the writes' content not pasted", "blocksim/engine/copyloop.py",
@@ -1166,6 +1166,47 @@ MUTATIONS = [
      'blocksim/engine/steps.py',
      '        env.running_steps = self\n',
      '        env.running_steps = None\n'),
+    # the copy loop's entries cheaper (session 19): the nodes' queues handed
+    # in only when changed, a refused write run where the loop stops,
+    # another call's steps no entries of the loop, the state and the rows'
+    # keys through struct
+    ("copyrows (entries): a node's queue read back from the ring without its wrap",
+     "blocksim/engine/copyrows.py",
+     "            got = ring[h:].tolist() + ring[:h + n - cap].tolist()",
+     "            got = ring[h:].tolist()"),
+    ("copyrows (entries): a node's queue taken as loaded into the ring though it was not",
+     "blocksim/engine/copyrows.py",
+     "        if n:\n            ring[:n] = slots\n            left[:] = (free, n,",
+     "        if n:\n            left[:] = (free, n,"),
+    ("copyloop (entries): a refused write run where the loop stops left in the steps' heap",
+     "blocksim/engine/copyloop.py",
+     "        heappop(heap)\n        env._now = refused[0]\n",
+     "        env._now = refused[0]\n"),
+    ("copyloop (entries): another call's task steps enter the loop",
+     "blocksim/engine/copyloop.py",
+     "        if pooled is None or arg[0] is not pooled.call or arg[1].pool is not pooled:\n"
+     "            return False\n    if not ENABLED",
+     "        if pooled is None:\n            return False\n    if not ENABLED"),
+    ("copyloop (entries): the compiled steps' state handed in a field off",
+     "blocksim/engine/copyloop.py",
+     "            _HAND_IN.pack_into(rows.st_bytes, 0, *values)",
+     "            _HAND_IN.pack_into(rows.st_bytes, 8, *values[1:], 0)"),
+    ("backup (entries): runs past the source's end pasted in compiled calls",
+     "blocksim/jobs/backup.py",
+     "                or (self.size > source.size and max(runs[:, 1].tolist()) > source.size)):",
+     "                or False):"),
+    ("copyloop (entries): the plan's rows found put in the wrong order",
+     "blocksim/engine/copyloop.py",
+     "        plan[plan_n:n] = found\n", "        plan[plan_n:n] = found[::-1]\n"),
+    ("copyloop (entries): the plan grown without its rows",
+     "blocksim/engine/copyloop.py",
+     "            grown[:plan_n] = plan[:plan_n]\n", ""),
+    # (Rows.top a field off hangs the loop, caught only by the time limit:
+    # the proxy's key, read the same way, fails at once)
+    ("copyrows (entries): the rows' proxy parked under the second row's key",
+     "blocksim/engine/copyrows.py",
+     "            t, p, i = _KEY.unpack_from(self.heap_bytes, 0)",
+     "            t, p, i = _KEY.unpack_from(self.heap_bytes, 32)"),
 ]
 
 

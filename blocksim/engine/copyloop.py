@@ -42,7 +42,9 @@ moments:
    Another call's task (a guest's copy-before-write) has its start and its
    read run here too, by its own step methods, as the steps would run them
    (the target's allocation deferred so far is set first: its write asks
-   it).
+   it), when the loop meets them on its way; the loop is not entered at
+   one (:func:`run` leaves them to the steps, which run the same plain
+   steps).
 3. **Where it stops**: before the first entry SimPy's queue does not come
    after (a marker of a step already run is dropped, as the steps do, and
    so do the compiled steps: ``copyrows.step``'s ``qkeys``),
@@ -52,7 +54,10 @@ moments:
    anything but start tasks and wait for a slot again (the rate limiter
    asks for a sleep, nothing left to copy, a task whose block status is not
    data throughout: checked without side effects first, on a plan of the
-   next tasks).
+   next tasks).  A write of the pass's it stops before because its
+   wake-up is not feasible is run where it stops, as the plain step the
+   steps would run next (they would enter the loop at it, to the same
+   refusal, first).
 4. **What it leaves**: what a task read is pasted into the target when the
    loop stops instead of at each write (in compiled calls:
    ``ContentJournal.copy_runs``) (the source cannot change meanwhile:
@@ -97,6 +102,7 @@ shortcuts; ``test_copyloop.py`` also with the Python loop (``KERNEL = False``).
 
 from __future__ import annotations
 
+import struct
 from functools import partial
 from heapq import heappop, heappush
 from itertools import count
@@ -140,6 +146,10 @@ _NOTHING = (_NEVER, 0, 0)    # (an empty heap's head, for the compiled steps)
     copyrows.FREE_N, copyrows.FREED_N, copyrows.HEAP_N, copyrows.RESUMED, copyrows.SEQ,
     copyrows.Q_MARK, copyrows.QI)
 QUEUE_AHEAD = copyrows.QUEUE_AHEAD
+#: the state's fields kernel() hands the compiled steps, up to HEAP_N, in
+#: one call on its bytes (numpy converts a tuple's items one at a time:
+#: some 2 µs an entry)
+_HAND_IN = struct.Struct(f"={HEAP_N}q")
 
 
 def attach(job, steps) -> None:
@@ -154,6 +164,18 @@ def run(job, entry) -> bool:
     """Run the steps from ``entry`` (the head of the steps' heap, due before
     SimPy's next event) while the module's doc says so; whether it ran any."""
     rows = job._rows
+    if entry is not rows.proxy:
+        # a task's step (start, read, write): another call's (a guest's
+        # copy-before-write) is left to the steps, with no entry of the
+        # loop: its start and read run as the plain steps the loop would
+        # run them as (_run's BEGIN and READ branches: _step), where the
+        # loop, entered for them, would stop right after as often as not;
+        # its write resumes the call waiting for it (the loop stops before
+        # it: the module's doc, 3)
+        pooled = job._pass
+        arg = entry[4]
+        if pooled is None or arg[0] is not pooled.call or arg[1].pool is not pooled:
+            return False
     if not ENABLED or not _runnable(job, entry):
         if rows is not None and entry is rows.proxy:
             # (the rows' steps left to the steps, one at a time)
@@ -169,9 +191,6 @@ def _runnable(job, entry) -> bool:
     if pooled is None:
         return False
     call = pooled.call
-    if entry[3] is job._write_step and (entry[4][0] is not call
-                                        or entry[4][1].pool is not pooled):
-        return False                # (another call's write: its waiter resumes)
     if call is not job._call or call.err or call.cancelled:
         return False
     for t in pooled.waited:
@@ -223,34 +242,44 @@ def _run(job, entry, rows) -> bool:
     end = pooled.end
     last = -(-end // cs)
     chunk = job._chunk()
-    # the pass's next tasks, (start, end), found ahead without changing the
+    # the pass's next tasks, rows (start, end) of ``plan`` (the array the
+    # compiled steps read: never a Python list, whose rows cost more to make
+    # than the search), ``plan_n`` of them, found ahead without changing the
     # bitmap (the bits are cleared when the loop stops: until then only the
     # pass's own search, from past them, reads it); plan[taken:] not made yet
-    plan: list = []
-    taken = 0
-    plan_filled = 0             # plan[:plan_filled] in the compiled steps' array
+    plan = arrays.plan
+    plan_n = taken = 0
     ahead = None                # the planner of a pool's worth (kernel())
-    plan_array = rows.plan if rows is not None else None   # the plan as the compiled
-                                                            # steps read it
     # (the plan the last entry left, as far as it still holds: _kept_plan)
     known = job._data_known(src.content)
     version = bcs.version
     kept = rows.kept if rows is not None else None
     if kept is not None and kept[0] is pooled and kept[1] == pooled.pos:
-        plan, taken, plan_filled = kept[4], kept[5], kept[6]
+        plan_n, taken = kept[4], kept[5]
         if kept[2] != version or kept[3] is not known:
             # (the bitmap or the cache changed since: the rows found again)
             k = 0
-            if PLAN and plan_filled > taken:
+            if PLAN and plan_n > taken:
                 ahead = backup_kernel.planner(job, end, last, chunk, _PLAN_AHEAD)
                 if ahead.args is not None:
-                    k = ahead.agree(plan_array, taken, plan_filled, pooled.pos)
-            del plan[taken + k:]
-            plan_filled = taken + k
-    planned = plan[-1][1] if len(plan) > taken else pooled.pos  # where its search goes on
+                    k = ahead.agree(plan, taken, plan_n, pooled.pos)
+            plan_n = taken + k
+    # (where its search goes on)
+    planned = int(plan[plan_n - 1, 1]) if plan_n > taken else pooled.pos
     first = -1                  # the first cluster taken out of the bitmap here
 
     planner = None
+
+    def put(found) -> None:
+        """Rows ``found`` (an array of start and end) at the plan's end."""
+        nonlocal plan, plan_n
+        n = plan_n + len(found)
+        if n > len(plan):
+            grown = np.empty((2 * n, 2), dtype=np.int64)
+            grown[:plan_n] = plan[:plan_n]
+            plan = arrays.plan = grown
+        plan[plan_n:n] = found
+        plan_n = n
 
     def feasible(k: int, now: int) -> bool:
         """Whether the pass, woken now, makes its next ``k`` tasks without
@@ -261,12 +290,11 @@ def _run(job, entry, rows) -> bool:
             # RateLimit.delay(now, 0), then (now, e - a), for each
             quota = limit.slice_quota
             start, slice_end, dispatched = limit.slice_start, limit.slice_end, limit.dispatched
-            for i in range(taken, taken + k):
+            for a, e in plan[taken:taken + k].tolist():
                 if slice_end <= now:
                     start, slice_end, dispatched = now, now + _SLICE_NS, 0
                 if dispatched >= quota:
                     return False
-                a, e = plan[i]
                 dispatched += e - a
                 if dispatched >= quota:
                     slice_end = start + int(dispatched / max(quota, 1) * _SLICE_NS)
@@ -276,7 +304,7 @@ def _run(job, entry, rows) -> bool:
         """Whether the plan holds the pass's next ``k`` tasks, all of data
         throughout, found as the pass would find them (the plan extended)."""
         nonlocal planned, planner
-        while len(plan) - taken < k:
+        while plan_n - taken < k:
             pos = planned
             if pos >= end:
                 return False
@@ -288,8 +316,8 @@ def _run(job, entry, rows) -> bool:
                 if planner.args is not None:
                     got, why = planner(pos)
                     if got:
-                        plan.extend(planner.out[:got].tolist())
-                        planned = plan[-1][1]
+                        put(planner.out[:got])
+                        planned = int(plan[plan_n - 1, 1])
                         continue
                     if why == 1:
                         return False
@@ -298,7 +326,7 @@ def _run(job, entry, rows) -> bool:
                     planner.known()
                     if zero or a + num < e:
                         return False
-                    plan.append((a, e))
+                    put(((a, e),))
                     planned = e
                     continue
             b = bcs.find(pos // cs, last)
@@ -309,7 +337,7 @@ def _run(job, entry, rows) -> bool:
             zero, num = job._status(a, e)
             if zero or a + num < e:
                 return False
-            plan.append((a, e))
+            put(((a, e),))
             planned = e
         return True
 
@@ -339,7 +367,7 @@ def _run(job, entry, rows) -> bool:
                 begin = False
             else:
                 heappush(heap, (now, URGENT, next(eid), BEGIN, (call, task)))
-            a, e = plan[taken]
+            a, e = plan[taken].tolist()
             taken += 1
             if first < 0:
                 first = a // cs
@@ -386,7 +414,7 @@ def _run(job, entry, rows) -> bool:
         """The rows' steps run compiled (copyrows.step) from the state
         here, which takes back what they did; why it stopped."""
         nonlocal fired, taken, first, ran, eid, rt, n_reads, n_read, n_writes, n_written
-        nonlocal n_copied, planned, plan_array, ahead, plan_filled, seq, npaste, nalloc
+        nonlocal n_copied, planned, ahead, seq, npaste, nalloc
         st = rows.st
         task = pooled.task
         s = rows.tslot
@@ -409,39 +437,20 @@ def _run(job, entry, rows) -> bool:
             got = rows.objs.get(s)
             # (a write-zeroes, or a task a call waits for: the Python resume)
             no_resume = got is not None and (got[0].zero or len(got[0].done.callbacks) != 0)
-        if PLAN and len(plan) - taken < 16 and planned < end:
+        if PLAN and plan_n - taken < 16 and planned < end:
             # (the plan's next tasks of data throughout, compiled, some
             # ahead: a task whose status Python must ask is left to
             # extend(), on demand)
             if ahead is None:
                 ahead = backup_kernel.planner(job, end, last, chunk, _PLAN_AHEAD)
-            while ahead.args is not None and len(plan) - taken < 16:
+            while ahead.args is not None and plan_n - taken < 16:
                 got, _why = ahead(planned)
                 if not got:
                     break
-                n = len(plan)
-                if n == plan_filled:
-                    # (into the compiled steps' array as it is: an array's
-                    # copy, not the list's rows converted)
-                    if n + got > len(plan_array):
-                        grown = np.empty((2 * (n + got), 2), dtype=np.int64)
-                        grown[:n] = plan_array[:n]
-                        plan_array = rows.plan = grown
-                    plan_array[n:n + got] = ahead.out[:got]
-                    plan_filled = n + got
-                plan.extend(ahead.out[:got].tolist())
-                planned = plan[-1][1]
+                put(ahead.out[:got])
+                planned = int(plan[plan_n - 1, 1])
                 if planned >= end:
                     break
-        n = len(plan)
-        if n > plan_filled:
-            # (the plan's new tasks into the array the compiled steps read)
-            if n > len(plan_array):
-                grown = np.empty((2 * n, 2), dtype=np.int64)
-                grown[:plan_filled] = plan_array[:plan_filled]
-                plan_array = rows.plan = grown
-            plan_array[plan_filled:n] = plan[plan_filled:]
-            plan_filled = n
         other = heap[0] if heap else _NOTHING
         # SimPy's queue ahead: the steps' markers at its head (of steps
         # run already when the next row comes after them, as the loop
@@ -461,18 +470,23 @@ def _run(job, entry, rows) -> bool:
                     break
                 marks.append(heappop(queue))
             head = marks[0]
-        st[:RAN] = (env._now, other[0], other[1], other[2], head[0], head[1], head[2],
-                    next(eid), waiting, fired, pooled.wait, pooled.processed, pooled.count,
-                    len(ended) + pooled.ended_rows, s, no_resume, len(plan), taken, plan_final,
-                    0, 1 if limit.speed else 0, limit.slice_quota, limit.slice_start,
-                    limit.slice_end, limit.dispatched, pooled.pos, size, tcs,
-                    0, 0, 0, 0, 0, 0, 0, npaste, nalloc, len(rows), st[FREE_N], st[FREED_N],
-                    st[DONE_N])
+        # (the fields up to HEAP_N: those after it up to RAN, the rows'
+        # own, hold already what they would be given)
+        values = (env._now, other[0], other[1], other[2], head[0], head[1], head[2],
+                  next(eid), waiting, fired, pooled.wait, pooled.processed, pooled.count,
+                  len(ended) + pooled.ended_rows, s, no_resume, plan_n, taken, plan_final,
+                  0, 1 if limit.speed else 0, limit.slice_quota, limit.slice_start,
+                  limit.slice_end, limit.dispatched, pooled.pos, size, tcs,
+                  0, 0, 0, 0, 0, 0, 0, npaste, nalloc)
+        try:
+            _HAND_IN.pack_into(rows.st_bytes, 0, *values)
+        except struct.error:
+            st[:HEAP_N] = values    # (a value not an int: numpy converts it)
         st[RAN] = st[MADE_N] = st[QI] = 0
         st[Q_MARK] = marks is not None
         st[SEQ] = next(seq)
         why = copyrows.step(st, rows.heap, rows.stage, rows.start, rows.end, rows.inpool,
-                            rows.seq, rows.free, rows.freed, rows.dslots, plan_array,
+                            rows.seq, rows.free, rows.freed, rows.dslots, plan,
                             pastes, allocs, rows.ring_in(src, copyrows.S_H),
                             rows.ring_in(tgt, copyrows.T_H), rows.qkeys)
         v = st.tolist()
@@ -509,7 +523,7 @@ def _run(job, entry, rows) -> bool:
         k = v[TAKEN] - taken
         if k:
             if first < 0:
-                first = plan[taken][0] // cs
+                first = int(plan[taken, 0]) // cs
             taken += k
         if v[RAN]:
             ran += v[RAN]
@@ -520,10 +534,11 @@ def _run(job, entry, rows) -> bool:
             n_copied += v[N_COPIED]
             job.in_flight_bytes += v[IN_FLIGHT]
             npaste, nalloc = v[PASTE_N], v[ALLOC_N]
-        rt = tuple(rows.heap[0, :3].tolist()) if v[HEAP_N] else None
+        rt = rows.top() if v[HEAP_N] else None
         return why
 
     rt = None                   # the first row's key (rows: the compiled steps)
+    refused = None              # a write whose wake-up the loop left to the steps
     # (the steps' loop reads its heap again only if told something ran: so
     # when the heap changed, the proxy taken out or rows made entries)
     touched = rows is not None and entry is rows.proxy
@@ -649,6 +664,7 @@ def _run(job, entry, rows) -> bool:
                 wakes = waiting and not fired and task.checked != pooled.wait
                 if at_once and wakes and not feasible(len(ended) + 1, now):
                     heappush(heap, entry)
+                    refused = entry
                     break
                 env._now = now
                 start = task.start
@@ -740,17 +756,29 @@ def _run(job, entry, rows) -> bool:
         holds = bcs.version == version
         if ran:
             if first >= 0:
-                bcs.clear_bits(first, plan[taken - 1][1] // cs)
+                bcs.clear_bits(first, int(plan[taken - 1, 1]) // cs)
             _allocate(tgt.alloc, allocs[:nalloc])
             _leave(job, src, heap, pastes[:npaste], later, ev, fired, call)
         if rows is not None:
-            rows.kept = _kept_plan(job, pooled, plan, taken, plan_filled, plan_array, known,
-                                   holds)
+            rows.kept = _kept_plan(job, pooled, plan, plan_n, taken, known, holds)
             rows.materialize_evs(heap)
             rows.park(heap)
             if touched and not ran and heap and heap[0] is rows.proxy:
                 # (nothing ran from the proxy: its rows' steps as entries)
                 rows.materialize_all(heap)
+    if (refused is not None and heap and heap[0] is refused
+            and (not queue or refused[2] == queue[0][2] or refused < queue[0])):
+        # The loop stopped at a write of the pass's whose wake-up it leaves
+        # to the steps (not feasible: the pass would sleep), at the steps'
+        # head, before SimPy's: the steps' loop would hand it to this loop
+        # again at once, nothing run meanwhile, which would refuse it again
+        # (the same state: what the loop left when it stopped changes none
+        # of its conditions), and then run it as a plain step
+        # (Steps._fire).  It is run so here, without that second entry.
+        heappop(heap)
+        env._now = refused[0]
+        _step(env, WRITE, refused[4])
+        return True
     return bool(ran) or touched
 
 
@@ -759,8 +787,7 @@ _SLICE_NS = 100_000_000     # BLOCK_JOB_SLICE_TIME (model.ratelimit.SLICE_NS)
 _PLAN_TRIM = 256
 
 
-def _kept_plan(job, pooled, plan: list, taken: int, filled: int, plan_array, known,
-               holds: bool):
+def _kept_plan(job, pooled, plan: np.ndarray, plan_n: int, taken: int, known, holds: bool):
     """The plan of the pass's next tasks an entry of the loop leaves for the
     next one (``Rows.kept``).
 
@@ -770,8 +797,9 @@ def _kept_plan(job, pooled, plan: list, taken: int, filled: int, plan_array, kno
     job's cache of the source's pages (``BackupJob._data_known``: a page
     of a planned task, known to hold data, stays so until the cache is
     made again) and the pass's bounds.  Found again at each entry it cost
-    some 10 µs (the planner's call, its rows made a list and copied into
-    the compiled steps' array).  The next entry of the same pass at the
+    some 10 µs (the planner's call, its rows copied into the compiled
+    steps' array, ``plan``, which holds the plan: rows ``[taken, plan_n)``
+    not made yet).  The next entry of the same pass at the
     same ``pos`` takes it as it is if the bitmap's ``version`` (every
     change of its granules bumps it: a guest's copy-before-write, the
     pass's fill, a failed task's clusters marked again) is the one after
@@ -786,14 +814,11 @@ def _kept_plan(job, pooled, plan: list, taken: int, filled: int, plan_array, kno
     if job._data_known(job.source.content) is not known:
         known = None
     if taken >= _PLAN_TRIM:
-        del plan[:taken]
-        if filled > taken:
-            plan_array[:filled - taken] = plan_array[taken:filled].copy()
-            filled -= taken
-        else:
-            filled = 0
+        if plan_n > taken:
+            plan[:plan_n - taken] = plan[taken:plan_n].copy()
+        plan_n -= taken
         taken = 0
-    return (pooled, pooled.pos, version, known, plan, taken, filled)
+    return (pooled, pooled.pos, version, known, plan_n, taken)
 
 
 def _allocate(alloc, allocs: np.ndarray) -> None:

@@ -52,6 +52,7 @@ loop (``copyloop.KERNEL = False``), without the loop and without shortcuts.
 
 from __future__ import annotations
 
+import struct
 from functools import partial
 from bisect import insort
 from heapq import heapify, heappop, heappush
@@ -92,6 +93,9 @@ EMPTY, BOUND, NEED_PLAN, PYTHON, FULL = range(5)
 QUEUE_AHEAD = 8
 
 _T, _P, _ID, _SLOT = range(4)
+#: a row's key, read off the heap's bytes (Rows.top: numpy's tolist costs
+#: three times as much)
+_KEY = struct.Struct("=3q")
 
 #: rows at most (64 in the pool, one waiting, the ended ones whose done is
 #: queued; the rest is headroom: step() stops when none is free)
@@ -253,19 +257,6 @@ def _service(ring, st, H, now, nbytes):
     st[H] = h
     st[H + 1] = n + 1
     return done
-
-
-@njit(cache=True, _nrt=False)
-def unring(ring, st, H, out):
-    """The ring's busy slots, oldest first, into ``out``; how many."""
-    cap = ring.shape[0]
-    h = st[H]
-    for k in range(st[H + 1]):
-        out[k] = ring[h]
-        h += 1
-        if h == cap:
-            h = 0
-    return st[H + 1]
 
 
 @_step
@@ -608,7 +599,9 @@ class Rows:
     def __init__(self, job):
         self.job = job
         self.st = np.zeros(NFIELDS, dtype=np.int64)
+        self.st_bytes = memoryview(self.st).cast("B")   # (its memory, for struct)
         self.heap = np.zeros((CAPACITY, 4), dtype=np.int64)
+        self.heap_bytes = memoryview(self.heap).cast("B")   # (for _KEY)
         self.stage = np.zeros(CAPACITY, dtype=np.int64)
         self.start = np.zeros(CAPACITY, dtype=np.int64)
         self.end = np.zeros(CAPACITY, dtype=np.int64)
@@ -638,7 +631,7 @@ class Rows:
         #: the plan of the pass's next tasks the copy loop keeps for its
         #: next entry (copyloop._kept_plan), or None
         self.kept = None
-        self.rings = {}             # node -> (ring, out): its queue for step()
+        self.rings = {}             # node -> its queue for step() (ring())
 
     def __len__(self) -> int:
         return int(self.st[HEAP_N])
@@ -654,7 +647,7 @@ class Rows:
         """The first row's key, ``(time, priority, id)``, or None."""
         if not self.st[HEAP_N]:
             return None
-        return tuple(self.heap[0, :3].tolist())
+        return _KEY.unpack_from(self.heap_bytes, 0)
 
     def alloc(self) -> int:
         st = self.st
@@ -830,7 +823,7 @@ class Rows:
     def park(self, heap: list) -> None:
         """The proxy queued under the first row's key (none if no row)."""
         if self.proxy is None and self.st[HEAP_N]:
-            t, p, i = self.heap[0, :3].tolist()
+            t, p, i = _KEY.unpack_from(self.heap_bytes, 0)
             self.proxy = (t, p, i, self.fire, None)
             heappush(heap, self.proxy)
 
@@ -940,42 +933,56 @@ class Rows:
     # -- the nodes' queues ----------------------------------------------------------------
     def ring_in(self, node, H: int):
         """``node``'s queue and pipe into the state (from ``st[H]``), unless
-        they are as the last call left them (the ring holds them still)."""
-        ring, _out, left = self.ring(node)
+        they are as the state holds them still: as the last call of
+        :meth:`ring_out` left them, or as the last load here left them when
+        :func:`step` issued nothing on the node since (it changes the ring
+        and the state's fields only with a request, which moves the pipe:
+        :meth:`ring_out`)."""
+        got = self.rings.get(node)
+        if got is None or got[2] != node.queue_depth:
+            got = self.ring(node)
+        ring, left, _depth = got
         slots = node._slots
         n = len(slots)
-        if (left[0] == node._pipe_free and left[1] == n
+        free = node._pipe_free
+        if (left[0] == free and left[1] == n
                 and (not n or (left[2] == slots[0] and left[3] == slots[-1]))
                 and left[4] == node.latency and left[5] == node.bandwidth):
             return ring
         if n:
             ring[:n] = slots
-        self.st[H:H + 6] = (0, n, node._pipe_free, node.queue_depth, node.latency,
-                            node.bandwidth)
-        left[:] = (None, None, None, None, node.latency, node.bandwidth)
+            left[:] = (free, n, slots[0], slots[-1], node.latency, node.bandwidth)
+        else:
+            left[:] = (free, 0, None, None, node.latency, node.bandwidth)
+        self.st[H:H + 6] = (0, n, free, node.queue_depth, node.latency, node.bandwidth)
         return ring
 
     def ring_out(self, node, H: int, v: list) -> None:
-        """The queue and pipe step() left, back into ``node`` (if it used
-        them: a request changes the pipe's time)."""
+        """The queue and pipe step() left (``v``: the state as a list), back
+        into ``node`` (if it used them: a request changes the pipe's time)."""
         free = v[H + 2]
         if free == node._pipe_free:
             return
-        ring, out, left = self.ring(node)
-        n = unring(ring, self.st, H, out)
+        ring, left, _depth = self.rings[node]
+        # (the ring's busy slots, oldest first)
+        h, n = v[H], v[H + 1]
+        cap = len(ring)
+        if h + n <= cap:
+            got = ring[h:h + n].tolist()
+        else:
+            got = ring[h:].tolist() + ring[:h + n - cap].tolist()
         slots = node._slots
         slots.clear()
-        got = out[:n].tolist()
         slots.extend(got)
         node._pipe_free = free
         left[:4] = (free, n, got[0], got[-1])
 
     def ring(self, node) -> tuple:
-        """The arrays step() keeps ``node``'s queue in, and what it left
-        there (pipe, count, first, last)."""
+        """The array step() keeps ``node``'s queue in (a ring), what the state holds
+        of the node (pipe, count, first, last, latency, bandwidth: None
+        until loaded), and the depth they are made for."""
         got = self.rings.get(node)
-        if got is None or got[0].shape[0] != node.queue_depth + 1:
+        if got is None or got[2] != node.queue_depth:
             got = self.rings[node] = (np.zeros(node.queue_depth + 1, dtype=np.int64),
-                                      np.zeros(node.queue_depth + 1, dtype=np.int64),
-                                      [None] * 6)
+                                      [None] * 6, node.queue_depth)
         return got

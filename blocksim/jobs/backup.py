@@ -1165,13 +1165,15 @@ class BackupJob(BlockJob):
         array of two columns, C-contiguous: the copy loop's, which keeps
         them so), in order: the pieces on pages known to hold data in
         compiled calls (``ContentJournal.copy_runs``: the same entries as
-        ``copy``), the others one at a time as ``_paste`` does them."""
+        ``copy``), the others one at a time as ``_paste`` does them.  The
+        loop's runs are its tasks' writes, inside the job's size: their
+        ends are read only when the job is larger than its source."""
         src = self.source
         content = self.target.content
         source = src.content
         journal = source._journal
         if (src.backing is not None or journal is None or content._journal is not journal
-                or max(runs[:, 1].tolist()) > source.size):   # (a few rows: no numpy call)
+                or (self.size > source.size and max(runs[:, 1].tolist()) > source.size)):
             for a, b in runs.tolist():
                 self._paste(a, b)
             return

@@ -554,3 +554,124 @@ def test_the_runs_arrays_grow(monkeypatch):
     fast = outcome(Simulation(loaded))
     assert grown and grown[0] == 3          # (grown from 3 rows, kept grown)
     _same_switched_off(fast, loaded, monkeypatch)
+
+
+def test_a_refused_write_runs_where_the_loop_stops(monkeypatch):
+    """A write of the pass's whose wake-up the loop leaves to the steps (the
+    pass would sleep: about once a slice) is run where the loop stops, as the
+    plain step the steps would run after entering the loop at it again only
+    to have it refused again: the loop is never entered at it, and such
+    writes do run there (the equivalence is the cases above)."""
+    real_run, real_step = copyloop._run, copyloop._step
+    entered, stepped = [], []
+
+    def entering(job, entry, rows):
+        entered.append(entry[3] is job._write_step)
+        return real_run(job, entry, rows)
+
+    def stepping(env, callback, arg):
+        stepped.append(callback.__name__)
+        return real_step(env, callback, arg)
+    monkeypatch.setattr(copyloop, "_run", entering)
+    monkeypatch.setattr(copyloop, "_step", stepping)
+    Simulation(blocksim.load_scenario(CASES["a rate-limited backup under a paced guest"])).run()
+    assert stepped.count("_task_written") >= 4      # (a dozen slices)
+    assert len(entered) > 20 and not any(entered)
+
+
+def test_another_calls_steps_are_no_entries_of_the_loop(monkeypatch):
+    """The steps of another call's tasks (a guest's copy-before-writes: a
+    start, a read, a write) are left to the steps without entering the loop,
+    which would run the start and the read as those plain steps and stop at
+    the write: the loop is entered only at the pass's own tasks' steps or at
+    the rows' proxy, and the guest's copy-before-writes do come among them."""
+    from blocksim.jobs import backup as backup_module
+    real_run, real_begin = copyloop._run, backup_module.BackupJob._task_begin
+    entered, others = [], []
+
+    def entering(job, entry, rows):
+        entered.append(entry is job._rows.proxy or entry[4][0] is job._pass.call)
+        return real_run(job, entry, rows)
+
+    def beginning(self, arg):
+        others.append(self._pass is not None and arg[0] is not self._pass.call)
+        return real_begin(self, arg)
+    monkeypatch.setattr(copyloop, "_run", entering)
+    monkeypatch.setattr(backup_module.BackupJob, "_task_begin", beginning)
+    Simulation(blocksim.load_scenario(CASES["a busier guest"])).run()
+    assert sum(others) > 20
+    assert len(entered) > 20 and all(entered)
+
+
+def test_a_nodes_queue_goes_into_the_compiled_steps_and_back_as_it_is():
+    """copyrows.Rows.ring_in and ring_out: a node's queue (busy-until times,
+    oldest first) and pipe handed to the compiled steps' ring and back, as
+    ``Device._service_done`` leaves them, whether its requests are issued in
+    Python (between entries of the loop) or compiled (copyrows._service),
+    across the ring's wrap (a queue 4 deep: a ring of 5); loaded again only
+    when the node changed since the state last held its queue, loaded or
+    left by the compiled steps."""
+    import random
+    from collections import deque
+    from types import SimpleNamespace
+
+    from blocksim.model.device import BlockDevice
+
+    class Node:                             # (a device's queue, as _service_done keeps it)
+        def __init__(self):
+            self._slots, self._pipe_free, self.queue_depth = deque(), 0, 4
+            self.latency, self.bandwidth, self.jitter = 50_000, 1 << 30, 0
+    node = Node
+    rows = copyrows.Rows(SimpleNamespace())
+    H = copyrows.S_H
+    mine, model = node(), node()
+    rng = random.Random(5)
+    now, loads, kept = 0, 0, 0
+    for _ in range(3000):
+        now += rng.choice((0, 1_000, 20_000, 300_000))
+        nbytes = rng.choice((4096, 65536, 1 << 20))
+        how = rng.random()
+        if how < 0.3:                       # (a guest's request, in Python)
+            BlockDevice._service_done(mine, now, nbytes)
+        elif how < 0.45:                    # (an entry that issues nothing on it)
+            before = rows.st[H:H + 6].tolist()
+            ring = rows.ring_in(mine, H)
+            loads += rows.st[H:H + 6].tolist() != before
+            rows.ring_out(mine, H, rows.st.tolist())
+            continue
+        else:                               # (the compiled steps' request)
+            before = rows.st[H:H + 6].tolist()
+            ring = rows.ring_in(mine, H)
+            kept += rows.st[H:H + 6].tolist() == before
+            done = copyrows._service(ring, rows.st, H, now, nbytes)
+            rows.ring_out(mine, H, rows.st.tolist())
+            assert done == BlockDevice._service_done(model, now, nbytes)
+            assert (list(mine._slots), mine._pipe_free) == (list(model._slots),
+                                                            model._pipe_free)
+            continue
+        BlockDevice._service_done(model, now, nbytes)
+        assert (list(mine._slots), mine._pipe_free) == (list(model._slots), model._pipe_free)
+    assert kept > 500 and loads > 100
+
+
+def test_runs_past_the_sources_end_are_pasted_one_by_one(monkeypatch):
+    """BackupJob._paste_runs pastes the copy loop's runs (its tasks' writes,
+    inside the job's size) in compiled calls without reading their ends; a
+    run past the source's end (a job larger than its source, as no loop
+    makes one) is pasted one run at a time (_paste), as before."""
+    import numpy as np
+    sim = Simulation(blocksim.load_scenario(CASES["a rate-limited backup under a paced guest"]))
+    sim.run()
+    job = sim.jobs["job0"]
+    size = job.source.content.size
+    pasted = []
+    monkeypatch.setattr(job, "_paste", lambda a, b: pasted.append((a, b)))
+    runs = np.array([[0, MiB], [size - MiB, size + MiB]], dtype=np.int64)
+    monkeypatch.setattr(job, "size", size + MiB)
+    job._paste_runs(runs)
+    assert pasted == [(0, MiB), (size - MiB, size + MiB)]
+    pasted.clear()
+    job._paste_runs(runs[:1].copy())
+    monkeypatch.setattr(job, "size", size)
+    job._paste_runs(runs[:1].copy())
+    assert pasted == []
