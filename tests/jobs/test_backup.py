@@ -359,7 +359,12 @@ def test_runs_are_the_same_without_shortcuts(name):
 
 
 @pytest.mark.parametrize("shortcuts", [True, False])
-def test_the_point_in_time_check_as_arrays_counts_what_the_chain_walk_counts(shortcuts):
+@pytest.mark.parametrize("size,data,speed", [
+    (16 * MiB, ((0, 12 * MiB),), "8MiB"),
+    # (eight 64 MiB pages: steps cut at a map's runs, between pages)
+    (512 * MiB, ((0, 12 * MiB), (100 * MiB, 40 * MiB), (300 * MiB, 8 * MiB)), "256MiB")])
+def test_the_point_in_time_check_as_arrays_counts_what_the_chain_walk_counts(
+        shortcuts, size, data, speed):
     """BackupJob._mismatch (run arrays, single-layer nodes) gives exactly
     _mismatch_by_chains' bytes and lowest offset, on targets changed behind
     the job's back: in witnessed ranges and not, across steps and page edges."""
@@ -368,7 +373,7 @@ def test_the_point_in_time_check_as_arrays_counts_what_the_chain_walk_counts(sho
     import blocksim
     from blocksim.jobs.backup import BackupJob
     scenario = blocksim.load_scenario(backup_case(
-        size=16 * MiB, data=((0, 12 * MiB),), speed="8MiB", duration="3s",
+        size=size, data=data, speed=speed, duration="3s",
         workloads={"g": {"drive": "vda", "rw": "randwrite", "bs": "4KiB", "rate-iops": 500}}))
     prepared = []
     real = BackupJob.prepare
@@ -396,10 +401,13 @@ def test_the_point_in_time_check_as_arrays_counts_what_the_chain_walk_counts(sho
                 a, b = rng.choice(seen)
                 a = rng.randrange(a, b)
             else:
-                a = rng.randrange(16 * MiB)
-            b = min(16 * MiB, a + rng.choice([1, 512, 4096, 70000, 3 * MiB]))
+                a = rng.randrange(size)
+            b = min(size, a + rng.choice([1, 512, 4096, 70000, 3 * MiB, 70 * MiB]))
             tgt.set(a, b, rng.choice([0, 7, 10**6, job._pit.runs(a, a + 1)[0][2]]))
-        job.VERIFY_STEP = rng.choice([1 << 30, 1 << 20, 3 * 4096])
+        job.VERIFY_STEP = rng.choice([1 << 36, 1 << 30, 1 << 20,
+                                      3 * 4096 if size <= 16 * MiB else 5 * MiB + 4096])
+        # (a step cut where one map's runs reach the bound: a page's worth)
+        job.VERIFY_RUNS = rng.choice([1 << 18, 1, 3, 40])
         got = job._mismatch()
         assert got == job._mismatch_by_chains()
         differs += got[1] is not None
