@@ -276,8 +276,13 @@ def _range_arrays(bits: DirtyBitmap) -> tuple[np.ndarray, np.ndarray]:
     starts, ends = np.empty(bits.count + 1, np.int64), np.empty(bits.count + 1, np.int64)
     n = _dirty_runs(granules, summary, bits.nbits, starts, ends)
     if n >= 0:
+        # (granules to bytes in place: no more arrays of a million rows)
         g = bits.granularity
-        return starts[:n] * g, np.minimum(ends[:n] * g, bits.size)
+        starts, ends = starts[:n], ends[:n]
+        starts *= g
+        ends *= g
+        np.minimum(ends, bits.size, out=ends)
+        return starts, ends
     return _range_arrays_dense(bits)
 
 
