@@ -414,6 +414,61 @@ def test_the_point_in_time_check_as_arrays_counts_what_the_chain_walk_counts(
     assert differs > 20
 
 
+@pytest.mark.parametrize("fragmented", ["target", "witness"])
+def test_a_check_step_ends_where_its_most_fragmented_map_stops(fragmented):
+    """BackupJob._mismatch reads each map of a step only up to where the
+    maps before it stopped, and ends the step where the last one read
+    stopped: a target (or a witness, outside the witnessed ranges, where
+    nothing reads it) fragmented on one page stops its step there, and
+    the pages after it, read by the source, are compared in the next step
+    with the target's (the witness's) own runs.  The same bytes and lowest
+    offset as the chain walk."""
+    import bisect
+    import random
+
+    import blocksim
+    from blocksim.jobs.backup import BackupJob
+    size = 512 * MiB
+    scenario = blocksim.load_scenario(backup_case(
+        size=size, data=((0, 12 * MiB), (100 * MiB, 40 * MiB)), speed="256MiB",
+        duration="3s",
+        workloads={"g": {"drive": "vda", "rw": "randwrite", "bs": "4KiB", "rate-iops": 500}}))
+    prepared = []
+    real = BackupJob.prepare
+
+    def keep(job):
+        real(job)
+        prepared.append(job)
+    BackupJob.prepare = keep
+    try:
+        sim = blocksim.Simulation(scenario)
+        sim.run()
+    finally:
+        BackupJob.prepare = real
+    job, = prepared
+    seen = timeline_ranges(job)
+    page = 64 * MiB
+    # (witnessed ranges past the fragmented page, in the pages a step of
+    # the source's would also read)
+    assert any(page <= a < 4 * page for a, _ in seen)
+    rng = random.Random(11)
+    m = sim.devices["tgt"].content if fragmented == "target" else job._pit
+    ends = [b for _, b in seen]
+    for k in range(1500):
+        a = rng.randrange(page // 4096) * 4096
+        i = bisect.bisect_right(ends, a)
+        if fragmented == "witness" and i < len(seen) and seen[i][0] < a + 4096:
+            continue                    # (the witness is read only in witnessed ranges)
+        m.set(a, a + 4096, 10**6 + k)
+    job.VERIFY_RUNS = 1000              # (the source's first pages: fewer runs than that)
+    got = job._mismatch()
+    assert got == job._mismatch_by_chains()
+    # (the fragmented map stops after its first page, the source later)
+    from blocksim.model.extents import run_arrays
+    assert run_arrays(m, 0, size, 1000)[0] == page
+    assert run_arrays(sim.devices["src"].content, 0, size, 1000)[0] > page
+
+
 def timeline_ranges(job):
     from blocksim.model.named_bitmap import dirty_ranges
     return list(dirty_ranges(job._seen))
