@@ -371,23 +371,10 @@ def test_the_point_in_time_check_as_arrays_counts_what_the_chain_walk_counts(
     import random
 
     import blocksim
-    from blocksim.jobs.backup import BackupJob
     scenario = blocksim.load_scenario(backup_case(
         size=size, data=data, speed=speed, duration="3s",
         workloads={"g": {"drive": "vda", "rw": "randwrite", "bs": "4KiB", "rate-iops": 500}}))
-    prepared = []
-    real = BackupJob.prepare
-
-    def keep(job):
-        real(job)
-        prepared.append(job)
-    BackupJob.prepare = keep
-    try:
-        sim = blocksim.Simulation(scenario, shortcuts=shortcuts)
-        sim.run()
-    finally:
-        BackupJob.prepare = real
-    job, = prepared
+    sim, job = _run_keeping_the_job(scenario, shortcuts)
     assert job.integrity == "identical" and job.cbw_copies > 50
     # (the guest wrote on after the job: the source moved on since)
     assert job._mismatch() == job._mismatch_by_chains()
@@ -427,25 +414,12 @@ def test_a_check_step_ends_where_its_most_fragmented_map_stops(fragmented):
     import random
 
     import blocksim
-    from blocksim.jobs.backup import BackupJob
     size = 512 * MiB
     scenario = blocksim.load_scenario(backup_case(
         size=size, data=((0, 12 * MiB), (100 * MiB, 40 * MiB)), speed="256MiB",
         duration="3s",
         workloads={"g": {"drive": "vda", "rw": "randwrite", "bs": "4KiB", "rate-iops": 500}}))
-    prepared = []
-    real = BackupJob.prepare
-
-    def keep(job):
-        real(job)
-        prepared.append(job)
-    BackupJob.prepare = keep
-    try:
-        sim = blocksim.Simulation(scenario)
-        sim.run()
-    finally:
-        BackupJob.prepare = real
-    job, = prepared
+    sim, job = _run_keeping_the_job(scenario)
     seen = timeline_ranges(job)
     page = 64 * MiB
     # (witnessed ranges past the fragmented page, in the pages a step of
@@ -467,6 +441,27 @@ def test_a_check_step_ends_where_its_most_fragmented_map_stops(fragmented):
     from blocksim.model.extents import run_arrays
     assert run_arrays(m, 0, size, 1000)[0] == page
     assert run_arrays(sim.devices["src"].content, 0, size, 1000)[0] > page
+
+
+def _run_keeping_the_job(scenario, shortcuts: bool = True):
+    """Run ``scenario``: the simulation and its backup job, as it was once
+    prepared (its check done)."""
+    import blocksim
+    from blocksim.jobs.backup import BackupJob
+    prepared = []
+    real = BackupJob.prepare
+
+    def keep(job):
+        real(job)
+        prepared.append(job)
+    BackupJob.prepare = keep
+    try:
+        sim = blocksim.Simulation(scenario, shortcuts=shortcuts)
+        sim.run()
+    finally:
+        BackupJob.prepare = real
+    job, = prepared
+    return sim, job
 
 
 def timeline_ranges(job):
