@@ -193,8 +193,8 @@ MUTATIONS = [
      "                for s in range(ia[j], ib[j]):\n"
      "                    if stored[m, s] == 0:\n                        stored[m, s] = v\n"),
     # session 11 (issue 19 item 5): the compiled settle, shared pages, the budget's count
-    ("journal: a settle sorts its edges on two digits", "blocksim/engine/journal.py",
-     "    for digit in range(3):", "    for digit in range(2):"),
+    ("journal: a settle sorts its edges on one digit fewer", "blocksim/engine/journal.py",
+     "    for digit in range(digits):", "    for digit in range(digits - 1):"),
     ("journal: an entry's end tagged as its start", "blocksim/engine/journal.py",
      "<< _TAG_BITS | (2 * j + 2)", "<< _TAG_BITS | (2 * j + 1)"),
     ("journal: a settle ignores the map's end inside its last page", "blocksim/engine/journal.py",
@@ -1207,6 +1207,32 @@ MUTATIONS = [
      "blocksim/engine/copyrows.py",
      "            t, p, i = _KEY.unpack_from(self.heap_bytes, 0)",
      "            t, p, i = _KEY.unpack_from(self.heap_bytes, 32)"),
+    # session 19 (issue 17 item 6): the backup hour's end
+    ("end: an edge's rank in the bitmap counts its own mark", "blocksim/engine/journal.py",
+     "    below = marks[x] & ((np.uint64(1) << np.uint64(pos & 63)) - np.uint64(1))",
+     "    below = marks[x] & ((np.uint64(1) << np.uint64(pos & 63)) * np.uint64(2) - np.uint64(1))"),
+    ("end: the bitmap's bounds read off one place out", "blocksim/engine/journal.py",
+     "                bounds[nb] = ((x << 6) + _popcount(bit - np.uint64(1))) << low",
+     "                bounds[nb] = ((x << 6) + _popcount(bit)) << low"),
+    ("end: the bitmap left marked for the next page", "blocksim/engine/journal.py",
+     "        marks[:words] = 0\n", ""),
+    ("end: the radix digits from bit 0, not the lowest an offset has set",
+     "blocksim/engine/journal.py",
+     "        sh = _TAG_BITS + low + digit * width", "        sh = _TAG_BITS + digit * width"),
+    ("end: a ledger whose generations skip taken to count up", "blocksim/model/ledger.py",
+     "            counting = False\n", "            pass\n"),
+    ("end: a counting ledger's generations one past its writes'", "blocksim/model/ledger.py",
+     "(index + int(gens[0])).astype(gens.dtype)", "(index + int(gens[0]) + 1).astype(gens.dtype)"),
+    ("end: a verify step past where the witness's runs end", "blocksim/jobs/backup.py",
+     "                x1, ps, pv = run_arrays(pit, x0, x1, self.VERIFY_RUNS)",
+     "                _x1, ps, pv = run_arrays(pit, x0, x1, self.VERIFY_RUNS)"),
+    ("end: a verify step past where the target's runs end", "blocksim/jobs/backup.py",
+     "                x1, ts, tv = run_arrays(tgt, x0, x1, self.VERIFY_RUNS)",
+     "                _x1, ts, tv = run_arrays(tgt, x0, x1, self.VERIFY_RUNS)"),
+    ("end: page columns of 8-byte values joined as 4-byte ones", "blocksim/model/extents.py",
+     '\n                and all(page[1].typecode == "I" for page in objs)):', "):"),
+    ("end: run_arrays' pages past max_runs' kept", "blocksim/model/extents.py",
+     "            del objs[k + 1:], counts[k + 1:]\n", ""),
 ]
 
 

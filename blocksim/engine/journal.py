@@ -85,6 +85,10 @@ _RADIX = 1 << _RADIX_BITS
 assert 3 * _RADIX_BITS >= _OFFSET_BITS      # (three digits cover an offset)
 # (or by insertion, up to this many edges)
 _INSERTION_MAX = 48
+# or, where the offsets take few positions, marked in a bitmap of at most
+# this many words per edge (and this many more) instead (_page_bounds)
+_MARK_WORDS = 2
+_MARK_WORDS_MIN = 64
 # an edge's sort key: its offset above a tag of this many bits (63 in all)
 _TAG_BITS = 63 - _OFFSET_BITS
 _TAG_MASK = (1 << _TAG_BITS) - 1
@@ -844,6 +848,7 @@ class ContentJournal:
             base_starts, base_values, base_at, sizes)
         out_starts = out_starts.astype(_np_type(maps[0]._stype))
         ids = involved.tolist()
+        columns = None                  # (the rows as page columns, made once)
         for k, mi in enumerate(ids):
             m = maps[mi]
             bulk = m._stores_bulk(many)
@@ -863,8 +868,11 @@ class ContentJournal:
                                  many)
                 continue
             if len(rebuilt):
+                if columns is None:
+                    columns = m._columns(out_starts, out_values)
                 m._put_pages([pages[i] for i in rebuilt.tolist()], out_starts, out_values,
-                             out_lo[k][rebuilt].tolist(), out_hi[k][rebuilt].tolist())
+                             out_lo[k][rebuilt].tolist(), out_hi[k][rebuilt].tolist(), many,
+                             columns)
             # pages ending up as another map holds them (a mirror's target
             # in sync with its source) share that map's columns
             shared = np.flatnonzero(out_lo[k] <= -2)
@@ -932,41 +940,19 @@ def _settle_pages(w0, val, first, pages, shift, local, read_local, base_starts, 
     start = np.empty(most, dtype=np.int64)     # each paste's part of taken
     written = np.zeros(nmaps, dtype=np.bool_)
     taken = np.empty(most, dtype=np.int64)
+    # (_page_bounds' marks: at most this many words of them a page)
+    marks = np.zeros(_MARK_WORDS * most + _MARK_WORDS_MIN, dtype=np.uint64)
+    ranks = np.empty(_MARK_WORDS * most + _MARK_WORDS_MIN, dtype=np.int64)
     used = 0
     for i in range(npages):
         e0 = first[i]
         e1 = first[i + 1]
         ps = pages[i] << shift
         n = e1 - e0
-        # the segments: every edge, sorted, once; each entry's edges tagged
-        # (1 + 2 * its index, + 1 for its end) below the offset, so that the
-        # sort also says which segments each entry covers
-        c = 0
-        edges[c] = 0
-        edges[c + 1] = page_len << _TAG_BITS
-        c += 2
-        for j in range(n):
-            w = w0[e0 + j]
-            edges[c] = (w & _OFFSET_MASK) << _TAG_BITS | (2 * j + 1)
-            edges[c + 1] = ((w >> _OFFSET_BITS) & _OFFSET_MASK) << _TAG_BITS | (2 * j + 2)
-            c += 2
-        for k in range(nmaps):
-            for r in range(base_at[k * npages + i], base_at[k * npages + i + 1]):
-                edges[c] = base_starts[r] << _TAG_BITS
-                c += 1
-        _sort_offsets(edges, c, spare, counts)
-        nb = 0
-        for x in range(c):
-            off = edges[x] >> _TAG_BITS
-            if nb == 0 or off != bounds[nb - 1]:
-                bounds[nb] = off
-                nb += 1
-            tag = edges[x] & _TAG_MASK
-            if tag:
-                if tag & 1:
-                    ia[(tag - 1) >> 1] = nb - 1
-                else:
-                    ib[(tag - 1) >> 1] = nb - 1
+        # the segments: every edge, sorted, once, and for each entry the
+        # first and the last of its segments (_page_bounds)
+        nb = _page_bounds(w0, e0, n, base_starts, base_at, i, npages, nmaps, page_len,
+                          edges, spare, counts, bounds, ia, ib, marks, ranks)
         nseg = nb - 1                       # (the last edge is the page's end)
         # what each map holds on each segment
         for k in range(nmaps):
@@ -1067,14 +1053,131 @@ def _settle_pages(w0, val, first, pages, shift, local, read_local, base_starts, 
 
 
 @njit(cache=True)
+def _page_bounds(w0, e0, n, base_starts, base_at, i, npages, nmaps, page_len, edges, spare,
+                 counts, bounds, ia, ib, marks, ranks):
+    """:func:`_settle_pages`' segments of page ``i``: the distinct offsets
+    of every edge (0, the page's end, each entry's start and end, each
+    stored run's start) in increasing order into ``bounds``, how many
+    (returned), and for each entry ``j`` the indices of its start and its
+    end among them (``ia[j]``, ``ib[j]``).
+
+    Where every offset is a multiple of a unit that cuts the page into
+    few positions (``2**low`` with at most :data:`_MARK_WORDS` words of 64
+    positions per edge: a guest's 4 KiB writes, 16 K positions on a 64 MiB
+    page, 257 words), the offsets are marked in a bitmap of the positions
+    (``marks``, left all zero), the bounds read off its set bits in order
+    and each entry's indices counted (:func:`_rank`): no sort, a few
+    operations per edge and per word.  Else the edges are sorted
+    (:func:`_sort_offsets`), each entry's tagged (1 + 2 * its index, + 1
+    for its end) below the offset, so that the sort also says which
+    segments each entry covers."""
+    ored = page_len
+    for j in range(n):
+        w = w0[e0 + j]
+        ored |= (w & _OFFSET_MASK) | ((w >> _OFFSET_BITS) & _OFFSET_MASK)
+    c = 2 + 2 * n
+    for k in range(nmaps):
+        for r in range(base_at[k * npages + i], base_at[k * npages + i + 1]):
+            ored |= base_starts[r]
+            c += 1
+    low = 0
+    while not (ored >> low) & 1:
+        low += 1
+    words = ((page_len >> low) >> 6) + 1
+    if words <= _MARK_WORDS * c + _MARK_WORDS_MIN:
+        _mark(marks, 0)
+        _mark(marks, page_len >> low)
+        for k in range(nmaps):
+            for r in range(base_at[k * npages + i], base_at[k * npages + i + 1]):
+                _mark(marks, base_starts[r] >> low)
+        for j in range(n):
+            w = w0[e0 + j]
+            _mark(marks, (w & _OFFSET_MASK) >> low)
+            _mark(marks, ((w >> _OFFSET_BITS) & _OFFSET_MASK) >> low)
+        nb = 0
+        for x in range(words):
+            ranks[x] = nb
+            m = marks[x]
+            while m:
+                bit = m & (~m + np.uint64(1))           # (the lowest set bit)
+                bounds[nb] = ((x << 6) + _popcount(bit - np.uint64(1))) << low
+                nb += 1
+                m ^= bit
+        for j in range(n):
+            w = w0[e0 + j]
+            ia[j] = _rank(marks, ranks, (w & _OFFSET_MASK) >> low)
+            ib[j] = _rank(marks, ranks, ((w >> _OFFSET_BITS) & _OFFSET_MASK) >> low)
+        marks[:words] = 0
+        return nb
+    c = 0
+    edges[c] = 0
+    edges[c + 1] = page_len << _TAG_BITS
+    c += 2
+    for j in range(n):
+        w = w0[e0 + j]
+        edges[c] = (w & _OFFSET_MASK) << _TAG_BITS | (2 * j + 1)
+        edges[c + 1] = ((w >> _OFFSET_BITS) & _OFFSET_MASK) << _TAG_BITS | (2 * j + 2)
+        c += 2
+    for k in range(nmaps):
+        for r in range(base_at[k * npages + i], base_at[k * npages + i + 1]):
+            edges[c] = base_starts[r] << _TAG_BITS
+            c += 1
+    _sort_offsets(edges, c, spare, counts)
+    nb = 0
+    for x in range(c):
+        off = edges[x] >> _TAG_BITS
+        if nb == 0 or off != bounds[nb - 1]:
+            bounds[nb] = off
+            nb += 1
+        tag = edges[x] & _TAG_MASK
+        if tag:
+            if tag & 1:
+                ia[(tag - 1) >> 1] = nb - 1
+            else:
+                ib[(tag - 1) >> 1] = nb - 1
+    return nb
+
+
+@njit(cache=True)
+def _mark(marks, pos):
+    """Set bit ``pos`` of the bitmap ``marks`` (uint64 words)."""
+    marks[pos >> 6] |= np.uint64(1) << np.uint64(pos & 63)
+
+
+@njit(cache=True)
+def _rank(marks, ranks, pos):
+    """How many bits of ``marks`` are set below bit ``pos`` (``ranks[x]``:
+    how many in the words before word ``x``)."""
+    x = pos >> 6
+    below = marks[x] & ((np.uint64(1) << np.uint64(pos & 63)) - np.uint64(1))
+    return ranks[x] + _popcount(below)
+
+
+@njit(cache=True)
+def _popcount(v):
+    """The number of bits set in the uint64 ``v``."""
+    v = v - ((v >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    v = (v & np.uint64(0x3333333333333333)) + ((v >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    v = (v + (v >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((v * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@njit(cache=True)
 def _sort_offsets(x, n, spare, counts):
     """Sort ``x[:n]`` in place by the page-relative offsets (below
-    ``2**27``) above their ``_TAG_BITS`` low bits, stably: a radix sort of
-    three 9-bit digits (``spare`` holds at least ``n``, ``counts``
-    ``_RADIX + 1``): linear, where a comparison sort or a binary search
-    per entry cost several times more.  A few edges (a page a scattered
-    guest wrote a few times) are sorted by insertion, also stable: the
-    radix sort's passes over its digits' counts cost more there."""
+    ``2**27``) above their ``_TAG_BITS`` low bits: a radix sort of the
+    bits in which the offsets differ (from the lowest bit any of them has
+    set to the highest bit of the largest) in as few digits of at most
+    :data:`_RADIX_BITS` bits as they take, of equal widths (``spare``
+    holds at least ``n``, ``counts`` ``_RADIX + 1``): linear, where a
+    comparison sort or a binary search per entry cost several times more.
+    A guest's 4 KiB writes leave offsets on 4 KiB: 15 bits, two digits of
+    8 bits, where three of 9 bits over all 27 cost half as much again
+    (each digit's pass clears and sums its counts, a few hundred edges a
+    page).  A few edges (a page a scattered guest wrote a few times) are
+    sorted by insertion: the radix sort's passes over its digits' counts
+    cost more there.  Either way stable; the settle needs no more than
+    the offsets in order (edges at the same offset make one bound)."""
     if n <= _INSERTION_MAX:
         for i in range(1, n):
             v = x[i]
@@ -1085,22 +1188,43 @@ def _sort_offsets(x, n, spare, counts):
                 j -= 1
             x[j] = v
         return
+    ored = 0
+    top = 0
+    for i in range(n):
+        off = x[i] >> _TAG_BITS
+        ored |= off
+        if off > top:
+            top = off
+    if ored == 0:                       # (every offset 0: in order already)
+        return
+    low = 0
+    while not (ored >> low) & 1:
+        low += 1
+    high = 0
+    while top >> (high + 1):
+        high += 1
+    bits = high - low + 1
+    digits = (bits + _RADIX_BITS - 1) // _RADIX_BITS
+    width = (bits + digits - 1) // digits
+    radix = 1 << width
+    mask = radix - 1
     a = x
     b = spare
-    for digit in range(3):
-        sh = _TAG_BITS + digit * _RADIX_BITS
-        counts[:] = 0
+    for digit in range(digits):
+        sh = _TAG_BITS + low + digit * width
+        counts[:radix + 1] = 0
         for i in range(n):
-            counts[((a[i] >> sh) & (_RADIX - 1)) + 1] += 1
-        for d in range(_RADIX):
+            counts[((a[i] >> sh) & mask) + 1] += 1
+        for d in range(radix):
             counts[d + 1] += counts[d]
         for i in range(n):
-            d = (a[i] >> sh) & (_RADIX - 1)
+            d = (a[i] >> sh) & mask
             b[counts[d]] = a[i]
             counts[d] += 1
         a, b = b, a
-    for i in range(n):                  # (three passes: the result is in spare)
-        x[i] = a[i]
+    if digits & 1:                      # (the result is in spare)
+        for i in range(n):
+            x[i] = a[i]
 
 
 @njit(cache=True)

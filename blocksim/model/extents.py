@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, bisect_right
+from itertools import accumulate
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -140,6 +141,30 @@ def _stored_in(store: dict, at: np.ndarray) -> np.ndarray:
     i = i[at[i] == keys]
     i.sort()
     return i
+
+
+class PageColumns(tuple):
+    """A settle's rows (page-relative ``starts`` in the start type
+    ``stype``, and ``values``: numpy arrays) as the two Python arrays each
+    page's columns are sliced from, and the class of the pages made so:
+    ``(starts, values, page_class)``.  Values that all fit 32 bits are
+    kept 4 bytes each, the pages :class:`SharedPage` s; else 8 bytes, the
+    pages tuples.  (A slice of an array is one C copy, where a numpy slice
+    made into an array took three steps, at a million pages a settle; the
+    arrays are filled from the numpy rows' memory, with no bytes copy in
+    between.)"""
+
+    __slots__ = ()
+
+    def __new__(cls, starts: np.ndarray, values: np.ndarray, stype: str):
+        vtype, page_class = "q", tuple
+        if len(values) and 0 <= values.min() and values.max() <= _MAX_COMPACT:
+            values = values.astype(np.uint32)
+            vtype, page_class = "I", SharedPage
+        all_starts, all_values = array(stype), array(vtype)
+        all_starts.frombytes(memoryview(np.ascontiguousarray(starts, _np_type(stype))).cast("B"))
+        all_values.frombytes(memoryview(np.ascontiguousarray(values, _np_type(vtype))).cast("B"))
+        return super().__new__(cls, (all_starts, all_values, page_class))
 
 
 class _Bulk:
@@ -329,9 +354,7 @@ class ExtentMap:
         if store:
             present = _stored_in(store, at)
             objs = [store[p] for p in at[present].tolist()]
-            for k, page in zip(present.tolist(), objs):
-                if page.__class__ is not int:
-                    counts[k] = len(page[1])
+            counts[present] = [1 if page.__class__ is int else len(page[1]) for page in objs]
         ends = np.cumsum(counts)
         if max_runs is not None:
             k = int(np.searchsorted(ends, max_runs, side="left"))
@@ -344,6 +367,16 @@ class ExtentMap:
                 kept = present < n
                 objs = [page for page, keep in zip(objs, kept.tolist()) if keep]
                 present = present[kept]
+        if (objs and len(objs) == n and all(page.__class__ is not int for page in objs)
+                and all(page[1].typecode == "I" for page in objs)):
+            # (every page read is columns of 4-byte values, as at the end of
+            # a long run: the columns joined as bytes in C, a few numpy
+            # calls in all, where a numpy copy per page took microseconds)
+            starts = np.frombuffer(b"".join([page[0] for page in objs]),
+                                   dtype=_np_type(self._stype)).astype(np.int64)
+            values = np.frombuffer(b"".join([page[1] for page in objs]),
+                                   dtype=np.uint32).astype(np.int64)
+            return counts, starts, values
         total = int(ends[-1]) if n else 0
         first = ends - counts
         starts = np.zeros(total, dtype=np.int64)
@@ -414,7 +447,7 @@ class ExtentMap:
         return not values[i] and bisect_left(starts, end - ps, i + 1) == i + 1
 
     def _put_pages(self, pages, starts: np.ndarray, values: np.ndarray, lo, hi,
-                   many: bool = False) -> None:
+                   many: bool = False, columns: "PageColumns | None" = None) -> None:
         """Store each page ``pages[i]`` as the runs ``lo[i]:hi[i]`` of
         ``starts`` (page-relative, this map's start type) and ``values``:
         canonical (the first starts at 0, neighbours differ), as the
@@ -422,10 +455,12 @@ class ExtentMap:
         arrays or lists).  In bulk (:class:`_Bulk`: the rows copied, a few
         numpy calls whatever the number of pages), unless the map has more
         than :data:`BULK_MAX_PAGES` pages (:meth:`_put_page_objects`) or
-        the settle is of few pages (``many``: see :meth:`_stores_bulk`)."""
+        the settle is of few pages (``many``: see :meth:`_stores_bulk`);
+        ``columns``: the rows as :class:`PageColumns` already, for page
+        objects."""
         self.version += 1
         if not self._stores_bulk(many):
-            self._put_page_objects(list(pages), starts, values, list(lo), list(hi))
+            self._put_page_objects(list(pages), starts, values, list(lo), list(hi), columns)
             return
         pages = np.asarray(pages, dtype=np.int64)
         lo = np.asarray(lo, dtype=np.int64)
@@ -499,21 +534,21 @@ class ExtentMap:
             if not b.count:
                 self._bulk = None
 
+    def _columns(self, starts: np.ndarray, values: np.ndarray) -> PageColumns:
+        """A settle's rows as :class:`PageColumns` for this map's pages
+        (what :meth:`_put_pages` takes as ``columns``)."""
+        return PageColumns(starts, values, self._stype)
+
     def _put_page_objects(self, pages: list, starts: np.ndarray, values: np.ndarray,
-                          lo: list, hi: list) -> None:
+                          lo: list, hi: list, columns: "PageColumns | None" = None) -> None:
         """:meth:`_put_pages` as page objects: values that all fit 32 bits
-        are stored 4 bytes each, in :class:`SharedPage` s."""
-        stype = self._stype
+        are stored 4 bytes each, in :class:`SharedPage` s.  ``columns``:
+        ``starts`` and ``values`` as :class:`PageColumns` already (a settle
+        storing pages of several maps from the same rows makes them once)."""
         store = self._dict
-        vtype, page_class = "q", tuple
-        if len(values) and 0 <= values.min() and values.max() <= _MAX_COMPACT:
-            values = values.astype(np.uint32)
-            vtype, page_class = "I", SharedPage
-        # (each page's columns sliced from two whole arrays: a slice of an
-        # array is one C copy, where a numpy slice made into an array took
-        # three steps, at a million pages a settle)
-        all_starts = array(stype, starts.tobytes())
-        all_values = array(vtype, values.tobytes())
+        if columns is None:
+            columns = PageColumns(starts, values, self._stype)
+        all_starts, all_values, page_class = columns
         base = self._base
         for p, i, j in zip(pages, lo, hi):
             if j - i == 1:
@@ -1227,60 +1262,48 @@ def run_arrays(m: ExtentMap, start: int, end: int, max_runs: int | None = None,
         return _run_arrays_bulk(m, start, end, max_runs, pages)
     shift = m._shift
     wanted, pages = pages, m._pages
-    last = (end - 1) >> shift
-    zero = array(m._stype, (0,))            # the start column of a one-value page
-    starts_parts: list = []
-    values_parts: list = []
-    bases: list[int] = []
-    counts: list[int] = []
-    n = 0
-    p = start >> shift
-    listed = None
-    if wanted is not None:
-        listed = iter([q for q in wanted if p <= q <= last])
-        p = next(listed, last + 1)
-        if p > last:                        # nothing listed: one run, meaningless
+    first, last = start >> shift, (end - 1) >> shift
+    if wanted is None:
+        read = range(first, last + 1)
+    else:
+        read = [q for q in wanted if first <= q <= last]
+        if not read:                        # nothing listed: one run, meaningless
             return end, np.array([start], dtype=np.int64), np.zeros(1, dtype=np.int64)
+    # (the pages and their runs' counts in list comprehensions, not a
+    # Python step of several statements per page: at the end of a run the
+    # checks read every page of a 1 TiB disk, 16 K of them, of each map)
+    base = m._base
+    objs = [pages.get(q, base) for q in read]
+    counts = [1 if page.__class__ is int else len(page[1]) for page in objs]
+    stop = end
+    if max_runs is not None:
+        # (the pages up to the one at which the runs reach max_runs)
+        k = bisect_left(list(accumulate(counts)), max_runs)
+        if k < len(objs):
+            del objs[k + 1:], counts[k + 1:]
+            read = read[:k + 1]
+            stop = min((read[k] + 1) << shift, end)
     # (the columns joined as bytes, in C: numpy's concatenate of a million
     # small arrays cost several times more; values are 4 bytes each unless
     # a page holds 8-byte ones, ``wide``)
-    wide = False
-    base = m._base
-    while True:
-        page = pages.get(p, base)
-        if page.__class__ is int:
-            starts_parts.append(zero)
-            if 0 <= page <= _MAX_COMPACT:
-                values_parts.append(page.to_bytes(4, "little"))
-            else:
-                values_parts.append(array("q", (page,)))
-                wide = True
-            k = 1
-        else:
-            starts_parts.append(page[0])
-            values = page[1]
-            values_parts.append(values)
-            if values.typecode == "q":
-                wide = True
-            k = len(values)
-        counts.append(k)
-        bases.append(p << shift)
-        n += k
-        if max_runs is not None and n >= max_runs:
-            p += 1
-            break
-        p = p + 1 if listed is None else next(listed, last + 1)
-        if p > last:
-            break
-    stop = min(p << shift, end)
-    starts = np.frombuffer(b"".join(starts_parts), dtype=_np_type(m._stype)).astype(np.int64)
-    starts += np.repeat(np.array(bases, dtype=np.int64), counts)   # page-relative -> absolute
+    zero = array(m._stype, (0,))            # the start column of a one-value page
+    starts = np.frombuffer(b"".join([zero if page.__class__ is int else page[0]
+                                     for page in objs]),
+                           dtype=_np_type(m._stype)).astype(np.int64)
+    bases = (np.arange(first, first + len(objs), dtype=np.int64) if wanted is None
+             else np.array(read, dtype=np.int64))
+    starts += np.repeat(bases << shift, counts)     # page-relative -> absolute
+    wide = any([page[1].typecode == "q" if page.__class__ is not int
+                else not 0 <= page <= _MAX_COMPACT for page in objs])
     # (pages of 4-byte values and of 8-byte ones: int64 either way)
     if wide:
-        values = np.concatenate([np.frombuffer(v, dtype=np.uint32) if v.__class__ is bytes
-                                 else np.asarray(v) for v in values_parts]).astype(np.int64)
+        values = np.concatenate([np.asarray(page[1]) if page.__class__ is not int
+                                 else np.array([page], dtype=np.int64)
+                                 for page in objs]).astype(np.int64)
     else:
-        values = np.frombuffer(b"".join(values_parts), dtype=np.uint32).astype(np.int64)
+        values = np.frombuffer(b"".join([page.to_bytes(4, "little") if page.__class__ is int
+                                         else page[1] for page in objs]),
+                               dtype=np.uint32).astype(np.int64)
     # clip to [start, stop): from the run holding start to the last one before stop
     # (0 if the first page read is past start's, skipped)
     i = max(int(np.searchsorted(starts, start, side="right")) - 1, 0)

@@ -450,11 +450,22 @@ def test_a_target_settled_into_its_sources_runs_shares_them_until_written(monkey
     assert written._pages[0] is not other._pages[0]
 
 
+@pytest.mark.parametrize("unit, writes", [
+    (4096, 600),    # 4 KiB positions, many edges a page: marked in a bitmap
+    (4096, 40),     # too few edges for a bitmap of 257 words: 15 bits, two digits
+    (4096, 9),      # a few edges: by insertion
+    (512, 600),     # 18 bits: two digits of 9
+    (1, 300),       # all 27 bits: three digits
+    (3 * 4096, 200)])   # (offsets on 4 KiB, not all on 8 KiB: 15 bits)
 @pytest.mark.parametrize("seed", range(3))
-def test_a_bulk_settle_of_64_mib_pages_orders_edges_across_the_whole_page(monkeypatch, seed):
-    """The settle sorts a page's edges digit by digit: on 64 MiB pages
-    (the default) offsets use all 27 bits, so writes and copies spread over
-    whole pages must come out as when applied at once."""
+def test_a_bulk_settle_of_64_mib_pages_orders_edges_across_the_whole_page(monkeypatch, seed,
+                                                                          unit, writes):
+    """The settle finds a page's segments by marking its edges' positions
+    in a bitmap where they are few (offsets on 4 KiB, many edges), else by
+    sorting the edges digit by digit, over the bits in which the offsets
+    differ (journal._page_bounds): on 64 MiB pages (the default) offsets
+    use up to 27 bits, so writes and copies spread over whole pages, on
+    any unit, must come out as when applied at once."""
     monkeypatch.setattr(journal_mod, "SMALL_LOG", 0)
     rng = random.Random(seed)
     shift = 26
@@ -462,9 +473,9 @@ def test_a_bulk_settle_of_64_mib_pages_orders_edges_across_the_whole_page(monkey
     j = ContentJournal(shift)
     src, tgt = (ExtentMap(2 * page + 3 * 4096, shift, journal=j) for _ in range(2))
     plain_src, plain_tgt = (ExtentMap(2 * page + 3 * 4096, shift) for _ in range(2))
-    for k in range(600):
-        a = rng.randrange(0, (2 * page) // 4096) * 4096
-        b = a + 4096 * rng.choice((1, 2))
+    for k in range(writes):
+        a = rng.randrange(0, (2 * page) // unit) * unit
+        b = a + unit * rng.choice((1, 2, 7))
         for m in (src, plain_src):
             m.set(a, b, k + 1)
         if k % 3 == 0:

@@ -359,30 +359,22 @@ def test_runs_are_the_same_without_shortcuts(name):
 
 
 @pytest.mark.parametrize("shortcuts", [True, False])
-def test_the_point_in_time_check_as_arrays_counts_what_the_chain_walk_counts(shortcuts):
+@pytest.mark.parametrize("size,data,speed", [
+    (16 * MiB, ((0, 12 * MiB),), "8MiB"),
+    # (eight 64 MiB pages: steps cut at a map's runs, between pages)
+    (512 * MiB, ((0, 12 * MiB), (100 * MiB, 40 * MiB), (300 * MiB, 8 * MiB)), "256MiB")])
+def test_the_point_in_time_check_as_arrays_counts_what_the_chain_walk_counts(
+        shortcuts, size, data, speed):
     """BackupJob._mismatch (run arrays, single-layer nodes) gives exactly
     _mismatch_by_chains' bytes and lowest offset, on targets changed behind
     the job's back: in witnessed ranges and not, across steps and page edges."""
     import random
 
     import blocksim
-    from blocksim.jobs.backup import BackupJob
     scenario = blocksim.load_scenario(backup_case(
-        size=16 * MiB, data=((0, 12 * MiB),), speed="8MiB", duration="3s",
+        size=size, data=data, speed=speed, duration="3s",
         workloads={"g": {"drive": "vda", "rw": "randwrite", "bs": "4KiB", "rate-iops": 500}}))
-    prepared = []
-    real = BackupJob.prepare
-
-    def keep(job):
-        real(job)
-        prepared.append(job)
-    BackupJob.prepare = keep
-    try:
-        sim = blocksim.Simulation(scenario, shortcuts=shortcuts)
-        sim.run()
-    finally:
-        BackupJob.prepare = real
-    job, = prepared
+    sim, job = _run_keeping_the_job(scenario, shortcuts)
     assert job.integrity == "identical" and job.cbw_copies > 50
     # (the guest wrote on after the job: the source moved on since)
     assert job._mismatch() == job._mismatch_by_chains()
@@ -396,14 +388,80 @@ def test_the_point_in_time_check_as_arrays_counts_what_the_chain_walk_counts(sho
                 a, b = rng.choice(seen)
                 a = rng.randrange(a, b)
             else:
-                a = rng.randrange(16 * MiB)
-            b = min(16 * MiB, a + rng.choice([1, 512, 4096, 70000, 3 * MiB]))
+                a = rng.randrange(size)
+            b = min(size, a + rng.choice([1, 512, 4096, 70000, 3 * MiB, 70 * MiB]))
             tgt.set(a, b, rng.choice([0, 7, 10**6, job._pit.runs(a, a + 1)[0][2]]))
-        job.VERIFY_STEP = rng.choice([1 << 30, 1 << 20, 3 * 4096])
+        job.VERIFY_STEP = rng.choice([1 << 36, 1 << 30, 1 << 20,
+                                      3 * 4096 if size <= 16 * MiB else 5 * MiB + 4096])
+        # (a step cut where one map's runs reach the bound: a page's worth)
+        job.VERIFY_RUNS = rng.choice([1 << 18, 1, 3, 40])
         got = job._mismatch()
         assert got == job._mismatch_by_chains()
         differs += got[1] is not None
     assert differs > 20
+
+
+@pytest.mark.parametrize("fragmented", ["target", "witness"])
+def test_a_check_step_ends_where_its_most_fragmented_map_stops(fragmented):
+    """BackupJob._mismatch reads each map of a step only up to where the
+    maps before it stopped, and ends the step where the last one read
+    stopped: a target (or a witness, outside the witnessed ranges, where
+    nothing reads it) fragmented on one page stops its step there, and
+    the pages after it, read by the source, are compared in the next step
+    with the target's (the witness's) own runs.  The same bytes and lowest
+    offset as the chain walk."""
+    import bisect
+    import random
+
+    import blocksim
+    size = 512 * MiB
+    scenario = blocksim.load_scenario(backup_case(
+        size=size, data=((0, 12 * MiB), (100 * MiB, 40 * MiB)), speed="256MiB",
+        duration="3s",
+        workloads={"g": {"drive": "vda", "rw": "randwrite", "bs": "4KiB", "rate-iops": 500}}))
+    sim, job = _run_keeping_the_job(scenario)
+    seen = timeline_ranges(job)
+    page = 64 * MiB
+    # (witnessed ranges past the fragmented page, in the pages a step of
+    # the source's would also read)
+    assert any(page <= a < 4 * page for a, _ in seen)
+    rng = random.Random(11)
+    m = sim.devices["tgt"].content if fragmented == "target" else job._pit
+    ends = [b for _, b in seen]
+    for k in range(1500):
+        a = rng.randrange(page // 4096) * 4096
+        i = bisect.bisect_right(ends, a)
+        if fragmented == "witness" and i < len(seen) and seen[i][0] < a + 4096:
+            continue                    # (the witness is read only in witnessed ranges)
+        m.set(a, a + 4096, 10**6 + k)
+    job.VERIFY_RUNS = 1000              # (the source's first pages: fewer runs than that)
+    got = job._mismatch()
+    assert got == job._mismatch_by_chains()
+    # (the fragmented map stops after its first page, the source later)
+    from blocksim.model.extents import run_arrays
+    assert run_arrays(m, 0, size, 1000)[0] == page
+    assert run_arrays(sim.devices["src"].content, 0, size, 1000)[0] > page
+
+
+def _run_keeping_the_job(scenario, shortcuts: bool = True):
+    """Run ``scenario``: the simulation and its backup job, as it was once
+    prepared (its check done)."""
+    import blocksim
+    from blocksim.jobs.backup import BackupJob
+    prepared = []
+    real = BackupJob.prepare
+
+    def keep(job):
+        real(job)
+        prepared.append(job)
+    BackupJob.prepare = keep
+    try:
+        sim = blocksim.Simulation(scenario, shortcuts=shortcuts)
+        sim.run()
+    finally:
+        BackupJob.prepare = real
+    job, = prepared
+    return sim, job
 
 
 def timeline_ranges(job):

@@ -208,12 +208,16 @@ def test_the_ledgers_radix_sort_on_keys_that_share_their_top_bits():
         assert _radix_sorted(keys).tolist() == np.sort(keys).tolist()
 
 
+@pytest.mark.parametrize("gaps", [None, "one", "wide"])
 @pytest.mark.parametrize("wide", [False, True])
-def test_a_large_ledger_by_block_is_numpys_order(wide):
+def test_a_large_ledger_by_block_is_numpys_order(wide, gaps):
     """A ledger of more than _RADIX_FROM writes at random over a large disk,
     repeats included: each block's last write (its keys made and sorted
     compiled), as a dict of the writes says; ``wide``: one block past a
-    compact column, the offsets in bytes."""
+    compact column, the offsets in bytes.  The generations count up by one
+    (each block's told from its write's index, BlockOrder._counting), or
+    not (``gaps``: one write's generation skips one, the last write's, or
+    generations of 8 bytes from the middle on: each read as recorded)."""
     from blocksim.model import ledger as L
     rng = np.random.default_rng(8)
     n = L._RADIX_FROM + 5000
@@ -221,14 +225,24 @@ def test_a_large_ledger_by_block_is_numpys_order(wide):
     blocks[1::7] = blocks[::7][:len(blocks[1::7])]          # (blocks written twice)
     if wide:
         blocks[n // 2] = 1 << 33
+    gens = np.arange(1, n + 1, dtype=np.int64)
+    if gaps == "one":
+        gens[-1] += 1
+    elif gaps == "wide":
+        gens[n // 2:] += 1 << 32
     ledger = Ledger()
-    ledger.extend(blocks * 4096, 4096, 1)
+    if gaps is None:
+        ledger.extend(blocks * 4096, 4096, 1)
+    else:
+        ledger.extend_with(blocks * 4096, 4096, gens)
     order = ledger.by_block()
     assert (ledger._offsets.typecode == "q") == wide
-    starts, gens = order.blocks(0, 1 << 34)
+    assert order._counting == (gaps is None)
+    starts, got = order.blocks(0, 1 << 34)
+    assert got.dtype == np.frombuffer(ledger._gens, dtype=L._NP_TYPES[ledger._gens.typecode]).dtype
     last = {}
     for i, b in enumerate(blocks.tolist()):
-        last[b] = i + 1
+        last[b] = int(gens[i])
     want = sorted(last.items())
     assert starts.tolist() == [b * 4096 for b, _ in want]
-    assert gens.tolist() == [g for _, g in want]
+    assert got.tolist() == [g for _, g in want]

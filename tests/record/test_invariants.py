@@ -108,6 +108,39 @@ def test_corrupted_disk_after_the_run_is_caught_by_the_audit():
     assert "512 acknowledged bytes" in violations[0]["detail"]
 
 
+@pytest.mark.parametrize("stale", [False, True])
+def test_a_corrupt_write_is_found_at_its_offset_when_generations_count_up(monkeypatch, stale):
+    """The ledger's blocks sorted compiled (as a long run's, _RADIX_FROM
+    writes or more) with generations that count up by one: each block's
+    expected generation comes from its last write's index
+    (BlockOrder._counting), and a block holding another generation, a
+    foreign one or that of an earlier write to the same block (``stale``),
+    is corrupt, found at its offset, the lowest of two."""
+    from blocksim.model import ledger as ledger_mod
+    monkeypatch.setattr(ledger_mod, "_RADIX_FROM", 1)
+    sim = build({"duration": "40ms", "images": {"disk": {"size": "1MiB"}},
+                 "drives": {"d0": {"image": "disk"}},
+                 "workloads": {"w": {"drive": "d0", "rw": "randwrite", "bs": "4KiB",
+                                     "rate-iops": 20000}}})
+    assert sim.run().violations == []
+    drive = sim.drives["d0"]
+    order = drive.expected_blocks()
+    assert order._counting
+    rows = list(drive._ledger.rows())
+    last = {}
+    for a, b, gen in rows:
+        last.setdefault(a, []).append(gen)
+    twice = sorted(a for a, gens in last.items() if len(gens) > 1)
+    assert twice and len(last) > 8
+    a = twice[0] if stale else sorted(last)[len(last) // 2]
+    b = sorted(last)[-1]
+    value = last[a][-2] if stale else 10**9
+    drive.node.content.set(a, a + 4096, value)
+    drive.node.content.set(b, b + 512, 10**9 + 1)
+    assert guest_write_audit(drive) == {"lost_bytes": 0, "lost_writes_visible": 0,
+                                        "corrupt_bytes": 4096 + 512, "first_corrupt_offset": a}
+
+
 def test_a_write_landed_and_not_acknowledged_at_the_end_is_not_corruption():
     """An active mirror's guest write lands on the source, then goes to
     the target before the guest is told: a run ending in between finds the
