@@ -845,9 +845,12 @@ MUTATIONS = [
      "        tgt._service_done(read_done, size)\n"),
     ("alloc (19.4): a sparse segment's tail not moved up for an insertion", "blocksim/model/allocation.py",
      "            else:                           # its tail moved up, in place\n"
-     "                for k in range(off + n - 1, hi - 1, -1):\n"
-     "                    sparse[k + new] = sparse[k]\n",
+     "                _move_up(sparse, hi, off + n, new)\n",
      "            else:\n                pass\n"),
+    ("alloc (s20): a sparse segment's tail moved up first entry first (overwriting)",
+     "blocksim/model/allocation.py",
+     "    for k in range(hi - lo - 1, -1, -1):\n        dst[k] = src[k]\n",
+     "    for k in range(hi - lo):\n        dst[k] = src[k]\n"),
     ("alloc (19.4): a page turning to bytes loses its listed clusters", "blocksim/model/allocation.py",
      "            dense[base + sparse[k]] = 1\n", "            pass\n"),
     ("alloc (19.4): a batch resumed past the cluster it stopped at", "blocksim/model/allocation.py",
