@@ -254,3 +254,52 @@ def test_a_witness_over_two_pages_keeps_both():
     job = result.summary["jobs"]["job0"]
     assert (job["outcome"], job["integrity"]) == ("completed", "identical")
     assert job["copy_before_write"]["writes"] > 0
+
+
+#: cases whose stretches fire the pass's sleep timers (filtered._quiet_timer)
+TIMER_CASES = ["paced guest, rate-limited backup", "mixed reads and writes",
+               "a target write fault in a window", "a jittery target",
+               "writes over two clusters, one copied", "compress: one-cluster tasks",
+               "a guest that ends and a second guest", "a source partly zero"]
+
+
+def _in_stretches(loaded, monkeypatch, **switches) -> tuple:
+    """The run's outcome, the requests its guests did in stretches, and how
+    many times a stretch found the pass's timer its own to fire."""
+    fired = []
+    real = filtered._quiet_timer
+
+    def firing(*args):
+        at = real(*args)
+        if at:
+            fired.append(at)
+        return at
+    with monkeypatch.context() as m:
+        m.setattr(filtered, "_quiet_timer", firing)
+        for name, value in switches.items():
+            m.setattr(filtered, name, value)
+        sim = Simulation(loaded)
+        out = outcome(sim)
+    return out, sum(w.in_stretches for w in sim.workloads.values()), len(fired)
+
+
+@pytest.mark.parametrize("name", TIMER_CASES)
+def test_a_stretch_fires_the_pass_s_timer_that_only_sleeps_again(name, monkeypatch):
+    """The pass's sleep timer that would only set another (the guest's
+    copies moved the slice's end while it slept) is fired by the stretch
+    that reaches it, which goes on: the same run as with those timers left
+    to SimPy (the stretch stopped, the request across it one by one), and
+    without shortcuts; more requests in stretches.  And the early refusal
+    (a stretch whose first request is past its deadline) refuses only
+    stretches that would do nothing: as many requests in stretches as
+    without it."""
+    loaded = blocksim.load_scenario(_clean(copy.deepcopy(CASES[name])))
+    fast, stretched, fired = _in_stretches(loaded, monkeypatch)
+    left, stretched_left, none = _in_stretches(loaded, monkeypatch, TIMERS=False)
+    late, stretched_late, _ = _in_stretches(loaded, monkeypatch, EARLY=False)
+    assert fired and not none
+    assert fast == left == late == outcome(Simulation(loaded, shortcuts=False))
+    assert stretched_late == stretched
+    assert stretched >= stretched_left
+    if name == "paced guest, rate-limited backup":
+        assert stretched > stretched_left
