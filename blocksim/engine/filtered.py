@@ -35,6 +35,10 @@ Python, with the same steps in the same order:
    processed among its steps either way.  What the filter defers while the
    stretch runs (nothing else reads it: its copies' allocation on the
    target) it hands in at ``quiet_end()``, when the requests are done.
+   When the horizon is the filter's own timer that changes nothing but
+   the timers (``quiet_timer``: a backup's pass that would only sleep
+   again), with the worker waiting across it, the stretch fires it, as
+   SimPy would, and goes on to the next horizon (:func:`_quiet_timer`).
 3. **The effects**: the filter's as it goes (its copies, in order, through
    the devices' queues), the guest's writes landed in bulk at the end (a
    copy before a write reads only clusters no write of the stretch has
@@ -259,7 +263,7 @@ def advance(workload, write_filter) -> int:
             n += 1
         # (stopped before request n at the horizon: if that is the pass's
         # sleep timer, which would only sleep again, fired at its time
-        # and the stretch goes on to the next horizon: _fire_timer)
+        # and the stretch goes on to the next horizon: _quiet_timer)
         if not timers or n >= m:
             break
         due = start_at + int((issued + n) * interval)
