@@ -906,14 +906,19 @@ class BackupJob(BlockJob):
         ``_next_task`` finds a dirty cluster from the pass's position and
         sleeps for ``RateLimit.delay(now, 0)``, asked here (it only sets
         the slice's end when it asks for a sleep: ``RateLimit.wait``)."""
+        return self.limit.delay(now, 0) if self._would_sleep_again(call, now) else 0
+
+    def _would_sleep_again(self, call: _Call, now: int) -> bool:
+        """:meth:`_sleeps_again`'s answer, whether, asking nothing that
+        changes anything (``RateLimit.wait``: then ``delay(now, 0)`` is
+        the sleep, and changes only the slice's end, to the one ``wait``
+        computes)."""
         pooled = self._pass
         if (pooled is None or pooled.call is not call or call.err or call.cancelled
                 or pooled.pos >= pooled.end or not self.limit.wait(now)):
-            return 0
+            return False
         cs = self.cluster
-        if self.bcs.find(pooled.pos // cs, -(-pooled.end // cs)) < 0:
-            return 0
-        return self.limit.delay(now, 0)
+        return self.bcs.find(pooled.pos // cs, -(-pooled.end // cs)) >= 0
 
     def _task_create(self, pos: int, end: int) -> _Task | None:
         """The next dirty area in ``[pos, end)``, at most a chunk, taken
@@ -1401,6 +1406,37 @@ class BackupJob(BlockJob):
         if self._rows is not None and self._rows.busy():
             return None
         return self.source, self.target
+
+    def quiet_timer(self, queue) -> int:
+        """For a quiet stretch that reached SimPy's next event
+        (:mod:`blocksim.engine.filtered`, the head of ``queue``): if that
+        event is the background pass's rate-limit sleep timer, and when it
+        fires the pass would only sleep again (:meth:`_sleep_over`: nothing
+        else due at that instant, :meth:`_sleeps_again`), when its next
+        timer is due; else 0.  Reads and changes nothing: as it stands now,
+        which is how it stands when the timer fires if the stretch's
+        requests up to then are done (nothing else reads or changes what
+        it asks: the pass, the copy bitmap, the limiter)."""
+        t, _prio, _eid, timer = queue[0]
+        callbacks = timer.callbacks
+        if (self._steps is None or not SLEEPS or callbacks is None or len(callbacks) != 1
+                or type(callbacks[0]) is not partial):
+            return 0
+        sleep_over = callbacks[0]
+        if sleep_over.func != self._sleep_over or len(sleep_over.args) != 2:
+            return 0
+        call, ev = sleep_over.args
+        if ev._value is not PENDING:
+            return 0
+        # (nothing else due at t once the timer is out: _next_now; a heap's
+        # second smallest entry is a child of its root)
+        heap = self._steps.heap
+        if (any(queue[i][0] <= t for i in (1, 2) if i < len(queue))
+                or (heap and heap[0][0] <= t)):
+            return 0
+        if not self._would_sleep_again(call, t):
+            return 0
+        return t + self.limit.wait(t)
 
     def copy_before_quietly(self, offset: int, length: int, t: int, deadline: int):
         """:meth:`before_write` of a guest write issued at ``t``, with quiet

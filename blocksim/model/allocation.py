@@ -401,6 +401,21 @@ def _bisect(sparse, lo, hi, x):
 
 
 @_step
+def _move_up(sparse, lo, hi, by):
+    """``sparse[lo:hi]`` moved up by ``by`` entries (``by`` > 0), the last
+    first.  Through views of the two ranges: the compiler then makes the
+    loop wide (with a test that they do not overlap the wrong way), where
+    the same loop over ``sparse`` itself moves an entry at a time (its
+    indices may be negative, for all it knows).  A guest's scattered copies
+    insert into sparse pages of a thousand entries or so: the hour's most
+    of the target's allocation."""
+    src = sparse[lo:hi]
+    dst = sparse[lo + by:hi + by]
+    for k in range(hi - lo - 1, -1, -1):
+        dst[k] = src[k]
+
+
+@_step
 def _cap_bits(n):
     cb = _MIN_CAP
     while (1 << cb) < n:
@@ -454,8 +469,7 @@ def _fill(meta, state, sparse, dense, p, a, b):
                 lo += to - off
                 _free_segment(state, sparse, off, old)
             else:                           # its tail moved up, in place
-                for k in range(off + n - 1, hi - 1, -1):
-                    sparse[k + new] = sparse[k]
+                _move_up(sparse, hi, off + n, new)
             for k in range(b - a):
                 sparse[lo + k] = a + k
             meta[2 * p + 1] = m

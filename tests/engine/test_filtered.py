@@ -38,6 +38,13 @@ def backup(guest: dict | None = None, job: dict | None = None, src: dict | None 
 
 CASES = {
     "paced guest, rate-limited backup": backup(),
+    # (a millisecond's source write fault every 7 ms: some begin between a
+    # timer a stretch fires and the next horizon, where the stretch must
+    # stop: filtered._quiet_timer, the nodes' quiet asked again)
+    "short source write faults every 7 ms": backup(faults=[
+        {"image": "src", "operation": "write", "errno": "EIO",
+         "start": f"{100_000 + 7_000 * i}us", "end": f"{101_000 + 7_000 * i}us"}
+        for i in range(185)]),
     "closed-loop guest with think time": backup(guest={"rate-iops": None,
                                                        "think-time": "300us"}),
     "mixed reads and writes": backup(guest={"rw": "randrw"}),
@@ -254,3 +261,78 @@ def test_a_witness_over_two_pages_keeps_both():
     job = result.summary["jobs"]["job0"]
     assert (job["outcome"], job["integrity"]) == ("completed", "identical")
     assert job["copy_before_write"]["writes"] > 0
+
+
+#: cases whose stretches fire the pass's sleep timers (filtered._quiet_timer)
+TIMER_CASES = ["paced guest, rate-limited backup", "mixed reads and writes",
+               "a target write fault in a window", "a jittery target",
+               "writes over two clusters, one copied", "compress: one-cluster tasks",
+               "a guest that ends and a second guest", "a source partly zero",
+               "short source write faults every 7 ms"]
+
+
+def _in_stretches(loaded, monkeypatch, **switches) -> tuple:
+    """The run's outcome, the requests its guests did in stretches, and how
+    many times a stretch found the pass's timer its own to fire."""
+    fired = []
+    real = filtered._quiet_timer
+
+    def firing(*args):
+        at = real(*args)
+        if at:
+            fired.append(at)
+        return at
+    with monkeypatch.context() as m:
+        m.setattr(filtered, "_quiet_timer", firing)
+        for name, value in switches.items():
+            m.setattr(filtered, name, value)
+        sim = Simulation(loaded)
+        out = outcome(sim)
+    return out, sum(w.in_stretches for w in sim.workloads.values()), len(fired)
+
+
+@pytest.mark.parametrize("name", TIMER_CASES)
+def test_a_stretch_fires_the_pass_s_timer_that_only_sleeps_again(name, monkeypatch):
+    """The pass's sleep timer that would only set another (the guest's
+    copies moved the slice's end while it slept) is fired by the stretch
+    that reaches it, which goes on: the same run as with those timers left
+    to SimPy (the stretch stopped, the request across it one by one), and
+    without shortcuts; more requests in stretches.  And the early refusal
+    (a stretch whose first request is past its deadline) refuses only
+    stretches that would do nothing: as many requests in stretches as
+    without it."""
+    loaded = blocksim.load_scenario(_clean(copy.deepcopy(CASES[name])))
+    fast, stretched, fired = _in_stretches(loaded, monkeypatch)
+    left, stretched_left, none = _in_stretches(loaded, monkeypatch, TIMERS=False)
+    late, stretched_late, _ = _in_stretches(loaded, monkeypatch, EARLY=False)
+    assert fired and not none
+    assert fast == left == late == outcome(Simulation(loaded, shortcuts=False))
+    assert stretched_late == stretched
+    assert stretched >= stretched_left
+    if name == "paced guest, rate-limited backup":
+        assert stretched > stretched_left
+
+
+def test_a_stretch_leaves_to_simpy_a_timer_with_something_due_with_it(monkeypatch):
+    """At the first timer a stretch would fire (the pass would only sleep
+    again), asked again: with the worker due at the instant of the next
+    timer (0: one by one its wait, queued before that timer, comes first),
+    then with another event due at the timer's instant (0: the pass's
+    wake-up would see it, ``_next_now``, and resume the pass)."""
+    answers = []
+    real = filtered._quiet_timer
+
+    def probing(env, write_filter, due, end):
+        at = real(env, write_filter, due, end)
+        if at and not answers:
+            again = write_filter.quiet_timer(env._queue)
+            answers.append((at, again, real(env, write_filter, again, end)))
+            env.timeout(at - env.now)           # (due with the timer, queued after it)
+            answers.append((write_filter.quiet_timer(env._queue), real(env, write_filter, due, end)))
+            return 0
+        return at
+    monkeypatch.setattr(filtered, "_quiet_timer", probing)
+    Simulation(blocksim.load_scenario(_clean(copy.deepcopy(CASES["paced guest, rate-limited backup"])))).run()
+    (at, again, at_the_next), (with_another, stretch) = answers
+    assert again > at and at_the_next == 0
+    assert with_another == 0 and stretch == 0
