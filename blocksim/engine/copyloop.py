@@ -539,6 +539,7 @@ def _run(job, entry, rows) -> bool:
 
     rt = None                   # the first row's key (rows: the compiled steps)
     refused = None              # a write whose wake-up the loop left to the steps
+    woken = False               # a row's write woke the pass, its wait's callbacks to run
     # (the steps' loop reads its heap again only if told something ran: so
     # when the heap changed, the proxy taken out or rows made entries)
     touched = rows is not None and entry is rows.proxy
@@ -576,6 +577,9 @@ def _run(job, entry, rows) -> bool:
                 elif why == copyrows.NEED_PLAN:
                     if not extend(int(rows.st[copyrows.NEED_K])):
                         plan_final = True
+                elif why == copyrows.WAKE:
+                    woken = True
+                    break
                 elif why == copyrows.FULL:
                     if npaste + 2 > len(pastes) or nalloc + 2 > len(allocs):
                         # (the runs' arrays full: grown)
@@ -766,6 +770,17 @@ def _run(job, entry, rows) -> bool:
             if touched and not ran and heap and heap[0] is rows.proxy:
                 # (nothing ran from the proxy: its rows' steps as entries)
                 rows.materialize_all(heap)
+    if woken:
+        # A row's write whose task's end wakes the pass where it would not
+        # just make tasks and wait again (a sleep: once a slice), done by
+        # the compiled steps up to the wait's event (copyrows.step's WAKE):
+        # its callbacks, the pass's generator resumed, run last, as the
+        # write's plain step runs them (``_task_end``, ``_pool_check``:
+        # ``Steps.succeed(ev, last=True)`` with nothing due at this instant),
+        # after what the loop deferred (the pastes, the bitmap, the
+        # allocation, the counters), as for a refused write (below).
+        _wake(env, ev)
+        return True
     if (refused is not None and heap and heap[0] is refused
             and (not queue or refused[2] == queue[0][2] or refused < queue[0])):
         # The loop stopped at a write of the pass's whose wake-up it leaves
@@ -840,6 +855,22 @@ def _step(env, callback, arg) -> None:
     process (an event scheduled at once, raising when processed)."""
     try:
         callback(arg)
+    except BaseException as error:
+        failed = Event(env)
+        failed._ok = False
+        failed._value = error
+        env.schedule(failed)
+
+
+def _wake(env, ev) -> None:
+    """``Steps.succeed(ev, last=True)`` at once (its id drawn already), in
+    a step run as ``Steps._fire`` runs one: an exception fails the process."""
+    ev._ok = True
+    ev._value = None
+    callbacks, ev.callbacks = ev.callbacks, None
+    try:
+        for cb in callbacks:
+            cb(ev)
     except BaseException as error:
         failed = Event(env)
         failed._ok = False

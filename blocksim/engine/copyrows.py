@@ -77,7 +77,7 @@ _SEQ = attrgetter("seq")     # (a task's place in the job's list)
 FREE, MADE, BEGIN, READ, WRITE, DONE, EV = range(7)
 
 #: why step() returned
-EMPTY, BOUND, NEED_PLAN, PYTHON, FULL = range(5)
+EMPTY, BOUND, NEED_PLAN, PYTHON, FULL, WAKE = range(6)
 
 # the int64 state array's fields
 (NOW, OTHER_T, OTHER_P, OTHER_ID, Q_T, Q_P, Q_ID, EID, WAITING, FIRED, WAIT, PROCESSED,
@@ -414,9 +414,13 @@ def step(st, heap, stage, start, end, inpool, seq, free, freed, dslots, plan, pa
     SimPy's next event (``BOUND``), no row is left (``EMPTY``), the plan is
     too short to decide (``NEED_PLAN``: ``st[NEED_K]`` tasks), a row's step
     is one the Python loop must run (``PYTHON``: ``st[SLOT]``, left at the
-    head: its write's wake-up not feasible, a resume of a write-zeroes or a
-    waited-for task, the wait's event not fired here), or the runs or the
-    free rows are nearly used up (``FULL``).
+    head: a done's wake-up not feasible, a resume of a write-zeroes or a
+    waited-for task, the wait's event not fired here), the runs or the
+    free rows are nearly used up (``FULL``), or a write was done whose
+    task's end wakes the pass at once where it would not just make tasks
+    and wait again (``WAKE``: the wait's event succeeded, its id drawn; its
+    callbacks, the pass's generator resumed, are Python's once the loop has
+    stopped: ``copyloop._run``'s end).
 
     SimPy's queue is ``qkeys`` from row ``st[QI]`` (its head in ``st[Q_T]``,
     ``st[Q_P]``, ``st[Q_ID]``; ``st[Q_MARK]``: 1 if it is one of the steps'
@@ -486,10 +490,20 @@ def step(st, heap, stage, start, end, inpool, seq, free, freed, dslots, plan, pa
             _pop(heap, st)
             at_once = _nothing_due(heap, st, now)
             wakes = st[WAITING] and not st[FIRED]
+            sleeps = False
             if at_once and wakes:
-                why = _refused(st, heap, plan, st[N_ENDED] + 1, now, t, p, i, slot)
-                if why >= 0:
-                    return why
+                if st[NO_RESUME]:
+                    # (a resume Python runs: the write as its entry)
+                    _push(heap, st, t, p, i, slot)
+                    st[SLOT] = slot
+                    return PYTHON
+                f = _feasible(st, plan, st[N_ENDED] + 1, now)
+                if f < 0:
+                    _push(heap, st, t, p, i, slot)
+                    return NEED_PLAN
+                # (not feasible: the pass, woken, would sleep, shrink or
+                # end; the write done here all the same, WAKE below)
+                sleeps = f == 0
             st[NOW] = now
             st[N_WRITES] += 1
             st[N_WRITTEN] += length
@@ -510,6 +524,11 @@ def step(st, heap, stage, start, end, inpool, seq, free, freed, dslots, plan, pa
                 st[PROCESSED] += 1
                 if wakes:
                     st[EID] += 1
+                    if sleeps:
+                        # the wait's event succeeded at once: its
+                        # callbacks (the pass's generator) Python's
+                        st[RAN] += 1
+                        return WAKE
                     _resume(st, heap, stage, start, end, inpool, seq, free, dslots, plan,
                             src_ring, now)
             else:
