@@ -1233,6 +1233,29 @@ MUTATIONS = [
      '\n                and all(page[1].typecode == "I" for page in objs)):', "):"),
     ("end: run_arrays' pages past max_runs' kept", "blocksim/model/extents.py",
      "            del objs[k + 1:], counts[k + 1:]\n", ""),
+    # session 20: the copy loop's Python per entry
+    ("copyrows (wake): a write whose task's end would put the pass to sleep resumes it compiled",
+     "blocksim/engine/copyrows.py",
+     "                sleeps = f == 0\n", "                sleeps = False\n"),
+    ("copyrows (wake): the woken pass's wait drawing no id", "blocksim/engine/copyrows.py",
+     "                        st[RAN] += 1\n                        return WAKE",
+     "                        st[RAN] += 1\n                        st[EID] -= 1\n"
+     "                        return WAKE"),
+    ("copyloop (wake): the woken pass resumed before the loop's deferred work",
+     "blocksim/engine/copyloop.py",
+     "                    woken = True\n                    break",
+     "                    _wake(env, ev)\n                    break"),
+    ("bitmap (clear): a compiled clear keeps the slot of a block turned clean",
+     "blocksim/model/bitmap.py",
+     "                if slot and (new == 0 or new == BLOCK):\n                    _free_slot(bits, slot)",
+     "                if False:\n                    _free_slot(bits, slot)"),
+    ("bitmap (clear): a compiled clear's granules not counted", "blocksim/model/bitmap.py",
+     "        if cleared:\n            self.count -= cleared", "        if cleared:\n            pass"),
+
+    ("copyrows (ring): a node's queue loaded a slot off", "blocksim/engine/copyrows.py",
+     "                _PACK[n].pack_into(ring_bytes, 0, *slots)",
+     "                _PACK[n].pack_into(ring_bytes, 8, *slots)"),
+
 ]
 
 

@@ -97,6 +97,18 @@ _T, _P, _ID, _SLOT = range(4)
 #: three times as much)
 _KEY = struct.Struct("=3q")
 
+
+class _Packers(dict):
+    """``n`` -> a struct of ``n`` int64, made on first use (Rows.ring_in:
+    a node's queue into its ring's bytes, the state's six fields of it)."""
+
+    def __missing__(self, n: int) -> struct.Struct:
+        got = self[n] = struct.Struct(f"={n}q")
+        return got
+
+
+_PACK = _Packers()
+
 #: rows at most (64 in the pool, one waiting, the ended ones whose done is
 #: queued; the rest is headroom: step() stops when none is free)
 CAPACITY = 512
@@ -960,7 +972,7 @@ class Rows:
         got = self.rings.get(node)
         if got is None or got[2] != node.queue_depth:
             got = self.ring(node)
-        ring, left, _depth = got
+        ring, left, _depth, ring_bytes = got
         slots = node._slots
         n = len(slots)
         free = node._pipe_free
@@ -968,12 +980,22 @@ class Rows:
                 and (not n or (left[2] == slots[0] and left[3] == slots[-1]))
                 and left[4] == node.latency and left[5] == node.bandwidth):
             return ring
+        # (into the arrays' bytes by struct: numpy converts a deque's and a
+        # tuple's items one at a time, some 2 µs a load; a value not an int
+        # goes through numpy as before)
+        try:
+            if n:
+                _PACK[n].pack_into(ring_bytes, 0, *slots)
+            _PACK[6].pack_into(self.st_bytes, 8 * H, 0, n, free, node.queue_depth,
+                               node.latency, node.bandwidth)
+        except struct.error:
+            if n:
+                ring[:n] = slots
+            self.st[H:H + 6] = (0, n, free, node.queue_depth, node.latency, node.bandwidth)
         if n:
-            ring[:n] = slots
             left[:] = (free, n, slots[0], slots[-1], node.latency, node.bandwidth)
         else:
             left[:] = (free, 0, None, None, node.latency, node.bandwidth)
-        self.st[H:H + 6] = (0, n, free, node.queue_depth, node.latency, node.bandwidth)
         return ring
 
     def ring_out(self, node, H: int, v: list) -> None:
@@ -982,7 +1004,7 @@ class Rows:
         free = v[H + 2]
         if free == node._pipe_free:
             return
-        ring, left, _depth = self.rings[node]
+        ring, left, _depth, _bytes = self.rings[node]
         # (the ring's busy slots, oldest first)
         h, n = v[H], v[H + 1]
         cap = len(ring)
@@ -999,9 +1021,10 @@ class Rows:
     def ring(self, node) -> tuple:
         """The array step() keeps ``node``'s queue in (a ring), what the state holds
         of the node (pipe, count, first, last, latency, bandwidth: None
-        until loaded), and the depth they are made for."""
+        until loaded), the depth they are made for, and the ring's bytes."""
         got = self.rings.get(node)
         if got is None or got[2] != node.queue_depth:
-            got = self.rings[node] = (np.zeros(node.queue_depth + 1, dtype=np.int64),
-                                      [None] * 6, node.queue_depth)
+            ring = np.zeros(node.queue_depth + 1, dtype=np.int64)
+            got = self.rings[node] = (ring, [None] * 6, node.queue_depth,
+                                      memoryview(ring).cast("B"))
         return got
