@@ -150,6 +150,9 @@ QUEUE_AHEAD = copyrows.QUEUE_AHEAD
 #: one call on its bytes (numpy converts a tuple's items one at a time:
 #: some 2 µs an entry)
 _HAND_IN = struct.Struct(f"={HEAP_N}q")
+#: the compiled steps' function -> its machine code (copyrows.machine_code:
+#: kernel()'s arguments are the same arrays' types at every call)
+_MACHINE_CODE: dict = {}
 
 
 def attach(job, steps) -> None:
@@ -485,10 +488,14 @@ def _run(job, entry, rows) -> bool:
         st[RAN] = st[MADE_N] = st[QI] = 0
         st[Q_MARK] = marks is not None
         st[SEQ] = next(seq)
-        why = copyrows.step(st, rows.heap, rows.stage, rows.start, rows.end, rows.inpool,
-                            rows.seq, rows.free, rows.freed, rows.dslots, plan,
-                            pastes, allocs, rows.ring_in(src, copyrows.S_H),
-                            rows.ring_in(tgt, copyrows.T_H), rows.qkeys)
+        step = copyrows.step
+        fast = _MACHINE_CODE.get(step)
+        why = (step if fast is None else fast)(
+            st, rows.heap, rows.stage, rows.start, rows.end, rows.inpool, rows.seq, rows.free,
+            rows.freed, rows.dslots, plan, pastes, allocs, rows.ring_in(src, copyrows.S_H),
+            rows.ring_in(tgt, copyrows.T_H), rows.qkeys)
+        if fast is None:
+            _MACHINE_CODE[step] = copyrows.machine_code(step)
         v = st.tolist()
         if marks is not None:
             # (the markers it dropped out of the steps' record, the others
