@@ -1256,6 +1256,11 @@ MUTATIONS = [
      "                _PACK[n].pack_into(ring_bytes, 0, *slots)",
      "                _PACK[n].pack_into(ring_bytes, 8, *slots)"),
 
+    ("compiled (machine code): the machine code of another signature taken",
+     "blocksim/engine/compiled.py",
+     "    got = overloads.get(tuple(typeof(a) for a in args))",
+     "    got = next(iter(overloads.values()))"),
+
 ]
 
 

@@ -112,6 +112,7 @@ from simpy.events import NORMAL, PENDING, URGENT, Event
 
 from . import backup_kernel, copyrows
 from .burst import _quiet
+from .compiled import machine_code
 
 #: tests switch the loop off to compare (the steps one at a time)
 ENABLED = True
@@ -150,8 +151,8 @@ QUEUE_AHEAD = copyrows.QUEUE_AHEAD
 #: one call on its bytes (numpy converts a tuple's items one at a time:
 #: some 2 µs an entry)
 _HAND_IN = struct.Struct(f"={HEAP_N}q")
-#: the compiled steps' function -> its machine code (copyrows.machine_code:
-#: kernel()'s arguments are the same arrays' types at every call)
+#: the compiled steps' function -> its machine code for kernel()'s
+#: arguments (compiled.machine_code: the same arrays' types at every call)
 _MACHINE_CODE: dict = {}
 
 
@@ -490,12 +491,18 @@ def _run(job, entry, rows) -> bool:
         st[SEQ] = next(seq)
         step = copyrows.step
         fast = _MACHINE_CODE.get(step)
-        why = (step if fast is None else fast)(
-            st, rows.heap, rows.stage, rows.start, rows.end, rows.inpool, rows.seq, rows.free,
-            rows.freed, rows.dslots, plan, pastes, allocs, rows.ring_in(src, copyrows.S_H),
-            rows.ring_in(tgt, copyrows.T_H), rows.qkeys)
-        if fast is None:
-            _MACHINE_CODE[step] = copyrows.machine_code(step)
+        if fast is not None:
+            why = fast(st, rows.heap, rows.stage, rows.start, rows.end, rows.inpool, rows.seq,
+                       rows.free, rows.freed, rows.dslots, plan, pastes, allocs,
+                       rows.ring_in(src, copyrows.S_H), rows.ring_in(tgt, copyrows.T_H),
+                       rows.qkeys)
+        else:
+            args = (st, rows.heap, rows.stage, rows.start, rows.end, rows.inpool, rows.seq,
+                    rows.free, rows.freed, rows.dslots, plan, pastes, allocs,
+                    rows.ring_in(src, copyrows.S_H), rows.ring_in(tgt, copyrows.T_H),
+                    rows.qkeys)
+            why = step(*args)
+            _MACHINE_CODE[step] = machine_code(step, args)
         v = st.tolist()
         if marks is not None:
             # (the markers it dropped out of the steps' record, the others

@@ -601,19 +601,6 @@ def step(st, heap, stage, start, end, inpool, seq, free, freed, dslots, plan, pa
         st[RAN] += 1
 
 
-def machine_code(fn):
-    """A compiled function's machine code, called without numba's
-    dispatch (the types of each argument looked up and matched: some 1.5 µs
-    a call of :func:`step`'s sixteen arrays), once it has exactly one
-    compiled signature: for a caller whose arguments' types never change
-    (arrays of int64, C-contiguous, writable, made here).  ``fn`` itself
-    otherwise (not compiled yet, or not a dispatcher: a test's wrapper)."""
-    overloads = getattr(fn, "overloads", None)
-    if overloads is None or len(overloads) != 1:
-        return fn
-    return next(iter(overloads.values())).entry_point
-
-
 @njit(cache=True, _nrt=False)
 def in_flight(stage, start, end, seq, a, z, after):
     """The row of the newest task in flight (made, started, read or being

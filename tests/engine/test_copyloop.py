@@ -693,3 +693,31 @@ def test_runs_past_the_sources_end_are_pasted_one_by_one(monkeypatch):
     monkeypatch.setattr(job, "size", size)
     job._paste_runs(runs[:1].copy())
     assert pasted == []
+
+
+def test_machine_code_is_the_compiled_function_for_those_types():
+    """``machine_code(fn, args)``: the machine code numba compiled for the
+    types of ``args`` (called without its dispatch: the copy loop's steps,
+    the backup's planner), giving what the dispatcher gives; for types it
+    was not compiled for, or for a function that is not compiled, ``fn``."""
+    import numpy as np
+
+    from blocksim.engine import bitmap_blocks
+    from blocksim.engine.compiled import machine_code
+
+    def same(a):
+        return a
+
+    assert machine_code(same, (1,)) is same
+    flags = np.zeros(64, dtype=np.uint8)
+    words = np.frombuffer(flags, dtype=np.uint64)
+    flags[37] = 1
+    assert bitmap_blocks._find(flags, words, 0, 64) == 37
+    find = bitmap_blocks._find               # (its dispatcher, loaded now)
+    narrow = flags.astype(np.int32)             # (a second signature compiled)
+    assert find(narrow, words, 0, 64) == 37
+    fast = machine_code(find, (flags, words, 0, 64))
+    assert fast is not find and fast(flags, words, 3, 64) == 37 == find(flags, words, 3, 64)
+    assert fast(flags, words, 38, 64) == find(flags, words, 38, 64)
+    assert machine_code(find, (narrow, words, 0, 64)) is not fast
+    assert machine_code(find, (flags.astype(np.int16), words, 0, 64)) is find
