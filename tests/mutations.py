@@ -1237,10 +1237,12 @@ MUTATIONS = [
     ("copyrows (wake): a write whose task's end would put the pass to sleep resumes it compiled",
      "blocksim/engine/copyrows.py",
      "                sleeps = f == 0\n", "                sleeps = False\n"),
-    ("copyrows (wake): the woken pass's wait drawing no id", "blocksim/engine/copyrows.py",
-     "                        st[RAN] += 1\n                        return WAKE",
-     "                        st[RAN] += 1\n                        st[EID] -= 1\n"
-     "                        return WAKE"),
+    # (the woken pass's wait drawing no id is no mutation: every id drawn
+    # after it shifts by one, the order of no two events changes)
+    ("copyrows (wake): a write's wake-up of a resume Python runs taken compiled",
+     "blocksim/engine/copyrows.py",
+     "                if st[NO_RESUME]:\n                    # (a resume Python runs: the write as its entry)",
+     "                if False:\n                    # (a resume Python runs: the write as its entry)"),
     ("copyloop (wake): the woken pass resumed before the loop's deferred work",
      "blocksim/engine/copyloop.py",
      "                    woken = True\n                    break",
