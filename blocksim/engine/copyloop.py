@@ -57,7 +57,12 @@ moments:
    next tasks).  A write of the pass's it stops before because its
    wake-up is not feasible is run where it stops, as the plain step the
    steps would run next (they would enter the loop at it, to the same
-   refusal, first).
+   refusal, first).  A row's such write (the compiled steps, below) is
+   done by the compiled steps themselves, up to its task's end and the
+   wait's event succeeded at once, and only that event's callbacks (the
+   pass's generator resumed, to sleep: once a rate-limit slice) are run
+   where the loop stops (``copyrows.WAKE``, :func:`_wake`): no object for
+   its task, no plain step.
 4. **What it leaves**: what a task read is pasted into the target when the
    loop stops instead of at each write (in compiled calls:
    ``ContentJournal.copy_runs``) (the source cannot change meanwhile:
@@ -793,6 +798,9 @@ def _run(job, entry, rows) -> bool:
         # ``Steps.succeed(ev, last=True)`` with nothing due at this instant),
         # after what the loop deferred (the pastes, the bitmap, the
         # allocation, the counters), as for a refused write (below).
+        # (QEMU, block/block-copy.c: the task's end in block_copy_task_entry
+        # frees the slot block_copy_task_run waits for, aio_task_pool_wait_slot;
+        # block_copy_dirty_clusters then sleeps on the rate limit.)
         _wake(env, ev)
         return True
     if (refused is not None and heap and heap[0] is refused
