@@ -886,18 +886,17 @@ def _step(env, callback, arg) -> None:
 
 def _wake(env, ev) -> None:
     """``Steps.succeed(ev, last=True)`` at once (its id drawn already), in
-    a step run as ``Steps._fire`` runs one: an exception fails the process."""
+    a step run as ``Steps._fire`` runs one (:func:`_step`)."""
     ev._ok = True
     ev._value = None
-    callbacks, ev.callbacks = ev.callbacks, None
-    try:
-        for cb in callbacks:
-            cb(ev)
-    except BaseException as error:
-        failed = Event(env)
-        failed._ok = False
-        failed._value = error
-        env.schedule(failed)
+    _step(env, _callbacks, ev)
+
+
+def _callbacks(event) -> None:
+    """An event's callbacks, as ``Environment.step`` runs them."""
+    callbacks, event.callbacks = event.callbacks, None
+    for cb in callbacks:
+        cb(event)
 
 
 def fill(job, pooled, woke: bool = False) -> int:
