@@ -633,7 +633,8 @@ MUTATIONS = [
      "            if c == BLOCK:                  # all dirty: no bytes\n"
      "                self._free_slot(slot)\n                slot = 0\n", ""),
     ("bitmap (19.4): a slot given back twice", "blocksim/model/bitmap.py",
-     "        if slot and (new == 0 or new == BLOCK):", "        if new == 0 or new == BLOCK:"),
+     "        if slot and (new == 0 or new == BLOCK):\n            self._free_slot(slot)",
+     "        if new == 0 or new == BLOCK:\n            self._free_slot(slot)"),
     ("bitmap (19.4): whole blocks set over mixed ones keep their slots", "blocksim/model/bitmap.py",
      "            for slot in (entries[entries > COUNT_MASK] >> COUNT_BITS).tolist():\n"
      "                self._free_slot(slot)\n", ""),
@@ -1176,8 +1177,8 @@ MUTATIONS = [
      "            got = ring[h:].tolist()"),
     ("copyrows (entries): a node's queue taken as loaded into the ring though it was not",
      "blocksim/engine/copyrows.py",
-     "        if n:\n            ring[:n] = slots\n            left[:] = (free, n,",
-     "        if n:\n            left[:] = (free, n,"),
+     "            if n:\n                _PACK[n].pack_into(ring_bytes, 0, *slots)\n",
+     "            if False:\n                _PACK[n].pack_into(ring_bytes, 0, *slots)\n"),
     ("copyloop (entries): a refused write run where the loop stops left in the steps' heap",
      "blocksim/engine/copyloop.py",
      "        heappop(heap)\n        env._now = refused[0]\n",
