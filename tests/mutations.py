@@ -634,7 +634,8 @@ MUTATIONS = [
      "            if c == BLOCK:                  # all dirty: no bytes\n"
      "                self._free_slot(slot)\n                slot = 0\n", ""),
     ("bitmap (19.4): a slot given back twice", "blocksim/model/bitmap.py",
-     "        if slot and (new == 0 or new == BLOCK):", "        if new == 0 or new == BLOCK:"),
+     "        if slot and (new == 0 or new == BLOCK):\n            self._free_slot(slot)",
+     "        if new == 0 or new == BLOCK:\n            self._free_slot(slot)"),
     ("bitmap (19.4): whole blocks set over mixed ones keep their slots", "blocksim/model/bitmap.py",
      "            for slot in (entries[entries > COUNT_MASK] >> COUNT_BITS).tolist():\n"
      "                self._free_slot(slot)\n", ""),
@@ -1196,8 +1197,8 @@ MUTATIONS = [
      "            got = ring[h:].tolist()"),
     ("copyrows (entries): a node's queue taken as loaded into the ring though it was not",
      "blocksim/engine/copyrows.py",
-     "        if n:\n            ring[:n] = slots\n            left[:] = (free, n,",
-     "        if n:\n            left[:] = (free, n,"),
+     "            if n:\n                _PACK[n].pack_into(ring_bytes, 0, *slots)\n",
+     "            if False:\n                _PACK[n].pack_into(ring_bytes, 0, *slots)\n"),
     ("copyloop (entries): a refused write run where the loop stops left in the steps' heap",
      "blocksim/engine/copyloop.py",
      "        heappop(heap)\n        env._now = refused[0]\n",
@@ -1253,6 +1254,34 @@ MUTATIONS = [
      '\n                and all(page[1].typecode == "I" for page in objs)):', "):"),
     ("end: run_arrays' pages past max_runs' kept", "blocksim/model/extents.py",
      "            del objs[k + 1:], counts[k + 1:]\n", ""),
+    # session 20: the copy loop's Python per entry
+    ("copyrows (wake): a write whose task's end would put the pass to sleep resumes it compiled",
+     "blocksim/engine/copyrows.py",
+     "                sleeps = f == 0\n", "                sleeps = False\n"),
+    # (the woken pass's wait drawing no id is no mutation: every id drawn
+    # after it shifts by one, the order of no two events changes)
+    ("copyrows (wake): a write's wake-up of a resume Python runs taken compiled",
+     "blocksim/engine/copyrows.py",
+     "                if st[NO_RESUME]:\n                    # (a resume Python runs: the write as its entry)",
+     "                if False:\n                    # (a resume Python runs: the write as its entry)"),
+    ("copyloop (wake): the woken pass's wait's callbacks never run", "blocksim/engine/copyloop.py",
+     "        _wake(env, ev)\n        return True", "        return True"),
+    ("bitmap (clear): a compiled clear keeps the slot of a block turned clean",
+     "blocksim/model/bitmap.py",
+     "                if slot and (new == 0 or new == BLOCK):\n                    _free_slot(bits, slot)",
+     "                if False:\n                    _free_slot(bits, slot)"),
+    ("bitmap (clear): a compiled clear's granules not counted", "blocksim/model/bitmap.py",
+     "        if cleared:\n            self.count -= cleared", "        if cleared:\n            pass"),
+
+    ("copyrows (ring): a node's queue loaded a slot off", "blocksim/engine/copyrows.py",
+     "                _PACK[n].pack_into(ring_bytes, 0, *slots)",
+     "                _PACK[n].pack_into(ring_bytes, 8, *slots)"),
+
+    ("compiled (machine code): the machine code of another signature taken",
+     "blocksim/engine/compiled.py",
+     "    got = overloads.get(tuple(typeof(a) for a in args))",
+     "    got = next(iter(overloads.values()))"),
+
 ]
 
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from .bitmap_blocks import (BLOCK, BLOCK_SHIFT, COUNT_BITS, COUNT_MASK, _find_block, _free_slot,
                             _mark, _take_slot)
-from .compiled import Compiled, prefetch
+from .compiled import Compiled, machine_code, prefetch
 # the journal's entry layout (ContentJournal.copy)
 from .journal import _MAP_BITS, _MAP_SHIFT, _OFFSET_BITS
 
@@ -465,7 +465,7 @@ class Planner:
     Made once per pass and size (:func:`planner`), brought up to date at
     each use (:meth:`refresh`)."""
 
-    __slots__ = ("job", "args", "out", "_view", "made_for")
+    __slots__ = ("job", "args", "out", "_view", "made_for", "_plan", "_agree")
 
     def __init__(self, job, end: int, last: int, chunk: int, rows: int):
         import numpy as np
@@ -473,6 +473,9 @@ class Planner:
         src = job.source
         self.args = None
         self._view = None
+        # (plan's and agree's machine code for its arguments' types, which
+        # never change: compiled.machine_code, after the first call)
+        self._plan = self._agree = None
         # what it was made for (planner(): made again if any changed)
         self.made_for = (job.bcs, src, src.content, src.backing, src.content._journal)
         if src.backing is not None or src.content._journal is None:
@@ -503,14 +506,25 @@ class Planner:
 
     def __call__(self, pos: int) -> tuple:
         """``plan(..., pos)``: how many rows of ``out``, and why it stopped."""
-        return plan(*self.args, pos)
+        fn = self._plan
+        if fn is not None:
+            return fn(*self.args, pos)
+        got = plan(*self.args, pos)
+        self._plan = machine_code(plan, (*self.args, pos))
+        return got
 
     def agree(self, rows, taken: int, n: int, pos: int) -> int:
         """``agree(..., rows, taken, n, pos)``: how many of a kept plan's
         rows ``rows[taken:n]`` hold."""
         a = self.args
-        return agree(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11],
-                     a[12], a[13], rows, taken, n, pos)
+        args = (a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11],
+                a[12], a[13], rows, taken, n, pos)
+        fn = self._agree
+        if fn is not None:
+            return fn(*args)
+        got = agree(*args)
+        self._agree = machine_code(agree, args)
+        return got
 
 
 def planner(job, end: int, last: int, chunk: int, rows: int) -> Planner:

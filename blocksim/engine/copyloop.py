@@ -57,7 +57,12 @@ moments:
    next tasks).  A write of the pass's it stops before because its
    wake-up is not feasible is run where it stops, as the plain step the
    steps would run next (they would enter the loop at it, to the same
-   refusal, first).
+   refusal, first).  A row's such write (the compiled steps, below) is
+   done by the compiled steps themselves, up to its task's end and the
+   wait's event succeeded at once, and only that event's callbacks (the
+   pass's generator resumed, to sleep: once a rate-limit slice) are run
+   where the loop stops (``copyrows.WAKE``, :func:`_wake`): no object for
+   its task, no plain step.
 4. **What it leaves**: what a task read is pasted into the target when the
    loop stops instead of at each write (in compiled calls:
    ``ContentJournal.copy_runs``) (the source cannot change meanwhile:
@@ -112,6 +117,7 @@ from simpy.events import NORMAL, PENDING, URGENT, Event
 
 from . import backup_kernel, copyrows
 from .burst import _quiet
+from .compiled import machine_code
 
 #: tests switch the loop off to compare (the steps one at a time)
 ENABLED = True
@@ -150,6 +156,9 @@ QUEUE_AHEAD = copyrows.QUEUE_AHEAD
 #: one call on its bytes (numpy converts a tuple's items one at a time:
 #: some 2 µs an entry)
 _HAND_IN = struct.Struct(f"={HEAP_N}q")
+#: the compiled steps' function -> its machine code for kernel()'s
+#: arguments (compiled.machine_code: the same arrays' types at every call)
+_MACHINE_CODE: dict = {}
 
 
 def attach(job, steps) -> None:
@@ -485,10 +494,20 @@ def _run(job, entry, rows) -> bool:
         st[RAN] = st[MADE_N] = st[QI] = 0
         st[Q_MARK] = marks is not None
         st[SEQ] = next(seq)
-        why = copyrows.step(st, rows.heap, rows.stage, rows.start, rows.end, rows.inpool,
-                            rows.seq, rows.free, rows.freed, rows.dslots, plan,
-                            pastes, allocs, rows.ring_in(src, copyrows.S_H),
-                            rows.ring_in(tgt, copyrows.T_H), rows.qkeys)
+        step = copyrows.step
+        fast = _MACHINE_CODE.get(step)
+        if fast is not None:
+            why = fast(st, rows.heap, rows.stage, rows.start, rows.end, rows.inpool, rows.seq,
+                       rows.free, rows.freed, rows.dslots, plan, pastes, allocs,
+                       rows.ring_in(src, copyrows.S_H), rows.ring_in(tgt, copyrows.T_H),
+                       rows.qkeys)
+        else:
+            args = (st, rows.heap, rows.stage, rows.start, rows.end, rows.inpool, rows.seq,
+                    rows.free, rows.freed, rows.dslots, plan, pastes, allocs,
+                    rows.ring_in(src, copyrows.S_H), rows.ring_in(tgt, copyrows.T_H),
+                    rows.qkeys)
+            why = step(*args)
+            _MACHINE_CODE[step] = machine_code(step, args)
         v = st.tolist()
         if marks is not None:
             # (the markers it dropped out of the steps' record, the others
@@ -539,6 +558,7 @@ def _run(job, entry, rows) -> bool:
 
     rt = None                   # the first row's key (rows: the compiled steps)
     refused = None              # a write whose wake-up the loop left to the steps
+    woken = False               # a row's write woke the pass, its wait's callbacks to run
     # (the steps' loop reads its heap again only if told something ran: so
     # when the heap changed, the proxy taken out or rows made entries)
     touched = rows is not None and entry is rows.proxy
@@ -576,6 +596,9 @@ def _run(job, entry, rows) -> bool:
                 elif why == copyrows.NEED_PLAN:
                     if not extend(int(rows.st[copyrows.NEED_K])):
                         plan_final = True
+                elif why == copyrows.WAKE:
+                    woken = True
+                    break
                 elif why == copyrows.FULL:
                     if npaste + 2 > len(pastes) or nalloc + 2 > len(allocs):
                         # (the runs' arrays full: grown)
@@ -766,6 +789,20 @@ def _run(job, entry, rows) -> bool:
             if touched and not ran and heap and heap[0] is rows.proxy:
                 # (nothing ran from the proxy: its rows' steps as entries)
                 rows.materialize_all(heap)
+    if woken:
+        # A row's write whose task's end wakes the pass where it would not
+        # just make tasks and wait again (a sleep: once a slice), done by
+        # the compiled steps up to the wait's event (copyrows.step's WAKE):
+        # its callbacks, the pass's generator resumed, run last, as the
+        # write's plain step runs them (``_task_end``, ``_pool_check``:
+        # ``Steps.succeed(ev, last=True)`` with nothing due at this instant),
+        # after what the loop deferred (the pastes, the bitmap, the
+        # allocation, the counters), as for a refused write (below).
+        # (QEMU, block/block-copy.c: the task's end in block_copy_task_entry
+        # frees the slot block_copy_task_run waits for, aio_task_pool_wait_slot;
+        # block_copy_dirty_clusters then sleeps on the rate limit.)
+        _wake(env, ev)
+        return True
     if (refused is not None and heap and heap[0] is refused
             and (not queue or refused[2] == queue[0][2] or refused < queue[0])):
         # The loop stopped at a write of the pass's whose wake-up it leaves
@@ -845,6 +882,21 @@ def _step(env, callback, arg) -> None:
         failed._ok = False
         failed._value = error
         env.schedule(failed)
+
+
+def _wake(env, ev) -> None:
+    """``Steps.succeed(ev, last=True)`` at once (its id drawn already), in
+    a step run as ``Steps._fire`` runs one (:func:`_step`)."""
+    ev._ok = True
+    ev._value = None
+    _step(env, _callbacks, ev)
+
+
+def _callbacks(event) -> None:
+    """An event's callbacks, as ``Environment.step`` runs them."""
+    callbacks, event.callbacks = event.callbacks, None
+    for cb in callbacks:
+        cb(event)
 
 
 def fill(job, pooled, woke: bool = False) -> int:

@@ -77,7 +77,7 @@ _SEQ = attrgetter("seq")     # (a task's place in the job's list)
 FREE, MADE, BEGIN, READ, WRITE, DONE, EV = range(7)
 
 #: why step() returned
-EMPTY, BOUND, NEED_PLAN, PYTHON, FULL = range(5)
+EMPTY, BOUND, NEED_PLAN, PYTHON, FULL, WAKE = range(6)
 
 # the int64 state array's fields
 (NOW, OTHER_T, OTHER_P, OTHER_ID, Q_T, Q_P, Q_ID, EID, WAITING, FIRED, WAIT, PROCESSED,
@@ -96,6 +96,18 @@ _T, _P, _ID, _SLOT = range(4)
 #: a row's key, read off the heap's bytes (Rows.top: numpy's tolist costs
 #: three times as much)
 _KEY = struct.Struct("=3q")
+
+
+class _Packers(dict):
+    """``n`` -> a struct of ``n`` int64, made on first use (Rows.ring_in:
+    a node's queue into its ring's bytes, the state's six fields of it)."""
+
+    def __missing__(self, n: int) -> struct.Struct:
+        got = self[n] = struct.Struct(f"{n}q")      # (native: faster than "=")
+        return got
+
+
+_PACK = _Packers()
 
 #: rows at most (64 in the pool, one waiting, the ended ones whose done is
 #: queued; the rest is headroom: step() stops when none is free)
@@ -414,9 +426,13 @@ def step(st, heap, stage, start, end, inpool, seq, free, freed, dslots, plan, pa
     SimPy's next event (``BOUND``), no row is left (``EMPTY``), the plan is
     too short to decide (``NEED_PLAN``: ``st[NEED_K]`` tasks), a row's step
     is one the Python loop must run (``PYTHON``: ``st[SLOT]``, left at the
-    head: its write's wake-up not feasible, a resume of a write-zeroes or a
-    waited-for task, the wait's event not fired here), or the runs or the
-    free rows are nearly used up (``FULL``).
+    head: a done's wake-up not feasible, a resume of a write-zeroes or a
+    waited-for task, the wait's event not fired here), the runs or the
+    free rows are nearly used up (``FULL``), or a write was done whose
+    task's end wakes the pass at once where it would not just make tasks
+    and wait again (``WAKE``: the wait's event succeeded, its id drawn; its
+    callbacks, the pass's generator resumed, are Python's once the loop has
+    stopped: ``copyloop._run``'s end).
 
     SimPy's queue is ``qkeys`` from row ``st[QI]`` (its head in ``st[Q_T]``,
     ``st[Q_P]``, ``st[Q_ID]``; ``st[Q_MARK]``: 1 if it is one of the steps'
@@ -486,10 +502,20 @@ def step(st, heap, stage, start, end, inpool, seq, free, freed, dslots, plan, pa
             _pop(heap, st)
             at_once = _nothing_due(heap, st, now)
             wakes = st[WAITING] and not st[FIRED]
+            sleeps = False
             if at_once and wakes:
-                why = _refused(st, heap, plan, st[N_ENDED] + 1, now, t, p, i, slot)
-                if why >= 0:
-                    return why
+                if st[NO_RESUME]:
+                    # (a resume Python runs: the write as its entry)
+                    _push(heap, st, t, p, i, slot)
+                    st[SLOT] = slot
+                    return PYTHON
+                f = _feasible(st, plan, st[N_ENDED] + 1, now)
+                if f < 0:
+                    _push(heap, st, t, p, i, slot)
+                    return NEED_PLAN
+                # (not feasible: the pass, woken, would sleep, shrink or
+                # end; the write done here all the same, WAKE below)
+                sleeps = f == 0
             st[NOW] = now
             st[N_WRITES] += 1
             st[N_WRITTEN] += length
@@ -510,6 +536,11 @@ def step(st, heap, stage, start, end, inpool, seq, free, freed, dslots, plan, pa
                 st[PROCESSED] += 1
                 if wakes:
                     st[EID] += 1
+                    if sleeps:
+                        # the wait's event succeeded at once: its
+                        # callbacks (the pass's generator) Python's
+                        st[RAN] += 1
+                        return WAKE
                     _resume(st, heap, stage, start, end, inpool, seq, free, dslots, plan,
                             src_ring, now)
             else:
@@ -941,7 +972,7 @@ class Rows:
         got = self.rings.get(node)
         if got is None or got[2] != node.queue_depth:
             got = self.ring(node)
-        ring, left, _depth = got
+        ring, left, _depth, ring_bytes = got
         slots = node._slots
         n = len(slots)
         free = node._pipe_free
@@ -949,12 +980,22 @@ class Rows:
                 and (not n or (left[2] == slots[0] and left[3] == slots[-1]))
                 and left[4] == node.latency and left[5] == node.bandwidth):
             return ring
+        # (into the arrays' bytes by struct: numpy converts a deque's and a
+        # tuple's items one at a time, some 2 µs a load; a value not an int
+        # goes through numpy as before)
+        try:
+            if n:
+                _PACK[n].pack_into(ring_bytes, 0, *slots)
+            _PACK[6].pack_into(self.st_bytes, 8 * H, 0, n, free, node.queue_depth,
+                               node.latency, node.bandwidth)
+        except struct.error:
+            if n:
+                ring[:n] = slots
+            self.st[H:H + 6] = (0, n, free, node.queue_depth, node.latency, node.bandwidth)
         if n:
-            ring[:n] = slots
             left[:] = (free, n, slots[0], slots[-1], node.latency, node.bandwidth)
         else:
             left[:] = (free, 0, None, None, node.latency, node.bandwidth)
-        self.st[H:H + 6] = (0, n, free, node.queue_depth, node.latency, node.bandwidth)
         return ring
 
     def ring_out(self, node, H: int, v: list) -> None:
@@ -963,7 +1004,7 @@ class Rows:
         free = v[H + 2]
         if free == node._pipe_free:
             return
-        ring, left, _depth = self.rings[node]
+        ring, left, _depth, _bytes = self.rings[node]
         # (the ring's busy slots, oldest first)
         h, n = v[H], v[H + 1]
         cap = len(ring)
@@ -980,9 +1021,10 @@ class Rows:
     def ring(self, node) -> tuple:
         """The array step() keeps ``node``'s queue in (a ring), what the state holds
         of the node (pipe, count, first, last, latency, bandwidth: None
-        until loaded), and the depth they are made for."""
+        until loaded), the depth they are made for, and the ring's bytes."""
         got = self.rings.get(node)
         if got is None or got[2] != node.queue_depth:
-            got = self.rings[node] = (np.zeros(node.queue_depth + 1, dtype=np.int64),
-                                      [None] * 6, node.queue_depth)
+            ring = np.zeros(node.queue_depth + 1, dtype=np.int64)
+            got = self.rings[node] = (ring, [None] * 6, node.queue_depth,
+                                      memoryview(ring).cast("B"))
         return got

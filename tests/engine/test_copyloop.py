@@ -8,6 +8,7 @@ and without shortcuts, and checked to run in the loop."""
 from __future__ import annotations
 
 import pytest
+from simpy.events import PENDING
 
 import blocksim
 from blocksim.engine import copyloop, copyrows
@@ -556,14 +557,19 @@ def test_the_runs_arrays_grow(monkeypatch):
     _same_switched_off(fast, loaded, monkeypatch)
 
 
-def test_a_refused_write_runs_where_the_loop_stops(monkeypatch):
+@pytest.mark.parametrize("kernel", [False, True])
+def test_a_refused_write_runs_where_the_loop_stops(monkeypatch, kernel):
     """A write of the pass's whose wake-up the loop leaves to the steps (the
     pass would sleep: about once a slice) is run where the loop stops, as the
     plain step the steps would run after entering the loop at it again only
     to have it refused again: the loop is never entered at it, and such
-    writes do run there (the equivalence is the cases above)."""
-    real_run, real_step = copyloop._run, copyloop._step
-    entered, stepped = [], []
+    writes do run there (the equivalence is the cases above).  A row's such
+    write (the compiled steps) is done by the compiled steps up to the
+    wait's event, whose callbacks (the pass resumed) run where the loop
+    stops (``copyrows.WAKE``, ``copyloop._wake``): no plain step then."""
+    monkeypatch.setattr(copyloop, "KERNEL", kernel)
+    real_run, real_step, real_wake = copyloop._run, copyloop._step, copyloop._wake
+    entered, stepped, woken = [], [], []
 
     def entering(job, entry, rows):
         entered.append(entry[3] is job._write_step)
@@ -572,11 +578,23 @@ def test_a_refused_write_runs_where_the_loop_stops(monkeypatch):
     def stepping(env, callback, arg):
         stepped.append(callback.__name__)
         return real_step(env, callback, arg)
+
+    def waking(env, ev):
+        # (the pass waits for a slot on that very event, nothing else does)
+        woken.append(ev._value is PENDING and len(ev.callbacks) == 1)
+        return real_wake(env, ev)
     monkeypatch.setattr(copyloop, "_run", entering)
     monkeypatch.setattr(copyloop, "_step", stepping)
+    monkeypatch.setattr(copyloop, "_wake", waking)
     Simulation(blocksim.load_scenario(CASES["a rate-limited backup under a paced guest"])).run()
-    assert stepped.count("_task_written") >= 4      # (a dozen slices)
-    assert len(entered) > 20 and not any(entered)
+    if kernel:
+        assert len(woken) >= 4 and all(woken)           # (a dozen slices)
+        assert stepped.count("_task_written") < len(woken)
+        # (entered at the rows' proxy only: the Python loop's writes are
+        # entries of the steps, at which it is entered as at any other)
+        assert len(entered) > 20 and not any(entered)
+    else:
+        assert stepped.count("_task_written") >= 4 and not woken
 
 
 def test_another_calls_steps_are_no_entries_of_the_loop(monkeypatch):
@@ -675,3 +693,31 @@ def test_runs_past_the_sources_end_are_pasted_one_by_one(monkeypatch):
     monkeypatch.setattr(job, "size", size)
     job._paste_runs(runs[:1].copy())
     assert pasted == []
+
+
+def test_machine_code_is_the_compiled_function_for_those_types():
+    """``machine_code(fn, args)``: the machine code numba compiled for the
+    types of ``args`` (called without its dispatch: the copy loop's steps,
+    the backup's planner), giving what the dispatcher gives; for types it
+    was not compiled for, or for a function that is not compiled, ``fn``."""
+    import numpy as np
+
+    from blocksim.engine import bitmap_blocks
+    from blocksim.engine.compiled import machine_code
+
+    def same(a):
+        return a
+
+    assert machine_code(same, (1,)) is same
+    flags = np.zeros(64, dtype=np.uint8)
+    words = np.frombuffer(flags, dtype=np.uint64)
+    flags[37] = 1
+    assert bitmap_blocks._find(flags, words, 0, 64) == 37
+    find = bitmap_blocks._find               # (its dispatcher, loaded now)
+    narrow = flags.astype(np.int32)             # (a second signature compiled)
+    assert find(narrow, words, 0, 64) == 37
+    fast = machine_code(find, (flags, words, 0, 64))
+    assert fast is not find and fast(flags, words, 3, 64) == 37 == find(flags, words, 3, 64)
+    assert fast(flags, words, 38, 64) == find(flags, words, 38, 64)
+    assert machine_code(find, (narrow, words, 0, 64)) is not fast
+    assert machine_code(find, (flags.astype(np.int16), words, 0, 64)) is find

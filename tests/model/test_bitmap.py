@@ -270,3 +270,35 @@ if given is not None:
                 assert found == min((b for b in dirty if b >= cursor), default=-1)
                 if found >= 0:
                     assert bm.dirty_run(found, 700) == naive_run(dirty, _NBITS, found, 700)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_clear_of_a_few_blocks_compiled_is_the_blocks_one_by_one(seed):
+    """``clear_bits`` over a few blocks (a backup's tasks cleared in a run:
+    compiled, ``_clear_blocks``) leaves the very bitmap a clear of each block
+    in Python leaves (``_assign_block``): counts, flags, group bytes, every
+    slot of the pool and its free list, byte for byte."""
+    rng = random.Random(seed)
+    g = 65536
+    fast, slow = DirtyBitmap(5 << 30, g), DirtyBitmap(5 << 30, g)
+    nb = fast.nbits
+    dirty = set()
+    for _ in range(300):
+        b0 = rng.randrange(nb)
+        b1 = min(nb, b0 + rng.choice([1, 2, 16, 300, BLOCK, 700, 2 * BLOCK, 1500, 3000]))
+        if rng.random() < 0.5:
+            for bm in (fast, slow):
+                bm.mark(b0 * g, b1 * g)
+            dirty |= set(range(b0, b1))
+        else:
+            fast.clear_bits(b0, b1)
+            dirty -= set(range(b0, b1))
+            while b0 < b1:                  # (the rule: block by block)
+                edge = min(b1, ((b0 >> BLOCK_SHIFT) + 1) << BLOCK_SHIFT)
+                slow._assign_block(b0 >> BLOCK_SHIFT, b0, edge, False)
+                b0 = edge
+        assert fast.count == slow.count
+        assert bytes(fast.summary) == bytes(slow.summary) and fast.blocks == slow.blocks
+        assert fast.granules[:] == slow.granules[:]
+    assert 0 < fast.count < nb
+    check_consistent(fast, dirty)
