@@ -841,8 +841,8 @@ class ContentJournal:
         # the pages written rebuilt (_settle_pages, compiled)
         out_starts, out_values, out_lo, out_hi = _settle_pages(
             w0, val, first, np.asarray(pages, dtype=np.int64), shift, local,
-            base_starts, base_values, base_at, sizes)
-        out_starts = out_starts.astype(_np_type(maps[0]._stype))
+            base_starts, base_values, base_at, sizes,
+            np.empty(0, dtype=_np_type(maps[0]._stype)))
         ids = involved.tolist()
         columns = None                  # (the rows as page columns, made once)
         for k, mi in enumerate(ids):
@@ -899,7 +899,7 @@ def _maps_involved(w0, val, seen):
 
 @njit(cache=True)
 def _settle_pages(w0, val, first, pages, shift, local, base_starts, base_values,
-                  base_at, sizes):
+                  base_at, sizes, starts_like):
     """Apply the logs of ``pages`` (entries ``first[i]:first[i + 1]`` of
     ``w0``, each ``a | b << 27 | map << 54``, and ``val``, their values, are
     page ``pages[i]``'s, in log order; map ``m`` of an entry is map
@@ -919,7 +919,8 @@ def _settle_pages(w0, val, first, pages, shift, local, base_starts, base_values,
     ``out_starts`` (page-relative) and ``out_values``, up to the page's end
     or the map's (``sizes``); ``out_lo`` is -1 for a map not written
     there, and ``-2 - k2`` for one whose runs there are the same as those
-    of map ``k2`` (the smallest such ``k2``; its page is to be shared)."""
+    of map ``k2`` (the smallest such ``k2``; its page is to be shared);
+    ``out_starts`` of ``starts_like``'s type."""
     npages = len(pages)
     nmaps = len(sizes)
     page_len = np.int64(1) << shift
@@ -933,7 +934,9 @@ def _settle_pages(w0, val, first, pages, shift, local, base_starts, base_values,
         room += nmaps * e
         if e > most:
             most = e
-    out_starts = np.empty(room, dtype=np.int64)
+    # (the starts in the maps' start type, ``starts_like``'s: page-relative,
+    # they fit; a conversion after cost a pass over every row)
+    out_starts = np.empty(room, dtype=starts_like.dtype)
     out_values = np.empty(room, dtype=np.int64)
     out_lo = np.full((nmaps, npages), -1, dtype=np.int64)
     out_hi = np.full((nmaps, npages), -1, dtype=np.int64)
