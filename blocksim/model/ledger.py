@@ -239,20 +239,6 @@ class Ledger:
                 return None
         return self._sorted(offsets, n, bs, gens, bs)
 
-    def in_blocks(self):
-        """The writes as they are kept, when each is one block: ``(blocks,
-        gens)``, numpy views of the block numbers (``uint32``) and the
-        generations, in acknowledgement order; None unless every write has
-        the block size and the offsets are kept as block numbers of it (a
-        check that needs no order by block: blocksim.record.invariants)."""
-        if self._held is not None:
-            self.catch_up()
-        if (self._odd_at or not len(self._offsets) or self._offsets.typecode != "I"
-                or self._unit != self.block_size):
-            return None
-        return (np.frombuffer(self._offsets, dtype=np.uint32),
-                np.frombuffer(self._gens, dtype=_NP_TYPES[self._gens.typecode]))
-
     @staticmethod
     def _sorted(offsets, n: int, bs: int, gens, unit: int = 1) -> BlockOrder:
         """:meth:`by_block` of ``offsets`` (block numbers, or byte offsets

@@ -31,13 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import Compiled
 from ..model.extents import ExtentMap, diff_blocks, diff_ranges, run_arrays
 from ..model.iostatus import _RANK, OK
-
-#: compiled with numba on first use (engine/compiled.py), without numba's
-#: runtime (nothing is allocated)
-njit = Compiled(globals(), cache=True, _nrt=False)
 
 CHECKED = ("legal-job-transitions", "iostatus-sticky", "guest-writes-durable",
            "mirror-target-identical", "stream-independent", "commit-base-holds-top",
@@ -96,169 +91,10 @@ def guest_write_audit(drive) -> dict:
     # once written throughout) reads as itself alone, its chain unasked.
     if layers[0].size == drive.node.size and (
             len(layers) == 1 or layers[0].holds_no_zero()):
-        if _blocks_confirmed(drive, layers[0]):
-            return dict(_NOTHING_AMISS)
         order = drive.expected_blocks()
         if order is not None and order.block_range()[0] >= 0:
             return _audit_blocks(drive, layers[0], order)
     return _audit_maps(drive, layers)
-
-
-#: the audit of a disk holding every acknowledged write
-_NOTHING_AMISS = {"lost_bytes": 0, "lost_writes_visible": 0, "corrupt_bytes": 0,
-                  "first_corrupt_offset": None}
-
-
-def _blocks_confirmed(drive, content: ExtentMap) -> bool:
-    """Whether every block the guest wrote reads back, whole, the
-    generation of its last acknowledged write, shown without ordering the
-    ledger by block (:func:`_audit_blocks` then finds nothing: the audit is
-    :data:`_NOTHING_AMISS`); False when it cannot be shown so, and the
-    audit then looks for what is amiss.
-
-    For a ledger of one-block writes whose generations count up by one
-    from the first (``gens[i] == gens[0] + i``, ``gens[0] > 0``: a guest's
-    writes, each a fresh generation), in blocks inside the disk: a block's
-    last acknowledged write is its write of the largest generation, so the
-    block holds it exactly when, for every write ``i`` to it, the block
-    reads as one value ``v`` with ``v >= gens[i]`` and ``v`` a generation
-    written there (write ``v - gens[0]`` of the ledger is to this block).
-    Each write is checked against the disk's runs on its page: the
-    writes bucketed by page in two linear passes (:func:`_writes_by_page`),
-    each step of pages read as arrays (:func:`run_arrays`, whole pages,
-    bounded as :func:`_audit_blocks`' steps) and its writes looked up in
-    them (:func:`_writes_hold`).  Where the sort by block of a 1 TiB hour's
-    3.6 M writes took a tenth of a second, this takes a few hundredths."""
-    rows = drive.ledger.in_blocks()
-    if rows is None:
-        return False
-    blocks, gens = rows
-    bs = drive.ledger.block_size
-    page = content.page_size
-    npages = -(-content.size // page)
-    if bs > page or page % bs or int(gens[0]) <= 0 or npages > len(blocks) + _STEP_WRITES:
-        # (a disk of many more pages than writes, as small pages over a
-        # huge disk, is walked by its written blocks: the sort's path)
-        return False
-    starts = np.zeros(npages + 1, dtype=np.int64)       # (each page's first write)
-    paged = np.empty(len(blocks), dtype=blocks.dtype)
-    index = np.empty(len(blocks), dtype=np.int64)
-    if not _writes_by_page(blocks, gens, page // bs, content.size // bs, starts, paged, index):
-        return False
-    written = np.flatnonzero(starts[1:] != starts[:-1])
-    most = int(np.diff(starts).max())                    # (a page's writes, at most)
-    work_b, work_i = np.empty(2 * most, dtype=np.int64), np.empty(2 * most, dtype=np.int64)
-    counts = np.empty(257, dtype=np.int64)
-    k = 0
-    while k < len(written):
-        chunk = written[k:k + _STEP_PAGES]
-        end = min((int(chunk[-1]) + 1) * page, content.size)
-        stop, run_starts, run_values = run_arrays(content, int(chunk[0]) * page, end,
-                                                  max_runs=_STEP_RUNS, pages=chunk.tolist())
-        # (the pages read: whole ones, up to stop)
-        done = int(np.searchsorted(chunk, -(-stop // page)))
-        if not _writes_hold(run_starts, run_values, stop, chunk[:done], page, starts, paged,
-                            index, bs, int(gens[0]), work_b, work_i, counts):
-            return False
-        k += done
-    return True
-
-
-@njit
-def _writes_by_page(blocks, gens, per_page, nblocks, starts, paged, index):
-    """The ledger's writes (``blocks``, ``gens``) bucketed by page
-    (``per_page`` blocks a page): page ``p``'s are rows ``starts[p]:
-    starts[p + 1]`` of ``paged`` (their blocks) and ``index`` (their
-    indices in the ledger, increasing), ``starts`` zeros, one longer than
-    the pages; False (and nothing bucketed) unless every block is below
-    ``nblocks`` and the generations count up by one.  (The blocks copied
-    with their indices: a page's check then reads its rows in order, where
-    reading the ledger's blocks by index missed the cache at each write.)"""
-    n = blocks.shape[0]
-    g0 = np.int64(gens[0])
-    for i in range(n):
-        b = np.int64(blocks[i])
-        if b >= nblocks or np.int64(gens[i]) != g0 + i:
-            return False
-        starts[b // per_page + 1] += 1
-    for p in range(starts.shape[0] - 1):
-        starts[p + 1] += starts[p]
-    for i in range(n):
-        b = blocks[i]
-        p = np.int64(b) // per_page
-        x = starts[p]
-        paged[x] = b
-        index[x] = i
-        starts[p] = x + 1
-    # (each page's start moved to its end: back one page)
-    for p in range(starts.shape[0] - 1, 0, -1):
-        starts[p] = starts[p - 1]
-    starts[0] = 0
-    return True
-
-
-@njit
-def _writes_hold(run_starts, run_values, stop, pages, page, starts, paged, index, bs, g0,
-                 work_b, work_i, counts):
-    """Whether every block written on ``pages`` (its writes bucketed:
-    :func:`_writes_by_page`) is one run of the disk (runs ``run_starts``,
-    absolute, the last ending at ``stop``, whole pages of ``page`` bytes,
-    increasing) whose value is the generation (``g0 + i``) of its last
-    write, the largest index among its writes.
-
-    Each page's writes are put in block order first, stably (so a block's
-    writes keep their order), by a radix sort of their block within the
-    page in digits of 8 bits (``work_b``, ``work_i``: room for a page's
-    writes; ``counts``: 257), a few hundred writes in cache; then the runs
-    and the blocks are walked together, each block's value read once.
-    (The sort of the whole ledger by block, 3.6 M writes over 1 TiB, cost
-    cache misses at every write; a binary search per write among its
-    page's runs, unpredictable branches, about as much.)"""
-    nruns = run_starts.shape[0]
-    per_page = page // bs
-    bits = 0
-    while (per_page - 1) >> bits:
-        bits += 1
-    r = 0
-    for q in range(pages.shape[0]):
-        p = pages[q]
-        x0, x1 = starts[p], starts[p + 1]
-        m = x1 - x0
-        first = p * per_page
-        # the page's writes by block within the page, stably
-        src_b, src_i = paged[x0:x1], index[x0:x1]
-        a_b, a_i = work_b[:m], work_i[:m]
-        b_b, b_i = work_b[m:2 * m], work_i[m:2 * m]
-        for x in range(m):
-            a_b[x] = np.int64(src_b[x]) - first
-            a_i[x] = src_i[x]
-        sh = 0
-        while sh < bits:
-            counts[:] = 0
-            for x in range(m):
-                counts[((a_b[x] >> sh) & 255) + 1] += 1
-            for d in range(256):
-                counts[d + 1] += counts[d]
-            for x in range(m):
-                d = (a_b[x] >> sh) & 255
-                y = counts[d]
-                b_b[y] = a_b[x]
-                b_i[y] = a_i[x]
-                counts[d] = y + 1
-            a_b, b_b = b_b, a_b
-            a_i, b_i = b_i, a_i
-            sh += 8
-        # each block (its last write: the last of its group) against its run
-        for x in range(m):
-            if x + 1 < m and a_b[x + 1] == a_b[x]:
-                continue
-            a = (first + a_b[x]) * bs
-            while r + 1 < nruns and run_starts[r + 1] <= a:
-                r += 1
-            end = run_starts[r + 1] if r + 1 < nruns else stop
-            if end < a + bs or np.int64(run_values[r]) != g0 + a_i[x]:
-                return False
-    return True
 
 
 def _audit_maps(drive, layers) -> dict:
