@@ -1253,9 +1253,9 @@ MUTATIONS = [
     ("end (s20): a paste takes what the map it writes held", "blocksim/engine/journal.py",
      "                src = local[((-1 - val[which[order[nxt]]]) >> 1) & (MAX_MAPS - 1)]",
      "                src = local[w0[which[order[nxt]]] >> _MAP_SHIFT]"),
-    ("end (s20): the witness's all-clean word leaves the run open", "blocksim/jobs/backup.py",
-     "                    if w == _CLEAN8:\n                        if run >= 0:",
-     "                    if w == _CLEAN8:\n                        if run >= 0 and False:"),
+    ("end (s20): the witness's mixed word taken as alike", "blocksim/jobs/backup.py",
+     "                    if w == _CLEAN8 or w == _DIRTY8:\n                        step = 8",
+     "                    if True:\n                        step = 8"),
 ]
 
 

@@ -265,31 +265,21 @@ def _dirty_runs(bits, words, summary, nbits, starts, ends):
             lim = min(BLOCK, nbits - base)
             i = 0
             while i < lim:
-                if i + 8 <= lim and (slot + i + 8) >> 3 <= nwords:
+                # (a whole word of alike granules is one step: its first says)
+                step = 1
+                if (i & 7) == 0 and i + 8 <= lim and (slot + i + 8) >> 3 <= nwords:
                     w = words[(slot + i) >> 3]
-                    if w == _CLEAN8:
-                        if run >= 0:
-                            n = _close_run(starts, ends, n, run, base + i)
-                            if n < 0:
-                                return -1
-                            run = -1
-                        i += 8
-                        continue
-                    if w == _DIRTY8:
-                        if run < 0:
-                            run = base + i
-                        i += 8
-                        continue
-                for x in range(i, min(i + 8, lim)):
-                    if bits[slot + x]:
-                        if run < 0:
-                            run = base + x
-                    elif run >= 0:
-                        n = _close_run(starts, ends, n, run, base + x)
-                        if n < 0:
-                            return -1
-                        run = -1
-                i += 8
+                    if w == _CLEAN8 or w == _DIRTY8:
+                        step = 8
+                if bits[slot + i]:
+                    if run < 0:
+                        run = base + i
+                elif run >= 0:
+                    n = _close_run(starts, ends, n, run, base + i)
+                    if n < 0:
+                        return -1
+                    run = -1
+                i += step
     if run >= 0:
         n = _close_run(starts, ends, n, run, nbits)
     return n
