@@ -814,15 +814,12 @@ class ContentJournal:
         n = len(val)
         if not n:                           # only the places of reads never pasted
             return
-        mids = w0 >> _MAP_SHIFT
-        code = -1 - val                     # pastes (val < 0)
-        placed = (val < 0) & ((code & 1) == 0)      # the read's place in this log
-        # the maps involved (those written, those read), and what each holds
-        # on these pages before the logs: its runs, page by page
-        read_maps = (code >> 1) & (MAX_MAPS - 1)   # (of the pastes: the others' are noise)
+        # the maps involved (those written, those read: one compiled pass,
+        # where numpy's took a dozen temporaries of the chunk's size), and
+        # what each holds on these pages before the logs: its runs, page by
+        # page
         seen = np.zeros(MAX_MAPS, dtype=np.bool_)
-        seen[mids] = True
-        seen[read_maps[placed]] = True
+        _maps_involved(w0, val, seen)
         involved = np.flatnonzero(seen)
         local = np.zeros(MAX_MAPS, dtype=np.int64)     # map -> its index among them
         local[involved] = np.arange(len(involved))
@@ -843,10 +840,9 @@ class ContentJournal:
         # each paste taking what its source held at its read's place, and
         # the pages written rebuilt (_settle_pages, compiled)
         out_starts, out_values, out_lo, out_hi = _settle_pages(
-            w0, val, first, np.asarray(pages, dtype=np.int64), shift,
-            local[mids], local[read_maps],
-            base_starts, base_values, base_at, sizes)
-        out_starts = out_starts.astype(_np_type(maps[0]._stype))
+            w0, val, first, np.asarray(pages, dtype=np.int64), shift, local,
+            base_starts, base_values, base_at, sizes,
+            np.empty(0, dtype=_np_type(maps[0]._stype)))
         ids = involved.tolist()
         columns = None                  # (the rows as page columns, made once)
         for k, mi in enumerate(ids):
@@ -887,12 +883,27 @@ def _np_type(typecode: str):
     return np.uint32 if typecode == "I" else np.int64
 
 
+@njit(cache=True, _nrt=False)
+def _maps_involved(w0, val, seen):
+    """``seen[m]`` set for each map ``m`` an entry of ``w0`` and ``val``
+    (unpacked) writes, and each map a paste's read (a read's place in
+    this log: ``val < 0`` with its low code bit clear) reads."""
+    for j in range(w0.shape[0]):
+        seen[w0[j] >> _MAP_SHIFT] = True
+        v = val[j]
+        if v < 0:
+            code = -1 - v
+            if (code & 1) == 0:
+                seen[(code >> 1) & (MAX_MAPS - 1)] = True
+
+
 @njit(cache=True)
-def _settle_pages(w0, val, first, pages, shift, local, read_local, base_starts, base_values,
-                  base_at, sizes):
+def _settle_pages(w0, val, first, pages, shift, local, base_starts, base_values,
+                  base_at, sizes, starts_like):
     """Apply the logs of ``pages`` (entries ``first[i]:first[i + 1]`` of
     ``w0``, each ``a | b << 27 | map << 54``, and ``val``, their values, are
-    page ``pages[i]``'s, in log order) to what the maps
+    page ``pages[i]``'s, in log order; map ``m`` of an entry is map
+    ``local[m]`` among those involved) to what the maps
     involved hold there (map ``k``'s runs on page ``i``: rows
     ``base_at[k * npages + i]`` on of ``base_starts`` (page-relative) and
     ``base_values``), page by page.
@@ -900,14 +911,16 @@ def _settle_pages(w0, val, first, pages, shift, local, read_local, base_starts, 
     A page is cut into elementary segments at every edge of its entries
     and of its stored runs, and each map's runs become one value per
     segment.  The entries are then applied in log order: a set gives its
-    segments its generation, a paste what its source (``read_local``) held
+    segments its generation, a paste what its source (the map its value
+    names, ``(-1 - value) >> 1`` in the low bits) held
     there just before the entry of its read's place (the reads are taken
     as the sweep passes their places).  Each map ``k`` written on page
     ``i`` comes out as canonical runs ``out_lo[k, i]:out_hi[k, i]`` of
     ``out_starts`` (page-relative) and ``out_values``, up to the page's end
     or the map's (``sizes``); ``out_lo`` is -1 for a map not written
     there, and ``-2 - k2`` for one whose runs there are the same as those
-    of map ``k2`` (the smallest such ``k2``; its page is to be shared)."""
+    of map ``k2`` (the smallest such ``k2``; its page is to be shared);
+    ``out_starts`` of ``starts_like``'s type."""
     npages = len(pages)
     nmaps = len(sizes)
     page_len = np.int64(1) << shift
@@ -921,7 +934,9 @@ def _settle_pages(w0, val, first, pages, shift, local, read_local, base_starts, 
         room += nmaps * e
         if e > most:
             most = e
-    out_starts = np.empty(room, dtype=np.int64)
+    # (the starts in the maps' start type, ``starts_like``'s: page-relative,
+    # they fit; a conversion after cost a pass over every row)
+    out_starts = np.empty(room, dtype=starts_like.dtype)
     out_values = np.empty(room, dtype=np.int64)
     out_lo = np.full((nmaps, npages), -1, dtype=np.int64)
     out_hi = np.full((nmaps, npages), -1, dtype=np.int64)
@@ -999,14 +1014,14 @@ def _settle_pages(w0, val, first, pages, shift, local, read_local, base_starts, 
             while nxt < npaste and places[order[nxt]] <= j:
                 jq = which[order[nxt]] - e0
                 start[jq] = got
-                src = read_local[which[order[nxt]]]
+                src = local[((-1 - val[which[order[nxt]]]) >> 1) & (MAX_MAPS - 1)]
                 for s in range(ia[jq], ib[jq]):
                     taken[got] = stored[src, s]
                     got += 1
                 nxt += 1
             if j == n:
                 break
-            m = local[e0 + j]
+            m = local[w0[e0 + j] >> _MAP_SHIFT]
             v = val[e0 + j]
             if v >= 0:
                 for s in range(ia[j], ib[j]):

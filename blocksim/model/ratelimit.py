@@ -56,3 +56,10 @@ class RateLimit:
             return 0
         slice_end = self.slice_start + int(self.dispatched / max(self.slice_quota, 1) * SLICE_NS)
         return max(slice_end - now, 0)
+
+    def asked(self, now: int, ns: int) -> None:
+        """``delay(now, 0)`` where ``wait(now)`` said ``ns`` (> 0): the
+        slice's end set to ``now + ns``, the end ``delay`` computes (the
+        same formula, nothing else dispatched), with no second computation
+        (a backup's pass waking only to sleep again: BackupJob._sleeps_again)."""
+        self.slice_end = now + ns

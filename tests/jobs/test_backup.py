@@ -649,7 +649,13 @@ def test_the_witnessed_ranges_as_arrays_are_dirty_ranges():
             for _ in range(3000):
                 a = rng.randrange(0, size - g)
                 bits.mark(a, a + rng.choice((1, g, 5 * g)))
+            # (runs of whole words of the pool and across them: _dirty_runs
+            # reads eight granules at a time where they are all alike)
+            for _ in range(400):
+                a = rng.randrange(0, size - 80 * g) // (8 * g) * (8 * g) + rng.choice((0, 0, 3)) * g
+                bits.mark(a, a + rng.choice((8, 9, 15, 16, 24, 70)) * g)
             bits.clear_bits(4 * BLOCK, 4 * BLOCK + 7)               # a hole in whole blocks
+            bits.clear_bits(9 * BLOCK - 16, 9 * BLOCK - 8)          # a clean word in dirty ones
         expected = list(dirty_ranges(bits))
         for ranges in (_range_arrays, _range_arrays_dense):     # (compiled, numpy)
             starts, ends = ranges(bits)
@@ -693,12 +699,12 @@ def test_the_witnessed_ranges_fall_back_to_numpy_when_rows_run_short():
     bits.mark(BLOCK * g, 2 * BLOCK * g)                     # up to a clean block
     bits.mark(3 * BLOCK * g, 4 * BLOCK * g)                 # again
     bits.mark((5 * BLOCK + 5) * g, 6 * BLOCK * g)           # to the end
-    granules, _w, summary, _blocks, _bw = bits.arrays()
+    granules, words, summary, _blocks, _bw = bits.arrays()
     for room in range(4):
         rows = np.empty(room, np.int64), np.empty(room, np.int64)
-        assert _dirty_runs(granules, summary, bits.nbits, *rows) == -1
+        assert _dirty_runs(granules, words, summary, bits.nbits, *rows) == -1
     rows = np.empty(4, np.int64), np.empty(4, np.int64)
-    assert _dirty_runs(granules, summary, bits.nbits, *rows) == 4
+    assert _dirty_runs(granules, words, summary, bits.nbits, *rows) == 4
     bits.count = 2                      # (fewer rows than runs)
     starts, ends = _range_arrays(bits)
     assert list(zip(starts.tolist(), ends.tolist())) == list(dirty_ranges(bits)) == [

@@ -272,6 +272,39 @@ def test_the_limiters_wait_is_its_delay_unasked():
     assert limit.wait(over) == 0 == limit.delay(over, 0)
 
 
+def test_the_limiter_told_of_a_sleep_is_left_as_its_delay_leaves_it():
+    """``RateLimit.asked(now, ns)``, where ``wait(now)`` said ``ns`` > 0,
+    leaves the limiter as ``delay(now, 0)`` does (what a backup's pass
+    waking only to sleep again asks, BackupJob._sleeps_again): over
+    random slices, amounts, speed changes and instants."""
+    import random
+    from blocksim.model.ratelimit import SLICE_NS, RateLimit
+    rng = random.Random(20)
+    told = asked = 0
+    for _case in range(200):
+        a, b = RateLimit(rng.choice((1, 10, 100)) * MiB), None
+        now = 0
+        for _step in range(30):
+            now += rng.choice((0, 1, SLICE_NS // 7, SLICE_NS // 2, SLICE_NS))
+            if rng.random() < 0.1:
+                a.set_speed(rng.choice((1, 10, 50, 100, 1000)) * MiB)
+            elif rng.random() < 0.6:
+                a.delay(now, rng.choice((4096, MiB, 3 * MiB, 12 * MiB)))
+            ns = a.wait(now)
+            if not ns:
+                continue
+            b = RateLimit(a.speed)
+            b.slice_start, b.slice_end, b.dispatched = a.slice_start, a.slice_end, a.dispatched
+            told += b.slice_end != a.slice_start + int(a.dispatched / max(a.slice_quota, 1)
+                                                       * SLICE_NS)
+            assert a.delay(now, 0) == ns
+            b.asked(now, ns)
+            asked += 1
+            assert ((b.slice_start, b.slice_end, b.dispatched)
+                    == (a.slice_start, a.slice_end, a.dispatched))
+    assert asked > 500 and told > 20        # (ends moved by a speed change among them)
+
+
 def test_a_guest_resumed_inside_a_step_skips_no_step(monkeypatch):
     """A guest resumed inside a step (Steps._fire: a task's done) skips no
     step with its wait: the clock's peek sees the steps' next entry, which
