@@ -600,6 +600,19 @@ def tools():
     return find_tools()
 
 
+#: Cases whose outcome in QEMU is a race of real time that blocksim does not
+#: model (it models QEMU's usual order, docs/qemu-check.md): a disagreement
+#: there is checked again, up to twice, so QEMU must show blocksim's order in
+#: one of three runs; a model that left that order disagrees every time.
+REAL_TIME_RACES = {
+    # QEMU's loop claims the second fault's range before the first failed
+    # write comes back, usually; not always on a busy machine (session 19:
+    # 2 runs of 8 at 11800 KiB; session 20: once in a CI run at 9600 KiB,
+    # 0 of 16 by hand, idle and beside three CPU burners)
+    "mirror-buffer-wait-lets-iterations-go-on",
+}
+
+
 @needs_qemu
 @pytest.mark.parametrize("path", QEMU_SCENARIOS, ids=[p.stem for p in QEMU_SCENARIOS])
 def test_scenario_agrees_with_qemu(tools, path):
@@ -607,10 +620,22 @@ def test_scenario_agrees_with_qemu(tools, path):
     if c.status == ERROR and any(why in (c.qemu.error or "")
                                  for why in ("not responding", "did not open", "exited at start")):
         # the daemon did not come up (a loaded machine): no verdict was
-        # reached, so the check runs once more; a disagreement never does
+        # reached, so the check runs once more; a disagreement does only
+        # for a race of real time (REAL_TIME_RACES)
+        c = check_scenario(str(path), tools)
+    for _ in range(2 if path.stem in REAL_TIME_RACES else 0):
+        if c.status != DISAGREE:
+            break
         c = check_scenario(str(path), tools)
     assert c.status in (AGREE, DOCUMENTED), render_text([c])
     assert not c.plan.skipped, "scenarios/qemu/ should hold only what QEMU can run"
+
+
+def test_real_time_races_are_cases():
+    """Each case allowed a second look is one of scenarios/qemu/ (a renamed
+    case would otherwise lose its mark silently, or keep one it no longer
+    needs under another name)."""
+    assert REAL_TIME_RACES <= {p.stem for p in QEMU_SCENARIOS}
 
 
 @needs_qemu
